@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * host.c - running a validated pipeline: the context a pass sees, the
+ * validation-time checks, and the run loop that measures each step and
+ * writes the output model and report only when every pass succeeded.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <mcomp/pipeline.h>
+
+#include "host_int.h"
+
+struct mc_ctx {
+	struct mc_pipeline *p;
+	struct mc_pl_pass *pp;
+	int validating;
+	struct mc_err *err;
+	json_t *metrics; /* of the current row */
+};
+
+double mc_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static struct mc_pl_model *find_model(struct mc_pipeline *p, const char *name)
+{
+	int i;
+
+	for (i = 0; name && i < p->n_models; i++)
+		if (strcmp(p->models[i].name, name) == 0)
+			return &p->models[i];
+	return NULL;
+}
+
+static struct mc_pl_split *find_split(struct mc_pipeline *p, const char *name)
+{
+	int i;
+
+	for (i = 0; name && i < p->n_splits; i++)
+		if (strcmp(p->splits[i].name, name) == 0)
+			return &p->splits[i];
+	return NULL;
+}
+
+MC_API struct mc_model *mc_ctx_model(struct mc_ctx *ctx, const char *name)
+{
+	struct mc_pl_model *pm = find_model(ctx->p, name);
+
+	return pm ? pm->model : NULL;
+}
+
+MC_API int mc_ctx_replace_model(struct mc_ctx *ctx, const char *name, struct mc_model *m)
+{
+	struct mc_pl_model *pm = find_model(ctx->p, name);
+
+	if (!pm)
+		return mc_ctx_error(ctx, NULL, MC_EINVAL, "no model named '%s' in the pipeline",
+				    name);
+	if (pm->model != m)
+		mc_model_free(pm->model);
+	pm->model = m;
+	return 0;
+}
+
+static const struct mc_dataset *load_split(struct mc_pl_split *s, struct mc_err *err)
+{
+	struct mc_dataset *all, *part;
+
+	if (s->data)
+		return s->data;
+	all = mc_idx_load(s->images, s->labels, err);
+	if (!all)
+		return NULL;
+	if (s->first == 0 && s->count < 0) {
+		s->data = all;
+		return all;
+	}
+	part = mc_dataset_slice(all, s->first, s->count, err);
+	mc_dataset_free(all);
+	s->data = part;
+	return part;
+}
+
+MC_API const struct mc_dataset *mc_ctx_data(struct mc_ctx *ctx, const char *name)
+{
+	struct mc_pl_split *s = find_split(ctx->p, name);
+	const struct mc_dataset *d;
+
+	if (!s) {
+		mc_ctx_error(ctx, NULL, MC_EINVAL, "no data split named '%s' in the pipeline",
+			     name ? name : "(null)");
+		return NULL;
+	}
+	d = load_split(s, ctx->err);
+	if (!d)
+		mc_err_prefix(ctx->err, "data split '%s'", s->name);
+	return d;
+}
+
+MC_API uint64_t mc_ctx_seed(struct mc_ctx *ctx)
+{
+	return ctx->p->seed;
+}
+
+MC_API int mc_ctx_validating(struct mc_ctx *ctx)
+{
+	return ctx->validating;
+}
+
+MC_API struct mc_err *mc_ctx_err(struct mc_ctx *ctx)
+{
+	return ctx->err;
+}
+
+static const struct mc_loc *key_loc(const struct mc_pl_pass *pp, const char *key)
+{
+	int i;
+
+	for (i = 0; key && i < pp->n_keys; i++)
+		if (strcmp(pp->keys[i].def->name, key) == 0)
+			return &pp->keys[i].loc;
+	return &pp->loc;
+}
+
+static int loc_prefix(char *buf, size_t n, const struct mc_loc *loc)
+{
+	if (loc->line > 0)
+		return snprintf(buf, n, "%s:%d:%d: ", loc->file, loc->line, loc->col);
+	return snprintf(buf, n, "%s: ", loc->file ? loc->file : "pipeline");
+}
+
+MC_API int mc_ctx_error(struct mc_ctx *ctx, const char *key, int code, const char *fmt, ...)
+{
+	char head[1024], body[MC_ERR_MAX];
+	va_list ap;
+
+	loc_prefix(head, sizeof(head), key_loc(ctx->pp, key));
+	va_start(ap, fmt);
+	vsnprintf(body, sizeof(body), fmt, ap);
+	va_end(ap);
+	return mc_err_set(ctx->err, code, "%spass '%s'%s%s: %s", head, ctx->pp->pass->name,
+			  key ? ", " : "", key ? key : "", body);
+}
+
+MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (getenv("MCOMP_QUIET"))
+		return;
+	fprintf(stderr, "%s: ", ctx->pp->pass->name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+MC_API int mc_ctx_report(struct mc_ctx *ctx, const char *key, double value)
+{
+	if (!ctx->metrics)
+		return 0; /* figures reported while validating have no row */
+	if (json_object_set_new(ctx->metrics, key, json_real(value)))
+		return mc_err_set(ctx->err, MC_ENOMEM, "out of memory");
+	return 0;
+}
+
+/* The model a pass acts on: its first model parameter. */
+static const char *subject(const struct mc_pl_pass *pp)
+{
+	const struct mc_param_def *d;
+
+	for (d = pp->pass->params; d && d->name; d++)
+		if (d->type == MC_PARAM_TMODEL)
+			return *(char *const *)((const char *)pp->conf + d->offset);
+	return NULL;
+}
+
+int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
+{
+	struct mc_ctx ctx = { .p = p, .validating = 1, .err = err };
+	int i, ret;
+
+	for (i = 0; i < p->n_passes; i++) {
+		ctx.pp = &p->passes[i];
+		if (!ctx.pp->pass->check)
+			continue;
+		ret = ctx.pp->pass->check(&ctx, ctx.pp->conf);
+		if (ret) {
+			if (!err->msg[0])
+				mc_ctx_error(&ctx, NULL, ret, "check failed");
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static int mkdir_parents(const char *path, struct mc_err *err)
+{
+	char buf[4096];
+	char *s;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return mc_err_set(err, MC_EIO, "%s: path too long", path);
+	s = strrchr(buf, '/');
+	if (!s || s == buf)
+		return 0;
+	*s = '\0';
+	for (s = buf + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(buf, 0777) && errno != EEXIST)
+			return mc_err_set(err, MC_EIO, "%s: cannot create folder %s: %s", path, buf,
+					  strerror(errno));
+		*s = '/';
+	}
+	if (mkdir(buf, 0777) && errno != EEXIST)
+		return mc_err_set(err, MC_EIO, "%s: cannot create folder %s: %s", path, buf,
+				  strerror(errno));
+	return 0;
+}
+
+static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct mc_model *m,
+		       struct mc_err *err)
+{
+	struct mc_pl_split *test = find_split(p, "test");
+	const struct mc_dataset *d = NULL;
+
+	if (test) {
+		d = load_split(test, err);
+		if (!d)
+			return mc_err_prefix(err, "data split 'test'");
+	}
+	return mc_measure_model(m, d, &row->m, err);
+}
+
+/* Rows for the models as they start, before any pass changes them. */
+static int measure_start(struct mc_pipeline *p, struct mc_report *rep, struct mc_err *err)
+{
+	int i, j, seen;
+
+	for (i = 0; i < p->n_passes; i++) {
+		const char *name = subject(&p->passes[i]);
+		struct mc_pl_model *pm = find_model(p, name);
+		struct mc_row *row;
+
+		if (!pm)
+			continue;
+		for (seen = 0, j = 0; j < rep->n; j++)
+			seen |= strcmp(rep->rows[j].model, name) == 0;
+		if (seen)
+			continue;
+		row = mc_report_add(rep, 0, NULL, name);
+		if (!row)
+			return mc_err_set(err, MC_ENOMEM, "out of memory");
+		if (measure_row(p, row, pm->model, err))
+			return err->code;
+	}
+	return 0;
+}
+
+static int run_pass(struct mc_pipeline *p, int i, struct mc_report *rep, struct mc_err *err)
+{
+	struct mc_pl_pass *pp = &p->passes[i];
+	struct mc_ctx ctx = { .p = p, .pp = pp, .err = err };
+	const struct mc_pass *pass = pp->pass;
+	const char *name = subject(pp);
+	struct mc_pl_model *pm;
+	struct mc_row *row;
+	void *state = NULL;
+	double t0;
+	int ret;
+
+	row = mc_report_add(rep, i + 1, pass->name, name ? name : "-");
+	if (!row)
+		return mc_err_set(err, MC_ENOMEM, "out of memory");
+	ctx.metrics = row->metrics;
+	err->msg[0] = '\0';
+	if (pass->init) {
+		ret = pass->init(pp->conf, &state, err);
+		if (ret) {
+			if (!err->msg[0])
+				mc_err_set(err, ret, "init failed");
+			return mc_err_prefix(err, "pass %d '%s' (%s)", i + 1, pass->name,
+					     pp->so_path);
+		}
+	}
+	t0 = mc_now();
+	ret = pass->run(&ctx, state, pp->conf);
+	row->seconds = mc_now() - t0;
+	if (pass->exit)
+		pass->exit(state);
+	if (ret) {
+		if (!err->msg[0])
+			mc_ctx_error(&ctx, NULL, ret, "failed without saying why");
+		/* A pass's failure on valid input is a failed run, not bad usage. */
+		if (err->code == MC_EINVAL && !mc_ctx_validating(&ctx))
+			err->code = MC_ERUN;
+		return err->code ? err->code : MC_ERUN;
+	}
+	pm = find_model(p, name);
+	if (pm)
+		return measure_row(p, row, pm->model, err);
+	row->m.accuracy = -1;
+	return 0;
+}
+
+MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
+{
+	struct mc_report rep = { 0 };
+	struct mc_pl_model *om = NULL;
+	int i, ret;
+
+	ret = measure_start(p, &rep, err);
+	for (i = 0; !ret && i < p->n_passes; i++) {
+		if (out && !getenv("MCOMP_QUIET"))
+			fprintf(stderr, "[%d/%d] %s\n", i + 1, p->n_passes,
+				p->passes[i].pass->name);
+		ret = run_pass(p, i, &rep, err);
+	}
+	if (ret)
+		goto out;
+	if (out)
+		mc_report_print(&rep, out);
+	if (p->output_path) {
+		om = find_model(p, p->output_model);
+		if (!om) {
+			ret = mc_err_set(err, MC_EINVAL, "%s: output names no model of the pipeline",
+					 p->path);
+			goto out;
+		}
+		ret = mkdir_parents(p->output_path, err);
+		if (!ret)
+			ret = mc_model_save(om->model, p->output_path, err);
+		if (ret)
+			goto out;
+		if (out)
+			fprintf(out, "wrote %s (model '%s')\n", p->output_path, om->name);
+	}
+	if (p->report_path) {
+		ret = mkdir_parents(p->report_path, err);
+		if (!ret)
+			ret = mc_report_write(&rep, p, p->output_path, p->report_path, err);
+		if (ret)
+			goto out;
+		if (out)
+			fprintf(out, "wrote %s\n", p->report_path);
+	}
+out:
+	mc_report_clear(&rep);
+	return ret;
+}

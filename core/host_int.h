@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * host_int.h - pieces of the host shared by loader.c, host.c, measure.c and
+ * report.c. Not installed.
+ */
+#ifndef MCOMP_HOST_INT_H
+#define MCOMP_HOST_INT_H
+
+#include <jansson.h>
+
+#include "pipeline_int.h"
+
+/* One row of the report: a model measured after a step. */
+struct mc_row {
+	int step;	    /* 0 for the models as they start, then 1 + pass index */
+	char *pass;	    /* pass name, or NULL for the starting row */
+	char *model;
+	struct mc_measure m;
+	double seconds;	    /* the pass's own run time */
+	json_t *metrics;    /* figures the pass reported (mc_ctx_report) */
+};
+
+struct mc_report {
+	int n, cap;
+	struct mc_row *rows;
+};
+
+void mc_report_clear(struct mc_report *r);
+struct mc_row *mc_report_add(struct mc_report *r, int step, const char *pass, const char *model);
+/* The table a person reads, to out. */
+void mc_report_print(const struct mc_report *r, FILE *out);
+/* The JSON report with its manifest; outputs are the files written (may be NULL). */
+int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
+		    const char *report_path, struct mc_err *err);
+/* Lowercase hex SHA-256 of a file (65 bytes) or of a buffer. */
+int mc_sha256_file(const char *path, char hex[65], struct mc_err *err);
+void mc_sha256_buf(const void *buf, size_t len, char hex[65]);
+
+/* Monotonic seconds. */
+double mc_now(void);
+
+#endif

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * measure.c - what the host measures of a model after each step: counts,
+ * bytes of its file, test accuracy, and forward latency at batch 1 and 256.
+ *
+ * Latency is the median of repeated timed forwards after a warm-up, so one
+ * slow run on a shared machine does not move it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <mcomp/pipeline.h>
+#include <mcomp/train.h>
+
+#include "host_int.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median milliseconds of a forward of n samples: at least min_reps runs and
+ * until budget seconds have passed, at most 200 runs. */
+static double time_forward(struct mc_exec *e, const float *x, int n, int min_reps, double budget)
+{
+	double t[200], start = mc_now();
+	int reps = 0, i;
+
+	for (i = 0; i < 2; i++)
+		mc_forward(e, x, n);
+	while (reps < 200 && (reps < min_reps || mc_now() - start < budget)) {
+		double t0 = mc_now();
+
+		mc_forward(e, x, n);
+		t[reps++] = (mc_now() - t0) * 1e3;
+	}
+	qsort(t, reps, sizeof(t[0]), cmp_double);
+	return t[reps / 2];
+}
+
+MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *test,
+			    struct mc_measure *out, struct mc_err *err)
+{
+	const int big = 256;
+	struct mc_exec *e;
+	size_t len;
+	void *buf;
+	float *x;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	out->params = mc_model_nparams(m);
+	out->nonzeros = mc_model_nonzeros(m);
+	out->flops = mc_model_flops(m);
+	ret = mc_model_serialize(m, &buf, &len, err);
+	if (ret)
+		return ret;
+	free(buf);
+	out->bytes = (int64_t)len;
+	out->accuracy = -1;
+	if (test) {
+		if (test->sample_numel != m->in_numel)
+			return mc_err_set(err, MC_EINVAL,
+					  "%s: samples have %lld values but the model takes %lld; "
+					  "use a test split that matches the model's input",
+					  test->source, (long long)test->sample_numel,
+					  (long long)m->in_numel);
+		ret = mc_evaluate(m, test, big, &out->accuracy, NULL, err);
+		if (ret)
+			return ret;
+	}
+	x = mc_calloc((size_t)big * m->in_numel, sizeof(float));
+	e = mc_exec_new(m, big, 0, err);
+	if (!x || !e) {
+		mc_free(x);
+		mc_exec_free(e);
+		return e ? mc_err_set(err, MC_ENOMEM, "out of memory measuring latency") : err->code;
+	}
+	if (test) {
+		int64_t n = test->n < big ? test->n : big;
+
+		memcpy(x, test->x, (size_t)n * m->in_numel * sizeof(float));
+	}
+	out->latency1_ms = time_forward(e, x, 1, 20, 0.2);
+	out->latency256_ms = time_forward(e, x, big, 5, 0.5);
+	mc_exec_free(e);
+	mc_free(x);
+	return 0;
+}

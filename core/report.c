@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * report.c - the per-step table a person reads, and the same figures as
+ * JSON with a manifest that says exactly what produced them: the pipeline's
+ * bytes, the overrides, every input and output file's SHA-256, each pass's
+ * name, version and file, the seed and the thread count.
+ */
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nettle/sha2.h>
+
+#include <mcomp/pipeline.h>
+#include <mcomp/safetensors.h>
+
+#include "host_int.h"
+
+void mc_report_clear(struct mc_report *r)
+{
+	int i;
+
+	for (i = 0; i < r->n; i++) {
+		free(r->rows[i].pass);
+		free(r->rows[i].model);
+		json_decref(r->rows[i].metrics);
+	}
+	free(r->rows);
+	memset(r, 0, sizeof(*r));
+}
+
+struct mc_row *mc_report_add(struct mc_report *r, int step, const char *pass, const char *model)
+{
+	struct mc_row *row;
+
+	if (r->n == r->cap) {
+		int cap = r->cap ? 2 * r->cap : 8;
+		struct mc_row *rows = realloc(r->rows, cap * sizeof(*rows));
+
+		if (!rows)
+			return NULL;
+		r->rows = rows;
+		r->cap = cap;
+	}
+	row = &r->rows[r->n];
+	memset(row, 0, sizeof(*row));
+	row->step = step;
+	row->pass = pass ? strdup(pass) : NULL;
+	row->model = strdup(model);
+	row->metrics = json_object();
+	row->m.accuracy = -1;
+	if ((pass && !row->pass) || !row->model || !row->metrics) {
+		free(row->pass);
+		free(row->model);
+		json_decref(row->metrics);
+		return NULL;
+	}
+	r->n++;
+	return row;
+}
+
+static void hex(const uint8_t *d, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[d[i] >> 4];
+		out[2 * i + 1] = digits[d[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+void mc_sha256_buf(const void *buf, size_t len, char out[65])
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_SIZE];
+
+	sha256_init(&c);
+	sha256_update(&c, len, buf);
+	sha256_digest(&c, sizeof(d), d);
+	hex(d, sizeof(d), out);
+}
+
+int mc_sha256_file(const char *path, char out[65], struct mc_err *err)
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_SIZE];
+	static uint8_t buf[1 << 16];
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	if (!f)
+		return mc_err_set(err, MC_EIO, "%s: cannot read: %s", path, strerror(errno));
+	sha256_init(&c);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		sha256_update(&c, n, buf);
+	if (ferror(f)) {
+		fclose(f);
+		return mc_err_set(err, MC_EIO, "%s: read error", path);
+	}
+	fclose(f);
+	sha256_digest(&c, sizeof(d), d);
+	hex(d, sizeof(d), out);
+	return 0;
+}
+
+static void human_bytes(int64_t b, char *buf, size_t n)
+{
+	if (b >= 10 * 1024 * 1024)
+		snprintf(buf, n, "%.1f MiB", b / 1048576.0);
+	else if (b >= 10 * 1024)
+		snprintf(buf, n, "%.1f KiB", b / 1024.0);
+	else
+		snprintf(buf, n, "%lld B", (long long)b);
+}
+
+void mc_report_print(const struct mc_report *r, FILE *out)
+{
+	char bytes[32], acc[16];
+	int i;
+
+	fprintf(out, "%-4s %-14s %-10s %10s %10s %11s %8s %10s %12s %8s\n", "step", "pass", "model",
+		"params", "nonzeros", "bytes", "test acc", "lat@1 ms", "lat@256 ms", "time s");
+	for (i = 0; i < r->n; i++) {
+		const struct mc_row *row = &r->rows[i];
+
+		human_bytes(row->m.bytes, bytes, sizeof(bytes));
+		if (row->m.accuracy >= 0)
+			snprintf(acc, sizeof(acc), "%.2f%%", 100 * row->m.accuracy);
+		else
+			snprintf(acc, sizeof(acc), "-");
+		fprintf(out, "%-4d %-14s %-10s %10lld %10lld %11s %8s %10.3f %12.3f %8.1f\n",
+			row->step, row->pass ? row->pass : "(start)", row->model,
+			(long long)row->m.params, (long long)row->m.nonzeros, bytes, acc,
+			row->m.latency1_ms, row->m.latency256_ms, row->seconds);
+	}
+}
+
+static json_t *file_entry(const char *path, struct mc_err *err)
+{
+	char digest[65];
+
+	if (mc_sha256_file(path, digest, err))
+		return NULL;
+	return json_pack("{s:s, s:s}", "path", path, "sha256", digest);
+}
+
+static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struct mc_err *err)
+{
+	json_t *m, *inputs, *outputs, *passes, *sets, *e;
+	char digest[65], value[1024];
+	int i;
+
+	mc_sha256_buf(p->text, p->text_len, digest);
+	m = json_object();
+	inputs = json_array();
+	outputs = json_array();
+	passes = json_array();
+	sets = json_array();
+	if (!m || !inputs || !outputs || !passes || !sets)
+		goto nomem;
+	for (i = 0; i < p->n_sets; i++)
+		json_array_append_new(sets, json_string(p->sets[i]));
+	json_object_set_new(m, "pipeline", json_pack("{s:s, s:s, s:O}", "path", p->path, "sha256",
+						     digest, "sets", sets));
+	json_object_set_new(m, "mcomp_version", json_string(MC_VERSION));
+	json_object_set_new(m, "seed", json_integer((json_int_t)p->seed));
+	json_object_set_new(m, "threads", json_integer(omp_get_max_threads()));
+	json_object_set_new(m, "gemm_kernel", json_string(mc_sgemm_kernel()));
+	for (i = 0; i < p->n_splits; i++) {
+		const struct mc_pl_split *s = &p->splits[i];
+
+		if (!s->data)
+			continue; /* never read, so not an input of this run */
+		if (!(e = file_entry(s->images, err)) || json_array_append_new(inputs, e))
+			goto fail;
+		if (!(e = file_entry(s->labels, err)) || json_array_append_new(inputs, e))
+			goto fail;
+	}
+	for (i = 0; i < p->n_models; i++) {
+		if (!p->models[i].load)
+			continue;
+		if (!(e = file_entry(p->models[i].load, err)) || json_array_append_new(inputs, e))
+			goto fail;
+	}
+	if (out_path) {
+		if (!(e = file_entry(out_path, err)) || json_array_append_new(outputs, e))
+			goto fail;
+	}
+	for (i = 0; i < p->n_passes; i++) {
+		const struct mc_pl_pass *pp = &p->passes[i];
+		const struct mc_param_def *d;
+		json_t *params = json_object();
+
+		for (d = pp->pass->params; params && d && d->name; d++)
+			json_object_set_new(params, d->name,
+					    json_string(mc_param_format(d, pp->conf, value,
+									sizeof(value))));
+		e = json_pack("{s:s, s:s, s:s, s:o}", "name", pp->pass->name, "version",
+			      pp->pass->version, "file", pp->so_path, "params",
+			      params ? params : json_null());
+		if (!e || json_array_append_new(passes, e))
+			goto nomem;
+	}
+	json_object_set_new(m, "inputs", inputs);
+	json_object_set_new(m, "outputs", outputs);
+	json_object_set_new(m, "passes", passes);
+	json_decref(sets);
+	return m;
+nomem:
+	mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
+fail:
+	json_decref(m);
+	json_decref(inputs);
+	json_decref(outputs);
+	json_decref(passes);
+	json_decref(sets);
+	return NULL;
+}
+
+static json_t *row_json(const struct mc_row *row)
+{
+	return json_pack("{s:i, s:s?, s:s, s:I, s:I, s:I, s:I, s:o, s:{s:f, s:f}, s:f, s:O}",
+			 "step", row->step, "pass", row->pass, "model", row->model, "params",
+			 (json_int_t)row->m.params, "nonzeros", (json_int_t)row->m.nonzeros, "flops",
+			 (json_int_t)row->m.flops, "bytes", (json_int_t)row->m.bytes, "accuracy",
+			 row->m.accuracy >= 0 ? json_real(row->m.accuracy) : json_null(),
+			 "latency_ms", "batch1", row->m.latency1_ms, "batch256",
+			 row->m.latency256_ms, "seconds", row->seconds, "metrics", row->metrics);
+}
+
+int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
+		    const char *report_path, struct mc_err *err)
+{
+	json_t *doc, *steps, *m;
+	char *text;
+	int i, ret;
+
+	m = manifest(p, out_path, err);
+	if (!m)
+		return err->code;
+	steps = json_array();
+	doc = json_pack("{s:o, s:o}", "manifest", m, "steps", steps);
+	if (!doc)
+		return mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
+	for (i = 0; i < r->n; i++) {
+		json_t *row = row_json(&r->rows[i]);
+
+		if (!row || json_array_append_new(steps, row)) {
+			json_decref(doc);
+			return mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
+		}
+	}
+	text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(doc);
+	if (!text)
+		return mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
+	ret = mc_write_file_atomic(report_path, text, strlen(text), err);
+	free(text);
+	return ret;
+}

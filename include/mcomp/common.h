@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mcomp/common.h - export macro, error reporting, version numbers.
+ *
+ * Every fallible libmcomp function returns 0 on success or a negative MC_E*
+ * code, and fills a caller-provided struct mc_err with a message that names
+ * the file, the place and the fix. The library never prints for its caller
+ * and never exits.
+ */
+#ifndef MCOMP_COMMON_H
+#define MCOMP_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Marks a symbol of the public API; everything else in libmcomp is hidden. */
+#define MC_API __attribute__((visibility("default")))
+
+#define MC_VERSION "0.1.0"
+
+enum mc_errcode {
+	MC_OK = 0,
+	MC_EINVAL = -1,	  /* invalid usage, pipeline or parameter: exit status 2 */
+	MC_EIO = -2,	  /* a file could not be read or written */
+	MC_ENOMEM = -3,	  /* out of memory */
+	MC_ECORRUPT = -4, /* an input file is malformed */
+	MC_ERUN = -5,	  /* a pass failed while running */
+	MC_EPLUGIN = -6,  /* a pass plugin was refused */
+};
+
+#define MC_ERR_MAX 8192
+
+/*
+ * struct mc_err - the text of the last error, for the caller to print.
+ * Messages read "FILE:LINE:COL: what is wrong; how to fix it" where a place
+ * is known, else "FILE: ..." and never end with a newline.
+ */
+struct mc_err {
+	int code;
+	char msg[MC_ERR_MAX];
+};
+
+/* Sets err (when not NULL) and returns code, so that callers can write
+ * `return mc_err_set(err, MC_EINVAL, "%s: ...", path);`. */
+MC_API int mc_err_set(struct mc_err *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Prepends "prefix: " to the message already in err; returns err->code. */
+MC_API int mc_err_prefix(struct mc_err *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* The process exit status for an error code: 2 for MC_EINVAL, else 1. */
+MC_API int mc_exit_status(int code);
+
+/* Checked allocation: 64-byte aligned, zeroed. NULL on failure or when
+ * nmemb * size overflows. Free with mc_free(). */
+MC_API void *mc_calloc(size_t nmemb, size_t size);
+MC_API void mc_free(void *p);
+
+/* Multiplies with overflow check: returns 0 and sets *out, or -1. */
+MC_API int mc_mul_overflow(size_t a, size_t b, size_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mcomp/pipeline.h - the host: finding passes, loading and validating
+ * pipelines, running them, measuring models.
+ *
+ * The mcomp command is a thin layer over these calls; a program can embed
+ * the same host.
+ */
+#ifndef MCOMP_PIPELINE_H
+#define MCOMP_PIPELINE_H
+
+#include <stdio.h>
+
+#include <mcomp/pass.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The passes found on the search path: the directories of MCOMP_PASS_PATH
+ * (colon-separated), then the build tree's own passes when mcomp runs
+ * uninstalled, then the installed pass directory. The current directory is
+ * never searched unless named. A shared object is refused (and listed in the
+ * registry's refusals) when it does not load, lacks mc_pass_descriptor, was
+ * built for another ABI, or repeats a name already found.
+ */
+struct mc_registry;
+MC_API struct mc_registry *mc_registry_open(struct mc_err *err);
+MC_API void mc_registry_free(struct mc_registry *r);
+MC_API int mc_registry_count(const struct mc_registry *r);
+/* Pass i (0-based, in search order) and the file it came from. */
+MC_API const struct mc_pass *mc_registry_get(const struct mc_registry *r, int i,
+					     const char **path);
+MC_API const struct mc_pass *mc_registry_find(const struct mc_registry *r, const char *name,
+					      const char **path);
+/* Refusal messages, one per refused file. */
+MC_API int mc_registry_nrefused(const struct mc_registry *r);
+MC_API const char *mc_registry_refused(const struct mc_registry *r, int i);
+/* Loads one file as a pass (no search); the refusal message goes to err. */
+MC_API const struct mc_pass *mc_pass_open(const char *path, void **handle, struct mc_err *err);
+/* The directories searched, colon-separated (static storage). */
+MC_API const char *mc_pass_path(void);
+
+struct mc_pipeline;
+
+/*
+ * Reads the pipeline at path, applies the overrides sets[0..n_sets) ("key=value",
+ * key a dotted path such as "seed" or "passes.0.train.epochs"), and validates
+ * all of it: schema, types, ranges, pass names and parameters, model
+ * architectures, input files. Messages read "FILE:LINE:COL: ..."; several
+ * errors are separated by newlines. NULL with err (MC_EINVAL) on any error.
+ */
+MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const *sets, int n_sets,
+					    struct mc_registry *reg, struct mc_err *err);
+MC_API void mc_pipeline_free(struct mc_pipeline *p);
+
+/*
+ * Runs every pass in order, measuring the subject model after each, prints
+ * the report table to out (may be NULL), writes the output model and the
+ * JSON report atomically. Returns 0 or an error code (MC_ERUN etc.).
+ */
+MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err);
+
+/* What the host measures of a model after each pass. */
+struct mc_measure {
+	int64_t params, nonzeros, flops;
+	int64_t bytes;	       /* of the safetensors file */
+	double accuracy;       /* on the test split; < 0 when there is none */
+	double latency1_ms;    /* median forward time at batch 1 */
+	double latency256_ms;  /* median forward time at batch 256 */
+};
+
+/* Measures m; test may be NULL (accuracy is then -1). */
+MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *test,
+			    struct mc_measure *out, struct mc_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

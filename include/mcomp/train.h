@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mcomp/train.h - the training engine: optimizers, the epoch loop,
+ * evaluation, and a progress bar.
+ *
+ * Passes that fine-tune (prune, distill) reuse mc_train with hooks: a loss of
+ * their own, and a callback after each optimizer step (e.g. to re-apply
+ * masks). Shuffling is a Philox permutation keyed by (seed, epoch), so a run
+ * is reproducible for any thread count.
+ */
+#ifndef MCOMP_TRAIN_H
+#define MCOMP_TRAIN_H
+
+#include <mcomp/data.h>
+#include <mcomp/model.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum mc_optim_kind { MC_OPTIM_SGD, MC_OPTIM_ADAM };
+
+struct mc_optim_conf {
+	enum mc_optim_kind kind;
+	double lr;
+	double momentum;     /* SGD */
+	double beta1, beta2; /* Adam */
+	double eps;
+	double weight_decay; /* L2, added to the gradient */
+};
+
+struct mc_optim;
+MC_API struct mc_optim *mc_optim_new(const struct mc_model *m, const struct mc_optim_conf *c,
+				     struct mc_err *err);
+MC_API void mc_optim_free(struct mc_optim *o);
+/* One update of every parameter of m from the gradients in e. */
+MC_API void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e);
+
+struct mc_train_hooks {
+	void *arg;
+	/* Replaces the cross-entropy: for the batch of samples idx[0..n) (indices
+	 * into the training set) with logits[n, classes], writes dlogits and
+	 * returns the mean loss. */
+	float (*loss)(void *arg, const float *logits, const int64_t *idx, int n, int classes,
+		      float *dlogits);
+	/* After each optimizer step; a nonzero return stops training with err. */
+	int (*after_step)(void *arg, struct mc_model *m, int64_t step, struct mc_err *err);
+	/* After each epoch (0-based), with the epoch's mean training loss. */
+	int (*after_epoch)(void *arg, struct mc_model *m, int epoch, double loss,
+			   struct mc_err *err);
+};
+
+struct mc_train_conf {
+	int epochs;
+	int batch_size;
+	struct mc_optim_conf optim;
+	uint64_t seed;
+	const char *label; /* shown in the progress bar, e.g. "train mlp" */
+};
+
+/* Trains m in place. hooks may be NULL. Returns 0 or an error code. */
+MC_API int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,
+		    const struct mc_train_hooks *hooks, struct mc_err *err);
+
+/* Accuracy (fraction correct) and mean cross-entropy of m on d; either
+ * output pointer may be NULL. */
+MC_API int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
+		       double *accuracy, double *loss, struct mc_err *err);
+
+/*
+ * A progress bar on stderr, drawn only when stderr is a terminal (and
+ * MCOMP_PROGRESS is not 0); silent in logs. One at a time.
+ */
+MC_API void mc_progress_begin(const char *label, int64_t total);
+MC_API void mc_progress_update(int64_t done, const char *status);
+MC_API void mc_progress_end(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * train - trains a model of the pipeline on a data split with SGD or Adam.
+ */
+#include <mcomp/mcomp.h>
+
+struct train_conf {
+	char *model;
+	char *data;
+	int epochs;
+	int batch_size;
+	int optimizer;
+	double lr;
+	double momentum;
+	double beta1;
+	double beta2;
+	double weight_decay;
+	int seed;
+};
+
+static const char *const optimizers[] = { "sgd", "adam", NULL };
+
+static const struct mc_param_def train_params[] = {
+	MC_PARAM_MODEL(struct train_conf, model, NULL, "the model to train (a name under models:)"),
+	MC_PARAM_SPLIT(struct train_conf, data, "train", "the data split to train on"),
+	MC_PARAM_INT(struct train_conf, epochs, "5", 1, 100000, "passes over the data"),
+	MC_PARAM_INT(struct train_conf, batch_size, "128", 1, 65536, "samples per update"),
+	MC_PARAM_ENUM(struct train_conf, optimizer, "adam", optimizers, "the update rule"),
+	MC_PARAM_FLOAT(struct train_conf, lr, "0.001", 1e-12, 10, "learning rate"),
+	MC_PARAM_FLOAT(struct train_conf, momentum, "0.9", 0, 0.999999, "SGD momentum"),
+	MC_PARAM_FLOAT(struct train_conf, beta1, "0.9", 0, 0.999999, "Adam's first-moment decay"),
+	MC_PARAM_FLOAT(struct train_conf, beta2, "0.999", 0, 0.999999,
+		       "Adam's second-moment decay"),
+	MC_PARAM_FLOAT(struct train_conf, weight_decay, "0", 0, 1,
+		       "L2 penalty added to the gradient"),
+	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
+		     "shuffling seed; -1 uses the pipeline's seed"),
+	MC_PARAM_END,
+};
+
+static int train_run(struct mc_ctx *ctx, void *state, const void *conf)
+{
+	const struct train_conf *c = conf;
+	struct mc_model *m = mc_ctx_model(ctx, c->model);
+	const struct mc_dataset *d = mc_ctx_data(ctx, c->data);
+	struct mc_train_conf tc = {
+		.epochs = c->epochs,
+		.batch_size = c->batch_size,
+		.optim = {
+			.kind = c->optimizer == 0 ? MC_OPTIM_SGD : MC_OPTIM_ADAM,
+			.lr = c->lr,
+			.momentum = c->momentum,
+			.beta1 = c->beta1,
+			.beta2 = c->beta2,
+			.eps = 1e-8,
+			.weight_decay = c->weight_decay,
+		},
+		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
+		.label = c->model,
+	};
+	double acc, loss;
+	int ret;
+
+	if (!d)
+		return mc_ctx_err(ctx)->code;
+	if (d->sample_numel != m->in_numel)
+		return mc_ctx_error(ctx, "data", MC_ERUN,
+				    "split '%s' has samples of %lld values but model '%s' takes "
+				    "%lld; build the model with a matching input",
+				    c->data, (long long)d->sample_numel, c->model,
+				    (long long)m->in_numel);
+	if (d->n_classes > m->n_classes)
+		return mc_ctx_error(ctx, "data", MC_ERUN,
+				    "split '%s' has %d classes but model '%s' outputs %lld; make "
+				    "its last layer at least that wide",
+				    c->data, d->n_classes, c->model, (long long)m->n_classes);
+	ret = mc_train(m, d, &tc, NULL, mc_ctx_err(ctx));
+	if (ret)
+		return ret;
+	ret = mc_evaluate(m, d, 256, &acc, &loss, mc_ctx_err(ctx));
+	if (ret)
+		return ret;
+	mc_ctx_log(ctx, "%s: %d epochs, %s accuracy %.2f%%, loss %.4f", c->model, c->epochs,
+		   c->data, 100 * acc, loss);
+	mc_ctx_report(ctx, "train_accuracy", acc);
+	mc_ctx_report(ctx, "train_loss", loss);
+	return 0;
+}
+
+static const struct mc_pass train_pass = {
+	.abi = MC_PASS_ABI,
+	.name = "train",
+	.version = "1.0",
+	.description = "train a model on a data split (cross-entropy, SGD or Adam)",
+	.license = "MIT",
+	.author = "the mcomp developers",
+	.conf_size = sizeof(struct train_conf),
+	.params = train_params,
+	.run = train_run,
+};
+MC_PASS_DEFINE(train_pass);
