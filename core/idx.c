@@ -1,0 +1,353 @@
+// SPDX-License-Identifier: MIT
+/*
+ * idx.c - labelled data sets from IDX files (MNIST, Fashion-MNIST).
+ *
+ * An IDX file is a big-endian header, then the data:
+ *
+ *	[0x00 0x00][type][ndim][dim 0 (u32)] ... [dim ndim-1 (u32)][data]
+ *
+ * mcomp reads unsigned-byte data (type 0x08): images [n, rows, cols]
+ * (magic 0x00000803) and labels [n] (magic 0x00000801). Files may be gzip'd;
+ * zlib reads plain files transparently. Every header field is checked
+ * against the number of bytes actually present.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <zlib.h>
+
+#include <mcomp/data.h>
+
+/* Decompressed size limit of one IDX file (Fashion-MNIST train is 47 MB). */
+#define IDX_MAX ((size_t)1 << 31)
+#define IDX_U8 0x08
+
+/* Reads all of path (gzip'd or not) into a malloc'd buffer. */
+static int read_gz(const char *path, void **out, size_t *out_len, struct mc_err *err)
+{
+	unsigned char *buf = NULL, *nb;
+	size_t cap = 1 << 20, n = 0;
+	struct stat st;
+	const char *msg;
+	gzFile gz;
+	int zerr, ret;
+
+	*out = NULL;
+	*out_len = 0;
+	if (stat(path, &st) < 0)
+		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		return mc_err_set(err, MC_EIO, "%s: is a directory; give the path of an IDX file",
+				  path);
+	gz = gzopen(path, "rb");
+	if (!gz)
+		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", path,
+				  errno ? strerror(errno) : "out of memory");
+	gzbuffer(gz, 1 << 17);
+	buf = malloc(cap);
+	if (!buf) {
+		ret = mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	for (;;) {
+		int r;
+
+		if (n == cap) {
+			if (cap > IDX_MAX) {
+				ret = mc_err_set(err, MC_ECORRUPT,
+						 "%s: more than %zu bytes of data; not an IDX data "
+						 "set mcomp can load",
+						 path, IDX_MAX);
+				goto out;
+			}
+			nb = realloc(buf, cap * 2);
+			if (!nb) {
+				ret = mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
+				goto out;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		r = gzread(gz, buf + n, (unsigned)(cap - n > (1u << 30) ? (1u << 30) : cap - n));
+		if (r < 0) {
+			msg = gzerror(gz, &zerr);
+			ret = mc_err_set(err, zerr == Z_ERRNO ? MC_EIO : MC_ECORRUPT,
+					 "%s: read failed: %s%s", path,
+					 zerr == Z_ERRNO ? strerror(errno) : msg,
+					 zerr == Z_ERRNO ? "" : "; the gzip stream is corrupt");
+			goto out;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	/* At end of input, Z_BUF_ERROR means the gzip stream stopped early. */
+	msg = gzerror(gz, &zerr);
+	if (zerr != Z_OK) {
+		ret = mc_err_set(err, MC_ECORRUPT, "%s: %s; the gzip file is truncated or corrupt",
+				 path, msg);
+		goto out;
+	}
+	if (n > IDX_MAX) {
+		ret = mc_err_set(err, MC_ECORRUPT,
+				 "%s: more than %zu bytes of data; not an IDX data set mcomp can load",
+				 path, IDX_MAX);
+		goto out;
+	}
+	*out = buf;
+	*out_len = n;
+	buf = NULL;
+	ret = 0;
+out:
+	free(buf);
+	gzclose(gz);
+	return ret;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * Checks the IDX header of buf[0..len) for u8 data of ndim dimensions
+ * (what = "image" or "label", for messages); fills dims and *data.
+ */
+static int idx_parse(const char *path, const unsigned char *buf, size_t len, int ndim,
+		     const char *what, uint32_t *dims, const unsigned char **data,
+		     struct mc_err *err)
+{
+	size_t hdr = 4 + 4 * (size_t)ndim, need = 1;
+	uint32_t magic = 0x800u | (uint32_t)ndim;
+
+	if (len < 4)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: file is %zu bytes, too short for an IDX header; it is "
+				  "truncated or not an IDX file",
+				  path, len);
+	if (buf[0] || buf[1])
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: bad magic 0x%08x (expected 0x%08x for an IDX %s file); it is "
+				  "not an IDX file",
+				  path, be32(buf), magic, what);
+	if (buf[2] != IDX_U8)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: IDX element type 0x%02x; mcomp reads only unsigned bytes "
+				  "(0x08)",
+				  path, buf[2]);
+	if (buf[3] != ndim)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: bad magic 0x%08x: %d dimensions, but an IDX %s file has %d "
+				  "(magic 0x%08x); were the image and label files swapped?",
+				  path, be32(buf), buf[3], what, ndim, magic);
+	if (len < hdr)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: file is %zu bytes, too short for its %zu-byte IDX header; it "
+				  "is truncated",
+				  path, len, hdr);
+	for (int i = 0; i < ndim; i++) {
+		dims[i] = be32(buf + 4 + 4 * i);
+		if (!dims[i])
+			return mc_err_set(err, MC_ECORRUPT,
+					  "%s: dimension %d of the IDX header is 0; the file is "
+					  "corrupt or empty",
+					  path, i);
+		if (mc_mul_overflow(need, dims[i], &need))
+			return mc_err_set(err, MC_ECORRUPT,
+					  "%s: IDX dimensions overflow; the file is corrupt", path);
+	}
+	if (len - hdr < need)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: header promises %zu bytes of data, found %zu; the file is "
+				  "truncated (download it again)",
+				  path, need, len - hdr);
+	if (len - hdr > need)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: %zu bytes of trailing garbage after the %zu bytes of data the "
+				  "header describes; the file is corrupt",
+				  path, len - hdr - need, need);
+	*data = buf + hdr;
+	return 0;
+}
+
+MC_API void mc_dataset_free(struct mc_dataset *d)
+{
+	if (!d)
+		return;
+	free(d->source);
+	mc_free(d->x);
+	mc_free(d->y);
+	free(d);
+}
+
+/* An empty data set of n samples of shape[0..ndim), storage allocated. */
+static struct mc_dataset *dataset_new(const char *source, int64_t n, int ndim,
+				      const int64_t *shape, struct mc_err *err)
+{
+	struct mc_dataset *d = calloc(1, sizeof(*d));
+	size_t numel = 1, total;
+
+	if (!d)
+		goto oom;
+	d->source = strdup(source);
+	d->n = n;
+	d->ndim = ndim;
+	for (int i = 0; i < ndim; i++) {
+		d->shape[i] = shape[i];
+		if (mc_mul_overflow(numel, (size_t)shape[i], &numel))
+			goto oom;
+	}
+	d->sample_numel = (int64_t)numel;
+	if (mc_mul_overflow((size_t)n, numel, &total))
+		goto oom;
+	d->x = mc_calloc(total, sizeof(float));
+	d->y = mc_calloc((size_t)n, 1);
+	if (!d->source || !d->x || !d->y)
+		goto oom;
+	return d;
+oom:
+	mc_err_set(err, MC_ENOMEM, "%s: out of memory for %lld samples", source, (long long)n);
+	mc_dataset_free(d);
+	return NULL;
+}
+
+MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels,
+				      struct mc_err *err)
+{
+	const unsigned char *px, *lb;
+	void *ibuf = NULL, *lbuf = NULL;
+	size_t ilen, llen, numel;
+	struct mc_dataset *d = NULL;
+	uint32_t idims[3], ldims[1];
+	int64_t shape[3];
+	int maxl = 0;
+
+	if (read_gz(images, &ibuf, &ilen, err) ||
+	    idx_parse(images, ibuf, ilen, 3, "image", idims, &px, err))
+		goto out;
+	if (read_gz(labels, &lbuf, &llen, err) ||
+	    idx_parse(labels, lbuf, llen, 1, "label", ldims, &lb, err))
+		goto out;
+	if (idims[0] != ldims[0]) {
+		mc_err_set(err, MC_ECORRUPT,
+			   "%s: %u images but %s has %u labels; the files do not belong together",
+			   images, idims[0], labels, ldims[0]);
+		goto out;
+	}
+	shape[0] = 1;
+	shape[1] = idims[1];
+	shape[2] = idims[2];
+	d = dataset_new(images, idims[0], 3, shape, err);
+	if (!d)
+		goto out;
+	numel = (size_t)d->n * (size_t)d->sample_numel;
+#pragma omp parallel for schedule(static)
+	for (size_t i = 0; i < numel; i++)
+		d->x[i] = px[i] / 255.0f;
+	for (int64_t i = 0; i < d->n; i++) {
+		d->y[i] = lb[i];
+		if (lb[i] > maxl)
+			maxl = lb[i];
+	}
+	d->n_classes = maxl + 1;
+out:
+	free(ibuf);
+	free(lbuf);
+	return d;
+}
+
+/* The first of path + ".gz" and path that exists (malloc'd), or NULL. */
+static char *find_variant(const char *prefix, const char *suffix, char *tried, size_t tried_n)
+{
+	static const char *const exts[] = { ".gz", "" };
+	size_t used = strlen(tried);
+	struct stat st;
+
+	for (int i = 0; i < 2; i++) {
+		size_t n = strlen(prefix) + strlen(suffix) + strlen(exts[i]) + 1;
+		char *p = malloc(n);
+
+		if (!p)
+			return NULL;
+		snprintf(p, n, "%s%s%s", prefix, suffix, exts[i]);
+		if (stat(p, &st) == 0 && !S_ISDIR(st.st_mode))
+			return p;
+		if (used < tried_n)
+			used += snprintf(tried + used, tried_n - used, "%s%s", used ? ", " : "", p);
+		free(p);
+	}
+	return NULL;
+}
+
+MC_API struct mc_dataset *mc_idx_load_prefix(const char *prefix, struct mc_err *err)
+{
+	char tried[2048] = "";
+	char *images, *labels = NULL;
+	struct mc_dataset *d = NULL;
+	const char *hint = strncmp(prefix, "/usr/share/datasets/", 20)
+				   ? ""
+				   : "; install the data set with `apt-get install "
+				     "dataset-fashion-mnist`";
+
+	images = find_variant(prefix, "-images-idx3-ubyte", tried, sizeof(tried));
+	if (images)
+		labels = find_variant(prefix, "-labels-idx1-ubyte", tried, sizeof(tried));
+	if (!images || !labels) {
+		mc_err_set(err, MC_EIO, "%s: no IDX %s file; tried %s%s", prefix,
+			   images ? "label" : "image", tried, hint);
+		goto out;
+	}
+	d = mc_idx_load(images, labels, err);
+	if (d) {
+		char *src = strdup(prefix);
+
+		if (src) {
+			free(d->source);
+			d->source = src;
+		}
+	}
+out:
+	free(images);
+	free(labels);
+	return d;
+}
+
+MC_API struct mc_dataset *mc_dataset_slice(const struct mc_dataset *d, int64_t first,
+					   int64_t count, struct mc_err *err)
+{
+	struct mc_dataset *s;
+
+	if (first < 0 || first > d->n)
+		goto range;
+	if (count < 0)
+		count = d->n - first;
+	if (count > d->n - first)
+		goto range;
+	if (count == 0) {
+		mc_err_set(err, MC_EINVAL,
+			   "%s: slice of 0 samples from sample %lld; a data split needs at least "
+			   "one sample",
+			   d->source, (long long)first);
+		return NULL;
+	}
+	s = dataset_new(d->source, count, d->ndim, d->shape, err);
+	if (!s)
+		return NULL;
+	memcpy(s->x, d->x + first * d->sample_numel,
+	       (size_t)count * (size_t)d->sample_numel * sizeof(float));
+	memcpy(s->y, d->y + first, (size_t)count);
+	/* The classes of the data set, not of the slice: a model's output width
+	 * must not depend on which samples were taken. */
+	s->n_classes = d->n_classes;
+	return s;
+
+range:
+	mc_err_set(err, MC_EINVAL,
+		   "%s: slice of %lld samples from sample %lld is out of range; the data set "
+		   "has %lld samples",
+		   d->source, (long long)count, (long long)first, (long long)d->n);
+	return NULL;
+}
