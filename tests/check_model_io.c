@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_model_io.c - model files: save and load round trips, byte-identical
+ * output, atomic saves, and files that do not match their architecture.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mcomp/model.h>
+#include <mcomp/safetensors.h>
+
+static const char *arch_json =
+	"{\"format\": 1, \"input\": [1, 4, 4], \"nodes\": ["
+	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
+	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 8}},"
+	"{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act\"], \"attrs\": {\"out\": 3}}]}";
+
+static char tmpdir[64];
+
+static void setup(void)
+{
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+
+	snprintf(tmpdir, sizeof(tmpdir), "%.40s/mc-mio-XXXXXX", base);
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(p);
+}
+
+static void teardown(void)
+{
+	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *tpath(const char *name)
+{
+	static char buf[4][256];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(buf[k], sizeof(buf[k]), "%s/%s", tmpdir, name);
+	return buf[k];
+}
+
+static struct mc_model *build(uint64_t seed)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(arch_json, "test", &err);
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, seed);
+	return m;
+}
+
+static void read_all(const char *path, void **buf, size_t *len)
+{
+	struct mc_err err = { 0 };
+
+	ck_assert_msg(mc_read_file(path, 1 << 30, buf, len, &err) == 0, "%s", err.msg);
+}
+
+/* Every parameter of a and b: same names, dtypes, shapes and bytes. */
+static void assert_same_params(const struct mc_model *a, const struct mc_model *b)
+{
+	ck_assert_int_eq(a->n_nodes, b->n_nodes);
+	for (int i = 0; i < a->n_nodes; i++) {
+		ck_assert_int_eq(a->nodes[i].n_params, b->nodes[i].n_params);
+		for (int p = 0; p < a->nodes[i].n_params; p++) {
+			const struct mc_tensor *x = a->nodes[i].params[p], *y = b->nodes[i].params[p];
+
+			ck_assert_str_eq(x->name, y->name);
+			ck_assert_int_eq(x->dtype, y->dtype);
+			ck_assert_int_eq(x->numel, y->numel);
+			ck_assert_int_eq(memcmp(x->data, y->data, mc_tensor_nbytes(x)), 0);
+		}
+	}
+}
+
+START_TEST(test_round_trip)
+{
+	struct mc_model *m = build(7), *l, *other = build(8);
+	const char *p = tpath("m.safetensors");
+	struct mc_err err = { 0 };
+	struct mc_st_file *f;
+	void *b1, *b2, *b3;
+	size_t l1, l2, l3;
+	char *a1, *a2;
+
+	ck_assert_int_eq(mc_model_serialize(m, &b1, &l1, &err), 0);
+	ck_assert_int_eq(mc_model_serialize(m, &b2, &l2, &err), 0);
+	ck_assert_uint_eq(l1, l2);
+	ck_assert_int_eq(memcmp(b1, b2, l1), 0);
+	free(b2);
+
+	ck_assert_msg(mc_model_save(m, p, &err) == 0, "%s", err.msg);
+	read_all(p, &b3, &l3);
+	ck_assert_uint_eq(l1, l3);
+	ck_assert_int_eq(memcmp(b1, b3, l1), 0); /* save writes exactly the serialized bytes */
+	free(b3);
+
+	l = mc_model_load(p, &err);
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	assert_same_params(m, l);
+	a1 = mc_model_arch(m);
+	a2 = mc_model_arch(l);
+	ck_assert_str_eq(a1, a2);
+	ck_assert_int_eq(mc_model_serialize(l, &b2, &l2, &err), 0);
+	ck_assert_uint_eq(l1, l2);
+	ck_assert_int_eq(memcmp(b1, b2, l1), 0); /* load then save: the same bytes */
+	free(b2);
+
+	/* A different model gives different bytes: the test can tell them apart. */
+	ck_assert_int_eq(mc_model_serialize(other, &b2, &l2, &err), 0);
+	ck_assert_uint_eq(l1, l2);
+	ck_assert_int_ne(memcmp(b1, b2, l1), 0);
+	free(b2);
+
+	f = mc_st_read(p, &err);
+	ck_assert_msg(f != NULL, "%s", err.msg);
+	ck_assert_str_eq(mc_st_meta(f, "format"), "mcomp");
+	ck_assert_str_eq(mc_st_meta(f, "mcomp.version"), MC_VERSION);
+	ck_assert_str_eq(mc_st_meta(f, "mcomp.arch"), a1);
+	ck_assert_int_eq(f->n, 4);
+	ck_assert_str_eq(f->entries[0].name, "fc1.weight");
+	ck_assert_int_eq(f->entries[0].shape[0], 8);
+	ck_assert_int_eq(f->entries[0].shape[1], 16);
+	ck_assert_str_eq(f->entries[3].name, "fc2.bias");
+	mc_st_free(f);
+
+	free(a1);
+	free(a2);
+	free(b1);
+	mc_model_free(l);
+	mc_model_free(m);
+	mc_model_free(other);
+}
+END_TEST
+
+START_TEST(test_save_keeps_old_on_failure)
+{
+	struct mc_model *m = build(1), *m2 = build(2), *l;
+	const char *p = tpath("keep.safetensors");
+	struct mc_err err = { 0 };
+	struct rlimit rl, old;
+
+	ck_assert_int_eq(mc_model_save(m, p, &err), 0);
+
+	ck_assert_int_eq(mkdir(tpath("dir.safetensors"), 0755), 0);
+	ck_assert_int_eq(mc_model_save(m2, tpath("dir.safetensors"), &err), MC_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "dir.safetensors: is a directory"));
+
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	rl = old;
+	rl.rlim_cur = 64;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	ck_assert_int_eq(mc_model_save(m2, p, &err), MC_EIO);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "keep.safetensors: write failed"));
+
+	l = mc_model_load(p, &err); /* still the first model, whole */
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	assert_same_params(m, l);
+	mc_model_free(l);
+
+	ck_assert_int_eq(mc_model_save(m2, p, &err), 0);
+	l = mc_model_load(p, &err);
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	assert_same_params(m2, l);
+	mc_model_free(l);
+	mc_model_free(m);
+	mc_model_free(m2);
+}
+END_TEST
+
+/* Writes a safetensors file of tensors t[0..n) with the given arch (NULL:
+ * no metadata) and expects mc_model_load to fail with code and want. */
+static void expect_load_fail(const char *name, struct mc_tensor *const *t, int n,
+			     const char *arch, int code, const char *want)
+{
+	const char *meta[] = { "format", "mcomp", "mcomp.arch", arch };
+	struct mc_err err = { 0 };
+	const char *p = tpath(name);
+	struct mc_model *l;
+	void *buf;
+	size_t len;
+
+	ck_assert_msg(mc_st_serialize(t, n, meta, arch ? 2 : 1, &buf, &len, &err) == 0, "%s",
+		      err.msg);
+	ck_assert_int_eq(mc_write_file_atomic(p, buf, len, &err), 0);
+	free(buf);
+	l = mc_model_load(p, &err);
+	ck_assert_msg(l == NULL, "%s: expected an error containing '%s'", name, want);
+	ck_assert_int_eq(err.code, code);
+	ck_assert_msg(strstr(err.msg, want), "message '%s' lacks '%s'", err.msg, want);
+	ck_assert_msg(strstr(err.msg, p), "message '%s' does not name the file", err.msg);
+}
+
+START_TEST(test_mismatched_files)
+{
+	struct mc_model *m = build(3);
+	struct mc_tensor *t[6], *odd, *wrongdt;
+	char *arch = mc_model_arch(m);
+	int64_t s2[2] = { 8, 15 }, s1[1] = { 3 };
+	struct mc_err err = { 0 };
+
+	t[0] = m->nodes[1].params[0]; /* fc1.weight [8, 16] */
+	t[1] = m->nodes[1].params[1]; /* fc1.bias [8] */
+	t[2] = m->nodes[3].params[0]; /* fc2.weight [3, 8] */
+	t[3] = m->nodes[3].params[1]; /* fc2.bias [3] */
+
+	expect_load_fail("noarch.st", t, 4, NULL, MC_ECORRUPT,
+			 "no mcomp architecture in __metadata__");
+	expect_load_fail("badarch.st", t, 4, "{\"input\": [1, 4, 4], \"nodes\": [", MC_ECORRUPT,
+			 "architecture JSON");
+	expect_load_fail("missing.st", t, 3, arch, MC_ECORRUPT, "tensor 'fc2.bias' is missing");
+
+	t[4] = mc_tensor_new("extra", MC_F32, 1, s1, &err);
+	ck_assert_ptr_nonnull(t[4]);
+	expect_load_fail("extra.st", t, 5, arch, MC_ECORRUPT,
+			 "tensor 'extra' is not a parameter of the architecture");
+
+	odd = mc_tensor_new("fc1.weight", MC_F32, 2, s2, &err);
+	ck_assert_ptr_nonnull(odd);
+	t[0] = odd;
+	expect_load_fail("shape.st", t, 4, arch, MC_ECORRUPT,
+			 "tensor 'fc1.weight' is F32 [8, 15] but the architecture needs F32 [8, 16]");
+
+	wrongdt = mc_tensor_new("fc2.bias", MC_S32, 1, s1, &err);
+	ck_assert_ptr_nonnull(wrongdt);
+	t[0] = m->nodes[1].params[0];
+	t[3] = wrongdt;
+	expect_load_fail("dtype.st", t, 4, arch, MC_ECORRUPT,
+			 "tensor 'fc2.bias' is I32 [3] but the architecture needs F32 [3]");
+
+	mc_tensor_free(t[4]);
+	mc_tensor_free(odd);
+	mc_tensor_free(wrongdt);
+	free(arch);
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(test_load_errors)
+{
+	struct mc_err err = { 0 };
+	FILE *f;
+
+	ck_assert_ptr_null(mc_model_load(tpath("absent.safetensors"), &err));
+	ck_assert_int_eq(err.code, MC_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "absent.safetensors: cannot open"));
+
+	f = fopen(tpath("junk.safetensors"), "wb");
+	ck_assert_ptr_nonnull(f);
+	fputs("this is not a model", f);
+	fclose(f);
+	ck_assert_ptr_null(mc_model_load(tpath("junk.safetensors"), &err));
+	ck_assert_int_eq(err.code, MC_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "junk.safetensors: header length"));
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("model_io");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_round_trip);
+	tcase_add_test(tc, test_save_keeps_old_on_failure);
+	tcase_add_test(tc, test_mismatched_files);
+	tcase_add_test(tc, test_load_errors);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
