@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs every package mcomp needs (Debian 12, as root), then configures and
+# builds it in this folder. Safe to run again: it installs only what is
+# missing and rebuilds only what changed.
+set -eu
+cd "$(dirname "$0")/.."
+
+packages="build-essential autoconf automake libtool pkg-config libyaml-dev check
+libjansson-dev zlib1g-dev nettle-dev dataset-fashion-mnist"
+
+missing=""
+for p in $packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "setup: installing$missing"
+	if [ "$(id -u)" != 0 ]; then
+		echo "setup: run as root (or with sudo) to install packages" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-install-recommends $missing
+fi
+
+[ -x configure ] || ./autogen.sh
+[ -f Makefile ] || ./configure
+make -j"$(nproc)"

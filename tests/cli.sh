@@ -1,0 +1,119 @@
+#!/bin/sh
+# cli.sh - the mcomp command as a user meets it: help, exit codes, messages
+# with file:line:col, hostile files, a small real run on Fashion-MNIST, and
+# a failed run that leaves the previous output intact and nothing partial.
+set -u
+: "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
+mcomp="$MCOMP_BUILDDIR/mcomp"
+data=/usr/share/datasets/fashion-mnist
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-cli-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect CODE PATTERN CMD...: CMD exits CODE and its output matches PATTERN.
+expect() {
+	code=$1 pattern=$2
+	shift 2
+	out=$("$@" 2>&1)
+	got=$?
+	if [ "$got" != "$code" ]; then
+		bad "$* exited $got, wanted $code: $out"
+	elif ! printf '%s\n' "$out" | grep -q -E -- "$pattern"; then
+		bad "$* printed no /$pattern/: $out"
+	else
+		ok
+	fi
+}
+
+expect 0 'usage: mcomp' "$mcomp" help
+expect 0 'pass-info' "$mcomp" --help
+expect 2 'usage: mcomp' "$mcomp"
+expect 2 "unknown command 'frobnicate'" "$mcomp" frobnicate
+expect 0 'pass ABI' "$mcomp" version
+expect 0 '^train +1\.0 .*train\.so' "$mcomp" passes
+expect 0 '^eval ' "$mcomp" passes
+expect 0 'epochs +int in \[1, 100000\]; default: 5' "$mcomp" pass-info train
+expect 0 'optimizer +one of sgd, adam' "$mcomp" pass-info train
+expect 2 "no pass named 'trian'; did you mean 'train'" "$mcomp" pass-info trian
+expect 2 'run needs a pipeline file' "$mcomp" run
+expect 2 "unknown option '--bogus'" "$mcomp" run x.yaml --bogus
+
+# A pipeline with a typo in its last pass fails at validation, before anything runs.
+cat > "$tmp/typo.yaml" <<EOF
+mcomp: 1
+data:
+  train: {idx: $data/train}
+  test: {idx: $data/t10k}
+models:
+  m: {build: {input: [1, 28, 28], layers: [flatten, {linear: 10}]}}
+passes:
+  - train: {model: m, epochs: 1}
+  - eval: {model: m, dataa: test}
+EOF
+expect 2 "typo.yaml:9:22: .*'dataa'.*did you mean 'data'" "$mcomp" validate "$tmp/typo.yaml"
+expect 2 "typo.yaml:9:22" "$mcomp" run "$tmp/typo.yaml"
+expect 0 'valid' "$mcomp" validate "$tmp/typo.yaml" --set passes.1.eval.dataa=test --set 'passes.1.eval={model: m}'
+expect 2 'does-not-exist' "$mcomp" validate "$tmp/does-not-exist.yaml"
+
+# Hostile model files: a clear message naming the file, exit 1, no crash.
+printf 'not a model' > "$tmp/short.safetensors"
+expect 1 'short.safetensors' "$mcomp" inspect "$tmp/short.safetensors"
+printf '\377\377\377\377\377\377\377\177{}' > "$tmp/huge.safetensors"
+expect 1 'huge.safetensors' "$mcomp" inspect "$tmp/huge.safetensors"
+expect 1 'missing.safetensors' "$mcomp" inspect "$tmp/missing.safetensors"
+printf '\026\000\000\000\000\000\000\000{"__metadata__":{}}    ' > "$tmp/noarch.safetensors"
+expect 1 'noarch.safetensors.*(architecture|mcomp)' "$mcomp" inspect "$tmp/noarch.safetensors"
+expect 2 'eval needs MODEL --data DIR' "$mcomp" eval "$tmp/short.safetensors"
+
+# A small real run: train on 3000 images for one epoch, save, report.
+cat > "$tmp/small.yaml" <<EOF
+mcomp: 1
+seed: 5
+data:
+  train: {idx: $data/train, count: 3000}
+  test: {idx: $data/t10k, count: 1000}
+models:
+  m: {build: {input: [1, 28, 28], layers: [flatten, {linear: 32}, relu, {linear: 10}]}}
+passes:
+  - train: {model: m, epochs: 1, batch_size: 64}
+  - eval: {model: m}
+output: {model: m, path: out/m.safetensors}
+report: out/report.json
+EOF
+expect 0 'wrote .*out/m.safetensors' "$mcomp" run "$tmp/small.yaml"
+[ -s "$tmp/out/m.safetensors" ] && ok || bad "no output model"
+grep -q '"sha256"' "$tmp/out/report.json" && ok || bad "report has no digests"
+grep -q '"name": "train"' "$tmp/out/report.json" && ok || bad "report lacks the train pass"
+expect 0 'linear1 +linear +out=32' "$mcomp" inspect "$tmp/out/m.safetensors"
+expect 0 'linear1.weight +F32 +\[32, 784\]' "$mcomp" inspect "$tmp/out/m.safetensors"
+expect 0 'accuracy: [0-9.]+%' "$mcomp" eval "$tmp/out/m.safetensors" --data "$data"
+
+# A run that fails (the model does not fit the data) exits 1, and leaves the
+# previous output and report as they were, with no temporary files beside them.
+cp "$tmp/out/m.safetensors" "$tmp/before.safetensors"
+cp "$tmp/out/report.json" "$tmp/before.json"
+sed 's/input: \[1, 28, 28\]/input: [1, 14, 14]/' "$tmp/small.yaml" > "$tmp/misfit.yaml"
+expect 1 'misfit.yaml.*train' "$mcomp" run "$tmp/misfit.yaml"
+cmp -s "$tmp/out/m.safetensors" "$tmp/before.safetensors" && ok || bad "failed run changed the output"
+cmp -s "$tmp/out/report.json" "$tmp/before.json" && ok || bad "failed run changed the report"
+[ "$(ls -A "$tmp/out" | wc -l)" = 2 ] && ok || bad "failed run left files: $(ls -A "$tmp/out")"
+
+# An output that would overwrite an input is refused before anything runs.
+cat > "$tmp/clobber.yaml" <<EOF
+mcomp: 1
+data:
+  test: {idx: $data/t10k, count: 100}
+models:
+  m: {load: before.safetensors}
+passes:
+  - eval: {model: m}
+output: {model: m, path: before.safetensors}
+EOF
+expect 2 'clobber.yaml:[0-9]+:[0-9]+: .*input' "$mcomp" validate "$tmp/clobber.yaml"
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" = 0 ]

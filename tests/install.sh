@@ -1,0 +1,62 @@
+#!/bin/sh
+# install.sh - installs into a temporary root, checks what is installed and
+# what libmcomp and the passes export, then builds the out-of-tree example
+# pass with pkg-config from the installed files alone and runs it in a pipeline.
+set -u
+: "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-inst-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+make -C "$MCOMP_BUILDDIR" install DESTDIR="$tmp/root" > "$tmp/install.log" 2>&1 ||
+	{ cat "$tmp/install.log"; echo "install: 0 passed, 1 failed"; exit 1; }
+prefix=$(sed -n 's/^prefix=//p' "$MCOMP_BUILDDIR/mcomp.pc")
+libdir=$(sed -n 's/^libdir=//p' "$MCOMP_BUILDDIR/mcomp.pc" | sed "s|\${exec_prefix}|$prefix|")
+root="$tmp/root"
+for f in "$prefix/bin/mcomp" "$libdir/libmcomp.so" "$prefix/include/mcomp/mcomp.h" \
+	"$prefix/include/mcomp/pass.h" "$libdir/mcomp/passes/train.so" \
+	"$libdir/mcomp/passes/eval.so" "$libdir/pkgconfig/mcomp.pc" \
+	"$prefix/share/mcomp/pipelines/quickstart.yaml" "$prefix/share/man/man1/mcomp.1"; do
+	[ -e "$root$f" ] && ok || bad "not installed: $f"
+done
+
+# Only the public API leaves libmcomp; only the entry point leaves a pass.
+extra=$(nm -D --defined-only "$root$libdir/libmcomp.so" | awk '{print $3}' | grep -v '^mc_' |
+	grep -v -E '^(_init|_fini|_edata|_end|__bss_start)$')
+[ -z "$extra" ] && ok || bad "libmcomp exports non-API symbols: $extra"
+nm -D --defined-only "$root$libdir/libmcomp.so" | grep -q ' mc_pipeline_load$' && ok ||
+	bad "libmcomp lacks mc_pipeline_load"
+nm -D --defined-only "$root$libdir/libmcomp.so" | grep -q ' mc_yaml' && bad "internal mc_yaml* exported" || ok
+syms=$(nm -D --defined-only "$root$libdir/mcomp/passes/train.so" | awk '{print $3}' |
+	grep -v -E '^(_init|_fini|_edata|_end|__bss_start)$')
+[ "$syms" = "mc_pass_descriptor" ] && ok || bad "train.so exports: $syms"
+
+export PKG_CONFIG_PATH="$root$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$root"
+[ "$(pkg-config --variable=abi mcomp)" = "$(sed -n 's/^#define MC_PASS_ABI \([0-9]*\).*/\1/p' "$MCOMP_SRCDIR/include/mcomp/pass.h")" ] &&
+	ok || bad "mcomp.pc abi variable"
+pkg-config --variable=passdir mcomp | grep -q 'mcomp/passes$' && ok || bad "mcomp.pc passdir"
+
+# The example pass, built against the installed headers and library only.
+cp -r "$MCOMP_SRCDIR/examples/clip-pass" "$tmp/clip"
+chmod -R u+w "$tmp/clip"
+make -C "$tmp/clip" CFLAGS="-O2 -I/nonexistent" > "$tmp/build.log" 2>&1 && ok ||
+	{ bad "example did not build"; cat "$tmp/build.log"; }
+export LD_LIBRARY_PATH="$root$libdir"
+export MCOMP_PASS_PATH="$tmp/clip:$root$libdir/mcomp/passes"
+mcomp="$root$prefix/bin/mcomp"
+"$mcomp" pass-info clip | grep -q 'sigmas' && ok || bad "installed mcomp cannot see clip"
+sed "s|/usr/share/datasets/fashion-mnist|${MCOMP_DATA:-/usr/share/datasets/fashion-mnist}|" \
+	"$tmp/clip/pipeline.yaml" > "$tmp/clip/p.yaml"
+if "$mcomp" run "$tmp/clip/p.yaml" --quiet > "$tmp/run.log" 2>&1; then
+	grep -q -E '^2 +clip' "$tmp/run.log" && ok || bad "no clip row: $(cat "$tmp/run.log")"
+	grep -q '"clipped_fraction"' "$tmp/clip/out/clipped-report.json" && ok ||
+		bad "report lacks the clip pass's figure"
+else
+	bad "pipeline with the example pass failed: $(cat "$tmp/run.log")"
+fi
+
+echo "install: $pass passed, $fail failed"
+[ "$fail" = 0 ]
