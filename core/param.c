@@ -1,0 +1,767 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * param.c - typed parameters: the generic setters behind every pass
+ * parameter and op attribute (see mcomp/param.h).
+ *
+ * A value arrives as YAML scalar text. Each type has one parser that checks
+ * syntax and range and names the key in its message, so no pass parses its
+ * own options. A range of [0, 0] on an int or float means "unbounded".
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <mcomp/param.h>
+
+static const char *const type_names[MC_PARAM_TYPE_COUNT] = {
+	[MC_PARAM_TINT] = "int",       [MC_PARAM_TFLOAT] = "float", [MC_PARAM_TBOOL] = "bool",
+	[MC_PARAM_TSTRING] = "string", [MC_PARAM_TENUM] = "enum",   [MC_PARAM_TLIST] = "list",
+	[MC_PARAM_TMODEL] = "model",   [MC_PARAM_TSPLIT] = "split", [MC_PARAM_TPATH] = "path",
+};
+
+_Static_assert(sizeof(type_names) / sizeof(type_names[0]) == MC_PARAM_TYPE_COUNT,
+	       "one name per parameter type");
+
+MC_API const char *mc_param_type_name(enum mc_param_type t)
+{
+	if ((unsigned)t >= MC_PARAM_TYPE_COUNT)
+		return "?";
+	return type_names[t];
+}
+
+static void format_double(double v, char *buf, size_t n);
+
+static int has_range(const struct mc_param_def *def)
+{
+	return !(def->min == 0 && def->max == 0);
+}
+
+static int is_numeric(enum mc_param_type t)
+{
+	return t == MC_PARAM_TINT || t == MC_PARAM_TFLOAT;
+}
+
+/* Appends choices as "a, b, c" to buf at *pos. */
+static void put_choices(const char *const *ch, char *buf, size_t n, size_t *pos)
+{
+	for (int i = 0; ch && ch[i]; i++) {
+		if (*pos >= n)
+			return;
+		int w = snprintf(buf + *pos, n - *pos, "%s%s", i ? ", " : "", ch[i]);
+		if (w < 0)
+			return;
+		*pos += (size_t)w;
+	}
+}
+
+static void put(char *buf, size_t n, size_t *pos, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void put(char *buf, size_t n, size_t *pos, const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+
+	if (*pos >= n)
+		return;
+	va_start(ap, fmt);
+	w = vsnprintf(buf + *pos, n - *pos, fmt, ap);
+	va_end(ap);
+	if (w > 0)
+		*pos += (size_t)w;
+}
+
+MC_API const char *mc_param_type_text(const struct mc_param_def *def, char *buf, size_t n)
+{
+	size_t pos = 0;
+	enum mc_param_type t = def->type;
+
+	if (!n)
+		return buf;
+	buf[0] = '\0';
+	if (t == MC_PARAM_TLIST) {
+		put(buf, n, &pos, "list of ");
+		t = def->elem;
+	}
+	if (def->choices && (t == MC_PARAM_TENUM || def->type == MC_PARAM_TLIST)) {
+		put(buf, n, &pos, "one of ");
+		put_choices(def->choices, buf, n, &pos);
+		return buf;
+	}
+	put(buf, n, &pos, "%s", mc_param_type_name(t));
+	if (is_numeric(t) && has_range(def)) {
+		char lo[32], hi[32];
+
+		format_double(def->min, lo, sizeof(lo));
+		format_double(def->max, hi, sizeof(hi));
+		put(buf, n, &pos, " in [%s, %s]", lo, hi);
+	}
+	else if (t == MC_PARAM_TMODEL || t == MC_PARAM_TSPLIT)
+		put(buf, n, &pos, " name");
+	return buf;
+}
+
+MC_API const struct mc_param_def *mc_param_find(const struct mc_param_def *defs, const char *name)
+{
+	for (int i = 0; defs && defs[i].name; i++)
+		if (!strcmp(defs[i].name, name))
+			return &defs[i];
+	return NULL;
+}
+
+/* Levenshtein distance, capped: returns cap + 1 once it must exceed cap. */
+static size_t edit_distance(const char *a, const char *b, size_t cap)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t row[65];
+
+	if (lb > 64 || la > 64)
+		return cap + 1;
+	if ((la > lb ? la - lb : lb - la) > cap)
+		return cap + 1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0], best;
+
+		row[0] = i;
+		best = row[0];
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t sub = diag + (tolower((unsigned char)a[i - 1]) !=
+					     tolower((unsigned char)b[j - 1]));
+			size_t v = sub;
+
+			if (up + 1 < v)
+				v = up + 1;
+			if (row[j - 1] + 1 < v)
+				v = row[j - 1] + 1;
+			row[j] = v;
+			diag = up;
+			if (v < best)
+				best = v;
+		}
+		if (best > cap)
+			return cap + 1;
+	}
+	return row[lb];
+}
+
+/* A word is close when at most max(2, len/3) edits away. */
+static size_t closeness_cap(const char *word)
+{
+	size_t l = strlen(word) / 3;
+
+	return l > 2 ? l : 2;
+}
+
+MC_API const char *mc_suggest(const char *const *words, const char *word)
+{
+	const char *best = NULL;
+	size_t cap, best_d;
+
+	if (!words || !word)
+		return NULL;
+	cap = closeness_cap(word);
+	best_d = cap + 1;
+	for (int i = 0; words[i]; i++) {
+		size_t d = edit_distance(word, words[i], cap);
+
+		if (d < best_d) {
+			best_d = d;
+			best = words[i];
+		}
+	}
+	return best;
+}
+
+MC_API const char *mc_param_suggest(const struct mc_param_def *defs, const char *name)
+{
+	const char *best = NULL;
+	size_t cap, best_d;
+
+	if (!defs || !name)
+		return NULL;
+	cap = closeness_cap(name);
+	best_d = cap + 1;
+	for (int i = 0; defs[i].name; i++) {
+		size_t d = edit_distance(name, defs[i].name, cap);
+
+		if (d < best_d) {
+			best_d = d;
+			best = defs[i].name;
+		}
+	}
+	return best;
+}
+
+/* ---------------------------------------------------------------- scalar parsers */
+
+/* A YAML 1.2 core-schema decimal integer: [-+]?[0-9]+. */
+static int parse_int(const char *s, long long *out)
+{
+	const char *p = s;
+	char *end;
+
+	if (*p == '-' || *p == '+')
+		p++;
+	if (!isdigit((unsigned char)*p))
+		return -1;
+	for (; *p; p++)
+		if (!isdigit((unsigned char)*p))
+			return -1;
+	errno = 0;
+	*out = strtoll(s, &end, 10);
+	if (errno == ERANGE || *end)
+		return -2;
+	return 0;
+}
+
+/* [-+]?(digits[.digits?]|.digits)([eE][-+]?digits)?, finite. */
+static int parse_float(const char *s, double *out)
+{
+	const char *p = s;
+	int digits = 0;
+	char *end;
+
+	if (*p == '-' || *p == '+')
+		p++;
+	while (isdigit((unsigned char)*p)) {
+		p++;
+		digits++;
+	}
+	if (*p == '.') {
+		p++;
+		while (isdigit((unsigned char)*p)) {
+			p++;
+			digits++;
+		}
+	}
+	if (!digits)
+		return -1;
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '-' || *p == '+')
+			p++;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		while (isdigit((unsigned char)*p))
+			p++;
+	}
+	if (*p)
+		return -1;
+	errno = 0;
+	*out = strtod(s, &end);
+	if (*end)
+		return -1;
+	if (!isfinite(*out))
+		return -2;
+	return 0;
+}
+
+static int parse_bool(const char *s, int *out)
+{
+	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
+
+	for (int i = 0; i < 3; i++) {
+		if (!strcasecmp(s, yes[i])) {
+			*out = 1;
+			return 0;
+		}
+		if (!strcasecmp(s, no[i])) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int find_choice(const char *const *choices, const char *s)
+{
+	for (int i = 0; choices && choices[i]; i++)
+		if (!strcmp(choices[i], s))
+			return i;
+	return -1;
+}
+
+static int choice_error(const struct mc_param_def *def, const char *text, struct mc_err *err)
+{
+	char list[1024];
+	size_t pos = 0;
+	const char *near = mc_suggest(def->choices, text);
+
+	list[0] = '\0';
+	put_choices(def->choices, list, sizeof(list), &pos);
+	if (near)
+		return mc_err_set(err, MC_EINVAL, "%s: '%s' is not one of %s; did you mean '%s'?",
+				  def->name, text, list, near);
+	return mc_err_set(err, MC_EINVAL, "%s: '%s' is not one of %s", def->name, text, list);
+}
+
+/*
+ * Parses one number of type t (int or float) with def's range. On success
+ * *num holds the value.
+ */
+static int parse_number(const struct mc_param_def *def, enum mc_param_type t, const char *text,
+			double *num, struct mc_err *err)
+{
+	if (t == MC_PARAM_TINT) {
+		long long v;
+		int r = parse_int(text, &v);
+
+		if (r == -1)
+			return mc_err_set(err, MC_EINVAL, "%s: expected an integer, got '%s'",
+					  def->name, text);
+		if (r == -2 || (def->type == MC_PARAM_TINT && (v < INT_MIN || v > INT_MAX)))
+			return mc_err_set(err, MC_EINVAL, "%s: %s is too large for an int",
+					  def->name, text);
+		*num = (double)v;
+	} else {
+		int r = parse_float(text, num);
+
+		if (r == -1)
+			return mc_err_set(err, MC_EINVAL, "%s: expected a number, got '%s'", def->name,
+					  text);
+		if (r == -2)
+			return mc_err_set(err, MC_EINVAL, "%s: %s is not a finite number", def->name,
+					  text);
+	}
+	if (has_range(def) && (*num < def->min || *num > def->max)) {
+		char lo[32], hi[32];
+
+		format_double(def->min, lo, sizeof(lo));
+		format_double(def->max, hi, sizeof(hi));
+		return mc_err_set(err, MC_EINVAL, "%s: %s is out of range [%s, %s]", def->name, text,
+				  lo, hi);
+	}
+	return 0;
+}
+
+static char **str_field(const struct mc_param_def *def, void *conf)
+{
+	return (char **)((char *)conf + def->offset);
+}
+
+static int list_append(const struct mc_param_def *def, void *conf, const char *text,
+		       struct mc_err *err)
+{
+	struct mc_list *l = (struct mc_list *)((char *)conf + def->offset);
+	enum mc_param_type et = def->elem;
+	double num = 0;
+	char **str;
+	char *dup;
+	int r;
+
+	if (is_numeric(et)) {
+		r = parse_number(def, et, text, &num, err);
+		if (r)
+			return r;
+	} else if (def->choices && find_choice(def->choices, text) < 0) {
+		return choice_error(def, text, err);
+	} else if (et != MC_PARAM_TSTRING && !*text) {
+		return mc_err_set(err, MC_EINVAL, "%s: expected a %s name, got an empty string",
+				  def->name, mc_param_type_name(et));
+	}
+	if (l->n < 0 || l->n >= INT_MAX / 2)
+		return mc_err_set(err, MC_EINVAL, "%s: too many items", def->name);
+	dup = strdup(text);
+	if (!dup)
+		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", def->name);
+	str = realloc(l->str, sizeof(*l->str) * (size_t)(l->n + 1));
+	if (!str) {
+		free(dup);
+		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", def->name);
+	}
+	l->str = str;
+	if (is_numeric(et)) {
+		double *nv = realloc(l->num, sizeof(*l->num) * (size_t)(l->n + 1));
+
+		if (!nv) {
+			free(dup);
+			return mc_err_set(err, MC_ENOMEM, "%s: out of memory", def->name);
+		}
+		l->num = nv;
+		l->num[l->n] = num;
+	}
+	l->str[l->n++] = dup;
+	return 0;
+}
+
+MC_API int mc_param_set(const struct mc_param_def *def, void *conf, const char *text,
+			struct mc_err *err)
+{
+	char *field = (char *)conf + def->offset;
+	double num;
+	int r, b;
+
+	if (!text)
+		return mc_err_set(err, MC_EINVAL, "%s: no value given", def->name);
+	switch (def->type) {
+	case MC_PARAM_TINT:
+		r = parse_number(def, MC_PARAM_TINT, text, &num, err);
+		if (r)
+			return r;
+		*(int *)field = (int)num;
+		return 0;
+	case MC_PARAM_TFLOAT:
+		r = parse_number(def, MC_PARAM_TFLOAT, text, &num, err);
+		if (r)
+			return r;
+		*(double *)field = num;
+		return 0;
+	case MC_PARAM_TBOOL:
+		if (parse_bool(text, &b))
+			return mc_err_set(err, MC_EINVAL, "%s: expected true or false, got '%s'",
+					  def->name, text);
+		*(int *)field = b;
+		return 0;
+	case MC_PARAM_TENUM:
+		r = find_choice(def->choices, text);
+		if (r < 0)
+			return choice_error(def, text, err);
+		*(int *)field = r;
+		return 0;
+	case MC_PARAM_TMODEL:
+	case MC_PARAM_TSPLIT:
+	case MC_PARAM_TPATH:
+		if (!*text)
+			return mc_err_set(err, MC_EINVAL, "%s: expected a %s%s, got an empty string",
+					  def->name, mc_param_type_name(def->type),
+					  def->type == MC_PARAM_TPATH ? "" : " name");
+		/* fallthrough */
+	case MC_PARAM_TSTRING: {
+		char *dup = strdup(text);
+
+		if (!dup)
+			return mc_err_set(err, MC_ENOMEM, "%s: out of memory", def->name);
+		free(*str_field(def, conf));
+		*str_field(def, conf) = dup;
+		return 0;
+	}
+	case MC_PARAM_TLIST:
+		return list_append(def, conf, text, err);
+	default:
+		return mc_err_set(err, MC_EINVAL, "%s: parameter of unknown type %d", def->name,
+				  (int)def->type);
+	}
+}
+
+MC_API void mc_param_list_clear(const struct mc_param_def *def, void *conf)
+{
+	struct mc_list *l;
+
+	if (def->type != MC_PARAM_TLIST)
+		return;
+	l = (struct mc_list *)((char *)conf + def->offset);
+	for (int i = 0; i < l->n; i++)
+		free(l->str[i]);
+	free(l->str);
+	free(l->num);
+	l->n = 0;
+	l->str = NULL;
+	l->num = NULL;
+}
+
+/*
+ * Splits a flow-sequence default ("[1, 2]", "[a, 'b c']") into items and
+ * appends each. Defaults are written by programmers, so this reads the plain
+ * subset: items separated by commas, optionally quoted, no nesting.
+ */
+static int list_default(const struct mc_param_def *def, void *conf, struct mc_err *err)
+{
+	const char *s = def->def;
+	char item[256];
+	size_t len = strlen(s);
+	const char *p, *end;
+	int r;
+
+	mc_param_list_clear(def, conf);
+	while (len && isspace((unsigned char)s[len - 1]))
+		len--;
+	while (len && isspace((unsigned char)*s)) {
+		s++;
+		len--;
+	}
+	if (len < 2 || s[0] != '[' || s[len - 1] != ']') {
+		/* A bare scalar is a one-item list. */
+		if (!len)
+			return 0;
+		return mc_param_set(def, conf, def->def, err);
+	}
+	p = s + 1;
+	end = s + len - 1;
+	while (p < end) {
+		const char *a, *b;
+		size_t n;
+
+		while (p < end && isspace((unsigned char)*p))
+			p++;
+		if (p == end)
+			break;
+		a = p;
+		if (*p == '"' || *p == '\'') {
+			char q = *p++;
+
+			a = p;
+			while (p < end && *p != q)
+				p++;
+			b = p;
+			if (p < end)
+				p++;
+			while (p < end && *p != ',')
+				p++;
+		} else {
+			while (p < end && *p != ',')
+				p++;
+			b = p;
+			while (b > a && isspace((unsigned char)b[-1]))
+				b--;
+		}
+		n = (size_t)(b - a);
+		if (n >= sizeof(item))
+			return mc_err_set(err, MC_EINVAL, "%s: default item too long", def->name);
+		memcpy(item, a, n);
+		item[n] = '\0';
+		r = mc_param_set(def, conf, item, err);
+		if (r)
+			return r;
+		if (p < end)
+			p++; /* the comma */
+	}
+	return 0;
+}
+
+MC_API int mc_param_defaults(const struct mc_param_def *defs, void *conf, struct mc_err *err)
+{
+	for (int i = 0; defs && defs[i].name; i++) {
+		const struct mc_param_def *d = &defs[i];
+		int r;
+
+		if (d->type == MC_PARAM_TLIST) {
+			if (d->def) {
+				r = list_default(d, conf, err);
+				if (r)
+					return mc_err_prefix(err, "default of parameter");
+			}
+			continue;
+		}
+		if (!d->def)
+			continue;
+		/* An empty default of a path, model or split means "none". */
+		if (!*d->def && (d->type == MC_PARAM_TPATH || d->type == MC_PARAM_TMODEL ||
+				 d->type == MC_PARAM_TSPLIT)) {
+			free(*str_field(d, conf));
+			*str_field(d, conf) = NULL;
+			continue;
+		}
+		r = mc_param_set(d, conf, d->def, err);
+		if (r)
+			return mc_err_prefix(err, "default of parameter");
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- formatting */
+
+/* Shortest "%.Ng" that reads back as the same double. */
+static void format_double(double v, char *buf, size_t n)
+{
+	if (v == (double)(long long)v && v > -1e15 && v < 1e15) {
+		snprintf(buf, n, "%.0f", v);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, n, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			return;
+	}
+}
+
+static int needs_quotes(const char *s)
+{
+	static const char *const reserved[] = { "true", "false", "yes", "no", "on", "off",
+						"null", "~", NULL };
+	double d;
+
+	if (!*s)
+		return 1;
+	for (int i = 0; reserved[i]; i++)
+		if (!strcasecmp(s, reserved[i]))
+			return 1;
+	if (parse_float(s, &d) != -1)
+		return 1;
+	if (!isalpha((unsigned char)s[0]) && s[0] != '_' && s[0] != '/' && s[0] != '.')
+		return 1;
+	for (const char *p = s; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("_-./+", *p))
+			return 1;
+	return 0;
+}
+
+/* Writes s as a YAML scalar: plain when safe, else double-quoted. */
+static void put_string(const char *s, char *buf, size_t n, size_t *pos)
+{
+	if (!s) {
+		put(buf, n, pos, "null");
+		return;
+	}
+	if (!needs_quotes(s)) {
+		put(buf, n, pos, "%s", s);
+		return;
+	}
+	put(buf, n, pos, "\"");
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			put(buf, n, pos, "\\%c", *p);
+		else if (*p == '\n')
+			put(buf, n, pos, "\\n");
+		else if (*p == '\t')
+			put(buf, n, pos, "\\t");
+		else if (*p < 0x20)
+			put(buf, n, pos, "\\x%02x", *p);
+		else
+			put(buf, n, pos, "%c", *p);
+	}
+	put(buf, n, pos, "\"");
+}
+
+MC_API const char *mc_param_format(const struct mc_param_def *def, const void *conf, char *buf,
+				   size_t n)
+{
+	const char *field = (const char *)conf + def->offset;
+	size_t pos = 0;
+	char num[64];
+
+	if (!n)
+		return buf;
+	buf[0] = '\0';
+	switch (def->type) {
+	case MC_PARAM_TINT:
+		put(buf, n, &pos, "%d", *(const int *)field);
+		break;
+	case MC_PARAM_TFLOAT:
+		format_double(*(const double *)field, num, sizeof(num));
+		put(buf, n, &pos, "%s", num);
+		break;
+	case MC_PARAM_TBOOL:
+		put(buf, n, &pos, "%s", *(const int *)field ? "true" : "false");
+		break;
+	case MC_PARAM_TENUM: {
+		int v = *(const int *)field, k = 0;
+
+		while (def->choices && def->choices[k])
+			k++;
+		put_string(v >= 0 && v < k ? def->choices[v] : NULL, buf, n, &pos);
+		break;
+	}
+	case MC_PARAM_TSTRING:
+	case MC_PARAM_TMODEL:
+	case MC_PARAM_TSPLIT:
+	case MC_PARAM_TPATH:
+		put_string(*(char *const *)field, buf, n, &pos);
+		break;
+	case MC_PARAM_TLIST: {
+		const struct mc_list *l = (const struct mc_list *)field;
+
+		put(buf, n, &pos, "[");
+		for (int i = 0; i < l->n; i++) {
+			if (i)
+				put(buf, n, &pos, ", ");
+			if (l->num && def->elem == MC_PARAM_TINT) {
+				put(buf, n, &pos, "%.0f", l->num[i]);
+			} else if (l->num) {
+				format_double(l->num[i], num, sizeof(num));
+				put(buf, n, &pos, "%s", num);
+			} else {
+				put_string(l->str[i], buf, n, &pos);
+			}
+		}
+		put(buf, n, &pos, "]");
+		break;
+	}
+	default:
+		break;
+	}
+	return buf;
+}
+
+static int is_string_type(enum mc_param_type t)
+{
+	return t == MC_PARAM_TSTRING || t == MC_PARAM_TPATH || t == MC_PARAM_TMODEL ||
+	       t == MC_PARAM_TSPLIT;
+}
+
+MC_API void mc_param_free(const struct mc_param_def *defs, void *conf)
+{
+	if (!conf)
+		return;
+	for (int i = 0; defs && defs[i].name; i++) {
+		if (is_string_type(defs[i].type)) {
+			free(*str_field(&defs[i], conf));
+			*str_field(&defs[i], conf) = NULL;
+		} else if (defs[i].type == MC_PARAM_TLIST) {
+			mc_param_list_clear(&defs[i], conf);
+		}
+	}
+}
+
+MC_API int mc_param_copy(const struct mc_param_def *defs, void *dst, const void *src, size_t size)
+{
+	memcpy(dst, src, size);
+	/* First detach every pointer, so a failure part way frees only copies. */
+	for (int i = 0; defs && defs[i].name; i++) {
+		if (is_string_type(defs[i].type)) {
+			*str_field(&defs[i], dst) = NULL;
+		} else if (defs[i].type == MC_PARAM_TLIST) {
+			struct mc_list *l = (struct mc_list *)((char *)dst + defs[i].offset);
+
+			l->n = 0;
+			l->str = NULL;
+			l->num = NULL;
+		}
+	}
+	for (int i = 0; defs && defs[i].name; i++) {
+		const struct mc_param_def *d = &defs[i];
+
+		if (is_string_type(d->type)) {
+			const char *s = *(char *const *)((const char *)src + d->offset);
+
+			if (s && !(*str_field(d, dst) = strdup(s)))
+				goto fail;
+		} else if (d->type == MC_PARAM_TLIST) {
+			const struct mc_list *sl = (const struct mc_list *)((const char *)src +
+									   d->offset);
+			struct mc_list *dl = (struct mc_list *)((char *)dst + d->offset);
+
+			if (sl->n <= 0)
+				continue;
+			dl->str = calloc((size_t)sl->n, sizeof(*dl->str));
+			if (!dl->str)
+				goto fail;
+			if (sl->num) {
+				dl->num = malloc(sizeof(*dl->num) * (size_t)sl->n);
+				if (!dl->num)
+					goto fail;
+				memcpy(dl->num, sl->num, sizeof(*dl->num) * (size_t)sl->n);
+			}
+			for (int k = 0; k < sl->n; k++) {
+				dl->str[k] = strdup(sl->str[k]);
+				if (!dl->str[k]) {
+					dl->n = k;
+					goto fail;
+				}
+			}
+			dl->n = sl->n;
+		}
+	}
+	return 0;
+fail:
+	mc_param_free(defs, dst);
+	return MC_ENOMEM;
+}
