@@ -109,9 +109,9 @@ int mc_sha256_file(const char *path, char out[65], struct mc_err *err)
 
 static void human_bytes(int64_t b, char *buf, size_t n)
 {
-	if (b >= 10 * 1024 * 1024)
+	if (b >= 1024 * 1024)
 		snprintf(buf, n, "%.1f MiB", b / 1048576.0);
-	else if (b >= 10 * 1024)
+	else if (b >= 1024)
 		snprintf(buf, n, "%.1f KiB", b / 1024.0);
 	else
 		snprintf(buf, n, "%lld B", (long long)b);
