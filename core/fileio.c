@@ -18,8 +18,7 @@
 
 #include <mcomp/safetensors.h>
 
-MC_API int mc_read_file(const char *path, size_t limit, void **buf, size_t *len,
-			struct mc_err *err)
+MC_API int mc_read_file(const char *path, size_t limit, void **buf, size_t *len, struct mc_err *err)
 {
 	struct stat st;
 	unsigned char *p = NULL, *np;
@@ -66,8 +65,8 @@ MC_API int mc_read_file(const char *path, size_t limit, void **buf, size_t *len,
 			ncap = cap > lim1 / 2 ? lim1 : cap * 2;
 			np = realloc(p, ncap);
 			if (!np) {
-				ret = mc_err_set(err, MC_ENOMEM, "%s: out of memory reading %zu bytes",
-						 path, ncap);
+				ret = mc_err_set(err, MC_ENOMEM,
+						 "%s: out of memory reading %zu bytes", path, ncap);
 				goto out_free;
 			}
 			p = np;
@@ -138,8 +137,7 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-MC_API int mc_write_file_atomic(const char *path, const void *buf, size_t len,
-				struct mc_err *err)
+MC_API int mc_write_file_atomic(const char *path, const void *buf, size_t len, struct mc_err *err)
 {
 	const char *slash, *base;
 	struct stat st;

@@ -21,9 +21,10 @@
 
 #include <mcomp/data.h>
 
-/* Decompressed size limit of one IDX file (Fashion-MNIST train is 47 MB). */
-#define IDX_MAX ((size_t)1 << 31)
-#define IDX_U8 0x08
+/* Decompressed size limit of one IDX file (Fashion-MNIST train is 47 MB);
+ * it also bounds what a gzip bomb can make us allocate. */
+#define IDX_MAX ((size_t)1 << 30)
+#define IDX_U8	0x08
 
 /* Reads all of path (gzip'd or not) into a malloc'd buffer. */
 static int read_gz(const char *path, void **out, size_t *out_len, struct mc_err *err)
@@ -56,9 +57,9 @@ static int read_gz(const char *path, void **out, size_t *out_len, struct mc_err 
 		int r;
 
 		if (n == cap) {
-			if (cap > IDX_MAX) {
+			if (cap >= IDX_MAX) {
 				ret = mc_err_set(err, MC_ECORRUPT,
-						 "%s: more than %zu bytes of data; not an IDX data "
+						 "%s: %zu bytes of data or more; not an IDX data "
 						 "set mcomp can load",
 						 path, IDX_MAX);
 				goto out;
@@ -92,9 +93,10 @@ static int read_gz(const char *path, void **out, size_t *out_len, struct mc_err 
 		goto out;
 	}
 	if (n > IDX_MAX) {
-		ret = mc_err_set(err, MC_ECORRUPT,
-				 "%s: more than %zu bytes of data; not an IDX data set mcomp can load",
-				 path, IDX_MAX);
+		ret = mc_err_set(
+		    err, MC_ECORRUPT,
+		    "%s: more than %zu bytes of data; not an IDX data set mcomp can load", path,
+		    IDX_MAX);
 		goto out;
 	}
 	*out = buf;
@@ -129,10 +131,11 @@ static int idx_parse(const char *path, const unsigned char *buf, size_t len, int
 				  "truncated or not an IDX file",
 				  path, len);
 	if (buf[0] || buf[1])
-		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: bad magic 0x%08x (expected 0x%08x for an IDX %s file); it is "
-				  "not an IDX file",
-				  path, be32(buf), magic, what);
+		return mc_err_set(
+		    err, MC_ECORRUPT,
+		    "%s: bad magic 0x%08x (expected 0x%08x for an IDX %s file); it is "
+		    "not an IDX file",
+		    path, be32(buf), magic, what);
 	if (buf[2] != IDX_U8)
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: IDX element type 0x%02x; mcomp reads only unsigned bytes "
@@ -144,10 +147,11 @@ static int idx_parse(const char *path, const unsigned char *buf, size_t len, int
 				  "(magic 0x%08x); were the image and label files swapped?",
 				  path, be32(buf), buf[3], what, ndim, magic);
 	if (len < hdr)
-		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: file is %zu bytes, too short for its %zu-byte IDX header; it "
-				  "is truncated",
-				  path, len, hdr);
+		return mc_err_set(
+		    err, MC_ECORRUPT,
+		    "%s: file is %zu bytes, too short for its %zu-byte IDX header; it "
+		    "is truncated",
+		    path, len, hdr);
 	for (int i = 0; i < ndim; i++) {
 		dims[i] = be32(buf + 4 + 4 * i);
 		if (!dims[i])
@@ -165,10 +169,11 @@ static int idx_parse(const char *path, const unsigned char *buf, size_t len, int
 				  "truncated (download it again)",
 				  path, need, len - hdr);
 	if (len - hdr > need)
-		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: %zu bytes of trailing garbage after the %zu bytes of data the "
-				  "header describes; the file is corrupt",
-				  path, len - hdr - need, need);
+		return mc_err_set(
+		    err, MC_ECORRUPT,
+		    "%s: %zu bytes of trailing garbage after the %zu bytes of data the "
+		    "header describes; the file is corrupt",
+		    path, len - hdr - need, need);
 	*data = buf + hdr;
 	return 0;
 }
@@ -184,8 +189,8 @@ MC_API void mc_dataset_free(struct mc_dataset *d)
 }
 
 /* An empty data set of n samples of shape[0..ndim), storage allocated. */
-static struct mc_dataset *dataset_new(const char *source, int64_t n, int ndim,
-				      const int64_t *shape, struct mc_err *err)
+static struct mc_dataset *dataset_new(const char *source, int64_t n, int ndim, const int64_t *shape,
+				      struct mc_err *err)
 {
 	struct mc_dataset *d = calloc(1, sizeof(*d));
 	size_t numel = 1, total;
@@ -214,8 +219,7 @@ oom:
 	return NULL;
 }
 
-MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels,
-				      struct mc_err *err)
+MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels, struct mc_err *err)
 {
 	const unsigned char *px, *lb;
 	void *ibuf = NULL, *lbuf = NULL;
@@ -262,7 +266,7 @@ out:
 /* The first of path + ".gz" and path that exists (malloc'd), or NULL. */
 static char *find_variant(const char *prefix, const char *suffix, char *tried, size_t tried_n)
 {
-	static const char *const exts[] = { ".gz", "" };
+	static const char *const exts[] = {".gz", ""};
 	size_t used = strlen(tried);
 	struct stat st;
 
@@ -288,9 +292,9 @@ MC_API struct mc_dataset *mc_idx_load_prefix(const char *prefix, struct mc_err *
 	char *images, *labels = NULL;
 	struct mc_dataset *d = NULL;
 	const char *hint = strncmp(prefix, "/usr/share/datasets/", 20)
-				   ? ""
-				   : "; install the data set with `apt-get install "
-				     "dataset-fashion-mnist`";
+			       ? ""
+			       : "; install the data set with `apt-get install "
+				 "dataset-fashion-mnist`";
 
 	images = find_variant(prefix, "-images-idx3-ubyte", tried, sizeof(tried));
 	if (images)
@@ -315,8 +319,8 @@ out:
 	return d;
 }
 
-MC_API struct mc_dataset *mc_dataset_slice(const struct mc_dataset *d, int64_t first,
-					   int64_t count, struct mc_err *err)
+MC_API struct mc_dataset *mc_dataset_slice(const struct mc_dataset *d, int64_t first, int64_t count,
+					   struct mc_err *err)
 {
 	struct mc_dataset *s;
 

@@ -27,8 +27,7 @@ static int count_params(const struct mc_model *m)
 	return n;
 }
 
-MC_API int mc_model_serialize(const struct mc_model *m, void **buf, size_t *len,
-			      struct mc_err *err)
+MC_API int mc_model_serialize(const struct mc_model *m, void **buf, size_t *len, struct mc_err *err)
 {
 	struct mc_tensor **t;
 	const char *meta[6];
@@ -40,7 +39,8 @@ MC_API int mc_model_serialize(const struct mc_model *m, void **buf, size_t *len,
 	arch = mc_model_arch(m);
 	t = calloc((size_t)count_params(m) + 1, sizeof(*t));
 	if (!arch || !t) {
-		ret = mc_err_set(err, MC_ENOMEM, "model: out of memory describing the architecture");
+		ret =
+		    mc_err_set(err, MC_ENOMEM, "model: out of memory describing the architecture");
 		goto out;
 	}
 	for (int i = 0; i < m->n_nodes; i++)
@@ -118,8 +118,9 @@ static int fill_params(struct mc_model *m, const struct mc_st_file *f, struct mc
 			int ndim;
 
 			if (!t->name) {
-				ret = mc_err_set(err, MC_EINVAL, "%s: node '%s' has an unnamed parameter",
-						 f->path, m->nodes[i].name);
+				ret = mc_err_set(err, MC_EINVAL,
+						 "%s: node '%s' has an unnamed parameter", f->path,
+						 m->nodes[i].name);
 				break;
 			}
 			e = mc_st_find(f, t->name);
@@ -132,7 +133,8 @@ static int fill_params(struct mc_model *m, const struct mc_st_file *f, struct mc
 			}
 			used[e - f->entries] = 1;
 			expected_layout(t, &dt, &ndim, shape);
-			if (strcmp(e->st_dtype, dt) || !same_shape(ndim, shape, e->ndim, e->shape)) {
+			if (strcmp(e->st_dtype, dt) ||
+			    !same_shape(ndim, shape, e->ndim, e->shape)) {
 				mc_shape_text(ndim, shape, want, sizeof(want));
 				mc_shape_text(e->ndim, e->shape, got, sizeof(got));
 				ret = mc_err_set(err, MC_ECORRUPT,

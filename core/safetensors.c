@@ -22,8 +22,9 @@
 
 #include <mcomp/safetensors.h>
 
-/* Headers larger than this are refused: no real model needs more. */
-#define ST_HEADER_MAX (100u << 20)
+/* Headers larger than this are refused, as the reference implementation
+ * refuses them: no real model needs more. */
+#define ST_HEADER_MAX 100000000u
 /* Whole files larger than this are refused by mc_st_read. */
 #define ST_FILE_MAX ((size_t)1 << 36)
 
@@ -34,10 +35,23 @@ static const struct {
 	size_t size;
 	int mc;
 } st_dtypes[] = {
-	{ "BOOL", 1, -1 }, { "U8", 1, MC_U8 },	 { "I8", 1, MC_S8 },	{ "F8_E5M2", 1, -1 },
-	{ "F8_E4M3", 1, -1 }, { "I16", 2, -1 }, { "U16", 2, -1 },	{ "F16", 2, -1 },
-	{ "BF16", 2, -1 }, { "I32", 4, MC_S32 }, { "U32", 4, -1 },	{ "F32", 4, MC_F32 },
-	{ "F64", 8, -1 },  { "I64", 8, -1 },	 { "U64", 8, -1 },
+    /* clang-format off */
+	{ "BOOL", 1, -1 },
+	{ "U8", 1, MC_U8 },
+	{ "I8", 1, MC_S8 },
+	{ "F8_E5M2", 1, -1 },
+	{ "F8_E4M3", 1, -1 },
+	{ "I16", 2, -1 },
+	{ "U16", 2, -1 },
+	{ "F16", 2, -1 },
+	{ "BF16", 2, -1 },
+	{ "I32", 4, MC_S32 },
+	{ "U32", 4, -1 },
+	{ "F32", 4, MC_F32 },
+	{ "F64", 8, -1 },
+	{ "I64", 8, -1 },
+	{ "U64", 8, -1 },
+    /* clang-format on */
 };
 #define N_ST_DTYPES (int)(sizeof(st_dtypes) / sizeof(st_dtypes[0]))
 
@@ -49,9 +63,15 @@ static int st_dtype_find(const char *name)
 	return -1;
 }
 
-static const char *st_dtype_list(void)
+/* "BOOL, U8, ..." into buf, for messages; returns buf. */
+static const char *st_dtype_list(char *buf, size_t n)
 {
-	return "BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64";
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < N_ST_DTYPES && o < n; i++)
+		o += snprintf(buf + o, n - o, "%s%s", i ? ", " : "", st_dtypes[i].name);
+	return buf;
 }
 
 MC_API void mc_st_free(struct mc_st_file *f)
@@ -105,19 +125,7 @@ static int cmp_pentry(const void *a, const void *b)
 	return strcmp(x->e.name, y->e.name);
 }
 
-static void shape_str(const int64_t *shape, int ndim, char *buf, size_t n)
-{
-	size_t o = 0;
-
-	o += snprintf(buf + o, n - o, "[");
-	for (int i = 0; i < ndim && o < n; i++)
-		o += snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
-	if (o < n)
-		snprintf(buf + o, n - o, "]");
-}
-
-static int parse_metadata(struct mc_st_file *f, json_t *meta, const char *name,
-			  struct mc_err *err)
+static int parse_metadata(struct mc_st_file *f, json_t *meta, const char *name, struct mc_err *err)
 {
 	const char *key;
 	json_t *val;
@@ -133,7 +141,7 @@ static int parse_metadata(struct mc_st_file *f, json_t *meta, const char *name,
 	f->meta_vals = calloc(n ? n : 1, sizeof(char *));
 	if (!f->meta_keys || !f->meta_vals)
 		return mc_err_set(err, MC_ENOMEM, "%s: out of memory reading __metadata__", name);
-	json_object_foreach(meta, key, val) {
+	json_object_foreach (meta, key, val) {
 		if (!json_is_string(val))
 			return mc_err_set(err, MC_ECORRUPT,
 					  "%s: __metadata__ value of '%s' is not a string; "
@@ -166,41 +174,48 @@ static int parse_entry(struct pentry *pe, json_t *obj, uint64_t data_len, const 
 				  "%s: tensor '%s' is not a JSON object with dtype, shape and "
 				  "data_offsets; " BUGGY,
 				  name, tn);
-	json_object_foreach(obj, key, val) {
+	json_object_foreach (obj, key, val) {
 		if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
-			return mc_err_set(err, MC_ECORRUPT,
-					  "%s: tensor '%s' has an unknown field '%s' (expected only "
-					  "dtype, shape, data_offsets); " BUGGY,
-					  name, tn, key);
+			return mc_err_set(
+			    err, MC_ECORRUPT,
+			    "%s: tensor '%s' has an unknown field '%s' (expected only "
+			    "dtype, shape, data_offsets); " BUGGY,
+			    name, tn, key);
 	}
 	dtype = json_object_get(obj, "dtype");
 	shape = json_object_get(obj, "shape");
 	offs = json_object_get(obj, "data_offsets");
 	if (!dtype || !shape || !offs)
 		return mc_err_set(err, MC_ECORRUPT, "%s: tensor '%s' lacks the field '%s'; " BUGGY,
-				  name, tn, !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+				  name, tn,
+				  !dtype   ? "dtype"
+				  : !shape ? "shape"
+					   : "data_offsets");
 
 	if (!json_is_string(dtype))
-		return mc_err_set(err, MC_ECORRUPT, "%s: tensor '%s': dtype is not a string; " BUGGY,
-				  name, tn);
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: tensor '%s': dtype is not a string; " BUGGY, name, tn);
 	dt = json_string_value(dtype);
 	di = st_dtype_find(dt);
-	if (di < 0)
+	if (di < 0) {
+		char list[256];
+
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: tensor '%s' has unknown dtype '%.32s'; safetensors dtypes "
 				  "are %s",
-				  name, tn, dt, st_dtype_list());
+				  name, tn, dt, st_dtype_list(list, sizeof(list)));
+	}
 	snprintf(pe->e.st_dtype, sizeof(pe->e.st_dtype), "%s", st_dtypes[di].name);
 	pe->e.dtype = st_dtypes[di].mc;
 
 	if (!json_is_array(shape))
 		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: tensor '%s': shape is not an array of integers; " BUGGY, name,
-				  tn);
+				  "%s: tensor '%s': shape is not an array of integers; " BUGGY,
+				  name, tn);
 	if (json_array_size(shape) > MC_MAX_DIMS)
 		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: tensor '%s' has %zu dimensions; mcomp reads at most %d", name,
-				  tn, json_array_size(shape), MC_MAX_DIMS);
+				  "%s: tensor '%s' has %zu dimensions; mcomp reads at most %d",
+				  name, tn, json_array_size(shape), MC_MAX_DIMS);
 	pe->e.ndim = (int)json_array_size(shape);
 	for (int i = 0; i < pe->e.ndim; i++) {
 		json_t *d = json_array_get(shape, i);
@@ -221,16 +236,16 @@ static int parse_entry(struct pentry *pe, json_t *obj, uint64_t data_len, const 
 		if (mc_mul_overflow(numel, (size_t)v, &numel))
 			goto overflow;
 	}
-	shape_str(pe->e.shape, pe->e.ndim, sbuf, sizeof(sbuf));
+	mc_shape_text(pe->e.ndim, pe->e.shape, sbuf, sizeof(sbuf));
 	if (mc_mul_overflow(numel, st_dtypes[di].size, &need))
 		goto overflow;
 
 	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
 	    !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1)))
-		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: tensor '%s': data_offsets is not two integers [begin, end]; "
-				  BUGGY,
-				  name, tn);
+		return mc_err_set(
+		    err, MC_ECORRUPT,
+		    "%s: tensor '%s': data_offsets is not two integers [begin, end]; " BUGGY, name,
+		    tn);
 	{
 		json_int_t b = json_integer_value(json_array_get(offs, 0));
 		json_int_t e = json_integer_value(json_array_get(offs, 1));
@@ -260,14 +275,12 @@ static int parse_entry(struct pentry *pe, json_t *obj, uint64_t data_len, const 
 	return 0;
 
 overflow:
-	return mc_err_set(err, MC_ECORRUPT,
-			  "%s: tensor '%s': the size of its shape overflows (dims too large); "
-			  BUGGY,
-			  name, tn);
+	return mc_err_set(
+	    err, MC_ECORRUPT,
+	    "%s: tensor '%s': the size of its shape overflows (dims too large); " BUGGY, name, tn);
 }
 
-MC_API struct mc_st_file *mc_st_parse(void *buf, size_t len, const char *name,
-				      struct mc_err *err)
+MC_API struct mc_st_file *mc_st_parse(void *buf, size_t len, const char *name, struct mc_err *err)
 {
 	const unsigned char *p = buf;
 	struct mc_st_file *f;
@@ -333,7 +346,7 @@ MC_API struct mc_st_file *mc_st_parse(void *buf, size_t len, const char *name,
 		mc_err_set(err, MC_ENOMEM, "%s: out of memory reading the header", name);
 		goto fail;
 	}
-	json_object_foreach(root, key, val) {
+	json_object_foreach (root, key, val) {
 		if (!strcmp(key, "__metadata__")) {
 			if (parse_metadata(f, val, name, err))
 				goto fail;
@@ -367,11 +380,12 @@ MC_API struct mc_st_file *mc_st_parse(void *buf, size_t len, const char *name,
 			goto fail;
 		}
 		if (pe[k].begin > pos) {
-			mc_err_set(err, MC_ECORRUPT,
-				   "%s: data section has a hole at bytes [%llu, %llu) before tensor "
-				   "'%s'; the tensors must cover the data section exactly; " BUGGY,
-				   name, (unsigned long long)pos, (unsigned long long)pe[k].begin,
-				   pe[k].e.name);
+			mc_err_set(
+			    err, MC_ECORRUPT,
+			    "%s: data section has a hole at bytes [%llu, %llu) before tensor "
+			    "'%s'; the tensors must cover the data section exactly; " BUGGY,
+			    name, (unsigned long long)pos, (unsigned long long)pe[k].begin,
+			    pe[k].e.name);
 			goto fail;
 		}
 		pos = pe[k].end;
@@ -466,7 +480,8 @@ MC_API int mc_st_serialize(struct mc_tensor *const *t, int n, const char *const 
 
 	for (int i = 0; i < n_meta; i++)
 		if (!meta[2 * i] || !meta[2 * i + 1]) {
-			ret = mc_err_set(err, MC_EINVAL, "safetensors: metadata pair %d is NULL", i);
+			ret =
+			    mc_err_set(err, MC_EINVAL, "safetensors: metadata pair %d is NULL", i);
 			goto out;
 		}
 	dup = find_dup(meta, n_meta, 2, &oom);
@@ -503,7 +518,10 @@ MC_API int mc_st_serialize(struct mc_tensor *const *t, int n, const char *const 
 			ret = mc_err_set(err, MC_EINVAL,
 					 "safetensors: tensor %d %s; every tensor needs a name and "
 					 "a known dtype",
-					 i, !x ? "is NULL" : !x->name ? "has no name" : "has a bad dtype");
+					 i,
+					 !x	    ? "is NULL"
+					 : !x->name ? "has no name"
+						    : "has a bad dtype");
 			goto out;
 		}
 		if (!strcmp(x->name, "__metadata__")) {
@@ -536,8 +554,9 @@ MC_API int mc_st_serialize(struct mc_tensor *const *t, int n, const char *const 
 		}
 		json_object_set_new(obj, "dtype", json_string(tr->st_name));
 		json_object_set_new(obj, "shape", shape);
-		json_object_set_new(obj, "data_offsets",
-				    json_pack("[II]", (json_int_t)off, (json_int_t)(off + nbytes[i])));
+		json_object_set_new(
+		    obj, "data_offsets",
+		    json_pack("[II]", (json_int_t)off, (json_int_t)(off + nbytes[i])));
 		if (json_object_size(obj) != 3 || json_object_set_new(root, x->name, obj)) {
 			ret = mc_err_set(err, MC_EINVAL,
 					 "safetensors: tensor '%s' could not be described (name "

@@ -96,8 +96,8 @@ static void write_idx(const char *path, uint32_t magic, int ndim, const uint32_t
 static void write_split(const char *name, int gz)
 {
 	char img[300], lab[300];
-	uint32_t idims[3] = { 3, 2, 2 }, ldims[1] = { 3 };
-	static const unsigned char labels[3] = { 0, 4, 2 };
+	uint32_t idims[3] = {3, 2, 2}, ldims[1] = {3};
+	static const unsigned char labels[3] = {0, 4, 2};
 
 	snprintf(img, sizeof(img), "%s-images-idx3-ubyte%s", tpath(name), gz ? ".gz" : "");
 	snprintf(lab, sizeof(lab), "%s-labels-idx1-ubyte%s", tpath(name), gz ? ".gz" : "");
@@ -130,7 +130,7 @@ static void expect_fail(struct mc_dataset *d, struct mc_err *err, int code, cons
 
 START_TEST(test_plain_and_gz)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_dataset *d;
 
 	for (int gz = 0; gz < 2; gz++) {
@@ -151,7 +151,7 @@ END_TEST
 
 START_TEST(test_prefix)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_dataset *d;
 
 	write_split("plain", 0);
@@ -188,8 +188,8 @@ END_TEST
 
 START_TEST(test_wrong_magic)
 {
-	uint32_t idims[3] = { 3, 2, 2 }, ldims[1] = { 3 };
-	struct mc_err err = { 0 };
+	uint32_t idims[3] = {3, 2, 2}, ldims[1] = {3};
+	struct mc_err err = {0};
 	const char *img = tpath("i"), *lab = tpath("l");
 
 	write_idx(lab, 0x801, 1, ldims, NULL, 3, 0);
@@ -211,7 +211,8 @@ START_TEST(test_wrong_magic)
 	expect_fail(mc_idx_load(img, lab, &err), &err, MC_ECORRUPT, "too short for its 16-byte");
 	idims[1] = 0;
 	write_idx(img, 0x803, 3, idims, NULL, 0, 0);
-	expect_fail(mc_idx_load(img, lab, &err), &err, MC_ECORRUPT, "dimension 1 of the IDX header is 0");
+	expect_fail(mc_idx_load(img, lab, &err), &err, MC_ECORRUPT,
+		    "dimension 1 of the IDX header is 0");
 	idims[0] = idims[1] = idims[2] = 0xffffffffu;
 	write_idx(img, 0x803, 3, idims, NULL, 0, 0);
 	expect_fail(mc_idx_load(img, lab, &err), &err, MC_ECORRUPT, "dimensions overflow");
@@ -220,8 +221,8 @@ END_TEST
 
 START_TEST(test_truncated)
 {
-	uint32_t idims[3] = { 3, 2, 2 }, ldims[1] = { 3 };
-	struct mc_err err = { 0 };
+	uint32_t idims[3] = {3, 2, 2}, ldims[1] = {3};
+	struct mc_err err = {0};
 	const char *img = tpath("i"), *lab = tpath("l.gz");
 
 	write_idx(lab, 0x801, 1, ldims, NULL, 3, 1);
@@ -260,8 +261,8 @@ END_TEST
 
 START_TEST(test_count_mismatch)
 {
-	uint32_t idims[3] = { 3, 2, 2 }, ldims[1] = { 2 };
-	struct mc_err err = { 0 };
+	uint32_t idims[3] = {3, 2, 2}, ldims[1] = {2};
+	struct mc_err err = {0};
 	const char *img = tpath("i.gz"), *lab = tpath("l");
 
 	write_idx(img, 0x803, 3, idims, NULL, 12, 1);
@@ -276,7 +277,7 @@ END_TEST
 
 START_TEST(test_slice)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_dataset *d, *s;
 
 	write_split("s", 1);
@@ -310,14 +311,16 @@ END_TEST
 
 START_TEST(test_fashion_mnist)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_dataset *d;
-	int64_t counts[10] = { 0 }, out_of_range = 0;
+	int64_t counts[10] = {0}, out_of_range = 0;
 	struct stat st;
 
 	if (stat(FMNIST, &st) != 0) {
-		fprintf(stderr, "check_idx: skipping Fashion-MNIST: %s is absent "
-				"(apt-get install dataset-fashion-mnist)\n", FMNIST);
+		fprintf(stderr,
+			"check_idx: skipping Fashion-MNIST: %s is absent "
+			"(apt-get install dataset-fashion-mnist)\n",
+			FMNIST);
 		return;
 	}
 	d = mc_idx_load_prefix(FMNIST "/t10k", &err);

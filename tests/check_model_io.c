@@ -18,11 +18,11 @@
 #include <mcomp/safetensors.h>
 
 static const char *arch_json =
-	"{\"format\": 1, \"input\": [1, 4, 4], \"nodes\": ["
-	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
-	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 8}},"
-	"{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
-	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act\"], \"attrs\": {\"out\": 3}}]}";
+    "{\"format\": 1, \"input\": [1, 4, 4], \"nodes\": ["
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
+    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 8}},"
+    "{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act\"], \"attrs\": {\"out\": 3}}]}";
 
 static char tmpdir[64];
 
@@ -57,7 +57,7 @@ static char *tpath(const char *name)
 
 static struct mc_model *build(uint64_t seed)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_model *m = mc_model_from_arch(arch_json, "test", &err);
 
 	ck_assert_msg(m != NULL, "%s", err.msg);
@@ -67,7 +67,7 @@ static struct mc_model *build(uint64_t seed)
 
 static void read_all(const char *path, void **buf, size_t *len)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 
 	ck_assert_msg(mc_read_file(path, 1 << 30, buf, len, &err) == 0, "%s", err.msg);
 }
@@ -79,7 +79,8 @@ static void assert_same_params(const struct mc_model *a, const struct mc_model *
 	for (int i = 0; i < a->n_nodes; i++) {
 		ck_assert_int_eq(a->nodes[i].n_params, b->nodes[i].n_params);
 		for (int p = 0; p < a->nodes[i].n_params; p++) {
-			const struct mc_tensor *x = a->nodes[i].params[p], *y = b->nodes[i].params[p];
+			const struct mc_tensor *x = a->nodes[i].params[p],
+					       *y = b->nodes[i].params[p];
 
 			ck_assert_str_eq(x->name, y->name);
 			ck_assert_int_eq(x->dtype, y->dtype);
@@ -93,7 +94,7 @@ START_TEST(test_round_trip)
 {
 	struct mc_model *m = build(7), *l, *other = build(8);
 	const char *p = tpath("m.safetensors");
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_st_file *f;
 	void *b1, *b2, *b3;
 	size_t l1, l2, l3;
@@ -153,7 +154,7 @@ START_TEST(test_save_keeps_old_on_failure)
 {
 	struct mc_model *m = build(1), *m2 = build(2), *l;
 	const char *p = tpath("keep.safetensors");
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct rlimit rl, old;
 
 	ck_assert_int_eq(mc_model_save(m, p, &err), 0);
@@ -188,11 +189,11 @@ END_TEST
 
 /* Writes a safetensors file of tensors t[0..n) with the given arch (NULL:
  * no metadata) and expects mc_model_load to fail with code and want. */
-static void expect_load_fail(const char *name, struct mc_tensor *const *t, int n,
-			     const char *arch, int code, const char *want)
+static void expect_load_fail(const char *name, struct mc_tensor *const *t, int n, const char *arch,
+			     int code, const char *want)
 {
-	const char *meta[] = { "format", "mcomp", "mcomp.arch", arch };
-	struct mc_err err = { 0 };
+	const char *meta[] = {"format", "mcomp", "mcomp.arch", arch};
+	struct mc_err err = {0};
 	const char *p = tpath(name);
 	struct mc_model *l;
 	void *buf;
@@ -214,8 +215,8 @@ START_TEST(test_mismatched_files)
 	struct mc_model *m = build(3);
 	struct mc_tensor *t[6], *odd, *wrongdt;
 	char *arch = mc_model_arch(m);
-	int64_t s2[2] = { 8, 15 }, s1[1] = { 3 };
-	struct mc_err err = { 0 };
+	int64_t s2[2] = {8, 15}, s1[1] = {3};
+	struct mc_err err = {0};
 
 	t[0] = m->nodes[1].params[0]; /* fc1.weight [8, 16] */
 	t[1] = m->nodes[1].params[1]; /* fc1.bias [8] */
@@ -236,8 +237,9 @@ START_TEST(test_mismatched_files)
 	odd = mc_tensor_new("fc1.weight", MC_F32, 2, s2, &err);
 	ck_assert_ptr_nonnull(odd);
 	t[0] = odd;
-	expect_load_fail("shape.st", t, 4, arch, MC_ECORRUPT,
-			 "tensor 'fc1.weight' is F32 [8, 15] but the architecture needs F32 [8, 16]");
+	expect_load_fail(
+	    "shape.st", t, 4, arch, MC_ECORRUPT,
+	    "tensor 'fc1.weight' is F32 [8, 15] but the architecture needs F32 [8, 16]");
 
 	wrongdt = mc_tensor_new("fc2.bias", MC_S32, 1, s1, &err);
 	ck_assert_ptr_nonnull(wrongdt);
@@ -256,7 +258,7 @@ END_TEST
 
 START_TEST(test_load_errors)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	FILE *f;
 
 	ck_assert_ptr_null(mc_model_load(tpath("absent.safetensors"), &err));

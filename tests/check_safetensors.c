@@ -89,7 +89,7 @@ static const char *write_st(const char *name, const char *hdr, size_t data_len)
 /* Reads path expecting failure with code and a message containing want. */
 static void expect_fail(const char *path, int code, const char *want)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_st_file *f = mc_st_read(path, &err);
 
 	ck_assert_msg(f == NULL, "%s: expected an error containing '%s'", path, want);
@@ -100,14 +100,14 @@ static void expect_fail(const char *path, int code, const char *want)
 
 static void read_all(const char *path, void **buf, size_t *len)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 
 	ck_assert_msg(mc_read_file(path, 1 << 30, buf, len, &err) == 0, "%s", err.msg);
 }
 
 static struct mc_tensor *mk(const char *name, enum mc_dtype dt, int ndim, const int64_t *shape)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_tensor *t = mc_tensor_new(name, dt, ndim, shape, &err);
 	unsigned char *p;
 
@@ -120,10 +120,10 @@ static struct mc_tensor *mk(const char *name, enum mc_dtype dt, int ndim, const 
 
 START_TEST(test_round_trip)
 {
-	int64_t s_w[2] = { 2, 3 }, s_b[1] = { 4 }, s_q[2] = { 5, 1 }, s_e[2] = { 0, 3 };
+	int64_t s_w[2] = {2, 3}, s_b[1] = {4}, s_q[2] = {5, 1}, s_e[2] = {0, 3};
 	struct mc_tensor *t[4];
-	const char *meta[] = { "format", "mcomp", "note", "x\"y\\z \xc3\xa9" };
-	struct mc_err err = { 0 };
+	const char *meta[] = {"format", "mcomp", "note", "x\"y\\z \xc3\xa9"};
+	struct mc_err err = {0};
 	struct mc_st_file *f;
 	const struct mc_st_entry *e;
 	void *buf, *buf2;
@@ -197,9 +197,50 @@ START_TEST(test_round_trip)
 }
 END_TEST
 
+/* Byte vectors from the reference implementation's own tests
+ * (huggingface/safetensors, safetensors/src/tensor.rs): our writer must
+ * produce exactly what it does for the same input. */
+START_TEST(test_reference_bytes)
+{
+	static const unsigned char want_meta[] = {
+	    40,	 0,   0,   0,	0,   0,	  0,   0,   '{', '"', '_', '_', 'm', 'e', 't', 'a',
+	    'd', 'a', 't', 'a', '_', '_', '"', ':', '{', '"', 'f', 'r', 'a', 'm', 'e', 'w',
+	    'o', 'r', 'k', '"', ':', '"', 'p', 't', '"', '}', '}', ' ', ' ', ' ', ' ', ' ',
+	};
+	static const char want_hdr[] =
+	    "{\"attn0\":{\"dtype\":\"F32\",\"shape\":[1,1,2,3],\"data_offsets\":[0,24]}}       ";
+	static const float vals[6] = {0, 1, 2, 3, 4, 5};
+	const char *meta[] = {"framework", "pt"};
+	int64_t shape[4] = {1, 1, 2, 3};
+	struct mc_err err = {0};
+	struct mc_tensor *t;
+	unsigned char *b;
+	void *buf;
+	size_t len;
+
+	ck_assert_int_eq(mc_st_serialize(NULL, 0, meta, 1, &buf, &len, &err), 0);
+	ck_assert_uint_eq(len, sizeof(want_meta));
+	ck_assert_int_eq(memcmp(buf, want_meta, len), 0);
+	free(buf);
+
+	t = mc_tensor_new("attn0", MC_F32, 4, shape, &err);
+	ck_assert_ptr_nonnull(t);
+	memcpy(t->data, vals, sizeof(vals));
+	ck_assert_int_eq(mc_st_serialize(&t, 1, NULL, 0, &buf, &len, &err), 0);
+	b = buf;
+	ck_assert_uint_eq(len, 8 + 72 + 24);
+	ck_assert_int_eq(b[0], 72);
+	ck_assert_int_eq(memcmp(b + 1, "\0\0\0\0\0\0\0", 7), 0);
+	ck_assert_int_eq(memcmp(b + 8, want_hdr, 72), 0);
+	ck_assert_int_eq(memcmp(b + 80, vals, 24), 0); /* little-endian floats */
+	free(buf);
+	mc_tensor_free(t);
+}
+END_TEST
+
 START_TEST(test_empty_and_foreign)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_st_file *f;
 	void *buf;
 	size_t len;
@@ -272,18 +313,22 @@ START_TEST(test_offsets_out_of_range)
 {
 	expect_fail(write_st("oor.st",
 			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 2),
-		    MC_ECORRUPT, "data_offsets [0, 4] run past the end of the data section (2 bytes)");
+		    MC_ECORRUPT,
+		    "data_offsets [0, 4] run past the end of the data section (2 bytes)");
 	expect_fail(write_st("neg.st",
-			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[-1,-1]}}", 0),
+			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[-1,-1]}}",
+			     0),
 		    MC_ECORRUPT, "not two non-decreasing offsets");
 	expect_fail(write_st("dec.st",
 			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[4,2]}}", 4),
 		    MC_ECORRUPT, "[4, 2] are not two non-decreasing offsets");
 	expect_fail(write_st("three.st",
-			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2,4]}}", 2),
+			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2,4]}}",
+			     2),
 		    MC_ECORRUPT, "data_offsets is not two integers");
 	expect_fail(write_st("flt.st",
-			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2.0]}}", 2),
+			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2.0]}}",
+			     2),
 		    MC_ECORRUPT, "data_offsets is not two integers");
 	expect_fail(write_st("big.st",
 			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2],"
@@ -339,12 +384,13 @@ END_TEST
 
 START_TEST(test_bad_dtype_and_fields)
 {
-	expect_fail(write_st("dt.st", "{\"a\":{\"dtype\":\"F12\",\"shape\":[1],\"data_offsets\":[0,1]}}",
-			     1),
-		    MC_ECORRUPT, "tensor 'a' has unknown dtype 'F12'; safetensors dtypes are");
-	expect_fail(write_st("dt2.st", "{\"a\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,1]}}",
-			     1),
-		    MC_ECORRUPT, "dtype is not a string");
+	expect_fail(write_st("dt.st",
+			     "{\"a\":{\"dtype\":\"F12\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
+		    MC_ECORRUPT,
+		    "tensor 'a' has unknown dtype 'F12'; safetensors dtypes are BOOL, U8,");
+	expect_fail(
+	    write_st("dt2.st", "{\"a\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
+	    MC_ECORRUPT, "dtype is not a string");
 	expect_fail(write_st("miss.st", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
 		    MC_ECORRUPT, "tensor 'a' lacks the field 'dtype'");
 	expect_fail(write_st("miss2.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1]}}", 1),
@@ -354,20 +400,21 @@ START_TEST(test_bad_dtype_and_fields)
 			     "\"crc\":1}}",
 			     1),
 		    MC_ECORRUPT, "tensor 'a' has an unknown field 'crc'");
-	expect_fail(write_st("shp.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":4,\"data_offsets\":[0,4]}}",
-			     4),
-		    MC_ECORRUPT, "shape is not an array of integers");
+	expect_fail(
+	    write_st("shp.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":4,\"data_offsets\":[0,4]}}", 4),
+	    MC_ECORRUPT, "shape is not an array of integers");
 }
 END_TEST
 
 START_TEST(test_bad_dims)
 {
 	/* 2^32 cubed overflows 64 bits */
-	expect_fail(write_st("ovf.st",
-			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
-			     "\"data_offsets\":[0,0]}}",
-			     0),
-		    MC_ECORRUPT, "tensor 'a': the size of its shape overflows");
+	expect_fail(
+	    write_st("ovf.st",
+		     "{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
+		     "\"data_offsets\":[0,0]}}",
+		     0),
+	    MC_ECORRUPT, "tensor 'a': the size of its shape overflows");
 	/* 2^62 elements fit, 2^62 * 4 bytes do not */
 	expect_fail(write_st("ovf2.st",
 			     "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
@@ -375,10 +422,12 @@ START_TEST(test_bad_dims)
 			     0),
 		    MC_ECORRUPT, "overflows");
 	expect_fail(write_st("negd.st",
-			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2,-1],\"data_offsets\":[0,0]}}", 0),
+			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2,-1],\"data_offsets\":[0,0]}}",
+			     0),
 		    MC_ECORRUPT, "dimension 1 of shape is negative (-1)");
 	expect_fail(write_st("fltd.st",
-			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2.5],\"data_offsets\":[0,0]}}", 0),
+			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[2.5],\"data_offsets\":[0,0]}}",
+			     0),
 		    MC_ECORRUPT, "dimension 0 of shape is not an integer");
 	expect_fail(write_st("ndim.st",
 			     "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],"
@@ -416,10 +465,10 @@ END_TEST
 
 START_TEST(test_serialize_refuses)
 {
-	int64_t s[1] = { 2 };
+	int64_t s[1] = {2};
 	struct mc_tensor *t[2];
-	const char *meta[] = { "k", "1", "k", "2" };
-	struct mc_err err = { 0 };
+	const char *meta[] = {"k", "1", "k", "2"};
+	struct mc_err err = {0};
 	void *buf = (void *)1;
 	size_t len = 1;
 
@@ -441,7 +490,7 @@ END_TEST
 
 START_TEST(test_read_file)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	void *buf;
 	size_t len;
 
@@ -489,7 +538,7 @@ static void expect_content(const char *path, const char *want)
 START_TEST(test_atomic_write)
 {
 	const char *p = tpath("out.bin");
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct stat st;
 
 	ck_assert_int_eq(mc_write_file_atomic(p, "first", 5, &err), 0);
@@ -506,7 +555,7 @@ END_TEST
 START_TEST(test_atomic_write_fails)
 {
 	const char *p = tpath("keep.bin");
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct rlimit rl, old;
 	static char big[1 << 16];
 
@@ -553,6 +602,7 @@ static Suite *suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_round_trip);
+	tcase_add_test(tc, test_reference_bytes);
 	tcase_add_test(tc, test_empty_and_foreign);
 	tcase_add_test(tc, test_truncated);
 	tcase_add_test(tc, test_header_past_end);
