@@ -214,8 +214,12 @@ static int want_int(struct ld *l, const struct mc_ynode *y, const char *what, in
 		return -1;
 	}
 	if (v < lo || v > hi) {
-		bad(l, y, "%s: %s is out of range [%lld, %lld]", what, s, (long long)lo,
-		    (long long)hi);
+		if (hi == INT64_MAX)
+			bad(l, y, "%s: %s is too small; it must be at least %lld", what, s,
+			    (long long)lo);
+		else
+			bad(l, y, "%s: %s is out of range [%lld, %lld]", what, s, (long long)lo,
+			    (long long)hi);
 		return -1;
 	}
 	*out = v;
@@ -457,10 +461,11 @@ static int apply_set(struct ld *l, int n, struct mc_ynode **root)
 		ret = MC_ENOMEM;
 		goto out;
 	}
-	for (tok = strtok_r(key, ".", &save); tok; tok = strtok_r(NULL, ".", &save))
+	if (key[0] == '.' || strstr(key, "..") || eq[-1] == '.')
+		s.nseg = -1;
+	for (tok = strtok_r(key, ".", &save); s.nseg >= 0 && tok; tok = strtok_r(NULL, ".", &save))
 		s.segs[s.nseg++] = tok;
-	if (!s.nseg || key[0] == '.' || strstr(text, "..") ||
-	    (eq > text && eq[-1] == '.')) {
+	if (s.nseg <= 0) {
 		mc_errlist_add(&l->el, s.label, 0, 0,
 			       "malformed key; write a dotted path such as seed, data.train.count "
 			       "or passes.0.train.epochs");
@@ -1015,13 +1020,19 @@ static void load_models(struct ld *l, struct mc_ynode *models)
 /* Checks that name is one of names (models or splits); reports at y. */
 static int check_name(struct ld *l, const struct mc_ynode *y, const char *where, const char *key,
 		      const char *kind, const char *section, const char *const *names,
-		      const char *name)
+		      const char *name, int is_default)
 {
 	char list[512];
 	const char *near;
 
 	if (has_word(names, name))
 		return 0;
+	if (is_default) {
+		bad(l, y, "%s: %s: the pipeline has no %s '%s' (the default); add it under '%s:' "
+			  "or set %s",
+		    where, key, kind, name, section, key);
+		return -1;
+	}
 	if (!names || !names[0]) {
 		bad(l, y, "%s: %s: unknown %s '%s'; the pipeline defines no %ss (add one under "
 			  "'%s:')",
@@ -1040,7 +1051,7 @@ static int check_name(struct ld *l, const struct mc_ynode *y, const char *where,
 
 /* Checks model and split names in a parameter, resolves paths. */
 static void check_refs(struct ld *l, const struct mc_param_def *d, void *conf,
-		       const struct mc_ynode *at, const char *where)
+		       const struct mc_ynode *at, int is_default, const char *where)
 {
 	char *field = (char *)conf + d->offset;
 	enum mc_param_type t = d->type == MC_PARAM_TLIST ? d->elem : d->type;
@@ -1077,11 +1088,13 @@ static void check_refs(struct ld *l, const struct mc_param_def *d, void *conf,
 		const struct mc_list *li = (const struct mc_list *)field;
 
 		for (int i = 0; i < li->n; i++)
-			check_name(l, at, where, d->name, kind, section, names, li->str[i]);
+			check_name(l, at, where, d->name, kind, section, names, li->str[i],
+				   is_default);
 		return;
 	}
 	if (*(char **)field)
-		check_name(l, at, where, d->name, kind, section, names, *(char **)field);
+		check_name(l, at, where, d->name, kind, section, names, *(char **)field,
+			   is_default);
 }
 
 static void load_pass(struct ld *l, const struct mc_ynode *item)
@@ -1183,7 +1196,10 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 				continue;
 			given[d - defs] = params->items[i];
 			pp->keys[pp->n_keys].def = d;
-			pp->keys[pp->n_keys].loc = loc_of(l, params->keys[i]);
+			/* The place of an override's value is the override. */
+			pp->keys[pp->n_keys].loc = loc_of(l, params->items[i]->line ?
+								 params->keys[i] :
+								 params->items[i]);
 			pp->n_keys++;
 		}
 	}
@@ -1198,7 +1214,7 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 			    d->name, mc_param_type_text(d, tbuf, sizeof(tbuf)), d->help);
 			continue;
 		}
-		check_refs(l, d, pp->conf, given[i] ? given[i] : namenode, where);
+		check_refs(l, d, pp->conf, given[i] ? given[i] : namenode, !given[i], where);
 	}
 out:
 	free(given);
@@ -1293,7 +1309,7 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 		if (!name)
 			return;
 		if (check_name(l, model, "output", "model", "model", "models", l->model_names,
-			       name))
+			       name, 0))
 			return;
 	} else if (o->kind == MC_YSCALAR) {
 		int n = 0;
@@ -1522,7 +1538,8 @@ MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const 
 	}
 	for (int i = 0; i < n_sets; i++) {
 		const char *eq = strchr(sets[i], '=');
-		size_t klen = eq ? (size_t)(eq - sets[i]) : strlen(sets[i]);
+		/* The label names the key; a malformed override is named whole. */
+		size_t klen = eq && eq != sets[i] ? (size_t)(eq - sets[i]) : strlen(sets[i]);
 
 		p->sets[i] = strdup(sets[i]);
 		f->labels[i] = malloc(klen + 7);

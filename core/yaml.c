@@ -325,9 +325,9 @@ static void fatal_oom(struct builder *b)
 	b->failed = MC_ENOMEM;
 }
 
-static void too_big(struct builder *b, const struct mc_ynode *at)
+static void too_big(struct builder *b, int line, int col)
 {
-	mc_errlist_at(b->el, at,
+	mc_errlist_add(b->el, b->file, line, col,
 		      "the document expands to more than %d nodes (an alias bomb?); refusing "
 		      "to expand it",
 		      MC_YAML_MAX_NODES);
@@ -339,7 +339,7 @@ static void too_big(struct builder *b, const struct mc_ynode *at)
  * root). size says how much of y is already complete and counts now; a
  * collection counts again, in full, when it ends.
  */
-static void link_node(struct builder *b, struct mc_ynode *y, uint64_t size)
+static void link_node(struct builder *b, struct mc_ynode *y, uint64_t size, int line, int col)
 {
 	struct frame *f;
 
@@ -365,7 +365,7 @@ static void link_node(struct builder *b, struct mc_ynode *y, uint64_t size)
 	}
 	f->node->size += size;
 	if (f->node->size > MC_YAML_MAX_NODES)
-		too_big(b, y);
+		too_big(b, line, col);
 }
 
 static int cmp_keys(const void *a, const void *b)
@@ -423,7 +423,7 @@ static void on_start(struct builder *b, const yaml_event_t *ev, enum mc_ykind ki
 		fatal_oom(b);
 		return;
 	}
-	link_node(b, y, 0);
+	link_node(b, y, 0, y->line, y->col);
 	if (b->failed)
 		return;
 	if (b->depth == b->cap) {
@@ -457,7 +457,7 @@ static void on_end(struct builder *b)
 
 		parent->size += y->size;
 		if (parent->size > MC_YAML_MAX_NODES)
-			too_big(b, y);
+			too_big(b, y->line, y->col);
 	}
 }
 
@@ -486,7 +486,7 @@ static void on_scalar(struct builder *b, const yaml_event_t *ev)
 		return;
 	}
 	y->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !tag;
-	link_node(b, y, 1);
+	link_node(b, y, 1, y->line, y->col);
 }
 
 static void on_alias(struct builder *b, const yaml_event_t *ev)
@@ -510,7 +510,7 @@ static void on_alias(struct builder *b, const yaml_event_t *ev)
 		b->failed = MC_EINVAL;
 		return;
 	}
-	link_node(b, y, y->size);
+	link_node(b, y, y->size, line, col);
 }
 
 static void syntax_error(struct builder *b, const yaml_parser_t *parser)

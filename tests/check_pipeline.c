@@ -1,0 +1,691 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_pipeline - loading and validating pipelines: every malformed
+ * fixture in tests/pipelines/bad fails at its stated place with its stated
+ * message, the good ones validate (one also runs), overrides edit the tree,
+ * alias bombs are refused fast, relative paths resolve against the file.
+ *
+ * The fixtures are copied into a scratch folder beside a tiny IDX data set
+ * (data/tiny-*) and model files (models/) that this program writes, so
+ * that relative paths in them resolve and nothing is read from the source
+ * tree but YAML. Passes come from MCOMP_PASS_PATH (the build's passes).
+ */
+#define _GNU_SOURCE /* nftw, scandir */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mcomp/mcomp.h>
+
+#include "pipeline_int.h"
+
+#define TINY_N 32
+
+static char scratch[4096];
+static struct mc_registry *reg;
+
+static const char *srcdir(void)
+{
+	const char *s = getenv("MCOMP_SRCDIR");
+
+	return s && *s ? s : ".";
+}
+
+static void write_file(const char *path, const void *buf, size_t n)
+{
+	FILE *fp = fopen(path, "wb");
+
+	ck_assert_msg(fp != NULL, "cannot write %s: %s", path, strerror(errno));
+	ck_assert_uint_eq(fwrite(buf, 1, n, fp), n);
+	ck_assert_int_eq(fclose(fp), 0);
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/* TINY_N 28x28 images (a bright square whose place is the label) and labels. */
+static void write_tiny_idx(const char *dir)
+{
+	static unsigned char img[16 + TINY_N * 784], lab[8 + TINY_N];
+	char path[4200];
+
+	put_be32(img, 0x803);
+	put_be32(img + 4, TINY_N);
+	put_be32(img + 8, 28);
+	put_be32(img + 12, 28);
+	put_be32(lab, 0x801);
+	put_be32(lab + 4, TINY_N);
+	for (int i = 0; i < TINY_N; i++) {
+		int c = i % 10;
+
+		lab[8 + i] = (unsigned char)c;
+		for (int y = 0; y < 4; y++)
+			for (int x = 0; x < 4; x++)
+				img[16 + i * 784 + (2 + y) * 28 + 2 * c + x] = 255;
+	}
+	snprintf(path, sizeof(path), "%s/tiny-images-idx3-ubyte", dir);
+	write_file(path, img, sizeof(img));
+	snprintf(path, sizeof(path), "%s/tiny-labels-idx1-ubyte", dir);
+	write_file(path, lab, sizeof(lab));
+}
+
+static void write_models(const char *dir)
+{
+	const char *arch = "{\"format\": 1, \"input\": [784], \"nodes\": ["
+			   "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"input\"], "
+			   "\"attrs\": {\"out\": 10}}]}";
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(arch, "test", &err);
+	char path[4200];
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 1);
+	snprintf(path, sizeof(path), "%s/tiny.safetensors", dir);
+	ck_assert_msg(mc_model_save(m, path, &err) == 0, "%s", err.msg);
+	mc_model_free(m);
+	snprintf(path, sizeof(path), "%s/corrupt.safetensors", dir);
+	write_file(path, "\xff\xff\xff\xff\xff\xff\xff\x7f{", 9);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	FILE *in = fopen(from, "rb");
+	char buf[65536];
+	size_t n;
+	FILE *out;
+
+	ck_assert_msg(in != NULL, "cannot read %s", from);
+	out = fopen(to, "wb");
+	ck_assert_msg(out != NULL, "cannot write %s", to);
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+	fclose(in);
+	ck_assert_int_eq(fclose(out), 0);
+}
+
+/* Copies SRCDIR/tests/pipelines/sub/ *.yaml into scratch/sub; returns the count. */
+static int copy_fixtures(const char *sub)
+{
+	char from[4200], to[4200];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(from, sizeof(from), "%s/tests/pipelines/%s", srcdir(), sub);
+	snprintf(to, sizeof(to), "%s/%s", scratch, sub);
+	ck_assert(mkdir(to, 0777) == 0 || errno == EEXIST);
+	d = opendir(from);
+	ck_assert_msg(d != NULL, "cannot list %s", from);
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		char a[8400], b[8400];
+
+		if (l < 6 || strcmp(e->d_name + l - 5, ".yaml"))
+			continue;
+		snprintf(a, sizeof(a), "%s/%s", from, e->d_name);
+		snprintf(b, sizeof(b), "%s/%s", to, e->d_name);
+		copy_file(a, b);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct mc_err err = { 0 };
+	char dir[4200];
+
+	snprintf(scratch, sizeof(scratch), "%s", "tests/tmp-pipeline-XXXXXX");
+	if (access("tests", W_OK))
+		snprintf(scratch, sizeof(scratch), "%s", "/tmp/mcomp-pipeline-XXXXXX");
+	ck_assert(mkdtemp(scratch) != NULL);
+	snprintf(dir, sizeof(dir), "%s/data", scratch);
+	ck_assert_int_eq(mkdir(dir, 0777), 0);
+	write_tiny_idx(dir);
+	snprintf(dir, sizeof(dir), "%s/models", scratch);
+	ck_assert_int_eq(mkdir(dir, 0777), 0);
+	write_models(dir);
+	reg = mc_registry_open(&err);
+	ck_assert_msg(reg != NULL, "%s", err.msg);
+	ck_assert_msg(mc_registry_find(reg, "train", NULL) && mc_registry_find(reg, "eval", NULL),
+		      "the train and eval passes are not on MCOMP_PASS_PATH (%s)", mc_pass_path());
+}
+
+static void teardown(void)
+{
+	mc_registry_free(reg);
+	reg = NULL;
+	nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct mc_pipeline *load(const char *rel, const char *const *sets, int n,
+				struct mc_err *err)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/%s", scratch, rel);
+	memset(err, 0, sizeof(*err));
+	return mc_pipeline_load(path, sets, n, reg, err);
+}
+
+/* Nonzero when some line of msg starts with prefix and contains needle. */
+static int has_line(const char *msg, const char *prefix, const char *needle)
+{
+	const char *line = msg;
+
+	while (line && *line) {
+		const char *nl = strchr(line, '\n');
+		size_t len = nl ? (size_t)(nl - line) : strlen(line);
+		char buf[MC_ERR_MAX];
+
+		memcpy(buf, line, len);
+		buf[len] = '\0';
+		if (!strncmp(buf, prefix, strlen(prefix)) && strstr(buf, needle))
+			return 1;
+		line = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+static const struct mc_pl_pass *pass_at(const struct mc_pipeline *p, int i)
+{
+	ck_assert_int_lt(i, p->n_passes);
+	return &p->passes[i];
+}
+
+/* The int parameter key of pass i. */
+static int conf_int(const struct mc_pipeline *p, int i, const char *key)
+{
+	const struct mc_pl_pass *pp = pass_at(p, i);
+	const struct mc_param_def *d = mc_param_find(pp->pass->params, key);
+
+	ck_assert_msg(d != NULL, "no parameter %s", key);
+	return *(const int *)((const char *)pp->conf + d->offset);
+}
+
+static const char *conf_str(const struct mc_pipeline *p, int i, const char *key)
+{
+	const struct mc_pl_pass *pp = pass_at(p, i);
+	const struct mc_param_def *d = mc_param_find(pp->pass->params, key);
+
+	ck_assert_msg(d != NULL, "no parameter %s", key);
+	return *(char *const *)((const char *)pp->conf + d->offset);
+}
+
+/* ---------------------------------------------------------------- bad fixtures */
+
+START_TEST(bad_fixtures)
+{
+	char dir[4200];
+	struct dirent **names;
+	int n, checked = 0, failed = 0;
+
+	ck_assert_int_ge(copy_fixtures("bad"), 20);
+	snprintf(dir, sizeof(dir), "%s/bad", scratch);
+	n = scandir(dir, &names, NULL, alphasort);
+	ck_assert_int_gt(n, 0);
+	for (int i = 0; i < n; i++) {
+		char rel[600], path[8400], first[1024], prefix[9000];
+		const char *name = names[i]->d_name, *msg;
+		struct mc_err err;
+		struct mc_pipeline *p;
+		int line, col, off = 0;
+		FILE *fp;
+
+		if (strlen(name) < 6 || strcmp(name + strlen(name) - 5, ".yaml")) {
+			free(names[i]);
+			continue;
+		}
+		snprintf(rel, sizeof(rel), "bad/%s", name);
+		snprintf(path, sizeof(path), "%s/%s", scratch, rel);
+		fp = fopen(path, "r");
+		ck_assert(fp != NULL);
+		ck_assert(fgets(first, sizeof(first), fp) != NULL);
+		fclose(fp);
+		first[strcspn(first, "\n")] = '\0';
+		ck_assert_msg(sscanf(first, "# expect: %d:%d: %n", &line, &col, &off) == 2 && off,
+			      "%s: the first line must read '# expect: LINE:COL: MESSAGE'", name);
+		p = load(rel, NULL, 0, &err);
+		ck_assert_msg(p == NULL, "%s: validated but should fail", name);
+		ck_assert_msg(err.code == MC_EINVAL, "%s: code %d: %s", name, err.code, err.msg);
+		msg = first + off;
+		snprintf(prefix, sizeof(prefix), "%s:%d:%d: ", path, line, col);
+		if (!has_line(err.msg, prefix, msg)) {
+			fprintf(stderr, "%s: expected '%s%s' among:\n%s\n", name, prefix, msg,
+				err.msg);
+			failed++;
+		}
+		ck_assert_msg(err.msg[strlen(err.msg) - 1] != '\n', "%s: trailing newline", name);
+		checked++;
+		free(names[i]);
+	}
+	free(names);
+	ck_assert_int_ge(checked, 20);
+	ck_assert_msg(!failed, "%d of %d bad pipelines failed otherwise than expected", failed,
+		      checked);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- good fixtures */
+
+START_TEST(good_fixtures_validate)
+{
+	const char *good[] = { "basic.yaml", "minimal.yaml", "aliases.yaml", "block-style.yaml" };
+
+	copy_fixtures("good");
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char rel[300];
+		struct mc_err err;
+		struct mc_pipeline *p;
+
+		snprintf(rel, sizeof(rel), "good/%s", good[i]);
+		p = load(rel, NULL, 0, &err);
+		ck_assert_msg(p != NULL, "%s: %s", good[i], err.msg);
+		ck_assert_ptr_nonnull(p->text);
+		ck_assert_uint_gt(p->text_len, 0);
+		ck_assert_int_eq(p->n_sets, 0);
+		mc_pipeline_free(p);
+	}
+}
+END_TEST
+
+START_TEST(basic_is_filled_in)
+{
+	char want[8400];
+	struct mc_err err;
+	struct mc_pipeline *p;
+	const struct mc_pl_model *m;
+	struct mc_model *built;
+
+	copy_fixtures("good");
+	p = load("good/basic.yaml", NULL, 0, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_uint_eq(p->seed, 7);
+	snprintf(want, sizeof(want), "%s/good", scratch);
+	ck_assert_str_eq(p->dir, want);
+	/* Splits: idx prefixes expanded, relative paths resolved against the file. */
+	ck_assert_int_eq(p->n_splits, 3);
+	ck_assert_str_eq(p->splits[0].name, "train");
+	snprintf(want, sizeof(want), "%s/good/../data/tiny-images-idx3-ubyte", scratch);
+	ck_assert_str_eq(p->splits[0].images, want);
+	snprintf(want, sizeof(want), "%s/good/../data/tiny-labels-idx1-ubyte", scratch);
+	ck_assert_str_eq(p->splits[0].labels, want);
+	ck_assert_int_eq(p->splits[0].first, 0);
+	ck_assert_int_eq(p->splits[0].count, -1);
+	ck_assert_str_eq(p->splits[1].name, "val");
+	ck_assert_int_eq(p->splits[1].first, 16);
+	ck_assert_int_eq(p->splits[1].count, 8);
+	ck_assert_int_eq(p->splits[1].loc.line, 6);
+	ck_assert_int_eq(p->splits[1].loc.col, 3);
+	ck_assert_ptr_null(p->splits[1].data);
+	ck_assert_str_eq(p->splits[2].labels, want);
+	/* The model: built from the layer list with automatic names. */
+	ck_assert_int_eq(p->n_models, 1);
+	m = &p->models[0];
+	ck_assert_str_eq(m->name, "mlp");
+	ck_assert_ptr_null(m->load);
+	ck_assert_ptr_nonnull(m->model);
+	ck_assert_int_eq(m->model->n_nodes, 4);
+	ck_assert_str_eq(m->model->nodes[0].name, "flatten1");
+	ck_assert_str_eq(m->model->nodes[1].name, "linear1");
+	ck_assert_str_eq(m->model->nodes[2].name, "relu1");
+	ck_assert_str_eq(m->model->nodes[3].name, "linear2");
+	ck_assert_int_eq(m->model->n_classes, 10);
+	ck_assert_ptr_nonnull(strstr(m->arch, "\"name\":\"linear2\""));
+	ck_assert_ptr_nonnull(strstr(m->arch, "\"inputs\":[\"relu1\"]"));
+	ck_assert_ptr_nonnull(strstr(m->arch, "\"input\":[1,28,28]"));
+	/* Initialised from the pipeline's seed: the same as building it by hand. */
+	built = mc_model_from_arch(m->arch, "test", &err);
+	ck_assert_msg(built != NULL, "%s", err.msg);
+	mc_model_init(built, 7);
+	{
+		const struct mc_tensor *a = mc_model_param(built, "linear1.weight");
+		const struct mc_tensor *b = mc_model_param(m->model, "linear1.weight");
+
+		ck_assert_ptr_nonnull(a);
+		ck_assert_ptr_nonnull(b);
+		ck_assert_int_eq(memcmp(a->data, b->data, mc_tensor_nbytes(a)), 0);
+	}
+	mc_model_free(built);
+	/* Passes: parameters set, defaults kept, keys recorded with their places. */
+	ck_assert_int_eq(p->n_passes, 2);
+	ck_assert_str_eq(p->passes[0].pass->name, "train");
+	ck_assert_ptr_nonnull(p->passes[0].so_path);
+	ck_assert_int_eq(conf_int(p, 0, "epochs"), 1);
+	ck_assert_int_eq(conf_int(p, 0, "batch_size"), 8);
+	ck_assert_int_eq(conf_int(p, 0, "optimizer"), 1);
+	ck_assert_str_eq(conf_str(p, 0, "model"), "mlp");
+	ck_assert_str_eq(conf_str(p, 0, "data"), "train"); /* the default */
+	ck_assert_int_eq(p->passes[0].n_keys, 5);
+	ck_assert_str_eq(p->passes[0].keys[1].def->name, "epochs");
+	ck_assert_int_eq(p->passes[0].keys[1].loc.line, 14);
+	ck_assert_int_eq(p->passes[0].keys[1].loc.col, 25);
+	ck_assert_str_eq(p->passes[0].keys[1].loc.file, p->path);
+	ck_assert_int_eq(p->passes[0].loc.line, 14);
+	ck_assert_int_eq(p->passes[0].loc.col, 5);
+	ck_assert_str_eq(conf_str(p, 1, "data"), "val");
+	ck_assert_int_eq(conf_int(p, 1, "batch_size"), 256);
+	ck_assert_int_eq(p->passes[1].n_keys, 2);
+	/* Output and report resolved; their folder need not exist yet. */
+	ck_assert_str_eq(p->output_model, "mlp");
+	snprintf(want, sizeof(want), "%s/good/out/mlp.safetensors", scratch);
+	ck_assert_str_eq(p->output_path, want);
+	snprintf(want, sizeof(want), "%s/good/out/report.json", scratch);
+	ck_assert_str_eq(p->report_path, want);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+START_TEST(aliases_and_load)
+{
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	p = load("good/aliases.yaml", NULL, 0, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_uint_eq(p->seed, UINT64_MAX);
+	ck_assert_int_eq(p->n_models, 2);
+	ck_assert_ptr_nonnull(p->models[0].load);
+	ck_assert_ptr_null(p->models[0].arch);
+	ck_assert_ptr_nonnull(p->models[0].model);
+	ck_assert_ptr_nonnull(mc_model_param(p->models[0].model, "fc.weight"));
+	ck_assert_ptr_nonnull(mc_model_param(p->models[1].model, "fc1.weight"));
+	ck_assert_ptr_nonnull(mc_model_param(p->models[1].model, "head.bias"));
+	ck_assert_str_eq(p->models[1].model->nodes[1].name, "relu1");
+	/* The aliased parameters apply to both train passes. */
+	ck_assert_int_eq(p->n_passes, 4);
+	ck_assert_int_eq(conf_int(p, 0, "batch_size"), 4);
+	ck_assert_int_eq(conf_int(p, 1, "batch_size"), 4);
+	ck_assert_int_eq(conf_int(p, 1, "optimizer"), 0);
+	ck_assert_int_eq(conf_int(p, 3, "batch_size"), 2);
+	ck_assert_str_eq(p->output_model, "student");
+	mc_pipeline_free(p);
+}
+END_TEST
+
+START_TEST(good_pipeline_runs)
+{
+	char out[8400];
+	struct mc_err err;
+	struct mc_pipeline *p;
+	struct stat st;
+
+	copy_fixtures("good");
+	p = load("good/basic.yaml", NULL, 0, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_msg(mc_pipeline_run(p, NULL, &err) == 0, "%s", err.msg);
+	snprintf(out, sizeof(out), "%s/good/out/mlp.safetensors", scratch);
+	ck_assert_int_eq(stat(out, &st), 0);
+	snprintf(out, sizeof(out), "%s/good/out/report.json", scratch);
+	ck_assert_int_eq(stat(out, &st), 0);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- overrides */
+
+START_TEST(overrides_apply)
+{
+	const char *sets[] = { "passes.0.train.epochs=3", "seed=42", "passes.eval.data=test",
+			       "data.val.count=4", "passes.0.train.optimizer=sgd" };
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	p = load("good/basic.yaml", sets, 5, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_int_eq(p->n_sets, 5);
+	ck_assert_str_eq(p->sets[2], "passes.eval.data=test");
+	ck_assert_uint_eq(p->seed, 42);
+	ck_assert_int_eq(conf_int(p, 0, "epochs"), 3);
+	ck_assert_int_eq(conf_int(p, 0, "optimizer"), 0);
+	ck_assert_str_eq(conf_str(p, 1, "data"), "test");
+	ck_assert_int_eq(p->splits[1].count, 4);
+	/* A key set by an override has the override as its place. */
+	for (int i = 0; i < p->passes[1].n_keys; i++)
+		if (!strcmp(p->passes[1].keys[i].def->name, "data")) {
+			ck_assert_str_eq(p->passes[1].keys[i].loc.file, "--set passes.eval.data");
+			ck_assert_int_eq(p->passes[1].keys[i].loc.line, 0);
+		}
+	mc_pipeline_free(p);
+}
+END_TEST
+
+START_TEST(overrides_by_name_and_yaml_values)
+{
+	const char *sets[] = { "passes.train.epochs=2", "models.student.build.input=[1, 28, 28]",
+			       "models.student.build.layers=[flatten, {linear: 10}]",
+			       "passes.eval.batch_size=7" };
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	p = load("good/aliases.yaml", sets, 4, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	/* Every pass named train, both sharing one aliased map. */
+	ck_assert_int_eq(conf_int(p, 0, "epochs"), 2);
+	ck_assert_int_eq(conf_int(p, 1, "epochs"), 2);
+	ck_assert_int_eq(conf_int(p, 2, "batch_size"), 7);
+	ck_assert_int_eq(conf_int(p, 3, "batch_size"), 7);
+	ck_assert_int_eq(p->models[1].model->n_nodes, 2);
+	ck_assert_int_eq(p->models[1].model->in_ndim, 3);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+START_TEST(override_of_alias_leaves_the_other_use)
+{
+	const char *sets[] = { "passes.1.train.epochs=4" };
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	p = load("good/aliases.yaml", sets, 1, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_int_eq(conf_int(p, 0, "epochs"), 1);
+	ck_assert_int_eq(conf_int(p, 1, "epochs"), 4);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+START_TEST(override_errors)
+{
+	const char *sets[] = { "passes.0.train.epoch=3", "seed", "passes.9.train.epochs=1",
+			       "passes.prune.x=1", "passes.0.eval.model=mlp", "seed=abc",
+			       "passes.1.eval.batch_size=[1", "=5", "data..train=1" };
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	p = load("good/basic.yaml", sets, 9, &err);
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_msg(has_line(err.msg, "--set passes.0.train.epoch: ",
+			       "unknown key 'epoch' in pass 'train'; did you mean 'epochs'?"),
+		      "%s", err.msg);
+	ck_assert_msg(has_line(err.msg, "--set seed: ", "expected KEY=VALUE"), "%s", err.msg);
+	ck_assert_msg(has_line(err.msg, "--set passes.9.train.epochs: ", "out of range"), "%s",
+		      err.msg);
+	ck_assert_msg(has_line(err.msg, "--set passes.prune.x: ", "no item of the list"), "%s",
+		      err.msg);
+	ck_assert_msg(has_line(err.msg, "--set passes.0.eval.model: ", "is 'train', not 'eval'"),
+		      "%s", err.msg);
+	ck_assert_msg(has_line(err.msg, "--set seed: ",
+			       "seed: expected a non-negative integer, got 'abc'"),
+		      "%s", err.msg);
+	ck_assert_msg(has_line(err.msg, "--set passes.1.eval.batch_size: ", "invalid YAML value"),
+		      "%s", err.msg);
+	ck_assert_msg(has_line(err.msg, "--set =5: ", "expected KEY=VALUE"), "%s", err.msg);
+	ck_assert_msg(has_line(err.msg, "--set data..train: ", "malformed key"), "%s", err.msg);
+}
+END_TEST
+
+START_TEST(override_creates_keys)
+{
+	const char *sets[] = { "report=r.json", "data.extra.idx=../data/tiny",
+			       "passes.eval.data=extra" };
+	char want[8400];
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	p = load("good/basic.yaml", sets, 3, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	snprintf(want, sizeof(want), "%s/good/r.json", scratch);
+	ck_assert_str_eq(p->report_path, want);
+	ck_assert_int_eq(p->n_splits, 4);
+	ck_assert_str_eq(p->splits[3].name, "extra");
+	ck_assert_str_eq(p->splits[3].loc.file, "--set data.extra.idx");
+	ck_assert_int_eq(p->splits[3].loc.line, 0);
+	ck_assert_str_eq(conf_str(p, 1, "data"), "extra");
+	mc_pipeline_free(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- hostile input */
+
+START_TEST(billion_laughs_is_refused_fast)
+{
+	char path[8400];
+	FILE *fp;
+	struct mc_err err;
+	struct mc_pipeline *p;
+	struct timespec t0, t1;
+	double s;
+
+	snprintf(path, sizeof(path), "%s/laughs.yaml", scratch);
+	fp = fopen(path, "w");
+	ck_assert(fp != NULL);
+	fprintf(fp, "mcomp: 1\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+	for (int i = 1; i < 12; i++) {
+		fprintf(fp, "l%d: &l%d [", i, i);
+		for (int k = 0; k < 9; k++)
+			fprintf(fp, "%s*l%d", k ? ", " : "", i - 1);
+		fprintf(fp, "]\n");
+	}
+	fprintf(fp, "passes: *l11\n");
+	fclose(fp);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	p = load("laughs.yaml", NULL, 0, &err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_msg(strstr(err.msg, "alias bomb"), "%s", err.msg);
+	ck_assert_msg(s < 1.0, "took %.2f s", s);
+}
+END_TEST
+
+START_TEST(all_errors_reported_and_capped)
+{
+	char path[8400];
+	FILE *fp;
+	struct mc_err err;
+	struct mc_pipeline *p;
+	int lines = 1;
+
+	snprintf(path, sizeof(path), "%s/many.yaml", scratch);
+	fp = fopen(path, "w");
+	ck_assert(fp != NULL);
+	fprintf(fp, "mcomp: 1\ndata: {test: data/tiny}\npasses:\n");
+	for (int i = 0; i < 30; i++)
+		fprintf(fp, "  - eval: {model: m, batch_sise: %d}\n", i + 1);
+	fprintf(fp, "models:\n  m: {build: {input: [4], layers: [{linear: 2}]}}\n");
+	fclose(fp);
+	p = load("many.yaml", NULL, 0, &err);
+	ck_assert_ptr_null(p);
+	for (const char *c = err.msg; *c; c++)
+		lines += *c == '\n';
+	ck_assert_int_eq(lines, 21);
+	ck_assert_msg(strstr(err.msg, "many.yaml:4:22: unknown key 'batch_sise' in pass 'eval'; "
+				      "did you mean 'batch_size'?"),
+		      "%s", err.msg);
+	ck_assert_ptr_nonnull(strstr(err.msg, "many.yaml:23:22: unknown key"));
+	ck_assert_ptr_null(strstr(err.msg, "many.yaml:24:22: unknown key"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "more errors not shown"));
+}
+END_TEST
+
+START_TEST(missing_pipeline_file)
+{
+	struct mc_err err;
+	struct mc_pipeline *p = load("nothere.yaml", NULL, 0, &err);
+
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(err.code, MC_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "nothere.yaml: cannot open"));
+}
+END_TEST
+
+START_TEST(empty_pipeline)
+{
+	char path[8400];
+	struct mc_err err;
+	struct mc_pipeline *p;
+
+	snprintf(path, sizeof(path), "%s/empty.yaml", scratch);
+	write_file(path, "# nothing\n", 10);
+	p = load("empty.yaml", NULL, 0, &err);
+	ck_assert_ptr_null(p);
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "the pipeline is empty"));
+}
+END_TEST
+
+static Suite *pipeline_suite(void)
+{
+	Suite *s = suite_create("pipeline");
+	TCase *tc = tcase_create("load");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, bad_fixtures);
+	tcase_add_test(tc, good_fixtures_validate);
+	tcase_add_test(tc, basic_is_filled_in);
+	tcase_add_test(tc, aliases_and_load);
+	tcase_add_test(tc, good_pipeline_runs);
+	tcase_add_test(tc, overrides_apply);
+	tcase_add_test(tc, overrides_by_name_and_yaml_values);
+	tcase_add_test(tc, override_of_alias_leaves_the_other_use);
+	tcase_add_test(tc, override_errors);
+	tcase_add_test(tc, override_creates_keys);
+	tcase_add_test(tc, billion_laughs_is_refused_fast);
+	tcase_add_test(tc, all_errors_reported_and_capped);
+	tcase_add_test(tc, missing_pipeline_file);
+	tcase_add_test(tc, empty_pipeline);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(pipeline_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
