@@ -31,6 +31,10 @@
 static char scratch[4096];
 static struct mc_registry *reg;
 
+/* snprintf into a char array, failing the test on truncation. */
+#define PATHF(buf, ...) \
+	ck_assert_int_lt(snprintf(buf, sizeof(buf), __VA_ARGS__), (int)sizeof(buf))
+
 static const char *srcdir(void)
 {
 	const char *s = getenv("MCOMP_SRCDIR");
@@ -75,9 +79,9 @@ static void write_tiny_idx(const char *dir)
 			for (int x = 0; x < 4; x++)
 				img[16 + i * 784 + (2 + y) * 28 + 2 * c + x] = 255;
 	}
-	snprintf(path, sizeof(path), "%s/tiny-images-idx3-ubyte", dir);
+	PATHF(path, "%s/tiny-images-idx3-ubyte", dir);
 	write_file(path, img, sizeof(img));
-	snprintf(path, sizeof(path), "%s/tiny-labels-idx1-ubyte", dir);
+	PATHF(path, "%s/tiny-labels-idx1-ubyte", dir);
 	write_file(path, lab, sizeof(lab));
 }
 
@@ -92,10 +96,10 @@ static void write_models(const char *dir)
 
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	mc_model_init(m, 1);
-	snprintf(path, sizeof(path), "%s/tiny.safetensors", dir);
+	PATHF(path, "%s/tiny.safetensors", dir);
 	ck_assert_msg(mc_model_save(m, path, &err) == 0, "%s", err.msg);
 	mc_model_free(m);
-	snprintf(path, sizeof(path), "%s/corrupt.safetensors", dir);
+	PATHF(path, "%s/corrupt.safetensors", dir);
 	write_file(path, "\xff\xff\xff\xff\xff\xff\xff\x7f{", 9);
 }
 
@@ -123,8 +127,8 @@ static int copy_fixtures(const char *sub)
 	DIR *d;
 	int n = 0;
 
-	snprintf(from, sizeof(from), "%s/tests/pipelines/%s", srcdir(), sub);
-	snprintf(to, sizeof(to), "%s/%s", scratch, sub);
+	PATHF(from, "%s/tests/pipelines/%s", srcdir(), sub);
+	PATHF(to, "%s/%s", scratch, sub);
 	ck_assert(mkdir(to, 0777) == 0 || errno == EEXIST);
 	d = opendir(from);
 	ck_assert_msg(d != NULL, "cannot list %s", from);
@@ -134,8 +138,8 @@ static int copy_fixtures(const char *sub)
 
 		if (l < 6 || strcmp(e->d_name + l - 5, ".yaml"))
 			continue;
-		snprintf(a, sizeof(a), "%s/%s", from, e->d_name);
-		snprintf(b, sizeof(b), "%s/%s", to, e->d_name);
+		PATHF(a, "%s/%s", from, e->d_name);
+		PATHF(b, "%s/%s", to, e->d_name);
 		copy_file(a, b);
 		n++;
 	}
@@ -156,14 +160,14 @@ static void setup(void)
 	struct mc_err err = { 0 };
 	char dir[4200];
 
-	snprintf(scratch, sizeof(scratch), "%s", "tests/tmp-pipeline-XXXXXX");
+	PATHF(scratch, "%s", "tests/tmp-pipeline-XXXXXX");
 	if (access("tests", W_OK))
-		snprintf(scratch, sizeof(scratch), "%s", "/tmp/mcomp-pipeline-XXXXXX");
+		PATHF(scratch, "%s", "/tmp/mcomp-pipeline-XXXXXX");
 	ck_assert(mkdtemp(scratch) != NULL);
-	snprintf(dir, sizeof(dir), "%s/data", scratch);
+	PATHF(dir, "%s/data", scratch);
 	ck_assert_int_eq(mkdir(dir, 0777), 0);
 	write_tiny_idx(dir);
-	snprintf(dir, sizeof(dir), "%s/models", scratch);
+	PATHF(dir, "%s/models", scratch);
 	ck_assert_int_eq(mkdir(dir, 0777), 0);
 	write_models(dir);
 	reg = mc_registry_open(&err);
@@ -184,7 +188,7 @@ static struct mc_pipeline *load(const char *rel, const char *const *sets, int n,
 {
 	char path[4200];
 
-	snprintf(path, sizeof(path), "%s/%s", scratch, rel);
+	PATHF(path, "%s/%s", scratch, rel);
 	memset(err, 0, sizeof(*err));
 	return mc_pipeline_load(path, sets, n, reg, err);
 }
@@ -242,7 +246,7 @@ START_TEST(bad_fixtures)
 	int n, checked = 0, failed = 0;
 
 	ck_assert_int_ge(copy_fixtures("bad"), 20);
-	snprintf(dir, sizeof(dir), "%s/bad", scratch);
+	PATHF(dir, "%s/bad", scratch);
 	n = scandir(dir, &names, NULL, alphasort);
 	ck_assert_int_gt(n, 0);
 	for (int i = 0; i < n; i++) {
@@ -257,8 +261,8 @@ START_TEST(bad_fixtures)
 			free(names[i]);
 			continue;
 		}
-		snprintf(rel, sizeof(rel), "bad/%s", name);
-		snprintf(path, sizeof(path), "%s/%s", scratch, rel);
+		PATHF(rel, "bad/%s", name);
+		PATHF(path, "%s/%s", scratch, rel);
 		fp = fopen(path, "r");
 		ck_assert(fp != NULL);
 		ck_assert(fgets(first, sizeof(first), fp) != NULL);
@@ -270,7 +274,7 @@ START_TEST(bad_fixtures)
 		ck_assert_msg(p == NULL, "%s: validated but should fail", name);
 		ck_assert_msg(err.code == MC_EINVAL, "%s: code %d: %s", name, err.code, err.msg);
 		msg = first + off;
-		snprintf(prefix, sizeof(prefix), "%s:%d:%d: ", path, line, col);
+		PATHF(prefix, "%s:%d:%d: ", path, line, col);
 		if (!has_line(err.msg, prefix, msg)) {
 			fprintf(stderr, "%s: expected '%s%s' among:\n%s\n", name, prefix, msg,
 				err.msg);
@@ -299,7 +303,7 @@ START_TEST(good_fixtures_validate)
 		struct mc_err err;
 		struct mc_pipeline *p;
 
-		snprintf(rel, sizeof(rel), "good/%s", good[i]);
+		PATHF(rel, "good/%s", good[i]);
 		p = load(rel, NULL, 0, &err);
 		ck_assert_msg(p != NULL, "%s: %s", good[i], err.msg);
 		ck_assert_ptr_nonnull(p->text);
@@ -322,14 +326,14 @@ START_TEST(basic_is_filled_in)
 	p = load("good/basic.yaml", NULL, 0, &err);
 	ck_assert_msg(p != NULL, "%s", err.msg);
 	ck_assert_uint_eq(p->seed, 7);
-	snprintf(want, sizeof(want), "%s/good", scratch);
+	PATHF(want, "%s/good", scratch);
 	ck_assert_str_eq(p->dir, want);
 	/* Splits: idx prefixes expanded, relative paths resolved against the file. */
 	ck_assert_int_eq(p->n_splits, 3);
 	ck_assert_str_eq(p->splits[0].name, "train");
-	snprintf(want, sizeof(want), "%s/good/../data/tiny-images-idx3-ubyte", scratch);
+	PATHF(want, "%s/good/../data/tiny-images-idx3-ubyte", scratch);
 	ck_assert_str_eq(p->splits[0].images, want);
-	snprintf(want, sizeof(want), "%s/good/../data/tiny-labels-idx1-ubyte", scratch);
+	PATHF(want, "%s/good/../data/tiny-labels-idx1-ubyte", scratch);
 	ck_assert_str_eq(p->splits[0].labels, want);
 	ck_assert_int_eq(p->splits[0].first, 0);
 	ck_assert_int_eq(p->splits[0].count, -1);
@@ -389,9 +393,9 @@ START_TEST(basic_is_filled_in)
 	ck_assert_int_eq(p->passes[1].n_keys, 2);
 	/* Output and report resolved; their folder need not exist yet. */
 	ck_assert_str_eq(p->output_model, "mlp");
-	snprintf(want, sizeof(want), "%s/good/out/mlp.safetensors", scratch);
+	PATHF(want, "%s/good/out/mlp.safetensors", scratch);
 	ck_assert_str_eq(p->output_path, want);
-	snprintf(want, sizeof(want), "%s/good/out/report.json", scratch);
+	PATHF(want, "%s/good/out/report.json", scratch);
 	ck_assert_str_eq(p->report_path, want);
 	mc_pipeline_free(p);
 }
@@ -436,9 +440,9 @@ START_TEST(good_pipeline_runs)
 	p = load("good/basic.yaml", NULL, 0, &err);
 	ck_assert_msg(p != NULL, "%s", err.msg);
 	ck_assert_msg(mc_pipeline_run(p, NULL, &err) == 0, "%s", err.msg);
-	snprintf(out, sizeof(out), "%s/good/out/mlp.safetensors", scratch);
+	PATHF(out, "%s/good/out/mlp.safetensors", scratch);
 	ck_assert_int_eq(stat(out, &st), 0);
-	snprintf(out, sizeof(out), "%s/good/out/report.json", scratch);
+	PATHF(out, "%s/good/out/report.json", scratch);
 	ck_assert_int_eq(stat(out, &st), 0);
 	mc_pipeline_free(p);
 }
@@ -553,7 +557,7 @@ START_TEST(override_creates_keys)
 	copy_fixtures("good");
 	p = load("good/basic.yaml", sets, 3, &err);
 	ck_assert_msg(p != NULL, "%s", err.msg);
-	snprintf(want, sizeof(want), "%s/good/r.json", scratch);
+	PATHF(want, "%s/good/r.json", scratch);
 	ck_assert_str_eq(p->report_path, want);
 	ck_assert_int_eq(p->n_splits, 4);
 	ck_assert_str_eq(p->splits[3].name, "extra");
@@ -575,7 +579,7 @@ START_TEST(billion_laughs_is_refused_fast)
 	struct timespec t0, t1;
 	double s;
 
-	snprintf(path, sizeof(path), "%s/laughs.yaml", scratch);
+	PATHF(path, "%s/laughs.yaml", scratch);
 	fp = fopen(path, "w");
 	ck_assert(fp != NULL);
 	fprintf(fp, "mcomp: 1\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
@@ -606,7 +610,7 @@ START_TEST(all_errors_reported_and_capped)
 	struct mc_pipeline *p;
 	int lines = 1;
 
-	snprintf(path, sizeof(path), "%s/many.yaml", scratch);
+	PATHF(path, "%s/many.yaml", scratch);
 	fp = fopen(path, "w");
 	ck_assert(fp != NULL);
 	fprintf(fp, "mcomp: 1\ndata: {test: data/tiny}\npasses:\n");
@@ -645,7 +649,7 @@ START_TEST(empty_pipeline)
 	struct mc_err err;
 	struct mc_pipeline *p;
 
-	snprintf(path, sizeof(path), "%s/empty.yaml", scratch);
+	PATHF(path, "%s/empty.yaml", scratch);
 	write_file(path, "# nothing\n", 10);
 	p = load("empty.yaml", NULL, 0, &err);
 	ck_assert_ptr_null(p);
