@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * train.c - the epoch loop, evaluation and the progress bar.
+ *
+ * Each epoch visits the training set in the order of a Philox permutation
+ * keyed by (seed, epoch); batches are gathered in that order, the last one
+ * partial. Nothing here depends on the thread count, so a run with a given
+ * seed is reproducible byte for byte.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <omp.h>
+
+#include <mcomp/train.h>
+
+/* Shuffling streams, apart from the parameter-init streams of model.c. */
+#define STREAM_SHUFFLE (2ull << 56)
+
+/* ---------------------------------------------------------------- progress */
+
+static struct {
+	int on;
+	char label[64];
+	int64_t total;
+	double start, last;
+} bar;
+
+void mc_progress_begin(const char *label, int64_t total)
+{
+	const char *env = getenv("MCOMP_PROGRESS");
+
+	memset(&bar, 0, sizeof(bar));
+	bar.on = isatty(STDERR_FILENO) && !(env && !strcmp(env, "0"));
+	snprintf(bar.label, sizeof(bar.label), "%s", label ? label : "");
+	bar.total = total > 0 ? total : 1;
+	bar.start = omp_get_wtime();
+}
+
+void mc_progress_update(int64_t done, const char *status)
+{
+	char cells[31];
+	double now, frac;
+	int fill;
+
+	if (!bar.on)
+		return;
+	now = omp_get_wtime();
+	/* Ten redraws a second are plenty; always draw the end. */
+	if (done < bar.total && now - bar.last < 0.1)
+		return;
+	bar.last = now;
+	frac = (double)done / (double)bar.total;
+	if (frac > 1)
+		frac = 1;
+	if (frac < 0)
+		frac = 0;
+	fill = (int)(frac * 30);
+	for (int i = 0; i < 30; i++)
+		cells[i] = i < fill ? '#' : '.';
+	cells[30] = '\0';
+	fprintf(stderr, "\r\033[K%s [%s] %3d%% %s", bar.label, cells, (int)(frac * 100),
+		status ? status : "");
+	fflush(stderr);
+}
+
+void mc_progress_end(void)
+{
+	if (bar.on) {
+		fprintf(stderr, "\r\033[K");
+		fflush(stderr);
+	}
+	bar.on = 0;
+}
+
+/* ---------------------------------------------------------------- checks */
+
+static int check_data(const struct mc_model *m, const struct mc_dataset *d, struct mc_err *err)
+{
+	const char *src = d->source ? d->source : "data set";
+
+	if (d->n < 1 || !d->x || !d->y)
+		return mc_err_set(err, MC_EINVAL, "%s: no samples; use a non-empty split", src);
+	if (d->sample_numel != m->in_numel)
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: samples have %lld values but the model takes %lld; use a model built for this data",
+				  src, (long long)d->sample_numel, (long long)m->in_numel);
+	for (int64_t i = 0; i < d->n; i++)
+		if (d->y[i] >= m->n_classes)
+			return mc_err_set(err, MC_EINVAL,
+					  "%s: sample %lld has label %d but the model has %lld classes; give the last layer more outputs",
+					  src, (long long)i, d->y[i], (long long)m->n_classes);
+	return 0;
+}
+
+static void gather(const struct mc_dataset *d, const int64_t *idx, int n, float *x, uint8_t *y)
+{
+	size_t row = (size_t)d->sample_numel;
+
+#pragma omp parallel for schedule(static) if ((size_t)n * row >= 65536)
+	for (int i = 0; i < n; i++) {
+		memcpy(x + (size_t)i * row, d->x + (size_t)idx[i] * row, row * sizeof(float));
+		y[i] = d->y[idx[i]];
+	}
+}
+
+/* ---------------------------------------------------------------- training */
+
+int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,
+	     const struct mc_train_hooks *hooks, struct mc_err *err)
+{
+	struct mc_exec *e = NULL;
+	struct mc_optim *o = NULL;
+	int64_t *perm = NULL, step = 0, seen = 0, total;
+	float *x = NULL, *dlogits = NULL;
+	uint8_t *y = NULL;
+	int bs, r;
+	double t0;
+
+	if (c->epochs < 0 || c->batch_size < 1)
+		return mc_err_set(err, MC_EINVAL,
+				  "training: epochs %d and batch size %d; use epochs >= 0 and batch size >= 1",
+				  c->epochs, c->batch_size);
+	r = check_data(m, d, err);
+	if (r)
+		return r;
+	bs = (int64_t)c->batch_size < d->n ? c->batch_size : (int)d->n;
+	e = mc_exec_new(m, bs, 1, err);
+	if (!e)
+		return err ? err->code : MC_ENOMEM;
+	o = mc_optim_new(m, &c->optim, err);
+	if (!o) {
+		r = err ? err->code : MC_EINVAL;
+		goto out;
+	}
+	perm = malloc((size_t)d->n * sizeof(*perm));
+	x = mc_calloc((size_t)bs * (size_t)m->in_numel, sizeof(float));
+	y = malloc((size_t)bs);
+	dlogits = mc_calloc((size_t)bs * (size_t)m->n_classes, sizeof(float));
+	if (!perm || !x || !y || !dlogits) {
+		r = mc_err_set(err, MC_ENOMEM, "training: out of memory for a batch of %d", bs);
+		goto out;
+	}
+	total = (int64_t)c->epochs * d->n;
+	mc_progress_begin(c->label ? c->label : "train", total);
+	t0 = omp_get_wtime();
+	for (int ep = 0; ep < c->epochs; ep++) {
+		double loss_sum = 0;
+
+		mc_rand_permutation(c->seed, STREAM_SHUFFLE + (uint64_t)ep, d->n, perm);
+		for (int64_t b0 = 0; b0 < d->n; b0 += bs) {
+			int n = d->n - b0 < bs ? (int)(d->n - b0) : bs;
+			const float *logits;
+			char status[128];
+			float loss;
+			double dt;
+
+			gather(d, perm + b0, n, x, y);
+			logits = mc_forward(e, x, n);
+			if (hooks && hooks->loss)
+				loss = hooks->loss(hooks->arg, logits, perm + b0, n, (int)m->n_classes,
+						   dlogits);
+			else
+				loss = mc_softmax_xent(logits, y, n, (int)m->n_classes, dlogits);
+			mc_exec_zero_grad(e);
+			mc_backward(e, dlogits);
+			mc_optim_step(o, m, e);
+			if (hooks && hooks->after_step) {
+				r = hooks->after_step(hooks->arg, m, step, err);
+				if (r)
+					goto out_bar;
+			}
+			step++;
+			seen += n;
+			loss_sum += (double)loss * n;
+			dt = omp_get_wtime() - t0;
+			snprintf(status, sizeof(status), "epoch %d/%d  %.0f samples/s  loss %.4f",
+				 ep + 1, c->epochs, dt > 0 ? (double)seen / dt : 0.0,
+				 loss_sum / (double)(b0 + n));
+			mc_progress_update(seen, status);
+		}
+		if (hooks && hooks->after_epoch) {
+			r = hooks->after_epoch(hooks->arg, m, ep, loss_sum / (double)d->n, err);
+			if (r)
+				goto out_bar;
+		}
+	}
+	r = 0;
+out_bar:
+	mc_progress_end();
+out:
+	mc_free(dlogits);
+	free(y);
+	mc_free(x);
+	free(perm);
+	mc_optim_free(o);
+	mc_exec_free(e);
+	return r;
+}
+
+int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
+		double *accuracy, double *loss, struct mc_err *err)
+{
+	struct mc_exec *e;
+	int64_t correct = 0;
+	double loss_sum = 0;
+	int bs, r;
+
+	if (batch_size < 1)
+		return mc_err_set(err, MC_EINVAL, "evaluation: batch size %d; use 1 or more",
+				  batch_size);
+	r = check_data(m, d, err);
+	if (r)
+		return r;
+	bs = (int64_t)batch_size < d->n ? batch_size : (int)d->n;
+	e = mc_exec_new(m, bs, 0, err);
+	if (!e)
+		return err ? err->code : MC_ENOMEM;
+	for (int64_t b0 = 0; b0 < d->n; b0 += bs) {
+		int n = d->n - b0 < bs ? (int)(d->n - b0) : bs, k = (int)m->n_classes;
+		const float *z = mc_forward(e, d->x + (size_t)b0 * (size_t)m->in_numel, n);
+
+		loss_sum += (double)mc_softmax_xent(z, d->y + b0, n, k, NULL) * n;
+		for (int i = 0; i < n; i++) {
+			const float *row = z + (size_t)i * k;
+			int best = 0;
+
+			/* The lowest index wins a tie. */
+			for (int j = 1; j < k; j++)
+				if (row[j] > row[best])
+					best = j;
+			correct += best == d->y[b0 + i];
+		}
+	}
+	mc_exec_free(e);
+	if (accuracy)
+		*accuracy = (double)correct / (double)d->n;
+	if (loss)
+		*loss = loss_sum / (double)d->n;
+	return 0;
+}
