@@ -545,6 +545,18 @@ static int set_value(struct ld *l, const struct mc_param_def *def, void *conf,
 
 /* ---------------------------------------------------------------- data */
 
+static int valid_name(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && !strchr("_-", *s))
+			return 0;
+	return 1;
+}
+
+
 /* Tries PREFIX-KIND.gz then PREFIX-KIND; NULL (reported) when neither exists. */
 static char *idx_file(struct ld *l, const struct mc_ynode *y, const char *prefix,
 		      const char *kind, const char *split)
@@ -588,6 +600,9 @@ static void load_split(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
 	snprintf(where, sizeof(where), "split '%s'", key->value);
 	s->count = -1;
 	s->loc = loc_of(l, key);
+	if (!valid_name(key->value))
+		bad(l, key, "'%s' is not a usable split name; use letters, digits, '_' and '-'",
+		    key->value);
 	if (v->kind == MC_YSCALAR && !mc_ynode_is_null(v)) {
 		/* A bare string is an idx prefix. */
 		idx = kidx = v;
@@ -693,17 +708,6 @@ struct opcount {
 	const struct mc_op *op;
 	int n;
 };
-
-static int valid_name(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
-		    !(*s >= '0' && *s <= '9') && !strchr("_-", *s))
-			return 0;
-	return 1;
-}
 
 /*
  * One item of a layer list as a JSON node: "relu", {linear: 512},
@@ -1512,10 +1516,13 @@ MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const 
 {
 	struct pl_full *f = calloc(1, sizeof(*f));
 	struct ld l = { .f = f };
+	struct mc_err own;
 	struct mc_pipeline *p;
 	struct mc_ynode *root = NULL;
 	int ret;
 
+	if (!err)
+		err = &own; /* the host's check wants somewhere to write */
 	if (!f) {
 		mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
 		return NULL;
