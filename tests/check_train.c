@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_train.c - the training engine: a small MLP learns a separable data
+ * set, training is byte-identical for 1, 2 and 3 threads, optimizer steps
+ * match hand-computed values, hooks run, evaluation breaks ties low, and
+ * architecture JSON is checked and round-trips.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/train.h>
+
+/* k Gaussian blobs in dim dimensions, centres at +-2 on a few axes. */
+static struct mc_dataset *blobs(int64_t n, int dim, int k, uint64_t seed)
+{
+	struct mc_dataset *d = calloc(1, sizeof(*d));
+
+	d->source = "blobs";
+	d->n = n;
+	d->ndim = 1;
+	d->shape[0] = dim;
+	d->sample_numel = dim;
+	d->n_classes = k;
+	d->x = malloc((size_t)n * dim * sizeof(float));
+	d->y = malloc((size_t)n);
+	for (int64_t i = 0; i < n; i++) {
+		int c = (int)(i % k);
+
+		d->y[i] = (uint8_t)c;
+		for (int j = 0; j < dim; j++) {
+			float centre = ((c + j) % k == 0) ? 2.0f : (j % 2 ? -1.0f : 0.0f);
+
+			d->x[i * dim + j] = centre + mc_rand_normal(seed, 1, (uint64_t)(i * dim + j));
+		}
+	}
+	return d;
+}
+
+static void free_blobs(struct mc_dataset *d)
+{
+	free(d->x);
+	free(d->y);
+	free(d);
+}
+
+static struct mc_model *mlp(int in, int hidden, int k, uint64_t seed)
+{
+	char json[512];
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+
+	snprintf(json, sizeof(json),
+		 "{\"format\":1,\"input\":[%d],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":%d}},"
+		 "{\"op\":\"relu\"},{\"op\":\"linear\",\"attrs\":{\"out\":%d}}]}",
+		 in, hidden, k);
+	m = mc_model_from_arch(json, "mlp", &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, seed);
+	return m;
+}
+
+static const struct mc_optim_conf adam = {
+	.kind = MC_OPTIM_ADAM, .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+};
+
+START_TEST(mlp_learns)
+{
+	struct mc_dataset *tr = blobs(800, 10, 4, 1), *te = blobs(400, 10, 4, 2);
+	struct mc_model *m = mlp(10, 32, 4, 7);
+	struct mc_train_conf c = { .epochs = 5, .batch_size = 32, .optim = adam, .seed = 3 };
+	struct mc_err err = { 0 };
+	double acc0, acc, loss0, loss;
+
+	ck_assert_int_eq(mc_evaluate(m, te, 64, &acc0, &loss0, &err), 0);
+	ck_assert_int_eq(mc_train(m, tr, &c, NULL, &err), 0);
+	ck_assert_int_eq(mc_evaluate(m, te, 64, &acc, &loss, &err), 0);
+	ck_assert_msg(acc > 0.9 && acc > acc0 + 0.3, "accuracy %.3f (before %.3f)", acc, acc0);
+	ck_assert_msg(loss < loss0 / 2, "loss %.3f (before %.3f)", loss, loss0);
+	mc_model_free(m);
+	free_blobs(te);
+	free_blobs(tr);
+}
+END_TEST
+
+/* Trains a model big enough that every kernel runs on several threads. */
+static struct mc_model *train_with_threads(int threads, const struct mc_dataset *d)
+{
+	struct mc_model *m = mlp(64, 256, 5, 9);
+	struct mc_train_conf c = { .epochs = 2, .batch_size = 50, .optim = adam, .seed = 4 };
+	struct mc_err err = { 0 };
+	int saved = omp_get_max_threads();
+
+	omp_set_num_threads(threads);
+	ck_assert_int_eq(mc_train(m, d, &c, NULL, &err), 0);
+	omp_set_num_threads(saved);
+	return m;
+}
+
+START_TEST(thread_count_invariant)
+{
+	struct mc_dataset *d = blobs(612, 64, 5, 3); /* 13 batches, the last of 12 */
+	struct mc_model *m1 = train_with_threads(1, d), *m2 = train_with_threads(2, d);
+	struct mc_model *m3 = train_with_threads(3, d), *fresh = mlp(64, 256, 5, 9);
+
+	for (int i = 0; i < m1->n_nodes; i++)
+		for (int p = 0; p < m1->nodes[i].n_params; p++) {
+			const struct mc_tensor *a = m1->nodes[i].params[p];
+			size_t nb = mc_tensor_nbytes(a);
+
+			ck_assert_mem_eq(a->data, m2->nodes[i].params[p]->data, nb);
+			ck_assert_mem_eq(a->data, m3->nodes[i].params[p]->data, nb);
+			/* and training did change them */
+			ck_assert(memcmp(a->data, fresh->nodes[i].params[p]->data, nb) != 0);
+		}
+	mc_model_free(fresh);
+	mc_model_free(m3);
+	mc_model_free(m2);
+	mc_model_free(m1);
+	free_blobs(d);
+}
+END_TEST
+
+/* A 1-input, 2-output linear model whose gradients are set by hand. */
+static void one_step_setup(struct mc_model **m, struct mc_exec **e, const float *p0, const float *g)
+{
+	struct mc_err err = { 0 };
+
+	*m = mc_model_from_arch("{\"format\":1,\"input\":[1],\"nodes\":[{\"name\":\"fc\",\"op\":"
+				"\"linear\",\"inputs\":[\"input\"],\"attrs\":{\"out\":2}}]}",
+				"t", &err);
+	ck_assert_ptr_nonnull(*m);
+	*e = mc_exec_new(*m, 1, 1, &err);
+	memcpy((*m)->nodes[0].params[0]->data, p0, 2 * sizeof(float));
+	memcpy((*m)->nodes[0].params[1]->data, p0 + 2, 2 * sizeof(float));
+	memcpy(mc_exec_grad(*e, 0, 0), g, 2 * sizeof(float));
+	memcpy(mc_exec_grad(*e, 0, 1), g + 2, 2 * sizeof(float));
+}
+
+static float param_value(const struct mc_model *m, int i)
+{
+	return ((const float *)m->nodes[0].params[i / 2]->data)[i % 2];
+}
+
+START_TEST(sgd_steps)
+{
+	const float p0[4] = { 0.5f, -1.0f, 2.0f, 0.0f }, g[4] = { 0.1f, 0.2f, -0.3f, 0.0f };
+	const double lr = 0.1, mom = 0.9, wd = 0.01;
+	struct mc_optim_conf c = { .kind = MC_OPTIM_SGD, .lr = lr, .momentum = mom, .weight_decay = wd };
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+	struct mc_exec *e;
+	struct mc_optim *o;
+
+	one_step_setup(&m, &e, p0, g);
+	o = mc_optim_new(m, &c, &err);
+	ck_assert_ptr_nonnull(o);
+	mc_optim_step(o, m, e);
+	mc_optim_step(o, m, e); /* same gradients again */
+	for (int i = 0; i < 4; i++) {
+		/* step 1: buf = g + wd p; p -= lr buf. step 2: buf = mom buf + g + wd p. */
+		double d1 = g[i] + wd * p0[i], p1 = p0[i] - lr * d1;
+		double buf = mom * d1 + (g[i] + wd * p1), p2 = p1 - lr * buf;
+
+		ck_assert_double_eq_tol(param_value(m, i), p2, 1e-6);
+	}
+	mc_optim_free(o);
+	mc_exec_free(e);
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(adam_steps)
+{
+	const float p0[4] = { 0.5f, -1.0f, 2.0f, 0.25f }, g[4] = { 0.1f, 0.2f, -0.3f, 0.0f };
+	const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+	struct mc_optim_conf c = { .kind = MC_OPTIM_ADAM, .lr = lr, .beta1 = b1, .beta2 = b2,
+				   .eps = eps, .weight_decay = wd };
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+	struct mc_exec *e;
+	struct mc_optim *o;
+
+	one_step_setup(&m, &e, p0, g);
+	o = mc_optim_new(m, &c, &err);
+	mc_optim_step(o, m, e);
+	for (int i = 0; i < 4; i++) {
+		/* one step from zero moments: p -= lr * d / (|d| + eps), d = g + wd p */
+		double d = g[i] + wd * p0[i];
+
+		ck_assert_double_eq_tol(param_value(m, i), p0[i] - lr * d / (fabs(d) + eps), 1e-6);
+	}
+	mc_optim_step(o, m, e);
+	for (int i = 0; i < 4; i++) {
+		double d1 = g[i] + wd * p0[i], p1 = p0[i] - lr * d1 / (fabs(d1) + eps);
+		double d2 = g[i] + wd * p1;
+		double mm = b1 * (1 - b1) * d1 + (1 - b1) * d2;
+		double vv = b2 * (1 - b2) * d1 * d1 + (1 - b2) * d2 * d2;
+		double mh = mm / (1 - b1 * b1), vh = vv / (1 - b2 * b2);
+
+		ck_assert_double_eq_tol(param_value(m, i), p1 - lr * mh / (sqrt(vh) + eps), 1e-6);
+	}
+	mc_optim_free(o);
+	mc_exec_free(e);
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(optim_rejects_bad_conf)
+{
+	struct mc_model *m = mlp(2, 2, 2, 1);
+	struct mc_err err = { 0 };
+	struct mc_optim_conf c = adam;
+
+	c.lr = -1;
+	ck_assert_ptr_null(mc_optim_new(m, &c, &err));
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "lr"));
+	c = adam;
+	c.beta2 = 1.0;
+	ck_assert_ptr_null(mc_optim_new(m, &c, &err));
+	ck_assert_ptr_nonnull(strstr(err.msg, "betas"));
+	mc_model_free(m);
+}
+END_TEST
+
+struct counts {
+	int64_t steps, last_step;
+	int epochs, stop_at;
+	double loss[8];
+};
+
+static int count_step(void *arg, struct mc_model *m, int64_t step, struct mc_err *err)
+{
+	struct counts *k = arg;
+
+	k->last_step = step;
+	if (++k->steps == k->stop_at)
+		return mc_err_set(err, MC_ERUN, "stopped at step %lld", (long long)step);
+	return 0;
+}
+
+static int count_epoch(void *arg, struct mc_model *m, int epoch, double loss, struct mc_err *err)
+{
+	struct counts *k = arg;
+
+	ck_assert_int_eq(epoch, k->epochs);
+	k->loss[k->epochs++] = loss;
+	return 0;
+}
+
+/* A loss with zero gradient: nothing may move. */
+static float flat_loss(void *arg, const float *logits, const int64_t *idx, int n, int classes,
+		       float *dlogits)
+{
+	for (int i = 0; i < n; i++)
+		ck_assert(idx[i] >= 0 && idx[i] < 100);
+	memset(dlogits, 0, (size_t)n * classes * sizeof(float));
+	return 1.5f;
+}
+
+START_TEST(hooks)
+{
+	struct mc_dataset *d = blobs(100, 3, 2, 5);
+	struct mc_model *m = mlp(3, 4, 2, 2), *before = mc_model_dup(m, NULL);
+	struct mc_train_conf c = { .epochs = 3, .batch_size = 32, .optim = adam, .seed = 1 };
+	struct counts k = { 0 };
+	struct mc_train_hooks h = { .arg = &k, .after_step = count_step, .after_epoch = count_epoch };
+	struct mc_err err = { 0 };
+
+	c.optim.kind = MC_OPTIM_SGD;
+	c.optim.lr = 0.1;
+	ck_assert_int_eq(mc_train(m, d, &c, &h, &err), 0);
+	ck_assert_int_eq(k.steps, 3 * 4); /* 32 + 32 + 32 + 4 per epoch */
+	ck_assert_int_eq(k.last_step, 11);
+	ck_assert_int_eq(k.epochs, 3);
+	ck_assert(k.loss[2] < k.loss[0]);
+
+	/* a custom loss replaces the cross-entropy */
+	h.loss = flat_loss;
+	k = (struct counts){ 0 };
+	mc_model_free(m);
+	m = mc_model_dup(before, NULL);
+	ck_assert_int_eq(mc_train(m, d, &c, &h, &err), 0);
+	ck_assert_double_eq_tol(k.loss[0], 1.5, 1e-9);
+	for (int p = 0; p < 2; p++)
+		ck_assert_mem_eq(m->nodes[0].params[p]->data, before->nodes[0].params[p]->data,
+				 mc_tensor_nbytes(before->nodes[0].params[p]));
+
+	/* an error from a hook stops training and comes back */
+	k = (struct counts){ .stop_at = 5 };
+	ck_assert_int_eq(mc_train(m, d, &c, &h, &err), MC_ERUN);
+	ck_assert_int_eq(k.steps, 5);
+	ck_assert_str_eq(err.msg, "stopped at step 4");
+	mc_model_free(before);
+	mc_model_free(m);
+	free_blobs(d);
+}
+END_TEST
+
+START_TEST(train_rejects_bad_data)
+{
+	struct mc_dataset *d = blobs(10, 3, 2, 5);
+	struct mc_model *m = mlp(4, 4, 2, 2);
+	struct mc_train_conf c = { .epochs = 1, .batch_size = 4, .optim = adam };
+	struct mc_err err = { 0 };
+
+	ck_assert_int_eq(mc_train(m, d, &c, NULL, &err), MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "3 values but the model takes 4"));
+	mc_model_free(m);
+	m = mlp(3, 4, 2, 2);
+	d->y[7] = 2;
+	ck_assert_int_eq(mc_evaluate(m, d, 4, NULL, NULL, &err), MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "label 2"));
+	d->y[7] = 1;
+	c.batch_size = 0;
+	ck_assert_int_eq(mc_train(m, d, &c, NULL, &err), MC_EINVAL);
+	mc_model_free(m);
+	free_blobs(d);
+}
+END_TEST
+
+START_TEST(evaluate_ties_and_loss)
+{
+	/* All parameters zero: equal logits, so class 0 wins every tie. */
+	struct mc_dataset *d = blobs(90, 3, 3, 5);
+	struct mc_model *m = mlp(3, 4, 3, 2);
+	struct mc_err err = { 0 };
+	double acc, loss;
+
+	for (int i = 0; i < m->n_nodes; i++)
+		for (int p = 0; p < m->nodes[i].n_params; p++)
+			memset(m->nodes[i].params[p]->data, 0, mc_tensor_nbytes(m->nodes[i].params[p]));
+	ck_assert_int_eq(mc_evaluate(m, d, 7, &acc, &loss, &err), 0);
+	ck_assert_double_eq_tol(acc, 1.0 / 3, 1e-12);
+	ck_assert_double_eq_tol(loss, log(3.0), 1e-6);
+	mc_model_free(m);
+	free_blobs(d);
+}
+END_TEST
+
+static void expect_arch_error(const char *json, int code, const char *needle)
+{
+	struct mc_err err = { 0 };
+
+	ck_assert_ptr_null(mc_model_from_arch(json, "m.safetensors", &err));
+	ck_assert_int_eq(err.code, code);
+	ck_assert_msg(strstr(err.msg, needle) != NULL, "'%s' lacks '%s'", err.msg, needle);
+	ck_assert_msg(!strncmp(err.msg, "m.safetensors: ", 15), "'%s' does not name the file",
+		      err.msg);
+}
+
+START_TEST(arch_errors)
+{
+	expect_arch_error("{\"format\":1,", MC_ECORRUPT, "line 1");
+	expect_arch_error("[1,2]", MC_EINVAL, "object");
+	expect_arch_error("{\"format\":2,\"input\":[3],\"nodes\":[{\"op\":\"relu\"}]}", MC_EINVAL,
+			  "format");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linaer\",\"attrs\":{\"out\":2}}]}",
+			  MC_EINVAL, "unknown op 'linaer'; did you mean 'linear'?");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"relu\"},"
+			  "{\"name\":\"o\",\"op\":\"linear\",\"inputs\":[\"relu9\"],\"attrs\":{\"out\":2}}]}",
+			  MC_EINVAL, "input 'relu9' is not an earlier node");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linear\",\"attrs\":{}}]}",
+			  MC_EINVAL, "needs attribute 'out'");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linear\"}]}", MC_EINVAL,
+			  "needs attribute 'out'");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":0}}]}",
+			  MC_EINVAL, "out");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":\"many\"}}]}",
+			  MC_EINVAL, "out");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"outt\":2}}]}",
+			  MC_EINVAL, "did you mean 'out'?");
+	expect_arch_error("{\"format\":1,\"input\":[1,3],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":2}}]}",
+			  MC_EINVAL, "put a flatten before it");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"name\":\"a\",\"op\":\"relu\"},"
+			  "{\"name\":\"a\",\"op\":\"relu\"}]}",
+			  MC_EINVAL, "unique");
+	expect_arch_error("{\"format\":1,\"input\":[3,-1],\"nodes\":[{\"op\":\"relu\"}]}", MC_EINVAL,
+			  "input dimension 1");
+	expect_arch_error("{\"format\":1,\"input\":[65536,65536],\"nodes\":[{\"op\":\"relu\"}]}",
+			  MC_EINVAL, "input dimension 1");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[]}", MC_EINVAL, "nodes");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodez\":[]}", MC_EINVAL,
+			  "did you mean 'nodes'?");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"relu\",\"input\":[\"input\"]}]}",
+			  MC_EINVAL, "did you mean 'inputs'?");
+	expect_arch_error("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"relu\",\"inputs\":[\"input\",\"input\"]}]}",
+			  MC_EINVAL, "takes 1 input");
+	expect_arch_error(NULL, MC_ECORRUPT, "JSON");
+}
+END_TEST
+
+START_TEST(arch_round_trip)
+{
+	const char *json = "{\"format\":1,\"input\":[1,4,4],\"nodes\":[{\"op\":\"flatten\"},"
+			   "{\"op\":\"linear\",\"attrs\":{\"out\":8}},{\"op\":\"relu\"},"
+			   "{\"name\":\"head\",\"op\":\"linear\",\"inputs\":[\"relu1\"],\"attrs\":{\"out\":3}}]}";
+	struct mc_err err = { 0 };
+	struct mc_model *a = mc_model_from_arch(json, "t", &err), *b, *c;
+	char *ja, *jb;
+
+	ck_assert_msg(a != NULL, "%s", err.msg);
+	ck_assert_str_eq(a->nodes[1].name, "linear1");
+	ck_assert_int_eq(a->n_classes, 3);
+	ck_assert_int_eq(mc_model_nparams(a), 16 * 8 + 8 + 8 * 3 + 3);
+	ck_assert_int_eq(mc_model_flops(a), 2 * (16 * 8 + 8 * 3));
+	ck_assert_ptr_nonnull(mc_model_param(a, "head.weight"));
+	ck_assert_ptr_null(mc_model_param(a, "head.scale"));
+	ja = mc_model_arch(a);
+	b = mc_model_from_arch(ja, "t", &err);
+	ck_assert_msg(b != NULL, "%s", err.msg);
+	jb = mc_model_arch(b);
+	ck_assert_str_eq(ja, jb);
+	ck_assert_ptr_nonnull(strstr(ja, "\"name\":\"head\",\"op\":\"linear\",\"inputs\":[\"relu1\"],\"attrs\":{\"out\":3}"));
+
+	/* init is reproducible and per-parameter; dup copies values */
+	ck_assert_int_eq(mc_model_nonzeros(a), 0);
+	mc_model_init(a, 5);
+	mc_model_init(b, 5);
+	ck_assert_int_eq(mc_model_nonzeros(a), mc_model_nparams(a));
+	c = mc_model_dup(a, &err);
+	for (int i = 0; i < a->n_nodes; i++)
+		for (int p = 0; p < a->nodes[i].n_params; p++) {
+			const struct mc_tensor *t = a->nodes[i].params[p];
+			/* U(-1/sqrt(in), 1/sqrt(in)) for weight [out, in] and bias alike */
+			float bound = 1.0f / sqrtf((float)a->nodes[i].params[0]->shape[1]);
+
+			ck_assert_mem_eq(t->data, b->nodes[i].params[p]->data, mc_tensor_nbytes(t));
+			ck_assert_mem_eq(t->data, c->nodes[i].params[p]->data, mc_tensor_nbytes(t));
+			ck_assert_str_eq(t->name, c->nodes[i].params[p]->name);
+			for (int64_t j = 0; j < t->numel; j++)
+				ck_assert(fabsf(((float *)t->data)[j]) <= bound);
+		}
+	/* weight and bias of one node come from different streams */
+	ck_assert(((float *)a->nodes[1].params[0]->data)[0] !=
+		  ((float *)a->nodes[1].params[1]->data)[0]);
+	mc_model_init(b, 6);
+	ck_assert(memcmp(a->nodes[1].params[0]->data, b->nodes[1].params[0]->data, 16) != 0);
+	free(ja);
+	free(jb);
+	mc_model_free(c);
+	mc_model_free(b);
+	mc_model_free(a);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("train");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, mlp_learns);
+	tcase_add_test(tc, thread_count_invariant);
+	tcase_add_test(tc, sgd_steps);
+	tcase_add_test(tc, adam_steps);
+	tcase_add_test(tc, optim_rejects_bad_conf);
+	tcase_add_test(tc, hooks);
+	tcase_add_test(tc, train_rejects_bad_data);
+	tcase_add_test(tc, evaluate_ties_and_loss);
+	tcase_add_test(tc, arch_errors);
+	tcase_add_test(tc, arch_round_trip);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
