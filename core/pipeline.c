@@ -24,7 +24,7 @@
 #include <mcomp/pipeline.h>
 
 #include "pipeline_int.h"
-#include "yaml.h"
+#include "ydoc.h"
 
 #define MC_SCHEMA_VERSION 1
 #define PIPELINE_MAX_BYTES (16u << 20)

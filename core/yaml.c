@@ -11,10 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MC_YAML_LIBYAML
-#include <yaml.h> /* libyaml's, through core/yaml.h */
+#include <yaml.h>
 
-#include "yaml.h"
+#include "ydoc.h"
 
 /* ---------------------------------------------------------------- errors */
 

@@ -11,7 +11,7 @@
 
 #include <mcomp/param.h>
 
-#include "yaml.h"
+#include "ydoc.h"
 
 struct conf {
 	int i;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * yaml.h - a YAML document as a tree of nodes, built from libyaml's event
+ * ydoc.h - a YAML document as a tree of nodes, built from libyaml's event
  * parser, with the place of every node. Not installed.
  *
  * Each node knows its kind, its text (scalars), whether it was plain
@@ -15,15 +15,6 @@
  * messages ("FILE:LINE:COL: ...") newline-separated in one struct mc_err, so
  * that validation can report all it finds.
  */
-/*
- * libyaml's header is also named yaml.h, and -Icore puts this one first on
- * the search path: core/yaml.c defines MC_YAML_LIBYAML and includes
- * <yaml.h>, which lands here and continues the search for libyaml's.
- */
-#if defined(MC_YAML_LIBYAML) && !defined(YAML_H)
-#include_next <yaml.h>
-#endif
-
 #ifndef MCOMP_YAML_H
 #define MCOMP_YAML_H
 
