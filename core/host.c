@@ -185,11 +185,74 @@ static const char *subject(const struct mc_pl_pass *pp)
 	return NULL;
 }
 
+/* Checks that split s's samples fit model pm; loc is where to point. */
+static int check_fit(const struct mc_pl_split *s, const struct mc_pl_model *pm,
+		     const struct mc_loc *loc, const char *who, struct mc_err *err)
+{
+	char head[1024], shape[128], want[128];
+	int64_t n, dims[3];
+	int ret;
+
+	ret = mc_idx_peek(s->images, &n, dims, err);
+	if (ret) {
+		loc_prefix(head, sizeof(head), &s->loc);
+		return mc_err_prefix(err, "%sdata split '%s'", head, s->name);
+	}
+	if (dims[0] * dims[1] * dims[2] == pm->model->in_numel)
+		return 0;
+	loc_prefix(head, sizeof(head), loc);
+	return mc_err_set(err, MC_EINVAL,
+			  "%s%sdata split '%s' has samples of shape %s but model '%s' takes %s; "
+			  "build the model with input: %s",
+			  head, who, s->name, mc_shape_text(3, dims, shape, sizeof(shape)), pm->name,
+			  mc_shape_text(pm->model->in_ndim, pm->model->in_shape, want, sizeof(want)),
+			  shape);
+}
+
+/* Before anything runs: every split a pass reads, and the test split the
+ * host measures on, must fit the pass's model. */
+static int check_data(struct mc_pipeline *p, struct mc_err *err)
+{
+	struct mc_pl_split *test = find_split(p, "test");
+	char who[256];
+	int i, ret;
+
+	for (i = 0; i < p->n_passes; i++) {
+		struct mc_pl_pass *pp = &p->passes[i];
+		struct mc_pl_model *pm = find_model(p, subject(pp));
+		const struct mc_param_def *d;
+
+		if (!pm || !pm->model)
+			continue;
+		for (d = pp->pass->params; d && d->name; d++) {
+			const char *name = *(char *const *)((const char *)pp->conf + d->offset);
+			struct mc_pl_split *s;
+
+			if (d->type != MC_PARAM_TSPLIT || !(s = find_split(p, name)))
+				continue;
+			snprintf(who, sizeof(who), "pass '%s', %s: ", pp->pass->name, d->name);
+			ret = check_fit(s, pm, key_loc(pp, d->name), who, err);
+			if (ret)
+				return ret;
+		}
+		if (test) {
+			ret = check_fit(test, pm, &test->loc,
+					"the host measures every model on the test split, but ", err);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 {
 	struct mc_ctx ctx = { .p = p, .validating = 1, .err = err };
 	int i, ret;
 
+	ret = check_data(p, err);
+	if (ret)
+		return ret;
 	for (i = 0; i < p->n_passes; i++) {
 		ctx.pp = &p->passes[i];
 		if (!ctx.pp->pass->check)

@@ -178,6 +178,36 @@ static int idx_parse(const char *path, const unsigned char *buf, size_t len, int
 	return 0;
 }
 
+MC_API int mc_idx_peek(const char *images, int64_t *n, int64_t shape[3], struct mc_err *err)
+{
+	struct mc_err hdr_err = { 0 };
+	unsigned char hdr[16];
+	const unsigned char *data;
+	uint32_t dims[3] = { 0 };
+	gzFile gz;
+	int got;
+
+	gz = gzopen(images, "rb");
+	if (!gz)
+		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", images,
+				  errno ? strerror(errno) : "out of memory");
+	got = gzread(gz, hdr, sizeof(hdr));
+	gzclose(gz);
+	if (got < 0)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: cannot read the IDX header; the file is corrupt", images);
+	/* With the header alone, idx_parse can only fail on the data size once
+	 * every dimension is read and nonzero: then the header is sound. */
+	if (idx_parse(images, hdr, (size_t)got, 3, "image", dims, &data, &hdr_err) &&
+	    !(got == (int)sizeof(hdr) && dims[0] && dims[1] && dims[2]))
+		return mc_err_set(err, hdr_err.code, "%s", hdr_err.msg);
+	*n = dims[0];
+	shape[0] = 1;
+	shape[1] = dims[1];
+	shape[2] = dims[2];
+	return 0;
+}
+
 MC_API void mc_dataset_free(struct mc_dataset *d)
 {
 	if (!d)

@@ -1413,7 +1413,8 @@ static int read_all(const char *path, unsigned char **buf, size_t *len, struct m
 	size_t n = 0, cap = 0;
 
 	if (!fp)
-		return mc_err_set(err, MC_EIO, "%s: cannot open the pipeline: %s", path,
+		/* Naming a pipeline that is not there is a usage error (exit 2). */
+		return mc_err_set(err, MC_EINVAL, "%s: cannot open the pipeline: %s", path,
 				  strerror(errno));
 	for (;;) {
 		size_t got;

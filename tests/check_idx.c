@@ -259,6 +259,38 @@ START_TEST(test_truncated)
 }
 END_TEST
 
+/* The header alone gives the count and shape, for validation; a bad header
+ * is still an error. */
+START_TEST(test_peek)
+{
+	uint32_t idims[3] = {7, 3, 5}, ldims[1] = {7};
+	struct mc_err err = {0};
+	int64_t n = 0, shape[3] = {0};
+	const char *img = tpath("p.gz");
+
+	write_idx(img, 0x803, 3, idims, NULL, 105, 1);
+	ck_assert_int_eq(mc_idx_peek(img, &n, shape, &err), 0);
+	ck_assert_int_eq(n, 7);
+	ck_assert_int_eq(shape[0], 1);
+	ck_assert_int_eq(shape[1], 3);
+	ck_assert_int_eq(shape[2], 5);
+
+	write_idx(img, 0x801, 1, ldims, NULL, 7, 0);
+	ck_assert_int_eq(mc_idx_peek(img, &n, shape, &err), MC_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "were the image and label files swapped?"));
+
+	idims[1] = 0;
+	write_idx(img, 0x803, 3, idims, NULL, 0, 0);
+	ck_assert_int_eq(mc_idx_peek(img, &n, shape, &err), MC_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "dimension 1 of the IDX header is 0"));
+
+	write_file(img, "\0\0\x08\x03\0\0", 6, 0);
+	ck_assert_int_eq(mc_idx_peek(img, &n, shape, &err), MC_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "too short"));
+	ck_assert_int_eq(mc_idx_peek(tpath("none"), &n, shape, &err), MC_EIO);
+}
+END_TEST
+
 START_TEST(test_count_mismatch)
 {
 	uint32_t idims[3] = {3, 2, 2}, ldims[1] = {2};
@@ -361,6 +393,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_wrong_magic);
 	tcase_add_test(tc, test_truncated);
 	tcase_add_test(tc, test_count_mismatch);
+	tcase_add_test(tc, test_peek);
 	tcase_add_test(tc, test_slice);
 	tcase_add_test(tc, test_fashion_mnist);
 	suite_add_tcase(s, tc);

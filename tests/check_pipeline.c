@@ -632,13 +632,14 @@ START_TEST(all_errors_reported_and_capped)
 }
 END_TEST
 
+/* Naming a pipeline that does not exist is bad usage: exit status 2. */
 START_TEST(missing_pipeline_file)
 {
 	struct mc_err err;
 	struct mc_pipeline *p = load("nothere.yaml", NULL, 0, &err);
 
 	ck_assert_ptr_null(p);
-	ck_assert_int_eq(err.code, MC_EIO);
+	ck_assert_int_eq(err.code, MC_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "nothere.yaml: cannot open"));
 }
 END_TEST

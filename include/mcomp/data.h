@@ -30,6 +30,9 @@ struct mc_dataset {
  * header field against the file size. NULL with err (MC_EIO, MC_ECORRUPT). */
 MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels,
 				      struct mc_err *err);
+/* Reads only the header of an IDX image file: the number of images and the
+ * per-sample shape [1, rows, cols]. Cheap enough for validation. */
+MC_API int mc_idx_peek(const char *images, int64_t *n, int64_t shape[3], struct mc_err *err);
 /* Loads the split at prefix (see above), trying .gz first. */
 MC_API struct mc_dataset *mc_idx_load_prefix(const char *prefix, struct mc_err *err);
 /* Samples [first, first + count) as a new data set; count < 0: to the end. */
