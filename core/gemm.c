@@ -3,10 +3,12 @@
  * gemm.c - single-precision GEMM: a packed, cache-blocked kernel with SIMD
  * micro-kernels chosen at run time, and the reference loop beside it.
  *
- * Blocking (after BLIS / Goto): for each KC-deep slice of K, B is packed
- * into NR-wide strips and A into MR-tall strips; then tiles of MB x NB
- * outputs are shared out among OpenMP threads, and each tile is a loop of
- * MR x NR micro-kernel calls. Every output element is computed by one
+ * Blocking (after BLIS / Goto): K is cut into KC-deep slices; for up to
+ * KCC_SLICES slices at a time, B is packed into NR-wide strips and A into
+ * MR-tall strips; then tiles of MB x NB outputs are shared out among OpenMP
+ * threads, and each tile runs through the slices, a loop of MR x NR
+ * micro-kernel calls per slice. Few barriers per call keep it fast on a
+ * busy machine too. Every output element is computed by one
  * thread as: for each K slice in order, acc = sum over k in order (FMA),
  * then C = alpha * acc + beta' * C. That sequence does not depend on which
  * thread runs the tile nor on the micro-kernel's width, so the result is
@@ -21,8 +23,9 @@
 
 #define KC 256	     /* depth of a packed slice: an NR strip of B (16 KB) stays in L1 */
 #define TILE_STRIPS 8 /* a thread's tile is 8 MR strips x 8 NR strips */
-#define MCC_STRIPS 24 /* rows of A packed at once: 24 tiles' worth of MR strips */
+#define MCC_TILES 12  /* rows of A packed at once, in tiles of MR * TILE_STRIPS rows */
 #define NCC 2048      /* columns of B packed at once */
+#define KCC_SLICES 4  /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
 
 /*
  * A micro-kernel: acc[mr][nr] = sum_k a[k][i] * b[k][j] over packed strips,
@@ -423,7 +426,7 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 {
 	const struct ukernel *uk = kernel();
 	const int mr = uk->mr, nr = uk->nr, mb = mr * TILE_STRIPS, nb = nr * TILE_STRIPS;
-	size_t mcc, ncc;
+	size_t mcc, ncc, kcc;
 	float *ap, *bp;
 
 	if (M <= 0 || N <= 0)
@@ -433,59 +436,84 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 		return;
 	}
 	mcc = round_up((size_t)M, (size_t)mr);
-	if (mcc > (size_t)mb * MCC_STRIPS)
-		mcc = (size_t)mb * MCC_STRIPS;
+	if (mcc > (size_t)mb * MCC_TILES)
+		mcc = (size_t)mb * MCC_TILES;
 	ncc = round_up((size_t)N, (size_t)nr);
 	if (ncc > NCC)
 		ncc = NCC;
-	ap = aligned_alloc(64, mcc * KC * sizeof(float));
-	bp = aligned_alloc(64, ncc * KC * sizeof(float));
+	kcc = (size_t)K < (size_t)KC * KCC_SLICES ? (size_t)K : (size_t)KC * KCC_SLICES;
+	ap = aligned_alloc(64, mcc * kcc * sizeof(float));
+	bp = aligned_alloc(64, ncc * kcc * sizeof(float));
 	if (!ap || !bp) {
-		/* Out of memory for 2 MB of packing space: slower, still correct. */
+		/* Out of memory for a few MB of packing space: slower, still correct. */
 		free(ap);
 		free(bp);
 		mc_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}
 
-	/* Small products are not worth waking the team; the result is the same. */
-#pragma omp parallel if ((double)M * N * K >= 32768.0)
-	for (int jc = 0; jc < N; jc += (int)ncc) {
-		int nc = N - jc < (int)ncc ? N - jc : (int)ncc;
-		int nstrips = (nc + nr - 1) / nr;
+	/*
+	 * One parallel region; per block of up to KCC_SLICES slices of K, one
+	 * barrier after packing B, one after packing A, one after the tiles.
+	 * Packed slice q starts at q * KC * (rows or columns of the block).
+	 * Small products are not worth waking the team; the result is the same.
+	 */
+#pragma omp parallel if ((double)M * N * K >= 65536.0)
+	for (int pk = 0; pk < K; pk += (int)kcc) {
+		int kb = K - pk < (int)kcc ? K - pk : (int)kcc;
+		int nslices = (kb + KC - 1) / KC;
 
-		for (int pc = 0; pc < K; pc += KC) {
-			int kc = K - pc < KC ? K - pc : KC;
-			float beta_k = pc == 0 ? beta : 1.0f;
+		for (int jc = 0; jc < N; jc += (int)ncc) {
+			int nc = N - jc < (int)ncc ? N - jc : (int)ncc;
+			int nstrips = (nc + nr - 1) / nr;
+			size_t bslice = (size_t)nstrips * nr * KC;
 
 #pragma omp for schedule(static)
-			for (int s = 0; s < nstrips; s++)
-				pack_b(tb, B, ldb, N, jc + s * nr, pc, kc, nr,
-				       bp + (size_t)s * kc * nr);
+			for (int t = 0; t < nslices * nstrips; t++) {
+				int q = t / nstrips, s = t % nstrips, pc = q * KC;
+				int kc = kb - pc < KC ? kb - pc : KC;
+
+				pack_b(tb, B, ldb, N, jc + s * nr, pk + pc, kc, nr,
+				       bp + q * bslice + (size_t)s * kc * nr);
+			}
 
 			for (int ic = 0; ic < M; ic += (int)mcc) {
 				int mc = M - ic < (int)mcc ? M - ic : (int)mcc;
 				int mstrips = (mc + mr - 1) / mr;
 				int tm = (mc + mb - 1) / mb, tn = (nc + nb - 1) / nb;
+				size_t aslice = (size_t)mstrips * mr * KC;
 
 #pragma omp for schedule(static)
-				for (int s = 0; s < mstrips; s++)
-					pack_a(ta, A, lda, M, ic + s * mr, pc, kc, mr,
-					       ap + (size_t)s * kc * mr);
+				for (int t = 0; t < nslices * mstrips; t++) {
+					int q = t / mstrips, s = t % mstrips, pc = q * KC;
+					int kc = kb - pc < KC ? kb - pc : KC;
 
+					pack_a(ta, A, lda, M, ic + s * mr, pk + pc, kc, mr,
+					       ap + q * aslice + (size_t)s * kc * mr);
+				}
+
+				/* Each tile runs through the slices in order: the sum
+				 * for an element never depends on who computes it. */
 #pragma omp for schedule(dynamic, 1)
 				for (int t = 0; t < tm * tn; t++) {
 					int i0 = (t / tn) * mb, j0 = (t % tn) * nb;
 					int i1 = i0 + mb < mc ? i0 + mb : mc;
 					int j1 = j0 + nb < nc ? j0 + nb : nc;
 
-					for (int j = j0; j < j1; j += nr)
-						for (int i = i0; i < i1; i += mr)
-							uk->fn(kc, ap + (size_t)(i / mr) * kc * mr,
-							       bp + (size_t)(j / nr) * kc * nr,
-							       C + (size_t)(ic + i) * ldc + jc + j, ldc,
-							       i1 - i < mr ? i1 - i : mr,
-							       j1 - j < nr ? j1 - j : nr, alpha, beta_k);
+					for (int q = 0; q < nslices; q++) {
+						int pc = q * KC, kc = kb - pc < KC ? kb - pc : KC;
+						float beta_k = pk + pc == 0 ? beta : 1.0f;
+						const float *aq = ap + q * aslice, *bq = bp + q * bslice;
+
+						for (int j = j0; j < j1; j += nr)
+							for (int i = i0; i < i1; i += mr)
+								uk->fn(kc, aq + (size_t)(i / mr) * kc * mr,
+								       bq + (size_t)(j / nr) * kc * nr,
+								       C + (size_t)(ic + i) * ldc + jc + j,
+								       ldc, i1 - i < mr ? i1 - i : mr,
+								       j1 - j < nr ? j1 - j : nr, alpha,
+								       beta_k);
+					}
 				}
 			}
 		}

@@ -229,6 +229,8 @@ START_TEST(gemm_vs_ref)
 	/* deeper than one packed slice of K, and wider than one tile */
 	check_gemm(0, 1, 130, 300, 700, 1.0f, 1.0f, 0);
 	check_gemm(1, 0, 300, 130, 600, -2.0f, 0.25f, 0);
+	/* more of K than is packed at once */
+	check_gemm(1, 1, 20, 45, 2100, 1.0f, 0.5f, 0);
 }
 END_TEST
 
