@@ -107,6 +107,11 @@ nomem:
 	return NULL;
 }
 
+void mc_optim_set_lr(struct mc_optim *o, double lr)
+{
+	o->c.lr = lr;
+}
+
 /*
  * Optimizer state that decays towards zero (momentum of a weight whose
  * gradient is always 0, such as one reading a blank border pixel) would

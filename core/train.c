@@ -8,6 +8,7 @@
  * seed is reproducible byte for byte.
  */
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -108,12 +109,29 @@ static void gather(const struct mc_dataset *d, const int64_t *idx, int n, float 
 
 /* ---------------------------------------------------------------- training */
 
+double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t total, int epoch)
+{
+	double lr = c->optim.lr;
+
+	switch (c->schedule) {
+	case MC_LR_STEP:
+		return c->step_epochs > 0 ? lr * pow(c->gamma, epoch / c->step_epochs) : lr;
+	case MC_LR_COSINE:
+		if (total <= 1)
+			return lr;
+		return c->min_lr +
+		       (lr - c->min_lr) * 0.5 * (1 + cos(M_PI * (double)step / (double)(total - 1)));
+	default:
+		return lr;
+	}
+}
+
 int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,
 	     const struct mc_train_hooks *hooks, struct mc_err *err)
 {
 	struct mc_exec *e = NULL;
 	struct mc_optim *o = NULL;
-	int64_t *perm = NULL, step = 0, seen = 0, total;
+	int64_t *perm = NULL, step = 0, seen = 0, total, steps;
 	float *x = NULL, *dlogits = NULL;
 	uint8_t *y = NULL;
 	int bs, r;
@@ -144,6 +162,7 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 		goto out;
 	}
 	total = (int64_t)c->epochs * d->n;
+	steps = (int64_t)c->epochs * ((d->n + bs - 1) / bs);
 	mc_progress_begin(c->label ? c->label : "train", total);
 	t0 = omp_get_wtime();
 	for (int ep = 0; ep < c->epochs; ep++) {
@@ -166,6 +185,7 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 				loss = mc_softmax_xent(logits, y, n, (int)m->n_classes, dlogits);
 			mc_exec_zero_grad(e);
 			mc_backward(e, dlogits);
+			mc_optim_set_lr(o, mc_lr_at(c, step, steps, ep));
 			mc_optim_step(o, m, e);
 			if (hooks && hooks->after_step) {
 				r = hooks->after_step(hooks->arg, m, step, err);

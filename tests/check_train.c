@@ -449,6 +449,60 @@ START_TEST(arch_round_trip)
 }
 END_TEST
 
+/* Learning-rate schedules against their formulas. */
+/* mc_train follows the schedule: with a step decay of 1e-6 after the first
+ * epoch, the second epoch leaves the weights almost where the first left them. */
+START_TEST(train_uses_schedule)
+{
+	struct mc_dataset *d = blobs(200, 10, 4, 1);
+	struct mc_model *one = mlp(10, 16, 4, 7), *two = mlp(10, 16, 4, 7), *flat = mlp(10, 16, 4, 7);
+	struct mc_train_conf c = { .epochs = 1, .batch_size = 20, .optim = adam, .seed = 3 };
+	struct mc_err err = { 0 };
+	double moved = 0, drift = 0;
+
+	ck_assert_int_eq(mc_train(one, d, &c, NULL, &err), 0);
+	c.epochs = 2;
+	ck_assert_int_eq(mc_train(flat, d, &c, NULL, &err), 0);
+	c.schedule = MC_LR_STEP;
+	c.step_epochs = 1;
+	c.gamma = 1e-6;
+	ck_assert_int_eq(mc_train(two, d, &c, NULL, &err), 0);
+	for (int i = 0; i < one->nodes[0].params[0]->numel; i++) {
+		float a = ((float *)one->nodes[0].params[0]->data)[i];
+
+		drift += fabs(a - ((float *)two->nodes[0].params[0]->data)[i]);
+		moved += fabs(a - ((float *)flat->nodes[0].params[0]->data)[i]);
+	}
+	ck_assert_msg(drift < 1e-3 * moved, "decayed epoch moved %g, full epoch %g", drift, moved);
+	mc_model_free(one);
+	mc_model_free(two);
+	mc_model_free(flat);
+	free_blobs(d);
+}
+END_TEST
+
+START_TEST(lr_schedules)
+{
+	struct mc_train_conf c = { .optim = { .lr = 0.1 } };
+
+	ck_assert_double_eq(mc_lr_at(&c, 5, 10, 3), 0.1);
+	c.schedule = MC_LR_STEP;
+	c.step_epochs = 2;
+	c.gamma = 0.5;
+	ck_assert_double_eq_tol(mc_lr_at(&c, 0, 100, 0), 0.1, 1e-15);
+	ck_assert_double_eq_tol(mc_lr_at(&c, 0, 100, 1), 0.1, 1e-15);
+	ck_assert_double_eq_tol(mc_lr_at(&c, 0, 100, 2), 0.05, 1e-15);
+	ck_assert_double_eq_tol(mc_lr_at(&c, 0, 100, 5), 0.025, 1e-15);
+	c.schedule = MC_LR_COSINE;
+	c.min_lr = 0.01;
+	ck_assert_double_eq_tol(mc_lr_at(&c, 0, 11, 0), 0.1, 1e-15);
+	ck_assert_double_eq_tol(mc_lr_at(&c, 5, 11, 0), 0.055, 1e-15);
+	ck_assert_double_eq_tol(mc_lr_at(&c, 10, 11, 0), 0.01, 1e-15);
+	ck_assert_double_eq_tol(mc_lr_at(&c, 2, 11, 0),
+				0.01 + 0.09 * 0.5 * (1 + cos(M_PI * 0.2)), 1e-15);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("train");
@@ -467,6 +521,8 @@ int main(void)
 	tcase_add_test(tc, evaluate_ties_and_loss);
 	tcase_add_test(tc, arch_errors);
 	tcase_add_test(tc, arch_round_trip);
+	tcase_add_test(tc, lr_schedules);
+	tcase_add_test(tc, train_uses_schedule);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -33,6 +33,8 @@ struct mc_optim;
 MC_API struct mc_optim *mc_optim_new(const struct mc_model *m, const struct mc_optim_conf *c,
 				     struct mc_err *err);
 MC_API void mc_optim_free(struct mc_optim *o);
+/* Sets the learning rate of the next steps (for schedules). */
+MC_API void mc_optim_set_lr(struct mc_optim *o, double lr);
 /* One update of every parameter of m from the gradients in e. */
 MC_API void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e);
 
@@ -50,13 +52,27 @@ struct mc_train_hooks {
 			   struct mc_err *err);
 };
 
+/* How the learning rate moves from optim.lr over a run. */
+enum mc_lr_schedule {
+	MC_LR_CONSTANT,
+	MC_LR_STEP,   /* times gamma after every step_epochs epochs */
+	MC_LR_COSINE, /* from lr down to min_lr along half a cosine, per step */
+};
+
 struct mc_train_conf {
 	int epochs;
 	int batch_size;
 	struct mc_optim_conf optim;
+	enum mc_lr_schedule schedule;
+	int step_epochs;  /* MC_LR_STEP */
+	double gamma;	  /* MC_LR_STEP */
+	double min_lr;	  /* MC_LR_COSINE */
 	uint64_t seed;
 	const char *label; /* shown in the progress bar, e.g. "train mlp" */
 };
+
+/* The learning rate of step (0-based, in epoch) of a run of total steps. */
+MC_API double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t total, int epoch);
 
 /* Trains m in place. hooks may be NULL. Returns 0 or an error code. */
 MC_API int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,

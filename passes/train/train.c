@@ -15,10 +15,16 @@ struct train_conf {
 	double beta1;
 	double beta2;
 	double weight_decay;
+	int schedule;
+	int step_epochs;
+	double gamma;
+	double min_lr;
 	int seed;
 };
 
 static const char *const optimizers[] = { "sgd", "adam", NULL };
+/* In the order of enum mc_lr_schedule. */
+static const char *const schedules[] = { "constant", "step", "cosine", NULL };
 
 static const struct mc_param_def train_params[] = {
 	MC_PARAM_MODEL(struct train_conf, model, NULL, "the model to train (a name under models:)"),
@@ -33,6 +39,14 @@ static const struct mc_param_def train_params[] = {
 		       "Adam's second-moment decay"),
 	MC_PARAM_FLOAT(struct train_conf, weight_decay, "0", 0, 1,
 		       "L2 penalty added to the gradient"),
+	MC_PARAM_ENUM(struct train_conf, schedule, "constant", schedules,
+		      "learning rate over the run: constant, step (times gamma every step_epochs), "
+		      "or cosine (down to min_lr)"),
+	MC_PARAM_INT(struct train_conf, step_epochs, "1", 1, 100000,
+		     "step schedule: epochs between decays"),
+	MC_PARAM_FLOAT(struct train_conf, gamma, "0.1", 1e-6, 1, "step schedule: decay factor"),
+	MC_PARAM_FLOAT(struct train_conf, min_lr, "0", 0, 10,
+		       "cosine schedule: the learning rate at the last step"),
 	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
 	MC_PARAM_END,
@@ -55,6 +69,10 @@ static int train_run(struct mc_ctx *ctx, void *state, const void *conf)
 			.eps = 1e-8,
 			.weight_decay = c->weight_decay,
 		},
+		.schedule = (enum mc_lr_schedule)c->schedule,
+		.step_epochs = c->step_epochs,
+		.gamma = c->gamma,
+		.min_lr = c->min_lr,
 		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 		.label = c->model,
 	};
