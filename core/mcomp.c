@@ -42,6 +42,8 @@ static const char usage[] =
 	"  OMP_NUM_THREADS    threads for the kernels; results are identical for any count\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"
 	"  MCOMP_QUIET=1      no progress lines on stderr\n"
+	"  MCOMP_GEMM=avx2|portable\n"
+	"                     force a GEMM kernel (default: the fastest this CPU runs)\n"
 	"\n"
 	"quick start:  mcomp run pipelines/quickstart.yaml\n"
 	"documentation: man mcomp, docs/pipelines.md, docs/writing-passes.md\n";
