@@ -27,6 +27,7 @@ struct mc_exec {
 	int *written;  /* [n_nodes] during backward: dact holds a value */
 	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
 	const float *x;
+	struct mc_run run; /* of the last forward */
 };
 
 /* ---------------------------------------------------------------- lifetime */
@@ -72,19 +73,20 @@ static int node_setup(struct mc_model *m, int i, struct mc_err *err)
 	if (r)
 		return r;
 	for (int d = 0; d < nd->out_ndim; d++)
-		if (nd->out_shape[d] < 1 || mc_mul_overflow(numel, (size_t)nd->out_shape[d], &numel) ||
-		    numel > INT_MAX)
-			return mc_err_set(err, MC_EINVAL,
-					  "output of %lld values per sample is too large; use a smaller layer",
-					  (long long)numel);
+		if (nd->out_shape[d] < 1 ||
+		    mc_mul_overflow(numel, (size_t)nd->out_shape[d], &numel) || numel > INT_MAX)
+			return mc_err_set(
+			    err, MC_EINVAL,
+			    "output of %lld values per sample is too large; use a smaller layer",
+			    (long long)numel);
 	nd->out_numel = (int64_t)numel;
 	return 0;
 }
 
 /* ---------------------------------------------------------------- from JSON */
 
-static const char *const top_keys[] = { "format", "input", "nodes", NULL };
-static const char *const node_keys[] = { "name", "op", "inputs", "attrs", NULL };
+static const char *const top_keys[] = {"format", "input", "nodes", NULL};
+static const char *const node_keys[] = {"name", "op", "inputs", "attrs", NULL};
 
 /* Refuses keys of obj that are not in keys, suggesting the nearest. */
 static int check_keys(json_t *obj, const char *const *keys, const char *origin, const char *where,
@@ -93,7 +95,7 @@ static int check_keys(json_t *obj, const char *const *keys, const char *origin, 
 	const char *key;
 	json_t *v;
 
-	json_object_foreach(obj, key, v) {
+	json_object_foreach (obj, key, v) {
 		const char *near;
 		int ok = 0;
 
@@ -103,10 +105,11 @@ static int check_keys(json_t *obj, const char *const *keys, const char *origin, 
 			continue;
 		near = mc_suggest(keys, key);
 		if (near)
-			return mc_err_set(err, MC_EINVAL, "%s: %sunknown key '%s'; did you mean '%s'?",
-					  origin, where, key, near);
-		return mc_err_set(err, MC_EINVAL, "%s: %sunknown key '%s'; remove it", origin, where,
-				  key);
+			return mc_err_set(err, MC_EINVAL,
+					  "%s: %sunknown key '%s'; did you mean '%s'?", origin,
+					  where, key, near);
+		return mc_err_set(err, MC_EINVAL, "%s: %sunknown key '%s'; remove it", origin,
+				  where, key);
 	}
 	return 0;
 }
@@ -147,33 +150,36 @@ static int parse_attrs(struct mc_node *nd, json_t *attrs, const char *origin, st
 	if (attrs && !json_is_object(attrs))
 		return mc_err_set(err, MC_EINVAL, "%s: node '%s': attrs must be an object", origin,
 				  nd->name);
-	json_object_foreach(attrs, key, v) {
+	json_object_foreach (attrs, key, v) {
 		const struct mc_param_def *d = mc_param_find(defs, key);
 
 		if (!d) {
 			const char *near = mc_param_suggest(defs, key);
 
 			if (near)
-				return mc_err_set(err, MC_EINVAL,
-						  "%s: node '%s': %s has no attribute '%s'; did you mean '%s'?",
-						  origin, nd->name, nd->op->name, key, near);
+				return mc_err_set(
+				    err, MC_EINVAL,
+				    "%s: node '%s': %s has no attribute '%s'; did you mean '%s'?",
+				    origin, nd->name, nd->op->name, key, near);
 			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': %s has no attribute '%s'; remove it", origin,
-					  nd->name, nd->op->name, key);
+					  "%s: node '%s': %s has no attribute '%s'; remove it",
+					  origin, nd->name, nd->op->name, key);
 		}
 		if (d->type == MC_PARAM_TLIST && json_is_array(v)) {
 			size_t i;
 			json_t *item;
 
 			mc_param_list_clear(d, nd->attrs);
-			json_array_foreach(v, i, item) {
+			json_array_foreach (v, i, item) {
 				if (scalar_text(item, text, sizeof(text)))
-					return mc_err_set(err, MC_EINVAL,
-							  "%s: node '%s': %s: items must be numbers or strings",
-							  origin, nd->name, key);
+					return mc_err_set(
+					    err, MC_EINVAL,
+					    "%s: node '%s': %s: items must be numbers or strings",
+					    origin, nd->name, key);
 				r = mc_param_set(d, nd->attrs, text, err);
 				if (r)
-					return mc_err_prefix(err, "%s: node '%s'", origin, nd->name);
+					return mc_err_prefix(err, "%s: node '%s'", origin,
+							     nd->name);
 			}
 			continue;
 		}
@@ -187,9 +193,10 @@ static int parse_attrs(struct mc_node *nd, json_t *attrs, const char *origin, st
 	}
 	for (int i = 0; defs[i].name; i++)
 		if (!defs[i].def && !json_object_get(attrs, defs[i].name))
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': %s needs attribute '%s' (%s); add it to attrs",
-					  origin, nd->name, nd->op->name, defs[i].name, defs[i].help);
+			return mc_err_set(
+			    err, MC_EINVAL,
+			    "%s: node '%s': %s needs attribute '%s' (%s); add it to attrs", origin,
+			    nd->name, nd->op->name, defs[i].name, defs[i].help);
 	return 0;
 }
 
@@ -203,24 +210,28 @@ static int parse_inputs(struct mc_model *m, int i, json_t *inputs, const char *o
 	if (!inputs) {
 		/* Sugar for a chain: read the node before, or the model input. */
 		if (nd->op->n_inputs != 1)
-			return mc_err_set(err, MC_EINVAL, "%s: node '%s': %s takes %d inputs; list them in \"inputs\"",
-					  origin, nd->name, nd->op->name, nd->op->n_inputs);
+			return mc_err_set(
+			    err, MC_EINVAL,
+			    "%s: node '%s': %s takes %d inputs; list them in \"inputs\"", origin,
+			    nd->name, nd->op->name, nd->op->n_inputs);
 		nd->n_inputs = 1;
 		nd->inputs[0] = i ? i - 1 : MC_NODE_INPUT;
 		return 0;
 	}
 	if (!json_is_array(inputs) || json_array_size(inputs) != (size_t)nd->op->n_inputs)
 		return mc_err_set(err, MC_EINVAL,
-				  "%s: node '%s': %s takes %d input%s; give \"inputs\" as a list of that many node names",
+				  "%s: node '%s': %s takes %d input%s; give \"inputs\" as a list "
+				  "of that many node names",
 				  origin, nd->name, nd->op->name, nd->op->n_inputs,
 				  nd->op->n_inputs == 1 ? "" : "s");
-	json_array_foreach(inputs, k, v) {
+	json_array_foreach (inputs, k, v) {
 		const char *s = json_string_value(v);
 		int src = -2;
 
 		if (!s)
-			return mc_err_set(err, MC_EINVAL, "%s: node '%s': inputs must be node names",
-					  origin, nd->name);
+			return mc_err_set(err, MC_EINVAL,
+					  "%s: node '%s': inputs must be node names", origin,
+					  nd->name);
 		if (!strcmp(s, "input"))
 			src = MC_NODE_INPUT;
 		for (int j = 0; j < i && src == -2; j++)
@@ -228,7 +239,8 @@ static int parse_inputs(struct mc_model *m, int i, json_t *inputs, const char *o
 				src = j;
 		if (src == -2)
 			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': input '%s' is not an earlier node; use \"input\" or the name of a node listed before it",
+					  "%s: node '%s': input '%s' is not an earlier node; use "
+					  "\"input\" or the name of a node listed before it",
 					  origin, nd->name, s);
 		nd->inputs[k] = src;
 	}
@@ -236,8 +248,7 @@ static int parse_inputs(struct mc_model *m, int i, json_t *inputs, const char *o
 	return 0;
 }
 
-static int parse_node(struct mc_model *m, int i, json_t *jn, const char *origin,
-		      struct mc_err *err)
+static int parse_node(struct mc_model *m, int i, json_t *jn, const char *origin, struct mc_err *err)
 {
 	struct mc_node *nd = &m->nodes[i];
 	json_t *jname = json_object_get(jn, "name"), *jop = json_object_get(jn, "op");
@@ -253,21 +264,25 @@ static int parse_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 	if (r)
 		return r;
 	if (!opname)
-		return mc_err_set(err, MC_EINVAL, "%s: %s\"op\" is missing or not a string; name one of the ops (linear, relu, ...)",
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: %s\"op\" is missing or not a string; name one of the ops "
+				  "(linear, relu, ...)",
 				  origin, where);
 	nd->op = mc_op_find(opname);
 	if (!nd->op) {
 		const char *near = mc_suggest(mc_op_names(), opname);
 
 		if (near)
-			return mc_err_set(err, MC_EINVAL, "%s: %sunknown op '%s'; did you mean '%s'?",
-					  origin, where, opname, near);
-		return mc_err_set(err, MC_EINVAL, "%s: %sunknown op '%s'; see `mcomp ops` for the list",
-				  origin, where, opname);
+			return mc_err_set(err, MC_EINVAL,
+					  "%s: %sunknown op '%s'; did you mean '%s'?", origin,
+					  where, opname, near);
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: %sunknown op '%s'; see `mcomp ops` for the list", origin,
+				  where, opname);
 	}
 	if (jname && (!json_is_string(jname) || !*json_string_value(jname)))
-		return mc_err_set(err, MC_EINVAL, "%s: %s\"name\" must be a non-empty string", origin,
-				  where);
+		return mc_err_set(err, MC_EINVAL, "%s: %s\"name\" must be a non-empty string",
+				  origin, where);
 	if (!jname) {
 		/* Unnamed nodes are counted per op: linear1, relu1, linear2, ... */
 		int nth = 1;
@@ -280,12 +295,15 @@ static int parse_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 	if (!nd->name)
 		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
 	if (!strcmp(nd->name, "input"))
-		return mc_err_set(err, MC_EINVAL, "%s: %s\"input\" names the model input; rename the node",
-				  origin, where);
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: %s\"input\" names the model input; rename the node", origin,
+				  where);
 	for (int j = 0; j < i; j++)
 		if (!strcmp(m->nodes[j].name, nd->name))
-			return mc_err_set(err, MC_EINVAL, "%s: %sname '%s' is used by node %d too; names must be unique",
-					  origin, where, nd->name, j);
+			return mc_err_set(
+			    err, MC_EINVAL,
+			    "%s: %sname '%s' is used by node %d too; names must be unique", origin,
+			    where, nd->name, j);
 	nd->attrs = calloc(1, nd->op->attr_size ? nd->op->attr_size : 1);
 	if (!nd->attrs)
 		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
@@ -309,8 +327,9 @@ struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct
 		origin = "architecture";
 	root = json_loads(json ? json : "", JSON_REJECT_DUPLICATES, &je);
 	if (!root) {
-		mc_err_set(err, MC_ECORRUPT, "%s: architecture JSON, line %d column %d: %s; fix the JSON",
-			   origin, je.line, je.column, je.text);
+		mc_err_set(err, MC_ECORRUPT,
+			   "%s: architecture JSON, line %d column %d: %s; fix the JSON", origin,
+			   je.line, je.column, je.text);
 		return NULL;
 	}
 	if (!json_is_object(root)) {
@@ -321,7 +340,8 @@ struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct
 		goto fail;
 	jfmt = json_object_get(root, "format");
 	if (jfmt && (!json_is_integer(jfmt) || json_integer_value(jfmt) != MC_ARCH_FORMAT)) {
-		mc_err_set(err, MC_EINVAL, "%s: architecture format must be %d; this mcomp reads format %d only",
+		mc_err_set(err, MC_EINVAL,
+			   "%s: architecture format must be %d; this mcomp reads format %d only",
 			   origin, MC_ARCH_FORMAT, MC_ARCH_FORMAT);
 		goto fail;
 	}
@@ -332,16 +352,20 @@ struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct
 	}
 	jin = json_object_get(root, "input");
 	if (!json_is_array(jin) || json_array_size(jin) < 1 || json_array_size(jin) > MC_MAX_DIMS) {
-		mc_err_set(err, MC_EINVAL, "%s: \"input\" must be the per-sample shape, a list of 1 to %d sizes such as [1, 28, 28]",
+		mc_err_set(err, MC_EINVAL,
+			   "%s: \"input\" must be the per-sample shape, a list of 1 to %d sizes "
+			   "such as [1, 28, 28]",
 			   origin, MC_MAX_DIMS);
 		goto fail;
 	}
-	json_array_foreach(jin, k, v) {
+	json_array_foreach (jin, k, v) {
 		json_int_t d = json_integer_value(v);
 
 		if (!json_is_integer(v) || d < 1 || d > INT_MAX ||
 		    mc_mul_overflow(numel, (size_t)d, &numel) || numel > INT_MAX) {
-			mc_err_set(err, MC_EINVAL, "%s: input dimension %zu must be a positive integer and the sample size at most %d values",
+			mc_err_set(err, MC_EINVAL,
+				   "%s: input dimension %zu must be a positive integer and the "
+				   "sample size at most %d values",
 				   origin, k, INT_MAX);
 			goto fail;
 		}
@@ -352,7 +376,8 @@ struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct
 	jnodes = json_object_get(root, "nodes");
 	if (!json_is_array(jnodes) || json_array_size(jnodes) < 1 ||
 	    json_array_size(jnodes) > INT_MAX / 2) {
-		mc_err_set(err, MC_EINVAL, "%s: \"nodes\" must be a non-empty list of nodes", origin);
+		mc_err_set(err, MC_EINVAL, "%s: \"nodes\" must be a non-empty list of nodes",
+			   origin);
 		goto fail;
 	}
 	m->nodes = calloc(json_array_size(jnodes), sizeof(*m->nodes));
@@ -360,7 +385,7 @@ struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct
 		mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
 		goto fail;
 	}
-	json_array_foreach(jnodes, k, v) {
+	json_array_foreach (jnodes, k, v) {
 		m->n_nodes = (int)k + 1;
 		if (parse_node(m, (int)k, v, origin, err))
 			goto fail;
@@ -401,9 +426,10 @@ static json_t *attr_json(const struct mc_param_def *d, const void *attrs)
 		json_t *a = json_array();
 
 		for (int i = 0; a && i < l->n; i++) {
-			json_t *item = l->num ? (d->elem == MC_PARAM_TINT ? json_integer((json_int_t)l->num[i])
-									   : json_real(l->num[i]))
-					      : json_string(l->str[i]);
+			json_t *item =
+			    l->num ? (d->elem == MC_PARAM_TINT ? json_integer((json_int_t)l->num[i])
+							       : json_real(l->num[i]))
+				   : json_string(l->str[i]);
 
 			if (json_array_append_new(a, item)) {
 				json_decref(a);
@@ -445,9 +471,8 @@ char *mc_model_arch(const struct mc_model *m)
 		for (int k = 0; k < nd->n_inputs; k++) {
 			int src = nd->inputs[k];
 
-			json_array_append_new(ins, json_string(src == MC_NODE_INPUT
-								       ? "input"
-								       : m->nodes[src].name));
+			json_array_append_new(
+			    ins, json_string(src == MC_NODE_INPUT ? "input" : m->nodes[src].name));
 		}
 		json_object_set_new(jn, "inputs", ins);
 		for (int p = 0; nd->op->attrs[p].name; p++) {
@@ -610,6 +635,7 @@ void mc_exec_free(struct mc_exec *e)
 	}
 	for (int k = 0; k < MC_NODE_MAX_INPUTS; k++)
 		mc_free(e->scratch[k]);
+	mc_free(e->run.work);
 	free(e->act);
 	free(e->dact);
 	free(e->grads);
@@ -622,7 +648,7 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 			    struct mc_err *err)
 {
 	struct mc_exec *e = calloc(1, sizeof(*e));
-	size_t nn = (size_t)m->n_nodes, max_in = 0;
+	size_t nn = (size_t)m->n_nodes, max_in = 0, work = 0;
 	int shared = 0;
 
 	if (max_batch < 1) {
@@ -635,25 +661,38 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	e->m = m;
 	e->max_batch = max_batch;
 	e->training = training;
+	e->run.training = training;
 	e->act = calloc(nn, sizeof(*e->act));
 	e->uses = calloc(nn, sizeof(*e->uses));
 	e->written = calloc(nn, sizeof(*e->written));
 	if (!e->act || !e->uses || !e->written)
 		goto nomem;
 	for (int i = 0; i < m->n_nodes; i++) {
-		e->act[i] = mc_calloc((size_t)max_batch * (size_t)m->nodes[i].out_numel, sizeof(float));
+		e->act[i] =
+		    mc_calloc((size_t)max_batch * (size_t)m->nodes[i].out_numel, sizeof(float));
 		if (!e->act[i])
 			goto nomem;
+		if (m->nodes[i].op->workspace) {
+			size_t w = m->nodes[i].op->workspace(&m->nodes[i], max_batch);
+
+			if (w > work)
+				work = w;
+		}
 		for (int k = 0; k < m->nodes[i].n_inputs; k++) {
 			int src = m->nodes[i].inputs[k];
-			size_t in = (size_t)(src == MC_NODE_INPUT ? m->in_numel
-								  : m->nodes[src].out_numel);
+			size_t in =
+			    (size_t)(src == MC_NODE_INPUT ? m->in_numel : m->nodes[src].out_numel);
 
 			if (src != MC_NODE_INPUT && ++e->uses[src] > 1)
 				shared = 1;
 			if (in > max_in)
 				max_in = in;
 		}
+	}
+	if (work) {
+		e->run.work = mc_calloc(work, 1);
+		if (!e->run.work)
+			goto nomem;
 	}
 	if (!training)
 		return e;
@@ -698,13 +737,15 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 		n = e->max_batch; /* never write past the buffers */
 	e->x = x;
 	e->n = n;
+	if (e->training)
+		e->run.step++;
 	for (int i = 0; i < m->n_nodes; i++) {
 		const struct mc_node *nd = &m->nodes[i];
 		const float *in[MC_NODE_MAX_INPUTS];
 
 		for (int k = 0; k < nd->n_inputs; k++)
 			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
-		nd->op->forward(nd, n, in, e->act[i]);
+		nd->op->forward(nd, &e->run, n, in, e->act[i]);
 	}
 	return e->act[m->n_nodes - 1];
 }
@@ -741,8 +782,8 @@ void mc_backward(struct mc_exec *e, const float *dlogits)
 				add[k] = 1;
 			}
 		}
-		nd->op->backward(nd, e->n, in, e->act[i], i == last ? dlogits : e->dact[i], din,
-				 &e->grads[i * MC_NODE_MAX_PARAMS]);
+		nd->op->backward(nd, &e->run, e->n, in, e->act[i], i == last ? dlogits : e->dact[i],
+				 din, &e->grads[i * MC_NODE_MAX_PARAMS]);
 		for (int k = 0; k < nd->n_inputs; k++) {
 			int64_t total;
 			float *dst;
@@ -755,6 +796,11 @@ void mc_backward(struct mc_exec *e, const float *dlogits)
 				dst[j] += din[k][j];
 		}
 	}
+}
+
+void mc_exec_set_seed(struct mc_exec *e, uint64_t seed)
+{
+	e->run.seed = seed;
 }
 
 void mc_exec_zero_grad(struct mc_exec *e)

@@ -84,7 +84,7 @@ struct mc_optim *mc_optim_new(const struct mc_model *m, const struct mc_optim_co
 	if (!o->m || !o->v)
 		goto nomem;
 	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++) {
+		for (int p = 0; p < m->nodes[i].n_params - m->nodes[i].n_buffers; p++) {
 			size_t n = (size_t)m->nodes[i].params[p]->numel;
 			int s = i * MC_NODE_MAX_PARAMS + p;
 
@@ -205,7 +205,7 @@ void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e)
 	bc1 = 1.0 - pow(c->beta1, (double)o->t);
 	bc2 = 1.0 - pow(c->beta2, (double)o->t);
 	for (int i = 0; i < m->n_nodes && i < o->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++) {
+		for (int p = 0; p < m->nodes[i].n_params - m->nodes[i].n_buffers; p++) {
 			struct mc_tensor *t = m->nodes[i].params[p];
 			const float *g = mc_exec_grad(e, i, p);
 			int s = i * MC_NODE_MAX_PARAMS + p;

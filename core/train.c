@@ -148,6 +148,7 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 	e = mc_exec_new(m, bs, 1, err);
 	if (!e)
 		return err ? err->code : MC_ENOMEM;
+	mc_exec_set_seed(e, c->seed);
 	o = mc_optim_new(m, &c->optim, err);
 	if (!o) {
 		r = err ? err->code : MC_EINVAL;

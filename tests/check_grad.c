@@ -73,6 +73,7 @@ static void check_op(const char *json, double step)
 	const float *in[1] = { x };
 	float *din[1] = { dx };
 	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
+	struct mc_run run = { .training = 1 };
 
 	ck_assert_ptr_nonnull(e);
 	fill(x, in_n, 1);
@@ -103,17 +104,17 @@ static void check_op(const char *json, double step)
 	/* input gradients: the op's backward with din */
 	for (int p = 0; p < nd->n_params; p++)
 		grads[p] = calloc((size_t)nd->params[p]->numel, sizeof(float));
-	nd->op->forward(nd, BATCH, in, out);
-	nd->op->backward(nd, BATCH, in, out, r, din, grads);
+	nd->op->forward(nd, &run, BATCH, in, out);
+	nd->op->backward(nd, &run, BATCH, in, out, r, din, grads);
 	for (size_t i = 0; i < in_n; i++) {
 		float keep = x[i];
 		double lp, lm;
 
 		x[i] = keep + (float)step;
-		nd->op->forward(nd, BATCH, in, out);
+		nd->op->forward(nd, &run, BATCH, in, out);
 		lp = dot(out, r, out_n);
 		x[i] = keep - (float)step;
-		nd->op->forward(nd, BATCH, in, out);
+		nd->op->forward(nd, &run, BATCH, in, out);
 		lm = dot(out, r, out_n);
 		x[i] = keep;
 		assert_close((lp - lm) / (2 * step), dx[i], nd->op->name, i);

@@ -37,6 +37,14 @@ extern "C" {
 struct mc_node;
 struct mc_exec;
 
+/* What a kernel may need beyond its inputs, set by the executor. */
+struct mc_run {
+	int training;  /* dropout drops; batch norm uses and updates batch statistics */
+	uint64_t seed; /* dropout masks come from Philox (seed, node stream, step, index) */
+	uint64_t step; /* training forwards so far; forward and backward of a step see the same */
+	void *work;    /* op->workspace(node, n) bytes, 64-byte aligned, shared by all nodes */
+};
+
 /*
  * struct mc_op - one kind of layer. Its attributes are typed parameters
  * (mcomp/param.h) stored in a struct of attr_size bytes; the first row is the
@@ -56,13 +64,17 @@ struct mc_op {
 	/* Initial parameter values from the (seed, stream) Philox stream. */
 	void (*init)(struct mc_node *node, uint64_t seed, uint64_t stream);
 	/* out[n, out_numel] from in[k][n, in_numel[k]]. */
-	void (*forward)(const struct mc_node *node, int n, const float *const *in, float *out);
+	void (*forward)(const struct mc_node *node, const struct mc_run *run, int n,
+			const float *const *in, float *out);
 	/* From dout, adds to the parameter gradients grads[p] and writes the input
 	 * gradients din[k] (NULL when not needed). in/out are the forward's. */
-	void (*backward)(const struct mc_node *node, int n, const float *const *in, const float *out,
-			 const float *dout, float *const *din, float *const *grads);
+	void (*backward)(const struct mc_node *node, const struct mc_run *run, int n,
+			 const float *const *in, const float *out, const float *dout,
+			 float *const *din, float *const *grads);
 	/* Multiply-adds counted as 2 FLOPs, per sample. */
 	int64_t (*flops)(const struct mc_node *node);
+	/* Optional: bytes of workspace forward or backward needs for n samples. */
+	size_t (*workspace)(const struct mc_node *node, int n);
 };
 
 /* The op named name, or NULL. */
@@ -78,6 +90,7 @@ struct mc_node {
 	int inputs[MC_NODE_MAX_INPUTS]; /* indices of earlier nodes, or MC_NODE_INPUT */
 	int n_params;
 	struct mc_tensor *params[MC_NODE_MAX_PARAMS];
+	int n_buffers; /* the last n_buffers params are state, not trained (running statistics) */
 	int out_ndim;
 	int64_t out_shape[MC_MAX_DIMS]; /* per sample */
 	int64_t out_numel;
@@ -119,6 +132,8 @@ MC_API int64_t mc_model_flops(const struct mc_model *m);
 MC_API struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int training,
 				   struct mc_err *err);
 MC_API void mc_exec_free(struct mc_exec *e);
+/* Seeds the randomness of training forwards (dropout); default 0. */
+MC_API void mc_exec_set_seed(struct mc_exec *e, uint64_t seed);
 /* Runs x[n, in_numel]; returns the output [n, n_classes], valid until the next call. */
 MC_API const float *mc_forward(struct mc_exec *e, const float *x, int n);
 /* Back-propagates dlogits[n, n_classes] of the last mc_forward, adding to the

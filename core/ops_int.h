@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops_int.h - what the op files share: the ops themselves, for the table in
+ * ops.c, and helpers for creating and initialising parameters. Not installed.
+ *
+ * An op lives in the file of its family (ops_dense.c: flatten, relu,
+ * linear); adding one is a struct mc_op there, its declaration here, and a
+ * row in the table in ops.c.
+ */
+#ifndef MCOMP_OPS_INT_H
+#define MCOMP_OPS_INT_H
+
+#include <mcomp/model.h>
+
+/* Elementwise loops smaller than this run on the calling thread. */
+#define MC_PAR_MIN 32768
+#define MC_CHUNK 8192 /* elements per work item of an elementwise loop */
+
+extern const struct mc_param_def mc_no_attrs[];
+
+/* Creates parameter p of node as "<node>.<what>" of the given shape. */
+int mc_node_new_param(struct mc_node *node, int p, const char *what, int ndim,
+		      const int64_t *shape, struct mc_err *err);
+/* t = U(lo, hi) from (seed, stream); value i is a pure function of i. */
+void mc_fill_uniform(struct mc_tensor *t, uint64_t seed, uint64_t stream, float lo, float hi);
+/* Output shape = input shape (elementwise ops). */
+int mc_same_shape_setup(struct mc_node *node, const int *in_ndim,
+			const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err);
+int64_t mc_zero_flops(const struct mc_node *node);
+
+extern const struct mc_op mc_op_flatten, mc_op_relu, mc_op_linear;
+
+#endif
