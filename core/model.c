@@ -5,6 +5,7 @@
  * backward over a batch).
  */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -617,6 +618,77 @@ int64_t mc_model_flops(const struct mc_model *m)
 		if (m->nodes[i].op->flops)
 			f += m->nodes[i].op->flops(&m->nodes[i]);
 	return f;
+}
+
+/* ---------------------------------------------------------------- folding */
+
+/* How many node inputs read node i. */
+static int readers(const struct mc_model *m, int i)
+{
+	int r = 0;
+
+	for (int j = 0; j < m->n_nodes; j++)
+		for (int k = 0; k < m->nodes[j].n_inputs; k++)
+			r += m->nodes[j].inputs[k] == i;
+	return r;
+}
+
+/* Scales row o of f's weight and shifts its bias by batch norm bn's inference affine map. */
+static void fold_into(struct mc_node *f, const struct mc_node *bn)
+{
+	const struct mc_param_def *d = mc_param_find(bn->op->attrs, "eps");
+	double eps = *(const double *)((const char *)bn->attrs + d->offset);
+	const float *g = bn->params[0]->data, *beta = bn->params[1]->data;
+	const float *rm = bn->params[2]->data, *rv = bn->params[3]->data;
+	float *w = f->params[0]->data, *b = f->params[1]->data;
+	int64_t O = f->params[0]->shape[0], row = f->params[0]->numel / O;
+
+	for (int64_t o = 0; o < O; o++) {
+		double scale = g[o] / sqrt((double)rv[o] + eps);
+
+		for (int64_t j = 0; j < row; j++)
+			w[o * row + j] = (float)(w[o * row + j] * scale);
+		b[o] = (float)((b[o] - (double)rm[o]) * scale + beta[o]);
+	}
+}
+
+int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err)
+{
+	const struct mc_op *bn_op = mc_op_find("batchnorm");
+	const struct mc_op *conv = mc_op_find("conv2d"), *lin = mc_op_find("linear");
+	int folded = 0;
+
+	for (int i = 0; i < m->n_nodes; i++) {
+		struct mc_node *bn = &m->nodes[i], *f;
+		int src = bn->inputs[0];
+
+		if (bn->op != bn_op || src == MC_NODE_INPUT)
+			continue;
+		f = &m->nodes[src];
+		/* The producer's output must feed nothing but this batch norm, and
+		 * removing the last node must leave the producer last. */
+		if ((f->op != conv && f->op != lin) || readers(m, src) != 1 ||
+		    f->params[0]->shape[0] != bn->params[0]->numel ||
+		    (i == m->n_nodes - 1 && src != i - 1))
+			continue;
+		fold_into(f, bn);
+		node_clear(bn);
+		memmove(bn, bn + 1, (size_t)(m->n_nodes - i - 1) * sizeof(*bn));
+		m->n_nodes--;
+		for (int j = i; j < m->n_nodes; j++)
+			for (int k = 0; k < m->nodes[j].n_inputs; k++) {
+				int *in = &m->nodes[j].inputs[k];
+
+				if (*in == i)
+					*in = src;
+				else if (*in > i)
+					(*in)--;
+			}
+		folded++;
+		i--;
+	}
+	(void)err; /* folding works in place and allocates nothing */
+	return folded;
 }
 
 /* ---------------------------------------------------------------- executor */

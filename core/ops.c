@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ops.c - the op table, helpers every op file shares, and the loss.
+ * ops.c - the op table, helpers every op file shares, and the losses:
+ * softmax cross-entropy and the temperature-scaled KL divergence of
+ * distillation.
  *
  * Parameter p of a node is drawn from the Philox stream (seed, stream + p),
  * where mc_model_init gives each node its own range of MC_NODE_MAX_PARAMS
@@ -57,12 +59,31 @@ int64_t mc_zero_flops(const struct mc_node *node)
 	return 0;
 }
 
+uint32_t mc_node_hash(const struct mc_node *node)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = node->name ? node->name : ""; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h;
+}
+
 /* ---------------------------------------------------------------- the table */
 
-static const struct mc_op *const ops[] = {&mc_op_flatten, &mc_op_linear, &mc_op_relu};
+/* In the order of their names, as `mcomp ops` lists them. */
+static const struct mc_op *const ops[] = {
+    &mc_op_add,	    &mc_op_avgpool2d,	   &mc_op_batchnorm, &mc_op_conv2d,
+    &mc_op_dropout, &mc_op_flatten,	   &mc_op_global_avgpool, &mc_op_linear,
+    &mc_op_log_softmax, &mc_op_maxpool2d, &mc_op_relu,	     &mc_op_softmax,
+};
 #define N_OPS (sizeof(ops) / sizeof(ops[0]))
 
-static const char *const op_names[N_OPS + 1] = {"flatten", "linear", "relu", NULL};
+static const char *const op_names[] = {
+    "add",	"avgpool2d",	"batchnorm", "conv2d", "dropout", "flatten", "global_avgpool",
+    "linear", "log_softmax", "maxpool2d", "relu",	  "softmax", NULL,
+};
+_Static_assert(sizeof(op_names) / sizeof(op_names[0]) == N_OPS + 1,
+	       "op_names must list every op of the table");
 
 const struct mc_op *mc_op_find(const char *name)
 {
@@ -107,4 +128,62 @@ float mc_softmax_xent(const float *logits, const uint8_t *labels, int n, int cla
 		}
 	}
 	return (float)(total / n);
+}
+
+void mc_softmax_t(const float *logits, int n, int classes, float T, float *probs)
+{
+	for (int i = 0; i < n; i++) {
+		const float *z = logits + (size_t)i * classes;
+		float *p = probs + (size_t)i * classes;
+		double mx = z[0] / (double)T, sum = 0.0;
+
+		for (int c = 1; c < classes; c++)
+			if (z[c] / (double)T > mx)
+				mx = z[c] / (double)T;
+		for (int c = 0; c < classes; c++)
+			sum += exp(z[c] / (double)T - mx);
+		for (int c = 0; c < classes; c++)
+			p[c] = (float)(exp(z[c] / (double)T - mx) / sum);
+	}
+}
+
+/*
+ * KL(p || q) = sum p (log p - log q) with q = softmax(z / T); its gradient
+ * in z is (q sum(p) - p) / T. Scaled by T^2 (Hinton et al.) so that the
+ * gradient's size does not shrink as T grows.
+ */
+float mc_kd_loss(const float *student_logits, const float *teacher_probs, int n, int classes,
+		 float T, float *dlogits)
+{
+	double total = 0.0;
+
+	if (n <= 0 || classes <= 0 || !(T > 0.0f))
+		return 0.0f;
+	/* Rows in order, in double: the sum is the same for any thread count. */
+	for (int i = 0; i < n; i++) {
+		const float *z = student_logits + (size_t)i * classes;
+		const float *p = teacher_probs + (size_t)i * classes;
+		double mx = z[0] / (double)T, sum = 0.0, lse, psum = 0.0, kl = 0.0;
+
+		for (int c = 1; c < classes; c++)
+			if (z[c] / (double)T > mx)
+				mx = z[c] / (double)T;
+		for (int c = 0; c < classes; c++)
+			sum += exp(z[c] / (double)T - mx);
+		lse = mx + log(sum);
+		for (int c = 0; c < classes; c++) {
+			psum += p[c];
+			if (p[c] > 0.0f)
+				kl += p[c] * (log((double)p[c]) - (z[c] / (double)T - lse));
+		}
+		total += kl;
+		if (dlogits) {
+			float *d = dlogits + (size_t)i * classes;
+
+			for (int c = 0; c < classes; c++)
+				d[c] = (float)((double)T *
+					       (exp(z[c] / (double)T - lse) * psum - p[c]) / n);
+		}
+	}
+	return (float)((double)T * T * total / n);
 }

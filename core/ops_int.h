@@ -4,8 +4,9 @@
  * ops.c, and helpers for creating and initialising parameters. Not installed.
  *
  * An op lives in the file of its family (ops_dense.c: flatten, relu,
- * linear); adding one is a struct mc_op there, its declaration here, and a
- * row in the table in ops.c.
+ * linear; ops_conv.c: conv2d and pooling; ops_norm.c: batch norm and
+ * dropout; ops_misc.c: add, softmax, log-softmax); adding one is a struct
+ * mc_op there, its declaration here, and a row in the table in ops.c.
  */
 #ifndef MCOMP_OPS_INT_H
 #define MCOMP_OPS_INT_H
@@ -28,6 +29,15 @@ int mc_same_shape_setup(struct mc_node *node, const int *in_ndim,
 			const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err);
 int64_t mc_zero_flops(const struct mc_node *node);
 
+/* Philox streams of dropout masks, apart from init (1 << 56) and shuffling (2 << 56). */
+#define MC_STREAM_DROPOUT (3ull << 56)
+
+/* A stable 32-bit hash of a node's name (FNV-1a): its stream for run-time randomness. */
+uint32_t mc_node_hash(const struct mc_node *node);
+
 extern const struct mc_op mc_op_flatten, mc_op_relu, mc_op_linear;
+extern const struct mc_op mc_op_conv2d, mc_op_maxpool2d, mc_op_avgpool2d, mc_op_global_avgpool;
+extern const struct mc_op mc_op_batchnorm, mc_op_dropout;
+extern const struct mc_op mc_op_add, mc_op_softmax, mc_op_log_softmax;
 
 #endif

@@ -56,34 +56,55 @@ static struct mc_model *build(const char *json)
 	return m;
 }
 
+/* Distinct values spaced 0.05 apart in [-1, 1): no two tie under max pooling. */
+static void fill_distinct(float *x, size_t n, uint64_t stream)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = -1.0f + 0.05f * (float)((i * 17 + stream * 5) % 40) +
+		       0.001f * (float)((i * 7) % 11);
+}
+
 /*
  * One op through a one-node model: parameter gradients from mc_backward,
  * input gradients from the op's own backward, both against finite
- * differences of sum(out * R).
+ * differences of sum(out * R). Ops of two inputs get two separate inputs of
+ * the model input's shape. distinct fills inputs without near ties.
  */
-static void check_op(const char *json, double step)
+static void check_op_fill(const char *json, double step, int distinct)
 {
 	struct mc_err err = { 0 };
 	struct mc_model *m = build(json);
 	struct mc_node *nd = &m->nodes[0];
 	struct mc_exec *e = mc_exec_new(m, BATCH, 1, &err);
+	int nin = nd->op->n_inputs;
 	size_t in_n = (size_t)BATCH * m->in_numel, out_n = (size_t)BATCH * nd->out_numel;
-	float *x = malloc(in_n * sizeof(float)), *r = malloc(out_n * sizeof(float));
-	float *dx = malloc(in_n * sizeof(float)), *out = malloc(out_n * sizeof(float));
-	const float *in[1] = { x };
-	float *din[1] = { dx };
+	float *x[2], *dx[2], *r = malloc(out_n * sizeof(float));
+	float *out = malloc(out_n * sizeof(float));
+	const float *in[2];
 	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
-	struct mc_run run = { .training = 1 };
+	struct mc_run run = { .training = 1, .seed = 5, .step = 3 };
 
 	ck_assert_ptr_nonnull(e);
-	fill(x, in_n, 1);
+	ck_assert_int_le(nin, 2);
+	for (int k = 0; k < nin; k++) {
+		x[k] = malloc(in_n * sizeof(float));
+		dx[k] = malloc(in_n * sizeof(float));
+		if (distinct)
+			fill_distinct(x[k], in_n, 1 + (uint64_t)k);
+		else
+			fill(x[k], in_n, 1 + 10 * (uint64_t)k);
+		in[k] = x[k];
+	}
 	fill(r, out_n, 2);
-	/* keep parameters away from zero too, so relu-free ops see varied values */
-	mc_forward(e, x, BATCH);
-	mc_exec_zero_grad(e);
-	mc_backward(e, r);
+	/* a workspace as the executor would give */
+	run.work = nd->op->workspace ? malloc(nd->op->workspace(nd, BATCH)) : NULL;
+	if (nin == 1) {
+		mc_forward(e, x[0], BATCH);
+		mc_exec_zero_grad(e);
+		mc_backward(e, r);
+	}
 
-	for (int p = 0; p < nd->n_params; p++) {
+	for (int p = 0; nin == 1 && p < nd->n_params; p++) {
 		struct mc_tensor *t = nd->params[p];
 		float *w = t->data, *g = mc_exec_grad(e, 0, p);
 
@@ -93,9 +114,9 @@ static void check_op(const char *json, double step)
 			double lp, lm;
 
 			w[i] = keep + (float)step;
-			lp = dot(mc_forward(e, x, BATCH), r, out_n);
+			lp = dot(mc_forward(e, x[0], BATCH), r, out_n);
 			w[i] = keep - (float)step;
-			lm = dot(mc_forward(e, x, BATCH), r, out_n);
+			lm = dot(mc_forward(e, x[0], BATCH), r, out_n);
 			w[i] = keep;
 			assert_close((lp - lm) / (2 * step), g[i], t->name, (size_t)i);
 		}
@@ -105,35 +126,165 @@ static void check_op(const char *json, double step)
 	for (int p = 0; p < nd->n_params; p++)
 		grads[p] = calloc((size_t)nd->params[p]->numel, sizeof(float));
 	nd->op->forward(nd, &run, BATCH, in, out);
-	nd->op->backward(nd, &run, BATCH, in, out, r, din, grads);
-	for (size_t i = 0; i < in_n; i++) {
-		float keep = x[i];
-		double lp, lm;
+	nd->op->backward(nd, &run, BATCH, in, out, r, dx, grads);
+	for (int k = 0; k < nin; k++)
+		for (size_t i = 0; i < in_n; i++) {
+			float keep = x[k][i];
+			double lp, lm;
 
-		x[i] = keep + (float)step;
-		nd->op->forward(nd, &run, BATCH, in, out);
-		lp = dot(out, r, out_n);
-		x[i] = keep - (float)step;
-		nd->op->forward(nd, &run, BATCH, in, out);
-		lm = dot(out, r, out_n);
-		x[i] = keep;
-		assert_close((lp - lm) / (2 * step), dx[i], nd->op->name, i);
-	}
+			x[k][i] = keep + (float)step;
+			nd->op->forward(nd, &run, BATCH, in, out);
+			lp = dot(out, r, out_n);
+			x[k][i] = keep - (float)step;
+			nd->op->forward(nd, &run, BATCH, in, out);
+			lm = dot(out, r, out_n);
+			x[k][i] = keep;
+			assert_close((lp - lm) / (2 * step), dx[k][i], nd->op->name, i);
+		}
 	/* the op's backward adds to parameter gradients: same as the executor's */
 	for (int p = 0; p < nd->n_params; p++) {
 		const float *g = mc_exec_grad(e, 0, p);
 
 		for (int64_t i = 0; i < nd->params[p]->numel; i++)
-			ck_assert(grads[p][i] == g[i]);
+			ck_assert_msg(grads[p][i] == g[i], "%s[%lld]: %g by the op, %g by the executor",
+				      nd->params[p]->name, (long long)i, grads[p][i], g[i]);
 		free(grads[p]);
 	}
+	for (int k = 0; k < nin; k++) {
+		free(dx[k]);
+		free(x[k]);
+	}
+	free(run.work);
 	free(out);
-	free(dx);
 	free(r);
-	free(x);
 	mc_exec_free(e);
 	mc_model_free(m);
 }
+
+static void check_op(const char *json, double step)
+{
+	check_op_fill(json, step, 0);
+}
+
+START_TEST(op_conv2d)
+{
+	/* stride, padding, a non-square input */
+	check_op("{\"format\":1,\"input\":[2,6,5],\"nodes\":[{\"name\":\"c\",\"op\":\"conv2d\","
+		 "\"attrs\":{\"out\":3,\"kernel\":3,\"stride\":2,\"padding\":1}}]}",
+		 1e-2);
+	/* groups, and the default stride 1 without padding */
+	check_op("{\"format\":1,\"input\":[4,4,4],\"nodes\":[{\"op\":\"conv2d\","
+		 "\"attrs\":{\"out\":6,\"kernel\":2,\"groups\":2}}]}",
+		 1e-2);
+	/* depthwise: groups == in channels */
+	check_op("{\"format\":1,\"input\":[3,5,5],\"nodes\":[{\"op\":\"conv2d\","
+		 "\"attrs\":{\"out\":3,\"groups\":3,\"padding\":1}}]}",
+		 1e-2);
+}
+END_TEST
+
+START_TEST(op_maxpool2d)
+{
+	check_op_fill("{\"format\":1,\"input\":[2,5,4],\"nodes\":[{\"op\":\"maxpool2d\","
+		      "\"attrs\":{\"kernel\":2}}]}",
+		      1e-3, 1);
+	/* overlapping windows with padding: a value can win two windows */
+	check_op_fill("{\"format\":1,\"input\":[1,5,5],\"nodes\":[{\"op\":\"maxpool2d\","
+		      "\"attrs\":{\"kernel\":3,\"stride\":2,\"padding\":1}}]}",
+		      1e-3, 1);
+}
+END_TEST
+
+START_TEST(op_avgpool2d)
+{
+	check_op("{\"format\":1,\"input\":[2,4,6],\"nodes\":[{\"op\":\"avgpool2d\","
+		 "\"attrs\":{\"kernel\":2}}]}",
+		 1e-2);
+	check_op("{\"format\":1,\"input\":[1,5,5],\"nodes\":[{\"op\":\"avgpool2d\","
+		 "\"attrs\":{\"kernel\":3,\"stride\":2,\"padding\":1}}]}",
+		 1e-2);
+}
+END_TEST
+
+START_TEST(op_global_avgpool)
+{
+	check_op("{\"format\":1,\"input\":[3,2,3],\"nodes\":[{\"op\":\"global_avgpool\"}]}",
+		 1e-2);
+}
+END_TEST
+
+START_TEST(op_batchnorm)
+{
+	/* over channels of [C, H, W], and over features of [F] (training statistics) */
+	check_op("{\"format\":1,\"input\":[2,3,2],\"nodes\":[{\"name\":\"bn\",\"op\":\"batchnorm\"}]}",
+		 1e-3);
+	check_op("{\"format\":1,\"input\":[4],\"nodes\":[{\"name\":\"bn\",\"op\":\"batchnorm\"}]}",
+		 1e-3);
+}
+END_TEST
+
+START_TEST(op_batchnorm_inference)
+{
+	/* Inference uses the running statistics: an affine map per channel,
+	 * whose input gradient is checked here with run.training = 0. */
+	struct mc_model *m = build("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"batchnorm\"}]}");
+	struct mc_node *nd = &m->nodes[0];
+	float x[BATCH * 6], y[BATCH * 6], r[BATCH * 6], dx[BATCH * 6], *g[4] = { 0 };
+	const float *in[1] = { x };
+	float *din[1] = { dx };
+	struct mc_run run = { .training = 0 };
+	float *rm = nd->params[2]->data, *rv = nd->params[3]->data, *w = nd->params[0]->data;
+
+	ck_assert_int_eq(nd->n_buffers, 2);
+	rm[0] = 0.5f;
+	rm[1] = -0.25f;
+	rv[0] = 4.0f;
+	rv[1] = 0.25f;
+	w[1] = 2.0f;
+	fill(x, BATCH * 6, 8);
+	fill(r, BATCH * 6, 9);
+	nd->op->forward(nd, &run, BATCH, in, y);
+	/* by hand: channel 1 = (x + 0.25) / sqrt(0.25 + 1e-5) * 2 */
+	ck_assert_double_eq_tol(y[3], (x[3] + 0.25) / sqrt(0.25 + 1e-5) * 2, 1e-5);
+	ck_assert_double_eq_tol(y[0], (x[0] - 0.5) / sqrt(4 + 1e-5), 1e-6);
+	nd->op->backward(nd, &run, BATCH, in, y, r, din, g);
+	for (int i = 0; i < BATCH * 6; i++) {
+		int c = (i % 6) / 3;
+
+		ck_assert_double_eq_tol(dx[i], r[i] * w[c] / sqrt(rv[c] + 1e-5), 1e-5);
+	}
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(op_dropout)
+{
+	/* the op with a fixed run: the mask is a function of (seed, step, index) */
+	check_op("{\"format\":1,\"input\":[2,9],\"nodes\":[{\"name\":\"d\",\"op\":\"dropout\","
+		 "\"attrs\":{\"p\":0.3}}]}",
+		 1e-2);
+}
+END_TEST
+
+START_TEST(op_add)
+{
+	check_op("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"add\","
+		 "\"inputs\":[\"input\",\"input\"]}]}",
+		 1e-2);
+}
+END_TEST
+
+START_TEST(op_softmax)
+{
+	check_op("{\"format\":1,\"input\":[2,5],\"nodes\":[{\"op\":\"softmax\"}]}", 1e-3);
+}
+END_TEST
+
+START_TEST(op_log_softmax)
+{
+	check_op("{\"format\":1,\"input\":[2,5],\"nodes\":[{\"op\":\"log_softmax\"}]}", 1e-3);
+}
+END_TEST
 
 START_TEST(op_linear)
 {
@@ -158,7 +309,11 @@ END_TEST
 START_TEST(every_op_is_checked)
 {
 	/* A new op needs a check above: this fails until it has one. */
-	static const char *const checked[] = { "flatten", "linear", "relu", NULL };
+	static const char *const checked[] = { "add",	     "avgpool2d",      "batchnorm",
+						"conv2d",    "dropout",	       "flatten",
+						"global_avgpool", "linear",    "log_softmax",
+						"maxpool2d", "relu",	       "softmax",
+						NULL };
 	const char *const *names = mc_op_names();
 	int n = 0;
 
@@ -170,7 +325,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_msg(found, "op %s has no gradient check", names[n]);
 		ck_assert_ptr_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 3);
+	ck_assert_int_eq(n, 12);
 }
 END_TEST
 
@@ -315,6 +470,77 @@ START_TEST(gradients_accumulate)
 }
 END_TEST
 
+START_TEST(kd_loss)
+{
+	float z[2 * 3] = { 0.5f, -1.0f, 2.0f, 0.3f, 0.1f, -0.2f }, d[6], p[6], tz[6] = { 1, 2, 0, -1, 0, 3 };
+	const float T = 2.0f;
+	double ref = 0;
+
+	mc_softmax_t(tz, 2, 3, T, p);
+	ck_assert_double_eq_tol(p[0] + p[1] + p[2], 1.0, 1e-6);
+	ck_assert_double_eq_tol(p[1], exp(1.0) / (exp(0.5) + exp(1.0) + 1.0), 1e-6);
+	/* by hand: T^2 * mean over rows of sum p (log p - log softmax(z / T)) */
+	for (int i = 0; i < 2; i++) {
+		double lse = log(exp(z[3 * i] / T) + exp(z[3 * i + 1] / T) + exp(z[3 * i + 2] / T));
+
+		for (int c = 0; c < 3; c++)
+			ref += p[3 * i + c] * (log(p[3 * i + c]) - (z[3 * i + c] / T - lse));
+	}
+	ref *= T * T / 2;
+	ck_assert_double_eq_tol(mc_kd_loss(z, p, 2, 3, T, d), ref, 1e-6);
+	for (int i = 0; i < 6; i++) {
+		float keep = z[i];
+		double lp, lm;
+
+		z[i] = keep + 1e-2f;
+		lp = mc_kd_loss(z, p, 2, 3, T, NULL);
+		z[i] = keep - 1e-2f;
+		lm = mc_kd_loss(z, p, 2, 3, T, NULL);
+		z[i] = keep;
+		assert_close((lp - lm) / 2e-2, d[i], "dlogits", (size_t)i);
+	}
+	/* the teacher's own logits cost nothing; zero probabilities are fine */
+	mc_softmax_t(z, 2, 3, T, p);
+	ck_assert_double_eq_tol(mc_kd_loss(z, p, 2, 3, T, d), 0.0, 1e-6);
+	p[0] = 0.0f;
+	p[1] = 1.0f;
+	p[2] = 0.0f;
+	ck_assert(isfinite(mc_kd_loss(z, p, 2, 3, T, d)));
+	ck_assert(mc_kd_loss(z, p, 2, 3, 0.0f, d) == 0.0f);
+}
+END_TEST
+
+START_TEST(cnn_xent)
+{
+	/* conv, batch norm, relu, pooling, dropout (p = 0: the mask would move
+	 * between the forwards of a finite difference), global pool, linear */
+	check_model_xent("{\"format\":1,\"input\":[1,6,6],\"nodes\":["
+			 "{\"op\":\"conv2d\",\"attrs\":{\"out\":3,\"padding\":1}},"
+			 "{\"op\":\"batchnorm\"},{\"op\":\"relu\"},"
+			 "{\"op\":\"avgpool2d\",\"attrs\":{\"kernel\":2}},"
+			 "{\"op\":\"conv2d\",\"attrs\":{\"out\":4,\"kernel\":2}},"
+			 "{\"op\":\"dropout\",\"attrs\":{\"p\":0}},"
+			 "{\"op\":\"global_avgpool\"},{\"op\":\"linear\",\"attrs\":{\"out\":3}},"
+			 "{\"op\":\"log_softmax\"}]}",
+			 1e-3);
+}
+END_TEST
+
+START_TEST(resnet_xent)
+{
+	/* a residual block: the stem's output is read by the block and the add,
+	 * so its gradient is the sum of both paths */
+	check_model_xent("{\"format\":1,\"input\":[2,4,4],\"nodes\":["
+			 "{\"name\":\"stem\",\"op\":\"conv2d\",\"attrs\":{\"out\":2,\"padding\":1}},"
+			 "{\"name\":\"c1\",\"op\":\"conv2d\",\"attrs\":{\"out\":2,\"padding\":1}},"
+			 "{\"name\":\"r1\",\"op\":\"relu\"},"
+			 "{\"name\":\"c2\",\"op\":\"conv2d\",\"attrs\":{\"out\":2,\"padding\":1}},"
+			 "{\"name\":\"sum\",\"op\":\"add\",\"inputs\":[\"c2\",\"stem\"]},"
+			 "{\"op\":\"flatten\"},{\"op\":\"linear\",\"attrs\":{\"out\":3}}]}",
+			 1e-3);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("grad");
@@ -325,6 +551,19 @@ int main(void)
 	tcase_add_test(tc, op_linear);
 	tcase_add_test(tc, op_relu);
 	tcase_add_test(tc, op_flatten);
+	tcase_add_test(tc, op_conv2d);
+	tcase_add_test(tc, op_maxpool2d);
+	tcase_add_test(tc, op_avgpool2d);
+	tcase_add_test(tc, op_global_avgpool);
+	tcase_add_test(tc, op_batchnorm);
+	tcase_add_test(tc, op_batchnorm_inference);
+	tcase_add_test(tc, op_dropout);
+	tcase_add_test(tc, op_add);
+	tcase_add_test(tc, op_softmax);
+	tcase_add_test(tc, op_log_softmax);
+	tcase_add_test(tc, kd_loss);
+	tcase_add_test(tc, cnn_xent);
+	tcase_add_test(tc, resnet_xent);
 	tcase_add_test(tc, every_op_is_checked);
 	tcase_add_test(tc, softmax_xent);
 	tcase_add_test(tc, mlp_xent);

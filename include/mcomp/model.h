@@ -152,6 +152,28 @@ MC_API float mc_softmax_xent(const float *logits, const uint8_t *labels, int n, 
 			     float *dlogits);
 
 /*
+ * Temperature-scaled KL divergence for distillation: T^2 times the mean over
+ * the n samples of KL(p_t || softmax(z_s / T)), where teacher_probs[n, classes]
+ * are the teacher's already softened probabilities (mc_softmax_t). Writes its
+ * gradient in the student's logits to dlogits when not NULL. Sums in a fixed
+ * order. Returns 0 (and writes nothing) when n, classes or T is not positive.
+ */
+MC_API float mc_kd_loss(const float *student_logits, const float *teacher_probs, int n,
+			int classes, float T, float *dlogits);
+/* probs[n, classes] = softmax(logits / T) per row (T > 0), computed in double. */
+MC_API void mc_softmax_t(const float *logits, int n, int classes, float T, float *probs);
+
+/*
+ * Folds every batchnorm that reads a conv2d or linear (read by nothing else)
+ * into that node's weight and bias, using the running statistics, and
+ * removes the batchnorm node: the folded model computes the same inference
+ * outputs (up to float rounding) with fewer ops. Any executor of m must be
+ * made anew. Returns the number of nodes folded (0 when none fits), or
+ * MC_ENOMEM with err set.
+ */
+MC_API int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err);
+
+/*
  * Files. A model is one safetensors file: its parameters as tensors, its
  * architecture as JSON under __metadata__["mcomp.arch"]. Saving writes a
  * temporary file beside path and renames it into place, so a failure leaves
