@@ -1,18 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * gemm.c - single-precision GEMM: a packed, cache-blocked kernel with SIMD
- * micro-kernels chosen at run time, and the reference loop beside it.
+ * micro-kernels chosen at run time, a GEMV path for a few rows, and the
+ * reference loop beside them.
  *
  * Blocking (after BLIS / Goto): K is cut into KC-deep slices; for up to
  * KCC_SLICES slices at a time, B is packed into NR-wide strips and A into
- * MR-tall strips; then tiles of MB x NB outputs are shared out among OpenMP
- * threads, and each tile runs through the slices, a loop of MR x NR
- * micro-kernel calls per slice. Few barriers per call keep it fast on a
- * busy machine too. Every output element is computed by one
- * thread as: for each K slice in order, acc = sum over k in order (FMA),
- * then C = alpha * acc + beta' * C. That sequence does not depend on which
- * thread runs the tile nor on the micro-kernel's width, so the result is
- * bit-identical for any thread count and for the AVX2 and AVX-512 kernels.
+ * MR-tall strips (one work list, shared out dynamically, then one barrier);
+ * then tiles of outputs are shared out among OpenMP threads, and each tile
+ * runs through the slices, a loop of MR x NR micro-kernel calls per slice.
+ * Tiles shrink when there are few of them for the team, so 16 threads find
+ * work at 1024 too. Every output element is computed by one thread as: for
+ * each K slice in order, acc = sum over k in order (FMA), then
+ * C = alpha * acc + beta' * C. That sequence depends neither on which thread
+ * runs the tile nor on the tile's size, so the result is bit-identical for
+ * any thread count.
+ *
+ * One to three rows of A (a batch-1 forward pass) take the GEMV path: no
+ * packing, and no thread team unless the product is large. Its sums are
+ * ordered by the shape alone, so they too do not depend on the thread count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +27,14 @@
 
 #include <mcomp/tensor.h>
 
-#define KC 256	     /* depth of a packed slice: an NR strip of B (16 KB) stays in L1 */
-#define TILE_STRIPS 8 /* a thread's tile is 8 MR strips x 8 NR strips */
-#define MCC_TILES 12  /* rows of A packed at once, in tiles of MR * TILE_STRIPS rows */
-#define NCC 2048      /* columns of B packed at once */
-#define KCC_SLICES 4  /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
+#define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
+#define TILE_STRIPS 8  /* a tile is at most 8 MR strips x 8 NR strips */
+#define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
+#define NCC 2048       /* columns of B packed at once */
+#define KCC_SLICES 4   /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
+#define PAR_MIN 1e6    /* multiply-adds below which one thread is faster than a team */
+#define GEMV_ROWS 3    /* at most this many rows of A take the GEMV path */
+#define GEMV_COLS 64   /* columns of C per GEMV work item */
 
 /*
  * A micro-kernel: acc[mr][nr] = sum_k a[k][i] * b[k][j] over packed strips,
@@ -35,11 +44,14 @@
  */
 typedef void (*ukernel_fn)(int kc, const float *a, const float *b, float *c, int ldc, int rows,
 			   int cols, float alpha, float beta);
+typedef void (*gemv_fn)(int K, const float *a, const float *B, size_t ldb, int n, float *c,
+			float alpha, float beta);
 
 struct ukernel {
 	const char *name;
 	int mr, nr;
 	ukernel_fn fn;
+	gemv_fn gemv_t, gemv_n; /* op(B) = B^T (dot products) and op(B) = B */
 };
 
 static void ukernel_portable(int kc, const float *restrict a, const float *restrict b,
@@ -273,16 +285,231 @@ __attribute__((target("avx2"))) static void pack_t_avx2(const float *src, size_t
 		for (int i = 0; i < R; i++)
 			dst[(size_t)k * R + i] = i < valid ? src[(size_t)i * ld + k] : 0.0f;
 }
+
+/*
+ * GEMV kernels: c[j] = alpha * sum_k a[k] * op(B)[k][j] + beta * c[j] for
+ * j < n (beta == 0 leaves c unread). With tb, column j of op(B) is the row
+ * B + j * ldb and each c[j] is a dot product (16 or 8 partial sums, added
+ * in a fixed tree); without, the rows of B are combined, k in order.
+ */
+__attribute__((target("avx512f,fma"))) static void gemv_t_avx512(int K, const float *a,
+								  const float *B, size_t ldb, int n,
+								  float *c, float alpha, float beta)
+{
+	__mmask16 tail = (__mmask16)((1u << (K & 15)) - 1);
+	int kv = K & ~15, j = 0;
+
+	for (; j + 4 <= n; j += 4, B += 4 * ldb) {
+		const float *b1 = B + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+		__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+		float r[4];
+
+		for (int k = 0; k < kv; k += 16) {
+			__m512 x = _mm512_loadu_ps(a + k);
+
+			s0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(B + k), s0);
+			s1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b1 + k), s1);
+			s2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b2 + k), s2);
+			s3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b3 + k), s3);
+		}
+		if (tail) {
+			__m512 x = _mm512_maskz_loadu_ps(tail, a + kv);
+
+			s0 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, B + kv), s0);
+			s1 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, b1 + kv), s1);
+			s2 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, b2 + kv), s2);
+			s3 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(tail, b3 + kv), s3);
+		}
+		r[0] = _mm512_reduce_add_ps(s0);
+		r[1] = _mm512_reduce_add_ps(s1);
+		r[2] = _mm512_reduce_add_ps(s2);
+		r[3] = _mm512_reduce_add_ps(s3);
+		for (int i = 0; i < 4; i++)
+			c[j + i] = beta != 0.0f ? __builtin_fmaf(alpha, r[i], beta * c[j + i])
+						: alpha * r[i];
+	}
+	for (; j < n; j++, B += ldb) {
+		__m512 s0 = _mm512_setzero_ps();
+		float r;
+
+		for (int k = 0; k < kv; k += 16)
+			s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(B + k), s0);
+		if (tail)
+			s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, a + kv),
+					     _mm512_maskz_loadu_ps(tail, B + kv), s0);
+		r = _mm512_reduce_add_ps(s0);
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, r, beta * c[j]) : alpha * r;
+	}
+}
+
+__attribute__((target("avx512f,fma"))) static void gemv_n_avx512(int K, const float *a,
+								  const float *B, size_t ldb, int n,
+								  float *c, float alpha, float beta)
+{
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+	int j = 0;
+
+	for (; j + 64 <= n; j += 64) {
+		__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+		const float *b = B + j;
+
+		for (int k = 0; k < K; k++, b += ldb) {
+			__m512 x = _mm512_set1_ps(a[k]);
+
+			s0 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b), s0);
+			s1 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b + 16), s1);
+			s2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b + 32), s2);
+			s3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b + 48), s3);
+		}
+		if (beta != 0.0f) {
+			s0 = _mm512_fmadd_ps(va, s0, _mm512_mul_ps(vb, _mm512_loadu_ps(c + j)));
+			s1 = _mm512_fmadd_ps(va, s1, _mm512_mul_ps(vb, _mm512_loadu_ps(c + j + 16)));
+			s2 = _mm512_fmadd_ps(va, s2, _mm512_mul_ps(vb, _mm512_loadu_ps(c + j + 32)));
+			s3 = _mm512_fmadd_ps(va, s3, _mm512_mul_ps(vb, _mm512_loadu_ps(c + j + 48)));
+		} else {
+			s0 = _mm512_mul_ps(va, s0);
+			s1 = _mm512_mul_ps(va, s1);
+			s2 = _mm512_mul_ps(va, s2);
+			s3 = _mm512_mul_ps(va, s3);
+		}
+		_mm512_storeu_ps(c + j, s0);
+		_mm512_storeu_ps(c + j + 16, s1);
+		_mm512_storeu_ps(c + j + 32, s2);
+		_mm512_storeu_ps(c + j + 48, s3);
+	}
+	for (; j < n; j += 16) {
+		__mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+		__m512 s0 = _mm512_setzero_ps();
+		const float *b = B + j;
+
+		for (int k = 0; k < K; k++, b += ldb)
+			s0 = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_maskz_loadu_ps(m, b), s0);
+		if (beta != 0.0f)
+			s0 = _mm512_fmadd_ps(va, s0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, c + j)));
+		else
+			s0 = _mm512_mul_ps(va, s0);
+		_mm512_mask_storeu_ps(c + j, m, s0);
+	}
+}
+
+/* 8 lanes of x summed in a fixed tree. */
+__attribute__((target("avx2"))) static inline float hsum_avx2(__m256 x)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void gemv_t_avx2(int K, const float *a, const float *B,
+							     size_t ldb, int n, float *c, float alpha,
+							     float beta)
+{
+	static const int lanes[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+	__m256i tail = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (K & 7)));
+	int kv = K & ~7;
+
+	for (int j = 0; j < n; j++, B += ldb) {
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0;
+		float r;
+		int k = 0;
+
+		for (; k + 16 <= kv; k += 16) {
+			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(B + k), s0);
+			s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(B + k + 8),
+					     s1);
+		}
+		if (k < kv)
+			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(B + k), s0);
+		if (K & 7)
+			s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + kv, tail),
+					     _mm256_maskload_ps(B + kv, tail), s1);
+		r = hsum_avx2(_mm256_add_ps(s0, s1));
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, r, beta * c[j]) : alpha * r;
+	}
+}
+
+__attribute__((target("avx2,fma"))) static void gemv_n_avx2(int K, const float *a, const float *B,
+							     size_t ldb, int n, float *c, float alpha,
+							     float beta)
+{
+	int j = 0;
+
+	for (; j + 32 <= n; j += 32) {
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+		__m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+		const float *b = B + j;
+
+		for (int k = 0; k < K; k++, b += ldb) {
+			__m256 x = _mm256_set1_ps(a[k]);
+
+			s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b), s0);
+			s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 8), s1);
+			s2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 16), s2);
+			s3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 24), s3);
+		}
+		if (beta != 0.0f) {
+			s0 = _mm256_fmadd_ps(va, s0, _mm256_mul_ps(vb, _mm256_loadu_ps(c + j)));
+			s1 = _mm256_fmadd_ps(va, s1, _mm256_mul_ps(vb, _mm256_loadu_ps(c + j + 8)));
+			s2 = _mm256_fmadd_ps(va, s2, _mm256_mul_ps(vb, _mm256_loadu_ps(c + j + 16)));
+			s3 = _mm256_fmadd_ps(va, s3, _mm256_mul_ps(vb, _mm256_loadu_ps(c + j + 24)));
+		} else {
+			s0 = _mm256_mul_ps(va, s0);
+			s1 = _mm256_mul_ps(va, s1);
+			s2 = _mm256_mul_ps(va, s2);
+			s3 = _mm256_mul_ps(va, s3);
+		}
+		_mm256_storeu_ps(c + j, s0);
+		_mm256_storeu_ps(c + j + 8, s1);
+		_mm256_storeu_ps(c + j + 16, s2);
+		_mm256_storeu_ps(c + j + 24, s3);
+	}
+	for (; j < n; j++) {
+		float acc = 0.0f;
+
+		for (int k = 0; k < K; k++)
+			acc = __builtin_fmaf(a[k], B[(size_t)k * ldb + j], acc);
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, acc, beta * c[j]) : alpha * acc;
+	}
+}
 #endif
+
+
+static void gemv_t_portable(int K, const float *a, const float *B, size_t ldb, int n, float *c,
+			    float alpha, float beta)
+{
+	for (int j = 0; j < n; j++, B += ldb) {
+		float acc = 0.0f;
+
+		for (int k = 0; k < K; k++)
+			acc += a[k] * B[k];
+		c[j] = beta != 0.0f ? alpha * acc + beta * c[j] : alpha * acc;
+	}
+}
+
+static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb, int n, float *c,
+			    float alpha, float beta)
+{
+	for (int j = 0; j < n; j++) {
+		float acc = 0.0f;
+
+		for (int k = 0; k < K; k++)
+			acc += a[k] * B[(size_t)k * ldb + j];
+		c[j] = beta != 0.0f ? alpha * acc + beta * c[j] : alpha * acc;
+	}
+}
 
 static int use_avx2_pack;
 
 static const struct ukernel *pick_kernel(void)
 {
-	static const struct ukernel portable = { "portable", 4, 16, ukernel_portable };
+	static const struct ukernel portable = { "portable", 4, 16, ukernel_portable, gemv_t_portable,
+						       gemv_n_portable };
 #if defined(__x86_64__) || defined(__i386__)
-	static const struct ukernel avx2 = { "avx2", 6, 16, ukernel_avx2 };
-	static const struct ukernel avx512 = { "avx512", 12, 32, ukernel_avx512 };
+	static const struct ukernel avx2 = { "avx2", 6, 16, ukernel_avx2, gemv_t_avx2, gemv_n_avx2 };
+	static const struct ukernel avx512 = { "avx512", 12, 32, ukernel_avx512, gemv_t_avx512,
+						     gemv_n_avx512 };
 	const char *force = getenv("MCOMP_GEMM");
 
 	__builtin_cpu_init();
@@ -421,12 +648,49 @@ static size_t round_up(size_t x, size_t m)
 	return (x + m - 1) / m * m;
 }
 
+/* Rows of A (not transposed) times op(B): columns in items of GEMV_COLS. */
+static void gemv(const struct ukernel *uk, int tb, int M, int N, int K, float alpha,
+		 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+	int items = (N + GEMV_COLS - 1) / GEMV_COLS;
+
+#pragma omp parallel for schedule(static) if ((double)M * N * K >= 4 * PAR_MIN && items > 1)
+	for (int t = 0; t < items * M; t++) {
+		int i = t / items, j = (t % items) * GEMV_COLS;
+		int n = N - j < GEMV_COLS ? N - j : GEMV_COLS;
+		const float *a = A + (size_t)i * lda;
+		float *c = C + (size_t)i * ldc + j;
+
+		if (tb)
+			uk->gemv_t(K, a, B + (size_t)j * ldb, (size_t)ldb, n, c, alpha, beta);
+		else
+			uk->gemv_n(K, a, B + j, (size_t)ldb, n, c, alpha, beta);
+	}
+}
+
+/* Strips per tile side: at most TILE_STRIPS, fewer while the team would lack tiles. */
+static void tile_shape(int mstrips, int nstrips, int threads, int *tsm, int *tsn)
+{
+	int a = TILE_STRIPS, b = TILE_STRIPS;
+
+	while ((a > 1 || b > 1) &&
+	       (long)((mstrips + a - 1) / a) * ((nstrips + b - 1) / b) < 4L * threads) {
+		if (b >= a)
+			b /= 2;
+		else
+			a /= 2;
+	}
+	*tsm = a;
+	*tsn = b;
+}
+
 void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
 	      const float *B, int ldb, float beta, float *C, int ldc)
 {
 	const struct ukernel *uk = kernel();
-	const int mr = uk->mr, nr = uk->nr, mb = mr * TILE_STRIPS, nb = nr * TILE_STRIPS;
+	const int mr = uk->mr, nr = uk->nr;
 	size_t mcc, ncc, kcc;
+	int par, threads;
 	float *ap, *bp;
 
 	if (M <= 0 || N <= 0)
@@ -435,9 +699,13 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 		scale_c(M, N, beta, C, ldc);
 		return;
 	}
+	if (M <= GEMV_ROWS && !ta) {
+		gemv(uk, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		return;
+	}
 	mcc = round_up((size_t)M, (size_t)mr);
-	if (mcc > (size_t)mb * MCC_TILES)
-		mcc = (size_t)mb * MCC_TILES;
+	if (mcc > MCC)
+		mcc = MCC;
 	ncc = round_up((size_t)N, (size_t)nr);
 	if (ncc > NCC)
 		ncc = NCC;
@@ -451,14 +719,16 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 		mc_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}
+	/* Small products are not worth waking the team; the result is the same. */
+	par = (double)M * N * K >= PAR_MIN;
+	threads = par ? omp_get_max_threads() : 1;
 
 	/*
-	 * One parallel region; per block of up to KCC_SLICES slices of K, one
-	 * barrier after packing B, one after packing A, one after the tiles.
+	 * One parallel region; per block, one barrier after packing (B with
+	 * the first block of rows, A with each) and one after the tiles.
 	 * Packed slice q starts at q * KC * (rows or columns of the block).
-	 * Small products are not worth waking the team; the result is the same.
 	 */
-#pragma omp parallel if ((double)M * N * K >= 65536.0)
+#pragma omp parallel if (par)
 	for (int pk = 0; pk < K; pk += (int)kcc) {
 		int kb = K - pk < (int)kcc ? K - pk : (int)kcc;
 		int nslices = (kb + KC - 1) / KC;
@@ -468,37 +738,40 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 			int nstrips = (nc + nr - 1) / nr;
 			size_t bslice = (size_t)nstrips * nr * KC;
 
-#pragma omp for schedule(static)
-			for (int t = 0; t < nslices * nstrips; t++) {
-				int q = t / nstrips, s = t % nstrips, pc = q * KC;
-				int kc = kb - pc < KC ? kb - pc : KC;
-
-				pack_b(tb, B, ldb, N, jc + s * nr, pk + pc, kc, nr,
-				       bp + q * bslice + (size_t)s * kc * nr);
-			}
-
 			for (int ic = 0; ic < M; ic += (int)mcc) {
 				int mc = M - ic < (int)mcc ? M - ic : (int)mcc;
 				int mstrips = (mc + mr - 1) / mr;
-				int tm = (mc + mb - 1) / mb, tn = (nc + nb - 1) / nb;
+				int nbw = ic == 0 ? nslices * nstrips : 0, tsm, tsn, tm, tn;
 				size_t aslice = (size_t)mstrips * mr * KC;
 
-#pragma omp for schedule(static)
-				for (int t = 0; t < nslices * mstrips; t++) {
-					int q = t / mstrips, s = t % mstrips, pc = q * KC;
-					int kc = kb - pc < KC ? kb - pc : KC;
+				tile_shape(mstrips, nstrips, threads, &tsm, &tsn);
+				tm = (mstrips + tsm - 1) / tsm;
+				tn = (nstrips + tsn - 1) / tsn;
 
-					pack_a(ta, A, lda, M, ic + s * mr, pk + pc, kc, mr,
-					       ap + q * aslice + (size_t)s * kc * mr);
+#pragma omp for schedule(dynamic, 1)
+				for (int t = 0; t < nbw + nslices * mstrips; t++) {
+					if (t < nbw) {
+						int q = t / nstrips, s = t % nstrips, pc = q * KC;
+						int kc = kb - pc < KC ? kb - pc : KC;
+
+						pack_b(tb, B, ldb, N, jc + s * nr, pk + pc, kc, nr,
+						       bp + q * bslice + (size_t)s * kc * nr);
+					} else {
+						int q = (t - nbw) / mstrips, s = (t - nbw) % mstrips;
+						int pc = q * KC, kc = kb - pc < KC ? kb - pc : KC;
+
+						pack_a(ta, A, lda, M, ic + s * mr, pk + pc, kc, mr,
+						       ap + q * aslice + (size_t)s * kc * mr);
+					}
 				}
 
 				/* Each tile runs through the slices in order: the sum
 				 * for an element never depends on who computes it. */
 #pragma omp for schedule(dynamic, 1)
 				for (int t = 0; t < tm * tn; t++) {
-					int i0 = (t / tn) * mb, j0 = (t % tn) * nb;
-					int i1 = i0 + mb < mc ? i0 + mb : mc;
-					int j1 = j0 + nb < nc ? j0 + nb : nc;
+					int i0 = (t / tn) * tsm * mr, j0 = (t % tn) * tsn * nr;
+					int i1 = i0 + tsm * mr < mc ? i0 + tsm * mr : mc;
+					int j1 = j0 + tsn * nr < nc ? j0 + tsn * nr : nc;
 
 					for (int q = 0; q < nslices; q++) {
 						int pc = q * KC, kc = kb - pc < KC ? kb - pc : KC;
