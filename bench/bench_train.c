@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_train - training throughput and inference latency of mcomp models,
+ * built through the public API only (mc_model_from_arch, mc_forward,
+ * mc_backward, mc_optim_step), the same work bench/torch_peer.py does in
+ * PyTorch:
+ *
+ *	bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] [-T MAX_SECONDS]
+ *		    [-m MIN_SECONDS] mlp|cnn train|lat1|lat256...
+ *
+ * mlp is 784-512-256-10 with relu; cnn is conv 1->32 3x3, relu, maxpool 2,
+ * conv 32->64 3x3, relu, maxpool 2, fc 1600->128, relu, fc 128->10.
+ *
+ * train: batches of 128 taken in order from the Fashion-MNIST training
+ * images in DIR (random pixels of the same shape without -d), softmax
+ * cross-entropy, Adam (lr 1e-3). After WARMUP steps it times REPS runs of
+ * STEPS steps (a run cut short after MAX_SECONDS when given) and prints the median as "RESULT train_<model> <samples/s>".
+ * lat1, lat256: inference forwards of one batch, timed call by call until
+ * MIN_SECONDS have passed (at least 5 calls); prints the median as
+ * "RESULT lat<B>_<model> <milliseconds>".
+ *
+ * The thread count is OpenMP's (OMP_NUM_THREADS).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mcomp/mcomp.h>
+
+#define BATCH 128
+
+static const char mlp_arch[] =
+	"{\"format\": 1, \"input\": [1, 28, 28], \"nodes\": ["
+	"{\"name\": \"flatten\", \"op\": \"flatten\", \"inputs\": [\"input\"]},"
+	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flatten\"], \"attrs\": {\"out\": 512}},"
+	"{\"name\": \"relu1\", \"op\": \"relu\", \"inputs\": [\"fc1\"]},"
+	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"relu1\"], \"attrs\": {\"out\": 256}},"
+	"{\"name\": \"relu2\", \"op\": \"relu\", \"inputs\": [\"fc2\"]},"
+	"{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"relu2\"], \"attrs\": {\"out\": 10}}]}";
+
+static const char cnn_arch[] =
+	"{\"format\": 1, \"input\": [1, 28, 28], \"nodes\": ["
+	"{\"name\": \"conv1\", \"op\": \"conv2d\", \"inputs\": [\"input\"],"
+	" \"attrs\": {\"out\": 32, \"kernel\": 3, \"stride\": 1, \"padding\": 0}},"
+	"{\"name\": \"relu1\", \"op\": \"relu\", \"inputs\": [\"conv1\"]},"
+	"{\"name\": \"pool1\", \"op\": \"maxpool2d\", \"inputs\": [\"relu1\"],"
+	" \"attrs\": {\"kernel\": 2, \"stride\": 2}},"
+	"{\"name\": \"conv2\", \"op\": \"conv2d\", \"inputs\": [\"pool1\"],"
+	" \"attrs\": {\"out\": 64, \"kernel\": 3, \"stride\": 1, \"padding\": 0}},"
+	"{\"name\": \"relu2\", \"op\": \"relu\", \"inputs\": [\"conv2\"]},"
+	"{\"name\": \"pool2\", \"op\": \"maxpool2d\", \"inputs\": [\"relu2\"],"
+	" \"attrs\": {\"kernel\": 2, \"stride\": 2}},"
+	"{\"name\": \"flatten\", \"op\": \"flatten\", \"inputs\": [\"pool2\"]},"
+	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flatten\"], \"attrs\": {\"out\": 128}},"
+	"{\"name\": \"relu3\", \"op\": \"relu\", \"inputs\": [\"fc1\"]},"
+	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"relu3\"], \"attrs\": {\"out\": 10}}]}";
+
+struct opts {
+	const char *data;
+	int steps, warmup, reps;
+	double min_time, max_time;
+};
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Fashion-MNIST's training split from dir, or 8192 random samples. */
+static struct mc_dataset *load_data(const char *dir, struct mc_err *err)
+{
+	struct mc_dataset *d;
+	char prefix[4096];
+
+	if (dir) {
+		if ((size_t)snprintf(prefix, sizeof(prefix), "%s/train", dir) >= sizeof(prefix)) {
+			mc_err_set(err, MC_EINVAL, "%s: path too long; use a shorter one", dir);
+			return NULL;
+		}
+		return mc_idx_load_prefix(prefix, err);
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		goto nomem;
+	d->n = 8192;
+	d->ndim = 3;
+	d->shape[0] = 1;
+	d->shape[1] = 28;
+	d->shape[2] = 28;
+	d->sample_numel = 784;
+	d->n_classes = 10;
+	d->source = strdup("random");
+	d->x = malloc((size_t)d->n * 784 * sizeof(float));
+	d->y = malloc((size_t)d->n);
+	if (!d->source || !d->x || !d->y)
+		goto nomem;
+	for (int64_t i = 0; i < d->n * 784; i++)
+		d->x[i] = mc_rand_uniform(3, 0, (uint64_t)i);
+	for (int64_t i = 0; i < d->n; i++)
+		d->y[i] = (uint8_t)(mc_rand_uniform(3, 1, (uint64_t)i) * 10.0f) % 10;
+	return d;
+nomem:
+	if (d) {
+		free(d->source);
+		free(d->x);
+		free(d->y);
+		free(d);
+	}
+	mc_err_set(err, MC_ENOMEM, "random data: out of memory");
+	return NULL;
+}
+
+static void free_data(struct mc_dataset *d, int own)
+{
+	if (!d)
+		return;
+	if (!own) {
+		mc_dataset_free(d);
+		return;
+	}
+	free(d->source);
+	free(d->x);
+	free(d->y);
+	free(d);
+}
+
+/* One step on the batch at sample b0: forward, loss, backward, Adam. */
+static float step(struct mc_model *m, struct mc_exec *e, struct mc_optim *o,
+		  const struct mc_dataset *d, int64_t b0, float *dlogits)
+{
+	const float *z = mc_forward(e, d->x + (size_t)b0 * (size_t)d->sample_numel, BATCH);
+	float loss = mc_softmax_xent(z, d->y + b0, BATCH, (int)m->n_classes, dlogits);
+
+	mc_exec_zero_grad(e);
+	mc_backward(e, dlogits);
+	mc_optim_step(o, m, e);
+	return loss;
+}
+
+static int bench_train(struct mc_model *m, const struct mc_dataset *d, const struct opts *op,
+		       const char *name, struct mc_err *err)
+{
+	struct mc_optim_conf oc = {.kind = MC_OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9,
+				   .beta2 = 0.999, .eps = 1e-8};
+	int64_t nb = d->n / BATCH, b = 0;
+	struct mc_exec *e = NULL;
+	struct mc_optim *o = NULL;
+	float *dlogits = NULL, first = 0, last = 0;
+	double *rate = NULL;
+	int r = MC_ENOMEM, done = 0;
+
+	if (nb < 1)
+		return mc_err_set(err, MC_EINVAL, "%s: fewer than %d samples", d->source, BATCH);
+	e = mc_exec_new(m, BATCH, 1, err);
+	if (!e)
+		return err->code;
+	o = mc_optim_new(m, &oc, err);
+	if (!o) {
+		r = err->code;
+		goto out;
+	}
+	dlogits = mc_calloc((size_t)BATCH * (size_t)m->n_classes, sizeof(float));
+	rate = malloc((size_t)op->reps * sizeof(*rate));
+	if (!dlogits || !rate) {
+		r = mc_err_set(err, MC_ENOMEM, "training: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < op->warmup; i++, b = (b + 1) % nb)
+		last = step(m, e, o, d, b * BATCH, dlogits);
+	for (int k = 0; k < op->reps; k++) {
+		double t0 = now();
+		int i = 0;
+
+		for (; i < op->steps && (i < 3 || !op->max_time || now() - t0 < op->max_time);
+		     i++, b = (b + 1) % nb) {
+			last = step(m, e, o, d, b * BATCH, dlogits);
+			if (!k && !i)
+				first = last;
+		}
+		rate[k] = (double)i * BATCH / (now() - t0);
+		done += i;
+	}
+	printf("INFO train_%s loss %.4f -> %.4f over %d steps%s on %s\n", name, first, last, done,
+	       done < op->steps * op->reps ? " (cut short by -T)" : "", d->source);
+	printf("RESULT train_%s %.1f\n", name, median(rate, op->reps));
+	fflush(stdout);
+	r = 0;
+out:
+	free(rate);
+	mc_free(dlogits);
+	mc_optim_free(o);
+	mc_exec_free(e);
+	return r;
+}
+
+static int bench_latency(const struct mc_model *m, const struct mc_dataset *d, int batch,
+			 const struct opts *op, const char *name, struct mc_err *err)
+{
+	int cap = 100000, k = 0;
+	struct mc_exec *e;
+	double *t, t0;
+	float *x;
+
+	if (d->n < batch)
+		return mc_err_set(err, MC_EINVAL, "%s: fewer than %d samples", d->source, batch);
+	e = mc_exec_new(m, batch, 0, err);
+	if (!e)
+		return err->code;
+	x = d->x;
+	t = malloc((size_t)cap * sizeof(*t));
+	if (!t) {
+		mc_exec_free(e);
+		return mc_err_set(err, MC_ENOMEM, "latency: out of memory");
+	}
+	for (int i = 0; i < 3; i++)
+		mc_forward(e, x, batch);
+	t0 = now();
+	while (k < cap && (k < 5 || now() - t0 < op->min_time)) {
+		double s = now();
+
+		mc_forward(e, x, batch);
+		t[k++] = now() - s;
+	}
+	printf("RESULT lat%d_%s %.4f\n", batch, name, median(t, k) * 1e3);
+	fflush(stdout);
+	free(t);
+	mc_exec_free(e);
+	return 0;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] "
+			"[-T MAX_SECONDS] [-m MIN_SECONDS] mlp|cnn train|lat1|lat256...\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct opts op = {.data = NULL, .steps = 40, .warmup = 5, .reps = 3, .min_time = 0.5,
+			  .max_time = 0};
+	struct mc_dataset *d = NULL;
+	struct mc_model *m = NULL;
+	static struct mc_err err;
+	const char *name;
+	int i, r = 0;
+
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!v)
+			goto bad;
+		if (!strcmp(argv[i], "-d"))
+			op.data = v;
+		else if (!strcmp(argv[i], "-s"))
+			op.steps = atoi(v);
+		else if (!strcmp(argv[i], "-w"))
+			op.warmup = atoi(v);
+		else if (!strcmp(argv[i], "-r"))
+			op.reps = atoi(v);
+		else if (!strcmp(argv[i], "-m"))
+			op.min_time = atof(v);
+		else if (!strcmp(argv[i], "-T"))
+			op.max_time = atof(v);
+		else
+			goto bad;
+		i++;
+	}
+	if (argc - i < 2 || op.steps < 1 || op.warmup < 0 || op.reps < 1 || !(op.min_time >= 0) ||
+	    !(op.max_time >= 0))
+		goto bad;
+	name = argv[i++];
+	if (strcmp(name, "mlp") && strcmp(name, "cnn"))
+		goto bad;
+	m = mc_model_from_arch(!strcmp(name, "mlp") ? mlp_arch : cnn_arch, name, &err);
+	if (!m) {
+		fprintf(stderr, "bench_train: %s\n", err.msg);
+		return 3;
+	}
+	mc_model_init(m, 1);
+	d = load_data(op.data, &err);
+	if (!d) {
+		fprintf(stderr, "bench_train: %s\n", err.msg);
+		mc_model_free(m);
+		return 1;
+	}
+	printf("INFO %s: %lld parameters, %.2f MFLOP per sample, %d threads, data %s\n", name,
+	       (long long)mc_model_nparams(m), (double)mc_model_flops(m) * 1e-6,
+	       omp_get_max_threads(), d->source);
+	for (; i < argc && !r; i++) {
+		if (!strcmp(argv[i], "train"))
+			r = bench_train(m, d, &op, name, &err);
+		else if (!strcmp(argv[i], "lat1"))
+			r = bench_latency(m, d, 1, &op, name, &err);
+		else if (!strcmp(argv[i], "lat256"))
+			r = bench_latency(m, d, 256, &op, name, &err);
+		else {
+			usage();
+			r = MC_EINVAL;
+			err.msg[0] = 0;
+		}
+		if (r && err.msg[0])
+			fprintf(stderr, "bench_train: %s\n", err.msg);
+	}
+	free_data(d, !op.data);
+	mc_model_free(m);
+	return r ? 1 : 0;
+bad:
+	usage();
+	return 2;
+}

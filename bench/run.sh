@@ -1,0 +1,385 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+#
+# bench/run.sh - mcomp measured against its peers, side by side, in one run.
+#
+#	sh bench/run.sh [all|gemm|train|scaling]...	(default: gemm train)
+#
+# gemm     square f32 GEMM GFLOP/s (mcomp, OpenBLAS with OPENBLAS_CORETYPE as
+#          the environment has it and unset) and mcomp's int8 GEMM GOP/s
+# train    MLP and CNN training samples/s and inference latency at batch 1 and
+#          256, against PyTorch in each configuration of OMP_WAIT_POLICY
+#          (unset, PASSIVE) and OPENBLAS_CORETYPE (as the environment has it,
+#          unset); the ratio is against PyTorch's best configuration per metric
+# scaling  GEMM and MLP training at 1, 2, ... N threads (N = nproc): speedup
+#          and efficiency (not part of the default run)
+# all      gemm, train and scaling
+#
+# Every figure is the median of BENCH_ROUNDS interleaved rounds (each itself
+# a median of repeated timings), and each ratio compares figures taken in the
+# same run, so that other load on the machine hits both sides alike.
+#
+# Environment: MCOMP_BUILDDIR (where bench/bench_gemm is; `make bench` sets
+# it), BENCH_THREADS (2), BENCH_ROUNDS (3 for gemm, 2 for train),
+# BENCH_DATA (/usr/share/datasets/fashion-mnist; random data when absent),
+# BENCH_PYTHON (/usr/bin/python3, Debian's python3-torch), BENCH_SIZES
+# (256 512 1024 2048), BENCH_MAX_THREADS (nproc), BENCH_SCALING_SIZE (2048),
+# BENCH_INSTALL (1: install a missing peer with apt-get when root; 0: skip it).
+#
+# OpenBLAS (libopenblas0) and PyTorch (python3-torch) are benchmark-only
+# dependencies: installed here when missing and running as root, else their
+# comparison is skipped with a message.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+SRCDIR=${MCOMP_SRCDIR:-$(dirname "$here")}
+BUILDDIR=${MCOMP_BUILDDIR:-$SRCDIR}
+THREADS=${BENCH_THREADS:-2}
+DATA=${BENCH_DATA:-/usr/share/datasets/fashion-mnist}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+SIZES=${BENCH_SIZES:-256 512 1024 2048}
+MAXT=${BENCH_MAX_THREADS:-$(nproc 2>/dev/null || echo 2)}
+SCALE_SIZE=${BENCH_SCALING_SIZE:-2048}
+INSTALL=${BENCH_INSTALL:-1}
+GEMM=$BUILDDIR/bench/bench_gemm
+TRAIN=$BUILDDIR/bench/bench_train
+PEER=$SRCDIR/bench/torch_peer.py
+# "As the environment has it": this workplace sets OPENBLAS_CORETYPE=Haswell;
+# where nothing sets it, that setting is what is compared.
+ENVCORE=${OPENBLAS_CORETYPE:-Haswell}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-bench.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT INT TERM
+RES=$tmp/results
+: >"$RES"
+
+for p in "$GEMM" "$TRAIN"; do
+	if [ ! -x "$p" ]; then
+		echo "run.sh: $p is not built; run 'make bench' (or set MCOMP_BUILDDIR)" >&2
+		exit 2
+	fi
+done
+
+# ---------------------------------------------------------------- helpers
+
+# measure TAG SHOW COMMAND...: runs COMMAND, files its "RESULT metric value"
+# lines under TAG, shows its INFO lines when SHOW is 1, and its errors.
+measure() {
+	tag=$1
+	show=$2
+	shift 2
+	"$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	sed -n "s/^RESULT /$tag /p" "$tmp/out" >>"$RES"
+	if [ "$show" = 1 ]; then
+		sed -n "s/^INFO /  [$tag] /p" "$tmp/out"
+	fi
+	if [ $rc -ne 0 ] && [ "$show" = 1 ]; then
+		echo "  [$tag] failed (exit $rc): $(head -c 300 "$tmp/err")"
+	fi
+	return $rc
+}
+
+# med TAG METRIC: the median of the figures filed, or nothing.
+med() {
+	awk -v t="$1" -v m="$2" '$1 == t && $2 == m { print $3 }' "$RES" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR) printf "%.6g\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# best max|min METRIC TAG...: the best median among TAGs and its tag.
+best() {
+	dir=$1
+	m=$2
+	shift 2
+	for t in "$@"; do
+		v=$(med "$t" "$m")
+		[ -n "$v" ] && echo "$v $t"
+	done | sort -g | if [ "$dir" = max ]; then tail -n 1; else head -n 1; fi
+}
+
+# ratio A B: A / B with two decimals, or "-".
+ratio() {
+	if [ -n "$1" ] && [ -n "$2" ]; then
+		awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+	else
+		echo "-"
+	fi
+}
+
+# verdict RATIO ge|le TARGET: pass, miss, or n/a.
+verdict() {
+	if [ "$1" = - ]; then
+		echo "n/a"
+	else
+		awk -v r="$1" -v op="$2" -v t="$3" \
+			'BEGIN { ok = op == "ge" ? r >= t : r <= t; print ok ? "pass" : "miss" }'
+	fi
+}
+
+fmt() { # fmt VALUE: the value or "-"
+	if [ -n "$1" ]; then echo "$1"; else echo "-"; fi
+}
+
+SUMMARY=$tmp/summary
+: >"$SUMMARY"
+# target NAME MCOMP PEER RATIO OP TARGET: a row of the final table.
+target() {
+	printf '%-40s %12s %12s %7s %8s  %s\n' "$1" "$(fmt "$2")" "$(fmt "$3")" "$4" \
+		"$([ "$5" = ge ] && echo ">=" || echo "<=") $6" "$(verdict "$4" "$5" "$6")" >>"$SUMMARY"
+}
+
+# install_pkg PACKAGE: apt-get install it when allowed and root; 0 on success.
+install_pkg() {
+	if [ "$INSTALL" != 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+		return 1
+	fi
+	echo "  installing $1 (a benchmark-only dependency) ..."
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >"$tmp/apt" 2>&1 ||
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$tmp/apt" 2>&1 &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >>"$tmp/apt" 2>&1; }
+}
+
+have_openblas() {
+	"$GEMM" -l openblas -t 1 -m 0 8 >/dev/null 2>&1
+}
+
+have_torch() {
+	[ -x "$PY" ] && "$PY" -c 'import torch' >/dev/null 2>&1
+}
+
+# ---------------------------------------------------------------- gemm
+
+run_gemm() {
+	rounds=${BENCH_ROUNDS:-3}
+	blas=1
+	s8=1
+	echo "== GEMM: square f32, row-major, $THREADS threads, GFLOP/s; median of $rounds rounds"
+	if ! have_openblas; then
+		install_pkg libopenblas0
+		if ! have_openblas; then
+			echo "  OpenBLAS comparison skipped: libopenblas.so.0 cannot be loaded;" \
+				"install libopenblas0 (apt-get install libopenblas0, as root)"
+			blas=0
+		fi
+	fi
+	r=1
+	while [ $r -le "$rounds" ]; do
+		show=$([ $r = 1 ] && echo 1 || echo 0)
+		# shellcheck disable=SC2086
+		measure mcomp "$show" env OMP_NUM_THREADS=$THREADS "$GEMM" -l mcomp -t "$THREADS" \
+			-m 0.2 $SIZES
+		if [ $blas = 1 ]; then
+			# shellcheck disable=SC2086
+			measure blas_env "$show" env OPENBLAS_CORETYPE=$ENVCORE "$GEMM" -l openblas \
+				-t "$THREADS" -m 0.2 $SIZES
+			# shellcheck disable=SC2086
+			measure blas_unset "$show" env -u OPENBLAS_CORETYPE "$GEMM" -l openblas \
+				-t "$THREADS" -m 0.2 $SIZES
+		fi
+		if [ $s8 = 1 ]; then
+			# shellcheck disable=SC2086
+			measure s8 0 env OMP_NUM_THREADS=$THREADS "$GEMM" -l s8 -t "$THREADS" -m 0.2 \
+				$SIZES || s8=0
+		fi
+		r=$((r + 1))
+	done
+	printf '  %6s %10s %22s %7s %22s %7s\n' size mcomp "OpenBLAS $ENVCORE" ratio \
+		"OpenBLAS unset" ratio
+	for n in $SIZES; do
+		a=$(med mcomp gemm"$n")
+		b=$(med blas_env gemm"$n")
+		c=$(med blas_unset gemm"$n")
+		printf '  %6s %10s %22s %7s %22s %7s\n' "$n" "$(fmt "$a")" "$(fmt "$b")" \
+			"$(ratio "$a" "$b")" "$(fmt "$c")" "$(ratio "$a" "$c")"
+	done
+	for n in 1024 2048; do
+		a=$(med mcomp gemm"$n")
+		c=$(med blas_unset gemm"$n")
+		target "GEMM $n vs OpenBLAS unset (AVX-512)" "$a" "$c" "$(ratio "$a" "$c")" ge 0.9
+	done
+
+	echo
+	echo "== int8 GEMM (u8 x s8 -> s32): GOP/s against mcomp's f32 GEMM, $THREADS threads"
+	if [ $s8 = 0 ] && [ -z "$(med s8 gemm1024)" ]; then
+		"$GEMM" -l s8 -t 1 -m 0 8 2>&1 >/dev/null | sed 's/^/  not yet: /'
+		for n in 1024 2048; do
+			target "int8 GEMM $n vs mcomp f32" "" "$(med mcomp gemm"$n")" - ge 2.5
+		done
+		return
+	fi
+	printf '  %6s %10s %10s %7s\n' size int8 f32 ratio
+	for n in $SIZES; do
+		a=$(med s8 gemm"$n")
+		b=$(med mcomp gemm"$n")
+		printf '  %6s %10s %10s %7s\n' "$n" "$(fmt "$a")" "$(fmt "$b")" "$(ratio "$a" "$b")"
+	done
+	for n in 1024 2048; do
+		a=$(med s8 gemm"$n")
+		b=$(med mcomp gemm"$n")
+		target "int8 GEMM $n vs mcomp f32" "$a" "$b" "$(ratio "$a" "$b")" ge 2.5
+	done
+}
+
+# ---------------------------------------------------------------- train
+
+# The PyTorch configurations and the env(1) arguments that make each.
+TORCH_TAGS="torch_default torch_passive torch_unset torch_passive_unset"
+
+torch_env() {
+	case $1 in
+	torch_default) echo "-u OMP_WAIT_POLICY OPENBLAS_CORETYPE=$ENVCORE" ;;
+	torch_passive) echo "OMP_WAIT_POLICY=PASSIVE OPENBLAS_CORETYPE=$ENVCORE" ;;
+	torch_unset) echo "-u OMP_WAIT_POLICY -u OPENBLAS_CORETYPE" ;;
+	torch_passive_unset) echo "-u OPENBLAS_CORETYPE OMP_WAIT_POLICY=PASSIVE" ;;
+	esac
+}
+
+torch_label() {
+	case $1 in
+	torch_default) echo "WAIT unset, CORETYPE=$ENVCORE" ;;
+	torch_passive) echo "WAIT=PASSIVE, CORETYPE=$ENVCORE" ;;
+	torch_unset) echo "WAIT unset, CORETYPE unset" ;;
+	torch_passive_unset) echo "WAIT=PASSIVE, CORETYPE unset" ;;
+	esac
+}
+
+run_train() {
+	rounds=${BENCH_ROUNDS:-2}
+	torch=1
+	if [ -f "$DATA/train-images-idx3-ubyte.gz" ] || [ -f "$DATA/train-images-idx3-ubyte" ]; then
+		dopt="-d $DATA"
+		what="Fashion-MNIST training images from $DATA"
+	else
+		dopt=
+		what="random data of Fashion-MNIST's shape ($DATA has no training split)"
+	fi
+	echo "== Training (batch 128, Adam, samples/s) and inference latency (ms, median)," \
+		"$THREADS threads"
+	echo "   data: $what; median of $rounds rounds"
+	if ! have_torch; then
+		install_pkg python3-torch
+		if ! have_torch; then
+			echo "  PyTorch comparison skipped: '$PY -c \"import torch\"' fails;" \
+				"install python3-torch (apt-get install python3-torch, as root)"
+			torch=0
+		fi
+	fi
+	for model in mlp cnn; do
+		if [ $model = mlp ]; then steps=40; else steps=10; fi
+		ok=1
+		r=1
+		while [ $r -le "$rounds" ]; do
+			show=$([ $r = 1 ] && echo 1 || echo 0)
+			# shellcheck disable=SC2086
+			measure mcomp "$show" env OMP_NUM_THREADS=$THREADS "$TRAIN" $dopt -s $steps -r 3 \
+				-T 1.5 -m 0.3 $model train lat1 lat256 || ok=0
+			[ $ok = 0 ] && break
+			if [ $torch = 1 ]; then
+				for t in $TORCH_TAGS; do
+					# shellcheck disable=SC2046,SC2086
+					measure $t "$show" env $(torch_env $t) "$PY" "$PEER" \
+						-t "$THREADS" $dopt -s $steps -r 3 -T 1.5 -m 0.3 \
+						$model train lat1 lat256
+				done
+			fi
+			r=$((r + 1))
+		done
+		if [ $ok = 0 ]; then
+			echo "  $model: not measured (mcomp cannot build or run it yet)"
+			if [ $model = mlp ]; then
+				target "MLP training vs PyTorch best" "" "" - ge 1.5
+				target "MLP batch-1 latency vs PyTorch best" "" "" - le 0.5
+			else
+				target "CNN training vs PyTorch best" "" "" - ge 1.5
+			fi
+			continue
+		fi
+		echo
+		echo "  $model                         train samples/s   lat b1 ms   lat b256 ms"
+		for t in mcomp $TORCH_TAGS; do
+			[ $torch = 0 ] && [ "$t" != mcomp ] && continue
+			label=$t
+			[ "$t" != mcomp ] && label="torch $(torch_label "$t")"
+			printf '  %-34s %12s %11s %13s\n' "$label" "$(fmt "$(med "$t" train_$model)")" \
+				"$(fmt "$(med "$t" lat1_$model)")" "$(fmt "$(med "$t" lat256_$model)")"
+		done
+		# shellcheck disable=SC2086
+		bt=$(best max train_$model $TORCH_TAGS)
+		# shellcheck disable=SC2086
+		b1=$(best min lat1_$model $TORCH_TAGS)
+		# shellcheck disable=SC2086
+		b256=$(best min lat256_$model $TORCH_TAGS)
+		a=$(med mcomp train_$model)
+		l1=$(med mcomp lat1_$model)
+		l256=$(med mcomp lat256_$model)
+		printf '  %-34s %12s %11s %13s\n' "torch best" "$(fmt "${bt%% *}")" \
+			"$(fmt "${b1%% *}")" "$(fmt "${b256%% *}")"
+		printf '  %-34s %11sx %10sx %12sx\n' "mcomp / torch best" \
+			"$(ratio "$a" "${bt%% *}")" "$(ratio "$l1" "${b1%% *}")" \
+			"$(ratio "$l256" "${b256%% *}")"
+		echo "  (training: higher is better; latency ratios: lower is better)"
+		M=$(echo $model | tr '[:lower:]' '[:upper:]')
+		target "$M training vs PyTorch best" "$a" "${bt%% *}" "$(ratio "$a" "${bt%% *}")" \
+			ge 1.5
+		if [ $model = mlp ]; then
+			target "MLP batch-1 latency vs PyTorch best" "$l1" "${b1%% *}" \
+				"$(ratio "$l1" "${b1%% *}")" le 0.5
+		fi
+	done
+}
+
+# ---------------------------------------------------------------- scaling
+
+run_scaling() {
+	echo "== Thread scaling: GEMM $SCALE_SIZE (GFLOP/s) and MLP training (samples/s," \
+		"random data), 1..$MAXT threads"
+	t=1
+	while [ "$t" -le "$MAXT" ]; do
+		measure t$t 0 env OMP_NUM_THREADS=$t "$GEMM" -l mcomp -t "$t" -m 0.5 "$SCALE_SIZE"
+		measure t$t 0 env OMP_NUM_THREADS=$t "$TRAIN" -s 40 -r 3 mlp train
+		t=$((t + 1))
+	done
+	g1=$(med t1 gemm"$SCALE_SIZE")
+	m1=$(med t1 train_mlp)
+	printf '  %7s %10s %8s %6s %12s %8s %6s\n' threads GFLOP/s speedup eff samples/s speedup eff
+	t=1
+	while [ "$t" -le "$MAXT" ]; do
+		g=$(med t$t gemm"$SCALE_SIZE")
+		m=$(med t$t train_mlp)
+		gs=$(ratio "$g" "$g1")
+		ms=$(ratio "$m" "$m1")
+		printf '  %7s %10s %8s %6s %12s %8s %6s\n' "$t" "$(fmt "$g")" "$gs" \
+			"$(ratio "$gs" "$t")" "$(fmt "$m")" "$ms" "$(ratio "$ms" "$t")"
+		t=$((t + 1))
+	done
+	g=$(med t"$MAXT" gemm"$SCALE_SIZE")
+	eff=$(ratio "$(ratio "$g" "$g1")" "$MAXT")
+	if [ "$MAXT" -ge 16 ]; then
+		target "GEMM efficiency at $MAXT threads" "$g" "$g1" "$eff" ge 0.8
+	else
+		target "GEMM efficiency at $MAXT threads (target is for 16)" "$g" "$g1" "$eff" ge 0.8
+	fi
+}
+
+# ---------------------------------------------------------------- main
+
+parts=${*:-gemm train}
+[ "$parts" = all ] && parts="gemm train scaling"
+for p in $parts; do
+	case $p in
+	gemm | train | scaling) ;;
+	*)
+		echo "usage: sh bench/run.sh [all|gemm|train|scaling]..." >&2
+		exit 2
+		;;
+	esac
+done
+echo "mcomp benchmarks on $(nproc 2>/dev/null || echo '?') CPUs: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)"
+echo
+for p in $parts; do
+	"run_$p"
+	echo
+done
+echo "== Summary: ratios against targets (peers measured in this same run)"
+printf '%-40s %12s %12s %7s %8s  %s\n' metric mcomp peer ratio target verdict
+cat "$SUMMARY"
