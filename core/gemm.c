@@ -502,38 +502,59 @@ static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb, i
 
 static int use_avx2_pack;
 
-static const struct ukernel *pick_kernel(void)
-{
-	static const struct ukernel portable = { "portable", 4, 16, ukernel_portable, gemv_t_portable,
-						       gemv_n_portable };
+static const struct ukernel kernels[] = {
 #if defined(__x86_64__) || defined(__i386__)
-	static const struct ukernel avx2 = { "avx2", 6, 16, ukernel_avx2, gemv_t_avx2, gemv_n_avx2 };
-	static const struct ukernel avx512 = { "avx512", 12, 32, ukernel_avx512, gemv_t_avx512,
-						     gemv_n_avx512 };
-	const char *force = getenv("MCOMP_GEMM");
-
-	__builtin_cpu_init();
-	if (force && !strcmp(force, "portable"))
-		return &portable;
-	use_avx2_pack = __builtin_cpu_supports("avx2");
-	if (__builtin_cpu_supports("avx512f") && !(force && !strcmp(force, "avx2")))
-		return &avx512;
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-		return &avx2;
+	{ "avx512", 12, 32, ukernel_avx512, gemv_t_avx512, gemv_n_avx512 },
+	{ "avx2", 6, 16, ukernel_avx2, gemv_t_avx2, gemv_n_avx2 },
 #endif
-	return &portable;
+	{ "portable", 4, 16, ukernel_portable, gemv_t_portable, gemv_n_portable },
+};
+
+static int supported(const struct ukernel *k)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	use_avx2_pack = __builtin_cpu_supports("avx2");
+	if (!strcmp(k->name, "avx512"))
+		return __builtin_cpu_supports("avx512f");
+	if (!strcmp(k->name, "avx2"))
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+	return 1;
 }
 
+static const struct ukernel *find_kernel(const char *name)
+{
+	for (size_t i = 0; i < sizeof(kernels) / sizeof(kernels[0]); i++)
+		if ((!name || !strcmp(kernels[i].name, name)) && supported(&kernels[i]))
+			return &kernels[i];
+	return NULL;
+}
+
+static const struct ukernel *chosen;
+
+/* The fastest kernel (the table is in that order), or the one MCOMP_GEMM names. */
 static const struct ukernel *kernel(void)
 {
-	static const struct ukernel *k;
-	const struct ukernel *p = __atomic_load_n(&k, __ATOMIC_ACQUIRE);
+	const struct ukernel *p = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
 
 	if (!p) {
-		p = pick_kernel();
-		__atomic_store_n(&k, p, __ATOMIC_RELEASE);
+		p = find_kernel(getenv("MCOMP_GEMM"));
+		if (!p)
+			p = find_kernel(NULL);
+		__atomic_store_n(&chosen, p, __ATOMIC_RELEASE);
 	}
 	return p;
+}
+
+int mc_sgemm_use(const char *name)
+{
+	const struct ukernel *p = name ? find_kernel(name) : NULL;
+
+	if (!p)
+		return MC_EINVAL;
+	__atomic_store_n(&chosen, p, __ATOMIC_RELEASE);
+	return 0;
 }
 
 const char *mc_sgemm_kernel(void)

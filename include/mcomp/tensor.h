@@ -74,6 +74,82 @@ MC_API void mc_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const
 /* Name of the kernel mc_sgemm uses on this CPU ("avx2", "portable", ...). */
 MC_API const char *mc_sgemm_kernel(void);
 
+/*
+ * Forces the f32 GEMM kernel by name ("avx512", "avx2", "portable"), as the
+ * MCOMP_GEMM environment variable does at start-up; for tests and
+ * benchmarks, not to be called while another thread runs a GEMM. Returns 0,
+ * or MC_EINVAL (nothing changed) for a name this CPU cannot run.
+ */
+MC_API int mc_sgemm_use(const char *kernel);
+
+/*
+ * Integer GEMM for quantized inference: u8 activations (one scale sa and
+ * zero point za per tensor) times s8 weights (symmetric, one scale per
+ * output channel), exact s32 sums, f32 output:
+ *
+ *	acc[m][n] = sum_k a[m][k] * w[n][k]
+ *	y[m][n]   = fmaf(sa * sw[n], (float)(acc[m][n] - za * colsum_w[n]), bias[n])
+ *
+ * then max(y, 0) with MC_S8_RELU. W is laid out like a linear layer's
+ * weight, [N out, K in]; it is packed once (mc_s8_pack) into the kernels'
+ * layout together with its scales, bias and column sums. The kernel is
+ * chosen at run time: "avx512-vnni" (vpdpbusd on zmm), "avx-vnni" (ymm),
+ * "avx2" (widened to s16 and vpmaddwd: exact, unlike vpmaddubsw, which
+ * saturates), "portable"; MCOMP_GEMM_S8 or mc_gemm_s8_use() forces one. All
+ * give the same s32 sums bit for bit, and the same y. Threads split the
+ * output, so the result does not depend on the thread count either.
+ *
+ * Room for 4-bit group-wise weights: a packing of its own (two values a
+ * byte, one scale per group of K) feeding the same micro-kernels, unpacked
+ * in registers group by group, the group's s32 sum scaled into an f32 sum.
+ */
+#define MC_S8_RELU 1u /* mc_gemm_u8s8 flag: y = max(y, 0) */
+
+struct mc_s8_weights; /* packed s8 weights [N, K] with scales, bias and column sums */
+
+/*
+ * Packs w[N, K] (row stride ldw >= K) with per-channel scales sw[N] (finite,
+ * > 0) and bias[N] (NULL for none). K is at most 65536, so s32 sums of
+ * 255 * 127 products cannot overflow. NULL with err set (MC_EINVAL for bad
+ * sizes or scales, MC_ENOMEM).
+ */
+MC_API struct mc_s8_weights *mc_s8_pack(const int8_t *w, int N, int K, int ldw, const float *sw,
+					const float *bias, struct mc_err *err);
+MC_API void mc_s8_free(struct mc_s8_weights *p);
+/* Output channels N and depth K of packed weights. */
+MC_API int mc_s8_n(const struct mc_s8_weights *p);
+MC_API int mc_s8_k(const struct mc_s8_weights *p);
+
+/* y[M, N] (row stride ldy) from a[M, K] (row stride lda), as above. */
+MC_API void mc_gemm_u8s8(int M, const uint8_t *a, int lda, float sa, int za,
+			 const struct mc_s8_weights *w, unsigned flags, float *y, int ldy);
+/* The exact sums acc[M, N] (row stride ldc) only. */
+MC_API void mc_gemm_u8s8_s32(int M, const uint8_t *a, int lda, const struct mc_s8_weights *w,
+			     int32_t *c, int ldc);
+/* Reference loops with the same results, from unpacked w[N, K]; ground truth for tests. */
+MC_API void mc_gemm_u8s8_s32_ref(int M, int N, int K, const uint8_t *a, int lda, const int8_t *w,
+				 int ldw, int32_t *c, int ldc);
+MC_API void mc_gemm_u8s8_ref(int M, int N, int K, const uint8_t *a, int lda, float sa, int za,
+			     const int8_t *w, int ldw, const float *sw, const float *bias,
+			     unsigned flags, float *y, int ldy);
+/* Name of the int8 kernel in use ("avx512-vnni", "avx-vnni", "avx2", "portable"). */
+MC_API const char *mc_gemm_s8_kernel(void);
+/* Forces the int8 kernel by name, for tests and benchmarks (see mc_sgemm_use).
+ * Returns 0, or MC_EINVAL for a name this CPU cannot run. */
+MC_API int mc_gemm_s8_use(const char *kernel);
+
+/*
+ * Activation quantization, per tensor: q = clamp(nearbyint(x / scale) + zp,
+ * 0, 255), rounding half to even; NaN becomes 0. mc_u8_qparams picks the
+ * scale and zero point that map [min(lo, 0), max(hi, 0)] onto [0, 255]
+ * (0.0 exactly representable; scale 1, zp 0 for an all-zero range);
+ * mc_minmax finds lo and hi (0, 0 for n == 0; NaN ignored).
+ */
+MC_API void mc_u8_qparams(float lo, float hi, float *scale, int *zero_point);
+MC_API void mc_quantize_u8(const float *x, size_t n, float scale, int zero_point, uint8_t *q);
+MC_API void mc_quantize_u8_ref(const float *x, size_t n, float scale, int zero_point, uint8_t *q);
+MC_API void mc_minmax(const float *x, size_t n, float *lo, float *hi);
+
 /* Philox4x32-10: four 32-bit words from (seed, stream, counter). */
 MC_API void mc_philox(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t out[4]);
 /* Uniform in [0, 1) from the counter-th value of (seed, stream). */

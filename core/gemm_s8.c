@@ -1,0 +1,656 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gemm_s8.c - integer GEMM for quantized inference: u8 activations times
+ * packed s8 weights, exact s32 sums, per-channel requantization to f32;
+ * activation quantization helpers; the reference loops beside them.
+ *
+ * Packed layout: output columns in groups of 64 (four strips of 16), K in
+ * quads of 4, zero-padded in both. Group g is one block of K4 * 256 bytes:
+ * for each quad, strip 0's 16 columns x 4 bytes, then strips 1, 2, 3. That
+ * is what vpdpbusd wants (each s32 lane sums 4 u8 x s8 products), and what
+ * the ymm and widened AVX2 kernels read 32 bytes at a time.
+ *
+ * A kernel computes a block of up to MR rows x 64 columns into an s32 tile;
+ * one epilogue per ISA turns the tile into outputs. Work items are (column
+ * group, row block), groups outermost so a thread keeps its group's weights
+ * in cache; integer sums are exact, so no order matters and the result is
+ * the same for any thread count and every kernel.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mcomp/tensor.h>
+
+#define GROUP 64	   /* output columns per packed group */
+#define MAX_K 65536	   /* 255 * 128 * K must fit in s32 */
+#define MR_MAX 6	   /* rows per block, at most */
+#define PAR_MIN_S8 4e6	   /* multiply-adds below which one thread is faster */
+
+struct mc_s8_weights {
+	int n, k, k4, groups;
+	int8_t *w;	 /* groups * k4 * 256 bytes, 64-byte aligned */
+	float *scale;	 /* [groups * 64], zero past n */
+	float *bias;	 /* [groups * 64], zero past n or without bias */
+	int32_t *colsum; /* [groups * 64] */
+};
+
+/* One output block: rows [m0, m0 + mr) of a, columns of group g, into t[mr][64]. */
+typedef void (*s8_kernel_fn)(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			     int32_t *t);
+
+struct s8_kernel {
+	const char *name;
+	int mr; /* rows per block */
+	s8_kernel_fn fn;
+	int epi; /* 0: portable epilogue, 1: AVX2/FMA, 2: AVX-512 */
+};
+
+/* The 4 bytes of a row at quad q; the last quad of an odd K is read with zeros past K. */
+static inline uint32_t quad(const uint8_t *a, int q, int k)
+{
+	uint32_t v = 0;
+	int n = k - 4 * q < 4 ? k - 4 * q : 4;
+
+	memcpy(&v, a + 4 * q, (size_t)n);
+	return v;
+}
+
+/* ---------------------------------------------------------------- portable */
+
+static void kernel_portable(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			    int32_t *t)
+{
+	int k4 = (k + 3) / 4;
+
+	for (int i = 0; i < mr; i++) {
+		uint32_t acc[GROUP] = { 0 };
+
+		for (int q = 0; q < k4; q++) {
+			uint32_t v = quad(a + i * lda, q, k);
+			const int8_t *bq = b + (size_t)q * 256;
+
+			for (int s = 0; s < 4; s++)
+				for (int j = 0; j < 16; j++)
+					for (int u = 0; u < 4; u++)
+						acc[s * 16 + j] += (uint32_t)((v >> (8 * u)) & 255) *
+								   (uint32_t)(int32_t)bq[s * 64 + j * 4 + u];
+		}
+		for (int j = 0; j < GROUP; j++)
+			t[i * GROUP + j] = (int32_t)acc[j];
+	}
+}
+
+/* ---------------------------------------------------------------- x86 */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* 6 rows x 64 columns: 24 zmm accumulators, one vpdpbusd per 64 products. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+vnni512_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	__m512i acc[MR_MAX][4];
+	int kq = k / 4, k4 = (k + 3) / 4;
+
+	for (int i = 0; i < mr; i++)
+		for (int s = 0; s < 4; s++)
+			acc[i][s] = _mm512_setzero_si512();
+	for (int q = 0; q < k4; q++, b += 256) {
+		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 64);
+		__m512i b2 = _mm512_load_si512(b + 128), b3 = _mm512_load_si512(b + 192);
+
+		for (int i = 0; i < mr; i++) {
+			int32_t v;
+			__m512i x;
+
+			if (q < kq)
+				memcpy(&v, a + i * lda + 4 * q, 4);
+			else
+				v = (int32_t)quad(a + i * lda, q, k);
+			x = _mm512_set1_epi32(v);
+			acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
+			acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
+			acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], x, b2);
+			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], x, b3);
+		}
+	}
+	for (int i = 0; i < mr; i++)
+		for (int s = 0; s < 4; s++)
+			_mm512_storeu_si512(t + i * GROUP + s * 16, acc[i][s]);
+}
+
+/* One copy per row count, so the accumulators live in registers. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+kernel_vnni512(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	switch (mr) {
+	case 1: vnni512_block(1, k, a, lda, b, t); break;
+	case 2: vnni512_block(2, k, a, lda, b, t); break;
+	case 3: vnni512_block(3, k, a, lda, b, t); break;
+	case 4: vnni512_block(4, k, a, lda, b, t); break;
+	case 5: vnni512_block(5, k, a, lda, b, t); break;
+	default: vnni512_block(6, k, a, lda, b, t); break;
+	}
+}
+
+/* 3 rows x 32 columns per pass, two passes per group: 12 ymm accumulators. */
+__attribute__((target("avx2,avxvnni"), always_inline)) static inline void
+avxvnni_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	int kq = k / 4, k4 = (k + 3) / 4;
+
+	for (int h = 0; h < 2; h++) {
+		__m256i acc[3][4];
+		const int8_t *bq = b + h * 128;
+
+		for (int i = 0; i < mr; i++)
+			for (int s = 0; s < 4; s++)
+				acc[i][s] = _mm256_setzero_si256();
+		for (int q = 0; q < k4; q++, bq += 256) {
+			__m256i x[3];
+
+			for (int i = 0; i < mr; i++) {
+				int32_t v;
+
+				if (q < kq)
+					memcpy(&v, a + i * lda + 4 * q, 4);
+				else
+					v = (int32_t)quad(a + i * lda, q, k);
+				x[i] = _mm256_set1_epi32(v);
+			}
+			for (int s = 0; s < 4; s++) {
+				__m256i bs = _mm256_load_si256((const __m256i *)(bq + s * 32));
+
+				for (int i = 0; i < mr; i++)
+					acc[i][s] = _mm256_dpbusd_avx_epi32(acc[i][s], x[i], bs);
+			}
+		}
+		for (int i = 0; i < mr; i++)
+			for (int s = 0; s < 4; s++)
+				_mm256_storeu_si256((__m256i *)(t + i * GROUP + h * 32 + s * 8),
+						    acc[i][s]);
+	}
+}
+
+__attribute__((target("avx2,avxvnni"))) static void
+kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	for (int i = 0; i < mr; i += 3) {
+		int r = mr - i < 3 ? mr - i : 3;
+
+		if (r == 3)
+			avxvnni_block(3, k, a + i * lda, lda, b, t + i * GROUP);
+		else if (r == 2)
+			avxvnni_block(2, k, a + i * lda, lda, b, t + i * GROUP);
+		else
+			avxvnni_block(1, k, a + i * lda, lda, b, t + i * GROUP);
+	}
+}
+
+/*
+ * AVX2 without VNNI: bytes widened to s16 and multiplied with vpmaddwd,
+ * whose pair sums cannot overflow (vpmaddubsw's s16 pair sums saturate at
+ * 2 * 255 * 127). Lane layout per 4 columns: (col, k pair), added pairwise
+ * at the end. 2 rows x 16 columns per pass.
+ */
+__attribute__((target("avx2"), always_inline)) static inline void
+avx2_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	int kq = k / 4, k4 = (k + 3) / 4;
+
+	for (int s = 0; s < 4; s++) {
+		__m256i acc[2][4];
+		const int8_t *bq = b + s * 64;
+
+		for (int i = 0; i < mr; i++)
+			for (int v = 0; v < 4; v++)
+				acc[i][v] = _mm256_setzero_si256();
+		for (int q = 0; q < k4; q++, bq += 256) {
+			__m256i w[4];
+
+			for (int v = 0; v < 4; v++)
+				w[v] = _mm256_cvtepi8_epi16(
+					_mm_loadu_si128((const __m128i *)(bq + v * 16)));
+			for (int i = 0; i < mr; i++) {
+				uint32_t u;
+				__m256i x;
+
+				if (q < kq)
+					memcpy(&u, a + i * lda + 4 * q, 4);
+				else
+					u = quad(a + i * lda, q, k);
+				x = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)u));
+				for (int v = 0; v < 4; v++)
+					acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(x, w[v]));
+			}
+		}
+		for (int i = 0; i < mr; i++) {
+			__m256i lo = _mm256_hadd_epi32(acc[i][0], acc[i][1]);
+			__m256i hi = _mm256_hadd_epi32(acc[i][2], acc[i][3]);
+
+			_mm256_storeu_si256((__m256i *)(t + i * GROUP + s * 16),
+					    _mm256_permute4x64_epi64(lo, 0xD8));
+			_mm256_storeu_si256((__m256i *)(t + i * GROUP + s * 16 + 8),
+					    _mm256_permute4x64_epi64(hi, 0xD8));
+		}
+	}
+}
+
+__attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uint8_t *a,
+							 size_t lda, const int8_t *b, int32_t *t)
+{
+	for (int i = 0; i < mr; i += 2) {
+		if (mr - i >= 2)
+			avx2_block(2, k, a + i * lda, lda, b, t + i * GROUP);
+		else
+			avx2_block(1, k, a + i * lda, lda, b, t + i * GROUP);
+	}
+}
+#endif
+
+/* ---------------------------------------------------------------- epilogues */
+
+/*
+ * Rows of the s32 tile t[mr][64] to y (row m0, column n0): d = acc - za *
+ * colsum in wrapping s32 (the true value fits), then fmaf(sa * sw, d, bias)
+ * and the optional relu. Every epilogue rounds the same way.
+ */
+typedef void (*epi_fn)(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int n0,
+		       float sa, int za, unsigned flags, float *y, size_t ldy);
+
+static void epi_portable(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w,
+			 int n0, float sa, int za, unsigned flags, float *y, size_t ldy)
+{
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < cols; j++) {
+			uint32_t d = (uint32_t)t[i * GROUP + j] -
+				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
+			float v = fmaf(sa * w->scale[n0 + j], (float)(int32_t)d, w->bias[n0 + j]);
+
+			if ((flags & MC_S8_RELU) && !(v > 0.0f))
+				v = 0.0f;
+			y[i * ldy + j] = v;
+		}
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f"))) static void
+epi_avx512(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int n0, float sa,
+	   int za, unsigned flags, float *y, size_t ldy)
+{
+	__m512 vsa = _mm512_set1_ps(sa), zero = _mm512_setzero_ps();
+	__m512i vza = _mm512_set1_epi32(za);
+
+	for (int j = 0; j < cols; j += 16) {
+		__mmask16 m = cols - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - j)) - 1);
+		__m512 s = _mm512_mul_ps(vsa, _mm512_loadu_ps(w->scale + n0 + j));
+		__m512 b = _mm512_loadu_ps(w->bias + n0 + j);
+		__m512i zc = _mm512_mullo_epi32(vza, _mm512_loadu_si512(w->colsum + n0 + j));
+
+		for (int i = 0; i < mr; i++) {
+			__m512i d = _mm512_sub_epi32(_mm512_loadu_si512(t + i * GROUP + j), zc);
+			__m512 v = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(d), b);
+
+			if (flags & MC_S8_RELU)
+				v = _mm512_max_ps(v, zero);
+			_mm512_mask_storeu_ps(y + i * ldy + j, m, v);
+		}
+	}
+}
+
+__attribute__((target("avx2,fma"))) static void
+epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int n0, float sa,
+	 int za, unsigned flags, float *y, size_t ldy)
+{
+	__m256 vsa = _mm256_set1_ps(sa), zero = _mm256_setzero_ps();
+	__m256i vza = _mm256_set1_epi32(za);
+	int j = 0;
+
+	for (; j + 8 <= cols; j += 8) {
+		__m256 s = _mm256_mul_ps(vsa, _mm256_loadu_ps(w->scale + n0 + j));
+		__m256 b = _mm256_loadu_ps(w->bias + n0 + j);
+		__m256i zc = _mm256_mullo_epi32(
+			vza, _mm256_loadu_si256((const __m256i *)(w->colsum + n0 + j)));
+
+		for (int i = 0; i < mr; i++) {
+			__m256i d = _mm256_sub_epi32(
+				_mm256_loadu_si256((const __m256i *)(t + i * GROUP + j)), zc);
+			__m256 v = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(d), b);
+
+			if (flags & MC_S8_RELU)
+				v = _mm256_max_ps(v, zero);
+			_mm256_storeu_ps(y + i * ldy + j, v);
+		}
+	}
+	for (; j < cols; j++)
+		for (int i = 0; i < mr; i++) {
+			uint32_t d = (uint32_t)t[i * GROUP + j] -
+				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
+			float v = __builtin_fmaf(sa * w->scale[n0 + j], (float)(int32_t)d,
+						 w->bias[n0 + j]);
+
+			if ((flags & MC_S8_RELU) && !(v > 0.0f))
+				v = 0.0f;
+			y[i * ldy + j] = v;
+		}
+}
+#endif
+
+static const epi_fn epilogues[] = {
+	epi_portable,
+#if defined(__x86_64__) || defined(__i386__)
+	epi_avx2,
+	epi_avx512,
+#endif
+};
+
+/* ---------------------------------------------------------------- dispatch */
+
+static const struct s8_kernel kernels[] = {
+#if defined(__x86_64__) || defined(__i386__)
+	{ "avx512-vnni", 6, kernel_vnni512, 2 },
+	{ "avx-vnni", 6, kernel_avxvnni, 1 },
+	{ "avx2", 6, kernel_avx2, 1 },
+#endif
+	{ "portable", 4, kernel_portable, 0 },
+};
+
+static int supported(const struct s8_kernel *k)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	if (!strcmp(k->name, "avx512-vnni"))
+		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+		       __builtin_cpu_supports("avx512vnni");
+	if (!strcmp(k->name, "avx-vnni"))
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+		       __builtin_cpu_supports("avxvnni");
+	if (!strcmp(k->name, "avx2"))
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+	return 1;
+}
+
+static const struct s8_kernel *find_kernel(const char *name)
+{
+	for (size_t i = 0; i < sizeof(kernels) / sizeof(kernels[0]); i++)
+		if ((!name || !strcmp(kernels[i].name, name)) && supported(&kernels[i]))
+			return &kernels[i];
+	return NULL;
+}
+
+static const struct s8_kernel *chosen;
+
+/* The fastest kernel (the table is in that order), or the one MCOMP_GEMM_S8 names. */
+static const struct s8_kernel *kernel(void)
+{
+	const struct s8_kernel *p = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+
+	if (!p) {
+		p = find_kernel(getenv("MCOMP_GEMM_S8"));
+		if (!p)
+			p = find_kernel(NULL);
+		__atomic_store_n(&chosen, p, __ATOMIC_RELEASE);
+	}
+	return p;
+}
+
+const char *mc_gemm_s8_kernel(void)
+{
+	return kernel()->name;
+}
+
+int mc_gemm_s8_use(const char *name)
+{
+	const struct s8_kernel *p = name ? find_kernel(name) : NULL;
+
+	if (!p)
+		return MC_EINVAL;
+	__atomic_store_n(&chosen, p, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- packing */
+
+struct mc_s8_weights *mc_s8_pack(const int8_t *w, int N, int K, int ldw, const float *sw,
+				 const float *bias, struct mc_err *err)
+{
+	struct mc_s8_weights *p;
+	size_t bytes, cols;
+
+	if (N < 1 || K < 1 || K > MAX_K || ldw < K || !w || !sw) {
+		mc_err_set(err, MC_EINVAL,
+			   "int8 weights [%d, %d] (row stride %d): need N >= 1, 1 <= K <= %d, "
+			   "stride >= K and per-channel scales",
+			   N, K, ldw, MAX_K);
+		return NULL;
+	}
+	for (int n = 0; n < N; n++)
+		if (!(sw[n] > 0.0f) || !isfinite(sw[n])) {
+			mc_err_set(err, MC_EINVAL,
+				   "int8 weights: scale of channel %d is %g; scales must be positive "
+				   "and finite",
+				   n, (double)sw[n]);
+			return NULL;
+		}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		goto nomem;
+	p->n = N;
+	p->k = K;
+	p->k4 = (K + 3) / 4;
+	p->groups = (int)(((int64_t)N + GROUP - 1) / GROUP);
+	cols = (size_t)p->groups * GROUP;
+	if (mc_mul_overflow(cols * 4, (size_t)p->k4, &bytes))
+		goto nomem;
+	p->w = mc_calloc(bytes, 1);
+	p->scale = mc_calloc(cols, sizeof(float));
+	p->bias = mc_calloc(cols, sizeof(float));
+	p->colsum = mc_calloc(cols, sizeof(int32_t));
+	if (!p->w || !p->scale || !p->bias || !p->colsum)
+		goto nomem;
+	for (int n = 0; n < N; n++) {
+		const int8_t *row = w + (size_t)n * ldw;
+		int8_t *dst = p->w + (size_t)(n / GROUP) * p->k4 * 256 + (n % GROUP / 16) * 64 +
+			      (n % 16) * 4;
+		int32_t sum = 0;
+
+		for (int k = 0; k < K; k++) {
+			dst[(size_t)(k / 4) * 256 + k % 4] = row[k];
+			sum += row[k];
+		}
+		p->colsum[n] = sum;
+		p->scale[n] = sw[n];
+		p->bias[n] = bias ? bias[n] : 0.0f;
+	}
+	return p;
+
+nomem:
+	mc_s8_free(p);
+	mc_err_set(err, MC_ENOMEM, "out of memory packing int8 weights [%d, %d]", N, K);
+	return NULL;
+}
+
+void mc_s8_free(struct mc_s8_weights *p)
+{
+	if (!p)
+		return;
+	mc_free(p->w);
+	mc_free(p->scale);
+	mc_free(p->bias);
+	mc_free(p->colsum);
+	free(p);
+}
+
+int mc_s8_n(const struct mc_s8_weights *p)
+{
+	return p->n;
+}
+
+int mc_s8_k(const struct mc_s8_weights *p)
+{
+	return p->k;
+}
+
+/* ---------------------------------------------------------------- GEMM */
+
+/* Shares (group, row block) items out; writes y (requantized) or c (s32 sums). */
+static void run(int M, const uint8_t *a, int lda, float sa, int za, const struct mc_s8_weights *w,
+		unsigned flags, float *y, int ldy, int32_t *c, int ldc)
+{
+	const struct s8_kernel *kn = kernel();
+	const epi_fn epi = epilogues[kn->epi];
+	int mr = kn->mr, rb, items;
+
+	if (M <= 0)
+		return;
+	rb = (M + mr - 1) / mr;
+	items = w->groups * rb;
+#pragma omp parallel for schedule(static) if ((double)M * w->n * w->k >= PAR_MIN_S8 && items > 1)
+	for (int it = 0; it < items; it++) {
+		int32_t t[MR_MAX * GROUP] __attribute__((aligned(64)));
+		int g = it / rb, m0 = (it % rb) * mr, n0 = g * GROUP;
+		int rows = M - m0 < mr ? M - m0 : mr, cols = w->n - n0 < GROUP ? w->n - n0 : GROUP;
+
+		kn->fn(rows, w->k, a + (size_t)m0 * lda, (size_t)lda,
+		       w->w + (size_t)g * w->k4 * 256, t);
+		if (c) {
+			for (int i = 0; i < rows; i++)
+				memcpy(c + (size_t)(m0 + i) * ldc + n0, t + i * GROUP,
+				       (size_t)cols * sizeof(int32_t));
+		} else {
+			epi(rows, cols, t, w, n0, sa, za, flags, y + (size_t)m0 * ldy + n0,
+			    (size_t)ldy);
+		}
+	}
+}
+
+void mc_gemm_u8s8(int M, const uint8_t *a, int lda, float sa, int za,
+		  const struct mc_s8_weights *w, unsigned flags, float *y, int ldy)
+{
+	run(M, a, lda, sa, za, w, flags, y, ldy, NULL, 0);
+}
+
+void mc_gemm_u8s8_s32(int M, const uint8_t *a, int lda, const struct mc_s8_weights *w, int32_t *c,
+		      int ldc)
+{
+	run(M, a, lda, 0.0f, 0, w, 0, NULL, 0, c, ldc);
+}
+
+void mc_gemm_u8s8_s32_ref(int M, int N, int K, const uint8_t *a, int lda, const int8_t *w,
+			  int ldw, int32_t *c, int ldc)
+{
+	for (int m = 0; m < M; m++)
+		for (int n = 0; n < N; n++) {
+			int64_t acc = 0;
+
+			for (int k = 0; k < K; k++)
+				acc += (int64_t)a[(size_t)m * lda + k] * w[(size_t)n * ldw + k];
+			c[(size_t)m * ldc + n] = (int32_t)acc;
+		}
+}
+
+void mc_gemm_u8s8_ref(int M, int N, int K, const uint8_t *a, int lda, float sa, int za,
+		      const int8_t *w, int ldw, const float *sw, const float *bias, unsigned flags,
+		      float *y, int ldy)
+{
+	for (int n = 0; n < N; n++) {
+		int64_t colsum = 0;
+
+		for (int k = 0; k < K; k++)
+			colsum += w[(size_t)n * ldw + k];
+		for (int m = 0; m < M; m++) {
+			int64_t acc = 0;
+			float v;
+
+			for (int k = 0; k < K; k++)
+				acc += (int64_t)a[(size_t)m * lda + k] * w[(size_t)n * ldw + k];
+			v = fmaf(sa * sw[n], (float)(acc - za * colsum), bias ? bias[n] : 0.0f);
+			if ((flags & MC_S8_RELU) && !(v > 0.0f))
+				v = 0.0f;
+			y[(size_t)m * ldy + n] = v;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- quantization */
+
+void mc_u8_qparams(float lo, float hi, float *scale, int *zero_point)
+{
+	float l = lo < 0.0f ? lo : 0.0f, h = hi > 0.0f ? hi : 0.0f, s = (h - l) / 255.0f, z;
+
+	if (!(s > 0.0f) || !isfinite(s)) {
+		*scale = 1.0f;
+		*zero_point = 0;
+		return;
+	}
+	z = nearbyintf(-l / s);
+	*scale = s;
+	*zero_point = z < 0.0f ? 0 : z > 255.0f ? 255 : (int)z;
+}
+
+static inline uint8_t quantize1(float x, float scale, float zp)
+{
+	float v = nearbyintf(x / scale) + zp;
+
+	if (!(v > 0.0f))
+		return 0;
+	return v > 255.0f ? 255 : (uint8_t)v;
+}
+
+void mc_quantize_u8_ref(const float *x, size_t n, float scale, int zero_point, uint8_t *q)
+{
+	for (size_t i = 0; i < n; i++)
+		q[i] = quantize1(x[i], scale, (float)zero_point);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f"))) static void quantize_avx512(const float *x, size_t n,
+							       float scale, int zero_point,
+							       uint8_t *q)
+{
+	__m512 s = _mm512_set1_ps(scale), z = _mm512_set1_ps((float)zero_point);
+	__m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+	size_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		__m512 v = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), s),
+						_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+
+		/* max(v, 0) takes 0 for NaN, as the scalar !(v > 0) does */
+		v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, z), lo), hi);
+		_mm_storeu_si128((__m128i *)(q + i), _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(v)));
+	}
+	for (; i < n; i++)
+		q[i] = quantize1(x[i], scale, (float)zero_point);
+}
+#endif
+
+void mc_quantize_u8(const float *x, size_t n, float scale, int zero_point, uint8_t *q)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	if (kernel()->epi == 2) {
+		quantize_avx512(x, n, scale, zero_point, q);
+		return;
+	}
+#endif
+	mc_quantize_u8_ref(x, n, scale, zero_point, q);
+}
+
+void mc_minmax(const float *x, size_t n, float *lo, float *hi)
+{
+	float l = 0.0f, h = 0.0f;
+	size_t i = 0;
+
+	while (i < n && isnan(x[i]))
+		i++;
+	if (i < n)
+		l = h = x[i];
+	for (; i < n; i++) {
+		l = x[i] < l ? x[i] : l;
+		h = x[i] > h ? x[i] : h;
+	}
+	*lo = l;
+	*hi = h;
+}

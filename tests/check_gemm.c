@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_gemm.c - every GEMM kernel this CPU can run against its reference:
+ * f32 (packed and GEMV paths) within a stated tolerance, int8 bit for bit
+ * (s32 sums and requantized f32), activation quantization bit for bit and
+ * on hand-computed cases, and results independent of the thread count.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/tensor.h>
+
+static const char *const f32_kernels[] = { "avx512", "avx2", "portable" };
+static const char *const s8_kernels[] = { "avx512-vnni", "avx-vnni", "avx2", "portable" };
+#define NF32 (int)(sizeof(f32_kernels) / sizeof(f32_kernels[0]))
+#define NS8 (int)(sizeof(s8_kernels) / sizeof(s8_kernels[0]))
+
+static float *random_f32(size_t n, uint64_t stream)
+{
+	float *x = malloc((n ? n : 1) * sizeof(float));
+
+	for (size_t i = 0; i < n; i++)
+		x[i] = 2.0f * mc_rand_uniform(11, stream, i) - 1.0f;
+	return x;
+}
+
+/* Bytes with the extremes (0, 255 / -128, 127) over-represented. */
+static void *random_bytes(size_t n, uint64_t stream, int is_signed)
+{
+	uint8_t *x = malloc(n ? n : 1);
+
+	for (size_t i = 0; i < n; i++) {
+		uint32_t w[4];
+
+		mc_philox(12, stream, i, w);
+		if (w[1] % 8 == 0)
+			x[i] = w[2] & 1 ? 0x7f + !is_signed * 0x80 : 0x80 * is_signed;
+		else
+			x[i] = (uint8_t)w[0];
+	}
+	return x;
+}
+
+/* ---------------------------------------------------------------- f32 */
+
+static void check_sgemm(int ta, int tb, int M, int N, int K, float alpha, float beta)
+{
+	int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+	float *A = random_f32((size_t)(ta ? K : M) * lda, 1);
+	float *B = random_f32((size_t)(tb ? N : K) * ldb, 2);
+	float *C = random_f32((size_t)M * ldc, 3), *R = malloc((size_t)M * ldc * sizeof(float));
+
+	memcpy(R, C, (size_t)M * ldc * sizeof(float));
+	mc_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+	mc_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < ldc; j++) {
+			float c = C[(size_t)i * ldc + j], r = R[(size_t)i * ldc + j];
+
+			if (j >= N) /* the padding between rows is left alone */
+				ck_assert(memcmp(&c, &r, sizeof(c)) == 0);
+			else
+				ck_assert_msg(fabsf(c - r) <= 1e-5f * (float)K + 1e-6f,
+					      "%s ta=%d tb=%d %dx%dx%d: C[%d][%d] = %g, ref %g",
+					      mc_sgemm_kernel(), ta, tb, M, N, K, i, j, c, r);
+		}
+	free(R);
+	free(C);
+	free(B);
+	free(A);
+}
+
+START_TEST(sgemm_every_kernel)
+{
+	static const int rows[] = { 1, 2, 3, 4, 13, 37 };
+	int tested = 0;
+
+	for (int kn = 0; kn < NF32; kn++) {
+		if (mc_sgemm_use(f32_kernels[kn]))
+			continue;
+		tested++;
+		ck_assert_str_eq(mc_sgemm_kernel(), f32_kernels[kn]);
+		for (int t = 0; t < 4; t++)
+			for (int r = 0; r < 6; r++) {
+				/* GEMV rows (1-3), odd K tails of 16, 8 and 4 lanes */
+				check_sgemm(t & 1, t >> 1, rows[r], 77, 23, 1.0f, 0.0f);
+				check_sgemm(t & 1, t >> 1, rows[r], 130, 301, 0.5f, -1.5f);
+				check_sgemm(t & 1, t >> 1, rows[r], 5, 784, 1.0f, 1.0f);
+			}
+		check_sgemm(0, 1, 129, 65, 520, 1.0f, 1.0f);
+	}
+	ck_assert_int_ge(tested, 1);
+	ck_assert_int_eq(mc_sgemm_use("portable"), 0);
+	ck_assert_int_eq(mc_sgemm_use("sse9"), MC_EINVAL);
+	ck_assert_int_eq(mc_sgemm_use(NULL), MC_EINVAL);
+	ck_assert_str_eq(mc_sgemm_kernel(), "portable"); /* unchanged by a refused name */
+	for (int kn = 0; kn < NF32 && mc_sgemm_use(f32_kernels[kn]); kn++)
+		; /* back to the fastest */
+}
+END_TEST
+
+/* One row of A on the GEMV path, wide enough to use the whole team. */
+START_TEST(sgemv_thread_count_invariant)
+{
+	const int N = 5003, K = 1001;
+	float *A = random_f32(K, 4), *B = random_f32((size_t)N * K, 5);
+	float *C1 = calloc(N, sizeof(float)), *C3 = calloc(N, sizeof(float));
+	int saved = omp_get_max_threads();
+
+	for (int tb = 0; tb < 2; tb++) {
+		omp_set_num_threads(1);
+		mc_sgemm(0, tb, 1, N, K, 1.0f, A, K, B, tb ? K : N, 0.0f, C1, N);
+		omp_set_num_threads(3);
+		mc_sgemm(0, tb, 1, N, K, 1.0f, A, K, B, tb ? K : N, 0.0f, C3, N);
+		ck_assert_mem_eq(C1, C3, (size_t)N * sizeof(float));
+	}
+	omp_set_num_threads(saved);
+	free(C3);
+	free(C1);
+	free(B);
+	free(A);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- int8 */
+
+/* Every kernel against the reference on one shape: s32 sums, then y, bit for bit. */
+static void check_s8(int M, int N, int K, int za, int relu, int with_bias)
+{
+	int lda = K + 5, ldw = K + 3, ldc = N + 1;
+	uint8_t *a = random_bytes((size_t)M * lda, 20, 0);
+	int8_t *w = random_bytes((size_t)N * ldw, 21, 1);
+	float *sw = malloc(N * sizeof(float)), *bias = random_f32(N, 22);
+	int32_t *c = malloc((size_t)M * ldc * sizeof(int32_t)), *cr = malloc((size_t)M * ldc * 4);
+	float *y = malloc((size_t)M * ldc * sizeof(float)), *yr = malloc((size_t)M * ldc * 4);
+	struct mc_err err = { 0 };
+	struct mc_s8_weights *p;
+	float sa = 0.0173f;
+
+	for (int n = 0; n < N; n++)
+		sw[n] = 0.001f + 0.01f * mc_rand_uniform(13, 0, (uint64_t)n);
+	p = mc_s8_pack(w, N, K, ldw, sw, with_bias ? bias : NULL, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_int_eq(mc_s8_n(p), N);
+	ck_assert_int_eq(mc_s8_k(p), K);
+	mc_gemm_u8s8_s32_ref(M, N, K, a, lda, w, ldw, cr, ldc);
+	mc_gemm_u8s8_ref(M, N, K, a, lda, sa, za, w, ldw, sw, with_bias ? bias : NULL,
+			 relu ? MC_S8_RELU : 0, yr, ldc);
+	for (int kn = 0; kn < NS8; kn++) {
+		if (mc_gemm_s8_use(s8_kernels[kn]))
+			continue;
+		memset(c, 0x5a, (size_t)M * ldc * sizeof(int32_t));
+		memset(y, 0x5a, (size_t)M * ldc * sizeof(float));
+		mc_gemm_u8s8_s32(M, a, lda, p, c, ldc);
+		mc_gemm_u8s8(M, a, lda, sa, za, p, relu ? MC_S8_RELU : 0, y, ldc);
+		for (int m = 0; m < M; m++) {
+			for (int n = 0; n < N; n++) {
+				size_t i = (size_t)m * ldc + n;
+
+				ck_assert_msg(c[i] == cr[i], "%s %dx%dx%d: acc[%d][%d] = %d, ref %d",
+					      s8_kernels[kn], M, N, K, m, n, c[i], cr[i]);
+				ck_assert_msg(memcmp(&y[i], &yr[i], sizeof(float)) == 0,
+					      "%s %dx%dx%d za=%d: y[%d][%d] = %a, ref %a",
+					      s8_kernels[kn], M, N, K, za, m, n, y[i], yr[i]);
+			}
+			/* nothing written past N */
+			ck_assert_uint_eq((uint32_t)c[(size_t)m * ldc + N], 0x5a5a5a5au);
+		}
+	}
+	mc_s8_free(p);
+	free(yr);
+	free(y);
+	free(cr);
+	free(c);
+	free(bias);
+	free(sw);
+	free(w);
+	free(a);
+}
+
+START_TEST(s8_every_kernel_exact)
+{
+	static const int ms[] = { 1, 2, 3, 5, 7, 13 }, ns[] = { 1, 10, 17, 63, 64, 65, 130 };
+	static const int ks[] = { 1, 3, 4, 5, 17, 64, 255 };
+	int tested = 0;
+
+	for (int kn = 0; kn < NS8; kn++)
+		tested += mc_gemm_s8_use(s8_kernels[kn]) == 0;
+	ck_assert_int_ge(tested, 1);
+	for (int i = 0; i < 6; i++)
+		for (int j = 0; j < 7; j++)
+			check_s8(ms[i], ns[j], ks[(i + j) % 7], (i * 37 + j * 11) % 256, j & 1, i & 1);
+	check_s8(130, 33, 784, 128, 1, 1);
+	ck_assert_int_eq(mc_gemm_s8_use("mmx"), MC_EINVAL);
+	ck_assert_int_eq(mc_gemm_s8_use(NULL), MC_EINVAL);
+}
+END_TEST
+
+/* The deepest K allowed, every product at its extreme: the sum just fits in s32. */
+START_TEST(s8_extreme_sums)
+{
+	const int K = 65536, N = 3;
+	uint8_t *a = malloc(K);
+	int8_t *w = malloc((size_t)N * K);
+	float sw[3] = { 1.0f, 1.0f, 1.0f };
+	int32_t c[3], cr[3];
+	struct mc_err err = { 0 };
+	struct mc_s8_weights *p;
+
+	memset(a, 255, K);
+	memset(w, 0x80, K);		/* -128 */
+	memset(w + K, 0x7f, K);		/* 127 */
+	memset(w + 2 * (size_t)K, 0, K);
+	p = mc_s8_pack(w, N, K, K, sw, NULL, &err);
+	ck_assert_ptr_nonnull(p);
+	mc_gemm_u8s8_s32_ref(1, N, K, a, K, w, K, cr, N);
+	ck_assert_int_eq(cr[0], -255 * 128 * 65536);
+	ck_assert_int_eq(cr[1], 255 * 127 * 65536);
+	for (int kn = 0; kn < NS8; kn++) {
+		float y[3];
+
+		if (mc_gemm_s8_use(s8_kernels[kn]))
+			continue;
+		mc_gemm_u8s8_s32(1, a, K, p, c, N);
+		ck_assert_mem_eq(c, cr, sizeof(c));
+		/* za = 255: d = sum (255 - 255) * w = 0 */
+		mc_gemm_u8s8(1, a, K, 1.0f, 255, p, 0, y, N);
+		ck_assert(y[0] == 0.0f && y[1] == 0.0f && y[2] == 0.0f);
+	}
+	mc_s8_free(p);
+	free(w);
+	free(a);
+}
+END_TEST
+
+START_TEST(s8_thread_count_invariant)
+{
+	const int M = 67, N = 300, K = 301;
+	uint8_t *a = random_bytes((size_t)M * K, 30, 0);
+	int8_t *w = random_bytes((size_t)N * K, 31, 1);
+	float *sw = malloc(N * sizeof(float)), *y1 = malloc((size_t)M * N * 4), *y3 = malloc((size_t)M * N * 4);
+	int saved = omp_get_max_threads();
+	struct mc_s8_weights *p;
+
+	for (int n = 0; n < N; n++)
+		sw[n] = 0.01f;
+	p = mc_s8_pack(w, N, K, K, sw, NULL, NULL);
+	ck_assert_ptr_nonnull(p);
+	omp_set_num_threads(1);
+	mc_gemm_u8s8(M, a, K, 0.5f, 3, p, 0, y1, N);
+	omp_set_num_threads(3);
+	mc_gemm_u8s8(M, a, K, 0.5f, 3, p, 0, y3, N);
+	omp_set_num_threads(saved);
+	ck_assert_mem_eq(y1, y3, (size_t)M * N * sizeof(float));
+	mc_s8_free(p);
+	free(y3);
+	free(y1);
+	free(sw);
+	free(w);
+	free(a);
+}
+END_TEST
+
+START_TEST(s8_pack_refuses_bad_input)
+{
+	int8_t w[8] = { 0 };
+	float sw[2] = { 1.0f, 1.0f }, bad[2] = { 1.0f, NAN }, zero[2] = { 0.0f, 1.0f };
+	struct mc_err err = { 0 };
+
+	ck_assert_ptr_null(mc_s8_pack(w, 2, 0, 4, sw, NULL, &err));
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "int8 weights [2, 0]"));
+	ck_assert_ptr_null(mc_s8_pack(w, 0, 4, 4, sw, NULL, &err));
+	ck_assert_ptr_null(mc_s8_pack(w, 2, 4, 3, sw, NULL, &err)); /* stride < K */
+	ck_assert_ptr_null(mc_s8_pack(w, 1, 65537, 65537, sw, NULL, &err));
+	ck_assert_ptr_null(mc_s8_pack(w, 2, 4, 4, NULL, NULL, &err));
+	err.code = 0;
+	ck_assert_ptr_null(mc_s8_pack(w, 2, 4, 4, bad, NULL, &err));
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "channel 1"));
+	ck_assert_ptr_null(mc_s8_pack(w, 2, 4, 4, zero, NULL, NULL)); /* err may be NULL */
+	mc_s8_free(NULL);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- quantization */
+
+START_TEST(quantize_hand_cases)
+{
+	static const float x[] = { 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 300.0f, -300.0f, NAN, INFINITY,
+				   -INFINITY, 245.0f, 245.5f, -10.0f, -10.5f, 0.0f, -0.0f, 3.49f };
+	static const uint8_t want[] = { 10, 12, 12, 10, 8, 255, 0, 0, 255, 0, 255, 255, 0, 0, 10, 10, 13 };
+	const size_t n = sizeof(x) / sizeof(x[0]);
+	uint8_t q[sizeof(x) / sizeof(x[0])];
+	float s, lo, hi;
+	int z;
+
+	/* scale 1, zero point 10: ties go to even */
+	mc_quantize_u8_ref(x, n, 1.0f, 10, q);
+	ck_assert_mem_eq(q, want, n);
+	memset(q, 0, n);
+	mc_quantize_u8(x, n, 1.0f, 10, q);
+	ck_assert_mem_eq(q, want, n);
+	/* [-1, 1]: scale 2/255, rounded up in f32, so 1 / scale = 127.49999 -> 127 */
+	mc_u8_qparams(-1.0f, 1.0f, &s, &z);
+	ck_assert(s == 2.0f / 255.0f);
+	ck_assert_int_eq(z, 127);
+	/* [-2.55, 0]: scale 0.01, zero point 255 */
+	mc_u8_qparams(-2.55f, 0.0f, &s, &z);
+	ck_assert_int_eq(z, 255);
+	/* the range always holds 0 */
+	mc_u8_qparams(2.0f, 4.0f, &s, &z);
+	ck_assert(s == 4.0f / 255.0f);
+	ck_assert_int_eq(z, 0);
+	mc_u8_qparams(-3.0f, -1.0f, &s, &z);
+	ck_assert_int_eq(z, 255);
+	mc_u8_qparams(0.0f, 0.0f, &s, &z);
+	ck_assert(s == 1.0f);
+	ck_assert_int_eq(z, 0);
+	mc_minmax(x, n, &lo, &hi);
+	ck_assert(lo == -INFINITY && hi == INFINITY);
+	mc_minmax(x + 7, 1, &lo, &hi); /* NaN only */
+	ck_assert(lo == 0.0f && hi == 0.0f);
+	mc_minmax(x, 5, &lo, &hi);
+	ck_assert(lo == -1.5f && hi == 2.5f);
+}
+END_TEST
+
+START_TEST(quantize_fast_matches_ref)
+{
+	const size_t n = 10007;
+	float *x = random_f32(n, 40), s;
+	uint8_t *q = malloc(n), *r = malloc(n);
+	int z;
+
+	for (size_t i = 0; i < n; i++)
+		x[i] *= 7.0f;
+	for (size_t i = 0; i < n; i += 97)
+		x[i] = (float)(i % 13) * 0.5f; /* ties */
+	mc_u8_qparams(-5.0f, 6.0f, &s, &z);
+	for (size_t len = n - 16; len <= n; len++) {
+		mc_quantize_u8(x, len, s, z, q);
+		mc_quantize_u8_ref(x, len, s, z, r);
+		ck_assert_mem_eq(q, r, len);
+	}
+	mc_quantize_u8(x, n, 0.5f, 0, q);
+	mc_quantize_u8_ref(x, n, 0.5f, 0, r);
+	ck_assert_mem_eq(q, r, n);
+	free(r);
+	free(q);
+	free(x);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("gemm");
+	TCase *tc = tcase_create("kernels");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, sgemm_every_kernel);
+	tcase_add_test(tc, sgemv_thread_count_invariant);
+	tcase_add_test(tc, s8_every_kernel_exact);
+	tcase_add_test(tc, s8_extreme_sums);
+	tcase_add_test(tc, s8_thread_count_invariant);
+	tcase_add_test(tc, s8_pack_refuses_bad_input);
+	tcase_add_test(tc, quantize_hand_cases);
+	tcase_add_test(tc, quantize_fast_matches_ref);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
