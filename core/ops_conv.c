@@ -150,6 +150,18 @@ static void conv_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 	mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
 }
 
+/* The outputs ow in [*lo, *hi) whose window column ow * s - p + kj lies inside [0, W). */
+static void valid_cols(const struct conv_geo *q, int kj, int *lo, int *hi)
+{
+	int first = q->p - kj > 0 ? (q->p - kj + q->s - 1) / q->s : 0;
+	int last = (q->W - 1 + q->p - kj) >= 0 ? (q->W - 1 + q->p - kj) / q->s + 1 : 0;
+
+	*lo = first < q->OW ? first : q->OW;
+	*hi = last < q->OW ? last : q->OW;
+	if (*hi < *lo)
+		*hi = *lo;
+}
+
 /* col[C*k*k, n*P] (row stride n*P) from x[n, C, H, W]. */
 static void im2col(const struct conv_geo *q, int n, const float *x, float *col)
 {
@@ -164,20 +176,24 @@ static void im2col(const struct conv_geo *q, int n, const float *x, float *col)
 				for (int kj = 0; kj < q->k; kj++) {
 					int64_t row = ((int64_t)c * q->k + ki) * q->k + kj;
 					float *dst = col + row * ld + (int64_t)s * q->P;
+					int lo, hi;
 
+					valid_cols(q, kj, &lo, &hi);
 					for (int oh = 0; oh < q->OH; oh++, dst += q->OW) {
 						int h = oh * q->s - q->p + ki;
-						const float *src = img + (int64_t)h * q->W;
+						const float *src = img + (int64_t)h * q->W - q->p + kj;
 
 						if (h < 0 || h >= q->H) {
 							memset(dst, 0, (size_t)q->OW * sizeof(float));
 							continue;
 						}
-						for (int ow = 0; ow < q->OW; ow++) {
-							int w = ow * q->s - q->p + kj;
-
-							dst[ow] = w >= 0 && w < q->W ? src[w] : 0.0f;
-						}
+						memset(dst, 0, (size_t)lo * sizeof(float));
+						if (q->s == 1)
+							memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+						else
+							for (int ow = lo; ow < hi; ow++)
+								dst[ow] = src[ow * q->s];
+						memset(dst + hi, 0, (size_t)(q->OW - hi) * sizeof(float));
 					}
 				}
 		}
@@ -198,19 +214,21 @@ static void col2im(const struct conv_geo *q, int n, const float *dcol, float *dx
 				for (int kj = 0; kj < q->k; kj++) {
 					int64_t row = ((int64_t)c * q->k + ki) * q->k + kj;
 					const float *src = dcol + row * ld + (int64_t)s * q->P;
+					int lo, hi;
 
+					valid_cols(q, kj, &lo, &hi);
 					for (int oh = 0; oh < q->OH; oh++, src += q->OW) {
 						int h = oh * q->s - q->p + ki;
-						float *dst = img + (int64_t)h * q->W;
+						float *dst = img + (int64_t)h * q->W - q->p + kj;
 
 						if (h < 0 || h >= q->H)
 							continue;
-						for (int ow = 0; ow < q->OW; ow++) {
-							int w = ow * q->s - q->p + kj;
-
-							if (w >= 0 && w < q->W)
-								dst[w] += src[ow];
-						}
+						if (q->s == 1)
+							for (int ow = lo; ow < hi; ow++)
+								dst[ow] += src[ow];
+						else
+							for (int ow = lo; ow < hi; ow++)
+								dst[ow * q->s] += src[ow];
 					}
 				}
 		}
@@ -393,6 +411,56 @@ static int pool_setup(struct mc_node *node, const int *in_ndim,
 	return 0;
 }
 
+/*
+ * The common 2x2, stride 2 case without bounds checks. The same comparisons
+ * in the same order as the general loop (first maximum wins), so the same
+ * results and the same routing of gradients.
+ */
+static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
+		const float *x = x0 + pl * q->H * q->W;
+		float *y = y0 + pl * q->OH * q->OW;
+
+		for (int oh = 0; oh < q->OH; oh++) {
+			const float *r0 = x + 2 * oh * q->W, *r1 = r0 + q->W;
+
+			for (int ow = 0; ow < q->OW; ow++) {
+				float m = r0[2 * ow];
+
+				m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
+				m = r1[2 * ow] > m ? r1[2 * ow] : m;
+				y[oh * q->OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
+			}
+		}
+	}
+}
+
+static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,
+			      float *dx0)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
+		const float *x = x0 + pl * q->H * q->W, *dy = dy0 + pl * q->OH * q->OW;
+		float *dx = dx0 + pl * q->H * q->W;
+
+		memset(dx, 0, (size_t)q->H * q->W * sizeof(float));
+		for (int oh = 0; oh < q->OH; oh++) {
+			int r0 = 2 * oh * q->W, r1 = r0 + q->W;
+
+			for (int ow = 0; ow < q->OW; ow++) {
+				int at = r0 + 2 * ow;
+
+				at = x[r0 + 2 * ow + 1] > x[at] ? r0 + 2 * ow + 1 : at;
+				at = x[r1 + 2 * ow] > x[at] ? r1 + 2 * ow : at;
+				at = x[r1 + 2 * ow + 1] > x[at] ? r1 + 2 * ow + 1 : at;
+				dx[at] = dy[oh * q->OW + ow];
+			}
+		}
+	}
+}
+
 /* out[n, C, OH, OW] = max over each window of in[n, C, H, W] (padding never wins) */
 static void maxpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
@@ -400,6 +468,10 @@ static void maxpool_forward(const struct mc_node *node, const struct mc_run *run
 	struct pool_geo q;
 
 	pool_geo(node, &q);
+	if (q.k == 2 && q.s == 2 && q.p == 0) {
+		maxpool2_forward(&q, n, in[0], out);
+		return;
+	}
 #pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
 	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
 		const float *x = in[0] + pl * q.H * q.W;
@@ -436,6 +508,10 @@ static void maxpool_backward(const struct mc_node *node, const struct mc_run *ru
 	if (!din[0])
 		return;
 	pool_geo(node, &q);
+	if (q.k == 2 && q.s == 2 && q.p == 0) {
+		maxpool2_backward(&q, n, in[0], dout, din[0]);
+		return;
+	}
 #pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
 	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
 		const float *x = in[0] + pl * q.H * q.W, *dy = dout + pl * q.OH * q.OW;
