@@ -35,6 +35,7 @@
 #define PAR_MIN 1e6    /* multiply-adds below which one thread is faster than a team */
 #define GEMV_ROWS 3    /* at most this many rows of A take the GEMV path */
 #define GEMV_COLS 64   /* columns of C per GEMV work item */
+#define GEMV_PAR_B 65536 /* elements of B (256 KB) from which the GEMV splits over threads */
 
 /*
  * A micro-kernel: acc[mr][nr] = sum_k a[k][i] * b[k][j] over packed strips,
@@ -675,7 +676,12 @@ static void gemv(const struct ukernel *uk, int tb, int M, int N, int K, float al
 {
 	int items = (N + GEMV_COLS - 1) / GEMV_COLS;
 
-#pragma omp parallel for schedule(static) if ((double)M * N * K >= 4 * PAR_MIN && items > 1)
+	/*
+	 * Split when B is large, not only when the work is: a batch-1 forward
+	 * pass is bound by reading B, and a static split keeps each thread's
+	 * columns of B in its own L2 from one call to the next.
+	 */
+#pragma omp parallel for schedule(static) if ((double)N * K >= GEMV_PAR_B && items > 1)
 	for (int t = 0; t < items * M; t++) {
 		int i = t / items, j = (t % items) * GEMV_COLS;
 		int n = N - j < GEMV_COLS ? N - j : GEMV_COLS;

@@ -5,10 +5,11 @@
  * activation quantization helpers; the reference loops beside them.
  *
  * Packed layout: output columns in groups of 64 (four strips of 16), K in
- * quads of 4, zero-padded in both. Group g is one block of K4 * 256 bytes:
+ * quads of 4, zero-padded in both (quads to a multiple of 16). Group g is one block of K4 * 256 bytes:
  * for each quad, strip 0's 16 columns x 4 bytes, then strips 1, 2, 3. That
- * is what vpdpbusd wants (each s32 lane sums 4 u8 x s8 products), and what
- * the ymm and widened AVX2 kernels read 32 bytes at a time.
+ * is what vpdpbusd wants (each s32 lane sums 4 u8 x s8 products), what
+ * the ymm and widened AVX2 kernels read 32 bytes at a time, and, read with
+ * a stride of 256 bytes, an AMX B tile (16 quads x 16 columns).
  *
  * A kernel computes a block of up to MR rows x 64 columns into an s32 tile;
  * one epilogue per ISA turns the tile into outputs. Work items are (column
@@ -19,12 +20,19 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#endif
 
 #include <mcomp/tensor.h>
 
 #define GROUP 64	   /* output columns per packed group */
 #define MAX_K 65536	   /* 255 * 128 * K must fit in s32 */
-#define MR_MAX 6	   /* rows per block, at most */
+#define MR_MAX 32	   /* rows per block, at most (AMX) */
+#define QPAD 16	   /* K quads padded to a multiple of 16: AMX reads 64 bytes of K */
 #define PAR_MIN_S8 4e6	   /* multiply-adds below which one thread is faster */
 
 struct mc_s8_weights {
@@ -188,6 +196,96 @@ kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int
 	}
 }
 
+
+#if defined(__linux__) && defined(__x86_64__)
+/*
+ * AMX (Sapphire Rapids on): 32 rows x 64 columns per block in two passes
+ * of 32 x 32: four C tiles (2 x 2 of 16 x 16 s32), two A tiles (16 rows x
+ * 64 bytes of K, read from a in place), two B tiles. A K tail shorter than
+ * 64 bytes is copied into a zero-padded buffer. Blocks of fewer than 32
+ * rows go to the VNNI kernel: the same exact sums.
+ */
+struct amx_config {
+	uint8_t palette, start_row, reserved[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+};
+
+__attribute__((target("amx-tile,amx-int8,avx512f"))) static void
+kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	struct amx_config cfg __attribute__((aligned(64))) = { .palette = 1 };
+	uint8_t tail[32 * 64] __attribute__((aligned(64)));
+	int kfull = k / 64, krest = k % 64;
+
+	if (mr < 32) {
+		for (int i = 0; i < mr; i += 6)
+			kernel_vnni512(mr - i < 6 ? mr - i : 6, k, a + i * lda, lda, b,
+				       t + i * GROUP);
+		return;
+	}
+	for (int i = 0; i < 8; i++) {
+		cfg.rows[i] = 16;
+		cfg.colsb[i] = 64;
+	}
+	if (krest) {
+		memset(tail, 0, sizeof(tail));
+		for (int i = 0; i < 32; i++)
+			memcpy(tail + i * 64, a + i * lda + (size_t)kfull * 64, (size_t)krest);
+	}
+	_tile_loadconfig(&cfg);
+	for (int h = 0; h < 2; h++) {
+		const int8_t *bh = b + h * 128;
+
+		_tile_zero(0);
+		_tile_zero(1);
+		_tile_zero(2);
+		_tile_zero(3);
+		for (int kb = 0; kb <= kfull; kb++) {
+			const uint8_t *a0 = a + (size_t)kb * 64, *a1 = a0 + 16 * lda;
+			size_t sa = lda;
+
+			if (kb == kfull) {
+				if (!krest)
+					break;
+				a0 = tail;
+				a1 = tail + 16 * 64;
+				sa = 64;
+			}
+			_tile_loadd(4, a0, sa);
+			_tile_loadd(5, a1, sa);
+			_tile_loadd(6, bh + (size_t)kb * 16 * 256, 256);
+			_tile_loadd(7, bh + (size_t)kb * 16 * 256 + 64, 256);
+			_tile_dpbusd(0, 4, 6);
+			_tile_dpbusd(1, 4, 7);
+			_tile_dpbusd(2, 5, 6);
+			_tile_dpbusd(3, 5, 7);
+		}
+		_tile_stored(0, t + h * 32, GROUP * 4);
+		_tile_stored(1, t + h * 32 + 16, GROUP * 4);
+		_tile_stored(2, t + 16 * GROUP + h * 32, GROUP * 4);
+		_tile_stored(3, t + 16 * GROUP + h * 32 + 16, GROUP * 4);
+	}
+	_tile_release();
+}
+
+/* AMX needs the CPU's word and the kernel's leave to use tile data (Linux 5.16). */
+static int amx_usable(void)
+{
+	unsigned int eax, ebx, ecx, edx, lo, hi;
+
+	if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) /* osxsave */
+		return 0;
+	if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) ||
+	    !(edx & (1u << 25))) /* amx-tile, amx-int8 */
+		return 0;
+	__asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if ((lo & 0x60000) != 0x60000) /* XTILECFG and XTILEDATA enabled by the OS */
+		return 0;
+	return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+#endif
+
 /*
  * AVX2 without VNNI: bytes widened to s16 and multiplied with vpmaddwd,
  * whose pair sums cannot overflow (vpmaddubsw's s16 pair sums saturate at
@@ -349,6 +447,9 @@ static const epi_fn epilogues[] = {
 
 static const struct s8_kernel kernels[] = {
 #if defined(__x86_64__) || defined(__i386__)
+#if defined(__linux__) && defined(__x86_64__)
+	{ "amx", 32, kernel_amx, 2 },
+#endif
 	{ "avx512-vnni", 6, kernel_vnni512, 2 },
 	{ "avx-vnni", 6, kernel_avxvnni, 1 },
 	{ "avx2", 6, kernel_avx2, 1 },
@@ -360,6 +461,17 @@ static int supported(const struct s8_kernel *k)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_cpu_init();
+#if defined(__linux__) && defined(__x86_64__)
+	if (!strcmp(k->name, "amx")) {
+		static int usable = -1;
+
+		if (usable < 0)
+			usable = amx_usable() && __builtin_cpu_supports("avx512f") &&
+				 __builtin_cpu_supports("avx512bw") &&
+				 __builtin_cpu_supports("avx512vnni");
+		return usable;
+	}
+#endif
 	if (!strcmp(k->name, "avx512-vnni"))
 		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 		       __builtin_cpu_supports("avx512vnni");
@@ -439,7 +551,7 @@ struct mc_s8_weights *mc_s8_pack(const int8_t *w, int N, int K, int ldw, const f
 		goto nomem;
 	p->n = N;
 	p->k = K;
-	p->k4 = (K + 3) / 4;
+	p->k4 = ((K + 3) / 4 + QPAD - 1) / QPAD * QPAD;
 	p->groups = (int)(((int64_t)N + GROUP - 1) / GROUP);
 	cols = (size_t)p->groups * GROUP;
 	if (mc_mul_overflow(cols * 4, (size_t)p->k4, &bytes))

@@ -15,7 +15,7 @@
 #include <mcomp/tensor.h>
 
 static const char *const f32_kernels[] = { "avx512", "avx2", "portable" };
-static const char *const s8_kernels[] = { "avx512-vnni", "avx-vnni", "avx2", "portable" };
+static const char *const s8_kernels[] = { "amx", "avx512-vnni", "avx-vnni", "avx2", "portable" };
 #define NF32 (int)(sizeof(f32_kernels) / sizeof(f32_kernels[0]))
 #define NS8 (int)(sizeof(s8_kernels) / sizeof(s8_kernels[0]))
 
@@ -195,6 +195,9 @@ START_TEST(s8_every_kernel_exact)
 		for (int j = 0; j < 7; j++)
 			check_s8(ms[i], ns[j], ks[(i + j) % 7], (i * 37 + j * 11) % 256, j & 1, i & 1);
 	check_s8(130, 33, 784, 128, 1, 1);
+	/* full 32-row AMX blocks, K a multiple of 64 and not */
+	check_s8(64, 70, 128, 7, 0, 1);
+	check_s8(97, 129, 200, 255, 1, 0);
 	ck_assert_int_eq(mc_gemm_s8_use("mmx"), MC_EINVAL);
 	ck_assert_int_eq(mc_gemm_s8_use(NULL), MC_EINVAL);
 }

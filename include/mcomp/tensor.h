@@ -93,7 +93,8 @@ MC_API int mc_sgemm_use(const char *kernel);
  * then max(y, 0) with MC_S8_RELU. W is laid out like a linear layer's
  * weight, [N out, K in]; it is packed once (mc_s8_pack) into the kernels'
  * layout together with its scales, bias and column sums. The kernel is
- * chosen at run time: "avx512-vnni" (vpdpbusd on zmm), "avx-vnni" (ymm),
+ * chosen at run time: "amx" (Sapphire Rapids tiles, 32-row blocks; fewer
+ * rows go to vpdpbusd), "avx512-vnni" (vpdpbusd on zmm), "avx-vnni" (ymm),
  * "avx2" (widened to s16 and vpmaddwd: exact, unlike vpmaddubsw, which
  * saturates), "portable"; MCOMP_GEMM_S8 or mc_gemm_s8_use() forces one. All
  * give the same s32 sums bit for bit, and the same y. Threads split the
@@ -132,7 +133,7 @@ MC_API void mc_gemm_u8s8_s32_ref(int M, int N, int K, const uint8_t *a, int lda,
 MC_API void mc_gemm_u8s8_ref(int M, int N, int K, const uint8_t *a, int lda, float sa, int za,
 			     const int8_t *w, int ldw, const float *sw, const float *bias,
 			     unsigned flags, float *y, int ldy);
-/* Name of the int8 kernel in use ("avx512-vnni", "avx-vnni", "avx2", "portable"). */
+/* Name of the int8 kernel in use ("amx", "avx512-vnni", "avx-vnni", "avx2", "portable"). */
 MC_API const char *mc_gemm_s8_kernel(void);
 /* Forces the int8 kernel by name, for tests and benchmarks (see mc_sgemm_use).
  * Returns 0, or MC_EINVAL for a name this CPU cannot run. */
