@@ -710,17 +710,80 @@ struct opcount {
 };
 
 /*
+ * The inputs of a layer as a JSON list of node names: those of "inputs:" (a
+ * name or a list of names of earlier layers, or "input"), else the layer
+ * before. NULL (reported) when one is not an earlier layer or the count is
+ * not the op's.
+ */
+static json_t *layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_ynode *insv,
+			    const struct mc_op *op, const char *where, json_t *names,
+			    const char *prev)
+{
+	json_t *list = json_array();
+	int n = 0, ok = 1;
+
+	if (!list) {
+		bad(l, y, "out of memory");
+		return NULL;
+	}
+	if (!insv) {
+		if (op->n_inputs != 1) {
+			bad(l, y, "%s: %s takes %d inputs; list them, e.g. inputs: [conv2, relu1]",
+			    where, op->name, op->n_inputs);
+			json_decref(list);
+			return NULL;
+		}
+		json_array_append_new(list, json_string(prev));
+		return list;
+	}
+	if (insv->kind == MC_YMAP) {
+		bad(l, insv, "%s: inputs must be a layer name or a list of layer names", where);
+		json_decref(list);
+		return NULL;
+	}
+	n = insv->kind == MC_YSEQ ? insv->n : 1;
+	for (int i = 0; i < n; i++) {
+		const struct mc_ynode *it = insv->kind == MC_YSEQ ? insv->items[i] : insv;
+		const char *name = want_scalar(l, it, "inputs");
+
+		if (!name) {
+			ok = 0;
+			continue;
+		}
+		if (strcmp(name, "input") && !json_object_get(names, name)) {
+			bad(l, it, "%s: input '%s' is not an earlier layer; name a layer above this "
+				   "one (given with name: or counted, such as conv2d1) or 'input'",
+			    where, name);
+			ok = 0;
+			continue;
+		}
+		json_array_append_new(list, json_string(name));
+	}
+	if (ok && n != op->n_inputs) {
+		bad(l, insv, "%s: %s takes %d input%s, got %d", where, op->name, op->n_inputs,
+		    op->n_inputs == 1 ? "" : "s", n);
+		ok = 0;
+	}
+	if (!ok) {
+		json_decref(list);
+		return NULL;
+	}
+	return list;
+}
+
+/*
  * One item of a layer list as a JSON node: "relu", {linear: 512},
- * {linear: {out: 512}} or either with "name: fc1" beside the op.
+ * {linear: {out: 512}} or either with "name: fc1" and "inputs: [a, b]"
+ * beside the op.
  */
 static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struct opcount *counts,
 			  int *ncounts, json_t *names, const char *prev)
 {
-	const struct mc_ynode *opkey = NULL, *opval = NULL, *namev = NULL;
+	const struct mc_ynode *opkey = NULL, *opval = NULL, *namev = NULL, *insv = NULL;
 	const struct mc_op *op;
 	char where[300], nbuf[256], tbuf[256];
 	const char *opname, *name;
-	json_t *node = NULL, *attrs;
+	json_t *node = NULL, *attrs, *ins = NULL;
 	void *conf = NULL;
 	int k, ok = 1;
 
@@ -730,6 +793,8 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 		for (int i = 0; i < y->n; i++) {
 			if (!strcmp(y->keys[i]->value, "name")) {
 				namev = y->items[i];
+			} else if (!strcmp(y->keys[i]->value, "inputs")) {
+				insv = y->items[i];
 			} else if (opkey) {
 				bad(l, y->keys[i],
 				    "layer %d: one op per layer; found '%s' and '%s' (write each "
@@ -845,12 +910,16 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 		    where, name);
 		ok = 0;
 	}
+	ins = layer_inputs(l, y, insv, op, where, names, prev);
+	if (!ins)
+		ok = 0;
 	if (!ok)
 		goto fail;
 	json_object_set_new(names, name, json_true());
 	attrs = json_object();
-	node = json_pack("{s:s, s:s, s:[s], s:o}", "name", name, "op", opname, "inputs", prev,
+	node = json_pack("{s:s, s:s, s:o, s:o}", "name", name, "op", opname, "inputs", ins,
 			 "attrs", attrs);
+	ins = NULL;
 	for (int i = 0; node && op->attrs && op->attrs[i].name; i++) {
 		json_t *v = attr_json(&op->attrs[i], conf);
 
@@ -860,6 +929,7 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 	if (!node)
 		bad(l, y, "out of memory");
 fail:
+	json_decref(ins);
 	mc_param_free(op->attrs, conf);
 	free(conf);
 	return node;
