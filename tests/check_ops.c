@@ -1,0 +1,594 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_ops.c - the CNN ops beyond their gradients (tests/check_grad.c):
+ * conv2d against a direct loop, batch norm's running statistics and its
+ * folding into the layer before it, dropout's masks, shape errors, a
+ * residual model from YAML, and byte-identical forward, backward and
+ * training of a CNN for 1, 2 and 3 threads.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/train.h>
+
+#include "pipeline_int.h"
+
+static struct mc_model *build(const char *json, uint64_t seed)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(json, "test", &err);
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, seed);
+	return m;
+}
+
+static void fill(float *x, size_t n, uint64_t stream)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = 2.0f * mc_rand_uniform(21, stream, i) - 1.0f;
+}
+
+/* ---------------------------------------------------------------- conv2d */
+
+/* The textbook loop, in double: the reference for the im2col + GEMM kernel. */
+static double conv_ref(const float *x, const float *w, const float *b, int C, int H, int W,
+		       int O, int k, int s, int p, int g, int o, int oh, int ow)
+{
+	int cg = C / g, og = O / g, grp = o / og;
+	double acc = b[o];
+
+	for (int c = 0; c < cg; c++)
+		for (int ki = 0; ki < k; ki++)
+			for (int kj = 0; kj < k; kj++) {
+				int h = oh * s - p + ki, ww = ow * s - p + kj;
+
+				if (h < 0 || h >= H || ww < 0 || ww >= W)
+					continue;
+				acc += (double)x[((grp * cg + c) * H + h) * W + ww] *
+				       w[((o * cg + c) * k + ki) * k + kj];
+			}
+	return acc;
+}
+
+static void check_conv(int C, int H, int W, int O, int k, int s, int p, int g)
+{
+	char json[512];
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+	struct mc_exec *e;
+	const struct mc_node *nd;
+	const float *y;
+	float *x;
+	int n = 2, OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
+
+	snprintf(json, sizeof(json),
+		 "{\"format\":1,\"input\":[%d,%d,%d],\"nodes\":[{\"op\":\"conv2d\",\"attrs\":"
+		 "{\"out\":%d,\"kernel\":%d,\"stride\":%d,\"padding\":%d,\"groups\":%d}}]}",
+		 C, H, W, O, k, s, p, g);
+	m = build(json, 4);
+	nd = &m->nodes[0];
+	ck_assert_int_eq(nd->out_shape[0], O);
+	ck_assert_int_eq(nd->out_shape[1], OH);
+	ck_assert_int_eq(nd->out_shape[2], OW);
+	ck_assert_int_eq(mc_model_flops(m), 2LL * O * (C / g) * k * k * OH * OW);
+	e = mc_exec_new(m, n, 0, &err);
+	ck_assert_ptr_nonnull(e);
+	x = malloc((size_t)n * C * H * W * sizeof(float));
+	fill(x, (size_t)n * C * H * W, 1);
+	y = mc_forward(e, x, n);
+	for (int i = 0; i < n; i++)
+		for (int o = 0; o < O; o++)
+			for (int oh = 0; oh < OH; oh++)
+				for (int ow = 0; ow < OW; ow++) {
+					double ref = conv_ref(x + (size_t)i * C * H * W,
+							      nd->params[0]->data, nd->params[1]->data,
+							      C, H, W, O, k, s, p, g, o, oh, ow);
+					float got = y[(((size_t)i * O + o) * OH + oh) * OW + ow];
+
+					ck_assert_msg(fabs(got - ref) <= 1e-5 + 1e-5 * fabs(ref),
+						      "conv %dx%dx%d->%d k%d s%d p%d g%d at %d,%d,%d,%d: "
+						      "%g, expected %g",
+						      C, H, W, O, k, s, p, g, i, o, oh, ow, got, ref);
+				}
+	free(x);
+	mc_exec_free(e);
+	mc_model_free(m);
+}
+
+START_TEST(conv2d_matches_direct_loop)
+{
+	check_conv(1, 28, 28, 4, 3, 1, 0, 1);
+	check_conv(3, 9, 7, 5, 3, 2, 1, 1);
+	check_conv(4, 6, 6, 6, 2, 1, 1, 2);
+	check_conv(3, 8, 8, 3, 3, 1, 1, 3);  /* depthwise */
+	check_conv(2, 5, 5, 4, 1, 1, 0, 1);  /* 1x1 */
+	check_conv(2, 7, 6, 3, 5, 3, 2, 1);  /* stride larger than the rows it skips */
+}
+END_TEST
+
+START_TEST(pooling_by_hand)
+{
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[1,4,4],\"nodes\":[{\"op\":\"maxpool2d\",\"attrs\":"
+		  "{\"kernel\":2}}]}",
+		  1);
+	struct mc_model *a =
+	    build("{\"format\":1,\"input\":[1,4,4],\"nodes\":[{\"op\":\"avgpool2d\",\"attrs\":"
+		  "{\"kernel\":3,\"stride\":1,\"padding\":1}}]}",
+		  1);
+	struct mc_model *gp =
+	    build("{\"format\":1,\"input\":[2,2,3],\"nodes\":[{\"op\":\"global_avgpool\"}]}", 1);
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, 1, 0, &err), *ea = mc_exec_new(a, 1, 0, &err);
+	struct mc_exec *eg = mc_exec_new(gp, 1, 0, &err);
+	float x[16], want[4] = { 5, 7, 13, 15 };
+	const float *y;
+
+	for (int i = 0; i < 16; i++)
+		x[i] = (float)i;
+	y = mc_forward(e, x, 1);
+	for (int i = 0; i < 4; i++)
+		ck_assert_float_eq(y[i], want[i]);
+	/* corner: (0 + 1 + 4 + 5) / 9 with the padding counted */
+	y = mc_forward(ea, x, 1);
+	ck_assert_float_eq_tol(y[0], 10.0f / 9.0f, 1e-6f);
+	ck_assert_float_eq_tol(y[5], (0 + 1 + 2 + 4 + 5 + 6 + 8 + 9 + 10) / 9.0f, 1e-6f);
+	y = mc_forward(eg, x, 1);
+	ck_assert_float_eq_tol(y[0], 2.5f, 1e-6f);
+	ck_assert_float_eq_tol(y[1], 8.5f, 1e-6f);
+	mc_exec_free(e);
+	mc_exec_free(ea);
+	mc_exec_free(eg);
+	mc_model_free(m);
+	mc_model_free(a);
+	mc_model_free(gp);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- shape errors */
+
+static void refused(const char *json, const char *needle)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(json, "t.json", &err);
+
+	ck_assert_msg(m == NULL, "accepted %s", json);
+	ck_assert_int_eq(err.code, MC_EINVAL);
+	ck_assert_msg(strstr(err.msg, needle), "'%s' lacks '%s'", err.msg, needle);
+}
+
+START_TEST(bad_shapes_are_refused)
+{
+	refused("{\"input\":[3,8,8],\"nodes\":[{\"op\":\"conv2d\",\"attrs\":{\"out\":4,\"groups\":2}}]}",
+		"groups 2 must divide the 3 input and 4 output channels");
+	refused("{\"input\":[1,2,2],\"nodes\":[{\"op\":\"conv2d\",\"attrs\":{\"out\":4}}]}",
+		"kernel 3 is larger than the padded input 2x2");
+	refused("{\"input\":[10],\"nodes\":[{\"op\":\"conv2d\",\"attrs\":{\"out\":4}}]}",
+		"conv2d needs per-sample [channels, height, width], got [10]");
+	refused("{\"input\":[1,8,8],\"nodes\":[{\"op\":\"conv2d\"}]}", "needs attribute 'out'");
+	refused("{\"input\":[10],\"nodes\":[{\"op\":\"maxpool2d\",\"attrs\":{\"kernel\":2}}]}",
+		"maxpool2d needs per-sample [channels, height, width]");
+	refused("{\"input\":[1,8,8],\"nodes\":[{\"op\":\"avgpool2d\",\"attrs\":{\"kernel\":2,"
+		"\"padding\":2}}]}",
+		"padding 2 is more than half the kernel 2");
+	refused("{\"input\":[4],\"nodes\":[{\"op\":\"dropout\",\"attrs\":{\"p\":1}}]}",
+		"use p in [0, 1)");
+	refused("{\"input\":[4],\"nodes\":[{\"name\":\"a\",\"op\":\"linear\",\"attrs\":{\"out\":3}},"
+		"{\"op\":\"add\",\"inputs\":[\"a\",\"input\"]}]}",
+		"add needs inputs of one shape, got [3] and [4]");
+	refused("{\"input\":[4],\"nodes\":[{\"op\":\"add\"}]}", "add takes 2 inputs");
+	refused("{\"input\":[4],\"nodes\":[{\"op\":\"global_avgpool\"}]}",
+		"global_avgpool needs per-sample [channels, height, width]");
+}
+END_TEST
+
+/* ---------------------------------------------------------------- batch norm */
+
+START_TEST(batchnorm_running_statistics)
+{
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[2],\"nodes\":[{\"op\":\"batchnorm\",\"attrs\":"
+		  "{\"momentum\":0.25}}]}",
+		  1);
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, 4, 1, &err);
+	/* feature 0: 1, 2, 3, 6 (mean 3, biased var 3.5, unbiased 14/3) */
+	float x[8] = { 1, 0, 2, 0, 3, 0, 6, 4 };
+	const float *rm = m->nodes[0].params[2]->data, *rv = m->nodes[0].params[3]->data;
+	const float *y;
+
+	ck_assert_int_eq(m->nodes[0].n_buffers, 2);
+	ck_assert_str_eq(m->nodes[0].params[3]->name, "batchnorm1.running_var");
+	y = mc_forward(e, x, 4);
+	ck_assert_float_eq_tol(y[0], (float)((1 - 3) / sqrt(3.5 + 1e-5)), 1e-6f);
+	ck_assert_float_eq_tol(rm[0], 0.25f * 3.0f, 1e-6f);
+	ck_assert_float_eq_tol(rv[0], 0.75f + 0.25f * 14.0f / 3.0f, 1e-6f);
+	ck_assert_float_eq_tol(rm[1], 0.25f, 1e-6f);
+	mc_exec_free(e);
+	/* an inference executor uses them and leaves them be */
+	e = mc_exec_new(m, 4, 0, &err);
+	y = mc_forward(e, x, 4);
+	ck_assert_float_eq_tol(y[2], (float)((2 - rm[0]) / sqrt(rv[0] + 1e-5)), 1e-6f);
+	ck_assert_float_eq_tol(rm[0], 0.75f, 1e-6f);
+	mc_exec_free(e);
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(batchnorm_is_not_trained)
+{
+	/* the optimizer leaves running statistics alone, even with weight decay */
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[3],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":3}},"
+		  "{\"op\":\"batchnorm\"}]}",
+		  1);
+	struct mc_optim_conf oc = { .kind = MC_OPTIM_ADAM, .lr = 0.1, .beta1 = 0.9, .beta2 = 0.999,
+				    .eps = 1e-8, .weight_decay = 0.1 };
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, 4, 1, &err);
+	struct mc_optim *o = mc_optim_new(m, &oc, &err);
+	float x[12], dl[12], rm[3], rv[3];
+
+	fill(x, 12, 3);
+	fill(dl, 12, 4);
+	mc_forward(e, x, 4);
+	memcpy(rm, m->nodes[1].params[2]->data, sizeof(rm));
+	memcpy(rv, m->nodes[1].params[3]->data, sizeof(rv));
+	mc_exec_zero_grad(e);
+	mc_backward(e, dl);
+	mc_optim_step(o, m, e);
+	ck_assert_mem_eq(rm, m->nodes[1].params[2]->data, sizeof(rm));
+	ck_assert_mem_eq(rv, m->nodes[1].params[3]->data, sizeof(rv));
+	ck_assert(((float *)m->nodes[1].params[0]->data)[0] != 1.0f); /* the weight moved */
+	mc_optim_free(o);
+	mc_exec_free(e);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Inference outputs of m, for n samples of x. */
+static float *infer(const struct mc_model *m, const float *x, int n)
+{
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, n, 0, &err);
+	float *y = malloc((size_t)n * m->n_classes * sizeof(float));
+
+	ck_assert_ptr_nonnull(e);
+	memcpy(y, mc_forward(e, x, n), (size_t)n * m->n_classes * sizeof(float));
+	mc_exec_free(e);
+	return y;
+}
+
+START_TEST(batchnorm_folds)
+{
+	/* bn after a conv (folds), after a conv read twice (stays), after a linear
+	 * at the end (folds) */
+	const char *json =
+	    "{\"format\":1,\"input\":[2,6,6],\"nodes\":["
+	    "{\"name\":\"c1\",\"op\":\"conv2d\",\"attrs\":{\"out\":4,\"padding\":1}},"
+	    "{\"name\":\"bn1\",\"op\":\"batchnorm\"},{\"name\":\"r1\",\"op\":\"relu\"},"
+	    "{\"name\":\"c2\",\"op\":\"conv2d\",\"attrs\":{\"out\":4,\"padding\":1}},"
+	    "{\"name\":\"bn2\",\"op\":\"batchnorm\"},"
+	    "{\"name\":\"sum\",\"op\":\"add\",\"inputs\":[\"bn2\",\"c2\"]},"
+	    "{\"op\":\"flatten\"},{\"name\":\"fc\",\"op\":\"linear\",\"attrs\":{\"out\":5}},"
+	    "{\"name\":\"bn3\",\"op\":\"batchnorm\"}]}";
+	struct mc_model *m = build(json, 2), *f;
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, 8, 1, &err);
+	float x[8 * 72], *y0, *y1;
+
+	/* a few training forwards give the running statistics real values */
+	for (int k = 0; k < 5; k++) {
+		fill(x, sizeof(x) / sizeof(x[0]), 10 + (uint64_t)k);
+		for (int i = 0; i < 8 * 72; i++)
+			x[i] = x[i] * 3.0f + 1.0f;
+		mc_forward(e, x, 8);
+	}
+	mc_exec_free(e);
+	for (int i = 0; i < m->n_nodes; i++)
+		if (m->nodes[i].n_buffers)
+			for (int p = 0; p < 2; p++) {
+				float *w = m->nodes[i].params[p]->data;
+
+				for (int64_t c = 0; c < m->nodes[i].params[p]->numel; c++)
+					w[c] += 0.3f * (float)(c + 1) * (p ? -1.0f : 1.0f);
+			}
+	f = mc_model_dup(m, &err);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(mc_model_fold_batchnorm(f, &err), 2);
+	ck_assert_int_eq(f->n_nodes, m->n_nodes - 2);
+	ck_assert_ptr_null(mc_model_param(f, "bn1.weight"));
+	ck_assert_ptr_nonnull(mc_model_param(f, "bn2.running_mean"));
+	ck_assert_ptr_null(mc_model_param(f, "bn3.weight"));
+	ck_assert_str_eq(f->nodes[f->n_nodes - 1].name, "fc");
+	ck_assert_int_eq(f->nodes[1].inputs[0], 0); /* r1 reads c1 now */
+	ck_assert_int_eq(f->n_classes, 5);
+	/* the same inference outputs within float rounding: 1e-4 relative */
+	fill(x, sizeof(x) / sizeof(x[0]), 30);
+	y0 = infer(m, x, 8);
+	y1 = infer(f, x, 8);
+	for (int i = 0; i < 8 * 5; i++)
+		ck_assert_msg(fabsf(y0[i] - y1[i]) <= 1e-4f * (1.0f + fabsf(y0[i])),
+			      "output %d: %g unfolded, %g folded", i, y0[i], y1[i]);
+	/* folding again finds nothing; the architecture round-trips */
+	ck_assert_int_eq(mc_model_fold_batchnorm(f, &err), 0);
+	{
+		char *arch = mc_model_arch(f);
+		struct mc_model *r = mc_model_from_arch(arch, "folded", &err);
+
+		ck_assert_msg(r != NULL, "%s", err.msg);
+		ck_assert_int_eq(r->n_nodes, f->n_nodes);
+		mc_model_free(r);
+		free(arch);
+	}
+	free(y0);
+	free(y1);
+	mc_model_free(f);
+	mc_model_free(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- dropout */
+
+START_TEST(dropout_masks)
+{
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[1000],\"nodes\":[{\"op\":\"dropout\",\"attrs\":"
+		  "{\"p\":0.3}}]}",
+		  1);
+	const struct mc_node *nd = &m->nodes[0];
+	float *x = malloc(4000 * sizeof(float)), *a = malloc(4000 * sizeof(float));
+	float *b = malloc(4000 * sizeof(float));
+	const float *in[1] = { x };
+	struct mc_run run = { .training = 1, .seed = 9, .step = 1 };
+	int zeros = 0, same = 0;
+
+	for (int i = 0; i < 4000; i++)
+		x[i] = 1.0f + (float)(i % 7);
+	nd->op->forward(nd, &run, 4, in, a);
+	for (int i = 0; i < 4000; i++) {
+		zeros += a[i] == 0.0f;
+		if (a[i] != 0.0f)
+			ck_assert_float_eq_tol(a[i], x[i] / 0.7f, 1e-5f);
+	}
+	ck_assert_int_gt(zeros, 1100); /* 30% of 4000 = 1200 */
+	ck_assert_int_lt(zeros, 1300);
+	/* the same (seed, step) draws the same mask; another step another */
+	nd->op->forward(nd, &run, 4, in, b);
+	ck_assert_mem_eq(a, b, 4000 * sizeof(float));
+	run.step = 2;
+	nd->op->forward(nd, &run, 4, in, b);
+	for (int i = 0; i < 4000; i++)
+		same += (a[i] == 0.0f) == (b[i] == 0.0f);
+	ck_assert_int_lt(same, 3900);
+	/* inference: the identity */
+	run.training = 0;
+	nd->op->forward(nd, &run, 4, in, b);
+	ck_assert_mem_eq(x, b, 4000 * sizeof(float));
+	free(b);
+	free(a);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- softmax */
+
+START_TEST(softmax_rows)
+{
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"softmax\"}]}", 1);
+	struct mc_model *l =
+	    build("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"log_softmax\"}]}", 1);
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, 1, 0, &err), *el = mc_exec_new(l, 1, 0, &err);
+	float x[6] = { 1, 2, 3, 1000, 1000, -1000 };
+	const float *y = mc_forward(e, x, 1), *ly;
+	double z = exp(1.0) + exp(2.0) + exp(3.0);
+
+	ck_assert_float_eq_tol(y[0], (float)(exp(1.0) / z), 1e-6f);
+	ck_assert_float_eq_tol(y[2], (float)(exp(3.0) / z), 1e-6f);
+	ck_assert_float_eq_tol(y[3], 0.5f, 1e-6f); /* large logits stay finite */
+	ck_assert_float_eq(y[5], 0.0f);
+	ly = mc_forward(el, x, 1);
+	ck_assert_float_eq_tol(ly[1], (float)(2.0 - log(z)), 1e-6f);
+	ck_assert_float_eq_tol(ly[4], (float)-log(2.0), 1e-6f);
+	mc_exec_free(e);
+	mc_exec_free(el);
+	mc_model_free(m);
+	mc_model_free(l);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- YAML */
+
+START_TEST(resnet_from_yaml)
+{
+	const char *src = getenv("MCOMP_SRCDIR");
+	char path[4096];
+	struct mc_err err = { 0 };
+	struct mc_pipeline *p;
+	const struct mc_model *m;
+	int add1 = -1, stem = -1;
+
+	snprintf(path, sizeof(path), "%s/tests/pipelines/good/resnet.yaml", src && *src ? src : ".");
+	p = mc_pipeline_load(path, NULL, 0, NULL, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_int_eq(p->n_models, 1);
+	m = p->models[0].model;
+	for (int i = 0; i < m->n_nodes; i++) {
+		if (!strcmp(m->nodes[i].name, "block1"))
+			add1 = i;
+		if (!strcmp(m->nodes[i].name, "stem"))
+			stem = i;
+	}
+	ck_assert_int_ge(add1, 0);
+	ck_assert_int_eq(m->nodes[add1].n_inputs, 2);
+	ck_assert_str_eq(m->nodes[m->nodes[add1].inputs[0]].name, "conv2");
+	ck_assert_int_eq(m->nodes[add1].inputs[1], stem);
+	/* the layer after an add reads the add; the second add reads its list */
+	ck_assert_int_eq(m->nodes[add1 + 1].inputs[0], add1);
+	ck_assert_str_eq(m->nodes[add1 + 6].op->name, "add");
+	ck_assert_int_eq(m->nodes[add1 + 6].inputs[1], add1);
+	ck_assert_int_eq(m->n_classes, 10);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- determinism */
+
+/* A CNN with every op that has a parallel kernel. */
+static const char *det_json =
+    "{\"format\":1,\"input\":[1,12,12],\"nodes\":["
+    "{\"name\":\"c1\",\"op\":\"conv2d\",\"attrs\":{\"out\":8,\"padding\":1}},"
+    "{\"name\":\"b1\",\"op\":\"batchnorm\"},{\"name\":\"r1\",\"op\":\"relu\"},"
+    "{\"name\":\"c2\",\"op\":\"conv2d\",\"attrs\":{\"out\":8,\"padding\":1,\"groups\":2}},"
+    "{\"name\":\"sum\",\"op\":\"add\",\"inputs\":[\"c2\",\"r1\"]},"
+    "{\"op\":\"maxpool2d\",\"attrs\":{\"kernel\":2}},"
+    "{\"op\":\"conv2d\",\"attrs\":{\"out\":16,\"stride\":2}},{\"op\":\"relu\"},"
+    "{\"op\":\"avgpool2d\",\"attrs\":{\"kernel\":2,\"stride\":1}},"
+    "{\"op\":\"dropout\",\"attrs\":{\"p\":0.2}},{\"op\":\"flatten\"},"
+    "{\"op\":\"linear\",\"attrs\":{\"out\":32}},{\"op\":\"batchnorm\"},{\"op\":\"relu\"},"
+    "{\"op\":\"linear\",\"attrs\":{\"out\":10}},{\"op\":\"log_softmax\"}]}";
+
+/* Everything a step computes, as one buffer: outputs, then every gradient. */
+static size_t run_step(int threads, float **outp)
+{
+	struct mc_model *m = build(det_json, 5);
+	struct mc_err err = { 0 };
+	struct mc_exec *e;
+	int n = 64;
+	float *x = malloc((size_t)n * 144 * sizeof(float)), *dl = malloc((size_t)n * 10 * sizeof(float));
+	size_t len = (size_t)n * 10, at;
+	float *buf;
+
+	omp_set_num_threads(threads);
+	e = mc_exec_new(m, n, 1, &err);
+	mc_exec_set_seed(e, 3);
+	fill(x, (size_t)n * 144, 40);
+	fill(dl, (size_t)n * 10, 41);
+	for (int i = 0; i < m->n_nodes; i++)
+		for (int p = 0; p < m->nodes[i].n_params; p++)
+			len += (size_t)m->nodes[i].params[p]->numel * 2;
+	buf = malloc(len * sizeof(float));
+	memcpy(buf, mc_forward(e, x, n), (size_t)n * 10 * sizeof(float));
+	mc_exec_zero_grad(e);
+	mc_backward(e, dl);
+	at = (size_t)n * 10;
+	for (int i = 0; i < m->n_nodes; i++)
+		for (int p = 0; p < m->nodes[i].n_params; p++) {
+			size_t k = (size_t)m->nodes[i].params[p]->numel;
+
+			memcpy(buf + at, mc_exec_grad(e, i, p), k * sizeof(float));
+			memcpy(buf + at + k, m->nodes[i].params[p]->data, k * sizeof(float));
+			at += 2 * k;
+		}
+	mc_exec_free(e);
+	mc_model_free(m);
+	free(dl);
+	free(x);
+	*outp = buf;
+	return len;
+}
+
+START_TEST(cnn_step_is_thread_count_independent)
+{
+	float *ref, *got;
+	size_t len = run_step(1, &ref);
+
+	for (int t = 2; t <= 3; t++) {
+		ck_assert_uint_eq(run_step(t, &got), len);
+		for (size_t i = 0; i < len; i++)
+			ck_assert_msg(!memcmp(&ref[i], &got[i], sizeof(float)),
+				      "value %zu differs with %d threads: %a vs %a", i, t, ref[i],
+				      got[i]);
+		free(got);
+	}
+	free(ref);
+	omp_set_num_threads(omp_get_num_procs());
+}
+END_TEST
+
+static float *train_params(int threads, size_t *len)
+{
+	struct mc_model *m = build(det_json, 6);
+	struct mc_dataset d = { .source = "synthetic", .n = 200, .ndim = 3, .shape = { 1, 12, 12 },
+				.sample_numel = 144, .n_classes = 10 };
+	struct mc_train_conf c = { .epochs = 2, .batch_size = 48,
+				   .optim = { .kind = MC_OPTIM_ADAM, .lr = 0.01, .beta1 = 0.9,
+					      .beta2 = 0.999, .eps = 1e-8 },
+				   .schedule = MC_LR_COSINE, .seed = 11 };
+	struct mc_err err = { 0 };
+	float *out;
+	size_t at = 0;
+
+	omp_set_num_threads(threads);
+	d.x = malloc(200 * 144 * sizeof(float));
+	d.y = malloc(200);
+	fill(d.x, 200 * 144, 50);
+	for (int i = 0; i < 200; i++)
+		d.y[i] = (uint8_t)(i % 10);
+	ck_assert_msg(mc_train(m, &d, &c, NULL, &err) == 0, "%s", err.msg);
+	*len = (size_t)mc_model_nparams(m);
+	out = malloc(*len * sizeof(float));
+	for (int i = 0; i < m->n_nodes; i++)
+		for (int p = 0; p < m->nodes[i].n_params; p++) {
+			size_t k = (size_t)m->nodes[i].params[p]->numel;
+
+			memcpy(out + at, m->nodes[i].params[p]->data, k * sizeof(float));
+			at += k;
+		}
+	free(d.x);
+	free(d.y);
+	mc_model_free(m);
+	return out;
+}
+
+START_TEST(cnn_training_is_thread_count_independent)
+{
+	size_t len, len2;
+	float *ref = train_params(1, &len), *got;
+
+	for (int t = 2; t <= 3; t++) {
+		got = train_params(t, &len2);
+		ck_assert_uint_eq(len, len2);
+		ck_assert_msg(!memcmp(ref, got, len * sizeof(float)),
+			      "trained parameters differ with %d threads", t);
+		free(got);
+	}
+	free(ref);
+	omp_set_num_threads(omp_get_num_procs());
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("ops");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, conv2d_matches_direct_loop);
+	tcase_add_test(tc, pooling_by_hand);
+	tcase_add_test(tc, bad_shapes_are_refused);
+	tcase_add_test(tc, batchnorm_running_statistics);
+	tcase_add_test(tc, batchnorm_is_not_trained);
+	tcase_add_test(tc, batchnorm_folds);
+	tcase_add_test(tc, dropout_masks);
+	tcase_add_test(tc, softmax_rows);
+	tcase_add_test(tc, resnet_from_yaml);
+	tcase_add_test(tc, cnn_step_is_thread_count_independent);
+	tcase_add_test(tc, cnn_training_is_thread_count_independent);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
