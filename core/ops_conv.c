@@ -3,15 +3,15 @@
  * ops_conv.c - convolution and pooling over per-sample [C, H, W] images:
  * conv2d, maxpool2d, avgpool2d, global_avgpool.
  *
- * conv2d goes through the GEMM. im2col lays the whole batch out as one
- * matrix col[C*kh*kw, n*P] (P = output positions per sample, sample s in
- * columns s*P ..), so each group is a single large GEMM: out^T[O, n*P] =
- * W[O, K] col[K, n*P]; measured on the issue's CNN this beats a GEMM per
- * sample (whose N is only P = 121..676) by a wide margin. The backward pass
- * recomputes col (the workspace is shared by all nodes), gets dW from one
- * GEMM over n*P, dcol = W^T dout^T from another, and folds dcol back into
- * the image (col2im) with each thread owning whole (sample, channel)
- * planes: no atomics, and the same bits for any thread count.
+ * conv2d goes through the GEMM. im2col lays a chunk of m samples out as
+ * one matrix col[C*kh*kw, m*P] (P = output positions per sample, sample s
+ * in columns s*P ..), so each group is one GEMM: out^T[O, m*P] = W[O, K]
+ * col[K, m*P]. Chunks hold about 1 MiB of col and out^T, so both stay in
+ * cache (conv_chunk). The backward pass recomputes col (the workspace is
+ * shared by all nodes), adds dW from one GEMM per chunk in chunk order,
+ * gets dcol = W^T dout^T from another, and folds dcol back into the image
+ * (col2im) with each thread owning whole (sample, channel) planes: no
+ * atomics, and the same bits for any thread count.
  *
  * Pooling splits over (sample, channel) planes the same way.
  */
@@ -234,7 +234,24 @@ static void col2im(const struct conv_geo *q, int n, const float *dcol, float *dx
 		}
 }
 
-/* col [C*k*k, n*P] then out^T [O, n*P] */
+/*
+ * Samples per chunk: the batch goes through im2col and the GEMMs a chunk at
+ * a time, so that col and out^T (about 1 MiB together) stay in cache
+ * between the steps that write and read them. A function of the geometry
+ * alone, never of the thread count: the order of the sums in dW and db is
+ * fixed.
+ */
+static int conv_chunk(const struct conv_geo *q, int n)
+{
+	int64_t per = ((int64_t)q->C * q->k * q->k + q->O) * q->P;
+	int64_t cs = per > 0 ? (256 * 1024) / per : 1;
+
+	if (cs < 1)
+		cs = 1;
+	return cs < n ? (int)cs : n;
+}
+
+/* col [C*k*k, cs*P] then out^T [O, cs*P], for a chunk of cs samples */
 static size_t conv_workspace(const struct mc_node *node, int n)
 {
 	struct conv_geo q;
@@ -242,7 +259,7 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 
 	conv_geo(node, &q);
 	rows = (size_t)q.C * q.k * q.k + (size_t)q.O;
-	if (mc_mul_overflow(rows, (size_t)n * (size_t)q.P, &total) ||
+	if (mc_mul_overflow(rows, (size_t)conv_chunk(&q, n) * (size_t)q.P, &total) ||
 	    mc_mul_overflow(total, sizeof(float), &total))
 		return SIZE_MAX;
 	return total;
@@ -254,74 +271,84 @@ static void conv_forward(const struct mc_node *node, const struct mc_run *run, i
 {
 	const float *w = node->params[0]->data, *b = node->params[1]->data;
 	struct conv_geo q;
-	int64_t ld;
-	float *col = run->work, *ot;
+	int cs;
 
 	conv_geo(node, &q);
-	ld = (int64_t)n * q.P;
-	ot = col + (int64_t)q.C * q.k * q.k * ld;
-	im2col(&q, n, in[0], col);
-	for (int g = 0; g < q.g; g++)
-		mc_sgemm(0, 0, q.Og, (int)ld, q.Kg, 1.0f, w + (size_t)g * q.Og * q.Kg, q.Kg,
-			 col + (size_t)g * q.Kg * ld, (int)ld, 0.0f, ot + (size_t)g * q.Og * ld,
-			 (int)ld);
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)n * q.O * q.P >= MC_PAR_MIN)
-	for (int s = 0; s < n; s++)
-		for (int o = 0; o < q.O; o++) {
-			const float *src = ot + (size_t)o * ld + (size_t)s * q.P;
-			float *dst = out + ((size_t)s * q.O + o) * q.P;
+	cs = conv_chunk(&q, n);
+	for (int s0 = 0; s0 < n; s0 += cs) {
+		int m = n - s0 < cs ? n - s0 : cs;
+		int64_t ld = (int64_t)m * q.P;
+		float *col = run->work, *ot = col + (int64_t)q.C * q.k * q.k * ld;
+		float *y = out + (size_t)s0 * q.O * q.P;
 
-			for (int64_t p = 0; p < q.P; p++)
-				dst[p] = src[p] + b[o];
-		}
+		im2col(&q, m, in[0] + (size_t)s0 * q.C * q.H * q.W, col);
+		for (int g = 0; g < q.g; g++)
+			mc_sgemm(0, 0, q.Og, (int)ld, q.Kg, 1.0f, w + (size_t)g * q.Og * q.Kg, q.Kg,
+				 col + (size_t)g * q.Kg * ld, (int)ld, 0.0f,
+				 ot + (size_t)g * q.Og * ld, (int)ld);
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)m * q.O * q.P >= MC_PAR_MIN)
+		for (int s = 0; s < m; s++)
+			for (int o = 0; o < q.O; o++) {
+				const float *src = ot + (size_t)o * ld + (size_t)s * q.P;
+				float *dst = y + ((size_t)s * q.O + o) * q.P;
+
+				for (int64_t p = 0; p < q.P; p++)
+					dst[p] = src[p] + b[o];
+			}
+	}
 }
 
-/* dW += dout^T col^T, db += sums of dout, din = col2im(W^T dout^T) */
+/* dW += dout^T col^T, db += sums of dout, din = col2im(W^T dout^T), chunk by chunk */
 static void conv_backward(const struct mc_node *node, const struct mc_run *run, int n,
 			  const float *const *in, const float *out, const float *dout,
 			  float *const *din, float *const *grads)
 {
 	const float *w = node->params[0]->data;
 	struct conv_geo q;
-	int64_t ld;
-	float *col = run->work, *dt;
+	int cs;
 
 	conv_geo(node, &q);
-	ld = (int64_t)n * q.P;
-	dt = col + (int64_t)q.C * q.k * q.k * ld;
-	/* dout^T [O, n*P] */
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)n * q.O * q.P >= MC_PAR_MIN)
-	for (int s = 0; s < n; s++)
-		for (int o = 0; o < q.O; o++)
-			memcpy(dt + (size_t)o * ld + (size_t)s * q.P,
-			       dout + ((size_t)s * q.O + o) * q.P, (size_t)q.P * sizeof(float));
-	if (grads && grads[1]) {
-		float *db = grads[1];
+	cs = conv_chunk(&q, n);
+	for (int s0 = 0; s0 < n; s0 += cs) {
+		int m = n - s0 < cs ? n - s0 : cs;
+		int64_t ld = (int64_t)m * q.P;
+		float *col = run->work, *dt = col + (int64_t)q.C * q.k * q.k * ld;
+		const float *dy = dout + (size_t)s0 * q.O * q.P;
 
-		/* Each thread owns output channels and sums them in one order. */
+		/* dout^T [O, m*P] */
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)m * q.O * q.P >= MC_PAR_MIN)
+		for (int s = 0; s < m; s++)
+			for (int o = 0; o < q.O; o++)
+				memcpy(dt + (size_t)o * ld + (size_t)s * q.P,
+				       dy + ((size_t)s * q.O + o) * q.P, (size_t)q.P * sizeof(float));
+		if (grads && grads[1]) {
+			float *db = grads[1];
+
+			/* Each thread owns output channels and sums them in one order. */
 #pragma omp parallel for schedule(static) if ((int64_t)q.O * ld >= MC_PAR_MIN)
-		for (int o = 0; o < q.O; o++) {
-			const float *r = dt + (size_t)o * ld;
-			float acc = 0.0f;
+			for (int o = 0; o < q.O; o++) {
+				const float *r = dt + (size_t)o * ld;
+				float acc = 0.0f;
 
-			for (int64_t j = 0; j < ld; j++)
-				acc += r[j];
-			db[o] += acc;
+				for (int64_t j = 0; j < ld; j++)
+					acc += r[j];
+				db[o] += acc;
+			}
 		}
-	}
-	if (grads && grads[0]) {
-		im2col(&q, n, in[0], col);
-		for (int g = 0; g < q.g; g++)
-			mc_sgemm(0, 1, q.Og, q.Kg, (int)ld, 1.0f, dt + (size_t)g * q.Og * ld,
-				 (int)ld, col + (size_t)g * q.Kg * ld, (int)ld, 1.0f,
-				 grads[0] + (size_t)g * q.Og * q.Kg, q.Kg);
-	}
-	if (din[0]) {
-		for (int g = 0; g < q.g; g++)
-			mc_sgemm(1, 0, q.Kg, (int)ld, q.Og, 1.0f, w + (size_t)g * q.Og * q.Kg,
-				 q.Kg, dt + (size_t)g * q.Og * ld, (int)ld, 0.0f,
-				 col + (size_t)g * q.Kg * ld, (int)ld);
-		col2im(&q, n, col, din[0]);
+		if (grads && grads[0]) {
+			im2col(&q, m, in[0] + (size_t)s0 * q.C * q.H * q.W, col);
+			for (int g = 0; g < q.g; g++)
+				mc_sgemm(0, 1, q.Og, q.Kg, (int)ld, 1.0f, dt + (size_t)g * q.Og * ld,
+					 (int)ld, col + (size_t)g * q.Kg * ld, (int)ld, 1.0f,
+					 grads[0] + (size_t)g * q.Og * q.Kg, q.Kg);
+		}
+		if (din[0]) {
+			for (int g = 0; g < q.g; g++)
+				mc_sgemm(1, 0, q.Kg, (int)ld, q.Og, 1.0f, w + (size_t)g * q.Og * q.Kg,
+					 q.Kg, dt + (size_t)g * q.Og * ld, (int)ld, 0.0f,
+					 col + (size_t)g * q.Kg * ld, (int)ld);
+			col2im(&q, m, col, din[0] + (size_t)s0 * q.C * q.H * q.W);
+		}
 	}
 }
 
