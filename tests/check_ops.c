@@ -112,6 +112,69 @@ START_TEST(conv2d_matches_direct_loop)
 }
 END_TEST
 
+/*
+ * A batch large enough to go through conv2d in several chunks gives what
+ * the samples give one at a time: outputs and input gradients per sample,
+ * weight and bias gradients summed.
+ */
+START_TEST(conv2d_chunks_match_single_samples)
+{
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[16,16,16],\"nodes\":[{\"op\":\"conv2d\","
+		  "\"attrs\":{\"out\":16,\"padding\":1}}]}",
+		  8);
+	const struct mc_node *nd = &m->nodes[0];
+	enum { N = 20, IN = 16 * 256, OUT = 16 * 256 };
+	float *x = malloc(N * IN * sizeof(float)), *dy = malloc(N * OUT * sizeof(float));
+	float *y = malloc(N * OUT * sizeof(float)), *dx = malloc(N * IN * sizeof(float));
+	float *y1 = malloc(OUT * sizeof(float)), *dx1 = malloc(IN * sizeof(float));
+	float *gw = calloc(2304, sizeof(float)), *gb = calloc(16, sizeof(float));
+	float *gw1 = calloc(2304, sizeof(float)), *gb1 = calloc(16, sizeof(float));
+	struct mc_run run = { .training = 1 };
+	float *g[2] = { gw, gb }, *g1[2] = { gw1, gb1 };
+
+	/* the chunks are smaller than the batch */
+	ck_assert_uint_lt(nd->op->workspace(nd, N), (size_t)(144 + 16) * 256 * N * sizeof(float));
+	run.work = malloc(nd->op->workspace(nd, N));
+	fill(x, N * IN, 60);
+	fill(dy, N * OUT, 61);
+	{
+		const float *in[1] = { x };
+		float *din[1] = { dx };
+
+		nd->op->forward(nd, &run, N, in, y);
+		nd->op->backward(nd, &run, N, in, y, dy, din, g);
+	}
+	for (int s = 0; s < N; s++) {
+		const float *in[1] = { x + s * IN };
+		float *din[1] = { dx1 };
+
+		nd->op->forward(nd, &run, 1, in, y1);
+		nd->op->backward(nd, &run, 1, in, y1, dy + s * OUT, din, g1);
+		for (int i = 0; i < OUT; i++)
+			ck_assert_float_eq_tol(y[s * OUT + i], y1[i], 1e-5f);
+		for (int i = 0; i < IN; i++)
+			ck_assert_float_eq_tol(dx[s * IN + i], dx1[i], 1e-5f);
+	}
+	for (int i = 0; i < 2304; i++)
+		ck_assert_float_eq_tol(gw[i], gw1[i], 1e-3f * (1.0f + fabsf(gw1[i])));
+	for (int i = 0; i < 16; i++)
+		ck_assert_float_eq_tol(gb[i], gb1[i], 1e-3f * (1.0f + fabsf(gb1[i])));
+	free(run.work);
+	free(gb1);
+	free(gw1);
+	free(gb);
+	free(gw);
+	free(dx1);
+	free(y1);
+	free(dx);
+	free(y);
+	free(dy);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(pooling_by_hand)
 {
 	struct mc_model *m =
@@ -575,6 +638,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, conv2d_matches_direct_loop);
+	tcase_add_test(tc, conv2d_chunks_match_single_samples);
 	tcase_add_test(tc, pooling_by_hand);
 	tcase_add_test(tc, bad_shapes_are_refused);
 	tcase_add_test(tc, batchnorm_running_statistics);
