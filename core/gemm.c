@@ -33,6 +33,9 @@
 #define NCC 2048       /* columns of B packed at once */
 #define KCC_SLICES 4   /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
 #define PAR_MIN 1e6    /* multiply-adds below which one thread is faster than a team */
+#ifndef TILES_PER_THREAD
+#define TILES_PER_THREAD 4 /* tiles shrink until the team has this many each */
+#endif
 #define GEMV_ROWS 3    /* at most this many rows of A take the GEMV path */
 #define GEMV_COLS 64   /* columns of C per GEMV work item */
 #define GEMV_PAR_B 65536 /* elements of B (256 KB) from which the GEMV splits over threads */
@@ -701,7 +704,7 @@ static void tile_shape(int mstrips, int nstrips, int threads, int *tsm, int *tsn
 	int a = TILE_STRIPS, b = TILE_STRIPS;
 
 	while ((a > 1 || b > 1) &&
-	       (long)((mstrips + a - 1) / a) * ((nstrips + b - 1) / b) < 4L * threads) {
+	       (long)((mstrips + a - 1) / a) * ((nstrips + b - 1) / b) < (long)TILES_PER_THREAD * threads) {
 		if (b >= a)
 			b /= 2;
 		else
