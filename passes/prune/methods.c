@@ -1,0 +1,528 @@
+// SPDX-License-Identifier: MIT
+/*
+ * methods.c - which weights go: magnitude (per layer or global), N:M along
+ * the input dimension, the Zhu & Gupta schedule, and structured removal of
+ * whole units, which builds a smaller dense model.
+ *
+ * Every ranking is a total order (value, then position), so the same model
+ * always loses the same weights, for any thread count.
+ */
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prune.h"
+
+int prune_is_layer(const struct mc_node *nd)
+{
+	return !strcmp(nd->op->name, "linear") || !strcmp(nd->op->name, "conv2d");
+}
+
+int prune_parse_override(const char *item, char *pattern, size_t n, double *value)
+{
+	const char *eq = strrchr(item, '=');
+	char *end;
+	size_t len;
+
+	if (!eq || eq == item)
+		return -1;
+	len = (size_t)(eq - item);
+	if (len >= n)
+		return -1;
+	memcpy(pattern, item, len);
+	pattern[len] = '\0';
+	*value = strtod(eq + 1, &end);
+	if (end == eq + 1 || *end || !(*value >= 0 && *value < 1))
+		return -1;
+	return 0;
+}
+
+int prune_parse_nm(const char *text, int *n, int *m)
+{
+	char tail;
+
+	if (!text || sscanf(text, "%d:%d%c", n, m, &tail) != 2)
+		return -1;
+	return *n >= 1 && *n < *m && *m <= 64 ? 0 : -1;
+}
+
+static int matches_any(const struct mc_list *l, const char *name)
+{
+	for (int i = 0; i < l->n; i++)
+		if (!fnmatch(l->str[i], name, 0))
+			return 1;
+	return 0;
+}
+
+int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, int structured,
+			struct prune_layer **out, int *n, struct mc_err *err)
+{
+	struct prune_layer *l = calloc((size_t)m->n_nodes + 1, sizeof(*l));
+	char pat[256], why[256];
+	int k = 0;
+
+	if (!l)
+		return mc_err_set(err, MC_ENOMEM, "prune: out of memory");
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = &m->nodes[i];
+		int overridden = 0;
+
+		if (!prune_is_layer(nd) || matches_any(&c->exclude, nd->name))
+			continue;
+		if (structured && !prune_can_shrink(m, i, why, sizeof(why)))
+			continue;
+		l[k].node = i;
+		l[k].name = nd->name;
+		l[k].target = c->sparsity;
+		for (int o = 0; o < c->overrides.n; o++) {
+			double v;
+
+			if (prune_parse_override(c->overrides.str[o], pat, sizeof(pat), &v))
+				continue; /* refused at validation */
+			if (!fnmatch(pat, nd->name, 0)) {
+				l[k].target = v;
+				overridden = 1;
+				break;
+			}
+		}
+		l[k].global = c->scope == PRUNE_GLOBAL && !overridden && !structured;
+		k++;
+	}
+	*out = l;
+	*n = k;
+	return 0;
+}
+
+void prune_layers_free(struct prune_layer *l, int n)
+{
+	for (int i = 0; l && i < n; i++)
+		free(l[i].mask);
+	free(l);
+}
+
+double prune_gradual(double si, double sf, int64_t t, int64_t t0, int64_t t1)
+{
+	double x;
+
+	if (t1 <= t0 || t >= t1)
+		return sf;
+	if (t <= t0)
+		return si;
+	x = 1.0 - (double)(t - t0) / (double)(t1 - t0);
+	return sf + (si - sf) * x * x * x;
+}
+
+/* One weight in a ranking: its magnitude (-1 when already masked), layer, place. */
+struct rank {
+	float key;
+	int layer;
+	int64_t idx;
+};
+
+static int rank_cmp(const void *pa, const void *pb)
+{
+	const struct rank *a = pa, *b = pb;
+
+	if (a->key != b->key)
+		return a->key < b->key ? -1 : 1;
+	if (a->layer != b->layer)
+		return a->layer < b->layer ? -1 : 1;
+	return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+static int ensure_mask(struct prune_layer *l, int64_t numel, struct mc_err *err)
+{
+	if (l->mask)
+		return 0;
+	l->mask = malloc((size_t)numel);
+	if (!l->mask)
+		return mc_err_set(err, MC_ENOMEM, "prune: out of memory for the mask of '%s'",
+				  l->name);
+	memset(l->mask, 1, (size_t)numel);
+	return 0;
+}
+
+/* Masks the k lowest of r[0..n) (at least those already masked). */
+static void mask_lowest(struct rank *r, int64_t n, int64_t k, struct prune_layer *l)
+{
+	int64_t masked = 0;
+
+	for (int64_t i = 0; i < n; i++)
+		masked += r[i].key < 0;
+	if (k < masked)
+		k = masked; /* a mask never comes back */
+	qsort(r, (size_t)n, sizeof(*r), rank_cmp);
+	for (int64_t i = 0; i < n; i++)
+		l[r[i].layer].mask[r[i].idx] = i >= k;
+}
+
+static int64_t fill_ranks(const struct mc_model *m, struct prune_layer *l, int li, struct rank *r)
+{
+	const struct mc_tensor *w = prune_weight(m, &l[li]);
+	const float *x = w->data;
+
+	for (int64_t i = 0; i < w->numel; i++) {
+		r[i].key = l[li].mask[i] ? fabsf(x[i]) : -1.0f;
+		r[i].layer = li;
+		r[i].idx = i;
+	}
+	return w->numel;
+}
+
+int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, double si, int64_t t,
+		    int64_t t0, int64_t t1, struct mc_err *err)
+{
+	int64_t pool = 0, biggest = 0, at = 0;
+	double sg = -1;
+	struct rank *r;
+	int ret;
+
+	for (int i = 0; i < n; i++) {
+		int64_t numel = prune_weight(m, &l[i])->numel;
+
+		ret = ensure_mask(&l[i], numel, err);
+		if (ret)
+			return ret;
+		if (l[i].global) {
+			pool += numel;
+			sg = l[i].target;
+		}
+		biggest = numel > biggest ? numel : biggest;
+	}
+	r = malloc((size_t)(pool > biggest ? pool : biggest) * sizeof(*r) + 1);
+	if (!r)
+		return mc_err_set(err, MC_ENOMEM, "prune: out of memory ranking weights");
+	for (int i = 0; i < n; i++) {
+		double s;
+		int64_t numel;
+
+		if (l[i].global)
+			continue;
+		s = prune_gradual(fmin(si, l[i].target), l[i].target, t, t0, t1);
+		numel = fill_ranks(m, l, i, r);
+		mask_lowest(r, numel, llround(s * (double)numel), l);
+	}
+	if (pool) {
+		double s = prune_gradual(fmin(si, sg), sg, t, t0, t1);
+
+		for (int i = 0; i < n; i++)
+			if (l[i].global)
+				at += fill_ranks(m, l, i, r + at);
+		mask_lowest(r, pool, llround(s * (double)pool), l);
+	}
+	free(r);
+	prune_apply_masks(m, l, n);
+	return 0;
+}
+
+int prune_nm(struct mc_model *m, struct prune_layer *l, int n, int keep, int group,
+	     struct mc_err *err)
+{
+	for (int i = 0; i < n; i++) {
+		const struct mc_tensor *w = prune_weight(m, &l[i]);
+		const float *x = w->data;
+		int ret = ensure_mask(&l[i], w->numel, err);
+
+		if (ret)
+			return ret;
+		/* Groups run along the flattened input dimension of each output row;
+		 * rows are a multiple of group long (checked at validation). */
+		for (int64_t g = 0; g + group <= w->numel; g += group) {
+			for (int a = 0; a < group; a++) {
+				int above = 0;
+
+				/* a is kept when fewer than keep others outrank it */
+				for (int b = 0; b < group; b++) {
+					float fa = fabsf(x[g + a]), fb = fabsf(x[g + b]);
+
+					above += fb > fa || (fb == fa && b < a);
+				}
+				l[i].mask[g + a] = above < keep;
+			}
+		}
+	}
+	prune_apply_masks(m, l, n);
+	return 0;
+}
+
+void prune_apply_masks(struct mc_model *m, const struct prune_layer *l, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct mc_tensor *w = prune_weight(m, &l[i]);
+		const uint8_t *mask = l[i].mask;
+		float *x = w->data;
+
+		if (!mask)
+			continue;
+#pragma omp parallel for schedule(static) if (w->numel >= 65536)
+		for (int64_t k = 0; k < w->numel; k++)
+			if (!mask[k])
+				x[k] = 0.0f;
+	}
+}
+
+/* ---------------------------------------------------------------- structured */
+
+struct unit {
+	double norm;
+	int64_t idx;
+};
+
+static int unit_cmp(const void *pa, const void *pb)
+{
+	const struct unit *a = pa, *b = pb;
+
+	if (a->norm != b->norm)
+		return a->norm < b->norm ? -1 : 1;
+	return (a->idx < b->idx) - (a->idx > b->idx); /* higher index goes first */
+}
+
+void prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep)
+{
+	int64_t out = w->shape[0], per = w->numel / out, drop = llround(s * (double)out);
+	const float *x = w->data;
+	struct unit *u = malloc((size_t)out * sizeof(*u));
+
+	if (drop > out - 1)
+		drop = out - 1;
+	if (!u) { /* cannot rank: keep everything rather than guess */
+		memset(keep, 1, (size_t)out);
+		return;
+	}
+	for (int64_t o = 0; o < out; o++) {
+		double acc = 0;
+
+		for (int64_t k = 0; k < per; k++) {
+			double v = x[o * per + k];
+
+			acc += norm == PRUNE_L2 ? v * v : fabs(v);
+		}
+		u[o].norm = norm == PRUNE_L2 ? sqrt(acc) : acc;
+		u[o].idx = o;
+	}
+	qsort(u, (size_t)out, sizeof(*u), unit_cmp);
+	for (int64_t o = 0; o < out; o++)
+		keep[u[o].idx] = o >= drop;
+	free(u);
+}
+
+/* Ops that keep channel c of their input as channel c of their output. */
+static int channel_wise(const struct mc_node *nd)
+{
+	static const char *const ops[] = { "relu",	"sigmoid",	  "tanh",    "gelu",
+					   "dropout",	"maxpool2d",	  "avgpool2d",
+					   "global_avgpool", "batchnorm", "flatten", NULL };
+
+	for (int i = 0; ops[i]; i++)
+		if (!strcmp(nd->op->name, ops[i]))
+			return nd->n_inputs == 1;
+	return 0;
+}
+
+static int conv_groups(const struct mc_node *nd)
+{
+	const struct mc_param_def *d = mc_param_find(nd->op->attrs, "groups");
+
+	return d ? *(const int *)((const char *)nd->attrs + d->offset) : 1;
+}
+
+static int consumer_ok(const struct mc_model *m, int cur, char *why, size_t n)
+{
+	if (cur == m->n_nodes - 1) {
+		snprintf(why, n, "its output is the model's output");
+		return 0;
+	}
+	for (int j = cur + 1; j < m->n_nodes; j++) {
+		const struct mc_node *nd = &m->nodes[j];
+		int reads = 0;
+
+		for (int k = 0; k < nd->n_inputs; k++)
+			reads |= nd->inputs[k] == cur;
+		if (!reads)
+			continue;
+		if (!strcmp(nd->op->name, "linear") && nd->n_inputs == 1)
+			continue;
+		if (!strcmp(nd->op->name, "conv2d") && nd->n_inputs == 1 && conv_groups(nd) == 1)
+			continue;
+		if (channel_wise(nd)) {
+			if (!consumer_ok(m, j, why, n))
+				return 0;
+			continue;
+		}
+		snprintf(why, n, "node '%s' (%s) reads it", nd->name, nd->op->name);
+		return 0;
+	}
+	return 1;
+}
+
+int prune_can_shrink(const struct mc_model *m, int i, char *why, size_t n)
+{
+	const struct mc_node *nd = &m->nodes[i];
+
+	if (!prune_is_layer(nd)) {
+		snprintf(why, n, "it is a %s, not a linear or conv2d layer", nd->op->name);
+		return 0;
+	}
+	if (conv_groups(nd) != 1) {
+		snprintf(why, n, "it is a grouped convolution");
+		return 0;
+	}
+	return consumer_ok(m, i, why, n);
+}
+
+/* A list of kept indices along one dimension. */
+struct imap {
+	int64_t n;
+	int64_t *idx;
+};
+
+static int keep_list(const uint8_t *keep, int64_t out, struct imap *im)
+{
+	im->n = 0;
+	im->idx = malloc((size_t)out * sizeof(int64_t) + 1);
+	if (!im->idx)
+		return -1;
+	for (int64_t o = 0; o < out; o++)
+		if (keep[o])
+			im->idx[im->n++] = o;
+	return 0;
+}
+
+/* dst[i, j, r] = src[map0[i], map1[j], r]; a NULL map is the identity. */
+static int gather(const struct mc_tensor *src, struct mc_tensor *dst, const struct imap *m0,
+		  const struct imap *m1, struct mc_err *err)
+{
+	int64_t d0 = dst->shape[0], d1 = dst->ndim > 1 ? dst->shape[1] : 1;
+	int64_t s0 = src->shape[0], s1 = src->ndim > 1 ? src->shape[1] : 1;
+	int64_t inner = d0 && d1 ? dst->numel / (d0 * d1) : 0;
+	int bits = mc_dtype_traits(src->dtype)->bits;
+
+	if (bits % 8 || src->dtype != dst->dtype || src->ndim != dst->ndim ||
+	    (m0 ? m0->n : s0) != d0 || (m1 ? m1->n : s1) != d1 || src->numel != s0 * s1 * inner)
+		return mc_err_set(err, MC_ERUN,
+				  "prune: parameter '%s' does not follow its layer's new width; "
+				  "this model cannot be pruned structurally",
+				  src->name ? src->name : "?");
+	for (int64_t i = 0; i < d0; i++) {
+		int64_t r0 = m0 ? m0->idx[i] : i;
+
+		for (int64_t j = 0; j < d1; j++) {
+			int64_t r1 = m1 ? m1->idx[j] : j;
+			size_t sz = (size_t)inner * (size_t)(bits / 8);
+
+			memcpy((char *)dst->data + (size_t)((i * d1 + j) * inner) * (bits / 8),
+			       (const char *)src->data + (size_t)((r0 * s1 + r1) * inner) * (bits / 8),
+			       sz);
+		}
+	}
+	return 0;
+}
+
+static int set_out(struct mc_node *nd, int64_t out, struct mc_err *err)
+{
+	const struct mc_param_def *d = mc_param_find(nd->op->attrs, "out");
+	char text[32];
+
+	if (!d)
+		return mc_err_set(err, MC_ERUN, "prune: op %s has no attribute 'out'",
+				  nd->op->name);
+	snprintf(text, sizeof(text), "%lld", (long long)out);
+	return mc_param_set(d, nd->attrs, text, err);
+}
+
+struct mc_model *prune_shrink(const struct mc_model *m, int count, const int *node,
+			      uint8_t *const *keep, struct mc_err *err)
+{
+	struct mc_model *dup = NULL, *nm = NULL;
+	struct imap *maps = NULL;
+	char *own = NULL, *arch = NULL;
+	int ret = 0;
+
+	dup = mc_model_dup(m, err);
+	if (!dup)
+		return NULL;
+	maps = calloc((size_t)m->n_nodes + 1, sizeof(*maps));
+	own = calloc((size_t)m->n_nodes + 1, 1);
+	if (!maps || !own) {
+		mc_err_set(err, MC_ENOMEM, "prune: out of memory");
+		goto fail;
+	}
+	/* The new architecture: the same graph with narrower layers. */
+	for (int k = 0; k < count; k++) {
+		int64_t out = m->nodes[node[k]].params[0]->shape[0], left = 0;
+
+		for (int64_t o = 0; o < out; o++)
+			left += keep[k][o] != 0;
+		if (set_out(&dup->nodes[node[k]], left, err))
+			goto fail;
+	}
+	arch = mc_model_arch(dup);
+	if (!arch) {
+		mc_err_set(err, MC_ENOMEM, "prune: out of memory");
+		goto fail;
+	}
+	nm = mc_model_from_arch(arch, "prune (structured)", err);
+	if (!nm)
+		goto fail;
+	/* Which old output indices each node's output keeps, in node order. */
+	for (int j = 0; j < m->n_nodes; j++) {
+		const struct mc_node *nd = &m->nodes[j];
+		const struct imap *in = NULL;
+		int pruned = -1;
+
+		if (nd->n_inputs && nd->inputs[0] != MC_NODE_INPUT && maps[nd->inputs[0]].idx)
+			in = &maps[nd->inputs[0]];
+		for (int k = 0; k < count; k++)
+			if (node[k] == j)
+				pruned = k;
+		if (pruned >= 0) {
+			if (keep_list(keep[pruned], nd->params[0]->shape[0], &maps[j]))
+				goto oom;
+			own[j] = 1;
+		} else if (in && !strcmp(nd->op->name, "flatten")) {
+			const struct mc_node *src = &m->nodes[nd->inputs[0]];
+			int64_t block = src->out_numel / src->out_shape[0];
+
+			maps[j].n = in->n * block;
+			maps[j].idx = malloc((size_t)maps[j].n * sizeof(int64_t) + 1);
+			if (!maps[j].idx)
+				goto oom;
+			own[j] = 1;
+			for (int64_t c = 0; c < in->n; c++)
+				for (int64_t b = 0; b < block; b++)
+					maps[j].idx[c * block + b] = in->idx[c] * block + b;
+		} else if (in && !prune_is_layer(nd)) {
+			maps[j] = *in; /* channel-wise: borrowed */
+		}
+		for (int p = 0; p < nd->n_params; p++) {
+			const struct mc_tensor *src = nd->params[p];
+			struct mc_tensor *dst = nm->nodes[j].params[p];
+			const struct imap *m0 = maps[j].idx ? &maps[j] : NULL, *m1 = NULL;
+
+			if (prune_is_layer(nd) && src->ndim > 1)
+				m1 = in; /* columns or input channels */
+			if (!prune_is_layer(nd) && src->ndim != 1)
+				m0 = NULL;
+			ret = gather(src, dst, m0, m1, err);
+			if (ret)
+				goto fail;
+		}
+	}
+	goto out;
+oom:
+	mc_err_set(err, MC_ENOMEM, "prune: out of memory");
+fail:
+	mc_model_free(nm);
+	nm = NULL;
+out:
+	for (int j = 0; maps && own && j < m->n_nodes; j++)
+		if (own[j])
+			free(maps[j].idx);
+	free(maps);
+	free(own);
+	free(arch);
+	mc_model_free(dup);
+	return nm;
+}

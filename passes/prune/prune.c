@@ -1,0 +1,472 @@
+// SPDX-License-Identifier: MIT
+/*
+ * prune - removes weights of a model: magnitude (unstructured), N:M
+ * (semi-structured) or structured (whole units, for a smaller dense model),
+ * one-shot or on Zhu & Gupta's gradual schedule, with fine-tuning that keeps
+ * pruned weights exactly zero; or, in sensitivity mode, measures each layer
+ * pruned alone so that a user can choose per-layer targets.
+ */
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prune.h"
+
+static const char *const modes[] = { "prune", "sensitivity", NULL };
+static const char *const methods[] = { "magnitude", "structured", "n:m", NULL };
+static const char *const scopes[] = { "per-layer", "global", NULL };
+static const char *const schedules[] = { "one-shot", "gradual", NULL };
+static const char *const units[] = { "step", "epoch", NULL };
+static const char *const norms[] = { "l1", "l2", NULL };
+static const char *const optimizers[] = { "sgd", "adam", NULL };
+static const char *const lr_schedules[] = { "constant", "cosine", NULL };
+
+static const struct mc_param_def prune_params[] = {
+	MC_PARAM_MODEL(struct prune_conf, model, NULL, "the model to prune"),
+	MC_PARAM_ENUM(struct prune_conf, mode, "prune", modes,
+		      "prune the model, or measure each layer's sensitivity (model unchanged)"),
+	MC_PARAM_ENUM(struct prune_conf, method, "magnitude", methods,
+		      "magnitude: smallest |w|; structured: whole units by norm, removed; "
+		      "n:m: N of every M weights along the input"),
+	MC_PARAM_ENUM(struct prune_conf, scope, "per-layer", scopes,
+		      "magnitude: rank each layer alone, or all layers together"),
+	MC_PARAM_FLOAT(struct prune_conf, sparsity, "0.5", 0, 0.999,
+		       "fraction of weights (structured: of units) removed"),
+	MC_PARAM_LIST(struct prune_conf, overrides, MC_PARAM_TSTRING, "[]", 0, 0,
+		      "per-layer sparsity: \"PATTERN=S\" items, PATTERN a layer name or glob; "
+		      "the first match wins"),
+	MC_PARAM_LIST(struct prune_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
+		      "layer names or globs left untouched"),
+	MC_PARAM_ENUM(struct prune_conf, norm, "l1", norms, "structured: how units are ranked"),
+	MC_PARAM_STRING(struct prune_conf, nm, "2:4", "n:m: keep N of every M weights (N < M)"),
+	MC_PARAM_ENUM(struct prune_conf, schedule, "one-shot", schedules,
+		      "magnitude: all at once, or Zhu & Gupta's cubic ramp during fine-tuning"),
+	MC_PARAM_FLOAT(struct prune_conf, initial_sparsity, "0", 0, 0.999,
+		       "gradual: the sparsity at begin"),
+	MC_PARAM_ENUM(struct prune_conf, unit, "step", units,
+		      "gradual: unit of begin, end and frequency"),
+	MC_PARAM_INT(struct prune_conf, begin, "0", 0, 1 << 30, "gradual: first pruning update"),
+	MC_PARAM_INT(struct prune_conf, end, "-1", -1, 1 << 30,
+		     "gradual: the update that reaches sparsity; -1: the end of the "
+		     "next-to-last fine-tuning epoch (the last, with one)"),
+	MC_PARAM_INT(struct prune_conf, frequency, "20", 1, 1 << 30,
+		     "gradual: updates every this many units"),
+	MC_PARAM_SPLIT(struct prune_conf, data, "train", "the split to fine-tune on"),
+	MC_PARAM_INT(struct prune_conf, finetune_epochs, "0", 0, 100000,
+		     "epochs of fine-tuning with the masks held"),
+	MC_PARAM_INT(struct prune_conf, batch_size, "128", 1, 65536, "fine-tuning batch"),
+	MC_PARAM_ENUM(struct prune_conf, optimizer, "adam", optimizers, "fine-tuning update"),
+	MC_PARAM_FLOAT(struct prune_conf, lr, "0.0005", 1e-12, 10, "fine-tuning learning rate"),
+	MC_PARAM_ENUM(struct prune_conf, lr_schedule, "cosine", lr_schedules,
+		      "fine-tuning learning rate: constant, or cosine down to 0"),
+	MC_PARAM_INT(struct prune_conf, seed, "-1", -1, 2147483647,
+		     "fine-tuning shuffle seed; -1 uses the pipeline's seed"),
+	MC_PARAM_SPLIT(struct prune_conf, eval_data, "",
+		       "sensitivity: the split accuracy is measured on (not the training one)"),
+	MC_PARAM_LIST(struct prune_conf, levels, MC_PARAM_TFLOAT,
+		      "[0.3, 0.5, 0.7, 0.8, 0.9, 0.95]", 0.001, 0.999,
+		      "sensitivity: the sparsities tried on each layer"),
+	MC_PARAM_PATH(struct prune_conf, plot, "", "sensitivity: where to write an SVG plot"),
+	MC_PARAM_END,
+};
+
+/* The names of the prunable layers of m, for messages. */
+static void layer_names(const struct mc_model *m, char *buf, size_t n)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < m->n_nodes && at < n; i++)
+		if (prune_is_layer(&m->nodes[i]))
+			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
+					       m->nodes[i].name);
+}
+
+static int any_layer_matches(const struct mc_model *m, const char *pattern)
+{
+	for (int i = 0; i < m->n_nodes; i++)
+		if (prune_is_layer(&m->nodes[i]) && !fnmatch(pattern, m->nodes[i].name, 0))
+			return 1;
+	return 0;
+}
+
+static int check_patterns(struct mc_ctx *ctx, const struct prune_conf *c,
+			  const struct mc_model *m)
+{
+	char names[1024], pat[256];
+	double v;
+
+	layer_names(m, names, sizeof(names));
+	for (int i = 0; i < c->overrides.n; i++) {
+		const char *item = c->overrides.str[i];
+
+		if (prune_parse_override(item, pat, sizeof(pat), &v))
+			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
+					    "'%s' is not PATTERN=SPARSITY with a sparsity in [0, 1); "
+					    "write e.g. \"linear1=0.8\"",
+					    item);
+		if (!any_layer_matches(m, pat))
+			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
+					    "no layer of model '%s' matches '%s'; its layers are %s",
+					    c->model, pat, names);
+	}
+	for (int i = 0; i < c->exclude.n; i++)
+		if (!any_layer_matches(m, c->exclude.str[i]))
+			return mc_ctx_error(ctx, "exclude", MC_EINVAL,
+					    "no layer of model '%s' matches '%s'; its layers are %s",
+					    c->model, c->exclude.str[i], names);
+	return 0;
+}
+
+static int prune_check(struct mc_ctx *ctx, const void *conf)
+{
+	const struct prune_conf *c = conf;
+	const struct mc_model *m = mc_ctx_model(ctx, c->model);
+	struct prune_layer *l = NULL;
+	int n = 0, keep, group, ret;
+
+	if (!m)
+		return 0; /* the host has said so */
+	for (int i = 0; i < m->n_nodes; i++)
+		if (prune_is_layer(&m->nodes[i]) && m->nodes[i].params[0]->dtype != MC_F32)
+			return mc_ctx_error(ctx, "model", MC_EINVAL,
+					    "layer '%s' of model '%s' is not f32; prune before "
+					    "quantizing",
+					    m->nodes[i].name, c->model);
+	ret = check_patterns(ctx, c, m);
+	if (ret)
+		return ret;
+	if (c->method == PRUNE_NM) {
+		if (prune_parse_nm(c->nm, &keep, &group))
+			return mc_ctx_error(ctx, "nm", MC_EINVAL,
+					    "'%s' is not N:M with 1 <= N < M <= 64; write e.g. "
+					    "\"2:4\" (keep 2 of every 4)",
+					    c->nm);
+		if (c->schedule == PRUNE_GRADUAL)
+			return mc_ctx_error(ctx, "schedule", MC_EINVAL,
+					    "n:m pruning is one-shot; use schedule: one-shot");
+		if (c->mode == PRUNE_MODE_SENSITIVITY)
+			return mc_ctx_error(ctx, "mode", MC_EINVAL,
+					    "sensitivity tries sparsity levels; n:m has one level; "
+					    "use method: magnitude or structured");
+		if (c->overrides.n)
+			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
+					    "n:m has no per-layer sparsity; use exclude instead");
+	}
+	if (c->method == PRUNE_STRUCTURED && c->schedule == PRUNE_GRADUAL)
+		return mc_ctx_error(ctx, "schedule", MC_EINVAL,
+				    "structured pruning removes units once; use schedule: "
+				    "one-shot with finetune_epochs");
+	if (c->schedule == PRUNE_GRADUAL && c->mode == PRUNE_MODE_PRUNE) {
+		if (c->finetune_epochs < 1)
+			return mc_ctx_error(ctx, "finetune_epochs", MC_EINVAL,
+					    "a gradual schedule prunes while fine-tuning; set "
+					    "finetune_epochs to 1 or more");
+		if (c->initial_sparsity > c->sparsity)
+			return mc_ctx_error(ctx, "initial_sparsity", MC_EINVAL,
+					    "%g is above sparsity %g; the schedule only adds zeros",
+					    c->initial_sparsity, c->sparsity);
+		if (c->end >= 0 && c->end <= c->begin)
+			return mc_ctx_error(ctx, "end", MC_EINVAL,
+					    "end %d is not after begin %d; make end larger", c->end,
+					    c->begin);
+	}
+	if (c->mode == PRUNE_MODE_SENSITIVITY) {
+		if (!c->eval_data)
+			return mc_ctx_error(ctx, "eval_data", MC_EINVAL,
+					    "sensitivity mode needs a split to measure on; add "
+					    "eval_data: test (a split other than the training one)");
+		if (c->data && !strcmp(c->eval_data, c->data))
+			return mc_ctx_error(ctx, "eval_data", MC_EINVAL,
+					    "'%s' is the training split; measure on another one "
+					    "(e.g. test or a held-out slice)",
+					    c->eval_data);
+		if (!c->levels.n)
+			return mc_ctx_error(ctx, "levels", MC_EINVAL,
+					    "no sparsity levels; give some, e.g. [0.5, 0.9]");
+	}
+	ret = prune_layers_select(m, c, c->method == PRUNE_STRUCTURED, &l, &n,
+				  mc_ctx_err(ctx));
+	if (ret)
+		return ret;
+	if (!n) {
+		prune_layers_free(l, n);
+		return mc_ctx_error(ctx, c->method == PRUNE_STRUCTURED ? "method" : "exclude",
+				    MC_EINVAL,
+				    "model '%s' has no layer left to prune%s", c->model,
+				    c->method == PRUNE_STRUCTURED
+					? " structurally (the classifier never is, nor a layer "
+					  "whose output feeds anything but channel-wise ops and "
+					  "linear or conv2d layers)"
+					: "; exclude fewer layers");
+	}
+	for (int i = 0; c->method == PRUNE_NM && i < n; i++) {
+		const struct mc_tensor *w = prune_weight(m, &l[i]);
+		int64_t row = w->numel / w->shape[0];
+
+		if (row % group) {
+			ret = mc_ctx_error(ctx, "nm", MC_EINVAL,
+					   "layer '%s' has rows of %lld weights, not a multiple of "
+					   "%d; exclude it or choose another M",
+					   l[i].name, (long long)row, group);
+			break;
+		}
+	}
+	prune_layers_free(l, n);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- running */
+
+struct tuner {
+	struct mc_ctx *ctx;
+	const struct prune_conf *c;
+	struct prune_layer *l;
+	int n;
+	int gradual;
+	int64_t t0, t1, freq, updates;
+};
+
+static int after_step(void *arg, struct mc_model *m, int64_t step, struct mc_err *err)
+{
+	struct tuner *tu = arg;
+	int64_t t = step + 1; /* optimizer steps done */
+
+	if (tu->gradual && t >= tu->t0 && t <= tu->t1 &&
+	    ((t - tu->t0) % tu->freq == 0 || t == tu->t1)) {
+		int ret = prune_magnitude(m, tu->l, tu->n, tu->c->initial_sparsity, t, tu->t0,
+					  tu->t1, err);
+
+		if (ret)
+			return ret;
+		tu->updates++;
+		return 0;
+	}
+	prune_apply_masks(m, tu->l, tu->n);
+	return 0;
+}
+
+static int finetune(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_model *m,
+		    const struct mc_dataset *d, const struct mc_train_hooks *hooks)
+{
+	struct mc_train_conf tc = {
+		.epochs = c->finetune_epochs,
+		.batch_size = c->batch_size,
+		.optim = {
+			.kind = c->optimizer == 0 ? MC_OPTIM_SGD : MC_OPTIM_ADAM,
+			.lr = c->lr,
+			.momentum = 0.9,
+			.beta1 = 0.9,
+			.beta2 = 0.999,
+			.eps = 1e-8,
+		},
+		.schedule = c->lr_schedule ? MC_LR_COSINE : MC_LR_CONSTANT,
+		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
+		.label = "prune: fine-tune",
+	};
+
+	return mc_train(m, d, &tc, hooks, mc_ctx_err(ctx));
+}
+
+static int64_t zeros_of(const struct mc_tensor *w)
+{
+	const float *x = w->data;
+	int64_t z = 0;
+
+	for (int64_t i = 0; i < w->numel; i++)
+		z += x[i] == 0.0f;
+	return z;
+}
+
+static int report_layers(struct mc_ctx *ctx, const struct mc_model *m, struct prune_layer *l,
+			 int n)
+{
+	int64_t zeros = 0, total = 0;
+	char key[300], shape[128];
+
+	for (int i = 0; i < n; i++) {
+		const struct mc_tensor *w = prune_weight(m, &l[i]);
+		int64_t z = zeros_of(w);
+
+		zeros += z;
+		total += w->numel;
+		mc_ctx_log(ctx, "%s: %s, sparsity %.4f (%lld of %lld weights zero)", l[i].name,
+			   mc_shape_text(w->ndim, w->shape, shape, sizeof(shape)),
+			   (double)z / (double)w->numel, (long long)z, (long long)w->numel);
+		snprintf(key, sizeof(key), "%s.sparsity", l[i].name);
+		mc_ctx_report(ctx, key, (double)z / (double)w->numel);
+	}
+	mc_ctx_log(ctx, "pruned layers: sparsity %.4f (%lld of %lld weights zero)",
+		   total ? (double)zeros / (double)total : 0.0, (long long)zeros,
+		   (long long)total);
+	return mc_ctx_report(ctx, "sparsity", total ? (double)zeros / (double)total : 0.0);
+}
+
+static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_model *m,
+			    const struct mc_dataset *d)
+{
+	struct tuner tu = { .ctx = ctx, .c = c };
+	struct mc_train_hooks hooks = { .arg = &tu, .after_step = after_step };
+	int keep, group, ret;
+
+	ret = prune_layers_select(m, c, 0, &tu.l, &tu.n, mc_ctx_err(ctx));
+	if (ret)
+		return ret;
+	if (c->method == PRUNE_NM) {
+		prune_parse_nm(c->nm, &keep, &group);
+		ret = prune_nm(m, tu.l, tu.n, keep, group, mc_ctx_err(ctx));
+		mc_ctx_log(ctx, "%d:%d over %d layers", keep, group, tu.n);
+	} else if (c->schedule == PRUNE_ONE_SHOT) {
+		ret = prune_magnitude(m, tu.l, tu.n, 0, 0, 0, 0, mc_ctx_err(ctx));
+		mc_ctx_log(ctx, "one-shot %s magnitude pruning to %.4f over %d layers",
+			   c->scope == PRUNE_GLOBAL ? "global" : "per-layer", c->sparsity, tu.n);
+	} else {
+		int64_t bs = c->batch_size < d->n ? c->batch_size : d->n;
+		int64_t spe = (d->n + bs - 1) / bs, total = spe * c->finetune_epochs;
+		int64_t scale = c->unit == PRUNE_EPOCH ? spe : 1;
+
+		tu.gradual = 1;
+		tu.t0 = c->begin * scale;
+		tu.freq = c->frequency * scale;
+		if (c->end >= 0)
+			tu.t1 = c->end * scale;
+		else
+			tu.t1 = c->finetune_epochs > 1 ? total - spe : total;
+		if (tu.t1 <= tu.t0)
+			tu.t1 = tu.t0 + 1;
+		mc_ctx_log(ctx, "gradual pruning %.4f -> %.4f from step %lld to %lld every %lld "
+				"steps (%lld steps of fine-tuning)",
+			   c->initial_sparsity, c->sparsity, (long long)tu.t0, (long long)tu.t1,
+			   (long long)tu.freq, (long long)total);
+		if (tu.t1 > total)
+			mc_ctx_log(ctx, "warning: the schedule ends at step %lld, after the last "
+					"step %lld; the final sparsity stays below %.4f",
+				   (long long)tu.t1, (long long)total, c->sparsity);
+		if (tu.t0 == 0)
+			ret = prune_magnitude(m, tu.l, tu.n, c->initial_sparsity, 0, tu.t0, tu.t1,
+					      mc_ctx_err(ctx));
+	}
+	if (!ret && c->finetune_epochs > 0)
+		ret = finetune(ctx, c, m, d, &hooks);
+	if (!ret && tu.gradual)
+		mc_ctx_log(ctx, "%lld pruning updates", (long long)tu.updates);
+	if (!ret)
+		ret = report_layers(ctx, m, tu.l, tu.n);
+	prune_layers_free(tu.l, tu.n);
+	return ret;
+}
+
+static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_model *m,
+			  const struct mc_dataset *d)
+{
+	struct prune_layer *l = NULL;
+	uint8_t **keep = NULL;
+	int *node = NULL, n = 0, ret;
+	struct mc_model *nm = NULL;
+	char why[256], key[300], before[128], after[128];
+
+	for (int i = 0; i < m->n_nodes; i++)
+		if (prune_is_layer(&m->nodes[i]) && !prune_can_shrink(m, i, why, sizeof(why)))
+			mc_ctx_log(ctx, "%s: kept whole: %s", m->nodes[i].name, why);
+	ret = prune_layers_select(m, c, 1, &l, &n, mc_ctx_err(ctx));
+	if (ret)
+		return ret;
+	keep = calloc((size_t)n + 1, sizeof(*keep));
+	node = calloc((size_t)n + 1, sizeof(*node));
+	if (!keep || !node) {
+		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int k = 0; k < n; k++) {
+		const struct mc_tensor *w = prune_weight(m, &l[k]);
+
+		node[k] = l[k].node;
+		keep[k] = malloc((size_t)w->shape[0]);
+		if (!keep[k]) {
+			ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+			goto out;
+		}
+		prune_rank_units(w, l[k].target, c->norm, keep[k]);
+	}
+	nm = prune_shrink(m, n, node, keep, mc_ctx_err(ctx));
+	if (!nm) {
+		ret = mc_ctx_err(ctx)->code;
+		goto out;
+	}
+	for (int k = 0; k < n; k++) {
+		const struct mc_tensor *w0 = prune_weight(m, &l[k]), *w1 = prune_weight(nm, &l[k]);
+
+		mc_ctx_log(ctx, "%s: %s -> %s, %lld of %lld units removed (%s norm)", l[k].name,
+			   mc_shape_text(w0->ndim, w0->shape, before, sizeof(before)),
+			   mc_shape_text(w1->ndim, w1->shape, after, sizeof(after)),
+			   (long long)(w0->shape[0] - w1->shape[0]), (long long)w0->shape[0],
+			   norms[c->norm]);
+		snprintf(key, sizeof(key), "%s.out_before", l[k].name);
+		mc_ctx_report(ctx, key, (double)w0->shape[0]);
+		snprintf(key, sizeof(key), "%s.out_after", l[k].name);
+		mc_ctx_report(ctx, key, (double)w1->shape[0]);
+		snprintf(key, sizeof(key), "%s.sparsity", l[k].name);
+		mc_ctx_report(ctx, key, 1.0 - (double)w1->shape[0] / (double)w0->shape[0]);
+	}
+	mc_ctx_log(ctx, "parameters %lld -> %lld, FLOPs per sample %lld -> %lld",
+		   (long long)mc_model_nparams(m), (long long)mc_model_nparams(nm),
+		   (long long)mc_model_flops(m), (long long)mc_model_flops(nm));
+	if (c->finetune_epochs > 0) {
+		ret = finetune(ctx, c, nm, d, NULL);
+		if (ret)
+			goto out;
+	}
+	ret = mc_ctx_replace_model(ctx, c->model, nm);
+	if (!ret)
+		nm = NULL; /* the host owns it now */
+out:
+	mc_model_free(nm);
+	for (int k = 0; keep && k < n; k++)
+		free(keep[k]);
+	free(keep);
+	free(node);
+	prune_layers_free(l, n);
+	return ret;
+}
+
+static int prune_run(struct mc_ctx *ctx, void *state, const void *conf)
+{
+	const struct prune_conf *c = conf;
+	struct mc_model *m = mc_ctx_model(ctx, c->model);
+	const struct mc_dataset *d = NULL;
+
+	(void)state;
+	if (c->mode == PRUNE_MODE_SENSITIVITY)
+		return prune_sensitivity(ctx, c);
+	if (c->finetune_epochs > 0) {
+		d = mc_ctx_data(ctx, c->data);
+		if (!d)
+			return mc_ctx_err(ctx)->code;
+		if (d->sample_numel != m->in_numel || d->n_classes > m->n_classes)
+			return mc_ctx_error(ctx, "data", MC_ERUN,
+					    "split '%s' does not fit model '%s' (%lld values, %d "
+					    "classes; the model takes %lld values, %lld classes)",
+					    c->data, c->model, (long long)d->sample_numel,
+					    d->n_classes, (long long)m->in_numel,
+					    (long long)m->n_classes);
+	}
+	if (c->method == PRUNE_STRUCTURED)
+		return run_structured(ctx, c, m, d);
+	return run_unstructured(ctx, c, m, d);
+}
+
+static const struct mc_pass prune_pass = {
+	.abi = MC_PASS_ABI,
+	.name = "prune",
+	.version = "1.0",
+	.description = "prune weights (magnitude, N:M) or whole units (structured, smaller model), "
+		       "one-shot or gradual, with masked fine-tuning; or measure sensitivity",
+	.license = "MIT",
+	.author = "the mcomp developers",
+	.conf_size = sizeof(struct prune_conf),
+	.params = prune_params,
+	.check = prune_check,
+	.run = prune_run,
+};
+MC_PASS_DEFINE(prune_pass);

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * prune.h - the prune pass's own declarations, shared by its three files:
+ * prune.c (parameters, validation, the run), methods.c (which weights go:
+ * magnitude, N:M, structured removal, the gradual schedule) and
+ * sensitivity.c (each layer alone at several sparsities, a table and an SVG).
+ *
+ * A prunable layer is a linear or conv2d node; its weight is params[0]
+ * ([out, in] or [out, in/groups, kh, kw]). Masks are one byte per weight,
+ * 1 = kept; a pruned weight is +0.0f exactly.
+ */
+#ifndef PRUNE_H
+#define PRUNE_H
+
+#include <mcomp/mcomp.h>
+
+enum prune_method { PRUNE_MAGNITUDE, PRUNE_STRUCTURED, PRUNE_NM };
+enum prune_scope { PRUNE_PER_LAYER, PRUNE_GLOBAL };
+enum prune_schedule { PRUNE_ONE_SHOT, PRUNE_GRADUAL };
+enum prune_unit { PRUNE_STEP, PRUNE_EPOCH };
+enum prune_mode { PRUNE_MODE_PRUNE, PRUNE_MODE_SENSITIVITY };
+enum prune_norm { PRUNE_L1, PRUNE_L2 };
+
+struct prune_conf {
+	char *model;
+	int mode;
+	int method;
+	int scope;
+	double sparsity;
+	struct mc_list overrides; /* "PATTERN=SPARSITY" */
+	struct mc_list exclude;	  /* patterns */
+	int norm;
+	char *nm;		  /* "N:M" */
+	int schedule;
+	double initial_sparsity;
+	int unit;
+	int begin;
+	int end;
+	int frequency;
+	char *data;
+	int finetune_epochs;
+	int batch_size;
+	int optimizer;
+	double lr;
+	int lr_schedule;
+	int seed;
+	char *eval_data;
+	struct mc_list levels;
+	char *plot;
+};
+
+struct prune_layer {
+	int node;	   /* index into the model's nodes */
+	const char *name;  /* the node's name (borrowed from the model) */
+	double target;	   /* final sparsity of this layer */
+	int global;	   /* ranked in the global pool (no override, global scope) */
+	uint8_t *mask;	   /* [weight numel], 1 = kept; NULL until pruned */
+};
+
+/* The weight of layer l of m. */
+static inline struct mc_tensor *prune_weight(const struct mc_model *m, const struct prune_layer *l)
+{
+	return m->nodes[l->node].params[0];
+}
+
+/* Nonzero for nodes whose weight can be pruned (linear, conv2d). */
+int prune_is_layer(const struct mc_node *nd);
+/* Parses "PATTERN=SPARSITY"; 0, or -1 when malformed or out of [0, 1). */
+int prune_parse_override(const char *item, char *pattern, size_t n, double *value);
+/* Parses "N:M" with 1 <= N < M <= 64; 0 or -1. */
+int prune_parse_nm(const char *text, int *n, int *m);
+
+/*
+ * The layers of m that c prunes, with their targets: every prunable node not
+ * excluded (for structured pruning, the last such layer, the classifier, is
+ * never one). *out is malloc'd; free with prune_layers_free. Returns 0 or
+ * MC_ENOMEM.
+ */
+int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, int structured,
+			struct prune_layer **out, int *n, struct mc_err *err);
+void prune_layers_free(struct prune_layer *l, int n);
+
+/* Zhu & Gupta (2017): the sparsity at step t of a schedule from si at t0 to
+ * sf at t1: sf + (si - sf) (1 - (t - t0) / (t1 - t0))^3, clamped to [t0, t1]. */
+double prune_gradual(double si, double sf, int64_t t, int64_t t0, int64_t t1);
+
+/*
+ * Magnitude pruning to the schedule's sparsity at step t: each layer goes to
+ * prune_gradual(min(si, target), target, t, t0, t1) (one-shot: t0 = t1 = 0).
+ * Weights already masked stay masked; ties break by position, so exactly
+ * round(s * numel) weights of a per-layer layer go, and round(s * pool) of
+ * the global pool. Returns 0 or MC_ENOMEM.
+ */
+int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, double si, int64_t t,
+		    int64_t t0, int64_t t1, struct mc_err *err);
+/* Keeps the N largest of every M consecutive weights along the input
+ * dimension of each layer. Returns 0 or MC_ENOMEM. */
+int prune_nm(struct mc_model *m, struct prune_layer *l, int n, int keep, int group,
+	     struct mc_err *err);
+/* Zeroes every weight whose mask is 0 (+0.0f). */
+void prune_apply_masks(struct mc_model *m, const struct prune_layer *l, int n);
+
+/*
+ * Structured pruning: which output units of layer l survive. keep[0..out)
+ * is set to 1 for the units kept: the out - round(s * out) (at least one)
+ * of largest L1 or L2 norm of their weights, ties to the lower index.
+ */
+void prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep);
+/*
+ * Whether the output of node i of m can shrink: every path from it passes
+ * only channel-wise ops (relu, pooling, batch norm, dropout, flatten) and
+ * ends in linear or conv2d (groups 1) consumers, never at the model's
+ * output. 1 or 0; why (when 0) says what is in the way.
+ */
+int prune_can_shrink(const struct mc_model *m, int i, char *why, size_t n);
+/*
+ * The smaller model: the units of layer node[k] with keep[k][u] == 0 are
+ * removed, with everything that reads them (batch norm channels, consumer
+ * columns or input channels). NULL with err set on failure.
+ */
+struct mc_model *prune_shrink(const struct mc_model *m, int count, const int *node,
+			      uint8_t *const *keep, struct mc_err *err);
+
+/* Sensitivity mode: see sensitivity.c. */
+int prune_sensitivity(struct mc_ctx *ctx, const struct prune_conf *c);
+
+#endif
