@@ -178,7 +178,7 @@ run_gemm() {
 		fi
 		if [ $s8 = 1 ]; then
 			# shellcheck disable=SC2086
-			measure s8 0 env OMP_NUM_THREADS=$THREADS "$GEMM" -l s8 -t "$THREADS" -m 0.2 \
+			measure s8 "$show" env OMP_NUM_THREADS=$THREADS "$GEMM" -l s8 -t "$THREADS" -m 0.2 \
 				$SIZES || s8=0
 		fi
 		r=$((r + 1))
