@@ -1,0 +1,651 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_prune.c - the prune pass through the host, as a user runs it: each
+ * case writes a pipeline beside a tiny IDX data set and model files of its
+ * own, runs it with mc_pipeline_load/mc_pipeline_run (passes from
+ * MCOMP_PASS_PATH), and checks the saved model against references computed
+ * here: exact sparsity per layer and globally, masks held bit for bit
+ * through fine-tuning, the gradual schedule against Zhu & Gupta's formula,
+ * structured removal equal to the masked dense model, N:M in every group,
+ * sensitivity output, and parameters refused at validation with a place.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mcomp/mcomp.h>
+
+#define N_TRAIN 128
+#define N_TEST 64
+#define SIDE 8
+
+static char scratch[4096];
+static struct mc_registry *reg;
+
+#define PATHF(buf, ...) \
+	ck_assert_int_lt(snprintf(buf, sizeof(buf), __VA_ARGS__), (int)sizeof(buf))
+
+/* An MLP 64-32-16-4 and a CNN with batch norm, over [1, 8, 8]. */
+static const char *mlp_arch =
+    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
+    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 32}},"
+    "{\"name\": \"act1\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act1\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"act2\", \"op\": \"relu\", \"inputs\": [\"fc2\"], \"attrs\": {}},"
+    "{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"act2\"], \"attrs\": {\"out\": 4}}]}";
+
+static const char *cnn_arch =
+    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], "
+    "\"attrs\": {\"out\": 6, \"kernel\": 3, \"padding\": 1}},"
+    "{\"name\": \"bn1\", \"op\": \"batchnorm\", \"inputs\": [\"c1\"], \"attrs\": {}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"bn1\"], \"attrs\": {}},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"], "
+    "\"attrs\": {\"out\": 8, \"kernel\": 3, \"padding\": 1}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"], \"attrs\": {}},"
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"r2\"], \"attrs\": {}},"
+    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 12}},"
+    "{\"name\": \"r3\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"r3\"], \"attrs\": {\"out\": 4}}]}";
+
+static void write_file(const char *path, const void *buf, size_t n)
+{
+	FILE *fp = fopen(path, "wb");
+
+	ck_assert_msg(fp != NULL, "cannot write %s: %s", path, strerror(errno));
+	ck_assert_uint_eq(fwrite(buf, 1, n, fp), n);
+	ck_assert_int_eq(fclose(fp), 0);
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/* n images of 8x8: a bright 3x3 block whose corner is the label's, over
+ * deterministic noise; 4 classes. */
+static void write_idx(const char *prefix, int n, unsigned salt)
+{
+	unsigned char *img = calloc(16 + (size_t)n * SIDE * SIDE, 1), *lab = calloc(8 + (size_t)n, 1);
+	unsigned s = 12345u + salt;
+	char path[4200];
+
+	ck_assert(img && lab);
+	put_be32(img, 0x803);
+	put_be32(img + 4, (uint32_t)n);
+	put_be32(img + 8, SIDE);
+	put_be32(img + 12, SIDE);
+	put_be32(lab, 0x801);
+	put_be32(lab + 4, (uint32_t)n);
+	for (int i = 0; i < n; i++) {
+		int c = i % 4, y0 = c / 2 * 4, x0 = c % 2 * 4;
+		unsigned char *p = img + 16 + (size_t)i * SIDE * SIDE;
+
+		lab[8 + i] = (unsigned char)c;
+		for (int k = 0; k < SIDE * SIDE; k++) {
+			s = s * 1103515245u + 12345u;
+			p[k] = (unsigned char)((s >> 16) % 90);
+		}
+		for (int y = 0; y < 3; y++)
+			for (int x = 0; x < 3; x++)
+				p[(y0 + y) * SIDE + x0 + x] = 230;
+	}
+	PATHF(path, "%s-images-idx3-ubyte", prefix);
+	write_file(path, img, 16 + (size_t)n * SIDE * SIDE);
+	PATHF(path, "%s-labels-idx1-ubyte", prefix);
+	write_file(path, lab, 8 + (size_t)n);
+	free(img);
+	free(lab);
+}
+
+static char *spath(const char *name)
+{
+	static char buf[4][4200];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(buf[k], sizeof(buf[k]), "%s/%s", scratch, name);
+	return buf[k];
+}
+
+static struct mc_model *build(const char *arch, uint64_t seed)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(arch, "test", &err);
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, seed);
+	return m;
+}
+
+static void save_model(const char *arch, const char *name, uint64_t seed)
+{
+	struct mc_model *m = build(arch, seed);
+	struct mc_err err = { 0 };
+
+	ck_assert_msg(mc_model_save(m, spath(name), &err) == 0, "%s", err.msg);
+	mc_model_free(m);
+}
+
+static struct mc_model *load(const char *name)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_load(spath(name), &err);
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	return m;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct mc_err err = { 0 };
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+
+	PATHF(scratch, "%.200s/mcomp-prune-XXXXXX", base);
+	ck_assert(mkdtemp(scratch) != NULL);
+	write_idx(spath("train"), N_TRAIN, 0);
+	write_idx(spath("test"), N_TEST, 1);
+	save_model(mlp_arch, "mlp.safetensors", 3);
+	save_model(cnn_arch, "cnn.safetensors", 4);
+	reg = mc_registry_open(&err);
+	ck_assert_msg(reg != NULL, "%s", err.msg);
+	ck_assert_msg(mc_registry_find(reg, "prune", NULL),
+		      "the prune pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
+}
+
+static void teardown(void)
+{
+	mc_registry_free(reg);
+	reg = NULL;
+	nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/*
+ * Writes p.yaml: the tiny splits, model 'm' loaded from model_file, and one
+ * prune pass whose parameter lines are params (each "key: value" on its own
+ * line, starting at line 9); output to out.safetensors. Loads and, when
+ * run is set, runs it. Returns 0 or the error code with err filled.
+ */
+static int pipeline(const char *model_file, const char *params, int run, struct mc_err *err)
+{
+	char text[8192];
+	struct mc_pipeline *p;
+	int ret;
+
+	PATHF(text,
+	      "mcomp: 1\n"
+	      "seed: 5\n"
+	      "data:\n"
+	      "  train: {idx: train}\n"
+	      "  test: {idx: test}\n"
+	      "models:\n"
+	      "  m: {load: %s}\n"
+	      "passes:\n"
+	      "  - prune:\n"
+	      "%s"
+	      "output: {model: m, path: out.safetensors}\n",
+	      model_file, params);
+	write_file(spath("p.yaml"), text, strlen(text));
+	memset(err, 0, sizeof(*err));
+	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, err);
+	if (!p)
+		return err->code;
+	ret = run ? mc_pipeline_run(p, NULL, err) : 0;
+	mc_pipeline_free(p);
+	return ret;
+}
+
+static void run_ok(const char *model_file, const char *params)
+{
+	struct mc_err err = { 0 };
+
+	ck_assert_msg(pipeline(model_file, params, 1, &err) == 0, "%s", err.msg);
+}
+
+static int64_t zeros(const struct mc_tensor *t)
+{
+	const uint32_t *b = t->data;
+	int64_t z = 0;
+
+	for (int64_t i = 0; i < t->numel; i++)
+		z += b[i] == 0; /* +0.0 exactly */
+	return z;
+}
+
+static const float *W(const struct mc_model *m, const char *name)
+{
+	struct mc_tensor *t = mc_model_param(m, name);
+
+	ck_assert_msg(t != NULL, "no parameter %s", name);
+	return t->data;
+}
+
+/* The pruned weights of new are the smallest of old: max pruned <= min kept;
+ * kept weights are unchanged (no fine-tuning). */
+static void assert_smallest(const struct mc_tensor *old, const struct mc_tensor *new, float *maxp,
+			    float *mink)
+{
+	const float *a = old->data, *b = new->data;
+
+	for (int64_t i = 0; i < old->numel; i++) {
+		if (b[i] == 0.0f) {
+			*maxp = fmaxf(*maxp, fabsf(a[i]));
+		} else {
+			ck_assert(b[i] == a[i]);
+			*mink = fminf(*mink, fabsf(a[i]));
+		}
+	}
+}
+
+START_TEST(test_per_layer_exact)
+{
+	static const char *names[] = { "fc1.weight", "fc2.weight", "fc3.weight" };
+	const double want[] = { 0.7, 0.7, 0.25 };
+	struct mc_model *a = load("mlp.safetensors"), *b;
+
+	run_ok("mlp.safetensors", "      model: m\n"
+				  "      sparsity: 0.7\n"
+				  "      overrides: [\"fc3=0.25\"]\n");
+	b = load("out.safetensors");
+	for (int i = 0; i < 3; i++) {
+		const struct mc_tensor *t = mc_model_param(b, names[i]);
+		float maxp = 0, mink = INFINITY;
+
+		ck_assert_int_eq(zeros(t), llround(want[i] * (double)t->numel));
+		assert_smallest(mc_model_param(a, names[i]), t, &maxp, &mink);
+		ck_assert_float_le(maxp, mink);
+	}
+	/* biases are not pruned */
+	ck_assert_int_eq(zeros(mc_model_param(b, "fc1.bias")), zeros(mc_model_param(a, "fc1.bias")));
+	mc_model_free(a);
+	mc_model_free(b);
+}
+END_TEST
+
+START_TEST(test_global_exact)
+{
+	static const char *names[] = { "fc1.weight", "fc2.weight", "fc3.weight" };
+	struct mc_model *a = load("mlp.safetensors"), *b;
+	int64_t z = 0, total = 0, zmin = INT64_MAX, zmax = 0;
+	float maxp = 0, mink = INFINITY;
+
+	run_ok("mlp.safetensors", "      model: m\n"
+				  "      scope: global\n"
+				  "      sparsity: 0.8\n"
+				  "      exclude: [\"fc3\"]\n");
+	b = load("out.safetensors");
+	for (int i = 0; i < 2; i++) {
+		const struct mc_tensor *t = mc_model_param(b, names[i]);
+		double s = (double)zeros(t) / (double)t->numel;
+
+		z += zeros(t);
+		total += t->numel;
+		zmin = s * 1000 < zmin ? (int64_t)(s * 1000) : zmin;
+		zmax = s * 1000 > zmax ? (int64_t)(s * 1000) : zmax;
+		assert_smallest(mc_model_param(a, names[i]), t, &maxp, &mink);
+	}
+	ck_assert_int_eq(z, llround(0.8 * (double)total));
+	ck_assert_float_le(maxp, mink); /* one threshold across layers */
+	ck_assert_int_ne(zmin, zmax);	/* and not the same sparsity in each */
+	ck_assert_int_eq(zeros(mc_model_param(b, "fc3.weight")), 0); /* excluded */
+	mc_model_free(a);
+	mc_model_free(b);
+}
+END_TEST
+
+START_TEST(test_masks_survive_finetune)
+{
+	static const char *names[] = { "fc1.weight", "fc2.weight", "fc3.weight" };
+	struct mc_model *once, *tuned;
+	int changed = 0;
+
+	run_ok("mlp.safetensors", "      model: m\n"
+				  "      sparsity: 0.6\n");
+	once = load("out.safetensors");
+	run_ok("mlp.safetensors", "      model: m\n"
+				  "      sparsity: 0.6\n"
+				  "      finetune_epochs: 3\n"
+				  "      batch_size: 16\n"
+				  "      optimizer: sgd\n"
+				  "      lr: 0.05\n");
+	tuned = load("out.safetensors");
+	for (int i = 0; i < 3; i++) {
+		const struct mc_tensor *x = mc_model_param(once, names[i]),
+				       *y = mc_model_param(tuned, names[i]);
+		const uint32_t *bx = x->data, *by = y->data;
+
+		for (int64_t k = 0; k < x->numel; k++) {
+			if (bx[k] == 0)
+				ck_assert_msg(by[k] == 0, "%s[%lld] came back as %a", names[i],
+					      (long long)k, (double)((const float *)y->data)[k]);
+			else
+				changed += bx[k] != by[k];
+		}
+	}
+	ck_assert_int_gt(changed, 100); /* fine-tuning did move the kept weights */
+	mc_model_free(once);
+	mc_model_free(tuned);
+}
+END_TEST
+
+/* Zhu & Gupta, written out independently of the pass. */
+static double zhu_gupta(double si, double sf, double t, double t0, double n_dt)
+{
+	return sf + (si - sf) * pow(1 - (t - t0) / n_dt, 3);
+}
+
+START_TEST(test_gradual_formula)
+{
+	/* 128 samples at batch 16: 8 steps an epoch. Each case stops the run
+	 * at a known last update t, so the model's sparsity is s(t). */
+	static const struct {
+		const char *unit;
+		int end, freq, epochs;
+		double t_last, t_end;
+	} cases[] = {
+		{ "step", 20, 3, 1, 6, 20 },   /* updates at 0, 3, 6 */
+		{ "step", 10, 4, 1, 8, 10 },   /* 0, 4, 8 */
+		{ "step", 7, 5, 1, 7, 7 },     /* 0, 5, 7 (end): the final sparsity */
+		{ "epoch", 4, 1, 2, 16, 32 },  /* 0, 8, 16 */
+	};
+	char params[1024];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		double s = zhu_gupta(0.2, 0.8, cases[c].t_last, 0, cases[c].t_end);
+		struct mc_model *b;
+
+		PATHF(params,
+		      "      model: m\n"
+		      "      sparsity: 0.8\n"
+		      "      schedule: gradual\n"
+		      "      initial_sparsity: 0.2\n"
+		      "      unit: %s\n"
+		      "      end: %d\n"
+		      "      frequency: %d\n"
+		      "      finetune_epochs: %d\n"
+		      "      batch_size: 16\n",
+		      cases[c].unit, cases[c].end, cases[c].freq, cases[c].epochs);
+		run_ok("mlp.safetensors", params);
+		b = load("out.safetensors");
+		for (int i = 0; i < b->n_nodes; i++) {
+			const struct mc_tensor *w;
+
+			if (strcmp(b->nodes[i].op->name, "linear"))
+				continue;
+			w = b->nodes[i].params[0];
+			ck_assert_msg(zeros(w) == llround(s * (double)w->numel),
+				      "case %zu, %s: %lld zeros, want %lld (s = %.6f)", c,
+				      b->nodes[i].name, (long long)zeros(w),
+				      llround(s * (double)w->numel), s);
+		}
+		mc_model_free(b);
+	}
+}
+END_TEST
+
+/* Zeroes the units of layer wname (and its bias, and any per-channel params
+ * listed) that the reference L1 ranking drops; keep[] gets the kept flags. */
+static void mask_units(struct mc_model *m, const char *layer, double s, const char *const *chan,
+		       uint8_t *keep)
+{
+	char name[128];
+	struct mc_tensor *w;
+	int64_t out, per, drop;
+	double *norm;
+
+	snprintf(name, sizeof(name), "%s.weight", layer);
+	w = mc_model_param(m, name);
+	out = w->shape[0];
+	per = w->numel / out;
+	drop = llround(s * (double)out);
+	norm = calloc((size_t)out, sizeof(double));
+	for (int64_t o = 0; o < out; o++)
+		for (int64_t k = 0; k < per; k++)
+			norm[o] += fabs(((float *)w->data)[o * per + k]);
+	for (int64_t o = 0; o < out; o++) {
+		int64_t below = 0;
+
+		for (int64_t q = 0; q < out; q++)
+			below += norm[q] < norm[o] || (norm[q] == norm[o] && q > o);
+		keep[o] = below >= drop;
+	}
+	for (int64_t o = 0; o < out; o++) {
+		if (keep[o])
+			continue;
+		memset((float *)w->data + o * per, 0, (size_t)per * sizeof(float));
+		snprintf(name, sizeof(name), "%s.bias", layer);
+		((float *)mc_model_param(m, name)->data)[o] = 0;
+		for (int c = 0; chan && chan[c]; c++)
+			((float *)mc_model_param(m, chan[c])->data)[o] = 0;
+	}
+	free(norm);
+}
+
+/* Outputs of a and b on the test images agree within tol. */
+static void assert_same_function(const struct mc_model *a, const struct mc_model *b)
+{
+	struct mc_err err = { 0 };
+	char prefix[4200];
+	struct mc_dataset *d;
+	struct mc_exec *ea, *eb;
+	const float *ya, *yb;
+
+	PATHF(prefix, "%s", spath("test"));
+	d = mc_idx_load_prefix(prefix, &err);
+	ck_assert_msg(d != NULL, "%s", err.msg);
+	ea = mc_exec_new(a, N_TEST, 0, &err);
+	eb = mc_exec_new(b, N_TEST, 0, &err);
+	ck_assert(ea && eb);
+	ya = mc_forward(ea, d->x, N_TEST);
+	yb = mc_forward(eb, d->x, N_TEST);
+	for (int i = 0; i < N_TEST * (int)a->n_classes; i++)
+		ck_assert_msg(fabsf(ya[i] - yb[i]) <= 1e-5f * (1 + fabsf(ya[i])),
+			      "output %d: pruned %g, masked dense %g", i, yb[i], ya[i]);
+	mc_exec_free(ea);
+	mc_exec_free(eb);
+	mc_dataset_free(d);
+}
+
+START_TEST(test_structured_mlp)
+{
+	struct mc_model *masked = load("mlp.safetensors"), *p;
+	uint8_t k1[32], k2[16];
+
+	run_ok("mlp.safetensors", "      model: m\n"
+				  "      method: structured\n"
+				  "      sparsity: 0.5\n"
+				  "      overrides: [\"fc2=0.25\"]\n");
+	p = load("out.safetensors");
+	ck_assert_int_eq(mc_model_param(p, "fc1.weight")->shape[0], 16);
+	ck_assert_int_eq(mc_model_param(p, "fc2.weight")->shape[0], 12);
+	ck_assert_int_eq(mc_model_param(p, "fc2.weight")->shape[1], 16);
+	ck_assert_int_eq(mc_model_param(p, "fc3.weight")->shape[0], 4); /* the classifier stays */
+	ck_assert_int_eq(mc_model_param(p, "fc3.weight")->shape[1], 12);
+	mask_units(masked, "fc1", 0.5, NULL, k1);
+	mask_units(masked, "fc2", 0.25, NULL, k2);
+	assert_same_function(masked, p);
+	mc_model_free(masked);
+	mc_model_free(p);
+}
+END_TEST
+
+START_TEST(test_structured_cnn)
+{
+	static const char *const bn[] = { "bn1.weight", "bn1.bias", NULL };
+	struct mc_model *masked = load("cnn.safetensors"), *p;
+	uint8_t k1[6], k2[8], k3[12];
+
+	run_ok("cnn.safetensors", "      model: m\n"
+				  "      method: structured\n"
+				  "      sparsity: 0.5\n");
+	p = load("out.safetensors");
+	ck_assert_int_eq(mc_model_param(p, "c1.weight")->shape[0], 3);
+	ck_assert_int_eq(mc_model_param(p, "bn1.running_var")->shape[0], 3);
+	ck_assert_int_eq(mc_model_param(p, "c2.weight")->shape[0], 4);
+	ck_assert_int_eq(mc_model_param(p, "c2.weight")->shape[1], 3);
+	ck_assert_int_eq(mc_model_param(p, "fc1.weight")->shape[0], 6);
+	ck_assert_int_eq(mc_model_param(p, "fc1.weight")->shape[1], 4 * 4 * 4);
+	ck_assert_int_eq(mc_model_param(p, "fc2.weight")->shape[1], 6);
+	mask_units(masked, "c1", 0.5, bn, k1);
+	mask_units(masked, "c2", 0.5, NULL, k2);
+	mask_units(masked, "fc1", 0.5, NULL, k3);
+	assert_same_function(masked, p);
+	mc_model_free(masked);
+	mc_model_free(p);
+}
+END_TEST
+
+START_TEST(test_nm_pattern)
+{
+	static const int nm[][2] = { { 2, 4 }, { 4, 8 }, { 1, 4 } };
+	char params[512];
+
+	for (int c = 0; c < 3; c++) {
+		struct mc_model *a = load("mlp.safetensors"), *b;
+		int N = nm[c][0], M = nm[c][1];
+
+		PATHF(params, "      model: m\n      method: \"n:m\"\n      nm: \"%d:%d\"\n", N, M);
+		run_ok("mlp.safetensors", params);
+		b = load("out.safetensors");
+		for (int i = 0; i < b->n_nodes; i++) {
+			const struct mc_tensor *w = b->nodes[i].params[0], *w0;
+			const float *x, *x0;
+
+			if (strcmp(b->nodes[i].op->name, "linear"))
+				continue;
+			w0 = a->nodes[i].params[0];
+			x = w->data;
+			x0 = w0->data;
+			for (int64_t g = 0; g < w->numel; g += M) {
+				int kept = 0;
+				float minkept = INFINITY, maxgone = 0;
+
+				for (int k = 0; k < M; k++) {
+					if (x[g + k] != 0.0f) {
+						kept++;
+						minkept = fminf(minkept, fabsf(x0[g + k]));
+					} else {
+						maxgone = fmaxf(maxgone, fabsf(x0[g + k]));
+					}
+				}
+				ck_assert_int_eq(kept, N);
+				ck_assert_float_le(maxgone, minkept);
+			}
+		}
+		mc_model_free(a);
+		mc_model_free(b);
+	}
+}
+END_TEST
+
+START_TEST(test_sensitivity)
+{
+	struct mc_model *a = load("mlp.safetensors"), *b;
+	char *svg = NULL, *s;
+	size_t len = 0;
+	struct mc_err err = { 0 };
+	int lines = 0;
+
+	run_ok("mlp.safetensors", "      model: m\n"
+				  "      mode: sensitivity\n"
+				  "      eval_data: test\n"
+				  "      levels: [0.5, 0.9]\n"
+				  "      plot: plot.svg\n");
+	ck_assert_msg(mc_read_file(spath("plot.svg"), 1 << 20, (void **)&svg, &len, &err) == 0,
+		      "%s", err.msg);
+	svg = realloc(svg, len + 1);
+	svg[len] = '\0';
+	ck_assert_ptr_nonnull(strstr(svg, "<svg"));
+	ck_assert_ptr_nonnull(strstr(svg, "</svg>"));
+	for (s = svg; (s = strstr(s, "<polyline")); s++)
+		lines++;
+	ck_assert_int_eq(lines, 3); /* one per layer */
+	ck_assert_ptr_nonnull(strstr(svg, ">fc2<"));
+	free(svg);
+	b = load("out.safetensors"); /* the model is left as it was */
+	ck_assert_int_eq(memcmp(W(a, "fc1.weight"), W(b, "fc1.weight"), 32 * 64 * 4), 0);
+	mc_model_free(a);
+	mc_model_free(b);
+}
+END_TEST
+
+/* The params fail validation (not at run time) at line:col of key. */
+static void expect_refused(const char *params, int line, const char *want)
+{
+	struct mc_err err = { 0 };
+	char place[4300];
+
+	ck_assert_int_eq(pipeline("mlp.safetensors", params, 0, &err), MC_EINVAL);
+	PATHF(place, "%s:%d:", spath("p.yaml"), line);
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks the place '%s'", err.msg, place);
+	ck_assert_msg(strstr(err.msg, want), "'%s' lacks '%s'", err.msg, want);
+}
+
+START_TEST(test_invalid_params)
+{
+	expect_refused("      model: m\n      sparsity: 1.5\n", 11, "sparsity");
+	expect_refused("      model: m\n      method: \"n:m\"\n      nm: \"3:2\"\n", 12,
+		       "'3:2' is not N:M");
+	expect_refused("      model: m\n      overrides: [\"fc1=0.5\", \"fc9=0.5\"]\n", 11,
+		       "no layer of model 'm' matches 'fc9'");
+	expect_refused("      model: m\n      overrides: [\"fc1=1.5\"]\n", 11,
+		       "'fc1=1.5' is not PATTERN=SPARSITY");
+	expect_refused("      model: m\n      exclude: [\"nope*\"]\n", 11,
+		       "no layer of model 'm' matches 'nope*'");
+	expect_refused("      model: m\n      schedule: gradual\n", 9, "finetune_epochs");
+	expect_refused("      model: m\n      mode: sensitivity\n      eval_data: train\n", 12,
+		       "'train' is the training split");
+	expect_refused("      model: m\n      method: structured\n      exclude: [\"fc1\", \"fc2\"]\n",
+		       11, "no layer left to prune structurally");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("prune");
+	TCase *tc = tcase_create("pass");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_per_layer_exact);
+	tcase_add_test(tc, test_global_exact);
+	tcase_add_test(tc, test_masks_survive_finetune);
+	tcase_add_test(tc, test_gradual_formula);
+	tcase_add_test(tc, test_structured_mlp);
+	tcase_add_test(tc, test_structured_cnn);
+	tcase_add_test(tc, test_nm_pattern);
+	tcase_add_test(tc, test_sensitivity);
+	tcase_add_test(tc, test_invalid_params);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	setenv("MCOMP_QUIET", "1", 1);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
