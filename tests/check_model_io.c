@@ -275,6 +275,130 @@ START_TEST(test_load_errors)
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------- sparse tensors */
+
+static const char *sparse_arch =
+    "{\"format\": 1, \"input\": [1, 16, 16], \"nodes\": ["
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
+    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 64}},"
+    "{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act\"], \"attrs\": {\"out\": 64}},"
+    "{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"fc2\"], \"attrs\": {\"out\": 3}}]}";
+
+/* fc1.weight 90% zeros (one kept value is -0.0), fc2.weight 99.5% zeros (CSR beats the bitmask). */
+static struct mc_model *sparse_model(void)
+{
+	struct mc_err err = {0};
+	struct mc_model *m = mc_model_from_arch(sparse_arch, "test", &err);
+	float *w1, *w2;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 11);
+	w1 = mc_model_param(m, "fc1.weight")->data;
+	w2 = mc_model_param(m, "fc2.weight")->data;
+	for (int i = 0; i < 64 * 256; i++)
+		if (i % 10)
+			w1[i] = 0.0f;
+	w1[20] = -0.0f;
+	for (int i = 0; i < 64 * 64; i++)
+		if (i % 200)
+			w2[i] = 0.0f;
+	return m;
+}
+
+static const struct mc_st_entry *entry(const struct mc_st_file *f, const char *name,
+				       const char *dtype, int64_t n)
+{
+	const struct mc_st_entry *e = mc_st_find(f, name);
+
+	ck_assert_msg(e != NULL, "no tensor %s in the file", name);
+	ck_assert_str_eq(e->st_dtype, dtype);
+	ck_assert_int_eq(e->ndim, 1);
+	ck_assert_int_eq(e->shape[0], n);
+	return e;
+}
+
+START_TEST(test_sparse_round_trip)
+{
+	struct mc_model *m = sparse_model(), *dense, *l;
+	const char *p = tpath("sparse.safetensors");
+	struct mc_err err = {0};
+	struct mc_st_file *f;
+	size_t len, dlen;
+	void *buf, *dbuf;
+
+	ck_assert_int_eq(mc_model_serialize(m, &buf, &len, &err), 0);
+	dense = mc_model_from_arch(sparse_arch, "test", &err);
+	mc_model_init(dense, 11);
+	ck_assert_int_eq(mc_model_serialize(dense, &dbuf, &dlen, &err), 0);
+	ck_assert_msg(len * 5 <= dlen, "sparse file %zu bytes, dense %zu", len, dlen);
+	free(dbuf);
+
+	f = mc_st_parse(buf, len, "sparse", &err); /* any safetensors reader opens it */
+	ck_assert_msg(f != NULL, "%s", err.msg);
+	ck_assert_ptr_null(mc_st_find(f, "fc1.weight"));
+	entry(f, "fc1.weight.__mask", "U8", 64 * 256 / 8);
+	entry(f, "fc1.weight.__values", "F32", 64 * 256 / 10 + 1);
+	entry(f, "fc2.weight.__indptr", "I32", 65);
+	entry(f, "fc2.weight.__indices", "I32", 21);
+	entry(f, "fc2.weight.__values", "F32", 21);
+	ck_assert_ptr_nonnull(mc_st_find(f, "fc3.weight")); /* dense stays dense */
+	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.sparse"),
+				     "\"fc1.weight\":{\"format\":\"bitmask\",\"shape\":[64,256]"));
+	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.sparse"), "\"format\":\"csr\""));
+	mc_st_free(f);
+
+	ck_assert_msg(mc_model_save(m, p, &err) == 0, "%s", err.msg);
+	l = mc_model_load(p, &err);
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	assert_same_params(m, l); /* bit for bit, -0.0 included */
+	ck_assert_uint_eq(((uint32_t *)mc_model_param(l, "fc1.weight")->data)[20], 0x80000000u);
+	mc_model_free(l);
+	mc_model_free(dense);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Serializes the sparse model, lets edit change its bytes, expects the load to fail. */
+static void expect_sparse_fail(const char *piece, int64_t at, uint8_t value, const char *want)
+{
+	struct mc_model *m = sparse_model();
+	const char *p = tpath("bad-sparse.safetensors");
+	struct mc_err err = {0};
+	const struct mc_st_entry *e;
+	struct mc_st_file *f;
+	size_t len, off;
+	void *buf, *copy;
+
+	ck_assert_int_eq(mc_model_serialize(m, &buf, &len, &err), 0);
+	copy = malloc(len);
+	memcpy(copy, buf, len);
+	f = mc_st_parse(copy, len, "copy", &err);
+	ck_assert_ptr_nonnull(f);
+	e = mc_st_find(f, piece);
+	ck_assert_ptr_nonnull(e);
+	off = (size_t)((const char *)e->data - (const char *)f->buf);
+	((uint8_t *)buf)[off + (size_t)at] = value;
+	mc_st_free(f);
+	ck_assert_int_eq(mc_write_file_atomic(p, buf, len, &err), 0);
+	free(buf);
+	ck_assert_ptr_null(mc_model_load(p, &err));
+	ck_assert_int_eq(err.code, MC_ECORRUPT);
+	ck_assert_msg(strstr(err.msg, want), "'%s' lacks '%s'", err.msg, want);
+	mc_model_free(m);
+}
+
+START_TEST(test_sparse_corrupt)
+{
+	/* byte 0 of the mask holds elements 0..7: only element 0 is stored */
+	expect_sparse_fail("fc1.weight.__mask", 0, 0x03, "sets more bits than nnz");
+	expect_sparse_fail("fc1.weight.__mask", 0, 0x00, "sets 1638 bits for 1639 values");
+	expect_sparse_fail("fc2.weight.__indices", 1, 0x7f, "CSR index arrays out of order");
+	expect_sparse_fail("fc2.weight.__indptr", 4, 0x7f, "CSR index arrays out of order");
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("model_io");
@@ -285,6 +409,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_save_keeps_old_on_failure);
 	tcase_add_test(tc, test_mismatched_files);
 	tcase_add_test(tc, test_load_errors);
+	tcase_add_test(tc, test_sparse_round_trip);
+	tcase_add_test(tc, test_sparse_corrupt);
 	suite_add_tcase(s, tc);
 	return s;
 }
