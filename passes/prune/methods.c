@@ -279,7 +279,8 @@ static int unit_cmp(const void *pa, const void *pb)
 	return (a->idx < b->idx) - (a->idx > b->idx); /* higher index goes first */
 }
 
-void prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep)
+int prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep,
+		     struct mc_err *err)
 {
 	int64_t out = w->shape[0], per = w->numel / out, drop = llround(s * (double)out);
 	const float *x = w->data;
@@ -287,10 +288,8 @@ void prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *ke
 
 	if (drop > out - 1)
 		drop = out - 1;
-	if (!u) { /* cannot rank: keep everything rather than guess */
-		memset(keep, 1, (size_t)out);
-		return;
-	}
+	if (!u)
+		return mc_err_set(err, MC_ENOMEM, "prune: out of memory ranking units");
 	for (int64_t o = 0; o < out; o++) {
 		double acc = 0;
 
@@ -306,6 +305,7 @@ void prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *ke
 	for (int64_t o = 0; o < out; o++)
 		keep[u[o].idx] = o >= drop;
 	free(u);
+	return 0;
 }
 
 /* Ops that keep channel c of their input as channel c of their output. */

@@ -387,7 +387,9 @@ static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct
 			ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 			goto out;
 		}
-		prune_rank_units(w, l[k].target, c->norm, keep[k]);
+		ret = prune_rank_units(w, l[k].target, c->norm, keep[k], mc_ctx_err(ctx));
+		if (ret)
+			goto out;
 	}
 	nm = prune_shrink(m, n, node, keep, mc_ctx_err(ctx));
 	if (!nm) {

@@ -104,8 +104,10 @@ void prune_apply_masks(struct mc_model *m, const struct prune_layer *l, int n);
  * Structured pruning: which output units of layer l survive. keep[0..out)
  * is set to 1 for the units kept: the out - round(s * out) (at least one)
  * of largest L1 or L2 norm of their weights, ties to the lower index.
+ * Returns 0 or MC_ENOMEM.
  */
-void prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep);
+int prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep,
+		     struct mc_err *err);
 /*
  * Whether the output of node i of m can shrink: every path from it passes
  * only channel-wise ops (relu, pooling, batch norm, dropout, flatten) and

@@ -41,8 +41,8 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 		keep = malloc((size_t)w->shape[0]);
 		if (!keep)
 			return mc_err_set(err, MC_ENOMEM, "prune: out of memory");
-		prune_rank_units(w, s, c->norm, keep);
-		*out = prune_shrink(m, 1, &layer->node, &keep, err);
+		ret = prune_rank_units(w, s, c->norm, keep, err);
+		*out = ret ? NULL : prune_shrink(m, 1, &layer->node, &keep, err);
 		free(keep);
 		return *out ? 0 : err->code;
 	}
