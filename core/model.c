@@ -277,9 +277,13 @@ static int parse_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 			return mc_err_set(err, MC_EINVAL,
 					  "%s: %sunknown op '%s'; did you mean '%s'?", origin,
 					  where, opname, near);
-		return mc_err_set(err, MC_EINVAL,
-				  "%s: %sunknown op '%s'; see `mcomp ops` for the list", origin,
-				  where, opname);
+		char list[512] = "";
+
+		for (const char *const *o = mc_op_names(); *o; o++)
+			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+				 o == mc_op_names() ? "" : ", ", *o);
+		return mc_err_set(err, MC_EINVAL, "%s: %sunknown op '%s'; the ops are %s", origin,
+				  where, opname, list);
 	}
 	if (jname && (!json_is_string(jname) || !*json_string_value(jname)))
 		return mc_err_set(err, MC_EINVAL, "%s: %s\"name\" must be a non-empty string",

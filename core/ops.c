@@ -70,7 +70,7 @@ uint32_t mc_node_hash(const struct mc_node *node)
 
 /* ---------------------------------------------------------------- the table */
 
-/* In the order of their names, as `mcomp ops` lists them. */
+/* In the order of their names. */
 static const struct mc_op *const ops[] = {
     &mc_op_add,	    &mc_op_avgpool2d,	   &mc_op_batchnorm, &mc_op_conv2d,
     &mc_op_dropout, &mc_op_flatten,	   &mc_op_global_avgpool, &mc_op_linear,
