@@ -25,6 +25,7 @@ struct mc_exec {
 	float **dact;  /* [n_nodes] output gradients (training) */
 	float **grads; /* [n_nodes * MC_NODE_MAX_PARAMS] parameter gradients (training) */
 	int *uses;     /* [n_nodes] how many node inputs read each node */
+	int *needs;    /* [n_nodes] a trained parameter lies at or before the node */
 	int *written;  /* [n_nodes] during backward: dact holds a value */
 	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
 	const float *x;
@@ -716,6 +717,7 @@ void mc_exec_free(struct mc_exec *e)
 	free(e->dact);
 	free(e->grads);
 	free(e->uses);
+	free(e->needs);
 	free(e->written);
 	free(e);
 }
@@ -772,6 +774,17 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	}
 	if (!training)
 		return e;
+	e->needs = calloc(nn, sizeof(*e->needs));
+	if (!e->needs)
+		goto nomem;
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = &m->nodes[i];
+
+		e->needs[i] = nd->n_params > nd->n_buffers;
+		for (int k = 0; k < nd->n_inputs; k++)
+			if (nd->inputs[k] != MC_NODE_INPUT && e->needs[nd->inputs[k]])
+				e->needs[i] = 1;
+	}
 	e->dact = calloc(nn, sizeof(*e->dact));
 	e->grads = calloc(nn * MC_NODE_MAX_PARAMS, sizeof(*e->grads));
 	if (!e->dact || !e->grads)
@@ -849,6 +862,10 @@ void mc_backward(struct mc_exec *e, const float *dlogits)
 			add[k] = 0;
 			in[k] = src == MC_NODE_INPUT ? e->x : e->act[src];
 			if (src == MC_NODE_INPUT) {
+				din[k] = NULL;
+			} else if (!e->needs[src]) {
+				/* Nothing upstream learns: the input gradient would be
+				 * thrown away (fc1's is a third of an MLP's backward). */
 				din[k] = NULL;
 			} else if (!e->written[src]) {
 				din[k] = e->dact[src];
