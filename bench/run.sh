@@ -3,7 +3,7 @@
 #
 # bench/run.sh - mcomp measured against its peers, side by side, in one run.
 #
-#	sh bench/run.sh [all|gemm|train|scaling]...	(default: gemm train)
+#	sh bench/run.sh [all|gemm|train|memory|scaling]...	(default: gemm train memory)
 #
 # gemm     square f32 GEMM GFLOP/s (mcomp, OpenBLAS with OPENBLAS_CORETYPE as
 #          the environment has it and unset) and mcomp's int8 GEMM GOP/s
@@ -11,9 +11,11 @@
 #          256, against PyTorch in each configuration of OMP_WAIT_POLICY
 #          (unset, PASSIVE) and OPENBLAS_CORETYPE (as the environment has it,
 #          unset); the ratio is against PyTorch's best configuration per metric
+# memory   peak memory growth of a whole-data-set MLP epoch against the data
+#          set + weights + Adam state + one batch's activations (target < 2x)
 # scaling  GEMM and MLP training at 1, 2, ... N threads (N = nproc): speedup
 #          and efficiency (not part of the default run)
-# all      gemm, train and scaling
+# all      gemm, train, memory and scaling
 #
 # Every figure is the median of BENCH_ROUNDS interleaved rounds (each itself
 # a median of repeated timings), and each ratio compares figures taken in the
@@ -383,15 +385,31 @@ run_scaling() {
 	fi
 }
 
+# ---------------------------------------------------------------- memory
+
+run_memory() {
+	echo "== Memory: peak growth while training the MLP for one epoch on the whole data set," \
+		"against data set + weights + Adam state + one batch's activations"
+	if [ -f "$DATA/train-images-idx3-ubyte.gz" ] || [ -f "$DATA/train-images-idx3-ubyte" ]; then
+		measure mem 1 env OMP_NUM_THREADS="$THREADS" MCOMP_PROGRESS=0 "$TRAIN" -d "$DATA" \
+			mlp memory
+	else
+		measure mem 1 env OMP_NUM_THREADS="$THREADS" MCOMP_PROGRESS=0 "$TRAIN" mlp memory
+	fi
+	m=$(med mem mem_mlp)
+	printf '  peak growth / budget: %s\n' "$(fmt "$m")"
+	target "MLP training memory: peak / budget" "$m" 1 "$(fmt "$m")" le 2
+}
+
 # ---------------------------------------------------------------- main
 
-parts=${*:-gemm train}
-[ "$parts" = all ] && parts="gemm train scaling"
+parts=${*:-gemm train memory}
+[ "$parts" = all ] && parts="gemm train memory scaling"
 for p in $parts; do
 	case $p in
-	gemm | train | scaling) ;;
+	gemm | train | memory | scaling) ;;
 	*)
-		echo "usage: sh bench/run.sh [all|gemm|train|scaling]..." >&2
+		echo "usage: sh bench/run.sh [all|gemm|train|memory|scaling]..." >&2
 		exit 2
 		;;
 	esac
