@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "ops_int.h"
 
 /* Output size of a window sliding over n with padding p and stride s. */
@@ -162,192 +164,333 @@ static void valid_cols(const struct conv_geo *q, int kj, int *lo, int *hi)
 		*hi = *lo;
 }
 
-/* col[C*k*k, n*P] (row stride n*P) from x[n, C, H, W]. */
-static void im2col(const struct conv_geo *q, int n, const float *x, float *col)
+/* col[C*k*k, P] from one sample x[C, H, W]: row (c, ki, kj) holds what that tap sees. */
+static void im2col(const struct conv_geo *q, const float *x, float *col)
 {
-	int64_t ld = (int64_t)n * q->P;
+	for (int c = 0; c < q->C; c++) {
+		const float *img = x + (size_t)c * q->H * q->W;
 
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)n * q->C * q->P * q->k * q->k >= MC_PAR_MIN)
-	for (int s = 0; s < n; s++)
-		for (int c = 0; c < q->C; c++) {
-			const float *img = x + ((size_t)s * q->C + c) * q->H * q->W;
+		for (int ki = 0; ki < q->k; ki++)
+			for (int kj = 0; kj < q->k; kj++) {
+				int64_t row = ((int64_t)c * q->k + ki) * q->k + kj;
+				float *dst = col + row * q->P;
+				int lo, hi;
 
-			for (int ki = 0; ki < q->k; ki++)
-				for (int kj = 0; kj < q->k; kj++) {
-					int64_t row = ((int64_t)c * q->k + ki) * q->k + kj;
-					float *dst = col + row * ld + (int64_t)s * q->P;
-					int lo, hi;
+				valid_cols(q, kj, &lo, &hi);
+				for (int oh = 0; oh < q->OH; oh++, dst += q->OW) {
+					int h = oh * q->s - q->p + ki;
+					const float *src = img + (int64_t)h * q->W - q->p + kj;
 
-					valid_cols(q, kj, &lo, &hi);
-					for (int oh = 0; oh < q->OH; oh++, dst += q->OW) {
-						int h = oh * q->s - q->p + ki;
-						const float *src = img + (int64_t)h * q->W - q->p + kj;
-
-						if (h < 0 || h >= q->H) {
-							memset(dst, 0, (size_t)q->OW * sizeof(float));
-							continue;
-						}
-						memset(dst, 0, (size_t)lo * sizeof(float));
-						if (q->s == 1)
-							memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
-						else
-							for (int ow = lo; ow < hi; ow++)
-								dst[ow] = src[ow * q->s];
-						memset(dst + hi, 0, (size_t)(q->OW - hi) * sizeof(float));
+					if (h < 0 || h >= q->H) {
+						memset(dst, 0, (size_t)q->OW * sizeof(float));
+						continue;
 					}
+					memset(dst, 0, (size_t)lo * sizeof(float));
+					if (q->s == 1)
+						memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+					else
+						for (int ow = lo; ow < hi; ow++)
+							dst[ow] = src[ow * q->s];
+					memset(dst + hi, 0, (size_t)(q->OW - hi) * sizeof(float));
 				}
-		}
+			}
+	}
 }
 
-/* dx[n, C, H, W] = the sum of dcol[C*k*k, n*P] over the windows reading each pixel. */
-static void col2im(const struct conv_geo *q, int n, const float *dcol, float *dx)
+/* colT[P, C*k*k] from one sample: row p holds the window of output position p. */
+static void im2col_t(const struct conv_geo *q, const float *x, float *ct)
 {
-	int64_t ld = (int64_t)n * q->P;
+	const int k = q->k;
 
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)n * q->C * q->P * q->k * q->k >= MC_PAR_MIN)
-	for (int s = 0; s < n; s++)
-		for (int c = 0; c < q->C; c++) {
-			float *img = dx + ((size_t)s * q->C + c) * q->H * q->W;
+	for (int oh = 0; oh < q->OH; oh++) {
+		int h0 = oh * q->s - q->p;
 
-			memset(img, 0, (size_t)q->H * q->W * sizeof(float));
-			for (int ki = 0; ki < q->k; ki++)
-				for (int kj = 0; kj < q->k; kj++) {
-					int64_t row = ((int64_t)c * q->k + ki) * q->k + kj;
-					const float *src = dcol + row * ld + (int64_t)s * q->P;
-					int lo, hi;
+		for (int ow = 0; ow < q->OW; ow++) {
+			int w0 = ow * q->s - q->p;
+			const float *img = x + (int64_t)h0 * q->W + w0;
+			float *dst = ct + ((size_t)oh * q->OW + ow) * q->C * k * k;
 
-					valid_cols(q, kj, &lo, &hi);
-					for (int oh = 0; oh < q->OH; oh++, src += q->OW) {
-						int h = oh * q->s - q->p + ki;
-						float *dst = img + (int64_t)h * q->W - q->p + kj;
+			if (h0 >= 0 && h0 + k <= q->H && w0 >= 0 && w0 + k <= q->W) {
+				for (int c = 0; c < q->C; c++, img += (size_t)q->H * q->W)
+					for (int ki = 0; ki < k; ki++)
+						for (int kj = 0; kj < k; kj++)
+							*dst++ = img[ki * q->W + kj];
+				continue;
+			}
+			for (int c = 0; c < q->C; c++, img += (size_t)q->H * q->W)
+				for (int ki = 0; ki < k; ki++)
+					for (int kj = 0; kj < k; kj++) {
+						int h = h0 + ki, w = w0 + kj;
 
-						if (h < 0 || h >= q->H)
-							continue;
-						if (q->s == 1)
-							for (int ow = lo; ow < hi; ow++)
-								dst[ow] += src[ow];
-						else
-							for (int ow = lo; ow < hi; ow++)
-								dst[ow * q->s] += src[ow];
+						*dst++ = h >= 0 && h < q->H && w >= 0 && w < q->W ?
+							 img[ki * q->W + kj] : 0.0f;
 					}
+		}
+	}
+}
+
+/* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
+static void col2im(const struct conv_geo *q, const float *dcol, float *dx)
+{
+	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
+	for (int c = 0; c < q->C; c++) {
+		float *img = dx + (size_t)c * q->H * q->W;
+
+		for (int ki = 0; ki < q->k; ki++)
+			for (int kj = 0; kj < q->k; kj++) {
+				int64_t row = ((int64_t)c * q->k + ki) * q->k + kj;
+				const float *src = dcol + row * q->P;
+				int lo, hi;
+
+				valid_cols(q, kj, &lo, &hi);
+				for (int oh = 0; oh < q->OH; oh++, src += q->OW) {
+					int h = oh * q->s - q->p + ki;
+					float *dst = img + (int64_t)h * q->W - q->p + kj;
+
+					if (h < 0 || h >= q->H)
+						continue;
+					if (q->s == 1)
+						for (int ow = lo; ow < hi; ow++)
+							dst[ow] += src[ow];
+					else
+						for (int ow = lo; ow < hi; ow++)
+							dst[ow * q->s] += src[ow];
 				}
+			}
+	}
+}
+
+/* t[cols, rows] = a[rows, cols]^T */
+static void transpose(int rows, int cols, const float *a, float *t)
+{
+	for (int i0 = 0; i0 < rows; i0 += 16)
+		for (int j0 = 0; j0 < cols; j0 += 16) {
+			int i1 = i0 + 16 < rows ? i0 + 16 : rows, j1 = j0 + 16 < cols ? j0 + 16 : cols;
+
+			for (int j = j0; j < j1; j++)
+				for (int i = i0; i < i1; i++)
+					t[(size_t)j * rows + i] = a[(size_t)i * cols + j];
 		}
 }
 
 /*
- * Samples per chunk: the batch goes through im2col and the GEMMs a chunk at
- * a time, so that col and out^T (about 1 MiB together) stay in cache
- * between the steps that write and read them. A function of the geometry
- * alone, never of the thread count: the order of the sums in dW and db is
- * fixed.
+ * Samples are spread over at most CONV_SLOTS threads, each with a slot of
+ * the workspace of its own; the weight gradient is summed per fixed group
+ * of CONV_GROUP samples and the groups added in order. Both are functions
+ * of the batch size alone, so the workspace (sized for the largest batch)
+ * always has room, and the order of every sum is the same for any thread
+ * count.
  */
-static int conv_chunk(const struct conv_geo *q, int n)
-{
-	int64_t per = ((int64_t)q->C * q->k * q->k + q->O) * q->P;
-	int64_t cs = per > 0 ? (256 * 1024) / per : 1;
+#define CONV_SLOTS 16
+#define CONV_GROUP 8
 
-	if (cs < 1)
-		cs = 1;
-	return cs < n ? (int)cs : n;
+static int conv_slots(int n)
+{
+	return n < CONV_SLOTS ? n : CONV_SLOTS;
 }
 
-/* col [C*k*k, cs*P] then out^T [O, cs*P], for a chunk of cs samples */
+static int conv_groups(int n)
+{
+	return (n + CONV_GROUP - 1) / CONV_GROUP;
+}
+
+/* Floats of one slot: col (forward), or colT, dY^T and dcol (backward). */
+static size_t conv_slot_floats(const struct conv_geo *q)
+{
+	size_t ckk = (size_t)q->C * q->k * q->k;
+
+	return (size_t)q->P * (2 * ckk + (size_t)q->O);
+}
+
+/* W^T per group, then the slots, then per group of samples dW^T and db partial sums */
 static size_t conv_workspace(const struct mc_node *node, int n)
 {
 	struct conv_geo q;
-	size_t rows, total;
+	size_t wk, slots, parts, total;
 
 	conv_geo(node, &q);
-	rows = (size_t)q.C * q.k * q.k + (size_t)q.O;
-	if (mc_mul_overflow(rows, (size_t)conv_chunk(&q, n) * (size_t)q.P, &total) ||
+	wk = (size_t)q.O * q.Kg;
+	if (n < 1)
+		n = 1;
+	if (mc_mul_overflow(conv_slot_floats(&q), (size_t)conv_slots(n), &slots) ||
+	    mc_mul_overflow(wk + (size_t)q.O, (size_t)conv_groups(n), &parts) ||
+	    __builtin_add_overflow(slots, parts, &total) || __builtin_add_overflow(total, wk, &total) ||
 	    mc_mul_overflow(total, sizeof(float), &total))
 		return SIZE_MAX;
 	return total;
 }
 
-/* out[n, O, OH, OW] = conv(in[n, C, H, W], W[O, C/g, k, k]) + b[O] */
+/* Threads for units of work that each need a slot: 1 means one thread at a time. */
+static int conv_threads(int n, int units)
+{
+	int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+
+	if (nt > conv_slots(n))
+		nt = conv_slots(n);
+	return nt < units ? nt : units;
+}
+
+/* y[O, P] = W col + b for one sample; wt holds W^T per group, col the slot. */
+static void conv_fwd_sample(const struct conv_geo *q, const float *wt, const float *b,
+			    const float *x, float *col, float *y)
+{
+	im2col(q, x, col);
+	for (int o = 0; o < q->O; o++)
+		for (int64_t p = 0; p < q->P; p++)
+			y[o * q->P + p] = b[o];
+	for (int g = 0; g < q->g; g++)
+		mc_sgemm(1, 0, q->Og, (int)q->P, q->Kg, 1.0f, wt + (size_t)g * q->Og * q->Kg, q->Og,
+			 col + (size_t)g * q->Kg * q->P, (int)q->P, 1.0f, y + (size_t)g * q->Og * q->P,
+			 (int)q->P);
+}
+
+/* out[n, O, OH, OW] = conv(in[n, C, H, W], W[O, C/g, k, k]) + b[O], samples in parallel */
 static void conv_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			 const float *const *in, float *out)
 {
 	const float *w = node->params[0]->data, *b = node->params[1]->data;
+	float *wt = run->work, *slots;
 	struct conv_geo q;
-	int cs;
+	size_t slot, xs, ys;
+	int nt;
 
+	if (n < 1)
+		return;
 	conv_geo(node, &q);
-	cs = conv_chunk(&q, n);
-	for (int s0 = 0; s0 < n; s0 += cs) {
-		int m = n - s0 < cs ? n - s0 : cs;
-		int64_t ld = (int64_t)m * q.P;
-		float *col = run->work, *ot = col + (int64_t)q.C * q.k * q.k * ld;
-		float *y = out + (size_t)s0 * q.O * q.P;
+	slots = wt + (size_t)q.O * q.Kg;
+	slot = conv_slot_floats(&q);
+	xs = (size_t)q.C * q.H * q.W;
+	ys = (size_t)q.O * q.P;
+	/* Both GEMM operands read along rows (no transposing packs): W^T per group. */
+	for (int g = 0; g < q.g; g++)
+		transpose(q.Og, q.Kg, w + (size_t)g * q.Og * q.Kg, wt + (size_t)g * q.Og * q.Kg);
+	nt = conv_threads(n, n);
+	if (nt <= 1) {
+		/* one sample at a time, each GEMM split over the threads */
+		for (int s = 0; s < n; s++)
+			conv_fwd_sample(&q, wt, b, in[0] + s * xs, slots, out + s * ys);
+		return;
+	}
+#pragma omp parallel num_threads(nt)
+	{
+		float *col = slots + (size_t)omp_get_thread_num() * slot;
 
-		im2col(&q, m, in[0] + (size_t)s0 * q.C * q.H * q.W, col);
-		for (int g = 0; g < q.g; g++)
-			mc_sgemm(0, 0, q.Og, (int)ld, q.Kg, 1.0f, w + (size_t)g * q.Og * q.Kg, q.Kg,
-				 col + (size_t)g * q.Kg * ld, (int)ld, 0.0f,
-				 ot + (size_t)g * q.Og * ld, (int)ld);
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)m * q.O * q.P >= MC_PAR_MIN)
-		for (int s = 0; s < m; s++)
-			for (int o = 0; o < q.O; o++) {
-				const float *src = ot + (size_t)o * ld + (size_t)s * q.P;
-				float *dst = y + ((size_t)s * q.O + o) * q.P;
-
-				for (int64_t p = 0; p < q.P; p++)
-					dst[p] = src[p] + b[o];
-			}
+#pragma omp for schedule(static)
+		for (int s = 0; s < n; s++)
+			conv_fwd_sample(&q, wt, b, in[0] + s * xs, col, out + s * ys);
 	}
 }
 
-/* dW += dout^T col^T, db += sums of dout, din = col2im(W^T dout^T), chunk by chunk */
+/*
+ * One group of samples: its dW^T and db partial sums (sample by sample, in
+ * order), and each sample's input gradient.
+ */
+static void conv_bwd_group(const struct conv_geo *q, const float *w, int s0, int m,
+			   const float *x, const float *dout, float *dx, int want_w, int want_b,
+			   float *slot, float *part)
+{
+	size_t ckk = (size_t)q->C * q->k * q->k, xs = (size_t)q->C * q->H * q->W;
+	size_t ys = (size_t)q->O * q->P;
+	float *ct = slot, *dt = ct + ckk * q->P, *dcol = dt + (size_t)q->O * q->P;
+	float *pw = part, *pb = part + (size_t)q->O * q->Kg;
+
+	for (int i = 0; i < m; i++) {
+		const float *dy = dout + (s0 + i) * ys;
+
+		if (want_b)
+			for (int o = 0; o < q->O; o++) {
+				float acc = 0.0f;
+
+				for (int64_t p = 0; p < q->P; p++)
+					acc += dy[o * q->P + p];
+				pb[o] = i ? pb[o] + acc : acc;
+			}
+		if (want_w) {
+			transpose(q->O, (int)q->P, dy, dt);
+			im2col_t(q, x + (s0 + i) * xs, ct);
+			for (int g = 0; g < q->g; g++)
+				mc_sgemm(1, 0, q->Kg, q->Og, (int)q->P, 1.0f, ct + (size_t)g * q->Kg,
+					 (int)ckk, dt + (size_t)g * q->Og, q->O, i ? 1.0f : 0.0f,
+					 pw + (size_t)g * q->Kg * q->Og, q->Og);
+		}
+		if (dx) {
+			for (int g = 0; g < q->g; g++)
+				mc_sgemm(1, 0, q->Kg, (int)q->P, q->Og, 1.0f,
+					 w + (size_t)g * q->Og * q->Kg, q->Kg,
+					 dy + (size_t)g * q->Og * q->P, (int)q->P, 0.0f,
+					 dcol + (size_t)g * q->Kg * q->P, (int)q->P);
+			col2im(q, dcol, dx + (s0 + i) * xs);
+		}
+	}
+}
+
+/*
+ * dW += dout col^T, db += sums of dout, din = col2im(W^T dout): groups of
+ * samples in parallel, then the groups' partial sums added in order.
+ */
 static void conv_backward(const struct mc_node *node, const struct mc_run *run, int n,
 			  const float *const *in, const float *out, const float *dout,
 			  float *const *din, float *const *grads)
 {
 	const float *w = node->params[0]->data;
+	int want_w = grads && grads[0], want_b = grads && grads[1], ng, nt;
+	float *slots, *parts;
+	size_t slot, psz;
 	struct conv_geo q;
-	int cs;
 
+	if (n < 1 || (!want_w && !want_b && !din[0]))
+		return;
 	conv_geo(node, &q);
-	cs = conv_chunk(&q, n);
-	for (int s0 = 0; s0 < n; s0 += cs) {
-		int m = n - s0 < cs ? n - s0 : cs;
-		int64_t ld = (int64_t)m * q.P;
-		float *col = run->work, *dt = col + (int64_t)q.C * q.k * q.k * ld;
-		const float *dy = dout + (size_t)s0 * q.O * q.P;
+	slot = conv_slot_floats(&q);
+	slots = (float *)run->work + (size_t)q.O * q.Kg;
+	parts = slots + (size_t)conv_slots(n) * slot;
+	psz = (size_t)q.O * q.Kg + (size_t)q.O;
+	ng = conv_groups(n);
+	nt = conv_threads(n, ng);
+	if (nt <= 1) {
+		for (int t = 0; t < ng; t++) {
+			int s0 = t * CONV_GROUP, m = n - s0 < CONV_GROUP ? n - s0 : CONV_GROUP;
 
-		/* dout^T [O, m*P] */
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)m * q.O * q.P >= MC_PAR_MIN)
-		for (int s = 0; s < m; s++)
-			for (int o = 0; o < q.O; o++)
-				memcpy(dt + (size_t)o * ld + (size_t)s * q.P,
-				       dy + ((size_t)s * q.O + o) * q.P, (size_t)q.P * sizeof(float));
-		if (grads && grads[1]) {
-			float *db = grads[1];
+			conv_bwd_group(&q, w, s0, m, in[0], dout, din[0], want_w, want_b, slots,
+				       parts + t * psz);
+		}
+	} else {
+#pragma omp parallel num_threads(nt)
+		{
+			float *mine = slots + (size_t)omp_get_thread_num() * slot;
 
-			/* Each thread owns output channels and sums them in one order. */
-#pragma omp parallel for schedule(static) if ((int64_t)q.O * ld >= MC_PAR_MIN)
-			for (int o = 0; o < q.O; o++) {
-				const float *r = dt + (size_t)o * ld;
-				float acc = 0.0f;
+#pragma omp for schedule(static)
+			for (int t = 0; t < ng; t++) {
+				int s0 = t * CONV_GROUP, m = n - s0 < CONV_GROUP ? n - s0 : CONV_GROUP;
 
-				for (int64_t j = 0; j < ld; j++)
-					acc += r[j];
-				db[o] += acc;
+				conv_bwd_group(&q, w, s0, m, in[0], dout, din[0], want_w, want_b,
+					       mine, parts + t * psz);
 			}
 		}
-		if (grads && grads[0]) {
-			im2col(&q, m, in[0] + (size_t)s0 * q.C * q.H * q.W, col);
-			for (int g = 0; g < q.g; g++)
-				mc_sgemm(0, 1, q.Og, q.Kg, (int)ld, 1.0f, dt + (size_t)g * q.Og * ld,
-					 (int)ld, col + (size_t)g * q.Kg * ld, (int)ld, 1.0f,
-					 grads[0] + (size_t)g * q.Og * q.Kg, q.Kg);
+	}
+	if (want_b)
+		for (int o = 0; o < q.O; o++) {
+			float acc = parts[(size_t)q.O * q.Kg + o];
+
+			for (int t = 1; t < ng; t++)
+				acc += parts[t * psz + (size_t)q.O * q.Kg + o];
+			grads[1][o] += acc;
 		}
-		if (din[0]) {
-			for (int g = 0; g < q.g; g++)
-				mc_sgemm(1, 0, q.Kg, (int)ld, q.Og, 1.0f, w + (size_t)g * q.Og * q.Kg,
-					 q.Kg, dt + (size_t)g * q.Og * ld, (int)ld, 0.0f,
-					 col + (size_t)g * q.Kg * ld, (int)ld);
-			col2im(&q, m, col, din[0] + (size_t)s0 * q.C * q.H * q.W);
+	if (!want_w)
+		return;
+	/* dW[g*Og + o][kk] += the groups' dW^T_g[kk][o] in order */
+#pragma omp parallel for schedule(static) if ((size_t)ng * q.O * q.Kg >= MC_PAR_MIN)
+	for (int o = 0; o < q.O; o++) {
+		int g = o / q.Og, ol = o % q.Og;
+		const float *p0 = parts + (size_t)g * q.Kg * q.Og + ol;
+		float *dw = grads[0] + (size_t)o * q.Kg;
+
+		for (int kk = 0; kk < q.Kg; kk++) {
+			float acc = p0[(size_t)kk * q.Og];
+
+			for (int t = 1; t < ng; t++)
+				acc += p0[t * psz + (size_t)kk * q.Og];
+			dw[kk] += acc;
 		}
 	}
 }
