@@ -210,6 +210,22 @@ static void im2col_t(const struct conv_geo *q, const float *x, float *ct)
 			const float *img = x + (int64_t)h0 * q->W + w0;
 			float *dst = ct + ((size_t)oh * q->OW + ow) * q->C * k * k;
 
+			if (k == 3 && h0 >= 0 && h0 + 3 <= q->H && w0 >= 0 && w0 + 3 <= q->W) {
+				const int W = q->W;
+
+				for (int c = 0; c < q->C; c++, img += (size_t)q->H * W, dst += 9) {
+					dst[0] = img[0];
+					dst[1] = img[1];
+					dst[2] = img[2];
+					dst[3] = img[W];
+					dst[4] = img[W + 1];
+					dst[5] = img[W + 2];
+					dst[6] = img[2 * W];
+					dst[7] = img[2 * W + 1];
+					dst[8] = img[2 * W + 2];
+				}
+				continue;
+			}
 			if (h0 >= 0 && h0 + k <= q->H && w0 >= 0 && w0 + k <= q->W) {
 				for (int c = 0; c < q->C; c++, img += (size_t)q->H * q->W)
 					for (int ki = 0; ki < k; ki++)
@@ -320,10 +336,16 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 	return total;
 }
 
-/* Threads for units of work that each need a slot: 1 means one thread at a time. */
-static int conv_threads(int n, int units)
+/*
+ * Threads for units of work that each need a slot: 1 means one thread at a
+ * time (small products are not worth waking the team for).
+ */
+static int conv_threads(const struct conv_geo *q, int n, int units)
 {
 	int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+
+	if ((double)n * q->O * q->Kg * (double)q->P < 1e6)
+		nt = 1;
 
 	if (nt > conv_slots(n))
 		nt = conv_slots(n);
@@ -364,7 +386,7 @@ static void conv_forward(const struct mc_node *node, const struct mc_run *run, i
 	/* Both GEMM operands read along rows (no transposing packs): W^T per group. */
 	for (int g = 0; g < q.g; g++)
 		transpose(q.Og, q.Kg, w + (size_t)g * q.Og * q.Kg, wt + (size_t)g * q.Og * q.Kg);
-	nt = conv_threads(n, n);
+	nt = conv_threads(&q, n, n);
 	if (nt <= 1) {
 		/* one sample at a time, each GEMM split over the threads */
 		for (int s = 0; s < n; s++)
@@ -397,16 +419,20 @@ static void conv_bwd_group(const struct conv_geo *q, const float *w, int s0, int
 	for (int i = 0; i < m; i++) {
 		const float *dy = dout + (s0 + i) * ys;
 
+		if (want_w || want_b)
+			transpose(q->O, (int)q->P, dy, dt);
+		/* db: over the group's positions in order, all channels side by side */
 		if (want_b)
-			for (int o = 0; o < q->O; o++) {
-				float acc = 0.0f;
+			for (int64_t p = 0; p < q->P; p++) {
+				const float *r = dt + p * q->O;
 
-				for (int64_t p = 0; p < q->P; p++)
-					acc += dy[o * q->P + p];
-				pb[o] = i ? pb[o] + acc : acc;
+				if (i == 0 && p == 0)
+					memcpy(pb, r, (size_t)q->O * sizeof(float));
+				else
+					for (int o = 0; o < q->O; o++)
+						pb[o] += r[o];
 			}
 		if (want_w) {
-			transpose(q->O, (int)q->P, dy, dt);
 			im2col_t(q, x + (s0 + i) * xs, ct);
 			for (int g = 0; g < q->g; g++)
 				mc_sgemm(1, 0, q->Kg, q->Og, (int)q->P, 1.0f, ct + (size_t)g * q->Kg,
@@ -446,7 +472,7 @@ static void conv_backward(const struct mc_node *node, const struct mc_run *run, 
 	parts = slots + (size_t)conv_slots(n) * slot;
 	psz = (size_t)q.O * q.Kg + (size_t)q.O;
 	ng = conv_groups(n);
-	nt = conv_threads(n, ng);
+	nt = conv_threads(&q, n, ng);
 	if (nt <= 1) {
 		for (int t = 0; t < ng; t++) {
 			int s0 = t * CONV_GROUP, m = n - s0 < CONV_GROUP ? n - s0 : CONV_GROUP;
@@ -615,19 +641,38 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 		const float *x = x0 + pl * q->H * q->W, *dy = dy0 + pl * q->OH * q->OW;
 		float *dx = dx0 + pl * q->H * q->W;
 
-		memset(dx, 0, (size_t)q->H * q->W * sizeof(float));
+		/* Every pixel of a window is written (the gradient or 0): no clearing
+		 * pass, except for an odd last row or column no window covers. */
 		for (int oh = 0; oh < q->OH; oh++) {
-			int r0 = 2 * oh * q->W, r1 = r0 + q->W;
+			const float *a = x + 2 * oh * q->W, *c = a + q->W;
+			float *da = dx + 2 * oh * q->W, *dc = da + q->W;
 
 			for (int ow = 0; ow < q->OW; ow++) {
-				int at = r0 + 2 * ow;
+				float g = dy[oh * q->OW + ow], m = a[2 * ow];
+				int at = 0;
 
-				at = x[r0 + 2 * ow + 1] > x[at] ? r0 + 2 * ow + 1 : at;
-				at = x[r1 + 2 * ow] > x[at] ? r1 + 2 * ow : at;
-				at = x[r1 + 2 * ow + 1] > x[at] ? r1 + 2 * ow + 1 : at;
-				dx[at] = dy[oh * q->OW + ow];
+				if (a[2 * ow + 1] > m) {
+					m = a[2 * ow + 1];
+					at = 1;
+				}
+				if (c[2 * ow] > m) {
+					m = c[2 * ow];
+					at = 2;
+				}
+				if (c[2 * ow + 1] > m)
+					at = 3;
+				da[2 * ow] = at == 0 ? g : 0.0f;
+				da[2 * ow + 1] = at == 1 ? g : 0.0f;
+				dc[2 * ow] = at == 2 ? g : 0.0f;
+				dc[2 * ow + 1] = at == 3 ? g : 0.0f;
+			}
+			if (q->W & 1) {
+				da[q->W - 1] = 0.0f;
+				dc[q->W - 1] = 0.0f;
 			}
 		}
+		if (q->H & 1)
+			memset(dx + (size_t)(q->H - 1) * q->W, 0, (size_t)q->W * sizeof(float));
 	}
 }
 

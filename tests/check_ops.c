@@ -174,6 +174,62 @@ START_TEST(conv2d_chunks_match_single_samples)
 }
 END_TEST
 
+/*
+ * The 2x2 max pool's backward over odd sizes (a last row and column no
+ * window covers) and ties (the first maximum takes the gradient): every
+ * pixel of din is written, with what a direct loop routes there.
+ */
+START_TEST(maxpool2_routes_gradients)
+{
+	enum { C = 3, H = 5, W = 7, OH = 2, OW = 3, N = 2 };
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[3,5,7],\"nodes\":[{\"op\":\"maxpool2d\","
+		  "\"attrs\":{\"kernel\":2}}]}",
+		  1);
+	const struct mc_node *nd = &m->nodes[0];
+	float x[N * C * H * W], y[N * C * OH * OW], dy[N * C * OH * OW], dx[N * C * H * W];
+	struct mc_run run = { .training = 1 };
+
+	fill(x, N * C * H * W, 70);
+	fill(dy, N * C * OH * OW, 71);
+	for (int i = 0; i < N * C * H * W; i += 3)
+		x[i] = x[i / 2]; /* ties, some inside one window */
+	x[1] = x[0];
+	for (int i = 0; i < N * C * H * W; i++)
+		dx[i] = NAN;
+	{
+		const float *in[1] = { x };
+		float *din[1] = { dx };
+
+		nd->op->forward(nd, &run, N, in, y);
+		nd->op->backward(nd, &run, N, in, y, dy, din, NULL);
+	}
+	for (int pl = 0; pl < N * C; pl++) {
+		float want[H * W] = { 0 };
+		const float *xp = x + pl * H * W;
+
+		for (int oh = 0; oh < OH; oh++)
+			for (int ow = 0; ow < OW; ow++) {
+				int at = -1;
+
+				for (int i = 0; i < 2; i++)
+					for (int j = 0; j < 2; j++) {
+						int k = (2 * oh + i) * W + 2 * ow + j;
+
+						if (at < 0 || xp[k] > xp[at])
+							at = k;
+					}
+				ck_assert_float_eq(y[(pl * OH + oh) * OW + ow], xp[at]);
+				want[at] = dy[(pl * OH + oh) * OW + ow];
+			}
+		for (int i = 0; i < H * W; i++)
+			ck_assert_msg(dx[pl * H * W + i] == want[i], "plane %d pixel %d: %g, want %g",
+				      pl, i, dx[pl * H * W + i], want[i]);
+	}
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(pooling_by_hand)
 {
 	struct mc_model *m =
@@ -639,6 +695,7 @@ int main(void)
 	tcase_add_test(tc, conv2d_matches_direct_loop);
 	tcase_add_test(tc, conv2d_chunks_match_single_samples);
 	tcase_add_test(tc, pooling_by_hand);
+	tcase_add_test(tc, maxpool2_routes_gradients);
 	tcase_add_test(tc, bad_shapes_are_refused);
 	tcase_add_test(tc, batchnorm_running_statistics);
 	tcase_add_test(tc, batchnorm_is_not_trained);
