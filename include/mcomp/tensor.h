@@ -151,6 +151,65 @@ MC_API void mc_quantize_u8(const float *x, size_t n, float scale, int zero_point
 MC_API void mc_quantize_u8_ref(const float *x, size_t n, float scale, int zero_point, uint8_t *q);
 MC_API void mc_minmax(const float *x, size_t n, float *lo, float *hi);
 
+/*
+ * Weight quantization (docs/quantize.md). A row-major [rows, cols] f32
+ * matrix is cut into blocks that share one scale s (and, asymmetric, one
+ * zero point z): the whole tensor (group 0), each row (group == cols: per
+ * channel) or each run of group columns of a row (per group). For b bits:
+ *
+ *	symmetric:  s = max|w| / (2^(b-1) - 1), z = 0, q in [-(2^(b-1) - 1), 2^(b-1) - 1]
+ *	            (int8: [-127, 127]; int4: [-7, 7])
+ *	asymmetric: lo = min(min w, 0), hi = max(max w, 0), s = (hi - lo) / (2^b - 1),
+ *	            z = clamp(-2^(b-1) - nearbyint(lo / s)), q in [-2^(b-1), 2^(b-1) - 1]
+ *	q = clamp(nearbyint(w / s) + z), rounding half to even; w ~ (q - z) * s.
+ *
+ * A block of zeros gets s = 1, z = 0. q[rows * cols] holds one value per
+ * int8; scale and zp (NULL when symmetric) hold one value per block, in
+ * row-major block order. The fast version splits rows among threads and
+ * gives exactly the reference's bytes. Both return 0, or MC_EINVAL with err
+ * set for bad sizes (bits not 4 or 8, group not dividing cols) or a weight
+ * that is NaN or infinite.
+ */
+struct mc_qspec {
+	int bits;  /* 8 or 4 */
+	int asym;  /* 0: symmetric, 1: asymmetric */
+	int group; /* columns per block: 0 for the whole tensor, else a divisor of cols */
+};
+
+/* Blocks of a [rows, cols] matrix under s: 1, or rows * cols / group. */
+MC_API int64_t mc_qspec_blocks(const struct mc_qspec *s, int64_t rows, int64_t cols);
+MC_API int mc_quantize_weights(const float *w, int64_t rows, int64_t cols,
+			       const struct mc_qspec *s, int8_t *q, float *scale, int8_t *zp,
+			       struct mc_err *err);
+MC_API int mc_quantize_weights_ref(const float *w, int64_t rows, int64_t cols,
+				   const struct mc_qspec *s, int8_t *q, float *scale, int8_t *zp,
+				   struct mc_err *err);
+/* w = (q - z) * s for every element, the inverse map. */
+MC_API void mc_dequantize_weights(const int8_t *q, int64_t rows, int64_t cols,
+				  const struct mc_qspec *s, const float *scale, const int8_t *zp,
+				  float *w);
+/*
+ * 4-bit packing (MC_Q4): element i is the nibble (i % 2 ? high : low) of
+ * byte i / 2, holding q + 8 (so q in [-8, 7] becomes 0..15); an odd count
+ * leaves the last high nibble 0. Unpacking is the exact inverse.
+ */
+MC_API void mc_q4_pack(const int8_t *q, int64_t n, uint8_t *packed);
+MC_API void mc_q4_unpack(const uint8_t *packed, int64_t n, int8_t *q);
+
+/*
+ * Activation ranges for static quantization, from n observed values
+ * (NaN ignored): the [lo, hi] whose mc_u8_qparams map serves them best.
+ * MC_RANGE_MINMAX: the smallest and largest value; MC_RANGE_PERCENTILE: the
+ * values at ranks 1 - pct/100 and pct/100 of the sorted values (pct in
+ * [50, 100]), so rare outliers are clamped; MC_RANGE_MSE: of the minmax range
+ * scaled by t/100, t = 1..100, the one whose u8 round trip has the least
+ * squared error. lo <= 0 <= hi always. Returns 0, or MC_ENOMEM / MC_EINVAL
+ * (unknown method, pct out of range) with err set.
+ */
+enum mc_range_method { MC_RANGE_MINMAX, MC_RANGE_PERCENTILE, MC_RANGE_MSE };
+MC_API int mc_act_range(const float *x, size_t n, enum mc_range_method method, double pct,
+			float *lo, float *hi, struct mc_err *err);
+
 /* Philox4x32-10: four 32-bit words from (seed, stream, counter). */
 MC_API void mc_philox(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t out[4]);
 /* Uniform in [0, 1) from the counter-th value of (seed, stream). */

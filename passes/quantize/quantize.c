@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: MIT
+/*
+ * quantize - stores a model's linear layers in int8 or 4-bit and runs them
+ * on integer kernels: weights per tensor, per channel or per group,
+ * symmetric or asymmetric; activations left in f32 (weight-only), quantized
+ * per batch at run time (dynamic), or from ranges calibrated on a named
+ * split (static: min/max, a percentile, or least squared error). Each
+ * linear layer becomes a qlinear node (core/ops_quant.c, docs/quantize.md).
+ */
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "quantize.h"
+
+static const char *const schemes[] = { "symmetric", "asymmetric", NULL };
+static const char *const grans[] = { "per-tensor", "per-channel", "per-group", NULL };
+static const char *const modes[] = { "auto", "weight-only", "dynamic", "static", NULL };
+static const char *const calibs[] = { "minmax", "percentile", "mse", NULL };
+
+static const struct mc_param_def quantize_params[] = {
+	MC_PARAM_MODEL(struct quantize_conf, model, NULL, "the model to quantize"),
+	MC_PARAM_INT(struct quantize_conf, bits, "8", 1, 32, "weight bits: 8 or 4"),
+	MC_PARAM_ENUM(struct quantize_conf, scheme, "symmetric", schemes,
+		      "weights: symmetric (zero point 0; int8 in [-127, 127]) or with zero points"),
+	MC_PARAM_ENUM(struct quantize_conf, granularity, "per-channel", grans,
+		      "what one weight scale covers: the tensor, an output row, or group_size "
+		      "inputs of a row"),
+	MC_PARAM_INT(struct quantize_conf, group_size, "32", 1, 65536,
+		     "per-group: 32, 64 or 128 inputs per scale; must divide every row"),
+	MC_PARAM_ENUM(struct quantize_conf, mode, "auto", modes,
+		      "activations: f32 (weight-only), u8 per batch (dynamic), u8 calibrated "
+		      "(static); auto: dynamic at 8 bits, weight-only at 4"),
+	MC_PARAM_ENUM(struct quantize_conf, calibration, "minmax", calibs,
+		      "static: how a layer's input range is chosen from the calibration samples"),
+	MC_PARAM_FLOAT(struct quantize_conf, percentile, "99.99", 50, 100,
+		       "calibration percentile: the range keeps this % of values"),
+	MC_PARAM_SPLIT(struct quantize_conf, calibration_data, "train",
+		       "static: the split calibrated on (never the test split)"),
+	MC_PARAM_INT(struct quantize_conf, samples, "1000", 1, 100000,
+		     "static: calibration samples, the first of the split"),
+	MC_PARAM_LIST(struct quantize_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
+		      "layer names or globs kept in f32"),
+	MC_PARAM_END,
+};
+
+static int resolved_mode(const struct quantize_conf *c)
+{
+	if (c->mode != QMODE_AUTO)
+		return c->mode;
+	return c->bits == 8 ? QMODE_DYNAMIC : QMODE_WEIGHT_ONLY;
+}
+
+static int is_layer(const struct mc_node *nd)
+{
+	return !strcmp(nd->op->name, "linear") || !strcmp(nd->op->name, "qlinear");
+}
+
+static int excluded(const struct quantize_conf *c, const char *name)
+{
+	for (int i = 0; i < c->exclude.n; i++)
+		if (!fnmatch(c->exclude.str[i], name, 0))
+			return 1;
+	return 0;
+}
+
+static void layer_names(const struct mc_model *m, char *buf, size_t n)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < m->n_nodes && at < n; i++)
+		if (is_layer(&m->nodes[i]))
+			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
+					       m->nodes[i].name);
+}
+
+/* The layers to quantize: linear nodes not excluded. Quantized ones not
+ * excluded are refused (they would be quantized twice). Returns the count,
+ * or a negative code with the context's error set. */
+static int select_layers(struct mc_ctx *ctx, const struct quantize_conf *c,
+			 const struct mc_model *m, int *idx)
+{
+	int n = 0;
+
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = &m->nodes[i];
+
+		if (!is_layer(nd) || excluded(c, nd->name))
+			continue;
+		if (strcmp(nd->op->name, "linear") || nd->params[0]->dtype != MC_F32)
+			return mc_ctx_error(ctx, "model", MC_EINVAL,
+					    "layer '%s' of model '%s' is already quantized; "
+					    "quantizing it again would only lose precision; quantize "
+					    "the f32 model, or exclude '%s'",
+					    nd->name, c->model, nd->name);
+		if (idx)
+			idx[n] = i;
+		n++;
+	}
+	return n;
+}
+
+static int quantize_check(struct mc_ctx *ctx, const void *conf)
+{
+	const struct quantize_conf *c = conf;
+	const struct mc_model *m = mc_ctx_model(ctx, c->model);
+	int mode = resolved_mode(c), integer, n;
+	char names[1024];
+
+	if (c->bits != 8 && c->bits != 4)
+		return mc_ctx_error(ctx, "bits", MC_EINVAL,
+				    "%d bits is not supported; use 8 (int8) or 4 (packed 4-bit)",
+				    c->bits);
+	integer = mode == QMODE_DYNAMIC || mode == QMODE_STATIC;
+	if (c->bits == 4 && integer)
+		return mc_ctx_error(ctx, "mode", MC_EINVAL,
+				    "4-bit weights run weight-only (activations stay f32); use mode: "
+				    "weight-only, or bits: 8 for %s",
+				    modes[mode]);
+	if (integer && c->scheme == 1)
+		return mc_ctx_error(ctx, "scheme", MC_EINVAL,
+				    "the int8 GEMM of mode %s takes symmetric weights; use scheme: "
+				    "symmetric, or mode: weight-only",
+				    modes[mode]);
+	if (c->granularity == QGRAN_GROUP) {
+		if (c->group_size != 32 && c->group_size != 64 && c->group_size != 128)
+			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
+					    "%d is not a supported group size; use 32, 64 or 128",
+					    c->group_size);
+		if (integer)
+			return mc_ctx_error(ctx, "granularity", MC_EINVAL,
+					    "the int8 GEMM of mode %s scales whole output channels; "
+					    "use per-channel, or mode: weight-only for per-group",
+					    modes[mode]);
+	}
+	if (c->calibration_data && !strcmp(c->calibration_data, "test"))
+		return mc_ctx_error(ctx, "calibration_data", MC_EINVAL,
+				    "'test' measures the result and must not tune it; carve a "
+				    "calibration split from the training data (e.g. calib: {idx: "
+				    "..., first: 55000, count: 5000})");
+	if (!m)
+		return 0; /* the host has said so */
+	layer_names(m, names, sizeof(names));
+	for (int i = 0; i < c->exclude.n; i++) {
+		int hit = 0;
+
+		for (int k = 0; k < m->n_nodes && !hit; k++)
+			hit = is_layer(&m->nodes[k]) && !fnmatch(c->exclude.str[i], m->nodes[k].name, 0);
+		if (!hit)
+			return mc_ctx_error(ctx, "exclude", MC_EINVAL,
+					    "no layer of model '%s' matches '%s'; its layers are %s",
+					    c->model, c->exclude.str[i], names);
+	}
+	n = select_layers(ctx, c, m, NULL);
+	if (n < 0)
+		return n;
+	if (!n)
+		return mc_ctx_error(ctx, "exclude", MC_EINVAL,
+				    "model '%s' has no linear layer left to quantize; its layers are "
+				    "%s",
+				    c->model, names);
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = &m->nodes[i];
+		int64_t in;
+
+		if (strcmp(nd->op->name, "linear") || excluded(c, nd->name))
+			continue;
+		in = nd->params[0]->shape[1];
+		if (c->granularity == QGRAN_GROUP && in % c->group_size)
+			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
+					    "%d does not divide the %lld inputs of layer '%s'; use a "
+					    "divisor of %lld, or exclude '%s'",
+					    c->group_size, (long long)in, nd->name, (long long)in,
+					    nd->name);
+		if (c->bits == 4 && in % 2)
+			return mc_ctx_error(ctx, "bits", MC_EINVAL,
+					    "layer '%s' has %lld inputs; 4-bit rows pack two a byte, "
+					    "so they need an even count; exclude '%s' or use bits: 8",
+					    nd->name, (long long)in, nd->name);
+		if (in > 65536)
+			return mc_ctx_error(ctx, "model", MC_EINVAL,
+					    "layer '%s' has %lld inputs; the int8 kernels take at most "
+					    "65536; exclude it",
+					    nd->name, (long long)in);
+	}
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 10 log10(sum w^2 / sum (w - deq)^2): the weights' signal to quantization noise. */
+static double sqnr_db(const float *w, const float *d, int64_t n)
+{
+	double s = 0.0, e = 0.0;
+
+	for (int64_t i = 0; i < n; i++) {
+		s += (double)w[i] * w[i];
+		e += ((double)w[i] - d[i]) * ((double)w[i] - d[i]);
+	}
+	if (e == 0.0)
+		return s == 0.0 ? 0.0 : INFINITY;
+	return 10.0 * log10(s / e);
+}
+
+static int set_attr(const struct mc_op *op, void *attrs, const char *key, const char *val,
+		    struct mc_err *err)
+{
+	return mc_param_set(mc_param_find(op->attrs, key), attrs, val, err);
+}
+
+/* The quantized results of one layer, before they become a node. */
+struct qlayer {
+	struct mc_qspec spec;
+	int8_t *q;
+	float *scale;
+	int8_t *zp;
+	int64_t blocks;
+};
+
+/*
+ * Turns linear node nd into a qlinear holding l's weights (and, static, the
+ * input range [lo, hi]). On failure the node is left as it was.
+ */
+static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode,
+		     const struct qlayer *l, float lo, float hi, struct mc_err *err)
+{
+	const struct mc_op *qop = mc_op_find("qlinear");
+	struct mc_node old = *nd;
+	const struct mc_tensor *w = old.params[0], *b = old.params[1];
+	int in_ndim = 1, ret;
+	int64_t in_shape[1][MC_MAX_DIMS] = { { w->shape[1] } };
+	char text[32];
+	void *attrs;
+
+	if (!qop)
+		return mc_err_set(err, MC_EPLUGIN,
+				  "quantize: this libmcomp has no qlinear op; rebuild mcomp");
+	attrs = calloc(1, qop->attr_size);
+	if (!attrs)
+		return mc_err_set(err, MC_ENOMEM, "quantize: out of memory");
+	ret = mc_param_defaults(qop->attrs, attrs, err);
+	snprintf(text, sizeof(text), "%lld", (long long)w->shape[0]);
+	if (!ret)
+		ret = set_attr(qop, attrs, "out", text, err);
+	snprintf(text, sizeof(text), "%d", c->bits);
+	if (!ret)
+		ret = set_attr(qop, attrs, "bits", text, err);
+	if (!ret)
+		ret = set_attr(qop, attrs, "mode", modes[mode], err);
+	if (!ret)
+		ret = set_attr(qop, attrs, "scheme", schemes[c->scheme], err);
+	if (!ret)
+		ret = set_attr(qop, attrs, "granularity", grans[c->granularity], err);
+	snprintf(text, sizeof(text), "%d", c->group_size);
+	if (!ret)
+		ret = set_attr(qop, attrs, "group_size", text, err);
+	if (ret) {
+		mc_param_free(qop->attrs, attrs);
+		free(attrs);
+		return ret;
+	}
+	nd->op = qop;
+	nd->attrs = attrs;
+	nd->n_params = 0;
+	nd->n_buffers = 0;
+	memset(nd->params, 0, sizeof(nd->params));
+	ret = qop->setup(nd, &in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+	if (ret) {
+		for (int p = 0; p < nd->n_params; p++)
+			mc_tensor_free(nd->params[p]);
+		mc_param_free(qop->attrs, attrs);
+		free(attrs);
+		*nd = old;
+		return ret;
+	}
+	if (c->bits == 8)
+		memcpy(nd->params[0]->data, l->q, (size_t)w->numel);
+	else
+		mc_q4_pack(l->q, w->numel, nd->params[0]->data);
+	memcpy(nd->params[1]->data, l->scale, (size_t)l->blocks * sizeof(float));
+	memcpy(nd->params[2]->data, b->data, (size_t)b->numel * sizeof(float));
+	if (c->scheme == 1) {
+		memcpy(nd->params[3]->data, l->zp, (size_t)l->blocks);
+	} else if (mode == QMODE_STATIC) {
+		float *qp = nd->params[3]->data, s;
+		int z;
+
+		mc_u8_qparams(lo, hi, &s, &z);
+		qp[0] = s;
+		qp[1] = (float)z;
+	}
+	for (int p = 0; p < old.n_params; p++)
+		mc_tensor_free(old.params[p]);
+	mc_param_free(old.op->attrs, old.attrs);
+	free(old.attrs);
+	return 0;
+}
+
+static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
+{
+	const struct quantize_conf *c = conf;
+	const struct mc_model *m = mc_ctx_model(ctx, c->model);
+	struct mc_err *err = mc_ctx_err(ctx);
+	int mode = resolved_mode(c), n, ret = 0, *idx = NULL;
+	float *lo = NULL, *hi = NULL;
+	struct mc_model *dup = NULL;
+	double secs = 0.0, bytes = 0.0;
+	char key[512];
+
+	if (!m)
+		return mc_ctx_error(ctx, "model", MC_ERUN, "no model '%s'", c->model);
+	idx = calloc((size_t)m->n_nodes, sizeof(*idx));
+	lo = calloc((size_t)m->n_nodes, sizeof(*lo));
+	hi = calloc((size_t)m->n_nodes, sizeof(*hi));
+	if (!idx || !lo || !hi) {
+		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+		goto out;
+	}
+	n = select_layers(ctx, c, m, idx);
+	if (n <= 0) {
+		ret = n < 0 ? n : mc_ctx_error(ctx, "exclude", MC_ERUN, "no layer to quantize");
+		goto out;
+	}
+	for (int i = 0; i < m->n_nodes; i++)
+		if (!is_layer(&m->nodes[i]) && m->nodes[i].n_params > m->nodes[i].n_buffers)
+			mc_ctx_log(ctx, "%s (%s) stays f32: only linear layers are quantized",
+				   m->nodes[i].name, m->nodes[i].op->name);
+	if (mode == QMODE_STATIC) {
+		const struct mc_dataset *d = mc_ctx_data(ctx, c->calibration_data);
+
+		if (!d) {
+			ret = MC_ERUN;
+			goto out;
+		}
+		if (d->sample_numel != m->in_numel) {
+			ret = mc_ctx_error(ctx, "calibration_data", MC_ERUN,
+					   "split '%s' has %lld values a sample but model '%s' takes "
+					   "%lld; calibrate on data of the model's input",
+					   c->calibration_data, (long long)d->sample_numel, c->model,
+					   (long long)m->in_numel);
+			goto out;
+		}
+		ret = quantize_calibrate(m, d, c->samples, idx, n, (enum mc_range_method)c->calibration,
+					 c->percentile, lo, hi, err);
+		if (ret) {
+			mc_err_prefix(err, "calibration on '%s'", c->calibration_data);
+			goto out;
+		}
+		mc_ctx_log(ctx, "calibrated on %d samples of '%s' (%s)",
+			   c->samples < d->n ? c->samples : (int)d->n, c->calibration_data,
+			   calibs[c->calibration]);
+	}
+	dup = mc_model_dup(m, err);
+	if (!dup) {
+		ret = err->code;
+		goto out;
+	}
+	for (int t = 0; t < n && !ret; t++) {
+		struct mc_node *nd = &dup->nodes[idx[t]];
+		const struct mc_tensor *w = nd->params[0];
+		int64_t rows = w->shape[0], cols = w->shape[1];
+		struct qlayer l = { .spec = { .bits = c->bits, .asym = c->scheme == 1 } };
+		float *deq = NULL;
+		double t0, db;
+
+		l.spec.group = c->granularity == QGRAN_TENSOR	 ? 0
+			       : c->granularity == QGRAN_CHANNEL ? (int)cols
+								 : c->group_size;
+		l.blocks = mc_qspec_blocks(&l.spec, rows, cols);
+		l.q = malloc((size_t)w->numel);
+		l.scale = malloc((size_t)l.blocks * sizeof(float));
+		l.zp = calloc((size_t)l.blocks, 1);
+		deq = malloc((size_t)w->numel * sizeof(float));
+		if (!l.q || !l.scale || !l.zp || !deq) {
+			ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+		} else {
+			t0 = now_s();
+			ret = mc_quantize_weights(w->data, rows, cols, &l.spec, l.q, l.scale, l.zp,
+						  err);
+			secs += now_s() - t0;
+			bytes += (double)w->numel * sizeof(float);
+		}
+		if (!ret) {
+			char name[256];
+
+			snprintf(name, sizeof(name), "%s", nd->name);
+			mc_dequantize_weights(l.q, rows, cols, &l.spec, l.scale, l.zp, deq);
+			db = sqnr_db(w->data, deq, w->numel);
+			ret = make_node(nd, c, mode, &l, lo[t], hi[t], err);
+			if (ret) {
+				mc_err_prefix(err, "layer '%s'", name);
+			} else {
+				snprintf(key, sizeof(key), "%s.bits", name);
+				mc_ctx_report(ctx, key, c->bits);
+				snprintf(key, sizeof(key), "%s.symmetric", name);
+				mc_ctx_report(ctx, key, c->scheme == 0);
+				snprintf(key, sizeof(key), "%s.sqnr_db", name);
+				mc_ctx_report(ctx, key, db);
+				if (mode == QMODE_STATIC)
+					mc_ctx_log(ctx,
+						   "%s: int%d %s %s, weight SQNR %.1f dB, input range "
+						   "[%.4g, %.4g]",
+						   name, c->bits, schemes[c->scheme],
+						   grans[c->granularity], db, lo[t], hi[t]);
+				else
+					mc_ctx_log(ctx, "%s: int%d %s %s, weight SQNR %.1f dB, %s",
+						   name, c->bits, schemes[c->scheme],
+						   grans[c->granularity], db, modes[mode]);
+			}
+		}
+		free(l.q);
+		free(l.scale);
+		free(l.zp);
+		free(deq);
+	}
+	if (ret)
+		goto out;
+	mc_ctx_report(ctx, "layers_quantized", n);
+	if (secs > 0.0) {
+		mc_ctx_report(ctx, "quantize_gbps", bytes / secs / 1e9);
+		mc_ctx_log(ctx, "quantized %.2f MB of f32 weights at %.2f GB/s", bytes / 1e6,
+			   bytes / secs / 1e9);
+	}
+	ret = mc_ctx_replace_model(ctx, c->model, dup);
+	dup = NULL;
+out:
+	mc_model_free(dup);
+	free(idx);
+	free(lo);
+	free(hi);
+	return ret;
+}
+
+static const struct mc_pass quantize_pass = {
+	.abi = MC_PASS_ABI,
+	.name = "quantize",
+	.version = "1.0",
+	.description = "int8 (dynamic or calibrated static) and 4-bit group-wise linear layers on "
+		       "integer kernels",
+	.license = "MIT",
+	.author = "mcomp developers",
+	.conf_size = sizeof(struct quantize_conf),
+	.params = quantize_params,
+	.check = quantize_check,
+	.run = quantize_run,
+};
+MC_PASS_DEFINE(quantize_pass);
