@@ -648,23 +648,21 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 			float *da = dx + 2 * oh * q->W, *dc = da + q->W;
 
 			for (int ow = 0; ow < q->OW; ow++) {
-				float g = dy[oh * q->OW + ow], m = a[2 * ow];
-				int at = 0;
+				float g = dy[oh * q->OW + ow], v0 = a[2 * ow], v1 = a[2 * ow + 1];
+				float v2 = c[2 * ow], v3 = c[2 * ow + 1], m;
+				int b1 = v1 > v0, b2, b3;
 
-				if (a[2 * ow + 1] > m) {
-					m = a[2 * ow + 1];
-					at = 1;
-				}
-				if (c[2 * ow] > m) {
-					m = c[2 * ow];
-					at = 2;
-				}
-				if (c[2 * ow + 1] > m)
-					at = 3;
-				da[2 * ow] = at == 0 ? g : 0.0f;
-				da[2 * ow + 1] = at == 1 ? g : 0.0f;
-				dc[2 * ow] = at == 2 ? g : 0.0f;
-				dc[2 * ow + 1] = at == 3 ? g : 0.0f;
+				/* selects, not branches: which pixel wins is data, not pattern */
+				m = b1 ? v1 : v0;
+				b2 = v2 > m;
+				m = b2 ? v2 : m;
+				b3 = v3 > m;
+				b2 &= !b3;
+				b1 &= !b2 & !b3;
+				da[2 * ow] = b1 | b2 | b3 ? 0.0f : g;
+				da[2 * ow + 1] = b1 ? g : 0.0f;
+				dc[2 * ow] = b2 ? g : 0.0f;
+				dc[2 * ow + 1] = b3 ? g : 0.0f;
 			}
 			if (q->W & 1) {
 				da[q->W - 1] = 0.0f;
