@@ -44,6 +44,9 @@ static const struct mc_param_def quantize_params[] = {
 		     "static: calibration samples, the first of the split"),
 	MC_PARAM_LIST(struct quantize_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
 		      "layer names or globs kept in f32"),
+	MC_PARAM_LIST(struct quantize_conf, overrides, MC_PARAM_TSTRING, "[]", 0, 0,
+		      "per-layer granularity: \"PATTERN=per-tensor|per-channel|per-group\" "
+		      "items, PATTERN a layer name or glob; the first match wins"),
 	MC_PARAM_END,
 };
 
@@ -65,6 +68,35 @@ static int excluded(const struct quantize_conf *c, const char *name)
 		if (!fnmatch(c->exclude.str[i], name, 0))
 			return 1;
 	return 0;
+}
+
+/* Splits "PATTERN=GRANULARITY" into pat and the granularity; -1 when malformed. */
+static int parse_override(const char *item, char *pat, size_t n)
+{
+	const char *eq = strrchr(item, '=');
+
+	if (!eq || eq == item || (size_t)(eq - item) >= n)
+		return -1;
+	memcpy(pat, item, (size_t)(eq - item));
+	pat[eq - item] = '\0';
+	for (int g = 0; grans[g]; g++)
+		if (!strcmp(eq + 1, grans[g]))
+			return g;
+	return -1;
+}
+
+/* The granularity of layer name: the first matching override, else the pass's. */
+static int layer_granularity(const struct quantize_conf *c, const char *name)
+{
+	char pat[256];
+
+	for (int i = 0; i < c->overrides.n; i++) {
+		int g = parse_override(c->overrides.str[i], pat, sizeof(pat));
+
+		if (g >= 0 && !fnmatch(pat, name, 0))
+			return g;
+	}
+	return c->granularity;
 }
 
 static void layer_names(const struct mc_model *m, char *buf, size_t n)
@@ -155,6 +187,33 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 					    "no layer of model '%s' matches '%s'; its layers are %s",
 					    c->model, c->exclude.str[i], names);
 	}
+	for (int i = 0; i < c->overrides.n; i++) {
+		char pat[256];
+		int g = parse_override(c->overrides.str[i], pat, sizeof(pat)), hit = 0;
+
+		if (g < 0)
+			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
+					    "'%s' is not PATTERN=GRANULARITY with a granularity of "
+					    "per-tensor, per-channel or per-group; write e.g. "
+					    "\"linear1=per-channel\"",
+					    c->overrides.str[i]);
+		for (int k = 0; k < m->n_nodes && !hit; k++)
+			hit = is_layer(&m->nodes[k]) && !fnmatch(pat, m->nodes[k].name, 0);
+		if (!hit)
+			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
+					    "no layer of model '%s' matches '%s'; its layers are %s",
+					    c->model, pat, names);
+		if (g == QGRAN_GROUP && c->group_size != 32 && c->group_size != 64 &&
+		    c->group_size != 128)
+			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
+					    "%d is not a supported group size; use 32, 64 or 128",
+					    c->group_size);
+		if (g == QGRAN_GROUP && integer)
+			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
+					    "the int8 GEMM of mode %s scales whole output channels; "
+					    "use per-channel, or mode: weight-only for per-group",
+					    modes[mode]);
+	}
 	n = select_layers(ctx, c, m, NULL);
 	if (n < 0)
 		return n;
@@ -170,10 +229,11 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 		if (strcmp(nd->op->name, "linear") || excluded(c, nd->name))
 			continue;
 		in = nd->params[0]->shape[1];
-		if (c->granularity == QGRAN_GROUP && in % c->group_size)
+		if (layer_granularity(c, nd->name) == QGRAN_GROUP && in % c->group_size)
 			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
 					    "%d does not divide the %lld inputs of layer '%s'; use a "
-					    "divisor of %lld, or exclude '%s'",
+					    "divisor of %lld, give the layer another granularity "
+					    "(overrides: [\"%s=per-channel\"]) or exclude it",
 					    c->group_size, (long long)in, nd->name, (long long)in,
 					    nd->name);
 		if (c->bits == 4 && in % 2)
@@ -231,7 +291,7 @@ struct qlayer {
  * Turns linear node nd into a qlinear holding l's weights (and, static, the
  * input range [lo, hi]). On failure the node is left as it was.
  */
-static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode,
+static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode, int gran,
 		     const struct qlayer *l, float lo, float hi, struct mc_err *err)
 {
 	const struct mc_op *qop = mc_op_find("qlinear");
@@ -260,7 +320,7 @@ static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode
 	if (!ret)
 		ret = set_attr(qop, attrs, "scheme", schemes[c->scheme], err);
 	if (!ret)
-		ret = set_attr(qop, attrs, "granularity", grans[c->granularity], err);
+		ret = set_attr(qop, attrs, "granularity", grans[gran], err);
 	snprintf(text, sizeof(text), "%d", c->group_size);
 	if (!ret)
 		ret = set_attr(qop, attrs, "group_size", text, err);
@@ -370,12 +430,11 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 		const struct mc_tensor *w = nd->params[0];
 		int64_t rows = w->shape[0], cols = w->shape[1];
 		struct qlayer l = { .spec = { .bits = c->bits, .asym = c->scheme == 1 } };
+		int gran = layer_granularity(c, nd->name);
 		float *deq = NULL;
 		double t0, db;
 
-		l.spec.group = c->granularity == QGRAN_TENSOR	 ? 0
-			       : c->granularity == QGRAN_CHANNEL ? (int)cols
-								 : c->group_size;
+		l.spec.group = gran == QGRAN_TENSOR ? 0 : gran == QGRAN_CHANNEL ? (int)cols : c->group_size;
 		l.blocks = mc_qspec_blocks(&l.spec, rows, cols);
 		l.q = malloc((size_t)w->numel);
 		l.scale = malloc((size_t)l.blocks * sizeof(float));
@@ -396,7 +455,7 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 			snprintf(name, sizeof(name), "%s", nd->name);
 			mc_dequantize_weights(l.q, rows, cols, &l.spec, l.scale, l.zp, deq);
 			db = sqnr_db(w->data, deq, w->numel);
-			ret = make_node(nd, c, mode, &l, lo[t], hi[t], err);
+			ret = make_node(nd, c, mode, gran, &l, lo[t], hi[t], err);
 			if (ret) {
 				mc_err_prefix(err, "layer '%s'", name);
 			} else {
@@ -410,12 +469,12 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 					mc_ctx_log(ctx,
 						   "%s: int%d %s %s, weight SQNR %.1f dB, input range "
 						   "[%.4g, %.4g]",
-						   name, c->bits, schemes[c->scheme],
-						   grans[c->granularity], db, lo[t], hi[t]);
+						   name, c->bits, schemes[c->scheme], grans[gran],
+						   db, lo[t], hi[t]);
 				else
 					mc_ctx_log(ctx, "%s: int%d %s %s, weight SQNR %.1f dB, %s",
-						   name, c->bits, schemes[c->scheme],
-						   grans[c->granularity], db, modes[mode]);
+						   name, c->bits, schemes[c->scheme], grans[gran],
+						   db, modes[mode]);
 			}
 		}
 		free(l.q);
