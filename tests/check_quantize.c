@@ -1,0 +1,721 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_quantize.c - quantization, from the rounding of one value to a
+ * pipeline run: hand-computed scales, zero points, clamping and ties; the
+ * fast weight quantizer against its reference bit for bit; 4-bit packing;
+ * activation ranges on known distributions; the qlinear op against exact
+ * references and the f32 layer within stated tolerances; quantized model
+ * files (dtypes, round trip bit for bit); the quantize pass through the host
+ * (passes from MCOMP_PASS_PATH) and its parameters refused at validation
+ * with a place.
+ */
+#define _GNU_SOURCE
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mcomp/mcomp.h>
+
+#define N_TRAIN 128
+#define N_TEST 64
+#define SIDE 8
+
+static char scratch[4096];
+static struct mc_registry *reg;
+
+#define PATHF(buf, ...) \
+	ck_assert_int_lt(snprintf(buf, sizeof(buf), __VA_ARGS__), (int)sizeof(buf))
+
+static const char *mlp_arch =
+    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
+    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 32}},"
+    "{\"name\": \"act1\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act1\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"act2\", \"op\": \"relu\", \"inputs\": [\"fc2\"], \"attrs\": {}},"
+    "{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"act2\"], \"attrs\": {\"out\": 4}}]}";
+
+/* ---------------------------------------------------------------- helpers */
+
+static float frand(unsigned *s)
+{
+	*s = *s * 1103515245u + 12345u;
+	return (float)((*s >> 8) & 0xffff) / 65536.0f * 2.0f - 1.0f;
+}
+
+static void quant_ok(const float *w, int64_t r, int64_t c, struct mc_qspec s, int8_t *q,
+		     float *scale, int8_t *zp)
+{
+	struct mc_err err = { 0 };
+
+	ck_assert_msg(mc_quantize_weights_ref(w, r, c, &s, q, scale, zp, &err) == 0, "%s",
+		      err.msg);
+}
+
+/* ---------------------------------------------------------------- quantizers */
+
+START_TEST(test_hand_symmetric_int8)
+{
+	/* max |w| = 63.5: scale 0.5 exactly, so w / s is exact and ties are ties. */
+	const float w[] = { 0.25f, 0.75f, 1.25f, -0.25f, -0.75f, 63.5f, -63.5f, 0.0f };
+	const int8_t want[] = { 0, 2, 2, 0, -2, 127, -127, 0 };
+	struct mc_qspec s = { .bits = 8, .asym = 0, .group = 0 };
+	int8_t q[8];
+	float scale;
+
+	quant_ok(w, 1, 8, s, q, &scale, NULL);
+	ck_assert_float_eq(scale, 0.5f);
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(q[i], want[i]);
+}
+END_TEST
+
+START_TEST(test_hand_asymmetric_and_int4)
+{
+	/* int8 asymmetric over [-1, 3]: s = 4/255, z = -128 - rint(-63.75) = -64;
+	 * -1 -> rint(-63.75) - 64 = -128, 3 -> rint(191.25) - 64 = 127 (the ends). */
+	const float a[] = { -1.0f, 3.0f, 0.0f };
+	/* int4 symmetric: max 7 -> s = 1; 3.5 -> 4, 0.5 -> 0, 1.5 -> 2, -2.5 -> -2 (ties even) */
+	const float b[] = { 7.0f, -7.0f, 3.5f, 0.5f, 1.5f, -2.5f };
+	const int8_t wb[] = { 7, -7, 4, 0, 2, -2 };
+	struct mc_qspec s8 = { .bits = 8, .asym = 1, .group = 0 }, s4 = { .bits = 4 };
+	int8_t q[8], zp;
+	float scale;
+
+	quant_ok(a, 1, 3, s8, q, &scale, &zp);
+	ck_assert_float_eq(scale, 4.0f / 255.0f);
+	ck_assert_int_eq(zp, -64);
+	ck_assert_int_eq(q[0], -128);
+	ck_assert_int_eq(q[1], 127);
+	ck_assert_int_eq(q[2], -64); /* 0.0 exactly representable: q = z */
+	quant_ok(b, 1, 6, s4, q, &scale, NULL);
+	ck_assert_float_eq(scale, 1.0f);
+	for (int i = 0; i < 6; i++)
+		ck_assert_int_eq(q[i], wb[i]);
+	/* int4 asymmetric over [0, 15]: s = 1, z = -8; 15 -> 7 (the top), all >= -8 */
+	{
+		const float c[] = { 0.0f, 15.0f, 7.5f, 8.5f };
+		struct mc_qspec s = { .bits = 4, .asym = 1 };
+
+		quant_ok(c, 1, 4, s, q, &scale, &zp);
+		ck_assert_float_eq(scale, 1.0f);
+		ck_assert_int_eq(zp, -8);
+		ck_assert_int_eq(q[0], -8);
+		ck_assert_int_eq(q[1], 7);
+		ck_assert_int_eq(q[2], 0);  /* 7.5 -> 8 (even) - 8 */
+		ck_assert_int_eq(q[3], 0);  /* 8.5 -> 8 (even) - 8 */
+	}
+}
+END_TEST
+
+START_TEST(test_per_channel_scale_formula)
+{
+	enum { R = 7, C = 40 };
+	float w[R * C], scale[R];
+	int8_t q[R * C];
+	unsigned seed = 3;
+	struct mc_qspec s = { .bits = 8, .group = C };
+
+	for (int i = 0; i < R * C; i++)
+		w[i] = frand(&seed) * (float)(1 + i / C);
+	for (int i = 0; i < C; i++)
+		w[4 * C + i] = 0.0f; /* a row of zeros gets scale 1 */
+	quant_ok(w, R, C, s, q, scale, NULL);
+	for (int r = 0; r < R; r++) {
+		float m = 0.0f;
+
+		for (int k = 0; k < C; k++)
+			m = fmaxf(m, fabsf(w[r * C + k]));
+		ck_assert_float_eq(scale[r], r == 4 ? 1.0f : m / 127.0f);
+		for (int k = 0; k < C; k++) {
+			ck_assert_int_le(abs(q[r * C + k]), 127);
+			ck_assert_float_eq(q[r * C + k], nearbyintf(w[r * C + k] / scale[r]));
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_fast_matches_ref)
+{
+	/* Large enough that the fast quantizer runs threads. */
+	enum { R = 300, C = 256 };
+	const struct mc_qspec specs[] = {
+		{ 8, 0, 0 }, { 8, 0, C }, { 8, 1, C }, { 8, 1, 0 }, { 8, 0, 32 },
+		{ 4, 0, 32 }, { 4, 1, 32 }, { 4, 0, 128 }, { 4, 1, C }, { 4, 0, 0 },
+	};
+	float *w = malloc(R * C * sizeof(float)), sa[R * C / 32], sb[R * C / 32];
+	int8_t *qa = malloc(R * C), *qb = malloc(R * C), za[R * C / 32], zb[R * C / 32];
+	unsigned seed = 11;
+	struct mc_err err = { 0 };
+
+	ck_assert(w && qa && qb);
+	for (int i = 0; i < R * C; i++)
+		w[i] = frand(&seed) * (i % 97 == 0 ? 8.0f : 1.0f);
+	w[5] = 0.5f * 8.0f / 127.0f; /* near a tie */
+	for (size_t k = 0; k < sizeof(specs) / sizeof(specs[0]); k++) {
+		int64_t nb = mc_qspec_blocks(&specs[k], R, C);
+
+		memset(za, 0, sizeof(za));
+		memset(zb, 0, sizeof(zb));
+		ck_assert_msg(mc_quantize_weights(w, R, C, &specs[k], qa, sa, za, &err) == 0, "%s",
+			      err.msg);
+		quant_ok(w, R, C, specs[k], qb, sb, zb);
+		ck_assert_msg(!memcmp(qa, qb, R * C), "spec %zu: values differ", k);
+		ck_assert_msg(!memcmp(sa, sb, (size_t)nb * sizeof(float)), "spec %zu: scales", k);
+		ck_assert_msg(!memcmp(za, zb, (size_t)nb), "spec %zu: zero points differ", k);
+	}
+	/* NaN and bad groups are refused by both */
+	w[77] = NAN;
+	ck_assert_int_eq(mc_quantize_weights(w, R, C, &specs[0], qa, sa, za, &err), MC_EINVAL);
+	ck_assert_int_eq(mc_quantize_weights_ref(w, R, C, &specs[0], qa, sa, za, &err), MC_EINVAL);
+	{
+		struct mc_qspec bad = { 8, 0, 48 }, b3 = { 3, 0, 0 };
+
+		ck_assert_int_eq(mc_quantize_weights(w, R, C, &bad, qa, sa, za, &err), MC_EINVAL);
+		ck_assert_int_eq(mc_quantize_weights(w, R, C, &b3, qa, sa, za, &err), MC_EINVAL);
+	}
+	free(w);
+	free(qa);
+	free(qb);
+}
+END_TEST
+
+START_TEST(test_q4_pack_round_trip)
+{
+	int8_t q[33], back[33];
+	uint8_t p[17];
+
+	for (int i = 0; i < 33; i++)
+		q[i] = (int8_t)(i % 16 - 8);
+	mc_q4_pack(q, 33, p);
+	/* first element in the low nibble, stored as q + 8 */
+	ck_assert_uint_eq(p[0], (uint8_t)((-8 + 8) | ((-7 + 8) << 4)));
+	ck_assert_uint_eq(p[5], (uint8_t)((2 + 8) | ((3 + 8) << 4)));
+	ck_assert_uint_eq(p[16], (uint8_t)(q[32] + 8)); /* odd count: high nibble 0 */
+	mc_q4_unpack(p, 33, back);
+	ck_assert(!memcmp(q, back, 33));
+}
+END_TEST
+
+START_TEST(test_act_ranges)
+{
+	enum { N = 200001 };
+	float *x = malloc(N * sizeof(float)), lo, hi;
+	struct mc_err err = { 0 };
+	unsigned seed = 5;
+
+	ck_assert(x);
+	/* 1..1000: minmax [0, 1000]; the 99th percentile is the 990th value */
+	for (int i = 0; i < 1000; i++)
+		x[i] = (float)(i + 1);
+	ck_assert_int_eq(mc_act_range(x, 1000, MC_RANGE_MINMAX, 0, &lo, &hi, &err), 0);
+	ck_assert_float_eq(lo, 0.0f);
+	ck_assert_float_eq(hi, 1000.0f);
+	ck_assert_int_eq(mc_act_range(x, 1000, MC_RANGE_PERCENTILE, 99.0, &lo, &hi, &err), 0);
+	ck_assert_float_eq(lo, 0.0f);
+	ck_assert_float_eq(hi, 990.0f);
+	/* symmetric values: the percentile clips both tails */
+	for (int i = 0; i < 1000; i++)
+		x[i] = (float)(i - 500); /* -500..499 */
+	ck_assert_int_eq(mc_act_range(x, 1000, MC_RANGE_PERCENTILE, 99.0, &lo, &hi, &err), 0);
+	ck_assert_float_eq(lo, -490.0f);
+	ck_assert_float_eq(hi, 489.0f);
+	/* uniform [0, 1) and one outlier at 100: minmax keeps it; mse clips it, as
+	 * the outlier's error (100 - h)^2 trades against N (h / 255)^2 / 12 */
+	for (int i = 0; i < N - 1; i++)
+		x[i] = 0.5f * (frand(&seed) + 1.0f);
+	x[N - 1] = 100.0f;
+	ck_assert_int_eq(mc_act_range(x, N, MC_RANGE_MINMAX, 0, &lo, &hi, &err), 0);
+	ck_assert_float_eq(hi, 100.0f);
+	ck_assert_int_eq(mc_act_range(x, N, MC_RANGE_MSE, 0, &lo, &hi, &err), 0);
+	ck_assert_float_eq(lo, 0.0f);
+	ck_assert_msg(hi > 50.0f && hi < 95.0f, "mse range %g", hi);
+	ck_assert_int_eq(mc_act_range(x, N, MC_RANGE_PERCENTILE, 99.9, &lo, &hi, &err), 0);
+	ck_assert_msg(hi > 0.99f && hi < 1.0f, "percentile range %g", hi);
+	ck_assert_int_eq(mc_act_range(x, N, MC_RANGE_PERCENTILE, 20.0, &lo, &hi, &err), MC_EINVAL);
+	free(x);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- qlinear */
+
+/* A one-layer model: [64] -> qlinear(out 24) with the given attrs. */
+static struct mc_model *qmodel(const char *attrs)
+{
+	char arch[1024];
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+
+	PATHF(arch,
+	      "{\"format\": 1, \"input\": [64], \"nodes\": [{\"name\": \"fc\", \"op\": "
+	      "\"qlinear\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 24, %s}}]}",
+	      attrs);
+	m = mc_model_from_arch(arch, "test", &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	return m;
+}
+
+/* Fills the qlinear of m from f32 weights w[24, 64] and bias b; returns its spec. */
+static struct mc_qspec fill(struct mc_model *m, const float *w, const float *b)
+{
+	struct mc_node *nd = &m->nodes[0];
+	struct mc_tensor *tw = nd->params[0], *ts = nd->params[1];
+	struct mc_qspec s = { .bits = tw->dtype == MC_Q4 ? 4 : 8 };
+	int8_t q[24 * 64], zp[24 * 64];
+
+	s.asym = nd->n_params == 4 && !strcmp(nd->params[3]->name, "fc.weight_zero_point");
+	s.group = ts->numel == 1 ? 0 : (int)(24 * 64 / ts->numel);
+	quant_ok(w, 24, 64, s, q, ts->data, zp);
+	if (s.bits == 8)
+		memcpy(tw->data, q, sizeof(q));
+	else
+		mc_q4_pack(q, 24 * 64, tw->data);
+	if (s.asym)
+		memcpy(nd->params[3]->data, zp, (size_t)ts->numel);
+	memcpy(nd->params[2]->data, b, 24 * sizeof(float));
+	return s;
+}
+
+static void data(float *w, float *b, float *x, int n)
+{
+	unsigned seed = 21;
+
+	for (int i = 0; i < 24 * 64; i++)
+		w[i] = 0.2f * frand(&seed);
+	for (int i = 0; i < 24; i++)
+		b[i] = 0.1f * frand(&seed);
+	for (int i = 0; i < n * 64; i++)
+		x[i] = fmaxf(0.0f, 2.0f * frand(&seed)); /* post-ReLU inputs */
+}
+
+static const float *run(struct mc_model *m, struct mc_exec **e, const float *x, int n)
+{
+	struct mc_err err = { 0 };
+
+	*e = mc_exec_new(m, n, 0, &err);
+	ck_assert_msg(*e != NULL, "%s", err.msg);
+	return mc_forward(*e, x, n);
+}
+
+/*
+ * Weight-only: y = x deq(W)^T + b, in double, within 1e-5 of sum |x||w|
+ * (f32 accumulation); and int8 per channel within 2% of the f32 layer's
+ * output scale. Batches 1 (direct kernel) and 16 (tiles through the GEMM).
+ */
+START_TEST(test_weight_only_against_reference)
+{
+	const char *variants[] = {
+		"\"bits\": 8, \"mode\": \"weight-only\"",
+		"\"bits\": 8, \"mode\": \"weight-only\", \"scheme\": \"asymmetric\", "
+		"\"granularity\": \"per-tensor\"",
+		"\"bits\": 4, \"mode\": \"weight-only\", \"granularity\": \"per-group\", "
+		"\"group_size\": 32",
+		"\"bits\": 4, \"mode\": \"weight-only\", \"granularity\": \"per-group\", "
+		"\"group_size\": 16, \"scheme\": \"asymmetric\"",
+	};
+	float w[24 * 64], b[24], x[16 * 64], deq[24 * 64];
+	const int ns[] = { 1, 16 };
+
+	data(w, b, x, 16);
+	for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+		struct mc_model *m = qmodel(variants[v]);
+		struct mc_node *nd = &m->nodes[0];
+		struct mc_qspec s = fill(m, w, b);
+		int8_t q[24 * 64];
+
+		if (s.bits == 8)
+			memcpy(q, nd->params[0]->data, sizeof(q));
+		else
+			mc_q4_unpack(nd->params[0]->data, 24 * 64, q);
+		mc_dequantize_weights(q, 24, 64, &s, nd->params[1]->data,
+				      s.asym ? nd->params[3]->data : NULL, deq);
+		for (int k = 0; k < 2; k++) {
+			struct mc_exec *e;
+			const float *y = run(m, &e, x, ns[k]);
+
+			for (int r = 0; r < ns[k]; r++)
+				for (int o = 0; o < 24; o++) {
+					double ref = b[o], mag = fabs(b[o]), f32 = b[o];
+
+					for (int i = 0; i < 64; i++) {
+						ref += (double)x[r * 64 + i] * deq[o * 64 + i];
+						f32 += (double)x[r * 64 + i] * w[o * 64 + i];
+						mag += fabs((double)x[r * 64 + i] * deq[o * 64 + i]);
+					}
+					ck_assert_msg(fabs(y[r * 24 + o] - ref) <= 1e-5 * mag,
+						      "variant %zu n %d: %g vs %g", v, ns[k],
+						      y[r * 24 + o], ref);
+					if (s.bits == 8)
+						ck_assert_msg(fabs(y[r * 24 + o] - f32) <= 0.02 * mag,
+							      "variant %zu: %g vs f32 %g", v,
+							      y[r * 24 + o], f32);
+				}
+			mc_exec_free(e);
+		}
+		mc_model_free(m);
+	}
+}
+END_TEST
+
+/*
+ * Dynamic and static int8 on the integer GEMM: the exact reference is
+ * sum (qa - za) sa * q sw + b over the u8 input the op must have made
+ * (mc_u8_qparams of the batch's range, or the stored one), within 1e-5
+ * relative (the kernel's only rounding is its f32 epilogue).
+ */
+START_TEST(test_int8_gemm_against_reference)
+{
+	float w[24 * 64], b[24], x[16 * 64];
+
+	data(w, b, x, 16);
+	for (int mode = 0; mode < 2; mode++) {
+		struct mc_model *m = qmodel(mode ? "\"mode\": \"static\"" : "\"mode\": \"dynamic\"");
+		struct mc_node *nd = &m->nodes[0];
+		const int8_t *q;
+		const float *sw, *y;
+		struct mc_exec *e;
+		uint8_t qa[16 * 64];
+		float sa, lo, hi;
+		int za;
+
+		fill(m, w, b);
+		q = nd->params[0]->data;
+		sw = nd->params[1]->data;
+		if (mode) {
+			float *qp = nd->params[3]->data;
+
+			mc_u8_qparams(0.0f, 1.5f, &sa, &za); /* clamps inputs above 1.5 */
+			qp[0] = sa;
+			qp[1] = (float)za;
+		} else {
+			mc_minmax(x, 16 * 64, &lo, &hi);
+			mc_u8_qparams(lo, hi, &sa, &za);
+		}
+		mc_quantize_u8_ref(x, 16 * 64, sa, za, qa);
+		y = run(m, &e, x, 16);
+		for (int r = 0; r < 16; r++)
+			for (int o = 0; o < 24; o++) {
+				double ref = 0.0, f32 = b[o], mag = 0.0;
+
+				for (int i = 0; i < 64; i++) {
+					ref += (double)(qa[r * 64 + i] - za) * q[o * 64 + i];
+					f32 += (double)x[r * 64 + i] * w[o * 64 + i];
+					mag += fabs((double)x[r * 64 + i] * w[o * 64 + i]);
+				}
+				ref = ref * sa * sw[o] + b[o];
+				ck_assert_msg(fabs(y[r * 24 + o] - ref) <= 1e-5 * (1.0 + fabs(ref)),
+					      "mode %d: %g vs %g", mode, y[r * 24 + o], ref);
+				if (!mode) /* dynamic: within 2% of the f32 layer */
+					ck_assert_msg(fabs(y[r * 24 + o] - f32) <= 0.02 * mag + 1e-3,
+						      "%g vs f32 %g", y[r * 24 + o], f32);
+			}
+		mc_exec_free(e);
+		mc_model_free(m);
+	}
+}
+END_TEST
+
+/* ---------------------------------------------------------------- files and the pass */
+
+static void write_file(const char *path, const void *buf, size_t n)
+{
+	FILE *fp = fopen(path, "wb");
+
+	ck_assert_msg(fp != NULL, "cannot write %s: %s", path, strerror(errno));
+	ck_assert_uint_eq(fwrite(buf, 1, n, fp), n);
+	ck_assert_int_eq(fclose(fp), 0);
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/* n images of 8x8: a bright 3x3 block whose corner is the label's, over noise; 4 classes. */
+static void write_idx(const char *prefix, int n, unsigned salt)
+{
+	unsigned char *img = calloc(16 + (size_t)n * SIDE * SIDE, 1), *lab = calloc(8 + (size_t)n, 1);
+	unsigned s = 12345u + salt;
+	char path[4200];
+
+	ck_assert(img && lab);
+	put_be32(img, 0x803);
+	put_be32(img + 4, (uint32_t)n);
+	put_be32(img + 8, SIDE);
+	put_be32(img + 12, SIDE);
+	put_be32(lab, 0x801);
+	put_be32(lab + 4, (uint32_t)n);
+	for (int i = 0; i < n; i++) {
+		int c = i % 4, y0 = c / 2 * 4, x0 = c % 2 * 4;
+		unsigned char *p = img + 16 + (size_t)i * SIDE * SIDE;
+
+		lab[8 + i] = (unsigned char)c;
+		for (int k = 0; k < SIDE * SIDE; k++) {
+			s = s * 1103515245u + 12345u;
+			p[k] = (unsigned char)((s >> 16) % 90);
+		}
+		for (int y = 0; y < 3; y++)
+			for (int x = 0; x < 3; x++)
+				p[(y0 + y) * SIDE + x0 + x] = 230;
+	}
+	PATHF(path, "%s-images-idx3-ubyte", prefix);
+	write_file(path, img, 16 + (size_t)n * SIDE * SIDE);
+	PATHF(path, "%s-labels-idx1-ubyte", prefix);
+	write_file(path, lab, 8 + (size_t)n);
+	free(img);
+	free(lab);
+}
+
+static char *spath(const char *name)
+{
+	static char buf[4][4200];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(buf[k], sizeof(buf[k]), "%s/%s", scratch, name);
+	return buf[k];
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct mc_err err = { 0 };
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	struct mc_model *m;
+
+	PATHF(scratch, "%.200s/mcomp-quantize-XXXXXX", base);
+	ck_assert(mkdtemp(scratch) != NULL);
+	write_idx(spath("train"), N_TRAIN, 0);
+	write_idx(spath("test"), N_TEST, 1);
+	m = mc_model_from_arch(mlp_arch, "test", &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 3);
+	ck_assert_msg(mc_model_save(m, spath("mlp.safetensors"), &err) == 0, "%s", err.msg);
+	mc_model_free(m);
+	reg = mc_registry_open(&err);
+	ck_assert_msg(reg != NULL, "%s", err.msg);
+	ck_assert_msg(mc_registry_find(reg, "quantize", NULL),
+		      "the quantize pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
+}
+
+static void teardown(void)
+{
+	mc_registry_free(reg);
+	reg = NULL;
+	nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/*
+ * Writes p.yaml: train (first 96 samples), calib (the other 32), test, model
+ * 'm' loaded from model_file, a train pass, then one quantize pass whose
+ * parameter lines are params (from line 12); output to out.safetensors.
+ */
+static int pipeline(const char *model_file, const char *params, int run_it, struct mc_err *err)
+{
+	char text[8192];
+	struct mc_pipeline *p;
+	int ret;
+
+	PATHF(text,
+	      "mcomp: 1\n"
+	      "seed: 5\n"
+	      "data:\n"
+	      "  train: {idx: train, count: 96}\n"
+	      "  calib: {idx: train, first: 96}\n"
+	      "  test: {idx: test}\n"
+	      "models:\n"
+	      "  m: {load: %s}\n"
+	      "passes:\n"
+	      "  - train: {model: m, epochs: 3, batch_size: 16, lr: 0.01}\n"
+	      "  - quantize:\n"
+	      "%s"
+	      "output: {model: m, path: out.safetensors}\n",
+	      model_file, params);
+	write_file(spath("p.yaml"), text, strlen(text));
+	memset(err, 0, sizeof(*err));
+	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, err);
+	if (!p)
+		return err->code;
+	ret = run_it ? mc_pipeline_run(p, NULL, err) : 0;
+	mc_pipeline_free(p);
+	return ret;
+}
+
+static void expect_refused(const char *model_file, const char *params, int line,
+			   const char *want)
+{
+	struct mc_err err = { 0 };
+	char place[4300];
+
+	ck_assert_int_eq(pipeline(model_file, params, 0, &err), MC_EINVAL);
+	PATHF(place, "%s:%d:", spath("p.yaml"), line);
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks the place '%s'", err.msg, place);
+	ck_assert_msg(strstr(err.msg, want), "'%s' lacks '%s'", err.msg, want);
+}
+
+static double accuracy(const struct mc_model *m)
+{
+	struct mc_err err = { 0 };
+	struct mc_dataset *d = mc_idx_load_prefix(spath("test"), &err);
+	double acc;
+
+	ck_assert_msg(d != NULL, "%s", err.msg);
+	ck_assert_int_eq(mc_evaluate(m, d, 32, &acc, NULL, &err), 0);
+	mc_dataset_free(d);
+	return acc;
+}
+
+/* Static int8 end to end: every layer becomes qlinear with I8 weights in the
+ * file, it reloads to the same outputs bit for bit, and keeps the accuracy. */
+START_TEST(test_pipeline_static_int8)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m, *m2;
+	struct mc_st_file *f;
+	const struct mc_st_entry *e;
+	struct mc_exec *e1, *e2;
+	float x[5 * 64];
+	const float *y1, *y2;
+	unsigned seed = 9;
+
+	ck_assert_msg(pipeline("mlp.safetensors",
+			       "      model: m\n      mode: static\n      calibration: mse\n"
+			       "      calibration_data: calib\n      samples: 32\n",
+			       1, &err) == 0,
+		      "%s", err.msg);
+	m = mc_model_load(spath("out.safetensors"), &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	for (int i = 0; i < m->n_nodes; i++)
+		if (m->nodes[i].n_params)
+			ck_assert_str_eq(m->nodes[i].op->name, "qlinear");
+	ck_assert_msg(accuracy(m) >= 0.9, "accuracy %g", accuracy(m));
+	f = mc_st_read(spath("out.safetensors"), &err);
+	ck_assert_msg(f != NULL, "%s", err.msg);
+	e = mc_st_find(f, "fc1.weight");
+	ck_assert(e && !strcmp(e->st_dtype, "I8") && e->ndim == 2 && e->shape[0] == 32 &&
+		  e->shape[1] == 64);
+	e = mc_st_find(f, "fc1.weight_scale");
+	ck_assert(e && !strcmp(e->st_dtype, "F32") && e->shape[0] == 32);
+	e = mc_st_find(f, "fc2.input_qparams");
+	ck_assert(e && !strcmp(e->st_dtype, "F32") && e->shape[0] == 2);
+	mc_st_free(f);
+	/* save and load again: the same outputs, bit for bit */
+	ck_assert_msg(mc_model_save(m, spath("again.safetensors"), &err) == 0, "%s", err.msg);
+	m2 = mc_model_load(spath("again.safetensors"), &err);
+	ck_assert_msg(m2 != NULL, "%s", err.msg);
+	for (int i = 0; i < 5 * 64; i++)
+		x[i] = 0.5f * (frand(&seed) + 1.0f);
+	y1 = run(m, &e1, x, 5);
+	y2 = run(m2, &e2, x, 5);
+	ck_assert(!memcmp(y1, y2, 5 * 4 * sizeof(float)));
+	mc_exec_free(e1);
+	mc_exec_free(e2);
+	mc_model_free(m2);
+	/* quantizing it again is refused, naming the layer */
+	expect_refused("again.safetensors", "      model: m\n", 12, "'fc1' of model 'm' is already "
+		       "quantized");
+	mc_model_free(m);
+}
+END_TEST
+
+/* 4-bit g32 weight-only, fc3 (16 inputs) per channel: Q4 payload half the bytes. */
+START_TEST(test_pipeline_int4)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+	struct mc_st_file *f;
+	const struct mc_st_entry *e;
+
+	ck_assert_msg(pipeline("mlp.safetensors",
+			       "      model: m\n      bits: 4\n      granularity: per-group\n"
+			       "      group_size: 32\n      overrides: [\"fc3=per-channel\"]\n",
+			       1, &err) == 0,
+		      "%s", err.msg);
+	m = mc_model_load(spath("out.safetensors"), &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	ck_assert_msg(accuracy(m) >= 0.85, "accuracy %g", accuracy(m));
+	ck_assert_int_eq(mc_model_param(m, "fc1.weight")->dtype, MC_Q4);
+	f = mc_st_read(spath("out.safetensors"), &err);
+	ck_assert_msg(f != NULL, "%s", err.msg);
+	e = mc_st_find(f, "fc1.weight");
+	ck_assert(e && !strcmp(e->st_dtype, "U8") && e->ndim == 1 && e->shape[0] == 32 * 64 / 2);
+	e = mc_st_find(f, "fc1.weight_scale");
+	ck_assert(e && e->ndim == 2 && e->shape[0] == 32 && e->shape[1] == 2);
+	e = mc_st_find(f, "fc3.weight_scale");
+	ck_assert(e && e->ndim == 1 && e->shape[0] == 4);
+	mc_st_free(f);
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(test_invalid_params)
+{
+	expect_refused("mlp.safetensors", "      model: m\n      bits: 3\n", 13,
+		       "3 bits is not supported");
+	expect_refused("mlp.safetensors",
+		       "      model: m\n      bits: 4\n      granularity: per-group\n"
+		       "      group_size: 32\n",
+		       15, "32 does not divide the 16 inputs of layer 'fc3'");
+	expect_refused("mlp.safetensors", "      model: m\n      group_size: 48\n"
+		       "      granularity: per-group\n      mode: weight-only\n", 13,
+		       "48 is not a supported group size");
+	expect_refused("mlp.safetensors", "      model: m\n      exclude: [\"fc9\"]\n", 13,
+		       "no layer of model 'm' matches 'fc9'");
+	expect_refused("mlp.safetensors",
+		       "      model: m\n      mode: static\n      calibration_data: test\n", 14,
+		       "'test' measures the result");
+	expect_refused("mlp.safetensors", "      model: m\n      bits: 4\n      mode: dynamic\n",
+		       14, "4-bit weights run weight-only");
+	expect_refused("mlp.safetensors", "      model: m\n      overrides: [\"fc1=g32\"]\n", 13,
+		       "is not PATTERN=GRANULARITY");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("quantize");
+	TCase *tk = tcase_create("kernels"), *tp = tcase_create("pass");
+
+	tcase_add_test(tk, test_hand_symmetric_int8);
+	tcase_add_test(tk, test_hand_asymmetric_and_int4);
+	tcase_add_test(tk, test_per_channel_scale_formula);
+	tcase_add_test(tk, test_fast_matches_ref);
+	tcase_add_test(tk, test_q4_pack_round_trip);
+	tcase_add_test(tk, test_act_ranges);
+	tcase_add_test(tk, test_weight_only_against_reference);
+	tcase_add_test(tk, test_int8_gemm_against_reference);
+	suite_add_tcase(s, tk);
+	tcase_add_checked_fixture(tp, setup, teardown);
+	tcase_set_timeout(tp, 60);
+	tcase_add_test(tp, test_pipeline_static_int8);
+	tcase_add_test(tp, test_pipeline_int4);
+	tcase_add_test(tp, test_invalid_params);
+	suite_add_tcase(s, tp);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	setenv("MCOMP_QUIET", "1", 1);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
