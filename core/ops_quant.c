@@ -611,46 +611,141 @@ static void dequant_row(const struct mc_node *node, int64_t o, float *dst)
 }
 
 /*
- * sum_k x[k] (q[k] - z) over one block, in 16 lanes of a fixed order (the
- * compiler may run the lanes as vectors; the sum is the same either way).
+ * sum_k x[k] (q[k] - z) over one block, in 16 lanes of a fixed order: lane l
+ * sums elements l, l + 16, ... (products rounded, then added: no FMA), the
+ * tail goes to t, then the lanes are added to t in order. The AVX2 kernels
+ * compute exactly the same operations 8 lanes at a time.
  */
-__attribute__((target_clones("avx2", "default"))) static float dot_s8(const float *x,
-								       const int8_t *q,
-								       int64_t len, float z)
+static float dot_s8_ref(const float *x, const int8_t *q, int64_t len, float z)
 {
 	float acc[16] = { 0 }, t = 0.0f;
 	int64_t k = 0;
 
 	for (; k + 16 <= len; k += 16)
-		for (int l = 0; l < 16; l++)
-			acc[l] += x[k + l] * ((float)q[k + l] - z);
-	for (; k < len; k++)
-		t += x[k] * ((float)q[k] - z);
+		for (int l = 0; l < 16; l++) {
+			float p = x[k + l] * ((float)q[k + l] - z);
+
+			acc[l] += p;
+		}
+	for (; k < len; k++) {
+		float p = x[k] * ((float)q[k] - z);
+
+		t += p;
+	}
 	for (int l = 0; l < 16; l++)
 		t += acc[l];
 	return t;
 }
 
 /* The same over 4-bit values, p holding len / 2 bytes: x[2k] low, x[2k + 1] high nibble. */
-__attribute__((target_clones("avx2", "default"))) static float dot_q4(const float *x,
-								       const uint8_t *p,
-								       int64_t len, float z)
+static float dot_q4_ref(const float *x, const uint8_t *p, int64_t len, float z)
 {
 	float acc[16] = { 0 }, t = 0.0f;
 	int64_t k = 0;
 
 	for (; k + 16 <= len; k += 16)
-		for (int l = 0; l < 8; l++) {
-			acc[2 * l] += x[k + 2 * l] * ((float)((p[k / 2 + l] & 15) - 8) - z);
-			acc[2 * l + 1] += x[k + 2 * l + 1] * ((float)((p[k / 2 + l] >> 4) - 8) - z);
+		for (int l = 0; l < 16; l++) {
+			uint8_t b = p[(k + l) / 2];
+			float v = x[k + l] * ((float)((l % 2 ? b >> 4 : b & 15) - 8) - z);
+
+			acc[l] += v;
 		}
-	for (; k < len; k += 2) {
-		t += x[k] * ((float)((p[k / 2] & 15) - 8) - z);
-		t += x[k + 1] * ((float)((p[k / 2] >> 4) - 8) - z);
+	for (; k < len; k++) {
+		uint8_t b = p[k / 2];
+		float v = x[k] * ((float)((k % 2 ? b >> 4 : b & 15) - 8) - z);
+
+		t += v;
 	}
 	for (int l = 0; l < 16; l++)
 		t += acc[l];
 	return t;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static float lanes_sum(__m256 a0, __m256 a1, float t)
+{
+	float acc[16];
+
+	_mm256_storeu_ps(acc, a0);
+	_mm256_storeu_ps(acc + 8, a1);
+	for (int l = 0; l < 16; l++)
+		t += acc[l];
+	return t;
+}
+
+__attribute__((target("avx2"))) static float dot_s8_avx2(const float *x, const int8_t *q,
+							  int64_t len, float z)
+{
+	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), vz = _mm256_set1_ps(z);
+	float t = 0.0f;
+	int64_t k = 0;
+
+	for (; k + 16 <= len; k += 16) {
+		__m128i b = _mm_loadu_si128((const __m128i *)(q + k));
+		__m256 w0 = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), vz);
+		__m256 w1 = _mm256_sub_ps(
+		    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8))), vz);
+
+		a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(x + k), w0));
+		a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(x + k + 8), w1));
+	}
+	for (; k < len; k++) {
+		float p = x[k] * ((float)q[k] - z);
+
+		t += p;
+	}
+	return lanes_sum(a0, a1, t);
+}
+
+__attribute__((target("avx2"))) static float dot_q4_avx2(const float *x, const uint8_t *p,
+							  int64_t len, float z)
+{
+	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), vz = _mm256_set1_ps(z);
+	__m128i m4 = _mm_set1_epi8(15);
+	__m256i eight = _mm256_set1_epi32(8);
+	float t = 0.0f;
+	int64_t k = 0;
+
+	for (; k + 16 <= len; k += 16) {
+		__m128i b = _mm_loadl_epi64((const __m128i *)(p + k / 2));
+		__m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, m4),
+					      _mm_and_si128(_mm_srli_epi16(b, 4), m4));
+		__m256 w0 = _mm256_sub_ps(
+		    _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(e), eight)), vz);
+		__m256 w1 = _mm256_sub_ps(
+		    _mm256_cvtepi32_ps(
+			_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(e, 8)), eight)),
+		    vz);
+
+		a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(x + k), w0));
+		a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(x + k + 8), w1));
+	}
+	for (; k < len; k++) {
+		uint8_t b = p[k / 2];
+		float v = x[k] * ((float)((k % 2 ? b >> 4 : b & 15) - 8) - z);
+
+		t += v;
+	}
+	return lanes_sum(a0, a1, t);
+}
+#endif
+
+static float dot_s8(const float *x, const int8_t *q, int64_t len, float z)
+{
+#if defined(__x86_64__)
+	if (have_avx2())
+		return dot_s8_avx2(x, q, len, z);
+#endif
+	return dot_s8_ref(x, q, len, z);
+}
+
+static float dot_q4(const float *x, const uint8_t *p, int64_t len, float z)
+{
+#if defined(__x86_64__)
+	if (have_avx2())
+		return dot_q4_avx2(x, p, len, z);
+#endif
+	return dot_q4_ref(x, p, len, z);
 }
 
 #define GEMV_ROWS 4  /* batches up to this go through the direct kernel */
