@@ -24,14 +24,27 @@
 #include <string.h>
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <mcomp/tensor.h>
 
-#define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
-#define TILE_STRIPS 8  /* a tile is at most 8 MR strips x 8 NR strips */
+#ifndef KC
+#define KC 256
+#endif
+#define KC_UNUSED 0	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
+#ifndef TILE_STRIPS
+#define TILE_STRIPS 8
+#endif
+#define TS_UNUSED 0 /* a tile is at most 8 MR strips x 8 NR strips */
 #define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
 #define NCC 2048       /* columns of B packed at once */
-#define KCC_SLICES 4   /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
+#ifndef KCC_SLICES
+#define KCC_SLICES 4
+#endif
+#define KS_UNUSED 0  /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
+#ifndef MB
+#define MB 16
+#endif
 #define PAR_MIN 1e6    /* multiply-adds below which one thread is faster than a team */
 #ifndef TILES_PER_THREAD
 #define TILES_PER_THREAD 4 /* tiles shrink until the team has this many each */
@@ -193,8 +206,24 @@ ukernel_avx512(int kc, const float *restrict a, const float *restrict b, float *
 	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 	float t[12 * 32];
 
+#ifdef PF_C
+	for (int i = 0; i < rows; i++) {
+		__builtin_prefetch(c + i * ldc, 1, 3);
+		__builtin_prefetch(c + i * ldc + 31, 1, 3);
+	}
+#endif
+#ifdef UNROLL
+#pragma GCC unroll 4
+#endif
 	for (int k = 0; k < kc; k++, a += 12, b += 32) {
 		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#ifdef PF_A
+		__builtin_prefetch(a + PF_A * 12, 0, 3);
+#endif
+#ifdef PF_B
+		__builtin_prefetch(b + PF_B * 32, 0, 3);
+		__builtin_prefetch(b + PF_B * 32 + 16, 0, 3);
+#endif
 
 		AVX512_ROW(0);
 		AVX512_ROW(1);
@@ -698,20 +727,178 @@ static void gemv(const struct ukernel *uk, int tb, int M, int N, int K, float al
 	}
 }
 
-/* Strips per tile side: at most TILE_STRIPS, fewer while the team would lack tiles. */
-static void tile_shape(int mstrips, int nstrips, int threads, int *tsm, int *tsn)
+/*
+ * How a team of `threads` shares a block of mstrips x nstrips strips: a
+ * grid of pm x pn rectangles, one per thread, with the largest rectangle as
+ * small as it can be (then the squarest). Fixed by the shape and the team
+ * size, so each thread keeps its rows of A, its columns of B and its part
+ * of C, in its own cache, from one K slice to the next.
+ */
+static void team_grid(int mstrips, int nstrips, int mr, int nr, int threads, int *pm, int *pn)
 {
-	int a = TILE_STRIPS, b = TILE_STRIPS;
+	long best = -1, skew = 0;
 
-	while ((a > 1 || b > 1) &&
-	       (long)((mstrips + a - 1) / a) * ((nstrips + b - 1) / b) < (long)TILES_PER_THREAD * threads) {
-		if (b >= a)
-			b /= 2;
-		else
-			a /= 2;
+	*pm = 1;
+	*pn = threads;
+
+	for (int a = 1; a <= threads; a++) {
+		int b = threads / a;
+		long w, d;
+
+		if (threads % a)
+			continue;
+		w = (long)((mstrips + a - 1) / a) * ((nstrips + b - 1) / b);
+		d = labs((long)((mstrips + a - 1) / a) * mr - (long)((nstrips + b - 1) / b) * nr);
+		if (best < 0 || w < best || (w == best && d < skew)) {
+			best = w;
+			skew = d;
+			*pm = a;
+			*pn = b;
+		}
 	}
-	*tsm = a;
-	*tsn = b;
+}
+
+/* Part p of P near-equal parts of [0, n): [*lo, *hi). */
+static void part(int n, int p, int P, int *lo, int *hi)
+{
+	*lo = (int)((long)n * p / P);
+	*hi = (int)((long)n * (p + 1) / P);
+}
+
+/*
+ * Packing space, kept per calling thread from one call to the next: a fresh
+ * allocation of a few MB per call costs page faults (glibc returns it to
+ * the system on free), which at 512 took a third of the time. Freed when
+ * the thread exits, and for the thread that unloads the library.
+ */
+struct pack_space {
+	void *p;
+	size_t size;
+};
+
+static pthread_key_t space_key;
+static pthread_once_t space_once = PTHREAD_ONCE_INIT;
+static int space_key_ok;
+
+static void space_free(void *p)
+{
+	struct pack_space *s = p;
+
+	free(s->p);
+	free(s);
+}
+
+static void space_init(void)
+{
+	space_key_ok = !pthread_key_create(&space_key, space_free);
+}
+
+__attribute__((destructor)) static void space_exit(void)
+{
+	struct pack_space *s;
+
+	if (!space_key_ok)
+		return;
+	s = pthread_getspecific(space_key);
+	if (s) {
+		pthread_setspecific(space_key, NULL);
+		space_free(s);
+	}
+	pthread_key_delete(space_key);
+	space_key_ok = 0;
+}
+
+/* At least size bytes, 64-byte aligned, owned by the calling thread; NULL when out of memory. */
+static void *pack_space(size_t size)
+{
+	struct pack_space *s;
+
+	pthread_once(&space_once, space_init);
+	if (!space_key_ok)
+		return NULL;
+	s = pthread_getspecific(space_key);
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		if (pthread_setspecific(space_key, s)) {
+			free(s);
+			return NULL;
+		}
+	}
+	if (s->size < size) {
+		free(s->p);
+		s->p = aligned_alloc(64, size);
+		s->size = s->p ? size : 0;
+	}
+	return s->p;
+}
+
+/* A work counter on a cache line of its own. */
+struct share {
+	int next;
+	char pad[64 - sizeof(int)];
+};
+
+/* The parts of a block that thread v owns: its rectangle and its share of the packing. */
+struct own {
+	int m0, m1, n0, n1; /* strips of A and of B its tiles use */
+	int a0, a1, b0, b1; /* strips of A and of B it packs */
+};
+
+static void owned(int v, int pm, int pn, int mstrips, int nstrips, int pack_b_too, struct own *o)
+{
+	int r = v / pn, q = v % pn, lo, hi;
+
+	part(mstrips, r, pm, &o->m0, &o->m1);
+	part(nstrips, q, pn, &o->n0, &o->n1);
+	part(o->m1 - o->m0, q, pn, &lo, &hi);
+	o->a0 = o->m0 + lo;
+	o->a1 = o->m0 + hi;
+	part(o->n1 - o->n0, r, pm, &lo, &hi);
+	o->b0 = o->n0 + lo;
+	o->b1 = pack_b_too ? o->n0 + hi : o->b0;
+}
+
+/* The next unit of work: the thread's own first, then other threads' left over. */
+static int next_unit(struct share *cnt, int me, int threads, int *v, int *w,
+		     int (*count)(const void *, int), const void *ctx)
+{
+	for (; *v < threads; ++*v) {
+		int u;
+
+		*w = (me + *v) % threads;
+		u = __atomic_fetch_add(&cnt[*w].next, 1, __ATOMIC_RELAXED);
+		if (u < count(ctx, *w))
+			return u;
+	}
+	return -1;
+}
+
+struct block {
+	int pm, pn, mstrips, nstrips, pack_b;
+};
+
+static int pack_count(const void *ctx, int w)
+{
+	const struct block *b = ctx;
+	struct own o;
+
+	owned(w, b->pm, b->pn, b->mstrips, b->nstrips, b->pack_b, &o);
+	return (o.b1 - o.b0) + (o.a1 - o.a0);
+}
+
+static int tile_count(const void *ctx, int w)
+{
+	const struct block *b = ctx;
+	struct own o;
+
+	owned(w, b->pm, b->pn, b->mstrips, b->nstrips, 0, &o);
+#ifdef IJ
+	return (o.n1 - o.n0 + IJ - 1) / IJ * (o.m1 - o.m0);
+#else
+	return (o.m1 - o.m0 + MB - 1) / MB * (o.n1 - o.n0);
+#endif
 }
 
 void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -719,9 +906,10 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 {
 	const struct ukernel *uk = kernel();
 	const int mr = uk->mr, nr = uk->nr;
-	size_t mcc, ncc, kcc;
-	int par, threads;
+	size_t mcc, ncc, kc0, abuf, bbuf, asz, bsz;
+	int par, maxt;
 	float *ap, *bp;
+	struct share *cnt;
 
 	if (M <= 0 || N <= 0)
 		return;
@@ -739,88 +927,115 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 	ncc = round_up((size_t)N, (size_t)nr);
 	if (ncc > NCC)
 		ncc = NCC;
-	kcc = (size_t)K < (size_t)KC * KCC_SLICES ? (size_t)K : (size_t)KC * KCC_SLICES;
-	ap = aligned_alloc(64, mcc * kcc * sizeof(float));
-	bp = aligned_alloc(64, ncc * kcc * sizeof(float));
-	if (!ap || !bp) {
+	kc0 = (size_t)K < KC ? (size_t)K : KC;
+	abuf = mcc * kc0;
+	bbuf = ncc * kc0;
+	/* Small products are not worth waking the team; the result is the same. */
+	par = (double)M * N * K >= PAR_MIN;
+	maxt = par ? omp_get_max_threads() : 1;
+	/* Two buffers each: a slice is packed while the last one may still be read. */
+	asz = round_up(2 * abuf * sizeof(float), 64);
+	bsz = round_up(2 * bbuf * sizeof(float), 64);
+	ap = pack_space(asz + bsz + 4 * (size_t)maxt * sizeof(*cnt));
+	if (!ap) {
 		/* Out of memory for a few MB of packing space: slower, still correct. */
-		free(ap);
-		free(bp);
 		mc_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}
-	/* Small products are not worth waking the team; the result is the same. */
-	par = (double)M * N * K >= PAR_MIN;
-	threads = par ? omp_get_max_threads() : 1;
+	bp = (float *)((char *)ap + asz);
+	cnt = (struct share *)((char *)bp + bsz);
+	memset(cnt, 0, 4 * (size_t)maxt * sizeof(*cnt));
 
 	/*
-	 * One parallel region; per block, one barrier after packing (B with
-	 * the first block of rows, A with each) and one after the tiles.
-	 * Packed slice q starts at q * KC * (rows or columns of the block).
+	 * Steps of (K slice, block of columns, block of rows), in that order.
+	 * Per step the team packs the slice of A (and of B, with the first
+	 * block of rows) into the buffers the step before last used, meets at
+	 * one barrier, then runs the tiles. Each thread owns a rectangle of
+	 * the block, fixed by its shape, and packs and runs that first, so its
+	 * A, B and C stay in its cache from one slice to the next; then it
+	 * takes what other threads have not started (a thread the OS put
+	 * aside delays no one). Who runs a tile does not matter to its result:
+	 * the barrier orders the slices, and every element is, for each K
+	 * slice in order, acc = sum over k in order (FMA), then
+	 * C = alpha * acc + beta' * C, for any thread count.
+	 *
+	 * Counters: cnt[(step % 2) * 2 * maxt + maxt * phase + thread]; a
+	 * thread resets its counters of the next packing and of this step's
+	 * tiles before the barrier, when nobody uses them any more.
 	 */
-#pragma omp parallel if (par)
-	for (int pk = 0; pk < K; pk += (int)kcc) {
-		int kb = K - pk < (int)kcc ? K - pk : (int)kcc;
-		int nslices = (kb + KC - 1) / KC;
+#pragma omp parallel if (par) num_threads(maxt)
+	{
+		int threads = omp_get_num_threads(), me = omp_get_thread_num();
+		int step = 0, nb = 0;
 
-		for (int jc = 0; jc < N; jc += (int)ncc) {
-			int nc = N - jc < (int)ncc ? N - jc : (int)ncc;
-			int nstrips = (nc + nr - 1) / nr;
-			size_t bslice = (size_t)nstrips * nr * KC;
+		for (int pk = 0; pk < K; pk += KC) {
+			int kc = K - pk < KC ? K - pk : KC;
+			float beta_k = pk == 0 ? beta : 1.0f;
 
-			for (int ic = 0; ic < M; ic += (int)mcc) {
-				int mc = M - ic < (int)mcc ? M - ic : (int)mcc;
-				int mstrips = (mc + mr - 1) / mr;
-				int nbw = ic == 0 ? nslices * nstrips : 0, tsm, tsn, tm, tn;
-				size_t aslice = (size_t)mstrips * mr * KC;
+			for (int jc = 0; jc < N; jc += (int)ncc, nb++) {
+				int nc = N - jc < (int)ncc ? N - jc : (int)ncc;
+				float *bq = bp + (size_t)(nb % 2) * bbuf;
 
-				tile_shape(mstrips, nstrips, threads, &tsm, &tsn);
-				tm = (mstrips + tsm - 1) / tsm;
-				tn = (nstrips + tsn - 1) / tsn;
+				for (int ic = 0; ic < M; ic += (int)mcc, step++) {
+					int mc = M - ic < (int)mcc ? M - ic : (int)mcc;
+					float *aq = ap + (size_t)(step % 2) * abuf;
+					struct share *pc = cnt + (size_t)(step % 2) * 2 * maxt;
+					struct share *tc = pc + maxt;
+					struct block blk;
+					struct own o;
+					int v = 0, w, u;
 
-#pragma omp for schedule(dynamic, 1)
-				for (int t = 0; t < nbw + nslices * mstrips; t++) {
-					if (t < nbw) {
-						int q = t / nstrips, s = t % nstrips, pc = q * KC;
-						int kc = kb - pc < KC ? kb - pc : KC;
+					blk.mstrips = (mc + mr - 1) / mr;
+					blk.nstrips = (nc + nr - 1) / nr;
+					blk.pack_b = ic == 0;
+					team_grid(blk.mstrips, blk.nstrips, mr, nr, threads, &blk.pm,
+						  &blk.pn);
+					while ((u = next_unit(pc, me, threads, &v, &w, pack_count,
+							      &blk)) >= 0) {
+						owned(w, blk.pm, blk.pn, blk.mstrips, blk.nstrips,
+						      blk.pack_b, &o);
+						if (u < o.b1 - o.b0) {
+							int s = o.b0 + u;
 
-						pack_b(tb, B, ldb, N, jc + s * nr, pk + pc, kc, nr,
-						       bp + q * bslice + (size_t)s * kc * nr);
-					} else {
-						int q = (t - nbw) / mstrips, s = (t - nbw) % mstrips;
-						int pc = q * KC, kc = kb - pc < KC ? kb - pc : KC;
+							pack_b(tb, B, ldb, N, jc + s * nr, pk, kc, nr,
+							       bq + (size_t)s * kc * nr);
+						} else {
+							int s = o.a0 + u - (o.b1 - o.b0);
 
-						pack_a(ta, A, lda, M, ic + s * mr, pk + pc, kc, mr,
-						       ap + q * aslice + (size_t)s * kc * mr);
+							pack_a(ta, A, lda, M, ic + s * mr, pk, kc, mr,
+							       aq + (size_t)s * kc * mr);
+						}
 					}
-				}
+					tc[me].next = 0;
+					cnt[(size_t)((step + 1) % 2) * 2 * maxt + me].next = 0;
+#pragma omp barrier
+					v = 0;
+					while ((u = next_unit(tc, me, threads, &v, &w, tile_count,
+							      &blk)) >= 0) {
+						int nj, ib, j;
 
-				/* Each tile runs through the slices in order: the sum
-				 * for an element never depends on who computes it. */
-#pragma omp for schedule(dynamic, 1)
-				for (int t = 0; t < tm * tn; t++) {
-					int i0 = (t / tn) * tsm * mr, j0 = (t % tn) * tsn * nr;
-					int i1 = i0 + tsm * mr < mc ? i0 + tsm * mr : mc;
-					int j1 = j0 + tsn * nr < nc ? j0 + tsn * nr : nc;
-
-					for (int q = 0; q < nslices; q++) {
-						int pc = q * KC, kc = kb - pc < KC ? kb - pc : KC;
-						float beta_k = pk + pc == 0 ? beta : 1.0f;
-						const float *aq = ap + q * aslice, *bq = bp + q * bslice;
-
-						for (int j = j0; j < j1; j += nr)
-							for (int i = i0; i < i1; i += mr)
-								uk->fn(kc, aq + (size_t)(i / mr) * kc * mr,
-								       bq + (size_t)(j / nr) * kc * nr,
-								       C + (size_t)(ic + i) * ldc + jc + j,
-								       ldc, i1 - i < mr ? i1 - i : mr,
-								       j1 - j < nr ? j1 - j : nr, alpha,
-								       beta_k);
+						owned(w, blk.pm, blk.pn, blk.mstrips, blk.nstrips, 0,
+						      &o);
+#ifdef IJ
+						nj = o.m1 - o.m0;
+						ib = o.n0 + u / nj * IJ;
+						int i = o.m0 + u % nj;
+						for (j = ib; j < o.n1 && j < ib + IJ; j++)
+#else
+						nj = o.n1 - o.n0;
+						ib = o.m0 + u / nj * MB;
+						j = o.n0 + u % nj;
+						for (int i = ib; i < o.m1 && i < ib + MB; i++)
+#endif
+							uk->fn(kc, aq + (size_t)i * kc * mr,
+							       bq + (size_t)j * kc * nr,
+							       C + (size_t)(ic + i * mr) * ldc + jc + j * nr,
+							       ldc, mc - i * mr < mr ? mc - i * mr : mr,
+							       nc - j * nr < nr ? nc - j * nr : nr, alpha,
+							       beta_k);
 					}
 				}
 			}
 		}
 	}
-	free(ap);
-	free(bp);
 }
