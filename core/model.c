@@ -36,6 +36,8 @@ struct mc_exec {
 
 static void node_clear(struct mc_node *nd)
 {
+	if (nd->op && nd->op->release)
+		nd->op->release(nd);
 	for (int p = 0; p < nd->n_params; p++)
 		mc_tensor_free(nd->params[p]);
 	if (nd->attrs && nd->op)

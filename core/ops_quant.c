@@ -330,8 +330,6 @@ enum { QMODE_WEIGHT_ONLY, QMODE_DYNAMIC, QMODE_STATIC };
 enum { QGRAN_TENSOR, QGRAN_CHANNEL, QGRAN_GROUP };
 enum { QP_WEIGHT, QP_SCALE, QP_BIAS, QP_EXTRA };
 
-struct qcache;
-
 struct qlinear_attrs {
 	int out;
 	int bits;
@@ -339,10 +337,6 @@ struct qlinear_attrs {
 	int scheme; /* 0: symmetric, 1: asymmetric */
 	int granularity;
 	int group_size;
-	/* Not an attribute: the int8 weights packed for mc_gemm_u8s8, made on
-	 * first use (see packed()). mc_model_dup copies the pointer; the owner
-	 * check makes a copy pack its own. */
-	struct qcache *cache;
 };
 
 static const char *const qmodes[] = { "weight-only", "dynamic", "static", NULL };
@@ -464,18 +458,32 @@ struct qcache {
 	struct qcache *next;
 };
 
+/*
+ * Packed weights live in one list keyed by the node that owns them, never in
+ * the node itself: a duplicated model shares no pointer with its original,
+ * and freeing a node (qlinear_release) drops its entry, so a node address
+ * reused later cannot meet a stale packing.
+ */
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct qcache *caches; /* every cache made, freed when libmcomp unloads */
+static struct qcache *caches;
 
-__attribute__((destructor)) static void free_caches(void)
+static void qlinear_release(struct mc_node *node)
 {
-	while (caches) {
-		struct qcache *c = caches;
+	struct qcache **pp = &caches;
 
-		caches = c->next;
-		mc_s8_free(c->pk);
-		free(c);
+	pthread_mutex_lock(&cache_lock);
+	while (*pp) {
+		struct qcache *c = *pp;
+
+		if (c->owner == node) {
+			*pp = c->next;
+			mc_s8_free(c->pk);
+			free(c);
+		} else {
+			pp = &c->next;
+		}
 	}
+	pthread_mutex_unlock(&cache_lock);
 }
 
 /*
@@ -485,19 +493,17 @@ __attribute__((destructor)) static void free_caches(void)
  */
 static const struct mc_s8_weights *packed(const struct mc_node *node)
 {
-	struct qlinear_attrs *a = node->attrs;
 	const struct mc_tensor *w = node->params[QP_WEIGHT], *s = node->params[QP_SCALE];
 	const struct mc_tensor *b = node->params[QP_BIAS];
-	struct qcache *c = a->cache;
 	int O = (int)w->shape[0], I = (int)w->shape[1];
+	struct mc_s8_weights *pk = NULL;
+	struct qcache *c;
 	float *sw = NULL;
 
-	if (c && c->owner == node && c->w == w->data && c->s == s->data && c->b == b->data)
-		return c->pk;
 	pthread_mutex_lock(&cache_lock);
-	c = a->cache;
-	if (c && c->owner == node && c->w == w->data && c->s == s->data && c->b == b->data)
-		goto out;
+	for (c = caches; c; c = c->next)
+		if (c->owner == node && c->w == w->data && c->s == s->data && c->b == b->data)
+			goto out;
 	c = calloc(1, sizeof(*c));
 	sw = malloc((size_t)O * sizeof(float));
 	if (!c || !sw) {
@@ -514,11 +520,11 @@ static const struct mc_s8_weights *packed(const struct mc_node *node)
 	c->pk = mc_s8_pack(w->data, O, I, I, sw, b->data, NULL);
 	c->next = caches;
 	caches = c;
-	a->cache = c;
 out:
+	pk = c ? c->pk : NULL;
 	pthread_mutex_unlock(&cache_lock);
 	free(sw);
-	return c ? c->pk : NULL;
+	return pk;
 }
 
 /* out[n, O] = requant(u8(in[n, I]) W^T) + b on the int8 GEMM */
@@ -878,6 +884,7 @@ const struct mc_op mc_op_qlinear = {
     .backward = qlinear_backward,
     .flops = qlinear_flops,
     .workspace = qlinear_workspace,
+    .release = qlinear_release,
 };
 
 /* ---------------------------------------------------------------- activation ranges */

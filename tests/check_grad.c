@@ -306,14 +306,54 @@ START_TEST(op_flatten)
 }
 END_TEST
 
+/*
+ * qlinear rounds its input to 8 bits, so its forward is a step function and
+ * finite differences say nothing; its backward is the straight-through
+ * estimate din = dout * dequantized W, checked here against that product
+ * written out for int8 per-channel weights.
+ */
+START_TEST(op_qlinear_straight_through)
+{
+	struct mc_model *m = build("{\"format\":1,\"input\":[5],\"nodes\":[{\"op\":\"qlinear\","
+				   "\"attrs\":{\"out\":3,\"bits\":8,\"mode\":\"dynamic\"}}]}");
+	struct mc_node *nd = &m->nodes[0];
+	int8_t *w = nd->params[0]->data;
+	float *scale = nd->params[1]->data;
+	float x[2 * 5], dout[2 * 3], dx[2 * 5], out[2 * 3];
+	const float *in[1] = { x };
+	float *din[1] = { dx };
+	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
+	struct mc_run run = { .training = 1 };
+
+	ck_assert_int_eq(nd->params[0]->dtype, MC_S8);
+	for (int i = 0; i < 15; i++)
+		w[i] = (int8_t)(i * 37 % 255 - 127);
+	for (int o = 0; o < 3; o++)
+		scale[o] = 0.01f * (o + 1);
+	fill(x, 10, 3);
+	fill(dout, 6, 4);
+	nd->op->forward(nd, &run, 2, in, out);
+	nd->op->backward(nd, &run, 2, in, out, dout, din, grads);
+	for (int s = 0; s < 2; s++)
+		for (int i = 0; i < 5; i++) {
+			double want = 0;
+
+			for (int o = 0; o < 3; o++)
+				want += (double)dout[s * 3 + o] * w[o * 5 + i] * scale[o];
+			ck_assert_double_eq_tol(dx[s * 5 + i], want, 1e-5);
+		}
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(every_op_is_checked)
 {
 	/* A new op needs a check above: this fails until it has one. */
 	static const char *const checked[] = { "add",	     "avgpool2d",      "batchnorm",
 						"conv2d",    "dropout",	       "flatten",
 						"global_avgpool", "linear",    "log_softmax",
-						"maxpool2d", "relu",	       "softmax",
-						NULL };
+						"maxpool2d", "qlinear",	       "relu",
+						"softmax",   NULL };
 	const char *const *names = mc_op_names();
 	int n = 0;
 
@@ -325,7 +365,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_msg(found, "op %s has no gradient check", names[n]);
 		ck_assert_ptr_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 12);
+	ck_assert_int_eq(n, 13);
 }
 END_TEST
 
@@ -564,6 +604,7 @@ int main(void)
 	tcase_add_test(tc, kd_loss);
 	tcase_add_test(tc, cnn_xent);
 	tcase_add_test(tc, resnet_xent);
+	tcase_add_test(tc, op_qlinear_straight_through);
 	tcase_add_test(tc, every_op_is_checked);
 	tcase_add_test(tc, softmax_xent);
 	tcase_add_test(tc, mlp_xent);

@@ -75,6 +75,9 @@ struct mc_op {
 	int64_t (*flops)(const struct mc_node *node);
 	/* Optional: bytes of workspace forward or backward needs for n samples. */
 	size_t (*workspace)(const struct mc_node *node, int n);
+	/* Optional: frees what the op keeps for a node outside its tensors (such
+	 * as packed weights); called when the node is freed. */
+	void (*release)(struct mc_node *node);
 };
 
 /* The op named name, or NULL. */
