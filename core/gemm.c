@@ -4,16 +4,18 @@
  * micro-kernels chosen at run time, a GEMV path for a few rows, and the
  * reference loop beside them.
  *
- * Blocking (after BLIS / Goto): K is cut into KC-deep slices; for up to
- * KCC_SLICES slices at a time, B is packed into NR-wide strips and A into
- * MR-tall strips (one work list, shared out dynamically, then one barrier);
- * then tiles of outputs are shared out among OpenMP threads, and each tile
- * runs through the slices, a loop of MR x NR micro-kernel calls per slice.
- * Tiles shrink when there are few of them for the team, so 16 threads find
- * work at 1024 too. Every output element is computed by one thread as: for
+ * Blocking (after BLIS / Goto): K is cut into KC-deep slices, one at a
+ * time: per slice (and block of MCC rows / NCC columns) the team packs B
+ * into NR-wide strips and A into MR-tall strips, meets at one barrier, and
+ * runs the MR x NR micro-kernel over the block. Packing goes into the other
+ * of two buffers, so the next slice's packing need not wait for this one's
+ * tiles. Each thread owns a fixed rectangle of the block (the team's grid
+ * depends only on the shape), packs and runs its own part first, so its A,
+ * B and C stay in its caches from slice to slice, then takes over work
+ * other threads have not started. Every output element is computed as: for
  * each K slice in order, acc = sum over k in order (FMA), then
  * C = alpha * acc + beta' * C. That sequence depends neither on which thread
- * runs the tile nor on the tile's size, so the result is bit-identical for
+ * runs the tile nor on the team's size, so the result is bit-identical for
  * any thread count.
  *
  * One to three rows of A (a batch-1 forward pass) take the GEMV path: no
@@ -28,27 +30,11 @@
 
 #include <mcomp/tensor.h>
 
-#ifndef KC
-#define KC 256
-#endif
-#define KC_UNUSED 0	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
-#ifndef TILE_STRIPS
-#define TILE_STRIPS 8
-#endif
-#define TS_UNUSED 0 /* a tile is at most 8 MR strips x 8 NR strips */
+#define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
 #define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
 #define NCC 2048       /* columns of B packed at once */
-#ifndef KCC_SLICES
-#define KCC_SLICES 4
-#endif
-#define KS_UNUSED 0  /* slices of K packed at once: at most 8 MB of B, 4.5 MB of A */
-#ifndef MB
-#define MB 16
-#endif
+#define MB 8	       /* a unit of tile work: up to 8 MR strips of A against one NR strip of B */
 #define PAR_MIN 1e6    /* multiply-adds below which one thread is faster than a team */
-#ifndef TILES_PER_THREAD
-#define TILES_PER_THREAD 4 /* tiles shrink until the team has this many each */
-#endif
 #define GEMV_ROWS 3    /* at most this many rows of A take the GEMV path */
 #define GEMV_COLS 64   /* columns of C per GEMV work item */
 #define GEMV_PAR_B 65536 /* elements of B (256 KB) from which the GEMV splits over threads */
@@ -206,24 +192,13 @@ ukernel_avx512(int kc, const float *restrict a, const float *restrict b, float *
 	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 	float t[12 * 32];
 
-#ifdef PF_C
+	/* C is read (or written) at the end: fetch its rows meanwhile. */
 	for (int i = 0; i < rows; i++) {
 		__builtin_prefetch(c + i * ldc, 1, 3);
 		__builtin_prefetch(c + i * ldc + 31, 1, 3);
 	}
-#endif
-#ifdef UNROLL
-#pragma GCC unroll 4
-#endif
 	for (int k = 0; k < kc; k++, a += 12, b += 32) {
 		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#ifdef PF_A
-		__builtin_prefetch(a + PF_A * 12, 0, 3);
-#endif
-#ifdef PF_B
-		__builtin_prefetch(b + PF_B * 32, 0, 3);
-		__builtin_prefetch(b + PF_B * 32 + 16, 0, 3);
-#endif
 
 		AVX512_ROW(0);
 		AVX512_ROW(1);
@@ -894,11 +869,7 @@ static int tile_count(const void *ctx, int w)
 	struct own o;
 
 	owned(w, b->pm, b->pn, b->mstrips, b->nstrips, 0, &o);
-#ifdef IJ
-	return (o.n1 - o.n0 + IJ - 1) / IJ * (o.m1 - o.m0);
-#else
 	return (o.m1 - o.m0 + MB - 1) / MB * (o.n1 - o.n0);
-#endif
 }
 
 void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -1016,17 +987,10 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 
 						owned(w, blk.pm, blk.pn, blk.mstrips, blk.nstrips, 0,
 						      &o);
-#ifdef IJ
-						nj = o.m1 - o.m0;
-						ib = o.n0 + u / nj * IJ;
-						int i = o.m0 + u % nj;
-						for (j = ib; j < o.n1 && j < ib + IJ; j++)
-#else
 						nj = o.n1 - o.n0;
 						ib = o.m0 + u / nj * MB;
 						j = o.n0 + u % nj;
 						for (int i = ib; i < o.m1 && i < ib + MB; i++)
-#endif
 							uk->fn(kc, aq + (size_t)i * kc * mr,
 							       bq + (size_t)j * kc * nr,
 							       C + (size_t)(ic + i * mr) * ldc + jc + j * nr,
