@@ -11,11 +11,17 @@
  */
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef __SSE2__
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 #include "ops_int.h"
@@ -175,14 +181,330 @@ static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 	mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
 }
 
+/* ------------------------------------------------ linear: sparse inference */
+
+/*
+ * At inference (run->training == 0) a linear layer whose weight is at least
+ * SPARSE_MIN zeros runs on a CSR copy of its weight instead of the dense
+ * GEMM (docs/prune.md, "Speed of unstructured sparsity"). MCOMP_SPARSE
+ * chooses: "0" never, "1" always (any sparsity, any CPU), unset or "auto" the
+ * rule above, with the AVX-512 kernel only.
+ *
+ * The CSR copy is built on first use and kept in a list keyed by the node
+ * and its weight's data pointer (like qlinear's packed weights), dropped by
+ * linear_release when the node is freed. Weights are written in place by
+ * training and by passes, so every sparse forward first checks a checksum
+ * of the whole weight (one parallel read, far cheaper than the product at
+ * any batch above a few samples) against the one the copy was built from,
+ * and rebuilds on a mismatch. The dense path needs no copy and never pays
+ * for the check: a cheap sample of the weight rules out layers far from
+ * the threshold.
+ */
+#define SPARSE_MIN 0.85  /* measured: bench/bench_sparse.c */
+#define SPARSE_SAMPLE 4096 /* weights looked at before the full check */
+
+struct csr_cache {
+	const struct mc_node *owner;
+	const void *w;   /* the data it was built from */
+	uint64_t sum;    /* and that data's checksum */
+	int sparse;      /* 0: too dense, the GEMM runs */
+	int32_t *indptr; /* [O + 1] */
+	int32_t *indices; /* [nnz] */
+	float *values;   /* [nnz] */
+	struct csr_cache *next;
+};
+
+static pthread_mutex_t csr_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct csr_cache *csr_caches;
+
+static void csr_clear(struct csr_cache *c)
+{
+	free(c->indptr);
+	free(c->indices);
+	free(c->values);
+	c->indptr = c->indices = NULL;
+	c->values = NULL;
+}
+
+static void linear_release(struct mc_node *node)
+{
+	struct csr_cache **pp = &csr_caches;
+
+	pthread_mutex_lock(&csr_lock);
+	while (*pp) {
+		struct csr_cache *c = *pp;
+
+		if (c->owner == node) {
+			*pp = c->next;
+			csr_clear(c);
+			free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&csr_lock);
+}
+
+static int have_avx512(void)
+{
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx512f");
+#else
+	return 0;
+#endif
+}
+
+/* -1: MCOMP_SPARSE=0, 1: MCOMP_SPARSE=1, 0: auto. */
+static int sparse_mode(void)
+{
+	const char *s = getenv("MCOMP_SPARSE");
+
+	if (!s || !*s || !strcmp(s, "auto"))
+		return 0;
+	return strcmp(s, "0") ? 1 : -1;
+}
+
+/*
+ * Checksum and non-zero count of the n words of w. The sum of w[i] * (2i + 1)
+ * modulo 2^64 changes whenever any one word does (an odd factor is
+ * invertible); integer sums do not depend on the order, so neither does
+ * the result on the thread count.
+ */
+static uint64_t weight_sum(const uint32_t *w, int64_t n, int64_t *nnz)
+{
+	uint64_t sum = 0;
+	int64_t nz = 0;
+
+#pragma omp parallel for schedule(static) reduction(+ : sum, nz) if (n >= 4 * MC_PAR_MIN)
+	for (int64_t c = 0; c < n; c += MC_CHUNK) {
+		int64_t e = c + MC_CHUNK < n ? c + MC_CHUNK : n;
+		uint64_t s = 0;
+		int64_t z = 0;
+
+		for (int64_t i = c; i < e; i++) {
+			s += (uint64_t)w[i] * (uint64_t)(2 * i + 1);
+			z += (w[i] << 1) != 0; /* +0.0 and -0.0 are zeros */
+		}
+		sum += s;
+		nz += z;
+	}
+	*nnz = nz;
+	return sum ^ (uint64_t)nz << 40;
+}
+
+/* Builds c's CSR from w[O, I]; -1 when out of memory. */
+static int csr_build(struct csr_cache *c, const float *w, int O, int I, int64_t nnz)
+{
+	int64_t k = 0;
+
+	c->indptr = malloc(((size_t)O + 1) * sizeof(int32_t));
+	c->indices = malloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
+	c->values = malloc((size_t)(nnz ? nnz : 1) * sizeof(float));
+	if (!c->indptr || !c->indices || !c->values) {
+		csr_clear(c);
+		return -1;
+	}
+	for (int o = 0; o < O; o++) {
+		c->indptr[o] = (int32_t)k;
+		for (int i = 0; i < I; i++) {
+			float v = w[(size_t)o * I + i];
+
+			if (v != 0.0f) {
+				c->indices[k] = i;
+				c->values[k++] = v;
+			}
+		}
+	}
+	c->indptr[O] = (int32_t)k;
+	return 0;
+}
+
+/*
+ * The node's CSR weights when the sparse path should run, else NULL (the
+ * dense GEMM is always correct). The entry stays valid until the weights
+ * change, which a concurrent forward of the same model must not do anyway.
+ */
+static const struct csr_cache *sparse_weights(const struct mc_node *node, int mode)
+{
+	const struct mc_tensor *w = node->params[0];
+	int O = (int)w->shape[0], I = (int)w->shape[1];
+	int64_t numel = w->numel, nnz;
+	struct csr_cache *c;
+	uint64_t sum;
+
+	if (numel > INT32_MAX)
+		return NULL;
+	if (mode == 0) {
+		const uint32_t *u = w->data;
+		int64_t step = numel > SPARSE_SAMPLE ? numel / SPARSE_SAMPLE : 1, seen = 0, zeros = 0;
+
+		if (!have_avx512())
+			return NULL;
+		for (int64_t i = 0; i < numel; i += step, seen++)
+			zeros += (u[i] << 1) == 0;
+		if ((double)zeros < (SPARSE_MIN - 0.05) * (double)seen)
+			return NULL;
+	}
+	sum = weight_sum(w->data, numel, &nnz);
+	pthread_mutex_lock(&csr_lock);
+	for (c = csr_caches; c; c = c->next)
+		if (c->owner == node && c->w == w->data)
+			break;
+	if (c && c->sum == sum)
+		goto out;
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			goto out;
+		c->owner = node;
+		c->w = w->data;
+		c->next = csr_caches;
+		csr_caches = c;
+	}
+	csr_clear(c);
+	c->sum = sum;
+	c->sparse = mode == 1 || (double)(numel - nnz) >= SPARSE_MIN * (double)numel;
+	if (c->sparse && csr_build(c, w->data, O, I, nnz))
+		c->sparse = 0; /* out of memory: the GEMM needs none */
+out:
+	pthread_mutex_unlock(&csr_lock);
+	return c && c->sparse ? c : NULL;
+}
+
+/* out[O] = x[I] W^T + b for one sample, four partial sums (the order is fixed). */
+static void csr_row_sample(const struct csr_cache *c, int o, const float *x, float b, float *out)
+{
+	float s[4] = {0, 0, 0, 0};
+	int32_t k = c->indptr[o], e = c->indptr[o + 1];
+
+	for (; k + 4 <= e; k += 4)
+		for (int j = 0; j < 4; j++)
+			s[j] += c->values[k + j] * x[c->indices[k + j]];
+	for (; k < e; k++)
+		s[0] += c->values[k] * x[c->indices[k]];
+	*out = ((s[0] + s[1]) + (s[2] + s[3])) + b;
+}
+
+#if defined(__x86_64__)
+/* The same with a 16-wide gather. */
+__attribute__((target("avx512f,fma"))) static void
+csr_row_sample_avx512(const struct csr_cache *c, int o, const float *x, float b, float *out)
+{
+	int32_t k = c->indptr[o], e = c->indptr[o + 1];
+	__m512 acc = _mm512_setzero_ps();
+
+	for (; k + 16 <= e; k += 16) {
+		__m512i idx = _mm512_loadu_si512(c->indices + k);
+
+		acc = _mm512_fmadd_ps(_mm512_loadu_ps(c->values + k),
+				      _mm512_i32gather_ps(idx, x, 4), acc);
+	}
+	if (k < e) {
+		__mmask16 m = (__mmask16)((1u << (e - k)) - 1);
+		__m512i idx = _mm512_maskz_loadu_epi32(m, c->indices + k);
+
+		acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, c->values + k),
+				      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, x, 4),
+				      acc);
+	}
+	*out = _mm512_reduce_add_ps(acc) + b;
+}
+
+/*
+ * out[i0 .. i0 + 16 * nb, o] for nb (1 to 4) blocks of 16 samples from
+ * xt[I, n] (the input transposed): one broadcast weight times 16 samples
+ * per FMA, nb independent chains.
+ */
+__attribute__((target("avx512f,fma"))) static void
+csr_row_block_avx512(const struct csr_cache *c, int o, const float *xt, int n, int i0, int nb,
+		     float b, float *out, int O)
+{
+	__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+			 _mm512_setzero_ps()};
+	float t[64];
+
+	for (int32_t k = c->indptr[o]; k < c->indptr[o + 1]; k++) {
+		__m512 v = _mm512_set1_ps(c->values[k]);
+		const float *xr = xt + (size_t)c->indices[k] * n + i0;
+
+		for (int j = 0; j < nb; j++)
+			acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xr + 16 * j), acc[j]);
+	}
+	for (int j = 0; j < nb; j++)
+		_mm512_storeu_ps(t + 16 * j, _mm512_add_ps(acc[j], _mm512_set1_ps(b)));
+	for (int j = 0; j < 16 * nb; j++)
+		out[(size_t)(i0 + j) * O + o] = t[j];
+}
+#endif
+
+/*
+ * out[n, O] = x[n, I] W^T + b on the CSR weights. Threads own rows of W (columns
+ * of out); each output element sums its row's non-zeros in their order, so
+ * the result does not depend on the thread count. Blocks of 16 samples read
+ * the input transposed in work[I, n].
+ */
+static void linear_forward_sparse(const struct mc_node *node, const struct csr_cache *c,
+				  const struct mc_run *run, int n, const float *x, float *out)
+{
+	const float *b = node->params[1]->data;
+	int O = (int)node->params[0]->shape[0], I = (int)node->params[0]->shape[1];
+	int wide = have_avx512(), nfull = wide && run->work ? n / 16 * 16 : 0;
+	float *xt = run->work;
+	int64_t nz = c->indptr[O];
+
+	if (nfull) {
+#pragma omp parallel for schedule(static) if ((int64_t)n * I >= MC_PAR_MIN)
+		for (int i = 0; i < I; i++)
+			for (int s = 0; s < n; s++)
+				xt[(size_t)i * n + s] = x[(size_t)s * I + i];
+	}
+#pragma omp parallel for schedule(static) if ((int64_t)n * nz >= MC_PAR_MIN)
+	for (int o0 = 0; o0 < O; o0 += 16) {
+		int o1 = o0 + 16 < O ? o0 + 16 : O;
+
+#if defined(__x86_64__)
+		for (int i0 = 0; i0 < nfull; i0 += 64) {
+			int nb = (nfull - i0) / 16 < 4 ? (nfull - i0) / 16 : 4;
+
+			for (int o = o0; o < o1; o++)
+				csr_row_block_avx512(c, o, xt, n, i0, nb, b[o], out, O);
+		}
+#endif
+		for (int s = nfull; s < n; s++)
+			for (int o = o0; o < o1; o++) {
+#if defined(__x86_64__)
+				if (wide) {
+					csr_row_sample_avx512(c, o, x + (size_t)s * I, b[o],
+							      out + (size_t)s * O + o);
+					continue;
+				}
+#endif
+				csr_row_sample(c, o, x + (size_t)s * I, b[o],
+					       out + (size_t)s * O + o);
+			}
+	}
+}
+
+/* The transposed input of the sparse path: I * n floats. */
+static size_t linear_workspace(const struct mc_node *node, int n)
+{
+	return (size_t)node->params[0]->shape[1] * (size_t)n * sizeof(float);
+}
+
 /* out[n, O] = in[n, I] W[O, I]^T + b[O] */
 static void linear_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			   const float *const *in, float *out)
 {
 	const struct mc_tensor *w = node->params[0];
 	const float *b = node->params[1]->data;
-	int O = (int)w->shape[0], I = (int)w->shape[1];
+	int O = (int)w->shape[0], I = (int)w->shape[1], mode = sparse_mode();
+	const struct csr_cache *c;
 
+	if (!run->training && mode >= 0 && (c = sparse_weights(node, mode))) {
+		linear_forward_sparse(node, c, run, n, in[0], out);
+		return;
+	}
 	for (int i = 0; i < n; i++)
 		memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
 	mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, 1.0f, out, O);
@@ -231,6 +553,8 @@ const struct mc_op mc_op_linear = {
     .forward = linear_forward,
     .backward = linear_backward,
     .flops = linear_flops,
+    .workspace = linear_workspace,
+    .release = linear_release,
 };
 
 /* ---------------------------------------------------------------- the table */

@@ -4,7 +4,8 @@
  * conv2d against a direct loop, batch norm's running statistics and its
  * folding into the layer before it, dropout's masks, shape errors, a
  * residual model from YAML, and byte-identical forward, backward and
- * training of a CNN for 1, 2 and 3 threads.
+ * training of a CNN for 1, 2 and 3 threads; the sparse (CSR) linear
+ * against the dense one, after in-place weight changes and for 1-3 threads.
  */
 #include <check.h>
 #include <math.h>
@@ -685,6 +686,120 @@ START_TEST(cnn_training_is_thread_count_independent)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- sparse linear */
+
+/* A linear I -> O with about 90% of its weights zero (some -0.0). */
+static struct mc_model *sparse_linear(int I, int O)
+{
+	char json[256];
+	struct mc_model *m;
+	float *w;
+
+	snprintf(json, sizeof(json),
+		 "{\"format\":1,\"input\":[%d],\"nodes\":[{\"op\":\"linear\",\"attrs\":"
+		 "{\"out\":%d}}]}", I, O);
+	m = build(json, 8);
+	w = m->nodes[0].params[0]->data;
+	for (int64_t i = 0; i < m->nodes[0].params[0]->numel; i++)
+		if (mc_rand_uniform(33, 0, (uint64_t)i) < 0.9f)
+			w[i] = i % 7 ? 0.0f : -0.0f;
+	return m;
+}
+
+static float *forward_copy(struct mc_model *m, const char *mode, const float *x, int n)
+{
+	struct mc_err err = { 0 };
+	struct mc_exec *e = mc_exec_new(m, n, 0, &err);
+	float *y = malloc((size_t)n * m->n_classes * sizeof(float));
+
+	ck_assert_msg(e != NULL, "%s", err.msg);
+	setenv("MCOMP_SPARSE", mode, 1);
+	memcpy(y, mc_forward(e, x, n), (size_t)n * m->n_classes * sizeof(float));
+	mc_exec_free(e);
+	return y;
+}
+
+static void assert_close(const float *a, const float *b, size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++)
+		ck_assert_msg(fabsf(a[i] - b[i]) <= 1e-5f + 1e-5f * fabsf(b[i]),
+			      "%s: value %zu is %g, dense %g", what, i, a[i], b[i]);
+}
+
+START_TEST(sparse_linear_matches_dense)
+{
+	static const int batches[] = { 1, 5, 16, 37, 64, 70, 130 };
+	struct mc_model *m = sparse_linear(100, 37);
+	float *x = malloc(130 * 100 * sizeof(float));
+
+	fill(x, 130 * 100, 60);
+	for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+		int n = batches[b];
+		float *d = forward_copy(m, "0", x, n), *s = forward_copy(m, "1", x, n);
+		float *a = forward_copy(m, "auto", x, n);
+		char what[64];
+
+		snprintf(what, sizeof(what), "batch %d, forced", n);
+		assert_close(s, d, (size_t)n * 37, what);
+		snprintf(what, sizeof(what), "batch %d, auto", n);
+		assert_close(a, d, (size_t)n * 37, what);
+		free(d);
+		free(s);
+		free(a);
+	}
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Weights written in place after the CSR copy was made must be seen. */
+START_TEST(sparse_linear_sees_new_weights)
+{
+	struct mc_model *m = sparse_linear(64, 20);
+	float *w = m->nodes[0].params[0]->data, *x = malloc(40 * 64 * sizeof(float));
+	float *s0, *s1, *d1;
+
+	fill(x, 40 * 64, 61);
+	s0 = forward_copy(m, "1", x, 40);
+	for (int i = 0; i < 64; i++)
+		w[5 * 64 + i] = w[5 * 64 + i] == 0.0f ? 0.0f : 2.0f * w[5 * 64 + i];
+	w[3] = 0.5f; /* a zero becomes a weight */
+	s1 = forward_copy(m, "1", x, 40);
+	d1 = forward_copy(m, "0", x, 40);
+	assert_close(s1, d1, 40 * 20, "after the weights changed");
+	ck_assert(memcmp(s0, s1, 40 * 20 * sizeof(float)));
+	free(s0);
+	free(s1);
+	free(d1);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+START_TEST(sparse_linear_is_thread_count_independent)
+{
+	struct mc_model *m = sparse_linear(300, 150);
+	float *x = malloc(83 * 300 * sizeof(float)), *ref;
+
+	fill(x, 83 * 300, 62);
+	omp_set_num_threads(1);
+	ref = forward_copy(m, "1", x, 83);
+	for (int t = 2; t <= 3; t++) {
+		float *got;
+
+		omp_set_num_threads(t);
+		got = forward_copy(m, "1", x, 83);
+		ck_assert_msg(!memcmp(ref, got, 83 * 150 * sizeof(float)),
+			      "sparse forward differs with %d threads", t);
+		free(got);
+	}
+	omp_set_num_threads(omp_get_num_procs());
+	free(ref);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ops");
@@ -705,6 +820,9 @@ int main(void)
 	tcase_add_test(tc, resnet_from_yaml);
 	tcase_add_test(tc, cnn_step_is_thread_count_independent);
 	tcase_add_test(tc, cnn_training_is_thread_count_independent);
+	tcase_add_test(tc, sparse_linear_matches_dense);
+	tcase_add_test(tc, sparse_linear_sees_new_weights);
+	tcase_add_test(tc, sparse_linear_is_thread_count_independent);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
