@@ -187,8 +187,9 @@ static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
  * At inference (run->training == 0) a linear layer whose weight is at least
  * SPARSE_MIN zeros runs on a CSR copy of its weight instead of the dense
  * GEMM (docs/prune.md, "Speed of unstructured sparsity"). MCOMP_SPARSE
- * chooses: "0" never, "1" always (any sparsity, any CPU), unset or "auto" the
- * rule above, with the AVX-512 kernel only.
+ * chooses: "0" never, "1" always (any sparsity, batch and CPU), unset or
+ * "auto" the rule above for batches of SPARSE_MIN_BATCH or more, with the
+ * AVX-512 kernel only.
  *
  * The CSR copy is built on first use and kept in a list keyed by the node
  * and its weight's data pointer (like qlinear's packed weights), dropped by
@@ -201,6 +202,7 @@ static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
  * the threshold.
  */
 #define SPARSE_MIN 0.85  /* measured: bench/bench_sparse.c */
+#define SPARSE_MIN_BATCH 16 /* below it the dense GEMV wins (bench_sparse) */
 #define SPARSE_SAMPLE 4096 /* weights looked at before the full check */
 
 struct csr_cache {
@@ -248,8 +250,13 @@ static void linear_release(struct mc_node *node)
 static int have_avx512(void)
 {
 #if defined(__x86_64__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512f");
+	static int have = -1;
+
+	if (have < 0) {
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+	}
+	return have;
 #else
 	return 0;
 #endif
@@ -266,27 +273,76 @@ static int sparse_mode(void)
 }
 
 /*
- * Checksum and non-zero count of the n words of w. The sum of w[i] * (2i + 1)
- * modulo 2^64 changes whenever any one word does (an odd factor is
- * invertible); integer sums do not depend on the order, so neither does
- * the result on the thread count.
+ * Checksum of words c .. e of w: the sum of w[i] * (2i + 1) modulo 2^32 in
+ * each of 16 lanes (an odd factor is invertible, so changing any one word
+ * changes it); adds the count of non-zero words to *nz.
+ */
+static uint64_t sum_chunk(const uint32_t *w, int64_t c, int64_t e, int64_t *nz)
+{
+	uint32_t s[16] = {0};
+	int64_t z = 0;
+
+	for (int64_t i = c; i < e; i++) {
+		s[i & 15] += w[i] * (uint32_t)(2 * i + 1);
+		z += (w[i] << 1) != 0; /* +0.0 and -0.0 are zeros */
+	}
+	*nz += z;
+	for (int j = 1; j < 16; j++)
+		s[0] += s[j] * (uint32_t)(2 * j + 1);
+	return s[0];
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512vl"))) static uint64_t
+sum_chunk_avx512(const uint32_t *w, int64_t c, int64_t e, int64_t *nz)
+{
+	__m512i acc = _mm512_setzero_si512(), two = _mm512_set1_epi32(2 * 16);
+	__m512i f = _mm512_add_epi32(
+	    _mm512_set1_epi32((int)(2 * c + 1)),
+	    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+	__m512i mag = _mm512_set1_epi32(0x7fffffff);
+	uint32_t s[16];
+	int64_t i = c, z = 0;
+
+	for (; i + 16 <= e; i += 16) {
+		__m512i v = _mm512_loadu_si512(w + i);
+
+		acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, f));
+		z += __builtin_popcount(_mm512_test_epi32_mask(v, mag));
+		f = _mm512_add_epi32(f, two);
+	}
+	_mm512_storeu_si512(s, acc);
+	for (; i < e; i++) {
+		s[i & 15] += w[i] * (uint32_t)(2 * i + 1);
+		z += (w[i] << 1) != 0;
+	}
+	*nz += z;
+	for (int j = 1; j < 16; j++)
+		s[0] += s[j] * (uint32_t)(2 * j + 1);
+	return s[0];
+}
+#endif
+
+/*
+ * Checksum and non-zero count of the n words of w, from chunks that start at
+ * multiples of 16: the same for any thread count and kernel.
  */
 static uint64_t weight_sum(const uint32_t *w, int64_t n, int64_t *nnz)
 {
 	uint64_t sum = 0;
 	int64_t nz = 0;
+	int wide = have_avx512();
 
-#pragma omp parallel for schedule(static) reduction(+ : sum, nz) if (n >= 4 * MC_PAR_MIN)
-	for (int64_t c = 0; c < n; c += MC_CHUNK) {
-		int64_t e = c + MC_CHUNK < n ? c + MC_CHUNK : n;
-		uint64_t s = 0;
-		int64_t z = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum, nz) if (n >= 16 * MC_PAR_MIN)
+	for (int64_t c = 0; c < n; c += 16 * MC_CHUNK) {
+		int64_t e = c + 16 * MC_CHUNK < n ? c + 16 * MC_CHUNK : n, z = 0;
 
-		for (int64_t i = c; i < e; i++) {
-			s += (uint64_t)w[i] * (uint64_t)(2 * i + 1);
-			z += (w[i] << 1) != 0; /* +0.0 and -0.0 are zeros */
-		}
-		sum += s;
+#if defined(__x86_64__)
+		if (wide)
+			sum += sum_chunk_avx512(w, c, e, &z);
+		else
+#endif
+			sum += sum_chunk(w, c, e, &z);
 		nz += z;
 	}
 	*nnz = nz;
@@ -343,7 +399,7 @@ static const struct csr_cache *sparse_weights(const struct mc_node *node, int mo
 			return NULL;
 		for (int64_t i = 0; i < numel; i += step, seen++)
 			zeros += (u[i] << 1) == 0;
-		if ((double)zeros < (SPARSE_MIN - 0.05) * (double)seen)
+		if ((double)zeros < (SPARSE_MIN - 0.02) * (double)seen)
 			return NULL;
 	}
 	sum = weight_sum(w->data, numel, &nnz);
@@ -501,7 +557,8 @@ static void linear_forward(const struct mc_node *node, const struct mc_run *run,
 	int O = (int)w->shape[0], I = (int)w->shape[1], mode = sparse_mode();
 	const struct csr_cache *c;
 
-	if (!run->training && mode >= 0 && (c = sparse_weights(node, mode))) {
+	if (!run->training && mode >= 0 && (mode || n >= SPARSE_MIN_BATCH) &&
+	    (c = sparse_weights(node, mode))) {
 		linear_forward_sparse(node, c, run, n, in[0], out);
 		return;
 	}
