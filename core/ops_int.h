@@ -5,7 +5,7 @@
  *
  * An op lives in the file of its family (ops_dense.c: flatten, relu,
  * linear; ops_conv.c: conv2d and pooling; ops_norm.c: batch norm and
- * dropout; ops_misc.c: add, softmax, log-softmax; ops_quant.c: qlinear);
+ * dropout; ops_misc.c: add, softmax, log-softmax; ops_quant.c: qlinear, qconv2d);
  * adding one is a struct mc_op there, its declaration here, and a row in the table in ops.c.
  */
 #ifndef MCOMP_OPS_INT_H
@@ -39,6 +39,6 @@ extern const struct mc_op mc_op_flatten, mc_op_relu, mc_op_linear;
 extern const struct mc_op mc_op_conv2d, mc_op_maxpool2d, mc_op_avgpool2d, mc_op_global_avgpool;
 extern const struct mc_op mc_op_batchnorm, mc_op_dropout;
 extern const struct mc_op mc_op_add, mc_op_softmax, mc_op_log_softmax;
-extern const struct mc_op mc_op_qlinear; /* ops_quant.c */
+extern const struct mc_op mc_op_qlinear, mc_op_qconv2d; /* ops_quant.c */
 
 #endif

@@ -346,13 +346,69 @@ START_TEST(op_qlinear_straight_through)
 }
 END_TEST
 
+/*
+ * qconv2d's backward is straight through as well: din is the transposed
+ * convolution of dout with the dequantized weights, checked here against
+ * that sum written out (padding 1, stride 2, per-channel scales).
+ */
+START_TEST(op_qconv2d_straight_through)
+{
+	struct mc_model *m = build("{\"format\":1,\"input\":[2,5,5],\"nodes\":[{\"op\":\"qconv2d\","
+				   "\"attrs\":{\"out\":3,\"kernel\":3,\"stride\":2,\"padding\":1,"
+				   "\"mode\":\"dynamic\"}}]}");
+	struct mc_node *nd = &m->nodes[0];
+	int8_t *w = nd->params[0]->data;
+	float *scale = nd->params[1]->data;
+	float x[2 * 50], dout[2 * 27], dx[2 * 50], out[2 * 27];
+	const float *in[1] = { x };
+	float *din[1] = { dx };
+	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
+	struct mc_run run = { .training = 1 };
+
+	ck_assert_int_eq(nd->params[0]->dtype, MC_S8);
+	ck_assert_int_eq(nd->out_shape[1], 3);
+	for (int i = 0; i < 54; i++)
+		w[i] = (int8_t)(i * 37 % 255 - 127);
+	for (int o = 0; o < 3; o++)
+		scale[o] = 0.01f * (o + 1);
+	fill(x, 100, 3);
+	fill(dout, 54, 4);
+	run.work = malloc(nd->op->workspace(nd, 2));
+	ck_assert_ptr_nonnull(run.work);
+	nd->op->forward(nd, &run, 2, in, out);
+	for (int i = 0; i < 54; i++)
+		ck_assert(isfinite(out[i]));
+	nd->op->backward(nd, &run, 2, in, out, dout, din, grads);
+	for (int s = 0; s < 2; s++)
+		for (int c = 0; c < 2; c++)
+			for (int h = 0; h < 5; h++)
+				for (int v = 0; v < 5; v++) {
+					double want = 0;
+
+					for (int o = 0; o < 3; o++)
+						for (int oh = 0; oh < 3; oh++)
+							for (int ow = 0; ow < 3; ow++) {
+								int ki = h - (oh * 2 - 1), kj = v - (ow * 2 - 1);
+
+								if (ki < 0 || ki > 2 || kj < 0 || kj > 2)
+									continue;
+								want += (double)dout[s * 27 + o * 9 + oh * 3 + ow] *
+									w[((o * 2 + c) * 3 + ki) * 3 + kj] * scale[o];
+							}
+					ck_assert_double_eq_tol(dx[s * 50 + c * 25 + h * 5 + v], want, 1e-5);
+				}
+	free(run.work);
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(every_op_is_checked)
 {
 	/* A new op needs a check above: this fails until it has one. */
 	static const char *const checked[] = { "add",	     "avgpool2d",      "batchnorm",
 						"conv2d",    "dropout",	       "flatten",
 						"global_avgpool", "linear",    "log_softmax",
-						"maxpool2d", "qlinear",	       "relu",
+						"maxpool2d", "qconv2d",	       "qlinear", "relu",
 						"softmax",   NULL };
 	const char *const *names = mc_op_names();
 	int n = 0;
@@ -365,7 +421,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_msg(found, "op %s has no gradient check", names[n]);
 		ck_assert_ptr_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 13);
+	ck_assert_int_eq(n, 14);
 }
 END_TEST
 
@@ -605,6 +661,7 @@ int main(void)
 	tcase_add_test(tc, cnn_xent);
 	tcase_add_test(tc, resnet_xent);
 	tcase_add_test(tc, op_qlinear_straight_through);
+	tcase_add_test(tc, op_qconv2d_straight_through);
 	tcase_add_test(tc, every_op_is_checked);
 	tcase_add_test(tc, softmax_xent);
 	tcase_add_test(tc, mlp_xent);

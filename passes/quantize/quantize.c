@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * quantize - stores a model's linear layers in int8 or 4-bit and runs them
- * on integer kernels: weights per tensor, per channel or per group,
+ * quantize - stores a model's linear (and conv2d) layers in int8 or 4-bit and
+ * runs them on integer kernels: weights per tensor, per channel or per group,
  * symmetric or asymmetric; activations left in f32 (weight-only), quantized
  * per batch at run time (dynamic), or from ranges calibrated on a named
  * split (static: min/max, a percentile, or least squared error). Each
- * linear layer becomes a qlinear node (core/ops_quant.c, docs/quantize.md).
+ * linear layer becomes a qlinear node; with int8 dynamic or static, each
+ * conv2d (groups 1) becomes a qconv2d node (core/ops_quant.c,
+ * docs/quantize.md). Convolutions stay f32 under weight-only and 4 bits.
  */
 #include <fnmatch.h>
 #include <math.h>
@@ -59,7 +61,43 @@ static int resolved_mode(const struct quantize_conf *c)
 
 static int is_layer(const struct mc_node *nd)
 {
-	return !strcmp(nd->op->name, "linear") || !strcmp(nd->op->name, "qlinear");
+	return !strcmp(nd->op->name, "linear") || !strcmp(nd->op->name, "qlinear") ||
+	       !strcmp(nd->op->name, "conv2d") || !strcmp(nd->op->name, "qconv2d");
+}
+
+static int is_conv(const struct mc_node *nd)
+{
+	return !strcmp(nd->op->name, "conv2d") || !strcmp(nd->op->name, "qconv2d");
+}
+
+/* Attribute key of node nd as text ("" when it has none). */
+static const char *attr_text(const struct mc_node *nd, const char *key, char *buf, size_t n)
+{
+	const struct mc_param_def *def = mc_param_find(nd->op->attrs, key);
+
+	buf[0] = '\0';
+	return def ? mc_param_format(def, nd->attrs, buf, n) : buf;
+}
+
+static int layer_granularity(const struct quantize_conf *c, const char *name);
+
+/*
+ * Why conv2d node nd stays f32 under c, or NULL when it becomes a qconv2d:
+ * the int8 GEMM takes u8 inputs (int8 dynamic or static) and weights scaled
+ * per tensor or per channel, and one group of channels.
+ */
+static const char *conv_stays_f32(const struct quantize_conf *c, int mode,
+				  const struct mc_node *nd)
+{
+	char buf[64];
+
+	if (c->bits != 8 || (mode != QMODE_DYNAMIC && mode != QMODE_STATIC))
+		return "convolutions are quantized in int8 dynamic or static mode only";
+	if (layer_granularity(c, nd->name) == QGRAN_GROUP)
+		return "qconv2d scales whole output channels, not groups";
+	if (strcmp(attr_text(nd, "groups", buf, sizeof(buf)), "1"))
+		return "qconv2d takes groups: 1 only";
+	return NULL;
 }
 
 static int excluded(const struct quantize_conf *c, const char *name)
@@ -116,14 +154,18 @@ static void layer_names(const struct mc_model *m, char *buf, size_t n)
 static int select_layers(struct mc_ctx *ctx, const struct quantize_conf *c,
 			 const struct mc_model *m, int *idx)
 {
-	int n = 0;
+	int n = 0, mode = resolved_mode(c);
 
 	for (int i = 0; i < m->n_nodes; i++) {
 		const struct mc_node *nd = &m->nodes[i];
 
 		if (!is_layer(nd) || excluded(c, nd->name))
 			continue;
-		if (strcmp(nd->op->name, "linear") || nd->params[0]->dtype != MC_F32)
+		if (!strcmp(nd->op->name, "conv2d") && nd->params[0]->dtype == MC_F32 &&
+		    conv_stays_f32(c, mode, nd))
+			continue;
+		if ((strcmp(nd->op->name, "linear") && strcmp(nd->op->name, "conv2d")) ||
+		    nd->params[0]->dtype != MC_F32)
 			return mc_ctx_error(ctx, "model", MC_EINVAL,
 					    "layer '%s' of model '%s' is already quantized; "
 					    "quantizing it again would only lose precision; quantize "
@@ -219,7 +261,7 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 		return n;
 	if (!n)
 		return mc_ctx_error(ctx, "exclude", MC_EINVAL,
-				    "model '%s' has no linear layer left to quantize; its layers are "
+				    "model '%s' has no layer left to quantize; its layers are "
 				    "%s",
 				    c->model, names);
 	for (int i = 0; i < m->n_nodes; i++) {
@@ -292,19 +334,23 @@ struct qlayer {
  * input range [lo, hi]). On failure the node is left as it was.
  */
 static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode, int gran,
-		     const struct qlayer *l, float lo, float hi, struct mc_err *err)
+		     const struct qlayer *l, float lo, float hi, int in_ndim,
+		     const int64_t *in_dims, struct mc_err *err)
 {
-	const struct mc_op *qop = mc_op_find("qlinear");
+	int conv = is_conv(nd);
+	const struct mc_op *qop = mc_op_find(conv ? "qconv2d" : "qlinear");
 	struct mc_node old = *nd;
 	const struct mc_tensor *w = old.params[0], *b = old.params[1];
-	int in_ndim = 1, ret;
-	int64_t in_shape[1][MC_MAX_DIMS] = { { w->shape[1] } };
+	int ret = 0;
+	int64_t in_shape[1][MC_MAX_DIMS] = { { 0 } };
 	char text[32];
 	void *attrs;
 
 	if (!qop)
 		return mc_err_set(err, MC_EPLUGIN,
-				  "quantize: this libmcomp has no qlinear op; rebuild mcomp");
+				  "quantize: this libmcomp has no %s op; rebuild mcomp",
+				  conv ? "qconv2d" : "qlinear");
+	memcpy(in_shape[0], in_dims, (size_t)in_ndim * sizeof(int64_t));
 	attrs = calloc(1, qop->attr_size);
 	if (!attrs)
 		return mc_err_set(err, MC_ENOMEM, "quantize: out of memory");
@@ -312,18 +358,26 @@ static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode
 	snprintf(text, sizeof(text), "%lld", (long long)w->shape[0]);
 	if (!ret)
 		ret = set_attr(qop, attrs, "out", text, err);
-	snprintf(text, sizeof(text), "%d", c->bits);
-	if (!ret)
-		ret = set_attr(qop, attrs, "bits", text, err);
 	if (!ret)
 		ret = set_attr(qop, attrs, "mode", modes[mode], err);
 	if (!ret)
-		ret = set_attr(qop, attrs, "scheme", schemes[c->scheme], err);
-	if (!ret)
 		ret = set_attr(qop, attrs, "granularity", grans[gran], err);
-	snprintf(text, sizeof(text), "%d", c->group_size);
-	if (!ret)
-		ret = set_attr(qop, attrs, "group_size", text, err);
+	if (conv) {
+		static const char *const keys[] = { "kernel", "stride", "padding" };
+
+		for (int k = 0; k < 3 && !ret; k++)
+			ret = set_attr(qop, attrs, keys[k], attr_text(&old, keys[k], text, sizeof(text)),
+				       err);
+	} else {
+		snprintf(text, sizeof(text), "%d", c->bits);
+		if (!ret)
+			ret = set_attr(qop, attrs, "bits", text, err);
+		if (!ret)
+			ret = set_attr(qop, attrs, "scheme", schemes[c->scheme], err);
+		snprintf(text, sizeof(text), "%d", c->group_size);
+		if (!ret)
+			ret = set_attr(qop, attrs, "group_size", text, err);
+	}
 	if (ret) {
 		mc_param_free(qop->attrs, attrs);
 		free(attrs);
@@ -335,6 +389,12 @@ static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode
 	nd->n_buffers = 0;
 	memset(nd->params, 0, sizeof(nd->params));
 	ret = qop->setup(nd, &in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+	if (!ret && (nd->out_ndim != old.out_ndim ||
+		     memcmp(nd->out_shape, old.out_shape, sizeof(old.out_shape))))
+		ret = mc_err_set(err, MC_EINVAL,
+				  "quantize: the %s of layer '%s' would change its output shape; "
+				  "exclude it",
+				  qop->name, old.name);
 	if (ret) {
 		for (int p = 0; p < nd->n_params; p++)
 			mc_tensor_free(nd->params[p]);
@@ -391,10 +451,18 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 		ret = n < 0 ? n : mc_ctx_error(ctx, "exclude", MC_ERUN, "no layer to quantize");
 		goto out;
 	}
-	for (int i = 0; i < m->n_nodes; i++)
-		if (!is_layer(&m->nodes[i]) && m->nodes[i].n_params > m->nodes[i].n_buffers)
-			mc_ctx_log(ctx, "%s (%s) stays f32: only linear layers are quantized",
-				   m->nodes[i].name, m->nodes[i].op->name);
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = &m->nodes[i];
+		const char *why = !strcmp(nd->op->name, "conv2d") && !excluded(c, nd->name)
+					  ? conv_stays_f32(c, mode, nd)
+					  : NULL;
+
+		if (!is_layer(nd) && nd->n_params > nd->n_buffers)
+			mc_ctx_log(ctx, "%s (%s) stays f32: only linear and conv2d layers are "
+				   "quantized", nd->name, nd->op->name);
+		else if (why)
+			mc_ctx_log(ctx, "%s (conv2d) stays f32: %s", nd->name, why);
+	}
 	if (mode == QMODE_STATIC) {
 		const struct mc_dataset *d = mc_ctx_data(ctx, c->calibration_data);
 
@@ -428,7 +496,11 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 	for (int t = 0; t < n && !ret; t++) {
 		struct mc_node *nd = &dup->nodes[idx[t]];
 		const struct mc_tensor *w = nd->params[0];
-		int64_t rows = w->shape[0], cols = w->shape[1];
+		int64_t rows = w->shape[0], cols = w->numel / w->shape[0];
+		int src = nd->inputs[0];
+		int in_ndim = src == MC_NODE_INPUT ? dup->in_ndim : dup->nodes[src].out_ndim;
+		const int64_t *in_dims = src == MC_NODE_INPUT ? dup->in_shape
+							      : dup->nodes[src].out_shape;
 		struct qlayer l = { .spec = { .bits = c->bits, .asym = c->scheme == 1 } };
 		int gran = layer_granularity(c, nd->name);
 		float *deq = NULL;
@@ -455,7 +527,7 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 			snprintf(name, sizeof(name), "%s", nd->name);
 			mc_dequantize_weights(l.q, rows, cols, &l.spec, l.scale, l.zp, deq);
 			db = sqnr_db(w->data, deq, w->numel);
-			ret = make_node(nd, c, mode, gran, &l, lo[t], hi[t], err);
+			ret = make_node(nd, c, mode, gran, &l, lo[t], hi[t], in_ndim, in_dims, err);
 			if (ret) {
 				mc_err_prefix(err, "layer '%s'", name);
 			} else {
