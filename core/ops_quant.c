@@ -1037,6 +1037,23 @@ static void im2col_u8(const struct qgeo *q, const uint8_t *x, uint8_t pad, uint8
 			int w0 = ow * q->s - q->p;
 			uint8_t *dst = ct + ((size_t)oh * q->OW + ow) * q->K;
 
+			if (k == 3 && h0 >= 0 && h0 + 3 <= q->H && w0 >= 0 && w0 + 3 <= q->W) {
+				const uint8_t *img = x + (int64_t)h0 * q->W + w0;
+				const size_t W = (size_t)q->W;
+
+				for (int c = 0; c < q->C; c++, img += (size_t)q->H * W, dst += 9) {
+					dst[0] = img[0];
+					dst[1] = img[1];
+					dst[2] = img[2];
+					dst[3] = img[W];
+					dst[4] = img[W + 1];
+					dst[5] = img[W + 2];
+					dst[6] = img[2 * W];
+					dst[7] = img[2 * W + 1];
+					dst[8] = img[2 * W + 2];
+				}
+				continue;
+			}
 			if (h0 >= 0 && h0 + k <= q->H && w0 >= 0 && w0 + k <= q->W) {
 				const uint8_t *img = x + (int64_t)h0 * q->W + w0;
 
@@ -1113,6 +1130,72 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
 	return total;
 }
 
+/* t[O, P] (row stride ldt) = y[P, O]^T, scalar */
+static void transpose_ref(const float *y, int64_t P, int O, float *t, int64_t ldt)
+{
+	for (int64_t p0 = 0; p0 < P; p0 += 16) {
+		int64_t pn = P - p0 < 16 ? P - p0 : 16;
+
+		for (int o = 0; o < O; o++)
+			for (int64_t p = 0; p < pn; p++)
+				t[(size_t)o * ldt + p0 + p] = y[(size_t)(p0 + p) * O + o];
+	}
+}
+
+#if defined(__x86_64__)
+/* The same with 8x8 blocks in registers; the edges go through transpose_ref. */
+__attribute__((target("avx2"))) static void transpose_avx2(const float *y, int64_t P, int O,
+							    float *t, int64_t ldt)
+{
+	int64_t P8 = P & ~(int64_t)7;
+	int O8 = O & ~7;
+
+	for (int64_t p = 0; p < P8; p += 8)
+		for (int o = 0; o < O8; o += 8) {
+			const float *src = y + (size_t)p * O + o;
+			__m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + O);
+			__m256 r2 = _mm256_loadu_ps(src + 2 * O), r3 = _mm256_loadu_ps(src + 3 * O);
+			__m256 r4 = _mm256_loadu_ps(src + 4 * O), r5 = _mm256_loadu_ps(src + 5 * O);
+			__m256 r6 = _mm256_loadu_ps(src + 6 * O), r7 = _mm256_loadu_ps(src + 7 * O);
+			__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+			__m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+			__m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+			__m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+			__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+			__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+			__m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+			__m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+			float *dst = t + (size_t)o * ldt + p;
+
+			_mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+			_mm256_storeu_ps(dst + ldt, _mm256_permute2f128_ps(u1, u5, 0x20));
+			_mm256_storeu_ps(dst + 2 * ldt, _mm256_permute2f128_ps(u2, u6, 0x20));
+			_mm256_storeu_ps(dst + 3 * ldt, _mm256_permute2f128_ps(u3, u7, 0x20));
+			_mm256_storeu_ps(dst + 4 * ldt, _mm256_permute2f128_ps(u0, u4, 0x31));
+			_mm256_storeu_ps(dst + 5 * ldt, _mm256_permute2f128_ps(u1, u5, 0x31));
+			_mm256_storeu_ps(dst + 6 * ldt, _mm256_permute2f128_ps(u2, u6, 0x31));
+			_mm256_storeu_ps(dst + 7 * ldt, _mm256_permute2f128_ps(u3, u7, 0x31));
+		}
+	if (O8 < O)
+		for (int64_t p = 0; p < P8; p++)
+			for (int o = O8; o < O; o++)
+				t[(size_t)o * ldt + p] = y[(size_t)p * O + o];
+	if (P8 < P)
+		transpose_ref(y + (size_t)P8 * O, P - P8, O, t + P8, ldt);
+}
+#endif
+
+static void transpose_out(const float *y, int64_t P, int O, float *t)
+{
+#if defined(__x86_64__)
+	if (have_avx2()) {
+		transpose_avx2(y, P, O, t, P);
+		return;
+	}
+#endif
+	transpose_ref(y, P, O, t, P);
+}
+
 /*
  * Samples s0 .. s0 + mm - 1 through one slot: quantize, im2col, the int8
  * GEMM, and the transpose into [O, P] per sample.
@@ -1130,13 +1213,8 @@ static void qconv_chunk_run(const struct qgeo *q, const struct mc_s8_weights *pk
 		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->K);
 	mc_gemm_u8s8((int)rows, ct, q->K, sa, za, pk, 0, y, q->O);
 	for (int i = 0; i < mm; i++)
-		for (int o = 0; o < q->O; o++) {
-			const float *src = y + (size_t)i * q->P * q->O + o;
-			float *dst = out + ((size_t)i * q->O + o) * q->P;
-
-			for (int64_t p = 0; p < q->P; p++)
-				dst[p] = src[(size_t)p * q->O];
-		}
+		transpose_out(y + (size_t)i * q->P * q->O, q->P, q->O,
+			      out + (size_t)i * q->O * q->P);
 }
 
 /*
