@@ -21,6 +21,7 @@
  *   csr      NAME.__indptr       I32 [rows + 1]       rows = shape[0];
  *            NAME.__indices      I32 [nnz]            column in [0, numel/rows);
  *            NAME.__values       F32 [nnz].
+ * An I8 tensor (quantized weights) is stored the same way with I8 values.
  * __metadata__["mcomp.sparse"] is a JSON object naming each sparse tensor:
  * {"fc1.weight": {"format": "bitmask", "shape": [512, 784], "nnz": 40141}}.
  * "Zero" means all bits zero, so -0.0 is stored and loading restores the
@@ -48,12 +49,21 @@ static int count_params(const struct mc_model *m)
 
 enum sparse_form { FORM_DENSE, FORM_BITMASK, FORM_CSR };
 
-static int is_stored(const float *x, int64_t i)
+/* Bytes of one element of the dtypes stored sparse (F32 and S8), else 0. */
+static int sparse_esz(enum mc_dtype dt)
 {
-	uint32_t bits;
+	return dt == MC_F32 ? 4 : dt == MC_S8 ? 1 : 0;
+}
 
-	memcpy(&bits, x + i, sizeof(bits));
-	return bits != 0;
+/* Element i is stored when any bit is set (so -0.0 survives). */
+static int is_stored(const void *x, int64_t i, int esz)
+{
+	const uint8_t *b = (const uint8_t *)x + i * esz;
+
+	for (int k = 0; k < esz; k++)
+		if (b[k])
+			return 1;
+	return 0;
 }
 
 /* The cheapest form of t, counting the header entries each form adds
@@ -61,18 +71,19 @@ static int is_stored(const float *x, int64_t i)
 static enum sparse_form choose_form(const struct mc_tensor *t, int64_t *nnz)
 {
 	int64_t rows, dense, mask, csr, name, n = 0;
+	int esz = sparse_esz(t->dtype);
 
 	*nnz = 0;
-	if (t->dtype != MC_F32 || !t->name || t->numel < 1 || t->numel > INT32_MAX)
+	if (!esz || !t->name || t->numel < 1 || t->numel > INT32_MAX)
 		return FORM_DENSE;
 	for (int64_t i = 0; i < t->numel; i++)
-		n += is_stored(t->data, i);
+		n += is_stored(t->data, i, esz);
 	*nnz = n;
 	rows = t->ndim > 1 ? t->shape[0] : 1;
 	name = (int64_t)strlen(t->name);
-	dense = 4 * t->numel;
-	mask = (t->numel + 7) / 8 + 4 * n + 2 * (name + 80) + name + 60;
-	csr = 4 * (rows + 1) + 8 * n + 3 * (name + 80) + name + 60;
+	dense = esz * t->numel;
+	mask = (t->numel + 7) / 8 + esz * n + 2 * (name + 80) + name + 60;
+	csr = 4 * (rows + 1) + (4 + esz) * n + 3 * (name + 80) + name + 60;
 	if (mask < dense && mask <= csr)
 		return FORM_BITMASK;
 	if (csr < dense)
@@ -95,7 +106,8 @@ static struct mc_tensor *piece(struct mc_tensor **t, int *k, const struct mc_ten
 static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz,
 		      struct mc_tensor **out, int *k, json_t *sparse, struct mc_err *err)
 {
-	const float *x = t->data;
+	const uint8_t *x = t->data;
+	int esz = sparse_esz(t->dtype);
 	struct mc_tensor *v, *a, *b;
 	json_t *e, *shape;
 	int64_t at = 0;
@@ -105,14 +117,14 @@ static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz
 
 		if (!(a = piece(out, k, t, "__mask", MC_U8, (t->numel + 7) / 8, err)))
 			return err->code;
-		if (!(v = piece(out, k, t, "__values", MC_F32, nnz, err)))
+		if (!(v = piece(out, k, t, "__values", t->dtype, nnz, err)))
 			return err->code;
 		mask = a->data;
 		for (int64_t i = 0; i < t->numel; i++) {
-			if (!is_stored(x, i))
+			if (!is_stored(x, i, esz))
 				continue;
 			mask[i / 8] |= (uint8_t)(1u << (i % 8));
-			((float *)v->data)[at++] = x[i];
+			memcpy((uint8_t *)v->data + esz * at++, x + esz * i, esz);
 		}
 	} else {
 		int64_t rows = t->ndim > 1 ? t->shape[0] : 1, cols = t->numel / rows;
@@ -122,16 +134,16 @@ static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz
 			return err->code;
 		if (!(b = piece(out, k, t, "__indices", MC_S32, nnz, err)))
 			return err->code;
-		if (!(v = piece(out, k, t, "__values", MC_F32, nnz, err)))
+		if (!(v = piece(out, k, t, "__values", t->dtype, nnz, err)))
 			return err->code;
 		ptr = a->data;
 		idx = b->data;
 		for (int64_t r = 0; r < rows; r++) {
 			for (int64_t c = 0; c < cols; c++) {
-				if (!is_stored(x, r * cols + c))
+				if (!is_stored(x, r * cols + c, esz))
 					continue;
 				idx[at] = (int32_t)c;
-				((float *)v->data)[at++] = x[r * cols + c];
+				memcpy((uint8_t *)v->data + esz * at++, x + esz * (r * cols + c), esz);
 			}
 			ptr[r + 1] = (int32_t)at;
 		}
@@ -328,7 +340,8 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 	const uint8_t *vals;
 	int64_t nnz, at = 0;
 	char *dst = t->data;
-	int ok = t->dtype == MC_F32 && json_is_array(shape) &&
+	int esz = sparse_esz(t->dtype);
+	int ok = esz && json_is_array(shape) &&
 		 json_array_size(shape) == (size_t)t->ndim && json_is_integer(jn) && form;
 
 	for (int d = 0; ok && d < t->ndim; d++)
@@ -336,11 +349,11 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 	nnz = ok ? json_integer_value(jn) : -1;
 	if (!ok || nnz < 0 || nnz > t->numel || (strcmp(form, "bitmask") && strcmp(form, "csr")))
 		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32 %s "
-				  "tensor as {\"format\": \"bitmask\" or \"csr\", \"shape\", "
+				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32 or "
+				  "I8 %s tensor as {\"format\": \"bitmask\" or \"csr\", \"shape\", "
 				  "\"nnz\"}; the file is corrupt",
 				  f->path, t->name, "of the architecture's shape");
-	v = sparse_piece(f, t->name, "__values", "F32", nnz, used, err);
+	v = sparse_piece(f, t->name, "__values", esz == 4 ? "F32" : "I8", nnz, used, err);
 	if (!v)
 		return err->code;
 	vals = v->data;
@@ -360,7 +373,7 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 						  "%s: tensor '%s.__mask' sets %s; the file is corrupt",
 						  f->path, t->name,
 						  i >= t->numel ? "padding bits" : "more bits than nnz");
-			memcpy(dst + 4 * i, vals + 4 * at++, 4);
+			memcpy(dst + esz * i, vals + esz * at++, esz);
 		}
 	} else {
 		int64_t rows = t->ndim > 1 ? t->shape[0] : 1, cols = t->numel / rows;
@@ -384,7 +397,8 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 				memcpy(&c, ip + 4 * at, 4);
 				bad = c <= last || c >= cols;
 				if (!bad)
-					memcpy(dst + 4 * (r * cols + c), vals + 4 * at, 4);
+					memcpy(dst + esz * (r * cols + c), vals + esz * at,
+					       esz);
 			}
 		}
 		if (bad || at != nnz)

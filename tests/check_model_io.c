@@ -360,6 +360,43 @@ START_TEST(test_sparse_round_trip)
 }
 END_TEST
 
+/* Pruned then quantized weights are int8 with most values 0: stored as a
+ * bitmask and I8 values, and loaded back byte for byte. */
+START_TEST(test_sparse_int8_round_trip)
+{
+	struct mc_err err = {0};
+	struct mc_model *m = mc_model_from_arch(
+		"{\"format\":1,\"input\":[256],\"nodes\":[{\"name\":\"fc\",\"op\":\"qlinear\","
+		"\"attrs\":{\"out\":64,\"bits\":8,\"mode\":\"dynamic\"}}]}", "test", &err);
+	const char *p = tpath("sparse-int8.safetensors");
+	struct mc_tensor *w;
+	struct mc_st_file *f;
+	struct mc_model *l;
+	size_t len;
+	void *buf;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	w = mc_model_param(m, "fc.weight");
+	ck_assert_int_eq(w->dtype, MC_S8);
+	for (int64_t i = 0; i < w->numel; i++)
+		((int8_t *)w->data)[i] = i % 10 ? 0 : (int8_t)(i % 255 - 127);
+	ck_assert_int_eq(mc_model_serialize(m, &buf, &len, &err), 0);
+	f = mc_st_parse(buf, len, "sparse-int8", &err);
+	ck_assert_msg(f != NULL, "%s", err.msg);
+	ck_assert_ptr_null(mc_st_find(f, "fc.weight"));
+	entry(f, "fc.weight.__mask", "U8", 64 * 256 / 8);
+	entry(f, "fc.weight.__values", "I8", 64 * 256 / 10 + 1);
+	ck_assert_msg(len < 64 * 256 / 2, "file %zu bytes for %d int8 weights", len, 64 * 256);
+	mc_st_free(f);
+	ck_assert_msg(mc_model_save(m, p, &err) == 0, "%s", err.msg);
+	l = mc_model_load(p, &err);
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	assert_same_params(m, l);
+	mc_model_free(l);
+	mc_model_free(m);
+}
+END_TEST
+
 /* Serializes the sparse model, lets edit change its bytes, expects the load to fail. */
 static void expect_sparse_fail(const char *piece, int64_t at, uint8_t value, const char *want)
 {
@@ -411,6 +448,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_load_errors);
 	tcase_add_test(tc, test_sparse_round_trip);
 	tcase_add_test(tc, test_sparse_corrupt);
+	tcase_add_test(tc, test_sparse_int8_round_trip);
 	suite_add_tcase(s, tc);
 	return s;
 }
