@@ -3,7 +3,8 @@
 #
 # bench/run.sh - mcomp measured against its peers, side by side, in one run.
 #
-#	sh bench/run.sh [all|gemm|train|memory|scaling]...	(default: gemm train memory)
+#	sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling]...
+#	(default: all but scaling)
 #
 # gemm     square f32 GEMM GFLOP/s (mcomp, OpenBLAS with OPENBLAS_CORETYPE as
 #          the environment has it and unset) and mcomp's int8 GEMM GOP/s
@@ -11,11 +12,15 @@
 #          256, against PyTorch in each configuration of OMP_WAIT_POLICY
 #          (unset, PASSIVE) and OPENBLAS_CORETYPE (as the environment has it,
 #          unset); the ratio is against PyTorch's best configuration per metric
+# sparse   MLP inference latency at 0/80/90/95% sparsity, dense GEMM against
+#          the CSR kernel the linear op switches to for very sparse weights
+# quantize the quantize-mlp-int8-static recipe (2 epochs) against PyTorch's
+#          quantize_dynamic on the same MLP: accuracy, bytes, latency
 # memory   peak memory growth of a whole-data-set MLP epoch against the data
 #          set + weights + Adam state + one batch's activations (target < 2x)
 # scaling  GEMM and MLP training at 1, 2, ... N threads (N = nproc): speedup
 #          and efficiency (not part of the default run)
-# all      gemm, train, memory and scaling
+# all      every part
 #
 # Every figure is the median of BENCH_ROUNDS interleaved rounds (each itself
 # a median of repeated timings), and each ratio compares figures taken in the
@@ -385,6 +390,67 @@ run_scaling() {
 	fi
 }
 
+# ---------------------------------------------------------------- sparse
+
+run_sparse() {
+	echo "== Sparse linear: MLP inference at 0/80/90/95% unstructured sparsity," \
+		"dense GEMM against the CSR kernel, $THREADS threads (ms, median)"
+	SPARSE=$BUILDDIR/bench/bench_sparse
+	if [ ! -x "$SPARSE" ]; then
+		echo "  $SPARSE is not built; run 'make bench'"
+		return
+	fi
+	OMP_NUM_THREADS=$THREADS "$SPARSE" 0.3 >"$tmp/sparse" 2>&1
+	grep -v '^RESULT' "$tmp/sparse" | sed 's/^/  /'
+	sed -n 's/^RESULT /sparse /p' "$tmp/sparse" >>"$RES"
+	s=$(med sparse sparse_s90_b256_speedup)
+	target "Sparse MLP at 90%, batch 256: dense / CSR time" "$s" 1 "$(fmt "$s")" ge 1
+}
+
+# ---------------------------------------------------------------- quantize
+
+run_quantize() {
+	echo "== int8 quantization of the MLP: mcomp (static, per-channel) against PyTorch's" \
+		"quantize_dynamic, both trained 2 epochs, $THREADS threads"
+	if ! have_torch && ! { install_pkg python3-torch && have_torch; }; then
+		echo "  PyTorch not available ($PY -c 'import torch' failed): skipped"
+		return
+	fi
+	q=$SRCDIR/pipelines/quantize-mlp-int8-static.yaml
+	OMP_NUM_THREADS=$THREADS MCOMP_QUIET=1 "$BUILDDIR/mcomp" run "$q" --quiet \
+		--set passes.train.epochs=2 --set output.path="$tmp/q.safetensors" \
+		--set report="$tmp/q.json" >"$tmp/qrun" 2>&1 ||
+		{ echo "  mcomp run failed: $(tail -n 3 "$tmp/qrun")"; return; }
+	"$PY" - "$tmp/q.json" >>"$RES" <<'PYEOF'
+import json, sys
+steps = {s["pass"]: s for s in json.load(open(sys.argv[1]))["steps"]}
+for name, row in (("f32", steps["train"]), ("int8", steps["quantize"])):
+    print("quant mcomp_acc_%s %.2f" % (name, 100 * row["accuracy"]))
+    print("quant mcomp_bytes_%s %d" % (name, row["bytes"]))
+    print("quant mcomp_lat1_%s %.4f" % (name, row["latency_ms"]["batch1"]))
+    print("quant mcomp_lat256_%s %.4f" % (name, row["latency_ms"]["batch256"]))
+PYEOF
+	env -u OPENBLAS_CORETYPE OMP_WAIT_POLICY=PASSIVE "$PY" "$SRCDIR/bench/quantize_peer.py" \
+		-d "$DATA" -t "$THREADS" 2>"$tmp/qerr" | sed -n 's/^RESULT quant_peer_/quant peer_/p' >>"$RES"
+	printf '  %-10s %12s %12s %12s %12s\n' "" "acc f32 %" "acc int8 %" "bytes ratio" \
+		"lat b1 ratio"
+	for w in mcomp peer; do
+		printf '  %-10s %12s %12s %12s %12s\n' "$w" "$(fmt "$(med quant ${w}_acc_f32)")" \
+			"$(fmt "$(med quant ${w}_acc_int8)")" \
+			"$(ratio "$(med quant ${w}_bytes_int8)" "$(med quant ${w}_bytes_f32)")" \
+			"$(ratio "$(med quant ${w}_lat1_int8)" "$(med quant ${w}_lat1_f32)")"
+	done
+	printf '  %-10s %12s %12s\n' "" "lat b256 f32" "lat b256 int8"
+	for w in mcomp peer; do
+		printf '  %-10s %12s %12s\n' "$w" "$(fmt "$(med quant ${w}_lat256_f32)")" \
+			"$(fmt "$(med quant ${w}_lat256_int8)")"
+	done
+	m1=$(med quant mcomp_lat1_int8)
+	p1=$(med quant peer_lat1_int8)
+	target "int8 MLP batch-1 latency vs PyTorch quantize_dynamic" "$m1" "$p1" \
+		"$(ratio "$m1" "$p1")" le 1
+}
+
 # ---------------------------------------------------------------- memory
 
 run_memory() {
@@ -403,13 +469,13 @@ run_memory() {
 
 # ---------------------------------------------------------------- main
 
-parts=${*:-gemm train memory}
-[ "$parts" = all ] && parts="gemm train memory scaling"
+parts=${*:-gemm train sparse quantize memory}
+[ "$parts" = all ] && parts="gemm train sparse quantize memory scaling"
 for p in $parts; do
 	case $p in
-	gemm | train | memory | scaling) ;;
+	gemm | train | sparse | quantize | memory | scaling) ;;
 	*)
-		echo "usage: sh bench/run.sh [all|gemm|train|memory|scaling]..." >&2
+		echo "usage: sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling]..." >&2
 		exit 2
 		;;
 	esac
