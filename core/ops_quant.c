@@ -529,6 +529,39 @@ out:
 	return pk;
 }
 
+/*
+ * Scale and zero point of the u8 input: the calibrated pair stored in the
+ * node (static), or from the batch's exact min and max (dynamic), the same
+ * for any thread count. Returns the zero point, or -1 when the stored pair
+ * is unusable (the caller then refuses to run the integer path).
+ */
+static int input_qparams(const struct mc_node *node, int mode, const float *x, int64_t total,
+			 float *sa)
+{
+	float lo = 0.0f, hi = 0.0f;
+	int za;
+
+	if (mode == QMODE_STATIC) {
+		const float *qp = node->params[QP_EXTRA]->data;
+
+		*sa = qp[0];
+		za = qp[1] >= 0.0f && qp[1] <= 255.0f && qp[1] == nearbyintf(qp[1]) ? (int)qp[1] : -1;
+		return *sa > 0.0f && isfinite(*sa) ? za : -1;
+	}
+#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi) \
+	if (total >= MC_PAR_MIN)
+	for (int64_t c = 0; c < total; c += MC_CHUNK) {
+		int64_t e = c + MC_CHUNK < total ? c + MC_CHUNK : total;
+		float l, h;
+
+		mc_minmax(x + c, (size_t)(e - c), &l, &h);
+		lo = l < lo ? l : lo;
+		hi = h > hi ? h : hi;
+	}
+	mc_u8_qparams(lo, hi, sa, &za);
+	return za;
+}
+
 /* out[n, O] = requant(u8(in[n, I]) W^T) + b on the int8 GEMM */
 static void forward_int8(const struct mc_node *node, const struct mc_run *run, int n,
 			 const float *x, float *out)
@@ -538,29 +571,9 @@ static void forward_int8(const struct mc_node *node, const struct mc_run *run, i
 	int O = a->out, I = (int)node->params[QP_WEIGHT]->shape[1], za;
 	int64_t total = (int64_t)n * I;
 	uint8_t *q = run->work;
-	float sa, lo = 0.0f, hi = 0.0f;
+	float sa;
 
-	if (a->mode == QMODE_STATIC) {
-		const float *qp = node->params[QP_EXTRA]->data;
-
-		sa = qp[0];
-		za = qp[1] >= 0.0f && qp[1] <= 255.0f && qp[1] == nearbyintf(qp[1]) ? (int)qp[1] : -1;
-		if (!(sa > 0.0f) || !isfinite(sa))
-			za = -1;
-	} else {
-		/* min and max are exact: the same for any thread count. */
-#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi) \
-	if (total >= MC_PAR_MIN)
-		for (int64_t c = 0; c < total; c += MC_CHUNK) {
-			int64_t e = c + MC_CHUNK < total ? c + MC_CHUNK : total;
-			float l, h;
-
-			mc_minmax(x + c, (size_t)(e - c), &l, &h);
-			lo = l < lo ? l : lo;
-			hi = h > hi ? h : hi;
-		}
-		mc_u8_qparams(lo, hi, &sa, &za);
-	}
+	za = input_qparams(node, a->mode, x, total, &sa);
 	if (!pk || za < 0 || !q) {
 		/* A file with scales the kernels refuse: say so in the outputs. */
 		for (int64_t i = 0; i < (int64_t)n * O; i++)
@@ -1233,7 +1246,7 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 	struct qgeo q;
 	size_t xs, ys, slot;
 	int64_t total;
-	float sa, lo = 0.0f, hi = 0.0f;
+	float sa;
 	int za, m, chunks, nt;
 
 	if (n < 1)
@@ -1245,27 +1258,7 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 	m = qconv_chunk(&q, n);
 	chunks = (n + m - 1) / m;
 	slot = qconv_slot_bytes(&q, m);
-	if (a->mode == QMODE_STATIC) {
-		const float *qp = node->params[QP_EXTRA]->data;
-
-		sa = qp[0];
-		za = qp[1] >= 0.0f && qp[1] <= 255.0f && qp[1] == nearbyintf(qp[1]) ? (int)qp[1] : -1;
-		if (!(sa > 0.0f) || !isfinite(sa))
-			za = -1;
-	} else {
-		/* min and max are exact: the same for any thread count. */
-#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi) \
-	if (total >= MC_PAR_MIN)
-		for (int64_t c = 0; c < total; c += MC_CHUNK) {
-			int64_t e = c + MC_CHUNK < total ? c + MC_CHUNK : total;
-			float l, h;
-
-			mc_minmax(x + c, (size_t)(e - c), &l, &h);
-			lo = l < lo ? l : lo;
-			hi = h > hi ? h : hi;
-		}
-		mc_u8_qparams(lo, hi, &sa, &za);
-	}
+	za = input_qparams(node, a->mode, x, total, &sa);
 	if (!pk || za < 0 || !run->work) {
 		/* A file with scales the kernels refuse: say so in the outputs. */
 		for (int64_t i = 0; i < (int64_t)n * (int64_t)ys; i++)
