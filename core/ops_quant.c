@@ -924,6 +924,7 @@ struct qconv_attrs {
 	int out, kernel, stride, padding;
 	int mode;
 	int granularity;
+	int relu;
 	int in_h, in_w; /* set by setup from the input shape; not attributes */
 };
 
@@ -936,6 +937,8 @@ static const struct mc_param_def qconv_attrs[] = {
 		  "activations: u8 from each batch's range (dynamic) or calibrated (static)"),
     MC_PARAM_ENUM(struct qconv_attrs, granularity, "per-channel", qgrans,
 		  "what one weight scale covers: per-tensor or per-channel"),
+    MC_PARAM_BOOL(struct qconv_attrs, relu, "false",
+		  "max(y, 0) applied in the requantization: a fused conv2d + relu"),
     MC_PARAM_END,
 };
 
@@ -1213,8 +1216,8 @@ static void transpose_out(const float *y, int64_t P, int O, float *t)
  * Samples s0 .. s0 + mm - 1 through one slot: quantize, im2col, the int8
  * GEMM, and the transpose into [O, P] per sample.
  */
-static void qconv_chunk_run(const struct qgeo *q, const struct mc_s8_weights *pk, float sa,
-			    int za, const float *x, int mm, uint8_t *slot, int m, float *out)
+static void qconv_chunk_run(const struct qgeo *q, const struct mc_s8_weights *pk, unsigned flags,
+			    float sa, int za, const float *x, int mm, uint8_t *slot, int m, float *out)
 {
 	size_t xs = (size_t)q->C * q->H * q->W;
 	uint8_t *xq = slot, *ct = xq + align64((size_t)m * xs);
@@ -1224,7 +1227,7 @@ static void qconv_chunk_run(const struct qgeo *q, const struct mc_s8_weights *pk
 	mc_quantize_u8(x, (size_t)mm * xs, sa, za, xq);
 	for (int i = 0; i < mm; i++)
 		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->K);
-	mc_gemm_u8s8((int)rows, ct, q->K, sa, za, pk, 0, y, q->O);
+	mc_gemm_u8s8((int)rows, ct, q->K, sa, za, pk, flags, y, q->O);
 	for (int i = 0; i < mm; i++)
 		transpose_out(y + (size_t)i * q->P * q->O, q->P, q->O,
 			      out + (size_t)i * q->O * q->P);
@@ -1248,6 +1251,7 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 	int64_t total;
 	float sa;
 	int za, m, chunks, nt;
+	unsigned flags = a->relu ? MC_S8_RELU : 0;
 
 	if (n < 1)
 		return;
@@ -1272,7 +1276,7 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 		for (int c = 0; c < chunks; c++) {
 			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
 
-			qconv_chunk_run(&q, pk, sa, za, x + (size_t)s0 * xs, mm, run->work, m,
+			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, run->work, m,
 					out + (size_t)s0 * ys);
 		}
 		return;
@@ -1285,7 +1289,7 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 		for (int c = 0; c < chunks; c++) {
 			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
 
-			qconv_chunk_run(&q, pk, sa, za, x + (size_t)s0 * xs, mm, mine, m,
+			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, mine, m,
 					out + (size_t)s0 * ys);
 		}
 	}
@@ -1316,23 +1320,30 @@ static void qcol2im(const struct qgeo *q, const float *dcol, float *dx)
 			}
 }
 
-/* din = the transposed convolution of dout with deq(W): straight through; nothing learns */
+/*
+ * din = the transposed convolution of dout with deq(W): straight through;
+ * nothing learns. With relu, dout is first zeroed where out <= 0.
+ */
 static void qconv_backward(const struct mc_node *node, const struct mc_run *run, int n,
 			   const float *const *in, const float *out, const float *dout,
 			   float *const *din, float *const *grads)
 {
+	const struct qconv_attrs *a = node->attrs;
 	const struct mc_tensor *w = node->params[QP_WEIGHT], *st = node->params[QP_SCALE];
 	struct qgeo q;
-	float *wd, *dcol;
-	size_t xs;
+	float *wd, *dcol, *dm = NULL;
+	size_t xs, ys;
 
 	if (!din[0])
 		return;
 	qconv_geo(node, &q);
 	xs = (size_t)q.C * q.H * q.W;
+	ys = (size_t)q.O * (size_t)q.P;
 	wd = malloc((size_t)q.O * (size_t)q.K * sizeof(float));
 	dcol = malloc((size_t)q.K * (size_t)q.P * sizeof(float));
-	if (!wd || !dcol) {
+	if (a->relu)
+		dm = malloc(ys * sizeof(float));
+	if (!wd || !dcol || (a->relu && !dm)) {
 		memset(din[0], 0, (size_t)n * xs * sizeof(float));
 		goto out;
 	}
@@ -1342,13 +1353,21 @@ static void qconv_backward(const struct mc_node *node, const struct mc_run *run,
 			    (float)((const int8_t *)w->data)[(size_t)o * q.K + kk] *
 			    ((const float *)st->data)[st->numel == 1 ? 0 : o];
 	for (int s = 0; s < n; s++) {
-		mc_sgemm(1, 0, q.K, (int)q.P, q.O, 1.0f, wd, q.K, dout + (size_t)s * q.O * q.P,
-			 (int)q.P, 0.0f, dcol, (int)q.P);
+		const float *d = dout + (size_t)s * ys;
+
+		if (dm) {
+			for (size_t i = 0; i < ys; i++)
+				dm[i] = out[(size_t)s * ys + i] > 0.0f ? d[i] : 0.0f;
+			d = dm;
+		}
+		mc_sgemm(1, 0, q.K, (int)q.P, q.O, 1.0f, wd, q.K, d, (int)q.P, 0.0f, dcol,
+			 (int)q.P);
 		qcol2im(&q, dcol, din[0] + (size_t)s * xs);
 	}
 out:
 	free(wd);
 	free(dcol);
+	free(dm);
 }
 
 static int64_t qconv_flops(const struct mc_node *node)

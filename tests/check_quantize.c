@@ -41,6 +41,26 @@ static const char *mlp_arch =
     "{\"name\": \"act2\", \"op\": \"relu\", \"inputs\": [\"fc2\"], \"attrs\": {}},"
     "{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"act2\"], \"attrs\": {\"out\": 4}}]}";
 
+static const char *cnn_arch =
+    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
+    "{\"name\": \"cv\", \"op\": \"conv2d\", \"inputs\": [\"input\"], "
+    "\"attrs\": {\"out\": 6, \"padding\": 1}},"
+    "{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"cv\"], \"attrs\": {}},"
+    "{\"name\": \"pool\", \"op\": \"maxpool2d\", \"inputs\": [\"act\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"pool\"], \"attrs\": {}},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 4}}]}";
+
+/* The CNN of cnn_arch after a static int8 quantize, without the relu fused. */
+static const char *qcnn_unfused_arch =
+    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
+    "{\"name\": \"cv\", \"op\": \"qconv2d\", \"inputs\": [\"input\"], "
+    "\"attrs\": {\"out\": 6, \"padding\": 1, \"mode\": \"static\"}},"
+    "{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"cv\"], \"attrs\": {}},"
+    "{\"name\": \"pool\", \"op\": \"maxpool2d\", \"inputs\": [\"act\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"pool\"], \"attrs\": {}},"
+    "{\"name\": \"fc\", \"op\": \"qlinear\", \"inputs\": [\"flat\"], "
+    "\"attrs\": {\"out\": 4, \"mode\": \"static\"}}]}";
+
 /* ---------------------------------------------------------------- helpers */
 
 static float frand(unsigned *s)
@@ -557,6 +577,114 @@ START_TEST(test_qconv2d_against_f32)
 }
 END_TEST
 
+/*
+ * qconv2d with relu: true equals relu(qconv2d) exactly, dynamic and static,
+ * batches 1 and 40; the attribute survives a save and load; and the
+ * backward passes dout only where the output is positive.
+ */
+START_TEST(test_qconv2d_relu_fused)
+{
+	static float x[QC_N * QC_C * QC_S * QC_S];
+	unsigned seed = 11;
+	char path[4300];
+
+	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
+		x[i] = 1.5f * frand(&seed) + 0.3f;
+	for (int mode = 0; mode < 2; mode++) {
+		const char *ma = mode ? ", \"mode\": \"static\"" : ", \"mode\": \"dynamic\"";
+		char attrs[128], arch[1024];
+		struct mc_model *f = conv_model("conv2d", "", 1), *plain, *fused, *back;
+		struct mc_qspec spec = { .bits = 8, .group = QC_K };
+		struct mc_err err = { 0 };
+		int npos = 0, nneg = 0;
+
+		/* unfused: qconv2d then a relu node */
+		PATHF(arch,
+		      "{\"format\": 1, \"input\": [%d, %d, %d], \"nodes\": [{\"name\": \"cv\", "
+		      "\"op\": \"qconv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": %d, "
+		      "\"kernel\": 3, \"padding\": 1%s}}, {\"name\": \"act\", \"op\": \"relu\", "
+		      "\"inputs\": [\"cv\"], \"attrs\": {}}]}",
+		      QC_C, QC_S, QC_S, QC_O, ma);
+		plain = mc_model_from_arch(arch, "test", &err);
+		ck_assert_msg(plain != NULL, "%s", err.msg);
+		PATHF(attrs, "%s, \"relu\": true", ma);
+		fused = conv_model("qconv2d", attrs, 1);
+		mc_model_init(f, 6);
+		for (int k = 0; k < 2; k++) {
+			struct mc_node *qn = k ? &fused->nodes[0] : &plain->nodes[0];
+
+			quant_ok(f->nodes[0].params[0]->data, QC_O, QC_K, spec, qn->params[0]->data,
+				 qn->params[1]->data, NULL);
+			memcpy(qn->params[2]->data, f->nodes[0].params[1]->data,
+			       QC_O * sizeof(float));
+			if (mode) {
+				float *qp = qn->params[3]->data, sa;
+				int za;
+
+				mc_u8_qparams(-1.0f, 1.5f, &sa, &za);
+				qp[0] = sa;
+				qp[1] = (float)za;
+			}
+		}
+		PATHF(path, "%.200s/mcomp-qrelu-%d-%d.safetensors",
+		      getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(), mode);
+		ck_assert_msg(mc_model_save(fused, path, &err) == 0, "%s", err.msg);
+		back = mc_model_load(path, &err);
+		unlink(path);
+		ck_assert_msg(back != NULL, "%s", err.msg);
+		for (int n = 1; n <= QC_N; n += QC_N - 1) {
+			struct mc_exec *e1, *e2, *e3;
+			const float *y1 = run(plain, &e1, x, n), *y2 = run(fused, &e2, x, n);
+			const float *y3 = run(back, &e3, x, n);
+
+			for (size_t i = 0; i < (size_t)n * QC_O * QC_S * QC_S; i++) {
+				ck_assert_msg(y1[i] == y2[i] && y2[i] == y3[i] && y2[i] >= 0.0f,
+					      "mode %d n %d at %zu: relu(qconv2d) %g, fused %g, "
+					      "reloaded %g", mode, n, i, y1[i], y2[i], y3[i]);
+				npos += y2[i] > 0.0f;
+				nneg += y2[i] == 0.0f;
+			}
+			mc_exec_free(e1);
+			mc_exec_free(e2);
+			mc_exec_free(e3);
+		}
+		ck_assert(npos > 0 && nneg > 0); /* the relu did something */
+		{
+			/* backward: dout passes only where the output is positive, as
+			 * through relu's backward; elsewhere dx is the unfused op's */
+			struct mc_node *pn = &plain->nodes[0], *fn = &fused->nodes[0];
+			static float y[2 * QC_O * QC_S * QC_S], g[2 * QC_O * QC_S * QC_S];
+			static float gm[2 * QC_O * QC_S * QC_S];
+			static float dx1[2 * QC_C * QC_S * QC_S], dx2[2 * QC_C * QC_S * QC_S];
+			const float *in[1] = { x };
+			float *d1[1] = { dx1 }, *d2[1] = { dx2 };
+			float *grads[MC_NODE_MAX_PARAMS] = { 0 };
+			struct mc_run rn = { .training = 1 };
+
+			rn.work = malloc(fn->op->workspace(fn, 2));
+			ck_assert_ptr_nonnull(rn.work);
+			for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
+				g[i] = frand(&seed);
+			fn->op->forward(fn, &rn, 2, in, y);
+			for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
+				gm[i] = y[i] > 0.0f ? g[i] : 0.0f;
+			fn->op->backward(fn, &rn, 2, in, y, g, d2, grads);
+			pn->op->forward(pn, &rn, 2, in, y);
+			pn->op->backward(pn, &rn, 2, in, y, gm, d1, grads);
+			ck_assert(memcmp(gm, g, sizeof(g)));
+			for (size_t i = 0; i < 2 * QC_C * QC_S * QC_S; i++)
+				ck_assert_msg(dx1[i] == dx2[i], "dx at %zu: %g vs %g", i, dx1[i],
+					      dx2[i]);
+			free(rn.work);
+		}
+		mc_model_free(back);
+		mc_model_free(fused);
+		mc_model_free(plain);
+		mc_model_free(f);
+	}
+}
+END_TEST
+
 /* ---------------------------------------------------------------- files and the pass */
 
 static void write_file(const char *path, const void *buf, size_t n)
@@ -641,6 +769,11 @@ static void setup(void)
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	mc_model_init(m, 3);
 	ck_assert_msg(mc_model_save(m, spath("mlp.safetensors"), &err) == 0, "%s", err.msg);
+	mc_model_free(m);
+	m = mc_model_from_arch(cnn_arch, "test", &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 3);
+	ck_assert_msg(mc_model_save(m, spath("cnn.safetensors"), &err) == 0, "%s", err.msg);
 	mc_model_free(m);
 	reg = mc_registry_open(&err);
 	ck_assert_msg(reg != NULL, "%s", err.msg);
@@ -768,6 +901,62 @@ START_TEST(test_pipeline_static_int8)
 }
 END_TEST
 
+/*
+ * Static int8 on a CNN: the relu after the conv is fused into the qconv2d
+ * (relu: true) and its node removed; the model computes the same outputs,
+ * exactly, as the unfused quantized model with the same parameters.
+ */
+START_TEST(test_pipeline_relu_fused)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m, *u;
+	struct mc_exec *e1, *e2;
+	static float x[40 * 64];
+	const float *y1, *y2;
+	unsigned seed = 13;
+	char *arch;
+
+	ck_assert_msg(pipeline("cnn.safetensors",
+			       "      model: m\n      mode: static\n      calibration_data: calib\n"
+			       "      samples: 32\n",
+			       1, &err) == 0,
+		      "%s", err.msg);
+	m = mc_model_load(spath("out.safetensors"), &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	ck_assert_int_eq(m->n_nodes, 4);
+	ck_assert_str_eq(m->nodes[0].op->name, "qconv2d");
+	ck_assert_str_eq(m->nodes[1].op->name, "maxpool2d");
+	ck_assert_int_eq(m->nodes[1].inputs[0], 0);
+	ck_assert_str_eq(m->nodes[3].op->name, "qlinear");
+	arch = mc_model_arch(m);
+	ck_assert_ptr_nonnull(arch);
+	ck_assert_msg(strstr(arch, "\"relu\":true") && !strstr(arch, "\"op\":\"relu\""), "%s",
+		      arch);
+	free(arch);
+	ck_assert_msg(accuracy(m) >= 0.9, "accuracy %g", accuracy(m));
+	u = mc_model_from_arch(qcnn_unfused_arch, "test", &err);
+	ck_assert_msg(u != NULL, "%s", err.msg);
+	for (int i = 0; i < u->n_nodes; i++)
+		for (int p = 0; p < u->nodes[i].n_params; p++) {
+			struct mc_tensor *d = u->nodes[i].params[p];
+			const struct mc_tensor *s = mc_model_param(m, d->name);
+
+			ck_assert_msg(s && mc_tensor_nbytes(s) == mc_tensor_nbytes(d), "%s", d->name);
+			memcpy(d->data, s->data, mc_tensor_nbytes(d));
+		}
+	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
+		x[i] = 0.6f * (frand(&seed) + 1.0f);
+	y1 = run(m, &e1, x, 40);
+	y2 = run(u, &e2, x, 40);
+	for (int i = 0; i < 40 * 4; i++)
+		ck_assert_msg(y1[i] == y2[i], "at %d: fused %g, unfused %g", i, y1[i], y2[i]);
+	mc_exec_free(e1);
+	mc_exec_free(e2);
+	mc_model_free(u);
+	mc_model_free(m);
+}
+END_TEST
+
 /* 4-bit g32 weight-only, fc3 (16 inputs) per channel: Q4 payload half the bytes. */
 START_TEST(test_pipeline_int4)
 {
@@ -835,10 +1024,12 @@ static Suite *suite(void)
 	tcase_add_test(tk, test_weight_only_against_reference);
 	tcase_add_test(tk, test_int8_gemm_against_reference);
 	tcase_add_test(tk, test_qconv2d_against_f32);
+	tcase_add_test(tk, test_qconv2d_relu_fused);
 	suite_add_tcase(s, tk);
 	tcase_add_checked_fixture(tp, setup, teardown);
 	tcase_set_timeout(tp, 60);
 	tcase_add_test(tp, test_pipeline_static_int8);
+	tcase_add_test(tp, test_pipeline_relu_fused);
 	tcase_add_test(tp, test_pipeline_int4);
 	tcase_add_test(tp, test_invalid_params);
 	suite_add_tcase(s, tp);

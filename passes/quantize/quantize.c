@@ -426,6 +426,72 @@ static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode
 	return 0;
 }
 
+/* How many inputs of m's nodes read node i. */
+static int readers(const struct mc_model *m, int i)
+{
+	int r = 0;
+
+	for (int j = 0; j < m->n_nodes; j++)
+		for (int k = 0; k < m->nodes[j].n_inputs; k++)
+			r += m->nodes[j].inputs[k] == i;
+	return r;
+}
+
+/*
+ * Fuses each relu whose input is a qconv2d read by nothing else into that
+ * qconv2d (relu: true, applied in the requantization) and removes the relu
+ * node, rewiring its readers to the qconv2d, as mc_model_fold_batchnorm
+ * removes a batchnorm. The outputs are the same bits: max(y, 0) of the same
+ * requantized y. Returns the number of relus fused, or an error code with
+ * err set.
+ */
+static int fuse_relu(struct mc_model *m, struct mc_err *err)
+{
+	const struct mc_op *relu = mc_op_find("relu"), *qconv = mc_op_find("qconv2d");
+	int fused = 0, ret;
+
+	if (!relu || !qconv)
+		return 0;
+	for (int i = 0; i < m->n_nodes; i++) {
+		struct mc_node *r = &m->nodes[i], *f;
+		int src = r->inputs[0];
+
+		if (r->op != relu || r->n_inputs != 1 || src == MC_NODE_INPUT)
+			continue;
+		f = &m->nodes[src];
+		/* Removing the last node must leave the qconv2d last. */
+		if (f->op != qconv || readers(m, src) != 1 || (i == m->n_nodes - 1 && src != i - 1))
+			continue;
+		ret = set_attr(qconv, f->attrs, "relu", "true", err);
+		if (ret) {
+			mc_err_prefix(err, "fusing relu '%s' into '%s'", r->name, f->name);
+			return ret;
+		}
+		if (r->op->release)
+			r->op->release(r);
+		for (int p = 0; p < r->n_params; p++)
+			mc_tensor_free(r->params[p]);
+		if (r->attrs)
+			mc_param_free(r->op->attrs, r->attrs);
+		free(r->attrs);
+		free(r->name);
+		memmove(r, r + 1, (size_t)(m->n_nodes - i - 1) * sizeof(*r));
+		m->n_nodes--;
+		for (int j = i; j < m->n_nodes; j++)
+			for (int k = 0; k < m->nodes[j].n_inputs; k++) {
+				int *in = &m->nodes[j].inputs[k];
+
+				if (*in == i)
+					*in = src;
+				else if (*in > i)
+					(*in)--;
+			}
+		fused++;
+		i--;
+	}
+	return fused;
+}
+
 static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 {
 	const struct quantize_conf *c = conf;
@@ -557,6 +623,13 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 	if (ret)
 		goto out;
 	mc_ctx_report(ctx, "layers_quantized", n);
+	ret = fuse_relu(dup, err);
+	if (ret < 0)
+		goto out;
+	if (ret > 0)
+		mc_ctx_log(ctx, "fused %d relu into the qconv2d before it", ret);
+	mc_ctx_report(ctx, "relu_fused", ret);
+	ret = 0;
 	if (secs > 0.0) {
 		mc_ctx_report(ctx, "quantize_gbps", bytes / secs / 1e9);
 		mc_ctx_log(ctx, "quantized %.2f MB of f32 weights at %.2f GB/s", bytes / 1e6,
