@@ -649,10 +649,10 @@ static const struct mc_pass quantize_pass = {
 	.abi = MC_PASS_ABI,
 	.name = "quantize",
 	.version = "1.0",
-	.description = "int8 (dynamic or calibrated static) and 4-bit group-wise linear layers on "
-		       "integer kernels",
+	.description = "int8 (dynamic or calibrated static) linear and conv layers, or 4-bit "
+		       "group-wise linear weights, run on integer kernels",
 	.license = "MIT",
-	.author = "mcomp developers",
+	.author = "the mcomp developers",
 	.conf_size = sizeof(struct quantize_conf),
 	.params = quantize_params,
 	.check = quantize_check,

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tiny_data.h - what the pass suites (check_prune, check_quantize) share: a
+ * scratch folder, a tiny IDX data set written on the spot (8x8 images, four
+ * classes, a bright 3x3 block in the label's corner over deterministic
+ * noise), and file helpers. Included by one test program each, so its
+ * functions are static.
+ */
+#ifndef MCOMP_TESTS_TINY_DATA_H
+#define MCOMP_TESTS_TINY_DATA_H
+
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define N_TRAIN 128
+#define N_TEST 64
+#define SIDE 8
+
+#define PATHF(buf, ...) \
+	ck_assert_int_lt(snprintf(buf, sizeof(buf), __VA_ARGS__), (int)sizeof(buf))
+
+static char scratch[4096];
+
+static void write_file(const char *path, const void *buf, size_t n)
+{
+	FILE *fp = fopen(path, "wb");
+
+	ck_assert_msg(fp != NULL, "cannot write %s: %s", path, strerror(errno));
+	ck_assert_uint_eq(fwrite(buf, 1, n, fp), n);
+	ck_assert_int_eq(fclose(fp), 0);
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+/* n images of 8x8: a bright 3x3 block whose corner is the label's, over
+ * deterministic noise; 4 classes. */
+static void write_idx(const char *prefix, int n, unsigned salt)
+{
+	unsigned char *img = calloc(16 + (size_t)n * SIDE * SIDE, 1), *lab = calloc(8 + (size_t)n, 1);
+	unsigned s = 12345u + salt;
+	char path[4200];
+
+	ck_assert(img && lab);
+	put_be32(img, 0x803);
+	put_be32(img + 4, (uint32_t)n);
+	put_be32(img + 8, SIDE);
+	put_be32(img + 12, SIDE);
+	put_be32(lab, 0x801);
+	put_be32(lab + 4, (uint32_t)n);
+	for (int i = 0; i < n; i++) {
+		int c = i % 4, y0 = c / 2 * 4, x0 = c % 2 * 4;
+		unsigned char *p = img + 16 + (size_t)i * SIDE * SIDE;
+
+		lab[8 + i] = (unsigned char)c;
+		for (int k = 0; k < SIDE * SIDE; k++) {
+			s = s * 1103515245u + 12345u;
+			p[k] = (unsigned char)((s >> 16) % 90);
+		}
+		for (int y = 0; y < 3; y++)
+			for (int x = 0; x < 3; x++)
+				p[(y0 + y) * SIDE + x0 + x] = 230;
+	}
+	PATHF(path, "%s-images-idx3-ubyte", prefix);
+	write_file(path, img, 16 + (size_t)n * SIDE * SIDE);
+	PATHF(path, "%s-labels-idx1-ubyte", prefix);
+	write_file(path, lab, 8 + (size_t)n);
+	free(img);
+	free(lab);
+}
+
+static char *spath(const char *name)
+{
+	static char buf[4][4200];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(buf[k], sizeof(buf[k]), "%s/%s", scratch, name);
+	return buf[k];
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+/* Makes the scratch folder "mcomp-WHAT-XXXXXX" with the tiny train and test splits. */
+static void tiny_setup(const char *what)
+{
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+
+	PATHF(scratch, "%.200s/mcomp-%s-XXXXXX", base, what);
+	ck_assert(mkdtemp(scratch) != NULL);
+	write_idx(spath("train"), N_TRAIN, 0);
+	write_idx(spath("test"), N_TEST, 1);
+}
+
+static void tiny_teardown(void)
+{
+	nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+#endif
