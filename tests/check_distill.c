@@ -5,7 +5,8 @@
  * T^2 KL, and a mix between), and pipelines run through the host on the tiny
  * data set: a teacher trained in the pipeline distilled into a smaller
  * student, the scratch comparison, and a student of another class count
- * refused at validation with its place.
+ * refused at validation with its place, and the distilled student
+ * byte-identical for one thread and two.
  *
  * The pass's source is included so that its file-local loss can be called.
  */
@@ -13,6 +14,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +262,50 @@ START_TEST(test_class_mismatch_refused)
 }
 END_TEST
 
+/* The whole file at path into a new buffer; its size in *n. */
+static char *slurp(const char *path, long *n)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+
+	ck_assert_msg(fp != NULL, "cannot read %s", path);
+	ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
+	*n = ftell(fp);
+	ck_assert_int_gt(*n, 0);
+	rewind(fp);
+	buf = malloc((size_t)*n);
+	ck_assert(buf != NULL);
+	ck_assert_uint_eq(fread(buf, 1, (size_t)*n, fp), (size_t)*n);
+	fclose(fp);
+	return buf;
+}
+
+/* Teacher training, distillation and the scratch copy give the same bytes for any thread count. */
+START_TEST(test_threads_identical)
+{
+	static const char params[] = "      epochs: 5\n      batch_size: 16\n      lr: 0.01\n"
+				     "      compare_scratch: true\n";
+	struct mc_err err = { 0 };
+	int saved = omp_get_max_threads();
+	char *a, *b;
+	long na, nb;
+
+	omp_set_num_threads(1);
+	ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(rename(spath("out.safetensors"), spath("out1.safetensors")), 0);
+	omp_set_num_threads(2);
+	ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
+	omp_set_num_threads(saved);
+	a = slurp(spath("out1.safetensors"), &na);
+	b = slurp(spath("out.safetensors"), &nb);
+	ck_assert_int_eq(na, nb);
+	ck_assert_msg(memcmp(a, b, (size_t)na) == 0,
+		      "the student distilled on 1 thread differs from the one on 2");
+	free(a);
+	free(b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("distill");
@@ -275,6 +321,7 @@ int main(void)
 	tcase_add_test(pipe, test_pipeline_distills);
 	tcase_add_test(pipe, test_compare_scratch);
 	tcase_add_test(pipe, test_class_mismatch_refused);
+	tcase_add_test(pipe, test_threads_identical);
 	suite_add_tcase(s, pipe);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
