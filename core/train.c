@@ -109,6 +109,26 @@ static void gather(const struct mc_dataset *d, const int64_t *idx, int n, float 
 
 /* ---------------------------------------------------------------- training */
 
+const char *const mc_optimizer_names[] = { "sgd", "adam", NULL };
+const char *const mc_lr_schedule_names[] = { "constant", "step", "cosine", NULL };
+
+void mc_train_opts_apply(const struct mc_train_opts *o, struct mc_train_conf *c)
+{
+	c->optim = (struct mc_optim_conf){
+		.kind = (enum mc_optim_kind)o->optimizer,
+		.lr = o->lr,
+		.momentum = o->momentum,
+		.beta1 = o->beta1,
+		.beta2 = o->beta2,
+		.eps = 1e-8,
+		.weight_decay = o->weight_decay,
+	};
+	c->schedule = (enum mc_lr_schedule)o->schedule;
+	c->step_epochs = o->step_epochs;
+	c->gamma = o->gamma;
+	c->min_lr = o->min_lr;
+}
+
 double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t total, int epoch)
 {
 	double lr = c->optim.lr;

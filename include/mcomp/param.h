@@ -82,6 +82,11 @@ struct mc_param_def {
 /* A list whose items have type el (int, float, string, model or split). */
 #define MC_PARAM_LIST(st, f, el, d, lo, hi, h) MC_PARAM_(st, f, MC_PARAM_TLIST, el, d, lo, hi, NULL, h)
 #define MC_PARAM_END { .name = NULL }
+/* A row named nm at byte offset off: for fields inside a struct embedded in
+ * the config struct (see MC_TRAIN_PARAMS in mcomp/train.h). */
+#define MC_PARAM_AT(nm, ty, el, off, d, lo, hi, ch, h)                                          \
+	{ .name = (nm), .type = (ty), .elem = (el), .offset = (off), .def = (d), .min = (lo),    \
+	  .max = (hi), .choices = (ch), .help = (h) }
 
 /* "int", "float", ...; "list of model" style names come from mc_param_type_text. */
 MC_API const char *mc_param_type_name(enum mc_param_type t);

@@ -71,6 +71,52 @@ struct mc_train_conf {
 	const char *label; /* shown in the progress bar, e.g. "train mlp" */
 };
 
+/*
+ * The optimizer and learning-rate options every training pass offers, kept
+ * as one block of its config struct. MC_TRAIN_PARAMS(st, member, lr, schedule)
+ * declares their rows (optimizer, lr, momentum, beta1, beta2, weight_decay,
+ * schedule, step_epochs, gamma, min_lr; lr and schedule with the given
+ * defaults) and mc_train_opts_apply copies them into a struct mc_train_conf.
+ */
+struct mc_train_opts {
+	int optimizer; /* enum mc_optim_kind, an index into mc_optimizer_names */
+	double lr, momentum, beta1, beta2, weight_decay;
+	int schedule; /* enum mc_lr_schedule, an index into mc_lr_schedule_names */
+	int step_epochs;
+	double gamma, min_lr;
+};
+
+/* "sgd", "adam", NULL and "constant", "step", "cosine", NULL: in enum order. */
+MC_API extern const char *const mc_optimizer_names[];
+MC_API extern const char *const mc_lr_schedule_names[];
+
+#define MC_TRAIN_PARAM_(st, m, f, ty, d, lo, hi, ch, h) \
+	MC_PARAM_AT(#f, ty, ty, offsetof(st, m) + offsetof(struct mc_train_opts, f), d, lo, hi, ch, h)
+#define MC_TRAIN_PARAMS(st, m, lr_def, schedule_def)                                             \
+	MC_TRAIN_PARAM_(st, m, optimizer, MC_PARAM_TENUM, "adam", 0, 0, mc_optimizer_names,         \
+			"the update rule"),                                                          \
+	MC_TRAIN_PARAM_(st, m, lr, MC_PARAM_TFLOAT, lr_def, 1e-12, 10, NULL, "learning rate"),     \
+	MC_TRAIN_PARAM_(st, m, momentum, MC_PARAM_TFLOAT, "0.9", 0, 0.999999, NULL,               \
+			"SGD momentum"),                                                             \
+	MC_TRAIN_PARAM_(st, m, beta1, MC_PARAM_TFLOAT, "0.9", 0, 0.999999, NULL,                  \
+			"Adam's first-moment decay"),                                                \
+	MC_TRAIN_PARAM_(st, m, beta2, MC_PARAM_TFLOAT, "0.999", 0, 0.999999, NULL,                \
+			"Adam's second-moment decay"),                                               \
+	MC_TRAIN_PARAM_(st, m, weight_decay, MC_PARAM_TFLOAT, "0", 0, 1, NULL,                    \
+			"L2 penalty added to the gradient"),                                         \
+	MC_TRAIN_PARAM_(st, m, schedule, MC_PARAM_TENUM, schedule_def, 0, 0, mc_lr_schedule_names, \
+			"learning rate over the run: constant, step (times gamma every "             \
+			"step_epochs), or cosine (down to min_lr)"),                                 \
+	MC_TRAIN_PARAM_(st, m, step_epochs, MC_PARAM_TINT, "1", 1, 100000, NULL,                  \
+			"step schedule: epochs between decays"),                                     \
+	MC_TRAIN_PARAM_(st, m, gamma, MC_PARAM_TFLOAT, "0.1", 1e-6, 1, NULL,                      \
+			"step schedule: decay factor"),                                              \
+	MC_TRAIN_PARAM_(st, m, min_lr, MC_PARAM_TFLOAT, "0", 0, 10, NULL,                         \
+			"cosine schedule: the learning rate at the last step")
+
+/* Sets c->optim (eps 1e-8) and c's schedule fields from o. */
+MC_API void mc_train_opts_apply(const struct mc_train_opts *o, struct mc_train_conf *c);
+
 /* The learning rate of step (0-based, in epoch) of a run of total steps. */
 MC_API double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t total, int epoch);
 

@@ -24,23 +24,11 @@ struct distill_conf {
 	double alpha;
 	int epochs;
 	int batch_size;
-	int optimizer;
-	double lr;
-	double momentum;
-	double beta1;
-	double beta2;
-	double weight_decay;
-	int schedule;
-	int step_epochs;
-	double gamma;
-	double min_lr;
+	struct mc_train_opts opts;
 	int seed;
 	int compare_scratch;
 };
 
-static const char *const optimizers[] = { "sgd", "adam", NULL };
-/* In the order of enum mc_lr_schedule. */
-static const char *const schedules[] = { "constant", "step", "cosine", NULL };
 
 /* The student comes first: the host measures a pass's first model parameter. */
 static const struct mc_param_def distill_params[] = {
@@ -55,23 +43,7 @@ static const struct mc_param_def distill_params[] = {
 		       "weight of the soft (teacher) term; 1 - alpha weighs the labels"),
 	MC_PARAM_INT(struct distill_conf, epochs, "20", 1, 100000, "passes over the data"),
 	MC_PARAM_INT(struct distill_conf, batch_size, "128", 1, 65536, "samples per update"),
-	MC_PARAM_ENUM(struct distill_conf, optimizer, "adam", optimizers, "the update rule"),
-	MC_PARAM_FLOAT(struct distill_conf, lr, "0.001", 1e-12, 10, "learning rate"),
-	MC_PARAM_FLOAT(struct distill_conf, momentum, "0.9", 0, 0.999999, "SGD momentum"),
-	MC_PARAM_FLOAT(struct distill_conf, beta1, "0.9", 0, 0.999999,
-		       "Adam's first-moment decay"),
-	MC_PARAM_FLOAT(struct distill_conf, beta2, "0.999", 0, 0.999999,
-		       "Adam's second-moment decay"),
-	MC_PARAM_FLOAT(struct distill_conf, weight_decay, "0", 0, 1,
-		       "L2 penalty added to the gradient"),
-	MC_PARAM_ENUM(struct distill_conf, schedule, "cosine", schedules,
-		      "learning rate over the run: constant, step (times gamma every step_epochs), "
-		      "or cosine (down to min_lr)"),
-	MC_PARAM_INT(struct distill_conf, step_epochs, "1", 1, 100000,
-		     "step schedule: epochs between decays"),
-	MC_PARAM_FLOAT(struct distill_conf, gamma, "0.1", 1e-6, 1, "step schedule: decay factor"),
-	MC_PARAM_FLOAT(struct distill_conf, min_lr, "0", 0, 10,
-		       "cosine schedule: the learning rate at the last step"),
+	MC_TRAIN_PARAMS(struct distill_conf, opts, "0.001", "cosine"),
 	MC_PARAM_INT(struct distill_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
 	MC_PARAM_BOOL(struct distill_conf, compare_scratch, "false",
@@ -227,19 +199,6 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	struct mc_train_conf tc = {
 		.epochs = c->epochs,
 		.batch_size = c->batch_size,
-		.optim = {
-			.kind = c->optimizer == 0 ? MC_OPTIM_SGD : MC_OPTIM_ADAM,
-			.lr = c->lr,
-			.momentum = c->momentum,
-			.beta1 = c->beta1,
-			.beta2 = c->beta2,
-			.eps = 1e-8,
-			.weight_decay = c->weight_decay,
-		},
-		.schedule = (enum mc_lr_schedule)c->schedule,
-		.step_epochs = c->step_epochs,
-		.gamma = c->gamma,
-		.min_lr = c->min_lr,
 		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 		.label = c->student,
 	};
@@ -254,6 +213,7 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	int ret;
 
 	(void)state;
+	mc_train_opts_apply(&c->opts, &tc);
 	if (!d)
 		return err->code;
 	ret = check_pair(ctx, c, s, t);

@@ -9,44 +9,17 @@ struct train_conf {
 	char *data;
 	int epochs;
 	int batch_size;
-	int optimizer;
-	double lr;
-	double momentum;
-	double beta1;
-	double beta2;
-	double weight_decay;
-	int schedule;
-	int step_epochs;
-	double gamma;
-	double min_lr;
+	struct mc_train_opts opts;
 	int seed;
 };
 
-static const char *const optimizers[] = { "sgd", "adam", NULL };
-/* In the order of enum mc_lr_schedule. */
-static const char *const schedules[] = { "constant", "step", "cosine", NULL };
 
 static const struct mc_param_def train_params[] = {
 	MC_PARAM_MODEL(struct train_conf, model, NULL, "the model to train (a name under models:)"),
 	MC_PARAM_SPLIT(struct train_conf, data, "train", "the data split to train on"),
 	MC_PARAM_INT(struct train_conf, epochs, "5", 1, 100000, "passes over the data"),
 	MC_PARAM_INT(struct train_conf, batch_size, "128", 1, 65536, "samples per update"),
-	MC_PARAM_ENUM(struct train_conf, optimizer, "adam", optimizers, "the update rule"),
-	MC_PARAM_FLOAT(struct train_conf, lr, "0.001", 1e-12, 10, "learning rate"),
-	MC_PARAM_FLOAT(struct train_conf, momentum, "0.9", 0, 0.999999, "SGD momentum"),
-	MC_PARAM_FLOAT(struct train_conf, beta1, "0.9", 0, 0.999999, "Adam's first-moment decay"),
-	MC_PARAM_FLOAT(struct train_conf, beta2, "0.999", 0, 0.999999,
-		       "Adam's second-moment decay"),
-	MC_PARAM_FLOAT(struct train_conf, weight_decay, "0", 0, 1,
-		       "L2 penalty added to the gradient"),
-	MC_PARAM_ENUM(struct train_conf, schedule, "constant", schedules,
-		      "learning rate over the run: constant, step (times gamma every step_epochs), "
-		      "or cosine (down to min_lr)"),
-	MC_PARAM_INT(struct train_conf, step_epochs, "1", 1, 100000,
-		     "step schedule: epochs between decays"),
-	MC_PARAM_FLOAT(struct train_conf, gamma, "0.1", 1e-6, 1, "step schedule: decay factor"),
-	MC_PARAM_FLOAT(struct train_conf, min_lr, "0", 0, 10,
-		       "cosine schedule: the learning rate at the last step"),
+	MC_TRAIN_PARAMS(struct train_conf, opts, "0.001", "constant"),
 	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
 	MC_PARAM_END,
@@ -60,25 +33,13 @@ static int train_run(struct mc_ctx *ctx, void *state, const void *conf)
 	struct mc_train_conf tc = {
 		.epochs = c->epochs,
 		.batch_size = c->batch_size,
-		.optim = {
-			.kind = c->optimizer == 0 ? MC_OPTIM_SGD : MC_OPTIM_ADAM,
-			.lr = c->lr,
-			.momentum = c->momentum,
-			.beta1 = c->beta1,
-			.beta2 = c->beta2,
-			.eps = 1e-8,
-			.weight_decay = c->weight_decay,
-		},
-		.schedule = (enum mc_lr_schedule)c->schedule,
-		.step_epochs = c->step_epochs,
-		.gamma = c->gamma,
-		.min_lr = c->min_lr,
 		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 		.label = c->model,
 	};
 	double acc, loss;
 	int ret;
 
+	mc_train_opts_apply(&c->opts, &tc);
 	if (!d)
 		return mc_ctx_err(ctx)->code;
 	if (d->sample_numel != m->in_numel)
