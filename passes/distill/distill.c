@@ -206,7 +206,7 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 					.after_epoch = distill_hook_epoch };
 	struct distill_run r = { .ctx = ctx, .d = d, .T = (float)c->temperature,
 				 .alpha = (float)c->alpha };
-	struct mc_model *scratch = NULL;
+	struct mc_model *baseline = NULL;
 	double s_acc, t_acc, sc_acc = -1;
 	const char *ev_name = NULL;
 	size_t np, bp;
@@ -257,8 +257,8 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 			   c->teacher);
 	}
 	if (c->compare_scratch) {
-		scratch = mc_model_dup(s, err);
-		if (!scratch) {
+		baseline = mc_model_dup(s, err);
+		if (!baseline) {
 			ret = err->code;
 			goto out;
 		}
@@ -269,10 +269,10 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	ret = mc_train(s, d, &tc, &hooks, err);
 	if (ret)
 		goto out;
-	if (scratch) {
+	if (baseline) {
 		mc_ctx_log(ctx, "training '%s' from scratch on labels alone for comparison",
 			   c->student);
-		ret = mc_train(scratch, d, &tc, NULL, err);
+		ret = mc_train(baseline, d, &tc, NULL, err);
 		if (ret)
 			goto out;
 	}
@@ -284,8 +284,8 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	ret = mc_evaluate(s, ev, EVAL_BATCH, &s_acc, NULL, err);
 	if (!ret)
 		ret = mc_evaluate(t, ev, EVAL_BATCH, &t_acc, NULL, err);
-	if (!ret && scratch)
-		ret = mc_evaluate(scratch, ev, EVAL_BATCH, &sc_acc, NULL, err);
+	if (!ret && baseline)
+		ret = mc_evaluate(baseline, ev, EVAL_BATCH, &sc_acc, NULL, err);
 	if (ret)
 		goto out;
 	mc_ctx_log(ctx, "%s accuracy: student %.2f%%, teacher %.2f%%, gap %.2f pt", ev_name,
@@ -293,14 +293,14 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	mc_ctx_report(ctx, "student_accuracy", s_acc);
 	mc_ctx_report(ctx, "teacher_accuracy", t_acc);
 	mc_ctx_report(ctx, "gap", t_acc - s_acc);
-	if (scratch) {
+	if (baseline) {
 		mc_ctx_log(ctx, "%s accuracy: distilled %.2f%%, from scratch %.2f%% (%+.2f pt)",
 			   ev_name, 100 * s_acc, 100 * sc_acc, 100 * (s_acc - sc_acc));
 		mc_ctx_report(ctx, "scratch_accuracy", sc_acc);
 		mc_ctx_report(ctx, "gain_over_scratch", s_acc - sc_acc);
 	}
 out:
-	mc_model_free(scratch);
+	mc_model_free(baseline);
 	mc_exec_free(r.tex);
 	mc_free(r.bx);
 	mc_free((float *)r.probs);
