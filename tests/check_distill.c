@@ -139,8 +139,6 @@ static void teardown(void)
 static int pipeline(int classes, const char *params, int run, struct mc_err *err)
 {
 	char text[8192];
-	struct mc_pipeline *p;
-	int ret;
 
 	PATHF(text,
 	      "mcomp: 1\n"
@@ -166,14 +164,7 @@ static int pipeline(int classes, const char *params, int run, struct mc_err *err
 	      "output: {model: s, path: out.safetensors}\n"
 	      "report: report.json\n",
 	      classes, params);
-	write_file(spath("p.yaml"), text, strlen(text));
-	memset(err, 0, sizeof(*err));
-	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, err);
-	if (!p)
-		return err->code;
-	ret = run ? mc_pipeline_run(p, NULL, err) : 0;
-	mc_pipeline_free(p);
-	return ret;
+	return tiny_pipeline(reg, text, run, err);
 }
 
 /* The distill row's metrics of report.json (a new reference) and the

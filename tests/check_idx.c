@@ -19,35 +19,16 @@
 
 #define FMNIST "/usr/share/datasets/fashion-mnist"
 
-static char tmpdir[64];
+#include "scratch_dir.h"
 
 static void setup(void)
 {
-	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-
-	snprintf(tmpdir, sizeof(tmpdir), "%.40s/mc-idx-XXXXXX", base);
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st, (void)flag, (void)ftw;
-	return remove(p);
+	scratch_make("idx");
 }
 
 static void teardown(void)
 {
-	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *tpath(const char *name)
-{
-	static char buf[4][256];
-	static int k;
-
-	k = (k + 1) % 4;
-	snprintf(buf[k], sizeof(buf[k]), "%s/%s", tmpdir, name);
-	return buf[k];
+	scratch_remove();
 }
 
 static void write_file(const char *path, const void *buf, size_t len, int gz)

@@ -718,8 +718,6 @@ static void teardown(void)
 static int pipeline(const char *model_file, const char *params, int run_it, struct mc_err *err)
 {
 	char text[8192];
-	struct mc_pipeline *p;
-	int ret;
 
 	PATHF(text,
 	      "mcomp: 1\n"
@@ -736,14 +734,7 @@ static int pipeline(const char *model_file, const char *params, int run_it, stru
 	      "%s"
 	      "output: {model: m, path: out.safetensors}\n",
 	      model_file, params);
-	write_file(spath("p.yaml"), text, strlen(text));
-	memset(err, 0, sizeof(*err));
-	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, err);
-	if (!p)
-		return err->code;
-	ret = run_it ? mc_pipeline_run(p, NULL, err) : 0;
-	mc_pipeline_free(p);
-	return ret;
+	return tiny_pipeline(reg, text, run_it, err);
 }
 
 static void expect_refused(const char *model_file, const char *params, int line,

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <mcomp/mcomp.h>
+
 #define N_TRAIN 128
 #define N_TEST 64
 #define SIDE 8
@@ -109,6 +111,23 @@ static void tiny_setup(const char *what)
 static void tiny_teardown(void)
 {
 	nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Writes text as the scratch folder's p.yaml, loads it with reg and, when
+ * run is set, runs it. Returns 0 or the error code with err filled. */
+static int tiny_pipeline(struct mc_registry *reg, const char *text, int run, struct mc_err *err)
+{
+	struct mc_pipeline *p;
+	int ret;
+
+	write_file(spath("p.yaml"), text, strlen(text));
+	memset(err, 0, sizeof(*err));
+	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, err);
+	if (!p)
+		return err->code;
+	ret = run ? mc_pipeline_run(p, NULL, err) : 0;
+	mc_pipeline_free(p);
+	return ret;
 }
 
 #endif
