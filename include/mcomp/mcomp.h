@@ -15,6 +15,7 @@
  *	mcomp/train.h        optimizers, the training loop, evaluation
  *	mcomp/pass.h         the pass descriptor and what a running pass may call
  *	mcomp/pipeline.h     pass registry, pipelines, measurement
+ *	mcomp/cascade.h      cascades of models: files and running them
  *
  * A pass includes <mcomp/mcomp.h> and nothing else of mcomp; it builds with
  * `pkg-config --cflags --libs mcomp`.
@@ -31,5 +32,6 @@
 #include <mcomp/train.h>
 #include <mcomp/pass.h>
 #include <mcomp/pipeline.h>
+#include <mcomp/cascade.h>
 
 #endif
