@@ -27,14 +27,18 @@
  * "Zero" means all bits zero, so -0.0 is stored and loading restores the
  * exact bits. A file without sparse tensors has no "mcomp.sparse" key and
  * is byte-for-byte what it was before sparse storage existed.
+ *
+ * Files of several models (cascades) store each one's tensors under a name
+ * prefix ("student/fc1.weight"); the functions of model_io_int.h write and
+ * read one model's share of such a file, and a model file is the case of
+ * prefix "".
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
-#include <mcomp/model.h>
-#include <mcomp/safetensors.h>
+#include "model_io_int.h"
 
 #define MODEL_FORMAT "mcomp"
 
@@ -66,9 +70,10 @@ static int is_stored(const void *x, int64_t i, int esz)
 	return 0;
 }
 
-/* The cheapest form of t, counting the header entries each form adds
- * (about 70 bytes of JSON per tensor, 60 per metadata entry, plus names). */
-static enum sparse_form choose_form(const struct mc_tensor *t, int64_t *nnz)
+/* The cheapest form of t stored as name, counting the header entries each
+ * form adds (about 70 bytes of JSON per tensor, 60 per metadata entry, plus
+ * names). */
+static enum sparse_form choose_form(const struct mc_tensor *t, const char *full, int64_t *nnz)
 {
 	int64_t rows, dense, mask, csr, name, n = 0;
 	int esz = sparse_esz(t->dtype);
@@ -80,7 +85,7 @@ static enum sparse_form choose_form(const struct mc_tensor *t, int64_t *nnz)
 		n += is_stored(t->data, i, esz);
 	*nnz = n;
 	rows = t->ndim > 1 ? t->shape[0] : 1;
-	name = (int64_t)strlen(t->name);
+	name = (int64_t)strlen(full);
 	dense = esz * t->numel;
 	mask = (t->numel + 7) / 8 + esz * n + 2 * (name + 80) + name + 60;
 	csr = 4 * (rows + 1) + (4 + esz) * n + 3 * (name + 80) + name + 60;
@@ -91,20 +96,67 @@ static enum sparse_form choose_form(const struct mc_tensor *t, int64_t *nnz)
 	return FORM_DENSE;
 }
 
-/* A new piece "NAME.suffix" of n elements, appended to t[*k]. */
-static struct mc_tensor *piece(struct mc_tensor **t, int *k, const struct mc_tensor *of,
-			       const char *suffix, enum mc_dtype dt, int64_t n, struct mc_err *err)
+/* Room for more entries in l (each entry of t is at most one of own or views,
+ * so the three arrays grow together). */
+static int list_reserve(struct mc_st_list *l, int more, struct mc_err *err)
 {
-	char name[1024];
+	struct mc_tensor **t, **own, **views;
+	int cap;
 
-	snprintf(name, sizeof(name), "%s.%s", of->name, suffix);
-	t[*k] = mc_tensor_new(name, dt, 1, &n, err);
-	return t[*k] ? t[(*k)++] : NULL;
+	if (l->n + more <= l->cap && l->sparse)
+		return 0;
+	if (!l->sparse && !(l->sparse = json_object()))
+		return mc_err_set(err, MC_ENOMEM, "model: out of memory");
+	if (l->n + more <= l->cap)
+		return 0;
+	cap = l->n + more + 1;
+	t = realloc(l->t, (size_t)cap * sizeof(*t));
+	if (t)
+		l->t = t;
+	own = realloc(l->own, (size_t)cap * sizeof(*own));
+	if (own)
+		l->own = own;
+	views = realloc(l->views, (size_t)cap * sizeof(*views));
+	if (views)
+		l->views = views;
+	if (!t || !own || !views)
+		return mc_err_set(err, MC_ENOMEM, "model: out of memory listing tensors");
+	l->cap = cap;
+	return 0;
 }
 
-/* Appends the pieces of t in form f to out[*k] and its entry to sparse. */
-static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz,
-		      struct mc_tensor **out, int *k, json_t *sparse, struct mc_err *err)
+/* "prefix" "name" "suffix" into buf, or MC_EINVAL when it does not fit. */
+static int join_name(char *buf, size_t n, const char *prefix, const char *name,
+		     const char *suffix, struct mc_err *err)
+{
+	if ((size_t)snprintf(buf, n, "%s%s%s", prefix, name, suffix) >= n)
+		return mc_err_set(err, MC_EINVAL,
+				  "model: tensor name '%s%s' is longer than %zu bytes; use shorter "
+				  "node names",
+				  prefix, name, n - 16);
+	return 0;
+}
+
+/* A new piece "FULL.suffix" of n elements, appended to l (owned). */
+static struct mc_tensor *piece(struct mc_st_list *l, const char *full, const char *suffix,
+			       enum mc_dtype dt, int64_t n, struct mc_err *err)
+{
+	struct mc_tensor *t;
+	char name[1024];
+
+	if (join_name(name, sizeof(name), full, ".", suffix, err))
+		return NULL;
+	t = mc_tensor_new(name, dt, 1, &n, err);
+	if (!t)
+		return NULL;
+	l->own[l->n_own++] = t;
+	l->t[l->n++] = t;
+	return t;
+}
+
+/* Appends the pieces of t, named full, in form f to l and its entry to l->sparse. */
+static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_form f,
+		      int64_t nnz, struct mc_st_list *l, struct mc_err *err)
 {
 	const uint8_t *x = t->data;
 	int esz = sparse_esz(t->dtype);
@@ -115,9 +167,9 @@ static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz
 	if (f == FORM_BITMASK) {
 		uint8_t *mask;
 
-		if (!(a = piece(out, k, t, "__mask", MC_U8, (t->numel + 7) / 8, err)))
+		if (!(a = piece(l, full, "__mask", MC_U8, (t->numel + 7) / 8, err)))
 			return err->code;
-		if (!(v = piece(out, k, t, "__values", t->dtype, nnz, err)))
+		if (!(v = piece(l, full, "__values", t->dtype, nnz, err)))
 			return err->code;
 		mask = a->data;
 		for (int64_t i = 0; i < t->numel; i++) {
@@ -130,11 +182,11 @@ static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz
 		int64_t rows = t->ndim > 1 ? t->shape[0] : 1, cols = t->numel / rows;
 		int32_t *ptr, *idx;
 
-		if (!(a = piece(out, k, t, "__indptr", MC_S32, rows + 1, err)))
+		if (!(a = piece(l, full, "__indptr", MC_S32, rows + 1, err)))
 			return err->code;
-		if (!(b = piece(out, k, t, "__indices", MC_S32, nnz, err)))
+		if (!(b = piece(l, full, "__indices", MC_S32, nnz, err)))
 			return err->code;
-		if (!(v = piece(out, k, t, "__values", t->dtype, nnz, err)))
+		if (!(v = piece(l, full, "__values", t->dtype, nnz, err)))
 			return err->code;
 		ptr = a->data;
 		idx = b->data;
@@ -160,71 +212,120 @@ static int add_sparse(const struct mc_tensor *t, enum sparse_form f, int64_t nnz
 	json_object_set_new(e, "format", json_string(f == FORM_BITMASK ? "bitmask" : "csr"));
 	json_object_set_new(e, "shape", shape);
 	json_object_set_new(e, "nnz", json_integer(nnz));
-	if (json_object_set_new(sparse, t->name, e))
+	if (json_object_set_new(l->sparse, full, e))
 		return mc_err_set(err, MC_ENOMEM, "model: out of memory");
 	return 0;
 }
 
+/* Appends x under the name full: x itself when the name is its own, else a
+ * view sharing its data. */
+static int add_dense(struct mc_tensor *x, const char *full, struct mc_st_list *l,
+		     struct mc_err *err)
+{
+	struct mc_tensor *v;
+
+	if (!strcmp(full, x->name)) {
+		l->t[l->n++] = x;
+		return 0;
+	}
+	v = malloc(sizeof(*v));
+	if (v)
+		*v = *x;
+	if (!v || !(v->name = strdup(full))) {
+		free(v);
+		return mc_err_set(err, MC_ENOMEM, "model: out of memory");
+	}
+	l->views[l->n_views++] = v;
+	l->t[l->n++] = v;
+	return 0;
+}
+
+int mc_model_add_tensors(const struct mc_model *m, const char *prefix, struct mc_st_list *l,
+			 struct mc_err *err)
+{
+	int ret = list_reserve(l, 3 * count_params(m), err);
+
+	for (int i = 0; i < m->n_nodes && !ret; i++) {
+		for (int p = 0; p < m->nodes[i].n_params && !ret; p++) {
+			struct mc_tensor *x = m->nodes[i].params[p];
+			char full[1024];
+			int64_t nnz;
+			enum sparse_form f;
+
+			if (!x->name) {
+				ret = mc_err_set(err, MC_EINVAL, "model: node '%s' has an unnamed "
+						 "parameter", m->nodes[i].name);
+				break;
+			}
+			ret = join_name(full, sizeof(full), prefix, x->name, "", err);
+			if (ret)
+				break;
+			f = choose_form(x, full, &nnz);
+			if (f == FORM_DENSE)
+				ret = add_dense(x, full, l, err);
+			else
+				ret = add_sparse(x, full, f, nnz, l, err);
+		}
+	}
+	return ret;
+}
+
+int mc_st_list_sparse_text(const struct mc_st_list *l, char **text, struct mc_err *err)
+{
+	*text = NULL;
+	if (!l->sparse || !json_object_size(l->sparse))
+		return 0;
+	*text = json_dumps(l->sparse, JSON_COMPACT);
+	return *text ? 0 : mc_err_set(err, MC_ENOMEM, "model: out of memory");
+}
+
+void mc_st_list_release(struct mc_st_list *l)
+{
+	for (int i = 0; i < l->n_own; i++)
+		mc_tensor_free(l->own[i]);
+	for (int i = 0; i < l->n_views; i++) {
+		free(l->views[i]->name);
+		free(l->views[i]);
+	}
+	free(l->own);
+	free(l->views);
+	free(l->t);
+	json_decref(l->sparse);
+	memset(l, 0, sizeof(*l));
+}
+
 MC_API int mc_model_serialize(const struct mc_model *m, void **buf, size_t *len, struct mc_err *err)
 {
-	struct mc_tensor **t, **own;
-	json_t *sparse = NULL;
+	struct mc_st_list l = {0};
 	char *arch, *sp = NULL;
 	const char *meta[8];
-	int n = 0, n_own = 0, ret, cap = 3 * count_params(m) + 1;
+	int ret;
 
 	*buf = NULL;
 	*len = 0;
 	arch = mc_model_arch(m);
-	t = calloc((size_t)cap, sizeof(*t));
-	own = calloc((size_t)cap, sizeof(*own));
-	sparse = json_object();
-	if (!arch || !t || !own || !sparse) {
+	if (!arch) {
 		ret =
 		    mc_err_set(err, MC_ENOMEM, "model: out of memory describing the architecture");
 		goto out;
 	}
-	for (int i = 0; i < m->n_nodes; i++) {
-		for (int p = 0; p < m->nodes[i].n_params; p++) {
-			struct mc_tensor *x = m->nodes[i].params[p];
-			int64_t nnz;
-			enum sparse_form f = choose_form(x, &nnz);
-			int first = n_own;
-
-			if (f == FORM_DENSE) {
-				t[n++] = x;
-				continue;
-			}
-			ret = add_sparse(x, f, nnz, own, &n_own, sparse, err);
-			if (ret)
-				goto out;
-			while (first < n_own)
-				t[n++] = own[first++];
-		}
-	}
+	ret = mc_model_add_tensors(m, "", &l, err);
+	if (!ret)
+		ret = mc_st_list_sparse_text(&l, &sp, err);
+	if (ret)
+		goto out;
 	meta[0] = "format";
 	meta[1] = MODEL_FORMAT;
 	meta[2] = "mcomp.version";
 	meta[3] = MC_VERSION;
 	meta[4] = "mcomp.arch";
 	meta[5] = arch;
-	if (json_object_size(sparse)) {
-		sp = json_dumps(sparse, JSON_COMPACT);
-		if (!sp) {
-			ret = mc_err_set(err, MC_ENOMEM, "model: out of memory");
-			goto out;
-		}
-		meta[6] = "mcomp.sparse";
-		meta[7] = sp;
-	}
-	ret = mc_st_serialize(t, n, meta, sp ? 4 : 3, buf, len, err);
+	meta[6] = "mcomp.sparse";
+	meta[7] = sp;
+	ret = mc_st_serialize(l.t, l.n, meta, sp ? 4 : 3, buf, len, err);
 out:
-	for (int i = 0; own && i < n_own; i++)
-		mc_tensor_free(own[i]);
-	free(own);
-	free(t);
+	mc_st_list_release(&l);
 	free(sp);
-	json_decref(sparse);
 	free(arch);
 	return ret;
 }
@@ -270,14 +371,11 @@ static int same_shape(int na, const int64_t *a, int nb, const int64_t *b)
 	return 1;
 }
 
-/* The "mcomp.sparse" object of f (NULL when the file has none), checked
- * to name only parameters of m. */
-static int sparse_index(const struct mc_model *m, const struct mc_st_file *f, json_t **out,
-			struct mc_err *err)
+int mc_sparse_index(const struct mc_st_file *f, json_t **out, struct mc_err *err)
 {
-	const char *text = mc_st_meta(f, "mcomp.sparse"), *key;
+	const char *text = mc_st_meta(f, "mcomp.sparse");
 	json_error_t je;
-	json_t *o, *v;
+	json_t *o;
 
 	*out = NULL;
 	if (!text)
@@ -290,18 +388,30 @@ static int sparse_index(const struct mc_model *m, const struct mc_st_file *f, js
 				  "file is corrupt",
 				  f->path, o ? "another type" : je.text);
 	}
-	json_object_foreach (o, key, v) {
-		if (!mc_model_param(m, key) || mc_st_find(f, key)) {
-			json_decref(o);
+	*out = o;
+	return 0;
+}
+
+/* Checks that each key of sparse under prefix names a parameter of m that is
+ * not also stored dense. */
+static int check_sparse_keys(const struct mc_model *m, const struct mc_st_file *f,
+			     const char *prefix, json_t *sparse, struct mc_err *err)
+{
+	size_t np = strlen(prefix);
+	const char *key;
+	json_t *v;
+
+	json_object_foreach (sparse, key, v) {
+		if (strncmp(key, prefix, np))
+			continue;
+		if (!mc_model_param(m, key + np) || mc_st_find(f, key))
 			return mc_err_set(err, MC_ECORRUPT,
 					  "%s: __metadata__ \"mcomp.sparse\" names '%s', which is "
 					  "%s; the file was edited or is corrupt",
 					  f->path, key,
 					  mc_st_find(f, key) ? "also stored dense"
 							     : "not a parameter of the architecture");
-		}
 	}
-	*out = o;
 	return 0;
 }
 
@@ -311,7 +421,7 @@ static const struct mc_st_entry *sparse_piece(const struct mc_st_file *f, const 
 					      char *used, struct mc_err *err)
 {
 	const struct mc_st_entry *e;
-	char full[1024];
+	char full[1100];
 
 	snprintf(full, sizeof(full), "%s.%s", name, suffix);
 	e = mc_st_find(f, full);
@@ -330,9 +440,10 @@ static const struct mc_st_entry *sparse_piece(const struct mc_st_file *f, const 
 	return e;
 }
 
-/* Fills dense t from its sparse pieces described by desc, checking them all. */
-static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *desc, char *used,
-		       struct mc_err *err)
+/* Fills dense t, stored as name, from its sparse pieces described by desc,
+ * checking them all. */
+static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st_file *f,
+		       json_t *desc, char *used, struct mc_err *err)
 {
 	const struct mc_st_entry *a, *b, *v;
 	json_t *shape = json_object_get(desc, "shape"), *jn = json_object_get(desc, "nnz");
@@ -352,8 +463,8 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32 or "
 				  "I8 %s tensor as {\"format\": \"bitmask\" or \"csr\", \"shape\", "
 				  "\"nnz\"}; the file is corrupt",
-				  f->path, t->name, "of the architecture's shape");
-	v = sparse_piece(f, t->name, "__values", esz == 4 ? "F32" : "I8", nnz, used, err);
+				  f->path, name, "of the architecture's shape");
+	v = sparse_piece(f, name, "__values", esz == 4 ? "F32" : "I8", nnz, used, err);
 	if (!v)
 		return err->code;
 	vals = v->data;
@@ -361,7 +472,7 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 	if (!strcmp(form, "bitmask")) {
 		const uint8_t *mask;
 
-		a = sparse_piece(f, t->name, "__mask", "U8", (t->numel + 7) / 8, used, err);
+		a = sparse_piece(f, name, "__mask", "U8", (t->numel + 7) / 8, used, err);
 		if (!a)
 			return err->code;
 		mask = a->data;
@@ -371,7 +482,7 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 			if (i >= t->numel || at >= nnz)
 				return mc_err_set(err, MC_ECORRUPT,
 						  "%s: tensor '%s.__mask' sets %s; the file is corrupt",
-						  f->path, t->name,
+						  f->path, name,
 						  i >= t->numel ? "padding bits" : "more bits than nnz");
 			memcpy(dst + esz * i, vals + esz * at++, esz);
 		}
@@ -381,8 +492,8 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 		int32_t p0, p1, c, last;
 		int bad;
 
-		a = sparse_piece(f, t->name, "__indptr", "I32", rows + 1, used, err);
-		b = a ? sparse_piece(f, t->name, "__indices", "I32", nnz, used, err) : NULL;
+		a = sparse_piece(f, name, "__indptr", "I32", rows + 1, used, err);
+		b = a ? sparse_piece(f, name, "__indices", "I32", nnz, used, err) : NULL;
 		if (!b)
 			return err->code;
 		pp = a->data;
@@ -405,15 +516,80 @@ static int load_sparse(struct mc_tensor *t, const struct mc_st_file *f, json_t *
 			return mc_err_set(err, MC_ECORRUPT,
 					  "%s: tensor '%s' has CSR index arrays out of order or range; "
 					  "the file is corrupt",
-					  f->path, t->name);
+					  f->path, name);
 		return 0;
 	}
 	if (at != nnz)
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: tensor '%s.__mask' sets %lld bits for %lld values; the file is "
 				  "corrupt",
-				  f->path, t->name, (long long)at, (long long)nnz);
+				  f->path, name, (long long)at, (long long)nnz);
 	return 0;
+}
+
+/* Copies parameter t from f's tensor name (dense), checking dtype and shape. */
+static int load_dense(struct mc_tensor *t, const char *name, const struct mc_st_entry *e,
+		      const struct mc_st_file *f, struct mc_err *err)
+{
+	char want[256], got[256];
+	int64_t shape[MC_MAX_DIMS];
+	const char *dt;
+	int ndim;
+
+	expected_layout(t, &dt, &ndim, shape);
+	if (strcmp(e->st_dtype, dt) || !same_shape(ndim, shape, e->ndim, e->shape)) {
+		mc_shape_text(ndim, shape, want, sizeof(want));
+		mc_shape_text(e->ndim, e->shape, got, sizeof(got));
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: tensor '%s' is %s %s but the architecture needs %s %s; the "
+				  "file does not match its own __metadata__",
+				  f->path, name, e->st_dtype, got, dt, want);
+	}
+	if (e->nbytes != mc_tensor_nbytes(t))
+		return mc_err_set(err, MC_ECORRUPT, "%s: tensor '%s' holds %zu bytes, expected %zu",
+				  f->path, name, e->nbytes, mc_tensor_nbytes(t));
+	if (e->nbytes)
+		memcpy(t->data, e->data, e->nbytes);
+	return 0;
+}
+
+int mc_model_fill(struct mc_model *m, const struct mc_st_file *f, const char *prefix,
+		  json_t *sparse, char *used, struct mc_err *err)
+{
+	int ret = sparse ? check_sparse_keys(m, f, prefix, sparse, err) : 0;
+
+	for (int i = 0; i < m->n_nodes && !ret; i++) {
+		for (int p = 0; p < m->nodes[i].n_params && !ret; p++) {
+			struct mc_tensor *t = m->nodes[i].params[p];
+			const struct mc_st_entry *e;
+			char name[1024];
+
+			if (!t->name)
+				return mc_err_set(err, MC_EINVAL,
+						  "%s: node '%s' has an unnamed parameter", f->path,
+						  m->nodes[i].name);
+			if ((size_t)snprintf(name, sizeof(name), "%s%s", prefix, t->name) >=
+			    sizeof(name))
+				return mc_err_set(err, MC_ECORRUPT,
+						  "%s: tensor name '%s%s' is too long; the file is "
+						  "corrupt",
+						  f->path, prefix, t->name);
+			e = mc_st_find(f, name);
+			if (!e && sparse && json_object_get(sparse, name)) {
+				ret = load_sparse(t, name, f, json_object_get(sparse, name), used,
+						  err);
+				continue;
+			}
+			if (!e)
+				return mc_err_set(err, MC_ECORRUPT,
+						  "%s: tensor '%s' is missing; the architecture in "
+						  "__metadata__ needs it, so the file is incomplete",
+						  f->path, name);
+			used[e - f->entries] = 1;
+			ret = load_dense(t, name, e, f, err);
+		}
+	}
+	return ret;
 }
 
 /* Copies every parameter of m from f, checking names, dtypes and shapes. */
@@ -425,62 +601,9 @@ static int fill_params(struct mc_model *m, const struct mc_st_file *f, struct mc
 
 	if (!used)
 		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", f->path);
-	ret = sparse_index(m, f, &sparse, err);
-	if (ret) {
-		free(used);
-		return ret;
-	}
-	for (int i = 0; i < m->n_nodes && !ret; i++) {
-		for (int p = 0; p < m->nodes[i].n_params && !ret; p++) {
-			struct mc_tensor *t = m->nodes[i].params[p];
-			const struct mc_st_entry *e;
-			char want[256], got[256];
-			int64_t shape[MC_MAX_DIMS];
-			const char *dt;
-			int ndim;
-
-			if (!t->name) {
-				ret = mc_err_set(err, MC_EINVAL,
-						 "%s: node '%s' has an unnamed parameter", f->path,
-						 m->nodes[i].name);
-				break;
-			}
-			e = mc_st_find(f, t->name);
-			if (!e && sparse && json_object_get(sparse, t->name)) {
-				ret = load_sparse(t, f, json_object_get(sparse, t->name), used,
-						  err);
-				continue;
-			}
-			if (!e) {
-				ret = mc_err_set(err, MC_ECORRUPT,
-						 "%s: tensor '%s' is missing; the architecture in "
-						 "__metadata__ needs it, so the file is incomplete",
-						 f->path, t->name);
-				break;
-			}
-			used[e - f->entries] = 1;
-			expected_layout(t, &dt, &ndim, shape);
-			if (strcmp(e->st_dtype, dt) ||
-			    !same_shape(ndim, shape, e->ndim, e->shape)) {
-				mc_shape_text(ndim, shape, want, sizeof(want));
-				mc_shape_text(e->ndim, e->shape, got, sizeof(got));
-				ret = mc_err_set(err, MC_ECORRUPT,
-						 "%s: tensor '%s' is %s %s but the architecture "
-						 "needs %s %s; the file does not match its own "
-						 "__metadata__",
-						 f->path, t->name, e->st_dtype, got, dt, want);
-				break;
-			}
-			if (e->nbytes != mc_tensor_nbytes(t)) {
-				ret = mc_err_set(err, MC_ECORRUPT,
-						 "%s: tensor '%s' holds %zu bytes, expected %zu",
-						 f->path, t->name, e->nbytes, mc_tensor_nbytes(t));
-				break;
-			}
-			if (e->nbytes)
-				memcpy(t->data, e->data, e->nbytes);
-		}
-	}
+	ret = mc_sparse_index(f, &sparse, err);
+	if (!ret)
+		ret = mc_model_fill(m, f, "", sparse, used, err);
 	for (int k = 0; k < f->n && !ret; k++)
 		if (!used[k])
 			ret = mc_err_set(err, MC_ECORRUPT,
