@@ -20,8 +20,10 @@
  *				     {"name": "teacher", "arch": {...}}]}
  *
  * ("arch" as under "mcomp.arch" of a model file; the last stage has no
- * threshold) plus "mcomp.sparse" for the members' sparse tensors, keyed by
- * full name. Any safetensors reader opens it.
+ * threshold, every other one has; a threshold is a JSON number that reads
+ * back as the same float, or "inf" / "-inf") plus "format": "mcomp",
+ * "mcomp.version" and "mcomp.sparse" for the members' sparse tensors, keyed
+ * by full name, as in a model file. Any safetensors reader opens it.
  */
 #ifndef MCOMP_CASCADE_H
 #define MCOMP_CASCADE_H
@@ -50,7 +52,9 @@ MC_API extern const char *const mc_confidence_names[];
 /*
  * conf[i] = the confidence of kind (enum mc_confidence) of row i of
  * logits[n, classes], computed in double from a softmax with the row's
- * maximum subtracted, so it depends only on that row.
+ * maximum subtracted, so it depends only on that row. -inf logits count as
+ * probability 0; a row with a NaN or +inf logit, or an unknown kind, gives
+ * NaN, which reaches no threshold.
  */
 MC_API void mc_confidence(int kind, const float *logits, int n, int classes, float *conf);
 
@@ -75,7 +79,8 @@ MC_API struct mc_cascade *mc_cascade_new(int n, const char *const *names,
 					 struct mc_err *err);
 MC_API void mc_cascade_free(struct mc_cascade *c);
 
-/* The file as described above: atomic like mc_model_save. */
+/* The file as described above: atomic like mc_model_save. MC_EINVAL for a
+ * NaN threshold (or names or stages that mc_cascade_new would refuse). */
 MC_API int mc_cascade_save(const struct mc_cascade *c, const char *path, struct mc_err *err);
 MC_API int mc_cascade_serialize(const struct mc_cascade *c, void **buf, size_t *len,
 				struct mc_err *err);
@@ -85,7 +90,8 @@ MC_API struct mc_cascade *mc_cascade_load(const char *path, struct mc_err *err);
  * "mcomp.cascade" metadata); 0 for a model file or anything unreadable. */
 MC_API int mc_file_is_cascade(const char *path);
 
-/* Running a cascade on batches of up to max_batch samples. */
+/* Running a cascade on batches of up to max_batch samples: one executor per
+ * stage, each sized max_batch. The cascade must outlive it. */
 struct mc_cascade_exec;
 MC_API struct mc_cascade_exec *mc_cascade_exec_new(const struct mc_cascade *c, int max_batch,
 						   struct mc_err *err);
@@ -94,8 +100,12 @@ MC_API void mc_cascade_exec_free(struct mc_cascade_exec *e);
  * Runs x[n, in_numel] through the cascade: logits[n, classes] receives each
  * sample's logits from the stage it exited at, and exit_stage[n] (may be
  * NULL) that stage's index. Only the samples below a stage's threshold are
- * copied and run through the next stage. Returns the output of the same
- * computation for any thread count.
+ * copied and run through the next stage. A larger n runs as consecutive
+ * batches of max_batch. A sample's logits are those of its stage run on the
+ * samples of its batch that reached the stage, so they may differ in the
+ * last bits from the stage run on another batch (the f32 GEMM takes another
+ * path for 1 to 3 rows; dynamic int8 layers quantize with the batch's
+ * range). Returns the output of the same computation for any thread count.
  */
 MC_API void mc_cascade_forward(struct mc_cascade_exec *e, const float *x, int n, float *logits,
 			       int *exit_stage);
@@ -116,7 +126,9 @@ struct mc_cascade_measure {
 	int64_t bytes; /* of the cascade file */
 };
 
-/* Measures c on d (whose samples must fit the stages: MC_EINVAL otherwise). */
+/* Measures c on d (whose samples must fit the stages: MC_EINVAL otherwise).
+ * Timing uses batches of 256 in one executor; to compare with one stage
+ * alone, measure a cascade of just that stage. */
 MC_API int mc_cascade_measure(const struct mc_cascade *c, const struct mc_dataset *d,
 			      struct mc_cascade_measure *out, struct mc_err *err);
 
