@@ -29,7 +29,7 @@
 #include "model_io_int.h"
 
 #define NAME_MAX_LEN 200 /* stage names: tensor names "<stage>/<node>.<param>" stay short */
-#define FIX_FILE "the file was edited or is corrupt; build it again with the cascade pass"
+#define FIX_FILE     "the file was edited or is corrupt; build it again with the cascade pass"
 
 MC_API const char *const mc_confidence_names[] = {"max-prob", "margin", "entropy", NULL};
 _Static_assert(sizeof(mc_confidence_names) / sizeof(mc_confidence_names[0]) == MC_CONF_COUNT + 1,
@@ -72,8 +72,8 @@ static float row_confidence(int kind, const float *z, int classes)
 MC_API void mc_confidence(int kind, const float *logits, int n, int classes, float *conf)
 {
 	for (int i = 0; i < n; i++)
-		conf[i] = classes > 0 ? row_confidence(kind, logits + (size_t)i * classes, classes)
-				      : NAN;
+		conf[i] =
+		    classes > 0 ? row_confidence(kind, logits + (size_t)i * classes, classes) : NAN;
 }
 
 /* ---------------------------------------------------------------- the cascade */
@@ -94,8 +94,8 @@ static int same_input(const struct mc_model *a, const struct mc_model *b)
  * Errors are code, prefixed with where ("cascade" or the file) and ending
  * with fix.
  */
-static int check_stages(int n, const char *const *names, struct mc_model *const *models,
-			int code, const char *where, const char *fix, struct mc_err *err)
+static int check_stages(int n, const char *const *names, struct mc_model *const *models, int code,
+			const char *where, const char *fix, struct mc_err *err)
 {
 	char s0[128], ss[128];
 
@@ -111,7 +111,7 @@ static int check_stages(int n, const char *const *names, struct mc_model *const 
 					  "bytes without '/' (its tensors are named "
 					  "\"<stage>/<tensor>\"); %s",
 					  where, s, name ? name : "(null)",
-					  !name || !*name ? "empty"
+					  !name || !*name     ? "empty"
 					  : strchr(name, '/') ? "not allowed"
 							      : "too long",
 					  NAME_MAX_LEN, fix);
@@ -129,35 +129,37 @@ static int check_stages(int n, const char *const *names, struct mc_model *const 
 		const struct mc_model *a = models[0], *b = models[s];
 
 		if (!same_input(a, b))
-			return mc_err_set(err, code,
-					  "%s: stage %d ('%s') takes input %s but stage 0 ('%s') "
-					  "takes %s; every stage must read the same samples; %s",
-					  where, s, names[s],
-					  mc_shape_text(b->in_ndim, b->in_shape, ss, sizeof(ss)),
-					  names[0],
-					  mc_shape_text(a->in_ndim, a->in_shape, s0, sizeof(s0)), fix);
+			return mc_err_set(
+			    err, code,
+			    "%s: stage %d ('%s') takes input %s but stage 0 ('%s') "
+			    "takes %s; every stage must read the same samples; %s",
+			    where, s, names[s],
+			    mc_shape_text(b->in_ndim, b->in_shape, ss, sizeof(ss)), names[0],
+			    mc_shape_text(a->in_ndim, a->in_shape, s0, sizeof(s0)), fix);
 		if (a->n_classes != b->n_classes)
-			return mc_err_set(err, code,
-					  "%s: stage %d ('%s') gives %lld classes but stage 0 ('%s') "
-					  "gives %lld; every stage must give the same classes; %s",
-					  where, s, names[s], (long long)b->n_classes, names[0],
-					  (long long)a->n_classes, fix);
+			return mc_err_set(
+			    err, code,
+			    "%s: stage %d ('%s') gives %lld classes but stage 0 ('%s') "
+			    "gives %lld; every stage must give the same classes; %s",
+			    where, s, names[s], (long long)b->n_classes, names[0],
+			    (long long)a->n_classes, fix);
 	}
 	return 0;
 }
 
 /* The cascade of checked stages (models owned from here on, freed on failure). */
 static struct mc_cascade *cascade_make(int n, const char *const *names, struct mc_model **models,
-				       int confidence, int code, const char *where,
-				       const char *fix, struct mc_err *err)
+				       int confidence, int code, const char *where, const char *fix,
+				       struct mc_err *err)
 {
 	struct mc_cascade *c = NULL;
 
 	if (check_stages(n, names, models, code, where, fix, err))
 		goto fail;
 	if (confidence < 0 || confidence >= MC_CONF_COUNT) {
-		mc_err_set(err, code, "%s: confidence %d is not one of max-prob, margin, entropy; %s",
-			   where, confidence, fix);
+		mc_err_set(err, code,
+			   "%s: confidence %d is not one of max-prob, margin, entropy; %s", where,
+			   confidence, fix);
 		goto fail;
 	}
 	c = calloc(1, sizeof(*c));
@@ -184,9 +186,8 @@ fail:
 	return NULL;
 }
 
-MC_API struct mc_cascade *mc_cascade_new(int n, const char *const *names,
-					 struct mc_model **models, int confidence,
-					 struct mc_err *err)
+MC_API struct mc_cascade *mc_cascade_new(int n, const char *const *names, struct mc_model **models,
+					 int confidence, struct mc_err *err)
 {
 	return cascade_make(n, names, models, confidence, MC_EINVAL, "cascade",
 			    "fix the list of stages", err);
@@ -222,7 +223,8 @@ static int cascade_json(const struct mc_cascade *c, char **text, struct mc_err *
 	int ret = 0;
 
 	*text = NULL;
-	if (!root || !stages || json_object_set_new(root, "format", json_integer(MC_CASCADE_FORMAT)) ||
+	if (!root || !stages ||
+	    json_object_set_new(root, "format", json_integer(MC_CASCADE_FORMAT)) ||
 	    json_object_set_new(root, "confidence",
 				json_string(mc_confidence_names[c->confidence])) ||
 	    json_object_set(root, "stages", stages)) {
@@ -512,11 +514,11 @@ static struct mc_cascade *cascade_from_file(const struct mc_st_file *f, struct m
 	while (conf && mc_confidence_names[kind] && strcmp(mc_confidence_names[kind], conf))
 		kind++;
 	if (!conf || !mc_confidence_names[kind]) {
-		mc_err_set(err, MC_ECORRUPT,
-			   "%s: \"mcomp.cascade\" confidence %s%s%s is not one of max-prob, margin, "
-			   "entropy; %s",
-			   path, conf ? "'" : "(missing)", conf ? conf : "", conf ? "'" : "",
-			   FIX_FILE);
+		mc_err_set(
+		    err, MC_ECORRUPT,
+		    "%s: \"mcomp.cascade\" confidence %s%s%s is not one of max-prob, margin, "
+		    "entropy; %s",
+		    path, conf ? "'" : "(missing)", conf ? conf : "", conf ? "'" : "", FIX_FILE);
 		goto out;
 	}
 	stages = json_object_get(root, "stages");
@@ -578,8 +580,8 @@ MC_API int mc_file_is_cascade(const char *path)
 	if (n < 2 || n > 100000000u || !(buf = malloc(n)) || fread(buf, 1, n, fp) != n)
 		goto out;
 	root = json_loadb(buf, n, 0, NULL);
-	ret = json_is_string(json_object_get(json_object_get(root, "__metadata__"),
-					     "mcomp.cascade"));
+	ret =
+	    json_is_string(json_object_get(json_object_get(root, "__metadata__"), "mcomp.cascade"));
 out:
 	json_decref(root);
 	free(buf);
@@ -672,8 +674,8 @@ static void forward_batch(struct mc_cascade_exec *e, const float *x, int n, floa
 			int r = e->idx[i];
 
 			if (last || e->conf[i] >= c->thresholds[s]) {
-				memcpy(logits + (size_t)r * e->classes, out + (size_t)i * e->classes,
-				       row);
+				memcpy(logits + (size_t)r * e->classes,
+				       out + (size_t)i * e->classes, row);
 				if (exit_stage)
 					exit_stage[r] = s;
 			} else {
@@ -696,8 +698,8 @@ MC_API void mc_cascade_forward(struct mc_cascade_exec *e, const float *x, int n,
 	for (int b0 = 0; b0 < n; b0 += e->max_batch) {
 		int b = n - b0 < e->max_batch ? n - b0 : e->max_batch;
 
-		forward_batch(e, x + (size_t)b0 * e->in_numel, b,
-			      logits + (size_t)b0 * e->classes, exit_stage ? exit_stage + b0 : NULL);
+		forward_batch(e, x + (size_t)b0 * e->in_numel, b, logits + (size_t)b0 * e->classes,
+			      exit_stage ? exit_stage + b0 : NULL);
 	}
 }
 

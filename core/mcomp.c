@@ -26,11 +26,15 @@ static const char usage[] =
 	"                                    check the whole pipeline without running anything\n"
 	"  passes                            list the passes found on the pass path\n"
 	"  pass-info NAME|FILE.so            a pass's identity and parameter table\n"
-	"  inspect MODEL                     layers, shapes, dtypes, parameters and bytes of a\n"
-	"                                    model file (.safetensors)\n"
-	"  eval MODEL --data DIR [--split NAME]\n"
+	"  inspect FILE                      layers, shapes, dtypes, parameters and bytes of a\n"
+	"                                    model file (.safetensors); of a cascade file, also\n"
+	"                                    its confidence measure and each stage's threshold\n"
+	"  eval FILE --data DIR [--split NAME]\n"
 	"                                    accuracy of a model on an IDX data split (default\n"
-	"                                    split: t10k, the test images)\n"
+	"                                    split: t10k, the test images); of a cascade, also\n"
+	"                                    where the samples exit and its measured throughput\n"
+	"                                    (batch 256) and latency (batch 1) against its last\n"
+	"                                    stage alone\n"
 	"  help                              this text\n"
 	"  version                           mcomp's version and pass ABI\n"
 	"\n"
@@ -229,30 +233,12 @@ static int cmd_pass_info(int argc, char **argv)
 	return ret;
 }
 
-static int cmd_inspect(int argc, char **argv)
+/* The layer table of m: op, attributes, output shape, inputs. */
+static void print_layers(const struct mc_model *m)
 {
-	struct mc_err err = { 0 };
-	struct mc_st_file *f;
-	struct mc_model *m;
 	char shape[128], attrs[512], val[128];
 	int i, j;
 
-	if (argc != 1)
-		return bad_usage("inspect needs one model file");
-	f = mc_st_read(argv[0], &err);
-	if (!f)
-		return fail(&err);
-	m = mc_model_load(argv[0], &err);
-	if (!m) {
-		mc_st_free(f);
-		return fail(&err);
-	}
-	printf("file:       %s\n", argv[0]);
-	printf("bytes:      %zu\n", f->len);
-	printf("input:      %s\n", mc_shape_text(m->in_ndim, m->in_shape, shape, sizeof(shape)));
-	printf("parameters: %lld (%lld nonzero)\n", (long long)mc_model_nparams(m),
-	       (long long)mc_model_nonzeros(m));
-	printf("flops:      %lld per sample\n\n", (long long)mc_model_flops(m));
 	printf("%-16s %-10s %-20s %-16s %s\n", "layer", "op", "attributes", "output", "inputs");
 	for (i = 0; i < m->n_nodes; i++) {
 		const struct mc_node *n = &m->nodes[i];
@@ -271,28 +257,236 @@ static int cmd_inspect(int argc, char **argv)
 			       n->inputs[j] == MC_NODE_INPUT ? "input" : m->nodes[n->inputs[j]].name);
 		printf("\n");
 	}
-	printf("\n%-24s %-6s %-16s %12s\n", "tensor", "dtype", "shape", "bytes");
+}
+
+/* The tensors of f whose names start with prefix; returns their bytes. */
+static size_t print_tensors(const struct mc_st_file *f, const char *prefix)
+{
+	size_t total = 0, np = strlen(prefix);
+	char shape[128];
+	int i, w = 24;
+
+	for (i = 0; i < f->n; i++)
+		if (!strncmp(f->entries[i].name, prefix, np) && (int)strlen(f->entries[i].name) > w)
+			w = (int)strlen(f->entries[i].name);
+	printf("%-*s %-6s %-16s %12s\n", w, "tensor", "dtype", "shape", "bytes");
 	for (i = 0; i < f->n; i++) {
 		const struct mc_st_entry *e = &f->entries[i];
 
-		printf("%-24s %-6s %-16s %12zu\n", e->name, e->st_dtype,
+		if (strncmp(e->name, prefix, np))
+			continue;
+		printf("%-*s %-6s %-16s %12zu\n", w, e->name, e->st_dtype,
 		       mc_shape_text(e->ndim, e->shape, shape, sizeof(shape)), e->nbytes);
+		total += e->nbytes;
 	}
+	return total;
+}
+
+/* Bytes of the tensors of f whose names start with prefix. */
+static size_t tensor_bytes(const struct mc_st_file *f, const char *prefix)
+{
+	size_t total = 0, np = strlen(prefix);
+	int i;
+
+	for (i = 0; i < f->n; i++)
+		if (!strncmp(f->entries[i].name, prefix, np))
+			total += f->entries[i].nbytes;
+	return total;
+}
+
+/* A threshold as it reads back exactly ("%.9g" of a float), or the rule of the last stage. */
+static const char *threshold_text(const struct mc_cascade *c, int s, char *buf, size_t n)
+{
+	if (s == c->n_stages - 1)
+		return "-";
+	snprintf(buf, n, "%.9g", c->thresholds[s]);
+	return buf;
+}
+
+static int inspect_cascade(const char *path, const struct mc_st_file *f)
+{
+	struct mc_err err = { 0 };
+	struct mc_cascade *c = mc_cascade_load(path, &err);
+	const struct mc_model *m0;
+	char shape[128], prefix[256], thr[32];
+	int s;
+
+	if (!c)
+		return fail(&err);
+	m0 = c->stages[0];
+	printf("file:       %s\n", path);
+	printf("bytes:      %zu\n", f->len);
+	printf("cascade:    %d stage%s, confidence %s\n", c->n_stages, c->n_stages > 1 ? "s" : "",
+	       mc_confidence_names[c->confidence]);
+	printf("input:      %s\n", mc_shape_text(m0->in_ndim, m0->in_shape, shape, sizeof(shape)));
+	printf("classes:    %lld\n\n", (long long)m0->n_classes);
+	printf("%-5s %-16s %-14s %12s %12s %14s %12s\n", "stage", "name", "threshold", "parameters",
+	       "nonzero", "flops/sample", "bytes");
+	for (s = 0; s < c->n_stages; s++) {
+		snprintf(prefix, sizeof(prefix), "%s/", c->names[s]);
+		printf("%-5d %-16s %-14s %12lld %12lld %14lld %12zu\n", s, c->names[s],
+		       threshold_text(c, s, thr, sizeof(thr)),
+		       (long long)mc_model_nparams(c->stages[s]),
+		       (long long)mc_model_nonzeros(c->stages[s]),
+		       (long long)mc_model_flops(c->stages[s]), tensor_bytes(f, prefix));
+	}
+	printf("\nA sample leaves stage s when its %s confidence is at least the threshold;\n"
+	       "the last stage takes every sample left.\n", mc_confidence_names[c->confidence]);
+	for (s = 0; s < c->n_stages; s++) {
+		snprintf(prefix, sizeof(prefix), "%s/", c->names[s]);
+		printf("\nstage %d: %s\n\n", s, c->names[s]);
+		print_layers(c->stages[s]);
+		printf("\n");
+		print_tensors(f, prefix);
+	}
+	mc_cascade_free(c);
+	return 0;
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+	struct mc_err err = { 0 };
+	struct mc_st_file *f;
+	struct mc_model *m;
+	char shape[128];
+	int ret;
+
+	if (argc != 1)
+		return bad_usage("inspect needs one model or cascade file");
+	f = mc_st_read(argv[0], &err);
+	if (!f)
+		return fail(&err);
+	if (mc_st_meta(f, "mcomp.cascade")) {
+		ret = inspect_cascade(argv[0], f);
+		mc_st_free(f);
+		return ret;
+	}
+	m = mc_model_load(argv[0], &err);
+	if (!m) {
+		mc_st_free(f);
+		return fail(&err);
+	}
+	printf("file:       %s\n", argv[0]);
+	printf("bytes:      %zu\n", f->len);
+	printf("input:      %s\n", mc_shape_text(m->in_ndim, m->in_shape, shape, sizeof(shape)));
+	printf("parameters: %lld (%lld nonzero)\n", (long long)mc_model_nparams(m),
+	       (long long)mc_model_nonzeros(m));
+	printf("flops:      %lld per sample\n\n", (long long)mc_model_flops(m));
+	print_layers(m);
+	printf("\n");
+	print_tensors(f, "");
 	mc_model_free(m);
 	mc_st_free(f);
 	return 0;
 }
 
+/* Samples of d fit a model taking in_numel values and giving n_classes outputs; else says why. */
+static int data_fits(const struct mc_dataset *d, const char *file, int64_t in_numel,
+		     int64_t n_classes)
+{
+	if (d->sample_numel == in_numel && d->n_classes <= n_classes)
+		return 1;
+	fprintf(stderr, "mcomp: %s: samples of %lld values in %d classes do not fit model "
+		"%s (input of %lld values, %lld outputs)\n", d->source,
+		(long long)d->sample_numel, d->n_classes, file, (long long)in_numel,
+		(long long)n_classes);
+	return 0;
+}
+
+static int eval_model(const char *file, const char *split)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_load(file, &err);
+	struct mc_dataset *d = NULL;
+	double acc, loss;
+	int ret = 0;
+
+	if (!m)
+		return fail(&err);
+	d = mc_idx_load_prefix(split, &err);
+	if (!d)
+		ret = fail(&err);
+	else if (!data_fits(d, file, m->in_numel, m->n_classes))
+		ret = 1;
+	else if (mc_evaluate(m, d, 256, &acc, &loss, &err))
+		ret = fail(&err);
+	else
+		printf("model:    %s\ndata:     %s (%lld samples)\naccuracy: %.2f%%\n"
+		       "loss:     %.4f\n", file, d->source, (long long)d->n, 100 * acc, loss);
+	mc_dataset_free(d);
+	mc_model_free(m);
+	return ret;
+}
+
+/* Runs the cascade and its last stage alone over d: accuracy, where the
+ * samples exit, throughput at batch 256 and latency at batch 1. */
+static int eval_cascade(const char *file, const char *split)
+{
+	struct mc_cascade_measure mc, ml;
+	struct mc_err err = { 0 };
+	struct mc_cascade *c = mc_cascade_load(file, &err), alone;
+	struct mc_dataset *d = NULL;
+	char thr[32], acc[32];
+	int s, last, ret = 0;
+
+	if (!c)
+		return fail(&err);
+	last = c->n_stages - 1;
+	d = mc_idx_load_prefix(split, &err);
+	if (!d) {
+		ret = fail(&err);
+		goto out;
+	}
+	if (!data_fits(d, file, c->stages[0]->in_numel, c->stages[0]->n_classes)) {
+		ret = 1;
+		goto out;
+	}
+	/* the last stage alone, borrowed into a cascade of one, timed the same way */
+	memset(&alone, 0, sizeof(alone));
+	alone.n_stages = 1;
+	alone.names[0] = c->names[last];
+	alone.stages[0] = c->stages[last];
+	alone.confidence = c->confidence;
+	alone.thresholds[0] = c->thresholds[last];
+	if (mc_cascade_measure(c, d, &mc, &err) || mc_cascade_measure(&alone, d, &ml, &err)) {
+		ret = fail(&err);
+		goto out;
+	}
+	printf("cascade:  %s (%d stages, confidence %s)\n", file, c->n_stages,
+	       mc_confidence_names[c->confidence]);
+	printf("data:     %s (%lld samples)\n", d->source, (long long)d->n);
+	printf("accuracy: %.2f%%\n\n", 100 * mc.accuracy);
+	printf("%-5s %-16s %-14s %8s %9s\n", "stage", "name", "threshold", "exits", "accuracy");
+	for (s = 0; s < c->n_stages; s++) {
+		if (mc.exit_acc[s] < 0)
+			snprintf(acc, sizeof(acc), "-");
+		else
+			snprintf(acc, sizeof(acc), "%.2f%%", 100 * mc.exit_acc[s]);
+		printf("%-5d %-16s %-14s %7.2f%% %9s\n", s, c->names[s],
+		       threshold_text(c, s, thr, sizeof(thr)), 100 * mc.exit_frac[s], acc);
+	}
+	printf("\n%-24s %14s %14s %8s\n", "", "cascade", "last alone", "ratio");
+	printf("%-24s %13.2f%% %13.2f%% %+7.2f pt\n", "accuracy", 100 * mc.accuracy,
+	       100 * ml.accuracy, 100 * (mc.accuracy - ml.accuracy));
+	printf("%-24s %14.0f %14.0f %7.2fx\n", "samples/s at batch 256", mc.throughput256,
+	       ml.throughput256, mc.throughput256 / ml.throughput256);
+	printf("%-24s %14.4f %14.4f %7.2fx\n", "ms per sample, batch 1", mc.latency1_ms,
+	       ml.latency1_ms, ml.latency1_ms / mc.latency1_ms);
+	printf("\n(last alone: stage %d, '%s'; throughput: best of 3 passes over the data; latency:\n"
+	       "mean over the first %lld samples; ratios: how many times faster the cascade is)\n",
+	       last, c->names[last], (long long)(d->n < 500 ? d->n : 500));
+out:
+	mc_dataset_free(d);
+	mc_cascade_free(c);
+	return ret;
+}
+
 static int cmd_eval(int argc, char **argv)
 {
 	const char *model = NULL, *dir = NULL, *split = "t10k";
-	struct mc_err err = { 0 };
-	struct mc_dataset *d = NULL;
-	struct mc_model *m = NULL;
 	char prefix[4096];
-	double acc, loss;
 	struct stat st;
-	int i, ret;
+	int i;
 
 	for (i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
@@ -314,33 +508,8 @@ static int cmd_eval(int argc, char **argv)
 		snprintf(prefix, sizeof(prefix), "%s/%s", dir, split);
 	else
 		snprintf(prefix, sizeof(prefix), "%s", dir);
-	m = mc_model_load(model, &err);
-	if (!m)
-		return fail(&err);
-	d = mc_idx_load_prefix(prefix, &err);
-	if (!d) {
-		mc_model_free(m);
-		return fail(&err);
-	}
-	if (d->sample_numel != m->in_numel || d->n_classes > m->n_classes) {
-		fprintf(stderr, "mcomp: %s: samples of %lld values in %d classes do not fit model "
-			"%s (input of %lld values, %lld outputs)\n", d->source,
-			(long long)d->sample_numel, d->n_classes, model, (long long)m->in_numel,
-			(long long)m->n_classes);
-		ret = 1;
-		goto out;
-	}
-	ret = mc_evaluate(m, d, 256, &acc, &loss, &err);
-	if (ret) {
-		ret = fail(&err);
-		goto out;
-	}
-	printf("model:    %s\ndata:     %s (%lld samples)\naccuracy: %.2f%%\nloss:     %.4f\n",
-	       model, d->source, (long long)d->n, 100 * acc, loss);
-out:
-	mc_dataset_free(d);
-	mc_model_free(m);
-	return ret;
+	/* A file that does not open is reported by the model loader. */
+	return mc_file_is_cascade(model) ? eval_cascade(model, prefix) : eval_model(model, prefix);
 }
 
 int main(int argc, char **argv)

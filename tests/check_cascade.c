@@ -12,30 +12,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <mcomp/cascade.h>
 #include <mcomp/safetensors.h>
 
 #include "scratch_dir.h"
 
-#define ARCH(in, hidden, out)                                                                    \
-	"{\"format\": 1, \"input\": " in ", \"nodes\": ["                                       \
-	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"    \
-	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": " \
-	hidden "}},"                                                                              \
-	"{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"          \
-	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act\"], \"attrs\": {\"out\": "  \
-	out "}}]}"
+#define ARCH(in, hidden, out)                                                                      \
+	"{\"format\": 1, \"input\": " in ", \"nodes\": ["                                          \
+	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"       \
+	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": "              \
+	"{\"out\": " hidden "}},"                                                                  \
+	"{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"             \
+	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act\"], \"attrs\": {\"out\": " out \
+	"}}]}"
 
 /* A dynamic int8 stage: its input scale comes from the batch's range, so its
  * output for a sample depends on which samples share the batch. */
-#define QARCH                                                                                    \
-	"{\"format\": 1, \"input\": [1, 4, 4], \"nodes\": ["                                     \
-	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"    \
-	"{\"name\": \"fc\", \"op\": \"qlinear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": " \
+#define QARCH                                                                                      \
+	"{\"format\": 1, \"input\": [1, 4, 4], \"nodes\": ["                                       \
+	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"       \
+	"{\"name\": \"fc\", \"op\": \"qlinear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": "    \
 	"3, \"bits\": 8, \"mode\": \"dynamic\"}}]}"
 
-#define IN 16
+#define IN	16
 #define CLASSES 3
 
 static void setup(void)
@@ -67,7 +68,8 @@ static struct mc_model *small(uint64_t seed)
 static struct mc_model *qmodel(void)
 {
 	struct mc_model *m = build(QARCH, 1);
-	struct mc_tensor *w = mc_model_param(m, "fc.weight"), *s = mc_model_param(m, "fc.weight_scale"),
+	struct mc_tensor *w = mc_model_param(m, "fc.weight"),
+			 *s = mc_model_param(m, "fc.weight_scale"),
 			 *b = mc_model_param(m, "fc.bias");
 
 	ck_assert_ptr_nonnull(w);
@@ -146,7 +148,7 @@ START_TEST(test_confidence_values)
 	/* softmax by hand: max prob, top-1 minus top-2, sum p ln p */
 	static const double want[4][3] = {
 	    {0.6652409558, 0.4205124847, -0.8323955818}, /* [2, 1, 0] */
-	    {1.0 / 3, 0, -1.0986122887},		  /* [3, 3, 3] */
+	    {1.0 / 3, 0, -1.0986122887},		 /* [3, 3, 3] */
 	    {1, 1, 0}, /* [1000, 0, -1000]: no overflow, the maximum is subtracted first */
 	    {0.8618630889, 0.7911170584, -0.5292895734}, /* [0.5, -1.25, 3, 0.25] */
 	};
@@ -160,8 +162,9 @@ START_TEST(test_confidence_values)
 
 		mc_confidence(k, z, 3, 3, c);
 		for (int r = 0; r < 3; r++)
-			ck_assert_msg(fabs(c[r] - want[r][k]) < 1e-6, "%s of row %d: %.9g, not %.9g",
-				      mc_confidence_names[k], r, c[r], want[r][k]);
+			ck_assert_msg(fabs(c[r] - want[r][k]) < 1e-6,
+				      "%s of row %d: %.9g, not %.9g", mc_confidence_names[k], r,
+				      c[r], want[r][k]);
 		mc_confidence(k, z4, 1, 4, &one);
 		ck_assert_double_eq_tol(one, want[3][k], 1e-6);
 		/* a row's value does not depend on its neighbours */
@@ -275,8 +278,9 @@ static void check_routes(const struct mc_cascade *c, const float *x, int n, int 
 				if (!alive[i])
 					continue;
 				if (last || conf[k] >= c->thresholds[s]) {
-					ck_assert_msg(exits[i] == s, "sample %d exits at %d, not %d",
-						      i, exits[i], s);
+					ck_assert_msg(exits[i] == s,
+						      "sample %d exits at %d, not %d", i, exits[i],
+						      s);
 					ck_assert_msg(memcmp(logits + (size_t)i * CLASSES,
 							     out + (size_t)k * CLASSES,
 							     sizeof(float) * CLASSES) == 0,
@@ -327,7 +331,7 @@ START_TEST(test_routing_two_stages)
 		ck_assert_int_eq(counts[0], 51); /* the median and above: distinct values */
 		ck_assert_int_eq(counts[1], 50);
 		check_routes(c, x, n, 7, counts); /* in batches of 7, the last of 3 */
-		c->thresholds[0] = -INFINITY; /* everything exits at once */
+		c->thresholds[0] = -INFINITY;	  /* everything exits at once */
 		check_routes(c, x, n, 64, counts);
 		ck_assert_int_eq(counts[0], n);
 		c->thresholds[0] = INFINITY; /* nothing does */
@@ -520,9 +524,10 @@ START_TEST(test_round_trip)
 	ck_assert_str_eq(mc_st_meta(f, "format"), "mcomp");
 	ck_assert_ptr_nonnull(mc_st_meta(f, "mcomp.version"));
 	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.sparse"), "\"student/fc1.weight\""));
-	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.cascade"),
-				     "{\"format\":1,\"confidence\":\"margin\",\"stages\":[{\"name\":"
-				     "\"student\",\"threshold\":0.10000000149011612,\"arch\":{"));
+	ck_assert_ptr_nonnull(
+	    strstr(mc_st_meta(f, "mcomp.cascade"),
+		   "{\"format\":1,\"confidence\":\"margin\",\"stages\":[{\"name\":"
+		   "\"student\",\"threshold\":0.10000000149011612,\"arch\":{"));
 	mc_st_free(f);
 
 	/* a model file is not a cascade, nor is a missing file */
@@ -552,8 +557,8 @@ START_TEST(test_thresholds_exact)
 		uint32_t bits;
 
 		s = s * 1103515245u + 12345u;
-		bits = s & 0x807fffffu; /* sign, mantissa */
-		bits |= (uint32_t)(100 + r * 2) << 23;	/* exponents 2^-27 .. 2^51 */
+		bits = s & 0x807fffffu;		       /* sign, mantissa */
+		bits |= (uint32_t)(100 + r * 2) << 23; /* exponents 2^-27 .. 2^51 */
 		memcpy(&c->thresholds[0], &bits, 4);
 		c->thresholds[1] = r % 2 ? INFINITY : -INFINITY;
 		ck_assert_msg(mc_cascade_save(c, p, &err) == 0, "%s", err.msg);
@@ -716,8 +721,7 @@ START_TEST(test_corrupt_files)
 
 		ck_assert_int_eq(mc_write_file_atomic(bad, buf, cut, &err), 0);
 		ck_assert_ptr_null(mc_cascade_load(bad, &err));
-		ck_assert_msg(err.code == MC_ECORRUPT, "cut at %zu: %d %s", cut, err.code,
-			      err.msg);
+		ck_assert_msg(err.code == MC_ECORRUPT, "cut at %zu: %d %s", cut, err.code, err.msg);
 		ck_assert_int_eq(mc_file_is_cascade(bad), cut >= hlen);
 	}
 	free(buf);
@@ -733,8 +737,12 @@ START_TEST(test_measure)
 	struct mc_model *models[] = {small(1), build(ARCH("[1, 4, 4]", "32", "3"), 2)};
 	struct mc_cascade *c = cascade(2, names, models, MC_CONF_MAX_PROB);
 	const int n = 300;
-	struct mc_dataset d = {.source = "made", .n = n, .ndim = 3, .shape = {1, 4, 4},
-			       .sample_numel = IN, .n_classes = CLASSES};
+	struct mc_dataset d = {.source = "made",
+			       .n = n,
+			       .ndim = 3,
+			       .shape = {1, 4, 4},
+			       .sample_numel = IN,
+			       .n_classes = CLASSES};
 	float *logits = malloc(sizeof(float) * n * CLASSES);
 	int exits[300], right[2] = {0}, count[2] = {0};
 	struct mc_cascade_measure me;
@@ -782,6 +790,118 @@ START_TEST(test_measure)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the command */
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+static void write_bytes(const char *path, const void *buf, size_t n)
+{
+	struct mc_err err = {0};
+
+	ck_assert_msg(mc_write_file_atomic(path, buf, n, &err) == 0, "%s", err.msg);
+}
+
+/* DIR/t10k-{images,labels}: n images side x side of noise, labels 0..2. */
+static void write_split(const char *dir, int n, int side)
+{
+	unsigned char *img = calloc(16 + (size_t)n * side * side, 1), lab[8 + 64];
+	char path[512];
+	unsigned s = 5;
+
+	ck_assert(img && n <= 64);
+	put_be32(img, 0x803), put_be32(img + 4, (uint32_t)n);
+	put_be32(img + 8, (uint32_t)side), put_be32(img + 12, (uint32_t)side);
+	put_be32(lab, 0x801), put_be32(lab + 4, (uint32_t)n);
+	for (int i = 0; i < n * side * side; i++) {
+		s = s * 1103515245u + 12345u;
+		img[16 + i] = (unsigned char)(s >> 16);
+	}
+	for (int i = 0; i < n; i++)
+		lab[8 + i] = (unsigned char)(i % CLASSES);
+	snprintf(path, sizeof(path), "%s/t10k-images-idx3-ubyte", dir);
+	write_bytes(path, img, 16 + (size_t)n * side * side);
+	snprintf(path, sizeof(path), "%s/t10k-labels-idx1-ubyte", dir);
+	write_bytes(path, lab, 8 + (size_t)n);
+	free(img);
+}
+
+/* Runs mcomp with args; returns its exit status and its output (stdout and
+ * stderr) in out. */
+static int mcomp(char *out, size_t n, const char *args)
+{
+	const char *dir = getenv("MCOMP_BUILDDIR");
+	char cmd[2048];
+	size_t got = 0, r;
+	FILE *p;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "'%s/mcomp' %s 2>&1", dir ? dir : ".", args);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	while (got + 1 < n && (r = fread(out + got, 1, n - 1 - got, p)) > 0)
+		got += r;
+	out[got] = '\0';
+	st = pclose(p);
+	ck_assert_msg(WIFEXITED(st), "mcomp %s did not exit", args);
+	return WEXITSTATUS(st);
+}
+
+#define EXPECT(status, want, ...)                                                                  \
+	do {                                                                                       \
+		char args_[1024];                                                                  \
+		snprintf(args_, sizeof(args_), __VA_ARGS__);                                       \
+		int st_ = mcomp(out, sizeof(out), args_);                                          \
+		ck_assert_msg(st_ == (status), "mcomp %s: status %d, not %d:\n%s", args_, st_,     \
+			      (status), out);                                                      \
+		ck_assert_msg(strstr(out, want), "mcomp %s: no '%s' in:\n%s", args_, want, out);   \
+	} while (0)
+
+START_TEST(test_command)
+{
+	struct mc_cascade *c = file_cascade();
+	struct mc_err err = {0};
+	static char out[1 << 16];
+	char data[256], odd[256], f[256], model[256], bad[256];
+
+	/* tpath's buffers rotate: keep copies */
+	snprintf(data, sizeof(data), "%s", tpath("data"));
+	snprintf(odd, sizeof(odd), "%s", tpath("odd"));
+	snprintf(f, sizeof(f), "%s", tpath("c.safetensors"));
+	snprintf(model, sizeof(model), "%s", tpath("m.safetensors"));
+	snprintf(bad, sizeof(bad), "%s", tpath("bad.safetensors"));
+
+	ck_assert_int_eq(mkdir(data, 0700), 0);
+	ck_assert_int_eq(mkdir(odd, 0700), 0);
+	write_split(data, 40, 4);
+	write_split(odd, 10, 5);
+	ck_assert_int_eq(mc_cascade_save(c, f, &err), 0);
+	ck_assert_int_eq(mc_model_save(c->stages[1], model, &err), 0);
+
+	EXPECT(0, "cascade:    2 stages, confidence margin", "inspect %s", f);
+	EXPECT(0, "0     student          0.100000001", "inspect %s", f);
+	EXPECT(0, "1     teacher          -", "inspect %s", f);
+	EXPECT(0, "student/fc1.weight.__mask", "inspect %s", f);
+	EXPECT(0, "fc               qlinear", "inspect %s", f);
+	EXPECT(0, "exits  accuracy", "eval %s --data %s", f, data);
+	EXPECT(0, "data:     ", "eval %s --data %s", f, data);
+	EXPECT(0, "samples/s at batch 256", "eval %s --data %s", f, data);
+	EXPECT(0, "mean over the first 40 samples", "eval %s --data %s/t10k", f, data);
+	EXPECT(0, "loss:", "eval %s --data %s", model, data); /* models as before */
+	EXPECT(1, "do not fit model", "eval %s --data %s", f, odd);
+	EXPECT(2, "eval needs MODEL --data DIR", "eval %s", f);
+	EXPECT(2, "inspect needs one", "inspect %s %s", f, f);
+
+	rewrite(f, bad, "\"margin\"", 1, "\"marg\"", NULL, NULL, NULL);
+	EXPECT(1, "confidence 'marg' is not one of", "inspect %s", bad);
+	EXPECT(1, "confidence 'marg' is not one of", "eval %s --data %s", bad, data);
+	mc_cascade_free(c);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("cascade");
@@ -800,6 +920,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_thresholds_exact);
 	tcase_add_test(tc, test_corrupt_files);
 	tcase_add_test(tc, test_measure);
+	tcase_add_test(tc, test_command);
 	suite_add_tcase(s, tc);
 	return s;
 }
