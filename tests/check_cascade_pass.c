@@ -16,6 +16,7 @@
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -644,6 +645,31 @@ START_TEST(test_fixed_and_cost)
 }
 END_TEST
 
+/* With FLOP costs the cascade file is the same bytes on one thread and two. */
+START_TEST(test_threads_identical)
+{
+	static const char params[] = "      max_drop: 0\n";
+	struct mc_err err = { 0 };
+	int saved = omp_get_max_threads();
+	char *x, *y;
+	long nx, ny;
+
+	omp_set_num_threads(1);
+	ck_assert_msg(good("[a, b]", params, 1, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(rename(spath("c.safetensors"), spath("c1.safetensors")), 0);
+	omp_set_num_threads(2);
+	ck_assert_msg(good("[a, b]", params, 1, &err) == 0, "%s", err.msg);
+	omp_set_num_threads(saved);
+	x = slurp_text(spath("c1.safetensors"), &nx);
+	y = slurp_text(spath("c.safetensors"), &ny);
+	ck_assert_int_eq(nx, ny);
+	ck_assert_msg(memcmp(x, y, (size_t)nx) == 0,
+		      "the cascade built on 1 thread differs from the one on 2");
+	free(x);
+	free(y);
+}
+END_TEST
+
 /* The error is at p.yaml:LINE:COL and says what. */
 static void refused(int ret, const struct mc_err *err, int line, int col, const char *what)
 {
@@ -701,6 +727,7 @@ int main(void)
 	tcase_add_test(pipe, test_one_stage);
 	tcase_add_test(pipe, test_two_stages_pipeline);
 	tcase_add_test(pipe, test_fixed_and_cost);
+	tcase_add_test(pipe, test_threads_identical);
 	tcase_add_test(pipe, test_refused);
 	suite_add_tcase(s, pipe);
 	sr = srunner_create(s);
