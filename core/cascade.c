@@ -288,6 +288,10 @@ MC_API int mc_cascade_serialize(const struct mc_cascade *c, void **buf, size_t *
 	*len = 0;
 	ret = check_stages(c->n_stages, (const char *const *)c->names, c->stages, MC_EINVAL,
 			   "cascade", "fix the list of stages", err);
+	if (!ret && (c->confidence < 0 || c->confidence >= MC_CONF_COUNT))
+		ret = mc_err_set(err, MC_EINVAL,
+				 "cascade: confidence %d is not one of max-prob, margin, entropy",
+				 c->confidence);
 	if (!ret)
 		ret = cascade_json(c, &meta_text, err);
 	for (int s = 0; s < c->n_stages && !ret; s++) {
@@ -469,18 +473,19 @@ static struct mc_cascade *cascade_from_file(const struct mc_st_file *f, struct m
 	json_error_t je;
 	int n = 0, kind = 0;
 
-	if (!text)
-		return mc_st_meta(f, "mcomp.arch")
-			   ? (mc_err_set(err, MC_ECORRUPT,
-					 "%s: a model file, not a cascade (no \"mcomp.cascade\" "
-					 "in __metadata__); load it as a model",
-					 path),
-			      NULL)
-			   : (mc_err_set(err, MC_ECORRUPT,
-					 "%s: no \"mcomp.cascade\" in __metadata__; the file was "
-					 "not written by mcomp as a cascade",
-					 path),
-			      NULL);
+	if (!text) {
+		if (mc_st_meta(f, "mcomp.arch"))
+			mc_err_set(err, MC_ECORRUPT,
+				   "%s: a model file, not a cascade (no \"mcomp.cascade\" in "
+				   "__metadata__); load it as a model",
+				   path);
+		else
+			mc_err_set(err, MC_ECORRUPT,
+				   "%s: no \"mcomp.cascade\" in __metadata__; the file was not "
+				   "written by mcomp as a cascade",
+				   path);
+		return NULL;
+	}
 	fmt = mc_st_meta(f, "format");
 	if (!fmt || strcmp(fmt, "mcomp")) {
 		mc_err_set(err, MC_ECORRUPT,

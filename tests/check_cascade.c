@@ -570,6 +570,11 @@ START_TEST(test_thresholds_exact)
 	c->thresholds[0] = NAN;
 	ck_assert_int_eq(mc_cascade_save(c, p, &err), MC_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "stage 0 ('a') has threshold NaN"));
+	c->thresholds[0] = 0.5f;
+	c->confidence = MC_CONF_COUNT;
+	ck_assert_int_eq(mc_cascade_save(c, p, &err), MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "confidence 3 is not one of"));
+	c->confidence = MC_CONF_MAX_PROB;
 	mc_cascade_free(c);
 }
 END_TEST
