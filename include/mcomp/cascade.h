@@ -69,9 +69,9 @@ struct mc_cascade {
 
 /*
  * A cascade of n stages taking ownership of the models (freed on failure
- * too) and copying the names, which must be distinct, non-empty and free of
- * '/'. The stages must take the same input shape and give the same number of
- * classes. Thresholds start at +inf (nothing exits early). NULL with err set
+ * too) and copying the names, which must be distinct, 1 to 200 bytes long
+ * and free of '/'. The stages must take the same input shape and give the
+ * same number of classes. Thresholds start at +inf (nothing exits early). NULL with err set
  * (MC_EINVAL naming the stage at fault, MC_ENOMEM).
  */
 MC_API struct mc_cascade *mc_cascade_new(int n, const char *const *names,
