@@ -19,6 +19,7 @@
 
 /* Shuffling streams, apart from the parameter-init streams of model.c. */
 #define STREAM_SHUFFLE (2ull << 56)
+#define STREAM_AUGMENT (3ull << 56)
 
 /* ---------------------------------------------------------------- progress */
 
@@ -96,14 +97,61 @@ static int check_data(const struct mc_model *m, const struct mc_dataset *d, stru
 	return 0;
 }
 
-static void gather(const struct mc_dataset *d, const int64_t *idx, int n, float *x, uint8_t *y)
+/*
+ * Writes sample src [C, H, W] shifted by (dy, dx) pixels, and mirrored left to
+ * right first when flip, into dst; pixels from outside the image are 0.
+ */
+static void augment_one(const float *src, float *dst, int64_t c, int64_t h, int64_t w, int dy,
+			int dx, int flip)
+{
+	for (int64_t k = 0; k < c; k++)
+		for (int64_t i = 0; i < h; i++) {
+			const float *s = src + (k * h + i - dy) * w;
+			float *o = dst + (k * h + i) * w;
+
+			if (i - dy < 0 || i - dy >= h) {
+				memset(o, 0, (size_t)w * sizeof(float));
+				continue;
+			}
+			for (int64_t j = 0; j < w; j++) {
+				int64_t sj = j - dx;
+
+				if (flip)
+					sj = w - 1 - sj;
+				o[j] = sj >= 0 && sj < w ? s[sj] : 0.0f;
+			}
+		}
+}
+
+/*
+ * Gathers the batch idx[0..n) into x and y, augmented per (seed, epoch,
+ * sample index) when c asks for it: the same sample gets the same draw in
+ * an epoch whatever the batch size or thread count.
+ */
+static void gather(const struct mc_dataset *d, const struct mc_train_conf *c, int epoch,
+		   const int64_t *idx, int n, float *x, uint8_t *y)
 {
 	size_t row = (size_t)d->sample_numel;
+	int aug = (c->shift > 0 || c->hflip) && d->ndim >= 2;
+	int64_t ch = d->ndim == 3 ? d->shape[0] : 1;
+	int64_t h = d->shape[d->ndim - 2], w = d->shape[d->ndim - 1];
 
 #pragma omp parallel for schedule(static) if ((size_t)n * row >= 65536)
 	for (int i = 0; i < n; i++) {
-		memcpy(x + (size_t)i * row, d->x + (size_t)idx[i] * row, row * sizeof(float));
+		const float *src = d->x + (size_t)idx[i] * row;
+		float *dst = x + (size_t)i * row;
+
 		y[i] = d->y[idx[i]];
+		if (aug && ch * h * w == (int64_t)row) {
+			uint32_t r[4];
+			int span = 2 * c->shift + 1;
+
+			mc_philox(c->seed, STREAM_AUGMENT + (uint64_t)epoch, (uint64_t)idx[i], r);
+			augment_one(src, dst, ch, h, w, (int)(r[0] % (uint32_t)span) - c->shift,
+				    (int)(r[1] % (uint32_t)span) - c->shift, c->hflip && (r[2] & 1));
+		} else {
+			memcpy(dst, src, row * sizeof(float));
+		}
 	}
 }
 
@@ -127,6 +175,8 @@ void mc_train_opts_apply(const struct mc_train_opts *o, struct mc_train_conf *c)
 	c->step_epochs = o->step_epochs;
 	c->gamma = o->gamma;
 	c->min_lr = o->min_lr;
+	c->shift = o->shift;
+	c->hflip = o->hflip;
 }
 
 double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t total, int epoch)
@@ -197,11 +247,11 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 			float loss;
 			double dt;
 
-			gather(d, perm + b0, n, x, y);
+			gather(d, c, ep, perm + b0, n, x, y);
 			logits = mc_forward(e, x, n);
 			if (hooks && hooks->loss)
-				loss = hooks->loss(hooks->arg, logits, perm + b0, n, (int)m->n_classes,
-						   dlogits);
+				loss = hooks->loss(hooks->arg, x, logits, perm + b0, n,
+						   (int)m->n_classes, dlogits);
 			else
 				loss = mc_softmax_xent(logits, y, n, (int)m->n_classes, dlogits);
 			mc_exec_zero_grad(e);

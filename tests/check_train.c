@@ -307,9 +307,10 @@ static int count_epoch(void *arg, struct mc_model *m, int epoch, double loss, st
 }
 
 /* A loss with zero gradient: nothing may move. */
-static float flat_loss(void *arg, const float *logits, const int64_t *idx, int n, int classes,
-		       float *dlogits)
+static float flat_loss(void *arg, const float *x, const float *logits, const int64_t *idx, int n,
+		       int classes, float *dlogits)
 {
+	(void)x;
 	for (int i = 0; i < n; i++)
 		ck_assert(idx[i] >= 0 && idx[i] < 100);
 	memset(dlogits, 0, (size_t)n * classes * sizeof(float));
@@ -392,6 +393,109 @@ START_TEST(evaluate_ties_and_loss)
 	ck_assert_double_eq_tol(acc, 1.0 / 3, 1e-12);
 	ck_assert_double_eq_tol(loss, log(3.0), 1e-6);
 	mc_model_free(m);
+	free_blobs(d);
+}
+END_TEST
+
+/* What the loss hook saw: each sample's input, by data set index. */
+struct seen {
+	int64_t n, numel;
+	float *x;	/* [epochs][n][numel] */
+	int epoch;
+};
+
+static float record_loss(void *arg, const float *x, const float *logits, const int64_t *idx,
+			 int n, int classes, float *dlogits)
+{
+	struct seen *s = arg;
+
+	(void)logits;
+	for (int i = 0; i < n; i++)
+		memcpy(s->x + ((size_t)s->epoch * s->n + idx[i]) * s->numel,
+		       x + (size_t)i * s->numel, (size_t)s->numel * sizeof(float));
+	memset(dlogits, 0, (size_t)n * classes * sizeof(float));
+	return 0;
+}
+
+static int next_epoch(void *arg, struct mc_model *m, int epoch, double loss, struct mc_err *err)
+{
+	(void)m, (void)epoch, (void)loss, (void)err;
+	((struct seen *)arg)->epoch++;
+	return 0;
+}
+
+/* Is a the image b [h, w] shifted by (dy, dx), after a mirror when flip? */
+static int is_moved(const float *a, const float *b, int h, int w, int dy, int dx, int flip)
+{
+	for (int i = 0; i < h; i++)
+		for (int j = 0; j < w; j++) {
+			int si = i - dy, sj = j - dx;
+			float want;
+
+			if (flip)
+				sj = w - 1 - sj;
+			want = si >= 0 && si < h && sj >= 0 && sj < w ? b[si * w + sj] : 0.0f;
+			if (a[i * w + j] != want)
+				return 0;
+		}
+	return 1;
+}
+
+/* Runs 3 epochs with batch size bs and records what the model saw. */
+static float *augmented_inputs(const struct mc_dataset *d, int shift, int hflip, int bs)
+{
+	struct seen s = { .n = d->n, .numel = d->sample_numel };
+	struct mc_model *m = mlp(16, 4, 2, 1);
+	struct mc_train_conf c = { .epochs = 3, .batch_size = bs, .optim = adam, .seed = 9,
+				   .shift = shift, .hflip = hflip };
+	struct mc_train_hooks h = { .arg = &s, .loss = record_loss, .after_epoch = next_epoch };
+	struct mc_err err = { 0 };
+
+	s.x = calloc((size_t)3 * d->n * d->sample_numel, sizeof(float));
+	ck_assert_int_eq(mc_train(m, d, &c, &h, &err), 0);
+	mc_model_free(m);
+	return s.x;
+}
+
+START_TEST(augmentation)
+{
+	struct mc_dataset *d = blobs(40, 16, 2, 4);
+	float *a, *b;
+	int moved = 0, flipped = 0;
+
+	d->ndim = 3; /* [1, 4, 4] images */
+	d->shape[0] = 1, d->shape[1] = 4, d->shape[2] = 4;
+	a = augmented_inputs(d, 1, 1, 8);
+	/* every input is its sample shifted by at most 1 pixel, maybe mirrored */
+	for (int ep = 0; ep < 3; ep++)
+		for (int64_t i = 0; i < d->n; i++) {
+			const float *x = a + ((size_t)ep * d->n + i) * 16, *src = d->x + i * 16;
+			int found = 0;
+
+			for (int dy = -1; dy <= 1 && !found; dy++)
+				for (int dx = -1; dx <= 1 && !found; dx++)
+					for (int f = 0; f < 2 && !found; f++)
+						if (is_moved(x, src, 4, 4, dy, dx, f)) {
+							found = 1;
+							moved += dy || dx;
+							flipped += f;
+						}
+			ck_assert_msg(found, "epoch %d sample %lld is no shift of its image", ep,
+				      (long long)i);
+		}
+	ck_assert_int_gt(moved, 40);
+	ck_assert_int_gt(flipped, 20);
+	/* draws depend on (seed, epoch, sample), not on the batch size */
+	b = augmented_inputs(d, 1, 1, 5);
+	ck_assert_mem_eq(a, b, (size_t)3 * 40 * 16 * sizeof(float));
+	/* ... and change between epochs */
+	ck_assert(memcmp(a, a + 40 * 16, 40 * 16 * sizeof(float)) != 0);
+	free(b);
+	free(a);
+	/* without augmentation the model sees the data as it is */
+	a = augmented_inputs(d, 0, 0, 8);
+	ck_assert_mem_eq(a, d->x, 40 * 16 * sizeof(float));
+	free(a);
 	free_blobs(d);
 }
 END_TEST
@@ -570,6 +674,7 @@ int main(void)
 	tcase_add_test(tc, adam_steps);
 	tcase_add_test(tc, optim_rejects_bad_conf);
 	tcase_add_test(tc, hooks);
+	tcase_add_test(tc, augmentation);
 	tcase_add_test(tc, train_rejects_bad_data);
 	tcase_add_test(tc, evaluate_ties_and_loss);
 	tcase_add_test(tc, arch_errors);

@@ -40,7 +40,7 @@ extern "C" {
 
 /* Bumped whenever struct mc_pass, struct mc_param_def or any public struct
  * a pass can see changes layout. */
-#define MC_PASS_ABI 1
+#define MC_PASS_ABI 2
 #define MC_PASS_ENTRY "mc_pass_descriptor"
 
 struct mc_ctx;

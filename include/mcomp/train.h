@@ -41,10 +41,11 @@ MC_API void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec
 struct mc_train_hooks {
 	void *arg;
 	/* Replaces the cross-entropy: for the batch of samples idx[0..n) (indices
-	 * into the training set) with logits[n, classes], writes dlogits and
-	 * returns the mean loss. */
-	float (*loss)(void *arg, const float *logits, const int64_t *idx, int n, int classes,
-		      float *dlogits);
+	 * into the training set), whose inputs as the model saw them (augmented,
+	 * when the run augments) are x[n, in_numel] and outputs logits[n, classes],
+	 * writes dlogits and returns the mean loss. */
+	float (*loss)(void *arg, const float *x, const float *logits, const int64_t *idx, int n,
+		      int classes, float *dlogits);
 	/* After each optimizer step; a nonzero return stops training with err. */
 	int (*after_step)(void *arg, struct mc_model *m, int64_t step, struct mc_err *err);
 	/* After each epoch (0-based), with the epoch's mean training loss. */
@@ -69,13 +70,18 @@ struct mc_train_conf {
 	double min_lr;	  /* MC_LR_COSINE */
 	uint64_t seed;
 	const char *label; /* shown in the progress bar, e.g. "train mlp" */
+	/* Augmentation of image samples [C, H, W], drawn per (seed, epoch,
+	 * sample): a shift of up to shift pixels along each axis (zero fill), and
+	 * with hflip a mirror image half of the time. 0 and 0: none. */
+	int shift;
+	int hflip;
 };
 
 /*
  * The optimizer and learning-rate options every training pass offers, kept
  * as one block of its config struct. MC_TRAIN_PARAMS(st, member, lr, schedule)
  * declares their rows (optimizer, lr, momentum, beta1, beta2, weight_decay,
- * schedule, step_epochs, gamma, min_lr; lr and schedule with the given
+ * schedule, step_epochs, gamma, min_lr, shift, hflip; lr and schedule with the given
  * defaults) and mc_train_opts_apply copies them into a struct mc_train_conf.
  */
 struct mc_train_opts {
@@ -84,6 +90,7 @@ struct mc_train_opts {
 	int schedule; /* enum mc_lr_schedule, an index into mc_lr_schedule_names */
 	int step_epochs;
 	double gamma, min_lr;
+	int shift, hflip;
 };
 
 /* "sgd", "adam", NULL and "constant", "step", "cosine", NULL: in enum order. */
@@ -112,7 +119,12 @@ MC_API extern const char *const mc_lr_schedule_names[];
 	MC_TRAIN_PARAM_(st, m, gamma, MC_PARAM_TFLOAT, "0.1", 1e-6, 1, NULL,                      \
 			"step schedule: decay factor"),                                              \
 	MC_TRAIN_PARAM_(st, m, min_lr, MC_PARAM_TFLOAT, "0", 0, 10, NULL,                         \
-			"cosine schedule: the learning rate at the last step")
+			"cosine schedule: the learning rate at the last step"),                      \
+	MC_TRAIN_PARAM_(st, m, shift, MC_PARAM_TINT, "0", 0, 8, NULL,                             \
+			"augmentation: shift each training image by up to this many pixels "         \
+			"along each axis (a new draw per epoch)"),                                   \
+	MC_TRAIN_PARAM_(st, m, hflip, MC_PARAM_TBOOL, "false", 0, 1, NULL,                        \
+			"augmentation: mirror half of the training images left to right")
 
 /* Sets c->optim (eps 1e-8) and c's schedule fields from o. */
 MC_API void mc_train_opts_apply(const struct mc_train_opts *o, struct mc_train_conf *c);

@@ -84,28 +84,25 @@ struct distill_run {
 	float T, alpha;
 	int classes;
 	float *bprobs;		/* [batch, classes] */
-	float *bx;		/* [batch, in_numel] when not cached */
 	uint8_t *blabels;	/* [batch] */
 	float *tmp;		/* [batch, classes] */
 };
 
-static float distill_hook_loss(void *arg, const float *logits, const int64_t *idx, int n,
-			       int classes, float *dlogits)
+static float distill_hook_loss(void *arg, const float *x, const float *logits,
+			       const int64_t *idx, int n, int classes, float *dlogits)
 {
 	struct distill_run *r = arg;
-	size_t cs = (size_t)classes * sizeof(float), xs = (size_t)r->d->sample_numel;
+	size_t cs = (size_t)classes * sizeof(float);
 
 	for (int i = 0; i < n; i++) {
 		r->blabels[i] = r->d->y[idx[i]];
 		if (r->probs)
 			memcpy(r->bprobs + (size_t)i * classes, r->probs + (size_t)idx[i] * classes,
 			       cs);
-		else
-			memcpy(r->bx + (size_t)i * xs, r->d->x + (size_t)idx[i] * xs,
-			       xs * sizeof(float));
 	}
+	/* Uncached (or augmented): the teacher sees exactly the student's batch. */
 	if (!r->probs)
-		mc_softmax_t(mc_forward(r->tex, r->bx, n), n, classes, r->T, r->bprobs);
+		mc_softmax_t(mc_forward(r->tex, x, n), n, classes, r->T, r->bprobs);
 	return distill_loss(logits, r->bprobs, r->blabels, n, classes, r->T, r->alpha, dlogits,
 			    r->tmp);
 }
@@ -240,7 +237,8 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 		ret = mc_err_set(err, MC_ENOMEM, "out of memory for batches of %d", c->batch_size);
 		goto out;
 	}
-	if (np <= DISTILL_CACHE_MAX && (r.probs = mc_calloc(np / sizeof(float), sizeof(float)))) {
+	if (!tc.shift && !tc.hflip && np <= DISTILL_CACHE_MAX &&
+	    (r.probs = mc_calloc(np / sizeof(float), sizeof(float)))) {
 		ret = teacher_probs(t, d, r.T, (float *)r.probs, err);
 		if (ret)
 			goto out;
@@ -248,13 +246,16 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 			   c->teacher, (long long)d->n, (double)np / (1 << 20));
 	} else {
 		r.tex = mc_exec_new(t, c->batch_size, 0, err);
-		r.bx = mc_calloc((size_t)c->batch_size * (size_t)d->sample_numel, sizeof(float));
-		if (!r.tex || !r.bx) {
-			ret = r.tex ? mc_err_set(err, MC_ENOMEM, "out of memory") : err->code;
+		if (!r.tex) {
+			ret = err->code;
 			goto out;
 		}
-		mc_ctx_log(ctx, "teacher '%s' outputs do not fit in memory; computed per batch",
-			   c->teacher);
+		if (tc.shift || tc.hflip)
+			mc_ctx_log(ctx, "teacher '%s' outputs computed per batch, on the "
+				   "augmented images the student sees", c->teacher);
+		else
+			mc_ctx_log(ctx, "teacher '%s' outputs do not fit in memory; computed "
+				   "per batch", c->teacher);
 	}
 	if (c->compare_scratch) {
 		baseline = mc_model_dup(s, err);
@@ -302,7 +303,6 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 out:
 	mc_model_free(baseline);
 	mc_exec_free(r.tex);
-	mc_free(r.bx);
 	mc_free((float *)r.probs);
 	mc_free(r.bprobs);
 	mc_free(r.tmp);
