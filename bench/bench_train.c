@@ -6,9 +6,10 @@
  * PyTorch:
  *
  *	bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] [-T MAX_SECONDS]
- *		    [-m MIN_SECONDS] mlp|cnn train|lat1|lat256|memory...
+ *		    [-m MIN_SECONDS] mlp|student|cnn train|lat1|lat256|memory...
  *
- * mlp is 784-512-256-10 with relu; cnn is conv 1->32 3x3, relu, maxpool 2,
+ * mlp is 784-512-256-10 with relu; student is the distillation recipes'
+ * 784-64-10 with relu; cnn is conv 1->32 3x3, relu, maxpool 2,
  * conv 32->64 3x3, relu, maxpool 2, fc 1600->128, relu, fc 128->10.
  *
  * train: batches of 128 taken in order from the Fashion-MNIST training
@@ -47,6 +48,13 @@ static const char mlp_arch[] =
 	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"relu1\"], \"attrs\": {\"out\": 256}},"
 	"{\"name\": \"relu2\", \"op\": \"relu\", \"inputs\": [\"fc2\"]},"
 	"{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"relu2\"], \"attrs\": {\"out\": 10}}]}";
+
+static const char student_arch[] =
+	"{\"format\": 1, \"input\": [1, 28, 28], \"nodes\": ["
+	"{\"name\": \"flatten\", \"op\": \"flatten\", \"inputs\": [\"input\"]},"
+	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flatten\"], \"attrs\": {\"out\": 64}},"
+	"{\"name\": \"relu1\", \"op\": \"relu\", \"inputs\": [\"fc1\"]},"
+	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"relu1\"], \"attrs\": {\"out\": 10}}]}";
 
 static const char cnn_arch[] =
 	"{\"format\": 1, \"input\": [1, 28, 28], \"nodes\": ["
@@ -297,7 +305,7 @@ static int bench_latency(const struct mc_model *m, const struct mc_dataset *d, i
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] "
-			"[-T MAX_SECONDS] [-m MIN_SECONDS] mlp|cnn train|lat1|lat256|memory...\n");
+			"[-T MAX_SECONDS] [-m MIN_SECONDS] mlp|student|cnn train|lat1|lat256|memory...\n");
 }
 
 int main(int argc, char **argv)
@@ -307,7 +315,7 @@ int main(int argc, char **argv)
 	struct mc_dataset *d = NULL;
 	struct mc_model *m = NULL;
 	static struct mc_err err;
-	const char *name;
+	const char *name, *arch;
 	double base;
 	int i, r = 0;
 
@@ -336,9 +344,15 @@ int main(int argc, char **argv)
 	    !(op.max_time >= 0))
 		goto bad;
 	name = argv[i++];
-	if (strcmp(name, "mlp") && strcmp(name, "cnn"))
+	if (!strcmp(name, "mlp"))
+		arch = mlp_arch;
+	else if (!strcmp(name, "student"))
+		arch = student_arch;
+	else if (!strcmp(name, "cnn"))
+		arch = cnn_arch;
+	else
 		goto bad;
-	m = mc_model_from_arch(!strcmp(name, "mlp") ? mlp_arch : cnn_arch, name, &err);
+	m = mc_model_from_arch(arch, name, &err);
 	if (!m) {
 		fprintf(stderr, "bench_train: %s\n", err.msg);
 		return 3;

@@ -3,7 +3,7 @@
 """PyTorch doing what bench/bench_train does, for a side-by-side comparison.
 
     /usr/bin/python3 bench/torch_peer.py [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] [-T MAX_SECONDS]
-                                         [-m MIN_SECONDS] [-t THREADS] mlp|cnn train|lat1|lat256...
+                                         [-m MIN_SECONDS] [-t THREADS] mlp|student|cnn train|lat1|lat256...
 
 Same models, same batches (128 in order from Fashion-MNIST's training images in
 DIR, or 8192 random samples of that shape), same loss (softmax cross-entropy),
@@ -34,6 +34,10 @@ BATCH = 128
 def mlp():
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256),
                          nn.ReLU(), nn.Linear(256, 10))
+
+
+def student():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
 def cnn():
@@ -130,7 +134,7 @@ def main():
     p.add_argument("-m", dest="min_time", type=float, default=0.5)
     p.add_argument("-T", dest="max_time", type=float, default=0.0)
     p.add_argument("-t", dest="threads", type=int, default=2)
-    p.add_argument("model", choices=["mlp", "cnn"])
+    p.add_argument("model", choices=["mlp", "student", "cnn"])
     p.add_argument("what", nargs="+", choices=["train", "lat1", "lat256"])
     a = p.parse_args()
     if a.steps < 1 or a.reps < 1 or a.warmup < 0 or a.threads < 1:
@@ -139,7 +143,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     x, y, src = load_data(a.data)
-    model = mlp() if a.model == "mlp" else cnn()
+    model = {"mlp": mlp, "student": student, "cnn": cnn}[a.model]()
     print(f"INFO torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, data {src}")
