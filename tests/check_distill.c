@@ -22,6 +22,7 @@
 #include <mcomp/mcomp.h>
 
 #include "tiny_data.h"
+#include "../passes/distill/kd.c"
 #include "../passes/distill/distill.c"
 
 static struct mc_registry *reg;
@@ -67,7 +68,7 @@ static void check_loss(float T, float alpha)
 {
 	float d[6], tmp[6];
 	double g[6];
-	float got = distill_loss(zs, pt, ys, 2, 3, T, alpha, d, tmp);
+	float got = kd_loss(zs, pt, ys, 2, 3, T, alpha, d, tmp);
 	double want = expected(T, alpha, g);
 
 	ck_assert_msg(fabs(got - want) < 1e-5, "T %g alpha %g: loss %.7f, want %.7f", T, alpha,
@@ -84,7 +85,7 @@ START_TEST(test_loss_limits)
 	/* alpha = 0 is exactly the cross-entropy with its gradient */
 	float ce = mc_softmax_xent(zs, ys, 2, 3, dce);
 
-	ck_assert_float_eq(distill_loss(zs, pt, ys, 2, 3, 2, 0, d, tmp), ce);
+	ck_assert_float_eq(kd_loss(zs, pt, ys, 2, 3, 2, 0, d, tmp), ce);
 	ck_assert_int_eq(memcmp(d, dce, sizeof(d)), 0);
 	/* alpha = 1 is T^2 KL: ln(4/3)-like values worked out by hand for one sample */
 	{
@@ -94,7 +95,7 @@ START_TEST(test_loss_limits)
 		double kl = 0.25 * log(0.5) + 0.75 * log(1.5);
 		float d1[2], t1[2];
 
-		ck_assert_float_eq_tol(distill_loss(z1, p1, y1, 1, 2, 2, 1, d1, t1), 4 * kl, 1e-6);
+		ck_assert_float_eq_tol(kd_loss(z1, p1, y1, 1, 2, 2, 1, d1, t1), 4 * kl, 1e-6);
 		/* gradient T (q - p) = 2 * (0.25, -0.25) */
 		ck_assert_float_eq_tol(d1[0], 0.5f, 1e-6);
 		ck_assert_float_eq_tol(d1[1], -0.5f, 1e-6);

@@ -1,3 +1,343 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: shared distillation code */
+/*
+ * kd.c - distillation shared by the distill and ensemble-distill passes: the
+ * combined loss, the (ensemble) targets, the training run with its targets
+ * cached for the split or computed per batch, the checks and the report
+ * lines both passes make. See kd.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "kd.h"
+
+const char *const kd_combine_names[] = { "probs", "logits", NULL };
+
+float kd_loss(const float *logits, const float *target, const uint8_t *labels, int n,
+	      int classes, float T, float alpha, float *dlogits, float *tmp)
+{
+	float kd = 0, ce = 0;
+	int64_t k = (int64_t)n * classes;
+
+	if (alpha > 0)
+		kd = mc_kd_loss(logits, target, n, classes, T, tmp);
+	else
+		memset(tmp, 0, (size_t)k * sizeof(*tmp));
+	ce = mc_softmax_xent(logits, labels, n, classes, dlogits);
+	for (int64_t i = 0; i < k; i++)
+		dlogits[i] = alpha * tmp[i] + (1 - alpha) * dlogits[i];
+	return alpha * kd + (1 - alpha) * ce;
+}
+
+void kd_targets(enum kd_combine rule, const float *const *z, const double *w, int k, int n,
+		int classes, float T, float *out, float *tmp)
+{
+	for (int r = 0; r < n; r++) {
+		size_t off = (size_t)r * (size_t)classes;
+		float *o = out + off;
+
+		if (rule == KD_LOGITS) {
+			for (int c = 0; c < classes; c++) {
+				double s = 0;
+
+				for (int i = 0; i < k; i++)
+					s += w[i] * z[i][off + (size_t)c];
+				tmp[c] = (float)s;
+			}
+			mc_softmax_t(tmp, 1, classes, T, o);
+			continue;
+		}
+		for (int i = 0; i < k; i++)
+			mc_softmax_t(z[i] + off, 1, classes, T, tmp + (size_t)i * (size_t)classes);
+		for (int c = 0; c < classes; c++) {
+			double s = 0;
+
+			for (int i = 0; i < k; i++)
+				s += w[i] * tmp[(size_t)i * (size_t)classes + (size_t)c];
+			o[c] = (float)s;
+		}
+	}
+}
+
+int kd_check_pair(struct mc_ctx *ctx, const char *key, const char *sname, const struct mc_model *s,
+		  const char *tname, const struct mc_model *t)
+{
+	if (s->in_numel != t->in_numel)
+		return mc_ctx_error(ctx, key, MC_EINVAL,
+				    "student '%s' takes %lld input values but teacher '%s' takes "
+				    "%lld; build both for the same data",
+				    sname, (long long)s->in_numel, tname, (long long)t->in_numel);
+	if (s->n_classes != t->n_classes)
+		return mc_ctx_error(ctx, key, MC_EINVAL,
+				    "student '%s' outputs %lld classes but teacher '%s' outputs "
+				    "%lld; make the student's last layer %lld wide",
+				    sname, (long long)s->n_classes, tname, (long long)t->n_classes,
+				    (long long)t->n_classes);
+	return 0;
+}
+
+int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset *d,
+		  const struct mc_model *s)
+{
+	if (d->sample_numel != s->in_numel)
+		return mc_ctx_error(ctx, "data", MC_ERUN,
+				    "split '%s' has samples of %lld values but the models take "
+				    "%lld; build them with a matching input",
+				    dname, (long long)d->sample_numel, (long long)s->in_numel);
+	if (d->n_classes > s->n_classes || s->n_classes > 65536)
+		return mc_ctx_error(ctx, "data", MC_ERUN,
+				    "split '%s' has %d classes but the models output %lld; make "
+				    "their last layers at least that wide",
+				    dname, d->n_classes, (long long)s->n_classes);
+	return 0;
+}
+
+const struct mc_dataset *kd_eval_split(struct mc_ctx *ctx, const char *dname,
+				       const struct mc_dataset *d, const char **name)
+{
+	const struct mc_dataset *test = mc_ctx_data(ctx, "test");
+
+	if (test) {
+		*name = "test";
+		return test;
+	}
+	if (mc_ctx_err(ctx)->code != MC_EINVAL)
+		return NULL; /* there is one but it cannot be read */
+	memset(mc_ctx_err(ctx), 0, sizeof(struct mc_err));
+	*name = dname;
+	return d;
+}
+
+/* ---------------------------------------------------------------- training */
+
+struct kd_run {
+	struct mc_ctx *ctx;
+	const struct mc_dataset *d;
+	const struct kd_teachers *t;
+	const float *targets;			/* [d->n, classes] when cached, else NULL */
+	struct mc_exec *tex[KD_MAX_TEACHERS];	/* the teachers' executors when not cached */
+	float T, alpha;
+	int classes;
+	const char *tag;
+	float *btarget;				/* [batch, classes] */
+	uint8_t *blabels;			/* [batch] */
+	float *tmp;				/* [batch, classes] */
+	float *ttmp;				/* [k, classes] */
+};
+
+/* Executors of batch n for every teacher into e[k]; on failure frees them. */
+static int teacher_execs(const struct kd_teachers *t, int n, struct mc_exec **e, struct mc_err *err)
+{
+	for (int i = 0; i < t->k; i++) {
+		e[i] = mc_exec_new(t->m[i], n, 0, err);
+		if (!e[i]) {
+			while (i--)
+				mc_exec_free(e[i]);
+			return err->code;
+		}
+	}
+	return 0;
+}
+
+static void free_execs(struct mc_exec **e, int k)
+{
+	for (int i = 0; i < k; i++) {
+		mc_exec_free(e[i]);
+		e[i] = NULL;
+	}
+}
+
+/* Runs every teacher on x[n] and combines their outputs at T into out[n, classes]. */
+static void batch_targets(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
+			  int classes, float T, float *out, float *ttmp)
+{
+	const float *z[KD_MAX_TEACHERS];
+
+	for (int i = 0; i < t->k; i++)
+		z[i] = mc_forward(e[i], x, n);
+	kd_targets(t->combine, z, t->w, t->k, n, classes, T, out, ttmp);
+}
+
+/* The targets at T of every sample of d into out[d->n, classes]. */
+static int split_targets(const struct kd_teachers *t, const struct mc_dataset *d, int classes,
+			 float T, float *out, float *ttmp, struct mc_err *err)
+{
+	struct mc_exec *e[KD_MAX_TEACHERS];
+	int ret = teacher_execs(t, KD_EVAL_BATCH, e, err);
+
+	if (ret)
+		return ret;
+	for (int64_t i = 0; i < d->n; i += KD_EVAL_BATCH) {
+		int n = (int)(d->n - i < KD_EVAL_BATCH ? d->n - i : KD_EVAL_BATCH);
+
+		batch_targets(t, e, d->x + (size_t)i * (size_t)d->sample_numel, n, classes, T,
+			      out + (size_t)i * (size_t)classes, ttmp);
+	}
+	free_execs(e, t->k);
+	return 0;
+}
+
+static float kd_hook_loss(void *arg, const float *x, const float *logits, const int64_t *idx,
+			  int n, int classes, float *dlogits)
+{
+	struct kd_run *r = arg;
+	size_t cs = (size_t)classes * sizeof(float);
+
+	for (int i = 0; i < n; i++) {
+		r->blabels[i] = r->d->y[idx[i]];
+		if (r->targets)
+			memcpy(r->btarget + (size_t)i * classes,
+			       r->targets + (size_t)idx[i] * classes, cs);
+	}
+	/* Uncached (or augmented): the teachers see exactly the student's batch. */
+	if (!r->targets)
+		batch_targets(r->t, r->tex, x, n, classes, r->T, r->btarget, r->ttmp);
+	return kd_loss(logits, r->btarget, r->blabels, n, classes, r->T, r->alpha, dlogits,
+		       r->tmp);
+}
+
+static int kd_hook_epoch(void *arg, struct mc_model *m, int epoch, double loss,
+			 struct mc_err *err)
+{
+	struct kd_run *r = arg;
+
+	(void)m, (void)err;
+	mc_ctx_log(r->ctx, "%sepoch %d: loss %.4f", r->tag, epoch + 1, loss);
+	return 0;
+}
+
+/* "'a'" for one teacher, else "teachers 'a', 'b' (weights 0.5, 0.5; combine probs)". */
+static void describe(const struct kd_teachers *t, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	buf[0] = 0;
+	if (t->k == 1) {
+		snprintf(buf, size, "'%s'", t->name[0]);
+		return;
+	}
+	for (int i = 0; i < t->k && len < size; i++)
+		len += (size_t)snprintf(buf + len, size - len, "%s'%s'", i ? ", " : "teachers ",
+					t->name[i]);
+	for (int i = 0; i < t->k && len < size; i++)
+		len += (size_t)snprintf(buf + len, size - len, "%s%.3g", i ? ", " : " (weights ",
+					t->w[i]);
+	if (len < size)
+		snprintf(buf + len, size - len, "; combine %s)", kd_combine_names[t->combine]);
+}
+
+int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
+	       const struct kd_teachers *t, const struct mc_dataset *d,
+	       const struct mc_train_conf *tc, double T, double alpha, const char *tag)
+{
+	struct mc_err *err = mc_ctx_err(ctx);
+	struct mc_train_hooks hooks = { .loss = kd_hook_loss, .after_epoch = kd_hook_epoch };
+	struct kd_run r = { .ctx = ctx, .d = d, .t = t, .T = (float)T, .alpha = (float)alpha,
+			     .tag = tag };
+	char what[1024], who[1100];
+	size_t np, bp;
+	int ret;
+
+	r.classes = (int)s->n_classes;
+	describe(t, what, sizeof(what));
+	if (t->k == 1)
+		snprintf(who, sizeof(who), "teacher %s outputs", what);
+	else
+		snprintf(who, sizeof(who), "the targets of %s", what);
+	if (mc_mul_overflow((size_t)d->n, (size_t)r.classes * sizeof(float), &np))
+		np = SIZE_MAX;
+	bp = (size_t)tc->batch_size * (size_t)r.classes;
+	r.btarget = mc_calloc(bp, sizeof(float));
+	r.tmp = mc_calloc(bp, sizeof(float));
+	r.blabels = mc_calloc((size_t)tc->batch_size, 1);
+	r.ttmp = mc_calloc((size_t)t->k * (size_t)r.classes, sizeof(float));
+	if (!r.btarget || !r.tmp || !r.blabels || !r.ttmp) {
+		ret = mc_err_set(err, MC_ENOMEM, "out of memory for batches of %d",
+				 tc->batch_size);
+		goto out;
+	}
+	if (!tc->shift && !tc->hflip && np <= KD_CACHE_MAX &&
+	    (r.targets = mc_calloc(np / sizeof(float), sizeof(float)))) {
+		ret = split_targets(t, d, r.classes, r.T, (float *)r.targets, r.ttmp, err);
+		if (ret)
+			goto out;
+		mc_ctx_log(ctx, "%s%s computed once for %lld samples (%.1f MiB)", tag, who,
+			   (long long)d->n, (double)np / (1 << 20));
+	} else {
+		ret = teacher_execs(t, tc->batch_size, r.tex, err);
+		if (ret)
+			goto out;
+		if (tc->shift || tc->hflip)
+			mc_ctx_log(ctx, "%s%s computed per batch, on the augmented images the "
+				   "student sees", tag, who);
+		else
+			mc_ctx_log(ctx, "%s%s do not fit in memory; computed per batch", tag, who);
+	}
+	hooks.arg = &r;
+	mc_ctx_log(ctx, "%sdistilling %s into '%s': T %g, alpha %g, %d epochs", tag, what, sname,
+		   T, alpha, tc->epochs);
+	ret = mc_train(s, d, tc, &hooks, err);
+out:
+	free_execs(r.tex, t->k);
+	mc_free((float *)r.targets);
+	mc_free(r.btarget);
+	mc_free(r.tmp);
+	mc_free(r.blabels);
+	mc_free(r.ttmp);
+	return ret;
+}
+
+int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d, double *acc,
+			 struct mc_err *err)
+{
+	int classes = (int)t->m[0]->n_classes;
+	struct mc_exec *e[KD_MAX_TEACHERS];
+	float *out = mc_calloc((size_t)KD_EVAL_BATCH * (size_t)classes, sizeof(float));
+	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
+	int64_t correct = 0;
+	int ret;
+
+	if (!out || !ttmp) {
+		ret = mc_err_set(err, MC_ENOMEM, "out of memory evaluating the ensemble");
+		goto out;
+	}
+	ret = teacher_execs(t, KD_EVAL_BATCH, e, err);
+	if (ret)
+		goto out;
+	for (int64_t b0 = 0; b0 < d->n; b0 += KD_EVAL_BATCH) {
+		int n = (int)(d->n - b0 < KD_EVAL_BATCH ? d->n - b0 : KD_EVAL_BATCH);
+
+		batch_targets(t, e, d->x + (size_t)b0 * (size_t)d->sample_numel, n, classes, 1,
+			      out, ttmp);
+		for (int i = 0; i < n; i++) {
+			const float *row = out + (size_t)i * classes;
+			int best = 0;
+
+			for (int j = 1; j < classes; j++)
+				if (row[j] > row[best])
+					best = j;
+			correct += best == d->y[b0 + i];
+		}
+	}
+	free_execs(e, t->k);
+	*acc = d->n ? (double)correct / (double)d->n : 0;
+out:
+	mc_free(out);
+	mc_free(ttmp);
+	return ret;
+}
+
+int kd_train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
+		     const struct mc_dataset *d, const struct mc_train_conf *tc)
+{
+	mc_ctx_log(ctx, "training '%s' from scratch on labels alone for comparison", sname);
+	return mc_train(baseline, d, tc, NULL, mc_ctx_err(ctx));
+}
+
+void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, double sc_acc)
+{
+	mc_ctx_log(ctx, "%s accuracy: distilled %.2f%%, from scratch %.2f%% (%+.2f pt)", ev_name,
+		   100 * s_acc, 100 * sc_acc, 100 * (s_acc - sc_acc));
+	mc_ctx_report(ctx, "scratch_accuracy", sc_acc);
+	mc_ctx_report(ctx, "gain_over_scratch", s_acc - sc_acc);
+}

@@ -1,3 +1,97 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder */
+/*
+ * kd.h - what the distill and ensemble-distill passes share (kd.c is linked
+ * into both plugins; nothing here is exported from them).
+ *
+ * A student learns from targets: for one teacher softmax(z / T), for an
+ * ensemble of k teachers with weights w (summing to 1) either
+ *
+ *	probs:  sum_i w_i softmax(z_i / T)	(average of softened probabilities)
+ *	logits: softmax(sum_i w_i z_i / T)	(softmax of the averaged logits)
+ *
+ * One teacher is the ensemble of one with weight 1, for which both rules
+ * give exactly softmax(z / T). The loss of a batch is
+ *
+ *	alpha * T^2 * KL(target || softmax(z_s / T)) + (1 - alpha) * CE(y, z_s)
+ *
+ * kd_distill trains a student on it, computing the targets once for the
+ * whole split when they fit in memory and training does not augment, else
+ * per batch on the inputs the student sees.
+ */
+#ifndef KD_H
+#define KD_H
+
 #include <mcomp/mcomp.h>
+
+#define KD_MAX_TEACHERS 16
+#define KD_EVAL_BATCH 256
+/* Targets are kept for the whole split up to this size. */
+#define KD_CACHE_MAX ((size_t)1 << 30)
+
+enum kd_combine { KD_PROBS, KD_LOGITS };
+/* "probs", "logits", NULL: in enum order. */
+extern const char *const kd_combine_names[];
+
+/* The models a student learns from, borrowed. */
+struct kd_teachers {
+	int k;				   /* 1 to KD_MAX_TEACHERS */
+	enum kd_combine combine;
+	const struct mc_model *m[KD_MAX_TEACHERS];
+	const char *name[KD_MAX_TEACHERS]; /* for log lines */
+	double w[KD_MAX_TEACHERS];	   /* >= 0, summing to 1 */
+};
+
+/*
+ * The loss of a batch: alpha * mc_kd_loss(z_s, target, T) + (1 - alpha) *
+ * CE(y, z_s), with its gradient in dlogits[n, classes]; tmp holds n * classes
+ * floats.
+ */
+float kd_loss(const float *logits, const float *target, const uint8_t *labels, int n,
+	      int classes, float T, float alpha, float *dlogits, float *tmp);
+
+/*
+ * The targets out[n, classes] of k teachers whose logits are z[i][n, classes],
+ * weighted by w[k] (summing to 1), combined by rule at temperature T (see
+ * above). Sums in double in teacher order, so the result does not depend on
+ * the thread count; tmp holds k * classes floats.
+ */
+void kd_targets(enum kd_combine rule, const float *const *z, const double *w, int k, int n,
+		int classes, float T, float *out, float *tmp);
+
+/* The same input size and class count for student s and teacher t, or an
+ * error at key (the names are the models'). */
+int kd_check_pair(struct mc_ctx *ctx, const char *key, const char *sname, const struct mc_model *s,
+		  const char *tname, const struct mc_model *t);
+
+/* Split d (named dname, at the key "data") fits student s, or MC_ERUN. */
+int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset *d,
+		  const struct mc_model *s);
+
+/* The split accuracy is measured on: "test" when the pipeline has one, else
+ * d (named dname). NULL with the context's error set when test cannot be read. */
+const struct mc_dataset *kd_eval_split(struct mc_ctx *ctx, const char *dname,
+				       const struct mc_dataset *d, const char **name);
+
+/*
+ * Trains s in place on d from the targets of t (tc: epochs, batch, optimizer,
+ * seed, augmentation). Every log line starts with tag ("" for none). Returns
+ * 0 or an error code with the context's error set.
+ */
+int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
+	       const struct kd_teachers *t, const struct mc_dataset *d,
+	       const struct mc_train_conf *tc, double T, double alpha, const char *tag);
+
+/* The accuracy of the ensemble t on d, each sample's class the top one of
+ * its combined outputs at T = 1 (the lowest index wins a tie). */
+int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d, double *acc,
+			 struct mc_err *err);
+
+/* Trains baseline (a copy of the student's initial weights, named sname) on
+ * labels alone with tc: the scratch comparison. */
+int kd_train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
+		     const struct mc_dataset *d, const struct mc_train_conf *tc);
+
+/* Logs and reports the distilled student beside the one trained from scratch. */
+void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, double sc_acc);
+
+#endif
