@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: MIT
 /*
- * check_distill.c - the distill pass: its combined loss against values worked
- * out here from the formulas (alpha = 0 is the cross-entropy, alpha = 1 is
- * T^2 KL, and a mix between), and pipelines run through the host on the tiny
- * data set: a teacher trained in the pipeline distilled into a smaller
- * student, the scratch comparison, and a student of another class count
- * refused at validation with its place, and the distilled student
- * byte-identical for one thread and two.
+ * check_distill.c - the distill and ensemble-distill passes: the combined
+ * loss against values worked out here from the formulas (alpha = 0 is the
+ * cross-entropy, alpha = 1 is T^2 KL, and a mix between), the ensemble's
+ * targets against weighted averages worked out here, and pipelines run
+ * through the host on the tiny data set: a teacher trained in the pipeline
+ * distilled into a smaller student, the scratch comparison, a student of
+ * another class count refused at validation with its place, the distilled
+ * student byte-identical for one thread and two; an ensemble of two teachers
+ * with its report (each teacher, the ensemble's accuracy and cost, the
+ * single-teacher students), teachers of different class counts and weights
+ * of the wrong length refused with their place, and an ensemble of one the
+ * same student, byte for byte, as distill from that teacher.
  *
- * The pass's source is included so that its file-local loss can be called.
+ * The shared source (kd.c) and distill's are included so that their
+ * functions can be called.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -113,6 +119,80 @@ START_TEST(test_loss_mixed)
 }
 END_TEST
 
+/* Two teachers' logits for two samples of three classes. */
+static const float ze1[] = { 2.0f, -1.0f, 0.5f, 0.0f, 3.0f, -2.0f };
+static const float ze2[] = { -0.5f, 1.5f, 1.0f, 1.0f, -1.0f, 0.25f };
+
+/* kd_targets of ze1 and ze2 with weights w at T against the formulas worked
+ * out in double here. */
+static void check_targets(enum kd_combine rule, double w1, double w2, double T)
+{
+	const float *z[] = { ze1, ze2 };
+	const double w[] = { w1, w2 };
+	float out[6], tmp[6];
+
+	kd_targets(rule, z, w, 2, 2, 3, (float)T, out, tmp);
+	for (int i = 0; i < 2; i++) {
+		double want[3], q1[3], q2[3], s = 0;
+
+		if (rule == KD_PROBS) {
+			soft(ze1 + 3 * i, T, q1);
+			soft(ze2 + 3 * i, T, q2);
+			for (int k = 0; k < 3; k++)
+				want[k] = w1 * q1[k] + w2 * q2[k];
+		} else {
+			for (int k = 0; k < 3; k++)
+				s += (want[k] = exp((w1 * ze1[3 * i + k] + w2 * ze2[3 * i + k]) / T));
+			for (int k = 0; k < 3; k++)
+				want[k] /= s;
+		}
+		for (int k = 0; k < 3; k++)
+			ck_assert_msg(fabs(out[3 * i + k] - want[k]) < 1e-6,
+				      "%s w (%g, %g) T %g: target[%d][%d] %.7f, want %.7f",
+				      kd_combine_names[rule], w1, w2, T, i, k, out[3 * i + k],
+				      want[k]);
+	}
+}
+
+START_TEST(test_ensemble_targets)
+{
+	const float *z[] = { ze1 };
+	const double one[] = { 1 };
+	float out[6], tmp[3], soft_t[6];
+
+	check_targets(KD_PROBS, 0.5, 0.5, 1);
+	check_targets(KD_PROBS, 0.25, 0.75, 2);
+	check_targets(KD_PROBS, 0.9, 0.1, 0.5);
+	check_targets(KD_LOGITS, 0.5, 0.5, 1);
+	check_targets(KD_LOGITS, 0.25, 0.75, 2);
+	check_targets(KD_LOGITS, 0.9, 0.1, 4);
+	/* the rules differ: at T 1 with equal weights, sample 0's averaged
+	 * probabilities and the softmax of its averaged logits are worked out
+	 * outside this program as (0.43165, 0.30660, 0.26175) and
+	 * softmax(0.75, 0.25, 0.75) = (0.38365, 0.23270, 0.38365) */
+	{
+		const float *zz[] = { ze1, ze2 };
+		const double half[] = { 0.5, 0.5 };
+		float p[6], l[6], t6[6];
+
+		kd_targets(KD_PROBS, zz, half, 2, 2, 3, 1, p, t6);
+		kd_targets(KD_LOGITS, zz, half, 2, 2, 3, 1, l, t6);
+		ck_assert_float_eq_tol(p[0], 0.43165f, 1e-5);
+		ck_assert_float_eq_tol(p[1], 0.30660f, 1e-5);
+		ck_assert_float_eq_tol(p[2], 0.26175f, 1e-5);
+		ck_assert_float_eq_tol(l[0], 0.38365f, 1e-5);
+		ck_assert_float_eq_tol(l[1], 0.23270f, 1e-5);
+		ck_assert_float_eq_tol(l[2], 0.38365f, 1e-5);
+	}
+	/* one teacher of weight 1 is softmax(z / T) exactly, by either rule */
+	mc_softmax_t(ze1, 2, 3, 2, soft_t);
+	kd_targets(KD_PROBS, z, one, 1, 2, 3, 2, out, tmp);
+	ck_assert_int_eq(memcmp(out, soft_t, sizeof(out)), 0);
+	kd_targets(KD_LOGITS, z, one, 1, 2, 3, 2, out, tmp);
+	ck_assert_int_eq(memcmp(out, soft_t, sizeof(out)), 0);
+}
+END_TEST
+
 static void setup(void)
 {
 	struct mc_err err = { 0 };
@@ -122,6 +202,8 @@ static void setup(void)
 	ck_assert_msg(reg != NULL, "%s", err.msg);
 	ck_assert_msg(mc_registry_find(reg, "distill", NULL),
 		      "the distill pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
+	ck_assert_msg(mc_registry_find(reg, "ensemble-distill", NULL),
+		      "the ensemble-distill pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
 }
 
 static void teardown(void)
@@ -168,9 +250,9 @@ static int pipeline(int classes, const char *params, int run, struct mc_err *err
 	return tiny_pipeline(reg, text, run, err);
 }
 
-/* The distill row's metrics of report.json (a new reference) and the
+/* The metrics of report.json's row of pass (a new reference) and the
  * host-measured accuracy of that row. */
-static json_t *distill_metrics(double *measured)
+static json_t *pass_metrics(const char *pass, double *measured)
 {
 	json_error_t je;
 	json_t *doc = json_load_file(spath("report.json"), 0, &je), *steps, *row, *m = NULL;
@@ -180,14 +262,19 @@ static json_t *distill_metrics(double *measured)
 	steps = json_object_get(doc, "steps");
 	json_array_foreach(steps, i, row) {
 		if (json_is_string(json_object_get(row, "pass")) &&
-		    strcmp(json_string_value(json_object_get(row, "pass")), "distill") == 0) {
+		    strcmp(json_string_value(json_object_get(row, "pass")), pass) == 0) {
 			m = json_incref(json_object_get(row, "metrics"));
 			*measured = json_number_value(json_object_get(row, "accuracy"));
 		}
 	}
 	json_decref(doc);
-	ck_assert_msg(m != NULL, "report.json has no distill row");
+	ck_assert_msg(m != NULL, "report.json has no %s row", pass);
 	return m;
+}
+
+static json_t *distill_metrics(double *measured)
+{
+	return pass_metrics("distill", measured);
 }
 
 static double metric(json_t *m, const char *key)
@@ -298,6 +385,220 @@ START_TEST(test_threads_identical)
 }
 END_TEST
 
+/*
+ * Writes p.yaml: the tiny splits, teachers 't' (64-32-4) and 'u'
+ * (64-16-ucls) trained in the pipeline, a student 's' (64-8-scls), and the
+ * pass lines of pass from line 22 (so "- ensemble-distill:" is line 22,
+ * "student:" line 23, "teachers:" line 24, and the next key line 25). Loads
+ * and, when run is set, runs it.
+ */
+static int ens_pipeline(int ucls, int scls, const char *pass, int run, struct mc_err *err)
+{
+	char text[8192];
+
+	PATHF(text,
+	      "mcomp: 1\n"
+	      "seed: 5\n"
+	      "data:\n"
+	      "  train: {idx: train}\n"
+	      "  test: {idx: test}\n"
+	      "models:\n"
+	      "  t:\n"
+	      "    build:\n"
+	      "      input: [1, 8, 8]\n"
+	      "      layers: [flatten, {linear: 32}, relu, {linear: 4}]\n"
+	      "  u:\n"
+	      "    build:\n"
+	      "      input: [1, 8, 8]\n"
+	      "      layers: [flatten, {linear: 16}, relu, {linear: %d}]\n"
+	      "  s:\n"
+	      "    build:\n"
+	      "      input: [1, 8, 8]\n"
+	      "      layers: [flatten, {linear: 8}, relu, {linear: %d}]\n"
+	      "passes:\n"
+	      "  - train: {model: t, epochs: 20, batch_size: 16, lr: 0.01}\n"
+	      "  - train: {model: u, epochs: 4, batch_size: 16, lr: 0.01}\n"
+	      "%s"
+	      "output: {model: s, path: out.safetensors}\n"
+	      "report: report.json\n",
+	      ucls, scls, pass);
+	return tiny_pipeline(reg, text, run, err);
+}
+
+#define ENS_PASS(teachers, more)                                                                 \
+	"  - ensemble-distill:\n      student: s\n      teachers: " teachers "\n" more             \
+	"      epochs: 5\n      batch_size: 16\n      lr: 0.01\n"
+
+/* The error of loading the ensemble pipeline names line:col and says what. */
+static void refused(int ucls, int scls, const char *pass, int line, const char *what)
+{
+	struct mc_err err = { 0 };
+	char place[4300];
+
+	ck_assert_int_eq(ens_pipeline(ucls, scls, pass, 0, &err), MC_EINVAL);
+	PATHF(place, "%s:%d:", spath("p.yaml"), line);
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks the place '%s'", err.msg, place);
+	ck_assert_msg(strstr(err.msg, what), "'%s' lacks '%s'", err.msg, what);
+}
+
+START_TEST(test_ensemble_refused)
+{
+	struct mc_err err = { 0 };
+
+	/* teachers of different class counts: at teachers */
+	refused(5, 4, ENS_PASS("[t, u]", ""), 24,
+		"teacher 'u' outputs 5 classes but teacher 't' outputs 4");
+	/* a student of another class count than the teachers: at student */
+	refused(4, 5, ENS_PASS("[t, u]", ""), 23, "student 's' outputs 5 classes but teacher 't'");
+	/* weights: one per teacher, not all 0 */
+	refused(4, 4, ENS_PASS("[t, u]", "      weights: [1, 2, 3]\n"), 25,
+		"3 weights for 2 teachers");
+	refused(4, 4, ENS_PASS("[t, u]", "      weights: [1]\n"), 25, "1 weights for 2 teachers");
+	refused(4, 4, ENS_PASS("[t, u]", "      weights: [0, 0]\n"), 25, "the weights sum to 0");
+	/* the student is no teacher; no teacher twice */
+	refused(4, 4, ENS_PASS("[t, s]", ""), 24, "teacher 's' is the student");
+	refused(4, 4, ENS_PASS("[t, u, t]", ""), 24, "model 't' is teacher 1 and teacher 3");
+	/* the same pipeline with matching classes and weights passes validation */
+	ck_assert_msg(ens_pipeline(4, 4, ENS_PASS("[t, u]", "      weights: [1, 2]\n"), 0, &err) ==
+			      0,
+		      "%s", err.msg);
+}
+END_TEST
+
+/* One step's number from report.json's row of pass for model. */
+static double step_number(const char *pass, const char *model, const char *key)
+{
+	json_error_t je;
+	json_t *doc = json_load_file(spath("report.json"), 0, &je), *row;
+	double v = -1;
+	size_t i;
+
+	ck_assert_msg(doc != NULL, "report.json: %s", je.text);
+	json_array_foreach(json_object_get(doc, "steps"), i, row) {
+		const char *p = json_string_value(json_object_get(row, "pass"));
+		const char *mo = json_string_value(json_object_get(row, "model"));
+
+		if (p && mo && strcmp(p, pass) == 0 && strcmp(mo, model) == 0)
+			v = json_number_value(json_object_get(row, key));
+	}
+	json_decref(doc);
+	ck_assert_msg(v >= 0, "report.json has no %s of %s on '%s'", key, pass, model);
+	return v;
+}
+
+/* Two teachers and every comparison: the report holds each figure, and they agree. */
+START_TEST(test_ensemble_report)
+{
+	struct mc_err err = { 0 };
+	double measured, s, best;
+	json_t *m;
+
+	ck_assert_msg(ens_pipeline(4, 4,
+				   ENS_PASS("[t, u]", "      weights: [3, 1]\n      combine: logits\n"
+						      "      compare_scratch: true\n"
+						      "      compare_single: true\n"),
+				   1, &err) == 0,
+		      "%s", err.msg);
+	m = pass_metrics("ensemble-distill", &measured);
+	s = metric(m, "student_accuracy");
+	ck_assert_double_eq_tol(measured, s, 1e-9); /* the host measured the student */
+	ck_assert_double_eq_tol(metric(m, "teacher_t_accuracy"),
+				step_number("train", "t", "accuracy"), 1e-9);
+	ck_assert_double_eq_tol(metric(m, "teacher_u_accuracy"),
+				step_number("train", "u", "accuracy"), 1e-9);
+	ck_assert_double_eq_tol(metric(m, "gap"), metric(m, "ensemble_accuracy") - s, 1e-12);
+	/* the ensemble's cost is its members' */
+	ck_assert_double_eq(metric(m, "ensemble_bytes"),
+			    step_number("train", "t", "bytes") + step_number("train", "u", "bytes"));
+	ck_assert_double_eq(metric(m, "ensemble_flops"),
+			    step_number("train", "t", "flops") + step_number("train", "u", "flops"));
+	ck_assert(metric(m, "ensemble_latency1_ms") > 0);
+	ck_assert(metric(m, "ensemble_latency256_ms") > 0);
+	ck_assert_double_eq_tol(metric(m, "gain_over_scratch"), s - metric(m, "scratch_accuracy"),
+				1e-12);
+	best = fmax(metric(m, "single_t_accuracy"), metric(m, "single_u_accuracy"));
+	ck_assert_double_eq(metric(m, "best_single_accuracy"), best);
+	ck_assert_double_eq_tol(metric(m, "gain_over_best_single"), s - best, 1e-12);
+	json_decref(m);
+}
+END_TEST
+
+/*
+ * With weights [1, 0] the ensemble is teacher t: its accuracy is t's, and
+ * the student distilled from it is the one distilled from t alone (probs
+ * averaging with weight 1 and 0 is t's probabilities exactly).
+ */
+START_TEST(test_ensemble_weight_zero)
+{
+	struct mc_err err = { 0 };
+	double measured;
+	json_t *m;
+
+	ck_assert_msg(ens_pipeline(4, 4,
+				   ENS_PASS("[t, u]", "      weights: [1, 0]\n"
+						      "      compare_single: true\n"),
+				   1, &err) == 0,
+		      "%s", err.msg);
+	m = pass_metrics("ensemble-distill", &measured);
+	ck_assert_double_eq(metric(m, "ensemble_accuracy"), metric(m, "teacher_t_accuracy"));
+	ck_assert_double_eq(metric(m, "student_accuracy"), metric(m, "single_t_accuracy"));
+	ck_assert_ptr_null(json_object_get(m, "scratch_accuracy"));
+	json_decref(m);
+}
+END_TEST
+
+/* An ensemble of one (combine probs) is distill from that teacher, byte for byte. */
+START_TEST(test_ensemble_of_one_is_distill)
+{
+	static const char distill[] = "  - distill:\n      student: s\n      teacher: t\n"
+				      "      epochs: 5\n      batch_size: 16\n      lr: 0.01\n"
+				      "      temperature: 3\n      alpha: 0.7\n";
+	struct mc_err err = { 0 };
+	char *a, *b;
+	long na, nb;
+
+	ck_assert_msg(ens_pipeline(4, 4, distill, 1, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(rename(spath("out.safetensors"), spath("distill.safetensors")), 0);
+	ck_assert_msg(ens_pipeline(4, 4,
+				   ENS_PASS("[t]", "      combine: probs\n      temperature: 3\n"
+						   "      alpha: 0.7\n"),
+				   1, &err) == 0,
+		      "%s", err.msg);
+	a = slurp(spath("distill.safetensors"), &na);
+	b = slurp(spath("out.safetensors"), &nb);
+	ck_assert_int_eq(na, nb);
+	ck_assert_msg(memcmp(a, b, (size_t)na) == 0,
+		      "the ensemble of one differs from distill with the same teacher");
+	free(a);
+	free(b);
+}
+END_TEST
+
+/* Two teachers run per batch on augmented images: the same student bytes on 1 and 2 threads. */
+START_TEST(test_ensemble_threads_identical)
+{
+	static const char pass[] = ENS_PASS("[t, u]", "      shift: 1\n      compare_single: true\n");
+	struct mc_err err = { 0 };
+	int saved = omp_get_max_threads();
+	char *a, *b;
+	long na, nb;
+
+	omp_set_num_threads(1);
+	ck_assert_msg(ens_pipeline(4, 4, pass, 1, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(rename(spath("out.safetensors"), spath("out1.safetensors")), 0);
+	omp_set_num_threads(2);
+	ck_assert_msg(ens_pipeline(4, 4, pass, 1, &err) == 0, "%s", err.msg);
+	omp_set_num_threads(saved);
+	a = slurp(spath("out1.safetensors"), &na);
+	b = slurp(spath("out.safetensors"), &nb);
+	ck_assert_int_eq(na, nb);
+	ck_assert_msg(memcmp(a, b, (size_t)na) == 0,
+		      "the student distilled from the ensemble on 1 thread differs from the one on 2");
+	free(a);
+	free(b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("distill");
@@ -307,6 +608,7 @@ int main(void)
 
 	tcase_add_test(loss, test_loss_limits);
 	tcase_add_test(loss, test_loss_mixed);
+	tcase_add_test(loss, test_ensemble_targets);
 	suite_add_tcase(s, loss);
 	tcase_add_checked_fixture(pipe, setup, teardown);
 	tcase_set_timeout(pipe, 60);
@@ -314,6 +616,11 @@ int main(void)
 	tcase_add_test(pipe, test_compare_scratch);
 	tcase_add_test(pipe, test_class_mismatch_refused);
 	tcase_add_test(pipe, test_threads_identical);
+	tcase_add_test(pipe, test_ensemble_refused);
+	tcase_add_test(pipe, test_ensemble_report);
+	tcase_add_test(pipe, test_ensemble_weight_zero);
+	tcase_add_test(pipe, test_ensemble_of_one_is_distill);
+	tcase_add_test(pipe, test_ensemble_threads_identical);
 	suite_add_tcase(s, pipe);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -1,11 +1,457 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder until the ensemble-distill pass lands */
-#include <mcomp/mcomp.h>
+/*
+ * ensemble-distill - trains a student model from an ensemble of teachers
+ * (knowledge distillation from several models). The target of each sample
+ * is either the weighted average of the teachers' softened probabilities,
+ *
+ *	probs:  sum_i w_i softmax(z_i / T)
+ *
+ * or the softened softmax of their weighted average logits,
+ *
+ *	logits: softmax(sum_i w_i z_i / T)
+ *
+ * and the loss is distill's: alpha * T^2 * KL(target || softmax(z_s / T)) +
+ * (1 - alpha) * CE(y, z_s). The targets are computed once for the whole split
+ * when they fit in memory and training does not augment, else per batch on
+ * the inputs the student sees (kd.c, shared with distill).
+ *
+ * At the end the pass measures what the student recovers of the ensemble:
+ * the accuracy of the student, of each teacher and of the ensemble itself
+ * (combined by the same rule at T = 1), and the ensemble's cost (bytes of its
+ * members' files, FLOPs per sample, latency of running all members). With
+ * compare_scratch the student's initial weights are also trained on labels
+ * alone; with compare_single they are also distilled from each teacher alone
+ * with the same settings and budget, so one run shows whether the ensemble
+ * pays over its best member.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-static const struct mc_param_def ens_params[] = { MC_PARAM_END };
+#include "kd.h"
+
+struct ens_conf {
+	char *student;
+	struct mc_list teachers;
+	struct mc_list weights;
+	int combine;
+	char *data;
+	double temperature;
+	double alpha;
+	int epochs;
+	int batch_size;
+	struct mc_train_opts opts;
+	int seed;
+	int compare_scratch;
+	int compare_single;
+};
+
+/* The student comes first: the host measures a pass's first model parameter. */
+static const struct mc_param_def ens_params[] = {
+	MC_PARAM_MODEL(struct ens_conf, student, NULL,
+		       "the model to train (a name under models:); replaced by the distilled one"),
+	MC_PARAM_LIST(struct ens_conf, teachers, MC_PARAM_TMODEL, NULL, 0, 0,
+		      "the trained models whose combined outputs the student learns from (2 to 16 "
+		      "make an ensemble; 1 is distill)"),
+	MC_PARAM_LIST(struct ens_conf, weights, MC_PARAM_TFLOAT, "[]", 0, 1e6,
+		      "one weight per teacher, >= 0 and not all 0, normalised to sum to 1; empty: "
+		      "equal weights"),
+	MC_PARAM_ENUM(struct ens_conf, combine, "probs", kd_combine_names,
+		      "probs: average the teachers' softened probabilities softmax(z / T); logits: "
+		      "softmax of the averaged logits over T"),
+	MC_PARAM_SPLIT(struct ens_conf, data, "train", "the data split to train on"),
+	MC_PARAM_FLOAT(struct ens_conf, temperature, "2", 0.01, 100,
+		       "softening temperature T of the targets and the student's soft term"),
+	MC_PARAM_FLOAT(struct ens_conf, alpha, "0.5", 0, 1,
+		       "weight of the soft (ensemble) term; 1 - alpha weighs the labels"),
+	MC_PARAM_INT(struct ens_conf, epochs, "20", 1, 100000, "passes over the data"),
+	MC_PARAM_INT(struct ens_conf, batch_size, "128", 1, 65536, "samples per update"),
+	MC_TRAIN_PARAMS(struct ens_conf, opts, "0.001", "cosine"),
+	MC_PARAM_INT(struct ens_conf, seed, "-1", -1, 2147483647,
+		     "shuffling seed; -1 uses the pipeline's seed"),
+	MC_PARAM_BOOL(struct ens_conf, compare_scratch, "false",
+		      "also train the student's initial weights on labels alone (same seed and "
+		      "budget) and report both accuracies"),
+	MC_PARAM_BOOL(struct ens_conf, compare_single, "false",
+		      "also distill the student's initial weights from each teacher alone (same "
+		      "settings and budget) and report each and the best beside the ensemble's"),
+	MC_PARAM_END,
+};
+
+/* ---------------------------------------------------------------- validation */
+
+/*
+ * The teachers of c into t, checked: 1 to KD_MAX_TEACHERS distinct models
+ * other than the student, taking the same input and giving the same classes
+ * (errors at "teachers"), the student matching them (at "student"), and the
+ * weights one per teacher or none, not all 0 (at "weights"), normalised.
+ * Returns 1 when a model is missing (the host has said so), else 0 or the
+ * error code.
+ */
+static int ens_teachers(struct mc_ctx *ctx, const struct ens_conf *c, const struct mc_model *s,
+			struct kd_teachers *t)
+{
+	const struct mc_list *tl = &c->teachers, *wl = &c->weights;
+	double sum = 0;
+	int ret;
+
+	memset(t, 0, sizeof(*t));
+	if (tl->n < 1 || tl->n > KD_MAX_TEACHERS)
+		return mc_ctx_error(ctx, "teachers", MC_EINVAL,
+				    "%d teachers; name 2 to %d models for an ensemble (1 is the "
+				    "distill pass)",
+				    tl->n, KD_MAX_TEACHERS);
+	t->k = tl->n;
+	t->combine = c->combine;
+	for (int i = 0; i < t->k; i++) {
+		const char *name = tl->str[i];
+
+		t->name[i] = name;
+		t->m[i] = mc_ctx_model(ctx, name);
+		if (!t->m[i])
+			return 1;
+		if (strcmp(name, c->student) == 0)
+			return mc_ctx_error(ctx, "teachers", MC_EINVAL,
+					    "teacher '%s' is the student; name other models",
+					    name);
+		for (int j = 0; j < i; j++)
+			if (strcmp(tl->str[j], name) == 0)
+				return mc_ctx_error(ctx, "teachers", MC_EINVAL,
+						    "model '%s' is teacher %d and teacher %d; name "
+						    "each model once",
+						    name, j + 1, i + 1);
+		if (t->m[i]->in_numel != t->m[0]->in_numel)
+			return mc_ctx_error(ctx, "teachers", MC_EINVAL,
+					    "teacher '%s' takes %lld input values but teacher '%s' "
+					    "takes %lld; every teacher must take the same input",
+					    name, (long long)t->m[i]->in_numel, tl->str[0],
+					    (long long)t->m[0]->in_numel);
+		if (t->m[i]->n_classes != t->m[0]->n_classes)
+			return mc_ctx_error(ctx, "teachers", MC_EINVAL,
+					    "teacher '%s' outputs %lld classes but teacher '%s' "
+					    "outputs %lld; every teacher must give the same classes",
+					    name, (long long)t->m[i]->n_classes, tl->str[0],
+					    (long long)t->m[0]->n_classes);
+	}
+	ret = kd_check_pair(ctx, "student", c->student, s, tl->str[0], t->m[0]);
+	if (ret)
+		return ret;
+	if (wl->n && wl->n != t->k)
+		return mc_ctx_error(ctx, "weights", MC_EINVAL,
+				    "%d weights for %d teachers; give one per teacher, in the "
+				    "teachers' order, or none for equal weights",
+				    wl->n, t->k);
+	for (int i = 0; i < wl->n; i++)
+		sum += wl->num[i];
+	if (wl->n && !(sum > 0))
+		return mc_ctx_error(ctx, "weights", MC_EINVAL,
+				    "the weights sum to 0; give at least one teacher a positive "
+				    "weight");
+	for (int i = 0; i < t->k; i++)
+		t->w[i] = wl->n ? wl->num[i] / sum : 1.0 / t->k;
+	return 0;
+}
+
+static int ens_check(struct mc_ctx *ctx, const void *conf)
+{
+	const struct ens_conf *c = conf;
+	const struct mc_model *s = mc_ctx_model(ctx, c->student);
+	struct kd_teachers t;
+	int ret;
+
+	if (!s)
+		return 0; /* the host has said so */
+	ret = ens_teachers(ctx, c, s, &t);
+	return ret > 0 ? 0 : ret;
+}
+
+/* ---------------------------------------------------------------- cost */
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* What running some models costs: summed file bytes and FLOPs per sample,
+ * and the latency of one forward of them all at batch 1 and 256. */
+struct ens_cost {
+	int64_t bytes, flops;
+	double latency1_ms, latency256_ms;
+};
+
+/* One forward of every member of t on x[n], their outputs combined at T = 1
+ * into out (ttmp as kd_targets wants) when there are several. */
+static void run_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
+			float *out, float *ttmp)
+{
+	const float *z[KD_MAX_TEACHERS];
+
+	for (int i = 0; i < t->k; i++)
+		z[i] = mc_forward(e[i], x, n);
+	if (t->k > 1)
+		kd_targets(t->combine, z, t->w, t->k, n, (int)t->m[0]->n_classes, 1, out, ttmp);
+}
+
+/* Median milliseconds of run_members: at least min_reps runs and until budget
+ * seconds have passed, at most 200 runs, after two for warm-up (as
+ * core/measure.c times one model). */
+static double time_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
+			   float *out, float *ttmp, int min_reps, double budget)
+{
+	double ms[200], start;
+	int reps = 0;
+
+	for (int i = 0; i < 2; i++)
+		run_members(t, e, x, n, out, ttmp);
+	start = now();
+	while (reps < 200 && (reps < min_reps || now() - start < budget)) {
+		double t0 = now();
+
+		run_members(t, e, x, n, out, ttmp);
+		ms[reps++] = (now() - t0) * 1e3;
+	}
+	qsort(ms, (size_t)reps, sizeof(ms[0]), cmp_double);
+	return ms[reps / 2];
+}
+
+/* The cost of the members of t, timed on the first samples of d. */
+static int members_cost(const struct kd_teachers *t, const struct mc_dataset *d,
+			struct ens_cost *cost, struct mc_err *err)
+{
+	const int big = 256;
+	int classes = (int)t->m[0]->n_classes;
+	struct mc_exec *e[KD_MAX_TEACHERS] = { 0 };
+	float *x = mc_calloc((size_t)big * (size_t)d->sample_numel, sizeof(float));
+	float *out = mc_calloc((size_t)big * (size_t)classes, sizeof(float));
+	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
+	int ret = 0;
+
+	memset(cost, 0, sizeof(*cost));
+	if (!x || !out || !ttmp) {
+		ret = mc_err_set(err, MC_ENOMEM, "out of memory measuring the ensemble's latency");
+		goto out;
+	}
+	for (int i = 0; i < t->k; i++) {
+		void *buf;
+		size_t len;
+
+		ret = mc_model_serialize(t->m[i], &buf, &len, err);
+		if (ret)
+			goto out;
+		free(buf);
+		cost->bytes += (int64_t)len;
+		cost->flops += mc_model_flops(t->m[i]);
+		e[i] = mc_exec_new(t->m[i], big, 0, err);
+		if (!e[i]) {
+			ret = err->code;
+			goto out;
+		}
+	}
+	memcpy(x, d->x, (size_t)(d->n < big ? d->n : big) * (size_t)d->sample_numel * sizeof(float));
+	cost->latency1_ms = time_members(t, e, x, 1, out, ttmp, 20, 0.2);
+	cost->latency256_ms = time_members(t, e, x, big, out, ttmp, 5, 0.5);
+out:
+	for (int i = 0; i < t->k; i++)
+		mc_exec_free(e[i]);
+	mc_free(x);
+	mc_free(out);
+	mc_free(ttmp);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- run */
+
+/* Reports value under "<pre><name><post>". */
+static void report_named(struct mc_ctx *ctx, const char *pre, const char *name, const char *post,
+			 double value)
+{
+	char key[320];
+
+	snprintf(key, sizeof(key), "%s%.256s%s", pre, name, post);
+	mc_ctx_report(ctx, key, value);
+}
+
+/* Logs and reports accuracies and costs of the student and the ensemble. */
+static void report(struct mc_ctx *ctx, const struct kd_teachers *t, const char *ev_name,
+		   double s_acc, const double *t_acc, double e_acc, const struct ens_cost *sc,
+		   const struct ens_cost *ec)
+{
+	char line[2048];
+	size_t len = 0;
+
+	for (int i = 0; i < t->k && len < sizeof(line); i++)
+		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s'%s' %.2f%%",
+					i ? ", " : "", t->name[i], 100 * t_acc[i]);
+	mc_ctx_log(ctx, "%s accuracy of the teachers: %s", ev_name, line);
+	mc_ctx_log(ctx, "%s accuracy: student %.2f%%, ensemble %.2f%% (combine %s), gap %.2f pt",
+		   ev_name, 100 * s_acc, 100 * e_acc, kd_combine_names[t->combine],
+		   100 * (e_acc - s_acc));
+	mc_ctx_log(ctx, "  %-9s %9s %12s %14s %13s %15s", "", "accuracy", "bytes", "FLOPs/sample",
+		   "batch-1 ms", "batch-256 ms");
+	mc_ctx_log(ctx, "  %-9s %8.2f%% %12lld %14lld %13.3f %15.3f", "student", 100 * s_acc,
+		   (long long)sc->bytes, (long long)sc->flops, sc->latency1_ms, sc->latency256_ms);
+	mc_ctx_log(ctx, "  %-9s %8.2f%% %12lld %14lld %13.3f %15.3f", "ensemble", 100 * e_acc,
+		   (long long)ec->bytes, (long long)ec->flops, ec->latency1_ms, ec->latency256_ms);
+	mc_ctx_log(ctx, "the student is %.1fx smaller, needs %.1fx fewer FLOPs and runs %.1fx "
+		   "faster at batch 1 (%.1fx at batch 256) than the ensemble",
+		   (double)ec->bytes / (double)sc->bytes, (double)ec->flops / (double)sc->flops,
+		   ec->latency1_ms / sc->latency1_ms, ec->latency256_ms / sc->latency256_ms);
+	mc_ctx_report(ctx, "student_accuracy", s_acc);
+	for (int i = 0; i < t->k; i++)
+		report_named(ctx, "teacher_", t->name[i], "_accuracy", t_acc[i]);
+	mc_ctx_report(ctx, "ensemble_accuracy", e_acc);
+	mc_ctx_report(ctx, "gap", e_acc - s_acc);
+	mc_ctx_report(ctx, "ensemble_bytes", (double)ec->bytes);
+	mc_ctx_report(ctx, "ensemble_flops", (double)ec->flops);
+	mc_ctx_report(ctx, "ensemble_latency1_ms", ec->latency1_ms);
+	mc_ctx_report(ctx, "ensemble_latency256_ms", ec->latency256_ms);
+}
+
+/* Logs and reports the single-teacher students beside the ensemble's. */
+static void report_single(struct mc_ctx *ctx, const struct kd_teachers *t, const char *ev_name,
+			  double s_acc, const double *one_acc)
+{
+	int best = 0;
+
+	for (int i = 0; i < t->k; i++) {
+		if (one_acc[i] > one_acc[best])
+			best = i;
+		mc_ctx_log(ctx, "%s accuracy: distilled from '%s' alone %.2f%%", ev_name,
+			   t->name[i], 100 * one_acc[i]);
+		report_named(ctx, "single_", t->name[i], "_accuracy", one_acc[i]);
+	}
+	mc_ctx_log(ctx, "%s accuracy: distilled from the ensemble %.2f%%, from the best single "
+		   "teacher ('%s') %.2f%% (%+.2f pt)",
+		   ev_name, 100 * s_acc, t->name[best], 100 * one_acc[best],
+		   100 * (s_acc - one_acc[best]));
+	mc_ctx_report(ctx, "best_single_accuracy", one_acc[best]);
+	mc_ctx_report(ctx, "gain_over_best_single", s_acc - one_acc[best]);
+}
+
+/* The student's cost, on the same footing as the ensemble's. */
+static int student_cost(const struct mc_model *s, const char *name, const struct mc_dataset *d,
+			struct ens_cost *cost, struct mc_err *err)
+{
+	struct kd_teachers one = { .k = 1, .m = { s }, .name = { name }, .w = { 1 } };
+
+	return members_cost(&one, d, cost, err);
+}
+
+static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
+{
+	const struct ens_conf *c = conf;
+	struct mc_model *s = mc_ctx_model(ctx, c->student);
+	const struct mc_dataset *d = mc_ctx_data(ctx, c->data), *ev;
+	struct mc_err *err = mc_ctx_err(ctx);
+	struct mc_train_conf tc = {
+		.epochs = c->epochs,
+		.batch_size = c->batch_size,
+		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
+		.label = c->student,
+	};
+	struct mc_model *baseline = NULL, *one[KD_MAX_TEACHERS] = { 0 };
+	double s_acc, e_acc, sc_acc = -1, t_acc[KD_MAX_TEACHERS], one_acc[KD_MAX_TEACHERS];
+	struct ens_cost scost, ecost;
+	struct kd_teachers t;
+	const char *ev_name = NULL;
+	int ret;
+
+	(void)state;
+	mc_train_opts_apply(&c->opts, &tc);
+	if (!d)
+		return err->code;
+	ret = ens_teachers(ctx, c, s, &t);
+	if (ret > 0)
+		return mc_ctx_error(ctx, "teachers", MC_ERUN, "a teacher is missing");
+	if (!ret)
+		ret = kd_check_data(ctx, c->data, d, s);
+	if (ret)
+		return ret;
+	if (t.k == 1)
+		mc_ctx_log(ctx, "one teacher: this is the distill pass; name 2 or more for an "
+			   "ensemble");
+	if (c->compare_scratch) {
+		baseline = mc_model_dup(s, err);
+		if (!baseline)
+			return err->code;
+	}
+	for (int i = 0; c->compare_single && i < t.k; i++) {
+		one[i] = mc_model_dup(s, err);
+		if (!one[i]) {
+			ret = err->code;
+			goto out;
+		}
+	}
+	ret = kd_distill(ctx, s, c->student, &t, d, &tc, c->temperature, c->alpha, "");
+	if (!ret && baseline)
+		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc);
+	for (int i = 0; !ret && one[i]; i++) {
+		struct kd_teachers ti = { .k = 1, .combine = t.combine, .m = { t.m[i] },
+					  .name = { t.name[i] }, .w = { 1 } };
+		char tag[300];
+
+		snprintf(tag, sizeof(tag), "single '%.256s': ", t.name[i]);
+		mc_ctx_log(ctx, "distilling the initial '%s' from teacher '%s' alone for comparison",
+			   c->student, t.name[i]);
+		ret = kd_distill(ctx, one[i], c->student, &ti, d, &tc, c->temperature, c->alpha,
+				 tag);
+	}
+	if (ret)
+		goto out;
+	ev = kd_eval_split(ctx, c->data, d, &ev_name);
+	if (!ev) {
+		ret = err->code;
+		goto out;
+	}
+	ret = mc_evaluate(s, ev, KD_EVAL_BATCH, &s_acc, NULL, err);
+	for (int i = 0; !ret && i < t.k; i++)
+		ret = mc_evaluate(t.m[i], ev, KD_EVAL_BATCH, &t_acc[i], NULL, err);
+	if (!ret)
+		ret = kd_ensemble_accuracy(&t, ev, &e_acc, err);
+	if (!ret && baseline)
+		ret = mc_evaluate(baseline, ev, KD_EVAL_BATCH, &sc_acc, NULL, err);
+	for (int i = 0; !ret && one[i]; i++)
+		ret = mc_evaluate(one[i], ev, KD_EVAL_BATCH, &one_acc[i], NULL, err);
+	if (!ret)
+		ret = student_cost(s, c->student, ev, &scost, err);
+	if (!ret)
+		ret = members_cost(&t, ev, &ecost, err);
+	if (ret)
+		goto out;
+	report(ctx, &t, ev_name, s_acc, t_acc, e_acc, &scost, &ecost);
+	if (baseline)
+		kd_report_scratch(ctx, ev_name, s_acc, sc_acc);
+	if (c->compare_single)
+		report_single(ctx, &t, ev_name, s_acc, one_acc);
+out:
+	mc_model_free(baseline);
+	for (int i = 0; i < KD_MAX_TEACHERS; i++)
+		mc_model_free(one[i]);
+	return ret;
+}
+
 static const struct mc_pass ens_pass = {
-	.abi = MC_PASS_ABI, .name = "ensemble-distill", .version = "0.0",
-	.description = "placeholder", .license = "MIT", .author = "the mcomp developers",
+	.abi = MC_PASS_ABI,
+	.name = "ensemble-distill",
+	.version = "1.0",
+	.description = "train a student model from an ensemble of teachers' combined outputs, "
+		       "reporting the ensemble's accuracy and cost beside the student's",
+	.license = "MIT",
+	.author = "the mcomp developers",
+	.conf_size = sizeof(struct ens_conf),
 	.params = ens_params,
+	.check = ens_check,
+	.run = ens_run,
 };
 MC_PASS_DEFINE(ens_pass);
