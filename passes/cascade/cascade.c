@@ -337,8 +337,9 @@ static int report_sweep(struct mc_ctx *ctx, const struct cascade_conf *c,
 	mc_ctx_log(ctx, "threshold sweep on '%s': %d settings tried (%s), %d on the Pareto front; "
 		   "%d of them:",
 		   c->calibrate, sw->n,
-		   k <= 2 ? "every distinct confidence"
-			  : sw->exhaustive ? "the whole quantile grid" : "coordinate descent",
+		   k == 1 ? "one stage, nothing to choose"
+		   : k == 2 ? "every distinct confidence"
+		   : sw->exhaustive ? "the whole quantile grid" : "coordinate descent",
 		   nf, nr);
 	sweep_row(line, sizeof(line), k, c->stages.str, NULL, cal->n, ' ');
 	mc_ctx_log(ctx, "%s", line);
