@@ -137,6 +137,24 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* Creates the folders above path that do not exist yet (like mkdir -p). */
+static int mkdir_parents(const char *path, struct mc_err *err)
+{
+	char buf[4096];
+	char *s;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return mc_err_set(err, MC_EIO, "%s: path too long", path);
+	for (s = buf + 1; (s = strchr(s, '/')); s++) {
+		*s = '\0';
+		if (mkdir(buf, 0777) && errno != EEXIST)
+			return mc_err_set(err, MC_EIO, "%s: cannot create folder %s: %s", path, buf,
+					  strerror(errno));
+		*s = '/';
+	}
+	return 0;
+}
+
 MC_API int mc_write_file_atomic(const char *path, const void *buf, size_t len, struct mc_err *err)
 {
 	const char *slash, *base;
@@ -156,6 +174,9 @@ MC_API int mc_write_file_atomic(const char *path, const void *buf, size_t len, s
 		mode = st.st_mode & 07777;
 	} else {
 		mode = new_file_mode();
+		ret = mkdir_parents(path, err);
+		if (ret)
+			return ret;
 	}
 
 	slash = strrchr(path, '/');

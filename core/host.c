@@ -4,12 +4,10 @@
  * validation-time checks, and the run loop that measures each step and
  * writes the output model and report only when every pass succeeded.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include <mcomp/pipeline.h>
@@ -267,32 +265,6 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 	return 0;
 }
 
-static int mkdir_parents(const char *path, struct mc_err *err)
-{
-	char buf[4096];
-	char *s;
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return mc_err_set(err, MC_EIO, "%s: path too long", path);
-	s = strrchr(buf, '/');
-	if (!s || s == buf)
-		return 0;
-	*s = '\0';
-	for (s = buf + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(buf, 0777) && errno != EEXIST)
-			return mc_err_set(err, MC_EIO, "%s: cannot create folder %s: %s", path, buf,
-					  strerror(errno));
-		*s = '/';
-	}
-	if (mkdir(buf, 0777) && errno != EEXIST)
-		return mc_err_set(err, MC_EIO, "%s: cannot create folder %s: %s", path, buf,
-				  strerror(errno));
-	return 0;
-}
-
 static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct mc_model *m,
 		       struct mc_err *err)
 {
@@ -402,18 +374,14 @@ MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 					 p->path);
 			goto out;
 		}
-		ret = mkdir_parents(p->output_path, err);
-		if (!ret)
-			ret = mc_model_save(om->model, p->output_path, err);
+		ret = mc_model_save(om->model, p->output_path, err);
 		if (ret)
 			goto out;
 		if (out)
 			fprintf(out, "wrote %s (model '%s')\n", p->output_path, om->name);
 	}
 	if (p->report_path) {
-		ret = mkdir_parents(p->report_path, err);
-		if (!ret)
-			ret = mc_report_write(&rep, p, p->output_path, p->report_path, err);
+		ret = mc_report_write(&rep, p, p->output_path, p->report_path, err);
 		if (ret)
 			goto out;
 		if (out)

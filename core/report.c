@@ -127,6 +127,13 @@ void mc_report_print(const struct mc_report *r, FILE *out)
 	for (i = 0; i < r->n; i++) {
 		const struct mc_row *row = &r->rows[i];
 
+		if (!strcmp(row->model, "-")) {
+			/* a pass without a model of its own (cascade): nothing measured */
+			fprintf(out, "%-4d %-14s %-10s %10s %10s %11s %8s %10s %12s %8.1f\n",
+				row->step, row->pass ? row->pass : "(start)", "-", "-", "-", "-",
+				"-", "-", "-", row->seconds);
+			continue;
+		}
 		human_bytes(row->m.bytes, bytes, sizeof(bytes));
 		if (row->m.accuracy >= 0)
 			snprintf(acc, sizeof(acc), "%.2f%%", 100 * row->m.accuracy);

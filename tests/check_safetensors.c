@@ -546,10 +546,12 @@ START_TEST(test_atomic_write_fails)
 	ck_assert_int_eq(mc_write_file_atomic(tpath("adir"), "x", 1, &err), MC_EIO);
 	ck_assert_ptr_nonnull(strstr(err.msg, "adir: is a directory"));
 
-	/* The folder does not exist: no temporary file can be made. */
-	ck_assert_int_eq(mc_write_file_atomic(tpath("nodir/x.bin"), "x", 1, &err), MC_EIO);
-	ck_assert_ptr_nonnull(strstr(err.msg, "nodir/x.bin: cannot create a temporary file"));
-	ck_assert_ptr_nonnull(strstr(err.msg, "No such file or directory"));
+	/* A missing folder is created; one that cannot be (a file is in the way) fails. */
+	ck_assert_int_eq(mc_write_file_atomic(tpath("nodir/sub/x.bin"), "made", 4, &err), 0);
+	expect_content(tpath("nodir/sub/x.bin"), "made");
+	ck_assert_int_eq(mc_write_file_atomic(tpath("keep.bin/x.bin"), "x", 1, &err), MC_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "keep.bin/x.bin: cannot create a temporary file"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "Not a directory"));
 
 	/* The write itself fails half-way (file size limit): the old file stays. */
 	signal(SIGXFSZ, SIG_IGN);
@@ -561,7 +563,7 @@ START_TEST(test_atomic_write_fails)
 	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
 	ck_assert_ptr_nonnull(strstr(err.msg, "keep.bin: write failed: File too large"));
 	expect_content(p, "precious");
-	ck_assert_int_eq(count_files(), 2); /* keep.bin and adir: no temporary left */
+	ck_assert_int_eq(count_files(), 3); /* keep.bin, adir and nodir: no temporary left */
 
 	/* A folder we may not write to (meaningless for root, who may). */
 	if (geteuid() != 0) {

@@ -57,7 +57,8 @@ MC_API const char *mc_st_meta(const struct mc_st_file *f, const char *key);
  */
 MC_API int mc_st_serialize(struct mc_tensor *const *t, int n, const char *const *meta, int n_meta,
 			   void **buf, size_t *len, struct mc_err *err);
-/* Writes buf to path atomically: a temporary file beside it, fsync, rename. */
+/* Writes buf to path atomically: a temporary file beside it, fsync, rename.
+ * Folders above path that do not exist yet are created. */
 MC_API int mc_write_file_atomic(const char *path, const void *buf, size_t len,
 				struct mc_err *err);
 /* Reads a whole file into a malloc'd buffer (limit: refuse larger files). */

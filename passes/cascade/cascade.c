@@ -11,12 +11,10 @@
  * Every stage runs once over the calibration split; calibrate.c chooses the
  * thresholds from those confidences alone.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "cascade_pass.h"
@@ -233,23 +231,6 @@ static int stage_outputs(const struct mc_model *m, int kind, const struct mc_dat
 
 /* ---------------------------------------------------------------- files */
 
-static int mkdir_parents(const char *path, struct mc_err *err)
-{
-	char buf[4096];
-	char *s;
-
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return mc_err_set(err, MC_EIO, "%s: path too long", path);
-	for (s = buf + 1; (s = strchr(s, '/')); s++) {
-		*s = '\0';
-		if (mkdir(buf, 0777) && errno != EEXIST)
-			return mc_err_set(err, MC_EIO, "%s: cannot create folder %s: %s", path, buf,
-					  strerror(errno));
-		*s = '/';
-	}
-	return 0;
-}
-
 /* A copy of each stage and the thresholds of p, as one cascade. */
 static struct mc_cascade *build(const struct cascade_conf *c, const struct mc_model **m, int k,
 				const float *thr, struct mc_err *err)
@@ -379,9 +360,7 @@ static int report_sweep(struct mc_ctx *ctx, const struct cascade_conf *c,
 			ret = mc_ctx_error(ctx, "plot", MC_ENOMEM, "out of memory drawing the plot");
 			goto out;
 		}
-		ret = mkdir_parents(c->plot, mc_ctx_err(ctx));
-		if (!ret)
-			ret = mc_write_file_atomic(c->plot, buf, len, mc_ctx_err(ctx));
+		ret = mc_write_file_atomic(c->plot, buf, len, mc_ctx_err(ctx));
 		free(buf);
 		if (ret) {
 			mc_err_prefix(mc_ctx_err(ctx), "pass 'cascade', plot");
@@ -577,9 +556,7 @@ static int cascade_run(struct mc_ctx *ctx, void *state, const void *conf)
 		ret = err->code;
 		goto out;
 	}
-	ret = mkdir_parents(c->output, err);
-	if (!ret)
-		ret = mc_cascade_save(casc, c->output, err);
+	ret = mc_cascade_save(casc, c->output, err);
 	if (ret) {
 		mc_err_prefix(err, "pass 'cascade', output");
 		goto out;
