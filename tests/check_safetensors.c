@@ -534,11 +534,12 @@ END_TEST
 
 START_TEST(test_atomic_write_fails)
 {
-	const char *p = tpath("keep.bin");
+	char p[256];
 	struct mc_err err = {0};
 	struct rlimit rl, old;
 	static char big[1 << 16];
 
+	snprintf(p, sizeof(p), "%s", tpath("keep.bin")); /* tpath's buffers are reused */
 	ck_assert_int_eq(mc_write_file_atomic(p, "precious", 8, &err), 0);
 
 	/* The target is a directory. */
