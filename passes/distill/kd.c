@@ -13,8 +13,8 @@
 
 const char *const kd_combine_names[] = { "probs", "logits", NULL };
 
-float kd_loss(const float *logits, const float *target, const uint8_t *labels, int n,
-	      int classes, float T, float alpha, float *dlogits, float *tmp)
+float kd_loss(const float *logits, const float *target, const uint8_t *labels, int n, int classes,
+	      float T, float alpha, float *dlogits, float *tmp)
 {
 	float kd = 0, ce = 0;
 	int64_t k = (int64_t)n * classes;
@@ -114,15 +114,15 @@ struct kd_run {
 	struct mc_ctx *ctx;
 	const struct mc_dataset *d;
 	const struct kd_teachers *t;
-	const float *targets;			/* [d->n, classes] when cached, else NULL */
-	struct mc_exec *tex[KD_MAX_TEACHERS];	/* the teachers' executors when not cached */
+	const float *targets;		      /* [d->n, classes] when cached, else NULL */
+	struct mc_exec *tex[KD_MAX_TEACHERS]; /* the teachers' executors when not cached */
 	float T, alpha;
 	int classes;
 	const char *tag;
-	float *btarget;				/* [batch, classes] */
-	uint8_t *blabels;			/* [batch] */
-	float *tmp;				/* [batch, classes] */
-	float *ttmp;				/* [k, classes] */
+	float *btarget;	  /* [batch, classes] */
+	uint8_t *blabels; /* [batch] */
+	float *tmp;	  /* [batch, classes] */
+	float *ttmp;	  /* [k, classes] */
 };
 
 /* Executors of batch n for every teacher into e[k]; on failure frees them. */
@@ -177,8 +177,8 @@ static int split_targets(const struct kd_teachers *t, const struct mc_dataset *d
 	return 0;
 }
 
-static float kd_hook_loss(void *arg, const float *x, const float *logits, const int64_t *idx,
-			  int n, int classes, float *dlogits)
+static float kd_hook_loss(void *arg, const float *x, const float *logits, const int64_t *idx, int n,
+			  int classes, float *dlogits)
 {
 	struct kd_run *r = arg;
 	size_t cs = (size_t)classes * sizeof(float);
@@ -192,12 +192,10 @@ static float kd_hook_loss(void *arg, const float *x, const float *logits, const 
 	/* Uncached (or augmented): the teachers see exactly the student's batch. */
 	if (!r->targets)
 		batch_targets(r->t, r->tex, x, n, classes, r->T, r->btarget, r->ttmp);
-	return kd_loss(logits, r->btarget, r->blabels, n, classes, r->T, r->alpha, dlogits,
-		       r->tmp);
+	return kd_loss(logits, r->btarget, r->blabels, n, classes, r->T, r->alpha, dlogits, r->tmp);
 }
 
-static int kd_hook_epoch(void *arg, struct mc_model *m, int epoch, double loss,
-			 struct mc_err *err)
+static int kd_hook_epoch(void *arg, struct mc_model *m, int epoch, double loss, struct mc_err *err)
 {
 	struct kd_run *r = arg;
 
@@ -252,8 +250,7 @@ int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	r.blabels = mc_calloc((size_t)tc->batch_size, 1);
 	r.ttmp = mc_calloc((size_t)t->k * (size_t)r.classes, sizeof(float));
 	if (!r.btarget || !r.tmp || !r.blabels || !r.ttmp) {
-		ret = mc_err_set(err, MC_ENOMEM, "out of memory for batches of %d",
-				 tc->batch_size);
+		ret = mc_err_set(err, MC_ENOMEM, "out of memory for batches of %d", tc->batch_size);
 		goto out;
 	}
 	if (!tc->shift && !tc->hflip && np <= KD_CACHE_MAX &&

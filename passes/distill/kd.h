@@ -46,8 +46,8 @@ struct kd_teachers {
  * CE(y, z_s), with its gradient in dlogits[n, classes]; tmp holds n * classes
  * floats.
  */
-float kd_loss(const float *logits, const float *target, const uint8_t *labels, int n,
-	      int classes, float T, float alpha, float *dlogits, float *tmp);
+float kd_loss(const float *logits, const float *target, const uint8_t *labels, int n, int classes,
+	      float T, float alpha, float *dlogits, float *tmp);
 
 /*
  * The targets out[n, classes] of k teachers whose logits are z[i][n, classes],
