@@ -223,10 +223,13 @@ static int check_data(struct mc_pipeline *p, struct mc_err *err)
 		if (!pm || !pm->model)
 			continue;
 		for (d = pp->pass->params; d && d->name; d++) {
-			const char *name = *(char *const *)((const char *)pp->conf + d->offset);
+			const char *name;
 			struct mc_pl_split *s;
 
-			if (d->type != MC_PARAM_TSPLIT || !(s = find_split(p, name)))
+			if (d->type != MC_PARAM_TSPLIT)
+				continue; /* only split fields hold a char * */
+			name = *(char *const *)((const char *)pp->conf + d->offset);
+			if (!(s = find_split(p, name)))
 				continue;
 			snprintf(who, sizeof(who), "pass '%s', %s: ", pp->pass->name, d->name);
 			ret = check_fit(s, pm, key_loc(pp, d->name), who, err);
