@@ -105,6 +105,18 @@ MC_API const struct mc_dataset *mc_ctx_data(struct mc_ctx *ctx, const char *name
 	return d;
 }
 
+MC_API const struct mc_dataset *mc_ctx_eval_data(struct mc_ctx *ctx,
+						 const struct mc_dataset *fallback,
+						 const char *fallback_name, const char **name)
+{
+	if (!find_split(ctx->p, "test")) {
+		*name = fallback_name;
+		return fallback;
+	}
+	*name = "test";
+	return mc_ctx_data(ctx, "test");
+}
+
 MC_API uint64_t mc_ctx_seed(struct mc_ctx *ctx)
 {
 	return ctx->p->seed;

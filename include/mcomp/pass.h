@@ -77,6 +77,14 @@ MC_API int mc_ctx_replace_model(struct mc_ctx *ctx, const char *name, struct mc_
 /* The data split named name, loaded on first use. Borrowed. NULL with the
  * context's error set when the split is unknown or cannot be read. */
 MC_API const struct mc_dataset *mc_ctx_data(struct mc_ctx *ctx, const char *name);
+/*
+ * The split results are reported on: "test" when the pipeline has one (so
+ * *name = "test"), else fallback (*name = fallback_name). NULL with the
+ * context's error set when the test split cannot be read.
+ */
+MC_API const struct mc_dataset *mc_ctx_eval_data(struct mc_ctx *ctx,
+						 const struct mc_dataset *fallback,
+						 const char *fallback_name, const char **name);
 /* The pipeline's seed. */
 MC_API uint64_t mc_ctx_seed(struct mc_ctx *ctx);
 /* Nonzero while the host is validating (in check), zero while running. */

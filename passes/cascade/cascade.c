@@ -373,24 +373,6 @@ out:
 	return ret;
 }
 
-/* The split the cascade is measured on: "test" when the pipeline has one,
- * else the calibration split. */
-static const struct mc_dataset *eval_split(struct mc_ctx *ctx, const struct cascade_conf *c,
-					   const struct mc_dataset *d, const char **name)
-{
-	const struct mc_dataset *test = mc_ctx_data(ctx, "test");
-
-	if (test) {
-		*name = "test";
-		return test;
-	}
-	if (mc_ctx_err(ctx)->code != MC_EINVAL)
-		return NULL; /* there is one but it cannot be read */
-	memset(mc_ctx_err(ctx), 0, sizeof(struct mc_err));
-	*name = c->calibrate;
-	return d;
-}
-
 static void report_measured(struct mc_ctx *ctx, const struct cascade_conf *c, int k,
 			    const double *cost, const char *unit, const struct cascade_point *p,
 			    const struct mc_cascade_measure *mc, const struct mc_cascade_measure *ml,
@@ -562,7 +544,7 @@ static int cascade_run(struct mc_ctx *ctx, void *state, const void *conf)
 		goto out;
 	}
 	mc_ctx_log(ctx, "cascade written to %s", c->output);
-	ev = eval_split(ctx, c, d, &ev_name);
+	ev = mc_ctx_eval_data(ctx, d, c->calibrate, &ev_name);
 	if (!ev) {
 		ret = err->code;
 		goto out;

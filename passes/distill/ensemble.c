@@ -409,7 +409,7 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	}
 	if (ret)
 		goto out;
-	ev = kd_eval_split(ctx, c->data, d, &ev_name);
+	ev = mc_ctx_eval_data(ctx, d, c->data, &ev_name);
 	if (!ev) {
 		ret = err->code;
 		goto out;

@@ -92,22 +92,6 @@ int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset
 	return 0;
 }
 
-const struct mc_dataset *kd_eval_split(struct mc_ctx *ctx, const char *dname,
-				       const struct mc_dataset *d, const char **name)
-{
-	const struct mc_dataset *test = mc_ctx_data(ctx, "test");
-
-	if (test) {
-		*name = "test";
-		return test;
-	}
-	if (mc_ctx_err(ctx)->code != MC_EINVAL)
-		return NULL; /* there is one but it cannot be read */
-	memset(mc_ctx_err(ctx), 0, sizeof(struct mc_err));
-	*name = dname;
-	return d;
-}
-
 /* ---------------------------------------------------------------- training */
 
 struct kd_run {

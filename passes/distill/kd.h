@@ -67,11 +67,6 @@ int kd_check_pair(struct mc_ctx *ctx, const char *key, const char *sname, const 
 int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset *d,
 		  const struct mc_model *s);
 
-/* The split accuracy is measured on: "test" when the pipeline has one, else
- * d (named dname). NULL with the context's error set when test cannot be read. */
-const struct mc_dataset *kd_eval_split(struct mc_ctx *ctx, const char *dname,
-				       const struct mc_dataset *d, const char **name);
-
 /*
  * Trains s in place on d from the targets of t (tc: epochs, batch, optimizer,
  * seed, augmentation). Every log line starts with tag ("" for none). Returns
