@@ -388,24 +388,12 @@ END_TEST
 
 /* ---------------------------------------------------------------- pipelines */
 
-static struct mc_registry *reg;
 
 static void setup(void)
 {
-	struct mc_err err = { 0 };
+	static const char *const passes[] = { "cascade", NULL };
 
-	tiny_setup("cascade");
-	reg = mc_registry_open(&err);
-	ck_assert_msg(reg != NULL, "%s", err.msg);
-	ck_assert_msg(mc_registry_find(reg, "cascade", NULL),
-		      "the cascade pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
-}
-
-static void teardown(void)
-{
-	mc_registry_free(reg);
-	reg = NULL;
-	tiny_teardown();
+	tiny_setup("cascade", passes);
 }
 
 /*
@@ -722,7 +710,7 @@ int main(void)
 	tcase_add_test(cal, test_descent);
 	tcase_add_test(cal, test_front);
 	suite_add_tcase(s, cal);
-	tcase_add_checked_fixture(pipe, setup, teardown);
+	tcase_add_checked_fixture(pipe, setup, tiny_teardown);
 	tcase_set_timeout(pipe, 60);
 	tcase_add_test(pipe, test_one_stage);
 	tcase_add_test(pipe, test_two_stages_pipeline);

@@ -31,7 +31,6 @@
 #include "../passes/distill/kd.c"
 #include "../passes/distill/distill.c"
 
-static struct mc_registry *reg;
 
 /* One sample, three classes: student logits, teacher probabilities, label. */
 static const float zs[] = { 1.0f, 0.0f, -0.5f, 0.2f, 0.3f, 0.1f };
@@ -195,22 +194,9 @@ END_TEST
 
 static void setup(void)
 {
-	struct mc_err err = { 0 };
+	static const char *const passes[] = { "distill", "ensemble-distill", NULL };
 
-	tiny_setup("distill");
-	reg = mc_registry_open(&err);
-	ck_assert_msg(reg != NULL, "%s", err.msg);
-	ck_assert_msg(mc_registry_find(reg, "distill", NULL),
-		      "the distill pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
-	ck_assert_msg(mc_registry_find(reg, "ensemble-distill", NULL),
-		      "the ensemble-distill pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
-}
-
-static void teardown(void)
-{
-	mc_registry_free(reg);
-	reg = NULL;
-	tiny_teardown();
+	tiny_setup("distill", passes);
 }
 
 /*
@@ -610,7 +596,7 @@ int main(void)
 	tcase_add_test(loss, test_loss_mixed);
 	tcase_add_test(loss, test_ensemble_targets);
 	suite_add_tcase(s, loss);
-	tcase_add_checked_fixture(pipe, setup, teardown);
+	tcase_add_checked_fixture(pipe, setup, tiny_teardown);
 	tcase_set_timeout(pipe, 60);
 	tcase_add_test(pipe, test_pipeline_distills);
 	tcase_add_test(pipe, test_compare_scratch);

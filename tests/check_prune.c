@@ -24,7 +24,6 @@
 
 #include "tiny_data.h"
 
-static struct mc_registry *reg;
 
 /* An MLP 64-32-16-4 and a CNN with batch norm, over [1, 8, 8]. */
 static const char *mlp_arch =
@@ -81,22 +80,11 @@ static struct mc_model *load(const char *name)
 
 static void setup(void)
 {
-	struct mc_err err = { 0 };
+	static const char *const passes[] = { "prune", NULL };
 
-	tiny_setup("prune");
+	tiny_setup("prune", passes);
 	save_model(mlp_arch, "mlp.safetensors", 3);
 	save_model(cnn_arch, "cnn.safetensors", 4);
-	reg = mc_registry_open(&err);
-	ck_assert_msg(reg != NULL, "%s", err.msg);
-	ck_assert_msg(mc_registry_find(reg, "prune", NULL),
-		      "the prune pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
-}
-
-static void teardown(void)
-{
-	mc_registry_free(reg);
-	reg = NULL;
-	tiny_teardown();
 }
 
 /*
@@ -535,7 +523,7 @@ static Suite *suite(void)
 	Suite *s = suite_create("prune");
 	TCase *tc = tcase_create("pass");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup, tiny_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_per_layer_exact);
 	tcase_add_test(tc, test_global_exact);

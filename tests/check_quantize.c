@@ -24,7 +24,6 @@
 
 #include "tiny_data.h"
 
-static struct mc_registry *reg;
 
 static const char *mlp_arch =
     "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
@@ -683,10 +682,11 @@ END_TEST
 
 static void setup(void)
 {
+	static const char *const passes[] = { "quantize", NULL };
 	struct mc_err err = { 0 };
 	struct mc_model *m;
 
-	tiny_setup("quantize");
+	tiny_setup("quantize", passes);
 	m = mc_model_from_arch(mlp_arch, "test", &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	mc_model_init(m, 3);
@@ -697,17 +697,6 @@ static void setup(void)
 	mc_model_init(m, 3);
 	ck_assert_msg(mc_model_save(m, spath("cnn.safetensors"), &err) == 0, "%s", err.msg);
 	mc_model_free(m);
-	reg = mc_registry_open(&err);
-	ck_assert_msg(reg != NULL, "%s", err.msg);
-	ck_assert_msg(mc_registry_find(reg, "quantize", NULL),
-		      "the quantize pass is not on MCOMP_PASS_PATH (%s)", mc_pass_path());
-}
-
-static void teardown(void)
-{
-	mc_registry_free(reg);
-	reg = NULL;
-	tiny_teardown();
 }
 
 /*
@@ -939,7 +928,7 @@ static Suite *suite(void)
 	tcase_add_test(tk, test_qconv2d_against_f32);
 	tcase_add_test(tk, test_qconv2d_relu_fused);
 	suite_add_tcase(s, tk);
-	tcase_add_checked_fixture(tp, setup, teardown);
+	tcase_add_checked_fixture(tp, setup, tiny_teardown);
 	tcase_set_timeout(tp, 60);
 	tcase_add_test(tp, test_pipeline_static_int8);
 	tcase_add_test(tp, test_pipeline_relu_fused);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * tiny_data.h - what the pass suites (check_prune, check_quantize) share: a
- * scratch folder, a tiny IDX data set written on the spot (8x8 images, four
+ * tiny_data.h - what the pass suites (check_prune, check_quantize, ...) share:
+ * the pass registry, a scratch folder, a tiny IDX data set written on the spot (8x8 images, four
  * classes, a bright 3x3 block in the label's corner over deterministic
  * noise), and file helpers. Included by one test program each, so its
  * functions are static.
@@ -98,31 +98,44 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 }
 
 /* Makes the scratch folder "mcomp-WHAT-XXXXXX" with the tiny train and test splits. */
-static void tiny_setup(const char *what)
+/* The passes found on MCOMP_PASS_PATH, open between tiny_setup and tiny_teardown. */
+static struct mc_registry *reg;
+
+/* Makes the scratch folder and its data, and opens reg, which must hold the
+ * passes named in the NULL-terminated list passes. */
+static void tiny_setup(const char *what, const char *const *passes)
 {
 	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	struct mc_err err = { 0 };
 
 	PATHF(scratch, "%.200s/mcomp-%s-XXXXXX", base, what);
 	ck_assert(mkdtemp(scratch) != NULL);
 	write_idx(spath("train"), N_TRAIN, 0);
 	write_idx(spath("test"), N_TEST, 1);
+	reg = mc_registry_open(&err);
+	ck_assert_msg(reg != NULL, "%s", err.msg);
+	for (; *passes; passes++)
+		ck_assert_msg(mc_registry_find(reg, *passes, NULL),
+			      "the %s pass is not on MCOMP_PASS_PATH (%s)", *passes, mc_pass_path());
 }
 
 static void tiny_teardown(void)
 {
+	mc_registry_free(reg);
+	reg = NULL;
 	nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Writes text as the scratch folder's p.yaml, loads it with reg and, when
+/* Writes text as the scratch folder's p.yaml, loads it with r and, when
  * run is set, runs it. Returns 0 or the error code with err filled. */
-static int tiny_pipeline(struct mc_registry *reg, const char *text, int run, struct mc_err *err)
+static int tiny_pipeline(struct mc_registry *r, const char *text, int run, struct mc_err *err)
 {
 	struct mc_pipeline *p;
 	int ret;
 
 	write_file(spath("p.yaml"), text, strlen(text));
 	memset(err, 0, sizeof(*err));
-	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, err);
+	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, r, err);
 	if (!p)
 		return err->code;
 	ret = run ? mc_pipeline_run(p, NULL, err) : 0;
