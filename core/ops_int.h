@@ -29,7 +29,8 @@ int mc_same_shape_setup(struct mc_node *node, const int *in_ndim,
 			const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err);
 int64_t mc_zero_flops(const struct mc_node *node);
 
-/* Philox streams of dropout masks, apart from init (1 << 56) and shuffling (2 << 56). */
+/* Philox streams of dropout masks, apart from init (1 << 56), shuffling (2 << 56)
+ * and augmentation (4 << 56, train.c). */
 #define MC_STREAM_DROPOUT (3ull << 56)
 
 /* A stable 32-bit hash of a node's name (FNV-1a): its stream for run-time randomness. */

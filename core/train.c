@@ -17,9 +17,10 @@
 
 #include <mcomp/train.h>
 
-/* Shuffling streams, apart from the parameter-init streams of model.c. */
+/* Shuffling and augmentation streams, apart from the parameter-init streams
+ * of model.c (1 << 56) and dropout's (3 << 56, ops_int.h). */
 #define STREAM_SHUFFLE (2ull << 56)
-#define STREAM_AUGMENT (3ull << 56)
+#define STREAM_AUGMENT (4ull << 56)
 
 /* ---------------------------------------------------------------- progress */
 
