@@ -198,51 +198,11 @@ static void im2col(const struct conv_geo *q, const float *x, float *col)
 }
 
 /* colT[P, C*k*k] from one sample: row p holds the window of output position p. */
+MC_DEFINE_IM2COL_T(im2col_t_f32, float)
+
 static void im2col_t(const struct conv_geo *q, const float *x, float *ct)
 {
-	const int k = q->k;
-
-	for (int oh = 0; oh < q->OH; oh++) {
-		int h0 = oh * q->s - q->p;
-
-		for (int ow = 0; ow < q->OW; ow++) {
-			int w0 = ow * q->s - q->p;
-			const float *img = x + (int64_t)h0 * q->W + w0;
-			float *dst = ct + ((size_t)oh * q->OW + ow) * q->C * k * k;
-
-			if (k == 3 && h0 >= 0 && h0 + 3 <= q->H && w0 >= 0 && w0 + 3 <= q->W) {
-				const int W = q->W;
-
-				for (int c = 0; c < q->C; c++, img += (size_t)q->H * W, dst += 9) {
-					dst[0] = img[0];
-					dst[1] = img[1];
-					dst[2] = img[2];
-					dst[3] = img[W];
-					dst[4] = img[W + 1];
-					dst[5] = img[W + 2];
-					dst[6] = img[2 * W];
-					dst[7] = img[2 * W + 1];
-					dst[8] = img[2 * W + 2];
-				}
-				continue;
-			}
-			if (h0 >= 0 && h0 + k <= q->H && w0 >= 0 && w0 + k <= q->W) {
-				for (int c = 0; c < q->C; c++, img += (size_t)q->H * q->W)
-					for (int ki = 0; ki < k; ki++)
-						for (int kj = 0; kj < k; kj++)
-							*dst++ = img[ki * q->W + kj];
-				continue;
-			}
-			for (int c = 0; c < q->C; c++, img += (size_t)q->H * q->W)
-				for (int ki = 0; ki < k; ki++)
-					for (int kj = 0; kj < k; kj++) {
-						int h = h0 + ki, w = w0 + kj;
-
-						*dst++ = h >= 0 && h < q->H && w >= 0 && w < q->W ?
-							 img[ki * q->W + kj] : 0.0f;
-					}
-		}
-	}
+	im2col_t_f32(q->C, q->H, q->W, q->OH, q->OW, q->k, q->s, q->p, x, 0.0f, ct);
 }
 
 /* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */

@@ -1042,53 +1042,11 @@ static int qconv_setup(struct mc_node *node, const int *in_ndim,
 }
 
 /* colT[P, K] from one u8 sample x[C, H, W]; taps outside the image hold pad. */
+MC_DEFINE_IM2COL_T(im2col_t_u8, uint8_t)
+
 static void im2col_u8(const struct qgeo *q, const uint8_t *x, uint8_t pad, uint8_t *ct)
 {
-	const int k = q->k;
-
-	for (int oh = 0; oh < q->OH; oh++) {
-		int h0 = oh * q->s - q->p;
-
-		for (int ow = 0; ow < q->OW; ow++) {
-			int w0 = ow * q->s - q->p;
-			uint8_t *dst = ct + ((size_t)oh * q->OW + ow) * q->K;
-
-			if (k == 3 && h0 >= 0 && h0 + 3 <= q->H && w0 >= 0 && w0 + 3 <= q->W) {
-				const uint8_t *img = x + (int64_t)h0 * q->W + w0;
-				const size_t W = (size_t)q->W;
-
-				for (int c = 0; c < q->C; c++, img += (size_t)q->H * W, dst += 9) {
-					dst[0] = img[0];
-					dst[1] = img[1];
-					dst[2] = img[2];
-					dst[3] = img[W];
-					dst[4] = img[W + 1];
-					dst[5] = img[W + 2];
-					dst[6] = img[2 * W];
-					dst[7] = img[2 * W + 1];
-					dst[8] = img[2 * W + 2];
-				}
-				continue;
-			}
-			if (h0 >= 0 && h0 + k <= q->H && w0 >= 0 && w0 + k <= q->W) {
-				const uint8_t *img = x + (int64_t)h0 * q->W + w0;
-
-				for (int c = 0; c < q->C; c++, img += (size_t)q->H * q->W)
-					for (int ki = 0; ki < k; ki++, dst += k)
-						memcpy(dst, img + (size_t)ki * q->W, (size_t)k);
-				continue;
-			}
-			for (int c = 0; c < q->C; c++)
-				for (int ki = 0; ki < k; ki++)
-					for (int kj = 0; kj < k; kj++) {
-						int h = h0 + ki, w = w0 + kj;
-
-						*dst++ = h >= 0 && h < q->H && w >= 0 && w < q->W
-							     ? x[((size_t)c * q->H + h) * q->W + w]
-							     : pad;
-					}
-		}
-	}
+	im2col_t_u8(q->C, q->H, q->W, q->OH, q->OW, q->k, q->s, q->p, x, pad, ct);
 }
 
 #define QCONV_CHUNK_BYTES (1 << 20) /* u8 input, colT and y of one chunk of samples */
