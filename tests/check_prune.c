@@ -26,14 +26,7 @@
 
 
 /* An MLP 64-32-16-4 and a CNN with batch norm, over [1, 8, 8]. */
-static const char *mlp_arch =
-    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
-    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
-    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 32}},"
-    "{\"name\": \"act1\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
-    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act1\"], \"attrs\": {\"out\": 16}},"
-    "{\"name\": \"act2\", \"op\": \"relu\", \"inputs\": [\"fc2\"], \"attrs\": {}},"
-    "{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"act2\"], \"attrs\": {\"out\": 4}}]}";
+static const char *mlp_arch = TINY_MLP_ARCH;
 
 static const char *cnn_arch =
     "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["

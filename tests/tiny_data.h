@@ -26,6 +26,16 @@
 #define PATHF(buf, ...) \
 	ck_assert_int_lt(snprintf(buf, sizeof(buf), __VA_ARGS__), (int)sizeof(buf))
 
+/* An MLP 64-32-16-4 (flat, fc1, act1, fc2, act2, fc3) over the tiny images. */
+#define TINY_MLP_ARCH \
+	"{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": [" \
+	"{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}}," \
+	"{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 32}}," \
+	"{\"name\": \"act1\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}}," \
+	"{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"act1\"], \"attrs\": {\"out\": 16}}," \
+	"{\"name\": \"act2\", \"op\": \"relu\", \"inputs\": [\"fc2\"], \"attrs\": {}}," \
+	"{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"act2\"], \"attrs\": {\"out\": 4}}]}"
+
 static char scratch[4096];
 
 static void write_file(const char *path, const void *buf, size_t n)
