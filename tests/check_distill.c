@@ -263,6 +263,27 @@ static json_t *distill_metrics(double *measured)
 	return pass_metrics("distill", measured);
 }
 
+/* One step's number from report.json's row of pass for model. */
+static double step_number(const char *pass, const char *model, const char *key)
+{
+	json_error_t je;
+	json_t *doc = json_load_file(spath("report.json"), 0, &je), *row;
+	double v = -1;
+	size_t i;
+
+	ck_assert_msg(doc != NULL, "report.json: %s", je.text);
+	json_array_foreach(json_object_get(doc, "steps"), i, row) {
+		const char *p = json_string_value(json_object_get(row, "pass"));
+		const char *mo = json_string_value(json_object_get(row, "model"));
+
+		if (p && mo && strcmp(p, pass) == 0 && strcmp(mo, model) == 0)
+			v = json_number_value(json_object_get(row, key));
+	}
+	json_decref(doc);
+	ck_assert_msg(v >= 0, "report.json has no %s of %s on '%s'", key, pass, model);
+	return v;
+}
+
 static double metric(json_t *m, const char *key)
 {
 	json_t *v = json_object_get(m, key);
@@ -287,6 +308,12 @@ START_TEST(test_pipeline_distills)
 	ck_assert_msg(t > 0.8, "teacher accuracy %g", t);
 	ck_assert_double_eq_tol(metric(m, "gap"), t - s, 1e-12);
 	ck_assert_double_eq_tol(measured, s, 1e-9); /* the host measured the student */
+	ck_assert_double_eq_tol(t, step_number("train", "t", "accuracy"), 1e-9);
+	/* the teacher's cost beside the student's, as the host measured it */
+	ck_assert_double_eq(metric(m, "teacher_bytes"), step_number("train", "t", "bytes"));
+	ck_assert_double_eq(metric(m, "teacher_flops"), step_number("train", "t", "flops"));
+	ck_assert(metric(m, "teacher_latency1_ms") > 0);
+	ck_assert(metric(m, "teacher_latency256_ms") > 0);
 	ck_assert_ptr_null(json_object_get(m, "scratch_accuracy"));
 	json_decref(m);
 }
@@ -450,27 +477,6 @@ START_TEST(test_ensemble_refused)
 		      "%s", err.msg);
 }
 END_TEST
-
-/* One step's number from report.json's row of pass for model. */
-static double step_number(const char *pass, const char *model, const char *key)
-{
-	json_error_t je;
-	json_t *doc = json_load_file(spath("report.json"), 0, &je), *row;
-	double v = -1;
-	size_t i;
-
-	ck_assert_msg(doc != NULL, "report.json: %s", je.text);
-	json_array_foreach(json_object_get(doc, "steps"), i, row) {
-		const char *p = json_string_value(json_object_get(row, "pass"));
-		const char *mo = json_string_value(json_object_get(row, "model"));
-
-		if (p && mo && strcmp(p, pass) == 0 && strcmp(mo, model) == 0)
-			v = json_number_value(json_object_get(row, key));
-	}
-	json_decref(doc);
-	ck_assert_msg(v >= 0, "report.json has no %s of %s on '%s'", key, pass, model);
-	return v;
-}
 
 /* Two teachers and every comparison: the report holds each figure, and they agree. */
 START_TEST(test_ensemble_report)

@@ -85,6 +85,7 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	struct kd_teachers tt = { .k = 1, .combine = KD_PROBS, .m = { t }, .name = { c->teacher },
 				  .w = { 1 } };
 	struct mc_model *baseline = NULL;
+	struct kd_cost scost, tcost;
 	double s_acc, t_acc, sc_acc = -1;
 	const char *ev_name = NULL;
 	int ret;
@@ -103,21 +104,25 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 		if (!baseline)
 			return err->code;
 	}
-	ret = kd_distill(ctx, s, c->student, &tt, d, &tc, c->temperature, c->alpha, "");
-	if (!ret && baseline)
-		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc);
-	if (ret)
-		goto out;
 	ev = mc_ctx_eval_data(ctx, d, c->data, &ev_name);
 	if (!ev) {
 		ret = err->code;
 		goto out;
 	}
-	ret = mc_evaluate(s, ev, KD_EVAL_BATCH, &s_acc, NULL, err);
+	ret = kd_distill(ctx, s, c->student, &tt, d, &tc, c->temperature, c->alpha, ev, ev_name,
+			 "");
+	if (!ret && baseline)
+		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc, ev, ev_name);
+	if (!ret)
+		ret = mc_evaluate(s, ev, KD_EVAL_BATCH, &s_acc, NULL, err);
 	if (!ret)
 		ret = mc_evaluate(t, ev, KD_EVAL_BATCH, &t_acc, NULL, err);
 	if (!ret && baseline)
 		ret = mc_evaluate(baseline, ev, KD_EVAL_BATCH, &sc_acc, NULL, err);
+	if (!ret)
+		ret = kd_student_cost(s, c->student, ev, &scost, err);
+	if (!ret)
+		ret = kd_cost(&tt, ev, &tcost, err);
 	if (ret)
 		goto out;
 	mc_ctx_log(ctx, "%s accuracy: student %.2f%%, teacher %.2f%%, gap %.2f pt", ev_name,
@@ -125,6 +130,7 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	mc_ctx_report(ctx, "student_accuracy", s_acc);
 	mc_ctx_report(ctx, "teacher_accuracy", t_acc);
 	mc_ctx_report(ctx, "gap", t_acc - s_acc);
+	kd_report_costs(ctx, "teacher", s_acc, &scost, t_acc, &tcost);
 	if (baseline)
 		kd_report_scratch(ctx, ev_name, s_acc, sc_acc);
 out:

@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kd.h"
 
@@ -166,110 +165,6 @@ static int ens_check(struct mc_ctx *ctx, const void *conf)
 	return ret > 0 ? 0 : ret;
 }
 
-/* ---------------------------------------------------------------- cost */
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* What running some models costs: summed file bytes and FLOPs per sample,
- * and the latency of one forward of them all at batch 1 and 256. */
-struct ens_cost {
-	int64_t bytes, flops;
-	double latency1_ms, latency256_ms;
-};
-
-/* One forward of every member of t on x[n], their outputs combined at T = 1
- * into out (ttmp as kd_targets wants) when there are several. */
-static void run_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
-			float *out, float *ttmp)
-{
-	const float *z[KD_MAX_TEACHERS];
-
-	for (int i = 0; i < t->k; i++)
-		z[i] = mc_forward(e[i], x, n);
-	if (t->k > 1)
-		kd_targets(t->combine, z, t->w, t->k, n, (int)t->m[0]->n_classes, 1, out, ttmp);
-}
-
-/* Median milliseconds of run_members: at least min_reps runs and until budget
- * seconds have passed, at most 200 runs, after two for warm-up (as
- * core/measure.c times one model). */
-static double time_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
-			   float *out, float *ttmp, int min_reps, double budget)
-{
-	double ms[200], start;
-	int reps = 0;
-
-	for (int i = 0; i < 2; i++)
-		run_members(t, e, x, n, out, ttmp);
-	start = now();
-	while (reps < 200 && (reps < min_reps || now() - start < budget)) {
-		double t0 = now();
-
-		run_members(t, e, x, n, out, ttmp);
-		ms[reps++] = (now() - t0) * 1e3;
-	}
-	qsort(ms, (size_t)reps, sizeof(ms[0]), cmp_double);
-	return ms[reps / 2];
-}
-
-/* The cost of the members of t, timed on the first samples of d. */
-static int members_cost(const struct kd_teachers *t, const struct mc_dataset *d,
-			struct ens_cost *cost, struct mc_err *err)
-{
-	const int big = 256;
-	int classes = (int)t->m[0]->n_classes;
-	struct mc_exec *e[KD_MAX_TEACHERS] = { 0 };
-	float *x = mc_calloc((size_t)big * (size_t)d->sample_numel, sizeof(float));
-	float *out = mc_calloc((size_t)big * (size_t)classes, sizeof(float));
-	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
-	int ret = 0;
-
-	memset(cost, 0, sizeof(*cost));
-	if (!x || !out || !ttmp) {
-		ret = mc_err_set(err, MC_ENOMEM, "out of memory measuring the ensemble's latency");
-		goto out;
-	}
-	for (int i = 0; i < t->k; i++) {
-		void *buf;
-		size_t len;
-
-		ret = mc_model_serialize(t->m[i], &buf, &len, err);
-		if (ret)
-			goto out;
-		free(buf);
-		cost->bytes += (int64_t)len;
-		cost->flops += mc_model_flops(t->m[i]);
-		e[i] = mc_exec_new(t->m[i], big, 0, err);
-		if (!e[i]) {
-			ret = err->code;
-			goto out;
-		}
-	}
-	memcpy(x, d->x, (size_t)(d->n < big ? d->n : big) * (size_t)d->sample_numel * sizeof(float));
-	cost->latency1_ms = time_members(t, e, x, 1, out, ttmp, 20, 0.2);
-	cost->latency256_ms = time_members(t, e, x, big, out, ttmp, 5, 0.5);
-out:
-	for (int i = 0; i < t->k; i++)
-		mc_exec_free(e[i]);
-	mc_free(x);
-	mc_free(out);
-	mc_free(ttmp);
-	return ret;
-}
-
 /* ---------------------------------------------------------------- run */
 
 /* Reports value under "<pre><name><post>". */
@@ -284,8 +179,8 @@ static void report_named(struct mc_ctx *ctx, const char *pre, const char *name, 
 
 /* Logs and reports accuracies and costs of the student and the ensemble. */
 static void report(struct mc_ctx *ctx, const struct kd_teachers *t, const char *ev_name,
-		   double s_acc, const double *t_acc, double e_acc, const struct ens_cost *sc,
-		   const struct ens_cost *ec)
+		   double s_acc, const double *t_acc, double e_acc, const struct kd_cost *sc,
+		   const struct kd_cost *ec)
 {
 	char line[2048];
 	size_t len = 0;
@@ -297,25 +192,12 @@ static void report(struct mc_ctx *ctx, const struct kd_teachers *t, const char *
 	mc_ctx_log(ctx, "%s accuracy: student %.2f%%, ensemble %.2f%% (combine %s), gap %.2f pt",
 		   ev_name, 100 * s_acc, 100 * e_acc, kd_combine_names[t->combine],
 		   100 * (e_acc - s_acc));
-	mc_ctx_log(ctx, "  %-9s %9s %12s %14s %13s %15s", "", "accuracy", "bytes", "FLOPs/sample",
-		   "batch-1 ms", "batch-256 ms");
-	mc_ctx_log(ctx, "  %-9s %8.2f%% %12lld %14lld %13.3f %15.3f", "student", 100 * s_acc,
-		   (long long)sc->bytes, (long long)sc->flops, sc->latency1_ms, sc->latency256_ms);
-	mc_ctx_log(ctx, "  %-9s %8.2f%% %12lld %14lld %13.3f %15.3f", "ensemble", 100 * e_acc,
-		   (long long)ec->bytes, (long long)ec->flops, ec->latency1_ms, ec->latency256_ms);
-	mc_ctx_log(ctx, "the student is %.1fx smaller, needs %.1fx fewer FLOPs and runs %.1fx "
-		   "faster at batch 1 (%.1fx at batch 256) than the ensemble",
-		   (double)ec->bytes / (double)sc->bytes, (double)ec->flops / (double)sc->flops,
-		   ec->latency1_ms / sc->latency1_ms, ec->latency256_ms / sc->latency256_ms);
 	mc_ctx_report(ctx, "student_accuracy", s_acc);
 	for (int i = 0; i < t->k; i++)
 		report_named(ctx, "teacher_", t->name[i], "_accuracy", t_acc[i]);
 	mc_ctx_report(ctx, "ensemble_accuracy", e_acc);
 	mc_ctx_report(ctx, "gap", e_acc - s_acc);
-	mc_ctx_report(ctx, "ensemble_bytes", (double)ec->bytes);
-	mc_ctx_report(ctx, "ensemble_flops", (double)ec->flops);
-	mc_ctx_report(ctx, "ensemble_latency1_ms", ec->latency1_ms);
-	mc_ctx_report(ctx, "ensemble_latency256_ms", ec->latency256_ms);
+	kd_report_costs(ctx, "ensemble", s_acc, sc, e_acc, ec);
 }
 
 /* Logs and reports the single-teacher students beside the ensemble's. */
@@ -339,15 +221,6 @@ static void report_single(struct mc_ctx *ctx, const struct kd_teachers *t, const
 	mc_ctx_report(ctx, "gain_over_best_single", s_acc - one_acc[best]);
 }
 
-/* The student's cost, on the same footing as the ensemble's. */
-static int student_cost(const struct mc_model *s, const char *name, const struct mc_dataset *d,
-			struct ens_cost *cost, struct mc_err *err)
-{
-	struct kd_teachers one = { .k = 1, .m = { s }, .name = { name }, .w = { 1 } };
-
-	return members_cost(&one, d, cost, err);
-}
-
 static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 {
 	const struct ens_conf *c = conf;
@@ -362,7 +235,7 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	};
 	struct mc_model *baseline = NULL, *one[KD_MAX_TEACHERS] = { 0 };
 	double s_acc, e_acc, sc_acc = -1, t_acc[KD_MAX_TEACHERS], one_acc[KD_MAX_TEACHERS];
-	struct ens_cost scost, ecost;
+	struct kd_cost scost, ecost;
 	struct kd_teachers t;
 	const char *ev_name = NULL;
 	int ret;
@@ -393,9 +266,15 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 			goto out;
 		}
 	}
-	ret = kd_distill(ctx, s, c->student, &t, d, &tc, c->temperature, c->alpha, "");
+	ev = mc_ctx_eval_data(ctx, d, c->data, &ev_name);
+	if (!ev) {
+		ret = err->code;
+		goto out;
+	}
+	ret = kd_distill(ctx, s, c->student, &t, d, &tc, c->temperature, c->alpha, ev, ev_name,
+			 "");
 	if (!ret && baseline)
-		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc);
+		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc, ev, ev_name);
 	for (int i = 0; !ret && one[i]; i++) {
 		struct kd_teachers ti = { .k = 1, .combine = t.combine, .m = { t.m[i] },
 					  .name = { t.name[i] }, .w = { 1 } };
@@ -405,15 +284,10 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 		mc_ctx_log(ctx, "distilling the initial '%s' from teacher '%s' alone for comparison",
 			   c->student, t.name[i]);
 		ret = kd_distill(ctx, one[i], c->student, &ti, d, &tc, c->temperature, c->alpha,
-				 tag);
+				 ev, ev_name, tag);
 	}
 	if (ret)
 		goto out;
-	ev = mc_ctx_eval_data(ctx, d, c->data, &ev_name);
-	if (!ev) {
-		ret = err->code;
-		goto out;
-	}
 	ret = mc_evaluate(s, ev, KD_EVAL_BATCH, &s_acc, NULL, err);
 	for (int i = 0; !ret && i < t.k; i++)
 		ret = mc_evaluate(t.m[i], ev, KD_EVAL_BATCH, &t_acc[i], NULL, err);
@@ -424,9 +298,9 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	for (int i = 0; !ret && one[i]; i++)
 		ret = mc_evaluate(one[i], ev, KD_EVAL_BATCH, &one_acc[i], NULL, err);
 	if (!ret)
-		ret = student_cost(s, c->student, ev, &scost, err);
+		ret = kd_student_cost(s, c->student, ev, &scost, err);
 	if (!ret)
-		ret = members_cost(&t, ev, &ecost, err);
+		ret = kd_cost(&t, ev, &ecost, err);
 	if (ret)
 		goto out;
 	report(ctx, &t, ev_name, s_acc, t_acc, e_acc, &scost, &ecost);

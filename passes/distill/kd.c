@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kd.h"
 
@@ -97,6 +98,9 @@ int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset
 struct kd_run {
 	struct mc_ctx *ctx;
 	const struct mc_dataset *d;
+	const struct mc_dataset *ev; /* measured after every epoch, or NULL */
+	const char *ev_name;
+	int epochs;
 	const struct kd_teachers *t;
 	const float *targets;		      /* [d->n, classes] when cached, else NULL */
 	struct mc_exec *tex[KD_MAX_TEACHERS]; /* the teachers' executors when not cached */
@@ -179,13 +183,22 @@ static float kd_hook_loss(void *arg, const float *x, const float *logits, const 
 	return kd_loss(logits, r->btarget, r->blabels, n, classes, r->T, r->alpha, dlogits, r->tmp);
 }
 
+/* Logs an epoch's mean loss and, when r->ev is set, the accuracy on it. */
 static int kd_hook_epoch(void *arg, struct mc_model *m, int epoch, double loss, struct mc_err *err)
 {
-	struct kd_run *r = arg;
+	const struct kd_run *r = arg;
+	double acc;
+	int ret;
 
-	(void)m, (void)err;
-	mc_ctx_log(r->ctx, "%sepoch %d: loss %.4f", r->tag, epoch + 1, loss);
-	return 0;
+	if (!r->ev) {
+		mc_ctx_log(r->ctx, "%sepoch %d/%d: loss %.4f", r->tag, epoch + 1, r->epochs, loss);
+		return 0;
+	}
+	ret = mc_evaluate(m, r->ev, KD_EVAL_BATCH, &acc, NULL, err);
+	if (!ret)
+		mc_ctx_log(r->ctx, "%sepoch %d/%d: loss %.4f, %s accuracy %.2f%%", r->tag,
+			   epoch + 1, r->epochs, loss, r->ev_name, 100 * acc);
+	return ret;
 }
 
 /* "'a'" for one teacher, else "teachers 'a', 'b' (weights 0.5, 0.5; combine probs)". */
@@ -210,11 +223,13 @@ static void describe(const struct kd_teachers *t, char *buf, size_t size)
 
 int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	       const struct kd_teachers *t, const struct mc_dataset *d,
-	       const struct mc_train_conf *tc, double T, double alpha, const char *tag)
+	       const struct mc_train_conf *tc, double T, double alpha,
+	       const struct mc_dataset *ev, const char *ev_name, const char *tag)
 {
 	struct mc_err *err = mc_ctx_err(ctx);
 	struct mc_train_hooks hooks = { .loss = kd_hook_loss, .after_epoch = kd_hook_epoch };
-	struct kd_run r = { .ctx = ctx, .d = d, .t = t, .T = (float)T, .alpha = (float)alpha,
+	struct kd_run r = { .ctx = ctx, .d = d, .ev = ev, .ev_name = ev_name,
+			     .epochs = tc->epochs, .t = t, .T = (float)T, .alpha = (float)alpha,
 			     .tag = tag };
 	char what[1024], who[1100];
 	size_t np, bp;
@@ -309,10 +324,15 @@ out:
 }
 
 int kd_train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
-		     const struct mc_dataset *d, const struct mc_train_conf *tc)
+		     const struct mc_dataset *d, const struct mc_train_conf *tc,
+		     const struct mc_dataset *ev, const char *ev_name)
 {
+	struct kd_run r = { .ctx = ctx, .ev = ev, .ev_name = ev_name, .epochs = tc->epochs,
+			     .tag = "scratch: " };
+	struct mc_train_hooks hooks = { .arg = &r, .after_epoch = kd_hook_epoch };
+
 	mc_ctx_log(ctx, "training '%s' from scratch on labels alone for comparison", sname);
-	return mc_train(baseline, d, tc, NULL, mc_ctx_err(ctx));
+	return mc_train(baseline, d, tc, &hooks, mc_ctx_err(ctx));
 }
 
 void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, double sc_acc)
@@ -321,4 +341,133 @@ void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, do
 		   100 * s_acc, 100 * sc_acc, 100 * (s_acc - sc_acc));
 	mc_ctx_report(ctx, "scratch_accuracy", sc_acc);
 	mc_ctx_report(ctx, "gain_over_scratch", s_acc - sc_acc);
+}
+
+/* ---------------------------------------------------------------- cost */
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* One forward of every member of t on x[n], their outputs combined at T = 1
+ * into out (ttmp as kd_targets wants) when there are several. */
+static void run_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
+			float *out, float *ttmp)
+{
+	const float *z[KD_MAX_TEACHERS];
+
+	for (int i = 0; i < t->k; i++)
+		z[i] = mc_forward(e[i], x, n);
+	if (t->k > 1)
+		kd_targets(t->combine, z, t->w, t->k, n, (int)t->m[0]->n_classes, 1, out, ttmp);
+}
+
+/* Median milliseconds of run_members: at least min_reps runs and until budget
+ * seconds have passed, at most 200 runs, after two for warm-up (as
+ * core/measure.c times one model). */
+static double time_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
+			   float *out, float *ttmp, int min_reps, double budget)
+{
+	double ms[200], start;
+	int reps = 0;
+
+	for (int i = 0; i < 2; i++)
+		run_members(t, e, x, n, out, ttmp);
+	start = now();
+	while (reps < 200 && (reps < min_reps || now() - start < budget)) {
+		double t0 = now();
+
+		run_members(t, e, x, n, out, ttmp);
+		ms[reps++] = (now() - t0) * 1e3;
+	}
+	qsort(ms, (size_t)reps, sizeof(ms[0]), cmp_double);
+	return ms[reps / 2];
+}
+
+int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_cost *cost,
+	    struct mc_err *err)
+{
+	const int big = 256;
+	int classes = (int)t->m[0]->n_classes;
+	struct mc_exec *e[KD_MAX_TEACHERS] = { 0 };
+	float *x = mc_calloc((size_t)big * (size_t)d->sample_numel, sizeof(float));
+	float *out = mc_calloc((size_t)big * (size_t)classes, sizeof(float));
+	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
+	int ret = 0;
+
+	memset(cost, 0, sizeof(*cost));
+	if (!x || !out || !ttmp) {
+		ret = mc_err_set(err, MC_ENOMEM, "out of memory measuring latency");
+		goto out;
+	}
+	for (int i = 0; i < t->k; i++) {
+		void *buf;
+		size_t len;
+
+		ret = mc_model_serialize(t->m[i], &buf, &len, err);
+		if (ret)
+			goto out;
+		free(buf);
+		cost->bytes += (int64_t)len;
+		cost->flops += mc_model_flops(t->m[i]);
+		e[i] = mc_exec_new(t->m[i], big, 0, err);
+		if (!e[i]) {
+			ret = err->code;
+			goto out;
+		}
+	}
+	memcpy(x, d->x, (size_t)(d->n < big ? d->n : big) * (size_t)d->sample_numel * sizeof(float));
+	cost->latency1_ms = time_members(t, e, x, 1, out, ttmp, 20, 0.2);
+	cost->latency256_ms = time_members(t, e, x, big, out, ttmp, 5, 0.5);
+out:
+	for (int i = 0; i < t->k; i++)
+		mc_exec_free(e[i]);
+	mc_free(x);
+	mc_free(out);
+	mc_free(ttmp);
+	return ret;
+}
+
+int kd_student_cost(const struct mc_model *s, const char *name, const struct mc_dataset *d,
+		    struct kd_cost *cost, struct mc_err *err)
+{
+	struct kd_teachers one = { .k = 1, .m = { s }, .name = { name }, .w = { 1 } };
+
+	return kd_cost(&one, d, cost, err);
+}
+
+void kd_report_costs(struct mc_ctx *ctx, const char *what, double s_acc, const struct kd_cost *sc,
+		     double o_acc, const struct kd_cost *oc)
+{
+	char key[64];
+
+	mc_ctx_log(ctx, "  %-9s %9s %12s %14s %13s %15s", "", "accuracy", "bytes", "FLOPs/sample",
+		   "batch-1 ms", "batch-256 ms");
+	mc_ctx_log(ctx, "  %-9s %8.2f%% %12lld %14lld %13.3f %15.3f", "student", 100 * s_acc,
+		   (long long)sc->bytes, (long long)sc->flops, sc->latency1_ms, sc->latency256_ms);
+	mc_ctx_log(ctx, "  %-9s %8.2f%% %12lld %14lld %13.3f %15.3f", what, 100 * o_acc,
+		   (long long)oc->bytes, (long long)oc->flops, oc->latency1_ms, oc->latency256_ms);
+	mc_ctx_log(ctx, "the student is %.1fx smaller, needs %.1fx fewer FLOPs and runs %.1fx "
+		   "faster at batch 1 (%.1fx at batch 256) than the %s",
+		   (double)oc->bytes / (double)sc->bytes, (double)oc->flops / (double)sc->flops,
+		   oc->latency1_ms / sc->latency1_ms, oc->latency256_ms / sc->latency256_ms, what);
+	snprintf(key, sizeof(key), "%s_bytes", what);
+	mc_ctx_report(ctx, key, (double)oc->bytes);
+	snprintf(key, sizeof(key), "%s_flops", what);
+	mc_ctx_report(ctx, key, (double)oc->flops);
+	snprintf(key, sizeof(key), "%s_latency1_ms", what);
+	mc_ctx_report(ctx, key, oc->latency1_ms);
+	snprintf(key, sizeof(key), "%s_latency256_ms", what);
+	mc_ctx_report(ctx, key, oc->latency256_ms);
 }

@@ -69,12 +69,15 @@ int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset
 
 /*
  * Trains s in place on d from the targets of t (tc: epochs, batch, optimizer,
- * seed, augmentation). Every log line starts with tag ("" for none). Returns
- * 0 or an error code with the context's error set.
+ * seed, augmentation). After every epoch it logs the mean loss and, when ev
+ * is not NULL, the accuracy on ev (named ev_name); every log line starts
+ * with tag ("" for none). Returns 0 or an error code with the context's
+ * error set.
  */
 int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	       const struct kd_teachers *t, const struct mc_dataset *d,
-	       const struct mc_train_conf *tc, double T, double alpha, const char *tag);
+	       const struct mc_train_conf *tc, double T, double alpha,
+	       const struct mc_dataset *ev, const char *ev_name, const char *tag);
 
 /* The accuracy of the ensemble t on d, each sample's class the top one of
  * its combined outputs at T = 1 (the lowest index wins a tie). */
@@ -82,9 +85,33 @@ int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d
 			 struct mc_err *err);
 
 /* Trains baseline (a copy of the student's initial weights, named sname) on
- * labels alone with tc: the scratch comparison. */
+ * labels alone with tc: the scratch comparison, logged per epoch as
+ * kd_distill logs. */
 int kd_train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
-		     const struct mc_dataset *d, const struct mc_train_conf *tc);
+		     const struct mc_dataset *d, const struct mc_train_conf *tc,
+		     const struct mc_dataset *ev, const char *ev_name);
+
+/* What running some models costs: summed file bytes and FLOPs per sample,
+ * and the latency of one forward of them all (and their combination) at
+ * batch 1 and 256, the median of repeated runs after a warm-up. */
+struct kd_cost {
+	int64_t bytes, flops;
+	double latency1_ms, latency256_ms;
+};
+
+/* The cost of the teachers t together, timed on the first samples of d. */
+int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_cost *cost,
+	    struct mc_err *err);
+
+/* The cost of the student s (named name), on the same footing. */
+int kd_student_cost(const struct mc_model *s, const char *name, const struct mc_dataset *d,
+		    struct kd_cost *cost, struct mc_err *err);
+
+/* Logs the student beside what taught it (what: "teacher" or "ensemble"), a
+ * table of accuracy and costs and their ratios, and reports what taught it
+ * as <what>_bytes, _flops, _latency1_ms and _latency256_ms. */
+void kd_report_costs(struct mc_ctx *ctx, const char *what, double s_acc, const struct kd_cost *sc,
+		     double o_acc, const struct kd_cost *oc);
 
 /* Logs and reports the distilled student beside the one trained from scratch. */
 void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, double sc_acc);
