@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cascade_pass.h"
+#include "../common/svg.h"
 
 /* Totals of a point whose exits and exit_correct are set. */
 static void finish(const struct cascade_calib *c, struct cascade_point *p)
@@ -432,21 +433,6 @@ int cascade_front_rows(const struct cascade_sweep *s, const int *front, int n, i
 
 /* ---------------------------------------------------------------- plot */
 
-/* Text with <, > and & escaped. */
-static void xml_text(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '<')
-			fputs("&lt;", f);
-		else if (*s == '>')
-			fputs("&gt;", f);
-		else if (*s == '&')
-			fputs("&amp;", f);
-		else
-			fputc(*s, f);
-	}
-}
-
 int cascade_svg(const struct cascade_plot *p, char **buf, size_t *len)
 {
 	const double W = 760, H = 460, L = 70, R = 210, T = 40, B = 60;
@@ -475,13 +461,9 @@ int cascade_svg(const struct cascade_plot *p, char **buf, size_t *len)
 	xmax = ceil(xmax * 10 - 1e-9) / 10;
 #define X(c) (L + (c) / xmax * (W - L - R))
 #define Y(a) (T + (hi - (a)) / (hi - lo) * (H - T - B))
-	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-		   "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-		   "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-		W, H, W, H);
+	svg_begin(f, W, H);
 	fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">", L);
-	xml_text(f, p->title);
+	svg_text(f, p->title);
 	fputs("</text>\n", f);
 	for (int k = 0; k <= (int)lround(xmax * 10); k++) {
 		double c = k / 10.0;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "prune.h"
+#include "../common/svg.h"
 
 /* acc[layer * levels + level] */
 struct table {
@@ -65,20 +66,6 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 static const char *const colors[] = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 				      "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf" };
 
-static void xml_text(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '<')
-			fputs("&lt;", f);
-		else if (*s == '>')
-			fputs("&gt;", f);
-		else if (*s == '&')
-			fputs("&amp;", f);
-		else
-			fputc(*s, f);
-	}
-}
-
 /* Writes the plot as SVG text into a malloc'd buffer. */
 static int svg(const struct table *t, const char *model, char **buf, size_t *len)
 {
@@ -98,13 +85,9 @@ static int svg(const struct table *t, const char *model, char **buf, size_t *len
 		hi = lo + 0.05;
 #define X(s) (L + (s) * (W - L - R))
 #define Y(a) (T + (hi - (a)) / (hi - lo) * (H - T - B))
-	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-		   "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-		   "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-		W, H, W, H);
+	svg_begin(f, W, H);
 	fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">prune sensitivity of ", L);
-	xml_text(f, model);
+	svg_text(f, model);
 	fputs(": each layer pruned alone</text>\n", f);
 	for (int k = 0; k <= 10; k++) { /* x grid: sparsity 0..1 */
 		double s = k / 10.0;
@@ -142,7 +125,7 @@ static int svg(const struct table *t, const char *model, char **buf, size_t *len
 			   "stroke-width=\"2\"/>\n<text x=\"%.1f\" y=\"%.1f\">",
 			W - R + 14, T + 10 + 18.0 * i, W - R + 34, T + 10 + 18.0 * i, col,
 			W - R + 40, T + 14 + 18.0 * i);
-		xml_text(f, t->names[i]);
+		svg_text(f, t->names[i]);
 		fputs("</text>\n", f);
 	}
 	fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">- - unpruned</text>\n</svg>\n", W - R + 14,
