@@ -105,6 +105,32 @@ cmp -s "$tmp/out/m.safetensors" "$tmp/before.safetensors" && ok || bad "failed r
 cmp -s "$tmp/out/report.json" "$tmp/before.json" && ok || bad "failed run changed the report"
 [ "$(ls -A "$tmp/out" | wc -l)" = 2 ] && ok || bad "failed run left files: $(ls -A "$tmp/out")"
 
+# Distillation from the model just trained, beside scratch: every epoch's
+# accuracy is logged for both students, the last one is the accuracy the
+# pass reports, and the teacher's cost in the report is its file's size.
+cat > "$tmp/kd.yaml" <<EOF
+mcomp: 1
+seed: 5
+data:
+  train: {idx: $data/train, count: 3000}
+  test: {idx: $data/t10k, count: 1000}
+models:
+  t: {load: before.safetensors}
+  s: {build: {input: [1, 28, 28], layers: [flatten, {linear: 16}, relu, {linear: 10}]}}
+passes:
+  - distill: {student: s, teacher: t, epochs: 2, batch_size: 64, compare_scratch: true}
+report: kd.json
+EOF
+MCOMP_PROGRESS=0 "$mcomp" run "$tmp/kd.yaml" > "$tmp/kd.log" 2>&1 && ok || bad "distill run failed: $(cat "$tmp/kd.log")"
+acc() { sed -n "s|^distill: $1epoch 2/2: loss [0-9.]*, test accuracy \([0-9.]*%\)\$|\1|p" "$tmp/kd.log"; }
+last=$(acc '') slast=$(acc 'scratch: ')
+[ "$(grep -c '^distill: epoch [12]/2: loss' "$tmp/kd.log")" = 2 ] && ok ||
+	bad "distill logged no per-epoch lines: $(cat "$tmp/kd.log")"
+[ -n "$last" ] && grep -q "test accuracy: distilled $last, from scratch $slast " "$tmp/kd.log" && ok ||
+	bad "the last epochs' accuracies ($last, $slast) are not the reported ones: $(cat "$tmp/kd.log")"
+grep -q -E "\"teacher_bytes\": $(wc -c < "$tmp/before.safetensors")(\.0)?," "$tmp/kd.json" && ok ||
+	bad "teacher_bytes is not the teacher file's size: $(grep teacher_bytes "$tmp/kd.json")"
+
 # An output that would overwrite an input is refused before anything runs.
 cat > "$tmp/clobber.yaml" <<EOF
 mcomp: 1
