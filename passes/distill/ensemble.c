@@ -64,7 +64,9 @@ static const struct mc_param_def ens_params[] = {
 		       "softening temperature T of the targets and the student's soft term"),
 	MC_PARAM_FLOAT(struct ens_conf, alpha, "0.9", 0, 1,
 		       "weight of the soft (ensemble) term; 1 - alpha weighs the labels"),
-	MC_PARAM_INT(struct ens_conf, epochs, "60", 1, 100000, "passes over the data"),
+	MC_PARAM_INT(struct ens_conf, epochs, "60", 1, 100000,
+		     "passes over the data; a student learning mostly from the teacher "
+		     "(high alpha) needs more than one trained on labels (docs/distill.md)"),
 	MC_PARAM_INT(struct ens_conf, batch_size, "128", 1, 65536, "samples per update"),
 	MC_TRAIN_PARAMS(struct ens_conf, opts, "0.003", "cosine"),
 	MC_PARAM_INT(struct ens_conf, seed, "-1", -1, 2147483647,
