@@ -110,6 +110,46 @@ START_TEST(test_loss_limits)
 }
 END_TEST
 
+/*
+ * T -> infinity: T^2 KL becomes matching logits less their row means
+ * (Hinton et al. 2015, section 2.1). With z' and v' the student's and the
+ * teacher's logits less their row means, K classes and n rows, the loss tends
+ * to the mean over rows of sum_c (z'_c - v'_c)^2 / (2K) and its gradient to
+ * (z'_c - v'_c) / (K n); the distance shrinks as 1/T.
+ */
+START_TEST(test_loss_high_temperature)
+{
+	const float v[6] = { 1.0f, 2.0f, 0.0f, -1.0f, 0.0f, 3.0f };
+	double want = 0, g[6], last = INFINITY;
+
+	for (int i = 0; i < 2; i++) {
+		double zm = (zs[3 * i] + zs[3 * i + 1] + zs[3 * i + 2]) / 3;
+		double vm = (v[3 * i] + v[3 * i + 1] + v[3 * i + 2]) / 3;
+
+		for (int k = 0; k < 3; k++) {
+			double e = (zs[3 * i + k] - zm) - (v[3 * i + k] - vm);
+
+			want += e * e / (2 * 3) / 2;
+			g[3 * i + k] = e / (3 * 2);
+		}
+	}
+	for (float T = 10; T <= 1000; T *= 10) {
+		float p[6], d[6], tmp[6], loss;
+		double dist = 0;
+
+		mc_softmax_t(v, 2, 3, T, p);
+		loss = kd_loss(zs, p, ys, 2, 3, T, 1, d, tmp);
+		dist = fabs(loss - want) / want;
+		for (int k = 0; k < 6; k++)
+			dist = fmax(dist, fabs(d[k] - g[k]) / fabs(g[k]));
+		ck_assert_msg(dist < 0.6 * last, "T %g: relative distance %g did not shrink from %g",
+			      T, dist, last);
+		last = dist;
+	}
+	ck_assert_msg(last < 2e-3, "T 1000: loss and gradient %g away from logit matching", last);
+}
+END_TEST
+
 START_TEST(test_loss_mixed)
 {
 	check_loss(2, 0.5f);
@@ -599,6 +639,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(loss, test_loss_limits);
+	tcase_add_test(loss, test_loss_high_temperature);
 	tcase_add_test(loss, test_loss_mixed);
 	tcase_add_test(loss, test_ensemble_targets);
 	suite_add_tcase(s, loss);
