@@ -241,11 +241,13 @@ static void setup(void)
 
 /*
  * Writes p.yaml: the tiny splits, a teacher 't' (64-32-4 MLP) trained in the
- * pipeline, a student 's' (64-8-classes), and a distill pass whose parameter
- * lines are params (from line 20; student is line 18). Loads and, when run
- * is set, runs it. Returns 0 or the error code with err filled.
+ * pipeline, a student 's' (input [1, 8, 8] unless given, 8 hidden units,
+ * classes outputs), and a distill pass (line 17) whose parameter lines are
+ * params (from line 20; student is line 18). Loads and, when run is set,
+ * runs it. Returns 0 or the error code with err filled.
  */
-static int pipeline(int classes, const char *params, int run, struct mc_err *err)
+static int pipeline_in(const char *input, int classes, const char *params, int run,
+		       struct mc_err *err)
 {
 	char text[8192];
 
@@ -262,7 +264,7 @@ static int pipeline(int classes, const char *params, int run, struct mc_err *err
 	      "      layers: [flatten, {linear: 32}, relu, {linear: 4}]\n"
 	      "  s:\n"
 	      "    build:\n"
-	      "      input: [1, 8, 8]\n"
+	      "      input: %s\n"
 	      "      layers: [flatten, {linear: 8}, relu, {linear: %d}]\n"
 	      "passes:\n"
 	      "  - train: {model: t, epochs: 20, batch_size: 16, lr: 0.01}\n"
@@ -272,8 +274,13 @@ static int pipeline(int classes, const char *params, int run, struct mc_err *err
 	      "%s"
 	      "output: {model: s, path: out.safetensors}\n"
 	      "report: report.json\n",
-	      classes, params);
+	      input, classes, params);
 	return tiny_pipeline(reg, text, run, err);
+}
+
+static int pipeline(int classes, const char *params, int run, struct mc_err *err)
+{
+	return pipeline_in("[1, 8, 8]", classes, params, run, err);
 }
 
 /* The metrics of report.json's row of pass (a new reference) and the
@@ -391,6 +398,25 @@ START_TEST(test_class_mismatch_refused)
 		      err.msg);
 	/* the same student with the teacher's class count passes validation */
 	ck_assert_msg(pipeline(4, "", 0, &err) == 0, "%s", err.msg);
+}
+END_TEST
+
+/* A student that does not take the data's samples is refused before anything
+ * runs, at the pass, naming the split, the model and the fix. */
+START_TEST(test_input_mismatch_refused)
+{
+	struct mc_err err = { 0 };
+	char place[4300];
+	struct stat st;
+
+	remove(spath("out.safetensors")); /* from an earlier test sharing the folder */
+	ck_assert_int_eq(pipeline_in("[1, 4, 4]", 4, "", 1, &err), MC_EINVAL);
+	PATHF(place, "%s:17:", spath("p.yaml"));
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks the place '%s'", err.msg, place);
+	ck_assert_msg(strstr(err.msg, "samples of shape [1, 8, 8] but model 's' takes [1, 4, 4]; "
+				      "build the model with input: [1, 8, 8]"),
+		      "'%s'", err.msg);
+	ck_assert_msg(stat(spath("out.safetensors"), &st) != 0, "a refused pipeline wrote output");
 }
 END_TEST
 
@@ -648,6 +674,7 @@ int main(void)
 	tcase_add_test(pipe, test_pipeline_distills);
 	tcase_add_test(pipe, test_compare_scratch);
 	tcase_add_test(pipe, test_class_mismatch_refused);
+	tcase_add_test(pipe, test_input_mismatch_refused);
 	tcase_add_test(pipe, test_threads_identical);
 	tcase_add_test(pipe, test_ensemble_refused);
 	tcase_add_test(pipe, test_ensemble_report);
