@@ -108,13 +108,9 @@ cmp -s "$tmp/out/report.json" "$tmp/before.json" && ok || bad "failed run change
 # Distillation from the model just trained, beside scratch: every epoch's
 # accuracy is logged for both students, the last one is the accuracy the
 # pass reports, and the teacher's cost in the report is its file's size.
-cat > "$tmp/kd.yaml" <<EOF
-mcomp: 1
-seed: 5
-data:
-  train: {idx: $data/train, count: 3000}
-  test: {idx: $data/t10k, count: 1000}
-models:
+# The small run's seed and data (its first 6 lines), other models and passes:
+sed -n '1,6p' "$tmp/small.yaml" > "$tmp/kd.yaml"
+cat >> "$tmp/kd.yaml" <<EOF
   t: {load: before.safetensors}
   s: {build: {input: [1, 28, 28], layers: [flatten, {linear: 16}, relu, {linear: 10}]}}
 passes:
