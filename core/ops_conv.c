@@ -210,6 +210,19 @@ static void im2col_t(const struct conv_geo *q, const float *x, float *ct)
 }
 
 /* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
+/* dst[0..n) += src[0..n): each element one add, so SIMD or not, the same bits. */
+static inline void add_to(float *restrict dst, const float *restrict src, int n)
+{
+	int i = 0;
+
+#ifdef __SSE2__
+	for (; i + 4 <= n; i += 4)
+		_mm_storeu_ps(dst + i, _mm_add_ps(_mm_loadu_ps(dst + i), _mm_loadu_ps(src + i)));
+#endif
+	for (; i < n; i++)
+		dst[i] += src[i];
+}
+
 static void col2im(const struct conv_geo *q, const float *dcol, float *dx)
 {
 	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
@@ -230,8 +243,7 @@ static void col2im(const struct conv_geo *q, const float *dcol, float *dx)
 					if (h < 0 || h >= q->H)
 						continue;
 					if (q->s == 1)
-						for (int ow = lo; ow < hi; ow++)
-							dst[ow] += src[ow];
+						add_to(dst + lo, src + lo, hi - lo);
 					else
 						for (int ow = lo; ow < hi; ow++)
 							dst[ow * q->s] += src[ow];
@@ -393,8 +405,7 @@ static void conv_bwd_group(const struct conv_geo *q, const float *w, int s0, int
 				if (i == 0 && p == 0)
 					memcpy(pb, r, (size_t)q->O * sizeof(float));
 				else
-					for (int o = 0; o < q->O; o++)
-						pb[o] += r[o];
+					add_to(pb, r, q->O);
 			}
 		if (want_w) {
 			im2col_t(q, x + (s0 + i) * xs, ct);
