@@ -259,6 +259,26 @@ static void transpose(int rows, int cols, const float *a, float *t)
 		for (int j0 = 0; j0 < cols; j0 += 16) {
 			int i1 = i0 + 16 < rows ? i0 + 16 : rows, j1 = j0 + 16 < cols ? j0 + 16 : cols;
 
+#ifdef __SSE2__
+			/* A whole 16 x 16 block as sixteen 4 x 4 register transposes. */
+			if (i1 - i0 == 16 && j1 - j0 == 16) {
+				for (int i = i0; i < i1; i += 4)
+					for (int j = j0; j < j1; j += 4) {
+						const float *s = a + (size_t)i * cols + j;
+						float *d = t + (size_t)j * rows + i;
+						__m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + cols);
+						__m128 r2 = _mm_loadu_ps(s + 2 * (size_t)cols);
+						__m128 r3 = _mm_loadu_ps(s + 3 * (size_t)cols);
+
+						_MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+						_mm_storeu_ps(d, r0);
+						_mm_storeu_ps(d + rows, r1);
+						_mm_storeu_ps(d + 2 * (size_t)rows, r2);
+						_mm_storeu_ps(d + 3 * (size_t)rows, r3);
+					}
+				continue;
+			}
+#endif
 			for (int j = j0; j < j1; j++)
 				for (int i = i0; i < i1; i++)
 					t[(size_t)j * rows + i] = a[(size_t)i * cols + j];

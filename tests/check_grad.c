@@ -180,6 +180,11 @@ START_TEST(op_conv2d)
 	check_op("{\"format\":1,\"input\":[3,5,5],\"nodes\":[{\"op\":\"conv2d\","
 		 "\"attrs\":{\"out\":3,\"groups\":3,\"padding\":1}}]}",
 		 1e-2);
+	/* 16 channels over 36 positions: whole 16 x 16 blocks of the transposes
+	 * (the SIMD path) beside a partial one */
+	check_op("{\"format\":1,\"input\":[2,6,6],\"nodes\":[{\"op\":\"conv2d\","
+		 "\"attrs\":{\"out\":16,\"padding\":1}}]}",
+		 1e-2);
 }
 END_TEST
 

@@ -110,6 +110,7 @@ START_TEST(conv2d_matches_direct_loop)
 	check_conv(3, 8, 8, 3, 3, 1, 1, 3);  /* depthwise */
 	check_conv(2, 5, 5, 4, 1, 1, 0, 1);  /* 1x1 */
 	check_conv(2, 7, 6, 3, 5, 3, 2, 1);  /* stride larger than the rows it skips */
+	check_conv(2, 10, 12, 16, 3, 1, 1, 1); /* whole 16 x 16 blocks of the weight transpose */
 }
 END_TEST
 
