@@ -352,10 +352,20 @@ static int conv_threads(const struct conv_geo *q, int n, int units)
 static void conv_fwd_sample(const struct conv_geo *q, const float *wt, const float *b,
 			    const float *x, float *col, float *y)
 {
+	int64_t P = q->P; /* in a local: stores to y could alias q, and the loop would reload it */
+
 	im2col(q, x, col);
-	for (int o = 0; o < q->O; o++)
-		for (int64_t p = 0; p < q->P; p++)
-			y[o * q->P + p] = b[o];
+	for (int o = 0; o < q->O; o++) {
+		float *yo = y + o * P;
+		int64_t p = 0;
+
+#ifdef __SSE2__
+		for (__m128 bo = _mm_set1_ps(b[o]); p + 4 <= P; p += 4)
+			_mm_storeu_ps(yo + p, bo);
+#endif
+		for (; p < P; p++)
+			yo[p] = b[o];
+	}
 	for (int g = 0; g < q->g; g++)
 		mc_sgemm(1, 0, q->Og, (int)q->P, q->Kg, 1.0f, wt + (size_t)g * q->Og * q->Kg, q->Og,
 			 col + (size_t)g * q->Kg * q->P, (int)q->P, 1.0f, y + (size_t)g * q->Og * q->P,
