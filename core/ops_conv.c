@@ -209,7 +209,6 @@ static void im2col_t(const struct conv_geo *q, const float *x, float *ct)
 	im2col_t_f32(q->C, q->H, q->W, q->OH, q->OW, q->k, q->s, q->p, x, 0.0f, ct);
 }
 
-/* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
 /* dst[0..n) += src[0..n): each element one add, so SIMD or not, the same bits. */
 static inline void add_to(float *restrict dst, const float *restrict src, int n)
 {
@@ -223,6 +222,7 @@ static inline void add_to(float *restrict dst, const float *restrict src, int n)
 		dst[i] += src[i];
 }
 
+/* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
 static void col2im(const struct conv_geo *q, const float *dcol, float *dx)
 {
 	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
@@ -612,11 +612,6 @@ static int pool_setup(struct mc_node *node, const int *in_ndim,
 	return 0;
 }
 
-/*
- * The common 2x2, stride 2 case without bounds checks. The same comparisons
- * in the same order as the general loop (first maximum wins), so the same
- * results and the same routing of gradients.
- */
 #ifdef __SSE2__
 /* m ? a : b, lane by lane (m all ones or all zeros) */
 static inline __m128 sel4(__m128 m, __m128 a, __m128 b)
@@ -634,6 +629,11 @@ static inline void split4(const float *p, __m128 *even, __m128 *odd)
 }
 #endif
 
+/*
+ * The common 2x2, stride 2 case without bounds checks. The same comparisons
+ * in the same order as the general loop (first maximum wins), so the same
+ * results and the same routing of gradients.
+ */
 static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
