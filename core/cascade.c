@@ -40,13 +40,9 @@ _Static_assert(sizeof(mc_confidence_names) / sizeof(mc_confidence_names[0]) == M
 /* One row: softmax in double with the maximum subtracted, first-max wins. */
 static float row_confidence(int kind, const float *z, int classes)
 {
-	double mx, s = 0, e2 = 0, ez = 0;
-	int top = 0;
+	int top = mc_argmax(z, classes);
+	double mx = z[top], s = 0, e2 = 0, ez = 0;
 
-	for (int j = 1; j < classes; j++)
-		if (z[j] > z[top])
-			top = j;
-	mx = z[top];
 	for (int j = 0; j < classes; j++) {
 		double d = (double)z[j] - mx, e = exp(d);
 
@@ -767,13 +763,8 @@ MC_API int mc_cascade_measure(const struct mc_cascade *c, const struct mc_datase
 		mc_cascade_forward(e, d->x + (size_t)b0 * (size_t)d->sample_numel, b, logits,
 				   exits);
 		for (int i = 0; i < b; i++) {
-			const float *z = logits + (size_t)i * k;
-			int top = 0, ok;
+			int ok = mc_argmax(logits + (size_t)i * k, k) == d->y[b0 + i];
 
-			for (int j = 1; j < k; j++)
-				if (z[j] > z[top])
-					top = j;
-			ok = top == d->y[b0 + i];
 			count[exits[i]]++;
 			right[exits[i]] += ok;
 			total += ok;

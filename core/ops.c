@@ -148,6 +148,16 @@ void mc_softmax_t(const float *logits, int n, int classes, float T, float *probs
 	}
 }
 
+int mc_argmax(const float *row, int n)
+{
+	int best = 0;
+
+	for (int j = 1; j < n; j++)
+		if (row[j] > row[best])
+			best = j;
+	return best;
+}
+
 /*
  * KL(p || q) = sum p (log p - log q) with q = softmax(z / T); its gradient
  * in z is (q sum(p) - p) / T. Scaled by T^2 (Hinton et al.) so that the

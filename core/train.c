@@ -315,16 +315,8 @@ int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_
 		const float *z = mc_forward(e, d->x + (size_t)b0 * (size_t)m->in_numel, n);
 
 		loss_sum += (double)mc_softmax_xent(z, d->y + b0, n, k, NULL) * n;
-		for (int i = 0; i < n; i++) {
-			const float *row = z + (size_t)i * k;
-			int best = 0;
-
-			/* The lowest index wins a tie. */
-			for (int j = 1; j < k; j++)
-				if (row[j] > row[best])
-					best = j;
-			correct += best == d->y[b0 + i];
-		}
+		for (int i = 0; i < n; i++)
+			correct += mc_argmax(z + (size_t)i * k, k) == d->y[b0 + i];
 	}
 	mc_exec_free(e);
 	if (accuracy)

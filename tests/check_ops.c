@@ -284,6 +284,21 @@ static void refused(const char *json, const char *needle)
 	ck_assert_msg(strstr(err.msg, needle), "'%s' lacks '%s'", err.msg, needle);
 }
 
+/* The predicted class: the first of equal maxima, and a NaN never wins. */
+START_TEST(argmax_first_of_equal)
+{
+	const float a[] = { 0.5f, 2.0f, -1.0f, 2.0f }, b[] = { NAN, 1.0f, 3.0f };
+	const float c[] = { 1.0f, NAN, 0.5f }, d[] = { -INFINITY, -INFINITY };
+
+	ck_assert_int_eq(mc_argmax(a, 4), 1);
+	ck_assert_int_eq(mc_argmax(a, 1), 0);
+	ck_assert_int_eq(mc_argmax(a, 0), 0);
+	ck_assert_int_eq(mc_argmax(b, 3), 0); /* nothing is greater than the NaN it starts at */
+	ck_assert_int_eq(mc_argmax(c, 3), 0);
+	ck_assert_int_eq(mc_argmax(d, 2), 0);
+}
+END_TEST
+
 START_TEST(bad_shapes_are_refused)
 {
 	refused("{\"input\":[3,8,8],\"nodes\":[{\"op\":\"conv2d\",\"attrs\":{\"out\":4,\"groups\":2}}]}",
@@ -813,6 +828,7 @@ int main(void)
 	tcase_add_test(tc, conv2d_chunks_match_single_samples);
 	tcase_add_test(tc, pooling_by_hand);
 	tcase_add_test(tc, maxpool2_routes_gradients);
+	tcase_add_test(tc, argmax_first_of_equal);
 	tcase_add_test(tc, bad_shapes_are_refused);
 	tcase_add_test(tc, batchnorm_running_statistics);
 	tcase_add_test(tc, batchnorm_is_not_trained);

@@ -166,6 +166,10 @@ MC_API float mc_kd_loss(const float *student_logits, const float *teacher_probs,
 /* probs[n, classes] = softmax(logits / T) per row (T > 0), computed in double. */
 MC_API void mc_softmax_t(const float *logits, int n, int classes, float T, float *probs);
 
+/* The index of the largest of row[0..n): a row's predicted class. The lowest
+ * index wins a tie (and a NaN never beats what came before it); 0 when n < 1. */
+MC_API int mc_argmax(const float *row, int n);
+
 /*
  * Folds every batchnorm that reads a conv2d or linear (read by nothing else)
  * into that node's weight and bias, using the running statistics, and

@@ -215,15 +215,9 @@ static int stage_outputs(const struct mc_model *m, int kind, const struct mc_dat
 		const float *z = mc_forward(e, d->x + (size_t)i * (size_t)d->sample_numel, n);
 
 		mc_confidence(kind, z, n, classes, conf + i);
-		for (int r = 0; r < n; r++) {
-			const float *row = z + (size_t)r * (size_t)classes;
-			int best = 0;
-
-			for (int j = 1; j < classes; j++)
-				if (row[j] > row[best])
-					best = j;
-			correct[i + r] = best == d->y[i + r];
-		}
+		for (int r = 0; r < n; r++)
+			correct[i + r] = mc_argmax(z + (size_t)r * (size_t)classes, classes) ==
+					 d->y[i + r];
 	}
 	mc_exec_free(e);
 	return 0;

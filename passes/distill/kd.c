@@ -305,15 +305,8 @@ int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d
 
 		batch_targets(t, e, d->x + (size_t)b0 * (size_t)d->sample_numel, n, classes, 1,
 			      out, ttmp);
-		for (int i = 0; i < n; i++) {
-			const float *row = out + (size_t)i * classes;
-			int best = 0;
-
-			for (int j = 1; j < classes; j++)
-				if (row[j] > row[best])
-					best = j;
-			correct += best == d->y[b0 + i];
-		}
+		for (int i = 0; i < n; i++)
+			correct += mc_argmax(out + (size_t)i * classes, classes) == d->y[b0 + i];
 	}
 	free_execs(e, t->k);
 	*acc = d->n ? (double)correct / (double)d->n : 0;
