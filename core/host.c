@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <mcomp/pipeline.h>
 
@@ -21,14 +20,6 @@ struct mc_ctx {
 	struct mc_err *err;
 	json_t *metrics; /* of the current row */
 };
-
-double mc_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static struct mc_pl_model *find_model(struct mc_pipeline *p, const char *name)
 {

@@ -36,7 +36,4 @@ int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, cons
 int mc_sha256_file(const char *path, char hex[65], struct mc_err *err);
 void mc_sha256_buf(const void *buf, size_t len, char hex[65]);
 
-/* Monotonic seconds. */
-double mc_now(void);
-
 #endif

@@ -8,11 +8,20 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mcomp/pipeline.h>
 #include <mcomp/train.h>
 
 #include "host_int.h"
+
+MC_API double mc_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -21,23 +30,49 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Median milliseconds of a forward of n samples: at least min_reps runs and
- * until budget seconds have passed, at most 200 runs. */
-static double time_forward(struct mc_exec *e, const float *x, int n, int min_reps, double budget)
+MC_API double mc_time_median(void (*run)(void *arg), void *arg, int min_reps, int max_reps,
+			     double budget)
 {
-	double t[200], start = mc_now();
-	int reps = 0, i;
+	double t[200], start;
+	int reps = 0;
 
-	for (i = 0; i < 2; i++)
-		mc_forward(e, x, n);
-	while (reps < 200 && (reps < min_reps || mc_now() - start < budget)) {
+	if (max_reps > 200)
+		max_reps = 200;
+	if (max_reps < 1)
+		max_reps = 1;
+	for (int i = 0; i < 2; i++)
+		run(arg);
+	start = mc_now();
+	while (reps < max_reps && (reps < min_reps || mc_now() - start < budget)) {
 		double t0 = mc_now();
 
-		mc_forward(e, x, n);
+		run(arg);
 		t[reps++] = (mc_now() - t0) * 1e3;
 	}
-	qsort(t, reps, sizeof(t[0]), cmp_double);
+	qsort(t, (size_t)reps, sizeof(t[0]), cmp_double);
 	return t[reps / 2];
+}
+
+/* A forward of n samples, for mc_time_median. */
+struct forward_job {
+	struct mc_exec *e;
+	const float *x;
+	int n;
+};
+
+static void run_forward(void *arg)
+{
+	struct forward_job *j = arg;
+
+	mc_forward(j->e, j->x, j->n);
+}
+
+/* Median milliseconds of a forward of n samples. */
+static double time_forward(struct mc_exec *e, const float *x, int n, int min_reps, double budget)
+{
+	struct forward_job j = { e, x, n };
+
+	return mc_time_median(run_forward, &j, min_reps, 200, budget);
 }
 
 MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *test,

@@ -299,6 +299,30 @@ START_TEST(argmax_first_of_equal)
 }
 END_TEST
 
+static void count_call(void *arg)
+{
+	++*(int *)arg;
+}
+
+/* Two warm-ups, then at least min_reps and at most max_reps timed runs. */
+START_TEST(time_median_counts_runs)
+{
+	int calls = 0;
+	double ms, t0 = mc_now();
+
+	ms = mc_time_median(count_call, &calls, 5, 5, 0);
+	ck_assert_int_eq(calls, 2 + 5);
+	ck_assert(ms >= 0 && ms < 1000);
+	calls = 0;
+	mc_time_median(count_call, &calls, 1, 3, 60); /* the cap ends it, not the budget */
+	ck_assert_int_eq(calls, 2 + 3);
+	calls = 0;
+	mc_time_median(count_call, &calls, 4, 500, 0); /* at most 200, at least min_reps */
+	ck_assert_int_eq(calls, 2 + 4);
+	ck_assert(mc_now() - t0 < 30);
+}
+END_TEST
+
 START_TEST(bad_shapes_are_refused)
 {
 	refused("{\"input\":[3,8,8],\"nodes\":[{\"op\":\"conv2d\",\"attrs\":{\"out\":4,\"groups\":2}}]}",
@@ -829,6 +853,7 @@ int main(void)
 	tcase_add_test(tc, pooling_by_hand);
 	tcase_add_test(tc, maxpool2_routes_gradients);
 	tcase_add_test(tc, argmax_first_of_equal);
+	tcase_add_test(tc, time_median_counts_runs);
 	tcase_add_test(tc, bad_shapes_are_refused);
 	tcase_add_test(tc, batchnorm_running_statistics);
 	tcase_add_test(tc, batchnorm_is_not_trained);

@@ -64,6 +64,17 @@ MC_API void mc_free(void *p);
 /* Multiplies with overflow check: returns 0 and sets *out, or -1. */
 MC_API int mc_mul_overflow(size_t a, size_t b, size_t *out);
 
+/* Seconds on a monotonic clock. */
+MC_API double mc_now(void);
+
+/*
+ * The median milliseconds of run(arg): two untimed warm-up runs, then timed
+ * runs, at least min_reps and more until budget seconds have passed, at most
+ * max_reps (1 to 200). One slow run on a shared machine does not move it.
+ */
+MC_API double mc_time_median(void (*run)(void *arg), void *arg, int min_reps, int max_reps,
+			     double budget);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cascade_pass.h"
 
@@ -66,14 +65,6 @@ static const struct mc_param_def cascade_params[] = {
 
 #define BATCH 256
 #define SWEEP_ROWS 16
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------- validation */
 
@@ -156,11 +147,17 @@ static int cascade_check(struct mc_ctx *ctx, const void *conf)
 
 /* ---------------------------------------------------------------- costs */
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
+/* A forward of a batch, for mc_time_median. */
+struct batch_job {
+	struct mc_exec *e;
+	const float *x;
+};
 
-	return (x > y) - (x < y);
+static void run_batch(void *arg)
+{
+	const struct batch_job *j = arg;
+
+	mc_forward(j->e, j->x, BATCH);
 }
 
 /* Median per-sample milliseconds of m's forward at batch 256 over d's first
@@ -172,8 +169,7 @@ static int stage_latency(const struct mc_model *m, const struct mc_dataset *d, d
 	size_t row = (size_t)m->in_numel;
 	struct mc_exec *e = mc_exec_new(m, BATCH, 0, err);
 	float *x = mc_calloc((size_t)BATCH * row, sizeof(float));
-	double t[100], start;
-	int reps = 0;
+	struct batch_job j = { e, x };
 
 	if (!e || !x) {
 		mc_exec_free(e);
@@ -182,17 +178,7 @@ static int stage_latency(const struct mc_model *m, const struct mc_dataset *d, d
 	}
 	for (int i = 0; i < BATCH; i++)
 		memcpy(x + (size_t)i * row, d->x + (size_t)(i % d->n) * row, row * sizeof(float));
-	mc_forward(e, x, BATCH);
-	mc_forward(e, x, BATCH);
-	start = now();
-	while (reps < 100 && (reps < 10 || now() - start < 0.5)) {
-		double t0 = now();
-
-		mc_forward(e, x, BATCH);
-		t[reps++] = (now() - t0) * 1e3;
-	}
-	qsort(t, (size_t)reps, sizeof(t[0]), cmp_double);
-	*ms = t[reps / 2] / BATCH;
+	*ms = mc_time_median(run_batch, &j, 10, 100, 0.5) / BATCH;
 	mc_exec_free(e);
 	mc_free(x);
 	return 0;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kd.h"
 
@@ -338,54 +337,28 @@ void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, do
 
 /* ---------------------------------------------------------------- cost */
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 /* One forward of every member of t on x[n], their outputs combined at T = 1
- * into out (ttmp as kd_targets wants) when there are several. */
-static void run_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
-			float *out, float *ttmp)
+ * into out (ttmp as kd_targets wants) when there are several: what running
+ * the ensemble costs, timed by mc_time_median. */
+struct members_job {
+	const struct kd_teachers *t;
+	struct mc_exec **e;
+	const float *x;
+	int n;
+	float *out, *ttmp;
+};
+
+static void run_members(void *arg)
 {
+	const struct members_job *j = arg;
+	const struct kd_teachers *t = j->t;
 	const float *z[KD_MAX_TEACHERS];
 
 	for (int i = 0; i < t->k; i++)
-		z[i] = mc_forward(e[i], x, n);
+		z[i] = mc_forward(j->e[i], j->x, j->n);
 	if (t->k > 1)
-		kd_targets(t->combine, z, t->w, t->k, n, (int)t->m[0]->n_classes, 1, out, ttmp);
-}
-
-/* Median milliseconds of run_members: at least min_reps runs and until budget
- * seconds have passed, at most 200 runs, after two for warm-up (as
- * core/measure.c times one model). */
-static double time_members(const struct kd_teachers *t, struct mc_exec **e, const float *x, int n,
-			   float *out, float *ttmp, int min_reps, double budget)
-{
-	double ms[200], start;
-	int reps = 0;
-
-	for (int i = 0; i < 2; i++)
-		run_members(t, e, x, n, out, ttmp);
-	start = now();
-	while (reps < 200 && (reps < min_reps || now() - start < budget)) {
-		double t0 = now();
-
-		run_members(t, e, x, n, out, ttmp);
-		ms[reps++] = (now() - t0) * 1e3;
-	}
-	qsort(ms, (size_t)reps, sizeof(ms[0]), cmp_double);
-	return ms[reps / 2];
+		kd_targets(t->combine, z, t->w, t->k, j->n, (int)t->m[0]->n_classes, 1, j->out,
+			   j->ttmp);
 }
 
 int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_cost *cost,
@@ -397,6 +370,7 @@ int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_c
 	float *x = mc_calloc((size_t)big * (size_t)d->sample_numel, sizeof(float));
 	float *out = mc_calloc((size_t)big * (size_t)classes, sizeof(float));
 	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
+	struct members_job job = { .t = t, .e = e, .x = x, .out = out, .ttmp = ttmp };
 	int ret = 0;
 
 	memset(cost, 0, sizeof(*cost));
@@ -421,8 +395,11 @@ int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_c
 		}
 	}
 	memcpy(x, d->x, (size_t)(d->n < big ? d->n : big) * (size_t)d->sample_numel * sizeof(float));
-	cost->latency1_ms = time_members(t, e, x, 1, out, ttmp, 20, 0.2);
-	cost->latency256_ms = time_members(t, e, x, big, out, ttmp, 5, 0.5);
+	/* at batch 1 and 256, timed as the host times one model (core/measure.c) */
+	job.n = 1;
+	cost->latency1_ms = mc_time_median(run_members, &job, 20, 200, 0.2);
+	job.n = big;
+	cost->latency256_ms = mc_time_median(run_members, &job, 5, 200, 0.5);
 out:
 	for (int i = 0; i < t->k; i++)
 		mc_exec_free(e[i]);

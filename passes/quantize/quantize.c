@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "quantize.h"
 
@@ -290,14 +289,6 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 					    nd->name, (long long)in);
 	}
 	return 0;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* 10 log10(sum w^2 / sum (w - deq)^2): the weights' signal to quantization noise. */
@@ -581,10 +572,10 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 		if (!l.q || !l.scale || !l.zp || !deq) {
 			ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		} else {
-			t0 = now_s();
+			t0 = mc_now();
 			ret = mc_quantize_weights(w->data, rows, cols, &l.spec, l.q, l.scale, l.zp,
 						  err);
-			secs += now_s() - t0;
+			secs += mc_now() - t0;
 			bytes += (double)w->numel * sizeof(float);
 		}
 		if (!ret) {
