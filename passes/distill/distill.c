@@ -75,7 +75,7 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	const struct distill_conf *c = conf;
 	struct mc_model *s = mc_ctx_model(ctx, c->student);
 	const struct mc_model *t = mc_ctx_model(ctx, c->teacher);
-	const struct mc_dataset *d = mc_ctx_data(ctx, c->data), *ev;
+	const struct mc_dataset *d = mc_ctx_data(ctx, c->data);
 	struct mc_err *err = mc_ctx_err(ctx);
 	struct mc_train_conf tc = {
 		.epochs = c->epochs,
@@ -86,10 +86,9 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	/* One teacher is an ensemble of one with weight 1: its targets are softmax(z_t / T). */
 	struct kd_teachers tt = { .k = 1, .combine = KD_PROBS, .m = { t }, .name = { c->teacher },
 				  .w = { 1 } };
-	struct mc_model *baseline = NULL;
-	struct kd_cost scost, tcost;
-	double s_acc, t_acc, sc_acc = -1;
-	const char *ev_name = NULL;
+	struct kd_outcome o;
+	struct kd_cost tcost;
+	double t_acc;
 	int ret;
 
 	(void)state;
@@ -99,45 +98,24 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	ret = kd_check_pair(ctx, "student", c->student, s, c->teacher, t);
 	if (!ret)
 		ret = kd_check_data(ctx, c->data, d, s);
+	if (!ret)
+		ret = kd_train_student(ctx, s, c->student, &tt, d, c->data, &tc, c->temperature,
+				       c->alpha, c->compare_scratch, &o);
+	if (!ret)
+		ret = mc_evaluate(t, o.ev, KD_EVAL_BATCH, &t_acc, NULL, err);
+	if (!ret)
+		ret = kd_cost(&tt, o.ev, &tcost, err);
 	if (ret)
 		return ret;
-	if (c->compare_scratch) {
-		baseline = mc_model_dup(s, err);
-		if (!baseline)
-			return err->code;
-	}
-	ev = mc_ctx_eval_data(ctx, d, c->data, &ev_name);
-	if (!ev) {
-		ret = err->code;
-		goto out;
-	}
-	ret = kd_distill(ctx, s, c->student, &tt, d, &tc, c->temperature, c->alpha, ev, ev_name,
-			 "");
-	if (!ret && baseline)
-		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc, ev, ev_name);
-	if (!ret)
-		ret = mc_evaluate(s, ev, KD_EVAL_BATCH, &s_acc, NULL, err);
-	if (!ret)
-		ret = mc_evaluate(t, ev, KD_EVAL_BATCH, &t_acc, NULL, err);
-	if (!ret && baseline)
-		ret = mc_evaluate(baseline, ev, KD_EVAL_BATCH, &sc_acc, NULL, err);
-	if (!ret)
-		ret = kd_student_cost(s, c->student, ev, &scost, err);
-	if (!ret)
-		ret = kd_cost(&tt, ev, &tcost, err);
-	if (ret)
-		goto out;
-	mc_ctx_log(ctx, "%s accuracy: student %.2f%%, teacher %.2f%%, gap %.2f pt", ev_name,
-		   100 * s_acc, 100 * t_acc, 100 * (t_acc - s_acc));
-	mc_ctx_report(ctx, "student_accuracy", s_acc);
+	mc_ctx_log(ctx, "%s accuracy: student %.2f%%, teacher %.2f%%, gap %.2f pt", o.ev_name,
+		   100 * o.s_acc, 100 * t_acc, 100 * (t_acc - o.s_acc));
+	mc_ctx_report(ctx, "student_accuracy", o.s_acc);
 	mc_ctx_report(ctx, "teacher_accuracy", t_acc);
-	mc_ctx_report(ctx, "gap", t_acc - s_acc);
-	kd_report_costs(ctx, "teacher", s_acc, &scost, t_acc, &tcost);
-	if (baseline)
-		kd_report_scratch(ctx, ev_name, s_acc, sc_acc);
-out:
-	mc_model_free(baseline);
-	return ret;
+	mc_ctx_report(ctx, "gap", t_acc - o.s_acc);
+	kd_report_costs(ctx, "teacher", o.s_acc, &o.scost, t_acc, &tcost);
+	if (c->compare_scratch)
+		kd_report_scratch(ctx, o.ev_name, o.s_acc, o.sc_acc);
+	return 0;
 }
 
 static const struct mc_pass distill_pass = {

@@ -227,7 +227,7 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 {
 	const struct ens_conf *c = conf;
 	struct mc_model *s = mc_ctx_model(ctx, c->student);
-	const struct mc_dataset *d = mc_ctx_data(ctx, c->data), *ev;
+	const struct mc_dataset *d = mc_ctx_data(ctx, c->data);
 	struct mc_err *err = mc_ctx_err(ctx);
 	struct mc_train_conf tc = {
 		.epochs = c->epochs,
@@ -235,11 +235,11 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 		.label = c->student,
 	};
-	struct mc_model *baseline = NULL, *one[KD_MAX_TEACHERS] = { 0 };
-	double s_acc, e_acc, sc_acc = -1, t_acc[KD_MAX_TEACHERS], one_acc[KD_MAX_TEACHERS];
-	struct kd_cost scost, ecost;
+	struct mc_model *one[KD_MAX_TEACHERS] = { 0 };
+	double e_acc, t_acc[KD_MAX_TEACHERS], one_acc[KD_MAX_TEACHERS];
+	struct kd_outcome o;
+	struct kd_cost ecost;
 	struct kd_teachers t;
-	const char *ev_name = NULL;
 	int ret;
 
 	(void)state;
@@ -256,11 +256,7 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	if (t.k == 1)
 		mc_ctx_log(ctx, "one teacher: this is the distill pass; name 2 or more for an "
 			   "ensemble");
-	if (c->compare_scratch) {
-		baseline = mc_model_dup(s, err);
-		if (!baseline)
-			return err->code;
-	}
+	/* the single-teacher students start from the student's initial weights */
 	for (int i = 0; c->compare_single && i < t.k; i++) {
 		one[i] = mc_model_dup(s, err);
 		if (!one[i]) {
@@ -268,15 +264,8 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 			goto out;
 		}
 	}
-	ev = mc_ctx_eval_data(ctx, d, c->data, &ev_name);
-	if (!ev) {
-		ret = err->code;
-		goto out;
-	}
-	ret = kd_distill(ctx, s, c->student, &t, d, &tc, c->temperature, c->alpha, ev, ev_name,
-			 "");
-	if (!ret && baseline)
-		ret = kd_train_scratch(ctx, baseline, c->student, d, &tc, ev, ev_name);
+	ret = kd_train_student(ctx, s, c->student, &t, d, c->data, &tc, c->temperature, c->alpha,
+			       c->compare_scratch, &o);
 	for (int i = 0; !ret && one[i]; i++) {
 		struct kd_teachers ti = { .k = 1, .combine = t.combine, .m = { t.m[i] },
 					  .name = { t.name[i] }, .w = { 1 } };
@@ -286,32 +275,22 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 		mc_ctx_log(ctx, "distilling the initial '%s' from teacher '%s' alone for comparison",
 			   c->student, t.name[i]);
 		ret = kd_distill(ctx, one[i], c->student, &ti, d, &tc, c->temperature, c->alpha,
-				 ev, ev_name, tag);
+				 o.ev, o.ev_name, tag);
+		if (!ret)
+			ret = mc_evaluate(one[i], o.ev, KD_EVAL_BATCH, &one_acc[i], NULL, err);
 	}
+	if (!ret)
+		ret = kd_ensemble_accuracy(&t, o.ev, &e_acc, t_acc, err);
+	if (!ret)
+		ret = kd_cost(&t, o.ev, &ecost, err);
 	if (ret)
 		goto out;
-	ret = mc_evaluate(s, ev, KD_EVAL_BATCH, &s_acc, NULL, err);
-	for (int i = 0; !ret && i < t.k; i++)
-		ret = mc_evaluate(t.m[i], ev, KD_EVAL_BATCH, &t_acc[i], NULL, err);
-	if (!ret)
-		ret = kd_ensemble_accuracy(&t, ev, &e_acc, err);
-	if (!ret && baseline)
-		ret = mc_evaluate(baseline, ev, KD_EVAL_BATCH, &sc_acc, NULL, err);
-	for (int i = 0; !ret && one[i]; i++)
-		ret = mc_evaluate(one[i], ev, KD_EVAL_BATCH, &one_acc[i], NULL, err);
-	if (!ret)
-		ret = kd_student_cost(s, c->student, ev, &scost, err);
-	if (!ret)
-		ret = kd_cost(&t, ev, &ecost, err);
-	if (ret)
-		goto out;
-	report(ctx, &t, ev_name, s_acc, t_acc, e_acc, &scost, &ecost);
-	if (baseline)
-		kd_report_scratch(ctx, ev_name, s_acc, sc_acc);
+	report(ctx, &t, o.ev_name, o.s_acc, t_acc, e_acc, &o.scost, &ecost);
+	if (c->compare_scratch)
+		kd_report_scratch(ctx, o.ev_name, o.s_acc, o.sc_acc);
 	if (c->compare_single)
-		report_single(ctx, &t, ev_name, s_acc, one_acc);
+		report_single(ctx, &t, o.ev_name, o.s_acc, one_acc);
 out:
-	mc_model_free(baseline);
 	for (int i = 0; i < KD_MAX_TEACHERS; i++)
 		mc_model_free(one[i]);
 	return ret;

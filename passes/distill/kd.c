@@ -283,13 +283,13 @@ out:
 }
 
 int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d, double *acc,
-			 struct mc_err *err)
+			 double *member, struct mc_err *err)
 {
 	int classes = (int)t->m[0]->n_classes;
 	struct mc_exec *e[KD_MAX_TEACHERS];
 	float *out = mc_calloc((size_t)KD_EVAL_BATCH * (size_t)classes, sizeof(float));
 	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
-	int64_t correct = 0;
+	int64_t correct = 0, mc[KD_MAX_TEACHERS] = { 0 };
 	int ret;
 
 	if (!out || !ttmp) {
@@ -301,23 +301,35 @@ int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d
 		goto out;
 	for (int64_t b0 = 0; b0 < d->n; b0 += KD_EVAL_BATCH) {
 		int n = (int)(d->n - b0 < KD_EVAL_BATCH ? d->n - b0 : KD_EVAL_BATCH);
+		const float *z[KD_MAX_TEACHERS];
 
-		batch_targets(t, e, d->x + (size_t)b0 * (size_t)d->sample_numel, n, classes, 1,
-			      out, ttmp);
-		for (int i = 0; i < n; i++)
-			correct += mc_argmax(out + (size_t)i * classes, classes) == d->y[b0 + i];
+		for (int k = 0; k < t->k; k++)
+			z[k] = mc_forward(e[k], d->x + (size_t)b0 * (size_t)d->sample_numel, n);
+		kd_targets(t->combine, z, t->w, t->k, n, classes, 1, out, ttmp);
+		for (int i = 0; i < n; i++) {
+			size_t row = (size_t)i * (size_t)classes;
+
+			correct += mc_argmax(out + row, classes) == d->y[b0 + i];
+			for (int k = 0; k < t->k; k++)
+				mc[k] += mc_argmax(z[k] + row, classes) == d->y[b0 + i];
+		}
 	}
 	free_execs(e, t->k);
 	*acc = d->n ? (double)correct / (double)d->n : 0;
+	for (int k = 0; member && k < t->k; k++)
+		member[k] = d->n ? (double)mc[k] / (double)d->n : 0;
 out:
 	mc_free(out);
 	mc_free(ttmp);
 	return ret;
 }
 
-int kd_train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
-		     const struct mc_dataset *d, const struct mc_train_conf *tc,
-		     const struct mc_dataset *ev, const char *ev_name)
+/* Trains baseline (a copy of the student's initial weights, named sname) on
+ * labels alone with tc: the scratch comparison, logged per epoch as
+ * kd_distill logs. */
+static int train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
+			 const struct mc_dataset *d, const struct mc_train_conf *tc,
+			 const struct mc_dataset *ev, const char *ev_name)
 {
 	struct kd_run r = { .ctx = ctx, .ev = ev, .ev_name = ev_name, .epochs = tc->epochs,
 			     .tag = "scratch: " };
@@ -409,14 +421,6 @@ out:
 	return ret;
 }
 
-int kd_student_cost(const struct mc_model *s, const char *name, const struct mc_dataset *d,
-		    struct kd_cost *cost, struct mc_err *err)
-{
-	struct kd_teachers one = { .k = 1, .m = { s }, .name = { name }, .w = { 1 } };
-
-	return kd_cost(&one, d, cost, err);
-}
-
 void kd_report_costs(struct mc_ctx *ctx, const char *what, double s_acc, const struct kd_cost *sc,
 		     double o_acc, const struct kd_cost *oc)
 {
@@ -440,4 +444,41 @@ void kd_report_costs(struct mc_ctx *ctx, const char *what, double s_acc, const s
 	mc_ctx_report(ctx, key, oc->latency1_ms);
 	snprintf(key, sizeof(key), "%s_latency256_ms", what);
 	mc_ctx_report(ctx, key, oc->latency256_ms);
+}
+
+int kd_train_student(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
+		     const struct kd_teachers *t, const struct mc_dataset *d, const char *dname,
+		     const struct mc_train_conf *tc, double T, double alpha, int compare_scratch,
+		     struct kd_outcome *o)
+{
+	struct mc_err *err = mc_ctx_err(ctx);
+	struct kd_teachers self = { .k = 1, .m = { s }, .name = { sname }, .w = { 1 } };
+	struct mc_model *baseline = NULL;
+	int ret;
+
+	memset(o, 0, sizeof(*o));
+	o->sc_acc = -1;
+	if (compare_scratch) {
+		baseline = mc_model_dup(s, err);
+		if (!baseline)
+			return err->code;
+	}
+	o->ev = mc_ctx_eval_data(ctx, d, dname, &o->ev_name);
+	if (!o->ev) {
+		ret = err->code;
+		goto out;
+	}
+	ret = kd_distill(ctx, s, sname, t, d, tc, T, alpha, o->ev, o->ev_name, "");
+	if (!ret && baseline)
+		ret = train_scratch(ctx, baseline, sname, d, tc, o->ev, o->ev_name);
+	if (!ret)
+		ret = mc_evaluate(s, o->ev, KD_EVAL_BATCH, &o->s_acc, NULL, err);
+	if (!ret && baseline)
+		ret = mc_evaluate(baseline, o->ev, KD_EVAL_BATCH, &o->sc_acc, NULL, err);
+	/* the student's cost on the same footing as its teachers' */
+	if (!ret)
+		ret = kd_cost(&self, o->ev, &o->scost, err);
+out:
+	mc_model_free(baseline);
+	return ret;
 }

@@ -80,16 +80,11 @@ int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	       const struct mc_dataset *ev, const char *ev_name, const char *tag);
 
 /* The accuracy of the ensemble t on d, each sample's class the top one of
- * its combined outputs at T = 1 (the lowest index wins a tie). */
+ * its combined outputs at T = 1 (the lowest index wins a tie), and, when
+ * member is not NULL, each teacher's own accuracy in member[k], from the same
+ * forwards. */
 int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d, double *acc,
-			 struct mc_err *err);
-
-/* Trains baseline (a copy of the student's initial weights, named sname) on
- * labels alone with tc: the scratch comparison, logged per epoch as
- * kd_distill logs. */
-int kd_train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const char *sname,
-		     const struct mc_dataset *d, const struct mc_train_conf *tc,
-		     const struct mc_dataset *ev, const char *ev_name);
+			 double *member, struct mc_err *err);
 
 /* What running some models costs: summed file bytes and FLOPs per sample,
  * and the latency of one forward of them all (and their combination) at
@@ -103,9 +98,27 @@ struct kd_cost {
 int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_cost *cost,
 	    struct mc_err *err);
 
-/* The cost of the student s (named name), on the same footing. */
-int kd_student_cost(const struct mc_model *s, const char *name, const struct mc_dataset *d,
-		    struct kd_cost *cost, struct mc_err *err);
+/* What kd_train_student measures. */
+struct kd_outcome {
+	const struct mc_dataset *ev; /* the split measured on: 'test', else the training split */
+	const char *ev_name;
+	double s_acc;		     /* the distilled student's accuracy on ev */
+	double sc_acc;		     /* the scratch copy's, or -1 without one */
+	struct kd_cost scost;	     /* the student's cost, timed on ev */
+};
+
+/*
+ * The body both passes share: distils s (named sname) from t on d (named
+ * dname) with tc, T and alpha, logging each epoch's accuracy on the
+ * pipeline's test split (else d); with compare_scratch, first copies s's
+ * initial weights and trains the copy on labels alone under the same tc.
+ * Then measures both on that split into o. Returns 0 or an error code with
+ * the context's error set.
+ */
+int kd_train_student(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
+		     const struct kd_teachers *t, const struct mc_dataset *d, const char *dname,
+		     const struct mc_train_conf *tc, double T, double alpha, int compare_scratch,
+		     struct kd_outcome *o);
 
 /* Logs the student beside what taught it (what: "teacher" or "ensemble"), a
  * table of accuracy and costs and their ratios, and reports what taught it
