@@ -28,25 +28,6 @@
 
 #define SWEEP_ROWS_TEST 16
 
-/* The whole text file at path (NUL-terminated) into a new buffer; its size in *n. */
-static char *slurp_text(const char *path, long *n)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf;
-
-	ck_assert_msg(fp != NULL, "cannot read %s", path);
-	ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
-	*n = ftell(fp);
-	ck_assert_int_gt(*n, 0);
-	rewind(fp);
-	buf = malloc((size_t)*n + 1);
-	ck_assert(buf != NULL);
-	ck_assert_uint_eq(fread(buf, 1, (size_t)*n, fp), (size_t)*n);
-	buf[*n] = '\0';
-	fclose(fp);
-	return buf;
-}
-
 /* ---------------------------------------------------------------- constructed examples */
 
 /*
@@ -601,7 +582,7 @@ START_TEST(test_two_stages_pipeline)
 	ck_assert_double_gt(metric(m, "throughput256"), 0);
 	ck_assert_double_gt(metric(m, "speedup256"), 0);
 	json_decref(m);
-	svg = slurp_text(spath("sweep.svg"), &len);
+	svg = slurp(spath("sweep.svg"), &len);
 	ck_assert_msg(strncmp(svg, "<?xml", 5) == 0 && strstr(svg, "</svg>"), "not an SVG");
 	ck_assert_msg(strstr(svg, "Pareto front"), "the plot has no front");
 	free(svg);
@@ -639,8 +620,6 @@ START_TEST(test_threads_identical)
 	static const char params[] = "      max_drop: 0\n";
 	struct mc_err err = { 0 };
 	int saved = omp_get_max_threads();
-	char *x, *y;
-	long nx, ny;
 
 	omp_set_num_threads(1);
 	ck_assert_msg(good("[a, b]", params, 1, &err) == 0, "%s", err.msg);
@@ -648,13 +627,8 @@ START_TEST(test_threads_identical)
 	omp_set_num_threads(2);
 	ck_assert_msg(good("[a, b]", params, 1, &err) == 0, "%s", err.msg);
 	omp_set_num_threads(saved);
-	x = slurp_text(spath("c1.safetensors"), &nx);
-	y = slurp_text(spath("c.safetensors"), &ny);
-	ck_assert_int_eq(nx, ny);
-	ck_assert_msg(memcmp(x, y, (size_t)nx) == 0,
-		      "the cascade built on 1 thread differs from the one on 2");
-	free(x);
-	free(y);
+	assert_same_file(spath("c1.safetensors"), spath("c.safetensors"),
+			 "the cascade built on 1 thread differs from the one on 2");
 }
 END_TEST
 

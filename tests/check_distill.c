@@ -420,24 +420,6 @@ START_TEST(test_input_mismatch_refused)
 }
 END_TEST
 
-/* The whole file at path into a new buffer; its size in *n. */
-static char *slurp(const char *path, long *n)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf;
-
-	ck_assert_msg(fp != NULL, "cannot read %s", path);
-	ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
-	*n = ftell(fp);
-	ck_assert_int_gt(*n, 0);
-	rewind(fp);
-	buf = malloc((size_t)*n);
-	ck_assert(buf != NULL);
-	ck_assert_uint_eq(fread(buf, 1, (size_t)*n, fp), (size_t)*n);
-	fclose(fp);
-	return buf;
-}
-
 /* Teacher training, distillation and the scratch copy give the same bytes for any thread count. */
 START_TEST(test_threads_identical)
 {
@@ -445,8 +427,6 @@ START_TEST(test_threads_identical)
 				     "      compare_scratch: true\n";
 	struct mc_err err = { 0 };
 	int saved = omp_get_max_threads();
-	char *a, *b;
-	long na, nb;
 
 	omp_set_num_threads(1);
 	ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
@@ -454,13 +434,8 @@ START_TEST(test_threads_identical)
 	omp_set_num_threads(2);
 	ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
 	omp_set_num_threads(saved);
-	a = slurp(spath("out1.safetensors"), &na);
-	b = slurp(spath("out.safetensors"), &nb);
-	ck_assert_int_eq(na, nb);
-	ck_assert_msg(memcmp(a, b, (size_t)na) == 0,
-		      "the student distilled on 1 thread differs from the one on 2");
-	free(a);
-	free(b);
+	assert_same_file(spath("out1.safetensors"), spath("out.safetensors"),
+			 "the student distilled on 1 thread differs from the one on 2");
 }
 END_TEST
 
@@ -612,8 +587,6 @@ START_TEST(test_ensemble_of_one_is_distill)
 				      "      epochs: 5\n      batch_size: 16\n      lr: 0.01\n"
 				      "      temperature: 3\n      alpha: 0.7\n";
 	struct mc_err err = { 0 };
-	char *a, *b;
-	long na, nb;
 
 	ck_assert_msg(ens_pipeline(4, 4, distill, 1, &err) == 0, "%s", err.msg);
 	ck_assert_int_eq(rename(spath("out.safetensors"), spath("distill.safetensors")), 0);
@@ -622,13 +595,8 @@ START_TEST(test_ensemble_of_one_is_distill)
 						   "      alpha: 0.7\n"),
 				   1, &err) == 0,
 		      "%s", err.msg);
-	a = slurp(spath("distill.safetensors"), &na);
-	b = slurp(spath("out.safetensors"), &nb);
-	ck_assert_int_eq(na, nb);
-	ck_assert_msg(memcmp(a, b, (size_t)na) == 0,
-		      "the ensemble of one differs from distill with the same teacher");
-	free(a);
-	free(b);
+	assert_same_file(spath("distill.safetensors"), spath("out.safetensors"),
+			 "the ensemble of one differs from distill with the same teacher");
 }
 END_TEST
 
@@ -638,8 +606,6 @@ START_TEST(test_ensemble_threads_identical)
 	static const char pass[] = ENS_PASS("[t, u]", "      shift: 1\n      compare_single: true\n");
 	struct mc_err err = { 0 };
 	int saved = omp_get_max_threads();
-	char *a, *b;
-	long na, nb;
 
 	omp_set_num_threads(1);
 	ck_assert_msg(ens_pipeline(4, 4, pass, 1, &err) == 0, "%s", err.msg);
@@ -647,13 +613,9 @@ START_TEST(test_ensemble_threads_identical)
 	omp_set_num_threads(2);
 	ck_assert_msg(ens_pipeline(4, 4, pass, 1, &err) == 0, "%s", err.msg);
 	omp_set_num_threads(saved);
-	a = slurp(spath("out1.safetensors"), &na);
-	b = slurp(spath("out.safetensors"), &nb);
-	ck_assert_int_eq(na, nb);
-	ck_assert_msg(memcmp(a, b, (size_t)na) == 0,
-		      "the student distilled from the ensemble on 1 thread differs from the one on 2");
-	free(a);
-	free(b);
+	assert_same_file(spath("out1.safetensors"), spath("out.safetensors"),
+			 "the student distilled from the ensemble on 1 thread differs from the one "
+			 "on 2");
 }
 END_TEST
 

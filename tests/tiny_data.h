@@ -38,6 +38,37 @@
 
 static char scratch[4096];
 
+/* The whole file at path, NUL-terminated, into a new buffer; its size in *n. */
+static inline char *slurp(const char *path, long *n)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf;
+
+	ck_assert_msg(fp != NULL, "cannot read %s", path);
+	ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
+	*n = ftell(fp);
+	ck_assert_int_gt(*n, 0);
+	rewind(fp);
+	buf = malloc((size_t)*n + 1);
+	ck_assert(buf != NULL);
+	ck_assert_uint_eq(fread(buf, 1, (size_t)*n, fp), (size_t)*n);
+	buf[*n] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+/* Files a and b hold the same bytes, or the test fails saying what differs. */
+static inline void assert_same_file(const char *a, const char *b, const char *what)
+{
+	long na, nb;
+	char *x = slurp(a, &na), *y = slurp(b, &nb);
+
+	ck_assert_msg(na == nb && memcmp(x, y, (size_t)na) == 0, "%s (%ld and %ld bytes)", what,
+		      na, nb);
+	free(x);
+	free(y);
+}
+
 static void write_file(const char *path, const void *buf, size_t n)
 {
 	FILE *fp = fopen(path, "wb");
