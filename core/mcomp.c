@@ -262,10 +262,10 @@ static void print_layers(const struct mc_model *m)
 	}
 }
 
-/* The tensors of f whose names start with prefix; returns their bytes. */
-static size_t print_tensors(const struct mc_st_file *f, const char *prefix)
+/* The table of the tensors of f whose names start with prefix. */
+static void print_tensors(const struct mc_st_file *f, const char *prefix)
 {
-	size_t total = 0, np = strlen(prefix);
+	size_t np = strlen(prefix);
 	char shape[128];
 	int i, w = 24;
 
@@ -280,9 +280,7 @@ static size_t print_tensors(const struct mc_st_file *f, const char *prefix)
 			continue;
 		printf("%-*s %-6s %-16s %12zu\n", w, e->name, e->st_dtype,
 		       mc_shape_text(e->ndim, e->shape, shape, sizeof(shape)), e->nbytes);
-		total += e->nbytes;
 	}
-	return total;
 }
 
 /* Bytes of the tensors of f whose names start with prefix. */
