@@ -143,6 +143,17 @@ static int check_stages(int n, const char *const *names, struct mc_model *const 
 	return 0;
 }
 
+/* confidence names a measure, or an error as check_stages reports them. */
+static int check_confidence(int confidence, int code, const char *where, const char *fix,
+			    struct mc_err *err)
+{
+	if (confidence < 0 || confidence >= MC_CONF_COUNT)
+		return mc_err_set(err, code,
+				  "%s: confidence %d is not one of max-prob, margin, entropy; %s",
+				  where, confidence, fix);
+	return 0;
+}
+
 /* The cascade of checked stages (models owned from here on, freed on failure). */
 static struct mc_cascade *cascade_make(int n, const char *const *names, struct mc_model **models,
 				       int confidence, int code, const char *where, const char *fix,
@@ -150,14 +161,9 @@ static struct mc_cascade *cascade_make(int n, const char *const *names, struct m
 {
 	struct mc_cascade *c = NULL;
 
-	if (check_stages(n, names, models, code, where, fix, err))
+	if (check_stages(n, names, models, code, where, fix, err) ||
+	    check_confidence(confidence, code, where, fix, err))
 		goto fail;
-	if (confidence < 0 || confidence >= MC_CONF_COUNT) {
-		mc_err_set(err, code,
-			   "%s: confidence %d is not one of max-prob, margin, entropy; %s", where,
-			   confidence, fix);
-		goto fail;
-	}
 	c = calloc(1, sizeof(*c));
 	for (int s = 0; c && s < n; s++) {
 		c->thresholds[s] = INFINITY;
@@ -284,10 +290,9 @@ MC_API int mc_cascade_serialize(const struct mc_cascade *c, void **buf, size_t *
 	*len = 0;
 	ret = check_stages(c->n_stages, (const char *const *)c->names, c->stages, MC_EINVAL,
 			   "cascade", "fix the list of stages", err);
-	if (!ret && (c->confidence < 0 || c->confidence >= MC_CONF_COUNT))
-		ret = mc_err_set(err, MC_EINVAL,
-				 "cascade: confidence %d is not one of max-prob, margin, entropy",
-				 c->confidence);
+	if (!ret)
+		ret = check_confidence(c->confidence, MC_EINVAL, "cascade",
+				       "set its confidence to one of them", err);
 	if (!ret)
 		ret = cascade_json(c, &meta_text, err);
 	for (int s = 0; s < c->n_stages && !ret; s++) {
