@@ -369,7 +369,6 @@ END_TEST
 
 /* ---------------------------------------------------------------- pipelines */
 
-
 static void setup(void)
 {
 	static const char *const passes[] = { "cascade", NULL };

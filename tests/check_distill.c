@@ -31,7 +31,6 @@
 #include "../passes/distill/kd.c"
 #include "../passes/distill/distill.c"
 
-
 /* One sample, three classes: student logits, teacher probabilities, label. */
 static const float zs[] = { 1.0f, 0.0f, -0.5f, 0.2f, 0.3f, 0.1f };
 static const float pt[] = { 0.25f, 0.7f, 0.05f, 0.6f, 0.3f, 0.1f };

@@ -256,7 +256,6 @@ START_TEST(test_load_errors)
 }
 END_TEST
 
-
 /* ---------------------------------------------------------------- sparse tensors */
 
 static const char *sparse_arch =

@@ -24,7 +24,6 @@
 
 #include "tiny_data.h"
 
-
 /* An MLP 64-32-16-4 and a CNN with batch norm, over [1, 8, 8]. */
 static const char *mlp_arch = TINY_MLP_ARCH;
 

@@ -24,7 +24,6 @@
 
 #include "tiny_data.h"
 
-
 static const char *mlp_arch = TINY_MLP_ARCH;
 
 static const char *cnn_arch =

@@ -30,7 +30,6 @@ struct distill_conf {
 	int compare_scratch;
 };
 
-
 /* The student comes first: the host measures a pass's first model parameter. */
 static const struct mc_param_def distill_params[] = {
 	MC_PARAM_MODEL(struct distill_conf, student, NULL,

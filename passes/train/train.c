@@ -13,7 +13,6 @@ struct train_conf {
 	int seed;
 };
 
-
 static const struct mc_param_def train_params[] = {
 	MC_PARAM_MODEL(struct train_conf, model, NULL, "the model to train (a name under models:)"),
 	MC_PARAM_SPLIT(struct train_conf, data, "train", "the data split to train on"),
