@@ -398,7 +398,7 @@ int cascade_front(const struct cascade_sweep *s, int *idx)
 	return n;
 }
 
-static int same_thr(const struct cascade_point *a, const struct cascade_point *b)
+int cascade_same_thr(const struct cascade_point *a, const struct cascade_point *b)
 {
 	return memcmp(a->thr, b->thr, sizeof(a->thr)) == 0;
 }
@@ -411,7 +411,7 @@ int cascade_front_rows(const struct cascade_sweep *s, const int *front, int n, i
 	if (rows < 2)
 		rows = 2;
 	for (int i = 0; keep && i < n; i++)
-		if (same_thr(&s->pts[front[i]], keep))
+		if (cascade_same_thr(&s->pts[front[i]], keep))
 			kept = i;
 	for (int j = 0; j < rows && j < n; j++) {
 		int i = n <= rows ? j : (int)((int64_t)j * (n - 1) / (rows - 1));

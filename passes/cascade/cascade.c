@@ -306,10 +306,10 @@ static int report_sweep(struct mc_ctx *ctx, const struct cascade_conf *c,
 	mc_ctx_log(ctx, "%s", line);
 	for (int r = 0; r < nr; r++) {
 		const struct cascade_point *p = &sw->pts[rows[r]];
+		int is_chosen = cascade_same_thr(p, chosen);
 
-		on_front |= !memcmp(p->thr, chosen->thr, sizeof(p->thr));
-		sweep_row(line, sizeof(line), k, c->stages.str, p, cal->n,
-			  memcmp(p->thr, chosen->thr, sizeof(p->thr)) ? ' ' : '*');
+		on_front |= is_chosen;
+		sweep_row(line, sizeof(line), k, c->stages.str, p, cal->n, is_chosen ? '*' : ' ');
 		mc_ctx_log(ctx, "%s", line);
 	}
 	if (!on_front) {

@@ -98,6 +98,9 @@ void cascade_sweep_free(struct cascade_sweep *s);
  */
 int cascade_front(const struct cascade_sweep *s, int *idx);
 
+/* Whether points a and b are the same setting (the same thresholds). */
+int cascade_same_thr(const struct cascade_point *a, const struct cascade_point *b);
+
 /*
  * Up to rows indices of the front (of n) spread evenly along it, always
  * including the one whose point equals *keep when it is on the front;
