@@ -35,14 +35,7 @@ struct ens_conf {
 	struct mc_list teachers;
 	struct mc_list weights;
 	int combine;
-	char *data;
-	double temperature;
-	double alpha;
-	int epochs;
-	int batch_size;
-	struct mc_train_opts opts;
-	int seed;
-	int compare_scratch;
+	struct kd_opts kd;
 	int compare_single;
 };
 
@@ -59,21 +52,7 @@ static const struct mc_param_def ens_params[] = {
 	MC_PARAM_ENUM(struct ens_conf, combine, "probs", kd_combine_names,
 		      "probs: average the teachers' softened probabilities softmax(z / T); logits: "
 		      "softmax of the averaged logits over T"),
-	MC_PARAM_SPLIT(struct ens_conf, data, "train", "the data split to train on"),
-	MC_PARAM_FLOAT(struct ens_conf, temperature, "1", 0.01, 100,
-		       "softening temperature T of the targets and the student's soft term"),
-	MC_PARAM_FLOAT(struct ens_conf, alpha, "0.9", 0, 1,
-		       "weight of the soft (ensemble) term; 1 - alpha weighs the labels"),
-	MC_PARAM_INT(struct ens_conf, epochs, "60", 1, 100000,
-		     "passes over the data; a student learning mostly from the teacher "
-		     "(high alpha) needs more than one trained on labels (docs/distill.md)"),
-	MC_PARAM_INT(struct ens_conf, batch_size, "128", 1, 65536, "samples per update"),
-	MC_TRAIN_PARAMS(struct ens_conf, opts, "0.003", "cosine"),
-	MC_PARAM_INT(struct ens_conf, seed, "-1", -1, 2147483647,
-		     "shuffling seed; -1 uses the pipeline's seed"),
-	MC_PARAM_BOOL(struct ens_conf, compare_scratch, "false",
-		      "also train the student's initial weights on labels alone (same seed and "
-		      "budget) and report both accuracies"),
+	KD_PARAMS(struct ens_conf, kd, "ensemble"),
 	MC_PARAM_BOOL(struct ens_conf, compare_single, "false",
 		      "also distill the student's initial weights from each teacher alone (same "
 		      "settings and budget) and report each and the best beside the ensemble's"),
@@ -227,14 +206,9 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 {
 	const struct ens_conf *c = conf;
 	struct mc_model *s = mc_ctx_model(ctx, c->student);
-	const struct mc_dataset *d = mc_ctx_data(ctx, c->data);
+	const struct mc_dataset *d = mc_ctx_data(ctx, c->kd.data);
 	struct mc_err *err = mc_ctx_err(ctx);
-	struct mc_train_conf tc = {
-		.epochs = c->epochs,
-		.batch_size = c->batch_size,
-		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
-		.label = c->student,
-	};
+	struct mc_train_conf tc;
 	struct mc_model *one[KD_MAX_TEACHERS] = { 0 };
 	double e_acc, t_acc[KD_MAX_TEACHERS], one_acc[KD_MAX_TEACHERS];
 	struct kd_outcome o;
@@ -243,14 +217,14 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	int ret;
 
 	(void)state;
-	mc_train_opts_apply(&c->opts, &tc);
+	kd_train_conf(ctx, &c->kd, c->student, &tc);
 	if (!d)
 		return err->code;
 	ret = ens_teachers(ctx, c, s, &t);
 	if (ret > 0)
 		return mc_ctx_error(ctx, "teachers", MC_ERUN, "a teacher is missing");
 	if (!ret)
-		ret = kd_check_data(ctx, c->data, d, s);
+		ret = kd_check_data(ctx, c->kd.data, d, s);
 	if (ret)
 		return ret;
 	if (t.k == 1)
@@ -264,8 +238,7 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 			goto out;
 		}
 	}
-	ret = kd_train_student(ctx, s, c->student, &t, d, c->data, &tc, c->temperature, c->alpha,
-			       c->compare_scratch, &o);
+	ret = kd_train_student(ctx, s, c->student, &t, d, &c->kd, &tc, &o);
 	for (int i = 0; !ret && one[i]; i++) {
 		struct kd_teachers ti = { .k = 1, .combine = t.combine, .m = { t.m[i] },
 					  .name = { t.name[i] }, .w = { 1 } };
@@ -274,8 +247,8 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 		snprintf(tag, sizeof(tag), "single '%.256s': ", t.name[i]);
 		mc_ctx_log(ctx, "distilling the initial '%s' from teacher '%s' alone for comparison",
 			   c->student, t.name[i]);
-		ret = kd_distill(ctx, one[i], c->student, &ti, d, &tc, c->temperature, c->alpha,
-				 o.ev, o.ev_name, tag);
+		ret = kd_distill(ctx, one[i], c->student, &ti, d, &tc, c->kd.temperature,
+				 c->kd.alpha, o.ev, o.ev_name, tag);
 		if (!ret)
 			ret = mc_evaluate(one[i], o.ev, KD_EVAL_BATCH, &one_acc[i], NULL, err);
 	}
@@ -286,7 +259,7 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	if (ret)
 		goto out;
 	report(ctx, &t, o.ev_name, o.s_acc, t_acc, e_acc, &o.scost, &ecost);
-	if (c->compare_scratch)
+	if (c->kd.compare_scratch)
 		kd_report_scratch(ctx, o.ev_name, o.s_acc, o.sc_acc);
 	if (c->compare_single)
 		report_single(ctx, &t, o.ev_name, o.s_acc, one_acc);

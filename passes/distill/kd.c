@@ -446,10 +446,21 @@ void kd_report_costs(struct mc_ctx *ctx, const char *what, double s_acc, const s
 	mc_ctx_report(ctx, key, oc->latency256_ms);
 }
 
+void kd_train_conf(struct mc_ctx *ctx, const struct kd_opts *ko, const char *sname,
+		   struct mc_train_conf *tc)
+{
+	*tc = (struct mc_train_conf){
+		.epochs = ko->epochs,
+		.batch_size = ko->batch_size,
+		.seed = ko->seed >= 0 ? (uint64_t)ko->seed : mc_ctx_seed(ctx),
+		.label = sname,
+	};
+	mc_train_opts_apply(&ko->train, tc);
+}
+
 int kd_train_student(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
-		     const struct kd_teachers *t, const struct mc_dataset *d, const char *dname,
-		     const struct mc_train_conf *tc, double T, double alpha, int compare_scratch,
-		     struct kd_outcome *o)
+		     const struct kd_teachers *t, const struct mc_dataset *d,
+		     const struct kd_opts *ko, const struct mc_train_conf *tc, struct kd_outcome *o)
 {
 	struct mc_err *err = mc_ctx_err(ctx);
 	struct kd_teachers self = { .k = 1, .m = { s }, .name = { sname }, .w = { 1 } };
@@ -458,17 +469,18 @@ int kd_train_student(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 
 	memset(o, 0, sizeof(*o));
 	o->sc_acc = -1;
-	if (compare_scratch) {
+	if (ko->compare_scratch) {
 		baseline = mc_model_dup(s, err);
 		if (!baseline)
 			return err->code;
 	}
-	o->ev = mc_ctx_eval_data(ctx, d, dname, &o->ev_name);
+	o->ev = mc_ctx_eval_data(ctx, d, ko->data, &o->ev_name);
 	if (!o->ev) {
 		ret = err->code;
 		goto out;
 	}
-	ret = kd_distill(ctx, s, sname, t, d, tc, T, alpha, o->ev, o->ev_name, "");
+	ret = kd_distill(ctx, s, sname, t, d, tc, ko->temperature, ko->alpha, o->ev, o->ev_name,
+			 "");
 	if (!ret && baseline)
 		ret = train_scratch(ctx, baseline, sname, d, tc, o->ev, o->ev_name);
 	if (!ret)

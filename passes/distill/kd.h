@@ -32,6 +32,43 @@ enum kd_combine { KD_PROBS, KD_LOGITS };
 /* "probs", "logits", NULL: in enum order. */
 extern const char *const kd_combine_names[];
 
+/*
+ * The options of the student's training that both passes offer, one block of
+ * their config structs. KD_PARAMS(st, member, soft) declares their rows
+ * (data, temperature, alpha, epochs, batch_size, the optimizer and schedule
+ * rows of MC_TRAIN_PARAMS, seed, compare_scratch), soft naming what teaches
+ * ("teacher", "ensemble").
+ */
+struct kd_opts {
+	char *data;
+	double temperature;
+	double alpha;
+	int epochs;
+	int batch_size;
+	struct mc_train_opts train;
+	int seed;
+	int compare_scratch;
+};
+
+#define KD_PARAM_(st, m, f, ty, d, lo, hi, h) \
+	MC_PARAM_AT(#f, ty, ty, offsetof(st, m) + offsetof(struct kd_opts, f), d, lo, hi, NULL, h)
+#define KD_PARAMS(st, m, soft)                                                                   \
+	KD_PARAM_(st, m, data, MC_PARAM_TSPLIT, "train", 0, 0, "the data split to train on"),      \
+	KD_PARAM_(st, m, temperature, MC_PARAM_TFLOAT, "1", 0.01, 100,                             \
+		  "softening temperature T of the targets and of the student's soft term"),      \
+	KD_PARAM_(st, m, alpha, MC_PARAM_TFLOAT, "0.9", 0, 1,                                     \
+		  "weight of the soft (" soft ") term; 1 - alpha weighs the labels"),             \
+	KD_PARAM_(st, m, epochs, MC_PARAM_TINT, "60", 1, 100000,                                  \
+		  "passes over the data; a student learning mostly from the teacher (high "      \
+		  "alpha) needs more than one trained on labels (docs/distill.md)"),             \
+	KD_PARAM_(st, m, batch_size, MC_PARAM_TINT, "128", 1, 65536, "samples per update"),       \
+	MC_TRAIN_PARAMS(st, m.train, "0.003", "cosine"),                                          \
+	KD_PARAM_(st, m, seed, MC_PARAM_TINT, "-1", -1, 2147483647,                               \
+		  "shuffling seed; -1 uses the pipeline's seed"),                                \
+	KD_PARAM_(st, m, compare_scratch, MC_PARAM_TBOOL, "false", 0, 1,                          \
+		  "also train the student's initial weights on labels alone (same seed and "     \
+		  "budget) and report both accuracies")
+
 /* The models a student learns from, borrowed. */
 struct kd_teachers {
 	int k;				   /* 1 to KD_MAX_TEACHERS */
@@ -108,17 +145,20 @@ struct kd_outcome {
 };
 
 /*
- * The body both passes share: distils s (named sname) from t on d (named
- * dname) with tc, T and alpha, logging each epoch's accuracy on the
- * pipeline's test split (else d); with compare_scratch, first copies s's
+ * The body both passes share: distils s (named sname) from t on d (the
+ * split ko->data) with tc and ko's T and alpha, logging each epoch's accuracy
+ * on the pipeline's test split (else d); with compare_scratch, first copies s's
  * initial weights and trains the copy on labels alone under the same tc.
  * Then measures both on that split into o. Returns 0 or an error code with
  * the context's error set.
  */
 int kd_train_student(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
-		     const struct kd_teachers *t, const struct mc_dataset *d, const char *dname,
-		     const struct mc_train_conf *tc, double T, double alpha, int compare_scratch,
-		     struct kd_outcome *o);
+		     const struct kd_teachers *t, const struct mc_dataset *d,
+		     const struct kd_opts *ko, const struct mc_train_conf *tc, struct kd_outcome *o);
+
+/* The training run of ko for the student named sname (its progress label). */
+void kd_train_conf(struct mc_ctx *ctx, const struct kd_opts *ko, const char *sname,
+		   struct mc_train_conf *tc);
 
 /* Logs the student beside what taught it (what: "teacher" or "ensemble"), a
  * table of accuracy and costs and their ratios, and reports what taught it
