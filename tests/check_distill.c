@@ -28,7 +28,7 @@
 #include <mcomp/mcomp.h>
 
 #include "tiny_data.h"
-#include "../passes/distill/kd.c"
+#include "../passes/common/kd.c"
 #include "../passes/distill/distill.c"
 
 /* One sample, three classes: student logits, teacher probabilities, label. */

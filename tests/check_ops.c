@@ -17,7 +17,7 @@
 
 #include <mcomp/train.h>
 
-#include "pipeline_int.h"
+#include "host/pipeline_int.h"
 
 static struct mc_model *build(const char *json, uint64_t seed)
 {

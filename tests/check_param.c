@@ -11,7 +11,7 @@
 
 #include <mcomp/param.h>
 
-#include "ydoc.h"
+#include "io/ydoc.h"
 
 struct conf {
 	int i;

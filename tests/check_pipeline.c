@@ -24,7 +24,7 @@
 
 #include <mcomp/mcomp.h>
 
-#include "pipeline_int.h"
+#include "host/pipeline_int.h"
 
 #define TINY_N 32
 

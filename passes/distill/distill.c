@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd.h"
+#include "../common/kd.h"
 
 struct distill_conf {
 	char *student;

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd.h"
+#include "../common/kd.h"
 
 struct ens_conf {
 	char *student;

@@ -11,7 +11,7 @@
 
 #include <mcomp/pipeline.h>
 
-#include "host_int.h"
+#include "host/host_int.h"
 
 struct mc_ctx {
 	struct mc_pipeline *p;

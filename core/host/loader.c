@@ -14,7 +14,7 @@
 
 #include <mcomp/pipeline.h>
 
-#include "host_int.h"
+#include "host/host_int.h"
 
 struct entry {
 	const struct mc_pass *pass;

@@ -13,7 +13,7 @@
 
 #include <yaml.h>
 
-#include "ydoc.h"
+#include "io/ydoc.h"
 
 /* ---------------------------------------------------------------- errors */
 

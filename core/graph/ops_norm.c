@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ops_int.h"
+#include "graph/ops_int.h"
 
 /* ---------------------------------------------------------------- batchnorm */
 

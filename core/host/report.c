@@ -16,7 +16,7 @@
 #include <mcomp/pipeline.h>
 #include <mcomp/safetensors.h>
 
-#include "host_int.h"
+#include "host/host_int.h"
 
 void mc_report_clear(struct mc_report *r)
 {

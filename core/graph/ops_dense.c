@@ -24,7 +24,7 @@
 #include <immintrin.h>
 #endif
 
-#include "ops_int.h"
+#include "graph/ops_int.h"
 
 /* ---------------------------------------------------------------- flatten */
 

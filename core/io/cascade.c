@@ -25,8 +25,7 @@
 
 #include <mcomp/cascade.h>
 
-#include "host_int.h"
-#include "model_io_int.h"
+#include "io/model_io_int.h"
 
 #define NAME_MAX_LEN 200 /* stage names: tensor names "<stage>/<node>.<param>" stay short */
 #define FIX_FILE     "the file was edited or is corrupt; build it again with the cascade pass"

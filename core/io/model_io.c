@@ -38,7 +38,7 @@
 
 #include <jansson.h>
 
-#include "model_io_int.h"
+#include "io/model_io_int.h"
 
 #define MODEL_FORMAT "mcomp"
 

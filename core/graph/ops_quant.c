@@ -41,7 +41,7 @@
 #include <immintrin.h>
 #endif
 
-#include "ops_int.h"
+#include "graph/ops_int.h"
 
 /* ---------------------------------------------------------------- weight quantizers */
 

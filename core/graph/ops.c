@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ops_int.h"
+#include "graph/ops_int.h"
 
 const struct mc_param_def mc_no_attrs[] = {MC_PARAM_END};
 

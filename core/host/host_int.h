@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "pipeline_int.h"
+#include "host/pipeline_int.h"
 
 /* One row of the report: a model measured after a step. */
 struct mc_row {

@@ -26,7 +26,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "ops_int.h"
+#include "graph/ops_int.h"
 
 /* Output size of a window sliding over n with padding p and stride s. */
 static int64_t slide(int64_t n, int k, int s, int p)

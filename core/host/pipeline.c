@@ -23,8 +23,8 @@
 
 #include <mcomp/pipeline.h>
 
-#include "pipeline_int.h"
-#include "ydoc.h"
+#include "host/pipeline_int.h"
+#include "io/ydoc.h"
 
 #define MC_SCHEMA_VERSION 1
 #define PIPELINE_MAX_BYTES (16u << 20)

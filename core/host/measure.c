@@ -13,7 +13,7 @@
 #include <mcomp/pipeline.h>
 #include <mcomp/train.h>
 
-#include "host_int.h"
+#include "host/host_int.h"
 
 MC_API double mc_now(void)
 {
