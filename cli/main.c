@@ -13,6 +13,7 @@
 
 #include <mcomp/mcomp.h>
 
+
 static const char usage[] =
 	"usage: mcomp COMMAND [ARGS]\n"
 	"\n"
@@ -243,8 +244,8 @@ static void print_layers(const struct mc_model *m)
 	int i, j;
 
 	printf("%-16s %-10s %-20s %-16s %s\n", "layer", "op", "attributes", "output", "inputs");
-	for (i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *n = &m->nodes[i];
+	for (i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *n = mc_model_node(m, i);
 		const struct mc_param_def *d;
 		size_t used = 0;
 
@@ -257,7 +258,7 @@ static void print_layers(const struct mc_model *m)
 		       mc_shape_text(n->out_ndim, n->out_shape, shape, sizeof(shape)));
 		for (j = 0; j < n->n_inputs; j++)
 			printf("%s%s", j ? ", " : "",
-			       n->inputs[j] == MC_NODE_INPUT ? "input" : m->nodes[n->inputs[j]].name);
+			       n->inputs[j] == MC_NODE_INPUT ? "input" : mc_model_node(m, n->inputs[j])->name);
 		printf("\n");
 	}
 }
@@ -319,8 +320,13 @@ static int inspect_cascade(const char *path, const struct mc_st_file *f)
 	printf("bytes:      %zu\n", f->len);
 	printf("cascade:    %d stage%s, confidence %s\n", c->n_stages, c->n_stages > 1 ? "s" : "",
 	       mc_confidence_names[c->confidence]);
-	printf("input:      %s\n", mc_shape_text(m0->in_ndim, m0->in_shape, shape, sizeof(shape)));
-	printf("classes:    %lld\n\n", (long long)m0->n_classes);
+	{
+		int64_t in[MC_MAX_DIMS];
+		int nd = mc_model_input_shape(m0, in);
+
+		printf("input:      %s\n", mc_shape_text(nd, in, shape, sizeof(shape)));
+	}
+	printf("classes:    %lld\n\n", (long long)mc_model_n_classes(m0));
 	printf("%-5s %-16s %-14s %12s %12s %14s %12s\n", "stage", "name", "threshold", "parameters",
 	       "nonzero", "flops/sample", "bytes");
 	for (s = 0; s < c->n_stages; s++) {
@@ -369,7 +375,12 @@ static int cmd_inspect(int argc, char **argv)
 	}
 	printf("file:       %s\n", argv[0]);
 	printf("bytes:      %zu\n", f->len);
-	printf("input:      %s\n", mc_shape_text(m->in_ndim, m->in_shape, shape, sizeof(shape)));
+	{
+		int64_t in[MC_MAX_DIMS];
+		int nd = mc_model_input_shape(m, in);
+
+		printf("input:      %s\n", mc_shape_text(nd, in, shape, sizeof(shape)));
+	}
 	printf("parameters: %lld (%lld nonzero)\n", (long long)mc_model_nparams(m),
 	       (long long)mc_model_nonzeros(m));
 	printf("flops:      %lld per sample\n\n", (long long)mc_model_flops(m));
@@ -407,7 +418,7 @@ static int eval_model(const char *file, const char *split)
 	d = mc_idx_load_prefix(split, &err);
 	if (!d)
 		ret = fail(&err);
-	else if (!data_fits(d, file, m->in_numel, m->n_classes))
+	else if (!data_fits(d, file, mc_model_in_numel(m), mc_model_n_classes(m)))
 		ret = 1;
 	else if (mc_evaluate(m, d, 256, &acc, &loss, &err))
 		ret = fail(&err);
@@ -438,7 +449,7 @@ static int eval_cascade(const char *file, const char *split)
 		ret = fail(&err);
 		goto out;
 	}
-	if (!data_fits(d, file, c->stages[0]->in_numel, c->stages[0]->n_classes)) {
+	if (!data_fits(d, file, mc_model_in_numel(c->stages[0]), mc_model_n_classes(c->stages[0]))) {
 		ret = 1;
 		goto out;
 	}

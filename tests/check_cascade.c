@@ -102,10 +102,10 @@ static float *run_alone(const struct mc_model *m, const float *x, int n)
 {
 	struct mc_err err = {0};
 	struct mc_exec *e = mc_exec_new(m, n, 0, &err);
-	float *out = malloc(sizeof(float) * (size_t)n * (size_t)m->n_classes);
+	float *out = malloc(sizeof(float) * (size_t)n * (size_t)mc_model_n_classes(m));
 
 	ck_assert_msg(e != NULL, "%s", err.msg);
-	memcpy(out, mc_forward(e, x, n), sizeof(float) * (size_t)n * (size_t)m->n_classes);
+	memcpy(out, mc_forward(e, x, n), sizeof(float) * (size_t)n * (size_t)mc_model_n_classes(m));
 	mc_exec_free(e);
 	return out;
 }
@@ -464,13 +464,13 @@ static struct mc_cascade *file_cascade(void)
 
 static void assert_same_models(const struct mc_model *a, const struct mc_model *b)
 {
-	ck_assert_int_eq(a->n_nodes, b->n_nodes);
-	for (int i = 0; i < a->n_nodes; i++) {
-		ck_assert_str_eq(a->nodes[i].name, b->nodes[i].name);
-		ck_assert_int_eq(a->nodes[i].n_params, b->nodes[i].n_params);
-		for (int p = 0; p < a->nodes[i].n_params; p++) {
-			const struct mc_tensor *x = a->nodes[i].params[p],
-					       *y = b->nodes[i].params[p];
+	ck_assert_int_eq(mc_model_n_nodes(a), mc_model_n_nodes(b));
+	for (int i = 0; i < mc_model_n_nodes(a); i++) {
+		ck_assert_str_eq(mc_model_node(a, i)->name, mc_model_node(b, i)->name);
+		ck_assert_int_eq(mc_model_node(a, i)->n_params, mc_model_node(b, i)->n_params);
+		for (int p = 0; p < mc_model_node(a, i)->n_params; p++) {
+			const struct mc_tensor *x = mc_model_node(a, i)->params[p],
+					       *y = mc_model_node(b, i)->params[p];
 
 			ck_assert_str_eq(x->name, y->name);
 			ck_assert_int_eq(x->dtype, y->dtype);

@@ -469,7 +469,7 @@ static double run_cascade(const struct mc_cascade *c, const struct mc_dataset *d
 {
 	struct mc_err err = { 0 };
 	struct mc_cascade_exec *e = mc_cascade_exec_new(c, 16, &err);
-	int classes = (int)c->stages[0]->n_classes;
+	int classes = (int)mc_model_n_classes(c->stages[0]);
 	int64_t right = 0;
 
 	ck_assert_msg(e != NULL, "%s", err.msg);

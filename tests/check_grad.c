@@ -74,10 +74,10 @@ static void check_op_fill(const char *json, double step, int distinct)
 {
 	struct mc_err err = { 0 };
 	struct mc_model *m = build(json);
-	struct mc_node *nd = &m->nodes[0];
+	struct mc_node *nd = mc_model_node(m, 0);
 	struct mc_exec *e = mc_exec_new(m, BATCH, 1, &err);
 	int nin = nd->op->n_inputs;
-	size_t in_n = (size_t)BATCH * m->in_numel, out_n = (size_t)BATCH * nd->out_numel;
+	size_t in_n = (size_t)BATCH * mc_model_in_numel(m), out_n = (size_t)BATCH * nd->out_numel;
 	float *x[2], *dx[2], *r = malloc(out_n * sizeof(float));
 	float *out = malloc(out_n * sizeof(float));
 	const float *in[2];
@@ -233,7 +233,7 @@ START_TEST(op_batchnorm_inference)
 	/* Inference uses the running statistics: an affine map per channel,
 	 * whose input gradient is checked here with run.training = 0. */
 	struct mc_model *m = build("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"batchnorm\"}]}");
-	struct mc_node *nd = &m->nodes[0];
+	struct mc_node *nd = mc_model_node(m, 0);
 	float x[BATCH * 6], y[BATCH * 6], r[BATCH * 6], dx[BATCH * 6], *g[4] = { 0 };
 	const float *in[1] = { x };
 	float *din[1] = { dx };
@@ -321,7 +321,7 @@ START_TEST(op_qlinear_straight_through)
 {
 	struct mc_model *m = build("{\"format\":1,\"input\":[5],\"nodes\":[{\"op\":\"qlinear\","
 				   "\"attrs\":{\"out\":3,\"bits\":8,\"mode\":\"dynamic\"}}]}");
-	struct mc_node *nd = &m->nodes[0];
+	struct mc_node *nd = mc_model_node(m, 0);
 	int8_t *w = nd->params[0]->data;
 	float *scale = nd->params[1]->data;
 	float x[2 * 5], dout[2 * 3], dx[2 * 5], out[2 * 3];
@@ -361,7 +361,7 @@ START_TEST(op_qconv2d_straight_through)
 	struct mc_model *m = build("{\"format\":1,\"input\":[2,5,5],\"nodes\":[{\"op\":\"qconv2d\","
 				   "\"attrs\":{\"out\":3,\"kernel\":3,\"stride\":2,\"padding\":1,"
 				   "\"mode\":\"dynamic\"}}]}");
-	struct mc_node *nd = &m->nodes[0];
+	struct mc_node *nd = mc_model_node(m, 0);
 	int8_t *w = nd->params[0]->data;
 	float *scale = nd->params[1]->data;
 	float x[2 * 50], dout[2 * 27], dx[2 * 50], out[2 * 27];
@@ -464,21 +464,21 @@ static void check_model_xent(const char *json, double step)
 	struct mc_err err = { 0 };
 	struct mc_model *m = build(json);
 	struct mc_exec *e = mc_exec_new(m, BATCH, 1, &err);
-	int k = (int)m->n_classes;
-	float *x = malloc((size_t)BATCH * m->in_numel * sizeof(float));
+	int k = (int)mc_model_n_classes(m);
+	float *x = malloc((size_t)BATCH * mc_model_in_numel(m) * sizeof(float));
 	float *dl = malloc((size_t)BATCH * k * sizeof(float));
 	uint8_t y[BATCH];
 
 	ck_assert_ptr_nonnull(e);
-	fill(x, (size_t)BATCH * m->in_numel, 5);
+	fill(x, (size_t)BATCH * mc_model_in_numel(m), 5);
 	for (int i = 0; i < BATCH; i++)
 		y[i] = (uint8_t)(i % k);
 	mc_softmax_xent(mc_forward(e, x, BATCH), y, BATCH, k, dl);
 	mc_exec_zero_grad(e);
 	mc_backward(e, dl);
-	for (int n = 0; n < m->n_nodes; n++)
-		for (int p = 0; p < m->nodes[n].n_params; p++) {
-			struct mc_tensor *t = m->nodes[n].params[p];
+	for (int n = 0; n < mc_model_n_nodes(m); n++)
+		for (int p = 0; p < mc_model_node(m, n)->n_params; p++) {
+			struct mc_tensor *t = mc_model_node(m, n)->params[p];
 			float *w = t->data, *g = mc_exec_grad(e, n, p);
 
 			for (int64_t i = 0; i < t->numel; i++) {
@@ -531,7 +531,7 @@ START_TEST(dead_branch)
 	for (int p = 0; p < 2; p++) {
 		const float *g = mc_exec_grad(e, 1, p);
 
-		for (int64_t i = 0; i < m->nodes[1].params[p]->numel; i++)
+		for (int64_t i = 0; i < mc_model_node(m, 1)->params[p]->numel; i++)
 			ck_assert(g[i] == 0.0f);
 	}
 	ck_assert_ptr_null(mc_exec_grad(e, 2, 0)); /* relu has no parameters */

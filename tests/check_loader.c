@@ -200,11 +200,11 @@ START_TEST(host_runs_fixture_pass)
 	mc_model_init(before, 3);
 	after = mc_model_load(out, &err);
 	ck_assert_msg(after != NULL, "%s", err.msg);
-	ck_assert_int_eq(after->n_nodes, before->n_nodes);
-	for (i = 0; i < before->n_nodes; i++)
-		for (k = 0; k < before->nodes[i].n_params; k++) {
-			const struct mc_tensor *a = before->nodes[i].params[k];
-			const struct mc_tensor *b = after->nodes[i].params[k];
+	ck_assert_int_eq(mc_model_n_nodes(after), mc_model_n_nodes(before));
+	for (i = 0; i < mc_model_n_nodes(before); i++)
+		for (k = 0; k < mc_model_node(before, i)->n_params; k++) {
+			const struct mc_tensor *a = mc_model_node(before, i)->params[k];
+			const struct mc_tensor *b = mc_model_node(after, i)->params[k];
 			int64_t j;
 
 			ck_assert_int_eq(a->numel, b->numel);

@@ -56,12 +56,12 @@ static void read_all(const char *path, void **buf, size_t *len)
 /* Every parameter of a and b: same names, dtypes, shapes and bytes. */
 static void assert_same_params(const struct mc_model *a, const struct mc_model *b)
 {
-	ck_assert_int_eq(a->n_nodes, b->n_nodes);
-	for (int i = 0; i < a->n_nodes; i++) {
-		ck_assert_int_eq(a->nodes[i].n_params, b->nodes[i].n_params);
-		for (int p = 0; p < a->nodes[i].n_params; p++) {
-			const struct mc_tensor *x = a->nodes[i].params[p],
-					       *y = b->nodes[i].params[p];
+	ck_assert_int_eq(mc_model_n_nodes(a), mc_model_n_nodes(b));
+	for (int i = 0; i < mc_model_n_nodes(a); i++) {
+		ck_assert_int_eq(mc_model_node(a, i)->n_params, mc_model_node(b, i)->n_params);
+		for (int p = 0; p < mc_model_node(a, i)->n_params; p++) {
+			const struct mc_tensor *x = mc_model_node(a, i)->params[p],
+					       *y = mc_model_node(b, i)->params[p];
 
 			ck_assert_str_eq(x->name, y->name);
 			ck_assert_int_eq(x->dtype, y->dtype);
@@ -199,10 +199,10 @@ START_TEST(test_mismatched_files)
 	int64_t s2[2] = {8, 15}, s1[1] = {3};
 	struct mc_err err = {0};
 
-	t[0] = m->nodes[1].params[0]; /* fc1.weight [8, 16] */
-	t[1] = m->nodes[1].params[1]; /* fc1.bias [8] */
-	t[2] = m->nodes[3].params[0]; /* fc2.weight [3, 8] */
-	t[3] = m->nodes[3].params[1]; /* fc2.bias [3] */
+	t[0] = mc_model_node(m, 1)->params[0]; /* fc1.weight [8, 16] */
+	t[1] = mc_model_node(m, 1)->params[1]; /* fc1.bias [8] */
+	t[2] = mc_model_node(m, 3)->params[0]; /* fc2.weight [3, 8] */
+	t[3] = mc_model_node(m, 3)->params[1]; /* fc2.bias [3] */
 
 	expect_load_fail("noarch.st", t, 4, NULL, MC_ECORRUPT,
 			 "no mcomp architecture in __metadata__");
@@ -224,7 +224,7 @@ START_TEST(test_mismatched_files)
 
 	wrongdt = mc_tensor_new("fc2.bias", MC_S32, 1, s1, &err);
 	ck_assert_ptr_nonnull(wrongdt);
-	t[0] = m->nodes[1].params[0];
+	t[0] = mc_model_node(m, 1)->params[0];
 	t[3] = wrongdt;
 	expect_load_fail("dtype.st", t, 4, arch, MC_ECORRUPT,
 			 "tensor 'fc2.bias' is I32 [3] but the architecture needs F32 [3]");

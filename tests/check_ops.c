@@ -73,7 +73,7 @@ static void check_conv(int C, int H, int W, int O, int k, int s, int p, int g)
 		 "{\"out\":%d,\"kernel\":%d,\"stride\":%d,\"padding\":%d,\"groups\":%d}}]}",
 		 C, H, W, O, k, s, p, g);
 	m = build(json, 4);
-	nd = &m->nodes[0];
+	nd = mc_model_node(m, 0);
 	ck_assert_int_eq(nd->out_shape[0], O);
 	ck_assert_int_eq(nd->out_shape[1], OH);
 	ck_assert_int_eq(nd->out_shape[2], OW);
@@ -126,7 +126,7 @@ START_TEST(conv2d_chunks_match_single_samples)
 	    build("{\"format\":1,\"input\":[16,16,16],\"nodes\":[{\"op\":\"conv2d\","
 		  "\"attrs\":{\"out\":16,\"padding\":1}}]}",
 		  8);
-	const struct mc_node *nd = &m->nodes[0];
+	const struct mc_node *nd = mc_model_node(m, 0);
 	enum { N = 20, IN = 16 * 256, OUT = 16 * 256 };
 	float *x = malloc(N * IN * sizeof(float)), *dy = malloc(N * OUT * sizeof(float));
 	float *y = malloc(N * OUT * sizeof(float)), *dx = malloc(N * IN * sizeof(float));
@@ -189,7 +189,7 @@ START_TEST(maxpool2_routes_gradients)
 	    build("{\"format\":1,\"input\":[3,5,19],\"nodes\":[{\"op\":\"maxpool2d\","
 		  "\"attrs\":{\"kernel\":2}}]}",
 		  1);
-	const struct mc_node *nd = &m->nodes[0];
+	const struct mc_node *nd = mc_model_node(m, 0);
 	float x[N * C * H * W], y[N * C * OH * OW], dy[N * C * OH * OW], dx[N * C * H * W];
 	struct mc_run run = { .training = 1 };
 
@@ -360,11 +360,11 @@ START_TEST(batchnorm_running_statistics)
 	struct mc_exec *e = mc_exec_new(m, 4, 1, &err);
 	/* feature 0: 1, 2, 3, 6 (mean 3, biased var 3.5, unbiased 14/3) */
 	float x[8] = { 1, 0, 2, 0, 3, 0, 6, 4 };
-	const float *rm = m->nodes[0].params[2]->data, *rv = m->nodes[0].params[3]->data;
+	const float *rm = mc_model_node(m, 0)->params[2]->data, *rv = mc_model_node(m, 0)->params[3]->data;
 	const float *y;
 
-	ck_assert_int_eq(m->nodes[0].n_buffers, 2);
-	ck_assert_str_eq(m->nodes[0].params[3]->name, "batchnorm1.running_var");
+	ck_assert_int_eq(mc_model_node(m, 0)->n_buffers, 2);
+	ck_assert_str_eq(mc_model_node(m, 0)->params[3]->name, "batchnorm1.running_var");
 	y = mc_forward(e, x, 4);
 	ck_assert_float_eq_tol(y[0], (float)((1 - 3) / sqrt(3.5 + 1e-5)), 1e-6f);
 	ck_assert_float_eq_tol(rm[0], 0.25f * 3.0f, 1e-6f);
@@ -398,14 +398,14 @@ START_TEST(batchnorm_is_not_trained)
 	fill(x, 12, 3);
 	fill(dl, 12, 4);
 	mc_forward(e, x, 4);
-	memcpy(rm, m->nodes[1].params[2]->data, sizeof(rm));
-	memcpy(rv, m->nodes[1].params[3]->data, sizeof(rv));
+	memcpy(rm, mc_model_node(m, 1)->params[2]->data, sizeof(rm));
+	memcpy(rv, mc_model_node(m, 1)->params[3]->data, sizeof(rv));
 	mc_exec_zero_grad(e);
 	mc_backward(e, dl);
 	mc_optim_step(o, m, e);
-	ck_assert_mem_eq(rm, m->nodes[1].params[2]->data, sizeof(rm));
-	ck_assert_mem_eq(rv, m->nodes[1].params[3]->data, sizeof(rv));
-	ck_assert(((float *)m->nodes[1].params[0]->data)[0] != 1.0f); /* the weight moved */
+	ck_assert_mem_eq(rm, mc_model_node(m, 1)->params[2]->data, sizeof(rm));
+	ck_assert_mem_eq(rv, mc_model_node(m, 1)->params[3]->data, sizeof(rv));
+	ck_assert(((float *)mc_model_node(m, 1)->params[0]->data)[0] != 1.0f); /* the weight moved */
 	mc_optim_free(o);
 	mc_exec_free(e);
 	mc_model_free(m);
@@ -417,10 +417,10 @@ static float *infer(const struct mc_model *m, const float *x, int n)
 {
 	struct mc_err err = { 0 };
 	struct mc_exec *e = mc_exec_new(m, n, 0, &err);
-	float *y = malloc((size_t)n * m->n_classes * sizeof(float));
+	float *y = malloc((size_t)n * mc_model_n_classes(m) * sizeof(float));
 
 	ck_assert_ptr_nonnull(e);
-	memcpy(y, mc_forward(e, x, n), (size_t)n * m->n_classes * sizeof(float));
+	memcpy(y, mc_forward(e, x, n), (size_t)n * mc_model_n_classes(m) * sizeof(float));
 	mc_exec_free(e);
 	return y;
 }
@@ -451,24 +451,24 @@ START_TEST(batchnorm_folds)
 		mc_forward(e, x, 8);
 	}
 	mc_exec_free(e);
-	for (int i = 0; i < m->n_nodes; i++)
-		if (m->nodes[i].n_buffers)
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		if (mc_model_node(m, i)->n_buffers)
 			for (int p = 0; p < 2; p++) {
-				float *w = m->nodes[i].params[p]->data;
+				float *w = mc_model_node(m, i)->params[p]->data;
 
-				for (int64_t c = 0; c < m->nodes[i].params[p]->numel; c++)
+				for (int64_t c = 0; c < mc_model_node(m, i)->params[p]->numel; c++)
 					w[c] += 0.3f * (float)(c + 1) * (p ? -1.0f : 1.0f);
 			}
 	f = mc_model_dup(m, &err);
 	ck_assert_ptr_nonnull(f);
 	ck_assert_int_eq(mc_model_fold_batchnorm(f, &err), 2);
-	ck_assert_int_eq(f->n_nodes, m->n_nodes - 2);
+	ck_assert_int_eq(mc_model_n_nodes(f), mc_model_n_nodes(m) - 2);
 	ck_assert_ptr_null(mc_model_param(f, "bn1.weight"));
 	ck_assert_ptr_nonnull(mc_model_param(f, "bn2.running_mean"));
 	ck_assert_ptr_null(mc_model_param(f, "bn3.weight"));
-	ck_assert_str_eq(f->nodes[f->n_nodes - 1].name, "fc");
-	ck_assert_int_eq(f->nodes[1].inputs[0], 0); /* r1 reads c1 now */
-	ck_assert_int_eq(f->n_classes, 5);
+	ck_assert_str_eq(mc_model_node(f, mc_model_n_nodes(f) - 1)->name, "fc");
+	ck_assert_int_eq(mc_model_node(f, 1)->inputs[0], 0); /* r1 reads c1 now */
+	ck_assert_int_eq(mc_model_n_classes(f), 5);
 	/* the same inference outputs within float rounding: 1e-4 relative */
 	fill(x, sizeof(x) / sizeof(x[0]), 30);
 	y0 = infer(m, x, 8);
@@ -483,7 +483,7 @@ START_TEST(batchnorm_folds)
 		struct mc_model *r = mc_model_from_arch(arch, "folded", &err);
 
 		ck_assert_msg(r != NULL, "%s", err.msg);
-		ck_assert_int_eq(r->n_nodes, f->n_nodes);
+		ck_assert_int_eq(mc_model_n_nodes(r), mc_model_n_nodes(f));
 		mc_model_free(r);
 		free(arch);
 	}
@@ -502,7 +502,7 @@ START_TEST(dropout_masks)
 	    build("{\"format\":1,\"input\":[1000],\"nodes\":[{\"op\":\"dropout\",\"attrs\":"
 		  "{\"p\":0.3}}]}",
 		  1);
-	const struct mc_node *nd = &m->nodes[0];
+	const struct mc_node *nd = mc_model_node(m, 0);
 	float *x = malloc(4000 * sizeof(float)), *a = malloc(4000 * sizeof(float));
 	float *b = malloc(4000 * sizeof(float));
 	const float *in[1] = { x };
@@ -582,21 +582,21 @@ START_TEST(resnet_from_yaml)
 	ck_assert_msg(p != NULL, "%s", err.msg);
 	ck_assert_int_eq(p->n_models, 1);
 	m = p->models[0].model;
-	for (int i = 0; i < m->n_nodes; i++) {
-		if (!strcmp(m->nodes[i].name, "block1"))
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		if (!strcmp(mc_model_node(m, i)->name, "block1"))
 			add1 = i;
-		if (!strcmp(m->nodes[i].name, "stem"))
+		if (!strcmp(mc_model_node(m, i)->name, "stem"))
 			stem = i;
 	}
 	ck_assert_int_ge(add1, 0);
-	ck_assert_int_eq(m->nodes[add1].n_inputs, 2);
-	ck_assert_str_eq(m->nodes[m->nodes[add1].inputs[0]].name, "conv2");
-	ck_assert_int_eq(m->nodes[add1].inputs[1], stem);
+	ck_assert_int_eq(mc_model_node(m, add1)->n_inputs, 2);
+	ck_assert_str_eq(mc_model_node(m, mc_model_node(m, add1)->inputs[0])->name, "conv2");
+	ck_assert_int_eq(mc_model_node(m, add1)->inputs[1], stem);
 	/* the layer after an add reads the add; the second add reads its list */
-	ck_assert_int_eq(m->nodes[add1 + 1].inputs[0], add1);
-	ck_assert_str_eq(m->nodes[add1 + 6].op->name, "add");
-	ck_assert_int_eq(m->nodes[add1 + 6].inputs[1], add1);
-	ck_assert_int_eq(m->n_classes, 10);
+	ck_assert_int_eq(mc_model_node(m, add1 + 1)->inputs[0], add1);
+	ck_assert_str_eq(mc_model_node(m, add1 + 6)->op->name, "add");
+	ck_assert_int_eq(mc_model_node(m, add1 + 6)->inputs[1], add1);
+	ck_assert_int_eq(mc_model_n_classes(m), 10);
 	mc_pipeline_free(p);
 }
 END_TEST
@@ -633,20 +633,20 @@ static size_t run_step(int threads, float **outp)
 	mc_exec_set_seed(e, 3);
 	fill(x, (size_t)n * 144, 40);
 	fill(dl, (size_t)n * 10, 41);
-	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++)
-			len += (size_t)m->nodes[i].params[p]->numel * 2;
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		for (int p = 0; p < mc_model_node(m, i)->n_params; p++)
+			len += (size_t)mc_model_node(m, i)->params[p]->numel * 2;
 	buf = malloc(len * sizeof(float));
 	memcpy(buf, mc_forward(e, x, n), (size_t)n * 10 * sizeof(float));
 	mc_exec_zero_grad(e);
 	mc_backward(e, dl);
 	at = (size_t)n * 10;
-	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++) {
-			size_t k = (size_t)m->nodes[i].params[p]->numel;
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		for (int p = 0; p < mc_model_node(m, i)->n_params; p++) {
+			size_t k = (size_t)mc_model_node(m, i)->params[p]->numel;
 
 			memcpy(buf + at, mc_exec_grad(e, i, p), k * sizeof(float));
-			memcpy(buf + at + k, m->nodes[i].params[p]->data, k * sizeof(float));
+			memcpy(buf + at + k, mc_model_node(m, i)->params[p]->data, k * sizeof(float));
 			at += 2 * k;
 		}
 	mc_exec_free(e);
@@ -697,11 +697,11 @@ static float *train_params(int threads, size_t *len)
 	ck_assert_msg(mc_train(m, &d, &c, NULL, &err) == 0, "%s", err.msg);
 	*len = (size_t)mc_model_nparams(m);
 	out = malloc(*len * sizeof(float));
-	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++) {
-			size_t k = (size_t)m->nodes[i].params[p]->numel;
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		for (int p = 0; p < mc_model_node(m, i)->n_params; p++) {
+			size_t k = (size_t)mc_model_node(m, i)->params[p]->numel;
 
-			memcpy(out + at, m->nodes[i].params[p]->data, k * sizeof(float));
+			memcpy(out + at, mc_model_node(m, i)->params[p]->data, k * sizeof(float));
 			at += k;
 		}
 	free(d.x);
@@ -740,8 +740,8 @@ static struct mc_model *sparse_linear(int I, int O)
 		 "{\"format\":1,\"input\":[%d],\"nodes\":[{\"op\":\"linear\",\"attrs\":"
 		 "{\"out\":%d}}]}", I, O);
 	m = build(json, 8);
-	w = m->nodes[0].params[0]->data;
-	for (int64_t i = 0; i < m->nodes[0].params[0]->numel; i++)
+	w = mc_model_node(m, 0)->params[0]->data;
+	for (int64_t i = 0; i < mc_model_node(m, 0)->params[0]->numel; i++)
 		if (mc_rand_uniform(33, 0, (uint64_t)i) < 0.9f)
 			w[i] = i % 7 ? 0.0f : -0.0f;
 	return m;
@@ -751,11 +751,11 @@ static float *forward_copy(struct mc_model *m, const char *mode, const float *x,
 {
 	struct mc_err err = { 0 };
 	struct mc_exec *e = mc_exec_new(m, n, 0, &err);
-	float *y = malloc((size_t)n * m->n_classes * sizeof(float));
+	float *y = malloc((size_t)n * mc_model_n_classes(m) * sizeof(float));
 
 	ck_assert_msg(e != NULL, "%s", err.msg);
 	setenv("MCOMP_SPARSE", mode, 1);
-	memcpy(y, mc_forward(e, x, n), (size_t)n * m->n_classes * sizeof(float));
+	memcpy(y, mc_forward(e, x, n), (size_t)n * mc_model_n_classes(m) * sizeof(float));
 	mc_exec_free(e);
 	return y;
 }
@@ -797,7 +797,7 @@ END_TEST
 START_TEST(sparse_linear_sees_new_weights)
 {
 	struct mc_model *m = sparse_linear(64, 20);
-	float *w = m->nodes[0].params[0]->data, *x = malloc(40 * 64 * sizeof(float));
+	float *w = mc_model_node(m, 0)->params[0]->data, *x = malloc(40 * 64 * sizeof(float));
 	float *s0, *s1, *d1;
 
 	fill(x, 40 * 64, 61);

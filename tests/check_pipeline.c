@@ -351,12 +351,12 @@ START_TEST(basic_is_filled_in)
 	ck_assert_str_eq(m->name, "mlp");
 	ck_assert_ptr_null(m->load);
 	ck_assert_ptr_nonnull(m->model);
-	ck_assert_int_eq(m->model->n_nodes, 4);
-	ck_assert_str_eq(m->model->nodes[0].name, "flatten1");
-	ck_assert_str_eq(m->model->nodes[1].name, "linear1");
-	ck_assert_str_eq(m->model->nodes[2].name, "relu1");
-	ck_assert_str_eq(m->model->nodes[3].name, "linear2");
-	ck_assert_int_eq(m->model->n_classes, 10);
+	ck_assert_int_eq(mc_model_n_nodes(m->model), 4);
+	ck_assert_str_eq(mc_model_node(m->model, 0)->name, "flatten1");
+	ck_assert_str_eq(mc_model_node(m->model, 1)->name, "linear1");
+	ck_assert_str_eq(mc_model_node(m->model, 2)->name, "relu1");
+	ck_assert_str_eq(mc_model_node(m->model, 3)->name, "linear2");
+	ck_assert_int_eq(mc_model_n_classes(m->model), 10);
 	ck_assert_ptr_nonnull(strstr(m->arch, "\"name\":\"linear2\""));
 	ck_assert_ptr_nonnull(strstr(m->arch, "\"inputs\":[\"relu1\"]"));
 	ck_assert_ptr_nonnull(strstr(m->arch, "\"input\":[1,28,28]"));
@@ -418,7 +418,7 @@ START_TEST(aliases_and_load)
 	ck_assert_ptr_nonnull(mc_model_param(p->models[0].model, "fc.weight"));
 	ck_assert_ptr_nonnull(mc_model_param(p->models[1].model, "fc1.weight"));
 	ck_assert_ptr_nonnull(mc_model_param(p->models[1].model, "head.bias"));
-	ck_assert_str_eq(p->models[1].model->nodes[1].name, "relu1");
+	ck_assert_str_eq(mc_model_node(p->models[1].model, 1)->name, "relu1");
 	/* The aliased parameters apply to both train passes. */
 	ck_assert_int_eq(p->n_passes, 4);
 	ck_assert_int_eq(conf_int(p, 0, "batch_size"), 4);
@@ -494,8 +494,8 @@ START_TEST(overrides_by_name_and_yaml_values)
 	ck_assert_int_eq(conf_int(p, 1, "epochs"), 2);
 	ck_assert_int_eq(conf_int(p, 2, "batch_size"), 7);
 	ck_assert_int_eq(conf_int(p, 3, "batch_size"), 7);
-	ck_assert_int_eq(p->models[1].model->n_nodes, 2);
-	ck_assert_int_eq(p->models[1].model->in_ndim, 3);
+	ck_assert_int_eq(mc_model_n_nodes(p->models[1].model), 2);
+	{ int64_t sh[MC_MAX_DIMS]; ck_assert_int_eq(mc_model_input_shape(p->models[1].model, sh), 3); }
 	mc_pipeline_free(p);
 }
 END_TEST

@@ -277,15 +277,15 @@ START_TEST(test_gradual_formula)
 		      cases[c].unit, cases[c].end, cases[c].freq, cases[c].epochs);
 		run_ok("mlp.safetensors", params);
 		b = load("out.safetensors");
-		for (int i = 0; i < b->n_nodes; i++) {
+		for (int i = 0; i < mc_model_n_nodes(b); i++) {
 			const struct mc_tensor *w;
 
-			if (strcmp(b->nodes[i].op->name, "linear"))
+			if (strcmp(mc_model_node(b, i)->op->name, "linear"))
 				continue;
-			w = b->nodes[i].params[0];
+			w = mc_model_node(b, i)->params[0];
 			ck_assert_msg(zeros(w) == llround(s * (double)w->numel),
 				      "case %zu, %s: %lld zeros, want %lld (s = %.6f)", c,
-				      b->nodes[i].name, (long long)zeros(w),
+				      mc_model_node(b, i)->name, (long long)zeros(w),
 				      llround(s * (double)w->numel), s);
 		}
 		mc_model_free(b);
@@ -348,7 +348,7 @@ static void assert_same_function(const struct mc_model *a, const struct mc_model
 	ck_assert(ea && eb);
 	ya = mc_forward(ea, d->x, N_TEST);
 	yb = mc_forward(eb, d->x, N_TEST);
-	for (int i = 0; i < N_TEST * (int)a->n_classes; i++)
+	for (int i = 0; i < N_TEST * (int)mc_model_n_classes(a); i++)
 		ck_assert_msg(fabsf(ya[i] - yb[i]) <= 1e-5f * (1 + fabsf(ya[i])),
 			      "output %d: pruned %g, masked dense %g", i, yb[i], ya[i]);
 	mc_exec_free(ea);
@@ -417,13 +417,13 @@ START_TEST(test_nm_pattern)
 		PATHF(params, "      model: m\n      method: \"n:m\"\n      nm: \"%d:%d\"\n", N, M);
 		run_ok("mlp.safetensors", params);
 		b = load("out.safetensors");
-		for (int i = 0; i < b->n_nodes; i++) {
-			const struct mc_tensor *w = b->nodes[i].params[0], *w0;
+		for (int i = 0; i < mc_model_n_nodes(b); i++) {
+			const struct mc_tensor *w = mc_model_node(b, i)->params[0], *w0;
 			const float *x, *x0;
 
-			if (strcmp(b->nodes[i].op->name, "linear"))
+			if (strcmp(mc_model_node(b, i)->op->name, "linear"))
 				continue;
-			w0 = a->nodes[i].params[0];
+			w0 = mc_model_node(a, i)->params[0];
 			x = w->data;
 			x0 = w0->data;
 			for (int64_t g = 0; g < w->numel; g += M) {

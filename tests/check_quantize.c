@@ -269,7 +269,7 @@ static struct mc_model *qmodel(const char *attrs)
 /* Fills the qlinear of m from f32 weights w[24, 64] and bias b; returns its spec. */
 static struct mc_qspec fill(struct mc_model *m, const float *w, const float *b)
 {
-	struct mc_node *nd = &m->nodes[0];
+	struct mc_node *nd = mc_model_node(m, 0);
 	struct mc_tensor *tw = nd->params[0], *ts = nd->params[1];
 	struct mc_qspec s = { .bits = tw->dtype == MC_Q4 ? 4 : 8 };
 	int8_t q[24 * 64], zp[24 * 64];
@@ -330,7 +330,7 @@ START_TEST(test_weight_only_against_reference)
 	data(w, b, x, 16);
 	for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
 		struct mc_model *m = qmodel(variants[v]);
-		struct mc_node *nd = &m->nodes[0];
+		struct mc_node *nd = mc_model_node(m, 0);
 		struct mc_qspec s = fill(m, w, b);
 		int8_t q[24 * 64];
 
@@ -381,7 +381,7 @@ START_TEST(test_int8_gemm_against_reference)
 	data(w, b, x, 16);
 	for (int mode = 0; mode < 2; mode++) {
 		struct mc_model *m = qmodel(mode ? "\"mode\": \"static\"" : "\"mode\": \"dynamic\"");
-		struct mc_node *nd = &m->nodes[0];
+		struct mc_node *nd = mc_model_node(m, 0);
 		const int8_t *q;
 		const float *sw, *y;
 		struct mc_exec *e;
@@ -474,7 +474,7 @@ START_TEST(test_qconv2d_against_f32)
 		struct mc_model *f = conv_model("conv2d", "", stride);
 		struct mc_model *q = conv_model("qconv2d", mode ? ", \"mode\": \"static\"" :
 								  ", \"mode\": \"dynamic\"", stride);
-		struct mc_node *fn = &f->nodes[0], *qn = &q->nodes[0];
+		struct mc_node *fn = mc_model_node(f, 0), *qn = mc_model_node(q, 0);
 		struct mc_qspec spec = { .bits = 8, .group = QC_K };
 		const float *w = fn->params[0]->data, *b = fn->params[1]->data, *sw;
 		const int8_t *qw = qn->params[0]->data;
@@ -546,7 +546,7 @@ START_TEST(test_qconv2d_against_f32)
 		q2 = mc_model_load(path, &err);
 		unlink(path);
 		ck_assert_msg(q2 != NULL, "%s", err.msg);
-		ck_assert_str_eq(q2->nodes[0].op->name, "qconv2d");
+		ck_assert_str_eq(mc_model_node(q2, 0)->op->name, "qconv2d");
 		{
 			struct mc_exec *e1, *e2;
 			const float *y1 = run(q, &e1, x, QC_N), *y2 = run(q2, &e2, x, QC_N);
@@ -596,11 +596,11 @@ START_TEST(test_qconv2d_relu_fused)
 		fused = conv_model("qconv2d", attrs, 1);
 		mc_model_init(f, 6);
 		for (int k = 0; k < 2; k++) {
-			struct mc_node *qn = k ? &fused->nodes[0] : &plain->nodes[0];
+			struct mc_node *qn = k ? mc_model_node(fused, 0) : mc_model_node(plain, 0);
 
-			quant_ok(f->nodes[0].params[0]->data, QC_O, QC_K, spec, qn->params[0]->data,
+			quant_ok(mc_model_node(f, 0)->params[0]->data, QC_O, QC_K, spec, qn->params[0]->data,
 				 qn->params[1]->data, NULL);
-			memcpy(qn->params[2]->data, f->nodes[0].params[1]->data,
+			memcpy(qn->params[2]->data, mc_model_node(f, 0)->params[1]->data,
 			       QC_O * sizeof(float));
 			if (mode) {
 				float *qp = qn->params[3]->data, sa;
@@ -637,7 +637,7 @@ START_TEST(test_qconv2d_relu_fused)
 		{
 			/* backward: dout passes only where the output is positive, as
 			 * through relu's backward; elsewhere dx is the unfused op's */
-			struct mc_node *pn = &plain->nodes[0], *fn = &fused->nodes[0];
+			struct mc_node *pn = mc_model_node(plain, 0), *fn = mc_model_node(fused, 0);
 			static float y[2 * QC_O * QC_S * QC_S], g[2 * QC_O * QC_S * QC_S];
 			static float gm[2 * QC_O * QC_S * QC_S];
 			static float dx1[2 * QC_C * QC_S * QC_S], dx2[2 * QC_C * QC_S * QC_S];
@@ -762,9 +762,9 @@ START_TEST(test_pipeline_static_int8)
 		      "%s", err.msg);
 	m = mc_model_load(spath("out.safetensors"), &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
-	for (int i = 0; i < m->n_nodes; i++)
-		if (m->nodes[i].n_params)
-			ck_assert_str_eq(m->nodes[i].op->name, "qlinear");
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		if (mc_model_node(m, i)->n_params)
+			ck_assert_str_eq(mc_model_node(m, i)->op->name, "qlinear");
 	ck_assert_msg(accuracy(m) >= 0.9, "accuracy %g", accuracy(m));
 	f = mc_st_read(spath("out.safetensors"), &err);
 	ck_assert_msg(f != NULL, "%s", err.msg);
@@ -817,11 +817,11 @@ START_TEST(test_pipeline_relu_fused)
 		      "%s", err.msg);
 	m = mc_model_load(spath("out.safetensors"), &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
-	ck_assert_int_eq(m->n_nodes, 4);
-	ck_assert_str_eq(m->nodes[0].op->name, "qconv2d");
-	ck_assert_str_eq(m->nodes[1].op->name, "maxpool2d");
-	ck_assert_int_eq(m->nodes[1].inputs[0], 0);
-	ck_assert_str_eq(m->nodes[3].op->name, "qlinear");
+	ck_assert_int_eq(mc_model_n_nodes(m), 4);
+	ck_assert_str_eq(mc_model_node(m, 0)->op->name, "qconv2d");
+	ck_assert_str_eq(mc_model_node(m, 1)->op->name, "maxpool2d");
+	ck_assert_int_eq(mc_model_node(m, 1)->inputs[0], 0);
+	ck_assert_str_eq(mc_model_node(m, 3)->op->name, "qlinear");
 	arch = mc_model_arch(m);
 	ck_assert_ptr_nonnull(arch);
 	ck_assert_msg(strstr(arch, "\"relu\":true") && !strstr(arch, "\"op\":\"relu\""), "%s",
@@ -830,9 +830,9 @@ START_TEST(test_pipeline_relu_fused)
 	ck_assert_msg(accuracy(m) >= 0.9, "accuracy %g", accuracy(m));
 	u = mc_model_from_arch(qcnn_unfused_arch, "test", &err);
 	ck_assert_msg(u != NULL, "%s", err.msg);
-	for (int i = 0; i < u->n_nodes; i++)
-		for (int p = 0; p < u->nodes[i].n_params; p++) {
-			struct mc_tensor *d = u->nodes[i].params[p];
+	for (int i = 0; i < mc_model_n_nodes(u); i++)
+		for (int p = 0; p < mc_model_node(u, i)->n_params; p++) {
+			struct mc_tensor *d = mc_model_node(u, i)->params[p];
 			const struct mc_tensor *s = mc_model_param(m, d->name);
 
 			ck_assert_msg(s && mc_tensor_nbytes(s) == mc_tensor_nbytes(d), "%s", d->name);

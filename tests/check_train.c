@@ -107,15 +107,15 @@ START_TEST(thread_count_invariant)
 	struct mc_model *m1 = train_with_threads(1, d), *m2 = train_with_threads(2, d);
 	struct mc_model *m3 = train_with_threads(3, d), *fresh = mlp(64, 256, 5, 9);
 
-	for (int i = 0; i < m1->n_nodes; i++)
-		for (int p = 0; p < m1->nodes[i].n_params; p++) {
-			const struct mc_tensor *a = m1->nodes[i].params[p];
+	for (int i = 0; i < mc_model_n_nodes(m1); i++)
+		for (int p = 0; p < mc_model_node(m1, i)->n_params; p++) {
+			const struct mc_tensor *a = mc_model_node(m1, i)->params[p];
 			size_t nb = mc_tensor_nbytes(a);
 
-			ck_assert_mem_eq(a->data, m2->nodes[i].params[p]->data, nb);
-			ck_assert_mem_eq(a->data, m3->nodes[i].params[p]->data, nb);
+			ck_assert_mem_eq(a->data, mc_model_node(m2, i)->params[p]->data, nb);
+			ck_assert_mem_eq(a->data, mc_model_node(m3, i)->params[p]->data, nb);
 			/* and training did change them */
-			ck_assert(memcmp(a->data, fresh->nodes[i].params[p]->data, nb) != 0);
+			ck_assert(memcmp(a->data, mc_model_node(fresh, i)->params[p]->data, nb) != 0);
 		}
 	mc_model_free(fresh);
 	mc_model_free(m3);
@@ -135,15 +135,15 @@ static void one_step_setup(struct mc_model **m, struct mc_exec **e, const float 
 				"t", &err);
 	ck_assert_ptr_nonnull(*m);
 	*e = mc_exec_new(*m, 1, 1, &err);
-	memcpy((*m)->nodes[0].params[0]->data, p0, 2 * sizeof(float));
-	memcpy((*m)->nodes[0].params[1]->data, p0 + 2, 2 * sizeof(float));
+	memcpy(mc_model_node(*m, 0)->params[0]->data, p0, 2 * sizeof(float));
+	memcpy(mc_model_node(*m, 0)->params[1]->data, p0 + 2, 2 * sizeof(float));
 	memcpy(mc_exec_grad(*e, 0, 0), g, 2 * sizeof(float));
 	memcpy(mc_exec_grad(*e, 0, 1), g + 2, 2 * sizeof(float));
 }
 
 static float param_value(const struct mc_model *m, int i)
 {
-	return ((const float *)m->nodes[0].params[i / 2]->data)[i % 2];
+	return ((const float *)mc_model_node(m, 0)->params[i / 2]->data)[i % 2];
 }
 
 START_TEST(sgd_steps)
@@ -231,7 +231,7 @@ START_TEST(adam_vector_paths_exact)
 	e = mc_exec_new(m, 1, 1, &err);
 	o = mc_optim_new(m, &c, &err);
 	for (int i = 0; i < 80; i++) {
-		p[i] = ((float *)m->nodes[0].params[i / 40]->data)[i % 40];
+		p[i] = ((float *)mc_model_node(m, 0)->params[i / 40]->data)[i % 40];
 		mc_exec_grad(e, 0, i / 40)[i % 40] = mc_rand_normal(9, 1, (uint64_t)i);
 	}
 	for (int t = 1; t <= 3; t++) {
@@ -252,9 +252,9 @@ START_TEST(adam_vector_paths_exact)
 			a = step * mo[i];
 			b = sqrtf(ve[i]) / sqrt_bc2 + eps;
 			p[i] -= a / b;
-			ck_assert_msg(p[i] == ((float *)m->nodes[0].params[i / 40]->data)[i % 40],
+			ck_assert_msg(p[i] == ((float *)mc_model_node(m, 0)->params[i / 40]->data)[i % 40],
 				      "step %d element %d: %.9g vs %.9g", t, i, p[i],
-				      ((float *)m->nodes[0].params[i / 40]->data)[i % 40]);
+				      ((float *)mc_model_node(m, 0)->params[i / 40]->data)[i % 40]);
 		}
 	}
 	mc_optim_free(o);
@@ -342,8 +342,8 @@ START_TEST(hooks)
 	ck_assert_int_eq(mc_train(m, d, &c, &h, &err), 0);
 	ck_assert_double_eq_tol(k.loss[0], 1.5, 1e-9);
 	for (int p = 0; p < 2; p++)
-		ck_assert_mem_eq(m->nodes[0].params[p]->data, before->nodes[0].params[p]->data,
-				 mc_tensor_nbytes(before->nodes[0].params[p]));
+		ck_assert_mem_eq(mc_model_node(m, 0)->params[p]->data, mc_model_node(before, 0)->params[p]->data,
+				 mc_tensor_nbytes(mc_model_node(before, 0)->params[p]));
 
 	/* an error from a hook stops training and comes back */
 	k = (struct counts){ .stop_at = 5 };
@@ -386,9 +386,9 @@ START_TEST(evaluate_ties_and_loss)
 	struct mc_err err = { 0 };
 	double acc, loss;
 
-	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++)
-			memset(m->nodes[i].params[p]->data, 0, mc_tensor_nbytes(m->nodes[i].params[p]));
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		for (int p = 0; p < mc_model_node(m, i)->n_params; p++)
+			memset(mc_model_node(m, i)->params[p]->data, 0, mc_tensor_nbytes(mc_model_node(m, i)->params[p]));
 	ck_assert_int_eq(mc_evaluate(m, d, 7, &acc, &loss, &err), 0);
 	ck_assert_double_eq_tol(acc, 1.0 / 3, 1e-12);
 	ck_assert_double_eq_tol(loss, log(3.0), 1e-6);
@@ -562,8 +562,8 @@ START_TEST(arch_round_trip)
 	char *ja, *jb;
 
 	ck_assert_msg(a != NULL, "%s", err.msg);
-	ck_assert_str_eq(a->nodes[1].name, "linear1");
-	ck_assert_int_eq(a->n_classes, 3);
+	ck_assert_str_eq(mc_model_node(a, 1)->name, "linear1");
+	ck_assert_int_eq(mc_model_n_classes(a), 3);
 	ck_assert_int_eq(mc_model_nparams(a), 16 * 8 + 8 + 8 * 3 + 3);
 	ck_assert_int_eq(mc_model_flops(a), 2 * (16 * 8 + 8 * 3));
 	ck_assert_ptr_nonnull(mc_model_param(a, "head.weight"));
@@ -581,23 +581,23 @@ START_TEST(arch_round_trip)
 	mc_model_init(b, 5);
 	ck_assert_int_eq(mc_model_nonzeros(a), mc_model_nparams(a));
 	c = mc_model_dup(a, &err);
-	for (int i = 0; i < a->n_nodes; i++)
-		for (int p = 0; p < a->nodes[i].n_params; p++) {
-			const struct mc_tensor *t = a->nodes[i].params[p];
+	for (int i = 0; i < mc_model_n_nodes(a); i++)
+		for (int p = 0; p < mc_model_node(a, i)->n_params; p++) {
+			const struct mc_tensor *t = mc_model_node(a, i)->params[p];
 			/* U(-1/sqrt(in), 1/sqrt(in)) for weight [out, in] and bias alike */
-			float bound = 1.0f / sqrtf((float)a->nodes[i].params[0]->shape[1]);
+			float bound = 1.0f / sqrtf((float)mc_model_node(a, i)->params[0]->shape[1]);
 
-			ck_assert_mem_eq(t->data, b->nodes[i].params[p]->data, mc_tensor_nbytes(t));
-			ck_assert_mem_eq(t->data, c->nodes[i].params[p]->data, mc_tensor_nbytes(t));
-			ck_assert_str_eq(t->name, c->nodes[i].params[p]->name);
+			ck_assert_mem_eq(t->data, mc_model_node(b, i)->params[p]->data, mc_tensor_nbytes(t));
+			ck_assert_mem_eq(t->data, mc_model_node(c, i)->params[p]->data, mc_tensor_nbytes(t));
+			ck_assert_str_eq(t->name, mc_model_node(c, i)->params[p]->name);
 			for (int64_t j = 0; j < t->numel; j++)
 				ck_assert(fabsf(((float *)t->data)[j]) <= bound);
 		}
 	/* weight and bias of one node come from different streams */
-	ck_assert(((float *)a->nodes[1].params[0]->data)[0] !=
-		  ((float *)a->nodes[1].params[1]->data)[0]);
+	ck_assert(((float *)mc_model_node(a, 1)->params[0]->data)[0] !=
+		  ((float *)mc_model_node(a, 1)->params[1]->data)[0]);
 	mc_model_init(b, 6);
-	ck_assert(memcmp(a->nodes[1].params[0]->data, b->nodes[1].params[0]->data, 16) != 0);
+	ck_assert(memcmp(mc_model_node(a, 1)->params[0]->data, mc_model_node(b, 1)->params[0]->data, 16) != 0);
 	free(ja);
 	free(jb);
 	mc_model_free(c);
@@ -624,11 +624,11 @@ START_TEST(train_uses_schedule)
 	c.step_epochs = 1;
 	c.gamma = 1e-6;
 	ck_assert_int_eq(mc_train(two, d, &c, NULL, &err), 0);
-	for (int i = 0; i < one->nodes[0].params[0]->numel; i++) {
-		float a = ((float *)one->nodes[0].params[0]->data)[i];
+	for (int i = 0; i < mc_model_node(one, 0)->params[0]->numel; i++) {
+		float a = ((float *)mc_model_node(one, 0)->params[0]->data)[i];
 
-		drift += fabs(a - ((float *)two->nodes[0].params[0]->data)[i]);
-		moved += fabs(a - ((float *)flat->nodes[0].params[0]->data)[i]);
+		drift += fabs(a - ((float *)mc_model_node(two, 0)->params[0]->data)[i]);
+		moved += fabs(a - ((float *)mc_model_node(flat, 0)->params[0]->data)[i]);
 	}
 	ck_assert_msg(drift < 1e-3 * moved, "decayed epoch moved %g, full epoch %g", drift, moved);
 	mc_model_free(one);

@@ -9,6 +9,8 @@
 
 #include <mcomp/tensor.h>
 
+#include "base/base_int.h"
+
 /* One row per dtype: a new format is one row here plus its kernels. */
 static const struct mc_dtype_traits traits[] = {
 	[MC_F32] = { .name = "f32", .st_name = "F32", .bits = 32 },
@@ -38,8 +40,9 @@ static int payload_bytes(int64_t numel, int bits, size_t *out)
 	return 0;
 }
 
-struct mc_tensor *mc_tensor_new(const char *name, enum mc_dtype dtype, int ndim,
-				const int64_t *shape, struct mc_err *err)
+/* A tensor of the given shape; its zeroed data only when alloc is set. */
+static struct mc_tensor *tensor_make(const char *name, enum mc_dtype dtype, int ndim,
+				     const int64_t *shape, int alloc, struct mc_err *err)
 {
 	const struct mc_dtype_traits *tr = mc_dtype_traits(dtype);
 	const char *what = name ? name : "tensor";
@@ -81,6 +84,8 @@ struct mc_tensor *mc_tensor_new(const char *name, enum mc_dtype dtype, int ndim,
 	for (int i = 0; i < ndim; i++)
 		t->shape[i] = shape[i];
 	t->numel = (int64_t)numel;
+	if (!alloc)
+		return t;
 	/* Always allocate something, so data is never NULL even for numel 0. */
 	t->data = mc_calloc(bytes ? bytes : 1, 1);
 	if (!t->data)
@@ -95,6 +100,33 @@ nomem:
 	mc_err_set(err, MC_ENOMEM, "%s: out of memory allocating %s %s", what, tr->name,
 		   mc_shape_text(ndim, shape, buf, sizeof(buf)));
 	return NULL;
+}
+
+struct mc_tensor *mc_tensor_new(const char *name, enum mc_dtype dtype, int ndim,
+				const int64_t *shape, struct mc_err *err)
+{
+	return tensor_make(name, dtype, ndim, shape, 1, err);
+}
+
+struct mc_tensor *mc_tensor_new_shape(const char *name, enum mc_dtype dtype, int ndim,
+				      const int64_t *shape, struct mc_err *err)
+{
+	return tensor_make(name, dtype, ndim, shape, 0, err);
+}
+
+int mc_tensor_alloc(struct mc_tensor *t, struct mc_err *err)
+{
+	size_t bytes = mc_tensor_nbytes(t);
+	char buf[256];
+
+	if (t->data)
+		return 0;
+	t->data = mc_calloc(bytes ? bytes : 1, 1);
+	if (!t->data)
+		return mc_err_set(err, MC_ENOMEM, "%s: out of memory allocating %s %s",
+				  t->name ? t->name : "tensor", mc_dtype_traits(t->dtype)->name,
+				  mc_shape_text(t->ndim, t->shape, buf, sizeof(buf)));
+	return 0;
 }
 
 void mc_tensor_free(struct mc_tensor *t)

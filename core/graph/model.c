@@ -1,8 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * model.c - models as graphs of ops: building from architecture JSON and
- * writing it back, parameter bookkeeping, and the executor (forward and
- * backward over a batch).
+ * model.c - the model graph and its API (mcomp/graph.h): reading nodes,
+ * the mutations, parameter bookkeeping and batch-norm folding.
+ *
+ * Every mutation is a change: a new list of slots (node, inputs, attributes
+ * to set up with) built from the model's nodes, then committed in three
+ * phases. Setup runs each affected op's shape inference on a copy of its
+ * node, declaring parameters without data; a failure there frees the copies
+ * and leaves the model as it was. Allocation then gives data to every
+ * parameter that is new or changed shape; a failure there frees what it
+ * allocated. Only then is anything of the model touched, and nothing after
+ * can fail. A parameter that keeps its shape and dtype keeps its tensor.
  */
 #include <limits.h>
 #include <math.h>
@@ -10,40 +18,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
-#include <mcomp/model.h>
+#include "base/base_int.h"
+#include "graph/model_int.h"
 
 /* Init streams live in their own range of Philox streams, apart from the
  * shuffling streams of training. */
 #define STREAM_INIT (1ull << 56)
 
-struct mc_exec {
-	const struct mc_model *m;
-	int max_batch, training, n;
-	float **act;   /* [n_nodes] outputs, [max_batch, out_numel] */
-	float **dact;  /* [n_nodes] output gradients (training) */
-	float **grads; /* [n_nodes * MC_NODE_MAX_PARAMS] parameter gradients (training) */
-	int *uses;     /* [n_nodes] how many node inputs read each node */
-	int *needs;    /* [n_nodes] a trained parameter lies at or before the node */
-	int *written;  /* [n_nodes] during backward: dact holds a value */
-	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
-	const float *x;
-	struct mc_run run; /* of the last forward */
-};
+/* ---------------------------------------------------------------- nodes */
 
-/* ---------------------------------------------------------------- lifetime */
-
-static void node_clear(struct mc_node *nd)
+static void free_params(struct mc_node *nd)
 {
-	if (nd->op && nd->op->release)
-		nd->op->release(nd);
 	for (int p = 0; p < nd->n_params; p++)
 		mc_tensor_free(nd->params[p]);
-	if (nd->attrs && nd->op)
-		mc_param_free(nd->op->attrs, nd->attrs);
-	free(nd->attrs);
+	nd->n_params = 0;
+}
+
+static void free_attrs(const struct mc_op *op, void *attrs)
+{
+	if (attrs && op)
+		mc_param_free(op->attrs, attrs);
+	free(attrs);
+}
+
+static void node_free(struct mc_node *nd)
+{
+	if (!nd)
+		return;
+	if (nd->op && nd->op->release)
+		nd->op->release(nd);
+	free_params(nd);
+	free_attrs(nd->op, nd->attrs);
 	free(nd->name);
+	free(nd);
 }
 
 void mc_model_free(struct mc_model *m)
@@ -51,489 +58,1066 @@ void mc_model_free(struct mc_model *m)
 	if (!m)
 		return;
 	for (int i = 0; i < m->n_nodes; i++)
-		node_clear(&m->nodes[i]);
+		node_free(m->nodes[i]);
 	free(m->nodes);
 	free(m);
 }
 
-/* Output shape of the node's inputs; sets up its params and out_numel. */
-static int node_setup(struct mc_model *m, int i, struct mc_err *err)
+int mc_node_add_param(struct mc_node *node, int p, const char *what, enum mc_dtype dtype,
+		      int ndim, const int64_t *shape, struct mc_err *err)
 {
-	struct mc_node *nd = &m->nodes[i];
-	int in_ndim[MC_NODE_MAX_INPUTS];
-	int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
-	size_t numel = 1;
-	int r;
+	char name[512];
 
-	for (int k = 0; k < nd->n_inputs; k++) {
-		int src = nd->inputs[k];
-
-		in_ndim[k] = src == MC_NODE_INPUT ? m->in_ndim : m->nodes[src].out_ndim;
-		memcpy(in_shape[k], src == MC_NODE_INPUT ? m->in_shape : m->nodes[src].out_shape,
-		       sizeof(in_shape[k]));
-	}
-	memset(nd->out_shape, 0, sizeof(nd->out_shape));
-	r = nd->op->setup(nd, in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
-	if (r)
-		return r;
-	for (int d = 0; d < nd->out_ndim; d++)
-		if (nd->out_shape[d] < 1 ||
-		    mc_mul_overflow(numel, (size_t)nd->out_shape[d], &numel) || numel > INT_MAX)
-			return mc_err_set(
-			    err, MC_EINVAL,
-			    "output of %lld values per sample is too large; use a smaller layer",
-			    (long long)numel);
-	nd->out_numel = (int64_t)numel;
+	if (p < 0 || p >= MC_NODE_MAX_PARAMS)
+		return mc_err_set(err, MC_EINVAL, "parameter %d of %s: an op has at most %d", p,
+				  node->op ? node->op->name : "?", MC_NODE_MAX_PARAMS);
+	snprintf(name, sizeof(name), "%s.%s", node->name, what);
+	mc_tensor_free(node->params[p]);
+	node->params[p] = node->arch_only ? mc_tensor_new_shape(name, dtype, ndim, shape, err)
+					  : mc_tensor_new(name, dtype, ndim, shape, err);
+	if (!node->params[p])
+		return err ? err->code : MC_ENOMEM;
+	if (node->n_params < p + 1)
+		node->n_params = p + 1;
 	return 0;
 }
 
-/* ---------------------------------------------------------------- from JSON */
+/* ---------------------------------------------------------------- reading */
 
-static const char *const top_keys[] = {"format", "input", "nodes", NULL};
-static const char *const node_keys[] = {"name", "op", "inputs", "attrs", NULL};
-
-/* Refuses keys of obj that are not in keys, suggesting the nearest. */
-static int check_keys(json_t *obj, const char *const *keys, const char *origin, const char *where,
-		      struct mc_err *err)
+int mc_model_n_nodes(const struct mc_model *m)
 {
-	const char *key;
-	json_t *v;
+	return m ? m->n_nodes : 0;
+}
 
-	json_object_foreach (obj, key, v) {
-		const char *near;
-		int ok = 0;
+const struct mc_node *mc_model_node(const struct mc_model *m, int i)
+{
+	return m && i >= 0 && i < m->n_nodes ? m->nodes[i] : NULL;
+}
 
-		for (int i = 0; keys[i]; i++)
-			ok |= !strcmp(keys[i], key);
-		if (ok)
+int mc_model_find(const struct mc_model *m, const char *name)
+{
+	for (int i = 0; m && name && i < m->n_nodes; i++)
+		if (!strcmp(m->nodes[i]->name, name))
+			return i;
+	return -1;
+}
+
+int mc_model_input_shape(const struct mc_model *m, int64_t *shape)
+{
+	memcpy(shape, m->in_shape, sizeof(m->in_shape));
+	return m->in_ndim;
+}
+
+int64_t mc_model_in_numel(const struct mc_model *m)
+{
+	return m->in_numel;
+}
+
+int64_t mc_model_n_classes(const struct mc_model *m)
+{
+	return m->n_classes;
+}
+
+int mc_model_is_arch(const struct mc_model *m)
+{
+	return m->arch_only;
+}
+
+int mc_model_readers(const struct mc_model *m, int i, int *out, int max)
+{
+	int n = 0;
+
+	for (int j = 0; j < m->n_nodes; j++) {
+		int reads = 0;
+
+		for (int k = 0; k < m->nodes[j]->n_inputs; k++)
+			reads |= m->nodes[j]->inputs[k] == i;
+		if (!reads)
 			continue;
-		near = mc_suggest(keys, key);
-		if (near)
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: %sunknown key '%s'; did you mean '%s'?", origin,
-					  where, key, near);
-		return mc_err_set(err, MC_EINVAL, "%s: %sunknown key '%s'; remove it", origin,
-				  where, key);
+		if (out && n < max)
+			out[n] = j;
+		n++;
 	}
-	return 0;
+	return n;
 }
 
-/* The JSON scalar v as the text mc_param_set parses; 0, or -1 if not a scalar. */
-static int scalar_text(json_t *v, char *buf, size_t n)
+int mc_node_attr(const struct mc_node *node, const char *name, struct mc_attr *out,
+		 struct mc_err *err)
 {
-	switch (json_typeof(v)) {
-	case JSON_INTEGER:
-		snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		return 0;
-	case JSON_REAL:
-		snprintf(buf, n, "%.17g", json_real_value(v));
-		return 0;
-	case JSON_TRUE:
-	case JSON_FALSE:
-		snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
-		return 0;
-	case JSON_STRING:
-		snprintf(buf, n, "%s", json_string_value(v));
-		return 0;
+	const struct mc_param_def *d = mc_param_find(node->op->attrs, name);
+	const char *f;
+
+	if (!d)
+		return mc_err_set(err, MC_EINVAL, "node '%s': %s has no attribute '%s'", node->name,
+				  node->op->name, name);
+	f = (const char *)node->attrs + d->offset;
+	memset(out, 0, sizeof(*out));
+	out->name = d->name;
+	out->type = d->type;
+	switch (d->type) {
+	case MC_PARAM_TINT:
+	case MC_PARAM_TBOOL:
+		out->i = *(const int *)f;
+		out->f = (double)out->i;
+		break;
+	case MC_PARAM_TFLOAT:
+		out->f = *(const double *)f;
+		break;
+	case MC_PARAM_TENUM: {
+		int v = *(const int *)f;
+
+		out->i = v;
+		out->s = d->choices && v >= 0 ? d->choices[v] : "";
+		break;
+	}
+	case MC_PARAM_TLIST: {
+		const struct mc_list *l = (const struct mc_list *)f;
+
+		out->n = l->n;
+		out->nums = l->num;
+		break;
+	}
 	default:
-		return -1;
+		out->s = *(char *const *)f ? *(char *const *)f : "";
+		break;
 	}
-}
-
-static int parse_attrs(struct mc_node *nd, json_t *attrs, const char *origin, struct mc_err *err)
-{
-	const struct mc_param_def *defs = nd->op->attrs;
-	const char *key;
-	json_t *v;
-	char text[1024];
-	int r;
-
-	r = mc_param_defaults(defs, nd->attrs, err);
-	if (r)
-		return mc_err_prefix(err, "%s: node '%s' (%s)", origin, nd->name, nd->op->name);
-	if (attrs && !json_is_object(attrs))
-		return mc_err_set(err, MC_EINVAL, "%s: node '%s': attrs must be an object", origin,
-				  nd->name);
-	json_object_foreach (attrs, key, v) {
-		const struct mc_param_def *d = mc_param_find(defs, key);
-
-		if (!d) {
-			const char *near = mc_param_suggest(defs, key);
-
-			if (near)
-				return mc_err_set(
-				    err, MC_EINVAL,
-				    "%s: node '%s': %s has no attribute '%s'; did you mean '%s'?",
-				    origin, nd->name, nd->op->name, key, near);
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': %s has no attribute '%s'; remove it",
-					  origin, nd->name, nd->op->name, key);
-		}
-		if (d->type == MC_PARAM_TLIST && json_is_array(v)) {
-			size_t i;
-			json_t *item;
-
-			mc_param_list_clear(d, nd->attrs);
-			json_array_foreach (v, i, item) {
-				if (scalar_text(item, text, sizeof(text)))
-					return mc_err_set(
-					    err, MC_EINVAL,
-					    "%s: node '%s': %s: items must be numbers or strings",
-					    origin, nd->name, key);
-				r = mc_param_set(d, nd->attrs, text, err);
-				if (r)
-					return mc_err_prefix(err, "%s: node '%s'", origin,
-							     nd->name);
-			}
-			continue;
-		}
-		if (scalar_text(v, text, sizeof(text)))
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': %s: expected a number, boolean or string",
-					  origin, nd->name, key);
-		r = mc_param_set(d, nd->attrs, text, err);
-		if (r)
-			return mc_err_prefix(err, "%s: node '%s'", origin, nd->name);
-	}
-	for (int i = 0; defs[i].name; i++)
-		if (!defs[i].def && !json_object_get(attrs, defs[i].name))
-			return mc_err_set(
-			    err, MC_EINVAL,
-			    "%s: node '%s': %s needs attribute '%s' (%s); add it to attrs", origin,
-			    nd->name, nd->op->name, defs[i].name, defs[i].help);
 	return 0;
 }
 
-static int parse_inputs(struct mc_model *m, int i, json_t *inputs, const char *origin,
-			struct mc_err *err)
+int64_t mc_node_attr_int(const struct mc_node *node, const char *name, int64_t fallback)
 {
-	struct mc_node *nd = &m->nodes[i];
-	size_t k;
-	json_t *v;
+	struct mc_attr a;
 
-	if (!inputs) {
-		/* Sugar for a chain: read the node before, or the model input. */
-		if (nd->op->n_inputs != 1)
-			return mc_err_set(
-			    err, MC_EINVAL,
-			    "%s: node '%s': %s takes %d inputs; list them in \"inputs\"", origin,
-			    nd->name, nd->op->name, nd->op->n_inputs);
-		nd->n_inputs = 1;
-		nd->inputs[0] = i ? i - 1 : MC_NODE_INPUT;
-		return 0;
-	}
-	if (!json_is_array(inputs) || json_array_size(inputs) != (size_t)nd->op->n_inputs)
-		return mc_err_set(err, MC_EINVAL,
-				  "%s: node '%s': %s takes %d input%s; give \"inputs\" as a list "
-				  "of that many node names",
-				  origin, nd->name, nd->op->name, nd->op->n_inputs,
-				  nd->op->n_inputs == 1 ? "" : "s");
-	json_array_foreach (inputs, k, v) {
-		const char *s = json_string_value(v);
-		int src = -2;
-
-		if (!s)
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': inputs must be node names", origin,
-					  nd->name);
-		if (!strcmp(s, "input"))
-			src = MC_NODE_INPUT;
-		for (int j = 0; j < i && src == -2; j++)
-			if (!strcmp(m->nodes[j].name, s))
-				src = j;
-		if (src == -2)
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': input '%s' is not an earlier node; use "
-					  "\"input\" or the name of a node listed before it",
-					  origin, nd->name, s);
-		nd->inputs[k] = src;
-	}
-	nd->n_inputs = (int)json_array_size(inputs);
-	return 0;
+	if (mc_node_attr(node, name, &a, NULL))
+		return fallback;
+	return a.type == MC_PARAM_TFLOAT ? (int64_t)a.f : a.i;
 }
 
-static int parse_node(struct mc_model *m, int i, json_t *jn, const char *origin, struct mc_err *err)
+double mc_node_attr_float(const struct mc_node *node, const char *name, double fallback)
 {
-	struct mc_node *nd = &m->nodes[i];
-	json_t *jname = json_object_get(jn, "name"), *jop = json_object_get(jn, "op");
-	const char *opname = json_string_value(jop);
-	char where[64], auto_name[64];
-	int r;
+	struct mc_attr a;
 
-	snprintf(where, sizeof(where), "node %d: ", i);
-	if (!json_is_object(jn))
-		return mc_err_set(err, MC_EINVAL, "%s: %snot an object; write {\"op\": ..., ...}",
-				  origin, where);
-	r = check_keys(jn, node_keys, origin, where, err);
-	if (r)
-		return r;
-	if (!opname)
-		return mc_err_set(err, MC_EINVAL,
-				  "%s: %s\"op\" is missing or not a string; name one of the ops "
-				  "(linear, relu, ...)",
-				  origin, where);
-	nd->op = mc_op_find(opname);
-	if (!nd->op) {
-		const char *near = mc_suggest(mc_op_names(), opname);
-
-		if (near)
-			return mc_err_set(err, MC_EINVAL,
-					  "%s: %sunknown op '%s'; did you mean '%s'?", origin,
-					  where, opname, near);
-		char list[512] = "";
-
-		for (const char *const *o = mc_op_names(); *o; o++)
-			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
-				 o == mc_op_names() ? "" : ", ", *o);
-		return mc_err_set(err, MC_EINVAL, "%s: %sunknown op '%s'; the ops are %s", origin,
-				  where, opname, list);
-	}
-	if (jname && (!json_is_string(jname) || !*json_string_value(jname)))
-		return mc_err_set(err, MC_EINVAL, "%s: %s\"name\" must be a non-empty string",
-				  origin, where);
-	if (!jname) {
-		/* Unnamed nodes are counted per op: linear1, relu1, linear2, ... */
-		int nth = 1;
-
-		for (int j = 0; j < i; j++)
-			nth += m->nodes[j].op == nd->op;
-		snprintf(auto_name, sizeof(auto_name), "%s%d", nd->op->name, nth);
-	}
-	nd->name = strdup(jname ? json_string_value(jname) : auto_name);
-	if (!nd->name)
-		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
-	if (!strcmp(nd->name, "input"))
-		return mc_err_set(err, MC_EINVAL,
-				  "%s: %s\"input\" names the model input; rename the node", origin,
-				  where);
-	for (int j = 0; j < i; j++)
-		if (!strcmp(m->nodes[j].name, nd->name))
-			return mc_err_set(
-			    err, MC_EINVAL,
-			    "%s: %sname '%s' is used by node %d too; names must be unique", origin,
-			    where, nd->name, j);
-	nd->attrs = calloc(1, nd->op->attr_size ? nd->op->attr_size : 1);
-	if (!nd->attrs)
-		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
-	r = parse_attrs(nd, json_object_get(jn, "attrs"), origin, err);
-	if (!r)
-		r = parse_inputs(m, i, json_object_get(jn, "inputs"), origin, err);
-	if (!r && (r = node_setup(m, i, err)))
-		mc_err_prefix(err, "%s: node '%s' (%s)", origin, nd->name, nd->op->name);
-	return r;
+	if (mc_node_attr(node, name, &a, NULL))
+		return fallback;
+	return a.type == MC_PARAM_TFLOAT ? a.f : (double)a.i;
 }
 
-struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct mc_err *err)
+const char *mc_node_attr_str(const struct mc_node *node, const char *name, const char *fallback)
 {
-	struct mc_model *m = NULL;
-	json_t *root, *jin, *jnodes, *jfmt;
-	json_error_t je;
-	size_t numel = 1, k;
-	json_t *v;
+	struct mc_attr a;
 
-	if (!origin)
-		origin = "architecture";
-	root = json_loads(json ? json : "", JSON_REJECT_DUPLICATES, &je);
-	if (!root) {
-		mc_err_set(err, MC_ECORRUPT,
-			   "%s: architecture JSON, line %d column %d: %s; fix the JSON", origin,
-			   je.line, je.column, je.text);
-		return NULL;
-	}
-	if (!json_is_object(root)) {
-		mc_err_set(err, MC_EINVAL, "%s: the architecture must be a JSON object", origin);
-		goto fail;
-	}
-	if (check_keys(root, top_keys, origin, "", err))
-		goto fail;
-	jfmt = json_object_get(root, "format");
-	if (jfmt && (!json_is_integer(jfmt) || json_integer_value(jfmt) != MC_ARCH_FORMAT)) {
-		mc_err_set(err, MC_EINVAL,
-			   "%s: architecture format must be %d; this mcomp reads format %d only",
-			   origin, MC_ARCH_FORMAT, MC_ARCH_FORMAT);
-		goto fail;
-	}
-	m = calloc(1, sizeof(*m));
-	if (!m) {
-		mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
-		goto fail;
-	}
-	jin = json_object_get(root, "input");
-	if (!json_is_array(jin) || json_array_size(jin) < 1 || json_array_size(jin) > MC_MAX_DIMS) {
-		mc_err_set(err, MC_EINVAL,
-			   "%s: \"input\" must be the per-sample shape, a list of 1 to %d sizes "
-			   "such as [1, 28, 28]",
-			   origin, MC_MAX_DIMS);
-		goto fail;
-	}
-	json_array_foreach (jin, k, v) {
-		json_int_t d = json_integer_value(v);
+	if (mc_node_attr(node, name, &a, NULL) || !a.s)
+		return fallback;
+	return a.s;
+}
 
-		if (!json_is_integer(v) || d < 1 || d > INT_MAX ||
-		    mc_mul_overflow(numel, (size_t)d, &numel) || numel > INT_MAX) {
-			mc_err_set(err, MC_EINVAL,
-				   "%s: input dimension %zu must be a positive integer and the "
-				   "sample size at most %d values",
-				   origin, k, INT_MAX);
-			goto fail;
-		}
-		m->in_shape[k] = d;
-	}
-	m->in_ndim = (int)json_array_size(jin);
-	m->in_numel = (int64_t)numel;
-	jnodes = json_object_get(root, "nodes");
-	if (!json_is_array(jnodes) || json_array_size(jnodes) < 1 ||
-	    json_array_size(jnodes) > INT_MAX / 2) {
-		mc_err_set(err, MC_EINVAL, "%s: \"nodes\" must be a non-empty list of nodes",
-			   origin);
-		goto fail;
-	}
-	m->nodes = calloc(json_array_size(jnodes), sizeof(*m->nodes));
-	if (!m->nodes) {
-		mc_err_set(err, MC_ENOMEM, "%s: out of memory", origin);
-		goto fail;
-	}
-	json_array_foreach (jnodes, k, v) {
-		m->n_nodes = (int)k + 1;
-		if (parse_node(m, (int)k, v, origin, err))
-			goto fail;
-	}
-	m->n_classes = m->nodes[m->n_nodes - 1].out_numel;
-	json_decref(root);
-	return m;
+struct mc_tensor *mc_node_param(const struct mc_node *node, int p)
+{
+	return node && p >= 0 && p < node->n_params ? node->params[p] : NULL;
+}
 
-fail:
-	mc_model_free(m);
-	json_decref(root);
+struct mc_tensor *mc_node_param_named(const struct mc_node *node, const char *what)
+{
+	size_t n = strlen(node->name);
+
+	for (int p = 0; what && p < node->n_params; p++) {
+		const char *tn = node->params[p]->name;
+
+		if (tn && !strncmp(tn, node->name, n) && tn[n] == '.' && !strcmp(tn + n + 1, what))
+			return node->params[p];
+	}
 	return NULL;
 }
 
-/* ---------------------------------------------------------------- to JSON */
+/* ---------------------------------------------------------------- typed attributes */
 
-static json_t *attr_json(const struct mc_param_def *d, const void *attrs)
+static int out_of_range(const struct mc_param_def *d, double v)
 {
-	const char *field = (const char *)attrs + d->offset;
-	char text[1024];
+	return !(d->min == 0 && d->max == 0) && (v < d->min || v > d->max);
+}
+
+/* Stores a into the attribute d of attrs, checking type and range. */
+static int set_attr(const struct mc_param_def *d, void *attrs, const struct mc_attr *a,
+		    struct mc_err *err)
+{
+	char *f = (char *)attrs + d->offset;
+	char text[64];
+	double v;
 
 	switch (d->type) {
 	case MC_PARAM_TINT:
-		return json_integer(*(const int *)field);
+		if (a->type != MC_PARAM_TINT)
+			return mc_err_set(err, MC_EINVAL, "%s: expected an int", d->name);
+		if (a->i < INT_MIN || a->i > INT_MAX || out_of_range(d, (double)a->i))
+			return mc_err_set(err, MC_EINVAL, "%s: %lld is out of range [%g, %g]",
+					  d->name, (long long)a->i, d->min, d->max);
+		*(int *)f = (int)a->i;
+		return 0;
 	case MC_PARAM_TFLOAT:
-		/* mc_param_format writes the shortest text that reads back the same. */
-		mc_param_format(d, attrs, text, sizeof(text));
-		return json_real(strtod(text, NULL));
+		if (a->type != MC_PARAM_TFLOAT && a->type != MC_PARAM_TINT)
+			return mc_err_set(err, MC_EINVAL, "%s: expected a float", d->name);
+		v = a->type == MC_PARAM_TINT ? (double)a->i : a->f;
+		if (!isfinite(v) || out_of_range(d, v))
+			return mc_err_set(err, MC_EINVAL, "%s: %g is out of range [%g, %g]",
+					  d->name, v, d->min, d->max);
+		*(double *)f = v;
+		return 0;
 	case MC_PARAM_TBOOL:
-		return json_boolean(*(const int *)field);
-	case MC_PARAM_TENUM: {
-		int v = *(const int *)field;
+		if (a->type != MC_PARAM_TBOOL && a->type != MC_PARAM_TINT)
+			return mc_err_set(err, MC_EINVAL, "%s: expected true or false", d->name);
+		*(int *)f = !!a->i;
+		return 0;
+	case MC_PARAM_TENUM:
+	case MC_PARAM_TSTRING:
+	case MC_PARAM_TPATH:
+	case MC_PARAM_TMODEL:
+	case MC_PARAM_TSPLIT:
+		if ((a->type != MC_PARAM_TSTRING && a->type != MC_PARAM_TENUM) || !a->s)
+			return mc_err_set(err, MC_EINVAL, "%s: expected a string", d->name);
+		return mc_param_set(d, attrs, a->s, err);
+	case MC_PARAM_TLIST:
+		if (a->type != MC_PARAM_TLIST || (a->n > 0 && !a->nums))
+			return mc_err_set(err, MC_EINVAL, "%s: expected a list of numbers", d->name);
+		mc_param_list_clear(d, attrs);
+		for (int k = 0; k < a->n; k++) {
+			int r;
 
-		return json_string(d->choices && v >= 0 ? d->choices[v] : "");
+			/* The list keeps each item's text beside its value. */
+			snprintf(text, sizeof(text), "%.17g", a->nums[k]);
+			r = mc_param_set(d, attrs, text, err);
+			if (r)
+				return r;
+		}
+		return 0;
+	default:
+		return mc_err_set(err, MC_EINVAL, "%s: attribute of unknown type", d->name);
 	}
-	case MC_PARAM_TLIST: {
-		const struct mc_list *l = (const struct mc_list *)field;
-		json_t *a = json_array();
+}
 
-		for (int i = 0; a && i < l->n; i++) {
-			json_t *item =
-			    l->num ? (d->elem == MC_PARAM_TINT ? json_integer((json_int_t)l->num[i])
-							       : json_real(l->num[i]))
-				   : json_string(l->str[i]);
+/* Applies attrs (MC_ATTR_END-terminated) to conf of op; errors name the node. */
+static int apply_attrs(const struct mc_op *op, void *conf, const struct mc_attr *attrs,
+		       const char *node, struct mc_err *err)
+{
+	for (int i = 0; attrs && attrs[i].name; i++) {
+		const struct mc_param_def *d = mc_param_find(op->attrs, attrs[i].name);
+		int r;
 
-			if (json_array_append_new(a, item)) {
-				json_decref(a);
-				return NULL;
+		if (!d) {
+			const char *near = mc_param_suggest(op->attrs, attrs[i].name);
+
+			if (near)
+				return mc_err_set(err, MC_EINVAL,
+						  "node '%s': %s has no attribute '%s'; did you "
+						  "mean '%s'?",
+						  node, op->name, attrs[i].name, near);
+			return mc_err_set(err, MC_EINVAL, "node '%s': %s has no attribute '%s'",
+					  node, op->name, attrs[i].name);
+		}
+		r = set_attr(d, conf, &attrs[i], err);
+		if (r)
+			return mc_err_prefix(err, "node '%s' (%s)", node, op->name);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- changes */
+
+struct slot {
+	struct mc_node *node; /* a node of the model, or a fresh one */
+	int fresh;	      /* node is new: the change owns it until commit */
+	char *rename;	      /* a new name for node (owned), or NULL */
+	void *attrs;	      /* attributes to set up with instead of node's (owned), or NULL */
+	int n_inputs;
+	int inputs[MC_NODE_MAX_INPUTS];
+	struct mc_node t; /* the node as setup sees it */
+	struct mc_tensor *keep[MC_NODE_MAX_PARAMS]; /* during commit: old tensor kept, or NULL */
+	char *keep_name[MC_NODE_MAX_PARAMS];
+};
+
+struct change {
+	struct mc_model *m;
+	int n, cap;
+	struct slot *s;
+	int first; /* slots before it are unchanged: no setup */
+	struct mc_node **dead;
+	int n_dead;
+};
+
+static void change_free(struct change *c)
+{
+	for (int i = 0; c->s && i < c->n; i++) {
+		struct slot *s = &c->s[i];
+
+		if (s->fresh)
+			node_free(s->node);
+		free(s->rename);
+		free_attrs(s->node ? s->node->op : NULL, s->attrs);
+	}
+	free(c->s);
+	free(c->dead);
+	memset(c, 0, sizeof(*c));
+}
+
+static int change_init(struct change *c, struct mc_model *m, int extra, struct mc_err *err)
+{
+	memset(c, 0, sizeof(*c));
+	c->m = m;
+	c->cap = m->n_nodes + extra;
+	c->s = calloc((size_t)c->cap + 1, sizeof(*c->s));
+	c->dead = calloc((size_t)m->n_nodes + 1, sizeof(*c->dead));
+	if (!c->s || !c->dead) {
+		change_free(c);
+		return mc_err_set(err, MC_ENOMEM, "changing the model: out of memory");
+	}
+	c->n = m->n_nodes;
+	c->first = m->n_nodes;
+	for (int i = 0; i < m->n_nodes; i++) {
+		c->s[i].node = m->nodes[i];
+		c->s[i].n_inputs = m->nodes[i]->n_inputs;
+		memcpy(c->s[i].inputs, m->nodes[i]->inputs, sizeof(c->s[i].inputs));
+	}
+	return 0;
+}
+
+static void touch(struct change *c, int i)
+{
+	if (i < c->first)
+		c->first = i < 0 ? 0 : i;
+}
+
+static const char *slot_name(const struct slot *s)
+{
+	return s->rename ? s->rename : s->node->name;
+}
+
+static int slot_find(const struct change *c, const char *name)
+{
+	for (int i = 0; i < c->n; i++)
+		if (!strcmp(slot_name(&c->s[i]), name))
+			return i;
+	return -1;
+}
+
+/* Opens slot pos; inputs at or after pos move up one. */
+static struct slot *slot_insert(struct change *c, int pos)
+{
+	memmove(&c->s[pos + 1], &c->s[pos], (size_t)(c->n - pos) * sizeof(*c->s));
+	memset(&c->s[pos], 0, sizeof(c->s[pos]));
+	c->n++;
+	for (int i = 0; i < c->n; i++)
+		for (int k = 0; i != pos && k < c->s[i].n_inputs; k++)
+			if (c->s[i].inputs[k] >= pos)
+				c->s[i].inputs[k]++;
+	touch(c, pos);
+	return &c->s[pos];
+}
+
+/* Takes slot i out; its readers read to instead (indices in the old numbering). */
+static void slot_remove(struct change *c, int i, int to)
+{
+	struct slot *s = &c->s[i];
+
+	if (s->fresh)
+		node_free(s->node);
+	else
+		c->dead[c->n_dead++] = s->node;
+	free(s->rename);
+	free_attrs(s->node->op, s->attrs);
+	memmove(&c->s[i], &c->s[i + 1], (size_t)(c->n - i - 1) * sizeof(*c->s));
+	c->n--;
+	for (int j = 0; j < c->n; j++)
+		for (int k = 0; k < c->s[j].n_inputs; k++) {
+			int *in = &c->s[j].inputs[k];
+
+			if (*in == i)
+				*in = to;
+			else if (*in > i)
+				(*in)--;
+		}
+	touch(c, i);
+}
+
+static int valid_node_name(const char *name)
+{
+	return name && *name && strcmp(name, "input") && strlen(name) < 256;
+}
+
+/* A fresh node of op with attrs over the defaults; NULL with err set. */
+static struct mc_node *node_new(const char *name, const struct mc_op *op,
+				const struct mc_attr *attrs, struct mc_err *err)
+{
+	struct mc_node *nd = calloc(1, sizeof(*nd));
+	char tbuf[256];
+
+	if (!nd || !(nd->name = strdup(name)) ||
+	    !(nd->attrs = calloc(1, op->attr_size ? op->attr_size : 1))) {
+		if (nd)
+			free(nd->name);
+		free(nd);
+		mc_err_set(err, MC_ENOMEM, "node '%s': out of memory", name);
+		return NULL;
+	}
+	nd->op = op;
+	if (mc_param_defaults(op->attrs, nd->attrs, err)) {
+		mc_err_prefix(err, "node '%s' (%s): bad default", name, op->name);
+		goto fail;
+	}
+	if (apply_attrs(op, nd->attrs, attrs, name, err))
+		goto fail;
+	for (int i = 0; op->attrs[i].name; i++) {
+		int given = 0;
+
+		for (int k = 0; attrs && attrs[k].name; k++)
+			given |= !strcmp(attrs[k].name, op->attrs[i].name);
+		if (!op->attrs[i].def && !given) {
+			mc_err_set(err, MC_EINVAL, "node '%s': %s needs attribute '%s' (%s)", name,
+				   op->name, op->attrs[i].name,
+				   mc_param_type_text(&op->attrs[i], tbuf, sizeof(tbuf)));
+			goto fail;
+		}
+	}
+	return nd;
+fail:
+	node_free(nd);
+	return NULL;
+}
+
+/* The name a node of op gets when none is given: "<op><n>", the first free n. */
+static void auto_name(const struct change *c, const struct mc_op *op, char *buf, size_t n)
+{
+	int nth = 1;
+
+	for (int i = 0; i < c->n; i++)
+		nth += c->s[i].node->op == op;
+	for (;; nth++) {
+		snprintf(buf, n, "%s%d", op->name, nth);
+		if (slot_find(c, buf) < 0)
+			return;
+	}
+}
+
+/*
+ * Adds a fresh node at slot pos reading inputs (names, NULL: the slot
+ * before); returns pos or an error code.
+ */
+static int change_add(struct change *c, int pos, const char *name, const char *opname,
+		      const char *const *inputs, const struct mc_attr *attrs, struct mc_err *err)
+{
+	const struct mc_op *op = mc_op_find(opname);
+	int in[MC_NODE_MAX_INPUTS], n_in = 0;
+	char nbuf[300];
+	struct slot *s;
+	struct mc_node *nd;
+
+	if (!op) {
+		const char *near = mc_suggest(mc_op_names(), opname ? opname : "");
+
+		if (near)
+			return mc_err_set(err, MC_EINVAL, "unknown op '%s'; did you mean '%s'?",
+					  opname ? opname : "(null)", near);
+		return mc_err_set(err, MC_EINVAL,
+				  "unknown op '%s'; a plugin op needs its pass loaded first",
+				  opname ? opname : "(null)");
+	}
+	if (pos < 0 || pos > c->n)
+		pos = c->n;
+	if (!name) {
+		auto_name(c, op, nbuf, sizeof(nbuf));
+		name = nbuf;
+	}
+	if (!valid_node_name(name))
+		return mc_err_set(err, MC_EINVAL,
+				  "node name '%s': use a non-empty name under 256 characters, "
+				  "not 'input'",
+				  name);
+	if (slot_find(c, name) >= 0)
+		return mc_err_set(err, MC_EINVAL, "node name '%s' is taken; names must be unique",
+				  name);
+	if (!inputs) {
+		if (op->n_inputs != 1)
+			return mc_err_set(err, MC_EINVAL,
+					  "node '%s': %s takes %d inputs; name them", name,
+					  op->name, op->n_inputs);
+		in[n_in++] = pos - 1 < 0 ? MC_NODE_INPUT : pos - 1;
+	} else {
+		for (; inputs[n_in]; n_in++) {
+			int src = strcmp(inputs[n_in], "input") ? slot_find(c, inputs[n_in])
+								 : MC_NODE_INPUT;
+
+			if (n_in >= MC_NODE_MAX_INPUTS || src >= pos || src < MC_NODE_INPUT ||
+			    (src == -1 && strcmp(inputs[n_in], "input")))
+				return mc_err_set(
+				    err, MC_EINVAL,
+				    "node '%s': input '%s' is not a node before it; name an "
+				    "earlier node or \"input\"",
+				    name, n_in >= MC_NODE_MAX_INPUTS ? "(too many)" : inputs[n_in]);
+			in[n_in] = src;
+		}
+		if (n_in != op->n_inputs)
+			return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %d input%s, got %d",
+					  name, op->name, op->n_inputs,
+					  op->n_inputs == 1 ? "" : "s", n_in);
+	}
+	nd = node_new(name, op, attrs, err);
+	if (!nd)
+		return err ? err->code : MC_ENOMEM;
+	s = slot_insert(c, pos);
+	s->node = nd;
+	s->fresh = 1;
+	s->n_inputs = n_in;
+	memcpy(s->inputs, in, sizeof(in));
+	return pos;
+}
+
+/* Makes readers of from after slot after read to; refuses a reader at or before to. */
+static int change_rewire(struct change *c, int from, int to, int after, struct mc_err *err)
+{
+	for (int j = after + 1; j < c->n; j++)
+		for (int k = 0; k < c->s[j].n_inputs; k++) {
+			if (c->s[j].inputs[k] != from)
+				continue;
+			if (to >= j)
+				return mc_err_set(err, MC_EINVAL,
+						  "node '%s' would read '%s', which comes after "
+						  "it; rewire only to an earlier node",
+						  slot_name(&c->s[j]), slot_name(&c->s[to]));
+			c->s[j].inputs[k] = to;
+			touch(c, j);
+		}
+	return 0;
+}
+
+static const char *in_name(const struct change *c, int src)
+{
+	return src == MC_NODE_INPUT ? "input" : slot_name(&c->s[src]);
+}
+
+static void free_setup(struct slot *s)
+{
+	free_params(&s->t);
+	free_attrs(s->t.op, s->t.attrs);
+	s->t.attrs = NULL;
+}
+
+/* Phase 1: shape inference of every slot from c->first on, on copies. */
+static int change_setup(struct change *c, struct mc_err *err)
+{
+	struct mc_model *m = c->m;
+
+	for (int i = c->first; i < c->n; i++) {
+		struct slot *s = &c->s[i];
+		const struct mc_node *nd = s->node;
+		int in_ndim[MC_NODE_MAX_INPUTS];
+		int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
+		const void *src_attrs = s->attrs ? s->attrs : nd->attrs;
+		char ins[512] = "", buf[256];
+		size_t numel = 1;
+		int r;
+
+		memset(&s->t, 0, sizeof(s->t));
+		s->t.name = (char *)slot_name(s);
+		s->t.op = nd->op;
+		s->t.arch_only = 1;
+		s->t.n_inputs = s->n_inputs;
+		memcpy(s->t.inputs, s->inputs, sizeof(s->inputs));
+		s->t.attrs = calloc(1, nd->op->attr_size ? nd->op->attr_size : 1);
+		if (!s->t.attrs || mc_param_copy(nd->op->attrs, s->t.attrs, src_attrs,
+						 nd->op->attr_size)) {
+			free(s->t.attrs);
+			s->t.attrs = NULL;
+			return mc_err_set(err, MC_ENOMEM, "node '%s': out of memory", s->t.name);
+		}
+		for (int k = 0; k < s->n_inputs; k++) {
+			int src = s->inputs[k];
+			const struct mc_node *sn = src == MC_NODE_INPUT ? NULL
+					       : src < c->first	 ? c->s[src].node
+								 : &c->s[src].t;
+
+			in_ndim[k] = sn ? sn->out_ndim : m->in_ndim;
+			memcpy(in_shape[k], sn ? sn->out_shape : m->in_shape, sizeof(in_shape[k]));
+			snprintf(ins + strlen(ins), sizeof(ins) - strlen(ins), "%s%s %s",
+				 k ? ", " : "", in_name(c, src),
+				 mc_shape_text(in_ndim[k], in_shape[k], buf, sizeof(buf)));
+		}
+		r = nd->op->setup(&s->t, in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+		for (int d = 0; !r && d < s->t.out_ndim; d++)
+			if (s->t.out_shape[d] < 1 ||
+			    mc_mul_overflow(numel, (size_t)s->t.out_shape[d], &numel) ||
+			    numel > INT_MAX)
+				r = mc_err_set(err, MC_EINVAL,
+					       "output of %lld values per sample is too large; "
+					       "use a smaller layer",
+					       (long long)numel);
+		if (r) {
+			for (int j = c->first; j <= i; j++)
+				free_setup(&c->s[j]);
+			return mc_err_prefix(err, "node '%s' (%s), input %s", slot_name(s),
+					     nd->op->name, ins);
+		}
+		s->t.out_numel = (int64_t)numel;
+	}
+	return 0;
+}
+
+static int same_shape(const struct mc_tensor *a, const struct mc_tensor *b)
+{
+	return a->dtype == b->dtype && a->ndim == b->ndim &&
+	       !memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof(a->shape[0]));
+}
+
+/* Sets slot i up again with parameter data; the shapes are those of phase 1. */
+static int setup_data(struct change *c, int i, struct mc_err *err)
+{
+	struct slot *s = &c->s[i];
+	struct mc_node t = s->t;
+	int in_ndim[MC_NODE_MAX_INPUTS], r;
+	int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
+
+	for (int k = 0; k < s->n_inputs; k++) {
+		int src = s->inputs[k];
+		const struct mc_node *sn = src == MC_NODE_INPUT ? NULL
+				       : src < c->first	 ? c->s[src].node
+							 : &c->s[src].t;
+
+		in_ndim[k] = sn ? sn->out_ndim : c->m->in_ndim;
+		memcpy(in_shape[k], sn ? sn->out_shape : c->m->in_shape, sizeof(in_shape[k]));
+	}
+	memset(t.params, 0, sizeof(t.params));
+	t.n_params = 0;
+	t.arch_only = 0;
+	r = t.op->setup(&t, in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+	if (r || t.n_params != s->t.n_params) {
+		free_params(&t);
+		return r ? r : mc_err_set(err, MC_EINVAL, "node '%s' (%s): setup is not repeatable",
+					  t.name, t.op->name);
+	}
+	for (int p = 0; p < t.n_params; p++) {
+		mc_tensor_free(s->t.params[p]);
+		s->t.params[p] = t.params[p];
+	}
+	return 0;
+}
+
+/*
+ * Phases 2 and 3: allocates what the new graph needs (undoing it all on
+ * failure), then applies the change to the model. Consumes c either way.
+ */
+static int change_commit(struct change *c, struct mc_err *err)
+{
+	struct mc_model *m = c->m;
+	struct mc_node **nodes = NULL;
+	int r = change_setup(c, err);
+
+	if (r) {
+		change_free(c);
+		return r;
+	}
+	if (!c->n) {
+		r = mc_err_set(err, MC_EINVAL, "a model needs at least one node");
+		goto undo;
+	}
+	nodes = calloc((size_t)c->n, sizeof(*nodes));
+	if (!nodes)
+		goto nomem;
+	/*
+	 * Phase 2: keep a parameter whose shape and dtype stay. A node with a
+	 * new parameter is set up again with data, so that the op gives it
+	 * its starting values (zeros, or scales of 1).
+	 */
+	for (int i = c->first; i < c->n; i++) {
+		struct slot *s = &c->s[i];
+		int fill = 0;
+
+		for (int p = 0; p < s->t.n_params; p++) {
+			struct mc_tensor *old = s->fresh || p >= s->node->n_params
+							? NULL
+							: s->node->params[p];
+
+			if (old && same_shape(old, s->t.params[p])) {
+				s->keep[p] = old;
+				if (strcmp(old->name, s->t.params[p]->name) &&
+				    !(s->keep_name[p] = strdup(s->t.params[p]->name)))
+					goto nomem;
+			} else {
+				fill = 1;
 			}
 		}
-		return a;
+		if (fill && !m->arch_only && (r = setup_data(c, i, err)))
+			goto undo_alloc;
 	}
-	default: {
-		const char *s = *(char *const *)field;
+	/* Phase 3: nothing below fails. */
+	for (int i = 0; i < c->n; i++) {
+		struct slot *s = &c->s[i];
+		struct mc_node *nd = s->node;
+		int changed = s->fresh;
 
-		return s ? json_string(s) : json_null();
+		nodes[i] = nd;
+		if (i < c->first)
+			continue;
+		for (int p = 0; p < MC_NODE_MAX_PARAMS; p++) {
+			struct mc_tensor *old = p < nd->n_params ? nd->params[p] : NULL;
+
+			if (p < s->t.n_params && s->keep[p]) {
+				mc_tensor_free(s->t.params[p]);
+				s->t.params[p] = s->keep[p];
+				if (s->keep_name[p]) {
+					free(s->keep[p]->name);
+					s->keep[p]->name = s->keep_name[p];
+					s->keep_name[p] = NULL;
+				}
+				continue;
+			}
+			if (old) {
+				changed = 1;
+				mc_tensor_free(old);
+			} else if (p < s->t.n_params) {
+				changed = 1;
+			}
+		}
+		if (changed && !s->fresh && nd->op->release)
+			nd->op->release(nd);
+		memcpy(nd->params, s->t.params, sizeof(nd->params));
+		nd->n_params = s->t.n_params;
+		nd->n_buffers = s->t.n_buffers;
+		free_attrs(nd->op, nd->attrs);
+		nd->attrs = s->t.attrs;
+		s->t.attrs = NULL;
+		if (s->rename) {
+			free(nd->name);
+			nd->name = s->rename;
+			s->rename = NULL;
+		}
+		nd->n_inputs = s->n_inputs;
+		memcpy(nd->inputs, s->inputs, sizeof(nd->inputs));
+		nd->out_ndim = s->t.out_ndim;
+		memcpy(nd->out_shape, s->t.out_shape, sizeof(nd->out_shape));
+		nd->out_numel = s->t.out_numel;
+		nd->arch_only = m->arch_only;
+		s->fresh = 0; /* the model owns it now */
 	}
-	}
+	for (int i = 0; i < c->n_dead; i++)
+		node_free(c->dead[i]);
+	free(m->nodes);
+	m->nodes = nodes;
+	m->n_nodes = c->n;
+	m->n_classes = nodes[c->n - 1]->out_numel;
+	change_free(c);
+	return 0;
+
+nomem:
+	r = mc_err_set(err, MC_ENOMEM, "changing the model: out of memory");
+	goto undo_alloc;
+undo_alloc:
+	r = err ? err->code : MC_ENOMEM;
+	for (int i = c->first; i < c->n; i++)
+		for (int p = 0; p < MC_NODE_MAX_PARAMS; p++) {
+			free(c->s[i].keep_name[p]);
+			c->s[i].keep_name[p] = NULL;
+		}
+undo:
+	for (int i = c->first; i < c->n; i++)
+		free_setup(&c->s[i]);
+	free(nodes);
+	change_free(c);
+	return r ? r : MC_ENOMEM;
 }
 
-char *mc_model_arch(const struct mc_model *m)
+/* ---------------------------------------------------------------- mutations */
+
+struct mc_model *mc_model_new(int in_ndim, const int64_t *in_shape, struct mc_err *err)
 {
-	json_t *root = json_object(), *jin = json_array(), *jnodes = json_array();
-	char *out = NULL;
+	struct mc_model *m;
+	size_t numel = 1;
 
-	if (!root || !jin || !jnodes)
-		goto done;
-	for (int d = 0; d < m->in_ndim; d++)
-		if (json_array_append_new(jin, json_integer(m->in_shape[d])))
-			goto done;
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
-		json_t *jn = json_object(), *ins = json_array(), *attrs = json_object();
-
-		if (!jn || !ins || !attrs || json_array_append_new(jnodes, jn)) {
-			json_decref(jn);
-			json_decref(ins);
-			json_decref(attrs);
-			goto done;
-		}
-		json_object_set_new(jn, "name", json_string(nd->name));
-		json_object_set_new(jn, "op", json_string(nd->op->name));
-		for (int k = 0; k < nd->n_inputs; k++) {
-			int src = nd->inputs[k];
-
-			json_array_append_new(
-			    ins, json_string(src == MC_NODE_INPUT ? "input" : m->nodes[src].name));
-		}
-		json_object_set_new(jn, "inputs", ins);
-		for (int p = 0; nd->op->attrs[p].name; p++) {
-			json_t *v = attr_json(&nd->op->attrs[p], nd->attrs);
-
-			if (!v || json_object_set_new(attrs, nd->op->attrs[p].name, v))
-				goto done;
-		}
-		json_object_set_new(jn, "attrs", attrs);
+	if (in_ndim < 1 || in_ndim > MC_MAX_DIMS) {
+		mc_err_set(err, MC_EINVAL,
+			   "the input must be the per-sample shape, 1 to %d sizes such as "
+			   "[1, 28, 28]",
+			   MC_MAX_DIMS);
+		return NULL;
 	}
-	if (json_object_set_new(root, "format", json_integer(MC_ARCH_FORMAT)) ||
-	    json_object_set(root, "input", jin) || json_object_set(root, "nodes", jnodes))
-		goto done;
-	out = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT);
-done:
-	json_decref(jin);
-	json_decref(jnodes);
-	json_decref(root);
-	return out;
+	for (int d = 0; d < in_ndim; d++)
+		if (in_shape[d] < 1 || in_shape[d] > INT_MAX ||
+		    mc_mul_overflow(numel, (size_t)in_shape[d], &numel) || numel > INT_MAX) {
+			mc_err_set(err, MC_EINVAL,
+				   "input dimension %d must be a positive integer and the sample "
+				   "size at most %d values",
+				   d, INT_MAX);
+			return NULL;
+		}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		mc_err_set(err, MC_ENOMEM, "out of memory");
+		return NULL;
+	}
+	m->in_ndim = in_ndim;
+	memcpy(m->in_shape, in_shape, (size_t)in_ndim * sizeof(in_shape[0]));
+	m->in_numel = (int64_t)numel;
+	return m;
 }
 
-/* ---------------------------------------------------------------- parameters */
+static int bad_index(const struct mc_model *m, int i, struct mc_err *err)
+{
+	return mc_err_set(err, MC_EINVAL, "node %d: the model has nodes 0 to %d", i,
+			  m->n_nodes - 1);
+}
+
+int mc_model_add_node(struct mc_model *m, int pos, const char *name, const char *opname,
+		      const char *const *inputs, const struct mc_attr *attrs, struct mc_err *err)
+{
+	struct change c;
+	int r = change_init(&c, m, 1, err);
+
+	if (r)
+		return r;
+	r = change_add(&c, pos, name, opname, inputs, attrs, err);
+	if (r < 0) {
+		change_free(&c);
+		return r;
+	}
+	pos = r;
+	r = change_commit(&c, err);
+	return r ? r : pos;
+}
+
+int mc_model_insert_after(struct mc_model *m, int i, const char *name, const char *opname,
+			  const struct mc_attr *attrs, struct mc_err *err)
+{
+	struct change c;
+	int r;
+
+	if (i < 0 || i >= m->n_nodes)
+		return bad_index(m, i, err);
+	r = change_init(&c, m, 1, err);
+	if (r)
+		return r;
+	r = change_add(&c, i + 1, name, opname, NULL, attrs, err);
+	if (r >= 0)
+		r = change_rewire(&c, i, i + 1, i + 1, err);
+	if (r < 0) {
+		change_free(&c);
+		return r;
+	}
+	r = change_commit(&c, err);
+	return r ? r : i + 1;
+}
+
+int mc_model_insert_before(struct mc_model *m, int i, const char *name, const char *opname,
+			   const struct mc_attr *attrs, struct mc_err *err)
+{
+	struct change c;
+	int r;
+
+	if (i < 0 || i >= m->n_nodes)
+		return bad_index(m, i, err);
+	if (!m->nodes[i]->n_inputs)
+		return mc_err_set(err, MC_EINVAL, "node '%s' has no input to insert before",
+				  m->nodes[i]->name);
+	r = change_init(&c, m, 1, err);
+	if (r)
+		return r;
+	{
+		int src = m->nodes[i]->inputs[0];
+		const char *ins[2] = { src == MC_NODE_INPUT ? "input" : m->nodes[src]->name, NULL };
+
+		r = change_add(&c, i, name, opname, ins, attrs, err);
+	}
+	if (r >= 0) {
+		c.s[i + 1].inputs[0] = i;
+		touch(&c, i + 1);
+	}
+	if (r < 0) {
+		change_free(&c);
+		return r;
+	}
+	r = change_commit(&c, err);
+	return r ? r : i;
+}
+
+int mc_model_replace_node(struct mc_model *m, int i, const char *name, const char *opname,
+			  const struct mc_attr *attrs, struct mc_err *err)
+{
+	const struct mc_op *op = mc_op_find(opname);
+	struct mc_node *nd;
+	struct change c;
+	int r;
+
+	if (i < 0 || i >= m->n_nodes)
+		return bad_index(m, i, err);
+	if (!op)
+		return mc_err_set(err, MC_EINVAL, "node '%s': unknown op '%s'", m->nodes[i]->name,
+				  opname ? opname : "(null)");
+	if (op->n_inputs != m->nodes[i]->n_inputs)
+		return mc_err_set(err, MC_EINVAL,
+				  "node '%s': %s takes %d input%s and %s %d; replace it by an op "
+				  "of as many inputs",
+				  m->nodes[i]->name, op->name, op->n_inputs,
+				  op->n_inputs == 1 ? "" : "s", m->nodes[i]->op->name,
+				  m->nodes[i]->n_inputs);
+	if (name && strcmp(name, m->nodes[i]->name) &&
+	    (!valid_node_name(name) || mc_model_find(m, name) >= 0))
+		return mc_err_set(err, MC_EINVAL,
+				  "node name '%s' is taken or unusable; names must be unique and "
+				  "not 'input'",
+				  name);
+	nd = node_new(name ? name : m->nodes[i]->name, op, attrs, err);
+	if (!nd)
+		return err ? err->code : MC_ENOMEM;
+	r = change_init(&c, m, 0, err);
+	if (r) {
+		node_free(nd);
+		return r;
+	}
+	c.dead[c.n_dead++] = c.s[i].node;
+	c.s[i].node = nd;
+	c.s[i].fresh = 1;
+	touch(&c, i);
+	return change_commit(&c, err);
+}
+
+int mc_model_remove_node(struct mc_model *m, int i, struct mc_err *err)
+{
+	struct change c;
+	int src, r;
+
+	if (i < 0 || i >= m->n_nodes)
+		return bad_index(m, i, err);
+	src = m->nodes[i]->n_inputs ? m->nodes[i]->inputs[0] : MC_NODE_INPUT;
+	if (m->n_nodes == 1)
+		return mc_err_set(err, MC_EINVAL, "node '%s' is the model's only node; keep it",
+				  m->nodes[i]->name);
+	if (i == m->n_nodes - 1 && src != i - 1)
+		return mc_err_set(err, MC_EINVAL,
+				  "removing node '%s' would make '%s' the output, not its input "
+				  "'%s'; remove it only where its input is the node before it",
+				  m->nodes[i]->name, m->nodes[i - 1]->name,
+				  src == MC_NODE_INPUT ? "input" : m->nodes[src]->name);
+	r = change_init(&c, m, 0, err);
+	if (r)
+		return r;
+	slot_remove(&c, i, src);
+	return change_commit(&c, err);
+}
+
+int mc_model_rename_node(struct mc_model *m, int i, const char *name, struct mc_err *err)
+{
+	struct change c;
+	int r;
+
+	if (i < 0 || i >= m->n_nodes)
+		return bad_index(m, i, err);
+	if (!valid_node_name(name))
+		return mc_err_set(err, MC_EINVAL,
+				  "node name '%s': use a non-empty name under 256 characters, "
+				  "not 'input'",
+				  name ? name : "(null)");
+	if (!strcmp(name, m->nodes[i]->name))
+		return 0;
+	if (mc_model_find(m, name) >= 0)
+		return mc_err_set(err, MC_EINVAL, "node name '%s' is taken; names must be unique",
+				  name);
+	r = change_init(&c, m, 0, err);
+	if (r)
+		return r;
+	c.s[i].rename = strdup(name);
+	if (!c.s[i].rename) {
+		change_free(&c);
+		return mc_err_set(err, MC_ENOMEM, "out of memory");
+	}
+	touch(&c, i);
+	return change_commit(&c, err);
+}
+
+int mc_model_set_attrs(struct mc_model *m, int i, const struct mc_attr *attrs,
+		       struct mc_err *err)
+{
+	const struct mc_node *nd;
+	struct change c;
+	int r;
+
+	if (i < 0 || i >= m->n_nodes)
+		return bad_index(m, i, err);
+	nd = m->nodes[i];
+	r = change_init(&c, m, 0, err);
+	if (r)
+		return r;
+	c.s[i].attrs = calloc(1, nd->op->attr_size ? nd->op->attr_size : 1);
+	if (!c.s[i].attrs ||
+	    mc_param_copy(nd->op->attrs, c.s[i].attrs, nd->attrs, nd->op->attr_size)) {
+		free(c.s[i].attrs);
+		c.s[i].attrs = NULL;
+		change_free(&c);
+		return mc_err_set(err, MC_ENOMEM, "out of memory");
+	}
+	r = apply_attrs(nd->op, c.s[i].attrs, attrs, nd->name, err);
+	if (r) {
+		change_free(&c);
+		return r;
+	}
+	touch(&c, i);
+	return change_commit(&c, err);
+}
+
+int mc_model_rewire(struct mc_model *m, int from, int to, int after, struct mc_err *err)
+{
+	struct change c;
+	int r;
+
+	if (from < MC_NODE_INPUT || from >= m->n_nodes || to < MC_NODE_INPUT ||
+	    to >= m->n_nodes)
+		return mc_err_set(err, MC_EINVAL, "rewire %d to %d: the model has nodes 0 to %d",
+				  from, to, m->n_nodes - 1);
+	r = change_init(&c, m, 0, err);
+	if (r)
+		return r;
+	r = change_rewire(&c, from, to, after < -1 ? -1 : after, err);
+	if (r) {
+		change_free(&c);
+		return r;
+	}
+	return change_commit(&c, err);
+}
+
+/* ---------------------------------------------------------------- whole models */
 
 void mc_model_init(struct mc_model *m, uint64_t seed)
 {
+	if (m->arch_only)
+		return;
 	for (int i = 0; i < m->n_nodes; i++) {
-		struct mc_node *nd = &m->nodes[i];
+		struct mc_node *nd = m->nodes[i];
 
 		if (nd->op->init)
 			nd->op->init(nd, seed, STREAM_INIT + (uint64_t)i * MC_NODE_MAX_PARAMS);
 	}
 }
 
-struct mc_model *mc_model_dup(const struct mc_model *m, struct mc_err *err)
+static struct mc_model *dup_model(const struct mc_model *m, int arch_only, struct mc_err *err)
 {
 	struct mc_model *d = calloc(1, sizeof(*d));
 
 	if (!d)
 		goto nomem;
 	*d = *m;
+	d->arch_only = arch_only || m->arch_only;
 	d->n_nodes = 0;
-	d->nodes = calloc((size_t)m->n_nodes, sizeof(*d->nodes));
+	d->nodes = calloc((size_t)m->n_nodes + 1, sizeof(*d->nodes));
 	if (!d->nodes)
 		goto nomem;
 	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *s = &m->nodes[i];
-		struct mc_node *t = &d->nodes[i];
+		const struct mc_node *s = m->nodes[i];
+		struct mc_node *t = calloc(1, sizeof(*t));
 
+		if (!t)
+			goto nomem;
+		d->nodes[i] = t;
 		d->n_nodes = i + 1;
 		*t = *s;
 		t->name = NULL;
 		t->attrs = NULL;
+		t->cache = NULL;
 		t->n_params = 0;
+		t->arch_only = d->arch_only;
 		t->name = strdup(s->name);
 		t->attrs = calloc(1, s->op->attr_size ? s->op->attr_size : 1);
 		if (!t->name || !t->attrs ||
@@ -544,7 +1128,11 @@ struct mc_model *mc_model_dup(const struct mc_model *m, struct mc_err *err)
 			goto nomem;
 		}
 		for (int p = 0; p < s->n_params; p++) {
-			t->params[p] = mc_tensor_dup(s->params[p], err);
+			const struct mc_tensor *sp = s->params[p];
+
+			t->params[p] = d->arch_only ? mc_tensor_new_shape(sp->name, sp->dtype,
+									  sp->ndim, sp->shape, err)
+						    : mc_tensor_dup(sp, err);
 			if (!t->params[p])
 				goto fail;
 			t->n_params = p + 1;
@@ -559,11 +1147,21 @@ fail:
 	return NULL;
 }
 
+struct mc_model *mc_model_dup(const struct mc_model *m, struct mc_err *err)
+{
+	return dup_model(m, 0, err);
+}
+
+struct mc_model *mc_model_dup_arch(const struct mc_model *m, struct mc_err *err)
+{
+	return dup_model(m, 1, err);
+}
+
 struct mc_tensor *mc_model_param(const struct mc_model *m, const char *name)
 {
 	for (int i = 0; name && i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++) {
-			struct mc_tensor *t = m->nodes[i].params[p];
+		for (int p = 0; p < m->nodes[i]->n_params; p++) {
+			struct mc_tensor *t = m->nodes[i]->params[p];
 
 			if (t->name && !strcmp(t->name, name))
 				return t;
@@ -576,8 +1174,8 @@ int64_t mc_model_nparams(const struct mc_model *m)
 	int64_t n = 0;
 
 	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++)
-			n += m->nodes[i].params[p]->numel;
+		for (int p = 0; p < m->nodes[i]->n_params; p++)
+			n += m->nodes[i]->params[p]->numel;
 	return n;
 }
 
@@ -585,6 +1183,8 @@ static int64_t tensor_nonzeros(const struct mc_tensor *t)
 {
 	int64_t nz = 0;
 
+	if (!t->data)
+		return t->numel; /* a model of shapes only: count every value */
 	for (int64_t i = 0; i < t->numel; i++) {
 		switch (t->dtype) {
 		case MC_F32:
@@ -612,8 +1212,8 @@ int64_t mc_model_nonzeros(const struct mc_model *m)
 	int64_t n = 0;
 
 	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params; p++)
-			n += tensor_nonzeros(m->nodes[i].params[p]);
+		for (int p = 0; p < m->nodes[i]->n_params; p++)
+			n += tensor_nonzeros(m->nodes[i]->params[p]);
 	return n;
 }
 
@@ -622,32 +1222,20 @@ int64_t mc_model_flops(const struct mc_model *m)
 	int64_t f = 0;
 
 	for (int i = 0; i < m->n_nodes; i++)
-		if (m->nodes[i].op->flops)
-			f += m->nodes[i].op->flops(&m->nodes[i]);
+		if (m->nodes[i]->op->flops)
+			f += m->nodes[i]->op->flops(m->nodes[i]);
 	return f;
 }
 
 /* ---------------------------------------------------------------- folding */
 
-/* How many node inputs read node i. */
-static int readers(const struct mc_model *m, int i)
-{
-	int r = 0;
-
-	for (int j = 0; j < m->n_nodes; j++)
-		for (int k = 0; k < m->nodes[j].n_inputs; k++)
-			r += m->nodes[j].inputs[k] == i;
-	return r;
-}
-
 /* Scales row o of f's weight and shifts its bias by batch norm bn's inference affine map. */
 static void fold_into(struct mc_node *f, const struct mc_node *bn)
 {
-	const struct mc_param_def *d = mc_param_find(bn->op->attrs, "eps");
-	double eps = *(const double *)((const char *)bn->attrs + d->offset);
+	double eps = mc_node_attr_float(bn, "eps", 1e-5);
 	const float *g = bn->params[0]->data, *beta = bn->params[1]->data;
 	const float *rm = bn->params[2]->data, *rv = bn->params[3]->data;
-	float *w = f->params[0]->data, *b = f->params[1]->data;
+	float *w = f->params[0]->data, *b = f->n_params > 1 ? f->params[1]->data : NULL;
 	int64_t O = f->params[0]->shape[0], row = f->params[0]->numel / O;
 
 	for (int64_t o = 0; o < O; o++) {
@@ -655,7 +1243,8 @@ static void fold_into(struct mc_node *f, const struct mc_node *bn)
 
 		for (int64_t j = 0; j < row; j++)
 			w[o * row + j] = (float)(w[o * row + j] * scale);
-		b[o] = (float)((b[o] - (double)rm[o]) * scale + beta[o]);
+		if (b)
+			b[o] = (float)((b[o] - (double)rm[o]) * scale + beta[o]);
 	}
 }
 
@@ -665,253 +1254,28 @@ int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err)
 	const struct mc_op *conv = mc_op_find("conv2d"), *lin = mc_op_find("linear");
 	int folded = 0;
 
+	if (m->arch_only)
+		return 0;
 	for (int i = 0; i < m->n_nodes; i++) {
-		struct mc_node *bn = &m->nodes[i], *f;
-		int src = bn->inputs[0];
+		struct mc_node *bn = m->nodes[i], *f;
+		int src = bn->inputs[0], r;
 
 		if (bn->op != bn_op || src == MC_NODE_INPUT)
 			continue;
-		f = &m->nodes[src];
+		f = m->nodes[src];
 		/* The producer's output must feed nothing but this batch norm, and
-		 * removing the last node must leave the producer last. */
-		if ((f->op != conv && f->op != lin) || readers(m, src) != 1 ||
-		    f->params[0]->shape[0] != bn->params[0]->numel ||
+		 * removing the last node must leave the producer last. A producer
+		 * without a bias has nowhere to put the shift. */
+		if ((f->op != conv && f->op != lin) || mc_model_readers(m, src, NULL, 0) != 1 ||
+		    f->n_params < 2 || f->params[0]->shape[0] != bn->params[0]->numel ||
 		    (i == m->n_nodes - 1 && src != i - 1))
 			continue;
 		fold_into(f, bn);
-		node_clear(bn);
-		memmove(bn, bn + 1, (size_t)(m->n_nodes - i - 1) * sizeof(*bn));
-		m->n_nodes--;
-		for (int j = i; j < m->n_nodes; j++)
-			for (int k = 0; k < m->nodes[j].n_inputs; k++) {
-				int *in = &m->nodes[j].inputs[k];
-
-				if (*in == i)
-					*in = src;
-				else if (*in > i)
-					(*in)--;
-			}
+		r = mc_model_remove_node(m, i, err);
+		if (r)
+			return r;
 		folded++;
 		i--;
 	}
-	(void)err; /* folding works in place and allocates nothing */
 	return folded;
-}
-
-/* ---------------------------------------------------------------- executor */
-
-void mc_exec_free(struct mc_exec *e)
-{
-	if (!e)
-		return;
-	for (int i = 0; i < e->m->n_nodes; i++) {
-		if (e->act)
-			mc_free(e->act[i]);
-		if (e->dact)
-			mc_free(e->dact[i]);
-		for (int p = 0; e->grads && p < MC_NODE_MAX_PARAMS; p++)
-			mc_free(e->grads[i * MC_NODE_MAX_PARAMS + p]);
-	}
-	for (int k = 0; k < MC_NODE_MAX_INPUTS; k++)
-		mc_free(e->scratch[k]);
-	mc_free(e->run.work);
-	free(e->act);
-	free(e->dact);
-	free(e->grads);
-	free(e->uses);
-	free(e->needs);
-	free(e->written);
-	free(e);
-}
-
-struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int training,
-			    struct mc_err *err)
-{
-	struct mc_exec *e = calloc(1, sizeof(*e));
-	size_t nn = (size_t)m->n_nodes, max_in = 0, work = 0;
-	int shared = 0;
-
-	if (max_batch < 1) {
-		free(e);
-		mc_err_set(err, MC_EINVAL, "batch size %d: use 1 or more", max_batch);
-		return NULL;
-	}
-	if (!e)
-		goto nomem;
-	e->m = m;
-	e->max_batch = max_batch;
-	e->training = training;
-	e->run.training = training;
-	e->act = calloc(nn, sizeof(*e->act));
-	e->uses = calloc(nn, sizeof(*e->uses));
-	e->written = calloc(nn, sizeof(*e->written));
-	if (!e->act || !e->uses || !e->written)
-		goto nomem;
-	for (int i = 0; i < m->n_nodes; i++) {
-		e->act[i] =
-		    mc_calloc((size_t)max_batch * (size_t)m->nodes[i].out_numel, sizeof(float));
-		if (!e->act[i])
-			goto nomem;
-		if (m->nodes[i].op->workspace) {
-			size_t w = m->nodes[i].op->workspace(&m->nodes[i], max_batch);
-
-			if (w > work)
-				work = w;
-		}
-		for (int k = 0; k < m->nodes[i].n_inputs; k++) {
-			int src = m->nodes[i].inputs[k];
-			size_t in =
-			    (size_t)(src == MC_NODE_INPUT ? m->in_numel : m->nodes[src].out_numel);
-
-			if (src != MC_NODE_INPUT && ++e->uses[src] > 1)
-				shared = 1;
-			if (in > max_in)
-				max_in = in;
-		}
-	}
-	if (work) {
-		e->run.work = mc_calloc(work, 1);
-		if (!e->run.work)
-			goto nomem;
-	}
-	if (!training)
-		return e;
-	e->needs = calloc(nn, sizeof(*e->needs));
-	if (!e->needs)
-		goto nomem;
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
-
-		e->needs[i] = nd->n_params > nd->n_buffers;
-		for (int k = 0; k < nd->n_inputs; k++)
-			if (nd->inputs[k] != MC_NODE_INPUT && e->needs[nd->inputs[k]])
-				e->needs[i] = 1;
-	}
-	e->dact = calloc(nn, sizeof(*e->dact));
-	e->grads = calloc(nn * MC_NODE_MAX_PARAMS, sizeof(*e->grads));
-	if (!e->dact || !e->grads)
-		goto nomem;
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
-
-		e->dact[i] = mc_calloc((size_t)max_batch * (size_t)nd->out_numel, sizeof(float));
-		if (!e->dact[i])
-			goto nomem;
-		for (int p = 0; p < nd->n_params; p++) {
-			float **g = &e->grads[i * MC_NODE_MAX_PARAMS + p];
-
-			*g = mc_calloc((size_t)nd->params[p]->numel, sizeof(float));
-			if (!*g)
-				goto nomem;
-		}
-	}
-	/* Nodes read by several inputs sum their gradients through scratch. */
-	for (int k = 0; shared && k < MC_NODE_MAX_INPUTS; k++) {
-		e->scratch[k] = mc_calloc((size_t)max_batch * max_in, sizeof(float));
-		if (!e->scratch[k])
-			goto nomem;
-	}
-	return e;
-
-nomem:
-	mc_exec_free(e);
-	mc_err_set(err, MC_ENOMEM, "out of memory for activations of batch %d; use a smaller batch",
-		   max_batch);
-	return NULL;
-}
-
-const float *mc_forward(struct mc_exec *e, const float *x, int n)
-{
-	const struct mc_model *m = e->m;
-
-	if (n > e->max_batch)
-		n = e->max_batch; /* never write past the buffers */
-	e->x = x;
-	e->n = n;
-	if (e->training)
-		e->run.step++;
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
-		const float *in[MC_NODE_MAX_INPUTS];
-
-		for (int k = 0; k < nd->n_inputs; k++)
-			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
-		nd->op->forward(nd, &e->run, n, in, e->act[i]);
-	}
-	return e->act[m->n_nodes - 1];
-}
-
-void mc_backward(struct mc_exec *e, const float *dlogits)
-{
-	const struct mc_model *m = e->m;
-	int last = m->n_nodes - 1;
-
-	if (!e->training || !e->x)
-		return;
-	memset(e->written, 0, (size_t)m->n_nodes * sizeof(*e->written));
-	for (int i = last; i >= 0; i--) {
-		const struct mc_node *nd = &m->nodes[i];
-		const float *in[MC_NODE_MAX_INPUTS];
-		float *din[MC_NODE_MAX_INPUTS];
-		int add[MC_NODE_MAX_INPUTS];
-
-		/* A node whose output reaches no loss has zero gradient: skip it. */
-		if (i != last && !e->written[i])
-			continue;
-		for (int k = 0; k < nd->n_inputs; k++) {
-			int src = nd->inputs[k];
-
-			add[k] = 0;
-			in[k] = src == MC_NODE_INPUT ? e->x : e->act[src];
-			if (src == MC_NODE_INPUT) {
-				din[k] = NULL;
-			} else if (!e->needs[src]) {
-				/* Nothing upstream learns: the input gradient would be
-				 * thrown away (fc1's is a third of an MLP's backward). */
-				din[k] = NULL;
-			} else if (!e->written[src]) {
-				din[k] = e->dact[src];
-				e->written[src] = 1;
-			} else {
-				din[k] = e->scratch[k];
-				add[k] = 1;
-			}
-		}
-		nd->op->backward(nd, &e->run, e->n, in, e->act[i], i == last ? dlogits : e->dact[i],
-				 din, &e->grads[i * MC_NODE_MAX_PARAMS]);
-		for (int k = 0; k < nd->n_inputs; k++) {
-			int64_t total;
-			float *dst;
-
-			if (!add[k])
-				continue;
-			dst = e->dact[nd->inputs[k]];
-			total = (int64_t)e->n * m->nodes[nd->inputs[k]].out_numel;
-			for (int64_t j = 0; j < total; j++)
-				dst[j] += din[k][j];
-		}
-	}
-}
-
-void mc_exec_set_seed(struct mc_exec *e, uint64_t seed)
-{
-	e->run.seed = seed;
-}
-
-void mc_exec_zero_grad(struct mc_exec *e)
-{
-	if (!e->training)
-		return;
-	for (int i = 0; i < e->m->n_nodes; i++)
-		for (int p = 0; p < e->m->nodes[i].n_params; p++)
-			memset(e->grads[i * MC_NODE_MAX_PARAMS + p], 0,
-			       (size_t)e->m->nodes[i].params[p]->numel * sizeof(float));
-}
-
-float *mc_exec_grad(struct mc_exec *e, int node, int param)
-{
-	if (!e->training || node < 0 || node >= e->m->n_nodes || param < 0 ||
-	    param >= e->m->nodes[node].n_params)
-		return NULL;
-	return e->grads[node * MC_NODE_MAX_PARAMS + param];
 }

@@ -11,24 +11,18 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph/ops_int.h"
+#include "graph/model_int.h"
 
 const struct mc_param_def mc_no_attrs[] = {MC_PARAM_END};
 
 int mc_node_new_param(struct mc_node *node, int p, const char *what, int ndim, const int64_t *shape,
 		      struct mc_err *err)
 {
-	char name[512];
-
-	snprintf(name, sizeof(name), "%s.%s", node->name, what);
-	node->params[p] = mc_tensor_new(name, MC_F32, ndim, shape, err);
-	if (!node->params[p])
-		return err ? err->code : MC_ENOMEM;
-	if (node->n_params < p + 1)
-		node->n_params = p + 1;
-	return 0;
+	return mc_node_add_param(node, p, what, MC_F32, ndim, shape, err);
 }
 
 void mc_fill_uniform(struct mc_tensor *t, uint64_t seed, uint64_t stream, float lo, float hi)
@@ -86,17 +80,103 @@ static const char *const op_names[] = {
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == N_OPS + 1,
 	       "op_names must list every op of the table");
 
+/*
+ * Ops that plugins registered, after the runtime's own. Registration
+ * happens while the host loads passes, before any model is built, so the
+ * table is not locked; mc_op_names is rebuilt on each registration.
+ */
+struct reg_op {
+	const struct mc_op *op;
+	const char *provider;
+};
+
+static struct reg_op *reg;
+static int n_reg;
+static const char **all_names; /* op_names then the registered, NULL-terminated */
+
 const struct mc_op *mc_op_find(const char *name)
 {
 	for (size_t i = 0; name && i < N_OPS; i++)
 		if (!strcmp(ops[i]->name, name))
 			return ops[i];
+	for (int i = 0; name && i < n_reg; i++)
+		if (!strcmp(reg[i].op->name, name))
+			return reg[i].op;
 	return NULL;
 }
 
 const char *const *mc_op_names(void)
 {
-	return op_names;
+	return all_names ? (const char *const *)all_names : op_names;
+}
+
+const char *mc_op_provider(const char *name)
+{
+	for (int i = 0; name && i < n_reg; i++)
+		if (!strcmp(reg[i].op->name, name))
+			return reg[i].provider;
+	return NULL;
+}
+
+static int valid_op_name(const char *s)
+{
+	if (!s || !*s || strlen(s) > 64)
+		return 0;
+	for (; *s; s++)
+		if (!(*s == '_' || *s == '-' || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+			return 0;
+	return 1;
+}
+
+int mc_op_register(const struct mc_op *op, const char *provider, struct mc_err *err)
+{
+	const struct mc_op *have;
+	struct reg_op *r;
+	const char **names;
+
+	if (!op || !valid_op_name(op->name))
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: op name '%s' is not usable; use letters, digits, '_' and "
+				  "'-'",
+				  provider ? provider : "op", op && op->name ? op->name : "(null)");
+	have = mc_op_find(op->name);
+	if (have == op)
+		return 0;
+	if (have)
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: op '%s' is taken by %s; name the op otherwise",
+				  provider ? provider : "op", op->name,
+				  mc_op_provider(op->name) ? mc_op_provider(op->name)
+							   : "the runtime");
+	if (!op->setup || !op->forward || !op->attrs || op->n_inputs < 1 ||
+	    op->n_inputs > MC_NODE_MAX_INPUTS)
+		return mc_err_set(err, MC_EINVAL,
+				  "%s: op '%s' needs setup, forward, an attrs table (may be just "
+				  "MC_PARAM_END) and 1 to %d inputs",
+				  provider ? provider : "op", op->name, MC_NODE_MAX_INPUTS);
+	for (int i = 0; op->attrs[i].name; i++)
+		if (op->attrs[i].offset >= op->attr_size)
+			return mc_err_set(err, MC_EINVAL,
+					  "%s: op '%s': attribute '%s' lies outside attr_size",
+					  provider ? provider : "op", op->name, op->attrs[i].name);
+	r = realloc(reg, (size_t)(n_reg + 1) * sizeof(*reg));
+	if (!r)
+		return mc_err_set(err, MC_ENOMEM, "registering op '%s': out of memory", op->name);
+	reg = r;
+	names = realloc(all_names, (N_OPS + (size_t)n_reg + 2) * sizeof(*names));
+	if (!names)
+		return mc_err_set(err, MC_ENOMEM, "registering op '%s': out of memory", op->name);
+	all_names = names;
+	reg[n_reg].op = op;
+	reg[n_reg].provider = provider;
+	n_reg++;
+	for (size_t i = 0; i < N_OPS; i++)
+		all_names[i] = op_names[i];
+	for (int i = 0; i < n_reg; i++)
+		all_names[N_OPS + (size_t)i] = reg[i].op->name;
+	all_names[N_OPS + (size_t)n_reg] = NULL;
+	return 0;
 }
 
 /* ---------------------------------------------------------------- loss */

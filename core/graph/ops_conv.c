@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ops_conv.c - convolution and pooling over per-sample [C, H, W] images:
- * conv2d, maxpool2d, avgpool2d, global_avgpool.
+ * ops_conv.c - convolution over per-sample [C, H, W] images: conv2d.
  *
  * conv2d goes through the GEMM. im2col lays a chunk of m samples out as
  * one matrix col[C*kh*kw, m*P] (P = output positions per sample, sample s
@@ -12,8 +11,6 @@
  * gets dcol = W^T dout^T from another, and folds dcol back into the image
  * (col2im) with each thread owning whole (sample, channel) planes: no
  * atomics, and the same bits for any thread count.
- *
- * Pooling splits over (sample, channel) planes the same way.
  */
 #include <limits.h>
 #include <math.h>
@@ -26,13 +23,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "graph/conv_geo.h"
 #include "graph/ops_int.h"
-
-/* Output size of a window sliding over n with padding p and stride s. */
-static int64_t slide(int64_t n, int k, int s, int p)
-{
-	return (n + 2 * (int64_t)p - k) / s + 1;
-}
 
 static const char *shape_text(int ndim, const int64_t *shape, char *buf, size_t n)
 {
@@ -57,31 +49,12 @@ static const struct mc_param_def conv_attrs[] = {
 };
 
 /* The geometry of a conv2d node, from its weight and shapes. */
-struct conv_geo {
-	int C, H, W, O, OH, OW, k, s, p, g;
-	int Cg, Og, Kg; /* per group: in channels, out channels, C/g*k*k */
-	int64_t P;	/* OH * OW */
-};
-
-static void conv_geo(const struct mc_node *node, struct conv_geo *q)
+static void conv_geo(const struct mc_node *node, struct mc_conv_geo *q)
 {
 	const struct conv_attrs *a = node->attrs;
-	const struct mc_tensor *w = node->params[0];
 
-	q->O = (int)w->shape[0];
-	q->Cg = (int)w->shape[1];
-	q->k = a->kernel;
-	q->s = a->stride;
-	q->p = a->padding;
-	q->g = a->groups;
-	q->C = q->Cg * q->g;
-	q->Og = q->O / q->g;
-	q->Kg = q->Cg * q->k * q->k;
-	q->OH = (int)node->out_shape[1];
-	q->OW = (int)node->out_shape[2];
-	q->P = (int64_t)q->OH * q->OW;
-	q->H = a->in_h;
-	q->W = a->in_w;
+	mc_conv_geo_init(q, node->params[0], node->out_shape, a->kernel, a->stride, a->padding,
+			 a->groups, a->in_h, a->in_w);
 }
 
 static int conv_setup(struct mc_node *node, const int *in_ndim,
@@ -117,8 +90,8 @@ static int conv_setup(struct mc_node *node, const int *in_ndim,
 				  "padding %d leaves windows of zeros only; use padding below "
 				  "the kernel %d",
 				  a->padding, a->kernel);
-	OH = slide(H, a->kernel, a->stride, a->padding);
-	OW = slide(W, a->kernel, a->stride, a->padding);
+	OH = mc_conv_out(H, a->kernel, a->stride, a->padding);
+	OW = mc_conv_out(W, a->kernel, a->stride, a->padding);
 	/* weight [out, C/g, k, k]; one column of im2col per output position */
 	if (mc_mul_overflow((size_t)(C / a->groups), (size_t)a->kernel * a->kernel, &wn) ||
 	    wn > INT_MAX / 64 || mc_mul_overflow(wn, (size_t)a->out, &wn) || wn > INT_MAX ||
@@ -157,7 +130,7 @@ static void conv_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 }
 
 /* The outputs ow in [*lo, *hi) whose window column ow * s - p + kj lies inside [0, W). */
-static void valid_cols(const struct conv_geo *q, int kj, int *lo, int *hi)
+static void valid_cols(const struct mc_conv_geo *q, int kj, int *lo, int *hi)
 {
 	int first = q->p - kj > 0 ? (q->p - kj + q->s - 1) / q->s : 0;
 	int last = (q->W - 1 + q->p - kj) >= 0 ? (q->W - 1 + q->p - kj) / q->s + 1 : 0;
@@ -169,7 +142,7 @@ static void valid_cols(const struct conv_geo *q, int kj, int *lo, int *hi)
 }
 
 /* col[C*k*k, P] from one sample x[C, H, W]: row (c, ki, kj) holds what that tap sees. */
-static void im2col(const struct conv_geo *q, const float *x, float *col)
+static void im2col(const struct mc_conv_geo *q, const float *x, float *col)
 {
 	for (int c = 0; c < q->C; c++) {
 		const float *img = x + (size_t)c * q->H * q->W;
@@ -202,12 +175,7 @@ static void im2col(const struct conv_geo *q, const float *x, float *col)
 }
 
 /* colT[P, C*k*k] from one sample: row p holds the window of output position p. */
-MC_DEFINE_IM2COL_T(im2col_t_f32, float)
-
-static void im2col_t(const struct conv_geo *q, const float *x, float *ct)
-{
-	im2col_t_f32(q->C, q->H, q->W, q->OH, q->OW, q->k, q->s, q->p, x, 0.0f, ct);
-}
+MC_DEFINE_IM2COL_T(im2col_t, float)
 
 /* dst[0..n) += src[0..n): each element one add, so SIMD or not, the same bits. */
 static inline void add_to(float *restrict dst, const float *restrict src, int n)
@@ -223,7 +191,7 @@ static inline void add_to(float *restrict dst, const float *restrict src, int n)
 }
 
 /* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
-static void col2im(const struct conv_geo *q, const float *dcol, float *dx)
+static void col2im(const struct mc_conv_geo *q, const float *dcol, float *dx)
 {
 	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
 	for (int c = 0; c < q->C; c++) {
@@ -307,7 +275,7 @@ static int conv_groups(int n)
 }
 
 /* Floats of one slot: col (forward), or colT, dY^T and dcol (backward). */
-static size_t conv_slot_floats(const struct conv_geo *q)
+static size_t conv_slot_floats(const struct mc_conv_geo *q)
 {
 	size_t ckk = (size_t)q->C * q->k * q->k;
 
@@ -317,7 +285,7 @@ static size_t conv_slot_floats(const struct conv_geo *q)
 /* W^T per group, then the slots, then per group of samples dW^T and db partial sums */
 static size_t conv_workspace(const struct mc_node *node, int n)
 {
-	struct conv_geo q;
+	struct mc_conv_geo q;
 	size_t wk, slots, parts, total;
 
 	conv_geo(node, &q);
@@ -336,7 +304,7 @@ static size_t conv_workspace(const struct mc_node *node, int n)
  * Threads for units of work that each need a slot: 1 means one thread at a
  * time (small products are not worth waking the team for).
  */
-static int conv_threads(const struct conv_geo *q, int n, int units)
+static int conv_threads(const struct mc_conv_geo *q, int n, int units)
 {
 	int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
 
@@ -349,7 +317,7 @@ static int conv_threads(const struct conv_geo *q, int n, int units)
 }
 
 /* y[O, P] = W col + b for one sample; wt holds W^T per group, col the slot. */
-static void conv_fwd_sample(const struct conv_geo *q, const float *wt, const float *b,
+static void conv_fwd_sample(const struct mc_conv_geo *q, const float *wt, const float *b,
 			    const float *x, float *col, float *y)
 {
 	int64_t P = q->P; /* in a local: stores to y could alias q, and the loop would reload it */
@@ -378,7 +346,7 @@ static void conv_forward(const struct mc_node *node, const struct mc_run *run, i
 {
 	const float *w = node->params[0]->data, *b = node->params[1]->data;
 	float *wt = run->work, *slots;
-	struct conv_geo q;
+	struct mc_conv_geo q;
 	size_t slot, xs, ys;
 	int nt;
 
@@ -413,7 +381,7 @@ static void conv_forward(const struct mc_node *node, const struct mc_run *run, i
  * One group of samples: its dW^T and db partial sums (sample by sample, in
  * order), and each sample's input gradient.
  */
-static void conv_bwd_group(const struct conv_geo *q, const float *w, int s0, int m,
+static void conv_bwd_group(const struct mc_conv_geo *q, const float *w, int s0, int m,
 			   const float *x, const float *dout, float *dx, int want_w, int want_b,
 			   float *slot, float *part)
 {
@@ -438,7 +406,7 @@ static void conv_bwd_group(const struct conv_geo *q, const float *w, int s0, int
 					add_to(pb, r, q->O);
 			}
 		if (want_w) {
-			im2col_t(q, x + (s0 + i) * xs, ct);
+			im2col_t(q, x + (s0 + i) * xs, 0.0f, ct);
 			for (int g = 0; g < q->g; g++)
 				mc_sgemm(1, 0, q->Kg, q->Og, (int)q->P, 1.0f, ct + (size_t)g * q->Kg,
 					 (int)ckk, dt + (size_t)g * q->Og, q->O, i ? 1.0f : 0.0f,
@@ -467,7 +435,7 @@ static void conv_backward(const struct mc_node *node, const struct mc_run *run, 
 	int want_w = grads && grads[0], want_b = grads && grads[1], ng, nt;
 	float *slots, *parts;
 	size_t slot, psz;
-	struct conv_geo q;
+	struct mc_conv_geo q;
 
 	if (n < 1 || (!want_w && !want_b && !din[0]))
 		return;
@@ -543,458 +511,4 @@ const struct mc_op mc_op_conv2d = {
     .backward = conv_backward,
     .flops = conv_flops,
     .workspace = conv_workspace,
-};
-
-/* ---------------------------------------------------------------- pooling */
-
-struct pool_attrs {
-	int kernel, stride, padding;
-	int in_h, in_w; /* set by setup from the input shape; not attributes */
-};
-
-static const struct mc_param_def pool_attrs[] = {
-    MC_PARAM_INT(struct pool_attrs, kernel, NULL, 1, 1024, "window height and width"),
-    MC_PARAM_INT(struct pool_attrs, stride, "0", 0, 1024,
-		 "step between windows; 0 means the kernel size"),
-    MC_PARAM_INT(struct pool_attrs, padding, "0", 0, 512,
-		 "padding on each side, at most half the kernel"),
-    MC_PARAM_END,
-};
-
-struct pool_geo {
-	int C, H, W, OH, OW, k, s, p;
-};
-
-static void pool_geo(const struct mc_node *node, struct pool_geo *q)
-{
-	const struct pool_attrs *a = node->attrs;
-
-	q->k = a->kernel;
-	q->s = a->stride ? a->stride : a->kernel;
-	q->p = a->padding;
-	q->C = (int)node->out_shape[0];
-	q->OH = (int)node->out_shape[1];
-	q->OW = (int)node->out_shape[2];
-	q->H = a->in_h;
-	q->W = a->in_w;
-}
-
-static int pool_setup(struct mc_node *node, const int *in_ndim,
-		      const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
-{
-	struct pool_attrs *a = node->attrs;
-	int s = a->stride ? a->stride : a->kernel;
-	int64_t H, W;
-	char buf[256];
-
-	if (in_ndim[0] != 3)
-		return mc_err_set(err, MC_EINVAL,
-				  "%s needs per-sample [channels, height, width], got %s; pool "
-				  "the output of a conv2d",
-				  node->op->name, shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
-	H = in_shape[0][1];
-	W = in_shape[0][2];
-	if (2 * a->padding > a->kernel)
-		return mc_err_set(err, MC_EINVAL,
-				  "padding %d is more than half the kernel %d; use padding <= %d",
-				  a->padding, a->kernel, a->kernel / 2);
-	if (H + 2 * (int64_t)a->padding < a->kernel || W + 2 * (int64_t)a->padding < a->kernel)
-		return mc_err_set(err, MC_EINVAL,
-				  "kernel %d is larger than the input %lldx%lld; use a smaller "
-				  "kernel",
-				  a->kernel, (long long)H, (long long)W);
-	node->out_ndim = 3;
-	node->out_shape[0] = in_shape[0][0];
-	node->out_shape[1] = slide(H, a->kernel, s, a->padding);
-	node->out_shape[2] = slide(W, a->kernel, s, a->padding);
-	a->in_h = (int)H;
-	a->in_w = (int)W;
-	return 0;
-}
-
-#ifdef __SSE2__
-/* m ? a : b, lane by lane (m all ones or all zeros) */
-static inline __m128 sel4(__m128 m, __m128 a, __m128 b)
-{
-	return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b));
-}
-
-/* The even and odd elements of p[0..8): four windows' left and right pixels. */
-static inline void split4(const float *p, __m128 *even, __m128 *odd)
-{
-	__m128 lo = _mm_loadu_ps(p), hi = _mm_loadu_ps(p + 4);
-
-	*even = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-	*odd = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-}
-#endif
-
-/*
- * The common 2x2, stride 2 case without bounds checks. The same comparisons
- * in the same order as the general loop (first maximum wins), so the same
- * results and the same routing of gradients.
- */
-static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
-{
-#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
-		const float *x = x0 + pl * q->H * q->W;
-		float *y = y0 + pl * q->OH * q->OW;
-
-		for (int oh = 0; oh < q->OH; oh++) {
-			const float *r0 = x + 2 * oh * q->W, *r1 = r0 + q->W;
-			int ow = 0;
-
-#ifdef __SSE2__
-			/* Four windows at a time, the same comparisons as below as
-			 * selects (not max, whose NaN rule differs): the same bits. */
-			for (; ow + 4 <= q->OW; ow += 4) {
-				__m128 v0, v1, v2, v3, m;
-
-				split4(r0 + 2 * ow, &v0, &v1);
-				split4(r1 + 2 * ow, &v2, &v3);
-				m = sel4(_mm_cmpgt_ps(v1, v0), v1, v0);
-				m = sel4(_mm_cmpgt_ps(v2, m), v2, m);
-				_mm_storeu_ps(y + oh * q->OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
-			}
-#endif
-			for (; ow < q->OW; ow++) {
-				float m = r0[2 * ow];
-
-				m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
-				m = r1[2 * ow] > m ? r1[2 * ow] : m;
-				y[oh * q->OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
-			}
-		}
-	}
-}
-
-static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,
-			      float *dx0)
-{
-#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
-		const float *x = x0 + pl * q->H * q->W, *dy = dy0 + pl * q->OH * q->OW;
-		float *dx = dx0 + pl * q->H * q->W;
-
-		/* Every pixel of a window is written (the gradient or 0): no clearing
-		 * pass, except for an odd last row or column no window covers. */
-		for (int oh = 0; oh < q->OH; oh++) {
-			const float *a = x + 2 * oh * q->W, *c = a + q->W;
-			float *da = dx + 2 * oh * q->W, *dc = da + q->W;
-			int ow = 0;
-
-#ifdef __SSE2__
-			/* Four windows at a time, the masks of the loop below. */
-			for (; ow + 4 <= q->OW; ow += 4) {
-				__m128 g = _mm_loadu_ps(dy + oh * q->OW + ow), v0, v1, v2, v3, m;
-				__m128 b1, b2, b3, any;
-
-				split4(a + 2 * ow, &v0, &v1);
-				split4(c + 2 * ow, &v2, &v3);
-				b1 = _mm_cmpgt_ps(v1, v0);
-				m = sel4(b1, v1, v0);
-				b2 = _mm_cmpgt_ps(v2, m);
-				m = sel4(b2, v2, m);
-				b3 = _mm_cmpgt_ps(v3, m);
-				b2 = _mm_andnot_ps(b3, b2);
-				b1 = _mm_andnot_ps(_mm_or_ps(b2, b3), b1);
-				any = _mm_or_ps(b1, _mm_or_ps(b2, b3));
-				v0 = _mm_andnot_ps(any, g);
-				v1 = _mm_and_ps(b1, g);
-				v2 = _mm_and_ps(b2, g);
-				v3 = _mm_and_ps(b3, g);
-				_mm_storeu_ps(da + 2 * ow, _mm_unpacklo_ps(v0, v1));
-				_mm_storeu_ps(da + 2 * ow + 4, _mm_unpackhi_ps(v0, v1));
-				_mm_storeu_ps(dc + 2 * ow, _mm_unpacklo_ps(v2, v3));
-				_mm_storeu_ps(dc + 2 * ow + 4, _mm_unpackhi_ps(v2, v3));
-			}
-#endif
-			for (; ow < q->OW; ow++) {
-				float g = dy[oh * q->OW + ow], v0 = a[2 * ow], v1 = a[2 * ow + 1];
-				float v2 = c[2 * ow], v3 = c[2 * ow + 1], m;
-				int b1 = v1 > v0, b2, b3;
-
-				/* selects, not branches: which pixel wins is data, not pattern */
-				m = b1 ? v1 : v0;
-				b2 = v2 > m;
-				m = b2 ? v2 : m;
-				b3 = v3 > m;
-				b2 &= !b3;
-				b1 &= !b2 & !b3;
-				da[2 * ow] = b1 | b2 | b3 ? 0.0f : g;
-				da[2 * ow + 1] = b1 ? g : 0.0f;
-				dc[2 * ow] = b2 ? g : 0.0f;
-				dc[2 * ow + 1] = b3 ? g : 0.0f;
-			}
-			if (q->W & 1) {
-				da[q->W - 1] = 0.0f;
-				dc[q->W - 1] = 0.0f;
-			}
-		}
-		if (q->H & 1)
-			memset(dx + (size_t)(q->H - 1) * q->W, 0, (size_t)q->W * sizeof(float));
-	}
-}
-
-/* out[n, C, OH, OW] = max over each window of in[n, C, H, W] (padding never wins) */
-static void maxpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
-			    const float *const *in, float *out)
-{
-	struct pool_geo q;
-
-	pool_geo(node, &q);
-	if (q.k == 2 && q.s == 2 && q.p == 0) {
-		maxpool2_forward(&q, n, in[0], out);
-		return;
-	}
-#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
-		const float *x = in[0] + pl * q.H * q.W;
-		float *y = out + pl * q.OH * q.OW;
-
-		for (int oh = 0; oh < q.OH; oh++)
-			for (int ow = 0; ow < q.OW; ow++) {
-				float m = -INFINITY;
-
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W && x[h * q.W + w] > m)
-							m = x[h * q.W + w];
-					}
-				}
-				y[oh * q.OW + ow] = m;
-			}
-	}
-}
-
-/* din = dout routed to the first maximum of each window */
-static void maxpool_backward(const struct mc_node *node, const struct mc_run *run, int n,
-			     const float *const *in, const float *out, const float *dout,
-			     float *const *din, float *const *grads)
-{
-	struct pool_geo q;
-
-	if (!din[0])
-		return;
-	pool_geo(node, &q);
-	if (q.k == 2 && q.s == 2 && q.p == 0) {
-		maxpool2_backward(&q, n, in[0], dout, din[0]);
-		return;
-	}
-#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
-		const float *x = in[0] + pl * q.H * q.W, *dy = dout + pl * q.OH * q.OW;
-		float *dx = din[0] + pl * q.H * q.W;
-
-		memset(dx, 0, (size_t)q.H * q.W * sizeof(float));
-		for (int oh = 0; oh < q.OH; oh++)
-			for (int ow = 0; ow < q.OW; ow++) {
-				float m = -INFINITY;
-				int at = -1;
-
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W && (at < 0 || x[h * q.W + w] > m)) {
-							m = x[h * q.W + w];
-							at = h * q.W + w;
-						}
-					}
-				}
-				if (at >= 0)
-					dx[at] += dy[oh * q.OW + ow];
-			}
-	}
-}
-
-static int64_t pool_flops(const struct mc_node *node)
-{
-	const struct pool_attrs *a = node->attrs;
-
-	return node->out_numel * a->kernel * a->kernel;
-}
-
-const struct mc_op mc_op_maxpool2d = {
-    .name = "maxpool2d",
-    .help = "max over k x k windows of [C, H, W]: kernel, stride, padding",
-    .attr_size = sizeof(struct pool_attrs),
-    .attrs = pool_attrs,
-    .n_inputs = 1,
-    .setup = pool_setup,
-    .forward = maxpool_forward,
-    .backward = maxpool_backward,
-    .flops = pool_flops,
-};
-
-/* out = mean over each k x k window, padding counted as zeros (PyTorch's default) */
-static void avgpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
-			    const float *const *in, float *out)
-{
-	struct pool_geo q;
-	float inv;
-
-	pool_geo(node, &q);
-	inv = 1.0f / (float)(q.k * q.k);
-#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
-		const float *x = in[0] + pl * q.H * q.W;
-		float *y = out + pl * q.OH * q.OW;
-
-		for (int oh = 0; oh < q.OH; oh++)
-			for (int ow = 0; ow < q.OW; ow++) {
-				float sum = 0.0f;
-
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W)
-							sum += x[h * q.W + w];
-					}
-				}
-				y[oh * q.OW + ow] = sum * inv;
-			}
-	}
-}
-
-static void avgpool_backward(const struct mc_node *node, const struct mc_run *run, int n,
-			     const float *const *in, const float *out, const float *dout,
-			     float *const *din, float *const *grads)
-{
-	struct pool_geo q;
-	float inv;
-
-	if (!din[0])
-		return;
-	pool_geo(node, &q);
-	inv = 1.0f / (float)(q.k * q.k);
-#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
-		const float *dy = dout + pl * q.OH * q.OW;
-		float *dx = din[0] + pl * q.H * q.W;
-
-		memset(dx, 0, (size_t)q.H * q.W * sizeof(float));
-		for (int oh = 0; oh < q.OH; oh++)
-			for (int ow = 0; ow < q.OW; ow++) {
-				float g = dy[oh * q.OW + ow] * inv;
-
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W)
-							dx[h * q.W + w] += g;
-					}
-				}
-			}
-	}
-}
-
-const struct mc_op mc_op_avgpool2d = {
-    .name = "avgpool2d",
-    .help = "mean over k x k windows of [C, H, W]: kernel, stride, padding",
-    .attr_size = sizeof(struct pool_attrs),
-    .attrs = pool_attrs,
-    .n_inputs = 1,
-    .setup = pool_setup,
-    .forward = avgpool_forward,
-    .backward = avgpool_backward,
-    .flops = pool_flops,
-};
-
-/* ---------------------------------------------------------------- global average pool */
-
-struct gap_state {
-	int64_t area; /* values per channel, set by setup; global_avgpool has no attributes */
-};
-
-static int gap_setup(struct mc_node *node, const int *in_ndim,
-		     const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
-{
-	struct gap_state *st = node->attrs;
-	char buf[256];
-
-	if (in_ndim[0] < 2)
-		return mc_err_set(err, MC_EINVAL,
-				  "global_avgpool needs per-sample [channels, height, width], got "
-				  "%s; pool the output of a conv2d",
-				  shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
-	st->area = 1;
-	for (int d = 1; d < in_ndim[0]; d++)
-		st->area *= in_shape[0][d]; /* the model checked the product */
-	node->out_ndim = 1;
-	node->out_shape[0] = in_shape[0][0];
-	return 0;
-}
-
-/* out[n, C] = mean of in[n, C, H*W] over H*W */
-static void gap_forward(const struct mc_node *node, const struct mc_run *run, int n,
-			const float *const *in, float *out)
-{
-	int64_t C = node->out_shape[0], S = ((const struct gap_state *)node->attrs)->area;
-
-#pragma omp parallel for schedule(static) if ((int64_t)n * C * S >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * C; pl++) {
-		const float *x = in[0] + pl * S;
-		float sum = 0.0f;
-
-		for (int64_t j = 0; j < S; j++)
-			sum += x[j];
-		out[pl] = sum / (float)S;
-	}
-}
-
-/* din[n, C, H*W] = dout[n, C] / (H*W) */
-static void gap_backward(const struct mc_node *node, const struct mc_run *run, int n,
-			 const float *const *in, const float *out, const float *dout,
-			 float *const *din, float *const *grads)
-{
-	int64_t C = node->out_shape[0], S = ((const struct gap_state *)node->attrs)->area;
-
-	if (!din[0])
-		return;
-#pragma omp parallel for schedule(static) if ((int64_t)n * C * S >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * C; pl++) {
-		float g = dout[pl] / (float)S;
-
-		for (int64_t j = 0; j < S; j++)
-			din[0][pl * S + j] = g;
-	}
-}
-
-static int64_t gap_flops(const struct mc_node *node)
-{
-	return node->out_numel * ((const struct gap_state *)node->attrs)->area;
-}
-
-const struct mc_op mc_op_global_avgpool = {
-    .name = "global_avgpool",
-    .help = "mean of each channel: [C, H, W] -> [C]",
-    .attr_size = sizeof(struct gap_state),
-    .attrs = mc_no_attrs,
-    .n_inputs = 1,
-    .setup = gap_setup,
-    .forward = gap_forward,
-    .backward = gap_backward,
-    .flops = gap_flops,
 };

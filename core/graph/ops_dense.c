@@ -25,6 +25,7 @@
 #endif
 
 #include "graph/ops_int.h"
+#include "kernels/cpu.h"
 
 /* ---------------------------------------------------------------- flatten */
 
@@ -250,13 +251,7 @@ static void linear_release(struct mc_node *node)
 static int have_avx512(void)
 {
 #if defined(__x86_64__)
-	static int have = -1;
-
-	if (have < 0) {
-		__builtin_cpu_init();
-		have = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-	}
-	return have;
+	return mc_cpu_has(MC_CPU_AVX512F) && mc_cpu_has(MC_CPU_AVX512VL);
 #else
 	return 0;
 #endif

@@ -17,6 +17,10 @@
 
 #include <mcomp/train.h>
 
+#include "graph/model_int.h"
+
+#include "kernels/cpu.h"
+
 #define PAR_MIN 16384
 #define CHUNK 4096 /* elements per work item, a multiple of the vector width */
 
@@ -85,8 +89,8 @@ struct mc_optim *mc_optim_new(const struct mc_model *m, const struct mc_optim_co
 	if (!o->m || !o->v)
 		goto nomem;
 	for (int i = 0; i < m->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params - m->nodes[i].n_buffers; p++) {
-			size_t n = (size_t)m->nodes[i].params[p]->numel;
+		for (int p = 0; p < m->nodes[i]->n_params - m->nodes[i]->n_buffers; p++) {
+			size_t n = (size_t)m->nodes[i]->params[p]->numel;
 			int s = i * MC_NODE_MAX_PARAMS + p;
 
 			if (c->kind == MC_OPTIM_SGD && c->momentum == 0)
@@ -209,7 +213,7 @@ static void adam_update(float *restrict p, const float *restrict g, float *restr
 	/* Fixed chunks (not one per thread): which elements take the vector
 	 * path never depends on the thread count. */
 #ifdef __SSE2__
-	const int has_avx512 = __builtin_cpu_supports("avx512f");
+	const int has_avx512 = mc_cpu_has(MC_CPU_AVX512F);
 #endif
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
 	for (int64_t c = 0; c < n; c += CHUNK) {
@@ -256,8 +260,8 @@ void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e)
 	bc1 = 1.0 - pow(c->beta1, (double)o->t);
 	bc2 = 1.0 - pow(c->beta2, (double)o->t);
 	for (int i = 0; i < m->n_nodes && i < o->n_nodes; i++)
-		for (int p = 0; p < m->nodes[i].n_params - m->nodes[i].n_buffers; p++) {
-			struct mc_tensor *t = m->nodes[i].params[p];
+		for (int p = 0; p < m->nodes[i]->n_params - m->nodes[i]->n_buffers; p++) {
+			struct mc_tensor *t = m->nodes[i]->params[p];
 			const float *g = mc_exec_grad(e, i, p);
 			int s = i * MC_NODE_MAX_PARAMS + p;
 

@@ -17,6 +17,8 @@
 
 #include <mcomp/train.h>
 
+#include "graph/model_int.h"
+
 /* Shuffling and augmentation streams, apart from the parameter-init streams
  * of model.c (1 << 56) and dropout's (3 << 56, ops_int.h). */
 #define STREAM_SHUFFLE (2ull << 56)

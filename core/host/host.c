@@ -11,6 +11,8 @@
 
 #include <mcomp/pipeline.h>
 
+#include "graph/model_int.h"
+
 #include "host/host_int.h"
 
 struct mc_ctx {

@@ -13,6 +13,8 @@
 #include <mcomp/pipeline.h>
 #include <mcomp/train.h>
 
+#include "graph/model_int.h"
+
 #include "host/host_int.h"
 
 MC_API double mc_now(void)

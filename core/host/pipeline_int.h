@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pipeline_int.h - the validated pipeline, as core/pipeline.c (parsing and
- * validation) hands it to core/host.c (running). Not installed.
+ * pipeline_int.h - the validated pipeline, as the pipeline reader
+ * (core/host/pipeline.c and the files below) hands it to core/host/host.c
+ * (running); and, at the end, the interface between the reader's files.
+ * Not installed.
  */
 #ifndef MCOMP_PIPELINE_INT_H
 #define MCOMP_PIPELINE_INT_H
 
 #include <mcomp/pipeline.h>
+
+#include "io/ydoc.h"
 
 /* A place in the pipeline file (1-based), or line 0 when unknown. */
 struct mc_loc {
@@ -69,7 +73,7 @@ struct mc_pipeline {
 void mc_pl_pass_clear(struct mc_pl_pass *pp);
 
 /*
- * Host side of validation (core/host.c): calls each pass's check() with a
+ * Host side of validation (core/host/host.c): calls each pass's check() with a
  * validation context, in pipeline order. Called by mc_pipeline_load after
  * the schema checks pass. Errors carry the pass's place in the file.
  */
@@ -77,5 +81,71 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err);
 
 /* Resolves path against dir unless absolute; malloc'd. */
 char *mc_path_resolve(const char *dir, const char *path);
+
+/*
+ * The pipeline reader, between its files:
+ *   pipeline.c   reads the file, runs the steps below, frees the pipeline
+ *   overrides.c  applies the --set overrides to the YAML tree
+ *   schema.c     checks the sections, and reads typed values for layers.c
+ *   layers.c     builds the models given by a layer list (build:)
+ * Errors go to the loader's list at the place of their node (mc_errlist_at),
+ * and checking goes on, so that one run reports all it finds.
+ */
+
+/* The pipeline with what only the reader needs to free. */
+struct pl_full {
+	struct mc_pipeline p;
+	struct mc_registry *own_reg; /* opened here when the caller gave none */
+	char **labels;		     /* "--set KEY" per override: the file of its places */
+};
+
+/* The reader's state while validating one pipeline. */
+struct ld {
+	struct pl_full *f;
+	struct mc_pipeline *p;
+	struct mc_ydoc *doc;
+	struct mc_errlist el;
+	struct mc_err tmp; /* messages of the functions called */
+	const char **split_names, **model_names; /* NULL-terminated, as the file names them */
+};
+
+/*
+ * overrides.c: applies override n (l->p->sets[n], "KEY=VALUE") to the tree
+ * *root, which it may replace (a new mapping when *root is NULL). Returns 0,
+ * or MC_EINVAL / MC_ENOMEM with the error reported under the override's label.
+ */
+int mc_pl_apply_set(struct ld *l, int n, struct mc_ynode **root);
+
+/* schema.c: checks the whole tree (root NULL: an empty file) and fills l->p. */
+void mc_pl_validate(struct ld *l, struct mc_ynode *root);
+
+/* schema.c: helpers layers.c shares. Those given l report their errors at y. */
+/* "a, b, c" of a NULL-terminated list into buf (of n bytes); returns buf. */
+const char *mc_pl_join(const char *const *words, char *buf, size_t n);
+/* Reports every key of map m not in allowed, with the nearest allowed key. */
+void mc_pl_check_keys(struct ld *l, const struct mc_ynode *m, const char *const *allowed,
+		      const char *where);
+/* 1 when y is a mapping, else 0 (reported). */
+int mc_pl_want_map(struct ld *l, const struct mc_ynode *y, const char *what);
+/* The text of a non-null scalar, else NULL (reported). */
+const char *mc_pl_want_scalar(struct ld *l, const struct mc_ynode *y, const char *what);
+/* A plain decimal integer in [lo, hi] into *out: 0, else -1 (reported). */
+int mc_pl_want_int(struct ld *l, const struct mc_ynode *y, const char *what, int64_t lo,
+		   int64_t hi, int64_t *out);
+/* Sets parameter def of conf from y (a scalar, or a list): 0, else -1 (reported). */
+int mc_pl_set_value(struct ld *l, const struct mc_param_def *def, void *conf,
+		    const struct mc_ynode *y, const char *where);
+/* 1 when s is a usable name of a model, split or layer (letters, digits, '_', '-'). */
+int mc_pl_valid_name(const char *s);
+/* msg without a leading "ORIGIN: " that repeats what the caller prints. */
+const char *mc_pl_strip_origin(const char *msg, const char *origin);
+
+/*
+ * layers.c: builds model pm from its build: section (key: the model's name
+ * in the file) and initialises it from the seed; sets pm->arch and pm->model.
+ * Returns 0, or -1 with every error reported.
+ */
+int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_ynode *build,
+		      struct mc_pl_model *pm);
 
 #endif

@@ -25,6 +25,8 @@
 
 #include <mcomp/cascade.h>
 
+#include "graph/model_int.h"
+
 #include "io/model_io_int.h"
 
 #define NAME_MAX_LEN 200 /* stage names: tensor names "<stage>/<node>.<param>" stay short */

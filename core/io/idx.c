@@ -21,6 +21,8 @@
 
 #include <mcomp/data.h>
 
+#include "graph/model_int.h"
+
 /* Decompressed size limit of one IDX file (Fashion-MNIST train is 47 MB);
  * it also bounds what a gzip bomb can make us allocate. */
 #define IDX_MAX ((size_t)1 << 30)

@@ -38,6 +38,7 @@
 
 #include <jansson.h>
 
+#include "graph/model_int.h"
 #include "io/model_io_int.h"
 
 #define MODEL_FORMAT "mcomp"
@@ -47,7 +48,7 @@ static int count_params(const struct mc_model *m)
 	int n = 0;
 
 	for (int i = 0; i < m->n_nodes; i++)
-		n += m->nodes[i].n_params;
+		n += m->nodes[i]->n_params;
 	return n;
 }
 
@@ -246,15 +247,15 @@ int mc_model_add_tensors(const struct mc_model *m, const char *prefix, struct mc
 	int ret = list_reserve(l, 3 * count_params(m), err);
 
 	for (int i = 0; i < m->n_nodes && !ret; i++) {
-		for (int p = 0; p < m->nodes[i].n_params && !ret; p++) {
-			struct mc_tensor *x = m->nodes[i].params[p];
+		for (int p = 0; p < m->nodes[i]->n_params && !ret; p++) {
+			struct mc_tensor *x = m->nodes[i]->params[p];
 			char full[1024];
 			int64_t nnz;
 			enum sparse_form f;
 
 			if (!x->name) {
 				ret = mc_err_set(err, MC_EINVAL, "model: node '%s' has an unnamed "
-						 "parameter", m->nodes[i].name);
+						 "parameter", m->nodes[i]->name);
 				break;
 			}
 			ret = join_name(full, sizeof(full), prefix, x->name, "", err);
@@ -559,15 +560,15 @@ int mc_model_fill(struct mc_model *m, const struct mc_st_file *f, const char *pr
 	int ret = sparse ? check_sparse_keys(m, f, prefix, sparse, err) : 0;
 
 	for (int i = 0; i < m->n_nodes && !ret; i++) {
-		for (int p = 0; p < m->nodes[i].n_params && !ret; p++) {
-			struct mc_tensor *t = m->nodes[i].params[p];
+		for (int p = 0; p < m->nodes[i]->n_params && !ret; p++) {
+			struct mc_tensor *t = m->nodes[i]->params[p];
 			const struct mc_st_entry *e;
 			char name[1024];
 
 			if (!t->name)
 				return mc_err_set(err, MC_EINVAL,
 						  "%s: node '%s' has an unnamed parameter", f->path,
-						  m->nodes[i].name);
+						  m->nodes[i]->name);
 			if ((size_t)snprintf(name, sizeof(name), "%s%s", prefix, t->name) >=
 			    sizeof(name))
 				return mc_err_set(err, MC_ECORRUPT,

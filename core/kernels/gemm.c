@@ -30,6 +30,8 @@
 
 #include <mcomp/tensor.h>
 
+#include "kernels/cpu.h"
+
 #define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
 #define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
 #define NCC 2048       /* columns of B packed at once */
@@ -508,8 +510,6 @@ static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb, i
 	}
 }
 
-static int use_avx2_pack;
-
 static const struct ukernel kernels[] = {
 #if defined(__x86_64__) || defined(__i386__)
 	{ "avx512", 12, 32, ukernel_avx512, gemv_t_avx512, gemv_n_avx512 },
@@ -521,12 +521,10 @@ static const struct ukernel kernels[] = {
 static int supported(const struct ukernel *k)
 {
 #if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	use_avx2_pack = __builtin_cpu_supports("avx2");
 	if (!strcmp(k->name, "avx512"))
-		return __builtin_cpu_supports("avx512f");
+		return mc_cpu_has(MC_CPU_AVX512F);
 	if (!strcmp(k->name, "avx2"))
-		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+		return mc_cpu_has(MC_CPU_AVX2) && mc_cpu_has(MC_CPU_FMA);
 #endif
 	return 1;
 }
@@ -608,7 +606,7 @@ static void pack_a(int ta, const float *A, int lda, int M, int r0, int p0, int k
 		return;
 	}
 #if defined(__x86_64__) || defined(__i386__)
-	if (use_avx2_pack) {
+	if (mc_cpu_has(MC_CPU_AVX2)) {
 		pack_t_avx2(A + (size_t)r0 * lda + p0, (size_t)lda, rows, mr, kc, dst);
 		return;
 	}
@@ -646,7 +644,7 @@ static void pack_b(int tb, const float *B, int ldb, int N, int c0, int p0, int k
 		return;
 	}
 #if defined(__x86_64__) || defined(__i386__)
-	if (use_avx2_pack) {
+	if (mc_cpu_has(MC_CPU_AVX2)) {
 		pack_t_avx2(B + (size_t)c0 * ldb + p0, (size_t)ldb, cols, nr, kc, dst);
 		return;
 	}

@@ -20,14 +20,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#if defined(__linux__) && defined(__x86_64__)
-#include <cpuid.h>
-#include <sys/syscall.h>
-#endif
 
 #include <mcomp/tensor.h>
+
+#include "kernels/cpu.h"
 
 #define GROUP 64	   /* output columns per packed group */
 #define MAX_K 65536	   /* 255 * 128 * K must fit in s32 */
@@ -268,22 +264,6 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
 	}
 	_tile_release();
 }
-
-/* AMX needs the CPU's word and the kernel's leave to use tile data (Linux 5.16). */
-static int amx_usable(void)
-{
-	unsigned int eax, ebx, ecx, edx, lo, hi;
-
-	if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) /* osxsave */
-		return 0;
-	if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) ||
-	    !(edx & (1u << 25))) /* amx-tile, amx-int8 */
-		return 0;
-	__asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-	if ((lo & 0x60000) != 0x60000) /* XTILECFG and XTILEDATA enabled by the OS */
-		return 0;
-	return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-}
 #endif
 
 /*
@@ -460,26 +440,18 @@ static const struct s8_kernel kernels[] = {
 static int supported(const struct s8_kernel *k)
 {
 #if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-#if defined(__linux__) && defined(__x86_64__)
-	if (!strcmp(k->name, "amx")) {
-		static int usable = -1;
+	int vnni512 = mc_cpu_has(MC_CPU_AVX512F) && mc_cpu_has(MC_CPU_AVX512BW) &&
+		      mc_cpu_has(MC_CPU_AVX512VNNI);
 
-		if (usable < 0)
-			usable = amx_usable() && __builtin_cpu_supports("avx512f") &&
-				 __builtin_cpu_supports("avx512bw") &&
-				 __builtin_cpu_supports("avx512vnni");
-		return usable;
-	}
-#endif
+	if (!strcmp(k->name, "amx"))
+		return mc_cpu_has(MC_CPU_AMX_INT8) && vnni512;
 	if (!strcmp(k->name, "avx512-vnni"))
-		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-		       __builtin_cpu_supports("avx512vnni");
+		return vnni512;
 	if (!strcmp(k->name, "avx-vnni"))
-		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-		       __builtin_cpu_supports("avxvnni");
+		return mc_cpu_has(MC_CPU_AVX2) && mc_cpu_has(MC_CPU_FMA) &&
+		       mc_cpu_has(MC_CPU_AVXVNNI);
 	if (!strcmp(k->name, "avx2"))
-		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+		return mc_cpu_has(MC_CPU_AVX2) && mc_cpu_has(MC_CPU_FMA);
 #endif
 	return 1;
 }

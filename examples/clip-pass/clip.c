@@ -55,9 +55,9 @@ static int clip_run(struct mc_ctx *ctx, void *state, const void *conf)
 	int64_t moved = 0, total = 0;
 	int i, p;
 
-	for (i = 0; i < m->n_nodes; i++) {
-		for (p = 0; p < m->nodes[i].n_params; p++) {
-			struct mc_tensor *t = m->nodes[i].params[p];
+	for (i = 0; i < mc_model_n_nodes(m); i++) {
+		for (p = 0; p < mc_model_node(m, i)->n_params; p++) {
+			struct mc_tensor *t = mc_model_node(m, i)->params[p];
 
 			if (t->dtype != MC_F32 || (t->ndim < 2 && !c->bias))
 				continue;

@@ -1,134 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mcomp/model.h - models as graphs of ops with named parameter tensors.
+ * mcomp/model.h - running models: forward and backward over a batch,
+ * losses, batch-norm folding, and model files.
  *
- * A model takes one input of a fixed per-sample shape (e.g. [1, 28, 28]) and
- * is a list of nodes in topological order; the last node's output is the
- * model's output (logits). Each node applies one op (linear, relu, ...) to
- * the outputs of earlier nodes and owns its parameters, named
- * "<node>.<param>" (fc1.weight [out, in], fc1.bias [out]). A sequential layer
- * list is a chain: each node reads the one before it.
- *
- * The architecture travels as JSON (in a safetensors file's __metadata__
- * under "mcomp.arch"):
- *
- *	{"format": 1, "input": [1, 28, 28],
- *	 "nodes": [{"name": "flatten1", "op": "flatten", "inputs": ["input"], "attrs": {}},
- *		   {"name": "linear1", "op": "linear", "inputs": ["flatten1"], "attrs": {"out": 512}}]}
+ * What a model is, and how to build and change one, is in mcomp/graph.h;
+ * its ops, and how a plugin adds one, in mcomp/op.h.
  *
  * Running a model needs a struct mc_exec: the activations (and, for
- * training, gradients) for batches of up to max_batch samples.
+ * training, gradients) for batches of up to max_batch samples. An executor
+ * is made for one graph: make it anew after changing the graph.
  */
 #ifndef MCOMP_MODEL_H
 #define MCOMP_MODEL_H
 
-#include <mcomp/param.h>
-#include <mcomp/tensor.h>
+#include <mcomp/graph.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define MC_NODE_MAX_INPUTS 4
-#define MC_NODE_MAX_PARAMS 4
-#define MC_NODE_INPUT (-1) /* an input index that means "the model's input" */
-#define MC_ARCH_FORMAT 1
-
-struct mc_node;
 struct mc_exec;
-
-/* What a kernel may need beyond its inputs, set by the executor. */
-struct mc_run {
-	int training;  /* dropout drops; batch norm uses and updates batch statistics */
-	uint64_t seed; /* dropout masks come from Philox (seed, node stream, step, index) */
-	uint64_t step; /* training forwards so far; forward and backward of a step see the same */
-	void *work;    /* op->workspace(node, n) bytes, 64-byte aligned, shared by all nodes */
-};
-
-/*
- * struct mc_op - one kind of layer. Its attributes are typed parameters
- * (mcomp/param.h) stored in a struct of attr_size bytes; the first row is the
- * one a YAML shorthand sets ({linear: 512} sets "out").
- * Kernels see per-sample shapes and a batch of n samples, row-major.
- */
-struct mc_op {
-	const char *name;
-	const char *help;
-	size_t attr_size;
-	const struct mc_param_def *attrs; /* MC_PARAM_END-terminated; may be empty */
-	int n_inputs;
-	/* Checks attrs against the input shapes, sets node->out_ndim/out_shape and
-	 * creates node->params (zeroed). */
-	int (*setup)(struct mc_node *node, const int *in_ndim, const int64_t (*in_shape)[MC_MAX_DIMS],
-		     struct mc_err *err);
-	/* Initial parameter values from the (seed, stream) Philox stream. */
-	void (*init)(struct mc_node *node, uint64_t seed, uint64_t stream);
-	/* out[n, out_numel] from in[k][n, in_numel[k]]. */
-	void (*forward)(const struct mc_node *node, const struct mc_run *run, int n,
-			const float *const *in, float *out);
-	/* From dout, adds to the parameter gradients grads[p] and writes the input
-	 * gradients din[k] (NULL when not needed). in/out are the forward's. */
-	void (*backward)(const struct mc_node *node, const struct mc_run *run, int n,
-			 const float *const *in, const float *out, const float *dout,
-			 float *const *din, float *const *grads);
-	/* Multiply-adds counted as 2 FLOPs, per sample. */
-	int64_t (*flops)(const struct mc_node *node);
-	/* Optional: bytes of workspace forward or backward needs for n samples. */
-	size_t (*workspace)(const struct mc_node *node, int n);
-	/* Optional: frees what the op keeps for a node outside its tensors (such
-	 * as packed weights); called when the node is freed. */
-	void (*release)(struct mc_node *node);
-};
-
-/* The op named name, or NULL. */
-MC_API const struct mc_op *mc_op_find(const char *name);
-/* NULL-terminated list of all op names (static storage). */
-MC_API const char *const *mc_op_names(void);
-
-struct mc_node {
-	char *name;
-	const struct mc_op *op;
-	void *attrs; /* op->attr_size bytes, filled per op->attrs */
-	int n_inputs;
-	int inputs[MC_NODE_MAX_INPUTS]; /* indices of earlier nodes, or MC_NODE_INPUT */
-	int n_params;
-	struct mc_tensor *params[MC_NODE_MAX_PARAMS];
-	int n_buffers; /* the last n_buffers params are state, not trained (running statistics) */
-	int out_ndim;
-	int64_t out_shape[MC_MAX_DIMS]; /* per sample */
-	int64_t out_numel;
-};
-
-struct mc_model {
-	int in_ndim;
-	int64_t in_shape[MC_MAX_DIMS]; /* per sample */
-	int64_t in_numel;
-	int n_nodes;
-	struct mc_node *nodes; /* topological order; the last is the output */
-	int64_t n_classes;     /* out_numel of the last node */
-};
-
-/*
- * Builds a model (parameters zeroed) from architecture JSON. origin names
- * where the JSON came from, for messages ("model.safetensors"). NULL with
- * err set (MC_ECORRUPT for malformed JSON, MC_EINVAL for a bad architecture).
- */
-MC_API struct mc_model *mc_model_from_arch(const char *json, const char *origin,
-					   struct mc_err *err);
-/* The architecture JSON of m (malloc'd, caller free()s), or NULL on ENOMEM. */
-MC_API char *mc_model_arch(const struct mc_model *m);
-/* Fills every parameter with its op's initial values from seed. */
-MC_API void mc_model_init(struct mc_model *m, uint64_t seed);
-MC_API struct mc_model *mc_model_dup(const struct mc_model *m, struct mc_err *err);
-MC_API void mc_model_free(struct mc_model *m);
-
-/* The parameter tensor named name ("fc1.weight"), or NULL. */
-MC_API struct mc_tensor *mc_model_param(const struct mc_model *m, const char *name);
-/* Counts over all parameters. */
-MC_API int64_t mc_model_nparams(const struct mc_model *m);
-MC_API int64_t mc_model_nonzeros(const struct mc_model *m);
-/* Forward FLOPs per sample. */
-MC_API int64_t mc_model_flops(const struct mc_model *m);
 
 /* Activations for batches of up to max_batch; with training, also gradients
  * of activations and parameters. NULL with err set on ENOMEM. */

@@ -60,7 +60,11 @@ struct mc_param_def {
 	double min, max;	 /* inclusive range of int, float and numeric list items */
 	const char *const *choices; /* enum choices (and list items, if set): NULL-terminated */
 	const char *help;
+	unsigned flags; /* MC_PARAM_F* */
 };
+
+/* Flags of a row. */
+#define MC_PARAM_FOMIT 1u /* an op attribute a model file leaves out when at its default */
 
 #define MC_PARAM_(st, f, ty, el, d, lo, hi, ch, h)                                               \
 	{ .name = #f, .type = (ty), .elem = (el), .offset = offsetof(st, f), .def = (d),           \

@@ -74,6 +74,8 @@ static int stage_models(struct mc_ctx *ctx, const struct cascade_conf *c,
 			const struct mc_model **m)
 {
 	char a[128], b[128];
+	int64_t ss[MC_MAX_DIMS], s0[MC_MAX_DIMS];
+	int ns, n0;
 	int k = c->stages.n;
 
 	if (k < 1 || k > MC_CASCADE_MAX_STAGES)
@@ -99,22 +101,20 @@ static int stage_models(struct mc_ctx *ctx, const struct cascade_conf *c,
 						    "model '%s' is stage %d and stage %d; name each "
 						    "model once",
 						    name, t + 1, s + 1);
-		if (m[s]->in_ndim != m[0]->in_ndim ||
-		    memcmp(m[s]->in_shape, m[0]->in_shape, sizeof(m[0]->in_shape[0]) *
-								    (size_t)m[0]->in_ndim))
+		ns = mc_model_input_shape(m[s], ss);
+		n0 = mc_model_input_shape(m[0], s0);
+		if (ns != n0 || memcmp(ss, s0, sizeof(s0[0]) * (size_t)n0))
 			return mc_ctx_error(ctx, "stages", MC_EINVAL,
 					    "stage '%s' takes input %s but stage '%s' takes %s; every "
 					    "stage must take the same input",
-					    name, mc_shape_text(m[s]->in_ndim, m[s]->in_shape, a,
-								sizeof(a)),
-					    c->stages.str[0],
-					    mc_shape_text(m[0]->in_ndim, m[0]->in_shape, b, sizeof(b)));
-		if (m[s]->n_classes != m[0]->n_classes)
+					    name, mc_shape_text(ns, ss, a, sizeof(a)),
+					    c->stages.str[0], mc_shape_text(n0, s0, b, sizeof(b)));
+		if (mc_model_n_classes(m[s]) != mc_model_n_classes(m[0]))
 			return mc_ctx_error(ctx, "stages", MC_EINVAL,
 					    "stage '%s' outputs %lld classes but stage '%s' outputs "
 					    "%lld; every stage must give the same classes",
-					    name, (long long)m[s]->n_classes, c->stages.str[0],
-					    (long long)m[0]->n_classes);
+					    name, (long long)mc_model_n_classes(m[s]), c->stages.str[0],
+					    (long long)mc_model_n_classes(m[0]));
 	}
 	return 0;
 }
@@ -166,7 +166,7 @@ static void run_batch(void *arg)
 static int stage_latency(const struct mc_model *m, const struct mc_dataset *d, double *ms,
 			 struct mc_err *err)
 {
-	size_t row = (size_t)m->in_numel;
+	size_t row = (size_t)mc_model_in_numel(m);
 	struct mc_exec *e = mc_exec_new(m, BATCH, 0, err);
 	float *x = mc_calloc((size_t)BATCH * row, sizeof(float));
 	struct batch_job j = { e, x };
@@ -192,7 +192,7 @@ static int stage_outputs(const struct mc_model *m, int kind, const struct mc_dat
 			 float *conf, uint8_t *correct, struct mc_err *err)
 {
 	struct mc_exec *e = mc_exec_new(m, BATCH, 0, err);
-	int classes = (int)m->n_classes;
+	int classes = (int)mc_model_n_classes(m);
 
 	if (!e)
 		return err->code;
@@ -444,16 +444,16 @@ static int cascade_run(struct mc_ctx *ctx, void *state, const void *conf)
 	d = mc_ctx_data(ctx, c->calibrate);
 	if (!d)
 		return err->code;
-	if (d->sample_numel != m[0]->in_numel)
+	if (d->sample_numel != mc_model_in_numel(m[0]))
 		return mc_ctx_error(ctx, "calibrate", MC_ERUN,
 				    "split '%s' has samples of %lld values but the stages take %lld; "
 				    "calibrate on a split of the stages' input",
 				    c->calibrate, (long long)d->sample_numel,
-				    (long long)m[0]->in_numel);
-	if (d->n_classes > m[0]->n_classes)
+				    (long long)mc_model_in_numel(m[0]));
+	if (d->n_classes > mc_model_n_classes(m[0]))
 		return mc_ctx_error(ctx, "calibrate", MC_ERUN,
 				    "split '%s' has %d classes but the stages output %lld",
-				    c->calibrate, d->n_classes, (long long)m[0]->n_classes);
+				    c->calibrate, d->n_classes, (long long)mc_model_n_classes(m[0]));
 	cal.n = d->n;
 	for (int s = 0; s < k; s++) {
 		if (c->cost == CASCADE_FLOPS) {

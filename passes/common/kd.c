@@ -62,33 +62,33 @@ void kd_targets(enum kd_combine rule, const float *const *z, const double *w, in
 int kd_check_pair(struct mc_ctx *ctx, const char *key, const char *sname, const struct mc_model *s,
 		  const char *tname, const struct mc_model *t)
 {
-	if (s->in_numel != t->in_numel)
+	if (mc_model_in_numel(s) != mc_model_in_numel(t))
 		return mc_ctx_error(ctx, key, MC_EINVAL,
 				    "student '%s' takes %lld input values but teacher '%s' takes "
 				    "%lld; build both for the same data",
-				    sname, (long long)s->in_numel, tname, (long long)t->in_numel);
-	if (s->n_classes != t->n_classes)
+				    sname, (long long)mc_model_in_numel(s), tname, (long long)mc_model_in_numel(t));
+	if (mc_model_n_classes(s) != mc_model_n_classes(t))
 		return mc_ctx_error(ctx, key, MC_EINVAL,
 				    "student '%s' outputs %lld classes but teacher '%s' outputs "
 				    "%lld; make the student's last layer %lld wide",
-				    sname, (long long)s->n_classes, tname, (long long)t->n_classes,
-				    (long long)t->n_classes);
+				    sname, (long long)mc_model_n_classes(s), tname, (long long)mc_model_n_classes(t),
+				    (long long)mc_model_n_classes(t));
 	return 0;
 }
 
 int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset *d,
 		  const struct mc_model *s)
 {
-	if (d->sample_numel != s->in_numel)
+	if (d->sample_numel != mc_model_in_numel(s))
 		return mc_ctx_error(ctx, "data", MC_ERUN,
 				    "split '%s' has samples of %lld values but the models take "
 				    "%lld; build them with a matching input",
-				    dname, (long long)d->sample_numel, (long long)s->in_numel);
-	if (d->n_classes > s->n_classes || s->n_classes > 65536)
+				    dname, (long long)d->sample_numel, (long long)mc_model_in_numel(s));
+	if (d->n_classes > mc_model_n_classes(s) || mc_model_n_classes(s) > 65536)
 		return mc_ctx_error(ctx, "data", MC_ERUN,
 				    "split '%s' has %d classes but the models output %lld; make "
 				    "their last layers at least that wide",
-				    dname, d->n_classes, (long long)s->n_classes);
+				    dname, d->n_classes, (long long)mc_model_n_classes(s));
 	return 0;
 }
 
@@ -234,7 +234,7 @@ int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	size_t np, bp;
 	int ret;
 
-	r.classes = (int)s->n_classes;
+	r.classes = (int)mc_model_n_classes(s);
 	describe(t, what, sizeof(what));
 	if (t->k == 1)
 		snprintf(who, sizeof(who), "teacher %s outputs", what);
@@ -285,7 +285,7 @@ out:
 int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d, double *acc,
 			 double *member, struct mc_err *err)
 {
-	int classes = (int)t->m[0]->n_classes;
+	int classes = (int)mc_model_n_classes(t->m[0]);
 	struct mc_exec *e[KD_MAX_TEACHERS];
 	float *out = mc_calloc((size_t)KD_EVAL_BATCH * (size_t)classes, sizeof(float));
 	float *ttmp = mc_calloc((size_t)t->k * (size_t)classes, sizeof(float));
@@ -369,7 +369,7 @@ static void run_members(void *arg)
 	for (int i = 0; i < t->k; i++)
 		z[i] = mc_forward(j->e[i], j->x, j->n);
 	if (t->k > 1)
-		kd_targets(t->combine, z, t->w, t->k, j->n, (int)t->m[0]->n_classes, 1, j->out,
+		kd_targets(t->combine, z, t->w, t->k, j->n, (int)mc_model_n_classes(t->m[0]), 1, j->out,
 			   j->ttmp);
 }
 
@@ -377,7 +377,7 @@ int kd_cost(const struct kd_teachers *t, const struct mc_dataset *d, struct kd_c
 	    struct mc_err *err)
 {
 	const int big = 256;
-	int classes = (int)t->m[0]->n_classes;
+	int classes = (int)mc_model_n_classes(t->m[0]);
 	struct mc_exec *e[KD_MAX_TEACHERS] = { 0 };
 	float *x = mc_calloc((size_t)big * (size_t)d->sample_numel, sizeof(float));
 	float *out = mc_calloc((size_t)big * (size_t)classes, sizeof(float));

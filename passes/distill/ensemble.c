@@ -101,18 +101,18 @@ static int ens_teachers(struct mc_ctx *ctx, const struct ens_conf *c, const stru
 						    "model '%s' is teacher %d and teacher %d; name "
 						    "each model once",
 						    name, j + 1, i + 1);
-		if (t->m[i]->in_numel != t->m[0]->in_numel)
+		if (mc_model_in_numel(t->m[i]) != mc_model_in_numel(t->m[0]))
 			return mc_ctx_error(ctx, "teachers", MC_EINVAL,
 					    "teacher '%s' takes %lld input values but teacher '%s' "
 					    "takes %lld; every teacher must take the same input",
-					    name, (long long)t->m[i]->in_numel, tl->str[0],
-					    (long long)t->m[0]->in_numel);
-		if (t->m[i]->n_classes != t->m[0]->n_classes)
+					    name, (long long)mc_model_in_numel(t->m[i]), tl->str[0],
+					    (long long)mc_model_in_numel(t->m[0]));
+		if (mc_model_n_classes(t->m[i]) != mc_model_n_classes(t->m[0]))
 			return mc_ctx_error(ctx, "teachers", MC_EINVAL,
 					    "teacher '%s' outputs %lld classes but teacher '%s' "
 					    "outputs %lld; every teacher must give the same classes",
-					    name, (long long)t->m[i]->n_classes, tl->str[0],
-					    (long long)t->m[0]->n_classes);
+					    name, (long long)mc_model_n_classes(t->m[i]), tl->str[0],
+					    (long long)mc_model_n_classes(t->m[0]));
 	}
 	ret = kd_check_pair(ctx, "student", c->student, s, tl->str[0], t->m[0]);
 	if (ret)

@@ -27,11 +27,11 @@ static int eval_run(struct mc_ctx *ctx, void *state, const void *conf)
 
 	if (!d)
 		return mc_ctx_err(ctx)->code;
-	if (d->sample_numel != m->in_numel)
+	if (d->sample_numel != mc_model_in_numel(m))
 		return mc_ctx_error(ctx, "data", MC_ERUN,
 				    "split '%s' has samples of %lld values but model '%s' takes %lld",
 				    c->data, (long long)d->sample_numel, c->model,
-				    (long long)m->in_numel);
+				    (long long)mc_model_in_numel(m));
 	ret = mc_evaluate(m, d, c->batch_size, &acc, &loss, mc_ctx_err(ctx));
 	if (ret)
 		return ret;

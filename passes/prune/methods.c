@@ -59,14 +59,14 @@ static int matches_any(const struct mc_list *l, const char *name)
 int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, int structured,
 			struct prune_layer **out, int *n, struct mc_err *err)
 {
-	struct prune_layer *l = calloc((size_t)m->n_nodes + 1, sizeof(*l));
+	struct prune_layer *l = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*l));
 	char pat[256], why[256];
 	int k = 0;
 
 	if (!l)
 		return mc_err_set(err, MC_ENOMEM, "prune: out of memory");
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
 		int overridden = 0;
 
 		if (!prune_is_layer(nd) || matches_any(&c->exclude, nd->name))
@@ -323,19 +323,17 @@ static int channel_wise(const struct mc_node *nd)
 
 static int conv_groups(const struct mc_node *nd)
 {
-	const struct mc_param_def *d = mc_param_find(nd->op->attrs, "groups");
-
-	return d ? *(const int *)((const char *)nd->attrs + d->offset) : 1;
+	return (int)mc_node_attr_int(nd, "groups", 1);
 }
 
 static int consumer_ok(const struct mc_model *m, int cur, char *why, size_t n)
 {
-	if (cur == m->n_nodes - 1) {
+	if (cur == mc_model_n_nodes(m) - 1) {
 		snprintf(why, n, "its output is the model's output");
 		return 0;
 	}
-	for (int j = cur + 1; j < m->n_nodes; j++) {
-		const struct mc_node *nd = &m->nodes[j];
+	for (int j = cur + 1; j < mc_model_n_nodes(m); j++) {
+		const struct mc_node *nd = mc_model_node(m, j);
 		int reads = 0;
 
 		for (int k = 0; k < nd->n_inputs; k++)
@@ -359,7 +357,7 @@ static int consumer_ok(const struct mc_model *m, int cur, char *why, size_t n)
 
 int prune_can_shrink(const struct mc_model *m, int i, char *why, size_t n)
 {
-	const struct mc_node *nd = &m->nodes[i];
+	const struct mc_node *nd = mc_model_node(m, i);
 
 	if (!prune_is_layer(nd)) {
 		snprintf(why, n, "it is a %s, not a linear or conv2d layer", nd->op->name);
@@ -420,55 +418,38 @@ static int gather(const struct mc_tensor *src, struct mc_tensor *dst, const stru
 	return 0;
 }
 
-static int set_out(struct mc_node *nd, int64_t out, struct mc_err *err)
-{
-	const struct mc_param_def *d = mc_param_find(nd->op->attrs, "out");
-	char text[32];
-
-	if (!d)
-		return mc_err_set(err, MC_ERUN, "prune: op %s has no attribute 'out'",
-				  nd->op->name);
-	snprintf(text, sizeof(text), "%lld", (long long)out);
-	return mc_param_set(d, nd->attrs, text, err);
-}
-
 struct mc_model *prune_shrink(const struct mc_model *m, int count, const int *node,
 			      uint8_t *const *keep, struct mc_err *err)
 {
-	struct mc_model *dup = NULL, *nm = NULL;
+	struct mc_model *nm = NULL;
 	struct imap *maps = NULL;
-	char *own = NULL, *arch = NULL;
+	char *own = NULL;
 	int ret = 0;
 
-	dup = mc_model_dup(m, err);
-	if (!dup)
+	/* The new graph: the same nodes with narrower layers; the graph API
+	 * sets up every node after them again, so readers take fewer inputs. */
+	nm = mc_model_dup(m, err);
+	if (!nm)
 		return NULL;
-	maps = calloc((size_t)m->n_nodes + 1, sizeof(*maps));
-	own = calloc((size_t)m->n_nodes + 1, 1);
+	maps = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*maps));
+	own = calloc((size_t)mc_model_n_nodes(m) + 1, 1);
 	if (!maps || !own) {
 		mc_err_set(err, MC_ENOMEM, "prune: out of memory");
 		goto fail;
 	}
-	/* The new architecture: the same graph with narrower layers. */
 	for (int k = 0; k < count; k++) {
-		int64_t out = m->nodes[node[k]].params[0]->shape[0], left = 0;
+		int64_t out = mc_model_node(m, node[k])->params[0]->shape[0], left = 0;
+		struct mc_attr a[] = { MC_ATTR_INT("out", 0), MC_ATTR_END };
 
 		for (int64_t o = 0; o < out; o++)
 			left += keep[k][o] != 0;
-		if (set_out(&dup->nodes[node[k]], left, err))
+		a[0].i = left;
+		if (mc_model_set_attrs(nm, node[k], a, err))
 			goto fail;
 	}
-	arch = mc_model_arch(dup);
-	if (!arch) {
-		mc_err_set(err, MC_ENOMEM, "prune: out of memory");
-		goto fail;
-	}
-	nm = mc_model_from_arch(arch, "prune (structured)", err);
-	if (!nm)
-		goto fail;
 	/* Which old output indices each node's output keeps, in node order. */
-	for (int j = 0; j < m->n_nodes; j++) {
-		const struct mc_node *nd = &m->nodes[j];
+	for (int j = 0; j < mc_model_n_nodes(m); j++) {
+		const struct mc_node *nd = mc_model_node(m, j);
 		const struct imap *in = NULL;
 		int pruned = -1;
 
@@ -482,7 +463,7 @@ struct mc_model *prune_shrink(const struct mc_model *m, int count, const int *no
 				goto oom;
 			own[j] = 1;
 		} else if (in && !strcmp(nd->op->name, "flatten")) {
-			const struct mc_node *src = &m->nodes[nd->inputs[0]];
+			const struct mc_node *src = mc_model_node(m, nd->inputs[0]);
 			int64_t block = src->out_numel / src->out_shape[0];
 
 			maps[j].n = in->n * block;
@@ -498,7 +479,7 @@ struct mc_model *prune_shrink(const struct mc_model *m, int count, const int *no
 		}
 		for (int p = 0; p < nd->n_params; p++) {
 			const struct mc_tensor *src = nd->params[p];
-			struct mc_tensor *dst = nm->nodes[j].params[p];
+			struct mc_tensor *dst = mc_model_node(nm, j)->params[p];
 			const struct imap *m0 = maps[j].idx ? &maps[j] : NULL, *m1 = NULL;
 
 			if (prune_is_layer(nd) && src->ndim > 1)
@@ -517,12 +498,10 @@ fail:
 	mc_model_free(nm);
 	nm = NULL;
 out:
-	for (int j = 0; maps && own && j < m->n_nodes; j++)
+	for (int j = 0; maps && own && j < mc_model_n_nodes(m); j++)
 		if (own[j])
 			free(maps[j].idx);
 	free(maps);
 	free(own);
-	free(arch);
-	mc_model_free(dup);
 	return nm;
 }

@@ -77,16 +77,16 @@ static void layer_names(const struct mc_model *m, char *buf, size_t n)
 	size_t at = 0;
 
 	buf[0] = '\0';
-	for (int i = 0; i < m->n_nodes && at < n; i++)
-		if (prune_is_layer(&m->nodes[i]))
+	for (int i = 0; i < mc_model_n_nodes(m) && at < n; i++)
+		if (prune_is_layer(mc_model_node(m, i)))
 			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
-					       m->nodes[i].name);
+					       mc_model_node(m, i)->name);
 }
 
 static int any_layer_matches(const struct mc_model *m, const char *pattern)
 {
-	for (int i = 0; i < m->n_nodes; i++)
-		if (prune_is_layer(&m->nodes[i]) && !fnmatch(pattern, m->nodes[i].name, 0))
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		if (prune_is_layer(mc_model_node(m, i)) && !fnmatch(pattern, mc_model_node(m, i)->name, 0))
 			return 1;
 	return 0;
 }
@@ -128,12 +128,12 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 
 	if (!m)
 		return 0; /* the host has said so */
-	for (int i = 0; i < m->n_nodes; i++)
-		if (prune_is_layer(&m->nodes[i]) && m->nodes[i].params[0]->dtype != MC_F32)
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		if (prune_is_layer(mc_model_node(m, i)) && mc_model_node(m, i)->params[0]->dtype != MC_F32)
 			return mc_ctx_error(ctx, "model", MC_EINVAL,
 					    "layer '%s' of model '%s' is not f32; prune before "
 					    "quantizing",
-					    m->nodes[i].name, c->model);
+					    mc_model_node(m, i)->name, c->model);
 	ret = check_patterns(ctx, c, m);
 	if (ret)
 		return ret;
@@ -366,9 +366,9 @@ static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct
 	struct mc_model *nm = NULL;
 	char why[256], key[300], before[128], after[128];
 
-	for (int i = 0; i < m->n_nodes; i++)
-		if (prune_is_layer(&m->nodes[i]) && !prune_can_shrink(m, i, why, sizeof(why)))
-			mc_ctx_log(ctx, "%s: kept whole: %s", m->nodes[i].name, why);
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		if (prune_is_layer(mc_model_node(m, i)) && !prune_can_shrink(m, i, why, sizeof(why)))
+			mc_ctx_log(ctx, "%s: kept whole: %s", mc_model_node(m, i)->name, why);
 	ret = prune_layers_select(m, c, 1, &l, &n, mc_ctx_err(ctx));
 	if (ret)
 		return ret;
@@ -445,13 +445,13 @@ static int prune_run(struct mc_ctx *ctx, void *state, const void *conf)
 		d = mc_ctx_data(ctx, c->data);
 		if (!d)
 			return mc_ctx_err(ctx)->code;
-		if (d->sample_numel != m->in_numel || d->n_classes > m->n_classes)
+		if (d->sample_numel != mc_model_in_numel(m) || d->n_classes > mc_model_n_classes(m))
 			return mc_ctx_error(ctx, "data", MC_ERUN,
 					    "split '%s' does not fit model '%s' (%lld values, %d "
 					    "classes; the model takes %lld values, %lld classes)",
 					    c->data, c->model, (long long)d->sample_numel,
-					    d->n_classes, (long long)m->in_numel,
-					    (long long)m->n_classes);
+					    d->n_classes, (long long)mc_model_in_numel(m),
+					    (long long)mc_model_n_classes(m));
 	}
 	if (c->method == PRUNE_STRUCTURED)
 		return run_structured(ctx, c, m, d);

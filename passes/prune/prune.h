@@ -60,7 +60,7 @@ struct prune_layer {
 /* The weight of layer l of m. */
 static inline struct mc_tensor *prune_weight(const struct mc_model *m, const struct prune_layer *l)
 {
-	return m->nodes[l->node].params[0];
+	return mc_model_node(m, l->node)->params[0];
 }
 
 /* Nonzero for nodes whose weight can be pruned (linear, conv2d). */

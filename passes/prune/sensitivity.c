@@ -146,11 +146,11 @@ int prune_sensitivity(struct mc_ctx *ctx, const struct prune_conf *c)
 
 	if (!d)
 		return mc_ctx_err(ctx)->code;
-	if (d->sample_numel != m->in_numel)
+	if (d->sample_numel != mc_model_in_numel(m))
 		return mc_ctx_error(ctx, "eval_data", MC_ERUN,
 				    "split '%s' has samples of %lld values but model '%s' takes %lld",
 				    c->eval_data, (long long)d->sample_numel, c->model,
-				    (long long)m->in_numel);
+				    (long long)mc_model_in_numel(m));
 	ret = prune_layers_select(m, c, c->method == PRUNE_STRUCTURED, &l, &n, mc_ctx_err(ctx));
 	if (ret)
 		return ret;

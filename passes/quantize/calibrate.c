@@ -16,7 +16,7 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 		       const int *targets, int n_targets, enum mc_range_method method, double pct,
 		       float *lo, float *hi, struct mc_err *err)
 {
-	float **act = calloc((size_t)m->n_nodes, sizeof(*act));
+	float **act = calloc((size_t)mc_model_n_nodes(m), sizeof(*act));
 	float **seen = calloc((size_t)n_targets, sizeof(*seen));
 	struct mc_run run = { 0 };
 	size_t work = 0;
@@ -24,8 +24,8 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 
 	if (!act || !seen)
 		goto nomem;
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
 
 		act[i] = mc_calloc((size_t)CALIB_BATCH * (size_t)nd->out_numel, sizeof(float));
 		if (!act[i])
@@ -34,8 +34,8 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 			work = nd->op->workspace(nd, CALIB_BATCH);
 	}
 	for (int t = 0; t < n_targets; t++) {
-		int src = m->nodes[targets[t]].inputs[0];
-		int64_t w = src == MC_NODE_INPUT ? m->in_numel : m->nodes[src].out_numel;
+		int src = mc_model_node(m, targets[t])->inputs[0];
+		int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
 		seen[t] = mc_calloc((size_t)n * (size_t)w, sizeof(float));
 		if (!seen[t])
@@ -47,8 +47,8 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 		int bn = n - b0 < CALIB_BATCH ? n - b0 : CALIB_BATCH;
 		const float *x = d->x + (size_t)b0 * (size_t)d->sample_numel;
 
-		for (int i = 0; i < m->n_nodes; i++) {
-			const struct mc_node *nd = &m->nodes[i];
+		for (int i = 0; i < mc_model_n_nodes(m); i++) {
+			const struct mc_node *nd = mc_model_node(m, i);
 			const float *in[MC_NODE_MAX_INPUTS];
 
 			for (int k = 0; k < nd->n_inputs; k++)
@@ -56,16 +56,16 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 			nd->op->forward(nd, &run, bn, in, act[i]);
 		}
 		for (int t = 0; t < n_targets; t++) {
-			int src = m->nodes[targets[t]].inputs[0];
-			int64_t w = src == MC_NODE_INPUT ? m->in_numel : m->nodes[src].out_numel;
+			int src = mc_model_node(m, targets[t])->inputs[0];
+			int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
 			memcpy(seen[t] + (size_t)b0 * (size_t)w, src == MC_NODE_INPUT ? x : act[src],
 			       (size_t)bn * (size_t)w * sizeof(float));
 		}
 	}
 	for (int t = 0; t < n_targets && !ret; t++) {
-		int src = m->nodes[targets[t]].inputs[0];
-		int64_t w = src == MC_NODE_INPUT ? m->in_numel : m->nodes[src].out_numel;
+		int src = mc_model_node(m, targets[t])->inputs[0];
+		int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
 		ret = mc_act_range(seen[t], (size_t)n * (size_t)w, method, pct, &lo[t], &hi[t], err);
 	}
@@ -76,7 +76,7 @@ nomem:
 out:
 	for (int t = 0; seen && t < n_targets; t++)
 		mc_free(seen[t]);
-	for (int i = 0; act && i < m->n_nodes; i++)
+	for (int i = 0; act && i < mc_model_n_nodes(m); i++)
 		mc_free(act[i]);
 	mc_free(run.work);
 	free(seen);

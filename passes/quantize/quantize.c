@@ -69,15 +69,6 @@ static int is_conv(const struct mc_node *nd)
 	return !strcmp(nd->op->name, "conv2d") || !strcmp(nd->op->name, "qconv2d");
 }
 
-/* Attribute key of node nd as text ("" when it has none). */
-static const char *attr_text(const struct mc_node *nd, const char *key, char *buf, size_t n)
-{
-	const struct mc_param_def *def = mc_param_find(nd->op->attrs, key);
-
-	buf[0] = '\0';
-	return def ? mc_param_format(def, nd->attrs, buf, n) : buf;
-}
-
 static int layer_granularity(const struct quantize_conf *c, const char *name);
 
 /*
@@ -88,13 +79,11 @@ static int layer_granularity(const struct quantize_conf *c, const char *name);
 static const char *conv_stays_f32(const struct quantize_conf *c, int mode,
 				  const struct mc_node *nd)
 {
-	char buf[64];
-
 	if (c->bits != 8 || (mode != QMODE_DYNAMIC && mode != QMODE_STATIC))
 		return "convolutions are quantized in int8 dynamic or static mode only";
 	if (layer_granularity(c, nd->name) == QGRAN_GROUP)
 		return "qconv2d scales whole output channels, not groups";
-	if (strcmp(attr_text(nd, "groups", buf, sizeof(buf)), "1"))
+	if (mc_node_attr_int(nd, "groups", 1) != 1)
 		return "qconv2d takes groups: 1 only";
 	return NULL;
 }
@@ -141,10 +130,10 @@ static void layer_names(const struct mc_model *m, char *buf, size_t n)
 	size_t at = 0;
 
 	buf[0] = '\0';
-	for (int i = 0; i < m->n_nodes && at < n; i++)
-		if (is_layer(&m->nodes[i]))
+	for (int i = 0; i < mc_model_n_nodes(m) && at < n; i++)
+		if (is_layer(mc_model_node(m, i)))
 			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
-					       m->nodes[i].name);
+					       mc_model_node(m, i)->name);
 }
 
 /* The layers to quantize: linear nodes not excluded. Quantized ones not
@@ -155,8 +144,8 @@ static int select_layers(struct mc_ctx *ctx, const struct quantize_conf *c,
 {
 	int n = 0, mode = resolved_mode(c);
 
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
 
 		if (!is_layer(nd) || excluded(c, nd->name))
 			continue;
@@ -221,8 +210,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 	for (int i = 0; i < c->exclude.n; i++) {
 		int hit = 0;
 
-		for (int k = 0; k < m->n_nodes && !hit; k++)
-			hit = is_layer(&m->nodes[k]) && !fnmatch(c->exclude.str[i], m->nodes[k].name, 0);
+		for (int k = 0; k < mc_model_n_nodes(m) && !hit; k++)
+			hit = is_layer(mc_model_node(m, k)) && !fnmatch(c->exclude.str[i], mc_model_node(m, k)->name, 0);
 		if (!hit)
 			return mc_ctx_error(ctx, "exclude", MC_EINVAL,
 					    "no layer of model '%s' matches '%s'; its layers are %s",
@@ -238,8 +227,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 					    "per-tensor, per-channel or per-group; write e.g. "
 					    "\"linear1=per-channel\"",
 					    c->overrides.str[i]);
-		for (int k = 0; k < m->n_nodes && !hit; k++)
-			hit = is_layer(&m->nodes[k]) && !fnmatch(pat, m->nodes[k].name, 0);
+		for (int k = 0; k < mc_model_n_nodes(m) && !hit; k++)
+			hit = is_layer(mc_model_node(m, k)) && !fnmatch(pat, mc_model_node(m, k)->name, 0);
 		if (!hit)
 			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
 					    "no layer of model '%s' matches '%s'; its layers are %s",
@@ -263,8 +252,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 				    "model '%s' has no layer left to quantize; its layers are "
 				    "%s",
 				    c->model, names);
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
 		int64_t in;
 
 		if (strcmp(nd->op->name, "linear") || excluded(c, nd->name))
@@ -305,12 +294,6 @@ static double sqnr_db(const float *w, const float *d, int64_t n)
 	return 10.0 * log10(s / e);
 }
 
-static int set_attr(const struct mc_op *op, void *attrs, const char *key, const char *val,
-		    struct mc_err *err)
-{
-	return mc_param_set(mc_param_find(op->attrs, key), attrs, val, err);
-}
-
 /* The quantized results of one layer, before they become a node. */
 struct qlayer {
 	struct mc_qspec spec;
@@ -321,85 +304,65 @@ struct qlayer {
 };
 
 /*
- * Turns linear node nd into a qlinear holding l's weights (and, static, the
- * input range [lo, hi]). On failure the node is left as it was.
+ * Replaces layer i of m (linear or conv2d) by a qlinear or qconv2d holding
+ * l's weights (and, static, the input range [lo, hi]). On failure the model
+ * is left as it was.
  */
-static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode, int gran,
-		     const struct qlayer *l, float lo, float hi, int in_ndim,
-		     const int64_t *in_dims, struct mc_err *err)
+static int make_node(struct mc_model *m, int i, const struct quantize_conf *c, int mode, int gran,
+		     const struct qlayer *l, float lo, float hi, struct mc_err *err)
 {
-	int conv = is_conv(nd);
-	const struct mc_op *qop = mc_op_find(conv ? "qconv2d" : "qlinear");
-	struct mc_node old = *nd;
-	const struct mc_tensor *w = old.params[0], *b = old.params[1];
-	int ret = 0;
-	int64_t in_shape[1][MC_MAX_DIMS] = { { 0 } };
-	char text[32];
-	void *attrs;
+	const struct mc_node *old = mc_model_node(m, i), *nd;
+	int conv = is_conv(old);
+	const int64_t out_ndim = old->out_ndim;
+	int64_t out_shape[MC_MAX_DIMS];
+	struct mc_tensor *b = mc_node_param_named(old, "bias"), *bias = NULL;
+	struct mc_attr lin[] = { MC_ATTR_INT("out", mc_node_attr_int(old, "out", 0)),
+				 MC_ATTR_STR("mode", modes[mode]),
+				 MC_ATTR_STR("granularity", grans[gran]),
+				 MC_ATTR_INT("bits", c->bits),
+				 MC_ATTR_STR("scheme", schemes[c->scheme]),
+				 MC_ATTR_INT("group_size", c->group_size),
+				 MC_ATTR_END };
+	struct mc_attr cnv[] = { MC_ATTR_INT("out", mc_node_attr_int(old, "out", 0)),
+				 MC_ATTR_STR("mode", modes[mode]),
+				 MC_ATTR_STR("granularity", grans[gran]),
+				 MC_ATTR_INT("kernel", mc_node_attr_int(old, "kernel", 1)),
+				 MC_ATTR_INT("stride", mc_node_attr_int(old, "stride", 1)),
+				 MC_ATTR_INT("padding", mc_node_attr_int(old, "padding", 0)),
+				 MC_ATTR_END };
+	int64_t wn = old->params[0]->numel;
+	int ret;
 
-	if (!qop)
-		return mc_err_set(err, MC_EPLUGIN,
-				  "quantize: this libmcomp has no %s op; rebuild mcomp",
-				  conv ? "qconv2d" : "qlinear");
-	memcpy(in_shape[0], in_dims, (size_t)in_ndim * sizeof(int64_t));
-	attrs = calloc(1, qop->attr_size);
-	if (!attrs)
-		return mc_err_set(err, MC_ENOMEM, "quantize: out of memory");
-	ret = mc_param_defaults(qop->attrs, attrs, err);
-	snprintf(text, sizeof(text), "%lld", (long long)w->shape[0]);
-	if (!ret)
-		ret = set_attr(qop, attrs, "out", text, err);
-	if (!ret)
-		ret = set_attr(qop, attrs, "mode", modes[mode], err);
-	if (!ret)
-		ret = set_attr(qop, attrs, "granularity", grans[gran], err);
-	if (conv) {
-		static const char *const keys[] = { "kernel", "stride", "padding" };
-
-		for (int k = 0; k < 3 && !ret; k++)
-			ret = set_attr(qop, attrs, keys[k], attr_text(&old, keys[k], text, sizeof(text)),
-				       err);
-	} else {
-		snprintf(text, sizeof(text), "%d", c->bits);
-		if (!ret)
-			ret = set_attr(qop, attrs, "bits", text, err);
-		if (!ret)
-			ret = set_attr(qop, attrs, "scheme", schemes[c->scheme], err);
-		snprintf(text, sizeof(text), "%d", c->group_size);
-		if (!ret)
-			ret = set_attr(qop, attrs, "group_size", text, err);
+	memcpy(out_shape, old->out_shape, sizeof(out_shape));
+	/* The bias moves over unchanged; keep it while the node is replaced. */
+	if (b) {
+		bias = mc_tensor_dup(b, err);
+		if (!bias)
+			return err->code;
 	}
+	ret = mc_model_replace_node(m, i, NULL, conv ? "qconv2d" : "qlinear", conv ? cnv : lin,
+				    err);
 	if (ret) {
-		mc_param_free(qop->attrs, attrs);
-		free(attrs);
+		mc_tensor_free(bias);
 		return ret;
 	}
-	nd->op = qop;
-	nd->attrs = attrs;
-	nd->n_params = 0;
-	nd->n_buffers = 0;
-	memset(nd->params, 0, sizeof(nd->params));
-	ret = qop->setup(nd, &in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
-	if (!ret && (nd->out_ndim != old.out_ndim ||
-		     memcmp(nd->out_shape, old.out_shape, sizeof(old.out_shape))))
-		ret = mc_err_set(err, MC_EINVAL,
+	nd = mc_model_node(m, i);
+	if (nd->out_ndim != out_ndim || memcmp(nd->out_shape, out_shape, sizeof(out_shape))) {
+		/* Cannot happen for the ops quantize makes; kept as a guard. */
+		mc_tensor_free(bias);
+		return mc_err_set(err, MC_EINVAL,
 				  "quantize: the %s of layer '%s' would change its output shape; "
 				  "exclude it",
-				  qop->name, old.name);
-	if (ret) {
-		for (int p = 0; p < nd->n_params; p++)
-			mc_tensor_free(nd->params[p]);
-		mc_param_free(qop->attrs, attrs);
-		free(attrs);
-		*nd = old;
-		return ret;
+				  nd->op->name, nd->name);
 	}
 	if (c->bits == 8)
-		memcpy(nd->params[0]->data, l->q, (size_t)w->numel);
+		memcpy(nd->params[0]->data, l->q, (size_t)wn);
 	else
-		mc_q4_pack(l->q, w->numel, nd->params[0]->data);
+		mc_q4_pack(l->q, wn, nd->params[0]->data);
 	memcpy(nd->params[1]->data, l->scale, (size_t)l->blocks * sizeof(float));
-	memcpy(nd->params[2]->data, b->data, (size_t)b->numel * sizeof(float));
+	if (bias)
+		memcpy(nd->params[2]->data, bias->data, (size_t)bias->numel * sizeof(float));
+	mc_tensor_free(bias);
 	if (c->scheme == 1) {
 		memcpy(nd->params[3]->data, l->zp, (size_t)l->blocks);
 	} else if (mode == QMODE_STATIC) {
@@ -410,73 +373,43 @@ static int make_node(struct mc_node *nd, const struct quantize_conf *c, int mode
 		qp[0] = s;
 		qp[1] = (float)z;
 	}
-	for (int p = 0; p < old.n_params; p++)
-		mc_tensor_free(old.params[p]);
-	mc_param_free(old.op->attrs, old.attrs);
-	free(old.attrs);
 	return 0;
-}
-
-/* How many inputs of m's nodes read node i. */
-static int readers(const struct mc_model *m, int i)
-{
-	int r = 0;
-
-	for (int j = 0; j < m->n_nodes; j++)
-		for (int k = 0; k < m->nodes[j].n_inputs; k++)
-			r += m->nodes[j].inputs[k] == i;
-	return r;
 }
 
 /*
  * Fuses each relu whose input is a qconv2d read by nothing else into that
  * qconv2d (relu: true, applied in the requantization) and removes the relu
- * node, rewiring its readers to the qconv2d, as mc_model_fold_batchnorm
- * removes a batchnorm. The outputs are the same bits: max(y, 0) of the same
+ * node, its readers reading the qconv2d, as mc_model_fold_batchnorm removes
+ * a batchnorm. The outputs are the same bits: max(y, 0) of the same
  * requantized y. Returns the number of relus fused, or an error code with
  * err set.
  */
 static int fuse_relu(struct mc_model *m, struct mc_err *err)
 {
 	const struct mc_op *relu = mc_op_find("relu"), *qconv = mc_op_find("qconv2d");
+	const struct mc_attr on[] = { MC_ATTR_BOOL("relu", 1), MC_ATTR_END };
 	int fused = 0, ret;
 
 	if (!relu || !qconv)
 		return 0;
-	for (int i = 0; i < m->n_nodes; i++) {
-		struct mc_node *r = &m->nodes[i], *f;
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *r = mc_model_node(m, i), *f;
 		int src = r->inputs[0];
 
 		if (r->op != relu || r->n_inputs != 1 || src == MC_NODE_INPUT)
 			continue;
-		f = &m->nodes[src];
+		f = mc_model_node(m, src);
 		/* Removing the last node must leave the qconv2d last. */
-		if (f->op != qconv || readers(m, src) != 1 || (i == m->n_nodes - 1 && src != i - 1))
+		if (f->op != qconv || mc_model_readers(m, src, NULL, 0) != 1 ||
+		    (i == mc_model_n_nodes(m) - 1 && src != i - 1))
 			continue;
-		ret = set_attr(qconv, f->attrs, "relu", "true", err);
+		ret = mc_model_set_attrs(m, src, on, err);
+		if (!ret)
+			ret = mc_model_remove_node(m, i, err);
 		if (ret) {
 			mc_err_prefix(err, "fusing relu '%s' into '%s'", r->name, f->name);
 			return ret;
 		}
-		if (r->op->release)
-			r->op->release(r);
-		for (int p = 0; p < r->n_params; p++)
-			mc_tensor_free(r->params[p]);
-		if (r->attrs)
-			mc_param_free(r->op->attrs, r->attrs);
-		free(r->attrs);
-		free(r->name);
-		memmove(r, r + 1, (size_t)(m->n_nodes - i - 1) * sizeof(*r));
-		m->n_nodes--;
-		for (int j = i; j < m->n_nodes; j++)
-			for (int k = 0; k < m->nodes[j].n_inputs; k++) {
-				int *in = &m->nodes[j].inputs[k];
-
-				if (*in == i)
-					*in = src;
-				else if (*in > i)
-					(*in)--;
-			}
 		fused++;
 		i--;
 	}
@@ -496,9 +429,9 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 
 	if (!m)
 		return mc_ctx_error(ctx, "model", MC_ERUN, "no model '%s'", c->model);
-	idx = calloc((size_t)m->n_nodes, sizeof(*idx));
-	lo = calloc((size_t)m->n_nodes, sizeof(*lo));
-	hi = calloc((size_t)m->n_nodes, sizeof(*hi));
+	idx = calloc((size_t)mc_model_n_nodes(m), sizeof(*idx));
+	lo = calloc((size_t)mc_model_n_nodes(m), sizeof(*lo));
+	hi = calloc((size_t)mc_model_n_nodes(m), sizeof(*hi));
 	if (!idx || !lo || !hi) {
 		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		goto out;
@@ -508,8 +441,8 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 		ret = n < 0 ? n : mc_ctx_error(ctx, "exclude", MC_ERUN, "no layer to quantize");
 		goto out;
 	}
-	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = &m->nodes[i];
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
 		const char *why = !strcmp(nd->op->name, "conv2d") && !excluded(c, nd->name)
 					  ? conv_stays_f32(c, mode, nd)
 					  : NULL;
@@ -527,12 +460,12 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 			ret = MC_ERUN;
 			goto out;
 		}
-		if (d->sample_numel != m->in_numel) {
+		if (d->sample_numel != mc_model_in_numel(m)) {
 			ret = mc_ctx_error(ctx, "calibration_data", MC_ERUN,
 					   "split '%s' has %lld values a sample but model '%s' takes "
 					   "%lld; calibrate on data of the model's input",
 					   c->calibration_data, (long long)d->sample_numel, c->model,
-					   (long long)m->in_numel);
+					   (long long)mc_model_in_numel(m));
 			goto out;
 		}
 		ret = quantize_calibrate(m, d, c->samples, idx, n, (enum mc_range_method)c->calibration,
@@ -551,13 +484,9 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 		goto out;
 	}
 	for (int t = 0; t < n && !ret; t++) {
-		struct mc_node *nd = &dup->nodes[idx[t]];
+		const struct mc_node *nd = mc_model_node(dup, idx[t]);
 		const struct mc_tensor *w = nd->params[0];
 		int64_t rows = w->shape[0], cols = w->numel / w->shape[0];
-		int src = nd->inputs[0];
-		int in_ndim = src == MC_NODE_INPUT ? dup->in_ndim : dup->nodes[src].out_ndim;
-		const int64_t *in_dims = src == MC_NODE_INPUT ? dup->in_shape
-							      : dup->nodes[src].out_shape;
 		struct qlayer l = { .spec = { .bits = c->bits, .asym = c->scheme == 1 } };
 		int gran = layer_granularity(c, nd->name);
 		float *deq = NULL;
@@ -584,7 +513,7 @@ static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
 			snprintf(name, sizeof(name), "%s", nd->name);
 			mc_dequantize_weights(l.q, rows, cols, &l.spec, l.scale, l.zp, deq);
 			db = sqnr_db(w->data, deq, w->numel);
-			ret = make_node(nd, c, mode, gran, &l, lo[t], hi[t], in_ndim, in_dims, err);
+			ret = make_node(dup, idx[t], c, mode, gran, &l, lo[t], hi[t], err);
 			if (ret) {
 				mc_err_prefix(err, "layer '%s'", name);
 			} else {

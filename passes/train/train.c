@@ -41,17 +41,17 @@ static int train_run(struct mc_ctx *ctx, void *state, const void *conf)
 	mc_train_opts_apply(&c->opts, &tc);
 	if (!d)
 		return mc_ctx_err(ctx)->code;
-	if (d->sample_numel != m->in_numel)
+	if (d->sample_numel != mc_model_in_numel(m))
 		return mc_ctx_error(ctx, "data", MC_ERUN,
 				    "split '%s' has samples of %lld values but model '%s' takes "
 				    "%lld; build the model with a matching input",
 				    c->data, (long long)d->sample_numel, c->model,
-				    (long long)m->in_numel);
-	if (d->n_classes > m->n_classes)
+				    (long long)mc_model_in_numel(m));
+	if (d->n_classes > mc_model_n_classes(m))
 		return mc_ctx_error(ctx, "data", MC_ERUN,
 				    "split '%s' has %d classes but model '%s' outputs %lld; make "
 				    "its last layer at least that wide",
-				    c->data, d->n_classes, c->model, (long long)m->n_classes);
+				    c->data, d->n_classes, c->model, (long long)mc_model_n_classes(m));
 	ret = mc_train(m, d, &tc, NULL, mc_ctx_err(ctx));
 	if (ret)
 		return ret;

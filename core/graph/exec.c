@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec.c - the executor: activations and gradients for batches of a
+ * model, forward in node order and backward in reverse.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/model_int.h"
+
+struct mc_exec {
+	const struct mc_model *m;
+	int max_batch, training, n;
+	float **act;   /* [n_nodes] outputs, [max_batch, out_numel] */
+	float **dact;  /* [n_nodes] output gradients (training) */
+	float **grads; /* [n_nodes * MC_NODE_MAX_PARAMS] parameter gradients (training) */
+	int *uses;     /* [n_nodes] how many node inputs read each node */
+	int *needs;    /* [n_nodes] a trained parameter lies at or before the node */
+	int *written;  /* [n_nodes] during backward: dact holds a value */
+	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
+	const float *x;
+	struct mc_run run; /* of the last forward */
+};
+
+/* ---------------------------------------------------------------- executor */
+
+void mc_exec_free(struct mc_exec *e)
+{
+	if (!e)
+		return;
+	for (int i = 0; i < e->m->n_nodes; i++) {
+		if (e->act)
+			mc_free(e->act[i]);
+		if (e->dact)
+			mc_free(e->dact[i]);
+		for (int p = 0; e->grads && p < MC_NODE_MAX_PARAMS; p++)
+			mc_free(e->grads[i * MC_NODE_MAX_PARAMS + p]);
+	}
+	for (int k = 0; k < MC_NODE_MAX_INPUTS; k++)
+		mc_free(e->scratch[k]);
+	mc_free(e->run.work);
+	free(e->act);
+	free(e->dact);
+	free(e->grads);
+	free(e->uses);
+	free(e->needs);
+	free(e->written);
+	free(e);
+}
+
+struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int training,
+			    struct mc_err *err)
+{
+	struct mc_exec *e = calloc(1, sizeof(*e));
+	size_t nn = (size_t)m->n_nodes, max_in = 0, work = 0;
+	int shared = 0;
+
+	if (max_batch < 1) {
+		free(e);
+		mc_err_set(err, MC_EINVAL, "batch size %d: use 1 or more", max_batch);
+		return NULL;
+	}
+	if (m->arch_only) {
+		free(e);
+		mc_err_set(err, MC_EINVAL,
+			   "a model of shapes only (validation) cannot run; run the real model");
+		return NULL;
+	}
+	if (!e)
+		goto nomem;
+	e->m = m;
+	e->max_batch = max_batch;
+	e->training = training;
+	e->run.training = training;
+	e->act = calloc(nn, sizeof(*e->act));
+	e->uses = calloc(nn, sizeof(*e->uses));
+	e->written = calloc(nn, sizeof(*e->written));
+	if (!e->act || !e->uses || !e->written)
+		goto nomem;
+	for (int i = 0; i < m->n_nodes; i++) {
+		e->act[i] =
+		    mc_calloc((size_t)max_batch * (size_t)m->nodes[i]->out_numel, sizeof(float));
+		if (!e->act[i])
+			goto nomem;
+		if (m->nodes[i]->op->workspace) {
+			size_t w = m->nodes[i]->op->workspace(m->nodes[i], max_batch);
+
+			if (w > work)
+				work = w;
+		}
+		for (int k = 0; k < m->nodes[i]->n_inputs; k++) {
+			int src = m->nodes[i]->inputs[k];
+			size_t in =
+			    (size_t)(src == MC_NODE_INPUT ? m->in_numel : m->nodes[src]->out_numel);
+
+			if (src != MC_NODE_INPUT && ++e->uses[src] > 1)
+				shared = 1;
+			if (in > max_in)
+				max_in = in;
+		}
+	}
+	if (work) {
+		e->run.work = mc_calloc(work, 1);
+		if (!e->run.work)
+			goto nomem;
+	}
+	if (!training)
+		return e;
+	e->needs = calloc(nn, sizeof(*e->needs));
+	if (!e->needs)
+		goto nomem;
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = m->nodes[i];
+
+		e->needs[i] = nd->n_params > nd->n_buffers;
+		for (int k = 0; k < nd->n_inputs; k++)
+			if (nd->inputs[k] != MC_NODE_INPUT && e->needs[nd->inputs[k]])
+				e->needs[i] = 1;
+	}
+	e->dact = calloc(nn, sizeof(*e->dact));
+	e->grads = calloc(nn * MC_NODE_MAX_PARAMS, sizeof(*e->grads));
+	if (!e->dact || !e->grads)
+		goto nomem;
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = m->nodes[i];
+
+		e->dact[i] = mc_calloc((size_t)max_batch * (size_t)nd->out_numel, sizeof(float));
+		if (!e->dact[i])
+			goto nomem;
+		for (int p = 0; p < nd->n_params; p++) {
+			float **g = &e->grads[i * MC_NODE_MAX_PARAMS + p];
+
+			*g = mc_calloc((size_t)nd->params[p]->numel, sizeof(float));
+			if (!*g)
+				goto nomem;
+		}
+	}
+	/* Nodes read by several inputs sum their gradients through scratch. */
+	for (int k = 0; shared && k < MC_NODE_MAX_INPUTS; k++) {
+		e->scratch[k] = mc_calloc((size_t)max_batch * max_in, sizeof(float));
+		if (!e->scratch[k])
+			goto nomem;
+	}
+	return e;
+
+nomem:
+	mc_exec_free(e);
+	mc_err_set(err, MC_ENOMEM, "out of memory for activations of batch %d; use a smaller batch",
+		   max_batch);
+	return NULL;
+}
+
+const float *mc_forward(struct mc_exec *e, const float *x, int n)
+{
+	const struct mc_model *m = e->m;
+
+	if (n > e->max_batch)
+		n = e->max_batch; /* never write past the buffers */
+	e->x = x;
+	e->n = n;
+	if (e->training)
+		e->run.step++;
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = m->nodes[i];
+		const float *in[MC_NODE_MAX_INPUTS];
+
+		for (int k = 0; k < nd->n_inputs; k++)
+			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
+		nd->op->forward(nd, &e->run, n, in, e->act[i]);
+	}
+	return e->act[m->n_nodes - 1];
+}
+
+void mc_backward(struct mc_exec *e, const float *dlogits)
+{
+	const struct mc_model *m = e->m;
+	int last = m->n_nodes - 1;
+
+	if (!e->training || !e->x)
+		return;
+	memset(e->written, 0, (size_t)m->n_nodes * sizeof(*e->written));
+	for (int i = last; i >= 0; i--) {
+		const struct mc_node *nd = m->nodes[i];
+		const float *in[MC_NODE_MAX_INPUTS];
+		float *din[MC_NODE_MAX_INPUTS];
+		int add[MC_NODE_MAX_INPUTS];
+
+		/* A node whose output reaches no loss has zero gradient: skip it. */
+		if (i != last && !e->written[i])
+			continue;
+		if (!nd->op->backward) /* not trained through: upstream gets nothing */
+			continue;
+		for (int k = 0; k < nd->n_inputs; k++) {
+			int src = nd->inputs[k];
+
+			add[k] = 0;
+			in[k] = src == MC_NODE_INPUT ? e->x : e->act[src];
+			if (src == MC_NODE_INPUT) {
+				din[k] = NULL;
+			} else if (!e->needs[src]) {
+				/* Nothing upstream learns: the input gradient would be
+				 * thrown away (fc1's is a third of an MLP's backward). */
+				din[k] = NULL;
+			} else if (!e->written[src]) {
+				din[k] = e->dact[src];
+				e->written[src] = 1;
+			} else {
+				din[k] = e->scratch[k];
+				add[k] = 1;
+			}
+		}
+		nd->op->backward(nd, &e->run, e->n, in, e->act[i], i == last ? dlogits : e->dact[i],
+				 din, &e->grads[i * MC_NODE_MAX_PARAMS]);
+		for (int k = 0; k < nd->n_inputs; k++) {
+			int64_t total;
+			float *dst;
+
+			if (!add[k])
+				continue;
+			dst = e->dact[nd->inputs[k]];
+			total = (int64_t)e->n * m->nodes[nd->inputs[k]]->out_numel;
+			for (int64_t j = 0; j < total; j++)
+				dst[j] += din[k][j];
+		}
+	}
+}
+
+void mc_exec_set_seed(struct mc_exec *e, uint64_t seed)
+{
+	e->run.seed = seed;
+}
+
+void mc_exec_zero_grad(struct mc_exec *e)
+{
+	if (!e->training)
+		return;
+	for (int i = 0; i < e->m->n_nodes; i++)
+		for (int p = 0; p < e->m->nodes[i]->n_params; p++)
+			memset(e->grads[i * MC_NODE_MAX_PARAMS + p], 0,
+			       (size_t)e->m->nodes[i]->params[p]->numel * sizeof(float));
+}
+
+float *mc_exec_grad(struct mc_exec *e, int node, int param)
+{
+	if (!e->training || node < 0 || node >= e->m->n_nodes || param < 0 ||
+	    param >= e->m->nodes[node]->n_params)
+		return NULL;
+	return e->grads[node * MC_NODE_MAX_PARAMS + param];
+}

@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops_pool.c - pooling over per-sample [C, H, W] images: maxpool2d,
+ * avgpool2d and global_avgpool.
+ *
+ * Every kernel splits over (sample, channel) planes, each written by one
+ * thread: no atomics, and the same bits for any thread count. The common
+ * 2x2, stride 2 max pool takes an unrolled path (SSE2 where present) that
+ * makes the same comparisons in the same order as the general loop.
+ */
+#include <math.h>
+#include <string.h>
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#include "graph/conv_geo.h"
+#include "graph/ops_int.h"
+
+/* ---------------------------------------------------------------- pooling */
+
+struct pool_attrs {
+	int kernel, stride, padding;
+	int in_h, in_w; /* set by setup from the input shape; not attributes */
+};
+
+static const struct mc_param_def pool_attrs[] = {
+    MC_PARAM_INT(struct pool_attrs, kernel, NULL, 1, 1024, "window height and width"),
+    MC_PARAM_INT(struct pool_attrs, stride, "0", 0, 1024,
+		 "step between windows; 0 means the kernel size"),
+    MC_PARAM_INT(struct pool_attrs, padding, "0", 0, 512,
+		 "padding on each side, at most half the kernel"),
+    MC_PARAM_END,
+};
+
+struct pool_geo {
+	int C, H, W, OH, OW, k, s, p;
+};
+
+static void pool_geo(const struct mc_node *node, struct pool_geo *q)
+{
+	const struct pool_attrs *a = node->attrs;
+
+	q->k = a->kernel;
+	q->s = a->stride ? a->stride : a->kernel;
+	q->p = a->padding;
+	q->C = (int)node->out_shape[0];
+	q->OH = (int)node->out_shape[1];
+	q->OW = (int)node->out_shape[2];
+	q->H = a->in_h;
+	q->W = a->in_w;
+}
+
+static int pool_setup(struct mc_node *node, const int *in_ndim,
+		      const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
+{
+	struct pool_attrs *a = node->attrs;
+	int s = a->stride ? a->stride : a->kernel;
+	int64_t H, W;
+	char buf[256];
+
+	if (in_ndim[0] != 3)
+		return mc_err_set(err, MC_EINVAL,
+				  "%s needs per-sample [channels, height, width], got %s; pool "
+				  "the output of a conv2d",
+				  node->op->name,
+				  mc_shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
+	H = in_shape[0][1];
+	W = in_shape[0][2];
+	if (2 * a->padding > a->kernel)
+		return mc_err_set(err, MC_EINVAL,
+				  "padding %d is more than half the kernel %d; use padding <= %d",
+				  a->padding, a->kernel, a->kernel / 2);
+	if (H + 2 * (int64_t)a->padding < a->kernel || W + 2 * (int64_t)a->padding < a->kernel)
+		return mc_err_set(err, MC_EINVAL,
+				  "kernel %d is larger than the input %lldx%lld; use a smaller "
+				  "kernel",
+				  a->kernel, (long long)H, (long long)W);
+	node->out_ndim = 3;
+	node->out_shape[0] = in_shape[0][0];
+	node->out_shape[1] = mc_conv_out(H, a->kernel, s, a->padding);
+	node->out_shape[2] = mc_conv_out(W, a->kernel, s, a->padding);
+	a->in_h = (int)H;
+	a->in_w = (int)W;
+	return 0;
+}
+
+#ifdef __SSE2__
+/* m ? a : b, lane by lane (m all ones or all zeros) */
+static inline __m128 sel4(__m128 m, __m128 a, __m128 b)
+{
+	return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b));
+}
+
+/* The even and odd elements of p[0..8): four windows' left and right pixels. */
+static inline void split4(const float *p, __m128 *even, __m128 *odd)
+{
+	__m128 lo = _mm_loadu_ps(p), hi = _mm_loadu_ps(p + 4);
+
+	*even = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+	*odd = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+}
+#endif
+
+/*
+ * The common 2x2, stride 2 case without bounds checks. The same comparisons
+ * in the same order as the general loop (first maximum wins), so the same
+ * results and the same routing of gradients.
+ */
+static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
+		const float *x = x0 + pl * q->H * q->W;
+		float *y = y0 + pl * q->OH * q->OW;
+
+		for (int oh = 0; oh < q->OH; oh++) {
+			const float *r0 = x + 2 * oh * q->W, *r1 = r0 + q->W;
+			int ow = 0;
+
+#ifdef __SSE2__
+			/* Four windows at a time, the same comparisons as below as
+			 * selects (not max, whose NaN rule differs): the same bits. */
+			for (; ow + 4 <= q->OW; ow += 4) {
+				__m128 v0, v1, v2, v3, m;
+
+				split4(r0 + 2 * ow, &v0, &v1);
+				split4(r1 + 2 * ow, &v2, &v3);
+				m = sel4(_mm_cmpgt_ps(v1, v0), v1, v0);
+				m = sel4(_mm_cmpgt_ps(v2, m), v2, m);
+				_mm_storeu_ps(y + oh * q->OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
+			}
+#endif
+			for (; ow < q->OW; ow++) {
+				float m = r0[2 * ow];
+
+				m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
+				m = r1[2 * ow] > m ? r1[2 * ow] : m;
+				y[oh * q->OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
+			}
+		}
+	}
+}
+
+static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,
+			      float *dx0)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
+		const float *x = x0 + pl * q->H * q->W, *dy = dy0 + pl * q->OH * q->OW;
+		float *dx = dx0 + pl * q->H * q->W;
+
+		/* Every pixel of a window is written (the gradient or 0): no clearing
+		 * pass, except for an odd last row or column no window covers. */
+		for (int oh = 0; oh < q->OH; oh++) {
+			const float *a = x + 2 * oh * q->W, *c = a + q->W;
+			float *da = dx + 2 * oh * q->W, *dc = da + q->W;
+			int ow = 0;
+
+#ifdef __SSE2__
+			/* Four windows at a time, the masks of the loop below. */
+			for (; ow + 4 <= q->OW; ow += 4) {
+				__m128 g = _mm_loadu_ps(dy + oh * q->OW + ow), v0, v1, v2, v3, m;
+				__m128 b1, b2, b3, any;
+
+				split4(a + 2 * ow, &v0, &v1);
+				split4(c + 2 * ow, &v2, &v3);
+				b1 = _mm_cmpgt_ps(v1, v0);
+				m = sel4(b1, v1, v0);
+				b2 = _mm_cmpgt_ps(v2, m);
+				m = sel4(b2, v2, m);
+				b3 = _mm_cmpgt_ps(v3, m);
+				b2 = _mm_andnot_ps(b3, b2);
+				b1 = _mm_andnot_ps(_mm_or_ps(b2, b3), b1);
+				any = _mm_or_ps(b1, _mm_or_ps(b2, b3));
+				v0 = _mm_andnot_ps(any, g);
+				v1 = _mm_and_ps(b1, g);
+				v2 = _mm_and_ps(b2, g);
+				v3 = _mm_and_ps(b3, g);
+				_mm_storeu_ps(da + 2 * ow, _mm_unpacklo_ps(v0, v1));
+				_mm_storeu_ps(da + 2 * ow + 4, _mm_unpackhi_ps(v0, v1));
+				_mm_storeu_ps(dc + 2 * ow, _mm_unpacklo_ps(v2, v3));
+				_mm_storeu_ps(dc + 2 * ow + 4, _mm_unpackhi_ps(v2, v3));
+			}
+#endif
+			for (; ow < q->OW; ow++) {
+				float g = dy[oh * q->OW + ow], v0 = a[2 * ow], v1 = a[2 * ow + 1];
+				float v2 = c[2 * ow], v3 = c[2 * ow + 1], m;
+				int b1 = v1 > v0, b2, b3;
+
+				/* selects, not branches: which pixel wins is data, not pattern */
+				m = b1 ? v1 : v0;
+				b2 = v2 > m;
+				m = b2 ? v2 : m;
+				b3 = v3 > m;
+				b2 &= !b3;
+				b1 &= !b2 & !b3;
+				da[2 * ow] = b1 | b2 | b3 ? 0.0f : g;
+				da[2 * ow + 1] = b1 ? g : 0.0f;
+				dc[2 * ow] = b2 ? g : 0.0f;
+				dc[2 * ow + 1] = b3 ? g : 0.0f;
+			}
+			if (q->W & 1) {
+				da[q->W - 1] = 0.0f;
+				dc[q->W - 1] = 0.0f;
+			}
+		}
+		if (q->H & 1)
+			memset(dx + (size_t)(q->H - 1) * q->W, 0, (size_t)q->W * sizeof(float));
+	}
+}
+
+/* out[n, C, OH, OW] = max over each window of in[n, C, H, W] (padding never wins) */
+static void maxpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	if (q.k == 2 && q.s == 2 && q.p == 0) {
+		maxpool2_forward(&q, n, in[0], out);
+		return;
+	}
+#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
+		const float *x = in[0] + pl * q.H * q.W;
+		float *y = out + pl * q.OH * q.OW;
+
+		for (int oh = 0; oh < q.OH; oh++)
+			for (int ow = 0; ow < q.OW; ow++) {
+				float m = -INFINITY;
+
+				for (int ki = 0; ki < q.k; ki++) {
+					int h = oh * q.s - q.p + ki;
+
+					if (h < 0 || h >= q.H)
+						continue;
+					for (int kj = 0; kj < q.k; kj++) {
+						int w = ow * q.s - q.p + kj;
+
+						if (w >= 0 && w < q.W && x[h * q.W + w] > m)
+							m = x[h * q.W + w];
+					}
+				}
+				y[oh * q.OW + ow] = m;
+			}
+	}
+}
+
+/* din = dout routed to the first maximum of each window */
+static void maxpool_backward(const struct mc_node *node, const struct mc_run *run, int n,
+			     const float *const *in, const float *out, const float *dout,
+			     float *const *din, float *const *grads)
+{
+	struct pool_geo q;
+
+	if (!din[0])
+		return;
+	pool_geo(node, &q);
+	if (q.k == 2 && q.s == 2 && q.p == 0) {
+		maxpool2_backward(&q, n, in[0], dout, din[0]);
+		return;
+	}
+#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
+		const float *x = in[0] + pl * q.H * q.W, *dy = dout + pl * q.OH * q.OW;
+		float *dx = din[0] + pl * q.H * q.W;
+
+		memset(dx, 0, (size_t)q.H * q.W * sizeof(float));
+		for (int oh = 0; oh < q.OH; oh++)
+			for (int ow = 0; ow < q.OW; ow++) {
+				float m = -INFINITY;
+				int at = -1;
+
+				for (int ki = 0; ki < q.k; ki++) {
+					int h = oh * q.s - q.p + ki;
+
+					if (h < 0 || h >= q.H)
+						continue;
+					for (int kj = 0; kj < q.k; kj++) {
+						int w = ow * q.s - q.p + kj;
+
+						if (w >= 0 && w < q.W && (at < 0 || x[h * q.W + w] > m)) {
+							m = x[h * q.W + w];
+							at = h * q.W + w;
+						}
+					}
+				}
+				if (at >= 0)
+					dx[at] += dy[oh * q.OW + ow];
+			}
+	}
+}
+
+static int64_t pool_flops(const struct mc_node *node)
+{
+	const struct pool_attrs *a = node->attrs;
+
+	return node->out_numel * a->kernel * a->kernel;
+}
+
+const struct mc_op mc_op_maxpool2d = {
+    .name = "maxpool2d",
+    .help = "max over k x k windows of [C, H, W]: kernel, stride, padding",
+    .attr_size = sizeof(struct pool_attrs),
+    .attrs = pool_attrs,
+    .n_inputs = 1,
+    .setup = pool_setup,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .flops = pool_flops,
+};
+
+/* out = mean over each k x k window, padding counted as zeros (PyTorch's default) */
+static void avgpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out)
+{
+	struct pool_geo q;
+	float inv;
+
+	pool_geo(node, &q);
+	inv = 1.0f / (float)(q.k * q.k);
+#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
+		const float *x = in[0] + pl * q.H * q.W;
+		float *y = out + pl * q.OH * q.OW;
+
+		for (int oh = 0; oh < q.OH; oh++)
+			for (int ow = 0; ow < q.OW; ow++) {
+				float sum = 0.0f;
+
+				for (int ki = 0; ki < q.k; ki++) {
+					int h = oh * q.s - q.p + ki;
+
+					if (h < 0 || h >= q.H)
+						continue;
+					for (int kj = 0; kj < q.k; kj++) {
+						int w = ow * q.s - q.p + kj;
+
+						if (w >= 0 && w < q.W)
+							sum += x[h * q.W + w];
+					}
+				}
+				y[oh * q.OW + ow] = sum * inv;
+			}
+	}
+}
+
+static void avgpool_backward(const struct mc_node *node, const struct mc_run *run, int n,
+			     const float *const *in, const float *out, const float *dout,
+			     float *const *din, float *const *grads)
+{
+	struct pool_geo q;
+	float inv;
+
+	if (!din[0])
+		return;
+	pool_geo(node, &q);
+	inv = 1.0f / (float)(q.k * q.k);
+#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
+		const float *dy = dout + pl * q.OH * q.OW;
+		float *dx = din[0] + pl * q.H * q.W;
+
+		memset(dx, 0, (size_t)q.H * q.W * sizeof(float));
+		for (int oh = 0; oh < q.OH; oh++)
+			for (int ow = 0; ow < q.OW; ow++) {
+				float g = dy[oh * q.OW + ow] * inv;
+
+				for (int ki = 0; ki < q.k; ki++) {
+					int h = oh * q.s - q.p + ki;
+
+					if (h < 0 || h >= q.H)
+						continue;
+					for (int kj = 0; kj < q.k; kj++) {
+						int w = ow * q.s - q.p + kj;
+
+						if (w >= 0 && w < q.W)
+							dx[h * q.W + w] += g;
+					}
+				}
+			}
+	}
+}
+
+const struct mc_op mc_op_avgpool2d = {
+    .name = "avgpool2d",
+    .help = "mean over k x k windows of [C, H, W]: kernel, stride, padding",
+    .attr_size = sizeof(struct pool_attrs),
+    .attrs = pool_attrs,
+    .n_inputs = 1,
+    .setup = pool_setup,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+    .flops = pool_flops,
+};
+
+/* ---------------------------------------------------------------- global average pool */
+
+struct gap_state {
+	int64_t area; /* values per channel, set by setup; global_avgpool has no attributes */
+};
+
+static int gap_setup(struct mc_node *node, const int *in_ndim,
+		     const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
+{
+	struct gap_state *st = node->attrs;
+	char buf[256];
+
+	if (in_ndim[0] < 2)
+		return mc_err_set(err, MC_EINVAL,
+				  "global_avgpool needs per-sample [channels, height, width], got "
+				  "%s; pool the output of a conv2d",
+				  mc_shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
+	st->area = 1;
+	for (int d = 1; d < in_ndim[0]; d++)
+		st->area *= in_shape[0][d]; /* the model checked the product */
+	node->out_ndim = 1;
+	node->out_shape[0] = in_shape[0][0];
+	return 0;
+}
+
+/* out[n, C] = mean of in[n, C, H*W] over H*W */
+static void gap_forward(const struct mc_node *node, const struct mc_run *run, int n,
+			const float *const *in, float *out)
+{
+	int64_t C = node->out_shape[0], S = ((const struct gap_state *)node->attrs)->area;
+
+#pragma omp parallel for schedule(static) if ((int64_t)n * C * S >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * C; pl++) {
+		const float *x = in[0] + pl * S;
+		float sum = 0.0f;
+
+		for (int64_t j = 0; j < S; j++)
+			sum += x[j];
+		out[pl] = sum / (float)S;
+	}
+}
+
+/* din[n, C, H*W] = dout[n, C] / (H*W) */
+static void gap_backward(const struct mc_node *node, const struct mc_run *run, int n,
+			 const float *const *in, const float *out, const float *dout,
+			 float *const *din, float *const *grads)
+{
+	int64_t C = node->out_shape[0], S = ((const struct gap_state *)node->attrs)->area;
+
+	if (!din[0])
+		return;
+#pragma omp parallel for schedule(static) if ((int64_t)n * C * S >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * C; pl++) {
+		float g = dout[pl] / (float)S;
+
+		for (int64_t j = 0; j < S; j++)
+			din[0][pl * S + j] = g;
+	}
+}
+
+static int64_t gap_flops(const struct mc_node *node)
+{
+	return node->out_numel * ((const struct gap_state *)node->attrs)->area;
+}
+
+const struct mc_op mc_op_global_avgpool = {
+    .name = "global_avgpool",
+    .help = "mean of each channel: [C, H, W] -> [C]",
+    .attr_size = sizeof(struct gap_state),
+    .attrs = mc_no_attrs,
+    .n_inputs = 1,
+    .setup = gap_setup,
+    .forward = gap_forward,
+    .backward = gap_backward,
+    .flops = gap_flops,
+};

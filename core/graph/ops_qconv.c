@@ -1,0 +1,442 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops_qconv.c - the qconv2d op: a conv2d (groups 1) whose weight is int8 and
+ * whose input is quantized to u8 (dynamic: the batch's range; static: the
+ * calibrated one; docs/quantize.md):
+ *
+ *	param 0  NAME.weight         I8 [out, C, k, k], symmetric
+ *	param 1  NAME.weight_scale   F32 [1] per tensor or [out] per channel
+ *	param 2  NAME.bias           F32 [out]
+ *	param 3  NAME.input_qparams  F32 [2]: input scale, zero point (static only)
+ *
+ * The input is quantized once, then a chunk of samples is laid out as the u8
+ * matrix colT[m*P, C*k*k] (row p: the window of output position p; padding
+ * holds the zero point, which stands for 0.0) and multiplied on the int8 GEMM
+ * with the packed weights: y[m*P, out], requantized per channel with the
+ * bias added, then transposed into [out, OH, OW] per sample. Every output is
+ * one exact s32 sum: the same for any thread count.
+ *
+ * The packed weights and the input's quantization are qlinear's
+ * (ops_qlinear.c); the window geometry and im2col are conv2d's (conv_geo.h).
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "graph/conv_geo.h"
+#include "graph/ops_quant_int.h"
+#include "kernels/cpu.h"
+
+struct qconv_attrs {
+	int out, kernel, stride, padding;
+	int mode;
+	int granularity;
+	int relu;
+	int in_h, in_w; /* set by setup from the input shape; not attributes */
+};
+
+static const struct mc_param_def qconv_attrs[] = {
+    MC_PARAM_INT(struct qconv_attrs, out, NULL, 1, 1 << 20, "output channels"),
+    MC_PARAM_INT(struct qconv_attrs, kernel, "3", 1, 1024, "kernel height and width"),
+    MC_PARAM_INT(struct qconv_attrs, stride, "1", 1, 1024, "step between windows"),
+    MC_PARAM_INT(struct qconv_attrs, padding, "0", 0, 1024, "zeros added on each side"),
+    MC_PARAM_ENUM(struct qconv_attrs, mode, "dynamic", mc_qmodes,
+		  "activations: u8 from each batch's range (dynamic) or calibrated (static)"),
+    MC_PARAM_ENUM(struct qconv_attrs, granularity, "per-channel", mc_qgrans,
+		  "what one weight scale covers: per-tensor or per-channel"),
+    MC_PARAM_BOOL(struct qconv_attrs, relu, "false",
+		  "max(y, 0) applied in the requantization: a fused conv2d + relu"),
+    MC_PARAM_END,
+};
+
+/* The geometry of a qconv2d node: a conv2d of one group, so Kg = C * k * k. */
+static void qconv_geo(const struct mc_node *node, struct mc_conv_geo *q)
+{
+	const struct qconv_attrs *a = node->attrs;
+
+	mc_conv_geo_init(q, node->params[QP_WEIGHT], node->out_shape, a->kernel, a->stride,
+			 a->padding, 1, a->in_h, a->in_w);
+}
+
+static int qconv_setup(struct mc_node *node, const int *in_ndim,
+		       const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
+{
+	struct qconv_attrs *a = node->attrs;
+	int64_t C, H, W, OH, OW, ws[4], ss[1], bs[1] = { a->out }, two = 2;
+	size_t kn, wn, cols;
+	char buf[256];
+	int r;
+
+	if (in_ndim[0] != 3)
+		return mc_err_set(err, MC_EINVAL,
+				  "qconv2d needs per-sample [channels, height, width], got %s; "
+				  "give the model input such a shape (e.g. [1, 28, 28])",
+				  mc_shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
+	C = in_shape[0][0];
+	H = in_shape[0][1];
+	W = in_shape[0][2];
+	if (a->mode == QMODE_WEIGHT_ONLY || a->granularity == QGRAN_GROUP)
+		return mc_err_set(err, MC_EINVAL,
+				  "qconv2d runs on the int8 GEMM, which takes u8 inputs and "
+				  "weights scaled per tensor or per channel; use mode dynamic or "
+				  "static and granularity per-tensor or per-channel");
+	if (H + 2 * (int64_t)a->padding < a->kernel || W + 2 * (int64_t)a->padding < a->kernel)
+		return mc_err_set(err, MC_EINVAL,
+				  "qconv2d: kernel %d is larger than the padded input %lldx%lld; "
+				  "use a smaller kernel or more padding",
+				  a->kernel, (long long)(H + 2 * a->padding),
+				  (long long)(W + 2 * a->padding));
+	if (a->padding >= a->kernel)
+		return mc_err_set(err, MC_EINVAL,
+				  "qconv2d: padding %d leaves windows of zeros only; use padding "
+				  "below the kernel %d",
+				  a->padding, a->kernel);
+	OH = mc_conv_out(H, a->kernel, a->stride, a->padding);
+	OW = mc_conv_out(W, a->kernel, a->stride, a->padding);
+	if (C < 1 || mc_mul_overflow((size_t)C, (size_t)a->kernel * a->kernel, &kn) ||
+	    kn > 65536 || mc_mul_overflow(kn, (size_t)a->out, &wn) || wn > INT32_MAX ||
+	    mc_mul_overflow((size_t)OH, (size_t)OW, &cols) || cols > INT_MAX / 4096 ||
+	    H > INT_MAX || W > INT_MAX)
+		return mc_err_set(err, MC_EINVAL,
+				  "qconv2d of %lld channels to %d with kernel %d is too large; "
+				  "the int8 kernels take at most 65536 inputs a window and 2^31 "
+				  "weights",
+				  (long long)C, a->out, a->kernel);
+	ws[0] = a->out;
+	ws[1] = C;
+	ws[2] = a->kernel;
+	ws[3] = a->kernel;
+	ss[0] = a->granularity == QGRAN_TENSOR ? 1 : a->out;
+	r = mc_node_add_param(node, QP_WEIGHT, "weight", MC_S8, 4, ws, err);
+	if (!r)
+		r = mc_node_new_param(node, QP_SCALE, "weight_scale", 1, ss, err);
+	if (!r)
+		r = mc_node_new_param(node, QP_BIAS, "bias", 1, bs, err);
+	if (!r && a->mode == QMODE_STATIC) {
+		r = mc_node_new_param(node, QP_EXTRA, "input_qparams", 1, &two, err);
+		if (!r && node->params[QP_EXTRA]->data)
+			((float *)node->params[QP_EXTRA]->data)[0] = 1.0f;
+	}
+	if (r)
+		return r;
+	for (int64_t i = 0; node->params[QP_SCALE]->data && i < node->params[QP_SCALE]->numel; i++)
+		((float *)node->params[QP_SCALE]->data)[i] = 1.0f;
+	node->n_buffers = node->n_params;
+	a->in_h = (int)H;
+	a->in_w = (int)W;
+	node->out_ndim = 3;
+	node->out_shape[0] = a->out;
+	node->out_shape[1] = OH;
+	node->out_shape[2] = OW;
+	return 0;
+}
+
+/* colT[P, K] from one u8 sample x[C, H, W]; taps outside the image hold pad. */
+MC_DEFINE_IM2COL_T(im2col_u8, uint8_t)
+
+#define QCONV_CHUNK_BYTES (1 << 20) /* u8 input, colT and y of one chunk of samples */
+#define QCONV_SLOTS 16		    /* at most this many threads, each with a slot */
+
+/* Samples per chunk: a function of the geometry and n alone. */
+static int qconv_chunk(const struct mc_conv_geo *q, int n)
+{
+	size_t per = (size_t)q->C * q->H * q->W +
+		     (size_t)q->P * ((size_t)q->Kg + (size_t)q->O * sizeof(float));
+	size_t m = QCONV_CHUNK_BYTES / (per ? per : 1);
+
+	if (m < 1)
+		m = 1;
+	return m < (size_t)n ? (int)m : n;
+}
+
+static size_t align64(size_t v)
+{
+	return (v + 63) & ~(size_t)63;
+}
+
+/* Bytes of one slot: the u8 input, colT and y of a chunk of m samples; SIZE_MAX on overflow. */
+static size_t qconv_slot_bytes(const struct mc_conv_geo *q, int m)
+{
+	size_t xq, ct, y, total;
+
+	if (mc_mul_overflow((size_t)m, (size_t)q->C * q->H * q->W, &xq) ||
+	    mc_mul_overflow((size_t)m * (size_t)q->P, (size_t)q->Kg, &ct) ||
+	    mc_mul_overflow((size_t)m * (size_t)q->P, (size_t)q->O * sizeof(float), &y) ||
+	    __builtin_add_overflow(align64(xq), align64(ct), &total) ||
+	    __builtin_add_overflow(total, align64(y), &total))
+		return SIZE_MAX;
+	return total;
+}
+
+static int qconv_slots(const struct mc_conv_geo *q, int n)
+{
+	int chunks = (n + qconv_chunk(q, n) - 1) / qconv_chunk(q, n);
+
+	return chunks < QCONV_SLOTS ? chunks : QCONV_SLOTS;
+}
+
+static size_t qconv_workspace(const struct mc_node *node, int n)
+{
+	struct mc_conv_geo q;
+	size_t slot, total;
+
+	qconv_geo(node, &q);
+	if (n < 1)
+		n = 1;
+	slot = qconv_slot_bytes(&q, qconv_chunk(&q, n));
+	if (slot == SIZE_MAX || mc_mul_overflow(slot, (size_t)qconv_slots(&q, n), &total))
+		return SIZE_MAX;
+	return total;
+}
+
+/* t[O, P] (row stride ldt) = y[P, O]^T, scalar */
+static void transpose_ref(const float *y, int64_t P, int O, float *t, int64_t ldt)
+{
+	for (int64_t p0 = 0; p0 < P; p0 += 16) {
+		int64_t pn = P - p0 < 16 ? P - p0 : 16;
+
+		for (int o = 0; o < O; o++)
+			for (int64_t p = 0; p < pn; p++)
+				t[(size_t)o * ldt + p0 + p] = y[(size_t)(p0 + p) * O + o];
+	}
+}
+
+#if defined(__x86_64__)
+/* The same with 8x8 blocks in registers; the edges go through transpose_ref. */
+__attribute__((target("avx2"))) static void transpose_avx2(const float *y, int64_t P, int O,
+							    float *t, int64_t ldt)
+{
+	int64_t P8 = P & ~(int64_t)7;
+	int O8 = O & ~7;
+
+	for (int64_t p = 0; p < P8; p += 8)
+		for (int o = 0; o < O8; o += 8) {
+			const float *src = y + (size_t)p * O + o;
+			__m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + O);
+			__m256 r2 = _mm256_loadu_ps(src + 2 * O), r3 = _mm256_loadu_ps(src + 3 * O);
+			__m256 r4 = _mm256_loadu_ps(src + 4 * O), r5 = _mm256_loadu_ps(src + 5 * O);
+			__m256 r6 = _mm256_loadu_ps(src + 6 * O), r7 = _mm256_loadu_ps(src + 7 * O);
+			__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+			__m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+			__m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+			__m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+			__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+			__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+			__m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+			__m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+			float *dst = t + (size_t)o * ldt + p;
+
+			_mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+			_mm256_storeu_ps(dst + ldt, _mm256_permute2f128_ps(u1, u5, 0x20));
+			_mm256_storeu_ps(dst + 2 * ldt, _mm256_permute2f128_ps(u2, u6, 0x20));
+			_mm256_storeu_ps(dst + 3 * ldt, _mm256_permute2f128_ps(u3, u7, 0x20));
+			_mm256_storeu_ps(dst + 4 * ldt, _mm256_permute2f128_ps(u0, u4, 0x31));
+			_mm256_storeu_ps(dst + 5 * ldt, _mm256_permute2f128_ps(u1, u5, 0x31));
+			_mm256_storeu_ps(dst + 6 * ldt, _mm256_permute2f128_ps(u2, u6, 0x31));
+			_mm256_storeu_ps(dst + 7 * ldt, _mm256_permute2f128_ps(u3, u7, 0x31));
+		}
+	if (O8 < O)
+		for (int64_t p = 0; p < P8; p++)
+			for (int o = O8; o < O; o++)
+				t[(size_t)o * ldt + p] = y[(size_t)p * O + o];
+	if (P8 < P)
+		transpose_ref(y + (size_t)P8 * O, P - P8, O, t + P8, ldt);
+}
+#endif
+
+static void transpose_out(const float *y, int64_t P, int O, float *t)
+{
+#if defined(__x86_64__)
+	if (mc_cpu_has(MC_CPU_AVX2)) {
+		transpose_avx2(y, P, O, t, P);
+		return;
+	}
+#endif
+	transpose_ref(y, P, O, t, P);
+}
+
+/*
+ * Samples s0 .. s0 + mm - 1 through one slot: quantize, im2col, the int8
+ * GEMM, and the transpose into [O, P] per sample.
+ */
+static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weights *pk, unsigned flags,
+			    float sa, int za, const float *x, int mm, uint8_t *slot, int m, float *out)
+{
+	size_t xs = (size_t)q->C * q->H * q->W;
+	uint8_t *xq = slot, *ct = xq + align64((size_t)m * xs);
+	float *y = (float *)(ct + align64((size_t)m * (size_t)q->P * q->Kg));
+	int64_t rows = (int64_t)mm * q->P;
+
+	mc_quantize_u8(x, (size_t)mm * xs, sa, za, xq);
+	for (int i = 0; i < mm; i++)
+		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->Kg);
+	mc_gemm_u8s8((int)rows, ct, q->Kg, sa, za, pk, flags, y, q->O);
+	for (int i = 0; i < mm; i++)
+		transpose_out(y + (size_t)i * q->P * q->O, q->P, q->O,
+			      out + (size_t)i * q->O * q->P);
+}
+
+/*
+ * out[n, O, OH, OW] = requant(u8(in) * W) + b on the int8 GEMM. Chunks of
+ * samples are spread over threads, each with a slot of the workspace (the
+ * GEMM inside runs on that thread); a single chunk runs on the calling
+ * thread with the GEMM split over the team. Every output is an exact s32
+ * sum requantized alone: the bits do not depend on the thread count.
+ */
+static void qconv_forward(const struct mc_node *node, const struct mc_run *run, int n,
+			  const float *const *in, float *out)
+{
+	const struct qconv_attrs *a = node->attrs;
+	const struct mc_s8_weights *pk = mc_qop_packed(node);
+	const float *x = in[0];
+	struct mc_conv_geo q;
+	size_t xs, ys, slot;
+	int64_t total;
+	float sa;
+	int za, m, chunks, nt;
+	unsigned flags = a->relu ? MC_S8_RELU : 0;
+
+	if (n < 1)
+		return;
+	qconv_geo(node, &q);
+	xs = (size_t)q.C * q.H * q.W;
+	ys = (size_t)q.O * q.P;
+	total = (int64_t)n * (int64_t)xs;
+	m = qconv_chunk(&q, n);
+	chunks = (n + m - 1) / m;
+	slot = qconv_slot_bytes(&q, m);
+	za = mc_qop_input_qparams(node, a->mode, x, total, &sa);
+	if (!pk || za < 0 || !run->work) {
+		/* A file with scales the kernels refuse: say so in the outputs. */
+		for (int64_t i = 0; i < (int64_t)n * (int64_t)ys; i++)
+			out[i] = NAN;
+		return;
+	}
+	nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+	if (nt > qconv_slots(&q, n))
+		nt = qconv_slots(&q, n);
+	if (nt <= 1) {
+		for (int c = 0; c < chunks; c++) {
+			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
+
+			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, run->work, m,
+					out + (size_t)s0 * ys);
+		}
+		return;
+	}
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *mine = (uint8_t *)run->work + (size_t)omp_get_thread_num() * slot;
+
+#pragma omp for schedule(static)
+		for (int c = 0; c < chunks; c++) {
+			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
+
+			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, mine, m,
+					out + (size_t)s0 * ys);
+		}
+	}
+}
+
+/* dx[C, H, W] of one sample = the sum of dcol[K, P] over the windows reading each pixel. */
+static void qcol2im(const struct mc_conv_geo *q, const float *dcol, float *dx)
+{
+	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
+	for (int c = 0; c < q->C; c++)
+		for (int ki = 0; ki < q->k; ki++)
+			for (int kj = 0; kj < q->k; kj++) {
+				const float *src = dcol + (((int64_t)c * q->k + ki) * q->k + kj) * q->P;
+
+				for (int oh = 0; oh < q->OH; oh++) {
+					int h = oh * q->s - q->p + ki;
+
+					if (h < 0 || h >= q->H)
+						continue;
+					for (int ow = 0; ow < q->OW; ow++) {
+						int w = ow * q->s - q->p + kj;
+
+						if (w >= 0 && w < q->W)
+							dx[((size_t)c * q->H + h) * q->W + w] +=
+							    src[(size_t)oh * q->OW + ow];
+					}
+				}
+			}
+}
+
+/*
+ * din = the transposed convolution of dout with deq(W): straight through;
+ * nothing learns. With relu, dout is first zeroed where out <= 0.
+ */
+static void qconv_backward(const struct mc_node *node, const struct mc_run *run, int n,
+			   const float *const *in, const float *out, const float *dout,
+			   float *const *din, float *const *grads)
+{
+	const struct qconv_attrs *a = node->attrs;
+	const struct mc_tensor *w = node->params[QP_WEIGHT], *st = node->params[QP_SCALE];
+	struct mc_conv_geo q;
+	float *wd, *dcol, *dm = NULL;
+	size_t xs, ys;
+
+	if (!din[0])
+		return;
+	qconv_geo(node, &q);
+	xs = (size_t)q.C * q.H * q.W;
+	ys = (size_t)q.O * (size_t)q.P;
+	wd = malloc((size_t)q.O * (size_t)q.Kg * sizeof(float));
+	dcol = malloc((size_t)q.Kg * (size_t)q.P * sizeof(float));
+	if (a->relu)
+		dm = malloc(ys * sizeof(float));
+	if (!wd || !dcol || (a->relu && !dm)) {
+		memset(din[0], 0, (size_t)n * xs * sizeof(float));
+		goto out;
+	}
+	for (int o = 0; o < q.O; o++)
+		for (int kk = 0; kk < q.Kg; kk++)
+			wd[(size_t)o * q.Kg + kk] =
+			    (float)((const int8_t *)w->data)[(size_t)o * q.Kg + kk] *
+			    ((const float *)st->data)[st->numel == 1 ? 0 : o];
+	for (int s = 0; s < n; s++) {
+		const float *d = dout + (size_t)s * ys;
+
+		if (dm) {
+			for (size_t i = 0; i < ys; i++)
+				dm[i] = out[(size_t)s * ys + i] > 0.0f ? d[i] : 0.0f;
+			d = dm;
+		}
+		mc_sgemm(1, 0, q.Kg, (int)q.P, q.O, 1.0f, wd, q.Kg, d, (int)q.P, 0.0f, dcol,
+			 (int)q.P);
+		qcol2im(&q, dcol, din[0] + (size_t)s * xs);
+	}
+out:
+	free(wd);
+	free(dcol);
+	free(dm);
+}
+
+static int64_t qconv_flops(const struct mc_node *node)
+{
+	return 2 * node->params[QP_WEIGHT]->numel * node->out_shape[1] * node->out_shape[2];
+}
+
+const struct mc_op mc_op_qconv2d = {
+    .name = "qconv2d",
+    .help = "quantized 2-D convolution: int8 weights, u8 inputs, int8 GEMM (docs/quantize.md)",
+    .attr_size = sizeof(struct qconv_attrs),
+    .attrs = qconv_attrs,
+    .n_inputs = 1,
+    .setup = qconv_setup,
+    .forward = qconv_forward,
+    .backward = qconv_backward,
+    .flops = qconv_flops,
+    .workspace = qconv_workspace,
+    .release = mc_qop_release,
+};

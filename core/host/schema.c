@@ -1,0 +1,858 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * schema.c - the pipeline schema, version 1 (docs/pipelines.md): the
+ * top-level keys, the data splits, the models section, the passes and their
+ * parameters, output and report; and the typed readers of YAML values
+ * (mc_pl_want_*, mc_pl_set_value) that layers.c shares.
+ *
+ * Pass names are checked against the registry, pass parameters against their
+ * tables, names of models and splits against the sections that define them,
+ * input files against the disk. Models are loaded, or built (layers.c) and
+ * initialised from the seed, here, so that a pass's check() can see them.
+ * Every error is reported at its node and validation goes on.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <mcomp/pipeline.h>
+
+#include "host/pipeline_int.h"
+#include "io/ydoc.h"
+
+#define MC_SCHEMA_VERSION 1
+
+#define bad(l, y, ...) mc_errlist_at(&(l)->el, (y), __VA_ARGS__)
+
+/* ---------------------------------------------------------------- helpers */
+
+/* The lasting place of node y: its file string must outlive the YAML tree. */
+static struct mc_loc loc_of(struct ld *l, const struct mc_ynode *y)
+{
+	struct mc_loc loc = { .file = l->p->path, .line = y->line, .col = y->col };
+
+	for (int i = 0; i < l->p->n_sets; i++)
+		if (!strcmp(y->file, l->f->labels[i]))
+			loc.file = l->f->labels[i];
+	return loc;
+}
+
+/* "a, b, c" of a NULL-terminated list into buf. */
+const char *mc_pl_join(const char *const *words, char *buf, size_t n)
+{
+	size_t pos = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; words && words[i] && pos < n; i++) {
+		int w = snprintf(buf + pos, n - pos, "%s%s", i ? ", " : "", words[i]);
+
+		if (w < 0)
+			break;
+		pos += (size_t)w;
+	}
+	return buf;
+}
+
+static int has_word(const char *const *words, const char *w)
+{
+	for (int i = 0; words && words[i]; i++)
+		if (!strcmp(words[i], w))
+			return 1;
+	return 0;
+}
+
+/* Reports every key of map m not in allowed, with the nearest allowed key. */
+void mc_pl_check_keys(struct ld *l, const struct mc_ynode *m, const char *const *allowed,
+		      const char *where)
+{
+	char list[512];
+
+	for (int i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value, *near;
+
+		if (has_word(allowed, k))
+			continue;
+		near = mc_suggest(allowed, k);
+		if (near)
+			bad(l, m->keys[i], "unknown key '%s' in %s; did you mean '%s'?", k, where,
+			    near);
+		else
+			bad(l, m->keys[i], "unknown key '%s' in %s; expected %s", k, where,
+			    mc_pl_join(allowed, list, sizeof(list)));
+	}
+}
+
+int mc_pl_want_map(struct ld *l, const struct mc_ynode *y, const char *what)
+{
+	if (y->kind == MC_YMAP)
+		return 1;
+	bad(l, y, "%s must be a mapping, not %s", what, mc_ynode_what(y));
+	return 0;
+}
+
+/* A non-null scalar, or an error naming what it is. */
+const char *mc_pl_want_scalar(struct ld *l, const struct mc_ynode *y, const char *what)
+{
+	if (y->kind == MC_YSCALAR && !mc_ynode_is_null(y))
+		return y->value;
+	bad(l, y, "%s must be a scalar, not %s", what, mc_ynode_what(y));
+	return NULL;
+}
+
+/* A plain decimal integer in [lo, hi]. */
+int mc_pl_want_int(struct ld *l, const struct mc_ynode *y, const char *what, int64_t lo,
+		   int64_t hi, int64_t *out)
+{
+	const char *s = mc_pl_want_scalar(l, y, what);
+	long long v;
+	char *end;
+
+	if (!s)
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (!y->plain || !*s || *end || errno == ERANGE || s[strspn(s, " ")] == '+' ||
+	    (s[0] != '-' && (s[0] < '0' || s[0] > '9'))) {
+		bad(l, y, "%s: expected an integer, got '%s'", what, s);
+		return -1;
+	}
+	if (v < lo || v > hi) {
+		if (hi == INT64_MAX)
+			bad(l, y, "%s: %s is too small; it must be at least %lld", what, s,
+			    (long long)lo);
+		else
+			bad(l, y, "%s: %s is out of range [%lld, %lld]", what, s, (long long)lo,
+			    (long long)hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int is_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Resolves a path scalar against the pipeline's folder; NULL (reported) on error. */
+static char *want_path(struct ld *l, const struct mc_ynode *y, const char *what)
+{
+	const char *s = mc_pl_want_scalar(l, y, what);
+	char *r;
+
+	if (!s)
+		return NULL;
+	if (!*s) {
+		bad(l, y, "%s: empty path", what);
+		return NULL;
+	}
+	r = mc_path_resolve(l->p->dir, s);
+	if (!r)
+		bad(l, y, "out of memory");
+	return r;
+}
+
+static void missing_file(struct ld *l, const struct mc_ynode *y, const char *what,
+			 const char *path)
+{
+	if (path[0] != '/' && strcmp(l->p->dir, "."))
+		bad(l, y, "%s: cannot find '%s' (relative paths start at the pipeline's folder "
+			  "'%s'); check the path",
+		    what, path, l->p->dir);
+	else
+		bad(l, y, "%s: cannot find '%s'; check the path", what, path);
+}
+
+/* Names of a mapping's keys, NULL-terminated (malloc'd array, borrowed strings). */
+static const char **key_names(const struct mc_ynode *m)
+{
+	int n = m && m->kind == MC_YMAP ? m->n : 0;
+	const char **v = calloc((size_t)n + 1, sizeof(*v));
+
+	for (int i = 0; v && i < n; i++)
+		v[i] = m->keys[i]->value;
+	return v;
+}
+
+int mc_pl_valid_name(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && !strchr("_-", *s))
+			return 0;
+	return 1;
+}
+
+/* The message of a library call without a leading "ORIGIN: " that repeats ours. */
+const char *mc_pl_strip_origin(const char *msg, const char *origin)
+{
+	size_t n = strlen(origin);
+
+	if (!strncmp(msg, origin, n) && msg[n] == ':' && msg[n + 1] == ' ')
+		return msg + n + 2;
+	return msg;
+}
+
+/* ---------------------------------------------------------------- values */
+
+static int needs_plain(enum mc_param_type t)
+{
+	return t == MC_PARAM_TINT || t == MC_PARAM_TFLOAT || t == MC_PARAM_TBOOL;
+}
+
+/* Sets one scalar through mc_param_set; errors read "WHERE: KEY: ...". */
+static int set_scalar(struct ld *l, const struct mc_param_def *def, void *conf,
+		      const struct mc_ynode *y, const char *where)
+{
+	enum mc_param_type t = def->type == MC_PARAM_TLIST ? def->elem : def->type;
+	char type[256];
+
+	if (y->kind != MC_YSCALAR || mc_ynode_is_null(y)) {
+		bad(l, y, "%s: %s: expected %s, got %s", where, def->name,
+		    mc_param_type_text(def, type, sizeof(type)), mc_ynode_what(y));
+		return -1;
+	}
+	if (needs_plain(t) && !y->plain) {
+		bad(l, y, "%s: %s: expected %s, got the quoted string '%s'; remove the quotes",
+		    where, def->name, mc_param_type_text(def, type, sizeof(type)), y->value);
+		return -1;
+	}
+	if (mc_param_set(def, conf, y->value, &l->tmp)) {
+		bad(l, y, "%s: %s", where, l->tmp.msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Sets a parameter from its YAML value: a scalar, or for a list a sequence
+ * of scalars (a lone scalar is a one-item list; null is the empty list). */
+int mc_pl_set_value(struct ld *l, const struct mc_param_def *def, void *conf,
+		    const struct mc_ynode *y, const char *where)
+{
+	int ret = 0;
+
+	if (def->type != MC_PARAM_TLIST)
+		return set_scalar(l, def, conf, y, where);
+	mc_param_list_clear(def, conf);
+	if (mc_ynode_is_null(y))
+		return 0;
+	if (y->kind == MC_YSCALAR)
+		return set_scalar(l, def, conf, y, where);
+	if (y->kind != MC_YSEQ) {
+		bad(l, y, "%s: %s: expected a list, got %s", where, def->name, mc_ynode_what(y));
+		return -1;
+	}
+	for (int i = 0; i < y->n; i++)
+		if (set_scalar(l, def, conf, y->items[i], where))
+			ret = -1;
+	return ret;
+}
+
+/* ---------------------------------------------------------------- data */
+
+/* Tries PREFIX-KIND.gz then PREFIX-KIND; NULL (reported) when neither exists. */
+static char *idx_file(struct ld *l, const struct mc_ynode *y, const char *prefix,
+		      const char *kind, const char *split)
+{
+	size_t n = strlen(prefix) + strlen(kind) + 8;
+	char *gz = malloc(n), *raw = malloc(n);
+
+	if (!gz || !raw) {
+		free(gz);
+		free(raw);
+		bad(l, y, "out of memory");
+		return NULL;
+	}
+	snprintf(raw, n, "%s-%s", prefix, kind);
+	snprintf(gz, n, "%s-%s.gz", prefix, kind);
+	if (is_file(gz)) {
+		free(raw);
+		return gz;
+	}
+	if (is_file(raw)) {
+		free(gz);
+		return raw;
+	}
+	bad(l, y, "split '%s': no %s file for prefix '%s': tried '%s' and '%s'; check the idx "
+		  "prefix",
+	    split, strstr(kind, "images") ? "images" : "labels", prefix, gz, raw);
+	free(gz);
+	free(raw);
+	return NULL;
+}
+
+static const char *const split_keys[] = { "idx", "images", "labels", "first", "count", NULL };
+
+static void load_split(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
+{
+	struct mc_pl_split *s = &l->p->splits[l->p->n_splits];
+	struct mc_ynode *idx, *images, *labels, *first, *count, *kidx;
+	char where[300];
+	int64_t num;
+
+	snprintf(where, sizeof(where), "split '%s'", key->value);
+	s->count = -1;
+	s->loc = loc_of(l, key);
+	if (!mc_pl_valid_name(key->value))
+		bad(l, key, "'%s' is not a usable split name; use letters, digits, '_' and '-'",
+		    key->value);
+	if (v->kind == MC_YSCALAR && !mc_ynode_is_null(v)) {
+		/* A bare string is an idx prefix. */
+		idx = kidx = v;
+		images = labels = first = count = NULL;
+	} else {
+		if (!mc_pl_want_map(l, v, where))
+			return;
+		mc_pl_check_keys(l, v, split_keys, where);
+		idx = mc_ymap_get(v, "idx", &kidx);
+		images = mc_ymap_get(v, "images", NULL);
+		labels = mc_ymap_get(v, "labels", NULL);
+		first = mc_ymap_get(v, "first", NULL);
+		count = mc_ymap_get(v, "count", NULL);
+	}
+	if (idx && (images || labels)) {
+		bad(l, kidx, "%s: give either 'idx' or 'images' and 'labels', not both", where);
+		return;
+	}
+	if (idx) {
+		char *prefix = want_path(l, idx, "idx");
+
+		if (!prefix)
+			return;
+		s->images = idx_file(l, idx, prefix, "images-idx3-ubyte", key->value);
+		s->labels = idx_file(l, idx, prefix, "labels-idx1-ubyte", key->value);
+		free(prefix);
+	} else if (!images || !labels) {
+		bad(l, v, "%s: missing required key '%s'; a split needs 'idx: PREFIX' or both "
+			  "'images:' and 'labels:'",
+		    where, images ? "labels" : labels ? "images" : "idx");
+	} else {
+		s->images = want_path(l, images, "images");
+		s->labels = want_path(l, labels, "labels");
+		if (s->images && !is_file(s->images))
+			missing_file(l, images, "images", s->images);
+		if (s->labels && !is_file(s->labels))
+			missing_file(l, labels, "labels", s->labels);
+	}
+	if (first && !mc_pl_want_int(l, first, "first", 0, INT64_MAX, &num))
+		s->first = num;
+	if (count && !mc_pl_want_int(l, count, "count", 1, INT64_MAX, &num))
+		s->count = num;
+	s->name = strdup(key->value);
+	l->p->n_splits++;
+}
+
+static void load_data(struct ld *l, struct mc_ynode *data)
+{
+	if (!mc_pl_want_map(l, data, "data"))
+		return;
+	l->p->splits = calloc((size_t)data->n + 1, sizeof(*l->p->splits));
+	if (!l->p->splits) {
+		bad(l, data, "out of memory");
+		return;
+	}
+	for (int i = 0; i < data->n; i++)
+		load_split(l, data->keys[i], data->items[i]);
+}
+
+/* ---------------------------------------------------------------- models */
+
+static const char *const model_keys[] = { "build", "load", NULL };
+
+static void load_model(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
+{
+	struct mc_pl_model *pm = &l->p->models[l->p->n_models];
+	struct mc_ynode *build, *load, *kload;
+	char where[300];
+
+	snprintf(where, sizeof(where), "model '%s'", key->value);
+	pm->name = strdup(key->value);
+	pm->loc = loc_of(l, key);
+	l->p->n_models++;
+	if (!pm->name) {
+		bad(l, key, "out of memory");
+		return;
+	}
+	if (!mc_pl_valid_name(key->value))
+		bad(l, key, "'%s' is not a usable model name; use letters, digits, '_' and '-'",
+		    key->value);
+	if (!mc_pl_want_map(l, v, where))
+		return;
+	mc_pl_check_keys(l, v, model_keys, where);
+	build = mc_ymap_get(v, "build", NULL);
+	load = mc_ymap_get(v, "load", &kload);
+	if (build && load) {
+		bad(l, kload, "%s: give either 'build' or 'load', not both", where);
+		return;
+	}
+	if (!build && !load) {
+		bad(l, v, "%s: missing required key 'build' or 'load'", where);
+		return;
+	}
+	if (load) {
+		pm->load = want_path(l, load, "load");
+		if (!pm->load)
+			return;
+		if (!is_file(pm->load)) {
+			missing_file(l, load, where, pm->load);
+			return;
+		}
+		pm->model = mc_model_load(pm->load, &l->tmp);
+		if (!pm->model)
+			bad(l, load, "%s: %s", where, mc_pl_strip_origin(l->tmp.msg, pm->load));
+		return;
+	}
+	mc_pl_build_model(l, key, build, pm);
+}
+
+static void load_models(struct ld *l, struct mc_ynode *models)
+{
+	if (!mc_pl_want_map(l, models, "models"))
+		return;
+	l->p->models = calloc((size_t)models->n + 1, sizeof(*l->p->models));
+	if (!l->p->models) {
+		bad(l, models, "out of memory");
+		return;
+	}
+	for (int i = 0; i < models->n; i++)
+		load_model(l, models->keys[i], models->items[i]);
+}
+
+/* ---------------------------------------------------------------- passes */
+
+/* Checks that name is one of names (models or splits); reports at y. */
+static int check_name(struct ld *l, const struct mc_ynode *y, const char *where, const char *key,
+		      const char *kind, const char *section, const char *const *names,
+		      const char *name, int is_default)
+{
+	char list[512];
+	const char *near;
+
+	if (has_word(names, name))
+		return 0;
+	if (is_default) {
+		bad(l, y, "%s: %s: the pipeline has no %s '%s' (the default); add it under '%s:' "
+			  "or set %s",
+		    where, key, kind, name, section, key);
+		return -1;
+	}
+	if (!names || !names[0]) {
+		bad(l, y, "%s: %s: unknown %s '%s'; the pipeline defines no %ss (add one under "
+			  "'%s:')",
+		    where, key, kind, name, kind, section);
+		return -1;
+	}
+	near = mc_suggest(names, name);
+	if (near)
+		bad(l, y, "%s: %s: unknown %s '%s'; did you mean '%s'?", where, key, kind, name,
+		    near);
+	else
+		bad(l, y, "%s: %s: unknown %s '%s'; the %ss are %s", where, key, kind, name, kind,
+		    mc_pl_join(names, list, sizeof(list)));
+	return -1;
+}
+
+/* Checks model and split names in a parameter, resolves paths. */
+static void check_refs(struct ld *l, const struct mc_param_def *d, void *conf,
+		       const struct mc_ynode *at, int is_default, const char *where)
+{
+	char *field = (char *)conf + d->offset;
+	enum mc_param_type t = d->type == MC_PARAM_TLIST ? d->elem : d->type;
+	const char *const *names = NULL;
+	const char *kind = NULL, *section = NULL;
+
+	if (t == MC_PARAM_TMODEL) {
+		names = l->model_names;
+		kind = "model";
+		section = "models";
+	} else if (t == MC_PARAM_TSPLIT) {
+		names = l->split_names;
+		kind = "split";
+		section = "data";
+	}
+	if (d->type == MC_PARAM_TPATH) {
+		char **s = (char **)field;
+		char *r;
+
+		if (!*s)
+			return;
+		r = mc_path_resolve(l->p->dir, *s);
+		if (!r) {
+			bad(l, at, "out of memory");
+			return;
+		}
+		free(*s);
+		*s = r;
+		return;
+	}
+	if (!kind)
+		return;
+	if (d->type == MC_PARAM_TLIST) {
+		const struct mc_list *li = (const struct mc_list *)field;
+
+		for (int i = 0; i < li->n; i++)
+			check_name(l, at, where, d->name, kind, section, names, li->str[i],
+				   is_default);
+		return;
+	}
+	if (*(char **)field)
+		check_name(l, at, where, d->name, kind, section, names, *(char **)field,
+			   is_default);
+}
+
+static void load_pass(struct ld *l, const struct mc_ynode *item)
+{
+	struct mc_pl_pass *pp = &l->p->passes[l->p->n_passes];
+	const struct mc_ynode *params = NULL, *namenode = item;
+	const struct mc_ynode **given = NULL;
+	const struct mc_param_def *defs;
+	const struct mc_pass *pass;
+	const char *name, *so = NULL;
+	char where[300], tbuf[512];
+	int ndefs = 0;
+
+	if (item->kind == MC_YMAP && item->n == 1) {
+		namenode = item->keys[0];
+		params = item->items[0];
+	} else if (item->kind == MC_YMAP && item->n > 1) {
+		bad(l, item->keys[1],
+		    "a pass entry has one key, the pass's name; found '%s' and '%s' (indent the "
+		    "parameters under the name, or write '- %s: {%s: ...}')",
+		    item->keys[0]->value, item->keys[1]->value, item->keys[0]->value,
+		    item->keys[1]->value);
+		return;
+	} else if (item->kind != MC_YSCALAR || mc_ynode_is_null(item)) {
+		bad(l, item, "a pass entry is a pass name with its parameters, such as '- train: "
+			     "{model: mlp}', not %s",
+		    mc_ynode_what(item));
+		return;
+	}
+	name = namenode->value;
+	pass = mc_registry_find(l->p->reg, name, &so);
+	if (!pass) {
+		int n = mc_registry_count(l->p->reg);
+		const char **names = calloc((size_t)(n > 0 ? n : 0) + 1, sizeof(*names));
+		const char *near = NULL;
+
+		for (int i = 0; names && i < n; i++)
+			names[i] = mc_registry_get(l->p->reg, i, NULL)->name;
+		if (names)
+			near = mc_suggest(names, name);
+		if (near)
+			bad(l, namenode, "unknown pass '%s'; did you mean '%s'? ('mcomp passes' "
+					 "lists the passes found)",
+			    name, near);
+		else
+			bad(l, namenode, "unknown pass '%s'; 'mcomp passes' lists the passes found "
+					 "on the pass path (%s)",
+			    name, mc_pl_join(names, tbuf, sizeof(tbuf)));
+		free(names);
+		return;
+	}
+	snprintf(where, sizeof(where), "pass '%s'", name);
+	pp->pass = pass;
+	pp->so_path = so;
+	pp->loc = loc_of(l, namenode);
+	l->p->n_passes++;
+	defs = pass->params;
+	while (defs && defs[ndefs].name)
+		ndefs++;
+	pp->conf = calloc(1, pass->conf_size ? pass->conf_size : 1);
+	given = calloc((size_t)ndefs + 1, sizeof(*given));
+	if (params && params->kind == MC_YMAP)
+		pp->keys = calloc((size_t)params->n + 1, sizeof(*pp->keys));
+	if (!pp->conf || !given || (params && params->kind == MC_YMAP && !pp->keys)) {
+		bad(l, namenode, "out of memory");
+		goto out;
+	}
+	if (mc_param_defaults(defs, pp->conf, &l->tmp)) {
+		bad(l, namenode, "%s (%s) has a bad default: %s; fix the pass", where, so,
+		    l->tmp.msg);
+		goto out;
+	}
+	if (params && !mc_ynode_is_null(params)) {
+		if (params->kind != MC_YMAP) {
+			bad(l, params, "%s: the parameters must be a mapping such as {epochs: 5}, "
+				       "not %s",
+			    where, mc_ynode_what(params));
+			goto out;
+		}
+		for (int i = 0; i < params->n; i++) {
+			const char *k = params->keys[i]->value;
+			const struct mc_param_def *d = mc_param_find(defs, k);
+			const char *near;
+
+			if (!d) {
+				near = mc_param_suggest(defs, k);
+				if (near)
+					bad(l, params->keys[i],
+					    "unknown key '%s' in %s; did you mean '%s'?", k, where,
+					    near);
+				else
+					bad(l, params->keys[i],
+					    "unknown key '%s' in %s; 'mcomp pass-info %s' lists its "
+					    "parameters",
+					    k, where, name);
+				continue;
+			}
+			if (mc_pl_set_value(l, d, pp->conf, params->items[i], where))
+				continue;
+			given[d - defs] = params->items[i];
+			pp->keys[pp->n_keys].def = d;
+			/* The place of an override's value is the override. */
+			pp->keys[pp->n_keys].loc = loc_of(l, params->items[i]->line ?
+								 params->keys[i] :
+								 params->items[i]);
+			pp->n_keys++;
+		}
+	}
+	for (int i = 0; i < ndefs; i++) {
+		const struct mc_param_def *d = &defs[i];
+
+		if (!given[i] && !d->def) {
+			/* Unless it was given with an error already reported. */
+			if (params && params->kind == MC_YMAP && mc_ymap_get(params, d->name, NULL))
+				continue;
+			bad(l, namenode, "%s: missing required parameter '%s' (%s: %s)", where,
+			    d->name, mc_param_type_text(d, tbuf, sizeof(tbuf)), d->help);
+			continue;
+		}
+		check_refs(l, d, pp->conf, given[i] ? given[i] : namenode, !given[i], where);
+	}
+out:
+	free(given);
+}
+
+static void load_passes(struct ld *l, struct mc_ynode *passes)
+{
+	if (mc_ynode_is_null(passes))
+		return;
+	if (passes->kind != MC_YSEQ) {
+		bad(l, passes, "passes must be a list such as '- train: {model: mlp}', not %s",
+		    mc_ynode_what(passes));
+		return;
+	}
+	l->p->passes = calloc((size_t)passes->n + 1, sizeof(*l->p->passes));
+	if (!l->p->passes) {
+		bad(l, passes, "out of memory");
+		return;
+	}
+	for (int i = 0; i < passes->n; i++)
+		load_pass(l, passes->items[i]);
+}
+
+/* ---------------------------------------------------------------- outputs */
+
+static int same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (!a || !b)
+		return 0;
+	if (!strcmp(a, b))
+		return 1;
+	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+/* Reports when out is one of the pipeline's input files (or the pipeline). */
+static void check_not_input(struct ld *l, const struct mc_ynode *y, const char *what,
+			    const char *out)
+{
+	struct mc_pipeline *p = l->p;
+	const char *hit = NULL;
+	char desc[300];
+
+	if (same_file(out, p->path)) {
+		hit = "the pipeline file itself";
+	}
+	for (int i = 0; !hit && i < p->n_splits; i++) {
+		if (same_file(out, p->splits[i].images) || same_file(out, p->splits[i].labels)) {
+			snprintf(desc, sizeof(desc), "a file of split '%s'", p->splits[i].name);
+			hit = desc;
+		}
+	}
+	for (int i = 0; !hit && i < p->n_models; i++) {
+		if (same_file(out, p->models[i].load)) {
+			snprintf(desc, sizeof(desc), "the file model '%s' is loaded from",
+				 p->models[i].name);
+			hit = desc;
+		}
+	}
+	if (hit)
+		bad(l, y, "%s '%s' would overwrite an input (%s); choose another path", what, out,
+		    hit);
+}
+
+static int is_dir(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static void load_output(struct ld *l, struct mc_ynode *o)
+{
+	static const char *const output_keys[] = { "model", "path", NULL };
+	struct mc_ynode *model = NULL, *path = o;
+	const char *name = NULL;
+	char list[512];
+
+	if (mc_ynode_is_null(o))
+		return;
+	if (o->kind == MC_YMAP) {
+		mc_pl_check_keys(l, o, output_keys, "output");
+		model = mc_ymap_get(o, "model", NULL);
+		path = mc_ymap_get(o, "path", NULL);
+		if (!model || !path) {
+			bad(l, o, "output: missing required key '%s'", model ? "path" : "model");
+			return;
+		}
+		name = mc_pl_want_scalar(l, model, "output model");
+		if (!name)
+			return;
+		if (check_name(l, model, "output", "model", "model", "models", l->model_names,
+			       name, 0))
+			return;
+	} else if (o->kind == MC_YSCALAR) {
+		int n = 0;
+
+		while (l->model_names && l->model_names[n])
+			n++;
+		if (n != 1) {
+			bad(l, o, "output: a plain path needs exactly one model, and the pipeline "
+				  "has %d (%s); write 'output: {model: NAME, path: FILE}'",
+			    n, mc_pl_join(l->model_names, list, sizeof(list)));
+			return;
+		}
+		name = l->model_names[0];
+	} else {
+		bad(l, o, "output must be a path or {model: NAME, path: FILE}, not %s",
+		    mc_ynode_what(o));
+		return;
+	}
+	l->p->output_path = want_path(l, path, "output path");
+	if (!l->p->output_path)
+		return;
+	l->p->output_model = strdup(name);
+	if (is_dir(l->p->output_path)) {
+		bad(l, path, "output path '%s' is a folder; name the file to write",
+		    l->p->output_path);
+		return;
+	}
+	check_not_input(l, path, "output path", l->p->output_path);
+}
+
+static void load_report(struct ld *l, struct mc_ynode *r)
+{
+	if (mc_ynode_is_null(r))
+		return;
+	l->p->report_path = want_path(l, r, "report");
+	if (!l->p->report_path)
+		return;
+	if (is_dir(l->p->report_path)) {
+		bad(l, r, "report '%s' is a folder; name the file to write", l->p->report_path);
+		return;
+	}
+	check_not_input(l, r, "report", l->p->report_path);
+	if (same_file(l->p->report_path, l->p->output_path))
+		bad(l, r, "report '%s' is also the output path; choose another path",
+		    l->p->report_path);
+}
+
+/* ---------------------------------------------------------------- the whole */
+
+static const char *const top_keys[] = { "mcomp",  "seed",   "data",	"models",
+					"passes", "output", "report", NULL };
+
+static void load_version(struct ld *l, struct mc_ynode *root)
+{
+	struct mc_ynode *v = mc_ymap_get(root, "mcomp", NULL);
+
+	if (!v) {
+		bad(l, root, "missing required key 'mcomp' (the schema version); add 'mcomp: %d' "
+			     "at the top",
+		    MC_SCHEMA_VERSION);
+		return;
+	}
+	if (v->kind != MC_YSCALAR || !v->plain || strcmp(v->value, "1"))
+		bad(l, v, "unsupported schema version '%s'; this mcomp reads version %d (write "
+			  "'mcomp: %d')",
+		    v->kind == MC_YSCALAR ? v->value : mc_ynode_what(v), MC_SCHEMA_VERSION,
+		    MC_SCHEMA_VERSION);
+}
+
+static void load_seed(struct ld *l, struct mc_ynode *root)
+{
+	struct mc_ynode *v = mc_ymap_get(root, "seed", NULL);
+	unsigned long long s;
+	char *end;
+
+	if (!v)
+		return;
+	if (v->kind != MC_YSCALAR || !v->plain || v->value[0] < '0' || v->value[0] > '9') {
+		bad(l, v, "seed: expected a non-negative integer, got %s%s%s",
+		    v->kind == MC_YSCALAR ? "'" : "", v->kind == MC_YSCALAR ? v->value :
+		    mc_ynode_what(v), v->kind == MC_YSCALAR ? "'" : "");
+		return;
+	}
+	errno = 0;
+	s = strtoull(v->value, &end, 10);
+	if (*end || errno == ERANGE) {
+		bad(l, v, "seed: expected a non-negative integer below 2^64, got '%s'", v->value);
+		return;
+	}
+	l->p->seed = s;
+}
+
+void mc_pl_validate(struct ld *l, struct mc_ynode *root)
+{
+	struct mc_ynode *v;
+
+	if (!root) {
+		mc_errlist_add(&l->el, l->p->path, 0, 0,
+			       "the pipeline is empty; start it with 'mcomp: %d' (see "
+			       "docs/pipelines.md)",
+			       MC_SCHEMA_VERSION);
+		return;
+	}
+	if (root->kind != MC_YMAP) {
+		bad(l, root, "a pipeline is a mapping with keys such as mcomp, data, models, "
+			     "passes; found %s",
+		    mc_ynode_what(root));
+		return;
+	}
+	mc_pl_check_keys(l, root, top_keys, "the pipeline");
+	load_version(l, root);
+	load_seed(l, root);
+	v = mc_ymap_get(root, "data", NULL);
+	l->split_names = key_names(v && v->kind == MC_YMAP ? v : NULL);
+	if (v && !mc_ynode_is_null(v))
+		load_data(l, v);
+	v = mc_ymap_get(root, "models", NULL);
+	l->model_names = key_names(v && v->kind == MC_YMAP ? v : NULL);
+	if (v && !mc_ynode_is_null(v))
+		load_models(l, v);
+	if (!l->split_names || !l->model_names) {
+		bad(l, root, "out of memory");
+		return;
+	}
+	v = mc_ymap_get(root, "passes", NULL);
+	if (!v)
+		bad(l, root, "missing required key 'passes' (the list of passes to run; it may "
+			     "be empty: 'passes: []')");
+	else
+		load_passes(l, v);
+	v = mc_ymap_get(root, "output", NULL);
+	if (v)
+		load_output(l, v);
+	v = mc_ymap_get(root, "report", NULL);
+	if (v)
+		load_report(l, v);
+}
