@@ -635,7 +635,7 @@ static int change_setup(struct change *c, struct mc_err *err)
 
 			in_ndim[k] = sn ? sn->out_ndim : m->in_ndim;
 			memcpy(in_shape[k], sn ? sn->out_shape : m->in_shape, sizeof(in_shape[k]));
-			snprintf(ins + strlen(ins), sizeof(ins) - strlen(ins), "%s%s %s",
+			snprintf(ins + strlen(ins), sizeof(ins) - strlen(ins), "%s'%s' %s",
 				 k ? ", " : "", in_name(c, src),
 				 mc_shape_text(in_ndim[k], in_shape[k], buf, sizeof(buf)));
 		}
@@ -651,7 +651,7 @@ static int change_setup(struct change *c, struct mc_err *err)
 		if (r) {
 			for (int j = c->first; j <= i; j++)
 				free_setup(&c->s[j]);
-			return mc_err_prefix(err, "node '%s' (%s), input %s", slot_name(s),
+			return mc_err_prefix(err, "node '%s' (%s) given %s", slot_name(s),
 					     nd->op->name, ins);
 		}
 		s->t.out_numel = (int64_t)numel;
@@ -878,6 +878,47 @@ int mc_model_add_node(struct mc_model *m, int pos, const char *name, const char 
 	pos = r;
 	r = change_commit(&c, err);
 	return r ? r : pos;
+}
+
+int mc_model_add_conf(struct mc_model *m, const char *name, const struct mc_op *op,
+		      const int *inputs, int n_inputs, const void *conf, struct mc_err *err)
+{
+	struct mc_node *nd;
+	struct change c;
+	struct slot *s;
+	int r;
+
+	if (!valid_node_name(name) || mc_model_find(m, name) >= 0)
+		return mc_err_set(err, MC_EINVAL, "node name '%s' is taken or unusable", name);
+	if (n_inputs != op->n_inputs)
+		return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %d inputs, got %d", name,
+				  op->name, op->n_inputs, n_inputs);
+	for (int k = 0; k < n_inputs; k++)
+		if (inputs[k] < MC_NODE_INPUT || inputs[k] >= m->n_nodes)
+			return mc_err_set(err, MC_EINVAL, "node '%s': input %d is not a node", name,
+					  inputs[k]);
+	nd = calloc(1, sizeof(*nd));
+	if (!nd || !(nd->name = strdup(name)) ||
+	    !(nd->attrs = calloc(1, op->attr_size ? op->attr_size : 1)) ||
+	    mc_param_copy(op->attrs, nd->attrs, conf, op->attr_size)) {
+		if (nd && nd->attrs)
+			memset(nd->attrs, 0, op->attr_size);
+		node_free(nd);
+		return mc_err_set(err, MC_ENOMEM, "node '%s': out of memory", name);
+	}
+	nd->op = op;
+	r = change_init(&c, m, 1, err);
+	if (r) {
+		node_free(nd);
+		return r;
+	}
+	s = slot_insert(&c, c.n);
+	s->node = nd;
+	s->fresh = 1;
+	s->n_inputs = n_inputs;
+	memcpy(s->inputs, inputs, (size_t)n_inputs * sizeof(*inputs));
+	r = change_commit(&c, err);
+	return r ? r : m->n_nodes - 1;
 }
 
 int mc_model_insert_after(struct mc_model *m, int i, const char *name, const char *opname,

@@ -19,8 +19,13 @@ struct mc_model {
 	int arch_only;		/* parameters have shapes but no data */
 };
 
-/* Typed attribute setter behind struct mc_attr (core/base/param.c). */
-int mc_param_set_typed(const struct mc_param_def *def, void *conf, const struct mc_attr *a,
-		       struct mc_err *err);
+/*
+ * Appends a node of op reading inputs[n_inputs] (indices of nodes, or
+ * MC_NODE_INPUT) with a copy of conf, an attribute struct of op already
+ * filled and checked (the pipeline's layer builder). Returns the node's
+ * index, or an error code with err set; the model is unchanged on error.
+ */
+int mc_model_add_conf(struct mc_model *m, const char *name, const struct mc_op *op,
+		      const int *inputs, int n_inputs, const void *conf, struct mc_err *err);
 
 #endif

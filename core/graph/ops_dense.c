@@ -134,10 +134,14 @@ const struct mc_op mc_op_relu = {
 
 struct linear_attrs {
 	int out;
+	int bias;
 };
 
 static const struct mc_param_def linear_attrs[] = {
     MC_PARAM_INT(struct linear_attrs, out, NULL, 1, INT_MAX, "output features"),
+    { .name = "bias", .type = MC_PARAM_TBOOL, .elem = MC_PARAM_TBOOL,
+      .offset = offsetof(struct linear_attrs, bias), .def = "true", .min = 0, .max = 1,
+      .help = "add a learned bias (false: the layer is x W^T alone)", .flags = MC_PARAM_FOMIT },
     MC_PARAM_END,
 };
 
@@ -164,7 +168,7 @@ static int linear_setup(struct mc_node *node, const int *in_ndim,
 	wshape[1] = in;
 	bshape[0] = a->out;
 	r = mc_node_new_param(node, 0, "weight", 2, wshape, err);
-	if (!r)
+	if (!r && a->bias)
 		r = mc_node_new_param(node, 1, "bias", 1, bshape, err);
 	if (r)
 		return r;
@@ -179,7 +183,8 @@ static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 	float bound = (float)(1.0 / sqrt((double)node->params[0]->shape[1]));
 
 	mc_fill_uniform(node->params[0], seed, stream + 0, -bound, bound);
-	mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
+	if (node->n_params > 1)
+		mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
 }
 
 /* ------------------------------------------------ linear: sparse inference */
@@ -498,7 +503,7 @@ csr_row_block_avx512(const struct csr_cache *c, int o, const float *xt, int n, i
 static void linear_forward_sparse(const struct mc_node *node, const struct csr_cache *c,
 				  const struct mc_run *run, int n, const float *x, float *out)
 {
-	const float *b = node->params[1]->data;
+	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
 	int O = (int)node->params[0]->shape[0], I = (int)node->params[0]->shape[1];
 	int wide = have_avx512(), nfull = wide && run->work ? n / 16 * 16 : 0;
 	float *xt = run->work;
@@ -519,19 +524,19 @@ static void linear_forward_sparse(const struct mc_node *node, const struct csr_c
 			int nb = (nfull - i0) / 16 < 4 ? (nfull - i0) / 16 : 4;
 
 			for (int o = o0; o < o1; o++)
-				csr_row_block_avx512(c, o, xt, n, i0, nb, b[o], out, O);
+				csr_row_block_avx512(c, o, xt, n, i0, nb, b ? b[o] : 0.0f, out, O);
 		}
 #endif
 		for (int s = nfull; s < n; s++)
 			for (int o = o0; o < o1; o++) {
 #if defined(__x86_64__)
 				if (wide) {
-					csr_row_sample_avx512(c, o, x + (size_t)s * I, b[o],
+					csr_row_sample_avx512(c, o, x + (size_t)s * I, b ? b[o] : 0.0f,
 							      out + (size_t)s * O + o);
 					continue;
 				}
 #endif
-				csr_row_sample(c, o, x + (size_t)s * I, b[o],
+				csr_row_sample(c, o, x + (size_t)s * I, b ? b[o] : 0.0f,
 					       out + (size_t)s * O + o);
 			}
 	}
@@ -548,13 +553,17 @@ static void linear_forward(const struct mc_node *node, const struct mc_run *run,
 			   const float *const *in, float *out)
 {
 	const struct mc_tensor *w = node->params[0];
-	const float *b = node->params[1]->data;
+	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
 	int O = (int)w->shape[0], I = (int)w->shape[1], mode = sparse_mode();
 	const struct csr_cache *c;
 
 	if (!run->training && mode >= 0 && (mode || n >= SPARSE_MIN_BATCH) &&
 	    (c = sparse_weights(node, mode))) {
 		linear_forward_sparse(node, c, run, n, in[0], out);
+		return;
+	}
+	if (!b) {
+		mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, 0.0f, out, O);
 		return;
 	}
 	for (int i = 0; i < n; i++)

@@ -1,149 +1,115 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * layers.c - a model's build: section (an input shape and a layer list),
- * made into a model.
+ * made into a model through the graph API.
  *
  * Each item of "layers:" is an op of the op table with its attributes:
  * "relu", {linear: 512} or {linear: {out: 512}}, with "name:" and "inputs:"
  * beside the op where needed. Unnamed layers are named after their op and
  * count (linear2); a layer's input is the layer before unless "inputs:" says
- * otherwise. The list is checked and written as architecture JSON, which
- * mc_model_from_arch builds. The rest of the pipeline reader calls only
- * mc_pl_build_model.
+ * otherwise. Each layer is added to the graph as it is read, so a layer
+ * that does not fit its input is reported at its own line and column. The
+ * rest of the pipeline reader calls only mc_pl_build_model.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include <mcomp/pipeline.h>
 
+#include "graph/model_int.h"
 #include "host/pipeline_int.h"
 #include "io/ydoc.h"
 
 #define bad(l, y, ...) mc_errlist_at(&(l)->el, (y), __VA_ARGS__)
-
-/* One op attribute's value as JSON. */
-static json_t *attr_json(const struct mc_param_def *d, const void *conf)
-{
-	const char *f = (const char *)conf + d->offset;
-	json_t *a;
-
-	switch (d->type) {
-	case MC_PARAM_TINT:
-		return json_integer(*(const int *)f);
-	case MC_PARAM_TFLOAT:
-		return json_real(*(const double *)f);
-	case MC_PARAM_TBOOL:
-		return json_boolean(*(const int *)f);
-	case MC_PARAM_TENUM:
-		return json_string(d->choices[*(const int *)f]);
-	case MC_PARAM_TLIST: {
-		const struct mc_list *li = (const struct mc_list *)f;
-
-		a = json_array();
-		for (int i = 0; a && i < li->n; i++) {
-			json_t *v;
-
-			if (li->num && d->elem == MC_PARAM_TINT)
-				v = json_integer((json_int_t)li->num[i]);
-			else if (li->num)
-				v = json_real(li->num[i]);
-			else
-				v = json_string(li->str[i]);
-			json_array_append_new(a, v);
-		}
-		return a;
-	}
-	default: {
-		const char *s = *(char *const *)f;
-
-		return s ? json_string(s) : NULL;
-	}
-	}
-}
 
 struct opcount {
 	const struct mc_op *op;
 	int n;
 };
 
-/*
- * The inputs of a layer as a JSON list of node names: those of "inputs:" (a
- * name or a list of names of earlier layers, or "input"), else the layer
- * before. NULL (reported) when one is not an earlier layer or the count is
- * not the op's.
- */
-static json_t *layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_ynode *insv,
-			    const struct mc_op *op, const char *where, json_t *names,
-			    const char *prev)
+/* The layers read so far: their names, and whether the graph holds them. */
+struct built {
+	struct mc_model *m; /* NULL once a layer did not fit: the rest are only checked */
+	char **names;
+	int n;
+};
+
+static int name_index(const struct built *bt, const char *name)
 {
-	json_t *list = json_array();
+	for (int i = 0; i < bt->n; i++)
+		if (!strcmp(bt->names[i], name))
+			return i;
+	return -1;
+}
+
+/*
+ * The inputs of a layer as node indices: those of "inputs:" (a name or a
+ * list of names of earlier layers, or "input"), else the layer before.
+ * Returns how many, or -1 (reported) when one is not an earlier layer or
+ * the count is not the op's.
+ */
+static int layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_ynode *insv,
+			const struct mc_op *op, const char *where, const struct built *bt,
+			int *ins)
+{
 	int n = 0, ok = 1;
 
-	if (!list) {
-		bad(l, y, "out of memory");
-		return NULL;
-	}
 	if (!insv) {
 		if (op->n_inputs != 1) {
 			bad(l, y, "%s: %s takes %d inputs; list them, e.g. inputs: [conv2, relu1]",
 			    where, op->name, op->n_inputs);
-			json_decref(list);
-			return NULL;
+			return -1;
 		}
-		json_array_append_new(list, json_string(prev));
-		return list;
+		ins[0] = bt->n - 1 < 0 ? MC_NODE_INPUT : bt->n - 1;
+		return 1;
 	}
 	if (insv->kind == MC_YMAP) {
 		bad(l, insv, "%s: inputs must be a layer name or a list of layer names", where);
-		json_decref(list);
-		return NULL;
+		return -1;
 	}
 	n = insv->kind == MC_YSEQ ? insv->n : 1;
 	for (int i = 0; i < n; i++) {
 		const struct mc_ynode *it = insv->kind == MC_YSEQ ? insv->items[i] : insv;
 		const char *name = mc_pl_want_scalar(l, it, "inputs");
+		int src;
 
 		if (!name) {
 			ok = 0;
 			continue;
 		}
-		if (strcmp(name, "input") && !json_object_get(names, name)) {
+		src = strcmp(name, "input") ? name_index(bt, name) : MC_NODE_INPUT;
+		if (src == -1 && strcmp(name, "input")) {
 			bad(l, it, "%s: input '%s' is not an earlier layer; name a layer above this "
 				   "one (given with name: or counted, such as conv2d1) or 'input'",
 			    where, name);
 			ok = 0;
 			continue;
 		}
-		json_array_append_new(list, json_string(name));
+		if (i < MC_NODE_MAX_INPUTS)
+			ins[i] = src;
 	}
 	if (ok && n != op->n_inputs) {
 		bad(l, insv, "%s: %s takes %d input%s, got %d", where, op->name, op->n_inputs,
 		    op->n_inputs == 1 ? "" : "s", n);
 		ok = 0;
 	}
-	if (!ok) {
-		json_decref(list);
-		return NULL;
-	}
-	return list;
+	return ok ? n : -1;
 }
 
 /*
- * One item of a layer list as a JSON node: "relu", {linear: 512},
+ * One item of a layer list, added to the graph: "relu", {linear: 512},
  * {linear: {out: 512}} or either with "name: fc1" and "inputs: [a, b]"
- * beside the op.
+ * beside the op. Returns 0, or -1 with the error reported.
  */
-static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struct opcount *counts,
-			  int *ncounts, json_t *names, const char *prev)
+static int add_layer(struct ld *l, const struct mc_ynode *y, int pos, struct opcount *counts,
+		     int *ncounts, struct built *bt)
 {
 	const struct mc_ynode *opkey = NULL, *opval = NULL, *namev = NULL, *insv = NULL;
 	const struct mc_op *op;
 	char where[300], nbuf[256], tbuf[256];
 	const char *opname, *name;
-	json_t *node = NULL, *attrs, *ins = NULL;
+	int ins[MC_NODE_MAX_INPUTS], n_ins;
 	void *conf = NULL;
 	int k, ok = 1;
 
@@ -160,7 +126,7 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 				    "layer %d: one op per layer; found '%s' and '%s' (write each "
 				    "as its own item of the list)",
 				    pos, opkey->value, y->keys[i]->value);
-				return NULL;
+				return -1;
 			} else {
 				opkey = y->keys[i];
 				opval = y->items[i];
@@ -170,13 +136,13 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 			bad(l, y, "layer %d: no op; write an op name such as 'relu' or '{linear: "
 				  "512}'",
 			    pos);
-			return NULL;
+			return -1;
 		}
 	} else {
 		bad(l, y, "layer %d must be an op name or a one-key mapping such as {linear: 512}, "
 			  "not %s",
 		    pos, mc_ynode_what(y));
-		return NULL;
+		return -1;
 	}
 	opname = opkey->value;
 	op = mc_op_find(opname);
@@ -189,13 +155,13 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 		else
 			bad(l, opkey, "layer %d: unknown op '%s'; the ops are %s", pos, opname,
 			    mc_pl_join(mc_op_names(), tbuf, sizeof(tbuf)));
-		return NULL;
+		return -1;
 	}
 	snprintf(where, sizeof(where), "layer %d (%s)", pos, opname);
 	conf = calloc(1, op->attr_size ? op->attr_size : 1);
 	if (!conf) {
 		bad(l, y, "out of memory");
-		return NULL;
+		return -1;
 	}
 	if (mc_param_defaults(op->attrs, conf, &l->tmp)) {
 		bad(l, opkey, "%s: op '%s' has a bad default: %s", where, opname, l->tmp.msg);
@@ -264,78 +230,74 @@ static json_t *layer_json(struct ld *l, const struct mc_ynode *y, int pos, struc
 		snprintf(nbuf, sizeof(nbuf), "%s%d", opname, counts[k].n);
 		name = nbuf;
 	}
-	if (name && json_object_get(names, name)) {
+	if (name && name_index(bt, name) >= 0) {
 		bad(l, namev ? namev : y, "%s: a layer is already named '%s'; name this one "
 					  "otherwise",
 		    where, name);
 		ok = 0;
 	}
-	ins = layer_inputs(l, y, insv, op, where, names, prev);
-	if (!ins)
+	n_ins = layer_inputs(l, y, insv, op, where, bt, ins);
+	if (n_ins < 0)
 		ok = 0;
 	if (!ok)
 		goto fail;
-	json_object_set_new(names, name, json_true());
-	attrs = json_object();
-	node = json_pack("{s:s, s:s, s:o, s:o}", "name", name, "op", opname, "inputs", ins,
-			 "attrs", attrs);
-	ins = NULL;
-	for (int i = 0; node && op->attrs && op->attrs[i].name; i++) {
-		json_t *v = attr_json(&op->attrs[i], conf);
-
-		if (v)
-			json_object_set_new(attrs, op->attrs[i].name, v);
-	}
-	if (!node)
+	bt->names[bt->n] = strdup(name);
+	if (!bt->names[bt->n]) {
 		bad(l, y, "out of memory");
+		ok = 0;
+		goto fail;
+	}
+	bt->n++;
+	/* Inputs name layers by their place in the list, which is their index
+	 * in the graph while every layer so far has fitted. */
+	if (bt->m && mc_model_add_conf(bt->m, name, op, ins, n_ins, conf, &l->tmp) < 0) {
+		bad(l, y, "%s: %s", where, l->tmp.msg);
+		mc_model_free(bt->m);
+		bt->m = NULL;
+		ok = 0;
+	}
 fail:
-	json_decref(ins);
 	mc_param_free(op->attrs, conf);
 	free(conf);
-	return node;
+	return ok ? 0 : -1;
 }
 
-/* Builds the architecture JSON of a build: section; NULL (reported) on error. */
-static char *build_arch(struct ld *l, const struct mc_ynode *b, const char *model)
+int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_ynode *b,
+		      struct mc_pl_model *pm)
 {
 	static const char *const build_keys[] = { "input", "layers", NULL };
 	struct mc_ynode *in, *layers;
 	struct opcount *counts = NULL;
-	json_t *root = NULL, *nodes, *shape, *names = NULL;
-	char where[300], *json = NULL;
+	struct built bt = { 0 };
+	int64_t shape[MC_MAX_DIMS];
+	char where[300];
 	int ncounts = 0, ok = 1;
-	const char *prev = "input";
 
-	snprintf(where, sizeof(where), "model '%s' build", model);
+	snprintf(where, sizeof(where), "model '%s' build", key->value);
 	if (!mc_pl_want_map(l, b, where))
-		return NULL;
+		return -1;
 	mc_pl_check_keys(l, b, build_keys, where);
 	in = mc_ymap_get(b, "input", NULL);
 	layers = mc_ymap_get(b, "layers", NULL);
 	if (!in || !layers) {
 		bad(l, b, "%s: missing required key '%s'%s", where, in ? "layers" : "input",
 		    in ? "" : "; give the per-sample input shape, e.g. input: [1, 28, 28]");
-		return NULL;
+		return -1;
 	}
-	root = json_object();
-	shape = json_array();
-	nodes = json_array();
-	names = json_object();
-	json_object_set_new(root, "format", json_integer(MC_ARCH_FORMAT));
-	json_object_set_new(root, "input", shape);
-	json_object_set_new(root, "nodes", nodes);
 	if (in->kind != MC_YSEQ || in->n < 1 || in->n > MC_MAX_DIMS) {
 		bad(l, in, "%s: input must be a list of 1 to %d dimensions, such as [1, 28, 28]",
 		    where, MC_MAX_DIMS);
 		ok = 0;
 	} else {
-		for (int i = 0; i < in->n; i++) {
-			int64_t d;
-
-			if (mc_pl_want_int(l, in->items[i], "input", 1, 1 << 24, &d))
+		for (int i = 0; i < in->n; i++)
+			if (mc_pl_want_int(l, in->items[i], "input", 1, 1 << 24, &shape[i]))
 				ok = 0;
-			else
-				json_array_append_new(shape, json_integer(d));
+	}
+	if (ok) {
+		bt.m = mc_model_new(in->n, shape, &l->tmp);
+		if (!bt.m) {
+			bad(l, in, "%s: %s", where, l->tmp.msg);
+			ok = 0;
 		}
 	}
 	if (layers->kind != MC_YSEQ || !layers->n) {
@@ -346,49 +308,25 @@ static char *build_arch(struct ld *l, const struct mc_ynode *b, const char *mode
 		goto out;
 	}
 	counts = calloc((size_t)layers->n, sizeof(*counts));
-	if (!counts) {
+	bt.names = calloc((size_t)layers->n, sizeof(*bt.names));
+	if (!counts || !bt.names) {
+		bad(l, layers, "out of memory");
 		ok = 0;
 		goto out;
 	}
-	for (int i = 0; i < layers->n; i++) {
-		json_t *node = layer_json(l, layers->items[i], i + 1, counts, &ncounts, names,
-					  prev);
-
-		if (!node) {
+	for (int i = 0; i < layers->n; i++)
+		if (add_layer(l, layers->items[i], i + 1, counts, &ncounts, &bt))
 			ok = 0;
-			continue;
-		}
-		json_array_append_new(nodes, node);
-		prev = json_string_value(json_object_get(node, "name"));
+	if (ok && bt.m) {
+		pm->model = bt.m;
+		bt.m = NULL;
+		mc_model_init(pm->model, l->p->seed);
 	}
-	if (ok)
-		json = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 out:
+	for (int i = 0; i < bt.n; i++)
+		free(bt.names[i]);
+	free(bt.names);
 	free(counts);
-	json_decref(names);
-	json_decref(root);
-	return json;
-}
-
-/*
- * Builds model pm from its build: section b (key: the model's name in the
- * file): the layer list becomes pm->arch and pm->model, initialised from the
- * pipeline's seed. Returns 0, or -1 with every error reported.
- */
-int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_ynode *b,
-		      struct mc_pl_model *pm)
-{
-	char where[300];
-
-	snprintf(where, sizeof(where), "model '%s'", key->value);
-	pm->arch = build_arch(l, b, key->value);
-	if (!pm->arch)
-		return -1;
-	pm->model = mc_model_from_arch(pm->arch, l->p->path, &l->tmp);
-	if (!pm->model) {
-		bad(l, key, "%s: %s", where, mc_pl_strip_origin(l->tmp.msg, l->p->path));
-		return -1;
-	}
-	mc_model_init(pm->model, l->p->seed);
-	return 0;
+	mc_model_free(bt.m);
+	return pm->model ? 0 : -1;
 }

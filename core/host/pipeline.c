@@ -72,7 +72,6 @@ MC_API void mc_pipeline_free(struct mc_pipeline *p)
 	for (i = 0; i < p->n_models; i++) {
 		free(p->models[i].name);
 		free(p->models[i].load);
-		free(p->models[i].arch);
 		mc_model_free(p->models[i].model);
 	}
 	free(p->models);

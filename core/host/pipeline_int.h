@@ -29,7 +29,6 @@ struct mc_pl_split {
 struct mc_pl_model {
 	char *name;
 	char *load;	 /* resolved path of the file it was loaded from, or NULL if built */
-	char *arch;	 /* architecture JSON when built from a layer list, else NULL */
 	struct mc_loc loc;
 	struct mc_model *model; /* built (and initialised from the seed) or loaded at validation */
 };
@@ -142,7 +141,7 @@ const char *mc_pl_strip_origin(const char *msg, const char *origin);
 
 /*
  * layers.c: builds model pm from its build: section (key: the model's name
- * in the file) and initialises it from the seed; sets pm->arch and pm->model.
+ * in the file) and initialises it from the seed; sets pm->model.
  * Returns 0, or -1 with every error reported.
  */
 int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_ynode *build,
