@@ -350,6 +350,18 @@ static int inspect_cascade(const char *path, const struct mc_st_file *f)
 	return 0;
 }
 
+/*
+ * Loads every pass on the pass path once, so that the ops passes provide
+ * are registered and files that use them can be read. Passes that cannot be
+ * loaded are left out silently here; `mcomp passes` says why.
+ */
+static void register_plugin_ops(void)
+{
+	struct mc_err err = { 0 };
+
+	mc_registry_free(mc_registry_open(&err));
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
 	struct mc_err err = { 0 };
@@ -360,6 +372,7 @@ static int cmd_inspect(int argc, char **argv)
 
 	if (argc != 1)
 		return bad_usage("inspect needs one model or cascade file");
+	register_plugin_ops();
 	f = mc_st_read(argv[0], &err);
 	if (!f)
 		return fail(&err);
@@ -500,6 +513,7 @@ static int cmd_eval(int argc, char **argv)
 	struct stat st;
 	int i;
 
+	register_plugin_ops();
 	for (i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
 			dir = argv[++i];

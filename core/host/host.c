@@ -320,7 +320,6 @@ static int run_pass(struct mc_pipeline *p, int i, struct mc_report *rep, struct 
 	const char *name = subject(pp);
 	struct mc_pl_model *pm;
 	struct mc_row *row;
-	void *state = NULL;
 	double t0;
 	int ret;
 
@@ -329,20 +328,9 @@ static int run_pass(struct mc_pipeline *p, int i, struct mc_report *rep, struct 
 		return mc_err_set(err, MC_ENOMEM, "out of memory");
 	ctx.metrics = row->metrics;
 	err->msg[0] = '\0';
-	if (pass->init) {
-		ret = pass->init(pp->conf, &state, err);
-		if (ret) {
-			if (!err->msg[0])
-				mc_err_set(err, ret, "init failed");
-			return mc_err_prefix(err, "pass %d '%s' (%s)", i + 1, pass->name,
-					     pp->so_path);
-		}
-	}
 	t0 = mc_now();
-	ret = pass->run(&ctx, state, pp->conf);
+	ret = pass->run(&ctx, pp->conf);
 	row->seconds = mc_now() - t0;
-	if (pass->exit)
-		pass->exit(state);
 	if (ret) {
 		if (!err->msg[0])
 			mc_ctx_error(&ctx, NULL, ret, "failed without saying why");

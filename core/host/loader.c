@@ -141,6 +141,18 @@ MC_API const struct mc_pass *mc_pass_open(const char *path, void **handle, struc
 	}
 	if (check_params(pass, path, err))
 		goto fail;
+	for (int i = 0; pass->ops && pass->ops[i]; i++) {
+		/* Models will point at these ops: the pass stays loaded for good. */
+		if (!dlopen(path, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE)) {
+			mc_err_set(err, MC_EPLUGIN, "%s: cannot keep the pass loaded (%s)", path,
+				   dlerror());
+			goto fail;
+		}
+		if (mc_op_register(pass->ops[i], pass->name, err)) {
+			mc_err_prefix(err, "%s", path);
+			goto fail;
+		}
+	}
 	*handle = h;
 	return pass;
 fail:

@@ -298,9 +298,9 @@ void mc_st_list_release(struct mc_st_list *l)
 MC_API int mc_model_serialize(const struct mc_model *m, void **buf, size_t *len, struct mc_err *err)
 {
 	struct mc_st_list l = {0};
-	char *arch, *sp = NULL;
-	const char *meta[8];
-	int ret;
+	char *arch, *sp = NULL, *ops = NULL;
+	const char *meta[10];
+	int ret, n_meta;
 
 	*buf = NULL;
 	*len = 0;
@@ -321,14 +321,83 @@ MC_API int mc_model_serialize(const struct mc_model *m, void **buf, size_t *len,
 	meta[3] = MC_VERSION;
 	meta[4] = "mcomp.arch";
 	meta[5] = arch;
-	meta[6] = "mcomp.sparse";
-	meta[7] = sp;
-	ret = mc_st_serialize(l.t, l.n, meta, sp ? 4 : 3, buf, len, err);
+	n_meta = 3;
+	if (sp) {
+		meta[2 * n_meta] = "mcomp.sparse";
+		meta[2 * n_meta + 1] = sp;
+		n_meta++;
+	}
+	ret = mc_model_ops_text(m, &ops, err);
+	if (ret)
+		goto out;
+	if (ops) {
+		meta[2 * n_meta] = "mcomp.ops";
+		meta[2 * n_meta + 1] = ops;
+		n_meta++;
+	}
+	ret = mc_st_serialize(l.t, l.n, meta, n_meta, buf, len, err);
 out:
 	mc_st_list_release(&l);
+	free(ops);
 	free(sp);
 	free(arch);
 	return ret;
+}
+
+int mc_model_ops_text(const struct mc_model *m, char **text, struct mc_err *err)
+{
+	json_t *o = NULL;
+
+	*text = NULL;
+	for (int i = 0; i < m->n_nodes; i++) {
+		const char *prov = mc_op_provider(m->nodes[i]->op->name);
+
+		if (!prov)
+			continue;
+		if (!o && !(o = json_object()))
+			return mc_err_set(err, MC_ENOMEM, "model: out of memory");
+		if (json_object_set_new(o, m->nodes[i]->op->name, json_string(prov))) {
+			json_decref(o);
+			return mc_err_set(err, MC_ENOMEM, "model: out of memory");
+		}
+	}
+	if (!o)
+		return 0;
+	*text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(o);
+	return *text ? 0 : mc_err_set(err, MC_ENOMEM, "model: out of memory");
+}
+
+int mc_model_ops_check(const struct mc_st_file *f, const char *key, struct mc_err *err)
+{
+	const char *text = mc_st_meta(f, key);
+	json_t *o;
+	const char *op;
+	json_t *v;
+
+	if (!text)
+		return 0;
+	o = json_loads(text, 0, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: __metadata__ \"%s\" is not a JSON object of op names and "
+				  "passes; the file was edited or is corrupt",
+				  f->path, key);
+	}
+	json_object_foreach (o, op, v) {
+		if (mc_op_find(op))
+			continue;
+		mc_err_set(err, MC_EPLUGIN,
+			   "%s: op '%s' is provided by pass '%s', which is not loaded; put %s.so "
+			   "on MCOMP_PASS_PATH (mcomp passes lists what is found)",
+			   f->path, op, json_string_value(v) ? json_string_value(v) : "?",
+			   json_string_value(v) ? json_string_value(v) : "its pass");
+		json_decref(o);
+		return MC_EPLUGIN;
+	}
+	json_decref(o);
+	return 0;
 }
 
 MC_API int mc_model_save(const struct mc_model *m, const char *path, struct mc_err *err)
@@ -634,6 +703,8 @@ MC_API struct mc_model *mc_model_load(const char *path, struct mc_err *err)
 			   path);
 		goto out;
 	}
+	if (mc_model_ops_check(f, "mcomp.ops", err))
+		goto out;
 	m = mc_model_from_arch(arch, path, err);
 	if (!m)
 		goto out;

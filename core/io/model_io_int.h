@@ -54,4 +54,11 @@ int mc_sparse_index(const struct mc_st_file *f, json_t **out, struct mc_err *err
 int mc_model_fill(struct mc_model *m, const struct mc_st_file *f, const char *prefix,
 		  json_t *sparse, char *used, struct mc_err *err);
 
+/* The "mcomp.ops" metadata of m: {op: pass} for every plugin op it uses, as
+ * JSON (malloc'd), or NULL (0 returned) when it uses none. */
+int mc_model_ops_text(const struct mc_model *m, char **text, struct mc_err *err);
+/* Checks that every op the metadata key of f names is registered; else
+ * MC_EPLUGIN naming the op and the pass that provides it. */
+int mc_model_ops_check(const struct mc_st_file *f, const char *key, struct mc_err *err);
+
 #endif

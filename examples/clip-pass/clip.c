@@ -48,7 +48,7 @@ static int64_t clip_tensor(struct mc_tensor *t, double sigmas)
 	return moved;
 }
 
-static int clip_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int clip_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct clip_conf *c = conf;
 	struct mc_model *m = mc_ctx_model(ctx, c->model);

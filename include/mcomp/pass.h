@@ -19,9 +19,26 @@
  *	MC_PASS_DEFINE(scale_pass);
  *
  * The host checks every pass's parameters against .params for the whole
- * pipeline before any pass runs, then for each pass calls init(conf) once,
- * run(ctx, state, conf), and exit(state). conf is a struct of conf_size
- * bytes filled by the host; it is read-only to the pass.
+ * pipeline before any pass runs, then each pass's check(ctx, conf) in
+ * pipeline order, then run(ctx, conf) in the same order. conf is a struct
+ * of conf_size bytes filled by the host; it is read-only to the pass.
+ *
+ * Validation follows the graph: while validating, mc_ctx_model() returns a
+ * model of shapes only (mc_model_is_arch) as the pipeline will hold it when
+ * the pass runs. A pass that changes a model's graph applies the same
+ * change to that model in check, through the graph API (mcomp/graph.h),
+ * so that the passes after it are checked against the graph they will see.
+ *
+ * A pass may provide ops (mcomp/op.h): .ops lists them, and the host
+ * registers them when it loads the pass, before any model is built or
+ * loaded. A model file that uses one names it and this pass.
+ *
+ * ABI. MC_PASS_ABI is bumped when struct mc_pass, struct mc_param_def,
+ * struct mc_op or struct mc_attr change layout, or a function changes
+ * meaning; the host refuses a pass built for another number. Additions
+ * keep it: a new function, or a field appended to struct mc_node or
+ * struct mc_tensor, which only the library allocates. Passes never
+ * allocate library structs and reach models only through mcomp/graph.h.
  *
  * The model a pass acts on is named by its first model parameter
  * (MC_PARAM_MODEL); the host measures that model after the pass and adds a
@@ -38,9 +55,8 @@
 extern "C" {
 #endif
 
-/* Bumped whenever struct mc_pass, struct mc_param_def or any public struct
- * a pass can see changes layout. */
-#define MC_PASS_ABI 2
+/* See "ABI" above. */
+#define MC_PASS_ABI 3
 #define MC_PASS_ENTRY "mc_pass_descriptor"
 
 struct mc_ctx;
@@ -54,13 +70,13 @@ struct mc_pass {
 	const char *author;
 	size_t conf_size;
 	const struct mc_param_def *params;
+	/* Optional: ops the pass provides, NULL-terminated. */
+	const struct mc_op *const *ops;
 	/* Optional: checks across parameters and models at validation time,
-	 * before any pass runs (models are built or loaded; data sets are not). */
+	 * before any pass runs (models are shapes only; data sets are not
+	 * loaded), and applies the pass's graph changes to those models. */
 	int (*check)(struct mc_ctx *ctx, const void *conf);
-	/* Optional: per-use state. */
-	int (*init)(const void *conf, void **state, struct mc_err *err);
-	int (*run)(struct mc_ctx *ctx, void *state, const void *conf);
-	void (*exit)(void *state);
+	int (*run)(struct mc_ctx *ctx, const void *conf);
 };
 
 #define MC_PASS_DEFINE(desc)                                        \

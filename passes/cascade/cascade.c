@@ -419,7 +419,7 @@ static void arrays_free(struct arrays *a)
 	}
 }
 
-static int cascade_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int cascade_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct cascade_conf *c = conf;
 	struct mc_err *err = mc_ctx_err(ctx);
@@ -436,7 +436,6 @@ static int cascade_run(struct mc_ctx *ctx, void *state, const void *conf)
 	int64_t ref;
 	double ref_acc;
 
-	(void)state;
 	memset(&a, 0, sizeof(a));
 	ret = stage_models(ctx, c, m);
 	if (ret)

@@ -48,7 +48,7 @@ static int distill_check(struct mc_ctx *ctx, const void *conf)
 	return kd_check_pair(ctx, "student", c->student, s, c->teacher, t);
 }
 
-static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int distill_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct distill_conf *c = conf;
 	struct mc_model *s = mc_ctx_model(ctx, c->student);
@@ -64,7 +64,6 @@ static int distill_run(struct mc_ctx *ctx, void *state, const void *conf)
 	double t_acc;
 	int ret;
 
-	(void)state;
 	kd_train_conf(ctx, &c->kd, c->student, &tc);
 	if (!d)
 		return err->code;

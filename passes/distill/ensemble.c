@@ -202,7 +202,7 @@ static void report_single(struct mc_ctx *ctx, const struct kd_teachers *t, const
 	mc_ctx_report(ctx, "gain_over_best_single", s_acc - one_acc[best]);
 }
 
-static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int ens_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct ens_conf *c = conf;
 	struct mc_model *s = mc_ctx_model(ctx, c->student);
@@ -216,7 +216,6 @@ static int ens_run(struct mc_ctx *ctx, void *state, const void *conf)
 	struct kd_teachers t;
 	int ret;
 
-	(void)state;
 	kd_train_conf(ctx, &c->kd, c->student, &tc);
 	if (!d)
 		return err->code;

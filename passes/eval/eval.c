@@ -17,7 +17,7 @@ static const struct mc_param_def eval_params[] = {
 	MC_PARAM_END,
 };
 
-static int eval_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int eval_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct eval_conf *c = conf;
 	struct mc_model *m = mc_ctx_model(ctx, c->model);

@@ -432,13 +432,12 @@ out:
 	return ret;
 }
 
-static int prune_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int prune_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct prune_conf *c = conf;
 	struct mc_model *m = mc_ctx_model(ctx, c->model);
 	const struct mc_dataset *d = NULL;
 
-	(void)state;
 	if (c->mode == PRUNE_MODE_SENSITIVITY)
 		return prune_sensitivity(ctx, c);
 	if (c->finetune_epochs > 0) {

@@ -416,7 +416,7 @@ static int fuse_relu(struct mc_model *m, struct mc_err *err)
 	return fused;
 }
 
-static int quantize_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int quantize_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct quantize_conf *c = conf;
 	const struct mc_model *m = mc_ctx_model(ctx, c->model);

@@ -24,7 +24,7 @@ static const struct mc_param_def train_params[] = {
 	MC_PARAM_END,
 };
 
-static int train_run(struct mc_ctx *ctx, void *state, const void *conf)
+static int train_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct train_conf *c = conf;
 	struct mc_model *m = mc_ctx_model(ctx, c->model);
