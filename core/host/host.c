@@ -19,6 +19,7 @@ struct mc_ctx {
 	struct mc_pipeline *p;
 	struct mc_pl_pass *pp;
 	int validating;
+	struct mc_model **shapes; /* validating: p->models' graphs as the pass will see them */
 	struct mc_err *err;
 	json_t *metrics; /* of the current row */
 };
@@ -47,19 +48,23 @@ MC_API struct mc_model *mc_ctx_model(struct mc_ctx *ctx, const char *name)
 {
 	struct mc_pl_model *pm = find_model(ctx->p, name);
 
+	if (pm && ctx->shapes)
+		return ctx->shapes[pm - ctx->p->models];
 	return pm ? pm->model : NULL;
 }
 
 MC_API int mc_ctx_replace_model(struct mc_ctx *ctx, const char *name, struct mc_model *m)
 {
 	struct mc_pl_model *pm = find_model(ctx->p, name);
+	struct mc_model **slot;
 
 	if (!pm)
 		return mc_ctx_error(ctx, NULL, MC_EINVAL, "no model named '%s' in the pipeline",
 				    name);
-	if (pm->model != m)
-		mc_model_free(pm->model);
-	pm->model = m;
+	slot = ctx->shapes ? &ctx->shapes[pm - ctx->p->models] : &pm->model;
+	if (*slot != m)
+		mc_model_free(*slot);
+	*slot = m;
 	return 0;
 }
 
@@ -251,6 +256,13 @@ static int check_data(struct mc_pipeline *p, struct mc_err *err)
 	return 0;
 }
 
+/*
+ * Validation follows the graph: each pass's check sees a model of shapes
+ * only as the passes before it leave it (they apply their graph changes to
+ * it in their own check), so a pass that names a layer an earlier pass
+ * created validates, and one that names a layer an earlier pass removed
+ * does not, before anything runs.
+ */
 int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 {
 	struct mc_ctx ctx = { .p = p, .validating = 1, .err = err };
@@ -259,18 +271,35 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 	ret = check_data(p, err);
 	if (ret)
 		return ret;
+	ctx.shapes = calloc((size_t)p->n_models + 1, sizeof(*ctx.shapes));
+	if (!ctx.shapes)
+		return mc_err_set(err, MC_ENOMEM, "out of memory");
+	for (i = 0; i < p->n_models; i++) {
+		if (!p->models[i].model)
+			continue;
+		ctx.shapes[i] = mc_model_dup_arch(p->models[i].model, err);
+		if (!ctx.shapes[i]) {
+			ret = err->code;
+			goto out;
+		}
+	}
 	for (i = 0; i < p->n_passes; i++) {
 		ctx.pp = &p->passes[i];
 		if (!ctx.pp->pass->check)
 			continue;
+		err->msg[0] = '\0';
 		ret = ctx.pp->pass->check(&ctx, ctx.pp->conf);
 		if (ret) {
 			if (!err->msg[0])
 				mc_ctx_error(&ctx, NULL, ret, "check failed");
-			return ret;
+			goto out;
 		}
 	}
-	return 0;
+out:
+	for (i = 0; i < p->n_models; i++)
+		mc_model_free(ctx.shapes[i]);
+	free(ctx.shapes);
+	return ret;
 }
 
 static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct mc_model *m,

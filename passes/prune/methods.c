@@ -279,15 +279,20 @@ static int unit_cmp(const void *pa, const void *pb)
 	return (a->idx < b->idx) - (a->idx > b->idx); /* higher index goes first */
 }
 
+int64_t prune_units_dropped(int64_t out, double s)
+{
+	int64_t drop = llround(s * (double)out);
+
+	return drop > out - 1 ? out - 1 : drop;
+}
+
 int prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep,
 		     struct mc_err *err)
 {
-	int64_t out = w->shape[0], per = w->numel / out, drop = llround(s * (double)out);
+	int64_t out = w->shape[0], per = w->numel / out, drop = prune_units_dropped(out, s);
 	const float *x = w->data;
 	struct unit *u = malloc((size_t)out * sizeof(*u));
 
-	if (drop > out - 1)
-		drop = out - 1;
 	if (!u)
 		return mc_err_set(err, MC_ENOMEM, "prune: out of memory ranking units");
 	for (int64_t o = 0; o < out; o++) {

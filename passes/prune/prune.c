@@ -213,6 +213,17 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 			break;
 		}
 	}
+	/* The graph change the run will make: structured pruning narrows each
+	 * layer to the units it keeps, a count known before any weight is. */
+	for (int i = 0; !ret && c->method == PRUNE_STRUCTURED && c->mode == PRUNE_MODE_PRUNE &&
+			mc_model_is_arch(m) && i < n;
+	     i++) {
+		int64_t out = prune_weight(m, &l[i])->shape[0];
+		struct mc_attr a[] = { MC_ATTR_INT("out", out - prune_units_dropped(out, l[i].target)),
+				       MC_ATTR_END };
+
+		ret = mc_model_set_attrs((struct mc_model *)m, l[i].node, a, mc_ctx_err(ctx));
+	}
 	prune_layers_free(l, n);
 	return ret;
 }

@@ -100,6 +100,9 @@ int prune_nm(struct mc_model *m, struct prune_layer *l, int n, int keep, int gro
 /* Zeroes every weight whose mask is 0 (+0.0f). */
 void prune_apply_masks(struct mc_model *m, const struct prune_layer *l, int n);
 
+/* How many of out units a structured sparsity s removes (at least one stays). */
+int64_t prune_units_dropped(int64_t out, double s);
+
 /*
  * Structured pruning: which output units of layer l survive. keep[0..out)
  * is set to 1 for the units kept: the out - round(s * out) (at least one)

@@ -166,10 +166,41 @@ static int select_layers(struct mc_ctx *ctx, const struct quantize_conf *c,
 	return n;
 }
 
+static int fuse_relu(struct mc_model *m, struct mc_err *err);
+static int swap_layer(struct mc_model *m, int i, const struct quantize_conf *c, int mode,
+		      int gran, struct mc_err *err);
+
+/*
+ * At validation, the graph change the run will make: each selected layer
+ * becomes its quantized op and relus after a qconv2d are fused, on the
+ * model of shapes only, so that the passes after this one are checked
+ * against the quantized graph.
+ */
+static int quantize_graph(struct mc_ctx *ctx, const struct quantize_conf *c, struct mc_model *m)
+{
+	int mode = resolved_mode(c), n, ret = 0, *idx;
+
+	if (!mc_model_is_arch(m))
+		return 0;
+	idx = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*idx));
+	if (!idx)
+		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+	n = select_layers(ctx, c, m, idx);
+	for (int t = 0; t < n && !ret; t++) {
+		const char *name = mc_model_node(m, idx[t])->name;
+
+		ret = swap_layer(m, idx[t], c, mode, layer_granularity(c, name), mc_ctx_err(ctx));
+	}
+	if (!ret && n >= 0 && fuse_relu(m, mc_ctx_err(ctx)) < 0)
+		ret = mc_ctx_err(ctx)->code;
+	free(idx);
+	return n < 0 ? n : ret;
+}
+
 static int quantize_check(struct mc_ctx *ctx, const void *conf)
 {
 	const struct quantize_conf *c = conf;
-	const struct mc_model *m = mc_ctx_model(ctx, c->model);
+	struct mc_model *m = mc_ctx_model(ctx, c->model);
 	int mode = resolved_mode(c), integer, n;
 	char names[1024];
 
@@ -277,7 +308,7 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 					    "65536; exclude it",
 					    nd->name, (long long)in);
 	}
-	return 0;
+	return quantize_graph(ctx, c, m);
 }
 
 /* 10 log10(sum w^2 / sum (w - deq)^2): the weights' signal to quantization noise. */
@@ -304,18 +335,15 @@ struct qlayer {
 };
 
 /*
- * Replaces layer i of m (linear or conv2d) by a qlinear or qconv2d holding
- * l's weights (and, static, the input range [lo, hi]). On failure the model
- * is left as it was.
+ * Replaces layer i of m (linear or conv2d) by a qlinear or qconv2d of the
+ * same shape, its parameters zeroed: the graph change alone, which check
+ * makes on the model of shapes only. The model is unchanged on failure.
  */
-static int make_node(struct mc_model *m, int i, const struct quantize_conf *c, int mode, int gran,
-		     const struct qlayer *l, float lo, float hi, struct mc_err *err)
+static int swap_layer(struct mc_model *m, int i, const struct quantize_conf *c, int mode,
+		      int gran, struct mc_err *err)
 {
-	const struct mc_node *old = mc_model_node(m, i), *nd;
+	const struct mc_node *old = mc_model_node(m, i);
 	int conv = is_conv(old);
-	const int64_t out_ndim = old->out_ndim;
-	int64_t out_shape[MC_MAX_DIMS];
-	struct mc_tensor *b = mc_node_param_named(old, "bias"), *bias = NULL;
 	struct mc_attr lin[] = { MC_ATTR_INT("out", mc_node_attr_int(old, "out", 0)),
 				 MC_ATTR_STR("mode", modes[mode]),
 				 MC_ATTR_STR("granularity", grans[gran]),
@@ -330,31 +358,35 @@ static int make_node(struct mc_model *m, int i, const struct quantize_conf *c, i
 				 MC_ATTR_INT("stride", mc_node_attr_int(old, "stride", 1)),
 				 MC_ATTR_INT("padding", mc_node_attr_int(old, "padding", 0)),
 				 MC_ATTR_END };
-	int64_t wn = old->params[0]->numel;
+
+	return mc_model_replace_node(m, i, NULL, conv ? "qconv2d" : "qlinear", conv ? cnv : lin,
+				     err);
+}
+
+/*
+ * Replaces layer i of m by its quantized node holding l's weights (and,
+ * static, the input range [lo, hi]). On failure the model is left as it was.
+ */
+static int make_node(struct mc_model *m, int i, const struct quantize_conf *c, int mode, int gran,
+		     const struct qlayer *l, float lo, float hi, struct mc_err *err)
+{
+	const struct mc_node *nd = mc_model_node(m, i);
+	struct mc_tensor *b = mc_node_param_named(nd, "bias"), *bias = NULL;
+	int64_t wn = nd->params[0]->numel;
 	int ret;
 
-	memcpy(out_shape, old->out_shape, sizeof(out_shape));
 	/* The bias moves over unchanged; keep it while the node is replaced. */
 	if (b) {
 		bias = mc_tensor_dup(b, err);
 		if (!bias)
 			return err->code;
 	}
-	ret = mc_model_replace_node(m, i, NULL, conv ? "qconv2d" : "qlinear", conv ? cnv : lin,
-				    err);
+	ret = swap_layer(m, i, c, mode, gran, err);
 	if (ret) {
 		mc_tensor_free(bias);
 		return ret;
 	}
 	nd = mc_model_node(m, i);
-	if (nd->out_ndim != out_ndim || memcmp(nd->out_shape, out_shape, sizeof(out_shape))) {
-		/* Cannot happen for the ops quantize makes; kept as a guard. */
-		mc_tensor_free(bias);
-		return mc_err_set(err, MC_EINVAL,
-				  "quantize: the %s of layer '%s' would change its output shape; "
-				  "exclude it",
-				  nd->op->name, nd->name);
-	}
 	if (c->bits == 8)
 		memcpy(nd->params[0]->data, l->q, (size_t)wn);
 	else
