@@ -74,7 +74,7 @@ static void check_op_fill(const char *json, double step, int distinct)
 {
 	struct mc_err err = { 0 };
 	struct mc_model *m = build(json);
-	struct mc_node *nd = mc_model_node(m, 0);
+	const struct mc_node *nd = mc_model_node(m, 0);
 	struct mc_exec *e = mc_exec_new(m, BATCH, 1, &err);
 	int nin = nd->op->n_inputs;
 	size_t in_n = (size_t)BATCH * mc_model_in_numel(m), out_n = (size_t)BATCH * nd->out_numel;
@@ -185,6 +185,10 @@ START_TEST(op_conv2d)
 	check_op("{\"format\":1,\"input\":[2,6,6],\"nodes\":[{\"op\":\"conv2d\","
 		 "\"attrs\":{\"out\":16,\"padding\":1}}]}",
 		 1e-2);
+	/* no bias: the weight alone */
+	check_op("{\"format\":1,\"input\":[2,6,5],\"nodes\":[{\"name\":\"c\",\"op\":\"conv2d\","
+		 "\"attrs\":{\"out\":3,\"padding\":1,\"bias\":false}}]}",
+		 1e-2);
 }
 END_TEST
 
@@ -233,7 +237,7 @@ START_TEST(op_batchnorm_inference)
 	/* Inference uses the running statistics: an affine map per channel,
 	 * whose input gradient is checked here with run.training = 0. */
 	struct mc_model *m = build("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"batchnorm\"}]}");
-	struct mc_node *nd = mc_model_node(m, 0);
+	const struct mc_node *nd = mc_model_node(m, 0);
 	float x[BATCH * 6], y[BATCH * 6], r[BATCH * 6], dx[BATCH * 6], *g[4] = { 0 };
 	const float *in[1] = { x };
 	float *din[1] = { dx };
@@ -296,6 +300,9 @@ START_TEST(op_linear)
 	check_op("{\"format\":1,\"input\":[5],\"nodes\":[{\"name\":\"fc\",\"op\":\"linear\","
 		 "\"inputs\":[\"input\"],\"attrs\":{\"out\":4}}]}",
 		 1e-2);
+	check_op("{\"format\":1,\"input\":[5],\"nodes\":[{\"name\":\"fc\",\"op\":\"linear\","
+		 "\"inputs\":[\"input\"],\"attrs\":{\"out\":4,\"bias\":false}}]}",
+		 1e-2);
 }
 END_TEST
 
@@ -321,7 +328,7 @@ START_TEST(op_qlinear_straight_through)
 {
 	struct mc_model *m = build("{\"format\":1,\"input\":[5],\"nodes\":[{\"op\":\"qlinear\","
 				   "\"attrs\":{\"out\":3,\"bits\":8,\"mode\":\"dynamic\"}}]}");
-	struct mc_node *nd = mc_model_node(m, 0);
+	const struct mc_node *nd = mc_model_node(m, 0);
 	int8_t *w = nd->params[0]->data;
 	float *scale = nd->params[1]->data;
 	float x[2 * 5], dout[2 * 3], dx[2 * 5], out[2 * 3];
@@ -361,7 +368,7 @@ START_TEST(op_qconv2d_straight_through)
 	struct mc_model *m = build("{\"format\":1,\"input\":[2,5,5],\"nodes\":[{\"op\":\"qconv2d\","
 				   "\"attrs\":{\"out\":3,\"kernel\":3,\"stride\":2,\"padding\":1,"
 				   "\"mode\":\"dynamic\"}}]}");
-	struct mc_node *nd = mc_model_node(m, 0);
+	const struct mc_node *nd = mc_model_node(m, 0);
 	int8_t *w = nd->params[0]->data;
 	float *scale = nd->params[1]->data;
 	float x[2 * 50], dout[2 * 27], dx[2 * 50], out[2 * 27];

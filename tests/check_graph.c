@@ -218,6 +218,64 @@ START_TEST(shapes_only)
 }
 END_TEST
 
+/* A layer without a bias computes what the same layer with a zero bias does,
+ * on the dense and (weights 90% zero, MCOMP_SPARSE=1) the sparse path. */
+START_TEST(bias_false)
+{
+	static const char *const ops[] = { "linear", "conv2d" };
+
+	for (int sparse = 0; sparse < 2; sparse++)
+		for (int k = 0; k < 2; k++) {
+			int conv = k == 1;
+			int64_t in[] = { 2, 6, 6 };
+			struct mc_attr with[] = { MC_ATTR_INT("out", 5), MC_ATTR_INT("padding", 1),
+						  MC_ATTR_END };
+			struct mc_attr wout[] = { MC_ATTR_INT("out", 5), MC_ATTR_INT("padding", 1),
+						  MC_ATTR_BOOL("bias", 0), MC_ATTR_END };
+			struct mc_model *a = mc_model_new(3, in, &err), *b = mc_model_new(3, in, &err);
+			struct mc_exec *ea, *eb;
+			float x[20 * 72];
+			const float *ya, *yb;
+			struct mc_tensor *wa, *wb;
+
+			if (!conv) {
+				with[1].name = NULL;
+				wout[1] = wout[2];
+				wout[2].name = NULL;
+				ck_assert_int_eq(mc_model_add_node(a, -1, "f", "flatten", NULL, NULL,
+								   &err), 0);
+				ck_assert_int_eq(mc_model_add_node(b, -1, "f", "flatten", NULL, NULL,
+								   &err), 0);
+			}
+			ck_assert_int_ge(mc_model_add_node(a, -1, "l", ops[k], NULL, with, &err), 0);
+			ck_assert_int_ge(mc_model_add_node(b, -1, "l", ops[k], NULL, wout, &err), 0);
+			mc_model_init(a, 1);
+			wa = mc_model_param(a, "l.weight");
+			wb = mc_model_param(b, "l.weight");
+			ck_assert_ptr_null(mc_model_param(b, "l.bias"));
+			for (int64_t i = 0; i < wa->numel; i++)
+				if (sparse && i % 10)
+					((float *)wa->data)[i] = 0.0f;
+			memcpy(wb->data, wa->data, mc_tensor_nbytes(wa));
+			memset(mc_model_param(a, "l.bias")->data, 0, 5 * sizeof(float));
+			for (int i = 0; i < 20 * 72; i++)
+				x[i] = (float)cos(0.11 * i);
+			setenv("MCOMP_SPARSE", sparse ? "1" : "0", 1);
+			ea = mc_exec_new(a, 20, 0, &err);
+			eb = mc_exec_new(b, 20, 0, &err);
+			ya = mc_forward(ea, x, 20);
+			yb = mc_forward(eb, x, 20);
+			ck_assert_int_eq(memcmp(ya, yb, 20 * mc_model_n_classes(a) * sizeof(float)), 0);
+			ck_assert_int_eq(mc_model_nparams(b) + 5, mc_model_nparams(a));
+			unsetenv("MCOMP_SPARSE");
+			mc_exec_free(ea);
+			mc_exec_free(eb);
+			mc_model_free(a);
+			mc_model_free(b);
+		}
+}
+END_TEST
+
 /* ---------------------------------------------------------------- plugin op */
 
 static char fixture[4200];
@@ -399,6 +457,7 @@ int main(void)
 	tcase_add_test(tc, refusals_leave_the_model);
 	tcase_add_test(tc, insert_replace_remove);
 	tcase_add_test(tc, shapes_only);
+	tcase_add_test(tc, bias_false);
 	tcase_add_test(tc, plugin_op_trains_saves_loads);
 	tcase_add_test(tc, validation_follows_the_graph);
 	suite_add_tcase(s, tc);

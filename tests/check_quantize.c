@@ -269,7 +269,7 @@ static struct mc_model *qmodel(const char *attrs)
 /* Fills the qlinear of m from f32 weights w[24, 64] and bias b; returns its spec. */
 static struct mc_qspec fill(struct mc_model *m, const float *w, const float *b)
 {
-	struct mc_node *nd = mc_model_node(m, 0);
+	const struct mc_node *nd = mc_model_node(m, 0);
 	struct mc_tensor *tw = nd->params[0], *ts = nd->params[1];
 	struct mc_qspec s = { .bits = tw->dtype == MC_Q4 ? 4 : 8 };
 	int8_t q[24 * 64], zp[24 * 64];
@@ -330,7 +330,7 @@ START_TEST(test_weight_only_against_reference)
 	data(w, b, x, 16);
 	for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
 		struct mc_model *m = qmodel(variants[v]);
-		struct mc_node *nd = mc_model_node(m, 0);
+		const struct mc_node *nd = mc_model_node(m, 0);
 		struct mc_qspec s = fill(m, w, b);
 		int8_t q[24 * 64];
 
@@ -381,7 +381,7 @@ START_TEST(test_int8_gemm_against_reference)
 	data(w, b, x, 16);
 	for (int mode = 0; mode < 2; mode++) {
 		struct mc_model *m = qmodel(mode ? "\"mode\": \"static\"" : "\"mode\": \"dynamic\"");
-		struct mc_node *nd = mc_model_node(m, 0);
+		const struct mc_node *nd = mc_model_node(m, 0);
 		const int8_t *q;
 		const float *sw, *y;
 		struct mc_exec *e;
@@ -474,7 +474,7 @@ START_TEST(test_qconv2d_against_f32)
 		struct mc_model *f = conv_model("conv2d", "", stride);
 		struct mc_model *q = conv_model("qconv2d", mode ? ", \"mode\": \"static\"" :
 								  ", \"mode\": \"dynamic\"", stride);
-		struct mc_node *fn = mc_model_node(f, 0), *qn = mc_model_node(q, 0);
+		const struct mc_node *fn = mc_model_node(f, 0), *qn = mc_model_node(q, 0);
 		struct mc_qspec spec = { .bits = 8, .group = QC_K };
 		const float *w = fn->params[0]->data, *b = fn->params[1]->data, *sw;
 		const int8_t *qw = qn->params[0]->data;
@@ -596,7 +596,7 @@ START_TEST(test_qconv2d_relu_fused)
 		fused = conv_model("qconv2d", attrs, 1);
 		mc_model_init(f, 6);
 		for (int k = 0; k < 2; k++) {
-			struct mc_node *qn = k ? mc_model_node(fused, 0) : mc_model_node(plain, 0);
+			const struct mc_node *qn = k ? mc_model_node(fused, 0) : mc_model_node(plain, 0);
 
 			quant_ok(mc_model_node(f, 0)->params[0]->data, QC_O, QC_K, spec, qn->params[0]->data,
 				 qn->params[1]->data, NULL);
@@ -637,7 +637,7 @@ START_TEST(test_qconv2d_relu_fused)
 		{
 			/* backward: dout passes only where the output is positive, as
 			 * through relu's backward; elsewhere dx is the unfused op's */
-			struct mc_node *pn = mc_model_node(plain, 0), *fn = mc_model_node(fused, 0);
+			const struct mc_node *pn = mc_model_node(plain, 0), *fn = mc_model_node(fused, 0);
 			static float y[2 * QC_O * QC_S * QC_S], g[2 * QC_O * QC_S * QC_S];
 			static float gm[2 * QC_O * QC_S * QC_S];
 			static float dx1[2 * QC_C * QC_S * QC_S], dx2[2 * QC_C * QC_S * QC_S];

@@ -34,7 +34,7 @@ static const char *shape_text(int ndim, const int64_t *shape, char *buf, size_t 
 /* ---------------------------------------------------------------- conv2d */
 
 struct conv_attrs {
-	int out, kernel, stride, padding, groups;
+	int out, kernel, stride, padding, groups, bias;
 	int in_h, in_w; /* set by setup from the input shape; not attributes */
 };
 
@@ -45,6 +45,9 @@ static const struct mc_param_def conv_attrs[] = {
     MC_PARAM_INT(struct conv_attrs, padding, "0", 0, 1024, "zeros added on each side"),
     MC_PARAM_INT(struct conv_attrs, groups, "1", 1, 1 << 20,
 		 "channel groups (in channels for depthwise)"),
+    { .name = "bias", .type = MC_PARAM_TBOOL, .elem = MC_PARAM_TBOOL,
+      .offset = offsetof(struct conv_attrs, bias), .def = "true", .min = 0, .max = 1,
+      .help = "add a learned bias per output channel", .flags = MC_PARAM_FOMIT },
     MC_PARAM_END,
 };
 
@@ -106,7 +109,7 @@ static int conv_setup(struct mc_node *node, const int *in_ndim,
 	wshape[3] = a->kernel;
 	bshape[0] = a->out;
 	r = mc_node_new_param(node, 0, "weight", 4, wshape, err);
-	if (!r)
+	if (!r && a->bias)
 		r = mc_node_new_param(node, 1, "bias", 1, bshape, err);
 	if (r)
 		return r;
@@ -126,7 +129,8 @@ static void conv_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 	float bound = (float)(1.0 / sqrt((double)(w->shape[1] * w->shape[2] * w->shape[3])));
 
 	mc_fill_uniform(node->params[0], seed, stream + 0, -bound, bound);
-	mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
+	if (node->n_params > 1)
+		mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
 }
 
 /* The outputs ow in [*lo, *hi) whose window column ow * s - p + kj lies inside [0, W). */
@@ -324,15 +328,15 @@ static void conv_fwd_sample(const struct mc_conv_geo *q, const float *wt, const 
 
 	im2col(q, x, col);
 	for (int o = 0; o < q->O; o++) {
-		float *yo = y + o * P;
+		float *yo = y + o * P, bias = b ? b[o] : 0.0f;
 		int64_t p = 0;
 
 #ifdef __SSE2__
-		for (__m128 bo = _mm_set1_ps(b[o]); p + 4 <= P; p += 4)
+		for (__m128 bo = _mm_set1_ps(bias); p + 4 <= P; p += 4)
 			_mm_storeu_ps(yo + p, bo);
 #endif
 		for (; p < P; p++)
-			yo[p] = b[o];
+			yo[p] = bias;
 	}
 	for (int g = 0; g < q->g; g++)
 		mc_sgemm(1, 0, q->Og, (int)q->P, q->Kg, 1.0f, wt + (size_t)g * q->Og * q->Kg, q->Og,
@@ -344,7 +348,8 @@ static void conv_fwd_sample(const struct mc_conv_geo *q, const float *wt, const 
 static void conv_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			 const float *const *in, float *out)
 {
-	const float *w = node->params[0]->data, *b = node->params[1]->data;
+	const float *w = node->params[0]->data;
+	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
 	float *wt = run->work, *slots;
 	struct mc_conv_geo q;
 	size_t slot, xs, ys;
