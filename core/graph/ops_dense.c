@@ -197,9 +197,9 @@ static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
  * "auto" the rule above for batches of SPARSE_MIN_BATCH or more, with the
  * AVX-512 kernel only.
  *
- * The CSR copy is built on first use and kept in a list keyed by the node
- * and its weight's data pointer (like qlinear's packed weights), dropped by
- * linear_release when the node is freed. Weights are written in place by
+ * The CSR copy is built on first use and kept as the node's cache (like
+ * qlinear's packed weights), dropped by linear_release when the node is
+ * freed or its parameters change. Weights are written in place by
  * training and by passes, so every sparse forward first checks a checksum
  * of the whole weight (one parallel read, far cheaper than the product at
  * any batch above a few samples) against the one the copy was built from,
@@ -212,18 +212,15 @@ static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 #define SPARSE_SAMPLE 4096 /* weights looked at before the full check */
 
 struct csr_cache {
-	const struct mc_node *owner;
 	const void *w;   /* the data it was built from */
 	uint64_t sum;    /* and that data's checksum */
 	int sparse;      /* 0: too dense, the GEMM runs */
 	int32_t *indptr; /* [O + 1] */
 	int32_t *indices; /* [nnz] */
 	float *values;   /* [nnz] */
-	struct csr_cache *next;
 };
 
 static pthread_mutex_t csr_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct csr_cache *csr_caches;
 
 static void csr_clear(struct csr_cache *c)
 {
@@ -236,20 +233,11 @@ static void csr_clear(struct csr_cache *c)
 
 static void linear_release(struct mc_node *node)
 {
-	struct csr_cache **pp = &csr_caches;
-
 	pthread_mutex_lock(&csr_lock);
-	while (*pp) {
-		struct csr_cache *c = *pp;
-
-		if (c->owner == node) {
-			*pp = c->next;
-			csr_clear(c);
-			free(c);
-		} else {
-			pp = &c->next;
-		}
-	}
+	if (node->cache)
+		csr_clear(node->cache);
+	free(node->cache);
+	node->cache = NULL;
 	pthread_mutex_unlock(&csr_lock);
 }
 
@@ -404,20 +392,17 @@ static const struct csr_cache *sparse_weights(const struct mc_node *node, int mo
 	}
 	sum = weight_sum(w->data, numel, &nnz);
 	pthread_mutex_lock(&csr_lock);
-	for (c = csr_caches; c; c = c->next)
-		if (c->owner == node && c->w == w->data)
-			break;
-	if (c && c->sum == sum)
+	/* The cache is the node's own mutable state behind a const view. */
+	c = node->cache;
+	if (c && c->w == w->data && c->sum == sum)
 		goto out;
 	if (!c) {
 		c = calloc(1, sizeof(*c));
 		if (!c)
 			goto out;
-		c->owner = node;
-		c->w = w->data;
-		c->next = csr_caches;
-		csr_caches = c;
+		((struct mc_node *)node)->cache = c;
 	}
+	c->w = w->data;
 	csr_clear(c);
 	c->sum = sum;
 	c->sparse = mode == 1 || (double)(numel - nnz) >= SPARSE_MIN * (double)numel;

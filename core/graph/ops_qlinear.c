@@ -159,37 +159,30 @@ static int qlinear_setup(struct mc_node *node, const int *in_ndim,
 /* ------------------------------------------------ int8 path: packed weights */
 
 struct qcache {
-	const struct mc_node *owner;
 	const void *w, *s, *b; /* the data it was packed from */
 	struct mc_s8_weights *pk;
-	struct qcache *next;
 };
 
 /*
- * Packed weights live in one list keyed by the node that owns them, never in
- * the node itself: a duplicated model shares no pointer with its original,
- * and freeing a node (mc_qop_release) drops its entry, so a node address
- * reused later cannot meet a stale packing.
+ * Packed weights are the node's cache (node->cache), which mc_model_dup
+ * never copies and the graph API releases (mc_qop_release) when the node is
+ * freed or its parameters change. The lock makes the first packing safe
+ * when two executors run one model.
  */
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct qcache *caches;
+
+static void qcache_free(struct qcache *c)
+{
+	if (c)
+		mc_s8_free(c->pk);
+	free(c);
+}
 
 void mc_qop_release(struct mc_node *node)
 {
-	struct qcache **pp = &caches;
-
 	pthread_mutex_lock(&cache_lock);
-	while (*pp) {
-		struct qcache *c = *pp;
-
-		if (c->owner == node) {
-			*pp = c->next;
-			mc_s8_free(c->pk);
-			free(c);
-		} else {
-			pp = &c->next;
-		}
-	}
+	qcache_free(node->cache);
+	node->cache = NULL;
 	pthread_mutex_unlock(&cache_lock);
 }
 
@@ -203,14 +196,18 @@ const struct mc_s8_weights *mc_qop_packed(const struct mc_node *node)
 	const struct mc_tensor *w = node->params[QP_WEIGHT], *s = node->params[QP_SCALE];
 	const struct mc_tensor *b = node->params[QP_BIAS];
 	int O = (int)w->shape[0], I = (int)(w->numel / w->shape[0]);
+	/* The cache is the node's own mutable state behind a const view. */
+	void **slot = &((struct mc_node *)node)->cache;
 	struct mc_s8_weights *pk = NULL;
 	struct qcache *c;
 	float *sw = NULL;
 
 	pthread_mutex_lock(&cache_lock);
-	for (c = caches; c; c = c->next)
-		if (c->owner == node && c->w == w->data && c->s == s->data && c->b == b->data)
-			goto out;
+	c = *slot;
+	if (c && c->w == w->data && c->s == s->data && c->b == b->data)
+		goto out;
+	qcache_free(c);
+	*slot = NULL;
 	c = calloc(1, sizeof(*c));
 	sw = malloc((size_t)O * sizeof(float));
 	if (!c || !sw) {
@@ -220,13 +217,11 @@ const struct mc_s8_weights *mc_qop_packed(const struct mc_node *node)
 	}
 	for (int o = 0; o < O; o++)
 		sw[o] = ((const float *)s->data)[s->numel == 1 ? 0 : o];
-	c->owner = node;
 	c->w = w->data;
 	c->s = s->data;
 	c->b = b->data;
 	c->pk = mc_s8_pack(w->data, O, I, I, sw, b->data, NULL);
-	c->next = caches;
-	caches = c;
+	*slot = c;
 out:
 	pk = c ? c->pk : NULL;
 	pthread_mutex_unlock(&cache_lock);
