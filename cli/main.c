@@ -49,7 +49,7 @@ static const char usage[] =
 	"                     waiting threads sleep instead of spin: much faster when other\n"
 	"                     jobs share the cores, somewhat slower on an idle machine\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"
-	"  MCOMP_QUIET=1      no progress lines on stderr\n"
+	"  MCOMP_QUIET=1      no progress lines on stderr, as --quiet\n"
 	"  MCOMP_GEMM=avx2|portable\n"
 	"                     force a GEMM kernel (default: the fastest this CPU runs)\n"
 	"\n"
@@ -86,6 +86,35 @@ static struct mc_registry *open_registry(struct mc_err *err, int warn)
 	return reg;
 }
 
+/*
+ * The library's lines for a person (mc_pipeline_set_log): progress as
+ * "PASS: line" unless quiet, warnings always. arg points at the quiet flag.
+ */
+static void print_log(void *arg, int level, const char *pass, const char *msg)
+{
+	if (level == MC_LOG_INFO && *(const int *)arg)
+		return;
+	if (level == MC_LOG_WARNING)
+		fprintf(stderr, "mcomp: warning: %s%s%s\n", pass ? pass : "", pass ? ": " : "", msg);
+	else if (pass)
+		fprintf(stderr, "%s: %s\n", pass, msg);
+	else
+		fprintf(stderr, "%s\n", msg);
+}
+
+/* A pass of the user's that hides a shipped one is worth a line at every use. */
+static void note_shadows(const struct mc_registry *reg)
+{
+	const char *path, *shipped, *name;
+	int i;
+
+	for (i = 0; i < mc_registry_nshadows(reg); i++) {
+		name = mc_registry_shadow(reg, i, &path, &shipped);
+		fprintf(stderr, "mcomp: note: pass '%s' is %s from MCOMP_PASS_PATH, not the "
+			"shipped %s\n", name, path, shipped);
+	}
+}
+
 /* run and validate share their arguments: FILE and --set pairs. */
 static int cmd_pipeline(int argc, char **argv, int run)
 {
@@ -93,8 +122,8 @@ static int cmd_pipeline(int argc, char **argv, int run)
 	struct mc_registry *reg;
 	struct mc_pipeline *p;
 	const char **sets;
-	const char *file = NULL;
-	int n_sets = 0, i, ret;
+	const char *file = NULL, *env = getenv("MCOMP_QUIET");
+	int n_sets = 0, i, ret, quiet = env && *env && strcmp(env, "0");
 
 	sets = calloc(argc + 1, sizeof(*sets));
 	if (!sets)
@@ -109,7 +138,7 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		} else if (strncmp(argv[i], "--set=", 6) == 0) {
 			sets[n_sets++] = argv[i] + 6;
 		} else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
-			setenv("MCOMP_QUIET", "1", 1);
+			quiet = 1;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			free(sets);
 			return bad_usage("unknown option '%s'", argv[i]);
@@ -130,6 +159,7 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		free(sets);
 		return fail(&err);
 	}
+	note_shadows(reg);
 	p = mc_pipeline_load(file, sets, n_sets, reg, &err);
 	free(sets);
 	if (!p) {
@@ -144,7 +174,9 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		printf("%s: valid\n", file);
 		ret = 0;
 	} else {
+		mc_pipeline_set_log(p, print_log, &quiet);
 		ret = mc_pipeline_run(p, stdout, &err);
+		fflush(stdout); /* the table so far, before the error */
 		ret = ret ? fail(&err) : 0;
 	}
 	mc_pipeline_free(p);
@@ -174,10 +206,43 @@ static int cmd_passes(void)
 	return 0;
 }
 
+/* How a row may be left out: its default, "(required)", "none (optional)", or
+ * "none" for a row of a group (group_text says which of the group are needed). */
+static const char *default_text(const struct mc_param_def *d)
+{
+	if (d->def)
+		return d->def;
+	if (d->flags & MC_PARAM_FOPTIONAL)
+		return "none (optional)";
+	return d->group ? "none" : "(required)";
+}
+
+/* "; give one of rank or energy" for a row of a group, else "". */
+static const char *group_text(const struct mc_param_def *params, const struct mc_param_def *d,
+			      char *buf, size_t n)
+{
+	const struct mc_param_def *e;
+	size_t pos = 0;
+	int required = 0;
+
+	buf[0] = '\0';
+	if (!d->group)
+		return buf;
+	for (e = params; e->name; e++)
+		required |= e->group && !strcmp(e->group, d->group) && !e->def &&
+			    !(e->flags & MC_PARAM_FOPTIONAL);
+	pos += snprintf(buf, n, "; %s one of ", required ? "exactly" : "at most");
+	for (e = params; e->name && pos < n; e++)
+		if (e->group && !strcmp(e->group, d->group))
+			pos += snprintf(buf + pos, n - pos, "%s%s",
+					buf[pos - 1] == ' ' ? "" : ", ", e->name);
+	return buf;
+}
+
 static void print_pass(const struct mc_pass *pass, const char *path)
 {
 	const struct mc_param_def *d;
-	char type[256];
+	char type[256], group[256];
 
 	printf("name:        %s\n", pass->name);
 	printf("version:     %s\n", pass->version);
@@ -188,8 +253,9 @@ static void print_pass(const struct mc_pass *pass, const char *path)
 	printf("file:        %s\n", path);
 	printf("parameters:\n");
 	for (d = pass->params; d && d->name; d++) {
-		printf("  %-16s %s; default: %s\n", d->name, mc_param_type_text(d, type, sizeof(type)),
-		       d->def ? d->def : "(required)");
+		printf("  %-16s %s; default: %s%s\n", d->name,
+		       mc_param_type_text(d, type, sizeof(type)), default_text(d),
+		       group_text(pass->params, d, group, sizeof(group)));
 		printf("  %-16s %s\n", "", d->help ? d->help : "");
 	}
 }

@@ -430,6 +430,15 @@ START_TEST(validation_follows_the_graph)
 			 MC_EINVAL);
 	assert_msg("p.yaml:15:26: pass 'quantize', exclude: no layer of model 'm' matches 'fc2_a'");
 	ck_assert_int_ne(stat(spath("out.safetensors"), &st), 0);
+	/* A graph change the library refuses in a pass's check is reported at
+	 * the pass's place in the file. */
+	ck_assert_int_eq(tiny_pipeline(reg,
+				       HEAD "  - fxgraph: {model: m, split: fc2}\n"
+					    "  - fxgraph: {model: m, split: fc2}\n",
+				       0, &err),
+			 MC_EINVAL);
+	assert_msg("p.yaml:14:");
+	assert_msg("pass 'fxgraph': node name 'fc2_a' is taken");
 	/* A pass after quantize sees the quantized graph: quantizing again is
 	 * refused before anything trains or quantizes. */
 	ck_assert_int_eq(tiny_pipeline(reg,

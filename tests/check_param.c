@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * check_param - the typed parameter setters (mcomp/param.h): every type's
- * parser, ranges, enums, lists, defaults, suggestions, formatting round
- * trips through the YAML reader, copies; and the YAML tree (core/yaml.h).
+ * parser, ranges (open bounds too), enums, lists, maps, optional rows,
+ * defaults, suggestions, formatting round trips through the YAML reader,
+ * copies; and the YAML tree (core/yaml.h).
  */
 #include <check.h>
 #include <math.h>
@@ -28,6 +29,12 @@ struct conf {
 	char *path;
 	int u; /* unbounded int */
 	int req;
+	double oc;	   /* (0, 1] */
+	int oi;		   /* (0, 10) */
+	char *opt;	   /* optional, no default */
+	struct mc_map mf;  /* name: float in [0, 1) */
+	struct mc_map me;  /* name: sgd or adam */
+	struct mc_map mb;  /* name: bool */
 };
 
 static const char *const opts[] = { "sgd", "adam", NULL };
@@ -50,6 +57,14 @@ static const struct mc_param_def defs[] = {
 	MC_PARAM_PATH(struct conf, path, "", "a path"),
 	MC_PARAM_INT(struct conf, u, "0", 0, 0, "unbounded"),
 	MC_PARAM_INT(struct conf, req, NULL, 0, 9, "required"),
+	MC_PARAM_FLOAT(struct conf, oc, "1", 0, 1, "open below", .flags = MC_PARAM_FMIN_OPEN),
+	MC_PARAM_INT(struct conf, oi, "5", 0, 10, "open both ends",
+		     .flags = MC_PARAM_FMIN_OPEN | MC_PARAM_FMAX_OPEN),
+	MC_PARAM_STRING(struct conf, opt, NULL, "optional", .flags = MC_PARAM_FOPTIONAL),
+	MC_PARAM_MAP(struct conf, mf, MC_PARAM_TFLOAT, "{a: 0.5, 'b*': 0.25}", 0, 1, "floats",
+		     .flags = MC_PARAM_FMAX_OPEN),
+	MC_PARAM_MAP_ENUM(struct conf, me, "{}", opts, "choices"),
+	MC_PARAM_MAP(struct conf, mb, MC_PARAM_TBOOL, "{x: yes}", 0, 0, "bools"),
 	MC_PARAM_END,
 };
 
@@ -117,6 +132,80 @@ START_TEST(defaults)
 	ck_assert_str_eq(c.split, "train");
 	ck_assert_ptr_null(c.path);
 	ck_assert_int_eq(c.req, 0); /* required: left alone */
+	ck_assert_ptr_null(c.opt);  /* optional: left alone */
+	ck_assert(c.oc == 1.0);
+	ck_assert_int_eq(c.mf.n, 2);
+	ck_assert_str_eq(c.mf.key[1], "b*");
+	ck_assert_str_eq(c.mf.str[1], "0.25");
+	ck_assert(c.mf.num[0] == 0.5 && c.mf.num[1] == 0.25);
+	ck_assert_int_eq(c.me.n, 0);
+	ck_assert_int_eq(c.mb.n, 1);
+	ck_assert(c.mb.num[0] == 1);
+}
+END_TEST
+
+START_TEST(open_bounds)
+{
+	set_ok("oc", "1e-300");
+	set_ok("oc", "1");
+	set_bad("oc", "0", "oc: 0 is out of range (0, 1]");
+	set_bad("oc", "-0", "oc: -0 is out of range (0, 1]");
+	set_bad("oc", "1.0000001", "oc: 1.0000001 is out of range (0, 1]");
+	set_ok("oi", "1");
+	set_ok("oi", "9");
+	set_bad("oi", "0", "oi: 0 is out of range (0, 10)");
+	set_bad("oi", "10", "oi: 10 is out of range (0, 10)");
+	set_bad("mf", "z=1", "mf: z: 1 is out of range [0, 1)");
+}
+END_TEST
+
+START_TEST(maps)
+{
+	struct mc_map *m = &c.mf;
+
+	mc_param_list_clear(def("mf"), &c);
+	ck_assert_int_eq(m->n, 0);
+	ck_assert_ptr_null(m->key);
+	ck_assert_int_eq(mc_param_map_put(def("mf"), &c, "fc1", "0.9", &err), 0);
+	ck_assert_int_eq(mc_param_map_put(def("mf"), &c, "conv*", "0", &err), 0);
+	/* The older spelling: "NAME=VALUE", split at the first '='. */
+	set_ok("mf", "fc2=.5");
+	ck_assert_int_eq(m->n, 3);
+	ck_assert_str_eq(m->key[2], "fc2");
+	ck_assert(m->num[0] == 0.9 && m->num[1] == 0 && m->num[2] == 0.5);
+	set_bad("mf", "fc1=0.1", "mf: 'fc1' is given twice");
+	set_bad("mf", "fc3=x", "mf: fc3: expected a number, got 'x'");
+	set_bad("mf", "=0.1", NULL);
+	set_bad("mf", "fc3", "mf: expected a mapping such as {fc1: 0.5} (or \"NAME=VALUE\"), got "
+			     "'fc3'");
+	ck_assert_int_eq(mc_param_map_put(def("mf"), &c, "", "0.1", &err), MC_EINVAL);
+	ck_assert_int_eq(mc_param_map_put(def("i"), &c, "k", "1", &err), MC_EINVAL);
+	ck_assert_int_eq(m->n, 3);
+	/* Choices keep their text and index. */
+	set_ok("me", "fc1=adam");
+	ck_assert_str_eq(c.me.str[0], "adam");
+	ck_assert(c.me.num[0] == 1);
+	set_bad("me", "fc2=adm", "me: fc2: 'adm' is not one of sgd, adam; did you mean 'adam'?");
+	set_ok("mb", "y=off");
+	ck_assert(c.mb.num[1] == 0);
+	set_bad("mb", "z=1", "mb: z: expected true or false, got '1'");
+}
+END_TEST
+
+START_TEST(bad_map_default_is_reported)
+{
+	static const struct mc_param_def broken[] = {
+		MC_PARAM_MAP(struct conf, mf, MC_PARAM_TFLOAT, "{a 1}", 0, 1, "broken"),
+		MC_PARAM_MAP(struct conf, me, MC_PARAM_TFLOAT, "[a: 1]", 0, 1, "broken"),
+		MC_PARAM_END,
+	};
+	struct conf x = { 0 };
+
+	ck_assert_int_eq(mc_param_defaults(broken, &x, &err), MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "mf: default entry 'a 1' is not KEY: VALUE"));
+	ck_assert_int_eq(mc_param_defaults(broken + 1, &x, &err), MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "me: default '[a: 1]' is not a mapping"));
+	mc_param_free(broken, &x);
 }
 END_TEST
 
@@ -298,6 +387,13 @@ START_TEST(type_text)
 			 "list of one of per-tensor, per-channel");
 	ck_assert_str_eq(mc_param_type_text(def("model"), buf, sizeof(buf)), "model name");
 	ck_assert_str_eq(mc_param_type_text(def("b"), buf, sizeof(buf)), "bool");
+	ck_assert_str_eq(mc_param_type_text(def("oc"), buf, sizeof(buf)), "float in (0, 1]");
+	ck_assert_str_eq(mc_param_type_text(def("oi"), buf, sizeof(buf)), "int in (0, 10)");
+	ck_assert_str_eq(mc_param_type_text(def("mf"), buf, sizeof(buf)), "map of float in [0, 1)");
+	ck_assert_str_eq(mc_param_type_text(def("me"), buf, sizeof(buf)),
+			 "map of one of sgd, adam");
+	ck_assert_str_eq(mc_param_type_text(def("mb"), buf, sizeof(buf)), "map of bool");
+	ck_assert_str_eq(mc_param_type_name(MC_PARAM_TMAP), "map");
 	ck_assert_str_eq(mc_param_type_name(MC_PARAM_TPATH), "path");
 	ck_assert_str_eq(mc_param_type_name(MC_PARAM_TYPE_COUNT), "?");
 	/* Truncation is safe. */
@@ -315,7 +411,14 @@ static void set_from_yaml(const struct mc_param_def *d, struct conf *x, const ch
 	ck_assert_msg(mc_yaml_parse(doc, yaml, strlen(yaml), "t", 0, &root, &el) == 0, "%s: %s",
 		      yaml, err.msg);
 	ck_assert_ptr_nonnull(root);
-	if (d->type == MC_PARAM_TLIST) {
+	if (d->type == MC_PARAM_TMAP) {
+		ck_assert_int_eq(root->kind, MC_YMAP);
+		mc_param_list_clear(d, x);
+		for (int k = 0; k < root->n; k++)
+			ck_assert_msg(mc_param_map_put(d, x, root->keys[k]->value,
+						       root->items[k]->value, &err) == 0,
+				      "%s", err.msg);
+	} else if (d->type == MC_PARAM_TLIST) {
 		ck_assert_int_eq(root->kind, MC_YSEQ);
 		mc_param_list_clear(d, x);
 		for (int k = 0; k < root->n; k++)
@@ -367,6 +470,22 @@ START_TEST(format_round_trip)
 	ck_assert_str_eq(mc_param_format(def("li"), &x, buf, sizeof(buf)), "[0, 10, 3]");
 	/* A short buffer is truncated, never overrun. */
 	ck_assert_str_eq(mc_param_format(def("li"), &x, buf, 4), "[0,");
+	/* Maps: keys that YAML would misread are quoted; values by type. */
+	ck_assert_str_eq(mc_param_format(def("mf"), &c, buf, sizeof(buf)), "{a: 0.5, \"b*\": 0.25}");
+	ck_assert_str_eq(mc_param_format(def("mb"), &c, buf, sizeof(buf)), "{x: true}");
+	set_ok("me", "true=sgd");
+	ck_assert_str_eq(mc_param_format(def("me"), &c, buf, sizeof(buf)), "{\"true\": sgd}");
+	set_ok("mf", "7=0.125");
+	set_from_yaml(def("mf"), &x, mc_param_format(def("mf"), &c, buf, sizeof(buf)));
+	ck_assert_int_eq(x.mf.n, 3);
+	ck_assert_str_eq(x.mf.key[1], "b*");
+	ck_assert_str_eq(x.mf.key[2], "7");
+	ck_assert(x.mf.num[2] == 0.125);
+	set_from_yaml(def("me"), &x, mc_param_format(def("me"), &c, buf, sizeof(buf)));
+	ck_assert_str_eq(x.me.key[0], "true");
+	ck_assert(x.me.num[0] == 0);
+	ck_assert_str_eq(mc_param_format(def("oc"), &c, buf, sizeof(buf)), "1");
+	ck_assert_str_eq(mc_param_format(def("opt"), &c, buf, sizeof(buf)), "null");
 	mc_param_free(defs, &x);
 }
 END_TEST
@@ -385,11 +504,20 @@ START_TEST(copy_is_deep)
 	ck_assert_str_eq(x.ls.str[1], "b c");
 	ck_assert_str_eq(x.model, "m1");
 	ck_assert_ptr_null(x.path);
+	ck_assert_int_eq(x.mf.n, 2);
+	ck_assert_ptr_ne(x.mf.key, c.mf.key);
+	ck_assert_ptr_ne(x.mf.key[1], c.mf.key[1]);
+	ck_assert_str_eq(x.mf.key[1], "b*");
+	ck_assert(x.mf.num[1] == 0.25);
 	set_ok("s", "changed");
 	ck_assert_str_eq(x.s, "hello");
+	mc_param_list_clear(def("mf"), &c);
+	ck_assert_str_eq(x.mf.key[0], "a");
 	mc_param_free(defs, &x);
 	ck_assert_ptr_null(x.s);
 	ck_assert_int_eq(x.li.n, 0);
+	ck_assert_int_eq(x.mf.n, 0);
+	ck_assert_ptr_null(x.mf.key);
 }
 END_TEST
 
@@ -531,6 +659,9 @@ static Suite *param_suite(void)
 	tcase_add_test(tc, enums);
 	tcase_add_test(tc, strings);
 	tcase_add_test(tc, lists);
+	tcase_add_test(tc, open_bounds);
+	tcase_add_test(tc, maps);
+	tcase_add_test(tc, bad_map_default_is_reported);
 	tcase_add_test(tc, suggestions);
 	tcase_add_test(tc, type_text);
 	tcase_add_test(tc, format_round_trip);

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <mcomp/mcomp.h>
 
 #include "host/pipeline_int.h"
@@ -155,6 +156,18 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return remove(path);
 }
 
+/* The build's passes and the test fixture passes (fxparams), once. */
+static void pass_path_with_fixtures(void)
+{
+	const char *pp = getenv("MCOMP_PASS_PATH"), *fx = getenv("MCOMP_FIXTURES");
+	char path[8400];
+
+	if (!fx || !*fx || (pp && strstr(pp, fx)))
+		return;
+	PATHF(path, "%s:%s", pp ? pp : "", fx);
+	setenv("MCOMP_PASS_PATH", path, 1);
+}
+
 static void setup(void)
 {
 	struct mc_err err = { 0 };
@@ -170,10 +183,15 @@ static void setup(void)
 	PATHF(dir, "%s/models", scratch);
 	ck_assert_int_eq(mkdir(dir, 0777), 0);
 	write_models(dir);
+	pass_path_with_fixtures();
 	reg = mc_registry_open(&err);
 	ck_assert_msg(reg != NULL, "%s", err.msg);
 	ck_assert_msg(mc_registry_find(reg, "train", NULL) && mc_registry_find(reg, "eval", NULL),
 		      "the train and eval passes are not on MCOMP_PASS_PATH (%s)", mc_pass_path());
+	ck_assert_msg(mc_registry_find(reg, "fxparams", NULL),
+		      "the fixture pass fxparams is not on MCOMP_PASS_PATH (%s); run through "
+		      "make check",
+		      mc_pass_path());
 }
 
 static void teardown(void)
@@ -296,7 +314,7 @@ END_TEST
 START_TEST(good_fixtures_validate)
 {
 	const char *good[] = { "basic.yaml", "minimal.yaml", "aliases.yaml", "block-style.yaml",
-			       "resnet.yaml" };
+			       "resnet.yaml", "params.yaml" };
 
 	copy_fixtures("good");
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
@@ -447,6 +465,247 @@ START_TEST(good_pipeline_runs)
 	ck_assert_int_eq(stat(out, &st), 0);
 	PATHF(out, "%s/good/out/report.json", scratch);
 	ck_assert_int_eq(stat(out, &st), 0);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- parameter forms */
+
+static const void *conf_field(const struct mc_pipeline *p, int i, const char *key)
+{
+	const struct mc_pl_pass *pp = pass_at(p, i);
+	const struct mc_param_def *d = mc_param_find(pp->pass->params, key);
+
+	ck_assert_msg(d != NULL, "no parameter %s", key);
+	return (const char *)pp->conf + d->offset;
+}
+
+static int given(const struct mc_pipeline *p, int i, const char *key)
+{
+	const struct mc_pl_pass *pp = pass_at(p, i);
+
+	for (int k = 0; k < pp->n_keys; k++)
+		if (!strcmp(pp->keys[k].def->name, key))
+			return 1;
+	return 0;
+}
+
+/* Optional rows, one-of groups, open bounds and maps, as given. */
+START_TEST(parameter_forms_bind)
+{
+	struct mc_err err;
+	struct mc_pipeline *p;
+	const struct mc_map *bits, *gran;
+
+	copy_fixtures("good");
+	p = load("good/params.yaml", NULL, 0, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert(*(const double *)conf_field(p, 0, "energy") == 1.0);
+	ck_assert_int_eq(*(const int *)conf_field(p, 0, "rank"), 0);
+	ck_assert(given(p, 0, "energy") && !given(p, 0, "rank"));
+	ck_assert_int_eq(*(const int *)conf_field(p, 0, "first"), 0);
+	ck_assert_int_eq(*(const int *)conf_field(p, 0, "last"), 3);
+	ck_assert_str_eq(*(char *const *)conf_field(p, 0, "note"), "hello");
+	bits = conf_field(p, 0, "bits");
+	ck_assert_int_eq(bits->n, 2);
+	ck_assert_str_eq(bits->key[0], "linear1");
+	ck_assert_str_eq(bits->key[1], "linear*");
+	ck_assert(bits->num[0] == 4 && bits->num[1] == 8);
+	/* The older spelling replaces the default {linear1: per-tensor}. */
+	gran = conf_field(p, 0, "gran");
+	ck_assert_int_eq(gran->n, 1);
+	ck_assert_str_eq(gran->key[0], "linear2");
+	ck_assert_str_eq(gran->str[0], "per-channel");
+	ck_assert(gran->num[0] == 1);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+/* --set reaches into a map, replaces one, and is held to the groups. */
+START_TEST(parameter_forms_and_overrides)
+{
+	const char *sets[] = { "passes.fxparams.bits.linear1=2",
+			       "passes.fxparams.gran={linear1: per-channel, l2: per-tensor}",
+			       "passes.fxparams.bits.fc9=3", "passes.fxparams.first=7" };
+	const char *both[] = { "passes.fxparams.rank=3" };
+	struct mc_err err;
+	struct mc_pipeline *p;
+	const struct mc_map *m;
+
+	copy_fixtures("good");
+	p = load("good/params.yaml", sets, 4, &err);
+	ck_assert_ptr_null(p);
+	ck_assert_msg(has_line(err.msg, "--set passes.fxparams.first: ",
+			       "pass 'fxparams': give either 'last' or 'first', not both"),
+		      "%s", err.msg);
+	p = load("good/params.yaml", sets, 3, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	m = conf_field(p, 0, "bits");
+	ck_assert_int_eq(m->n, 3);
+	ck_assert(m->num[0] == 2 && m->num[1] == 8 && m->num[2] == 3);
+	ck_assert_str_eq(m->key[2], "fc9");
+	m = conf_field(p, 0, "gran");
+	ck_assert_int_eq(m->n, 2);
+	ck_assert_str_eq(m->key[1], "l2");
+	ck_assert(m->num[0] == 1 && m->num[1] == 0);
+	mc_pipeline_free(p);
+	p = load("good/params.yaml", both, 1, &err);
+	ck_assert_ptr_null(p);
+	ck_assert_msg(has_line(err.msg, "--set passes.fxparams.rank: ",
+			       "pass 'fxparams': give either 'energy' or 'rank', not both"),
+		      "%s", err.msg);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- reports */
+
+struct log_lines {
+	int n;
+	char text[4096];
+};
+
+static void collect_log(void *arg, int level, const char *pass, const char *msg)
+{
+	struct log_lines *l = arg;
+	size_t at = strlen(l->text);
+
+	snprintf(l->text + at, sizeof(l->text) - at, "%d %s: %s\n", level, pass ? pass : "-",
+		 msg);
+	l->n++;
+}
+
+static json_t *read_json(const char *rel)
+{
+	char path[8400];
+	json_error_t jerr;
+	json_t *j;
+
+	PATHF(path, "%s/%s", scratch, rel);
+	j = json_load_file(path, 0, &jerr);
+	ck_assert_msg(j != NULL, "%s: %s", path, jerr.text);
+	return j;
+}
+
+/* The lowercase hex SHA-256 of a file, by sha256sum. */
+static void sha256sum(const char *path, char hex[65])
+{
+	char cmd[8400];
+	FILE *fp;
+
+	PATHF(cmd, "sha256sum '%s'", path);
+	fp = popen(cmd, "r");
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_int_eq(fscanf(fp, "%64s", hex), 1);
+	pclose(fp);
+}
+
+/*
+ * The report keeps each parameter's type, stores a NaN figure as null (with
+ * a warning to the host's log), and records the digest of each pass's .so.
+ */
+START_TEST(report_is_typed)
+{
+	struct log_lines log = { 0 };
+	struct mc_err err;
+	struct mc_pipeline *p;
+	json_t *doc, *pass, *params, *metrics, *v;
+	char hex[65];
+
+	copy_fixtures("good");
+	p = load("good/params.yaml", NULL, 0, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	mc_pipeline_set_log(p, collect_log, &log);
+	ck_assert_msg(mc_pipeline_run(p, NULL, &err) == 0, "%s", err.msg);
+	ck_assert_msg(strstr(log.text, "2 -: [1/1] fxparams\n") &&
+			      strstr(log.text, "2 fxparams: rank 0, energy 1, 2 bits entries\n") &&
+			      strstr(log.text, "1 fxparams: figure 'nan' is NaN; the report stores "
+					       "null\n") &&
+			      strstr(log.text, "1 fxparams: figure 'inf' is -infinity"),
+		      "%s", log.text);
+	doc = read_json("good/out/params.json");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "status")), "ok");
+	pass = json_array_get(json_object_get(json_object_get(doc, "manifest"), "passes"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(pass, "name")), "fxparams");
+	sha256sum(pass_at(p, 0)->so_path, hex);
+	ck_assert_str_eq(json_string_value(json_object_get(pass, "sha256")), hex);
+	params = json_object_get(pass, "params");
+	ck_assert_str_eq(json_string_value(json_object_get(params, "model")), "m");
+	ck_assert(json_is_null(json_object_get(params, "rank")));
+	v = json_object_get(params, "energy");
+	ck_assert(json_is_real(v) && json_real_value(v) == 1.0);
+	ck_assert(json_real_value(json_object_get(params, "scale")) == 9.5);
+	ck_assert(json_is_null(json_object_get(params, "first")));
+	ck_assert_int_eq(json_integer_value(json_object_get(params, "last")), 3);
+	ck_assert_str_eq(json_string_value(json_object_get(params, "note")), "hello");
+	v = json_object_get(params, "bits");
+	ck_assert(json_is_object(v) && json_object_size(v) == 2);
+	ck_assert(json_is_integer(json_object_get(v, "linear*")));
+	ck_assert_int_eq(json_integer_value(json_object_get(v, "linear*")), 8);
+	v = json_object_get(params, "gran");
+	ck_assert_str_eq(json_string_value(json_object_get(v, "linear2")), "per-channel");
+	v = json_object_get(params, "sizes");
+	ck_assert(json_is_array(v) && json_array_size(v) == 2);
+	ck_assert_int_eq(json_integer_value(json_array_get(v, 1)), 2);
+	ck_assert(json_is_true(json_object_get(params, "nan")));
+	ck_assert(json_is_false(json_object_get(params, "fail")));
+	/* The pass's row: figures as numbers, NaN and infinity as null. */
+	metrics = json_object_get(json_array_get(json_object_get(doc, "steps"), 1), "metrics");
+	ck_assert(json_is_null(json_object_get(metrics, "nan")));
+	ck_assert(json_is_null(json_object_get(metrics, "inf")));
+	ck_assert(json_real_value(json_object_get(metrics, "energy_given")) == 1);
+	ck_assert(json_real_value(json_object_get(metrics, "rank_given")) == 0);
+	json_decref(doc);
+	mc_pipeline_free(p);
+}
+END_TEST
+
+/*
+ * A run that fails still writes its report, with the steps that finished,
+ * the status and the error, and prints the table so far; it never writes
+ * the output model.
+ */
+START_TEST(failed_run_reports)
+{
+	const char *sets[] = { "passes=[{fxparams: {model: m, rank: 2}}, "
+			       "{fxparams: {model: m, rank: 2, fail: true}}]" };
+	char out[8400], table[4096] = "";
+	struct mc_err err;
+	struct mc_pipeline *p;
+	struct stat st;
+	json_t *doc, *steps, *failed;
+	FILE *tf = tmpfile();
+	size_t n;
+
+	ck_assert_ptr_nonnull(tf);
+	copy_fixtures("good");
+	p = load("good/params.yaml", sets, 1, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	ck_assert_int_eq(p->n_passes, 2);
+	ck_assert_int_eq(mc_pipeline_run(p, tf, &err), MC_ERUN);
+	ck_assert_msg(strstr(err.msg, "pass 'fxparams', fail: failed as asked"), "%s", err.msg);
+	PATHF(out, "%s/good/out/params.safetensors", scratch);
+	ck_assert_int_ne(stat(out, &st), 0);
+	rewind(tf);
+	n = fread(table, 1, sizeof(table) - 1, tf);
+	table[n] = '\0';
+	fclose(tf);
+	ck_assert_msg(strstr(table, "(start)") && strstr(table, "\n1    fxparams") &&
+			      !strstr(table, "\n2    fxparams") &&
+			      strstr(table, "(the run failed)"),
+		      "%s", table);
+	doc = read_json("good/out/params.json");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "status")), "failed");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "error")), err.msg);
+	failed = json_object_get(doc, "failed");
+	ck_assert_int_eq(json_integer_value(json_object_get(failed, "step")), 2);
+	ck_assert_str_eq(json_string_value(json_object_get(failed, "pass")), "fxparams");
+	steps = json_object_get(doc, "steps");
+	ck_assert_int_eq(json_array_size(steps), 2); /* the start, and step 1 */
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(steps, 1), "step")), 1);
+	ck_assert_int_eq(json_array_size(json_object_get(json_object_get(doc, "manifest"),
+							 "outputs")),
+			 0);
+	json_decref(doc);
 	mc_pipeline_free(p);
 }
 END_TEST
@@ -674,6 +933,10 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(tc, basic_is_filled_in);
 	tcase_add_test(tc, aliases_and_load);
 	tcase_add_test(tc, good_pipeline_runs);
+	tcase_add_test(tc, parameter_forms_bind);
+	tcase_add_test(tc, parameter_forms_and_overrides);
+	tcase_add_test(tc, report_is_typed);
+	tcase_add_test(tc, failed_run_reports);
 	tcase_add_test(tc, overrides_apply);
 	tcase_add_test(tc, overrides_by_name_and_yaml_values);
 	tcase_add_test(tc, override_of_alias_leaves_the_other_use);

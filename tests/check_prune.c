@@ -150,20 +150,32 @@ static void assert_smallest(const struct mc_tensor *old, const struct mc_tensor 
 START_TEST(test_per_layer_exact)
 {
 	static const char *names[] = { "fc1.weight", "fc2.weight", "fc3.weight" };
+	/* The mapping, its older spelling as "NAME=S" strings, and a glob after
+	 * a name (the first match wins): the same targets. */
+	static const char *overrides[] = {
+		"      sparsity: 0.7\n      overrides: {fc3: 0.25}\n",
+		"      sparsity: 0.7\n      overrides: [\"fc3=0.25\"]\n",
+		"      sparsity: 0.1\n      overrides: {fc3: 0.25, \"fc*\": 0.7}\n",
+	};
 	const double want[] = { 0.7, 0.7, 0.25 };
-	struct mc_model *a = load("mlp.safetensors"), *b;
+	struct mc_model *a = load("mlp.safetensors"), *b = NULL;
+	char params[512];
 
-	run_ok("mlp.safetensors", "      model: m\n"
-				  "      sparsity: 0.7\n"
-				  "      overrides: [\"fc3=0.25\"]\n");
-	b = load("out.safetensors");
-	for (int i = 0; i < 3; i++) {
-		const struct mc_tensor *t = mc_model_param(b, names[i]);
-		float maxp = 0, mink = INFINITY;
+	for (size_t k = 0; k < sizeof(overrides) / sizeof(overrides[0]); k++) {
+		PATHF(params, "      model: m\n%s", overrides[k]);
+		run_ok("mlp.safetensors", params);
+		mc_model_free(b);
+		b = load("out.safetensors");
+		for (int i = 0; i < 3; i++) {
+			const struct mc_tensor *t = mc_model_param(b, names[i]);
+			float maxp = 0, mink = INFINITY;
 
-		ck_assert_int_eq(zeros(t), llround(want[i] * (double)t->numel));
-		assert_smallest(mc_model_param(a, names[i]), t, &maxp, &mink);
-		ck_assert_float_le(maxp, mink);
+			ck_assert_msg(zeros(t) == llround(want[i] * (double)t->numel),
+				      "%s: %s has %lld zeros", overrides[k], names[i],
+				      (long long)zeros(t));
+			assert_smallest(mc_model_param(a, names[i]), t, &maxp, &mink);
+			ck_assert_float_le(maxp, mink);
+		}
 	}
 	/* biases are not pruned */
 	ck_assert_int_eq(zeros(mc_model_param(b, "fc1.bias")), zeros(mc_model_param(a, "fc1.bias")));
@@ -498,8 +510,17 @@ START_TEST(test_invalid_params)
 		       "'3:2' is not N:M");
 	expect_refused("      model: m\n      overrides: [\"fc1=0.5\", \"fc9=0.5\"]\n", 11,
 		       "no layer of model 'm' matches 'fc9'");
+	expect_refused("      model: m\n      overrides: {fc1: 0.5, \"fc9*\": 0.5}\n", 11,
+		       "no layer of model 'm' matches 'fc9*'");
+	/* Each value is checked where it stands: the range excludes 1. */
 	expect_refused("      model: m\n      overrides: [\"fc1=1.5\"]\n", 11,
-		       "'fc1=1.5' is not PATTERN=SPARSITY");
+		       ":11:19: pass 'prune': overrides: fc1: 1.5 is out of range [0, 1)");
+	expect_refused("      model: m\n      overrides: {fc2: 0.5, fc1: 1}\n", 11,
+		       ":11:34: pass 'prune': overrides: fc1: 1 is out of range [0, 1)");
+	expect_refused("      model: m\n      overrides: {fc1: \"0.5\"}\n", 11,
+		       "overrides: fc1: expected float in [0, 1), got the quoted string '0.5'");
+	expect_refused("      model: m\n      overrides: [\"fc1\"]\n", 11,
+		       "overrides: expected a mapping such as {fc1: 0.5}");
 	expect_refused("      model: m\n      exclude: [\"nope*\"]\n", 11,
 		       "no layer of model 'm' matches 'nope*'");
 	expect_refused("      model: m\n      schedule: gradual\n", 9, "finetune_epochs");
@@ -535,7 +556,6 @@ int main(void)
 	SRunner *sr = srunner_create(suite());
 	int failed;
 
-	setenv("MCOMP_QUIET", "1", 1);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

@@ -935,7 +935,6 @@ int main(void)
 	SRunner *sr = srunner_create(suite());
 	int failed;
 
-	setenv("MCOMP_QUIET", "1", 1);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

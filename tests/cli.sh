@@ -38,6 +38,17 @@ expect 0 '^train +1\.0 .*train\.so' "$mcomp" passes
 expect 0 '^eval ' "$mcomp" passes
 expect 0 'epochs +int in \[1, 100000\]; default: 5' "$mcomp" pass-info train
 expect 0 'optimizer +one of sgd, adam' "$mcomp" pass-info train
+expect 0 'overrides +map of float in \[0, 1\); default: \{\}' "$mcomp" pass-info prune
+# Every form of parameter, as the fixture pass fxparams declares them.
+fx_path="${MCOMP_FIXTURES:?run through make check}:${MCOMP_PASS_PATH:-}"
+for re in 'rank +int in \[1, 4096\]; default: none; exactly one of rank, energy$' \
+	'energy +float in \(0, 1\]; default: none; exactly one of rank, energy$' \
+	'scale +float in \(0, 10\); default: 1$' \
+	'last +int in \[0, 100\]; default: none \(optional\); at most one of first, last$' \
+	'note +string; default: none \(optional\)$' \
+	'gran +map of one of per-tensor, per-channel; default: \{linear1: per-tensor\}$'; do
+	expect 0 "$re" env MCOMP_PASS_PATH="$fx_path" "$mcomp" pass-info fxparams
+done
 expect 2 "no pass named 'trian'; did you mean 'train'" "$mcomp" pass-info trian
 expect 2 'run needs a pipeline file' "$mcomp" run
 expect 2 "unknown option '--bogus'" "$mcomp" run x.yaml --bogus
@@ -85,6 +96,7 @@ output: {model: m, path: out/m.safetensors}
 report: out/report.json
 EOF
 expect 0 'wrote .*out/m.safetensors' "$mcomp" run "$tmp/small.yaml"
+printf '%s\n' "$out" | grep -q '^\[1/2\] train$' && ok || bad "no progress line: $out"
 [ -s "$tmp/out/m.safetensors" ] && ok || bad "no output model"
 grep -q '"sha256"' "$tmp/out/report.json" && ok || bad "report has no digests"
 grep -q '"name": "train"' "$tmp/out/report.json" && ok || bad "report lacks the train pass"
@@ -98,12 +110,36 @@ cp "$tmp/out/m.safetensors" "$tmp/before.safetensors"
 cp "$tmp/out/report.json" "$tmp/before.json"
 sed 's/input: \[1, 28, 28\]/input: [1, 14, 14]/' "$tmp/small.yaml" > "$tmp/misfit.yaml"
 expect 2 "misfit.yaml:9:5: .*split 'train' has samples of shape \\[1, 28, 28\\] but model 'm' takes \\[1, 14, 14\\]" "$mcomp" run "$tmp/misfit.yaml"
-# A run that fails while running (a pass's output folder cannot be made) exits 1.
+# A run that fails while running (the output's folder cannot be made) exits 1
+# after printing the table, and writes the report of the failed run; --quiet
+# leaves out the progress lines, not the error.
 sed 's|path: out/m.safetensors|path: before.safetensors/m.safetensors|' "$tmp/small.yaml" > "$tmp/unwritable.yaml"
-expect 1 'before.safetensors' "$mcomp" run "$tmp/unwritable.yaml"
+expect 1 'before.safetensors' "$mcomp" run "$tmp/unwritable.yaml" --quiet
+printf '%s\n' "$out" | grep -q -E '^2 +eval ' && ok || bad "failed run printed no table: $out"
+printf '%s\n' "$out" | grep -q '^\[1/2\]' && bad "--quiet printed progress: $out" || ok
 cmp -s "$tmp/out/m.safetensors" "$tmp/before.safetensors" && ok || bad "failed run changed the output"
-cmp -s "$tmp/out/report.json" "$tmp/before.json" && ok || bad "failed run changed the report"
+grep -q '"status": "failed"' "$tmp/out/report.json" && ok ||
+	bad "failed run's report lacks its status: $(head -c 300 "$tmp/out/report.json")"
+grep -q '"error": ".*before.safetensors' "$tmp/out/report.json" && ok ||
+	bad "failed run's report lacks the error"
+grep -q '"outputs": \[\]' "$tmp/out/report.json" && ok || bad "failed run's report lists an output"
 [ "$(ls -A "$tmp/out" | wc -l)" = 2 ] && ok || bad "failed run left files: $(ls -A "$tmp/out")"
+cp "$tmp/before.json" "$tmp/out/report.json"
+
+# A pass on MCOMP_PASS_PATH under a shipped pass's name is used, and said so
+# at validate and run; the report has the digest of the file that ran.
+mkdir "$tmp/shadow"
+cp "$MCOMP_BUILDDIR/passes/.libs/eval.so" "$tmp/shadow/eval.so"
+shadow_path="$tmp/shadow:${MCOMP_PASS_PATH:-}"
+expect 0 "note: pass 'eval' is .*/shadow/eval.so from MCOMP_PASS_PATH, not the shipped .*/eval.so" \
+	env MCOMP_PASS_PATH="$shadow_path" "$mcomp" validate "$tmp/small.yaml"
+sed -e 's/count: 3000/count: 100/' -e '/  - train:/d' "$tmp/small.yaml" > "$tmp/shadowed.yaml"
+expect 0 "note: pass 'eval' is .*/shadow/eval.so" \
+	env MCOMP_PASS_PATH="$shadow_path" "$mcomp" run "$tmp/shadowed.yaml" --quiet
+grep -q "\"sha256\": \"$(sha256sum "$tmp/shadow/eval.so" | cut -d' ' -f1)\"" "$tmp/out/report.json" &&
+	ok || bad "the report lacks the digest of the eval.so that ran"
+cp "$tmp/before.json" "$tmp/out/report.json"
+cp "$tmp/before.safetensors" "$tmp/out/m.safetensors"
 
 # Distillation from the model just trained, beside scratch: every epoch's
 # accuracy is logged for both students, the last one is the accuracy the

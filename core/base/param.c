@@ -5,7 +5,8 @@
  *
  * A value arrives as YAML scalar text. Each type has one parser that checks
  * syntax and range and names the key in its message, so no pass parses its
- * own options. A range of [0, 0] on an int or float means "unbounded".
+ * own options. A range of [0, 0] on an int or float means "unbounded";
+ * MC_PARAM_FMIN_OPEN and MC_PARAM_FMAX_OPEN exclude a bound itself.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -23,6 +24,7 @@ static const char *const type_names[MC_PARAM_TYPE_COUNT] = {
 	[MC_PARAM_TINT] = "int",       [MC_PARAM_TFLOAT] = "float", [MC_PARAM_TBOOL] = "bool",
 	[MC_PARAM_TSTRING] = "string", [MC_PARAM_TENUM] = "enum",   [MC_PARAM_TLIST] = "list",
 	[MC_PARAM_TMODEL] = "model",   [MC_PARAM_TSPLIT] = "split", [MC_PARAM_TPATH] = "path",
+	[MC_PARAM_TMAP] = "map",
 };
 
 _Static_assert(sizeof(type_names) / sizeof(type_names[0]) == MC_PARAM_TYPE_COUNT,
@@ -45,6 +47,28 @@ static int has_range(const struct mc_param_def *def)
 static int is_numeric(enum mc_param_type t)
 {
 	return t == MC_PARAM_TINT || t == MC_PARAM_TFLOAT;
+}
+
+/* Writes the range of def as "[0, 1]", "(0, 1]", "[0, 1)". */
+static void range_text(const struct mc_param_def *def, char *buf, size_t n)
+{
+	char lo[32], hi[32];
+
+	format_double(def->min, lo, sizeof(lo));
+	format_double(def->max, hi, sizeof(hi));
+	snprintf(buf, n, "%c%s, %s%c", def->flags & MC_PARAM_FMIN_OPEN ? '(' : '[', lo, hi,
+		 def->flags & MC_PARAM_FMAX_OPEN ? ')' : ']');
+}
+
+static int in_range(const struct mc_param_def *def, double v)
+{
+	if (!has_range(def))
+		return 1;
+	if (def->flags & MC_PARAM_FMIN_OPEN ? v <= def->min : v < def->min)
+		return 0;
+	if (def->flags & MC_PARAM_FMAX_OPEN ? v >= def->max : v > def->max)
+		return 0;
+	return 1;
 }
 
 /* Appends choices as "a, b, c" to buf at *pos. */
@@ -85,22 +109,21 @@ MC_API const char *mc_param_type_text(const struct mc_param_def *def, char *buf,
 	if (!n)
 		return buf;
 	buf[0] = '\0';
-	if (t == MC_PARAM_TLIST) {
-		put(buf, n, &pos, "list of ");
+	if (t == MC_PARAM_TLIST || t == MC_PARAM_TMAP) {
+		put(buf, n, &pos, "%s of ", t == MC_PARAM_TLIST ? "list" : "map");
 		t = def->elem;
 	}
-	if (def->choices && (t == MC_PARAM_TENUM || def->type == MC_PARAM_TLIST)) {
+	if (def->choices && (t == MC_PARAM_TENUM || t == MC_PARAM_TSTRING)) {
 		put(buf, n, &pos, "one of ");
 		put_choices(def->choices, buf, n, &pos);
 		return buf;
 	}
 	put(buf, n, &pos, "%s", mc_param_type_name(t));
 	if (is_numeric(t) && has_range(def)) {
-		char lo[32], hi[32];
+		char range[80];
 
-		format_double(def->min, lo, sizeof(lo));
-		format_double(def->max, hi, sizeof(hi));
-		put(buf, n, &pos, " in [%s, %s]", lo, hi);
+		range_text(def, range, sizeof(range));
+		put(buf, n, &pos, " in %s", range);
 	}
 	else if (t == MC_PARAM_TMODEL || t == MC_PARAM_TSPLIT)
 		put(buf, n, &pos, " name");
@@ -332,13 +355,12 @@ static int parse_number(const struct mc_param_def *def, enum mc_param_type t, co
 			return mc_err_set(err, MC_EINVAL, "%s: %s is not a finite number", def->name,
 					  text);
 	}
-	if (has_range(def) && (*num < def->min || *num > def->max)) {
-		char lo[32], hi[32];
+	if (!in_range(def, *num)) {
+		char range[80];
 
-		format_double(def->min, lo, sizeof(lo));
-		format_double(def->max, hi, sizeof(hi));
-		return mc_err_set(err, MC_EINVAL, "%s: %s is out of range [%s, %s]", def->name, text,
-				  lo, hi);
+		range_text(def, range, sizeof(range));
+		return mc_err_set(err, MC_EINVAL, "%s: %s is out of range %s", def->name, text,
+				  range);
 	}
 	return 0;
 }
@@ -348,26 +370,52 @@ static char **str_field(const struct mc_param_def *def, void *conf)
 	return (char **)((char *)conf + def->offset);
 }
 
+/*
+ * Checks one item of a list or map (of type def->elem) and parses it: *num
+ * is the number of an int or float, 0 or 1 for a bool, the index of a choice.
+ */
+static int parse_item(const struct mc_param_def *def, const char *text, double *num,
+		      struct mc_err *err)
+{
+	enum mc_param_type et = def->elem;
+	int k;
+
+	*num = 0;
+	if (is_numeric(et))
+		return parse_number(def, et, text, num, err);
+	if (et == MC_PARAM_TBOOL) {
+		if (parse_bool(text, &k))
+			return mc_err_set(err, MC_EINVAL, "%s: expected true or false, got '%s'",
+					  def->name, text);
+		*num = k;
+		return 0;
+	}
+	if (def->choices) {
+		k = find_choice(def->choices, text);
+		if (k < 0)
+			return choice_error(def, text, err);
+		*num = k;
+		return 0;
+	}
+	if (et != MC_PARAM_TSTRING && !*text)
+		return mc_err_set(err, MC_EINVAL, "%s: expected a %s name, got an empty string",
+				  def->name, mc_param_type_name(et));
+	return 0;
+}
+
 static int list_append(const struct mc_param_def *def, void *conf, const char *text,
 		       struct mc_err *err)
 {
 	struct mc_list *l = (struct mc_list *)((char *)conf + def->offset);
-	enum mc_param_type et = def->elem;
-	double num = 0;
+	int numeric = is_numeric(def->elem);
+	double num;
 	char **str;
 	char *dup;
 	int r;
 
-	if (is_numeric(et)) {
-		r = parse_number(def, et, text, &num, err);
-		if (r)
-			return r;
-	} else if (def->choices && find_choice(def->choices, text) < 0) {
-		return choice_error(def, text, err);
-	} else if (et != MC_PARAM_TSTRING && !*text) {
-		return mc_err_set(err, MC_EINVAL, "%s: expected a %s name, got an empty string",
-				  def->name, mc_param_type_name(et));
-	}
+	r = parse_item(def, text, &num, err);
+	if (r)
+		return r;
 	if (l->n < 0 || l->n >= INT_MAX / 2)
 		return mc_err_set(err, MC_EINVAL, "%s: too many items", def->name);
 	dup = strdup(text);
@@ -379,7 +427,7 @@ static int list_append(const struct mc_param_def *def, void *conf, const char *t
 		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", def->name);
 	}
 	l->str = str;
-	if (is_numeric(et)) {
+	if (numeric) {
 		double *nv = realloc(l->num, sizeof(*l->num) * (size_t)(l->n + 1));
 
 		if (!nv) {
@@ -391,6 +439,99 @@ static int list_append(const struct mc_param_def *def, void *conf, const char *t
 	}
 	l->str[l->n++] = dup;
 	return 0;
+}
+
+static struct mc_map *map_field(const struct mc_param_def *def, void *conf)
+{
+	return (struct mc_map *)((char *)conf + def->offset);
+}
+
+/* Whether the values of a map of def keep a parsed number. */
+static int map_has_num(const struct mc_param_def *def)
+{
+	return is_numeric(def->elem) || def->elem == MC_PARAM_TBOOL || def->choices;
+}
+
+MC_API int mc_param_map_put(const struct mc_param_def *def, void *conf, const char *key,
+			    const char *text, struct mc_err *err)
+{
+	struct mc_map *m;
+	struct mc_param_def named;
+	char name[512];
+	char *k, *v, **keys, **strs;
+	double num;
+	int r;
+
+	if (def->type != MC_PARAM_TMAP)
+		return mc_err_set(err, MC_EINVAL, "%s: not a map parameter", def->name);
+	m = map_field(def, conf);
+	if (!key || !*key)
+		return mc_err_set(err, MC_EINVAL, "%s: an entry has an empty name; name a layer "
+				  "or a glob such as \"conv*\"", def->name);
+	if (!text)
+		return mc_err_set(err, MC_EINVAL, "%s: %s: no value given", def->name, key);
+	for (int i = 0; i < m->n; i++)
+		if (!strcmp(m->key[i], key))
+			return mc_err_set(err, MC_EINVAL, "%s: '%s' is given twice", def->name,
+					  key);
+	/* Messages name the entry: "overrides: fc1: 1.5 is out of range [0, 1)". */
+	named = *def;
+	snprintf(name, sizeof(name), "%s: %s", def->name, key);
+	named.name = name;
+	r = parse_item(&named, text, &num, err);
+	if (r)
+		return r;
+	if (m->n < 0 || m->n >= INT_MAX / 2)
+		return mc_err_set(err, MC_EINVAL, "%s: too many entries", def->name);
+	k = strdup(key);
+	v = strdup(text);
+	if (!k || !v)
+		goto nomem;
+	keys = realloc(m->key, sizeof(*m->key) * (size_t)(m->n + 1));
+	if (!keys)
+		goto nomem;
+	m->key = keys;
+	strs = realloc(m->str, sizeof(*m->str) * (size_t)(m->n + 1));
+	if (!strs)
+		goto nomem;
+	m->str = strs;
+	if (map_has_num(def)) {
+		double *nv = realloc(m->num, sizeof(*m->num) * (size_t)(m->n + 1));
+
+		if (!nv)
+			goto nomem;
+		m->num = nv;
+		m->num[m->n] = num;
+	}
+	m->key[m->n] = k;
+	m->str[m->n] = v;
+	m->n++;
+	return 0;
+nomem:
+	free(k);
+	free(v);
+	return mc_err_set(err, MC_ENOMEM, "%s: out of memory", def->name);
+}
+
+/* The older spelling of a map entry: one "KEY=VALUE" string. */
+static int map_put_pair(const struct mc_param_def *def, void *conf, const char *text,
+			struct mc_err *err)
+{
+	const char *eq = strchr(text, '=');
+	char key[256];
+
+	if (!eq)
+		return mc_err_set(err, MC_EINVAL, "%s: expected a mapping such as {fc1: %s} (or "
+				  "\"NAME=VALUE\"), got '%s'", def->name,
+				  def->elem == MC_PARAM_TINT	? "8" :
+				  def->elem == MC_PARAM_TFLOAT ? "0.5" :
+								 "...",
+				  text);
+	if ((size_t)(eq - text) >= sizeof(key))
+		return mc_err_set(err, MC_EINVAL, "%s: name too long in '%s'", def->name, text);
+	memcpy(key, text, (size_t)(eq - text));
+	key[eq - text] = '\0';
+	return mc_param_map_put(def, conf, key, eq + 1, err);
 }
 
 MC_API int mc_param_set(const struct mc_param_def *def, void *conf, const char *text,
@@ -446,6 +587,8 @@ MC_API int mc_param_set(const struct mc_param_def *def, void *conf, const char *
 	}
 	case MC_PARAM_TLIST:
 		return list_append(def, conf, text, err);
+	case MC_PARAM_TMAP:
+		return map_put_pair(def, conf, text, err);
 	default:
 		return mc_err_set(err, MC_EINVAL, "%s: parameter of unknown type %d", def->name,
 				  (int)def->type);
@@ -456,6 +599,19 @@ MC_API void mc_param_list_clear(const struct mc_param_def *def, void *conf)
 {
 	struct mc_list *l;
 
+	if (def->type == MC_PARAM_TMAP) {
+		struct mc_map *m = map_field(def, conf);
+
+		for (int i = 0; i < m->n; i++) {
+			free(m->key[i]);
+			free(m->str[i]);
+		}
+		free(m->key);
+		free(m->str);
+		free(m->num);
+		memset(m, 0, sizeof(*m));
+		return;
+	}
 	if (def->type != MC_PARAM_TLIST)
 		return;
 	l = (struct mc_list *)((char *)conf + def->offset);
@@ -469,71 +625,131 @@ MC_API void mc_param_list_clear(const struct mc_param_def *def, void *conf)
 }
 
 /*
- * Splits a flow-sequence default ("[1, 2]", "[a, 'b c']") into items and
- * appends each. Defaults are written by programmers, so this reads the plain
- * subset: items separated by commas, optionally quoted, no nesting.
+ * Defaults are written by programmers, so they are read in a plain subset
+ * of YAML flow style: "[1, 2]", "[a, 'b c']", "{fc1: 4, \"conv*\": 8}";
+ * items separated by commas, optionally quoted (no escapes), no nesting.
  */
+
+/* The next item of [*p, end) into item, up to a comma outside quotes, trimmed.
+ * 1 when there was one, 0 at the end, -1 when it does not fit. */
+static int flow_next(const char **p, const char *end, char *item, size_t n)
+{
+	const char *q = *p;
+	size_t k = 0;
+	char quote = 0;
+
+	while (q < end && isspace((unsigned char)*q))
+		q++;
+	if (q == end)
+		return 0;
+	for (; q < end && (quote || *q != ','); q++) {
+		if (quote && *q == quote)
+			quote = 0;
+		else if (!quote && (*q == '"' || *q == '\''))
+			quote = *q;
+		if (k + 1 >= n)
+			return -1;
+		item[k++] = *q;
+	}
+	while (k && isspace((unsigned char)item[k - 1]))
+		k--;
+	item[k] = '\0';
+	*p = q < end ? q + 1 : q;
+	return 1;
+}
+
+/* Trims s in place and drops the quotes around it. */
+static char *unquote(char *s)
+{
+	size_t n;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	if (n >= 2 && (s[0] == '"' || s[0] == '\'') && s[n - 1] == s[0]) {
+		s[n - 1] = '\0';
+		s++;
+	}
+	return s;
+}
+
+/* The inside of a default "[...]" or "{...}" into [*a, *b); 0, or -1 when
+ * text is not bracketed by open and close. */
+static int flow_inside(const char *text, char open, char close, const char **a, const char **b)
+{
+	size_t len = strlen(text);
+
+	while (len && isspace((unsigned char)text[len - 1]))
+		len--;
+	while (len && isspace((unsigned char)*text)) {
+		text++;
+		len--;
+	}
+	*a = text;
+	*b = text + len;
+	if (len < 2 || text[0] != open || text[len - 1] != close)
+		return -1;
+	(*a)++;
+	(*b)--;
+	return 0;
+}
+
 static int list_default(const struct mc_param_def *def, void *conf, struct mc_err *err)
 {
-	const char *s = def->def;
-	char item[256];
-	size_t len = strlen(s);
 	const char *p, *end;
+	char item[256];
 	int r;
 
 	mc_param_list_clear(def, conf);
-	while (len && isspace((unsigned char)s[len - 1]))
-		len--;
-	while (len && isspace((unsigned char)*s)) {
-		s++;
-		len--;
-	}
-	if (len < 2 || s[0] != '[' || s[len - 1] != ']') {
+	if (flow_inside(def->def, '[', ']', &p, &end)) {
 		/* A bare scalar is a one-item list. */
-		if (!len)
+		if (p == end)
 			return 0;
 		return mc_param_set(def, conf, def->def, err);
 	}
-	p = s + 1;
-	end = s + len - 1;
-	while (p < end) {
-		const char *a, *b;
-		size_t n;
-
-		while (p < end && isspace((unsigned char)*p))
-			p++;
-		if (p == end)
-			break;
-		a = p;
-		if (*p == '"' || *p == '\'') {
-			char q = *p++;
-
-			a = p;
-			while (p < end && *p != q)
-				p++;
-			b = p;
-			if (p < end)
-				p++;
-			while (p < end && *p != ',')
-				p++;
-		} else {
-			while (p < end && *p != ',')
-				p++;
-			b = p;
-			while (b > a && isspace((unsigned char)b[-1]))
-				b--;
-		}
-		n = (size_t)(b - a);
-		if (n >= sizeof(item))
-			return mc_err_set(err, MC_EINVAL, "%s: default item too long", def->name);
-		memcpy(item, a, n);
-		item[n] = '\0';
-		r = mc_param_set(def, conf, item, err);
+	while ((r = flow_next(&p, end, item, sizeof(item))) > 0) {
+		r = mc_param_set(def, conf, unquote(item), err);
 		if (r)
 			return r;
-		if (p < end)
-			p++; /* the comma */
 	}
+	if (r < 0)
+		return mc_err_set(err, MC_EINVAL, "%s: default item too long", def->name);
+	return 0;
+}
+
+static int map_default(const struct mc_param_def *def, void *conf, struct mc_err *err)
+{
+	const char *p, *end;
+	char item[512];
+	int r;
+
+	mc_param_list_clear(def, conf);
+	if (flow_inside(def->def, '{', '}', &p, &end))
+		return mc_err_set(err, MC_EINVAL, "%s: default '%s' is not a mapping such as {}",
+				  def->name, def->def);
+	while ((r = flow_next(&p, end, item, sizeof(item))) > 0) {
+		char *colon = NULL, quote = 0;
+
+		for (char *c = item; *c && !colon; c++) {
+			if (quote && *c == quote)
+				quote = 0;
+			else if (!quote && (*c == '"' || *c == '\''))
+				quote = *c;
+			else if (!quote && *c == ':')
+				colon = c;
+		}
+		if (!colon)
+			return mc_err_set(err, MC_EINVAL, "%s: default entry '%s' is not KEY: VALUE",
+					  def->name, item);
+		*colon = '\0';
+		r = mc_param_map_put(def, conf, unquote(item), unquote(colon + 1), err);
+		if (r)
+			return r;
+	}
+	if (r < 0)
+		return mc_err_set(err, MC_EINVAL, "%s: default entry too long", def->name);
 	return 0;
 }
 
@@ -543,9 +759,10 @@ MC_API int mc_param_defaults(const struct mc_param_def *defs, void *conf, struct
 		const struct mc_param_def *d = &defs[i];
 		int r;
 
-		if (d->type == MC_PARAM_TLIST) {
+		if (d->type == MC_PARAM_TLIST || d->type == MC_PARAM_TMAP) {
 			if (d->def) {
-				r = list_default(d, conf, err);
+				r = d->type == MC_PARAM_TLIST ? list_default(d, conf, err) :
+								map_default(d, conf, err);
 				if (r)
 					return mc_err_prefix(err, "default of parameter");
 			}
@@ -685,6 +902,28 @@ MC_API const char *mc_param_format(const struct mc_param_def *def, const void *c
 		put(buf, n, &pos, "]");
 		break;
 	}
+	case MC_PARAM_TMAP: {
+		const struct mc_map *m = (const struct mc_map *)field;
+
+		put(buf, n, &pos, "{");
+		for (int i = 0; i < m->n; i++) {
+			put(buf, n, &pos, "%s", i ? ", " : "");
+			put_string(m->key[i], buf, n, &pos);
+			put(buf, n, &pos, ": ");
+			if (def->elem == MC_PARAM_TINT) {
+				put(buf, n, &pos, "%.0f", m->num[i]);
+			} else if (def->elem == MC_PARAM_TFLOAT) {
+				format_double(m->num[i], num, sizeof(num));
+				put(buf, n, &pos, "%s", num);
+			} else if (def->elem == MC_PARAM_TBOOL) {
+				put(buf, n, &pos, "%s", m->num[i] ? "true" : "false");
+			} else {
+				put_string(m->str[i], buf, n, &pos);
+			}
+		}
+		put(buf, n, &pos, "}");
+		break;
+	}
 	default:
 		break;
 	}
@@ -705,7 +944,7 @@ MC_API void mc_param_free(const struct mc_param_def *defs, void *conf)
 		if (is_string_type(defs[i].type)) {
 			free(*str_field(&defs[i], conf));
 			*str_field(&defs[i], conf) = NULL;
-		} else if (defs[i].type == MC_PARAM_TLIST) {
+		} else if (defs[i].type == MC_PARAM_TLIST || defs[i].type == MC_PARAM_TMAP) {
 			mc_param_list_clear(&defs[i], conf);
 		}
 	}
@@ -724,6 +963,8 @@ MC_API int mc_param_copy(const struct mc_param_def *defs, void *dst, const void 
 			l->n = 0;
 			l->str = NULL;
 			l->num = NULL;
+		} else if (defs[i].type == MC_PARAM_TMAP) {
+			memset(map_field(&defs[i], dst), 0, sizeof(struct mc_map));
 		}
 	}
 	for (int i = 0; defs && defs[i].name; i++) {
@@ -758,6 +999,15 @@ MC_API int mc_param_copy(const struct mc_param_def *defs, void *dst, const void 
 				}
 			}
 			dl->n = sl->n;
+		} else if (d->type == MC_PARAM_TMAP) {
+			const struct mc_map *sm = (const struct mc_map *)((const char *)src +
+									 d->offset);
+			struct mc_err err;
+
+			/* Entries as given, through the setter: they were valid in src. */
+			for (int k = 0; k < sm->n; k++)
+				if (mc_param_map_put(d, dst, sm->key[k], sm->str[k], &err))
+					goto fail;
 		}
 	}
 	return 0;

@@ -348,10 +348,10 @@ static void change_free(struct change *c)
 	for (int i = 0; c->s && i < c->n; i++) {
 		struct slot *s = &c->s[i];
 
-		if (s->fresh)
-			node_free(s->node);
 		free(s->rename);
 		free_attrs(s->node ? s->node->op : NULL, s->attrs);
+		if (s->fresh)
+			node_free(s->node);
 	}
 	free(c->s);
 	free(c->dead);

@@ -4,6 +4,7 @@
  * validation-time checks, and the run loop that measures each step and
  * writes the output model and report only when every pass succeeded.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,47 @@ MC_API struct mc_err *mc_ctx_err(struct mc_ctx *ctx)
 	return ctx->err;
 }
 
+MC_API int mc_ctx_given(struct mc_ctx *ctx, const char *key)
+{
+	int i;
+
+	for (i = 0; key && i < ctx->pp->n_keys; i++)
+		if (strcmp(ctx->pp->keys[i].def->name, key) == 0)
+			return 1;
+	return 0;
+}
+
+MC_API void mc_pipeline_set_log(struct mc_pipeline *p,
+				void (*log)(void *arg, int level, const char *pass, const char *msg),
+				void *arg)
+{
+	p->log = log;
+	p->log_arg = arg;
+}
+
+/* Formats a line and hands it to the host's log function, if any. */
+static void vlog_line(struct mc_pipeline *p, int level, const char *pass, const char *fmt,
+		      va_list ap)
+{
+	char msg[4096];
+
+	if (!p->log)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	p->log(p->log_arg, level, pass, msg);
+}
+
+static void log_line(struct mc_pipeline *p, int level, const char *pass, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void log_line(struct mc_pipeline *p, int level, const char *pass, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_line(p, level, pass, fmt, ap);
+	va_end(ap);
+}
+
 static const struct mc_loc *key_loc(const struct mc_pl_pass *pp, const char *key)
 {
 	int i;
@@ -164,20 +206,27 @@ MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (getenv("MCOMP_QUIET"))
-		return;
-	fprintf(stderr, "%s: ", ctx->pp->pass->name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vlog_line(ctx->p, MC_LOG_INFO, ctx->pp->pass->name, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 MC_API int mc_ctx_report(struct mc_ctx *ctx, const char *key, double value)
 {
+	json_t *v;
+
 	if (!ctx->metrics)
 		return 0; /* figures reported while validating have no row */
-	if (json_object_set_new(ctx->metrics, key, json_real(value)))
+	if (isfinite(value)) {
+		v = json_real(value);
+	} else {
+		/* JSON has no NaN or infinity: null says "no number", and the log says why. */
+		log_line(ctx->p, MC_LOG_WARNING, ctx->pp->pass->name,
+			 "figure '%s' is %s; the report stores null", key,
+			 isnan(value) ? "NaN" : value > 0 ? "+infinity" : "-infinity");
+		v = json_null();
+	}
+	if (json_object_set_new(ctx->metrics, key, v))
 		return mc_err_set(ctx->err, MC_ENOMEM, "out of memory");
 	return 0;
 }
@@ -290,8 +339,17 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 		err->msg[0] = '\0';
 		ret = ctx.pp->pass->check(&ctx, ctx.pp->conf);
 		if (ret) {
+			char head[1024];
+
 			if (!err->msg[0])
 				mc_ctx_error(&ctx, NULL, ret, "check failed");
+			/* A library error (a graph change that does not fit) gets the
+			 * pass's place, as mc_ctx_error's do. */
+			loc_prefix(head, sizeof(head), &ctx.pp->loc);
+			if (!ctx.pp->loc.file ||
+			    strncmp(err->msg, ctx.pp->loc.file, strlen(ctx.pp->loc.file)))
+				mc_err_prefix(err, "%.*spass '%s'", (int)strlen(head) - 2, head,
+					      ctx.pp->pass->name);
 			goto out;
 		}
 	}
@@ -366,52 +424,75 @@ static int run_pass(struct mc_pipeline *p, int i, struct mc_report *rep, struct 
 		/* A pass's failure on valid input is a failed run, not bad usage. */
 		if (err->code == MC_EINVAL && !mc_ctx_validating(&ctx))
 			err->code = MC_ERUN;
-		return err->code ? err->code : MC_ERUN;
+		ret = err->code ? err->code : MC_ERUN;
+		goto failed;
 	}
 	pm = find_model(p, name);
-	if (pm)
-		return measure_row(p, row, pm->model, err);
+	if (pm) {
+		ret = measure_row(p, row, pm->model, err);
+		if (ret)
+			goto failed;
+		return 0;
+	}
 	row->m.accuracy = -1;
 	return 0;
+failed:
+	/* The report lists the steps that finished, and this one as where it failed. */
+	mc_report_pop(rep);
+	rep->failed_step = i + 1;
+	rep->failed_pass = pass->name;
+	return ret;
 }
 
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 {
 	struct mc_report rep = { 0 };
 	struct mc_pl_model *om = NULL;
+	const char *written = NULL;
+	struct mc_err rerr = { 0 };
 	int i, ret;
 
 	ret = measure_start(p, &rep, err);
 	for (i = 0; !ret && i < p->n_passes; i++) {
-		if (out && !getenv("MCOMP_QUIET"))
-			fprintf(stderr, "[%d/%d] %s\n", i + 1, p->n_passes,
-				p->passes[i].pass->name);
+		log_line(p, MC_LOG_INFO, NULL, "[%d/%d] %s", i + 1, p->n_passes,
+			 p->passes[i].pass->name);
 		ret = run_pass(p, i, &rep, err);
 	}
-	if (ret)
-		goto out;
+	/* The table so far, also when a step failed. */
 	if (out)
 		mc_report_print(&rep, out);
+	if (ret)
+		goto report;
 	if (p->output_path) {
 		om = find_model(p, p->output_model);
 		if (!om) {
 			ret = mc_err_set(err, MC_EINVAL, "%s: output names no model of the pipeline",
 					 p->path);
-			goto out;
+			goto report;
 		}
 		ret = mc_model_save(om->model, p->output_path, err);
 		if (ret)
-			goto out;
+			goto report;
+		written = p->output_path;
 		if (out)
 			fprintf(out, "wrote %s (model '%s')\n", p->output_path, om->name);
 	}
-	if (p->report_path) {
-		ret = mc_report_write(&rep, p, p->output_path, p->report_path, err);
-		if (ret)
-			goto out;
-		if (out)
+report:
+	if (!p->report_path)
+		goto out;
+	if (!ret) {
+		ret = mc_report_write(&rep, p, written, p->report_path, err);
+		if (!ret && out)
 			fprintf(out, "wrote %s\n", p->report_path);
+		goto out;
 	}
+	/* A failed run's report says how far it got; err keeps the run's error. */
+	rep.error = err->msg;
+	if (mc_report_write(&rep, p, NULL, p->report_path, &rerr))
+		log_line(p, MC_LOG_WARNING, NULL, "the report of the failed run was not written: %s",
+			 rerr.msg);
+	else if (out)
+		fprintf(out, "wrote %s (the run failed)\n", p->report_path);
 out:
 	mc_report_clear(&rep);
 	return ret;

@@ -23,13 +23,21 @@ struct mc_row {
 struct mc_report {
 	int n, cap;
 	struct mc_row *rows;
+	/* A failed run: the error, and the step and pass it failed at (step 0,
+	 * pass NULL: before the passes or after them, writing the output). */
+	const char *error; /* NULL when the run succeeded; borrowed */
+	int failed_step;
+	const char *failed_pass;
 };
 
 void mc_report_clear(struct mc_report *r);
 struct mc_row *mc_report_add(struct mc_report *r, int step, const char *pass, const char *model);
+/* Drops the last row (a step that did not finish). */
+void mc_report_pop(struct mc_report *r);
 /* The table a person reads, to out. */
 void mc_report_print(const struct mc_report *r, FILE *out);
-/* The JSON report with its manifest; outputs are the files written (may be NULL). */
+/* The JSON report with its manifest and status ("ok", or "failed" with r->error);
+ * out_path is the output model written (NULL: none). */
 int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
 		    const char *report_path, struct mc_err *err);
 /* Lowercase hex SHA-256 of a file (65 bytes) or of a buffer. */

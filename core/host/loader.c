@@ -20,6 +20,14 @@ struct entry {
 	const struct mc_pass *pass;
 	char *path;
 	void *handle;
+	int shipped; /* found in a folder mcomp ships passes in */
+};
+
+/* A pass of the pass path that hides a shipped one of the same name. */
+struct shadow {
+	char *name;
+	char *path;	/* the file used */
+	char *shipped;	/* the file hidden */
 };
 
 struct mc_registry {
@@ -27,6 +35,8 @@ struct mc_registry {
 	struct entry *e;
 	int nrefused;
 	char **refused;
+	int nshadows;
+	struct shadow *shadows;
 };
 
 /* Whether this process is the uninstalled mcomp of a build tree. */
@@ -74,10 +84,23 @@ static int check_params(const struct mc_pass *pass, const char *path, struct mc_
 					  "%s: pass '%s': parameter '%s' has a bad type or offset; "
 					  "declare it with the MC_PARAM_* macros of <mcomp/param.h>",
 					  path, pass->name, d->name);
-		if (d->type == MC_PARAM_TENUM && !d->choices)
+		if ((d->type == MC_PARAM_TENUM ||
+		     (d->type == MC_PARAM_TMAP && d->elem == MC_PARAM_TENUM)) && !d->choices)
 			return mc_err_set(err, MC_EPLUGIN,
 					  "%s: pass '%s': enum parameter '%s' has no choices", path,
 					  pass->name, d->name);
+		if (d->type == MC_PARAM_TMAP && d->elem != MC_PARAM_TINT &&
+		    d->elem != MC_PARAM_TFLOAT && d->elem != MC_PARAM_TBOOL &&
+		    d->elem != MC_PARAM_TSTRING && d->elem != MC_PARAM_TENUM)
+			return mc_err_set(err, MC_EPLUGIN,
+					  "%s: pass '%s': map parameter '%s' has values of type %s; "
+					  "a map holds ints, floats, bools, strings or enum choices",
+					  path, pass->name, d->name, mc_param_type_name(d->elem));
+		if ((d->flags & MC_PARAM_FOPTIONAL) && d->def)
+			return mc_err_set(err, MC_EPLUGIN,
+					  "%s: pass '%s': parameter '%s' is optional and has a default; "
+					  "drop MC_PARAM_FOPTIONAL or the default",
+					  path, pass->name, d->name);
 		for (e = pass->params; e != d; e++)
 			if (strcmp(e->name, d->name) == 0)
 				return mc_err_set(err, MC_EPLUGIN,
@@ -174,7 +197,30 @@ static int refuse(struct mc_registry *r, const char *msg)
 	return 0;
 }
 
-static int add_file(struct mc_registry *r, const char *path)
+static int add_shadow(struct mc_registry *r, const char *name, const char *path,
+		      const char *shipped)
+{
+	struct shadow *s = realloc(r->shadows, (r->nshadows + 1) * sizeof(*s));
+
+	if (!s)
+		return MC_ENOMEM;
+	r->shadows = s;
+	s = &r->shadows[r->nshadows];
+	s->name = strdup(name);
+	s->path = strdup(path);
+	s->shipped = strdup(shipped);
+	if (!s->name || !s->path || !s->shipped) {
+		free(s->name);
+		free(s->path);
+		free(s->shipped);
+		return MC_ENOMEM;
+	}
+	r->nshadows++;
+	return 0;
+}
+
+/* shipped: path is in the installed (or the build tree's) pass folder. */
+static int add_file(struct mc_registry *r, const char *path, int shipped)
 {
 	struct mc_err err = { 0 };
 	const struct mc_pass *pass;
@@ -189,6 +235,13 @@ static int add_file(struct mc_registry *r, const char *path)
 	if (!pass)
 		return refuse(r, err.msg);
 	if (mc_registry_find(r, pass->name, &other)) {
+		/* A user's pass of a shipped one's name is used; say so at every use. */
+		for (i = 0; i < r->n && strcmp(r->e[i].pass->name, pass->name); i++)
+			;
+		if (shipped && !r->e[i].shipped && add_shadow(r, pass->name, other, path)) {
+			dlclose(h);
+			return MC_ENOMEM;
+		}
 		mc_err_set(&err, MC_EPLUGIN,
 			   "%s: pass '%s' is already provided by %s, found first on the pass "
 			   "path; remove one of them or give this one another name",
@@ -209,6 +262,7 @@ static int add_file(struct mc_registry *r, const char *path)
 	}
 	r->e[r->n].pass = pass;
 	r->e[r->n].handle = h;
+	r->e[r->n].shipped = shipped;
 	r->e[r->n].path = strdup(path);
 	if (!r->e[r->n].path) {
 		dlclose(h);
@@ -225,21 +279,34 @@ static int is_so(const struct dirent *d)
 	return d->d_name[0] != '.' && len > 3 && strcmp(d->d_name + len - 3, ".so") == 0;
 }
 
+/* Whether folder real (a resolved path) is one mcomp ships passes in. */
+static int is_shipped_dir(const char *real)
+{
+	const char *const dirs[] = { MC_PASSDIR, MC_BUILD_PASSDIR };
+	char other[PATH_MAX];
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		if (realpath(dirs[i], other) && strcmp(other, real) == 0)
+			return 1;
+	return 0;
+}
+
 static int scan_dir(struct mc_registry *r, const char *dir)
 {
 	char real[PATH_MAX], file[PATH_MAX * 2];
 	struct dirent **list;
-	int n, i, ret = 0;
+	int n, i, ret = 0, shipped;
 
 	if (!realpath(dir, real))
 		return 0; /* a missing directory on the path is not an error */
+	shipped = is_shipped_dir(real);
 	n = scandir(real, &list, is_so, alphasort);
 	if (n < 0)
 		return 0;
 	for (i = 0; i < n; i++) {
 		snprintf(file, sizeof(file), "%s/%s", real, list[i]->d_name);
 		if (!ret)
-			ret = add_file(r, file);
+			ret = add_file(r, file, shipped);
 		free(list[i]);
 	}
 	free(list);
@@ -282,8 +349,14 @@ MC_API void mc_registry_free(struct mc_registry *r)
 	}
 	for (i = 0; i < r->nrefused; i++)
 		free(r->refused[i]);
+	for (i = 0; i < r->nshadows; i++) {
+		free(r->shadows[i].name);
+		free(r->shadows[i].path);
+		free(r->shadows[i].shipped);
+	}
 	free(r->e);
 	free(r->refused);
+	free(r->shadows);
 	free(r);
 }
 
@@ -321,4 +394,21 @@ MC_API int mc_registry_nrefused(const struct mc_registry *r)
 MC_API const char *mc_registry_refused(const struct mc_registry *r, int i)
 {
 	return i >= 0 && i < r->nrefused ? r->refused[i] : NULL;
+}
+
+MC_API int mc_registry_nshadows(const struct mc_registry *r)
+{
+	return r->nshadows;
+}
+
+MC_API const char *mc_registry_shadow(const struct mc_registry *r, int i, const char **path,
+				      const char **shipped)
+{
+	if (i < 0 || i >= r->nshadows)
+		return NULL;
+	if (path)
+		*path = r->shadows[i].path;
+	if (shipped)
+		*shipped = r->shadows[i].shipped;
+	return r->shadows[i].name;
 }

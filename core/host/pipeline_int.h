@@ -66,6 +66,9 @@ struct mc_pipeline {
 	char *output_path;    /* resolved */
 	char *report_path;    /* resolved, or NULL */
 	struct mc_registry *reg; /* borrowed */
+	/* Where the lines for a person go (mc_pipeline_set_log); NULL: nowhere. */
+	void (*log)(void *arg, int level, const char *pass, const char *msg);
+	void *log_arg;
 };
 
 /* Frees one pass's conf and keys (used by mc_pipeline_free). */

@@ -3,7 +3,9 @@
  * report.c - the per-step table a person reads, and the same figures as
  * JSON with a manifest that says exactly what produced them: the pipeline's
  * bytes, the overrides, every input and output file's SHA-256, each pass's
- * name, version and file, the seed and the thread count.
+ * name, version, file and its SHA-256, the parameters as typed values, the
+ * seed and the thread count. A failed run's report has the steps that
+ * finished, "status": "failed" and the error.
  */
 #include <errno.h>
 #include <omp.h>
@@ -29,6 +31,18 @@ void mc_report_clear(struct mc_report *r)
 	}
 	free(r->rows);
 	memset(r, 0, sizeof(*r));
+}
+
+void mc_report_pop(struct mc_report *r)
+{
+	struct mc_row *row;
+
+	if (!r->n)
+		return;
+	row = &r->rows[--r->n];
+	free(row->pass);
+	free(row->model);
+	json_decref(row->metrics);
 }
 
 struct mc_row *mc_report_add(struct mc_report *r, int step, const char *pass, const char *model)
@@ -155,10 +169,98 @@ static json_t *file_entry(const char *path, struct mc_err *err)
 	return json_pack("{s:s, s:s}", "path", path, "sha256", digest);
 }
 
+/* A number of a list or map item of type t: an integer for ints. */
+static json_t *number_json(enum mc_param_type t, double v)
+{
+	if (t == MC_PARAM_TINT)
+		return json_integer((json_int_t)v);
+	if (t == MC_PARAM_TBOOL)
+		return json_boolean(v != 0);
+	return json_real(v);
+}
+
+static json_t *string_json(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+/*
+ * The value of parameter d in conf as JSON of its own type: numbers,
+ * booleans, strings (null when unset), arrays, objects. given: whether the
+ * pipeline gave it (a row without a default that was left out is null).
+ */
+static json_t *param_json(const struct mc_param_def *d, const void *conf, int given)
+{
+	const char *field = (const char *)conf + d->offset;
+	json_t *v;
+	int i;
+
+	if (!d->def && !given)
+		return json_null(); /* an optional row, or a group's row, left out */
+	switch (d->type) {
+	case MC_PARAM_TINT:
+		return json_integer(*(const int *)field);
+	case MC_PARAM_TFLOAT:
+		return json_real(*(const double *)field);
+	case MC_PARAM_TBOOL:
+		return json_boolean(*(const int *)field);
+	case MC_PARAM_TENUM: {
+		int k = 0, e = *(const int *)field;
+
+		while (d->choices && d->choices[k])
+			k++;
+		return e >= 0 && e < k ? json_string(d->choices[e]) : json_null();
+	}
+	case MC_PARAM_TSTRING:
+	case MC_PARAM_TPATH:
+	case MC_PARAM_TMODEL:
+	case MC_PARAM_TSPLIT:
+		return string_json(*(char *const *)field);
+	case MC_PARAM_TLIST: {
+		const struct mc_list *l = (const struct mc_list *)field;
+
+		v = json_array();
+		for (i = 0; v && i < l->n; i++)
+			if (json_array_append_new(v, l->num ? number_json(d->elem, l->num[i]) :
+							      json_string(l->str[i])))
+				goto fail;
+		return v;
+	}
+	case MC_PARAM_TMAP: {
+		const struct mc_map *m = (const struct mc_map *)field;
+		int numeric = d->elem == MC_PARAM_TINT || d->elem == MC_PARAM_TFLOAT ||
+			      d->elem == MC_PARAM_TBOOL;
+
+		v = json_object();
+		for (i = 0; v && i < m->n; i++)
+			if (json_object_set_new(v, m->key[i], numeric ?
+							       number_json(d->elem, m->num[i]) :
+							       json_string(m->str[i])))
+				goto fail;
+		return v;
+	}
+	default:
+		return json_null();
+	}
+fail:
+	json_decref(v);
+	return NULL;
+}
+
+static int was_given(const struct mc_pl_pass *pp, const struct mc_param_def *d)
+{
+	int i;
+
+	for (i = 0; i < pp->n_keys; i++)
+		if (pp->keys[i].def == d)
+			return 1;
+	return 0;
+}
+
 static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struct mc_err *err)
 {
 	json_t *m, *inputs, *outputs, *passes, *sets, *e;
-	char digest[65], value[1024];
+	char digest[65];
 	int i;
 
 	mc_sha256_buf(p->text, p->text_len, digest);
@@ -202,12 +304,21 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 		const struct mc_param_def *d;
 		json_t *params = json_object();
 
-		for (d = pp->pass->params; params && d && d->name; d++)
-			json_object_set_new(params, d->name,
-					    json_string(mc_param_format(d, pp->conf, value,
-									sizeof(value))));
-		e = json_pack("{s:s, s:s, s:s, s:o}", "name", pp->pass->name, "version",
-			      pp->pass->version, "file", pp->so_path, "params",
+		for (d = pp->pass->params; params && d && d->name; d++) {
+			json_t *v = param_json(d, pp->conf, was_given(pp, d));
+
+			if (!v || json_object_set_new(params, d->name, v)) {
+				json_decref(params);
+				goto nomem;
+			}
+		}
+		/* The pass is its shared object: the digest says which build ran. */
+		if (mc_sha256_file(pp->so_path, digest, err)) {
+			json_decref(params);
+			goto fail;
+		}
+		e = json_pack("{s:s, s:s, s:s, s:s, s:o}", "name", pp->pass->name, "version",
+			      pp->pass->version, "file", pp->so_path, "sha256", digest, "params",
 			      params ? params : json_null());
 		if (!e || json_array_append_new(passes, e))
 			goto nomem;
@@ -250,7 +361,12 @@ int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, cons
 	if (!m)
 		return err->code;
 	steps = json_array();
-	doc = json_pack("{s:o, s:o}", "manifest", m, "steps", steps);
+	if (r->error)
+		doc = json_pack("{s:s, s:s, s:{s:i, s:s?}, s:o, s:o}", "status", "failed", "error",
+				r->error, "failed", "step", r->failed_step, "pass", r->failed_pass,
+				"manifest", m, "steps", steps);
+	else
+		doc = json_pack("{s:s, s:o, s:o}", "status", "ok", "manifest", m, "steps", steps);
 	if (!doc)
 		return mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
 	for (i = 0; i < r->n; i++) {

@@ -210,6 +210,7 @@ static int needs_plain(enum mc_param_type t)
 static int set_scalar(struct ld *l, const struct mc_param_def *def, void *conf,
 		      const struct mc_ynode *y, const char *where)
 {
+	/* A map's scalars are its older "NAME=VALUE" strings. */
 	enum mc_param_type t = def->type == MC_PARAM_TLIST ? def->elem : def->type;
 	char type[256];
 
@@ -230,13 +231,70 @@ static int set_scalar(struct ld *l, const struct mc_param_def *def, void *conf,
 	return 0;
 }
 
+/*
+ * Sets a map from a YAML mapping ({fc1: 0.5, "conv*": 0.8}), each value
+ * checked as an item and reported at its node. The older spelling, a list
+ * of "NAME=VALUE" strings, is read as well, each reported at its string.
+ */
+static int set_map(struct ld *l, const struct mc_param_def *def, void *conf,
+		   const struct mc_ynode *y, const char *where)
+{
+	struct mc_param_def item = *def;
+	char type[256];
+	int ret = 0;
+
+	mc_param_list_clear(def, conf);
+	if (mc_ynode_is_null(y))
+		return 0;
+	if (y->kind == MC_YSCALAR)
+		return set_scalar(l, def, conf, y, where);
+	if (y->kind == MC_YSEQ) {
+		for (int i = 0; i < y->n; i++)
+			if (set_scalar(l, def, conf, y->items[i], where))
+				ret = -1;
+		return ret;
+	}
+	if (y->kind != MC_YMAP) {
+		bad(l, y, "%s: %s: expected a mapping such as {fc1: ...}, got %s", where, def->name,
+		    mc_ynode_what(y));
+		return -1;
+	}
+	item.type = def->elem; /* for the type of one value in messages */
+	mc_param_type_text(&item, type, sizeof(type));
+	for (int i = 0; i < y->n; i++) {
+		const struct mc_ynode *k = y->keys[i], *v = y->items[i];
+
+		if (v->kind != MC_YSCALAR || mc_ynode_is_null(v)) {
+			bad(l, v, "%s: %s: %s: expected %s, got %s", where, def->name, k->value, type,
+			    mc_ynode_what(v));
+			ret = -1;
+			continue;
+		}
+		if (needs_plain(def->elem) && !v->plain) {
+			bad(l, v, "%s: %s: %s: expected %s, got the quoted string '%s'; remove the "
+				  "quotes",
+			    where, def->name, k->value, type, v->value);
+			ret = -1;
+			continue;
+		}
+		if (mc_param_map_put(def, conf, k->value, v->value, &l->tmp)) {
+			bad(l, *k->value ? v : k, "%s: %s", where, l->tmp.msg);
+			ret = -1;
+		}
+	}
+	return ret;
+}
+
 /* Sets a parameter from its YAML value: a scalar, or for a list a sequence
- * of scalars (a lone scalar is a one-item list; null is the empty list). */
+ * of scalars (a lone scalar is a one-item list; null is the empty list), or
+ * for a map a mapping. */
 int mc_pl_set_value(struct ld *l, const struct mc_param_def *def, void *conf,
 		    const struct mc_ynode *y, const char *where)
 {
 	int ret = 0;
 
+	if (def->type == MC_PARAM_TMAP)
+		return set_map(l, def, conf, y, where);
 	if (def->type != MC_PARAM_TLIST)
 		return set_scalar(l, def, conf, y, where);
 	mc_param_list_clear(def, conf);
@@ -506,11 +564,66 @@ static void check_refs(struct ld *l, const struct mc_param_def *d, void *conf,
 			   is_default);
 }
 
+/* Where parameter k of a pass's mapping params was given: its key, unless an
+ * override (whose nodes have no line) gave the value. */
+static const struct mc_ynode *given_at(const struct mc_ynode *params, int k)
+{
+	return params->items[k]->line ? params->keys[k] : params->items[k];
+}
+
+/*
+ * Rows that share a group exclude each other: a second one given is
+ * reported at its key, naming the first (in file order); a group with a
+ * required row needs one of them. at[i]: the index in params of row i when
+ * given, else -1.
+ */
+static void check_groups(struct ld *l, const struct mc_param_def *defs, int ndefs,
+			 const int *at, const struct mc_ynode *params,
+			 const struct mc_ynode *namenode, const char *where)
+{
+	for (int i = 0; i < ndefs; i++) {
+		const char *g = defs[i].group;
+		int first = -1, required = 0, tried = 0, seen = 0;
+		char names[512];
+		size_t pos = 0;
+
+		if (!g)
+			continue;
+		for (int j = 0; j < i && !seen; j++)
+			seen = defs[j].group && !strcmp(defs[j].group, g);
+		if (seen)
+			continue; /* the group was checked at its first row */
+		names[0] = '\0';
+		for (int j = i; j < ndefs; j++) {
+			if (!defs[j].group || strcmp(defs[j].group, g))
+				continue;
+			if (pos < sizeof(names))
+				pos += (size_t)snprintf(names + pos, sizeof(names) - pos, "%s'%s'",
+							pos ? " or " : "", defs[j].name);
+			required |= !defs[j].def && !(defs[j].flags & MC_PARAM_FOPTIONAL);
+			/* Given with an error already reported counts as given. */
+			tried |= params && params->kind == MC_YMAP &&
+				 mc_ymap_get(params, defs[j].name, NULL);
+			if (at[j] >= 0 && (first < 0 || at[j] < at[first]))
+				first = j;
+		}
+		for (int j = i; first >= 0 && j < ndefs; j++)
+			if (j != first && at[j] >= 0 && defs[j].group && !strcmp(defs[j].group, g))
+				bad(l, given_at(params, at[j]),
+				    "%s: give either '%s' or '%s', not both", where, defs[first].name,
+				    defs[j].name);
+		if (required && first < 0 && !tried)
+			bad(l, namenode, "%s: missing required parameter %s (give one of them)",
+			    where, names);
+	}
+}
+
 static void load_pass(struct ld *l, const struct mc_ynode *item)
 {
 	struct mc_pl_pass *pp = &l->p->passes[l->p->n_passes];
 	const struct mc_ynode *params = NULL, *namenode = item;
 	const struct mc_ynode **given = NULL;
+	int *at = NULL;
 	const struct mc_param_def *defs;
 	const struct mc_pass *pass;
 	const char *name, *so = NULL;
@@ -565,9 +678,12 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 		ndefs++;
 	pp->conf = calloc(1, pass->conf_size ? pass->conf_size : 1);
 	given = calloc((size_t)ndefs + 1, sizeof(*given));
+	at = malloc(((size_t)ndefs + 1) * sizeof(*at));
+	for (int i = 0; at && i < ndefs; i++)
+		at[i] = -1;
 	if (params && params->kind == MC_YMAP)
 		pp->keys = calloc((size_t)params->n + 1, sizeof(*pp->keys));
-	if (!pp->conf || !given || (params && params->kind == MC_YMAP && !pp->keys)) {
+	if (!pp->conf || !given || !at || (params && params->kind == MC_YMAP && !pp->keys)) {
 		bad(l, namenode, "out of memory");
 		goto out;
 	}
@@ -604,18 +720,19 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 			if (mc_pl_set_value(l, d, pp->conf, params->items[i], where))
 				continue;
 			given[d - defs] = params->items[i];
+			at[d - defs] = i;
 			pp->keys[pp->n_keys].def = d;
 			/* The place of an override's value is the override. */
-			pp->keys[pp->n_keys].loc = loc_of(l, params->items[i]->line ?
-								 params->keys[i] :
-								 params->items[i]);
+			pp->keys[pp->n_keys].loc = loc_of(l, given_at(params, i));
 			pp->n_keys++;
 		}
 	}
+	check_groups(l, defs, ndefs, at, params, namenode, where);
 	for (int i = 0; i < ndefs; i++) {
 		const struct mc_param_def *d = &defs[i];
 
-		if (!given[i] && !d->def) {
+		/* Optional rows may be left out; a group's rows are checked above. */
+		if (!given[i] && !d->def && !(d->flags & MC_PARAM_FOPTIONAL) && !d->group) {
 			/* Unless it was given with an error already reported. */
 			if (params && params->kind == MC_YMAP && mc_ymap_get(params, d->name, NULL))
 				continue;
@@ -627,6 +744,7 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 	}
 out:
 	free(given);
+	free(at);
 }
 
 static void load_passes(struct ld *l, struct mc_ynode *passes)

@@ -106,6 +106,11 @@ MC_API uint64_t mc_ctx_seed(struct mc_ctx *ctx);
 /* Nonzero while the host is validating (in check), zero while running. */
 MC_API int mc_ctx_validating(struct mc_ctx *ctx);
 /*
+ * Nonzero when parameter key was given in the pipeline (or by --set), zero
+ * when it holds its default, or nothing (an MC_PARAM_FOPTIONAL row left out).
+ */
+MC_API int mc_ctx_given(struct mc_ctx *ctx, const char *key);
+/*
  * Records an error and returns code. key names the parameter at fault (its
  * place in the pipeline file is added) or is NULL for the pass as a whole.
  */
@@ -113,10 +118,13 @@ MC_API int mc_ctx_error(struct mc_ctx *ctx, const char *key, int code, const cha
 	__attribute__((format(printf, 4, 5)));
 /* The error struct, for calling library functions that take one. */
 MC_API struct mc_err *mc_ctx_err(struct mc_ctx *ctx);
-/* A line of progress for the user on stderr, prefixed with the pass name. */
+/* A line of progress for the user, handed to the host's log function
+ * (mc_pipeline_set_log) with the pass's name; the mcomp command prints it on
+ * stderr as "NAME: line" unless --quiet. */
 MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* A figure of the pass's own for the report row ("final_loss", 0.31). */
+/* A figure of the pass's own for the report row ("final_loss", 0.31). A NaN
+ * or infinite value is stored as null, with a warning in the log. */
 MC_API int mc_ctx_report(struct mc_ctx *ctx, const char *key, double value);
 
 #ifdef __cplusplus

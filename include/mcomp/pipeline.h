@@ -37,6 +37,15 @@ MC_API const struct mc_pass *mc_registry_find(const struct mc_registry *r, const
 /* Refusal messages, one per refused file. */
 MC_API int mc_registry_nrefused(const struct mc_registry *r);
 MC_API const char *mc_registry_refused(const struct mc_registry *r, int i);
+/*
+ * Passes that shadow a shipped one: found on MCOMP_PASS_PATH under the name
+ * of a pass in the installed pass folder (or the build tree's), which is
+ * then refused. Shadow i's name, the file used (*path) and the shipped
+ * file it hides (*shipped); NULL when i is out of range.
+ */
+MC_API int mc_registry_nshadows(const struct mc_registry *r);
+MC_API const char *mc_registry_shadow(const struct mc_registry *r, int i, const char **path,
+				      const char **shipped);
 /* Loads one file as a pass (no search); the refusal message goes to err. */
 MC_API const struct mc_pass *mc_pass_open(const char *path, void **handle, struct mc_err *err);
 /* The directories searched, colon-separated (static storage). */
@@ -55,10 +64,33 @@ MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const 
 					    struct mc_registry *reg, struct mc_err *err);
 MC_API void mc_pipeline_free(struct mc_pipeline *p);
 
+/* What a log line is (mc_pipeline_set_log). */
+enum mc_log_level {
+	MC_LOG_WARNING = 1, /* for the user to look at: a figure that is NaN, a report not written */
+	MC_LOG_INFO = 2,    /* progress: "[2/4] prune", and every mc_ctx_log line of a pass */
+};
+
+/*
+ * Hands the lines the library has for a person to log(arg, level, pass, msg):
+ * pass is the name of the pass speaking, or NULL for the host; msg has no
+ * trailing newline. The library prints nothing itself: without a log
+ * function (the default) these lines are dropped. The lines come from
+ * mc_pipeline_run; mc_pipeline_load has none (its errors come back in err).
+ * The mcomp command prints them on stderr, and leaves out MC_LOG_INFO under
+ * --quiet.
+ */
+MC_API void mc_pipeline_set_log(struct mc_pipeline *p,
+				void (*log)(void *arg, int level, const char *pass, const char *msg),
+				void *arg);
+
 /*
  * Runs every pass in order, measuring the subject model after each, prints
  * the report table to out (may be NULL), writes the output model and the
  * JSON report atomically. Returns 0 or an error code (MC_ERUN etc.).
+ *
+ * When a step fails, the output model is not written (a previous file stays
+ * as it was), but the table of the steps that finished is printed and the
+ * report is written all the same, with "status": "failed" and the error.
  */
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err);
 

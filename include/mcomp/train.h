@@ -98,7 +98,10 @@ MC_API extern const char *const mc_optimizer_names[];
 MC_API extern const char *const mc_lr_schedule_names[];
 
 #define MC_TRAIN_PARAM_(st, m, f, ty, d, lo, hi, ch, h) \
-	MC_PARAM_AT(#f, ty, ty, offsetof(st, m) + offsetof(struct mc_train_opts, f), d, lo, hi, ch, h)
+	MC_PARAM_AT(#f, ty, ty,                                                                    \
+		    offsetof(st, m) + offsetof(struct mc_train_opts, f) +                           \
+			    MC_PARAM_CHECK(struct mc_train_opts, f, ty),                           \
+		    d, lo, hi, ch, h)
 #define MC_TRAIN_PARAMS(st, m, lr_def, schedule_def)                                             \
 	MC_TRAIN_PARAM_(st, m, optimizer, MC_PARAM_TENUM, "adam", 0, 0, mc_optimizer_names,         \
 			"the update rule"),                                                          \

@@ -51,7 +51,10 @@ struct kd_opts {
 };
 
 #define KD_PARAM_(st, m, f, ty, d, lo, hi, h) \
-	MC_PARAM_AT(#f, ty, ty, offsetof(st, m) + offsetof(struct kd_opts, f), d, lo, hi, NULL, h)
+	MC_PARAM_AT(#f, ty, ty,                                                                    \
+		    offsetof(st, m) + offsetof(struct kd_opts, f) +                                 \
+			    MC_PARAM_CHECK(struct kd_opts, f, ty),                                 \
+		    d, lo, hi, NULL, h)
 #define KD_PARAMS(st, m, soft)                                                                   \
 	KD_PARAM_(st, m, data, MC_PARAM_TSPLIT, "train", 0, 0, "the data split to train on"),      \
 	KD_PARAM_(st, m, temperature, MC_PARAM_TFLOAT, "1", 0.01, 100,                             \

@@ -20,25 +20,6 @@ int prune_is_layer(const struct mc_node *nd)
 	return !strcmp(nd->op->name, "linear") || !strcmp(nd->op->name, "conv2d");
 }
 
-int prune_parse_override(const char *item, char *pattern, size_t n, double *value)
-{
-	const char *eq = strrchr(item, '=');
-	char *end;
-	size_t len;
-
-	if (!eq || eq == item)
-		return -1;
-	len = (size_t)(eq - item);
-	if (len >= n)
-		return -1;
-	memcpy(pattern, item, len);
-	pattern[len] = '\0';
-	*value = strtod(eq + 1, &end);
-	if (end == eq + 1 || *end || !(*value >= 0 && *value < 1))
-		return -1;
-	return 0;
-}
-
 int prune_parse_nm(const char *text, int *n, int *m)
 {
 	char tail;
@@ -60,7 +41,7 @@ int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, in
 			struct prune_layer **out, int *n, struct mc_err *err)
 {
 	struct prune_layer *l = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*l));
-	char pat[256], why[256];
+	char why[256];
 	int k = 0;
 
 	if (!l)
@@ -77,12 +58,8 @@ int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, in
 		l[k].name = nd->name;
 		l[k].target = c->sparsity;
 		for (int o = 0; o < c->overrides.n; o++) {
-			double v;
-
-			if (prune_parse_override(c->overrides.str[o], pat, sizeof(pat), &v))
-				continue; /* refused at validation */
-			if (!fnmatch(pat, nd->name, 0)) {
-				l[k].target = v;
+			if (!fnmatch(c->overrides.key[o], nd->name, 0)) {
+				l[k].target = c->overrides.num[o];
 				overridden = 1;
 				break;
 			}

@@ -33,9 +33,10 @@ static const struct mc_param_def prune_params[] = {
 		      "magnitude: rank each layer alone, or all layers together"),
 	MC_PARAM_FLOAT(struct prune_conf, sparsity, "0.5", 0, 0.999,
 		       "fraction of weights (structured: of units) removed"),
-	MC_PARAM_LIST(struct prune_conf, overrides, MC_PARAM_TSTRING, "[]", 0, 0,
-		      "per-layer sparsity: \"PATTERN=S\" items, PATTERN a layer name or glob; "
-		      "the first match wins"),
+	MC_PARAM_MAP(struct prune_conf, overrides, MC_PARAM_TFLOAT, "{}", 0, 1,
+		     "per-layer sparsity: {NAME: S}, NAME a layer name or glob; the first "
+		     "match wins",
+		     .flags = MC_PARAM_FMAX_OPEN),
 	MC_PARAM_LIST(struct prune_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
 		      "layer names or globs left untouched"),
 	MC_PARAM_ENUM(struct prune_conf, norm, "l1", norms, "structured: how units are ranked"),
@@ -94,23 +95,14 @@ static int any_layer_matches(const struct mc_model *m, const char *pattern)
 static int check_patterns(struct mc_ctx *ctx, const struct prune_conf *c,
 			  const struct mc_model *m)
 {
-	char names[1024], pat[256];
-	double v;
+	char names[1024];
 
 	layer_names(m, names, sizeof(names));
-	for (int i = 0; i < c->overrides.n; i++) {
-		const char *item = c->overrides.str[i];
-
-		if (prune_parse_override(item, pat, sizeof(pat), &v))
-			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
-					    "'%s' is not PATTERN=SPARSITY with a sparsity in [0, 1); "
-					    "write e.g. \"linear1=0.8\"",
-					    item);
-		if (!any_layer_matches(m, pat))
+	for (int i = 0; i < c->overrides.n; i++)
+		if (!any_layer_matches(m, c->overrides.key[i]))
 			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
 					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, pat, names);
-	}
+					    c->model, c->overrides.key[i], names);
 	for (int i = 0; i < c->exclude.n; i++)
 		if (!any_layer_matches(m, c->exclude.str[i]))
 			return mc_ctx_error(ctx, "exclude", MC_EINVAL,

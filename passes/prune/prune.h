@@ -27,7 +27,7 @@ struct prune_conf {
 	int method;
 	int scope;
 	double sparsity;
-	struct mc_list overrides; /* "PATTERN=SPARSITY" */
+	struct mc_map overrides;  /* layer name or glob: sparsity */
 	struct mc_list exclude;	  /* patterns */
 	int norm;
 	char *nm;		  /* "N:M" */
@@ -65,8 +65,6 @@ static inline struct mc_tensor *prune_weight(const struct mc_model *m, const str
 
 /* Nonzero for nodes whose weight can be pruned (linear, conv2d). */
 int prune_is_layer(const struct mc_node *nd);
-/* Parses "PATTERN=SPARSITY"; 0, or -1 when malformed or out of [0, 1). */
-int prune_parse_override(const char *item, char *pattern, size_t n, double *value);
 /* Parses "N:M" with 1 <= N < M <= 64; 0 or -1. */
 int prune_parse_nm(const char *text, int *n, int *m);
 
