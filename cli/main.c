@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <mcomp/mcomp.h>
 
@@ -100,6 +101,28 @@ static void print_log(void *arg, int level, const char *pass, const char *msg)
 		fprintf(stderr, "%s: %s\n", pass, msg);
 	else
 		fprintf(stderr, "%s\n", msg);
+}
+
+/*
+ * The library's progress (mc_progress_set_sink) as a bar on stderr, drawn
+ * only when stderr is a terminal and MCOMP_PROGRESS is not 0: silent in logs.
+ */
+static void draw_progress(void *arg, const char *label, double frac, const char *status)
+{
+	char cells[31];
+	int fill = (int)(frac * 30);
+
+	(void)arg;
+	if (frac < 0) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+		return;
+	}
+	for (int i = 0; i < 30; i++)
+		cells[i] = i < fill ? '#' : '.';
+	cells[30] = '\0';
+	fprintf(stderr, "\r\033[K%s [%s] %3d%% %s", label, cells, (int)(frac * 100), status);
+	fflush(stderr);
 }
 
 /* A pass of the user's that hides a shipped one is worth a line at every use. */
@@ -606,7 +629,10 @@ static int cmd_eval(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	const char *cmd = argc > 1 ? argv[1] : NULL;
+	const char *cmd = argc > 1 ? argv[1] : NULL, *bar = getenv("MCOMP_PROGRESS");
+
+	if (isatty(STDERR_FILENO) && !(bar && !strcmp(bar, "0")))
+		mc_progress_set_sink(draw_progress, NULL);
 
 	if (!cmd || !strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
 		fputs(usage, cmd ? stdout : stderr);

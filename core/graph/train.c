@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <omp.h>
 
@@ -27,56 +26,47 @@
 /* ---------------------------------------------------------------- progress */
 
 static struct {
+	mc_progress_fn fn;
+	void *arg;
 	int on;
 	char label[64];
 	int64_t total;
-	double start, last;
+	double last;
 } bar;
+
+void mc_progress_set_sink(mc_progress_fn fn, void *arg)
+{
+	bar.fn = fn;
+	bar.arg = arg;
+}
 
 void mc_progress_begin(const char *label, int64_t total)
 {
-	const char *env = getenv("MCOMP_PROGRESS");
-
-	memset(&bar, 0, sizeof(bar));
-	bar.on = isatty(STDERR_FILENO) && !(env && !strcmp(env, "0"));
+	bar.on = bar.fn != NULL;
 	snprintf(bar.label, sizeof(bar.label), "%s", label ? label : "");
 	bar.total = total > 0 ? total : 1;
-	bar.start = omp_get_wtime();
+	bar.last = 0;
 }
 
 void mc_progress_update(int64_t done, const char *status)
 {
-	char cells[31];
 	double now, frac;
-	int fill;
 
 	if (!bar.on)
 		return;
 	now = omp_get_wtime();
-	/* Ten redraws a second are plenty; always draw the end. */
+	/* Ten updates a second are plenty; always the end. */
 	if (done < bar.total && now - bar.last < 0.1)
 		return;
 	bar.last = now;
 	frac = (double)done / (double)bar.total;
-	if (frac > 1)
-		frac = 1;
-	if (frac < 0)
-		frac = 0;
-	fill = (int)(frac * 30);
-	for (int i = 0; i < 30; i++)
-		cells[i] = i < fill ? '#' : '.';
-	cells[30] = '\0';
-	fprintf(stderr, "\r\033[K%s [%s] %3d%% %s", bar.label, cells, (int)(frac * 100),
-		status ? status : "");
-	fflush(stderr);
+	bar.fn(bar.arg, bar.label, frac > 1 ? 1 : frac < 0 ? 0 : frac, status ? status : "");
 }
 
 void mc_progress_end(void)
 {
-	if (bar.on) {
-		fprintf(stderr, "\r\033[K");
-		fflush(stderr);
-	}
+	if (bar.on)
+		bar.fn(bar.arg, bar.label, -1, "");
 	bar.on = 0;
 }
 

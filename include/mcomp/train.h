@@ -145,9 +145,15 @@ MC_API int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int
 		       double *accuracy, double *loss, struct mc_err *err);
 
 /*
- * A progress bar on stderr, drawn only when stderr is a terminal (and
- * MCOMP_PROGRESS is not 0); silent in logs. One at a time.
+ * Progress of long work (training, calibration), for the host to show. The
+ * library never draws anything itself: it hands the label, the fraction done
+ * in [0, 1] and a status line to the sink the host installed, at most ten
+ * times a second and always at the end, then once with fraction -1 when the
+ * work ends. No sink (the default): nothing. One piece of work at a time.
  */
+typedef void (*mc_progress_fn)(void *arg, const char *label, double fraction,
+			       const char *status);
+MC_API void mc_progress_set_sink(mc_progress_fn fn, void *arg);
 MC_API void mc_progress_begin(const char *label, int64_t total);
 MC_API void mc_progress_update(int64_t done, const char *status);
 MC_API void mc_progress_end(void);
