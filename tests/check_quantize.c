@@ -861,7 +861,7 @@ START_TEST(test_pipeline_int4)
 
 	ck_assert_msg(pipeline("mlp.safetensors",
 			       "      model: m\n      bits: 4\n      granularity: per-group\n"
-			       "      group_size: 32\n      overrides: [\"fc3=per-channel\"]\n",
+			       "      group_size: 32\n      overrides: {fc3: per-channel}\n",
 			       1, &err) == 0,
 		      "%s", err.msg);
 	m = mc_model_load(spath("out.safetensors"), &err);
@@ -899,8 +899,12 @@ START_TEST(test_invalid_params)
 		       "'test' measures the result");
 	expect_refused("mlp.safetensors", "      model: m\n      bits: 4\n      mode: dynamic\n",
 		       14, "4-bit weights run weight-only");
+	expect_refused("mlp.safetensors", "      model: m\n      overrides: {fc1: g32}\n", 13,
+		       "overrides: fc1: 'g32' is not one of per-tensor, per-channel, per-group");
 	expect_refused("mlp.safetensors", "      model: m\n      overrides: [\"fc1=g32\"]\n", 13,
-		       "is not PATTERN=GRANULARITY");
+		       "'g32' is not one of per-tensor, per-channel, per-group");
+	expect_refused("mlp.safetensors", "      model: m\n      overrides: {fc9: per-tensor}\n",
+		       13, "no layer of model 'm' matches 'fc9'");
 }
 END_TEST
 

@@ -45,9 +45,9 @@ static const struct mc_param_def quantize_params[] = {
 		     "static: calibration samples, the first of the split"),
 	MC_PARAM_LIST(struct quantize_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
 		      "layer names or globs kept in f32"),
-	MC_PARAM_LIST(struct quantize_conf, overrides, MC_PARAM_TSTRING, "[]", 0, 0,
-		      "per-layer granularity: \"PATTERN=per-tensor|per-channel|per-group\" "
-		      "items, PATTERN a layer name or glob; the first match wins"),
+	MC_PARAM_MAP_ENUM(struct quantize_conf, overrides, "{}", grans,
+			  "per-layer granularity: {PATTERN: per-tensor|per-channel|per-group}, "
+			  "PATTERN a layer name or glob; the first match wins"),
 	MC_PARAM_END,
 };
 
@@ -96,32 +96,12 @@ static int excluded(const struct quantize_conf *c, const char *name)
 	return 0;
 }
 
-/* Splits "PATTERN=GRANULARITY" into pat and the granularity; -1 when malformed. */
-static int parse_override(const char *item, char *pat, size_t n)
-{
-	const char *eq = strrchr(item, '=');
-
-	if (!eq || eq == item || (size_t)(eq - item) >= n)
-		return -1;
-	memcpy(pat, item, (size_t)(eq - item));
-	pat[eq - item] = '\0';
-	for (int g = 0; grans[g]; g++)
-		if (!strcmp(eq + 1, grans[g]))
-			return g;
-	return -1;
-}
-
 /* The granularity of layer name: the first matching override, else the pass's. */
 static int layer_granularity(const struct quantize_conf *c, const char *name)
 {
-	char pat[256];
-
-	for (int i = 0; i < c->overrides.n; i++) {
-		int g = parse_override(c->overrides.str[i], pat, sizeof(pat));
-
-		if (g >= 0 && !fnmatch(pat, name, 0))
-			return g;
-	}
+	for (int i = 0; i < c->overrides.n; i++)
+		if (!fnmatch(c->overrides.key[i], name, 0))
+			return (int)c->overrides.num[i];
 	return c->granularity;
 }
 
@@ -249,15 +229,9 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 					    c->model, c->exclude.str[i], names);
 	}
 	for (int i = 0; i < c->overrides.n; i++) {
-		char pat[256];
-		int g = parse_override(c->overrides.str[i], pat, sizeof(pat)), hit = 0;
+		const char *pat = c->overrides.key[i];
+		int g = (int)c->overrides.num[i], hit = 0;
 
-		if (g < 0)
-			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
-					    "'%s' is not PATTERN=GRANULARITY with a granularity of "
-					    "per-tensor, per-channel or per-group; write e.g. "
-					    "\"linear1=per-channel\"",
-					    c->overrides.str[i]);
 		for (int k = 0; k < mc_model_n_nodes(m) && !hit; k++)
 			hit = is_layer(mc_model_node(m, k)) && !fnmatch(pat, mc_model_node(m, k)->name, 0);
 		if (!hit)
@@ -294,7 +268,7 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
 					    "%d does not divide the %lld inputs of layer '%s'; use a "
 					    "divisor of %lld, give the layer another granularity "
-					    "(overrides: [\"%s=per-channel\"]) or exclude it",
+					    "(overrides: {%s: per-channel}) or exclude it",
 					    c->group_size, (long long)in, nd->name, (long long)in,
 					    nd->name);
 		if (c->bits == 4 && in % 2)

@@ -23,7 +23,7 @@ struct quantize_conf {
 	char *calibration_data;
 	int samples;
 	struct mc_list exclude;
-	struct mc_list overrides; /* "PATTERN=GRANULARITY" */
+	struct mc_map overrides;  /* PATTERN: granularity (index into grans) */
 };
 
 /*
