@@ -3,14 +3,16 @@
  * conv_geo.h - the geometry of a 2-D sliding window over per-sample
  * [C, H, W] images, shared by conv2d (ops_conv.c), qconv2d (ops_qconv.c)
  * and pooling (ops_pool.c): output sizes, the shapes of one convolution,
- * and im2col into the window-per-row layout. Not installed.
+ * and im2col into the window-per-row layout; and what conv2d lends qconv2d
+ * (defined in ops_conv.c): the checks of setup, col2im and the transpose.
+ * Not installed.
  */
 #ifndef MCOMP_CONV_GEO_H
 #define MCOMP_CONV_GEO_H
 
 #include <string.h>
 
-#include <mcomp/tensor.h>
+#include <mcomp/model.h>
 
 /* Output size of a window of k sliding over n with padding p and stride s. */
 static inline int64_t mc_conv_out(int64_t n, int k, int s, int p)
@@ -49,6 +51,22 @@ static inline void mc_conv_geo_init(struct mc_conv_geo *q, const struct mc_tenso
 	q->H = H;
 	q->W = W;
 }
+
+/*
+ * The checks conv2d and qconv2d share, after their own: the k x k window
+ * (stride s, padding p) fits the padded in[C, H, W], padding p < k leaves
+ * no window of zeros only, and the weight [out, C/g, k, k] (at most kmax
+ * inputs a window, INT_MAX weights) and the output positions fit the
+ * kernels. Messages start with pfx; a too large layer's ends with hint.
+ * Sets node's output shape [out, OH, OW] and *in_h, *in_w. 0 or MC_EINVAL.
+ */
+int mc_conv_setup(struct mc_node *node, const char *pfx, const int64_t *in, int out, int k, int s,
+		  int p, int g, size_t kmax, const char *hint, int *in_h, int *in_w,
+		  struct mc_err *err);
+/* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
+void mc_conv_col2im(const struct mc_conv_geo *q, const float *dcol, float *dx);
+/* t[cols, rows] = a[rows, cols]^T */
+void mc_transpose(int64_t rows, int cols, const float *a, float *t);
 
 /*
  * MC_DEFINE_IM2COL_T(name, T) defines

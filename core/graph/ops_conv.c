@@ -13,7 +13,6 @@
  * atomics, and the same bits for any thread count.
  */
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,14 +21,13 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "graph/conv_geo.h"
 #include "graph/ops_int.h"
-
-static const char *shape_text(int ndim, const int64_t *shape, char *buf, size_t n)
-{
-	return mc_shape_text(ndim, shape, buf, n);
-}
+#include "kernels/cpu.h"
 
 /* ---------------------------------------------------------------- conv2d */
 
@@ -60,12 +58,47 @@ static void conv_geo(const struct mc_node *node, struct mc_conv_geo *q)
 			 a->groups, a->in_h, a->in_w);
 }
 
+int mc_conv_setup(struct mc_node *node, const char *pfx, const int64_t *in, int out, int k, int s,
+		  int p, int g, size_t kmax, const char *hint, int *in_h, int *in_w,
+		  struct mc_err *err)
+{
+	int64_t C = in[0], H = in[1], W = in[2], OH, OW;
+	size_t kn, wn, cols;
+
+	if (H + 2 * (int64_t)p < k || W + 2 * (int64_t)p < k)
+		return mc_err_set(err, MC_EINVAL,
+				  "%skernel %d is larger than the padded input %lldx%lld; use a "
+				  "smaller kernel or more padding",
+				  pfx, k, (long long)(H + 2 * p), (long long)(W + 2 * p));
+	if (p >= k)
+		return mc_err_set(err, MC_EINVAL,
+				  "%spadding %d leaves windows of zeros only; use padding below "
+				  "the kernel %d",
+				  pfx, p, k);
+	OH = mc_conv_out(H, k, s, p);
+	OW = mc_conv_out(W, k, s, p);
+	/* weight [out, C/g, k, k]; one column of im2col per output position */
+	if (C / g < 1 || mc_mul_overflow((size_t)(C / g), (size_t)k * k, &kn) || kn > kmax ||
+	    mc_mul_overflow(kn, (size_t)out, &wn) || wn > INT_MAX ||
+	    mc_mul_overflow((size_t)OH, (size_t)OW, &cols) || cols > INT_MAX / 4096 ||
+	    H > INT_MAX || W > INT_MAX)
+		return mc_err_set(err, MC_EINVAL,
+				  "%s of %lld channels to %d with kernel %d is too large; %s",
+				  node->op->name, (long long)C, out, k, hint);
+	*in_h = (int)H;
+	*in_w = (int)W;
+	node->out_ndim = 3;
+	node->out_shape[0] = out;
+	node->out_shape[1] = OH;
+	node->out_shape[2] = OW;
+	return 0;
+}
+
 static int conv_setup(struct mc_node *node, const int *in_ndim,
 		      const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {
 	struct conv_attrs *a = node->attrs;
-	int64_t C, H, W, OH, OW, wshape[4], bshape[1];
-	size_t wn, cols;
+	int64_t C = in_shape[0][0], ws[4] = { a->out, C / a->groups, a->kernel, a->kernel };
 	char buf[256];
 	int r;
 
@@ -73,64 +106,20 @@ static int conv_setup(struct mc_node *node, const int *in_ndim,
 		return mc_err_set(err, MC_EINVAL,
 				  "conv2d needs per-sample [channels, height, width], got %s; "
 				  "give the model input such a shape (e.g. [1, 28, 28])",
-				  shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
-	C = in_shape[0][0];
-	H = in_shape[0][1];
-	W = in_shape[0][2];
+				  mc_shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
 	if (C % a->groups || a->out % a->groups)
 		return mc_err_set(err, MC_EINVAL,
 				  "groups %d must divide the %lld input and %d output channels; "
 				  "use a divisor of both",
 				  a->groups, (long long)C, a->out);
-	if (H + 2 * (int64_t)a->padding < a->kernel || W + 2 * (int64_t)a->padding < a->kernel)
-		return mc_err_set(err, MC_EINVAL,
-				  "kernel %d is larger than the padded input %lldx%lld; use a "
-				  "smaller kernel or more padding",
-				  a->kernel, (long long)(H + 2 * a->padding),
-				  (long long)(W + 2 * a->padding));
-	if (a->padding >= a->kernel)
-		return mc_err_set(err, MC_EINVAL,
-				  "padding %d leaves windows of zeros only; use padding below "
-				  "the kernel %d",
-				  a->padding, a->kernel);
-	OH = mc_conv_out(H, a->kernel, a->stride, a->padding);
-	OW = mc_conv_out(W, a->kernel, a->stride, a->padding);
-	/* weight [out, C/g, k, k]; one column of im2col per output position */
-	if (mc_mul_overflow((size_t)(C / a->groups), (size_t)a->kernel * a->kernel, &wn) ||
-	    wn > INT_MAX / 64 || mc_mul_overflow(wn, (size_t)a->out, &wn) || wn > INT_MAX ||
-	    mc_mul_overflow((size_t)OH, (size_t)OW, &cols) || cols > INT_MAX / 4096)
-		return mc_err_set(err, MC_EINVAL,
-				  "conv2d of %lld channels to %d with kernel %d is too large; use "
-				  "fewer channels or a smaller kernel",
-				  (long long)C, a->out, a->kernel);
-	wshape[0] = a->out;
-	wshape[1] = C / a->groups;
-	wshape[2] = a->kernel;
-	wshape[3] = a->kernel;
-	bshape[0] = a->out;
-	r = mc_node_new_param(node, 0, "weight", 4, wshape, err);
+	r = mc_conv_setup(node, "", in_shape[0], a->out, a->kernel, a->stride, a->padding,
+			  a->groups, INT_MAX / 64, "use fewer channels or a smaller kernel",
+			  &a->in_h, &a->in_w, err);
+	if (!r)
+		r = mc_node_new_param(node, 0, "weight", 4, ws, err);
 	if (!r && a->bias)
-		r = mc_node_new_param(node, 1, "bias", 1, bshape, err);
-	if (r)
-		return r;
-	a->in_h = (int)H; /* the model input's dimensions are at most INT_MAX */
-	a->in_w = (int)W;
-	node->out_ndim = 3;
-	node->out_shape[0] = a->out;
-	node->out_shape[1] = OH;
-	node->out_shape[2] = OW;
-	return 0;
-}
-
-/* Like PyTorch's nn.Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C/g*k*k. */
-static void conv_init(struct mc_node *node, uint64_t seed, uint64_t stream)
-{
-	const struct mc_tensor *w = node->params[0];
-	float bound = (float)(1.0 / sqrt((double)(w->shape[1] * w->shape[2] * w->shape[3])));
-
-	mc_fill_uniform(node->params[0], seed, stream + 0, -bound, bound);
-	if (node->n_params > 1)
-		mc_fill_uniform(node->params[1], seed, stream + 1, -bound, bound);
+		r = mc_node_new_param(node, 1, "bias", 1, ws, err);
+	return r;
 }
 
 /* The outputs ow in [*lo, *hi) whose window column ow * s - p + kj lies inside [0, W). */
@@ -194,8 +183,7 @@ static inline void add_to(float *restrict dst, const float *restrict src, int n)
 		dst[i] += src[i];
 }
 
-/* dx[C, H, W] of one sample = the sum of dcol[C*k*k, P] over the windows reading each pixel. */
-static void col2im(const struct mc_conv_geo *q, const float *dcol, float *dx)
+void mc_conv_col2im(const struct mc_conv_geo *q, const float *dcol, float *dx)
 {
 	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
 	for (int c = 0; c < q->C; c++) {
@@ -224,37 +212,71 @@ static void col2im(const struct mc_conv_geo *q, const float *dcol, float *dx)
 	}
 }
 
-/* t[cols, rows] = a[rows, cols]^T */
-static void transpose(int rows, int cols, const float *a, float *t)
+/* t[O, P] (row stride ldt) = y[P, O]^T, scalar */
+static void transpose_ref(const float *y, int64_t P, int O, float *t, int64_t ldt)
 {
-	for (int i0 = 0; i0 < rows; i0 += 16)
-		for (int j0 = 0; j0 < cols; j0 += 16) {
-			int i1 = i0 + 16 < rows ? i0 + 16 : rows, j1 = j0 + 16 < cols ? j0 + 16 : cols;
+	for (int64_t p0 = 0; p0 < P; p0 += 16) {
+		int64_t pn = P - p0 < 16 ? P - p0 : 16;
 
-#ifdef __SSE2__
-			/* A whole 16 x 16 block as sixteen 4 x 4 register transposes. */
-			if (i1 - i0 == 16 && j1 - j0 == 16) {
-				for (int i = i0; i < i1; i += 4)
-					for (int j = j0; j < j1; j += 4) {
-						const float *s = a + (size_t)i * cols + j;
-						float *d = t + (size_t)j * rows + i;
-						__m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + cols);
-						__m128 r2 = _mm_loadu_ps(s + 2 * (size_t)cols);
-						__m128 r3 = _mm_loadu_ps(s + 3 * (size_t)cols);
+		for (int o = 0; o < O; o++)
+			for (int64_t p = 0; p < pn; p++)
+				t[(size_t)o * ldt + p0 + p] = y[(size_t)(p0 + p) * O + o];
+	}
+}
 
-						_MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-						_mm_storeu_ps(d, r0);
-						_mm_storeu_ps(d + rows, r1);
-						_mm_storeu_ps(d + 2 * (size_t)rows, r2);
-						_mm_storeu_ps(d + 3 * (size_t)rows, r3);
-					}
-				continue;
-			}
-#endif
-			for (int j = j0; j < j1; j++)
-				for (int i = i0; i < i1; i++)
-					t[(size_t)j * rows + i] = a[(size_t)i * cols + j];
+#if defined(__x86_64__)
+/* The same with 8x8 blocks in registers; the edges go through transpose_ref. */
+__attribute__((target("avx2"))) static void transpose_avx2(const float *y, int64_t P, int O,
+							   float *t, int64_t ldt)
+{
+	int64_t P8 = P & ~(int64_t)7;
+	int O8 = O & ~7;
+
+	for (int64_t p = 0; p < P8; p += 8)
+		for (int o = 0; o < O8; o += 8) {
+			const float *src = y + (size_t)p * O + o;
+			__m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + O);
+			__m256 r2 = _mm256_loadu_ps(src + 2 * O), r3 = _mm256_loadu_ps(src + 3 * O);
+			__m256 r4 = _mm256_loadu_ps(src + 4 * O), r5 = _mm256_loadu_ps(src + 5 * O);
+			__m256 r6 = _mm256_loadu_ps(src + 6 * O), r7 = _mm256_loadu_ps(src + 7 * O);
+			__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+			__m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+			__m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+			__m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+			__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+			__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+			__m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+			__m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+			float *dst = t + (size_t)o * ldt + p;
+
+			_mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+			_mm256_storeu_ps(dst + ldt, _mm256_permute2f128_ps(u1, u5, 0x20));
+			_mm256_storeu_ps(dst + 2 * ldt, _mm256_permute2f128_ps(u2, u6, 0x20));
+			_mm256_storeu_ps(dst + 3 * ldt, _mm256_permute2f128_ps(u3, u7, 0x20));
+			_mm256_storeu_ps(dst + 4 * ldt, _mm256_permute2f128_ps(u0, u4, 0x31));
+			_mm256_storeu_ps(dst + 5 * ldt, _mm256_permute2f128_ps(u1, u5, 0x31));
+			_mm256_storeu_ps(dst + 6 * ldt, _mm256_permute2f128_ps(u2, u6, 0x31));
+			_mm256_storeu_ps(dst + 7 * ldt, _mm256_permute2f128_ps(u3, u7, 0x31));
 		}
+	if (O8 < O)
+		for (int64_t p = 0; p < P8; p++)
+			for (int o = O8; o < O; o++)
+				t[(size_t)o * ldt + p] = y[(size_t)p * O + o];
+	if (P8 < P)
+		transpose_ref(y + (size_t)P8 * O, P - P8, O, t + P8, ldt);
+}
+#endif
+
+/* A transpose only moves values: either kernel gives the same bits. */
+void mc_transpose(int64_t rows, int cols, const float *a, float *t)
+{
+#if defined(__x86_64__)
+	if (mc_cpu_has(MC_CPU_AVX2)) {
+		transpose_avx2(a, rows, cols, t, rows);
+		return;
+	}
+#endif
+	transpose_ref(a, rows, cols, t, rows);
 }
 
 /*
@@ -364,7 +386,7 @@ static void conv_forward(const struct mc_node *node, const struct mc_run *run, i
 	ys = (size_t)q.O * q.P;
 	/* Both GEMM operands read along rows (no transposing packs): W^T per group. */
 	for (int g = 0; g < q.g; g++)
-		transpose(q.Og, q.Kg, w + (size_t)g * q.Og * q.Kg, wt + (size_t)g * q.Og * q.Kg);
+		mc_transpose(q.Og, q.Kg, w + (size_t)g * q.Og * q.Kg, wt + (size_t)g * q.Og * q.Kg);
 	nt = conv_threads(&q, n, n);
 	if (nt <= 1) {
 		/* one sample at a time, each GEMM split over the threads */
@@ -399,7 +421,7 @@ static void conv_bwd_group(const struct mc_conv_geo *q, const float *w, int s0, 
 		const float *dy = dout + (s0 + i) * ys;
 
 		if (want_w || want_b)
-			transpose(q->O, (int)q->P, dy, dt);
+			mc_transpose(q->O, (int)q->P, dy, dt);
 		/* db: over the group's positions in order, all channels side by side */
 		if (want_b)
 			for (int64_t p = 0; p < q->P; p++) {
@@ -423,7 +445,7 @@ static void conv_bwd_group(const struct mc_conv_geo *q, const float *w, int s0, 
 					 w + (size_t)g * q->Og * q->Kg, q->Kg,
 					 dy + (size_t)g * q->Og * q->P, (int)q->P, 0.0f,
 					 dcol + (size_t)g * q->Kg * q->P, (int)q->P);
-			col2im(q, dcol, dx + (s0 + i) * xs);
+			mc_conv_col2im(q, dcol, dx + (s0 + i) * xs);
 		}
 	}
 }
@@ -511,7 +533,7 @@ const struct mc_op mc_op_conv2d = {
     .attrs = conv_attrs,
     .n_inputs = 1,
     .setup = conv_setup,
-    .init = conv_init,
+    .init = mc_fan_in_init,
     .forward = conv_forward,
     .backward = conv_backward,
     .flops = conv_flops,

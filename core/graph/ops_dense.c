@@ -177,10 +177,10 @@ static int linear_setup(struct mc_node *node, const int *in_ndim,
 	return 0;
 }
 
-/* Like PyTorch's nn.Linear: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)). */
-static void linear_init(struct mc_node *node, uint64_t seed, uint64_t stream)
+void mc_fan_in_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 {
-	float bound = (float)(1.0 / sqrt((double)node->params[0]->shape[1]));
+	const struct mc_tensor *w = node->params[0];
+	float bound = (float)(1.0 / sqrt((double)(w->numel / w->shape[0])));
 
 	mc_fill_uniform(node->params[0], seed, stream + 0, -bound, bound);
 	if (node->n_params > 1)
@@ -595,7 +595,7 @@ const struct mc_op mc_op_linear = {
     .attrs = linear_attrs,
     .n_inputs = 1,
     .setup = linear_setup,
-    .init = linear_init,
+    .init = mc_fan_in_init,
     .forward = linear_forward,
     .backward = linear_backward,
     .flops = linear_flops,

@@ -27,6 +27,11 @@ int mc_node_new_param(struct mc_node *node, int p, const char *what, int ndim,
 		      const int64_t *shape, struct mc_err *err);
 /* t = U(lo, hi) from (seed, stream); value i is a pure function of i. */
 void mc_fill_uniform(struct mc_tensor *t, uint64_t seed, uint64_t stream, float lo, float hi);
+/*
+ * Like PyTorch's nn.Linear and nn.Conv2d: weight (param 0) and bias (param 1,
+ * if any) ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = weights per output.
+ */
+void mc_fan_in_init(struct mc_node *node, uint64_t seed, uint64_t stream);
 /* Output shape = input shape (elementwise ops). */
 int mc_same_shape_setup(struct mc_node *node, const int *in_ndim,
 			const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err);

@@ -99,22 +99,39 @@ static void row_forward(const float *z, float *y, int64_t L, int log_out)
 		y[c] = (float)(log_out ? z[c] - lse : exp(z[c] - lse));
 }
 
-static void rows_forward(const struct mc_node *node, int n, const float *x, float *out,
-			 int log_out)
+/* dz of one row from y and dy: softmax's y * (dy - sum(dy * y)), log-softmax's
+ * dy - exp(y) * sum(dy), in double */
+static void row_backward(const float *y, const float *dy, float *dz, int64_t L, int log_out)
+{
+	double sum = 0;
+
+	for (int64_t c = 0; c < L; c++)
+		sum += log_out ? dy[c] : (double)dy[c] * y[c];
+	for (int64_t c = 0; c < L; c++)
+		dz[c] = (float)(log_out ? dy[c] - exp((double)y[c]) * sum : y[c] * (dy[c] - sum));
+}
+
+/* Every row of [n, .., L]: forward (dy NULL) dst = f(x), backward dst = dz from x = y and dy. */
+static void rows_run(const struct mc_node *node, int n, const float *x, const float *dy,
+		     float *dst, int log_out)
 {
 	int64_t L = ((const struct softmax_state *)node->attrs)->len;
 	int64_t rows = (int64_t)n * node->out_numel / L;
 
 #pragma omp parallel for schedule(static) if (rows * L >= MC_PAR_MIN)
-	for (int64_t r = 0; r < rows; r++)
-		row_forward(x + r * L, out + r * L, L, log_out);
+	for (int64_t r = 0; r < rows; r++) {
+		if (dy)
+			row_backward(x + r * L, dy + r * L, dst + r * L, L, log_out);
+		else
+			row_forward(x + r * L, dst + r * L, L, log_out);
+	}
 }
 
 /* out[n, .., L] = softmax over L */
 static void softmax_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
 {
-	rows_forward(node, n, in[0], out, 0);
+	rows_run(node, n, in[0], NULL, out, 0);
 }
 
 /* dz = y * (dy - sum(dy * y)) */
@@ -122,21 +139,8 @@ static void softmax_backward(const struct mc_node *node, const struct mc_run *ru
 			     const float *const *in, const float *out, const float *dout,
 			     float *const *din, float *const *grads)
 {
-	int64_t L = ((const struct softmax_state *)node->attrs)->len;
-	int64_t rows = (int64_t)n * node->out_numel / L;
-
-	if (!din[0])
-		return;
-#pragma omp parallel for schedule(static) if (rows * L >= MC_PAR_MIN)
-	for (int64_t r = 0; r < rows; r++) {
-		const float *y = out + r * L, *dy = dout + r * L;
-		double dot = 0;
-
-		for (int64_t c = 0; c < L; c++)
-			dot += (double)dy[c] * y[c];
-		for (int64_t c = 0; c < L; c++)
-			din[0][r * L + c] = (float)(y[c] * (dy[c] - dot));
-	}
+	if (din[0])
+		rows_run(node, n, out, dout, din[0], 0);
 }
 
 static int64_t softmax_flops(const struct mc_node *node)
@@ -160,7 +164,7 @@ const struct mc_op mc_op_softmax = {
 static void log_softmax_forward(const struct mc_node *node, const struct mc_run *run, int n,
 				const float *const *in, float *out)
 {
-	rows_forward(node, n, in[0], out, 1);
+	rows_run(node, n, in[0], NULL, out, 1);
 }
 
 /* dz = dy - softmax(z) * sum(dy), softmax(z) = exp(y) */
@@ -168,21 +172,8 @@ static void log_softmax_backward(const struct mc_node *node, const struct mc_run
 				 const float *const *in, const float *out, const float *dout,
 				 float *const *din, float *const *grads)
 {
-	int64_t L = ((const struct softmax_state *)node->attrs)->len;
-	int64_t rows = (int64_t)n * node->out_numel / L;
-
-	if (!din[0])
-		return;
-#pragma omp parallel for schedule(static) if (rows * L >= MC_PAR_MIN)
-	for (int64_t r = 0; r < rows; r++) {
-		const float *y = out + r * L, *dy = dout + r * L;
-		double sum = 0;
-
-		for (int64_t c = 0; c < L; c++)
-			sum += dy[c];
-		for (int64_t c = 0; c < L; c++)
-			din[0][r * L + c] = (float)(dy[c] - exp((double)y[c]) * sum);
-	}
+	if (din[0])
+		rows_run(node, n, out, dout, din[0], 1);
 }
 
 const struct mc_op mc_op_log_softmax = {

@@ -52,6 +52,19 @@ static void pool_geo(const struct mc_node *node, struct pool_geo *q)
 	q->W = a->in_w;
 }
 
+/* The taps of window (oh, ow) inside the image: rows [h0, h1), columns [w0, w1). */
+struct pool_win {
+	int h0, h1, w0, w1;
+};
+
+static struct pool_win pool_win(const struct pool_geo *q, int oh, int ow)
+{
+	int h = oh * q->s - q->p, w = ow * q->s - q->p;
+
+	return (struct pool_win){h > 0 ? h : 0, h + q->k < q->H ? h + q->k : q->H, w > 0 ? w : 0,
+				 w + q->k < q->W ? w + q->k : q->W};
+}
+
 static int pool_setup(struct mc_node *node, const int *in_ndim,
 		      const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {
@@ -211,41 +224,46 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 	}
 }
 
-/* out[n, C, OH, OW] = max over each window of in[n, C, H, W] (padding never wins) */
+/*
+ * y[n, C, OH, OW] = the max (padding never wins) or, avg, the mean (padding
+ * counted as zeros, PyTorch's default) of each window of x[n, C, H, W]
+ */
+static void pool_forward(const struct pool_geo *q, int n, const float *x0, float *y0, int avg)
+{
+	float inv = 1.0f / (float)(q->k * q->k);
+
+#pragma omp parallel for schedule(static) \
+	if ((int64_t)n * q->C * q->OH * q->OW * q->k * q->k >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
+		const float *x = x0 + pl * q->H * q->W;
+		float *y = y0 + pl * q->OH * q->OW;
+
+		for (int oh = 0; oh < q->OH; oh++)
+			for (int ow = 0; ow < q->OW; ow++) {
+				struct pool_win b = pool_win(q, oh, ow);
+				float m = avg ? 0.0f : -INFINITY;
+
+				for (int h = b.h0; h < b.h1; h++)
+					for (int w = b.w0; w < b.w1; w++)
+						if (avg)
+							m += x[h * q->W + w];
+						else if (x[h * q->W + w] > m)
+							m = x[h * q->W + w];
+				y[oh * q->OW + ow] = avg ? m * inv : m;
+			}
+	}
+}
+
 static void maxpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
 {
 	struct pool_geo q;
 
 	pool_geo(node, &q);
-	if (q.k == 2 && q.s == 2 && q.p == 0) {
+	if (q.k == 2 && q.s == 2 && q.p == 0)
 		maxpool2_forward(&q, n, in[0], out);
-		return;
-	}
-#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
-		const float *x = in[0] + pl * q.H * q.W;
-		float *y = out + pl * q.OH * q.OW;
-
-		for (int oh = 0; oh < q.OH; oh++)
-			for (int ow = 0; ow < q.OW; ow++) {
-				float m = -INFINITY;
-
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W && x[h * q.W + w] > m)
-							m = x[h * q.W + w];
-					}
-				}
-				y[oh * q.OW + ow] = m;
-			}
-	}
+	else
+		pool_forward(&q, n, in[0], out, 0);
 }
 
 /* din = dout routed to the first maximum of each window */
@@ -270,23 +288,16 @@ static void maxpool_backward(const struct mc_node *node, const struct mc_run *ru
 		memset(dx, 0, (size_t)q.H * q.W * sizeof(float));
 		for (int oh = 0; oh < q.OH; oh++)
 			for (int ow = 0; ow < q.OW; ow++) {
+				struct pool_win b = pool_win(&q, oh, ow);
 				float m = -INFINITY;
 				int at = -1;
 
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W && (at < 0 || x[h * q.W + w] > m)) {
+				for (int h = b.h0; h < b.h1; h++)
+					for (int w = b.w0; w < b.w1; w++)
+						if (at < 0 || x[h * q.W + w] > m) {
 							m = x[h * q.W + w];
 							at = h * q.W + w;
 						}
-					}
-				}
 				if (at >= 0)
 					dx[at] += dy[oh * q.OW + ow];
 			}
@@ -312,39 +323,13 @@ const struct mc_op mc_op_maxpool2d = {
     .flops = pool_flops,
 };
 
-/* out = mean over each k x k window, padding counted as zeros (PyTorch's default) */
 static void avgpool_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
 {
 	struct pool_geo q;
-	float inv;
 
 	pool_geo(node, &q);
-	inv = 1.0f / (float)(q.k * q.k);
-#pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q.C; pl++) {
-		const float *x = in[0] + pl * q.H * q.W;
-		float *y = out + pl * q.OH * q.OW;
-
-		for (int oh = 0; oh < q.OH; oh++)
-			for (int ow = 0; ow < q.OW; ow++) {
-				float sum = 0.0f;
-
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W)
-							sum += x[h * q.W + w];
-					}
-				}
-				y[oh * q.OW + ow] = sum * inv;
-			}
-	}
+	pool_forward(&q, n, in[0], out, 1);
 }
 
 static void avgpool_backward(const struct mc_node *node, const struct mc_run *run, int n,
@@ -366,20 +351,12 @@ static void avgpool_backward(const struct mc_node *node, const struct mc_run *ru
 		memset(dx, 0, (size_t)q.H * q.W * sizeof(float));
 		for (int oh = 0; oh < q.OH; oh++)
 			for (int ow = 0; ow < q.OW; ow++) {
+				struct pool_win b = pool_win(&q, oh, ow);
 				float g = dy[oh * q.OW + ow] * inv;
 
-				for (int ki = 0; ki < q.k; ki++) {
-					int h = oh * q.s - q.p + ki;
-
-					if (h < 0 || h >= q.H)
-						continue;
-					for (int kj = 0; kj < q.k; kj++) {
-						int w = ow * q.s - q.p + kj;
-
-						if (w >= 0 && w < q.W)
-							dx[h * q.W + w] += g;
-					}
-				}
+				for (int h = b.h0; h < b.h1; h++)
+					for (int w = b.w0; w < b.w1; w++)
+						dx[h * q.W + w] += g;
 			}
 	}
 }

@@ -16,10 +16,10 @@
  * bias added, then transposed into [out, OH, OW] per sample. Every output is
  * one exact s32 sum: the same for any thread count.
  *
- * The packed weights and the input's quantization are qlinear's
- * (ops_qlinear.c); the window geometry and im2col are conv2d's (conv_geo.h).
+ * The packed weights, the input's quantization and the parameters are
+ * qlinear's (ops_qlinear.c); the window geometry, the checks of setup, im2col,
+ * col2im and the transpose are conv2d's (conv_geo.h).
  */
-#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,13 +28,8 @@
 
 #include <omp.h>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include "graph/conv_geo.h"
 #include "graph/ops_quant_int.h"
-#include "kernels/cpu.h"
 
 struct qconv_attrs {
 	int out, kernel, stride, padding;
@@ -71,8 +66,8 @@ static int qconv_setup(struct mc_node *node, const int *in_ndim,
 		       const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {
 	struct qconv_attrs *a = node->attrs;
-	int64_t C, H, W, OH, OW, ws[4], ss[1], bs[1] = { a->out }, two = 2;
-	size_t kn, wn, cols;
+	int64_t ws[4] = { a->out, in_shape[0][0], a->kernel, a->kernel };
+	int64_t ss[1] = { a->granularity == QGRAN_TENSOR ? 1 : a->out };
 	char buf[256];
 	int r;
 
@@ -81,63 +76,16 @@ static int qconv_setup(struct mc_node *node, const int *in_ndim,
 				  "qconv2d needs per-sample [channels, height, width], got %s; "
 				  "give the model input such a shape (e.g. [1, 28, 28])",
 				  mc_shape_text(in_ndim[0], in_shape[0], buf, sizeof(buf)));
-	C = in_shape[0][0];
-	H = in_shape[0][1];
-	W = in_shape[0][2];
 	if (a->mode == QMODE_WEIGHT_ONLY || a->granularity == QGRAN_GROUP)
 		return mc_err_set(err, MC_EINVAL,
 				  "qconv2d runs on the int8 GEMM, which takes u8 inputs and "
 				  "weights scaled per tensor or per channel; use mode dynamic or "
 				  "static and granularity per-tensor or per-channel");
-	if (H + 2 * (int64_t)a->padding < a->kernel || W + 2 * (int64_t)a->padding < a->kernel)
-		return mc_err_set(err, MC_EINVAL,
-				  "qconv2d: kernel %d is larger than the padded input %lldx%lld; "
-				  "use a smaller kernel or more padding",
-				  a->kernel, (long long)(H + 2 * a->padding),
-				  (long long)(W + 2 * a->padding));
-	if (a->padding >= a->kernel)
-		return mc_err_set(err, MC_EINVAL,
-				  "qconv2d: padding %d leaves windows of zeros only; use padding "
-				  "below the kernel %d",
-				  a->padding, a->kernel);
-	OH = mc_conv_out(H, a->kernel, a->stride, a->padding);
-	OW = mc_conv_out(W, a->kernel, a->stride, a->padding);
-	if (C < 1 || mc_mul_overflow((size_t)C, (size_t)a->kernel * a->kernel, &kn) ||
-	    kn > 65536 || mc_mul_overflow(kn, (size_t)a->out, &wn) || wn > INT32_MAX ||
-	    mc_mul_overflow((size_t)OH, (size_t)OW, &cols) || cols > INT_MAX / 4096 ||
-	    H > INT_MAX || W > INT_MAX)
-		return mc_err_set(err, MC_EINVAL,
-				  "qconv2d of %lld channels to %d with kernel %d is too large; "
-				  "the int8 kernels take at most 65536 inputs a window and 2^31 "
-				  "weights",
-				  (long long)C, a->out, a->kernel);
-	ws[0] = a->out;
-	ws[1] = C;
-	ws[2] = a->kernel;
-	ws[3] = a->kernel;
-	ss[0] = a->granularity == QGRAN_TENSOR ? 1 : a->out;
-	r = mc_node_add_param(node, QP_WEIGHT, "weight", MC_S8, 4, ws, err);
-	if (!r)
-		r = mc_node_new_param(node, QP_SCALE, "weight_scale", 1, ss, err);
-	if (!r)
-		r = mc_node_new_param(node, QP_BIAS, "bias", 1, bs, err);
-	if (!r && a->mode == QMODE_STATIC) {
-		r = mc_node_new_param(node, QP_EXTRA, "input_qparams", 1, &two, err);
-		if (!r && node->params[QP_EXTRA]->data)
-			((float *)node->params[QP_EXTRA]->data)[0] = 1.0f;
-	}
-	if (r)
-		return r;
-	for (int64_t i = 0; node->params[QP_SCALE]->data && i < node->params[QP_SCALE]->numel; i++)
-		((float *)node->params[QP_SCALE]->data)[i] = 1.0f;
-	node->n_buffers = node->n_params;
-	a->in_h = (int)H;
-	a->in_w = (int)W;
-	node->out_ndim = 3;
-	node->out_shape[0] = a->out;
-	node->out_shape[1] = OH;
-	node->out_shape[2] = OW;
-	return 0;
+	r = mc_conv_setup(node, "qconv2d: ", in_shape[0], a->out, a->kernel, a->stride, a->padding,
+			  1, 65536,
+			  "the int8 kernels take at most 65536 inputs a window and 2^31 weights",
+			  &a->in_h, &a->in_w, err);
+	return r ? r : mc_qop_new_params(node, MC_S8, 4, ws, 1, ss, 0, a->mode, err);
 }
 
 /* colT[P, K] from one u8 sample x[C, H, W]; taps outside the image hold pad. */
@@ -198,72 +146,6 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
 	return total;
 }
 
-/* t[O, P] (row stride ldt) = y[P, O]^T, scalar */
-static void transpose_ref(const float *y, int64_t P, int O, float *t, int64_t ldt)
-{
-	for (int64_t p0 = 0; p0 < P; p0 += 16) {
-		int64_t pn = P - p0 < 16 ? P - p0 : 16;
-
-		for (int o = 0; o < O; o++)
-			for (int64_t p = 0; p < pn; p++)
-				t[(size_t)o * ldt + p0 + p] = y[(size_t)(p0 + p) * O + o];
-	}
-}
-
-#if defined(__x86_64__)
-/* The same with 8x8 blocks in registers; the edges go through transpose_ref. */
-__attribute__((target("avx2"))) static void transpose_avx2(const float *y, int64_t P, int O,
-							    float *t, int64_t ldt)
-{
-	int64_t P8 = P & ~(int64_t)7;
-	int O8 = O & ~7;
-
-	for (int64_t p = 0; p < P8; p += 8)
-		for (int o = 0; o < O8; o += 8) {
-			const float *src = y + (size_t)p * O + o;
-			__m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + O);
-			__m256 r2 = _mm256_loadu_ps(src + 2 * O), r3 = _mm256_loadu_ps(src + 3 * O);
-			__m256 r4 = _mm256_loadu_ps(src + 4 * O), r5 = _mm256_loadu_ps(src + 5 * O);
-			__m256 r6 = _mm256_loadu_ps(src + 6 * O), r7 = _mm256_loadu_ps(src + 7 * O);
-			__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-			__m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-			__m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-			__m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-			__m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-			__m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-			__m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-			__m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-			float *dst = t + (size_t)o * ldt + p;
-
-			_mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
-			_mm256_storeu_ps(dst + ldt, _mm256_permute2f128_ps(u1, u5, 0x20));
-			_mm256_storeu_ps(dst + 2 * ldt, _mm256_permute2f128_ps(u2, u6, 0x20));
-			_mm256_storeu_ps(dst + 3 * ldt, _mm256_permute2f128_ps(u3, u7, 0x20));
-			_mm256_storeu_ps(dst + 4 * ldt, _mm256_permute2f128_ps(u0, u4, 0x31));
-			_mm256_storeu_ps(dst + 5 * ldt, _mm256_permute2f128_ps(u1, u5, 0x31));
-			_mm256_storeu_ps(dst + 6 * ldt, _mm256_permute2f128_ps(u2, u6, 0x31));
-			_mm256_storeu_ps(dst + 7 * ldt, _mm256_permute2f128_ps(u3, u7, 0x31));
-		}
-	if (O8 < O)
-		for (int64_t p = 0; p < P8; p++)
-			for (int o = O8; o < O; o++)
-				t[(size_t)o * ldt + p] = y[(size_t)p * O + o];
-	if (P8 < P)
-		transpose_ref(y + (size_t)P8 * O, P - P8, O, t + P8, ldt);
-}
-#endif
-
-static void transpose_out(const float *y, int64_t P, int O, float *t)
-{
-#if defined(__x86_64__)
-	if (mc_cpu_has(MC_CPU_AVX2)) {
-		transpose_avx2(y, P, O, t, P);
-		return;
-	}
-#endif
-	transpose_ref(y, P, O, t, P);
-}
-
 /*
  * Samples s0 .. s0 + mm - 1 through one slot: quantize, im2col, the int8
  * GEMM, and the transpose into [O, P] per sample.
@@ -281,8 +163,8 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->Kg);
 	mc_gemm_u8s8((int)rows, ct, q->Kg, sa, za, pk, flags, y, q->O);
 	for (int i = 0; i < mm; i++)
-		transpose_out(y + (size_t)i * q->P * q->O, q->P, q->O,
-			      out + (size_t)i * q->O * q->P);
+		mc_transpose(q->P, q->O, y + (size_t)i * q->P * q->O,
+			     out + (size_t)i * q->O * q->P);
 }
 
 /*
@@ -347,31 +229,6 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 	}
 }
 
-/* dx[C, H, W] of one sample = the sum of dcol[K, P] over the windows reading each pixel. */
-static void qcol2im(const struct mc_conv_geo *q, const float *dcol, float *dx)
-{
-	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
-	for (int c = 0; c < q->C; c++)
-		for (int ki = 0; ki < q->k; ki++)
-			for (int kj = 0; kj < q->k; kj++) {
-				const float *src = dcol + (((int64_t)c * q->k + ki) * q->k + kj) * q->P;
-
-				for (int oh = 0; oh < q->OH; oh++) {
-					int h = oh * q->s - q->p + ki;
-
-					if (h < 0 || h >= q->H)
-						continue;
-					for (int ow = 0; ow < q->OW; ow++) {
-						int w = ow * q->s - q->p + kj;
-
-						if (w >= 0 && w < q->W)
-							dx[((size_t)c * q->H + h) * q->W + w] +=
-							    src[(size_t)oh * q->OW + ow];
-					}
-				}
-			}
-}
-
 /*
  * din = the transposed convolution of dout with deq(W): straight through;
  * nothing learns. With relu, dout is first zeroed where out <= 0.
@@ -414,7 +271,7 @@ static void qconv_backward(const struct mc_node *node, const struct mc_run *run,
 		}
 		mc_sgemm(1, 0, q.Kg, (int)q.P, q.O, 1.0f, wd, q.Kg, d, (int)q.P, 0.0f, dcol,
 			 (int)q.P);
-		qcol2im(&q, dcol, din[0] + (size_t)s * xs);
+		mc_conv_col2im(&q, dcol, din[0] + (size_t)s * xs);
 	}
 out:
 	free(wd);

@@ -82,11 +82,38 @@ static struct mc_qspec node_spec(const struct mc_node *node)
 	return s;
 }
 
+int mc_qop_new_params(struct mc_node *node, enum mc_dtype dtype, int w_ndim, const int64_t *ws,
+		      int s_ndim, const int64_t *ss, int asym, int mode, struct mc_err *err)
+{
+	int64_t two = 2;
+	int r = mc_node_add_param(node, QP_WEIGHT, "weight", dtype, w_ndim, ws, err);
+
+	if (!r)
+		r = mc_node_new_param(node, QP_SCALE, "weight_scale", s_ndim, ss, err);
+	if (!r)
+		r = mc_node_new_param(node, QP_BIAS, "bias", 1, ws, err);
+	if (!r && asym) {
+		r = mc_node_add_param(node, QP_EXTRA, "weight_zero_point", MC_S8, s_ndim, ss, err);
+	} else if (!r && mode == QMODE_STATIC) {
+		r = mc_node_new_param(node, QP_EXTRA, "input_qparams", 1, &two, err);
+		if (!r && node->params[QP_EXTRA]->data)
+			((float *)node->params[QP_EXTRA]->data)[0] = 1.0f;
+	}
+	if (r)
+		return r;
+	/* Scales of 1 until filled: a fresh node computes zeros, never NaN.
+	 * (A model of shapes only has no data to fill.) */
+	for (int64_t i = 0; node->params[QP_SCALE]->data && i < node->params[QP_SCALE]->numel; i++)
+		((float *)node->params[QP_SCALE]->data)[i] = 1.0f;
+	node->n_buffers = node->n_params;
+	return 0;
+}
+
 static int qlinear_setup(struct mc_node *node, const int *in_ndim,
 			 const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {
 	const struct qlinear_attrs *a = node->attrs;
-	int64_t in = in_shape[0][0], ws[2], ss[2], bs[1] = { a->out }, two = 2;
+	int64_t in = in_shape[0][0], ws[2], ss[2];
 	int s_ndim = 1, r = 0, integer = a->mode != QMODE_WEIGHT_ONLY;
 	char buf[256];
 	size_t wn;
@@ -132,25 +159,10 @@ static int qlinear_setup(struct mc_node *node, const int *in_ndim,
 		ss[1] = in / a->group_size;
 		s_ndim = 2;
 	}
-	r = mc_node_add_param(node, QP_WEIGHT, "weight", a->bits == 8 ? MC_S8 : MC_Q4, 2, ws, err);
-	if (!r)
-		r = mc_node_new_param(node, QP_SCALE, "weight_scale", s_ndim, ss, err);
-	if (!r)
-		r = mc_node_new_param(node, QP_BIAS, "bias", 1, bs, err);
-	if (!r && a->scheme == 1) {
-		r = mc_node_add_param(node, QP_EXTRA, "weight_zero_point", MC_S8, s_ndim, ss, err);
-	} else if (!r && a->mode == QMODE_STATIC) {
-		r = mc_node_new_param(node, QP_EXTRA, "input_qparams", 1, &two, err);
-		if (!r && node->params[QP_EXTRA]->data)
-			((float *)node->params[QP_EXTRA]->data)[0] = 1.0f;
-	}
+	r = mc_qop_new_params(node, a->bits == 8 ? MC_S8 : MC_Q4, 2, ws, s_ndim, ss, a->scheme == 1,
+			      a->mode, err);
 	if (r)
 		return r;
-	/* Scales of 1 until filled: a fresh node computes zeros, never NaN.
-	 * (A model of shapes only has no data to fill.) */
-	for (int64_t i = 0; node->params[QP_SCALE]->data && i < node->params[QP_SCALE]->numel; i++)
-		((float *)node->params[QP_SCALE]->data)[i] = 1.0f;
-	node->n_buffers = node->n_params;
 	node->out_ndim = 1;
 	node->out_shape[0] = a->out;
 	return 0;

@@ -20,6 +20,15 @@ extern const char *const mc_qmodes[];
 extern const char *const mc_qgrans[];
 
 /*
+ * Creates the parameters of a quantized op: its weight (dtype, w_ndim, ws;
+ * ws[0] outputs), weight_scale [s_ndim ss] (ones until filled), bias
+ * [ws[0]], then weight_zero_point of the scales' shape (asym) or, mode
+ * static, input_qparams (scale 1, zero point 0). All are buffers. 0 or the
+ * error of the first that fails.
+ */
+int mc_qop_new_params(struct mc_node *node, enum mc_dtype dtype, int w_ndim, const int64_t *ws,
+		      int s_ndim, const int64_t *ss, int asym, int mode, struct mc_err *err);
+/*
  * The node's weights packed for mc_gemm_u8s8, made on first use and kept
  * until mc_qop_release. NULL when the file's scales are not finite and
  * positive, or out of memory.
