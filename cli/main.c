@@ -37,6 +37,15 @@ static const char usage[] =
 	"                                    where the samples exit and its measured throughput\n"
 	"                                    (batch 256) and latency (batch 1) against its last\n"
 	"                                    stage alone\n"
+	"  predict MODEL --input X.npy -o Y.npy [--scale S] [--mean M,...] [--std S,...]\n"
+	"                                    the outputs (logits) of a model or cascade file for\n"
+	"                                    the inputs in X.npy (uint8 or float32, [N, ...]),\n"
+	"                                    preprocessed as a pipeline's split is, written as\n"
+	"                                    float32 [N, classes] to Y.npy\n"
+	"  import MODEL.onnx -o OUT.safetensors\n"
+	"                                    an ONNX model (Gemm, Conv, BatchNormalization, pooling,\n"
+	"                                    ...; docs/pipelines.md lists the ops) as an mcomp model\n"
+	"                                    file; unsupported ops are named with their node\n"
 	"  help                              this text\n"
 	"  version                           mcomp's version and pass ABI\n"
 	"\n"
@@ -627,6 +636,273 @@ static int cmd_eval(int argc, char **argv)
 	return mc_file_is_cascade(model) ? eval_cascade(model, prefix) : eval_model(model, prefix);
 }
 
+/* ---------------------------------------------------------------- predict */
+
+/*
+ * The model files predict reads, by how the name ends; the last row takes
+ * any other name. Another format is one row before it.
+ */
+static const struct model_loader {
+	const char *suffix;
+	struct mc_model *(*load)(const char *path, struct mc_err *err);
+} model_loaders[] = {
+	{ ".onnx", mc_model_from_onnx },
+	{ NULL, mc_model_load }, /* .safetensors, and what mcomp writes */
+};
+
+static struct mc_model *load_any_model(const char *path, struct mc_err *err)
+{
+	size_t n = sizeof(model_loaders) / sizeof(model_loaders[0]), len = strlen(path);
+	size_t i;
+
+	for (i = 0; i + 1 < n; i++) {
+		size_t k = strlen(model_loaders[i].suffix);
+
+		if (len >= k && !strcmp(path + len - k, model_loaders[i].suffix))
+			break;
+	}
+	return model_loaders[i].load(path, err);
+}
+
+/* Parses "0.5,0.25,..." (comma-separated numbers) into a new array; -1 if malformed. */
+static int parse_numbers(const char *text, double **out)
+{
+	int n = 1;
+	char *end;
+
+	for (const char *p = text; *p; p++)
+		n += *p == ',';
+	*out = calloc((size_t)n, sizeof(**out));
+	if (!*out)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		(*out)[i] = strtod(text, &end);
+		if (end == text || (*end && *end != ',')) {
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		text = end + (*end == ',');
+	}
+	return n;
+}
+
+static int same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	return !strcmp(a, b) || (stat(a, &sa) == 0 && stat(b, &sb) == 0 &&
+				 sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+}
+
+/* The logits of m (or of cascade c) for every sample of d into out[n, classes]. */
+static int run_forward(const struct mc_model *m, const struct mc_cascade *c,
+		       const struct mc_dataset *d, int64_t classes, float *out, struct mc_err *err)
+{
+	/* Batches of 256 from the first sample, as eval runs them: a model with
+	 * dynamic int8 layers scales each batch by its own range. */
+	int bs = d->n < 256 ? (int)d->n : 256;
+	struct mc_cascade_exec *ce = NULL;
+	struct mc_exec *e = NULL;
+
+	if (c)
+		ce = mc_cascade_exec_new(c, bs, err);
+	else
+		e = mc_exec_new(m, bs, 0, err);
+	if (!ce && !e)
+		return err->code;
+	for (int64_t b0 = 0; b0 < d->n; b0 += bs) {
+		int n = d->n - b0 < bs ? (int)(d->n - b0) : bs;
+		const float *x = d->x + (size_t)b0 * (size_t)d->sample_numel;
+		float *z = out + (size_t)b0 * (size_t)classes;
+
+		if (ce)
+			mc_cascade_forward(ce, x, n, z, NULL);
+		else
+			memcpy(z, mc_forward(e, x, n), (size_t)n * (size_t)classes * sizeof(float));
+	}
+	mc_cascade_exec_free(ce);
+	mc_exec_free(e);
+	return 0;
+}
+
+static int has_word(const char *const *words, const char *w)
+{
+	for (; *words; words++)
+		if (!strcmp(*words, w))
+			return 1;
+	return 0;
+}
+
+static int cmd_predict(int argc, char **argv)
+{
+	static const char *const predict_opts[] = { "--input", "-i",	 "--output", "-o",
+						    "--scale", "--mean", "--std",    NULL };
+	const char *model = NULL, *input = NULL, *output = NULL, *opt;
+	struct mc_data_source src = { .format = MC_DATA_NPY };
+	double *mean = NULL, *std = NULL;
+	struct mc_err err = { 0 };
+	struct mc_cascade *c = NULL;
+	struct mc_model *m = NULL;
+	struct mc_dataset *d = NULL;
+	int64_t in_numel = 0, classes = 0, shape[2];
+	float *out = NULL;
+	char *end;
+	int i, ret = 2;
+
+	for (i = 0; i < argc; i++) {
+		opt = argv[i];
+		if (opt[0] != '-' || !opt[1]) {
+			if (model) {
+				bad_usage("predict: one model at a time (got a second: '%s')", opt);
+				goto out;
+			}
+			model = opt;
+			continue;
+		}
+		if (!has_word(predict_opts, opt)) {
+			bad_usage("predict: unknown option '%s'", opt);
+			goto out;
+		}
+		if (i + 1 == argc) {
+			bad_usage("predict: option '%s' needs a value", opt);
+			goto out;
+		}
+		if (!strcmp(opt, "--input") || !strcmp(opt, "-i")) {
+			input = argv[++i];
+		} else if (!strcmp(opt, "--output") || !strcmp(opt, "-o")) {
+			output = argv[++i];
+		} else if (!strcmp(opt, "--scale")) {
+			src.pre.scale = strtod(argv[++i], &end);
+			if (*end || end == argv[i] || !(src.pre.scale > 0)) {
+				bad_usage("predict: --scale '%s': give a number above 0", argv[i]);
+				goto out;
+			}
+		} else if (!strcmp(opt, "--mean") || !strcmp(opt, "--std")) {
+			double **v = opt[2] == 'm' ? &mean : &std;
+			int *n = opt[2] == 'm' ? &src.pre.n_mean : &src.pre.n_std;
+
+			free(*v);
+			*n = parse_numbers(argv[++i], v);
+			if (*n < 0) {
+				bad_usage("predict: %s '%s': give numbers separated by commas, "
+					  "one per channel or one for all (e.g. 0.5,0.5,0.5)",
+					  opt, argv[i]);
+				goto out;
+			}
+		}
+	}
+	src.pre.mean = mean;
+	src.pre.std = std;
+	if (!model || !input || !output) {
+		bad_usage("predict needs MODEL --input X.npy -o Y.npy, e.g. mcomp predict "
+			  "out/mlp.safetensors --input x.npy -o logits.npy");
+		goto out;
+	}
+	if (same_file(output, input) || same_file(output, model)) {
+		bad_usage("predict: -o '%s' would overwrite an input (%s); choose another path",
+			  output, same_file(output, input) ? "the inputs" : "the model");
+		goto out;
+	}
+	register_plugin_ops();
+	if (mc_file_is_cascade(model)) {
+		c = mc_cascade_load(model, &err);
+		if (c) {
+			in_numel = mc_model_in_numel(c->stages[0]);
+			classes = mc_model_n_classes(c->stages[0]);
+		}
+	} else {
+		m = load_any_model(model, &err);
+		if (m) {
+			in_numel = mc_model_in_numel(m);
+			classes = mc_model_n_classes(m);
+		}
+	}
+	if (!m && !c) {
+		ret = fail(&err);
+		goto out;
+	}
+	src.x = input;
+	d = mc_data_load(&src, &err);
+	if (!d) {
+		ret = fail(&err);
+		goto out;
+	}
+	ret = 1;
+	if (d->sample_numel != in_numel) {
+		fprintf(stderr, "mcomp: %s: samples of %lld values do not fit model %s (input of "
+			"%lld values)\n", input, (long long)d->sample_numel, model,
+			(long long)in_numel);
+		goto out;
+	}
+	out = calloc((size_t)d->n * (size_t)classes, sizeof(*out));
+	if (!out) {
+		fprintf(stderr, "mcomp: out of memory for %lld x %lld outputs\n", (long long)d->n,
+			(long long)classes);
+		goto out;
+	}
+	shape[0] = d->n;
+	shape[1] = classes;
+	if (run_forward(m, c, d, classes, out, &err) ||
+	    mc_npy_write_f32(output, 2, shape, out, &err)) {
+		ret = fail(&err);
+		goto out;
+	}
+	printf("wrote %s (%lld samples x %lld outputs, float32)\n", output, (long long)d->n,
+	       (long long)classes);
+	ret = 0;
+out:
+	free(out);
+	free(mean);
+	free(std);
+	mc_dataset_free(d);
+	mc_model_free(m);
+	mc_cascade_free(c);
+	return ret;
+}
+
+/* mcomp import MODEL.onnx -o OUT.safetensors: exit 2 for what mcomp cannot
+ * compute (an op, an attribute) and bad usage, 1 for a file that does not
+ * read or is corrupt. The output is written atomically; the input never. */
+static int cmd_import(int argc, char **argv)
+{
+	const char *in = NULL, *out = NULL;
+	struct mc_err err = {0};
+	struct stat si, so;
+	struct mc_model *m;
+	int64_t shape[MC_MAX_DIMS];
+	char text[128];
+	int i, r;
+
+	for (i = 0; i < argc; i++) {
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc)
+			out = argv[++i];
+		else if (argv[i][0] == '-')
+			return bad_usage("import: unknown or incomplete option '%s'", argv[i]);
+		else if (!in)
+			in = argv[i];
+		else
+			return bad_usage("import: one model at a time (got a second: '%s')", argv[i]);
+	}
+	if (!in || !out)
+		return bad_usage("import needs MODEL.onnx -o OUT.safetensors, e.g. mcomp import "
+				 "mlp.onnx -o mlp.safetensors");
+	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
+	    si.st_ino == so.st_ino)
+		return bad_usage("import: '%s' is the input; give another output file", out);
+	m = mc_model_from_onnx(in, &err);
+	if (!m)
+		return fail(&err);
+	r = mc_model_save(m, out, &err);
+	if (!r)
+		printf("%s: %d nodes, %lld parameters, input %s, %lld outputs -> %s\n", in,
+		       mc_model_n_nodes(m), (long long)mc_model_nparams(m),
+		       mc_shape_text(mc_model_input_shape(m, shape), shape, text, sizeof(text)),
+		       (long long)mc_model_n_classes(m), out);
+	mc_model_free(m);
+	return r ? fail(&err) : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL, *bar = getenv("MCOMP_PROGRESS");
@@ -654,5 +930,9 @@ int main(int argc, char **argv)
 		return cmd_inspect(argc - 2, argv + 2);
 	if (!strcmp(cmd, "eval"))
 		return cmd_eval(argc - 2, argv + 2);
+	if (!strcmp(cmd, "predict"))
+		return cmd_predict(argc - 2, argv + 2);
+	if (!strcmp(cmd, "import"))
+		return cmd_import(argc - 2, argv + 2);
 	return bad_usage("unknown command '%s'", cmd);
 }

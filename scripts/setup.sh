@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential autoconf automake libtool pkg-config libyaml-dev check
-libjansson-dev zlib1g-dev nettle-dev dataset-fashion-mnist"
+libjansson-dev zlib1g-dev nettle-dev dataset-fashion-mnist
+protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata"
 
 missing=""
 for p in $packages; do

@@ -908,6 +908,64 @@ START_TEST(test_invalid_params)
 }
 END_TEST
 
+/*
+ * Dynamic and weight-only modes read no split: a pipeline without 'train'
+ * validates and runs. Static mode calibrates on 'train' by default, and
+ * without one is refused at validation, at the pass; a default 'train' that
+ * does not fit the model is refused at validation too.
+ */
+START_TEST(test_no_train_split)
+{
+	static const char *const modes[] = { "dynamic", "weight-only" };
+	struct mc_err err = { 0 };
+	char text[4096], place[4300];
+
+	for (int i = 0; i < 2; i++) {
+		PATHF(text,
+		      "mcomp: 1\n"
+		      "data:\n"
+		      "  test: {idx: test}\n"
+		      "models:\n"
+		      "  m: {load: mlp.safetensors}\n"
+		      "passes:\n"
+		      "  - quantize: {model: m, mode: %s}\n"
+		      "output: {model: m, path: out.safetensors}\n",
+		      modes[i]);
+		ck_assert_msg(tiny_pipeline(reg, text, 1, &err) == 0, "%s: %s", modes[i], err.msg);
+	}
+	PATHF(text, "mcomp: 1\n"
+		    "data:\n"
+		    "  test: {idx: test}\n"
+		    "models:\n"
+		    "  m: {load: mlp.safetensors}\n"
+		    "passes:\n"
+		    "  - quantize: {model: m, mode: static}\n");
+	ck_assert_int_eq(tiny_pipeline(reg, text, 0, &err), MC_EINVAL);
+	PATHF(place, "%s:7:5: pass 'quantize', calibration_data: the pipeline has no data split "
+	      "'train' (the default); add it under 'data:' or set calibration_data",
+	      spath("p.yaml"));
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks '%s'", err.msg, place);
+
+	/* the default split, present but of other samples: its header is read */
+	write_file(spath("x.npy"), "\x93NUMPY\x01\x00\x3c\x00{'descr': '<f4', 'fortran_order': "
+		   "False, 'shape': (2, 3), }\n" "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+		   70 + 24);
+	write_file(spath("y.npy"), "\x93NUMPY\x01\x00\x3a\x00{'descr': '|u1', 'fortran_order': "
+		   "False, 'shape': (2,), }\n" "\0\0", 68 + 2);
+	PATHF(text, "mcomp: 1\n"
+		    "data:\n"
+		    "  train: {npy: {x: x.npy, y: y.npy}}\n"
+		    "models:\n"
+		    "  m: {load: mlp.safetensors}\n"
+		    "passes:\n"
+		    "  - quantize: {model: m, mode: static}\n");
+	ck_assert_int_eq(tiny_pipeline(reg, text, 0, &err), MC_EINVAL);
+	PATHF(place, "%s:7:5: pass 'quantize', calibration_data: data split 'train' has samples "
+	      "of shape [3] but model 'm' takes [1, 8, 8]", spath("p.yaml"));
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks '%s'", err.msg, place);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("quantize");
@@ -930,6 +988,7 @@ static Suite *suite(void)
 	tcase_add_test(tp, test_pipeline_relu_fused);
 	tcase_add_test(tp, test_pipeline_int4);
 	tcase_add_test(tp, test_invalid_params);
+	tcase_add_test(tp, test_no_train_split);
 	suite_add_tcase(s, tp);
 	return s;
 }

@@ -53,6 +53,72 @@ expect 2 "no pass named 'trian'; did you mean 'train'" "$mcomp" pass-info trian
 expect 2 'run needs a pipeline file' "$mcomp" run
 expect 2 "unknown option '--bogus'" "$mcomp" run x.yaml --bogus
 
+# Hostile model files: a clear message naming the file, exit 1, no crash.
+printf 'not a model' > "$tmp/short.safetensors"
+expect 1 'short.safetensors' "$mcomp" inspect "$tmp/short.safetensors"
+printf '\377\377\377\377\377\377\377\177{}' > "$tmp/huge.safetensors"
+expect 1 'huge.safetensors' "$mcomp" inspect "$tmp/huge.safetensors"
+expect 1 'missing.safetensors' "$mcomp" inspect "$tmp/missing.safetensors"
+printf '\030\000\000\000\000\000\000\000{"__metadata__":{}}     ' > "$tmp/noarch.safetensors"
+expect 1 'noarch.safetensors.*(architecture|mcomp)' "$mcomp" inspect "$tmp/noarch.safetensors"
+expect 2 'eval needs MODEL --data DIR' "$mcomp" eval "$tmp/short.safetensors"
+
+# predict: bad usage exits 2 and writes nothing; a model built from the seed
+# alone (no data needed) gives float32 [N, classes] for uint8 inputs.
+expect 0 'predict MODEL --input X.npy -o Y.npy' "$mcomp" help
+expect 2 'predict needs MODEL --input X.npy -o Y.npy' "$mcomp" predict "$tmp/m0.safetensors"
+expect 2 "predict: unknown option '--bogus'" "$mcomp" predict m --input x.npy -o y.npy --bogus
+expect 2 "predict: --mean 'a,b'" "$mcomp" predict m --input x.npy -o y.npy --mean a,b
+expect 2 "predict: --scale '0'" "$mcomp" predict m --input x.npy -o y.npy --scale 0
+expect 2 "would overwrite an input \(the inputs\)" "$mcomp" predict m --input "$tmp/x.npy" -o "$tmp/x.npy"
+cat > "$tmp/m0.yaml" <<EOF
+mcomp: 1
+seed: 4
+models:
+  m: {build: {input: [2, 2], layers: [flatten, {linear: 3}]}}
+passes: []
+output: m0.safetensors
+EOF
+"$mcomp" run "$tmp/m0.yaml" > /dev/null 2>&1 && ok || bad "cannot build m0.safetensors"
+# x.npy: uint8 [5, 2, 2] (an NPY 1.0 header of 118 bytes, then 20 bytes)
+npy_header() { # DESCR SHAPE: the 128 bytes of magic and header
+	printf '\223NUMPY\001\000\166\000'
+	printf "%-117s\n" "{'descr': '$1', 'fortran_order': False, 'shape': $2, }"
+}
+{ npy_header '|u1' '(5, 2, 2)'; printf '\000\001\002\003\377\376\375\374\100\100\100\100\000\000\000\000\011\022\033\044'; } > "$tmp/x.npy"
+expect 0 'wrote .*y.npy \(5 samples x 3 outputs, float32\)' "$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/x.npy" -o "$tmp/y.npy"
+grep -a -q "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 3), }" "$tmp/y.npy" && ok || bad "y.npy header: $(head -c 80 "$tmp/y.npy")"
+[ "$(wc -c < "$tmp/y.npy")" = $((128 + 5 * 3 * 4)) ] && ok || bad "y.npy is $(wc -c < "$tmp/y.npy") bytes"
+# The same twice; other preprocessing, other logits, and the all-zero fourth
+# sample moves only with the mean.
+"$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/x.npy" -o "$tmp/y1.npy" > /dev/null &&
+	cmp -s "$tmp/y.npy" "$tmp/y1.npy" && ok || bad "predict is not deterministic"
+"$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/x.npy" -o "$tmp/y2.npy" --scale 7 > /dev/null &&
+	cmp -s "$tmp/y.npy" "$tmp/y2.npy" && bad "--scale changed nothing" || ok
+off=$((128 + 3 * 3 * 4))
+[ "$(od -A n -t x1 -j $off -N 12 "$tmp/y.npy")" = "$(od -A n -t x1 -j $off -N 12 "$tmp/y2.npy")" ] &&
+	ok || bad "--scale moved the all-zero sample"
+"$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/x.npy" -o "$tmp/y2.npy" --mean 0.5 --std 2 > /dev/null || bad "--mean --std failed"
+[ "$(od -A n -t x1 -j $off -N 12 "$tmp/y.npy")" = "$(od -A n -t x1 -j $off -N 12 "$tmp/y2.npy")" ] &&
+	bad "--mean did not move the all-zero sample" || ok
+expect 2 'mean has 3 values but the samples have 1 channel' "$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/x.npy" -o "$tmp/y3.npy" --mean 1,2,3
+# Hostile inputs: a clear message, exit 1, nothing written.
+{ npy_header '<f8' '(5, 2, 2)'; head -c 160 /dev/zero; } > "$tmp/f8.npy"
+expect 1 "f8.npy: inputs of dtype '<f8' \(float64\); mcomp reads uint8" "$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/f8.npy" -o "$tmp/y3.npy"
+head -c 140 "$tmp/x.npy" > "$tmp/short.npy"
+expect 1 'short.npy: shape \(5, 2, 2\) of .* found 12; the file is truncated' "$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/short.npy" -o "$tmp/y3.npy"
+{ npy_header '|u1' '(5, 3)'; head -c 15 /dev/zero; } > "$tmp/x3.npy"
+expect 1 'samples of 3 values do not fit model' "$mcomp" predict "$tmp/m0.safetensors" --input "$tmp/x3.npy" -o "$tmp/y3.npy"
+[ ! -e "$tmp/y3.npy" ] && ok || bad "a failed predict wrote y3.npy"
+[ -z "$(ls -A "$tmp" | grep '^\.')" ] && ok || bad "a failed predict left $(ls -A "$tmp" | grep '^\.')"
+
+# The rest uses the real data set.
+if [ ! -d "$data" ]; then
+	echo "cli: $pass passed, $fail failed; SKIP the rest: $data is absent (apt-get install dataset-fashion-mnist)"
+	[ "$fail" = 0 ] && exit 77
+	exit 1
+fi
+
 # A pipeline with a typo in its last pass fails at validation, before anything runs.
 cat > "$tmp/typo.yaml" <<EOF
 mcomp: 1
@@ -69,16 +135,6 @@ expect 2 "typo.yaml:9:22: .*'dataa'.*did you mean 'data'" "$mcomp" validate "$tm
 expect 2 "typo.yaml:9:22" "$mcomp" run "$tmp/typo.yaml"
 expect 0 'valid' "$mcomp" validate "$tmp/typo.yaml" --set passes.1.eval.dataa=test --set 'passes.1.eval={model: m}'
 expect 2 'does-not-exist' "$mcomp" validate "$tmp/does-not-exist.yaml"
-
-# Hostile model files: a clear message naming the file, exit 1, no crash.
-printf 'not a model' > "$tmp/short.safetensors"
-expect 1 'short.safetensors' "$mcomp" inspect "$tmp/short.safetensors"
-printf '\377\377\377\377\377\377\377\177{}' > "$tmp/huge.safetensors"
-expect 1 'huge.safetensors' "$mcomp" inspect "$tmp/huge.safetensors"
-expect 1 'missing.safetensors' "$mcomp" inspect "$tmp/missing.safetensors"
-printf '\030\000\000\000\000\000\000\000{"__metadata__":{}}     ' > "$tmp/noarch.safetensors"
-expect 1 'noarch.safetensors.*(architecture|mcomp)' "$mcomp" inspect "$tmp/noarch.safetensors"
-expect 2 'eval needs MODEL --data DIR' "$mcomp" eval "$tmp/short.safetensors"
 
 # A small real run: train on 3000 images for one epoch, save, report.
 cat > "$tmp/small.yaml" <<EOF
@@ -103,6 +159,26 @@ grep -q '"name": "train"' "$tmp/out/report.json" && ok || bad "report lacks the 
 expect 0 'linear1 +linear +out=32' "$mcomp" inspect "$tmp/out/m.safetensors"
 expect 0 'linear1.weight +F32 +\[32, 784\]' "$mcomp" inspect "$tmp/out/m.safetensors"
 expect 0 'accuracy: [0-9.]+%' "$mcomp" eval "$tmp/out/m.safetensors" --data "$data"
+
+# predict round trip: the first 500 test images as x.npy (uint8 [500, 1, 28, 28]);
+# the arg-max of each row of the logits gives the accuracy eval reports on the
+# same 500 images as an IDX split.
+gzip -dc "$data/t10k-images-idx3-ubyte.gz" | tail -c +17 | head -c $((500 * 784)) > "$tmp/px"
+gzip -dc "$data/t10k-labels-idx1-ubyte.gz" | tail -c +9 | head -c 500 > "$tmp/lb"
+{ npy_header '|u1' '(500, 1, 28, 28)'; cat "$tmp/px"; } > "$tmp/t500.npy"
+{ printf '\000\000\010\003\000\000\001\364\000\000\000\034\000\000\000\034'; cat "$tmp/px"; } > "$tmp/sub-images-idx3-ubyte"
+{ printf '\000\000\010\001\000\000\001\364'; cat "$tmp/lb"; } > "$tmp/sub-labels-idx1-ubyte"
+expect 0 'wrote .*logits.npy \(500 samples x 10 outputs' "$mcomp" predict "$tmp/out/m.safetensors" --input "$tmp/t500.npy" -o "$tmp/logits.npy"
+eacc=$("$mcomp" eval "$tmp/out/m.safetensors" --data "$tmp/sub" | sed -n 's/^accuracy: \(.*\)%$/\1/p')
+hl=$(od -A n -t u2 -j 8 -N 2 "$tmp/logits.npy" | tr -d ' ')
+pacc=$( (od -A n -v -t u1 "$tmp/lb"; echo END; od -A n -v -t f4 -j $((10 + hl)) "$tmp/logits.npy") | awk '
+	/END/ { logits = 1; next }
+	!logits { for (i = 1; i <= NF; i++) y[n++] = $i; next }
+	{ for (i = 1; i <= NF; i++) { v[k % 10] = $i; k++; if (k % 10 == 0) {
+		b = 0; for (j = 1; j < 10; j++) if (v[j] + 0 > v[b] + 0) b = j
+		c += b == y[k / 10 - 1] } } }
+	END { printf "%.2f", 100 * c / n }')
+[ -n "$eacc" ] && [ "$eacc" = "$pacc" ] && ok || bad "predict's accuracy $pacc% is not eval's $eacc%"
 
 # A run that fails (the model does not fit the data) exits 1, and leaves the
 # previous output and report as they were, with no temporary files beside them.

@@ -69,13 +69,34 @@ MC_API int mc_ctx_replace_model(struct mc_ctx *ctx, const char *name, struct mc_
 	return 0;
 }
 
+void mc_pl_split_source(const struct mc_pl_split *s, struct mc_data_source *src)
+{
+	memset(src, 0, sizeof(*src));
+	src->format = s->format;
+	if (s->format == MC_DATA_NPZ) {
+		src->file = s->images;
+		src->x = s->x_key;
+		src->y = s->y_key;
+	} else {
+		src->x = s->images;
+		src->y = s->labels;
+	}
+	src->pre.scale = s->pre.scale;
+	src->pre.n_mean = s->pre.mean.n;
+	src->pre.mean = s->pre.mean.num;
+	src->pre.n_std = s->pre.std.n;
+	src->pre.std = s->pre.std.num;
+}
+
 static const struct mc_dataset *load_split(struct mc_pl_split *s, struct mc_err *err)
 {
 	struct mc_dataset *all, *part;
+	struct mc_data_source src;
 
 	if (s->data)
 		return s->data;
-	all = mc_idx_load(s->images, s->labels, err);
+	mc_pl_split_source(s, &src);
+	all = mc_data_load(&src, err);
 	if (!all)
 		return NULL;
 	if (s->first == 0 && s->count < 0) {
@@ -242,28 +263,31 @@ static const char *subject(const struct mc_pl_pass *pp)
 	return NULL;
 }
 
-/* Checks that split s's samples fit model pm; loc is where to point. */
-static int check_fit(const struct mc_pl_split *s, const struct mc_pl_model *pm,
+/* Checks that split s's samples fit model m (named name); loc is where to point. */
+static int check_fit(const struct mc_pl_split *s, const char *name, const struct mc_model *m,
 		     const struct mc_loc *loc, const char *who, struct mc_err *err)
 {
 	char head[1024], shape[128], want[128];
-	int64_t n, dims[3];
-	int ret;
+	struct mc_data_source src;
+	int64_t n, dims[3], numel = 1;
+	int ndim, ret;
 
-	ret = mc_idx_peek(s->images, &n, dims, err);
+	mc_pl_split_source(s, &src);
+	ret = mc_data_peek(&src, &n, &ndim, dims, err);
 	if (ret) {
 		loc_prefix(head, sizeof(head), &s->loc);
 		return mc_err_prefix(err, "%sdata split '%s'", head, s->name);
 	}
-	if (dims[0] * dims[1] * dims[2] == pm->model->in_numel)
+	for (int i = 0; i < ndim; i++)
+		numel *= dims[i];
+	if (numel == m->in_numel)
 		return 0;
 	loc_prefix(head, sizeof(head), loc);
 	return mc_err_set(err, MC_EINVAL,
 			  "%s%sdata split '%s' has samples of shape %s but model '%s' takes %s; "
 			  "build the model with input: %s",
-			  head, who, s->name, mc_shape_text(3, dims, shape, sizeof(shape)), pm->name,
-			  mc_shape_text(pm->model->in_ndim, pm->model->in_shape, want, sizeof(want)),
-			  shape);
+			  head, who, s->name, mc_shape_text(ndim, dims, shape, sizeof(shape)), name,
+			  mc_shape_text(m->in_ndim, m->in_shape, want, sizeof(want)), shape);
 }
 
 /* Before anything runs: every split a pass reads, and the test split the
@@ -291,18 +315,37 @@ static int check_data(struct mc_pipeline *p, struct mc_err *err)
 			if (!(s = find_split(p, name)))
 				continue;
 			snprintf(who, sizeof(who), "pass '%s', %s: ", pp->pass->name, d->name);
-			ret = check_fit(s, pm, key_loc(pp, d->name), who, err);
+			ret = check_fit(s, pm->name, pm->model, key_loc(pp, d->name), who, err);
 			if (ret)
 				return ret;
 		}
 		if (test) {
-			ret = check_fit(test, pm, &test->loc,
+			ret = check_fit(test, pm->name, pm->model, &test->loc,
 					"the host measures every model on the test split, but ", err);
 			if (ret)
 				return ret;
 		}
 	}
 	return 0;
+}
+
+MC_API int mc_ctx_check_data(struct mc_ctx *ctx, const char *key, const char *name)
+{
+	struct mc_pl_split *s = find_split(ctx->p, name);
+	const char *model = subject(ctx->pp);
+	struct mc_model *m = mc_ctx_model(ctx, model);
+	int given = mc_ctx_given(ctx, key);
+	char who[256];
+
+	if (!s)
+		return mc_ctx_error(ctx, key, MC_EINVAL,
+				    "the pipeline has no data split '%s'%s; add it under "
+				    "'data:' or set %s",
+				    name ? name : "(null)", given ? "" : " (the default)", key);
+	if (!m)
+		return 0;
+	snprintf(who, sizeof(who), "pass '%s', %s: ", ctx->pp->pass->name, key);
+	return check_fit(s, model, m, key_loc(ctx->pp, key), who, ctx->err);
 }
 
 /*

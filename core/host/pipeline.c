@@ -62,12 +62,8 @@ MC_API void mc_pipeline_free(struct mc_pipeline *p)
 
 	if (!p)
 		return;
-	for (i = 0; i < p->n_splits; i++) {
-		free(p->splits[i].name);
-		free(p->splits[i].images);
-		free(p->splits[i].labels);
-		mc_dataset_free(p->splits[i].data);
-	}
+	for (i = 0; i < p->n_splits; i++)
+		mc_pl_split_clear(&p->splits[i]);
 	free(p->splits);
 	for (i = 0; i < p->n_models; i++) {
 		free(p->models[i].name);

@@ -18,13 +18,31 @@ struct mc_loc {
 	int line, col;
 };
 
+/* The preprocessing keys of a split (scale, mean, std), as schema.c's
+ * table of them binds them. */
+struct mc_pl_pre {
+	double scale; /* 0: the default of the input dtype */
+	struct mc_list mean, std;
+};
+
 struct mc_pl_split {
 	char *name;	       /* "train" */
-	char *images, *labels; /* resolved IDX paths (an idx prefix is expanded at load) */
+	enum mc_data_format format;
+	/* The files read (resolved): IDX images and labels (an idx prefix is
+	 * expanded at load), the .npy files of x and y; for npz the archive
+	 * and NULL. */
+	char *images, *labels;
+	char *x_key, *y_key;   /* npz: the names of the arrays; else NULL */
+	struct mc_pl_pre pre;
 	int64_t first, count;  /* the slice taken; count < 0: to the end */
 	struct mc_loc loc;
 	struct mc_dataset *data; /* loaded on first use by the host; NULL until then */
 };
+
+/* schema.c: frees what split s owns (used by mc_pipeline_free). */
+void mc_pl_split_clear(struct mc_pl_split *s);
+/* host.c: the data source split s describes (borrowing its strings). */
+void mc_pl_split_source(const struct mc_pl_split *s, struct mc_data_source *src);
 
 struct mc_pl_model {
 	char *name;

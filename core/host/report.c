@@ -286,7 +286,8 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 			continue; /* never read, so not an input of this run */
 		if (!(e = file_entry(s->images, err)) || json_array_append_new(inputs, e))
 			goto fail;
-		if (!(e = file_entry(s->labels, err)) || json_array_append_new(inputs, e))
+		if (s->labels && /* NULL for an npz split: one file */
+		    (!(e = file_entry(s->labels, err)) || json_array_append_new(inputs, e)))
 			goto fail;
 	}
 	for (i = 0; i < p->n_models; i++) {

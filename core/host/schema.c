@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <mcomp/onnx.h>
 #include <mcomp/pipeline.h>
 
 #include "host/pipeline_int.h"
@@ -345,12 +346,161 @@ static char *idx_file(struct ld *l, const struct mc_ynode *y, const char *prefix
 	return NULL;
 }
 
-static const char *const split_keys[] = { "idx", "images", "labels", "first", "count", NULL };
+static const char *const split_keys[] = { "idx", "images", "labels", "npy", "npz", "x", "y",
+					  "first", "count", "scale", "mean", "std", NULL };
+static const char *const npy_keys[] = { "x", "y", NULL };
+
+/* The preprocessing keys, bound by the generic setters like a pass's. */
+static const struct mc_param_def pre_params[] = {
+	MC_PARAM_FLOAT(struct mc_pl_pre, scale, NULL, 0, 1e6,
+		       "inputs are multiplied by it; default 1/255 for uint8, 1 for float32",
+		       .flags = MC_PARAM_FOPTIONAL | MC_PARAM_FMIN_OPEN),
+	MC_PARAM_LIST(struct mc_pl_pre, mean, MC_PARAM_TFLOAT, "[]", -1e6, 1e6,
+		      "subtracted per channel after scale: one value, or one per channel"),
+	MC_PARAM_LIST(struct mc_pl_pre, std, MC_PARAM_TFLOAT, "[]", 0, 1e6,
+		      "divides per channel after mean: one value, or one per channel",
+		      .flags = MC_PARAM_FMIN_OPEN),
+	MC_PARAM_END,
+};
+
+void mc_pl_split_clear(struct mc_pl_split *s)
+{
+	free(s->name);
+	free(s->images);
+	free(s->labels);
+	free(s->x_key);
+	free(s->y_key);
+	mc_param_free(pre_params, &s->pre);
+	mc_dataset_free(s->data);
+}
+
+/* A path key of a split that must name an existing file; NULL (reported) if not. */
+static char *split_file(struct ld *l, const struct mc_ynode *y, const char *what)
+{
+	char *p = want_path(l, y, what);
+
+	if (p && !is_file(p)) {
+		missing_file(l, y, what, p);
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* An npz split's array name (y: the value of key x or y of the split, or
+ * NULL: dflt); at: the split, for errors. */
+static char *array_name(struct ld *l, const struct mc_ynode *y, const struct mc_ynode *at,
+			const char *key, const char *dflt)
+{
+	const char *s = y ? mc_pl_want_scalar(l, y, key) : dflt;
+	char *r;
+
+	if (!s)
+		return NULL;
+	r = strdup(s);
+	if (!r)
+		bad(l, at, "out of memory");
+	return r;
+}
+
+/* The one source of a split: idx, images and labels, npy, or npz. */
+static void load_source(struct ld *l, struct mc_pl_split *s, struct mc_ynode *v, const char *where,
+			const char *split)
+{
+	struct mc_ynode *idx = NULL, *images = NULL, *labels = NULL, *npy = NULL, *npz = NULL;
+	struct mc_ynode *x = NULL, *y = NULL, *k[4] = { NULL }, *kl = NULL, *kx = NULL, *ky = NULL;
+	const char *const names[] = { "idx", "images' and 'labels", "npy", "npz" };
+	int given[4], a = -1, b = -1;
+
+	if (v->kind == MC_YSCALAR) {
+		idx = k[0] = v; /* a bare string is an idx prefix */
+	} else {
+		idx = mc_ymap_get(v, "idx", &k[0]);
+		images = mc_ymap_get(v, "images", &k[1]);
+		labels = mc_ymap_get(v, "labels", &kl);
+		npy = mc_ymap_get(v, "npy", &k[2]);
+		npz = mc_ymap_get(v, "npz", &k[3]);
+		x = mc_ymap_get(v, "x", &kx);
+		y = mc_ymap_get(v, "y", &ky);
+		if (!images)
+			k[1] = kl;
+	}
+	given[0] = !!idx;
+	given[1] = images || labels;
+	given[2] = !!npy;
+	given[3] = !!npz;
+	/* The first two given, reported at the first one's key. */
+	for (int i = 0; i < 4; i++)
+		if (given[i] && a < 0)
+			a = i;
+		else if (given[i] && b < 0)
+			b = i;
+	if (b >= 0) {
+		bad(l, k[a], "%s: give either '%s' or '%s', not both", where, names[a], names[b]);
+		return;
+	}
+	if (a < 0) {
+		bad(l, v, "%s: missing required key 'idx', 'npy' or 'npz'; a split needs "
+			  "'idx: PREFIX', 'images:' and 'labels:', 'npy: {x: FILE, y: FILE}' or "
+			  "'npz: FILE'",
+		    where);
+		return;
+	}
+	if (!npz && (x || y)) {
+		bad(l, x ? kx : ky, "%s: '%s' names an array of an npz archive; for .npy files "
+			  "write 'npy: {x: FILE, y: FILE}'",
+		    where, x ? "x" : "y");
+		return;
+	}
+	if (idx) {
+		char *prefix = want_path(l, idx, "idx");
+
+		if (!prefix)
+			return;
+		s->format = MC_DATA_IDX;
+		s->images = idx_file(l, idx, prefix, "images-idx3-ubyte", split);
+		s->labels = idx_file(l, idx, prefix, "labels-idx1-ubyte", split);
+		free(prefix);
+	} else if (images || labels) {
+		if (!images || !labels) {
+			bad(l, v, "%s: missing required key '%s'; a split needs 'idx: PREFIX' or "
+				  "both 'images:' and 'labels:'",
+			    where, images ? "labels" : "images");
+			return;
+		}
+		s->format = MC_DATA_IDX;
+		s->images = split_file(l, images, "images");
+		s->labels = split_file(l, labels, "labels");
+	} else if (npy) {
+		struct mc_ynode *nx, *ny;
+		char what[320];
+
+		snprintf(what, sizeof(what), "npy of %s", where);
+		if (!mc_pl_want_map(l, npy, what))
+			return;
+		mc_pl_check_keys(l, npy, npy_keys, what);
+		nx = mc_ymap_get(npy, "x", NULL);
+		ny = mc_ymap_get(npy, "y", NULL);
+		if (!nx || !ny) {
+			bad(l, npy, "%s: npy: missing required key '%s' (the .npy file of the %s)",
+			    where, nx ? "y" : "x", nx ? "labels" : "inputs");
+			return;
+		}
+		s->format = MC_DATA_NPY;
+		s->images = split_file(l, nx, "npy x");
+		s->labels = split_file(l, ny, "npy y");
+	} else {
+		s->format = MC_DATA_NPZ;
+		s->images = split_file(l, npz, "npz");
+		s->x_key = array_name(l, x, v, "x", "x");
+		s->y_key = array_name(l, y, v, "y", "y");
+	}
+}
 
 static void load_split(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
 {
 	struct mc_pl_split *s = &l->p->splits[l->p->n_splits];
-	struct mc_ynode *idx, *images, *labels, *first, *count, *kidx;
+	struct mc_ynode *first = NULL, *count = NULL;
 	char where[300];
 	int64_t num;
 
@@ -360,50 +510,32 @@ static void load_split(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
 	if (!mc_pl_valid_name(key->value))
 		bad(l, key, "'%s' is not a usable split name; use letters, digits, '_' and '-'",
 		    key->value);
-	if (v->kind == MC_YSCALAR && !mc_ynode_is_null(v)) {
-		/* A bare string is an idx prefix. */
-		idx = kidx = v;
-		images = labels = first = count = NULL;
-	} else {
+	if (mc_param_defaults(pre_params, &s->pre, &l->tmp)) {
+		bad(l, key, "%s", l->tmp.msg);
+		return;
+	}
+	s->name = strdup(key->value);
+	l->p->n_splits++; /* from here on, freed with the pipeline */
+	if (!(v->kind == MC_YSCALAR && !mc_ynode_is_null(v))) {
 		if (!mc_pl_want_map(l, v, where))
 			return;
 		mc_pl_check_keys(l, v, split_keys, where);
-		idx = mc_ymap_get(v, "idx", &kidx);
-		images = mc_ymap_get(v, "images", NULL);
-		labels = mc_ymap_get(v, "labels", NULL);
 		first = mc_ymap_get(v, "first", NULL);
 		count = mc_ymap_get(v, "count", NULL);
-	}
-	if (idx && (images || labels)) {
-		bad(l, kidx, "%s: give either 'idx' or 'images' and 'labels', not both", where);
-		return;
-	}
-	if (idx) {
-		char *prefix = want_path(l, idx, "idx");
+		for (const struct mc_param_def *d = pre_params; d->name; d++) {
+			struct mc_ynode *p = mc_ymap_get(v, d->name, NULL);
 
-		if (!prefix)
-			return;
-		s->images = idx_file(l, idx, prefix, "images-idx3-ubyte", key->value);
-		s->labels = idx_file(l, idx, prefix, "labels-idx1-ubyte", key->value);
-		free(prefix);
-	} else if (!images || !labels) {
-		bad(l, v, "%s: missing required key '%s'; a split needs 'idx: PREFIX' or both "
-			  "'images:' and 'labels:'",
-		    where, images ? "labels" : labels ? "images" : "idx");
-	} else {
-		s->images = want_path(l, images, "images");
-		s->labels = want_path(l, labels, "labels");
-		if (s->images && !is_file(s->images))
-			missing_file(l, images, "images", s->images);
-		if (s->labels && !is_file(s->labels))
-			missing_file(l, labels, "labels", s->labels);
+			if (p)
+				mc_pl_set_value(l, d, &s->pre, p, where);
+		}
 	}
+	load_source(l, s, v, where, key->value);
 	if (first && !mc_pl_want_int(l, first, "first", 0, INT64_MAX, &num))
 		s->first = num;
 	if (count && !mc_pl_want_int(l, count, "count", 1, INT64_MAX, &num))
 		s->count = num;
-	s->name = strdup(key->value);
-	l->p->n_splits++;
+	if (!s->name)
+		bad(l, key, "out of memory");
 }
 
 static void load_data(struct ld *l, struct mc_ynode *data)
@@ -421,12 +553,12 @@ static void load_data(struct ld *l, struct mc_ynode *data)
 
 /* ---------------------------------------------------------------- models */
 
-static const char *const model_keys[] = { "build", "load", NULL };
+static const char *const model_keys[] = { "build", "load", "onnx", NULL };
 
 static void load_model(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
 {
 	struct mc_pl_model *pm = &l->p->models[l->p->n_models];
-	struct mc_ynode *build, *load, *kload;
+	struct mc_ynode *build, *load, *kload, *onnx, *konnx, *file;
 	char where[300];
 
 	snprintf(where, sizeof(where), "model '%s'", key->value);
@@ -445,25 +577,30 @@ static void load_model(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
 	mc_pl_check_keys(l, v, model_keys, where);
 	build = mc_ymap_get(v, "build", NULL);
 	load = mc_ymap_get(v, "load", &kload);
-	if (build && load) {
-		bad(l, kload, "%s: give either 'build' or 'load', not both", where);
+	onnx = mc_ymap_get(v, "onnx", &konnx);
+	if (!!build + !!load + !!onnx > 1) {
+		bad(l, onnx ? konnx : kload, "%s: give either '%s' or '%s', not both", where,
+		    build ? "build" : "load", onnx ? "onnx" : "load");
 		return;
 	}
-	if (!build && !load) {
-		bad(l, v, "%s: missing required key 'build' or 'load'", where);
+	if (!build && !load && !onnx) {
+		bad(l, v, "%s: missing required key 'build', 'load' or 'onnx'", where);
 		return;
 	}
-	if (load) {
-		pm->load = want_path(l, load, "load");
+	/* a model file: mcomp's own (load) or an ONNX one, read at validation */
+	file = load ? load : onnx;
+	if (file) {
+		pm->load = want_path(l, file, load ? "load" : "onnx");
 		if (!pm->load)
 			return;
 		if (!is_file(pm->load)) {
-			missing_file(l, load, where, pm->load);
+			missing_file(l, file, where, pm->load);
 			return;
 		}
-		pm->model = mc_model_load(pm->load, &l->tmp);
+		pm->model = load ? mc_model_load(pm->load, &l->tmp)
+				 : mc_model_from_onnx(pm->load, &l->tmp);
 		if (!pm->model)
-			bad(l, load, "%s: %s", where, mc_pl_strip_origin(l->tmp.msg, pm->load));
+			bad(l, file, "%s: %s", where, mc_pl_strip_origin(l->tmp.msg, pm->load));
 		return;
 	}
 	mc_pl_build_model(l, key, build, pm);

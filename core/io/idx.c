@@ -19,9 +19,7 @@
 
 #include <zlib.h>
 
-#include <mcomp/data.h>
-
-#include "graph/model_int.h"
+#include "io/data_int.h"
 
 /* Decompressed size limit of one IDX file (Fashion-MNIST train is 47 MB);
  * it also bounds what a gzip bomb can make us allocate. */
@@ -210,64 +208,23 @@ MC_API int mc_idx_peek(const char *images, int64_t *n, int64_t shape[3], struct 
 	return 0;
 }
 
-MC_API void mc_dataset_free(struct mc_dataset *d)
-{
-	if (!d)
-		return;
-	free(d->source);
-	mc_free(d->x);
-	mc_free(d->y);
-	free(d);
-}
-
-/* An empty data set of n samples of shape[0..ndim), storage allocated. */
-static struct mc_dataset *dataset_new(const char *source, int64_t n, int ndim, const int64_t *shape,
-				      struct mc_err *err)
-{
-	struct mc_dataset *d = calloc(1, sizeof(*d));
-	size_t numel = 1, total;
-
-	if (!d)
-		goto oom;
-	d->source = strdup(source);
-	d->n = n;
-	d->ndim = ndim;
-	for (int i = 0; i < ndim; i++) {
-		d->shape[i] = shape[i];
-		if (mc_mul_overflow(numel, (size_t)shape[i], &numel))
-			goto oom;
-	}
-	d->sample_numel = (int64_t)numel;
-	if (mc_mul_overflow((size_t)n, numel, &total))
-		goto oom;
-	d->x = mc_calloc(total, sizeof(float));
-	d->y = mc_calloc((size_t)n, 1);
-	if (!d->source || !d->x || !d->y)
-		goto oom;
-	return d;
-oom:
-	mc_err_set(err, MC_ENOMEM, "%s: out of memory for %lld samples", source, (long long)n);
-	mc_dataset_free(d);
-	return NULL;
-}
-
-MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels, struct mc_err *err)
+struct mc_dataset *mc_idx_load_pre(const char *images, const char *labels,
+				   const struct mc_preprocess *pre, struct mc_err *err)
 {
 	const unsigned char *px, *lb;
 	void *ibuf = NULL, *lbuf = NULL;
-	size_t ilen, llen, numel;
+	size_t ilen, llen;
 	struct mc_dataset *d = NULL;
 	uint32_t idims[3], ldims[1];
 	int64_t shape[3];
-	int maxl = 0;
 
 	if (read_gz(images, &ibuf, &ilen, err) ||
 	    idx_parse(images, ibuf, ilen, 3, "image", idims, &px, err))
 		goto out;
-	if (read_gz(labels, &lbuf, &llen, err) ||
-	    idx_parse(labels, lbuf, llen, 1, "label", ldims, &lb, err))
+	if (labels && (read_gz(labels, &lbuf, &llen, err) ||
+		       idx_parse(labels, lbuf, llen, 1, "label", ldims, &lb, err)))
 		goto out;
-	if (idims[0] != ldims[0]) {
+	if (labels && idims[0] != ldims[0]) {
 		mc_err_set(err, MC_ECORRUPT,
 			   "%s: %u images but %s has %u labels; the files do not belong together",
 			   images, idims[0], labels, ldims[0]);
@@ -276,23 +233,24 @@ MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels, st
 	shape[0] = 1;
 	shape[1] = idims[1];
 	shape[2] = idims[2];
-	d = dataset_new(images, idims[0], 3, shape, err);
+	d = mc_dataset_new(images, idims[0], 3, shape, err);
 	if (!d)
 		goto out;
-	numel = (size_t)d->n * (size_t)d->sample_numel;
-#pragma omp parallel for schedule(static)
-	for (size_t i = 0; i < numel; i++)
-		d->x[i] = px[i] / 255.0f;
-	for (int64_t i = 0; i < d->n; i++) {
-		d->y[i] = lb[i];
-		if (lb[i] > maxl)
-			maxl = lb[i];
+	/* The defaults give x / 255.0f, as IDX data always had (mcomp/data.h). */
+	if (mc_data_fill_x(d, px, MC_RAW_U8, pre, images, err) ||
+	    (labels && mc_data_fill_y(d, lb, MC_RAW_U8, labels, err))) {
+		mc_dataset_free(d);
+		d = NULL;
 	}
-	d->n_classes = maxl + 1;
 out:
 	free(ibuf);
 	free(lbuf);
 	return d;
+}
+
+MC_API struct mc_dataset *mc_idx_load(const char *images, const char *labels, struct mc_err *err)
+{
+	return mc_idx_load_pre(images, labels, NULL, err);
 }
 
 /* The first of path + ".gz" and path that exists (malloc'd), or NULL. */
@@ -349,41 +307,4 @@ out:
 	free(images);
 	free(labels);
 	return d;
-}
-
-MC_API struct mc_dataset *mc_dataset_slice(const struct mc_dataset *d, int64_t first, int64_t count,
-					   struct mc_err *err)
-{
-	struct mc_dataset *s;
-
-	if (first < 0 || first > d->n)
-		goto range;
-	if (count < 0)
-		count = d->n - first;
-	if (count > d->n - first)
-		goto range;
-	if (count == 0) {
-		mc_err_set(err, MC_EINVAL,
-			   "%s: slice of 0 samples from sample %lld; a data split needs at least "
-			   "one sample",
-			   d->source, (long long)first);
-		return NULL;
-	}
-	s = dataset_new(d->source, count, d->ndim, d->shape, err);
-	if (!s)
-		return NULL;
-	memcpy(s->x, d->x + first * d->sample_numel,
-	       (size_t)count * (size_t)d->sample_numel * sizeof(float));
-	memcpy(s->y, d->y + first, (size_t)count);
-	/* The classes of the data set, not of the slice: a model's output width
-	 * must not depend on which samples were taken. */
-	s->n_classes = d->n_classes;
-	return s;
-
-range:
-	mc_err_set(err, MC_EINVAL,
-		   "%s: slice of %lld samples from sample %lld is out of range; the data set "
-		   "has %lld samples",
-		   d->source, (long long)count, (long long)first, (long long)d->n);
-	return NULL;
 }

@@ -16,6 +16,7 @@
  *	mcomp/pass.h         the pass descriptor and what a running pass may call
  *	mcomp/pipeline.h     pass registry, pipelines, measurement
  *	mcomp/cascade.h      cascades of models: files and running them
+ *	mcomp/onnx.h         models read from ONNX files
  *
  * A pass includes <mcomp/mcomp.h> and nothing else of mcomp; it builds with
  * `pkg-config --cflags --libs mcomp`.
@@ -33,5 +34,6 @@
 #include <mcomp/pass.h>
 #include <mcomp/pipeline.h>
 #include <mcomp/cascade.h>
+#include <mcomp/onnx.h>
 
 #endif

@@ -111,6 +111,15 @@ MC_API int mc_ctx_validating(struct mc_ctx *ctx);
  */
 MC_API int mc_ctx_given(struct mc_ctx *ctx, const char *key);
 /*
+ * For a pass that picks a data split itself (a split parameter that only
+ * some modes use, MC_PARAM_FOPTIONAL, with a default of the pass's own):
+ * checks in check() what the host checks of every split parameter: that
+ * the pipeline has split name and that its samples fit the pass's model
+ * (only the headers are read). Errors name parameter key. 0 or MC_EINVAL
+ * (or the error of a split file that cannot be read).
+ */
+MC_API int mc_ctx_check_data(struct mc_ctx *ctx, const char *key, const char *name);
+/*
  * Records an error and returns code. key names the parameter at fault (its
  * place in the pipeline file is added) or is NULL for the pass as a whole.
  */

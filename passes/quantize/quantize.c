@@ -39,8 +39,11 @@ static const struct mc_param_def quantize_params[] = {
 		      "static: how a layer's input range is chosen from the calibration samples"),
 	MC_PARAM_FLOAT(struct quantize_conf, percentile, "99.99", 50, 100,
 		       "calibration percentile: the range keeps this % of values"),
-	MC_PARAM_SPLIT(struct quantize_conf, calibration_data, "train",
-		       "static: the split calibrated on (never the test split)"),
+	/* Optional: only static mode reads a split, and pipelines that quantize
+	 * otherwise need none; calib_split() gives the default. */
+	MC_PARAM_SPLIT(struct quantize_conf, calibration_data, NULL,
+		       "static: the split calibrated on (never the test split); default: train",
+		       .flags = MC_PARAM_FOPTIONAL),
 	MC_PARAM_INT(struct quantize_conf, samples, "1000", 1, 100000,
 		     "static: calibration samples, the first of the split"),
 	MC_PARAM_LIST(struct quantize_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
@@ -50,6 +53,12 @@ static const struct mc_param_def quantize_params[] = {
 			  "PATTERN a layer name or glob; the first match wins"),
 	MC_PARAM_END,
 };
+
+/* The split static mode calibrates on: calibration_data, else "train". */
+static const char *calib_split(const struct quantize_conf *c)
+{
+	return c->calibration_data ? c->calibration_data : "train";
+}
 
 static int resolved_mode(const struct quantize_conf *c)
 {
@@ -215,6 +224,13 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 				    "'test' measures the result and must not tune it; carve a "
 				    "calibration split from the training data (e.g. calib: {idx: "
 				    "..., first: 55000, count: 5000})");
+	/* A split given is checked by the host; the default only where it is used. */
+	if (mode == QMODE_STATIC && !c->calibration_data) {
+		int ret = mc_ctx_check_data(ctx, "calibration_data", calib_split(c));
+
+		if (ret)
+			return ret;
+	}
 	if (!m)
 		return 0; /* the host has said so */
 	layer_names(m, names, sizeof(names));
@@ -460,7 +476,7 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 			mc_ctx_log(ctx, "%s (conv2d) stays f32: %s", nd->name, why);
 	}
 	if (mode == QMODE_STATIC) {
-		const struct mc_dataset *d = mc_ctx_data(ctx, c->calibration_data);
+		const struct mc_dataset *d = mc_ctx_data(ctx, calib_split(c));
 
 		if (!d) {
 			ret = MC_ERUN;
@@ -470,18 +486,18 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 			ret = mc_ctx_error(ctx, "calibration_data", MC_ERUN,
 					   "split '%s' has %lld values a sample but model '%s' takes "
 					   "%lld; calibrate on data of the model's input",
-					   c->calibration_data, (long long)d->sample_numel, c->model,
+					   calib_split(c), (long long)d->sample_numel, c->model,
 					   (long long)mc_model_in_numel(m));
 			goto out;
 		}
 		ret = quantize_calibrate(m, d, c->samples, idx, n, (enum mc_range_method)c->calibration,
 					 c->percentile, lo, hi, err);
 		if (ret) {
-			mc_err_prefix(err, "calibration on '%s'", c->calibration_data);
+			mc_err_prefix(err, "calibration on '%s'", calib_split(c));
 			goto out;
 		}
 		mc_ctx_log(ctx, "calibrated on %d samples of '%s' (%s)",
-			   c->samples < d->n ? c->samples : (int)d->n, c->calibration_data,
+			   c->samples < d->n ? c->samples : (int)d->n, calib_split(c),
 			   calibs[c->calibration]);
 	}
 	dup = mc_model_dup(m, err);
