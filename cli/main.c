@@ -46,6 +46,11 @@ static const char usage[] =
 	"                                    an ONNX model (Gemm, Conv, BatchNormalization, pooling,\n"
 	"                                    ...; docs/pipelines.md lists the ops) as an mcomp model\n"
 	"                                    file; unsupported ops are named with their node\n"
+	"  export MODEL.safetensors -o OUT.onnx\n"
+	"                                    a model file as ONNX (opset 13) for ONNX Runtime:\n"
+	"                                    f32 layers one to one, int8 static layers as\n"
+	"                                    QuantizeLinear/DequantizeLinear around Gemm or Conv;\n"
+	"                                    docs/interop.md lists the ops\n"
 	"  help                              this text\n"
 	"  version                           mcomp's version and pass ABI\n"
 	"\n"
@@ -903,6 +908,53 @@ static int cmd_import(int argc, char **argv)
 	return r ? fail(&err) : 0;
 }
 
+/* The export's notes (a weight-only layer written f32, a pruned model written dense). */
+static void print_export_note(void *arg, int level, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "mcomp: %s%s\n", level == MC_LOG_WARNING ? "warning: " : "", msg);
+}
+
+/* mcomp export MODEL.safetensors -o OUT.onnx: exit 2 for bad usage and a model
+ * with no ONNX form (the node and op are named), 1 for a file that does not
+ * read or write. The output is written atomically; the input never. */
+static int cmd_export(int argc, char **argv)
+{
+	const char *in = NULL, *out = NULL;
+	struct mc_onnx_meta meta = { .log = print_export_note };
+	struct mc_err err = {0};
+	struct stat si, so;
+	struct mc_model *m;
+	int i, r;
+
+	for (i = 0; i < argc; i++) {
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc)
+			out = argv[++i];
+		else if (argv[i][0] == '-')
+			return bad_usage("export: unknown or incomplete option '%s'", argv[i]);
+		else if (!in)
+			in = argv[i];
+		else
+			return bad_usage("export: one model at a time (got a second: '%s')", argv[i]);
+	}
+	if (!in || !out)
+		return bad_usage("export needs MODEL.safetensors -o OUT.onnx, e.g. mcomp export "
+				 "mlp.safetensors -o mlp.onnx");
+	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
+	    si.st_ino == so.st_ino)
+		return bad_usage("export: '%s' is the input; give another output file", out);
+	register_plugin_ops();
+	m = mc_model_load(in, &err);
+	if (!m)
+		return fail(&err);
+	r = mc_model_save_onnx(m, out, &meta, &err);
+	if (!r)
+		printf("%s: %d nodes, %lld parameters -> %s (ONNX opset 13)\n", in,
+		       mc_model_n_nodes(m), (long long)mc_model_nparams(m), out);
+	mc_model_free(m);
+	return r ? fail(&err) : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL, *bar = getenv("MCOMP_PROGRESS");
@@ -934,5 +986,7 @@ int main(int argc, char **argv)
 		return cmd_predict(argc - 2, argv + 2);
 	if (!strcmp(cmd, "import"))
 		return cmd_import(argc - 2, argv + 2);
+	if (!strcmp(cmd, "export"))
+		return cmd_export(argc - 2, argv + 2);
 	return bad_usage("unknown command '%s'", cmd);
 }

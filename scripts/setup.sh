@@ -29,3 +29,17 @@ fi
 [ -x configure ] || ./autogen.sh
 [ -f Makefile ] || ./configure
 make -j"$(nproc)"
+
+# ONNX Runtime for the ONNX export tests (tests/onnx_export.sh): the
+# onnxruntime-node version pinned in tests/node/package-lock.json, into
+# tests/node/node_modules. --ignore-scripts skips its install script (which
+# fetches optional GPU binaries); the CPU binding for Linux x64 is in the
+# npm tarball itself. Without npm the tests SKIP.
+if command -v npm > /dev/null 2>&1; then
+	if [ ! -d tests/node/node_modules/onnxruntime-node ]; then
+		echo "setup: installing onnxruntime-node into tests/node"
+		(cd tests/node && npm ci --ignore-scripts --no-audit --no-fund)
+	fi
+else
+	echo "setup: no npm: the ONNX Runtime tests will SKIP (apt-get install nodejs npm)"
+fi

@@ -65,19 +65,22 @@ static void fill_distinct(float *x, size_t n, uint64_t stream)
 }
 
 /*
- * One op through a one-node model: parameter gradients from mc_backward,
- * input gradients from the op's own backward, both against finite
- * differences of sum(out * R). Ops of two inputs get two separate inputs of
- * the model input's shape. distinct fills inputs without near ties.
+ * The last node's op (a one-node model's only one): parameter gradients from
+ * mc_backward, input gradients from the op's own backward, both against
+ * finite differences of sum(out * R). Each input of the op is filled
+ * separately, of the shape of what it reads (two inputs of the model input
+ * get two separate inputs of its shape). distinct fills inputs without near
+ * ties.
  */
 static void check_op_fill(const char *json, double step, int distinct)
 {
 	struct mc_err err = { 0 };
 	struct mc_model *m = build(json);
-	const struct mc_node *nd = mc_model_node(m, 0);
+	int last = mc_model_n_nodes(m) - 1;
+	const struct mc_node *nd = mc_model_node(m, last);
 	struct mc_exec *e = mc_exec_new(m, BATCH, 1, &err);
 	int nin = nd->op->n_inputs;
-	size_t in_n = (size_t)BATCH * mc_model_in_numel(m), out_n = (size_t)BATCH * nd->out_numel;
+	size_t in_ns[2], out_n = (size_t)BATCH * nd->out_numel;
 	float *x[2], *dx[2], *r = malloc(out_n * sizeof(float));
 	float *out = malloc(out_n * sizeof(float));
 	const float *in[2];
@@ -87,6 +90,11 @@ static void check_op_fill(const char *json, double step, int distinct)
 	ck_assert_ptr_nonnull(e);
 	ck_assert_int_le(nin, 2);
 	for (int k = 0; k < nin; k++) {
+		size_t in_n = (size_t)BATCH * (nd->inputs[k] == MC_NODE_INPUT
+						   ? mc_model_in_numel(m)
+						   : mc_model_node(m, nd->inputs[k])->out_numel);
+
+		in_ns[k] = in_n;
 		x[k] = malloc(in_n * sizeof(float));
 		dx[k] = malloc(in_n * sizeof(float));
 		if (distinct)
@@ -98,13 +106,13 @@ static void check_op_fill(const char *json, double step, int distinct)
 	fill(r, out_n, 2);
 	/* a workspace as the executor would give */
 	run.work = nd->op->workspace ? malloc(nd->op->workspace(nd, BATCH)) : NULL;
-	if (nin == 1) {
+	if (nin == 1 && last == 0) {
 		mc_forward(e, x[0], BATCH);
 		mc_exec_zero_grad(e);
 		mc_backward(e, r);
 	}
 
-	for (int p = 0; nin == 1 && p < nd->n_params; p++) {
+	for (int p = 0; nin == 1 && last == 0 && p < nd->n_params; p++) {
 		struct mc_tensor *t = nd->params[p];
 		float *w = t->data, *g = mc_exec_grad(e, 0, p);
 
@@ -128,7 +136,7 @@ static void check_op_fill(const char *json, double step, int distinct)
 	nd->op->forward(nd, &run, BATCH, in, out);
 	nd->op->backward(nd, &run, BATCH, in, out, r, dx, grads);
 	for (int k = 0; k < nin; k++)
-		for (size_t i = 0; i < in_n; i++) {
+		for (size_t i = 0; i < in_ns[k]; i++) {
 			float keep = x[k][i];
 			double lp, lm;
 
@@ -145,7 +153,7 @@ static void check_op_fill(const char *json, double step, int distinct)
 	for (int p = 0; p < nd->n_params; p++) {
 		const float *g = mc_exec_grad(e, 0, p);
 
-		for (int64_t i = 0; i < nd->params[p]->numel; i++)
+		for (int64_t i = 0; last == 0 && i < nd->params[p]->numel; i++)
 			ck_assert_msg(grads[p][i] == g[i], "%s[%lld]: %g by the op, %g by the executor",
 				      nd->params[p]->name, (long long)i, grads[p][i], g[i]);
 		free(grads[p]);
@@ -318,6 +326,133 @@ START_TEST(op_flatten)
 }
 END_TEST
 
+START_TEST(op_leaky_relu)
+{
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"leaky_relu\"}]}", 1e-2);
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"leaky_relu\","
+		 "\"attrs\":{\"alpha\":0.3}}]}",
+		 1e-2);
+}
+END_TEST
+
+START_TEST(op_sigmoid)
+{
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"sigmoid\"}]}", 1e-3);
+}
+END_TEST
+
+/* Values of fill_distinct stay 0.015 away from -0.525 and 0.475: both bounds
+ * of clip (and both ends of hardsigmoid, alpha 1) fall between them. */
+START_TEST(op_clip)
+{
+	check_op_fill("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"clip\","
+		      "\"attrs\":{\"min\":-0.525,\"max\":0.475}}]}",
+		      1e-3, 1);
+	/* no bounds: the identity */
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"clip\"}]}", 1e-2);
+}
+END_TEST
+
+START_TEST(op_relu6)
+{
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"relu6\"}]}", 1e-2);
+}
+END_TEST
+
+START_TEST(op_hardsigmoid)
+{
+	check_op_fill("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"hardsigmoid\","
+		      "\"attrs\":{\"alpha\":1,\"beta\":0.525}}]}",
+		      1e-3, 1);
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"hardsigmoid\"}]}", 1e-2);
+}
+END_TEST
+
+START_TEST(op_hardswish)
+{
+	check_op("{\"format\":1,\"input\":[2,7],\"nodes\":[{\"op\":\"hardswish\"}]}", 1e-2);
+}
+END_TEST
+
+/*
+ * Where finite differences of values in [-1, 1) do not reach: relu6 and
+ * clip's upper bound, hardswish's and hardsigmoid's flat ends, by hand.
+ */
+START_TEST(act_saturation)
+{
+	static const struct {
+		const char *op;
+		float y[8], dy[8]; /* at x of xs, with dout = 1 */
+	} want[] = {
+	    {"relu6", {0, 0, 0, 0, 0.5f, 3, 4, 6}, {0, 0, 0, 0, 1, 1, 1, 0}},
+	    {"hardswish",
+	     {0, 0, -1.0f / 3, 0, 0.5f * (0.5f / 6 + 0.5f), 3, 4, 7},
+	     {0, 0, 1.0f / 6, 0.5f, 0.5f / 3 + 0.5f, 1, 1, 1}},
+	    {"hardsigmoid", {0, 0, 0.3f, 0.5f, 0.6f, 1, 1, 1}, {0, 0, 0.2f, 0.2f, 0.2f, 0, 0, 0}},
+	    {"leaky_relu",
+	     {-0.04f, -0.03f, -0.01f, 0, 0.5f, 3, 4, 7},
+	     {0.01f, 0.01f, 0.01f, 0.01f, 1, 1, 1, 1}},
+	};
+	static const float xs[8] = {-4, -3, -1, 0, 0.5f, 3, 4, 7},
+			   ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+
+	for (size_t c = 0; c < sizeof(want) / sizeof(want[0]); c++) {
+		char json[200];
+		struct mc_model *m;
+		const struct mc_node *nd;
+		float y[8], dx[8], *din[1] = { dx }, *grads[1] = { 0 };
+		const float *in[1] = { xs };
+		struct mc_run run = { 0 };
+
+		snprintf(json, sizeof(json),
+			 "{\"format\":1,\"input\":[8],\"nodes\":[{\"op\":\"%s\"}]}", want[c].op);
+		m = build(json);
+		nd = mc_model_node(m, 0);
+		nd->op->forward(nd, &run, 1, in, y);
+		nd->op->backward(nd, &run, 1, in, y, ones, din, grads);
+		for (int i = 0; i < 8; i++) {
+			ck_assert_msg(fabsf(y[i] - want[c].y[i]) <= 1e-6f, "%s(%g) = %g, wanted %g",
+				      want[c].op, xs[i], y[i], want[c].y[i]);
+			ck_assert_msg(fabsf(dx[i] - want[c].dy[i]) <= 1e-6f,
+				      "%s'(%g) = %g, wanted %g", want[c].op, xs[i], dx[i],
+				      want[c].dy[i]);
+		}
+		mc_model_free(m);
+	}
+}
+END_TEST
+
+/* a * b of one shape, and of one value per channel: b [C] (a global
+ * average) and b [C, 1, 1] (an average pool over the whole image). */
+START_TEST(op_mul)
+{
+	struct mc_err err = { 0 };
+
+	check_op("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"mul\","
+		 "\"inputs\":[\"input\",\"input\"]}]}",
+		 1e-2);
+	check_op("{\"format\":1,\"input\":[3,2,2],\"nodes\":[{\"name\":\"g\",\"op\":"
+		 "\"global_avgpool\"},{\"op\":\"mul\",\"inputs\":[\"input\",\"g\"]}]}",
+		 1e-2);
+	check_op("{\"format\":1,\"input\":[3,2,2],\"nodes\":[{\"name\":\"p\",\"op\":"
+		 "\"avgpool2d\",\"attrs\":{\"kernel\":2}},{\"op\":\"mul\",\"inputs\":[\"input\","
+		 "\"p\"]}]}",
+		 1e-2);
+	/* anything else is refused with both shapes */
+	ck_assert_ptr_null(mc_model_from_arch(
+	    "{\"format\":1,\"input\":[3,2,2],\"nodes\":[{\"name\":\"g\",\"op\":\"global_avgpool\"},"
+	    "{\"name\":\"f\",\"op\":\"flatten\",\"inputs\":[\"input\"]},"
+	    "{\"op\":\"mul\",\"inputs\":[\"f\",\"g\"]}]}",
+	    "test", &err));
+	ck_assert_msg(strstr(err.msg, "got a [12] and b [3]"), "%s", err.msg);
+	ck_assert_ptr_null(mc_model_from_arch(
+	    "{\"format\":1,\"input\":[3,2,2],\"nodes\":[{\"name\":\"g\",\"op\":\"global_avgpool\"},"
+	    "{\"op\":\"mul\",\"inputs\":[\"g\",\"input\"]}]}",
+	    "test", &err));
+	ck_assert_msg(strstr(err.msg, "got a [3] and b [3, 2, 2]"), "%s", err.msg);
+}
+END_TEST
+
 /*
  * qlinear rounds its input to 8 bits, so its forward is a step function and
  * finite differences say nothing; its backward is the straight-through
@@ -417,11 +552,13 @@ END_TEST
 START_TEST(every_op_is_checked)
 {
 	/* A new op needs a check above: this fails until it has one. */
-	static const char *const checked[] = { "add",	     "avgpool2d",      "batchnorm",
-						"conv2d",    "dropout",	       "flatten",
-						"global_avgpool", "linear",    "log_softmax",
-						"maxpool2d", "qconv2d",	       "qlinear", "relu",
-						"softmax",   NULL };
+	static const char *const checked[] = {
+		"add",	       "avgpool2d",  "batchnorm",   "clip",	"conv2d",
+		"dropout",     "flatten",    "global_avgpool", "hardsigmoid", "hardswish",
+		"leaky_relu",  "linear",     "log_softmax", "maxpool2d",   "mul",
+		"qconv2d",     "qlinear",    "relu",	    "relu6",	   "sigmoid",
+		"softmax",     NULL,
+	};
 	const char *const *names = mc_op_names();
 	int n = 0;
 
@@ -433,7 +570,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_msg(found, "op %s has no gradient check", names[n]);
 		ck_assert_ptr_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 14);
+	ck_assert_int_eq(n, 21);
 }
 END_TEST
 
@@ -669,6 +806,14 @@ int main(void)
 	tcase_add_test(tc, op_add);
 	tcase_add_test(tc, op_softmax);
 	tcase_add_test(tc, op_log_softmax);
+	tcase_add_test(tc, op_leaky_relu);
+	tcase_add_test(tc, op_sigmoid);
+	tcase_add_test(tc, op_clip);
+	tcase_add_test(tc, op_relu6);
+	tcase_add_test(tc, op_hardsigmoid);
+	tcase_add_test(tc, op_hardswish);
+	tcase_add_test(tc, act_saturation);
+	tcase_add_test(tc, op_mul);
 	tcase_add_test(tc, kd_loss);
 	tcase_add_test(tc, cnn_xent);
 	tcase_add_test(tc, resnet_xent);

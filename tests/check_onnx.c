@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -861,6 +862,201 @@ START_TEST(pad_folded)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- activations */
+
+static double ref_sigmoid(double v)
+{
+	return 1 / (1 + exp(-v));
+}
+
+static double ref_hsig(double v, double alpha, double beta)
+{
+	return fmax(0, fmin(1, alpha * v + beta));
+}
+
+/* LeakyRelu (alpha given), Sigmoid, HardSigmoid (defaults), HardSwish (opset 14). */
+START_TEST(activations)
+{
+	struct ob *b = ob_new(14, 2, (int64_t[]){-1, 8});
+	const float *x = rnd(16, 50);
+	struct mc_model *m;
+	double want[16];
+
+	attr_f(node(b, "LeakyRelu", "lr", "x", "a"), "alpha", 0.2f);
+	node(b, "HardSwish", "hsw", "a", "h");
+	node(b, "HardSigmoid", "hs", "h", "s");
+	node(b, "Sigmoid", "sg", "s", "y");
+	m = import_ok(b);
+	ck_assert_int_eq(mc_model_n_nodes(m), 4);
+	ck_assert_str_eq(mc_model_node(m, 0)->op->name, "leaky_relu");
+	ck_assert_double_eq_tol(mc_node_attr_float(mc_model_node(m, 0), "alpha", 0), 0.2, 1e-7);
+	ck_assert_str_eq(mc_model_node(m, 1)->op->name, "hardswish");
+	ck_assert_str_eq(mc_model_node(m, 2)->op->name, "hardsigmoid");
+	ck_assert_double_eq_tol(mc_node_attr_float(mc_model_node(m, 2), "alpha", 0), 0.2, 1e-7);
+	ck_assert_double_eq_tol(mc_node_attr_float(mc_model_node(m, 2), "beta", 0), 0.5, 1e-7);
+	ck_assert_str_eq(mc_model_node(m, 3)->op->name, "sigmoid");
+	for (int i = 0; i < 16; i++) {
+		double v = x[i] > 0 ? x[i] : 0.2 * x[i];
+
+		v = v * ref_hsig(v, 1.0 / 6, 0.5);
+		want[i] = ref_sigmoid(ref_hsig(v, 0.2, 0.5));
+	}
+	assert_close(run(m, x, 2), want, 16, 1e-6);
+	mc_model_free(m);
+	/* HardSwish before opset 14 is not ONNX */
+	b = ob_new(13, 2, (int64_t[]){-1, 8});
+	node(b, "HardSwish", "hsw", "x", "y");
+	import_fails(b, MC_EINVAL, "node 'hsw' (HardSwish, opset 13)", "opset 14", NULL);
+}
+END_TEST
+
+/* Clip: bounds as constant inputs (opset 11+, either left out) or attributes (before). */
+START_TEST(clip)
+{
+	const float lo = -0.25f, hi = 0.5f, *x = rnd(12, 51);
+	struct mc_model *m;
+	struct ob *b;
+	double want[12];
+
+	/* ReLU6 as PyTorch exports it: both bounds, opset 13 */
+	b = ob_new(13, 2, (int64_t[]){-1, 6});
+	init_f(b, "lo", 0, NULL, &lo, 1);
+	init_f(b, "hi", 0, NULL, &hi, 0);
+	node(b, "Clip", "c", "x,lo,hi", "y");
+	m = import_ok(b);
+	ck_assert_double_eq(mc_node_attr_float(only_node(m, "clip"), "min", 0), -0.25);
+	ck_assert_double_eq(mc_node_attr_float(mc_model_node(m, 0), "max", 0), 0.5);
+	for (int i = 0; i < 12; i++)
+		want[i] = fmin(fmax(x[i], lo), hi);
+	assert_close(run(m, x, 2), want, 12, 0);
+	mc_model_free(m);
+	/* min left out ("" as input 1): float's lowest */
+	b = ob_new(13, 2, (int64_t[]){-1, 6});
+	init_f(b, "hi", 0, NULL, &hi, 1);
+	node(b, "Clip", "c", "x,,hi", "y");
+	m = import_ok(b);
+	ck_assert_double_eq(mc_node_attr_float(only_node(m, "clip"), "min", 0), -FLT_MAX);
+	for (int i = 0; i < 12; i++)
+		want[i] = fmin(x[i], hi);
+	assert_close(run(m, x, 2), want, 12, 0);
+	mc_model_free(m);
+	/* opset 9: attributes; max left out */
+	b = ob_new(9, 2, (int64_t[]){-1, 6});
+	attr_f(node(b, "Clip", "c", "x", "y"), "min", lo);
+	m = import_ok(b);
+	ck_assert_double_eq(mc_node_attr_float(only_node(m, "clip"), "max", 0), FLT_MAX);
+	for (int i = 0; i < 12; i++)
+		want[i] = fmax(x[i], lo);
+	assert_close(run(m, x, 2), want, 12, 0);
+	mc_model_free(m);
+	/* refused: a computed bound, a bound of two values, min > max, attributes at opset 13 */
+	b = ob_new(13, 2, (int64_t[]){-1, 6});
+	node(b, "Relu", "r", "x", "a");
+	node(b, "Clip", "c", "x,a", "y");
+	import_fails(b, MC_EINVAL, "node 'c' (Clip, opset 13)", "only as a constant", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 6});
+	init_f(b, "lo", 1, (int64_t[]){2}, (float[]){0, 1}, 1);
+	node(b, "Clip", "c", "x,lo", "y");
+	import_fails(b, MC_EINVAL, "node 'c' (Clip, opset 13)", "has 2 values", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 6});
+	init_f(b, "lo", 0, NULL, &hi, 1);
+	init_f(b, "hi", 0, NULL, &lo, 1);
+	node(b, "Clip", "c", "x,lo,hi", "y");
+	import_fails(b, MC_EINVAL, "node 'c' (Clip, opset 13)", "min <= max", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 6});
+	attr_f(node(b, "Clip", "c", "x", "y"), "min", 0);
+	import_fails(b, MC_EINVAL, "node 'c' (Clip, opset 13)", "inputs 1 and 2", NULL);
+}
+END_TEST
+
+/*
+ * Squeeze-and-excitation as torchvision exports it: GlobalAveragePool,
+ * 1x1 Conv, Relu, 1x1 Conv, HardSigmoid, Mul with the block's input (the
+ * gate first or second).
+ */
+START_TEST(squeeze_excite)
+{
+	const float *w1 = rnd(8, 52), *b1 = rnd(2, 53), *w2 = rnd(8, 54), *b2 = rnd(4, 55);
+	const float *x = rnd(2 * 36, 56);
+
+	for (int gate_first = 0; gate_first < 2; gate_first++) {
+		struct ob *b = ob_new(13, 4, (int64_t[]){-1, 4, 3, 3});
+		struct mc_model *m;
+		double want[72];
+
+		init_f(b, "w1", 4, (int64_t[]){2, 4, 1, 1}, w1, 1);
+		init_f(b, "b1", 1, (int64_t[]){2}, b1, 1);
+		init_f(b, "w2", 4, (int64_t[]){4, 2, 1, 1}, w2, 1);
+		init_f(b, "b2", 1, (int64_t[]){4}, b2, 1);
+		node(b, "GlobalAveragePool", "/se/avgpool/GlobalAveragePool", "x", "g");
+		node(b, "Conv", "/se/fc1/Conv", "g,w1,b1", "c1");
+		node(b, "Relu", "/se/relu/Relu", "c1", "r");
+		node(b, "Conv", "/se/fc2/Conv", "r,w2,b2", "c2");
+		attr_f(node(b, "HardSigmoid", "/se/hs/HardSigmoid", "c2", "s"), "alpha",
+		       1.0f / 6);
+		node(b, "Mul", "/se/Mul", gate_first ? "s,x" : "x,s", "y");
+		m = import_ok(b);
+		ck_assert_int_eq(mc_model_n_nodes(m), 6);
+		ck_assert_str_eq(mc_model_node(m, 1)->op->name, "linear");
+		ck_assert_str_eq(mc_model_node(m, 5)->op->name, "mul");
+		ck_assert_int_eq(mc_model_node(m, 5)->inputs[0], MC_NODE_INPUT);
+		for (int n = 0; n < 2; n++) {
+			double g[4] = {0}, h[2], s[4];
+
+			for (int c = 0; c < 4; c++) {
+				for (int j = 0; j < 9; j++)
+					g[c] += x[(n * 4 + c) * 9 + j];
+				g[c] /= 9;
+			}
+			ref_linear(g, 4, w1, 0, b1, 2, h);
+			relu(h, 2);
+			ref_linear(h, 2, w2, 0, b2, 4, s);
+			for (int c = 0; c < 4; c++)
+				for (int j = 0; j < 9; j++)
+					want[(n * 4 + c) * 9 + j] = x[(n * 4 + c) * 9 + j] *
+								    ref_hsig(s[c], 1.0f / 6, 0.5);
+		}
+		assert_close(run(m, x, 2), want, 72, 1e-6);
+		mc_model_free(m);
+	}
+}
+END_TEST
+
+/* Mul: of one shape; refused by a constant, of shapes NumPy would not
+ * broadcast so, and a Conv of a global average that is not a linear. */
+START_TEST(mul_shapes)
+{
+	struct ob *b = ob_new(13, 2, (int64_t[]){-1, 5});
+	const float *x = rnd(10, 57);
+	struct mc_model *m;
+	double want[10];
+
+	node(b, "Sigmoid", "sg", "x", "s");
+	node(b, "Mul", "swish", "x,s", "y");
+	m = import_ok(b);
+	for (int i = 0; i < 10; i++)
+		want[i] = x[i] * ref_sigmoid(x[i]);
+	assert_close(run(m, x, 2), want, 10, 1e-6);
+	mc_model_free(m);
+	b = ob_new(13, 2, (int64_t[]){-1, 5});
+	init_f(b, "k", 0, NULL, (float[]){2}, 1);
+	node(b, "Mul", "scale", "x,k", "y");
+	import_fails(b, MC_EINVAL, "node 'scale' (Mul, opset 13)", "the constant 'k'", NULL);
+	/* [N, 2, 3, 3] by [N, 1, 3, 3]: NumPy broadcasts it, mcomp's mul does not */
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	init_f(b, "w", 4, (int64_t[]){1, 2, 3, 3}, rnd(18, 59), 1);
+	attr_ints(node(b, "Conv", "conv", "x,w", "p"), "pads", INTS(1, 1, 1, 1));
+	node(b, "Mul", "m", "x,p", "y");
+	import_fails(b, MC_EINVAL, "node 'm' (Mul, opset 13)", "'x' [2, 3, 3] by 'p' [1, 3, 3]",
+		     NULL);
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	init_f(b, "w", 4, (int64_t[]){2, 2, 3, 3}, rnd(36, 58), 1);
+	node(b, "GlobalAveragePool", "gap", "x", "g");
+	attr_ints(node(b, "Conv", "c", "g,w", "y"), "pads", INTS(1, 1, 1, 1));
+	import_fails(b, MC_EINVAL, "node 'c' (Conv, opset 13)", "global average", NULL);
+}
+END_TEST
+
 /* Imported models save and load as mcomp files, as the import command writes them. */
 START_TEST(save_load)
 {
@@ -1203,6 +1399,10 @@ static Suite *suite(void)
 	tcase_add_test(ops, softmax_opset11);
 	tcase_add_test(ops, pad_folded);
 	tcase_add_test(ops, save_load);
+	tcase_add_test(ops, activations);
+	tcase_add_test(ops, clip);
+	tcase_add_test(ops, squeeze_excite);
+	tcase_add_test(ops, mul_shapes);
 	suite_add_tcase(s, ops);
 	tcase_add_checked_fixture(bad, setup, teardown);
 	tcase_add_test(bad, truncated);

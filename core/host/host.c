@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include <mcomp/onnx.h>
 #include <mcomp/pipeline.h>
 
 #include "graph/model_int.h"
@@ -396,6 +398,12 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 			goto out;
 		}
 	}
+	/* An ONNX output: every node of the model as the passes leave it has an ONNX form. */
+	for (i = 0; mc_host_is_onnx(p->output_path) && i < p->n_models; i++)
+		if (ctx.shapes[i] && !strcmp(p->models[i].name, p->output_model) &&
+		    (ret = mc_model_onnx_check(ctx.shapes[i], err)))
+			mc_err_prefix(err, "%s: output '%s' (model '%s' after the passes)", p->path,
+				      p->output_path, p->output_model);
 out:
 	for (i = 0; i < p->n_models; i++)
 		mc_model_free(ctx.shapes[i]);
@@ -487,6 +495,41 @@ failed:
 	return ret;
 }
 
+int mc_host_is_onnx(const char *path)
+{
+	size_t n = path ? strlen(path) : 0;
+
+	return n > 5 && !strcasecmp(path + n - 5, ".onnx");
+}
+
+static void onnx_log(void *arg, int level, const char *msg)
+{
+	log_line(arg, level, NULL, "%s", msg);
+}
+
+/*
+ * The output model: an ONNX file when its path ends in .onnx, carrying the
+ * digest of the recipe (and its --set overrides) in its metadata; else an
+ * mcomp file.
+ */
+static int save_output(struct mc_pipeline *p, const struct mc_pl_model *om, struct mc_err *err)
+{
+	char digest[65], sets[1024] = "";
+	const char *props[] = { "mcomp.pipeline.sha256", digest, "mcomp.model", om->name,
+				"mcomp.pipeline.sets", sets, NULL };
+	struct mc_onnx_meta meta = { .props = props, .log = onnx_log, .log_arg = p };
+
+	if (!mc_host_is_onnx(p->output_path))
+		return mc_model_save(om->model, p->output_path, err);
+	mc_sha256_buf(p->text, p->text_len, digest);
+	for (int i = 0; i < p->n_sets; i++)
+		snprintf(sets + strlen(sets), sizeof(sets) - strlen(sets), "%s%s", i ? " " : "",
+			 p->sets[i]);
+	if (!p->n_sets)
+		props[4] = NULL;
+	return mc_model_save_onnx(om->model, p->output_path, &meta, err);
+}
+
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 {
 	struct mc_report rep = { 0 };
@@ -513,7 +556,7 @@ MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 					 p->path);
 			goto report;
 		}
-		ret = mc_model_save(om->model, p->output_path, err);
+		ret = save_output(p, om, err);
 		if (ret)
 			goto report;
 		written = p->output_path;

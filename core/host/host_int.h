@@ -43,5 +43,7 @@ int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, cons
 /* Lowercase hex SHA-256 of a file (65 bytes) or of a buffer. */
 int mc_sha256_file(const char *path, char hex[65], struct mc_err *err);
 void mc_sha256_buf(const void *buf, size_t len, char hex[65]);
+/* Nonzero when path names an ONNX file (ends in .onnx): the output is written as ONNX. */
+int mc_host_is_onnx(const char *path);
 
 #endif

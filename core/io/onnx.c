@@ -17,8 +17,11 @@
  * input) or a constant (an initializer or a Constant node's tensor, decoded
  * to float or int64). Identity and Dropout make their output another name
  * for their input; MatMul followed by its only reader, an Add of a
- * constant, becomes one linear with a bias.
+ * constant, becomes one linear with a bias. A global average's [N, C, 1, 1]
+ * is mcomp's [C] (its rank stays 3): a 1x1 Conv of it is a linear, and a
+ * Mul by it scales each channel (squeeze-and-excitation).
  */
+#include <float.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -90,6 +93,9 @@ static int map_softmax(struct imp *, int, const Onnx__NodeProto *);
 static int map_alias(struct imp *, int, const Onnx__NodeProto *);
 static int map_pad(struct imp *, int, const Onnx__NodeProto *);
 static int map_constant(struct imp *, int, const Onnx__NodeProto *);
+static int map_act(struct imp *, int, const Onnx__NodeProto *);
+static int map_clip(struct imp *, int, const Onnx__NodeProto *);
+static int map_mul(struct imp *, int, const Onnx__NodeProto *);
 
 /* The op types read, in the order of their names (the list errors print). */
 static const struct {
@@ -105,6 +111,7 @@ static const struct {
      {"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides",
       NULL}},
     {"BatchNormalization", map_batchnorm, NULL, {"epsilon", "momentum", "training_mode", NULL}},
+    {"Clip", map_clip, "clip", {"max", "min", NULL}},
     {"Constant",
      map_constant,
      NULL,
@@ -117,7 +124,10 @@ static const struct {
     {"Flatten", map_flatten, NULL, {"axis", NULL}},
     {"Gemm", map_gemm, NULL, {"alpha", "beta", "transA", "transB", NULL}},
     {"GlobalAveragePool", map_unary, "global_avgpool", {NULL}},
+    {"HardSigmoid", map_act, "hardsigmoid", {"alpha", "beta", NULL}},
+    {"HardSwish", map_unary, "hardswish", {NULL}},
     {"Identity", map_alias, NULL, {NULL}},
+    {"LeakyRelu", map_act, "leaky_relu", {"alpha", NULL}},
     {"LogSoftmax", map_softmax, "log_softmax", {"axis", NULL}},
     {"MatMul", map_matmul, NULL, {NULL}},
     {"MaxPool",
@@ -125,9 +135,11 @@ static const struct {
      "maxpool2d",
      {"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides",
       NULL}},
+    {"Mul", map_mul, NULL, {NULL}},
     {"Pad", map_pad, NULL, {"mode", "pads", "value", NULL}},
     {"Relu", map_unary, "relu", {NULL}},
     {"Reshape", map_reshape, NULL, {"allowzero", NULL}},
+    {"Sigmoid", map_unary, "sigmoid", {NULL}},
     {"Softmax", map_softmax, "softmax", {"axis", NULL}},
 };
 #define N_OPS ((int)(sizeof(ops) / sizeof(ops[0])))
@@ -613,9 +625,11 @@ static int fill(struct imp *im, int i, const char *what, const float *src, int64
 
 /* ---------------------------------------------------------------- the ops */
 
-/* linear of out features from weight w[out, in] (or its transpose) and bias b (NULL: none). */
-static int add_linear(struct imp *im, const Onnx__NodeProto *n, struct val *x, const float *w,
-		      int transposed, int64_t in, int64_t out, const struct val *b, int *idx)
+/* linear of out features from weight w[out, in] (or its transpose) and bias b (NULL: none),
+ * on x of ONNX rank rank: 1 ([N, features]), or 3 for a 1x1 Conv of a [N, C, 1, 1]. */
+static int add_linear(struct imp *im, const Onnx__NodeProto *n, struct val *x, int rank,
+		      const float *w, int transposed, int64_t in, int64_t out, const struct val *b,
+		      int *idx)
 {
 	struct mc_attr a[] = {MC_ATTR_INT("out", out), MC_ATTR_BOOL("bias", b != NULL),
 			      MC_ATTR_END};
@@ -625,7 +639,7 @@ static int add_linear(struct imp *im, const Onnx__NodeProto *n, struct val *x, c
 	char buf[128];
 	float *dst;
 
-	if (nd != 1 || x->rank != 1 || shape[0] != in)
+	if (nd != 1 || x->rank != rank || shape[0] != in)
 		return node_err(im, n, MC_EINVAL,
 				"the weight takes %lld features, the input '%s' has per-sample "
 				"shape %s; mcomp reads [N, features] here",
@@ -703,7 +717,7 @@ static int map_gemm(struct imp *im, int k, const Onnx__NodeProto *n)
 				"C ('%s') has %lld values; mcomp reads a bias of %lld (or one) "
 				"added to every sample",
 				c->name, (long long)c->numel, (long long)out);
-	r = add_linear(im, n, x, w->f, !tb, in, out, c, &i);
+	r = add_linear(im, n, x, 1, w->f, !tb, in, out, c, &i);
 	if (r)
 		return r;
 	set_act(im, n, 0, i, 1);
@@ -763,7 +777,7 @@ static int map_matmul(struct imp *im, int k, const Onnx__NodeProto *n)
 			b = other;
 		}
 	}
-	r = add_linear(im, n, x, w->f, 1, w->dims[0], w->dims[1], b, &i);
+	r = add_linear(im, n, x, 1, w->f, 1, w->dims[0], w->dims[1], b, &i);
 	if (r)
 		return r;
 	set_act(im, n, 0, i, 1);
@@ -844,6 +858,43 @@ static int need_image(struct imp *im, const Onnx__NodeProto *n, struct val *x, i
 	return 0;
 }
 
+/*
+ * A Conv of a global average, [N, C, 1, 1] (mcomp's [C]), as the gate of a
+ * squeeze-and-excitation block has: 1x1, group 1 and unpadded, it is a
+ * linear of W [O, C, 1, 1] read as [O, C]; its output is [N, O, 1, 1] again.
+ */
+static int map_conv_pooled(struct imp *im, const Onnx__NodeProto *n, struct val *x)
+{
+	int64_t shape[MC_MAX_DIMS], group, s, dil, p;
+	const int64_t *ks;
+	struct val *w, *b;
+	int r, i;
+
+	act_shape(im, x, shape);
+	if ((r = get_const(im, n, 1, DT_FLOAT, 0, &w)) ||
+	    (r = get_const(im, n, 2, DT_FLOAT, 1, &b)) ||
+	    (r = attr_int(im, n, "group", 1, &group)) ||
+	    (r = attr_ints(im, n, "kernel_shape", 2, &ks)) ||
+	    (r = square_attr(im, n, "strides", 1, &s)) ||
+	    (r = square_attr(im, n, "dilations", 1, &dil)) || (r = sym_pad(im, n, 1, s, &p)))
+		return r;
+	if (w->ndim != 4 || w->dims[1] != shape[0] || w->dims[2] != 1 || w->dims[3] != 1 ||
+	    (ks && (ks[0] != 1 || ks[1] != 1)) || group != 1 || p)
+		return node_err(im, n, MC_EINVAL,
+				"reads '%s', a [N, %lld, 1, 1] global average; mcomp reads a Conv "
+				"of it as a 1x1 of group 1 without padding only (W [O, %lld, 1, "
+				"1])",
+				x->name, (long long)shape[0], (long long)shape[0]);
+	if (b && (b->ndim != 1 || b->numel != w->dims[0]))
+		return node_err(im, n, MC_EINVAL, "B ('%s') has %lld values, not the %lld outputs",
+				b->name, (long long)b->numel, (long long)w->dims[0]);
+	r = add_linear(im, n, x, 3, w->f, 0, w->dims[1], w->dims[0], b, &i);
+	if (r)
+		return r;
+	set_act(im, n, 0, i, 3);
+	return 0;
+}
+
 static int map_conv(struct imp *im, int k, const Onnx__NodeProto *n)
 {
 	struct val *x, *w, *b;
@@ -851,8 +902,11 @@ static int map_conv(struct imp *im, int k, const Onnx__NodeProto *n)
 	const int64_t *ks;
 	int r, i;
 
-	if ((r = get_act_padded(im, n, 0, 1, &x)) || (r = need_image(im, n, x, shape)) ||
-	    (r = get_const(im, n, 1, DT_FLOAT, 0, &w)) ||
+	if ((r = get_act_padded(im, n, 0, 1, &x)))
+		return r;
+	if (x->rank == 3 && act_shape(im, x, shape) == 1)
+		return map_conv_pooled(im, n, x);
+	if ((r = need_image(im, n, x, shape)) || (r = get_const(im, n, 1, DT_FLOAT, 0, &w)) ||
 	    (r = get_const(im, n, 2, DT_FLOAT, 1, &b)) ||
 	    (r = attr_int(im, n, "group", 1, &group)) ||
 	    (r = attr_ints(im, n, "kernel_shape", 2, &ks)) ||
@@ -1011,7 +1065,7 @@ static int map_pool(struct imp *im, int k, const Onnx__NodeProto *n)
 	return 0;
 }
 
-/* Relu, GlobalAveragePool: one mcomp op of no attributes. */
+/* Relu, Sigmoid, HardSwish, GlobalAveragePool: one mcomp op of no attributes. */
 static int map_unary(struct imp *im, int k, const Onnx__NodeProto *n)
 {
 	const char *opname = ops[op_index(n->op_type)].mc_op;
@@ -1020,6 +1074,10 @@ static int map_unary(struct imp *im, int k, const Onnx__NodeProto *n)
 	struct val *x;
 	int r, i;
 
+	if (!strcmp(opname, "hardswish") && im->opset < 14)
+		return node_err(im, n, MC_EINVAL,
+				"HardSwish is an op of opset 14 and later; the file is not valid "
+				"ONNX of its opset");
 	if ((r = get_act(im, n, 0, &x)) || (gap && (r = need_image(im, n, x, shape))))
 		return r;
 	i = add(im, n, opname, &x, 1, NULL);
@@ -1027,6 +1085,152 @@ static int map_unary(struct imp *im, int k, const Onnx__NodeProto *n)
 		return i;
 	/* global_avgpool gives [C] for ONNX's [C, 1, 1] */
 	set_act(im, n, 0, i, x->rank);
+	return 0;
+}
+
+/* LeakyRelu (alpha 0.01), HardSigmoid (alpha 0.2, beta 0.5): their float attributes as they are. */
+static int map_act(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	const char *opname = ops[op_index(n->op_type)].mc_op;
+	int hsig = !strcmp(opname, "hardsigmoid");
+	double alpha, beta = 0.5;
+	struct val *x;
+	int r, i;
+
+	if ((r = get_act(im, n, 0, &x)) ||
+	    (r = attr_float(im, n, "alpha", hsig ? 0.2f : 0.01f, &alpha)) ||
+	    (hsig && (r = attr_float(im, n, "beta", 0.5f, &beta))))
+		return r;
+	{
+		struct mc_attr a[] = {MC_ATTR_FLOAT("alpha", alpha), MC_ATTR_FLOAT("beta", beta),
+				      MC_ATTR_END};
+
+		if (!hsig)
+			a[1] = (struct mc_attr)MC_ATTR_END;
+		i = add(im, n, opname, &x, 1, a);
+	}
+	if (i < 0)
+		return i;
+	set_act(im, n, 0, i, x->rank);
+	return 0;
+}
+
+/*
+ * Clip: bounds from the attributes min and max before opset 11, from the
+ * optional constant inputs 1 and 2 since; a bound left out is float's
+ * lowest or highest, as in ONNX.
+ */
+static int map_clip(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	double lo = -FLT_MAX, hi = FLT_MAX;
+	struct val *x, *b[2];
+	int r, i;
+
+	if ((r = get_act(im, n, 0, &x)))
+		return r;
+	if (im->opset < 11) {
+		if (n->n_input > 1)
+			return node_err(im, n, MC_EINVAL,
+					"has %zu inputs; before opset 11 Clip's bounds are the "
+					"attributes min and max",
+					n->n_input);
+		if ((r = attr_float(im, n, "min", -FLT_MAX, &lo)) ||
+		    (r = attr_float(im, n, "max", FLT_MAX, &hi)))
+			return r;
+	} else {
+		if (n->n_attribute)
+			return node_err(im, n, MC_EINVAL,
+					"has attribute '%s'; since opset 11 Clip's bounds are "
+					"inputs 1 and 2",
+					n->attribute[0]->name);
+		for (size_t q = 0; q < 2; q++) {
+			if ((r = get_const(im, n, q + 1, DT_FLOAT, 1, &b[q])))
+				return r;
+			if (b[q] && b[q]->numel != 1)
+				return node_err(im, n, MC_EINVAL,
+						"%s ('%s') has %lld values; Clip's bounds are "
+						"scalars",
+						q ? "max" : "min", b[q]->name,
+						(long long)b[q]->numel);
+		}
+		if (b[0])
+			lo = b[0]->f[0];
+		if (b[1])
+			hi = b[1]->f[0];
+	}
+	{
+		struct mc_attr a[] = {MC_ATTR_FLOAT("min", lo), MC_ATTR_FLOAT("max", hi),
+				      MC_ATTR_END};
+
+		i = add(im, n, "clip", &x, 1, a);
+	}
+	if (i < 0)
+		return i;
+	set_act(im, n, 0, i, x->rank);
+	return 0;
+}
+
+/* The ONNX per-sample shape of activation v: its mcomp shape, or [C, 1, 1] for
+ * a global average (mcomp's [C]); returns the rank, -1 when neither. */
+static int onnx_shape(struct imp *im, const struct val *v, int64_t *shape)
+{
+	int nd = act_shape(im, v, shape);
+
+	if (nd == v->rank)
+		return nd;
+	if (nd == 1 && v->rank == 3) {
+		shape[1] = shape[2] = 1;
+		return 3;
+	}
+	return -1;
+}
+
+/*
+ * Mul of two activations, as NumPy broadcasts them with mcomp's mul: of
+ * one shape (mcomp shapes may differ where one is a global average: the
+ * one of more dimensions goes first), or one [N, C, 1, ..., 1] (a
+ * squeeze-and-excitation gate) times an [N, C, ...] in either order.
+ */
+static int map_mul(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	int64_t s[2][MC_MAX_DIMS], ms[2][MC_MAX_DIMS];
+	struct val *in[2], *t;
+	int nd[2], r, i, ones[2] = {1, 1};
+	char a[128], b[128];
+
+	for (size_t q = 0; q < 2; q++) {
+		struct val *v = q < n->n_input ? val_find(im, n->input[q]) : NULL;
+
+		if (v && v->kind == V_CONST)
+			return node_err(im, n, MC_EINVAL,
+					"multiplies by the constant '%s'; mcomp reads Mul of two "
+					"activations only (a gate, as in squeeze-and-excitation)",
+					v->name);
+		if ((r = get_act(im, n, q, &in[q])))
+			return r;
+		nd[q] = onnx_shape(im, in[q], s[q]);
+		for (int d = 1; d < nd[q]; d++)
+			ones[q] &= s[q][d] == 1;
+	}
+	if (nd[0] < 0 || nd[1] < 0 || nd[0] != nd[1] ||
+	    (memcmp(s[0], s[1], (size_t)nd[0] * sizeof(int64_t)) &&
+	     (s[0][0] != s[1][0] || (!ones[0] && !ones[1]))))
+		return node_err(
+		    im, n, MC_EINVAL,
+		    "multiplies '%s' %s by '%s' %s; mcomp reads Mul of two [N, ...] of "
+		    "one shape, or of [N, C, ...] by [N, C, 1, ..., 1] only",
+		    in[0]->name, nd[0] < 0 ? "?" : mc_shape_text(nd[0], s[0], a, sizeof(a)),
+		    in[1]->name, nd[1] < 0 ? "?" : mc_shape_text(nd[1], s[1], b, sizeof(b)));
+	/* the one broadcast (or of fewer mcomp dimensions) second */
+	if (act_shape(im, in[0], ms[0]) < act_shape(im, in[1], ms[1]) || (ones[0] && !ones[1])) {
+		t = in[0];
+		in[0] = in[1];
+		in[1] = t;
+	}
+	i = add(im, n, "mul", in, 2, NULL);
+	if (i < 0)
+		return i;
+	set_act(im, n, 0, i, in[0]->rank);
 	return 0;
 }
 

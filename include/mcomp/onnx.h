@@ -22,6 +22,15 @@
  * what the mcomp op computes: asymmetric padding, dilation, ceil_mode, ...)
  * is refused before any model is built, naming the node, its op type and
  * the opset; docs/pipelines.md lists what is read.
+ *
+ * And models out, for ONNX Runtime (opset 13; docs/interop.md): each mcomp
+ * op as its ONNX counterpart (linear as Gemm, conv2d as Conv, ...), int8
+ * static layers (qlinear, qconv2d) in QDQ form (QuantizeLinear and
+ * DequantizeLinear around a Gemm or Conv, the weights int8 with their
+ * per-channel scales along axis 0, the inputs with their calibrated scale
+ * and zero point), dynamic ones through DynamicQuantizeLinear, weight-only
+ * ones as f32 weights dequantized. The input is "input" with a symbolic
+ * batch dimension, the output "logits".
  */
 #ifndef MCOMP_ONNX_H
 #define MCOMP_ONNX_H
@@ -45,6 +54,44 @@ MC_API struct mc_model *mc_model_from_onnx(const char *path, struct mc_err *err)
 /* The same from the file's bytes in memory; origin names them in messages. */
 MC_API struct mc_model *mc_model_from_onnx_buf(const void *buf, size_t len, const char *origin,
 					       struct mc_err *err);
+
+/*
+ * What an export adds to the model and whom it tells what it did.
+ * metadata_props always carries "mcomp.version"; props adds more, as
+ * "key", "value" pairs ended by a NULL key (a NULL value skips its key):
+ * a pipeline adds "mcomp.pipeline.sha256", its recipe's digest. log, when
+ * set, receives the notes of the export (level MC_LOG_WARNING or
+ * MC_LOG_INFO of mcomp/pipeline.h): a weight-only layer written as f32, a
+ * pruned model written dense.
+ */
+struct mc_onnx_meta {
+	const char *const *props;
+	void (*log)(void *arg, int level, const char *msg);
+	void *log_arg;
+};
+
+/*
+ * Writes m as an ONNX model to path (atomically: a temporary file beside it
+ * renamed into place, so a failure leaves no partial file and the previous
+ * one intact). meta may be NULL. Returns 0, or with err set: MC_EINVAL when
+ * a node has no ONNX form (an op a plugin provides, an op the exporter does
+ * not know; the message names the node and its op) or holds unusable
+ * quantization parameters, MC_EIO when the file cannot be written,
+ * MC_ENOMEM.
+ */
+MC_API int mc_model_save_onnx(const struct mc_model *m, const char *path,
+			      const struct mc_onnx_meta *meta, struct mc_err *err);
+
+/*
+ * 0 when every node of m has an ONNX form, else MC_EINVAL with the node
+ * named, as mc_model_save_onnx would fail. Reads only the graph, so a model
+ * of shapes only (validation) can be checked.
+ */
+MC_API int mc_model_onnx_check(const struct mc_model *m, struct mc_err *err);
+
+/* The exact bytes mc_model_save_onnx writes (malloc'd into *buf, caller free()s). */
+MC_API int mc_model_serialize_onnx(const struct mc_model *m, const struct mc_onnx_meta *meta,
+				   void **buf, size_t *len, struct mc_err *err);
 
 #ifdef __cplusplus
 }

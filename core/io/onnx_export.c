@@ -1,0 +1,987 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * onnx_export.c - mcomp models out as ONNX files, for ONNX Runtime and the
+ * other tools that read them. The message tree is built from the protobuf-c
+ * structs generated from Debian's onnx.proto (core/io/onnx.pb-c.h, as the
+ * importer in onnx.c reads them) and packed by protobuf-c; nothing here
+ * writes protobuf by hand.
+ *
+ * One mcomp node becomes one ONNX node, or a few (opset 13, table below):
+ *
+ *	linear               Gemm (transB=1; no C when bias: false)
+ *	conv2d               Conv
+ *	batchnorm            BatchNormalization (inference: the running statistics)
+ *	relu                 Relu
+ *	maxpool2d, avgpool2d MaxPool, AveragePool (count_include_pad=1)
+ *	global_avgpool       GlobalAveragePool, Flatten (mcomp's output is [C])
+ *	flatten              Flatten (axis 1)
+ *	add                  Add
+ *	softmax, log_softmax Softmax, LogSoftmax (axis -1)
+ *	dropout              nothing (inference is the identity)
+ *	qlinear, qconv2d     static: QDQ, QuantizeLinear and DequantizeLinear of the
+ *	                     input with the calibrated scale and zero point, the
+ *	                     int8 weight through DequantizeLinear (per-channel:
+ *	                     axis 0), then Gemm or Conv (and Relu when fused);
+ *	                     dynamic: DynamicQuantizeLinear, MatMulInteger, Cast,
+ *	                     Mul by the scales, Add the bias (qlinear), or
+ *	                     DynamicQuantizeLinear and QDQ (qconv2d);
+ *	                     weight-only: the weights dequantized, written f32
+ *
+ * The model input is "input" [N, per-sample shape] with a symbolic batch
+ * "N"; the output "logits". Initializers keep mcomp's parameter names
+ * ("fc1.weight"); helper values are "NODE/what". Every message of the tree
+ * lives in one arena freed at the end; f32 and int8 weights are borrowed
+ * from the model (raw_data points at them: ONNX stores little-endian, as
+ * the tensors are here), only converted ones are allocated.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mcomp/onnx.h>
+#include <mcomp/pipeline.h>
+#include <mcomp/safetensors.h>
+
+#include "core/io/onnx.pb-c.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "onnx_export.c borrows tensors as ONNX raw_data, which is little-endian"
+#endif
+
+#define EXPORT_OPSET 13
+#define EXPORT_IR    7 /* the IR version of opset 13 (ONNX 1.8) */
+
+/* ONNX TensorProto.DataType values written here. */
+enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7 };
+
+struct exp {
+	const struct mc_model *m;
+	const struct mc_onnx_meta *meta;
+	struct mc_err *err;
+	int nomem;     /* an allocation failed: the result is MC_ENOMEM */
+	void **blocks; /* the arena: everything below, freed at the end */
+	size_t n_blocks, cap_blocks;
+	Onnx__NodeProto **nodes;
+	size_t n_nodes, cap_nodes;
+	Onnx__TensorProto **inits;
+	size_t n_inits, cap_inits;
+	const char **val;	/* per mcomp node: the ONNX value of its output */
+	int last;		/* the output node */
+	int64_t weights, zeros; /* of linear and conv weights: how pruned the model is */
+};
+
+typedef int (*map_fn)(struct exp *e, int i, const struct mc_node *nd);
+
+static int map_linear(struct exp *, int, const struct mc_node *);
+static int map_conv(struct exp *, int, const struct mc_node *);
+static int map_batchnorm(struct exp *, int, const struct mc_node *);
+static int map_pool(struct exp *, int, const struct mc_node *);
+static int map_gap(struct exp *, int, const struct mc_node *);
+static int map_plain(struct exp *, int, const struct mc_node *);
+static int map_softmax(struct exp *, int, const struct mc_node *);
+static int map_dropout(struct exp *, int, const struct mc_node *);
+static int map_qlinear(struct exp *, int, const struct mc_node *);
+static int map_qconv(struct exp *, int, const struct mc_node *);
+
+/* The mcomp ops written, in the order of their names (the list errors print). */
+static const struct {
+	const char *op;
+	map_fn map;
+	const char *onnx; /* the ONNX op of map_plain, map_pool and map_softmax */
+} ops[] = {
+    {"add", map_plain, "Add"},
+    {"avgpool2d", map_pool, "AveragePool"},
+    {"batchnorm", map_batchnorm, NULL},
+    {"conv2d", map_conv, NULL},
+    {"dropout", map_dropout, NULL},
+    {"flatten", map_plain, "Flatten"},
+    {"global_avgpool", map_gap, NULL},
+    {"linear", map_linear, NULL},
+    {"log_softmax", map_softmax, "LogSoftmax"},
+    {"maxpool2d", map_pool, "MaxPool"},
+    {"qconv2d", map_qconv, NULL},
+    {"qlinear", map_qlinear, NULL},
+    {"relu", map_plain, "Relu"},
+    {"softmax", map_softmax, "Softmax"},
+};
+#define N_OPS ((int)(sizeof(ops) / sizeof(ops[0])))
+
+static int op_row(const char *name)
+{
+	for (int i = 0; i < N_OPS; i++)
+		if (!strcmp(ops[i].op, name))
+			return i;
+	return -1;
+}
+
+/* "node 'fc1' (qlinear): MESSAGE" */
+static int node_err(struct exp *e, const struct mc_node *nd, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int node_err(struct exp *e, const struct mc_node *nd, int code, const char *fmt, ...)
+{
+	char msg[MC_ERR_MAX / 2];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return mc_err_set(e->err, code, "node '%s' (%s): %s", nd->name, nd->op->name, msg);
+}
+
+static void note(struct exp *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void note(struct exp *e, int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!e->meta || !e->meta->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e->meta->log(e->meta->log_arg, level, msg);
+}
+
+/* ---------------------------------------------------------------- the arena */
+
+/* n zeroed bytes owned by the arena; NULL (and e->nomem) when out of memory. */
+static void *ar(struct exp *e, size_t n)
+{
+	void *p;
+
+	if (e->n_blocks == e->cap_blocks) {
+		size_t cap = e->cap_blocks ? 2 * e->cap_blocks : 256;
+		void **b = realloc(e->blocks, cap * sizeof(*b));
+
+		if (!b) {
+			e->nomem = 1;
+			return NULL;
+		}
+		e->blocks = b;
+		e->cap_blocks = cap;
+	}
+	p = calloc(1, n ? n : 1);
+	if (!p) {
+		e->nomem = 1;
+		return NULL;
+	}
+	e->blocks[e->n_blocks++] = p;
+	return p;
+}
+
+static char *sfmt(struct exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *sfmt(struct exp *e, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	s = n < 0 ? NULL : ar(e, (size_t)n + 1);
+	if (!s)
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return s;
+}
+
+/* Appends p to the list (*v)[*n] of capacity *cap; 0 or -1 (e->nomem). */
+static int push(struct exp *e, void ***v, size_t *n, size_t *cap, void *p)
+{
+	if (!p)
+		return -1;
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 64;
+		void **nv = realloc(*v, c * sizeof(void *));
+
+		if (!nv) {
+			e->nomem = 1;
+			return -1;
+		}
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = p;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- building blocks */
+
+/*
+ * Appends an ONNX node of type op named name, reading the n_in values in
+ * (NULL-terminated when n_in < 0) and writing out. Returns it, or NULL when
+ * out of memory (then every later call is a no-op and the export fails).
+ */
+static Onnx__NodeProto *onode(struct exp *e, const char *op, const char *name, const char *out,
+			      int n_in, const char *const *in)
+{
+	Onnx__NodeProto *n = ar(e, sizeof(*n));
+	char **ins, **outs;
+
+	if (n_in < 0)
+		for (n_in = 0; in[n_in]; n_in++)
+			;
+	ins = ar(e, (size_t)n_in * sizeof(char *));
+	outs = ar(e, sizeof(char *));
+	if (!n || !ins || !outs || !name || !out)
+		return NULL;
+	onnx__node_proto__init(n);
+	for (int k = 0; k < n_in; k++) {
+		if (!in[k])
+			return NULL;
+		ins[k] = (char *)in[k];
+	}
+	outs[0] = (char *)out;
+	n->op_type = (char *)op;
+	n->name = (char *)name;
+	n->n_input = (size_t)n_in;
+	n->input = ins;
+	n->n_output = 1;
+	n->output = outs;
+	if (push(e, (void ***)&e->nodes, &e->n_nodes, &e->cap_nodes, n))
+		return NULL;
+	return n;
+}
+
+static Onnx__AttributeProto *add_attr(struct exp *e, Onnx__NodeProto *n, const char *name,
+				      Onnx__AttributeProto__AttributeType type)
+{
+	Onnx__AttributeProto *a = n ? ar(e, sizeof(*a)) : NULL;
+	Onnx__AttributeProto **v = n ? ar(e, (n->n_attribute + 1) * sizeof(*v)) : NULL;
+
+	if (!a || !v)
+		return NULL;
+	onnx__attribute_proto__init(a);
+	a->name = (char *)name;
+	a->has_type = 1;
+	a->type = type;
+	if (n->n_attribute)
+		memcpy(v, n->attribute, n->n_attribute * sizeof(*v));
+	v[n->n_attribute++] = a;
+	n->attribute = v;
+	return a;
+}
+
+static void attr_i(struct exp *e, Onnx__NodeProto *n, const char *name, int64_t i)
+{
+	Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+
+	if (a) {
+		a->has_i = 1;
+		a->i = i;
+	}
+}
+
+static void attr_f(struct exp *e, Onnx__NodeProto *n, const char *name, float f)
+{
+	Onnx__AttributeProto *a =
+	    add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+
+	if (a) {
+		a->has_f = 1;
+		a->f = f;
+	}
+}
+
+/* An ints attribute of count copies of v. */
+static void attr_is(struct exp *e, Onnx__NodeProto *n, const char *name, int count, int64_t v)
+{
+	Onnx__AttributeProto *a = add_attr(e, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+	int64_t *ints = a ? ar(e, (size_t)count * sizeof(int64_t)) : NULL;
+
+	if (!ints)
+		return;
+	for (int k = 0; k < count; k++)
+		ints[k] = v;
+	a->n_ints = (size_t)count;
+	a->ints = ints;
+}
+
+/*
+ * An initializer named name of ONNX type dt and shape dims[ndim] (ndim 0: a
+ * scalar) whose bytes are data, borrowed (they must outlive the packing).
+ * Returns name, or NULL when out of memory.
+ */
+static const char *init(struct exp *e, const char *name, int dt, int ndim, const int64_t *dims,
+			const void *data, size_t bytes)
+{
+	Onnx__TensorProto *t = name ? ar(e, sizeof(*t)) : NULL;
+	int64_t *d = ar(e, (size_t)ndim * sizeof(int64_t));
+
+	if (!t || !d)
+		return NULL;
+	onnx__tensor_proto__init(t);
+	if (ndim)
+		memcpy(d, dims, (size_t)ndim * sizeof(int64_t));
+	t->name = (char *)name;
+	t->n_dims = (size_t)ndim;
+	t->dims = d;
+	t->has_data_type = 1;
+	t->data_type = dt;
+	t->has_raw_data = 1;
+	t->raw_data.len = bytes;
+	t->raw_data.data = (uint8_t *)data; /* borrowed; protobuf-c only reads it */
+	if (push(e, (void ***)&e->inits, &e->n_inits, &e->cap_inits, t))
+		return NULL;
+	return name;
+}
+
+/* A parameter as an initializer of its own name, shape and dtype (f32 or s8). */
+static const char *init_param(struct exp *e, const struct mc_tensor *t)
+{
+	int dt = t->dtype == MC_S8 ? DT_INT8 : DT_FLOAT;
+
+	return init(e, t->name, dt, t->ndim, t->shape, t->data,
+		    (size_t)t->numel * (t->dtype == MC_S8 ? 1 : sizeof(float)));
+}
+
+/* n zero bytes of type dt (uint8 or int8) as an initializer: zero points. */
+static const char *init_zeros8(struct exp *e, const char *name, int dt, int ndim,
+			       const int64_t *dims, int64_t n)
+{
+	return init(e, name, dt, ndim, dims, ar(e, (size_t)n), (size_t)n);
+}
+
+/* The value of input k of nd. */
+static const char *in_val(struct exp *e, const struct mc_node *nd, int k)
+{
+	return nd->inputs[k] == MC_NODE_INPUT ? "input" : e->val[nd->inputs[k]];
+}
+
+/* The value node i writes: "logits" for the output node, else its name. */
+static const char *out_val(struct exp *e, int i)
+{
+	const char *name = mc_model_node(e->m, i)->name;
+
+	if (i == e->last)
+		return "logits";
+	if (!strcmp(name, "logits"))
+		return "logits/out";
+	return name;
+}
+
+static const char *sub(struct exp *e, const struct mc_node *nd, const char *what)
+{
+	return sfmt(e, "%s/%s", nd->name, what);
+}
+
+/* Counts the zeros of a weight, for the note on pruned models. */
+static void count_zeros(struct exp *e, const struct mc_tensor *w)
+{
+	int64_t z = 0;
+
+	if (w->dtype == MC_F32) {
+		for (int64_t k = 0; k < w->numel; k++)
+			z += ((const float *)w->data)[k] == 0.0f;
+	} else if (w->dtype == MC_S8) {
+		for (int64_t k = 0; k < w->numel; k++)
+			z += ((const int8_t *)w->data)[k] == 0;
+	} else {
+		return;
+	}
+	e->weights += w->numel;
+	e->zeros += z;
+}
+
+/* ---------------------------------------------------------------- f32 ops */
+
+/* Gemm(x, W, B, transB=1) into out: W [out, in] as stored. */
+static int gemm(struct exp *e, const struct mc_node *nd, const char *x, const char *w,
+		const char *b, const char *out)
+{
+	const char *in[] = {x, w, b, NULL};
+	Onnx__NodeProto *n = onode(e, "Gemm", nd->name, out, -1, in);
+
+	attr_i(e, n, "transB", 1);
+	return 0;
+}
+
+static int map_linear(struct exp *e, int i, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
+
+	count_zeros(e, w);
+	return gemm(e, nd, in_val(e, nd, 0), init_param(e, w), b ? init_param(e, b) : NULL,
+		    out_val(e, i));
+}
+
+/* The attributes of Conv and the pools: square kernel k, stride s, padding p on all sides. */
+static void window_attrs(struct exp *e, Onnx__NodeProto *n, int64_t k, int64_t s, int64_t p)
+{
+	attr_is(e, n, "kernel_shape", 2, k);
+	attr_is(e, n, "strides", 2, s);
+	attr_is(e, n, "pads", 4, p);
+}
+
+static int conv(struct exp *e, const struct mc_node *nd, const char *x, const char *w,
+		const char *b, const char *out)
+{
+	const char *in[] = {x, w, b, NULL};
+	Onnx__NodeProto *n = onode(e, "Conv", nd->name, out, -1, in);
+
+	window_attrs(e, n, mc_node_attr_int(nd, "kernel", 3), mc_node_attr_int(nd, "stride", 1),
+		     mc_node_attr_int(nd, "padding", 0));
+	attr_i(e, n, "group", mc_node_attr_int(nd, "groups", 1));
+	return 0;
+}
+
+static int map_conv(struct exp *e, int i, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
+
+	count_zeros(e, w);
+	return conv(e, nd, in_val(e, nd, 0), init_param(e, w), b ? init_param(e, b) : NULL,
+		    out_val(e, i));
+}
+
+static int map_batchnorm(struct exp *e, int i, const struct mc_node *nd)
+{
+	static const char *const what[4] = {"weight", "bias", "running_mean", "running_var"};
+	const char *in[6] = {in_val(e, nd, 0)};
+	Onnx__NodeProto *n;
+
+	for (int q = 0; q < 4; q++)
+		in[q + 1] = init_param(e, mc_node_param_named(nd, what[q]));
+	n = onode(e, "BatchNormalization", nd->name, out_val(e, i), 5, in);
+	attr_f(e, n, "epsilon", (float)mc_node_attr_float(nd, "eps", 1e-5));
+	/* ONNX's momentum weighs the running value, mcomp's the batch; unused in inference */
+	attr_f(e, n, "momentum", (float)(1.0 - mc_node_attr_float(nd, "momentum", 0.1)));
+	return 0;
+}
+
+static int map_pool(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *onnx = ops[op_row(nd->op->name)].onnx, *in[] = {in_val(e, nd, 0)};
+	int64_t k = mc_node_attr_int(nd, "kernel", 2), s = mc_node_attr_int(nd, "stride", 0);
+	Onnx__NodeProto *n = onode(e, onnx, nd->name, out_val(e, i), 1, in);
+
+	window_attrs(e, n, k, s ? s : k, mc_node_attr_int(nd, "padding", 0));
+	/* mcomp's average counts the padding as zeros (PyTorch's default) */
+	if (!strcmp(onnx, "AveragePool"))
+		attr_i(e, n, "count_include_pad", 1);
+	return 0;
+}
+
+/* mcomp's global_avgpool gives [C]; ONNX's [C, 1, 1], flattened after. */
+static int map_gap(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *in[] = {in_val(e, nd, 0)}, *gap = sub(e, nd, "pooled");
+	Onnx__NodeProto *n;
+
+	onode(e, "GlobalAveragePool", nd->name, gap, 1, in);
+	n = onode(e, "Flatten", sub(e, nd, "Flatten"), out_val(e, i), 1, &gap);
+	attr_i(e, n, "axis", 1);
+	return 0;
+}
+
+/* An op of the same name and inputs and no attributes (Flatten: axis 1, its default). */
+static int map_plain(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *in[MC_NODE_MAX_INPUTS];
+
+	for (int k = 0; k < nd->n_inputs; k++)
+		in[k] = in_val(e, nd, k);
+	onode(e, ops[op_row(nd->op->name)].onnx, nd->name, out_val(e, i), nd->n_inputs, in);
+	return 0;
+}
+
+static int map_softmax(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *in[] = {in_val(e, nd, 0)};
+	Onnx__NodeProto *n =
+	    onode(e, ops[op_row(nd->op->name)].onnx, nd->name, out_val(e, i), 1, in);
+
+	attr_i(e, n, "axis", -1);
+	return 0;
+}
+
+/* Dropout computes the identity in inference: its output is its input's value. */
+static int map_dropout(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *in[] = {in_val(e, nd, 0)};
+
+	if (i != e->last) {
+		e->val[i] = in[0];
+		return 0;
+	}
+	onode(e, "Identity", nd->name, out_val(e, i), 1, in);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- quantized ops */
+
+enum qmode { QM_WEIGHT_ONLY, QM_DYNAMIC, QM_STATIC };
+
+static enum qmode qmode(const struct mc_node *nd)
+{
+	const char *m = mc_node_attr_str(nd, "mode", "dynamic");
+
+	return !strcmp(m, "static")	   ? QM_STATIC
+	       : !strcmp(m, "weight-only") ? QM_WEIGHT_ONLY
+					   : QM_DYNAMIC;
+}
+
+/* Refuses weight scales the int8 kernels would refuse too: not finite and positive. */
+static int check_scales(struct exp *e, const struct mc_node *nd, const struct mc_tensor *s)
+{
+	for (int64_t k = 0; k < s->numel; k++) {
+		float v = ((const float *)s->data)[k];
+
+		if (!(v > 0.0f) || !isfinite(v))
+			return node_err(e, nd, MC_EINVAL,
+					"weight_scale[%lld] is %g; a scale must be finite and "
+					"positive (the file is damaged: quantize the model again)",
+					(long long)k, v);
+	}
+	return 0;
+}
+
+/*
+ * The int8 weight w through DequantizeLinear with its scales s (per tensor:
+ * a scalar; per channel: [out] along axis 0) and zero points of 0. Returns
+ * the dequantized value.
+ */
+static const char *dq_weight(struct exp *e, const struct mc_node *nd, const struct mc_tensor *w,
+			     const struct mc_tensor *s)
+{
+	int per_channel = s->numel > 1;
+	int64_t dims[1] = {s->numel};
+	const char *in[3], *out = sub(e, nd, "weight_dq");
+	Onnx__NodeProto *n;
+
+	in[0] = init_param(e, w);
+	in[1] = init(e, s->name, DT_FLOAT, per_channel, dims, s->data, (size_t)s->numel * 4);
+	in[2] = init_zeros8(e, sfmt(e, "%s.weight_zero_point", nd->name), DT_INT8, per_channel,
+			    dims, s->numel);
+	n = onode(e, "DequantizeLinear", sub(e, nd, "weight/DequantizeLinear"), out, 3, in);
+	if (per_channel)
+		attr_i(e, n, "axis", 0);
+	return out;
+}
+
+/*
+ * The input x of a static node through QuantizeLinear and DequantizeLinear
+ * with the calibrated scale and zero point (input_qparams): the value the
+ * int8 kernel multiplies, as ONNX Runtime's QDQ fusion reads it.
+ */
+static const char *qdq_input(struct exp *e, const struct mc_node *nd, const char *x)
+{
+	const struct mc_tensor *qp = mc_node_param_named(nd, "input_qparams");
+	const float *v = qp ? qp->data : NULL;
+	uint8_t *zp = ar(e, 1);
+	const char *in[3], *q = sub(e, nd, "input_q"), *dq = sub(e, nd, "input_dq");
+
+	if (!v || qp->numel != 2 || !(v[0] > 0.0f) || !isfinite(v[0]) || !(v[1] >= 0.0f) ||
+	    v[1] > 255.0f || v[1] != nearbyintf(v[1])) {
+		node_err(e, nd, MC_EINVAL,
+			 "input_qparams are not a u8 quantization (a positive scale and a zero "
+			 "point in 0..255); the file is damaged: quantize the model again");
+		return NULL;
+	}
+	if (!zp)
+		return NULL;
+	*zp = (uint8_t)v[1];
+	in[0] = x;
+	in[1] = init(e, sfmt(e, "%s.input_scale", nd->name), DT_FLOAT, 0, NULL, &v[0], 4);
+	in[2] = init(e, sfmt(e, "%s.input_zero_point", nd->name), DT_UINT8, 0, NULL, zp, 1);
+	onode(e, "QuantizeLinear", sub(e, nd, "input/QuantizeLinear"), q, 3, in);
+	in[0] = q;
+	onode(e, "DequantizeLinear", sub(e, nd, "input/DequantizeLinear"), dq, 3, in);
+	return dq;
+}
+
+/*
+ * The f32 weights of a weight-only qlinear: w = (q - z) s per block (the
+ * tensor, a row or a group of a row; 4-bit: two values a byte, low nibble
+ * first, stored as q + 8), as the op's own kernels dequantize them.
+ */
+static const char *dequantized(struct exp *e, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *zt = mc_node_param_named(nd, "weight_zero_point");
+	int64_t O = w->shape[0], I = w->shape[1], per_row, len;
+	int bits = (int)mc_node_attr_int(nd, "bits", 8);
+	float *d = ar(e, (size_t)(O * I) * sizeof(float));
+
+	if (!d)
+		return NULL;
+	per_row = s->numel == 1 ? 1 : s->numel / O;
+	len = I / per_row;
+	for (int64_t o = 0; o < O; o++) {
+		for (int64_t k = 0; k < I; k++) {
+			int64_t b = s->numel == 1 ? 0 : o * per_row + k / len, at = o * I + k;
+			float z = zt ? (float)((const int8_t *)zt->data)[b] : 0.0f, q;
+
+			if (bits == 8) {
+				q = (float)((const int8_t *)w->data)[at];
+			} else {
+				uint8_t byte = ((const uint8_t *)w->data)[at / 2];
+
+				q = (float)((at % 2 ? byte >> 4 : byte & 15) - 8);
+			}
+			d[at] = (q - z) * ((const float *)s->data)[b];
+		}
+	}
+	{
+		int64_t dims[2] = {O, I};
+
+		return init(e, w->name, DT_FLOAT, 2, dims, d, (size_t)(O * I) * sizeof(float));
+	}
+}
+
+/*
+ * DynamicQuantizeLinear of x: its three outputs, the u8 values (returned),
+ * their scale (*qs) and zero point (*qz), from the batch's range as mcomp's
+ * mc_u8_qparams takes it (the range widened to hold 0, rounded half to even).
+ */
+static const char *dynamic_q(struct exp *e, const struct mc_node *nd, const char *x,
+			     const char **qs, const char **qz)
+{
+	const char *q = sub(e, nd, "input_q");
+	Onnx__NodeProto *n =
+	    onode(e, "DynamicQuantizeLinear", sub(e, nd, "DynamicQuantizeLinear"), q, 1, &x);
+	char **o3 = ar(e, 3 * sizeof(char *));
+
+	*qs = sub(e, nd, "input_scale");
+	*qz = sub(e, nd, "input_zero_point");
+	if (!n || !o3)
+		return NULL;
+	o3[0] = (char *)q;
+	o3[1] = (char *)*qs;
+	o3[2] = (char *)*qz;
+	n->output = o3;
+	n->n_output = 3;
+	return q;
+}
+
+/*
+ * Dynamic qlinear: DynamicQuantizeLinear(x) gives u8 values, their scale
+ * and zero point from the batch's range (mcomp's mc_u8_qparams computes
+ * the same); MatMulInteger with W^T (int8 [in, out]) the exact s32 sums
+ * (a - za) w; Cast, Mul by sa * sw and Add the bias requantize them.
+ * ONNX Runtime fuses the chain into DynamicQuantizeMatMul.
+ */
+static int dynamic_linear(struct exp *e, int i, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
+	int64_t O = w->shape[0], I = w->shape[1], dims[2] = {I, O}, sd[1] = {s->numel};
+	int8_t *wt = ar(e, (size_t)(O * I));
+	const char *acc = sub(e, nd, "acc"), *accf = sub(e, nd, "acc_f32"),
+		   *scale = sub(e, nd, "scale"), *y = sub(e, nd, "scaled"), *q, *qs, *qz;
+	const char *in[3];
+	Onnx__NodeProto *n;
+
+	if (!wt)
+		return 0;
+	for (int64_t o = 0; o < O; o++)
+		for (int64_t k = 0; k < I; k++)
+			wt[k * O + o] = ((const int8_t *)w->data)[o * I + k];
+	q = dynamic_q(e, nd, in_val(e, nd, 0), &qs, &qz);
+	in[0] = q;
+	in[1] = init(e, sfmt(e, "%s.weight_t", nd->name), DT_INT8, 2, dims, wt, (size_t)(O * I));
+	in[2] = qz;
+	onode(e, "MatMulInteger", sub(e, nd, "MatMulInteger"), acc, 3, in);
+	n = onode(e, "Cast", sub(e, nd, "Cast"), accf, 1, &acc);
+	attr_i(e, n, "to", DT_FLOAT);
+	in[0] = qs;
+	in[1] = init(e, s->name, DT_FLOAT, s->numel > 1, sd, s->data, (size_t)s->numel * 4);
+	onode(e, "Mul", sub(e, nd, "scale/Mul"), scale, 2, in);
+	in[0] = accf;
+	in[1] = scale;
+	onode(e, "Mul", sub(e, nd, "Mul"), y, 2, in);
+	in[0] = y;
+	in[1] = init_param(e, b);
+	onode(e, "Add", nd->name, out_val(e, i), 2, in);
+	return 0;
+}
+
+static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
+	enum qmode mode = qmode(nd);
+	int r = check_scales(e, nd, s);
+	const char *x;
+
+	if (r)
+		return r;
+	count_zeros(e, w);
+	if (mode == QM_WEIGHT_ONLY) {
+		note(e, MC_LOG_WARNING,
+		     "node '%s' (qlinear, %lld-bit weight-only): ONNX has no %s weight-only "
+		     "linear; written as Gemm of its weights dequantized to f32 (4 bytes a "
+		     "weight), which ONNX Runtime computes in f32",
+		     nd->name, (long long)mc_node_attr_int(nd, "bits", 8),
+		     mc_node_attr_int(nd, "bits", 8) == 8 ? "int8" : "4-bit");
+		return gemm(e, nd, in_val(e, nd, 0), dequantized(e, nd), init_param(e, b),
+			    out_val(e, i));
+	}
+	if (mode == QM_DYNAMIC)
+		return dynamic_linear(e, i, nd);
+	x = qdq_input(e, nd, in_val(e, nd, 0));
+	if (!x && !e->nomem)
+		return e->err->code;
+	return gemm(e, nd, x, dq_weight(e, nd, w, s), init_param(e, b), out_val(e, i));
+}
+
+/*
+ * qconv2d: the input through QuantizeLinear/DequantizeLinear (static) or
+ * DynamicQuantizeLinear/DequantizeLinear (dynamic), the weight through
+ * DequantizeLinear, then Conv; a fused relu is a Relu after it.
+ */
+static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
+	int relu = (int)mc_node_attr_int(nd, "relu", 0), r = check_scales(e, nd, s);
+	const char *x = in_val(e, nd, 0), *out = relu ? sub(e, nd, "conv") : out_val(e, i);
+
+	if (r)
+		return r;
+	count_zeros(e, w);
+	if (qmode(nd) == QM_STATIC) {
+		x = qdq_input(e, nd, x);
+		if (!x && !e->nomem)
+			return e->err->code;
+	} else {
+		const char *in[3], *dq = sub(e, nd, "input_dq");
+
+		in[0] = dynamic_q(e, nd, x, &in[1], &in[2]);
+		onode(e, "DequantizeLinear", sub(e, nd, "input/DequantizeLinear"), dq, 3, in);
+		x = dq;
+	}
+	/* qconv2d is conv2d's geometry with groups 1 */
+	conv(e, nd, x, dq_weight(e, nd, w, s), init_param(e, b), out);
+	if (relu)
+		onode(e, "Relu", sub(e, nd, "Relu"), out_val(e, i), 1, &out);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the model */
+
+static Onnx__ValueInfoProto *value_info(struct exp *e, const char *name, int ndim,
+					const int64_t *shape)
+{
+	Onnx__ValueInfoProto *v = ar(e, sizeof(*v));
+	Onnx__TypeProto *tp = ar(e, sizeof(*tp));
+	Onnx__TypeProto__Tensor *tt = ar(e, sizeof(*tt));
+	Onnx__TensorShapeProto *sh = ar(e, sizeof(*sh));
+	Onnx__TensorShapeProto__Dimension **dims = ar(e, (size_t)(ndim + 1) * sizeof(*dims));
+
+	if (!v || !tp || !tt || !sh || !dims)
+		return NULL;
+	onnx__value_info_proto__init(v);
+	onnx__type_proto__init(tp);
+	onnx__type_proto__tensor__init(tt);
+	onnx__tensor_shape_proto__init(sh);
+	for (int d = 0; d <= ndim; d++) {
+		dims[d] = ar(e, sizeof(**dims));
+		if (!dims[d])
+			return NULL;
+		onnx__tensor_shape_proto__dimension__init(dims[d]);
+		if (d == 0) {
+			dims[d]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+			dims[d]->dim_param = "N";
+		} else {
+			dims[d]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+			dims[d]->dim_value = shape[d - 1];
+		}
+	}
+	sh->n_dim = (size_t)ndim + 1;
+	sh->dim = dims;
+	tt->has_elem_type = 1;
+	tt->elem_type = DT_FLOAT;
+	tt->shape = sh;
+	tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+	tp->tensor_type = tt;
+	v->name = (char *)name;
+	v->type = tp;
+	return v;
+}
+
+/* Every node known and exportable, before anything is built. */
+static int check_ops(struct exp *e)
+{
+	char list[512] = "";
+
+	for (int k = 0; k < N_OPS; k++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", k ? ", " : "",
+			 ops[k].op);
+	for (int i = 0; i < mc_model_n_nodes(e->m); i++) {
+		const struct mc_node *nd = mc_model_node(e->m, i);
+		const char *prov = mc_op_provider(nd->op->name);
+
+		if (prov)
+			return node_err(e, nd, MC_EINVAL,
+					"op '%s' is provided by pass '%s' and has no ONNX form; "
+					"ONNX export writes %s",
+					nd->op->name, prov, list);
+		if (op_row(nd->op->name) < 0)
+			return node_err(e, nd, MC_EINVAL,
+					"ONNX export has no mapping for op '%s'; it writes %s",
+					nd->op->name, list);
+	}
+	if (mc_model_n_nodes(e->m) < 1)
+		return mc_err_set(e->err, MC_EINVAL,
+				  "the model has no nodes; ONNX needs a graph that computes its "
+				  "output");
+	return 0;
+}
+
+static Onnx__StringStringEntryProto *prop(struct exp *e, const char *k, const char *v)
+{
+	Onnx__StringStringEntryProto *p = ar(e, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	onnx__string_string_entry_proto__init(p);
+	p->key = (char *)k;
+	p->value = (char *)v;
+	return p;
+}
+
+static int build(struct exp *e, Onnx__ModelProto *mp, Onnx__GraphProto *g)
+{
+	const struct mc_node *last;
+	Onnx__OperatorSetIdProto *ops_id = ar(e, sizeof(*ops_id));
+	Onnx__OperatorSetIdProto **opv = ar(e, sizeof(*opv));
+	Onnx__ValueInfoProto **in = ar(e, sizeof(*in)), **out = ar(e, sizeof(*out));
+	Onnx__StringStringEntryProto **props;
+	int64_t shape[MC_MAX_DIMS];
+	size_t n_props = 1;
+	int r, ndim;
+
+	e->last = mc_model_n_nodes(e->m) - 1;
+	e->val = ar(e, (size_t)(e->last + 1) * sizeof(*e->val));
+	for (size_t k = 0; e->meta && e->meta->props && e->meta->props[k]; k += 2)
+		if (e->meta->props[k + 1])
+			n_props++;
+	props = ar(e, n_props * sizeof(*props));
+	if (!ops_id || !opv || !in || !out || !e->val || !props)
+		return MC_ENOMEM;
+	for (int i = 0; i <= e->last; i++) {
+		const struct mc_node *nd = mc_model_node(e->m, i);
+
+		e->val[i] = out_val(e, i);
+		r = ops[op_row(nd->op->name)].map(e, i, nd);
+		if (r)
+			return r;
+	}
+	onnx__operator_set_id_proto__init(ops_id);
+	ops_id->domain = "";
+	ops_id->has_version = 1;
+	ops_id->version = EXPORT_OPSET;
+	opv[0] = ops_id;
+	ndim = mc_model_input_shape(e->m, shape);
+	in[0] = value_info(e, "input", ndim, shape);
+	last = mc_model_node(e->m, e->last);
+	out[0] = value_info(e, "logits", last->out_ndim, last->out_shape);
+	g->name = "mcomp";
+	g->n_node = e->n_nodes;
+	g->node = e->nodes;
+	g->n_initializer = e->n_inits;
+	g->initializer = e->inits;
+	g->n_input = 1;
+	g->input = in;
+	g->n_output = 1;
+	g->output = out;
+	props[0] = prop(e, "mcomp.version", MC_VERSION);
+	for (size_t k = 0, j = 1; e->meta && e->meta->props && e->meta->props[k]; k += 2)
+		if (e->meta->props[k + 1])
+			props[j++] = prop(e, e->meta->props[k], e->meta->props[k + 1]);
+	for (size_t k = 0; k < n_props; k++)
+		if (!props[k])
+			return MC_ENOMEM;
+	mp->has_ir_version = 1;
+	mp->ir_version = EXPORT_IR;
+	mp->n_opset_import = 1;
+	mp->opset_import = opv;
+	mp->producer_name = "mcomp";
+	mp->producer_version = MC_VERSION;
+	mp->graph = g;
+	mp->n_metadata_props = n_props;
+	mp->metadata_props = props;
+	return e->nomem ? MC_ENOMEM : 0;
+}
+
+static void release(struct exp *e)
+{
+	for (size_t k = 0; k < e->n_blocks; k++)
+		free(e->blocks[k]);
+	free(e->blocks);
+	free(e->nodes);
+	free(e->inits);
+}
+
+MC_API int mc_model_onnx_check(const struct mc_model *m, struct mc_err *err)
+{
+	struct exp e = {.m = m, .err = err};
+
+	return check_ops(&e);
+}
+
+MC_API int mc_model_serialize_onnx(const struct mc_model *m, const struct mc_onnx_meta *meta,
+				   void **buf, size_t *len, struct mc_err *err)
+{
+	Onnx__ModelProto mp = ONNX__MODEL_PROTO__INIT;
+	Onnx__GraphProto g = ONNX__GRAPH_PROTO__INIT;
+	struct exp e = {.m = m, .meta = meta, .err = err};
+	size_t n;
+	int r;
+
+	*buf = NULL;
+	*len = 0;
+	r = check_ops(&e);
+	if (!r && mc_model_is_arch(m))
+		r = mc_err_set(err, MC_EINVAL,
+			       "the model has shapes but no weights; export a trained model");
+	if (!r)
+		r = build(&e, &mp, &g);
+	if (r == MC_ENOMEM || (!r && e.nomem))
+		r = mc_err_set(err, MC_ENOMEM, "out of memory building the ONNX graph");
+	if (r)
+		goto out;
+	n = onnx__model_proto__get_packed_size(&mp);
+	*buf = malloc(n ? n : 1);
+	if (!*buf) {
+		r = mc_err_set(err, MC_ENOMEM, "out of memory: the ONNX model takes %zu bytes", n);
+		goto out;
+	}
+	*len = onnx__model_proto__pack(&mp, *buf);
+	if (e.weights && e.zeros * 10 >= e.weights)
+		note(&e, MC_LOG_INFO,
+		     "%.1f%% of the weights are zero (pruned); ONNX has no sparse form here, so "
+		     "they are written dense",
+		     100.0 * (double)e.zeros / (double)e.weights);
+out:
+	release(&e);
+	return r;
+}
+
+MC_API int mc_model_save_onnx(const struct mc_model *m, const char *path,
+			      const struct mc_onnx_meta *meta, struct mc_err *err)
+{
+	size_t len;
+	void *buf;
+	int r;
+
+	r = mc_model_serialize_onnx(m, meta, &buf, &len, err);
+	if (r)
+		return mc_err_prefix(err, "%s", path);
+	r = mc_write_file_atomic(path, buf, len, err);
+	free(buf);
+	return r;
+}
