@@ -599,11 +599,25 @@ static void free_setup(struct slot *s)
 	s->t.attrs = NULL;
 }
 
+/* The shapes slot s reads: the model input's, an unchanged node's, or
+ * those phase 1 inferred for the slots from c->first on. */
+static void slot_in_shapes(const struct change *c, const struct slot *s, int *in_ndim,
+			   int64_t (*in_shape)[MC_MAX_DIMS])
+{
+	for (int k = 0; k < s->n_inputs; k++) {
+		int src = s->inputs[k];
+		const struct mc_node *sn = src == MC_NODE_INPUT ? NULL
+				       : src < c->first	 ? c->s[src].node
+							 : &c->s[src].t;
+
+		in_ndim[k] = sn ? sn->out_ndim : c->m->in_ndim;
+		memcpy(in_shape[k], sn ? sn->out_shape : c->m->in_shape, sizeof(in_shape[k]));
+	}
+}
+
 /* Phase 1: shape inference of every slot from c->first on, on copies. */
 static int change_setup(struct change *c, struct mc_err *err)
 {
-	struct mc_model *m = c->m;
-
 	for (int i = c->first; i < c->n; i++) {
 		struct slot *s = &c->s[i];
 		const struct mc_node *nd = s->node;
@@ -627,14 +641,10 @@ static int change_setup(struct change *c, struct mc_err *err)
 			s->t.attrs = NULL;
 			return mc_err_set(err, MC_ENOMEM, "node '%s': out of memory", s->t.name);
 		}
+		slot_in_shapes(c, s, in_ndim, in_shape);
 		for (int k = 0; k < s->n_inputs; k++) {
 			int src = s->inputs[k];
-			const struct mc_node *sn = src == MC_NODE_INPUT ? NULL
-					       : src < c->first	 ? c->s[src].node
-								 : &c->s[src].t;
 
-			in_ndim[k] = sn ? sn->out_ndim : m->in_ndim;
-			memcpy(in_shape[k], sn ? sn->out_shape : m->in_shape, sizeof(in_shape[k]));
 			snprintf(ins + strlen(ins), sizeof(ins) - strlen(ins), "%s'%s' %s",
 				 k ? ", " : "", in_name(c, src),
 				 mc_shape_text(in_ndim[k], in_shape[k], buf, sizeof(buf)));
@@ -673,15 +683,7 @@ static int setup_data(struct change *c, int i, struct mc_err *err)
 	int in_ndim[MC_NODE_MAX_INPUTS], r;
 	int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
 
-	for (int k = 0; k < s->n_inputs; k++) {
-		int src = s->inputs[k];
-		const struct mc_node *sn = src == MC_NODE_INPUT ? NULL
-				       : src < c->first	 ? c->s[src].node
-							 : &c->s[src].t;
-
-		in_ndim[k] = sn ? sn->out_ndim : c->m->in_ndim;
-		memcpy(in_shape[k], sn ? sn->out_shape : c->m->in_shape, sizeof(in_shape[k]));
-	}
+	slot_in_shapes(c, s, in_ndim, in_shape);
 	memset(t.params, 0, sizeof(t.params));
 	t.n_params = 0;
 	t.arch_only = 0;
