@@ -18,13 +18,14 @@
  *	add                  Add
  *	softmax, log_softmax Softmax, LogSoftmax (axis -1)
  *	dropout              nothing (inference is the identity)
- *	qlinear, qconv2d     static: QDQ, QuantizeLinear and DequantizeLinear of the
- *	                     input with the calibrated scale and zero point, the
- *	                     int8 weight through DequantizeLinear (per-channel:
- *	                     axis 0), then Gemm or Conv (and Relu when fused);
- *	                     dynamic: DynamicQuantizeLinear, MatMulInteger, Cast,
- *	                     Mul by the scales, Add the bias (qlinear), or
- *	                     DynamicQuantizeLinear and QDQ (qconv2d);
+ *	qlinear, qconv2d     static: the integer form, QuantizeLinear of the input
+ *	                     with the calibrated scale and zero point,
+ *	                     MatMulInteger or ConvInteger with the weights as u8
+ *	                     (w + 128, zero point 128), Cast, Mul by sa * sw, Add
+ *	                     the bias (and Relu when fused): the bits mcomp's
+ *	                     int8 kernels compute (see int8_integer);
+ *	                     dynamic: the same with DynamicQuantizeLinear of the
+ *	                     input and the product sa * sw a Mul of the graph;
  *	                     weight-only: the weights dequantized, written f32
  *
  * The model input is "input" [N, per-sample shape] with a symbolic batch
@@ -341,13 +342,6 @@ static const char *init_param(struct exp *e, const struct mc_tensor *t)
 		    (size_t)t->numel * (t->dtype == MC_S8 ? 1 : sizeof(float)));
 }
 
-/* n zero bytes of type dt (uint8 or int8) as an initializer: zero points. */
-static const char *init_zeros8(struct exp *e, const char *name, int dt, int ndim,
-			       const int64_t *dims, int64_t n)
-{
-	return init(e, name, dt, ndim, dims, ar(e, (size_t)n), (size_t)n);
-}
-
 /* The value of input k of nd. */
 static const char *in_val(struct exp *e, const struct mc_node *nd, int k)
 {
@@ -545,57 +539,145 @@ static int check_scales(struct exp *e, const struct mc_node *nd, const struct mc
 }
 
 /*
- * The int8 weight w through DequantizeLinear with its scales s (per tensor:
- * a scalar; per channel: [out] along axis 0) and zero points of 0. Returns
- * the dequantized value.
+ * DynamicQuantizeLinear of x: its three outputs, the u8 values (returned),
+ * their scale (*qs) and zero point (*qz), from the batch's range as mcomp's
+ * mc_u8_qparams takes it (the range widened to hold 0, rounded half to even).
  */
-static const char *dq_weight(struct exp *e, const struct mc_node *nd, const struct mc_tensor *w,
-			     const struct mc_tensor *s)
+static const char *dynamic_q(struct exp *e, const struct mc_node *nd, const char *x,
+			     const char **qs, const char **qz)
 {
-	int per_channel = s->numel > 1;
-	int64_t dims[1] = {s->numel};
-	const char *in[3], *out = sub(e, nd, "weight_dq");
-	Onnx__NodeProto *n;
+	const char *q = sub(e, nd, "input_q");
+	Onnx__NodeProto *n =
+	    onode(e, "DynamicQuantizeLinear", sub(e, nd, "DynamicQuantizeLinear"), q, 1, &x);
+	char **o3 = ar(e, 3 * sizeof(char *));
 
-	in[0] = init_param(e, w);
-	in[1] = init(e, s->name, DT_FLOAT, per_channel, dims, s->data, (size_t)s->numel * 4);
-	in[2] = init_zeros8(e, sfmt(e, "%s.weight_zero_point", nd->name), DT_INT8, per_channel,
-			    dims, s->numel);
-	n = onode(e, "DequantizeLinear", sub(e, nd, "weight/DequantizeLinear"), out, 3, in);
-	if (per_channel)
-		attr_i(e, n, "axis", 0);
-	return out;
+	*qs = sub(e, nd, "input_scale");
+	*qz = sub(e, nd, "input_zero_point");
+	if (!n || !o3)
+		return NULL;
+	o3[0] = (char *)q;
+	o3[1] = (char *)*qs;
+	o3[2] = (char *)*qz;
+	n->output = o3;
+	n->n_output = 3;
+	return q;
 }
 
 /*
- * The input x of a static node through QuantizeLinear and DequantizeLinear
- * with the calibrated scale and zero point (input_qparams): the value the
- * int8 kernel multiplies, as ONNX Runtime's QDQ fusion reads it.
+ * The int8 weight w [O, ...] as u8 (w + 128, zero point 128), transposed to
+ * [in, out] for MatMulInteger when transpose: ONNX Runtime multiplies u8 by
+ * u8 exactly on every x86 path, where its u8 x s8 kernels for AVX2 without
+ * VNNI (vpmaddubsw) may saturate a pair of products.
  */
-static const char *qdq_input(struct exp *e, const struct mc_node *nd, const char *x)
+static const char *u8_weight(struct exp *e, const struct mc_node *nd, const struct mc_tensor *w,
+			     int transpose, const char **zp)
 {
+	int64_t O = w->shape[0], I = w->numel / O, dims[2] = {I, O};
+	uint8_t *u = ar(e, (size_t)w->numel), *z = ar(e, 1);
+	const int8_t *q = w->data;
+
+	if (!u || !z)
+		return NULL;
+	for (int64_t o = 0; o < O; o++)
+		for (int64_t k = 0; k < I; k++)
+			u[transpose ? k * O + o : o * I + k] = (uint8_t)(q[o * I + k] + 128);
+	*z = 128;
+	*zp = init(e, sfmt(e, "%s.weight_zero_point", nd->name), DT_UINT8, 0, NULL, z, 1);
+	if (transpose)
+		return init(e, sfmt(e, "%s.weight_t", nd->name), DT_UINT8, 2, dims, u,
+			    (size_t)w->numel);
+	return init(e, w->name, DT_UINT8, w->ndim, w->shape, u, (size_t)w->numel);
+}
+
+/*
+ * A qlinear or qconv2d in integer form, step for step what mcomp's int8
+ * kernels compute, so that ONNX Runtime gives the same bits: static,
+ * QuantizeLinear(x) with the calibrated scale sa and zero point za (round
+ * half to even of x / sa, plus za, saturated: mc_quantize_u8); dynamic,
+ * DynamicQuantizeLinear(x), sa and za from the batch's range as
+ * mc_u8_qparams takes them. Then the exact
+ * s32 sums of (x - za)(w) by MatMulInteger or ConvInteger, Cast to f32,
+ * Mul by sa * sw (one f32 product per channel, as the kernels form it), Add
+ * the bias, and Relu when fused. A Mul then an Add, two roundings: mcomp's
+ * epilogues do the same, not a fused multiply-add, since ONNX has none.
+ */
+static int int8_integer(struct exp *e, int i, const struct mc_node *nd, int is_conv,
+			int dynamic)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
 	const struct mc_tensor *qp = mc_node_param_named(nd, "input_qparams");
 	const float *v = qp ? qp->data : NULL;
-	uint8_t *zp = ar(e, 1);
-	const char *in[3], *q = sub(e, nd, "input_q"), *dq = sub(e, nd, "input_dq");
+	int64_t O = w->shape[0], sd[3] = {O, 1, 1};
+	int relu = (int)mc_node_attr_int(nd, "relu", 0);
+	uint8_t *za = ar(e, 1);
+	float *cs = ar(e, (size_t)O * sizeof(float));
+	const char *in[4] = {NULL}, *q = sub(e, nd, "input_q"), *acc = sub(e, nd, "acc"),
+		   *accf = sub(e, nd, "acc_f32"), *y = sub(e, nd, "scaled"),
+		   *yb = sub(e, nd, "biased"), *out = out_val(e, i), *wz = NULL, *wu;
+	Onnx__NodeProto *n;
 
-	if (!v || qp->numel != 2 || !(v[0] > 0.0f) || !isfinite(v[0]) || !(v[1] >= 0.0f) ||
-	    v[1] > 255.0f || v[1] != nearbyintf(v[1])) {
-		node_err(e, nd, MC_EINVAL,
-			 "input_qparams are not a u8 quantization (a positive scale and a zero "
-			 "point in 0..255); the file is damaged: quantize the model again");
-		return NULL;
+	const char *scale = sub(e, nd, "scale"), *qs = NULL, *qz = NULL;
+
+	if (!dynamic && (!v || qp->numel != 2 || !(v[0] > 0.0f) || !isfinite(v[0]) ||
+			 !(v[1] >= 0.0f) || v[1] > 255.0f || v[1] != nearbyintf(v[1])))
+		return node_err(e, nd, MC_EINVAL,
+				"input_qparams are not a u8 quantization (a positive scale and a "
+				"zero point in 0..255); the file is damaged: quantize the model "
+				"again");
+	if (!za || !cs)
+		return 0;
+	if (dynamic) {
+		/* sa comes with the batch: the per-channel product is a Mul of the graph */
+		q = dynamic_q(e, nd, in_val(e, nd, 0), &qs, &qz);
+		in[0] = qs;
+		in[1] = init(e, s->name, DT_FLOAT, s->numel == 1 ? 0 : is_conv ? 3 : 1, sd,
+			     s->data, (size_t)s->numel * 4);
+		onode(e, "Mul", sub(e, nd, "scale/sa_sw"), scale, 2, in);
+	} else {
+		*za = (uint8_t)v[1];
+		for (int64_t o = 0; o < O; o++)
+			cs[o] = v[0] * ((const float *)s->data)[s->numel == 1 ? 0 : o];
+		in[0] = in_val(e, nd, 0);
+		in[1] = init(e, sfmt(e, "%s.input_scale", nd->name), DT_FLOAT, 0, NULL, &v[0], 4);
+		in[2] = init(e, sfmt(e, "%s.input_zero_point", nd->name), DT_UINT8, 0, NULL, za, 1);
+		onode(e, "QuantizeLinear", sub(e, nd, "input/QuantizeLinear"), q, 3, in);
+		qz = in[2];
+		scale = init(e, sfmt(e, "%s.scale", nd->name), DT_FLOAT, is_conv ? 3 : 1, sd, cs,
+			     (size_t)O * sizeof(float));
 	}
-	if (!zp)
-		return NULL;
-	*zp = (uint8_t)v[1];
-	in[0] = x;
-	in[1] = init(e, sfmt(e, "%s.input_scale", nd->name), DT_FLOAT, 0, NULL, &v[0], 4);
-	in[2] = init(e, sfmt(e, "%s.input_zero_point", nd->name), DT_UINT8, 0, NULL, zp, 1);
-	onode(e, "QuantizeLinear", sub(e, nd, "input/QuantizeLinear"), q, 3, in);
+	wu = u8_weight(e, nd, w, !is_conv, &wz);
 	in[0] = q;
-	onode(e, "DequantizeLinear", sub(e, nd, "input/DequantizeLinear"), dq, 3, in);
-	return dq;
+	in[1] = wu;
+	in[2] = qz;
+	in[3] = wz;
+	if (is_conv) {
+		n = onode(e, "ConvInteger", sub(e, nd, "ConvInteger"), acc, 4, in);
+		window_attrs(e, n, mc_node_attr_int(nd, "kernel", 3),
+			     mc_node_attr_int(nd, "stride", 1), mc_node_attr_int(nd, "padding", 0));
+	} else {
+		onode(e, "MatMulInteger", sub(e, nd, "MatMulInteger"), acc, 4, in);
+	}
+	n = onode(e, "Cast", sub(e, nd, "Cast"), accf, 1, &acc);
+	attr_i(e, n, "to", DT_FLOAT);
+	in[0] = accf;
+	in[1] = scale;
+	if (!b && !relu) {
+		onode(e, "Mul", sub(e, nd, "scale/Mul"), out, 2, in);
+		return 0;
+	}
+	onode(e, "Mul", sub(e, nd, "scale/Mul"), y, 2, in);
+	if (b) {
+		in[0] = y;
+		in[1] = is_conv ? init(e, b->name, DT_FLOAT, 3, sd, b->data, (size_t)O * 4)
+				: init_param(e, b);
+		onode(e, "Add", sub(e, nd, "bias/Add"), relu ? yb : out, 2, in);
+		y = yb;
+	}
+	if (relu)
+		onode(e, "Relu", sub(e, nd, "Relu"), out, 1, &y);
+	return 0;
 }
 
 /*
@@ -638,74 +720,6 @@ static const char *dequantized(struct exp *e, const struct mc_node *nd)
 	}
 }
 
-/*
- * DynamicQuantizeLinear of x: its three outputs, the u8 values (returned),
- * their scale (*qs) and zero point (*qz), from the batch's range as mcomp's
- * mc_u8_qparams takes it (the range widened to hold 0, rounded half to even).
- */
-static const char *dynamic_q(struct exp *e, const struct mc_node *nd, const char *x,
-			     const char **qs, const char **qz)
-{
-	const char *q = sub(e, nd, "input_q");
-	Onnx__NodeProto *n =
-	    onode(e, "DynamicQuantizeLinear", sub(e, nd, "DynamicQuantizeLinear"), q, 1, &x);
-	char **o3 = ar(e, 3 * sizeof(char *));
-
-	*qs = sub(e, nd, "input_scale");
-	*qz = sub(e, nd, "input_zero_point");
-	if (!n || !o3)
-		return NULL;
-	o3[0] = (char *)q;
-	o3[1] = (char *)*qs;
-	o3[2] = (char *)*qz;
-	n->output = o3;
-	n->n_output = 3;
-	return q;
-}
-
-/*
- * Dynamic qlinear: DynamicQuantizeLinear(x) gives u8 values, their scale
- * and zero point from the batch's range (mcomp's mc_u8_qparams computes
- * the same); MatMulInteger with W^T (int8 [in, out]) the exact s32 sums
- * (a - za) w; Cast, Mul by sa * sw and Add the bias requantize them.
- * ONNX Runtime fuses the chain into DynamicQuantizeMatMul.
- */
-static int dynamic_linear(struct exp *e, int i, const struct mc_node *nd)
-{
-	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
-	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
-	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
-	int64_t O = w->shape[0], I = w->shape[1], dims[2] = {I, O}, sd[1] = {s->numel};
-	int8_t *wt = ar(e, (size_t)(O * I));
-	const char *acc = sub(e, nd, "acc"), *accf = sub(e, nd, "acc_f32"),
-		   *scale = sub(e, nd, "scale"), *y = sub(e, nd, "scaled"), *q, *qs, *qz;
-	const char *in[3];
-	Onnx__NodeProto *n;
-
-	if (!wt)
-		return 0;
-	for (int64_t o = 0; o < O; o++)
-		for (int64_t k = 0; k < I; k++)
-			wt[k * O + o] = ((const int8_t *)w->data)[o * I + k];
-	q = dynamic_q(e, nd, in_val(e, nd, 0), &qs, &qz);
-	in[0] = q;
-	in[1] = init(e, sfmt(e, "%s.weight_t", nd->name), DT_INT8, 2, dims, wt, (size_t)(O * I));
-	in[2] = qz;
-	onode(e, "MatMulInteger", sub(e, nd, "MatMulInteger"), acc, 3, in);
-	n = onode(e, "Cast", sub(e, nd, "Cast"), accf, 1, &acc);
-	attr_i(e, n, "to", DT_FLOAT);
-	in[0] = qs;
-	in[1] = init(e, s->name, DT_FLOAT, s->numel > 1, sd, s->data, (size_t)s->numel * 4);
-	onode(e, "Mul", sub(e, nd, "scale/Mul"), scale, 2, in);
-	in[0] = accf;
-	in[1] = scale;
-	onode(e, "Mul", sub(e, nd, "Mul"), y, 2, in);
-	in[0] = y;
-	in[1] = init_param(e, b);
-	onode(e, "Add", nd->name, out_val(e, i), 2, in);
-	return 0;
-}
-
 static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 {
 	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
@@ -713,7 +727,6 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
 	enum qmode mode = qmode(nd);
 	int r = check_scales(e, nd, s);
-	const char *x;
 
 	if (r)
 		return r;
@@ -728,46 +741,21 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 		return gemm(e, nd, in_val(e, nd, 0), dequantized(e, nd), init_param(e, b),
 			    out_val(e, i));
 	}
-	if (mode == QM_DYNAMIC)
-		return dynamic_linear(e, i, nd);
-	x = qdq_input(e, nd, in_val(e, nd, 0));
-	if (!x && !e->nomem)
-		return e->err->code;
-	return gemm(e, nd, x, dq_weight(e, nd, w, s), init_param(e, b), out_val(e, i));
+	return int8_integer(e, i, nd, 0, mode == QM_DYNAMIC);
 }
 
-/*
- * qconv2d: the input through QuantizeLinear/DequantizeLinear (static) or
- * DynamicQuantizeLinear/DequantizeLinear (dynamic), the weight through
- * DequantizeLinear, then Conv; a fused relu is a Relu after it.
- */
+/* qconv2d (static or dynamic): the integer form with ConvInteger. */
 static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
 {
 	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
 	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
-	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
-	int relu = (int)mc_node_attr_int(nd, "relu", 0), r = check_scales(e, nd, s);
-	const char *x = in_val(e, nd, 0), *out = relu ? sub(e, nd, "conv") : out_val(e, i);
+	int r = check_scales(e, nd, s);
 
 	if (r)
 		return r;
 	count_zeros(e, w);
-	if (qmode(nd) == QM_STATIC) {
-		x = qdq_input(e, nd, x);
-		if (!x && !e->nomem)
-			return e->err->code;
-	} else {
-		const char *in[3], *dq = sub(e, nd, "input_dq");
-
-		in[0] = dynamic_q(e, nd, x, &in[1], &in[2]);
-		onode(e, "DequantizeLinear", sub(e, nd, "input/DequantizeLinear"), dq, 3, in);
-		x = dq;
-	}
 	/* qconv2d is conv2d's geometry with groups 1 */
-	conv(e, nd, x, dq_weight(e, nd, w, s), init_param(e, b), out);
-	if (relu)
-		onode(e, "Relu", sub(e, nd, "Relu"), out_val(e, i), 1, &out);
-	return 0;
+	return int8_integer(e, i, nd, 1, qmode(nd) == QM_DYNAMIC);
 }
 
 /* ---------------------------------------------------------------- the model */

@@ -331,7 +331,7 @@ __attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uin
 
 /*
  * Rows of the s32 tile t[mr][64] to y (row m0, column n0): d = acc - za *
- * colsum in wrapping s32 (the true value fits), then fmaf(sa * sw, d, bias)
+ * colsum in wrapping s32 (the true value fits), then (sa * sw) * d + bias
  * and the optional relu. Every epilogue rounds the same way.
  */
 typedef void (*epi_fn)(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int n0,
@@ -344,7 +344,7 @@ static void epi_portable(int mr, int cols, const int32_t *t, const struct mc_s8_
 		for (int j = 0; j < cols; j++) {
 			uint32_t d = (uint32_t)t[i * GROUP + j] -
 				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
-			float v = fmaf(sa * w->scale[n0 + j], (float)(int32_t)d, w->bias[n0 + j]);
+			float v = sa * w->scale[n0 + j] * (float)(int32_t)d + w->bias[n0 + j];
 
 			if ((flags & MC_S8_RELU) && !(v > 0.0f))
 				v = 0.0f;
@@ -368,7 +368,7 @@ epi_avx512(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, in
 
 		for (int i = 0; i < mr; i++) {
 			__m512i d = _mm512_sub_epi32(_mm512_loadu_si512(t + i * GROUP + j), zc);
-			__m512 v = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(d), b);
+			__m512 v = _mm512_add_ps(_mm512_mul_ps(s, _mm512_cvtepi32_ps(d)), b);
 
 			if (flags & MC_S8_RELU)
 				v = _mm512_max_ps(v, zero);
@@ -394,7 +394,7 @@ epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int 
 		for (int i = 0; i < mr; i++) {
 			__m256i d = _mm256_sub_epi32(
 				_mm256_loadu_si256((const __m256i *)(t + i * GROUP + j)), zc);
-			__m256 v = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(d), b);
+			__m256 v = _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(d)), b);
 
 			if (flags & MC_S8_RELU)
 				v = _mm256_max_ps(v, zero);
@@ -405,8 +405,7 @@ epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int 
 		for (int i = 0; i < mr; i++) {
 			uint32_t d = (uint32_t)t[i * GROUP + j] -
 				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
-			float v = __builtin_fmaf(sa * w->scale[n0 + j], (float)(int32_t)d,
-						 w->bias[n0 + j]);
+			float v = sa * w->scale[n0 + j] * (float)(int32_t)d + w->bias[n0 + j];
 
 			if ((flags & MC_S8_RELU) && !(v > 0.0f))
 				v = 0.0f;
@@ -650,7 +649,7 @@ void mc_gemm_u8s8_ref(int M, int N, int K, const uint8_t *a, int lda, float sa, 
 
 			for (int k = 0; k < K; k++)
 				acc += (int64_t)a[(size_t)m * lda + k] * w[(size_t)n * ldw + k];
-			v = fmaf(sa * sw[n], (float)(acc - za * colsum), bias ? bias[n] : 0.0f);
+			v = sa * sw[n] * (float)(acc - za * colsum) + (bias ? bias[n] : 0.0f);
 			if ((flags & MC_S8_RELU) && !(v > 0.0f))
 				v = 0.0f;
 			y[(size_t)m * ldy + n] = v;

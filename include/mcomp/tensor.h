@@ -88,7 +88,10 @@ MC_API int mc_sgemm_use(const char *kernel);
  * output channel), exact s32 sums, f32 output:
  *
  *	acc[m][n] = sum_k a[m][k] * w[n][k]
- *	y[m][n]   = fmaf(sa * sw[n], (float)(acc[m][n] - za * colsum_w[n]), bias[n])
+ *	y[m][n]   = (sa * sw[n]) * (float)(acc[m][n] - za * colsum_w[n]) + bias[n]
+ *
+ * (a multiply, then an add: two roundings, which ONNX's Mul and Add can
+ * state, so an exported model computes the same bits in ONNX Runtime)
  *
  * then max(y, 0) with MC_S8_RELU. W is laid out like a linear layer's
  * weight, [N out, K in]; it is packed once (mc_s8_pack) into the kernels'
