@@ -15,6 +15,9 @@
 //   node ort_run.js bench MODEL.onnx [--batch 256] [--seconds 3] [--threads T]
 //       throughput at one batch size on random inputs: prints
 //       "MODEL batch B: S samples/s (ms per batch)"
+//   node ort_run.js latency MODEL.onnx [--batch 1] [--seconds 0.5] [--threads T]
+//       the median time of single runs at one batch size on fixed inputs:
+//       prints "RESULT lat_bB_ms MS" (bench/run.sh ort)
 //   node ort_run.js idx IMAGES.gz --first F --count N -o X.npy [--labels LABELS.gz Y.npy]
 //       N images of an IDX file from F on, / 255 as mcomp reads them, as
 //       float32 [N, 1, H, W]; with --labels, their labels as uint8 [N]
@@ -192,6 +195,35 @@ async function bench(argv) {
 		    `(${(1000 * dt / runs).toFixed(3)} ms per batch)`);
 }
 
+// latency: the median of single timed runs, as bench/bench_infer.c times mcomp
+// (two warm-up runs, then at least 20 and at least --seconds, at most 200).
+async function latency(argv) {
+	const o = options(argv, {batch: 1, seconds: 1, threads: 1, shape: 1, optimize: 1});
+	if (o._.length !== 1)
+		die('latency MODEL.onnx [--batch 1] [--seconds 0.5] [--threads T] [--shape 1,28,28]', 2);
+	const ort = loadOrt();
+	const B = Number(o.batch || 1), secs = Number(o.seconds || 0.5);
+	const shape = (o.shape || '1,28,28').split(',').map(Number);
+	const data = new Float32Array(B * shape.reduce((a, d) => a * d, 1));
+	let seed = 12345;
+	for (let k = 0; k < data.length; k++) {
+		seed = (seed * 1664525 + 1013904223) >>> 0;
+		data[k] = (seed >>> 8) / 16777216;
+	}
+	const s = await ort.InferenceSession.create(o._[0], sessionOptions(o));
+	const feed = {[s.inputNames[0]]: new ort.Tensor('float32', data, [B, ...shape])};
+	for (let w = 0; w < 2; w++)
+		await s.run(feed);
+	const t = [], start = process.hrtime.bigint();
+	while (t.length < 200 && (t.length < 20 || Number(process.hrtime.bigint() - start) / 1e9 < secs)) {
+		const t0 = process.hrtime.bigint();
+		await s.run(feed);
+		t.push(Number(process.hrtime.bigint() - t0) / 1e6);
+	}
+	t.sort((a, b) => a - b);
+	console.log(`RESULT lat_b${B}_ms ${t[t.length >> 1].toPrecision(6)}`);
+}
+
 function idx(argv) {
 	const o = options(argv, {first: 1, count: 1, o: 1, labels: 2});
 	if (o._.length !== 1 || !o.o)
@@ -300,7 +332,7 @@ function probe() {
 	console.log(`onnxruntime-node ${loadOrt().env.versions.node}`);
 }
 
-const cmds = {run, bench, idx, compare, meta, probe};
+const cmds = {run, bench, latency, idx, compare, meta, probe};
 const cmd = cmds[process.argv[2]];
 if (!cmd)
 	die(`usage: ort_run.js ${Object.keys(cmds).join('|')} ... (see the comment at its top)`, 2);
