@@ -437,6 +437,17 @@ static const struct mc_node *only_node(const struct mc_model *m, const char *op)
 	return mc_model_node(m, 0);
 }
 
+/* The first node of op op, of a model of nodes ops in order. */
+static const struct mc_node *first_node(const struct mc_model *m, const char *const *ops)
+{
+	int n = 0;
+
+	for (; ops[n]; n++)
+		ck_assert_str_eq(mc_model_node(m, n)->op->name, ops[n]);
+	ck_assert_int_eq(mc_model_n_nodes(m), n);
+	return mc_model_node(m, 0);
+}
+
 static void setup(void)
 {
 	scratch_make("onnx");
@@ -842,17 +853,59 @@ START_TEST(pad_folded)
 		assert_close(run(m, x, 1), conv, 128, 1e-5);
 	}
 	mc_model_free(m);
-	/* before a MaxPool zeros could win the max */
+	/* before a MaxPool the zeros are real (they may win the max): a pad2d */
 	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
 	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 1, 0, 0, 1, 1});
 	node(b, "Pad", "pad", "x,pads", "p");
-	attr_ints(node(b, "MaxPool", "mp", "p", "y"), "kernel_shape", INTS(2, 2));
-	import_fails(b, MC_EINVAL, "node 'mp' (MaxPool, opset 13)", "output of a Pad", NULL);
-	/* uneven, or of another value */
+	n = node(b, "MaxPool", "mp", "p", "y");
+	attr_ints(n, "kernel_shape", INTS(2, 2));
+	attr_ints(n, "strides", INTS(2, 2));
+	m = import_ok(b);
+	ck_assert_int_eq(
+	    mc_node_attr_int(first_node(m, (const char *[]){"pad2d", "maxpool2d", NULL}), "top", 0),
+	    1);
+	{
+		const float *y = run(m, x, 1);
+
+		for (int c = 0; c < 2; c++)
+			for (int i = 0; i < 4; i++)
+				for (int j = 0; j < 4; j++) {
+					double v = -HUGE_VAL;
+
+					for (int di = 0; di < 2; di++)
+						for (int dj = 0; dj < 2; dj++) {
+							int h = 2 * i + di - 1, w = 2 * j + dj - 1;
+							double t = h < 0 || h >= 6 || w < 0 || w >= 6
+								       ? 0
+								       : x[c * 36 + h * 6 + w];
+
+							v = fmax(v, t);
+						}
+					ck_assert_double_eq_tol(y[c * 16 + i * 4 + j], v, 1e-7);
+				}
+	}
+	mc_model_free(m);
+	/* uneven: a pad2d of those sides */
 	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
-	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 0, 0, 0, 1, 1});
+	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 0, 0, 0, 2, 3});
 	node(b, "Pad", "pad", "x,pads", "y");
-	import_fails(b, MC_EINVAL, "node 'pad' (Pad, opset 13)", "pads [0, 0, 1, 0", NULL);
+	m = import_ok(b);
+	{
+		const struct mc_node *p = only_node(m, "pad2d");
+
+		ck_assert_int_eq(mc_node_attr_int(p, "top", 9), 1);
+		ck_assert_int_eq(mc_node_attr_int(p, "left", 9), 0);
+		ck_assert_int_eq(mc_node_attr_int(p, "bottom", 9), 2);
+		ck_assert_int_eq(mc_node_attr_int(p, "right", 9), 3);
+		ck_assert_int_eq(p->out_shape[1], 9);
+		ck_assert_int_eq(p->out_shape[2], 9);
+	}
+	mc_model_free(m);
+	/* cropping, or of another value */
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
+	init_i64(b, "pads", 8, (int64_t[]){0, 0, -1, 0, 0, 0, 1, 1});
+	node(b, "Pad", "pad", "x,pads", "y");
+	import_fails(b, MC_EINVAL, "node 'pad' (Pad, opset 13)", "pads [0, 0, -1, 0", NULL);
 	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
 	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 1, 0, 0, 1, 1});
 	init_f(b, "v", 0, NULL, (float[]){2}, 1);
@@ -1269,9 +1322,8 @@ END_TEST
 /* Attributes outside what the mcomp op computes: refused, naming the node. */
 START_TEST(unsupported_attrs)
 {
-	static const char *const what[] = {"pads [0, 1, 1, 1]", "dilations 2", "kernel 3x2",
-					   "auto_pad SAME_UPPER with kernel 3, stride 2",
-					   "attribute 'bogus'"};
+	static const char *const what[] = {"pads [0, -1, 1, 1]", "dilations 2", "kernel 3x2",
+					   "auto_pad 'SAME'", "attribute 'bogus'"};
 
 	for (int c = 0; c < 5; c++) {
 		struct ob *b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
@@ -1280,11 +1332,11 @@ START_TEST(unsupported_attrs)
 		init_f(b, "w", 4, (int64_t[]){2, 2, 3, c == 2 ? 2 : 3}, rnd(36, 36), 1);
 		n = node(b, "Conv", "conv", "x,w", "y");
 		if (c == 0)
-			attr_ints(n, "pads", INTS(0, 1, 1, 1));
+			attr_ints(n, "pads", INTS(0, -1, 1, 1));
 		if (c == 1)
 			attr_ints(n, "dilations", INTS(2, 2));
 		if (c == 3) {
-			attr_s(n, "auto_pad", "SAME_UPPER");
+			attr_s(n, "auto_pad", "SAME");
 			attr_ints(n, "strides", INTS(2, 2));
 		}
 		if (c == 4)

@@ -68,6 +68,7 @@ struct val {
 	 */
 	int pending, clipped, nab, fold_ok;
 	double *a, *b, lo, hi, c, d;
+	const char *cname; /* the last constant added or multiplied on, for messages */
 	int fresh; /* V_ACT: node was added for this value alone */
 	int ndim;  /* V_CONST */
 	int64_t dims[MC_MAX_DIMS];
@@ -916,6 +917,7 @@ static int pend_start(struct imp *im, int k, struct val *y, struct val *x)
 		y->hi = x->hi;
 		y->c = x->c;
 		y->d = x->d;
+		y->cname = x->cname;
 		y->fold_ok = x->fold_ok && only;
 	} else {
 		y->a[0] = 1;
@@ -925,6 +927,7 @@ static int pend_start(struct imp *im, int k, struct val *y, struct val *x)
 		y->hi = HUGE_VAL;
 		y->c = 1;
 		y->d = 0;
+		y->cname = NULL;
 		y->fold_ok = x->fresh && only;
 	}
 	if (!only)
@@ -973,19 +976,23 @@ static int fold(struct imp *im, const Onnx__NodeProto *n, struct val *v)
 	struct mc_tensor *w, *bias;
 	int64_t C, per;
 
-	if (!v->fold_ok || !(bn || !strcmp(op, "conv2d") || !strcmp(op, "linear")))
+	if (!v->fold_ok || !(bn || !strcmp(op, "conv2d") || !strcmp(op, "linear"))) {
+		const Onnx__NodeProto *src = v->producer >= 0 ? im->g->node[v->producer] : n;
+		char label[300];
+
+		node_label(n, label, sizeof(label));
 		return node_err(
-		    im, n, MC_EINVAL,
-		    "reads '%s', a value with constants added, multiplied or clipped on; "
-		    "mcomp folds an Add, Sub, Mul or Div of a constant (a scalar or one "
-		    "per channel) into the Conv, Gemm or BatchNormalization that computes "
-		    "the value when nothing else reads that, and reads relu6(x + 3) / 6, "
-		    "x * relu6(x + 3) / 6 and HardSigmoid as hardsigmoid and hardswish; "
-		    "here %s",
-		    v->name,
-		    !nd		  ? "the value is the model input's"
+		    im, src, MC_EINVAL,
+		    "applies the constant '%s' to a computed value, which node %s reads; mcomp "
+		    "folds an Add, Sub, Mul or Div of a constant (a scalar or one per "
+		    "channel) into the Conv, Gemm or BatchNormalization that computes the "
+		    "value when nothing else reads that, and reads relu6(x + 3) / 6, x * "
+		    "relu6(x + 3) / 6 and HardSigmoid as hardsigmoid and hardswish; here %s",
+		    v->cname ? v->cname : "?", label,
+		    !nd		  ? "the value is the model input"
 		    : !v->fold_ok ? "what it is computed from is read elsewhere too"
 				  : "it is computed by an op without weights");
+	}
 	C = nd->out_shape[0];
 	for (int j = 0; j < v->nab; j++)
 		needb |= v->b[j] != 0;
@@ -1752,6 +1759,7 @@ static int map_affine(struct imp *im, int k, const Onnx__NodeProto *n, char op, 
 				cv->name);
 	if (len != 1 && (r = pend_widen(im, y, len)))
 		return r;
+	y->cname = cv->name;
 	for (int64_t j = 0; j < (y->clipped ? 1 : y->nab); j++) {
 		double v = cv->f[len == 1 ? 0 : j];
 		double *a = y->clipped ? &y->c : &y->a[j], *b = y->clipped ? &y->d : &y->b[j];
