@@ -20,6 +20,16 @@
  * constant, becomes one linear with a bias. A global average's [N, C, 1, 1]
  * is mcomp's [C] (its rank stays 3): a 1x1 Conv of it is a linear, and a
  * Mul by it scales each channel (squeeze-and-excitation).
+ *
+ * Constants are computed as the graph is walked: Shape of an activation
+ * gives its static shape with the batch as SYM_BATCH, and Gather, Concat,
+ * Slice, ... of such constants fold, so that x.view(x.size(0), -1) reads
+ * as a flatten. Some activations stay lazy until a node reads them: a
+ * Pad's zeros (folded into the Conv or pool reading them, else a pad2d),
+ * and constants added, multiplied or clipped on (struct val's pending),
+ * which become a hardsigmoid or hardswish when they match relu6(x + 3) / 6
+ * or x * relu6(x + 3) / 6, or fold into the weights of the Conv, Gemm or
+ * BatchNormalization computing the activation.
  */
 #include <float.h>
 #include <limits.h>
@@ -1535,8 +1545,9 @@ static int map_pool(struct imp *im, int k, const Onnx__NodeProto *n)
 		return node_err(im, n, MC_EINVAL,
 				"ceil_mode=1 adds partial windows at the border here; mcomp pools "
 				"whole windows only (ceil_mode=0)");
-	/* the pools pad all sides alike, at most half the kernel; else a pad2d before */
-	if (!all_equal(p) || 2 * p[0] > kk) {
+	/* the pools pad all sides alike, at most half the kernel; else a pad2d of
+	 * zeros before an average (a max pads with -inf: refused above, or by maxpool2d) */
+	if (avg && (!all_equal(p) || 2 * p[0] > kk)) {
 		padded = *x;
 		padded.node = add_pad2d(im, n, x, p, "pad");
 		if (padded.node < 0)
@@ -1711,7 +1722,7 @@ static int channel_consts(struct imp *im, const Onnx__NodeProto *n, struct val *
 	if (!ok)
 		return node_err(im, n, MC_EINVAL,
 				"the constant '%s' (%lld values) is neither one value nor one per "
-				"channel of '%s' [N, %s]; mcomp reads Add, Sub, Mul and Div of "
+				"channel of '%s' [N, %s; mcomp reads Add, Sub, Mul and Div of "
 				"such constants only",
 				cv->name, (long long)cv->numel, x->name,
 				nd < 0 ? "?" : mc_shape_text(nd, shape, buf, sizeof(buf)) + 1);
