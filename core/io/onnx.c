@@ -129,6 +129,7 @@ static int map_shape(struct imp *, int, const Onnx__NodeProto *);
 static int map_gather(struct imp *, int, const Onnx__NodeProto *);
 static int map_squeeze(struct imp *, int, const Onnx__NodeProto *);
 static int map_concat(struct imp *, int, const Onnx__NodeProto *);
+static int map_reduce_mean(struct imp *, int, const Onnx__NodeProto *);
 static int map_slice(struct imp *, int, const Onnx__NodeProto *);
 static int map_transpose(struct imp *, int, const Onnx__NodeProto *);
 static int map_cast(struct imp *, int, const Onnx__NodeProto *);
@@ -179,6 +180,7 @@ static const struct {
       NULL}},
     {"Mul", map_arith, NULL, {NULL}},
     {"Pad", map_pad, NULL, {"mode", "pads", "value", NULL}},
+    {"ReduceMean", map_reduce_mean, NULL, {"axes", "keepdims", "noop_with_empty_axes", NULL}},
     {"Relu", map_unary, "relu", {NULL}},
     {"Reshape", map_reshape, NULL, {"allowzero", NULL}},
     {"Shape", map_shape, NULL, {"end", "start", NULL}},
@@ -835,16 +837,16 @@ static int axis_of(int64_t a, int r)
 	return a < 0 || a >= r ? -1 : (int)a;
 }
 
-/* Axes from attribute axes (before opset 13) or input 1 (since), into ax; *na of them
- * (-1: none given). */
-static int get_axes(struct imp *im, const Onnx__NodeProto *n, int64_t *ax, int *na)
+/* Axes from attribute axes (before opset since) or input 1 (since), into ax; *na of
+ * them (-1: none given). */
+static int get_axes(struct imp *im, const Onnx__NodeProto *n, int since, int64_t *ax, int *na)
 {
 	const Onnx__AttributeProto *a = attr(n, "axes");
 	struct val *v;
 	int r;
 
 	*na = -1;
-	if (im->opset < 13) {
+	if (im->opset < since) {
 		if (!a)
 			return 0;
 		if (a->n_ints > MC_MAX_DIMS)
@@ -856,7 +858,7 @@ static int get_axes(struct imp *im, const Onnx__NodeProto *n, int64_t *ax, int *
 	}
 	if (a)
 		return node_err(im, n, MC_EINVAL,
-				"has attribute 'axes'; since opset 13 the axes are input 1");
+				"has attribute 'axes'; since opset %d the axes are input 1", since);
 	if ((r = get_const(im, n, 1, DT_INT64, 1, &v)))
 		return r;
 	if (!v)
@@ -2331,7 +2333,7 @@ static int map_squeeze(struct imp *im, int k, const Onnx__NodeProto *n)
 	struct val *x = n->n_input ? val_find(im, n->input[0]) : NULL, *y;
 	int na, R, RO, r, cst = x && x->kind == V_CONST, after_c = 1;
 
-	if ((r = get_axes(im, n, ax, &na)))
+	if ((r = get_axes(im, n, 13, ax, &na)))
 		return r;
 	if (unsq && na < 0)
 		return node_err(im, n, MC_ECORRUPT, "has no axes");
@@ -2406,6 +2408,34 @@ static int map_squeeze(struct imp *im, int k, const Onnx__NodeProto *n)
 			"changes the shape of '%s' other than by ones after its channels; "
 			"mcomp reads %s of [N, C, 1, ..., 1] only (a pooled value)",
 			x->name, n->op_type);
+}
+
+/* ReduceMean over H and W of [N, C, H, W] (x.mean((2, 3), keepdim=True)): a global average. */
+static int map_reduce_mean(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	int64_t shape[MC_MAX_DIMS], ax[MC_MAX_DIMS], keep, noop;
+	int na, r, i, mask = 0;
+	struct val *x;
+
+	if ((r = get_act(im, n, 0, &x)) || (r = need_image(im, n, x, shape)) ||
+	    (r = get_axes(im, n, 18, ax, &na)) || (r = attr_int(im, n, "keepdims", 1, &keep)) ||
+	    (r = attr_int(im, n, "noop_with_empty_axes", 0, &noop)))
+		return r;
+	for (int j = 0; j < na; j++) {
+		int a = axis_of(ax[j], 4);
+
+		mask |= a < 0 ? 1 << 8 : 1 << a;
+	}
+	if (mask != 12)
+		return node_err(im, n, MC_EINVAL,
+				"averages over axes other than 2 and 3 of [N, C, H, W]; mcomp reads "
+				"ReduceMean over height and width (a global average) only");
+	i = add(im, n, "global_avgpool", &x, 1, NULL);
+	if (i < 0)
+		return i;
+	/* [N, C, 1, 1], or [N, C] without keepdims: mcomp's [C] either way */
+	set_act(im, n, 0, i, keep ? 3 : 1);
+	return 0;
 }
 
 /* Concat of constants (shapes). */

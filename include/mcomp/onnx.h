@@ -14,7 +14,7 @@
  *	HardSwish, x * relu6(x + 3) / 6           hardswish
  *	MaxPool, AveragePool                      maxpool2d, avgpool2d
  *	Pad (zeros on H and W)                    folded into a Conv or pool, or pad2d
- *	GlobalAveragePool                         global_avgpool
+ *	GlobalAveragePool, ReduceMean over H, W   global_avgpool
  *	Flatten (axis 1), Reshape to [N, -1]      flatten
  *	Squeeze, Unsqueeze of [N, C, 1, 1]        (nothing), or flatten
  *	Add, Mul of two activations               add, mul
