@@ -49,6 +49,7 @@
 #define FILE_MAX      ((size_t)2 << 30)	 /* protobuf's own limit */
 #define NUMEL_MAX     ((int64_t)1 << 31) /* values in one constant */
 #define INPUT_DIM_MAX ((int64_t)1 << 24) /* one dimension of the model input */
+#define FOLD_MAX      ((int64_t)1 << 24) /* values in one constant computed at import */
 
 /* ONNX TensorProto.DataType values read here. */
 enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7, DT_BOOL = 9 };
@@ -770,9 +771,11 @@ static struct val *const_out(struct imp *im, const Onnx__NodeProto *n, int dtype
 		return NULL;
 	}
 	for (int d = 0; d < ndim; d++) {
-		if (dims[d] < 0 || dims[d] > NUMEL_MAX || numel * dims[d] > NUMEL_MAX) {
-			node_err(im, n, MC_EINVAL, "gives a constant of dimension %lld",
-				 (long long)dims[d]);
+		if (dims[d] < 0 || dims[d] > FOLD_MAX || numel * dims[d] > FOLD_MAX) {
+			node_err(im, n, MC_EINVAL,
+				 "gives a constant of dimension %lld; mcomp computes constants "
+				 "of at most %lld values at import",
+				 (long long)dims[d], (long long)FOLD_MAX);
 			return NULL;
 		}
 		numel *= dims[d];
@@ -2023,7 +2026,7 @@ static int map_reshape(struct imp *im, int k, const Onnx__NodeProto *n)
 			infer = d;
 			continue;
 		}
-		if (v < 1)
+		if (v < 1 || v > NUMEL_MAX)
 			goto refuse;
 		t[d] = v;
 		if (cst || d > 0)
@@ -2349,6 +2352,8 @@ static int map_squeeze(struct imp *im, int k, const Onnx__NodeProto *n)
 			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known", x->name);
 	}
 	RO = unsq ? R + na : R;
+	if (RO > MC_MAX_DIMS)
+		return node_err(im, n, MC_EINVAL, "gives more than %d dimensions", MC_MAX_DIMS);
 	for (int j = 0; j < na; j++) {
 		int a = axis_of(ax[j], RO);
 
@@ -2694,11 +2699,15 @@ static int fold_arith(struct imp *im, const Onnx__NodeProto *n, char op, struct 
 		} else if (x0->i[j0] == SYM_BATCH || x1->i[j1] == SYM_BATCH) {
 			y->i[j] = SYM_BATCH; /* arithmetic on N is N's business */
 		} else {
-			int64_t a = x0->i[j0], b = x1->i[j1];
+			int64_t a = x0->i[j0], b = x1->i[j1], v = 0;
+			int over = op == 'A'   ? __builtin_add_overflow(a, b, &v)
+				   : op == 'S' ? __builtin_sub_overflow(a, b, &v)
+				   : op == 'M' ? __builtin_mul_overflow(a, b, &v)
+					       : b == 0 || (b == -1 && a == INT64_MIN);
 
-			if (op == 'D' && b == 0)
-				return node_err(im, n, MC_EINVAL, "divides by zero");
-			y->i[j] = op == 'A' ? a + b : op == 'S' ? a - b : op == 'M' ? a * b : a / b;
+			if (over)
+				return node_err(im, n, MC_EINVAL, "overflows or divides by zero");
+			y->i[j] = op == 'D' ? a / b : v;
 		}
 	}
 	return 0;
