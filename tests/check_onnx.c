@@ -915,6 +915,72 @@ START_TEST(pad_folded)
 }
 END_TEST
 
+/* x.view(x.size(0), -1) as Shape, Slice and Concat: folded on the static
+ * shape (N symbolic) into a flatten; Squeeze with attribute axes (opset 11)
+ * of a global average changes nothing. */
+START_TEST(shape_subgraph)
+{
+	struct ob *b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	struct mc_model *m;
+
+	node(b, "Shape", "sh", "x", "s");
+	init_i64(b, "st", 1, (int64_t[]){0});
+	init_i64(b, "en", 1, (int64_t[]){1});
+	node(b, "Slice", "sl", "s,st,en", "n");
+	init_i64(b, "m1", 1, (int64_t[]){-1});
+	attr_i(node(b, "Concat", "cat", "n,m1", "shape"), "axis", 0);
+	node(b, "Reshape", "r", "x,shape", "y");
+	m = import_ok(b);
+	ck_assert_int_eq(only_node(m, "flatten")->out_shape[0], 18);
+	mc_model_free(m);
+	b = ob_new(11, 4, (int64_t[]){-1, 2, 3, 3});
+	node(b, "GlobalAveragePool", "gap", "x", "g");
+	attr_ints(node(b, "Squeeze", "sq", "g", "y"), "axes", 2, (int64_t[]){3, 2});
+	m = import_ok(b);
+	ck_assert_int_eq(only_node(m, "global_avgpool")->out_shape[0], 2);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Constants computed at import are bounded and checked like the file's own. */
+START_TEST(folded_hostile)
+{
+	struct ob *b = ob_new(13, 2, (int64_t[]){-1, 4});
+
+	init_i64(b, "s", 2, (int64_t[]){1 << 20, 1 << 20});
+	node(b, "ConstantOfShape", "cos", "s", "c");
+	node(b, "Add", "add", "x,c", "y");
+	import_fails(b, MC_EINVAL, "node 'cos' (ConstantOfShape, opset 13)", "at most", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	init_i64(b, "v", 1, (int64_t[]){1});
+	init_i64(b, "ax", 8, (int64_t[]){0, 1, 2, 3, 4, 5, 6, 7});
+	node(b, "Unsqueeze", "u", "v,ax", "w");
+	node(b, "Reshape", "r", "x,w", "y");
+	import_fails(b, MC_EINVAL, "node 'u' (Unsqueeze, opset 13)", "more than 8", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	init_i64(b, "a", 1, (int64_t[]){INT64_MAX});
+	init_i64(b, "one", 1, (int64_t[]){1});
+	node(b, "Add", "ov", "a,one", "s");
+	node(b, "Reshape", "r", "x,s", "y");
+	import_fails(b, MC_EINVAL, "node 'ov' (Add, opset 13)", "overflows", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	node(b, "Shape", "sh", "x", "s");
+	init_i64(b, "i", 1, (int64_t[]){5});
+	node(b, "Gather", "ga", "s,i", "n");
+	node(b, "Reshape", "r", "x,n", "y");
+	import_fails(b, MC_EINVAL, "node 'ga' (Gather, opset 13)", "out of range", NULL);
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	init_i64(b, "ax", 1, (int64_t[]){2});
+	node(b, "Squeeze", "sq", "x,ax", "y");
+	import_fails(b, MC_EINVAL, "node 'sq' (Squeeze, opset 13)", "size 3, not 1", NULL);
+	/* Sub of two computed values has no mcomp op */
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	node(b, "Relu", "r", "x", "z");
+	node(b, "Sub", "d", "x,z", "y");
+	import_fails(b, MC_EINVAL, "node 'd' (Sub, opset 13)", "two computed values", NULL);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- activations */
 
 static double ref_sigmoid(double v)
@@ -1450,6 +1516,7 @@ static Suite *suite(void)
 	tcase_add_test(ops, dropped_ops);
 	tcase_add_test(ops, softmax_opset11);
 	tcase_add_test(ops, pad_folded);
+	tcase_add_test(ops, shape_subgraph);
 	tcase_add_test(ops, save_load);
 	tcase_add_test(ops, activations);
 	tcase_add_test(ops, clip);
@@ -1466,6 +1533,7 @@ static Suite *suite(void)
 	tcase_add_test(bad, absurd_dims);
 	tcase_add_test(bad, unsupported_op);
 	tcase_add_test(bad, unsupported_attrs);
+	tcase_add_test(bad, folded_hostile);
 	tcase_add_test(bad, unsupported_pool_gemm);
 	tcase_add_test(bad, bad_graphs);
 	suite_add_tcase(s, bad);
