@@ -194,7 +194,8 @@ static struct mc_model *import_proto(Onnx__ModelProto *mp, struct mc_err *err)
 
 /*
  * padnet's first F.pad (0, 1, 0, 1) and stride-2 Conv as TensorFlow
- * exports 'SAME': the Conv reads the image with auto_pad SAME_UPPER.
+ * exports 'SAME': the Conv reads the image with auto_pad SAME_UPPER; its
+ * second as uneven pads of the Conv itself (tf2onnx's way).
  */
 START_TEST(same_upper_stride2)
 {
@@ -216,8 +217,17 @@ START_TEST(same_upper_stride2)
 			ap.s.len = 10;
 			conv->attribute[a] = &ap;
 		}
+	/* and the second F.pad (1, 2, 0, 1) as the Conv's own pads [0, 1, 1, 2] */
+	conv = find_node(mp, "/c2/Conv");
+	conv->input[0] = find_node(mp, "/Pad_1")->input[0];
+	for (size_t a = 0; a < conv->n_attribute; a++)
+		if (!strcmp(conv->attribute[a]->name, "pads")) {
+			ck_assert_uint_eq(conv->attribute[a]->n_ints, 4);
+			memcpy(conv->attribute[a]->ints, (int64_t[]){0, 1, 1, 2}, 4 * sizeof(int64_t));
+		}
 	m = import_proto(mp, &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
+	ck_assert_int_eq(count_op(m, "pad2d"), 3);
 	ck_assert_str_eq(mc_model_node(m, 0)->op->name, "pad2d");
 	ck_assert_int_eq(mc_node_attr_int(mc_model_node(m, 0), "top", 9), 0);
 	ck_assert_int_eq(mc_node_attr_int(mc_model_node(m, 0), "bottom", 9), 1);
