@@ -223,7 +223,8 @@ START_TEST(same_upper_stride2)
 	for (size_t a = 0; a < conv->n_attribute; a++)
 		if (!strcmp(conv->attribute[a]->name, "pads")) {
 			ck_assert_uint_eq(conv->attribute[a]->n_ints, 4);
-			memcpy(conv->attribute[a]->ints, (int64_t[]){0, 1, 1, 2}, 4 * sizeof(int64_t));
+			memcpy(conv->attribute[a]->ints, (int64_t[]){0, 1, 1, 2},
+			       4 * sizeof(int64_t));
 		}
 	m = import_proto(mp, &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
@@ -284,12 +285,18 @@ START_TEST(refusals)
 		const char *file, *node, *op, *want[2];
 	} cases[] = {
 	    /* the residual join as a Sub of two computed values */
-	    {"resnet-opset13.onnx", "/b1/Add", "Sub",
+	    {"resnet-opset13.onnx",
+	     "/b1/Add",
+	     "Sub",
 	     {"node '/b1/Add' (Sub, opset 13)", "of two computed values"}},
-	    {"resnet-opset11.onnx", "/b2/Relu_1", "Erf",
+	    {"resnet-opset11.onnx",
+	     "/b2/Relu_1",
+	     "Erf",
 	     {"node '/b2/Relu_1' (Erf, opset 11)", "mcomp has no op for Erf"}},
 	    /* a hardswish's x + 3 read before the clip: the constant cannot fold */
-	    {"mobile-opset13.onnx", "/b2/Relu", "Sigmoid",
+	    {"mobile-opset13.onnx",
+	     "/b2/Relu",
+	     "Sigmoid",
 	     {"node '/b2/Add' (Add, opset 13)", "applies the constant"}},
 	};
 

@@ -80,8 +80,8 @@ struct val {
 	int pending, clipped, nab, fold_ok;
 	double *a, *b, lo, hi, c, d;
 	const char *cname; /* the last constant added or multiplied on, for messages */
-	int fresh; /* V_ACT: node was added for this value alone */
-	int ndim;  /* V_CONST */
+	int fresh;	   /* V_ACT: node was added for this value alone */
+	int ndim;	   /* V_CONST */
 	int64_t dims[MC_MAX_DIMS];
 	int64_t numel;
 	int dtype;
@@ -511,8 +511,7 @@ static const char *act_name(struct imp *im, const struct val *v)
 }
 
 /* Output idx of n becomes activation node of ONNX rank rank, computed. */
-static struct val *set_act(struct imp *im, const Onnx__NodeProto *n, size_t idx, int node,
-			   int rank)
+static struct val *set_act(struct imp *im, const Onnx__NodeProto *n, size_t idx, int node, int rank)
 {
 	struct val *v = idx < n->n_output ? val_find(im, n->output[idx]) : NULL;
 
@@ -644,8 +643,8 @@ static int attr_str(struct imp *im, const Onnx__NodeProto *n, const char *name, 
  * "layer1_conv1", letters, digits, '_' and '-' kept, the rest '_'; an
  * unnamed node is named after its op; a taken name gets a count.
  */
-static void node_name(struct imp *im, const Onnx__NodeProto *n, const char *opname,
-		      const char *sfx, char *buf, size_t len)
+static void node_name(struct imp *im, const Onnx__NodeProto *n, const char *opname, const char *sfx,
+		      char *buf, size_t len)
 {
 	const char *s = str(n->name), *type = str(n->op_type);
 	size_t sl, tl = strlen(type), o = 0;
@@ -1068,8 +1067,8 @@ static int materialize(struct imp *im, const Onnx__NodeProto *n, struct val *v, 
 	if (v->clipped) {
 		double w = v->hi - v->lo;
 
-		if (!inner_ident(v) && v->nab == 1 && w > 0 && w < HUGE_VAL &&
-		    near(v->c * w, 1) && near(v->c * v->lo + v->d, 0)) {
+		if (!inner_ident(v) && v->nab == 1 && w > 0 && w < HUGE_VAL && near(v->c * w, 1) &&
+		    near(v->c * v->lo + v->d, 0)) {
 			struct mc_attr at[] = {MC_ATTR_FLOAT("alpha", v->a[0] / w),
 					       MC_ATTR_FLOAT("beta", (v->b[0] - v->lo) / w),
 					       MC_ATTR_END};
@@ -1284,7 +1283,8 @@ static int pads4(struct imp *im, const Onnx__NodeProto *n, int64_t kk, int64_t s
 		return 0;
 	if (strcmp(ap, "SAME_UPPER") && strcmp(ap, "SAME_LOWER"))
 		return node_err(im, n, MC_EINVAL,
-				"auto_pad '%s' is none of NOTSET, VALID, SAME_UPPER, SAME_LOWER", ap);
+				"auto_pad '%s' is none of NOTSET, VALID, SAME_UPPER, SAME_LOWER",
+				ap);
 	for (int axis = 0; axis < 2; axis++) {
 		int64_t in = axis ? w : h, out = (in + s - 1) / s, total = (out - 1) * s + kk - in;
 		int64_t first;
@@ -1352,8 +1352,7 @@ static int map_conv_pooled(struct imp *im, const Onnx__NodeProto *n, struct val 
 	    (r = attr_int(im, n, "group", 1, &group)) ||
 	    (r = attr_ints(im, n, "kernel_shape", 2, &ks)) ||
 	    (r = square_attr(im, n, "strides", 1, &s)) ||
-	    (r = square_attr(im, n, "dilations", 1, &dil)) ||
-	    (r = pads4(im, n, 1, s, 1, 1, p)))
+	    (r = square_attr(im, n, "dilations", 1, &dil)) || (r = pads4(im, n, 1, s, 1, 1, p)))
 		return r;
 	if (w->ndim != 4 || w->dims[1] != shape[0] || w->dims[2] != 1 || w->dims[3] != 1 ||
 	    (ks && (ks[0] != 1 || ks[1] != 1)) || group != 1 || p[0] || p[1] || p[2] || p[3])
@@ -1819,8 +1818,7 @@ static int pend_clip(struct imp *im, int k, const Onnx__NodeProto *n, double lo,
 	struct val *x, *y;
 	int r;
 
-	if ((r = get_act_lazy(im, n, 0, 1, &x)) ||
-	    (is_padded(x) && (r = materialize(im, n, x, 0))))
+	if ((r = get_act_lazy(im, n, 0, 1, &x)) || (is_padded(x) && (r = materialize(im, n, x, 0))))
 		return r;
 	/* lazily only one clip of one affine for all channels, kept the right way up */
 	if (x->pending && (x->nab != 1 || (x->clipped && (x->c <= 0 || alpha != 1 || beta != 0))) &&
@@ -1853,7 +1851,6 @@ static int pend_clip(struct imp *im, int k, const Onnx__NodeProto *n, double lo,
 	y->d = 0;
 	return 0;
 }
-
 
 /*
  * Mul of two activations, as NumPy broadcasts them with mcomp's mul: of
@@ -1978,7 +1975,7 @@ static int map_reshape(struct imp *im, int k, const Onnx__NodeProto *n)
 {
 	struct val *x, *sh, *y;
 	int64_t shape[MC_MAX_DIMS + 1], t[MC_MAX_DIMS + 1], numel = 1, allowzero, batch = 0,
-						      known = 1;
+							    known = 1;
 	const Onnx__ValueInfoProto *in = NULL;
 	int r, nd, cst, infer = -1, R;
 
@@ -2063,11 +2060,12 @@ static int map_reshape(struct imp *im, int k, const Onnx__NodeProto *n)
 		}
 	}
 refuse:
-	return node_err(im, n, MC_EINVAL,
-			"shape '%s' (%lld values) is not [N, -1]: mcomp reads Reshape as "
-			"flattening each sample ([0, -1], [-1, %lld], N and -1, or x.view(x.size(0), "
-			"-1)), and [N, C] as [N, C, 1, 1], only",
-			sh->name, (long long)sh->numel, (long long)numel);
+	return node_err(
+	    im, n, MC_EINVAL,
+	    "shape '%s' (%lld values) is not [N, -1]: mcomp reads Reshape as "
+	    "flattening each sample ([0, -1], [-1, %lld], N and -1, or x.view(x.size(0), "
+	    "-1)), and [N, C] as [N, C, 1, 1], only",
+	    sh->name, (long long)sh->numel, (long long)numel);
 }
 
 static int map_add(struct imp *im, int k, const Onnx__NodeProto *n)
@@ -2173,9 +2171,8 @@ static int map_pad(struct imp *im, int k, const Onnx__NodeProto *n)
 		return node_err(im, n, MC_EINVAL,
 				"pads with the value %g; mcomp pads with zeros only", value);
 	/* ONNX's order: the starts of N, C, H, W, then their ends */
-	if (pads[0] || pads[1] || pads[4] || pads[5] || pads[2] < 0 || pads[3] < 0 ||
-	    pads[6] < 0 || pads[7] < 0 || pads[2] > 1024 || pads[3] > 1024 || pads[6] > 1024 ||
-	    pads[7] > 1024)
+	if (pads[0] || pads[1] || pads[4] || pads[5] || pads[2] < 0 || pads[3] < 0 || pads[6] < 0 ||
+	    pads[7] < 0 || pads[2] > 1024 || pads[3] > 1024 || pads[6] > 1024 || pads[7] > 1024)
 		return node_err(im, n, MC_EINVAL,
 				"pads [%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld]: mcomp adds "
 				"0 to 1024 rows and columns of zeros to height and width (not N "
@@ -2279,7 +2276,8 @@ static int map_shape(struct imp *im, int k, const Onnx__NodeProto *n)
 			return r;
 		R = onnx_shape(im, x, full + 1) + 1;
 		if (R < 1)
-			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known", x->name);
+			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known",
+					x->name);
 		full[0] = SYM_BATCH;
 		if (R == 4) {
 			full[2] += x->pad[0] + x->pad[2];
@@ -2320,7 +2318,8 @@ static int map_gather(struct imp *im, int k, const Onnx__NodeProto *n)
 		int64_t q = ix->i[j] < 0 ? ix->i[j] + x->numel : ix->i[j];
 
 		if (q < 0 || q >= x->numel)
-			return node_err(im, n, MC_EINVAL, "index %lld is out of range for %lld values",
+			return node_err(im, n, MC_EINVAL,
+					"index %lld is out of range for %lld values",
 					(long long)ix->i[j], (long long)x->numel);
 		put(y, j, x, q);
 	}
@@ -2349,7 +2348,8 @@ static int map_squeeze(struct imp *im, int k, const Onnx__NodeProto *n)
 		R = onnx_shape(im, x, in + 1) + 1;
 		in[0] = 1;
 		if (R < 1)
-			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known", x->name);
+			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known",
+					x->name);
 	}
 	RO = unsq ? R + na : R;
 	if (RO > MC_MAX_DIMS)
@@ -2432,9 +2432,10 @@ static int map_reduce_mean(struct imp *im, int k, const Onnx__NodeProto *n)
 		mask |= a < 0 ? 1 << 8 : 1 << a;
 	}
 	if (mask != 12)
-		return node_err(im, n, MC_EINVAL,
-				"averages over axes other than 2 and 3 of [N, C, H, W]; mcomp reads "
-				"ReduceMean over height and width (a global average) only");
+		return node_err(
+		    im, n, MC_EINVAL,
+		    "averages over axes other than 2 and 3 of [N, C, H, W]; mcomp reads "
+		    "ReduceMean over height and width (a global average) only");
 	i = add(im, n, "global_avgpool", &x, 1, NULL);
 	if (i < 0)
 		return i;
@@ -2611,9 +2612,10 @@ static int map_cast(struct imp *im, int k, const Onnx__NodeProto *n)
 		return r;
 	if (x && x->kind != V_CONST) {
 		if (to != DT_FLOAT)
-			return node_err(im, n, MC_EINVAL,
-					"casts '%s' to ONNX data type %lld; mcomp computes in float",
-					x->name, (long long)to);
+			return node_err(
+			    im, n, MC_EINVAL,
+			    "casts '%s' to ONNX data type %lld; mcomp computes in float", x->name,
+			    (long long)to);
 		if ((r = get_act(im, n, 0, &x)))
 			return r;
 		set_alias(im, n, 0, x->node, x->rank);
