@@ -7,19 +7,27 @@
  * (mcomp/graph.h) node by node, with its weights:
  *
  *	Gemm, MatMul (+ Add of a constant bias)   linear
- *	Conv                                      conv2d
+ *	Conv                                      conv2d (uneven pads: pad2d first)
  *	BatchNormalization (inference)            batchnorm
- *	Relu                                      relu
+ *	Relu, Clip, LeakyRelu, Sigmoid            relu, clip, leaky_relu, sigmoid
+ *	HardSigmoid, relu6(x + 3) / 6             hardsigmoid
+ *	HardSwish, x * relu6(x + 3) / 6           hardswish
  *	MaxPool, AveragePool                      maxpool2d, avgpool2d
- *	GlobalAveragePool                         global_avgpool
+ *	Pad (zeros on H and W)                    folded into a Conv or pool, or pad2d
+ *	GlobalAveragePool, ReduceMean over H, W   global_avgpool
  *	Flatten (axis 1), Reshape to [N, -1]      flatten
- *	Add of two activations                    add
+ *	Squeeze, Unsqueeze of [N, C, 1, 1]        (nothing), or flatten
+ *	Add, Mul of two activations               add, mul
+ *	Add, Sub, Mul, Div of a constant          folded into the weights before
  *	Softmax, LogSoftmax (last axis)           softmax, log_softmax
  *	Dropout, Identity                         (dropped)
  *
+ * Shape, Gather, Concat, Slice, Transpose, Cast, ConstantOfShape and the
+ * arithmetic on constants are computed at import from the static shapes
+ * (the batch size symbolic), as PyTorch exports x.view(x.size(0), -1).
  * Weights come from initializers or Constant nodes. Opsets 9 to 18 of the
  * default domain are read. Anything else (another op, an attribute outside
- * what the mcomp op computes: asymmetric padding, dilation, ceil_mode, ...)
+ * what the mcomp op computes: dilation, ceil_mode, ...)
  * is refused before any model is built, naming the node, its op type and
  * the opset; docs/pipelines.md lists what is read.
  *
