@@ -35,6 +35,7 @@
 #ifndef MCOMP_ONNX_H
 #define MCOMP_ONNX_H
 
+#include <mcomp/cascade.h>
 #include <mcomp/graph.h>
 
 #ifdef __cplusplus
@@ -68,7 +69,17 @@ struct mc_onnx_meta {
 	const char *const *props;
 	void (*log)(void *arg, int level, const char *msg);
 	void *log_arg;
+	unsigned flags; /* MC_ONNX_* below, or 0 */
 };
+
+/*
+ * 4-bit weight-only layers as Gemm of their weights dequantized to f32
+ * (opset 13, 4 bytes a weight, with a warning) instead of the default: the
+ * 4-bit weights themselves, INT4 through DequantizeLinear with their scales
+ * per tensor, per channel or per block of group_size inputs (opset 21).
+ */
+#define MC_ONNX_4BIT_F32 1u
+
 
 /*
  * Writes m as an ONNX model to path (atomically: a temporary file beside it
@@ -89,9 +100,39 @@ MC_API int mc_model_save_onnx(const struct mc_model *m, const char *path,
  */
 MC_API int mc_model_onnx_check(const struct mc_model *m, struct mc_err *err);
 
+/* The opset mc_model_save_onnx writes m in: 13, 14 (HardSwish) or 21 (INT4 weights). */
+MC_API int mc_model_onnx_opset(const struct mc_model *m, const struct mc_onnx_meta *meta);
+
 /* The exact bytes mc_model_save_onnx writes (malloc'd into *buf, caller free()s). */
 MC_API int mc_model_serialize_onnx(const struct mc_model *m, const struct mc_onnx_meta *meta,
 				   void **buf, size_t *len, struct mc_err *err);
+
+/*
+ * A cascade as one ONNX model per stage, each exported as
+ * mc_model_save_onnx writes a model: stage s of path "out/c.onnx" goes to
+ * "out/c.stage<s>.onnx" (mc_cascade_onnx_path; a path not ending in .onnx
+ * gets the suffix appended). Each file's metadata_props carries, besides
+ * meta's props and "mcomp.version":
+ *
+ *	"mcomp.cascade"            JSON {"format": 1, "confidence": "margin",
+ *	                           "rule": "...", "stages": [{"name": "mlp",
+ *	                           "file": "c.stage0.onnx", "threshold": 0.79918...},
+ *	                           {"name": "cnn", "file": "c.stage1.onnx"}]}
+ *	"mcomp.cascade.stage"      this file's stage index, "0", "1", ...
+ *	"mcomp.cascade.confidence" the measure (mc_confidence_names)
+ *	"mcomp.cascade.threshold"  this stage's threshold (not on the last)
+ *
+ * Thresholds are written with 17 significant digits (read as a double and
+ * rounded to float, they give the cascade's float back); "inf" and "-inf"
+ * are strings. Every stage is serialized before any file is written, each
+ * file atomically. Returns 0 or, with err set, as mc_model_save_onnx
+ * (the message names the stage).
+ */
+MC_API int mc_cascade_save_onnx(const struct mc_cascade *c, const char *path,
+				const struct mc_onnx_meta *meta, struct mc_err *err);
+
+/* The file of stage s for path into buf[size]; -1 when it does not fit. */
+MC_API int mc_cascade_onnx_path(const char *path, int stage, char *buf, size_t size);
 
 #ifdef __cplusplus
 }
