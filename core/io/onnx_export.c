@@ -1191,8 +1191,9 @@ MC_API int mc_model_serialize_onnx(const struct mc_model *m, const struct mc_onn
 	*len = onnx__model_proto__pack(&mp, *buf);
 	if (e.weights && e.zeros * 10 >= e.weights)
 		note(&e, MC_LOG_INFO,
-		     "%.1f%% of the weights are zero (pruned); ONNX has no sparse form here, so "
-		     "they are written dense",
+		     "%.1f%% of the weights are zero (pruned); ONNX Runtime has no sparse kernels "
+		     "for them, so they are written dense: the size gain of sparse storage stays "
+		     "in the .safetensors file",
 		     100.0 * (double)e.zeros / (double)e.weights);
 out:
 	release(&e);
