@@ -180,6 +180,23 @@ output: {model: m, path: out.onnx}
 EOF
 expect 0 "wrote .*out.onnx \(model 'm'\)" "$mcomp" run "$tmp/out.yaml"
 
+# output: int4: f32 asks a pipeline for the dense fallback; only for .onnx paths.
+cat > "$tmp/w4.yaml" <<EOF
+mcomp: 1
+models:
+  m: {load: mlp-w4.safetensors}
+passes: []
+output: {model: m, path: w4-pipe.onnx, int4: f32}
+EOF
+expect 0 "warning: node 'linear1' \(qlinear, 4-bit weight-only\): .*dequantized to f32" \
+	"$mcomp" run "$tmp/w4.yaml"
+cmp -s "$tmp/w4-pipe.onnx" "$tmp/mlp-w4f.onnx" && bad "the pipeline's export has no digest" || ok
+sed -i 's/int4: f32/int4: fp8/' "$tmp/w4.yaml"
+expect 2 "w4.yaml:5:[0-9]*: output: int4 is int4 .* or f32 .*, not 'fp8'" "$mcomp" validate "$tmp/w4.yaml"
+sed -i 's/int4: fp8/int4: f32/; s/w4-pipe.onnx/w4-pipe.safetensors/' "$tmp/w4.yaml"
+expect 2 "output: int4 says how an ONNX file holds 4-bit weights; .* is not a .onnx path" \
+	"$mcomp" validate "$tmp/w4.yaml"
+
 # An op a plugin provides has no ONNX form: refused at validation, naming node and op.
 cat > "$tmp/plugin.yaml" <<EOF
 mcomp: 1
@@ -304,7 +321,7 @@ for s in 0 1 2; do # "0     mlpq    0.600000024      56.17%    93.75%"
 done
 
 # And back: the f32 export imports as the model it came from.
-for m in mlp cnn; do
+for m in mlp cnn act; do
 	expect 0 'parameters' "$mcomp" import "$tmp/$m.onnx" -o "$tmp/$m.back.safetensors"
 	"$mcomp" predict "$tmp/$m.back.safetensors" --input "$tmp/x.npy" -o "$tmp/$m.back.npy" \
 		> /dev/null

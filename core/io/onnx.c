@@ -1266,6 +1266,22 @@ static int map_flatten(struct imp *im, int k, const Onnx__NodeProto *n)
 	return flatten(im, n, x);
 }
 
+/* Reshape's shape sh takes x, [N, C] (mcomp [C]), to [N, C, 1, 1]. */
+static int is_gate_shape(const struct val *sh, const struct val *x, int nd, int64_t c,
+			 int64_t allowzero, int64_t batch)
+{
+	int n_ok = (sh->i[0] == 0 && !allowzero) || (sh->i[0] == -1 && sh->i[1] != -1) ||
+		   (sh->i[0] > 0 && sh->i[0] == batch);
+
+	if (x->rank != 1 || nd != 1 || sh->numel != 4 || !n_ok ||
+	    (sh->i[1] != c && sh->i[1] != -1))
+		return 0;
+	for (int64_t d = 2; d < sh->numel; d++)
+		if (sh->i[d] != 1)
+			return 0;
+	return 1;
+}
+
 /* Reshape to [N, -1] (or [N, features]) flattens each sample. */
 static int map_reshape(struct imp *im, int k, const Onnx__NodeProto *n)
 {
@@ -1291,10 +1307,15 @@ static int map_reshape(struct imp *im, int k, const Onnx__NodeProto *n)
 	    ((sh->i[0] == 0 && !allowzero) || (sh->i[0] == -1 && sh->i[1] != -1) ||
 	     (sh->i[0] > 0 && sh->i[0] == batch)))
 		return flatten(im, n, x);
+	if (is_gate_shape(sh, x, nd, shape[0], allowzero, batch)) {
+		/* [N, C] as [N, C, 1, ..., 1]: the same values, a Mul gate (mcomp's mul export) */
+		set_act(im, n, 0, x->node, (int)sh->numel - 1);
+		return 0;
+	}
 	return node_err(im, n, MC_EINVAL,
 			"shape '%s' (%lld values) is not [N, -1]: mcomp reads Reshape as "
 			"flattening each sample only (shape [0, -1], [-1, %lld], or the fixed "
-			"batch size and -1)",
+			"batch size and -1), or as [N, C] to [N, C, 1, 1] (a gate for Mul)",
 			sh->name, (long long)sh->numel, (long long)numel);
 }
 
