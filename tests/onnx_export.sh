@@ -190,7 +190,7 @@ output: {model: m, path: w4-pipe.onnx, int4: f32}
 EOF
 expect 0 "warning: node 'linear1' \(qlinear, 4-bit weight-only\): .*dequantized to f32" \
 	"$mcomp" run "$tmp/w4.yaml"
-cmp -s "$tmp/w4-pipe.onnx" "$tmp/mlp-w4f.onnx" && bad "the pipeline's export has no digest" || ok
+[ -s "$tmp/w4-pipe.onnx" ] && ok || bad "the pipeline wrote no w4-pipe.onnx"
 sed -i 's/int4: f32/int4: fp8/' "$tmp/w4.yaml"
 expect 2 "w4.yaml:5:[0-9]*: output: int4 is int4 .* or f32 .*, not 'fp8'" "$mcomp" validate "$tmp/w4.yaml"
 sed -i 's/int4: fp8/int4: f32/; s/w4-pipe.onnx/w4-pipe.safetensors/' "$tmp/w4.yaml"

@@ -9,11 +9,12 @@
  *	Gemm, MatMul (+ Add of a constant bias)   linear
  *	Conv                                      conv2d
  *	BatchNormalization (inference)            batchnorm
- *	Relu                                      relu
+ *	Relu, LeakyRelu, Sigmoid                  relu, leaky_relu, sigmoid
+ *	HardSigmoid, HardSwish, Clip              hardsigmoid, hardswish, clip
  *	MaxPool, AveragePool                      maxpool2d, avgpool2d
  *	GlobalAveragePool                         global_avgpool
  *	Flatten (axis 1), Reshape to [N, -1]      flatten
- *	Add of two activations                    add
+ *	Add, Mul of two activations               add, mul
  *	Softmax, LogSoftmax (last axis)           softmax, log_softmax
  *	Dropout, Identity                         (dropped)
  *
@@ -23,14 +24,17 @@
  * is refused before any model is built, naming the node, its op type and
  * the opset; docs/pipelines.md lists what is read.
  *
- * And models out, for ONNX Runtime (opset 13; docs/interop.md): each mcomp
- * op as its ONNX counterpart (linear as Gemm, conv2d as Conv, ...), int8
+ * And models out, for ONNX Runtime (opset 13; 14 with HardSwish, 21 with
+ * INT4 weights; docs/interop.md): each mcomp op as its ONNX counterpart
+ * (linear as Gemm, conv2d as Conv, relu6 as Clip, ...), int8
  * static layers (qlinear, qconv2d) in QDQ form (QuantizeLinear and
  * DequantizeLinear around a Gemm or Conv, the weights int8 with their
  * per-channel scales along axis 0, the inputs with their calibrated scale
- * and zero point), dynamic ones through DynamicQuantizeLinear, weight-only
- * ones as f32 weights dequantized. The input is "input" with a symbolic
- * batch dimension, the output "logits".
+ * and zero point), dynamic ones through DynamicQuantizeLinear, 4-bit
+ * weight-only ones as INT4 through DequantizeLinear (per tensor, channel or
+ * block), 8-bit weight-only ones as f32 weights dequantized. The input is
+ * "input" with a symbolic batch dimension, the output "logits". A cascade
+ * becomes one model per stage with its exit rule in metadata_props.
  */
 #ifndef MCOMP_ONNX_H
 #define MCOMP_ONNX_H
