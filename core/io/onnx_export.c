@@ -1255,13 +1255,14 @@ static char *cascade_meta(const struct mc_cascade *c, const char *path, struct m
 	int bad = !root || !stages;
 
 	for (int s = 0; !bad && s < c->n_stages; s++) {
-		json_t *st = json_object();
+		json_t *st;
 		const char *base;
 
 		if (mc_cascade_onnx_path(path, s, file, sizeof(file))) {
-			mc_err_set(err, MC_EINVAL, "%s: the path is too long", path);
+			mc_err_set(err, MC_EINVAL, "the path is too long");
 			goto out;
 		}
+		st = json_object();
 		base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
 		bad |= !st || json_object_set_new(st, "name", json_string(c->names[s])) ||
 		       json_object_set_new(st, "file", json_string(base));
