@@ -16,7 +16,6 @@
 
 #include <nettle/sha2.h>
 
-
 static const char usage[] =
 	"usage: mcomp COMMAND [ARGS]\n"
 	"\n"

@@ -1273,8 +1273,7 @@ static int is_gate_shape(const struct val *sh, const struct val *x, int nd, int6
 	int n_ok = (sh->i[0] == 0 && !allowzero) || (sh->i[0] == -1 && sh->i[1] != -1) ||
 		   (sh->i[0] > 0 && sh->i[0] == batch);
 
-	if (x->rank != 1 || nd != 1 || sh->numel != 4 || !n_ok ||
-	    (sh->i[1] != c && sh->i[1] != -1))
+	if (x->rank != 1 || nd != 1 || sh->numel != 4 || !n_ok || (sh->i[1] != c && sh->i[1] != -1))
 		return 0;
 	for (int64_t d = 2; d < sh->numel; d++)
 		if (sh->i[d] != 1)

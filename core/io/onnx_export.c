@@ -59,9 +59,9 @@
  * The opset is the lowest that holds the model: 13; 14 for HardSwish; 21
  * (IR 10, ONNX 1.16) for 4-bit weights as INT4 with block quantization.
  */
-#define OPSET_BASE     13
+#define OPSET_BASE	13
 #define OPSET_HARDSWISH 14
-#define OPSET_INT4     21
+#define OPSET_INT4	21
 
 /*
  * ONNX TensorProto.DataType values written here. INT4 (22, ONNX 1.16) is
@@ -844,9 +844,10 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 			     nd->name);
 		else
 			note(e, MC_LOG_WARNING,
-			     "node '%s' (qlinear, 4-bit weight-only): written as Gemm of its weights "
-			     "dequantized to f32 (4 bytes a weight, opset 13), the fallback asked "
-			     "for; by default they are INT4 through DequantizeLinear (opset 21)",
+			     "node '%s' (qlinear, 4-bit weight-only): written as Gemm of its "
+			     "weights dequantized to f32 (4 bytes a weight, opset 13), the "
+			     "fallback asked for; by default they are INT4 through "
+			     "DequantizeLinear (opset 21)",
 			     nd->name);
 		return gemm(e, nd, in_val(e, nd, 0), dequantized(e, nd), init_param(e, b),
 			    out_val(e, i));
@@ -949,10 +950,11 @@ static const char *dq_weight4(struct exp *e, const struct mc_node *nd)
 			int v = ((const int8_t *)z->data)[k];
 
 			if (v < -8 || v > 7) {
-				node_err(e, nd, MC_EINVAL,
-					 "weight_zero_point[%lld] is %d, outside 4 bits' [-8, 7] (the "
-					 "file is damaged: quantize the model again)",
-					 (long long)k, v);
+				node_err(
+				    e, nd, MC_EINVAL,
+				    "weight_zero_point[%lld] is %d, outside 4 bits' [-8, 7] (the "
+				    "file is damaged: quantize the model again)",
+				    (long long)k, v);
 				return NULL;
 			}
 		}
@@ -964,8 +966,7 @@ static const char *dq_weight4(struct exp *e, const struct mc_node *nd)
 	in[0] = init(e, w->name, DT_INT4, 2, wd, q, (size_t)(O * I + 1) / 2);
 	in[1] = init(e, s->name, DT_FLOAT, sdim, sd, s->data, (size_t)s->numel * sizeof(float));
 	in[2] = z ? init(e, z->name, DT_INT4, sdim, sd, zp, (size_t)(z->numel + 1) / 2) : NULL;
-	n = onode(e, "DequantizeLinear", sub(e, nd, "weight/DequantizeLinear"), out, z ? 3 : 2,
-		  in);
+	n = onode(e, "DequantizeLinear", sub(e, nd, "weight/DequantizeLinear"), out, z ? 3 : 2, in);
 	if (sdim == 1)
 		attr_i(e, n, "axis", 0);
 	if (sdim == 2) {
@@ -1286,7 +1287,8 @@ static char *cascade_meta(const struct mc_cascade *c, const char *path, struct m
 				   json_string(mc_confidence_names[c->confidence])) ||
 	       json_object_set_new(root, "rule", json_string(cascade_rule)) ||
 	       json_object_set(root, "stages", stages);
-	text = bad ? NULL : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+	text = bad ? NULL
+		   : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
 	if (!text)
 		mc_err_set(err, MC_ENOMEM, "out of memory writing the cascade's metadata");
 out:
