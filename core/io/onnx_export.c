@@ -6,12 +6,19 @@
  * importer in onnx.c reads them) and packed by protobuf-c; nothing here
  * writes protobuf by hand.
  *
- * One mcomp node becomes one ONNX node, or a few (opset 13, table below):
+ * One mcomp node becomes one ONNX node, or a few (opset 13 unless said,
+ * table below):
  *
  *	linear               Gemm (transB=1; no C when bias: false)
  *	conv2d               Conv
  *	batchnorm            BatchNormalization (inference: the running statistics)
- *	relu                 Relu
+ *	relu, sigmoid        Relu, Sigmoid
+ *	leaky_relu           LeakyRelu (alpha)
+ *	hardsigmoid          HardSigmoid (alpha, beta)
+ *	hardswish            HardSwish (opset 14)
+ *	clip, relu6          Clip (min and max as scalar inputs; relu6: 0 and 6)
+ *	mul                  Mul; a per-channel b of fewer dimensions Reshape'd
+ *	                     to [N, C, 1, ...] first, as NumPy broadcasting needs
  *	maxpool2d, avgpool2d MaxPool, AveragePool (count_include_pad=1)
  *	global_avgpool       GlobalAveragePool, Flatten (mcomp's output is [C])
  *	flatten              Flatten (axis 1)
@@ -25,7 +32,12 @@
  *	                     dynamic: DynamicQuantizeLinear, MatMulInteger, Cast,
  *	                     Mul by the scales, Add the bias (qlinear), or
  *	                     DynamicQuantizeLinear and QDQ (qconv2d);
- *	                     weight-only: the weights dequantized, written f32
+ *	                     weight-only, 4 bits: INT4 weights through
+ *	                     DequantizeLinear, blocked per group (opset 21), then
+ *	                     Gemm; with MC_ONNX_4BIT_F32 and at 8 bits: the
+ *	                     weights dequantized, written f32
+ *
+ * A cascade is one such model per stage, its rule in metadata_props.
  *
  * The model input is "input" [N, per-sample shape] with a symbolic batch
  * "N"; the output "logits". Initializers keep mcomp's parameter names
