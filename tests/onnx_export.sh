@@ -164,6 +164,7 @@ expect 0 "stage 0 'mlp', 4 nodes -> .*/c.stage0.onnx \(ONNX opset 13\)" \
 printf '%s\n' "$out" | grep -q "stage 1 'cnn' (last), 8 nodes -> .*/c.stage1.onnx" && ok ||
 	bad "no stage 1 in: $out"
 [ ! -e "$tmp/c.onnx" ] && [ ! -e "$tmp/c.stage2.onnx" ] && ok || bad "the cascade export wrote other files"
+expect 1 "/proc/c.stage0.onnx: cannot create" "$mcomp" export "$tmp/casc.safetensors" -o /proc/c.onnx
 expect 0 "stage 2 'cnn' \(last\), .* \(ONNX opset 13\)" \
 	"$mcomp" export "$tmp/casc3.safetensors" -o "$tmp/c3.onnx"
 printf '%s\n' "$out" | grep -q "stage 1 'actq', .*c3.stage1.onnx (ONNX opset 14)" && ok ||
