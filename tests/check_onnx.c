@@ -1141,6 +1141,51 @@ START_TEST(squeeze_excite)
 }
 END_TEST
 
+/* The gate as mcomp's mul export writes it: a Gemm's [N, C] reshaped to [N, C, 1, 1]. */
+START_TEST(gate_reshape)
+{
+	const float *w = rnd(16, 57), *bias = rnd(4, 58), *x = rnd(2 * 36, 59);
+	struct ob *b = ob_new(13, 4, (int64_t[]){-1, 4, 3, 3});
+	struct mc_model *m;
+	double want[72];
+
+	init_f(b, "w", 2, (int64_t[]){4, 4}, w, 1);
+	init_f(b, "bias", 1, (int64_t[]){4}, bias, 1);
+	init_i64(b, "gate_shape", 4, (int64_t[]){0, 4, 1, 1});
+	node(b, "GlobalAveragePool", "gap", "x", "g");
+	node(b, "Flatten", "flat", "g", "f");
+	attr_i(node(b, "Gemm", "fc", "f,w,bias", "z"), "transB", 1);
+	node(b, "Sigmoid", "sig", "z", "s");
+	node(b, "Reshape", "se/Reshape", "s,gate_shape", "gate");
+	node(b, "Mul", "se", "x,gate", "y");
+	m = import_ok(b);
+	ck_assert_int_eq(mc_model_n_nodes(m), 4); /* a Flatten of a global average is nothing */
+	ck_assert_str_eq(mc_model_node(m, 3)->op->name, "mul");
+	ck_assert_int_eq(mc_model_node(m, 3)->inputs[0], MC_NODE_INPUT);
+	for (int n = 0; n < 2; n++) {
+		double g[4] = {0}, z[4];
+
+		for (int c = 0; c < 4; c++) {
+			for (int j = 0; j < 9; j++)
+				g[c] += x[(n * 4 + c) * 9 + j];
+			g[c] /= 9;
+		}
+		ref_linear(g, 4, w, 0, bias, 4, z);
+		for (int c = 0; c < 4; c++)
+			for (int j = 0; j < 9; j++)
+				want[(n * 4 + c) * 9 + j] =
+				    x[(n * 4 + c) * 9 + j] * ref_sigmoid(z[c]);
+	}
+	assert_close(run(m, x, 2), want, 72, 1e-6);
+	mc_model_free(m);
+	/* to [N, C, 2, 1]: not a gate */
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	init_i64(b, "shape", 4, (int64_t[]){0, 2, 2, 1});
+	node(b, "Reshape", "rs", "x,shape", "y");
+	import_fails(b, MC_EINVAL, "node 'rs' (Reshape, opset 13)", "and [N, C] as [N, C, 1, 1]", NULL);
+}
+END_TEST
+
 /* Mul: of one shape; refused by a constant, of shapes NumPy would not
  * broadcast so, and a Conv of a global average that is not a linear. */
 START_TEST(mul_shapes)
@@ -1521,6 +1566,7 @@ static Suite *suite(void)
 	tcase_add_test(ops, activations);
 	tcase_add_test(ops, clip);
 	tcase_add_test(ops, squeeze_excite);
+	tcase_add_test(ops, gate_reshape);
 	tcase_add_test(ops, mul_shapes);
 	suite_add_tcase(s, ops);
 	tcase_add_checked_fixture(bad, setup, teardown);
