@@ -335,4 +335,18 @@ for m in mlp cnn act; do
 	[ "$d" = 0 ] && ok || bad "$m: export then import changed the logits by $d"
 done
 
+# PyTorch's ResNet, MobileNet (ReLU6, depthwise, squeeze-excitation with
+# hardswish) and padded nets (pad2d): imported, exported, run by ONNX Runtime.
+fx="$MCOMP_SRCDIR/tests/fixtures/onnx"
+for n in resnet mobile padnet; do
+	[ -r "$fx/$n-opset13.onnx" ] || { bad "no fixture $fx/$n-opset13.onnx"; continue; }
+	expect 0 'parameters' "$mcomp" import "$fx/$n-opset13.onnx" -o "$tmp/$n.safetensors"
+	expect 0 "-> .*$n.onnx" "$mcomp" export "$tmp/$n.safetensors" -o "$tmp/$n.onnx"
+	"$mcomp" predict "$tmp/$n.safetensors" --input "$fx/nets-input.npy" -o "$tmp/$n.mc.npy" \
+		> /dev/null || bad "mcomp predict $n failed"
+	ort run "$tmp/$n.onnx" "$fx/nets-input.npy" "$tmp/$n.ort.npy" || bad "ONNX Runtime on $n failed"
+	d=$(field "$(ort compare "$tmp/$n.mc.npy" "$tmp/$n.ort.npy")" max_abs_diff)
+	awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 <= 1e-5) }' && ok || bad "$n: logits differ by $d (> 1e-5)"
+done
+
 finish 0

@@ -17,6 +17,7 @@
  *	hardsigmoid          HardSigmoid (alpha, beta)
  *	hardswish            HardSwish (opset 14)
  *	clip, relu6          Clip (min and max as scalar inputs; relu6: 0 and 6)
+ *	pad2d                Pad (constant zeros, pads as an input)
  *	mul                  Mul; a per-channel b of fewer dimensions Reshape'd
  *	                     to [N, C, 1, ...] first, as NumPy broadcasting needs
  *	maxpool2d, avgpool2d MaxPool, AveragePool (count_include_pad=1)
@@ -114,6 +115,7 @@ static int map_qlinear(struct exp *, int, const struct mc_node *);
 static int map_qconv(struct exp *, int, const struct mc_node *);
 static int map_act(struct exp *, int, const struct mc_node *);
 static int map_clip(struct exp *, int, const struct mc_node *);
+static int map_pad(struct exp *, int, const struct mc_node *);
 static int map_mul(struct exp *, int, const struct mc_node *);
 static int is_int4(const struct mc_onnx_meta *meta, const struct mc_node *nd);
 static const char *dq_weight4(struct exp *e, const struct mc_node *nd);
@@ -139,6 +141,7 @@ static const struct {
     {"log_softmax", map_softmax, "LogSoftmax"},
     {"maxpool2d", map_pool, "MaxPool"},
     {"mul", map_mul, "Mul"},
+    {"pad2d", map_pad, "Pad"},
     {"qconv2d", map_qconv, NULL},
     {"qlinear", map_qlinear, NULL},
     {"relu", map_plain, "Relu"},
@@ -587,6 +590,29 @@ static int map_clip(struct exp *e, int i, const struct mc_node *nd)
 	in[1] = init_scalar(e, sfmt(e, "%s.min", nd->name), (float)lo);
 	in[2] = init_scalar(e, sfmt(e, "%s.max", nd->name), (float)hi);
 	onode(e, "Clip", nd->name, out_val(e, i), 3, in);
+	return 0;
+}
+
+/*
+ * pad2d: Pad (mode constant, value 0) with pads [0, 0, top, left, 0, 0,
+ * bottom, right], the beginnings of N, C, H, W then their ends (opset 11 on:
+ * pads an input).
+ */
+static int map_pad(struct exp *e, int i, const struct mc_node *nd)
+{
+	int64_t *p = ar(e, 8 * sizeof(int64_t)), dims[1] = {8};
+	const char *in[2];
+
+	if (!p)
+		return 0;
+	memset(p, 0, 8 * sizeof(int64_t));
+	p[2] = mc_node_attr_int(nd, "top", 0);
+	p[3] = mc_node_attr_int(nd, "left", 0);
+	p[6] = mc_node_attr_int(nd, "bottom", 0);
+	p[7] = mc_node_attr_int(nd, "right", 0);
+	in[0] = in_val(e, nd, 0);
+	in[1] = init(e, sfmt(e, "%s.pads", nd->name), DT_INT64, 1, dims, p, 8 * sizeof(int64_t));
+	onode(e, "Pad", nd->name, out_val(e, i), 2, in);
 	return 0;
 }
 
