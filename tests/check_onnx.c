@@ -485,6 +485,28 @@ START_TEST(gemm_trans_b)
 }
 END_TEST
 
+/* Weights through Identity (PyTorch writes one for an initializer it shares). */
+START_TEST(identity_of_weight)
+{
+	struct ob *b = ob_new(13, 2, (int64_t[]){-1, 6});
+	const float *w = rnd(24, 1), *c = rnd(4, 2), *x = rnd(18, 3);
+	struct mc_model *m;
+	double want[12];
+
+	init_f(b, "w0", 2, (int64_t[]){4, 6}, w, 1);
+	init_f(b, "c0", 1, (int64_t[]){4}, c, 0);
+	node(b, "Identity", "Identity_0", "w0", "fc.weight");
+	node(b, "Identity", "Identity_1", "c0", "fc.bias");
+	attr_i(node(b, "Gemm", "/fc/Gemm", "x,fc.weight,fc.bias", "y"), "transB", 1);
+	m = import_ok(b);
+	ck_assert_str_eq(only_node(m, "linear")->name, "fc");
+	for (int s = 0; s < 3; s++)
+		ref_linear(to_double(x + 6 * s, 6), 6, w, 0, c, 4, want + 4 * s);
+	assert_close(run(m, x, 3), want, 12, 1e-6);
+	mc_model_free(m);
+}
+END_TEST
+
 /* Gemm transB=0 and no C (opset 11): B [K, N] transposed into [out, in], no bias. */
 START_TEST(gemm_no_bias)
 {
@@ -1548,6 +1570,7 @@ static Suite *suite(void)
 
 	tcase_add_checked_fixture(ops, setup, teardown);
 	tcase_add_test(ops, gemm_trans_b);
+	tcase_add_test(ops, identity_of_weight);
 	tcase_add_test(ops, gemm_no_bias);
 	tcase_add_test(ops, matmul_add);
 	tcase_add_test(ops, matmul_add_shared);

@@ -2190,12 +2190,28 @@ static int map_pad(struct imp *im, int k, const Onnx__NodeProto *n)
 	return 0;
 }
 
-/* Identity, and Dropout (inference: the identity; its mask is not computed). */
+/*
+ * Identity, and Dropout (inference: the identity; its mask is not computed),
+ * of an activation or of a constant.
+ */
 static int map_alias(struct imp *im, int k, const Onnx__NodeProto *n)
 {
-	struct val *x, *mode;
+	struct val *x, *mode, *y;
 	int r;
 
+	x = n->n_input ? val_find(im, n->input[0]) : NULL;
+	if (x && x->kind == V_CONST) {
+		/* of a weight (PyTorch writes one for each initializer it shares) */
+		if ((r = get_data(im, n, 0, &x)))
+			return r;
+		if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, x->ndim, x->dims)))
+			return im->err->code;
+		if (x->f)
+			memcpy(y->f, x->f, (size_t)x->numel * sizeof(float));
+		else
+			memcpy(y->i, x->i, (size_t)x->numel * sizeof(int64_t));
+		return 0;
+	}
 	if ((r = get_act(im, n, 0, &x)))
 		return r;
 	if (!strcmp(n->op_type, "Dropout") && n->n_input > 2 && *str(n->input[2])) {
