@@ -507,6 +507,33 @@ START_TEST(identity_of_weight)
 }
 END_TEST
 
+/* Opsets 9 to 21 are read (19 to 21 change nothing mcomp reads); 22 is refused. */
+START_TEST(opset_range)
+{
+	const float *w = rnd(24, 1), *x = rnd(6, 3);
+	double want[4];
+
+	for (int opset = 19; opset <= 22; opset++) {
+		struct ob *b = ob_new(opset, 2, (int64_t[]){-1, 6});
+		struct mc_model *m;
+
+		init_f(b, "fc.weight", 2, (int64_t[]){4, 6}, w, 1);
+		attr_i(node(b, "Gemm", "/fc/Gemm", "x,fc.weight", "g"), "transB", 1);
+		node(b, "Relu", "/relu/Relu", "g", "y");
+		if (opset == 22) {
+			import_fails(b, MC_EINVAL, "opset 22", "opsets 9 to 21", NULL);
+			continue;
+		}
+		m = import_ok(b);
+		ref_linear(to_double(x, 6), 6, w, 0, NULL, 4, want);
+		for (int k = 0; k < 4; k++)
+			want[k] = want[k] > 0 ? want[k] : 0;
+		assert_close(run(m, x, 1), want, 4, 1e-6);
+		mc_model_free(m);
+	}
+}
+END_TEST
+
 /* Gemm transB=0 and no C (opset 11): B [K, N] transposed into [out, in], no bias. */
 START_TEST(gemm_no_bias)
 {
@@ -1448,7 +1475,7 @@ START_TEST(unsupported_op)
 	/* opsets out of the range read */
 	b = ob_new(7, 2, (int64_t[]){-1, 4});
 	node(b, "Relu", "r", "x", "y");
-	import_fails(b, MC_EINVAL, "opset 7", "9 to 18", NULL);
+	import_fails(b, MC_EINVAL, "opset 7", "9 to 21", NULL);
 }
 END_TEST
 
@@ -1571,6 +1598,7 @@ static Suite *suite(void)
 	tcase_add_checked_fixture(ops, setup, teardown);
 	tcase_add_test(ops, gemm_trans_b);
 	tcase_add_test(ops, identity_of_weight);
+	tcase_add_test(ops, opset_range);
 	tcase_add_test(ops, gemm_no_bias);
 	tcase_add_test(ops, matmul_add);
 	tcase_add_test(ops, matmul_add_shared);

@@ -45,7 +45,7 @@
 #include "core/io/onnx.pb-c.h"
 
 #define OPSET_MIN     9
-#define OPSET_MAX     18
+#define OPSET_MAX     21
 #define FILE_MAX      ((size_t)2 << 30)	 /* protobuf's own limit */
 #define NUMEL_MAX     ((int64_t)1 << 31) /* values in one constant */
 #define INPUT_DIM_MAX ((int64_t)1 << 24) /* one dimension of the model input */

@@ -25,7 +25,7 @@
  * Shape, Gather, Concat, Slice, Transpose, Cast, ConstantOfShape and the
  * arithmetic on constants are computed at import from the static shapes
  * (the batch size symbolic), as PyTorch exports x.view(x.size(0), -1).
- * Weights come from initializers or Constant nodes. Opsets 9 to 18 of the
+ * Weights come from initializers or Constant nodes. Opsets 9 to 21 of the
  * default domain are read. Anything else (another op, an attribute outside
  * what the mcomp op computes: dilation, ceil_mode, ...)
  * is refused before any model is built, naming the node, its op type and
