@@ -59,22 +59,35 @@ struct ukernel {
 	gemv_fn gemv_t, gemv_n; /* op(B) = B^T (dot products) and op(B) = B */
 };
 
-static void ukernel_portable(int kc, const float *restrict a, const float *restrict b,
-			     float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
+/*
+ * The portable kernels round exactly as the SIMD ones: every multiply-add
+ * is one fmaf, the dot products keep 16 partial sums (lane k % 16) added
+ * in the same tree, so every path gives the same bytes. On x86 they are
+ * also built for FMA (target_clones), where fmaf is one instruction; without
+ * FMA hardware fmaf is the C library's, slower and still exact.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__ELF__)
+#define PORTABLE_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define PORTABLE_CLONES
+#endif
+
+PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a,
+					     const float *restrict b, float *restrict c, int ldc,
+					     int rows, int cols, float alpha, float beta)
 {
 	float acc[4][16] = { { 0 } };
 
 	for (int k = 0; k < kc; k++, a += 4, b += 16)
 		for (int i = 0; i < 4; i++)
 			for (int j = 0; j < 16; j++)
-				acc[i][j] += a[i] * b[j];
+				acc[i][j] = __builtin_fmaf(a[i], b[j], acc[i][j]);
 	for (int i = 0; i < rows; i++)
 		for (int j = 0; j < cols; j++) {
-			float r = alpha * acc[i][j];
+			float *cij = c + i * ldc + j;
 
-			if (beta != 0.0f)
-				r += beta * c[i * ldc + j];
-			c[i * ldc + j] = r;
+			*cij = beta != 0.0f ? __builtin_fmaf(alpha, acc[i][j], beta * *cij)
+					    : alpha * acc[i][j];
 		}
 }
 
@@ -451,7 +464,13 @@ __attribute__((target("avx2,fma"))) static void gemv_t_avx2(int K, const float *
 		}
 		if (k < kv)
 			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(B + k), s0);
-		if (K & 7)
+		/* the tail's lanes are k % 16, as in the 16-lane kernels: s0 below 8, s1 from 8 */
+		if ((K & 7) && !(K & 8)) {
+			s0 = _mm256_fmadd_ps(_mm256_maskload_ps(a + kv, tail),
+					     _mm256_maskload_ps(B + kv, tail), s0);
+			/* the 16-lane tail adds +0 to the lanes it does not use (-0 becomes +0) */
+			s1 = _mm256_add_ps(s1, _mm256_setzero_ps());
+		} else if (K & 7)
 			s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + kv, tail),
 					     _mm256_maskload_ps(B + kv, tail), s1);
 		r = hsum_avx2(_mm256_add_ps(s0, s1));
@@ -505,27 +524,42 @@ __attribute__((target("avx2,fma"))) static void gemv_n_avx2(int K, const float *
 #endif
 
 
-static void gemv_t_portable(int K, const float *a, const float *B, size_t ldb, int n, float *c,
-			    float alpha, float beta)
+/* sum_k a[k] * b[k] as the SIMD dot products do: lane k % 16, then halves added, 8, 4, 2, 1. */
+static inline float dot16(int K, const float *a, const float *b)
+{
+	float l[16] = { 0 };
+
+	for (int k = 0; k < K; k++)
+		l[k & 15] = __builtin_fmaf(a[k], b[k], l[k & 15]);
+	/* the SIMD tail adds +0 (a masked-off product) to the lanes it does not use */
+	if (K & 15)
+		for (int i = K & 15; i < 16; i++)
+			l[i] = l[i] + 0.0f;
+	for (int w = 8; w > 0; w /= 2)
+		for (int i = 0; i < w; i++)
+			l[i] = l[i] + l[i + w];
+	return l[0];
+}
+
+PORTABLE_CLONES static void gemv_t_portable(int K, const float *a, const float *B, size_t ldb,
+					    int n, float *c, float alpha, float beta)
 {
 	for (int j = 0; j < n; j++, B += ldb) {
-		float acc = 0.0f;
+		float r = dot16(K, a, B);
 
-		for (int k = 0; k < K; k++)
-			acc += a[k] * B[k];
-		c[j] = beta != 0.0f ? alpha * acc + beta * c[j] : alpha * acc;
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, r, beta * c[j]) : alpha * r;
 	}
 }
 
-static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb, int n, float *c,
-			    float alpha, float beta)
+PORTABLE_CLONES static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb,
+					    int n, float *c, float alpha, float beta)
 {
 	for (int j = 0; j < n; j++) {
 		float acc = 0.0f;
 
 		for (int k = 0; k < K; k++)
-			acc += a[k] * B[(size_t)k * ldb + j];
-		c[j] = beta != 0.0f ? alpha * acc + beta * c[j] : alpha * acc;
+			acc = __builtin_fmaf(a[k], B[(size_t)k * ldb + j], acc);
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, acc, beta * c[j]) : alpha * acc;
 	}
 }
 
