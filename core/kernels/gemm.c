@@ -128,10 +128,10 @@ avx2_sums(int kc, const float *restrict a, const float *restrict b, float *restr
 	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 
+#pragma GCC unroll 4
 	for (int k = 0; k < kc; k++, a += 6, b += 16) {
 		__m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 
-		__builtin_prefetch(b + 256);
 		AVX2_ROW(0);
 		AVX2_ROW(1);
 		AVX2_ROW(2);
