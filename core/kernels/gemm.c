@@ -328,6 +328,15 @@ __attribute__((target("avx2"))) static void pack_t_avx2(const float *src, size_t
 			dst[(size_t)k * R + i] = i < valid ? src[(size_t)i * ld + k] : 0.0f;
 }
 
+/* A full strip without a transpose: dst[k][0..R) = src[k * ld + 0..R), R a multiple of 8. */
+__attribute__((target("avx2"))) static void pack_n_avx2(const float *src, size_t ld, int R, int kc,
+							 float *restrict dst)
+{
+	for (int k = 0; k < kc; k++, src += ld, dst += R)
+		for (int j = 0; j < R; j += 8)
+			_mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+}
+
 /*
  * GEMV kernels: c[j] = alpha * sum_k a[k] * op(B)[k][j] + beta * c[j] for
  * j < n (beta == 0 leaves c unread). With tb, column j of op(B) is the row
@@ -684,6 +693,12 @@ static void pack_b(int tb, const float *B, int ldb, int N, int c0, int p0, int k
 	int cols = N - c0 < nr ? N - c0 : nr;
 
 	if (!tb) {
+#if defined(__x86_64__) || defined(__i386__)
+		if (cols == nr && nr % 8 == 0 && mc_cpu_has(MC_CPU_AVX2)) {
+			pack_n_avx2(B + (size_t)p0 * ldb + c0, (size_t)ldb, nr, kc, dst);
+			return;
+		}
+#endif
 		for (int k = 0; k < kc; k++) {
 			const float *src = B + (size_t)(p0 + k) * ldb + c0;
 			float *d = dst + (size_t)k * nr;

@@ -281,7 +281,7 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
  * columns, each K pair by K pair: (w[c][2p], w[c][2p + 1]) for c < 16, so
  * one s32 lane of the product is one column. The rows of A are widened per
  * chunk of K into a buffer on the stack; a pair of them, broadcast, meets
- * the 16 columns in two vpmaddwd. 6 rows x 16 columns: twelve
+ * the 16 columns in two vpmaddwd. Up to 6 rows x 16 columns: twelve
  * accumulators, two weight vectors and the broadcast in 16 ymm registers.
  */
 #define AVX2_KCH 512 /* K per chunk of widened rows: 6 KB */
@@ -290,31 +290,41 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
 	do {                                                                                \
 		int32_t v;                                                                  \
 		__m256i x;                                                                  \
-		memcpy(&v, r + (i) * AVX2_KCH, 4);                                          \
-		x = _mm256_set1_epi32(v);                                                   \
-		c##i##0 = _mm256_add_epi32(c##i##0, _mm256_madd_epi16(x, w0));              \
-		c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(x, w1));              \
+		if (R > (i)) {                                                              \
+			memcpy(&v, r + (i) * AVX2_KCH, 4);                                  \
+			x = _mm256_set1_epi32(v);                                           \
+			c##i##0 = _mm256_add_epi32(c##i##0, _mm256_madd_epi16(x, w0));      \
+			c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(x, w1));      \
+		}                                                                           \
 	} while (0)
 #define AVX2_IN(i)                                                                          \
-	__m256i c##i##0 = _mm256_loadu_si256((const __m256i *)(t + (i) * 16)),              \
-		c##i##1 = _mm256_loadu_si256((const __m256i *)(t + (i) * 16 + 8))
+	if (R > (i)) {                                                                      \
+		c##i##0 = _mm256_loadu_si256((const __m256i *)(t + (i) * 16));              \
+		c##i##1 = _mm256_loadu_si256((const __m256i *)(t + (i) * 16 + 8));          \
+	}
 #define AVX2_OUT(i)                                                                         \
-	do {                                                                                \
+	if (R > (i)) {                                                                      \
 		_mm256_storeu_si256((__m256i *)(t + (i) * 16), c##i##0);                    \
 		_mm256_storeu_si256((__m256i *)(t + (i) * 16 + 8), c##i##1);                \
-	} while (0)
+	}
 
-/* t[6][16] += the rows of a16 (pairs [0, np)) times one strip of weights (pairs from w). */
-__attribute__((target("avx2"), noinline)) static void
-avx2_strip(int np, const int16_t *a16, const int16_t *w, int32_t *t)
+/*
+ * t[R][16] += R rows of a16 (pairs [0, np)) times one strip of weights
+ * (pairs from w); R is a constant in each copy, so the accumulators live in
+ * registers.
+ */
+__attribute__((target("avx2"), always_inline)) static inline void
+avx2_strip(const int R, int np, const int16_t *a16, const int16_t *w, int32_t *t)
 {
+	__m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00;
+	__m256i c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+
 	AVX2_IN(0);
 	AVX2_IN(1);
 	AVX2_IN(2);
 	AVX2_IN(3);
 	AVX2_IN(4);
 	AVX2_IN(5);
-
 	for (int p = 0; p < np; p++, w += 32) {
 		__m256i w0 = _mm256_load_si256((const __m256i *)w);
 		__m256i w1 = _mm256_load_si256((const __m256i *)(w + 16));
@@ -335,22 +345,28 @@ avx2_strip(int np, const int16_t *a16, const int16_t *w, int32_t *t)
 	AVX2_OUT(5);
 }
 
-/*
- * Rows [0, mr) of a, K from k0 (even) to k1, zero-extended to s16 in
- * dst[i][k - k0] and padded to a pair; rows from mr to 6 are zeros.
- */
+#define AVX2_STRIP_COPY(R)                                                                  \
+	__attribute__((target("avx2"), noinline)) static void avx2_strip##R(                \
+		int np, const int16_t *a16, const int16_t *w, int32_t *t)                   \
+	{                                                                                   \
+		avx2_strip(R, np, a16, w, t);                                               \
+	}
+AVX2_STRIP_COPY(1)
+AVX2_STRIP_COPY(2)
+AVX2_STRIP_COPY(3)
+AVX2_STRIP_COPY(4)
+AVX2_STRIP_COPY(5)
+AVX2_STRIP_COPY(6)
+
+/* Rows [0, mr) of a, K from k0 (even) to k1, zero-extended to s16 in dst[i][k - k0], padded to a pair. */
 __attribute__((target("avx2"))) static void avx2_widen(int mr, const uint8_t *a, size_t lda,
 							int k0, int k1, int16_t *dst)
 {
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < mr; i++) {
 		const uint8_t *src = a + i * lda;
 		int16_t *d = dst + i * AVX2_KCH;
 		int k = k0;
 
-		if (i >= mr) {
-			memset(d, 0, (size_t)(k1 - k0 + 1) * sizeof(*d));
-			continue;
-		}
 		for (; k + 16 <= k1; k += 16)
 			_mm256_storeu_si256((__m256i *)(d + k - k0),
 					    _mm256_cvtepu8_epi16(
@@ -362,22 +378,25 @@ __attribute__((target("avx2"))) static void avx2_widen(int mr, const uint8_t *a,
 	}
 }
 
-/* Up to 6 rows (fewer are computed as 6, the rest zeros) x 64 columns into t[mr][64]. */
+/* Up to 6 rows x 64 columns into t[mr][64]. */
 __attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uint8_t *a,
 							 size_t lda, const int8_t *b, int32_t *t)
 {
+	static void (*const strip[6])(int, const int16_t *, const int16_t *, int32_t *) = {
+		avx2_strip1, avx2_strip2, avx2_strip3, avx2_strip4, avx2_strip5, avx2_strip6
+	};
 	const int16_t *w = (const int16_t *)(const void *)b;
-	int16_t a16[6 * AVX2_KCH + 1] __attribute__((aligned(32)));
+	int16_t a16[6 * AVX2_KCH] __attribute__((aligned(32)));
 	int32_t acc[4][6 * 16] __attribute__((aligned(32))) = { { 0 } };
-	size_t strip = (size_t)(k + 1) / 2 * 32;
+	size_t sw = (size_t)(k + 1) / 2 * 32;
 
 	for (int k0 = 0; k0 < k; k0 += AVX2_KCH) {
 		int k1 = k - k0 < AVX2_KCH ? k : k0 + AVX2_KCH;
 
 		avx2_widen(mr, a, lda, k0, k1, a16);
 		for (int s = 0; s < 4; s++)
-			avx2_strip((k1 - k0 + 1) / 2, a16, w + s * strip + (size_t)k0 / 2 * 32,
-				   acc[s]);
+			strip[mr - 1]((k1 - k0 + 1) / 2, a16, w + s * sw + (size_t)k0 / 2 * 32,
+				      acc[s]);
 	}
 	for (int i = 0; i < mr; i++)
 		for (int s = 0; s < 4; s++)
