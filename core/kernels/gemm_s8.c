@@ -325,6 +325,7 @@ avx2_strip(const int R, int np, const int16_t *a16, const int16_t *w, int32_t *t
 	AVX2_IN(3);
 	AVX2_IN(4);
 	AVX2_IN(5);
+#pragma GCC unroll 4
 	for (int p = 0; p < np; p++, w += 32) {
 		__m256i w0 = _mm256_load_si256((const __m256i *)w);
 		__m256i w1 = _mm256_load_si256((const __m256i *)(w + 16));
