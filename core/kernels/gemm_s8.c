@@ -93,106 +93,168 @@ static void kernel_portable(int mr, int k, const uint8_t *a, size_t lda, const i
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-/* 6 rows x 64 columns: 24 zmm accumulators, one vpdpbusd per 64 products. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
-vnni512_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
-{
-	__m512i acc[MR_MAX][4];
-	int kq = k / 4, k4 = (k + 3) / 4;
+/*
+ * The VNNI kernels: a row's quad of K broadcast against the weights of a
+ * quad (each s32 lane sums 4 u8 x s8 products), named accumulators per row
+ * so that they stay in registers (with arrays the compiler kept them in
+ * memory, a load and a store around every vpdpbusd), one copy per row
+ * count. The last quad of an odd K is read with zeros past K (quad()).
+ */
+/* Row i's quad q of K as an s32 (the full quads); the last, partial one is read before the loop. */
+#define VNNI_X(i)                                                                           \
+	int32_t v##i;                                                                       \
+	if (q < kq)                                                                         \
+		memcpy(&v##i, a + (i) * lda + 4 * (size_t)q, 4);                            \
+	else                                                                                \
+		v##i = vt[i]
+#define VNNI_TAIL()                                                                         \
+	int32_t vt[6] = { 0 };                                                              \
+	if (kq < k4)                                                                        \
+		for (int i = 0; i < R; i++)                                                 \
+			vt[i] = (int32_t)quad(a + i * lda, kq, k)
 
-	for (int i = 0; i < mr; i++)
-		for (int s = 0; s < 4; s++)
-			acc[i][s] = _mm512_setzero_si512();
+/* 6 rows x 64 columns: 24 zmm accumulators, 4 weight vectors, one broadcast. */
+#define VNNI512_ROW(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		VNNI_X(i);                                                               \
+		__m512i x = _mm512_set1_epi32(v##i);                                        \
+		c##i##0 = _mm512_dpbusd_epi32(c##i##0, x, b0);                              \
+		c##i##1 = _mm512_dpbusd_epi32(c##i##1, x, b1);                              \
+		c##i##2 = _mm512_dpbusd_epi32(c##i##2, x, b2);                              \
+		c##i##3 = _mm512_dpbusd_epi32(c##i##3, x, b3);                              \
+	}
+#define VNNI512_DECL(i) __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0, \
+			c##i##2 = c##i##0, c##i##3 = c##i##0
+#define VNNI512_OUT(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		_mm512_storeu_si512(t + (i) * GROUP, c##i##0);                              \
+		_mm512_storeu_si512(t + (i) * GROUP + 16, c##i##1);                         \
+		_mm512_storeu_si512(t + (i) * GROUP + 32, c##i##2);                         \
+		_mm512_storeu_si512(t + (i) * GROUP + 48, c##i##3);                         \
+	}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+vnni512_block(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	int kq = k / 4, k4 = (k + 3) / 4;
+	VNNI_TAIL();
+	VNNI512_DECL(0);
+	VNNI512_DECL(1);
+	VNNI512_DECL(2);
+	VNNI512_DECL(3);
+	VNNI512_DECL(4);
+	VNNI512_DECL(5);
+
 	for (int q = 0; q < k4; q++, b += 256) {
 		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 64);
 		__m512i b2 = _mm512_load_si512(b + 128), b3 = _mm512_load_si512(b + 192);
 
-		for (int i = 0; i < mr; i++) {
-			int32_t v;
-			__m512i x;
-
-			if (q < kq)
-				memcpy(&v, a + i * lda + 4 * q, 4);
-			else
-				v = (int32_t)quad(a + i * lda, q, k);
-			x = _mm512_set1_epi32(v);
-			acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
-			acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
-			acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], x, b2);
-			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], x, b3);
-		}
+		VNNI512_ROW(0);
+		VNNI512_ROW(1);
+		VNNI512_ROW(2);
+		VNNI512_ROW(3);
+		VNNI512_ROW(4);
+		VNNI512_ROW(5);
 	}
-	for (int i = 0; i < mr; i++)
-		for (int s = 0; s < 4; s++)
-			_mm512_storeu_si512(t + i * GROUP + s * 16, acc[i][s]);
+	VNNI512_OUT(0);
+	VNNI512_OUT(1);
+	VNNI512_OUT(2);
+	VNNI512_OUT(3);
+	VNNI512_OUT(4);
+	VNNI512_OUT(5);
 }
 
-/* One copy per row count, so the accumulators live in registers. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
-kernel_vnni512(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+#define VNNI512_COPY(R)                                                                     \
+	__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) static void        \
+		vnni512_##R(int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t) \
+	{                                                                                   \
+		vnni512_block(R, k, a, lda, b, t);                                          \
+	}
+VNNI512_COPY(1)
+VNNI512_COPY(2)
+VNNI512_COPY(3)
+VNNI512_COPY(4)
+VNNI512_COPY(5)
+VNNI512_COPY(6)
+
+static void kernel_vnni512(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			   int32_t *t)
 {
-	switch (mr) {
-	case 1: vnni512_block(1, k, a, lda, b, t); break;
-	case 2: vnni512_block(2, k, a, lda, b, t); break;
-	case 3: vnni512_block(3, k, a, lda, b, t); break;
-	case 4: vnni512_block(4, k, a, lda, b, t); break;
-	case 5: vnni512_block(5, k, a, lda, b, t); break;
-	default: vnni512_block(6, k, a, lda, b, t); break;
-	}
+	static void (*const copy[6])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
+		vnni512_1, vnni512_2, vnni512_3, vnni512_4, vnni512_5, vnni512_6
+	};
+
+	copy[(mr < 6 ? mr : 6) - 1](k, a, lda, b, t);
 }
 
-/* 3 rows x 32 columns per pass, two passes per group: 12 ymm accumulators. */
+/* 6 rows x 16 columns per pass, four passes per group: 12 ymm accumulators. */
+#define AVXVNNI_ROW(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		VNNI_X(i);                                                               \
+		__m256i x = _mm256_set1_epi32(v##i);                                        \
+		c##i##0 = _mm256_dpbusd_avx_epi32(c##i##0, x, b0);                          \
+		c##i##1 = _mm256_dpbusd_avx_epi32(c##i##1, x, b1);                          \
+	}
+#define AVXVNNI_DECL(i) __m256i c##i##0 = _mm256_setzero_si256(), c##i##1 = c##i##0
+#define AVXVNNI_OUT(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		_mm256_storeu_si256((__m256i *)(t + (i) * GROUP), c##i##0);                 \
+		_mm256_storeu_si256((__m256i *)(t + (i) * GROUP + 8), c##i##1);             \
+	}
+
 __attribute__((target("avx2,avxvnni"), always_inline)) static inline void
-avxvnni_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+avxvnni_strip(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
 {
 	int kq = k / 4, k4 = (k + 3) / 4;
+	VNNI_TAIL();
+	AVXVNNI_DECL(0);
+	AVXVNNI_DECL(1);
+	AVXVNNI_DECL(2);
+	AVXVNNI_DECL(3);
+	AVXVNNI_DECL(4);
+	AVXVNNI_DECL(5);
 
-	for (int h = 0; h < 2; h++) {
-		__m256i acc[3][4];
-		const int8_t *bq = b + h * 128;
+	for (int q = 0; q < k4; q++, b += 256) {
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 32));
 
-		for (int i = 0; i < mr; i++)
-			for (int s = 0; s < 4; s++)
-				acc[i][s] = _mm256_setzero_si256();
-		for (int q = 0; q < k4; q++, bq += 256) {
-			__m256i x[3];
-
-			for (int i = 0; i < mr; i++) {
-				int32_t v;
-
-				if (q < kq)
-					memcpy(&v, a + i * lda + 4 * q, 4);
-				else
-					v = (int32_t)quad(a + i * lda, q, k);
-				x[i] = _mm256_set1_epi32(v);
-			}
-			for (int s = 0; s < 4; s++) {
-				__m256i bs = _mm256_load_si256((const __m256i *)(bq + s * 32));
-
-				for (int i = 0; i < mr; i++)
-					acc[i][s] = _mm256_dpbusd_avx_epi32(acc[i][s], x[i], bs);
-			}
-		}
-		for (int i = 0; i < mr; i++)
-			for (int s = 0; s < 4; s++)
-				_mm256_storeu_si256((__m256i *)(t + i * GROUP + h * 32 + s * 8),
-						    acc[i][s]);
+		AVXVNNI_ROW(0);
+		AVXVNNI_ROW(1);
+		AVXVNNI_ROW(2);
+		AVXVNNI_ROW(3);
+		AVXVNNI_ROW(4);
+		AVXVNNI_ROW(5);
 	}
+	AVXVNNI_OUT(0);
+	AVXVNNI_OUT(1);
+	AVXVNNI_OUT(2);
+	AVXVNNI_OUT(3);
+	AVXVNNI_OUT(4);
+	AVXVNNI_OUT(5);
 }
 
-__attribute__((target("avx2,avxvnni"))) static void
-kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
-{
-	for (int i = 0; i < mr; i += 3) {
-		int r = mr - i < 3 ? mr - i : 3;
-
-		if (r == 3)
-			avxvnni_block(3, k, a + i * lda, lda, b, t + i * GROUP);
-		else if (r == 2)
-			avxvnni_block(2, k, a + i * lda, lda, b, t + i * GROUP);
-		else
-			avxvnni_block(1, k, a + i * lda, lda, b, t + i * GROUP);
+#define AVXVNNI_COPY(R)                                                                     \
+	__attribute__((target("avx2,avxvnni"), noinline)) static void avxvnni_##R(          \
+		int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)           \
+	{                                                                                   \
+		for (int s = 0; s < 4; s++)                                                 \
+			avxvnni_strip(R, k, a, lda, b + s * 64, t + s * 16);                \
 	}
+AVXVNNI_COPY(1)
+AVXVNNI_COPY(2)
+AVXVNNI_COPY(3)
+AVXVNNI_COPY(4)
+AVXVNNI_COPY(5)
+AVXVNNI_COPY(6)
+
+static void kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			   int32_t *t)
+{
+	static void (*const copy[6])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
+		avxvnni_1, avxvnni_2, avxvnni_3, avxvnni_4, avxvnni_5, avxvnni_6
+	};
+
+	copy[(mr < 6 ? mr : 6) - 1](k, a, lda, b, t);
 }
 
 
