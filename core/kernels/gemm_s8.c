@@ -421,7 +421,10 @@ AVX2_STRIP_COPY(4)
 AVX2_STRIP_COPY(5)
 AVX2_STRIP_COPY(6)
 
-/* Rows [0, mr) of a, K from k0 (even) to k1, zero-extended to s16 in dst[i][k - k0], padded to a pair. */
+/*
+ * Rows [0, mr) of a, K from k0 (even) to k1, zero-extended to s16 in
+ * dst[i][k - k0], padded to a pair.
+ */
 __attribute__((target("avx2"))) static void avx2_widen(int mr, const uint8_t *a, size_t lda,
 							int k0, int k1, int16_t *dst)
 {
