@@ -70,8 +70,11 @@ static const char usage[] =
 	"                     jobs share the cores, somewhat slower on an idle machine\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"
 	"  MCOMP_QUIET=1      no progress lines on stderr, as --quiet\n"
-	"  MCOMP_GEMM=avx2|portable\n"
-	"                     force a GEMM kernel (default: the fastest this CPU runs)\n"
+	"  MCOMP_GEMM=avx512|avx2|portable\n"
+	"                     force the f32 GEMM kernel (default: the fastest this CPU runs);\n"
+	"                     every kernel gives the same bytes\n"
+	"  MCOMP_GEMM_S8=amx|avx512-vnni|avx-vnni|avx2|portable\n"
+	"                     force the int8 GEMM kernel (all give the same exact sums)\n"
 	"\n"
 	"quick start:  mcomp run pipelines/quickstart.yaml\n"
 	"documentation: man mcomp, docs/pipelines.md, docs/writing-passes.md\n";
