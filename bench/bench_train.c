@@ -163,7 +163,7 @@ static float step(struct mc_model *m, struct mc_exec *e, struct mc_optim *o,
 		  const struct mc_dataset *d, int64_t b0, float *dlogits)
 {
 	const float *z = mc_forward(e, d->x + (size_t)b0 * (size_t)d->sample_numel, BATCH);
-	float loss = mc_softmax_xent(z, d->y + b0, BATCH, (int)m->n_classes, dlogits);
+	float loss = mc_softmax_xent(z, d->y + b0, BATCH, (int)mc_model_n_classes(m), dlogits);
 
 	mc_exec_zero_grad(e);
 	mc_backward(e, dlogits);
@@ -193,7 +193,7 @@ static int bench_train(struct mc_model *m, const struct mc_dataset *d, const str
 		r = err->code;
 		goto out;
 	}
-	dlogits = mc_calloc((size_t)BATCH * (size_t)m->n_classes, sizeof(float));
+	dlogits = mc_calloc((size_t)BATCH * (size_t)mc_model_n_classes(m), sizeof(float));
 	rate = malloc((size_t)op->reps * sizeof(*rate));
 	if (!dlogits || !rate) {
 		r = mc_err_set(err, MC_ENOMEM, "training: out of memory");
@@ -251,8 +251,8 @@ static int bench_memory(struct mc_model *m, const struct mc_dataset *d, double b
 	double weights = (double)mc_model_nparams(m) * sizeof(float), acts = 0, budget, used;
 	int r;
 
-	for (int i = 0; i < m->n_nodes; i++)
-		acts += (double)BATCH * (double)m->nodes[i].out_numel * sizeof(float);
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		acts += (double)BATCH * (double)mc_model_node(m, i)->out_numel * sizeof(float);
 	r = mc_train(m, d, &c, NULL, err);
 	if (r)
 		return r;
