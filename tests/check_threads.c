@@ -10,7 +10,11 @@
 #include <omp.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "base/threads.h"
 #include "scratch_dir.h"
@@ -147,6 +151,63 @@ START_TEST(env_wins)
 }
 END_TEST
 
+/* Calls mc_threads_adapt(batch) for about s seconds; the team it leaves. */
+static int adapt_for(double s, int batch)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		volatile double x = 0;
+
+		mc_threads_adapt(batch);
+		for (int i = 0; i < 20000; i++)
+			x += i;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < s);
+	return omp_get_max_threads();
+}
+
+START_TEST(adapt_to_contention)
+{
+	cpu_set_t all, one;
+	pid_t busy;
+	int quiet;
+	FILE *f = fopen("/proc/self/schedstat", "r");
+
+	if (!f)
+		return; /* a kernel without schedstat: nothing to adapt by */
+	fclose(f);
+	/* One CPU shared with a busy child: this thread waits half the time. */
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(all), &all), 0);
+	CPU_ZERO(&one);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &all)) {
+			CPU_SET(c, &one);
+			break;
+		}
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	omp_set_num_threads(2);
+	/* Alone on its CPU the team stays; other jobs on the machine may share it. */
+	quiet = adapt_for(0.2, 128) == 2;
+	omp_set_num_threads(2);
+	busy = fork();
+	ck_assert_int_ge(busy, 0);
+	if (busy == 0)
+		for (;;)
+			;
+	ck_assert_int_eq(adapt_for(0.5, 128), 1); /* waiting for the CPU: halved */
+	kill(busy, SIGKILL);
+	waitpid(busy, NULL, 0);
+	/* Alone again: the team comes back after the backoff (0.5 s). */
+	if (quiet)
+		ck_assert_int_eq(adapt_for(1.0, 128), 2);
+	/* Someone else's choice of team size is the new ceiling. */
+	omp_set_num_threads(1);
+	ck_assert_int_eq(adapt_for(0.2, 128), 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("threads");
@@ -161,6 +222,7 @@ int main(void)
 	tcase_add_test(tc, affinity_and_quota);
 	tcase_add_test(tc, init_sets_team);
 	tcase_add_test(tc, env_wins);
+	tcase_add_test(tc, adapt_to_contention);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -11,6 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include <mcomp/common.h>
 
 #include "base/threads.h"
 
@@ -178,9 +184,181 @@ int mc_threads_init(const char *root)
 	return omp_get_max_threads();
 }
 
+/* ---------------------------------------------------------------- adapting */
+
+/*
+ * Contention is measured as the scheduler sees it: run_delay, the time this
+ * process's threads were ready to run but waiting for a CPU
+ * (/proc/self/task/TID/schedstat, second field, ns). On a CPU of its own a
+ * thread, running or spinning or asleep, accrues none; beside another busy
+ * process it accrues about half the time. Waiting for a CPU is what stalls
+ * a team: every thread of it waits at the next barrier for the one the OS
+ * put aside.
+ */
+#define WINDOW 0.05      /* s between looks (a look reads a few small files: ~10 us per thread) */
+#define BUSY 0.10        /* CPUs' worth of waiting per second that means contention */
+#define BACKOFF0 0.5     /* s before trying a larger team again ... */
+#define BACKOFF_MAX 4.0  /* ... doubled after each try that met contention, up to this */
+#define SETTLED 5.0      /* s of a full team without contention that forget the backoff */
+
+#define SMALL_BATCH 8 /* samples up to which a forward's regions last microseconds */
+
+static int adapt_off;     /* OMP_DYNAMIC=false: the team is the user's */
+static int waits_bounded; /* libgomp's waiting threads sleep soon (threads.h) */
+
+struct adapt {
+	double last, probe_at, quiet_since, backoff;
+	long long wait; /* ns, summed over the threads */
+	int max, cur;   /* team at the first look; team while contended */
+	int set;        /* what this thread last passed to omp_set_num_threads */
+};
+
+static _Thread_local struct adapt ad;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Summed run_delay of this process's threads in ns; -1 when unreadable. */
+static long long run_delay(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	long long sum = 0;
+	int seen = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d))) {
+		char path[64];
+		unsigned long long run, wait;
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%.20s/schedstat", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread ended meanwhile */
+		if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
+			sum += (long long)wait;
+			seen = 1;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return seen ? sum : -1;
+}
+
+/* The team for this forward: the reduced one, unless waits are bounded and
+ * the batch is large enough that the whole team pays its barriers back. */
+static void use_team(int batch)
+{
+	int n = waits_bounded && batch > SMALL_BATCH ? ad.max : ad.cur;
+
+	if (n != ad.set) {
+		ad.set = n;
+		omp_set_num_threads(n);
+	}
+}
+
+void mc_threads_adapt(int batch)
+{
+	double t, dt, busy;
+	long long w;
+
+	if (adapt_off || omp_in_parallel())
+		return;
+	if (!ad.max || omp_get_max_threads() != ad.set) {
+		/* First look from this thread, or someone set the team size since. */
+		t = now_s();
+		ad.max = ad.cur = ad.set = omp_get_max_threads();
+		ad.backoff = BACKOFF0;
+		ad.quiet_since = t;
+		ad.last = t;
+		ad.wait = run_delay();
+		return;
+	}
+	if (ad.max == 1)
+		return;
+	t = now_s();
+	if (t - ad.last < WINDOW) {
+		use_team(batch);
+		return;
+	}
+	w = run_delay();
+	dt = t - ad.last;
+	ad.last = t;
+	if (w < 0 || ad.wait < 0) {
+		ad.wait = w;
+		use_team(batch);
+		return;
+	}
+	/* Threads that ended took their delay with them: a drop is no waiting. */
+	busy = w > ad.wait ? 1e-9 * (double)(w - ad.wait) / dt : 0;
+	ad.wait = w;
+	if (busy > BUSY) {
+		ad.quiet_since = t;
+		if (ad.cur > 1) {
+			ad.cur /= 2;
+			ad.probe_at = t + ad.backoff;
+			ad.backoff = ad.backoff * 2 < BACKOFF_MAX ? ad.backoff * 2 : BACKOFF_MAX;
+		}
+	} else if (ad.cur < ad.max && t >= ad.probe_at) {
+		ad.cur = ad.cur * 2 < ad.max ? ad.cur * 2 : ad.max;
+	} else if (ad.cur == ad.max && t - ad.quiet_since >= SETTLED) {
+		ad.backoff = BACKOFF0;
+	}
+	use_team(batch);
+}
+
+/* ---------------------------------------------------------------- waiting */
+
+/* libgomp's wait, as its environment set it: bounded when the policy is
+ * passive or the spin count is at most a few milliseconds' worth. */
+static int bounded_waits(void)
+{
+	const char *pol = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+
+	if (spin && *spin) {
+		char *end;
+		double v = strtod(spin, &end);
+
+		if (end != spin && (*end == '\0' || *end == 'k' || *end == 'K'))
+			return v * (*end ? 1e3 : 1) <= 20000;
+		return 0;
+	}
+	return pol && !strcasecmp(pol, "passive");
+}
+
+MC_API int mc_threads_bound_waits(char **argv)
+{
+	const char *pol = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+	char count[32];
+
+	if ((pol && *pol) || (spin && *spin) || !argv || !argv[0])
+		return 0;
+	snprintf(count, sizeof(count), "%d", MC_SPINCOUNT);
+	if (setenv("GOMP_SPINCOUNT", count, 1))
+		return -1;
+	execv("/proc/self/exe", argv);
+	/* No /proc or no exec: run on with libgomp's default. */
+	unsetenv("GOMP_SPINCOUNT");
+	return -1;
+}
+
 /* Once per process, when the library is loaded: libgomp, which libmcomp
  * links, has read its environment by then (its constructor runs first). */
 __attribute__((constructor)) static void threads_at_load(void)
 {
+	const char *dyn = getenv("OMP_DYNAMIC");
+
+	/* OMP_DYNAMIC=false asks for exactly the team OMP_NUM_THREADS names. */
+	adapt_off = dyn && (!strcasecmp(dyn, "false") || !strcmp(dyn, "0"));
+	waits_bounded = bounded_waits();
 	mc_threads_init("/sys/fs/cgroup");
 }
