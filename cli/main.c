@@ -62,7 +62,7 @@ static const char usage[] =
 	"  OMP_NUM_THREADS    threads for the kernels (default: the CPUs the affinity mask and\n"
 	"                     the cgroup quota grant); results are identical for any count\n"
 	"  OMP_WAIT_POLICY, GOMP_SPINCOUNT\n"
-	"                     how waiting threads wait; unset, mcomp spins about 0.1 ms then\n"
+	"                     how waiting threads wait; unset, mcomp spins about 0.3 ms then\n"
 	"                     sleeps, and uses fewer threads while other jobs keep the cores\n"
 	"                     busy (OMP_DYNAMIC=false: a fixed team); docs/threads.md\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"

@@ -17,7 +17,7 @@ expect 2 "unknown command 'frobnicate'" "$mcomp" frobnicate
 expect 0 'pass ABI' "$mcomp" version
 # libgomp reads its wait policy only when it starts: mcomp starts again with
 # bounded waits unless the user chose one (docs/threads.md).
-expect 0 "GOMP_SPINCOUNT = '2000'" env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT \
+expect 0 "GOMP_SPINCOUNT = '5000'" env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT \
 	OMP_DISPLAY_ENV=verbose "$mcomp" version
 expect 0 "GOMP_SPINCOUNT = '30000000000'" env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active \
 	OMP_DISPLAY_ENV=verbose "$mcomp" version
