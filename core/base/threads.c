@@ -188,19 +188,20 @@ int mc_threads_init(const char *root)
 
 /*
  * Contention is measured as the scheduler sees it: run_delay, the time this
- * process's threads were ready to run but waiting for a CPU
- * (/proc/self/task/TID/schedstat, second field, ns). On a CPU of its own a
- * thread, running or spinning or asleep, accrues none; beside another busy
- * process it accrues about half the time. Waiting for a CPU is what stalls
- * a team: every thread of it waits at the next barrier for the one the OS
- * put aside.
+ * process's threads were ready to run but waiting for a CPU, against the
+ * time they ran (/proc/self/task/TID/schedstat: run ns, wait ns). Alone on
+ * its CPUs a team, running, spinning or asleep, waits for none; one busy
+ * process beside a team of two on two CPUs makes it wait about a quarter of
+ * its time, one on each CPU about half, a machine loaded several times over
+ * most of it. Waiting for a CPU is what stalls a team: every thread of it
+ * waits at the next barrier for the one the OS put aside.
  */
 #define WINDOW 0.05      /* s between looks (a look reads a few small files: ~10 us per thread) */
-#define BUSY 0.10        /* CPUs' worth of waiting per second that means contention */
+#define BUSY_SPIN 0.2    /* waiting share that shrinks a team whose waits spin ... */
+#define BUSY_BOUNDED 0.6 /* ... and one whose waits are bounded */
 #define BACKOFF0 0.5     /* s before trying a larger team again ... */
 #define BACKOFF_MAX 4.0  /* ... doubled after each try that met contention, up to this */
 #define SETTLED 5.0      /* s of a full team without contention that forget the backoff */
-
 #define SMALL_BATCH 8 /* samples up to which a forward's regions last microseconds */
 
 static int adapt_off;     /* OMP_DYNAMIC=false: the team is the user's */
@@ -208,7 +209,7 @@ static int waits_bounded; /* libgomp's waiting threads sleep soon (threads.h) */
 
 struct adapt {
 	double last, probe_at, quiet_since, backoff;
-	long long wait; /* ns, summed over the threads */
+	long long run, wait; /* ns, summed over the threads */
 	int max, cur;   /* team at the first look; team while contended */
 	int set;        /* what this thread last passed to omp_set_num_threads */
 };
@@ -223,12 +224,13 @@ static double now_s(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Summed run_delay of this process's threads in ns; -1 when unreadable. */
-static long long run_delay(void)
+/* Run and run_delay of this process's threads, summed, in ns; -1 when
+ * unreadable. */
+static long long run_delay(long long *run_ns)
 {
 	DIR *d = opendir("/proc/self/task");
 	struct dirent *de;
-	long long sum = 0;
+	long long sum = 0, rsum = 0;
 	int seen = 0;
 
 	if (!d)
@@ -246,11 +248,13 @@ static long long run_delay(void)
 			continue; /* the thread ended meanwhile */
 		if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
 			sum += (long long)wait;
+			rsum += (long long)run;
 			seen = 1;
 		}
 		fclose(f);
 	}
 	closedir(d);
+	*run_ns = rsum;
 	return seen ? sum : -1;
 }
 
@@ -268,8 +272,8 @@ static void use_team(int batch)
 
 void mc_threads_adapt(int batch)
 {
-	double t, dt, busy;
-	long long w;
+	double t, busy;
+	long long w, r;
 
 	if (adapt_off || omp_in_parallel())
 		return;
@@ -280,7 +284,7 @@ void mc_threads_adapt(int batch)
 		ad.backoff = BACKOFF0;
 		ad.quiet_since = t;
 		ad.last = t;
-		ad.wait = run_delay();
+		ad.wait = run_delay(&ad.run);
 		return;
 	}
 	if (ad.max == 1)
@@ -290,18 +294,21 @@ void mc_threads_adapt(int batch)
 		use_team(batch);
 		return;
 	}
-	w = run_delay();
-	dt = t - ad.last;
+	w = run_delay(&r);
 	ad.last = t;
 	if (w < 0 || ad.wait < 0) {
 		ad.wait = w;
+		ad.run = r;
 		use_team(batch);
 		return;
 	}
-	/* Threads that ended took their delay with them: a drop is no waiting. */
-	busy = w > ad.wait ? 1e-9 * (double)(w - ad.wait) / dt : 0;
+	/* The share of their ready time the threads waited. Threads that ended
+	 * took their figures with them: a drop counts as nothing. */
+	busy = w > ad.wait ? (double)(w - ad.wait) : 0;
+	busy = busy > 0 ? busy / (busy + (r > ad.run ? (double)(r - ad.run) : 0)) : 0;
 	ad.wait = w;
-	if (busy > BUSY) {
+	ad.run = r;
+	if (busy > (waits_bounded ? BUSY_BOUNDED : BUSY_SPIN)) {
 		ad.quiet_since = t;
 		if (ad.cur > 1) {
 			ad.cur /= 2;
