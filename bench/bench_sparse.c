@@ -20,7 +20,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <mcomp/graph.h>
 #include <mcomp/model.h>
+#include <mcomp/op.h>
 
 static const char arch[] =
     "{\"format\":1,\"input\":[1,28,28],\"nodes\":["
@@ -56,12 +58,13 @@ static int cmp_abs(const void *a, const void *b)
 /* Zeroes the round(s * numel) smallest |w| of every linear weight. */
 static void prune(struct mc_model *m, double s)
 {
-	for (int i = 0; i < m->n_nodes; i++) {
-		struct mc_tensor *t = m->nodes[i].params[0];
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+		struct mc_tensor *t = mc_node_param(nd, 0);
 		float *w, *sorted, thr;
 		int64_t k;
 
-		if (strcmp(m->nodes[i].op->name, "linear"))
+		if (strcmp(nd->op->name, "linear"))
 			continue;
 		w = t->data;
 		k = (int64_t)llround(s * (double)t->numel);

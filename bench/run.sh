@@ -3,7 +3,7 @@
 #
 # bench/run.sh - mcomp measured against its peers, side by side, in one run.
 #
-#	sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling|contention]...
+#	sh bench/run.sh [all|gemm|train|sparse|quantize|memory|ort|scaling|contention]...
 #	(default: all but scaling and contention)
 #
 # gemm     square f32 GEMM GFLOP/s (mcomp, OpenBLAS with OPENBLAS_CORETYPE as
@@ -18,6 +18,9 @@
 #          quantize_dynamic on the same MLP: accuracy, bytes, latency
 # memory   peak memory growth of a whole-data-set MLP epoch against the data
 #          set + weights + Adam state + one batch's activations (target < 2x)
+# ort      MLP, student and CNN inference latency, f32 and int8, batch 1 and
+#          256, against ONNX Runtime (onnxruntime-node from tests/node) on the
+#          same models exported by mcomp; target <= 1.0x ONNX Runtime's
 # scaling  GEMM and MLP training at 1, 2, ... N threads (N = nproc): speedup
 #          and efficiency (not part of the default run)
 # contention  MLP and CNN training and batch-1 latency, mcomp and PyTorch,
@@ -60,7 +63,7 @@ PEER=$SRCDIR/bench/torch_peer.py
 ENVCORE=${OPENBLAS_CORETYPE:-Haswell}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-bench.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT INT TERM
+[ -n "${BENCH_KEEP:-}" ] || trap 'rm -rf "$tmp"' EXIT INT TERM
 RES=$tmp/results
 : >"$RES"
 
@@ -592,15 +595,135 @@ run_memory() {
 	target "MLP training memory: peak / budget" "$m" 1 "$(fmt "$m")" le 2
 }
 
+# ---------------------------------------------------------------- ort
+
+ORTJS=$SRCDIR/tests/ort_run.js
+INFER=$BUILDDIR/bench/bench_infer
+
+# have_ort: node and onnxruntime-node (tests/node), installed when allowed.
+have_ort() {
+	command -v node >/dev/null 2>&1 || { install_pkg nodejs && install_pkg npm; } ||
+		return 1
+	node "$ORTJS" probe >/dev/null 2>&1 && return 0
+	[ "$INSTALL" = 1 ] && command -v npm >/dev/null 2>&1 || return 1
+	echo "  installing onnxruntime-node into tests/node (a benchmark-only dependency) ..."
+	(cd "$SRCDIR/tests/node" && npm ci --ignore-scripts --no-audit --no-fund) >"$tmp/npm" 2>&1
+	node "$ORTJS" probe >/dev/null 2>&1
+}
+
+# ort_models: the MLP (784-512-256-10), student (784-64-10) and CNN (32 and
+# 64 channels, fc 128) of bench_train, trained one epoch on 5000 images,
+# quantized int8 static, saved and exported to ONNX into $tmp/ort; plus a
+# model of one Flatten, whose ONNX Runtime time is the binding's overhead.
+ort_models() {
+	d=$tmp/ort
+	mkdir -p "$d"
+	for m in mlp student cnn; do
+		case $m in
+		mlp) layers='[flatten, {linear: 512}, relu, {linear: 256}, relu, {linear: 10}]' ;;
+		student) layers='[flatten, {linear: 64}, relu, {linear: 10}]' ;;
+		cnn) layers='[{conv2d: 32}, relu, {maxpool2d: 2}, {conv2d: 64}, relu, {maxpool2d: 2}, flatten, {linear: 128}, relu, {linear: 10}]' ;;
+		esac
+		cat >"$d/$m.yaml" <<EOF
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $DATA/train, count: 5000}
+models:
+  m: {build: {input: [1, 28, 28], layers: $layers}}
+passes:
+  - train: {model: m, epochs: 1, batch_size: 128, optimizer: adam, lr: 0.002}
+output: $m-f32.safetensors
+EOF
+		cat >"$d/$m-q.yaml" <<EOF
+mcomp: 1
+data:
+  calib: {idx: $DATA/train, first: 55000, count: 1000}
+models:
+  m: {load: $m-f32.safetensors}
+passes:
+  - quantize: {model: m, bits: 8, granularity: per-channel, mode: static, calibration_data: calib, samples: 1000}
+output: $m-int8.safetensors
+EOF
+		MCOMP_PROGRESS=0 "$BUILDDIR/mcomp" run "$d/$m.yaml" >"$d/log" 2>&1 &&
+			MCOMP_PROGRESS=0 "$BUILDDIR/mcomp" run "$d/$m-q.yaml" >>"$d/log" 2>&1 ||
+			{ echo "  mcomp run failed: $(tail -n 3 "$d/log")"; return 1; }
+	done
+	printf 'mcomp: 1\nmodels:\n  m: {build: {input: [1, 28, 28], layers: [flatten]}}\npasses: []\noutput: flat.safetensors\n' \
+		>"$d/flat.yaml"
+	"$BUILDDIR/mcomp" run "$d/flat.yaml" >>"$d/log" 2>&1 ||
+		{ echo "  mcomp run failed: $(tail -n 3 "$d/log")"; return 1; }
+	for f in "$d"/*.safetensors; do
+		"$BUILDDIR/mcomp" export "$f" -o "${f%.safetensors}.onnx" >>"$d/log" 2>&1 ||
+			{ echo "  mcomp export $f failed: $(tail -n 2 "$d/log")"; return 1; }
+	done
+}
+
+run_ort() {
+	rounds=${BENCH_ROUNDS:-3}
+	echo "== Inference latency against ONNX Runtime (onnxruntime-node, the same models" \
+		"exported by mcomp), $THREADS threads, median ms"
+	if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -f "$DATA/train-images-idx3-ubyte" ]; then
+		echo "  no Fashion-MNIST in $DATA (the int8 models need calibration data): skipped"
+		return
+	fi
+	if ! have_ort; then
+		echo "  ONNX Runtime not available (node $ORTJS probe failed; scripts/setup.sh installs" \
+			"it): skipped"
+		return
+	fi
+	[ -x "$INFER" ] || { echo "  $INFER is not built (make bench): skipped"; return; }
+	ort_models || return
+	d=$tmp/ort
+	for r in $(seq "$rounds"); do
+		for m in mlp student cnn; do
+			for q in f32 int8; do
+				measure "ort_mc_${m}_$q" 0 env OMP_NUM_THREADS="$THREADS" \
+					"$INFER" "$d/$m-$q.safetensors" 0.3 1 256
+				for b in 1 256; do
+					measure "ort_rt_${m}_$q" 0 node "$ORTJS" latency "$d/$m-$q.onnx" \
+						--batch $b --seconds 0.3 --threads "$THREADS"
+				done
+			done
+		done
+		for b in 1 256; do
+			measure ort_rt_flat 0 node "$ORTJS" latency "$d/flat.onnx" --batch $b \
+				--seconds 0.3 --threads "$THREADS"
+		done
+	done
+	echo "  ONNX Runtime's time includes its Node.js binding (the call, the input and output" \
+		"tensors); the time of a model of one Flatten is taken off for 'ORT net'"
+	printf '  %-8s %-5s %6s %12s %12s %12s %8s\n' model dtype batch mcomp ORT "ORT net" ratio
+	for m in mlp student cnn; do
+		for q in f32 int8; do
+			for b in 1 256; do
+				a=$(med "ort_mc_${m}_$q" "lat_b${b}_ms")
+				o=$(med "ort_rt_${m}_$q" "lat_b${b}_ms")
+				f=$(med ort_rt_flat "lat_b${b}_ms")
+				net=""
+				if [ -n "$o" ] && [ -n "$f" ]; then
+					net=$(awk -v o="$o" -v f="$f" \
+						'BEGIN { v = o - f; printf "%.6g", (v > 0 ? v : o) }')
+				fi
+				rt=$(ratio "$a" "$net")
+				printf '  %-8s %-5s %6s %12s %12s %12s %8s\n' "$m" "$q" "$b" "$(fmt "$a")" \
+					"$(fmt "$o")" "$(fmt "$net")" "$rt"
+				target "$(echo "$m" | tr a-z A-Z) $q batch $b latency vs ORT net" "$a" \
+					"$net" "$rt" le 1
+			done
+		done
+	done
+}
+
 # ---------------------------------------------------------------- main
 
-parts=${*:-gemm train sparse quantize memory}
-[ "$parts" = all ] && parts="gemm train sparse quantize memory scaling contention"
+parts=${*:-gemm train sparse quantize memory ort}
+[ "$parts" = all ] && parts="gemm train sparse quantize memory ort scaling contention"
 for p in $parts; do
 	case $p in
-	gemm | train | sparse | quantize | memory | scaling | contention) ;;
+	gemm | train | sparse | quantize | memory | scaling | ort | contention) ;;
 	*)
-		echo "usage: sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling|contention]..." >&2
+		echo "usage: sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling|ort|contention]..." >&2
 		exit 2
 		;;
 	esac

@@ -14,6 +14,7 @@
 
 #include <mcomp/mcomp.h>
 
+#include <nettle/sha2.h>
 
 static const char usage[] =
 	"usage: mcomp COMMAND [ARGS]\n"
@@ -46,10 +47,14 @@ static const char usage[] =
 	"                                    an ONNX model (Gemm, Conv, BatchNormalization, pooling,\n"
 	"                                    ...; docs/pipelines.md lists the ops) as an mcomp model\n"
 	"                                    file; unsupported ops are named with their node\n"
-	"  export MODEL.safetensors -o OUT.onnx\n"
-	"                                    a model file as ONNX (opset 13) for ONNX Runtime:\n"
-	"                                    f32 layers one to one, int8 static layers as\n"
-	"                                    QuantizeLinear/DequantizeLinear around Gemm or Conv;\n"
+	"  export MODEL.safetensors -o OUT.onnx [--int4 int4|f32]\n"
+	"                                    a model file as ONNX (opset 13; 14 with hardswish)\n"
+	"                                    for ONNX Runtime: f32 layers one to one, int8 static\n"
+	"                                    layers as QuantizeLinear/DequantizeLinear around Gemm\n"
+	"                                    or Conv, 4-bit weights as INT4 DequantizeLinear\n"
+	"                                    (opset 21; --int4 f32: dequantized, opset 13); a\n"
+	"                                    cascade file as OUT.stage0.onnx, OUT.stage1.onnx, ...\n"
+	"                                    with its thresholds and exit rule in metadata_props;\n"
 	"                                    docs/interop.md lists the ops\n"
 	"  help                              this text\n"
 	"  version                           mcomp's version and pass ABI\n"
@@ -67,8 +72,11 @@ static const char usage[] =
 	"                     busy (OMP_DYNAMIC=false: a fixed team); docs/threads.md\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"
 	"  MCOMP_QUIET=1      no progress lines on stderr, as --quiet\n"
-	"  MCOMP_GEMM=avx2|portable\n"
-	"                     force a GEMM kernel (default: the fastest this CPU runs)\n"
+	"  MCOMP_GEMM=avx512|avx2|portable\n"
+	"                     force the f32 GEMM kernel (default: the fastest this CPU runs);\n"
+	"                     every kernel gives the same bytes\n"
+	"  MCOMP_GEMM_S8=amx|avx512-vnni|avx-vnni|avx2|portable\n"
+	"                     force the int8 GEMM kernel (all give the same exact sums)\n"
 	"\n"
 	"quick start:  mcomp run pipelines/quickstart.yaml\n"
 	"documentation: man mcomp, docs/pipelines.md, docs/writing-passes.md\n";
@@ -917,27 +925,87 @@ static void print_export_note(void *arg, int level, const char *msg)
 	fprintf(stderr, "mcomp: %s%s\n", level == MC_LOG_WARNING ? "warning: " : "", msg);
 }
 
+/* The SHA-256 of the file at path as hex into out[65]; "" when it does not read. */
+static void file_sha256(const char *path, char out[65])
+{
+	struct sha256_ctx c;
+	uint8_t d[SHA256_DIGEST_SIZE], buf[65536];
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	out[0] = 0;
+	if (!f)
+		return;
+	sha256_init(&c);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		sha256_update(&c, n, buf);
+	if (!ferror(f)) {
+		sha256_digest(&c, sizeof(d), d);
+		for (int i = 0; i < SHA256_DIGEST_SIZE; i++)
+			snprintf(out + 2 * i, 3, "%02x", d[i]);
+	}
+	fclose(f);
+}
+
+/* A cascade file: one ONNX model per stage, OUT.stage<S>.onnx. */
+static int export_cascade(const char *in, const char *out, const struct mc_onnx_meta *meta)
+{
+	struct mc_err err = {0};
+	struct mc_cascade *c = mc_cascade_load(in, &err);
+	char file[4096];
+	int r;
+
+	if (!c)
+		return fail(&err);
+	r = mc_cascade_save_onnx(c, out, meta, &err);
+	for (int s = 0; !r && s < c->n_stages; s++) {
+		mc_cascade_onnx_path(out, s, file, sizeof(file));
+		printf("%s: stage %d '%s'%s, %d nodes -> %s (ONNX opset %d)\n", in, s, c->names[s],
+		       s < c->n_stages - 1 ? "" : " (last)", mc_model_n_nodes(c->stages[s]), file,
+		       mc_model_onnx_opset(c->stages[s], meta));
+	}
+	if (!r)
+		printf("%s: %s confidence; the thresholds and the rule are in each file's "
+		       "metadata_props (docs/interop.md)\n",
+		       in, mc_confidence_names[c->confidence]);
+	mc_cascade_free(c);
+	return r ? fail(&err) : 0;
+}
+
 /* mcomp export MODEL.safetensors -o OUT.onnx: exit 2 for bad usage and a model
  * with no ONNX form (the node and op are named), 1 for a file that does not
- * read or write. The output is written atomically; the input never. */
+ * read or write. The output is written atomically; the input never. A
+ * cascade file gives one file per stage. */
 static int cmd_export(int argc, char **argv)
 {
 	const char *in = NULL, *out = NULL;
-	struct mc_onnx_meta meta = { .log = print_export_note };
+	char digest[65];
+	const char *props[] = { "mcomp.source.sha256", digest, NULL };
+	struct mc_onnx_meta meta = { .props = props, .log = print_export_note };
 	struct mc_err err = {0};
 	struct stat si, so;
 	struct mc_model *m;
 	int i, r;
 
 	for (i = 0; i < argc; i++) {
-		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc)
+		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
 			out = argv[++i];
-		else if (argv[i][0] == '-')
+		} else if (!strcmp(argv[i], "--int4") && i + 1 < argc) {
+			i++;
+			if (!strcmp(argv[i], "f32"))
+				meta.flags |= MC_ONNX_4BIT_F32;
+			else if (strcmp(argv[i], "int4"))
+				return bad_usage("export: --int4 takes int4 (the default: INT4 "
+						 "weights, opset 21) or f32 (dequantized, opset 13), "
+						 "not '%s'",
+						 argv[i]);
+		} else if (argv[i][0] == '-') {
 			return bad_usage("export: unknown or incomplete option '%s'", argv[i]);
-		else if (!in)
+		} else if (!in) {
 			in = argv[i];
-		else
+		} else {
 			return bad_usage("export: one model at a time (got a second: '%s')", argv[i]);
+		}
 	}
 	if (!in || !out)
 		return bad_usage("export needs MODEL.safetensors -o OUT.onnx, e.g. mcomp export "
@@ -946,13 +1014,19 @@ static int cmd_export(int argc, char **argv)
 	    si.st_ino == so.st_ino)
 		return bad_usage("export: '%s' is the input; give another output file", out);
 	register_plugin_ops();
+	file_sha256(in, digest);
+	if (!digest[0])
+		props[0] = NULL;
+	if (mc_file_is_cascade(in))
+		return export_cascade(in, out, &meta);
 	m = mc_model_load(in, &err);
 	if (!m)
 		return fail(&err);
 	r = mc_model_save_onnx(m, out, &meta, &err);
 	if (!r)
-		printf("%s: %d nodes, %lld parameters -> %s (ONNX opset 13)\n", in,
-		       mc_model_n_nodes(m), (long long)mc_model_nparams(m), out);
+		printf("%s: %d nodes, %lld parameters -> %s (ONNX opset %d)\n", in,
+		       mc_model_n_nodes(m), (long long)mc_model_nparams(m), out,
+		       mc_model_onnx_opset(m, &meta));
 	mc_model_free(m);
 	return r ? fail(&err) : 0;
 }

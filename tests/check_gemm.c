@@ -103,6 +103,59 @@ START_TEST(sgemm_every_kernel)
 }
 END_TEST
 
+/*
+ * Every kernel gives the same bytes: each output is, per K slice of 256 in
+ * order, a chain of FMAs from zero, then one FMA with alpha and beta * C;
+ * the dot products (GEMV with B transposed) keep 16 lanes added in one
+ * tree. Shapes cover the GEMV rows, edge tiles, several K slices and
+ * every K tail of 16 lanes.
+ */
+static void same_bytes(int ta, int tb, int M, int N, int K, float alpha, float beta)
+{
+	int lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3, first = -1;
+	float *A = random_f32((size_t)(ta ? K : M) * lda, 6);
+	float *B = random_f32((size_t)(tb ? N : K) * ldb, 7);
+	float *C0 = random_f32((size_t)M * ldc, 8), *C = malloc((size_t)M * ldc * sizeof(float));
+	float *C1 = malloc((size_t)M * ldc * sizeof(float));
+
+	for (int kn = 0; kn < NF32; kn++) {
+		if (mc_sgemm_use(f32_kernels[kn]))
+			continue;
+		memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+		mc_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		if (first < 0) {
+			first = kn;
+			memcpy(C1, C, (size_t)M * ldc * sizeof(float));
+			continue;
+		}
+		for (size_t i = 0; i < (size_t)M * ldc; i++)
+			ck_assert_msg(memcmp(&C[i], &C1[i], sizeof(float)) == 0,
+				      "%s and %s differ: ta=%d tb=%d %dx%dx%d C[%zu] = %a, %a",
+				      f32_kernels[kn], f32_kernels[first], ta, tb, M, N, K, i, C[i],
+				      C1[i]);
+	}
+	free(C1);
+	free(C);
+	free(C0);
+	free(B);
+	free(A);
+}
+
+START_TEST(sgemm_every_kernel_same_bytes)
+{
+	static const int rows[] = { 1, 2, 3, 7, 25, 64 }, ks[] = { 1, 5, 8, 13, 16, 23, 31, 300, 777 };
+
+	for (int t = 0; t < 4; t++)
+		for (int r = 0; r < 6; r++)
+			for (int k = 0; k < 9; k++)
+				same_bytes(t & 1, t >> 1, rows[r], 37 + 20 * (k & 3), ks[k],
+					   k & 1 ? 0.75f : 1.0f, (float)(k % 3) - 1.0f);
+	same_bytes(0, 0, 130, 290, 600, 1.0f, 1.0f);
+	for (int kn = 0; kn < NF32 && mc_sgemm_use(f32_kernels[kn]); kn++)
+		; /* back to the fastest */
+}
+END_TEST
+
 /* One row of A on the GEMV path, wide enough to use the whole team. */
 START_TEST(sgemv_thread_count_invariant)
 {
@@ -240,6 +293,58 @@ START_TEST(s8_extreme_sums)
 }
 END_TEST
 
+/*
+ * Where vpmaddubsw would saturate: activations all 255 against weights
+ * whose neighbours in K are both -128 or both 127 (pair sums -65280 and
+ * 64770 do not fit s16), and mixes of the two; several groups, row blocks
+ * and K chunks, K odd. Every kernel, bit for bit with the reference.
+ */
+START_TEST(s8_saturating_pairs_exact)
+{
+	const int M = 13, N = 130, K = 1031, ldc = N;
+	uint8_t *a = malloc((size_t)M * K);
+	int8_t *w = malloc((size_t)N * K);
+	float *sw = malloc(N * sizeof(float));
+	int32_t *c = malloc((size_t)M * N * sizeof(int32_t)), *cr = malloc((size_t)M * N * 4);
+	struct mc_s8_weights *p;
+	int tested = 0;
+
+	for (int m = 0; m < M; m++)
+		for (int k = 0; k < K; k++)
+			a[(size_t)m * K + k] = m < 8 ? 255 : (uint8_t)(k % 3 ? 255 : 128 + m);
+	for (int n = 0; n < N; n++) {
+		sw[n] = 1.0f;
+		for (int k = 0; k < K; k++) {
+			int8_t v = n % 4 == 0 ? -128 : n % 4 == 1 ? 127 : (k / 2 + n) % 2 ? -128 : 127;
+
+			w[(size_t)n * K + k] = n % 7 == 6 && k % 5 == 0 ? (int8_t)-v - (v > 0) : v;
+		}
+	}
+	p = mc_s8_pack(w, N, K, K, sw, NULL, NULL);
+	ck_assert_ptr_nonnull(p);
+	mc_gemm_u8s8_s32_ref(M, N, K, a, K, w, K, cr, ldc);
+	ck_assert_int_eq(cr[0], -255 * 128 * K);
+	ck_assert_int_eq(cr[1], 255 * 127 * K);
+	for (int kn = 0; kn < NS8; kn++) {
+		if (mc_gemm_s8_use(s8_kernels[kn]))
+			continue;
+		tested++;
+		memset(c, 0, (size_t)M * N * sizeof(int32_t));
+		mc_gemm_u8s8_s32(M, a, K, p, c, ldc);
+		for (int i = 0; i < M * N; i++)
+			ck_assert_msg(c[i] == cr[i], "%s: acc[%d][%d] = %d, ref %d", s8_kernels[kn],
+				      i / N, i % N, c[i], cr[i]);
+	}
+	ck_assert_int_ge(tested, 2);
+	mc_s8_free(p);
+	free(cr);
+	free(c);
+	free(sw);
+	free(w);
+	free(a);
+}
+END_TEST
+
 START_TEST(s8_thread_count_invariant)
 {
 	const int M = 67, N = 300, K = 301;
@@ -368,9 +473,11 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, sgemm_every_kernel);
+	tcase_add_test(tc, sgemm_every_kernel_same_bytes);
 	tcase_add_test(tc, sgemv_thread_count_invariant);
 	tcase_add_test(tc, s8_every_kernel_exact);
 	tcase_add_test(tc, s8_extreme_sums);
+	tcase_add_test(tc, s8_saturating_pairs_exact);
 	tcase_add_test(tc, s8_thread_count_invariant);
 	tcase_add_test(tc, s8_pack_refuses_bad_input);
 	tcase_add_test(tc, quantize_hand_cases);

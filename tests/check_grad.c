@@ -223,6 +223,15 @@ START_TEST(op_avgpool2d)
 }
 END_TEST
 
+START_TEST(op_pad2d)
+{
+	/* uneven sides; the padding's gradient is dropped */
+	check_op("{\"format\":1,\"input\":[2,3,4],\"nodes\":[{\"op\":\"pad2d\","
+		 "\"attrs\":{\"top\":1,\"left\":0,\"bottom\":2,\"right\":3}}]}",
+		 1e-2);
+}
+END_TEST
+
 START_TEST(op_global_avgpool)
 {
 	check_op("{\"format\":1,\"input\":[3,2,3],\"nodes\":[{\"op\":\"global_avgpool\"}]}",
@@ -556,7 +565,7 @@ START_TEST(every_op_is_checked)
 		"add",	       "avgpool2d",  "batchnorm",   "clip",	"conv2d",
 		"dropout",     "flatten",    "global_avgpool", "hardsigmoid", "hardswish",
 		"leaky_relu",  "linear",     "log_softmax", "maxpool2d",   "mul",
-		"qconv2d",     "qlinear",    "relu",	    "relu6",	   "sigmoid",
+		"pad2d",       "qconv2d",     "qlinear",    "relu",	    "relu6",	   "sigmoid",
 		"softmax",     NULL,
 	};
 	const char *const *names = mc_op_names();
@@ -570,7 +579,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_msg(found, "op %s has no gradient check", names[n]);
 		ck_assert_ptr_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 21);
+	ck_assert_int_eq(n, 22);
 }
 END_TEST
 
@@ -814,6 +823,7 @@ int main(void)
 	tcase_add_test(tc, op_hardswish);
 	tcase_add_test(tc, act_saturation);
 	tcase_add_test(tc, op_mul);
+	tcase_add_test(tc, op_pad2d);
 	tcase_add_test(tc, kd_loss);
 	tcase_add_test(tc, cnn_xent);
 	tcase_add_test(tc, resnet_xent);

@@ -437,6 +437,17 @@ static const struct mc_node *only_node(const struct mc_model *m, const char *op)
 	return mc_model_node(m, 0);
 }
 
+/* The first node of op op, of a model of nodes ops in order. */
+static const struct mc_node *first_node(const struct mc_model *m, const char *const *ops)
+{
+	int n = 0;
+
+	for (; ops[n]; n++)
+		ck_assert_str_eq(mc_model_node(m, n)->op->name, ops[n]);
+	ck_assert_int_eq(mc_model_n_nodes(m), n);
+	return mc_model_node(m, 0);
+}
+
 static void setup(void)
 {
 	scratch_make("onnx");
@@ -471,6 +482,55 @@ START_TEST(gemm_trans_b)
 		ref_linear(to_double(x + 6 * s, 6), 6, w, 0, c, 4, want + 4 * s);
 	assert_close(y, want, 12, 1e-6);
 	mc_model_free(m);
+}
+END_TEST
+
+/* Weights through Identity (PyTorch writes one for an initializer it shares). */
+START_TEST(identity_of_weight)
+{
+	struct ob *b = ob_new(13, 2, (int64_t[]){-1, 6});
+	const float *w = rnd(24, 1), *c = rnd(4, 2), *x = rnd(18, 3);
+	struct mc_model *m;
+	double want[12];
+
+	init_f(b, "w0", 2, (int64_t[]){4, 6}, w, 1);
+	init_f(b, "c0", 1, (int64_t[]){4}, c, 0);
+	node(b, "Identity", "Identity_0", "w0", "fc.weight");
+	node(b, "Identity", "Identity_1", "c0", "fc.bias");
+	attr_i(node(b, "Gemm", "/fc/Gemm", "x,fc.weight,fc.bias", "y"), "transB", 1);
+	m = import_ok(b);
+	ck_assert_str_eq(only_node(m, "linear")->name, "fc");
+	for (int s = 0; s < 3; s++)
+		ref_linear(to_double(x + 6 * s, 6), 6, w, 0, c, 4, want + 4 * s);
+	assert_close(run(m, x, 3), want, 12, 1e-6);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Opsets 9 to 21 are read (19 to 21 change nothing mcomp reads); 22 is refused. */
+START_TEST(opset_range)
+{
+	const float *w = rnd(24, 1), *x = rnd(6, 3);
+	double want[4];
+
+	for (int opset = 19; opset <= 22; opset++) {
+		struct ob *b = ob_new(opset, 2, (int64_t[]){-1, 6});
+		struct mc_model *m;
+
+		init_f(b, "fc.weight", 2, (int64_t[]){4, 6}, w, 1);
+		attr_i(node(b, "Gemm", "/fc/Gemm", "x,fc.weight", "g"), "transB", 1);
+		node(b, "Relu", "/relu/Relu", "g", "y");
+		if (opset == 22) {
+			import_fails(b, MC_EINVAL, "opset 22", "opsets 9 to 21", NULL);
+			continue;
+		}
+		m = import_ok(b);
+		ref_linear(to_double(x, 6), 6, w, 0, NULL, 4, want);
+		for (int k = 0; k < 4; k++)
+			want[k] = want[k] > 0 ? want[k] : 0;
+		assert_close(run(m, x, 1), want, 4, 1e-6);
+		mc_model_free(m);
+	}
 }
 END_TEST
 
@@ -842,23 +902,131 @@ START_TEST(pad_folded)
 		assert_close(run(m, x, 1), conv, 128, 1e-5);
 	}
 	mc_model_free(m);
-	/* before a MaxPool zeros could win the max */
+	/* before a MaxPool the zeros are real (they may win the max): a pad2d */
 	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
 	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 1, 0, 0, 1, 1});
 	node(b, "Pad", "pad", "x,pads", "p");
-	attr_ints(node(b, "MaxPool", "mp", "p", "y"), "kernel_shape", INTS(2, 2));
-	import_fails(b, MC_EINVAL, "node 'mp' (MaxPool, opset 13)", "output of a Pad", NULL);
-	/* uneven, or of another value */
+	n = node(b, "MaxPool", "mp", "p", "y");
+	attr_ints(n, "kernel_shape", INTS(2, 2));
+	attr_ints(n, "strides", INTS(2, 2));
+	m = import_ok(b);
+	ck_assert_int_eq(
+	    mc_node_attr_int(first_node(m, (const char *[]){"pad2d", "maxpool2d", NULL}), "top", 0),
+	    1);
+	{
+		const float *y = run(m, x, 1);
+
+		for (int c = 0; c < 2; c++)
+			for (int i = 0; i < 4; i++)
+				for (int j = 0; j < 4; j++) {
+					double v = -HUGE_VAL;
+
+					for (int di = 0; di < 2; di++)
+						for (int dj = 0; dj < 2; dj++) {
+							int h = 2 * i + di - 1, w = 2 * j + dj - 1;
+							double t = h < 0 || h >= 6 || w < 0 || w >= 6
+								       ? 0
+								       : x[c * 36 + h * 6 + w];
+
+							v = fmax(v, t);
+						}
+					ck_assert_double_eq_tol(y[c * 16 + i * 4 + j], v, 1e-7);
+				}
+	}
+	mc_model_free(m);
+	/* uneven: a pad2d of those sides */
 	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
-	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 0, 0, 0, 1, 1});
+	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 0, 0, 0, 2, 3});
 	node(b, "Pad", "pad", "x,pads", "y");
-	import_fails(b, MC_EINVAL, "node 'pad' (Pad, opset 13)", "pads [0, 0, 1, 0", NULL);
+	m = import_ok(b);
+	{
+		const struct mc_node *p = only_node(m, "pad2d");
+
+		ck_assert_int_eq(mc_node_attr_int(p, "top", 9), 1);
+		ck_assert_int_eq(mc_node_attr_int(p, "left", 9), 0);
+		ck_assert_int_eq(mc_node_attr_int(p, "bottom", 9), 2);
+		ck_assert_int_eq(mc_node_attr_int(p, "right", 9), 3);
+		ck_assert_int_eq(p->out_shape[1], 9);
+		ck_assert_int_eq(p->out_shape[2], 9);
+	}
+	mc_model_free(m);
+	/* cropping, or of another value */
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
+	init_i64(b, "pads", 8, (int64_t[]){0, 0, -1, 0, 0, 0, 1, 1});
+	node(b, "Pad", "pad", "x,pads", "y");
+	import_fails(b, MC_EINVAL, "node 'pad' (Pad, opset 13)", "pads [0, 0, -1, 0", NULL);
 	b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
 	init_i64(b, "pads", 8, (int64_t[]){0, 0, 1, 1, 0, 0, 1, 1});
 	init_f(b, "v", 0, NULL, (float[]){2}, 1);
 	node(b, "Pad", "pad", "x,pads,v", "p");
 	node(b, "Relu", "r", "p", "y");
 	import_fails(b, MC_EINVAL, "node 'pad' (Pad, opset 13)", "value 2", NULL);
+}
+END_TEST
+
+/* x.view(x.size(0), -1) as Shape, Slice and Concat: folded on the static
+ * shape (N symbolic) into a flatten; Squeeze with attribute axes (opset 11)
+ * of a global average changes nothing. */
+START_TEST(shape_subgraph)
+{
+	struct ob *b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	struct mc_model *m;
+
+	node(b, "Shape", "sh", "x", "s");
+	init_i64(b, "st", 1, (int64_t[]){0});
+	init_i64(b, "en", 1, (int64_t[]){1});
+	node(b, "Slice", "sl", "s,st,en", "n");
+	init_i64(b, "m1", 1, (int64_t[]){-1});
+	attr_i(node(b, "Concat", "cat", "n,m1", "shape"), "axis", 0);
+	node(b, "Reshape", "r", "x,shape", "y");
+	m = import_ok(b);
+	ck_assert_int_eq(only_node(m, "flatten")->out_shape[0], 18);
+	mc_model_free(m);
+	b = ob_new(11, 4, (int64_t[]){-1, 2, 3, 3});
+	node(b, "GlobalAveragePool", "gap", "x", "g");
+	attr_ints(node(b, "Squeeze", "sq", "g", "y"), "axes", 2, (int64_t[]){3, 2});
+	m = import_ok(b);
+	ck_assert_int_eq(only_node(m, "global_avgpool")->out_shape[0], 2);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Constants computed at import are bounded and checked like the file's own. */
+START_TEST(folded_hostile)
+{
+	struct ob *b = ob_new(13, 2, (int64_t[]){-1, 4});
+
+	init_i64(b, "s", 2, (int64_t[]){1 << 20, 1 << 20});
+	node(b, "ConstantOfShape", "cos", "s", "c");
+	node(b, "Add", "add", "x,c", "y");
+	import_fails(b, MC_EINVAL, "node 'cos' (ConstantOfShape, opset 13)", "at most", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	init_i64(b, "v", 1, (int64_t[]){1});
+	init_i64(b, "ax", 8, (int64_t[]){0, 1, 2, 3, 4, 5, 6, 7});
+	node(b, "Unsqueeze", "u", "v,ax", "w");
+	node(b, "Reshape", "r", "x,w", "y");
+	import_fails(b, MC_EINVAL, "node 'u' (Unsqueeze, opset 13)", "more than 8", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	init_i64(b, "a", 1, (int64_t[]){INT64_MAX});
+	init_i64(b, "one", 1, (int64_t[]){1});
+	node(b, "Add", "ov", "a,one", "s");
+	node(b, "Reshape", "r", "x,s", "y");
+	import_fails(b, MC_EINVAL, "node 'ov' (Add, opset 13)", "overflows", NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	node(b, "Shape", "sh", "x", "s");
+	init_i64(b, "i", 1, (int64_t[]){5});
+	node(b, "Gather", "ga", "s,i", "n");
+	node(b, "Reshape", "r", "x,n", "y");
+	import_fails(b, MC_EINVAL, "node 'ga' (Gather, opset 13)", "out of range", NULL);
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	init_i64(b, "ax", 1, (int64_t[]){2});
+	node(b, "Squeeze", "sq", "x,ax", "y");
+	import_fails(b, MC_EINVAL, "node 'sq' (Squeeze, opset 13)", "size 3, not 1", NULL);
+	/* Sub of two computed values has no mcomp op */
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	node(b, "Relu", "r", "x", "z");
+	node(b, "Sub", "d", "x,z", "y");
+	import_fails(b, MC_EINVAL, "node 'd' (Sub, opset 13)", "two computed values", NULL);
 }
 END_TEST
 
@@ -1019,6 +1187,51 @@ START_TEST(squeeze_excite)
 		assert_close(run(m, x, 2), want, 72, 1e-6);
 		mc_model_free(m);
 	}
+}
+END_TEST
+
+/* The gate as mcomp's mul export writes it: a Gemm's [N, C] reshaped to [N, C, 1, 1]. */
+START_TEST(gate_reshape)
+{
+	const float *w = rnd(16, 57), *bias = rnd(4, 58), *x = rnd(2 * 36, 59);
+	struct ob *b = ob_new(13, 4, (int64_t[]){-1, 4, 3, 3});
+	struct mc_model *m;
+	double want[72];
+
+	init_f(b, "w", 2, (int64_t[]){4, 4}, w, 1);
+	init_f(b, "bias", 1, (int64_t[]){4}, bias, 1);
+	init_i64(b, "gate_shape", 4, (int64_t[]){0, 4, 1, 1});
+	node(b, "GlobalAveragePool", "gap", "x", "g");
+	node(b, "Flatten", "flat", "g", "f");
+	attr_i(node(b, "Gemm", "fc", "f,w,bias", "z"), "transB", 1);
+	node(b, "Sigmoid", "sig", "z", "s");
+	node(b, "Reshape", "se/Reshape", "s,gate_shape", "gate");
+	node(b, "Mul", "se", "x,gate", "y");
+	m = import_ok(b);
+	ck_assert_int_eq(mc_model_n_nodes(m), 4); /* a Flatten of a global average is nothing */
+	ck_assert_str_eq(mc_model_node(m, 3)->op->name, "mul");
+	ck_assert_int_eq(mc_model_node(m, 3)->inputs[0], MC_NODE_INPUT);
+	for (int n = 0; n < 2; n++) {
+		double g[4] = {0}, z[4];
+
+		for (int c = 0; c < 4; c++) {
+			for (int j = 0; j < 9; j++)
+				g[c] += x[(n * 4 + c) * 9 + j];
+			g[c] /= 9;
+		}
+		ref_linear(g, 4, w, 0, bias, 4, z);
+		for (int c = 0; c < 4; c++)
+			for (int j = 0; j < 9; j++)
+				want[(n * 4 + c) * 9 + j] =
+				    x[(n * 4 + c) * 9 + j] * ref_sigmoid(z[c]);
+	}
+	assert_close(run(m, x, 2), want, 72, 1e-6);
+	mc_model_free(m);
+	/* to [N, C, 2, 1]: not a gate */
+	b = ob_new(13, 2, (int64_t[]){-1, 4});
+	init_i64(b, "shape", 4, (int64_t[]){0, 2, 2, 1});
+	node(b, "Reshape", "rs", "x,shape", "y");
+	import_fails(b, MC_EINVAL, "node 'rs' (Reshape, opset 13)", "and [N, C] as [N, C, 1, 1]", NULL);
 }
 END_TEST
 
@@ -1262,16 +1475,15 @@ START_TEST(unsupported_op)
 	/* opsets out of the range read */
 	b = ob_new(7, 2, (int64_t[]){-1, 4});
 	node(b, "Relu", "r", "x", "y");
-	import_fails(b, MC_EINVAL, "opset 7", "9 to 18", NULL);
+	import_fails(b, MC_EINVAL, "opset 7", "9 to 21", NULL);
 }
 END_TEST
 
 /* Attributes outside what the mcomp op computes: refused, naming the node. */
 START_TEST(unsupported_attrs)
 {
-	static const char *const what[] = {"pads [0, 1, 1, 1]", "dilations 2", "kernel 3x2",
-					   "auto_pad SAME_UPPER with kernel 3, stride 2",
-					   "attribute 'bogus'"};
+	static const char *const what[] = {"pads [0, -1, 1, 1]", "dilations 2", "kernel 3x2",
+					   "auto_pad 'SAME'", "attribute 'bogus'"};
 
 	for (int c = 0; c < 5; c++) {
 		struct ob *b = ob_new(13, 4, (int64_t[]){-1, 2, 6, 6});
@@ -1280,11 +1492,11 @@ START_TEST(unsupported_attrs)
 		init_f(b, "w", 4, (int64_t[]){2, 2, 3, c == 2 ? 2 : 3}, rnd(36, 36), 1);
 		n = node(b, "Conv", "conv", "x,w", "y");
 		if (c == 0)
-			attr_ints(n, "pads", INTS(0, 1, 1, 1));
+			attr_ints(n, "pads", INTS(0, -1, 1, 1));
 		if (c == 1)
 			attr_ints(n, "dilations", INTS(2, 2));
 		if (c == 3) {
-			attr_s(n, "auto_pad", "SAME_UPPER");
+			attr_s(n, "auto_pad", "SAME");
 			attr_ints(n, "strides", INTS(2, 2));
 		}
 		if (c == 4)
@@ -1385,6 +1597,8 @@ static Suite *suite(void)
 
 	tcase_add_checked_fixture(ops, setup, teardown);
 	tcase_add_test(ops, gemm_trans_b);
+	tcase_add_test(ops, identity_of_weight);
+	tcase_add_test(ops, opset_range);
 	tcase_add_test(ops, gemm_no_bias);
 	tcase_add_test(ops, matmul_add);
 	tcase_add_test(ops, matmul_add_shared);
@@ -1398,10 +1612,12 @@ static Suite *suite(void)
 	tcase_add_test(ops, dropped_ops);
 	tcase_add_test(ops, softmax_opset11);
 	tcase_add_test(ops, pad_folded);
+	tcase_add_test(ops, shape_subgraph);
 	tcase_add_test(ops, save_load);
 	tcase_add_test(ops, activations);
 	tcase_add_test(ops, clip);
 	tcase_add_test(ops, squeeze_excite);
+	tcase_add_test(ops, gate_reshape);
 	tcase_add_test(ops, mul_shapes);
 	suite_add_tcase(s, ops);
 	tcase_add_checked_fixture(bad, setup, teardown);
@@ -1414,6 +1630,7 @@ static Suite *suite(void)
 	tcase_add_test(bad, absurd_dims);
 	tcase_add_test(bad, unsupported_op);
 	tcase_add_test(bad, unsupported_attrs);
+	tcase_add_test(bad, folded_hostile);
 	tcase_add_test(bad, unsupported_pool_gemm);
 	tcase_add_test(bad, bad_graphs);
 	suite_add_tcase(s, bad);

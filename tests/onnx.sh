@@ -21,6 +21,17 @@ expect 1 'text.onnx: ' "$mcomp" import "$tmp/text.onnx" -o "$tmp/text.safetensor
 # An unsupported op: exit 2, the node, its op type and opset, the ops read.
 expect 2 "node '/Sin' \(Sin, opset 13\): mcomp has no op for Sin; the ops it reads are Add, " \
 	"$mcomp" import "$fx/sin.onnx" -o "$tmp/sin.safetensors"
+# Refusals of what the wider import still does not compute, the same way.
+if [ -r "$fx/reflect-opset13.onnx" ]; then
+	expect 2 "node '/Pad' \(Pad, opset 13\): mode 'reflect': mcomp pads with zeros only" \
+		"$mcomp" import "$fx/reflect-opset13.onnx" -o "$tmp/reflect.safetensors"
+	# PyTorch's exports: a shape subgraph, uneven pads, folded constants
+	expect 0 '15 nodes, 5194 parameters, input \[3, 16, 16\], 10 outputs' \
+		"$mcomp" import "$fx/resnet-opset11.onnx" -o "$tmp/resnet.safetensors"
+	expect 0 '10 nodes' \
+		"$mcomp" import "$fx/padnet-opset13.onnx" -o "$tmp/padnet.safetensors"
+	expect 0 'pad2d +top=0 left=1 bottom=1 right=2' "$mcomp" inspect "$tmp/padnet.safetensors"
+fi
 # A failed import leaves the previous output as it was.
 echo previous > "$tmp/keep.safetensors"
 expect 2 'Sin' "$mcomp" import "$fx/sin.onnx" -o "$tmp/keep.safetensors"

@@ -15,6 +15,9 @@
 //   node ort_run.js bench MODEL.onnx [--batch 256] [--seconds 3] [--threads T]
 //       throughput at one batch size on random inputs: prints
 //       "MODEL batch B: S samples/s (ms per batch)"
+//   node ort_run.js latency MODEL.onnx [--batch 1] [--seconds 0.5] [--threads T]
+//       the median time of single runs at one batch size on fixed inputs:
+//       prints "RESULT lat_bB_ms MS" (bench/run.sh ort)
 //   node ort_run.js idx IMAGES.gz --first F --count N -o X.npy [--labels LABELS.gz Y.npy]
 //       N images of an IDX file from F on, / 255 as mcomp reads them, as
 //       float32 [N, 1, H, W]; with --labels, their labels as uint8 [N]
@@ -23,6 +26,12 @@
 //       and, with labels, how many rows of each argmax gets right
 //   node ort_run.js meta MODEL.onnx
 //       the model's metadata_props, one "key=value" a line
+//   node ort_run.js cascade STAGE.onnx X.npy Y.npy [--threads T] [--optimize LEVEL]
+//       a cascade mcomp exported (one file per stage, any of them given):
+//       the stages, thresholds and confidence from metadata_props
+//       "mcomp.cascade", each sample's logits from the stage it exits at
+//       (the rule of docs/interop.md) to Y.npy; prints one JSON line with
+//       how many samples exit at each stage
 //   node ort_run.js probe
 //       prints onnxruntime-node's version; exits 77 when it is missing
 'use strict';
@@ -192,6 +201,35 @@ async function bench(argv) {
 		    `(${(1000 * dt / runs).toFixed(3)} ms per batch)`);
 }
 
+// latency: the median of single timed runs, as bench/bench_infer.c times mcomp
+// (two warm-up runs, then at least 20 and at least --seconds, at most 200).
+async function latency(argv) {
+	const o = options(argv, {batch: 1, seconds: 1, threads: 1, shape: 1, optimize: 1});
+	if (o._.length !== 1)
+		die('latency MODEL.onnx [--batch 1] [--seconds 0.5] [--threads T] [--shape 1,28,28]', 2);
+	const ort = loadOrt();
+	const B = Number(o.batch || 1), secs = Number(o.seconds || 0.5);
+	const shape = (o.shape || '1,28,28').split(',').map(Number);
+	const data = new Float32Array(B * shape.reduce((a, d) => a * d, 1));
+	let seed = 12345;
+	for (let k = 0; k < data.length; k++) {
+		seed = (seed * 1664525 + 1013904223) >>> 0;
+		data[k] = (seed >>> 8) / 16777216;
+	}
+	const s = await ort.InferenceSession.create(o._[0], sessionOptions(o));
+	const feed = {[s.inputNames[0]]: new ort.Tensor('float32', data, [B, ...shape])};
+	for (let w = 0; w < 2; w++)
+		await s.run(feed);
+	const t = [], start = process.hrtime.bigint();
+	while (t.length < 200 && (t.length < 20 || Number(process.hrtime.bigint() - start) / 1e9 < secs)) {
+		const t0 = process.hrtime.bigint();
+		await s.run(feed);
+		t.push(Number(process.hrtime.bigint() - t0) / 1e6);
+	}
+	t.sort((a, b) => a - b);
+	console.log(`RESULT lat_b${B}_ms ${t[t.length >> 1].toPrecision(6)}`);
+}
+
 function idx(argv) {
 	const o = options(argv, {first: 1, count: 1, o: 1, labels: 2});
 	if (o._.length !== 1 || !o.o)
@@ -251,16 +289,14 @@ function compare(argv) {
 
 // metadata_props without an ONNX parser: ModelProto field 14 is a repeated
 // StringStringEntryProto {1: key, 2: value}; every other field is skipped.
-function meta(argv) {
-	if (argv.length !== 1)
-		die('meta MODEL.onnx', 2);
-	const b = fs.readFileSync(argv[0]);
+function readMeta(file) {
+	const b = fs.readFileSync(file), props = [];
 	let i = 0;
 	const varint = () => {
 		let v = 0, mul = 1, byte;
 		do {
 			if (i >= b.length)
-				die(`${argv[0]}: truncated`);
+				die(`${file}: truncated`);
 			byte = b[i++];
 			v += (byte & 0x7f) * mul;
 			mul *= 128;
@@ -281,7 +317,7 @@ function meta(argv) {
 				cb(f, at, len);
 				i = at + len;
 			} else {
-				die(`${argv[0]}: wire type ${wt}: not a protobuf`);
+				die(`${file}: wire type ${wt}: not a protobuf`);
 			}
 		}
 	};
@@ -292,15 +328,98 @@ function meta(argv) {
 		fields(at + len, (g, a2, l2) => {
 			kv[g] = b.toString('utf8', a2, a2 + l2);
 		});
-		console.log(`${kv[1] || ''}=${kv[2] || ''}`);
+		props.push([kv[1] || '', kv[2] || '']);
 	});
+	return props;
+}
+
+function meta(argv) {
+	if (argv.length !== 1)
+		die('meta MODEL.onnx', 2);
+	for (const [k, v] of readMeta(argv[0]))
+		console.log(`${k}=${v}`);
+}
+
+// A stage's confidence in one row of logits, as docs/interop.md states the
+// rule (and mcomp's mc_confidence computes it): in double, rounded to float32.
+function confidence(kind, z, off, n) {
+	let top = 0;
+	for (let j = 1; j < n; j++)
+		if (z[off + j] > z[off + top])
+			top = j;
+	const mx = z[off + top];
+	let s = 0, e2 = 0, ez = 0;
+	for (let j = 0; j < n; j++) {
+		const d = z[off + j] - mx, e = Math.exp(d);
+		s += e;
+		if (e > 0)
+			ez += e * d;
+		if (j !== top && e > e2)
+			e2 = e;
+	}
+	const v = {'max-prob': 1 / s, 'margin': (1 - e2) / s, 'entropy': ez / s - Math.log(s)}[kind];
+	if (v === undefined)
+		die(`unknown confidence '${kind}'`);
+	return Math.fround(v);
+}
+
+function threshold(t) {
+	return t === 'inf' ? Infinity : t === '-inf' ? -Infinity : Math.fround(Number(t));
+}
+
+async function cascade(argv) {
+	const o = options(argv, {threads: 1, optimize: 1});
+	if (o._.length !== 3)
+		die('cascade STAGE.onnx X.npy Y.npy [--threads T]', 2);
+	const ort = loadOrt();
+	const [first, xf, yf] = o._;
+	const m = readMeta(first).find(([k]) => k === 'mcomp.cascade');
+	if (!m)
+		die(`${first}: no "mcomp.cascade" in metadata_props: not a stage of an exported cascade`);
+	const c = JSON.parse(m[1]);
+	if (c.format !== 1)
+		die(`${first}: cascade format ${c.format}; this reads 1`);
+	const x = readNpy(xf);
+	const n = x.dims[0], per = x.data.length / n;
+	let rows = Array.from({length: n}, (_, r) => r), out = null, classes = 0;
+	const exits = [];
+	for (let s = 0; s < c.stages.length; s++) {
+		const st = c.stages[s], last = s === c.stages.length - 1;
+		const sess = await ort.InferenceSession.create(
+		    path.join(path.dirname(first), st.file), sessionOptions(o));
+		const xs = new Float32Array(rows.length * per);
+		rows.forEach((r, k) => xs.set(x.data.subarray(r * per, (r + 1) * per), k * per));
+		let z = new Float32Array(0);
+		if (rows.length) {
+			const t = new ort.Tensor('float32', xs, [rows.length, ...x.dims.slice(1)]);
+			z = (await sess.run({[sess.inputNames[0]]: t}))[sess.outputNames[0]].data;
+		}
+		if (!out && rows.length) {
+			classes = z.length / rows.length;
+			out = new Float32Array(n * classes);
+		}
+		const thr = last ? null : threshold(st.threshold), next = [];
+		let k = 0;
+		rows.forEach((r, i) => {
+			if (last || confidence(c.confidence, z, i * classes, classes) >= thr) {
+				out.set(z.subarray(i * classes, (i + 1) * classes), r * classes);
+				k++;
+			} else {
+				next.push(r);
+			}
+		});
+		exits.push(k);
+		rows = next;
+	}
+	writeNpy(yf, [n, classes], out);
+	console.log(JSON.stringify({rows: n, stages: c.stages.map((st) => st.name), exits}));
 }
 
 function probe() {
 	console.log(`onnxruntime-node ${loadOrt().env.versions.node}`);
 }
 
-const cmds = {run, bench, idx, compare, meta, probe};
+const cmds = {run, bench, latency, idx, compare, meta, cascade, probe};
 const cmd = cmds[process.argv[2]];
 if (!cmd)
 	die(`usage: ort_run.js ${Object.keys(cmds).join('|')} ... (see the comment at its top)`, 2);

@@ -517,7 +517,8 @@ static int save_output(struct mc_pipeline *p, const struct mc_pl_model *om, stru
 	char digest[65], sets[1024] = "";
 	const char *props[] = { "mcomp.pipeline.sha256", digest, "mcomp.model", om->name,
 				"mcomp.pipeline.sets", sets, NULL };
-	struct mc_onnx_meta meta = { .props = props, .log = onnx_log, .log_arg = p };
+	struct mc_onnx_meta meta = { .props = props, .log = onnx_log, .log_arg = p,
+				     .flags = p->output_onnx_flags };
 
 	if (!mc_host_is_onnx(p->output_path))
 		return mc_model_save(om->model, p->output_path, err);

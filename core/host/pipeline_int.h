@@ -82,6 +82,7 @@ struct mc_pipeline {
 	struct mc_pl_pass *passes;
 	char *output_model;   /* model saved at the end, or NULL */
 	char *output_path;    /* resolved */
+	unsigned output_onnx_flags; /* MC_ONNX_* of an ONNX output (output: int4: f32) */
 	char *report_path;    /* resolved, or NULL */
 	struct mc_registry *reg; /* borrowed */
 	/* Where the lines for a person go (mc_pipeline_set_log); NULL: nowhere. */

@@ -20,6 +20,7 @@
 #include <mcomp/onnx.h>
 #include <mcomp/pipeline.h>
 
+#include "host/host_int.h"
 #include "host/pipeline_int.h"
 #include "io/ydoc.h"
 
@@ -954,8 +955,8 @@ static int is_dir(const char *path)
 
 static void load_output(struct ld *l, struct mc_ynode *o)
 {
-	static const char *const output_keys[] = { "model", "path", NULL };
-	struct mc_ynode *model = NULL, *path = o;
+	static const char *const output_keys[] = { "model", "path", "int4", NULL };
+	struct mc_ynode *model = NULL, *path = o, *int4 = NULL;
 	const char *name = NULL;
 	char list[512];
 
@@ -965,6 +966,7 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 		mc_pl_check_keys(l, o, output_keys, "output");
 		model = mc_ymap_get(o, "model", NULL);
 		path = mc_ymap_get(o, "path", NULL);
+		int4 = mc_ymap_get(o, "int4", NULL);
 		if (!model || !path) {
 			bad(l, o, "output: missing required key '%s'", model ? "path" : "model");
 			return;
@@ -1002,6 +1004,18 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 		return;
 	}
 	check_not_input(l, path, "output path", l->p->output_path);
+	if (int4) {
+		const char *v = mc_pl_want_scalar(l, int4, "output int4");
+
+		if (v && strcmp(v, "int4") && strcmp(v, "f32"))
+			bad(l, int4, "output: int4 is int4 (4-bit weights as INT4, opset 21) or f32 "
+				     "(dequantized, opset 13), not '%s'", v);
+		else if (v && !mc_host_is_onnx(l->p->output_path))
+			bad(l, int4, "output: int4 says how an ONNX file holds 4-bit weights; "
+				     "'%s' is not a .onnx path", l->p->output_path);
+		else if (v && !strcmp(v, "f32"))
+			l->p->output_onnx_flags |= MC_ONNX_4BIT_F32;
+	}
 }
 
 static void load_report(struct ld *l, struct mc_ynode *r)

@@ -20,9 +20,20 @@
  * constant, becomes one linear with a bias. A global average's [N, C, 1, 1]
  * is mcomp's [C] (its rank stays 3): a 1x1 Conv of it is a linear, and a
  * Mul by it scales each channel (squeeze-and-excitation).
+ *
+ * Constants are computed as the graph is walked: Shape of an activation
+ * gives its static shape with the batch as SYM_BATCH, and Gather, Concat,
+ * Slice, ... of such constants fold, so that x.view(x.size(0), -1) reads
+ * as a flatten. Some activations stay lazy until a node reads them: a
+ * Pad's zeros (folded into the Conv or pool reading them, else a pad2d),
+ * and constants added, multiplied or clipped on (struct val's pending),
+ * which become a hardsigmoid or hardswish when they match relu6(x + 3) / 6
+ * or x * relu6(x + 3) / 6, or fold into the weights of the Conv, Gemm or
+ * BatchNormalization computing the activation.
  */
 #include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +45,11 @@
 #include "core/io/onnx.pb-c.h"
 
 #define OPSET_MIN     9
-#define OPSET_MAX     18
+#define OPSET_MAX     21
 #define FILE_MAX      ((size_t)2 << 30)	 /* protobuf's own limit */
 #define NUMEL_MAX     ((int64_t)1 << 31) /* values in one constant */
 #define INPUT_DIM_MAX ((int64_t)1 << 24) /* one dimension of the model input */
+#define FOLD_MAX      ((int64_t)1 << 24) /* values in one constant computed at import */
 
 /* ONNX TensorProto.DataType values read here. */
 enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7, DT_BOOL = 9 };
@@ -54,15 +66,31 @@ struct val {
 	enum val_kind kind;
 	int node; /* V_ACT: the mcomp node, or MC_NODE_INPUT */
 	int rank; /* V_ACT: ONNX rank per sample (global_avgpool: 3, its mcomp shape [C]) */
-	int pad;  /* V_ACT: zeros a Pad adds around each image, for the Conv or AveragePool after it
-		   */
-	int ndim; /* V_CONST */
+	/* V_ACT: zeros a Pad adds around each image (top, left, bottom, right), for
+	 * the Conv or AveragePool after it to fold, else a pad2d where it is read */
+	int pad[4];
+	/*
+	 * V_ACT: constants added and multiplied on, and clipped, not yet computed:
+	 * the value is c * clip(a * node + b, lo, hi) + d, a and b of nab values
+	 * (1: one for all channels, else one per channel). Where it is read it
+	 * becomes a hardsigmoid or hardswish (relu6(x + 3) / 6 and its kin), or
+	 * a and b fold into the weights of the Conv, Gemm or BatchNormalization
+	 * computing node (fold_ok: nothing else reads that node's output).
+	 */
+	int pending, clipped, nab, fold_ok;
+	double *a, *b, lo, hi, c, d;
+	const char *cname; /* the last constant added or multiplied on, for messages */
+	int fresh;	   /* V_ACT: node was added for this value alone */
+	int ndim;	   /* V_CONST */
 	int64_t dims[MC_MAX_DIMS];
 	int64_t numel;
 	int dtype;
 	float *f;   /* dtype float */
 	int64_t *i; /* dtype int64 or bool */
 };
+
+/* A shape's batch dimension when it is symbolic: what Shape gives for N. */
+#define SYM_BATCH INT64_MIN
 
 struct imp {
 	const char *origin;
@@ -74,6 +102,7 @@ struct imp {
 	int *order, n_order; /* the ONNX nodes to map, in a topological order */
 	char *live;	     /* per ONNX node: the output depends on it */
 	char *absorbed;	     /* per ONNX node: an Add already mapped as a MatMul's bias */
+	int n_before;	     /* mcomp nodes before the ONNX node being mapped */
 	struct mc_model *m;
 	struct mc_err *err;
 };
@@ -96,6 +125,16 @@ static int map_constant(struct imp *, int, const Onnx__NodeProto *);
 static int map_act(struct imp *, int, const Onnx__NodeProto *);
 static int map_clip(struct imp *, int, const Onnx__NodeProto *);
 static int map_mul(struct imp *, int, const Onnx__NodeProto *);
+static int map_arith(struct imp *, int, const Onnx__NodeProto *);
+static int map_shape(struct imp *, int, const Onnx__NodeProto *);
+static int map_gather(struct imp *, int, const Onnx__NodeProto *);
+static int map_squeeze(struct imp *, int, const Onnx__NodeProto *);
+static int map_concat(struct imp *, int, const Onnx__NodeProto *);
+static int map_reduce_mean(struct imp *, int, const Onnx__NodeProto *);
+static int map_slice(struct imp *, int, const Onnx__NodeProto *);
+static int map_transpose(struct imp *, int, const Onnx__NodeProto *);
+static int map_cast(struct imp *, int, const Onnx__NodeProto *);
+static int map_constant_of_shape(struct imp *, int, const Onnx__NodeProto *);
 
 /* The op types read, in the order of their names (the list errors print). */
 static const struct {
@@ -104,24 +143,29 @@ static const struct {
 	const char *mc_op;	    /* what map_unary and map_pool add */
 	const char *const attrs[8]; /* the attributes read; any other is refused */
 } ops[] = {
-    {"Add", map_add, NULL, {NULL}},
+    {"Add", map_arith, NULL, {NULL}},
     {"AveragePool",
      map_pool,
      "avgpool2d",
      {"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides",
       NULL}},
     {"BatchNormalization", map_batchnorm, NULL, {"epsilon", "momentum", "training_mode", NULL}},
+    {"Cast", map_cast, NULL, {"to", NULL}},
     {"Clip", map_clip, "clip", {"max", "min", NULL}},
+    {"Concat", map_concat, NULL, {"axis", NULL}},
     {"Constant",
      map_constant,
      NULL,
      {"value", "value_float", "value_floats", "value_int", "value_ints", NULL}},
+    {"ConstantOfShape", map_constant_of_shape, NULL, {"value", NULL}},
     {"Conv",
      map_conv,
      NULL,
      {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", NULL}},
+    {"Div", map_arith, NULL, {NULL}},
     {"Dropout", map_alias, NULL, {"ratio", "seed", NULL}},
     {"Flatten", map_flatten, NULL, {"axis", NULL}},
+    {"Gather", map_gather, NULL, {"axis", NULL}},
     {"Gemm", map_gemm, NULL, {"alpha", "beta", "transA", "transB", NULL}},
     {"GlobalAveragePool", map_unary, "global_avgpool", {NULL}},
     {"HardSigmoid", map_act, "hardsigmoid", {"alpha", "beta", NULL}},
@@ -135,12 +179,19 @@ static const struct {
      "maxpool2d",
      {"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides",
       NULL}},
-    {"Mul", map_mul, NULL, {NULL}},
+    {"Mul", map_arith, NULL, {NULL}},
     {"Pad", map_pad, NULL, {"mode", "pads", "value", NULL}},
+    {"ReduceMean", map_reduce_mean, NULL, {"axes", "keepdims", "noop_with_empty_axes", NULL}},
     {"Relu", map_unary, "relu", {NULL}},
     {"Reshape", map_reshape, NULL, {"allowzero", NULL}},
+    {"Shape", map_shape, NULL, {"end", "start", NULL}},
     {"Sigmoid", map_unary, "sigmoid", {NULL}},
+    {"Slice", map_slice, NULL, {NULL}},
     {"Softmax", map_softmax, "softmax", {"axis", NULL}},
+    {"Squeeze", map_squeeze, NULL, {"axes", NULL}},
+    {"Sub", map_arith, NULL, {NULL}},
+    {"Transpose", map_transpose, NULL, {"perm", NULL}},
+    {"Unsqueeze", map_squeeze, NULL, {"axes", NULL}},
 };
 #define N_OPS ((int)(sizeof(ops) / sizeof(ops[0])))
 
@@ -362,11 +413,21 @@ mismatch:
 			  t->has_raw_data ? t->raw_data.len : have * (size_t)esz);
 }
 
-/* Input idx of n, which must be an activation; padded: it may be a Pad's output. */
-static int get_act_padded(struct imp *im, const Onnx__NodeProto *n, size_t idx, int padded,
-			  struct val **out)
+static int materialize(struct imp *im, const Onnx__NodeProto *n, struct val *v, int keep_pad);
+static int pend_clip(struct imp *im, int k, const Onnx__NodeProto *n, double lo, double hi,
+		     double alpha, double beta, int always);
+
+/*
+ * Input idx of n, which must be an activation. lazy: it may still be
+ * pending (constants added, multiplied or clipped on, not yet computed) or
+ * padded (a Pad's zeros not yet added); else what is pending becomes nodes
+ * here.
+ */
+static int get_act_lazy(struct imp *im, const Onnx__NodeProto *n, size_t idx, int lazy,
+			struct val **out)
 {
 	struct val *v = idx < n->n_input ? val_find(im, n->input[idx]) : NULL;
+	int r;
 
 	if (!v)
 		return node_err(im, n, MC_EINVAL, "needs input %zu; give it", idx);
@@ -380,18 +441,29 @@ static int get_act_padded(struct imp *im, const Onnx__NodeProto *n, size_t idx, 
 				"reads '%s', an output that mcomp does not compute (such as "
 				"MaxPool's indices or a training-mode output)",
 				v->name);
-	if (v->pad && !padded)
-		return node_err(im, n, MC_EINVAL,
-				"reads '%s', the output of a Pad; mcomp folds a Pad of zeros into "
-				"the Conv or AveragePool that reads it only",
-				v->name);
+	if (!lazy && (r = materialize(im, n, v, 0)))
+		return r;
 	*out = v;
 	return 0;
+}
+
+/* Input idx of n, an activation; padded: it may be a Pad's output (not pending). */
+static int get_act_padded(struct imp *im, const Onnx__NodeProto *n, size_t idx, int padded,
+			  struct val **out)
+{
+	int r = get_act_lazy(im, n, idx, 1, out);
+
+	return r ? r : materialize(im, n, *out, padded);
 }
 
 static int get_act(struct imp *im, const Onnx__NodeProto *n, size_t idx, struct val **out)
 {
 	return get_act_padded(im, n, idx, 0, out);
+}
+
+static int is_padded(const struct val *v)
+{
+	return v->pad[0] || v->pad[1] || v->pad[2] || v->pad[3];
 }
 
 /* Input idx of n, which must be a constant of dtype (float, or int64 for
@@ -438,8 +510,8 @@ static const char *act_name(struct imp *im, const struct val *v)
 	return v->node == MC_NODE_INPUT ? "input" : mc_model_node(im->m, v->node)->name;
 }
 
-/* Output idx of n becomes activation node of ONNX rank rank. */
-static void set_act(struct imp *im, const Onnx__NodeProto *n, size_t idx, int node, int rank)
+/* Output idx of n becomes activation node of ONNX rank rank, computed. */
+static struct val *set_act(struct imp *im, const Onnx__NodeProto *n, size_t idx, int node, int rank)
 {
 	struct val *v = idx < n->n_output ? val_find(im, n->output[idx]) : NULL;
 
@@ -447,8 +519,22 @@ static void set_act(struct imp *im, const Onnx__NodeProto *n, size_t idx, int no
 		v->kind = V_ACT;
 		v->node = node;
 		v->rank = rank;
-		v->pad = 0;
+		memset(v->pad, 0, sizeof(v->pad));
+		v->pending = v->clipped = v->fold_ok = 0;
+		v->fresh = node >= 0 && node >= im->n_before;
 	}
+	return v;
+}
+
+/* Output idx of n becomes another name for node (Identity, a Squeeze of ones). */
+static struct val *set_alias(struct imp *im, const Onnx__NodeProto *n, size_t idx, int node,
+			     int rank)
+{
+	struct val *v = set_act(im, n, idx, node, rank);
+
+	if (v)
+		v->fresh = 0;
+	return v;
 }
 
 /* ---------------------------------------------------------------- attributes */
@@ -557,8 +643,8 @@ static int attr_str(struct imp *im, const Onnx__NodeProto *n, const char *name, 
  * "layer1_conv1", letters, digits, '_' and '-' kept, the rest '_'; an
  * unnamed node is named after its op; a taken name gets a count.
  */
-static void node_name(struct imp *im, const Onnx__NodeProto *n, const char *opname, char *buf,
-		      size_t len)
+static void node_name(struct imp *im, const Onnx__NodeProto *n, const char *opname, const char *sfx,
+		      char *buf, size_t len)
 {
 	const char *s = str(n->name), *type = str(n->op_type);
 	size_t sl, tl = strlen(type), o = 0;
@@ -577,6 +663,8 @@ static void node_name(struct imp *im, const Onnx__NodeProto *n, const char *opna
 		base[o++] = keep ? c : '_';
 	}
 	base[o] = 0;
+	if (o && *sfx)
+		snprintf(base + o, sizeof(base) - o, "_%s", sfx);
 	if (o) {
 		snprintf(buf, len, "%s", base);
 		for (int k = 2; !strcmp(buf, "input") || mc_model_find(im->m, buf) >= 0; k++)
@@ -587,9 +675,10 @@ static void node_name(struct imp *im, const Onnx__NodeProto *n, const char *opna
 		snprintf(buf, len, "%s%d", opname, k);
 }
 
-/* Appends an mcomp node of opname for ONNX node n reading ins; returns its index. */
-static int add(struct imp *im, const Onnx__NodeProto *n, const char *opname, struct val *const *ins,
-	       int n_ins, const struct mc_attr *attrs)
+/* Appends an mcomp node of opname for ONNX node n reading ins; returns its
+ * index. sfx, when not "", tells apart a second node made for n ("pad"). */
+static int add_sfx(struct imp *im, const Onnx__NodeProto *n, const char *opname,
+		   struct val *const *ins, int n_ins, const struct mc_attr *attrs, const char *sfx)
 {
 	const char *names[MC_NODE_MAX_INPUTS + 1];
 	char name[256], label[300];
@@ -598,7 +687,7 @@ static int add(struct imp *im, const Onnx__NodeProto *n, const char *opname, str
 	for (int i = 0; i < n_ins; i++)
 		names[i] = act_name(im, ins[i]);
 	names[n_ins] = NULL;
-	node_name(im, n, opname, name, sizeof(name));
+	node_name(im, n, opname, sfx, name, sizeof(name));
 	r = mc_model_add_node(im->m, -1, name, opname, names, attrs, im->err);
 	if (r < 0) {
 		node_label(n, label, sizeof(label));
@@ -606,6 +695,23 @@ static int add(struct imp *im, const Onnx__NodeProto *n, const char *opname, str
 			      str(n->op_type), im->opset);
 	}
 	return r;
+}
+
+static int add(struct imp *im, const Onnx__NodeProto *n, const char *opname, struct val *const *ins,
+	       int n_ins, const struct mc_attr *attrs)
+{
+	return add_sfx(im, n, opname, ins, n_ins, attrs, "");
+}
+
+/* A pad2d of x by pads (top, left, bottom, right) for ONNX node n; its index. */
+static int add_pad2d(struct imp *im, const Onnx__NodeProto *n, struct val *x, const int64_t *pads,
+		     const char *sfx)
+{
+	struct mc_attr a[] = {MC_ATTR_INT("top", pads[0]), MC_ATTR_INT("left", pads[1]),
+			      MC_ATTR_INT("bottom", pads[2]), MC_ATTR_INT("right", pads[3]),
+			      MC_ATTR_END};
+
+	return add_sfx(im, n, "pad2d", &x, 1, a, sfx);
 }
 
 /* Copies count floats into parameter what of mcomp node i. */
@@ -620,6 +726,385 @@ static int fill(struct imp *im, int i, const char *what, const float *src, int64
 				  im->origin, mc_model_node(im->m, i)->name, what,
 				  (long long)count);
 	memcpy(t->data, src, (size_t)count * sizeof(float));
+	return 0;
+}
+
+/* Nonzero when ONNX value name is read by the live node reader only, once,
+ * and is not the graph's output (Shape nodes aside). */
+static int only_reader(struct imp *im, const char *name, int reader)
+{
+	int count = 0;
+
+	if (!strcmp(str(im->g->output[0]->name), name))
+		return 0;
+	for (int j = 0; j < (int)im->g->n_node; j++) {
+		const Onnx__NodeProto *o = im->g->node[j];
+
+		if (!im->live[j] || !strcmp(str(o->op_type), "Shape"))
+			continue; /* a Shape reads no values */
+		for (size_t q = 0; q < o->n_input; q++)
+			if (o->input[q] && !strcmp(o->input[q], name)) {
+				if (j != reader)
+					return 0;
+				count++;
+			}
+	}
+	return count == 1;
+}
+
+/* ---------------------------------------------------------------- constants */
+
+/* Output 0 of n becomes a constant of dtype (float, or int64) and dims, zeroed. */
+static struct val *const_out(struct imp *im, const Onnx__NodeProto *n, int dtype, int ndim,
+			     const int64_t *dims)
+{
+	struct val *v = n->n_output ? val_find(im, n->output[0]) : NULL;
+	int64_t numel = 1;
+
+	if (!v) {
+		node_err(im, n, MC_ECORRUPT, "has no output");
+		return NULL;
+	}
+	if (ndim > MC_MAX_DIMS) {
+		node_err(im, n, MC_EINVAL, "gives %d dimensions, more than %d", ndim, MC_MAX_DIMS);
+		return NULL;
+	}
+	for (int d = 0; d < ndim; d++) {
+		if (dims[d] < 0 || dims[d] > FOLD_MAX || numel * dims[d] > FOLD_MAX) {
+			node_err(im, n, MC_EINVAL,
+				 "gives a constant of dimension %lld; mcomp computes constants "
+				 "of at most %lld values at import",
+				 (long long)dims[d], (long long)FOLD_MAX);
+			return NULL;
+		}
+		numel *= dims[d];
+		v->dims[d] = dims[d];
+	}
+	v->kind = V_CONST;
+	v->ndim = ndim;
+	v->numel = numel;
+	v->dtype = dtype == DT_FLOAT ? DT_FLOAT : DT_INT64;
+	if (dtype == DT_FLOAT)
+		v->f = calloc((size_t)(numel ? numel : 1), sizeof(float));
+	else
+		v->i = calloc((size_t)(numel ? numel : 1), sizeof(int64_t));
+	if (!v->f && !v->i) {
+		mc_err_set(im->err, MC_ENOMEM, "%s: out of memory", im->origin);
+		return NULL;
+	}
+	return v;
+}
+
+/* Input idx of n as a constant of float or integer values (not optional). */
+static int get_data(struct imp *im, const Onnx__NodeProto *n, size_t idx, struct val **out)
+{
+	struct val *v = idx < n->n_input ? val_find(im, n->input[idx]) : NULL;
+
+	if (!v)
+		return node_err(im, n, MC_EINVAL, "needs input %zu; give it", idx);
+	if (v->kind != V_CONST)
+		return node_err(im, n, MC_EINVAL,
+				"input %zu ('%s') is computed; mcomp folds %s on constants and "
+				"shapes only",
+				idx, v->name, n->op_type);
+	if (!v->f && !v->i)
+		return node_err(im, n, MC_EINVAL,
+				"input %zu ('%s') is of ONNX data type %d; mcomp reads float and "
+				"integer constants",
+				idx, v->name, v->dtype);
+	*out = v;
+	return 0;
+}
+
+/* Element j of constant v as a double (SYM_BATCH stays itself). */
+static double elem(const struct val *v, int64_t j)
+{
+	return v->f ? v->f[j] : (double)v->i[j];
+}
+
+/* Copies element j of src to element o of dst (of src's dtype). */
+static void put(struct val *dst, int64_t o, const struct val *src, int64_t j)
+{
+	if (src->f)
+		dst->f[o] = src->f[j];
+	else
+		dst->i[o] = src->i[j];
+}
+
+/* An axis of rank r, negative counting from the end; -1 when out of range. */
+static int axis_of(int64_t a, int r)
+{
+	if (a < 0)
+		a += r;
+	return a < 0 || a >= r ? -1 : (int)a;
+}
+
+/* Axes from attribute axes (before opset since) or input 1 (since), into ax; *na of
+ * them (-1: none given). */
+static int get_axes(struct imp *im, const Onnx__NodeProto *n, int since, int64_t *ax, int *na)
+{
+	const Onnx__AttributeProto *a = attr(n, "axes");
+	struct val *v;
+	int r;
+
+	*na = -1;
+	if (im->opset < since) {
+		if (!a)
+			return 0;
+		if (a->n_ints > MC_MAX_DIMS)
+			return node_err(im, n, MC_EINVAL, "%zu axes", a->n_ints);
+		for (size_t j = 0; j < a->n_ints; j++)
+			ax[j] = a->ints[j];
+		*na = (int)a->n_ints;
+		return 0;
+	}
+	if (a)
+		return node_err(im, n, MC_EINVAL,
+				"has attribute 'axes'; since opset %d the axes are input 1", since);
+	if ((r = get_const(im, n, 1, DT_INT64, 1, &v)))
+		return r;
+	if (!v)
+		return 0;
+	if (v->numel > MC_MAX_DIMS)
+		return node_err(im, n, MC_EINVAL, "%lld axes", (long long)v->numel);
+	memcpy(ax, v->i, (size_t)v->numel * sizeof(int64_t));
+	*na = (int)v->numel;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- pending constants */
+
+static int near(double x, double y)
+{
+	double e = x - y;
+
+	return (e < 0 ? -e : e) <= 1e-6 * (1 + (y < 0 ? -y : y));
+}
+
+static void pend_clear(struct val *v)
+{
+	free(v->a);
+	free(v->b);
+	v->a = v->b = NULL;
+	v->pending = v->clipped = v->fold_ok = 0;
+	v->nab = 0;
+}
+
+/* a = 1 and b = 0 for every channel */
+static int inner_ident(const struct val *v)
+{
+	for (int j = 0; j < v->nab; j++)
+		if (v->a[j] != 1 || v->b[j] != 0)
+			return 0;
+	return 1;
+}
+
+/*
+ * y becomes x with what x has pending, to add more on: the Add, Sub, Mul,
+ * Div, Relu, Clip or HardSigmoid node k reading x. y may fold into x's
+ * node only when nothing else reads x; when something does, x may no
+ * longer fold either, since y now counts on x's node as it is.
+ */
+static int pend_start(struct imp *im, int k, struct val *y, struct val *x)
+{
+	int only = only_reader(im, x->name, k);
+	int nab = x->pending ? x->nab : 1;
+
+	free(y->a);
+	free(y->b);
+	y->a = malloc((size_t)nab * sizeof(double));
+	y->b = malloc((size_t)nab * sizeof(double));
+	if (!y->a || !y->b)
+		return mc_err_set(im->err, MC_ENOMEM, "%s: out of memory", im->origin);
+	y->kind = V_ACT;
+	y->node = x->node;
+	y->rank = x->rank;
+	memset(y->pad, 0, sizeof(y->pad));
+	y->fresh = 0;
+	y->pending = 1;
+	y->nab = nab;
+	if (x->pending) {
+		memcpy(y->a, x->a, (size_t)nab * sizeof(double));
+		memcpy(y->b, x->b, (size_t)nab * sizeof(double));
+		y->clipped = x->clipped;
+		y->lo = x->lo;
+		y->hi = x->hi;
+		y->c = x->c;
+		y->d = x->d;
+		y->cname = x->cname;
+		y->fold_ok = x->fold_ok && only;
+	} else {
+		y->a[0] = 1;
+		y->b[0] = 0;
+		y->clipped = 0;
+		y->lo = -HUGE_VAL;
+		y->hi = HUGE_VAL;
+		y->c = 1;
+		y->d = 0;
+		y->cname = NULL;
+		y->fold_ok = x->fresh && only;
+	}
+	if (!only)
+		x->fold_ok = 0;
+	return 0;
+}
+
+/* One a and b per channel, C of them, from one for all. */
+static int pend_widen(struct imp *im, struct val *v, int64_t C)
+{
+	double *a, *b;
+
+	if (v->nab == C)
+		return 0;
+	a = malloc((size_t)C * sizeof(double));
+	b = malloc((size_t)C * sizeof(double));
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return mc_err_set(im->err, MC_ENOMEM, "%s: out of memory", im->origin);
+	}
+	for (int64_t j = 0; j < C; j++) {
+		a[j] = v->a[0];
+		b[j] = v->b[0];
+	}
+	free(v->a);
+	free(v->b);
+	v->a = a;
+	v->b = b;
+	v->nab = (int)C;
+	return 0;
+}
+
+/*
+ * Folds what v has pending inside its clip (a, b) into the weights of the
+ * node computing it: Conv and Gemm rows scaled by a[o], their bias b[o]
+ * added (a bias made where there was none), a batch norm's scale and shift
+ * likewise. Refused, naming n, when another value reads that node or its
+ * op has no weights to fold into.
+ */
+static int fold(struct imp *im, const Onnx__NodeProto *n, struct val *v)
+{
+	const struct mc_node *nd = v->node >= 0 ? mc_model_node(im->m, v->node) : NULL;
+	const char *op = nd ? nd->op->name : "";
+	int bn = !strcmp(op, "batchnorm"), needb = 0, r;
+	struct mc_tensor *w, *bias;
+	int64_t C, per;
+
+	if (!v->fold_ok || !(bn || !strcmp(op, "conv2d") || !strcmp(op, "linear"))) {
+		const Onnx__NodeProto *src = v->producer >= 0 ? im->g->node[v->producer] : n;
+		char label[300];
+
+		node_label(n, label, sizeof(label));
+		return node_err(
+		    im, src, MC_EINVAL,
+		    "applies the constant '%s' to a computed value, which node %s reads; mcomp "
+		    "folds an Add, Sub, Mul or Div of a constant (a scalar or one per "
+		    "channel) into the Conv, Gemm or BatchNormalization that computes the "
+		    "value when nothing else reads that, and reads relu6(x + 3) / 6, x * "
+		    "relu6(x + 3) / 6 and HardSigmoid as hardsigmoid and hardswish; here %s",
+		    v->cname ? v->cname : "?", label,
+		    !nd		  ? "the value is the model input"
+		    : !v->fold_ok ? "what it is computed from is read elsewhere too"
+				  : "it is computed by an op without weights");
+	}
+	C = nd->out_shape[0];
+	for (int j = 0; j < v->nab; j++)
+		needb |= v->b[j] != 0;
+	bias = mc_node_param_named(nd, "bias");
+	if (!bn && !bias && needb) {
+		struct mc_attr at[] = {MC_ATTR_BOOL("bias", 1), MC_ATTR_END};
+
+		if ((r = mc_model_set_attrs(im->m, v->node, at, im->err)))
+			return r;
+		nd = mc_model_node(im->m, v->node);
+		bias = mc_node_param_named(nd, "bias");
+	}
+	w = mc_node_param_named(nd, "weight");
+	if (!w || w->dtype != MC_F32 || w->numel % C || (bias && bias->numel != C) ||
+	    (v->nab != 1 && v->nab != C))
+		return node_err(im, n, MC_EINVAL, "cannot fold constants into node '%s' (%s)",
+				nd->name, op);
+	per = w->numel / C;
+	for (int64_t o = 0; o < C; o++) {
+		double sa = v->a[v->nab == 1 ? 0 : o], sb = v->b[v->nab == 1 ? 0 : o];
+		float *wd = (float *)w->data + o * per;
+
+		for (int64_t q = 0; q < per; q++)
+			wd[q] = (float)(wd[q] * sa);
+		if (bias)
+			((float *)bias->data)[o] = (float)(((float *)bias->data)[o] * sa + sb);
+	}
+	v->nab = 1;
+	v->a[0] = 1;
+	v->b[0] = 0;
+	return 0;
+}
+
+/*
+ * Computes what v has pending, as nodes, where node n reads it: a pad2d for
+ * a Pad's zeros (unless keep_pad: the reader folds them); a clip of an
+ * affine as hardsigmoid (its slope and offset those of the affine, the
+ * scale after it 1), else the affine folded and a relu or clip; an affine
+ * alone folded into the node computing it.
+ */
+static int materialize(struct imp *im, const Onnx__NodeProto *n, struct val *v, int keep_pad)
+{
+	const Onnx__NodeProto *src = v->producer >= 0 ? im->g->node[v->producer] : n;
+	int i = v->node, r;
+
+	if (is_padded(v) && !keep_pad) {
+		int64_t p[4] = {v->pad[0], v->pad[1], v->pad[2], v->pad[3]};
+
+		i = add_pad2d(im, src, v, p, "");
+		if (i < 0)
+			return i;
+		v->node = i;
+		memset(v->pad, 0, sizeof(v->pad));
+		v->fresh = 0;
+	}
+	if (!v->pending)
+		return 0;
+	if (v->clipped) {
+		double w = v->hi - v->lo;
+
+		if (!inner_ident(v) && v->nab == 1 && w > 0 && w < HUGE_VAL && near(v->c * w, 1) &&
+		    near(v->c * v->lo + v->d, 0)) {
+			struct mc_attr at[] = {MC_ATTR_FLOAT("alpha", v->a[0] / w),
+					       MC_ATTR_FLOAT("beta", (v->b[0] - v->lo) / w),
+					       MC_ATTR_END};
+
+			i = add(im, src, "hardsigmoid", &v, 1, at);
+			if (i < 0)
+				return i;
+			goto done;
+		}
+		if (!inner_ident(v) && (r = fold(im, n, v)))
+			return r;
+		if (v->lo == 0 && v->hi == HUGE_VAL) {
+			i = add(im, src, "relu", &v, 1, NULL);
+		} else {
+			struct mc_attr at[] = {
+			    MC_ATTR_FLOAT("min", v->lo == -HUGE_VAL ? -FLT_MAX : v->lo),
+			    MC_ATTR_FLOAT("max", v->hi == HUGE_VAL ? FLT_MAX : v->hi), MC_ATTR_END};
+
+			i = add(im, src, "clip", &v, 1, at);
+		}
+		if (i < 0)
+			return i;
+		if (!near(v->c, 1) || !near(v->d, 0))
+			return node_err(im, n, MC_EINVAL,
+					"reads '%s', a clipped value scaled by %g and shifted by "
+					"%g; mcomp folds such constants into a Conv, Gemm or "
+					"BatchNormalization before, or reads relu6(x + 3) / 6 as "
+					"hardsigmoid, only",
+					v->name, v->c, v->d);
+	} else if (!inner_ident(v) && (r = fold(im, n, v))) {
+		return r;
+	}
+done:
+	v->node = i;
+	v->fresh = 0;
+	pend_clear(v);
 	return 0;
 }
 
@@ -724,29 +1209,6 @@ static int map_gemm(struct imp *im, int k, const Onnx__NodeProto *n)
 	return 0;
 }
 
-/* Nonzero when ONNX value name is read by the live node reader only, once,
- * and is not the graph's output. */
-static int only_reader(struct imp *im, const char *name, int reader)
-{
-	int count = 0;
-
-	if (!strcmp(str(im->g->output[0]->name), name))
-		return 0;
-	for (int j = 0; j < (int)im->g->n_node; j++) {
-		const Onnx__NodeProto *o = im->g->node[j];
-
-		if (!im->live[j])
-			continue;
-		for (size_t q = 0; q < o->n_input; q++)
-			if (o->input[q] && !strcmp(o->input[q], name)) {
-				if (j != reader)
-					return 0;
-				count++;
-			}
-	}
-	return count == 1;
-}
-
 /* MatMul with a constant B [K, M]; its only reader, an Add of a constant
  * [M], becomes the bias. */
 static int map_matmul(struct imp *im, int k, const Onnx__NodeProto *n)
@@ -789,10 +1251,13 @@ static int map_matmul(struct imp *im, int k, const Onnx__NodeProto *n)
 }
 
 /*
- * The one padding p of kernel k and stride s that pads, auto_pad or the
- * pads attribute give on all four sides; MC_EINVAL when they differ.
+ * The zeros a Conv or pool of kernel kk and stride s adds on each side of an
+ * h x w image (top, left, bottom, right into p), from auto_pad or the pads
+ * attribute: SAME_UPPER pads k - 1 - ((in - 1) % s) (at least 0) per axis,
+ * the odd one at the end (SAME_LOWER: at the start), as TensorFlow's 'SAME'.
  */
-static int sym_pad(struct imp *im, const Onnx__NodeProto *n, int64_t kk, int64_t s, int64_t *p)
+static int pads4(struct imp *im, const Onnx__NodeProto *n, int64_t kk, int64_t s, int64_t h,
+		 int64_t w, int64_t *p)
 {
 	const int64_t *pads;
 	char ap[32];
@@ -801,30 +1266,41 @@ static int sym_pad(struct imp *im, const Onnx__NodeProto *n, int64_t kk, int64_t
 	if ((r = attr_str(im, n, "auto_pad", ap, sizeof(ap))) ||
 	    (r = attr_ints(im, n, "pads", 4, &pads)))
 		return r;
-	*p = 0;
+	memset(p, 0, 4 * sizeof(int64_t));
 	if (!*ap || !strcmp(ap, "NOTSET")) {
-		if (!pads)
-			return 0;
-		if (pads[0] != pads[1] || pads[0] != pads[2] || pads[0] != pads[3] || pads[0] < 0)
-			return node_err(im, n, MC_EINVAL,
-					"pads [%lld, %lld, %lld, %lld]: mcomp pads all four "
-					"sides alike; export with symmetric padding",
-					(long long)pads[0], (long long)pads[1], (long long)pads[2],
-					(long long)pads[3]);
-		*p = pads[0];
+		for (int j = 0; pads && j < 4; j++) {
+			if (pads[j] < 0 || pads[j] > 1024)
+				return node_err(im, n, MC_EINVAL,
+						"pads [%lld, %lld, %lld, %lld]: mcomp pads 0 to "
+						"1024 per side",
+						(long long)pads[0], (long long)pads[1],
+						(long long)pads[2], (long long)pads[3]);
+			p[j] = pads[j];
+		}
 		return 0;
 	}
 	if (!strcmp(ap, "VALID"))
 		return 0;
-	/* SAME_* pads k - 1 in all; the same on both sides when that is even and s is 1 */
-	if ((!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER")) && s == 1 && kk % 2 == 1) {
-		*p = (kk - 1) / 2;
-		return 0;
+	if (strcmp(ap, "SAME_UPPER") && strcmp(ap, "SAME_LOWER"))
+		return node_err(im, n, MC_EINVAL,
+				"auto_pad '%s' is none of NOTSET, VALID, SAME_UPPER, SAME_LOWER",
+				ap);
+	for (int axis = 0; axis < 2; axis++) {
+		int64_t in = axis ? w : h, out = (in + s - 1) / s, total = (out - 1) * s + kk - in;
+		int64_t first;
+
+		if (total < 0)
+			total = 0;
+		first = !strcmp(ap, "SAME_UPPER") ? total / 2 : total - total / 2;
+		p[axis] = first;
+		p[axis + 2] = total - first;
 	}
-	return node_err(im, n, MC_EINVAL,
-			"auto_pad %s with kernel %lld, stride %lld pads the sides unevenly; "
-			"mcomp pads all four sides alike: export with explicit symmetric pads",
-			ap, (long long)kk, (long long)s);
+	return 0;
+}
+
+static int all_equal(const int64_t *p)
+{
+	return p[0] == p[1] && p[0] == p[2] && p[0] == p[3];
 }
 
 /* strides or dilations: both the same (def when absent) into *v. */
@@ -865,7 +1341,7 @@ static int need_image(struct imp *im, const Onnx__NodeProto *n, struct val *x, i
  */
 static int map_conv_pooled(struct imp *im, const Onnx__NodeProto *n, struct val *x)
 {
-	int64_t shape[MC_MAX_DIMS], group, s, dil, p;
+	int64_t shape[MC_MAX_DIMS], group, s, dil, p[4];
 	const int64_t *ks;
 	struct val *w, *b;
 	int r, i;
@@ -876,10 +1352,10 @@ static int map_conv_pooled(struct imp *im, const Onnx__NodeProto *n, struct val 
 	    (r = attr_int(im, n, "group", 1, &group)) ||
 	    (r = attr_ints(im, n, "kernel_shape", 2, &ks)) ||
 	    (r = square_attr(im, n, "strides", 1, &s)) ||
-	    (r = square_attr(im, n, "dilations", 1, &dil)) || (r = sym_pad(im, n, 1, s, &p)))
+	    (r = square_attr(im, n, "dilations", 1, &dil)) || (r = pads4(im, n, 1, s, 1, 1, p)))
 		return r;
 	if (w->ndim != 4 || w->dims[1] != shape[0] || w->dims[2] != 1 || w->dims[3] != 1 ||
-	    (ks && (ks[0] != 1 || ks[1] != 1)) || group != 1 || p)
+	    (ks && (ks[0] != 1 || ks[1] != 1)) || group != 1 || p[0] || p[1] || p[2] || p[3])
 		return node_err(im, n, MC_EINVAL,
 				"reads '%s', a [N, %lld, 1, 1] global average; mcomp reads a Conv "
 				"of it as a 1x1 of group 1 without padding only (W [O, %lld, 1, "
@@ -897,8 +1373,8 @@ static int map_conv_pooled(struct imp *im, const Onnx__NodeProto *n, struct val 
 
 static int map_conv(struct imp *im, int k, const Onnx__NodeProto *n)
 {
-	struct val *x, *w, *b;
-	int64_t shape[MC_MAX_DIMS], group, s, dil, p, kk;
+	struct val *x, *w, *b, padded;
+	int64_t shape[MC_MAX_DIMS], group, s, dil, p[4], kk;
 	const int64_t *ks;
 	int r, i;
 
@@ -936,18 +1412,28 @@ static int map_conv(struct imp *im, int k, const Onnx__NodeProto *n)
 	if (b && (b->ndim != 1 || b->numel != w->dims[0]))
 		return node_err(im, n, MC_EINVAL, "B ('%s') has %lld values, not the %lld outputs",
 				b->name, (long long)b->numel, (long long)w->dims[0]);
-	if ((r = sym_pad(im, n, kk, s, &p)))
+	if ((r = pads4(im, n, kk, s, shape[1] + x->pad[0] + x->pad[2],
+		       shape[2] + x->pad[1] + x->pad[3], p)))
 		return r;
-	p += x->pad;
-	if (kk > 1024 || s > 1024 || p > 1024 || w->dims[0] > INT_MAX || group > INT_MAX)
-		return node_err(im, n, MC_EINVAL,
-				"kernel %lld, stride %lld, padding %lld: too large", (long long)kk,
-				(long long)s, (long long)p);
+	for (int j = 0; j < 4; j++)
+		p[j] += x->pad[j];
+	if (kk > 1024 || s > 1024 || w->dims[0] > INT_MAX || group > INT_MAX)
+		return node_err(im, n, MC_EINVAL, "kernel %lld, stride %lld: too large",
+				(long long)kk, (long long)s);
+	/* conv2d pads all four sides alike; uneven padding goes before it */
+	if (!all_equal(p)) {
+		padded = *x;
+		padded.node = add_pad2d(im, n, x, p, "pad");
+		if (padded.node < 0)
+			return padded.node;
+		x = &padded;
+		memset(p, 0, sizeof(p));
+	}
 	{
 		struct mc_attr a[] = {MC_ATTR_INT("out", w->dims[0]),
 				      MC_ATTR_INT("kernel", kk),
 				      MC_ATTR_INT("stride", s),
-				      MC_ATTR_INT("padding", p),
+				      MC_ATTR_INT("padding", p[0]),
 				      MC_ATTR_INT("groups", group),
 				      MC_ATTR_BOOL("bias", b != NULL),
 				      MC_ATTR_END};
@@ -1013,10 +1499,10 @@ static int map_pool(struct imp *im, int k, const Onnx__NodeProto *n)
 {
 	const char *opname = ops[op_index(n->op_type)].mc_op;
 	int avg = !strcmp(opname, "avgpool2d");
-	int64_t shape[MC_MAX_DIMS], s, dil, p, kk, ceil, cip = 0, order;
+	int64_t shape[MC_MAX_DIMS], s, dil, p[4], kk, ceil, cip = 0, order, h, w;
 	const int64_t *ks;
-	struct val *x;
-	int r, i;
+	struct val *x, padded;
+	int r, i, own;
 
 	if ((r = get_act_padded(im, n, 0, avg, &x)) || (r = need_image(im, n, x, shape)) ||
 	    (r = attr_ints(im, n, "kernel_shape", 2, &ks)) ||
@@ -1038,24 +1524,44 @@ static int map_pool(struct imp *im, int k, const Onnx__NodeProto *n)
 		return node_err(im, n, MC_EINVAL,
 				"dilations %lld: mcomp pools undilated windows only",
 				(long long)dil);
-	if ((r = sym_pad(im, n, kk, s, &p)))
+	h = shape[1] + x->pad[0] + x->pad[2];
+	w = shape[2] + x->pad[1] + x->pad[3];
+	if ((r = pads4(im, n, kk, s, h, w, p)))
 		return r;
+	own = p[0] || p[1] || p[2] || p[3];
 	/* mcomp's average counts the padding as zeros: count_include_pad=1 */
-	if (avg && p && !cip)
+	if (avg && own && !cip)
 		return node_err(im, n, MC_EINVAL,
-				"count_include_pad=0 with pads %lld: mcomp's avgpool2d counts the "
-				"padding as zeros in the mean (count_include_pad=1, PyTorch's "
-				"default); export with that or without padding",
-				(long long)p);
-	p += x->pad; /* a Pad of zeros before: zeros counted in the mean */
+				"count_include_pad=0 with pads [%lld, %lld, %lld, %lld]: mcomp's "
+				"avgpool2d counts the padding as zeros in the mean "
+				"(count_include_pad=1, PyTorch's default); export with that or "
+				"without padding",
+				(long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3]);
+	if (!avg && !all_equal(p))
+		return node_err(im, n, MC_EINVAL,
+				"pads [%lld, %lld, %lld, %lld]: mcomp's maxpool2d pads all four "
+				"sides alike; export with symmetric padding",
+				(long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3]);
+	for (int j = 0; j < 4; j++)
+		p[j] += x->pad[j]; /* a Pad of zeros before: zeros counted in the mean */
 	/* ceil_mode adds a last, partial window unless the windows tile exactly */
-	if (ceil && ((shape[1] + 2 * p - kk) % s || (shape[2] + 2 * p - kk) % s))
+	if (ceil && ((shape[1] + p[0] + p[2] - kk) % s || (shape[2] + p[1] + p[3] - kk) % s))
 		return node_err(im, n, MC_EINVAL,
 				"ceil_mode=1 adds partial windows at the border here; mcomp pools "
 				"whole windows only (ceil_mode=0)");
+	/* the pools pad all sides alike, at most half the kernel; else a pad2d of
+	 * zeros before an average (a max pads with -inf: refused above, or by maxpool2d) */
+	if (avg && (!all_equal(p) || 2 * p[0] > kk)) {
+		padded = *x;
+		padded.node = add_pad2d(im, n, x, p, "pad");
+		if (padded.node < 0)
+			return padded.node;
+		x = &padded;
+		memset(p, 0, sizeof(p));
+	}
 	{
 		struct mc_attr a[] = {MC_ATTR_INT("kernel", kk), MC_ATTR_INT("stride", s),
-				      MC_ATTR_INT("padding", p), MC_ATTR_END};
+				      MC_ATTR_INT("padding", p[0]), MC_ATTR_END};
 
 		i = add(im, n, opname, &x, 1, a);
 	}
@@ -1078,6 +1584,9 @@ static int map_unary(struct imp *im, int k, const Onnx__NodeProto *n)
 		return node_err(im, n, MC_EINVAL,
 				"HardSwish is an op of opset 14 and later; the file is not valid "
 				"ONNX of its opset");
+	/* a Relu of a pending affine stays pending: relu6(x + 3) / 6 is a hardsigmoid */
+	if (!strcmp(opname, "relu") && (r = pend_clip(im, k, n, 0, HUGE_VAL, 1, 0, 0)) <= 0)
+		return r;
 	if ((r = get_act(im, n, 0, &x)) || (gap && (r = need_image(im, n, x, shape))))
 		return r;
 	i = add(im, n, opname, &x, 1, NULL);
@@ -1097,9 +1606,13 @@ static int map_act(struct imp *im, int k, const Onnx__NodeProto *n)
 	struct val *x;
 	int r, i;
 
-	if ((r = get_act(im, n, 0, &x)) ||
-	    (r = attr_float(im, n, "alpha", hsig ? 0.2f : 0.01f, &alpha)) ||
+	if ((r = attr_float(im, n, "alpha", hsig ? 0.2f : 0.01f, &alpha)) ||
 	    (hsig && (r = attr_float(im, n, "beta", 0.5f, &beta))))
+		return r;
+	/* clip(alpha x + beta, 0, 1), pending: x times it may be a hardswish */
+	if (hsig)
+		return pend_clip(im, k, n, 0, 1, alpha, beta, 1);
+	if ((r = get_act(im, n, 0, &x)))
 		return r;
 	{
 		struct mc_attr a[] = {MC_ATTR_FLOAT("alpha", alpha), MC_ATTR_FLOAT("beta", beta),
@@ -1126,8 +1639,6 @@ static int map_clip(struct imp *im, int k, const Onnx__NodeProto *n)
 	struct val *x, *b[2];
 	int r, i;
 
-	if ((r = get_act(im, n, 0, &x)))
-		return r;
 	if (im->opset < 11) {
 		if (n->n_input > 1)
 			return node_err(im, n, MC_EINVAL,
@@ -1158,6 +1669,11 @@ static int map_clip(struct imp *im, int k, const Onnx__NodeProto *n)
 		if (b[1])
 			hi = b[1]->f[0];
 	}
+	/* a clip of a pending affine stays pending (a hardsigmoid, maybe) */
+	if ((r = pend_clip(im, k, n, lo, hi, 1, 0, 0)) <= 0)
+		return r;
+	if ((r = get_act(im, n, 0, &x)))
+		return r;
 	{
 		struct mc_attr a[] = {MC_ATTR_FLOAT("min", lo), MC_ATTR_FLOAT("max", hi),
 				      MC_ATTR_END};
@@ -1178,11 +1694,162 @@ static int onnx_shape(struct imp *im, const struct val *v, int64_t *shape)
 
 	if (nd == v->rank)
 		return nd;
-	if (nd == 1 && v->rank == 3) {
-		shape[1] = shape[2] = 1;
-		return 3;
+	if (nd == 1 && v->rank > 1) { /* [C] for [C, 1, ..., 1] */
+		for (int d = 1; d < v->rank; d++)
+			shape[d] = 1;
+		return v->rank;
 	}
 	return -1;
+}
+
+/*
+ * How constant cv broadcasts over activation x: one value for all (1), or
+ * one per channel (*len = C): [C], [C, 1, ..., 1] or [1, C, 1, ..., 1]
+ * aligned to x's [N, C, ...] from the right. Else refused.
+ */
+static int channel_consts(struct imp *im, const Onnx__NodeProto *n, struct val *x,
+			  const struct val *cv, int64_t *len)
+{
+	int64_t shape[MC_MAX_DIMS];
+	int nd = onnx_shape(im, x, shape), R = x->rank + 1, ok;
+	char buf[128];
+
+	*len = 1;
+	if (cv->numel == 1 && cv->ndim <= R)
+		return 0;
+	ok = nd >= 1 && cv->ndim <= R && cv->ndim >= R - 1 && cv->numel == shape[0];
+	for (int j = 0; ok && j < cv->ndim; j++) {
+		int ax = R - cv->ndim + j;
+
+		ok = cv->dims[j] == (ax == 1 ? shape[0] : 1);
+	}
+	if (!ok)
+		return node_err(im, n, MC_EINVAL,
+				"the constant '%s' (%lld values) is neither one value nor one per "
+				"channel of '%s' [N, %s; mcomp reads Add, Sub, Mul and Div of "
+				"such constants only",
+				cv->name, (long long)cv->numel, x->name,
+				nd < 0 ? "?" : mc_shape_text(nd, shape, buf, sizeof(buf)) + 1);
+	*len = shape[0];
+	return 0;
+}
+
+/*
+ * Add, Sub, Mul or Div (op the first letter) of an activation and a float
+ * constant: kept pending on the activation (struct val), computed where
+ * it is read: folded into the weights before, or part of a hardsigmoid or
+ * hardswish.
+ */
+static int map_affine(struct imp *im, int k, const Onnx__NodeProto *n, char op, int cfirst)
+{
+	struct val *x, *y, *cv = val_find(im, n->input[cfirst ? 0 : 1]);
+	int64_t len;
+	int r;
+
+	if ((r = get_act_lazy(im, n, cfirst ? 1 : 0, 1, &x)) ||
+	    (is_padded(x) && (r = materialize(im, n, x, 0))))
+		return r;
+	if (!cv->f)
+		return node_err(im, n, MC_EINVAL,
+				"the constant '%s' is of ONNX data type %d; mcomp reads float "
+				"constants here",
+				cv->name, cv->dtype);
+	if (op == 'D' && cfirst)
+		return node_err(im, n, MC_EINVAL,
+				"divides the constant '%s' by a computed value; mcomp reads Div "
+				"by a constant only",
+				cv->name);
+	if ((r = channel_consts(im, n, x, cv, &len)))
+		return r;
+	for (int64_t j = 0; op == 'D' && j < cv->numel; j++)
+		if (cv->f[j] == 0)
+			return node_err(im, n, MC_EINVAL, "divides by zero ('%s')", cv->name);
+	y = val_find(im, n->output[0]);
+	if ((r = pend_start(im, k, y, x)))
+		return r;
+	if (y->clipped && len != 1)
+		return node_err(im, n, MC_EINVAL,
+				"applies '%s', one value per channel, to a clipped value; mcomp "
+				"reads one value for all channels there only",
+				cv->name);
+	if (len != 1 && (r = pend_widen(im, y, len)))
+		return r;
+	y->cname = cv->name;
+	for (int64_t j = 0; j < (y->clipped ? 1 : y->nab); j++) {
+		double v = cv->f[len == 1 ? 0 : j];
+		double *a = y->clipped ? &y->c : &y->a[j], *b = y->clipped ? &y->d : &y->b[j];
+
+		switch (op) {
+		case 'A':
+			*b += v;
+			break;
+		case 'S': /* x - v, or v - x */
+			if (cfirst) {
+				*a = -*a;
+				*b = v - *b;
+			} else {
+				*b -= v;
+			}
+			break;
+		case 'M':
+			*a *= v;
+			*b *= v;
+			break;
+		default:
+			*a /= v;
+			*b /= v;
+		}
+	}
+	/* nothing left pending: y is x's node as it is */
+	if (!y->clipped && inner_ident(y))
+		pend_clear(y);
+	return 0;
+}
+
+/*
+ * Relu, Clip (lo, hi) or HardSigmoid (alpha, beta: clip(alpha x + beta, 0,
+ * 1)) of x: kept pending when x is, a clip of one affine, for hardsigmoid
+ * and hardswish to be found. Returns 1 when x is computed (the caller adds
+ * the op), 0 when pending, or an error.
+ */
+static int pend_clip(struct imp *im, int k, const Onnx__NodeProto *n, double lo, double hi,
+		     double alpha, double beta, int always)
+{
+	struct val *x, *y;
+	int r;
+
+	if ((r = get_act_lazy(im, n, 0, 1, &x)) || (is_padded(x) && (r = materialize(im, n, x, 0))))
+		return r;
+	/* lazily only one clip of one affine for all channels, kept the right way up */
+	if (x->pending && (x->nab != 1 || (x->clipped && (x->c <= 0 || alpha != 1 || beta != 0))) &&
+	    (r = materialize(im, n, x, 0)))
+		return r;
+	if (!x->pending && !always)
+		return 1;
+	y = val_find(im, n->output[0]);
+	if ((r = pend_start(im, k, y, x)))
+		return r;
+	if (y->clipped) {
+		/* c clip(u, lo', hi') + d clipped to [lo, hi] (c > 0) */
+		double l = (lo - y->d) / y->c, h = (hi - y->d) / y->c;
+
+		y->lo = l > y->lo ? l : y->lo;
+		y->hi = h < y->hi ? h : y->hi;
+		if (y->lo >= y->hi)
+			return node_err(im, n, MC_EINVAL,
+					"clips '%s' to a single value; the model's output would "
+					"not depend on it here",
+					x->name);
+		return 0;
+	}
+	y->a[0] *= alpha;
+	y->b[0] = y->b[0] * alpha + beta;
+	y->clipped = 1;
+	y->lo = lo;
+	y->hi = hi;
+	y->c = 1;
+	y->d = 0;
+	return 0;
 }
 
 /*
@@ -1198,6 +1865,38 @@ static int map_mul(struct imp *im, int k, const Onnx__NodeProto *n)
 	int nd[2], r, i, ones[2] = {1, 1};
 	char a[128], b[128];
 
+	/* x * c clip(a x + b, 0, h) with a / h = 1/6, b / h = 1/2: c h hardswish(x) */
+	for (size_t q = 0; q < 2; q++) {
+		struct val *x = val_find(im, n->input[q]), *p = val_find(im, n->input[1 - q]), *y;
+		double h;
+
+		if (!x || !p || x->kind != V_ACT || p->kind != V_ACT || x->pending ||
+		    is_padded(x) || !p->pending || !p->clipped || p->node != x->node ||
+		    p->nab != 1 || p->lo != 0 || !near(p->d, 0))
+			continue;
+		h = p->hi;
+		if (!(h > 0 && h < HUGE_VAL) || !near(p->a[0] / h, 1.0 / 6) ||
+		    !near(p->b[0] / h, 0.5))
+			continue;
+		i = add(im, n, "hardswish", &x, 1, NULL);
+		if (i < 0)
+			return i;
+		if (!only_reader(im, p->name, k))
+			p->fold_ok = 0;
+		y = set_act(im, n, 0, i, x->rank);
+		if (!near(p->c * h, 1)) { /* a scale left pending, for a Div to take */
+			struct val tmp = *y;
+
+			tmp.pending = 0;
+			tmp.fresh = 0;
+			tmp.a = tmp.b = NULL;
+			if ((r = pend_start(im, k, y, &tmp)))
+				return r;
+			y->a[0] = p->c * h;
+			y->fold_ok = 0;
+		}
+		return 0;
+	}
 	for (size_t q = 0; q < 2; q++) {
 		struct val *v = q < n->n_input ? val_find(im, n->input[q]) : NULL;
 
@@ -1266,36 +1965,107 @@ static int map_flatten(struct imp *im, int k, const Onnx__NodeProto *n)
 	return flatten(im, n, x);
 }
 
-/* Reshape to [N, -1] (or [N, features]) flattens each sample. */
+/*
+ * Reshape of a constant is folded. Of an activation: to [N, -1] (or [N,
+ * features]) it flattens each sample; a [C] to [N, C, 1, ..., 1] or back
+ * keeps mcomp's [C]. The shape may come from Shape, Gather, Concat, ... of
+ * the activation's own shape (x.view(x.size(0), -1)): its N is symbolic.
+ */
 static int map_reshape(struct imp *im, int k, const Onnx__NodeProto *n)
 {
-	struct val *x, *sh;
-	int64_t shape[MC_MAX_DIMS], numel = 1, allowzero, batch = 0;
+	struct val *x, *sh, *y;
+	int64_t shape[MC_MAX_DIMS + 1], t[MC_MAX_DIMS + 1], numel = 1, allowzero, batch = 0,
+							    known = 1;
 	const Onnx__ValueInfoProto *in = NULL;
-	int r, nd;
+	int r, nd, cst, infer = -1, R;
 
-	if ((r = get_act(im, n, 0, &x)) || (r = get_const(im, n, 1, DT_INT64, 0, &sh)) ||
+	x = n->n_input ? val_find(im, n->input[0]) : NULL;
+	cst = x && x->kind == V_CONST;
+	if ((cst ? (r = get_data(im, n, 0, &x)) : (r = get_act(im, n, 0, &x))) ||
+	    (r = get_const(im, n, 1, DT_INT64, 0, &sh)) ||
 	    (r = attr_int(im, n, "allowzero", 0, &allowzero)))
 		return r;
-	nd = act_shape(im, x, shape);
-	for (int d = 0; d < nd; d++)
+	if (sh->numel < 1 || sh->numel > MC_MAX_DIMS)
+		return node_err(im, n, MC_EINVAL, "shape '%s' has %lld values", sh->name,
+				(long long)sh->numel);
+	R = (int)sh->numel;
+	if (cst) {
+		for (int d = 0; d < x->ndim; d++)
+			shape[d] = x->dims[d];
+		nd = x->ndim;
+	} else {
+		/* the batch size, where the model input fixes it */
+		for (size_t j = 0; j < im->g->n_input; j++)
+			if (val_find(im, im->g->input[j]->name)->kind == V_ACT)
+				in = im->g->input[j];
+		if (in && in->type->tensor_type->shape->dim[0]->value_case ==
+			      ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
+			batch = in->type->tensor_type->shape->dim[0]->dim_value;
+		nd = onnx_shape(im, x, shape + 1) + 1;
+		if (nd < 1)
+			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known",
+					x->name);
+		shape[0] = SYM_BATCH;
+	}
+	for (int d = cst ? 0 : 1; d < nd; d++)
 		numel *= shape[d];
-	/* the batch size, where the model input fixes it */
-	for (size_t j = 0; j < im->g->n_input; j++)
-		if (val_find(im, im->g->input[j]->name)->kind == V_ACT)
-			in = im->g->input[j];
-	if (in && in->type->tensor_type->shape->dim[0]->value_case ==
-		      ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
-		batch = in->type->tensor_type->shape->dim[0]->dim_value;
-	if (sh->numel == 2 && (sh->i[1] == -1 || sh->i[1] == numel) &&
-	    ((sh->i[0] == 0 && !allowzero) || (sh->i[0] == -1 && sh->i[1] != -1) ||
-	     (sh->i[0] > 0 && sh->i[0] == batch)))
+	/* t: the target; its first dimension N for an activation */
+	for (int d = 0; d < R; d++) {
+		int64_t v = sh->i[d];
+
+		if (v == 0 && !allowzero)
+			v = d < nd ? shape[d] : -2;
+		if (!cst && d == 0 && (v == SYM_BATCH || (v > 0 && v == batch))) {
+			t[0] = SYM_BATCH;
+			continue;
+		}
+		if (v == -1 && infer < 0) {
+			infer = d;
+			continue;
+		}
+		if (v < 1 || v > NUMEL_MAX)
+			goto refuse;
+		t[d] = v;
+		if (cst || d > 0)
+			known *= v;
+	}
+	if (!cst && infer == 0) {
+		t[0] = SYM_BATCH; /* [-1, features...]: N inferred */
+	} else if (infer >= 0) {
+		if (!known || numel % known)
+			goto refuse;
+		t[infer] = numel / known;
+		known *= t[infer];
+	}
+	if (known != numel || (!cst && t[0] != SYM_BATCH))
+		goto refuse;
+	if (cst) {
+		if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, R, t)))
+			return im->err->code;
+		for (int64_t j = 0; j < x->numel; j++)
+			put(y, j, x, j);
+		return 0;
+	}
+	if (R == 2)
 		return flatten(im, n, x);
-	return node_err(im, n, MC_EINVAL,
-			"shape '%s' (%lld values) is not [N, -1]: mcomp reads Reshape as "
-			"flattening each sample only (shape [0, -1], [-1, %lld], or the fixed "
-			"batch size and -1)",
-			sh->name, (long long)sh->numel, (long long)numel);
+	/* [C] as [C, 1, ..., 1] or back: mcomp's [C] either way */
+	if (act_shape(im, x, shape) == 1) {
+		int ones = 1;
+
+		for (int d = 2; d < R; d++)
+			ones &= t[d] == 1;
+		if (ones) {
+			set_alias(im, n, 0, x->node, R - 1);
+			return 0;
+		}
+	}
+refuse:
+	return node_err(
+	    im, n, MC_EINVAL,
+	    "shape '%s' (%lld values) is not [N, -1]: mcomp reads Reshape as "
+	    "flattening each sample ([0, -1], [-1, %lld], N and -1, or x.view(x.size(0), "
+	    "-1)), and [N, C] as [N, C, 1, 1], only",
+	    sh->name, (long long)sh->numel, (long long)numel);
 }
 
 static int map_add(struct imp *im, int k, const Onnx__NodeProto *n)
@@ -1351,20 +2121,20 @@ static int map_softmax(struct imp *im, int k, const Onnx__NodeProto *n)
 }
 
 /*
- * Pad of zeros around each image, the same on all four sides (PyTorch
- * exports AvgPool2d's padding so): the Conv or AveragePool reading it pads
- * that much more.
+ * Pad of zeros around each image, any number per side: the Conv or
+ * AveragePool reading it folds them into its padding (a pad2d before it
+ * where the sides differ); any other reader gets a pad2d.
  */
 static int map_pad(struct imp *im, int k, const Onnx__NodeProto *n)
 {
 	int64_t shape[MC_MAX_DIMS];
 	const int64_t *pads;
-	struct val *x, *pv, *cv;
+	struct val *x, *y, *pv, *cv;
 	double value = 0;
 	char mode[32];
 	int r;
 
-	if ((r = get_act(im, n, 0, &x)) || (r = need_image(im, n, x, shape)) ||
+	if ((r = get_act_padded(im, n, 0, 1, &x)) || (r = need_image(im, n, x, shape)) ||
 	    (r = attr_str(im, n, "mode", mode, sizeof(mode))))
 		return r;
 	if (*mode && strcmp(mode, "constant"))
@@ -1400,25 +2170,48 @@ static int map_pad(struct imp *im, int k, const Onnx__NodeProto *n)
 	if (value != 0)
 		return node_err(im, n, MC_EINVAL,
 				"pads with the value %g; mcomp pads with zeros only", value);
-	if (pads[0] || pads[1] || pads[4] || pads[5] || pads[2] != pads[3] || pads[2] != pads[6] ||
-	    pads[2] != pads[7] || pads[2] < 0 || pads[2] > 1024)
+	/* ONNX's order: the starts of N, C, H, W, then their ends */
+	if (pads[0] || pads[1] || pads[4] || pads[5] || pads[2] < 0 || pads[3] < 0 || pads[6] < 0 ||
+	    pads[7] < 0 || pads[2] > 1024 || pads[3] > 1024 || pads[6] > 1024 || pads[7] > 1024)
 		return node_err(im, n, MC_EINVAL,
-				"pads [%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld]: mcomp pads "
-				"height and width alike on all sides (and not N or C) only",
+				"pads [%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld]: mcomp adds "
+				"0 to 1024 rows and columns of zeros to height and width (not N "
+				"or C, and does not crop) only",
 				(long long)pads[0], (long long)pads[1], (long long)pads[2],
 				(long long)pads[3], (long long)pads[4], (long long)pads[5],
 				(long long)pads[6], (long long)pads[7]);
-	set_act(im, n, 0, x->node, 3);
-	val_find(im, n->output[0])->pad = (int)pads[2];
+	{
+		int p[4] = {x->pad[0] + (int)pads[2], x->pad[1] + (int)pads[3],
+			    x->pad[2] + (int)pads[6], x->pad[3] + (int)pads[7]};
+
+		y = set_alias(im, n, 0, x->node, 3);
+		memcpy(y->pad, p, sizeof(p));
+	}
 	return 0;
 }
 
-/* Identity, and Dropout (inference: the identity; its mask is not computed). */
+/*
+ * Identity, and Dropout (inference: the identity; its mask is not computed),
+ * of an activation or of a constant.
+ */
 static int map_alias(struct imp *im, int k, const Onnx__NodeProto *n)
 {
-	struct val *x, *mode;
+	struct val *x, *mode, *y;
 	int r;
 
+	x = n->n_input ? val_find(im, n->input[0]) : NULL;
+	if (x && x->kind == V_CONST) {
+		/* of a weight (PyTorch writes one for each initializer it shares) */
+		if ((r = get_data(im, n, 0, &x)))
+			return r;
+		if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, x->ndim, x->dims)))
+			return im->err->code;
+		if (x->f)
+			memcpy(y->f, x->f, (size_t)x->numel * sizeof(float));
+		else
+			memcpy(y->i, x->i, (size_t)x->numel * sizeof(int64_t));
+		return 0;
+	}
 	if ((r = get_act(im, n, 0, &x)))
 		return r;
 	if (!strcmp(n->op_type, "Dropout") && n->n_input > 2 && *str(n->input[2])) {
@@ -1429,7 +2222,7 @@ static int map_alias(struct imp *im, int k, const Onnx__NodeProto *n)
 					"training_mode is true; mcomp reads dropout in inference "
 					"only: export the model in eval mode");
 	}
-	set_act(im, n, 0, x->node, x->rank);
+	set_alias(im, n, 0, x->node, x->rank);
 	return 0;
 }
 
@@ -1480,6 +2273,483 @@ static int map_constant(struct imp *im, int k, const Onnx__NodeProto *n)
 			memcpy(v->i, a->ints, (size_t)v->numel * sizeof(int64_t));
 	}
 	return 0;
+}
+
+/* ---------------------------------------------------------------- constants folded */
+
+/* Shape of an activation ([N, ...], N symbolic) or of a constant. */
+static int map_shape(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	int64_t full[MC_MAX_DIMS + 1], start, end, len;
+	struct val *x = n->n_input ? val_find(im, n->input[0]) : NULL, *y;
+	int R, r;
+
+	if (x && x->kind == V_CONST) {
+		R = x->ndim;
+		memcpy(full, x->dims, (size_t)R * sizeof(int64_t));
+	} else {
+		if ((r = get_act_lazy(im, n, 0, 1, &x)))
+			return r;
+		R = onnx_shape(im, x, full + 1) + 1;
+		if (R < 1)
+			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known",
+					x->name);
+		full[0] = SYM_BATCH;
+		if (R == 4) {
+			full[2] += x->pad[0] + x->pad[2];
+			full[3] += x->pad[1] + x->pad[3];
+		}
+	}
+	if ((r = attr_int(im, n, "start", 0, &start)) || (r = attr_int(im, n, "end", R, &end)))
+		return r;
+	start = start < 0 ? start + R : start;
+	end = end < 0 ? end + R : end;
+	start = start < 0 ? 0 : start > R ? R : start;
+	end = end < start ? start : end > R ? R : end;
+	len = end - start;
+	if (!(y = const_out(im, n, DT_INT64, 1, &len)))
+		return im->err->code;
+	memcpy(y->i, full + start, (size_t)len * sizeof(int64_t));
+	return 0;
+}
+
+/* Gather along axis 0 of a 1-D constant (a shape). */
+static int map_gather(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	struct val *x, *ix, *y;
+	int64_t axis;
+	int r;
+
+	if ((r = get_data(im, n, 0, &x)) || (r = get_const(im, n, 1, DT_INT64, 0, &ix)) ||
+	    (r = attr_int(im, n, "axis", 0, &axis)))
+		return r;
+	if (x->ndim != 1 || axis_of(axis, 1) != 0)
+		return node_err(im, n, MC_EINVAL,
+				"gathers along axis %lld of a %d-D constant; mcomp folds Gather "
+				"of a 1-D constant (a shape) only",
+				(long long)axis, x->ndim);
+	if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, ix->ndim, ix->dims)))
+		return im->err->code;
+	for (int64_t j = 0; j < ix->numel; j++) {
+		int64_t q = ix->i[j] < 0 ? ix->i[j] + x->numel : ix->i[j];
+
+		if (q < 0 || q >= x->numel)
+			return node_err(im, n, MC_EINVAL,
+					"index %lld is out of range for %lld values",
+					(long long)ix->i[j], (long long)x->numel);
+		put(y, j, x, q);
+	}
+	return 0;
+}
+
+/* The per-sample ONNX shape of x with axes ax removed (squeeze) or inserted. */
+static int map_squeeze(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	int unsq = !strcmp(n->op_type, "Unsqueeze");
+	int64_t ax[MC_MAX_DIMS], in[MC_MAX_DIMS + 1], out[MC_MAX_DIMS + 1];
+	char mark[MC_MAX_DIMS + 2] = {0};
+	struct val *x = n->n_input ? val_find(im, n->input[0]) : NULL, *y;
+	int na, R, RO, r, cst = x && x->kind == V_CONST, after_c = 1;
+
+	if ((r = get_axes(im, n, 13, ax, &na)))
+		return r;
+	if (unsq && na < 0)
+		return node_err(im, n, MC_ECORRUPT, "has no axes");
+	if (cst) {
+		R = x->ndim;
+		memcpy(in, x->dims, (size_t)R * sizeof(int64_t));
+	} else {
+		if ((r = get_act(im, n, 0, &x)))
+			return r;
+		R = onnx_shape(im, x, in + 1) + 1;
+		in[0] = 1;
+		if (R < 1)
+			return node_err(im, n, MC_EINVAL, "the shape of '%s' is not known",
+					x->name);
+	}
+	RO = unsq ? R + na : R;
+	if (RO > MC_MAX_DIMS)
+		return node_err(im, n, MC_EINVAL, "gives more than %d dimensions", MC_MAX_DIMS);
+	for (int j = 0; j < na; j++) {
+		int a = axis_of(ax[j], RO);
+
+		if (a < 0 || mark[a])
+			return node_err(im, n, MC_EINVAL, "axis %lld is out of range or repeated",
+					(long long)ax[j]);
+		mark[a] = 1;
+		after_c &= a >= 2;
+	}
+	if (!unsq) {
+		for (int j = 0; na < 0 && j < R; j++) /* no axes: every 1 but N */
+			mark[j] = j > 0 && in[j] == 1;
+		for (int j = 0; j < R; j++)
+			if (mark[j] && in[j] != 1)
+				return node_err(im, n, MC_EINVAL,
+						"squeezes axis %d, of size %lld, not 1", j,
+						(long long)in[j]);
+		RO = 0;
+		for (int j = 0; j < R; j++)
+			if (!mark[j])
+				out[RO++] = in[j];
+			else
+				after_c &= j >= 2;
+	} else {
+		for (int j = 0, q = 0; j < RO; j++)
+			out[j] = mark[j] ? 1 : in[q++];
+	}
+	if (cst) {
+		if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, RO, out)))
+			return im->err->code;
+		for (int64_t j = 0; j < x->numel; j++)
+			put(y, j, x, j);
+		return 0;
+	}
+	/* [C] of rank r is mcomp's [C] for any number of trailing ones */
+	if (after_c && RO >= 2 && act_shape(im, x, in) == 1) {
+		set_alias(im, n, 0, x->node, RO - 1);
+		return 0;
+	}
+	/* [C, 1, 1] squeezed to [C] (or [C, 1]) is a flatten */
+	if (!unsq && after_c && RO >= 2) {
+		int64_t s[MC_MAX_DIMS];
+		int nd = act_shape(im, x, s), ones = 1;
+
+		for (int d = 1; d < nd; d++)
+			ones &= s[d] == 1;
+		if (ones && nd > 1) {
+			int i = add(im, n, "flatten", &x, 1, NULL);
+
+			if (i < 0)
+				return i;
+			set_act(im, n, 0, i, RO - 1);
+			return 0;
+		}
+	}
+	return node_err(im, n, MC_EINVAL,
+			"changes the shape of '%s' other than by ones after its channels; "
+			"mcomp reads %s of [N, C, 1, ..., 1] only (a pooled value)",
+			x->name, n->op_type);
+}
+
+/* ReduceMean over H and W of [N, C, H, W] (x.mean((2, 3), keepdim=True)): a global average. */
+static int map_reduce_mean(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	int64_t shape[MC_MAX_DIMS], ax[MC_MAX_DIMS], keep, noop;
+	int na, r, i, mask = 0;
+	struct val *x;
+
+	if ((r = get_act(im, n, 0, &x)) || (r = need_image(im, n, x, shape)) ||
+	    (r = get_axes(im, n, 18, ax, &na)) || (r = attr_int(im, n, "keepdims", 1, &keep)) ||
+	    (r = attr_int(im, n, "noop_with_empty_axes", 0, &noop)))
+		return r;
+	for (int j = 0; j < na; j++) {
+		int a = axis_of(ax[j], 4);
+
+		mask |= a < 0 ? 1 << 8 : 1 << a;
+	}
+	if (mask != 12)
+		return node_err(
+		    im, n, MC_EINVAL,
+		    "averages over axes other than 2 and 3 of [N, C, H, W]; mcomp reads "
+		    "ReduceMean over height and width (a global average) only");
+	i = add(im, n, "global_avgpool", &x, 1, NULL);
+	if (i < 0)
+		return i;
+	/* [N, C, 1, 1], or [N, C] without keepdims: mcomp's [C] either way */
+	set_act(im, n, 0, i, keep ? 3 : 1);
+	return 0;
+}
+
+/* Concat of constants (shapes). */
+static int map_concat(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	struct val *x[64], *y;
+	int64_t axis, dims[MC_MAX_DIMS], outer = 1, inner = 1, o = 0;
+	int r, a;
+
+	if (!n->n_input || n->n_input > 64)
+		return node_err(im, n, MC_EINVAL, "has %zu inputs; mcomp folds 1 to 64",
+				n->n_input);
+	if ((r = attr_int(im, n, "axis", 0, &axis)))
+		return r;
+	for (size_t q = 0; q < n->n_input; q++)
+		if ((r = get_data(im, n, q, &x[q])))
+			return r;
+	a = axis_of(axis, x[0]->ndim);
+	if (a < 0)
+		return node_err(im, n, MC_EINVAL, "axis %lld of %d-D constants", (long long)axis,
+				x[0]->ndim);
+	memcpy(dims, x[0]->dims, sizeof(dims));
+	dims[a] = 0;
+	for (size_t q = 0; q < n->n_input; q++) {
+		if (x[q]->ndim != x[0]->ndim || !x[q]->f != !x[0]->f)
+			return node_err(im, n, MC_EINVAL,
+					"joins constants of different ranks or types");
+		for (int d = 0; d < x[0]->ndim; d++)
+			if (d != a && x[q]->dims[d] != x[0]->dims[d])
+				return node_err(im, n, MC_EINVAL,
+						"joins constants of different shapes");
+		dims[a] += x[q]->dims[a];
+	}
+	for (int d = 0; d < a; d++)
+		outer *= dims[d];
+	for (int d = a + 1; d < x[0]->ndim; d++)
+		inner *= dims[d];
+	if (!(y = const_out(im, n, x[0]->f ? DT_FLOAT : DT_INT64, x[0]->ndim, dims)))
+		return im->err->code;
+	for (int64_t p = 0; p < outer; p++)
+		for (size_t q = 0; q < n->n_input; q++)
+			for (int64_t j = 0; j < x[q]->dims[a] * inner; j++)
+				put(y, o++, x[q], p * x[q]->dims[a] * inner + j);
+	return 0;
+}
+
+/* Row-major strides of dims. */
+static void strides_of(int nd, const int64_t *dims, int64_t *st)
+{
+	int64_t s = 1;
+
+	for (int d = nd - 1; d >= 0; d--) {
+		st[d] = s;
+		s *= dims[d];
+	}
+}
+
+/* y[idx] = x[start + idx * step] per axis, over every index of y. */
+static void gather_strided(struct val *y, const struct val *x, const int64_t *start,
+			   const int64_t *step, const int *perm)
+{
+	int64_t xs[MC_MAX_DIMS], idx[MC_MAX_DIMS] = {0};
+	int nd = y->ndim;
+
+	strides_of(x->ndim, x->dims, xs);
+	for (int64_t o = 0; o < y->numel; o++) {
+		int64_t j = 0;
+
+		for (int d = 0; d < nd; d++)
+			j += (start[d] + idx[d] * step[d]) * xs[perm ? perm[d] : d];
+		put(y, o, x, j);
+		for (int d = nd - 1; d >= 0; d--) {
+			if (++idx[d] < y->dims[d])
+				break;
+			idx[d] = 0;
+		}
+	}
+}
+
+/* Slice of a constant (opset 10 on: starts, ends, axes, steps as inputs). */
+static int map_slice(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	int64_t start[MC_MAX_DIMS], step[MC_MAX_DIMS], dims[MC_MAX_DIMS];
+	struct val *x, *st, *en, *ax = NULL, *sp = NULL, *y;
+	int r;
+
+	if (im->opset < 10)
+		return node_err(im, n, MC_EINVAL,
+				"Slice of opset 9 takes attributes; mcomp folds Slice of opset 10 "
+				"and later");
+	if ((r = get_data(im, n, 0, &x)) || (r = get_const(im, n, 1, DT_INT64, 0, &st)) ||
+	    (r = get_const(im, n, 2, DT_INT64, 0, &en)) ||
+	    (r = get_const(im, n, 3, DT_INT64, 1, &ax)) ||
+	    (r = get_const(im, n, 4, DT_INT64, 1, &sp)))
+		return r;
+	if (st->numel != en->numel || (ax && ax->numel != st->numel) ||
+	    (sp && sp->numel != st->numel) || st->numel > x->ndim)
+		return node_err(im, n, MC_EINVAL, "starts, ends, axes and steps differ in length");
+	for (int d = 0; d < x->ndim; d++) {
+		start[d] = 0;
+		step[d] = 1;
+		dims[d] = x->dims[d];
+	}
+	for (int64_t j = 0; j < st->numel; j++) {
+		int a = axis_of(ax ? ax->i[j] : j, x->ndim);
+		int64_t L = x->dims[a >= 0 ? a : 0], s = sp ? sp->i[j] : 1, b = st->i[j],
+			e = en->i[j];
+
+		if (a < 0 || s == 0)
+			return node_err(im, n, MC_EINVAL, "axis or step %lld is out of range",
+					(long long)j);
+		b = b < 0 ? b + L : b;
+		e = e < 0 && e > INT64_MIN / 2 ? e + L : e;
+		if (s > 0) {
+			b = b < 0 ? 0 : b > L ? L : b;
+			e = e < 0 ? 0 : e > L ? L : e;
+			dims[a] = e > b ? (e - b + s - 1) / s : 0;
+		} else {
+			b = b < 0 ? -1 : b > L - 1 ? L - 1 : b;
+			e = e < -1 ? -1 : e > L - 1 ? L - 1 : e;
+			dims[a] = b > e ? (b - e - s - 1) / -s : 0;
+		}
+		start[a] = b;
+		step[a] = s;
+	}
+	if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, x->ndim, dims)))
+		return im->err->code;
+	gather_strided(y, x, start, step, NULL);
+	return 0;
+}
+
+/* Transpose of a constant. */
+static int map_transpose(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	const Onnx__AttributeProto *pa = attr(n, "perm");
+	int64_t zero[MC_MAX_DIMS] = {0}, one[MC_MAX_DIMS], dims[MC_MAX_DIMS];
+	int perm[MC_MAX_DIMS], seen = 0;
+	struct val *x, *y;
+	int r;
+
+	if ((r = get_data(im, n, 0, &x)))
+		return r;
+	if (pa && pa->n_ints != (size_t)x->ndim)
+		return node_err(im, n, MC_EINVAL, "perm has %zu values for %d dimensions",
+				pa->n_ints, x->ndim);
+	for (int d = 0; d < x->ndim; d++) {
+		perm[d] = pa ? axis_of(pa->ints[d], x->ndim) : x->ndim - 1 - d;
+		if (perm[d] < 0 || (seen & 1 << perm[d]))
+			return node_err(im, n, MC_EINVAL, "perm is not a permutation");
+		seen |= 1 << perm[d];
+		dims[d] = x->dims[perm[d]];
+		one[d] = 1;
+	}
+	if (!(y = const_out(im, n, x->f ? DT_FLOAT : DT_INT64, x->ndim, dims)))
+		return im->err->code;
+	gather_strided(y, x, zero, one, perm);
+	return 0;
+}
+
+/* Cast of a constant to float or an integer type; of a float activation to float. */
+static int map_cast(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	struct val *x = n->n_input ? val_find(im, n->input[0]) : NULL, *y;
+	int64_t to;
+	int r;
+
+	if ((r = attr_int(im, n, "to", 0, &to)))
+		return r;
+	if (x && x->kind != V_CONST) {
+		if (to != DT_FLOAT)
+			return node_err(
+			    im, n, MC_EINVAL,
+			    "casts '%s' to ONNX data type %lld; mcomp computes in float", x->name,
+			    (long long)to);
+		if ((r = get_act(im, n, 0, &x)))
+			return r;
+		set_alias(im, n, 0, x->node, x->rank);
+		return 0;
+	}
+	if ((r = get_data(im, n, 0, &x)))
+		return r;
+	if (to != DT_FLOAT && to != DT_INT64 && to != DT_INT32 && to != DT_BOOL)
+		return node_err(im, n, MC_EINVAL,
+				"casts to ONNX data type %lld; mcomp folds casts to float, int32, "
+				"int64 and bool",
+				(long long)to);
+	if (!(y = const_out(im, n, (int)to, x->ndim, x->dims)))
+		return im->err->code;
+	for (int64_t j = 0; j < x->numel; j++) {
+		if (y->f)
+			y->f[j] = (float)elem(x, j);
+		else if (x->i)
+			y->i[j] = to == DT_BOOL ? x->i[j] != 0 : x->i[j];
+		else
+			y->i[j] = to == DT_BOOL ? x->f[j] != 0 : (int64_t)x->f[j];
+	}
+	return 0;
+}
+
+/* ConstantOfShape: a constant of the given dims, all value (float 0 by default). */
+static int map_constant_of_shape(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	const Onnx__AttributeProto *a = attr(n, "value");
+	struct val *sh, *y, fill_v = {.name = "value"};
+	int r, dt = DT_FLOAT;
+
+	if ((r = get_const(im, n, 0, DT_INT64, 0, &sh)))
+		return r;
+	if (sh->numel > MC_MAX_DIMS)
+		return node_err(im, n, MC_EINVAL, "gives %lld dimensions", (long long)sh->numel);
+	if (a) {
+		if (!a->t)
+			return node_err(im, n, MC_ECORRUPT, "value is not a tensor");
+		if ((r = const_from_tensor(im, &fill_v, a->t, "value")))
+			return r;
+		if (fill_v.numel != 1 || (!fill_v.f && !fill_v.i)) {
+			free(fill_v.f);
+			free(fill_v.i);
+			return node_err(im, n, MC_EINVAL, "value is not one float or integer");
+		}
+		dt = fill_v.f ? DT_FLOAT : DT_INT64;
+	}
+	y = const_out(im, n, dt, (int)sh->numel, sh->i);
+	for (int64_t j = 0; y && j < y->numel; j++) {
+		if (y->f)
+			y->f[j] = fill_v.f ? fill_v.f[0] : 0;
+		else
+			y->i[j] = fill_v.i[0];
+	}
+	free(fill_v.f);
+	free(fill_v.i);
+	return y ? 0 : im->err->code;
+}
+
+/* Add, Sub, Mul, Div of two constants: of one shape, or one a single value. */
+static int fold_arith(struct imp *im, const Onnx__NodeProto *n, char op, struct val *x0,
+		      struct val *x1)
+{
+	struct val *big = x0->numel >= x1->numel ? x0 : x1, *y;
+	int flt = x0->f || x1->f;
+
+	if ((!x0->f && !x0->i) || (!x1->f && !x1->i) || !x0->f != !x1->f ||
+	    (x0->numel != x1->numel && x0->numel != 1 && x1->numel != 1))
+		return node_err(im, n, MC_EINVAL,
+				"of constants '%s' and '%s': mcomp folds it for one type and one "
+				"shape (or a single value) only",
+				x0->name, x1->name);
+	if (!(y = const_out(im, n, flt ? DT_FLOAT : DT_INT64, big->ndim, big->dims)))
+		return im->err->code;
+	for (int64_t j = 0; j < y->numel; j++) {
+		int64_t j0 = x0->numel == 1 ? 0 : j, j1 = x1->numel == 1 ? 0 : j;
+
+		if (flt) {
+			float a = x0->f[j0], b = x1->f[j1];
+
+			y->f[j] = op == 'A' ? a + b : op == 'S' ? a - b : op == 'M' ? a * b : a / b;
+		} else if (x0->i[j0] == SYM_BATCH || x1->i[j1] == SYM_BATCH) {
+			y->i[j] = SYM_BATCH; /* arithmetic on N is N's business */
+		} else {
+			int64_t a = x0->i[j0], b = x1->i[j1], v = 0;
+			int over = op == 'A'   ? __builtin_add_overflow(a, b, &v)
+				   : op == 'S' ? __builtin_sub_overflow(a, b, &v)
+				   : op == 'M' ? __builtin_mul_overflow(a, b, &v)
+					       : b == 0 || (b == -1 && a == INT64_MIN);
+
+			if (over)
+				return node_err(im, n, MC_EINVAL, "overflows or divides by zero");
+			y->i[j] = op == 'D' ? a / b : v;
+		}
+	}
+	return 0;
+}
+
+/* Add, Sub, Mul, Div: of constants folded; of a constant pending; of two activations. */
+static int map_arith(struct imp *im, int k, const Onnx__NodeProto *n)
+{
+	char op = n->op_type[0];
+	struct val *x0, *x1;
+
+	if (n->n_input != 2 || !(x0 = val_find(im, n->input[0])) ||
+	    !(x1 = val_find(im, n->input[1])))
+		return node_err(im, n, MC_ECORRUPT, "needs two inputs");
+	if (x0->kind == V_CONST && x1->kind == V_CONST)
+		return fold_arith(im, n, op, x0, x1);
+	if (x0->kind == V_CONST || x1->kind == V_CONST)
+		return map_affine(im, k, n, op, x0->kind == V_CONST);
+	if (op == 'A')
+		return map_add(im, k, n);
+	if (op == 'M')
+		return map_mul(im, k, n);
+	return node_err(im, n, MC_EINVAL,
+			"of two computed values; mcomp reads %s by a constant only", n->op_type);
 }
 
 /* ---------------------------------------------------------------- the graph */
@@ -1787,20 +3057,22 @@ static int build(struct imp *im, const int64_t *in_shape, int in_ndim)
 
 		if (im->absorbed[k])
 			continue;
+		im->n_before = mc_model_n_nodes(im->m);
 		r = ops[op_index(n->op_type)].map(im, k, n);
 		if (r)
 			return r;
 	}
 	out = val_find(im, im->g->output[0]->name);
-	if (out->kind != V_ACT || out->node == MC_NODE_INPUT || out->pad ||
+	if (out->kind == V_ACT && out->producer >= 0 &&
+	    (r = materialize(im, im->g->node[out->producer], out, 0)))
+		return r;
+	if (out->kind != V_ACT || out->node == MC_NODE_INPUT ||
 	    out->node != mc_model_n_nodes(im->m) - 1)
 		return mc_err_set(im->err, MC_EINVAL,
 				  "%s: the graph output '%s' is %s; mcomp needs a model whose "
 				  "output is computed from its input",
 				  im->origin, out->name,
-				  out->kind == V_CONST ? "a constant"
-				  : out->pad	       ? "the output of a Pad"
-						       : "the input itself");
+				  out->kind == V_CONST ? "a constant" : "the input itself");
 	return 0;
 }
 
@@ -1844,6 +3116,8 @@ MC_API struct mc_model *mc_model_from_onnx_buf(const void *buf, size_t len, cons
 	for (int i = 0; i < im.nv; i++) {
 		free(im.v[i].f);
 		free(im.v[i].i);
+		free(im.v[i].a);
+		free(im.v[i].b);
 	}
 	free(im.v);
 	free(im.htab);

@@ -6,26 +6,40 @@
  * importer in onnx.c reads them) and packed by protobuf-c; nothing here
  * writes protobuf by hand.
  *
- * One mcomp node becomes one ONNX node, or a few (opset 13, table below):
+ * One mcomp node becomes one ONNX node, or a few (opset 13 unless said,
+ * table below):
  *
  *	linear               Gemm (transB=1; no C when bias: false)
  *	conv2d               Conv
  *	batchnorm            BatchNormalization (inference: the running statistics)
- *	relu                 Relu
+ *	relu, sigmoid        Relu, Sigmoid
+ *	leaky_relu           LeakyRelu (alpha)
+ *	hardsigmoid          HardSigmoid (alpha, beta)
+ *	hardswish            HardSwish (opset 14)
+ *	clip, relu6          Clip (min and max as scalar inputs; relu6: 0 and 6)
+ *	pad2d                Pad (constant zeros, pads as an input)
+ *	mul                  Mul; a per-channel b of fewer dimensions Reshape'd
+ *	                     to [N, C, 1, ...] first, as NumPy broadcasting needs
  *	maxpool2d, avgpool2d MaxPool, AveragePool (count_include_pad=1)
  *	global_avgpool       GlobalAveragePool, Flatten (mcomp's output is [C])
  *	flatten              Flatten (axis 1)
  *	add                  Add
  *	softmax, log_softmax Softmax, LogSoftmax (axis -1)
  *	dropout              nothing (inference is the identity)
- *	qlinear, qconv2d     static: QDQ, QuantizeLinear and DequantizeLinear of the
- *	                     input with the calibrated scale and zero point, the
- *	                     int8 weight through DequantizeLinear (per-channel:
- *	                     axis 0), then Gemm or Conv (and Relu when fused);
- *	                     dynamic: DynamicQuantizeLinear, MatMulInteger, Cast,
- *	                     Mul by the scales, Add the bias (qlinear), or
- *	                     DynamicQuantizeLinear and QDQ (qconv2d);
- *	                     weight-only: the weights dequantized, written f32
+ *	qlinear, qconv2d     static: the integer form, QuantizeLinear of the input
+ *	                     with the calibrated scale and zero point,
+ *	                     MatMulInteger or ConvInteger with the weights as u8
+ *	                     (w + 128, zero point 128), Cast, Mul by sa * sw, Add
+ *	                     the bias (and Relu when fused): the bits mcomp's
+ *	                     int8 kernels compute (see int8_integer);
+ *	                     dynamic: the same with DynamicQuantizeLinear of the
+ *	                     input and the product sa * sw a Mul of the graph;
+ *	                     weight-only, 4 bits: INT4 weights through
+ *	                     DequantizeLinear, blocked per group (opset 21), then
+ *	                     Gemm; with MC_ONNX_4BIT_F32 and at 8 bits: the
+ *	                     weights dequantized, written f32
+ *
+ * A cascade is one such model per stage, its rule in metadata_props.
  *
  * The model input is "input" [N, per-sample shape] with a symbolic batch
  * "N"; the output "logits". Initializers keep mcomp's parameter names
@@ -34,12 +48,17 @@
  * from the model (raw_data points at them: ONNX stores little-endian, as
  * the tensors are here), only converted ones are allocated.
  */
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include <jansson.h>
+
+#include <mcomp/cascade.h>
 #include <mcomp/onnx.h>
 #include <mcomp/pipeline.h>
 #include <mcomp/safetensors.h>
@@ -50,11 +69,20 @@
 #error "onnx_export.c borrows tensors as ONNX raw_data, which is little-endian"
 #endif
 
-#define EXPORT_OPSET 13
-#define EXPORT_IR    7 /* the IR version of opset 13 (ONNX 1.8) */
+/*
+ * The opset is the lowest that holds the model: 13; 14 for HardSwish; 21
+ * (IR 10, ONNX 1.16) for 4-bit weights as INT4 with block quantization.
+ */
+#define OPSET_BASE	13
+#define OPSET_HARDSWISH 14
+#define OPSET_INT4	21
 
-/* ONNX TensorProto.DataType values written here. */
-enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7 };
+/*
+ * ONNX TensorProto.DataType values written here. INT4 (22, ONNX 1.16) is
+ * newer than Debian's onnx.proto, which has no name for it; data_type is an
+ * int32 field, so the number is written as it is.
+ */
+enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7, DT_INT4 = 22 };
 
 struct exp {
 	const struct mc_model *m;
@@ -70,6 +98,7 @@ struct exp {
 	const char **val;	/* per mcomp node: the ONNX value of its output */
 	int last;		/* the output node */
 	int64_t weights, zeros; /* of linear and conv weights: how pruned the model is */
+	int opset;
 };
 
 typedef int (*map_fn)(struct exp *e, int i, const struct mc_node *nd);
@@ -84,6 +113,12 @@ static int map_softmax(struct exp *, int, const struct mc_node *);
 static int map_dropout(struct exp *, int, const struct mc_node *);
 static int map_qlinear(struct exp *, int, const struct mc_node *);
 static int map_qconv(struct exp *, int, const struct mc_node *);
+static int map_act(struct exp *, int, const struct mc_node *);
+static int map_clip(struct exp *, int, const struct mc_node *);
+static int map_pad(struct exp *, int, const struct mc_node *);
+static int map_mul(struct exp *, int, const struct mc_node *);
+static int is_int4(const struct mc_onnx_meta *meta, const struct mc_node *nd);
+static const char *dq_weight4(struct exp *e, const struct mc_node *nd);
 
 /* The mcomp ops written, in the order of their names (the list errors print). */
 static const struct {
@@ -94,16 +129,24 @@ static const struct {
     {"add", map_plain, "Add"},
     {"avgpool2d", map_pool, "AveragePool"},
     {"batchnorm", map_batchnorm, NULL},
+    {"clip", map_clip, "Clip"},
     {"conv2d", map_conv, NULL},
     {"dropout", map_dropout, NULL},
     {"flatten", map_plain, "Flatten"},
     {"global_avgpool", map_gap, NULL},
+    {"hardsigmoid", map_act, "HardSigmoid"},
+    {"hardswish", map_plain, "HardSwish"}, /* opset 14 */
+    {"leaky_relu", map_act, "LeakyRelu"},
     {"linear", map_linear, NULL},
     {"log_softmax", map_softmax, "LogSoftmax"},
     {"maxpool2d", map_pool, "MaxPool"},
+    {"mul", map_mul, "Mul"},
+    {"pad2d", map_pad, "Pad"},
     {"qconv2d", map_qconv, NULL},
     {"qlinear", map_qlinear, NULL},
     {"relu", map_plain, "Relu"},
+    {"relu6", map_clip, "Clip"},
+    {"sigmoid", map_plain, "Sigmoid"},
     {"softmax", map_softmax, "Softmax"},
 };
 #define N_OPS ((int)(sizeof(ops) / sizeof(ops[0])))
@@ -341,13 +384,6 @@ static const char *init_param(struct exp *e, const struct mc_tensor *t)
 		    (size_t)t->numel * (t->dtype == MC_S8 ? 1 : sizeof(float)));
 }
 
-/* n zero bytes of type dt (uint8 or int8) as an initializer: zero points. */
-static const char *init_zeros8(struct exp *e, const char *name, int dt, int ndim,
-			       const int64_t *dims, int64_t n)
-{
-	return init(e, name, dt, ndim, dims, ar(e, (size_t)n), (size_t)n);
-}
-
 /* The value of input k of nd. */
 static const char *in_val(struct exp *e, const struct mc_node *nd, int k)
 {
@@ -516,6 +552,113 @@ static int map_dropout(struct exp *e, int i, const struct mc_node *nd)
 	return 0;
 }
 
+/* leaky_relu (alpha) and hardsigmoid (alpha, beta): their ONNX op, the attributes of one name. */
+static int map_act(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *in[] = {in_val(e, nd, 0)};
+	Onnx__NodeProto *n =
+	    onode(e, ops[op_row(nd->op->name)].onnx, nd->name, out_val(e, i), 1, in);
+	int hsig = !strcmp(nd->op->name, "hardsigmoid");
+
+	/* the kernels compute with the attributes rounded to float, as ONNX stores them */
+	attr_f(e, n, "alpha", (float)mc_node_attr_float(nd, "alpha", hsig ? 0.2 : 0.01));
+	if (hsig)
+		attr_f(e, n, "beta", (float)mc_node_attr_float(nd, "beta", 0.5));
+	return 0;
+}
+
+/* A float scalar initializer of value v. */
+static const char *init_scalar(struct exp *e, const char *name, float v)
+{
+	float *p = ar(e, sizeof(float));
+
+	if (!p)
+		return NULL;
+	*p = v;
+	return init(e, name, DT_FLOAT, 0, NULL, p, sizeof(float));
+}
+
+/* clip and relu6 (clip to [0, 6]): Clip with its bounds as scalar inputs (opset 11 on). */
+static int map_clip(struct exp *e, int i, const struct mc_node *nd)
+{
+	int relu6 = !strcmp(nd->op->name, "relu6");
+	double lo = relu6 ? 0 : mc_node_attr_float(nd, "min", -FLT_MAX);
+	double hi = relu6 ? 6 : mc_node_attr_float(nd, "max", FLT_MAX);
+	const char *in[3];
+
+	in[0] = in_val(e, nd, 0);
+	in[1] = init_scalar(e, sfmt(e, "%s.min", nd->name), (float)lo);
+	in[2] = init_scalar(e, sfmt(e, "%s.max", nd->name), (float)hi);
+	onode(e, "Clip", nd->name, out_val(e, i), 3, in);
+	return 0;
+}
+
+/*
+ * pad2d: Pad (mode constant, value 0) with pads [0, 0, top, left, 0, 0,
+ * bottom, right], the beginnings of N, C, H, W then their ends (opset 11 on:
+ * pads an input).
+ */
+static int map_pad(struct exp *e, int i, const struct mc_node *nd)
+{
+	int64_t *p = ar(e, 8 * sizeof(int64_t)), dims[1] = {8};
+	const char *in[2];
+
+	if (!p)
+		return 0;
+	memset(p, 0, 8 * sizeof(int64_t));
+	p[2] = mc_node_attr_int(nd, "top", 0);
+	p[3] = mc_node_attr_int(nd, "left", 0);
+	p[6] = mc_node_attr_int(nd, "bottom", 0);
+	p[7] = mc_node_attr_int(nd, "right", 0);
+	in[0] = in_val(e, nd, 0);
+	in[1] = init(e, sfmt(e, "%s.pads", nd->name), DT_INT64, 1, dims, p, 8 * sizeof(int64_t));
+	onode(e, "Pad", nd->name, out_val(e, i), 2, in);
+	return 0;
+}
+
+/* The per-sample shape of input k of nd (mcomp's: a global average is [C]); its rank. */
+static int in_shape(struct exp *e, const struct mc_node *nd, int k, int64_t *shape)
+{
+	const struct mc_node *src;
+
+	if (nd->inputs[k] == MC_NODE_INPUT)
+		return mc_model_input_shape(e->m, shape);
+	src = mc_model_node(e->m, nd->inputs[k]);
+	memcpy(shape, src->out_shape, (size_t)src->out_ndim * sizeof(int64_t));
+	return src->out_ndim;
+}
+
+/*
+ * mul: Mul, whose broadcast is NumPy's. b of a's shape, or [C, 1, ..., 1]
+ * of a's rank, broadcasts as it is; a b of fewer dimensions ([C] from a
+ * global average or a linear, for a [C, H, W]) is reshaped first to [N, C,
+ * 1, ..., 1] of a's rank, the shape ONNX aligns with a's channels.
+ */
+static int map_mul(struct exp *e, int i, const struct mc_node *nd)
+{
+	int64_t sa[MC_MAX_DIMS], sb[MC_MAX_DIMS], *to, rank;
+	int na = in_shape(e, nd, 0, sa), nb = in_shape(e, nd, 1, sb);
+	const char *in[2] = {in_val(e, nd, 0), in_val(e, nd, 1)}, *rin[2];
+
+	if (nb < na) {
+		rank = na + 1;
+		to = ar(e, (size_t)rank * sizeof(int64_t));
+		if (!to)
+			return 0;
+		to[0] = 0; /* Reshape's 0: the batch, copied */
+		to[1] = sb[0];
+		for (int64_t d = 2; d < rank; d++)
+			to[d] = 1;
+		rin[0] = in[1];
+		rin[1] = init(e, sfmt(e, "%s.gate_shape", nd->name), DT_INT64, 1, &rank, to,
+			      (size_t)rank * sizeof(int64_t));
+		in[1] = sub(e, nd, "gate");
+		onode(e, "Reshape", sub(e, nd, "Reshape"), in[1], 2, rin);
+	}
+	onode(e, "Mul", nd->name, out_val(e, i), 2, in);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- quantized ops */
 
 enum qmode { QM_WEIGHT_ONLY, QM_DYNAMIC, QM_STATIC };
@@ -545,57 +688,145 @@ static int check_scales(struct exp *e, const struct mc_node *nd, const struct mc
 }
 
 /*
- * The int8 weight w through DequantizeLinear with its scales s (per tensor:
- * a scalar; per channel: [out] along axis 0) and zero points of 0. Returns
- * the dequantized value.
+ * DynamicQuantizeLinear of x: its three outputs, the u8 values (returned),
+ * their scale (*qs) and zero point (*qz), from the batch's range as mcomp's
+ * mc_u8_qparams takes it (the range widened to hold 0, rounded half to even).
  */
-static const char *dq_weight(struct exp *e, const struct mc_node *nd, const struct mc_tensor *w,
-			     const struct mc_tensor *s)
+static const char *dynamic_q(struct exp *e, const struct mc_node *nd, const char *x,
+			     const char **qs, const char **qz)
 {
-	int per_channel = s->numel > 1;
-	int64_t dims[1] = {s->numel};
-	const char *in[3], *out = sub(e, nd, "weight_dq");
-	Onnx__NodeProto *n;
+	const char *q = sub(e, nd, "input_q");
+	Onnx__NodeProto *n =
+	    onode(e, "DynamicQuantizeLinear", sub(e, nd, "DynamicQuantizeLinear"), q, 1, &x);
+	char **o3 = ar(e, 3 * sizeof(char *));
 
-	in[0] = init_param(e, w);
-	in[1] = init(e, s->name, DT_FLOAT, per_channel, dims, s->data, (size_t)s->numel * 4);
-	in[2] = init_zeros8(e, sfmt(e, "%s.weight_zero_point", nd->name), DT_INT8, per_channel,
-			    dims, s->numel);
-	n = onode(e, "DequantizeLinear", sub(e, nd, "weight/DequantizeLinear"), out, 3, in);
-	if (per_channel)
-		attr_i(e, n, "axis", 0);
-	return out;
+	*qs = sub(e, nd, "input_scale");
+	*qz = sub(e, nd, "input_zero_point");
+	if (!n || !o3)
+		return NULL;
+	o3[0] = (char *)q;
+	o3[1] = (char *)*qs;
+	o3[2] = (char *)*qz;
+	n->output = o3;
+	n->n_output = 3;
+	return q;
 }
 
 /*
- * The input x of a static node through QuantizeLinear and DequantizeLinear
- * with the calibrated scale and zero point (input_qparams): the value the
- * int8 kernel multiplies, as ONNX Runtime's QDQ fusion reads it.
+ * The int8 weight w [O, ...] as u8 (w + 128, zero point 128), transposed to
+ * [in, out] for MatMulInteger when transpose: ONNX Runtime multiplies u8 by
+ * u8 exactly on every x86 path, where its u8 x s8 kernels for AVX2 without
+ * VNNI (vpmaddubsw) may saturate a pair of products.
  */
-static const char *qdq_input(struct exp *e, const struct mc_node *nd, const char *x)
+static const char *u8_weight(struct exp *e, const struct mc_node *nd, const struct mc_tensor *w,
+			     int transpose, const char **zp)
 {
+	int64_t O = w->shape[0], I = w->numel / O, dims[2] = {I, O};
+	uint8_t *u = ar(e, (size_t)w->numel), *z = ar(e, 1);
+	const int8_t *q = w->data;
+
+	if (!u || !z)
+		return NULL;
+	for (int64_t o = 0; o < O; o++)
+		for (int64_t k = 0; k < I; k++)
+			u[transpose ? k * O + o : o * I + k] = (uint8_t)(q[o * I + k] + 128);
+	*z = 128;
+	*zp = init(e, sfmt(e, "%s.weight_zero_point", nd->name), DT_UINT8, 0, NULL, z, 1);
+	if (transpose)
+		return init(e, sfmt(e, "%s.weight_t", nd->name), DT_UINT8, 2, dims, u,
+			    (size_t)w->numel);
+	return init(e, w->name, DT_UINT8, w->ndim, w->shape, u, (size_t)w->numel);
+}
+
+/*
+ * A qlinear or qconv2d in integer form, step for step what mcomp's int8
+ * kernels compute, so that ONNX Runtime gives the same bits: static,
+ * QuantizeLinear(x) with the calibrated scale sa and zero point za (round
+ * half to even of x / sa, plus za, saturated: mc_quantize_u8); dynamic,
+ * DynamicQuantizeLinear(x), sa and za from the batch's range as
+ * mc_u8_qparams takes them. Then the exact
+ * s32 sums of (x - za)(w) by MatMulInteger or ConvInteger, Cast to f32,
+ * Mul by sa * sw (one f32 product per channel, as the kernels form it), Add
+ * the bias, and Relu when fused. A Mul then an Add, two roundings: mcomp's
+ * epilogues do the same, not a fused multiply-add, since ONNX has none.
+ */
+static int int8_integer(struct exp *e, int i, const struct mc_node *nd, int is_conv,
+			int dynamic)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
 	const struct mc_tensor *qp = mc_node_param_named(nd, "input_qparams");
 	const float *v = qp ? qp->data : NULL;
-	uint8_t *zp = ar(e, 1);
-	const char *in[3], *q = sub(e, nd, "input_q"), *dq = sub(e, nd, "input_dq");
+	int64_t O = w->shape[0], sd[3] = {O, 1, 1};
+	int relu = (int)mc_node_attr_int(nd, "relu", 0);
+	uint8_t *za = ar(e, 1);
+	float *cs = ar(e, (size_t)O * sizeof(float));
+	const char *in[4] = {NULL}, *q = sub(e, nd, "input_q"), *acc = sub(e, nd, "acc"),
+		   *accf = sub(e, nd, "acc_f32"), *y = sub(e, nd, "scaled"),
+		   *yb = sub(e, nd, "biased"), *out = out_val(e, i), *wz = NULL, *wu;
+	Onnx__NodeProto *n;
 
-	if (!v || qp->numel != 2 || !(v[0] > 0.0f) || !isfinite(v[0]) || !(v[1] >= 0.0f) ||
-	    v[1] > 255.0f || v[1] != nearbyintf(v[1])) {
-		node_err(e, nd, MC_EINVAL,
-			 "input_qparams are not a u8 quantization (a positive scale and a zero "
-			 "point in 0..255); the file is damaged: quantize the model again");
-		return NULL;
+	const char *scale = sub(e, nd, "scale"), *qs = NULL, *qz = NULL;
+
+	if (!dynamic && (!v || qp->numel != 2 || !(v[0] > 0.0f) || !isfinite(v[0]) ||
+			 !(v[1] >= 0.0f) || v[1] > 255.0f || v[1] != nearbyintf(v[1])))
+		return node_err(e, nd, MC_EINVAL,
+				"input_qparams are not a u8 quantization (a positive scale and a "
+				"zero point in 0..255); the file is damaged: quantize the model "
+				"again");
+	if (!za || !cs)
+		return 0;
+	if (dynamic) {
+		/* sa comes with the batch: the per-channel product is a Mul of the graph */
+		q = dynamic_q(e, nd, in_val(e, nd, 0), &qs, &qz);
+		in[0] = qs;
+		in[1] = init(e, s->name, DT_FLOAT, s->numel == 1 ? 0 : is_conv ? 3 : 1, sd,
+			     s->data, (size_t)s->numel * 4);
+		onode(e, "Mul", sub(e, nd, "scale/sa_sw"), scale, 2, in);
+	} else {
+		*za = (uint8_t)v[1];
+		for (int64_t o = 0; o < O; o++)
+			cs[o] = v[0] * ((const float *)s->data)[s->numel == 1 ? 0 : o];
+		in[0] = in_val(e, nd, 0);
+		in[1] = init(e, sfmt(e, "%s.input_scale", nd->name), DT_FLOAT, 0, NULL, &v[0], 4);
+		in[2] = init(e, sfmt(e, "%s.input_zero_point", nd->name), DT_UINT8, 0, NULL, za, 1);
+		onode(e, "QuantizeLinear", sub(e, nd, "input/QuantizeLinear"), q, 3, in);
+		qz = in[2];
+		scale = init(e, sfmt(e, "%s.scale", nd->name), DT_FLOAT, is_conv ? 3 : 1, sd, cs,
+			     (size_t)O * sizeof(float));
 	}
-	if (!zp)
-		return NULL;
-	*zp = (uint8_t)v[1];
-	in[0] = x;
-	in[1] = init(e, sfmt(e, "%s.input_scale", nd->name), DT_FLOAT, 0, NULL, &v[0], 4);
-	in[2] = init(e, sfmt(e, "%s.input_zero_point", nd->name), DT_UINT8, 0, NULL, zp, 1);
-	onode(e, "QuantizeLinear", sub(e, nd, "input/QuantizeLinear"), q, 3, in);
+	wu = u8_weight(e, nd, w, !is_conv, &wz);
 	in[0] = q;
-	onode(e, "DequantizeLinear", sub(e, nd, "input/DequantizeLinear"), dq, 3, in);
-	return dq;
+	in[1] = wu;
+	in[2] = qz;
+	in[3] = wz;
+	if (is_conv) {
+		n = onode(e, "ConvInteger", sub(e, nd, "ConvInteger"), acc, 4, in);
+		window_attrs(e, n, mc_node_attr_int(nd, "kernel", 3),
+			     mc_node_attr_int(nd, "stride", 1), mc_node_attr_int(nd, "padding", 0));
+	} else {
+		onode(e, "MatMulInteger", sub(e, nd, "MatMulInteger"), acc, 4, in);
+	}
+	n = onode(e, "Cast", sub(e, nd, "Cast"), accf, 1, &acc);
+	attr_i(e, n, "to", DT_FLOAT);
+	in[0] = accf;
+	in[1] = scale;
+	if (!b && !relu) {
+		onode(e, "Mul", sub(e, nd, "scale/Mul"), out, 2, in);
+		return 0;
+	}
+	onode(e, "Mul", sub(e, nd, "scale/Mul"), y, 2, in);
+	if (b) {
+		in[0] = y;
+		in[1] = is_conv ? init(e, b->name, DT_FLOAT, 3, sd, b->data, (size_t)O * 4)
+				: init_param(e, b);
+		onode(e, "Add", sub(e, nd, "bias/Add"), relu ? yb : out, 2, in);
+		y = yb;
+	}
+	if (relu)
+		onode(e, "Relu", sub(e, nd, "Relu"), out, 1, &y);
+	return 0;
 }
 
 /*
@@ -638,74 +869,6 @@ static const char *dequantized(struct exp *e, const struct mc_node *nd)
 	}
 }
 
-/*
- * DynamicQuantizeLinear of x: its three outputs, the u8 values (returned),
- * their scale (*qs) and zero point (*qz), from the batch's range as mcomp's
- * mc_u8_qparams takes it (the range widened to hold 0, rounded half to even).
- */
-static const char *dynamic_q(struct exp *e, const struct mc_node *nd, const char *x,
-			     const char **qs, const char **qz)
-{
-	const char *q = sub(e, nd, "input_q");
-	Onnx__NodeProto *n =
-	    onode(e, "DynamicQuantizeLinear", sub(e, nd, "DynamicQuantizeLinear"), q, 1, &x);
-	char **o3 = ar(e, 3 * sizeof(char *));
-
-	*qs = sub(e, nd, "input_scale");
-	*qz = sub(e, nd, "input_zero_point");
-	if (!n || !o3)
-		return NULL;
-	o3[0] = (char *)q;
-	o3[1] = (char *)*qs;
-	o3[2] = (char *)*qz;
-	n->output = o3;
-	n->n_output = 3;
-	return q;
-}
-
-/*
- * Dynamic qlinear: DynamicQuantizeLinear(x) gives u8 values, their scale
- * and zero point from the batch's range (mcomp's mc_u8_qparams computes
- * the same); MatMulInteger with W^T (int8 [in, out]) the exact s32 sums
- * (a - za) w; Cast, Mul by sa * sw and Add the bias requantize them.
- * ONNX Runtime fuses the chain into DynamicQuantizeMatMul.
- */
-static int dynamic_linear(struct exp *e, int i, const struct mc_node *nd)
-{
-	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
-	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
-	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
-	int64_t O = w->shape[0], I = w->shape[1], dims[2] = {I, O}, sd[1] = {s->numel};
-	int8_t *wt = ar(e, (size_t)(O * I));
-	const char *acc = sub(e, nd, "acc"), *accf = sub(e, nd, "acc_f32"),
-		   *scale = sub(e, nd, "scale"), *y = sub(e, nd, "scaled"), *q, *qs, *qz;
-	const char *in[3];
-	Onnx__NodeProto *n;
-
-	if (!wt)
-		return 0;
-	for (int64_t o = 0; o < O; o++)
-		for (int64_t k = 0; k < I; k++)
-			wt[k * O + o] = ((const int8_t *)w->data)[o * I + k];
-	q = dynamic_q(e, nd, in_val(e, nd, 0), &qs, &qz);
-	in[0] = q;
-	in[1] = init(e, sfmt(e, "%s.weight_t", nd->name), DT_INT8, 2, dims, wt, (size_t)(O * I));
-	in[2] = qz;
-	onode(e, "MatMulInteger", sub(e, nd, "MatMulInteger"), acc, 3, in);
-	n = onode(e, "Cast", sub(e, nd, "Cast"), accf, 1, &acc);
-	attr_i(e, n, "to", DT_FLOAT);
-	in[0] = qs;
-	in[1] = init(e, s->name, DT_FLOAT, s->numel > 1, sd, s->data, (size_t)s->numel * 4);
-	onode(e, "Mul", sub(e, nd, "scale/Mul"), scale, 2, in);
-	in[0] = accf;
-	in[1] = scale;
-	onode(e, "Mul", sub(e, nd, "Mul"), y, 2, in);
-	in[0] = y;
-	in[1] = init_param(e, b);
-	onode(e, "Add", nd->name, out_val(e, i), 2, in);
-	return 0;
-}
-
 static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 {
 	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
@@ -718,56 +881,126 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 	if (r)
 		return r;
 	count_zeros(e, w);
+	if (is_int4(e->meta, nd)) {
+		x = dq_weight4(e, nd);
+		if (!x && !e->nomem)
+			return e->err->code;
+		return gemm(e, nd, in_val(e, nd, 0), x, init_param(e, b), out_val(e, i));
+	}
 	if (mode == QM_WEIGHT_ONLY) {
-		note(e, MC_LOG_WARNING,
-		     "node '%s' (qlinear, %lld-bit weight-only): ONNX has no %s weight-only "
-		     "linear; written as Gemm of its weights dequantized to f32 (4 bytes a "
-		     "weight), which ONNX Runtime computes in f32",
-		     nd->name, (long long)mc_node_attr_int(nd, "bits", 8),
-		     mc_node_attr_int(nd, "bits", 8) == 8 ? "int8" : "4-bit");
+		if (mc_node_attr_int(nd, "bits", 8) == 8)
+			note(e, MC_LOG_WARNING,
+			     "node '%s' (qlinear, 8-bit weight-only): ONNX has no int8 weight-only "
+			     "linear; written as Gemm of its weights dequantized to f32 (4 bytes a "
+			     "weight), which ONNX Runtime computes in f32",
+			     nd->name);
+		else
+			note(e, MC_LOG_WARNING,
+			     "node '%s' (qlinear, 4-bit weight-only): written as Gemm of its "
+			     "weights dequantized to f32 (4 bytes a weight, opset 13), the "
+			     "fallback asked for; by default they are INT4 through "
+			     "DequantizeLinear (opset 21)",
+			     nd->name);
 		return gemm(e, nd, in_val(e, nd, 0), dequantized(e, nd), init_param(e, b),
 			    out_val(e, i));
 	}
-	if (mode == QM_DYNAMIC)
-		return dynamic_linear(e, i, nd);
-	x = qdq_input(e, nd, in_val(e, nd, 0));
-	if (!x && !e->nomem)
-		return e->err->code;
-	return gemm(e, nd, x, dq_weight(e, nd, w, s), init_param(e, b), out_val(e, i));
+	return int8_integer(e, i, nd, 0, mode == QM_DYNAMIC);
 }
 
-/*
- * qconv2d: the input through QuantizeLinear/DequantizeLinear (static) or
- * DynamicQuantizeLinear/DequantizeLinear (dynamic), the weight through
- * DequantizeLinear, then Conv; a fused relu is a Relu after it.
- */
+/* qconv2d (static or dynamic): the integer form with ConvInteger. */
 static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
 {
 	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
 	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
-	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
-	int relu = (int)mc_node_attr_int(nd, "relu", 0), r = check_scales(e, nd, s);
-	const char *x = in_val(e, nd, 0), *out = relu ? sub(e, nd, "conv") : out_val(e, i);
+	int r = check_scales(e, nd, s);
 
 	if (r)
 		return r;
 	count_zeros(e, w);
-	if (qmode(nd) == QM_STATIC) {
-		x = qdq_input(e, nd, x);
-		if (!x && !e->nomem)
-			return e->err->code;
-	} else {
-		const char *in[3], *dq = sub(e, nd, "input_dq");
-
-		in[0] = dynamic_q(e, nd, x, &in[1], &in[2]);
-		onode(e, "DequantizeLinear", sub(e, nd, "input/DequantizeLinear"), dq, 3, in);
-		x = dq;
-	}
 	/* qconv2d is conv2d's geometry with groups 1 */
-	conv(e, nd, x, dq_weight(e, nd, w, s), init_param(e, b), out);
-	if (relu)
-		onode(e, "Relu", sub(e, nd, "Relu"), out_val(e, i), 1, &out);
-	return 0;
+	return int8_integer(e, i, nd, 1, qmode(nd) == QM_DYNAMIC);
+}
+
+/* ---------------------------------------------------------------- 4-bit weights */
+
+/* A weight-only 4-bit qlinear written as INT4 (not MC_ONNX_4BIT_F32). */
+static int is_int4(const struct mc_onnx_meta *meta, const struct mc_node *nd)
+{
+	return !strcmp(nd->op->name, "qlinear") && qmode(nd) == QM_WEIGHT_ONLY &&
+	       mc_node_attr_int(nd, "bits", 8) == 4 && !(meta && (meta->flags & MC_ONNX_4BIT_F32));
+}
+
+/*
+ * n int4 values as ONNX packs them, two a byte, element 0 in the low
+ * nibble, each nibble the value's two's complement (so mcomp's q + 8 is the
+ * nibble with its top bit flipped); an odd count leaves the last high
+ * nibble 0. from(k) is value k in [-8, 7].
+ */
+static uint8_t *pack_int4(struct exp *e, int64_t n, const struct mc_tensor *src, int biased)
+{
+	uint8_t *p = ar(e, (size_t)(n + 1) / 2);
+
+	if (!p)
+		return NULL;
+	for (int64_t k = 0; k < n; k++) {
+		int v = biased ? (((const uint8_t *)src->data)[k / 2] >> (k % 2 ? 4 : 0) & 15) - 8
+			       : ((const int8_t *)src->data)[k];
+
+		p[k / 2] |= (uint8_t)((v & 15) << (k % 2 ? 4 : 0));
+	}
+	return p;
+}
+
+/*
+ * The 4-bit weight w [out, in] of a weight-only qlinear through
+ * DequantizeLinear (opset 21): INT4 values, the f32 scales per tensor (a
+ * scalar), per channel ([out], axis 0) or per group ([out, in / group],
+ * axis 1, block_size group), and the zero points (asymmetric) as INT4 of
+ * the scales' shape. DequantizeLinear computes (q - z) s in float, as
+ * mcomp's kernels do, so the f32 weights are the same bits. Returns the
+ * dequantized value.
+ */
+static const char *dq_weight4(struct exp *e, const struct mc_node *nd)
+{
+	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
+	const struct mc_tensor *s = mc_node_param_named(nd, "weight_scale");
+	const struct mc_tensor *z = mc_node_param_named(nd, "weight_zero_point");
+	int64_t O = w->shape[0], I = w->shape[1], wd[2] = {O, I}, sd[2] = {O, 1};
+	int64_t per_row = s->numel == 1 ? 0 : s->numel / O;
+	int sdim = per_row == 0 ? 0 : per_row == 1 ? 1 : 2;
+	const char *in[3], *out = sub(e, nd, "weight_dq");
+	uint8_t *q = pack_int4(e, O * I, w, 1), *zp = NULL;
+	Onnx__NodeProto *n;
+
+	if (z) {
+		for (int64_t k = 0; k < z->numel; k++) {
+			int v = ((const int8_t *)z->data)[k];
+
+			if (v < -8 || v > 7) {
+				node_err(
+				    e, nd, MC_EINVAL,
+				    "weight_zero_point[%lld] is %d, outside 4 bits' [-8, 7] (the "
+				    "file is damaged: quantize the model again)",
+				    (long long)k, v);
+				return NULL;
+			}
+		}
+		zp = pack_int4(e, z->numel, z, 0);
+	}
+	if (!q || (z && !zp))
+		return NULL;
+	sd[1] = per_row;
+	in[0] = init(e, w->name, DT_INT4, 2, wd, q, (size_t)(O * I + 1) / 2);
+	in[1] = init(e, s->name, DT_FLOAT, sdim, sd, s->data, (size_t)s->numel * sizeof(float));
+	in[2] = z ? init(e, z->name, DT_INT4, sdim, sd, zp, (size_t)(z->numel + 1) / 2) : NULL;
+	n = onode(e, "DequantizeLinear", sub(e, nd, "weight/DequantizeLinear"), out, z ? 3 : 2, in);
+	if (sdim == 1)
+		attr_i(e, n, "axis", 0);
+	if (sdim == 2) {
+		attr_i(e, n, "axis", 1);
+		attr_i(e, n, "block_size", I / per_row);
+	}
+	return out;
 }
 
 /* ---------------------------------------------------------------- the model */
@@ -841,6 +1074,27 @@ static int check_ops(struct exp *e)
 	return 0;
 }
 
+/* The lowest opset that holds every node of m as written (OPSET_* above). */
+static int pick_opset(const struct mc_model *m, const struct mc_onnx_meta *meta)
+{
+	int opset = OPSET_BASE;
+
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		if (is_int4(meta, nd))
+			opset = OPSET_INT4;
+		else if (!strcmp(nd->op->name, "hardswish") && opset < OPSET_HARDSWISH)
+			opset = OPSET_HARDSWISH;
+	}
+	return opset;
+}
+
+MC_API int mc_model_onnx_opset(const struct mc_model *m, const struct mc_onnx_meta *meta)
+{
+	return pick_opset(m, meta);
+}
+
 static Onnx__StringStringEntryProto *prop(struct exp *e, const char *k, const char *v)
 {
 	Onnx__StringStringEntryProto *p = ar(e, sizeof(*p));
@@ -865,6 +1119,7 @@ static int build(struct exp *e, Onnx__ModelProto *mp, Onnx__GraphProto *g)
 	int r, ndim;
 
 	e->last = mc_model_n_nodes(e->m) - 1;
+	e->opset = pick_opset(e->m, e->meta);
 	e->val = ar(e, (size_t)(e->last + 1) * sizeof(*e->val));
 	for (size_t k = 0; e->meta && e->meta->props && e->meta->props[k]; k += 2)
 		if (e->meta->props[k + 1])
@@ -883,7 +1138,7 @@ static int build(struct exp *e, Onnx__ModelProto *mp, Onnx__GraphProto *g)
 	onnx__operator_set_id_proto__init(ops_id);
 	ops_id->domain = "";
 	ops_id->has_version = 1;
-	ops_id->version = EXPORT_OPSET;
+	ops_id->version = e->opset;
 	opv[0] = ops_id;
 	ndim = mc_model_input_shape(e->m, shape);
 	in[0] = value_info(e, "input", ndim, shape);
@@ -906,7 +1161,8 @@ static int build(struct exp *e, Onnx__ModelProto *mp, Onnx__GraphProto *g)
 		if (!props[k])
 			return MC_ENOMEM;
 	mp->has_ir_version = 1;
-	mp->ir_version = EXPORT_IR;
+	/* IR 7 reads opsets 13 and 14 (ONNX 1.8, 1.9); INT4 needs IR 10 (ONNX 1.16) */
+	mp->ir_version = e->opset >= OPSET_INT4 ? 10 : 7;
 	mp->n_opset_import = 1;
 	mp->opset_import = opv;
 	mp->producer_name = "mcomp";
@@ -963,8 +1219,9 @@ MC_API int mc_model_serialize_onnx(const struct mc_model *m, const struct mc_onn
 	*len = onnx__model_proto__pack(&mp, *buf);
 	if (e.weights && e.zeros * 10 >= e.weights)
 		note(&e, MC_LOG_INFO,
-		     "%.1f%% of the weights are zero (pruned); ONNX has no sparse form here, so "
-		     "they are written dense",
+		     "%.1f%% of the weights are zero (pruned); ONNX Runtime has no sparse kernels "
+		     "for them, so they are written dense: the size gain of sparse storage stays "
+		     "in the .safetensors file",
 		     100.0 * (double)e.zeros / (double)e.weights);
 out:
 	release(&e);
@@ -983,5 +1240,152 @@ MC_API int mc_model_save_onnx(const struct mc_model *m, const char *path,
 		return mc_err_prefix(err, "%s", path);
 	r = mc_write_file_atomic(path, buf, len, err);
 	free(buf);
+	return r;
+}
+
+/* ---------------------------------------------------------------- cascades */
+
+MC_API int mc_cascade_onnx_path(const char *path, int stage, char *buf, size_t size)
+{
+	size_t n = strlen(path);
+
+	if (n > 5 && !strcasecmp(path + n - 5, ".onnx"))
+		n -= 5;
+	return snprintf(buf, size, "%.*s.stage%d.onnx", (int)n, path, stage) >= (int)size ? -1 : 0;
+}
+
+/* A threshold as the cascade file writes it: a number that reads back as the same
+ * float (17 digits of its double), or "inf" / "-inf". */
+static json_t *threshold_json(float t)
+{
+	if (isfinite(t))
+		return json_real((double)t);
+	return isinf(t) ? json_string(t > 0 ? "inf" : "-inf") : NULL;
+}
+
+static const char cascade_rule[] =
+    "Run stage 0 on every sample. From a stage's logits z (one row, C classes) compute, in "
+    "double: m = max z, e_j = exp(z_j - m), s = sum of e_j, p_j = e_j / s; then the "
+    "confidence: max-prob = 1 / s; margin = (1 - e2) / s with e2 the largest e_j other than "
+    "the first maximum; entropy = (sum of e_j (z_j - m), over e_j > 0) / s - ln s. Round it "
+    "to float32. A sample whose confidence >= the stage's threshold (float32; NaN never "
+    "does) exits there with that stage's logits; the others go on to the next stage. The "
+    "last stage answers every sample that reaches it.";
+
+/*
+ * The JSON of metadata_props["mcomp.cascade"]: format, confidence, the rule,
+ * and per stage its name, file (base name) and threshold (not the last).
+ */
+static char *cascade_meta(const struct mc_cascade *c, const char *path, struct mc_err *err)
+{
+	json_t *root = json_object(), *stages = json_array();
+	char file[4096], *text = NULL;
+	int bad = !root || !stages;
+
+	for (int s = 0; !bad && s < c->n_stages; s++) {
+		json_t *st;
+		const char *base;
+
+		if (mc_cascade_onnx_path(path, s, file, sizeof(file))) {
+			mc_err_set(err, MC_EINVAL, "the path is too long");
+			goto out;
+		}
+		st = json_object();
+		base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+		bad |= !st || json_object_set_new(st, "name", json_string(c->names[s])) ||
+		       json_object_set_new(st, "file", json_string(base));
+		if (!bad && s < c->n_stages - 1) {
+			json_t *t = threshold_json(c->thresholds[s]);
+
+			if (!t) {
+				json_decref(st);
+				mc_err_set(err, MC_EINVAL,
+					   "stage %d ('%s') has threshold NaN; the cascade file is "
+					   "damaged: build it again with the cascade pass",
+					   s, c->names[s]);
+				goto out;
+			}
+			bad |= json_object_set_new(st, "threshold", t);
+		}
+		bad |= json_array_append_new(stages, st);
+	}
+	bad |= json_object_set_new(root, "format", json_integer(MC_CASCADE_FORMAT)) ||
+	       json_object_set_new(root, "confidence",
+				   json_string(mc_confidence_names[c->confidence])) ||
+	       json_object_set_new(root, "rule", json_string(cascade_rule)) ||
+	       json_object_set(root, "stages", stages);
+	text = bad ? NULL
+		   : json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+	if (!text)
+		mc_err_set(err, MC_ENOMEM, "out of memory writing the cascade's metadata");
+out:
+	json_decref(stages);
+	json_decref(root);
+	return text;
+}
+
+MC_API int mc_cascade_save_onnx(const struct mc_cascade *c, const char *path,
+				const struct mc_onnx_meta *meta, struct mc_err *err)
+{
+	void *buf[MC_CASCADE_MAX_STAGES] = {0};
+	size_t len[MC_CASCADE_MAX_STAGES], n_user = 0;
+	const char **props = NULL;
+	char *json, stage[16], thr[32], file[4096];
+	struct mc_onnx_meta m = {0};
+	int r = 0, s;
+
+	if (c->confidence < 0 || c->confidence >= MC_CONF_COUNT)
+		return mc_err_set(err, MC_EINVAL, "%s: unknown confidence measure %d", path,
+				  c->confidence);
+	json = cascade_meta(c, path, err);
+	if (!json)
+		return mc_err_prefix(err, "%s", path);
+	while (meta && meta->props && meta->props[n_user])
+		n_user += 2;
+	props = calloc(n_user + 9, sizeof(*props));
+	if (!props) {
+		r = mc_err_set(err, MC_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (n_user)
+		memcpy(props, meta->props, n_user * sizeof(*props));
+	if (meta)
+		m = *meta;
+	m.props = props;
+	/* Every stage is built before any file is written: a stage that cannot be
+	 * exported leaves no half cascade behind. */
+	for (s = 0; s < c->n_stages; s++) {
+		size_t k = n_user;
+
+		snprintf(stage, sizeof(stage), "%d", s);
+		props[k++] = "mcomp.cascade";
+		props[k++] = json;
+		props[k++] = "mcomp.cascade.stage";
+		props[k++] = stage;
+		props[k++] = "mcomp.cascade.confidence";
+		props[k++] = mc_confidence_names[c->confidence];
+		if (s < c->n_stages - 1) {
+			snprintf(thr, sizeof(thr), "%.17g", (double)c->thresholds[s]);
+			props[k++] = "mcomp.cascade.threshold";
+			props[k++] = thr;
+		}
+		props[k] = NULL;
+		r = mc_model_serialize_onnx(c->stages[s], &m, &buf[s], &len[s], err);
+		if (r) {
+			mc_err_prefix(err, "%s: stage %d ('%s')", path, s, c->names[s]);
+			goto out;
+		}
+	}
+	for (s = 0; s < c->n_stages; s++) {
+		mc_cascade_onnx_path(path, s, file, sizeof(file));
+		r = mc_write_file_atomic(file, buf[s], len[s], err);
+		if (r)
+			goto out;
+	}
+out:
+	for (s = 0; s < c->n_stages; s++)
+		free(buf[s]);
+	free(props);
+	free(json);
 	return r;
 }

@@ -59,22 +59,35 @@ struct ukernel {
 	gemv_fn gemv_t, gemv_n; /* op(B) = B^T (dot products) and op(B) = B */
 };
 
-static void ukernel_portable(int kc, const float *restrict a, const float *restrict b,
-			     float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
+/*
+ * The portable kernels round exactly as the SIMD ones: every multiply-add
+ * is one fmaf, the dot products keep 16 partial sums (lane k % 16) added
+ * in the same tree, so every path gives the same bytes. On x86 they are
+ * also built for FMA (target_clones), where fmaf is one instruction; without
+ * FMA hardware fmaf is the C library's, slower and still exact.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__ELF__)
+#define PORTABLE_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define PORTABLE_CLONES
+#endif
+
+PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a,
+					     const float *restrict b, float *restrict c, int ldc,
+					     int rows, int cols, float alpha, float beta)
 {
 	float acc[4][16] = { { 0 } };
 
 	for (int k = 0; k < kc; k++, a += 4, b += 16)
 		for (int i = 0; i < 4; i++)
 			for (int j = 0; j < 16; j++)
-				acc[i][j] += a[i] * b[j];
+				acc[i][j] = __builtin_fmaf(a[i], b[j], acc[i][j]);
 	for (int i = 0; i < rows; i++)
 		for (int j = 0; j < cols; j++) {
-			float r = alpha * acc[i][j];
+			float *cij = c + i * ldc + j;
 
-			if (beta != 0.0f)
-				r += beta * c[i * ldc + j];
-			c[i * ldc + j] = r;
+			*cij = beta != 0.0f ? __builtin_fmaf(alpha, acc[i][j], beta * *cij)
+					    : alpha * acc[i][j];
 		}
 }
 
@@ -86,20 +99,6 @@ static void ukernel_portable(int kc, const float *restrict a, const float *restr
 		__m256 ai = _mm256_broadcast_ss(a + (i));             \
 		c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);           \
 		c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);           \
-	} while (0)
-
-#define AVX2_STORE(i)                                                                       \
-	do {                                                                                \
-		float *ci = c + (i) * ldc;                                                  \
-		if (beta != 0.0f) {                                                         \
-			_mm256_storeu_ps(ci, _mm256_fmadd_ps(va, c##i##0,                   \
-					 _mm256_mul_ps(vb, _mm256_loadu_ps(ci))));          \
-			_mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(va, c##i##1,               \
-					 _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8))));      \
-		} else {                                                                    \
-			_mm256_storeu_ps(ci, _mm256_mul_ps(va, c##i##0));                   \
-			_mm256_storeu_ps(ci + 8, _mm256_mul_ps(va, c##i##1));               \
-		}                                                                           \
 	} while (0)
 
 #define AVX2_SPILL(i)                                          \
@@ -117,16 +116,19 @@ static void ukernel_portable(int kc, const float *restrict a, const float *restr
 					    : alpha * t[i * (nr) + j];                     \
 		}
 
-/* 6 x 16: twelve accumulators, two B vectors and one broadcast of 16 ymm. */
-__attribute__((target("avx2,fma"))) static void
-ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
-	     int rows, int cols, float alpha, float beta)
+/*
+ * 6 x 16: twelve accumulators, two B vectors and one broadcast fill the 16
+ * ymm registers exactly, so the K loop is a function of its own that takes
+ * nothing else: with alpha and beta live beside it the compiler spilled an
+ * accumulator, and its store and reload on every k halved the speed.
+ */
+__attribute__((target("avx2,fma"), noinline)) static void
+avx2_sums(int kc, const float *restrict a, const float *restrict b, float *restrict t)
 {
 	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-	__m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-	float t[6 * 16];
 
+#pragma GCC unroll 4
 	for (int k = 0; k < kc; k++, a += 6, b += 16) {
 		__m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 
@@ -137,7 +139,43 @@ ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *re
 		AVX2_ROW(4);
 		AVX2_ROW(5);
 	}
+	AVX2_SPILL(0);
+	AVX2_SPILL(1);
+	AVX2_SPILL(2);
+	AVX2_SPILL(3);
+	AVX2_SPILL(4);
+	AVX2_SPILL(5);
+}
+
+#define AVX2_STORE(i)                                                                       \
+	do {                                                                                \
+		float *ci = c + (i) * ldc;                                                  \
+		__m256 s0 = _mm256_load_ps(t + (i) * 16), s1 = _mm256_load_ps(t + (i) * 16 + 8); \
+		if (beta != 0.0f) {                                                         \
+			_mm256_storeu_ps(ci, _mm256_fmadd_ps(va, s0,                        \
+					 _mm256_mul_ps(vb, _mm256_loadu_ps(ci))));          \
+			_mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(va, s1,                    \
+					 _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8))));      \
+		} else {                                                                    \
+			_mm256_storeu_ps(ci, _mm256_mul_ps(va, s0));                        \
+			_mm256_storeu_ps(ci + 8, _mm256_mul_ps(va, s1));                    \
+		}                                                                           \
+	} while (0)
+
+__attribute__((target("avx2,fma"))) static void
+ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
+	     int rows, int cols, float alpha, float beta)
+{
+	float t[6 * 16] __attribute__((aligned(32)));
+
+	for (int i = 0; i < rows; i++) {
+		__builtin_prefetch(c + i * ldc, 1, 3);
+		__builtin_prefetch(c + i * ldc + 15, 1, 3);
+	}
+	avx2_sums(kc, a, b, t);
 	if (rows == 6 && cols == 16) {
+		__m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+
 		AVX2_STORE(0);
 		AVX2_STORE(1);
 		AVX2_STORE(2);
@@ -146,12 +184,6 @@ ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *re
 		AVX2_STORE(5);
 		return;
 	}
-	AVX2_SPILL(0);
-	AVX2_SPILL(1);
-	AVX2_SPILL(2);
-	AVX2_SPILL(3);
-	AVX2_SPILL(4);
-	AVX2_SPILL(5);
 	EDGE_UPDATE(16)
 }
 
@@ -296,6 +328,15 @@ __attribute__((target("avx2"))) static void pack_t_avx2(const float *src, size_t
 			dst[(size_t)k * R + i] = i < valid ? src[(size_t)i * ld + k] : 0.0f;
 }
 
+/* A full strip without a transpose: dst[k][0..R) = src[k * ld + 0..R), R a multiple of 8. */
+__attribute__((target("avx2"))) static void pack_n_avx2(const float *src, size_t ld, int R, int kc,
+							 float *restrict dst)
+{
+	for (int k = 0; k < kc; k++, src += ld, dst += R)
+		for (int j = 0; j < R; j += 8)
+			_mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+}
+
 /*
  * GEMV kernels: c[j] = alpha * sum_k a[k] * op(B)[k][j] + beta * c[j] for
  * j < n (beta == 0 leaves c unread). With tb, column j of op(B) is the row
@@ -432,7 +473,13 @@ __attribute__((target("avx2,fma"))) static void gemv_t_avx2(int K, const float *
 		}
 		if (k < kv)
 			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(B + k), s0);
-		if (K & 7)
+		/* the tail's lanes are k % 16, as in the 16-lane kernels: s0 below 8, s1 from 8 */
+		if ((K & 7) && !(K & 8)) {
+			s0 = _mm256_fmadd_ps(_mm256_maskload_ps(a + kv, tail),
+					     _mm256_maskload_ps(B + kv, tail), s0);
+			/* the 16-lane tail adds +0 to the lanes it does not use (-0 becomes +0) */
+			s1 = _mm256_add_ps(s1, _mm256_setzero_ps());
+		} else if (K & 7)
 			s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + kv, tail),
 					     _mm256_maskload_ps(B + kv, tail), s1);
 		r = hsum_avx2(_mm256_add_ps(s0, s1));
@@ -486,27 +533,42 @@ __attribute__((target("avx2,fma"))) static void gemv_n_avx2(int K, const float *
 #endif
 
 
-static void gemv_t_portable(int K, const float *a, const float *B, size_t ldb, int n, float *c,
-			    float alpha, float beta)
+/* sum_k a[k] * b[k] as the SIMD dot products do: lane k % 16, then halves added, 8, 4, 2, 1. */
+static inline float dot16(int K, const float *a, const float *b)
+{
+	float l[16] = { 0 };
+
+	for (int k = 0; k < K; k++)
+		l[k & 15] = __builtin_fmaf(a[k], b[k], l[k & 15]);
+	/* the SIMD tail adds +0 (a masked-off product) to the lanes it does not use */
+	if (K & 15)
+		for (int i = K & 15; i < 16; i++)
+			l[i] = l[i] + 0.0f;
+	for (int w = 8; w > 0; w /= 2)
+		for (int i = 0; i < w; i++)
+			l[i] = l[i] + l[i + w];
+	return l[0];
+}
+
+PORTABLE_CLONES static void gemv_t_portable(int K, const float *a, const float *B, size_t ldb,
+					    int n, float *c, float alpha, float beta)
 {
 	for (int j = 0; j < n; j++, B += ldb) {
-		float acc = 0.0f;
+		float r = dot16(K, a, B);
 
-		for (int k = 0; k < K; k++)
-			acc += a[k] * B[k];
-		c[j] = beta != 0.0f ? alpha * acc + beta * c[j] : alpha * acc;
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, r, beta * c[j]) : alpha * r;
 	}
 }
 
-static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb, int n, float *c,
-			    float alpha, float beta)
+PORTABLE_CLONES static void gemv_n_portable(int K, const float *a, const float *B, size_t ldb,
+					    int n, float *c, float alpha, float beta)
 {
 	for (int j = 0; j < n; j++) {
 		float acc = 0.0f;
 
 		for (int k = 0; k < K; k++)
-			acc += a[k] * B[(size_t)k * ldb + j];
-		c[j] = beta != 0.0f ? alpha * acc + beta * c[j] : alpha * acc;
+			acc = __builtin_fmaf(a[k], B[(size_t)k * ldb + j], acc);
+		c[j] = beta != 0.0f ? __builtin_fmaf(alpha, acc, beta * c[j]) : alpha * acc;
 	}
 }
 
@@ -631,6 +693,12 @@ static void pack_b(int tb, const float *B, int ldb, int N, int c0, int p0, int k
 	int cols = N - c0 < nr ? N - c0 : nr;
 
 	if (!tb) {
+#if defined(__x86_64__) || defined(__i386__)
+		if (cols == nr && nr % 8 == 0 && mc_cpu_has(MC_CPU_AVX2)) {
+			pack_n_avx2(B + (size_t)p0 * ldb + c0, (size_t)ldb, nr, kc, dst);
+			return;
+		}
+#endif
 		for (int k = 0; k < kc; k++) {
 			const float *src = B + (size_t)(p0 + k) * ldb + c0;
 			float *d = dst + (size_t)k * nr;

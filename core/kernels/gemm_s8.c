@@ -37,6 +37,8 @@ struct mc_s8_weights {
 	float *scale;	 /* [groups * 64], zero past n */
 	float *bias;	 /* [groups * 64], zero past n or without bias */
 	int32_t *colsum; /* [groups * 64] */
+	int k2;		 /* pairs of K, (k + 1) / 2 */
+	int16_t *w16;	 /* the AVX2 kernel's copy, made on its first use (w16_of) */
 };
 
 /* One output block: rows [m0, m0 + mr) of a, columns of group g, into t[mr][64]. */
@@ -47,7 +49,8 @@ struct s8_kernel {
 	const char *name;
 	int mr; /* rows per block */
 	s8_kernel_fn fn;
-	int epi; /* 0: portable epilogue, 1: AVX2/FMA, 2: AVX-512 */
+	int epi;  /* 0: portable epilogue, 1: AVX2/FMA, 2: AVX-512 */
+	int wide; /* b is the group's block of the s16 copy (w16), not of w */
 };
 
 /* The 4 bytes of a row at quad q; the last quad of an odd K is read with zeros past K. */
@@ -90,106 +93,168 @@ static void kernel_portable(int mr, int k, const uint8_t *a, size_t lda, const i
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-/* 6 rows x 64 columns: 24 zmm accumulators, one vpdpbusd per 64 products. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
-vnni512_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
-{
-	__m512i acc[MR_MAX][4];
-	int kq = k / 4, k4 = (k + 3) / 4;
+/*
+ * The VNNI kernels: a row's quad of K broadcast against the weights of a
+ * quad (each s32 lane sums 4 u8 x s8 products), named accumulators per row
+ * so that they stay in registers (with arrays the compiler kept them in
+ * memory, a load and a store around every vpdpbusd), one copy per row
+ * count. The last quad of an odd K is read with zeros past K (quad()).
+ */
+/* Row i's quad q of K as an s32 (the full quads); the last, partial one is read before the loop. */
+#define VNNI_X(i)                                                                           \
+	int32_t v##i;                                                                       \
+	if (q < kq)                                                                         \
+		memcpy(&v##i, a + (i) * lda + 4 * (size_t)q, 4);                            \
+	else                                                                                \
+		v##i = vt[i]
+#define VNNI_TAIL()                                                                         \
+	int32_t vt[6] = { 0 };                                                              \
+	if (kq < k4)                                                                        \
+		for (int i = 0; i < R; i++)                                                 \
+			vt[i] = (int32_t)quad(a + i * lda, kq, k)
 
-	for (int i = 0; i < mr; i++)
-		for (int s = 0; s < 4; s++)
-			acc[i][s] = _mm512_setzero_si512();
+/* 6 rows x 64 columns: 24 zmm accumulators, 4 weight vectors, one broadcast. */
+#define VNNI512_ROW(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		VNNI_X(i);                                                               \
+		__m512i x = _mm512_set1_epi32(v##i);                                        \
+		c##i##0 = _mm512_dpbusd_epi32(c##i##0, x, b0);                              \
+		c##i##1 = _mm512_dpbusd_epi32(c##i##1, x, b1);                              \
+		c##i##2 = _mm512_dpbusd_epi32(c##i##2, x, b2);                              \
+		c##i##3 = _mm512_dpbusd_epi32(c##i##3, x, b3);                              \
+	}
+#define VNNI512_DECL(i) __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0, \
+			c##i##2 = c##i##0, c##i##3 = c##i##0
+#define VNNI512_OUT(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		_mm512_storeu_si512(t + (i) * GROUP, c##i##0);                              \
+		_mm512_storeu_si512(t + (i) * GROUP + 16, c##i##1);                         \
+		_mm512_storeu_si512(t + (i) * GROUP + 32, c##i##2);                         \
+		_mm512_storeu_si512(t + (i) * GROUP + 48, c##i##3);                         \
+	}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+vnni512_block(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	int kq = k / 4, k4 = (k + 3) / 4;
+	VNNI_TAIL();
+	VNNI512_DECL(0);
+	VNNI512_DECL(1);
+	VNNI512_DECL(2);
+	VNNI512_DECL(3);
+	VNNI512_DECL(4);
+	VNNI512_DECL(5);
+
 	for (int q = 0; q < k4; q++, b += 256) {
 		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 64);
 		__m512i b2 = _mm512_load_si512(b + 128), b3 = _mm512_load_si512(b + 192);
 
-		for (int i = 0; i < mr; i++) {
-			int32_t v;
-			__m512i x;
-
-			if (q < kq)
-				memcpy(&v, a + i * lda + 4 * q, 4);
-			else
-				v = (int32_t)quad(a + i * lda, q, k);
-			x = _mm512_set1_epi32(v);
-			acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
-			acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
-			acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], x, b2);
-			acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], x, b3);
-		}
+		VNNI512_ROW(0);
+		VNNI512_ROW(1);
+		VNNI512_ROW(2);
+		VNNI512_ROW(3);
+		VNNI512_ROW(4);
+		VNNI512_ROW(5);
 	}
-	for (int i = 0; i < mr; i++)
-		for (int s = 0; s < 4; s++)
-			_mm512_storeu_si512(t + i * GROUP + s * 16, acc[i][s]);
+	VNNI512_OUT(0);
+	VNNI512_OUT(1);
+	VNNI512_OUT(2);
+	VNNI512_OUT(3);
+	VNNI512_OUT(4);
+	VNNI512_OUT(5);
 }
 
-/* One copy per row count, so the accumulators live in registers. */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
-kernel_vnni512(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+#define VNNI512_COPY(R)                                                                     \
+	__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) static void        \
+		vnni512_##R(int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t) \
+	{                                                                                   \
+		vnni512_block(R, k, a, lda, b, t);                                          \
+	}
+VNNI512_COPY(1)
+VNNI512_COPY(2)
+VNNI512_COPY(3)
+VNNI512_COPY(4)
+VNNI512_COPY(5)
+VNNI512_COPY(6)
+
+static void kernel_vnni512(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			   int32_t *t)
 {
-	switch (mr) {
-	case 1: vnni512_block(1, k, a, lda, b, t); break;
-	case 2: vnni512_block(2, k, a, lda, b, t); break;
-	case 3: vnni512_block(3, k, a, lda, b, t); break;
-	case 4: vnni512_block(4, k, a, lda, b, t); break;
-	case 5: vnni512_block(5, k, a, lda, b, t); break;
-	default: vnni512_block(6, k, a, lda, b, t); break;
-	}
+	static void (*const copy[6])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
+		vnni512_1, vnni512_2, vnni512_3, vnni512_4, vnni512_5, vnni512_6
+	};
+
+	copy[(mr < 6 ? mr : 6) - 1](k, a, lda, b, t);
 }
 
-/* 3 rows x 32 columns per pass, two passes per group: 12 ymm accumulators. */
+/* 6 rows x 16 columns per pass, four passes per group: 12 ymm accumulators. */
+#define AVXVNNI_ROW(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		VNNI_X(i);                                                               \
+		__m256i x = _mm256_set1_epi32(v##i);                                        \
+		c##i##0 = _mm256_dpbusd_avx_epi32(c##i##0, x, b0);                          \
+		c##i##1 = _mm256_dpbusd_avx_epi32(c##i##1, x, b1);                          \
+	}
+#define AVXVNNI_DECL(i) __m256i c##i##0 = _mm256_setzero_si256(), c##i##1 = c##i##0
+#define AVXVNNI_OUT(i)                                                                      \
+	if (R > (i)) {                                                                      \
+		_mm256_storeu_si256((__m256i *)(t + (i) * GROUP), c##i##0);                 \
+		_mm256_storeu_si256((__m256i *)(t + (i) * GROUP + 8), c##i##1);             \
+	}
+
 __attribute__((target("avx2,avxvnni"), always_inline)) static inline void
-avxvnni_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+avxvnni_strip(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
 {
 	int kq = k / 4, k4 = (k + 3) / 4;
+	VNNI_TAIL();
+	AVXVNNI_DECL(0);
+	AVXVNNI_DECL(1);
+	AVXVNNI_DECL(2);
+	AVXVNNI_DECL(3);
+	AVXVNNI_DECL(4);
+	AVXVNNI_DECL(5);
 
-	for (int h = 0; h < 2; h++) {
-		__m256i acc[3][4];
-		const int8_t *bq = b + h * 128;
+	for (int q = 0; q < k4; q++, b += 256) {
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 32));
 
-		for (int i = 0; i < mr; i++)
-			for (int s = 0; s < 4; s++)
-				acc[i][s] = _mm256_setzero_si256();
-		for (int q = 0; q < k4; q++, bq += 256) {
-			__m256i x[3];
-
-			for (int i = 0; i < mr; i++) {
-				int32_t v;
-
-				if (q < kq)
-					memcpy(&v, a + i * lda + 4 * q, 4);
-				else
-					v = (int32_t)quad(a + i * lda, q, k);
-				x[i] = _mm256_set1_epi32(v);
-			}
-			for (int s = 0; s < 4; s++) {
-				__m256i bs = _mm256_load_si256((const __m256i *)(bq + s * 32));
-
-				for (int i = 0; i < mr; i++)
-					acc[i][s] = _mm256_dpbusd_avx_epi32(acc[i][s], x[i], bs);
-			}
-		}
-		for (int i = 0; i < mr; i++)
-			for (int s = 0; s < 4; s++)
-				_mm256_storeu_si256((__m256i *)(t + i * GROUP + h * 32 + s * 8),
-						    acc[i][s]);
+		AVXVNNI_ROW(0);
+		AVXVNNI_ROW(1);
+		AVXVNNI_ROW(2);
+		AVXVNNI_ROW(3);
+		AVXVNNI_ROW(4);
+		AVXVNNI_ROW(5);
 	}
+	AVXVNNI_OUT(0);
+	AVXVNNI_OUT(1);
+	AVXVNNI_OUT(2);
+	AVXVNNI_OUT(3);
+	AVXVNNI_OUT(4);
+	AVXVNNI_OUT(5);
 }
 
-__attribute__((target("avx2,avxvnni"))) static void
-kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
-{
-	for (int i = 0; i < mr; i += 3) {
-		int r = mr - i < 3 ? mr - i : 3;
-
-		if (r == 3)
-			avxvnni_block(3, k, a + i * lda, lda, b, t + i * GROUP);
-		else if (r == 2)
-			avxvnni_block(2, k, a + i * lda, lda, b, t + i * GROUP);
-		else
-			avxvnni_block(1, k, a + i * lda, lda, b, t + i * GROUP);
+#define AVXVNNI_COPY(R)                                                                     \
+	__attribute__((target("avx2,avxvnni"), noinline)) static void avxvnni_##R(          \
+		int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)           \
+	{                                                                                   \
+		for (int s = 0; s < 4; s++)                                                 \
+			avxvnni_strip(R, k, a, lda, b + s * 64, t + s * 16);                \
 	}
+AVXVNNI_COPY(1)
+AVXVNNI_COPY(2)
+AVXVNNI_COPY(3)
+AVXVNNI_COPY(4)
+AVXVNNI_COPY(5)
+AVXVNNI_COPY(6)
+
+static void kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			   int32_t *t)
+{
+	static void (*const copy[6])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
+		avxvnni_1, avxvnni_2, avxvnni_3, avxvnni_4, avxvnni_5, avxvnni_6
+	};
+
+	copy[(mr < 6 ? mr : 6) - 1](k, a, lda, b, t);
 }
 
 
@@ -267,63 +332,141 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
 #endif
 
 /*
- * AVX2 without VNNI: bytes widened to s16 and multiplied with vpmaddwd,
- * whose pair sums cannot overflow (vpmaddubsw's s16 pair sums saturate at
- * 2 * 255 * 127). Lane layout per 4 columns: (col, k pair), added pairwise
- * at the end. 2 rows x 16 columns per pass.
+ * AVX2 without VNNI. vpmaddubsw would take 32 u8 x s8 products at once,
+ * but its s16 pair sums saturate (2 * 255 * -128 does not fit), so this
+ * kernel multiplies s16 by s16 with vpmaddwd, whose s32 pair sums are
+ * exact: 16 products per instruction and one vpaddd, the fewest
+ * instructions per product an exact sum can take without VNNI (a split of
+ * the bytes into halves that vpmaddubsw cannot saturate needs two
+ * vpmaddubsw and two adds for 32 products: as many). The weights are
+ * widened once, into a copy laid out per group as four strips of 16
+ * columns, each K pair by K pair: (w[c][2p], w[c][2p + 1]) for c < 16, so
+ * one s32 lane of the product is one column. The rows of A are widened per
+ * chunk of K into a buffer on the stack; a pair of them, broadcast, meets
+ * the 16 columns in two vpmaddwd. Up to 6 rows x 16 columns: twelve
+ * accumulators, two weight vectors and the broadcast in 16 ymm registers.
+ */
+#define AVX2_KCH 512 /* K per chunk of widened rows: 6 KB */
+
+#define AVX2_ROW(i)                                                                         \
+	do {                                                                                \
+		int32_t v;                                                                  \
+		__m256i x;                                                                  \
+		if (R > (i)) {                                                              \
+			memcpy(&v, r + (i) * AVX2_KCH, 4);                                  \
+			x = _mm256_set1_epi32(v);                                           \
+			c##i##0 = _mm256_add_epi32(c##i##0, _mm256_madd_epi16(x, w0));      \
+			c##i##1 = _mm256_add_epi32(c##i##1, _mm256_madd_epi16(x, w1));      \
+		}                                                                           \
+	} while (0)
+#define AVX2_IN(i)                                                                          \
+	if (R > (i)) {                                                                      \
+		c##i##0 = _mm256_loadu_si256((const __m256i *)(t + (i) * 16));              \
+		c##i##1 = _mm256_loadu_si256((const __m256i *)(t + (i) * 16 + 8));          \
+	}
+#define AVX2_OUT(i)                                                                         \
+	if (R > (i)) {                                                                      \
+		_mm256_storeu_si256((__m256i *)(t + (i) * 16), c##i##0);                    \
+		_mm256_storeu_si256((__m256i *)(t + (i) * 16 + 8), c##i##1);                \
+	}
+
+/*
+ * t[R][16] += R rows of a16 (pairs [0, np)) times one strip of weights
+ * (pairs from w); R is a constant in each copy, so the accumulators live in
+ * registers.
  */
 __attribute__((target("avx2"), always_inline)) static inline void
-avx2_block(const int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+avx2_strip(const int R, int np, const int16_t *a16, const int16_t *w, int32_t *t)
 {
-	int kq = k / 4, k4 = (k + 3) / 4;
+	__m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00;
+	__m256i c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 
-	for (int s = 0; s < 4; s++) {
-		__m256i acc[2][4];
-		const int8_t *bq = b + s * 64;
+	AVX2_IN(0);
+	AVX2_IN(1);
+	AVX2_IN(2);
+	AVX2_IN(3);
+	AVX2_IN(4);
+	AVX2_IN(5);
+#pragma GCC unroll 4
+	for (int p = 0; p < np; p++, w += 32) {
+		__m256i w0 = _mm256_load_si256((const __m256i *)w);
+		__m256i w1 = _mm256_load_si256((const __m256i *)(w + 16));
+		const int16_t *r = a16 + 2 * p;
 
-		for (int i = 0; i < mr; i++)
-			for (int v = 0; v < 4; v++)
-				acc[i][v] = _mm256_setzero_si256();
-		for (int q = 0; q < k4; q++, bq += 256) {
-			__m256i w[4];
+		AVX2_ROW(0);
+		AVX2_ROW(1);
+		AVX2_ROW(2);
+		AVX2_ROW(3);
+		AVX2_ROW(4);
+		AVX2_ROW(5);
+	}
+	AVX2_OUT(0);
+	AVX2_OUT(1);
+	AVX2_OUT(2);
+	AVX2_OUT(3);
+	AVX2_OUT(4);
+	AVX2_OUT(5);
+}
 
-			for (int v = 0; v < 4; v++)
-				w[v] = _mm256_cvtepi8_epi16(
-					_mm_loadu_si128((const __m128i *)(bq + v * 16)));
-			for (int i = 0; i < mr; i++) {
-				uint32_t u;
-				__m256i x;
+#define AVX2_STRIP_COPY(R)                                                                  \
+	__attribute__((target("avx2"), noinline)) static void avx2_strip##R(                \
+		int np, const int16_t *a16, const int16_t *w, int32_t *t)                   \
+	{                                                                                   \
+		avx2_strip(R, np, a16, w, t);                                               \
+	}
+AVX2_STRIP_COPY(1)
+AVX2_STRIP_COPY(2)
+AVX2_STRIP_COPY(3)
+AVX2_STRIP_COPY(4)
+AVX2_STRIP_COPY(5)
+AVX2_STRIP_COPY(6)
 
-				if (q < kq)
-					memcpy(&u, a + i * lda + 4 * q, 4);
-				else
-					u = quad(a + i * lda, q, k);
-				x = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)u));
-				for (int v = 0; v < 4; v++)
-					acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(x, w[v]));
-			}
-		}
-		for (int i = 0; i < mr; i++) {
-			__m256i lo = _mm256_hadd_epi32(acc[i][0], acc[i][1]);
-			__m256i hi = _mm256_hadd_epi32(acc[i][2], acc[i][3]);
+/*
+ * Rows [0, mr) of a, K from k0 (even) to k1, zero-extended to s16 in
+ * dst[i][k - k0], padded to a pair.
+ */
+__attribute__((target("avx2"))) static void avx2_widen(int mr, const uint8_t *a, size_t lda,
+							int k0, int k1, int16_t *dst)
+{
+	for (int i = 0; i < mr; i++) {
+		const uint8_t *src = a + i * lda;
+		int16_t *d = dst + i * AVX2_KCH;
+		int k = k0;
 
-			_mm256_storeu_si256((__m256i *)(t + i * GROUP + s * 16),
-					    _mm256_permute4x64_epi64(lo, 0xD8));
-			_mm256_storeu_si256((__m256i *)(t + i * GROUP + s * 16 + 8),
-					    _mm256_permute4x64_epi64(hi, 0xD8));
-		}
+		for (; k + 16 <= k1; k += 16)
+			_mm256_storeu_si256((__m256i *)(d + k - k0),
+					    _mm256_cvtepu8_epi16(
+						    _mm_loadu_si128((const __m128i *)(src + k))));
+		for (; k < k1; k++)
+			d[k - k0] = src[k];
+		if ((k1 - k0) & 1)
+			d[k1 - k0] = 0;
 	}
 }
 
+/* Up to 6 rows x 64 columns into t[mr][64]. */
 __attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uint8_t *a,
 							 size_t lda, const int8_t *b, int32_t *t)
 {
-	for (int i = 0; i < mr; i += 2) {
-		if (mr - i >= 2)
-			avx2_block(2, k, a + i * lda, lda, b, t + i * GROUP);
-		else
-			avx2_block(1, k, a + i * lda, lda, b, t + i * GROUP);
+	static void (*const strip[6])(int, const int16_t *, const int16_t *, int32_t *) = {
+		avx2_strip1, avx2_strip2, avx2_strip3, avx2_strip4, avx2_strip5, avx2_strip6
+	};
+	const int16_t *w = (const int16_t *)(const void *)b;
+	int16_t a16[6 * AVX2_KCH] __attribute__((aligned(32)));
+	int32_t acc[4][6 * 16] __attribute__((aligned(32))) = { { 0 } };
+	size_t sw = (size_t)(k + 1) / 2 * 32;
+
+	for (int k0 = 0; k0 < k; k0 += AVX2_KCH) {
+		int k1 = k - k0 < AVX2_KCH ? k : k0 + AVX2_KCH;
+
+		avx2_widen(mr, a, lda, k0, k1, a16);
+		for (int s = 0; s < 4; s++)
+			strip[mr - 1]((k1 - k0 + 1) / 2, a16, w + s * sw + (size_t)k0 / 2 * 32,
+				      acc[s]);
 	}
+	for (int i = 0; i < mr; i++)
+		for (int s = 0; s < 4; s++)
+			memcpy(t + i * GROUP + s * 16, acc[s] + i * 16, 16 * sizeof(int32_t));
 }
 #endif
 
@@ -331,7 +474,7 @@ __attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uin
 
 /*
  * Rows of the s32 tile t[mr][64] to y (row m0, column n0): d = acc - za *
- * colsum in wrapping s32 (the true value fits), then fmaf(sa * sw, d, bias)
+ * colsum in wrapping s32 (the true value fits), then (sa * sw) * d + bias
  * and the optional relu. Every epilogue rounds the same way.
  */
 typedef void (*epi_fn)(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int n0,
@@ -344,7 +487,7 @@ static void epi_portable(int mr, int cols, const int32_t *t, const struct mc_s8_
 		for (int j = 0; j < cols; j++) {
 			uint32_t d = (uint32_t)t[i * GROUP + j] -
 				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
-			float v = fmaf(sa * w->scale[n0 + j], (float)(int32_t)d, w->bias[n0 + j]);
+			float v = sa * w->scale[n0 + j] * (float)(int32_t)d + w->bias[n0 + j];
 
 			if ((flags & MC_S8_RELU) && !(v > 0.0f))
 				v = 0.0f;
@@ -368,7 +511,7 @@ epi_avx512(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, in
 
 		for (int i = 0; i < mr; i++) {
 			__m512i d = _mm512_sub_epi32(_mm512_loadu_si512(t + i * GROUP + j), zc);
-			__m512 v = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(d), b);
+			__m512 v = _mm512_add_ps(_mm512_mul_ps(s, _mm512_cvtepi32_ps(d)), b);
 
 			if (flags & MC_S8_RELU)
 				v = _mm512_max_ps(v, zero);
@@ -394,7 +537,7 @@ epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int 
 		for (int i = 0; i < mr; i++) {
 			__m256i d = _mm256_sub_epi32(
 				_mm256_loadu_si256((const __m256i *)(t + i * GROUP + j)), zc);
-			__m256 v = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(d), b);
+			__m256 v = _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(d)), b);
 
 			if (flags & MC_S8_RELU)
 				v = _mm256_max_ps(v, zero);
@@ -405,8 +548,7 @@ epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int 
 		for (int i = 0; i < mr; i++) {
 			uint32_t d = (uint32_t)t[i * GROUP + j] -
 				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
-			float v = __builtin_fmaf(sa * w->scale[n0 + j], (float)(int32_t)d,
-						 w->bias[n0 + j]);
+			float v = sa * w->scale[n0 + j] * (float)(int32_t)d + w->bias[n0 + j];
 
 			if ((flags & MC_S8_RELU) && !(v > 0.0f))
 				v = 0.0f;
@@ -428,13 +570,13 @@ static const epi_fn epilogues[] = {
 static const struct s8_kernel kernels[] = {
 #if defined(__x86_64__) || defined(__i386__)
 #if defined(__linux__) && defined(__x86_64__)
-	{ "amx", 32, kernel_amx, 2 },
+	{ "amx", 32, kernel_amx, 2, 0 },
 #endif
-	{ "avx512-vnni", 6, kernel_vnni512, 2 },
-	{ "avx-vnni", 6, kernel_avxvnni, 1 },
-	{ "avx2", 6, kernel_avx2, 1 },
+	{ "avx512-vnni", 6, kernel_vnni512, 2, 0 },
+	{ "avx-vnni", 6, kernel_avxvnni, 1, 0 },
+	{ "avx2", 6, kernel_avx2, 1, 1 },
 #endif
-	{ "portable", 4, kernel_portable, 0 },
+	{ "portable", 4, kernel_portable, 0, 0 },
 };
 
 static int supported(const struct s8_kernel *k)
@@ -524,6 +666,7 @@ struct mc_s8_weights *mc_s8_pack(const int8_t *w, int N, int K, int ldw, const f
 	p->n = N;
 	p->k = K;
 	p->k4 = ((K + 3) / 4 + QPAD - 1) / QPAD * QPAD;
+	p->k2 = (K + 1) / 2;
 	p->groups = (int)(((int64_t)N + GROUP - 1) / GROUP);
 	cols = (size_t)p->groups * GROUP;
 	if (mc_mul_overflow(cols * 4, (size_t)p->k4, &bytes))
@@ -564,6 +707,7 @@ void mc_s8_free(struct mc_s8_weights *p)
 	mc_free(p->scale);
 	mc_free(p->bias);
 	mc_free(p->colsum);
+	mc_free(p->w16);
 	free(p);
 }
 
@@ -579,16 +723,62 @@ int mc_s8_k(const struct mc_s8_weights *p)
 
 /* ---------------------------------------------------------------- GEMM */
 
+/*
+ * The weights widened to s16 for the AVX2 kernel (its layout is there),
+ * made on the first call that uses that kernel and kept with the weights:
+ * other kernels never pay for it. Two threads may both make it; one copy
+ * stays. NULL when out of memory.
+ */
+static const int16_t *w16_of(const struct mc_s8_weights *cw)
+{
+	struct mc_s8_weights *w = (struct mc_s8_weights *)cw;
+	int16_t *p = __atomic_load_n(&w->w16, __ATOMIC_ACQUIRE), *none = NULL;
+	size_t strip;
+
+	if (p)
+		return p;
+	strip = (size_t)w->k2 * 32;
+	p = mc_calloc((size_t)w->groups * 4 * strip, sizeof(int16_t));
+	if (!p)
+		return NULL;
+	for (int n = 0; n < w->n; n++) {
+		int16_t *d = p + (size_t)(n / 16) * strip + (n % 16) * 2;
+		const int8_t *src = w->w + (size_t)(n / GROUP) * w->k4 * 256 + (n % GROUP / 16) * 64 +
+				    (n % 16) * 4;
+
+		for (int k = 0; k < w->k; k++)
+			d[(size_t)(k / 2) * 32 + k % 2] = src[(size_t)(k / 4) * 256 + k % 4];
+	}
+	if (!__atomic_compare_exchange_n(&w->w16, &none, p, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		mc_free(p);
+		return none;
+	}
+	return p;
+}
+
 /* Shares (group, row block) items out; writes y (requantized) or c (s32 sums). */
 static void run(int M, const uint8_t *a, int lda, float sa, int za, const struct mc_s8_weights *w,
 		unsigned flags, float *y, int ldy, int32_t *c, int ldc)
 {
 	const struct s8_kernel *kn = kernel();
-	const epi_fn epi = epilogues[kn->epi];
-	int mr = kn->mr, rb, items;
+	const int8_t *wb = NULL;
+	size_t gbytes;
+	epi_fn epi;
+	int mr, rb, items;
 
 	if (M <= 0)
 		return;
+	if (kn->wide) {
+		wb = (const int8_t *)(const void *)w16_of(w);
+		if (!wb) /* out of memory for the copy: the portable kernel, same sums */
+			kn = find_kernel("portable");
+	}
+	if (!kn->wide)
+		wb = w->w;
+	gbytes = kn->wide ? (size_t)4 * w->k2 * 32 * sizeof(int16_t) : (size_t)w->k4 * 256;
+	epi = epilogues[kn->epi];
+	mr = kn->mr;
 	rb = (M + mr - 1) / mr;
 	items = w->groups * rb;
 #pragma omp parallel for schedule(static) if ((double)M * w->n * w->k >= PAR_MIN_S8 && items > 1)
@@ -597,8 +787,7 @@ static void run(int M, const uint8_t *a, int lda, float sa, int za, const struct
 		int g = it / rb, m0 = (it % rb) * mr, n0 = g * GROUP;
 		int rows = M - m0 < mr ? M - m0 : mr, cols = w->n - n0 < GROUP ? w->n - n0 : GROUP;
 
-		kn->fn(rows, w->k, a + (size_t)m0 * lda, (size_t)lda,
-		       w->w + (size_t)g * w->k4 * 256, t);
+		kn->fn(rows, w->k, a + (size_t)m0 * lda, (size_t)lda, wb + (size_t)g * gbytes, t);
 		if (c) {
 			for (int i = 0; i < rows; i++)
 				memcpy(c + (size_t)(m0 + i) * ldc + n0, t + i * GROUP,
@@ -650,7 +839,7 @@ void mc_gemm_u8s8_ref(int M, int N, int K, const uint8_t *a, int lda, float sa, 
 
 			for (int k = 0; k < K; k++)
 				acc += (int64_t)a[(size_t)m * lda + k] * w[(size_t)n * ldw + k];
-			v = fmaf(sa * sw[n], (float)(acc - za * colsum), bias ? bias[n] : 0.0f);
+			v = sa * sw[n] * (float)(acc - za * colsum) + (bias ? bias[n] : 0.0f);
 			if ((flags & MC_S8_RELU) && !(v > 0.0f))
 				v = 0.0f;
 			y[(size_t)m * ldy + n] = v;

@@ -64,7 +64,10 @@ MC_API const char *mc_shape_text(int ndim, const int64_t *shape, char *buf, size
  * is X or its transpose (ta, tb nonzero). lda/ldb/ldc are row strides of the
  * matrices as stored. Uses the fastest kernel the CPU supports; threads split
  * the output, so the result does not depend on the thread count. beta == 0
- * ignores the old contents of C (NaN included).
+ * ignores the old contents of C (NaN included). Every kernel gives the same
+ * bytes: per K slice of 256 in order, a chain of fused multiply-adds from
+ * zero, then C = fma(alpha, sum, beta * C); with three rows or fewer, the
+ * same per column, or 16 lanes added in one tree when B is transposed.
  */
 MC_API void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
 		     const float *B, int ldb, float beta, float *C, int ldc);
@@ -88,15 +91,18 @@ MC_API int mc_sgemm_use(const char *kernel);
  * output channel), exact s32 sums, f32 output:
  *
  *	acc[m][n] = sum_k a[m][k] * w[n][k]
- *	y[m][n]   = fmaf(sa * sw[n], (float)(acc[m][n] - za * colsum_w[n]), bias[n])
+ *	y[m][n]   = (sa * sw[n]) * (float)(acc[m][n] - za * colsum_w[n]) + bias[n]
+ *
+ * (a multiply, then an add: two roundings, which ONNX's Mul and Add can
+ * state, so an exported model computes the same bits in ONNX Runtime)
  *
  * then max(y, 0) with MC_S8_RELU. W is laid out like a linear layer's
  * weight, [N out, K in]; it is packed once (mc_s8_pack) into the kernels'
  * layout together with its scales, bias and column sums. The kernel is
  * chosen at run time: "amx" (Sapphire Rapids tiles, 32-row blocks; fewer
  * rows go to vpdpbusd), "avx512-vnni" (vpdpbusd on zmm), "avx-vnni" (ymm),
- * "avx2" (widened to s16 and vpmaddwd: exact, unlike vpmaddubsw, which
- * saturates), "portable"; MCOMP_GEMM_S8 or mc_gemm_s8_use() forces one. All
+ * "avx2" (no VNNI: s16 x s16 vpmaddwd on a widened copy of the weights,
+ * made on its first use; exact, unlike vpmaddubsw, which saturates), "portable"; MCOMP_GEMM_S8 or mc_gemm_s8_use() forces one. All
  * give the same s32 sums bit for bit, and the same y. Threads split the
  * output, so the result does not depend on the thread count either.
  *
