@@ -319,6 +319,9 @@ int main(int argc, char **argv)
 	double base;
 	int i, r = 0;
 
+	/* As the mcomp command starts: bounded OpenMP waits unless the caller set them. */
+	mc_threads_bound_waits(argv);
+
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 

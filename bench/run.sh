@@ -3,8 +3,8 @@
 #
 # bench/run.sh - mcomp measured against its peers, side by side, in one run.
 #
-#	sh bench/run.sh [all|gemm|train|sparse|quantize|memory|ort|scaling]...
-#	(default: all but scaling)
+#	sh bench/run.sh [all|gemm|train|sparse|quantize|memory|ort|scaling|contention]...
+#	(default: all but scaling and contention)
 #
 # gemm     square f32 GEMM GFLOP/s (mcomp, OpenBLAS with OPENBLAS_CORETYPE as
 #          the environment has it and unset) and mcomp's int8 GEMM GOP/s
@@ -23,6 +23,10 @@
 #          same models exported by mcomp; target <= 1.0x ONNX Runtime's
 # scaling  GEMM and MLP training at 1, 2, ... N threads (N = nproc): speedup
 #          and efficiency (not part of the default run)
+# contention  MLP and CNN training and batch-1 latency, mcomp and PyTorch,
+#          idle and beside 1 and 2 busy processes pinned to their CPUs
+#          (BENCH_CPUS, default the first BENCH_THREADS of the affinity
+#          mask); ratios against idle (not part of the default run)
 # all      every part
 #
 # Every figure is the median of BENCH_ROUNDS interleaved rounds (each itself
@@ -402,6 +406,118 @@ run_scaling() {
 	fi
 }
 
+# ---------------------------------------------------------------- contention
+
+# cpu_list N: the first N CPUs of this shell's affinity mask, comma-separated.
+cpu_list() {
+	taskset -cp $$ 2>/dev/null | sed 's/.*: *//' | tr ',' '\n' |
+		awk -F- -v n="$1" '{ hi = NF > 1 ? $2 : $1; for (c = $1; c <= hi && k < n; c++) { printf "%s%d", k ? "," : "", c; k++ } }'
+}
+
+run_contention() {
+	rounds=${BENCH_ROUNDS:-2}
+	torch=1
+	if ! command -v taskset >/dev/null; then
+		echo "== Contention: skipped, taskset (util-linux) is missing"
+		return
+	fi
+	cpus=${BENCH_CPUS:-$(cpu_list "$THREADS")}
+	c1=${cpus%%,*}
+	c2=$(echo "$cpus" | cut -d, -f2)
+	echo "== Contention: MLP and CNN training (samples/s) and batch-1 latency (ms) on CPUs" \
+		"$cpus, $THREADS threads, idle and beside 1 and 2 busy processes (a shell loop" \
+		"pinned to CPU $c1, then also to $c2); median of $rounds rounds"
+	if [ -d "$DATA" ]; then dopt="-d $DATA"; else dopt=; fi
+	if ! have_torch; then
+		echo "  PyTorch side skipped: '$PY -c \"import torch\"' fails (python3-torch)"
+		torch=0
+	fi
+	spin=
+	trap 'kill $spin 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
+	r=1
+	while [ $r -le "$rounds" ]; do
+		for load in 0 1 2; do
+			spin=
+			if [ $load -ge 1 ]; then
+				taskset -c "$c1" sh -c 'while :; do :; done' &
+				spin=$!
+			fi
+			if [ $load -ge 2 ]; then
+				taskset -c "$c2" sh -c 'while :; do :; done' &
+				spin="$spin $!"
+			fi
+			sleep 0.3
+			for model in mlp cnn; do
+				steps=40
+				[ $model = cnn ] && steps=10
+				# shellcheck disable=SC2086
+				measure mc_l$load 0 env OMP_NUM_THREADS=$THREADS taskset -c "$cpus" \
+					"$TRAIN" $dopt -s $steps -r 3 -T 2 -m 0.3 $model train lat1
+				if [ $load = 0 ]; then
+					# The same with the team size fixed: what adapting costs when idle.
+					# shellcheck disable=SC2086
+					measure mc_fixed 0 env OMP_NUM_THREADS=$THREADS OMP_DYNAMIC=false \
+						taskset -c "$cpus" "$TRAIN" $dopt -s $steps -r 3 -T 2 -m 0.3 \
+						$model train lat1
+				fi
+				[ $torch = 1 ] || continue
+				for t in torch passive; do
+					w=-u\ OMP_WAIT_POLICY
+					[ $t = passive ] && w=OMP_WAIT_POLICY=PASSIVE
+					# shellcheck disable=SC2086
+					measure ${t}_l$load 0 env $w taskset -c "$cpus" "$PY" "$PEER" \
+						-t "$THREADS" $dopt -s $steps -r 3 -T 2 -m 0.3 $model train lat1
+				done
+			done
+			# shellcheck disable=SC2086
+			[ -n "$spin" ] && kill $spin 2>/dev/null
+			wait 2>/dev/null
+		done
+		r=$((r + 1))
+	done
+	spin=
+	trap 'rm -rf "$tmp"' EXIT INT TERM
+	printf '  %-30s %5s %11s %6s %9s %6s %11s %6s %9s %6s\n' "" busy "MLP train" x "MLP b1" x \
+		"CNN train" x "CNN b1" x
+	for t in mc torch passive; do
+		case $t in
+		mc) label="mcomp" ;;
+		torch) label="torch (WAIT unset)"; [ $torch = 1 ] || continue ;;
+		*) label="torch (WAIT=PASSIVE)"; [ $torch = 1 ] || continue ;;
+		esac
+		for load in 0 1 2; do
+			row=
+			for m in train_mlp lat1_mlp train_cnn lat1_cnn; do
+				v=$(med ${t}_l$load $m)
+				row="$row $(fmt "$v") $(ratio "$v" "$(med ${t}_l0 $m)")"
+			done
+			# shellcheck disable=SC2086
+			printf '  %-30s %5s %11s %6s %9s %6s %11s %6s %9s %6s\n' "$label" $load $row
+		done
+	done
+	echo "  (x: against the same side's idle figure; training: higher is better," \
+		"latency: lower)"
+	for m in mlp cnn; do
+		M=$(echo $m | tr '[:lower:]' '[:upper:]')
+		i=$(med mc_l0 train_$m)
+		f=$(med mc_fixed train_$m)
+		target "$M training idle, adaptive / fixed team" "$i" "$f" "$(ratio "$i" "$f")" ge 0.9
+		i=$(med mc_l0 lat1_$m)
+		f=$(med mc_fixed lat1_$m)
+		target "$M batch-1 latency idle, adaptive / fixed" "$i" "$f" "$(ratio "$i" "$f")" le 1.1
+		for load in 1 2; do
+			want=0.4
+			[ $load = 2 ] && want=0.25
+			v=$(med mc_l$load train_$m)
+			i=$(med mc_l0 train_$m)
+			target "$M training, $load busy / idle" "$v" "$i" "$(ratio "$v" "$i")" ge $want
+		done
+		v=$(med mc_l2 lat1_$m)
+		i=$(med mc_l0 lat1_$m)
+		target "$M batch-1 latency, 2 busy / idle" "$v" "$i" "$(ratio "$v" "$i")" le 3
+	done
+}
+
 # ---------------------------------------------------------------- sparse
 
 run_sparse() {
@@ -602,12 +718,12 @@ run_ort() {
 # ---------------------------------------------------------------- main
 
 parts=${*:-gemm train sparse quantize memory ort}
-[ "$parts" = all ] && parts="gemm train sparse quantize memory ort scaling"
+[ "$parts" = all ] && parts="gemm train sparse quantize memory ort scaling contention"
 for p in $parts; do
 	case $p in
-	gemm | train | sparse | quantize | memory | scaling | ort) ;;
+	gemm | train | sparse | quantize | memory | scaling | ort | contention) ;;
 	*)
-		echo "usage: sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling|ort]..." >&2
+		echo "usage: sh bench/run.sh [all|gemm|train|sparse|quantize|memory|scaling|ort|contention]..." >&2
 		exit 2
 		;;
 	esac

@@ -64,10 +64,12 @@ static const char usage[] =
 	"\n"
 	"environment:\n"
 	"  MCOMP_PASS_PATH    colon-separated folders searched for passes before the installed ones\n"
-	"  OMP_NUM_THREADS    threads for the kernels; results are identical for any count\n"
-	"  OMP_WAIT_POLICY=passive\n"
-	"                     waiting threads sleep instead of spin: much faster when other\n"
-	"                     jobs share the cores, somewhat slower on an idle machine\n"
+	"  OMP_NUM_THREADS    threads for the kernels (default: the CPUs the affinity mask and\n"
+	"                     the cgroup quota grant); results are identical for any count\n"
+	"  OMP_WAIT_POLICY, GOMP_SPINCOUNT\n"
+	"                     how waiting threads wait; unset, mcomp spins about 0.3 ms then\n"
+	"                     sleeps, and uses fewer threads while other jobs keep the cores\n"
+	"                     busy (OMP_DYNAMIC=false: a fixed team); docs/threads.md\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"
 	"  MCOMP_QUIET=1      no progress lines on stderr, as --quiet\n"
 	"  MCOMP_GEMM=avx512|avx2|portable\n"
@@ -1033,6 +1035,8 @@ int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL, *bar = getenv("MCOMP_PROGRESS");
 
+	/* Waits that give the CPU back on a busy machine (docs/threads.md). */
+	mc_threads_bound_waits(argv);
 	if (isatty(STDERR_FILENO) && !(bar && !strcmp(bar, "0")))
 		mc_progress_set_sink(draw_progress, NULL);
 

@@ -15,6 +15,12 @@ expect 0 'pass-info' "$mcomp" --help
 expect 2 'usage: mcomp' "$mcomp"
 expect 2 "unknown command 'frobnicate'" "$mcomp" frobnicate
 expect 0 'pass ABI' "$mcomp" version
+# libgomp reads its wait policy only when it starts: mcomp starts again with
+# bounded waits unless the user chose one (docs/threads.md).
+expect 0 "GOMP_SPINCOUNT = '5000'" env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT \
+	OMP_DISPLAY_ENV=verbose "$mcomp" version
+expect 0 "GOMP_SPINCOUNT = '30000000000'" env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active \
+	OMP_DISPLAY_ENV=verbose "$mcomp" version
 expect 0 '^train +1\.0 .*train\.so' "$mcomp" passes
 expect 0 '^eval ' "$mcomp" passes
 expect 0 'epochs +int in \[1, 100000\]; default: 5' "$mcomp" pass-info train

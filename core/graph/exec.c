@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/threads.h"
 #include "graph/model_int.h"
 
 struct mc_exec {
@@ -156,6 +157,7 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 
 	if (n > e->max_batch)
 		n = e->max_batch; /* never write past the buffers */
+	mc_threads_adapt(n);
 	e->x = x;
 	e->n = n;
 	if (e->training)

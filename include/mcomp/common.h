@@ -75,6 +75,27 @@ MC_API double mc_now(void);
 MC_API double mc_time_median(void (*run)(void *arg), void *arg, int min_reps, int max_reps,
 			     double budget);
 
+/*
+ * GOMP_SPINCOUNT that mc_threads_bound_waits() starts a program with: about
+ * 0.3 ms of spinning (`pause` takes ~60 ns on a recent Xeon) before a
+ * waiting thread sleeps, long enough to carry a team across the serial
+ * gaps between parallel regions on an idle machine (2000 cost 7% of MLP
+ * training and 13% of CNN batch-1 latency there), short enough that a thread
+ * waiting for a descheduled one soon gives its CPU back.
+ */
+#define MC_SPINCOUNT 5000
+
+/*
+ * For a program's main(), before anything else: when neither
+ * OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets GOMP_SPINCOUNT to
+ * MC_SPINCOUNT and executes the program again (/proc/self/exe, same argv),
+ * because libgomp reads its wait policy only when it starts. libgomp's
+ * default spins ~15 ms per wait, which collapses on a machine where other
+ * processes are busy. Returns 0 when there was nothing to do; -1 when the
+ * program could not be executed again (it runs on with the default).
+ */
+MC_API int mc_threads_bound_waits(char **argv);
+
 #ifdef __cplusplus
 }
 #endif
