@@ -208,9 +208,9 @@ static int add_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 		ins[json_array_size(jins)] = NULL;
 	} else if (op->n_inputs != 1) {
 		return mc_err_set(err, MC_EINVAL,
-				  "%s: node '%s': %s takes %d%s inputs; list them in \"inputs\"",
-				  origin, name, op->name, op->n_inputs ? op->n_inputs : 2,
-				  op->n_inputs ? "" : " or more");
+				  "%s: node '%s': %s takes %s%d inputs; list them in \"inputs\"",
+				  origin, name, op->name, op->n_inputs ? "" : "2 to ",
+				  op->n_inputs ? op->n_inputs : MC_NODE_MAX_INPUTS);
 	}
 	r = json_attrs(json_object_get(jn, "attrs"), attrs, nums, origin, name, err);
 	if (r)
