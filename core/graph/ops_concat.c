@@ -30,12 +30,13 @@ static int concat_setup(struct mc_node *node, const int *in_ndim,
 	char a[256], b[256];
 	int64_t ch = 0, inner = 1;
 
+	if (in_ndim[0] < 1)
+		return mc_err_set(err, MC_EINVAL, "concat joins inputs of at least one dimension");
 	for (int d = 1; d < in_ndim[0]; d++)
 		inner *= in_shape[0][d];
 	for (int k = 0; k < node->n_inputs; k++) {
-		if (in_ndim[k] != in_ndim[0] ||
-		    memcmp(in_shape[k] + 1, in_shape[0] + 1,
-			   (size_t)(in_ndim[0] - 1) * sizeof(int64_t)))
+		if (in_ndim[k] != in_ndim[0] || memcmp(in_shape[k] + 1, in_shape[0] + 1,
+						       (size_t)(in_ndim[0] - 1) * sizeof(int64_t)))
 			return mc_err_set(
 			    err, MC_EINVAL,
 			    "concat joins inputs along their first dimension (channels or "
