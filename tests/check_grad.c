@@ -79,16 +79,16 @@ static void check_op_fill(const char *json, double step, int distinct)
 	int last = mc_model_n_nodes(m) - 1;
 	const struct mc_node *nd = mc_model_node(m, last);
 	struct mc_exec *e = mc_exec_new(m, BATCH, 1, &err);
-	int nin = nd->op->n_inputs;
-	size_t in_ns[2], out_n = (size_t)BATCH * nd->out_numel;
-	float *x[2], *dx[2], *r = malloc(out_n * sizeof(float));
+	int nin = nd->n_inputs;
+	size_t in_ns[MC_NODE_MAX_INPUTS], out_n = (size_t)BATCH * nd->out_numel;
+	float *x[MC_NODE_MAX_INPUTS], *dx[MC_NODE_MAX_INPUTS], *r = malloc(out_n * sizeof(float));
 	float *out = malloc(out_n * sizeof(float));
-	const float *in[2];
+	const float *in[MC_NODE_MAX_INPUTS];
 	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
 	struct mc_run run = { .training = 1, .seed = 5, .step = 3 };
 
 	ck_assert_ptr_nonnull(e);
-	ck_assert_int_le(nin, 2);
+	ck_assert_int_le(nin, MC_NODE_MAX_INPUTS);
 	for (int k = 0; k < nin; k++) {
 		size_t in_n = (size_t)BATCH * (nd->inputs[k] == MC_NODE_INPUT
 						   ? mc_model_in_numel(m)
@@ -296,6 +296,20 @@ START_TEST(op_add)
 {
 	check_op("{\"format\":1,\"input\":[2,3],\"nodes\":[{\"op\":\"add\","
 		 "\"inputs\":[\"input\",\"input\"]}]}",
+		 1e-2);
+}
+END_TEST
+
+/* channels of [C, H, W] from three inputs of 3, 2 and 3 channels (the model
+ * input twice), and features of [F] from two */
+START_TEST(op_concat)
+{
+	check_op("{\"format\":1,\"input\":[3,2,3],\"nodes\":[{\"name\":\"c\",\"op\":\"conv2d\","
+		 "\"attrs\":{\"out\":2,\"padding\":1}},{\"op\":\"concat\","
+		 "\"inputs\":[\"input\",\"c\",\"input\"]}]}",
+		 1e-2);
+	check_op("{\"format\":1,\"input\":[5],\"nodes\":[{\"name\":\"l\",\"op\":\"linear\","
+		 "\"attrs\":{\"out\":2}},{\"op\":\"concat\",\"inputs\":[\"l\",\"input\"]}]}",
 		 1e-2);
 }
 END_TEST
@@ -566,7 +580,7 @@ START_TEST(every_op_is_checked)
 		"dropout",     "flatten",    "global_avgpool", "hardsigmoid", "hardswish",
 		"leaky_relu",  "linear",     "log_softmax", "maxpool2d",   "mul",
 		"pad2d",       "qconv2d",     "qlinear",    "relu",	    "relu6",	   "sigmoid",
-		"softmax",     NULL,
+		"softmax",     "concat",      NULL,
 	};
 	const char *const *names = mc_op_names();
 	int n = 0;
@@ -579,7 +593,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_msg(found, "op %s has no gradient check", names[n]);
 		ck_assert_ptr_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 22);
+	ck_assert_int_eq(n, 23);
 }
 END_TEST
 
@@ -795,6 +809,22 @@ START_TEST(resnet_xent)
 }
 END_TEST
 
+START_TEST(fire_xent)
+{
+	/* a Fire module: the squeeze's output is read by both expands, so its
+	 * gradient sums the two halves concat splits dout into */
+	check_model_xent("{\"format\":1,\"input\":[2,4,4],\"nodes\":["
+			 "{\"name\":\"sq\",\"op\":\"conv2d\",\"attrs\":{\"out\":2,\"kernel\":1}},"
+			 "{\"name\":\"r\",\"op\":\"relu\"},"
+			 "{\"name\":\"e1\",\"op\":\"conv2d\",\"attrs\":{\"out\":2,\"kernel\":1}},"
+			 "{\"name\":\"e3\",\"op\":\"conv2d\",\"inputs\":[\"r\"],"
+			 "\"attrs\":{\"out\":3,\"padding\":1}},"
+			 "{\"name\":\"cat\",\"op\":\"concat\",\"inputs\":[\"e1\",\"e3\",\"r\"]},"
+			 "{\"op\":\"flatten\"},{\"op\":\"linear\",\"attrs\":{\"out\":3}}]}",
+			 1e-3);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("grad");
@@ -827,6 +857,8 @@ int main(void)
 	tcase_add_test(tc, kd_loss);
 	tcase_add_test(tc, cnn_xent);
 	tcase_add_test(tc, resnet_xent);
+	tcase_add_test(tc, fire_xent);
+	tcase_add_test(tc, op_concat);
 	tcase_add_test(tc, op_qlinear_straight_through);
 	tcase_add_test(tc, op_qconv2d_straight_through);
 	tcase_add_test(tc, every_op_is_checked);

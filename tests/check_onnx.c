@@ -1270,6 +1270,80 @@ START_TEST(mul_shapes)
 }
 END_TEST
 
+/*
+ * Concat of activations on axis 1: channels of [N, C, H, W] (three inputs,
+ * one of them the model input; axis -3 the same) and features of [N, F]
+ * (axis -1). An Identity of an initializer (PyTorch writes one for each
+ * initializer equal to another) is that constant. Other axes, and inputs
+ * that differ in more than the channels, are refused naming the node.
+ */
+START_TEST(concat)
+{
+	const float *x = rnd(36, 61), *w = rnd(6, 62), *fw = rnd(6, 63), *fx = rnd(6, 64);
+	double xs[18], cv[27], want[2 * 63], fwant[2 * 5];
+	struct ob *b;
+	struct mc_model *m;
+	int oh, ow;
+
+	for (int axis = 1; axis >= -3; axis -= 4) {
+		b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+		init_f(b, "w", 4, (int64_t[]){3, 2, 1, 1}, w, 1);
+		node(b, "Identity", "same_w", "w", "w2");
+		node(b, "Conv", "c", "x,w2", "c");
+		node(b, "Relu", "r", "x", "r");
+		attr_i(node(b, "Concat", "cat", "r,c,x", "y"), "axis", axis);
+		m = import_ok(b);
+		ck_assert_int_eq(mc_model_n_nodes(m), 3);
+		ck_assert_str_eq(mc_model_node(m, 2)->op->name, "concat");
+		ck_assert_int_eq(mc_model_node(m, 2)->n_inputs, 3);
+		ck_assert_int_eq(mc_model_node(m, 2)->out_shape[0], 7);
+		for (int n = 0; n < 2; n++) {
+			double *y = want + 63 * n;
+
+			for (int i = 0; i < 18; i++)
+				xs[i] = x[18 * n + i];
+			ref_conv(xs, 2, 3, 3, w, NULL, 3, 1, 1, 0, 1, cv, &oh, &ow);
+			for (int i = 0; i < 18; i++)
+				y[i] = xs[i] > 0 ? xs[i] : 0;
+			memcpy(y + 18, cv, sizeof(cv));
+			memcpy(y + 45, xs, sizeof(xs));
+		}
+		assert_close(run(m, x, 2), want, 2 * 63, 1e-6);
+		mc_model_free(m);
+	}
+
+	b = ob_new(13, 2, (int64_t[]){-1, 3});
+	init_f(b, "w", 2, (int64_t[]){3, 2}, fw, 1);
+	node(b, "MatMul", "fc", "x,w", "z");
+	attr_i(node(b, "Concat", "cat", "x,z", "y"), "axis", -1);
+	m = import_ok(b);
+	for (int n = 0; n < 2; n++) {
+		double xd[3];
+
+		for (int i = 0; i < 3; i++)
+			xd[i] = fwant[5 * n + i] = fx[3 * n + i];
+		ref_linear(xd, 3, fw, 1, NULL, 2, fwant + 5 * n + 3);
+	}
+	assert_close(run(m, fx, 2), fwant, 10, 1e-6);
+	mc_model_free(m);
+
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	node(b, "Relu", "r", "x", "r");
+	attr_i(node(b, "Concat", "cat", "x,r", "y"), "axis", 2);
+	import_fails(b, MC_EINVAL, "node 'cat' (Concat, opset 13)", "on axis 2",
+		     "along axis 1 (channels or features) only", NULL);
+	b = ob_new(13, 4, (int64_t[]){-1, 2, 3, 3});
+	attr_ints(node(b, "MaxPool", "p", "x", "p"), "kernel_shape", INTS(3, 3));
+	attr_i(node(b, "Concat", "cat", "x,p", "y"), "axis", 1);
+	import_fails(b, MC_EINVAL, "(Concat, opset 13)", "'input' [2, 3, 3], 'p' [2, 1, 1]",
+		     NULL);
+	b = ob_new(13, 2, (int64_t[]){-1, 3});
+	attr_i(node(b, "Concat", "cat", "x,x,x,x,x", "y"), "axis", 1);
+	import_fails(b, MC_EINVAL, "node 'cat' (Concat, opset 13)", "joins 5 activations",
+		     NULL);
+}
+END_TEST
+
 /* Imported models save and load as mcomp files, as the import command writes them. */
 START_TEST(save_load)
 {
@@ -1619,6 +1693,7 @@ static Suite *suite(void)
 	tcase_add_test(ops, squeeze_excite);
 	tcase_add_test(ops, gate_reshape);
 	tcase_add_test(ops, mul_shapes);
+	tcase_add_test(ops, concat);
 	suite_add_tcase(s, ops);
 	tcase_add_checked_fixture(bad, setup, teardown);
 	tcase_add_test(bad, truncated);

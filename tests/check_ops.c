@@ -343,6 +343,13 @@ START_TEST(bad_shapes_are_refused)
 		"{\"op\":\"add\",\"inputs\":[\"a\",\"input\"]}]}",
 		"add needs inputs of one shape, got [3] and [4]");
 	refused("{\"input\":[4],\"nodes\":[{\"op\":\"add\"}]}", "add takes 2 inputs");
+	refused("{\"input\":[3,8,8],\"nodes\":[{\"name\":\"p\",\"op\":\"maxpool2d\","
+		"\"attrs\":{\"kernel\":2}},{\"op\":\"concat\",\"inputs\":[\"input\",\"p\"]}]}",
+		"given 'input' [3, 8, 8], 'p' [3, 4, 4]: concat joins inputs along their first "
+		"dimension (channels or features), the others alike; input 1 is [3, 8, 8] and "
+		"input 2 [3, 4, 4]");
+	refused("{\"input\":[4],\"nodes\":[{\"op\":\"concat\",\"inputs\":[\"input\"]}]}",
+		"concat takes 2 to 4 inputs");
 	refused("{\"input\":[4],\"nodes\":[{\"op\":\"global_avgpool\"}]}",
 		"global_avgpool needs per-sample [channels, height, width]");
 }

@@ -27,6 +27,16 @@
 
 /* ---------------------------------------------------------------- nodes */
 
+/* How many inputs op takes, as text: "2", or "2 to 4" for a variadic op. */
+static const char *arity(const struct mc_op *op, char buf[16])
+{
+	if (op->n_inputs == MC_OP_VARIADIC)
+		snprintf(buf, 16, "2 to %d", MC_NODE_MAX_INPUTS);
+	else
+		snprintf(buf, 16, "%d", op->n_inputs);
+	return buf;
+}
+
 static void free_params(struct mc_node *nd)
 {
 	for (int p = 0; p < nd->n_params; p++)
@@ -505,7 +515,7 @@ static int change_add(struct change *c, int pos, const char *name, const char *o
 {
 	const struct mc_op *op = mc_op_find(opname);
 	int in[MC_NODE_MAX_INPUTS], n_in = 0;
-	char nbuf[300];
+	char nbuf[300], abuf[16];
 	struct slot *s;
 	struct mc_node *nd;
 
@@ -536,8 +546,8 @@ static int change_add(struct change *c, int pos, const char *name, const char *o
 	if (!inputs) {
 		if (op->n_inputs != 1)
 			return mc_err_set(err, MC_EINVAL,
-					  "node '%s': %s takes %d inputs; name them", name,
-					  op->name, op->n_inputs);
+					  "node '%s': %s takes %s inputs; name them", name,
+					  op->name, arity(op, abuf));
 		in[n_in++] = pos - 1 < 0 ? MC_NODE_INPUT : pos - 1;
 	} else {
 		for (; inputs[n_in]; n_in++) {
@@ -553,10 +563,10 @@ static int change_add(struct change *c, int pos, const char *name, const char *o
 				    name, n_in >= MC_NODE_MAX_INPUTS ? "(too many)" : inputs[n_in]);
 			in[n_in] = src;
 		}
-		if (n_in != op->n_inputs)
-			return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %d input%s, got %d",
-					  name, op->name, op->n_inputs,
-					  op->n_inputs == 1 ? "" : "s", n_in);
+		if (!mc_op_takes(op, n_in))
+			return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %s input%s, got %d",
+					  name, op->name, arity(op, abuf), op->n_inputs == 1 ? "" : "s",
+					  n_in);
 	}
 	nd = node_new(name, op, attrs, err);
 	if (!nd)
@@ -888,13 +898,14 @@ int mc_model_add_conf(struct mc_model *m, const char *name, const struct mc_op *
 	struct mc_node *nd;
 	struct change c;
 	struct slot *s;
+	char abuf[16];
 	int r;
 
 	if (!valid_node_name(name) || mc_model_find(m, name) >= 0)
 		return mc_err_set(err, MC_EINVAL, "node name '%s' is taken or unusable", name);
-	if (n_inputs != op->n_inputs)
-		return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %d inputs, got %d", name,
-				  op->name, op->n_inputs, n_inputs);
+	if (!mc_op_takes(op, n_inputs))
+		return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %s inputs, got %d", name,
+				  op->name, arity(op, abuf), n_inputs);
 	for (int k = 0; k < n_inputs; k++)
 		if (inputs[k] < MC_NODE_INPUT || inputs[k] >= m->n_nodes)
 			return mc_err_set(err, MC_EINVAL, "node '%s': input %d is not a node", name,
@@ -983,6 +994,7 @@ int mc_model_replace_node(struct mc_model *m, int i, const char *name, const cha
 	const struct mc_op *op = mc_op_find(opname);
 	struct mc_node *nd;
 	struct change c;
+	char abuf[16];
 	int r;
 
 	if (i < 0 || i >= m->n_nodes)
@@ -990,11 +1002,11 @@ int mc_model_replace_node(struct mc_model *m, int i, const char *name, const cha
 	if (!op)
 		return mc_err_set(err, MC_EINVAL, "node '%s': unknown op '%s'", m->nodes[i]->name,
 				  opname ? opname : "(null)");
-	if (op->n_inputs != m->nodes[i]->n_inputs)
+	if (!mc_op_takes(op, m->nodes[i]->n_inputs))
 		return mc_err_set(err, MC_EINVAL,
-				  "node '%s': %s takes %d input%s and %s %d; replace it by an op "
+				  "node '%s': %s takes %s input%s and %s %d; replace it by an op "
 				  "of as many inputs",
-				  m->nodes[i]->name, op->name, op->n_inputs,
+				  m->nodes[i]->name, op->name, arity(op, abuf),
 				  op->n_inputs == 1 ? "" : "s", m->nodes[i]->op->name,
 				  m->nodes[i]->n_inputs);
 	if (name && strcmp(name, m->nodes[i]->name) &&

@@ -67,7 +67,7 @@ uint32_t mc_node_hash(const struct mc_node *node)
 /* In the order of their names. */
 static const struct mc_op *const ops[] = {
     &mc_op_add,	      &mc_op_avgpool2d,	 &mc_op_batchnorm,   &mc_op_clip,
-    &mc_op_conv2d,    &mc_op_dropout,	 &mc_op_flatten,     &mc_op_global_avgpool,
+    &mc_op_concat,    &mc_op_conv2d,    &mc_op_dropout,	 &mc_op_flatten,     &mc_op_global_avgpool,
     &mc_op_hardsigmoid, &mc_op_hardswish, &mc_op_leaky_relu, &mc_op_linear,
     &mc_op_log_softmax, &mc_op_maxpool2d, &mc_op_mul,	      &mc_op_pad2d, &mc_op_qconv2d,
     &mc_op_qlinear,   &mc_op_relu,	 &mc_op_relu6,	     &mc_op_sigmoid,
@@ -76,7 +76,7 @@ static const struct mc_op *const ops[] = {
 #define N_OPS (sizeof(ops) / sizeof(ops[0]))
 
 static const char *const op_names[] = {
-    "add",	   "avgpool2d",	  "batchnorm", "clip",	  "conv2d",    "dropout",
+    "add",	   "avgpool2d",	  "batchnorm", "clip", "concat", "conv2d",    "dropout",
     "flatten",	   "global_avgpool", "hardsigmoid", "hardswish", "leaky_relu", "linear",
     "log_softmax", "maxpool2d",	  "mul",	"pad2d", "qconv2d", "qlinear",   "relu",
     "relu6",	   "sigmoid",	  "softmax",	NULL,
@@ -153,11 +153,11 @@ int mc_op_register(const struct mc_op *op, const char *provider, struct mc_err *
 				  provider ? provider : "op", op->name,
 				  mc_op_provider(op->name) ? mc_op_provider(op->name)
 							   : "the runtime");
-	if (!op->setup || !op->forward || !op->attrs || op->n_inputs < 1 ||
+	if (!op->setup || !op->forward || !op->attrs || op->n_inputs < MC_OP_VARIADIC ||
 	    op->n_inputs > MC_NODE_MAX_INPUTS)
 		return mc_err_set(err, MC_EINVAL,
 				  "%s: op '%s' needs setup, forward, an attrs table (may be just "
-				  "MC_PARAM_END) and 1 to %d inputs",
+				  "MC_PARAM_END) and 1 to %d inputs (or MC_OP_VARIADIC)",
 				  provider ? provider : "op", op->name, MC_NODE_MAX_INPUTS);
 	for (int i = 0; op->attrs[i].name; i++)
 		if (op->attrs[i].offset >= op->attr_size)

@@ -57,8 +57,12 @@ static int layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_
 
 	if (!insv) {
 		if (op->n_inputs != 1) {
-			bad(l, y, "%s: %s takes %d inputs; list them, e.g. inputs: [conv2, relu1]",
-			    where, op->name, op->n_inputs);
+			if (op->n_inputs == MC_OP_VARIADIC)
+				bad(l, y, "%s: %s takes 2 to %d inputs; list them, e.g. inputs: [e1, e3]",
+				    where, op->name, MC_NODE_MAX_INPUTS);
+			else
+				bad(l, y, "%s: %s takes %d inputs; list them, e.g. inputs: [conv2, relu1]",
+				    where, op->name, op->n_inputs);
 			return -1;
 		}
 		ins[0] = bt->n - 1 < 0 ? MC_NODE_INPUT : bt->n - 1;
@@ -89,9 +93,13 @@ static int layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_
 		if (i < MC_NODE_MAX_INPUTS)
 			ins[i] = src;
 	}
-	if (ok && n != op->n_inputs) {
-		bad(l, insv, "%s: %s takes %d input%s, got %d", where, op->name, op->n_inputs,
-		    op->n_inputs == 1 ? "" : "s", n);
+	if (ok && !mc_op_takes(op, n)) {
+		if (op->n_inputs == MC_OP_VARIADIC)
+			bad(l, insv, "%s: %s takes 2 to %d inputs, got %d", where, op->name,
+			    MC_NODE_MAX_INPUTS, n);
+		else
+			bad(l, insv, "%s: %s takes %d input%s, got %d", where, op->name,
+			    op->n_inputs, op->n_inputs == 1 ? "" : "s", n);
 		ok = 0;
 	}
 	return ok ? n : -1;

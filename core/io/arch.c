@@ -180,12 +180,19 @@ static int add_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 				  "%s: %sname '%s' is used by node %d too; names must be unique",
 				  origin, where, name, mc_model_find(m, name));
 	if (jins) {
-		if (!json_is_array(jins) || json_array_size(jins) != (size_t)op->n_inputs)
+		if (!json_is_array(jins) || !mc_op_takes(op, (int)json_array_size(jins))) {
+			char many[32];
+
+			if (op->n_inputs == MC_OP_VARIADIC)
+				snprintf(many, sizeof(many), "2 to %d inputs", MC_NODE_MAX_INPUTS);
+			else
+				snprintf(many, sizeof(many), "%d input%s", op->n_inputs,
+					 op->n_inputs == 1 ? "" : "s");
 			return mc_err_set(err, MC_EINVAL,
-					  "%s: node '%s': %s takes %d input%s; give \"inputs\" as "
-					  "a list of that many node names",
-					  origin, name, op->name, op->n_inputs,
-					  op->n_inputs == 1 ? "" : "s");
+					  "%s: node '%s': %s takes %s; give \"inputs\" as a list of "
+					  "that many node names",
+					  origin, name, op->name, many);
+		}
 		json_array_foreach (jins, k, v) {
 			ins[k] = json_string_value(v);
 			if (!ins[k])
@@ -201,8 +208,9 @@ static int add_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 		ins[json_array_size(jins)] = NULL;
 	} else if (op->n_inputs != 1) {
 		return mc_err_set(err, MC_EINVAL,
-				  "%s: node '%s': %s takes %d inputs; list them in \"inputs\"",
-				  origin, name, op->name, op->n_inputs);
+				  "%s: node '%s': %s takes %s%d inputs; list them in \"inputs\"",
+				  origin, name, op->name, op->n_inputs ? "" : "2 to ",
+				  op->n_inputs ? op->n_inputs : MC_NODE_MAX_INPUTS);
 	}
 	r = json_attrs(json_object_get(jn, "attrs"), attrs, nums, origin, name, err);
 	if (r)

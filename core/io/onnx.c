@@ -21,6 +21,9 @@
  * is mcomp's [C] (its rank stays 3): a 1x1 Conv of it is a linear, and a
  * Mul by it scales each channel (squeeze-and-excitation).
  *
+ * Concat of activations along axis 1 (channels or features) is an mcomp
+ * concat; of constants it folds, as below.
+ *
  * Constants are computed as the graph is walked: Shape of an activation
  * gives its static shape with the batch as SYM_BATCH, and Gather, Concat,
  * Slice, ... of such constants fold, so that x.view(x.size(0), -1) reads
@@ -2460,7 +2463,42 @@ static int map_reduce_mean(struct imp *im, int k, const Onnx__NodeProto *n)
 	return 0;
 }
 
-/* Concat of constants (shapes). */
+/*
+ * Concat of activations along axis 1 (channels of [N, C, H, W], features of
+ * [N, F]): an mcomp concat, whose axis is the first of each sample.
+ */
+static int concat_acts(struct imp *im, const Onnx__NodeProto *n, int64_t axis)
+{
+	struct val *in[MC_NODE_MAX_INPUTS];
+	int r, i;
+
+	if (n->n_input < 2 || n->n_input > MC_NODE_MAX_INPUTS)
+		return node_err(im, n, MC_EINVAL,
+				"joins %zu activations; mcomp's concat takes 2 to %d (chain "
+				"Concats for more)",
+				n->n_input, MC_NODE_MAX_INPUTS);
+	for (size_t q = 0; q < n->n_input; q++)
+		if ((r = get_act(im, n, q, &in[q])))
+			return r;
+	for (size_t q = 1; q < n->n_input; q++)
+		if (in[q]->rank != in[0]->rank)
+			return node_err(im, n, MC_EINVAL, "joins '%s' and '%s' of different ranks",
+					in[0]->name, in[q]->name);
+	if (axis < 0)
+		axis += in[0]->rank + 1;
+	if (axis != 1)
+		return node_err(im, n, MC_EINVAL,
+				"joins activations of rank %d on axis %lld; mcomp concatenates "
+				"along axis 1 (channels or features) only",
+				in[0]->rank + 1, (long long)axis);
+	i = add(im, n, "concat", in, (int)n->n_input, NULL);
+	if (i < 0)
+		return i;
+	set_act(im, n, 0, i, in[0]->rank);
+	return 0;
+}
+
+/* Concat of constants (shapes), or of activations (concat_acts). */
 static int map_concat(struct imp *im, int k, const Onnx__NodeProto *n)
 {
 	struct val *x[64], *y;
@@ -2472,6 +2510,12 @@ static int map_concat(struct imp *im, int k, const Onnx__NodeProto *n)
 				n->n_input);
 	if ((r = attr_int(im, n, "axis", 0, &axis)))
 		return r;
+	for (size_t q = 0; q < n->n_input; q++) {
+		struct val *v = val_find(im, n->input[q]);
+
+		if (v && v->kind == V_ACT)
+			return concat_acts(im, n, axis);
+	}
 	for (size_t q = 0; q < n->n_input; q++)
 		if ((r = get_data(im, n, q, &x[q])))
 			return r;

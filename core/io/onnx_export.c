@@ -24,6 +24,7 @@
  *	global_avgpool       GlobalAveragePool, Flatten (mcomp's output is [C])
  *	flatten              Flatten (axis 1)
  *	add                  Add
+ *	concat               Concat (axis 1: mcomp joins each sample's first dimension)
  *	softmax, log_softmax Softmax, LogSoftmax (axis -1)
  *	dropout              nothing (inference is the identity)
  *	qlinear, qconv2d     static: the integer form, QuantizeLinear of the input
@@ -109,6 +110,7 @@ static int map_batchnorm(struct exp *, int, const struct mc_node *);
 static int map_pool(struct exp *, int, const struct mc_node *);
 static int map_gap(struct exp *, int, const struct mc_node *);
 static int map_plain(struct exp *, int, const struct mc_node *);
+static int map_concat(struct exp *, int, const struct mc_node *);
 static int map_softmax(struct exp *, int, const struct mc_node *);
 static int map_dropout(struct exp *, int, const struct mc_node *);
 static int map_qlinear(struct exp *, int, const struct mc_node *);
@@ -130,6 +132,7 @@ static const struct {
     {"avgpool2d", map_pool, "AveragePool"},
     {"batchnorm", map_batchnorm, NULL},
     {"clip", map_clip, "Clip"},
+    {"concat", map_concat, "Concat"},
     {"conv2d", map_conv, NULL},
     {"dropout", map_dropout, NULL},
     {"flatten", map_plain, "Flatten"},
@@ -526,6 +529,17 @@ static int map_plain(struct exp *e, int i, const struct mc_node *nd)
 	for (int k = 0; k < nd->n_inputs; k++)
 		in[k] = in_val(e, nd, k);
 	onode(e, ops[op_row(nd->op->name)].onnx, nd->name, out_val(e, i), nd->n_inputs, in);
+	return 0;
+}
+
+/* mcomp's concat joins channels or features, each sample's first dimension: ONNX's axis 1. */
+static int map_concat(struct exp *e, int i, const struct mc_node *nd)
+{
+	const char *in[MC_NODE_MAX_INPUTS];
+
+	for (int k = 0; k < nd->n_inputs; k++)
+		in[k] = in_val(e, nd, k);
+	attr_i(e, onode(e, "Concat", nd->name, out_val(e, i), nd->n_inputs, in), "axis", 1);
 	return 0;
 }
 

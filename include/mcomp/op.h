@@ -31,6 +31,9 @@ extern "C" {
 #define MC_NODE_MAX_INPUTS 4
 #define MC_NODE_MAX_PARAMS 4
 #define MC_NODE_INPUT (-1) /* an input index that means "the model's input" */
+/* n_inputs of an op that takes from 2 to MC_NODE_MAX_INPUTS inputs (concat);
+ * its kernels read node->n_inputs. */
+#define MC_OP_VARIADIC 0
 
 struct mc_node;
 
@@ -53,7 +56,7 @@ struct mc_op {
 	const char *help;
 	size_t attr_size;
 	const struct mc_param_def *attrs; /* MC_PARAM_END-terminated; may be empty */
-	int n_inputs;
+	int n_inputs; /* 1 to MC_NODE_MAX_INPUTS, or MC_OP_VARIADIC */
 	/*
 	 * Shape inference: checks attrs against the input shapes, sets
 	 * node->out_ndim/out_shape and declares the node's parameters with
@@ -108,6 +111,13 @@ struct mc_node {
  */
 MC_API int mc_node_add_param(struct mc_node *node, int p, const char *what, enum mc_dtype dtype,
 			     int ndim, const int64_t *shape, struct mc_err *err);
+
+/* Whether op takes n inputs: its n_inputs, or 2 to MC_NODE_MAX_INPUTS when variadic. */
+static inline int mc_op_takes(const struct mc_op *op, int n)
+{
+	return op->n_inputs == MC_OP_VARIADIC ? n >= 2 && n <= MC_NODE_MAX_INPUTS
+					      : n == op->n_inputs;
+}
 
 /* The op named name (the runtime's or a registered one), or NULL. */
 MC_API const struct mc_op *mc_op_find(const char *name);
