@@ -53,4 +53,12 @@ extern const struct mc_op mc_op_qlinear, mc_op_qconv2d;
 extern const struct mc_op mc_op_leaky_relu, mc_op_sigmoid, mc_op_clip, mc_op_relu6;
 extern const struct mc_op mc_op_hardsigmoid, mc_op_hardswish, mc_op_mul;
 
+/*
+ * conv2d's forward with max(out, 0) applied as the tiles are stored: the
+ * executor runs it in place of a conv2d and the relu that alone reads it
+ * (exec.c), and skips the relu's forward.
+ */
+void mc_conv2d_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out);
+
 #endif

@@ -1,0 +1,717 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conv.c - f32 convolution as an implicit GEMM batched over samples
+ * (conv.h): window packing straight from the images, MR x NR micro-kernels
+ * for AVX-512, AVX2 and plain C, bias and relu in the store, and the
+ * weight gradient as the same kind of product.
+ *
+ * Forward: the columns j of the product are (sample, oh, ow) of the whole
+ * batch, cut into strips of NR. A strip's window values are packed k-major
+ * (kc x NR, from the images, padding as 0) a K block at a time, and every
+ * MR-channel panel of the packed weights runs over it: out[o][j] starts at
+ * bias[o] and takes one FMA per k in order, blocks continuing from where
+ * the last one stored (a store and a load of a float change nothing), relu
+ * at the last. Tiles go straight to the output when the strip lies in one
+ * sample, else through a small tile buffer. Threads take whole tiles
+ * (strips, or strips x channel panels when a batch has few strips), so
+ * every output is the same chain for any thread count.
+ *
+ * dW: dw[o][k] over the batch's columns in order. Each task owns a strip of
+ * NR columns of k (a bias column of ones at k = K makes db the same
+ * product) and all samples in order: it packs the windows of its k range
+ * per sample, [P][NR], and runs MR output channels at a time with dy
+ * broadcast straight from its rows.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/tensor.h>
+
+#include "kernels/conv.h"
+#include "kernels/cpu.h"
+
+#define KCMAX 256    /* depth of a packed block: NR x KCMAX floats stay in L1 */
+#define NRMAX 32     /* widest strip of any path */
+#define MRMAX 8      /* tallest panel of any path */
+#define SLOTS 16     /* at most this many threads, each with a slot of the workspace */
+#define PAR_MIN 1e6  /* multiply-adds below which one thread is faster than a team */
+
+/*
+ * fwd: c[rows][cols] (row stride ldc) = over kc: acc = fma(a[k][i], b[k][j], acc),
+ * acc starting at bias[i] (bias != NULL) or at c; relu: max(acc, 0) before the store.
+ * dw: c[rows][cols] += over p < np: fma(dy_i[p], b[p][j], c), with dy_i = dyr[i].
+ */
+typedef void (*fwd_fn)(int kc, const float *a, const float *b, float *c, size_t ldc, int rows,
+		       int cols, const float *bias, int relu);
+typedef void (*dw_fn)(int np, const float *const *dyr, const float *b, float *c, size_t ldc,
+		      int rows, int cols);
+
+struct path {
+	const char *name;
+	int mr, nr;
+	fwd_fn fwd;
+	dw_fn dw;
+};
+
+/* ---------------------------------------------------------------- portable */
+
+static void fwd_portable(int kc, const float *a, const float *b, float *c, size_t ldc, int rows,
+			 int cols, const float *bias, int relu)
+{
+	float acc[4][16];
+
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 16; j++)
+			acc[i][j] = bias ? bias[i] : i < rows && j < cols ? c[i * ldc + j] : 0.0f;
+	for (int k = 0; k < kc; k++, a += 4, b += 16)
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 16; j++)
+				acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++)
+			c[i * ldc + j] = relu ? (acc[i][j] > 0.0f ? acc[i][j] : 0.0f) : acc[i][j];
+}
+
+static void dw_portable(int np, const float *const *dyr, const float *b, float *c, size_t ldc,
+			int rows, int cols)
+{
+	float acc[4][16];
+
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 16; j++)
+			acc[i][j] = i < rows && j < cols ? c[i * ldc + j] : 0.0f;
+	for (int p = 0; p < np; p++, b += 16)
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 16; j++)
+				acc[i][j] = fmaf(dyr[i][p], b[j], acc[i][j]);
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++)
+			c[i * ldc + j] = acc[i][j];
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* ---------------------------------------------------------------- AVX-512: 8 x 32 */
+
+#define Z_INIT(i)                                                                   \
+	do {                                                                        \
+		if (bias) {                                                         \
+			c##i##0 = c##i##1 = _mm512_set1_ps(bias[i]);                \
+		} else if ((i) < rows) {                                            \
+			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i) * ldc);         \
+			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i) * ldc + 16);    \
+		} else {                                                            \
+			c##i##0 = c##i##1 = _mm512_setzero_ps();                    \
+		}                                                                   \
+	} while (0)
+#define Z_FMA(i, ai)                                                 \
+	do {                                                         \
+		__m512 t_ = _mm512_set1_ps(ai);                      \
+		c##i##0 = _mm512_fmadd_ps(t_, b0, c##i##0);          \
+		c##i##1 = _mm512_fmadd_ps(t_, b1, c##i##1);          \
+	} while (0)
+#define Z_STORE(i)                                                             \
+	do {                                                                   \
+		if ((i) < rows) {                                              \
+			if (relu) {                                            \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);        \
+				c##i##1 = _mm512_max_ps(c##i##1, zero);        \
+			}                                                      \
+			_mm512_mask_storeu_ps(c + (i) * ldc, m0, c##i##0);     \
+			_mm512_mask_storeu_ps(c + (i) * ldc + 16, m1, c##i##1); \
+		}                                                              \
+	} while (0)
+#define Z_ALL(M) M(0); M(1); M(2); M(3); M(4); M(5); M(6); M(7)
+
+__attribute__((target("avx512f,fma"))) static void
+fwd_avx512(int kc, const float *a, const float *b, float *c, size_t ldc, int rows, int cols,
+	   const float *bias, int relu)
+{
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+	__m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+	__m512 zero = _mm512_setzero_ps();
+
+	Z_ALL(Z_INIT);
+	for (int k = 0; k < kc; k++, a += 8, b += 32) {
+		__m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+
+		Z_FMA(0, a[0]);
+		Z_FMA(1, a[1]);
+		Z_FMA(2, a[2]);
+		Z_FMA(3, a[3]);
+		Z_FMA(4, a[4]);
+		Z_FMA(5, a[5]);
+		Z_FMA(6, a[6]);
+		Z_FMA(7, a[7]);
+	}
+	Z_ALL(Z_STORE);
+}
+
+#undef Z_INIT
+#define Z_INIT(i)                                                                   \
+	do {                                                                        \
+		if ((i) < rows) {                                                   \
+			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i) * ldc);         \
+			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i) * ldc + 16);    \
+		} else {                                                            \
+			c##i##0 = c##i##1 = _mm512_setzero_ps();                    \
+		}                                                                   \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+dw_avx512(int np, const float *const *dyr, const float *b, float *c, size_t ldc, int rows,
+	  int cols)
+{
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+	__m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+	__m512 zero = _mm512_setzero_ps();
+	const float *d0 = dyr[0], *d1 = dyr[1], *d2 = dyr[2], *d3 = dyr[3];
+	const float *d4 = dyr[4], *d5 = dyr[5], *d6 = dyr[6], *d7 = dyr[7];
+	int relu = 0;
+
+	Z_ALL(Z_INIT);
+	for (int p = 0; p < np; p++, b += 32) {
+		__m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+
+		Z_FMA(0, d0[p]);
+		Z_FMA(1, d1[p]);
+		Z_FMA(2, d2[p]);
+		Z_FMA(3, d3[p]);
+		Z_FMA(4, d4[p]);
+		Z_FMA(5, d5[p]);
+		Z_FMA(6, d6[p]);
+		Z_FMA(7, d7[p]);
+	}
+	Z_ALL(Z_STORE);
+}
+
+/* ---------------------------------------------------------------- AVX2: 4 x 24 */
+
+static const int lanes[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+
+#define Y_MASKS                                                                             \
+	__m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols >= 8 ? 8 : cols))); \
+	__m256i m1 = _mm256_loadu_si256(                                                    \
+	    (const __m256i *)(lanes + 8 - (cols >= 16 ? 8 : cols > 8 ? cols - 8 : 0)));     \
+	__m256i m2 = _mm256_loadu_si256(                                                    \
+	    (const __m256i *)(lanes + 8 - (cols >= 24 ? 8 : cols > 16 ? cols - 16 : 0)))
+#define Y_LOAD(i)                                                               \
+	do {                                                                    \
+		if ((i) < rows) {                                               \
+			c##i##0 = _mm256_maskload_ps(c + (i) * ldc, m0);        \
+			c##i##1 = _mm256_maskload_ps(c + (i) * ldc + 8, m1);    \
+			c##i##2 = _mm256_maskload_ps(c + (i) * ldc + 16, m2);   \
+		} else {                                                        \
+			c##i##0 = c##i##1 = c##i##2 = _mm256_setzero_ps();      \
+		}                                                               \
+	} while (0)
+#define Y_INIT(i)                                                         \
+	do {                                                              \
+		if (bias)                                                 \
+			c##i##0 = c##i##1 = c##i##2 = _mm256_set1_ps(bias[i]); \
+		else                                                      \
+			Y_LOAD(i);                                        \
+	} while (0)
+#define Y_FMA(i, ai)                                                 \
+	do {                                                         \
+		__m256 t_ = _mm256_set1_ps(ai);                      \
+		c##i##0 = _mm256_fmadd_ps(t_, b0, c##i##0);          \
+		c##i##1 = _mm256_fmadd_ps(t_, b1, c##i##1);          \
+		c##i##2 = _mm256_fmadd_ps(t_, b2, c##i##2);          \
+	} while (0)
+#define Y_STORE(i)                                                            \
+	do {                                                                  \
+		if ((i) < rows) {                                             \
+			if (relu) {                                           \
+				c##i##0 = _mm256_max_ps(c##i##0, zero);       \
+				c##i##1 = _mm256_max_ps(c##i##1, zero);       \
+				c##i##2 = _mm256_max_ps(c##i##2, zero);       \
+			}                                                     \
+			_mm256_maskstore_ps(c + (i) * ldc, m0, c##i##0);      \
+			_mm256_maskstore_ps(c + (i) * ldc + 8, m1, c##i##1);  \
+			_mm256_maskstore_ps(c + (i) * ldc + 16, m2, c##i##2); \
+		}                                                             \
+	} while (0)
+#define Y_ALL(M) M(0); M(1); M(2); M(3)
+
+__attribute__((target("avx2,fma"))) static void fwd_avx2(int kc, const float *a, const float *b,
+							  float *c, size_t ldc, int rows, int cols,
+							  const float *bias, int relu)
+{
+	Y_MASKS;
+	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+	__m256 zero = _mm256_setzero_ps();
+
+	Y_ALL(Y_INIT);
+	for (int k = 0; k < kc; k++, a += 4, b += 24) {
+		__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+		__m256 b2 = _mm256_loadu_ps(b + 16);
+
+		Y_FMA(0, a[0]);
+		Y_FMA(1, a[1]);
+		Y_FMA(2, a[2]);
+		Y_FMA(3, a[3]);
+	}
+	Y_ALL(Y_STORE);
+}
+
+__attribute__((target("avx2,fma"))) static void dw_avx2(int np, const float *const *dyr,
+							 const float *b, float *c, size_t ldc,
+							 int rows, int cols)
+{
+	Y_MASKS;
+	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+	__m256 zero = _mm256_setzero_ps();
+	const float *d0 = dyr[0], *d1 = dyr[1], *d2 = dyr[2], *d3 = dyr[3];
+	int relu = 0;
+
+	Y_ALL(Y_LOAD);
+	for (int p = 0; p < np; p++, b += 24) {
+		__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+		__m256 b2 = _mm256_loadu_ps(b + 16);
+
+		Y_FMA(0, d0[p]);
+		Y_FMA(1, d1[p]);
+		Y_FMA(2, d2[p]);
+		Y_FMA(3, d3[p]);
+	}
+	Y_ALL(Y_STORE);
+}
+#endif
+
+static const struct path paths[] = {
+#if defined(__x86_64__)
+	{ "avx512", 8, 32, fwd_avx512, dw_avx512 },
+	{ "avx2", 4, 24, fwd_avx2, dw_avx2 },
+#endif
+	{ "portable", 4, 16, fwd_portable, dw_portable },
+};
+
+/* The path of the f32 GEMM's kernel (MCOMP_GEMM forces both); plain C for any other name. */
+static const struct path *path(void)
+{
+	const char *name = mc_sgemm_kernel();
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (!strcmp(paths[i].name, name))
+			return &paths[i];
+	return &paths[sizeof(paths) / sizeof(paths[0]) - 1];
+}
+
+static size_t align16(size_t v)
+{
+	return (v + 15) & ~(size_t)15;
+}
+
+static int threads(double macs, int units)
+{
+	int nt = omp_in_parallel() || macs < PAR_MIN ? 1 : omp_get_max_threads();
+
+	if (nt > SLOTS)
+		nt = SLOTS;
+	return nt < units ? nt : units;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* A run of a strip's columns in one output row: columns jj .. jj + len - 1 are (n, oh, ow ..). */
+struct run {
+	int jj, len, n, oh, ow;
+};
+
+/* The runs of columns [j0, j1) of the batch, at most NRMAX + 1. */
+static int strip_runs(const struct mc_convf *cv, int64_t j0, int64_t j1, struct run *r)
+{
+	int64_t P = (int64_t)cv->OH * cv->OW;
+	int nr = 0;
+
+	for (int64_t j = j0; j < j1;) {
+		int64_t pos = j % P;
+		int oh = (int)(pos / cv->OW), ow = (int)(pos % cv->OW);
+		int len = cv->OW - ow < j1 - j ? cv->OW - ow : (int)(j1 - j);
+
+		r[nr++] = (struct run){ (int)(j - j0), len, (int)(j / P), oh, ow };
+		j += len;
+	}
+	return nr;
+}
+
+/*
+ * b[kk][jj] (row stride nr), kk < kc: rows k0 .. k0 + kc - 1 of the windows
+ * of the strip's runs; taps in the padding, and columns past the runs, 0.
+ */
+static void pack_strip(const struct mc_convf *cv, const float *x, const struct run *r, int nrun,
+		       int width, int k0, int kc, int nr, float *b)
+{
+	const int k = cv->k, s = cv->s, p = cv->p, H = cv->H, W = cv->W;
+	int c = k0 / (k * k), ki = k0 / k % k, kj = k0 % k;
+
+	for (int kk = 0; kk < kc; kk++, b += nr) {
+		const float *img = x + (size_t)c * H * W;
+		/* outputs ow whose tap ow * s - p + kj lies in [0, W) */
+		int lo = p - kj > 0 ? (p - kj + s - 1) / s : 0;
+		int hi = (W - 1 + p - kj) >= 0 ? (W - 1 + p - kj) / s + 1 : 0;
+
+		for (int i = 0; i < nrun; i++) {
+			float *d = b + r[i].jj;
+			int h = r[i].oh * s - p + ki, a = r[i].ow, e = r[i].ow + r[i].len;
+			int va = a > lo ? a : lo, ve = e < hi ? e : hi;
+			const float *src;
+
+			if (h < 0 || h >= H || ve <= va) {
+				memset(d, 0, (size_t)r[i].len * sizeof(float));
+				continue;
+			}
+			src = img + (size_t)r[i].n * cv->xs + (size_t)h * W - p + kj;
+			if (va > a)
+				memset(d, 0, (size_t)(va - a) * sizeof(float));
+			if (s == 1)
+				memcpy(d + (va - a), src + va, (size_t)(ve - va) * sizeof(float));
+			else
+				for (int ow = va; ow < ve; ow++)
+					d[ow - a] = src[(size_t)ow * s];
+			if (ve < e)
+				memset(d + (ve - a), 0, (size_t)(e - ve) * sizeof(float));
+		}
+		if (width < nr)
+			memset(b + width, 0, (size_t)(nr - width) * sizeof(float));
+		if (++kj == k) {
+			kj = 0;
+			if (++ki == k) {
+				ki = 0;
+				c++;
+			}
+		}
+	}
+}
+
+#if defined(__x86_64__)
+/*
+ * pack_strip for stride 1 with AVX-512: each run's row is one or two
+ * masked copies (a run is at most NRMAX = 32 columns), the padding masked
+ * out to zeros. The same values as pack_strip.
+ */
+__attribute__((target("avx512f"))) static void pack_strip_avx512(const struct mc_convf *cv,
+								  const float *x,
+								  const struct run *r, int nrun,
+								  int width, int k0, int kc, int nr,
+								  float *b)
+{
+	const int k = cv->k, p = cv->p, H = cv->H, W = cv->W;
+	int c = k0 / (k * k), ki = k0 / k % k, kj = k0 % k;
+	const float *base[NRMAX + 1];
+
+	for (int i = 0; i < nrun; i++)
+		base[i] = x + (size_t)r[i].n * cv->xs;
+	for (int kk = 0; kk < kc; kk++, b += nr) {
+		size_t plane = (size_t)c * H * W;
+		int lo = p - kj > 0 ? p - kj : 0, hi = W + p - kj;
+
+		for (int i = 0; i < nrun; i++) {
+			float *d = b + r[i].jj;
+			int h = r[i].oh - p + ki, a = r[i].ow, e = r[i].ow + r[i].len;
+			int va = a > lo ? a : lo, ve = e < hi ? e : hi;
+			const float *src = base[i] + plane + (size_t)h * W - p + kj + a;
+			uint32_t m = 0;
+			__mmask16 m0, m1;
+
+			/* lanes t < len whose column a + t is inside the image row */
+			if (h >= 0 && h < H && ve > va)
+				m = (uint32_t)(((uint64_t)1 << (ve - a)) - ((uint64_t)1 << (va - a)));
+			m0 = (__mmask16)m;
+			m1 = (__mmask16)(m >> 16);
+			_mm512_mask_storeu_ps(d, (__mmask16)((1u << (r[i].len < 16 ? r[i].len : 16)) - 1),
+					      _mm512_maskz_loadu_ps(m0, src));
+			if (r[i].len > 16)
+				_mm512_mask_storeu_ps(d + 16,
+						      (__mmask16)((1u << (r[i].len - 16)) - 1),
+						      _mm512_maskz_loadu_ps(m1, src + 16));
+		}
+		if (width < nr)
+			memset(b + width, 0, (size_t)(nr - width) * sizeof(float));
+		if (++kj == k) {
+			kj = 0;
+			if (++ki == k) {
+				ki = 0;
+				c++;
+			}
+		}
+	}
+}
+#endif
+
+static int kblocks(int K)
+{
+	return (K + KCMAX - 1) / KCMAX;
+}
+
+size_t mc_convf_work(const struct mc_convf *cv)
+{
+	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, slot, total;
+
+	/* packed weights and bias, then per slot: a packed block and a tile buffer */
+	slot = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
+	if (K > SIZE_MAX / 8 / op)
+		return SIZE_MAX;
+	total = align16(op * K) + align16(op) + SLOTS * slot;
+	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
+}
+
+/* a[O/mr][K][mr] (rows past O zero) and bias[O/mr * mr]. */
+static void pack_weights(const float *w, const float *bias, int O, int K, int mr, float *a,
+			 float *pb)
+{
+	for (int o0 = 0; o0 < O; o0 += mr, a += (size_t)K * mr)
+		for (int k = 0; k < K; k++)
+			for (int i = 0; i < mr; i++)
+				a[(size_t)k * mr + i] = o0 + i < O ? w[(size_t)(o0 + i) * K + k] : 0.0f;
+	for (int o = 0; o < (O + mr - 1) / mr * mr; o++)
+		pb[o] = bias && o < O ? bias[o] : 0.0f;
+}
+
+void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
+		      const float *b, int relu, float *y, void *work)
+{
+	const struct path *pt = path();
+	const int mr = pt->mr, nr = pt->nr, O = cv->O, K = cv->C * cv->k * cv->k;
+	const int64_t P = (int64_t)cv->OH * cv->OW, cols = (int64_t)n * P;
+	const int nkb = kblocks(K), kc0 = (K + nkb - 1) / nkb;
+	const int panels = (O + mr - 1) / mr;
+	size_t op = (size_t)O + MRMAX, slot = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
+	float *a = work, *pb = a + align16(op * K), *slots = pb + align16(op);
+	int64_t strips = (cols + nr - 1) / nr, tasks;
+	int osplit = 1, nt, fast_pack = 0;
+
+	if (n < 1)
+		return;
+	pack_weights(w, b, O, K, mr, a, pb);
+#if defined(__x86_64__)
+	fast_pack = cv->s == 1 && mc_cpu_has(MC_CPU_AVX512F);
+#endif
+	nt = threads((double)cols * O * K, (int)(strips < SLOTS ? strips * panels : SLOTS));
+	/* Few strips (a small batch): channel panels too are split, so every thread has work. */
+	if (strips < 4 * nt) {
+		osplit = (int)((4 * nt + strips - 1) / strips);
+		if (osplit > panels)
+			osplit = panels;
+	}
+	tasks = strips * osplit;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int64_t t = 0; t < tasks; t++) {
+		float *bp = slots + (size_t)omp_get_thread_num() * slot;
+		float *ct = bp + align16((size_t)KCMAX * NRMAX);
+		int64_t j0 = t / osplit * nr, j1 = j0 + nr < cols ? j0 + nr : cols;
+		int q = (int)(t % osplit), p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+		struct run r[NRMAX + 1];
+		int nrun = strip_runs(cv, j0, j1, r), width = (int)(j1 - j0);
+		/* one sample: tiles go straight to y[n][o][pos ..] */
+		int direct = r[0].n == r[nrun - 1].n;
+		float *c = direct ? y + (size_t)r[0].n * cv->ys + (size_t)(j0 - (int64_t)r[0].n * P)
+				  : ct;
+		size_t ldc = direct ? (size_t)P : (size_t)nr;
+
+		for (int k0 = 0; k0 < K; k0 += kc0) {
+			int kc = K - k0 < kc0 ? K - k0 : kc0;
+
+#if defined(__x86_64__)
+			if (fast_pack)
+				pack_strip_avx512(cv, x, r, nrun, width, k0, kc, nr, bp);
+			else
+#endif
+				pack_strip(cv, x, r, nrun, width, k0, kc, nr, bp);
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+
+				pt->fwd(kc, a + (size_t)o0 * K + (size_t)k0 * mr, bp,
+					c + (size_t)o0 * ldc, ldc, rows, width,
+					k0 == 0 ? pb + o0 : NULL, relu && k0 + kc == K);
+			}
+		}
+		if (direct)
+			continue;
+		/* across samples: the tile buffer's rows into each sample's part */
+		for (int o = p0 * mr; o < O && o < p1 * mr; o++)
+			for (int i = 0; i < nrun;) {
+				int e = i + 1, len = r[i].len;
+				int64_t pos = (int64_t)r[i].oh * cv->OW + r[i].ow;
+
+				while (e < nrun && r[e].n == r[i].n)
+					len += r[e++].len;
+				memcpy(y + (size_t)r[i].n * cv->ys + (size_t)o * P + pos,
+				       ct + (size_t)o * nr + r[i].jj, (size_t)len * sizeof(float));
+				i = e;
+			}
+	}
+}
+
+void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,
+			  const float *b, int relu, float *y)
+{
+	const int k = cv->k, K = cv->C * k * k;
+
+	for (int s = 0; s < n; s++)
+		for (int o = 0; o < cv->O; o++)
+			for (int oh = 0; oh < cv->OH; oh++)
+				for (int ow = 0; ow < cv->OW; ow++) {
+					float acc = b ? b[o] : 0.0f;
+
+					for (int kk = 0; kk < K; kk++) {
+						int c = kk / (k * k), ki = kk / k % k, kj = kk % k;
+						int h = oh * cv->s - cv->p + ki;
+						int v = ow * cv->s - cv->p + kj;
+						float xv = h >= 0 && h < cv->H && v >= 0 && v < cv->W
+								   ? x[(size_t)s * cv->xs +
+								       ((size_t)c * cv->H + h) * cv->W + v]
+								   : 0.0f;
+
+						acc = fmaf(w[(size_t)o * K + kk], xv, acc);
+					}
+					if (relu)
+						acc = acc > 0.0f ? acc : 0.0f;
+					y[(size_t)s * cv->ys + ((size_t)o * cv->OH + oh) * cv->OW + ow] =
+					    acc;
+				}
+}
+
+/* ---------------------------------------------------------------- weight gradient */
+
+/*
+ * b[pos][kk] (row stride nr) for pos < P and k = k0 + kk < k1 of sample x:
+ * the window value of tap k at output position pos; k == K is the bias
+ * column (1), columns from k1 on are 0.
+ */
+static void pack_windows_t(const struct mc_convf *cv, const float *x, int k0, int k1, int nr,
+			   float *b)
+{
+	const int k = cv->k, K = cv->C * k * k, OW = cv->OW;
+
+	for (int kk = 0; kk < nr; kk++) {
+		int kx = k0 + kk, c = kx / (k * k), ki = kx / k % k, kj = kx % k;
+		float *d = b + kk;
+
+		if (kx >= k1 || kx >= K) {
+			float v = kx == K && kx < k1 ? 1.0f : 0.0f;
+
+			for (int pos = 0; pos < cv->OH * OW; pos++)
+				d[(size_t)pos * nr] = v;
+			continue;
+		}
+		for (int oh = 0; oh < cv->OH; oh++) {
+			int h = oh * cv->s - cv->p + ki;
+			const float *src = x + ((size_t)c * cv->H + h) * cv->W;
+
+			for (int ow = 0; ow < OW; ow++, d += nr) {
+				int v = ow * cv->s - cv->p + kj;
+
+				*d = h >= 0 && h < cv->H && v >= 0 && v < cv->W ? src[v] : 0.0f;
+			}
+		}
+	}
+}
+
+size_t mc_convf_dw_work(const struct mc_convf *cv)
+{
+	size_t K1 = (size_t)cv->C * cv->k * cv->k + 1, P = (size_t)cv->OH * cv->OW, acc, slot;
+
+	if (P > SIZE_MAX / 64 / NRMAX || K1 > SIZE_MAX / 8 / ((size_t)cv->O + 1))
+		return SIZE_MAX;
+	acc = align16((size_t)cv->O * K1);
+	slot = align16(P * NRMAX);
+	if (slot > (SIZE_MAX / sizeof(float) - acc) / SLOTS)
+		return SIZE_MAX;
+	return (acc + SLOTS * slot) * sizeof(float);
+}
+
+void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		 float *db, void *work)
+{
+	const struct path *pt = path();
+	const int mr = pt->mr, nr = pt->nr, O = cv->O, K = cv->C * cv->k * cv->k;
+	const int K1 = db ? K + 1 : K, P = cv->OH * cv->OW;
+	const int kstrips = (K1 + nr - 1) / nr, panels = (O + mr - 1) / mr;
+	float *acc = work, *slots = acc + align16((size_t)O * (K + 1));
+	size_t slot = align16((size_t)P * NRMAX);
+	int osplit = 1, nt;
+
+	if (n < 1 || (!dw && !db))
+		return;
+	/* acc[O][K1]: the sums start from what dw and db hold */
+	for (int o = 0; o < O; o++) {
+		if (dw)
+			memcpy(acc + (size_t)o * K1, dw + (size_t)o * K, (size_t)K * sizeof(float));
+		else
+			memset(acc + (size_t)o * K1, 0, (size_t)K * sizeof(float));
+		if (db)
+			acc[(size_t)o * K1 + K] = db[o];
+	}
+	nt = threads((double)n * P * O * K1, kstrips * panels);
+	if (kstrips < 2 * nt)
+		osplit = panels < 2 * nt ? panels : 2 * nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int t = 0; t < kstrips * osplit; t++) {
+		float *bp = slots + (size_t)omp_get_thread_num() * slot;
+		int k0 = t / osplit * nr, k1 = k0 + nr < K1 ? k0 + nr : K1, q = t % osplit;
+		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+
+		for (int s = 0; s < n; s++) {
+			const float *ds = dy + (size_t)s * cv->ys;
+
+			pack_windows_t(cv, x + (size_t)s * cv->xs, k0, k1, nr, bp);
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *dyr[MRMAX];
+
+				for (int i = 0; i < mr; i++)
+					dyr[i] = ds + (size_t)(o0 + (i < rows ? i : 0)) * P;
+				pt->dw(P, dyr, bp, acc + (size_t)o0 * K1 + k0, (size_t)K1, rows,
+				       k1 - k0);
+			}
+		}
+	}
+	for (int o = 0; o < O; o++) {
+		if (dw)
+			memcpy(dw + (size_t)o * K, acc + (size_t)o * K1, (size_t)K * sizeof(float));
+		if (db)
+			db[o] = acc[(size_t)o * K1 + K];
+	}
+}
+
+void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		     float *db)
+{
+	const int k = cv->k, K = cv->C * k * k, P = cv->OH * cv->OW;
+
+	for (int o = 0; o < cv->O; o++) {
+		for (int kk = 0; dw && kk < K; kk++) {
+			int c = kk / (k * k), ki = kk / k % k, kj = kk % k;
+			float acc = dw[(size_t)o * K + kk];
+
+			for (int s = 0; s < n; s++)
+				for (int pos = 0; pos < P; pos++) {
+					int h = pos / cv->OW * cv->s - cv->p + ki;
+					int v = pos % cv->OW * cv->s - cv->p + kj;
+					float xv = h >= 0 && h < cv->H && v >= 0 && v < cv->W
+							   ? x[(size_t)s * cv->xs +
+							       ((size_t)c * cv->H + h) * cv->W + v]
+							   : 0.0f;
+
+					acc = fmaf(dy[(size_t)s * cv->ys + (size_t)o * P + pos], xv, acc);
+				}
+			dw[(size_t)o * K + kk] = acc;
+		}
+		if (db) {
+			float acc = db[o];
+
+			for (int s = 0; s < n; s++)
+				for (int pos = 0; pos < P; pos++)
+					acc += dy[(size_t)s * cv->ys + (size_t)o * P + pos];
+			db[o] = acc;
+		}
+	}
+}
