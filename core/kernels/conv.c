@@ -152,6 +152,56 @@ fwd_avx512(int kc, const float *a, const float *b, float *c, size_t ldc, int row
 	Z_ALL(Z_STORE);
 }
 
+/*
+ * fwd_avx512 with B read straight from the image: row k of the strip is
+ * xb + off[k] (cols columns; the rest are not loaded). Of the columns,
+ * those whose bit is set in valid are real: each row's real values are
+ * compressed together and stored at c + i * ldc on (the output positions
+ * of a sample are consecutive).
+ */
+#define Z_CSTORE(i)                                                                    \
+	do {                                                                           \
+		if ((i) < rows) {                                                      \
+			if (relu) {                                                    \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                \
+				c##i##1 = _mm512_max_ps(c##i##1, zero);                \
+			}                                                              \
+			_mm512_mask_storeu_ps(c + (i) * ldc, s0,                       \
+					      _mm512_maskz_compress_ps(v0, c##i##0));  \
+			_mm512_mask_storeu_ps(c + (i) * ldc + n0, s1,                  \
+					      _mm512_maskz_compress_ps(v1, c##i##1));  \
+		}                                                                      \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+fwd_direct_avx512(int kc, const float *a, const float *xb, const int *off, float *c, size_t ldc,
+		  int rows, int cols, uint32_t valid, const float *bias, int relu)
+{
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+	__mmask16 v0 = (__mmask16)(valid & m0), v1 = (__mmask16)((valid >> 16) & m1);
+	int n0 = __builtin_popcount(v0), n1 = __builtin_popcount(v1);
+	__mmask16 s0 = (__mmask16)((1u << n0) - 1), s1 = (__mmask16)((1u << n1) - 1);
+	__m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+	__m512 zero = _mm512_setzero_ps();
+
+	Z_ALL(Z_INIT);
+	for (int k = 0; k < kc; k++, a += 8) {
+		const float *b = xb + off[k];
+		__m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+
+		Z_FMA(0, a[0]);
+		Z_FMA(1, a[1]);
+		Z_FMA(2, a[2]);
+		Z_FMA(3, a[3]);
+		Z_FMA(4, a[4]);
+		Z_FMA(5, a[5]);
+		Z_FMA(6, a[6]);
+		Z_FMA(7, a[7]);
+	}
+	Z_ALL(Z_CSTORE);
+}
+
 #undef Z_INIT
 #define Z_INIT(i)                                                                   \
 	do {                                                                        \
@@ -451,15 +501,26 @@ static int kblocks(int K)
 	return (K + KCMAX - 1) / KCMAX;
 }
 
+/* Floats of one thread's slot: a packed block and a tile buffer, or a tile buffer and a padded image. */
+static size_t slot_floats(const struct mc_convf *cv)
+{
+	size_t op = (size_t)cv->O + MRMAX;
+	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
+	size_t pack = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
+	size_t direct = align16(op * NRMAX) + align16(img);
+
+	return pack > direct ? pack : direct;
+}
+
 size_t mc_convf_work(const struct mc_convf *cv)
 {
-	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, slot, total;
+	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, total;
 
-	/* packed weights and bias, then per slot: a packed block and a tile buffer */
-	slot = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
-	if (K > SIZE_MAX / 8 / op)
+	/* packed weights and bias, the slots, then the direct kernel's offsets */
+	if (K > SIZE_MAX / 8 / op || (size_t)cv->C * (cv->H + 2 * cv->p) > SIZE_MAX / 64 / SLOTS /
+	    ((size_t)cv->W + 2 * cv->p + op))
 		return SIZE_MAX;
-	total = align16(op * K) + align16(op) + SLOTS * slot;
+	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K);
 	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
 }
 
@@ -475,6 +536,76 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
 		pb[o] = bias && o < O ? bias[o] : 0.0f;
 }
 
+/*
+ * Stride 1 on AVX-512: no packing. Output positions are taken "wide", a
+ * row of Wp = W + 2p columns per output row of which the first OW are
+ * real, so that the window values of tap (c, ki, kj) for consecutive wide
+ * columns j are consecutive floats of the (padded) image, at j + off[k]
+ * with off[k] = (c * Hp + ki) * Wp + kj. The kernel reads them there; the
+ * columns past OW cost work and are dropped as the tile is stored.
+ * A task is one sample (and, for a small batch, a share of the channel
+ * panels); with padding, the task first copies its sample into a zeroed
+ * padded image of its own.
+ */
+static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *a,
+			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
+			   int nr, int *off)
+{
+	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
+	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
+	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
+	int osplit = 1, nt;
+
+	for (int kk = 0; kk < K; kk++)
+		off[kk] = (kk / (cv->k * cv->k) * Hp + kk / cv->k % cv->k) * Wp + kk % cv->k;
+	nt = threads((double)n * P * O * K, n * panels);
+	if (n < 2 * nt) {
+		osplit = (2 * nt + n - 1) / n;
+		if (osplit > panels)
+			osplit = panels;
+	}
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int t = 0; t < n * osplit; t++) {
+		float *xp = slots + (size_t)omp_get_thread_num() * slot;
+		int s = t / osplit, q = t % osplit;
+		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+		const float *xs = x + (size_t)s * cv->xs;
+		float *ys = y + (size_t)s * cv->ys;
+
+		if (p) {
+			memset(xp, 0, (size_t)cv->C * Hp * Wp * sizeof(float));
+			for (int c = 0; c < cv->C; c++)
+				for (int h = 0; h < cv->H; h++)
+					memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
+					       xs + ((size_t)c * cv->H + h) * cv->W,
+					       (size_t)cv->W * sizeof(float));
+			xs = xp;
+		}
+		for (int64_t j0 = 0; j0 < jw; j0 += nr) {
+			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
+			/* the strip's real columns, and the output position of the first */
+			int64_t first = -1;
+			uint32_t valid = 0;
+
+			for (int jj = 0; jj < width; jj++)
+				if ((j0 + jj) % Wp < OW) {
+					valid |= 1u << jj;
+					if (first < 0)
+						first = (j0 + jj) / Wp * OW + (j0 + jj) % Wp;
+				}
+			if (!valid)
+				continue;
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+
+				fwd_direct_avx512(K, a + (size_t)o0 * K, xs + j0, off,
+						  ys + (size_t)o0 * P + first, (size_t)P, rows, width,
+						  valid, pb + o0, relu);
+			}
+		}
+	}
+}
+
 void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
 		      const float *b, int relu, float *y, void *work)
 {
@@ -483,7 +614,7 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 	const int64_t P = (int64_t)cv->OH * cv->OW, cols = (int64_t)n * P;
 	const int nkb = kblocks(K), kc0 = (K + nkb - 1) / nkb;
 	const int panels = (O + mr - 1) / mr;
-	size_t op = (size_t)O + MRMAX, slot = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
+	size_t op = (size_t)O + MRMAX, slot = slot_floats(cv);
 	float *a = work, *pb = a + align16(op * K), *slots = pb + align16(op);
 	int64_t strips = (cols + nr - 1) / nr, tasks;
 	int osplit = 1, nt, fast_pack = 0;
@@ -492,6 +623,12 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 		return;
 	pack_weights(w, b, O, K, mr, a, pb);
 #if defined(__x86_64__)
+	if (cv->s == 1 && pt->fwd == fwd_avx512 &&
+	    (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX) {
+		forward_direct(cv, n, x, a, pb, relu, y, slots, slot, mr, nr,
+			       (int *)(slots + SLOTS * slot));
+		return;
+	}
 	fast_pack = cv->s == 1 && mc_cpu_has(MC_CPU_AVX512F);
 #endif
 	nt = threads((double)cols * O * K, (int)(strips < SLOTS ? strips * panels : SLOTS));
@@ -615,17 +752,187 @@ static void pack_windows_t(const struct mc_convf *cv, const float *x, int k0, in
 	}
 }
 
+#if defined(__x86_64__)
+/*
+ * dW of a 3x3, stride-1 convolution on AVX-512 without packing: the tile
+ * is the 9 taps of one input channel c (rows) x 32 output channels (two
+ * vectors), in dW^T [K][Opad]; per output position p in order, dy^T[p]
+ * (32 channels) times the 9 window values broadcast straight from the
+ * (padded) image. The chain of each dw[o][k] is the reference's: over the
+ * batch's positions in order, starting from its value.
+ */
+#define D_ROW(r, xv)                                                  \
+	do {                                                          \
+		__m512 t_ = _mm512_set1_ps(xv);                       \
+		a##r##0 = _mm512_fmadd_ps(t_, d0, a##r##0);           \
+		a##r##1 = _mm512_fmadd_ps(t_, d1, a##r##1);           \
+	} while (0)
+#define D_ALL(M) M(0); M(1); M(2); M(3); M(4); M(5); M(6); M(7); M(8)
+#define D_LOAD(r)                                                                  \
+	do {                                                                       \
+		a##r##0 = _mm512_loadu_ps(acc + (size_t)(r) * ld);                 \
+		a##r##1 = _mm512_loadu_ps(acc + (size_t)(r) * ld + 16);            \
+	} while (0)
+#define D_STORE(r)                                                                 \
+	do {                                                                       \
+		_mm512_storeu_ps(acc + (size_t)(r) * ld, a##r##0);                 \
+		_mm512_storeu_ps(acc + (size_t)(r) * ld + 16, a##r##1);            \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void dw9_avx512(int OH, int OW, int Wp,
+							       const float *xc, const float *dyt,
+							       float *acc, size_t ld)
+{
+	__m512 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+	__m512 a80, a81;
+
+	D_ALL(D_LOAD);
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xc + (size_t)oh * Wp, *x1 = x0 + Wp, *x2 = x1 + Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 32) {
+			__m512 d0 = _mm512_loadu_ps(dyt), d1 = _mm512_loadu_ps(dyt + 16);
+
+			D_ROW(0, x0[ow]);
+			D_ROW(1, x0[ow + 1]);
+			D_ROW(2, x0[ow + 2]);
+			D_ROW(3, x1[ow]);
+			D_ROW(4, x1[ow + 1]);
+			D_ROW(5, x1[ow + 2]);
+			D_ROW(6, x2[ow]);
+			D_ROW(7, x2[ow + 1]);
+			D_ROW(8, x2[ow + 2]);
+		}
+	}
+	D_ALL(D_STORE);
+}
+
+/* dyt[p][0..32) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 32 channels of one sample. */
+__attribute__((target("avx512f"))) static void dy_t32(const float *dy, int O, int o0, int P,
+						       float *dyt)
+{
+	__m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	__m512i i0 = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(o0)),
+					_mm512_set1_epi32(P));
+	__m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16 * P));
+	int r0 = O - o0 < 16 ? O - o0 : 16, r1 = O - o0 - 16 < 16 ? O - o0 - 16 : 16;
+	__mmask16 m0 = (__mmask16)((1u << r0) - 1);
+	__mmask16 m1 = r1 > 0 ? (__mmask16)((1u << r1) - 1) : 0;
+	__m512i one = _mm512_set1_epi32(1);
+
+	for (int p = 0; p < P; p++, dyt += 32) {
+		_mm512_storeu_ps(dyt, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, i0, dy, 4));
+		_mm512_storeu_ps(dyt + 16,
+				 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, i1, dy, 4));
+		i0 = _mm512_add_epi32(i0, one);
+		i1 = _mm512_add_epi32(i1, one);
+	}
+}
+
+/* db[0..32) += dyt[p] for p in order: the reference's chain of adds, 32 channels at once. */
+__attribute__((target("avx512f"))) static void db_t32(const float *dyt, int P, float *db)
+{
+	__m512 s0 = _mm512_loadu_ps(db), s1 = _mm512_loadu_ps(db + 16);
+
+	for (int p = 0; p < P; p++, dyt += 32) {
+		s0 = _mm512_add_ps(s0, _mm512_loadu_ps(dyt));
+		s1 = _mm512_add_ps(s1, _mm512_loadu_ps(dyt + 16));
+	}
+	_mm512_storeu_ps(db, s0);
+	_mm512_storeu_ps(db + 16, s1);
+}
+
+/* Floats of the direct dW's workspace: dW^T, db, then per slot dy^T and a padded image. */
+static size_t dw_direct_floats(const struct mc_convf *cv, size_t *slot)
+{
+	size_t op = ((size_t)cv->O + 31) / 32 * 32, K = (size_t)cv->C * 9;
+	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
+
+	*slot = align16((size_t)cv->OH * cv->OW * 32) + align16(img);
+	return align16(K * op) + align16(op) + SLOTS * *slot;
+}
+
+static int dw_direct_fits(const struct mc_convf *cv)
+{
+	return cv->k == 3 && cv->s == 1 && (int64_t)cv->O * cv->OH * cv->OW < INT32_MAX / 2 &&
+	       (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX;
+}
+
+static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy,
+		      float *dw, float *db, float *work)
+{
+	const int O = cv->O, C = cv->C, K = C * 9, P = cv->OH * cv->OW, p = cv->p;
+	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32, og = op / 32;
+	size_t slot;
+	float *dwt = work, *dbt = dwt + align16((size_t)K * op);
+	float *slots = dbt + align16((size_t)op);
+	int kparts = 1, nt;
+
+	dw_direct_floats(cv, &slot);
+	for (int k = 0; k < K; k++)
+		for (int o = 0; o < op; o++)
+			dwt[(size_t)k * op + o] = dw && o < O ? dw[(size_t)o * K + k] : 0.0f;
+	for (int o = 0; o < op; o++)
+		dbt[o] = db && o < O ? db[o] : 0.0f;
+	nt = threads((double)n * P * O * K, og * C);
+	if (og < 2 * nt)
+		kparts = (2 * nt + og - 1) / og < C ? (2 * nt + og - 1) / og : C;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int t = 0; t < og * kparts; t++) {
+		float *dyt = slots + (size_t)omp_get_thread_num() * slot;
+		float *xp = dyt + align16((size_t)P * 32);
+		int g = t / kparts, kp = t % kparts, c0 = kp * C / kparts, c1 = (kp + 1) * C / kparts;
+
+		if (p)
+			memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
+		for (int s = 0; s < n; s++) {
+			const float *xs = x + (size_t)s * cv->xs;
+
+			dy_t32(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+			if (p) {
+				for (int c = c0; c < c1; c++)
+					for (int h = 0; h < cv->H; h++)
+						memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
+						       xs + ((size_t)c * cv->H + h) * cv->W,
+						       (size_t)cv->W * sizeof(float));
+				xs = xp;
+			}
+			for (int c = c0; c < c1; c++)
+				dw9_avx512(cv->OH, cv->OW, Wp, xs + (size_t)c * Hp * Wp, dyt,
+					   dwt + (size_t)c * 9 * op + g * 32, (size_t)op);
+			if (db && kp == 0)
+				db_t32(dyt, P, dbt + g * 32);
+		}
+	}
+	for (int o = 0; o < O; o++) {
+		for (int k = 0; dw && k < K; k++)
+			dw[(size_t)o * K + k] = dwt[(size_t)k * op + o];
+		if (db)
+			db[o] = dbt[o];
+	}
+}
+#endif
+
 size_t mc_convf_dw_work(const struct mc_convf *cv)
 {
 	size_t K1 = (size_t)cv->C * cv->k * cv->k + 1, P = (size_t)cv->OH * cv->OW, acc, slot;
+	size_t total;
 
-	if (P > SIZE_MAX / 64 / NRMAX || K1 > SIZE_MAX / 8 / ((size_t)cv->O + 1))
+	if (P > SIZE_MAX / 64 / NRMAX || K1 > SIZE_MAX / 8 / ((size_t)cv->O + 32))
 		return SIZE_MAX;
 	acc = align16((size_t)cv->O * K1);
 	slot = align16(P * NRMAX);
 	if (slot > (SIZE_MAX / sizeof(float) - acc) / SLOTS)
 		return SIZE_MAX;
-	return (acc + SLOTS * slot) * sizeof(float);
+	total = acc + SLOTS * slot;
+#if defined(__x86_64__)
+	if (dw_direct_fits(cv)) {
+		size_t d = dw_direct_floats(cv, &slot);
+
+		total = total > d ? total : d;
+	}
+#endif
+	return total * sizeof(float);
 }
 
 void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
@@ -641,6 +948,12 @@ void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *
 
 	if (n < 1 || (!dw && !db))
 		return;
+#if defined(__x86_64__)
+	if (pt->fwd == fwd_avx512 && dw_direct_fits(cv)) {
+		dw_direct(cv, n, x, dy, dw, db, work);
+		return;
+	}
+#endif
 	/* acc[O][K1]: the sums start from what dw and db hold */
 	for (int o = 0; o < O; o++) {
 		if (dw)
