@@ -202,6 +202,44 @@ fwd_direct_avx512(int kc, const float *a, const float *xb, const int *off, float
 	Z_ALL(Z_CSTORE);
 }
 
+/* The same for at most 16 columns: half the work of a strip's last few columns. */
+#define H_INIT(i) c##i##0 = (i) < rows ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps()
+#define H_FMA(i, ai) c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(ai), b0, c##i##0)
+#define H_STORE(i)                                                                    \
+	do {                                                                          \
+		if ((i) < rows) {                                                     \
+			if (relu)                                                     \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);               \
+			_mm512_mask_storeu_ps(c + (i) * ldc, s0,                      \
+					      _mm512_maskz_compress_ps(v0, c##i##0)); \
+		}                                                                     \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+fwd_direct16_avx512(int kc, const float *a, const float *xb, const int *off, float *c,
+		    size_t ldc, int rows, int cols, uint32_t valid, const float *bias, int relu)
+{
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 v0 = (__mmask16)(valid & m0), s0 = (__mmask16)((1u << __builtin_popcount(v0)) - 1);
+	__m512 c00, c10, c20, c30, c40, c50, c60, c70;
+	__m512 zero = _mm512_setzero_ps();
+
+	Z_ALL(H_INIT);
+	for (int k = 0; k < kc; k++, a += 8) {
+		__m512 b0 = _mm512_maskz_loadu_ps(m0, xb + off[k]);
+
+		H_FMA(0, a[0]);
+		H_FMA(1, a[1]);
+		H_FMA(2, a[2]);
+		H_FMA(3, a[3]);
+		H_FMA(4, a[4]);
+		H_FMA(5, a[5]);
+		H_FMA(6, a[6]);
+		H_FMA(7, a[7]);
+	}
+	Z_ALL(H_STORE);
+}
+
 #undef Z_INIT
 #define Z_INIT(i)                                                                   \
 	do {                                                                        \
@@ -309,6 +347,69 @@ __attribute__((target("avx2,fma"))) static void fwd_avx2(int kc, const float *a,
 		Y_FMA(3, a[3]);
 	}
 	Y_ALL(Y_STORE);
+}
+
+/*
+ * fwd_avx2 with B read straight from the image (see fwd_direct_avx512);
+ * the real columns are gathered to the front of each vector by perm[v]
+ * (cnt[v] of them) and stored one after another.
+ */
+#define Y_CSTORE(i)                                                                          \
+	do {                                                                                 \
+		if ((i) < rows) {                                                            \
+			float *d_ = c + (i) * ldc;                                           \
+			if (relu) {                                                          \
+				c##i##0 = _mm256_max_ps(c##i##0, zero);                      \
+				c##i##1 = _mm256_max_ps(c##i##1, zero);                      \
+				c##i##2 = _mm256_max_ps(c##i##2, zero);                      \
+			}                                                                    \
+			_mm256_maskstore_ps(d_, s0, _mm256_permutevar8x32_ps(c##i##0, q0));  \
+			_mm256_maskstore_ps(d_ + cnt[0], s1,                                 \
+					    _mm256_permutevar8x32_ps(c##i##1, q1));          \
+			_mm256_maskstore_ps(d_ + cnt[0] + cnt[1], s2,                        \
+					    _mm256_permutevar8x32_ps(c##i##2, q2));          \
+		}                                                                            \
+	} while (0)
+
+__attribute__((target("avx2,fma"))) static void
+fwd_direct_avx2(int kc, const float *a, const float *xb, const int *off, float *c, size_t ldc,
+		int rows, int cols, const int *perm, const int *cnt, const float *bias, int relu)
+{
+	Y_MASKS;
+	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+	__m256 zero = _mm256_setzero_ps();
+	__m256i q0 = _mm256_loadu_si256((const __m256i *)perm);
+	__m256i q1 = _mm256_loadu_si256((const __m256i *)(perm + 8));
+	__m256i q2 = _mm256_loadu_si256((const __m256i *)(perm + 16));
+	__m256i s0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - cnt[0]));
+	__m256i s1 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - cnt[1]));
+	__m256i s2 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - cnt[2]));
+
+	Y_ALL(Y_INIT);
+	if (cols == 24) {
+		for (int k = 0; k < kc; k++, a += 4) {
+			const float *b = xb + off[k];
+			__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+			__m256 b2 = _mm256_loadu_ps(b + 16);
+
+			Y_FMA(0, a[0]);
+			Y_FMA(1, a[1]);
+			Y_FMA(2, a[2]);
+			Y_FMA(3, a[3]);
+		}
+	} else {
+		for (int k = 0; k < kc; k++, a += 4) {
+			const float *b = xb + off[k];
+			__m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
+			__m256 b2 = _mm256_maskload_ps(b + 16, m2);
+
+			Y_FMA(0, a[0]);
+			Y_FMA(1, a[1]);
+			Y_FMA(2, a[2]);
+			Y_FMA(3, a[3]);
+		}
+	}
+	Y_ALL(Y_CSTORE);
 }
 
 __attribute__((target("avx2,fma"))) static void dw_avx2(int np, const float *const *dyr,
@@ -537,7 +638,7 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
 }
 
 /*
- * Stride 1 on AVX-512: no packing. Output positions are taken "wide", a
+ * Stride 1 on AVX-512 and AVX2: no packing. Output positions are taken "wide", a
  * row of Wp = W + 2p columns per output row of which the first OW are
  * real, so that the window values of tap (c, ki, kj) for consecutive wide
  * columns j are consecutive floats of the (padded) image, at j + off[k]
@@ -549,7 +650,7 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
  */
 static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *a,
 			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
-			   int nr, int *off)
+			   int nr, int *off, int avx512)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
@@ -569,6 +670,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		float *xp = slots + (size_t)omp_get_thread_num() * slot;
 		int s = t / osplit, q = t % osplit;
 		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+		int perm[24], cnt[3];
 		const float *xs = x + (size_t)s * cv->xs;
 		float *ys = y + (size_t)s * cv->ys;
 
@@ -587,24 +689,75 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			int64_t first = -1;
 			uint32_t valid = 0;
 
-			for (int jj = 0; jj < width; jj++)
-				if ((j0 + jj) % Wp < OW) {
+			for (int jj = 0, oh = (int)(j0 / Wp), ow = (int)(j0 % Wp); jj < width; jj++) {
+				if (ow < OW) {
 					valid |= 1u << jj;
 					if (first < 0)
-						first = (j0 + jj) / Wp * OW + (j0 + jj) % Wp;
+						first = (int64_t)oh * OW + ow;
 				}
+				if (++ow == Wp) {
+					ow = 0;
+					oh++;
+				}
+			}
 			if (!valid)
 				continue;
+			if (!avx512) {
+				/* per vector of 8 columns: where its real ones come from, and how many */
+				for (int v = 0; v < 3; v++) {
+					int m = 0;
+
+					for (int l = 0; l < 8; l++)
+						if (valid >> (8 * v + l) & 1)
+							perm[8 * v + m++] = l;
+					cnt[v] = m;
+					while (m < 8)
+						perm[8 * v + m++] = 0;
+				}
+			}
 			for (int pi = p0; pi < p1; pi++) {
 				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
 
-				fwd_direct_avx512(K, a + (size_t)o0 * K, xs + j0, off,
-						  ys + (size_t)o0 * P + first, (size_t)P, rows, width,
-						  valid, pb + o0, relu);
+				if (avx512)
+					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
+					    K, a + (size_t)o0 * K, xs + j0, off,
+					    ys + (size_t)o0 * P + first, (size_t)P, rows, width, valid,
+					    pb + o0, relu);
+				else
+					fwd_direct_avx2(K, a + (size_t)o0 * K, xs + j0, off,
+							ys + (size_t)o0 * P + first, (size_t)P, rows,
+							width, perm, cnt, pb + o0, relu);
 			}
 		}
 	}
 }
+
+#if defined(__x86_64__)
+/* pack_weights for mr = 8 with gathers: two k at a time, one vector of 16. The same values. */
+__attribute__((target("avx512f"))) static void pack_weights8_avx512(const float *w, int O, int K,
+								     float *a)
+{
+	for (int o0 = 0; o0 < O; o0 += 8, a += (size_t)K * 8) {
+		int rows = O - o0 < 8 ? O - o0 : 8;
+		__mmask16 m = (__mmask16)(((1u << rows) - 1) | (((1u << rows) - 1) << 8));
+		__m512i idx = _mm512_setr_epi32(0, K, 2 * K, 3 * K, 4 * K, 5 * K, 6 * K, 7 * K, 1,
+						K + 1, 2 * K + 1, 3 * K + 1, 4 * K + 1, 5 * K + 1,
+						6 * K + 1, 7 * K + 1);
+		const float *src = w + (size_t)o0 * K;
+		int k = 0;
+
+		for (; k + 2 <= K; k += 2)
+			_mm512_storeu_ps(a + (size_t)k * 8,
+					 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k,
+								  4));
+		if (k < K)
+			_mm256_storeu_ps(a + (size_t)k * 8,
+					 _mm512_castps512_ps256(_mm512_mask_i32gather_ps(
+					     _mm512_setzero_ps(), (__mmask16)(m & 0xff), idx, src + k,
+					     4)));
+	}
+}
+#endif
 
 void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
 		      const float *b, int relu, float *y, void *work)
@@ -621,12 +774,19 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 
 	if (n < 1)
 		return;
-	pack_weights(w, b, O, K, mr, a, pb);
 #if defined(__x86_64__)
-	if (cv->s == 1 && pt->fwd == fwd_avx512 &&
+	if (mr == 8 && (int64_t)O * K < INT32_MAX / 2) {
+		pack_weights8_avx512(w, O, K, a);
+		for (int o = 0; o < panels * mr; o++)
+			pb[o] = b && o < O ? b[o] : 0.0f;
+	} else
+#endif
+		pack_weights(w, b, O, K, mr, a, pb);
+#if defined(__x86_64__)
+	if (cv->s == 1 && (pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) &&
 	    (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX) {
 		forward_direct(cv, n, x, a, pb, relu, y, slots, slot, mr, nr,
-			       (int *)(slots + SLOTS * slot));
+			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512);
 		return;
 	}
 	fast_pack = cv->s == 1 && mc_cpu_has(MC_CPU_AVX512F);
