@@ -914,7 +914,7 @@ static void pack_windows_t(const struct mc_convf *cv, const float *x, int k0, in
 
 #if defined(__x86_64__)
 /*
- * dW of a 3x3, stride-1 convolution on AVX-512 without packing: the tile
+ * dW of a 3x3, stride-1 convolution on AVX-512 (AVX2 below) without packing: the tile
  * is the 9 taps of one input channel c (rows) x 32 output channels (two
  * vectors), in dW^T [K][Opad]; per output position p in order, dy^T[p]
  * (32 channels) times the 9 window values broadcast straight from the
@@ -965,6 +965,73 @@ __attribute__((target("avx512f,fma"))) static void dw9_avx512(int OH, int OW, in
 		}
 	}
 	D_ALL(D_STORE);
+}
+
+/*
+ * The same on AVX2: the tile is the 3 taps (c, ki, 0..2) x 32 channels
+ * (four vectors), dW^T rows r0 .. r0 + 2.
+ */
+#define E_ROW(r, xv)                                                  \
+	do {                                                          \
+		__m256 t_ = _mm256_set1_ps(xv);                       \
+		a##r##0 = _mm256_fmadd_ps(t_, d0, a##r##0);           \
+		a##r##1 = _mm256_fmadd_ps(t_, d1, a##r##1);           \
+		a##r##2 = _mm256_fmadd_ps(t_, d2, a##r##2);           \
+		a##r##3 = _mm256_fmadd_ps(t_, d3, a##r##3);           \
+	} while (0)
+#define E_ALL(M) M(0); M(1); M(2)
+#define E_LOAD(r)                                                                  \
+	do {                                                                       \
+		a##r##0 = _mm256_loadu_ps(acc + (size_t)(r) * ld);                 \
+		a##r##1 = _mm256_loadu_ps(acc + (size_t)(r) * ld + 8);             \
+		a##r##2 = _mm256_loadu_ps(acc + (size_t)(r) * ld + 16);            \
+		a##r##3 = _mm256_loadu_ps(acc + (size_t)(r) * ld + 24);            \
+	} while (0)
+#define E_STORE(r)                                                                 \
+	do {                                                                       \
+		_mm256_storeu_ps(acc + (size_t)(r) * ld, a##r##0);                 \
+		_mm256_storeu_ps(acc + (size_t)(r) * ld + 8, a##r##1);             \
+		_mm256_storeu_ps(acc + (size_t)(r) * ld + 16, a##r##2);            \
+		_mm256_storeu_ps(acc + (size_t)(r) * ld + 24, a##r##3);            \
+	} while (0)
+
+__attribute__((target("avx2,fma"))) static void dw3_avx2(int OH, int OW, int Wp, const float *xr,
+							  const float *dyt, float *acc, size_t ld)
+{
+	__m256 a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23;
+
+	E_ALL(E_LOAD);
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xr + (size_t)oh * Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 32) {
+			__m256 d0 = _mm256_loadu_ps(dyt), d1 = _mm256_loadu_ps(dyt + 8);
+			__m256 d2 = _mm256_loadu_ps(dyt + 16), d3 = _mm256_loadu_ps(dyt + 24);
+
+			E_ROW(0, x0[ow]);
+			E_ROW(1, x0[ow + 1]);
+			E_ROW(2, x0[ow + 2]);
+		}
+	}
+	E_ALL(E_STORE);
+}
+
+/* dy_t32 and db_t32 in plain C (moves and adds: the same values on any path). */
+static void dy_t32_c(const float *dy, int O, int o0, int P, float *dyt)
+{
+	for (int i = 0; i < 32; i++) {
+		const float *src = dy + (size_t)(o0 + i) * P;
+
+		for (int p = 0; p < P; p++)
+			dyt[(size_t)p * 32 + i] = o0 + i < O ? src[p] : 0.0f;
+	}
+}
+
+static void db_t32_c(const float *dyt, int P, float *db)
+{
+	for (int p = 0; p < P; p++, dyt += 32)
+		for (int i = 0; i < 32; i++)
+			db[i] += dyt[i];
 }
 
 /* dyt[p][0..32) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 32 channels of one sample. */
@@ -1019,7 +1086,7 @@ static int dw_direct_fits(const struct mc_convf *cv)
 }
 
 static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy,
-		      float *dw, float *db, float *work)
+		      float *dw, float *db, float *work, int avx512)
 {
 	const int O = cv->O, C = cv->C, K = C * 9, P = cv->OH * cv->OW, p = cv->p;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32, og = op / 32;
@@ -1048,7 +1115,10 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 		for (int s = 0; s < n; s++) {
 			const float *xs = x + (size_t)s * cv->xs;
 
-			dy_t32(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+			if (avx512)
+				dy_t32(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+			else
+				dy_t32_c(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
 			if (p) {
 				for (int c = c0; c < c1; c++)
 					for (int h = 0; h < cv->H; h++)
@@ -1057,11 +1127,24 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 						       (size_t)cv->W * sizeof(float));
 				xs = xp;
 			}
-			for (int c = c0; c < c1; c++)
-				dw9_avx512(cv->OH, cv->OW, Wp, xs + (size_t)c * Hp * Wp, dyt,
-					   dwt + (size_t)c * 9 * op + g * 32, (size_t)op);
-			if (db && kp == 0)
-				db_t32(dyt, P, dbt + g * 32);
+			for (int c = c0; c < c1; c++) {
+				const float *xc = xs + (size_t)c * Hp * Wp;
+				float *ac = dwt + (size_t)c * 9 * op + g * 32;
+
+				if (avx512) {
+					dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
+					continue;
+				}
+				for (int ki = 0; ki < 3; ki++)
+					dw3_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp, dyt,
+						 ac + (size_t)ki * 3 * op, (size_t)op);
+			}
+			if (db && kp == 0) {
+				if (avx512)
+					db_t32(dyt, P, dbt + g * 32);
+				else
+					db_t32_c(dyt, P, dbt + g * 32);
+			}
 		}
 	}
 	for (int o = 0; o < O; o++) {
@@ -1109,8 +1192,8 @@ void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *
 	if (n < 1 || (!dw && !db))
 		return;
 #if defined(__x86_64__)
-	if (pt->fwd == fwd_avx512 && dw_direct_fits(cv)) {
-		dw_direct(cv, n, x, dy, dw, db, work);
+	if ((pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) && dw_direct_fits(cv)) {
+		dw_direct(cv, n, x, dy, dw, db, work, pt->fwd == fwd_avx512);
 		return;
 	}
 #endif
