@@ -174,9 +174,10 @@ fwd_avx512(int kc, const float *a, const float *b, float *c, size_t ldc, int row
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
-fwd_direct_avx512(int kc, const float *a, const float *xb, const int *off, float *c, size_t ldc,
+fwd_direct_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c, size_t ldc,
 		  int rows, int cols, uint32_t valid, const float *bias, int relu)
 {
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5], *w6 = wr[6], *w7 = wr[7];
 	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
 	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
 	__mmask16 v0 = (__mmask16)(valid & m0), v1 = (__mmask16)((valid >> 16) & m1);
@@ -186,18 +187,18 @@ fwd_direct_avx512(int kc, const float *a, const float *xb, const int *off, float
 	__m512 zero = _mm512_setzero_ps();
 
 	Z_ALL(Z_INIT);
-	for (int k = 0; k < kc; k++, a += 8) {
+	for (int k = 0; k < kc; k++) {
 		const float *b = xb + off[k];
 		__m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
 
-		Z_FMA(0, a[0]);
-		Z_FMA(1, a[1]);
-		Z_FMA(2, a[2]);
-		Z_FMA(3, a[3]);
-		Z_FMA(4, a[4]);
-		Z_FMA(5, a[5]);
-		Z_FMA(6, a[6]);
-		Z_FMA(7, a[7]);
+		Z_FMA(0, w0[k]);
+		Z_FMA(1, w1[k]);
+		Z_FMA(2, w2[k]);
+		Z_FMA(3, w3[k]);
+		Z_FMA(4, w4[k]);
+		Z_FMA(5, w5[k]);
+		Z_FMA(6, w6[k]);
+		Z_FMA(7, w7[k]);
 	}
 	Z_ALL(Z_CSTORE);
 }
@@ -216,26 +217,27 @@ fwd_direct_avx512(int kc, const float *a, const float *xb, const int *off, float
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
-fwd_direct16_avx512(int kc, const float *a, const float *xb, const int *off, float *c,
+fwd_direct16_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c,
 		    size_t ldc, int rows, int cols, uint32_t valid, const float *bias, int relu)
 {
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5], *w6 = wr[6], *w7 = wr[7];
 	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
 	__mmask16 v0 = (__mmask16)(valid & m0), s0 = (__mmask16)((1u << __builtin_popcount(v0)) - 1);
 	__m512 c00, c10, c20, c30, c40, c50, c60, c70;
 	__m512 zero = _mm512_setzero_ps();
 
 	Z_ALL(H_INIT);
-	for (int k = 0; k < kc; k++, a += 8) {
+	for (int k = 0; k < kc; k++) {
 		__m512 b0 = _mm512_maskz_loadu_ps(m0, xb + off[k]);
 
-		H_FMA(0, a[0]);
-		H_FMA(1, a[1]);
-		H_FMA(2, a[2]);
-		H_FMA(3, a[3]);
-		H_FMA(4, a[4]);
-		H_FMA(5, a[5]);
-		H_FMA(6, a[6]);
-		H_FMA(7, a[7]);
+		H_FMA(0, w0[k]);
+		H_FMA(1, w1[k]);
+		H_FMA(2, w2[k]);
+		H_FMA(3, w3[k]);
+		H_FMA(4, w4[k]);
+		H_FMA(5, w5[k]);
+		H_FMA(6, w6[k]);
+		H_FMA(7, w7[k]);
 	}
 	Z_ALL(H_STORE);
 }
@@ -372,9 +374,10 @@ __attribute__((target("avx2,fma"))) static void fwd_avx2(int kc, const float *a,
 	} while (0)
 
 __attribute__((target("avx2,fma"))) static void
-fwd_direct_avx2(int kc, const float *a, const float *xb, const int *off, float *c, size_t ldc,
+fwd_direct_avx2(int kc, const float *const *wr, const float *xb, const int *off, float *c, size_t ldc,
 		int rows, int cols, const int *perm, const int *cnt, const float *bias, int relu)
 {
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3];
 	Y_MASKS;
 	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
 	__m256 zero = _mm256_setzero_ps();
@@ -387,26 +390,26 @@ fwd_direct_avx2(int kc, const float *a, const float *xb, const int *off, float *
 
 	Y_ALL(Y_INIT);
 	if (cols == 24) {
-		for (int k = 0; k < kc; k++, a += 4) {
+		for (int k = 0; k < kc; k++) {
 			const float *b = xb + off[k];
 			__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 			__m256 b2 = _mm256_loadu_ps(b + 16);
 
-			Y_FMA(0, a[0]);
-			Y_FMA(1, a[1]);
-			Y_FMA(2, a[2]);
-			Y_FMA(3, a[3]);
+			Y_FMA(0, w0[k]);
+			Y_FMA(1, w1[k]);
+			Y_FMA(2, w2[k]);
+			Y_FMA(3, w3[k]);
 		}
 	} else {
-		for (int k = 0; k < kc; k++, a += 4) {
+		for (int k = 0; k < kc; k++) {
 			const float *b = xb + off[k];
 			__m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
 			__m256 b2 = _mm256_maskload_ps(b + 16, m2);
 
-			Y_FMA(0, a[0]);
-			Y_FMA(1, a[1]);
-			Y_FMA(2, a[2]);
-			Y_FMA(3, a[3]);
+			Y_FMA(0, w0[k]);
+			Y_FMA(1, w1[k]);
+			Y_FMA(2, w2[k]);
+			Y_FMA(3, w3[k]);
 		}
 	}
 	Y_ALL(Y_CSTORE);
@@ -648,7 +651,7 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
  * panels); with padding, the task first copies its sample into a zeroed
  * padded image of its own.
  */
-static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *a,
+static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
 			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
 			   int nr, int *off, int avx512)
 {
@@ -717,14 +720,18 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			}
 			for (int pi = p0; pi < p1; pi++) {
 				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *wr[MRMAX];
 
+				/* the panel's weight rows as they are; rows past O repeat row o0 */
+				for (int i = 0; i < mr; i++)
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
 				if (avx512)
 					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
-					    K, a + (size_t)o0 * K, xs + j0, off,
+					    K, wr, xs + j0, off,
 					    ys + (size_t)o0 * P + first, (size_t)P, rows, width, valid,
 					    pb + o0, relu);
 				else
-					fwd_direct_avx2(K, a + (size_t)o0 * K, xs + j0, off,
+					fwd_direct_avx2(K, wr, xs + j0, off,
 							ys + (size_t)o0 * P + first, (size_t)P, rows,
 							width, perm, cnt, pb + o0, relu);
 			}
@@ -775,6 +782,15 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 	if (n < 1)
 		return;
 #if defined(__x86_64__)
+	if (cv->s == 1 && (pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) &&
+	    (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX) {
+		/* the weights are read as they are; only the bias is padded to whole panels */
+		for (int o = 0; o < panels * mr; o++)
+			pb[o] = b && o < O ? b[o] : 0.0f;
+		forward_direct(cv, n, x, w, pb, relu, y, slots, slot, mr, nr,
+			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512);
+		return;
+	}
 	if (mr == 8 && (int64_t)O * K < INT32_MAX / 2) {
 		pack_weights8_avx512(w, O, K, a);
 		for (int o = 0; o < panels * mr; o++)
@@ -783,12 +799,6 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 #endif
 		pack_weights(w, b, O, K, mr, a, pb);
 #if defined(__x86_64__)
-	if (cv->s == 1 && (pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) &&
-	    (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX) {
-		forward_direct(cv, n, x, a, pb, relu, y, slots, slot, mr, nr,
-			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512);
-		return;
-	}
 	fast_pack = cv->s == 1 && mc_cpu_has(MC_CPU_AVX512F);
 #endif
 	nt = threads((double)cols * O * K, (int)(strips < SLOTS ? strips * panels : SLOTS));
