@@ -79,7 +79,7 @@ START_TEST(forward_matches_ref)
 						omp_set_num_threads(t);
 						memset(y, 0xff, ny * sizeof(float));
 						mc_convf_forward(&cv, sh->n, x, w, hb ? b : NULL, relu, y,
-								 work);
+								 work, NULL);
 						ck_assert_msg(!memcmp(y, ref, ny * sizeof(float)),
 							      "shape %d relu %d bias %d path %s threads %d",
 							      si, relu, hb, paths[pi], t);
@@ -265,6 +265,56 @@ START_TEST(fused_model_deterministic)
 }
 END_TEST
 
+/* conv2d -> relu -> maxpool2d, twice: at inference the executor pools as each conv2d stores. */
+static const char *arch_pool =
+    "{\"format\": 1, \"input\": [2, 14, 14], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"],"
+    " \"attrs\": {\"out\": 24, \"padding\": 1}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}";
+
+START_TEST(fused_pool_inference)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(arch_pool, "t", &err);
+	const char *saved = mc_sgemm_kernel();
+	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 4);
+	x = random_f32((size_t)9 * 2 * 14 * 14, 800, -1.0f);
+	for (int pi = 0; pi < NPATHS; pi++) {
+		if (mc_sgemm_use(paths[pi]))
+			continue;
+		for (int n = 1; n <= 9; n += 8)
+			for (int t = 1; t <= 3; t++) {
+				struct mc_exec *e;
+
+				omp_set_num_threads(t);
+				run_unfused(m, x, n, z0);
+				e = mc_exec_new(m, n, 0, &err);
+				ck_assert_msg(e != NULL, "%s", err.msg);
+				memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+				mc_exec_free(e);
+				ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+					      "pooled in the conv: path %s batch %d threads %d",
+					      paths[pi], n, t);
+			}
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conv");
@@ -276,6 +326,7 @@ int main(void)
 	tcase_add_test(tc, forward_matches_ref);
 	tcase_add_test(tc, dw_matches_ref);
 	tcase_add_test(tc, fused_model_deterministic);
+	tcase_add_test(tc, fused_pool_inference);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

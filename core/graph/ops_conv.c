@@ -443,7 +443,7 @@ static void conv_forward_gemm(const struct mc_node *node, const struct mc_run *r
  * per-sample GEMMs for narrow groups.
  */
 static void conv_run(const struct mc_node *node, const struct mc_run *run, int n,
-		     const float *const *in, float *out, int relu)
+		     const float *const *in, float *out, int relu, const struct mc_convf_epi *epi)
 {
 	const float *w = node->params[0]->data;
 	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
@@ -463,20 +463,50 @@ static void conv_run(const struct mc_node *node, const struct mc_run *run, int n
 
 		mc_convf_forward(&f, n, in[0] + (size_t)g * q.Cg * q.H * q.W,
 				 w + (size_t)g * q.Og * q.Kg, b ? b + (size_t)g * q.Og : NULL, relu,
-				 out + (size_t)g * q.Og * q.P, run->work);
+				 out + (size_t)g * q.Og * q.P, run->work, q.g == 1 ? epi : NULL);
 	}
 }
 
 static void conv_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			 const float *const *in, float *out)
 {
-	conv_run(node, run, n, in, out, 0);
+	conv_run(node, run, n, in, out, 0, NULL);
 }
 
 void mc_conv2d_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
 {
-	conv_run(node, run, n, in, out, 1);
+	conv_run(node, run, n, in, out, 1, NULL);
+}
+
+struct pool_epi {
+	const struct mc_node *pool;
+	float *out;
+};
+
+static void pool_sample(void *ctx, int s, const float *ys)
+{
+	const struct pool_epi *pe = ctx;
+
+	mc_maxpool2_sample(pe->pool, ys, pe->out + (size_t)s * pe->pool->out_numel);
+}
+
+void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
+				 const struct mc_run *run, int n, const float *const *in,
+				 float *conv_out, float *out)
+{
+	struct pool_epi pe = { pool, out };
+	struct mc_convf_epi epi = { pool_sample, &pe };
+	struct mc_conv_geo q;
+	const float *pin[1] = { conv_out };
+
+	conv_geo(node, &q);
+	if (n >= 1 && batched(&q) && q.g == 1) {
+		conv_run(node, run, n, in, conv_out, 1, &epi);
+		return;
+	}
+	conv_run(node, run, n, in, conv_out, 1, NULL);
+	pool->op->forward(pool, run, n, pin, out);
 }
 
 /* The per-sample GEMMs: samples in parallel. */
@@ -602,7 +632,7 @@ static void conv_backward_batched(const struct mc_node *node, const struct mc_ru
 					wf[((size_t)c * q.Og + o) * kk + t2] =
 					    wg[((size_t)o * q.Cg + c) * kk + (kk - 1 - t2)];
 		mc_convf_forward(&t, n, dout + (size_t)g * q.Og * q.P, wf, NULL, 0,
-				 din[0] + (size_t)g * q.Cg * q.H * q.W, work);
+				 din[0] + (size_t)g * q.Cg * q.H * q.W, work, NULL);
 	}
 }
 

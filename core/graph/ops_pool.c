@@ -159,46 +159,71 @@ __attribute__((target("avx512f"))) static int maxpool2_row_avx512(const float *r
  * in the same order as the general loop (first maximum wins), so the same
  * results and the same routing of gradients.
  */
-static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
+/* planes [planes, H, W] -> [planes, OH, OW]: the 2x2, stride 2 windows of each plane. */
+static void maxpool2_planes(int64_t planes, int H, int W, int OH, int OW, const float *x0,
+			    float *y0)
 {
 #if defined(__x86_64__)
 	int wide = mc_cpu_has(MC_CPU_AVX512F);
 #endif
-#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
-		const float *x = x0 + pl * q->H * q->W;
-		float *y = y0 + pl * q->OH * q->OW;
+#pragma omp parallel for schedule(static) if (planes * H * W >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < planes; pl++) {
+		const float *x = x0 + pl * H * W;
+		float *y = y0 + pl * OH * OW;
 
-		for (int oh = 0; oh < q->OH; oh++) {
-			const float *r0 = x + 2 * oh * q->W, *r1 = r0 + q->W;
+		for (int oh = 0; oh < OH; oh++) {
+			const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
 			int ow = 0;
 
 #if defined(__x86_64__)
 			if (wide)
-				ow = maxpool2_row_avx512(r0, r1, q->OW, y + oh * q->OW);
+				ow = maxpool2_row_avx512(r0, r1, OW, y + oh * OW);
 #endif
 #ifdef __SSE2__
 			/* Four windows at a time, the same comparisons as below as
 			 * selects (not max, whose NaN rule differs): the same bits. */
-			for (; ow + 4 <= q->OW; ow += 4) {
+			for (; ow + 4 <= OW; ow += 4) {
 				__m128 v0, v1, v2, v3, m;
 
 				split4(r0 + 2 * ow, &v0, &v1);
 				split4(r1 + 2 * ow, &v2, &v3);
 				m = sel4(_mm_cmpgt_ps(v1, v0), v1, v0);
 				m = sel4(_mm_cmpgt_ps(v2, m), v2, m);
-				_mm_storeu_ps(y + oh * q->OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
+				_mm_storeu_ps(y + oh * OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
 			}
 #endif
-			for (; ow < q->OW; ow++) {
+			for (; ow < OW; ow++) {
 				float m = r0[2 * ow];
 
 				m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
 				m = r1[2 * ow] > m ? r1[2 * ow] : m;
-				y[oh * q->OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
+				y[oh * OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
 			}
 		}
 	}
+}
+
+static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
+{
+	maxpool2_planes((int64_t)n * q->C, q->H, q->W, q->OH, q->OW, x0, y0);
+}
+
+int mc_maxpool2_fusable(const struct mc_node *node)
+{
+	struct pool_geo q;
+
+	if (node->op != &mc_op_maxpool2d)
+		return 0;
+	pool_geo(node, &q);
+	return q.k == 2 && q.s == 2 && q.p == 0;
+}
+
+void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y);
 }
 
 static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,

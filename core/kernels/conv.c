@@ -611,7 +611,7 @@ static size_t slot_floats(const struct mc_convf *cv)
 	size_t op = (size_t)cv->O + MRMAX;
 	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
 	size_t pack = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
-	size_t direct = align16(op * NRMAX) + align16(img);
+	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img);
 
 	return pack > direct ? pack : direct;
 }
@@ -622,7 +622,7 @@ size_t mc_convf_work(const struct mc_convf *cv)
 
 	/* packed weights and bias, the slots, then the direct kernel's offsets */
 	if (K > SIZE_MAX / 8 / op || (size_t)cv->C * (cv->H + 2 * cv->p) > SIZE_MAX / 64 / SLOTS /
-	    ((size_t)cv->W + 2 * cv->p + op))
+	    ((size_t)cv->W + 2 * cv->p + op) || (size_t)cv->O * cv->OH > SIZE_MAX / 64 / SLOTS / ((size_t)cv->OW + 1))
 		return SIZE_MAX;
 	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K);
 	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
@@ -651,9 +651,20 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
  * panels); with padding, the task first copies its sample into a zeroed
  * padded image of its own.
  */
+/* The epilogue over samples written to y. */
+static void run_epi(const struct mc_convf *cv, int n, const float *y,
+		    const struct mc_convf_epi *epi)
+{
+	int nt = threads((double)n * cv->O * cv->OH * cv->OW * 8, n);
+
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int s = 0; s < n; s++)
+		epi->fn(epi->ctx, s, y + (size_t)s * cv->ys);
+}
+
 static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
 			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
-			   int nr, int *off, int avx512)
+			   int nr, int *off, int avx512, const struct mc_convf_epi *epi)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
@@ -670,12 +681,14 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	}
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 	for (int t = 0; t < n * osplit; t++) {
-		float *xp = slots + (size_t)omp_get_thread_num() * slot;
+		float *own = slots + (size_t)omp_get_thread_num() * slot;
+		float *xp = own + align16((size_t)O * P);
 		int s = t / osplit, q = t % osplit;
 		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
 		int perm[24], cnt[3];
 		const float *xs = x + (size_t)s * cv->xs;
-		float *ys = y + (size_t)s * cv->ys;
+		/* a whole sample with an epilogue: into this thread's scratch, then the epilogue */
+		float *ys = epi && osplit == 1 ? own : y + (size_t)s * cv->ys;
 
 		if (p) {
 			memset(xp, 0, (size_t)cv->C * Hp * Wp * sizeof(float));
@@ -736,7 +749,11 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 							width, perm, cnt, pb + o0, relu);
 			}
 		}
+		if (epi && osplit == 1)
+			epi->fn(epi->ctx, s, ys);
 	}
+	if (epi && osplit > 1)
+		run_epi(cv, n, y, epi);
 }
 
 #if defined(__x86_64__)
@@ -767,7 +784,8 @@ __attribute__((target("avx512f"))) static void pack_weights8_avx512(const float 
 #endif
 
 void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
-		      const float *b, int relu, float *y, void *work)
+		      const float *b, int relu, float *y, void *work,
+		      const struct mc_convf_epi *epi)
 {
 	const struct path *pt = path();
 	const int mr = pt->mr, nr = pt->nr, O = cv->O, K = cv->C * cv->k * cv->k;
@@ -788,7 +806,7 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 		for (int o = 0; o < panels * mr; o++)
 			pb[o] = b && o < O ? b[o] : 0.0f;
 		forward_direct(cv, n, x, w, pb, relu, y, slots, slot, mr, nr,
-			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512);
+			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512, epi);
 		return;
 	}
 	if (mr == 8 && (int64_t)O * K < INT32_MAX / 2) {
@@ -855,6 +873,8 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 				i = e;
 			}
 	}
+	if (epi)
+		run_epi(cv, n, y, epi);
 }
 
 void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,

@@ -40,14 +40,27 @@ struct mc_convf {
 	int64_t xs, ys; /* floats from one sample to the next in x and in y */
 };
 
+/*
+ * What is done with each sample's output [O][OH*OW] once it is complete
+ * (a pooling that follows): fn(ctx, s, ys), on any thread, samples in any
+ * order. With one, y may be left unwritten (each sample going through a
+ * scratch that stays in cache).
+ */
+struct mc_convf_epi {
+	void (*fn)(void *ctx, int s, const float *ys);
+	void *ctx;
+};
+
 /* Bytes of workspace mc_convf_forward needs (64-byte aligned); SIZE_MAX on overflow. */
 size_t mc_convf_work(const struct mc_convf *cv);
 /*
  * y[n][O][OH*OW] = conv(x[n][C][H][W], w[O][C*k*k]) + b[O] (b may be NULL),
- * then max(y, 0) when relu. Threads split output tiles (never a sum).
+ * then max(y, 0) when relu, then epi (may be NULL) per sample. Threads
+ * split output tiles (never a sum).
  */
 void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
-		      const float *b, int relu, float *y, void *work);
+		      const float *b, int relu, float *y, void *work,
+		      const struct mc_convf_epi *epi);
 void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,
 			  const float *b, int relu, float *y);
 
