@@ -315,6 +315,61 @@ START_TEST(fused_pool_inference)
 }
 END_TEST
 
+/* qconv2d (static, relu fused) -> maxpool2d -> flatten -> linear: the pool runs in the qconv2d. */
+static const char *arch_qpool =
+    "{\"format\": 1, \"input\": [3, 14, 14], \"nodes\": ["
+    "{\"name\": \"q\", \"op\": \"qconv2d\", \"inputs\": [\"input\"],"
+    " \"attrs\": {\"out\": 12, \"padding\": 1, \"mode\": \"static\", \"relu\": true}},"
+    "{\"name\": \"p\", \"op\": \"maxpool2d\", \"inputs\": [\"q\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}";
+
+START_TEST(fused_qconv_pool_inference)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(arch_qpool, "t", &err);
+	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+	struct mc_tensor *w, *sc, *b, *qp;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 5);
+	w = mc_model_param(m, "q.weight");
+	sc = mc_model_param(m, "q.weight_scale");
+	b = mc_model_param(m, "q.bias");
+	qp = mc_model_param(m, "q.input_qparams");
+	ck_assert(w && sc && b && qp);
+	for (int64_t i = 0; i < w->numel; i++)
+		((int8_t *)w->data)[i] = (int8_t)((int)(mc_rand_uniform(22, 1, (uint64_t)i) * 255.0f) - 127);
+	for (int64_t i = 0; i < sc->numel; i++)
+		((float *)sc->data)[i] = 0.002f + 0.001f * (float)i;
+	for (int64_t i = 0; i < b->numel; i++)
+		((float *)b->data)[i] = 0.1f * (float)(i % 5) - 0.2f;
+	((float *)qp->data)[0] = 2.0f / 255.0f;
+	((float *)qp->data)[1] = 128.0f;
+	x = random_f32((size_t)9 * 3 * 14 * 14, 900, -1.0f);
+	for (int n = 1; n <= 9; n += 8)
+		for (int t = 1; t <= 3; t++) {
+			struct mc_exec *e;
+
+			omp_set_num_threads(t);
+			run_unfused(m, x, n, z0);
+			/* real outputs: finite and not all alike */
+			ck_assert(isfinite(z0[0]) && isfinite(z0[4]) && z0[0] != z0[4]);
+			e = mc_exec_new(m, n, 0, &err);
+			ck_assert_msg(e != NULL, "%s", err.msg);
+			memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+			mc_exec_free(e);
+			ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+				      "pooled in the qconv2d: batch %d threads %d", n, t);
+		}
+	omp_set_num_threads(2);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conv");
@@ -327,6 +382,7 @@ int main(void)
 	tcase_add_test(tc, dw_matches_ref);
 	tcase_add_test(tc, fused_model_deterministic);
 	tcase_add_test(tc, fused_pool_inference);
+	tcase_add_test(tc, fused_qconv_pool_inference);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

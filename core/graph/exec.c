@@ -22,8 +22,9 @@ struct mc_exec {
 	 * [n_nodes] 1: a conv2d whose only reader is a relu, run with the relu
 	 * in its store; 2: that relu, whose output is the conv2d's (act
 	 * shared, forward skipped; its backward still masks the gradient);
-	 * without training, 3: a 2x2 maxpool2d alone reading such a relu,
-	 * computed by the conv2d as it goes (pool[conv] is its index).
+	 * without training, 3: a 2x2 maxpool2d alone reading such a relu (or a
+	 * qconv2d with relu), computed by the convolution as it goes
+	 * (pool[conv] is its index).
 	 */
 	int *fused;
 	int *pool;
@@ -86,6 +87,14 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 		int i = r->inputs[0], readers, k = -1;
 
 		pool[j] = -1;
+		/* a qconv2d has its relu already: only its pool */
+		if (!training && mc_qconv2d_fuses_pool(r) && j != m->n_nodes - 1 &&
+		    n_readers(m, j, &k) == 1 && mc_maxpool2_fusable(m->nodes[k])) {
+			fused[j] = 1;
+			fused[k] = 3;
+			pool[j] = k;
+			continue;
+		}
 		if (r->op != &mc_op_relu || i == MC_NODE_INPUT || m->nodes[i]->op != &mc_op_conv2d ||
 		    i == m->n_nodes - 1 || fused[i])
 			continue;
@@ -230,7 +239,10 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 			continue;
 		for (int k = 0; k < nd->n_inputs; k++)
 			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
-		if (e->fused[i] == 1 && e->pool[i] >= 0)
+		if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
+			mc_qconv2d_forward_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
+						e->act[i], e->act[e->pool[i]]);
+		else if (e->fused[i] == 1 && e->pool[i] >= 0)
 			mc_conv2d_forward_relu_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
 						    e->act[i], e->act[e->pool[i]]);
 		else if (e->fused[i] == 1)

@@ -68,6 +68,14 @@ void mc_conv2d_forward_relu(const struct mc_node *node, const struct mc_run *run
 void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
 				 const struct mc_run *run, int n, const float *const *in,
 				 float *conv_out, float *out);
+/*
+ * The same for a qconv2d with its relu fused (relu: true; 1 from
+ * mc_qconv2d_fuses_pool) and the 2x2 maxpool2d that alone reads it.
+ */
+int mc_qconv2d_fuses_pool(const struct mc_node *node);
+void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *pool,
+			     const struct mc_run *run, int n, const float *const *in,
+			     float *conv_out, float *out);
 /* 1 for a maxpool2d of 2x2 windows, stride 2, no padding (the one conv2d can take in). */
 int mc_maxpool2_fusable(const struct mc_node *node);
 /* That pool over one sample x [C, H, W] into y [C, H/2, W/2]. */
