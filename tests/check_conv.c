@@ -19,7 +19,7 @@
 
 #include "kernels/conv.h"
 
-static const char *const paths[] = { "avx512", "avx2", "portable" };
+static const char *const paths[] = {"avx512", "avx2", "portable"};
 #define NPATHS (int)(sizeof(paths) / sizeof(paths[0]))
 
 static float *random_f32(size_t n, uint64_t stream, float lo)
@@ -35,18 +35,19 @@ struct shape {
 	int n, C, H, W, O, k, s, p;
 };
 
-/* conv1 and conv2 of the CNN, odd sizes, padding, stride, a deep K (two blocks), O not a multiple of any panel */
+/* conv1 and conv2 of the CNN, odd sizes, padding, stride, a deep K (two blocks), O not a multiple
+ * of any panel */
 static const struct shape shapes[] = {
-	{ 3, 1, 28, 28, 32, 3, 1, 0 },  { 2, 32, 13, 13, 64, 3, 1, 0 }, { 5, 3, 7, 9, 10, 3, 1, 1 },
-	{ 4, 4, 9, 8, 7, 3, 2, 1 },     { 2, 40, 6, 5, 12, 3, 1, 2 },   { 3, 5, 11, 11, 9, 5, 2, 2 },
-	{ 7, 2, 4, 4, 5, 1, 1, 0 },     { 1, 30, 10, 10, 33, 3, 1, 1 },
+    {3, 1, 28, 28, 32, 3, 1, 0}, {2, 32, 13, 13, 64, 3, 1, 0}, {5, 3, 7, 9, 10, 3, 1, 1},
+    {4, 4, 9, 8, 7, 3, 2, 1},	 {2, 40, 6, 5, 12, 3, 1, 2},   {3, 5, 11, 11, 9, 5, 2, 2},
+    {7, 2, 4, 4, 5, 1, 1, 0},	 {1, 30, 10, 10, 33, 3, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
 static struct mc_convf make(const struct shape *sh)
 {
-	struct mc_convf cv = { .C = sh->C, .H = sh->H, .W = sh->W, .O = sh->O, .k = sh->k,
-			       .s = sh->s, .p = sh->p };
+	struct mc_convf cv = {
+	    .C = sh->C, .H = sh->H, .W = sh->W, .O = sh->O, .k = sh->k, .s = sh->s, .p = sh->p};
 
 	cv.OH = (sh->H + 2 * sh->p - sh->k) / sh->s + 1;
 	cv.OW = (sh->W + 2 * sh->p - sh->k) / sh->s + 1;
@@ -78,11 +79,12 @@ START_TEST(forward_matches_ref)
 					for (int t = 1; t <= 3; t++) {
 						omp_set_num_threads(t);
 						memset(y, 0xff, ny * sizeof(float));
-						mc_convf_forward(&cv, sh->n, x, w, hb ? b : NULL, relu, y,
-								 work, NULL);
-						ck_assert_msg(!memcmp(y, ref, ny * sizeof(float)),
-							      "shape %d relu %d bias %d path %s threads %d",
-							      si, relu, hb, paths[pi], t);
+						mc_convf_forward(&cv, sh->n, x, w, hb ? b : NULL,
+								 relu, y, work, NULL);
+						ck_assert_msg(
+						    !memcmp(y, ref, ny * sizeof(float)),
+						    "shape %d relu %d bias %d path %s threads %d",
+						    si, relu, hb, paths[pi], t);
 					}
 				}
 			}
@@ -108,7 +110,8 @@ START_TEST(dw_matches_ref)
 		size_t K = (size_t)cv.C * cv.k * cv.k, nw = (size_t)cv.O * K;
 		float *x = random_f32((size_t)sh->n * cv.xs, 300 + si, -1.0f);
 		float *dy = random_f32((size_t)sh->n * cv.ys, 400 + si, -1.0f);
-		float *w0 = random_f32(nw, 500 + si, -1.0f), *b0 = random_f32(cv.O, 600 + si, -1.0f);
+		float *w0 = random_f32(nw, 500 + si, -1.0f),
+		      *b0 = random_f32(cv.O, 600 + si, -1.0f);
 		float *rw = malloc(nw * sizeof(float)), *rb = malloc(cv.O * sizeof(float));
 		float *dw = malloc(nw * sizeof(float)), *db = malloc(cv.O * sizeof(float));
 		void *work = malloc(mc_convf_dw_work(&cv));
@@ -195,7 +198,7 @@ static void run_unfused(struct mc_model *m, const float *x, int n, float *logits
 {
 	int nn = mc_model_n_nodes(m);
 	float **act = calloc((size_t)nn, sizeof(*act));
-	struct mc_run run = { 0 };
+	struct mc_run run = {0};
 	size_t work = 0;
 
 	for (int i = 0; i < nn; i++) {
@@ -339,7 +342,8 @@ START_TEST(fused_qconv_pool_inference)
 	qp = mc_model_param(m, "q.input_qparams");
 	ck_assert(w && sc && b && qp);
 	for (int64_t i = 0; i < w->numel; i++)
-		((int8_t *)w->data)[i] = (int8_t)((int)(mc_rand_uniform(22, 1, (uint64_t)i) * 255.0f) - 127);
+		((int8_t *)w->data)[i] =
+		    (int8_t)((int)(mc_rand_uniform(22, 1, (uint64_t)i) * 255.0f) - 127);
 	for (int64_t i = 0; i < sc->numel; i++)
 		((float *)sc->data)[i] = 0.002f + 0.001f * (float)i;
 	for (int64_t i = 0; i < b->numel; i++)

@@ -33,11 +33,11 @@
 #include "kernels/conv.h"
 #include "kernels/cpu.h"
 
-#define KCMAX 256    /* depth of a packed block: NR x KCMAX floats stay in L1 */
-#define NRMAX 32     /* widest strip of any path */
-#define MRMAX 8      /* tallest panel of any path */
-#define SLOTS 16     /* at most this many threads, each with a slot of the workspace */
-#define PAR_MIN 1e6  /* multiply-adds below which one thread is faster than a team */
+#define KCMAX	256 /* depth of a packed block: NR x KCMAX floats stay in L1 */
+#define NRMAX	32  /* widest strip of any path */
+#define MRMAX	8   /* tallest panel of any path */
+#define SLOTS	16  /* at most this many threads, each with a slot of the workspace */
+#define PAR_MIN 1e6 /* multiply-adds below which one thread is faster than a team */
 
 /*
  * fwd: c[rows][cols] (row stride ldc) = over kc: acc = fma(a[k][i], b[k][j], acc),
@@ -97,39 +97,48 @@ static void dw_portable(int np, const float *const *dyr, const float *b, float *
 
 /* ---------------------------------------------------------------- AVX-512: 8 x 32 */
 
-#define Z_INIT(i)                                                                   \
-	do {                                                                        \
-		if (bias) {                                                         \
-			c##i##0 = c##i##1 = _mm512_set1_ps(bias[i]);                \
-		} else if ((i) < rows) {                                            \
-			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i) * ldc);         \
-			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i) * ldc + 16);    \
-		} else {                                                            \
-			c##i##0 = c##i##1 = _mm512_setzero_ps();                    \
-		}                                                                   \
+#define Z_INIT(i)                                                                                  \
+	do {                                                                                       \
+		if (bias) {                                                                        \
+			c##i##0 = c##i##1 = _mm512_set1_ps(bias[i]);                               \
+		} else if ((i) < rows) {                                                           \
+			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i)*ldc);                          \
+			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i)*ldc + 16);                     \
+		} else {                                                                           \
+			c##i##0 = c##i##1 = _mm512_setzero_ps();                                   \
+		}                                                                                  \
 	} while (0)
-#define Z_FMA(i, ai)                                                 \
-	do {                                                         \
-		__m512 t_ = _mm512_set1_ps(ai);                      \
-		c##i##0 = _mm512_fmadd_ps(t_, b0, c##i##0);          \
-		c##i##1 = _mm512_fmadd_ps(t_, b1, c##i##1);          \
+#define Z_FMA(i, ai)                                                                               \
+	do {                                                                                       \
+		__m512 t_ = _mm512_set1_ps(ai);                                                    \
+		c##i##0 = _mm512_fmadd_ps(t_, b0, c##i##0);                                        \
+		c##i##1 = _mm512_fmadd_ps(t_, b1, c##i##1);                                        \
 	} while (0)
-#define Z_STORE(i)                                                             \
-	do {                                                                   \
-		if ((i) < rows) {                                              \
-			if (relu) {                                            \
-				c##i##0 = _mm512_max_ps(c##i##0, zero);        \
-				c##i##1 = _mm512_max_ps(c##i##1, zero);        \
-			}                                                      \
-			_mm512_mask_storeu_ps(c + (i) * ldc, m0, c##i##0);     \
-			_mm512_mask_storeu_ps(c + (i) * ldc + 16, m1, c##i##1); \
-		}                                                              \
+#define Z_STORE(i)                                                                                 \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu) {                                                                \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm512_max_ps(c##i##1, zero);                            \
+			}                                                                          \
+			_mm512_mask_storeu_ps(c + (i)*ldc, m0, c##i##0);                           \
+			_mm512_mask_storeu_ps(c + (i)*ldc + 16, m1, c##i##1);                      \
+		}                                                                                  \
 	} while (0)
-#define Z_ALL(M) M(0); M(1); M(2); M(3); M(4); M(5); M(6); M(7)
+#define Z_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2);                                                                                      \
+	M(3);                                                                                      \
+	M(4);                                                                                      \
+	M(5);                                                                                      \
+	M(6);                                                                                      \
+	M(7)
 
-__attribute__((target("avx512f,fma"))) static void
-fwd_avx512(int kc, const float *a, const float *b, float *c, size_t ldc, int rows, int cols,
-	   const float *bias, int relu)
+__attribute__((target("avx512f,fma"))) static void fwd_avx512(int kc, const float *a,
+							      const float *b, float *c, size_t ldc,
+							      int rows, int cols, const float *bias,
+							      int relu)
 {
 	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
 	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
@@ -159,25 +168,26 @@ fwd_avx512(int kc, const float *a, const float *b, float *c, size_t ldc, int row
  * compressed together and stored at c + i * ldc on (the output positions
  * of a sample are consecutive).
  */
-#define Z_CSTORE(i)                                                                    \
-	do {                                                                           \
-		if ((i) < rows) {                                                      \
-			if (relu) {                                                    \
-				c##i##0 = _mm512_max_ps(c##i##0, zero);                \
-				c##i##1 = _mm512_max_ps(c##i##1, zero);                \
-			}                                                              \
-			_mm512_mask_storeu_ps(c + (i) * ldc, s0,                       \
-					      _mm512_maskz_compress_ps(v0, c##i##0));  \
-			_mm512_mask_storeu_ps(c + (i) * ldc + n0, s1,                  \
-					      _mm512_maskz_compress_ps(v1, c##i##1));  \
-		}                                                                      \
+#define Z_CSTORE(i)                                                                                \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu) {                                                                \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm512_max_ps(c##i##1, zero);                            \
+			}                                                                          \
+			_mm512_mask_storeu_ps(c + (i)*ldc, s0,                                     \
+					      _mm512_maskz_compress_ps(v0, c##i##0));              \
+			_mm512_mask_storeu_ps(c + (i)*ldc + n0, s1,                                \
+					      _mm512_maskz_compress_ps(v1, c##i##1));              \
+		}                                                                                  \
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
-fwd_direct_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c, size_t ldc,
-		  int rows, int cols, uint32_t valid, const float *bias, int relu)
+fwd_direct_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c,
+		  size_t ldc, int rows, int cols, uint32_t valid, const float *bias, int relu)
 {
-	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5], *w6 = wr[6], *w7 = wr[7];
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5],
+		    *w6 = wr[6], *w7 = wr[7];
 	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
 	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
 	__mmask16 v0 = (__mmask16)(valid & m0), v1 = (__mmask16)((valid >> 16) & m1);
@@ -204,25 +214,27 @@ fwd_direct_avx512(int kc, const float *const *wr, const float *xb, const int *of
 }
 
 /* The same for at most 16 columns: half the work of a strip's last few columns. */
-#define H_INIT(i) c##i##0 = (i) < rows ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps()
+#define H_INIT(i)    c##i##0 = (i) < rows ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps()
 #define H_FMA(i, ai) c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(ai), b0, c##i##0)
-#define H_STORE(i)                                                                    \
-	do {                                                                          \
-		if ((i) < rows) {                                                     \
-			if (relu)                                                     \
-				c##i##0 = _mm512_max_ps(c##i##0, zero);               \
-			_mm512_mask_storeu_ps(c + (i) * ldc, s0,                      \
-					      _mm512_maskz_compress_ps(v0, c##i##0)); \
-		}                                                                     \
+#define H_STORE(i)                                                                                 \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu)                                                                  \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                            \
+			_mm512_mask_storeu_ps(c + (i)*ldc, s0,                                     \
+					      _mm512_maskz_compress_ps(v0, c##i##0));              \
+		}                                                                                  \
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
 fwd_direct16_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c,
 		    size_t ldc, int rows, int cols, uint32_t valid, const float *bias, int relu)
 {
-	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5], *w6 = wr[6], *w7 = wr[7];
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5],
+		    *w6 = wr[6], *w7 = wr[7];
 	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
-	__mmask16 v0 = (__mmask16)(valid & m0), s0 = (__mmask16)((1u << __builtin_popcount(v0)) - 1);
+	__mmask16 v0 = (__mmask16)(valid & m0),
+		  s0 = (__mmask16)((1u << __builtin_popcount(v0)) - 1);
 	__m512 c00, c10, c20, c30, c40, c50, c60, c70;
 	__m512 zero = _mm512_setzero_ps();
 
@@ -243,19 +255,18 @@ fwd_direct16_avx512(int kc, const float *const *wr, const float *xb, const int *
 }
 
 #undef Z_INIT
-#define Z_INIT(i)                                                                   \
-	do {                                                                        \
-		if ((i) < rows) {                                                   \
-			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i) * ldc);         \
-			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i) * ldc + 16);    \
-		} else {                                                            \
-			c##i##0 = c##i##1 = _mm512_setzero_ps();                    \
-		}                                                                   \
+#define Z_INIT(i)                                                                                  \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i)*ldc);                          \
+			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i)*ldc + 16);                     \
+		} else {                                                                           \
+			c##i##0 = c##i##1 = _mm512_setzero_ps();                                   \
+		}                                                                                  \
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
-dw_avx512(int np, const float *const *dyr, const float *b, float *c, size_t ldc, int rows,
-	  int cols)
+dw_avx512(int np, const float *const *dyr, const float *b, float *c, size_t ldc, int rows, int cols)
 {
 	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
 	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
@@ -283,56 +294,64 @@ dw_avx512(int np, const float *const *dyr, const float *b, float *c, size_t ldc,
 
 /* ---------------------------------------------------------------- AVX2: 4 x 24 */
 
-static const int lanes[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0 };
+static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-#define Y_MASKS                                                                             \
-	__m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols >= 8 ? 8 : cols))); \
-	__m256i m1 = _mm256_loadu_si256(                                                    \
-	    (const __m256i *)(lanes + 8 - (cols >= 16 ? 8 : cols > 8 ? cols - 8 : 0)));     \
-	__m256i m2 = _mm256_loadu_si256(                                                    \
-	    (const __m256i *)(lanes + 8 - (cols >= 24 ? 8 : cols > 16 ? cols - 16 : 0)))
-#define Y_LOAD(i)                                                               \
-	do {                                                                    \
-		if ((i) < rows) {                                               \
-			c##i##0 = _mm256_maskload_ps(c + (i) * ldc, m0);        \
-			c##i##1 = _mm256_maskload_ps(c + (i) * ldc + 8, m1);    \
-			c##i##2 = _mm256_maskload_ps(c + (i) * ldc + 16, m2);   \
-		} else {                                                        \
-			c##i##0 = c##i##1 = c##i##2 = _mm256_setzero_ps();      \
-		}                                                               \
+#define Y_MASKS                                                                                    \
+	__m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols >= 8 ? 8 : cols)));    \
+	__m256i m1 = _mm256_loadu_si256((const __m256i *)(lanes + 8 -                              \
+							  (cols >= 16 ? 8                          \
+							   : cols > 8 ? cols - 8                   \
+								      : 0)));                      \
+	__m256i m2 = _mm256_loadu_si256((const __m256i *)(lanes + 8 -                              \
+							  (cols >= 24  ? 8                         \
+							   : cols > 16 ? cols - 16                 \
+								       : 0)))
+#define Y_LOAD(i)                                                                                  \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			c##i##0 = _mm256_maskload_ps(c + (i)*ldc, m0);                             \
+			c##i##1 = _mm256_maskload_ps(c + (i)*ldc + 8, m1);                         \
+			c##i##2 = _mm256_maskload_ps(c + (i)*ldc + 16, m2);                        \
+		} else {                                                                           \
+			c##i##0 = c##i##1 = c##i##2 = _mm256_setzero_ps();                         \
+		}                                                                                  \
 	} while (0)
-#define Y_INIT(i)                                                         \
-	do {                                                              \
-		if (bias)                                                 \
-			c##i##0 = c##i##1 = c##i##2 = _mm256_set1_ps(bias[i]); \
-		else                                                      \
-			Y_LOAD(i);                                        \
+#define Y_INIT(i)                                                                                  \
+	do {                                                                                       \
+		if (bias)                                                                          \
+			c##i##0 = c##i##1 = c##i##2 = _mm256_set1_ps(bias[i]);                     \
+		else                                                                               \
+			Y_LOAD(i);                                                                 \
 	} while (0)
-#define Y_FMA(i, ai)                                                 \
-	do {                                                         \
-		__m256 t_ = _mm256_set1_ps(ai);                      \
-		c##i##0 = _mm256_fmadd_ps(t_, b0, c##i##0);          \
-		c##i##1 = _mm256_fmadd_ps(t_, b1, c##i##1);          \
-		c##i##2 = _mm256_fmadd_ps(t_, b2, c##i##2);          \
+#define Y_FMA(i, ai)                                                                               \
+	do {                                                                                       \
+		__m256 t_ = _mm256_set1_ps(ai);                                                    \
+		c##i##0 = _mm256_fmadd_ps(t_, b0, c##i##0);                                        \
+		c##i##1 = _mm256_fmadd_ps(t_, b1, c##i##1);                                        \
+		c##i##2 = _mm256_fmadd_ps(t_, b2, c##i##2);                                        \
 	} while (0)
-#define Y_STORE(i)                                                            \
-	do {                                                                  \
-		if ((i) < rows) {                                             \
-			if (relu) {                                           \
-				c##i##0 = _mm256_max_ps(c##i##0, zero);       \
-				c##i##1 = _mm256_max_ps(c##i##1, zero);       \
-				c##i##2 = _mm256_max_ps(c##i##2, zero);       \
-			}                                                     \
-			_mm256_maskstore_ps(c + (i) * ldc, m0, c##i##0);      \
-			_mm256_maskstore_ps(c + (i) * ldc + 8, m1, c##i##1);  \
-			_mm256_maskstore_ps(c + (i) * ldc + 16, m2, c##i##2); \
-		}                                                             \
+#define Y_STORE(i)                                                                                 \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu) {                                                                \
+				c##i##0 = _mm256_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm256_max_ps(c##i##1, zero);                            \
+				c##i##2 = _mm256_max_ps(c##i##2, zero);                            \
+			}                                                                          \
+			_mm256_maskstore_ps(c + (i)*ldc, m0, c##i##0);                             \
+			_mm256_maskstore_ps(c + (i)*ldc + 8, m1, c##i##1);                         \
+			_mm256_maskstore_ps(c + (i)*ldc + 16, m2, c##i##2);                        \
+		}                                                                                  \
 	} while (0)
-#define Y_ALL(M) M(0); M(1); M(2); M(3)
+#define Y_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2);                                                                                      \
+	M(3)
 
 __attribute__((target("avx2,fma"))) static void fwd_avx2(int kc, const float *a, const float *b,
-							  float *c, size_t ldc, int rows, int cols,
-							  const float *bias, int relu)
+							 float *c, size_t ldc, int rows, int cols,
+							 const float *bias, int relu)
 {
 	Y_MASKS;
 	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
@@ -356,26 +375,27 @@ __attribute__((target("avx2,fma"))) static void fwd_avx2(int kc, const float *a,
  * the real columns are gathered to the front of each vector by perm[v]
  * (cnt[v] of them) and stored one after another.
  */
-#define Y_CSTORE(i)                                                                          \
-	do {                                                                                 \
-		if ((i) < rows) {                                                            \
-			float *d_ = c + (i) * ldc;                                           \
-			if (relu) {                                                          \
-				c##i##0 = _mm256_max_ps(c##i##0, zero);                      \
-				c##i##1 = _mm256_max_ps(c##i##1, zero);                      \
-				c##i##2 = _mm256_max_ps(c##i##2, zero);                      \
-			}                                                                    \
-			_mm256_maskstore_ps(d_, s0, _mm256_permutevar8x32_ps(c##i##0, q0));  \
-			_mm256_maskstore_ps(d_ + cnt[0], s1,                                 \
-					    _mm256_permutevar8x32_ps(c##i##1, q1));          \
-			_mm256_maskstore_ps(d_ + cnt[0] + cnt[1], s2,                        \
-					    _mm256_permutevar8x32_ps(c##i##2, q2));          \
-		}                                                                            \
+#define Y_CSTORE(i)                                                                                \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			float *d_ = c + (i)*ldc;                                                   \
+			if (relu) {                                                                \
+				c##i##0 = _mm256_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm256_max_ps(c##i##1, zero);                            \
+				c##i##2 = _mm256_max_ps(c##i##2, zero);                            \
+			}                                                                          \
+			_mm256_maskstore_ps(d_, s0, _mm256_permutevar8x32_ps(c##i##0, q0));        \
+			_mm256_maskstore_ps(d_ + cnt[0], s1,                                       \
+					    _mm256_permutevar8x32_ps(c##i##1, q1));                \
+			_mm256_maskstore_ps(d_ + cnt[0] + cnt[1], s2,                              \
+					    _mm256_permutevar8x32_ps(c##i##2, q2));                \
+		}                                                                                  \
 	} while (0)
 
 __attribute__((target("avx2,fma"))) static void
-fwd_direct_avx2(int kc, const float *const *wr, const float *xb, const int *off, float *c, size_t ldc,
-		int rows, int cols, const int *perm, const int *cnt, const float *bias, int relu)
+fwd_direct_avx2(int kc, const float *const *wr, const float *xb, const int *off, float *c,
+		size_t ldc, int rows, int cols, const int *perm, const int *cnt, const float *bias,
+		int relu)
 {
 	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3];
 	Y_MASKS;
@@ -415,9 +435,8 @@ fwd_direct_avx2(int kc, const float *const *wr, const float *xb, const int *off,
 	Y_ALL(Y_CSTORE);
 }
 
-__attribute__((target("avx2,fma"))) static void dw_avx2(int np, const float *const *dyr,
-							 const float *b, float *c, size_t ldc,
-							 int rows, int cols)
+__attribute__((target("avx2,fma"))) static void
+dw_avx2(int np, const float *const *dyr, const float *b, float *c, size_t ldc, int rows, int cols)
 {
 	Y_MASKS;
 	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
@@ -441,10 +460,10 @@ __attribute__((target("avx2,fma"))) static void dw_avx2(int np, const float *con
 
 static const struct path paths[] = {
 #if defined(__x86_64__)
-	{ "avx512", 8, 32, fwd_avx512, dw_avx512 },
-	{ "avx2", 4, 24, fwd_avx2, dw_avx2 },
+    {"avx512", 8, 32, fwd_avx512, dw_avx512},
+    {"avx2", 4, 24, fwd_avx2, dw_avx2},
 #endif
-	{ "portable", 4, 16, fwd_portable, dw_portable },
+    {"portable", 4, 16, fwd_portable, dw_portable},
 };
 
 /* The path of the f32 GEMM's kernel (MCOMP_GEMM forces both); plain C for any other name. */
@@ -490,7 +509,7 @@ static int strip_runs(const struct mc_convf *cv, int64_t j0, int64_t j1, struct 
 		int oh = (int)(pos / cv->OW), ow = (int)(pos % cv->OW);
 		int len = cv->OW - ow < j1 - j ? cv->OW - ow : (int)(j1 - j);
 
-		r[nr++] = (struct run){ (int)(j - j0), len, (int)(j / P), oh, ow };
+		r[nr++] = (struct run){(int)(j - j0), len, (int)(j / P), oh, ow};
 		j += len;
 	}
 	return nr;
@@ -551,11 +570,9 @@ static void pack_strip(const struct mc_convf *cv, const float *x, const struct r
  * masked copies (a run is at most NRMAX = 32 columns), the padding masked
  * out to zeros. The same values as pack_strip.
  */
-__attribute__((target("avx512f"))) static void pack_strip_avx512(const struct mc_convf *cv,
-								  const float *x,
-								  const struct run *r, int nrun,
-								  int width, int k0, int kc, int nr,
-								  float *b)
+__attribute__((target("avx512f"))) static void
+pack_strip_avx512(const struct mc_convf *cv, const float *x, const struct run *r, int nrun,
+		  int width, int k0, int kc, int nr, float *b)
 {
 	const int k = cv->k, p = cv->p, H = cv->H, W = cv->W;
 	int c = k0 / (k * k), ki = k0 / k % k, kj = k0 % k;
@@ -577,11 +594,13 @@ __attribute__((target("avx512f"))) static void pack_strip_avx512(const struct mc
 
 			/* lanes t < len whose column a + t is inside the image row */
 			if (h >= 0 && h < H && ve > va)
-				m = (uint32_t)(((uint64_t)1 << (ve - a)) - ((uint64_t)1 << (va - a)));
+				m = (uint32_t)(((uint64_t)1 << (ve - a)) -
+					       ((uint64_t)1 << (va - a)));
 			m0 = (__mmask16)m;
 			m1 = (__mmask16)(m >> 16);
-			_mm512_mask_storeu_ps(d, (__mmask16)((1u << (r[i].len < 16 ? r[i].len : 16)) - 1),
-					      _mm512_maskz_loadu_ps(m0, src));
+			_mm512_mask_storeu_ps(
+			    d, (__mmask16)((1u << (r[i].len < 16 ? r[i].len : 16)) - 1),
+			    _mm512_maskz_loadu_ps(m0, src));
 			if (r[i].len > 16)
 				_mm512_mask_storeu_ps(d + 16,
 						      (__mmask16)((1u << (r[i].len - 16)) - 1),
@@ -605,7 +624,8 @@ static int kblocks(int K)
 	return (K + KCMAX - 1) / KCMAX;
 }
 
-/* Floats of one thread's slot: a packed block and a tile buffer, or a tile buffer and a padded image. */
+/* Floats of one thread's slot: a packed block and a tile buffer, or a tile buffer and a padded
+ * image. */
 static size_t slot_floats(const struct mc_convf *cv)
 {
 	size_t op = (size_t)cv->O + MRMAX;
@@ -621,8 +641,10 @@ size_t mc_convf_work(const struct mc_convf *cv)
 	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, total;
 
 	/* packed weights and bias, the slots, then the direct kernel's offsets */
-	if (K > SIZE_MAX / 8 / op || (size_t)cv->C * (cv->H + 2 * cv->p) > SIZE_MAX / 64 / SLOTS /
-	    ((size_t)cv->W + 2 * cv->p + op) || (size_t)cv->O * cv->OH > SIZE_MAX / 64 / SLOTS / ((size_t)cv->OW + 1))
+	if (K > SIZE_MAX / 8 / op ||
+	    (size_t)cv->C * (cv->H + 2 * cv->p) >
+		SIZE_MAX / 64 / SLOTS / ((size_t)cv->W + 2 * cv->p + op) ||
+	    (size_t)cv->O * cv->OH > SIZE_MAX / 64 / SLOTS / ((size_t)cv->OW + 1))
 		return SIZE_MAX;
 	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K);
 	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
@@ -635,7 +657,8 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
 	for (int o0 = 0; o0 < O; o0 += mr, a += (size_t)K * mr)
 		for (int k = 0; k < K; k++)
 			for (int i = 0; i < mr; i++)
-				a[(size_t)k * mr + i] = o0 + i < O ? w[(size_t)(o0 + i) * K + k] : 0.0f;
+				a[(size_t)k * mr + i] =
+				    o0 + i < O ? w[(size_t)(o0 + i) * K + k] : 0.0f;
 	for (int o = 0; o < (O + mr - 1) / mr * mr; o++)
 		pb[o] = bias && o < O ? bias[o] : 0.0f;
 }
@@ -705,7 +728,8 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			int64_t first = -1;
 			uint32_t valid = 0;
 
-			for (int jj = 0, oh = (int)(j0 / Wp), ow = (int)(j0 % Wp); jj < width; jj++) {
+			for (int jj = 0, oh = (int)(j0 / Wp), ow = (int)(j0 % Wp); jj < width;
+			     jj++) {
 				if (ow < OW) {
 					valid |= 1u << jj;
 					if (first < 0)
@@ -719,7 +743,8 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			if (!valid)
 				continue;
 			if (!avx512) {
-				/* per vector of 8 columns: where its real ones come from, and how many */
+				/* per vector of 8 columns: where its real ones come from, and how
+				 * many */
 				for (int v = 0; v < 3; v++) {
 					int m = 0;
 
@@ -740,13 +765,12 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
 				if (avx512)
 					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
-					    K, wr, xs + j0, off,
-					    ys + (size_t)o0 * P + first, (size_t)P, rows, width, valid,
-					    pb + o0, relu);
+					    K, wr, xs + j0, off, ys + (size_t)o0 * P + first,
+					    (size_t)P, rows, width, valid, pb + o0, relu);
 				else
 					fwd_direct_avx2(K, wr, xs + j0, off,
-							ys + (size_t)o0 * P + first, (size_t)P, rows,
-							width, perm, cnt, pb + o0, relu);
+							ys + (size_t)o0 * P + first, (size_t)P,
+							rows, width, perm, cnt, pb + o0, relu);
 			}
 		}
 		if (epi && osplit == 1)
@@ -759,7 +783,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 #if defined(__x86_64__)
 /* pack_weights for mr = 8 with gathers: two k at a time, one vector of 16. The same values. */
 __attribute__((target("avx512f"))) static void pack_weights8_avx512(const float *w, int O, int K,
-								     float *a)
+								    float *a)
 {
 	for (int o0 = 0; o0 < O; o0 += 8, a += (size_t)K * 8) {
 		int rows = O - o0 < 8 ? O - o0 : 8;
@@ -771,14 +795,14 @@ __attribute__((target("avx512f"))) static void pack_weights8_avx512(const float 
 		int k = 0;
 
 		for (; k + 2 <= K; k += 2)
-			_mm512_storeu_ps(a + (size_t)k * 8,
-					 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k,
-								  4));
+			_mm512_storeu_ps(
+			    a + (size_t)k * 8,
+			    _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k, 4));
 		if (k < K)
-			_mm256_storeu_ps(a + (size_t)k * 8,
-					 _mm512_castps512_ps256(_mm512_mask_i32gather_ps(
-					     _mm512_setzero_ps(), (__mmask16)(m & 0xff), idx, src + k,
-					     4)));
+			_mm256_storeu_ps(
+			    a + (size_t)k * 8,
+			    _mm512_castps512_ps256(_mm512_mask_i32gather_ps(
+				_mm512_setzero_ps(), (__mmask16)(m & 0xff), idx, src + k, 4)));
 	}
 }
 #endif
@@ -837,8 +861,8 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 		int nrun = strip_runs(cv, j0, j1, r), width = (int)(j1 - j0);
 		/* one sample: tiles go straight to y[n][o][pos ..] */
 		int direct = r[0].n == r[nrun - 1].n;
-		float *c = direct ? y + (size_t)r[0].n * cv->ys + (size_t)(j0 - (int64_t)r[0].n * P)
-				  : ct;
+		float *c =
+		    direct ? y + (size_t)r[0].n * cv->ys + (size_t)(j0 - (int64_t)r[0].n * P) : ct;
 		size_t ldc = direct ? (size_t)P : (size_t)nr;
 
 		for (int k0 = 0; k0 < K; k0 += kc0) {
@@ -892,17 +916,18 @@ void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, cons
 						int c = kk / (k * k), ki = kk / k % k, kj = kk % k;
 						int h = oh * cv->s - cv->p + ki;
 						int v = ow * cv->s - cv->p + kj;
-						float xv = h >= 0 && h < cv->H && v >= 0 && v < cv->W
-								   ? x[(size_t)s * cv->xs +
-								       ((size_t)c * cv->H + h) * cv->W + v]
-								   : 0.0f;
+						float xv =
+						    h >= 0 && h < cv->H && v >= 0 && v < cv->W
+							? x[(size_t)s * cv->xs +
+							    ((size_t)c * cv->H + h) * cv->W + v]
+							: 0.0f;
 
 						acc = fmaf(w[(size_t)o * K + kk], xv, acc);
 					}
 					if (relu)
 						acc = acc > 0.0f ? acc : 0.0f;
-					y[(size_t)s * cv->ys + ((size_t)o * cv->OH + oh) * cv->OW + ow] =
-					    acc;
+					y[(size_t)s * cv->ys + ((size_t)o * cv->OH + oh) * cv->OW +
+					  ow] = acc;
 				}
 }
 
@@ -951,27 +976,35 @@ static void pack_windows_t(const struct mc_convf *cv, const float *x, int k0, in
  * (padded) image. The chain of each dw[o][k] is the reference's: over the
  * batch's positions in order, starting from its value.
  */
-#define D_ROW(r, xv)                                                  \
-	do {                                                          \
-		__m512 t_ = _mm512_set1_ps(xv);                       \
-		a##r##0 = _mm512_fmadd_ps(t_, d0, a##r##0);           \
-		a##r##1 = _mm512_fmadd_ps(t_, d1, a##r##1);           \
+#define D_ROW(r, xv)                                                                               \
+	do {                                                                                       \
+		__m512 t_ = _mm512_set1_ps(xv);                                                    \
+		a##r##0 = _mm512_fmadd_ps(t_, d0, a##r##0);                                        \
+		a##r##1 = _mm512_fmadd_ps(t_, d1, a##r##1);                                        \
 	} while (0)
-#define D_ALL(M) M(0); M(1); M(2); M(3); M(4); M(5); M(6); M(7); M(8)
-#define D_LOAD(r)                                                                  \
-	do {                                                                       \
-		a##r##0 = _mm512_loadu_ps(acc + (size_t)(r) * ld);                 \
-		a##r##1 = _mm512_loadu_ps(acc + (size_t)(r) * ld + 16);            \
+#define D_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2);                                                                                      \
+	M(3);                                                                                      \
+	M(4);                                                                                      \
+	M(5);                                                                                      \
+	M(6);                                                                                      \
+	M(7);                                                                                      \
+	M(8)
+#define D_LOAD(r)                                                                                  \
+	do {                                                                                       \
+		a##r##0 = _mm512_loadu_ps(acc + (size_t)(r)*ld);                                   \
+		a##r##1 = _mm512_loadu_ps(acc + (size_t)(r)*ld + 16);                              \
 	} while (0)
-#define D_STORE(r)                                                                 \
-	do {                                                                       \
-		_mm512_storeu_ps(acc + (size_t)(r) * ld, a##r##0);                 \
-		_mm512_storeu_ps(acc + (size_t)(r) * ld + 16, a##r##1);            \
+#define D_STORE(r)                                                                                 \
+	do {                                                                                       \
+		_mm512_storeu_ps(acc + (size_t)(r)*ld, a##r##0);                                   \
+		_mm512_storeu_ps(acc + (size_t)(r)*ld + 16, a##r##1);                              \
 	} while (0)
 
-__attribute__((target("avx512f,fma"))) static void dw9_avx512(int OH, int OW, int Wp,
-							       const float *xc, const float *dyt,
-							       float *acc, size_t ld)
+__attribute__((target("avx512f,fma"))) static void
+dw9_avx512(int OH, int OW, int Wp, const float *xc, const float *dyt, float *acc, size_t ld)
 {
 	__m512 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
 	__m512 a80, a81;
@@ -1001,32 +1034,35 @@ __attribute__((target("avx512f,fma"))) static void dw9_avx512(int OH, int OW, in
  * The same on AVX2: the tile is the 3 taps (c, ki, 0..2) x 32 channels
  * (four vectors), dW^T rows r0 .. r0 + 2.
  */
-#define E_ROW(r, xv)                                                  \
-	do {                                                          \
-		__m256 t_ = _mm256_set1_ps(xv);                       \
-		a##r##0 = _mm256_fmadd_ps(t_, d0, a##r##0);           \
-		a##r##1 = _mm256_fmadd_ps(t_, d1, a##r##1);           \
-		a##r##2 = _mm256_fmadd_ps(t_, d2, a##r##2);           \
-		a##r##3 = _mm256_fmadd_ps(t_, d3, a##r##3);           \
+#define E_ROW(r, xv)                                                                               \
+	do {                                                                                       \
+		__m256 t_ = _mm256_set1_ps(xv);                                                    \
+		a##r##0 = _mm256_fmadd_ps(t_, d0, a##r##0);                                        \
+		a##r##1 = _mm256_fmadd_ps(t_, d1, a##r##1);                                        \
+		a##r##2 = _mm256_fmadd_ps(t_, d2, a##r##2);                                        \
+		a##r##3 = _mm256_fmadd_ps(t_, d3, a##r##3);                                        \
 	} while (0)
-#define E_ALL(M) M(0); M(1); M(2)
-#define E_LOAD(r)                                                                  \
-	do {                                                                       \
-		a##r##0 = _mm256_loadu_ps(acc + (size_t)(r) * ld);                 \
-		a##r##1 = _mm256_loadu_ps(acc + (size_t)(r) * ld + 8);             \
-		a##r##2 = _mm256_loadu_ps(acc + (size_t)(r) * ld + 16);            \
-		a##r##3 = _mm256_loadu_ps(acc + (size_t)(r) * ld + 24);            \
+#define E_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2)
+#define E_LOAD(r)                                                                                  \
+	do {                                                                                       \
+		a##r##0 = _mm256_loadu_ps(acc + (size_t)(r)*ld);                                   \
+		a##r##1 = _mm256_loadu_ps(acc + (size_t)(r)*ld + 8);                               \
+		a##r##2 = _mm256_loadu_ps(acc + (size_t)(r)*ld + 16);                              \
+		a##r##3 = _mm256_loadu_ps(acc + (size_t)(r)*ld + 24);                              \
 	} while (0)
-#define E_STORE(r)                                                                 \
-	do {                                                                       \
-		_mm256_storeu_ps(acc + (size_t)(r) * ld, a##r##0);                 \
-		_mm256_storeu_ps(acc + (size_t)(r) * ld + 8, a##r##1);             \
-		_mm256_storeu_ps(acc + (size_t)(r) * ld + 16, a##r##2);            \
-		_mm256_storeu_ps(acc + (size_t)(r) * ld + 24, a##r##3);            \
+#define E_STORE(r)                                                                                 \
+	do {                                                                                       \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld, a##r##0);                                   \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld + 8, a##r##1);                               \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld + 16, a##r##2);                              \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld + 24, a##r##3);                              \
 	} while (0)
 
 __attribute__((target("avx2,fma"))) static void dw3_avx2(int OH, int OW, int Wp, const float *xr,
-							  const float *dyt, float *acc, size_t ld)
+							 const float *dyt, float *acc, size_t ld)
 {
 	__m256 a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23;
 
@@ -1066,11 +1102,11 @@ static void db_t32_c(const float *dyt, int P, float *db)
 
 /* dyt[p][0..32) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 32 channels of one sample. */
 __attribute__((target("avx512f"))) static void dy_t32(const float *dy, int O, int o0, int P,
-						       float *dyt)
+						      float *dyt)
 {
 	__m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-	__m512i i0 = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(o0)),
-					_mm512_set1_epi32(P));
+	__m512i i0 =
+	    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(o0)), _mm512_set1_epi32(P));
 	__m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16 * P));
 	int r0 = O - o0 < 16 ? O - o0 : 16, r1 = O - o0 - 16 < 16 ? O - o0 - 16 : 16;
 	__mmask16 m0 = (__mmask16)((1u << r0) - 1);
@@ -1115,8 +1151,8 @@ static int dw_direct_fits(const struct mc_convf *cv)
 	       (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX;
 }
 
-static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy,
-		      float *dw, float *db, float *work, int avx512)
+static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		      float *db, float *work, int avx512)
 {
 	const int O = cv->O, C = cv->C, K = C * 9, P = cv->OH * cv->OW, p = cv->p;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32, og = op / 32;
@@ -1138,7 +1174,8 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 	for (int t = 0; t < og * kparts; t++) {
 		float *dyt = slots + (size_t)omp_get_thread_num() * slot;
 		float *xp = dyt + align16((size_t)P * 32);
-		int g = t / kparts, kp = t % kparts, c0 = kp * C / kparts, c1 = (kp + 1) * C / kparts;
+		int g = t / kparts, kp = t % kparts, c0 = kp * C / kparts,
+		    c1 = (kp + 1) * C / kparts;
 
 		if (p)
 			memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
@@ -1283,11 +1320,12 @@ void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const flo
 					int h = pos / cv->OW * cv->s - cv->p + ki;
 					int v = pos % cv->OW * cv->s - cv->p + kj;
 					float xv = h >= 0 && h < cv->H && v >= 0 && v < cv->W
-							   ? x[(size_t)s * cv->xs +
-							       ((size_t)c * cv->H + h) * cv->W + v]
-							   : 0.0f;
+						       ? x[(size_t)s * cv->xs +
+							   ((size_t)c * cv->H + h) * cv->W + v]
+						       : 0.0f;
 
-					acc = fmaf(dy[(size_t)s * cv->ys + (size_t)o * P + pos], xv, acc);
+					acc = fmaf(dy[(size_t)s * cv->ys + (size_t)o * P + pos], xv,
+						   acc);
 				}
 			dw[(size_t)o * K + kk] = acc;
 		}

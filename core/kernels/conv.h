@@ -34,8 +34,8 @@
 
 /* One group of a convolution: k x k windows, stride s, padding p. */
 struct mc_convf {
-	int C, H, W;	/* input channels and size, per sample */
-	int O, OH, OW;	/* output channels and size */
+	int C, H, W;   /* input channels and size, per sample */
+	int O, OH, OW; /* output channels and size */
 	int k, s, p;
 	int64_t xs, ys; /* floats from one sample to the next in x and in y */
 };
