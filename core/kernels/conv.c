@@ -197,19 +197,26 @@ fwd_direct_avx512(int kc, const float *const *wr, const float *xb, const int *of
 	__m512 zero = _mm512_setzero_ps();
 
 	Z_ALL(Z_INIT);
-	for (int k = 0; k < kc; k++) {
-		const float *b = xb + off[k];
-		__m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-
-		Z_FMA(0, w0[k]);
-		Z_FMA(1, w1[k]);
-		Z_FMA(2, w2[k]);
-		Z_FMA(3, w3[k]);
-		Z_FMA(4, w4[k]);
-		Z_FMA(5, w5[k]);
-		Z_FMA(6, w6[k]);
-		Z_FMA(7, w7[k]);
+#define Z_STEP(LOAD0, LOAD1)                                              \
+	for (int k = 0; k < kc; k++) {                                    \
+		const float *b = xb + off[k];                             \
+		__m512 b0 = LOAD0, b1 = LOAD1;                            \
+                                                                          \
+		Z_FMA(0, w0[k]);                                          \
+		Z_FMA(1, w1[k]);                                          \
+		Z_FMA(2, w2[k]);                                          \
+		Z_FMA(3, w3[k]);                                          \
+		Z_FMA(4, w4[k]);                                          \
+		Z_FMA(5, w5[k]);                                          \
+		Z_FMA(6, w6[k]);                                          \
+		Z_FMA(7, w7[k]);                                          \
 	}
+	/* a whole strip needs no masks in the loop (they would live on the stack) */
+	if (cols == 32)
+		Z_STEP(_mm512_loadu_ps(b), _mm512_loadu_ps(b + 16))
+	else
+		Z_STEP(_mm512_maskz_loadu_ps(m0, b), _mm512_maskz_loadu_ps(m1, b + 16))
+#undef Z_STEP
 	Z_ALL(Z_CSTORE);
 }
 
