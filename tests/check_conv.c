@@ -36,11 +36,11 @@ struct shape {
 };
 
 /* conv1 and conv2 of the CNN, odd sizes, padding, stride, a deep K (two blocks), O not a multiple
- * of any panel */
+ * of any panel, an image of more strips than the direct path works out ahead (NSTRIPS) */
 static const struct shape shapes[] = {
     {3, 1, 28, 28, 32, 3, 1, 0}, {2, 32, 13, 13, 64, 3, 1, 0}, {5, 3, 7, 9, 10, 3, 1, 1},
     {4, 4, 9, 8, 7, 3, 2, 1},	 {2, 40, 6, 5, 12, 3, 1, 2},   {3, 5, 11, 11, 9, 5, 2, 2},
-    {7, 2, 4, 4, 5, 1, 1, 0},	 {1, 30, 10, 10, 33, 3, 1, 1},
+    {7, 2, 4, 4, 5, 1, 1, 0},	 {1, 30, 10, 10, 33, 3, 1, 1}, {2, 2, 60, 60, 9, 3, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 

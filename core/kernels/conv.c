@@ -681,6 +681,46 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
  * panels); with padding, the task first copies its sample into a zeroed
  * padded image of its own.
  */
+/* A strip of wide columns: which are real, where the first goes, and (AVX2) how to gather them. */
+struct strip {
+	int64_t first;
+	uint32_t valid;
+	int perm[24], cnt[3];
+};
+
+#define NSTRIPS 64 /* strips whose masks are worked out once per call */
+
+static void strip_masks(const struct mc_convf *cv, int Wp, int64_t j0, int width, int avx512,
+			struct strip *st)
+{
+	st->first = -1;
+	st->valid = 0;
+	for (int jj = 0, oh = (int)(j0 / Wp), ow = (int)(j0 % Wp); jj < width; jj++) {
+		if (ow < cv->OW) {
+			st->valid |= 1u << jj;
+			if (st->first < 0)
+				st->first = (int64_t)oh * cv->OW + ow;
+		}
+		if (++ow == Wp) {
+			ow = 0;
+			oh++;
+		}
+	}
+	if (avx512)
+		return;
+	/* per vector of 8 columns: where its real ones come from, and how many */
+	for (int v = 0; v < 3; v++) {
+		int m = 0;
+
+		for (int l = 0; l < 8; l++)
+			if (st->valid >> (8 * v + l) & 1)
+				st->perm[8 * v + m++] = l;
+		st->cnt[v] = m;
+		while (m < 8)
+			st->perm[8 * v + m++] = 0;
+	}
+}
+
 /* The epilogue over samples written to y. */
 static void run_epi(const struct mc_convf *cv, int n, const float *y,
 		    const struct mc_convf_epi *epi)
@@ -701,8 +741,13 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
 	int osplit = 1, nt;
 
+	struct strip strips[NSTRIPS];
+
 	for (int kk = 0; kk < K; kk++)
 		off[kk] = (kk / (cv->k * cv->k) * Hp + kk / cv->k % cv->k) * Wp + kk % cv->k;
+	/* the same for every sample */
+	for (int64_t j0 = 0, si = 0; j0 < jw && si < NSTRIPS; j0 += nr, si++)
+		strip_masks(cv, Wp, j0, jw - j0 < nr ? (int)(jw - j0) : nr, avx512, &strips[si]);
 	nt = threads((double)n * P * O * K, n * panels);
 	if (n < 2 * nt) {
 		osplit = (2 * nt + n - 1) / n;
@@ -715,7 +760,6 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		float *xp = own + align16((size_t)O * P);
 		int s = t / osplit, q = t % osplit;
 		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
-		int perm[24], cnt[3];
 		const float *xs = x + (size_t)s * cv->xs;
 		/* a whole sample with an epilogue: into this thread's scratch, then the epilogue */
 		float *ys = epi && osplit == 1 ? own : y + (size_t)s * cv->ys;
@@ -729,40 +773,15 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 					       (size_t)cv->W * sizeof(float));
 			xs = xp;
 		}
-		for (int64_t j0 = 0; j0 < jw; j0 += nr) {
+		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
 			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
-			/* the strip's real columns, and the output position of the first */
-			int64_t first = -1;
-			uint32_t valid = 0;
+			struct strip st;
+			const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
 
-			for (int jj = 0, oh = (int)(j0 / Wp), ow = (int)(j0 % Wp); jj < width;
-			     jj++) {
-				if (ow < OW) {
-					valid |= 1u << jj;
-					if (first < 0)
-						first = (int64_t)oh * OW + ow;
-				}
-				if (++ow == Wp) {
-					ow = 0;
-					oh++;
-				}
-			}
-			if (!valid)
+			if (si >= NSTRIPS)
+				strip_masks(cv, Wp, j0, width, avx512, &st);
+			if (!sp->valid)
 				continue;
-			if (!avx512) {
-				/* per vector of 8 columns: where its real ones come from, and how
-				 * many */
-				for (int v = 0; v < 3; v++) {
-					int m = 0;
-
-					for (int l = 0; l < 8; l++)
-						if (valid >> (8 * v + l) & 1)
-							perm[8 * v + m++] = l;
-					cnt[v] = m;
-					while (m < 8)
-						perm[8 * v + m++] = 0;
-				}
-			}
 			for (int pi = p0; pi < p1; pi++) {
 				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
 				const float *wr[MRMAX];
@@ -772,12 +791,12 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
 				if (avx512)
 					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
-					    K, wr, xs + j0, off, ys + (size_t)o0 * P + first,
-					    (size_t)P, rows, width, valid, pb + o0, relu);
+					    K, wr, xs + j0, off, ys + (size_t)o0 * P + sp->first,
+					    (size_t)P, rows, width, sp->valid, pb + o0, relu);
 				else
 					fwd_direct_avx2(K, wr, xs + j0, off,
-							ys + (size_t)o0 * P + first, (size_t)P,
-							rows, width, perm, cnt, pb + o0, relu);
+							ys + (size_t)o0 * P + sp->first, (size_t)P,
+							rows, width, sp->perm, sp->cnt, pb + o0, relu);
 			}
 		}
 		if (epi && osplit == 1)
