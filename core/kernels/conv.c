@@ -246,18 +246,25 @@ fwd_direct16_avx512(int kc, const float *const *wr, const float *xb, const int *
 	__m512 zero = _mm512_setzero_ps();
 
 	Z_ALL(H_INIT);
-	for (int k = 0; k < kc; k++) {
-		__m512 b0 = _mm512_maskz_loadu_ps(m0, xb + off[k]);
-
-		H_FMA(0, w0[k]);
-		H_FMA(1, w1[k]);
-		H_FMA(2, w2[k]);
-		H_FMA(3, w3[k]);
-		H_FMA(4, w4[k]);
-		H_FMA(5, w5[k]);
-		H_FMA(6, w6[k]);
-		H_FMA(7, w7[k]);
+#define H_STEP(LOAD)                                      \
+	for (int k = 0; k < kc; k++) {                    \
+		const float *b = xb + off[k];             \
+		__m512 b0 = LOAD;                         \
+                                                          \
+		H_FMA(0, w0[k]);                          \
+		H_FMA(1, w1[k]);                          \
+		H_FMA(2, w2[k]);                          \
+		H_FMA(3, w3[k]);                          \
+		H_FMA(4, w4[k]);                          \
+		H_FMA(5, w5[k]);                          \
+		H_FMA(6, w6[k]);                          \
+		H_FMA(7, w7[k]);                          \
 	}
+	if (cols == 16)
+		H_STEP(_mm512_loadu_ps(b))
+	else
+		H_STEP(_mm512_maskz_loadu_ps(m0, b))
+#undef H_STEP
 	Z_ALL(H_STORE);
 }
 
@@ -773,8 +780,14 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 					       (size_t)cv->W * sizeof(float));
 			xs = xp;
 		}
+		/* the end of what may be read: loads past a strip's columns only feed columns that
+		 * are never stored, so a strip reads whole vectors when they stay inside it */
+		const float *xend = p ? xp + (size_t)cv->C * Hp * Wp
+				      : x + (size_t)(n - 1) * cv->xs + (size_t)cv->C * Hp * Wp;
+
 		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
 			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
+			int whole = width <= 16 && avx512 ? 16 : nr, reads;
 			struct strip st;
 			const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
 
@@ -782,6 +795,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 				strip_masks(cv, Wp, j0, width, avx512, &st);
 			if (!sp->valid)
 				continue;
+			reads = xs + j0 + off[K - 1] + whole <= xend ? whole : width;
 			for (int pi = p0; pi < p1; pi++) {
 				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
 				const float *wr[MRMAX];
@@ -792,11 +806,11 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 				if (avx512)
 					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
 					    K, wr, xs + j0, off, ys + (size_t)o0 * P + sp->first,
-					    (size_t)P, rows, width, sp->valid, pb + o0, relu);
+					    (size_t)P, rows, reads, sp->valid, pb + o0, relu);
 				else
 					fwd_direct_avx2(K, wr, xs + j0, off,
 							ys + (size_t)o0 * P + sp->first, (size_t)P,
-							rows, width, sp->perm, sp->cnt, pb + o0, relu);
+							rows, reads, sp->perm, sp->cnt, pb + o0, relu);
 			}
 		}
 		if (epi && osplit == 1)
