@@ -2,15 +2,20 @@
 /*
  * ops_conv.c - convolution over per-sample [C, H, W] images: conv2d.
  *
- * conv2d goes through the GEMM. im2col lays a chunk of m samples out as
- * one matrix col[C*kh*kw, m*P] (P = output positions per sample, sample s
- * in columns s*P ..), so each group is one GEMM: out^T[O, m*P] = W[O, K]
- * col[K, m*P]. Chunks hold about 1 MiB of col and out^T, so both stay in
- * cache (conv_chunk). The backward pass recomputes col (the workspace is
- * shared by all nodes), adds dW from one GEMM per chunk in chunk order,
- * gets dcol = W^T dout^T from another, and folds dcol back into the image
- * (col2im) with each thread owning whole (sample, channel) planes: no
- * atomics, and the same bits for any thread count.
+ * Groups of 4 or more output channels run on the batched kernels of
+ * kernels/conv.h: the forward pass as one implicit GEMM over the whole
+ * batch with bias (and, when the executor fuses it, relu and a 2x2 max
+ * pool) applied as tiles are stored; dW and db as one product over the
+ * batch's positions; dX of a stride-1 convolution as the convolution of
+ * dout with the flipped weights. Each output is one FMA chain in a fixed
+ * order: the same bits on every kernel path and for any thread count.
+ *
+ * Narrower groups (depthwise) keep the per-sample GEMMs: im2col of one
+ * sample, one GEMM per group with W^T, samples spread over threads with a
+ * slot of the workspace each; the backward pass sums dW per fixed group of
+ * samples and adds the groups in order, and folds dcol back into the image
+ * (col2im) with each thread owning whole samples: no atomics, and the same
+ * bits for any thread count.
  */
 #include <limits.h>
 #include <stdio.h>
