@@ -5,22 +5,32 @@
  * for AVX-512, AVX2 and plain C, bias and relu in the store, and the
  * weight gradient as the same kind of product.
  *
- * Forward: the columns j of the product are (sample, oh, ow) of the whole
- * batch, cut into strips of NR. A strip's window values are packed k-major
- * (kc x NR, from the images, padding as 0) a K block at a time, and every
- * MR-channel panel of the packed weights runs over it: out[o][j] starts at
- * bias[o] and takes one FMA per k in order, blocks continuing from where
- * the last one stored (a store and a load of a float change nothing), relu
- * at the last. Tiles go straight to the output when the strip lies in one
- * sample, else through a small tile buffer. Threads take whole tiles
- * (strips, or strips x channel panels when a batch has few strips), so
- * every output is the same chain for any thread count.
+ * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): nothing is
+ * packed. Output positions are taken a padded image row wide, so a tap's
+ * window values for consecutive positions are consecutive floats of the
+ * image; the kernels read them there against MR weight rows read as they
+ * are, and compress the real columns into the output as they store (bias
+ * first, relu last). Each task is one sample, or a share of its channel
+ * panels for a small batch.
  *
- * dW: dw[o][k] over the batch's columns in order. Each task owns a strip of
- * NR columns of k (a bias column of ones at k = K makes db the same
- * product) and all samples in order: it packs the windows of its k range
- * per sample, [P][NR], and runs MR output channels at a time with dy
- * broadcast straight from its rows.
+ * Forward, otherwise: the columns j of the product are (sample, oh, ow) of
+ * the whole batch, cut into strips of NR. A strip's window values are
+ * packed k-major (kc x NR, from the images, padding as 0) a K block at a
+ * time, and every MR-channel panel of the packed weights runs over it:
+ * out[o][j] starts at bias[o] and takes one FMA per k in order, blocks
+ * continuing from where the last one stored (a store and a load of a float
+ * change nothing), relu at the last. Threads take whole tiles (strips, or
+ * strips x channel panels when a batch has few strips).
+ *
+ * dW of a 3x3 stride-1 convolution on AVX-512 and AVX2 (dw_direct): window
+ * values broadcast straight from the image against dy^T, 32 output
+ * channels a tile. Otherwise: each task owns a strip of NR columns of k (a
+ * bias column of ones at k = K makes db the same product) and all samples
+ * in order: it packs the windows of its k range per sample, [P][NR], and
+ * runs MR output channels at a time with dy broadcast from its rows.
+ *
+ * Every output is the same chain whichever path, blocking or thread
+ * computes it.
  */
 #include <math.h>
 #include <stdlib.h>
