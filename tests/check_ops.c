@@ -184,9 +184,9 @@ END_TEST
  */
 START_TEST(maxpool2_routes_gradients)
 {
-	enum { C = 3, H = 5, W = 19, OH = 2, OW = 9, N = 2 };
+	enum { C = 3, H = 5, W = 37, OH = 2, OW = 18, N = 2 };
 	struct mc_model *m =
-	    build("{\"format\":1,\"input\":[3,5,19],\"nodes\":[{\"op\":\"maxpool2d\","
+	    build("{\"format\":1,\"input\":[3,5,37],\"nodes\":[{\"op\":\"maxpool2d\","
 		  "\"attrs\":{\"kernel\":2}}]}",
 		  1);
 	const struct mc_node *nd = mc_model_node(m, 0);

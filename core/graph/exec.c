@@ -8,6 +8,7 @@
 
 #include "base/threads.h"
 #include "graph/model_int.h"
+#include "graph/ops_int.h"
 
 struct mc_exec {
 	const struct mc_model *m;
@@ -18,6 +19,16 @@ struct mc_exec {
 	int *uses;     /* [n_nodes] how many node inputs read each node */
 	int *needs;    /* [n_nodes] a trained parameter lies at or before the node */
 	int *written;  /* [n_nodes] during backward: dact holds a value */
+	/*
+	 * [n_nodes] 1: a conv2d whose only reader is a relu, run with the relu
+	 * in its store; 2: that relu, whose output is the conv2d's (act
+	 * shared, forward skipped; its backward still masks the gradient);
+	 * without training, 3: a 2x2 maxpool2d alone reading such a relu (or a
+	 * qconv2d with relu), computed by the convolution as it goes
+	 * (pool[conv] is its index).
+	 */
+	int *fused;
+	int *pool;
 	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
 	const float *x;
 	struct mc_run run; /* of the last forward */
@@ -30,7 +41,7 @@ void mc_exec_free(struct mc_exec *e)
 	if (!e)
 		return;
 	for (int i = 0; i < e->m->n_nodes; i++) {
-		if (e->act)
+		if (e->act && !(e->fused && e->fused[i] == 2))
 			mc_free(e->act[i]);
 		if (e->dact)
 			mc_free(e->dact[i]);
@@ -46,7 +57,60 @@ void mc_exec_free(struct mc_exec *e)
 	free(e->uses);
 	free(e->needs);
 	free(e->written);
+	free(e->fused);
+	free(e->pool);
 	free(e);
+}
+
+/*
+ * fused[i] for each conv2d read by one relu and nothing else (the model's
+ * output is read by the caller): relu(relu(y)) = relu(y) and relu's
+ * gradient mask is the same on y and relu(y), so the pair computes what it
+ * did, with one pass over the activations fewer.
+ */
+static int n_readers(const struct mc_model *m, int i, int *last)
+{
+	int readers = 0;
+
+	for (int k = 0; k < m->n_nodes; k++)
+		for (int q = 0; q < m->nodes[k]->n_inputs; q++)
+			if (m->nodes[k]->inputs[q] == i) {
+				readers++;
+				*last = k;
+			}
+	return readers;
+}
+
+static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
+{
+	for (int j = 0; j < m->n_nodes; j++) {
+		const struct mc_node *r = m->nodes[j];
+		int i = r->inputs[0], readers, k = -1;
+
+		pool[j] = -1;
+		/* a qconv2d has its relu already: only its pool */
+		if (!training && mc_qconv2d_fuses_pool(r) && j != m->n_nodes - 1 &&
+		    n_readers(m, j, &k) == 1 && mc_maxpool2_fusable(m->nodes[k])) {
+			fused[j] = 1;
+			fused[k] = 3;
+			pool[j] = k;
+			continue;
+		}
+		if (r->op != &mc_op_relu || i == MC_NODE_INPUT || m->nodes[i]->op != &mc_op_conv2d ||
+		    i == m->n_nodes - 1 || fused[i])
+			continue;
+		readers = n_readers(m, i, &k);
+		if (readers != 1)
+			continue;
+		fused[i] = 1;
+		fused[j] = 2;
+		/* a pool the relu alone feeds: inference only (training keeps every output) */
+		if (!training && j != m->n_nodes - 1 && n_readers(m, j, &k) == 1 &&
+		    mc_maxpool2_fusable(m->nodes[k])) {
+			fused[k] = 3;
+			pool[i] = k;
+		}
+	}
 }
 
 struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int training,
@@ -76,13 +140,20 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	e->act = calloc(nn, sizeof(*e->act));
 	e->uses = calloc(nn, sizeof(*e->uses));
 	e->written = calloc(nn, sizeof(*e->written));
-	if (!e->act || !e->uses || !e->written)
+	e->fused = calloc(nn, sizeof(*e->fused));
+	e->pool = malloc(nn * sizeof(*e->pool));
+	if (!e->act || !e->uses || !e->written || !e->fused || !e->pool)
 		goto nomem;
+	fuse(m, training, e->fused, e->pool);
 	for (int i = 0; i < m->n_nodes; i++) {
-		e->act[i] =
-		    mc_calloc((size_t)max_batch * (size_t)m->nodes[i]->out_numel, sizeof(float));
-		if (!e->act[i])
-			goto nomem;
+		if (e->fused[i] == 2) {
+			e->act[i] = e->act[m->nodes[i]->inputs[0]];
+		} else {
+			e->act[i] = mc_calloc((size_t)max_batch * (size_t)m->nodes[i]->out_numel,
+					      sizeof(float));
+			if (!e->act[i])
+				goto nomem;
+		}
 		if (m->nodes[i]->op->workspace) {
 			size_t w = m->nodes[i]->op->workspace(m->nodes[i], max_batch);
 
@@ -166,9 +237,20 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 		const struct mc_node *nd = m->nodes[i];
 		const float *in[MC_NODE_MAX_INPUTS];
 
+		if (e->fused[i] >= 2)
+			continue;
 		for (int k = 0; k < nd->n_inputs; k++)
 			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
-		nd->op->forward(nd, &e->run, n, in, e->act[i]);
+		if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
+			mc_qconv2d_forward_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
+						e->act[i], e->act[e->pool[i]]);
+		else if (e->fused[i] == 1 && e->pool[i] >= 0)
+			mc_conv2d_forward_relu_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
+						    e->act[i], e->act[e->pool[i]]);
+		else if (e->fused[i] == 1)
+			mc_conv2d_forward_relu(nd, &e->run, n, in, e->act[i]);
+		else
+			nd->op->forward(nd, &e->run, n, in, e->act[i]);
 	}
 	return e->act[m->n_nodes - 1];
 }

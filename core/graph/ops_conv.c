@@ -2,15 +2,20 @@
 /*
  * ops_conv.c - convolution over per-sample [C, H, W] images: conv2d.
  *
- * conv2d goes through the GEMM. im2col lays a chunk of m samples out as
- * one matrix col[C*kh*kw, m*P] (P = output positions per sample, sample s
- * in columns s*P ..), so each group is one GEMM: out^T[O, m*P] = W[O, K]
- * col[K, m*P]. Chunks hold about 1 MiB of col and out^T, so both stay in
- * cache (conv_chunk). The backward pass recomputes col (the workspace is
- * shared by all nodes), adds dW from one GEMM per chunk in chunk order,
- * gets dcol = W^T dout^T from another, and folds dcol back into the image
- * (col2im) with each thread owning whole (sample, channel) planes: no
- * atomics, and the same bits for any thread count.
+ * Groups of 4 or more output channels run on the batched kernels of
+ * kernels/conv.h: the forward pass as one implicit GEMM over the whole
+ * batch with bias (and, when the executor fuses it, relu and a 2x2 max
+ * pool) applied as tiles are stored; dW and db as one product over the
+ * batch's positions; dX of a stride-1 convolution as the convolution of
+ * dout with the flipped weights. Each output is one FMA chain in a fixed
+ * order: the same bits on every kernel path and for any thread count.
+ *
+ * Narrower groups (depthwise) keep the per-sample GEMMs: im2col of one
+ * sample, one GEMM per group with W^T, samples spread over threads with a
+ * slot of the workspace each; the backward pass sums dW per fixed group of
+ * samples and adds the groups in order, and folds dcol back into the image
+ * (col2im) with each thread owning whole samples: no atomics, and the same
+ * bits for any thread count.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -27,6 +32,7 @@
 
 #include "graph/conv_geo.h"
 #include "graph/ops_int.h"
+#include "kernels/conv.h"
 #include "kernels/cpu.h"
 
 /* ---------------------------------------------------------------- conv2d */
@@ -308,13 +314,68 @@ static size_t conv_slot_floats(const struct mc_conv_geo *q)
 	return (size_t)q->P * (2 * ckk + (size_t)q->O);
 }
 
+/*
+ * Groups of at least BATCHED_MIN_OG output channels run on the batched
+ * kernels (kernels/conv.h); narrower ones (depthwise) on the per-sample
+ * GEMMs below. The choice depends on the shape alone.
+ */
+#define BATCHED_MIN_OG 4
+
+static int batched(const struct mc_conv_geo *q)
+{
+	return q->Og >= BATCHED_MIN_OG;
+}
+
+/* Group g's convolution for the batched kernels. */
+static struct mc_convf convf(const struct mc_conv_geo *q)
+{
+	return (struct mc_convf){ .C = q->Cg, .H = q->H, .W = q->W, .O = q->Og, .OH = q->OH,
+				  .OW = q->OW, .k = q->k, .s = q->s, .p = q->p,
+				  .xs = (int64_t)q->C * q->H * q->W, .ys = (int64_t)q->O * q->P };
+}
+
+/*
+ * The input gradient of a stride-1 convolution is itself one: dy [Og, OH,
+ * OW] convolved with the flipped, transposed weights W'[c][o][k-1-ki][k-1-kj]
+ * under padding k-1-p gives dx [Cg, H, W].
+ */
+static struct mc_convf convf_t(const struct mc_conv_geo *q)
+{
+	return (struct mc_convf){ .C = q->Og, .H = q->OH, .W = q->OW, .O = q->Cg, .OH = q->H,
+				  .OW = q->W, .k = q->k, .s = 1, .p = q->k - 1 - q->p,
+				  .xs = (int64_t)q->O * q->P, .ys = (int64_t)q->C * q->H * q->W };
+}
+
+static size_t max3(size_t a, size_t b, size_t c)
+{
+	return a > b ? (a > c ? a : c) : (b > c ? b : c);
+}
+
+/* The batched kernels' workspace: forward, dW, or dX behind the flipped weights. */
+static size_t batched_workspace(const struct mc_conv_geo *q)
+{
+	struct mc_convf f = convf(q), t = convf_t(q);
+	size_t wf = ((size_t)q->Og * q->Kg * sizeof(float) + 63) & ~(size_t)63, fw = mc_convf_work(&f);
+	size_t dw = mc_convf_dw_work(&f), dx = q->s == 1 ? mc_convf_work(&t) : 0;
+
+	if (fw == SIZE_MAX || dw == SIZE_MAX || dx == SIZE_MAX || dx > SIZE_MAX - wf)
+		return SIZE_MAX;
+	return max3(fw, dw, dx ? dx + wf : 0);
+}
+
 /* W^T per group, then the slots, then per group of samples dW^T and db partial sums */
 static size_t conv_workspace(const struct mc_node *node, int n)
 {
 	struct mc_conv_geo q;
-	size_t wk, slots, parts, total;
+	size_t wk, slots, parts, total, b = 0;
 
 	conv_geo(node, &q);
+	if (batched(&q)) {
+		b = batched_workspace(&q);
+		/* dX of a strided convolution goes through the per-sample GEMMs too */
+		if (q.s == 1 || b == SIZE_MAX)
+			return b;
+	}
 	wk = (size_t)q.O * q.Kg;
 	if (n < 1)
 		n = 1;
@@ -323,7 +384,7 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 	    __builtin_add_overflow(slots, parts, &total) || __builtin_add_overflow(total, wk, &total) ||
 	    mc_mul_overflow(total, sizeof(float), &total))
 		return SIZE_MAX;
-	return total;
+	return total > b ? total : b;
 }
 
 /*
@@ -366,9 +427,96 @@ static void conv_fwd_sample(const struct mc_conv_geo *q, const float *wt, const 
 			 (int)q->P);
 }
 
-/* out[n, O, OH, OW] = conv(in[n, C, H, W], W[O, C/g, k, k]) + b[O], samples in parallel */
+/* out = max(out, 0), in place */
+static void relu_inplace(float *out, int64_t total)
+{
+#pragma omp parallel for schedule(static) if (total >= MC_PAR_MIN)
+	for (int64_t c = 0; c < total; c += MC_CHUNK) {
+		int64_t end = c + MC_CHUNK < total ? c + MC_CHUNK : total;
+
+		for (int64_t i = c; i < end; i++)
+			out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+	}
+}
+
+static void conv_forward_gemm(const struct mc_node *node, const struct mc_run *run, int n,
+			      const float *const *in, float *out);
+
+/*
+ * out[n, O, OH, OW] = conv(in[n, C, H, W], W[O, C/g, k, k]) + b[O], then
+ * max(out, 0) with relu: the batched kernels, group by group, or the
+ * per-sample GEMMs for narrow groups.
+ */
+static void conv_run(const struct mc_node *node, const struct mc_run *run, int n,
+		     const float *const *in, float *out, int relu, const struct mc_convf_epi *epi)
+{
+	const float *w = node->params[0]->data;
+	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
+	struct mc_conv_geo q;
+
+	if (n < 1)
+		return;
+	conv_geo(node, &q);
+	if (!batched(&q)) {
+		conv_forward_gemm(node, run, n, in, out);
+		if (relu)
+			relu_inplace(out, (int64_t)n * node->out_numel);
+		return;
+	}
+	for (int g = 0; g < q.g; g++) {
+		struct mc_convf f = convf(&q);
+
+		mc_convf_forward(&f, n, in[0] + (size_t)g * q.Cg * q.H * q.W,
+				 w + (size_t)g * q.Og * q.Kg, b ? b + (size_t)g * q.Og : NULL, relu,
+				 out + (size_t)g * q.Og * q.P, run->work, q.g == 1 ? epi : NULL);
+	}
+}
+
 static void conv_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			 const float *const *in, float *out)
+{
+	conv_run(node, run, n, in, out, 0, NULL);
+}
+
+void mc_conv2d_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out)
+{
+	conv_run(node, run, n, in, out, 1, NULL);
+}
+
+struct pool_epi {
+	const struct mc_node *pool;
+	float *out;
+};
+
+static void pool_sample(void *ctx, int s, const float *ys)
+{
+	const struct pool_epi *pe = ctx;
+
+	mc_maxpool2_sample(pe->pool, ys, pe->out + (size_t)s * pe->pool->out_numel);
+}
+
+void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
+				 const struct mc_run *run, int n, const float *const *in,
+				 float *conv_out, float *out)
+{
+	struct pool_epi pe = { pool, out };
+	struct mc_convf_epi epi = { pool_sample, &pe };
+	struct mc_conv_geo q;
+	const float *pin[1] = { conv_out };
+
+	conv_geo(node, &q);
+	if (n >= 1 && batched(&q) && q.g == 1) {
+		conv_run(node, run, n, in, conv_out, 1, &epi);
+		return;
+	}
+	conv_run(node, run, n, in, conv_out, 1, NULL);
+	pool->op->forward(pool, run, n, pin, out);
+}
+
+/* The per-sample GEMMs: samples in parallel. */
+static void conv_forward_gemm(const struct mc_node *node, const struct mc_run *run, int n,
+			      const float *const *in, float *out)
 {
 	const float *w = node->params[0]->data;
 	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
@@ -451,6 +599,49 @@ static void conv_bwd_group(const struct mc_conv_geo *q, const float *w, int s0, 
 }
 
 /*
+ * The batched kernels' backward: dW and db per group (kernels/conv.h), and
+ * for stride 1 dX as the convolution of dout with the flipped weights.
+ */
+static void conv_backward_batched(const struct mc_node *node, const struct mc_run *run, int n,
+				  const float *const *in, const float *dout, float *const *din,
+				  float *const *grads)
+{
+	const float *w = node->params[0]->data;
+	struct mc_conv_geo q;
+	float *wf, *work;
+	size_t wfs;
+
+	conv_geo(node, &q);
+	for (int g = 0; grads && (grads[0] || grads[1]) && g < q.g; g++) {
+		struct mc_convf f = convf(&q);
+
+		mc_convf_dw(&f, n, in[0] + (size_t)g * q.Cg * q.H * q.W,
+			    dout + (size_t)g * q.Og * q.P,
+			    grads[0] ? grads[0] + (size_t)g * q.Og * q.Kg : NULL,
+			    grads[1] ? grads[1] + (size_t)g * q.Og : NULL, run->work);
+	}
+	if (!din[0] || q.s != 1)
+		return;
+	wfs = ((size_t)q.Og * q.Kg * sizeof(float) + 63) & ~(size_t)63;
+	wf = run->work;
+	work = (float *)((char *)run->work + wfs);
+	for (int g = 0; g < q.g; g++) {
+		struct mc_convf t = convf_t(&q);
+		const float *wg = w + (size_t)g * q.Og * q.Kg;
+		const int k = q.k, kk = k * k;
+
+		/* W'[c][o][ki][kj] = W[o][c][k-1-ki][k-1-kj] */
+		for (int c = 0; c < q.Cg; c++)
+			for (int o = 0; o < q.Og; o++)
+				for (int t2 = 0; t2 < kk; t2++)
+					wf[((size_t)c * q.Og + o) * kk + t2] =
+					    wg[((size_t)o * q.Cg + c) * kk + (kk - 1 - t2)];
+		mc_convf_forward(&t, n, dout + (size_t)g * q.Og * q.P, wf, NULL, 0,
+				 din[0] + (size_t)g * q.Cg * q.H * q.W, work, NULL);
+	}
+}
+
+/*
  * dW += dout col^T, db += sums of dout, din = col2im(W^T dout): groups of
  * samples in parallel, then the groups' partial sums added in order.
  */
@@ -467,6 +658,13 @@ static void conv_backward(const struct mc_node *node, const struct mc_run *run, 
 	if (n < 1 || (!want_w && !want_b && !din[0]))
 		return;
 	conv_geo(node, &q);
+	if (batched(&q)) {
+		conv_backward_batched(node, run, n, in, dout, din, grads);
+		if (q.s == 1 || !din[0])
+			return;
+		/* a strided dX: the per-sample GEMMs below, without dW */
+		want_w = want_b = 0;
+	}
 	slot = conv_slot_floats(&q);
 	slots = (float *)run->work + (size_t)q.O * q.Kg;
 	parts = slots + (size_t)conv_slots(n) * slot;

@@ -55,4 +55,32 @@ extern const struct mc_op mc_op_leaky_relu, mc_op_sigmoid, mc_op_clip, mc_op_rel
 extern const struct mc_op mc_op_hardsigmoid, mc_op_hardswish, mc_op_mul;
 extern const struct mc_op mc_op_pad2d, mc_op_concat;
 
+/*
+ * conv2d's forward with max(out, 0) applied as the tiles are stored: the
+ * executor runs it in place of a conv2d and the relu that alone reads it
+ * (exec.c), and skips the relu's forward.
+ */
+void mc_conv2d_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out);
+/*
+ * Inference: conv2d, its relu and a 2x2, stride 2 maxpool2d (pool) in one
+ * pass, each sample pooled while its convolution is in cache; out is the
+ * pool's output. The bits of the three run one after another.
+ */
+void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
+				 const struct mc_run *run, int n, const float *const *in,
+				 float *conv_out, float *out);
+/*
+ * The same for a qconv2d with its relu fused (relu: true; 1 from
+ * mc_qconv2d_fuses_pool) and the 2x2 maxpool2d that alone reads it.
+ */
+int mc_qconv2d_fuses_pool(const struct mc_node *node);
+void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *pool,
+			     const struct mc_run *run, int n, const float *const *in,
+			     float *conv_out, float *out);
+/* 1 for a maxpool2d of 2x2 windows, stride 2, no padding (the one conv2d can take in). */
+int mc_maxpool2_fusable(const struct mc_node *node);
+/* That pool over one sample x [C, H, W] into y [C, H/2, W/2]. */
+void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y);
+
 #endif

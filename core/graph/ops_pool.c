@@ -17,6 +17,7 @@
 
 #include "graph/conv_geo.h"
 #include "graph/ops_int.h"
+#include "kernels/cpu.h"
 
 /* ---------------------------------------------------------------- pooling */
 
@@ -116,44 +117,113 @@ static inline void split4(const float *p, __m128 *even, __m128 *odd)
 }
 #endif
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/*
+ * Sixteen windows of one output row at a time with AVX-512: the same
+ * comparisons as selects (ordered greater-than, false for NaN), so the same
+ * bits as the loops below.
+ */
+__attribute__((target("avx512f"))) static int maxpool2_row_avx512(const float *r0, const float *r1,
+								   int OW, float *y)
+{
+	const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+					       28, 30);
+	const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+	int ow = 0;
+
+	for (; ow < OW; ow += 16) {
+		/* the last windows of a row: masked, nothing read or written past them */
+		int w = OW - ow < 16 ? OW - ow : 16;
+		__mmask16 l0 = 2 * w >= 16 ? 0xffff : (__mmask16)((1u << (2 * w)) - 1);
+		__mmask16 l1 = 2 * w >= 32 ? 0xffff : 2 * w > 16 ? (__mmask16)((1u << (2 * w - 16)) - 1) : 0;
+		__m512 a0 = _mm512_maskz_loadu_ps(l0, r0 + 2 * ow);
+		__m512 a1 = _mm512_maskz_loadu_ps(l1, r0 + 2 * ow + 16);
+		__m512 b0 = _mm512_maskz_loadu_ps(l0, r1 + 2 * ow);
+		__m512 b1 = _mm512_maskz_loadu_ps(l1, r1 + 2 * ow + 16);
+		__m512 v0 = _mm512_permutex2var_ps(a0, even, a1), v1 = _mm512_permutex2var_ps(a0, odd, a1);
+		__m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);
+		__m512 m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v1, v0, _CMP_GT_OQ), v0, v1);
+
+		m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v2, m, _CMP_GT_OQ), m, v2);
+		m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v3, m, _CMP_GT_OQ), m, v3);
+		_mm512_mask_storeu_ps(y + ow, (__mmask16)((1u << w) - 1), m);
+	}
+	return OW;
+}
+#endif
+
 /*
  * The common 2x2, stride 2 case without bounds checks. The same comparisons
  * in the same order as the general loop (first maximum wins), so the same
  * results and the same routing of gradients.
  */
-static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
+/* planes [planes, H, W] -> [planes, OH, OW]: the 2x2, stride 2 windows of each plane. */
+static void maxpool2_planes(int64_t planes, int H, int W, int OH, int OW, const float *x0,
+			    float *y0)
 {
-#pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
-		const float *x = x0 + pl * q->H * q->W;
-		float *y = y0 + pl * q->OH * q->OW;
+#if defined(__x86_64__)
+	int wide = mc_cpu_has(MC_CPU_AVX512F);
+#endif
+#pragma omp parallel for schedule(static) if (planes * H * W >= MC_PAR_MIN)
+	for (int64_t pl = 0; pl < planes; pl++) {
+		const float *x = x0 + pl * H * W;
+		float *y = y0 + pl * OH * OW;
 
-		for (int oh = 0; oh < q->OH; oh++) {
-			const float *r0 = x + 2 * oh * q->W, *r1 = r0 + q->W;
+		for (int oh = 0; oh < OH; oh++) {
+			const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
 			int ow = 0;
 
+#if defined(__x86_64__)
+			if (wide)
+				ow = maxpool2_row_avx512(r0, r1, OW, y + oh * OW);
+#endif
 #ifdef __SSE2__
 			/* Four windows at a time, the same comparisons as below as
 			 * selects (not max, whose NaN rule differs): the same bits. */
-			for (; ow + 4 <= q->OW; ow += 4) {
+			for (; ow + 4 <= OW; ow += 4) {
 				__m128 v0, v1, v2, v3, m;
 
 				split4(r0 + 2 * ow, &v0, &v1);
 				split4(r1 + 2 * ow, &v2, &v3);
 				m = sel4(_mm_cmpgt_ps(v1, v0), v1, v0);
 				m = sel4(_mm_cmpgt_ps(v2, m), v2, m);
-				_mm_storeu_ps(y + oh * q->OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
+				_mm_storeu_ps(y + oh * OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
 			}
 #endif
-			for (; ow < q->OW; ow++) {
+			for (; ow < OW; ow++) {
 				float m = r0[2 * ow];
 
 				m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
 				m = r1[2 * ow] > m ? r1[2 * ow] : m;
-				y[oh * q->OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
+				y[oh * OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
 			}
 		}
 	}
+}
+
+static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
+{
+	maxpool2_planes((int64_t)n * q->C, q->H, q->W, q->OH, q->OW, x0, y0);
+}
+
+int mc_maxpool2_fusable(const struct mc_node *node)
+{
+	struct pool_geo q;
+
+	if (node->op != &mc_op_maxpool2d)
+		return 0;
+	pool_geo(node, &q);
+	return q.k == 2 && q.s == 2 && q.p == 0;
+}
+
+void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y);
 }
 
 static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,

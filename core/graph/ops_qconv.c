@@ -120,7 +120,10 @@ static size_t qconv_slot_bytes(const struct mc_conv_geo *q, int m)
 	    mc_mul_overflow((size_t)m * (size_t)q->P, (size_t)q->Kg, &ct) ||
 	    mc_mul_overflow((size_t)m * (size_t)q->P, (size_t)q->O * sizeof(float), &y) ||
 	    __builtin_add_overflow(align64(xq), align64(ct), &total) ||
-	    __builtin_add_overflow(total, align64(y), &total))
+	    __builtin_add_overflow(total, align64(y), &total) ||
+	    /* one sample's [O, P] for a pool that follows (mc_qconv2d_forward_pool) */
+	    __builtin_add_overflow(total, align64((size_t)q->P * (size_t)q->O * sizeof(float)),
+				   &total))
 		return SIZE_MAX;
 	return total;
 }
@@ -151,20 +154,27 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
  * GEMM, and the transpose into [O, P] per sample.
  */
 static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weights *pk, unsigned flags,
-			    float sa, int za, const float *x, int mm, uint8_t *slot, int m, float *out)
+			    float sa, int za, const float *x, int mm, uint8_t *slot, int m, float *out,
+			    const struct mc_node *pool, float *pout)
 {
 	size_t xs = (size_t)q->C * q->H * q->W;
 	uint8_t *xq = slot, *ct = xq + align64((size_t)m * xs);
 	float *y = (float *)(ct + align64((size_t)m * (size_t)q->P * q->Kg));
+	float *one = (float *)((uint8_t *)y + align64((size_t)m * (size_t)q->P * q->O * sizeof(float)));
 	int64_t rows = (int64_t)mm * q->P;
 
 	mc_quantize_u8(x, (size_t)mm * xs, sa, za, xq);
 	for (int i = 0; i < mm; i++)
 		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->Kg);
 	mc_gemm_u8s8((int)rows, ct, q->Kg, sa, za, pk, flags, y, q->O);
-	for (int i = 0; i < mm; i++)
-		mc_transpose(q->P, q->O, y + (size_t)i * q->P * q->O,
-			     out + (size_t)i * q->O * q->P);
+	for (int i = 0; i < mm; i++) {
+		/* with a pool: each sample through a scratch in cache, straight into the pool's output */
+		float *dst = pool ? one : out + (size_t)i * q->O * q->P;
+
+		mc_transpose(q->P, q->O, y + (size_t)i * q->P * q->O, dst);
+		if (pool)
+			mc_maxpool2_sample(pool, dst, pout + (size_t)i * pool->out_numel);
+	}
 }
 
 /*
@@ -174,8 +184,8 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
  * thread with the GEMM split over the team. Every output is an exact s32
  * sum requantized alone: the bits do not depend on the thread count.
  */
-static void qconv_forward(const struct mc_node *node, const struct mc_run *run, int n,
-			  const float *const *in, float *out)
+static void qconv_run(const struct mc_node *node, const struct mc_run *run, int n,
+		      const float *const *in, float *out, const struct mc_node *pool, float *pout)
 {
 	const struct qconv_attrs *a = node->attrs;
 	const struct mc_s8_weights *pk = mc_qop_packed(node);
@@ -201,6 +211,11 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 		/* A file with scales the kernels refuse: say so in the outputs. */
 		for (int64_t i = 0; i < (int64_t)n * (int64_t)ys; i++)
 			out[i] = NAN;
+		if (pool) {
+			const float *pin[1] = { out };
+
+			pool->op->forward(pool, run, n, pin, pout);
+		}
 		return;
 	}
 	nt = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -211,7 +226,8 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
 
 			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, run->work, m,
-					out + (size_t)s0 * ys);
+					out + (size_t)s0 * ys, pool,
+					pool ? pout + (size_t)s0 * pool->out_numel : NULL);
 		}
 		return;
 	}
@@ -224,9 +240,28 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
 
 			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, mine, m,
-					out + (size_t)s0 * ys);
+					out + (size_t)s0 * ys, pool,
+					pool ? pout + (size_t)s0 * pool->out_numel : NULL);
 		}
 	}
+}
+
+static void qconv_forward(const struct mc_node *node, const struct mc_run *run, int n,
+			  const float *const *in, float *out)
+{
+	qconv_run(node, run, n, in, out, NULL, NULL);
+}
+
+int mc_qconv2d_fuses_pool(const struct mc_node *node)
+{
+	return node->op == &mc_op_qconv2d && ((const struct qconv_attrs *)node->attrs)->relu;
+}
+
+void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *pool,
+			     const struct mc_run *run, int n, const float *const *in,
+			     float *conv_out, float *out)
+{
+	qconv_run(node, run, n, in, conv_out, pool, out);
 }
 
 /*

@@ -1,0 +1,1391 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conv.c - f32 convolution as an implicit GEMM batched over samples
+ * (conv.h): window packing straight from the images, MR x NR micro-kernels
+ * for AVX-512, AVX2 and plain C, bias and relu in the store, and the
+ * weight gradient as the same kind of product.
+ *
+ * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): nothing is
+ * packed. Output positions are taken a padded image row wide, so a tap's
+ * window values for consecutive positions are consecutive floats of the
+ * image; the kernels read them there against MR weight rows read as they
+ * are, and compress the real columns into the output as they store (bias
+ * first, relu last). Each task is one sample, or a share of its channel
+ * panels for a small batch.
+ *
+ * Forward, otherwise: the columns j of the product are (sample, oh, ow) of
+ * the whole batch, cut into strips of NR. A strip's window values are
+ * packed k-major (kc x NR, from the images, padding as 0) a K block at a
+ * time, and every MR-channel panel of the packed weights runs over it:
+ * out[o][j] starts at bias[o] and takes one FMA per k in order, blocks
+ * continuing from where the last one stored (a store and a load of a float
+ * change nothing), relu at the last. Threads take whole tiles (strips, or
+ * strips x channel panels when a batch has few strips).
+ *
+ * dW of a 3x3 stride-1 convolution on AVX-512 and AVX2 (dw_direct): window
+ * values broadcast straight from the image against dy^T, 32 output
+ * channels a tile. Otherwise: each task owns a strip of NR columns of k (a
+ * bias column of ones at k = K makes db the same product) and all samples
+ * in order: it packs the windows of its k range per sample, [P][NR], and
+ * runs MR output channels at a time with dy broadcast from its rows.
+ *
+ * Every output is the same chain whichever path, blocking or thread
+ * computes it.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/tensor.h>
+
+#include "kernels/conv.h"
+#include "kernels/cpu.h"
+
+#define KCMAX	256 /* depth of a packed block: NR x KCMAX floats stay in L1 */
+#define NRMAX	32  /* widest strip of any path */
+#define MRMAX	8   /* tallest panel of any path */
+#define SLOTS	16  /* at most this many threads, each with a slot of the workspace */
+#define PAR_MIN 1e6 /* multiply-adds below which one thread is faster than a team */
+
+/*
+ * fwd: c[rows][cols] (row stride ldc) = over kc: acc = fma(a[k][i], b[k][j], acc),
+ * acc starting at bias[i] (bias != NULL) or at c; relu: max(acc, 0) before the store.
+ * dw: c[rows][cols] += over p < np: fma(dy_i[p], b[p][j], c), with dy_i = dyr[i].
+ */
+typedef void (*fwd_fn)(int kc, const float *a, const float *b, float *c, size_t ldc, int rows,
+		       int cols, const float *bias, int relu);
+typedef void (*dw_fn)(int np, const float *const *dyr, const float *b, float *c, size_t ldc,
+		      int rows, int cols);
+
+struct path {
+	const char *name;
+	int mr, nr;
+	fwd_fn fwd;
+	dw_fn dw;
+};
+
+/* ---------------------------------------------------------------- portable */
+
+static void fwd_portable(int kc, const float *a, const float *b, float *c, size_t ldc, int rows,
+			 int cols, const float *bias, int relu)
+{
+	float acc[4][16];
+
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 16; j++)
+			acc[i][j] = bias ? bias[i] : i < rows && j < cols ? c[i * ldc + j] : 0.0f;
+	for (int k = 0; k < kc; k++, a += 4, b += 16)
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 16; j++)
+				acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++)
+			c[i * ldc + j] = relu ? (acc[i][j] > 0.0f ? acc[i][j] : 0.0f) : acc[i][j];
+}
+
+static void dw_portable(int np, const float *const *dyr, const float *b, float *c, size_t ldc,
+			int rows, int cols)
+{
+	float acc[4][16];
+
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 16; j++)
+			acc[i][j] = i < rows && j < cols ? c[i * ldc + j] : 0.0f;
+	for (int p = 0; p < np; p++, b += 16)
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 16; j++)
+				acc[i][j] = fmaf(dyr[i][p], b[j], acc[i][j]);
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++)
+			c[i * ldc + j] = acc[i][j];
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* ---------------------------------------------------------------- AVX-512: 8 x 32 */
+
+#define Z_INIT(i)                                                                                  \
+	do {                                                                                       \
+		if (bias) {                                                                        \
+			c##i##0 = c##i##1 = _mm512_set1_ps(bias[i]);                               \
+		} else if ((i) < rows) {                                                           \
+			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i)*ldc);                          \
+			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i)*ldc + 16);                     \
+		} else {                                                                           \
+			c##i##0 = c##i##1 = _mm512_setzero_ps();                                   \
+		}                                                                                  \
+	} while (0)
+#define Z_FMA(i, ai)                                                                               \
+	do {                                                                                       \
+		__m512 t_ = _mm512_set1_ps(ai);                                                    \
+		c##i##0 = _mm512_fmadd_ps(t_, b0, c##i##0);                                        \
+		c##i##1 = _mm512_fmadd_ps(t_, b1, c##i##1);                                        \
+	} while (0)
+#define Z_STORE(i)                                                                                 \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu) {                                                                \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm512_max_ps(c##i##1, zero);                            \
+			}                                                                          \
+			_mm512_mask_storeu_ps(c + (i)*ldc, m0, c##i##0);                           \
+			_mm512_mask_storeu_ps(c + (i)*ldc + 16, m1, c##i##1);                      \
+		}                                                                                  \
+	} while (0)
+#define Z_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2);                                                                                      \
+	M(3);                                                                                      \
+	M(4);                                                                                      \
+	M(5);                                                                                      \
+	M(6);                                                                                      \
+	M(7)
+
+__attribute__((target("avx512f,fma"))) static void fwd_avx512(int kc, const float *a,
+							      const float *b, float *c, size_t ldc,
+							      int rows, int cols, const float *bias,
+							      int relu)
+{
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+	__m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+	__m512 zero = _mm512_setzero_ps();
+
+	Z_ALL(Z_INIT);
+	for (int k = 0; k < kc; k++, a += 8, b += 32) {
+		__m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+
+		Z_FMA(0, a[0]);
+		Z_FMA(1, a[1]);
+		Z_FMA(2, a[2]);
+		Z_FMA(3, a[3]);
+		Z_FMA(4, a[4]);
+		Z_FMA(5, a[5]);
+		Z_FMA(6, a[6]);
+		Z_FMA(7, a[7]);
+	}
+	Z_ALL(Z_STORE);
+}
+
+/*
+ * fwd_avx512 with B read straight from the image: row k of the strip is
+ * xb + off[k] (cols columns; the rest are not loaded). Of the columns,
+ * those whose bit is set in valid are real: each row's real values are
+ * compressed together and stored at c + i * ldc on (the output positions
+ * of a sample are consecutive).
+ */
+#define Z_CSTORE(i)                                                                                \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu) {                                                                \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm512_max_ps(c##i##1, zero);                            \
+			}                                                                          \
+			_mm512_mask_storeu_ps(c + (i)*ldc, s0,                                     \
+					      _mm512_maskz_compress_ps(v0, c##i##0));              \
+			_mm512_mask_storeu_ps(c + (i)*ldc + n0, s1,                                \
+					      _mm512_maskz_compress_ps(v1, c##i##1));              \
+		}                                                                                  \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+fwd_direct_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c,
+		  size_t ldc, int rows, int cols, uint32_t valid, const float *bias, int relu)
+{
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5],
+		    *w6 = wr[6], *w7 = wr[7];
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+	__mmask16 v0 = (__mmask16)(valid & m0), v1 = (__mmask16)((valid >> 16) & m1);
+	int n0 = __builtin_popcount(v0), n1 = __builtin_popcount(v1);
+	__mmask16 s0 = (__mmask16)((1u << n0) - 1), s1 = (__mmask16)((1u << n1) - 1);
+	__m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+	__m512 zero = _mm512_setzero_ps();
+
+	Z_ALL(Z_INIT);
+#define Z_STEP(LOAD0, LOAD1)                                              \
+	for (int k = 0; k < kc; k++) {                                    \
+		const float *b = xb + off[k];                             \
+		__m512 b0 = LOAD0, b1 = LOAD1;                            \
+                                                                          \
+		Z_FMA(0, w0[k]);                                          \
+		Z_FMA(1, w1[k]);                                          \
+		Z_FMA(2, w2[k]);                                          \
+		Z_FMA(3, w3[k]);                                          \
+		Z_FMA(4, w4[k]);                                          \
+		Z_FMA(5, w5[k]);                                          \
+		Z_FMA(6, w6[k]);                                          \
+		Z_FMA(7, w7[k]);                                          \
+	}
+	/* a whole strip needs no masks in the loop (they would live on the stack) */
+	if (cols == 32)
+		Z_STEP(_mm512_loadu_ps(b), _mm512_loadu_ps(b + 16))
+	else
+		Z_STEP(_mm512_maskz_loadu_ps(m0, b), _mm512_maskz_loadu_ps(m1, b + 16))
+#undef Z_STEP
+	Z_ALL(Z_CSTORE);
+}
+
+/* The same for at most 16 columns: half the work of a strip's last few columns. */
+#define H_INIT(i)    c##i##0 = (i) < rows ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps()
+#define H_FMA(i, ai) c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(ai), b0, c##i##0)
+#define H_STORE(i)                                                                                 \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu)                                                                  \
+				c##i##0 = _mm512_max_ps(c##i##0, zero);                            \
+			_mm512_mask_storeu_ps(c + (i)*ldc, s0,                                     \
+					      _mm512_maskz_compress_ps(v0, c##i##0));              \
+		}                                                                                  \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+fwd_direct16_avx512(int kc, const float *const *wr, const float *xb, const int *off, float *c,
+		    size_t ldc, int rows, int cols, uint32_t valid, const float *bias, int relu)
+{
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3], *w4 = wr[4], *w5 = wr[5],
+		    *w6 = wr[6], *w7 = wr[7];
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 v0 = (__mmask16)(valid & m0),
+		  s0 = (__mmask16)((1u << __builtin_popcount(v0)) - 1);
+	__m512 c00, c10, c20, c30, c40, c50, c60, c70;
+	__m512 zero = _mm512_setzero_ps();
+
+	Z_ALL(H_INIT);
+#define H_STEP(LOAD)                                      \
+	for (int k = 0; k < kc; k++) {                    \
+		const float *b = xb + off[k];             \
+		__m512 b0 = LOAD;                         \
+                                                          \
+		H_FMA(0, w0[k]);                          \
+		H_FMA(1, w1[k]);                          \
+		H_FMA(2, w2[k]);                          \
+		H_FMA(3, w3[k]);                          \
+		H_FMA(4, w4[k]);                          \
+		H_FMA(5, w5[k]);                          \
+		H_FMA(6, w6[k]);                          \
+		H_FMA(7, w7[k]);                          \
+	}
+	if (cols == 16)
+		H_STEP(_mm512_loadu_ps(b))
+	else
+		H_STEP(_mm512_maskz_loadu_ps(m0, b))
+#undef H_STEP
+	Z_ALL(H_STORE);
+}
+
+#undef Z_INIT
+#define Z_INIT(i)                                                                                  \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			c##i##0 = _mm512_maskz_loadu_ps(m0, c + (i)*ldc);                          \
+			c##i##1 = _mm512_maskz_loadu_ps(m1, c + (i)*ldc + 16);                     \
+		} else {                                                                           \
+			c##i##0 = c##i##1 = _mm512_setzero_ps();                                   \
+		}                                                                                  \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+dw_avx512(int np, const float *const *dyr, const float *b, float *c, size_t ldc, int rows, int cols)
+{
+	__mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+	__mmask16 m1 = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+	__m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+	__m512 zero = _mm512_setzero_ps();
+	const float *d0 = dyr[0], *d1 = dyr[1], *d2 = dyr[2], *d3 = dyr[3];
+	const float *d4 = dyr[4], *d5 = dyr[5], *d6 = dyr[6], *d7 = dyr[7];
+	int relu = 0;
+
+	Z_ALL(Z_INIT);
+	for (int p = 0; p < np; p++, b += 32) {
+		__m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+
+		Z_FMA(0, d0[p]);
+		Z_FMA(1, d1[p]);
+		Z_FMA(2, d2[p]);
+		Z_FMA(3, d3[p]);
+		Z_FMA(4, d4[p]);
+		Z_FMA(5, d5[p]);
+		Z_FMA(6, d6[p]);
+		Z_FMA(7, d7[p]);
+	}
+	Z_ALL(Z_STORE);
+}
+
+/* ---------------------------------------------------------------- AVX2: 4 x 24 */
+
+static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+#define Y_MASKS                                                                                    \
+	__m256i m0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols >= 8 ? 8 : cols)));    \
+	__m256i m1 = _mm256_loadu_si256((const __m256i *)(lanes + 8 -                              \
+							  (cols >= 16 ? 8                          \
+							   : cols > 8 ? cols - 8                   \
+								      : 0)));                      \
+	__m256i m2 = _mm256_loadu_si256((const __m256i *)(lanes + 8 -                              \
+							  (cols >= 24  ? 8                         \
+							   : cols > 16 ? cols - 16                 \
+								       : 0)))
+#define Y_LOAD(i)                                                                                  \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			c##i##0 = _mm256_maskload_ps(c + (i)*ldc, m0);                             \
+			c##i##1 = _mm256_maskload_ps(c + (i)*ldc + 8, m1);                         \
+			c##i##2 = _mm256_maskload_ps(c + (i)*ldc + 16, m2);                        \
+		} else {                                                                           \
+			c##i##0 = c##i##1 = c##i##2 = _mm256_setzero_ps();                         \
+		}                                                                                  \
+	} while (0)
+#define Y_INIT(i)                                                                                  \
+	do {                                                                                       \
+		if (bias)                                                                          \
+			c##i##0 = c##i##1 = c##i##2 = _mm256_set1_ps(bias[i]);                     \
+		else                                                                               \
+			Y_LOAD(i);                                                                 \
+	} while (0)
+#define Y_FMA(i, ai)                                                                               \
+	do {                                                                                       \
+		__m256 t_ = _mm256_set1_ps(ai);                                                    \
+		c##i##0 = _mm256_fmadd_ps(t_, b0, c##i##0);                                        \
+		c##i##1 = _mm256_fmadd_ps(t_, b1, c##i##1);                                        \
+		c##i##2 = _mm256_fmadd_ps(t_, b2, c##i##2);                                        \
+	} while (0)
+#define Y_STORE(i)                                                                                 \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			if (relu) {                                                                \
+				c##i##0 = _mm256_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm256_max_ps(c##i##1, zero);                            \
+				c##i##2 = _mm256_max_ps(c##i##2, zero);                            \
+			}                                                                          \
+			_mm256_maskstore_ps(c + (i)*ldc, m0, c##i##0);                             \
+			_mm256_maskstore_ps(c + (i)*ldc + 8, m1, c##i##1);                         \
+			_mm256_maskstore_ps(c + (i)*ldc + 16, m2, c##i##2);                        \
+		}                                                                                  \
+	} while (0)
+#define Y_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2);                                                                                      \
+	M(3)
+
+__attribute__((target("avx2,fma"))) static void fwd_avx2(int kc, const float *a, const float *b,
+							 float *c, size_t ldc, int rows, int cols,
+							 const float *bias, int relu)
+{
+	Y_MASKS;
+	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+	__m256 zero = _mm256_setzero_ps();
+
+	Y_ALL(Y_INIT);
+	for (int k = 0; k < kc; k++, a += 4, b += 24) {
+		__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+		__m256 b2 = _mm256_loadu_ps(b + 16);
+
+		Y_FMA(0, a[0]);
+		Y_FMA(1, a[1]);
+		Y_FMA(2, a[2]);
+		Y_FMA(3, a[3]);
+	}
+	Y_ALL(Y_STORE);
+}
+
+/*
+ * fwd_avx2 with B read straight from the image (see fwd_direct_avx512);
+ * the real columns are gathered to the front of each vector by perm[v]
+ * (cnt[v] of them) and stored one after another.
+ */
+#define Y_CSTORE(i)                                                                                \
+	do {                                                                                       \
+		if ((i) < rows) {                                                                  \
+			float *d_ = c + (i)*ldc;                                                   \
+			if (relu) {                                                                \
+				c##i##0 = _mm256_max_ps(c##i##0, zero);                            \
+				c##i##1 = _mm256_max_ps(c##i##1, zero);                            \
+				c##i##2 = _mm256_max_ps(c##i##2, zero);                            \
+			}                                                                          \
+			_mm256_maskstore_ps(d_, s0, _mm256_permutevar8x32_ps(c##i##0, q0));        \
+			_mm256_maskstore_ps(d_ + cnt[0], s1,                                       \
+					    _mm256_permutevar8x32_ps(c##i##1, q1));                \
+			_mm256_maskstore_ps(d_ + cnt[0] + cnt[1], s2,                              \
+					    _mm256_permutevar8x32_ps(c##i##2, q2));                \
+		}                                                                                  \
+	} while (0)
+
+__attribute__((target("avx2,fma"))) static void
+fwd_direct_avx2(int kc, const float *const *wr, const float *xb, const int *off, float *c,
+		size_t ldc, int rows, int cols, const int *perm, const int *cnt, const float *bias,
+		int relu)
+{
+	const float *w0 = wr[0], *w1 = wr[1], *w2 = wr[2], *w3 = wr[3];
+	Y_MASKS;
+	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+	__m256 zero = _mm256_setzero_ps();
+	__m256i q0 = _mm256_loadu_si256((const __m256i *)perm);
+	__m256i q1 = _mm256_loadu_si256((const __m256i *)(perm + 8));
+	__m256i q2 = _mm256_loadu_si256((const __m256i *)(perm + 16));
+	__m256i s0 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - cnt[0]));
+	__m256i s1 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - cnt[1]));
+	__m256i s2 = _mm256_loadu_si256((const __m256i *)(lanes + 8 - cnt[2]));
+
+	Y_ALL(Y_INIT);
+	if (cols == 24) {
+		for (int k = 0; k < kc; k++) {
+			const float *b = xb + off[k];
+			__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+			__m256 b2 = _mm256_loadu_ps(b + 16);
+
+			Y_FMA(0, w0[k]);
+			Y_FMA(1, w1[k]);
+			Y_FMA(2, w2[k]);
+			Y_FMA(3, w3[k]);
+		}
+	} else {
+		for (int k = 0; k < kc; k++) {
+			const float *b = xb + off[k];
+			__m256 b0 = _mm256_maskload_ps(b, m0), b1 = _mm256_maskload_ps(b + 8, m1);
+			__m256 b2 = _mm256_maskload_ps(b + 16, m2);
+
+			Y_FMA(0, w0[k]);
+			Y_FMA(1, w1[k]);
+			Y_FMA(2, w2[k]);
+			Y_FMA(3, w3[k]);
+		}
+	}
+	Y_ALL(Y_CSTORE);
+}
+
+__attribute__((target("avx2,fma"))) static void
+dw_avx2(int np, const float *const *dyr, const float *b, float *c, size_t ldc, int rows, int cols)
+{
+	Y_MASKS;
+	__m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+	__m256 zero = _mm256_setzero_ps();
+	const float *d0 = dyr[0], *d1 = dyr[1], *d2 = dyr[2], *d3 = dyr[3];
+	int relu = 0;
+
+	Y_ALL(Y_LOAD);
+	for (int p = 0; p < np; p++, b += 24) {
+		__m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+		__m256 b2 = _mm256_loadu_ps(b + 16);
+
+		Y_FMA(0, d0[p]);
+		Y_FMA(1, d1[p]);
+		Y_FMA(2, d2[p]);
+		Y_FMA(3, d3[p]);
+	}
+	Y_ALL(Y_STORE);
+}
+#endif
+
+static const struct path paths[] = {
+#if defined(__x86_64__)
+    {"avx512", 8, 32, fwd_avx512, dw_avx512},
+    {"avx2", 4, 24, fwd_avx2, dw_avx2},
+#endif
+    {"portable", 4, 16, fwd_portable, dw_portable},
+};
+
+/* The path of the f32 GEMM's kernel (MCOMP_GEMM forces both); plain C for any other name. */
+static const struct path *path(void)
+{
+	const char *name = mc_sgemm_kernel();
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (!strcmp(paths[i].name, name))
+			return &paths[i];
+	return &paths[sizeof(paths) / sizeof(paths[0]) - 1];
+}
+
+static size_t align16(size_t v)
+{
+	return (v + 15) & ~(size_t)15;
+}
+
+static int threads(double macs, int units)
+{
+	int nt = omp_in_parallel() || macs < PAR_MIN ? 1 : omp_get_max_threads();
+
+	if (nt > SLOTS)
+		nt = SLOTS;
+	return nt < units ? nt : units;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* A run of a strip's columns in one output row: columns jj .. jj + len - 1 are (n, oh, ow ..). */
+struct run {
+	int jj, len, n, oh, ow;
+};
+
+/* The runs of columns [j0, j1) of the batch, at most NRMAX + 1. */
+static int strip_runs(const struct mc_convf *cv, int64_t j0, int64_t j1, struct run *r)
+{
+	int64_t P = (int64_t)cv->OH * cv->OW;
+	int nr = 0;
+
+	for (int64_t j = j0; j < j1;) {
+		int64_t pos = j % P;
+		int oh = (int)(pos / cv->OW), ow = (int)(pos % cv->OW);
+		int len = cv->OW - ow < j1 - j ? cv->OW - ow : (int)(j1 - j);
+
+		r[nr++] = (struct run){(int)(j - j0), len, (int)(j / P), oh, ow};
+		j += len;
+	}
+	return nr;
+}
+
+/*
+ * b[kk][jj] (row stride nr), kk < kc: rows k0 .. k0 + kc - 1 of the windows
+ * of the strip's runs; taps in the padding, and columns past the runs, 0.
+ */
+static void pack_strip(const struct mc_convf *cv, const float *x, const struct run *r, int nrun,
+		       int width, int k0, int kc, int nr, float *b)
+{
+	const int k = cv->k, s = cv->s, p = cv->p, H = cv->H, W = cv->W;
+	int c = k0 / (k * k), ki = k0 / k % k, kj = k0 % k;
+
+	for (int kk = 0; kk < kc; kk++, b += nr) {
+		const float *img = x + (size_t)c * H * W;
+		/* outputs ow whose tap ow * s - p + kj lies in [0, W) */
+		int lo = p - kj > 0 ? (p - kj + s - 1) / s : 0;
+		int hi = (W - 1 + p - kj) >= 0 ? (W - 1 + p - kj) / s + 1 : 0;
+
+		for (int i = 0; i < nrun; i++) {
+			float *d = b + r[i].jj;
+			int h = r[i].oh * s - p + ki, a = r[i].ow, e = r[i].ow + r[i].len;
+			int va = a > lo ? a : lo, ve = e < hi ? e : hi;
+			const float *src;
+
+			if (h < 0 || h >= H || ve <= va) {
+				memset(d, 0, (size_t)r[i].len * sizeof(float));
+				continue;
+			}
+			src = img + (size_t)r[i].n * cv->xs + (size_t)h * W - p + kj;
+			if (va > a)
+				memset(d, 0, (size_t)(va - a) * sizeof(float));
+			if (s == 1)
+				memcpy(d + (va - a), src + va, (size_t)(ve - va) * sizeof(float));
+			else
+				for (int ow = va; ow < ve; ow++)
+					d[ow - a] = src[(size_t)ow * s];
+			if (ve < e)
+				memset(d + (ve - a), 0, (size_t)(e - ve) * sizeof(float));
+		}
+		if (width < nr)
+			memset(b + width, 0, (size_t)(nr - width) * sizeof(float));
+		if (++kj == k) {
+			kj = 0;
+			if (++ki == k) {
+				ki = 0;
+				c++;
+			}
+		}
+	}
+}
+
+#if defined(__x86_64__)
+/*
+ * pack_strip for stride 1 with AVX-512: each run's row is one or two
+ * masked copies (a run is at most NRMAX = 32 columns), the padding masked
+ * out to zeros. The same values as pack_strip.
+ */
+__attribute__((target("avx512f"))) static void
+pack_strip_avx512(const struct mc_convf *cv, const float *x, const struct run *r, int nrun,
+		  int width, int k0, int kc, int nr, float *b)
+{
+	const int k = cv->k, p = cv->p, H = cv->H, W = cv->W;
+	int c = k0 / (k * k), ki = k0 / k % k, kj = k0 % k;
+	const float *base[NRMAX + 1];
+
+	for (int i = 0; i < nrun; i++)
+		base[i] = x + (size_t)r[i].n * cv->xs;
+	for (int kk = 0; kk < kc; kk++, b += nr) {
+		size_t plane = (size_t)c * H * W;
+		int lo = p - kj > 0 ? p - kj : 0, hi = W + p - kj;
+
+		for (int i = 0; i < nrun; i++) {
+			float *d = b + r[i].jj;
+			int h = r[i].oh - p + ki, a = r[i].ow, e = r[i].ow + r[i].len;
+			int va = a > lo ? a : lo, ve = e < hi ? e : hi;
+			const float *src = base[i] + plane + (size_t)h * W - p + kj + a;
+			uint32_t m = 0;
+			__mmask16 m0, m1;
+
+			/* lanes t < len whose column a + t is inside the image row */
+			if (h >= 0 && h < H && ve > va)
+				m = (uint32_t)(((uint64_t)1 << (ve - a)) -
+					       ((uint64_t)1 << (va - a)));
+			m0 = (__mmask16)m;
+			m1 = (__mmask16)(m >> 16);
+			_mm512_mask_storeu_ps(
+			    d, (__mmask16)((1u << (r[i].len < 16 ? r[i].len : 16)) - 1),
+			    _mm512_maskz_loadu_ps(m0, src));
+			if (r[i].len > 16)
+				_mm512_mask_storeu_ps(d + 16,
+						      (__mmask16)((1u << (r[i].len - 16)) - 1),
+						      _mm512_maskz_loadu_ps(m1, src + 16));
+		}
+		if (width < nr)
+			memset(b + width, 0, (size_t)(nr - width) * sizeof(float));
+		if (++kj == k) {
+			kj = 0;
+			if (++ki == k) {
+				ki = 0;
+				c++;
+			}
+		}
+	}
+}
+#endif
+
+static int kblocks(int K)
+{
+	return (K + KCMAX - 1) / KCMAX;
+}
+
+/* Floats of one thread's slot: a packed block and a tile buffer, or a tile buffer and a padded
+ * image. */
+static size_t slot_floats(const struct mc_convf *cv)
+{
+	size_t op = (size_t)cv->O + MRMAX;
+	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
+	size_t pack = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
+	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img);
+
+	return pack > direct ? pack : direct;
+}
+
+size_t mc_convf_work(const struct mc_convf *cv)
+{
+	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, total;
+
+	/* packed weights and bias, the slots, then the direct kernel's offsets */
+	if (K > SIZE_MAX / 8 / op ||
+	    (size_t)cv->C * (cv->H + 2 * cv->p) >
+		SIZE_MAX / 64 / SLOTS / ((size_t)cv->W + 2 * cv->p + op) ||
+	    (size_t)cv->O * cv->OH > SIZE_MAX / 64 / SLOTS / ((size_t)cv->OW + 1))
+		return SIZE_MAX;
+	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K);
+	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
+}
+
+/* a[O/mr][K][mr] (rows past O zero) and bias[O/mr * mr]. */
+static void pack_weights(const float *w, const float *bias, int O, int K, int mr, float *a,
+			 float *pb)
+{
+	for (int o0 = 0; o0 < O; o0 += mr, a += (size_t)K * mr)
+		for (int k = 0; k < K; k++)
+			for (int i = 0; i < mr; i++)
+				a[(size_t)k * mr + i] =
+				    o0 + i < O ? w[(size_t)(o0 + i) * K + k] : 0.0f;
+	for (int o = 0; o < (O + mr - 1) / mr * mr; o++)
+		pb[o] = bias && o < O ? bias[o] : 0.0f;
+}
+
+/*
+ * Stride 1 on AVX-512 and AVX2: no packing. Output positions are taken "wide", a
+ * row of Wp = W + 2p columns per output row of which the first OW are
+ * real, so that the window values of tap (c, ki, kj) for consecutive wide
+ * columns j are consecutive floats of the (padded) image, at j + off[k]
+ * with off[k] = (c * Hp + ki) * Wp + kj. The kernel reads them there; the
+ * columns past OW cost work and are dropped as the tile is stored.
+ * A task is one sample (and, for a small batch, a share of the channel
+ * panels); with padding, the task first copies its sample into a zeroed
+ * padded image of its own.
+ */
+/* A strip of wide columns: which are real, where the first goes, and (AVX2) how to gather them. */
+struct strip {
+	int64_t first;
+	uint32_t valid;
+	int perm[24], cnt[3];
+};
+
+#define NSTRIPS 64 /* strips whose masks are worked out once per call */
+
+static void strip_masks(const struct mc_convf *cv, int Wp, int64_t j0, int width, int avx512,
+			struct strip *st)
+{
+	st->first = -1;
+	st->valid = 0;
+	for (int jj = 0, oh = (int)(j0 / Wp), ow = (int)(j0 % Wp); jj < width; jj++) {
+		if (ow < cv->OW) {
+			st->valid |= 1u << jj;
+			if (st->first < 0)
+				st->first = (int64_t)oh * cv->OW + ow;
+		}
+		if (++ow == Wp) {
+			ow = 0;
+			oh++;
+		}
+	}
+	if (avx512)
+		return;
+	/* per vector of 8 columns: where its real ones come from, and how many */
+	for (int v = 0; v < 3; v++) {
+		int m = 0;
+
+		for (int l = 0; l < 8; l++)
+			if (st->valid >> (8 * v + l) & 1)
+				st->perm[8 * v + m++] = l;
+		st->cnt[v] = m;
+		while (m < 8)
+			st->perm[8 * v + m++] = 0;
+	}
+}
+
+/* The epilogue over samples written to y. */
+static void run_epi(const struct mc_convf *cv, int n, const float *y,
+		    const struct mc_convf_epi *epi)
+{
+	int nt = threads((double)n * cv->O * cv->OH * cv->OW * 8, n);
+
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int s = 0; s < n; s++)
+		epi->fn(epi->ctx, s, y + (size_t)s * cv->ys);
+}
+
+static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
+			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
+			   int nr, int *off, int avx512, const struct mc_convf_epi *epi)
+{
+	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
+	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
+	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
+	int osplit = 1, nt;
+
+	struct strip strips[NSTRIPS];
+
+	for (int kk = 0; kk < K; kk++)
+		off[kk] = (kk / (cv->k * cv->k) * Hp + kk / cv->k % cv->k) * Wp + kk % cv->k;
+	/* the same for every sample */
+	for (int64_t j0 = 0, si = 0; j0 < jw && si < NSTRIPS; j0 += nr, si++)
+		strip_masks(cv, Wp, j0, jw - j0 < nr ? (int)(jw - j0) : nr, avx512, &strips[si]);
+	nt = threads((double)n * P * O * K, n * panels);
+	if (n < 2 * nt) {
+		osplit = (2 * nt + n - 1) / n;
+		if (osplit > panels)
+			osplit = panels;
+	}
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int t = 0; t < n * osplit; t++) {
+		float *own = slots + (size_t)omp_get_thread_num() * slot;
+		float *xp = own + align16((size_t)O * P);
+		int s = t / osplit, q = t % osplit;
+		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+		const float *xs = x + (size_t)s * cv->xs;
+		/* a whole sample with an epilogue: into this thread's scratch, then the epilogue */
+		float *ys = epi && osplit == 1 ? own : y + (size_t)s * cv->ys;
+
+		if (p) {
+			memset(xp, 0, (size_t)cv->C * Hp * Wp * sizeof(float));
+			for (int c = 0; c < cv->C; c++)
+				for (int h = 0; h < cv->H; h++)
+					memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
+					       xs + ((size_t)c * cv->H + h) * cv->W,
+					       (size_t)cv->W * sizeof(float));
+			xs = xp;
+		}
+		/* the end of what may be read: loads past a strip's columns only feed columns that
+		 * are never stored, so a strip reads whole vectors when they stay inside it */
+		const float *xend = p ? xp + (size_t)cv->C * Hp * Wp
+				      : x + (size_t)(n - 1) * cv->xs + (size_t)cv->C * Hp * Wp;
+
+		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
+			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
+			int whole = width <= 16 && avx512 ? 16 : nr, reads;
+			struct strip st;
+			const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
+
+			if (si >= NSTRIPS)
+				strip_masks(cv, Wp, j0, width, avx512, &st);
+			if (!sp->valid)
+				continue;
+			reads = xs + j0 + off[K - 1] + whole <= xend ? whole : width;
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *wr[MRMAX];
+
+				/* the panel's weight rows as they are; rows past O repeat row o0 */
+				for (int i = 0; i < mr; i++)
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
+				if (avx512)
+					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
+					    K, wr, xs + j0, off, ys + (size_t)o0 * P + sp->first,
+					    (size_t)P, rows, reads, sp->valid, pb + o0, relu);
+				else
+					fwd_direct_avx2(K, wr, xs + j0, off,
+							ys + (size_t)o0 * P + sp->first, (size_t)P,
+							rows, reads, sp->perm, sp->cnt, pb + o0, relu);
+			}
+		}
+		if (epi && osplit == 1)
+			epi->fn(epi->ctx, s, ys);
+	}
+	if (epi && osplit > 1)
+		run_epi(cv, n, y, epi);
+}
+
+#if defined(__x86_64__)
+/* pack_weights for mr = 8 with gathers: two k at a time, one vector of 16. The same values. */
+__attribute__((target("avx512f"))) static void pack_weights8_avx512(const float *w, int O, int K,
+								    float *a)
+{
+	for (int o0 = 0; o0 < O; o0 += 8, a += (size_t)K * 8) {
+		int rows = O - o0 < 8 ? O - o0 : 8;
+		__mmask16 m = (__mmask16)(((1u << rows) - 1) | (((1u << rows) - 1) << 8));
+		__m512i idx = _mm512_setr_epi32(0, K, 2 * K, 3 * K, 4 * K, 5 * K, 6 * K, 7 * K, 1,
+						K + 1, 2 * K + 1, 3 * K + 1, 4 * K + 1, 5 * K + 1,
+						6 * K + 1, 7 * K + 1);
+		const float *src = w + (size_t)o0 * K;
+		int k = 0;
+
+		for (; k + 2 <= K; k += 2)
+			_mm512_storeu_ps(
+			    a + (size_t)k * 8,
+			    _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + k, 4));
+		if (k < K)
+			_mm256_storeu_ps(
+			    a + (size_t)k * 8,
+			    _mm512_castps512_ps256(_mm512_mask_i32gather_ps(
+				_mm512_setzero_ps(), (__mmask16)(m & 0xff), idx, src + k, 4)));
+	}
+}
+#endif
+
+void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
+		      const float *b, int relu, float *y, void *work,
+		      const struct mc_convf_epi *epi)
+{
+	const struct path *pt = path();
+	const int mr = pt->mr, nr = pt->nr, O = cv->O, K = cv->C * cv->k * cv->k;
+	const int64_t P = (int64_t)cv->OH * cv->OW, cols = (int64_t)n * P;
+	const int nkb = kblocks(K), kc0 = (K + nkb - 1) / nkb;
+	const int panels = (O + mr - 1) / mr;
+	size_t op = (size_t)O + MRMAX, slot = slot_floats(cv);
+	float *a = work, *pb = a + align16(op * K), *slots = pb + align16(op);
+	int64_t strips = (cols + nr - 1) / nr, tasks;
+	int osplit = 1, nt, fast_pack = 0;
+
+	if (n < 1)
+		return;
+#if defined(__x86_64__)
+	if (cv->s == 1 && (pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) &&
+	    (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX) {
+		/* the weights are read as they are; only the bias is padded to whole panels */
+		for (int o = 0; o < panels * mr; o++)
+			pb[o] = b && o < O ? b[o] : 0.0f;
+		forward_direct(cv, n, x, w, pb, relu, y, slots, slot, mr, nr,
+			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512, epi);
+		return;
+	}
+	if (mr == 8 && (int64_t)O * K < INT32_MAX / 2) {
+		pack_weights8_avx512(w, O, K, a);
+		for (int o = 0; o < panels * mr; o++)
+			pb[o] = b && o < O ? b[o] : 0.0f;
+	} else
+#endif
+		pack_weights(w, b, O, K, mr, a, pb);
+#if defined(__x86_64__)
+	fast_pack = cv->s == 1 && mc_cpu_has(MC_CPU_AVX512F);
+#endif
+	nt = threads((double)cols * O * K, (int)(strips < SLOTS ? strips * panels : SLOTS));
+	/* Few strips (a small batch): channel panels too are split, so every thread has work. */
+	if (strips < 4 * nt) {
+		osplit = (int)((4 * nt + strips - 1) / strips);
+		if (osplit > panels)
+			osplit = panels;
+	}
+	tasks = strips * osplit;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int64_t t = 0; t < tasks; t++) {
+		float *bp = slots + (size_t)omp_get_thread_num() * slot;
+		float *ct = bp + align16((size_t)KCMAX * NRMAX);
+		int64_t j0 = t / osplit * nr, j1 = j0 + nr < cols ? j0 + nr : cols;
+		int q = (int)(t % osplit), p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+		struct run r[NRMAX + 1];
+		int nrun = strip_runs(cv, j0, j1, r), width = (int)(j1 - j0);
+		/* one sample: tiles go straight to y[n][o][pos ..] */
+		int direct = r[0].n == r[nrun - 1].n;
+		float *c =
+		    direct ? y + (size_t)r[0].n * cv->ys + (size_t)(j0 - (int64_t)r[0].n * P) : ct;
+		size_t ldc = direct ? (size_t)P : (size_t)nr;
+
+		for (int k0 = 0; k0 < K; k0 += kc0) {
+			int kc = K - k0 < kc0 ? K - k0 : kc0;
+
+#if defined(__x86_64__)
+			if (fast_pack)
+				pack_strip_avx512(cv, x, r, nrun, width, k0, kc, nr, bp);
+			else
+#endif
+				pack_strip(cv, x, r, nrun, width, k0, kc, nr, bp);
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+
+				pt->fwd(kc, a + (size_t)o0 * K + (size_t)k0 * mr, bp,
+					c + (size_t)o0 * ldc, ldc, rows, width,
+					k0 == 0 ? pb + o0 : NULL, relu && k0 + kc == K);
+			}
+		}
+		if (direct)
+			continue;
+		/* across samples: the tile buffer's rows into each sample's part */
+		for (int o = p0 * mr; o < O && o < p1 * mr; o++)
+			for (int i = 0; i < nrun;) {
+				int e = i + 1, len = r[i].len;
+				int64_t pos = (int64_t)r[i].oh * cv->OW + r[i].ow;
+
+				while (e < nrun && r[e].n == r[i].n)
+					len += r[e++].len;
+				memcpy(y + (size_t)r[i].n * cv->ys + (size_t)o * P + pos,
+				       ct + (size_t)o * nr + r[i].jj, (size_t)len * sizeof(float));
+				i = e;
+			}
+	}
+	if (epi)
+		run_epi(cv, n, y, epi);
+}
+
+void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,
+			  const float *b, int relu, float *y)
+{
+	const int k = cv->k, K = cv->C * k * k;
+
+	for (int s = 0; s < n; s++)
+		for (int o = 0; o < cv->O; o++)
+			for (int oh = 0; oh < cv->OH; oh++)
+				for (int ow = 0; ow < cv->OW; ow++) {
+					float acc = b ? b[o] : 0.0f;
+
+					for (int kk = 0; kk < K; kk++) {
+						int c = kk / (k * k), ki = kk / k % k, kj = kk % k;
+						int h = oh * cv->s - cv->p + ki;
+						int v = ow * cv->s - cv->p + kj;
+						float xv =
+						    h >= 0 && h < cv->H && v >= 0 && v < cv->W
+							? x[(size_t)s * cv->xs +
+							    ((size_t)c * cv->H + h) * cv->W + v]
+							: 0.0f;
+
+						acc = fmaf(w[(size_t)o * K + kk], xv, acc);
+					}
+					if (relu)
+						acc = acc > 0.0f ? acc : 0.0f;
+					y[(size_t)s * cv->ys + ((size_t)o * cv->OH + oh) * cv->OW +
+					  ow] = acc;
+				}
+}
+
+/* ---------------------------------------------------------------- weight gradient */
+
+/*
+ * b[pos][kk] (row stride nr) for pos < P and k = k0 + kk < k1 of sample x:
+ * the window value of tap k at output position pos; k == K is the bias
+ * column (1), columns from k1 on are 0.
+ */
+static void pack_windows_t(const struct mc_convf *cv, const float *x, int k0, int k1, int nr,
+			   float *b)
+{
+	const int k = cv->k, K = cv->C * k * k, OW = cv->OW;
+
+	for (int kk = 0; kk < nr; kk++) {
+		int kx = k0 + kk, c = kx / (k * k), ki = kx / k % k, kj = kx % k;
+		float *d = b + kk;
+
+		if (kx >= k1 || kx >= K) {
+			float v = kx == K && kx < k1 ? 1.0f : 0.0f;
+
+			for (int pos = 0; pos < cv->OH * OW; pos++)
+				d[(size_t)pos * nr] = v;
+			continue;
+		}
+		for (int oh = 0; oh < cv->OH; oh++) {
+			int h = oh * cv->s - cv->p + ki;
+			const float *src = x + ((size_t)c * cv->H + h) * cv->W;
+
+			for (int ow = 0; ow < OW; ow++, d += nr) {
+				int v = ow * cv->s - cv->p + kj;
+
+				*d = h >= 0 && h < cv->H && v >= 0 && v < cv->W ? src[v] : 0.0f;
+			}
+		}
+	}
+}
+
+#if defined(__x86_64__)
+/*
+ * dW of a 3x3, stride-1 convolution on AVX-512 (AVX2 below) without packing: the tile
+ * is the 9 taps of one input channel c (rows) x 32 output channels (two
+ * vectors), in dW^T [K][Opad]; per output position p in order, dy^T[p]
+ * (32 channels) times the 9 window values broadcast straight from the
+ * (padded) image. The chain of each dw[o][k] is the reference's: over the
+ * batch's positions in order, starting from its value.
+ */
+#define D_ROW(r, xv)                                                                               \
+	do {                                                                                       \
+		__m512 t_ = _mm512_set1_ps(xv);                                                    \
+		a##r##0 = _mm512_fmadd_ps(t_, d0, a##r##0);                                        \
+		a##r##1 = _mm512_fmadd_ps(t_, d1, a##r##1);                                        \
+	} while (0)
+#define D_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2);                                                                                      \
+	M(3);                                                                                      \
+	M(4);                                                                                      \
+	M(5);                                                                                      \
+	M(6);                                                                                      \
+	M(7);                                                                                      \
+	M(8)
+#define D_LOAD(r)                                                                                  \
+	do {                                                                                       \
+		a##r##0 = _mm512_loadu_ps(acc + (size_t)(r)*ld);                                   \
+		a##r##1 = _mm512_loadu_ps(acc + (size_t)(r)*ld + 16);                              \
+	} while (0)
+#define D_STORE(r)                                                                                 \
+	do {                                                                                       \
+		_mm512_storeu_ps(acc + (size_t)(r)*ld, a##r##0);                                   \
+		_mm512_storeu_ps(acc + (size_t)(r)*ld + 16, a##r##1);                              \
+	} while (0)
+
+__attribute__((target("avx512f,fma"))) static void
+dw9_avx512(int OH, int OW, int Wp, const float *xc, const float *dyt, float *acc, size_t ld)
+{
+	__m512 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+	__m512 a80, a81;
+
+	D_ALL(D_LOAD);
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xc + (size_t)oh * Wp, *x1 = x0 + Wp, *x2 = x1 + Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 32) {
+			__m512 d0 = _mm512_loadu_ps(dyt), d1 = _mm512_loadu_ps(dyt + 16);
+
+			D_ROW(0, x0[ow]);
+			D_ROW(1, x0[ow + 1]);
+			D_ROW(2, x0[ow + 2]);
+			D_ROW(3, x1[ow]);
+			D_ROW(4, x1[ow + 1]);
+			D_ROW(5, x1[ow + 2]);
+			D_ROW(6, x2[ow]);
+			D_ROW(7, x2[ow + 1]);
+			D_ROW(8, x2[ow + 2]);
+		}
+	}
+	D_ALL(D_STORE);
+}
+
+/*
+ * The same on AVX2: the tile is the 3 taps (c, ki, 0..2) x 32 channels
+ * (four vectors), dW^T rows r0 .. r0 + 2.
+ */
+#define E_ROW(r, xv)                                                                               \
+	do {                                                                                       \
+		__m256 t_ = _mm256_set1_ps(xv);                                                    \
+		a##r##0 = _mm256_fmadd_ps(t_, d0, a##r##0);                                        \
+		a##r##1 = _mm256_fmadd_ps(t_, d1, a##r##1);                                        \
+		a##r##2 = _mm256_fmadd_ps(t_, d2, a##r##2);                                        \
+		a##r##3 = _mm256_fmadd_ps(t_, d3, a##r##3);                                        \
+	} while (0)
+#define E_ALL(M)                                                                                   \
+	M(0);                                                                                      \
+	M(1);                                                                                      \
+	M(2)
+#define E_LOAD(r)                                                                                  \
+	do {                                                                                       \
+		a##r##0 = _mm256_loadu_ps(acc + (size_t)(r)*ld);                                   \
+		a##r##1 = _mm256_loadu_ps(acc + (size_t)(r)*ld + 8);                               \
+		a##r##2 = _mm256_loadu_ps(acc + (size_t)(r)*ld + 16);                              \
+		a##r##3 = _mm256_loadu_ps(acc + (size_t)(r)*ld + 24);                              \
+	} while (0)
+#define E_STORE(r)                                                                                 \
+	do {                                                                                       \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld, a##r##0);                                   \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld + 8, a##r##1);                               \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld + 16, a##r##2);                              \
+		_mm256_storeu_ps(acc + (size_t)(r)*ld + 24, a##r##3);                              \
+	} while (0)
+
+__attribute__((target("avx2,fma"))) static void dw3_avx2(int OH, int OW, int Wp, const float *xr,
+							 const float *dyt, float *acc, size_t ld)
+{
+	__m256 a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23;
+
+	E_ALL(E_LOAD);
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xr + (size_t)oh * Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 32) {
+			__m256 d0 = _mm256_loadu_ps(dyt), d1 = _mm256_loadu_ps(dyt + 8);
+			__m256 d2 = _mm256_loadu_ps(dyt + 16), d3 = _mm256_loadu_ps(dyt + 24);
+
+			E_ROW(0, x0[ow]);
+			E_ROW(1, x0[ow + 1]);
+			E_ROW(2, x0[ow + 2]);
+		}
+	}
+	E_ALL(E_STORE);
+}
+
+/* dy_t32 and db_t32 in plain C (moves and adds: the same values on any path). */
+static void dy_t32_c(const float *dy, int O, int o0, int P, float *dyt)
+{
+	for (int i = 0; i < 32; i++) {
+		const float *src = dy + (size_t)(o0 + i) * P;
+
+		for (int p = 0; p < P; p++)
+			dyt[(size_t)p * 32 + i] = o0 + i < O ? src[p] : 0.0f;
+	}
+}
+
+static void db_t32_c(const float *dyt, int P, float *db)
+{
+	for (int p = 0; p < P; p++, dyt += 32)
+		for (int i = 0; i < 32; i++)
+			db[i] += dyt[i];
+}
+
+/* dyt[p][0..32) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 32 channels of one sample. */
+__attribute__((target("avx512f"))) static void dy_t32(const float *dy, int O, int o0, int P,
+						      float *dyt)
+{
+	__m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	__m512i i0 =
+	    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(o0)), _mm512_set1_epi32(P));
+	__m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(16 * P));
+	int r0 = O - o0 < 16 ? O - o0 : 16, r1 = O - o0 - 16 < 16 ? O - o0 - 16 : 16;
+	__mmask16 m0 = (__mmask16)((1u << r0) - 1);
+	__mmask16 m1 = r1 > 0 ? (__mmask16)((1u << r1) - 1) : 0;
+	__m512i one = _mm512_set1_epi32(1);
+
+	for (int p = 0; p < P; p++, dyt += 32) {
+		_mm512_storeu_ps(dyt, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, i0, dy, 4));
+		_mm512_storeu_ps(dyt + 16,
+				 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, i1, dy, 4));
+		i0 = _mm512_add_epi32(i0, one);
+		i1 = _mm512_add_epi32(i1, one);
+	}
+}
+
+/* db[0..32) += dyt[p] for p in order: the reference's chain of adds, 32 channels at once. */
+__attribute__((target("avx512f"))) static void db_t32(const float *dyt, int P, float *db)
+{
+	__m512 s0 = _mm512_loadu_ps(db), s1 = _mm512_loadu_ps(db + 16);
+
+	for (int p = 0; p < P; p++, dyt += 32) {
+		s0 = _mm512_add_ps(s0, _mm512_loadu_ps(dyt));
+		s1 = _mm512_add_ps(s1, _mm512_loadu_ps(dyt + 16));
+	}
+	_mm512_storeu_ps(db, s0);
+	_mm512_storeu_ps(db + 16, s1);
+}
+
+/* Floats of the direct dW's workspace: dW^T, db, then per slot dy^T and a padded image. */
+static size_t dw_direct_floats(const struct mc_convf *cv, size_t *slot)
+{
+	size_t op = ((size_t)cv->O + 31) / 32 * 32, K = (size_t)cv->C * 9;
+	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
+
+	*slot = align16((size_t)cv->OH * cv->OW * 32) + align16(img);
+	return align16(K * op) + align16(op) + SLOTS * *slot;
+}
+
+static int dw_direct_fits(const struct mc_convf *cv)
+{
+	return cv->k == 3 && cv->s == 1 && (int64_t)cv->O * cv->OH * cv->OW < INT32_MAX / 2 &&
+	       (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX;
+}
+
+static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		      float *db, float *work, int avx512)
+{
+	const int O = cv->O, C = cv->C, K = C * 9, P = cv->OH * cv->OW, p = cv->p;
+	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32, og = op / 32;
+	size_t slot;
+	float *dwt = work, *dbt = dwt + align16((size_t)K * op);
+	float *slots = dbt + align16((size_t)op);
+	int kparts = 1, nt;
+
+	dw_direct_floats(cv, &slot);
+	for (int k = 0; k < K; k++)
+		for (int o = 0; o < op; o++)
+			dwt[(size_t)k * op + o] = dw && o < O ? dw[(size_t)o * K + k] : 0.0f;
+	for (int o = 0; o < op; o++)
+		dbt[o] = db && o < O ? db[o] : 0.0f;
+	nt = threads((double)n * P * O * K, og * C);
+	if (og < 2 * nt)
+		kparts = (2 * nt + og - 1) / og < C ? (2 * nt + og - 1) / og : C;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int t = 0; t < og * kparts; t++) {
+		float *dyt = slots + (size_t)omp_get_thread_num() * slot;
+		float *xp = dyt + align16((size_t)P * 32);
+		int g = t / kparts, kp = t % kparts, c0 = kp * C / kparts,
+		    c1 = (kp + 1) * C / kparts;
+
+		if (p)
+			memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
+		for (int s = 0; s < n; s++) {
+			const float *xs = x + (size_t)s * cv->xs;
+
+			if (avx512)
+				dy_t32(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+			else
+				dy_t32_c(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+			if (p) {
+				for (int c = c0; c < c1; c++)
+					for (int h = 0; h < cv->H; h++)
+						memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
+						       xs + ((size_t)c * cv->H + h) * cv->W,
+						       (size_t)cv->W * sizeof(float));
+				xs = xp;
+			}
+			for (int c = c0; c < c1; c++) {
+				const float *xc = xs + (size_t)c * Hp * Wp;
+				float *ac = dwt + (size_t)c * 9 * op + g * 32;
+
+				if (avx512) {
+					dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
+					continue;
+				}
+				for (int ki = 0; ki < 3; ki++)
+					dw3_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp, dyt,
+						 ac + (size_t)ki * 3 * op, (size_t)op);
+			}
+			if (db && kp == 0) {
+				if (avx512)
+					db_t32(dyt, P, dbt + g * 32);
+				else
+					db_t32_c(dyt, P, dbt + g * 32);
+			}
+		}
+	}
+	for (int o = 0; o < O; o++) {
+		for (int k = 0; dw && k < K; k++)
+			dw[(size_t)o * K + k] = dwt[(size_t)k * op + o];
+		if (db)
+			db[o] = dbt[o];
+	}
+}
+#endif
+
+size_t mc_convf_dw_work(const struct mc_convf *cv)
+{
+	size_t K1 = (size_t)cv->C * cv->k * cv->k + 1, P = (size_t)cv->OH * cv->OW, acc, slot;
+	size_t total;
+
+	if (P > SIZE_MAX / 64 / NRMAX || K1 > SIZE_MAX / 8 / ((size_t)cv->O + 32))
+		return SIZE_MAX;
+	acc = align16((size_t)cv->O * K1);
+	slot = align16(P * NRMAX);
+	if (slot > (SIZE_MAX / sizeof(float) - acc) / SLOTS)
+		return SIZE_MAX;
+	total = acc + SLOTS * slot;
+#if defined(__x86_64__)
+	if (dw_direct_fits(cv)) {
+		size_t d = dw_direct_floats(cv, &slot);
+
+		total = total > d ? total : d;
+	}
+#endif
+	return total * sizeof(float);
+}
+
+void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		 float *db, void *work)
+{
+	const struct path *pt = path();
+	const int mr = pt->mr, nr = pt->nr, O = cv->O, K = cv->C * cv->k * cv->k;
+	const int K1 = db ? K + 1 : K, P = cv->OH * cv->OW;
+	const int kstrips = (K1 + nr - 1) / nr, panels = (O + mr - 1) / mr;
+	float *acc = work, *slots = acc + align16((size_t)O * (K + 1));
+	size_t slot = align16((size_t)P * NRMAX);
+	int osplit = 1, nt;
+
+	if (n < 1 || (!dw && !db))
+		return;
+#if defined(__x86_64__)
+	if ((pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) && dw_direct_fits(cv)) {
+		dw_direct(cv, n, x, dy, dw, db, work, pt->fwd == fwd_avx512);
+		return;
+	}
+#endif
+	/* acc[O][K1]: the sums start from what dw and db hold */
+	for (int o = 0; o < O; o++) {
+		if (dw)
+			memcpy(acc + (size_t)o * K1, dw + (size_t)o * K, (size_t)K * sizeof(float));
+		else
+			memset(acc + (size_t)o * K1, 0, (size_t)K * sizeof(float));
+		if (db)
+			acc[(size_t)o * K1 + K] = db[o];
+	}
+	nt = threads((double)n * P * O * K1, kstrips * panels);
+	if (kstrips < 2 * nt)
+		osplit = panels < 2 * nt ? panels : 2 * nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+	for (int t = 0; t < kstrips * osplit; t++) {
+		float *bp = slots + (size_t)omp_get_thread_num() * slot;
+		int k0 = t / osplit * nr, k1 = k0 + nr < K1 ? k0 + nr : K1, q = t % osplit;
+		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
+
+		for (int s = 0; s < n; s++) {
+			const float *ds = dy + (size_t)s * cv->ys;
+
+			pack_windows_t(cv, x + (size_t)s * cv->xs, k0, k1, nr, bp);
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *dyr[MRMAX];
+
+				for (int i = 0; i < mr; i++)
+					dyr[i] = ds + (size_t)(o0 + (i < rows ? i : 0)) * P;
+				pt->dw(P, dyr, bp, acc + (size_t)o0 * K1 + k0, (size_t)K1, rows,
+				       k1 - k0);
+			}
+		}
+	}
+	for (int o = 0; o < O; o++) {
+		if (dw)
+			memcpy(dw + (size_t)o * K, acc + (size_t)o * K1, (size_t)K * sizeof(float));
+		if (db)
+			db[o] = acc[(size_t)o * K1 + K];
+	}
+}
+
+void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		     float *db)
+{
+	const int k = cv->k, K = cv->C * k * k, P = cv->OH * cv->OW;
+
+	for (int o = 0; o < cv->O; o++) {
+		for (int kk = 0; dw && kk < K; kk++) {
+			int c = kk / (k * k), ki = kk / k % k, kj = kk % k;
+			float acc = dw[(size_t)o * K + kk];
+
+			for (int s = 0; s < n; s++)
+				for (int pos = 0; pos < P; pos++) {
+					int h = pos / cv->OW * cv->s - cv->p + ki;
+					int v = pos % cv->OW * cv->s - cv->p + kj;
+					float xv = h >= 0 && h < cv->H && v >= 0 && v < cv->W
+						       ? x[(size_t)s * cv->xs +
+							   ((size_t)c * cv->H + h) * cv->W + v]
+						       : 0.0f;
+
+					acc = fmaf(dy[(size_t)s * cv->ys + (size_t)o * P + pos], xv,
+						   acc);
+				}
+			dw[(size_t)o * K + kk] = acc;
+		}
+		if (db) {
+			float acc = db[o];
+
+			for (int s = 0; s < n; s++)
+				for (int pos = 0; pos < P; pos++)
+					acc += dy[(size_t)s * cv->ys + (size_t)o * P + pos];
+			db[o] = acc;
+		}
+	}
+}

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conv.h - f32 2-D convolution kernels over batches of per-sample [C, H, W]
+ * images (NCHW), for conv2d (core/graph/ops_conv.c). Not installed.
+ *
+ * The forward pass is an implicit GEMM batched over samples: the columns of
+ * the product are the output positions of all n samples one after another
+ * (sample, oh, ow), cut into strips of NR columns; each strip's window
+ * values are packed straight from the images (the im2col of those columns
+ * only, never of a whole batch) and multiplied against the weights packed
+ * MR output channels at a time, bias and relu applied as the tile is
+ * stored. The weight gradient is the same kind of product with the roles
+ * turned: dW[o][k] over all the batch's columns.
+ *
+ * Every output is one chain of fused multiply-adds in a fixed order, the
+ * same on every path (avx512, avx2, portable; chosen as the f32 GEMM's,
+ * MCOMP_GEMM) and for any thread count or blocking:
+ *
+ *	forward  y[n][o][p] = relu?( fma chain over k = (c, ki, kj) in order,
+ *	                             starting from bias[o] (0 without) )
+ *	dW       dw[o][k]   = fma chain over (n, p) in order, starting from
+ *	                      dw[o][k] (it adds to what is there); db[o] the
+ *	                      same chain of plain adds of dy
+ *
+ * where taps in the padding count as x = 0 (an fma with 0, as the kernels
+ * do it). The _ref functions are these definitions as plain loops, ground
+ * truth for tests.
+ */
+#ifndef MCOMP_KERNELS_CONV_H
+#define MCOMP_KERNELS_CONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One group of a convolution: k x k windows, stride s, padding p. */
+struct mc_convf {
+	int C, H, W;   /* input channels and size, per sample */
+	int O, OH, OW; /* output channels and size */
+	int k, s, p;
+	int64_t xs, ys; /* floats from one sample to the next in x and in y */
+};
+
+/*
+ * What is done with each sample's output [O][OH*OW] once it is complete
+ * (a pooling that follows): fn(ctx, s, ys), on any thread, samples in any
+ * order. With one, y may be left unwritten (each sample going through a
+ * scratch that stays in cache).
+ */
+struct mc_convf_epi {
+	void (*fn)(void *ctx, int s, const float *ys);
+	void *ctx;
+};
+
+/* Bytes of workspace mc_convf_forward needs (64-byte aligned); SIZE_MAX on overflow. */
+size_t mc_convf_work(const struct mc_convf *cv);
+/*
+ * y[n][O][OH*OW] = conv(x[n][C][H][W], w[O][C*k*k]) + b[O] (b may be NULL),
+ * then max(y, 0) when relu, then epi (may be NULL) per sample. Threads
+ * split output tiles (never a sum).
+ */
+void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const float *w,
+		      const float *b, int relu, float *y, void *work,
+		      const struct mc_convf_epi *epi);
+void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,
+			  const float *b, int relu, float *y);
+
+/* Bytes of workspace mc_convf_dw needs; SIZE_MAX on overflow. */
+size_t mc_convf_dw_work(const struct mc_convf *cv);
+/* dw[O][C*k*k] += sum over the batch of dy x window, db[O] += sum of dy (either may be NULL). */
+void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		 float *db, void *work);
+void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		     float *db);
+
+#endif

@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_conv.c - the batched f32 convolution kernels (core/kernels/conv.h)
+ * against their plain-loop references, bit for bit (the same chain of FMAs
+ * per output), on every path this CPU can run (forced as MCOMP_GEMM does),
+ * for 1, 2 and 3 threads, over shapes that cross strips, samples, K blocks,
+ * padding and strides; and a model whose relus the executor fuses into its
+ * conv2d nodes giving the bytes of the nodes run one by one, and the same
+ * logits and gradients for any thread count.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/mcomp.h>
+
+#include "kernels/conv.h"
+
+static const char *const paths[] = {"avx512", "avx2", "portable"};
+#define NPATHS (int)(sizeof(paths) / sizeof(paths[0]))
+
+static float *random_f32(size_t n, uint64_t stream, float lo)
+{
+	float *x = malloc((n ? n : 1) * sizeof(float));
+
+	for (size_t i = 0; i < n; i++)
+		x[i] = lo + (1.0f - lo) * mc_rand_uniform(21, stream, i);
+	return x;
+}
+
+struct shape {
+	int n, C, H, W, O, k, s, p;
+};
+
+/* conv1 and conv2 of the CNN, odd sizes, padding, stride, a deep K (two blocks), O not a multiple
+ * of any panel, an image of more strips than the direct path works out ahead (NSTRIPS) */
+static const struct shape shapes[] = {
+    {3, 1, 28, 28, 32, 3, 1, 0}, {2, 32, 13, 13, 64, 3, 1, 0}, {5, 3, 7, 9, 10, 3, 1, 1},
+    {4, 4, 9, 8, 7, 3, 2, 1},	 {2, 40, 6, 5, 12, 3, 1, 2},   {3, 5, 11, 11, 9, 5, 2, 2},
+    {7, 2, 4, 4, 5, 1, 1, 0},	 {1, 30, 10, 10, 33, 3, 1, 1}, {2, 2, 60, 60, 9, 3, 1, 1},
+};
+#define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
+
+static struct mc_convf make(const struct shape *sh)
+{
+	struct mc_convf cv = {
+	    .C = sh->C, .H = sh->H, .W = sh->W, .O = sh->O, .k = sh->k, .s = sh->s, .p = sh->p};
+
+	cv.OH = (sh->H + 2 * sh->p - sh->k) / sh->s + 1;
+	cv.OW = (sh->W + 2 * sh->p - sh->k) / sh->s + 1;
+	cv.xs = (int64_t)cv.C * cv.H * cv.W;
+	cv.ys = (int64_t)cv.O * cv.OH * cv.OW;
+	return cv;
+}
+
+START_TEST(forward_matches_ref)
+{
+	const char *saved = mc_sgemm_kernel();
+
+	for (int si = 0; si < NSHAPES; si++) {
+		const struct shape *sh = &shapes[si];
+		struct mc_convf cv = make(sh);
+		size_t K = (size_t)cv.C * cv.k * cv.k, ny = (size_t)sh->n * cv.ys;
+		float *x = random_f32((size_t)sh->n * cv.xs, 1 + si, -1.0f);
+		float *w = random_f32((size_t)cv.O * K, 100 + si, -1.0f);
+		float *b = random_f32((size_t)cv.O, 200 + si, -1.0f);
+		float *ref = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float));
+		void *work = malloc(mc_convf_work(&cv));
+
+		for (int relu = 0; relu < 2; relu++)
+			for (int hb = 0; hb < 2; hb++) {
+				mc_convf_forward_ref(&cv, sh->n, x, w, hb ? b : NULL, relu, ref);
+				for (int pi = 0; pi < NPATHS; pi++) {
+					if (mc_sgemm_use(paths[pi]))
+						continue;
+					for (int t = 1; t <= 3; t++) {
+						omp_set_num_threads(t);
+						memset(y, 0xff, ny * sizeof(float));
+						mc_convf_forward(&cv, sh->n, x, w, hb ? b : NULL,
+								 relu, y, work, NULL);
+						ck_assert_msg(
+						    !memcmp(y, ref, ny * sizeof(float)),
+						    "shape %d relu %d bias %d path %s threads %d",
+						    si, relu, hb, paths[pi], t);
+					}
+				}
+			}
+		free(work);
+		free(y);
+		free(ref);
+		free(b);
+		free(w);
+		free(x);
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+}
+END_TEST
+
+START_TEST(dw_matches_ref)
+{
+	const char *saved = mc_sgemm_kernel();
+
+	for (int si = 0; si < NSHAPES; si++) {
+		const struct shape *sh = &shapes[si];
+		struct mc_convf cv = make(sh);
+		size_t K = (size_t)cv.C * cv.k * cv.k, nw = (size_t)cv.O * K;
+		float *x = random_f32((size_t)sh->n * cv.xs, 300 + si, -1.0f);
+		float *dy = random_f32((size_t)sh->n * cv.ys, 400 + si, -1.0f);
+		float *w0 = random_f32(nw, 500 + si, -1.0f),
+		      *b0 = random_f32(cv.O, 600 + si, -1.0f);
+		float *rw = malloc(nw * sizeof(float)), *rb = malloc(cv.O * sizeof(float));
+		float *dw = malloc(nw * sizeof(float)), *db = malloc(cv.O * sizeof(float));
+		void *work = malloc(mc_convf_dw_work(&cv));
+
+		memcpy(rw, w0, nw * sizeof(float));
+		memcpy(rb, b0, cv.O * sizeof(float));
+		mc_convf_dw_ref(&cv, sh->n, x, dy, rw, rb);
+		for (int pi = 0; pi < NPATHS; pi++) {
+			if (mc_sgemm_use(paths[pi]))
+				continue;
+			for (int t = 1; t <= 3; t++) {
+				omp_set_num_threads(t);
+				memcpy(dw, w0, nw * sizeof(float));
+				memcpy(db, b0, cv.O * sizeof(float));
+				mc_convf_dw(&cv, sh->n, x, dy, dw, db, work);
+				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
+					      "dW: shape %d path %s threads %d", si, paths[pi], t);
+				ck_assert_msg(!memcmp(db, rb, cv.O * sizeof(float)),
+					      "db: shape %d path %s threads %d", si, paths[pi], t);
+				/* dW alone (no bias column) gives the same dW */
+				memcpy(dw, w0, nw * sizeof(float));
+				mc_convf_dw(&cv, sh->n, x, dy, dw, NULL, work);
+				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
+					      "dW without db: shape %d path %s threads %d", si,
+					      paths[pi], t);
+			}
+		}
+		free(work);
+		free(db);
+		free(dw);
+		free(rb);
+		free(rw);
+		free(b0);
+		free(w0);
+		free(dy);
+		free(x);
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+}
+END_TEST
+
+/* conv2d -> relu -> conv2d (padded) -> relu -> flatten -> linear: both relus fuse. */
+static const char *arch =
+    "{\"format\": 1, \"input\": [2, 12, 12], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"r1\"],"
+    " \"attrs\": {\"out\": 24, \"padding\": 1}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"r2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}";
+
+static void run_model(struct mc_model *m, const float *x, int n, float *logits, float *grads,
+		      size_t *ng)
+{
+	static struct mc_err err;
+	struct mc_exec *e = mc_exec_new(m, n, 1, &err);
+	float *dl = malloc((size_t)n * 5 * sizeof(float));
+	const float *z;
+	size_t at = 0;
+
+	ck_assert_msg(e != NULL, "%s", err.msg);
+	z = mc_forward(e, x, n);
+	memcpy(logits, z, (size_t)n * 5 * sizeof(float));
+	for (int i = 0; i < n * 5; i++)
+		dl[i] = z[i] * 0.01f - 0.002f * (float)(i % 7);
+	mc_exec_zero_grad(e);
+	mc_backward(e, dl);
+	for (int i = 0; i < mc_model_n_nodes(m); i++)
+		for (int p = 0; p < mc_model_node(m, i)->n_params; p++) {
+			size_t c = (size_t)mc_model_node(m, i)->params[p]->numel;
+
+			memcpy(grads + at, mc_exec_grad(e, i, p), c * sizeof(float));
+			at += c;
+		}
+	*ng = at;
+	free(dl);
+	mc_exec_free(e);
+}
+
+/* The model's nodes one by one through op->forward, as calibration runs them: no fusion. */
+static void run_unfused(struct mc_model *m, const float *x, int n, float *logits)
+{
+	int nn = mc_model_n_nodes(m);
+	float **act = calloc((size_t)nn, sizeof(*act));
+	struct mc_run run = {0};
+	size_t work = 0;
+
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		act[i] = malloc((size_t)n * (size_t)nd->out_numel * sizeof(float));
+		if (nd->op->workspace && nd->op->workspace(nd, n) > work)
+			work = nd->op->workspace(nd, n);
+	}
+	run.work = malloc(work ? work : 1);
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+		const float *in[MC_NODE_MAX_INPUTS];
+
+		for (int k = 0; k < nd->n_inputs; k++)
+			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : act[nd->inputs[k]];
+		nd->op->forward(nd, &run, n, in, act[i]);
+	}
+	memcpy(logits, act[nn - 1], (size_t)n * 5 * sizeof(float));
+	for (int i = 0; i < nn; i++)
+		free(act[i]);
+	free(act);
+	free(run.work);
+}
+
+START_TEST(fused_model_deterministic)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(arch, "t", &err);
+	const char *saved = mc_sgemm_kernel();
+	int n = 9;
+	float *x, *z0, *z, *g0, *g;
+	size_t ng0 = 0, ng = 0;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 3);
+	x = random_f32((size_t)n * 2 * 12 * 12, 700, -1.0f);
+	z0 = malloc((size_t)n * 5 * sizeof(float));
+	z = malloc((size_t)n * 5 * sizeof(float));
+	g0 = malloc((size_t)mc_model_nparams(m) * sizeof(float));
+	g = malloc((size_t)mc_model_nparams(m) * sizeof(float));
+	for (int pi = 0; pi < NPATHS; pi++) {
+		if (mc_sgemm_use(paths[pi]))
+			continue;
+		omp_set_num_threads(1);
+		run_model(m, x, n, z0, g0, &ng0);
+		run_unfused(m, x, n, z);
+		ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+			      "fused and unfused logits differ: path %s", paths[pi]);
+		for (int t = 2; t <= 3; t++) {
+			omp_set_num_threads(t);
+			run_model(m, x, n, z, g, &ng);
+			ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+				      "logits: path %s threads %d", paths[pi], t);
+			ck_assert_msg(ng == ng0 && !memcmp(g, g0, ng * sizeof(float)),
+				      "gradients: path %s threads %d", paths[pi], t);
+		}
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+	free(g);
+	free(g0);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+/* conv2d -> relu -> maxpool2d, twice: at inference the executor pools as each conv2d stores. */
+static const char *arch_pool =
+    "{\"format\": 1, \"input\": [2, 14, 14], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"],"
+    " \"attrs\": {\"out\": 24, \"padding\": 1}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}";
+
+START_TEST(fused_pool_inference)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(arch_pool, "t", &err);
+	const char *saved = mc_sgemm_kernel();
+	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 4);
+	x = random_f32((size_t)9 * 2 * 14 * 14, 800, -1.0f);
+	for (int pi = 0; pi < NPATHS; pi++) {
+		if (mc_sgemm_use(paths[pi]))
+			continue;
+		for (int n = 1; n <= 9; n += 8)
+			for (int t = 1; t <= 3; t++) {
+				struct mc_exec *e;
+
+				omp_set_num_threads(t);
+				run_unfused(m, x, n, z0);
+				e = mc_exec_new(m, n, 0, &err);
+				ck_assert_msg(e != NULL, "%s", err.msg);
+				memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+				mc_exec_free(e);
+				ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+					      "pooled in the conv: path %s batch %d threads %d",
+					      paths[pi], n, t);
+			}
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+/* qconv2d (static, relu fused) -> maxpool2d -> flatten -> linear: the pool runs in the qconv2d. */
+static const char *arch_qpool =
+    "{\"format\": 1, \"input\": [3, 14, 14], \"nodes\": ["
+    "{\"name\": \"q\", \"op\": \"qconv2d\", \"inputs\": [\"input\"],"
+    " \"attrs\": {\"out\": 12, \"padding\": 1, \"mode\": \"static\", \"relu\": true}},"
+    "{\"name\": \"p\", \"op\": \"maxpool2d\", \"inputs\": [\"q\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}";
+
+START_TEST(fused_qconv_pool_inference)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(arch_qpool, "t", &err);
+	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+	struct mc_tensor *w, *sc, *b, *qp;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 5);
+	w = mc_model_param(m, "q.weight");
+	sc = mc_model_param(m, "q.weight_scale");
+	b = mc_model_param(m, "q.bias");
+	qp = mc_model_param(m, "q.input_qparams");
+	ck_assert(w && sc && b && qp);
+	for (int64_t i = 0; i < w->numel; i++)
+		((int8_t *)w->data)[i] =
+		    (int8_t)((int)(mc_rand_uniform(22, 1, (uint64_t)i) * 255.0f) - 127);
+	for (int64_t i = 0; i < sc->numel; i++)
+		((float *)sc->data)[i] = 0.002f + 0.001f * (float)i;
+	for (int64_t i = 0; i < b->numel; i++)
+		((float *)b->data)[i] = 0.1f * (float)(i % 5) - 0.2f;
+	((float *)qp->data)[0] = 2.0f / 255.0f;
+	((float *)qp->data)[1] = 128.0f;
+	x = random_f32((size_t)9 * 3 * 14 * 14, 900, -1.0f);
+	for (int n = 1; n <= 9; n += 8)
+		for (int t = 1; t <= 3; t++) {
+			struct mc_exec *e;
+
+			omp_set_num_threads(t);
+			run_unfused(m, x, n, z0);
+			/* real outputs: finite and not all alike */
+			ck_assert(isfinite(z0[0]) && isfinite(z0[4]) && z0[0] != z0[4]);
+			e = mc_exec_new(m, n, 0, &err);
+			ck_assert_msg(e != NULL, "%s", err.msg);
+			memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+			mc_exec_free(e);
+			ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+				      "pooled in the qconv2d: batch %d threads %d", n, t);
+		}
+	omp_set_num_threads(2);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("conv");
+	TCase *tc = tcase_create("kernels");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, forward_matches_ref);
+	tcase_add_test(tc, dw_matches_ref);
+	tcase_add_test(tc, fused_model_deterministic);
+	tcase_add_test(tc, fused_pool_inference);
+	tcase_add_test(tc, fused_qconv_pool_inference);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
