@@ -27,15 +27,6 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-onnx-avx2-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 . "$MCOMP_SRCDIR/tests/expect.sh"
 
-finish() {
-	echo "onnx_avx2.sh: $pass passed, $fail failed"
-	[ "$fail" = 0 ] || exit 1
-	exit "${1:-0}"
-}
-skip() {
-	echo "SKIP: $*"
-	finish 77
-}
 masked() { CPUID_MASK=avx2 LD_PRELOAD="$shim" "$@"; }
 
 # ---------------------------------------------------------------- the mask
@@ -70,50 +61,17 @@ got=$?
 [ "$got" = 139 ] && ok || bad "a NULL dereference under the mask exited $got, wanted 139 (SIGSEGV)"
 
 # ---------------------------------------------------------------- ONNX Runtime
-[ -r "$data/train-images-idx3-ubyte.gz" ] && [ -r "$data/t10k-images-idx3-ubyte.gz" ] ||
-	skip "no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-command -v node > /dev/null 2>&1 || skip "no node (Node.js) to run ONNX Runtime (apt-get install nodejs npm)"
-node "$ortjs" probe > /dev/null 2> "$tmp/probe.txt"
-[ $? = 77 ] && skip "$(cat "$tmp/probe.txt")"
-ort() { node "$ortjs" "$@"; }
+need_fashion_mnist
+need_ort
 
 # The models of tests/onnx_export.sh: 3000 training images, a few seconds each.
-train() { # NAME LAYERS EPOCHS
-	cat > "$tmp/$1.yaml" <<EOF
-mcomp: 1
-seed: 7
-data:
-  train: {idx: $data/train, count: 3000}
-models:
-  $1:
-    build: {input: [1, 28, 28], layers: $2}
-passes:
-  - train: {model: $1, epochs: $3, batch_size: 64, optimizer: adam, lr: 0.003}
-output: $1.safetensors
-EOF
-	expect 0 "wrote .*$1.safetensors" "$mcomp" run "$tmp/$1.yaml"
-}
-quantize() { # IN OUT QUANTIZE-PARAMS
-	cat > "$tmp/$2.yaml" <<EOF
-mcomp: 1
-seed: 7
-data:
-  calib: {idx: $data/train, first: 55000, count: 500}
-models:
-  m: {load: $1.safetensors}
-passes:
-  - quantize: {model: m, $3}
-output: $2.safetensors
-EOF
-	expect 0 "wrote .*$2.safetensors" "$mcomp" run "$tmp/$2.yaml"
-}
-train mlp '[flatten, {linear: 64}, relu, {linear: 10}]' 2
-train cnn '[{conv2d: 4}, relu, {maxpool2d: 2}, {conv2d: {out: 8, padding: 1}}, relu, {avgpool2d: 2}, flatten, {linear: 10}]' 1
+train_model mlp '[flatten, {linear: 64}, relu, {linear: 10}]' 2
+train_model cnn '[{conv2d: 4}, relu, {maxpool2d: 2}, {conv2d: {out: 8, padding: 1}}, relu, {avgpool2d: 2}, flatten, {linear: 10}]' 1
 static='bits: 8, granularity: per-channel, mode: static, calibration_data: calib, samples: 500'
-quantize mlp mlp-int8 "$static"
-quantize cnn cnn-int8 "$static"
-quantize mlp mlp-dyn 'bits: 8, mode: dynamic'
-quantize cnn cnn-dyn 'bits: 8, mode: dynamic'
+quantize_model mlp mlp-int8 "$static"
+quantize_model cnn cnn-int8 "$static"
+quantize_model mlp mlp-dyn 'bits: 8, mode: dynamic'
+quantize_model cnn cnn-dyn 'bits: 8, mode: dynamic'
 for m in mlp-int8 cnn-int8 mlp-dyn cnn-dyn; do
 	expect 0 "-> .*$m.onnx" "$mcomp" export "$tmp/$m.safetensors" -o "$tmp/$m.onnx"
 done

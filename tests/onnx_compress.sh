@@ -18,26 +18,9 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-onnx-compress-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 . "$MCOMP_SRCDIR/tests/expect.sh"
 
-finish() {
-	echo "onnx_compress.sh: $pass passed, $fail failed"
-	[ "$fail" = 0 ] || exit 1
-	exit "${1:-0}"
-}
 
-if [ ! -r "$data/train-images-idx3-ubyte.gz" ] || [ ! -r "$data/t10k-images-idx3-ubyte.gz" ]; then
-	echo "SKIP: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-	finish 77
-fi
-if ! command -v node > /dev/null 2>&1; then
-	echo "SKIP: no node (Node.js) to run ONNX Runtime (apt-get install nodejs npm)"
-	finish 77
-fi
-node "$ortjs" probe > /dev/null 2> "$tmp/probe.txt"
-if [ $? = 77 ]; then
-	echo "SKIP: $(cat "$tmp/probe.txt")"
-	finish 77
-fi
-ort() { node "$ortjs" "$@"; }
+need_fashion_mnist
+need_ort
 
 expect 0 "wrote .*cnn-int8.onnx \(model 'cnn'\)" "$mcomp" run "$recipe" \
 	--set "output.path=$tmp/cnn-int8.onnx" --set "report=$tmp/report.json"

@@ -31,11 +31,6 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-onnx-export-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 . "$MCOMP_SRCDIR/tests/expect.sh"
 
-finish() {
-	echo "onnx_export.sh: $pass passed, $fail failed"
-	[ "$fail" = 0 ] || exit 1
-	exit "${1:-0}"
-}
 
 # ---------------------------------------------------------------- usage, no data needed
 expect 0 'export MODEL.safetensors -o OUT.onnx' "$mcomp" help
@@ -45,59 +40,26 @@ expect 2 'one model at a time' "$mcomp" export a.safetensors b.safetensors -o c.
 expect 1 'cannot open' "$mcomp" export "$tmp/none.safetensors" -o "$tmp/none.onnx"
 [ -e "$tmp/none.onnx" ] && bad "a failed export left $tmp/none.onnx" || ok
 
-if [ ! -r "$data/train-images-idx3-ubyte.gz" ] || [ ! -r "$data/t10k-images-idx3-ubyte.gz" ]; then
-	echo "SKIP: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
-	finish 77
-fi
+need_fashion_mnist
 
 # ---------------------------------------------------------------- models
 # Each trains on 3000 images for a few seconds; accuracy is not the point,
 # agreement is.
-train() { # NAME LAYERS EPOCHS
-	cat > "$tmp/$1.yaml" <<EOF
-mcomp: 1
-seed: 7
-data:
-  train: {idx: $data/train, count: 3000}
-  calib: {idx: $data/train, first: 55000, count: 500}
-models:
-  $1:
-    build: {input: [1, 28, 28], layers: $2}
-passes:
-  - train: {model: $1, epochs: $3, batch_size: 64, optimizer: adam, lr: 0.003}
-output: $1.safetensors
-EOF
-	expect 0 "wrote .*$1.safetensors" "$mcomp" run "$tmp/$1.yaml"
-}
 
-quantize() { # IN OUT QUANTIZE-PARAMS
-	cat > "$tmp/$2.yaml" <<EOF
-mcomp: 1
-seed: 7
-data:
-  calib: {idx: $data/train, first: 55000, count: 500}
-models:
-  m: {load: $1.safetensors}
-passes:
-  - quantize: {model: m, $3}
-output: $2.safetensors
-EOF
-	expect 0 "wrote .*$2.safetensors" "$mcomp" run "$tmp/$2.yaml"
-}
 
-train mlp '[flatten, {linear: 64}, relu, {linear: 10}]' 2
-train cnn '[{conv2d: 4}, relu, {maxpool2d: 2}, {conv2d: {out: 8, padding: 1}}, relu, {avgpool2d: 2}, flatten, {linear: 10}]' 1
+train_model mlp '[flatten, {linear: 64}, relu, {linear: 10}]' 2
+train_model cnn '[{conv2d: 4}, relu, {maxpool2d: 2}, {conv2d: {out: 8, padding: 1}}, relu, {avgpool2d: 2}, flatten, {linear: 10}]' 1
 # Every activation, and a squeeze-and-excitation gate: mul of [8, 13, 13] by [8].
-train act '[{conv2d: 8}, {leaky_relu: 0.1}, {maxpool2d: 2, name: stem}, {conv2d: {out: 8, padding: 1}}, hardswish, global_avgpool, {linear: 4}, relu6, {linear: 8}, {hardsigmoid: {alpha: 0.25, beta: 0.4}, name: gate}, {mul: {}, inputs: [stem, gate]}, {conv2d: {out: 8, padding: 1}}, sigmoid, {avgpool2d: 2}, flatten, {clip: {min: -0.5, max: 2}}, {linear: 10}]' 2
+train_model act '[{conv2d: 8}, {leaky_relu: 0.1}, {maxpool2d: 2, name: stem}, {conv2d: {out: 8, padding: 1}}, hardswish, global_avgpool, {linear: 4}, relu6, {linear: 8}, {hardsigmoid: {alpha: 0.25, beta: 0.4}, name: gate}, {mul: {}, inputs: [stem, gate]}, {conv2d: {out: 8, padding: 1}}, sigmoid, {avgpool2d: 2}, flatten, {clip: {min: -0.5, max: 2}}, {linear: 10}]' 2
 static='bits: 8, granularity: per-channel, mode: static, calibration_data: calib, samples: 500'
-quantize mlp mlp-int8 "$static"
-quantize cnn cnn-int8 "$static"
-quantize act act-int8 "$static"
-quantize mlp mlp-dyn 'bits: 8, mode: dynamic'
-quantize cnn cnn-dyn 'bits: 8, mode: dynamic'
-quantize mlp mlp-w4 'bits: 4, granularity: per-channel'
+quantize_model mlp mlp-int8 "$static"
+quantize_model cnn cnn-int8 "$static"
+quantize_model act act-int8 "$static"
+quantize_model mlp mlp-dyn 'bits: 8, mode: dynamic'
+quantize_model cnn cnn-dyn 'bits: 8, mode: dynamic'
+quantize_model mlp mlp-w4 'bits: 4, granularity: per-channel'
 # per group of 32 where the inputs allow it (linear2: 64), asymmetric: INT4 zero points
-quantize mlp mlp-w4g 'bits: 4, scheme: asymmetric, granularity: per-group, group_size: 32, overrides: {linear1: per-channel}'
+quantize_model mlp mlp-w4g 'bits: 4, scheme: asymmetric, granularity: per-group, group_size: 32, overrides: {linear1: per-channel}'
 
 for m in mlp cnn mlp-int8 cnn-int8 mlp-dyn cnn-dyn; do
 	expect 0 "$m.safetensors: .* -> .*$m.onnx \(ONNX opset 13\)" \
@@ -213,16 +175,7 @@ expect 2 "output '.*plugin.onnx' \(model 'm' after the passes\): node 'fx_gain1'
 [ "$(cat "$tmp/plugin.onnx")" = previous ] && ok || bad "a refused export changed the previous file"
 
 # ---------------------------------------------------------------- ONNX Runtime
-if ! command -v node > /dev/null 2>&1; then
-	echo "SKIP: no node (Node.js) to run ONNX Runtime (apt-get install nodejs npm)"
-	finish 77
-fi
-node "$ortjs" probe > /dev/null 2> "$tmp/probe.txt"
-if [ $? = 77 ]; then
-	echo "SKIP: $(cat "$tmp/probe.txt")"
-	finish 77
-fi
-ort() { node "$ortjs" "$@"; }
+need_ort
 
 # metadata_props: mcomp's version; from a pipeline, the digest of its file.
 version=$("$mcomp" version | sed -n 's/^mcomp \([^ ]*\) .*/\1/p')
