@@ -1027,6 +1027,64 @@ int mc_sgemm_pb(const char *kernel_name, int ta, int tb, int M, int N, int K, fl
 	return 0;
 }
 
+#define PB_ROWS 96 /* strips of A a thread runs against B's strips before the next ones */
+
+/*
+ * A not transposed and B packed beforehand: nothing is shared, so each
+ * thread runs its own rectangle of C (the team's grid over the whole
+ * product) through every K slice in order, with no barrier and no
+ * packing but that of a last strip of fewer than MR rows, into the
+ * thread's own buffer. Each element gets the sequence of the blocked
+ * loop in sgemm: for each K slice in order, its sums, then alpha and beta.
+ */
+static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
+			    const float *A, int lda, const float *bpre, float beta, float *C,
+			    int ldc, int par)
+{
+	const int mr = uk->mr, nr = uk->nr;
+	const int mstrips = (M + mr - 1) / mr, nstrips = (N + nr - 1) / nr;
+	const size_t npad = (size_t)nstrips * (size_t)nr;
+	int maxt = par ? omp_get_max_threads() : 1;
+
+#pragma omp parallel if (par) num_threads(maxt)
+	{
+		int threads = omp_get_num_threads(), me = omp_get_thread_num();
+		int pm, pn, m0, m1, n0, n1;
+		float edge[KC * 12] __attribute__((aligned(64))); /* MR is at most 12 */
+
+		team_grid(mstrips, nstrips, mr, nr, threads, &pm, &pn);
+		part(mstrips, me / pn, pm, &m0, &m1);
+		part(nstrips, me % pn, pn, &n0, &n1);
+		for (int ib = m0; ib < m1; ib += PB_ROWS) {
+			int ie = ib + PB_ROWS < m1 ? ib + PB_ROWS : m1;
+
+			for (int pk = 0; pk < K; pk += KC) {
+				int kc = K - pk < KC ? K - pk : KC, packed = 0;
+				float beta_k = pk == 0 ? beta : 1.0f;
+				const float *bs = bpre + (size_t)pk * npad;
+
+				for (int j = n0; j < n1; j++)
+					for (int i = ib; i < ie; i++) {
+						int rows = M - i * mr < mr ? M - i * mr : mr;
+						int cols = N - j * nr < nr ? N - j * nr : nr;
+
+						if (rows < mr && !packed) {
+							pack_a(0, A, lda, M, i * mr, pk, kc, mr, edge);
+							packed = 1;
+						}
+						uk->fn(kc,
+						       rows < mr ? edge
+								 : A + (size_t)i * mr * lda + pk,
+						       rows < mr ? 0 : (size_t)lda,
+						       bs + (size_t)j * kc * nr,
+						       C + (size_t)i * mr * ldc + (size_t)j * nr, ldc, rows,
+						       cols, alpha, beta_k);
+					}
+			}
+		}
+	}
+}
+
 static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
 		  const float *B, int ldb, const float *bpre, float beta, float *C, int ldc)
 {
@@ -1060,6 +1118,10 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 	par = (double)M * N * K >= PAR_MIN;
 	/* A not transposed is read where it is, but for a last strip of fewer than MR rows. */
 	direct = !ta;
+	if (direct && bpre) {
+		sgemm_prepacked(uk, M, N, K, alpha, A, lda, bpre, beta, C, ldc, par);
+		return;
+	}
 	maxt = par ? omp_get_max_threads() : 1;
 	/* Two buffers each: a slice is packed while the last one may still be read. */
 	asz = round_up(2 * abuf * sizeof(float), 64);
