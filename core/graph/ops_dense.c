@@ -619,6 +619,15 @@ static void linear_forward(const struct mc_node *node, const struct mc_run *run,
 	mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, b ? 1.0f : 0.0f, out, O);
 }
 
+void mc_linear_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out)
+{
+	const float *y[1] = { out };
+
+	linear_forward(node, run, n, in, out);
+	relu_forward(node, run, n, y, out); /* elementwise: in place is the same */
+}
+
 /* dW[O, I] += dout^T x, db[O] += column sums of dout, din[n, I] = dout W */
 static void linear_backward(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, const float *out, const float *dout,
