@@ -205,6 +205,14 @@ grep -q "\"sha256\": \"$(sha256sum "$tmp/shadow/eval.so" | cut -d' ' -f1)\"" "$t
 	ok || bad "the report lacks the digest of the eval.so that ran"
 cp "$tmp/before.json" "$tmp/out/report.json"
 cp "$tmp/before.safetensors" "$tmp/out/m.safetensors"
+# A FIFO named like a pass on the path: refused at once, no command hangs.
+mkdir "$tmp/fifo"
+mkfifo "$tmp/fifo/x.so"
+expect 0 "refused .*/fifo/x.so: not a regular file \(a FIFO\)" \
+	env MCOMP_PASS_PATH="$tmp/fifo:${MCOMP_PASS_PATH:-}" timeout 60 "$mcomp" passes
+expect 0 "valid" env MCOMP_PASS_PATH="$tmp/fifo:${MCOMP_PASS_PATH:-}" timeout 60 "$mcomp" \
+	validate "$tmp/small.yaml"
+expect 1 "x.so: not a regular file \(a FIFO\)" timeout 60 "$mcomp" pass-info "$tmp/fifo/x.so"
 
 # Distillation from the model just trained, beside scratch: every epoch's
 # accuracy is logged for both students, the last one is the accuracy the

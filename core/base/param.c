@@ -1203,8 +1203,9 @@ static int check_row(const struct table_reader *rd, const struct mc_param_def *d
 						  "after %d choices; end the choices with NULL",
 						  d->name, MC_PARAM_MAX_CHOICES);
 			if ((why = check_string(rd, *c, MC_PARAM_MAX_TEXT)))
-				return mc_err_set(err, MC_EPLUGIN, "parameter '%s': choice %d %s",
-						  d->name, k + 1, why);
+				return mc_err_set(err, MC_EPLUGIN, "parameter '%s': choice %d %s%s",
+						  d->name, k + 1, why,
+						  k ? " (or the choices lack their NULL)" : "");
 		}
 		if (enum_like && k == 0)
 			return mc_err_set(err, MC_EPLUGIN, "enum parameter '%s' has no choices",

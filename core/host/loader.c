@@ -474,11 +474,13 @@ static int check_text(struct segs *g, const char *s, size_t max, int need, const
 					 path, what) : 0;
 	avail = seg_span(g, s);
 	nul = avail ? memchr(s, '\0', avail < max + 1 ? avail : max + 1) : NULL;
+	if (!nul && avail > max)
+		return mc_err_set(err, MC_EPLUGIN, "%s: the pass's %s is too long (over %zu bytes)",
+				  path, what, max);
 	if (!nul)
 		return mc_err_set(err, MC_EPLUGIN, "%s: the pass's %s %s", path, what,
-				  !avail ? "points outside the pass's memory" :
-				  avail <= max ? "runs past the pass's memory" :
-						 "is too long");
+				  avail ? "runs past the pass's memory" :
+					  "points outside the pass's memory");
 	if (!mc_text_printable(s, (size_t)(nul - s))) {
 		char buf[256];
 
