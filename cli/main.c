@@ -64,6 +64,7 @@ static const char usage[] =
 	"\n"
 	"environment:\n"
 	"  MCOMP_PASS_PATH    colon-separated folders searched for passes before the installed ones\n"
+	"  MCOMP_PASS_INSECURE=1  load passes that other users could change (docs/security.md)\n"
 	"  OMP_NUM_THREADS    threads for the kernels (default: the CPUs the affinity mask and\n"
 	"                     the cgroup quota grant); results are identical for any count\n"
 	"  OMP_WAIT_POLICY, GOMP_SPINCOUNT\n"
