@@ -247,12 +247,12 @@ static const char pass_head[] =
 	"static int run(struct mc_ctx *ctx, const void *conf)\n"
 	"{ (void)ctx; (void)conf; return 0; }\n"
 	"#define DESCRIBE(nm, desc, table) static const struct mc_pass pass = {\\\n"
-	"	.abi = MC_PASS_ABI, .name = nm, .version = \"1.0\", .description = desc,\\\n"
-	"	.license = \"MIT\", .author = \"tests\", .conf_size = sizeof(struct conf),\\\n"
-	"	.params = table, .run = run }; MC_PASS_DEFINE(pass)\n"
+	".abi = MC_PASS_ABI, .name = nm, .version = \"1.0\", .description = desc,\\\n"
+	".license = \"MIT\", .author = \"tests\", .conf_size = sizeof(struct conf),\\\n"
+	".params = table, .run = run }; MC_PASS_DEFINE(pass)\n"
 	"static const struct mc_param_def ok_params[] = {\n"
-	"	MC_PARAM_MODEL(struct conf, model, NULL, \"the model\"),\n"
-	"	MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a number\"), MC_PARAM_END };\n";
+	"MC_PARAM_MODEL(struct conf, model, NULL, \"the model\"),\n"
+	"MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a number\"), MC_PARAM_END };\n";
 
 /* Compiles pass_head + body into tmpdir/file (a .so); its path into out. */
 static void build_pass(const char *file, const char *body, char *out, size_t n)
@@ -459,14 +459,15 @@ START_TEST(bad_names_and_texts_refused)
 	assert_refused(path, "not UTF-8");
 	build_pass("help.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a\\033]0;title\\007\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a\\033]0;title\\007\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"helppass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "parameter 'k': the help text holds control characters");
 	build_pass("pname.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_AT(\"Big\", MC_PARAM_TINT, MC_PARAM_TINT, 8, \"1\", 0, 9, NULL, \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_AT(\"Big\", MC_PARAM_TINT, MC_PARAM_TINT, "
+		   "8, \"1\", 0, 9, NULL, \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"pnamepass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "parameter 1 is named 'Big'");
 }
@@ -478,60 +479,65 @@ START_TEST(broken_tables_refused)
 
 	build_pass("past.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_AT(\"f\", MC_PARAM_TFLOAT, MC_PARAM_TFLOAT, sizeof(struct conf) - 4,\n"
-		   "		    \"1\", 0, 0, NULL, \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_AT(\"f\", MC_PARAM_TFLOAT, MC_PARAM_TFLOAT, sizeof(struct conf) - 4,\n"
+		   "    \"1\", 0, 0, NULL, \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"pastpass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "parameter 'f' (float, 8 bytes at offset");
 	assert_refused(path, "lies past the end of the");
 	build_pass("huge.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_AT(\"f\", MC_PARAM_TINT, MC_PARAM_TINT, (size_t)-2, \"1\", 0, 0,\n"
-		   "		    NULL, \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_AT(\"f\", MC_PARAM_TINT, MC_PARAM_TINT, (size_t)-2, \"1\", 0, 0,\n"
+		   "    NULL, \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"hugepass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "lies past the end of the");
 	build_pass("align.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_AT(\"f\", MC_PARAM_TFLOAT, MC_PARAM_TFLOAT, 12, \"1\", 0, 0, NULL, \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_AT(\"f\", MC_PARAM_TFLOAT, MC_PARAM_TFLOAT, "
+		   "12, \"1\", 0, 0, NULL, \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"alignpass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "parameter 'f' (float) at offset 12 is not aligned to 8 bytes");
 	build_pass("dup.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a\"),\n"
-		   "	MC_PARAM_AT(\"k\", MC_PARAM_TINT, MC_PARAM_TINT, 24, \"1\", 0, 9, NULL, \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a\"),\n"
+		   "MC_PARAM_AT(\"k\", MC_PARAM_TINT, MC_PARAM_TINT, "
+		   "24, \"1\", 0, 9, NULL, \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"duppass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "parameter 'k' is declared twice");
 	build_pass("overlap.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_STRING(struct conf, model, NULL, \"a\"),\n"
-		   "	MC_PARAM_AT(\"alias\", MC_PARAM_TSTRING, MC_PARAM_TSTRING, 4, NULL, 0, 0, NULL,\n"
-		   "		    \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_STRING(struct conf, model, NULL, \"a\"),\n"
+		   "MC_PARAM_AT(\"alias\", MC_PARAM_TSTRING, MC_PARAM_TSTRING, "
+		   "4, NULL, 0, 0, NULL,\n"
+		   "    \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"overlappass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "not aligned");
 	build_pass("share.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_STRING(struct conf, model, NULL, \"a\"),\n"
-		   "	MC_PARAM_AT(\"alias\", MC_PARAM_TSTRING, MC_PARAM_TSTRING, 0, NULL, 0, 0, NULL,\n"
-		   "		    \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_STRING(struct conf, model, NULL, \"a\"),\n"
+		   "MC_PARAM_AT(\"alias\", MC_PARAM_TSTRING, MC_PARAM_TSTRING, "
+		   "0, NULL, 0, 0, NULL,\n"
+		   "    \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"sharepass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "share bytes of the config struct");
 	build_pass("type.so",
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_AT(\"k\", (enum mc_param_type)77, MC_PARAM_TINT, 8, \"1\", 0, 9, NULL,\n"
-		   "		    \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_AT(\"k\", (enum mc_param_type)77, "
+		   "MC_PARAM_TINT, 8, \"1\", 0, 9, NULL,\n"
+		   "    \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"typepass\", \"d\", t);", path, sizeof(path));
 	assert_refused(path, "parameter 'k' has type 77");
 	build_pass("enum.so",
 		   "static const char *const ch[] = { \"a\", \"b\" }; /* no NULL */\n"
 		   "static const struct mc_param_def t[] = {\n"
-		   "	MC_PARAM_ENUM(struct conf, k, \"a\", ch, \"h\"),\n"
-		   "	MC_PARAM_END };\n"
+		   "MC_PARAM_ENUM(struct conf, k, \"a\", ch, \"h\"),\n"
+		   "MC_PARAM_END };\n"
 		   "DESCRIBE(\"enumpass\", \"d\", t);", path, sizeof(path));
 	/* What follows the two choices decides which check speaks first. */
 	assert_refused(path, "parameter 'k'");
@@ -539,10 +545,10 @@ START_TEST(broken_tables_refused)
 	/* No MC_PARAM_END: the next "row" is junk, or the rows go on past the bound. */
 	build_pass("unterm.so",
 		   "static const struct { struct mc_param_def row[2]; uintptr_t junk[16]; } t = {\n"
-		   "	{ MC_PARAM_MODEL(struct conf, model, NULL, \"m\"),\n"
-		   "	  MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a\") },\n"
-		   "	{ 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,\n"
-		   "	  0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10 } };\n"
+		   "{ MC_PARAM_MODEL(struct conf, model, NULL, \"m\"),\n"
+		   "  MC_PARAM_INT(struct conf, k, \"1\", 0, 9, \"a\") },\n"
+		   "{ 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,\n"
+		   "  0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10 } };\n"
 		   "DESCRIBE(\"untermpass\", \"d\", t.row);", path, sizeof(path));
 	assert_refused(path, "the name of parameter 3 points outside the plugin's memory (or "
 			     "the table lacks MC_PARAM_END)");
@@ -555,7 +561,8 @@ START_TEST(broken_tables_refused)
 		for (int i = 0; i < 300; i++)
 			o += (size_t)snprintf(body + o, sizeof(body) - o,
 					      "MC_PARAM_AT(\"p%d\", MC_PARAM_TINT, MC_PARAM_TINT, "
-					      "offsetof(struct conf, many) + %d * sizeof(int), \"1\", "
+					      "offsetof(struct conf, many) + %d * sizeof(int), "
+					      "\"1\", "
 					      "0, 9, NULL, \"h\"),\n", i, i);
 		snprintf(body + o, sizeof(body) - o, "MC_PARAM_END };\n"
 			 "DESCRIBE(\"manypass\", \"d\", t);");
@@ -567,18 +574,18 @@ START_TEST(broken_tables_refused)
 		   "static struct mc_param_def *rows;\n"
 		   "__attribute__((constructor)) static void make(void)\n"
 		   "{\n"
-		   "	char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | "
+		   "char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | "
 		   "MAP_ANONYMOUS, -1, 0);\n"
-		   "	size_t n = 4096 / sizeof(*rows);\n"
-		   "	mprotect(p + 4096, 4096, PROT_NONE);\n"
-		   "	rows = (struct mc_param_def *)(p + 4096) - n;\n"
-		   "	for (size_t i = 0; i < n; i++) {\n"
-		   "		rows[i].name = \"k\"; rows[i].type = MC_PARAM_TINT;\n"
-		   "		rows[i].offset = 8; rows[i].def = \"1\";\n"
-		   "	}\n"
+		   "size_t n = 4096 / sizeof(*rows);\n"
+		   "mprotect(p + 4096, 4096, PROT_NONE);\n"
+		   "rows = (struct mc_param_def *)(p + 4096) - n;\n"
+		   "for (size_t i = 0; i < n; i++) {\n"
+		   "rows[i].name = \"k\"; rows[i].type = MC_PARAM_TINT;\n"
+		   "rows[i].offset = 8; rows[i].def = \"1\";\n"
+		   "}\n"
 		   "}\n"
 		   "static struct mc_pass pass = { .abi = MC_PASS_ABI, .name = \"guardpass\",\n"
-		   "	.version = \"1\", .conf_size = sizeof(struct conf), .run = run };\n"
+		   ".version = \"1\", .conf_size = sizeof(struct conf), .run = run };\n"
 		   "MC_API const struct mc_pass *mc_pass_descriptor(void)\n"
 		   "{ pass.params = rows; return &pass; }", path, sizeof(path));
 	assert_refused(path, "the parameter table lies outside the plugin's memory");

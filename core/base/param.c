@@ -1147,7 +1147,8 @@ static int check_row(const struct table_reader *rd, const struct mc_param_def *d
 	if (d->offset > conf_size || size > conf_size - d->offset)
 		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' (%s, %zu bytes at offset %zu) "
 				  "lies past the end of the %zu-byte config struct; declare it "
-				  "with the MC_PARAM_* macros and set conf_size to sizeof the struct",
+				  "with the MC_PARAM_* macros and set conf_size to sizeof the "
+				  "struct",
 				  d->name, mc_param_type_name(d->type), size, d->offset, conf_size);
 	if (d->offset % align)
 		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' (%s) at offset %zu is not "
@@ -1246,9 +1247,11 @@ int mc_param_check_table(const struct mc_param_def *defs, size_t conf_size,
 
 		if (reader_span(&rd, d) < sizeof(*d)) {
 			if (n)
-				return mc_err_set(err, MC_EPLUGIN, "the parameter table runs out of "
-						  "the plugin's memory after row %d ('%s'): it lacks "
-						  "MC_PARAM_END", n, defs[n - 1].name);
+				return mc_err_set(err, MC_EPLUGIN,
+						  "the parameter table runs out of the plugin's "
+						  "memory after row %d ('%s'): it lacks "
+						  "MC_PARAM_END",
+						  n, defs[n - 1].name);
 			return mc_err_set(err, MC_EPLUGIN, "the parameter table lies outside "
 					  "the plugin's memory; point params at a static table");
 		}

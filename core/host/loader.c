@@ -340,7 +340,8 @@ static int check_elf(int fd, uint64_t size, const char *path, struct mc_err *err
 	if (eh.e_type != ET_DYN)
 		return mc_err_set(err, MC_EPLUGIN,
 				  "%s: not a loadable shared object: ELF type %d, not a shared "
-				  "object (%d); link the pass with -shared", path, eh.e_type, ET_DYN);
+				  "object (%d); link the pass with -shared",
+				  path, eh.e_type, ET_DYN);
 	if (!eh.e_shoff || !eh.e_shnum)
 		return 0;
 	if (eh.e_shentsize != sizeof(*sh) ||
@@ -878,8 +879,9 @@ static int index_add(struct mc_registry *r, int i)
 				slot[h] = k + 1;
 			}
 	}
-	for (h = hash_name(r->e[i].pass->name) & (x->cap - 1); x->slot[h]; h = (h + 1) & (x->cap - 1))
-		;
+	h = hash_name(r->e[i].pass->name) & (x->cap - 1);
+	while (x->slot[h])
+		h = (h + 1) & (x->cap - 1);
 	x->slot[h] = i + 1;
 	return 0;
 }
