@@ -199,7 +199,7 @@ expect 2 "small.yaml:[0-9]+:[0-9]+: pass 'eval' is both .*/shadow/eval.so, .* an
 	env MCOMP_PASS_PATH="$shadow_path" "$mcomp" validate "$tmp/small.yaml"
 sed -e 's/count: 3000/count: 100/' -e '/  - train:/d' -e "s|  - eval:|  - $tmp/shadow/eval.so:|" \
 	"$tmp/small.yaml" > "$tmp/shadowed.yaml"
-expect 0 "note: pass 'eval' is .*/shadow/eval.so" \
+expect 0 "note: pass 'eval' of .*/shadow/eval.so \\(MCOMP_PASS_PATH\\) has the name of the shipped" \
 	env MCOMP_PASS_PATH="$shadow_path" "$mcomp" run "$tmp/shadowed.yaml" --quiet
 grep -q "\"sha256\": \"$(sha256sum "$tmp/shadow/eval.so" | cut -d' ' -f1)\"" "$tmp/out/report.json" &&
 	ok || bad "the report lacks the digest of the eval.so that ran"
