@@ -369,6 +369,11 @@ START_TEST(foreign_elf_files_refused)
 	assert_refused(path, "no mc_pass_descriptor() in this shared object");
 	build_pass("data.so", "MC_API const int mc_pass_descriptor = 1;", path, sizeof(path));
 	assert_refused(path, "not an exported, defined function");
+	/* An ELF shared object the dynamic linker refuses: its own words, the file's name. */
+	build_pass("undef.so", "extern int mc_no_such_symbol(void);\n"
+		   "int use(void) { return mc_no_such_symbol(); }\n"
+		   "DESCRIBE(\"undefpass\", \"d\", ok_params);", path, sizeof(path));
+	assert_refused(path, "not a loadable shared object (undefined symbol: mc_no_such_symbol)");
 	/* The descriptor pointer, and the table, outside the pass's memory. */
 	build_pass("wild.so", "MC_API const struct mc_pass *mc_pass_descriptor(void)\n"
 		   "{ return (const struct mc_pass *)(uintptr_t)0x1000; }", path, sizeof(path));

@@ -758,9 +758,15 @@ static const struct mc_pass *open_pass(const char *path, void **handle, struct s
 	}
 	pthread_mutex_unlock(&held_lock);
 	if (!h) {
+		const char *why = dlerror();
+		size_t n = strlen(name);
+
+		/* glibc names the file as it was given: /proc/self/fd/N. */
+		if (why && by_fd && !strncmp(why, name, n) && why[n] == ':')
+			why += n + 1 + (why[n + 1] == ' ');
 		mc_err_set(err, MC_EPLUGIN,
 			   "%s: not a loadable shared object (%s); remove it from the pass path "
-			   "or rebuild it", path, dlerror());
+			   "or rebuild it", path, why ? why : "dlopen failed");
 		goto fail;
 	}
 	/* Without /proc: the path must still name the file judged. */
