@@ -20,7 +20,7 @@
 
 #include <mcomp/param.h>
 
-#include "base/base_int.h"
+#include "base/param_int.h"
 
 static const char *const type_names[MC_PARAM_TYPE_COUNT] = {
 	[MC_PARAM_TINT] = "int",       [MC_PARAM_TFLOAT] = "float", [MC_PARAM_TBOOL] = "bool",

@@ -46,7 +46,7 @@
 
 #include <mcomp/pipeline.h>
 
-#include "base/base_int.h"
+#include "base/param_int.h"
 #include "host/host_int.h"
 
 /* Limits on what a descriptor declares beyond its parameter table. */
