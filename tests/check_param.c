@@ -13,7 +13,7 @@
 #include <mcomp/op.h>
 #include <mcomp/param.h>
 
-#include "base/base_int.h"
+#include "base/param_int.h"
 
 #include "io/ydoc.h"
 
