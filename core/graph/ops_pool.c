@@ -296,11 +296,30 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 
 /*
  * y[n, C, OH, OW] = the max (padding never wins) or, avg, the mean (padding
- * counted as zeros, PyTorch's default) of each window of x[n, C, H, W]
+ * counted as zeros, PyTorch's default) of each window of x[n, C, H, W].
+ *
+ * The mean adds its window row by row, left to right, and divides the sum
+ * by the window's size: the bits ONNX Runtime's blocked-layout (NCHWc)
+ * pooling computes, which it runs at its default optimization level
+ * wherever the channels are a multiple of its block (8 with AVX2, 16 with
+ * AVX-512), so that an exported model, int8 ones included, computes
+ * mcomp's bits there (an int8 model requantizes the mean: a last-bit
+ * difference moves a value to the next integer). ONNX Runtime's plain
+ * kernel (other channel counts) sums a stride-1 or -2 window column by
+ * column instead; docs/interop.md says what that costs.
  */
+static float window_mean(const struct pool_geo *q, const float *x, struct pool_win b)
+{
+	float m = x[b.h0 * q->W + b.w0];
+
+	for (int h = b.h0; h < b.h1; h++)
+		for (int w = h == b.h0 ? b.w0 + 1 : b.w0; w < b.w1; w++)
+			m += x[h * q->W + w];
+	return m / (float)(q->k * q->k);
+}
+
 static void pool_forward(const struct pool_geo *q, int n, const float *x0, float *y0, int avg)
 {
-	float inv = 1.0f / (float)(q->k * q->k);
 
 #pragma omp parallel for schedule(static) \
 	if ((int64_t)n * q->C * q->OH * q->OW * q->k * q->k >= MC_PAR_MIN)
@@ -311,15 +330,17 @@ static void pool_forward(const struct pool_geo *q, int n, const float *x0, float
 		for (int oh = 0; oh < q->OH; oh++)
 			for (int ow = 0; ow < q->OW; ow++) {
 				struct pool_win b = pool_win(q, oh, ow);
-				float m = avg ? 0.0f : -INFINITY;
+				float m = -INFINITY;
 
+				if (avg) {
+					y[oh * q->OW + ow] = window_mean(q, x, b);
+					continue;
+				}
 				for (int h = b.h0; h < b.h1; h++)
 					for (int w = b.w0; w < b.w1; w++)
-						if (avg)
-							m += x[h * q->W + w];
-						else if (x[h * q->W + w] > m)
+						if (x[h * q->W + w] > m)
 							m = x[h * q->W + w];
-				y[oh * q->OW + ow] = avg ? m * inv : m;
+				y[oh * q->OW + ow] = m;
 			}
 	}
 }
