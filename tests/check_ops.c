@@ -17,6 +17,7 @@
 
 #include <mcomp/train.h>
 
+#include "graph/ops_int.h"
 #include "host/pipeline_int.h"
 
 static struct mc_model *build(const char *json, uint64_t seed)
@@ -229,6 +230,48 @@ START_TEST(maxpool2_routes_gradients)
 			ck_assert_msg(dx[pl * H * W + i] == want[i], "plane %d pixel %d: %g, want %g",
 				      pl, i, dx[pl * H * W + i], want[i]);
 	}
+	mc_model_free(m);
+}
+END_TEST
+
+/*
+ * Training's fused backward of a relu and the 2x2 max pool reading it
+ * (exec.c) gives the bits of the two ops' backward passes one after the
+ * other: relu outputs with zeros, ties and -0.0, gradients of both signs
+ * and zeros, an odd last row and column.
+ */
+START_TEST(maxpool2_relu_backward_fused)
+{
+	enum { C = 3, H = 7, W = 37, OH = 3, OW = 18, N = 2, X = N * C * H * W };
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[3,7,37],\"nodes\":[{\"op\":\"relu\"},{\"op\":\"maxpool2d\","
+		  "\"attrs\":{\"kernel\":2}}]}",
+		  1);
+	const struct mc_node *relu = mc_model_node(m, 0), *pool = mc_model_node(m, 1);
+	static float x[X], r[X], y[N * C * OH * OW], dy[N * C * OH * OW], dr[X], dx[X], fx[X];
+	struct mc_run run = { .training = 1 };
+
+	fill(x, X, 72);
+	fill(dy, N * C * OH * OW, 73);
+	for (int i = 0; i < X; i += 5)
+		x[i] = i % 10 ? 0.0f : -0.0f;
+	for (int i = 0; i < X; i += 3)
+		x[i] = x[i / 2]; /* ties */
+	for (int i = 0; i < N * C * OH * OW; i += 7)
+		dy[i] = i % 14 ? 0.0f : -0.0f;
+	for (int i = 0; i < X; i++)
+		dr[i] = dx[i] = fx[i] = NAN;
+	{
+		const float *in[1] = { x }, *pin[1] = { r };
+		float *din[1] = { dr }, *rin[1] = { dx };
+
+		relu->op->forward(relu, &run, N, in, r);
+		pool->op->forward(pool, &run, N, pin, y);
+		pool->op->backward(pool, &run, N, pin, y, dy, din, NULL);
+		relu->op->backward(relu, &run, N, in, r, dr, rin, NULL);
+	}
+	mc_maxpool2_backward_relu(pool, N, r, dy, fx);
+	ck_assert(memcmp(fx, dx, sizeof(dx)) == 0);
 	mc_model_free(m);
 }
 END_TEST
@@ -921,6 +964,7 @@ int main(void)
 	tcase_add_test(tc, conv2d_chunks_match_single_samples);
 	tcase_add_test(tc, pooling_by_hand);
 	tcase_add_test(tc, maxpool2_routes_gradients);
+	tcase_add_test(tc, maxpool2_relu_backward_fused);
 	tcase_add_test(tc, argmax_first_of_equal);
 	tcase_add_test(tc, time_median_counts_runs);
 	tcase_add_test(tc, bad_shapes_are_refused);

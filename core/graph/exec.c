@@ -28,7 +28,9 @@ struct mc_exec {
 	 * (pool[conv] is its index); 4: a flatten, whose output is its input
 	 * as it is (act pointed there at each forward, nothing copied); 5: a
 	 * linear whose only reader is a relu, which it applies in place as it
-	 * finishes; 6: that relu (act shared, forward skipped).
+	 * finishes; 6: that relu (act shared, forward skipped); in training,
+	 * 7: a 2x2 maxpool2d alone reading a relu of kind 2, whose backward
+	 * passes its gradient through the relu's too (the relu's skipped).
 	 */
 	int *fused;
 	int *pool;
@@ -121,11 +123,16 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 			continue;
 		fused[i] = 1;
 		fused[j] = 2;
-		/* a pool the relu alone feeds: inference only (training keeps every output) */
-		if (!training && j != m->n_nodes - 1 && n_readers(m, j, &k) == 1 &&
+		/* a pool the relu alone feeds: at inference computed by the conv; in
+		 * training (which keeps every output) its backward goes through the relu */
+		if (j != m->n_nodes - 1 && n_readers(m, j, &k) == 1 &&
 		    mc_maxpool2_fusable(m->nodes[k])) {
-			fused[k] = 3;
-			pool[i] = k;
+			if (!training) {
+				fused[k] = 3;
+				pool[i] = k;
+			} else {
+				fused[k] = 7;
+			}
 		}
 	}
 }
@@ -262,7 +269,7 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 			e->act[i] = src == MC_NODE_INPUT ? (float *)x : e->act[src];
 			continue;
 		}
-		if (e->fused[i] >= 2 && e->fused[i] != 5)
+		if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6)
 			continue;
 		for (int k = 0; k < nd->n_inputs; k++)
 			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
@@ -303,6 +310,17 @@ void mc_backward(struct mc_exec *e, const float *dlogits)
 			continue;
 		if (!nd->op->backward) /* not trained through: upstream gets nothing */
 			continue;
+		if (e->fused[i] == 7) {
+			/* the pool and its relu at once, into the conv's gradient */
+			int r = nd->inputs[0], c = m->nodes[r]->inputs[0];
+
+			if (e->needs[c] && !e->written[c]) {
+				mc_maxpool2_backward_relu(nd, e->n, e->act[r],
+							  i == last ? dlogits : e->dact[i], e->dact[c]);
+				e->written[c] = 1;
+			}
+			continue;
+		}
 		for (int k = 0; k < nd->n_inputs; k++) {
 			int src = nd->inputs[k];
 

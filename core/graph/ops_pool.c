@@ -226,8 +226,14 @@ void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y)
 	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y);
 }
 
+/*
+ * dx = the 2x2 max pool's gradient: dy to each window's first maximum, 0
+ * elsewhere. With relu, x is a relu's output and dx goes through that
+ * relu's backward too (0 where x <= 0), in the same pass: the bits of the
+ * two one after the other.
+ */
 static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,
-			      float *dx0)
+			      float *dx0, int relu)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
 	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
@@ -245,10 +251,15 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 			/* Four windows at a time, the masks of the loop below. */
 			for (; ow + 4 <= q->OW; ow += 4) {
 				__m128 g = _mm_loadu_ps(dy + oh * q->OW + ow), v0, v1, v2, v3, m;
-				__m128 b1, b2, b3, any;
+				__m128 b1, b2, b3, any, r0, r1, r2, r3;
 
 				split4(a + 2 * ow, &v0, &v1);
 				split4(c + 2 * ow, &v2, &v3);
+				/* relu's mask (all ones without relu) */
+				r0 = relu ? _mm_cmpgt_ps(v0, _mm_setzero_ps()) : _mm_castsi128_ps(_mm_set1_epi32(-1));
+				r1 = relu ? _mm_cmpgt_ps(v1, _mm_setzero_ps()) : r0;
+				r2 = relu ? _mm_cmpgt_ps(v2, _mm_setzero_ps()) : r0;
+				r3 = relu ? _mm_cmpgt_ps(v3, _mm_setzero_ps()) : r0;
 				b1 = _mm_cmpgt_ps(v1, v0);
 				m = sel4(b1, v1, v0);
 				b2 = _mm_cmpgt_ps(v2, m);
@@ -257,10 +268,10 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 				b2 = _mm_andnot_ps(b3, b2);
 				b1 = _mm_andnot_ps(_mm_or_ps(b2, b3), b1);
 				any = _mm_or_ps(b1, _mm_or_ps(b2, b3));
-				v0 = _mm_andnot_ps(any, g);
-				v1 = _mm_and_ps(b1, g);
-				v2 = _mm_and_ps(b2, g);
-				v3 = _mm_and_ps(b3, g);
+				v0 = _mm_and_ps(r0, _mm_andnot_ps(any, g));
+				v1 = _mm_and_ps(r1, _mm_and_ps(b1, g));
+				v2 = _mm_and_ps(r2, _mm_and_ps(b2, g));
+				v3 = _mm_and_ps(r3, _mm_and_ps(b3, g));
 				_mm_storeu_ps(da + 2 * ow, _mm_unpacklo_ps(v0, v1));
 				_mm_storeu_ps(da + 2 * ow + 4, _mm_unpackhi_ps(v0, v1));
 				_mm_storeu_ps(dc + 2 * ow, _mm_unpacklo_ps(v2, v3));
@@ -279,10 +290,10 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 				b3 = v3 > m;
 				b2 &= !b3;
 				b1 &= !b2 & !b3;
-				da[2 * ow] = b1 | b2 | b3 ? 0.0f : g;
-				da[2 * ow + 1] = b1 ? g : 0.0f;
-				dc[2 * ow] = b2 ? g : 0.0f;
-				dc[2 * ow + 1] = b3 ? g : 0.0f;
+				da[2 * ow] = b1 | b2 | b3 || (relu && !(v0 > 0.0f)) ? 0.0f : g;
+				da[2 * ow + 1] = b1 && !(relu && !(v1 > 0.0f)) ? g : 0.0f;
+				dc[2 * ow] = b2 && !(relu && !(v2 > 0.0f)) ? g : 0.0f;
+				dc[2 * ow + 1] = b3 && !(relu && !(v3 > 0.0f)) ? g : 0.0f;
 			}
 			if (q->W & 1) {
 				da[q->W - 1] = 0.0f;
@@ -292,6 +303,15 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 		if (q->H & 1)
 			memset(dx + (size_t)(q->H - 1) * q->W, 0, (size_t)q->W * sizeof(float));
 	}
+}
+
+void mc_maxpool2_backward_relu(const struct mc_node *node, int n, const float *x,
+			       const float *dy, float *dx)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	maxpool2_backward(&q, n, x, dy, dx, 1);
 }
 
 /*
@@ -368,7 +388,7 @@ static void maxpool_backward(const struct mc_node *node, const struct mc_run *ru
 		return;
 	pool_geo(node, &q);
 	if (q.k == 2 && q.s == 2 && q.p == 0) {
-		maxpool2_backward(&q, n, in[0], dout, din[0]);
+		maxpool2_backward(&q, n, in[0], dout, din[0], 0);
 		return;
 	}
 #pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)
