@@ -5,6 +5,7 @@
  * Exit status: 0 on success, 1 when a run fails (or a file is unreadable or
  * corrupt), 2 on invalid usage or an invalid pipeline.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,50 @@ static void note_shadows(const struct mc_registry *reg)
 	}
 }
 
+/*
+ * SIGINT and SIGTERM during a run: the library is asked to stop at its next
+ * safe point (mc_interrupt), where it removes its temporary files and
+ * returns MC_EINTR. The handler resets itself, so a second signal ends the
+ * process at once (a temporary file it leaves is removed by the next run).
+ */
+static void on_signal(int sig)
+{
+	mc_interrupt(sig);
+}
+
+static void catch_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM };
+	struct sigaction sa, old;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART | SA_RESETHAND;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		/* A signal ignored from the start (nohup, a background job) stays so. */
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+/* The end of an interrupted run: the terminal's line cleared, what became
+ * of the files said, 128 + the signal as the exit status (130, 143). */
+static int interrupted(int sig, int finished)
+{
+	if (isatty(STDERR_FILENO))
+		fputs("\r\033[K", stderr); /* the progress bar, if one was drawn */
+	if (finished)
+		fprintf(stderr, "mcomp: %s came as the run finished; its files are complete\n",
+			sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+	else
+		fprintf(stderr, "mcomp: interrupted by %s: stopped at a safe point; no file is "
+			"half-written and the outputs not yet written are as they were\n",
+			sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+	return 128 + sig;
+}
+
 /* run and validate share their arguments: FILE and --set pairs. */
 static int cmd_pipeline(int argc, char **argv, int run)
 {
@@ -207,8 +252,14 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		return fail(&err);
 	}
 	note_shadows(reg);
+	if (run)
+		catch_signals();
 	p = mc_pipeline_load(file, sets, n_sets, reg, &err);
 	free(sets);
+	if (!p && run && mc_interrupted()) {
+		mc_registry_free(reg);
+		return interrupted(mc_interrupted(), 0);
+	}
 	if (!p) {
 		/* A refused plugin may be why a pass is unknown: say so. */
 		for (i = 0; i < mc_registry_nrefused(reg); i++)
@@ -224,7 +275,10 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		mc_pipeline_set_log(p, print_log, &quiet);
 		ret = mc_pipeline_run(p, stdout, &err);
 		fflush(stdout); /* the table so far, before the error */
-		ret = ret ? fail(&err) : 0;
+		if (mc_interrupted())
+			ret = interrupted(mc_interrupted(), !ret);
+		else
+			ret = ret ? fail(&err) : 0;
 	}
 	mc_pipeline_free(p);
 	mc_registry_free(reg);
