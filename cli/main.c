@@ -25,7 +25,8 @@ static const char usage[] =
 	"commands:\n"
 	"  run FILE [--set KEY=VALUE]...     validate the pipeline, then run its passes in order,\n"
 	"                                    print a table per step, write the output model and\n"
-	"                                    the JSON report\n"
+	"                                    the JSON report; Ctrl-C (SIGINT) or SIGTERM stops it\n"
+	"                                    at a safe point, no file half-written (exit 130, 143)\n"
 	"  validate FILE [--set KEY=VALUE]...\n"
 	"                                    check the whole pipeline without running anything\n"
 	"  passes                            list the passes found on the pass path\n"
@@ -354,9 +355,10 @@ static void print_pass(const struct mc_pass *pass, const char *path)
 	printf("file:        %s\n", path);
 	printf("parameters:\n");
 	for (d = pass->params; d && d->name; d++) {
-		printf("  %-16s %s; default: %s%s\n", d->name,
-		       mc_param_type_text(d, type, sizeof(type)), default_text(d),
-		       group_text(pass->params, d, group, sizeof(group)));
+		printf("  %-16s %s%s; default: %s%s\n", d->name,
+		       mc_param_type_text(d, type, sizeof(type)),
+		       d->flags & MC_PARAM_FOUTPUT ? " (a file the pass writes)" : "",
+		       default_text(d), group_text(pass->params, d, group, sizeof(group)));
 		printf("  %-16s %s\n", "", d->help ? d->help : "");
 	}
 }
@@ -756,6 +758,27 @@ static int parse_numbers(const char *text, double **out)
 	return n;
 }
 
+/*
+ * An output path of a command (-o) must name a regular file or nothing
+ * (docs/security.md): what else it names is refused here with exit 2,
+ * before any work; the writer checks again when it renames.
+ */
+static int bad_output(const char *cmd, const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) || S_ISREG(st.st_mode))
+		return 0;
+	return bad_usage("%s: -o '%s' is %s; mcomp writes only regular files and never replaces "
+			 "or follows anything else: name a new file or a regular one",
+			 cmd, path,
+			 S_ISDIR(st.st_mode) ? "a folder" : S_ISLNK(st.st_mode) ? "a symbolic link" :
+			 S_ISCHR(st.st_mode) ? "a character device" :
+			 S_ISBLK(st.st_mode) ? "a block device" :
+			 S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)" :
+			 S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
+}
+
 static int same_file(const char *a, const char *b)
 {
 	struct stat sa, sb;
@@ -868,6 +891,8 @@ static int cmd_predict(int argc, char **argv)
 			  "out/mlp.safetensors --input x.npy -o logits.npy");
 		goto out;
 	}
+	if (bad_output("predict", output))
+		goto out;
 	if (same_file(output, input) || same_file(output, model)) {
 		bad_usage("predict: -o '%s' would overwrite an input (%s); choose another path",
 			  output, same_file(output, input) ? "the inputs" : "the model");
@@ -959,6 +984,8 @@ static int cmd_import(int argc, char **argv)
 	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
 	    si.st_ino == so.st_ino)
 		return bad_usage("import: '%s' is the input; give another output file", out);
+	if (bad_output("import", out))
+		return 2;
 	m = mc_model_from_onnx(in, &err);
 	if (!m)
 		return fail(&err);
@@ -1067,6 +1094,8 @@ static int cmd_export(int argc, char **argv)
 	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
 	    si.st_ino == so.st_ino)
 		return bad_usage("export: '%s' is the input; give another output file", out);
+	if (bad_output("export", out))
+		return 2;
 	register_plugin_ops();
 	file_sha256(in, digest);
 	if (!digest[0])
