@@ -192,7 +192,7 @@ const char *mc_file_kind(mode_t mode)
 static int refuse_kind(const char *path, const struct stat *st, struct mc_err *err)
 {
 	if (S_ISDIR(st->st_mode))
-		return mc_err_set(err, MC_EIO, "%s: is a folder; give the path of a file to write",
+		return mc_err_set(err, MC_EIO, "%s: is a directory; give the path of a file to write",
 				  path);
 	return mc_err_set(err, MC_EIO,
 			  "%s: is %s; mcomp writes only regular files and never replaces or "
