@@ -97,11 +97,17 @@ interrupt TERM 0.6
 for d in 0 0.3 0.9 1.6 2.4; do
 	interrupt KILL $d
 done
-# SIGINT before training: while the pipeline is read and validated.
+# SIGINT before training: while the pipeline is read and validated (once
+# env has given mcomp the default disposition and executed it).
 env --default-signal=INT "$mcomp" run "$tmp/p.yaml" > "$tmp/log" 2>&1 &
 pid=$!
+n=0
+while [ "$(cat /proc/$pid/comm 2> /dev/null)" != mcomp ] && [ $n -lt 400 ]; do
+	sleep 0.005
+	n=$((n + 1))
+done
 kill -s INT $pid
-wait $pid
+wait $pid 2> /dev/null
 rc=$?
 [ $rc = 130 ] && ok || bad "SIGINT at the start: exit $rc: $(cat "$tmp/log")"
 check_state "SIGINT at the start"
