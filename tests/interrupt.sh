@@ -112,6 +112,54 @@ rc=$?
 [ $rc = 130 ] && ok || bad "SIGINT at the start: exit $rc: $(cat "$tmp/log")"
 check_state "SIGINT at the start"
 
+# SIGKILL at the exact steps of the end of a run, through strace's syscall
+# delays (skipped where ptrace is not allowed): after the old report is
+# removed; after the model is renamed into place (the report not yet);
+# after the report is.
+# kill_at SYSCALL N: kills mcomp while the Nth SYSCALL it makes is delayed.
+kill_at() {
+	: > "$tmp/st"
+	strace -f --seccomp-bpf -o "$tmp/st" -e trace="$1" -e inject="$1":delay_exit=20000000:when="$2" \
+		"$mcomp" run "$tmp/p.yaml" --quiet > "$tmp/log" 2>&1 &
+	spid=$!
+	n=0
+	while ! grep -q 'DELAYED' "$tmp/st" && [ $n -lt 1200 ] && kill -0 $spid 2> /dev/null; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	mpid=$(grep 'DELAYED' "$tmp/st" | head -n 1 | cut -d' ' -f1)
+	if [ -n "$mpid" ]; then
+		kill -s KILL "$mpid"
+		sleep 0.2
+		kill -s KILL $spid 2> /dev/null # strace would sit out the delay
+		n=0
+		while kill -0 "$mpid" 2> /dev/null && [ $n -lt 100 ]; do
+			sleep 0.05
+			n=$((n + 1))
+		done
+		kill -0 "$mpid" 2> /dev/null && bad "mcomp $mpid outlived SIGKILL" || ok
+	else
+		bad "no $1 number $2 was delayed: $(cat "$tmp/st" "$tmp/log")"
+		kill $spid 2> /dev/null
+	fi
+	wait $spid 2> /dev/null
+	grep -q "$3" "$tmp/st" && ok || bad "SIGKILL at $1 $2 was not at $3: $(grep DELAYED "$tmp/st")"
+}
+if strace -f -o /dev/null true > /dev/null 2>&1; then
+	kill_at unlink 1 'unlink(".*out/report.json")'
+	[ ! -e "$tmp/out/report.json" ] && ok || bad "the old report stayed while its model was replaced"
+	check_state "SIGKILL after the old report was removed"
+	kill_at renameat2 1 'out/m.safetensors", RENAME_'
+	[ ! -e "$tmp/out/report.json" ] && ok || bad "a report beside a model it does not describe"
+	check_state "SIGKILL after the model was renamed into place"
+	[ -n "$(temps)" ] && ok || bad "no temporary file left by SIGKILL before the report's rename"
+	kill_at renameat2 2 'out/report.json", RENAME_'
+	grep -q '"status": "ok"' "$tmp/out/report.json" && ok || bad "no whole report after its rename"
+	check_state "SIGKILL after the report was renamed into place"
+else
+	echo "note: strace cannot trace here; the kills at exact steps are left out"
+fi
+
 # Whatever the kills left, the next run removes and says so; then nothing
 # but the two files stays.
 left=$(temps)
