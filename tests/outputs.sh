@@ -8,8 +8,7 @@ set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 mcomp="$MCOMP_BUILDDIR/mcomp"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-outputs-XXXXXX")
-lockpid=
-trap '[ -n "$lockpid" ] && kill "$lockpid" 2> /dev/null; rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"' EXIT
 . "$MCOMP_SRCDIR/tests/expect.sh"
 
 # A tiny IDX data set: 64 images of 28x28 and their labels (0..9).
@@ -148,11 +147,10 @@ echo mine > "$tmp/out/.b.safetensors.ab-12c"
 echo mine > "$tmp/out/.other.svg.Ab12Cd"
 touch -d '1 hour ago' "$tmp/out/.b.safetensors.tooLong7" "$tmp/out/.b.safetensors.ab-12c" \
 	"$tmp/out/.other.svg.Ab12Cd"
-echo live > "$tmp/out/.c.svg.LoCk3d"
+# A live writer's: this shell holds its lock while mcomp runs.
+exec 9> "$tmp/out/.c.svg.LoCk3d"
+flock -x 9 || bad "cannot lock"
 touch -d '1 hour ago' "$tmp/out/.c.svg.LoCk3d"
-flock -x "$tmp/out/.c.svg.LoCk3d" sleep 60 &
-lockpid=$!
-sleep 0.3
 expect 0 "removed .*out/.b.safetensors.Ab12Cd, a temporary file that an interrupted run left" \
 	"$mcomp" run "$tmp/p.yaml"
 printf '%s\n' "$out" | grep -q "removed .*report.json.zzzzzz" && ok || bad "the report's stale file stayed: $out"
@@ -160,7 +158,5 @@ printf '%s\n' "$out" | grep -q "removed .*report.json.zzzzzz" && ok || bad "the 
 for f in .b.safetensors.tooLong7 .b.safetensors.ab-12c .other.svg.Ab12Cd .c.svg.LoCk3d; do
 	[ -e "$tmp/out/$f" ] && ok || bad "$f (not a stale temporary file) was removed"
 done
-kill "$lockpid" 2> /dev/null
-wait "$lockpid" 2> /dev/null
-lockpid=
+exec 9>&-
 finish
