@@ -65,8 +65,8 @@ static int count_hidden(void)
 
 START_TEST(test_refuses_what_is_not_a_file)
 {
-	struct mc_err err = { 0 };
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mc_err err = {0};
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct stat st;
 	int fd;
 
@@ -110,7 +110,7 @@ END_TEST
 /* The target changes between the check and the rename: what appeared stays. */
 START_TEST(test_target_changes_before_the_rename)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_stage s;
 	struct stat st;
 
@@ -150,7 +150,7 @@ END_TEST
 /* A staged file is locked until it is committed or discarded. */
 START_TEST(test_temporary_file_is_locked)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_stage s;
 	int fd;
 
@@ -192,14 +192,14 @@ START_TEST(test_sweep_removes_only_stale_temporaries)
 {
 	struct timespec now;
 	struct mc_stage s;
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	char live[512];
 
-	make_file(tpath(".m.bin.Ab12Cd"), 60);	 /* stale: removed */
-	make_file(tpath(".m.bin.Ab12C"), 60);	 /* five letters: not the pattern */
-	make_file(tpath(".m.bin.Ab-2Cd"), 60);	 /* '-': not the pattern */
-	make_file(tpath(".n.bin.Ab12Cd"), 60);	 /* another output's */
-	make_file(tpath("m.bin.Ab12Cd"), 60);	 /* not hidden */
+	make_file(tpath(".m.bin.Ab12Cd"), 60); /* stale: removed */
+	make_file(tpath(".m.bin.Ab12C"), 60);  /* five letters: not the pattern */
+	make_file(tpath(".m.bin.Ab-2Cd"), 60); /* '-': not the pattern */
+	make_file(tpath(".n.bin.Ab12Cd"), 60); /* another output's */
+	make_file(tpath("m.bin.Ab12Cd"), 60);  /* not hidden */
 	ck_assert_int_eq(mkdir(tpath(".m.bin.Dir123"), 0700), 0); /* not a file */
 	ck_assert_int_eq(symlink("x", tpath(".m.bin.Lnk123")), 0);
 	/* A live writer's file: locked. */

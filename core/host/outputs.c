@@ -112,18 +112,19 @@ static int file_id_of(const char *path, struct file_id *id)
 			return -1;
 		if (lstat(next, &st))
 			st.st_mode = 0; /* not there */
+		res = NULL;
+		if (S_ISLNK(st.st_mode)) {
+			/* A link to a folder: followed, as the kernel follows it. */
+			res = realpath(next, NULL);
+			if (res && strlen(res) < sizeof(cur) && !stat(res, &st))
+				strcpy(next, res);
+			else
+				st.st_mode = 0;
+			free(res);
+		}
 		if (S_ISDIR(st.st_mode)) {
 			strcpy(cur, next);
-		} else if (S_ISLNK(st.st_mode) && (res = realpath(next, NULL))) {
-			/* A link to a folder: as the kernel follows it. */
-			if (strlen(res) >= sizeof(cur) || stat(res, &st) || !S_ISDIR(st.st_mode)) {
-				free(res);
-				goto below;
-			}
-			strcpy(cur, res);
-			free(res);
 		} else {
-below:
 			/* Not there (or not a folder): the rest is below cur. */
 			if (rest_push(id->rest, s, n))
 				return -1;
@@ -172,8 +173,8 @@ struct in_file {
 	char what[200];
 };
 
-static int add_output(struct mc_pipeline *p, char *path, const char *what,
-		      const struct mc_loc *loc, int pass, const struct mc_param_def *def)
+static int add_output(struct mc_pipeline *p, char *path, const char *what, const struct mc_loc *loc,
+		      int pass, const struct mc_param_def *def)
 {
 	struct mc_pl_output *o = &p->outputs[p->n_outputs++];
 
@@ -198,7 +199,7 @@ static char **path_field(const struct mc_pl_pass *pp, const struct mc_param_def 
 	return (char **)((char *)pp->conf + d->offset);
 }
 
-#define bad_at(l, loc, ...) \
+#define bad_at(l, loc, ...)                                                                        \
 	mc_errlist_add(&(l)->el, (loc)->file, (loc)->line, (loc)->col, __VA_ARGS__)
 
 /* The outputs, in the order of the file: the passes', the model, the report. */
@@ -223,8 +224,9 @@ static int collect_outputs(struct ld *l)
 			if (!(d->flags & MC_PARAM_FOUTPUT))
 				continue;
 			if (d->type != MC_PARAM_TPATH) {
-				bad_at(l, &pp->loc, "pass '%s' (%s) marks parameter '%s' as a file "
-						    "it writes, but it is not a path; fix the pass",
+				bad_at(l, &pp->loc,
+				       "pass '%s' (%s) marks parameter '%s' as a file "
+				       "it writes, but it is not a path; fix the pass",
 				       pp->pass->name, pp->so_path, d->name);
 				continue;
 			}
@@ -318,12 +320,14 @@ static int check_kind(struct ld *l, const struct mc_pl_output *o, struct stat *s
 	} else if (S_ISLNK(st->st_mode)) {
 		n = readlink(o->path, target, sizeof(target) - 1);
 		target[n > 0 ? n : 0] = '\0';
-		bad_at(l, &o->loc, "%s '%s' is a symbolic link (to '%s'); mcomp never writes "
-				   "through a link: name the file itself or a new path",
+		bad_at(l, &o->loc,
+		       "%s '%s' is a symbolic link (to '%s'); mcomp never writes "
+		       "through a link: name the file itself or a new path",
 		       o->what, o->path, target);
 	} else {
-		bad_at(l, &o->loc, "%s '%s' is %s; mcomp writes only regular files and never "
-				   "replaces anything else: name a new file or a regular one",
+		bad_at(l, &o->loc,
+		       "%s '%s' is %s; mcomp writes only regular files and never "
+		       "replaces anything else: name a new file or a regular one",
 		       o->what, o->path, mc_file_kind(st->st_mode));
 	}
 	return -1;
@@ -384,8 +388,9 @@ void mc_pl_check_outputs(struct ld *l)
 				hit = j;
 		}
 		if (hit >= 0) {
-			bad_at(l, &o->loc, "%s '%s' would overwrite an input (%s, '%s'); choose "
-					   "another path",
+			bad_at(l, &o->loc,
+			       "%s '%s' would overwrite an input (%s, '%s'); choose "
+			       "another path",
 			       o->what, o->path, in[hit].what, in[hit].path);
 			continue;
 		}
@@ -395,13 +400,15 @@ void mc_pl_check_outputs(struct ld *l)
 			if (ids[j].exists < 0 || !same_id(&ids[i], &ids[j]))
 				continue;
 			if (q->loc.line > 0)
-				bad_at(l, &o->loc, "%s '%s' is the same file as %s '%s' (%s:%d:%d); "
-						   "give each output its own path",
+				bad_at(l, &o->loc,
+				       "%s '%s' is the same file as %s '%s' (%s:%d:%d); "
+				       "give each output its own path",
 				       o->what, o->path, q->what, q->path, q->loc.file, q->loc.line,
 				       q->loc.col);
 			else
-				bad_at(l, &o->loc, "%s '%s' is the same file as %s '%s' (%s); "
-						   "give each output its own path",
+				bad_at(l, &o->loc,
+				       "%s '%s' is the same file as %s '%s' (%s); "
+				       "give each output its own path",
 				       o->what, o->path, q->what, q->path, q->loc.file);
 			break;
 		}
@@ -417,8 +424,8 @@ struct mc_pl_output *mc_pl_output_find(struct mc_pipeline *p, int pass,
 	for (int i = 0; i < p->n_outputs; i++) {
 		struct mc_pl_output *o = &p->outputs[i];
 
-		if (pass >= 0 ? o->pass == pass && o->def == def :
-				o->pass < 0 && path && !strcmp(o->path, path))
+		if (pass >= 0 ? o->pass == pass && o->def == def
+			      : o->pass < 0 && path && !strcmp(o->path, path))
 			return o;
 	}
 	return NULL;
