@@ -778,6 +778,64 @@ static void assert_close(const float *a, const float *b, size_t n, const char *w
 			      "%s: value %zu is %g, dense %g", what, i, a[i], b[i]);
 }
 
+/*
+ * The executor's inference fusions (flatten as a view of its input, relu
+ * in place on a linear's output, the linear's weights packed once) give
+ * the bytes of the training forward, which fuses none of them, at every
+ * batch (the GEMV rows, edge strips); the packed copy follows weights
+ * written in place.
+ */
+START_TEST(inference_fusions_keep_bytes)
+{
+	static const char *json =
+	    "{\"format\":1,\"input\":[3,6,6],\"nodes\":["
+	    "{\"op\":\"flatten\"},{\"op\":\"linear\",\"attrs\":{\"out\":70}},{\"op\":\"relu\"},"
+	    "{\"op\":\"flatten\"},{\"op\":\"linear\",\"attrs\":{\"out\":33}},{\"op\":\"relu\"},"
+	    "{\"op\":\"linear\",\"attrs\":{\"out\":9}},{\"op\":\"flatten\"}]}";
+	static const int batches[] = { 1, 3, 4, 13, 40 };
+	struct mc_model *m = build(json, 5);
+	float *x = malloc(40 * 108 * sizeof(float)), *w = mc_model_node(m, 4)->params[0]->data;
+	struct mc_err err = { 0 };
+
+	setenv("MCOMP_SPARSE", "0", 1);
+	fill(x, 40 * 108, 62);
+	for (int round = 0; round < 2; round++) {
+		struct mc_exec *inf = mc_exec_new(m, 40, 0, &err), *tr = mc_exec_new(m, 40, 1, &err);
+
+		ck_assert(inf && tr);
+		for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+			int n = batches[b];
+			const float *yi = mc_forward(inf, x, n), *yt = mc_forward(tr, x, n);
+
+			ck_assert_msg(memcmp(yi, yt, (size_t)n * 9 * sizeof(float)) == 0,
+				      "round %d batch %d: inference differs from training forward",
+				      round, n);
+		}
+		mc_exec_free(tr);
+		mc_exec_free(inf);
+		for (int i = 0; i < 70 * 33; i++) /* in place, as training and passes write */
+			w[i] = -0.5f * w[i];
+	}
+	/* one exec kept across a change of the weights */
+	{
+		struct mc_exec *inf = mc_exec_new(m, 40, 0, &err), *tr = mc_exec_new(m, 40, 1, &err);
+		float *y0 = malloc(40 * 9 * sizeof(float));
+
+		memcpy(y0, mc_forward(inf, x, 40), 40 * 9 * sizeof(float));
+		w[7] += 1.0f;
+		ck_assert(memcmp(mc_forward(inf, x, 40), mc_forward(tr, x, 40),
+				 40 * 9 * sizeof(float)) == 0);
+		ck_assert(memcmp(mc_forward(inf, x, 40), y0, 40 * 9 * sizeof(float)) != 0);
+		free(y0);
+		mc_exec_free(tr);
+		mc_exec_free(inf);
+	}
+	unsetenv("MCOMP_SPARSE");
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(sparse_linear_matches_dense)
 {
 	static const int batches[] = { 1, 5, 16, 37, 64, 70, 130 };
@@ -874,6 +932,7 @@ int main(void)
 	tcase_add_test(tc, resnet_from_yaml);
 	tcase_add_test(tc, cnn_step_is_thread_count_independent);
 	tcase_add_test(tc, cnn_training_is_thread_count_independent);
+	tcase_add_test(tc, inference_fusions_keep_bytes);
 	tcase_add_test(tc, sparse_linear_matches_dense);
 	tcase_add_test(tc, sparse_linear_sees_new_weights);
 	tcase_add_test(tc, sparse_linear_is_thread_count_independent);
