@@ -40,7 +40,8 @@
  * struct mc_tensor, which only the library allocates. Passes never
  * allocate library structs and reach models only through mcomp/graph.h.
  * A new flag value of struct mc_param_def (MC_PARAM_FOUTPUT) keeps it too:
- * a host that predates a flag ignores it.
+ * passes built before it load unchanged; a pass that uses it needs a host
+ * that knows it, as a pass that calls a new function does.
  *
  * Files. A pass writes a file only through mc_ctx_write, and only the one
  * named by a path parameter marked MC_PARAM_FOUTPUT. The host checks every
