@@ -5,6 +5,7 @@
  * Exit status: 0 on success, 1 when a run fails (or a file is unreadable or
  * corrupt), 2 on invalid usage or an invalid pipeline.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,8 @@ static const char usage[] =
 	"commands:\n"
 	"  run FILE [--set KEY=VALUE]...     validate the pipeline, then run its passes in order,\n"
 	"                                    print a table per step, write the output model and\n"
-	"                                    the JSON report\n"
+	"                                    the JSON report; Ctrl-C (SIGINT) or SIGTERM stops it\n"
+	"                                    at a safe point, no file half-written (exit 130, 143)\n"
 	"  validate FILE [--set KEY=VALUE]...\n"
 	"                                    check the whole pipeline without running anything\n"
 	"  passes                            list the passes found on the pass path\n"
@@ -164,6 +166,50 @@ static void note_shadows(const struct mc_registry *reg)
 	}
 }
 
+/*
+ * SIGINT and SIGTERM during a run: the library is asked to stop at its next
+ * safe point (mc_interrupt), where it removes its temporary files and
+ * returns MC_EINTR. The handler resets itself, so a second signal ends the
+ * process at once (a temporary file it leaves is removed by the next run).
+ */
+static void on_signal(int sig)
+{
+	mc_interrupt(sig);
+}
+
+static void catch_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM };
+	struct sigaction sa, old;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART | SA_RESETHAND;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		/* A signal ignored from the start (nohup, a background job) stays so. */
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+/* The end of an interrupted run: the terminal's line cleared, what became
+ * of the files said, 128 + the signal as the exit status (130, 143). */
+static int interrupted(int sig, int finished)
+{
+	if (isatty(STDERR_FILENO))
+		fputs("\r\033[K", stderr); /* the progress bar, if one was drawn */
+	if (finished)
+		fprintf(stderr, "mcomp: %s came as the run finished; its files are complete\n",
+			sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+	else
+		fprintf(stderr, "mcomp: interrupted by %s: stopped at a safe point; no file is "
+			"half-written and the outputs not yet written are as they were\n",
+			sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+	return 128 + sig;
+}
+
 /* run and validate share their arguments: FILE and --set pairs. */
 static int cmd_pipeline(int argc, char **argv, int run)
 {
@@ -209,8 +255,14 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		return fail(&err);
 	}
 	note_shadows(reg);
+	if (run)
+		catch_signals();
 	p = mc_pipeline_load(file, sets, n_sets, reg, &err);
 	free(sets);
+	if (!p && run && mc_interrupted()) {
+		mc_registry_free(reg);
+		return interrupted(mc_interrupted(), 0);
+	}
 	if (!p) {
 		/* A refused plugin may be why a pass is unknown: say so. */
 		for (i = 0; i < mc_registry_nrefused(reg); i++)
@@ -226,7 +278,10 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		mc_pipeline_set_log(p, print_log, &quiet);
 		ret = mc_pipeline_run(p, stdout, &err);
 		fflush(stdout); /* the table so far, before the error */
-		ret = ret ? fail(&err) : 0;
+		if (mc_interrupted())
+			ret = interrupted(mc_interrupted(), !ret);
+		else
+			ret = ret ? fail(&err) : 0;
 	}
 	mc_pipeline_free(p);
 	mc_registry_free(reg);
@@ -302,9 +357,10 @@ static void print_pass(const struct mc_pass *pass, const char *path)
 	printf("file:        %s\n", path);
 	printf("parameters:\n");
 	for (d = pass->params; d && d->name; d++) {
-		printf("  %-16s %s; default: %s%s\n", d->name,
-		       mc_param_type_text(d, type, sizeof(type)), default_text(d),
-		       group_text(pass->params, d, group, sizeof(group)));
+		printf("  %-16s %s%s; default: %s%s\n", d->name,
+		       mc_param_type_text(d, type, sizeof(type)),
+		       d->flags & MC_PARAM_FOUTPUT ? " (a file the pass writes)" : "",
+		       default_text(d), group_text(pass->params, d, group, sizeof(group)));
 		printf("  %-16s %s\n", "", d->help ? d->help : "");
 	}
 }
@@ -704,6 +760,27 @@ static int parse_numbers(const char *text, double **out)
 	return n;
 }
 
+/*
+ * An output path of a command (-o) must name a regular file or nothing
+ * (docs/security.md): what else it names is refused here with exit 2,
+ * before any work; the writer checks again when it renames.
+ */
+static int bad_output(const char *cmd, const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) || S_ISREG(st.st_mode))
+		return 0;
+	return bad_usage("%s: -o '%s' is %s; mcomp writes only regular files and never replaces "
+			 "or follows anything else: name a new file or a regular one",
+			 cmd, path,
+			 S_ISDIR(st.st_mode) ? "a folder" : S_ISLNK(st.st_mode) ? "a symbolic link" :
+			 S_ISCHR(st.st_mode) ? "a character device" :
+			 S_ISBLK(st.st_mode) ? "a block device" :
+			 S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)" :
+			 S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
+}
+
 static int same_file(const char *a, const char *b)
 {
 	struct stat sa, sb;
@@ -816,6 +893,8 @@ static int cmd_predict(int argc, char **argv)
 			  "out/mlp.safetensors --input x.npy -o logits.npy");
 		goto out;
 	}
+	if (bad_output("predict", output))
+		goto out;
 	if (same_file(output, input) || same_file(output, model)) {
 		bad_usage("predict: -o '%s' would overwrite an input (%s); choose another path",
 			  output, same_file(output, input) ? "the inputs" : "the model");
@@ -907,6 +986,8 @@ static int cmd_import(int argc, char **argv)
 	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
 	    si.st_ino == so.st_ino)
 		return bad_usage("import: '%s' is the input; give another output file", out);
+	if (bad_output("import", out))
+		return 2;
 	m = mc_model_from_onnx(in, &err);
 	if (!m)
 		return fail(&err);
@@ -1015,6 +1096,8 @@ static int cmd_export(int argc, char **argv)
 	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
 	    si.st_ino == so.st_ino)
 		return bad_usage("export: '%s' is the input; give another output file", out);
+	if (bad_output("export", out))
+		return 2;
 	register_plugin_ops();
 	file_sha256(in, digest);
 	if (!digest[0])

@@ -6,6 +6,9 @@
 #ifndef MCOMP_BASE_INT_H
 #define MCOMP_BASE_INT_H
 
+#include <sys/stat.h>
+#include <time.h>
+
 #include <mcomp/tensor.h>
 
 /* A tensor with a shape and no data (data NULL): the parameters of a model
@@ -14,5 +17,49 @@ struct mc_tensor *mc_tensor_new_shape(const char *name, enum mc_dtype dtype, int
 				      const int64_t *shape, struct mc_err *err);
 /* Gives a tensor without data its zeroed data. 0, or MC_ENOMEM with err set. */
 int mc_tensor_alloc(struct mc_tensor *t, struct mc_err *err);
+
+/*
+ * Files mcomp writes (fileio.c). A staged file is written in full to a
+ * locked temporary file beside its target ("DIR/.BASE.XXXXXX") and flushed
+ * (mc_stage_write), then put in place (mc_stage_commit) or removed
+ * (mc_stage_discard), so that several files can be written first and
+ * committed together. mc_write_file_atomic is the two in one.
+ */
+struct mc_stage {
+	char *path; /* the target */
+	char *tmp;  /* the temporary file; NULL when none */
+	int fd;	    /* open (and locked) until commit or discard */
+};
+/* 0, or an error (the target is not a regular file or absent, a folder
+ * cannot be made, the disk is full) with nothing left behind. */
+int mc_stage_write(struct mc_stage *s, const char *path, const void *buf, size_t len,
+		   struct mc_err *err);
+/* 0, or an error (the target became something other than a regular file,
+ * the rename failed) with the temporary file removed. Either way s is
+ * released. */
+int mc_stage_commit(struct mc_stage *s, struct mc_err *err);
+/* Removes the temporary file (if any) and releases s. */
+void mc_stage_discard(struct mc_stage *s);
+
+/*
+ * What path names, without following a symbolic link: 0 when nothing, 1 for
+ * a regular file (st filled when not NULL), else MC_EIO with a message that
+ * says what it is ("PATH: is a FIFO (named pipe); ...").
+ */
+int mc_output_target_ok(const char *path, struct stat *st, struct mc_err *err);
+/* "a regular file", "a symbolic link", "a character device", ... */
+const char *mc_file_kind(mode_t mode);
+/* Removes path if it is a regular file (0 also when absent); never
+ * anything else (MC_EIO, as mc_output_target_ok). */
+int mc_remove_regular(const char *path, struct mc_err *err);
+/*
+ * Removes the temporary files that an earlier, killed writer of path left
+ * beside it: ".BASE.XXXXXX" with mkstemp's six letters and digits, a
+ * regular file owned by this user, last changed before since, and not
+ * locked by a live process. note(arg, file) is told each one removed.
+ * Returns how many.
+ */
+int mc_sweep_stale_temps(const char *path, const struct timespec *since,
+			 void (*note)(void *arg, const char *tmp), void *arg);
 
 #endif

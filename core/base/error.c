@@ -3,6 +3,7 @@
  * error.c - error messages and checked allocation.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +45,18 @@ MC_API int mc_err_prefix(struct mc_err *err, const char *fmt, ...)
 	memcpy(err->msg, head, h);
 	err->msg[h + o] = '\0';
 	return err->code;
+}
+
+static volatile sig_atomic_t interrupt_sig;
+
+MC_API void mc_interrupt(int sig)
+{
+	interrupt_sig = sig;
+}
+
+MC_API int mc_interrupted(void)
+{
+	return interrupt_sig;
 }
 
 MC_API int mc_exit_status(int code)

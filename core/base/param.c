@@ -1129,7 +1129,8 @@ static void field_layout(enum mc_param_type t, size_t *size, size_t *align)
 	}
 }
 
-#define ROW_FLAGS (MC_PARAM_FOMIT | MC_PARAM_FOPTIONAL | MC_PARAM_FMIN_OPEN | MC_PARAM_FMAX_OPEN)
+#define ROW_FLAGS (MC_PARAM_FOMIT | MC_PARAM_FOPTIONAL | MC_PARAM_FMIN_OPEN | MC_PARAM_FMAX_OPEN | \
+		   MC_PARAM_FOUTPUT)
 
 /* Checks row d (already known readable); its name is valid. */
 static int check_row(const struct table_reader *rd, const struct mc_param_def *d,

@@ -264,6 +264,14 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 				 ep + 1, c->epochs, dt > 0 ? (double)seen / dt : 0.0,
 				 loss_sum / (double)(b0 + n));
 			mc_progress_update(seen, status);
+			/* A safe point: the model holds whole steps only. */
+			if (mc_interrupted()) {
+				r = mc_err_set(err, MC_EINTR,
+					       "training: interrupted by signal %d at epoch %d/%d, "
+					       "step %lld; stopped",
+					       mc_interrupted(), ep + 1, c->epochs, (long long)step);
+				goto out_bar;
+			}
 		}
 		if (hooks && hooks->after_epoch) {
 			r = hooks->after_epoch(hooks->arg, m, ep, loss_sum / (double)d->n, err);
@@ -309,6 +317,11 @@ int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_
 		loss_sum += (double)mc_softmax_xent(z, d->y + b0, n, k, NULL) * n;
 		for (int i = 0; i < n; i++)
 			correct += mc_argmax(z + (size_t)i * k, k) == d->y[b0 + i];
+		if (mc_interrupted()) {
+			mc_exec_free(e);
+			return mc_err_set(err, MC_EINTR, "evaluation: interrupted by signal %d",
+					  mc_interrupted());
+		}
 	}
 	mc_exec_free(e);
 	if (accuracy)

@@ -3,17 +3,29 @@
  * host.c - running a validated pipeline: the context a pass sees, the
  * validation-time checks, and the run loop that measures each step and
  * writes the output model and report only when every pass succeeded.
+ *
+ * Files (docs/security.md). Every file a run writes goes through
+ * stage_output/commit_output: staged in a locked temporary file beside it,
+ * checked again, put in place at a safe point (not once mc_interrupt was
+ * called). The previous report is removed before the first file it
+ * describes is replaced, and the new one is put in place last, after the
+ * model it describes: a report on disk never describes a model that is not
+ * there. Temporary files that killed runs left beside an output are
+ * removed when the next run starts.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <mcomp/onnx.h>
 #include <mcomp/pipeline.h>
 
+#include "base/base_int.h"
 #include "graph/model_int.h"
 
 #include "host/host_int.h"
@@ -232,6 +244,129 @@ MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
 	va_start(ap, fmt);
 	vlog_line(ctx->p, MC_LOG_INFO, ctx->pp->pass->name, fmt, ap);
 	va_end(ap);
+}
+
+/* ---------------------------------------------------------------- files */
+
+/* "SIGINT" for the signals a user sends, else "signal N", into buf. */
+static const char *signal_name(int sig, char *buf, size_t n)
+{
+	if (sig == SIGINT)
+		return "SIGINT";
+	if (sig == SIGTERM)
+		return "SIGTERM";
+	if (sig == SIGHUP)
+		return "SIGHUP";
+	snprintf(buf, n, "signal %d", sig);
+	return buf;
+}
+
+/* MC_EINTR when mc_interrupt was called (a safe point), else 0. */
+static int check_interrupt(struct mc_err *err)
+{
+	char name[32];
+	int sig = mc_interrupted();
+
+	if (!sig)
+		return 0;
+	return mc_err_set(err, MC_EINTR, "interrupted by %s; stopped at a safe point",
+			  signal_name(sig, name, sizeof(name)));
+}
+
+/*
+ * The previous report describes the files this run is about to replace: it
+ * goes before the first of them is replaced. Only a regular file is removed.
+ */
+static int withdraw_report(struct mc_pipeline *p, struct mc_err *err)
+{
+	int ret;
+
+	if (!p->report_path || p->report_withdrawn)
+		return 0;
+	ret = mc_remove_regular(p->report_path, err);
+	if (ret)
+		return ret;
+	p->report_withdrawn = 1;
+	return 0;
+}
+
+/* Stages buf as output o (checked again: not an input now either) and
+ * records its digest for the report. */
+static int stage_output(struct mc_pipeline *p, struct mc_pl_output *o, const void *buf,
+			size_t len, struct mc_stage *st, struct mc_err *err)
+{
+	int ret;
+
+	ret = check_interrupt(err);
+	if (!ret)
+		ret = mc_pl_output_recheck(p, o->path, err);
+	if (!ret)
+		ret = mc_stage_write(st, o->path, buf, len, err);
+	if (ret)
+		return ret;
+	mc_sha256_buf(buf, len, o->sha256);
+	return 0;
+}
+
+/* Puts staged output o in place, at a safe point, the old report gone first. */
+static int commit_output(struct mc_pipeline *p, struct mc_pl_output *o, struct mc_stage *st,
+			 struct mc_err *err)
+{
+	int ret = check_interrupt(err);
+
+	if (!ret && o != mc_pl_output_find(p, -1, NULL, p->report_path))
+		ret = withdraw_report(p, err);
+	if (ret) {
+		mc_stage_discard(st);
+		return ret;
+	}
+	ret = mc_stage_commit(st, err);
+	if (!ret)
+		o->written = 1;
+	return ret;
+}
+
+MC_API int mc_ctx_write(struct mc_ctx *ctx, const char *key, const void *buf, size_t len)
+{
+	const struct mc_param_def *d = key ? mc_param_find(ctx->pp->pass->params, key) : NULL;
+	struct mc_pl_output *o;
+	struct mc_stage st;
+	int ret;
+
+	if (!d || d->type != MC_PARAM_TPATH || !(d->flags & MC_PARAM_FOUTPUT))
+		return mc_ctx_error(ctx, key, MC_EINVAL,
+				    "not a path parameter marked MC_PARAM_FOUTPUT, so the host "
+				    "did not check it as a file the pass writes; fix the pass");
+	if (ctx->validating)
+		return mc_ctx_error(ctx, key, MC_EINVAL,
+				    "a pass writes files in run(), not while it is validated");
+	o = mc_pl_output_find(ctx->p, (int)(ctx->pp - ctx->p->passes), d, NULL);
+	if (!o)
+		return mc_ctx_error(ctx, key, MC_EINVAL, "not set: there is no file to write");
+	ret = stage_output(ctx->p, o, buf, len, &st, ctx->err);
+	if (!ret)
+		ret = commit_output(ctx->p, o, &st, ctx->err);
+	if (ret)
+		mc_err_prefix(ctx->err, "pass '%s', %s", ctx->pp->pass->name, key);
+	return ret;
+}
+
+static void note_stale(void *arg, const char *tmp)
+{
+	log_line(arg, MC_LOG_INFO, NULL, "removed %s, a temporary file that an interrupted run "
+		 "left", tmp);
+}
+
+/* Temporary files of killed runs beside this run's outputs (only those
+ * matching the writer's pattern, owned by this user, older than this run,
+ * not locked by a live writer). */
+static void sweep_stale(struct mc_pipeline *p)
+{
+	struct timespec start;
+
+	clock_gettime(CLOCK_REALTIME, &start);
+	for (int i = 0; i < p->n_outputs; i++)
+		mc_sweep_stale_temps(p->outputs[i].path, &start, note_stale, p);
 }
 
 MC_API int mc_ctx_report(struct mc_ctx *ctx, const char *key, double value)
@@ -508,79 +643,157 @@ static void onnx_log(void *arg, int level, const char *msg)
 }
 
 /*
- * The output model: an ONNX file when its path ends in .onnx, carrying the
- * digest of the recipe (and its --set overrides) in its metadata; else an
- * mcomp file.
+ * The bytes of the output model: an ONNX file when its path ends in .onnx,
+ * carrying the digest of the recipe (and its --set overrides) in its
+ * metadata; else an mcomp file.
  */
-static int save_output(struct mc_pipeline *p, const struct mc_pl_model *om, struct mc_err *err)
+static int serialize_output(struct mc_pipeline *p, const struct mc_pl_model *om, void **buf,
+			    size_t *len, struct mc_err *err)
 {
 	char digest[65], sets[1024] = "";
 	const char *props[] = { "mcomp.pipeline.sha256", digest, "mcomp.model", om->name,
 				"mcomp.pipeline.sets", sets, NULL };
 	struct mc_onnx_meta meta = { .props = props, .log = onnx_log, .log_arg = p,
 				     .flags = p->output_onnx_flags };
+	int ret;
 
 	if (!mc_host_is_onnx(p->output_path))
-		return mc_model_save(om->model, p->output_path, err);
-	mc_sha256_buf(p->text, p->text_len, digest);
-	for (int i = 0; i < p->n_sets; i++)
-		snprintf(sets + strlen(sets), sizeof(sets) - strlen(sets), "%s%s", i ? " " : "",
-			 p->sets[i]);
-	if (!p->n_sets)
-		props[4] = NULL;
-	return mc_model_save_onnx(om->model, p->output_path, &meta, err);
+		ret = mc_model_serialize(om->model, buf, len, err);
+	else {
+		mc_sha256_buf(p->text, p->text_len, digest);
+		for (int i = 0; i < p->n_sets; i++)
+			snprintf(sets + strlen(sets), sizeof(sets) - strlen(sets), "%s%s",
+				 i ? " " : "", p->sets[i]);
+		if (!p->n_sets)
+			props[4] = NULL;
+		ret = mc_model_serialize_onnx(om->model, &meta, buf, len, err);
+	}
+	if (ret)
+		mc_err_prefix(err, "%s", p->output_path);
+	return ret;
+}
+
+/*
+ * The end of a run that succeeded: the model and the report staged, then
+ * committed in that order (the old report withdrawn before the model is
+ * replaced). Returns 0, or an error with nothing of the two committed,
+ * except when only the report's rename failed (said in the message).
+ */
+static int write_results(struct mc_pipeline *p, struct mc_report *rep, FILE *out,
+			 struct mc_err *err)
+{
+	struct mc_pl_output *mo = NULL, *ro = NULL;
+	struct mc_stage mst = { .fd = -1 }, rst = { .fd = -1 };
+	struct mc_pl_model *om = NULL;
+	char *text = NULL;
+	void *buf = NULL;
+	size_t len = 0;
+	int ret = 0;
+
+	if (p->output_path) {
+		om = find_model(p, p->output_model);
+		mo = mc_pl_output_find(p, -1, NULL, p->output_path);
+		if (!om || !mo)
+			return mc_err_set(err, MC_EINVAL, "%s: output names no model of the pipeline",
+					  p->path);
+		ret = serialize_output(p, om, &buf, &len, err);
+		if (!ret)
+			ret = stage_output(p, mo, buf, len, &mst, err);
+		free(buf);
+		if (ret)
+			return ret;
+	}
+	if (p->report_path) {
+		ro = mc_pl_output_find(p, -1, NULL, p->report_path);
+		ret = mc_report_text(rep, p, mo ? mo->path : NULL, &text, err);
+		if (!ret && !ro)
+			ret = mc_err_set(err, MC_EINVAL, "%s: the report was not validated", p->path);
+		if (!ret)
+			ret = stage_output(p, ro, text, strlen(text), &rst, err);
+		free(text);
+		if (ret)
+			goto out_discard;
+	}
+	if (mo) {
+		ret = commit_output(p, mo, &mst, err);
+		if (ret)
+			goto out_discard;
+		if (out)
+			fprintf(out, "wrote %s (model '%s')\n", mo->path, om->name);
+	}
+	if (ro) {
+		/* Last: the model it describes is in place. */
+		ret = commit_output(p, ro, &rst, err);
+		if (ret)
+			return mc_err_prefix(err, "%s the report was not",
+					     mo ? "the model was written, but" : "");
+		if (out)
+			fprintf(out, "wrote %s\n", ro->path);
+	}
+	return 0;
+out_discard:
+	mc_stage_discard(&mst);
+	mc_stage_discard(&rst);
+	return ret;
+}
+
+/* The report of a run that failed (or was interrupted): what finished. */
+static void write_failed_report(struct mc_pipeline *p, struct mc_report *rep, FILE *out,
+				const char *error)
+{
+	struct mc_pl_output *ro = mc_pl_output_find(p, -1, NULL, p->report_path);
+	struct mc_err rerr = { 0 };
+	struct mc_stage st;
+	char *text = NULL;
+	int ret;
+
+	rep->error = error;
+	ret = ro ? mc_report_text(rep, p, NULL, &text, &rerr) :
+		   mc_err_set(&rerr, MC_EINVAL, "not validated");
+	if (!ret)
+		ret = mc_pl_output_recheck(p, ro->path, &rerr);
+	if (!ret)
+		ret = mc_stage_write(&st, ro->path, text, strlen(text), &rerr);
+	free(text);
+	if (!ret)
+		ret = mc_stage_commit(&st, &rerr);
+	if (ret)
+		log_line(p, MC_LOG_WARNING, NULL, "the report of the failed run was not written: %s",
+			 rerr.msg);
+	else if (out)
+		fprintf(out, "wrote %s (the run %s)\n", ro->path,
+			 rep->error && mc_interrupted() ? "was interrupted" : "failed");
 }
 
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 {
 	struct mc_report rep = { 0 };
-	struct mc_pl_model *om = NULL;
-	const char *written = NULL;
-	struct mc_err rerr = { 0 };
 	int i, ret;
 
-	ret = measure_start(p, &rep, err);
+	p->report_withdrawn = 0;
+	for (i = 0; i < p->n_outputs; i++)
+		p->outputs[i].written = 0;
+	sweep_stale(p);
+	ret = check_interrupt(err);
+	if (!ret)
+		ret = measure_start(p, &rep, err);
 	for (i = 0; !ret && i < p->n_passes; i++) {
 		log_line(p, MC_LOG_INFO, NULL, "[%d/%d] %s", i + 1, p->n_passes,
 			 p->passes[i].pass->name);
 		ret = run_pass(p, i, &rep, err);
+		/* A safe point between passes. */
+		if (!ret && i + 1 < p->n_passes && (ret = check_interrupt(err))) {
+			rep.failed_step = i + 2;
+			rep.failed_pass = p->passes[i + 1].pass->name;
+		}
 	}
 	/* The table so far, also when a step failed. */
 	if (out)
 		mc_report_print(&rep, out);
-	if (ret)
-		goto report;
-	if (p->output_path) {
-		om = find_model(p, p->output_model);
-		if (!om) {
-			ret = mc_err_set(err, MC_EINVAL, "%s: output names no model of the pipeline",
-					 p->path);
-			goto report;
-		}
-		ret = save_output(p, om, err);
-		if (ret)
-			goto report;
-		written = p->output_path;
-		if (out)
-			fprintf(out, "wrote %s (model '%s')\n", p->output_path, om->name);
-	}
-report:
-	if (!p->report_path)
-		goto out;
-	if (!ret) {
-		ret = mc_report_write(&rep, p, written, p->report_path, err);
-		if (!ret && out)
-			fprintf(out, "wrote %s\n", p->report_path);
-		goto out;
-	}
-	/* A failed run's report says how far it got; err keeps the run's error. */
-	rep.error = err->msg;
-	if (mc_report_write(&rep, p, NULL, p->report_path, &rerr))
-		log_line(p, MC_LOG_WARNING, NULL, "the report of the failed run was not written: %s",
-			 rerr.msg);
-	else if (out)
-		fprintf(out, "wrote %s (the run failed)\n", p->report_path);
-out:
+	if (!ret)
+		ret = write_results(p, &rep, out, err);
+	if (ret && p->report_path)
+		write_failed_report(p, &rep, out, err->msg);
 	mc_report_clear(&rep);
 	return ret;
 }

@@ -36,10 +36,14 @@ struct mc_row *mc_report_add(struct mc_report *r, int step, const char *pass, co
 void mc_report_pop(struct mc_report *r);
 /* The table a person reads, to out. */
 void mc_report_print(const struct mc_report *r, FILE *out);
-/* The JSON report with its manifest and status ("ok", or "failed" with r->error);
- * out_path is the output model written (NULL: none). */
-int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
-		    const char *report_path, struct mc_err *err);
+/*
+ * The JSON report with its manifest and status ("ok", or "failed" with
+ * r->error), malloc'd into *text. Its outputs are the pass outputs this run
+ * wrote and out_path, the output model (NULL: none), each with the digest
+ * recorded when it was written (struct mc_pl_output).
+ */
+int mc_report_text(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
+		   char **text, struct mc_err *err);
 /* Lowercase hex SHA-256 of a file (65 bytes) or of a buffer. */
 int mc_sha256_file(const char *path, char hex[65], struct mc_err *err);
 void mc_sha256_buf(const void *buf, size_t len, char hex[65]);

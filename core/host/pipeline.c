@@ -80,6 +80,8 @@ MC_API void mc_pipeline_free(struct mc_pipeline *p)
 	}
 	free(p->sets);
 	free(f->labels);
+	free(p->outputs);
+	free(p->inputs);
 	free(p->output_model);
 	free(p->output_path);
 	free(p->report_path);

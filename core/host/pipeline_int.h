@@ -8,6 +8,8 @@
 #ifndef MCOMP_PIPELINE_INT_H
 #define MCOMP_PIPELINE_INT_H
 
+#include <sys/types.h>
+
 #include <mcomp/pipeline.h>
 
 #include "io/ydoc.h"
@@ -66,6 +68,27 @@ struct mc_pl_pass {
 	struct mc_pl_key *keys; /* the parameters given in the file (not defaults) */
 };
 
+/*
+ * A file the pipeline writes: the output model, the report, or the file of
+ * a pass's output parameter (MC_PARAM_FOUTPUT). All are checked together
+ * at validation (outputs.c) and written through the host (host.c).
+ */
+struct mc_pl_output {
+	char *path;	/* resolved; borrowed from the pipeline or the pass's conf */
+	char what[160]; /* "output path", "report", "pass 'cascade', plot" */
+	struct mc_loc loc;
+	int pass;			/* index of the pass, or -1 */
+	const struct mc_param_def *def; /* the pass's row, or NULL */
+	int written;			/* put in place by this run */
+	char sha256[65];
+};
+
+/* An input file, as its device and inode (stat, links followed). */
+struct mc_pl_input {
+	dev_t dev;
+	ino_t ino;
+};
+
 struct mc_pipeline {
 	char *path;	      /* as given */
 	char *dir;	      /* the folder relative paths resolve against */
@@ -84,6 +107,12 @@ struct mc_pipeline {
 	char *output_path;    /* resolved */
 	unsigned output_onnx_flags; /* MC_ONNX_* of an ONNX output (output: int4: f32) */
 	char *report_path;    /* resolved, or NULL */
+	struct mc_loc output_loc, report_loc; /* of their paths in the file */
+	int n_outputs;
+	struct mc_pl_output *outputs; /* every file written (outputs.c), in file order */
+	int n_inputs;
+	struct mc_pl_input *inputs;   /* every file read, for the check at write time */
+	int report_withdrawn;	      /* the previous report was removed by this run */
 	struct mc_registry *reg; /* borrowed */
 	/* Where the lines for a person go (mc_pipeline_set_log); NULL: nowhere. */
 	void (*log)(void *arg, int level, const char *pass, const char *msg);
@@ -99,6 +128,23 @@ void mc_pl_pass_clear(struct mc_pl_pass *pp);
  * the schema checks pass. Errors carry the pass's place in the file.
  */
 int mc_host_check(struct mc_pipeline *p, struct mc_err *err);
+
+/*
+ * outputs.c: collects every file the pipeline writes into p->outputs and
+ * every file it reads into p->inputs, and reports (at each output's place)
+ * one that is not a regular file or nothing, is an input, or is another
+ * output: compared by device and inode, or by the resolved folder and name
+ * for a file not there yet; never by spelling.
+ */
+struct ld;
+void mc_pl_check_outputs(struct ld *l);
+/* outputs.c: the output of pass index pass and row def (or of path for
+ * pass -1), or NULL. */
+struct mc_pl_output *mc_pl_output_find(struct mc_pipeline *p, int pass,
+				       const struct mc_param_def *def, const char *path);
+/* outputs.c: 0 when path (about to be replaced) is no input of p, else
+ * MC_EINVAL naming it: the check of validation again, at write time. */
+int mc_pl_output_recheck(const struct mc_pipeline *p, const char *path, struct mc_err *err);
 
 /* Resolves path against dir unless absolute; malloc'd. */
 char *mc_path_resolve(const char *dir, const char *path);

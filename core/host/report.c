@@ -296,9 +296,18 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 		if (!(e = file_entry(p->models[i].load, err)) || json_array_append_new(inputs, e))
 			goto fail;
 	}
-	if (out_path) {
-		if (!(e = file_entry(out_path, err)) || json_array_append_new(outputs, e))
-			goto fail;
+	/* What this run put in place (or is about to, for the model: the report
+	 * is committed after it), with the digests of the bytes written. */
+	for (i = 0; i < p->n_outputs; i++) {
+		const struct mc_pl_output *o = &p->outputs[i];
+
+		int is_model = o->pass < 0 && out_path && !strcmp(o->path, out_path);
+
+		if (!(o->pass >= 0 && o->written) && !is_model)
+			continue;
+		e = json_pack("{s:s, s:s}", "path", o->path, "sha256", o->sha256);
+		if (!e || json_array_append_new(outputs, e))
+			goto nomem;
 	}
 	for (i = 0; i < p->n_passes; i++) {
 		const struct mc_pl_pass *pp = &p->passes[i];
@@ -351,12 +360,11 @@ static json_t *row_json(const struct mc_row *row)
 			 row->m.latency256_ms, "seconds", row->seconds, "metrics", row->metrics);
 }
 
-int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
-		    const char *report_path, struct mc_err *err)
+int mc_report_text(const struct mc_report *r, const struct mc_pipeline *p, const char *out_path,
+		   char **text, struct mc_err *err)
 {
 	json_t *doc, *steps, *m;
-	char *text;
-	int i, ret;
+	int i;
 
 	m = manifest(p, out_path, err);
 	if (!m)
@@ -378,11 +386,9 @@ int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, cons
 			return mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
 		}
 	}
-	text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	*text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(doc);
-	if (!text)
+	if (!*text)
 		return mc_err_set(err, MC_ENOMEM, "out of memory writing the report");
-	ret = mc_write_file_atomic(report_path, text, strlen(text), err);
-	free(text);
-	return ret;
+	return 0;
 }

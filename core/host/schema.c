@@ -942,54 +942,6 @@ static void load_passes(struct ld *l, struct mc_ynode *passes)
 
 /* ---------------------------------------------------------------- outputs */
 
-static int same_file(const char *a, const char *b)
-{
-	struct stat sa, sb;
-
-	if (!a || !b)
-		return 0;
-	if (!strcmp(a, b))
-		return 1;
-	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-	       sa.st_ino == sb.st_ino;
-}
-
-/* Reports when out is one of the pipeline's input files (or the pipeline). */
-static void check_not_input(struct ld *l, const struct mc_ynode *y, const char *what,
-			    const char *out)
-{
-	struct mc_pipeline *p = l->p;
-	const char *hit = NULL;
-	char desc[300];
-
-	if (same_file(out, p->path)) {
-		hit = "the pipeline file itself";
-	}
-	for (int i = 0; !hit && i < p->n_splits; i++) {
-		if (same_file(out, p->splits[i].images) || same_file(out, p->splits[i].labels)) {
-			snprintf(desc, sizeof(desc), "a file of split '%s'", p->splits[i].name);
-			hit = desc;
-		}
-	}
-	for (int i = 0; !hit && i < p->n_models; i++) {
-		if (same_file(out, p->models[i].load)) {
-			snprintf(desc, sizeof(desc), "the file model '%s' is loaded from",
-				 p->models[i].name);
-			hit = desc;
-		}
-	}
-	if (hit)
-		bad(l, y, "%s '%s' would overwrite an input (%s); choose another path", what, out,
-		    hit);
-}
-
-static int is_dir(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
 static void load_output(struct ld *l, struct mc_ynode *o)
 {
 	static const char *const output_keys[] = { "model", "path", "int4", NULL };
@@ -1035,12 +987,8 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 	if (!l->p->output_path)
 		return;
 	l->p->output_model = strdup(name);
-	if (is_dir(l->p->output_path)) {
-		bad(l, path, "output path '%s' is a folder; name the file to write",
-		    l->p->output_path);
-		return;
-	}
-	check_not_input(l, path, "output path", l->p->output_path);
+	/* Checked with every file of the pipeline in mc_pl_check_outputs. */
+	l->p->output_loc = loc_of(l, path);
 	if (int4) {
 		const char *v = mc_pl_want_scalar(l, int4, "output int4");
 
@@ -1062,14 +1010,7 @@ static void load_report(struct ld *l, struct mc_ynode *r)
 	l->p->report_path = want_path(l, r, "report");
 	if (!l->p->report_path)
 		return;
-	if (is_dir(l->p->report_path)) {
-		bad(l, r, "report '%s' is a folder; name the file to write", l->p->report_path);
-		return;
-	}
-	check_not_input(l, r, "report", l->p->report_path);
-	if (same_file(l->p->report_path, l->p->output_path))
-		bad(l, r, "report '%s' is also the output path; choose another path",
-		    l->p->report_path);
+	l->p->report_loc = loc_of(l, r);
 }
 
 /* ---------------------------------------------------------------- the whole */
@@ -1161,4 +1102,6 @@ void mc_pl_validate(struct ld *l, struct mc_ynode *root)
 	v = mc_ymap_get(root, "report", NULL);
 	if (v)
 		load_report(l, v);
+	/* Every file written, against every file read and each other. */
+	mc_pl_check_outputs(l);
 }

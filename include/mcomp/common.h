@@ -30,6 +30,7 @@ enum mc_errcode {
 	MC_ECORRUPT = -4, /* an input file is malformed */
 	MC_ERUN = -5,	  /* a pass failed while running */
 	MC_EPLUGIN = -6,  /* a pass plugin was refused */
+	MC_EINTR = -7,	  /* stopped at a safe point after mc_interrupt (a signal) */
 };
 
 #define MC_ERR_MAX 8192
@@ -55,6 +56,17 @@ MC_API int mc_err_prefix(struct mc_err *err, const char *fmt, ...)
 
 /* The process exit status for an error code: 2 for MC_EINVAL, else 1. */
 MC_API int mc_exit_status(int code);
+
+/*
+ * Asks long work (training, a pipeline run) to stop at its next safe point
+ * (between batches, between passes, before a file is put in place) and
+ * return MC_EINTR. Async-signal-safe: made for a SIGINT/SIGTERM handler,
+ * which passes the signal number; 0 withdraws the request. The library
+ * installs no handler itself.
+ */
+MC_API void mc_interrupt(int sig);
+/* The signal number given to mc_interrupt, or 0 when none is pending. */
+MC_API int mc_interrupted(void);
 
 /* Checked allocation: 64-byte aligned, zeroed. NULL on failure or when
  * nmemb * size overflows. Free with mc_free(). */

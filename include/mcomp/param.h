@@ -38,6 +38,8 @@
  *   mc_ctx_given() (mcomp/pass.h).
  * - MC_PARAM_FMIN_OPEN, MC_PARAM_FMAX_OPEN: the bound itself is excluded:
  *   energy above is in (0, 1].
+ * - MC_PARAM_FOUTPUT: a path the pass writes (a plot, a cascade file); see
+ *   mc_ctx_write in mcomp/pass.h.
  * - .group: rows sharing a group name exclude each other: at most one of
  *   them may be given, and exactly one when any of them is required (no
  *   default and not optional). Giving two is refused at the second, naming
@@ -109,6 +111,10 @@ struct mc_param_def {
 #define MC_PARAM_FOPTIONAL 2u /* no default and not required: zero unless given */
 #define MC_PARAM_FMIN_OPEN 4u /* min is excluded from the range: (min, ... */
 #define MC_PARAM_FMAX_OPEN 8u /* max is excluded from the range: ..., max) */
+/* A path row naming a file the pass writes: the host checks it with every
+ * file of the pipeline at validation, and the pass writes it only through
+ * mc_ctx_write (mcomp/pass.h). */
+#define MC_PARAM_FOUTPUT 16u
 
 /*
  * The compile-time check of a row: field f of st must have the C type of

@@ -39,6 +39,14 @@
  * keep it: a new function, or a field appended to struct mc_node or
  * struct mc_tensor, which only the library allocates. Passes never
  * allocate library structs and reach models only through mcomp/graph.h.
+ * A new flag value of struct mc_param_def (MC_PARAM_FOUTPUT) keeps it too:
+ * passes built before it load unchanged; a pass that uses it needs a host
+ * that knows it, as a pass that calls a new function does.
+ *
+ * Files. A pass writes a file only through mc_ctx_write, and only the one
+ * named by a path parameter marked MC_PARAM_FOUTPUT. The host checks every
+ * such path with the pipeline's other files at validation (never an input,
+ * never another output, a regular file or nothing), and writes it atomically.
  *
  * The model a pass acts on is named by its first model parameter
  * (MC_PARAM_MODEL); the host measures that model after the pass and adds a
@@ -132,6 +140,16 @@ MC_API struct mc_err *mc_ctx_err(struct mc_ctx *ctx);
  * stderr as "NAME: line" unless --quiet. */
 MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/*
+ * Writes buf[0..len) to the file named by the pass's output parameter key
+ * (a path row marked MC_PARAM_FOUTPUT): atomically, through a temporary
+ * file beside it, replacing only a regular file, at a safe point (MC_EINTR
+ * when the run is being interrupted). The file is listed with its digest
+ * among the outputs of the report. Returns 0 or an error code with the
+ * context's error set; MC_EINVAL when key is not an output row of the pass,
+ * or is not set, or while validating.
+ */
+MC_API int mc_ctx_write(struct mc_ctx *ctx, const char *key, const void *buf, size_t len);
 /* A figure of the pass's own for the report row ("final_loss", 0.31). A NaN
  * or infinite value is stored as null, with a warning in the log. */
 MC_API int mc_ctx_report(struct mc_ctx *ctx, const char *key, double value);

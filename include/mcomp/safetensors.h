@@ -58,7 +58,10 @@ MC_API const char *mc_st_meta(const struct mc_st_file *f, const char *key);
 MC_API int mc_st_serialize(struct mc_tensor *const *t, int n, const char *const *meta, int n_meta,
 			   void **buf, size_t *len, struct mc_err *err);
 /* Writes buf to path atomically: a temporary file beside it, fsync, rename.
- * Folders above path that do not exist yet are created. */
+ * Folders above path that do not exist yet are created. Only a regular file
+ * is replaced: MC_EIO, saying what it is, when path names a symbolic link, a
+ * device, a FIFO, a socket or a folder, also one that appears there before
+ * the rename (docs/security.md). */
 MC_API int mc_write_file_atomic(const char *path, const void *buf, size_t len,
 				struct mc_err *err);
 /* Reads a whole file into a malloc'd buffer (limit: refuse larger files). */

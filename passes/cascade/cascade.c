@@ -57,9 +57,11 @@ static const struct mc_param_def cascade_params[] = {
 	MC_PARAM_ENUM(struct cascade_conf, cost, "latency", costs,
 		      "the cost of a stage: latency (per-sample time at batch 256, measured here) "
 		      "or flops"),
-	MC_PARAM_PATH(struct cascade_conf, output, NULL, "the cascade file to write"),
+	MC_PARAM_PATH(struct cascade_conf, output, NULL, "the cascade file to write",
+		      .flags = MC_PARAM_FOUTPUT),
 	MC_PARAM_PATH(struct cascade_conf, plot, "",
-		      "an SVG plot of the threshold sweep (accuracy against relative cost)"),
+		      "an SVG plot of the threshold sweep (accuracy against relative cost)",
+		      .flags = MC_PARAM_FOUTPUT),
 	MC_PARAM_END,
 };
 
@@ -340,12 +342,10 @@ static int report_sweep(struct mc_ctx *ctx, const struct cascade_conf *c,
 			ret = mc_ctx_error(ctx, "plot", MC_ENOMEM, "out of memory drawing the plot");
 			goto out;
 		}
-		ret = mc_write_file_atomic(c->plot, buf, len, mc_ctx_err(ctx));
+		ret = mc_ctx_write(ctx, "plot", buf, len);
 		free(buf);
-		if (ret) {
-			mc_err_prefix(mc_ctx_err(ctx), "pass 'cascade', plot");
+		if (ret)
 			goto out;
-		}
 		mc_ctx_log(ctx, "plot written to %s", c->plot);
 	}
 out:
@@ -517,10 +517,19 @@ static int cascade_run(struct mc_ctx *ctx, const void *conf)
 		ret = err->code;
 		goto out;
 	}
-	ret = mc_cascade_save(casc, c->output, err);
-	if (ret) {
-		mc_err_prefix(err, "pass 'cascade', output");
-		goto out;
+	{
+		void *buf = NULL;
+		size_t len = 0;
+
+		ret = mc_cascade_serialize(casc, &buf, &len, err);
+		if (ret) {
+			mc_err_prefix(err, "pass 'cascade', output");
+			goto out;
+		}
+		ret = mc_ctx_write(ctx, "output", buf, len);
+		free(buf);
+		if (ret)
+			goto out;
 	}
 	mc_ctx_log(ctx, "cascade written to %s", c->output);
 	ev = mc_ctx_eval_data(ctx, d, c->calibrate, &ev_name);

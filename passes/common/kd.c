@@ -159,6 +159,12 @@ static int split_targets(const struct kd_teachers *t, const struct mc_dataset *d
 
 		batch_targets(t, e, d->x + (size_t)i * (size_t)d->sample_numel, n, classes, T,
 			      out + (size_t)i * (size_t)classes, ttmp);
+		/* A safe point: nothing of the model has changed yet. */
+		if (mc_interrupted()) {
+			free_execs(e, t->k);
+			return mc_err_set(err, MC_EINTR, "teacher targets: interrupted by signal %d",
+					  mc_interrupted());
+		}
 	}
 	free_execs(e, t->k);
 	return 0;
@@ -312,6 +318,12 @@ int kd_ensemble_accuracy(const struct kd_teachers *t, const struct mc_dataset *d
 			correct += mc_argmax(out + row, classes) == d->y[b0 + i];
 			for (int k = 0; k < t->k; k++)
 				mc[k] += mc_argmax(z[k] + row, classes) == d->y[b0 + i];
+		}
+		if (mc_interrupted()) {
+			ret = mc_err_set(err, MC_EINTR, "evaluating the teachers: interrupted by "
+					 "signal %d", mc_interrupted());
+			free_execs(e, t->k);
+			goto out;
 		}
 	}
 	free_execs(e, t->k);

@@ -68,7 +68,8 @@ static const struct mc_param_def prune_params[] = {
 	MC_PARAM_LIST(struct prune_conf, levels, MC_PARAM_TFLOAT,
 		      "[0.3, 0.5, 0.7, 0.8, 0.9, 0.95]", 0.001, 0.999,
 		      "sensitivity: the sparsities tried on each layer"),
-	MC_PARAM_PATH(struct prune_conf, plot, "", "sensitivity: where to write an SVG plot"),
+	MC_PARAM_PATH(struct prune_conf, plot, "", "sensitivity: where to write an SVG plot",
+		      .flags = MC_PARAM_FOUTPUT),
 	MC_PARAM_END,
 };
 

@@ -211,12 +211,10 @@ int prune_sensitivity(struct mc_ctx *ctx, const struct prune_conf *c)
 			ret = mc_ctx_error(ctx, "plot", MC_ENOMEM, "out of memory drawing the plot");
 			goto out;
 		}
-		ret = mc_write_file_atomic(c->plot, buf, len, mc_ctx_err(ctx));
+		ret = mc_ctx_write(ctx, "plot", buf, len);
 		free(buf);
-		if (ret) {
-			mc_err_prefix(mc_ctx_err(ctx), "pass 'prune', plot");
+		if (ret)
 			goto out;
-		}
 		mc_ctx_log(ctx, "plot written to %s", c->plot);
 	}
 out:
