@@ -1202,6 +1202,83 @@ fail:
 	return NULL;
 }
 
+uint64_t mc_model_param_bytes(const struct mc_model *m)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < m->n_nodes; i++)
+		for (int p = 0; p < m->nodes[i]->n_params; p++)
+			n += mc_tensor_nbytes(m->nodes[i]->params[p]);
+	return n;
+}
+
+/* Node i set up again with parameter data into fresh[]: what building it
+ * with data would have given (zeros, or the op's starting values). */
+static int setup_fresh(const struct mc_model *m, int i, struct mc_tensor **fresh,
+		       struct mc_err *err)
+{
+	const struct mc_node *nd = m->nodes[i];
+	struct mc_node t = *nd;
+	int in_ndim[MC_NODE_MAX_INPUTS], r;
+	int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
+
+	for (int k = 0; k < nd->n_inputs; k++) {
+		int src = nd->inputs[k];
+		const struct mc_node *sn = src == MC_NODE_INPUT ? NULL : m->nodes[src];
+
+		in_ndim[k] = sn ? sn->out_ndim : m->in_ndim;
+		memcpy(in_shape[k], sn ? sn->out_shape : m->in_shape, sizeof(in_shape[k]));
+	}
+	memset(t.params, 0, sizeof(t.params));
+	t.n_params = 0;
+	t.arch_only = 0;
+	t.cache = NULL;
+	r = nd->op->setup(&t, in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+	for (int p = 0; !r && p < t.n_params; p++)
+		if (p >= nd->n_params || !same_shape(t.params[p], nd->params[p]))
+			r = mc_err_set(err, MC_EINVAL, "node '%s' (%s): setup is not repeatable",
+				       nd->name, nd->op->name);
+	if (!r && t.n_params != nd->n_params)
+		r = mc_err_set(err, MC_EINVAL, "node '%s' (%s): setup is not repeatable",
+			       nd->name, nd->op->name);
+	memcpy(fresh, t.params, sizeof(t.params));
+	return r;
+}
+
+int mc_model_materialize(struct mc_model *m, struct mc_err *err)
+{
+	struct mc_tensor *(*fresh)[MC_NODE_MAX_PARAMS];
+	int r = 0, i;
+
+	if (!m->arch_only)
+		return 0;
+	fresh = calloc((size_t)m->n_nodes + 1, sizeof(*fresh));
+	if (!fresh)
+		return mc_err_set(err, MC_ENOMEM, "out of memory");
+	/* All or nothing: the model changes only once every node has its data. */
+	for (i = 0; i < m->n_nodes && !r; i++)
+		r = setup_fresh(m, i, fresh[i], err);
+	if (r) {
+		for (i = 0; i < m->n_nodes; i++)
+			for (int p = 0; p < MC_NODE_MAX_PARAMS; p++)
+				mc_tensor_free(fresh[i][p]);
+		free(fresh);
+		return r;
+	}
+	for (i = 0; i < m->n_nodes; i++) {
+		struct mc_node *nd = m->nodes[i];
+
+		for (int p = 0; p < nd->n_params; p++) {
+			mc_tensor_free(nd->params[p]);
+			nd->params[p] = fresh[i][p];
+		}
+		nd->arch_only = 0;
+	}
+	m->arch_only = 0;
+	free(fresh);
+	return 0;
+}
+
 struct mc_model *mc_model_dup(const struct mc_model *m, struct mc_err *err)
 {
 	return dup_model(m, 0, err);

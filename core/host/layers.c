@@ -306,6 +306,10 @@ int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_
 		if (!bt.m) {
 			bad(l, in, "%s: %s", where, l->tmp.msg);
 			ok = 0;
+		} else {
+			/* Shapes only: validation computes sizes without allocating
+			 * weights; mc_pipeline_run gives them data and draws them. */
+			bt.m->arch_only = 1;
 		}
 	}
 	if (layers->kind != MC_YSEQ || !layers->n) {
@@ -328,7 +332,6 @@ int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_
 	if (ok && bt.m) {
 		pm->model = bt.m;
 		bt.m = NULL;
-		mc_model_init(pm->model, l->p->seed);
 	}
 out:
 	for (int i = 0; i < bt.n; i++)
