@@ -9,11 +9,16 @@
 
 #include <mcomp/model.h>
 
+/* Nodes of one model at most: far beyond real networks, and small enough
+ * that reading a hostile architecture stays fast (names are checked for
+ * uniqueness against every earlier node). */
+#define MC_MODEL_MAX_NODES 8192
+
 struct mc_model {
 	int in_ndim;
 	int64_t in_shape[MC_MAX_DIMS]; /* per sample */
 	int64_t in_numel;
-	int n_nodes;
+	int n_nodes, cap_nodes;
 	struct mc_node **nodes; /* topological order; the last is the output; each malloc'd */
 	int64_t n_classes;	/* out_numel of the last node */
 	int arch_only;		/* parameters have shapes but no data */

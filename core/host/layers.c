@@ -319,6 +319,14 @@ int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_
 		ok = 0;
 		goto out;
 	}
+	if (layers->n > MC_MODEL_MAX_NODES) {
+		/* Refused before any layer is read: names are checked against
+		 * every earlier layer, so the work grows with the square. */
+		bad(l, layers, "%s: %d layers; a model has at most %d", where, layers->n,
+		    MC_MODEL_MAX_NODES);
+		ok = 0;
+		goto out;
+	}
 	counts = calloc((size_t)layers->n, sizeof(*counts));
 	bt.names = calloc((size_t)layers->n, sizeof(*bt.names));
 	if (!counts || !bt.names) {

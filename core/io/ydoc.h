@@ -43,6 +43,7 @@ struct mc_ynode {
 	struct mc_ynode **keys;	 /* mapping keys (scalars); NULL for sequences */
 	uint64_t size;		 /* nodes of the expanded subtree, itself included */
 	int done;		 /* complete: an alias may refer to it */
+	int copied;		 /* made by an override (a copy or new): no alias refers to it */
 };
 
 struct mc_errlist {
