@@ -17,6 +17,7 @@
 #include <mcomp/model.h>
 #include <mcomp/safetensors.h>
 
+#include "base/limits.h"
 #include "graph/model_int.h"
 
 static const char *arch_json =
@@ -486,6 +487,43 @@ START_TEST(test_limits)
 }
 END_TEST
 
+static void put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The default limit honours the smallest cgroup memory limit on the way up:
+ * v2 memory.max ("max": none), v1 memory.limit_in_bytes (2^63: none). */
+START_TEST(test_cgroup_limit)
+{
+	char a[4200], b[4200], v1[4200];
+	char buf[32];
+
+	snprintf(a, sizeof(a), "%s/a", tpath(""));
+	snprintf(b, sizeof(b), "%s/a/b", tpath(""));
+	snprintf(v1, sizeof(v1), "%s/memory", tpath(""));
+	ck_assert_int_eq(mkdir(a, 0755), 0);
+	ck_assert_int_eq(mkdir(b, 0755), 0);
+	ck_assert_int_eq(mkdir(v1, 0755), 0);
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 0);
+	put(tpath("a/b/memory.max"), "max\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 0);
+	put(tpath("a/memory.max"), "1073741824\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 1073741824);
+	put(tpath("memory/memory.limit_in_bytes"), "9223372036854771712\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 1073741824);
+	put(tpath("memory/memory.limit_in_bytes"), "536870912\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 536870912);
+	ck_assert_str_eq(mc_mem_text(536870912, buf, sizeof(buf)), "512.0 MiB");
+	ck_assert_str_eq(mc_mem_text(1000, buf, sizeof(buf)), "1000 bytes");
+	ck_assert_str_eq(mc_mem_text(UINT64_MAX, buf, sizeof(buf)), "unlimited");
+}
+END_TEST
+
 
 static Suite *suite(void)
 {
@@ -502,6 +540,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_sparse_int8_round_trip);
 	tcase_add_test(tc, test_materialize);
 	tcase_add_test(tc, test_limits);
+	tcase_add_test(tc, test_cgroup_limit);
 	suite_add_tcase(s, tc);
 	return s;
 }

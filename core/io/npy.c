@@ -889,6 +889,25 @@ int mc_npy_peek(const struct mc_data_source *src, int64_t *n, int *ndim, int64_t
 	return ret;
 }
 
+/* The bytes of arrays x and y, with the floats and labels they become, against
+ * the memory limit (mc_mem_check). */
+static int fits(const struct array *x, const struct array *y, int ndim, const int64_t *shape,
+		struct mc_err *err)
+{
+	uint64_t n = (uint64_t)x->h.shape[0], need = n, v = 4;
+	char what[4300];
+	int over = 0;
+
+	for (int i = 0; i < ndim; i++)
+		over |= __builtin_mul_overflow(v, (uint64_t)shape[i], &v);
+	over |= __builtin_mul_overflow(v, n, &v) || __builtin_add_overflow(need, v, &need) ||
+		__builtin_add_overflow(need, x->total, &need) ||
+		__builtin_add_overflow(need, y->total, &need);
+	snprintf(what, sizeof(what), "%s: a data set of %llu samples", x->what,
+		 (unsigned long long)n);
+	return mc_mem_check(over ? UINT64_MAX : need, what, err);
+}
+
 struct mc_dataset *mc_npy_load(const struct mc_data_source *src, struct mc_err *err)
 {
 	struct array *x = malloc(2 * sizeof(*x));
@@ -900,6 +919,13 @@ struct mc_dataset *mc_npy_load(const struct mc_data_source *src, struct mc_err *
 		mc_err_set(err, MC_ENOMEM, "out of memory");
 		return NULL;
 	}
+	/* The headers first: the arrays and the data set made of them must fit
+	 * the memory limit before any array is read whole. */
+	if (read_source(src, 1, &x[0], &x[1], &ndim, shape, err) ||
+	    fits(&x[0], &x[1], ndim, shape, err))
+		goto out;
+	array_free(&x[0]);
+	array_free(&x[1]);
 	if (read_source(src, 0, &x[0], &x[1], &ndim, shape, err))
 		goto out;
 	d = mc_dataset_new(src->format == MC_DATA_NPZ ? src->file : src->x, x[0].h.shape[0], ndim,
