@@ -57,7 +57,9 @@ MC_API int mc_err_prefix(struct mc_err *err, const char *fmt, ...)
 MC_API int mc_exit_status(int code);
 
 /* Checked allocation: 64-byte aligned, zeroed. NULL on failure or when
- * nmemb * size overflows. Free with mc_free(). */
+ * nmemb * size overflows. Free with mc_free(), and only that. Blocks of
+ * 4 MiB and more are zeroed lazily, page by page as they are first touched:
+ * what is never written costs no memory. */
 MC_API void *mc_calloc(size_t nmemb, size_t size);
 MC_API void mc_free(void *p);
 
