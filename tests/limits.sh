@@ -179,13 +179,21 @@ EOF
 expect 0 'wrote' "$mcomp" run "$tmp/small.yaml"
 bounded 1 'bomb/t10k-images-idx3-ubyte.gz: header promises 1006632960000 bytes of data, more than a gzip stream of [0-9]+ bytes can inflate to' \
 	2 "$mcomp" eval "$tmp/small.safetensors" --data "$tmp/bomb" # target 0.01 s
-# An honest header (1024 images of 256 x 256, 64 MB of zeros in 64 KB): the
-# memory its header declares is over the limit, so nothing is inflated.
+# An honest header (1024 images of 256 x 256, 64 MB of zeros in 280 KB):
+# more than 32 times the file is no image data set but a bomb; refused from
+# the header, nothing inflated.
 { printf '\0\0\10\3'; be32 1024; be32 256; be32 256; head -c 67108864 /dev/zero; } |
 	gzip -1 > "$tmp/bomb/t10k-images-idx3-ubyte.gz"
 { printf '\0\0\10\1'; be32 1024; head -c 1024 /dev/zero; } | gzip > "$tmp/bomb/t10k-labels-idx1-ubyte.gz"
-bounded 1 'bomb/t10k-images-idx3-ubyte.gz: an IDX data set of 1024 images of 256 x 256 needs 320.0 MiB of memory, more than the limit of 256.0 MiB' \
-	2 "$mcomp" eval "$tmp/small.safetensors" --data "$tmp/bomb" --max-memory 256M # target 0.01 s
+bounded 1 'bomb/t10k-images-idx3-ubyte.gz: header promises 67108864 bytes of images, [0-9]+ times the gzip file.*looks like a gzip bomb; if the data is real, gunzip the file' \
+	2 "$mcomp" eval "$tmp/small.safetensors" --data "$tmp/bomb" # target 0.01 s
+# A plain file cannot lie about its size; its data set (8 MB of bytes, 32 MB
+# of floats) against a limit of 16 MB: refused before the data is read.
+mkdir "$tmp/plain"
+{ printf '\0\0\10\3'; be32 128; be32 256; be32 256; head -c 8388608 /dev/zero; } > "$tmp/plain/t10k-images-idx3-ubyte"
+{ printf '\0\0\10\1'; be32 128; head -c 128 /dev/zero; } > "$tmp/plain/t10k-labels-idx1-ubyte"
+bounded 1 'plain/t10k-images-idx3-ubyte: an IDX data set of 128 images of 256 x 256 needs 40.0 MiB of memory, more than the limit of 16.0 MiB \(MCOMP_MAX_MEMORY\)' \
+	2 env MCOMP_MAX_MEMORY=16M "$mcomp" eval "$tmp/small.safetensors" --data "$tmp/plain" # target 0.01 s
 # A stream longer than its header says stops after one more byte.
 { printf '\0\0\10\3'; be32 1024; be32 16; be32 16; head -c 67108864 /dev/zero; } |
 	gzip -1 > "$tmp/bomb/t10k-images-idx3-ubyte.gz"
