@@ -47,6 +47,11 @@
 #define NPY_PEEK      (NPY_MAX_HEADER + 12)
 /* The most a deflate stream can expand: 258 bytes from 2 bits, 1032 : 1. */
 #define DEFLATE_MAX_RATIO 1032
+/* A deflated member of more than ZIP_PLAUSIBLE_MIN bytes may inflate at
+ * most ZIP_PLAUSIBLE_RATIO times: beyond, a small file would cost gigabytes
+ * within the memory limit (docs/limits.md). */
+#define ZIP_PLAUSIBLE_MIN   ((uint64_t)16 << 20)
+#define ZIP_PLAUSIBLE_RATIO 32
 /* Central directory size limit: some hundred thousand members. */
 #define ZIP_MAX_CD ((uint64_t)1 << 26)
 
@@ -642,6 +647,16 @@ static int zip_check(const char *what, const struct zip_entry *e, struct mc_err 
 	if ((e->method == 0 && e->usize != e->csize) ||
 	    (e->method == 8 && e->usize / DEFLATE_MAX_RATIO > e->csize + 1))
 		return zip_corrupt(what, "the member's sizes do not add up", err);
+	/* As gzip'd IDX images (idx.c): real arrays deflate a few times at most. */
+	if (e->method == 8 && e->usize > ZIP_PLAUSIBLE_MIN && e->usize / ZIP_PLAUSIBLE_RATIO > e->csize)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: the member inflates to %llu bytes, %llu times its %llu "
+				  "compressed bytes; arrays of real data deflate a few times at most, "
+				  "so this looks like a zip bomb; if the data is real, save it with "
+				  "np.savez (stored, not compressed)",
+				  what, (unsigned long long)e->usize,
+				  (unsigned long long)(e->usize / (e->csize ? e->csize : 1)),
+				  (unsigned long long)e->csize);
 	return 0;
 }
 
