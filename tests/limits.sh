@@ -242,4 +242,22 @@ output: flat.safetensors
 EOF
 bounded 0 'wrote .*flat.safetensors' 30 "$mcomp" run "$tmp/flat.yaml"
 
+# ---------------------------------------------------------------- activations
+# Small parameters, wide activations: a forward of 256 samples (the host's
+# latency measure) needs 320 MB; refused before the executor allocates them.
+{ npy_header '<f4' '(4, 65536)'; head -c 1048576 /dev/zero; } > "$tmp/ax.npy"
+{ npy_header '|u1' '(4,)'; printf '\0\1\0\1'; } > "$tmp/ay.npy"
+cat > "$tmp/wide.yaml" << EOF
+mcomp: 1
+data:
+  test: {npy: {x: ax.npy, y: ay.npy}}
+models:
+  m:
+    build: {input: [65536], layers: [relu, relu, relu, relu, {linear: 2}]}
+passes:
+  - eval: {model: m}
+EOF
+bounded 1 "wide.yaml: measuring model 'm': a forward batch of 256 samples \(activations\) needs 320.0 MiB of memory, more than the limit of 64.0 MiB" \
+	5 "$mcomp" run "$tmp/wide.yaml" --max-memory 64M # target 0.05 s
+
 finish

@@ -495,7 +495,9 @@ static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct m
 		if (!d)
 			return mc_err_prefix(err, "data split 'test'");
 	}
-	return mc_measure_model(m, d, &row->m, err);
+	if (mc_measure_model(m, d, &row->m, err))
+		return mc_err_prefix(err, "%s: measuring model '%s'", p->path, row->model);
+	return 0;
 }
 
 /* Rows for the models as they start, before any pass changes them. */
