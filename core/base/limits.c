@@ -23,8 +23,8 @@
 
 #include "base/limits.h"
 
-static uint64_t limit;	     /* 0: not decided yet */
-static char source[160];     /* what set it, for messages */
+static uint64_t limit;	 /* 0: not decided yet */
+static char source[160]; /* what set it, for messages */
 
 /* A cgroup limit file: bytes, or 0 for none ("max", v1's huge "unlimited"). */
 static uint64_t read_limit(const char *path)
@@ -35,8 +35,7 @@ static uint64_t read_limit(const char *path)
 
 	if (!f)
 		return 0;
-	if (!fgets(buf, sizeof(buf), f) || !strncmp(buf, "max", 3) ||
-	    sscanf(buf, "%llu", &v) != 1)
+	if (!fgets(buf, sizeof(buf), f) || !strncmp(buf, "max", 3) || sscanf(buf, "%llu", &v) != 1)
 		v = 0;
 	fclose(f);
 	/* v1 writes PAGE_COUNTER_MAX pages (about 2^63) for "no limit". */
@@ -120,7 +119,7 @@ uint64_t mc_mem_physical(void)
 
 const char *mc_mem_text(uint64_t bytes, char *buf, size_t n)
 {
-	static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	double v = (double)bytes;
 	int u = 0;
 
