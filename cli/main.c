@@ -69,6 +69,7 @@ static const char usage[] =
 	"\n"
 	"environment:\n"
 	"  MCOMP_PASS_PATH    colon-separated folders searched for passes before the installed ones\n"
+	"  MCOMP_PASS_INSECURE=1  load passes that other users could change (docs/security.md)\n"
 	"  OMP_NUM_THREADS    threads for the kernels (default: the CPUs the affinity mask and\n"
 	"                     the cgroup quota grant); results are identical for any count\n"
 	"  OMP_WAIT_POLICY, GOMP_SPINCOUNT\n"
@@ -156,7 +157,7 @@ static void draw_progress(void *arg, const char *label, double frac, const char 
 	fflush(stderr);
 }
 
-/* A pass of the user's that hides a shipped one is worth a line at every use. */
+/* A pass of the user's named like a shipped one is worth a line at every use. */
 static void note_shadows(const struct mc_registry *reg)
 {
 	const char *path, *shipped, *name;
@@ -164,8 +165,9 @@ static void note_shadows(const struct mc_registry *reg)
 
 	for (i = 0; i < mc_registry_nshadows(reg); i++) {
 		name = mc_registry_shadow(reg, i, &path, &shipped);
-		fprintf(stderr, "mcomp: note: pass '%s' is %s from MCOMP_PASS_PATH, not the "
-			"shipped %s\n", name, path, shipped);
+		fprintf(stderr, "mcomp: note: pass '%s' of %s (MCOMP_PASS_PATH) has the name of "
+			"the shipped %s; a pipeline uses it only by naming its file\n", name, path,
+			shipped);
 	}
 }
 

@@ -14,6 +14,8 @@
 
 #include <mcomp/tensor.h>
 
+#include "kernels/gemm.h"
+
 static const char *const f32_kernels[] = { "avx512", "avx2", "portable" };
 static const char *const s8_kernels[] = { "amx", "avx512-vnni", "avx-vnni", "avx2", "portable" };
 #define NF32 (int)(sizeof(f32_kernels) / sizeof(f32_kernels[0]))
@@ -151,6 +153,65 @@ START_TEST(sgemm_every_kernel_same_bytes)
 				same_bytes(t & 1, t >> 1, rows[r], 37 + 20 * (k & 3), ks[k],
 					   k & 1 ? 0.75f : 1.0f, (float)(k % 3) - 1.0f);
 	same_bytes(0, 0, 130, 290, 600, 1.0f, 1.0f);
+	for (int kn = 0; kn < NF32 && mc_sgemm_use(f32_kernels[kn]); kn++)
+		; /* back to the fastest */
+}
+END_TEST
+
+/*
+ * B packed once (kernels/gemm.h, a linear layer at inference) gives
+ * mc_sgemm's bytes on every kernel, for B as it is and transposed, edge
+ * strips of N and several K slices; a kernel changed since the packing
+ * is refused.
+ */
+START_TEST(sgemm_packed_b_same_bytes)
+{
+	static const int shapes[][3] = { { 1, 37, 23 }, { 4, 64, 784 }, { 25, 130, 301 },
+					 { 256, 10, 64 }, { 130, 290, 600 } };
+	int tested = 0;
+
+	for (int kn = 0; kn < NF32; kn++) {
+		if (mc_sgemm_use(f32_kernels[kn]))
+			continue;
+		for (int tb = 0; tb < 2; tb++)
+			for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+				int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+				int lda = K + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
+				float *A = random_f32((size_t)M * lda, 21);
+				float *B = random_f32((size_t)(tb ? N : K) * ldb, 22);
+				float *C = random_f32((size_t)M * ldc, 23);
+				float *P = malloc((size_t)M * ldc * sizeof(float));
+				size_t size = mc_sgemm_packed_size(f32_kernels[kn], N, K);
+				float *packed = aligned_alloc(64, (size * sizeof(float) + 63) / 64 * 64);
+
+				ck_assert(size >= (size_t)N * K);
+				memcpy(P, C, (size_t)M * ldc * sizeof(float));
+				mc_sgemm_pack_b(f32_kernels[kn], tb, N, K, B, ldb, packed);
+				mc_sgemm(0, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+				ck_assert_int_eq(mc_sgemm_pb(f32_kernels[kn], 0, tb, M, N, K, 1.0f, A,
+							     lda, B, ldb, packed, 1.0f, P, ldc),
+						 0);
+				ck_assert_msg(memcmp(C, P, (size_t)M * ldc * sizeof(float)) == 0,
+					      "%s tb=%d %dx%dx%d: packed B differs",
+					      f32_kernels[kn], tb, M, N, K);
+				tested++;
+				free(packed);
+				free(P);
+				free(C);
+				free(B);
+				free(A);
+			}
+	}
+	ck_assert_int_ge(tested, 10);
+	/* packed for another kernel than the one now in use: refused, nothing computed */
+	ck_assert_int_eq(mc_sgemm_use("portable"), 0);
+	{
+		float a[4] = { 1, 2, 3, 4 }, b[4] = { 1, 1, 1, 1 }, c[4] = { 7, 7, 7, 7 };
+
+		ck_assert_int_eq(mc_sgemm_pb("avx2", 0, 0, 2, 2, 2, 1.0f, a, 2, b, 2, b, 0.0f, c, 2),
+				 -1);
+		ck_assert(c[0] == 7.0f && c[3] == 7.0f);
+	}
 	for (int kn = 0; kn < NF32 && mc_sgemm_use(f32_kernels[kn]); kn++)
 		; /* back to the fastest */
 }
@@ -410,9 +471,15 @@ START_TEST(quantize_hand_cases)
 	/* scale 1, zero point 10: ties go to even */
 	mc_quantize_u8_ref(x, n, 1.0f, 10, q);
 	ck_assert_mem_eq(q, want, n);
-	memset(q, 0, n);
-	mc_quantize_u8(x, n, 1.0f, 10, q);
-	ck_assert_mem_eq(q, want, n);
+	for (int kn = 0; kn < NS8; kn++) { /* each kernel's quantizer */
+		if (mc_gemm_s8_use(s8_kernels[kn]))
+			continue;
+		memset(q, 0, n);
+		mc_quantize_u8(x, n, 1.0f, 10, q);
+		ck_assert_mem_eq(q, want, n);
+	}
+	for (int kn = 0; kn < NS8 && mc_gemm_s8_use(s8_kernels[kn]); kn++)
+		; /* back to the fastest */
 	/* [-1, 1]: scale 2/255, rounded up in f32, so 1 / scale = 127.49999 -> 127 */
 	mc_u8_qparams(-1.0f, 1.0f, &s, &z);
 	ck_assert(s == 2.0f / 255.0f);
@@ -450,14 +517,20 @@ START_TEST(quantize_fast_matches_ref)
 	for (size_t i = 0; i < n; i += 97)
 		x[i] = (float)(i % 13) * 0.5f; /* ties */
 	mc_u8_qparams(-5.0f, 6.0f, &s, &z);
-	for (size_t len = n - 16; len <= n; len++) {
-		mc_quantize_u8(x, len, s, z, q);
-		mc_quantize_u8_ref(x, len, s, z, r);
-		ck_assert_mem_eq(q, r, len);
+	for (int kn = 0; kn < NS8; kn++) { /* each kernel's quantizer */
+		if (mc_gemm_s8_use(s8_kernels[kn]))
+			continue;
+		for (size_t len = n - 16; len <= n; len++) {
+			mc_quantize_u8(x, len, s, z, q);
+			mc_quantize_u8_ref(x, len, s, z, r);
+			ck_assert_mem_eq(q, r, len);
+		}
+		mc_quantize_u8(x, n, 0.5f, 0, q);
+		mc_quantize_u8_ref(x, n, 0.5f, 0, r);
+		ck_assert_mem_eq(q, r, n);
 	}
-	mc_quantize_u8(x, n, 0.5f, 0, q);
-	mc_quantize_u8_ref(x, n, 0.5f, 0, r);
-	ck_assert_mem_eq(q, r, n);
+	for (int kn = 0; kn < NS8 && mc_gemm_s8_use(s8_kernels[kn]); kn++)
+		; /* back to the fastest */
 	free(r);
 	free(q);
 	free(x);
@@ -474,6 +547,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, sgemm_every_kernel);
 	tcase_add_test(tc, sgemm_every_kernel_same_bytes);
+	tcase_add_test(tc, sgemm_packed_b_same_bytes);
 	tcase_add_test(tc, sgemv_thread_count_invariant);
 	tcase_add_test(tc, s8_every_kernel_exact);
 	tcase_add_test(tc, s8_extreme_sums);

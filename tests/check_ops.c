@@ -17,6 +17,7 @@
 
 #include <mcomp/train.h>
 
+#include "graph/ops_int.h"
 #include "host/pipeline_int.h"
 
 static struct mc_model *build(const char *json, uint64_t seed)
@@ -229,6 +230,48 @@ START_TEST(maxpool2_routes_gradients)
 			ck_assert_msg(dx[pl * H * W + i] == want[i], "plane %d pixel %d: %g, want %g",
 				      pl, i, dx[pl * H * W + i], want[i]);
 	}
+	mc_model_free(m);
+}
+END_TEST
+
+/*
+ * Training's fused backward of a relu and the 2x2 max pool reading it
+ * (exec.c) gives the bits of the two ops' backward passes one after the
+ * other: relu outputs with zeros, ties and -0.0, gradients of both signs
+ * and zeros, an odd last row and column.
+ */
+START_TEST(maxpool2_relu_backward_fused)
+{
+	enum { C = 3, H = 7, W = 37, OH = 3, OW = 18, N = 2, X = N * C * H * W };
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[3,7,37],\"nodes\":[{\"op\":\"relu\"},{\"op\":\"maxpool2d\","
+		  "\"attrs\":{\"kernel\":2}}]}",
+		  1);
+	const struct mc_node *relu = mc_model_node(m, 0), *pool = mc_model_node(m, 1);
+	static float x[X], r[X], y[N * C * OH * OW], dy[N * C * OH * OW], dr[X], dx[X], fx[X];
+	struct mc_run run = { .training = 1 };
+
+	fill(x, X, 72);
+	fill(dy, N * C * OH * OW, 73);
+	for (int i = 0; i < X; i += 5)
+		x[i] = i % 10 ? 0.0f : -0.0f;
+	for (int i = 0; i < X; i += 3)
+		x[i] = x[i / 2]; /* ties */
+	for (int i = 0; i < N * C * OH * OW; i += 7)
+		dy[i] = i % 14 ? 0.0f : -0.0f;
+	for (int i = 0; i < X; i++)
+		dr[i] = dx[i] = fx[i] = NAN;
+	{
+		const float *in[1] = { x }, *pin[1] = { r };
+		float *din[1] = { dr }, *rin[1] = { dx };
+
+		relu->op->forward(relu, &run, N, in, r);
+		pool->op->forward(pool, &run, N, pin, y);
+		pool->op->backward(pool, &run, N, pin, y, dy, din, NULL);
+		relu->op->backward(relu, &run, N, in, r, dr, rin, NULL);
+	}
+	mc_maxpool2_backward_relu(pool, N, r, dy, fx);
+	ck_assert(memcmp(fx, dx, sizeof(dx)) == 0);
 	mc_model_free(m);
 }
 END_TEST
@@ -778,6 +821,64 @@ static void assert_close(const float *a, const float *b, size_t n, const char *w
 			      "%s: value %zu is %g, dense %g", what, i, a[i], b[i]);
 }
 
+/*
+ * The executor's inference fusions (flatten as a view of its input, relu
+ * in place on a linear's output, the linear's weights packed once) give
+ * the bytes of the training forward, which fuses none of them, at every
+ * batch (the GEMV rows, edge strips); the packed copy follows weights
+ * written in place.
+ */
+START_TEST(inference_fusions_keep_bytes)
+{
+	static const char *json =
+	    "{\"format\":1,\"input\":[3,6,6],\"nodes\":["
+	    "{\"op\":\"flatten\"},{\"op\":\"linear\",\"attrs\":{\"out\":70}},{\"op\":\"relu\"},"
+	    "{\"op\":\"flatten\"},{\"op\":\"linear\",\"attrs\":{\"out\":33}},{\"op\":\"relu\"},"
+	    "{\"op\":\"linear\",\"attrs\":{\"out\":9}},{\"op\":\"flatten\"}]}";
+	static const int batches[] = { 1, 3, 4, 13, 40 };
+	struct mc_model *m = build(json, 5);
+	float *x = malloc(40 * 108 * sizeof(float)), *w = mc_model_node(m, 4)->params[0]->data;
+	struct mc_err err = { 0 };
+
+	setenv("MCOMP_SPARSE", "0", 1);
+	fill(x, 40 * 108, 62);
+	for (int round = 0; round < 2; round++) {
+		struct mc_exec *inf = mc_exec_new(m, 40, 0, &err), *tr = mc_exec_new(m, 40, 1, &err);
+
+		ck_assert(inf && tr);
+		for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
+			int n = batches[b];
+			const float *yi = mc_forward(inf, x, n), *yt = mc_forward(tr, x, n);
+
+			ck_assert_msg(memcmp(yi, yt, (size_t)n * 9 * sizeof(float)) == 0,
+				      "round %d batch %d: inference differs from training forward",
+				      round, n);
+		}
+		mc_exec_free(tr);
+		mc_exec_free(inf);
+		for (int i = 0; i < 70 * 33; i++) /* in place, as training and passes write */
+			w[i] = -0.5f * w[i];
+	}
+	/* one exec kept across a change of the weights */
+	{
+		struct mc_exec *inf = mc_exec_new(m, 40, 0, &err), *tr = mc_exec_new(m, 40, 1, &err);
+		float *y0 = malloc(40 * 9 * sizeof(float));
+
+		memcpy(y0, mc_forward(inf, x, 40), 40 * 9 * sizeof(float));
+		w[7] += 1.0f;
+		ck_assert(memcmp(mc_forward(inf, x, 40), mc_forward(tr, x, 40),
+				 40 * 9 * sizeof(float)) == 0);
+		ck_assert(memcmp(mc_forward(inf, x, 40), y0, 40 * 9 * sizeof(float)) != 0);
+		free(y0);
+		mc_exec_free(tr);
+		mc_exec_free(inf);
+	}
+	unsetenv("MCOMP_SPARSE");
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(sparse_linear_matches_dense)
 {
 	static const int batches[] = { 1, 5, 16, 37, 64, 70, 130 };
@@ -863,6 +964,7 @@ int main(void)
 	tcase_add_test(tc, conv2d_chunks_match_single_samples);
 	tcase_add_test(tc, pooling_by_hand);
 	tcase_add_test(tc, maxpool2_routes_gradients);
+	tcase_add_test(tc, maxpool2_relu_backward_fused);
 	tcase_add_test(tc, argmax_first_of_equal);
 	tcase_add_test(tc, time_median_counts_runs);
 	tcase_add_test(tc, bad_shapes_are_refused);
@@ -874,6 +976,7 @@ int main(void)
 	tcase_add_test(tc, resnet_from_yaml);
 	tcase_add_test(tc, cnn_step_is_thread_count_independent);
 	tcase_add_test(tc, cnn_training_is_thread_count_independent);
+	tcase_add_test(tc, inference_fusions_keep_bytes);
 	tcase_add_test(tc, sparse_linear_matches_dense);
 	tcase_add_test(tc, sparse_linear_sees_new_weights);
 	tcase_add_test(tc, sparse_linear_is_thread_count_independent);

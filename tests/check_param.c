@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mcomp/op.h>
 #include <mcomp/param.h>
+
+#include "base/param_int.h"
 
 #include "io/ydoc.h"
 
@@ -644,6 +647,64 @@ START_TEST(yaml_error_cap)
 }
 END_TEST
 
+/* The runtime's own op tables meet the rules a plugin's tables are held to. */
+START_TEST(shipped_tables_meet_plugin_rules)
+{
+	const char *const *names = mc_op_names();
+	int n = 0;
+
+	for (; names && *names; names++, n++) {
+		const struct mc_op *op = mc_op_find(*names);
+
+		ck_assert_ptr_nonnull(op);
+		ck_assert_msg(mc_param_check_table(op->attrs, op->attr_size, NULL, NULL, &err) == 0,
+			      "op %s: %s", op->name, err.msg);
+	}
+	ck_assert_int_gt(n, 10);
+}
+END_TEST
+
+/* A table checked in place: the faults a plugin's table may have. */
+START_TEST(table_check_messages)
+{
+	struct conf { int a; double b; char *c; } ;
+	const struct mc_param_def past[] = {
+		MC_PARAM_AT("b", MC_PARAM_TFLOAT, MC_PARAM_TFLOAT, sizeof(struct conf) - 4, "1", 0,
+			    0, NULL, "h"),
+		MC_PARAM_END,
+	};
+	const struct mc_param_def open_range[] = {
+		MC_PARAM_AT("a", MC_PARAM_TINT, MC_PARAM_TINT, 0, "1", 5, 1, NULL, "h"),
+		MC_PARAM_END,
+	};
+	const struct mc_param_def flags[] = {
+		MC_PARAM_INT(struct conf, a, "1", 0, 9, "h", .flags = 64),
+		MC_PARAM_END,
+	};
+	const struct mc_param_def good[] = {
+		MC_PARAM_INT(struct conf, a, "1", 0, 9, "h"),
+		MC_PARAM_FLOAT(struct conf, b, "1", 0, 9, "h"),
+		MC_PARAM_STRING(struct conf, c, NULL, "h"),
+		MC_PARAM_END,
+	};
+
+	ck_assert_int_eq(mc_param_check_table(past, sizeof(struct conf), NULL, NULL, &err),
+			 MC_EPLUGIN);
+	ck_assert_msg(strstr(err.msg, "parameter 'b' (float, 8 bytes at offset"), "%s", err.msg);
+	ck_assert_int_eq(mc_param_check_table(open_range, sizeof(struct conf), NULL, NULL, &err),
+			 MC_EPLUGIN);
+	ck_assert_msg(strstr(err.msg, "empty range"), "%s", err.msg);
+	ck_assert_int_eq(mc_param_check_table(flags, sizeof(struct conf), NULL, NULL, &err),
+			 MC_EPLUGIN);
+	ck_assert_msg(strstr(err.msg, "unknown flags 0x40"), "%s", err.msg);
+	ck_assert_int_eq(mc_param_check_table(good, sizeof(struct conf), NULL, NULL, &err), 0);
+	/* One byte short of the struct: the last field no longer fits. */
+	ck_assert_int_eq(mc_param_check_table(good, sizeof(struct conf) - 1, NULL, NULL, &err),
+			 MC_EPLUGIN);
+	ck_assert_msg(strstr(err.msg, "parameter 'c'"), "%s", err.msg);
+}
+END_TEST
+
 static Suite *param_suite(void)
 {
 	Suite *s = suite_create("param");
@@ -666,6 +727,8 @@ static Suite *param_suite(void)
 	tcase_add_test(tc, type_text);
 	tcase_add_test(tc, format_round_trip);
 	tcase_add_test(tc, copy_is_deep);
+	tcase_add_test(tc, shipped_tables_meet_plugin_rules);
+	tcase_add_test(tc, table_check_messages);
 	suite_add_tcase(s, tc);
 	tcase_add_checked_fixture(ty, NULL, yaml_teardown);
 	tcase_add_test(ty, yaml_places_and_kinds);

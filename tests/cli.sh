@@ -189,20 +189,30 @@ grep -q '"outputs": \[\]' "$tmp/out/report.json" && ok || bad "failed run's repo
 [ "$(ls -A "$tmp/out" | wc -l)" = 2 ] && ok || bad "failed run left files: $(ls -A "$tmp/out")"
 cp "$tmp/before.json" "$tmp/out/report.json"
 
-# A pass on MCOMP_PASS_PATH under a shipped pass's name is used, and said so
-# at validate and run; the report has the digest of the file that ran.
+# A pass on MCOMP_PASS_PATH under a shipped pass's name is not used by that
+# name: validate says why and how; a pipeline that names its file runs it,
+# and the report has the digest of the file that ran.
 mkdir "$tmp/shadow"
 cp "$MCOMP_BUILDDIR/passes/.libs/eval.so" "$tmp/shadow/eval.so"
 shadow_path="$tmp/shadow:${MCOMP_PASS_PATH:-}"
-expect 0 "note: pass 'eval' is .*/shadow/eval.so from MCOMP_PASS_PATH, not the shipped .*/eval.so" \
+expect 2 "small.yaml:[0-9]+:[0-9]+: pass 'eval' is both .*/shadow/eval.so, .* and the shipped .*/eval.so.*name its file" \
 	env MCOMP_PASS_PATH="$shadow_path" "$mcomp" validate "$tmp/small.yaml"
-sed -e 's/count: 3000/count: 100/' -e '/  - train:/d' "$tmp/small.yaml" > "$tmp/shadowed.yaml"
-expect 0 "note: pass 'eval' is .*/shadow/eval.so" \
+sed -e 's/count: 3000/count: 100/' -e '/  - train:/d' -e "s|  - eval:|  - $tmp/shadow/eval.so:|" \
+	"$tmp/small.yaml" > "$tmp/shadowed.yaml"
+expect 0 "note: pass 'eval' of .*/shadow/eval.so \\(MCOMP_PASS_PATH\\) has the name of the shipped" \
 	env MCOMP_PASS_PATH="$shadow_path" "$mcomp" run "$tmp/shadowed.yaml" --quiet
 grep -q "\"sha256\": \"$(sha256sum "$tmp/shadow/eval.so" | cut -d' ' -f1)\"" "$tmp/out/report.json" &&
 	ok || bad "the report lacks the digest of the eval.so that ran"
 cp "$tmp/before.json" "$tmp/out/report.json"
 cp "$tmp/before.safetensors" "$tmp/out/m.safetensors"
+# A FIFO named like a pass on the path: refused at once, no command hangs.
+mkdir "$tmp/fifo"
+mkfifo "$tmp/fifo/x.so"
+expect 0 "refused .*/fifo/x.so: not a regular file \(a FIFO\)" \
+	env MCOMP_PASS_PATH="$tmp/fifo:${MCOMP_PASS_PATH:-}" timeout 60 "$mcomp" passes
+expect 0 "valid" env MCOMP_PASS_PATH="$tmp/fifo:${MCOMP_PASS_PATH:-}" timeout 60 "$mcomp" \
+	validate "$tmp/small.yaml"
+expect 1 "x.so: not a regular file \(a FIFO\)" timeout 60 "$mcomp" pass-info "$tmp/fifo/x.so"
 
 # Distillation from the model just trained, beside scratch: every epoch's
 # accuracy is logged for both students, the last one is the accuracy the

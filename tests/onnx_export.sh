@@ -48,7 +48,7 @@ need_fashion_mnist
 
 
 train_model mlp '[flatten, {linear: 64}, relu, {linear: 10}]' 2
-train_model cnn '[{conv2d: 4}, relu, {maxpool2d: 2}, {conv2d: {out: 8, padding: 1}}, relu, {avgpool2d: 2}, flatten, {linear: 10}]' 1
+train_model cnn '[{conv2d: 4}, relu, {maxpool2d: 2}, {conv2d: {out: 16, padding: 1}}, relu, {avgpool2d: 2}, flatten, {linear: 10}]' 1
 # Every activation, and a squeeze-and-excitation gate: mul of [8, 13, 13] by [8].
 train_model act '[{conv2d: 8}, {leaky_relu: 0.1}, {maxpool2d: 2, name: stem}, {conv2d: {out: 8, padding: 1}}, hardswish, global_avgpool, {linear: 4}, relu6, {linear: 8}, {hardsigmoid: {alpha: 0.25, beta: 0.4}, name: gate}, {mul: {}, inputs: [stem, gate]}, {conv2d: {out: 8, padding: 1}}, sigmoid, {avgpool2d: 2}, flatten, {clip: {min: -0.5, max: 2}}, {linear: 10}]' 2
 static='bits: 8, granularity: per-channel, mode: static, calibration_data: calib, samples: 500'
@@ -216,10 +216,12 @@ for m in mlp-int8 cnn-int8; do
 		a=$(field "$cmp" correct_a) b=$(field "$cmp" correct_b) d=$(field "$cmp" max_abs_diff)
 		[ -n "$a" ] && [ "$a" = "$b" ] && ok ||
 			bad "$m ($level): mcomp gets $a of 2000 right, ONNX Runtime $b"
-		# The MLP is bit for bit; the CNN's average pool sums its window in
-		# another order in ONNX Runtime (and since the batched conv landed, its
-		# logits differ by up to ~3e-3): counts must agree, logits to 5e-3.
-		if [ $m = mlp-int8 ]; then
+		# Bit for bit as ONNX Runtime runs by default (all): its average pool
+		# over 16 channels then runs in its blocked layout, whose window sums
+		# are mcomp's (ops_pool.c). Its plain kernel (disabled) sums a window
+		# column by column: a last-bit difference in a mean can move a
+		# requantized value, ~2e-3 in the logits; the counts still agree.
+		if [ $m = mlp-int8 ] || [ $level = all ]; then
 			[ "$d" = 0 ] && ok || bad "$m ($level): logits differ by $d, not bit for bit"
 		else
 			awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 <= 5e-3) }' && ok ||

@@ -20,6 +20,8 @@
 
 #include <mcomp/param.h>
 
+#include "base/param_int.h"
+
 static const char *const type_names[MC_PARAM_TYPE_COUNT] = {
 	[MC_PARAM_TINT] = "int",       [MC_PARAM_TFLOAT] = "float", [MC_PARAM_TBOOL] = "bool",
 	[MC_PARAM_TSTRING] = "string", [MC_PARAM_TENUM] = "enum",   [MC_PARAM_TLIST] = "list",
@@ -1014,4 +1016,278 @@ MC_API int mc_param_copy(const struct mc_param_def *defs, void *dst, const void 
 fail:
 	mc_param_free(defs, dst);
 	return MC_ENOMEM;
+}
+
+/* ---------------------------------------------------------------- tables from plugins */
+
+/*
+ * A plugin's table is read as untrusted data: every row, string and choice
+ * array is first vouched for by span() (how many bytes from p lie in
+ * readable memory), so a table without MC_PARAM_END or a wild pointer gives
+ * a message instead of a fault. Rows are read at most MC_PARAM_MAX_ROWS + 1.
+ */
+struct table_reader {
+	size_t (*span)(void *arg, const void *p);
+	void *arg;
+};
+
+static size_t reader_span(const struct table_reader *rd, const void *p)
+{
+	return rd->span ? rd->span(rd->arg, p) : SIZE_MAX;
+}
+
+int mc_text_printable(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+
+	while (p < end) {
+		unsigned c = *p, len, cp;
+
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f)
+				return 0;
+			p++;
+			continue;
+		}
+		len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+		if (!len || c > 0xf4 || (size_t)(end - p) < len)
+			return 0;
+		cp = c & (0xff >> (len + 1));
+		for (unsigned k = 1; k < len; k++) {
+			if ((p[k] & 0xc0) != 0x80)
+				return 0;
+			cp = cp << 6 | (p[k] & 0x3f);
+		}
+		/* overlong forms, surrogates, past U+10FFFF, and the C1 controls */
+		if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+			return 0;
+		p += len;
+	}
+	return 1;
+}
+
+/*
+ * The string at s, checked: readable, NUL-terminated within max bytes,
+ * printable. 0, or a reason ("is not in the plugin's memory", ...).
+ */
+static const char *check_string(const struct table_reader *rd, const char *s, size_t max)
+{
+	size_t avail = reader_span(rd, s);
+	const char *nul;
+
+	if (!avail)
+		return "points outside the plugin's memory";
+	nul = memchr(s, '\0', avail < max + 1 ? avail : max + 1);
+	if (!nul)
+		return avail <= max ? "runs past the plugin's memory" : "is too long";
+	if (!mc_text_printable(s, (size_t)(nul - s)))
+		return "holds control characters or bytes that are not UTF-8";
+	return NULL;
+}
+
+int mc_name_valid(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	if (!s || !*s || *s == '-')
+		return 0;
+	for (; s[n]; n++)
+		if (n >= max || !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') ||
+				  s[n] == '_' || s[n] == '-'))
+			return 0;
+	return 1;
+}
+
+/* The C size and alignment of a field of type t. */
+static void field_layout(enum mc_param_type t, size_t *size, size_t *align)
+{
+	switch (t) {
+	case MC_PARAM_TFLOAT:
+		*size = sizeof(double);
+		*align = _Alignof(double);
+		return;
+	case MC_PARAM_TSTRING:
+	case MC_PARAM_TMODEL:
+	case MC_PARAM_TSPLIT:
+	case MC_PARAM_TPATH:
+		*size = sizeof(char *);
+		*align = _Alignof(char *);
+		return;
+	case MC_PARAM_TLIST:
+		*size = sizeof(struct mc_list);
+		*align = _Alignof(struct mc_list);
+		return;
+	case MC_PARAM_TMAP:
+		*size = sizeof(struct mc_map);
+		*align = _Alignof(struct mc_map);
+		return;
+	default: /* int, bool, enum */
+		*size = sizeof(int);
+		*align = _Alignof(int);
+		return;
+	}
+}
+
+#define ROW_FLAGS (MC_PARAM_FOMIT | MC_PARAM_FOPTIONAL | MC_PARAM_FMIN_OPEN | MC_PARAM_FMAX_OPEN)
+
+/* Checks row d (already known readable); its name is valid. */
+static int check_row(const struct table_reader *rd, const struct mc_param_def *d,
+		     size_t conf_size, struct mc_err *err)
+{
+	const char *why;
+	size_t size, align;
+	int enum_like;
+
+	if ((unsigned)d->type >= MC_PARAM_TYPE_COUNT || (unsigned)d->elem >= MC_PARAM_TYPE_COUNT)
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' has type %d (item type %d), "
+				  "not one of <mcomp/param.h>'s %d types",
+				  d->name, (int)d->type, (int)d->elem, MC_PARAM_TYPE_COUNT);
+	field_layout(d->type, &size, &align);
+	if (d->offset > conf_size || size > conf_size - d->offset)
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' (%s, %zu bytes at offset %zu) "
+				  "lies past the end of the %zu-byte config struct; declare it "
+				  "with the MC_PARAM_* macros and set conf_size to sizeof the "
+				  "struct",
+				  d->name, mc_param_type_name(d->type), size, d->offset, conf_size);
+	if (d->offset % align)
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' (%s) at offset %zu is not "
+				  "aligned to %zu bytes as its C type needs",
+				  d->name, mc_param_type_name(d->type), d->offset, align);
+	if (d->flags & ~ROW_FLAGS)
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' has unknown flags 0x%x",
+				  d->name, d->flags & ~ROW_FLAGS);
+	if (d->type == MC_PARAM_TLIST &&
+	    (d->elem == MC_PARAM_TLIST || d->elem == MC_PARAM_TMAP))
+		return mc_err_set(err, MC_EPLUGIN, "list parameter '%s' has items of type %s; "
+				  "lists do not nest", d->name, mc_param_type_name(d->elem));
+	if (d->type == MC_PARAM_TMAP && d->elem != MC_PARAM_TINT &&
+	    d->elem != MC_PARAM_TFLOAT && d->elem != MC_PARAM_TBOOL &&
+	    d->elem != MC_PARAM_TSTRING && d->elem != MC_PARAM_TENUM)
+		return mc_err_set(err, MC_EPLUGIN, "map parameter '%s' has values of type %s; "
+				  "a map holds ints, floats, bools, strings or enum choices",
+				  d->name, mc_param_type_name(d->elem));
+	if ((is_numeric(d->type) || is_numeric(d->elem)) && has_range(d) &&
+	    !(d->min <= d->max))
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' has an empty range (min above "
+				  "max, or NaN)", d->name);
+	if ((d->flags & MC_PARAM_FOPTIONAL) && d->def)
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s' is optional and has a "
+				  "default; drop MC_PARAM_FOPTIONAL or the default", d->name);
+	if (d->def && (why = check_string(rd, d->def, MC_PARAM_MAX_TEXT)))
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s': the default %s", d->name, why);
+	if (d->help && (why = check_string(rd, d->help, MC_PARAM_MAX_TEXT)))
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s': the help text %s", d->name,
+				  why);
+	if (d->group && (why = check_string(rd, d->group, MC_PARAM_MAX_NAME)))
+		return mc_err_set(err, MC_EPLUGIN, "parameter '%s': the group name %s", d->name,
+				  why);
+	enum_like = d->type == MC_PARAM_TENUM ||
+		    ((d->type == MC_PARAM_TMAP || d->type == MC_PARAM_TLIST) &&
+		     d->elem == MC_PARAM_TENUM);
+	if (enum_like && !d->choices)
+		return mc_err_set(err, MC_EPLUGIN, "enum parameter '%s' has no choices", d->name);
+	if (d->choices) {
+		int k;
+
+		for (k = 0;; k++) {
+			const char *const *c = &d->choices[k];
+
+			if (reader_span(rd, c) < sizeof(*c))
+				return mc_err_set(err, MC_EPLUGIN, "parameter '%s': choice %d lies "
+						  "outside the plugin's memory; end the choices "
+						  "with NULL", d->name, k + 1);
+			if (!*c)
+				break;
+			if (k == MC_PARAM_MAX_CHOICES)
+				return mc_err_set(err, MC_EPLUGIN, "parameter '%s' has no NULL "
+						  "after %d choices; end the choices with NULL",
+						  d->name, MC_PARAM_MAX_CHOICES);
+			if ((why = check_string(rd, *c, MC_PARAM_MAX_TEXT)))
+				return mc_err_set(err, MC_EPLUGIN, "parameter '%s': choice %d %s%s",
+						  d->name, k + 1, why,
+						  k ? " (or the choices lack their NULL)" : "");
+		}
+		if (enum_like && k == 0)
+			return mc_err_set(err, MC_EPLUGIN, "enum parameter '%s' has no choices",
+					  d->name);
+	}
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+struct extent {
+	size_t lo, hi;
+	const char *name;
+};
+
+static int cmp_extent(const void *a, const void *b)
+{
+	const struct extent *x = a, *y = b;
+
+	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+int mc_param_check_table(const struct mc_param_def *defs, size_t conf_size,
+			 size_t (*span)(void *arg, const void *p), void *arg, struct mc_err *err)
+{
+	const struct table_reader rd = { span, arg };
+	const char *names[MC_PARAM_MAX_ROWS], *why;
+	struct extent ext[MC_PARAM_MAX_ROWS];
+	int n;
+
+	if (!defs)
+		return 0;
+	for (n = 0;; n++) {
+		const struct mc_param_def *d = &defs[n];
+
+		if (reader_span(&rd, d) < sizeof(*d)) {
+			if (n)
+				return mc_err_set(err, MC_EPLUGIN,
+						  "the parameter table runs out of the plugin's "
+						  "memory after row %d ('%s'): it lacks "
+						  "MC_PARAM_END",
+						  n, defs[n - 1].name);
+			return mc_err_set(err, MC_EPLUGIN, "the parameter table lies outside "
+					  "the plugin's memory; point params at a static table");
+		}
+		if (!d->name)
+			break;
+		if (n == MC_PARAM_MAX_ROWS)
+			return mc_err_set(err, MC_EPLUGIN, "the parameter table has no "
+					  "MC_PARAM_END within %d rows", MC_PARAM_MAX_ROWS);
+		why = check_string(&rd, d->name, MC_PARAM_MAX_NAME);
+		if (why)
+			return mc_err_set(err, MC_EPLUGIN, "the name of parameter %d %s%s", n + 1,
+					  why, n ? " (or the table lacks MC_PARAM_END)" : "");
+		if (!mc_name_valid(d->name, MC_PARAM_MAX_NAME))
+			return mc_err_set(err, MC_EPLUGIN, "parameter %d is named '%s'; a name "
+					  "has 1 to %d of a-z, 0-9, '_' and '-' (not first)",
+					  n + 1, d->name, MC_PARAM_MAX_NAME);
+		if (check_row(&rd, d, conf_size, err))
+			return err->code;
+		names[n] = d->name;
+		field_layout(d->type, &ext[n].lo, &ext[n].hi);
+		ext[n].hi = d->offset + ext[n].lo;
+		ext[n].lo = d->offset;
+		ext[n].name = d->name;
+	}
+	/* Sorted, a repeat or an overlap is between neighbours: n log n. */
+	qsort(names, (size_t)n, sizeof(*names), cmp_str);
+	for (int i = 1; i < n; i++)
+		if (!strcmp(names[i - 1], names[i]))
+			return mc_err_set(err, MC_EPLUGIN, "parameter '%s' is declared twice",
+					  names[i]);
+	qsort(ext, (size_t)n, sizeof(*ext), cmp_extent);
+	for (int i = 1; i < n; i++)
+		if (ext[i].lo < ext[i - 1].hi)
+			return mc_err_set(err, MC_EPLUGIN, "parameters '%s' and '%s' share bytes "
+					  "of the config struct (offsets %zu and %zu); give each "
+					  "its own field", ext[i - 1].name, ext[i].name,
+					  ext[i - 1].lo, ext[i].lo);
+	return 0;
 }

@@ -26,7 +26,12 @@ struct mc_exec {
 	 * shared, forward skipped; its backward still masks the gradient);
 	 * without training, 3: a 2x2 maxpool2d alone reading such a relu (or a
 	 * qconv2d with relu), computed by the convolution as it goes
-	 * (pool[conv] is its index).
+	 * (pool[conv] is its index); 4: a flatten, whose output is its input
+	 * as it is (act pointed there at each forward, nothing copied); 5: a
+	 * linear whose only reader is a relu, which it applies in place as it
+	 * finishes; 6: that relu (act shared, forward skipped); in training,
+	 * 7: a 2x2 maxpool2d alone reading a relu of kind 2, whose backward
+	 * passes its gradient through the relu's too (the relu's skipped).
 	 */
 	int *fused;
 	int *pool;
@@ -42,7 +47,8 @@ void mc_exec_free(struct mc_exec *e)
 	if (!e)
 		return;
 	for (int i = 0; i < e->m->n_nodes; i++) {
-		if (e->act && !(e->fused && e->fused[i] == 2))
+		if (e->act && !(e->fused && (e->fused[i] == 2 || e->fused[i] == 4 ||
+					     e->fused[i] == 6)))
 			mc_free(e->act[i]);
 		if (e->dact)
 			mc_free(e->dact[i]);
@@ -89,6 +95,19 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 		int i = r->inputs[0], readers, k = -1;
 
 		pool[j] = -1;
+		/* inference: a flatten is a view of its input (not the model's output) */
+		if (!training && r->op == &mc_op_flatten && j != m->n_nodes - 1) {
+			fused[j] = 4;
+			continue;
+		}
+		/* inference: relu in place on a linear's output that nothing else reads */
+		if (!training && r->op == &mc_op_relu && i != MC_NODE_INPUT &&
+		    m->nodes[i]->op == &mc_op_linear && i != m->n_nodes - 1 && !fused[i] &&
+		    n_readers(m, i, &k) == 1) {
+			fused[i] = 5;
+			fused[j] = 6;
+			continue;
+		}
 		/* a qconv2d has its relu already: only its pool */
 		if (!training && mc_qconv2d_fuses_pool(r) && j != m->n_nodes - 1 &&
 		    n_readers(m, j, &k) == 1 && mc_maxpool2_fusable(m->nodes[k])) {
@@ -105,11 +124,16 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 			continue;
 		fused[i] = 1;
 		fused[j] = 2;
-		/* a pool the relu alone feeds: inference only (training keeps every output) */
-		if (!training && j != m->n_nodes - 1 && n_readers(m, j, &k) == 1 &&
+		/* a pool the relu alone feeds: at inference computed by the conv; in
+		 * training (which keeps every output) its backward goes through the relu */
+		if (j != m->n_nodes - 1 && n_readers(m, j, &k) == 1 &&
 		    mc_maxpool2_fusable(m->nodes[k])) {
-			fused[k] = 3;
-			pool[i] = k;
+			if (!training) {
+				fused[k] = 3;
+				pool[i] = k;
+			} else {
+				fused[k] = 7;
+			}
 		}
 	}
 }
@@ -195,8 +219,10 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 		goto nomem;
 	fuse(m, training, e->fused, e->pool);
 	for (int i = 0; i < m->n_nodes; i++) {
-		if (e->fused[i] == 2) {
+		if (e->fused[i] == 2 || e->fused[i] == 6) {
 			e->act[i] = e->act[m->nodes[i]->inputs[0]];
+		} else if (e->fused[i] == 4) {
+			e->act[i] = NULL; /* set by each forward */
 		} else {
 			e->act[i] = mc_calloc((size_t)max_batch * (size_t)m->nodes[i]->out_numel,
 					      sizeof(float));
@@ -286,10 +312,20 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 		const struct mc_node *nd = m->nodes[i];
 		const float *in[MC_NODE_MAX_INPUTS];
 
-		if (e->fused[i] >= 2)
+		if (e->fused[i] == 4) {
+			int src = nd->inputs[0];
+
+			e->act[i] = src == MC_NODE_INPUT ? (float *)x : e->act[src];
+			continue;
+		}
+		if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6)
 			continue;
 		for (int k = 0; k < nd->n_inputs; k++)
 			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
+		if (e->fused[i] == 5) {
+			mc_linear_forward_relu(nd, &e->run, n, in, e->act[i]);
+			continue;
+		}
 		if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
 			mc_qconv2d_forward_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
 						e->act[i], e->act[e->pool[i]]);
@@ -323,6 +359,17 @@ void mc_backward(struct mc_exec *e, const float *dlogits)
 			continue;
 		if (!nd->op->backward) /* not trained through: upstream gets nothing */
 			continue;
+		if (e->fused[i] == 7) {
+			/* the pool and its relu at once, into the conv's gradient */
+			int r = nd->inputs[0], c = m->nodes[r]->inputs[0];
+
+			if (e->needs[c] && !e->written[c]) {
+				mc_maxpool2_backward_relu(nd, e->n, e->act[r],
+							  i == last ? dlogits : e->dact[i], e->dact[c]);
+				e->written[c] = 1;
+			}
+			continue;
+		}
 		for (int k = 0; k < nd->n_inputs; k++) {
 			int src = nd->inputs[k];
 

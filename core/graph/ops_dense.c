@@ -26,6 +26,7 @@
 
 #include "graph/ops_int.h"
 #include "kernels/cpu.h"
+#include "kernels/gemm.h"
 
 /* ---------------------------------------------------------------- flatten */
 
@@ -210,6 +211,7 @@ void mc_fan_in_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 #define SPARSE_MIN 0.85  /* measured: bench/bench_sparse.c */
 #define SPARSE_MIN_BATCH 16 /* below it the dense GEMV wins (bench_sparse) */
 #define SPARSE_SAMPLE 4096 /* weights looked at before the full check */
+#define DENSE_PACK_MIN_BATCH 4 /* from 4 rows on mc_sgemm packs B (below: its GEMV path) */
 
 struct csr_cache {
 	const void *w;   /* the data it was built from */
@@ -218,6 +220,11 @@ struct csr_cache {
 	int32_t *indptr; /* [O + 1] */
 	int32_t *indices; /* [nnz] */
 	float *values;   /* [nnz] */
+	/* The dense weight packed for the GEMM's kernel pk_kernel (see dense_weights). */
+	const void *pk_w;
+	uint64_t pk_sum;
+	const char *pk_kernel;
+	float *packed;
 };
 
 static pthread_mutex_t csr_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -234,8 +241,10 @@ static void csr_clear(struct csr_cache *c)
 static void linear_release(struct mc_node *node)
 {
 	pthread_mutex_lock(&csr_lock);
-	if (node->cache)
+	if (node->cache) {
 		csr_clear(node->cache);
+		free(((struct csr_cache *)node->cache)->packed);
+	}
 	free(node->cache);
 	node->cache = NULL;
 	pthread_mutex_unlock(&csr_lock);
@@ -413,6 +422,55 @@ out:
 	return c && c->sparse ? c : NULL;
 }
 
+/*
+ * The node's weight packed for the GEMM (mcomp's kernels/gemm.h), so that a
+ * batch at inference packs only its input; NULL when the plain mc_sgemm
+ * should run (out of memory). Checked against the weight's checksum on
+ * every call like the CSR copy, and packed again when the weight or the
+ * GEMM's kernel changed.
+ */
+static const float *dense_weights(const struct mc_node *node, const char **kname)
+{
+	const struct mc_tensor *w = node->params[0];
+	int O = (int)w->shape[0], I = (int)w->shape[1];
+	const char *k = mc_sgemm_kernel();
+	struct csr_cache *c;
+	const float *p = NULL;
+	int64_t nnz;
+	uint64_t sum = weight_sum(w->data, w->numel, &nnz);
+	size_t size;
+
+	pthread_mutex_lock(&csr_lock);
+	c = node->cache;
+	if (c && c->packed && c->pk_w == w->data && c->pk_sum == sum && c->pk_kernel == k) {
+		p = c->packed;
+		goto out;
+	}
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			goto out;
+		((struct mc_node *)node)->cache = c;
+	}
+	free(c->packed);
+	c->packed = NULL;
+	size = mc_sgemm_packed_size(k, O, I);
+	if (!size || size > SIZE_MAX / sizeof(float))
+		goto out;
+	c->packed = aligned_alloc(64, (size * sizeof(float) + 63) / 64 * 64);
+	if (!c->packed)
+		goto out;
+	mc_sgemm_pack_b(k, 1, O, I, w->data, I, c->packed);
+	c->pk_w = w->data;
+	c->pk_sum = sum;
+	c->pk_kernel = k;
+	p = c->packed;
+out:
+	pthread_mutex_unlock(&csr_lock);
+	*kname = k;
+	return p;
+}
+
 /* out[O] = x[I] W^T + b for one sample, four partial sums (the order is fixed). */
 static void csr_row_sample(const struct csr_cache *c, int o, const float *x, float b, float *out)
 {
@@ -547,13 +605,27 @@ static void linear_forward(const struct mc_node *node, const struct mc_run *run,
 		linear_forward_sparse(node, c, run, n, in[0], out);
 		return;
 	}
-	if (!b) {
-		mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, 0.0f, out, O);
-		return;
+	if (b)
+		for (int i = 0; i < n; i++)
+			memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
+	if (!run->training && n >= DENSE_PACK_MIN_BATCH) {
+		const char *k;
+		const float *p = dense_weights(node, &k);
+
+		if (p && !mc_sgemm_pb(k, 0, 1, n, O, I, 1.0f, in[0], I, w->data, I, p,
+				      b ? 1.0f : 0.0f, out, O))
+			return;
 	}
-	for (int i = 0; i < n; i++)
-		memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
-	mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, 1.0f, out, O);
+	mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, b ? 1.0f : 0.0f, out, O);
+}
+
+void mc_linear_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out)
+{
+	const float *y[1] = { out };
+
+	linear_forward(node, run, n, in, out);
+	relu_forward(node, run, n, y, out); /* elementwise: in place is the same */
 }
 
 /* dW[O, I] += dout^T x, db[O] += column sums of dout, din[n, I] = dout W */

@@ -55,6 +55,11 @@ extern const struct mc_op mc_op_leaky_relu, mc_op_sigmoid, mc_op_clip, mc_op_rel
 extern const struct mc_op mc_op_hardsigmoid, mc_op_hardswish, mc_op_mul;
 extern const struct mc_op mc_op_pad2d, mc_op_concat;
 
+/* A linear layer's forward with relu applied to its output in place (the executor's
+ * fusion at inference): the values of linear then relu. */
+void mc_linear_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, float *out);
+
 /*
  * conv2d's forward with max(out, 0) applied as the tiles are stored: the
  * executor runs it in place of a conv2d and the relu that alone reads it
@@ -82,5 +87,13 @@ void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *p
 int mc_maxpool2_fusable(const struct mc_node *node);
 /* That pool over one sample x [C, H, W] into y [C, H/2, W/2]. */
 void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y);
+/*
+ * Training: the gradient of a relu's output x through a 2x2 maxpool2d
+ * (node, mc_maxpool2_fusable) and then through the relu, in one pass: dx
+ * is the relu's input gradient, dy the pool's output gradient; the bits of
+ * maxpool2d's backward then relu's.
+ */
+void mc_maxpool2_backward_relu(const struct mc_node *node, int n, const float *x,
+			       const float *dy, float *dx);
 
 #endif

@@ -226,8 +226,14 @@ void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y)
 	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y);
 }
 
+/*
+ * dx = the 2x2 max pool's gradient: dy to each window's first maximum, 0
+ * elsewhere. With relu, x is a relu's output and dx goes through that
+ * relu's backward too (0 where x <= 0), in the same pass: the bits of the
+ * two one after the other.
+ */
 static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,
-			      float *dx0)
+			      float *dx0, int relu)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
 	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
@@ -245,10 +251,15 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 			/* Four windows at a time, the masks of the loop below. */
 			for (; ow + 4 <= q->OW; ow += 4) {
 				__m128 g = _mm_loadu_ps(dy + oh * q->OW + ow), v0, v1, v2, v3, m;
-				__m128 b1, b2, b3, any;
+				__m128 b1, b2, b3, any, r0, r1, r2, r3;
 
 				split4(a + 2 * ow, &v0, &v1);
 				split4(c + 2 * ow, &v2, &v3);
+				/* relu's mask (all ones without relu) */
+				r0 = relu ? _mm_cmpgt_ps(v0, _mm_setzero_ps()) : _mm_castsi128_ps(_mm_set1_epi32(-1));
+				r1 = relu ? _mm_cmpgt_ps(v1, _mm_setzero_ps()) : r0;
+				r2 = relu ? _mm_cmpgt_ps(v2, _mm_setzero_ps()) : r0;
+				r3 = relu ? _mm_cmpgt_ps(v3, _mm_setzero_ps()) : r0;
 				b1 = _mm_cmpgt_ps(v1, v0);
 				m = sel4(b1, v1, v0);
 				b2 = _mm_cmpgt_ps(v2, m);
@@ -257,10 +268,10 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 				b2 = _mm_andnot_ps(b3, b2);
 				b1 = _mm_andnot_ps(_mm_or_ps(b2, b3), b1);
 				any = _mm_or_ps(b1, _mm_or_ps(b2, b3));
-				v0 = _mm_andnot_ps(any, g);
-				v1 = _mm_and_ps(b1, g);
-				v2 = _mm_and_ps(b2, g);
-				v3 = _mm_and_ps(b3, g);
+				v0 = _mm_and_ps(r0, _mm_andnot_ps(any, g));
+				v1 = _mm_and_ps(r1, _mm_and_ps(b1, g));
+				v2 = _mm_and_ps(r2, _mm_and_ps(b2, g));
+				v3 = _mm_and_ps(r3, _mm_and_ps(b3, g));
 				_mm_storeu_ps(da + 2 * ow, _mm_unpacklo_ps(v0, v1));
 				_mm_storeu_ps(da + 2 * ow + 4, _mm_unpackhi_ps(v0, v1));
 				_mm_storeu_ps(dc + 2 * ow, _mm_unpacklo_ps(v2, v3));
@@ -279,10 +290,10 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 				b3 = v3 > m;
 				b2 &= !b3;
 				b1 &= !b2 & !b3;
-				da[2 * ow] = b1 | b2 | b3 ? 0.0f : g;
-				da[2 * ow + 1] = b1 ? g : 0.0f;
-				dc[2 * ow] = b2 ? g : 0.0f;
-				dc[2 * ow + 1] = b3 ? g : 0.0f;
+				da[2 * ow] = b1 | b2 | b3 || (relu && !(v0 > 0.0f)) ? 0.0f : g;
+				da[2 * ow + 1] = b1 && !(relu && !(v1 > 0.0f)) ? g : 0.0f;
+				dc[2 * ow] = b2 && !(relu && !(v2 > 0.0f)) ? g : 0.0f;
+				dc[2 * ow + 1] = b3 && !(relu && !(v3 > 0.0f)) ? g : 0.0f;
 			}
 			if (q->W & 1) {
 				da[q->W - 1] = 0.0f;
@@ -294,13 +305,41 @@ static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, 
 	}
 }
 
+void mc_maxpool2_backward_relu(const struct mc_node *node, int n, const float *x,
+			       const float *dy, float *dx)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	maxpool2_backward(&q, n, x, dy, dx, 1);
+}
+
 /*
  * y[n, C, OH, OW] = the max (padding never wins) or, avg, the mean (padding
- * counted as zeros, PyTorch's default) of each window of x[n, C, H, W]
+ * counted as zeros, PyTorch's default) of each window of x[n, C, H, W].
+ *
+ * The mean adds its window row by row, left to right, and divides the sum
+ * by the window's size: the bits ONNX Runtime's blocked-layout (NCHWc)
+ * pooling computes, which it runs at its default optimization level
+ * wherever the channels are a multiple of its block (8 with AVX2, 16 with
+ * AVX-512), so that an exported model, int8 ones included, computes
+ * mcomp's bits there (an int8 model requantizes the mean: a last-bit
+ * difference moves a value to the next integer). ONNX Runtime's plain
+ * kernel (other channel counts) sums a stride-1 or -2 window column by
+ * column instead; docs/interop.md says what that costs.
  */
+static float window_mean(const struct pool_geo *q, const float *x, struct pool_win b)
+{
+	float m = x[b.h0 * q->W + b.w0];
+
+	for (int h = b.h0; h < b.h1; h++)
+		for (int w = h == b.h0 ? b.w0 + 1 : b.w0; w < b.w1; w++)
+			m += x[h * q->W + w];
+	return m / (float)(q->k * q->k);
+}
+
 static void pool_forward(const struct pool_geo *q, int n, const float *x0, float *y0, int avg)
 {
-	float inv = 1.0f / (float)(q->k * q->k);
 
 #pragma omp parallel for schedule(static) \
 	if ((int64_t)n * q->C * q->OH * q->OW * q->k * q->k >= MC_PAR_MIN)
@@ -311,15 +350,17 @@ static void pool_forward(const struct pool_geo *q, int n, const float *x0, float
 		for (int oh = 0; oh < q->OH; oh++)
 			for (int ow = 0; ow < q->OW; ow++) {
 				struct pool_win b = pool_win(q, oh, ow);
-				float m = avg ? 0.0f : -INFINITY;
+				float m = -INFINITY;
 
+				if (avg) {
+					y[oh * q->OW + ow] = window_mean(q, x, b);
+					continue;
+				}
 				for (int h = b.h0; h < b.h1; h++)
 					for (int w = b.w0; w < b.w1; w++)
-						if (avg)
-							m += x[h * q->W + w];
-						else if (x[h * q->W + w] > m)
+						if (x[h * q->W + w] > m)
 							m = x[h * q->W + w];
-				y[oh * q->OW + ow] = avg ? m * inv : m;
+				y[oh * q->OW + ow] = m;
 			}
 	}
 }
@@ -347,7 +388,7 @@ static void maxpool_backward(const struct mc_node *node, const struct mc_run *ru
 		return;
 	pool_geo(node, &q);
 	if (q.k == 2 && q.s == 2 && q.p == 0) {
-		maxpool2_backward(&q, n, in[0], dout, din[0]);
+		maxpool2_backward(&q, n, in[0], dout, din[0], 0);
 		return;
 	}
 #pragma omp parallel for schedule(static) if ((int64_t)n * q.C * q.OH * q.OW * q.k * q.k >= MC_PAR_MIN)

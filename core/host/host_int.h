@@ -43,6 +43,14 @@ int mc_report_write(const struct mc_report *r, const struct mc_pipeline *p, cons
 /* Lowercase hex SHA-256 of a file (65 bytes) or of a buffer. */
 int mc_sha256_file(const char *path, char hex[65], struct mc_err *err);
 void mc_sha256_buf(const void *buf, size_t len, char hex[65]);
+/*
+ * Loads the file at path as a pass (as mc_pass_open, with every check), for
+ * a pipeline that names a pass by file: kept by the registry, apart from the
+ * passes found by name. *so is the registry's copy of the path. NULL with
+ * err set when refused.
+ */
+const struct mc_pass *mc_registry_open_file(struct mc_registry *r, const char *path,
+					    const char **so, struct mc_err *err);
 /* Nonzero when path names an ONNX file (ends in .onnx): the output is written as ONNX. */
 int mc_host_is_onnx(const char *path);
 

@@ -756,6 +756,28 @@ static void check_groups(struct ld *l, const struct mc_param_def *defs, int ndef
 	}
 }
 
+/*
+ * A pass of the pass path named like a shipped one is not used by that
+ * name: the pipeline names its file to use it (docs/writing-passes.md).
+ * 1 when name is such a name (reported).
+ */
+static int check_shadow(struct ld *l, const struct mc_ynode *namenode, const char *name)
+{
+	const char *path, *shipped;
+
+	for (int i = 0; i < mc_registry_nshadows(l->p->reg); i++) {
+		if (strcmp(mc_registry_shadow(l->p->reg, i, &path, &shipped), name))
+			continue;
+		bad(l, namenode, "pass '%s' is both %s, found first on MCOMP_PASS_PATH, and the "
+				 "shipped %s; a pass may not replace a shipped one by name: "
+				 "rename it, or name its file in the pipeline ('- %s: ...') to "
+				 "use it",
+		    name, path, shipped, path);
+		return 1;
+	}
+	return 0;
+}
+
 static void load_pass(struct ld *l, const struct mc_ynode *item)
 {
 	struct mc_pl_pass *pp = &l->p->passes[l->p->n_passes];
@@ -785,7 +807,22 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 		return;
 	}
 	name = namenode->value;
-	pass = mc_registry_find(l->p->reg, name, &so);
+	if (strchr(name, '/')) {
+		/* A pass named by its file: that file, whatever its name. */
+		char *file = mc_path_resolve(l->p->dir, name);
+
+		pass = file ? mc_registry_open_file(l->p->reg, file, &so, &l->tmp) : NULL;
+		if (!pass)
+			bad(l, namenode, "%s", file ? l->tmp.msg : "out of memory");
+		free(file);
+		if (!pass)
+			return;
+		name = pass->name;
+	} else if (check_shadow(l, namenode, name)) {
+		return;
+	} else {
+		pass = mc_registry_find(l->p->reg, name, &so);
+	}
 	if (!pass) {
 		int n = mc_registry_count(l->p->reg);
 		const char **names = calloc((size_t)(n > 0 ? n : 0) + 1, sizeof(*names));

@@ -31,6 +31,7 @@
 #include <mcomp/tensor.h>
 
 #include "kernels/cpu.h"
+#include "kernels/gemm.h"
 
 #define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
 #define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
@@ -46,9 +47,12 @@
  * then c = alpha * acc + beta * c for the top-left rows x cols of the tile,
  * where beta == 0 leaves c unread. The SIMD kernels round the update the
  * same way (one FMA: alpha * acc + (beta * c)) in full and edge tiles.
+ * With lda > 0, a is not packed: element (i, k) is a[i * lda + k], the rows
+ * of A read where they are (all mr of them must exist); the sums are the
+ * same, in the same order.
  */
-typedef void (*ukernel_fn)(int kc, const float *a, const float *b, float *c, int ldc, int rows,
-			   int cols, float alpha, float beta);
+typedef void (*ukernel_fn)(int kc, const float *a, size_t lda, const float *b, float *c, int ldc,
+			   int rows, int cols, float alpha, float beta);
 typedef void (*gemv_fn)(int K, const float *a, const float *B, size_t ldb, int n, float *c,
 			float alpha, float beta);
 
@@ -72,16 +76,17 @@ struct ukernel {
 #define PORTABLE_CLONES
 #endif
 
-PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a,
+PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a, size_t lda,
 					     const float *restrict b, float *restrict c, int ldc,
 					     int rows, int cols, float alpha, float beta)
 {
 	float acc[4][16] = { { 0 } };
+	size_t ars = lda ? lda : 1, aks = lda ? 1 : 4;
 
-	for (int k = 0; k < kc; k++, a += 4, b += 16)
+	for (int k = 0; k < kc; k++, a += aks, b += 16)
 		for (int i = 0; i < 4; i++)
 			for (int j = 0; j < 16; j++)
-				acc[i][j] = __builtin_fmaf(a[i], b[j], acc[i][j]);
+				acc[i][j] = __builtin_fmaf(a[i * ars], b[j], acc[i][j]);
 	for (int i = 0; i < rows; i++)
 		for (int j = 0; j < cols; j++) {
 			float *cij = c + i * ldc + j;
@@ -96,7 +101,7 @@ PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a,
 
 #define AVX2_ROW(i)                                                   \
 	do {                                                          \
-		__m256 ai = _mm256_broadcast_ss(a + (i));             \
+		__m256 ai = _mm256_broadcast_ss(a + (i) * ars);       \
 		c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);           \
 		c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);           \
 	} while (0)
@@ -122,14 +127,15 @@ PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a,
  * nothing else: with alpha and beta live beside it the compiler spilled an
  * accumulator, and its store and reload on every k halved the speed.
  */
-__attribute__((target("avx2,fma"), noinline)) static void
-avx2_sums(int kc, const float *restrict a, const float *restrict b, float *restrict t)
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+avx2_sums(int kc, const float *restrict a, size_t ars, size_t aks, const float *restrict b,
+	  float *restrict t)
 {
 	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 
 #pragma GCC unroll 4
-	for (int k = 0; k < kc; k++, a += 6, b += 16) {
+	for (int k = 0; k < kc; k++, a += aks, b += 16) {
 		__m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 
 		AVX2_ROW(0);
@@ -145,6 +151,20 @@ avx2_sums(int kc, const float *restrict a, const float *restrict b, float *restr
 	AVX2_SPILL(3);
 	AVX2_SPILL(4);
 	AVX2_SPILL(5);
+}
+
+/* The sums of packed strips of A, and of A's rows as they are (stride lda). */
+__attribute__((target("avx2,fma"), noinline)) static void
+avx2_sums_p(int kc, const float *restrict a, const float *restrict b, float *restrict t)
+{
+	avx2_sums(kc, a, 1, 6, b, t);
+}
+
+__attribute__((target("avx2,fma"), noinline)) static void
+avx2_sums_d(int kc, const float *restrict a, size_t lda, const float *restrict b,
+	    float *restrict t)
+{
+	avx2_sums(kc, a, lda, 1, b, t);
 }
 
 #define AVX2_STORE(i)                                                                       \
@@ -163,8 +183,8 @@ avx2_sums(int kc, const float *restrict a, const float *restrict b, float *restr
 	} while (0)
 
 __attribute__((target("avx2,fma"))) static void
-ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *restrict c, int ldc,
-	     int rows, int cols, float alpha, float beta)
+ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict b,
+	     float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
 {
 	float t[6 * 16] __attribute__((aligned(32)));
 
@@ -172,7 +192,10 @@ ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *re
 		__builtin_prefetch(c + i * ldc, 1, 3);
 		__builtin_prefetch(c + i * ldc + 15, 1, 3);
 	}
-	avx2_sums(kc, a, b, t);
+	if (lda)
+		avx2_sums_d(kc, a, lda, b, t);
+	else
+		avx2_sums_p(kc, a, b, t);
 	if (rows == 6 && cols == 16) {
 		__m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
 
@@ -189,7 +212,7 @@ ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *re
 
 #define AVX512_ROW(i)                                                 \
 	do {                                                          \
-		__m512 ai = _mm512_set1_ps(a[i]);                     \
+		__m512 ai = _mm512_set1_ps(a[(i) * ars]);             \
 		c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);           \
 		c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);           \
 	} while (0)
@@ -215,9 +238,9 @@ ukernel_avx2(int kc, const float *restrict a, const float *restrict b, float *re
 	} while (0)
 
 /* 12 x 32: twenty-four accumulators of the 32 zmm registers. */
-__attribute__((target("avx512f,fma"))) static void
-ukernel_avx512(int kc, const float *restrict a, const float *restrict b, float *restrict c,
-	       int ldc, int rows, int cols, float alpha, float beta)
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+avx512_tile(int kc, const float *restrict a, size_t ars, size_t aks, const float *restrict b,
+	    float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
 {
 	__m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -231,7 +254,7 @@ ukernel_avx512(int kc, const float *restrict a, const float *restrict b, float *
 		__builtin_prefetch(c + i * ldc, 1, 3);
 		__builtin_prefetch(c + i * ldc + 31, 1, 3);
 	}
-	for (int k = 0; k < kc; k++, a += 12, b += 32) {
+	for (int k = 0; k < kc; k++, a += aks, b += 32) {
 		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 
 		AVX512_ROW(0);
@@ -275,6 +298,16 @@ ukernel_avx512(int kc, const float *restrict a, const float *restrict b, float *
 	AVX512_SPILL(10);
 	AVX512_SPILL(11);
 	EDGE_UPDATE(32)
+}
+
+__attribute__((target("avx512f,fma"))) static void
+ukernel_avx512(int kc, const float *restrict a, size_t lda, const float *restrict b,
+	       float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
+{
+	if (lda)
+		avx512_tile(kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta);
+	else
+		avx512_tile(kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta);
 }
 /*
  * Packing with a transpose: dst[k][i] = src[i][k] for R rows (R <= 32) read
@@ -938,13 +971,127 @@ static int tile_count(const void *ctx, int w)
 	return (o.m1 - o.m0 + MB - 1) / MB * (o.n1 - o.n0);
 }
 
+/*
+ * B packed once (mc_sgemm_pack_b): for each K slice of KC (the last one
+ * shorter), its NR-wide strips one after another, zero past N: the slice
+ * at depth pk starts at pk * round_up(N, NR), strip s of it at s * kc * NR,
+ * exactly as the GEMM packs them for itself, so the product is the same.
+ */
+size_t mc_sgemm_packed_size(const char *kernel_name, int N, int K)
+{
+	const struct ukernel *uk = find_kernel(kernel_name);
+
+	if (!uk || N <= 0 || K <= 0)
+		return 0;
+	return round_up((size_t)N, (size_t)uk->nr) * (size_t)K;
+}
+
+void mc_sgemm_pack_b(const char *kernel_name, int tb, int N, int K, const float *B, int ldb,
+		     float *dst)
+{
+	const struct ukernel *uk = find_kernel(kernel_name);
+	int nr, strips;
+	size_t npad;
+
+	if (!uk || N <= 0 || K <= 0)
+		return;
+	nr = uk->nr;
+	strips = (N + nr - 1) / nr;
+	npad = (size_t)strips * (size_t)nr;
+#pragma omp parallel for schedule(static) if ((double)N * K >= PAR_MIN)
+	for (int s = 0; s < strips; s++)
+		for (int pk = 0; pk < K; pk += KC) {
+			int kc = K - pk < KC ? K - pk : KC;
+
+			pack_b(tb, B, ldb, N, s * nr, pk, kc, nr,
+			       dst + (size_t)pk * npad + (size_t)s * kc * nr);
+		}
+}
+
+static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+		  const float *B, int ldb, const float *bpre, float beta, float *C, int ldc);
+
 void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
 	      const float *B, int ldb, float beta, float *C, int ldc)
+{
+	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+}
+
+int mc_sgemm_pb(const char *kernel_name, int ta, int tb, int M, int N, int K, float alpha,
+		const float *A, int lda, const float *B, int ldb, const float *packed, float beta,
+		float *C, int ldc)
+{
+	if (strcmp(kernel_name, kernel()->name))
+		return -1;
+	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, packed, beta, C, ldc);
+	return 0;
+}
+
+#define PB_ROWS 96 /* strips of A a thread runs against B's strips before the next ones */
+
+/*
+ * A not transposed and B packed beforehand: nothing is shared, so each
+ * thread runs its own rectangle of C (the team's grid over the whole
+ * product) through every K slice in order, with no barrier and no
+ * packing but that of a last strip of fewer than MR rows, into the
+ * thread's own buffer. Each element gets the sequence of the blocked
+ * loop in sgemm: for each K slice in order, its sums, then alpha and beta.
+ */
+static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
+			    const float *A, int lda, const float *bpre, float beta, float *C,
+			    int ldc, int par)
+{
+	const int mr = uk->mr, nr = uk->nr;
+	const int mstrips = (M + mr - 1) / mr, nstrips = (N + nr - 1) / nr;
+	const size_t npad = (size_t)nstrips * (size_t)nr;
+	int maxt = par ? omp_get_max_threads() : 1;
+
+#pragma omp parallel if (par) num_threads(maxt)
+	{
+		int threads = omp_get_num_threads(), me = omp_get_thread_num();
+		int pm, pn, m0, m1, n0, n1;
+		float edge[KC * 12] __attribute__((aligned(64))); /* MR is at most 12 */
+
+		team_grid(mstrips, nstrips, mr, nr, threads, &pm, &pn);
+		part(mstrips, me / pn, pm, &m0, &m1);
+		part(nstrips, me % pn, pn, &n0, &n1);
+		for (int ib = m0; ib < m1; ib += PB_ROWS) {
+			int ie = ib + PB_ROWS < m1 ? ib + PB_ROWS : m1;
+
+			for (int pk = 0; pk < K; pk += KC) {
+				int kc = K - pk < KC ? K - pk : KC, packed = 0;
+				float beta_k = pk == 0 ? beta : 1.0f;
+				const float *bs = bpre + (size_t)pk * npad;
+
+				for (int j = n0; j < n1; j++)
+					for (int i = ib; i < ie; i++) {
+						int rows = M - i * mr < mr ? M - i * mr : mr;
+						int cols = N - j * nr < nr ? N - j * nr : nr;
+
+						if (rows < mr && !packed) {
+							pack_a(0, A, lda, M, i * mr, pk, kc, mr, edge);
+							packed = 1;
+						}
+						uk->fn(kc,
+						       rows < mr ? edge
+								 : A + (size_t)i * mr * lda + pk,
+						       rows < mr ? 0 : (size_t)lda,
+						       bs + (size_t)j * kc * nr,
+						       C + (size_t)i * mr * ldc + (size_t)j * nr, ldc, rows,
+						       cols, alpha, beta_k);
+					}
+			}
+		}
+	}
+}
+
+static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+		  const float *B, int ldb, const float *bpre, float beta, float *C, int ldc)
 {
 	const struct ukernel *uk = kernel();
 	const int mr = uk->mr, nr = uk->nr;
 	size_t mcc, ncc, kc0, abuf, bbuf, asz, bsz;
-	int par, maxt;
+	int par, maxt, direct;
 	float *ap, *bp;
 	struct share *cnt;
 
@@ -969,6 +1116,12 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 	bbuf = ncc * kc0;
 	/* Small products are not worth waking the team; the result is the same. */
 	par = (double)M * N * K >= PAR_MIN;
+	/* A not transposed is read where it is, but for a last strip of fewer than MR rows. */
+	direct = !ta;
+	if (direct && bpre) {
+		sgemm_prepacked(uk, M, N, K, alpha, A, lda, bpre, beta, C, ldc, par);
+		return;
+	}
 	maxt = par ? omp_get_max_threads() : 1;
 	/* Two buffers each: a slice is packed while the last one may still be read. */
 	asz = round_up(2 * abuf * sizeof(float), 64);
@@ -1011,7 +1164,9 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 
 			for (int jc = 0; jc < N; jc += (int)ncc, nb++) {
 				int nc = N - jc < (int)ncc ? N - jc : (int)ncc;
-				float *bq = bp + (size_t)(nb % 2) * bbuf;
+				const float *bq = bpre ? bpre + (size_t)pk * round_up((size_t)N, (size_t)nr) +
+							    (size_t)jc * kc
+						       : bp + (size_t)(nb % 2) * bbuf;
 
 				for (int ic = 0; ic < M; ic += (int)mcc, step++) {
 					int mc = M - ic < (int)mcc ? M - ic : (int)mcc;
@@ -1024,7 +1179,7 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 
 					blk.mstrips = (mc + mr - 1) / mr;
 					blk.nstrips = (nc + nr - 1) / nr;
-					blk.pack_b = ic == 0;
+					blk.pack_b = ic == 0 && !bpre;
 					team_grid(blk.mstrips, blk.nstrips, mr, nr, threads, &blk.pm,
 						  &blk.pn);
 					while ((u = next_unit(pc, me, threads, &v, &w, pack_count,
@@ -1035,12 +1190,13 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 							int s = o.b0 + u;
 
 							pack_b(tb, B, ldb, N, jc + s * nr, pk, kc, nr,
-							       bq + (size_t)s * kc * nr);
+							       (float *)bq + (size_t)s * kc * nr);
 						} else {
 							int s = o.a0 + u - (o.b1 - o.b0);
 
-							pack_a(ta, A, lda, M, ic + s * mr, pk, kc, mr,
-							       aq + (size_t)s * kc * mr);
+							if (!direct || ic + (s + 1) * mr > M)
+								pack_a(ta, A, lda, M, ic + s * mr, pk, kc,
+								       mr, aq + (size_t)s * kc * mr);
 						}
 					}
 					tc[me].next = 0;
@@ -1057,7 +1213,11 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 						ib = o.m0 + u / nj * MB;
 						j = o.n0 + u % nj;
 						for (int i = ib; i < o.m1 && i < ib + MB; i++)
-							uk->fn(kc, aq + (size_t)i * kc * mr,
+							uk->fn(kc,
+							       direct && ic + (i + 1) * mr <= M
+								       ? A + (size_t)(ic + i * mr) * lda + pk
+								       : aq + (size_t)i * kc * mr,
+							       direct && ic + (i + 1) * mr <= M ? (size_t)lda : 0,
 							       bq + (size_t)j * kc * nr,
 							       C + (size_t)(ic + i * mr) * ldc + jc + j * nr,
 							       ldc, mc - i * mr < mr ? mc - i * mr : mr,

@@ -900,11 +900,41 @@ __attribute__((target("avx512f"))) static void quantize_avx512(const float *x, s
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+/* The same with 8 lanes: the AVX2 kernels' (avx2, avx-vnni) machines may lack AVX-512. */
+__attribute__((target("avx2"))) static void quantize_avx2(const float *x, size_t n, float scale,
+							   int zero_point, uint8_t *q)
+{
+	__m256 s = _mm256_set1_ps(scale), z = _mm256_set1_ps((float)zero_point);
+	__m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f);
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), s),
+					   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		__m256i iv;
+		__m128i w;
+
+		/* max(v, 0) takes 0 for NaN (the second operand), as the scalar !(v > 0) does */
+		v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, z), lo), hi);
+		iv = _mm256_cvtps_epi32(v);
+		w = _mm_packus_epi32(_mm256_castsi256_si128(iv), _mm256_extracti128_si256(iv, 1));
+		_mm_storel_epi64((__m128i *)(q + i), _mm_packus_epi16(w, w));
+	}
+	for (; i < n; i++)
+		q[i] = quantize1(x[i], scale, (float)zero_point);
+}
+#endif
+
 void mc_quantize_u8(const float *x, size_t n, float scale, int zero_point, uint8_t *q)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	if (kernel()->epi == 2) {
 		quantize_avx512(x, n, scale, zero_point, q);
+		return;
+	}
+	if (mc_cpu_has(MC_CPU_AVX2)) {
+		quantize_avx2(x, n, scale, zero_point, q);
 		return;
 	}
 #endif

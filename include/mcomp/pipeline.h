@@ -21,9 +21,13 @@ extern "C" {
  * The passes found on the search path: the directories of MCOMP_PASS_PATH
  * (colon-separated), then the build tree's own passes when mcomp runs
  * uninstalled, then the installed pass directory. The current directory is
- * never searched unless named. A shared object is refused (and listed in the
- * registry's refusals) when it does not load, lacks mc_pass_descriptor, was
- * built for another ABI, or repeats a name already found.
+ * never searched unless named. A file *.so is refused (and listed in the
+ * registry's refusals) when it is not a regular file, when it or a folder
+ * above it is world-writable (or group-writable and another user's) unless
+ * MCOMP_PASS_INSECURE=1, when it is not an ELF shared object for this
+ * machine exporting mc_pass_descriptor, does not load, was built for
+ * another ABI, has a bad name (a-z, 0-9, '_', '-'), text or parameter table,
+ * or repeats a name already found (docs/security.md, "Pass plugins").
  */
 struct mc_registry;
 MC_API struct mc_registry *mc_registry_open(struct mc_err *err);
@@ -40,15 +44,18 @@ MC_API const char *mc_registry_refused(const struct mc_registry *r, int i);
 /*
  * Passes that shadow a shipped one: found on MCOMP_PASS_PATH under the name
  * of a pass in the installed pass folder (or the build tree's), which is
- * then refused. Shadow i's name, the file used (*path) and the shipped
- * file it hides (*shipped); NULL when i is out of range.
+ * then refused. A pipeline may not use such a name (mc_pipeline_load says
+ * so); it names the file instead. Shadow i's name, the file found first
+ * (*path) and the shipped file (*shipped); NULL when i is out of range.
  */
 MC_API int mc_registry_nshadows(const struct mc_registry *r);
 MC_API const char *mc_registry_shadow(const struct mc_registry *r, int i, const char **path,
 				      const char **shipped);
-/* Loads one file as a pass (no search); the refusal message goes to err. */
+/* Loads one file as a pass (no search) with the checks above; the refusal
+ * message goes to err. */
 MC_API const struct mc_pass *mc_pass_open(const char *path, void **handle, struct mc_err *err);
-/* The directories searched, colon-separated (static storage). */
+/* The directories searched, colon-separated, of any length (valid until the
+ * next call). */
 MC_API const char *mc_pass_path(void);
 
 struct mc_pipeline;

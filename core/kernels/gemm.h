@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gemm.h - the f32 GEMM with its B operand packed once, for weights that
+ * stay put across calls (a linear layer at inference). Not installed.
+ *
+ * mc_sgemm packs B afresh on every call; a layer that multiplies the same
+ * weights by batch after batch can pack them once into the GEMM's own
+ * layout for a kernel and pass them to mc_sgemm_pb, which then packs only
+ * A. The sums are those of mc_sgemm: same kernel, same slices, same order.
+ */
+#ifndef MCOMP_KERNELS_GEMM_H
+#define MCOMP_KERNELS_GEMM_H
+
+#include <stddef.h>
+
+/* Floats of op(B) [K, N] packed for the kernel named (mc_sgemm_kernel()); 0
+ * when no such kernel runs here. */
+size_t mc_sgemm_packed_size(const char *kernel, int N, int K);
+
+/* Packs op(B) (tb: B is [N, K], else [K, N]) into dst of mc_sgemm_packed_size floats,
+ * 64-byte aligned (the kernels load it aligned). */
+void mc_sgemm_pack_b(const char *kernel, int tb, int N, int K, const float *B, int ldb,
+		     float *dst);
+
+/*
+ * mc_sgemm with packed = op(B) packed for `kernel`; B and ldb are still
+ * needed (a product of a few rows of A reads B as it is). Returns -1,
+ * computing nothing, when `kernel` is no longer the one mc_sgemm uses
+ * (mc_sgemm_use changed it): pack again.
+ */
+int mc_sgemm_pb(const char *kernel, int ta, int tb, int M, int N, int K, float alpha,
+		const float *A, int lda, const float *B, int ldb, const float *packed, float beta,
+		float *C, int ldc);
+
+#endif
