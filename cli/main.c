@@ -61,6 +61,11 @@ static const char usage[] =
 	"  help                              this text\n"
 	"  version                           mcomp's version and pass ABI\n"
 	"\n"
+	"--max-memory SIZE (any command) caps the memory that the sizes an input declares may\n"
+	"need (a model's parameters, a data set), checked before anything is allocated:\n"
+	"512M, 8G, 75% of physical memory, or unlimited; default: half of physical memory\n"
+	"or of the cgroup's memory limit, whichever is lower (docs/limits.md).\n"
+	"\n"
 	"--set KEY=VALUE overrides one value of the pipeline before it is validated, KEY a\n"
 	"dotted path: --set seed=3, --set passes.0.train.epochs=1, --set passes.train.lr=0.01.\n"
 	"\n"
@@ -74,6 +79,8 @@ static const char usage[] =
 	"                     sleeps, and uses fewer threads while other jobs keep the cores\n"
 	"                     busy (OMP_DYNAMIC=false: a fixed team); docs/threads.md\n"
 	"  MCOMP_PROGRESS=0   no progress bar even on a terminal\n"
+	"  MCOMP_MAX_MEMORY=SIZE\n"
+	"                     as --max-memory SIZE (the option wins)\n"
 	"  MCOMP_QUIET=1      no progress lines on stderr, as --quiet\n"
 	"  MCOMP_GEMM=avx512|avx2|portable\n"
 	"                     force the f32 GEMM kernel (default: the fastest this CPU runs);\n"
@@ -1116,12 +1123,52 @@ static int cmd_export(int argc, char **argv)
 	return r ? fail(&err) : 0;
 }
 
+/*
+ * --max-memory SIZE (or --max-memory=SIZE), anywhere on the command line,
+ * else MCOMP_MAX_MEMORY: the memory limit of every command (mc_mem_limit_set).
+ * Takes the option out of argv; 0, or 2 after a usage message.
+ */
+static int take_max_memory(int *argc, char **argv)
+{
+	const char *text = NULL, *what = "--max-memory", *env = getenv("MCOMP_MAX_MEMORY");
+	uint64_t bytes;
+	int i, j;
+
+	for (i = j = 1; i < *argc; i++) {
+		if (!strcmp(argv[i], "--max-memory")) {
+			if (i + 1 == *argc)
+				return bad_usage("--max-memory needs a SIZE, e.g. --max-memory 8G");
+			text = argv[++i];
+		} else if (!strncmp(argv[i], "--max-memory=", 13)) {
+			text = argv[i] + 13;
+		} else {
+			argv[j++] = argv[i];
+		}
+	}
+	*argc = j;
+	argv[j] = NULL;
+	if (!text && env && *env) {
+		text = env;
+		what = "MCOMP_MAX_MEMORY";
+	}
+	if (!text)
+		return 0;
+	if (mc_mem_parse(text, &bytes))
+		return bad_usage("%s '%s': give a size such as 512M, 8G, 75%% or unlimited", what,
+				 text);
+	mc_mem_limit_set(bytes, what);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *cmd = argc > 1 ? argv[1] : NULL, *bar = getenv("MCOMP_PROGRESS");
+	const char *cmd, *bar = getenv("MCOMP_PROGRESS");
 
 	/* Waits that give the CPU back on a busy machine (docs/threads.md). */
 	mc_threads_bound_waits(argv);
+	if (take_max_memory(&argc, argv))
+		return 2;
+	cmd = argc > 1 ? argv[1] : NULL;
 	if (isatty(STDERR_FILENO) && !(bar && !strcmp(bar, "0")))
 		mc_progress_set_sink(draw_progress, NULL);
 

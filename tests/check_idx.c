@@ -214,7 +214,7 @@ START_TEST(test_truncated)
 
 	write_idx(img, 0x803, 3, idims, NULL, 13, 0);
 	expect_fail(mc_idx_load(img, lab, &err), &err, MC_ECORRUPT,
-		    "1 bytes of trailing garbage after the 12 bytes");
+		    "trailing garbage after the 12 bytes");
 
 	/* a gzip stream cut short */
 	{
@@ -234,7 +234,7 @@ START_TEST(test_truncated)
 		fclose(f);
 		write_file(gzp, b, n / 2, 0);
 		free(b);
-		expect_fail(mc_idx_load(gzp, lab, &err), &err, MC_ECORRUPT,
+		expect_fail(mc_idx_load(gzp, NULL, &err), &err, MC_ECORRUPT,
 			    "the gzip file is truncated or corrupt");
 	}
 }

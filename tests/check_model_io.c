@@ -17,6 +17,9 @@
 #include <mcomp/model.h>
 #include <mcomp/safetensors.h>
 
+#include "base/limits.h"
+#include "graph/model_int.h"
+
 static const char *arch_json =
     "{\"format\": 1, \"input\": [1, 4, 4], \"nodes\": ["
     "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
@@ -416,6 +419,112 @@ START_TEST(test_sparse_corrupt)
 }
 END_TEST
 
+/* A model validated as shapes only gets the same values, once given data
+ * and drawn from a seed, as one built with data. */
+START_TEST(test_materialize)
+{
+	struct mc_err err = {0};
+	struct mc_model *a = mc_model_from_arch_shapes(arch_json, "test", &err), *b;
+
+	ck_assert_msg(a != NULL, "%s", err.msg);
+	ck_assert(mc_model_is_arch(a));
+	ck_assert_ptr_null(mc_model_param(a, "fc1.weight")->data);
+	ck_assert_uint_eq(mc_model_param_bytes(a), (16 * 8 + 8 + 8 * 3 + 3) * 4);
+	ck_assert_int_eq(mc_model_materialize(a, &err), 0);
+	ck_assert(!mc_model_is_arch(a));
+	mc_model_init(a, 5);
+	b = build(5);
+	assert_same_params(a, b);
+	mc_model_free(a);
+	mc_model_free(b);
+}
+END_TEST
+
+/* The memory limit refuses what an architecture declares before allocating;
+ * a file that stores nothing for a layer is refused, naming file and layer. */
+START_TEST(test_limits)
+{
+	struct mc_err err = {0};
+	struct mc_model *m;
+	const char *p = tpath("empty.safetensors"), *src;
+	uint64_t v;
+
+	mc_mem_limit_set(600, "a test");
+	ck_assert_ptr_null(mc_model_from_arch(arch_json, "small.json", &err));
+	ck_assert_int_eq(err.code, MC_ENOMEM);
+	ck_assert_msg(strstr(err.msg, "small.json: a model of 163 parameters needs 652 bytes") &&
+		      strstr(err.msg, "limit of 600 bytes (a test)") &&
+		      strstr(err.msg, "--max-memory"), "%s", err.msg);
+	ck_assert_uint_eq(mc_mem_limit(&src), 600);
+	ck_assert_str_eq(src, "a test");
+	mc_mem_limit_set(0, NULL);
+	ck_assert_uint_gt(mc_mem_limit(NULL), 600);
+
+	m = build(3);
+	memset(mc_model_param(m, "fc2.weight")->data, 0, 8 * 3 * 4);
+	memset(mc_model_param(m, "fc2.bias")->data, 0, 3 * 4);
+	ck_assert_msg(mc_model_save(m, p, &err) == 0, "%s", err.msg);
+	mc_model_free(m);
+	ck_assert_ptr_null(mc_model_load(p, &err));
+	ck_assert_int_eq(err.code, MC_ECORRUPT);
+	ck_assert_msg(strstr(err.msg, "empty.safetensors: layer 'fc2' (linear) needs 27 values"),
+		      "%s", err.msg);
+
+	ck_assert_int_eq(mc_mem_parse("512M", &v), 0);
+	ck_assert_uint_eq(v, 512ull << 20);
+	ck_assert_int_eq(mc_mem_parse("1.5GiB", &v), 0);
+	ck_assert_uint_eq(v, 3ull << 29);
+	ck_assert_int_eq(mc_mem_parse("4096", &v), 0);
+	ck_assert_uint_eq(v, 4096);
+	ck_assert_int_eq(mc_mem_parse("unlimited", &v), 0);
+	ck_assert_uint_eq(v, UINT64_MAX);
+	ck_assert_int_eq(mc_mem_parse("50%", &v), 0);
+	ck_assert_int_eq(mc_mem_parse("0", &v), -1);
+	ck_assert_int_eq(mc_mem_parse("-1G", &v), -1);
+	ck_assert_int_eq(mc_mem_parse("8X", &v), -1);
+	ck_assert_int_eq(mc_mem_parse("", &v), -1);
+	ck_assert_int_eq(mc_mem_parse("101%", &v), -1);
+}
+END_TEST
+
+static void put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The default limit honours the smallest cgroup memory limit on the way up:
+ * v2 memory.max ("max": none), v1 memory.limit_in_bytes (2^63: none). */
+START_TEST(test_cgroup_limit)
+{
+	char a[4200], b[4200], v1[4200];
+	char buf[32];
+
+	snprintf(a, sizeof(a), "%s/a", tpath(""));
+	snprintf(b, sizeof(b), "%s/a/b", tpath(""));
+	snprintf(v1, sizeof(v1), "%s/memory", tpath(""));
+	ck_assert_int_eq(mkdir(a, 0755), 0);
+	ck_assert_int_eq(mkdir(b, 0755), 0);
+	ck_assert_int_eq(mkdir(v1, 0755), 0);
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 0);
+	put(tpath("a/b/memory.max"), "max\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 0);
+	put(tpath("a/memory.max"), "1073741824\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 1073741824);
+	put(tpath("memory/memory.limit_in_bytes"), "9223372036854771712\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 1073741824);
+	put(tpath("memory/memory.limit_in_bytes"), "536870912\n");
+	ck_assert_uint_eq(mc_mem_cgroup(tpath(""), "/a/b", "/"), 536870912);
+	ck_assert_str_eq(mc_mem_text(536870912, buf, sizeof(buf)), "512.0 MiB");
+	ck_assert_str_eq(mc_mem_text(1000, buf, sizeof(buf)), "1000 bytes");
+	ck_assert_str_eq(mc_mem_text(UINT64_MAX, buf, sizeof(buf)), "unlimited");
+}
+END_TEST
+
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("model_io");
@@ -429,6 +538,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_sparse_round_trip);
 	tcase_add_test(tc, test_sparse_corrupt);
 	tcase_add_test(tc, test_sparse_int8_round_trip);
+	tcase_add_test(tc, test_materialize);
+	tcase_add_test(tc, test_limits);
+	tcase_add_test(tc, test_cgroup_limit);
 	suite_add_tcase(s, tc);
 	return s;
 }

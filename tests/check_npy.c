@@ -572,6 +572,23 @@ START_TEST(test_npz)
 	load_fails(&src, MC_ECORRUPT, "the member's sizes do not add up", 1);
 	free(zip);
 
+	/* 32 MB of zeros deflated to 32 KB: a zip bomb, refused from the
+	 * directory before inflating (arrays of real data deflate a few times) */
+	{
+		unsigned char *zeros = calloc(1, 32 << 20), *bb;
+		struct member bomb[2];
+
+		ck_assert_ptr_nonnull(zeros);
+		bomb[0] = npy_member("x_train.npy", "|u1", "(512, 65536)", zeros, 32 << 20, &bb);
+		bomb[1] = m[1];
+		write_zip(spath("d.npz"), bomb, 2, 1);
+		load_fails(&src, MC_ECORRUPT, "times its", 1);
+		load_fails(&src, MC_ECORRUPT, "looks like a zip bomb; if the data is real, save it "
+			   "with np.savez", 1);
+		free(bb);
+		free(zeros);
+	}
+
 	/* a central directory that points past the file */
 	write_zip(spath("d.npz"), m, 2, 1);
 	zip = slurp(spath("d.npz"), &n);

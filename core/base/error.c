@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <mcomp/common.h>
 
@@ -76,24 +77,68 @@ MC_API int mc_mul_overflow(size_t a, size_t b, size_t *out)
 	return 0;
 }
 
+/*
+ * Every block of mc_calloc carries a header of one alignment unit before its
+ * data: its size and how it was made. Blocks of LAZY bytes or more are fresh
+ * anonymous mappings, which the kernel zeroes a page at a time when first
+ * touched: a tensor that stays zero (a layer a sparse file leaves mostly
+ * empty) costs neither memory nor the time to clear it. Smaller blocks come
+ * from the heap and are cleared here.
+ */
+#define ALIGN 64
+#define LAZY ((size_t)4 << 20)
+#define MAGIC 0x6d63616cu
+
+struct block {
+	size_t total; /* bytes from the header on */
+	uint32_t magic;
+	uint32_t mapped;
+};
+
 MC_API void *mc_calloc(size_t nmemb, size_t size)
 {
+	struct block *b;
 	size_t bytes;
-	void *p;
 
-	if (mc_mul_overflow(nmemb, size, &bytes) || bytes > SIZE_MAX - 63)
+	if (mc_mul_overflow(nmemb, size, &bytes) || bytes > SIZE_MAX - 2 * ALIGN - 4096)
 		return NULL;
 	/* aligned_alloc wants a multiple of the alignment; 0 bytes still gets a block. */
-	bytes = (bytes + 63) & ~(size_t)63;
+	bytes = (bytes + ALIGN - 1) & ~(size_t)(ALIGN - 1);
 	if (bytes == 0)
-		bytes = 64;
-	p = aligned_alloc(64, bytes);
-	if (p)
-		memset(p, 0, bytes);
-	return p;
+		bytes = ALIGN;
+	if (bytes >= LAZY) {
+		void *p = mmap(NULL, bytes + ALIGN, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			return NULL;
+		b = p;
+		b->mapped = 1;
+	} else {
+		b = aligned_alloc(ALIGN, bytes + ALIGN);
+		if (!b)
+			return NULL;
+		memset(b, 0, bytes + ALIGN);
+	}
+	b->total = bytes + ALIGN;
+	b->magic = MAGIC;
+	return (char *)b + ALIGN;
 }
 
 MC_API void mc_free(void *p)
 {
-	free(p);
+	struct block *b;
+
+	if (!p)
+		return;
+	b = (struct block *)((char *)p - ALIGN);
+	if (b->magic != MAGIC) {
+		free(p); /* not from mc_calloc (a caller's bug): what free() would have done */
+		return;
+	}
+	b->magic = 0;
+	if (b->mapped)
+		munmap(b, b->total);
+	else
+		free(b);
 }

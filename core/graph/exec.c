@@ -3,6 +3,7 @@
  * exec.c - the executor: activations and gradients for batches of a
  * model, forward in node order and backward in reverse.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +138,50 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 	}
 }
 
+/*
+ * What the buffers below will take, against the memory limit before any is
+ * allocated: a model of modest parameters can still have activations of
+ * gigabytes a sample (a large input through wide layers). Counts every
+ * node's output (fused ones too, an upper bound), the largest workspace, and
+ * for training the gradients of outputs and parameters and the scratch.
+ */
+static int check_memory(const struct mc_model *m, int max_batch, int training,
+			struct mc_err *err)
+{
+	uint64_t outs = 0, params = 0, work = 0, max_in = (uint64_t)m->in_numel, need;
+	char what[160];
+
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = m->nodes[i];
+
+		outs += (uint64_t)nd->out_numel;
+		if (nd->op->workspace) {
+			uint64_t w = nd->op->workspace(nd, max_batch);
+
+			work = w > work ? w : work;
+		}
+		for (int p = 0; p < nd->n_params; p++)
+			params += (uint64_t)nd->params[p]->numel;
+		if ((uint64_t)nd->out_numel > max_in)
+			max_in = (uint64_t)nd->out_numel;
+	}
+	/* In long double: 8192 nodes of 2^31 values at a batch of 2^31 overflow
+	 * 64 bits, and then need more than any limit. */
+	{
+		long double b = 4.0L * (long double)max_batch * (long double)outs;
+
+		if (training)
+			b += b + 4.0L * (long double)params +
+			     4.0L * MC_NODE_MAX_INPUTS * (long double)max_batch * (long double)max_in;
+		b += (long double)work;
+		need = b >= 18446744073709551615.0L ? UINT64_MAX : (uint64_t)b;
+	}
+	snprintf(what, sizeof(what), "%s batch of %d samples (activations%s)",
+		 training ? "a training" : "a forward", max_batch,
+		 training ? " and gradients" : "");
+	return mc_mem_check(need, what, err);
+}
+
 struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int training,
 			    struct mc_err *err)
 {
@@ -157,6 +202,10 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	}
 	if (!e)
 		goto nomem;
+	if (check_memory(m, max_batch, training, err)) {
+		free(e);
+		return NULL;
+	}
 	e->m = m;
 	e->max_batch = max_batch;
 	e->training = training;

@@ -728,6 +728,10 @@ static int change_commit(struct change *c, struct mc_err *err)
 		r = mc_err_set(err, MC_EINVAL, "a model needs at least one node");
 		goto undo;
 	}
+	if (c->n > MC_MODEL_MAX_NODES) {
+		r = mc_err_set(err, MC_EINVAL, "a model has at most %d nodes", MC_MODEL_MAX_NODES);
+		goto undo;
+	}
 	nodes = calloc((size_t)c->n, sizeof(*nodes));
 	if (!nodes)
 		goto nomem;
@@ -811,7 +815,7 @@ static int change_commit(struct change *c, struct mc_err *err)
 		node_free(c->dead[i]);
 	free(m->nodes);
 	m->nodes = nodes;
-	m->n_nodes = c->n;
+	m->n_nodes = m->cap_nodes = c->n;
 	m->n_classes = nodes[c->n - 1]->out_numel;
 	change_free(c);
 	return 0;
@@ -832,6 +836,90 @@ undo:
 	free(nodes);
 	change_free(c);
 	return r ? r : MC_ENOMEM;
+}
+
+/* ---------------------------------------------------------------- appending */
+
+static int setup_fresh(const struct mc_model *m, int i, struct mc_tensor **fresh,
+		       struct mc_err *err);
+
+/*
+ * Appends fresh node nd (owned; freed on failure) reading in[n_in]: what a
+ * change would do for one slot at the end, without copying the graph into a
+ * change, so that building a model node by node takes time in proportion
+ * to its nodes. Nothing before the node changes: setup with shapes, then
+ * again with data unless the model has shapes only. m is unchanged on
+ * failure. Returns the node's index or an error code.
+ */
+static int append_node(struct mc_model *m, struct mc_node *nd, const int *in, int n_in,
+		       struct mc_err *err)
+{
+	int in_ndim[MC_NODE_MAX_INPUTS], r;
+	int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
+	struct mc_tensor *fresh[MC_NODE_MAX_PARAMS];
+	char ins[512] = "", buf[256];
+	size_t numel = 1;
+
+	if (m->n_nodes >= MC_MODEL_MAX_NODES) {
+		r = mc_err_set(err, MC_EINVAL, "a model has at most %d nodes", MC_MODEL_MAX_NODES);
+		goto fail;
+	}
+	if (m->n_nodes == m->cap_nodes) {
+		int cap = m->cap_nodes ? 2 * m->cap_nodes : 16;
+		struct mc_node **nodes = realloc(m->nodes, (size_t)cap * sizeof(*nodes));
+
+		if (!nodes) {
+			r = mc_err_set(err, MC_ENOMEM, "node '%s': out of memory", nd->name);
+			goto fail;
+		}
+		m->nodes = nodes;
+		m->cap_nodes = cap;
+	}
+	nd->n_inputs = n_in;
+	memcpy(nd->inputs, in, (size_t)n_in * sizeof(*in));
+	for (int k = 0; k < n_in; k++) {
+		const struct mc_node *sn = in[k] == MC_NODE_INPUT ? NULL : m->nodes[in[k]];
+
+		in_ndim[k] = sn ? sn->out_ndim : m->in_ndim;
+		memcpy(in_shape[k], sn ? sn->out_shape : m->in_shape, sizeof(in_shape[k]));
+		snprintf(ins + strlen(ins), sizeof(ins) - strlen(ins), "%s'%s' %s", k ? ", " : "",
+			 sn ? sn->name : "input",
+			 mc_shape_text(in_ndim[k], in_shape[k], buf, sizeof(buf)));
+	}
+	nd->arch_only = 1;
+	r = nd->op->setup(nd, in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+	for (int d = 0; !r && d < nd->out_ndim; d++)
+		if (nd->out_shape[d] < 1 || mc_mul_overflow(numel, (size_t)nd->out_shape[d], &numel) ||
+		    numel > INT_MAX)
+			r = mc_err_set(err, MC_EINVAL,
+				       "output of %lld values per sample is too large; use a smaller "
+				       "layer",
+				       (long long)numel);
+	if (r) {
+		mc_err_prefix(err, "node '%s' (%s) given %s", nd->name, nd->op->name, ins);
+		goto fail;
+	}
+	nd->out_numel = (int64_t)numel;
+	m->nodes[m->n_nodes] = nd;
+	if (!m->arch_only) {
+		/* Its data, as building it with data gives (zeros or starting values). */
+		r = setup_fresh(m, m->n_nodes, fresh, err);
+		if (r) {
+			for (int p = 0; p < MC_NODE_MAX_PARAMS; p++)
+				mc_tensor_free(fresh[p]);
+			goto fail;
+		}
+		for (int p = 0; p < nd->n_params; p++) {
+			mc_tensor_free(nd->params[p]);
+			nd->params[p] = fresh[p];
+		}
+	}
+	nd->arch_only = m->arch_only;
+	m->n_classes = nd->out_numel;
+	return m->n_nodes++;
+fail:
+	node_free(nd);
+	return r;
 }
 
 /* ---------------------------------------------------------------- mutations */
@@ -874,12 +962,69 @@ static int bad_index(const struct mc_model *m, int i, struct mc_err *err)
 			  m->n_nodes - 1);
 }
 
+/* mc_model_add_node at the end: change_add's checks against the model
+ * itself rather than a change's copy of it. A request it refuses returns
+ * GENERAL, for the general way to refuse with its message. */
+#define GENERAL INT_MIN
+static int append_named(struct mc_model *m, const char *name, const char *opname,
+			const char *const *inputs, const struct mc_attr *attrs,
+			struct mc_err *err)
+{
+	const struct mc_op *op = mc_op_find(opname);
+	int in[MC_NODE_MAX_INPUTS], n_in = 0, nth = 1;
+	char nbuf[300], abuf[16];
+	struct mc_node *nd;
+
+	if (!op)
+		return GENERAL; /* change_add says why */
+	if (!name) {
+		for (int i = 0; i < m->n_nodes; i++)
+			nth += m->nodes[i]->op == op;
+		do
+			snprintf(nbuf, sizeof(nbuf), "%s%d", op->name, nth++);
+		while (mc_model_find(m, nbuf) >= 0);
+		name = nbuf;
+	}
+	if (!valid_node_name(name) || mc_model_find(m, name) >= 0)
+		return GENERAL;
+	if (!inputs) {
+		if (op->n_inputs != 1)
+			return GENERAL;
+		in[n_in++] = m->n_nodes - 1 < 0 ? MC_NODE_INPUT : m->n_nodes - 1;
+	} else {
+		for (; inputs[n_in]; n_in++) {
+			int src = strcmp(inputs[n_in], "input") ? mc_model_find(m, inputs[n_in])
+								 : MC_NODE_INPUT;
+
+			if (n_in >= MC_NODE_MAX_INPUTS || (src == -1 && strcmp(inputs[n_in], "input")))
+				return GENERAL;
+			in[n_in] = src;
+		}
+		if (!mc_op_takes(op, n_in))
+			return mc_err_set(err, MC_EINVAL, "node '%s': %s takes %s input%s, got %d",
+					  name, op->name, arity(op, abuf), op->n_inputs == 1 ? "" : "s",
+					  n_in);
+	}
+	nd = node_new(name, op, attrs, err);
+	if (!nd)
+		return err ? err->code : MC_ENOMEM;
+	return append_node(m, nd, in, n_in, err);
+}
+
 int mc_model_add_node(struct mc_model *m, int pos, const char *name, const char *opname,
 		      const char *const *inputs, const struct mc_attr *attrs, struct mc_err *err)
 {
 	struct change c;
-	int r = change_init(&c, m, 1, err);
+	int r;
 
+	/* Appending, the common case, sets up the new node alone; a bad request
+	 * goes the general way, which says what is wrong. */
+	if (pos < 0 || pos >= m->n_nodes) {
+		r = append_named(m, name, opname, inputs, attrs, err);
+		if (r != GENERAL)
+			return r;
+	}
+	r = change_init(&c, m, 1, err);
 	if (r)
 		return r;
 	r = change_add(&c, pos, name, opname, inputs, attrs, err);
@@ -896,10 +1041,7 @@ int mc_model_add_conf(struct mc_model *m, const char *name, const struct mc_op *
 		      const int *inputs, int n_inputs, const void *conf, struct mc_err *err)
 {
 	struct mc_node *nd;
-	struct change c;
-	struct slot *s;
 	char abuf[16];
-	int r;
 
 	if (!valid_node_name(name) || mc_model_find(m, name) >= 0)
 		return mc_err_set(err, MC_EINVAL, "node name '%s' is taken or unusable", name);
@@ -920,18 +1062,7 @@ int mc_model_add_conf(struct mc_model *m, const char *name, const struct mc_op *
 		return mc_err_set(err, MC_ENOMEM, "node '%s': out of memory", name);
 	}
 	nd->op = op;
-	r = change_init(&c, m, 1, err);
-	if (r) {
-		node_free(nd);
-		return r;
-	}
-	s = slot_insert(&c, c.n);
-	s->node = nd;
-	s->fresh = 1;
-	s->n_inputs = n_inputs;
-	memcpy(s->inputs, inputs, (size_t)n_inputs * sizeof(*inputs));
-	r = change_commit(&c, err);
-	return r ? r : m->n_nodes - 1;
+	return append_node(m, nd, inputs, n_inputs, err);
 }
 
 int mc_model_insert_after(struct mc_model *m, int i, const char *name, const char *opname,
@@ -1156,6 +1287,7 @@ static struct mc_model *dup_model(const struct mc_model *m, int arch_only, struc
 	*d = *m;
 	d->arch_only = arch_only || m->arch_only;
 	d->n_nodes = 0;
+	d->cap_nodes = m->n_nodes + 1;
 	d->nodes = calloc((size_t)m->n_nodes + 1, sizeof(*d->nodes));
 	if (!d->nodes)
 		goto nomem;
@@ -1200,6 +1332,83 @@ nomem:
 fail:
 	mc_model_free(d);
 	return NULL;
+}
+
+uint64_t mc_model_param_bytes(const struct mc_model *m)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < m->n_nodes; i++)
+		for (int p = 0; p < m->nodes[i]->n_params; p++)
+			n += mc_tensor_nbytes(m->nodes[i]->params[p]);
+	return n;
+}
+
+/* Node i set up again with parameter data into fresh[]: what building it
+ * with data would have given (zeros, or the op's starting values). */
+static int setup_fresh(const struct mc_model *m, int i, struct mc_tensor **fresh,
+		       struct mc_err *err)
+{
+	const struct mc_node *nd = m->nodes[i];
+	struct mc_node t = *nd;
+	int in_ndim[MC_NODE_MAX_INPUTS], r;
+	int64_t in_shape[MC_NODE_MAX_INPUTS][MC_MAX_DIMS];
+
+	for (int k = 0; k < nd->n_inputs; k++) {
+		int src = nd->inputs[k];
+		const struct mc_node *sn = src == MC_NODE_INPUT ? NULL : m->nodes[src];
+
+		in_ndim[k] = sn ? sn->out_ndim : m->in_ndim;
+		memcpy(in_shape[k], sn ? sn->out_shape : m->in_shape, sizeof(in_shape[k]));
+	}
+	memset(t.params, 0, sizeof(t.params));
+	t.n_params = 0;
+	t.arch_only = 0;
+	t.cache = NULL;
+	r = nd->op->setup(&t, in_ndim, (const int64_t(*)[MC_MAX_DIMS])in_shape, err);
+	for (int p = 0; !r && p < t.n_params; p++)
+		if (p >= nd->n_params || !same_shape(t.params[p], nd->params[p]))
+			r = mc_err_set(err, MC_EINVAL, "node '%s' (%s): setup is not repeatable",
+				       nd->name, nd->op->name);
+	if (!r && t.n_params != nd->n_params)
+		r = mc_err_set(err, MC_EINVAL, "node '%s' (%s): setup is not repeatable",
+			       nd->name, nd->op->name);
+	memcpy(fresh, t.params, sizeof(t.params));
+	return r;
+}
+
+int mc_model_materialize(struct mc_model *m, struct mc_err *err)
+{
+	struct mc_tensor *(*fresh)[MC_NODE_MAX_PARAMS];
+	int r = 0, i;
+
+	if (!m->arch_only)
+		return 0;
+	fresh = calloc((size_t)m->n_nodes + 1, sizeof(*fresh));
+	if (!fresh)
+		return mc_err_set(err, MC_ENOMEM, "out of memory");
+	/* All or nothing: the model changes only once every node has its data. */
+	for (i = 0; i < m->n_nodes && !r; i++)
+		r = setup_fresh(m, i, fresh[i], err);
+	if (r) {
+		for (i = 0; i < m->n_nodes; i++)
+			for (int p = 0; p < MC_NODE_MAX_PARAMS; p++)
+				mc_tensor_free(fresh[i][p]);
+		free(fresh);
+		return r;
+	}
+	for (i = 0; i < m->n_nodes; i++) {
+		struct mc_node *nd = m->nodes[i];
+
+		for (int p = 0; p < nd->n_params; p++) {
+			mc_tensor_free(nd->params[p]);
+			nd->params[p] = fresh[i][p];
+		}
+		nd->arch_only = 0;
+	}
+	m->arch_only = 0;
+	free(fresh);
+	return 0;
 }
 
 struct mc_model *mc_model_dup(const struct mc_model *m, struct mc_err *err)

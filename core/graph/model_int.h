@@ -9,11 +9,16 @@
 
 #include <mcomp/model.h>
 
+/* Nodes of one model at most: far beyond real networks, and small enough
+ * that reading a hostile architecture stays fast (names are checked for
+ * uniqueness against every earlier node). */
+#define MC_MODEL_MAX_NODES 8192
+
 struct mc_model {
 	int in_ndim;
 	int64_t in_shape[MC_MAX_DIMS]; /* per sample */
 	int64_t in_numel;
-	int n_nodes;
+	int n_nodes, cap_nodes;
 	struct mc_node **nodes; /* topological order; the last is the output; each malloc'd */
 	int64_t n_classes;	/* out_numel of the last node */
 	int arch_only;		/* parameters have shapes but no data */
@@ -27,5 +32,26 @@ struct mc_model {
  */
 int mc_model_add_conf(struct mc_model *m, const char *name, const struct mc_op *op,
 		      const int *inputs, int n_inputs, const void *conf, struct mc_err *err);
+
+/* Bytes of m's parameter data (with data or of shapes only). */
+uint64_t mc_model_param_bytes(const struct mc_model *m);
+
+/*
+ * Gives a model of shapes only (arch_only) its parameter data: each node
+ * set up again as building it with data would have (zeros, or the op's
+ * starting values; mc_model_init draws the rest). Large parameters are
+ * zeroed lazily (mc_calloc), so what a caller never writes costs nothing.
+ * 0, or an error code with m unchanged. A model with data is left as it is.
+ */
+int mc_model_materialize(struct mc_model *m, struct mc_err *err);
+
+/* mc_model_from_arch without the data: a model of shapes only, which
+ * mc_model_materialize completes once its size is known to fit. */
+struct mc_model *mc_model_from_arch_shapes(const char *json, const char *origin,
+					   struct mc_err *err);
+/* 0 when m's parameter data and extra bytes fit the memory limit; else
+ * MC_ENOMEM: "ORIGIN: the model's N parameters needs SIZE ...". */
+int mc_model_fits(const struct mc_model *m, uint64_t extra, const char *origin,
+		  struct mc_err *err);
 
 #endif

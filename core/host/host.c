@@ -26,6 +26,7 @@
 #include <mcomp/pipeline.h>
 
 #include "base/base_int.h"
+#include "base/limits.h"
 #include "graph/model_int.h"
 
 #include "host/host_int.h"
@@ -415,8 +416,11 @@ static int check_fit(const struct mc_pl_split *s, const char *name, const struct
 		loc_prefix(head, sizeof(head), &s->loc);
 		return mc_err_prefix(err, "%sdata split '%s'", head, s->name);
 	}
-	for (int i = 0; i < ndim; i++)
-		numel *= dims[i];
+	/* Header dimensions are up to 2^32 - 1 each: their product can
+	 * overflow, and then fits no model. */
+	for (int i = 0; i < ndim && numel >= 0; i++)
+		if (dims[i] < 0 || __builtin_mul_overflow(numel, dims[i], &numel))
+			numel = -1;
 	if (numel == m->in_numel)
 		return 0;
 	loc_prefix(head, sizeof(head), loc);
@@ -492,12 +496,81 @@ MC_API int mc_ctx_check_data(struct mc_ctx *ctx, const char *key, const char *na
  * created validates, and one that names a layer an earlier pass removed
  * does not, before anything runs.
  */
+/* Bytes of split s once loaded (*full: of the whole file it is sliced
+ * from, which is loaded first), from its header; 0 when unknown. */
+static uint64_t split_bytes(const struct mc_pl_split *s, uint64_t *full)
+{
+	struct mc_data_source src;
+	struct mc_err ignore = { 0 };
+	int64_t n, dims[3], count;
+	uint64_t row = 1;
+	int ndim;
+
+	*full = 0;
+	mc_pl_split_source(s, &src);
+	if (mc_data_peek(&src, &n, &ndim, dims, &ignore) || n < 0)
+		return 0;
+	for (int i = 0; i < ndim; i++)
+		if (dims[i] < 0 || __builtin_mul_overflow(row, (uint64_t)dims[i], &row))
+			return UINT64_MAX;
+	if (__builtin_mul_overflow(row, 4, &row) || __builtin_add_overflow(row, 1, &row) ||
+	    __builtin_mul_overflow(row, (uint64_t)n, full))
+		return *full = UINT64_MAX;
+	count = s->count < 0 ? n - s->first : s->count;
+	if (s->first == 0 && s->count < 0)
+		return *full;
+	return count > 0 && count <= n ? (uint64_t)count * (row) : 0;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/*
+ * Before anything is allocated for them: each model's parameters, and all
+ * of them with the data splits, must fit the memory limit (mc_mem_check).
+ * Built models have shapes only at validation, so a layer of a billion
+ * weights costs nothing to validate.
+ */
+static int check_memory(struct mc_pipeline *p, struct mc_err *err)
+{
+	uint64_t models = 0, data = 0, peak = 0, full;
+	char what[1400], head[1024], a[32], b[32];
+	int i;
+
+	for (i = 0; i < p->n_models; i++) {
+		struct mc_pl_model *pm = &p->models[i];
+
+		if (!pm->model)
+			continue;
+		loc_prefix(head, sizeof(head), &pm->loc);
+		snprintf(what, sizeof(what), "%smodel '%s' (%lld parameters)", head, pm->name,
+			 (long long)mc_model_nparams(pm->model));
+		if (mc_mem_check(mc_model_param_bytes(pm->model), what, err))
+			return err->code = MC_EINVAL;
+		models = add_sat(models, mc_model_param_bytes(pm->model));
+	}
+	for (i = 0; i < p->n_splits; i++) {
+		data = add_sat(data, split_bytes(&p->splits[i], &full));
+		if (full > peak)
+			peak = full;
+	}
+	snprintf(what, sizeof(what), "%s: the pipeline's models (%s) and data splits (%s)",
+		 p->path, mc_mem_text(models, a, sizeof(a)), mc_mem_text(data, b, sizeof(b)));
+	if (mc_mem_check(add_sat(add_sat(models, data), peak), what, err))
+		return err->code = MC_EINVAL;
+	return 0;
+}
+
 int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 {
 	struct mc_ctx ctx = { .p = p, .validating = 1, .err = err };
 	int i, ret;
 
 	ret = check_data(p, err);
+	if (!ret)
+		ret = check_memory(p, err);
 	if (ret)
 		return ret;
 	ctx.shapes = calloc((size_t)p->n_models + 1, sizeof(*ctx.shapes));
@@ -557,7 +630,9 @@ static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct m
 		if (!d)
 			return mc_err_prefix(err, "data split 'test'");
 	}
-	return mc_measure_model(m, d, &row->m, err);
+	if (mc_measure_model(m, d, &row->m, err))
+		return mc_err_prefix(err, "%s: measuring model '%s'", p->path, row->model);
+	return 0;
 }
 
 /* Rows for the models as they start, before any pass changes them. */
@@ -775,6 +850,19 @@ MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 		p->outputs[i].written = 0;
 	sweep_stale(p);
 	ret = check_interrupt(err);
+	/* Built models were validated as shapes: now they get their data,
+	 * drawn from the seed. */
+	for (i = 0; !ret && i < p->n_models; i++) {
+		struct mc_model *m = p->models[i].model;
+
+		if (!m || !mc_model_is_arch(m))
+			continue;
+		ret = mc_model_materialize(m, err);
+		if (ret)
+			mc_err_prefix(err, "%s: model '%s'", p->path, p->models[i].name);
+		else
+			mc_model_init(m, p->seed);
+	}
 	if (!ret)
 		ret = measure_start(p, &rep, err);
 	for (i = 0; !ret && i < p->n_passes; i++) {

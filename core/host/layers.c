@@ -306,12 +306,24 @@ int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_
 		if (!bt.m) {
 			bad(l, in, "%s: %s", where, l->tmp.msg);
 			ok = 0;
+		} else {
+			/* Shapes only: validation computes sizes without allocating
+			 * weights; mc_pipeline_run gives them data and draws them. */
+			bt.m->arch_only = 1;
 		}
 	}
 	if (layers->kind != MC_YSEQ || !layers->n) {
 		bad(l, layers, "%s: layers must be a non-empty list, such as [flatten, {linear: "
 			       "10}]",
 		    where);
+		ok = 0;
+		goto out;
+	}
+	if (layers->n > MC_MODEL_MAX_NODES) {
+		/* Refused before any layer is read: names are checked against
+		 * every earlier layer, so the work grows with the square. */
+		bad(l, layers, "%s: %d layers; a model has at most %d", where, layers->n,
+		    MC_MODEL_MAX_NODES);
 		ok = 0;
 		goto out;
 	}
@@ -328,7 +340,6 @@ int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_
 	if (ok && bt.m) {
 		pm->model = bt.m;
 		bt.m = NULL;
-		mc_model_init(pm->model, l->p->seed);
 	}
 out:
 	for (int i = 0; i < bt.n; i++)

@@ -45,6 +45,33 @@ static const char *item_name(const struct mc_ynode *y)
 	return NULL;
 }
 
+/* Overrides taken at most: more belong in the pipeline file (each one looks
+ * its key up among the keys set before it). */
+#define MAX_SETS 4096
+
+/* *ref to change: a copy of a node of the file (which an alias may share),
+ * or the node itself when an override made it. NULL when out of memory. */
+static struct mc_ynode *own(struct ld *l, struct mc_ynode **ref)
+{
+	struct mc_ynode *c = (*ref)->copied ? *ref : mc_ynode_clone(l->doc, *ref);
+
+	if (c) {
+		c->copied = 1;
+		*ref = c;
+	}
+	return c;
+}
+
+/* A new node of an override, changed in place by later ones. */
+static struct mc_ynode *fresh(struct ld *l, enum mc_ykind kind, const char *file)
+{
+	struct mc_ynode *y = mc_ynode_new(l->doc, kind, file);
+
+	if (y)
+		y->copied = 1;
+	return y;
+}
+
 struct set {
 	const char *label; /* "--set KEY" */
 	char **segs;
@@ -57,13 +84,12 @@ static int set_at(struct ld *l, struct set *s, struct mc_ynode **ref, int i, int
 /* Descends into the mapping *ref (copied first: aliased nodes stay as they were). */
 static int set_in_map(struct ld *l, struct set *s, struct mc_ynode **ref, int i)
 {
-	struct mc_ynode *m = mc_ynode_clone(l->doc, *ref), *key, *val;
+	struct mc_ynode *m = own(l, ref), *key, *val;
 	const char *seg = s->segs[i];
 	int last = i == s->nseg - 1;
 
 	if (!m)
 		return MC_ENOMEM;
-	*ref = m;
 	for (int k = 0; k < m->n; k++) {
 		if (strcmp(m->keys[k]->value, seg))
 			continue;
@@ -77,7 +103,7 @@ static int set_in_map(struct ld *l, struct set *s, struct mc_ynode **ref, int i)
 	if (!key || !(key->value = mc_ydoc_strdup(l->doc, seg)))
 		return MC_ENOMEM;
 	key->plain = 1;
-	val = last ? s->value : mc_ynode_new(l->doc, MC_YMAP, s->label);
+	val = last ? s->value : fresh(l, MC_YMAP, s->label);
 	if (!val || mc_ynode_append(l->doc, m, key, val))
 		return MC_ENOMEM;
 	if (last)
@@ -96,12 +122,11 @@ static int set_at(struct ld *l, struct set *s, struct mc_ynode **ref, int i, int
 	int idx;
 
 	if (y->kind == MC_YSEQ) {
-		struct mc_ynode *c = mc_ynode_clone(l->doc, y);
+		struct mc_ynode *c = own(l, ref);
 		int found = 0, r;
 
 		if (!c)
 			return MC_ENOMEM;
-		*ref = c;
 		if (!parse_index(seg, &idx)) {
 			if (idx >= c->n) {
 				mc_errlist_add(&l->el, s->label, 0, 0,
@@ -146,7 +171,7 @@ static int set_at(struct ld *l, struct set *s, struct mc_ynode **ref, int i, int
 		}
 		if (y->kind == MC_YSCALAR && name) {
 			/* "- eval" becomes "- eval: null", then gets its key. */
-			struct mc_ynode *m = mc_ynode_new(l->doc, MC_YMAP, y->file);
+			struct mc_ynode *m = fresh(l, MC_YMAP, y->file);
 			struct mc_ynode *nul = mc_ynode_new(l->doc, MC_YSCALAR, s->label);
 
 			if (!m || !nul)
@@ -161,7 +186,7 @@ static int set_at(struct ld *l, struct set *s, struct mc_ynode **ref, int i, int
 	}
 	if (mc_ynode_is_null(y)) {
 		/* "train:" with no parameters: an empty mapping to set keys in. */
-		struct mc_ynode *m = mc_ynode_new(l->doc, MC_YMAP, y->file);
+		struct mc_ynode *m = fresh(l, MC_YMAP, y->file);
 
 		if (!m)
 			return MC_ENOMEM;
@@ -186,6 +211,14 @@ int mc_pl_apply_set(struct ld *l, int n, struct mc_ynode **root)
 	char *key = NULL, *save = NULL, *tok;
 	int ret = 0;
 
+	if (n >= MAX_SETS) {
+		if (n == MAX_SETS)
+			mc_errlist_add(&l->el, l->f->labels[n], 0, 0,
+				       "more than %d --set overrides; put the values in the "
+				       "pipeline file",
+				       MAX_SETS);
+		return MC_EINVAL;
+	}
 	if (!eq || eq == text) {
 		mc_errlist_add(&l->el, l->f->labels[n], 0, 0,
 			       "expected KEY=VALUE, such as --set passes.0.train.epochs=3");
@@ -218,7 +251,7 @@ int mc_pl_apply_set(struct ld *l, int n, struct mc_ynode **root)
 		goto out;
 	}
 	if (!*root) {
-		*root = mc_ynode_new(l->doc, MC_YMAP, s.label);
+		*root = fresh(l, MC_YMAP, s.label);
 		if (!*root) {
 			ret = MC_ENOMEM;
 			goto out;

@@ -50,7 +50,8 @@ struct mc_pl_model {
 	char *name;
 	char *load;	 /* resolved path of the file it was loaded from, or NULL if built */
 	struct mc_loc loc;
-	struct mc_model *model; /* built (and initialised from the seed) or loaded at validation */
+	struct mc_model *model; /* loaded at validation, or built as shapes only (arch_only)
+				 * there and given data from the seed by mc_pipeline_run */
 };
 
 /* Where one parameter of a pass was set in the file. */

@@ -221,7 +221,8 @@ static int add_node(struct mc_model *m, int i, json_t *jn, const char *origin,
 	return 0;
 }
 
-struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct mc_err *err)
+static struct mc_model *from_arch(const char *json, const char *origin, int shapes,
+				  struct mc_err *err)
 {
 	struct mc_model *m = NULL;
 	json_t *root, *jin, *jnodes, *jfmt;
@@ -275,6 +276,8 @@ struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct
 		mc_err_prefix(err, "%s", origin);
 		goto fail;
 	}
+	/* Shapes first, data once the size is known to fit (mc_mem_check). */
+	m->arch_only = shapes;
 	jnodes = json_object_get(root, "nodes");
 	if (!json_is_array(jnodes) || json_array_size(jnodes) < 1 ||
 	    json_array_size(jnodes) > INT_MAX / 2) {
@@ -292,6 +295,33 @@ fail:
 	mc_model_free(m);
 	json_decref(root);
 	return NULL;
+}
+
+struct mc_model *mc_model_from_arch_shapes(const char *json, const char *origin,
+					   struct mc_err *err)
+{
+	return from_arch(json, origin, 1, err);
+}
+
+int mc_model_fits(const struct mc_model *m, uint64_t extra, const char *origin,
+		  struct mc_err *err)
+{
+	char what[1200];
+
+	snprintf(what, sizeof(what), "%s: a model of %lld parameters", origin ? origin : "model",
+		 (long long)mc_model_nparams(m));
+	return mc_mem_check(mc_model_param_bytes(m) + extra, what, err);
+}
+
+struct mc_model *mc_model_from_arch(const char *json, const char *origin, struct mc_err *err)
+{
+	struct mc_model *m = from_arch(json, origin, 1, err);
+
+	if (m && (mc_model_fits(m, 0, origin, err) || mc_model_materialize(m, err))) {
+		mc_model_free(m);
+		return NULL;
+	}
+	return m;
 }
 
 /* ---------------------------------------------------------------- to JSON */

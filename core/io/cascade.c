@@ -410,7 +410,7 @@ static int read_stages(json_t *stages, const char *path, const char **names,
 		if (!text)
 			return mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
 		snprintf(origin, sizeof(origin), "%s: stage '%.*s'", path, NAME_MAX_LEN, names[s]);
-		models[s] = mc_model_from_arch(text, origin, err);
+		models[s] = mc_model_from_arch_shapes(text, origin, err);
 		free(text);
 		if (!models[s]) {
 			/* A bad architecture in a file is a corrupt file, not bad usage. */
@@ -460,6 +460,33 @@ static int fill_stages(struct mc_cascade *c, const struct mc_st_file *f, struct 
 					 f->path, f->entries[k].name, FIX_FILE);
 	json_decref(sparse);
 	free(used);
+	return ret;
+}
+
+/*
+ * The stages' models, read as shapes, get their data once each stage stores
+ * values for every layer in f and all of them with the file fit the memory
+ * limit (mc_model_check_stored, mc_mem_check).
+ */
+static int give_data(const struct mc_st_file *f, int n, const char *const *names,
+		     struct mc_model **models, struct mc_err *err)
+{
+	char prefix[NAME_MAX_LEN + 2], what[4200];
+	uint64_t need = f->len;
+	json_t *sparse = NULL;
+	int ret = mc_sparse_index(f, &sparse, err);
+
+	for (int s = 0; s < n && !ret; s++) {
+		snprintf(prefix, sizeof(prefix), "%s/", names[s]);
+		ret = mc_model_check_stored(models[s], f, prefix, sparse, err);
+		need += mc_model_param_bytes(models[s]);
+	}
+	json_decref(sparse);
+	snprintf(what, sizeof(what), "%s: a cascade of %d stages", f->path, n);
+	if (!ret)
+		ret = mc_mem_check(need, what, err);
+	for (int s = 0; s < n && !ret; s++)
+		ret = mc_model_materialize(models[s], err);
 	return ret;
 }
 
@@ -545,7 +572,8 @@ static struct mc_cascade *cascade_from_file(const struct mc_st_file *f, struct m
 		goto out;
 	for (int s = 0; s < c->n_stages - 1; s++)
 		c->thresholds[s] = thresholds[s];
-	if (fill_stages(c, f, err)) {
+	if (give_data(f, c->n_stages, (const char *const *)c->names, c->stages, err) ||
+	    fill_stages(c, f, err)) {
 		mc_cascade_free(c);
 		c = NULL;
 	}

@@ -8,8 +8,10 @@
  *
  * mcomp reads unsigned-byte data (type 0x08): images [n, rows, cols]
  * (magic 0x00000803) and labels [n] (magic 0x00000801). Files may be gzip'd;
- * zlib reads plain files transparently. Every header field is checked
- * against the number of bytes actually present.
+ * zlib reads plain files transparently. The header is read first, and what
+ * it declares is checked against the memory limit before any data is read;
+ * then exactly that many bytes are read, and a file with fewer or more is
+ * refused, so a gzip bomb stops at the size its header admits to.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,93 +23,18 @@
 
 #include "io/data_int.h"
 
-/* Decompressed size limit of one IDX file (Fashion-MNIST train is 47 MB);
- * it also bounds what a gzip bomb can make us allocate. */
-#define IDX_MAX ((size_t)1 << 30)
-#define IDX_U8	0x08
-
-/* Reads all of path (gzip'd or not) into a malloc'd buffer. */
-static int read_gz(const char *path, void **out, size_t *out_len, struct mc_err *err)
-{
-	unsigned char *buf = NULL, *nb;
-	size_t cap = 1 << 20, n = 0;
-	struct stat st;
-	const char *msg;
-	gzFile gz;
-	int zerr, ret;
-
-	*out = NULL;
-	*out_len = 0;
-	if (stat(path, &st) < 0)
-		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", path, strerror(errno));
-	if (S_ISDIR(st.st_mode))
-		return mc_err_set(err, MC_EIO, "%s: is a directory; give the path of an IDX file",
-				  path);
-	gz = gzopen(path, "rb");
-	if (!gz)
-		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", path,
-				  errno ? strerror(errno) : "out of memory");
-	gzbuffer(gz, 1 << 17);
-	buf = malloc(cap);
-	if (!buf) {
-		ret = mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
-		goto out;
-	}
-	for (;;) {
-		int r;
-
-		if (n == cap) {
-			if (cap >= IDX_MAX) {
-				ret = mc_err_set(err, MC_ECORRUPT,
-						 "%s: %zu bytes of data or more; not an IDX data "
-						 "set mcomp can load",
-						 path, IDX_MAX);
-				goto out;
-			}
-			nb = realloc(buf, cap * 2);
-			if (!nb) {
-				ret = mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
-				goto out;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		r = gzread(gz, buf + n, (unsigned)(cap - n > (1u << 30) ? (1u << 30) : cap - n));
-		if (r < 0) {
-			msg = gzerror(gz, &zerr);
-			ret = mc_err_set(err, zerr == Z_ERRNO ? MC_EIO : MC_ECORRUPT,
-					 "%s: read failed: %s%s", path,
-					 zerr == Z_ERRNO ? strerror(errno) : msg,
-					 zerr == Z_ERRNO ? "" : "; the gzip stream is corrupt");
-			goto out;
-		}
-		if (r == 0)
-			break;
-		n += (size_t)r;
-	}
-	/* At end of input, Z_BUF_ERROR means the gzip stream stopped early. */
-	msg = gzerror(gz, &zerr);
-	if (zerr != Z_OK) {
-		ret = mc_err_set(err, MC_ECORRUPT, "%s: %s; the gzip file is truncated or corrupt",
-				 path, msg);
-		goto out;
-	}
-	if (n > IDX_MAX) {
-		ret = mc_err_set(
-		    err, MC_ECORRUPT,
-		    "%s: more than %zu bytes of data; not an IDX data set mcomp can load", path,
-		    IDX_MAX);
-		goto out;
-	}
-	*out = buf;
-	*out_len = n;
-	buf = NULL;
-	ret = 0;
-out:
-	free(buf);
-	gzclose(gz);
-	return ret;
-}
+#define IDX_U8 0x08
+/* The most a deflate stream can expand: 258 bytes from 2 bits, 1032 : 1. */
+#define DEFLATE_MAX_RATIO 1032
+/*
+ * Gzip'd images above GZ_PLAUSIBLE_MIN bytes may declare at most
+ * GZ_PLAUSIBLE_RATIO times the file's size: real image sets compress 2 to 5
+ * times (MNIST 4.7, Fashion-MNIST 1.8), while a bomb of a few hundred KB
+ * would otherwise cost gigabytes within the memory limit. A plain file
+ * cannot lie about its size, so gunzip is the way around for real data.
+ */
+#define GZ_PLAUSIBLE_MIN   ((size_t)16 << 20)
+#define GZ_PLAUSIBLE_RATIO 32
 
 static uint32_t be32(const unsigned char *p)
 {
@@ -116,15 +43,16 @@ static uint32_t be32(const unsigned char *p)
 
 /*
  * Checks the IDX header of buf[0..len) for u8 data of ndim dimensions
- * (what = "image" or "label", for messages); fills dims and *data.
+ * (what = "image" or "label", for messages); fills dims and *need, the bytes
+ * of data the header declares.
  */
-static int idx_parse(const char *path, const unsigned char *buf, size_t len, int ndim,
-		     const char *what, uint32_t *dims, const unsigned char **data,
-		     struct mc_err *err)
+static int idx_header(const char *path, const unsigned char *buf, size_t len, int ndim,
+		      const char *what, uint32_t *dims, size_t *need, struct mc_err *err)
 {
-	size_t hdr = 4 + 4 * (size_t)ndim, need = 1;
+	size_t hdr = 4 + 4 * (size_t)ndim;
 	uint32_t magic = 0x800u | (uint32_t)ndim;
 
+	*need = 1;
 	if (len < 4)
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: file is %zu bytes, too short for an IDX header; it is "
@@ -159,81 +87,200 @@ static int idx_parse(const char *path, const unsigned char *buf, size_t len, int
 					  "%s: dimension %d of the IDX header is 0; the file is "
 					  "corrupt or empty",
 					  path, i);
-		if (mc_mul_overflow(need, dims[i], &need))
+		if (mc_mul_overflow(*need, dims[i], need) || *need > (size_t)INT64_MAX / 8)
 			return mc_err_set(err, MC_ECORRUPT,
 					  "%s: IDX dimensions overflow; the file is corrupt", path);
 	}
-	if (len - hdr < need)
+	/* One sample's values are counted in an int (mcomp/data.h). */
+	if (ndim == 3 && (uint64_t)dims[1] * dims[2] > INT32_MAX)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: images of %u x %u values; mcomp takes at most %d values a "
+				  "sample",
+				  path, dims[1], dims[2], INT32_MAX);
+	return 0;
+}
+
+/* One IDX file being read: gzip'd or not (zlib reads plain files as they are). */
+struct idx_file {
+	const char *path;
+	gzFile gz;
+	uint32_t dims[3];
+	size_t need; /* bytes of data the header declares */
+};
+
+static int gz_failed(struct idx_file *x, struct mc_err *err)
+{
+	int zerr;
+	const char *msg = gzerror(x->gz, &zerr);
+
+	return mc_err_set(err, zerr == Z_ERRNO ? MC_EIO : MC_ECORRUPT, "%s: read failed: %s%s",
+			  x->path, zerr == Z_ERRNO ? strerror(errno) : msg,
+			  zerr == Z_ERRNO ? "" : "; the gzip stream is corrupt or truncated");
+}
+
+/* Opens x->path and reads its header (ndim dimensions): x->dims, x->need. */
+static int idx_open(struct idx_file *x, const char *path, int ndim, const char *what,
+		    struct mc_err *err)
+{
+	unsigned char hdr[16];
+	struct stat st;
+	int got;
+
+	memset(x, 0, sizeof(*x));
+	x->path = path;
+	if (stat(path, &st) < 0)
+		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		return mc_err_set(err, MC_EIO, "%s: is a directory; give the path of an IDX file",
+				  path);
+	x->gz = gzopen(path, "rb");
+	if (!x->gz)
+		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", path,
+				  errno ? strerror(errno) : "out of memory");
+	gzbuffer(x->gz, 1 << 17);
+	got = gzread(x->gz, hdr, (unsigned)(4 + 4 * ndim));
+	if (got < 0)
+		return gz_failed(x, err);
+	if (idx_header(path, hdr, (size_t)got, ndim, what, x->dims, &x->need, err))
+		return err->code;
+	/* What the file can hold, from its size: a plain file exactly, a gzip
+	 * stream at most DEFLATE_MAX_RATIO times its bytes. */
+	if (gzdirect(x->gz) && (uint64_t)st.st_size - (uint64_t)got < x->need)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: header promises %zu bytes of data, found %llu; the file is "
+				  "truncated (download it again)",
+				  path, x->need, (unsigned long long)st.st_size - (unsigned)got);
+	if (!gzdirect(x->gz) && x->need / DEFLATE_MAX_RATIO > (uint64_t)st.st_size)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: header promises %zu bytes of data, more than a gzip stream "
+				  "of %llu bytes can inflate to (%d times its size); the file is "
+				  "corrupt",
+				  path, x->need, (unsigned long long)st.st_size, DEFLATE_MAX_RATIO);
+	if (!gzdirect(x->gz) && ndim == 3 && x->need > GZ_PLAUSIBLE_MIN &&
+	    x->need / GZ_PLAUSIBLE_RATIO > (uint64_t)st.st_size)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: header promises %zu bytes of images, %llu times the gzip "
+				  "file's %llu bytes; image data sets compress about 2 to 5 times, so "
+				  "this looks like a gzip bomb; if the data is real, gunzip the file "
+				  "(a plain IDX file is read as its size says)",
+				  path, x->need, (unsigned long long)(x->need / (uint64_t)st.st_size),
+				  (unsigned long long)st.st_size);
+	return 0;
+}
+
+/*
+ * Reads exactly the x->need bytes of data the header declares into a
+ * malloc'd buffer, and refuses a stream that ends before them or goes on
+ * after them: what a gzip bomb inflates to is bounded by its header, which
+ * the memory limit has checked.
+ */
+static int idx_read(struct idx_file *x, unsigned char **out, struct mc_err *err)
+{
+	unsigned char *buf = malloc(x->need ? x->need : 1), extra;
+	size_t n = 0;
+	int r, zerr;
+
+	*out = NULL;
+	if (!buf)
+		return mc_err_set(err, MC_ENOMEM, "%s: out of memory for %zu bytes", x->path,
+				  x->need);
+	while (n < x->need) {
+		r = gzread(x->gz, buf + n,
+			   (unsigned)(x->need - n > (1u << 30) ? 1u << 30 : x->need - n));
+		if (r < 0) {
+			free(buf);
+			return gz_failed(x, err);
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n < x->need) {
+		/* At end of input, Z_BUF_ERROR means the gzip stream stopped early. */
+		const char *msg = gzerror(x->gz, &zerr);
+
+		free(buf);
+		if (zerr != Z_OK)
+			return mc_err_set(err, MC_ECORRUPT,
+					  "%s: %s; the gzip file is truncated or corrupt", x->path,
+					  msg);
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: header promises %zu bytes of data, found %zu; the file is "
 				  "truncated (download it again)",
-				  path, need, len - hdr);
-	if (len - hdr > need)
-		return mc_err_set(
-		    err, MC_ECORRUPT,
-		    "%s: %zu bytes of trailing garbage after the %zu bytes of data the "
-		    "header describes; the file is corrupt",
-		    path, len - hdr - need, need);
-	*data = buf + hdr;
+				  x->path, x->need, n);
+	}
+	r = gzread(x->gz, &extra, 1);
+	if (r != 0) {
+		free(buf);
+		if (r < 0)
+			return gz_failed(x, err);
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: trailing garbage after the %zu bytes of data the header "
+				  "describes; the file is corrupt",
+				  x->path, x->need);
+	}
+	gzerror(x->gz, &zerr);
+	if (zerr != Z_OK) {
+		free(buf);
+		return gz_failed(x, err);
+	}
+	*out = buf;
 	return 0;
+}
+
+static void idx_close(struct idx_file *x)
+{
+	if (x->gz)
+		gzclose(x->gz);
+	x->gz = NULL;
 }
 
 MC_API int mc_idx_peek(const char *images, int64_t *n, int64_t shape[3], struct mc_err *err)
 {
-	struct mc_err hdr_err = { 0 };
-	unsigned char hdr[16];
-	const unsigned char *data;
-	uint32_t dims[3] = { 0 };
-	gzFile gz;
-	int got;
+	struct idx_file x;
+	int ret = idx_open(&x, images, 3, "image", err);
 
-	gz = gzopen(images, "rb");
-	if (!gz)
-		return mc_err_set(err, MC_EIO, "%s: cannot open: %s", images,
-				  errno ? strerror(errno) : "out of memory");
-	got = gzread(gz, hdr, sizeof(hdr));
-	gzclose(gz);
-	if (got < 0)
-		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: cannot read the IDX header; the file is corrupt", images);
-	/* With the header alone, idx_parse can only fail on the data size once
-	 * every dimension is read and nonzero: then the header is sound. */
-	if (idx_parse(images, hdr, (size_t)got, 3, "image", dims, &data, &hdr_err) &&
-	    !(got == (int)sizeof(hdr) && dims[0] && dims[1] && dims[2]))
-		return mc_err_set(err, hdr_err.code, "%s", hdr_err.msg);
-	*n = dims[0];
+	idx_close(&x);
+	if (ret)
+		return ret;
+	*n = x.dims[0];
 	shape[0] = 1;
-	shape[1] = dims[1];
-	shape[2] = dims[2];
+	shape[1] = x.dims[1];
+	shape[2] = x.dims[2];
 	return 0;
 }
 
 struct mc_dataset *mc_idx_load_pre(const char *images, const char *labels,
 				   const struct mc_preprocess *pre, struct mc_err *err)
 {
-	const unsigned char *px, *lb;
-	void *ibuf = NULL, *lbuf = NULL;
-	size_t ilen, llen;
+	struct idx_file xi, xl = { 0 };
+	unsigned char *px = NULL, *lb = NULL;
 	struct mc_dataset *d = NULL;
-	uint32_t idims[3], ldims[1];
+	uint64_t need;
 	int64_t shape[3];
+	char what[4200];
 
-	if (read_gz(images, &ibuf, &ilen, err) ||
-	    idx_parse(images, ibuf, ilen, 3, "image", idims, &px, err))
+	if (idx_open(&xi, images, 3, "image", err) ||
+	    (labels && idx_open(&xl, labels, 1, "label", err)))
 		goto out;
-	if (labels && (read_gz(labels, &lbuf, &llen, err) ||
-		       idx_parse(labels, lbuf, llen, 1, "label", ldims, &lb, err)))
-		goto out;
-	if (labels && idims[0] != ldims[0]) {
+	if (labels && xi.dims[0] != xl.dims[0]) {
 		mc_err_set(err, MC_ECORRUPT,
 			   "%s: %u images but %s has %u labels; the files do not belong together",
-			   images, idims[0], labels, ldims[0]);
+			   images, xi.dims[0], labels, xl.dims[0]);
 		goto out;
 	}
+	/* What the headers declare, before reading any data: the bytes, their
+	 * floats (4 each) and a label byte per image. */
+	need = (uint64_t)xi.need * 5 + xl.need + xi.dims[0];
+	snprintf(what, sizeof(what), "%s: an IDX data set of %u images of %u x %u", images,
+		 xi.dims[0], xi.dims[1], xi.dims[2]);
+	if (mc_mem_check(need, what, err) || idx_read(&xi, &px, err) ||
+	    (labels && idx_read(&xl, &lb, err)))
+		goto out;
 	shape[0] = 1;
-	shape[1] = idims[1];
-	shape[2] = idims[2];
-	d = mc_dataset_new(images, idims[0], 3, shape, err);
+	shape[1] = xi.dims[1];
+	shape[2] = xi.dims[2];
+	d = mc_dataset_new(images, xi.dims[0], 3, shape, err);
 	if (!d)
 		goto out;
 	/* The defaults give x / 255.0f, as IDX data always had (mcomp/data.h). */
@@ -243,8 +290,10 @@ struct mc_dataset *mc_idx_load_pre(const char *images, const char *labels,
 		d = NULL;
 	}
 out:
-	free(ibuf);
-	free(lbuf);
+	idx_close(&xi);
+	idx_close(&xl);
+	free(px);
+	free(lb);
 	return d;
 }
 

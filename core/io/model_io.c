@@ -38,6 +38,7 @@
 
 #include <jansson.h>
 
+#include "base/limits.h"
 #include "graph/model_int.h"
 #include "io/model_io_int.h"
 
@@ -538,7 +539,8 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 	if (!v)
 		return err->code;
 	vals = v->data;
-	memset(dst, 0, mc_tensor_nbytes(t));
+	/* t is fresh (zeroed, lazily when large: mc_model_fill): only the
+	 * stored values are written, so an all-but-empty layer costs little. */
 	if (!strcmp(form, "bitmask")) {
 		const uint8_t *mask;
 
@@ -662,25 +664,71 @@ int mc_model_fill(struct mc_model *m, const struct mc_st_file *f, const char *pr
 	return ret;
 }
 
+/* Nonzero when the file stores a value for parameter name: a dense tensor
+ * with a nonzero byte, or a sparse one with nnz > 0. */
+static int stores_values(const struct mc_st_file *f, const char *name, json_t *sparse)
+{
+	const struct mc_st_entry *e = mc_st_find(f, name);
+	json_t *d = sparse ? json_object_get(sparse, name) : NULL;
+
+	if (e) {
+		const unsigned char *b = e->data;
+
+		for (size_t k = 0; k < e->nbytes; k++)
+			if (b[k])
+				return 1;
+		return 0;
+	}
+	return json_integer_value(json_object_get(d, "nnz")) > 0;
+}
+
+int mc_model_check_stored(const struct mc_model *m, const struct mc_st_file *f,
+			  const char *prefix, json_t *sparse, struct mc_err *err)
+{
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = m->nodes[i];
+		int64_t need = 0;
+		uint64_t bytes = 0;
+		int stored = 0;
+		char name[1024], size[32];
+
+		for (int p = 0; p < nd->n_params; p++) {
+			need += nd->params[p]->numel;
+			bytes += mc_tensor_nbytes(nd->params[p]);
+		}
+		for (int p = 0; p < nd->n_params && need && !stored; p++) {
+			snprintf(name, sizeof(name), "%s%s", prefix, nd->params[p]->name);
+			stored = stores_values(f, name, sparse);
+		}
+		if (stored || !need)
+			continue;
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: layer '%s%s' (%s) needs %lld values (%s) but the file stores "
+				  "none of them: its tensors are absent, empty or all zero; a model "
+				  "file holds its layers' values, so this one is corrupt (or made "
+				  "to exhaust memory)",
+				  f->path, prefix, nd->name, nd->op->name, (long long)need,
+				  mc_mem_text(bytes, size, sizeof(size)));
+	}
+	return 0;
+}
+
 /* Copies every parameter of m from f, checking names, dtypes and shapes. */
-static int fill_params(struct mc_model *m, const struct mc_st_file *f, struct mc_err *err)
+static int fill_params(struct mc_model *m, const struct mc_st_file *f, json_t *sparse,
+		       struct mc_err *err)
 {
 	char *used = calloc((size_t)f->n + 1, 1);
-	json_t *sparse = NULL;
 	int ret = 0;
 
 	if (!used)
 		return mc_err_set(err, MC_ENOMEM, "%s: out of memory", f->path);
-	ret = mc_sparse_index(f, &sparse, err);
-	if (!ret)
-		ret = mc_model_fill(m, f, "", sparse, used, err);
+	ret = mc_model_fill(m, f, "", sparse, used, err);
 	for (int k = 0; k < f->n && !ret; k++)
 		if (!used[k])
 			ret = mc_err_set(err, MC_ECORRUPT,
 					 "%s: tensor '%s' is not a parameter of the architecture "
 					 "in __metadata__; the file was edited or is corrupt",
 					 f->path, f->entries[k].name);
-	json_decref(sparse);
 	free(used);
 	return ret;
 }
@@ -689,6 +737,7 @@ MC_API struct mc_model *mc_model_load(const char *path, struct mc_err *err)
 {
 	struct mc_model *m = NULL;
 	struct mc_st_file *f;
+	json_t *sparse = NULL;
 	const char *arch;
 
 	f = mc_st_read(path, err);
@@ -705,14 +754,21 @@ MC_API struct mc_model *mc_model_load(const char *path, struct mc_err *err)
 	}
 	if (mc_model_ops_check(f, "mcomp.ops", err))
 		goto out;
-	m = mc_model_from_arch(arch, path, err);
-	if (!m)
-		goto out;
-	if (fill_params(m, f, err)) {
+	/*
+	 * The architecture's shapes first: before any parameter has data, each
+	 * layer must store values in the file and the whole must fit the
+	 * memory limit with the file's bytes, which stay in memory meanwhile.
+	 */
+	m = mc_model_from_arch_shapes(arch, path, err);
+	if (!m || mc_sparse_index(f, &sparse, err) ||
+	    mc_model_check_stored(m, f, "", sparse, err) ||
+	    mc_model_fits(m, f->len, path, err) || mc_model_materialize(m, err) ||
+	    fill_params(m, f, sparse, err)) {
 		mc_model_free(m);
 		m = NULL;
 	}
 out:
+	json_decref(sparse);
 	mc_st_free(f);
 	return m;
 }

@@ -46,13 +46,25 @@ int mc_sparse_index(const struct mc_st_file *f, json_t **out, struct mc_err *err
 
 /*
  * Copies every parameter of m from f's tensor prefix + name (dense, or
- * sparse as sparse describes), checking dtypes and shapes, and sets used[k]
+ * sparse as sparse describes), checking dtypes and shapes, and sets used[k].
+ * m's parameters must be freshly allocated (zero): sparse tensors write
+ * their stored values only. Sets used[k]
  * for each entry k of f it read. First checks that each key of sparse
  * starting with prefix names a parameter of m that is not also stored dense.
  * 0, or MC_ECORRUPT / MC_EINVAL naming f->path.
  */
 int mc_model_fill(struct mc_model *m, const struct mc_st_file *f, const char *prefix,
 		  json_t *sparse, char *used, struct mc_err *err);
+
+/*
+ * Checks m (of shapes only, before its data is allocated) against what f
+ * stores for it under prefix: every layer that needs values must store at
+ * least one nonzero value (dense) or one value (sparse), so that a file of
+ * a few hundred bytes cannot declare a layer of gigabytes and have it
+ * zero-filled. 0, or MC_ECORRUPT naming f->path and the layer.
+ */
+int mc_model_check_stored(const struct mc_model *m, const struct mc_st_file *f,
+			  const char *prefix, json_t *sparse, struct mc_err *err);
 
 /* The "mcomp.ops" metadata of m: {op: pass} for every plugin op it uses, as
  * JSON (malloc'd), or NULL (0 returned) when it uses none. */

@@ -47,6 +47,11 @@
 #define NPY_PEEK      (NPY_MAX_HEADER + 12)
 /* The most a deflate stream can expand: 258 bytes from 2 bits, 1032 : 1. */
 #define DEFLATE_MAX_RATIO 1032
+/* A deflated member of more than ZIP_PLAUSIBLE_MIN bytes may inflate at
+ * most ZIP_PLAUSIBLE_RATIO times: beyond, a small file would cost gigabytes
+ * within the memory limit (docs/limits.md). */
+#define ZIP_PLAUSIBLE_MIN   ((uint64_t)16 << 20)
+#define ZIP_PLAUSIBLE_RATIO 32
 /* Central directory size limit: some hundred thousand members. */
 #define ZIP_MAX_CD ((uint64_t)1 << 26)
 
@@ -642,6 +647,16 @@ static int zip_check(const char *what, const struct zip_entry *e, struct mc_err 
 	if ((e->method == 0 && e->usize != e->csize) ||
 	    (e->method == 8 && e->usize / DEFLATE_MAX_RATIO > e->csize + 1))
 		return zip_corrupt(what, "the member's sizes do not add up", err);
+	/* As gzip'd IDX images (idx.c): real arrays deflate a few times at most. */
+	if (e->method == 8 && e->usize > ZIP_PLAUSIBLE_MIN && e->usize / ZIP_PLAUSIBLE_RATIO > e->csize)
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: the member inflates to %llu bytes, %llu times its %llu "
+				  "compressed bytes; arrays of real data deflate a few times at most, "
+				  "so this looks like a zip bomb; if the data is real, save it with "
+				  "np.savez (stored, not compressed)",
+				  what, (unsigned long long)e->usize,
+				  (unsigned long long)(e->usize / (e->csize ? e->csize : 1)),
+				  (unsigned long long)e->csize);
 	return 0;
 }
 
@@ -889,6 +904,25 @@ int mc_npy_peek(const struct mc_data_source *src, int64_t *n, int *ndim, int64_t
 	return ret;
 }
 
+/* The bytes of arrays x and y, with the floats and labels they become, against
+ * the memory limit (mc_mem_check). */
+static int fits(const struct array *x, const struct array *y, int ndim, const int64_t *shape,
+		struct mc_err *err)
+{
+	uint64_t n = (uint64_t)x->h.shape[0], need = n, v = 4;
+	char what[4300];
+	int over = 0;
+
+	for (int i = 0; i < ndim; i++)
+		over |= __builtin_mul_overflow(v, (uint64_t)shape[i], &v);
+	over |= __builtin_mul_overflow(v, n, &v) || __builtin_add_overflow(need, v, &need) ||
+		__builtin_add_overflow(need, x->total, &need) ||
+		__builtin_add_overflow(need, y->total, &need);
+	snprintf(what, sizeof(what), "%s: a data set of %llu samples", x->what,
+		 (unsigned long long)n);
+	return mc_mem_check(over ? UINT64_MAX : need, what, err);
+}
+
 struct mc_dataset *mc_npy_load(const struct mc_data_source *src, struct mc_err *err)
 {
 	struct array *x = malloc(2 * sizeof(*x));
@@ -900,6 +934,13 @@ struct mc_dataset *mc_npy_load(const struct mc_data_source *src, struct mc_err *
 		mc_err_set(err, MC_ENOMEM, "out of memory");
 		return NULL;
 	}
+	/* The headers first: the arrays and the data set made of them must fit
+	 * the memory limit before any array is read whole. */
+	if (read_source(src, 1, &x[0], &x[1], &ndim, shape, err) ||
+	    fits(&x[0], &x[1], ndim, shape, err))
+		goto out;
+	array_free(&x[0]);
+	array_free(&x[1]);
 	if (read_source(src, 0, &x[0], &x[1], &ndim, shape, err))
 		goto out;
 	d = mc_dataset_new(src->format == MC_DATA_NPZ ? src->file : src->x, x[0].h.shape[0], ndim,

@@ -108,6 +108,7 @@ struct imp {
 	int n_before;	     /* mcomp nodes before the ONNX node being mapped */
 	struct mc_model *m;
 	struct mc_err *err;
+	uint64_t folded; /* bytes of the constants computed so far, against the memory limit */
 };
 
 typedef int (*map_fn)(struct imp *im, int k, const Onnx__NodeProto *n);
@@ -782,6 +783,17 @@ static struct val *const_out(struct imp *im, const Onnx__NodeProto *n, int dtype
 		}
 		numel *= dims[d];
 		v->dims[d] = dims[d];
+	}
+	/* Each fits FOLD_MAX; all of them, with the file, the memory limit: a few
+	 * nodes of a small file cannot compute gigabytes. */
+	im->folded += (uint64_t)(numel ? numel : 1) * (dtype == DT_FLOAT ? 4 : 8);
+	{
+		char what[600];
+
+		snprintf(what, sizeof(what), "%s: node '%s' (%s): the constants computed at import",
+			 im->origin, n->name ? n->name : "?", n->op_type ? n->op_type : "?");
+		if (mc_mem_check(im->folded, what, im->err))
+			return NULL;
 	}
 	v->kind = V_CONST;
 	v->ndim = ndim;

@@ -425,6 +425,17 @@ static void on_start(struct builder *b, const yaml_event_t *ev, enum mc_ykind ki
 	link_node(b, y, 0, y->line, y->col);
 	if (b->failed)
 		return;
+	/* Refused at the event, before libyaml scans on: its scanner's cost per
+	 * token grows with the depth (one possible simple key per flow level),
+	 * so 2 MB of '[' would otherwise take about an hour. */
+	if (b->depth >= MC_YAML_MAX_DEPTH) {
+		mc_errlist_at(b->el, y,
+			      "nesting deeper than %d levels of lists and mappings; a pipeline "
+			      "needs a few, so this is not one",
+			      MC_YAML_MAX_DEPTH);
+		b->failed = MC_EINVAL;
+		return;
+	}
 	if (b->depth == b->cap) {
 		int cap = b->cap ? b->cap * 2 : 16;
 		struct frame *s = realloc(b->stack, sizeof(*s) * (size_t)cap);

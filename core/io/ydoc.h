@@ -8,8 +8,9 @@
  * null) and its 1-based line:col. Aliases share the anchored node; the
  * expanded size of the tree is counted as it is built and a document that
  * would expand past MC_YAML_MAX_NODES is refused without being expanded (the
- * "billion laughs"). Every node lives in the document's arena and is freed
- * with it at once.
+ * "billion laughs"), and one nested more than MC_YAML_MAX_DEPTH levels is
+ * refused at the event that goes too deep. Every node lives in the
+ * document's arena and is freed with it at once.
  *
  * Errors go to a struct mc_errlist, which gathers up to MC_ERRLIST_MAX
  * messages ("FILE:LINE:COL: ...") newline-separated in one struct mc_err, so
@@ -23,6 +24,8 @@
 #include <mcomp/common.h>
 
 #define MC_YAML_MAX_NODES 100000
+/* Lists and mappings open at once; deeper documents are refused as parsed. */
+#define MC_YAML_MAX_DEPTH 64
 #define MC_ERRLIST_MAX 20
 
 enum mc_ykind { MC_YSCALAR, MC_YSEQ, MC_YMAP };
@@ -40,6 +43,7 @@ struct mc_ynode {
 	struct mc_ynode **keys;	 /* mapping keys (scalars); NULL for sequences */
 	uint64_t size;		 /* nodes of the expanded subtree, itself included */
 	int done;		 /* complete: an alias may refer to it */
+	int copied;		 /* made by an override (a copy or new): no alias refers to it */
 };
 
 struct mc_errlist {
@@ -69,8 +73,8 @@ char *mc_ydoc_strdup(struct mc_ydoc *d, const char *s);
  * value). *root is NULL for an empty document. Returns 0, or MC_EINVAL (or
  * MC_ENOMEM) with the errors added to el: syntax errors at libyaml's
  * problem mark, duplicate keys (with both places), undefined or recursive
- * aliases, documents that expand past MC_YAML_MAX_NODES, more than one
- * document.
+ * aliases, documents that expand past MC_YAML_MAX_NODES or nest deeper than
+ * MC_YAML_MAX_DEPTH, more than one document.
  */
 int mc_yaml_parse(struct mc_ydoc *d, const char *buf, size_t len, const char *file, int lines,
 		  struct mc_ynode **root, struct mc_errlist *el);

@@ -69,9 +69,34 @@ MC_API void mc_interrupt(int sig);
 MC_API int mc_interrupted(void);
 
 /* Checked allocation: 64-byte aligned, zeroed. NULL on failure or when
- * nmemb * size overflows. Free with mc_free(). */
+ * nmemb * size overflows. Free with mc_free(), and only that. Blocks of
+ * 4 MiB and more are zeroed lazily, page by page as they are first touched:
+ * what is never written costs no memory. */
 MC_API void *mc_calloc(size_t nmemb, size_t size);
 MC_API void mc_free(void *p);
+
+/*
+ * The memory limit: inputs declare sizes (an architecture's shapes, a data
+ * set's header), and whatever the library would allocate for them is
+ * checked against this limit first, so that a small hostile or mistaken
+ * file is refused with a message instead of exhausting the machine.
+ *
+ * mc_mem_limit_set sets it (bytes; UINT64_MAX: no limit; 0: back to the
+ * default) with what set it, for messages ("--max-memory"). The default is
+ * half of physical memory, or of the cgroup's memory limit (v2 memory.max,
+ * v1 memory.limit_in_bytes) when that is lower. The library reads no
+ * environment variable for it: the mcomp command reads MCOMP_MAX_MEMORY.
+ */
+MC_API void mc_mem_limit_set(uint64_t bytes, const char *what);
+/* The limit in force (UINT64_MAX: none); *what (may be NULL) says where it comes from. */
+MC_API uint64_t mc_mem_limit(const char **what);
+/* 0 when need bytes fit the limit; else MC_ENOMEM with "WHAT needs SIZE of
+ * memory, more than the limit of LIMIT (...); raise it with ...". */
+MC_API int mc_mem_check(uint64_t need, const char *what, struct mc_err *err);
+/* Parses a size: bytes, or a number with K, M, G, T (powers of 1024, an
+ * optional "iB" or "B"), "N%" of physical memory, or "unlimited" (UINT64_MAX).
+ * 0, or -1 when text is not a size above 0. */
+MC_API int mc_mem_parse(const char *text, uint64_t *bytes);
 
 /* Multiplies with overflow check: returns 0 and sets *out, or -1. */
 MC_API int mc_mul_overflow(size_t a, size_t b, size_t *out);
