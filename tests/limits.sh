@@ -1,5 +1,5 @@
 #!/bin/sh
-# limits.sh - hostile inputs meet bounded memory and time (docs/limits.md):
+# limits.sh - hostile inputs meet bounded memory and time (docs/security.md, "Limits on hostile input"):
 # every file is made here, at test time, a few hundred bytes to a megabyte
 # each, and must be refused (or served) with a message naming it, exit 1 or
 # 2, peak RSS under 256 MB and a wall time far under what it used to take.

@@ -49,7 +49,7 @@
 #define DEFLATE_MAX_RATIO 1032
 /* A deflated member of more than ZIP_PLAUSIBLE_MIN bytes may inflate at
  * most ZIP_PLAUSIBLE_RATIO times: beyond, a small file would cost gigabytes
- * within the memory limit (docs/limits.md). */
+ * within the memory limit (docs/security.md, "Limits"). */
 #define ZIP_PLAUSIBLE_MIN   ((uint64_t)16 << 20)
 #define ZIP_PLAUSIBLE_RATIO 32
 /* Central directory size limit: some hundred thousand members. */
