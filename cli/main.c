@@ -64,7 +64,7 @@ static const char usage[] =
 	"--max-memory SIZE (any command) caps the memory that the sizes an input declares may\n"
 	"need (a model's parameters, a data set), checked before anything is allocated:\n"
 	"512M, 8G, 75% of physical memory, or unlimited; default: half of physical memory\n"
-	"or of the cgroup's memory limit, whichever is lower (docs/security.md, "Limits").\n"
+	"or of the cgroup's memory limit, whichever is lower (docs/security.md).\n"
 	"\n"
 	"--set KEY=VALUE overrides one value of the pipeline before it is validated, KEY a\n"
 	"dotted path: --set seed=3, --set passes.0.train.epochs=1, --set passes.train.lr=0.01.\n"
