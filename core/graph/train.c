@@ -127,7 +127,8 @@ static void gather(const struct mc_dataset *d, const struct mc_train_conf *c, in
 	size_t row = (size_t)d->sample_numel;
 	int aug = (c->shift > 0 || c->hflip) && d->ndim >= 2;
 	int64_t ch = d->ndim == 3 ? d->shape[0] : 1;
-	int64_t h = d->shape[d->ndim - 2], w = d->shape[d->ndim - 1];
+	/* images only: a data set of features (ndim 1) has no height to read */
+	int64_t h = aug ? d->shape[d->ndim - 2] : 1, w = aug ? d->shape[d->ndim - 1] : 1;
 
 #pragma omp parallel for schedule(static) if ((size_t)n * row >= 65536)
 	for (int i = 0; i < n; i++) {
