@@ -169,13 +169,20 @@ static inline int fz_verbose(void)
 
 /* A call that failed with err: with FUZZ_VERBOSE set, says so on stderr (to
  * see what a corpus reaches). A failure without a code or a message is a
- * finding: the library must say what it refused. */
+ * finding: the library must say what it refused. So is running out of
+ * memory: no input a fuzzer makes needs a gigabyte, so mcomp asked for what
+ * the input only claimed (fuzz/replay.c limits the memory to see it). */
 static inline void fz_refused(const char *what, const struct mc_err *err)
 {
 	if (fz_verbose())
 		fprintf(stderr, "  %s: %s\n", what, err->msg);
 	if (!err->code || !err->msg[0]) {
 		fprintf(stderr, "%s: failed (code %d) without a message\n", what, err->code);
+		abort();
+	}
+	if (err->code == MC_ENOMEM) {
+		fprintf(stderr, "%s: a small input made mcomp run out of memory: %s\n", what,
+			err->msg);
 		abort();
 	}
 }

@@ -9,11 +9,44 @@
  * UBSan watch.
  *
  * Exits 0 when every input ran, 1 when one could not be read; a crash is
- * the harness's own (abort, a signal, a sanitizer report).
+ * the harness's own (abort, a signal, a sanitizer report). The memory is
+ * limited (limit_memory below).
  */
 #include "fuzz.h"
 
 #include <errno.h>
+#include <sys/resource.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
+/*
+ * A big allocation that an input only claims costs nothing until touched,
+ * so it would go unseen here, where libFuzzer's -malloc_limit_mb is not:
+ * the address space is limited to FUZZ_REPLAY_MEMORY_MB (default 2048), so
+ * that it fails, and the harness aborts on the MC_ENOMEM (fz_refused).
+ * Under ASan (which reserves terabytes of shadow) tests/fuzz_replay.sh sets
+ * max_allocation_size_mb instead.
+ */
+static void limit_memory(void)
+{
+#ifndef SANITIZED
+	const char *s = getenv("FUZZ_REPLAY_MEMORY_MB");
+	struct rlimit rl;
+	long mb = s ? atol(s) : 2048;
+
+	if (mb <= 0 || getrlimit(RLIMIT_AS, &rl))
+		return;
+	if (rl.rlim_max == RLIM_INFINITY || (rlim_t)mb << 20 < rl.rlim_max)
+		rl.rlim_cur = (rlim_t)mb << 20;
+	setrlimit(RLIMIT_AS, &rl);
+#endif
+}
 
 static int replay_file(const char *path, int verbose)
 {
@@ -64,6 +97,7 @@ int main(int argc, char **argv)
 {
 	int verbose = getenv("FUZZ_REPLAY_VERBOSE") != NULL, bad = 0, ran = 0;
 
+	limit_memory();
 	LLVMFuzzerInitialize(&argc, &argv);
 	for (int i = 1; i < argc; i++) {
 		struct dirent **ents;
