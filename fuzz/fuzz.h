@@ -180,7 +180,8 @@ static inline void fz_refused(const char *what, const struct mc_err *err)
 		fprintf(stderr, "%s: failed (code %d) without a message\n", what, err->code);
 		abort();
 	}
-	if (err->code == MC_ENOMEM) {
+	/* (a pipeline's errors come back as MC_EINVAL, each with its place) */
+	if (err->code == MC_ENOMEM || strstr(err->msg, "out of memory")) {
 		fprintf(stderr, "%s: a small input made mcomp run out of memory: %s\n", what,
 			err->msg);
 		abort();
