@@ -158,6 +158,9 @@ static inline char *fz_strndup(const uint8_t *p, size_t n)
 	return s;
 }
 
+/* Set (to 1) by fuzz/replay.c; absent (weak, NULL) under libFuzzer. */
+extern int fz_replaying __attribute__((weak));
+
 static inline int fz_verbose(void)
 {
 	static int verbose = -1;
@@ -171,7 +174,11 @@ static inline int fz_verbose(void)
  * see what a corpus reaches). A failure without a code or a message is a
  * finding: the library must say what it refused. So is running out of
  * memory: no input a fuzzer makes needs a gigabyte, so mcomp asked for what
- * the input only claimed (fuzz/replay.c limits the memory to see it). */
+ * the input only claimed (fuzz/replay.c limits the memory to see it; under
+ * libFuzzer, -malloc_limit_mb stops the run first). A pipeline's errors come
+ * back as MC_EINVAL, each with its place, so a replay also looks for "out of
+ * memory" in the message; never under libFuzzer, which would learn the
+ * string from strstr and write it into the input, to be echoed back. */
 static inline void fz_refused(const char *what, const struct mc_err *err)
 {
 	if (fz_verbose())
@@ -180,8 +187,8 @@ static inline void fz_refused(const char *what, const struct mc_err *err)
 		fprintf(stderr, "%s: failed (code %d) without a message\n", what, err->code);
 		abort();
 	}
-	/* (a pipeline's errors come back as MC_EINVAL, each with its place) */
-	if (err->code == MC_ENOMEM || strstr(err->msg, "out of memory")) {
+	if (err->code == MC_ENOMEM ||
+	    (&fz_replaying && fz_replaying && strstr(err->msg, "out of memory"))) {
 		fprintf(stderr, "%s: a small input made mcomp run out of memory: %s\n", what,
 			err->msg);
 		abort();

@@ -48,6 +48,8 @@ static void limit_memory(void)
 #endif
 }
 
+int fz_replaying = 1;
+
 static int replay_file(const char *path, int verbose)
 {
 	FILE *f = fopen(path, "rb");
