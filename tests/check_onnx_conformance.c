@@ -260,6 +260,7 @@ static void *fold_inputs(const void *buf, size_t len, const char *set, size_t *o
 	Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
 	Onnx__GraphProto *g = mp ? mp->graph : NULL;
 	Onnx__TensorProto **inits = NULL, **extra = NULL;
+	char **own_names = NULL; /* each extra tensor's own name, put back before freeing */
 	size_t n_extra = 0, n_init;
 	void *out = NULL;
 	int ok = g && g->n_input > 1;
@@ -268,8 +269,9 @@ static void *fold_inputs(const void *buf, size_t len, const char *set, size_t *o
 		goto done; /* nothing to fold: the model as it is */
 	n_init = g->n_initializer;
 	extra = calloc(g->n_input + 1, sizeof(*extra));
+	own_names = calloc(g->n_input + 1, sizeof(*own_names));
 	inits = calloc(n_init + g->n_input + 1, sizeof(*inits));
-	if (!extra || !inits) {
+	if (!extra || !inits || !own_names) {
 		ok = 0;
 		goto done;
 	}
@@ -286,13 +288,15 @@ static void *fold_inputs(const void *buf, size_t len, const char *set, size_t *o
 			ok = 0;
 			break;
 		}
-		extra[n_extra]->name = g->input[j]->name; /* borrowed; cleared before freeing */
+		own_names[n_extra] = extra[n_extra]->name;
+		extra[n_extra]->name = g->input[j]->name; /* borrowed; put back before freeing */
 		n_extra++;
 	}
 	if (!ok)
 		goto done;
 	/* the graph with the extra inputs as initializers, packed, then put back */
-	memcpy(inits, g->initializer, n_init * sizeof(*inits));
+	if (n_init) /* a graph without initializers has none to copy (NULL) */
+		memcpy(inits, g->initializer, n_init * sizeof(*inits));
 	memcpy(inits + n_init, extra, n_extra * sizeof(*inits));
 	{
 		Onnx__TensorProto **keep_init = g->initializer;
@@ -311,10 +315,11 @@ static void *fold_inputs(const void *buf, size_t len, const char *set, size_t *o
 	}
 done:
 	for (size_t k = 0; k < n_extra; k++) {
-		extra[k]->name = NULL;
+		extra[k]->name = own_names[k];
 		onnx__tensor_proto__free_unpacked(extra[k], NULL);
 	}
 	free(extra);
+	free(own_names);
 	free(inits);
 	if (mp)
 		onnx__model_proto__free_unpacked(mp, NULL);

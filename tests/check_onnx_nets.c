@@ -47,6 +47,7 @@ static void *slurp(const char *name, size_t *len)
 	ck_assert_ptr_nonnull(buf);
 	ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
 	fclose(f);
+	((char *)buf)[n] = 0; /* the .npy readers below use string functions on the header */
 	*len = (size_t)n;
 	return buf;
 }
@@ -200,15 +201,19 @@ static struct mc_model *import_proto(Onnx__ModelProto *mp, struct mc_err *err)
 START_TEST(same_upper_stride2)
 {
 	Onnx__ModelProto *mp = load_proto("padnet-opset13.onnx");
-	Onnx__NodeProto *conv = find_node(mp, "/c1/Conv");
-	Onnx__AttributeProto ap = ONNX__ATTRIBUTE_PROTO__INIT;
+	Onnx__NodeProto *conv = find_node(mp, "/c1/Conv"), *c1 = conv, *c2;
+	Onnx__AttributeProto ap = ONNX__ATTRIBUTE_PROTO__INIT, *pads1 = NULL;
 	struct mc_err err = {0};
 	struct mc_model *m;
+	char *in1 = c1->input[0], *in2;
+	size_t pads1_at = 0;
 	double worst;
 
 	conv->input[0] = find_node(mp, "/Pad")->input[0];
 	for (size_t a = 0; a < conv->n_attribute; a++)
 		if (!strcmp(conv->attribute[a]->name, "pads")) {
+			pads1 = conv->attribute[a];
+			pads1_at = a;
 			ap.name = "auto_pad";
 			ap.has_type = 1;
 			ap.type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
@@ -218,7 +223,8 @@ START_TEST(same_upper_stride2)
 			conv->attribute[a] = &ap;
 		}
 	/* and the second F.pad (1, 2, 0, 1) as the Conv's own pads [0, 1, 1, 2] */
-	conv = find_node(mp, "/c2/Conv");
+	conv = c2 = find_node(mp, "/c2/Conv");
+	in2 = c2->input[0];
 	conv->input[0] = find_node(mp, "/Pad_1")->input[0];
 	for (size_t a = 0; a < conv->n_attribute; a++)
 		if (!strcmp(conv->attribute[a]->name, "pads")) {
@@ -235,6 +241,12 @@ START_TEST(same_upper_stride2)
 	worst = worst_diff(m, "padnet");
 	ck_assert_msg(worst <= TOL, "logits differ from PyTorch's by %g", worst);
 	mc_model_free(m);
+	/* the file's own strings and attribute back, to free it all */
+	c1->input[0] = in1;
+	c2->input[0] = in2;
+	if (pads1)
+		c1->attribute[pads1_at] = pads1;
+	onnx__model_proto__free_unpacked(mp, NULL);
 }
 END_TEST
 
@@ -243,13 +255,17 @@ START_TEST(constant_node_weights)
 {
 	Onnx__ModelProto *mp = load_proto("resnet-opset13.onnx");
 	Onnx__GraphProto *g = mp->graph;
-	Onnx__NodeProto cn = ONNX__NODE_PROTO__INIT, **nodes;
+	Onnx__NodeProto cn = ONNX__NODE_PROTO__INIT, **nodes, **own_nodes = g->node;
+	Onnx__TensorProto **own_inits = malloc(g->n_initializer * sizeof(*own_inits));
+	size_t n_own_inits = g->n_initializer;
 	Onnx__AttributeProto val = ONNX__ATTRIBUTE_PROTO__INIT, *attrs[1] = {&val};
 	char *outs[1] = {"fc.weight"};
 	struct mc_err err = {0};
 	struct mc_model *m;
 	size_t w = 0;
 
+	ck_assert_ptr_nonnull(own_inits);
+	memcpy(own_inits, g->initializer, n_own_inits * sizeof(*own_inits));
 	for (size_t j = 0; j < g->n_initializer; j++)
 		if (!strcmp(g->initializer[j]->name, "fc.weight"))
 			val.t = g->initializer[j];
@@ -275,6 +291,14 @@ START_TEST(constant_node_weights)
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	ck_assert_msg(worst_diff(m, "resnet") <= TOL, "logits differ");
 	mc_model_free(m);
+	/* the file's own nodes and initializers back, to free it all */
+	free(nodes);
+	g->node = own_nodes;
+	g->n_node--;
+	memcpy(g->initializer, own_inits, n_own_inits * sizeof(*own_inits));
+	g->n_initializer = n_own_inits;
+	free(own_inits);
+	onnx__model_proto__free_unpacked(mp, NULL);
 }
 END_TEST
 
@@ -302,10 +326,14 @@ START_TEST(refusals)
 
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		Onnx__ModelProto *mp = load_proto(cases[c].file);
+		Onnx__NodeProto *nd = find_node(mp, cases[c].node);
+		char *own_op = nd->op_type;
 		struct mc_err err = {0};
 
-		find_node(mp, cases[c].node)->op_type = (char *)cases[c].op;
+		nd->op_type = (char *)cases[c].op;
 		ck_assert_ptr_null(import_proto(mp, &err));
+		nd->op_type = own_op; /* the file's own, to free it all */
+		onnx__model_proto__free_unpacked(mp, NULL);
 		ck_assert_int_eq(err.code, MC_EINVAL);
 		for (int k = 0; k < 2; k++)
 			ck_assert_msg(strstr(err.msg, cases[c].want[k]), "no '%s' in: %s",

@@ -34,6 +34,12 @@ skip() {
 	finish 77
 }
 
+# sanitized: true when this build is instrumented by AddressSanitizer
+# (make check-sanitize): libmcomp then calls the ASan runtime.
+sanitized() {
+	nm -D "$MCOMP_BUILDDIR/.libs/libmcomp.so" 2> /dev/null | grep -q ' __asan_init'
+}
+
 # need_fashion_mnist: SKIP unless $data holds Fashion-MNIST's train and test images.
 need_fashion_mnist() {
 	[ -r "$data/train-images-idx3-ubyte.gz" ] && [ -r "$data/t10k-images-idx3-ubyte.gz" ] ||

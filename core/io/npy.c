@@ -644,6 +644,10 @@ static int zip_check(const char *what, const struct zip_entry *e, struct mc_err 
 				  "%s: zip compression method %u; mcomp reads stored (0) and "
 				  "deflated (8) members, as np.savez and np.savez_compressed write",
 				  what, e->method);
+	/* before usize bytes are allocated for it: the member's data must fit
+	 * before the central directory (a 377-byte archive asked for 4 GB) */
+	if (e->csize > e->end)
+		return zip_corrupt(what, "the member's data overruns the archive", err);
 	if ((e->method == 0 && e->usize != e->csize) ||
 	    (e->method == 8 && e->usize / DEFLATE_MAX_RATIO > e->csize + 1))
 		return zip_corrupt(what, "the member's sizes do not add up", err);

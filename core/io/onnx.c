@@ -2625,6 +2625,12 @@ static int map_slice(struct imp *im, int k, const Onnx__NodeProto *n)
 		if (a < 0 || s == 0)
 			return node_err(im, n, MC_EINVAL, "axis or step %lld is out of range",
 					(long long)j);
+		/* a step past the axis takes one element, as a step of L does; the
+		 * counts below then cannot overflow (found by fuzz/onnx.c) */
+		if (s > (L > 1 ? L : 1))
+			s = L > 1 ? L : 1;
+		else if (s < -(L > 1 ? L : 1))
+			s = -(L > 1 ? L : 1);
 		b = b < 0 ? b + L : b;
 		e = e < 0 && e > INT64_MIN / 2 ? e + L : e;
 		if (s > 0) {

@@ -48,7 +48,19 @@ static int probe(enum mc_cpu_feature f)
 	case MC_CPU_AVX512VNNI:
 		return __builtin_cpu_supports("avx512vnni");
 	case MC_CPU_AVXVNNI:
+#ifdef __clang__
+		/* clang (14, Debian 12's, used by the fuzz build) has no name for it:
+		 * CPUID.(EAX=7, ECX=1):EAX bit 4, usable when AVX2 is (the OS saves
+		 * the YMM state). */
+		{
+			unsigned int a, b, c, d;
+
+			return __builtin_cpu_supports("avx2") &&
+			       __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4));
+		}
+#else
 		return __builtin_cpu_supports("avxvnni");
+#endif
 	case MC_CPU_AMX_INT8:
 #if defined(__linux__) && defined(__x86_64__)
 		return amx_usable();

@@ -70,7 +70,10 @@ struct ukernel {
  * also built for FMA (target_clones), where fmaf is one instruction; without
  * FMA hardware fmaf is the C library's, slower and still exact.
  */
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__ELF__)
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__ELF__) && \
+    !defined(MC_NO_TARGET_CLONES) /* the fuzz build (configure --enable-fuzz): the clones'
+				   * ifunc resolvers would run, instrumented, while libmcomp
+				   * is relocated, before what they call is bound */
 #define PORTABLE_CLONES __attribute__((target_clones("fma", "default")))
 #else
 #define PORTABLE_CLONES
