@@ -188,7 +188,7 @@ START_TEST(sgemm_packed_b_same_bytes)
 				memcpy(P, C, (size_t)M * ldc * sizeof(float));
 				mc_sgemm_pack_b(f32_kernels[kn], tb, N, K, B, ldb, packed);
 				mc_sgemm(0, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
-				ck_assert_int_eq(mc_sgemm_pb(f32_kernels[kn], 0, tb, M, N, K, 1.0f, A,
+				ck_assert_int_eq(mc_sgemm_pb(f32_kernels[kn], tb, M, N, K, 1.0f, A,
 							     lda, B, ldb, packed, 1.0f, P, ldc),
 						 0);
 				ck_assert_msg(memcmp(C, P, (size_t)M * ldc * sizeof(float)) == 0,
@@ -208,7 +208,7 @@ START_TEST(sgemm_packed_b_same_bytes)
 	{
 		float a[4] = { 1, 2, 3, 4 }, b[4] = { 1, 1, 1, 1 }, c[4] = { 7, 7, 7, 7 };
 
-		ck_assert_int_eq(mc_sgemm_pb("avx2", 0, 0, 2, 2, 2, 1.0f, a, 2, b, 2, b, 0.0f, c, 2),
+		ck_assert_int_eq(mc_sgemm_pb("avx2", 0, 2, 2, 2, 1.0f, a, 2, b, 2, b, 0.0f, c, 2),
 				 -1);
 		ck_assert(c[0] == 7.0f && c[3] == 7.0f);
 	}

@@ -151,8 +151,8 @@ START_TEST(env_wins)
 }
 END_TEST
 
-/* Calls mc_threads_adapt(batch) for about s seconds; the team it leaves. */
-static int adapt_for(double s, int batch)
+/* Calls mc_threads_adapt() for about s seconds; the team it leaves. */
+static int adapt_for(double s)
 {
 	struct timespec t0, t;
 
@@ -160,7 +160,7 @@ static int adapt_for(double s, int batch)
 	do {
 		volatile double x = 0;
 
-		mc_threads_adapt(batch);
+		mc_threads_adapt();
 		for (int i = 0; i < 20000; i++)
 			x += i;
 		clock_gettime(CLOCK_MONOTONIC, &t);
@@ -189,23 +189,23 @@ START_TEST(adapt_to_contention)
 	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
 	omp_set_num_threads(2);
 	/* Alone on its CPU the team stays; other jobs on the machine may share it. */
-	quiet = adapt_for(0.2, 128) == 2;
+	quiet = adapt_for(0.2) == 2;
 	omp_set_num_threads(2);
 	busy = fork();
 	ck_assert_int_ge(busy, 0);
 	if (busy == 0)
 		for (;;)
 			;
-	ck_assert_int_eq(adapt_for(0.5, 128), 1); /* waiting for the CPU: halved */
+	ck_assert_int_eq(adapt_for(0.5), 1); /* waiting for the CPU: halved */
 	kill(busy, SIGKILL);
 	waitpid(busy, NULL, 0);
 	/* Alone again: the team comes back after the backoff (0.5 s). */
 	if (quiet)
-		ck_assert_int_eq(adapt_for(1.0, 128), 2);
+		ck_assert_int_eq(adapt_for(1.0), 2);
 	/* Someone else's choice of team size is the new ceiling. */
 	omp_set_num_threads(1);
 	if (quiet) /* under other load the backoff state decides (seen in a busy make check) */
-		ck_assert_int_eq(adapt_for(0.2, 128), 1);
+		ck_assert_int_eq(adapt_for(0.2), 1);
 }
 END_TEST
 

@@ -263,18 +263,15 @@ static long long run_delay(long long *run_ns)
  * 16-core Xeon, MLP training went from 0.30x of idle to 0.60x, batch-1
  * latency from 28x idle to 2.8x (bench/README.md).
  */
-static void use_team(int batch)
+static void use_team(void)
 {
-	int n = ad.cur;
-
-	(void)batch;
-	if (n != ad.set) {
-		ad.set = n;
-		omp_set_num_threads(n);
+	if (ad.cur != ad.set) {
+		ad.set = ad.cur;
+		omp_set_num_threads(ad.cur);
 	}
 }
 
-void mc_threads_adapt(int batch)
+void mc_threads_adapt(void)
 {
 	double t, busy;
 	long long w, r;
@@ -295,7 +292,7 @@ void mc_threads_adapt(int batch)
 		return;
 	t = now_s();
 	if (t - ad.last < WINDOW) {
-		use_team(batch);
+		use_team();
 		return;
 	}
 	w = run_delay(&r);
@@ -303,7 +300,7 @@ void mc_threads_adapt(int batch)
 	if (w < 0 || ad.wait < 0) {
 		ad.wait = w;
 		ad.run = r;
-		use_team(batch);
+		use_team();
 		return;
 	}
 	/* The share of their ready time the threads waited. Threads that ended
@@ -324,7 +321,7 @@ void mc_threads_adapt(int batch)
 	} else if (ad.cur == ad.max && t - ad.quiet_since >= SETTLED) {
 		ad.backoff = BACKOFF0;
 	}
-	use_team(batch);
+	use_team();
 }
 
 /* ---------------------------------------------------------------- waiting */

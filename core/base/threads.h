@@ -47,22 +47,18 @@ int mc_threads_granted(const char *root);
 int mc_threads_init(const char *root);
 
 /*
- * Sets the calling thread's team for a forward of batch samples. While this
- * process's threads spend much of their ready time waiting for a CPU (other
- * processes busy on the CPUs it was granted) the team is halved, and doubled
- * again, after a backoff of 0.5 s growing to 4 s, once they do not; never
- * above the size in force when it first ran. A team on cores shared with
- * busy processes meets at barriers where everyone waits for the member the
- * OS put aside: with libgomp's default spinning waits (~15 ms of `pause` on
- * a recent Xeon) that turns a 10 us forward into tens of ms, and a fifth
- * of the time waiting already shrinks the team. When waits are bounded
- * (GOMP_SPINCOUNT at most 20000, or OMP_WAIT_POLICY=passive) it takes 60%,
- * and a batch above 8 samples keeps the whole team, which then gets more of
- * the contended CPUs than one thread would; small batches, whose regions
- * last microseconds, go smaller. Cheap enough to call per forward: it reads
- * the scheduler's figures at most every 50 ms. Results do not depend on the
- * team size. Off when OMP_DYNAMIC is set to false.
+ * Sets the calling thread's team for its next forward. While this
+ * process's threads spend a fifth or more of their ready time waiting for
+ * a CPU (other processes busy on the CPUs it was granted) the team is
+ * halved, for every forward, and doubled again, after a backoff of 0.5 s
+ * growing to 4 s, once they do not; never above the size in force when it
+ * first ran. A team on cores shared with busy processes meets at barriers
+ * where everyone waits for the member the OS put aside, where a smaller
+ * team is moved by the scheduler to the free CPUs (docs/threads.md). Cheap
+ * enough to call per forward: it reads the scheduler's figures at most
+ * every 50 ms. Results do not depend on the team size. Off when
+ * OMP_DYNAMIC is set to false.
  */
-void mc_threads_adapt(int batch);
+void mc_threads_adapt(void);
 
 #endif

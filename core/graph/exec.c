@@ -303,7 +303,7 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 
 	if (n > e->max_batch)
 		n = e->max_batch; /* never write past the buffers */
-	mc_threads_adapt(n);
+	mc_threads_adapt();
 	e->x = x;
 	e->n = n;
 	if (e->training)

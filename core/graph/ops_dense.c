@@ -612,7 +612,7 @@ static void linear_forward(const struct mc_node *node, const struct mc_run *run,
 		const char *k;
 		const float *p = dense_weights(node, &k);
 
-		if (p && !mc_sgemm_pb(k, 0, 1, n, O, I, 1.0f, in[0], I, w->data, I, p,
+		if (p && !mc_sgemm_pb(k, 1, n, O, I, 1.0f, in[0], I, w->data, I, p,
 				      b ? 1.0f : 0.0f, out, O))
 			return;
 	}

@@ -1020,13 +1020,13 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
 }
 
-int mc_sgemm_pb(const char *kernel_name, int ta, int tb, int M, int N, int K, float alpha,
+int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha,
 		const float *A, int lda, const float *B, int ldb, const float *packed, float beta,
 		float *C, int ldc)
 {
 	if (strcmp(kernel_name, kernel()->name))
 		return -1;
-	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, packed, beta, C, ldc);
+	sgemm(0, tb, M, N, K, alpha, A, lda, B, ldb, packed, beta, C, ldc);
 	return 0;
 }
 
@@ -1108,6 +1108,12 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 		gemv(uk, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return;
 	}
+	/* Small products are not worth waking the team; the result is the same. */
+	par = (double)M * N * K >= PAR_MIN;
+	if (bpre) { /* A not transposed (mc_sgemm_pb) */
+		sgemm_prepacked(uk, M, N, K, alpha, A, lda, bpre, beta, C, ldc, par);
+		return;
+	}
 	mcc = round_up((size_t)M, (size_t)mr);
 	if (mcc > MCC)
 		mcc = MCC;
@@ -1117,14 +1123,8 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 	kc0 = (size_t)K < KC ? (size_t)K : KC;
 	abuf = mcc * kc0;
 	bbuf = ncc * kc0;
-	/* Small products are not worth waking the team; the result is the same. */
-	par = (double)M * N * K >= PAR_MIN;
 	/* A not transposed is read where it is, but for a last strip of fewer than MR rows. */
 	direct = !ta;
-	if (direct && bpre) {
-		sgemm_prepacked(uk, M, N, K, alpha, A, lda, bpre, beta, C, ldc, par);
-		return;
-	}
 	maxt = par ? omp_get_max_threads() : 1;
 	/* Two buffers each: a slice is packed while the last one may still be read. */
 	asz = round_up(2 * abuf * sizeof(float), 64);
@@ -1167,9 +1167,7 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 
 			for (int jc = 0; jc < N; jc += (int)ncc, nb++) {
 				int nc = N - jc < (int)ncc ? N - jc : (int)ncc;
-				const float *bq = bpre ? bpre + (size_t)pk * round_up((size_t)N, (size_t)nr) +
-							    (size_t)jc * kc
-						       : bp + (size_t)(nb % 2) * bbuf;
+				float *bq = bp + (size_t)(nb % 2) * bbuf;
 
 				for (int ic = 0; ic < M; ic += (int)mcc, step++) {
 					int mc = M - ic < (int)mcc ? M - ic : (int)mcc;
@@ -1182,7 +1180,7 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 
 					blk.mstrips = (mc + mr - 1) / mr;
 					blk.nstrips = (nc + nr - 1) / nr;
-					blk.pack_b = ic == 0 && !bpre;
+					blk.pack_b = ic == 0;
 					team_grid(blk.mstrips, blk.nstrips, mr, nr, threads, &blk.pm,
 						  &blk.pn);
 					while ((u = next_unit(pc, me, threads, &v, &w, pack_count,
@@ -1193,7 +1191,7 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 							int s = o.b0 + u;
 
 							pack_b(tb, B, ldb, N, jc + s * nr, pk, kc, nr,
-							       (float *)bq + (size_t)s * kc * nr);
+							       bq + (size_t)s * kc * nr);
 						} else {
 							int s = o.a0 + u - (o.b1 - o.b0);
 

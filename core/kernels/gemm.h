@@ -23,13 +23,13 @@ void mc_sgemm_pack_b(const char *kernel, int tb, int N, int K, const float *B, i
 		     float *dst);
 
 /*
- * mc_sgemm with packed = op(B) packed for `kernel`; B and ldb are still
- * needed (a product of a few rows of A reads B as it is). Returns -1,
- * computing nothing, when `kernel` is no longer the one mc_sgemm uses
- * (mc_sgemm_use changed it): pack again.
+ * mc_sgemm(0, tb, ...), A not transposed, with packed = op(B) packed for
+ * `kernel`; B and ldb are still needed (a product of a few rows of A reads
+ * B as it is). Returns -1, computing nothing, when `kernel` is no longer
+ * the one mc_sgemm uses (mc_sgemm_use changed it): pack again.
  */
-int mc_sgemm_pb(const char *kernel, int ta, int tb, int M, int N, int K, float alpha,
-		const float *A, int lda, const float *B, int ldb, const float *packed, float beta,
-		float *C, int ldc);
+int mc_sgemm_pb(const char *kernel, int tb, int M, int N, int K, float alpha, const float *A,
+		int lda, const float *B, int ldb, const float *packed, float beta, float *C,
+		int ldc);
 
 #endif
