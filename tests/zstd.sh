@@ -179,15 +179,23 @@ expect 1 "bad.zst: zstd frame is corrupt \(.*\)" "$mcomp" eval "$tmp/bad.zst" --
 cp "$tmp/cut.zst" "$tmp/out/cut.zst"
 expect 2 "model 't': zstd frame is truncated" "$mcomp" run "$tmp/load.yaml" --set models.t.load=out/cut.zst
 [ ! -e "$tmp/y.npy" ] && [ ! -e "$tmp/y.onnx" ] && ok || bad "a refused model wrote an output"
-# A frame whose content is 1 GiB of zeros (32 KiB on disk): refused by the
-# memory limit before the content is allocated.
+# A frame whose content is 1 GiB of zeros (32 KiB on disk): a bomb, refused
+# before the content is allocated; below the ratio, the memory limit.
 if command -v zstd > /dev/null 2>&1; then
 	head -c 1073741824 /dev/zero | zstd -q -1 --stream-size=1073741824 -c > "$tmp/bomb.zst"
-	expect 1 "bomb.zst: decoding its zstd frame \(1073741824 bytes\) needs 1.0 GiB of memory, more than the limit of 64.0 MiB" \
-		"$mcomp" --max-memory 64M inspect "$tmp/bomb.zst"
+	expect 1 "bomb.zst: zstd frame of [0-9]+ bytes declares 1073741824 bytes of content, more than 64 times its size: it looks like a zstd bomb; if the model is real, decode it with .zstd -d." \
+		"$mcomp" inspect "$tmp/bomb.zst"
 	head -c 1073741824 /dev/zero | zstd -q -1 -c > "$tmp/bomb2.zst"
-	expect 1 "bomb2.zst: decoding its zstd frame \(no size declared; .*\) needs .* more than the limit of 64.0 MiB" \
-		"$mcomp" --max-memory 64M eval "$tmp/bomb2.zst" --data "$tmp/data/d"
+	expect 1 "bomb2.zst: zstd frame of [0-9]+ bytes decodes to more than [0-9]+ bytes of content, more than 64 times its size" \
+		"$mcomp" eval "$tmp/bomb2.zst" --data "$tmp/data/d"
+	head -c $((80 << 20)) /dev/urandom > "$tmp/big"
+	zstd -q -1 -c < "$tmp/big" > "$tmp/big2.zst"
+	zstd -q -1 -c --stream-size=$((80 << 20)) < "$tmp/big" > "$tmp/big.zst"
+	rm -f "$tmp/big"
+	expect 1 "big2.zst: decoding its zstd frame \(no size declared; .*\) needs .* more than the limit of 64.0 MiB" \
+		"$mcomp" --max-memory 64M inspect "$tmp/big2.zst"
+	expect 1 "big.zst: decoding its zstd frame \(83886080 bytes\) needs 160.0 MiB of memory, more than the limit of 64.0 MiB" \
+		"$mcomp" --max-memory 64M inspect "$tmp/big.zst"
 fi
 
 # Interrupted runs: a whole .zst or none, and no temporary file left.

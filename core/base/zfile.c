@@ -36,6 +36,28 @@
 
 /* Bytes of content decoded per step for a frame that does not declare its size. */
 #define STEP ((size_t)1 << 20)
+/*
+ * Frames of more than BOMB_MIN bytes of content may hold at most BOMB_RATIO
+ * times the frame's size. Model files code 1.1 to 1.3 times (f32, int8,
+ * pruned; docs/pipelines.md), streams of cluster indices a few times more;
+ * a few KiB declaring gigabytes of zeros is a bomb, refused before it costs
+ * its size in memory and time (as gzip'd data sets are, docs/security.md).
+ */
+#define BOMB_MIN   ((size_t)16 << 20)
+#define BOMB_RATIO 64
+
+/* The refusal of a frame whose content would pass BOMB_RATIO times its size. */
+static int bomb(const char *name, size_t len, unsigned long long size, struct mc_err *err)
+{
+	return mc_err_set(
+	    err, MC_ECORRUPT,
+	    "%s: zstd frame of %zu bytes %s %llu bytes of content, more than %d "
+	    "times its size: it looks like a zstd bomb; if the model is real, "
+	    "decode it with `zstd -d` and give mcomp the plain file",
+	    name, len, size == ZSTD_CONTENTSIZE_UNKNOWN ? "decodes to more than" : "declares",
+	    size == ZSTD_CONTENTSIZE_UNKNOWN ? (unsigned long long)len * BOMB_RATIO : size,
+	    BOMB_RATIO);
+}
 
 int mc_zst_path(const char *path)
 {
@@ -129,12 +151,15 @@ static int decode_steps(const void *buf, size_t len, const char *name, size_t ca
 			size_t grow = o.size ? o.size : STEP;
 			void *p;
 
+			if (o.size >= BOMB_MIN && o.size / len >= BOMB_RATIO) {
+				ret = bomb(name, len, ZSTD_CONTENTSIZE_UNKNOWN, err);
+				goto out;
+			}
 			if (o.size >= cap) {
 				ret = mc_err_set(err, MC_ECORRUPT,
 						 "%s: zstd frame (without a declared size) decodes "
-						 "to more than %zu bytes, the limit for this file; "
-						 "if it is a real model, raise the limit with "
-						 "--max-memory SIZE",
+						 "to more than %zu bytes, the most this file may "
+						 "hold",
 						 name, cap);
 				goto out;
 			}
@@ -211,6 +236,8 @@ int mc_zst_decode(const void *buf, size_t len, const char *name, size_t limit, v
 				  "%s: zstd frame declares %llu bytes of content, more than the "
 				  "limit of %zu bytes (%s) for this file",
 				  name, size, limit, mc_mem_text(limit, lim, sizeof(lim)));
+	if (size > BOMB_MIN && size / len >= BOMB_RATIO)
+		return bomb(name, len, size, err);
 	snprintf(what, sizeof(what), "decoding its zstd frame (%llu bytes)", size);
 	if (mc_mem_check((uint64_t)size + len, what, err))
 		return mc_err_prefix(err, "%s", name);
