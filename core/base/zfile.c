@@ -38,7 +38,7 @@
 #define STEP ((size_t)1 << 20)
 /*
  * Frames of more than BOMB_MIN bytes of content may hold at most BOMB_RATIO
- * times the frame's size. Model files code 1.1 to 1.3 times (f32, int8,
+ * times the frame's size. Model files code 1.1 to 1.4 times (f32, int8,
  * pruned; docs/pipelines.md), streams of cluster indices a few times more;
  * a few KiB declaring gigabytes of zeros is a bomb, refused before it costs
  * its size in memory and time (as gzip'd data sets are, docs/security.md).
