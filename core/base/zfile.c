@@ -93,8 +93,9 @@ int mc_zst_encode(const void *buf, size_t len, int level, void **out, size_t *ou
 		ZSTD_freeCCtx(cc);
 		return mc_err_set(err, MC_ENOMEM, "zstd: out of memory coding %zu bytes", len);
 	}
-	/* nbWorkers 0: libzstd's own threads would not change the bytes, but
-	 * one thread is what the reproducibility promise is tested on. */
+	/* nbWorkers 0: libzstd's own worker threads would code in jobs, a
+	 * format of their own; one call in this thread codes the same bytes
+	 * whatever the machine and OMP_NUM_THREADS. */
 	r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level ? level : MC_ZSTD_LEVEL);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
