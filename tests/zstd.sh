@@ -228,4 +228,40 @@ for d in 0.2 0.6 1.2 2.5; do
 	left=$(ls -A "$tmp/out/i" 2> /dev/null | grep '^\.' || true)
 	[ -z "$left" ] && ok || bad "SIGTERM after ${d}s left $left"
 done
+
+# A signal while the coded model is being written (its temporary file held
+# at fsync through strace, where ptrace is allowed): SIGTERM leaves neither
+# the file nor the temporary; SIGKILL leaves the temporary, which the next
+# run removes before writing the whole file.
+if strace -f -o /dev/null true > /dev/null 2>&1; then
+	# at_fsync SIG: runs i.yaml (1 epoch), sends SIG while the first fsync waits.
+	at_fsync() {
+		rm -rf "$tmp/out/i"
+		: > "$tmp/st"
+		strace -f --seccomp-bpf -o "$tmp/st" -e trace=fsync -e inject=fsync:delay_exit=3000000:when=1 \
+			"$mcomp" run "$tmp/i.yaml" --quiet --set passes.0.train.epochs=1 > "$tmp/log" 2>&1 &
+		spid=$!
+		n=0
+		while ! grep -q 'DELAYED' "$tmp/st" && [ $n -lt 600 ] && kill -0 $spid 2> /dev/null; do
+			sleep 0.05
+			n=$((n + 1))
+		done
+		mpid=$(grep 'DELAYED' "$tmp/st" | head -n 1 | cut -d' ' -f1)
+		[ -n "$mpid" ] && kill -s "$1" "$mpid"
+		wait $spid 2> /dev/null
+		grep -q 'fsync.*DELAYED' "$tmp/st" && ok || bad "SIG$1: no fsync was delayed: $(cat "$tmp/log")"
+	}
+	at_fsync TERM
+	[ ! -e "$tmp/out/i/m.safetensors.zst" ] && ok || bad "SIGTERM while writing: the model was put in place"
+	[ -z "$(ls -A "$tmp/out/i" 2> /dev/null)" ] && ok || bad "SIGTERM while writing left $(ls -A "$tmp/out/i")"
+	grep -q 'interrupted by SIGTERM' "$tmp/log" && ok || bad "SIGTERM while writing: $(cat "$tmp/log")"
+	at_fsync KILL
+	[ ! -e "$tmp/out/i/m.safetensors.zst" ] && ok || bad "SIGKILL while writing: the model was put in place"
+	left=$(ls -A "$tmp/out/i" 2> /dev/null | grep '^\.m\.safetensors\.zst\.' || true)
+	[ -n "$left" ] && ok || bad "SIGKILL while writing left no temporary file: $(ls -A "$tmp/out/i")"
+	expect 0 "removed .*$left, a temporary file that an interrupted run left" \
+		"$mcomp" run "$tmp/i.yaml" --set passes.0.train.epochs=1
+	[ "$(ls -A "$tmp/out/i")" = m.safetensors.zst ] && ok || bad "after the next run: $(ls -A "$tmp/out/i")"
+	"$mcomp" inspect "$tmp/out/i/m.safetensors.zst" > /dev/null 2>&1 && ok || bad "the next run's model does not load"
+fi
 finish
