@@ -464,7 +464,6 @@ static void print_tensors(const struct mc_st_file *f, const char *prefix)
 	}
 }
 
-/* Bytes of the tensors of f whose names start with prefix. */
 /* The file's bytes on disk, and what they decode to when it is zstd-coded. */
 static void print_file_bytes(const char *path, const struct mc_st_file *f)
 {
@@ -476,6 +475,7 @@ static void print_file_bytes(const char *path, const struct mc_st_file *f)
 		printf("bytes:      %zu\n", f->len);
 }
 
+/* Bytes of the tensors of f whose names start with prefix. */
 static size_t tensor_bytes(const struct mc_st_file *f, const char *prefix)
 {
 	size_t total = 0, np = strlen(prefix);
