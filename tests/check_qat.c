@@ -31,7 +31,8 @@ static const char *cnn_bn_arch =
     "\"attrs\": {\"out\": 6, \"padding\": 1}},"
     "{\"name\": \"bn\", \"op\": \"batchnorm\", \"inputs\": [\"cv\"], \"attrs\": {}},"
     "{\"name\": \"act\", \"op\": \"relu\", \"inputs\": [\"bn\"], \"attrs\": {}},"
-    "{\"name\": \"pool\", \"op\": \"maxpool2d\", \"inputs\": [\"act\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"pool\", \"op\": \"maxpool2d\", \"inputs\": [\"act\"], \"attrs\": {\"kernel\": "
+    "2}},"
     "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"pool\"], \"attrs\": {}},"
     "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 4}}]}";
 
@@ -46,8 +47,8 @@ static float frand(unsigned *s)
 /* A model of one fake_quant node over [d] inputs, its range [lo, hi]. */
 static struct mc_model *fq_model(int64_t d, float lo, float hi, int learn)
 {
-	struct mc_err err = { 0 };
-	struct mc_attr attrs[] = { MC_ATTR_BOOL("learn", learn), MC_ATTR_END };
+	struct mc_err err = {0};
+	struct mc_attr attrs[] = {MC_ATTR_BOOL("learn", learn), MC_ATTR_END};
 	struct mc_model *m = mc_model_new(1, &d, &err);
 	float *r;
 
@@ -65,8 +66,8 @@ static struct mc_model *fq_model(int64_t d, float lo, float hi, int learn)
 static void fq_fwd(const struct mc_model *m, int n, const float *x, float *y)
 {
 	const struct mc_node *nd = mc_model_node(m, 0);
-	struct mc_run run = { 0 };
-	const float *in[1] = { x };
+	struct mc_run run = {0};
+	const float *in[1] = {x};
 
 	nd->op->forward(nd, &run, n, in, y);
 }
@@ -77,9 +78,9 @@ static void fq_bwd(const struct mc_model *m, int n, const float *x, const float 
 {
 	const struct mc_node *nd = mc_model_node(m, 0);
 	size_t ws = nd->op->workspace(nd, n);
-	struct mc_run run = { .training = 1, .work = ws ? mc_calloc(ws, 1) : NULL };
-	const float *in[1] = { x };
-	float *din[1] = { dx }, *grads[1] = { g };
+	struct mc_run run = {.training = 1, .work = ws ? mc_calloc(ws, 1) : NULL};
+	const float *in[1] = {x};
+	float *din[1] = {dx}, *grads[1] = {g};
 	float *y = malloc((size_t)n * (size_t)nd->out_numel * sizeof(float));
 
 	ck_assert(y != NULL);
@@ -97,8 +98,8 @@ static void fq_bwd(const struct mc_model *m, int n, const float *x, const float 
  */
 START_TEST(test_fq_forward_matches_u8_quantizer)
 {
-	static const float ranges[][2] = { { 0.0f, 6.0f }, { -1.5f, 2.25f }, { -3.0f, -1.0f },
-					   { 0.5f, 4.0f },  { 0.0f, 0.0f } };
+	static const float ranges[][2] = {
+	    {0.0f, 6.0f}, {-1.5f, 2.25f}, {-3.0f, -1.0f}, {0.5f, 4.0f}, {0.0f, 0.0f}};
 	enum { D = 4099 };
 	static float x[D], y[D];
 	static uint8_t q[D];
@@ -317,12 +318,11 @@ START_TEST(test_fq_linear_matches_qlinear)
 	enum { IN = 48, OUT = 20, N = 7 };
 	static float w[OUT * IN], deq[OUT * IN], b[OUT], x[N * IN], scale[OUT];
 	static int8_t q[OUT * IN];
-	struct mc_qspec spec = { .bits = 8, .group = IN };
-	struct mc_attr lin[] = { MC_ATTR_INT("out", OUT), MC_ATTR_END };
-	struct mc_attr ql[] = { MC_ATTR_INT("out", OUT), MC_ATTR_STR("mode", "static"),
-				MC_ATTR_END };
+	struct mc_qspec spec = {.bits = 8, .group = IN};
+	struct mc_attr lin[] = {MC_ATTR_INT("out", OUT), MC_ATTR_END};
+	struct mc_attr ql[] = {MC_ATTR_INT("out", OUT), MC_ATTR_STR("mode", "static"), MC_ATTR_END};
 	int64_t d = IN;
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_model *a = fq_model(IN, -0.5f, 2.0f, 0), *bq = mc_model_new(1, &d, &err);
 	struct mc_exec *ea, *eb;
 	const float *ya, *yb;
@@ -361,7 +361,8 @@ START_TEST(test_fq_linear_matches_qlinear)
 			double mag = fabs(b[o]);
 
 			for (int k = 0; k < IN; k++)
-				mag += fabs(deq[o * IN + k] * x[i * IN + k]) + fabs(deq[o * IN + k]) * s;
+				mag += fabs(deq[o * IN + k] * x[i * IN + k]) +
+				       fabs(deq[o * IN + k]) * s;
 			ck_assert_msg(fabs(ya[i * OUT + o] - yb[i * OUT + o]) <= 1e-5 * mag,
 				      "[%d, %d]: fake-quant %g, qlinear %g", i, o, ya[i * OUT + o],
 				      yb[i * OUT + o]);
@@ -377,8 +378,8 @@ END_TEST
 
 static void setup(void)
 {
-	static const char *const passes[] = { "quantize", "train", NULL };
-	struct mc_err err = { 0 };
+	static const char *const passes[] = {"quantize", "train", NULL};
+	struct mc_err err = {0};
 	struct mc_model *m;
 
 	tiny_setup("qat", passes);
@@ -424,7 +425,7 @@ static int pipeline(const char *model_file, const char *params, const char *out_
 
 static void expect_refused(const char *params, int line, const char *want)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	char place[4300];
 
 	ck_assert_int_eq(pipeline("mlp.safetensors", params, "out.safetensors", 0, &err),
@@ -436,7 +437,7 @@ static void expect_refused(const char *params, int line, const char *want)
 
 static double accuracy(const struct mc_model *m)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_dataset *d = mc_idx_load_prefix(spath("test"), &err);
 	double acc;
 
@@ -454,7 +455,7 @@ static double accuracy(const struct mc_model *m)
 static void assert_ptq_of_float(const char *qfile, const char *ffile, struct mc_qspec spec,
 				int gfc3)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_model *q = mc_model_load(qfile, &err), *f;
 	int layers = 0;
 
@@ -483,9 +484,8 @@ static void assert_ptq_of_float(const char *qfile, const char *ffile, struct mc_
 		zp = calloc((size_t)blocks, 1);
 		scale = malloc((size_t)blocks * sizeof(float));
 		ck_assert(want && got && zp && scale);
-		ck_assert_int_eq(mc_quantize_weights_ref(w->data, rows, cols, &s, want, scale, zp,
-							 &err),
-				 0);
+		ck_assert_int_eq(
+		    mc_quantize_weights_ref(w->data, rows, cols, &s, want, scale, zp, &err), 0);
 		snprintf(name, sizeof(name), "%s.weight", nd->name);
 		if (s.bits == 4)
 			mc_q4_unpack(mc_model_param(q, name)->data, w->numel, got);
@@ -493,9 +493,9 @@ static void assert_ptq_of_float(const char *qfile, const char *ffile, struct mc_
 			memcpy(got, mc_model_param(q, name)->data, (size_t)w->numel);
 		ck_assert_msg(!memcmp(got, want, (size_t)w->numel), "%s differs from PTQ", name);
 		snprintf(name, sizeof(name), "%s.weight_scale", nd->name);
-		ck_assert_msg(!memcmp(mc_model_param(q, name)->data, scale,
-				      (size_t)blocks * sizeof(float)),
-			      "%s differs from PTQ", name);
+		ck_assert_msg(
+		    !memcmp(mc_model_param(q, name)->data, scale, (size_t)blocks * sizeof(float)),
+		    "%s differs from PTQ", name);
 		snprintf(name, sizeof(name), "%s.bias", nd->name);
 		if (nd->n_params > 1)
 			ck_assert(!memcmp(mc_model_param(q, name)->data, nd->params[1]->data,
@@ -514,7 +514,7 @@ static void assert_ptq_of_float(const char *qfile, const char *ffile, struct mc_
 /* int4 per-channel, weight-only: PTQ of the trained f32 weights; the model learns. */
 START_TEST(test_qat_int4_is_ptq_of_shadow)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_model *m;
 
 	ck_assert_msg(pipeline("mlp.safetensors",
@@ -525,7 +525,7 @@ START_TEST(test_qat_int4_is_ptq_of_shadow)
 			       "out.safetensors", 1, &err) == 0,
 		      "%s", err.msg);
 	assert_ptq_of_float(spath("out.safetensors"), spath("f.safetensors"),
-			    (struct mc_qspec){ .bits = 4, .group = -1 }, 0);
+			    (struct mc_qspec){.bits = 4, .group = -1}, 0);
 	m = mc_model_load(spath("out.safetensors"), &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	ck_assert_str_eq(mc_model_node(m, 1)->op->name, "qlinear");
@@ -543,13 +543,13 @@ START_TEST(test_qat_int4_is_ptq_of_shadow)
 			       "out.safetensors", 1, &err) == 0,
 		      "%s", err.msg);
 	assert_ptq_of_float(spath("out.safetensors"), spath("f.safetensors"),
-			    (struct mc_qspec){ .bits = 4, .asym = 1, .group = 32 }, 1);
+			    (struct mc_qspec){.bits = 4, .asym = 1, .group = 32}, 1);
 }
 END_TEST
 
-#define CNN_QAT(acts)                                                                          \
-	"      model: m\n      mode: qat\n      calibration_data: calib\n"                        \
-	"      samples: 32\n      epochs: 2\n      batch_size: 16\n      lr: 0.001\n"             \
+#define CNN_QAT(acts)                                                                              \
+	"      model: m\n      mode: qat\n      calibration_data: calib\n"                         \
+	"      samples: 32\n      epochs: 2\n      batch_size: 16\n      lr: 0.001\n"              \
 	"      activations: " acts "\n      float_output: f.safetensors\n"
 
 /*
@@ -560,7 +560,7 @@ END_TEST
  */
 START_TEST(test_qat_int8_cnn)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_model *m, *l;
 	char *arch;
 	char text[1024];
@@ -569,12 +569,12 @@ START_TEST(test_qat_int8_cnn)
 	ck_assert_msg(pipeline("cnn.safetensors", text, "out.safetensors", 1, &err) == 0, "%s",
 		      err.msg);
 	assert_ptq_of_float(spath("out.safetensors"), spath("f.safetensors"),
-			    (struct mc_qspec){ .bits = 8, .group = -1 }, 0);
+			    (struct mc_qspec){.bits = 8, .group = -1}, 0);
 	m = mc_model_load(spath("out.safetensors"), &err);
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	arch = mc_model_arch(m);
 	ck_assert_msg(!strstr(arch, "batchnorm") && !strstr(arch, "fake_quant") &&
-			      strstr(arch, "\"qconv2d\"") && strstr(arch, "\"relu\":true"),
+			  strstr(arch, "\"qconv2d\"") && strstr(arch, "\"relu\":true"),
 		      "%s", arch);
 	free(arch);
 	ck_assert_msg(accuracy(m) >= 0.9, "accuracy %g", accuracy(m));
@@ -598,12 +598,12 @@ END_TEST
 /* The same bytes for 1, 2 and 3 threads and every f32 GEMM kernel this CPU runs. */
 START_TEST(test_qat_deterministic)
 {
-	static const char *const kernels[] = { "portable", "avx2", "avx512" };
+	static const char *const kernels[] = {"portable", "avx2", "avx512"};
 	const char *params = "      model: m\n      mode: qat\n      calibration_data: calib\n"
 			     "      samples: 32\n      epochs: 2\n      batch_size: 16\n"
 			     "      activations: learned\n      lr: 0.002\n";
 	const char *def = mc_sgemm_kernel();
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	int runs = 0;
 
 	omp_set_num_threads(1);
@@ -632,19 +632,21 @@ END_TEST
 
 START_TEST(test_qat_invalid)
 {
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	char text[4096], place[4300];
 
 	expect_refused("      model: m\n      mode: qat\n      epochs: 0\n", 14,
 		       "quantization-aware training needs 1 epoch or more");
-	expect_refused("      model: m\n      mode: static\n      epochs: 3\n", 14,
-		       "'epochs' sets up quantization-aware training, which mode static does not do");
+	expect_refused(
+	    "      model: m\n      mode: static\n      epochs: 3\n", 14,
+	    "'epochs' sets up quantization-aware training, which mode static does not do");
 	expect_refused("      model: m\n      lr: 0.01\n", 13,
 		       "'lr' sets up quantization-aware training");
 	expect_refused("      model: m\n      mode: qat\n      data: test\n", 14,
 		       "'test' measures the result and must not train it");
-	expect_refused("      model: m\n      mode: qat\n      bits: 4\n      activations: static\n",
-		       15, "4-bit weights run weight-only, so the inputs stay f32");
+	expect_refused(
+	    "      model: m\n      mode: qat\n      bits: 4\n      activations: static\n", 15,
+	    "4-bit weights run weight-only, so the inputs stay f32");
 	expect_refused("      model: m\n      mode: qat\n      activations: dynamic\n", 14,
 		       "'dynamic' is not one of auto, static, learned, f32");
 	expect_refused("      model: m\n      mode: qat\n      optimizer: lbfgs\n", 14,
@@ -658,8 +660,10 @@ START_TEST(test_qat_invalid)
 		    "passes:\n"
 		    "  - quantize: {model: m, mode: qat, bits: 4}\n");
 	ck_assert_int_eq(tiny_pipeline(reg, text, 0, &err), MC_EINVAL);
-	PATHF(place, "%s:7:5: pass 'quantize', data: the pipeline has no data split 'train' (the "
-	      "default); add it under 'data:' or set data", spath("p.yaml"));
+	PATHF(place,
+	      "%s:7:5: pass 'quantize', data: the pipeline has no data split 'train' (the "
+	      "default); add it under 'data:' or set data",
+	      spath("p.yaml"));
 	ck_assert_msg(strstr(err.msg, place), "'%s' lacks '%s'", err.msg, place);
 }
 END_TEST

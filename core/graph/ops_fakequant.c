@@ -33,10 +33,15 @@ struct fq_attrs {
 };
 
 static const struct mc_param_def fq_attrs[] = {
-    { .name = "learn", .type = MC_PARAM_TBOOL, .elem = MC_PARAM_TBOOL,
-      .offset = offsetof(struct fq_attrs, learn), .def = "false", .min = 0, .max = 1,
-      .help = "train the range (LSQ step-size gradient); false: a fixed buffer",
-      .flags = MC_PARAM_FOMIT },
+    {.name = "learn",
+     .type = MC_PARAM_TBOOL,
+     .elem = MC_PARAM_TBOOL,
+     .offset = offsetof(struct fq_attrs, learn),
+     .def = "false",
+     .min = 0,
+     .max = 1,
+     .help = "train the range (LSQ step-size gradient); false: a fixed buffer",
+     .flags = MC_PARAM_FOMIT},
     MC_PARAM_END,
 };
 

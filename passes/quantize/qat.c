@@ -29,7 +29,7 @@
 #include "quantize.h"
 
 struct qat_layer {
-	char name[256];   /* the layer's node */
+	char name[256];	  /* the layer's node */
 	char wname[300];  /* "<layer>.weight" */
 	char fqname[300]; /* its input's fake_quant node, when act */
 	struct mc_qspec spec;
@@ -46,13 +46,14 @@ struct qat {
 	struct qat_layer *l;
 	struct mc_ctx *ctx;
 	int epochs;
+	double loss; /* the last epoch's mean training loss */
 };
 
 /* l->held = fq(l->shadow) per its spec; 0 or an error code with err set. */
 static int round_trip(struct qat_layer *l, struct mc_err *err)
 {
-	int ret = mc_quantize_weights(l->shadow, l->rows, l->cols, &l->spec, l->q, l->scale, l->zp,
-				      err);
+	int ret =
+	    mc_quantize_weights(l->shadow, l->rows, l->cols, &l->spec, l->q, l->scale, l->zp, err);
 
 	if (ret)
 		return ret;
@@ -90,6 +91,7 @@ static int after_epoch(void *arg, struct mc_model *m, int epoch, double loss, st
 {
 	struct qat *q = arg;
 
+	q->loss = loss;
 	mc_ctx_log(q->ctx, "qat epoch %d/%d: training loss %.4f", epoch + 1, q->epochs, loss);
 	return 0;
 }
@@ -110,7 +112,7 @@ static void layers_free(struct qat_layer *l, int n)
 static int insert_fake_quant(struct mc_ctx *ctx, struct mc_model *m, struct qat_layer *l, int n,
 			     int learn, const float *lo, const float *hi)
 {
-	const struct mc_attr attrs[] = { MC_ATTR_BOOL("learn", learn), MC_ATTR_END };
+	const struct mc_attr attrs[] = {MC_ATTR_BOOL("learn", learn), MC_ATTR_END};
 	struct mc_err *err = mc_ctx_err(ctx);
 
 	for (int t = 0; t < n; t++) {
@@ -156,21 +158,21 @@ static int remove_fake_quant(struct mc_ctx *ctx, struct mc_model *m, struct qat_
 }
 
 int quantize_qat(struct mc_ctx *ctx, const struct quantize_conf *c, struct mc_model *m,
-		 const int *idx, const struct mc_qspec *spec, int n, int act, int learn,
-		 float *lo, float *hi)
+		 const int *idx, const struct mc_qspec *spec, int n, int act, int learn, float *lo,
+		 float *hi)
 {
 	const char *split = c->data ? c->data : "train";
 	const struct mc_dataset *d = mc_ctx_data(ctx, split);
 	struct mc_err *err = mc_ctx_err(ctx);
-	struct qat q = { .n = n, .ctx = ctx, .epochs = c->epochs };
-	struct mc_train_hooks hooks = { .arg = &q, .after_step = after_step,
-					.after_epoch = after_epoch };
+	struct qat q = {.n = n, .ctx = ctx, .epochs = c->epochs};
+	struct mc_train_hooks hooks = {
+	    .arg = &q, .after_step = after_step, .after_epoch = after_epoch};
 	struct mc_train_conf tc = {
-		.epochs = c->epochs,
-		.batch_size = c->batch_size,
-		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
-		.label = "qat",
+	    .epochs = c->epochs,
+	    .batch_size = c->batch_size,
+	    .seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 	};
+	char label[300];
 	int ret = 0;
 
 	if (!d)
@@ -182,6 +184,8 @@ int quantize_qat(struct mc_ctx *ctx, const struct quantize_conf *c, struct mc_mo
 				    split, (long long)d->sample_numel, c->model,
 				    (long long)mc_model_in_numel(m));
 	mc_train_opts_apply(&c->train, &tc);
+	snprintf(label, sizeof(label), "qat %s", c->model);
+	tc.label = label;
 	q.l = calloc((size_t)n, sizeof(*q.l));
 	if (!q.l)
 		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
@@ -218,11 +222,14 @@ int quantize_qat(struct mc_ctx *ctx, const struct quantize_conf *c, struct mc_mo
 	if (!ret) {
 		mc_ctx_log(ctx, "quantization-aware training: %d layers, %d epochs on '%s'%s", n,
 			   c->epochs, split,
-			   act ? learn ? ", inputs u8 (ranges learned)" : ", inputs u8 (ranges fixed)"
+			   act ? learn ? ", inputs u8 (ranges learned)"
+				       : ", inputs u8 (ranges fixed)"
 			       : ", inputs f32");
 		ret = mc_train(m, d, &tc, &hooks, err);
 		if (ret)
 			mc_err_prefix(err, "quantization-aware training");
+		else
+			mc_ctx_report(ctx, "qat_train_loss", q.loss);
 	}
 	/* The graph as it was, the shadow weights in the layers: what PTQ converts. */
 	if (!ret)

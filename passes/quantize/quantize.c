@@ -8,6 +8,9 @@
  * linear layer becomes a qlinear node; with int8 dynamic or static, each
  * conv2d (groups 1) becomes a qconv2d node (core/ops_quant.c,
  * docs/quantize.md). Convolutions stay f32 under weight-only and 4 bits.
+ * Mode qat trains the model with fake-quantized weights and inputs first
+ * (qat.c), then converts it the same way: static, or weight-only when the
+ * inputs stay f32.
  */
 #include <fnmatch.h>
 #include <math.h>
@@ -232,8 +235,9 @@ static int check_qat(struct mc_ctx *ctx, const struct quantize_conf *c)
 		for (int i = 0; qat_keys[i]; i++)
 			if (mc_ctx_given(ctx, qat_keys[i]))
 				return mc_ctx_error(ctx, qat_keys[i], MC_EINVAL,
-						    "'%s' sets up quantization-aware training, which "
-						    "mode %s does not do; use mode: qat, or remove it",
+						    "'%s' sets up quantization-aware training, "
+						    "which mode %s does not do; use mode: qat, or "
+						    "remove it",
 						    qat_keys[i], modes[c->mode]);
 		return 0;
 	}
@@ -716,7 +720,8 @@ static const struct mc_pass quantize_pass = {
 	.name = "quantize",
 	.version = "1.0",
 	.description = "int8 (dynamic or calibrated static) linear and conv layers, or 4-bit "
-		       "group-wise linear weights, run on integer kernels",
+		       "group-wise linear weights, run on integer kernels; optionally after "
+		       "quantization-aware training",
 	.license = "MIT",
 	.author = "the mcomp developers",
 	.conf_size = sizeof(struct quantize_conf),
