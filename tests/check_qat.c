@@ -647,6 +647,9 @@ START_TEST(test_qat_invalid)
 	expect_refused(
 	    "      model: m\n      mode: qat\n      bits: 4\n      activations: static\n", 15,
 	    "4-bit weights run weight-only, so the inputs stay f32");
+	expect_refused("      model: m\n      mode: qat\n      scheme: asymmetric\n", 14,
+		       "the int8 GEMM of mode qat (static) takes symmetric weights; use scheme: "
+		       "symmetric, or activations: f32");
 	expect_refused("      model: m\n      mode: qat\n      activations: dynamic\n", 14,
 		       "'dynamic' is not one of auto, static, learned, f32");
 	expect_refused("      model: m\n      mode: qat\n      optimizer: lbfgs\n", 14,

@@ -264,6 +264,9 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 	const struct quantize_conf *c = conf;
 	struct mc_model *m = mc_ctx_model(ctx, c->model);
 	int mode = resolved_mode(c), integer, n;
+	/* The way to f32 inputs, which take any weights: a mode, or qat's key. */
+	const char *wo = c->mode == QMODE_QAT ? "activations: f32" : "mode: weight-only";
+	const char *mname = c->mode == QMODE_QAT ? "qat (static)" : modes[mode];
 	char names[1024];
 
 	if (c->bits != 8 && c->bits != 4)
@@ -282,8 +285,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 	if (integer && c->scheme == 1)
 		return mc_ctx_error(ctx, "scheme", MC_EINVAL,
 				    "the int8 GEMM of mode %s takes symmetric weights; use scheme: "
-				    "symmetric, or mode: weight-only",
-				    modes[mode]);
+				    "symmetric, or %s",
+				    mname, wo);
 	if (c->granularity == QGRAN_GROUP) {
 		if (c->group_size != 32 && c->group_size != 64 && c->group_size != 128)
 			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
@@ -292,8 +295,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 		if (integer)
 			return mc_ctx_error(ctx, "granularity", MC_EINVAL,
 					    "the int8 GEMM of mode %s scales whole output channels; "
-					    "use per-channel, or mode: weight-only for per-group",
-					    modes[mode]);
+					    "use per-channel, or %s for per-group",
+					    mname, wo);
 	}
 	if (c->calibration_data && !strcmp(c->calibration_data, "test"))
 		return mc_ctx_error(ctx, "calibration_data", MC_EINVAL,
@@ -338,8 +341,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 		if (g == QGRAN_GROUP && integer)
 			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
 					    "the int8 GEMM of mode %s scales whole output channels; "
-					    "use per-channel, or mode: weight-only for per-group",
-					    modes[mode]);
+					    "use per-channel, or %s for per-group",
+					    mname, wo);
 	}
 	n = select_layers(ctx, c, m, NULL);
 	if (n < 0)
