@@ -572,6 +572,54 @@ START_TEST(op_qconv2d_straight_through)
 }
 END_TEST
 
+/*
+ * fake_quant rounds to a u8 grid as well: its backward is straight through
+ * where the clamp does not act and 0 where it does, checked here on values
+ * on both sides of the range [-0.25, 0.75]; with learn the range's gradient
+ * is finite differences where every value is clamped (tests/check_qat.c
+ * checks it further, and the forward against the u8 quantizer).
+ */
+START_TEST(op_fake_quant_straight_through)
+{
+	struct mc_model *m = build("{\"format\":1,\"input\":[6],\"nodes\":[{\"op\":"
+				   "\"fake_quant\",\"attrs\":{\"learn\":true}}]}");
+	const struct mc_node *nd = mc_model_node(m, 0);
+	float *r = nd->params[0]->data, x[2 * 6], dout[2 * 6], dx[2 * 6], out[2 * 6], g[2] = { 0 };
+	const float *in[1] = { x };
+	float *din[1] = { dx }, *grads[MC_NODE_MAX_PARAMS] = { g };
+	struct mc_run run = { .training = 1 };
+	double up = 0, down = 0, h = 1e-3;
+
+	r[0] = -0.25f; /* z = 64 for hi within 0.75 +- h: no jump */
+	r[1] = 0.75f;
+	fill(x, 12, 5);
+	fill(dout, 12, 6);
+	run.work = malloc(nd->op->workspace(nd, 2));
+	ck_assert_ptr_nonnull(run.work);
+	nd->op->forward(nd, &run, 2, in, out);
+	nd->op->backward(nd, &run, 2, in, out, dout, din, grads);
+	for (int i = 0; i < 12; i++)
+		if (x[i] > -0.24f && x[i] < 0.74f)
+			ck_assert_float_eq(dx[i], dout[i]);
+		else if (x[i] < -0.26f || x[i] > 0.76f)
+			ck_assert_float_eq(dx[i], 0.0f);
+	/* all above the range: y = hi_e, differentiable in hi */
+	for (int i = 0; i < 12; i++)
+		x[i] = 1.0f + fabsf(x[i]);
+	g[0] = g[1] = 0;
+	nd->op->backward(nd, &run, 2, in, out, dout, din, grads);
+	r[1] = (float)(0.75 + h);
+	nd->op->forward(nd, &run, 2, in, out);
+	up = dot(out, dout, 12);
+	r[1] = (float)(0.75 - h);
+	nd->op->forward(nd, &run, 2, in, out);
+	down = dot(out, dout, 12);
+	ck_assert_double_eq_tol(g[1], (up - down) / ((float)(0.75 + h) - (float)(0.75 - h)), 1e-3);
+	free(run.work);
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(every_op_is_checked)
 {
 	/* A new op needs a check above: this fails until it has one. */
@@ -580,7 +628,7 @@ START_TEST(every_op_is_checked)
 		"dropout",     "flatten",    "global_avgpool", "hardsigmoid", "hardswish",
 		"leaky_relu",  "linear",     "log_softmax", "maxpool2d",   "mul",
 		"pad2d",       "qconv2d",     "qlinear",    "relu",	    "relu6",	   "sigmoid",
-		"softmax",     "concat",      NULL,
+		"softmax",     "concat",      "fake_quant", NULL,
 	};
 	const char *const *names = mc_op_names();
 	int n = 0;
@@ -596,7 +644,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_ptr_nonnull(mc_op_find(names[n]));
 		ck_assert_str_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 23);
+	ck_assert_int_eq(n, 24);
 }
 END_TEST
 
@@ -864,6 +912,7 @@ int main(void)
 	tcase_add_test(tc, op_concat);
 	tcase_add_test(tc, op_qlinear_straight_through);
 	tcase_add_test(tc, op_qconv2d_straight_through);
+	tcase_add_test(tc, op_fake_quant_straight_through);
 	tcase_add_test(tc, every_op_is_checked);
 	tcase_add_test(tc, softmax_xent);
 	tcase_add_test(tc, mlp_xent);

@@ -1518,8 +1518,6 @@ int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err)
 	const struct mc_op *conv = mc_op_find("conv2d"), *lin = mc_op_find("linear");
 	int folded = 0;
 
-	if (m->arch_only)
-		return 0;
 	for (int i = 0; i < m->n_nodes; i++) {
 		struct mc_node *bn = m->nodes[i], *f;
 		int src = bn->inputs[0], r;
@@ -1534,7 +1532,9 @@ int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err)
 		    f->n_params < 2 || f->params[0]->shape[0] != bn->params[0]->numel ||
 		    (i == m->n_nodes - 1 && src != i - 1))
 			continue;
-		fold_into(f, bn);
+		/* A model of shapes only changes its graph alone (validation). */
+		if (!m->arch_only)
+			fold_into(f, bn);
 		r = mc_model_remove_node(m, i, err);
 		if (r)
 			return r;

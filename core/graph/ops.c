@@ -67,7 +67,7 @@ uint32_t mc_node_hash(const struct mc_node *node)
 /* In the order of their names. */
 static const struct mc_op *const ops[] = {
     &mc_op_add,	      &mc_op_avgpool2d,	 &mc_op_batchnorm,   &mc_op_clip,
-    &mc_op_concat,    &mc_op_conv2d,    &mc_op_dropout,	 &mc_op_flatten,     &mc_op_global_avgpool,
+    &mc_op_concat,    &mc_op_conv2d,    &mc_op_dropout,	 &mc_op_fake_quant, &mc_op_flatten,     &mc_op_global_avgpool,
     &mc_op_hardsigmoid, &mc_op_hardswish, &mc_op_leaky_relu, &mc_op_linear,
     &mc_op_log_softmax, &mc_op_maxpool2d, &mc_op_mul,	      &mc_op_pad2d, &mc_op_qconv2d,
     &mc_op_qlinear,   &mc_op_relu,	 &mc_op_relu6,	     &mc_op_sigmoid,
@@ -77,7 +77,7 @@ static const struct mc_op *const ops[] = {
 
 static const char *const op_names[] = {
     "add",	   "avgpool2d",	  "batchnorm", "clip", "concat", "conv2d",    "dropout",
-    "flatten",	   "global_avgpool", "hardsigmoid", "hardswish", "leaky_relu", "linear",
+    "fake_quant", "flatten",	   "global_avgpool", "hardsigmoid", "hardswish", "leaky_relu", "linear",
     "log_softmax", "maxpool2d",	  "mul",	"pad2d", "qconv2d", "qlinear",   "relu",
     "relu6",	   "sigmoid",	  "softmax",	NULL,
 };

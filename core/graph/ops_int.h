@@ -8,7 +8,8 @@
  * global_avgpool; ops_norm.c: batch norm and dropout; ops_misc.c: add,
  * softmax, log-softmax; ops_act.c: leaky_relu, sigmoid, clip, relu6,
  * hardsigmoid, hardswish, mul; ops_pad.c: pad2d;
- * ops_concat.c: concat; ops_qlinear.c: qlinear; ops_qconv.c: qconv2d);
+ * ops_concat.c: concat; ops_qlinear.c: qlinear; ops_qconv.c: qconv2d;
+ * ops_fakequant.c: fake_quant);
  * adding one is a struct mc_op there, its declaration here, and a row in
  * the table in ops.c. Convolution and pooling share their window geometry
  * (conv_geo.h); the quantized ops share their int8 path (ops_quant_int.h).
@@ -53,7 +54,7 @@ extern const struct mc_op mc_op_add, mc_op_softmax, mc_op_log_softmax;
 extern const struct mc_op mc_op_qlinear, mc_op_qconv2d;
 extern const struct mc_op mc_op_leaky_relu, mc_op_sigmoid, mc_op_clip, mc_op_relu6;
 extern const struct mc_op mc_op_hardsigmoid, mc_op_hardswish, mc_op_mul;
-extern const struct mc_op mc_op_pad2d, mc_op_concat;
+extern const struct mc_op mc_op_pad2d, mc_op_concat, mc_op_fake_quant;
 
 /* A linear layer's forward with relu applied to its output in place (the executor's
  * fusion at inference): the values of linear then relu. */

@@ -73,8 +73,9 @@ MC_API int mc_argmax(const float *row, int n);
  * Folds every batchnorm that reads a conv2d or linear (read by nothing else)
  * into that node's weight and bias, using the running statistics, and
  * removes the batchnorm node: the folded model computes the same inference
- * outputs (up to float rounding) with fewer ops. Any executor of m must be
- * made anew. Returns the number of nodes folded (0 when none fits), or
+ * outputs (up to float rounding) with fewer ops; a model of shapes only
+ * (mc_model_is_arch) loses the same nodes. Any executor of m must be made
+ * anew. Returns the number of nodes folded (0 when none fits), or
  * MC_ENOMEM with err set.
  */
 MC_API int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err);

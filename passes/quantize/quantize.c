@@ -8,6 +8,9 @@
  * linear layer becomes a qlinear node; with int8 dynamic or static, each
  * conv2d (groups 1) becomes a qconv2d node (core/ops_quant.c,
  * docs/quantize.md). Convolutions stay f32 under weight-only and 4 bits.
+ * Mode qat trains the model with fake-quantized weights and inputs first
+ * (qat.c), then converts it the same way: static, or weight-only when the
+ * inputs stay f32.
  */
 #include <fnmatch.h>
 #include <math.h>
@@ -19,8 +22,9 @@
 
 static const char *const schemes[] = { "symmetric", "asymmetric", NULL };
 static const char *const grans[] = { "per-tensor", "per-channel", "per-group", NULL };
-static const char *const modes[] = { "auto", "weight-only", "dynamic", "static", NULL };
+static const char *const modes[] = { "auto", "weight-only", "dynamic", "static", "qat", NULL };
 static const char *const calibs[] = { "minmax", "percentile", "mse", NULL };
+static const char *const acts[] = { "auto", "static", "learned", "f32", NULL };
 
 static const struct mc_param_def quantize_params[] = {
 	MC_PARAM_MODEL(struct quantize_conf, model, NULL, "the model to quantize"),
@@ -34,7 +38,8 @@ static const struct mc_param_def quantize_params[] = {
 		     "per-group: 32, 64 or 128 inputs per scale; must divide every row"),
 	MC_PARAM_ENUM(struct quantize_conf, mode, "auto", modes,
 		      "activations: f32 (weight-only), u8 per batch (dynamic), u8 calibrated "
-		      "(static); auto: dynamic at 8 bits, weight-only at 4"),
+		      "(static); auto: dynamic at 8 bits, weight-only at 4; qat: train with fake "
+		      "quantization first (see activations, epochs)"),
 	MC_PARAM_ENUM(struct quantize_conf, calibration, "minmax", calibs,
 		      "static: how a layer's input range is chosen from the calibration samples"),
 	MC_PARAM_FLOAT(struct quantize_conf, percentile, "99.99", 50, 100,
@@ -51,6 +56,23 @@ static const struct mc_param_def quantize_params[] = {
 	MC_PARAM_MAP_ENUM(struct quantize_conf, overrides, "{}", grans,
 			  "per-layer granularity: {PATTERN: per-tensor|per-channel|per-group}, "
 			  "PATTERN a layer name or glob; the first match wins"),
+	/* mode: qat only (quantize_check refuses them otherwise) */
+	MC_PARAM_ENUM(struct quantize_conf, activations, "auto", acts,
+		      "qat: layer inputs fake-quantized to u8 over calibrated ranges, fixed "
+		      "(static) or trained (learned), or kept f32 (the result runs weight-only); "
+		      "auto: static at 8 bits, f32 at 4"),
+	MC_PARAM_SPLIT(struct quantize_conf, data, NULL,
+		       "qat: the split trained on (never the test split); default: train",
+		       .flags = MC_PARAM_FOPTIONAL),
+	MC_PARAM_INT(struct quantize_conf, epochs, "1", 0, 100000,
+		     "qat: epochs of training with fake quantization (1 or more)"),
+	MC_PARAM_INT(struct quantize_conf, batch_size, "128", 1, 65536, "qat: samples per update"),
+	MC_TRAIN_PARAMS(struct quantize_conf, train, "0.0001", "cosine"),
+	MC_PARAM_INT(struct quantize_conf, seed, "-1", -1, 2147483647,
+		     "qat: shuffling seed; -1 uses the pipeline's seed"),
+	MC_PARAM_PATH(struct quantize_conf, float_output, NULL,
+		      "qat: also write the trained f32 model (the shadow weights) to this file",
+		      .flags = MC_PARAM_FOPTIONAL | MC_PARAM_FOUTPUT),
 	MC_PARAM_END,
 };
 
@@ -60,8 +82,19 @@ static const char *calib_split(const struct quantize_conf *c)
 	return c->calibration_data ? c->calibration_data : "train";
 }
 
+/* What qat does with the layers' inputs: static, learned or f32. */
+static int resolved_acts(const struct quantize_conf *c)
+{
+	if (c->activations != QACT_AUTO)
+		return c->activations;
+	return c->bits == 8 ? QACT_STATIC : QACT_F32;
+}
+
+/* The mode of the quantized model: qat ends static, or weight-only with f32 inputs. */
 static int resolved_mode(const struct quantize_conf *c)
 {
+	if (c->mode == QMODE_QAT)
+		return resolved_acts(c) == QACT_F32 ? QMODE_WEIGHT_ONLY : QMODE_STATIC;
 	if (c->mode != QMODE_AUTO)
 		return c->mode;
 	return c->bits == 8 ? QMODE_DYNAMIC : QMODE_WEIGHT_ONLY;
@@ -171,6 +204,9 @@ static int quantize_graph(struct mc_ctx *ctx, const struct quantize_conf *c, str
 
 	if (!mc_model_is_arch(m))
 		return 0;
+	/* qat folds batch norms first (quantize_run); here the graph alone. */
+	if (c->mode == QMODE_QAT && mc_model_fold_batchnorm(m, mc_ctx_err(ctx)) < 0)
+		return mc_ctx_err(ctx)->code;
 	idx = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*idx));
 	if (!idx)
 		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
@@ -186,17 +222,60 @@ static int quantize_graph(struct mc_ctx *ctx, const struct quantize_conf *c, str
 	return n < 0 ? n : ret;
 }
 
+/* The keys only mode: qat reads; given in another mode, they are refused. */
+static const char *const qat_keys[] = {
+	"activations", "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "beta1",
+	"beta2", "weight_decay", "schedule", "step_epochs", "gamma", "min_lr", "shift", "hflip",
+	"seed", "float_output", NULL,
+};
+
+static int check_qat(struct mc_ctx *ctx, const struct quantize_conf *c)
+{
+	if (c->mode != QMODE_QAT) {
+		for (int i = 0; qat_keys[i]; i++)
+			if (mc_ctx_given(ctx, qat_keys[i]))
+				return mc_ctx_error(ctx, qat_keys[i], MC_EINVAL,
+						    "'%s' sets up quantization-aware training, "
+						    "which mode %s does not do; use mode: qat, or "
+						    "remove it",
+						    qat_keys[i], modes[c->mode]);
+		return 0;
+	}
+	if (c->epochs < 1)
+		return mc_ctx_error(ctx, "epochs", MC_EINVAL,
+				    "quantization-aware training needs 1 epoch or more; for no "
+				    "training use mode: static (or weight-only)");
+	if (c->bits == 4 && (c->activations == QACT_STATIC || c->activations == QACT_LEARNED))
+		return mc_ctx_error(ctx, "activations", MC_EINVAL,
+				    "4-bit weights run weight-only, so the inputs stay f32; use "
+				    "activations: f32 (or auto), or bits: 8");
+	if (c->data && !strcmp(c->data, "test"))
+		return mc_ctx_error(ctx, "data", MC_EINVAL,
+				    "'test' measures the result and must not train it; train on "
+				    "the training split");
+	/* A split given is checked by the host; the default here. */
+	if (!c->data)
+		return mc_ctx_check_data(ctx, "data", "train");
+	return 0;
+}
+
 static int quantize_check(struct mc_ctx *ctx, const void *conf)
 {
 	const struct quantize_conf *c = conf;
 	struct mc_model *m = mc_ctx_model(ctx, c->model);
 	int mode = resolved_mode(c), integer, n;
+	/* The way to f32 inputs, which take any weights: a mode, or qat's key. */
+	const char *wo = c->mode == QMODE_QAT ? "activations: f32" : "mode: weight-only";
+	const char *mname = c->mode == QMODE_QAT ? "qat (static)" : modes[mode];
 	char names[1024];
 
 	if (c->bits != 8 && c->bits != 4)
 		return mc_ctx_error(ctx, "bits", MC_EINVAL,
 				    "%d bits is not supported; use 8 (int8) or 4 (packed 4-bit)",
 				    c->bits);
+	n = check_qat(ctx, c);
+	if (n)
+		return n;
 	integer = mode == QMODE_DYNAMIC || mode == QMODE_STATIC;
 	if (c->bits == 4 && integer)
 		return mc_ctx_error(ctx, "mode", MC_EINVAL,
@@ -206,8 +285,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 	if (integer && c->scheme == 1)
 		return mc_ctx_error(ctx, "scheme", MC_EINVAL,
 				    "the int8 GEMM of mode %s takes symmetric weights; use scheme: "
-				    "symmetric, or mode: weight-only",
-				    modes[mode]);
+				    "symmetric, or %s",
+				    mname, wo);
 	if (c->granularity == QGRAN_GROUP) {
 		if (c->group_size != 32 && c->group_size != 64 && c->group_size != 128)
 			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
@@ -216,8 +295,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 		if (integer)
 			return mc_ctx_error(ctx, "granularity", MC_EINVAL,
 					    "the int8 GEMM of mode %s scales whole output channels; "
-					    "use per-channel, or mode: weight-only for per-group",
-					    modes[mode]);
+					    "use per-channel, or %s for per-group",
+					    mname, wo);
 	}
 	if (c->calibration_data && !strcmp(c->calibration_data, "test"))
 		return mc_ctx_error(ctx, "calibration_data", MC_EINVAL,
@@ -262,8 +341,8 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 		if (g == QGRAN_GROUP && integer)
 			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
 					    "the int8 GEMM of mode %s scales whole output channels; "
-					    "use per-channel, or mode: weight-only for per-group",
-					    modes[mode]);
+					    "use per-channel, or %s for per-group",
+					    mname, wo);
 	}
 	n = select_layers(ctx, c, m, NULL);
 	if (n < 0)
@@ -438,25 +517,64 @@ static int fuse_relu(struct mc_model *m, struct mc_err *err)
 	return fused;
 }
 
+/* qat with float_output: the trained f32 model, before conversion, to that file. */
+static int write_float(struct mc_ctx *ctx, const struct quantize_conf *c,
+		       const struct mc_model *m)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	int ret;
+
+	if (!c->float_output)
+		return 0;
+	ret = mc_model_serialize(m, &buf, &len, mc_ctx_err(ctx));
+	if (!ret)
+		ret = mc_ctx_write(ctx, "float_output", buf, len);
+	free(buf);
+	return ret;
+}
+
 static int quantize_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct quantize_conf *c = conf;
-	const struct mc_model *m = mc_ctx_model(ctx, c->model);
+	const struct mc_model *m0 = mc_ctx_model(ctx, c->model), *m;
 	struct mc_err *err = mc_ctx_err(ctx);
 	int mode = resolved_mode(c), n, ret = 0, *idx = NULL;
 	float *lo = NULL, *hi = NULL;
 	struct mc_model *dup = NULL;
+	struct mc_qspec *spec = NULL;
 	double secs = 0.0, bytes = 0.0;
 	char key[512];
 
-	if (!m)
+	if (!m0)
 		return mc_ctx_error(ctx, "model", MC_ERUN, "no model '%s'", c->model);
-	idx = calloc((size_t)mc_model_n_nodes(m), sizeof(*idx));
-	lo = calloc((size_t)mc_model_n_nodes(m), sizeof(*lo));
-	hi = calloc((size_t)mc_model_n_nodes(m), sizeof(*hi));
-	if (!idx || !lo || !hi) {
+	idx = calloc((size_t)mc_model_n_nodes(m0), sizeof(*idx));
+	lo = calloc((size_t)mc_model_n_nodes(m0), sizeof(*lo));
+	hi = calloc((size_t)mc_model_n_nodes(m0), sizeof(*hi));
+	spec = calloc((size_t)mc_model_n_nodes(m0), sizeof(*spec));
+	if (!idx || !lo || !hi || !spec) {
 		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		goto out;
+	}
+	/* The copy is calibrated, trained (qat) and converted; the pipeline's
+	 * model is replaced only when all went well. */
+	dup = mc_model_dup(m0, err);
+	if (!dup) {
+		ret = err->code;
+		goto out;
+	}
+	m = dup;
+	/* qat trains and quantizes the weights the integer model runs: a
+	 * batch norm after a layer is folded into it first (its running
+	 * statistics frozen), as an inference graph would fold it. */
+	if (c->mode == QMODE_QAT) {
+		ret = mc_model_fold_batchnorm(dup, err);
+		if (ret < 0)
+			goto out;
+		if (ret > 0)
+			mc_ctx_log(ctx, "folded %d batchnorm into the layer before it", ret);
+		mc_ctx_report(ctx, "batchnorm_folded", ret);
+		ret = 0;
 	}
 	n = select_layers(ctx, c, m, idx);
 	if (n <= 0) {
@@ -500,21 +618,33 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 			   c->samples < d->n ? c->samples : (int)d->n, calib_split(c),
 			   calibs[c->calibration]);
 	}
-	dup = mc_model_dup(m, err);
-	if (!dup) {
-		ret = err->code;
-		goto out;
+	for (int t = 0; t < n; t++) {
+		const struct mc_tensor *w = mc_model_node(m, idx[t])->params[0];
+		int64_t cols = w->numel / w->shape[0];
+		int gran = layer_granularity(c, mc_model_node(m, idx[t])->name);
+
+		spec[t] = (struct mc_qspec){ .bits = c->bits, .asym = c->scheme == 1 };
+		spec[t].group = gran == QGRAN_TENSOR ? 0 : gran == QGRAN_CHANNEL ? (int)cols
+										 : c->group_size;
+	}
+	if (c->mode == QMODE_QAT) {
+		ret = quantize_qat(ctx, c, dup, idx, spec, n, mode == QMODE_STATIC,
+				   resolved_acts(c) == QACT_LEARNED, lo, hi);
+		if (!ret)
+			ret = write_float(ctx, c, dup);
+		if (ret)
+			goto out;
+		mc_ctx_report(ctx, "qat_epochs", c->epochs);
 	}
 	for (int t = 0; t < n && !ret; t++) {
 		const struct mc_node *nd = mc_model_node(dup, idx[t]);
 		const struct mc_tensor *w = nd->params[0];
 		int64_t rows = w->shape[0], cols = w->numel / w->shape[0];
-		struct qlayer l = { .spec = { .bits = c->bits, .asym = c->scheme == 1 } };
+		struct qlayer l = { .spec = spec[t] };
 		int gran = layer_granularity(c, nd->name);
 		float *deq = NULL;
 		double t0, db;
 
-		l.spec.group = gran == QGRAN_TENSOR ? 0 : gran == QGRAN_CHANNEL ? (int)cols : c->group_size;
 		l.blocks = mc_qspec_blocks(&l.spec, rows, cols);
 		l.q = malloc((size_t)w->numel);
 		l.scale = malloc((size_t)l.blocks * sizeof(float));
@@ -581,6 +711,7 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 	dup = NULL;
 out:
 	mc_model_free(dup);
+	free(spec);
 	free(idx);
 	free(lo);
 	free(hi);
@@ -592,7 +723,8 @@ static const struct mc_pass quantize_pass = {
 	.name = "quantize",
 	.version = "1.0",
 	.description = "int8 (dynamic or calibrated static) linear and conv layers, or 4-bit "
-		       "group-wise linear weights, run on integer kernels",
+		       "group-wise linear weights, run on integer kernels; optionally after "
+		       "quantization-aware training",
 	.license = "MIT",
 	.author = "the mcomp developers",
 	.conf_size = sizeof(struct quantize_conf),
