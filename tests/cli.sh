@@ -122,6 +122,10 @@ expect 2 "typo.yaml:9:22: .*'dataa'.*did you mean 'data'" "$mcomp" validate "$tm
 expect 2 "typo.yaml:9:22" "$mcomp" run "$tmp/typo.yaml"
 expect 0 'valid' "$mcomp" validate "$tmp/typo.yaml" --set passes.1.eval.dataa=test --set 'passes.1.eval={model: m}'
 expect 2 'does-not-exist' "$mcomp" validate "$tmp/does-not-exist.yaml"
+# A pass's own check of a value an override gave: the override is the place, once.
+expect 2 "^mcomp: --set passes.0.quantize.epochs: pass 'quantize', epochs: quantization-aware" \
+	"$mcomp" validate "$tmp/typo.yaml" --set 'passes.0={quantize: {model: m, mode: qat}}' \
+	--set passes.0.quantize.epochs=0 --set 'passes.1.eval={model: m}'
 
 # A small real run: train on 3000 images for one epoch, save, report.
 cat > "$tmp/small.yaml" <<EOF

@@ -38,6 +38,7 @@ struct mc_ctx {
 	struct mc_model **shapes; /* validating: p->models' graphs as the pass will see them */
 	struct mc_err *err;
 	json_t *metrics; /* of the current row */
+	int placed;	 /* err came from mc_ctx_error: it names its place and the pass */
 };
 
 static struct mc_pl_model *find_model(struct mc_pipeline *p, const char *name)
@@ -234,6 +235,7 @@ MC_API int mc_ctx_error(struct mc_ctx *ctx, const char *key, int code, const cha
 	va_start(ap, fmt);
 	vsnprintf(body, sizeof(body), fmt, ap);
 	va_end(ap);
+	ctx->placed = 1;
 	return mc_err_set(ctx->err, code, "%spass '%s'%s%s: %s", head, ctx->pp->pass->name,
 			  key ? ", " : "", key ? key : "", body);
 }
@@ -596,6 +598,7 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 		if (!ctx.pp->pass->check)
 			continue;
 		err->msg[0] = '\0';
+		ctx.placed = 0;
 		ret = ctx.pp->pass->check(&ctx, ctx.pp->conf);
 		if (ret) {
 			char head[1024];
@@ -603,12 +606,11 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 			if (!err->msg[0])
 				mc_ctx_error(&ctx, NULL, ret, "check failed");
 			/* A library error (a graph change that does not fit) gets the
-			 * pass's place, as mc_ctx_error's do. */
+			 * pass's place, as mc_ctx_error's do (theirs may be an override's,
+			 * "--set KEY", rather than a line of the file). */
 			loc_prefix(head, sizeof(head), &ctx.pp->loc);
-			if (!ctx.pp->loc.file ||
-			    strncmp(err->msg, ctx.pp->loc.file, strlen(ctx.pp->loc.file)))
-				mc_err_prefix(err, "%.*spass '%s'", (int)strlen(head) - 2, head,
-					      ctx.pp->pass->name);
+			if (!ctx.placed)
+				mc_err_prefix(err, "%spass '%s'", head, ctx.pp->pass->name);
 			goto out;
 		}
 	}
