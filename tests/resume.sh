@@ -58,10 +58,11 @@ figures "$tmp/out/report.json" > "$tmp/whole.txt"
 # before it stops); then resumes and compares with the whole run.
 stop_at() {
 	rm -rf "$tmp/out"
-	env --default-signal=TERM "$mcomp" run "$tmp/p.yaml" > "$tmp/log" 2>&1 &
+	: > "$tmp/log"
+	env --default-signal=TERM "$mcomp" run "$tmp/p.yaml" >> "$tmp/log" 2>&1 &
 	pid=$!
 	n=0
-	while [ "$(grep -c -E "$1" "$tmp/log")" -lt "$2" ] && [ $n -lt 3000 ] &&
+	while [ "$(grep -c -E "$1" "$tmp/log" 2> /dev/null || true)" -lt "$2" ] && [ $n -lt 3000 ] &&
 		kill -0 $pid 2> /dev/null; do
 		sleep 0.01
 		n=$((n + 1))
@@ -91,6 +92,19 @@ stop_at 'train: checkpoint .*epoch 1/3' 1 "pass 1 \('train'\) goes on"
 stop_at 'prune: checkpoint .*epoch 1/3' 1 "pass 2 \('prune'\) goes on"
 # the second training run of distill: the first is restored, not run again
 stop_at 'distill: checkpoint .*epoch 1/3' 2 'training run 1 was done before the checkpoint'
+
+# The block is checked like any parameter, each key at its place.
+sed 's/checkpoint: {every: 1,/checkpoint: {evry: 1,/' "$tmp/p.yaml" > "$tmp/bad.yaml"
+expect 2 "bad.yaml:11:26: unknown key 'evry' in pass 'train', checkpoint; did you mean 'every'\\?" \
+	"$mcomp" validate "$tmp/bad.yaml"
+sed 's/checkpoint: {every: 1, path: out\/ck-train.safetensors}/checkpoint: out\/ck.safetensors/' \
+	"$tmp/p.yaml" > "$tmp/bad.yaml"
+expect 2 "bad.yaml:11:25: pass 'train': checkpoint is a block of keys \\(every, path\\)" \
+	"$mcomp" validate "$tmp/bad.yaml"
+expect 2 "--set passes.train.checkpoint.every: pass 'train': checkpoint.every: 0 is out of range" \
+	"$mcomp" validate "$tmp/p.yaml" --set passes.train.checkpoint.every=0
+expect 2 "is the same file as pass 'train', checkpoint.path" \
+	"$mcomp" validate "$tmp/p.yaml" --set passes.prune.checkpoint.path=out/ck-train.safetensors
 
 # Refusals, against the checkpoints a whole run leaves.
 rm -rf "$tmp/out"
