@@ -41,10 +41,11 @@ output: {model: s, path: out/s.safetensors}
 report: out/report.json
 EOF
 
-# The report without what differs from run to run (latencies, times) and
-# without the manifest's "resumed" entry (a block of seven lines).
+# The report without what differs from run to run (latencies, times, the
+# thread count mcomp chose for the machine's load) and without the
+# manifest's "resumed" entry (a block of seven lines).
 figures() {
-	sed '/"resumed": {/,/}/d' "$1" | grep -v -E '"(batch1|batch256|seconds)"|latency'
+	sed '/"resumed": {/,/}/d' "$1" | grep -v -E '"(batch1|batch256|seconds|threads)"|latency'
 }
 
 # The uninterrupted run.
@@ -91,7 +92,7 @@ stop_at() {
 stop_at 'train: checkpoint .*epoch 1/3' 1 "pass 1 \('train'\) goes on"
 stop_at 'prune: checkpoint .*epoch 1/3' 1 "pass 2 \('prune'\) goes on"
 # the second training run of distill: the first is restored, not run again
-stop_at 'distill: checkpoint .*epoch 1/3' 2 'training run 1 was done before the checkpoint'
+stop_at 'distill: checkpoint .*training run 2, epoch 1/3' 1 'training run 1 was done before the checkpoint'
 
 # The block is checked like any parameter, each key at its place.
 sed 's/checkpoint: {every: 1,/checkpoint: {evry: 1,/' "$tmp/p.yaml" > "$tmp/bad.yaml"

@@ -470,10 +470,10 @@ static int write_checkpoint(struct mc_ckpass *k, const struct mc_model *tm, stru
 	return 0;
 }
 
-static int ck_save(void *arg, const struct mc_model *m, struct mc_optim *o,
+/* After an epoch or at an interrupt: writes the checkpoint when it is due. */
+static int ck_save(struct mc_ckpass *k, const struct mc_model *m, struct mc_optim *o,
 		   const struct mc_train_pos *pos, int interrupted, struct mc_err *err)
 {
-	struct mc_ckpass *k = arg;
 	const char *pass = k->p->passes[k->pass].pass->name;
 	struct mc_err own = { 0 };
 	int ret;
@@ -494,7 +494,10 @@ static int ck_save(void *arg, const struct mc_model *m, struct mc_optim *o,
 				    (long long)pos->step);
 		return 0;
 	}
-	if (!ret)
+	if (!ret && k->run)
+		mc_host_log(k->p, MC_LOG_INFO, pass, "checkpoint %s: training run %d, epoch %d/%d",
+			    k->out->path, k->run + 1, pos->epoch, k->tc->epochs);
+	else if (!ret)
 		mc_host_log(k->p, MC_LOG_INFO, pass, "checkpoint %s: epoch %d/%d", k->out->path,
 			    pos->epoch, k->tc->epochs);
 	return ret;
@@ -654,7 +657,7 @@ static int restore_optim(struct mc_resume *r, const struct mc_model *m, struct m
 	return 0;
 }
 
-/* mc_train_from's callbacks see the pass's state; restore needs the model. */
+/* What mc_train_from's callbacks see: the pass's checkpoints and the model trained. */
 struct train_arg {
 	struct mc_ckpass *k;
 	const struct mc_model *m;
