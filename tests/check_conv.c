@@ -41,6 +41,9 @@ static const struct shape shapes[] = {
     {3, 1, 28, 28, 32, 3, 1, 0}, {2, 32, 13, 13, 64, 3, 1, 0}, {5, 3, 7, 9, 10, 3, 1, 1},
     {4, 4, 9, 8, 7, 3, 2, 1},	 {2, 40, 6, 5, 12, 3, 1, 2},   {3, 5, 11, 11, 9, 5, 2, 2},
     {7, 2, 4, 4, 5, 1, 1, 0},	 {1, 30, 10, 10, 33, 3, 1, 1}, {2, 2, 60, 60, 9, 3, 1, 1},
+    /* first layers big enough for a team: dW split by tap rows (and on AVX-512 in groups of
+     * 16 channels, the second one partly past O) */
+    {16, 1, 28, 28, 32, 3, 1, 1}, {12, 3, 20, 20, 20, 3, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -122,7 +125,8 @@ START_TEST(dw_matches_ref)
 		for (int pi = 0; pi < NPATHS; pi++) {
 			if (mc_sgemm_use(paths[pi]))
 				continue;
-			for (int t = 1; t <= 3; t++) {
+			/* 6 threads: enough for a first layer's dW to be split by tap rows */
+			for (int t = 1; t <= 6; t += t < 3 ? 1 : 3) {
 				omp_set_num_threads(t);
 				memcpy(dw, w0, nw * sizeof(float));
 				memcpy(db, b0, cv.O * sizeof(float));
