@@ -226,10 +226,11 @@ static const uint8_t *data_section(const void *buf, size_t len, size_t *n)
 
 static json_t *row_json(const struct mc_row *r)
 {
-	return json_pack("{s:i, s:s?, s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:O}", "step",
-			 r->step, "pass", r->pass, "model", r->model, "params",
+	return json_pack("{s:i, s:s?, s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:f, s:f, s:f, s:f, s:O}",
+			 "step", r->step, "pass", r->pass, "model", r->model, "params",
 			 (json_int_t)r->m.params, "nonzeros", (json_int_t)r->m.nonzeros, "flops",
-			 (json_int_t)r->m.flops, "bytes", (json_int_t)r->m.bytes, "accuracy",
+			 (json_int_t)r->m.flops, "bytes", (json_int_t)r->m.bytes, "bytes_raw",
+			 (json_int_t)r->bytes_raw, "coded", r->coded, "accuracy",
 			 r->m.accuracy, "latency1_ms", r->m.latency1_ms, "latency256_ms",
 			 r->m.latency256_ms, "seconds", r->seconds, "metrics", r->metrics);
 }
@@ -1072,6 +1073,8 @@ static int restore_rows(struct mc_resume *r, struct mc_report *rep, struct mc_er
 		row->m.nonzeros = json_integer_value(json_object_get(j, "nonzeros"));
 		row->m.flops = json_integer_value(json_object_get(j, "flops"));
 		row->m.bytes = json_integer_value(json_object_get(j, "bytes"));
+		row->bytes_raw = json_integer_value(json_object_get(j, "bytes_raw"));
+		row->coded = json_is_true(json_object_get(j, "coded"));
 		row->m.accuracy = json_number_value(json_object_get(j, "accuracy"));
 		row->m.latency1_ms = json_number_value(json_object_get(j, "latency1_ms"));
 		row->m.latency256_ms = json_number_value(json_object_get(j, "latency256_ms"));

@@ -10,7 +10,9 @@
 
 #include "host/pipeline_int.h"
 
-/* One row of the report: a model measured after a step. */
+/* One row of the report: a model measured after a step. A checkpoint keeps
+ * the rows of the steps done (checkpoint.c, row_json and restore_rows): a
+ * field added here is added there too. */
 struct mc_row {
 	int step;	    /* 0 for the models as they start, then 1 + pass index */
 	char *pass;	    /* pass name, or NULL for the starting row */
