@@ -25,10 +25,15 @@ static const char usage[] =
 	"Compress neural networks with reproducible YAML pipelines.\n"
 	"\n"
 	"commands:\n"
-	"  run FILE [--set KEY=VALUE]...     validate the pipeline, then run its passes in order,\n"
+	"  run FILE [--set KEY=VALUE]... [--resume]\n"
+	"                                    validate the pipeline, then run its passes in order,\n"
 	"                                    print a table per step, write the output model and\n"
 	"                                    the JSON report; Ctrl-C (SIGINT) or SIGTERM stops it\n"
-	"                                    at a safe point, no file half-written (exit 130, 143)\n"
+	"                                    at a safe point, no file half-written (exit 130, 143),\n"
+	"                                    a pass's checkpoint: {every: N, path: FILE} written;\n"
+	"                                    --resume goes on from that checkpoint (same pipeline,\n"
+	"                                    --set overrides and inputs) to the same bytes as a\n"
+	"                                    run that never stopped\n"
 	"  validate FILE [--set KEY=VALUE]...\n"
 	"                                    check the whole pipeline without running anything\n"
 	"  passes                            list the passes found on the pass path\n"
@@ -233,7 +238,7 @@ static int cmd_pipeline(int argc, char **argv, int run)
 	struct mc_pipeline *p;
 	const char **sets;
 	const char *file = NULL, *env = getenv("MCOMP_QUIET");
-	int n_sets = 0, i, ret, quiet = env && *env && strcmp(env, "0");
+	int n_sets = 0, i, ret, quiet = env && *env && strcmp(env, "0"), resume = 0;
 
 	sets = calloc(argc + 1, sizeof(*sets));
 	if (!sets)
@@ -249,6 +254,8 @@ static int cmd_pipeline(int argc, char **argv, int run)
 			sets[n_sets++] = argv[i] + 6;
 		} else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
 			quiet = 1;
+		} else if (run && strcmp(argv[i], "--resume") == 0) {
+			resume = 1;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			free(sets);
 			return bad_usage("unknown option '%s'", argv[i]);
@@ -291,6 +298,14 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		ret = 0;
 	} else {
 		mc_pipeline_set_log(p, print_log, &quiet);
+		/* --resume: the pipeline's checkpoint, checked against it first */
+		ret = resume ? mc_pipeline_resume(p, NULL, &err) : 0;
+		if (ret) {
+			ret = fail(&err);
+			mc_pipeline_free(p);
+			mc_registry_free(reg);
+			return ret;
+		}
 		ret = mc_pipeline_run(p, stdout, &err);
 		fflush(stdout); /* the table so far, before the error */
 		if (mc_interrupted())

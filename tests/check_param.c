@@ -705,6 +705,28 @@ START_TEST(table_check_messages)
 }
 END_TEST
 
+/* Row names: NAME, or BLOCK.NAME (checkpoint.every), nothing else. */
+START_TEST(table_block_names)
+{
+	static const char *const ok_names[] = { "checkpoint.every", "a.b", "x_1.y-2" };
+	static const char *const bad_names[] = { "a.", ".a", "a.b.c", "A.b", "a..b", "-a.b", "a.-b" };
+	struct mc_param_def t[2] = { MC_PARAM_AT("x", MC_PARAM_TINT, MC_PARAM_TINT, 0, "1", 0, 9,
+						 NULL, "h"),
+				     MC_PARAM_END };
+
+	for (size_t i = 0; i < sizeof(ok_names) / sizeof(*ok_names); i++) {
+		t[0].name = ok_names[i];
+		ck_assert_msg(mc_param_check_table(t, sizeof(int), NULL, NULL, &err) == 0,
+			      "%s: %s", ok_names[i], err.msg);
+	}
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(*bad_names); i++) {
+		t[0].name = bad_names[i];
+		ck_assert_int_eq(mc_param_check_table(t, sizeof(int), NULL, NULL, &err), MC_EPLUGIN);
+		ck_assert_msg(strstr(err.msg, "joined by '.'"), "%s: %s", bad_names[i], err.msg);
+	}
+}
+END_TEST
+
 static Suite *param_suite(void)
 {
 	Suite *s = suite_create("param");
@@ -729,6 +751,7 @@ static Suite *param_suite(void)
 	tcase_add_test(tc, copy_is_deep);
 	tcase_add_test(tc, shipped_tables_meet_plugin_rules);
 	tcase_add_test(tc, table_check_messages);
+	tcase_add_test(tc, table_block_names);
 	suite_add_tcase(s, tc);
 	tcase_add_checked_fixture(ty, NULL, yaml_teardown);
 	tcase_add_test(ty, yaml_places_and_kinds);

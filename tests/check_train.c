@@ -2,8 +2,9 @@
 /*
  * check_train.c - the training engine: a small MLP learns a separable data
  * set, training is byte-identical for 1, 2 and 3 threads, optimizer steps
- * match hand-computed values, hooks run, evaluation breaks ties low, and
- * architecture JSON is checked and round-trips.
+ * match hand-computed values, hooks run, evaluation breaks ties low,
+ * architecture JSON is checked and round-trips, and a run stopped and
+ * continued from its state (mc_train_from) ends with the same bytes.
  */
 #include <check.h>
 #include <math.h>
@@ -660,6 +661,137 @@ START_TEST(lr_schedules)
 }
 END_TEST
 
+/*
+ * mc_train_from: a run stopped by a signal after step `stop` (its save
+ * callback keeps the model, the optimizer's state and the position) and
+ * continued from there ends with the same bytes as a run that never
+ * stopped; for SGD with momentum and for Adam, with a cosine schedule and
+ * dropout, whose masks follow the step.
+ */
+struct snap {
+	int64_t stop;		/* interrupt after this many steps */
+	struct mc_model *m;	/* the model when it stopped */
+	float *buf[2][16][4];	/* the optimizer's buffers [which][node][param] */
+	int64_t steps;
+	struct mc_train_pos pos;
+	int saves;		/* epoch-end saves seen */
+};
+
+static int stop_at(void *arg, struct mc_model *m, int64_t step, struct mc_err *err)
+{
+	struct snap *s = arg;
+
+	if (step + 1 == s->stop)
+		mc_interrupt(15);
+	return 0;
+}
+
+static int snap_save(void *arg, const struct mc_model *m, struct mc_optim *o,
+		     const struct mc_train_pos *pos, int interrupted, struct mc_err *err)
+{
+	struct snap *s = arg;
+
+	if (!interrupted) {
+		s->saves++;
+		return 0;
+	}
+	s->m = mc_model_dup(m, err);
+	s->steps = mc_optim_steps(o);
+	s->pos = *pos;
+	for (int w = 0; w < 2; w++)
+		for (int i = 0; i < mc_model_n_nodes(m); i++)
+			for (int p = 0; p < mc_model_node(m, i)->n_params; p++) {
+				const float *b = mc_optim_state(o, i, p, w);
+				size_t n = (size_t)mc_model_node(m, i)->params[p]->numel;
+
+				if (b) {
+					s->buf[w][i][p] = malloc(n * sizeof(float));
+					memcpy(s->buf[w][i][p], b, n * sizeof(float));
+				}
+			}
+	return 0;
+}
+
+static int snap_restore(void *arg, struct mc_optim *o, struct mc_err *err)
+{
+	struct snap *s = arg;
+
+	mc_optim_set_steps(o, s->steps);
+	for (int w = 0; w < 2; w++)
+		for (int i = 0; i < mc_model_n_nodes(s->m); i++)
+			for (int p = 0; p < mc_model_node(s->m, i)->n_params; p++) {
+				float *b = mc_optim_state(o, i, p, w);
+
+				ck_assert((b != NULL) == (s->buf[w][i][p] != NULL));
+				if (b)
+					memcpy(b, s->buf[w][i][p],
+					       (size_t)mc_model_node(s->m, i)->params[p]->numel *
+						       sizeof(float));
+			}
+	return 0;
+}
+
+static struct mc_model *dropout_mlp(void)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(
+		"{\"format\":1,\"input\":[10],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":24}},"
+		"{\"op\":\"relu\"},{\"op\":\"dropout\",\"attrs\":{\"p\":0.3}},"
+		"{\"op\":\"linear\",\"attrs\":{\"out\":4}}]}",
+		"mlp", &err);
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 11);
+	return m;
+}
+
+START_TEST(train_from_resumes)
+{
+	static const struct mc_optim_conf sgd = { .kind = MC_OPTIM_SGD, .lr = 0.05, .momentum = 0.9 };
+	struct mc_dataset *d = blobs(300, 10, 4, 5); /* 10 batches of 32, the last of 12 */
+	struct mc_train_conf c = { .epochs = 3, .batch_size = 32, .optim = _i ? adam : sgd,
+				   .schedule = MC_LR_COSINE, .min_lr = 1e-4, .seed = 6 };
+	struct mc_model *whole = dropout_mlp(), *part = dropout_mlp();
+	struct snap s = { .stop = 14 }; /* in epoch 2, after its 4th batch */
+	struct mc_train_hooks hooks = { .arg = &s, .after_step = stop_at };
+	struct mc_train_ckpt ck = { .arg = &s, .save = snap_save, .restore = snap_restore };
+	struct mc_err err = { 0 };
+
+	ck_assert_int_eq(mc_train(whole, d, &c, NULL, &err), 0);
+	ck_assert_int_eq(mc_train_from(part, d, &c, &hooks, &ck, &err), MC_EINTR);
+	mc_interrupt(0);
+	ck_assert_int_eq(s.saves, 1); /* after epoch 1 */
+	ck_assert_ptr_nonnull(s.m);
+	ck_assert_int_eq(s.pos.epoch, 1);
+	ck_assert_int_eq(s.pos.step, 14);
+	ck_assert_int_eq(s.pos.batch, 4);
+	ck_assert(s.pos.loss_sum > 0);
+	ck_assert_int_eq(s.steps, 14);
+	/* go on from the snapshot */
+	ck.start = s.pos;
+	s.stop = -1;
+	ck_assert_int_eq(mc_train_from(s.m, d, &c, &hooks, &ck, &err), 0);
+	ck_assert_int_eq(s.saves, 1 + 2);
+	for (int i = 0; i < mc_model_n_nodes(whole); i++)
+		for (int p = 0; p < mc_model_node(whole, i)->n_params; p++)
+			ck_assert_mem_eq(mc_model_node(whole, i)->params[p]->data,
+					 mc_model_node(s.m, i)->params[p]->data,
+					 mc_tensor_nbytes(mc_model_node(whole, i)->params[p]));
+	/* a position that is no place of this run */
+	ck.start.batch = 11;
+	ck_assert_int_eq(mc_train_from(s.m, d, &c, NULL, &ck, &err), MC_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no such place"));
+	for (int w = 0; w < 2; w++)
+		for (int i = 0; i < 16; i++)
+			for (int p = 0; p < 4; p++)
+				free(s.buf[w][i][p]);
+	mc_model_free(s.m);
+	mc_model_free(part);
+	mc_model_free(whole);
+	free_blobs(d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("train");
@@ -682,6 +814,7 @@ int main(void)
 	tcase_add_test(tc, lr_schedules);
 	tcase_add_test(tc, adam_vector_paths_exact);
 	tcase_add_test(tc, train_uses_schedule);
+	tcase_add_loop_test(tc, train_from_resumes, 0, 2);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -1233,6 +1233,23 @@ static int cmp_extent(const void *a, const void *b)
 	return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
+/* A row's name: NAME, or BLOCK.NAME for a key of a block (given in a
+ * pipeline as BLOCK: {NAME: value}, such as checkpoint.every). */
+static int param_name_valid(const char *s)
+{
+	const char *dot = strchr(s, '.');
+	char head[MC_PARAM_MAX_NAME + 1];
+	size_t n = dot ? (size_t)(dot - s) : 0;
+
+	if (!dot)
+		return mc_name_valid(s, MC_PARAM_MAX_NAME);
+	if (n > MC_PARAM_MAX_NAME || strlen(s) > MC_PARAM_MAX_NAME)
+		return 0;
+	memcpy(head, s, n);
+	head[n] = '\0';
+	return mc_name_valid(head, MC_PARAM_MAX_NAME) && mc_name_valid(dot + 1, MC_PARAM_MAX_NAME);
+}
+
 int mc_param_check_table(const struct mc_param_def *defs, size_t conf_size,
 			 size_t (*span)(void *arg, const void *p), void *arg, struct mc_err *err)
 {
@@ -1265,9 +1282,10 @@ int mc_param_check_table(const struct mc_param_def *defs, size_t conf_size,
 		if (why)
 			return mc_err_set(err, MC_EPLUGIN, "the name of parameter %d %s%s", n + 1,
 					  why, n ? " (or the table lacks MC_PARAM_END)" : "");
-		if (!mc_name_valid(d->name, MC_PARAM_MAX_NAME))
+		if (!param_name_valid(d->name))
 			return mc_err_set(err, MC_EPLUGIN, "parameter %d is named '%s'; a name "
-					  "has 1 to %d of a-z, 0-9, '_' and '-' (not first)",
+					  "has 1 to %d of a-z, 0-9, '_' and '-' (not first), or "
+					  "is two such names joined by '.' (a key of a block)",
 					  n + 1, d->name, MC_PARAM_MAX_NAME);
 		if (check_row(&rd, d, conf_size, err))
 			return err->code;

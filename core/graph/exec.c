@@ -445,6 +445,11 @@ void mc_exec_set_seed(struct mc_exec *e, uint64_t seed)
 	e->run.seed = seed;
 }
 
+void mc_exec_set_step(struct mc_exec *e, uint64_t step)
+{
+	e->run.step = step;
+}
+
 void mc_exec_zero_grad(struct mc_exec *e)
 {
 	if (!e->training)

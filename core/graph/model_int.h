@@ -54,4 +54,8 @@ struct mc_model *mc_model_from_arch_shapes(const char *json, const char *origin,
 int mc_model_fits(const struct mc_model *m, uint64_t extra, const char *origin,
 		  struct mc_err *err);
 
+/* Sets the count of training forwards done, which keys dropout's masks:
+ * a run resumed after step s continues as if it had run s forwards. */
+void mc_exec_set_step(struct mc_exec *e, uint64_t step);
+
 #endif

@@ -277,3 +277,24 @@ void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e)
 					    (float)sqrt(bc2), (float)c->eps, (float)c->weight_decay);
 		}
 }
+
+int64_t mc_optim_steps(const struct mc_optim *o)
+{
+	return o->t;
+}
+
+void mc_optim_set_steps(struct mc_optim *o, int64_t steps)
+{
+	o->t = steps;
+}
+
+float *mc_optim_state(struct mc_optim *o, int node, int param, int which)
+{
+	if (node < 0 || node >= o->n_nodes || param < 0 || param >= MC_NODE_MAX_PARAMS)
+		return NULL;
+	if (which == 0)
+		return o->m[node * MC_NODE_MAX_PARAMS + param];
+	if (which == 1)
+		return o->v[node * MC_NODE_MAX_PARAMS + param];
+	return NULL;
+}

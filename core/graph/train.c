@@ -193,9 +193,35 @@ double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t total, int 
 int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,
 	     const struct mc_train_hooks *hooks, struct mc_err *err)
 {
+	return mc_train_from(m, d, c, hooks, NULL, err);
+}
+
+/* 0 when pos is a place between two steps of a run of epochs epochs of spe
+ * steps each, else MC_EINVAL. */
+static int check_pos(const struct mc_train_pos *pos, int epochs, int64_t spe, struct mc_err *err)
+{
+	int64_t end = pos->epoch == epochs ? 0 : spe;
+
+	if (pos->epoch < 0 || pos->epoch > epochs || pos->batch < 0 || pos->batch > end ||
+	    pos->step != (int64_t)pos->epoch * spe + pos->batch || !isfinite(pos->loss_sum))
+		return mc_err_set(err, MC_EINVAL,
+				  "training: cannot start at epoch %d, batch %lld, step %lld: a run "
+				  "of %d epochs of %lld steps has no such place; the checkpoint "
+				  "belongs to another run",
+				  pos->epoch + 1, (long long)pos->batch, (long long)pos->step, epochs,
+				  (long long)spe);
+	return 0;
+}
+
+int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,
+		  const struct mc_train_hooks *hooks, const struct mc_train_ckpt *ck,
+		  struct mc_err *err)
+{
+	static const struct mc_train_pos zero;
+	const struct mc_train_pos *start = ck ? &ck->start : &zero;
 	struct mc_exec *e = NULL;
 	struct mc_optim *o = NULL;
-	int64_t *perm = NULL, step = 0, seen = 0, total, steps;
+	int64_t *perm = NULL, step, seen, seen0, total, steps, spe;
 	float *x = NULL, *dlogits = NULL;
 	uint8_t *y = NULL;
 	int bs, r;
@@ -209,14 +235,25 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 	if (r)
 		return r;
 	bs = (int64_t)c->batch_size < d->n ? c->batch_size : (int)d->n;
+	spe = (d->n + bs - 1) / bs;
+	r = check_pos(start, c->epochs, spe, err);
+	if (r)
+		return r;
 	e = mc_exec_new(m, bs, 1, err);
 	if (!e)
 		return err ? err->code : MC_ENOMEM;
 	mc_exec_set_seed(e, c->seed);
+	/* one training forward per step: dropout goes on where it stopped */
+	mc_exec_set_step(e, (uint64_t)start->step);
 	o = mc_optim_new(m, &c->optim, err);
 	if (!o) {
 		r = err ? err->code : MC_EINVAL;
 		goto out;
+	}
+	if (start->step > 0 || start->epoch > 0) {
+		r = ck->restore ? ck->restore(ck->arg, o, err) : 0;
+		if (r)
+			goto out;
 	}
 	perm = malloc((size_t)d->n * sizeof(*perm));
 	x = mc_calloc((size_t)bs * (size_t)m->in_numel, sizeof(float));
@@ -227,14 +264,18 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 		goto out;
 	}
 	total = (int64_t)c->epochs * d->n;
-	steps = (int64_t)c->epochs * ((d->n + bs - 1) / bs);
+	steps = (int64_t)c->epochs * spe;
+	step = start->step;
+	seen = seen0 = (int64_t)start->epoch * d->n +
+		       (start->batch * bs < d->n ? start->batch * bs : d->n);
 	mc_progress_begin(c->label ? c->label : "train", total);
 	t0 = omp_get_wtime();
-	for (int ep = 0; ep < c->epochs; ep++) {
-		double loss_sum = 0;
+	for (int ep = start->epoch; ep < c->epochs; ep++) {
+		int first = ep == start->epoch;
+		double loss_sum = first ? start->loss_sum : 0;
 
 		mc_rand_permutation(c->seed, STREAM_SHUFFLE + (uint64_t)ep, d->n, perm);
-		for (int64_t b0 = 0; b0 < d->n; b0 += bs) {
+		for (int64_t b0 = first ? start->batch * bs : 0; b0 < d->n; b0 += bs) {
 			int n = d->n - b0 < bs ? (int)(d->n - b0) : bs;
 			const float *logits;
 			char status[128];
@@ -262,11 +303,17 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 			loss_sum += (double)loss * n;
 			dt = omp_get_wtime() - t0;
 			snprintf(status, sizeof(status), "epoch %d/%d  %.0f samples/s  loss %.4f",
-				 ep + 1, c->epochs, dt > 0 ? (double)seen / dt : 0.0,
+				 ep + 1, c->epochs, dt > 0 ? (double)(seen - seen0) / dt : 0.0,
 				 loss_sum / (double)(b0 + n));
 			mc_progress_update(seen, status);
 			/* A safe point: the model holds whole steps only. */
 			if (mc_interrupted()) {
+				struct mc_train_pos here = { .epoch = ep, .step = step,
+							     .batch = b0 / bs + 1,
+							     .loss_sum = loss_sum };
+
+				if (ck && ck->save)
+					ck->save(ck->arg, m, o, &here, mc_interrupted(), err);
 				r = mc_err_set(err, MC_EINTR,
 					       "training: interrupted by signal %d at epoch %d/%d, "
 					       "step %lld; stopped",
@@ -276,6 +323,13 @@ int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_tra
 		}
 		if (hooks && hooks->after_epoch) {
 			r = hooks->after_epoch(hooks->arg, m, ep, loss_sum / (double)d->n, err);
+			if (r)
+				goto out_bar;
+		}
+		if (ck && ck->save) {
+			struct mc_train_pos next = { .epoch = ep + 1, .step = step };
+
+			r = ck->save(ck->arg, m, o, &next, 0, err);
 			if (r)
 				goto out_bar;
 		}

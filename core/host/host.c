@@ -31,16 +31,6 @@
 
 #include "host/host_int.h"
 
-struct mc_ctx {
-	struct mc_pipeline *p;
-	struct mc_pl_pass *pp;
-	int validating;
-	struct mc_model **shapes; /* validating: p->models' graphs as the pass will see them */
-	struct mc_err *err;
-	json_t *metrics; /* of the current row */
-	int placed;	 /* err came from mc_ctx_error: it names its place and the pass */
-};
-
 static struct mc_pl_model *find_model(struct mc_pipeline *p, const char *name)
 {
 	int i;
@@ -49,6 +39,11 @@ static struct mc_pl_model *find_model(struct mc_pipeline *p, const char *name)
 		if (strcmp(p->models[i].name, name) == 0)
 			return &p->models[i];
 	return NULL;
+}
+
+struct mc_pl_model *mc_host_find_model(struct mc_pipeline *p, const char *name)
+{
+	return find_model(p, name);
 }
 
 static struct mc_pl_split *find_split(struct mc_pipeline *p, const char *name)
@@ -201,6 +196,15 @@ static void vlog_line(struct mc_pipeline *p, int level, const char *pass, const 
 static void log_line(struct mc_pipeline *p, int level, const char *pass, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 static void log_line(struct mc_pipeline *p, int level, const char *pass, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_line(p, level, pass, fmt, ap);
+	va_end(ap);
+}
+
+void mc_host_log(struct mc_pipeline *p, int level, const char *pass, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -695,14 +699,20 @@ static int run_pass(struct mc_pipeline *p, int i, struct mc_report *rep, struct 
 	double t0;
 	int ret;
 
+	double before = 0;
+
 	row = mc_report_add(rep, i + 1, pass->name, name ? name : "-");
 	if (!row)
 		return mc_err_set(err, MC_ENOMEM, "out of memory");
 	ctx.metrics = row->metrics;
 	err->msg[0] = '\0';
 	t0 = mc_now();
-	ret = pass->run(&ctx, pp->conf);
-	row->seconds = mc_now() - t0;
+	ret = mc_ck_pass_begin(&ctx, i, rep, &before, err);
+	if (!ret)
+		ret = pass->run(&ctx, pp->conf);
+	mc_ck_pass_end(&ctx);
+	/* resumed: with the time the pass had run before its checkpoint */
+	row->seconds = before + mc_now() - t0;
 	if (ret) {
 		if (!err->msg[0])
 			mc_ctx_error(&ctx, NULL, ret, "failed without saying why");
@@ -867,16 +877,19 @@ static void write_failed_report(struct mc_pipeline *p, struct mc_report *rep, FI
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 {
 	struct mc_report rep = { 0 };
-	int i, ret;
+	int i, ret, first = -1;
 
 	p->report_withdrawn = 0;
 	for (i = 0; i < p->n_outputs; i++)
 		p->outputs[i].written = 0;
 	sweep_stale(p);
 	ret = check_interrupt(err);
+	/* Resumed: the models, rows and place the checkpoint holds. */
+	if (!ret)
+		ret = mc_ck_resume_start(p, &rep, &first, err);
 	/* Built models were validated as shapes: now they get their data,
 	 * drawn from the seed. */
-	for (i = 0; !ret && i < p->n_models; i++) {
+	for (i = 0; !ret && first < 0 && i < p->n_models; i++) {
 		struct mc_model *m = p->models[i].model;
 
 		if (!m || !mc_model_is_arch(m))
@@ -887,9 +900,9 @@ MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)
 		else
 			mc_model_init(m, p->seed);
 	}
-	if (!ret)
+	if (!ret && first < 0)
 		ret = measure_start(p, &rep, err);
-	for (i = 0; !ret && i < p->n_passes; i++) {
+	for (i = first < 0 ? 0 : first; !ret && i < p->n_passes; i++) {
 		log_line(p, MC_LOG_INFO, NULL, "[%d/%d] %s", i + 1, p->n_passes,
 			 p->passes[i].pass->name);
 		ret = run_pass(p, i, &rep, err);

@@ -10,7 +10,9 @@
 
 #include "host/pipeline_int.h"
 
-/* One row of the report: a model measured after a step. */
+/* One row of the report: a model measured after a step. A checkpoint keeps
+ * the rows of the steps done (checkpoint.c, row_json and restore_rows): a
+ * field added here is added there too. */
 struct mc_row {
 	int step;	    /* 0 for the models as they start, then 1 + pass index */
 	char *pass;	    /* pass name, or NULL for the starting row */
@@ -31,6 +33,50 @@ struct mc_report {
 	int failed_step;
 	const char *failed_pass;
 };
+
+/* What a pass's functions (mc_ctx_*) reach: the pipeline and the pass. */
+struct mc_ctx {
+	struct mc_pipeline *p;
+	struct mc_pl_pass *pp;
+	int validating;
+	struct mc_model **shapes; /* validating: p->models' graphs as the pass will see them */
+	struct mc_err *err;
+	json_t *metrics;	  /* of the current row */
+	struct mc_ckpass *ck;	  /* the pass's checkpoints (checkpoint.c), or NULL */
+	int placed;		  /* err came from mc_ctx_error: it names its place and the pass */
+};
+
+/*
+ * checkpoint.c: checkpoints of the passes that train, and resuming from one
+ * (docs/pipelines.md, "Checkpoints and --resume").
+ *
+ * mc_ck_pass_begin prepares ctx->ck before pass i runs, when the pass
+ * writes checkpoints or the run resumes inside it; *before is the time the
+ * pass spent before the checkpoint it resumes from (else 0). rep holds the
+ * rows of the steps that finished, and the pass's own last. 0 or an error.
+ * mc_ck_pass_end releases ctx->ck.
+ */
+int mc_ck_pass_begin(struct mc_ctx *ctx, int i, const struct mc_report *rep, double *before,
+		     struct mc_err *err);
+void mc_ck_pass_end(struct mc_ctx *ctx);
+/*
+ * When the run resumes: puts every model of p in the state the checkpoint
+ * holds, the rows of the steps done before it into rep, and sets *first to
+ * the pass to run first. *first = 0 and nothing done when it does not.
+ */
+int mc_ck_resume_start(struct mc_pipeline *p, struct mc_report *rep, int *first,
+		       struct mc_err *err);
+/* The manifest's "resumed" entry, or NULL when the run did not resume. */
+json_t *mc_ck_manifest(const struct mc_pipeline *p);
+/* Nonzero for the output of a pass's checkpoint.path (left out of the manifest). */
+int mc_ck_is_checkpoint(const struct mc_pl_output *o);
+/* Frees what p->ck holds (mc_pipeline_free). */
+void mc_ck_state_free(struct mc_ckstate *s);
+/* host.c: a line for the log function of p (NULL pass: the host's). */
+void mc_host_log(struct mc_pipeline *p, int level, const char *pass, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* host.c: the model named name, or NULL. */
+struct mc_pl_model *mc_host_find_model(struct mc_pipeline *p, const char *name);
 
 void mc_report_clear(struct mc_report *r);
 struct mc_row *mc_report_add(struct mc_report *r, int step, const char *pass, const char *model);

@@ -17,7 +17,7 @@
 
 #include <mcomp/pipeline.h>
 
-#include "host/pipeline_int.h"
+#include "host/host_int.h"
 #include "io/ydoc.h"
 
 #define PIPELINE_MAX_BYTES (16u << 20)
@@ -88,6 +88,7 @@ MC_API void mc_pipeline_free(struct mc_pipeline *p)
 	free(p->path);
 	free(p->dir);
 	free(p->text);
+	mc_ck_state_free(p->ck);
 	mc_registry_free(f->own_reg);
 	free(f);
 }

@@ -39,6 +39,7 @@ struct mc_pl_split {
 	int64_t first, count;  /* the slice taken; count < 0: to the end */
 	struct mc_loc loc;
 	struct mc_dataset *data; /* loaded on first use by the host; NULL until then */
+	int read_before;	 /* read by the run a resumed one continues (checkpoint.c) */
 };
 
 /* schema.c: frees what split s owns (used by mc_pipeline_free). */
@@ -115,6 +116,7 @@ struct mc_pipeline {
 	int n_inputs;
 	struct mc_pl_input *inputs;   /* every file read, for the check at write time */
 	int report_withdrawn;	      /* the previous report was removed by this run */
+	struct mc_ckstate *ck;	 /* checkpoints: inputs' digests, the one resumed from */
 	struct mc_registry *reg; /* borrowed */
 	/* Where the lines for a person go (mc_pipeline_set_log); NULL: nowhere. */
 	void (*log)(void *arg, int level, const char *pass, const char *msg);

@@ -297,7 +297,7 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 	for (i = 0; i < p->n_splits; i++) {
 		const struct mc_pl_split *s = &p->splits[i];
 
-		if (!s->data)
+		if (!s->data && !s->read_before)
 			continue; /* never read, so not an input of this run */
 		if (!(e = file_entry(s->images, err)) || json_array_append_new(inputs, e))
 			goto fail;
@@ -318,7 +318,9 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 
 		int is_model = o->pass < 0 && out_path && !strcmp(o->path, out_path);
 
-		if (!(o->pass >= 0 && o->written) && !is_model)
+		/* Checkpoints are the run's own state, not its results: a resumed
+		 * run's report lists what an uninterrupted one does. */
+		if ((!(o->pass >= 0 && o->written) && !is_model) || mc_ck_is_checkpoint(o))
 			continue;
 		e = json_pack("{s:s, s:s}", "path", o->path, "sha256", o->sha256);
 		if (!e || json_array_append_new(outputs, e))
@@ -348,6 +350,8 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 		if (!e || json_array_append_new(passes, e))
 			goto nomem;
 	}
+	if ((e = mc_ck_manifest(p)))
+		json_object_set_new(m, "resumed", e);
 	json_object_set_new(m, "inputs", inputs);
 	json_object_set_new(m, "outputs", outputs);
 	json_object_set_new(m, "passes", passes);

@@ -780,6 +780,82 @@ static int check_shadow(struct ld *l, const struct mc_ynode *namenode, const cha
 	return 0;
 }
 
+/* Keys inside the mappings of params (those of blocks, at most). */
+static size_t block_keys(const struct mc_ynode *params)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < params->n; i++)
+		if (params->items[i]->kind == MC_YMAP)
+			n += (size_t)params->items[i]->n;
+	return n;
+}
+
+/* Whether rows named NAME.KEY exist: NAME is a block of keys. */
+static int is_block(const struct mc_param_def *defs, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (; defs && defs->name; defs++)
+		if (!strncmp(defs->name, name, n) && defs->name[n] == '.')
+			return 1;
+	return 0;
+}
+
+/*
+ * Parameter i of params is a block (checkpoint: {every: 1, path: ...}):
+ * each of its keys KEY sets the row NAME.KEY, recorded as given at KEY.
+ */
+static void load_block(struct ld *l, struct mc_pl_pass *pp, const struct mc_param_def *defs,
+		       const struct mc_ynode *params, int i, const struct mc_ynode **given,
+		       int *at, const char *where)
+{
+	const char *name = params->keys[i]->value;
+	const struct mc_ynode *b = params->items[i];
+	char full[160], keys[512], bwhere[400];
+	size_t n = strlen(name), pos = 0;
+
+	keys[0] = '\0';
+	for (const struct mc_param_def *d = defs; d->name; d++)
+		if (!strncmp(d->name, name, n) && d->name[n] == '.' && pos < sizeof(keys))
+			pos += (size_t)snprintf(keys + pos, sizeof(keys) - pos, "%s%s",
+						pos ? ", " : "", d->name + n + 1);
+	if (mc_ynode_is_null(b))
+		return; /* an empty block: every key at its default */
+	if (b->kind != MC_YMAP) {
+		bad(l, b, "%s: %s is a block of keys (%s) written as a mapping, %s: {KEY: "
+			  "VALUE, ...}, not %s",
+		    where, name, keys, name, mc_ynode_what(b));
+		return;
+	}
+	snprintf(bwhere, sizeof(bwhere), "%s, %s", where, name);
+	for (int j = 0; j < b->n; j++) {
+		const char *k = b->keys[j]->value;
+		const struct mc_param_def *d;
+		const char *near = NULL;
+
+		snprintf(full, sizeof(full), "%s.%s", name, k);
+		d = mc_param_find(defs, full);
+		if (!d) {
+			near = mc_param_suggest(defs, full);
+			if (near && !strncmp(near, name, n) && near[n] == '.')
+				bad(l, b->keys[j], "unknown key '%s' in %s; did you mean '%s'?", k,
+				    bwhere, near + n + 1);
+			else
+				bad(l, b->keys[j], "unknown key '%s' in %s; its keys are %s", k,
+				    bwhere, keys);
+			continue;
+		}
+		if (mc_pl_set_value(l, d, pp->conf, b->items[j], where))
+			continue;
+		given[d - defs] = b->items[j];
+		at[d - defs] = i;
+		pp->keys[pp->n_keys].def = d;
+		pp->keys[pp->n_keys].loc = loc_of(l, given_at(b, j));
+		pp->n_keys++;
+	}
+}
+
 static void load_pass(struct ld *l, const struct mc_ynode *item)
 {
 	struct mc_pl_pass *pp = &l->p->passes[l->p->n_passes];
@@ -859,7 +935,7 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 	for (int i = 0; at && i < ndefs; i++)
 		at[i] = -1;
 	if (params && params->kind == MC_YMAP)
-		pp->keys = calloc((size_t)params->n + 1, sizeof(*pp->keys));
+		pp->keys = calloc((size_t)params->n + 1 + block_keys(params), sizeof(*pp->keys));
 	if (!pp->conf || !given || !at || (params && params->kind == MC_YMAP && !pp->keys)) {
 		bad(l, namenode, "out of memory");
 		goto out;
@@ -881,6 +957,10 @@ static void load_pass(struct ld *l, const struct mc_ynode *item)
 			const struct mc_param_def *d = mc_param_find(defs, k);
 			const char *near;
 
+			if (!d && is_block(defs, k)) {
+				load_block(l, pp, defs, params, i, given, at, where);
+				continue;
+			}
 			if (!d) {
 				near = mc_param_suggest(defs, k);
 				if (near)

@@ -58,6 +58,7 @@
 #include <mcomp/data.h>
 #include <mcomp/model.h>
 #include <mcomp/param.h>
+#include <mcomp/train.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -150,6 +151,57 @@ MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
  * or is not set, or while validating.
  */
 MC_API int mc_ctx_write(struct mc_ctx *ctx, const char *key, const void *buf, size_t len);
+/*
+ * Checkpoints (docs/pipelines.md, "Checkpoints and --resume"). A pass that
+ * trains keeps a struct mc_checkpoint_opts in its config struct, declares
+ * MC_CHECKPOINT_PARAMS(st, member) in its table (the rows checkpoint.every
+ * and checkpoint.path, which a pipeline gives as checkpoint: {every: 1,
+ * path: FILE}), and trains through mc_ctx_train. The host does the rest:
+ * it writes FILE (atomically, as every output) after every N epochs, after
+ * the last and when a signal stops training between two steps, and
+ * `mcomp run --resume` continues from it with the same bytes as a run that
+ * never stopped. The pass never reads these fields.
+ */
+struct mc_checkpoint_opts {
+	int every;
+	char *path;
+};
+
+#define MC_CHECKPOINT_PARAMS(st, m)                                                              \
+	MC_PARAM_AT("checkpoint.every", MC_PARAM_TINT, MC_PARAM_TINT,                            \
+		    offsetof(st, m) + offsetof(struct mc_checkpoint_opts, every) +                 \
+			    MC_PARAM_CHECK(struct mc_checkpoint_opts, every, MC_PARAM_TINT),        \
+		    "1", 1, 1000000, NULL,                                                          \
+		    "write the checkpoint after every this many epochs (and after the last)"),    \
+	MC_PARAM_AT("checkpoint.path", MC_PARAM_TPATH, MC_PARAM_TPATH,                           \
+		    offsetof(st, m) + offsetof(struct mc_checkpoint_opts, path) +                  \
+			    MC_PARAM_CHECK(struct mc_checkpoint_opts, path, MC_PARAM_TPATH),        \
+		    NULL, 0, 0, NULL,                                                               \
+		    "where the training state is kept for mcomp run --resume (a safetensors "     \
+		    "file); none: no checkpoints",                                                  \
+		    .flags = MC_PARAM_FOPTIONAL | MC_PARAM_FOUTPUT)
+
+/*
+ * Trains m as mc_train does (hooks may be NULL), with the pass's checkpoints
+ * when checkpoint.path is set. When a run resumes inside this pass, the
+ * host calls the pass's run() again from its start, on the models as they
+ * were when the pass began: the pass's Nth mc_ctx_train call that had
+ * finished before the checkpoint returns at once with m as it left it, the
+ * one in progress continues where it stopped. So what a pass computes
+ * around its training must follow from its models and parameters alone,
+ * and state that its hooks change (prune's masks) is given to mc_ctx_keep.
+ * Returns 0 or an error code with the context's error set.
+ */
+MC_API int mc_ctx_train(struct mc_ctx *ctx, struct mc_model *m, const struct mc_dataset *d,
+			const struct mc_train_conf *c, const struct mc_train_hooks *hooks);
+/*
+ * Bytes buf[0..len) of the pass's own state that its training hooks change,
+ * saved under name with every checkpoint of the pass and written back into
+ * buf before a resumed mc_ctx_train goes on. buf stays the pass's; it must
+ * stay valid until run() returns. 0, or MC_EINVAL for a name given twice.
+ */
+MC_API int mc_ctx_keep(struct mc_ctx *ctx, const char *name, void *buf, size_t len);
+
 /* A figure of the pass's own for the report row ("final_loss", 0.31). A NaN
  * or infinite value is stored as null, with a warning in the log. */
 MC_API int mc_ctx_report(struct mc_ctx *ctx, const char *key, double value);

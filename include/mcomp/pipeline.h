@@ -101,6 +101,21 @@ MC_API void mc_pipeline_set_log(struct mc_pipeline *p,
  */
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err);
 
+/*
+ * `mcomp run --resume`: makes the next mc_pipeline_run go on from the
+ * furthest of the checkpoints the pipeline's passes write (checkpoint.path):
+ * the passes done before it are not run again (their models and report rows
+ * are in the checkpoint), the pass it was made in continues at the step
+ * where it stopped, and the outputs and report come out as an uninterrupted
+ * run's would (the manifest adds "resumed"). *from (may be NULL) is the
+ * checkpoint's path, or NULL when none exists yet: the run then starts from
+ * the beginning. Returns 0; MC_EINVAL when no pass sets checkpoint.path, or
+ * the checkpoint was made by another pipeline, other --set overrides, other
+ * input files or another mcomp (the message says what changed);
+ * MC_ECORRUPT or MC_EIO when it cannot be read or is damaged.
+ */
+MC_API int mc_pipeline_resume(struct mc_pipeline *p, const char **from, struct mc_err *err);
+
 /* What the host measures of a model after each pass. */
 struct mc_measure {
 	int64_t params, nonzeros, flops;

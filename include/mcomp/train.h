@@ -37,6 +37,17 @@ MC_API void mc_optim_free(struct mc_optim *o);
 MC_API void mc_optim_set_lr(struct mc_optim *o, double lr);
 /* One update of every parameter of m from the gradients in e. */
 MC_API void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e);
+/*
+ * The optimizer's state, for checkpoints: the steps taken (Adam's bias
+ * correction and SGD's first step read it), and per trained parameter p of
+ * node i its buffers, which = 0 for SGD's momentum or Adam's first moment and
+ * which = 1 for Adam's second moment: as many floats as the parameter has,
+ * or NULL when the optimizer keeps no such buffer (SGD without momentum, a
+ * buffer of the model's running statistics, an index out of range).
+ */
+MC_API int64_t mc_optim_steps(const struct mc_optim *o);
+MC_API void mc_optim_set_steps(struct mc_optim *o, int64_t steps);
+MC_API float *mc_optim_state(struct mc_optim *o, int node, int param, int which);
 
 struct mc_train_hooks {
 	void *arg;
@@ -138,6 +149,46 @@ MC_API double mc_lr_at(const struct mc_train_conf *c, int64_t step, int64_t tota
 /* Trains m in place. hooks may be NULL. Returns 0 or an error code. */
 MC_API int mc_train(struct mc_model *m, const struct mc_dataset *d, const struct mc_train_conf *c,
 		    const struct mc_train_hooks *hooks, struct mc_err *err);
+
+/*
+ * Checkpoints. Between two steps a run stands at a position: the epoch in
+ * progress, the optimizer steps done, the batches of that epoch done and
+ * the sum of their losses. With the model's parameters and buffers and the
+ * optimizer's state (mc_optim_steps, mc_optim_state), the position is all a
+ * run needs to go on with the same bytes as a run that never stopped: the
+ * shuffle, the augmentation, dropout's masks and the learning rate are pure
+ * functions of (seed, epoch, step).
+ */
+struct mc_train_pos {
+	int epoch;	 /* the epoch in progress, 0-based; epochs when the run is done */
+	int64_t step;	 /* optimizer steps done */
+	int64_t batch;	 /* batches of epoch done */
+	double loss_sum; /* of those batches: the sum of mean loss times batch size */
+};
+
+struct mc_train_ckpt {
+	void *arg;
+	/* Where to begin; all zero: the start. From a later position, m holds
+	 * the parameters of that position, and restore gives the optimizer its
+	 * state once it exists, before the first step. */
+	struct mc_train_pos start;
+	int (*restore)(void *arg, struct mc_optim *o, struct mc_err *err);
+	/*
+	 * After every epoch (once after_epoch has run; pos is the next epoch's
+	 * start), and, with interrupted the signal, when a signal stops the run
+	 * between two steps (pos is where it stopped). A nonzero return stops
+	 * training with err; at an interrupt mc_train_from returns MC_EINTR
+	 * whatever save returned.
+	 */
+	int (*save)(void *arg, const struct mc_model *m, struct mc_optim *o,
+		    const struct mc_train_pos *pos, int interrupted, struct mc_err *err);
+};
+
+/* mc_train with checkpoints (ck may be NULL: mc_train). MC_EINVAL when
+ * ck->start is no position of this run. */
+MC_API int mc_train_from(struct mc_model *m, const struct mc_dataset *d,
+			 const struct mc_train_conf *c, const struct mc_train_hooks *hooks,
+			 const struct mc_train_ckpt *ck, struct mc_err *err);
 
 /* Accuracy (fraction correct) and mean cross-entropy of m on d; either
  * output pointer may be NULL. */

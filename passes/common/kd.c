@@ -277,7 +277,7 @@ int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	hooks.arg = &r;
 	mc_ctx_log(ctx, "%sdistilling %s into '%s': T %g, alpha %g, %d epochs", tag, what, sname,
 		   T, alpha, tc->epochs);
-	ret = mc_train(s, d, tc, &hooks, err);
+	ret = mc_ctx_train(ctx, s, d, tc, &hooks);
 out:
 	free_execs(r.tex, t->k);
 	mc_free((float *)r.targets);
@@ -348,7 +348,7 @@ static int train_scratch(struct mc_ctx *ctx, struct mc_model *baseline, const ch
 	struct mc_train_hooks hooks = { .arg = &r, .after_epoch = kd_hook_epoch };
 
 	mc_ctx_log(ctx, "training '%s' from scratch on labels alone for comparison", sname);
-	return mc_train(baseline, d, tc, &hooks, mc_ctx_err(ctx));
+	return mc_ctx_train(ctx, baseline, d, tc, &hooks);
 }
 
 void kd_report_scratch(struct mc_ctx *ctx, const char *ev_name, double s_acc, double sc_acc)

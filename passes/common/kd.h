@@ -48,6 +48,7 @@ struct kd_opts {
 	struct mc_train_opts train;
 	int seed;
 	int compare_scratch;
+	struct mc_checkpoint_opts ckpt;
 };
 
 #define KD_PARAM_(st, m, f, ty, d, lo, hi, h) \
@@ -70,7 +71,8 @@ struct kd_opts {
 		  "shuffling seed; -1 uses the pipeline's seed"),                                \
 	KD_PARAM_(st, m, compare_scratch, MC_PARAM_TBOOL, "false", 0, 1,                          \
 		  "also train the student's initial weights on labels alone (same seed and "     \
-		  "budget) and report both accuracies")
+		  "budget) and report both accuracies"),                                         \
+	MC_CHECKPOINT_PARAMS(st, m.ckpt)
 
 /* The models a student learns from, borrowed. */
 struct kd_teachers {

@@ -224,6 +224,17 @@ int prune_nm(struct mc_model *m, struct prune_layer *l, int n, int keep, int gro
 	return 0;
 }
 
+int prune_masks_init(const struct mc_model *m, struct prune_layer *l, int n, struct mc_err *err)
+{
+	for (int i = 0; i < n; i++) {
+		int ret = ensure_mask(&l[i], prune_weight(m, &l[i])->numel, err);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 void prune_apply_masks(struct mc_model *m, const struct prune_layer *l, int n)
 {
 	for (int i = 0; i < n; i++) {

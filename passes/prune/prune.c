@@ -70,6 +70,7 @@ static const struct mc_param_def prune_params[] = {
 		      "sensitivity: the sparsities tried on each layer"),
 	MC_PARAM_PATH(struct prune_conf, plot, "", "sensitivity: where to write an SVG plot",
 		      .flags = MC_PARAM_FOUTPUT),
+	MC_CHECKPOINT_PARAMS(struct prune_conf, ckpt),
 	MC_PARAM_END,
 };
 
@@ -270,7 +271,7 @@ static int finetune(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_mo
 		.label = "prune: fine-tune",
 	};
 
-	return mc_train(m, d, &tc, hooks, mc_ctx_err(ctx));
+	return mc_ctx_train(ctx, m, d, &tc, hooks);
 }
 
 static int64_t zeros_of(const struct mc_tensor *w)
@@ -305,6 +306,22 @@ static int report_layers(struct mc_ctx *ctx, const struct mc_model *m, struct pr
 		   total ? (double)zeros / (double)total : 0.0, (long long)zeros,
 		   (long long)total);
 	return mc_ctx_report(ctx, "sparsity", total ? (double)zeros / (double)total : 0.0);
+}
+
+/* What fine-tuning changes besides the weights, for its checkpoints: the
+ * masks (the gradual schedule adds to them) and the count of updates. */
+static int keep_state(struct mc_ctx *ctx, const struct mc_model *m, struct tuner *tu)
+{
+	char name[300];
+	int ret = prune_masks_init(m, tu->l, tu->n, mc_ctx_err(ctx));
+
+	for (int i = 0; !ret && i < tu->n; i++) {
+		snprintf(name, sizeof(name), "mask.%s", tu->l[i].name);
+		ret = mc_ctx_keep(ctx, name, tu->l[i].mask, (size_t)prune_weight(m, &tu->l[i])->numel);
+	}
+	if (!ret)
+		ret = mc_ctx_keep(ctx, "updates", &tu->updates, sizeof(tu->updates));
+	return ret;
 }
 
 static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_model *m,
@@ -351,6 +368,8 @@ static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, stru
 			ret = prune_magnitude(m, tu.l, tu.n, c->initial_sparsity, 0, tu.t0, tu.t1,
 					      mc_ctx_err(ctx));
 	}
+	if (!ret && c->finetune_epochs > 0)
+		ret = keep_state(ctx, m, &tu);
 	if (!ret && c->finetune_epochs > 0)
 		ret = finetune(ctx, c, m, d, &hooks);
 	if (!ret && tu.gradual)

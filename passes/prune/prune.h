@@ -47,6 +47,7 @@ struct prune_conf {
 	char *eval_data;
 	struct mc_list levels;
 	char *plot;
+	struct mc_checkpoint_opts ckpt;
 };
 
 struct prune_layer {
@@ -95,6 +96,9 @@ int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, double si,
  * dimension of each layer. Returns 0 or MC_ENOMEM. */
 int prune_nm(struct mc_model *m, struct prune_layer *l, int n, int keep, int group,
 	     struct mc_err *err);
+/* Gives every layer a mask (all kept) that has none yet: the state a
+ * checkpoint keeps from the start of fine-tuning. Returns 0 or MC_ENOMEM. */
+int prune_masks_init(const struct mc_model *m, struct prune_layer *l, int n, struct mc_err *err);
 /* Zeroes every weight whose mask is 0 (+0.0f). */
 void prune_apply_masks(struct mc_model *m, const struct prune_layer *l, int n);
 

@@ -11,6 +11,7 @@ struct train_conf {
 	int batch_size;
 	struct mc_train_opts opts;
 	int seed;
+	struct mc_checkpoint_opts ckpt;
 };
 
 static const struct mc_param_def train_params[] = {
@@ -21,6 +22,7 @@ static const struct mc_param_def train_params[] = {
 	MC_TRAIN_PARAMS(struct train_conf, opts, "0.001", "constant"),
 	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
+	MC_CHECKPOINT_PARAMS(struct train_conf, ckpt),
 	MC_PARAM_END,
 };
 
@@ -52,7 +54,7 @@ static int train_run(struct mc_ctx *ctx, const void *conf)
 				    "split '%s' has %d classes but model '%s' outputs %lld; make "
 				    "its last layer at least that wide",
 				    c->data, d->n_classes, c->model, (long long)mc_model_n_classes(m));
-	ret = mc_train(m, d, &tc, NULL, mc_ctx_err(ctx));
+	ret = mc_ctx_train(ctx, m, d, &tc, NULL);
 	if (ret)
 		return ret;
 	ret = mc_evaluate(m, d, 256, &acc, &loss, mc_ctx_err(ctx));
