@@ -45,6 +45,11 @@ if cmp -s "$tmp/a.safetensors" "$tmp/b.safetensors"; then ok; else bad "1 and 2 
 short c OMP_NUM_THREADS=2 MCOMP_GEMM=portable || bad "portable GEMM: $(cat "$tmp/c.log")"
 if cmp -s "$tmp/a.safetensors" "$tmp/c.safetensors"; then ok; else bad "the portable GEMM differs"; fi
 
-expect 2 "qat-int4.yaml:[0-9]+:[0-9]+.*epochs: quantization-aware training needs 1 epoch or more" \
+# the value came from the override: that is its place
+expect 2 "^mcomp: --set passes.1.quantize.epochs: pass 'quantize', epochs: quantization-aware training needs 1 epoch or more" \
 	"$mcomp" validate "$MCOMP_SRCDIR/pipelines/qat-int4.yaml" --set passes.1.quantize.epochs=0
+# and from the file: a line and column of it
+sed 's/epochs: 2/epochs: 0/' "$MCOMP_SRCDIR/pipelines/qat-int4.yaml" > "$tmp/zero.yaml"
+expect 2 "zero.yaml:[0-9]+:[0-9]+: pass 'quantize', epochs: quantization-aware training needs 1 epoch" \
+	"$mcomp" validate "$tmp/zero.yaml"
 finish
