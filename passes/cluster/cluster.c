@@ -293,6 +293,7 @@ static int accuracy(struct mc_ctx *ctx, const struct mc_model *m, const struct m
 static int report(struct mc_ctx *ctx, const struct mc_model *m, struct layer *l, int n)
 {
 	int64_t weights = 0, nnz = 0, code_bits = 0, book = 0;
+	int bits;
 	double payload = 0;
 	char key[300], shape[128];
 
@@ -305,18 +306,21 @@ static int report(struct mc_ctx *ctx, const struct mc_model *m, struct layer *l,
 		if (l[i].nnz < w->numel && 32.0 * (double)(rows + 1 + l[i].nnz) < pos)
 			pos = 32.0 * (double)(rows + 1 + l[i].nnz);
 		l[i].used = used_clusters(m, &l[i]);
+		/* the file codes the values in use with the fewest bits that hold them */
+		for (bits = 1; (1 << bits) < l[i].used; bits++)
+			;
 		weights += w->numel;
 		nnz += l[i].nnz;
-		code_bits += l[i].nnz * l[i].bits;
+		code_bits += l[i].nnz * bits;
 		book += 4 * l[i].used;
-		payload += pos + (double)(l[i].nnz * l[i].bits) + 32.0 * l[i].used;
-		mc_ctx_log(ctx, "%s: %s, %lld of %lld weights nonzero, %d bits: %d of %d shared values "
-				"used, %d k-means iterations",
+		payload += pos + (double)(l[i].nnz * bits) + 32.0 * l[i].used;
+		mc_ctx_log(ctx, "%s: %s, %lld of %lld weights nonzero in %d shared values of %d "
+				"(%d-bit codes), %d k-means iterations",
 			   l[i].name, mc_shape_text(w->ndim, w->shape, shape, sizeof(shape)),
-			   (long long)l[i].nnz, (long long)w->numel, l[i].bits, l[i].used, l[i].k,
+			   (long long)l[i].nnz, (long long)w->numel, l[i].used, l[i].k, bits,
 			   l[i].iters);
 		snprintf(key, sizeof(key), "%s.bits", l[i].name);
-		mc_ctx_report(ctx, key, l[i].bits);
+		mc_ctx_report(ctx, key, bits);
 		snprintf(key, sizeof(key), "%s.clusters", l[i].name);
 		mc_ctx_report(ctx, key, l[i].used);
 		snprintf(key, sizeof(key), "%s.codebook_bytes", l[i].name);
