@@ -32,7 +32,9 @@ static const struct mc_param_def cluster_params[] = {
 		      "the weights' distribution) or k-means++ (drawn from the seed)"),
 	MC_PARAM_INT(struct cluster_conf, iterations, "100", 1, 100000,
 		     "k-means iterations at most; it stops when no weight changes cluster"),
-	MC_PARAM_SPLIT(struct cluster_conf, data, "train", "the split to fine-tune on"),
+	/* Optional: only fine-tuning reads a split; train_split() gives the default. */
+	MC_PARAM_SPLIT(struct cluster_conf, data, NULL,
+		       "the split to fine-tune on; default: train", .flags = MC_PARAM_FOPTIONAL),
 	MC_PARAM_INT(struct cluster_conf, finetune_epochs, "0", 0, 100000,
 		     "epochs of centroid fine-tuning (0: none)"),
 	MC_PARAM_INT(struct cluster_conf, batch_size, "128", 1, 65536, "fine-tuning batch"),
@@ -51,6 +53,12 @@ struct layer {
 	uint16_t *assign; /* [numel]: cluster, or CLUSTER_NONE */
 	float *c;	  /* [k], ascending */
 };
+
+/* The split fine-tuning trains on: data, else "train". */
+static const char *train_split(const struct cluster_conf *c)
+{
+	return c->data ? c->data : "train";
+}
 
 static int is_layer(const struct mc_node *nd)
 {
@@ -135,6 +143,8 @@ static int cluster_check(struct mc_ctx *ctx, const void *conf)
 		return mc_ctx_error(ctx, "exclude", MC_EINVAL,
 				    "model '%s' has no linear or conv2d layer left to cluster%s",
 				    c->model, c->exclude.n ? "; exclude fewer layers" : "");
+	if (c->finetune_epochs > 0)
+		return mc_ctx_check_data(ctx, "data", train_split(c));
 	return 0;
 }
 
@@ -346,14 +356,14 @@ static int cluster_run(struct mc_ctx *ctx, const void *conf)
 	int n = 0, ret;
 
 	if (c->finetune_epochs > 0) {
-		d = mc_ctx_data(ctx, c->data);
+		d = mc_ctx_data(ctx, train_split(c));
 		if (!d)
 			return mc_ctx_err(ctx)->code;
 		if (d->sample_numel != mc_model_in_numel(m) || d->n_classes > mc_model_n_classes(m))
 			return mc_ctx_error(ctx, "data", MC_ERUN,
 					    "split '%s' does not fit model '%s' (%lld values, %d "
 					    "classes; the model takes %lld values, %lld classes)",
-					    c->data, c->model, (long long)d->sample_numel,
+					    train_split(c), c->model, (long long)d->sample_numel,
 					    d->n_classes, (long long)mc_model_in_numel(m),
 					    (long long)mc_model_n_classes(m));
 	}

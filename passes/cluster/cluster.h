@@ -40,10 +40,11 @@ struct cluster_conf {
  * [min, max]), density (evenly over the sorted values), k-means++ (draws
  * from (seed, stream)). Lloyd's iterations follow, at most max_iter, until
  * no weight changes cluster; a weight goes to its nearest centroid (ties to
- * the lower), a centroid is the mean of its members summed in double in
- * ascending order (value, then index), an empty cluster keeps its centroid,
- * and centroids are kept sorted. *iters gets the iterations run. Runs in
- * O(n) per iteration on the sorted values. 0, or MC_EINVAL (a weight NaN
+ * the lower), a centroid is the mean of its members (a run of the values
+ * sorted by value, then index: the difference of two prefix sums in
+ * double, over the count), an empty cluster keeps its centroid, and
+ * centroids are kept sorted. *iters gets the iterations run. O(n) once,
+ * then O(k log n) per iteration. 0, or MC_EINVAL (a weight NaN
  * or infinite, bad sizes) / MC_ENOMEM with err set.
  */
 int cluster_kmeans(const float *w, int64_t n, int k, int init, uint64_t seed, uint64_t stream,

@@ -4,12 +4,12 @@
  * centroid step of fine-tuning.
  *
  * Weights are scalars, so k-means works on them sorted: with centroids in
- * ascending order, each cluster is a run of the sorted values, and the
- * assignment is k - 1 boundaries found by binary search; an update sums
- * each run in order. An iteration costs O(n) additions and O(k log n)
- * comparisons, after one O(n) radix sort. The brute-force reference
- * compares every weight with every centroid and sums members in the same
- * order, so both give the same centroids bit for bit.
+ * ascending order, each cluster is a run of the sorted values, the
+ * assignment is k - 1 boundaries found by binary search, and a centroid is
+ * its run's mean from prefix sums. After one O(n) radix sort and one pass
+ * of sums, an iteration costs O(k log n). The brute-force reference
+ * compares every weight with every centroid; both give the same
+ * assignments and centroids bit for bit.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -31,19 +31,34 @@ static double dist(float v, float c)
 	return fabs((double)v - (double)c);
 }
 
+/* The float whose order_key is key. */
+static float key_value(uint32_t key)
+{
+	uint32_t b = key & 0x80000000u ? key & 0x7fffffffu : ~key;
+	float v;
+
+	memcpy(&v, &b, 4);
+	return v;
+}
+
+/* Value i of the sorted entries a (key << 32 | index). */
+static inline float value_at(const uint64_t *a, int64_t i)
+{
+	return key_value((uint32_t)(a[i] >> 32));
+}
+
 /*
- * The nonzero values of w[0..n) sorted by (value, index) into *val and
- * their indices into *idx (malloc'd), *m of them: an LSD radix sort on the
- * value's key, stable, so equal values keep index order.
+ * The nonzero values of w[0..n) sorted by (value, index) into *out
+ * (malloc'd), *m of them, each as its order key << 32 | its index: an LSD
+ * radix sort on the key, stable, so equal values keep index order.
  */
-static int sort_nonzero(const float *w, int64_t n, float **val, int64_t **idx, int64_t *m,
+static int sort_nonzero(const float *w, int64_t n, uint64_t **out, int64_t *m,
 			struct mc_err *err)
 {
 	uint64_t *a = NULL, *b = NULL, *t;
 	int64_t nz = 0, cnt[257];
 
-	*val = NULL;
-	*idx = NULL;
+	*out = NULL;
 	if (n < 0 || n > INT32_MAX)
 		return mc_err_set(err, MC_EINVAL, "cluster: %lld weights in one layer; at most 2^31 - 1",
 				  (long long)n);
@@ -56,15 +71,9 @@ static int sort_nonzero(const float *w, int64_t n, float **val, int64_t **idx, i
 	}
 	a = malloc((size_t)nz * sizeof(*a) + 1);
 	b = malloc((size_t)nz * sizeof(*b) + 1);
-	*val = malloc((size_t)nz * sizeof(float) + 1);
-	*idx = malloc((size_t)nz * sizeof(int64_t) + 1);
-	if (!a || !b || !*val || !*idx) {
+	if (!a || !b) {
 		free(a);
 		free(b);
-		free(*val);
-		free(*idx);
-		*val = NULL;
-		*idx = NULL;
 		return mc_err_set(err, MC_ENOMEM, "cluster: out of memory sorting %lld weights",
 				  (long long)nz);
 	}
@@ -84,14 +93,26 @@ static int sort_nonzero(const float *w, int64_t n, float **val, int64_t **idx, i
 		a = b;
 		b = t;
 	}
-	for (int64_t i = 0; i < nz; i++) {
-		(*idx)[i] = (int64_t)(a[i] & 0xffffffffu);
-		(*val)[i] = w[(*idx)[i]];
-	}
-	free(a);
 	free(b);
+	*out = a;
 	*m = nz;
 	return 0;
+}
+
+/* p[i] = the sum of the first i sorted values, in double, in order: a
+ * run's sum is then p[end] - p[start], the same whatever finds the run. */
+static double *prefix_sums(const uint64_t *a, int64_t m, struct mc_err *err)
+{
+	double *p = malloc((size_t)(m + 1) * sizeof(*p));
+
+	if (!p) {
+		mc_err_set(err, MC_ENOMEM, "cluster: out of memory for %lld sums", (long long)m);
+		return NULL;
+	}
+	p[0] = 0;
+	for (int64_t i = 0; i < m; i++)
+		p[i + 1] = p[i] + (double)value_at(a, i);
+	return p;
 }
 
 /* Insertion sort of c[0..k) by value (stable). */
@@ -107,12 +128,12 @@ static void sort_centroids(float *c, int k)
 	}
 }
 
-/* Initial centroids from the sorted values v[0..n), n >= 1. */
-static int init_centroids(const float *v, int64_t n, int k, int init, uint64_t seed,
+/* Initial centroids from the sorted values a[0..n), n >= 1. */
+static int init_centroids(const uint64_t *a, int64_t n, int k, int init, uint64_t seed,
 			  uint64_t stream, float *c, struct mc_err *err)
 {
 	if (init == CLUSTER_LINEAR) {
-		double lo = v[0], hi = v[n - 1];
+		double lo = value_at(a, 0), hi = value_at(a, n - 1);
 
 		for (int j = 0; j < k; j++)
 			c[j] = (float)(lo + (hi - lo) * j / (k - 1));
@@ -121,7 +142,7 @@ static int init_centroids(const float *v, int64_t n, int k, int init, uint64_t s
 		for (int j = 0; j < k; j++) {
 			int64_t r = (int64_t)(((double)j + 0.5) * (double)n / k);
 
-			c[j] = v[r < n ? r : n - 1];
+			c[j] = value_at(a, r < n ? r : n - 1);
 		}
 	} else {
 		/* k-means++: each next centroid drawn with probability
@@ -130,9 +151,9 @@ static int init_centroids(const float *v, int64_t n, int k, int init, uint64_t s
 
 		if (!d2)
 			return mc_err_set(err, MC_ENOMEM, "cluster: out of memory for k-means++");
-		c[0] = v[(int64_t)(mc_rand_uniform(seed, stream, 0) * (double)n) % n];
+		c[0] = value_at(a, (int64_t)(mc_rand_uniform(seed, stream, 0) * (double)n) % n);
 		for (int64_t i = 0; i < n; i++)
-			d2[i] = dist(v[i], c[0]) * dist(v[i], c[0]);
+			d2[i] = dist(value_at(a, i), c[0]) * dist(value_at(a, i), c[0]);
 		for (int j = 1; j < k; j++) {
 			double total = 0, r, acc = 0;
 			int64_t pick = 0;
@@ -147,9 +168,9 @@ static int init_centroids(const float *v, int64_t n, int k, int init, uint64_t s
 				if (d2[i] > 0 && acc > r)
 					break;
 			}
-			c[j] = v[pick];
+			c[j] = value_at(a, pick);
 			for (int64_t i = 0; i < n; i++) {
-				double d = dist(v[i], c[j]) * dist(v[i], c[j]);
+				double d = dist(value_at(a, i), c[j]) * dist(value_at(a, i), c[j]);
 
 				if (d < d2[i])
 					d2[i] = d;
@@ -168,7 +189,7 @@ static int init_centroids(const float *v, int64_t n, int k, int init, uint64_t s
  * all. The preference for the next distinct centroid over the current one
  * only grows along v, so each boundary is a binary search.
  */
-static void assign_runs(const float *v, int64_t n, const float *c, int k, int64_t *start)
+static void assign_runs(const uint64_t *v, int64_t n, const float *c, int k, int64_t *start)
 {
 	int64_t lo = 0;
 	int j = 0;
@@ -187,7 +208,7 @@ static void assign_runs(const float *v, int64_t n, const float *c, int k, int64_
 			while (a < b) {
 				int64_t mid = a + (b - a) / 2;
 
-				if (dist(v[mid], c[nx]) < dist(v[mid], c[j]))
+				if (dist(value_at(v, mid), c[nx]) < dist(value_at(v, mid), c[j]))
 					b = mid;
 				else
 					a = mid + 1;
@@ -202,57 +223,57 @@ static void assign_runs(const float *v, int64_t n, const float *c, int k, int64_
 	}
 }
 
-/* Each centroid the mean of its run (summed in order, in double); an empty
- * one stays; then ascending again. */
-static void update_centroids(const float *v, const int64_t *start, float *c, int k)
+/* A centroid: the mean of the run [s, e) of the sorted values. */
+static float run_mean(const double *p, int64_t s, int64_t e)
 {
-	for (int j = 0; j < k; j++) {
-		double s = 0;
+	return (float)((p[e] - p[s]) / (double)(e - s));
+}
 
-		if (start[j + 1] == start[j])
-			continue;
-		for (int64_t i = start[j]; i < start[j + 1]; i++)
-			s += v[i];
-		c[j] = (float)(s / (double)(start[j + 1] - start[j]));
-	}
+/* Each centroid the mean of its run; an empty one stays; then ascending again. */
+static void update_centroids(const double *p, const int64_t *start, float *c, int k)
+{
+	for (int j = 0; j < k; j++)
+		if (start[j + 1] > start[j])
+			c[j] = run_mean(p, start[j], start[j + 1]);
 	sort_centroids(c, k);
 }
 
 int cluster_kmeans(const float *w, int64_t n, int k, int init, uint64_t seed, uint64_t stream,
 		   int max_iter, uint16_t *assign, float *c, int *iters, struct mc_err *err)
 {
-	int64_t m = 0, *idx = NULL, *start = NULL, *next = NULL;
-	float *v = NULL;
+	int64_t m = 0, *start = NULL, *next = NULL;
+	uint64_t *a = NULL;
+	double *p = NULL;
 	int ret, it = 0;
 
 	*iters = 0;
 	if (k < 2 || k > CLUSTER_MAX_K || max_iter < 1)
 		return mc_err_set(err, MC_EINVAL, "cluster: %d clusters, %d iterations; use 2 to %d "
 				  "clusters and at least one iteration", k, max_iter, CLUSTER_MAX_K);
-	ret = sort_nonzero(w, n, &v, &idx, &m, err);
+	ret = sort_nonzero(w, n, &a, &m, err);
 	if (ret)
 		return ret;
 	for (int64_t i = 0; i < n; i++)
 		assign[i] = CLUSTER_NONE;
-	if (!m) {
-		for (int j = 0; j < k; j++)
-			c[j] = 0.0f;
+	for (int j = 0; j < k; j++)
+		c[j] = 0.0f;
+	if (!m)
 		goto out;
-	}
 	start = malloc((size_t)(k + 1) * sizeof(*start));
 	next = malloc((size_t)(k + 1) * sizeof(*next));
-	if (!start || !next) {
+	p = prefix_sums(a, m, err);
+	if (!start || !next || !p) {
 		ret = mc_err_set(err, MC_ENOMEM, "cluster: out of memory");
 		goto out;
 	}
-	ret = init_centroids(v, m, k, init, seed, stream, c, err);
+	ret = init_centroids(a, m, k, init, seed, stream, c, err);
 	if (ret)
 		goto out;
-	assign_runs(v, m, c, k, start);
+	assign_runs(a, m, c, k, start);
 	while (it < max_iter) {
-		update_centroids(v, start, c, k);
+		update_centroids(p, start, c, k);
 		it++;
-		assign_runs(v, m, c, k, next);
+		assign_runs(a, m, c, k, next);
 		if (!memcmp(start, next, (size_t)(k + 1) * sizeof(*start)))
 			break;
 		memcpy(start, next, (size_t)(k + 1) * sizeof(*start));
@@ -261,35 +282,36 @@ int cluster_kmeans(const float *w, int64_t n, int k, int init, uint64_t seed, ui
 	memcpy(start, next, (size_t)(k + 1) * sizeof(*start));
 	for (int j = 0; j < k; j++)
 		for (int64_t i = start[j]; i < start[j + 1]; i++)
-			assign[idx[i]] = (uint16_t)j;
+			assign[a[i] & 0xffffffffu] = (uint16_t)j;
 	*iters = it;
 out:
+	free(p);
 	free(next);
 	free(start);
-	free(idx);
-	free(v);
+	free(a);
 	return ret;
 }
 
 /*
- * The reference: labels per weight, each weight compared with every
- * centroid, members summed in the order of the sorted values. Shares only
- * the sort and the initial centroids with the fast version.
+ * The reference: a label per weight, each weight compared with every
+ * centroid. It shares with the fast version the sort, the initial
+ * centroids and the rule for a centroid (the mean of its members, which
+ * are a run of the sorted values, from the prefix sums), not the search.
  */
 int cluster_kmeans_ref(const float *w, int64_t n, int k, int init, uint64_t seed,
 		       uint64_t stream, int max_iter, uint16_t *assign, float *c, int *iters,
 		       struct mc_err *err)
 {
-	int64_t m = 0, *idx = NULL, *count = NULL;
+	int64_t m = 0, *first = NULL, *count = NULL;
 	uint16_t *lab = NULL, *prev = NULL;
-	double *sum = NULL;
-	float *v = NULL;
+	uint64_t *a = NULL;
+	double *p = NULL;
 	int ret, it = 0;
 
 	*iters = 0;
 	if (k < 2 || k > CLUSTER_MAX_K || max_iter < 1)
 		return mc_err_set(err, MC_EINVAL, "cluster: bad sizes");
-	ret = sort_nonzero(w, n, &v, &idx, &m, err);
+	ret = sort_nonzero(w, n, &a, &m, err);
 	if (ret)
 		return ret;
 	for (int64_t i = 0; i < n; i++)
@@ -298,25 +320,27 @@ int cluster_kmeans_ref(const float *w, int64_t n, int k, int init, uint64_t seed
 		c[j] = 0.0f;
 	lab = malloc((size_t)m * sizeof(*lab) + 1);
 	prev = malloc((size_t)m * sizeof(*prev) + 1);
-	sum = malloc((size_t)k * sizeof(*sum));
+	first = malloc((size_t)k * sizeof(*first));
 	count = malloc((size_t)k * sizeof(*count));
-	if (!lab || !prev || !sum || !count) {
+	p = prefix_sums(a, m, err);
+	if (!lab || !prev || !first || !count || !p) {
 		ret = mc_err_set(err, MC_ENOMEM, "cluster: out of memory");
 		goto out;
 	}
 	if (!m)
 		goto out;
-	ret = init_centroids(v, m, k, init, seed, stream, c, err);
+	ret = init_centroids(a, m, k, init, seed, stream, c, err);
 	if (ret)
 		goto out;
 	for (;;) {
 		for (int64_t i = 0; i < m; i++) {
-			double bd = dist(v[i], c[0]);
+			float v = value_at(a, i);
+			double bd = dist(v, c[0]);
 			int best = 0;
 
 			for (int j = 1; j < k; j++) {
-				if (dist(v[i], c[j]) < bd) {
-					bd = dist(v[i], c[j]);
+				if (dist(v, c[j]) < bd) {
+					bd = dist(v, c[j]);
 					best = j;
 				}
 			}
@@ -327,30 +351,28 @@ int cluster_kmeans_ref(const float *w, int64_t n, int k, int init, uint64_t seed
 		if (it == max_iter)
 			break;
 		memcpy(prev, lab, (size_t)m * sizeof(*lab));
-		for (int j = 0; j < k; j++) {
-			sum[j] = 0;
+		for (int j = 0; j < k; j++)
 			count[j] = 0;
-		}
-		for (int64_t i = 0; i < m; i++) {
-			sum[lab[i]] += v[i];
+		for (int64_t i = m - 1; i >= 0; i--) {
+			first[lab[i]] = i;
 			count[lab[i]]++;
 		}
 		for (int j = 0; j < k; j++)
 			if (count[j])
-				c[j] = (float)(sum[j] / (double)count[j]);
+				c[j] = run_mean(p, first[j], first[j] + count[j]);
 		sort_centroids(c, k);
 		it++;
 	}
 	for (int64_t i = 0; i < m; i++)
-		assign[idx[i]] = lab[i];
+		assign[a[i] & 0xffffffffu] = lab[i];
 	*iters = it;
 out:
+	free(p);
 	free(count);
-	free(sum);
+	free(first);
 	free(prev);
 	free(lab);
-	free(idx);
-	free(v);
+	free(a);
 	return ret;
 }
 
