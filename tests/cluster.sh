@@ -3,8 +3,9 @@
 # training images, an epoch per stage) on Fashion-MNIST: the cluster pass
 # runs after pruning and fine-tunes its shared values, the pruned weights
 # stay zero, every layer keeps at most 2^bits values, the file stores codes
-# and codebooks and loads and saves back to the same bytes, and 1 and 3
-# OpenMP threads give the same file. Skips (77) without the data set.
+# and codebooks and loads and saves back to the same bytes, 1 and 3 OpenMP
+# threads and the portable GEMM give the same file, and a quantized layer
+# is refused. Skips (77) without the data set.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 data=/usr/share/datasets/fashion-mnist
@@ -21,8 +22,8 @@ check() { # WHAT COMMAND...
 	if "$@"; then echo "PASS: $what"; else echo "FAIL: $what"; fail=1; fi
 }
 
-run() { # THREADS OUT
-	OMP_NUM_THREADS=$1 "$mcomp" run "$recipe" --quiet \
+run() { # THREADS OUT [GEMM KERNEL]
+	MCOMP_GEMM=${3:-} OMP_NUM_THREADS=$1 "$mcomp" run "$recipe" --quiet \
 		--set data.train.count=6000 --set data.test.count=1000 \
 		--set passes.train.epochs=1 --set passes.prune.finetune_epochs=2 \
 		--set passes.prune.end=1 --set passes.cluster.finetune_epochs=1 \
@@ -35,6 +36,8 @@ run() { # THREADS OUT
 run 1 "$tmp/t1.safetensors"
 run 3 "$tmp/t3.safetensors"
 check "1 and 3 threads give the same file" cmp "$tmp/t1.safetensors" "$tmp/t3.safetensors"
+run 2 "$tmp/p2.safetensors" portable
+check "the portable GEMM gives the same file" cmp "$tmp/t1.safetensors" "$tmp/p2.safetensors"
 
 r="$tmp/t1.safetensors.json"
 step() { jq -r ".steps[] | select(.pass == \"$1\") | $2" "$r"; }
