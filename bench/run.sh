@@ -606,16 +606,16 @@ ORTJS=$SRCDIR/tests/ort_run.js
 INFER=$BUILDDIR/bench/bench_infer
 
 ORTPY=$SRCDIR/bench/ort_peer.py
-MCENV="" LABEL="" ORTWRAP="" # the avx2 part's settings for run_ort
+MCENV="" LABEL="" ISAWRAP="" # the avx2 part's settings for run_ort
 
 # ort_lat MODEL BATCH: ONNX Runtime's latency line, through the binding chosen
 # (BENCH_ORT: node, the default, or python: bench/ort_peer.py with
 # BENCH_PYTHON's onnxruntime, where no npm registry is at hand).
 ort_lat() {
 	if [ "${BENCH_ORT:-node}" = python ]; then
-		$ORTWRAP "$PY" "$ORTPY" "$1" --batch "$2" --seconds 0.3 --threads "$THREADS"
+		$ISAWRAP "$PY" "$ORTPY" "$1" --batch "$2" --seconds 0.3 --threads "$THREADS"
 	else
-		$ORTWRAP node "$ORTJS" latency "$1" --batch "$2" --seconds 0.3 --threads "$THREADS"
+		$ISAWRAP node "$ORTJS" latency "$1" --batch "$2" --seconds 0.3 --threads "$THREADS"
 	fi
 }
 
@@ -709,8 +709,8 @@ run_ort() {
 		for m in mlp student cnn; do
 			for q in f32 int8; do
 				# shellcheck disable=SC2086
-				measure "ort_mc_${m}_$q" 0 env OMP_NUM_THREADS="$THREADS" $MCENV \
-					"$INFER" "$d/$m-$q.safetensors" 0.3 1 256
+				measure "ort_mc_${m}_$q" 0 $ISAWRAP env OMP_NUM_THREADS="$THREADS" \
+					$MCENV "$INFER" "$d/$m-$q.safetensors" 0.3 1 256
 				for b in 1 256; do
 					measure "ort_rt_${m}_$q" 0 ort_lat "$d/$m-$q.onnx" $b
 				done
@@ -753,8 +753,10 @@ FLAGS=$BUILDDIR/tests/shim/cpuid_flags
 # The AVX2 paths on any x86 CPU: mcomp forced with MCOMP_GEMM=avx2 and
 # MCOMP_GEMM_S8=avx2 (no VNNI), against OpenBLAS's Haswell kernel and against
 # ONNX Runtime with AVX-512, VNNI and AMX hidden from its CPUID by the shim
-# make check builds (tests/shim/cpuid_mask.so, CPUID faulting; on a CPU
-# without AVX-512 both run their AVX2 code anyway).
+# make check builds (tests/shim/cpuid_mask.so, CPUID faulting), mcomp under
+# the same shim so that its other kernels (pooling, quantizers) take their
+# AVX2 paths too, as on an AVX2 machine (on a CPU without AVX-512 both run
+# their AVX2 code anyway).
 run_avx2() {
 	rounds=${BENCH_ROUNDS:-3}
 	echo "== AVX2: GEMM, mcomp forced to its AVX2 kernels against OpenBLAS Haswell, $THREADS" \
@@ -795,21 +797,22 @@ run_avx2() {
 	if [ -r "$SHIM" ] && [ -x "$FLAGS" ] &&
 		CPUID_MASK=avx2 LD_PRELOAD="$SHIM" "$FLAGS" 2>/dev/null | grep -q 'faulting=1' &&
 		! CPUID_MASK=avx2 LD_PRELOAD="$SHIM" "$FLAGS" 2>/dev/null | grep -q avx512f; then
-		ORTWRAP="env CPUID_MASK=avx2 LD_PRELOAD=$SHIM"
-		note="ONNX Runtime with AVX-512, VNNI and AMX hidden (tests/shim/cpuid_mask.so)"
+		ISAWRAP="env CPUID_MASK=avx2 LD_PRELOAD=$SHIM"
+		note="ONNX Runtime and mcomp with AVX-512, VNNI and AMX hidden"
+		note="$note (tests/shim/cpuid_mask.so): every kernel of both on its AVX2 path"
 	elif grep -q avx512f /proc/cpuinfo; then
-		ORTWRAP=""
+		ISAWRAP=""
 		note="ONNX Runtime on its native paths: the CPUID mask is not usable here (no CPUID"
 		note="$note faulting, or make check has not built tests/shim); not the same instructions"
 	else
-		ORTWRAP=""
+		ISAWRAP=""
 		note="an AVX2 CPU: ONNX Runtime's native paths are its AVX2 ones"
 	fi
 	echo "  $note"
 	MCENV="MCOMP_GEMM=avx2 MCOMP_GEMM_S8=avx2"
 	LABEL="AVX2: "
 	run_ort
-	MCENV="" LABEL="" ORTWRAP=""
+	MCENV="" LABEL="" ISAWRAP=""
 }
 
 # ---------------------------------------------------------------- main

@@ -15,6 +15,8 @@
 
 #include <mcomp/mcomp.h>
 
+#include "cli/cli.h"
+
 #include <nettle/sha2.h>
 
 static const char usage[] =
@@ -58,6 +60,11 @@ static const char usage[] =
 	"                                    cascade file as OUT.stage0.onnx, OUT.stage1.onnx, ...\n"
 	"                                    with its thresholds and exit rule in metadata_props;\n"
 	"                                    docs/interop.md lists the ops\n"
+	"  profile MODEL [--batch N] [--train] [--seconds S]\n"
+	"                                    where a model's time goes: each layer's forward (and\n"
+	"                                    with --train backward) milliseconds, share and GFLOP/s\n"
+	"                                    at batch N (default 256) on random inputs, threads\n"
+	"                                    from OMP_NUM_THREADS\n"
 	"  help                              this text\n"
 	"  version                           mcomp's version and pass ABI\n"
 	"\n"
@@ -91,14 +98,13 @@ static const char usage[] =
 	"quick start:  mcomp run pipelines/quickstart.yaml\n"
 	"documentation: man mcomp, docs/pipelines.md, docs/writing-passes.md\n";
 
-static int fail(struct mc_err *err)
+int fail(struct mc_err *err)
 {
 	fprintf(stderr, "mcomp: %s\n", err->msg);
 	return mc_exit_status(err->code);
 }
 
-static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad_usage(const char *fmt, ...)
+int bad_usage(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -533,7 +539,7 @@ static int inspect_cascade(const char *path, const struct mc_st_file *f)
  * are registered and files that use them can be read. Passes that cannot be
  * loaded are left out silently here; `mcomp passes` says why.
  */
-static void register_plugin_ops(void)
+void register_plugin_ops(void)
 {
 	struct mc_err err = { 0 };
 
@@ -1198,5 +1204,7 @@ int main(int argc, char **argv)
 		return cmd_import(argc - 2, argv + 2);
 	if (!strcmp(cmd, "export"))
 		return cmd_export(argc - 2, argv + 2);
+	if (!strcmp(cmd, "profile"))
+		return cmd_profile(argc - 2, argv + 2);
 	return bad_usage("unknown command '%s'", cmd);
 }

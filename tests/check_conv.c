@@ -41,6 +41,9 @@ static const struct shape shapes[] = {
     {3, 1, 28, 28, 32, 3, 1, 0}, {2, 32, 13, 13, 64, 3, 1, 0}, {5, 3, 7, 9, 10, 3, 1, 1},
     {4, 4, 9, 8, 7, 3, 2, 1},	 {2, 40, 6, 5, 12, 3, 1, 2},   {3, 5, 11, 11, 9, 5, 2, 2},
     {7, 2, 4, 4, 5, 1, 1, 0},	 {1, 30, 10, 10, 33, 3, 1, 1}, {2, 2, 60, 60, 9, 3, 1, 1},
+    /* first layers big enough for a team: dW split by tap rows (and on AVX-512 in groups of
+     * 16 channels, the second one partly past O) */
+    {16, 1, 28, 28, 32, 3, 1, 1}, {12, 3, 20, 20, 20, 3, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 

@@ -161,25 +161,44 @@ END_TEST
 /*
  * B packed once (kernels/gemm.h, a linear layer at inference) gives
  * mc_sgemm's bytes on every kernel, for B as it is and transposed, edge
- * strips of N and several K slices; a kernel changed since the packing
- * is refused.
+ * strips of M (tiles of fewer rows) and N, several K slices, and with the
+ * bias and relu it applies tile by tile the bytes of a bias copied into C,
+ * mc_sgemm with beta 1 and a relu select after; a kernel changed since the
+ * packing is refused.
  */
+static void fill_bias_ref(int M, int N, const float *bias, float *C, int ldc)
+{
+	for (int i = 0; i < M; i++)
+		memcpy(C + (size_t)i * ldc, bias, (size_t)N * sizeof(float));
+}
+
+static void relu_ref(int M, int N, float *C, int ldc)
+{
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++)
+			C[(size_t)i * ldc + j] = C[(size_t)i * ldc + j] > 0.0f ? C[(size_t)i * ldc + j]
+									: 0.0f;
+}
+
 START_TEST(sgemm_packed_b_same_bytes)
 {
-	static const int shapes[][3] = { { 1, 37, 23 }, { 4, 64, 784 }, { 25, 130, 301 },
-					 { 256, 10, 64 }, { 130, 290, 600 } };
+	static const int shapes[][3] = { { 1, 37, 23 },	   { 4, 64, 784 },  { 25, 130, 301 },
+					 { 256, 10, 64 },  { 130, 290, 600 }, { 8, 40, 70 },
+					 { 20, 33, 300 },  { 256, 96, 520 } };
 	int tested = 0;
 
 	for (int kn = 0; kn < NF32; kn++) {
 		if (mc_sgemm_use(f32_kernels[kn]))
 			continue;
-		for (int tb = 0; tb < 2; tb++)
+		for (int v = 0; v < 8; v++)
 			for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+				int tb = v & 1, with_bias = v & 2, relu = (v & 4) != 0;
 				int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
 				int lda = K + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
 				float *A = random_f32((size_t)M * lda, 21);
 				float *B = random_f32((size_t)(tb ? N : K) * ldb, 22);
 				float *C = random_f32((size_t)M * ldc, 23);
+				float *bias = with_bias ? random_f32((size_t)N, 24) : NULL;
 				float *P = malloc((size_t)M * ldc * sizeof(float));
 				size_t size = mc_sgemm_packed_size(f32_kernels[kn], N, K);
 				float *packed = aligned_alloc(64, (size * sizeof(float) + 63) / 64 * 64);
@@ -187,28 +206,34 @@ START_TEST(sgemm_packed_b_same_bytes)
 				ck_assert(size >= (size_t)N * K);
 				memcpy(P, C, (size_t)M * ldc * sizeof(float));
 				mc_sgemm_pack_b(f32_kernels[kn], tb, N, K, B, ldb, packed);
+				if (bias)
+					fill_bias_ref(M, N, bias, C, ldc);
 				mc_sgemm(0, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+				if (relu)
+					relu_ref(M, N, C, ldc);
 				ck_assert_int_eq(mc_sgemm_pb(f32_kernels[kn], tb, M, N, K, 1.0f, A,
-							     lda, B, ldb, packed, 1.0f, P, ldc),
+							     lda, B, ldb, packed, bias, relu,
+							     bias ? 0.0f : 1.0f, P, ldc),
 						 0);
 				ck_assert_msg(memcmp(C, P, (size_t)M * ldc * sizeof(float)) == 0,
-					      "%s tb=%d %dx%dx%d: packed B differs",
-					      f32_kernels[kn], tb, M, N, K);
+					      "%s tb=%d bias=%d relu=%d %dx%dx%d: packed B differs",
+					      f32_kernels[kn], tb, !!bias, relu, M, N, K);
 				tested++;
 				free(packed);
 				free(P);
+				free(bias);
 				free(C);
 				free(B);
 				free(A);
 			}
 	}
-	ck_assert_int_ge(tested, 10);
+	ck_assert_int_ge(tested, 64);
 	/* packed for another kernel than the one now in use: refused, nothing computed */
 	ck_assert_int_eq(mc_sgemm_use("portable"), 0);
 	{
 		float a[4] = { 1, 2, 3, 4 }, b[4] = { 1, 1, 1, 1 }, c[4] = { 7, 7, 7, 7 };
 
-		ck_assert_int_eq(mc_sgemm_pb("avx2", 0, 2, 2, 2, 1.0f, a, 2, b, 2, b, 0.0f, c, 2),
+		ck_assert_int_eq(mc_sgemm_pb("avx2", 0, 2, 2, 2, 1.0f, a, 2, b, 2, b, NULL, 0, 0.0f, c, 2),
 				 -1);
 		ck_assert(c[0] == 7.0f && c[3] == 7.0f);
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/threads.h"
 #include "graph/model_int.h"
@@ -36,6 +37,7 @@ struct mc_exec {
 	int *fused;
 	int *pool;
 	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
+	double *prof; /* [2 * n_nodes] ms forward, backward, added to (mc_exec_profile) */
 	const float *x;
 	struct mc_run run; /* of the last forward */
 };
@@ -297,6 +299,50 @@ nomem:
 	return NULL;
 }
 
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+void mc_exec_profile(struct mc_exec *e, double *ms)
+{
+	e->prof = ms;
+}
+
+/* Node i of the forward pass, or nothing when another node computes it. */
+static void forward_node(struct mc_exec *e, int i, const float *x, int n)
+{
+	const struct mc_model *m = e->m;
+	const struct mc_node *nd = m->nodes[i];
+	const float *in[MC_NODE_MAX_INPUTS];
+
+	if (e->fused[i] == 4) {
+		int src = nd->inputs[0];
+
+		e->act[i] = src == MC_NODE_INPUT ? (float *)x : e->act[src];
+		return;
+	}
+	if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6)
+		return;
+	for (int k = 0; k < nd->n_inputs; k++)
+		in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
+	if (e->fused[i] == 5)
+		mc_linear_forward_relu(nd, &e->run, n, in, e->act[i]);
+	else if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
+		mc_qconv2d_forward_pool(nd, m->nodes[e->pool[i]], &e->run, n, in, e->act[i],
+					e->act[e->pool[i]]);
+	else if (e->fused[i] == 1 && e->pool[i] >= 0)
+		mc_conv2d_forward_relu_pool(nd, m->nodes[e->pool[i]], &e->run, n, in, e->act[i],
+					    e->act[e->pool[i]]);
+	else if (e->fused[i] == 1)
+		mc_conv2d_forward_relu(nd, &e->run, n, in, e->act[i]);
+	else
+		nd->op->forward(nd, &e->run, n, in, e->act[i]);
+}
+
 const float *mc_forward(struct mc_exec *e, const float *x, int n)
 {
 	const struct mc_model *m = e->m;
@@ -309,99 +355,88 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 	if (e->training)
 		e->run.step++;
 	for (int i = 0; i < m->n_nodes; i++) {
-		const struct mc_node *nd = m->nodes[i];
-		const float *in[MC_NODE_MAX_INPUTS];
+		double t0 = e->prof ? now_ms() : 0.0;
 
-		if (e->fused[i] == 4) {
-			int src = nd->inputs[0];
-
-			e->act[i] = src == MC_NODE_INPUT ? (float *)x : e->act[src];
-			continue;
-		}
-		if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6)
-			continue;
-		for (int k = 0; k < nd->n_inputs; k++)
-			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
-		if (e->fused[i] == 5) {
-			mc_linear_forward_relu(nd, &e->run, n, in, e->act[i]);
-			continue;
-		}
-		if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
-			mc_qconv2d_forward_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
-						e->act[i], e->act[e->pool[i]]);
-		else if (e->fused[i] == 1 && e->pool[i] >= 0)
-			mc_conv2d_forward_relu_pool(nd, m->nodes[e->pool[i]], &e->run, n, in,
-						    e->act[i], e->act[e->pool[i]]);
-		else if (e->fused[i] == 1)
-			mc_conv2d_forward_relu(nd, &e->run, n, in, e->act[i]);
-		else
-			nd->op->forward(nd, &e->run, n, in, e->act[i]);
+		forward_node(e, i, x, n);
+		if (e->prof)
+			e->prof[2 * i] += now_ms() - t0;
 	}
 	return e->act[m->n_nodes - 1];
+}
+
+/* The backward of node i, when its output reached a loss. */
+static void backward_node(struct mc_exec *e, int i, const float *dlogits)
+{
+	const struct mc_model *m = e->m;
+	int last = m->n_nodes - 1;
+	const struct mc_node *nd = m->nodes[i];
+	const float *in[MC_NODE_MAX_INPUTS];
+	float *din[MC_NODE_MAX_INPUTS];
+	int add[MC_NODE_MAX_INPUTS];
+
+	/* A node whose output reaches no loss has zero gradient: skip it. */
+	if (i != last && !e->written[i])
+		return;
+	if (!nd->op->backward) /* not trained through: upstream gets nothing */
+		return;
+	if (e->fused[i] == 7) {
+		/* the pool and its relu at once, into the conv's gradient */
+		int r = nd->inputs[0], c = m->nodes[r]->inputs[0];
+
+		if (e->needs[c] && !e->written[c]) {
+			mc_maxpool2_backward_relu(nd, e->n, e->act[r],
+						  i == last ? dlogits : e->dact[i], e->dact[c]);
+			e->written[c] = 1;
+		}
+		return;
+	}
+	for (int k = 0; k < nd->n_inputs; k++) {
+		int src = nd->inputs[k];
+
+		add[k] = 0;
+		in[k] = src == MC_NODE_INPUT ? e->x : e->act[src];
+		if (src == MC_NODE_INPUT) {
+			din[k] = NULL;
+		} else if (!e->needs[src]) {
+			/* Nothing upstream learns: the input gradient would be
+			 * thrown away (fc1's is a third of an MLP's backward). */
+			din[k] = NULL;
+		} else if (!e->written[src]) {
+			din[k] = e->dact[src];
+			e->written[src] = 1;
+		} else {
+			din[k] = e->scratch[k];
+			add[k] = 1;
+		}
+	}
+	nd->op->backward(nd, &e->run, e->n, in, e->act[i], i == last ? dlogits : e->dact[i],
+			 din, &e->grads[i * MC_NODE_MAX_PARAMS]);
+	for (int k = 0; k < nd->n_inputs; k++) {
+		int64_t total;
+		float *dst;
+
+		if (!add[k])
+			continue;
+		dst = e->dact[nd->inputs[k]];
+		total = (int64_t)e->n * m->nodes[nd->inputs[k]]->out_numel;
+		for (int64_t j = 0; j < total; j++)
+			dst[j] += din[k][j];
+	}
 }
 
 void mc_backward(struct mc_exec *e, const float *dlogits)
 {
 	const struct mc_model *m = e->m;
-	int last = m->n_nodes - 1;
 
 	if (!e->training || !e->x)
 		return;
 	memset(e->written, 0, (size_t)m->n_nodes * sizeof(*e->written));
-	for (int i = last; i >= 0; i--) {
-		const struct mc_node *nd = m->nodes[i];
-		const float *in[MC_NODE_MAX_INPUTS];
-		float *din[MC_NODE_MAX_INPUTS];
-		int add[MC_NODE_MAX_INPUTS];
+	for (int i = m->n_nodes - 1; i >= 0; i--) {
+		double t0 = e->prof ? now_ms() : 0.0;
 
-		/* A node whose output reaches no loss has zero gradient: skip it. */
-		if (i != last && !e->written[i])
-			continue;
-		if (!nd->op->backward) /* not trained through: upstream gets nothing */
-			continue;
-		if (e->fused[i] == 7) {
-			/* the pool and its relu at once, into the conv's gradient */
-			int r = nd->inputs[0], c = m->nodes[r]->inputs[0];
-
-			if (e->needs[c] && !e->written[c]) {
-				mc_maxpool2_backward_relu(nd, e->n, e->act[r],
-							  i == last ? dlogits : e->dact[i], e->dact[c]);
-				e->written[c] = 1;
-			}
-			continue;
-		}
-		for (int k = 0; k < nd->n_inputs; k++) {
-			int src = nd->inputs[k];
-
-			add[k] = 0;
-			in[k] = src == MC_NODE_INPUT ? e->x : e->act[src];
-			if (src == MC_NODE_INPUT) {
-				din[k] = NULL;
-			} else if (!e->needs[src]) {
-				/* Nothing upstream learns: the input gradient would be
-				 * thrown away (fc1's is a third of an MLP's backward). */
-				din[k] = NULL;
-			} else if (!e->written[src]) {
-				din[k] = e->dact[src];
-				e->written[src] = 1;
-			} else {
-				din[k] = e->scratch[k];
-				add[k] = 1;
-			}
-		}
-		nd->op->backward(nd, &e->run, e->n, in, e->act[i], i == last ? dlogits : e->dact[i],
-				 din, &e->grads[i * MC_NODE_MAX_PARAMS]);
-		for (int k = 0; k < nd->n_inputs; k++) {
-			int64_t total;
-			float *dst;
-
-			if (!add[k])
-				continue;
-			dst = e->dact[nd->inputs[k]];
-			total = (int64_t)e->n * m->nodes[nd->inputs[k]]->out_numel;
-			for (int64_t j = 0; j < total; j++)
-				dst[j] += din[k][j];
-		}
+		backward_node(e, i, dlogits);
+		if (e->prof)
+			e->prof[2 * i + 1] += now_ms() - t0;
 	}
 }
 

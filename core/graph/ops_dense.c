@@ -591,41 +591,52 @@ static size_t linear_workspace(const struct mc_node *node, int n)
 	return (size_t)node->params[0]->shape[1] * (size_t)n * sizeof(float);
 }
 
-/* out[n, O] = in[n, I] W[O, I]^T + b[O] */
-static void linear_forward(const struct mc_node *node, const struct mc_run *run, int n,
-			   const float *const *in, float *out)
+/*
+ * out[n, O] = in[n, I] W[O, I]^T + b[O], then max(out, 0) when relu. At
+ * inference with the weights packed, the bias and relu go into the GEMM's
+ * tiles (the same values: kernels/gemm.h); otherwise the bias is copied
+ * into out first and the relu is a pass of its own.
+ */
+static void linear_forward_act(const struct mc_node *node, const struct mc_run *run, int n,
+			       const float *const *in, float *out, int relu)
 {
 	const struct mc_tensor *w = node->params[0];
 	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
+	const float *y[1] = { out };
 	int O = (int)w->shape[0], I = (int)w->shape[1], mode = sparse_mode();
 	const struct csr_cache *c;
 
 	if (!run->training && mode >= 0 && (mode || n >= SPARSE_MIN_BATCH) &&
 	    (c = sparse_weights(node, mode))) {
 		linear_forward_sparse(node, c, run, n, in[0], out);
-		return;
-	}
-	if (b)
-		for (int i = 0; i < n; i++)
-			memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
-	if (!run->training && n >= DENSE_PACK_MIN_BATCH) {
-		const char *k;
-		const float *p = dense_weights(node, &k);
+	} else {
+		if (!run->training && n >= DENSE_PACK_MIN_BATCH) {
+			const char *k;
+			const float *p = dense_weights(node, &k);
 
-		if (p && !mc_sgemm_pb(k, 1, n, O, I, 1.0f, in[0], I, w->data, I, p,
-				      b ? 1.0f : 0.0f, out, O))
-			return;
+			if (p && !mc_sgemm_pb(k, 1, n, O, I, 1.0f, in[0], I, w->data, I, p, b,
+					      relu, 0.0f, out, O))
+				return;
+		}
+		if (b)
+			for (int i = 0; i < n; i++)
+				memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
+		mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, b ? 1.0f : 0.0f, out, O);
 	}
-	mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, b ? 1.0f : 0.0f, out, O);
+	if (relu)
+		relu_forward(node, run, n, y, out); /* elementwise: in place is the same */
+}
+
+static void linear_forward(const struct mc_node *node, const struct mc_run *run, int n,
+			   const float *const *in, float *out)
+{
+	linear_forward_act(node, run, n, in, out, 0);
 }
 
 void mc_linear_forward_relu(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
 {
-	const float *y[1] = { out };
-
-	linear_forward(node, run, n, in, out);
-	relu_forward(node, run, n, y, out); /* elementwise: in place is the same */
+	linear_forward_act(node, run, n, in, out, 1);
 }
 
 /* dW[O, I] += dout^T x, db[O] += column sums of dout, din[n, I] = dout W */

@@ -1081,6 +1081,35 @@ dw9_avx512(int OH, int OW, int Wp, const float *xc, const float *dyt, float *acc
 }
 
 /*
+ * One row of taps (c, ki, 0..2) x 16 output channels (one vector each), dy^T
+ * of 16 channels (dyt rows of 16): a ninth of dw9_avx512's tile per call
+ * with half its channels, for layers whose whole dW is one or two of those
+ * tiles (a first layer: C = 1 or 3), so that more threads can share it.
+ * The same chains.
+ */
+__attribute__((target("avx512f,fma"))) static void
+dw3_16_avx512(int OH, int OW, int Wp, const float *xr, const float *dyt, float *acc, size_t ld)
+{
+	__m512 a0 = _mm512_loadu_ps(acc), a1 = _mm512_loadu_ps(acc + ld);
+	__m512 a2 = _mm512_loadu_ps(acc + 2 * ld);
+
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xr + (size_t)oh * Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 16) {
+			__m512 d = _mm512_loadu_ps(dyt);
+
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ow]), d, a0);
+			a1 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ow + 1]), d, a1);
+			a2 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ow + 2]), d, a2);
+		}
+	}
+	_mm512_storeu_ps(acc, a0);
+	_mm512_storeu_ps(acc + ld, a1);
+	_mm512_storeu_ps(acc + 2 * ld, a2);
+}
+
+/*
  * The same on AVX2: the tile is the 3 taps (c, ki, 0..2) x 32 channels
  * (four vectors), dW^T rows r0 .. r0 + 2.
  */
@@ -1132,21 +1161,21 @@ __attribute__((target("avx2,fma"))) static void dw3_avx2(int OH, int OW, int Wp,
 	E_ALL(E_STORE);
 }
 
-/* dy_t32 and db_t32 in plain C (moves and adds: the same values on any path). */
-static void dy_t32_c(const float *dy, int O, int o0, int P, float *dyt)
+/* dy_t32 and db_t32 in plain C for L lanes (moves and adds: the same values on any path). */
+static void dy_t_c(const float *dy, int O, int o0, int P, int L, float *dyt)
 {
-	for (int i = 0; i < 32; i++) {
+	for (int i = 0; i < L; i++) {
 		const float *src = dy + (size_t)(o0 + i) * P;
 
 		for (int p = 0; p < P; p++)
-			dyt[(size_t)p * 32 + i] = o0 + i < O ? src[p] : 0.0f;
+			dyt[(size_t)p * L + i] = o0 + i < O ? src[p] : 0.0f;
 	}
 }
 
-static void db_t32_c(const float *dyt, int P, float *db)
+static void db_t_c(const float *dyt, int P, int L, float *db)
 {
-	for (int p = 0; p < P; p++, dyt += 32)
-		for (int i = 0; i < 32; i++)
+	for (int p = 0; p < P; p++, dyt += L)
+		for (int i = 0; i < L; i++)
 			db[i] += dyt[i];
 }
 
@@ -1169,6 +1198,23 @@ __attribute__((target("avx512f"))) static void dy_t32(const float *dy, int O, in
 				 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, i1, dy, 4));
 		i0 = _mm512_add_epi32(i0, one);
 		i1 = _mm512_add_epi32(i1, one);
+	}
+}
+
+/* dyt[p][0..16) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 16 channels of one sample. */
+__attribute__((target("avx512f"))) static void dy_t16(const float *dy, int O, int o0, int P,
+						      float *dyt)
+{
+	__m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	__m512i i0 =
+	    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(o0)), _mm512_set1_epi32(P));
+	int r0 = O - o0 < 16 ? O - o0 : 16;
+	__mmask16 m0 = (__mmask16)((1u << r0) - 1);
+	__m512i one = _mm512_set1_epi32(1);
+
+	for (int p = 0; p < P; p++, dyt += 16) {
+		_mm512_storeu_ps(dyt, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, i0, dy, 4));
+		i0 = _mm512_add_epi32(i0, one);
 	}
 }
 
@@ -1201,15 +1247,23 @@ static int dw_direct_fits(const struct mc_convf *cv)
 	       (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX;
 }
 
+/*
+ * Work items: a group of L output channels (32: two vectors on AVX-512,
+ * four on AVX2) x a part of the input channels x, when that leaves threads
+ * idle (a first layer has 1 or 3 input channels), a row ki of the taps.
+ * Rows split, AVX-512 groups are of 16 channels, so a layer of 32 outputs
+ * and 1 input is six items instead of one. Each item runs whole chains, so
+ * the split changes no value.
+ */
 static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
 		      float *db, float *work, int avx512)
 {
 	const int O = cv->O, C = cv->C, K = C * 9, P = cv->OH * cv->OW, p = cv->p;
-	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32, og = op / 32;
+	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32;
 	size_t slot;
 	float *dwt = work, *dbt = dwt + align16((size_t)K * op);
 	float *slots = dbt + align16((size_t)op);
-	int kparts = 1, nt;
+	int kparts = 1, rows = 1, L = 32, groups, nt;
 
 	dw_direct_floats(cv, &slot);
 	for (int k = 0; k < K; k++)
@@ -1217,25 +1271,34 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 			dwt[(size_t)k * op + o] = dw && o < O ? dw[(size_t)o * K + k] : 0.0f;
 	for (int o = 0; o < op; o++)
 		dbt[o] = db && o < O ? db[o] : 0.0f;
-	nt = threads((double)n * P * O * K, og * C);
-	if (og < 2 * nt)
-		kparts = (2 * nt + og - 1) / og < C ? (2 * nt + og - 1) / og : C;
+	nt = threads((double)n * P * O * K, 6 * (op / 32) * C);
+	if (nt > 1 && op / 32 * C < 2 * nt) {
+		rows = 3;
+		L = avx512 ? 16 : 32;
+	}
+	groups = op / L;
+	if (groups * rows < 2 * nt)
+		kparts = (2 * nt + groups * rows - 1) / (groups * rows) < C
+				 ? (2 * nt + groups * rows - 1) / (groups * rows)
+				 : C;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-	for (int t = 0; t < og * kparts; t++) {
+	for (int t = 0; t < groups * kparts * rows; t++) {
 		float *dyt = slots + (size_t)omp_get_thread_num() * slot;
 		float *xp = dyt + align16((size_t)P * 32);
-		int g = t / kparts, kp = t % kparts, c0 = kp * C / kparts,
-		    c1 = (kp + 1) * C / kparts;
+		int g = t / (kparts * rows), kp = t / rows % kparts, r = t % rows;
+		int c0 = kp * C / kparts, c1 = (kp + 1) * C / kparts;
 
 		if (p)
 			memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
 		for (int s = 0; s < n; s++) {
 			const float *xs = x + (size_t)s * cv->xs;
 
-			if (avx512)
+			if (avx512 && L == 32)
 				dy_t32(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+			else if (avx512)
+				dy_t16(dy + (size_t)s * cv->ys, O, g * 16, P, dyt);
 			else
-				dy_t32_c(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
+				dy_t_c(dy + (size_t)s * cv->ys, O, g * L, P, L, dyt);
 			if (p) {
 				for (int c = c0; c < c1; c++)
 					for (int h = 0; h < cv->H; h++)
@@ -1246,21 +1309,24 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 			}
 			for (int c = c0; c < c1; c++) {
 				const float *xc = xs + (size_t)c * Hp * Wp;
-				float *ac = dwt + (size_t)c * 9 * op + g * 32;
+				float *ac = dwt + (size_t)c * 9 * op + g * L;
 
-				if (avx512) {
+				if (avx512 && rows == 1) {
 					dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
-					continue;
+				} else if (avx512) {
+					dw3_16_avx512(cv->OH, cv->OW, Wp, xc + (size_t)r * Wp, dyt,
+						      ac + (size_t)r * 3 * op, (size_t)op);
+				} else {
+					for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
+						dw3_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp,
+							 dyt, ac + (size_t)ki * 3 * op, (size_t)op);
 				}
-				for (int ki = 0; ki < 3; ki++)
-					dw3_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp, dyt,
-						 ac + (size_t)ki * 3 * op, (size_t)op);
 			}
-			if (db && kp == 0) {
-				if (avx512)
+			if (db && kp == 0 && r == 0) {
+				if (avx512 && L == 32)
 					db_t32(dyt, P, dbt + g * 32);
 				else
-					db_t32_c(dyt, P, dbt + g * 32);
+					db_t_c(dyt, P, L, dbt + g * L);
 			}
 		}
 	}

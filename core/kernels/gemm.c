@@ -240,10 +240,37 @@ ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict 
 		_mm512_storeu_ps(t + (i) * 32 + 16, c##i##1);   \
 	} while (0)
 
-/* 12 x 32: twenty-four accumulators of the 32 zmm registers. */
+/*
+ * R x 32, R = 4, 8 or 12 (12 x 32: twenty-four accumulators of the 32 zmm
+ * registers). R is a constant at each call, so the rows past it are not
+ * computed at all: the edge strip of 4 rows of a batch of 256 (21 x 12 + 4)
+ * costs a third of a full one. Each element's sums are the same chain
+ * whatever R is.
+ */
+#define AVX512_ROWS(R)                         \
+	do {                                   \
+		AVX512_ROW(0);                 \
+		AVX512_ROW(1);                 \
+		AVX512_ROW(2);                 \
+		AVX512_ROW(3);                 \
+		if ((R) > 4) {                 \
+			AVX512_ROW(4);         \
+			AVX512_ROW(5);         \
+			AVX512_ROW(6);         \
+			AVX512_ROW(7);         \
+		}                              \
+		if ((R) > 8) {                 \
+			AVX512_ROW(8);         \
+			AVX512_ROW(9);         \
+			AVX512_ROW(10);        \
+			AVX512_ROW(11);        \
+		}                              \
+	} while (0)
+
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
-avx512_tile(int kc, const float *restrict a, size_t ars, size_t aks, const float *restrict b,
-	    float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
+avx512_tile(const int R, int kc, const float *restrict a, size_t ars, size_t aks,
+	    const float *restrict b, float *restrict c, int ldc, int rows, int cols, float alpha,
+	    float beta)
 {
 	__m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -260,57 +287,65 @@ avx512_tile(int kc, const float *restrict a, size_t ars, size_t aks, const float
 	for (int k = 0; k < kc; k++, a += aks, b += 32) {
 		__m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 
-		AVX512_ROW(0);
-		AVX512_ROW(1);
-		AVX512_ROW(2);
-		AVX512_ROW(3);
-		AVX512_ROW(4);
-		AVX512_ROW(5);
-		AVX512_ROW(6);
-		AVX512_ROW(7);
-		AVX512_ROW(8);
-		AVX512_ROW(9);
-		AVX512_ROW(10);
-		AVX512_ROW(11);
+		AVX512_ROWS(R);
 	}
-	if (rows == 12 && cols == 32) {
+	if (rows == R && cols == 32) {
 		AVX512_STORE(0);
 		AVX512_STORE(1);
 		AVX512_STORE(2);
 		AVX512_STORE(3);
-		AVX512_STORE(4);
-		AVX512_STORE(5);
-		AVX512_STORE(6);
-		AVX512_STORE(7);
-		AVX512_STORE(8);
-		AVX512_STORE(9);
-		AVX512_STORE(10);
-		AVX512_STORE(11);
+		if (R > 4) {
+			AVX512_STORE(4);
+			AVX512_STORE(5);
+			AVX512_STORE(6);
+			AVX512_STORE(7);
+		}
+		if (R > 8) {
+			AVX512_STORE(8);
+			AVX512_STORE(9);
+			AVX512_STORE(10);
+			AVX512_STORE(11);
+		}
 		return;
 	}
 	AVX512_SPILL(0);
 	AVX512_SPILL(1);
 	AVX512_SPILL(2);
 	AVX512_SPILL(3);
-	AVX512_SPILL(4);
-	AVX512_SPILL(5);
-	AVX512_SPILL(6);
-	AVX512_SPILL(7);
-	AVX512_SPILL(8);
-	AVX512_SPILL(9);
-	AVX512_SPILL(10);
-	AVX512_SPILL(11);
+	if (R > 4) {
+		AVX512_SPILL(4);
+		AVX512_SPILL(5);
+		AVX512_SPILL(6);
+		AVX512_SPILL(7);
+	}
+	if (R > 8) {
+		AVX512_SPILL(8);
+		AVX512_SPILL(9);
+		AVX512_SPILL(10);
+		AVX512_SPILL(11);
+	}
 	EDGE_UPDATE(32)
 }
+
+/* A strip packed with its row stride of 12 (lda 0), or A's rows read in place. */
+#define AVX512_TILE(R)                                                                    \
+	do {                                                                              \
+		if (lda)                                                                  \
+			avx512_tile(R, kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta); \
+		else                                                                      \
+			avx512_tile(R, kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta);  \
+	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
 ukernel_avx512(int kc, const float *restrict a, size_t lda, const float *restrict b,
 	       float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
 {
-	if (lda)
-		avx512_tile(kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta);
+	if (rows <= 4)
+		AVX512_TILE(4);
+	else if (rows <= 8)
+		AVX512_TILE(8);
 	else
-		avx512_tile(kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta);
+		AVX512_TILE(12);
 }
 /*
  * Packing with a transpose: dst[k][i] = src[i][k] for R rows (R <= 32) read
@@ -1012,21 +1047,59 @@ void mc_sgemm_pack_b(const char *kernel_name, int tb, int N, int K, const float 
 }
 
 static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-		  const float *B, int ldb, const float *bpre, float beta, float *C, int ldc);
+		  const float *B, int ldb, float beta, float *C, int ldc);
 
 void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
 	      const float *B, int ldb, float beta, float *C, int ldc)
 {
-	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha,
-		const float *A, int lda, const float *B, int ldb, const float *packed, float beta,
-		float *C, int ldc)
+/* C[M, N] = bias in every row (zeros without): the start of a product with beta 1. */
+static void fill_bias(int M, int N, const float *bias, float *C, int ldc)
 {
-	if (strcmp(kernel_name, kernel()->name))
+	for (int i = 0; i < M; i++)
+		memcpy(C + (size_t)i * ldc, bias, (size_t)N * sizeof(float));
+}
+
+/* C = max(C, 0) as a select (NaN -> 0), like the relu op. */
+static void relu_rows(int M, int N, float *C, int ldc)
+{
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++) {
+			float *c = C + (size_t)i * ldc + j;
+
+			*c = *c > 0.0f ? *c : 0.0f;
+		}
+}
+
+static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
+			    const float *A, int lda, const float *bpre, const float *bias, int relu,
+			    float beta, float *C, int ldc, int par);
+
+int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha,
+		const float *A, int lda, const float *B, int ldb, const float *packed,
+		const float *bias, int relu, float beta, float *C, int ldc)
+{
+	const struct ukernel *uk = kernel();
+
+	if (strcmp(kernel_name, uk->name))
 		return -1;
-	sgemm(0, tb, M, N, K, alpha, A, lda, B, ldb, packed, beta, C, ldc);
+	if (M <= 0 || N <= 0)
+		return 0;
+	if (bias)
+		beta = 1.0f;
+	if (M <= GEMV_ROWS || K <= 0 || alpha == 0.0f) {
+		/* What the caller would do around mc_sgemm, step by step. */
+		if (bias)
+			fill_bias(M, N, bias, C, ldc);
+		sgemm(0, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+		if (relu)
+			relu_rows(M, N, C, ldc);
+		return 0;
+	}
+	sgemm_prepacked(uk, M, N, K, alpha, A, lda, packed, bias, relu, beta, C, ldc,
+			(double)M * N * K >= PAR_MIN);
 	return 0;
 }
 
@@ -1039,10 +1112,14 @@ int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alph
  * packing but that of a last strip of fewer than MR rows, into the
  * thread's own buffer. Each element gets the sequence of the blocked
  * loop in sgemm: for each K slice in order, its sums, then alpha and beta.
+ * With bias, a tile is filled with it just before its first slice (the
+ * product then adds to it with beta 1), and with relu it is clamped right
+ * after its last: the values of a bias copied into C first and a relu pass
+ * after, without the two passes over C.
  */
 static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
-			    const float *A, int lda, const float *bpre, float beta, float *C,
-			    int ldc, int par)
+			    const float *A, int lda, const float *bpre, const float *bias, int relu,
+			    float beta, float *C, int ldc, int par)
 {
 	const int mr = uk->mr, nr = uk->nr;
 	const int mstrips = (M + mr - 1) / mr, nstrips = (N + nr - 1) / nr;
@@ -1071,17 +1148,24 @@ static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float
 						int rows = M - i * mr < mr ? M - i * mr : mr;
 						int cols = N - j * nr < nr ? N - j * nr : nr;
 
+						float *ct = C + (size_t)i * mr * ldc + (size_t)j * nr;
+
 						if (rows < mr && !packed) {
 							pack_a(0, A, lda, M, i * mr, pk, kc, mr, edge);
 							packed = 1;
 						}
+						/* the tile's bias and relu while it is in L1 */
+						if (pk == 0 && bias)
+							fill_bias(rows, cols, bias + (size_t)j * nr, ct,
+								  ldc);
 						uk->fn(kc,
 						       rows < mr ? edge
 								 : A + (size_t)i * mr * lda + pk,
 						       rows < mr ? 0 : (size_t)lda,
-						       bs + (size_t)j * kc * nr,
-						       C + (size_t)i * mr * ldc + (size_t)j * nr, ldc, rows,
-						       cols, alpha, beta_k);
+						       bs + (size_t)j * kc * nr, ct, ldc, rows, cols,
+						       alpha, beta_k);
+						if (relu && pk + kc >= K)
+							relu_rows(rows, cols, ct, ldc);
 					}
 			}
 		}
@@ -1089,7 +1173,7 @@ static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float
 }
 
 static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-		  const float *B, int ldb, const float *bpre, float beta, float *C, int ldc)
+		  const float *B, int ldb, float beta, float *C, int ldc)
 {
 	const struct ukernel *uk = kernel();
 	const int mr = uk->mr, nr = uk->nr;
@@ -1110,10 +1194,6 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 	}
 	/* Small products are not worth waking the team; the result is the same. */
 	par = (double)M * N * K >= PAR_MIN;
-	if (bpre) { /* A not transposed (mc_sgemm_pb) */
-		sgemm_prepacked(uk, M, N, K, alpha, A, lda, bpre, beta, C, ldc, par);
-		return;
-	}
 	mcc = round_up((size_t)M, (size_t)mr);
 	if (mcc > MCC)
 		mcc = MCC;

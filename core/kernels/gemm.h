@@ -23,13 +23,18 @@ void mc_sgemm_pack_b(const char *kernel, int tb, int N, int K, const float *B, i
 		     float *dst);
 
 /*
- * mc_sgemm(0, tb, ...), A not transposed, with packed = op(B) packed for
- * `kernel`; B and ldb are still needed (a product of a few rows of A reads
- * B as it is). Returns -1, computing nothing, when `kernel` is no longer
- * the one mc_sgemm uses (mc_sgemm_use changed it): pack again.
+ * C = relu?(alpha A op(B) + bias): mc_sgemm(0, tb, ...), A not transposed,
+ * with packed = op(B) packed for `kernel`. bias (N floats, may be NULL)
+ * stands for C holding bias in every row before the product, with beta 1
+ * (beta is then ignored); relu, for max(C, 0) as a select after it (NaN ->
+ * 0), as the relu op computes it. The values are those of those three steps
+ * done one after another; the bias and relu are applied tile by tile while
+ * the tile is in cache. B and ldb are still needed (a product of a few rows
+ * of A reads B as it is). Returns -1, computing nothing, when `kernel` is
+ * no longer the one mc_sgemm uses (mc_sgemm_use changed it): pack again.
  */
 int mc_sgemm_pb(const char *kernel, int tb, int M, int N, int K, float alpha, const float *A,
-		int lda, const float *B, int ldb, const float *packed, float beta, float *C,
-		int ldc);
+		int lda, const float *B, int ldb, const float *packed, const float *bias, int relu,
+		float beta, float *C, int ldc);
 
 #endif

@@ -36,6 +36,14 @@ MC_API void mc_backward(struct mc_exec *e, const float *dlogits);
 MC_API void mc_exec_zero_grad(struct mc_exec *e);
 /* Gradient of parameter p of node i (same shape as the parameter). */
 MC_API float *mc_exec_grad(struct mc_exec *e, int node, int param);
+/*
+ * Times each node from now on: every mc_forward adds node i's wall time in
+ * milliseconds to ms[2 * i], every mc_backward to ms[2 * i + 1] (ms has
+ * 2 * n_nodes doubles, zeroed by the caller; NULL stops the timing). A node
+ * run inside another (a relu or pool fused into the layer before it, a
+ * flatten that is a view) adds about nothing; its work is in that layer's.
+ */
+MC_API void mc_exec_profile(struct mc_exec *e, double *ms);
 
 /*
  * Mean softmax cross-entropy of logits[n, classes] against labels; writes
