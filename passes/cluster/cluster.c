@@ -38,7 +38,37 @@ static const struct mc_param_def cluster_params[] = {
 	MC_PARAM_INT(struct cluster_conf, finetune_epochs, "0", 0, 100000,
 		     "epochs of centroid fine-tuning (0: none)"),
 	MC_PARAM_INT(struct cluster_conf, batch_size, "128", 1, 65536, "fine-tuning batch"),
-	MC_TRAIN_PARAMS(struct cluster_conf, opts, "0.0001", "cosine"),
+	/* The training rows of MC_TRAIN_PARAMS, but SGD by default: with it a
+	 * shared value's step is its members' summed gradient (see after_step). */
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, optimizer, MC_PARAM_TENUM, "sgd", 0, 0,
+			mc_optimizer_names,
+			"the update rule; under adam a shared value moves by up to its member "
+			"count times lr a step"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, lr, MC_PARAM_TFLOAT, "0.0001", 1e-12, 10, NULL,
+			"learning rate"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, momentum, MC_PARAM_TFLOAT, "0.9", 0, 0.999999,
+			NULL, "SGD momentum"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, beta1, MC_PARAM_TFLOAT, "0.9", 0, 0.999999, NULL,
+			"Adam's first-moment decay"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, beta2, MC_PARAM_TFLOAT, "0.999", 0, 0.999999,
+			NULL, "Adam's second-moment decay"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, weight_decay, MC_PARAM_TFLOAT, "0", 0, 1, NULL,
+			"L2 penalty added to the gradient"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, schedule, MC_PARAM_TENUM, "cosine", 0, 0,
+			mc_lr_schedule_names,
+			"learning rate over the run: constant, step (times gamma every "
+			"step_epochs), or cosine (down to min_lr)"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, step_epochs, MC_PARAM_TINT, "1", 1, 100000, NULL,
+			"step schedule: epochs between decays"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, gamma, MC_PARAM_TFLOAT, "0.1", 1e-6, 1, NULL,
+			"step schedule: decay factor"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, min_lr, MC_PARAM_TFLOAT, "0", 0, 10, NULL,
+			"cosine schedule: the learning rate at the last step"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, shift, MC_PARAM_TINT, "0", 0, 8, NULL,
+			"augmentation: shift each training image by up to this many pixels along "
+			"each axis (a new draw per epoch)"),
+	MC_TRAIN_PARAM_(struct cluster_conf, opts, hflip, MC_PARAM_TBOOL, "false", 0, 1, NULL,
+			"augmentation: mirror half of the training images left to right"),
 	MC_PARAM_INT(struct cluster_conf, seed, "-1", -1, INT_MAX,
 		     "k-means++ draws and fine-tuning shuffle; -1 uses the pipeline's seed"),
 	MC_PARAM_END,
@@ -284,6 +314,10 @@ static int finetune(struct mc_ctx *ctx, const struct cluster_conf *c, struct mc_
 	};
 
 	mc_train_opts_apply(&c->opts, &tc);
+	if (tc.optim.kind == MC_OPTIM_ADAM)
+		mc_ctx_log(ctx, "warning: under adam each member takes a step of about lr and its "
+				"shared value moves by their sum; keep lr near 1e-8, or use sgd "
+				"(docs/deep-compression.md)");
 	return mc_train(m, d, &tc, &hooks, mc_ctx_err(ctx));
 }
 
