@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mcomp/cascade.h>
 #include <mcomp/model.h>
 #include <mcomp/safetensors.h>
 
@@ -388,6 +389,37 @@ START_TEST(test_file_round_trip)
 }
 END_TEST
 
+/* A cascade file stores each stage's clustered tensors the same way, under
+ * the stage's prefix, and loads and saves back to the same bytes. */
+START_TEST(test_cascade_round_trip)
+{
+	struct mc_model *ms[2] = { clustered_model(), clustered_model() };
+	const char *names[2] = { "small", "big" }, *p = tpath("cascade.safetensors");
+	struct mc_err err = {0};
+	struct mc_cascade *c = mc_cascade_new(2, names, ms, 0, &err), *l;
+	size_t len, len2;
+	void *buf, *buf2;
+
+	ck_assert_msg(c != NULL, "%s", err.msg);
+	c->thresholds[0] = 0.5f;
+	ck_assert_int_eq(mc_cascade_serialize(c, &buf, &len, &err), 0);
+	ck_assert_msg(memmem(buf, len, "big/fc2.weight.__codebook", 25) != NULL, "no codebook");
+	ck_assert_msg(mc_cascade_save(c, p, &err) == 0, "%s", err.msg);
+	l = mc_cascade_load(p, &err);
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	ck_assert_int_eq(memcmp(mc_model_param(l->stages[1], "fc2.weight")->data,
+				mc_model_param(c->stages[1], "fc2.weight")->data, 64 * 64 * 4),
+			 0);
+	ck_assert_int_eq(mc_cascade_serialize(l, &buf2, &len2, &err), 0);
+	ck_assert_int_eq(len, len2);
+	ck_assert_int_eq(memcmp(buf, buf2, len), 0);
+	free(buf2);
+	free(buf);
+	mc_cascade_free(l);
+	mc_cascade_free(c);
+}
+END_TEST
+
 /* A tensor with more than 256 distinct values, or whose codes would not
  * pay, is stored as before. */
 START_TEST(test_file_not_clustered)
@@ -494,6 +526,7 @@ Suite *cluster_suite(void)
 	tcase_add_test(tc, test_share_threads);
 	tcase_add_test(tc, test_file_round_trip);
 	tcase_add_test(tc, test_file_not_clustered);
+	tcase_add_test(tc, test_cascade_round_trip);
 	tcase_add_test(tc, test_file_hostile);
 	suite_add_tcase(s, tc);
 	return s;
