@@ -65,6 +65,10 @@ for l in linear1 linear2 linear3; do
 		"$tmp/header.json")" = true
 done
 
+check "the biases are shared too (bias_bits: 4), every one coded" test "$(jq -r \
+	".__metadata__[\"mcomp.sparse\"] | fromjson | .[\"linear1.bias\"] |
+	 \"\\(.format) \\(.nnz) \\(.bits <= 4)\"" "$tmp/header.json")" = "dense 300 true"
+
 # Loading and saving again gives the same bytes
 cat > "$tmp/resave.yaml" << EOF
 mcomp: 1

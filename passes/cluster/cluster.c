@@ -2,9 +2,10 @@
 /*
  * cluster - weight sharing, the second stage of Han et al.'s Deep
  * Compression: the nonzero weights of each linear and conv2d layer are
- * clustered by k-means into k = 2^bits shared values, then optionally
- * fine-tuned so that each shared value (centroid) moves along the sum of
- * its members' gradients while pruned weights stay exactly zero. The model
+ * clustered by k-means into k = 2^bits shared values (biases too, on
+ * request), then optionally fine-tuned so that each shared value
+ * (centroid) moves along the sum of its members' gradients while pruned
+ * weights stay exactly zero. The model
  * file then stores each such layer as a codebook and packed codes
  * (core/io/model_io.c, docs/deep-compression.md).
  */
@@ -27,6 +28,9 @@ static const struct mc_param_def cluster_params[] = {
 		     "wins"),
 	MC_PARAM_LIST(struct cluster_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
 		      "layer names or globs left unclustered"),
+	MC_PARAM_INT(struct cluster_conf, bias_bits, "0", 0, 8,
+		     "also share each clustered layer's bias among 2^bias_bits values (2 to 8); "
+		     "0: biases stay f32"),
 	MC_PARAM_ENUM(struct cluster_conf, init, "linear", inits,
 		      "initial centroids: linear (evenly over [min, max]), density (evenly over "
 		      "the weights' distribution) or k-means++ (drawn from the seed)"),
@@ -74,9 +78,11 @@ static const struct mc_param_def cluster_params[] = {
 	MC_PARAM_END,
 };
 
-/* One clustered layer and its state during fine-tuning. */
+/* One shared tensor (a layer's weight, or its bias) and its state during
+ * fine-tuning. */
 struct layer {
 	int node;
+	int param; /* 0: the weight, 1: the bias */
 	const char *name;
 	int bits, k, used, iters;
 	int64_t nnz;
@@ -173,6 +179,9 @@ static int cluster_check(struct mc_ctx *ctx, const void *conf)
 		return mc_ctx_error(ctx, "exclude", MC_EINVAL,
 				    "model '%s' has no linear or conv2d layer left to cluster%s",
 				    c->model, c->exclude.n ? "; exclude fewer layers" : "");
+	if (c->bias_bits == 1)
+		return mc_ctx_error(ctx, "bias_bits", MC_EINVAL,
+				    "1 bit is 2 values; use 2 to 8 bits, or 0 to keep biases f32");
 	if (c->finetune_epochs > 0)
 		return mc_ctx_check_data(ctx, "data", train_split(c));
 	return 0;
@@ -191,37 +200,50 @@ static void layers_free(struct layer *l, int n)
 
 static struct mc_tensor *weight(const struct mc_model *m, const struct layer *l)
 {
-	return mc_model_node(m, l->node)->params[0];
+	return mc_model_node(m, l->node)->params[l->param];
 }
 
-/* The layers c clusters, with their bits. */
+/* Adds the shared tensor param of node i with bits to l[*k]. */
+static int add_layer(struct mc_ctx *ctx, const struct mc_model *m, int i, int param, int bits,
+		     struct layer *l, int *k)
+{
+	const struct mc_node *nd = mc_model_node(m, i);
+	struct layer *x = &l[(*k)++];
+
+	x->node = i;
+	x->param = param;
+	x->name = nd->name;
+	x->bits = bits;
+	x->k = 1 << bits;
+	x->assign = malloc((size_t)nd->params[param]->numel * sizeof(uint16_t) + 1);
+	x->c = malloc((size_t)x->k * sizeof(float));
+	if (!x->assign || !x->c)
+		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory for layer '%s'", nd->name);
+	return 0;
+}
+
+/* The tensors c shares, with their bits: each layer's weight, and its bias
+ * with bias_bits. */
 static int select_layers(struct mc_ctx *ctx, const struct cluster_conf *c,
 			 const struct mc_model *m, struct layer **out, int *n)
 {
-	struct layer *l = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*l));
-	int k = 0;
+	struct layer *l = calloc(2 * (size_t)mc_model_n_nodes(m) + 1, sizeof(*l));
+	int k = 0, ret = 0;
 
 	if (!l)
 		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
-	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+	for (int i = 0; i < mc_model_n_nodes(m) && !ret; i++) {
 		const struct mc_node *nd = mc_model_node(m, i);
-		int64_t numel;
 
 		if (!is_layer(nd) || matches_any(&c->exclude, nd->name))
 			continue;
-		numel = nd->params[0]->numel;
-		l[k].node = i;
-		l[k].name = nd->name;
-		l[k].bits = layer_bits(c, nd->name);
-		l[k].k = 1 << l[k].bits;
-		l[k].assign = malloc((size_t)numel * sizeof(uint16_t) + 1);
-		l[k].c = malloc((size_t)l[k].k * sizeof(float));
-		k++;
-		if (!l[k - 1].assign || !l[k - 1].c) {
-			layers_free(l, k);
-			return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory for layer '%s'",
-					    nd->name);
-		}
+		ret = add_layer(ctx, m, i, 0, layer_bits(c, nd->name), l, &k);
+		if (!ret && c->bias_bits && nd->n_params > 1)
+			ret = add_layer(ctx, m, i, 1, c->bias_bits, l, &k);
+	}
+	if (ret) {
+		layers_free(l, k);
+		return ret;
 	}
 	*out = l;
 	*n = k;
@@ -247,7 +269,8 @@ static int cluster_layers(struct mc_ctx *ctx, const struct cluster_conf *c, stru
 
 		/* the stream names the layer by its node, so excluding another
 		 * layer leaves this one's draws alone */
-		if (cluster_kmeans(x, w->numel, l[i].k, c->init, seed, 0x636c7573u + (uint64_t)l[i].node,
+		if (cluster_kmeans(x, w->numel, l[i].k, c->init, seed,
+				   0x636c7573u + (uint64_t)l[i].node + ((uint64_t)l[i].param << 32),
 				   c->iterations, l[i].assign, l[i].c, &l[i].iters, &errs[i]))
 			continue;
 		l[i].nnz = 0;
@@ -337,9 +360,9 @@ static int accuracy(struct mc_ctx *ctx, const struct mc_model *m, const struct m
 static int report(struct mc_ctx *ctx, const struct mc_model *m, struct layer *l, int n)
 {
 	int64_t weights = 0, nnz = 0, code_bits = 0, book = 0;
-	int bits;
 	double payload = 0;
-	char key[300], shape[128];
+	char key[300], shape[128], label[260];
+	int bits;
 
 	for (int i = 0; i < n; i++) {
 		const struct mc_tensor *w = weight(m, &l[i]);
@@ -353,25 +376,28 @@ static int report(struct mc_ctx *ctx, const struct mc_model *m, struct layer *l,
 		/* the file codes the values in use with the fewest bits that hold them */
 		for (bits = 1; (1 << bits) < l[i].used; bits++)
 			;
-		weights += w->numel;
-		nnz += l[i].nnz;
-		code_bits += l[i].nnz * bits;
 		book += 4 * l[i].used;
-		payload += pos + (double)(l[i].nnz * bits) + 32.0 * l[i].used;
-		mc_ctx_log(ctx, "%s: %s, %lld of %lld weights nonzero in %d shared values of %d "
+		if (!l[i].param) {
+			weights += w->numel;
+			nnz += l[i].nnz;
+			code_bits += l[i].nnz * bits;
+			payload += pos + (double)(l[i].nnz * bits) + 32.0 * l[i].used;
+		}
+		snprintf(label, sizeof(label), "%s%s", l[i].name, l[i].param ? ".bias" : "");
+		mc_ctx_log(ctx, "%s: %s, %lld of %lld %s nonzero in %d shared values of %d "
 				"(%d-bit codes), %d k-means iterations",
-			   l[i].name, mc_shape_text(w->ndim, w->shape, shape, sizeof(shape)),
-			   (long long)l[i].nnz, (long long)w->numel, l[i].used, l[i].k, bits,
-			   l[i].iters);
-		snprintf(key, sizeof(key), "%s.bits", l[i].name);
+			   label, mc_shape_text(w->ndim, w->shape, shape, sizeof(shape)),
+			   (long long)l[i].nnz, (long long)w->numel, l[i].param ? "biases" : "weights",
+			   l[i].used, l[i].k, bits, l[i].iters);
+		snprintf(key, sizeof(key), "%s.bits", label);
 		mc_ctx_report(ctx, key, bits);
-		snprintf(key, sizeof(key), "%s.clusters", l[i].name);
+		snprintf(key, sizeof(key), "%s.clusters", label);
 		mc_ctx_report(ctx, key, l[i].used);
-		snprintf(key, sizeof(key), "%s.codebook_bytes", l[i].name);
+		snprintf(key, sizeof(key), "%s.codebook_bytes", label);
 		mc_ctx_report(ctx, key, 4.0 * l[i].used);
 	}
-	mc_ctx_log(ctx, "clustered layers: %lld weights, %lld nonzero at %.2f bits each; %.3f bits "
-			"per weight with positions and codebooks (f32: 32); codebooks %lld bytes",
+	mc_ctx_log(ctx, "clustered weights: %lld, %lld nonzero at %.2f bits each; %.3f bits per "
+			"weight with positions and codebooks (f32: 32); codebooks %lld bytes",
 		   (long long)weights, (long long)nnz, nnz ? (double)code_bits / (double)nnz : 0.0,
 		   weights ? payload / (double)weights : 0.0, (long long)book);
 	mc_ctx_report(ctx, "index_bits", nnz ? (double)code_bits / (double)nnz : 0.0);

@@ -24,6 +24,7 @@ struct cluster_conf {
 	int bits;
 	struct mc_map overrides; /* layer name or glob: bits */
 	struct mc_list exclude;	 /* patterns */
+	int bias_bits;		 /* 0: biases stay f32 */
 	int init;
 	int iterations;
 	char *data;
