@@ -36,6 +36,7 @@ static const char usage[] =
 	"  inspect FILE                      layers, shapes, dtypes, parameters and bytes of a\n"
 	"                                    model file (.safetensors); of a cascade file, also\n"
 	"                                    its confidence measure and each stage's threshold\n"
+	"                                    (every command reads zstd-coded files, .zst, too)\n"
 	"  eval FILE --data DIR [--split NAME]\n"
 	"                                    accuracy of a model on an IDX data split (default\n"
 	"                                    split: t10k, the test images); of a cascade, also\n"
@@ -50,7 +51,8 @@ static const char usage[] =
 	"  import MODEL.onnx -o OUT.safetensors\n"
 	"                                    an ONNX model (Gemm, Conv, BatchNormalization, pooling,\n"
 	"                                    ...; docs/pipelines.md lists the ops) as an mcomp model\n"
-	"                                    file; unsupported ops are named with their node\n"
+	"                                    file (zstd-coded when OUT ends in .zst);\n"
+	"                                    unsupported ops are named with their node\n"
 	"  export MODEL.safetensors -o OUT.onnx [--int4 int4|f32]\n"
 	"                                    a model file as ONNX (opset 13; 14 with hardswish)\n"
 	"                                    for ONNX Runtime: f32 layers one to one, int8 static\n"
@@ -468,6 +470,17 @@ static void print_tensors(const struct mc_st_file *f, const char *prefix)
 	}
 }
 
+/* The file's bytes on disk, and what they decode to when it is zstd-coded. */
+static void print_file_bytes(const char *path, const struct mc_st_file *f)
+{
+	struct stat st;
+
+	if (stat(path, &st) == 0 && (uintmax_t)st.st_size != f->len)
+		printf("bytes:      %jd (zstd frame; %zu decoded)\n", (intmax_t)st.st_size, f->len);
+	else
+		printf("bytes:      %zu\n", f->len);
+}
+
 /* Bytes of the tensors of f whose names start with prefix. */
 static size_t tensor_bytes(const struct mc_st_file *f, const char *prefix)
 {
@@ -501,7 +514,7 @@ static int inspect_cascade(const char *path, const struct mc_st_file *f)
 		return fail(&err);
 	m0 = c->stages[0];
 	printf("file:       %s\n", path);
-	printf("bytes:      %zu\n", f->len);
+	print_file_bytes(path, f);
 	printf("cascade:    %d stage%s, confidence %s\n", c->n_stages, c->n_stages > 1 ? "s" : "",
 	       mc_confidence_names[c->confidence]);
 	{
@@ -571,7 +584,7 @@ static int cmd_inspect(int argc, char **argv)
 		return fail(&err);
 	}
 	printf("file:       %s\n", argv[0]);
-	printf("bytes:      %zu\n", f->len);
+	print_file_bytes(argv[0], f);
 	{
 		int64_t in[MC_MAX_DIMS];
 		int nd = mc_model_input_shape(m, in);
@@ -794,6 +807,19 @@ static int bad_output(const char *cmd, const char *path)
 			 S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file");
 }
 
+/* -o of a command that writes no model file: a .zst name would promise a
+ * zstd frame that is not written. 2 after a usage message, else 0. */
+static int zst_refused(const char *cmd, const char *path, const char *what)
+{
+	size_t n = strlen(path);
+
+	if (n < 4 || strcmp(path + n - 4, ".zst"))
+		return 0;
+	return bad_usage("%s: -o '%s': %s are written plain; only model and cascade files are "
+			 "written as zstd (.zst): drop the .zst, and compress with zstd if needed",
+			 cmd, path, what);
+}
+
 static int same_file(const char *a, const char *b)
 {
 	struct stat sa, sb;
@@ -906,7 +932,7 @@ static int cmd_predict(int argc, char **argv)
 			  "out/mlp.safetensors --input x.npy -o logits.npy");
 		goto out;
 	}
-	if (bad_output("predict", output))
+	if (bad_output("predict", output) || zst_refused("predict", output, "NumPy files"))
 		goto out;
 	if (same_file(output, input) || same_file(output, model)) {
 		bad_usage("predict: -o '%s' would overwrite an input (%s); choose another path",
@@ -1109,7 +1135,7 @@ static int cmd_export(int argc, char **argv)
 	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
 	    si.st_ino == so.st_ino)
 		return bad_usage("export: '%s' is the input; give another output file", out);
-	if (bad_output("export", out))
+	if (bad_output("export", out) || zst_refused("export", out, "ONNX files"))
 		return 2;
 	register_plugin_ops();
 	file_sha256(in, digest);

@@ -163,6 +163,14 @@ one clustered mlp '{prune: {model: m, sparsity: 0.7, finetune_epochs: 0}}' \
 	'{cluster: {model: m, bits: 3, finetune_epochs: 0}}'
 one clustered-dense mlp '{cluster: {model: m, bits: 2, finetune_epochs: 0}}'
 one cascade-src mlp "{cascade: {stages: [m, c], confidence: margin, calibrate: val, target: accuracy-drop, max_drop: 0.2, output: $tmp/cascade.safetensors}}"
+# zstd-coded files (a name ending in .zst), as mcomp writes them: read by
+# their magic number, decoded, then parsed
+for m in mlp pruned int8-static; do
+	printf 'mcomp: 1\nmodels:\n  m: {load: %s/%s.safetensors}\npasses: []\noutput: %s/%s.safetensors.zst\n' \
+		"$tmp" "$m" "$tmp" "$m" > "$tmp/zst-$m.yaml"
+	run "$tmp/zst-$m.yaml"
+done
+one cascade-zst mlp "{cascade: {stages: [m, c], confidence: margin, calibrate: val, target: accuracy-drop, max_drop: 0.2, output: $tmp/cascade.safetensors.zst}}"
 
 python3 - "$tmp" "$corpus" <<'EOF'
 import json, struct, sys
@@ -180,6 +188,8 @@ for m in models:
     open(f'{corpus}/safetensors/{m}', 'wb').write(b)
 for m in ('mlp', 'int8-static', 'pruned'):
     open(f'{corpus}/model/{m}.raw', 'wb').write(open(f'{tmp}/{m}.safetensors', 'rb').read())
+    open(f'{corpus}/model/{m}.zst', 'wb').write(open(f'{tmp}/{m}.safetensors.zst', 'rb').read())
+open(f'{corpus}/cascade/cascade.zst', 'wb').write(open(f'{tmp}/cascade.safetensors.zst', 'rb').read())
 b = open(f'{tmp}/cascade.safetensors', 'rb').read()
 h, d = split(b)
 open(f'{corpus}/cascade/cascade.json', 'wb').write(h + SEP + d)

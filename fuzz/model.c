@@ -7,7 +7,7 @@
  * An input starting with '{' is the JSON header, FZ_SEP, then the data
  * section: the harness prepends the header's length, so that mutations of
  * the JSON keep a well-formed container and reach the model reader. Any
- * other input is a whole file, as is.
+ * other input is a whole file, as is (a zstd frame is decoded first).
  *
  * What loads must hold up: it is saved and loaded again and gives the same
  * bytes, and when small enough (flops) it runs a forward of one sample.

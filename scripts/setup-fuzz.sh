@@ -2,9 +2,11 @@
 # Installs what the fuzzers need beyond scripts/setup.sh (Debian 12, as
 # root): clang, its libFuzzer and sanitizer runtimes, and LLVM's OpenMP
 # runtime (clang's -fopenmp). The normal build needs none of these; make
-# fuzz and make fuzz-ci do (docs/fuzzing.md). Safe to run again.
+# fuzz and make fuzz-ci do (docs/fuzzing.md). libzstd-dev is setup.sh's too:
+# listed here for a tree set up before mcomp read zstd files (the model
+# harness decodes them). Safe to run again.
 set -eu
-packages="clang libclang-rt-14-dev libomp-14-dev"
+packages="clang libclang-rt-14-dev libomp-14-dev libzstd-dev"
 missing=""
 for p in $packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

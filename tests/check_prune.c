@@ -42,6 +42,18 @@ static const char *cnn_arch =
     "{\"name\": \"r3\", \"op\": \"relu\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
     "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"r3\"], \"attrs\": {\"out\": 4}}]}";
 
+/* The MobileNet activations between layers: each keeps channel c as channel c. */
+static const char *act_arch =
+    "{\"format\": 1, \"input\": [1, 8, 8], \"nodes\": ["
+    "{\"name\": \"flat\", \"op\": \"flatten\", \"inputs\": [\"input\"], \"attrs\": {}},"
+    "{\"name\": \"fc1\", \"op\": \"linear\", \"inputs\": [\"flat\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"a1\", \"op\": \"relu6\", \"inputs\": [\"fc1\"], \"attrs\": {}},"
+    "{\"name\": \"fc2\", \"op\": \"linear\", \"inputs\": [\"a1\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"a2\", \"op\": \"hardswish\", \"inputs\": [\"fc2\"], \"attrs\": {}},"
+    "{\"name\": \"fc3\", \"op\": \"linear\", \"inputs\": [\"a2\"], \"attrs\": {\"out\": 16}},"
+    "{\"name\": \"a3\", \"op\": \"leaky_relu\", \"inputs\": [\"fc3\"], \"attrs\": {}},"
+    "{\"name\": \"fc4\", \"op\": \"linear\", \"inputs\": [\"a3\"], \"attrs\": {\"out\": 4}}]}";
+
 static struct mc_model *build(const char *arch, uint64_t seed)
 {
 	struct mc_err err = { 0 };
@@ -77,6 +89,7 @@ static void setup(void)
 	tiny_setup("prune", passes);
 	save_model(mlp_arch, "mlp.safetensors", 3);
 	save_model(cnn_arch, "cnn.safetensors", 4);
+	save_model(act_arch, "act.safetensors", 5);
 }
 
 /*
@@ -417,6 +430,30 @@ START_TEST(test_structured_cnn)
 }
 END_TEST
 
+/* Units feeding relu6, hardswish and leaky_relu are removed like those feeding relu. */
+START_TEST(test_structured_through_activations)
+{
+	struct mc_model *masked = load("act.safetensors"), *p;
+	uint8_t k[16];
+
+	run_ok("act.safetensors", "      model: m\n"
+				  "      method: structured\n"
+				  "      sparsity: 0.25\n");
+	p = load("out.safetensors");
+	ck_assert_int_eq(mc_model_param(p, "fc1.weight")->shape[0], 12);
+	ck_assert_int_eq(mc_model_param(p, "fc2.weight")->shape[0], 12);
+	ck_assert_int_eq(mc_model_param(p, "fc3.weight")->shape[0], 12);
+	ck_assert_int_eq(mc_model_param(p, "fc4.weight")->shape[1], 12);
+	/* each activation maps 0 to 0, so zeroed units compute what removed ones do */
+	mask_units(masked, "fc1", 0.25, NULL, k);
+	mask_units(masked, "fc2", 0.25, NULL, k);
+	mask_units(masked, "fc3", 0.25, NULL, k);
+	assert_same_function(masked, p);
+	mc_model_free(masked);
+	mc_model_free(p);
+}
+END_TEST
+
 START_TEST(test_nm_pattern)
 {
 	static const int nm[][2] = { { 2, 4 }, { 4, 8 }, { 1, 4 } };
@@ -543,6 +580,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_masks_survive_finetune);
 	tcase_add_test(tc, test_gradual_formula);
 	tcase_add_test(tc, test_structured_mlp);
+	tcase_add_test(tc, test_structured_through_activations);
 	tcase_add_test(tc, test_structured_cnn);
 	tcase_add_test(tc, test_nm_pattern);
 	tcase_add_test(tc, test_sensitivity);

@@ -62,4 +62,45 @@ int mc_remove_regular(const char *path, struct mc_err *err);
 int mc_sweep_stale_temps(const char *path, const struct timespec *since,
 			 void (*note)(void *arg, const char *tmp), void *arg);
 
+/*
+ * zstd-coded files (zfile.c). A file whose name ends in ".zst" is written
+ * as one zstd frame at MC_ZSTD_LEVEL (content size and checksum in the
+ * frame, one thread); any file starting with the frame's magic number is
+ * decoded when read, whatever its name (docs/pipelines.md, "output").
+ */
+#define MC_ZSTD_LEVEL 9
+#define MC_ZSTD_LEVEL_MAX 22
+/* Whether path ends in ".zst". */
+int mc_zst_path(const char *path);
+/* Whether buf starts with the zstd frame magic number. */
+int mc_zst_is_frame(const void *buf, size_t len);
+/* buf coded as one frame at level (1..MC_ZSTD_LEVEL_MAX; 0: MC_ZSTD_LEVEL)
+ * into a malloc'd *out. 0, or MC_ENOMEM. */
+int mc_zst_encode(const void *buf, size_t len, int level, void **out, size_t *out_len,
+		  struct mc_err *err);
+/*
+ * Decodes the one zstd frame that buf[0..len) must be (named name in
+ * messages) into a malloc'd *out of at most limit bytes, within the memory
+ * limit. MC_ECORRUPT for a truncated or corrupt frame, data after it, or
+ * content over limit; MC_ENOMEM over the memory limit.
+ */
+int mc_zst_decode(const void *buf, size_t len, const char *name, size_t limit, void **out,
+		  size_t *out_len, struct mc_err *err);
+/* mc_read_file, then decoded (limit applies to both) when the file is a zstd
+ * frame. disk_len (may be NULL): the bytes of the file itself. */
+int mc_read_file_decoded(const char *path, size_t limit, void **buf, size_t *len,
+			 size_t *disk_len, struct mc_err *err);
+/* The first n bytes of the file's content (decoded when it is a zstd frame)
+ * into dst; *got of them (fewer at the end, or where the frame is bad).
+ * 0, or -1 when the file does not open. For peeking only: a reader of the
+ * whole file reports what is wrong with it. */
+int mc_read_head(const char *path, void *dst, size_t n, size_t *got);
+/* What to write to path: buf itself (*own NULL), or when path ends in ".zst"
+ * buf coded at level (as mc_zst_encode), in *own, which the caller frees.
+ * 0, or MC_ENOMEM. */
+int mc_zst_for_path(const char *path, int level, const void *buf, size_t len, const void **out,
+		    size_t *out_len, void **own, struct mc_err *err);
+/* mc_write_file_atomic of what mc_zst_for_path gives (at MC_ZSTD_LEVEL). */
+int mc_write_file_coded(const char *path, const void *buf, size_t len, struct mc_err *err);
+
 #endif

@@ -291,22 +291,28 @@ static int withdraw_report(struct mc_pipeline *p, struct mc_err *err)
 	return 0;
 }
 
-/* Stages buf as output o (checked again: not an input now either) and
- * records its digest for the report. */
-static int stage_output(struct mc_pipeline *p, struct mc_pl_output *o, const void *buf,
+/* Stages buf as output o (checked again: not an input now either), as one
+ * zstd frame when its name ends in .zst, and records the digest of the
+ * bytes written for the report. */
+static int stage_output(struct mc_pipeline *p, struct mc_pl_output *o, int level, const void *buf,
 			size_t len, struct mc_stage *st, struct mc_err *err)
 {
+	const void *data = buf;
+	size_t n = len;
+	void *own = NULL;
 	int ret;
 
 	ret = check_interrupt(err);
 	if (!ret)
 		ret = mc_pl_output_recheck(p, o->path, err);
 	if (!ret)
-		ret = mc_stage_write(st, o->path, buf, len, err);
-	if (ret)
-		return ret;
-	mc_sha256_buf(buf, len, o->sha256);
-	return 0;
+		ret = mc_zst_for_path(o->path, level, buf, len, &data, &n, &own, err);
+	if (!ret)
+		ret = mc_stage_write(st, o->path, data, n, err);
+	if (!ret)
+		mc_sha256_buf(data, n, o->sha256);
+	free(own);
+	return ret;
 }
 
 /* Puts staged output o in place, at a safe point, the old report gone first. */
@@ -344,7 +350,7 @@ MC_API int mc_ctx_write(struct mc_ctx *ctx, const char *key, const void *buf, si
 	o = mc_pl_output_find(ctx->p, (int)(ctx->pp - ctx->p->passes), d, NULL);
 	if (!o)
 		return mc_ctx_error(ctx, key, MC_EINVAL, "not set: there is no file to write");
-	ret = stage_output(ctx->p, o, buf, len, &st, ctx->err);
+	ret = stage_output(ctx->p, o, 0, buf, len, &st, ctx->err);
 	if (!ret)
 		ret = commit_output(ctx->p, o, &st, ctx->err);
 	if (ret)
@@ -632,6 +638,22 @@ static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct m
 	}
 	if (mc_measure_model(m, d, &row->m, err))
 		return mc_err_prefix(err, "%s: measuring model '%s'", p->path, row->model);
+	row->bytes_raw = row->m.bytes;
+	if (p->output_path && mc_zst_path(p->output_path)) {
+		/* The bytes on disk of the model written as the output is. */
+		void *buf = NULL, *z = NULL;
+		size_t len, zlen = 0;
+		int ret = mc_model_serialize(m, &buf, &len, err);
+
+		if (!ret)
+			ret = mc_zst_encode(buf, len, p->output_zstd_level, &z, &zlen, err);
+		free(buf);
+		free(z);
+		if (ret)
+			return mc_err_prefix(err, "%s: measuring model '%s'", p->path, row->model);
+		row->m.bytes = (int64_t)zlen;
+		row->coded = 1;
+	}
 	return 0;
 }
 
@@ -773,7 +795,7 @@ static int write_results(struct mc_pipeline *p, struct mc_report *rep, FILE *out
 					  p->path);
 		ret = serialize_output(p, om, &buf, &len, err);
 		if (!ret)
-			ret = stage_output(p, mo, buf, len, &mst, err);
+			ret = stage_output(p, mo, p->output_zstd_level, buf, len, &mst, err);
 		free(buf);
 		if (ret)
 			return ret;
@@ -784,7 +806,7 @@ static int write_results(struct mc_pipeline *p, struct mc_report *rep, FILE *out
 		if (!ret && !ro)
 			ret = mc_err_set(err, MC_EINVAL, "%s: the report was not validated", p->path);
 		if (!ret)
-			ret = stage_output(p, ro, text, strlen(text), &rst, err);
+			ret = stage_output(p, ro, 0, text, strlen(text), &rst, err);
 		free(text);
 		if (ret)
 			goto out_discard;

@@ -15,7 +15,9 @@ struct mc_row {
 	int step;	    /* 0 for the models as they start, then 1 + pass index */
 	char *pass;	    /* pass name, or NULL for the starting row */
 	char *model;
-	struct mc_measure m;
+	struct mc_measure m; /* m.bytes: the file as the output is written (zstd-coded or not) */
+	int64_t bytes_raw;   /* the safetensors bytes before coding */
+	int coded;	     /* m.bytes is of a zstd frame (the output ends in .zst) */
 	double seconds;	    /* the pass's own run time */
 	json_t *metrics;    /* figures the pass reported (mc_ctx_report) */
 };

@@ -107,6 +107,7 @@ struct mc_pipeline {
 	char *output_model;   /* model saved at the end, or NULL */
 	char *output_path;    /* resolved */
 	unsigned output_onnx_flags; /* MC_ONNX_* of an ONNX output (output: int4: f32) */
+	int output_zstd_level;	    /* output: zstd_level (0: MC_ZSTD_LEVEL) */
 	char *report_path;    /* resolved, or NULL */
 	struct mc_loc output_loc, report_loc; /* of their paths in the file */
 	int n_outputs;

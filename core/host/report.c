@@ -131,32 +131,47 @@ static void human_bytes(int64_t b, char *buf, size_t n)
 		snprintf(buf, n, "%lld B", (long long)b);
 }
 
+/*
+ * When the output is zstd-coded, "bytes" is the coded file and a "raw
+ * bytes" column beside it gives the safetensors bytes before coding.
+ */
 void mc_report_print(const struct mc_report *r, FILE *out)
 {
-	char bytes[32], acc[16];
-	int i;
+	char bytes[32], raw[32], acc[16];
+	int i, coded = 0;
 
-	fprintf(out, "%-4s %-14s %-10s %10s %10s %11s %8s %10s %12s %8s\n", "step", "pass", "model",
-		"params", "nonzeros", "bytes", "test acc", "lat@1 ms", "lat@256 ms", "time s");
+	for (i = 0; i < r->n; i++)
+		coded |= r->rows[i].coded;
+	fprintf(out, "%-4s %-14s %-10s %10s %10s %11s", "step", "pass", "model", "params",
+		"nonzeros", "bytes");
+	if (coded)
+		fprintf(out, " %11s", "raw bytes");
+	fprintf(out, " %8s %10s %12s %8s\n", "test acc", "lat@1 ms", "lat@256 ms", "time s");
 	for (i = 0; i < r->n; i++) {
 		const struct mc_row *row = &r->rows[i];
 
 		if (!strcmp(row->model, "-")) {
 			/* a pass without a model of its own (cascade): nothing measured */
-			fprintf(out, "%-4d %-14s %-10s %10s %10s %11s %8s %10s %12s %8.1f\n",
-				row->step, row->pass ? row->pass : "(start)", "-", "-", "-", "-",
-				"-", "-", "-", row->seconds);
+			fprintf(out, "%-4d %-14s %-10s %10s %10s %11s", row->step,
+				row->pass ? row->pass : "(start)", "-", "-", "-", "-");
+			if (coded)
+				fprintf(out, " %11s", "-");
+			fprintf(out, " %8s %10s %12s %8.1f\n", "-", "-", "-", row->seconds);
 			continue;
 		}
 		human_bytes(row->m.bytes, bytes, sizeof(bytes));
+		human_bytes(row->bytes_raw, raw, sizeof(raw));
 		if (row->m.accuracy >= 0)
 			snprintf(acc, sizeof(acc), "%.2f%%", 100 * row->m.accuracy);
 		else
 			snprintf(acc, sizeof(acc), "-");
-		fprintf(out, "%-4d %-14s %-10s %10lld %10lld %11s %8s %10.3f %12.3f %8.1f\n",
-			row->step, row->pass ? row->pass : "(start)", row->model,
-			(long long)row->m.params, (long long)row->m.nonzeros, bytes, acc,
-			row->m.latency1_ms, row->m.latency256_ms, row->seconds);
+		fprintf(out, "%-4d %-14s %-10s %10lld %10lld %11s", row->step,
+			row->pass ? row->pass : "(start)", row->model, (long long)row->m.params,
+			(long long)row->m.nonzeros, bytes);
+		if (coded)
+			fprintf(out, " %11s", raw);
+		fprintf(out, " %8s %10.3f %12.3f %8.1f\n", acc, row->m.latency1_ms,
+			row->m.latency256_ms, row->seconds);
 	}
 }
 
@@ -351,10 +366,13 @@ fail:
 
 static json_t *row_json(const struct mc_row *row)
 {
-	return json_pack("{s:i, s:s?, s:s, s:I, s:I, s:I, s:I, s:o, s:{s:f, s:f}, s:f, s:O}",
+	/* bytes: the file as the output is written (a zstd frame when it ends in
+	 * .zst); bytes_raw: the safetensors bytes before coding (docs/pipelines.md). */
+	return json_pack("{s:i, s:s?, s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:{s:f, s:f}, s:f, s:O}",
 			 "step", row->step, "pass", row->pass, "model", row->model, "params",
 			 (json_int_t)row->m.params, "nonzeros", (json_int_t)row->m.nonzeros, "flops",
-			 (json_int_t)row->m.flops, "bytes", (json_int_t)row->m.bytes, "accuracy",
+			 (json_int_t)row->m.flops, "bytes", (json_int_t)row->m.bytes, "bytes_raw",
+			 (json_int_t)row->bytes_raw, "accuracy",
 			 row->m.accuracy >= 0 ? json_real(row->m.accuracy) : json_null(),
 			 "latency_ms", "batch1", row->m.latency1_ms, "batch256",
 			 row->m.latency256_ms, "seconds", row->seconds, "metrics", row->metrics);

@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <mcomp/onnx.h>
 #include <mcomp/pipeline.h>
 
+#include "base/base_int.h"
 #include "host/host_int.h"
 #include "host/pipeline_int.h"
 #include "io/ydoc.h"
@@ -944,10 +946,11 @@ static void load_passes(struct ld *l, struct mc_ynode *passes)
 
 static void load_output(struct ld *l, struct mc_ynode *o)
 {
-	static const char *const output_keys[] = { "model", "path", "int4", NULL };
-	struct mc_ynode *model = NULL, *path = o, *int4 = NULL;
+	static const char *const output_keys[] = { "model", "path", "int4", "zstd_level", NULL };
+	struct mc_ynode *model = NULL, *path = o, *int4 = NULL, *zlevel = NULL;
 	const char *name = NULL;
 	char list[512];
+	size_t n_path;
 
 	if (mc_ynode_is_null(o))
 		return;
@@ -956,6 +959,7 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 		model = mc_ymap_get(o, "model", NULL);
 		path = mc_ymap_get(o, "path", NULL);
 		int4 = mc_ymap_get(o, "int4", NULL);
+		zlevel = mc_ymap_get(o, "zstd_level", NULL);
 		if (!model || !path) {
 			bad(l, o, "output: missing required key '%s'", model ? "path" : "model");
 			return;
@@ -989,6 +993,12 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 	l->p->output_model = strdup(name);
 	/* Checked with every file of the pipeline in mc_pl_check_outputs. */
 	l->p->output_loc = loc_of(l, path);
+	n_path = strlen(l->p->output_path);
+	if (n_path > 9 && !strcmp(l->p->output_path + n_path - 4, ".zst") &&
+	    !strncasecmp(l->p->output_path + n_path - 9, ".onnx", 5))
+		bad(l, path, "output: '%s': ONNX files are written plain (ONNX Runtime reads no "
+			     "zstd); write .onnx, or .safetensors.zst for a zstd-coded mcomp file",
+		    l->p->output_path);
 	if (int4) {
 		const char *v = mc_pl_want_scalar(l, int4, "output int4");
 
@@ -1000,6 +1010,17 @@ static void load_output(struct ld *l, struct mc_ynode *o)
 				     "'%s' is not a .onnx path", l->p->output_path);
 		else if (v && !strcmp(v, "f32"))
 			l->p->output_onnx_flags |= MC_ONNX_4BIT_F32;
+	}
+	if (zlevel) {
+		int64_t v;
+
+		if (mc_pl_want_int(l, zlevel, "output zstd_level", 1, MC_ZSTD_LEVEL_MAX, &v))
+			return;
+		if (strcmp(l->p->output_path + n_path - (n_path > 4 ? 4 : n_path), ".zst"))
+			bad(l, zlevel, "output: zstd_level says how a .zst file is coded; '%s' "
+				       "does not end in .zst", l->p->output_path);
+		else
+			l->p->output_zstd_level = (int)v;
 	}
 }
 

@@ -25,6 +25,7 @@
 
 #include <mcomp/cascade.h>
 
+#include "base/base_int.h"
 #include "graph/model_int.h"
 
 #include "io/model_io_int.h"
@@ -328,7 +329,8 @@ MC_API int mc_cascade_save(const struct mc_cascade *c, const char *path, struct 
 	ret = mc_cascade_serialize(c, &buf, &len, err);
 	if (ret)
 		return mc_err_prefix(err, "%s", path);
-	ret = mc_write_file_atomic(path, buf, len, err);
+	/* PATH.zst: one zstd frame (core/base/zfile.c). */
+	ret = mc_write_file_coded(path, buf, len, err);
 	free(buf);
 	return ret;
 }
@@ -596,31 +598,31 @@ MC_API struct mc_cascade *mc_cascade_load(const char *path, struct mc_err *err)
 	return c;
 }
 
-/* Reads only the header: a cascade is known by its metadata. */
+/* Reads only the header (decoded from a zstd frame as needed): a cascade is
+ * known by its metadata. */
 MC_API int mc_file_is_cascade(const char *path)
 {
+	struct mc_err err = { 0 }; /* a file too large is the loader's to report */
 	unsigned char h[8];
 	uint64_t n = 0;
 	json_t *root = NULL;
 	char *buf = NULL;
+	size_t got;
 	int ret = 0;
-	FILE *fp = fopen(path, "rb");
 
-	if (!fp)
+	if (mc_read_head(path, h, 8, &got) || got != 8)
 		return 0;
-	if (fread(h, 1, 8, fp) != 8)
-		goto out;
 	for (int i = 7; i >= 0; i--)
 		n = n << 8 | h[i];
-	if (n < 2 || n > 100000000u || !(buf = malloc(n)) || fread(buf, 1, n, fp) != n)
+	if (n < 2 || n > 100000000u || mc_mem_check(8 + n, path, &err) ||
+	    !(buf = malloc(8 + n)) || mc_read_head(path, buf, 8 + n, &got) || got != 8 + n)
 		goto out;
-	root = json_loadb(buf, n, 0, NULL);
+	root = json_loadb(buf + 8, n, 0, NULL);
 	ret =
 	    json_is_string(json_object_get(json_object_get(root, "__metadata__"), "mcomp.cascade"));
 out:
 	json_decref(root);
 	free(buf);
-	fclose(fp);
 	return ret;
 }
 

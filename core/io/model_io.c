@@ -54,6 +54,7 @@
 
 #include <jansson.h>
 
+#include "base/base_int.h"
 #include "base/limits.h"
 #include "graph/model_int.h"
 #include "io/model_io_int.h"
@@ -640,7 +641,8 @@ MC_API int mc_model_save(const struct mc_model *m, const char *path, struct mc_e
 	ret = mc_model_serialize(m, &buf, &len, err);
 	if (ret)
 		return mc_err_prefix(err, "%s", path);
-	ret = mc_write_file_atomic(path, buf, len, err);
+	/* PATH.zst: one zstd frame (core/base/zfile.c). */
+	ret = mc_write_file_coded(path, buf, len, err);
 	free(buf);
 	return ret;
 }

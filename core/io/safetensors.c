@@ -22,6 +22,8 @@
 
 #include <mcomp/safetensors.h>
 
+#include "base/base_int.h"
+
 /* Headers larger than this are refused, as the reference implementation
  * refuses them: no real model needs more. */
 #define ST_HEADER_MAX 100000000u
@@ -427,7 +429,8 @@ MC_API struct mc_st_file *mc_st_read(const char *path, struct mc_err *err)
 	size_t len;
 	void *buf;
 
-	if (mc_read_file(path, ST_FILE_MAX, &buf, &len, err))
+	/* A zstd frame (docs/pipelines.md, "output") is decoded first. */
+	if (mc_read_file_decoded(path, ST_FILE_MAX, &buf, &len, NULL, err))
 		return NULL;
 	return mc_st_parse(buf, len, path, err);
 }

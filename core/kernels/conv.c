@@ -1081,32 +1081,50 @@ dw9_avx512(int OH, int OW, int Wp, const float *xc, const float *dyt, float *acc
 }
 
 /*
- * One row of taps (c, ki, 0..2) x 16 output channels (one vector each), dy^T
- * of 16 channels (dyt rows of 16): a ninth of dw9_avx512's tile per call
- * with half its channels, for layers whose whole dW is one or two of those
- * tiles (a first layer: C = 1 or 3), so that more threads can share it.
- * The same chains.
+ * R rows of taps (c, ki .. ki + R - 1, 0..2) x 16 output channels (one
+ * vector each), dy^T of 16 channels (dyt rows of 16): a half (R = 3) or a
+ * sixth (R = 1) of dw9_avx512's tile, for layers whose whole dW is one or
+ * two of those tiles (a first layer: C = 1 or 3), so that more threads can
+ * share it. The same chains.
  */
-__attribute__((target("avx512f,fma"))) static void
-dw3_16_avx512(int OH, int OW, int Wp, const float *xr, const float *dyt, float *acc, size_t ld)
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+dw16_avx512(const int R, int OH, int OW, int Wp, const float *xr, const float *dyt, float *acc,
+	    size_t ld)
 {
-	__m512 a0 = _mm512_loadu_ps(acc), a1 = _mm512_loadu_ps(acc + ld);
-	__m512 a2 = _mm512_loadu_ps(acc + 2 * ld);
+	__m512 a[9];
 
+#pragma GCC unroll 9
+	for (int r = 0; r < 3 * R; r++)
+		a[r] = _mm512_loadu_ps(acc + (size_t)r * ld);
 	for (int oh = 0; oh < OH; oh++) {
 		const float *x0 = xr + (size_t)oh * Wp;
 
 		for (int ow = 0; ow < OW; ow++, dyt += 16) {
 			__m512 d = _mm512_loadu_ps(dyt);
 
-			a0 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ow]), d, a0);
-			a1 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ow + 1]), d, a1);
-			a2 = _mm512_fmadd_ps(_mm512_set1_ps(x0[ow + 2]), d, a2);
+#pragma GCC unroll 3
+			for (int i = 0; i < R; i++)
+#pragma GCC unroll 3
+				for (int j = 0; j < 3; j++)
+					a[3 * i + j] = _mm512_fmadd_ps(
+					    _mm512_set1_ps(x0[(size_t)i * Wp + ow + j]), d, a[3 * i + j]);
 		}
 	}
-	_mm512_storeu_ps(acc, a0);
-	_mm512_storeu_ps(acc + ld, a1);
-	_mm512_storeu_ps(acc + 2 * ld, a2);
+#pragma GCC unroll 9
+	for (int r = 0; r < 3 * R; r++)
+		_mm512_storeu_ps(acc + (size_t)r * ld, a[r]);
+}
+
+__attribute__((target("avx512f,fma"))) static void
+dw9_16_avx512(int OH, int OW, int Wp, const float *xc, const float *dyt, float *acc, size_t ld)
+{
+	dw16_avx512(3, OH, OW, Wp, xc, dyt, acc, ld);
+}
+
+__attribute__((target("avx512f,fma"))) static void
+dw3_16_avx512(int OH, int OW, int Wp, const float *xr, const float *dyt, float *acc, size_t ld)
+{
+	dw16_avx512(1, OH, OW, Wp, xr, dyt, acc, ld);
 }
 
 /*
@@ -1251,9 +1269,11 @@ static int dw_direct_fits(const struct mc_convf *cv)
  * Work items: a group of L output channels (32: two vectors on AVX-512,
  * four on AVX2) x a part of the input channels x, when that leaves threads
  * idle (a first layer has 1 or 3 input channels), a row ki of the taps.
- * Rows split, AVX-512 groups are of 16 channels, so a layer of 32 outputs
- * and 1 input is six items instead of one. Each item runs whole chains, so
- * the split changes no value.
+ * With too few items for the team, AVX-512 groups are of 16 channels, and
+ * with threads enough for three times as many items, the rows are split
+ * too (each row's item transposes dy again): a layer of 32 outputs and 1
+ * input is two or six items instead of one. Each item runs whole chains,
+ * so the split changes no value.
  */
 static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
 		      float *db, float *work, int avx512)
@@ -1272,11 +1292,11 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 	for (int o = 0; o < op; o++)
 		dbt[o] = db && o < O ? db[o] : 0.0f;
 	nt = threads((double)n * P * O * K, 6 * (op / 32) * C);
-	if (nt > 1 && op / 32 * C < 2 * nt) {
-		rows = 3;
-		L = avx512 ? 16 : 32;
-	}
+	if (nt > 1 && avx512 && op / 32 * C < 2 * nt)
+		L = 16;
 	groups = op / L;
+	if (nt > 1 && 3 * groups * C <= nt)
+		rows = 3;
 	if (groups * rows < 2 * nt)
 		kparts = (2 * nt + groups * rows - 1) / (groups * rows) < C
 				 ? (2 * nt + groups * rows - 1) / (groups * rows)
@@ -1311,8 +1331,10 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 				const float *xc = xs + (size_t)c * Hp * Wp;
 				float *ac = dwt + (size_t)c * 9 * op + g * L;
 
-				if (avx512 && rows == 1) {
+				if (avx512 && L == 32) {
 					dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
+				} else if (avx512 && rows == 1) {
+					dw9_16_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
 				} else if (avx512) {
 					dw3_16_avx512(cv->OH, cv->OW, Wp, xc + (size_t)r * Wp, dyt,
 						      ac + (size_t)r * 3 * op, (size_t)op);

@@ -79,8 +79,9 @@ MC_API struct mc_cascade *mc_cascade_new(int n, const char *const *names,
 					 struct mc_err *err);
 MC_API void mc_cascade_free(struct mc_cascade *c);
 
-/* The file as described above: atomic like mc_model_save. MC_EINVAL for a
- * NaN threshold (or names or stages that mc_cascade_new would refuse). */
+/* The file as described above: atomic, and zstd-coded for a path ending in
+ * ".zst", like mc_model_save. MC_EINVAL for a NaN threshold (or names or
+ * stages that mc_cascade_new would refuse). */
 MC_API int mc_cascade_save(const struct mc_cascade *c, const char *path, struct mc_err *err);
 MC_API int mc_cascade_serialize(const struct mc_cascade *c, void **buf, size_t *len,
 				struct mc_err *err);

@@ -83,7 +83,10 @@ MC_API int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err);
  * Files. A model is one safetensors file: its parameters as tensors, its
  * architecture as JSON under __metadata__["mcomp.arch"]. Saving writes a
  * temporary file beside path and renames it into place, so a failure leaves
- * no partial file and the previous one intact.
+ * no partial file and the previous one intact. A path ending in ".zst" is
+ * written as one zstd frame of those bytes; loading decodes any file that
+ * is a zstd frame, whatever its name (MC_ECORRUPT for a truncated or
+ * corrupt frame, docs/security.md).
  */
 MC_API int mc_model_save(const struct mc_model *m, const char *path, struct mc_err *err);
 MC_API struct mc_model *mc_model_load(const char *path, struct mc_err *err);

@@ -38,8 +38,10 @@ struct mc_st_file {
 	size_t len;
 };
 
-/* Reads and checks the file. NULL with err (MC_EIO, MC_ECORRUPT) naming the
- * file and what is wrong. */
+/* Reads and checks the file, decoding it first when it is a zstd frame
+ * (known by its magic number, whatever the name). NULL with err (MC_EIO,
+ * MC_ECORRUPT; MC_ENOMEM over the memory limit) naming the file and what is
+ * wrong. */
 MC_API struct mc_st_file *mc_st_read(const char *path, struct mc_err *err);
 /* The same over a buffer the function takes ownership of (freed on failure
  * too); name is used in messages. */

@@ -293,9 +293,10 @@ int prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *kee
 /* Ops that keep channel c of their input as channel c of their output. */
 static int channel_wise(const struct mc_node *nd)
 {
-	static const char *const ops[] = { "relu",	"sigmoid",	  "tanh",    "gelu",
-					   "dropout",	"maxpool2d",	  "avgpool2d",
-					   "global_avgpool", "batchnorm", "flatten", NULL };
+	static const char *const ops[] = { "relu",	    "relu6",	 "clip",      "leaky_relu",
+					   "hardswish",	    "hardsigmoid", "sigmoid",	"tanh",
+					   "gelu",	    "dropout",	 "maxpool2d", "avgpool2d",
+					   "global_avgpool", "batchnorm",	 "flatten",   NULL };
 
 	for (int i = 0; ops[i]; i++)
 		if (!strcmp(nd->op->name, ops[i]))
