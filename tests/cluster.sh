@@ -2,10 +2,10 @@
 # cluster.sh - pipelines/deep-compression.yaml cut down to seconds (6000
 # training images, an epoch per stage) on Fashion-MNIST: the cluster pass
 # runs after pruning and fine-tunes its shared values, the pruned weights
-# stay zero, every layer keeps at most 2^bits values, the file stores codes
-# and codebooks and loads and saves back to the same bytes, 1 and 3 OpenMP
-# threads and the portable GEMM give the same file, and a quantized layer
-# is refused. Skips (77) without the data set.
+# stay zero, every layer keeps at most 2^bits values, the recipe's
+# zstd-coded file decodes to one that stores codes and codebooks and loads
+# and saves back to the same bytes, 1 and 3 OpenMP threads and the
+# portable GEMM give the same file, and a quantized layer is refused. Skips (77) without the data set.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 data=/usr/share/datasets/fashion-mnist
@@ -27,7 +27,7 @@ run() { # THREADS OUT [GEMM KERNEL]
 		--set data.train.count=6000 --set data.test.count=1000 \
 		--set passes.train.epochs=1 --set passes.prune.finetune_epochs=2 \
 		--set passes.prune.end=1 --set passes.cluster.finetune_epochs=1 \
-		--set output.path="$2" --set report="$2.json" > "$tmp/log" 2>&1 || {
+		--set output.path="$2.zst" --set report="$2.json" > "$tmp/log" 2>&1 || {
 		cat "$tmp/log"
 		fail=1
 	}
@@ -35,9 +35,19 @@ run() { # THREADS OUT [GEMM KERNEL]
 
 run 1 "$tmp/t1.safetensors"
 run 3 "$tmp/t3.safetensors"
-check "1 and 3 threads give the same file" cmp "$tmp/t1.safetensors" "$tmp/t3.safetensors"
+check "1 and 3 threads give the same file" cmp "$tmp/t1.safetensors.zst" "$tmp/t3.safetensors.zst"
 run 2 "$tmp/p2.safetensors" portable
-check "the portable GEMM gives the same file" cmp "$tmp/t1.safetensors" "$tmp/p2.safetensors"
+check "the portable GEMM gives the same file" cmp "$tmp/t1.safetensors.zst" "$tmp/p2.safetensors.zst"
+
+# The recipe writes through zstd; mcomp reads that back and writes it plain
+cat > "$tmp/plain.yaml" << EOF
+mcomp: 1
+models:
+  m: {load: $tmp/t1.safetensors.zst}
+passes: []
+output: {model: m, path: $tmp/t1.safetensors}
+EOF
+"$mcomp" run "$tmp/plain.yaml" --quiet > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail=1; }
 
 r="$tmp/t1.safetensors.json"
 step() { jq -r ".steps[] | select(.pass == \"$1\") | $2" "$r"; }
