@@ -159,6 +159,9 @@ one int4-weights mlp '{quantize: {model: m, bits: 4, granularity: per-group, gro
 one cnn-int8 cnn '{quantize: {model: m, bits: 8, mode: static, calibration_data: val}}'
 one pruned-int8 mlp '{prune: {model: m, sparsity: 0.5, finetune_epochs: 0}}' \
 	'{quantize: {model: m, bits: 8, mode: weight-only}}'
+one clustered mlp '{prune: {model: m, sparsity: 0.7, finetune_epochs: 0}}' \
+	'{cluster: {model: m, bits: 3, finetune_epochs: 0}}'
+one clustered-dense mlp '{cluster: {model: m, bits: 2, finetune_epochs: 0}}'
 one cascade-src mlp "{cascade: {stages: [m, c], confidence: margin, calibrate: val, target: accuracy-drop, max_drop: 0.2, output: $tmp/cascade.safetensors}}"
 # zstd-coded files (a name ending in .zst), as mcomp writes them: read by
 # their magic number, decoded, then parsed
@@ -177,7 +180,7 @@ def split(b):
     n = struct.unpack('<Q', b[:8])[0]
     return b[8:8 + n].rstrip(b' '), b[8 + n:]
 models = ['mlp', 'cnn', 'pruned', 'pruned-2of4', 'structured', 'int8-static', 'int8-dynamic',
-          'int4-weights', 'cnn-int8', 'pruned-int8']
+          'int4-weights', 'cnn-int8', 'pruned-int8', 'clustered', 'clustered-dense']
 for m in models:
     b = open(f'{tmp}/{m}.safetensors', 'rb').read()
     h, d = split(b)

@@ -28,6 +28,22 @@
  * exact bits. A file without sparse tensors has no "mcomp.sparse" key and
  * is byte-for-byte what it was before sparse storage existed.
  *
+ * Clustered tensors (weight sharing, docs/deep-compression.md). An F32
+ * tensor whose stored elements take at most 256 distinct values (as the
+ * cluster pass leaves them) is stored, when that is smaller, as a codebook
+ * and one packed code per stored element:
+ *            NAME.__codebook     F32 [k]              the distinct values, in
+ *                                                     ascending order;
+ *            NAME.__codes        U8  [ceil(n*bits/8)] code i in bits [i*bits,
+ *                                                     (i+1)*bits) of the byte
+ *                                                     stream, LSB first;
+ * with the positions of the n stored elements as above (NAME.__mask, or
+ * NAME.__indptr and NAME.__indices; +0.0 is then implicit and never in the
+ * codebook) or, with "format": "dense", every element coded (n = numel).
+ * Its "mcomp.sparse" entry adds "clusters": k and "bits": the fewest bits
+ * (1 to 8) that hold k codes. Decoding gives the exact values, so a loaded
+ * file saves to the same bytes.
+ *
  * Files of several models (cascades) store each one's tensors under a name
  * prefix ("student/fc1.weight"); the functions of model_io_int.h write and
  * read one model's share of such a file, and a model file is the case of
@@ -54,7 +70,12 @@ static int count_params(const struct mc_model *m)
 	return n;
 }
 
-enum sparse_form { FORM_DENSE, FORM_BITMASK, FORM_CSR };
+/* How a tensor is stored: dense, or its stored elements placed by a bitmask
+ * or CSR arrays (or, clustered, all of them: FORM_ALL) with their values
+ * as they are or as codes into a codebook. */
+enum sparse_form { FORM_DENSE, FORM_BITMASK, FORM_CSR, FORM_ALL };
+
+static const char *const form_names[] = { "dense", "bitmask", "csr", "dense" };
 
 /* Bytes of one element of the dtypes stored sparse (F32 and S8), else 0. */
 static int sparse_esz(enum mc_dtype dt)
@@ -73,15 +94,147 @@ static int is_stored(const void *x, int64_t i, int esz)
 	return 0;
 }
 
-/* The cheapest form of t stored as name, counting the header entries each
- * form adds (about 70 bytes of JSON per tensor, 60 per metadata entry, plus
- * names). */
-static enum sparse_form choose_form(const struct mc_tensor *t, const char *full, int64_t *nnz)
+/* ---------------------------------------------------------------- codebooks */
+
+#define CODEBOOK_MAX 256
+
+/* The distinct values of a clustered tensor: k of them, ascending by key. */
+struct codebook {
+	int k, bits;
+	uint32_t key[CODEBOOK_MAX];
+	float val[CODEBOOK_MAX];
+};
+
+/* A key whose unsigned order is the order of the floats: -0.0 before +0.0,
+ * and a total order over every bit pattern (NaNs at the ends). */
+static uint32_t order_key(float v)
 {
-	int64_t rows, dense, mask, csr, name, n = 0;
-	int esz = sparse_esz(t->dtype);
+	uint32_t b;
+
+	memcpy(&b, &v, 4);
+	return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+
+static int bits_for(int k)
+{
+	int b = 1;
+
+	while ((1 << b) < k)
+		b++;
+	return b;
+}
+
+static int key_cmp(const void *pa, const void *pb)
+{
+	uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+
+	return (a > b) - (a < b);
+}
+
+/*
+ * Fills cb with the distinct values of x[0..n) other than +0.0 (and +0.0
+ * too when with_zero and x holds it). 0, or -1 as soon as there are more
+ * than CODEBOOK_MAX (a tensor that was never clustered fails within its
+ * first few hundred elements).
+ */
+static int find_codebook(const float *x, int64_t n, int with_zero, struct codebook *cb)
+{
+	uint32_t slot[2 * CODEBOOK_MAX];
+	uint8_t used[2 * CODEBOOK_MAX] = {0};
+	int k = 0, zero = 0;
+
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t b, h;
+
+		memcpy(&b, x + i, 4);
+		if (!b) {
+			zero = 1;
+			continue;
+		}
+		for (h = (b * 2654435761u) >> 23; used[h] && slot[h] != b; h = (h + 1) % (2 * CODEBOOK_MAX))
+			;
+		if (used[h])
+			continue;
+		if (k == CODEBOOK_MAX)
+			return -1;
+		used[h] = 1;
+		slot[h] = b;
+		memcpy(&cb->val[k], &b, 4);
+		cb->key[k] = order_key(cb->val[k]);
+		k++;
+	}
+	if (zero && with_zero) {
+		if (k == CODEBOOK_MAX)
+			return -1;
+		cb->val[k] = 0.0f;
+		cb->key[k++] = order_key(0.0f);
+	}
+	qsort(cb->key, (size_t)k, sizeof(cb->key[0]), key_cmp);
+	for (int j = 0; j < k; j++) {
+		uint32_t b = cb->key[j] & 0x80000000u ? cb->key[j] & 0x7fffffffu : ~cb->key[j];
+
+		memcpy(&cb->val[j], &b, 4);
+	}
+	cb->k = k;
+	cb->bits = bits_for(k);
+	return 0;
+}
+
+/* The code of v, which is in cb. */
+static unsigned code_of(const struct codebook *cb, float v)
+{
+	uint32_t key = order_key(v);
+	int lo = 0, hi = cb->k - 1;
+
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+
+		if (cb->key[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return (unsigned)lo;
+}
+
+/* Code i of a stream of bits-wide codes (a code spans at most two bytes). */
+static void put_code(uint8_t *s, int64_t i, int bits, unsigned c)
+{
+	int64_t at = i * bits;
+	unsigned v = c << (at % 8);
+
+	s[at / 8] |= (uint8_t)v;
+	if ((at % 8) + bits > 8)
+		s[at / 8 + 1] |= (uint8_t)(v >> 8);
+}
+
+static unsigned get_code(const uint8_t *s, int64_t i, int bits)
+{
+	int64_t at = i * bits;
+	unsigned v = s[at / 8];
+
+	if ((at % 8) + bits > 8)
+		v |= (unsigned)s[at / 8 + 1] << 8;
+	return (v >> (at % 8)) & ((1u << bits) - 1);
+}
+
+/*
+ * The cheapest form of t stored as name, counting the header entries each
+ * form adds (about 70 bytes of JSON per tensor, 60 per metadata entry, plus
+ * names; a clustered entry 30 more). When the values are best stored as
+ * codes (F32 tensors of at most 256 distinct values), *cb is filled and
+ * *clustered set. Ties go to the form listed first: dense, bitmask, CSR,
+ * then their clustered variants.
+ */
+static enum sparse_form choose_form(const struct mc_tensor *t, const char *full, int64_t *nnz,
+				    struct codebook *cb, int *clustered)
+{
+	int64_t rows, name, n = 0, cost[6], best;
+	struct codebook nz, all;
+	int esz = sparse_esz(t->dtype), pick = 0, have_nz, have_all;
 
 	*nnz = 0;
+	*clustered = 0;
 	if (!esz || !t->name || t->numel < 1 || t->numel > INT32_MAX)
 		return FORM_DENSE;
 	for (int64_t i = 0; i < t->numel; i++)
@@ -89,14 +242,34 @@ static enum sparse_form choose_form(const struct mc_tensor *t, const char *full,
 	*nnz = n;
 	rows = t->ndim > 1 ? t->shape[0] : 1;
 	name = (int64_t)strlen(full);
-	dense = esz * t->numel;
-	mask = (t->numel + 7) / 8 + esz * n + 2 * (name + 80) + name + 60;
-	csr = 4 * (rows + 1) + (4 + esz) * n + 3 * (name + 80) + name + 60;
-	if (mask < dense && mask <= csr)
-		return FORM_BITMASK;
-	if (csr < dense)
-		return FORM_CSR;
-	return FORM_DENSE;
+	cost[0] = esz * t->numel;
+	cost[1] = (t->numel + 7) / 8 + esz * n + 2 * (name + 80) + name + 60;
+	cost[2] = 4 * (rows + 1) + (4 + esz) * n + 3 * (name + 80) + name + 60;
+	have_nz = t->dtype == MC_F32 && n && !find_codebook(t->data, t->numel, 0, &nz);
+	have_all = have_nz && (n == t->numel ? (all = nz, 1)
+					     : !find_codebook(t->data, t->numel, 1, &all));
+	cost[3] = cost[4] = cost[5] = INT64_MAX;
+	if (have_nz) {
+		int64_t book = 4 * nz.k + (n * nz.bits + 7) / 8 + name + 90;
+
+		cost[3] = (t->numel + 7) / 8 + 3 * (name + 80) + book;
+		cost[4] = 4 * (rows + 1) + 4 * n + 4 * (name + 80) + book;
+	}
+	if (have_all)
+		cost[5] = 4 * all.k + (t->numel * all.bits + 7) / 8 + 2 * (name + 80) + name + 90;
+	best = cost[0];
+	for (int c = 1; c < 6; c++)
+		if (cost[c] < best) {
+			best = cost[c];
+			pick = c;
+		}
+	if (pick < 3)
+		return (enum sparse_form)pick;
+	*clustered = 1;
+	*cb = pick == 5 ? all : nz;
+	if (pick == 5)
+		*nnz = t->numel;
+	return pick == 3 ? FORM_BITMASK : pick == 4 ? FORM_CSR : FORM_ALL;
 }
 
 /* Room for more entries in l (each entry of t is at most one of own or views,
@@ -157,29 +330,80 @@ static struct mc_tensor *piece(struct mc_st_list *l, const char *full, const cha
 	return t;
 }
 
-/* Appends the pieces of t, named full, in form f to l and its entry to l->sparse. */
+/* Where the stored elements' values go: copied to vals, or (cb set) coded into codes. */
+struct value_sink {
+	const struct codebook *cb;
+	uint8_t *vals, *codes;
+	int esz;
+};
+
+static void sink_put(const struct value_sink *k, int64_t at, const uint8_t *x)
+{
+	if (k->cb) {
+		float v;
+
+		memcpy(&v, x, 4);
+		put_code(k->codes, at, k->cb->bits, code_of(k->cb, v));
+	} else {
+		memcpy(k->vals + k->esz * at, x, (size_t)k->esz);
+	}
+}
+
+/* The value pieces of t: NAME.__values, or NAME.__codebook and NAME.__codes. */
+static int add_values(const struct mc_tensor *t, const char *full, int64_t nnz,
+		      const struct codebook *cb, struct value_sink *k, struct mc_st_list *l,
+		      struct mc_err *err)
+{
+	struct mc_tensor *v, *c;
+
+	k->cb = cb;
+	k->esz = sparse_esz(t->dtype);
+	if (!cb) {
+		if (!(v = piece(l, full, "__values", t->dtype, nnz, err)))
+			return err->code;
+		k->vals = v->data;
+		return 0;
+	}
+	if (!(v = piece(l, full, "__codebook", MC_F32, cb->k, err)))
+		return err->code;
+	if (!(c = piece(l, full, "__codes", MC_U8, (nnz * cb->bits + 7) / 8, err)))
+		return err->code;
+	memcpy(v->data, cb->val, sizeof(float) * (size_t)cb->k);
+	k->codes = c->data;
+	return 0;
+}
+
+/* Appends the pieces of t, named full, in form f (values coded by cb when
+ * not NULL) to l and its entry to l->sparse. */
 static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_form f,
-		      int64_t nnz, struct mc_st_list *l, struct mc_err *err)
+		      int64_t nnz, const struct codebook *cb, struct mc_st_list *l,
+		      struct mc_err *err)
 {
 	const uint8_t *x = t->data;
 	int esz = sparse_esz(t->dtype);
-	struct mc_tensor *v, *a, *b;
+	struct value_sink k;
+	struct mc_tensor *a, *b;
 	json_t *e, *shape;
 	int64_t at = 0;
 
-	if (f == FORM_BITMASK) {
+	if (f == FORM_ALL) {
+		if (add_values(t, full, nnz, cb, &k, l, err))
+			return err->code;
+		for (int64_t i = 0; i < t->numel; i++)
+			sink_put(&k, i, x + esz * i);
+	} else if (f == FORM_BITMASK) {
 		uint8_t *mask;
 
 		if (!(a = piece(l, full, "__mask", MC_U8, (t->numel + 7) / 8, err)))
 			return err->code;
-		if (!(v = piece(l, full, "__values", t->dtype, nnz, err)))
+		if (add_values(t, full, nnz, cb, &k, l, err))
 			return err->code;
 		mask = a->data;
 		for (int64_t i = 0; i < t->numel; i++) {
 			if (!is_stored(x, i, esz))
 				continue;
 			mask[i / 8] |= (uint8_t)(1u << (i % 8));
-			memcpy((uint8_t *)v->data + esz * at++, x + esz * i, esz);
+			sink_put(&k, at++, x + esz * i);
 		}
 	} else {
 		int64_t rows = t->ndim > 1 ? t->shape[0] : 1, cols = t->numel / rows;
@@ -189,7 +413,7 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 			return err->code;
 		if (!(b = piece(l, full, "__indices", MC_S32, nnz, err)))
 			return err->code;
-		if (!(v = piece(l, full, "__values", t->dtype, nnz, err)))
+		if (add_values(t, full, nnz, cb, &k, l, err))
 			return err->code;
 		ptr = a->data;
 		idx = b->data;
@@ -198,7 +422,7 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 				if (!is_stored(x, r * cols + c, esz))
 					continue;
 				idx[at] = (int32_t)c;
-				memcpy((uint8_t *)v->data + esz * at++, x + esz * (r * cols + c), esz);
+				sink_put(&k, at++, x + esz * (r * cols + c));
 			}
 			ptr[r + 1] = (int32_t)at;
 		}
@@ -212,9 +436,13 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 	}
 	for (int d = 0; d < t->ndim; d++)
 		json_array_append_new(shape, json_integer(t->shape[d]));
-	json_object_set_new(e, "format", json_string(f == FORM_BITMASK ? "bitmask" : "csr"));
+	json_object_set_new(e, "format", json_string(form_names[f]));
 	json_object_set_new(e, "shape", shape);
 	json_object_set_new(e, "nnz", json_integer(nnz));
+	if (cb) {
+		json_object_set_new(e, "clusters", json_integer(cb->k));
+		json_object_set_new(e, "bits", json_integer(cb->bits));
+	}
 	if (json_object_set_new(l->sparse, full, e))
 		return mc_err_set(err, MC_ENOMEM, "model: out of memory");
 	return 0;
@@ -246,13 +474,15 @@ static int add_dense(struct mc_tensor *x, const char *full, struct mc_st_list *l
 int mc_model_add_tensors(const struct mc_model *m, const char *prefix, struct mc_st_list *l,
 			 struct mc_err *err)
 {
-	int ret = list_reserve(l, 3 * count_params(m), err);
+	int ret = list_reserve(l, 4 * count_params(m), err);
 
 	for (int i = 0; i < m->n_nodes && !ret; i++) {
 		for (int p = 0; p < m->nodes[i]->n_params && !ret; p++) {
 			struct mc_tensor *x = m->nodes[i]->params[p];
 			char full[1024];
+			struct codebook cb;
 			int64_t nnz;
+			int clustered;
 			enum sparse_form f;
 
 			if (!x->name) {
@@ -263,11 +493,11 @@ int mc_model_add_tensors(const struct mc_model *m, const char *prefix, struct mc
 			ret = join_name(full, sizeof(full), prefix, x->name, "", err);
 			if (ret)
 				break;
-			f = choose_form(x, full, &nnz);
+			f = choose_form(x, full, &nnz, &cb, &clustered);
 			if (f == FORM_DENSE)
 				ret = add_dense(x, full, l, err);
 			else
-				ret = add_sparse(x, full, f, nnz, l, err);
+				ret = add_sparse(x, full, f, nnz, clustered ? &cb : NULL, l, err);
 		}
 	}
 	return ret;
@@ -513,51 +743,139 @@ static const struct mc_st_entry *sparse_piece(const struct mc_st_file *f, const 
 	return e;
 }
 
-/* Fills dense t, stored as name, from its sparse pieces described by desc,
- * checking them all. */
+/*
+ * The n values of clustered tensor name: its codes looked up in its
+ * codebook, into *out (malloc'd; the caller frees it). Checks the codebook
+ * (k entries, 1 <= k <= 2^bits, strictly ascending, +0.0 only when every
+ * element is coded) and every code (below k; the padding bits of the last
+ * byte zero), so that a file loads to one tensor and saves to itself.
+ */
+static int decode_clustered(const struct mc_st_file *f, const char *name, json_t *desc,
+			    int64_t n, int all, char *used, float **out, struct mc_err *err)
+{
+	json_t *jk = json_object_get(desc, "clusters"), *jb = json_object_get(desc, "bits");
+	const struct mc_st_entry *book, *codes;
+	int64_t k = json_integer_value(jk), bits = json_integer_value(jb);
+	const uint8_t *s;
+	float v[CODEBOOK_MAX], *x;
+
+	*out = NULL;
+	if (!json_is_integer(jk) || !json_is_integer(jb) || bits < 1 || bits > 8 || k < 1 ||
+	    k > (1 << bits))
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: \"mcomp.sparse\" entry of '%s' has \"clusters\" %lld and "
+				  "\"bits\" %lld; a codebook holds 1 to 2^bits values and bits is 1 to "
+				  "8; the file is corrupt",
+				  f->path, name, (long long)k, (long long)bits);
+	book = sparse_piece(f, name, "__codebook", "F32", k, used, err);
+	codes = book ? sparse_piece(f, name, "__codes", "U8", (n * bits + 7) / 8, used, err) : NULL;
+	if (!codes)
+		return err->code;
+	memcpy(v, book->data, sizeof(float) * (size_t)k);
+	for (int64_t j = 0; j < k; j++) {
+		uint32_t b;
+
+		memcpy(&b, &v[j], 4);
+		if ((j && order_key(v[j]) <= order_key(v[j - 1])) || (!b && !all))
+			return mc_err_set(err, MC_ECORRUPT,
+					  "%s: tensor '%s.__codebook' entry %lld %s; the file is "
+					  "corrupt",
+					  f->path, name, (long long)j,
+					  b ? "is not above the one before (a codebook is "
+					      "strictly ascending)"
+					    : "is +0.0, which the stored positions leave implicit");
+	}
+	s = codes->data;
+	if (codes->nbytes && (n * bits) % 8 && s[codes->nbytes - 1] >> ((n * bits) % 8))
+		return mc_err_set(err, MC_ECORRUPT,
+				  "%s: tensor '%s.__codes' sets padding bits after its %lld codes; "
+				  "the file is corrupt",
+				  f->path, name, (long long)n);
+	x = malloc((size_t)n * sizeof(float) + 1);
+	if (!x)
+		return mc_err_set(err, MC_ENOMEM, "%s: out of memory decoding '%s'", f->path, name);
+	for (int64_t i = 0; i < n; i++) {
+		unsigned c = get_code(s, i, (int)bits);
+
+		if (c >= k) {
+			free(x);
+			return mc_err_set(err, MC_ECORRUPT,
+					  "%s: tensor '%s.__codes' code %lld is %u, beyond the "
+					  "codebook of %lld values; the file is corrupt",
+					  f->path, name, (long long)i, c, (long long)k);
+		}
+		x[i] = v[c];
+	}
+	*out = x;
+	return 0;
+}
+
+/* Fills dense t, stored as name, from its sparse (or clustered) pieces
+ * described by desc, checking them all. */
 static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st_file *f,
 		       json_t *desc, char *used, struct mc_err *err)
 {
 	const struct mc_st_entry *a, *b, *v;
 	json_t *shape = json_object_get(desc, "shape"), *jn = json_object_get(desc, "nnz");
 	const char *form = json_string_value(json_object_get(desc, "format"));
+	int clustered = json_object_get(desc, "clusters") || json_object_get(desc, "bits");
 	const uint8_t *vals;
+	float *decoded = NULL;
 	int64_t nnz, at = 0;
 	char *dst = t->data;
-	int esz = sparse_esz(t->dtype);
+	int esz = sparse_esz(t->dtype), all, ret = 0;
 	int ok = esz && json_is_array(shape) &&
-		 json_array_size(shape) == (size_t)t->ndim && json_is_integer(jn) && form;
+		 json_array_size(shape) == (size_t)t->ndim && json_is_integer(jn) && form &&
+		 (!clustered || t->dtype == MC_F32);
 
 	for (int d = 0; ok && d < t->ndim; d++)
 		ok = json_integer_value(json_array_get(shape, (size_t)d)) == t->shape[d];
 	nnz = ok ? json_integer_value(jn) : -1;
-	if (!ok || nnz < 0 || nnz > t->numel || (strcmp(form, "bitmask") && strcmp(form, "csr")))
+	all = ok && clustered && !strcmp(form, "dense");
+	if (!ok || nnz < 0 || nnz > t->numel || (all && nnz != t->numel) ||
+	    (!all && strcmp(form, "bitmask") && strcmp(form, "csr")))
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32 or "
-				  "I8 %s tensor as {\"format\": \"bitmask\" or \"csr\", \"shape\", "
-				  "\"nnz\"}; the file is corrupt",
+				  "I8 %s tensor as {\"format\": \"bitmask\" or \"csr\" (or, "
+				  "clustered, \"dense\"), \"shape\", \"nnz\"}; the file is corrupt",
 				  f->path, name, "of the architecture's shape");
-	v = sparse_piece(f, name, "__values", esz == 4 ? "F32" : "I8", nnz, used, err);
-	if (!v)
-		return err->code;
-	vals = v->data;
+	if (clustered) {
+		ret = decode_clustered(f, name, desc, nnz, all, used, &decoded, err);
+		if (ret)
+			return ret;
+		if (all) {
+			memcpy(dst, decoded, (size_t)nnz * sizeof(float));
+			free(decoded);
+			return 0;
+		}
+		vals = (const uint8_t *)decoded;
+	} else {
+		v = sparse_piece(f, name, "__values", esz == 4 ? "F32" : "I8", nnz, used, err);
+		if (!v)
+			return err->code;
+		vals = v->data;
+	}
 	/* t is fresh (zeroed, lazily when large: mc_model_fill): only the
 	 * stored values are written, so an all-but-empty layer costs little. */
 	if (!strcmp(form, "bitmask")) {
 		const uint8_t *mask;
 
 		a = sparse_piece(f, name, "__mask", "U8", (t->numel + 7) / 8, used, err);
-		if (!a)
-			return err->code;
+		if (!a) {
+			ret = err->code;
+			goto out;
+		}
 		mask = a->data;
 		for (int64_t i = 0; i < (t->numel + 7) / 8 * 8; i++) {
 			if (!(mask[i / 8] >> (i % 8) & 1))
 				continue;
-			if (i >= t->numel || at >= nnz)
-				return mc_err_set(err, MC_ECORRUPT,
-						  "%s: tensor '%s.__mask' sets %s; the file is corrupt",
-						  f->path, name,
-						  i >= t->numel ? "padding bits" : "more bits than nnz");
+			if (i >= t->numel || at >= nnz) {
+				ret = mc_err_set(err, MC_ECORRUPT,
+						 "%s: tensor '%s.__mask' sets %s; the file is corrupt",
+						 f->path, name,
+						 i >= t->numel ? "padding bits" : "more bits than nnz");
+				goto out;
+			}
 			memcpy(dst + esz * i, vals + esz * at++, esz);
 		}
 	} else {
@@ -568,8 +886,10 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 
 		a = sparse_piece(f, name, "__indptr", "I32", rows + 1, used, err);
 		b = a ? sparse_piece(f, name, "__indices", "I32", nnz, used, err) : NULL;
-		if (!b)
-			return err->code;
+		if (!b) {
+			ret = err->code;
+			goto out;
+		}
 		pp = a->data;
 		ip = b->data;
 		memcpy(&p0, pp, 4);
@@ -587,18 +907,20 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 			}
 		}
 		if (bad || at != nnz)
-			return mc_err_set(err, MC_ECORRUPT,
-					  "%s: tensor '%s' has CSR index arrays out of order or range; "
-					  "the file is corrupt",
-					  f->path, name);
-		return 0;
+			ret = mc_err_set(err, MC_ECORRUPT,
+					 "%s: tensor '%s' has CSR index arrays out of order or range; "
+					 "the file is corrupt",
+					 f->path, name);
+		goto out;
 	}
 	if (at != nnz)
-		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: tensor '%s.__mask' sets %lld bits for %lld values; the file is "
-				  "corrupt",
-				  f->path, name, (long long)at, (long long)nnz);
-	return 0;
+		ret = mc_err_set(err, MC_ECORRUPT,
+				 "%s: tensor '%s.__mask' sets %lld bits for %lld values; the file is "
+				 "corrupt",
+				 f->path, name, (long long)at, (long long)nnz);
+out:
+	free(decoded);
+	return ret;
 }
 
 /* Copies parameter t from f's tensor name (dense), checking dtype and shape. */
