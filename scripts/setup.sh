@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential autoconf automake libtool pkg-config libyaml-dev check
-libjansson-dev zlib1g-dev libzstd-dev nettle-dev dataset-fashion-mnist time bc
+libjansson-dev zlib1g-dev libzstd-dev nettle-dev dataset-fashion-mnist time bc jq
 protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata"
 
 missing=""
