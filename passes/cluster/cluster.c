@@ -9,12 +9,12 @@
  * file then stores each such layer as a codebook and packed codes
  * (core/io/model_io.c, docs/deep-compression.md).
  */
-#include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/layers.h"
 #include "cluster.h"
 
 static const char *const inits[] = { "linear", "density", "k-means++", NULL };
@@ -106,56 +106,26 @@ static int is_quantized_layer(const struct mc_node *nd)
 	return !strcmp(nd->op->name, "qlinear") || !strcmp(nd->op->name, "qconv2d");
 }
 
-static int matches_any(const struct mc_list *l, const char *name)
-{
-	for (int i = 0; i < l->n; i++)
-		if (!fnmatch(l->str[i], name, 0))
-			return 1;
-	return 0;
-}
-
 /* The bits of layer name: the first matching override, else the pass's. */
 static int layer_bits(const struct cluster_conf *c, const char *name)
 {
-	for (int i = 0; i < c->overrides.n; i++)
-		if (!fnmatch(c->overrides.key[i], name, 0))
-			return (int)c->overrides.num[i];
-	return c->bits;
-}
+	int o = layers_first_override(&c->overrides, name);
 
-static void layer_names(const struct mc_model *m, char *buf, size_t n)
-{
-	size_t at = 0;
-
-	buf[0] = '\0';
-	for (int i = 0; i < mc_model_n_nodes(m) && at < n; i++)
-		if (is_layer(mc_model_node(m, i)))
-			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
-					       mc_model_node(m, i)->name);
-}
-
-static int any_layer_matches(const struct mc_model *m, const char *pattern)
-{
-	for (int i = 0; i < mc_model_n_nodes(m); i++)
-		if (is_layer(mc_model_node(m, i)) && !fnmatch(pattern, mc_model_node(m, i)->name, 0))
-			return 1;
-	return 0;
+	return o >= 0 ? (int)c->overrides.num[o] : c->bits;
 }
 
 static int cluster_check(struct mc_ctx *ctx, const void *conf)
 {
 	const struct cluster_conf *c = conf;
 	const struct mc_model *m = mc_ctx_model(ctx, c->model);
-	char names[1024];
-	int n = 0;
+	int n = 0, ret;
 
 	if (!m)
 		return 0; /* the host has said so */
-	layer_names(m, names, sizeof(names));
 	for (int i = 0; i < mc_model_n_nodes(m); i++) {
 		const struct mc_node *nd = mc_model_node(m, i);
 
-		if (matches_any(&c->exclude, nd->name))
+		if (layers_match_any(&c->exclude, nd->name))
 			continue;
 		if (is_quantized_layer(nd) || (is_layer(nd) && nd->params[0]->dtype != MC_F32))
 			return mc_ctx_error(ctx, "model", MC_EINVAL,
@@ -165,16 +135,9 @@ static int cluster_check(struct mc_ctx *ctx, const void *conf)
 					    nd->name, c->model, nd->op->name, nd->name);
 		n += is_layer(nd);
 	}
-	for (int i = 0; i < c->overrides.n; i++)
-		if (!any_layer_matches(m, c->overrides.key[i]))
-			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
-					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, c->overrides.key[i], names);
-	for (int i = 0; i < c->exclude.n; i++)
-		if (!any_layer_matches(m, c->exclude.str[i]))
-			return mc_ctx_error(ctx, "exclude", MC_EINVAL,
-					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, c->exclude.str[i], names);
+	ret = layers_check_patterns(ctx, c->model, m, is_layer, &c->overrides, &c->exclude);
+	if (ret)
+		return ret;
 	if (!n)
 		return mc_ctx_error(ctx, "exclude", MC_EINVAL,
 				    "model '%s' has no linear or conv2d layer left to cluster%s",
@@ -235,7 +198,7 @@ static int select_layers(struct mc_ctx *ctx, const struct cluster_conf *c,
 	for (int i = 0; i < mc_model_n_nodes(m) && !ret; i++) {
 		const struct mc_node *nd = mc_model_node(m, i);
 
-		if (!is_layer(nd) || matches_any(&c->exclude, nd->name))
+		if (!is_layer(nd) || layers_match_any(&c->exclude, nd->name))
 			continue;
 		ret = add_layer(ctx, m, i, 0, layer_bits(c, nd->name), l, &k);
 		if (!ret && c->bias_bits && nd->n_params > 1)

@@ -7,12 +7,12 @@
  * Every ranking is a total order (value, then position), so the same model
  * always loses the same weights, for any thread count.
  */
-#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/layers.h"
 #include "prune.h"
 
 int prune_is_layer(const struct mc_node *nd)
@@ -29,14 +29,6 @@ int prune_parse_nm(const char *text, int *n, int *m)
 	return *n >= 1 && *n < *m && *m <= 64 ? 0 : -1;
 }
 
-static int matches_any(const struct mc_list *l, const char *name)
-{
-	for (int i = 0; i < l->n; i++)
-		if (!fnmatch(l->str[i], name, 0))
-			return 1;
-	return 0;
-}
-
 int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, int structured,
 			struct prune_layer **out, int *n, struct mc_err *err)
 {
@@ -48,21 +40,19 @@ int prune_layers_select(const struct mc_model *m, const struct prune_conf *c, in
 		return mc_err_set(err, MC_ENOMEM, "prune: out of memory");
 	for (int i = 0; i < mc_model_n_nodes(m); i++) {
 		const struct mc_node *nd = mc_model_node(m, i);
-		int overridden = 0;
+		int overridden = 0, o;
 
-		if (!prune_is_layer(nd) || matches_any(&c->exclude, nd->name))
+		if (!prune_is_layer(nd) || layers_match_any(&c->exclude, nd->name))
 			continue;
 		if (structured && !prune_can_shrink(m, i, why, sizeof(why)))
 			continue;
 		l[k].node = i;
 		l[k].name = nd->name;
 		l[k].target = c->sparsity;
-		for (int o = 0; o < c->overrides.n; o++) {
-			if (!fnmatch(c->overrides.key[o], nd->name, 0)) {
-				l[k].target = c->overrides.num[o];
-				overridden = 1;
-				break;
-			}
+		o = layers_first_override(&c->overrides, nd->name);
+		if (o >= 0) {
+			l[k].target = c->overrides.num[o];
+			overridden = 1;
 		}
 		l[k].global = c->scope == PRUNE_GLOBAL && !overridden && !structured;
 		k++;

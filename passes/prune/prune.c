@@ -6,11 +6,11 @@
  * pruned weights exactly zero; or, in sensitivity mode, measures each layer
  * pruned alone so that a user can choose per-layer targets.
  */
-#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/layers.h"
 #include "prune.h"
 
 static const char *const modes[] = { "prune", "sensitivity", NULL };
@@ -74,43 +74,10 @@ static const struct mc_param_def prune_params[] = {
 	MC_PARAM_END,
 };
 
-/* The names of the prunable layers of m, for messages. */
-static void layer_names(const struct mc_model *m, char *buf, size_t n)
-{
-	size_t at = 0;
-
-	buf[0] = '\0';
-	for (int i = 0; i < mc_model_n_nodes(m) && at < n; i++)
-		if (prune_is_layer(mc_model_node(m, i)))
-			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
-					       mc_model_node(m, i)->name);
-}
-
-static int any_layer_matches(const struct mc_model *m, const char *pattern)
-{
-	for (int i = 0; i < mc_model_n_nodes(m); i++)
-		if (prune_is_layer(mc_model_node(m, i)) && !fnmatch(pattern, mc_model_node(m, i)->name, 0))
-			return 1;
-	return 0;
-}
-
 static int check_patterns(struct mc_ctx *ctx, const struct prune_conf *c,
 			  const struct mc_model *m)
 {
-	char names[1024];
-
-	layer_names(m, names, sizeof(names));
-	for (int i = 0; i < c->overrides.n; i++)
-		if (!any_layer_matches(m, c->overrides.key[i]))
-			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
-					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, c->overrides.key[i], names);
-	for (int i = 0; i < c->exclude.n; i++)
-		if (!any_layer_matches(m, c->exclude.str[i]))
-			return mc_ctx_error(ctx, "exclude", MC_EINVAL,
-					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, c->exclude.str[i], names);
-	return 0;
+	return layers_check_patterns(ctx, c->model, m, prune_is_layer, &c->overrides, &c->exclude);
 }
 
 static int prune_check(struct mc_ctx *ctx, const void *conf)

@@ -12,12 +12,12 @@
  * (qat.c), then converts it the same way: static, or weight-only when the
  * inputs stay f32.
  */
-#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/layers.h"
 #include "quantize.h"
 
 static const char *const schemes[] = { "symmetric", "asymmetric", NULL };
@@ -132,30 +132,15 @@ static const char *conv_stays_f32(const struct quantize_conf *c, int mode,
 
 static int excluded(const struct quantize_conf *c, const char *name)
 {
-	for (int i = 0; i < c->exclude.n; i++)
-		if (!fnmatch(c->exclude.str[i], name, 0))
-			return 1;
-	return 0;
+	return layers_match_any(&c->exclude, name);
 }
 
 /* The granularity of layer name: the first matching override, else the pass's. */
 static int layer_granularity(const struct quantize_conf *c, const char *name)
 {
-	for (int i = 0; i < c->overrides.n; i++)
-		if (!fnmatch(c->overrides.key[i], name, 0))
-			return (int)c->overrides.num[i];
-	return c->granularity;
-}
+	int o = layers_first_override(&c->overrides, name);
 
-static void layer_names(const struct mc_model *m, char *buf, size_t n)
-{
-	size_t at = 0;
-
-	buf[0] = '\0';
-	for (int i = 0; i < mc_model_n_nodes(m) && at < n; i++)
-		if (is_layer(mc_model_node(m, i)))
-			at += (size_t)snprintf(buf + at, n - at, "%s%s", at ? ", " : "",
-					       mc_model_node(m, i)->name);
+	return o >= 0 ? (int)c->overrides.num[o] : c->granularity;
 }
 
 /* The layers to quantize: linear nodes not excluded. Quantized ones not
@@ -312,27 +297,12 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 	}
 	if (!m)
 		return 0; /* the host has said so */
-	layer_names(m, names, sizeof(names));
-	for (int i = 0; i < c->exclude.n; i++) {
-		int hit = 0;
-
-		for (int k = 0; k < mc_model_n_nodes(m) && !hit; k++)
-			hit = is_layer(mc_model_node(m, k)) && !fnmatch(c->exclude.str[i], mc_model_node(m, k)->name, 0);
-		if (!hit)
-			return mc_ctx_error(ctx, "exclude", MC_EINVAL,
-					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, c->exclude.str[i], names);
-	}
+	n = layers_check_patterns(ctx, c->model, m, is_layer, &c->overrides, &c->exclude);
+	if (n)
+		return n;
 	for (int i = 0; i < c->overrides.n; i++) {
-		const char *pat = c->overrides.key[i];
-		int g = (int)c->overrides.num[i], hit = 0;
+		int g = (int)c->overrides.num[i];
 
-		for (int k = 0; k < mc_model_n_nodes(m) && !hit; k++)
-			hit = is_layer(mc_model_node(m, k)) && !fnmatch(pat, mc_model_node(m, k)->name, 0);
-		if (!hit)
-			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
-					    "no layer of model '%s' matches '%s'; its layers are %s",
-					    c->model, pat, names);
 		if (g == QGRAN_GROUP && c->group_size != 32 && c->group_size != 64 &&
 		    c->group_size != 128)
 			return mc_ctx_error(ctx, "group_size", MC_EINVAL,
@@ -347,11 +317,13 @@ static int quantize_check(struct mc_ctx *ctx, const void *conf)
 	n = select_layers(ctx, c, m, NULL);
 	if (n < 0)
 		return n;
-	if (!n)
+	if (!n) {
+		layers_names(m, is_layer, names, sizeof(names));
 		return mc_ctx_error(ctx, "exclude", MC_EINVAL,
 				    "model '%s' has no layer left to quantize; its layers are "
 				    "%s",
 				    c->model, names);
+	}
 	for (int i = 0; i < mc_model_n_nodes(m); i++) {
 		const struct mc_node *nd = mc_model_node(m, i);
 		int64_t in;
