@@ -239,12 +239,12 @@ static struct mc_pl_val ex_var(struct ex *e, const char *name, size_t n)
 		names[b->n_params] = "in";
 	}
 	if (names && mc_suggest(names, word)) {
-		ex_bad(e, "block '%s' has no parameter '%s'; did you mean '$%s'?", b->name, word,
+		ex_bad(e, "unknown parameter '$%s'; did you mean '$%s'?", word,
 		       mc_suggest(names, word));
 	} else {
 		char list[512];
 
-		ex_bad(e, "block '%s' has no parameter '%s'; it has %s", b->name, word,
+		ex_bad(e, "unknown parameter '$%s'; the block has %s", word,
 		       names ? mc_pl_join(names, list, sizeof(list)) : "in");
 	}
 	return v;

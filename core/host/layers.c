@@ -247,6 +247,14 @@ static int read_attrs(struct ld *l, const struct mc_ynode *y, const struct mc_yn
 static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scope *sc,
 		    struct built *bt);
 
+static int want_repeat(struct ld *l, const struct mc_ynode *y, const char *where, int64_t *out)
+{
+	char what[1300];
+
+	snprintf(what, sizeof(what), "%s: repeat", where);
+	return mc_pl_want_int(l, y, what, 1, MC_PL_MAX_REPEAT, out);
+}
+
 /* The parts of one layer item. */
 struct item {
 	const struct mc_ynode *kind, *val, *name, *inputs, *when, *repeat, *first;
@@ -417,7 +425,7 @@ static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scop
 		    it.repeat ? "repeat" : "first", opname);
 		ok = 0;
 	}
-	if (b && it.repeat && mc_pl_want_int(l, it.repeat, "repeat", 1, MC_PL_MAX_REPEAT, &repeat))
+	if (b && it.repeat && want_repeat(l, it.repeat, where, &repeat))
 		ok = 0;
 	if (b && it.first && !it.repeat) {
 		bad(l, it.first, "%s: first: sets arguments of the first of repeated uses; give "
