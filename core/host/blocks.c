@@ -38,9 +38,9 @@
 
 #define bad(l, y, ...) mc_errlist_at(&(l)->el, (y), __VA_ARGS__)
 
-static const char *const type_names[] = { "int", "float", "bool", "string", NULL };
-static const char *const block_keys[] = { "params", "layers", NULL };
-static const char *const param_keys[] = { "type", "default", NULL };
+static const char *const type_names[] = {"int", "float", "bool", "string", NULL};
+static const char *const block_keys[] = {"params", "layers", NULL};
+static const char *const param_keys[] = {"type", "default", NULL};
 
 /* Argument values of one use of a block (arena), in the order of its params. */
 struct mc_pl_env {
@@ -53,14 +53,15 @@ struct mc_pl_env {
 
 static const char *type_text(enum mc_pl_type t)
 {
-	static const char *const what[] = { "an int", "a float", "a bool", "a string" };
+	static const char *const what[] = {"an int", "a float", "a bool", "a string"};
 
 	return what[t];
 }
 
 static int parse_bool(const char *s, int *out)
 {
-	static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no", "off" };
+	static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no",
+									       "off"};
 
 	for (int i = 0; i < 3; i++) {
 		if (!strcasecmp(s, yes[i]))
@@ -211,7 +212,7 @@ static struct mc_pl_val ex_or(struct ex *e);
 static struct mc_pl_val ex_var(struct ex *e, const char *name, size_t n)
 {
 	const struct mc_pl_block *b = e->env->b;
-	struct mc_pl_val v = { .type = MC_PL_INT, .i = 1 };
+	struct mc_pl_val v = {.type = MC_PL_INT, .i = 1};
 	char word[64];
 	const char **names;
 
@@ -252,7 +253,7 @@ static struct mc_pl_val ex_var(struct ex *e, const char *name, size_t n)
 
 static struct mc_pl_val ex_atom(struct ex *e)
 {
-	struct mc_pl_val v = { .type = MC_PL_INT };
+	struct mc_pl_val v = {.type = MC_PL_INT};
 	const char *s;
 
 	skip_space(e);
@@ -267,8 +268,8 @@ static struct mc_pl_val ex_atom(struct ex *e)
 		size_t n = 0;
 
 		s++;
-		while ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || s[n] == '_' ||
-		       (n && s[n] >= '0' && s[n] <= '9'))
+		while ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+		       s[n] == '_' || (n && s[n] >= '0' && s[n] <= '9'))
 			n++;
 		e->p = s + n;
 		if (!n) {
@@ -304,8 +305,10 @@ static struct mc_pl_val ex_atom(struct ex *e)
 	if (!*s)
 		ex_bad(e, "the expression ends too early");
 	else
-		ex_bad(e, "unexpected '%.8s'; an expression is made of numbers, $parameters, "
-			  "+ - * / %%, comparisons, && || ! and parentheses", s);
+		ex_bad(e,
+		       "unexpected '%.8s'; an expression is made of numbers, $parameters, "
+		       "+ - * / %%, comparisons, && || ! and parentheses",
+		       s);
 	e->p += strlen(e->p);
 	return v;
 }
@@ -335,7 +338,7 @@ static struct mc_pl_val ex_unary(struct ex *e)
 /* a op b for + - * / % on numbers; checks types and, with values, overflow. */
 static struct mc_pl_val arith(struct ex *e, struct mc_pl_val a, char op, struct mc_pl_val b)
 {
-	struct mc_pl_val r = { .type = MC_PL_INT };
+	struct mc_pl_val r = {.type = MC_PL_INT};
 	int64_t i = 0;
 	int over = 0;
 
@@ -409,8 +412,8 @@ static struct mc_pl_val ex_sum(struct ex *e)
 
 static struct mc_pl_val ex_cmp(struct ex *e)
 {
-	static const char *const ops[] = { "==", "!=", "<=", ">=", "<", ">", NULL };
-	struct mc_pl_val a = ex_sum(e), b, r = { .type = MC_PL_BOOL };
+	static const char *const ops[] = {"==", "!=", "<=", ">=", "<", ">", NULL};
+	struct mc_pl_val a = ex_sum(e), b, r = {.type = MC_PL_BOOL};
 	int k;
 
 	for (k = 0; ops[k] && !take(e, ops[k]); k++)
@@ -423,8 +426,12 @@ static struct mc_pl_val ex_cmp(struct ex *e)
 
 		if (a.type == MC_PL_INT && b.type == MC_PL_INT) /* exact, whatever the size */
 			x = (double)(a.i > b.i) - (double)(a.i < b.i), y = 0;
-		r.b = k == 0 ? x == y : k == 1 ? x != y : k == 2 ? x <= y : k == 3 ? x >= y :
-		      k == 4 ? x < y : x > y;
+		r.b = k == 0   ? x == y
+		      : k == 1 ? x != y
+		      : k == 2 ? x <= y
+		      : k == 3 ? x >= y
+		      : k == 4 ? x < y
+			       : x > y;
 	} else if (a.type == b.type && k < 2) {
 		int eq = a.type == MC_PL_BOOL ? a.b == b.b : !strcmp(a.s, b.s);
 
@@ -436,8 +443,7 @@ static struct mc_pl_val ex_cmp(struct ex *e)
 	return r;
 }
 
-static struct mc_pl_val logic(struct ex *e, struct mc_pl_val (*next)(struct ex *),
-			      const char *op)
+static struct mc_pl_val logic(struct ex *e, struct mc_pl_val (*next)(struct ex *), const char *op)
 {
 	struct mc_pl_val v = next(e);
 
@@ -470,7 +476,7 @@ static struct mc_pl_val ex_or(struct ex *e)
 static int evaluate(struct ld *l, const struct mc_ynode *y, const struct mc_pl_env *env,
 		    const char *where, struct mc_pl_val *out)
 {
-	struct ex e = { .l = l, .at = y, .env = env, .where = where, .p = y->value };
+	struct ex e = {.l = l, .at = y, .env = env, .where = where, .p = y->value};
 	const char *s = y->value + strspn(y->value, " \t"), *name;
 	size_t n;
 
@@ -478,8 +484,7 @@ static int evaluate(struct ld *l, const struct mc_ynode *y, const struct mc_pl_e
 	name = s + 1;
 	n = strcspn(name, " \t");
 	if (s[0] == '$' && n && !name[n + strspn(name + n, " \t")] &&
-	    strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789") ==
-		    n &&
+	    strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789") == n &&
 	    !(name[0] >= '0' && name[0] <= '9')) {
 		*out = ex_var(&e, name, n);
 		return e.failed ? -1 : 0;
@@ -546,8 +551,9 @@ int mc_pl_want_when(struct ld *l, const struct mc_ynode *y, const char *where)
 	int b;
 
 	if (y->kind != MC_YSCALAR || !y->plain || parse_bool(y->value, &b)) {
-		bad(l, y, "%swhen: expected a bool (true, false, or a comparison such as "
-			  "'$stride == 1'), got %s%s%s",
+		bad(l, y,
+		    "%swhen: expected a bool (true, false, or a comparison such as "
+		    "'$stride == 1'), got %s%s%s",
 		    where, y->kind == MC_YSCALAR ? "'" : "",
 		    y->kind == MC_YSCALAR ? y->value : mc_ynode_what(y),
 		    y->kind == MC_YSCALAR ? "'" : "");
@@ -679,7 +685,7 @@ const struct mc_pl_block *mc_pl_block_find(const struct ld *l, const char *name)
 /* The op or block name of a layer item (its one key beside name/inputs/...), or NULL. */
 const struct mc_ynode *mc_pl_layer_kind(const struct mc_ynode *y)
 {
-	static const char *const beside[] = { "name", "inputs", "when", "repeat", "first", NULL };
+	static const char *const beside[] = {"name", "inputs", "when", "repeat", "first", NULL};
 
 	if (y->kind == MC_YSCALAR && !mc_ynode_is_null(y))
 		return y;
@@ -732,14 +738,16 @@ static int load_param(struct ld *l, struct mc_pl_block *b, const struct mc_ynode
 	p->name = k->value;
 	p->at = k;
 	if (!is_ident(k->value)) {
-		bad(l, k, "block '%s': '%s' is not a usable parameter name; use letters, digits "
-			  "and '_', starting with a letter",
+		bad(l, k,
+		    "block '%s': '%s' is not a usable parameter name; use letters, digits "
+		    "and '_', starting with a letter",
 		    b->name, k->value);
 		return -1;
 	}
 	if (!strcmp(k->value, "in")) {
-		bad(l, k, "block '%s': 'in' is the channel count of the block's input ($in); "
-			  "name the parameter otherwise",
+		bad(l, k,
+		    "block '%s': 'in' is the channel count of the block's input ($in); "
+		    "name the parameter otherwise",
 		    b->name);
 		return -1;
 	}
@@ -748,8 +756,9 @@ static int load_param(struct ld *l, struct mc_pl_block *b, const struct mc_ynode
 		ty = mc_ymap_get(v, "type", NULL);
 		def = mc_ymap_get(v, "default", NULL);
 		if (!ty) {
-			bad(l, v, "block '%s': parameter '%s': missing required key 'type' (int, "
-				  "float, bool or string)",
+			bad(l, v,
+			    "block '%s': parameter '%s': missing required key 'type' (int, "
+			    "float, bool or string)",
 			    b->name, p->name);
 			return -1;
 		}
@@ -775,8 +784,9 @@ static int load_param(struct ld *l, struct mc_pl_block *b, const struct mc_ynode
 			}
 		}
 	} else {
-		bad(l, v, "block '%s': parameter '%s' must be a type (int, float, bool, string), "
-			  "a default value, or {type: TYPE, default: VALUE}, not %s",
+		bad(l, v,
+		    "block '%s': parameter '%s' must be a type (int, float, bool, string), "
+		    "a default value, or {type: TYPE, default: VALUE}, not %s",
 		    b->name, p->name, mc_ynode_what(v));
 		return -1;
 	}
@@ -791,8 +801,10 @@ static int load_param(struct ld *l, struct mc_pl_block *b, const struct mc_ynode
 		if (!type_names[t]) {
 			near = mc_suggest(type_names, s);
 			bad(l, ty, "block '%s': parameter '%s': unknown type '%s'; %s%s%s", b->name,
-			    p->name, s, near ? "did you mean '" : "the types are int, float, bool "
-								  "and string",
+			    p->name, s,
+			    near ? "did you mean '"
+				 : "the types are int, float, bool "
+				   "and string",
 			    near ? near : "", near ? "'?" : "");
 			return -1;
 		}
@@ -812,7 +824,7 @@ static int load_param(struct ld *l, struct mc_pl_block *b, const struct mc_ynode
 static int check_exprs(struct ld *l, const struct mc_pl_block *b, const struct mc_ynode *y,
 		       const char *where)
 {
-	struct mc_pl_env env = { .b = b };
+	struct mc_pl_env env = {.b = b};
 	struct mc_pl_val v;
 	int ok = 1;
 
@@ -838,8 +850,8 @@ static int check_kinds(struct ld *l, struct mc_pl_block *b)
 		snprintf(where, sizeof(where), "block '%s', layer %d", b->name, i + 1);
 		near = mc_suggest(mc_pl_layer_kinds(l), k->value);
 		if (near)
-			bad(l, k, "%s: unknown op or block '%s'; did you mean '%s'?", where, k->value,
-			    near);
+			bad(l, k, "%s: unknown op or block '%s'; did you mean '%s'?", where,
+			    k->value, near);
 		else
 			bad(l, k, "%s: unknown op or block '%s'; the ops are %s", where, k->value,
 			    mc_pl_join(mc_op_names(), list, sizeof(list)));
@@ -860,7 +872,8 @@ static void find_cycles(struct ld *l, struct mc_pl_block *b, const struct mc_pl_
 	path[depth] = b;
 	for (int i = 0; i < b->layers->n; i++) {
 		const struct mc_ynode *k = mc_pl_layer_kind(b->layers->items[i]);
-		struct mc_pl_block *u = k ? (struct mc_pl_block *)mc_pl_block_find(l, k->value) : NULL;
+		struct mc_pl_block *u =
+		    k ? (struct mc_pl_block *)mc_pl_block_find(l, k->value) : NULL;
 		char chain[1024];
 		size_t pos = 0;
 		int from = 0;
@@ -906,8 +919,9 @@ void mc_pl_load_blocks(struct ld *l, const struct mc_ynode *blocks)
 		char where[300];
 
 		if (!mc_pl_valid_name(k->value)) {
-			bad(l, k, "'%s' is not a usable block name; use letters, digits, '_' and "
-				  "'-'",
+			bad(l, k,
+			    "'%s' is not a usable block name; use letters, digits, '_' and "
+			    "'-'",
 			    k->value);
 			continue;
 		}

@@ -123,18 +123,20 @@ static int64_t channels(const struct built *bt, int i)
  * not the op's.
  */
 static int layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_ynode *insv,
-			const struct mc_op *op, const char *where, const struct scope *sc,
-			int *ins)
+			const struct mc_op *op, const char *where, const struct scope *sc, int *ins)
 {
 	int n = 0, ok = 1;
 
 	if (!insv) {
 		if (op && op->n_inputs != 1) {
 			if (op->n_inputs == MC_OP_VARIADIC)
-				bad(l, y, "%s: %s takes 2 to %d inputs; list them, e.g. inputs: [e1, e3]",
+				bad(l, y,
+				    "%s: %s takes 2 to %d inputs; list them, e.g. inputs: [e1, e3]",
 				    where, op->name, MC_NODE_MAX_INPUTS);
 			else
-				bad(l, y, "%s: %s takes %d inputs; list them, e.g. inputs: [conv2, relu1]",
+				bad(l, y,
+				    "%s: %s takes %d inputs; list them, e.g. inputs: [conv2, "
+				    "relu1]",
 				    where, op->name, op->n_inputs);
 			return -1;
 		}
@@ -158,15 +160,17 @@ static int layer_inputs(struct ld *l, const struct mc_ynode *y, const struct mc_
 		k = names_find(&sc->names, name);
 		src = !strcmp(name, "input") ? sc->input : k >= 0 ? sc->names.v[k].node : -3;
 		if (src == -3 && sc->block) {
-			bad(l, it, "%s: input '%s' is not an earlier layer of block '%s'; name a "
-				   "layer above this one in the block, or 'input' (the block's input)",
+			bad(l, it,
+			    "%s: input '%s' is not an earlier layer of block '%s'; name a "
+			    "layer above this one in the block, or 'input' (the block's input)",
 			    where, name, sc->block->name);
 			ok = 0;
 			continue;
 		}
 		if (src == -3) {
-			bad(l, it, "%s: input '%s' is not an earlier layer; name a layer above this "
-				   "one (given with name: or counted, such as conv2d1) or 'input'",
+			bad(l, it,
+			    "%s: input '%s' is not an earlier layer; name a layer above this "
+			    "one (given with name: or counted, such as conv2d1) or 'input'",
 			    where, name);
 			ok = 0;
 			continue;
@@ -212,11 +216,13 @@ static int read_attrs(struct ld *l, const struct mc_ynode *y, const struct mc_yn
 
 					if (near)
 						bad(l, opval->keys[i],
-						    "%sunknown key '%s' in op '%s'; did you mean '%s'?",
+						    "%sunknown key '%s' in op '%s'; did you mean "
+						    "'%s'?",
 						    ctx, an, opname, near);
 					else
-						bad(l, opval->keys[i], "%sunknown key '%s' in op '%s'",
-						    ctx, an, opname);
+						bad(l, opval->keys[i],
+						    "%sunknown key '%s' in op '%s'", ctx, an,
+						    opname);
 					ok = 0;
 				} else if (mc_pl_set_value(l, d, conf, opval->items[i], where)) {
 					ok = 0;
@@ -233,12 +239,13 @@ static int read_attrs(struct ld *l, const struct mc_ynode *y, const struct mc_yn
 	for (int i = 0; op->attrs && op->attrs[i].name; i++) {
 		const struct mc_param_def *d = &op->attrs[i];
 
-		if (d->def || (opval && opval->kind == MC_YMAP && mc_ymap_get(opval, d->name, NULL)) ||
+		if (d->def ||
+		    (opval && opval->kind == MC_YMAP && mc_ymap_get(opval, d->name, NULL)) ||
 		    (i == 0 && opval && opval->kind == MC_YSCALAR && !mc_ynode_is_null(opval)))
 			continue;
 		bad(l, y, "%s: missing required attribute '%s' (%s)%s%s%s", where, d->name,
-		    mc_param_type_text(d, tbuf, sizeof(tbuf)), i ? "" : "; write {", i ? "" : opname,
-		    i ? "" : ": VALUE}");
+		    mc_param_type_text(d, tbuf, sizeof(tbuf)), i ? "" : "; write {",
+		    i ? "" : opname, i ? "" : ": VALUE}");
 		ok = 0;
 	}
 	return ok;
@@ -280,7 +287,7 @@ static int add_block(struct ld *l, const struct mc_ynode *y, const struct item *
 	}
 	for (int64_t r = 1; r <= repeat && ok && !bt->stop; r++) {
 		char use[2048], prefix[2100], ctx[2200], rw[1300];
-		struct scope in = { .up = sc, .block = b, .top = sc->top, .depth = sc->depth + 1 };
+		struct scope in = {.up = sc, .block = b, .top = sc->top, .depth = sc->depth + 1};
 		const struct mc_pl_env *env;
 		int64_t ch = channels(bt, from);
 
@@ -289,8 +296,9 @@ static int add_block(struct ld *l, const struct mc_ynode *y, const struct item *
 		else
 			snprintf(use, sizeof(use), "%s%s", sc->prefix, name);
 		if (strlen(use) >= 256) {
-			bad(l, y, "%s: the name '%s' is longer than 255 characters; use shorter "
-				  "names for blocks and their layers",
+			bad(l, y,
+			    "%s: the name '%s' is longer than 255 characters; use shorter "
+			    "names for blocks and their layers",
 			    where, use);
 			return -1;
 		}
@@ -314,8 +322,9 @@ static int add_block(struct ld *l, const struct mc_ynode *y, const struct item *
 
 			bt->work += t->size;
 			if (bt->work > EXPAND_MAX) {
-				bad(l, sc->top, "model '%s': its blocks expand to more than %llu YAML "
-						"nodes; use fewer or smaller blocks",
+				bad(l, sc->top,
+				    "model '%s': its blocks expand to more than %llu YAML "
+				    "nodes; use fewer or smaller blocks",
 				    bt->model, (unsigned long long)EXPAND_MAX);
 				bt->stop = 1;
 				break;
@@ -347,7 +356,7 @@ static int add_block(struct ld *l, const struct mc_ynode *y, const struct item *
 static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scope *sc,
 		    struct built *bt)
 {
-	struct item it = { 0 };
+	struct item it = {0};
 	const struct mc_op *op;
 	const struct mc_pl_block *b = NULL;
 	char where[1200], nbuf[1024], full[1100], tbuf[1024];
@@ -385,14 +394,16 @@ static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scop
 			}
 		}
 		if (!it.kind) {
-			bad(l, y, "%slayer %d: no op; write an op name such as 'relu' or '{linear: "
-				  "512}'",
+			bad(l, y,
+			    "%slayer %d: no op; write an op name such as 'relu' or '{linear: "
+			    "512}'",
 			    sc->ctx, pos);
 			return -1;
 		}
 	} else {
-		bad(l, y, "%slayer %d must be an op name or a one-key mapping such as {linear: 512}, "
-			  "not %s",
+		bad(l, y,
+		    "%slayer %d must be an op name or a one-key mapping such as {linear: 512}, "
+		    "not %s",
 		    sc->ctx, pos, mc_ynode_what(y));
 		return -1;
 	}
@@ -428,8 +439,9 @@ static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scop
 	if (b && it.repeat && want_repeat(l, it.repeat, where, &repeat))
 		ok = 0;
 	if (b && it.first && !it.repeat) {
-		bad(l, it.first, "%s: first: sets arguments of the first of repeated uses; give "
-				 "repeat: too, or put them beside the others",
+		bad(l, it.first,
+		    "%s: first: sets arguments of the first of repeated uses; give "
+		    "repeat: too, or put them beside the others",
 		    where);
 		ok = 0;
 	} else if (b && it.first && !mc_pl_want_map(l, it.first, "first")) {
@@ -454,8 +466,9 @@ static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scop
 	if (it.name) {
 		name = mc_pl_want_scalar(l, it.name, "name");
 		if (name && (!mc_pl_valid_name(name) || !strcmp(name, "input"))) {
-			bad(l, it.name, "%s: '%s' is not a usable layer name; use letters, digits, "
-					"'_' and '-', and not 'input'",
+			bad(l, it.name,
+			    "%s: '%s' is not a usable layer name; use letters, digits, "
+			    "'_' and '-', and not 'input'",
 			    where, name);
 			name = NULL;
 		}
@@ -466,8 +479,9 @@ static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scop
 		name = nbuf;
 	}
 	if (name && names_find(&sc->names, name) >= 0) {
-		bad(l, it.name ? it.name : y, "%s: a layer is already named '%s'; name this one "
-					      "otherwise",
+		bad(l, it.name ? it.name : y,
+		    "%s: a layer is already named '%s'; name this one "
+		    "otherwise",
 		    where, name);
 		ok = 0;
 	}
@@ -498,15 +512,17 @@ static int add_item(struct ld *l, const struct mc_ynode *y, int pos, struct scop
 	}
 	snprintf(full, sizeof(full), "%s%s", sc->prefix, name);
 	if (strlen(full) >= 256) {
-		bad(l, y, "%s: the node name '%s' is longer than 255 characters; use shorter "
-			  "names for blocks and their layers",
+		bad(l, y,
+		    "%s: the node name '%s' is longer than 255 characters; use shorter "
+		    "names for blocks and their layers",
 		    where, full);
 		ok = 0;
 		goto out;
 	}
 	if (bt->n >= MC_MODEL_MAX_NODES) {
-		bad(l, sc->top, "model '%s': its layers expand to more than %d nodes, the most "
-				"a model has",
+		bad(l, sc->top,
+		    "model '%s': its layers expand to more than %d nodes, the most "
+		    "a model has",
 		    bt->model, MC_MODEL_MAX_NODES);
 		bt->stop = 1;
 		ok = 0;
@@ -544,11 +560,10 @@ out:
 int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_ynode *b,
 		      struct mc_pl_model *pm)
 {
-	static const char *const build_keys[] = { "input", "layers", NULL };
+	static const char *const build_keys[] = {"input", "layers", NULL};
 	struct mc_ynode *in, *layers;
-	struct built bt = { .model = key->value };
-	struct scope sc = { .prefix = "", .ctx = "", .input = MC_NODE_INPUT,
-			    .last = MC_NODE_INPUT };
+	struct built bt = {.model = key->value};
+	struct scope sc = {.prefix = "", .ctx = "", .input = MC_NODE_INPUT, .last = MC_NODE_INPUT};
 	int64_t shape[MC_MAX_DIMS];
 	char where[300];
 	int ok = 1;
@@ -585,8 +600,9 @@ int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_
 		}
 	}
 	if (layers->kind != MC_YSEQ || !layers->n) {
-		bad(l, layers, "%s: layers must be a non-empty list, such as [flatten, {linear: "
-			       "10}]",
+		bad(l, layers,
+		    "%s: layers must be a non-empty list, such as [flatten, {linear: "
+		    "10}]",
 		    where);
 		ok = 0;
 		goto out;
