@@ -297,4 +297,6 @@ over npy "$src/tests/pipelines/good/basic.yaml" \
 over load "$src/tests/pipelines/good/minimal.yaml" \
 	'models.t={load: ../models/tiny.safetensors}' 'data.test.idx=../data/tiny'
 over bad-key "$src/tests/pipelines/good/basic.yaml" 'passes.0.train.epoch=2' 'nope'
+over blocks "$src/tests/pipelines/good/blocks.yaml" 'models.r.build.layers.2.basic.out=16' \
+	'blocks.ir.params.expansion=3' 'models.r.build.layers.4.repeat=3'
 echo "make-corpus: $(find "$corpus" -type f | wc -l) files, $(du -sk "$corpus" | cut -f1) KB"

@@ -314,7 +314,7 @@ END_TEST
 START_TEST(good_fixtures_validate)
 {
 	const char *good[] = { "basic.yaml", "minimal.yaml", "aliases.yaml", "block-style.yaml",
-			       "resnet.yaml", "params.yaml" };
+			       "resnet.yaml", "params.yaml", "blocks.yaml" };
 
 	copy_fixtures("good");
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {

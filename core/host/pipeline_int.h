@@ -178,6 +178,7 @@ struct ld {
 	struct mc_errlist el;
 	struct mc_err tmp; /* messages of the functions called */
 	const char **split_names, **model_names; /* NULL-terminated, as the file names them */
+	struct mc_pl_blocks *blocks;		 /* the blocks: section (arena), or NULL */
 };
 
 /*
@@ -218,5 +219,72 @@ const char *mc_pl_strip_origin(const char *msg, const char *origin);
  */
 int mc_pl_build_model(struct ld *l, const struct mc_ynode *key, const struct mc_ynode *build,
 		      struct mc_pl_model *pm);
+
+/*
+ * blocks.c: the blocks: section, layer lists with typed parameters that a
+ * build: uses like ops. Everything lives in the YAML document's arena.
+ */
+#define MC_PL_INT_MAX 2147483647 /* an int argument, and what expressions compute */
+#define MC_PL_MAX_REPEAT 1000	 /* repeat: of one use */
+#define MC_PL_MAX_NESTING 16	 /* blocks inside blocks */
+
+enum mc_pl_type { MC_PL_INT, MC_PL_FLOAT, MC_PL_BOOL, MC_PL_STRING };
+
+struct mc_pl_val {
+	enum mc_pl_type type;
+	int64_t i;
+	double f;
+	int b;
+	const char *s;
+	int plain; /* a string: it was unquoted */
+};
+
+struct mc_pl_bparam {
+	const char *name;
+	enum mc_pl_type type;
+	const struct mc_ynode *at;  /* its key under params: */
+	const struct mc_ynode *def; /* its default's node, or NULL: required */
+	struct mc_pl_val value;	    /* the default */
+};
+
+struct mc_pl_block {
+	const char *name;
+	const struct mc_ynode *key;    /* its name under blocks: */
+	const struct mc_ynode *layers; /* the template, "$" unreplaced; NULL when malformed */
+	int n_params;
+	struct mc_pl_bparam *params;
+	int usable; /* 0: its definition has errors (reported), so it is not expanded */
+	int mark;   /* for the search of cycles */
+};
+
+struct mc_pl_blocks {
+	int n;
+	struct mc_pl_block *b;
+};
+
+struct mc_pl_env;
+
+/* Reads and checks the blocks: section (NULL: none) into l->blocks. */
+void mc_pl_load_blocks(struct ld *l, const struct mc_ynode *blocks);
+/* The block named name, or NULL. */
+const struct mc_pl_block *mc_pl_block_find(const struct ld *l, const char *name);
+/* The node naming a layer item's op or block ("relu", or the key of {linear: 10}), or NULL. */
+const struct mc_ynode *mc_pl_layer_kind(const struct mc_ynode *y);
+/* The names of the ops and then of the blocks, NULL-terminated, for suggestions. */
+const char *const *mc_pl_layer_kinds(struct ld *l);
+/*
+ * The arguments of one use of block b, at: args (a mapping, a scalar for
+ * the first parameter, or NULL), then first (a mapping or NULL) over them,
+ * then the defaults; in: the channels of the block's input. NULL when one is
+ * unknown, of the wrong type or missing (reported, prefixed by where).
+ */
+struct mc_pl_env *mc_pl_block_bind(struct ld *l, const struct mc_pl_block *b,
+				   const struct mc_ynode *at, const struct mc_ynode *args,
+				   const struct mc_ynode *first, int64_t in, const char *where);
+/* y, or a copy of it with each "$" scalar replaced by its value under env; NULL (reported). */
+const struct mc_ynode *mc_pl_subst(struct ld *l, const struct mc_ynode *y,
+				   const struct mc_pl_env *env, const char *where);
+/* The value of a layer's when: 1 or 0, else -1 (reported). */
+int mc_pl_want_when(struct ld *l, const struct mc_ynode *y, const char *where);
 
 #endif

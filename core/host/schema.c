@@ -1116,7 +1116,7 @@ static void load_report(struct ld *l, struct mc_ynode *r)
 
 /* ---------------------------------------------------------------- the whole */
 
-static const char *const top_keys[] = { "mcomp",  "seed",   "data",	"models",
+static const char *const top_keys[] = { "mcomp",  "seed",   "data",	"blocks", "models",
 					"passes", "output", "report", NULL };
 
 static void load_version(struct ld *l, struct mc_ynode *root)
@@ -1183,6 +1183,7 @@ void mc_pl_validate(struct ld *l, struct mc_ynode *root)
 	l->split_names = key_names(v && v->kind == MC_YMAP ? v : NULL);
 	if (v && !mc_ynode_is_null(v))
 		load_data(l, v);
+	mc_pl_load_blocks(l, mc_ymap_get(root, "blocks", NULL));
 	v = mc_ymap_get(root, "models", NULL);
 	l->model_names = key_names(v && v->kind == MC_YMAP ? v : NULL);
 	if (v && !mc_ynode_is_null(v))
