@@ -44,6 +44,8 @@ static const struct shape shapes[] = {
     /* first layers big enough for a team: dW split by tap rows (and on AVX-512 in groups of
      * 16 channels, the second one partly past O) */
     {16, 1, 28, 28, 32, 3, 1, 1}, {12, 3, 20, 20, 20, 3, 1, 1},
+    /* fewer than 16 outputs: one group of 16, the rest of the padded 32 none */
+    {24, 1, 24, 24, 10, 3, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 

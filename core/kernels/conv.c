@@ -1227,7 +1227,7 @@ __attribute__((target("avx512f"))) static void dy_t16(const float *dy, int O, in
 	__m512i i0 =
 	    _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(o0)), _mm512_set1_epi32(P));
 	int r0 = O - o0 < 16 ? O - o0 : 16;
-	__mmask16 m0 = (__mmask16)((1u << r0) - 1);
+	__mmask16 m0 = r0 > 0 ? (__mmask16)((1u << r0) - 1) : 0;
 	__m512i one = _mm512_set1_epi32(1);
 
 	for (int p = 0; p < P; p++, dyt += 16) {
@@ -1294,7 +1294,7 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 	nt = threads((double)n * P * O * K, 6 * (op / 32) * C);
 	if (nt > 1 && avx512 && op / 32 * C < 2 * nt)
 		L = 16;
-	groups = op / L;
+	groups = (O + L - 1) / L; /* no group wholly past O */
 	if (nt > 1 && 3 * groups * C <= nt)
 		rows = 3;
 	if (groups * rows < 2 * nt)
