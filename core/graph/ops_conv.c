@@ -34,6 +34,7 @@
 #include "graph/ops_int.h"
 #include "kernels/conv.h"
 #include "kernels/cpu.h"
+#include "kernels/dwconv.h"
 
 /* ---------------------------------------------------------------- conv2d */
 
@@ -326,6 +327,22 @@ static int batched(const struct mc_conv_geo *q)
 	return q->Og >= BATCHED_MIN_OG;
 }
 
+/*
+ * Depthwise (one input and one output channel a group): the forward pass
+ * runs on kernels/dwconv.h, whose chains are those of the per-sample GEMMs
+ * below, so the bits are the same either way.
+ */
+static int depthwise(const struct mc_conv_geo *q)
+{
+	return q->Cg == 1 && q->Og == 1;
+}
+
+static struct mc_dwconv dwconv(const struct mc_conv_geo *q)
+{
+	return (struct mc_dwconv){ .C = q->C, .H = q->H, .W = q->W, .OH = q->OH, .OW = q->OW,
+				   .k = q->k, .s = q->s, .p = q->p };
+}
+
 /* Group g's convolution for the batched kernels. */
 static struct mc_convf convf(const struct mc_conv_geo *q)
 {
@@ -384,6 +401,15 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 	    __builtin_add_overflow(slots, parts, &total) || __builtin_add_overflow(total, wk, &total) ||
 	    mc_mul_overflow(total, sizeof(float), &total))
 		return SIZE_MAX;
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+		size_t dw = mc_dwconv_work(&d);
+
+		if (dw == SIZE_MAX)
+			return SIZE_MAX;
+		if (dw > total)
+			total = dw;
+	}
 	return total > b ? total : b;
 }
 
@@ -457,6 +483,12 @@ static void conv_run(const struct mc_node *node, const struct mc_run *run, int n
 	if (n < 1)
 		return;
 	conv_geo(node, &q);
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+
+		mc_dwconv_forward(&d, n, in[0], w, b, relu, out, run->work);
+		return;
+	}
 	if (!batched(&q)) {
 		conv_forward_gemm(node, run, n, in, out);
 		if (relu)
