@@ -296,6 +296,8 @@ void mc_transpose(int64_t rows, int cols, const float *a, float *t)
  */
 #define CONV_SLOTS 16
 #define CONV_GROUP 8
+_Static_assert(CONV_GROUP == MC_DWCONV_GROUP, "depthwise dW must sum the groups of samples "
+					       "the per-sample GEMMs sum");
 
 static int conv_slots(int n)
 {
@@ -328,9 +330,9 @@ static int batched(const struct mc_conv_geo *q)
 }
 
 /*
- * Depthwise (one input and one output channel a group): the forward pass
- * runs on kernels/dwconv.h, whose chains are those of the per-sample GEMMs
- * below, so the bits are the same either way.
+ * Depthwise (one input and one output channel a group): forward and
+ * backward run on kernels/dwconv.h, whose chains are those of the
+ * per-sample GEMMs below, so the bits are the same either way.
  */
 static int depthwise(const struct mc_conv_geo *q)
 {
@@ -403,12 +405,11 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 		return SIZE_MAX;
 	if (depthwise(&q)) {
 		struct mc_dwconv d = dwconv(&q);
-		size_t dw = mc_dwconv_work(&d);
+		size_t fw = mc_dwconv_work(&d), bw = mc_dwconv_bwd_work(&d, n);
 
-		if (dw == SIZE_MAX)
+		if (fw == SIZE_MAX || bw == SIZE_MAX)
 			return SIZE_MAX;
-		if (dw > total)
-			total = dw;
+		total = max3(total, fw, bw);
 	}
 	return total > b ? total : b;
 }
@@ -690,6 +691,13 @@ static void conv_backward(const struct mc_node *node, const struct mc_run *run, 
 	if (n < 1 || (!want_w && !want_b && !din[0]))
 		return;
 	conv_geo(node, &q);
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+
+		mc_dwconv_backward(&d, n, in[0], w, dout, din[0], want_w ? grads[0] : NULL,
+				   want_b ? grads[1] : NULL, run->work);
+		return;
+	}
 	if (batched(&q)) {
 		conv_backward_batched(node, run, n, in, dout, din, grads);
 		if (q.s == 1 || !din[0])

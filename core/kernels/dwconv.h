@@ -42,4 +42,31 @@ void mc_dwconv_forward(const struct mc_dwconv *d, int n, const float *x, const f
 void mc_dwconv_forward_ref(const struct mc_dwconv *d, int n, const float *x, const float *w,
 			   const float *b, int relu, float *y);
 
+/*
+ * The backward pass, as the per-sample GEMMs and col2im formed it:
+ *
+ *	dx[h][w]  = +0, then + (w[c][t] * dy[oh][ow]) for each tap t = (ki, kj)
+ *	            in order whose window (oh, ow) covers (h, w) (the product one
+ *	            fma with 0, the sum plain adds; taps in the padding add nothing)
+ *	dw[c][t] += the sum, over groups of MC_DWCONV_GROUP samples in order
+ *	            (a chain of adds, starting from group 0's), of the group's
+ *	            part: per sample in order, per slice of KC positions in order,
+ *	            acc = fma chain over the slice from +0 of x(t, p) * dy[p],
+ *	            part = acc (the group's first) or acc + part
+ *	db[c]    += the same chain of groups of parts that are plain adds of dy
+ *	            over the group's samples and positions, in order
+ */
+#define MC_DWCONV_GROUP 8
+
+/* Bytes of workspace mc_dwconv_backward needs for n samples; SIZE_MAX on overflow. */
+size_t mc_dwconv_bwd_work(const struct mc_dwconv *d, int n);
+/*
+ * dx[n][C][H][W] = the input gradient of dy[n][C][OH][OW] (dx may be NULL),
+ * dw[C][k*k] and db[C] += the parameters' (either may be NULL).
+ */
+void mc_dwconv_backward(const struct mc_dwconv *d, int n, const float *x, const float *w,
+			const float *dy, float *dx, float *dw, float *db, void *work);
+void mc_dwconv_backward_ref(const struct mc_dwconv *d, int n, const float *x, const float *w,
+			    const float *dy, float *dx, float *dw, float *db);
+
 #endif
