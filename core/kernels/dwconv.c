@@ -597,10 +597,69 @@ static void dw_item_ref(const struct mc_dwconv *d, int n, int gi, int c, const f
 	}
 }
 
-/* The same from the phase planes of each sample (dw_geo), every tap's chain side by side. */
-static void dw_item(const struct mc_dwconv *d, const struct dw_geo *g, int n, int gi, int c,
-		    const float *x, const float *dy, const size_t *off, float *slot, float *pw,
-		    float *pb)
+/*
+ * acc[t] = fma chain from +0 over positions p in [p0, p1) of x(t, p) * dy[p],
+ * x(t, p) read from the phase planes pl at off[t] + the grid position of p;
+ * the taps' chains side by side, each one in order. Scalar FMAs on every
+ * path (built for each so that fmaf is one instruction).
+ */
+typedef void (*chain_fn)(int kk, int OW, int WJ, int64_t p0, int64_t p1, const float *pl,
+			 const size_t *off, const float *dy, float *acc);
+
+#define CHAIN_BODY                                                                     \
+	do {                                                                           \
+		for (int t = 0; t < kk; t++)                                           \
+			acc[t] = 0.0f;                                                 \
+		for (int64_t p = p0; p < p1; p++) {                                    \
+			const float *at = pl + (size_t)(p / OW) * WJ + p % OW;          \
+			float v = dy[p];                                               \
+			for (int t = 0; t < kk; t++)                                   \
+				acc[t] = __builtin_fmaf(at[off[t]], v, acc[t]);        \
+		}                                                                      \
+	} while (0)
+
+PORTABLE_CLONES static void chain_portable(int kk, int OW, int WJ, int64_t p0, int64_t p1,
+					   const float *pl, const size_t *off, const float *dy,
+					   float *acc)
+{
+	CHAIN_BODY;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f,fma"))) static void chain_avx512(int kk, int OW, int WJ, int64_t p0,
+								int64_t p1, const float *pl,
+								const size_t *off, const float *dy,
+								float *acc)
+{
+	CHAIN_BODY;
+}
+
+__attribute__((target("avx2,fma"))) static void chain_avx2(int kk, int OW, int WJ, int64_t p0,
+							    int64_t p1, const float *pl,
+							    const size_t *off, const float *dy,
+							    float *acc)
+{
+	CHAIN_BODY;
+}
+#endif
+
+static chain_fn chain_path(void)
+{
+	const char *name = mc_sgemm_kernel();
+
+#if defined(__x86_64__)
+	if (!strcmp(name, "avx512"))
+		return chain_avx512;
+	if (!strcmp(name, "avx2"))
+		return chain_avx2;
+#endif
+	return chain_portable;
+}
+
+/* The same from the phase planes of each sample (dw_geo). */
+static void dw_item(const struct mc_dwconv *d, const struct dw_geo *g, chain_fn chain, int n,
+		    int gi, int c, const float *x, const float *dy, const size_t *off, float *slot,
+		    float *pw, float *pb)
 {
 	const int kk = d->k * d->k, s0 = gi * GROUP, m = n - s0 < GROUP ? n - s0 : GROUP;
 	const int64_t P = (int64_t)d->OH * d->OW;
@@ -619,14 +678,7 @@ static void dw_item(const struct mc_dwconv *d, const struct dw_geo *g, int n, in
 		for (int64_t p0 = 0; p0 < P; p0 += KC) {
 			int64_t p1 = P - p0 < KC ? P : p0 + KC;
 
-			memset(acc, 0, (size_t)kk * sizeof(float));
-			for (int64_t p = p0; p < p1; p++) {
-				const float *at = slot + (size_t)(p / d->OW) * g->WJ + p % d->OW;
-				float v = dyi[p];
-
-				for (int t = 0; t < kk; t++)
-					acc[t] = __builtin_fmaf(at[off[t]], v, acc[t]);
-			}
+			chain(kk, d->OW, g->WJ, p0, p1, slot, off, dyi, acc);
 			for (int t = 0; t < kk; t++)
 				pw[t] = i == 0 && p0 == 0 ? acc[t] : acc[t] + pw[t];
 		}
@@ -694,6 +746,7 @@ void mc_dwconv_backward(const struct mc_dwconv *d, int n, const float *x, const 
 	float *slots = (float *)((char *)work + up((size_t)kk * sizeof(size_t), 64)), *pw, *pb;
 	struct bw_geo g;
 	axpy_fn axpy = axpy_path();
+	chain_fn chain = chain_path();
 	int64_t items = (int64_t)n * C, witems = (int64_t)ng * C;
 	double macs = (double)items * ys * kk;
 	int nt = omp_in_parallel() || macs < PAR_MIN ? 1 : omp_get_max_threads();
@@ -721,7 +774,7 @@ void mc_dwconv_backward(const struct mc_dwconv *d, int n, const float *x, const 
 		if (dw || db) {
 #pragma omp for schedule(static)
 			for (int64_t i = 0; i < witems; i++)
-				dw_item(d, &g.f, n, (int)(i / C), (int)(i % C), x, dy, off, slot,
+				dw_item(d, &g.f, chain, n, (int)(i / C), (int)(i % C), x, dy, off, slot,
 					dw ? pw + (size_t)i * kk : NULL, db ? pb + i : NULL);
 		}
 	}
