@@ -40,19 +40,29 @@ struct shape {
 };
 
 static const struct shape shapes[] = {
-    {1, 1, 5, 5, 3, 1, 0},     {3, 3, 7, 9, 3, 1, 1},	  {2, 17, 13, 11, 3, 2, 1},
-    {4, 5, 9, 8, 5, 2, 2},     {1, 33, 28, 28, 3, 1, 1},  {2, 7, 14, 14, 3, 2, 1},
-    {5, 6, 7, 7, 3, 1, 1},     {2, 9, 12, 10, 5, 1, 2},	  {3, 4, 6, 6, 1, 1, 0},
-    {2, 3, 4, 4, 3, 2, 0},     {1, 2, 20, 19, 17, 1, 2},  {2, 3, 21, 21, 4, 3, 1},
+    {1, 1, 5, 5, 3, 1, 0},
+    {3, 3, 7, 9, 3, 1, 1},
+    {2, 17, 13, 11, 3, 2, 1},
+    {4, 5, 9, 8, 5, 2, 2},
+    {1, 33, 28, 28, 3, 1, 1},
+    {2, 7, 14, 14, 3, 2, 1},
+    {5, 6, 7, 7, 3, 1, 1},
+    {2, 9, 12, 10, 5, 1, 2},
+    {3, 4, 6, 6, 1, 1, 0},
+    {2, 3, 4, 4, 3, 2, 0},
+    {1, 2, 20, 19, 17, 1, 2},
+    {2, 3, 21, 21, 4, 3, 1},
     /* big enough for a team of threads */
-    {8, 24, 28, 28, 3, 1, 1},  {16, 48, 14, 14, 3, 2, 1}, {9, 19, 15, 15, 5, 1, 2},
+    {8, 24, 28, 28, 3, 1, 1},
+    {16, 48, 14, 14, 3, 2, 1},
+    {9, 19, 15, 15, 5, 1, 2},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
 static struct mc_dwconv make(const struct shape *sh)
 {
-	struct mc_dwconv d = {.C = sh->C, .H = sh->H, .W = sh->W, .k = sh->k, .s = sh->s,
-			      .p = sh->p};
+	struct mc_dwconv d = {
+	    .C = sh->C, .H = sh->H, .W = sh->W, .k = sh->k, .s = sh->s, .p = sh->p};
 
 	d.OH = (sh->H + 2 * sh->p - sh->k) / sh->s + 1;
 	d.OW = (sh->W + 2 * sh->p - sh->k) / sh->s + 1;
@@ -91,8 +101,8 @@ static void old_path(const struct mc_dwconv *d, int n, const float *x, const flo
 			for (int i = 0; i < P; i++)
 				ys[(size_t)c * P + i] = b ? b[c] : 0.0f;
 		for (int c = 0; c < d->C; c++)
-			mc_sgemm(1, 0, 1, P, kk, 1.0f, w + (size_t)c * kk, 1, col + (size_t)c * kk * P,
-				 P, 1.0f, ys + (size_t)c * P, P);
+			mc_sgemm(1, 0, 1, P, kk, 1.0f, w + (size_t)c * kk, 1,
+				 col + (size_t)c * kk * P, P, 1.0f, ys + (size_t)c * P, P);
 		if (relu)
 			for (size_t i = 0; i < (size_t)d->C * P; i++)
 				ys[i] = ys[i] > 0.0f ? ys[i] : 0.0f;
@@ -141,21 +151,23 @@ static void check_shape(const struct shape *sh, int si, int nonfinite)
 				omp_set_num_threads(1 + pi % 2);
 				old_path(&d, sh->n, x, w, hb ? b : NULL, relu, old);
 				at = first_diff(ref, old, ny);
-				ck_assert_msg(at < 0,
-					      "shape %d (nonfinite %d) relu %d bias %d path %s: ref "
-					      "%a, old path %a at %ld",
-					      si, nonfinite, relu, hb, paths[pi], ref[at], old[at], at);
+				ck_assert_msg(
+				    at < 0,
+				    "shape %d (nonfinite %d) relu %d bias %d path %s: ref "
+				    "%a, old path %a at %ld",
+				    si, nonfinite, relu, hb, paths[pi], ref[at], old[at], at);
 				for (int t = 1; t <= 3; t++) {
 					omp_set_num_threads(t);
 					memset(y, 0x55, ny * sizeof(float));
 					mc_dwconv_forward(&d, sh->n, x, w, hb ? b : NULL, relu, y,
 							  work);
 					at = first_diff(ref, y, ny);
-					ck_assert_msg(at < 0,
-						      "shape %d (nonfinite %d) relu %d bias %d path %s "
-						      "threads %d: ref %a, kernel %a at %ld",
-						      si, nonfinite, relu, hb, paths[pi], t, ref[at],
-						      y[at], at);
+					ck_assert_msg(
+					    at < 0,
+					    "shape %d (nonfinite %d) relu %d bias %d path %s "
+					    "threads %d: ref %a, kernel %a at %ld",
+					    si, nonfinite, relu, hb, paths[pi], t, ref[at], y[at],
+					    at);
 				}
 			}
 		}
@@ -217,18 +229,20 @@ static void old_backward(const struct mc_dwconv *d, int n, const float *x, const
 				dt[(size_t)p * C + c] = dys[(size_t)c * P + p];
 		for (int p = 0; p < P; p++)
 			for (int c = 0; c < C; c++)
-				pb[(size_t)gi * C + c] = i == 0 && p == 0
-							     ? dt[c]
-							     : pb[(size_t)gi * C + c] + dt[(size_t)p * C + c];
+				pb[(size_t)gi * C + c] =
+				    i == 0 && p == 0
+					? dt[c]
+					: pb[(size_t)gi * C + c] + dt[(size_t)p * C + c];
 		for (int p = 0; p < P; p++)
 			for (size_t r = 0; r < ckk; r++) {
 				int c = (int)(r / kk), t = (int)(r % kk);
 				int h = p / d->OW * d->s - d->p + t / k;
 				int wc = p % d->OW * d->s - d->p + t % k;
 
-				ct[(size_t)p * ckk + r] = h >= 0 && h < d->H && wc >= 0 && wc < d->W
-							      ? xs[((size_t)c * d->H + h) * d->W + wc]
-							      : 0.0f;
+				ct[(size_t)p * ckk + r] =
+				    h >= 0 && h < d->H && wc >= 0 && wc < d->W
+					? xs[((size_t)c * d->H + h) * d->W + wc]
+					: 0.0f;
 			}
 		for (int c = 0; c < C; c++)
 			mc_sgemm(1, 0, kk, 1, P, 1.0f, ct + (size_t)c * kk, (int)ckk, dt + c, C,
@@ -236,8 +250,8 @@ static void old_backward(const struct mc_dwconv *d, int n, const float *x, const
 		if (!dx)
 			continue;
 		for (int c = 0; c < C; c++)
-			mc_sgemm(1, 0, kk, P, 1, 1.0f, w + (size_t)c * kk, kk, dys + (size_t)c * P, P,
-				 0.0f, dcol + (size_t)c * kk * P, P);
+			mc_sgemm(1, 0, kk, P, 1, 1.0f, w + (size_t)c * kk, kk, dys + (size_t)c * P,
+				 P, 0.0f, dcol + (size_t)c * kk * P, P);
 		memset(dx + (size_t)s * C * d->H * d->W, 0, (size_t)C * d->H * d->W * 4);
 		for (size_t r = 0; r < ckk; r++)
 			for (int p = 0; p < P; p++) {
@@ -320,17 +334,20 @@ static void check_backward(const struct shape *sh, int si, int nonfinite)
 			memcpy(kdb, db0, (size_t)d.C * 4);
 			mc_dwconv_backward(&d, sh->n, x, w, dy, kdx, kdw, kdb, work);
 			at = first_diff(rdx, kdx, nx);
-			ck_assert_msg(at < 0, "shape %d (nonfinite %d) path %s threads %d: dx ref %a, "
-				      "kernel %a at %ld", si, nonfinite, paths[pi], t, rdx[at],
-				      kdx[at], at);
+			ck_assert_msg(at < 0,
+				      "shape %d (nonfinite %d) path %s threads %d: dx ref %a, "
+				      "kernel %a at %ld",
+				      si, nonfinite, paths[pi], t, rdx[at], kdx[at], at);
 			at = first_diff(rdw, kdw, nw);
-			ck_assert_msg(at < 0, "shape %d (nonfinite %d) path %s threads %d: dw ref %a, "
-				      "kernel %a at %ld", si, nonfinite, paths[pi], t, rdw[at],
-				      kdw[at], at);
+			ck_assert_msg(at < 0,
+				      "shape %d (nonfinite %d) path %s threads %d: dw ref %a, "
+				      "kernel %a at %ld",
+				      si, nonfinite, paths[pi], t, rdw[at], kdw[at], at);
 			at = first_diff(rdb, kdb, (size_t)d.C);
-			ck_assert_msg(at < 0, "shape %d (nonfinite %d) path %s threads %d: db ref %a, "
-				      "kernel %a at %ld", si, nonfinite, paths[pi], t, rdb[at],
-				      kdb[at], at);
+			ck_assert_msg(at < 0,
+				      "shape %d (nonfinite %d) path %s threads %d: db ref %a, "
+				      "kernel %a at %ld",
+				      si, nonfinite, paths[pi], t, rdb[at], kdb[at], at);
 			/* each output alone: dx only, dw only, db only */
 			memcpy(kdw, dw0, nw * 4);
 			mc_dwconv_backward(&d, sh->n, x, w, dy, NULL, kdw, NULL, work);
@@ -386,8 +403,12 @@ START_TEST(node_matches_old_path)
 		static struct mc_err err;
 		char arch[1024];
 		struct mc_model *m;
-		struct mc_dwconv d = {.C = cases[ci].C, .H = cases[ci].H, .W = cases[ci].H,
-				      .k = cases[ci].k, .s = cases[ci].s, .p = cases[ci].p};
+		struct mc_dwconv d = {.C = cases[ci].C,
+				      .H = cases[ci].H,
+				      .W = cases[ci].H,
+				      .k = cases[ci].k,
+				      .s = cases[ci].s,
+				      .p = cases[ci].p};
 		int n = 7;
 		size_t ny, nx;
 		float *x, *old, *y;
@@ -407,7 +428,8 @@ START_TEST(node_matches_old_path)
 		mc_model_init(m, 5 + (uint64_t)ci);
 		/* a bias of zeros would hide where it enters the chain */
 		for (int c = 0; c < d.C; c++)
-			((float *)mc_model_node(m, 0)->params[1]->data)[c] = 0.25f * (float)(c % 3) - 0.3f;
+			((float *)mc_model_node(m, 0)->params[1]->data)[c] =
+			    0.25f * (float)(c % 3) - 0.3f;
 		x = random_f32(nx, 900 + ci);
 		old = malloc(ny * sizeof(float));
 		y = malloc(ny * sizeof(float));
@@ -463,10 +485,12 @@ START_TEST(node_matches_old_path)
 					mc_forward(e, x, n);
 					mc_exec_zero_grad(e);
 					mc_backward(e, dy);
-					ck_assert_msg(first_diff(odw, mc_exec_grad(e, 0, 0), nw) < 0 &&
-						      first_diff(odb, mc_exec_grad(e, 0, 1), (size_t)d.C) < 0,
-						      "case %zu path %s threads %d: dW or db differs", ci,
-						      paths[pi], t);
+					ck_assert_msg(
+					    first_diff(odw, mc_exec_grad(e, 0, 0), nw) < 0 &&
+						first_diff(odb, mc_exec_grad(e, 0, 1),
+							   (size_t)d.C) < 0,
+					    "case %zu path %s threads %d: dW or db differs", ci,
+					    paths[pi], t);
 					mc_exec_free(e);
 				}
 			}

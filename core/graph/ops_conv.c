@@ -10,7 +10,11 @@
  * dout with the flipped weights. Each output is one FMA chain in a fixed
  * order: the same bits on every kernel path and for any thread count.
  *
- * Narrower groups (depthwise) keep the per-sample GEMMs: im2col of one
+ * Depthwise groups (one input and one output channel each) run on the
+ * direct kernels of kernels/dwconv.h, forward and backward, which form
+ * every output with the chain the per-sample GEMMs below give it.
+ *
+ * Other narrower groups keep the per-sample GEMMs: im2col of one
  * sample, one GEMM per group with W^T, samples spread over threads with a
  * slot of the workspace each; the backward pass sums dW per fixed group of
  * samples and adds the groups in order, and folds dcol back into the image

@@ -26,7 +26,7 @@
 #define PAR_MIN 1e6 /* multiply-adds below which one thread is faster than a team */
 #define VW	16  /* grid positions are computed in vectors of up to VW */
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__ELF__) && \
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && defined(__ELF__) &&         \
     !defined(MC_NO_TARGET_CLONES)
 #define PORTABLE_CLONES __attribute__((target_clones("fma", "default")))
 #else
@@ -137,7 +137,7 @@ PORTABLE_CLONES static void grid_portable(int kk, const float *w, float bias, in
 			y[j] = bias;
 		for (int t0 = 0; t0 < kk; t0 += KC) {
 			int t1 = kk - t0 < KC ? kk : t0 + KC;
-			float acc[VW] = { 0 };
+			float acc[VW] = {0};
 
 			for (int t = t0; t < t1; t++) {
 				const float *src = pl + off[t] + g0;
@@ -159,9 +159,8 @@ PORTABLE_CLONES static void grid_portable(int kk, const float *w, float bias, in
 
 /* max(y, 0) as MAXPS does it is y > 0 ? y : 0 (NaN and either zero give +0): the relu select. */
 __attribute__((target("avx512f"))) static void grid_avx512(int kk, const float *w, float bias,
-							    int relu, const float *pl,
-							    const size_t *off, size_t Gv,
-							    float *out)
+							   int relu, const float *pl,
+							   const size_t *off, size_t Gv, float *out)
 {
 	const __m512 vb = _mm512_set1_ps(bias), z = _mm512_setzero_ps();
 	size_t g0 = 0;
@@ -218,8 +217,8 @@ __attribute__((target("avx512f"))) static void grid_avx512(int kk, const float *
 }
 
 __attribute__((target("avx2,fma"))) static void grid_avx2(int kk, const float *w, float bias,
-							   int relu, const float *pl,
-							   const size_t *off, size_t Gv, float *out)
+							  int relu, const float *pl,
+							  const size_t *off, size_t Gv, float *out)
 {
 	const __m256 vb = _mm256_set1_ps(bias), z = _mm256_setzero_ps();
 	size_t g0 = 0;
@@ -360,9 +359,10 @@ void mc_dwconv_forward_ref(const struct mc_dwconv *d, int n, const float *x, con
 					for (int t = t0; t < t1; t++) {
 						int h = oh * d->s - d->p + t / k;
 						int col = ow * d->s - d->p + t % k;
-						float xv = h >= 0 && h < d->H && col >= 0 && col < d->W
-								   ? xc[(size_t)h * d->W + col]
-								   : 0.0f;
+						float xv =
+						    h >= 0 && h < d->H && col >= 0 && col < d->W
+							? xc[(size_t)h * d->W + col]
+							: 0.0f;
 
 						acc = __builtin_fmaf(wc[t], xv, acc);
 					}
@@ -388,10 +388,10 @@ void mc_dwconv_forward_ref(const struct mc_dwconv *d, int n, const float *x, con
  */
 struct bw_geo {
 	struct dw_geo f;
-	int L, J, Jv;  /* left margin of the dy copy; columns of the widest phase, rounded up */
-	size_t dyw;    /* floats of a row of the dy copy */
-	size_t slot;   /* floats of a slot: the x planes (dW), or the dy copy and s rows of dx */
-	size_t parts;  /* floats of the groups' dW and db parts */
+	int L, J, Jv; /* left margin of the dy copy; columns of the widest phase, rounded up */
+	size_t dyw;   /* floats of a row of the dy copy */
+	size_t slot;  /* floats of a slot: the x planes (dW), or the dy copy and s rows of dx */
+	size_t parts; /* floats of the groups' dW and db parts */
 };
 
 static int bw_geo(const struct mc_dwconv *d, int n, struct bw_geo *g)
@@ -453,8 +453,8 @@ static void dx_item_ref(const struct mc_dwconv *d, const float *w, const float *
 				if (nh < 0 || nw < 0 || nh % s || nw % s || nh / s >= d->OH ||
 				    nw / s >= d->OW)
 					continue;
-				acc = acc + __builtin_fmaf(w[t], dy[(size_t)(nh / s) * d->OW + nw / s],
-							   0.0f);
+				acc = acc + __builtin_fmaf(
+						w[t], dy[(size_t)(nh / s) * d->OW + nw / s], 0.0f);
 			}
 			dx[(size_t)h * d->W + x] = acc;
 		}
@@ -474,23 +474,25 @@ PORTABLE_CLONES static void axpy_portable(int Jv, float wt, const float *src, fl
 
 #if defined(__x86_64__)
 __attribute__((target("avx512f"))) static void axpy_avx512(int Jv, float wt, const float *src,
-							    float *acc)
+							   float *acc)
 {
 	const __m512 v = _mm512_set1_ps(wt);
 
 	for (int j = 0; j < Jv; j += 16)
-		_mm512_storeu_ps(acc + j, _mm512_add_ps(_mm512_loadu_ps(acc + j),
-							_mm512_mul_ps(v, _mm512_loadu_ps(src + j))));
+		_mm512_storeu_ps(acc + j,
+				 _mm512_add_ps(_mm512_loadu_ps(acc + j),
+					       _mm512_mul_ps(v, _mm512_loadu_ps(src + j))));
 }
 
 __attribute__((target("avx2"))) static void axpy_avx2(int Jv, float wt, const float *src,
-						       float *acc)
+						      float *acc)
 {
 	const __m256 v = _mm256_set1_ps(wt);
 
 	for (int j = 0; j < Jv; j += 8)
-		_mm256_storeu_ps(acc + j, _mm256_add_ps(_mm256_loadu_ps(acc + j),
-							_mm256_mul_ps(v, _mm256_loadu_ps(src + j))));
+		_mm256_storeu_ps(acc + j,
+				 _mm256_add_ps(_mm256_loadu_ps(acc + j),
+					       _mm256_mul_ps(v, _mm256_loadu_ps(src + j))));
 }
 #endif
 
@@ -516,8 +518,8 @@ static int finite_all(const float *w, int n)
 }
 
 /* One channel of one sample's dx, vectorized over the columns of a phase. */
-static void dx_item(const struct mc_dwconv *d, const struct bw_geo *g, axpy_fn axpy,
-		    const float *w, const float *dy, float *slot, float *dx)
+static void dx_item(const struct mc_dwconv *d, const struct bw_geo *g, axpy_fn axpy, const float *w,
+		    const float *dy, float *slot, float *dx)
 {
 	const int k = d->k, s = d->s;
 	float *dyp = slot, *acc = slot + (size_t)d->OH * g->dyw;
@@ -591,7 +593,8 @@ static void dw_item_ref(const struct mc_dwconv *d, int n, int gi, int c, const f
 					float acc = 0.0f;
 
 					for (int64_t p = p0; p < p1; p++)
-						acc = __builtin_fmaf(tap_ref(d, xi, t, p), dyi[p], acc);
+						acc = __builtin_fmaf(tap_ref(d, xi, t, p), dyi[p],
+								     acc);
 					pw[t] = i == 0 && p0 == 0 ? acc : acc + pw[t];
 				}
 	}
@@ -606,16 +609,16 @@ static void dw_item_ref(const struct mc_dwconv *d, int n, int gi, int c, const f
 typedef void (*chain_fn)(int kk, int OW, int WJ, int64_t p0, int64_t p1, const float *pl,
 			 const size_t *off, const float *dy, float *acc);
 
-#define CHAIN_BODY                                                                     \
-	do {                                                                           \
-		for (int t = 0; t < kk; t++)                                           \
-			acc[t] = 0.0f;                                                 \
-		for (int64_t p = p0; p < p1; p++) {                                    \
-			const float *at = pl + (size_t)(p / OW) * WJ + p % OW;          \
-			float v = dy[p];                                               \
-			for (int t = 0; t < kk; t++)                                   \
-				acc[t] = __builtin_fmaf(at[off[t]], v, acc[t]);        \
-		}                                                                      \
+#define CHAIN_BODY                                                                                 \
+	do {                                                                                       \
+		for (int t = 0; t < kk; t++)                                                       \
+			acc[t] = 0.0f;                                                             \
+		for (int64_t p = p0; p < p1; p++) {                                                \
+			const float *at = pl + (size_t)(p / OW) * WJ + p % OW;                     \
+			float v = dy[p];                                                           \
+			for (int t = 0; t < kk; t++)                                               \
+				acc[t] = __builtin_fmaf(at[off[t]], v, acc[t]);                    \
+		}                                                                                  \
 	} while (0)
 
 PORTABLE_CLONES static void chain_portable(int kk, int OW, int WJ, int64_t p0, int64_t p1,
@@ -635,9 +638,9 @@ __attribute__((target("avx512f,fma"))) static void chain_avx512(int kk, int OW, 
 }
 
 __attribute__((target("avx2,fma"))) static void chain_avx2(int kk, int OW, int WJ, int64_t p0,
-							    int64_t p1, const float *pl,
-							    const size_t *off, const float *dy,
-							    float *acc)
+							   int64_t p1, const float *pl,
+							   const size_t *off, const float *dy,
+							   float *acc)
 {
 	CHAIN_BODY;
 }
@@ -721,7 +724,8 @@ void mc_dwconv_backward_ref(const struct mc_dwconv *d, int n, const float *x, co
 		return;
 	if (dx)
 		for (int64_t i = 0; i < (int64_t)n * C; i++)
-			dx_item_ref(d, w + (size_t)(i % C) * kk, dy + (size_t)i * ys, dx + (size_t)i * xs);
+			dx_item_ref(d, w + (size_t)(i % C) * kk, dy + (size_t)i * ys,
+				    dx + (size_t)i * xs);
 	if (!dw && !db)
 		return;
 	pw = malloc((size_t)ng * C * kk * sizeof(float));
@@ -729,7 +733,8 @@ void mc_dwconv_backward_ref(const struct mc_dwconv *d, int n, const float *x, co
 	if (pw && pb) {
 		for (int gi = 0; gi < ng; gi++)
 			for (int c = 0; c < C; c++)
-				dw_item_ref(d, n, gi, c, x, dy, dw ? pw + ((size_t)gi * C + c) * kk : NULL,
+				dw_item_ref(d, n, gi, c, x, dy,
+					    dw ? pw + ((size_t)gi * C + c) * kk : NULL,
 					    db ? pb + (size_t)gi * C + c : NULL);
 		add_parts(d, ng, pw, pb, dw, db);
 	}
@@ -768,14 +773,14 @@ void mc_dwconv_backward(const struct mc_dwconv *d, int n, const float *x, const 
 		if (dx) {
 #pragma omp for schedule(static)
 			for (int64_t i = 0; i < items; i++)
-				dx_item(d, &g, axpy, w + (size_t)(i % C) * kk, dy + (size_t)i * ys, slot,
-					dx + (size_t)i * xs);
+				dx_item(d, &g, axpy, w + (size_t)(i % C) * kk, dy + (size_t)i * ys,
+					slot, dx + (size_t)i * xs);
 		}
 		if (dw || db) {
 #pragma omp for schedule(static)
 			for (int64_t i = 0; i < witems; i++)
-				dw_item(d, &g.f, chain, n, (int)(i / C), (int)(i % C), x, dy, off, slot,
-					dw ? pw + (size_t)i * kk : NULL, db ? pb + i : NULL);
+				dw_item(d, &g.f, chain, n, (int)(i / C), (int)(i % C), x, dy, off,
+					slot, dw ? pw + (size_t)i * kk : NULL, db ? pb + i : NULL);
 		}
 	}
 	if (dw || db)
