@@ -10,7 +10,11 @@
  * dout with the flipped weights. Each output is one FMA chain in a fixed
  * order: the same bits on every kernel path and for any thread count.
  *
- * Narrower groups (depthwise) keep the per-sample GEMMs: im2col of one
+ * Depthwise groups (one input and one output channel each) run on the
+ * direct kernels of kernels/dwconv.h, forward and backward, which form
+ * every output with the chain the per-sample GEMMs below give it.
+ *
+ * Other narrower groups keep the per-sample GEMMs: im2col of one
  * sample, one GEMM per group with W^T, samples spread over threads with a
  * slot of the workspace each; the backward pass sums dW per fixed group of
  * samples and adds the groups in order, and folds dcol back into the image
@@ -34,6 +38,7 @@
 #include "graph/ops_int.h"
 #include "kernels/conv.h"
 #include "kernels/cpu.h"
+#include "kernels/dwconv.h"
 
 /* ---------------------------------------------------------------- conv2d */
 
@@ -295,6 +300,8 @@ void mc_transpose(int64_t rows, int cols, const float *a, float *t)
  */
 #define CONV_SLOTS 16
 #define CONV_GROUP 8
+_Static_assert(CONV_GROUP == MC_DWCONV_GROUP, "depthwise dW must sum the groups of samples "
+					       "the per-sample GEMMs sum");
 
 static int conv_slots(int n)
 {
@@ -324,6 +331,22 @@ static size_t conv_slot_floats(const struct mc_conv_geo *q)
 static int batched(const struct mc_conv_geo *q)
 {
 	return q->Og >= BATCHED_MIN_OG;
+}
+
+/*
+ * Depthwise (one input and one output channel a group): forward and
+ * backward run on kernels/dwconv.h, whose chains are those of the
+ * per-sample GEMMs below, so the bits are the same either way.
+ */
+static int depthwise(const struct mc_conv_geo *q)
+{
+	return q->Cg == 1 && q->Og == 1;
+}
+
+static struct mc_dwconv dwconv(const struct mc_conv_geo *q)
+{
+	return (struct mc_dwconv){ .C = q->C, .H = q->H, .W = q->W, .OH = q->OH, .OW = q->OW,
+				   .k = q->k, .s = q->s, .p = q->p };
 }
 
 /* Group g's convolution for the batched kernels. */
@@ -384,6 +407,14 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 	    __builtin_add_overflow(slots, parts, &total) || __builtin_add_overflow(total, wk, &total) ||
 	    mc_mul_overflow(total, sizeof(float), &total))
 		return SIZE_MAX;
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+		size_t fw = mc_dwconv_work(&d), bw = mc_dwconv_bwd_work(&d, n);
+
+		if (fw == SIZE_MAX || bw == SIZE_MAX)
+			return SIZE_MAX;
+		total = max3(total, fw, bw);
+	}
 	return total > b ? total : b;
 }
 
@@ -457,6 +488,12 @@ static void conv_run(const struct mc_node *node, const struct mc_run *run, int n
 	if (n < 1)
 		return;
 	conv_geo(node, &q);
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+
+		mc_dwconv_forward(&d, n, in[0], w, b, relu, out, run->work);
+		return;
+	}
 	if (!batched(&q)) {
 		conv_forward_gemm(node, run, n, in, out);
 		if (relu)
@@ -658,6 +695,13 @@ static void conv_backward(const struct mc_node *node, const struct mc_run *run, 
 	if (n < 1 || (!want_w && !want_b && !din[0]))
 		return;
 	conv_geo(node, &q);
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+
+		mc_dwconv_backward(&d, n, in[0], w, dout, din[0], want_w ? grads[0] : NULL,
+				   want_b ? grads[1] : NULL, run->work);
+		return;
+	}
 	if (batched(&q)) {
 		conv_backward_batched(node, run, n, in, dout, din, grads);
 		if (q.s == 1 || !din[0])
