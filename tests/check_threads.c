@@ -199,9 +199,15 @@ START_TEST(adapt_to_contention)
 	ck_assert_int_eq(adapt_for(0.5), 1); /* waiting for the CPU: halved */
 	kill(busy, SIGKILL);
 	waitpid(busy, NULL, 0);
-	/* Alone again: the team comes back after the backoff (0.5 s). */
-	if (quiet)
-		ck_assert_int_eq(adapt_for(1.0), 2);
+	/* Alone again: the team comes back after the backoff (0.5 s, doubling while other
+	 * jobs of a parallel make check keep the CPU busy: give it a few tries). */
+	if (quiet) {
+		int team = adapt_for(1.0);
+
+		for (int i = 0; i < 4 && team != 2; i++)
+			team = adapt_for(2.0);
+		ck_assert_int_eq(team, 2);
+	}
 	/* Someone else's choice of team size is the new ceiling. */
 	omp_set_num_threads(1);
 	if (quiet) /* under other load the backoff state decides (seen in a busy make check) */
