@@ -1516,6 +1516,7 @@ int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err)
 {
 	const struct mc_op *bn_op = mc_op_find("batchnorm");
 	const struct mc_op *conv = mc_op_find("conv2d"), *lin = mc_op_find("linear");
+	const struct mc_attr with_bias[] = { MC_ATTR_BOOL("bias", 1), MC_ATTR_END };
 	int folded = 0;
 
 	for (int i = 0; i < m->n_nodes; i++) {
@@ -1526,12 +1527,19 @@ int mc_model_fold_batchnorm(struct mc_model *m, struct mc_err *err)
 			continue;
 		f = m->nodes[src];
 		/* The producer's output must feed nothing but this batch norm, and
-		 * removing the last node must leave the producer last. A producer
-		 * without a bias has nowhere to put the shift. */
+		 * removing the last node must leave the producer last. */
 		if ((f->op != conv && f->op != lin) || mc_model_readers(m, src, NULL, 0) != 1 ||
-		    f->n_params < 2 || f->params[0]->shape[0] != bn->params[0]->numel ||
+		    f->params[0]->shape[0] != bn->params[0]->numel ||
 		    (i == m->n_nodes - 1 && src != i - 1))
 			continue;
+		/* A producer without a bias (bias: false, as before a batch norm)
+		 * gets one of zeros to take the shift. */
+		if (f->n_params < 2) {
+			r = mc_model_set_attrs(m, src, with_bias, err);
+			if (r)
+				return r;
+			f = m->nodes[src];
+		}
 		/* A model of shapes only changes its graph alone (validation). */
 		if (!m->arch_only)
 			fold_into(f, bn);

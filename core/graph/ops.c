@@ -69,8 +69,8 @@ static const struct mc_op *const ops[] = {
     &mc_op_add,	      &mc_op_avgpool2d,	 &mc_op_batchnorm,   &mc_op_clip,
     &mc_op_concat,    &mc_op_conv2d,    &mc_op_dropout,	 &mc_op_fake_quant, &mc_op_flatten,     &mc_op_global_avgpool,
     &mc_op_hardsigmoid, &mc_op_hardswish, &mc_op_leaky_relu, &mc_op_linear,
-    &mc_op_log_softmax, &mc_op_maxpool2d, &mc_op_mul,	      &mc_op_pad2d, &mc_op_qconv2d,
-    &mc_op_qlinear,   &mc_op_relu,	 &mc_op_relu6,	     &mc_op_sigmoid,
+    &mc_op_log_softmax, &mc_op_maxpool2d, &mc_op_mul,	      &mc_op_pad2d, &mc_op_qadd, &mc_op_qconv2d,
+    &mc_op_qglobal_avgpool, &mc_op_qlinear,   &mc_op_relu,	 &mc_op_relu6,	     &mc_op_sigmoid,
     &mc_op_softmax,
 };
 #define N_OPS (sizeof(ops) / sizeof(ops[0]))
@@ -78,7 +78,7 @@ static const struct mc_op *const ops[] = {
 static const char *const op_names[] = {
     "add",	   "avgpool2d",	  "batchnorm", "clip", "concat", "conv2d",    "dropout",
     "fake_quant", "flatten",	   "global_avgpool", "hardsigmoid", "hardswish", "leaky_relu", "linear",
-    "log_softmax", "maxpool2d",	  "mul",	"pad2d", "qconv2d", "qlinear",   "relu",
+    "log_softmax", "maxpool2d",	  "mul",	"pad2d", "qadd", "qconv2d", "qglobal_avgpool", "qlinear",   "relu",
     "relu6",	   "sigmoid",	  "softmax",	NULL,
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == N_OPS + 1,

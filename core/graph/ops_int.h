@@ -9,6 +9,7 @@
  * softmax, log-softmax; ops_act.c: leaky_relu, sigmoid, clip, relu6,
  * hardsigmoid, hardswish, mul; ops_pad.c: pad2d;
  * ops_concat.c: concat; ops_qlinear.c: qlinear; ops_qconv.c: qconv2d;
+ * ops_qelem.c: qadd, qglobal_avgpool;
  * ops_fakequant.c: fake_quant);
  * adding one is a struct mc_op there, its declaration here, and a row in
  * the table in ops.c. Convolution and pooling share their window geometry
@@ -51,7 +52,7 @@ extern const struct mc_op mc_op_flatten, mc_op_relu, mc_op_linear;
 extern const struct mc_op mc_op_conv2d, mc_op_maxpool2d, mc_op_avgpool2d, mc_op_global_avgpool;
 extern const struct mc_op mc_op_batchnorm, mc_op_dropout;
 extern const struct mc_op mc_op_add, mc_op_softmax, mc_op_log_softmax;
-extern const struct mc_op mc_op_qlinear, mc_op_qconv2d;
+extern const struct mc_op mc_op_qlinear, mc_op_qconv2d, mc_op_qadd, mc_op_qglobal_avgpool;
 extern const struct mc_op mc_op_leaky_relu, mc_op_sigmoid, mc_op_clip, mc_op_relu6;
 extern const struct mc_op mc_op_hardsigmoid, mc_op_hardswish, mc_op_mul;
 extern const struct mc_op mc_op_pad2d, mc_op_concat, mc_op_fake_quant;

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ops_qconv.c - the qconv2d op: a conv2d (groups 1) whose weight is int8 and
- * whose input is quantized to u8 (dynamic: the batch's range; static: the
+ * ops_qconv.c - the qconv2d op: a conv2d whose weight is int8 and whose
+ * input is quantized to u8 (dynamic: the batch's range; static: the
  * calibrated one; docs/quantize.md):
  *
- *	param 0  NAME.weight         I8 [out, C, k, k], symmetric
+ *	param 0  NAME.weight         I8 [out, C / groups, k, k], symmetric
  *	param 1  NAME.weight_scale   F32 [1] per tensor or [out] per channel
  *	param 2  NAME.bias           F32 [out]
  *	param 3  NAME.input_qparams  F32 [2]: input scale, zero point (static only)
@@ -14,7 +14,10 @@
  * holds the zero point, which stands for 0.0) and multiplied on the int8 GEMM
  * with the packed weights: y[m*P, out], requantized per channel with the
  * bias added, then transposed into [out, OH, OW] per sample. Every output is
- * one exact s32 sum: the same for any thread count.
+ * one exact s32 sum: the same for any thread count. With groups (depthwise
+ * included) the int8 kernels of core/kernels/s8_ops.h run instead: a direct
+ * depthwise kernel vectorized across channels, a direct loop for other
+ * groups; the same requantization, per channel.
  *
  * The packed weights, the input's quantization and the parameters are
  * qlinear's (ops_qlinear.c); the window geometry, the checks of setup, im2col,
@@ -30,12 +33,15 @@
 
 #include "graph/conv_geo.h"
 #include "graph/ops_quant_int.h"
+#include "kernels/s8_ops.h"
 
 struct qconv_attrs {
 	int out, kernel, stride, padding;
 	int mode;
 	int granularity;
 	int relu;
+	int groups;
+	int relu6;
 	int in_h, in_w; /* set by setup from the input shape; not attributes */
 };
 
@@ -50,23 +56,44 @@ static const struct mc_param_def qconv_attrs[] = {
 		  "what one weight scale covers: per-tensor or per-channel"),
     MC_PARAM_BOOL(struct qconv_attrs, relu, "false",
 		  "max(y, 0) applied in the requantization: a fused conv2d + relu"),
+    MC_PARAM_INT(struct qconv_attrs, groups, "1", 1, 1 << 20,
+		 "channel groups (in channels for depthwise), as conv2d's", .flags = MC_PARAM_FOMIT),
+    MC_PARAM_BOOL(struct qconv_attrs, relu6, "false",
+		  "min(max(y, 0), 6) applied in the requantization: a fused conv2d + relu6",
+		  .flags = MC_PARAM_FOMIT),
     MC_PARAM_END,
 };
 
-/* The geometry of a qconv2d node: a conv2d of one group, so Kg = C * k * k. */
+/* The geometry of a qconv2d node: Kg = C / groups * k * k. */
 static void qconv_geo(const struct mc_node *node, struct mc_conv_geo *q)
 {
 	const struct qconv_attrs *a = node->attrs;
 
 	mc_conv_geo_init(q, node->params[QP_WEIGHT], node->out_shape, a->kernel, a->stride,
-			 a->padding, 1, a->in_h, a->in_w);
+			 a->padding, a->groups, a->in_h, a->in_w);
+}
+
+/* The same for the grouped kernels (s8_ops.h). */
+static struct mc_qconv qconv_kgeo(const struct mc_node *node)
+{
+	struct mc_conv_geo q;
+
+	qconv_geo(node, &q);
+	return (struct mc_qconv){ .C = q.C, .H = q.H, .W = q.W, .O = q.O, .OH = q.OH, .OW = q.OW,
+				  .k = q.k, .s = q.s, .p = q.p, .g = q.g };
+}
+
+/* The requantization flags of the node's attributes. */
+static unsigned qconv_flags(const struct qconv_attrs *a)
+{
+	return (a->relu ? MC_S8_RELU : 0) | (a->relu6 ? MC_S8_RELU6 : 0);
 }
 
 static int qconv_setup(struct mc_node *node, const int *in_ndim,
 		       const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {
 	struct qconv_attrs *a = node->attrs;
-	int64_t ws[4] = { a->out, in_shape[0][0], a->kernel, a->kernel };
+	int64_t ws[4] = { a->out, in_shape[0][0] / a->groups, a->kernel, a->kernel };
 	int64_t ss[1] = { a->granularity == QGRAN_TENSOR ? 1 : a->out };
 	char buf[256];
 	int r;
@@ -81,8 +108,13 @@ static int qconv_setup(struct mc_node *node, const int *in_ndim,
 				  "qconv2d runs on the int8 GEMM, which takes u8 inputs and "
 				  "weights scaled per tensor or per channel; use mode dynamic or "
 				  "static and granularity per-tensor or per-channel");
+	if (in_shape[0][0] % a->groups || a->out % a->groups)
+		return mc_err_set(err, MC_EINVAL,
+				  "qconv2d: groups %d must divide the %lld input and %d output "
+				  "channels; use a divisor of both",
+				  a->groups, (long long)in_shape[0][0], a->out);
 	r = mc_conv_setup(node, "qconv2d: ", in_shape[0], a->out, a->kernel, a->stride, a->padding,
-			  1, 65536,
+			  a->groups, 65536,
 			  "the int8 kernels take at most 65536 inputs a window and 2^31 weights",
 			  &a->in_h, &a->in_w, err);
 	return r ? r : mc_qop_new_params(node, MC_S8, 4, ws, 1, ss, 0, a->mode, err);
@@ -143,6 +175,11 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
 	qconv_geo(node, &q);
 	if (n < 1)
 		n = 1;
+	if (q.g != 1) {
+		struct mc_qconv cv = qconv_kgeo(node);
+
+		return mc_qconv_work(&cv, n);
+	}
 	slot = qconv_slot_bytes(&q, qconv_chunk(&q, n));
 	if (slot == SIZE_MAX || mc_mul_overflow(slot, (size_t)qconv_slots(&q, n), &total))
 		return SIZE_MAX;
@@ -178,6 +215,39 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 }
 
 /*
+ * A grouped or depthwise qconv2d: the input's quantization and the
+ * per-channel scales handed to the int8 kernels of s8_ops.h, which quantize
+ * each sample and split samples over threads.
+ */
+static void qconv_grouped(const struct mc_node *node, const struct mc_run *run, int n,
+			  const float *x, float *out)
+{
+	const struct qconv_attrs *a = node->attrs;
+	const struct mc_tensor *st = node->params[QP_SCALE];
+	struct mc_qconv cv = qconv_kgeo(node);
+	size_t xs = (size_t)cv.C * cv.H * cv.W, ys = (size_t)cv.O * cv.OH * cv.OW;
+	float *sw = malloc((size_t)cv.O * sizeof(float)), sa;
+	int za = mc_qop_input_qparams(node, a->mode, x, (int64_t)n * (int64_t)xs, &sa), ok = 1;
+
+	for (int o = 0; sw && o < cv.O; o++) {
+		sw[o] = ((const float *)st->data)[st->numel == 1 ? 0 : o];
+		ok &= sw[o] > 0.0f && isfinite(sw[o]);
+	}
+	if (!sw || !ok || za < 0 || !run->work) {
+		/* A file with scales the kernels refuse: say so in the outputs. */
+		for (size_t i = 0; i < (size_t)n * ys; i++)
+			out[i] = NAN;
+	} else {
+		struct mc_qconv_q q = { .sa = sa, .za = za, .sw = sw,
+					.bias = node->params[QP_BIAS]->data,
+					.flags = qconv_flags(a) };
+
+		mc_qconv_forward(&cv, &q, n, x, node->params[QP_WEIGHT]->data, out, run->work);
+	}
+	free(sw);
+}
+
+/*
  * out[n, O, OH, OW] = requant(u8(in) * W) + b on the int8 GEMM. Chunks of
  * samples are spread over threads, each with a slot of the workspace (the
  * GEMM inside runs on that thread); a single chunk runs on the calling
@@ -195,11 +265,15 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	int64_t total;
 	float sa;
 	int za, m, chunks, nt;
-	unsigned flags = a->relu ? MC_S8_RELU : 0;
+	unsigned flags = qconv_flags(a);
 
 	if (n < 1)
 		return;
 	qconv_geo(node, &q);
+	if (q.g != 1) {
+		qconv_grouped(node, run, n, in[0], out);
+		return;
+	}
 	xs = (size_t)q.C * q.H * q.W;
 	ys = (size_t)q.O * q.P;
 	total = (int64_t)n * (int64_t)xs;
@@ -254,7 +328,9 @@ static void qconv_forward(const struct mc_node *node, const struct mc_run *run, 
 
 int mc_qconv2d_fuses_pool(const struct mc_node *node)
 {
-	return node->op == &mc_op_qconv2d && ((const struct qconv_attrs *)node->attrs)->relu;
+	const struct qconv_attrs *a = node->attrs;
+
+	return node->op == &mc_op_qconv2d && (a->relu || a->relu6) && a->groups == 1;
 }
 
 void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *pool,
@@ -264,9 +340,37 @@ void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *p
 	qconv_run(node, run, n, in, conv_out, pool, out);
 }
 
+/* dx[C, H, W] of one sample of a grouped layer: each tap adds w * dy, in a fixed order. */
+static void grouped_dx(const struct mc_conv_geo *q, const float *wd, const float *dy, float *dx)
+{
+	memset(dx, 0, (size_t)q->C * q->H * q->W * sizeof(float));
+	for (int o = 0; o < q->O; o++) {
+		int c0 = o / q->Og * q->Cg;
+
+		for (int oh = 0; oh < q->OH; oh++)
+			for (int ow = 0; ow < q->OW; ow++) {
+				float g = dy[(size_t)o * q->P + (size_t)oh * q->OW + ow];
+
+				for (int cl = 0; cl < q->Cg; cl++)
+					for (int ki = 0; ki < q->k; ki++)
+						for (int kj = 0; kj < q->k; kj++) {
+							int h = oh * q->s - q->p + ki, x = ow * q->s - q->p + kj;
+
+							if (h < 0 || h >= q->H || x < 0 || x >= q->W)
+								continue;
+							dx[((size_t)(c0 + cl) * q->H + h) * q->W + x] +=
+							    wd[(size_t)o * q->Kg +
+							       ((size_t)cl * q->k + ki) * q->k + kj] *
+							    g;
+						}
+			}
+	}
+}
+
 /*
  * din = the transposed convolution of dout with deq(W): straight through;
- * nothing learns. With relu, dout is first zeroed where out <= 0.
+ * nothing learns. With relu (relu6), dout is first zeroed where out <= 0
+ * (or >= 6).
  */
 static void qconv_backward(const struct mc_node *node, const struct mc_run *run, int n,
 			   const float *const *in, const float *out, const float *dout,
@@ -285,9 +389,9 @@ static void qconv_backward(const struct mc_node *node, const struct mc_run *run,
 	ys = (size_t)q.O * (size_t)q.P;
 	wd = malloc((size_t)q.O * (size_t)q.Kg * sizeof(float));
 	dcol = malloc((size_t)q.Kg * (size_t)q.P * sizeof(float));
-	if (a->relu)
+	if (a->relu || a->relu6)
 		dm = malloc(ys * sizeof(float));
-	if (!wd || !dcol || (a->relu && !dm)) {
+	if (!wd || !dcol || ((a->relu || a->relu6) && !dm)) {
 		memset(din[0], 0, (size_t)n * xs * sizeof(float));
 		goto out;
 	}
@@ -300,9 +404,16 @@ static void qconv_backward(const struct mc_node *node, const struct mc_run *run,
 		const float *d = dout + (size_t)s * ys;
 
 		if (dm) {
-			for (size_t i = 0; i < ys; i++)
-				dm[i] = out[(size_t)s * ys + i] > 0.0f ? d[i] : 0.0f;
+			for (size_t i = 0; i < ys; i++) {
+				float y = out[(size_t)s * ys + i];
+
+				dm[i] = y > 0.0f && !(a->relu6 && y >= 6.0f) ? d[i] : 0.0f;
+			}
 			d = dm;
+		}
+		if (q.g != 1) {
+			grouped_dx(&q, wd, d, din[0] + (size_t)s * xs);
+			continue;
 		}
 		mc_sgemm(1, 0, q.Kg, (int)q.P, q.O, 1.0f, wd, q.Kg, d, (int)q.P, 0.0f, dcol,
 			 (int)q.P);

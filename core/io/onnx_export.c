@@ -930,6 +930,11 @@ static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
 
 	if (r)
 		return r;
+	if (mc_node_attr_int(nd, "groups", 1) != 1 || mc_node_attr_int(nd, "relu6", 0))
+		return node_err(e, nd, MC_EINVAL,
+				"a grouped or depthwise qconv2d, or one with relu6 fused, has no "
+				"ONNX form here yet; export the f32 model, or quantize with the "
+				"layer excluded");
 	count_zeros(e, w);
 	/* qconv2d is conv2d's geometry with groups 1 */
 	return int8_integer(e, i, nd, 1, qmode(nd) == QM_DYNAMIC);

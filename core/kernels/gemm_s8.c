@@ -24,6 +24,7 @@
 #include <mcomp/tensor.h>
 
 #include "kernels/cpu.h"
+#include "kernels/s8_ops.h"
 
 #define GROUP 64	   /* output columns per packed group */
 #define MAX_K 65536	   /* 255 * 128 * K must fit in s32 */
@@ -489,8 +490,10 @@ static void epi_portable(int mr, int cols, const int32_t *t, const struct mc_s8_
 				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
 			float v = sa * w->scale[n0 + j] * (float)(int32_t)d + w->bias[n0 + j];
 
-			if ((flags & MC_S8_RELU) && !(v > 0.0f))
+			if ((flags & (MC_S8_RELU | MC_S8_RELU6)) && !(v > 0.0f))
 				v = 0.0f;
+			if ((flags & MC_S8_RELU6) && v > 6.0f)
+				v = 6.0f;
 			y[i * ldy + j] = v;
 		}
 }
@@ -513,8 +516,10 @@ epi_avx512(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, in
 			__m512i d = _mm512_sub_epi32(_mm512_loadu_si512(t + i * GROUP + j), zc);
 			__m512 v = _mm512_add_ps(_mm512_mul_ps(s, _mm512_cvtepi32_ps(d)), b);
 
-			if (flags & MC_S8_RELU)
+			if (flags & (MC_S8_RELU | MC_S8_RELU6))
 				v = _mm512_max_ps(v, zero);
+			if (flags & MC_S8_RELU6)
+				v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
 			_mm512_mask_storeu_ps(y + i * ldy + j, m, v);
 		}
 	}
@@ -539,8 +544,10 @@ epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int 
 				_mm256_loadu_si256((const __m256i *)(t + i * GROUP + j)), zc);
 			__m256 v = _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(d)), b);
 
-			if (flags & MC_S8_RELU)
+			if (flags & (MC_S8_RELU | MC_S8_RELU6))
 				v = _mm256_max_ps(v, zero);
+			if (flags & MC_S8_RELU6)
+				v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
 			_mm256_storeu_ps(y + i * ldy + j, v);
 		}
 	}
@@ -550,8 +557,10 @@ epi_avx2(int mr, int cols, const int32_t *t, const struct mc_s8_weights *w, int 
 				     (uint32_t)za * (uint32_t)w->colsum[n0 + j];
 			float v = sa * w->scale[n0 + j] * (float)(int32_t)d + w->bias[n0 + j];
 
-			if ((flags & MC_S8_RELU) && !(v > 0.0f))
+			if ((flags & (MC_S8_RELU | MC_S8_RELU6)) && !(v > 0.0f))
 				v = 0.0f;
+			if ((flags & MC_S8_RELU6) && v > 6.0f)
+				v = 6.0f;
 			y[i * ldy + j] = v;
 		}
 }
@@ -620,6 +629,11 @@ static const struct s8_kernel *kernel(void)
 		__atomic_store_n(&chosen, p, __ATOMIC_RELEASE);
 	}
 	return p;
+}
+
+int mc_s8_simd(void)
+{
+	return kernel()->epi;
 }
 
 const char *mc_gemm_s8_kernel(void)
@@ -840,8 +854,10 @@ void mc_gemm_u8s8_ref(int M, int N, int K, const uint8_t *a, int lda, float sa, 
 			for (int k = 0; k < K; k++)
 				acc += (int64_t)a[(size_t)m * lda + k] * w[(size_t)n * ldw + k];
 			v = sa * sw[n] * (float)(acc - za * colsum) + (bias ? bias[n] : 0.0f);
-			if ((flags & MC_S8_RELU) && !(v > 0.0f))
+			if ((flags & (MC_S8_RELU | MC_S8_RELU6)) && !(v > 0.0f))
 				v = 0.0f;
+			if ((flags & MC_S8_RELU6) && v > 6.0f)
+				v = 6.0f;
 			y[(size_t)m * ldy + n] = v;
 		}
 	}

@@ -96,7 +96,7 @@ MC_API int mc_sgemm_use(const char *kernel);
  * (a multiply, then an add: two roundings, which ONNX's Mul and Add can
  * state, so an exported model computes the same bits in ONNX Runtime)
  *
- * then max(y, 0) with MC_S8_RELU. W is laid out like a linear layer's
+ * then max(y, 0) with MC_S8_RELU, min(max(y, 0), 6) with MC_S8_RELU6. W is laid out like a linear layer's
  * weight, [N out, K in]; it is packed once (mc_s8_pack) into the kernels'
  * layout together with its scales, bias and column sums. The kernel is
  * chosen at run time: "amx" (Sapphire Rapids tiles, 32-row blocks; fewer
@@ -110,7 +110,8 @@ MC_API int mc_sgemm_use(const char *kernel);
  * byte, one scale per group of K) feeding the same micro-kernels, unpacked
  * in registers group by group, the group's s32 sum scaled into an f32 sum.
  */
-#define MC_S8_RELU 1u /* mc_gemm_u8s8 flag: y = max(y, 0) */
+#define MC_S8_RELU 1u  /* mc_gemm_u8s8 flag: y = max(y, 0) */
+#define MC_S8_RELU6 2u /* mc_gemm_u8s8 flag: y = min(max(y, 0), 6) (NaN becomes 0) */
 
 struct mc_s8_weights; /* packed s8 weights [N, K] with scales, bias and column sums */
 

@@ -16,6 +16,21 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 		       const int *targets, int n_targets, enum mc_range_method method, double pct,
 		       float *lo, float *hi, struct mc_err *err)
 {
+	int *srcs = calloc((size_t)n_targets + 1, sizeof(*srcs)), ret;
+
+	if (!srcs)
+		return mc_err_set(err, MC_ENOMEM, "calibration: out of memory");
+	for (int t = 0; t < n_targets; t++)
+		srcs[t] = mc_model_node(m, targets[t])->inputs[0];
+	ret = quantize_calibrate_outputs(m, d, samples, srcs, n_targets, method, pct, lo, hi, err);
+	free(srcs);
+	return ret;
+}
+
+int quantize_calibrate_outputs(const struct mc_model *m, const struct mc_dataset *d, int samples,
+			       const int *srcs, int n_targets, enum mc_range_method method,
+			       double pct, float *lo, float *hi, struct mc_err *err)
+{
 	float **act = calloc((size_t)mc_model_n_nodes(m), sizeof(*act));
 	float **seen = calloc((size_t)n_targets, sizeof(*seen));
 	struct mc_run run = { 0 };
@@ -34,7 +49,7 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 			work = nd->op->workspace(nd, CALIB_BATCH);
 	}
 	for (int t = 0; t < n_targets; t++) {
-		int src = mc_model_node(m, targets[t])->inputs[0];
+		int src = srcs[t];
 		int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
 		seen[t] = mc_calloc((size_t)n * (size_t)w, sizeof(float));
@@ -56,7 +71,7 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 			nd->op->forward(nd, &run, bn, in, act[i]);
 		}
 		for (int t = 0; t < n_targets; t++) {
-			int src = mc_model_node(m, targets[t])->inputs[0];
+			int src = srcs[t];
 			int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
 			memcpy(seen[t] + (size_t)b0 * (size_t)w, src == MC_NODE_INPUT ? x : act[src],
@@ -64,7 +79,7 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 		}
 	}
 	for (int t = 0; t < n_targets && !ret; t++) {
-		int src = mc_model_node(m, targets[t])->inputs[0];
+		int src = srcs[t];
 		int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
 		ret = mc_act_range(seen[t], (size_t)n * (size_t)w, method, pct, &lo[t], &hi[t], err);

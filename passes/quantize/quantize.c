@@ -6,7 +6,11 @@
  * per batch at run time (dynamic), or from ranges calibrated on a named
  * split (static: min/max, a percentile, or least squared error). Each
  * linear layer becomes a qlinear node; with int8 dynamic or static, each
- * conv2d (groups 1) becomes a qconv2d node (core/ops_quant.c,
+ * conv2d (grouped and depthwise included) becomes a qconv2d node, batch
+ * norms folded into the layers first and relu or relu6 after a qconv2d fused
+ * into it; with int8 static, each add becomes a qadd and each
+ * global_avgpool a qglobal_avgpool, their ranges calibrated too, so that a
+ * network of residual blocks runs integer end to end (core/graph/ops_q*.c,
  * docs/quantize.md). Convolutions stay f32 under weight-only and 4 bits.
  * Mode qat trains the model with fake-quantized weights and inputs first
  * (qat.c), then converts it the same way: static, or weight-only when the
@@ -115,8 +119,9 @@ static int layer_granularity(const struct quantize_conf *c, const char *name);
 
 /*
  * Why conv2d node nd stays f32 under c, or NULL when it becomes a qconv2d:
- * the int8 GEMM takes u8 inputs (int8 dynamic or static) and weights scaled
- * per tensor or per channel, and one group of channels.
+ * the int8 kernels take u8 inputs (int8 dynamic or static) and weights
+ * scaled per tensor or per channel (any groups: grouped and depthwise layers
+ * run on the kernels of core/kernels/s8_ops.h).
  */
 static const char *conv_stays_f32(const struct quantize_conf *c, int mode,
 				  const struct mc_node *nd)
@@ -125,8 +130,6 @@ static const char *conv_stays_f32(const struct quantize_conf *c, int mode,
 		return "convolutions are quantized in int8 dynamic or static mode only";
 	if (layer_granularity(c, nd->name) == QGRAN_GROUP)
 		return "qconv2d scales whole output channels, not groups";
-	if (mc_node_attr_int(nd, "groups", 1) != 1)
-		return "qconv2d takes groups: 1 only";
 	return NULL;
 }
 
@@ -141,6 +144,27 @@ static int layer_granularity(const struct quantize_conf *c, const char *name)
 	int o = layers_first_override(&c->overrides, name);
 
 	return o >= 0 ? (int)c->overrides.num[o] : c->granularity;
+}
+
+/*
+ * The int8 op node nd becomes in mode static (qadd for an add of two
+ * inputs, qglobal_avgpool for a global_avgpool), or NULL.
+ */
+static const char *elem_qop(const struct quantize_conf *c, int mode, const struct mc_node *nd)
+{
+	if (c->bits != 8 || mode != QMODE_STATIC)
+		return NULL;
+	if (!strcmp(nd->op->name, "add") && nd->n_inputs == 2)
+		return "qadd";
+	if (!strcmp(nd->op->name, "global_avgpool"))
+		return "qglobal_avgpool";
+	return NULL;
+}
+
+/* Whether the layers run integer (int8 dynamic or static): batch norms are folded first. */
+static int folds_bn(const struct quantize_conf *c, int mode)
+{
+	return c->mode == QMODE_QAT || (c->bits == 8 && (mode == QMODE_DYNAMIC || mode == QMODE_STATIC));
 }
 
 /* The layers to quantize: linear nodes not excluded. Quantized ones not
@@ -189,8 +213,8 @@ static int quantize_graph(struct mc_ctx *ctx, const struct quantize_conf *c, str
 
 	if (!mc_model_is_arch(m))
 		return 0;
-	/* qat folds batch norms first (quantize_run); here the graph alone. */
-	if (c->mode == QMODE_QAT && mc_model_fold_batchnorm(m, mc_ctx_err(ctx)) < 0)
+	/* qat and int8 fold batch norms first (quantize_run); here the graph alone. */
+	if (folds_bn(c, mode) && mc_model_fold_batchnorm(m, mc_ctx_err(ctx)) < 0)
 		return mc_ctx_err(ctx)->code;
 	idx = calloc((size_t)mc_model_n_nodes(m) + 1, sizeof(*idx));
 	if (!idx)
@@ -200,6 +224,13 @@ static int quantize_graph(struct mc_ctx *ctx, const struct quantize_conf *c, str
 		const char *name = mc_model_node(m, idx[t])->name;
 
 		ret = swap_layer(m, idx[t], c, mode, layer_granularity(c, name), mc_ctx_err(ctx));
+	}
+	for (int i = 0; n >= 0 && !ret && i < mc_model_n_nodes(m); i++) {
+		const char *qop = elem_qop(c, mode, mc_model_node(m, i));
+		const struct mc_attr none[] = { MC_ATTR_END };
+
+		if (qop)
+			ret = mc_model_replace_node(m, i, NULL, qop, none, mc_ctx_err(ctx));
 	}
 	if (!ret && n >= 0 && fuse_relu(m, mc_ctx_err(ctx)) < 0)
 		ret = mc_ctx_err(ctx)->code;
@@ -398,6 +429,7 @@ static int swap_layer(struct mc_model *m, int i, const struct quantize_conf *c, 
 				 MC_ATTR_INT("kernel", mc_node_attr_int(old, "kernel", 1)),
 				 MC_ATTR_INT("stride", mc_node_attr_int(old, "stride", 1)),
 				 MC_ATTR_INT("padding", mc_node_attr_int(old, "padding", 0)),
+				 MC_ATTR_INT("groups", mc_node_attr_int(old, "groups", 1)),
 				 MC_ATTR_END };
 
 	return mc_model_replace_node(m, i, NULL, conv ? "qconv2d" : "qlinear", conv ? cnv : lin,
@@ -450,8 +482,9 @@ static int make_node(struct mc_model *m, int i, const struct quantize_conf *c, i
 }
 
 /*
- * Fuses each relu whose input is a qconv2d read by nothing else into that
- * qconv2d (relu: true, applied in the requantization) and removes the relu
+ * Fuses each relu (relu6) whose input is a qconv2d read by nothing else into
+ * that qconv2d (relu: true, or relu6: true, applied in the requantization:
+ * min(max(y, 0), 6) as relu6 computes it) and removes the relu
  * node, its readers reading the qconv2d, as mc_model_fold_batchnorm removes
  * a batchnorm. The outputs are the same bits: max(y, 0) of the same
  * requantized y. Returns the number of relus fused, or an error code with
@@ -459,8 +492,10 @@ static int make_node(struct mc_model *m, int i, const struct quantize_conf *c, i
  */
 static int fuse_relu(struct mc_model *m, struct mc_err *err)
 {
-	const struct mc_op *relu = mc_op_find("relu"), *qconv = mc_op_find("qconv2d");
+	const struct mc_op *relu = mc_op_find("relu"), *relu6 = mc_op_find("relu6");
+	const struct mc_op *qconv = mc_op_find("qconv2d");
 	const struct mc_attr on[] = { MC_ATTR_BOOL("relu", 1), MC_ATTR_END };
+	const struct mc_attr on6[] = { MC_ATTR_BOOL("relu6", 1), MC_ATTR_END };
 	int fused = 0, ret;
 
 	if (!relu || !qconv)
@@ -469,14 +504,16 @@ static int fuse_relu(struct mc_model *m, struct mc_err *err)
 		const struct mc_node *r = mc_model_node(m, i), *f;
 		int src = r->inputs[0];
 
-		if (r->op != relu || r->n_inputs != 1 || src == MC_NODE_INPUT)
+		if ((r->op != relu && (!relu6 || r->op != relu6)) || r->n_inputs != 1 ||
+		    src == MC_NODE_INPUT)
 			continue;
 		f = mc_model_node(m, src);
-		/* Removing the last node must leave the qconv2d last. */
+		/* Removing the last node must leave the qconv2d last; one activation a qconv2d. */
 		if (f->op != qconv || mc_model_readers(m, src, NULL, 0) != 1 ||
-		    (i == mc_model_n_nodes(m) - 1 && src != i - 1))
+		    (i == mc_model_n_nodes(m) - 1 && src != i - 1) ||
+		    mc_node_attr_int(f, "relu", 0) || mc_node_attr_int(f, "relu6", 0))
 			continue;
-		ret = mc_model_set_attrs(m, src, on, err);
+		ret = mc_model_set_attrs(m, src, r->op == relu ? on : on6, err);
 		if (!ret)
 			ret = mc_model_remove_node(m, i, err);
 		if (ret) {
@@ -487,6 +524,67 @@ static int fuse_relu(struct mc_model *m, struct mc_err *err)
 		i--;
 	}
 	return fused;
+}
+
+/*
+ * The nodes of m that become qadd or qglobal_avgpool (elem_qop), and for
+ * each the nodes whose outputs it quantizes: its inputs, then itself
+ * (srcs[3 t .. 3 t + 2], -2 where unused). Returns the count.
+ */
+static int select_elems(const struct quantize_conf *c, int mode, const struct mc_model *m,
+			int *eidx, int *srcs)
+{
+	int n = 0;
+
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		if (!elem_qop(c, mode, nd))
+			continue;
+		eidx[n] = i;
+		srcs[3 * n] = nd->inputs[0];
+		srcs[3 * n + 1] = nd->n_inputs == 2 ? nd->inputs[1] : i;
+		srcs[3 * n + 2] = nd->n_inputs == 2 ? i : -2;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Replaces the n nodes eidx[] of m by their int8 ops, each holding the u8
+ * quantizations of the ranges [lo, hi] calibrated for it (3 a node, in the
+ * order of select_elems). The model is left as it was on failure of one.
+ */
+static int make_elems(struct mc_ctx *ctx, const struct quantize_conf *c, int mode,
+		      struct mc_model *m, const int *eidx, int n, const float *lo, const float *hi)
+{
+	const struct mc_attr none[] = { MC_ATTR_END };
+	struct mc_err *err = mc_ctx_err(ctx);
+
+	for (int t = 0; t < n; t++) {
+		const struct mc_node *nd = mc_model_node(m, eidx[t]);
+		const char *qop = elem_qop(c, mode, nd);
+		int pairs = strcmp(qop, "qadd") ? 2 : 3, ret;
+		char name[256];
+		float *qp;
+
+		snprintf(name, sizeof(name), "%s", nd->name);
+		ret = mc_model_replace_node(m, eidx[t], NULL, qop, none, err);
+		if (ret) {
+			mc_err_prefix(err, "node '%s'", name);
+			return ret;
+		}
+		qp = mc_model_node(m, eidx[t])->params[0]->data;
+		for (int k = 0; k < pairs; k++) {
+			int z;
+
+			mc_u8_qparams(lo[3 * t + k], hi[3 * t + k], &qp[2 * k], &z);
+			qp[2 * k + 1] = (float)z;
+		}
+		mc_ctx_log(ctx, "%s: %s, output range [%.4g, %.4g]", name, qop,
+			   lo[3 * t + pairs - 1], hi[3 * t + pairs - 1]);
+	}
+	return 0;
 }
 
 /* qat with float_output: the trained f32 model, before conversion, to that file. */
@@ -511,8 +609,8 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 	const struct quantize_conf *c = conf;
 	const struct mc_model *m0 = mc_ctx_model(ctx, c->model), *m;
 	struct mc_err *err = mc_ctx_err(ctx);
-	int mode = resolved_mode(c), n, ret = 0, *idx = NULL;
-	float *lo = NULL, *hi = NULL;
+	int mode = resolved_mode(c), n, ret = 0, *idx = NULL, *eidx = NULL, *esrc = NULL, ne = 0;
+	float *lo = NULL, *hi = NULL, *elo = NULL, *ehi = NULL;
 	struct mc_model *dup = NULL;
 	struct mc_qspec *spec = NULL;
 	double secs = 0.0, bytes = 0.0;
@@ -524,7 +622,11 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 	lo = calloc((size_t)mc_model_n_nodes(m0), sizeof(*lo));
 	hi = calloc((size_t)mc_model_n_nodes(m0), sizeof(*hi));
 	spec = calloc((size_t)mc_model_n_nodes(m0), sizeof(*spec));
-	if (!idx || !lo || !hi || !spec) {
+	eidx = calloc((size_t)mc_model_n_nodes(m0), sizeof(*eidx));
+	esrc = calloc((size_t)mc_model_n_nodes(m0) * 3, sizeof(*esrc));
+	elo = calloc((size_t)mc_model_n_nodes(m0) * 3, sizeof(*elo));
+	ehi = calloc((size_t)mc_model_n_nodes(m0) * 3, sizeof(*ehi));
+	if (!idx || !lo || !hi || !spec || !eidx || !esrc || !elo || !ehi) {
 		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -536,10 +638,11 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 		goto out;
 	}
 	m = dup;
-	/* qat trains and quantizes the weights the integer model runs: a
-	 * batch norm after a layer is folded into it first (its running
-	 * statistics frozen), as an inference graph would fold it. */
-	if (c->mode == QMODE_QAT) {
+	/* qat trains and quantizes the weights the integer model runs, and the
+	 * int8 modes run them: a batch norm after a layer is folded into it
+	 * first (its running statistics frozen), as an inference graph would
+	 * fold it. */
+	if (folds_bn(c, mode)) {
 		ret = mc_model_fold_batchnorm(dup, err);
 		if (ret < 0)
 			goto out;
@@ -582,6 +685,15 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 		}
 		ret = quantize_calibrate(m, d, c->samples, idx, n, (enum mc_range_method)c->calibration,
 					 c->percentile, lo, hi, err);
+		ne = ret ? 0 : select_elems(c, mode, m, eidx, esrc);
+		/* unused slots (-2) calibrate the node itself again: harmless */
+		for (int t = 0; t < 3 * ne; t++)
+			if (esrc[t] == -2)
+				esrc[t] = eidx[t / 3];
+		if (!ret && ne)
+			ret = quantize_calibrate_outputs(m, d, c->samples, esrc, 3 * ne,
+							 (enum mc_range_method)c->calibration,
+							 c->percentile, elo, ehi, err);
 		if (ret) {
 			mc_err_prefix(err, "calibration on '%s'", calib_split(c));
 			goto out;
@@ -664,14 +776,18 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 		free(l.zp);
 		free(deq);
 	}
+	if (!ret && ne)
+		ret = make_elems(ctx, c, mode, dup, eidx, ne, elo, ehi);
 	if (ret)
 		goto out;
 	mc_ctx_report(ctx, "layers_quantized", n);
+	if (ne)
+		mc_ctx_report(ctx, "elementwise_quantized", ne);
 	ret = fuse_relu(dup, err);
 	if (ret < 0)
 		goto out;
 	if (ret > 0)
-		mc_ctx_log(ctx, "fused %d relu into the qconv2d before it", ret);
+		mc_ctx_log(ctx, "fused %d relu or relu6 into the qconv2d before it", ret);
 	mc_ctx_report(ctx, "relu_fused", ret);
 	ret = 0;
 	if (secs > 0.0) {
@@ -683,6 +799,10 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 	dup = NULL;
 out:
 	mc_model_free(dup);
+	free(eidx);
+	free(esrc);
+	free(elo);
+	free(ehi);
 	free(spec);
 	free(idx);
 	free(lo);

@@ -47,6 +47,14 @@ int quantize_calibrate(const struct mc_model *m, const struct mc_dataset *d, int
 		       float *lo, float *hi, struct mc_err *err);
 
 /*
+ * The same for the outputs of nodes srcs[t] (MC_NODE_INPUT: the model's
+ * input): the ranges of what qadd and qglobal_avgpool read and write.
+ */
+int quantize_calibrate_outputs(const struct mc_model *m, const struct mc_dataset *d, int samples,
+			       const int *srcs, int n_targets, enum mc_range_method method,
+			       double pct, float *lo, float *hi, struct mc_err *err);
+
+/*
  * Quantization-aware training of m in place (mode: qat): the weights of the
  * n layers idx[] are fake-quantized by spec[t] (mc_quantize_weights, then
  * back) in every forward, with f32 shadow weights taking the optimizer's

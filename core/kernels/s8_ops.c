@@ -1,0 +1,729 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * s8_ops.c - the int8 kernels of s8_ops.h: grouped and depthwise
+ * convolution, the requantizing add, global average pooling.
+ *
+ * The depthwise kernel takes one sample at a time: the sample is quantized
+ * (mc_quantize_u8), laid out channels-last with its padding, xt[Hp][Wp][Cp]
+ * (Cp = C rounded up to 16, padding holding za), and each output position
+ * is a vector of 16 (AVX-512) or 8 (AVX2) channels: k*k loads of u8
+ * widened to s32, multiplied by the taps' weights and added, then
+ * acc - za * sum(w) (taps in the padding gave za * w) requantized, stored
+ * as yt[P][Cp] and transposed into y[C][P]. Vectors over channels, not
+ * positions, since the maps of a small network are 4 to 14 wide while its
+ * depthwise layers have 32 to 128 channels.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include <mcomp/tensor.h>
+
+#include "kernels/s8_ops.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#define SLOTS 16	 /* at most this many threads, each with a slot of the workspace */
+#define PAR_MIN 2e5	 /* multiply-adds below which one thread is faster than a team */
+#define ADD_CHUNK 8192	 /* values of a and b quantized at a time by one thread */
+#define ADD_BITS 21	 /* multipliers of the add below 2^21: two products and the rounding fit s32 */
+
+static size_t up64(size_t v)
+{
+	return (v + 63) & ~(size_t)63;
+}
+
+static int threads_for(int items, double work)
+{
+	int nt = omp_in_parallel() || work < PAR_MIN ? 1 : omp_get_max_threads();
+
+	if (nt > items)
+		nt = items;
+	return nt < SLOTS ? (nt < 1 ? 1 : nt) : SLOTS;
+}
+
+int mc_qmul(double r, int bits, int32_t *mul, int *shift)
+{
+	if (!(r > 0.0) || !isfinite(r) || bits < 1 || bits > 31)
+		return -1;
+	for (int s = 30; s >= 0; s--) {
+		double m = nearbyint(ldexp(r, s));
+
+		if (m < ldexp(1.0, bits)) {
+			*mul = (int32_t)m;
+			*shift = s;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* The requantization of one convolution output, as s8_ops.h defines it. */
+static inline float requant1(float scale, int32_t acc, float bias, unsigned flags)
+{
+	float v = scale * (float)acc + bias;
+
+	if (flags & (MC_S8_RELU | MC_S8_RELU6)) {
+		if (!(v > 0.0f))
+			v = 0.0f;
+		if ((flags & MC_S8_RELU6) && v > 6.0f)
+			v = 6.0f;
+	}
+	return v;
+}
+
+/* ---------------------------------------------------------------- convolution */
+
+int mc_qconv_is_dw(const struct mc_qconv *cv)
+{
+	return cv->g == cv->C && cv->O == cv->C;
+}
+
+/* Channels of a channels-last row, rounded up to whole vectors. */
+static int cpad(int C)
+{
+	return (C + 15) / 16 * 16;
+}
+
+/* The layout of the depthwise workspace: a shared head, then one slot a thread. */
+struct dw_geo {
+	int Hp, Wp, Cp, kk;
+	size_t head, xq, xt, yt, slot; /* bytes */
+};
+
+static int dw_geo(const struct mc_qconv *cv, struct dw_geo *g)
+{
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	g->Hp = cv->H + 2 * cv->p;
+	g->Wp = cv->W + 2 * cv->p;
+	g->Cp = cpad(cv->C);
+	g->kk = cv->k * cv->k;
+	/* w32[kk][Cp], zc[Cp], sc[Cp], bb[Cp]: 4 bytes each */
+	g->head = up64(((size_t)g->kk + 3) * g->Cp * 4);
+	g->xq = up64((size_t)cv->C * cv->H * cv->W);
+	g->xt = up64((size_t)g->Hp * g->Wp * g->Cp);
+	g->yt = up64(P * g->Cp * sizeof(float));
+	if (g->head > SIZE_MAX / 4 || g->xt / g->Cp != (size_t)g->Hp * g->Wp ||
+	    g->yt / sizeof(float) / g->Cp != P)
+		return -1;
+	g->slot = g->xq + g->xt + g->yt;
+	return 0;
+}
+
+size_t mc_qconv_work(const struct mc_qconv *cv, int n)
+{
+	int slots = n < 1 ? 1 : n < SLOTS ? n : SLOTS;
+	struct dw_geo g;
+	size_t xs = up64((size_t)cv->C * cv->H * cv->W), total;
+
+	if (!mc_qconv_is_dw(cv))
+		return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
+	if (dw_geo(cv, &g) || g.slot > (SIZE_MAX - g.head) / (size_t)slots)
+		return SIZE_MAX;
+	total = g.head + g.slot * (size_t)slots;
+	return total;
+}
+
+/* One sample of any grouping from its u8 image xq[C][H][W]: the definition as loops. */
+static void conv_sample(const struct mc_qconv *cv, const struct mc_qconv_q *q, const uint8_t *xq,
+			const int8_t *w, float *y)
+{
+	int Cg = cv->C / cv->g, Og = cv->O / cv->g, k = cv->k;
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	for (int o = 0; o < cv->O; o++) {
+		const int8_t *wo = w + (size_t)o * Cg * k * k;
+		int c0 = o / Og * Cg;
+		float scale = q->sa * q->sw[o], b = q->bias ? q->bias[o] : 0.0f;
+
+		for (int oh = 0; oh < cv->OH; oh++)
+			for (int ow = 0; ow < cv->OW; ow++) {
+				int h0 = oh * cv->s - cv->p, w0 = ow * cv->s - cv->p;
+				int32_t acc = 0;
+
+				for (int cl = 0; cl < Cg; cl++) {
+					const uint8_t *img = xq + (size_t)(c0 + cl) * cv->H * cv->W;
+
+					for (int ki = 0; ki < k; ki++) {
+						int h = h0 + ki;
+
+						if (h < 0 || h >= cv->H)
+							continue;
+						for (int kj = 0; kj < k; kj++) {
+							int x = w0 + kj;
+
+							if (x < 0 || x >= cv->W)
+								continue;
+							acc += ((int32_t)img[(size_t)h * cv->W + x] -
+								q->za) *
+							       wo[((size_t)cl * k + ki) * k + kj];
+						}
+					}
+				}
+				y[(size_t)o * P + (size_t)oh * cv->OW + ow] =
+				    requant1(scale, acc, b, q->flags);
+			}
+	}
+}
+
+void mc_qconv_forward_ref(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+			  const float *x, const int8_t *w, float *y)
+{
+	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW;
+	uint8_t *xq = malloc(xs ? xs : 1);
+
+	for (int s = 0; s < n; s++) {
+		if (!xq) {
+			for (size_t i = 0; i < ys; i++)
+				y[(size_t)s * ys + i] = NAN;
+			continue;
+		}
+		mc_quantize_u8_ref(x + (size_t)s * xs, xs, q->sa, q->za, xq);
+		conv_sample(cv, q, xq, w, y + (size_t)s * ys);
+	}
+	free(xq);
+}
+
+/* The head of the depthwise workspace: widened weights, za * sum(w), scales, biases. */
+static void dw_head(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct dw_geo *g,
+		    const int8_t *w, void *head)
+{
+	int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
+	float *sc = (float *)(zc + g->Cp), *bb = sc + g->Cp;
+
+	memset(head, 0, ((size_t)g->kk + 3) * g->Cp * 4);
+	for (int c = 0; c < cv->C; c++) {
+		int32_t sum = 0;
+
+		for (int t = 0; t < g->kk; t++) {
+			w32[(size_t)t * g->Cp + c] = w[(size_t)c * g->kk + t];
+			sum += w[(size_t)c * g->kk + t];
+		}
+		zc[c] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
+		sc[c] = q->sa * q->sw[c];
+		bb[c] = q->bias ? q->bias[c] : 0.0f;
+	}
+}
+
+/* xt[Hp][Wp][Cp] from xq[C][H][W], the border (and the channels past C) holding za. */
+static void dw_layout(const struct mc_qconv *cv, const struct dw_geo *g, int za,
+		      const uint8_t *xq, uint8_t *xt)
+{
+	memset(xt, za, (size_t)g->Hp * g->Wp * g->Cp);
+	for (int c = 0; c < cv->C; c++)
+		for (int h = 0; h < cv->H; h++) {
+			const uint8_t *src = xq + ((size_t)c * cv->H + h) * cv->W;
+			uint8_t *dst = xt + ((size_t)(h + cv->p) * g->Wp + cv->p) * g->Cp + c;
+
+			for (int x = 0; x < cv->W; x++)
+				dst[(size_t)x * g->Cp] = src[x];
+		}
+}
+
+typedef void (*dw_rows_fn)(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
+			   const uint8_t *xt, unsigned flags, float *yt);
+
+static void dw_rows_portable(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
+			     const uint8_t *xt, unsigned flags, float *yt)
+{
+	const int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
+	const float *sc = (const float *)(zc + g->Cp), *bb = sc + g->Cp;
+
+	for (int oh = 0; oh < cv->OH; oh++)
+		for (int ow = 0; ow < cv->OW; ow++) {
+			const uint8_t *base = xt + ((size_t)oh * cv->s * g->Wp + (size_t)ow * cv->s) * g->Cp;
+			float *dst = yt + ((size_t)oh * cv->OW + ow) * g->Cp;
+
+			for (int c = 0; c < cv->C; c++) {
+				uint32_t acc = 0;
+
+				for (int ki = 0, t = 0; ki < cv->k; ki++)
+					for (int kj = 0; kj < cv->k; kj++, t++)
+						acc += (uint32_t)base[((size_t)ki * g->Wp + kj) * g->Cp + c] *
+						       (uint32_t)w32[(size_t)t * g->Cp + c];
+				dst[c] = requant1(sc[c], (int32_t)(acc - (uint32_t)zc[c]), bb[c], flags);
+			}
+		}
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static void
+dw_rows_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
+	     const uint8_t *xt, unsigned flags, float *yt)
+{
+	const int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
+	const float *sc = (const float *)(zc + g->Cp), *bb = sc + g->Cp;
+	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+
+	for (int oh = 0; oh < cv->OH; oh++)
+		for (int ow = 0; ow < cv->OW; ow++) {
+			const uint8_t *base = xt + ((size_t)oh * cv->s * g->Wp + (size_t)ow * cv->s) * g->Cp;
+			float *dst = yt + ((size_t)oh * cv->OW + ow) * g->Cp;
+
+			for (int c = 0; c < g->Cp; c += 8) {
+				__m256i acc = _mm256_setzero_si256();
+				__m256 v;
+
+				for (int ki = 0, t = 0; ki < cv->k; ki++) {
+					const uint8_t *row = base + (size_t)ki * g->Wp * g->Cp + c;
+
+					for (int kj = 0; kj < cv->k; kj++, t++) {
+						__m256i xv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+						    (const __m128i *)(row + (size_t)kj * g->Cp)));
+						__m256i wv = _mm256_loadu_si256(
+						    (const __m256i *)(w32 + (size_t)t * g->Cp + c));
+
+						acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(xv, wv));
+					}
+				}
+				acc = _mm256_sub_epi32(acc, _mm256_loadu_si256((const __m256i *)(zc + c)));
+				v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(sc + c),
+								_mm256_cvtepi32_ps(acc)),
+						  _mm256_loadu_ps(bb + c));
+				if (relu)
+					v = _mm256_max_ps(v, zero); /* NaN gives the second operand: 0 */
+				if (relu6)
+					v = _mm256_min_ps(v, six);
+				_mm256_storeu_ps(dst + c, v);
+			}
+		}
+}
+
+__attribute__((target("avx512f"))) static void
+dw_rows_avx512(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
+	       const uint8_t *xt, unsigned flags, float *yt)
+{
+	const int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
+	const float *sc = (const float *)(zc + g->Cp), *bb = sc + g->Cp;
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+
+	for (int oh = 0; oh < cv->OH; oh++)
+		for (int ow = 0; ow < cv->OW; ow++) {
+			const uint8_t *base = xt + ((size_t)oh * cv->s * g->Wp + (size_t)ow * cv->s) * g->Cp;
+			float *dst = yt + ((size_t)oh * cv->OW + ow) * g->Cp;
+
+			for (int c = 0; c < g->Cp; c += 16) {
+				__m512i acc = _mm512_setzero_si512();
+				__m512 v;
+
+				for (int ki = 0, t = 0; ki < cv->k; ki++) {
+					const uint8_t *row = base + (size_t)ki * g->Wp * g->Cp + c;
+
+					for (int kj = 0; kj < cv->k; kj++, t++) {
+						__m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+						    (const __m128i *)(row + (size_t)kj * g->Cp)));
+						__m512i wv =
+						    _mm512_loadu_si512(w32 + (size_t)t * g->Cp + c);
+
+						acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wv));
+					}
+				}
+				acc = _mm512_sub_epi32(acc, _mm512_loadu_si512(zc + c));
+				v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(sc + c),
+								_mm512_cvtepi32_ps(acc)),
+						  _mm512_loadu_ps(bb + c));
+				if (relu)
+					v = _mm512_max_ps(v, zero); /* NaN gives the second operand: 0 */
+				if (relu6)
+					v = _mm512_min_ps(v, six);
+				_mm512_storeu_ps(dst + c, v);
+			}
+		}
+}
+#endif
+
+static dw_rows_fn dw_rows_path(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	switch (mc_s8_simd()) {
+	case 2:
+		return dw_rows_avx512;
+	case 1:
+		return dw_rows_avx2;
+	}
+#endif
+	return dw_rows_portable;
+}
+
+static void dw_sample(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct dw_geo *g,
+		      dw_rows_fn rows, const void *head, const float *x, uint8_t *slot, float *y)
+{
+	uint8_t *xq = slot, *xt = xq + g->xq;
+	float *yt = (float *)(xt + g->xt);
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	mc_quantize_u8(x, (size_t)cv->C * cv->H * cv->W, q->sa, q->za, xq);
+	dw_layout(cv, g, q->za, xq, xt);
+	rows(cv, g, head, xt, q->flags, yt);
+	for (int c = 0; c < cv->C; c++)
+		for (size_t p = 0; p < P; p++)
+			y[(size_t)c * P + p] = yt[p * g->Cp + c];
+}
+
+void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		      const float *x, const int8_t *w, float *y, void *work)
+{
+	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW;
+	double macs = (double)n * (double)ys * (double)(cv->C / cv->g) * cv->k * cv->k;
+	int nt = threads_for(n, macs);
+	struct dw_geo g;
+	dw_rows_fn rows;
+
+	if (n < 1)
+		return;
+	if (!mc_qconv_is_dw(cv)) {
+#pragma omp parallel num_threads(nt)
+		{
+			uint8_t *xq = (uint8_t *)work + (size_t)omp_get_thread_num() * up64(xs);
+
+#pragma omp for schedule(static)
+			for (int s = 0; s < n; s++) {
+				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
+				conv_sample(cv, q, xq, w, y + (size_t)s * ys);
+			}
+		}
+		return;
+	}
+	dw_geo(cv, &g);
+	rows = dw_rows_path();
+	dw_head(cv, q, &g, w, work);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *slot = (uint8_t *)work + g.head + (size_t)omp_get_thread_num() * g.slot;
+
+#pragma omp for schedule(static)
+		for (int s = 0; s < n; s++)
+			dw_sample(cv, q, &g, rows, work, x + (size_t)s * xs, slot,
+				  y + (size_t)s * ys);
+	}
+}
+
+/* ---------------------------------------------------------------- add */
+
+struct add_k {
+	int32_t ma, mb, rnd;
+	int shift, za, zb, zo;
+	float so;
+};
+
+static int add_prepare(const struct mc_qadd_q *q, struct add_k *k)
+{
+	int32_t ma, mb;
+	int sa_, sb_;
+
+	if (!(q->so > 0.0f) || !isfinite(q->so) || q->za < 0 || q->za > 255 || q->zb < 0 ||
+	    q->zb > 255 || q->zo < 0 || q->zo > 255 || !(q->sa > 0.0f) || !(q->sb > 0.0f))
+		return -1;
+	/* one shift for both: that of the larger ratio */
+	if (q->sa >= q->sb) {
+		if (mc_qmul((double)q->sa / q->so, ADD_BITS, &ma, &sa_))
+			return -1;
+		mb = (int32_t)nearbyint(ldexp((double)q->sb / q->so, sa_));
+		sb_ = sa_;
+	} else {
+		if (mc_qmul((double)q->sb / q->so, ADD_BITS, &mb, &sb_))
+			return -1;
+		ma = (int32_t)nearbyint(ldexp((double)q->sa / q->so, sb_));
+		sa_ = sb_;
+	}
+	k->ma = ma;
+	k->mb = mb;
+	k->shift = sa_;
+	k->rnd = sa_ ? (int32_t)1 << (sa_ - 1) : 0;
+	k->za = q->za;
+	k->zb = q->zb;
+	k->zo = q->zo;
+	k->so = q->so;
+	return 0;
+}
+
+static inline float add1(const struct add_k *k, uint8_t a, uint8_t b)
+{
+	int32_t d = ((int32_t)a - k->za) * k->ma + ((int32_t)b - k->zb) * k->mb + k->rnd;
+	int32_t v = k->zo + (d >> k->shift);
+
+	v = v < 0 ? 0 : v > 255 ? 255 : v;
+	return k->so * (float)(v - k->zo);
+}
+
+typedef void (*add_fn)(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b,
+		       float *y);
+
+static void add_portable(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b,
+			 float *y)
+{
+	for (size_t i = 0; i < n; i++)
+		y[i] = add1(k, a[i], b[i]);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static void add_avx2(const struct add_k *k, size_t n,
+						      const uint8_t *a, const uint8_t *b, float *y)
+{
+	const __m256i za = _mm256_set1_epi32(k->za), zb = _mm256_set1_epi32(k->zb);
+	const __m256i zo = _mm256_set1_epi32(k->zo), ma = _mm256_set1_epi32(k->ma);
+	const __m256i mb = _mm256_set1_epi32(k->mb), rnd = _mm256_set1_epi32(k->rnd);
+	const __m256i lo = _mm256_setzero_si256(), hi = _mm256_set1_epi32(255);
+	const __m128i sh = _mm_cvtsi32_si128(k->shift);
+	const __m256 so = _mm256_set1_ps(k->so);
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256i av = _mm256_sub_epi32(
+		    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(a + i))), za);
+		__m256i bv = _mm256_sub_epi32(
+		    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + i))), zb);
+		__m256i d = _mm256_add_epi32(
+		    _mm256_add_epi32(_mm256_mullo_epi32(av, ma), _mm256_mullo_epi32(bv, mb)), rnd);
+		__m256i v = _mm256_add_epi32(zo, _mm256_sra_epi32(d, sh));
+
+		v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+		_mm256_storeu_ps(y + i,
+				 _mm256_mul_ps(so, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, zo))));
+	}
+	for (; i < n; i++)
+		y[i] = add1(k, a[i], b[i]);
+}
+
+__attribute__((target("avx512f"))) static void add_avx512(const struct add_k *k, size_t n,
+							  const uint8_t *a, const uint8_t *b,
+							  float *y)
+{
+	const __m512i za = _mm512_set1_epi32(k->za), zb = _mm512_set1_epi32(k->zb);
+	const __m512i zo = _mm512_set1_epi32(k->zo), ma = _mm512_set1_epi32(k->ma);
+	const __m512i mb = _mm512_set1_epi32(k->mb), rnd = _mm512_set1_epi32(k->rnd);
+	const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+	const __m128i sh = _mm_cvtsi32_si128(k->shift);
+	const __m512 so = _mm512_set1_ps(k->so);
+	size_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		__m512i av = _mm512_sub_epi32(
+		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + i))), za);
+		__m512i bv = _mm512_sub_epi32(
+		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + i))), zb);
+		__m512i d = _mm512_add_epi32(
+		    _mm512_add_epi32(_mm512_mullo_epi32(av, ma), _mm512_mullo_epi32(bv, mb)), rnd);
+		__m512i v = _mm512_add_epi32(zo, _mm512_sra_epi32(d, sh));
+
+		v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+		_mm512_storeu_ps(y + i,
+				 _mm512_mul_ps(so, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zo))));
+	}
+	for (; i < n; i++)
+		y[i] = add1(k, a[i], b[i]);
+}
+#endif
+
+static add_fn add_path(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	switch (mc_s8_simd()) {
+	case 2:
+		return add_avx512;
+	case 1:
+		return add_avx2;
+	}
+#endif
+	return add_portable;
+}
+
+size_t mc_qadd_work(int64_t n)
+{
+	int64_t chunks = (n + ADD_CHUNK - 1) / ADD_CHUNK;
+
+	return (size_t)(chunks < SLOTS ? (chunks < 1 ? 1 : chunks) : SLOTS) * 2 * ADD_CHUNK;
+}
+
+int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
+	    void *work)
+{
+	int64_t chunks = (n + ADD_CHUNK - 1) / ADD_CHUNK;
+	struct add_k k;
+	add_fn fn = add_path();
+	int nt;
+
+	if (add_prepare(q, &k))
+		return -1;
+	nt = threads_for(chunks > INT32_MAX ? INT32_MAX : (int)chunks, 20.0 * (double)n);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *qa = (uint8_t *)work + (size_t)omp_get_thread_num() * 2 * ADD_CHUNK;
+		uint8_t *qb = qa + ADD_CHUNK;
+
+#pragma omp for schedule(static)
+		for (int64_t c = 0; c < chunks; c++) {
+			int64_t i0 = c * ADD_CHUNK, len = n - i0 < ADD_CHUNK ? n - i0 : ADD_CHUNK;
+
+			mc_quantize_u8(a + i0, (size_t)len, q->sa, q->za, qa);
+			mc_quantize_u8(b + i0, (size_t)len, q->sb, q->zb, qb);
+			fn(&k, (size_t)len, qa, qb, y + i0);
+		}
+	}
+	return 0;
+}
+
+int mc_qadd_ref(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y)
+{
+	struct add_k k;
+
+	if (add_prepare(q, &k))
+		return -1;
+	for (int64_t i = 0; i < n; i++) {
+		uint8_t qa, qb;
+
+		mc_quantize_u8_ref(a + i, 1, q->sa, q->za, &qa);
+		mc_quantize_u8_ref(b + i, 1, q->sb, q->zb, &qb);
+		y[i] = add1(&k, qa, qb);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- global average pooling */
+
+struct gap_k {
+	int64_t m, rnd;
+	int shift, zi, zo;
+	float so;
+};
+
+static int gap_prepare(const struct mc_qgap_q *q, int64_t HW, struct gap_k *k)
+{
+	int32_t m;
+
+	if (HW < 1 || HW > (1 << 24) || q->zi < 0 || q->zi > 255 || q->zo < 0 || q->zo > 255 ||
+	    !(q->si > 0.0f) || !isfinite(q->si) || !(q->so > 0.0f) || !isfinite(q->so) ||
+	    mc_qmul((double)q->si / ((double)q->so * (double)HW), 30, &m, &k->shift))
+		return -1;
+	k->m = m;
+	k->rnd = k->shift ? (int64_t)1 << (k->shift - 1) : 0;
+	k->zi = q->zi;
+	k->zo = q->zo;
+	k->so = q->so;
+	return 0;
+}
+
+/* The channel's output from the plain sum of its u8 values. */
+static inline float gap1(const struct gap_k *k, int64_t HW, int64_t sum)
+{
+	int64_t acc = sum - HW * k->zi, v = k->zo + ((acc * k->m + k->rnd) >> k->shift);
+
+	v = v < 0 ? 0 : v > 255 ? 255 : v;
+	return k->so * (float)(v - k->zo);
+}
+
+typedef int64_t (*sum_fn)(const uint8_t *x, int64_t n);
+
+static int64_t sum_portable(const uint8_t *x, int64_t n)
+{
+	int64_t s = 0;
+
+	for (int64_t i = 0; i < n; i++)
+		s += x[i];
+	return s;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static int64_t sum_avx2(const uint8_t *x, int64_t n)
+{
+	__m256i acc = _mm256_setzero_si256(), zero = _mm256_setzero_si256();
+	int64_t i = 0, s, l[4];
+
+	for (; i + 32 <= n; i += 32)
+		acc = _mm256_add_epi64(acc, _mm256_sad_epu8(
+						_mm256_loadu_si256((const __m256i *)(x + i)), zero));
+	_mm256_storeu_si256((__m256i *)l, acc);
+	s = l[0] + l[1] + l[2] + l[3];
+	for (; i < n; i++)
+		s += x[i];
+	return s;
+}
+
+__attribute__((target("avx512f,avx512bw"))) static int64_t sum_avx512(const uint8_t *x, int64_t n)
+{
+	__m512i acc = _mm512_setzero_si512(), zero = _mm512_setzero_si512();
+	int64_t i = 0, s;
+
+	for (; i + 64 <= n; i += 64)
+		acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_loadu_si512(x + i), zero));
+	s = _mm512_reduce_add_epi64(acc);
+	for (; i < n; i++)
+		s += x[i];
+	return s;
+}
+#endif
+
+static sum_fn sum_path(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	switch (mc_s8_simd()) {
+	case 2:
+		return sum_avx512;
+	case 1:
+		return sum_avx2;
+	}
+#endif
+	return sum_portable;
+}
+
+size_t mc_qgap_work(int n, int C, int64_t HW)
+{
+	int slots = n < 1 ? 1 : n < SLOTS ? n : SLOTS;
+	size_t xs = up64((size_t)C * (size_t)HW);
+
+	return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
+}
+
+int mc_qgap(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x, float *y,
+	    void *work)
+{
+	size_t xs = (size_t)C * (size_t)HW;
+	struct gap_k k;
+	sum_fn sum = sum_path();
+	int nt;
+
+	if (gap_prepare(q, HW, &k))
+		return -1;
+	nt = threads_for(n, 10.0 * (double)n * (double)xs);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *xq = (uint8_t *)work + (size_t)omp_get_thread_num() * up64(xs);
+
+#pragma omp for schedule(static)
+		for (int s = 0; s < n; s++) {
+			mc_quantize_u8(x + (size_t)s * xs, xs, q->si, q->zi, xq);
+			for (int c = 0; c < C; c++)
+				y[(size_t)s * C + c] = gap1(&k, HW, sum(xq + (size_t)c * HW, HW));
+		}
+	}
+	return 0;
+}
+
+int mc_qgap_ref(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x, float *y)
+{
+	struct gap_k k;
+
+	if (gap_prepare(q, HW, &k))
+		return -1;
+	for (int s = 0; s < n; s++)
+		for (int c = 0; c < C; c++) {
+			int64_t acc = 0;
+
+			for (int64_t i = 0; i < HW; i++) {
+				uint8_t v;
+
+				mc_quantize_u8_ref(x + ((size_t)s * C + c) * HW + i, 1, q->si, q->zi,
+						   &v);
+				acc += v;
+			}
+			y[(size_t)s * C + c] = gap1(&k, HW, acc);
+		}
+	return 0;
+}
