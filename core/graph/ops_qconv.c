@@ -170,19 +170,21 @@ static int qconv_slots(const struct mc_conv_geo *q, int n)
 static size_t qconv_workspace(const struct mc_node *node, int n)
 {
 	struct mc_conv_geo q;
+	struct mc_qconv cv;
 	size_t slot, total;
 
 	qconv_geo(node, &q);
 	if (n < 1)
 		n = 1;
-	if (q.g != 1) {
-		struct mc_qconv cv = qconv_kgeo(node);
-
+	cv = qconv_kgeo(node);
+	if (q.g != 1)
 		return mc_qconv_work(&cv, n);
-	}
 	slot = qconv_slot_bytes(&q, qconv_chunk(&q, n));
 	if (slot == SIZE_MAX || mc_mul_overflow(slot, (size_t)qconv_slots(&q, n), &total))
 		return SIZE_MAX;
+	/* pointwise: its own kernel, or the GEMM when a pool is fused */
+	if (mc_qconv_is_pw(&cv) && mc_qconv_work(&cv, n) > total)
+		total = mc_qconv_work(&cv, n);
 	return total;
 }
 
@@ -215,7 +217,7 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 }
 
 /*
- * A grouped or depthwise qconv2d: the input's quantization and the
+ * A grouped, depthwise or pointwise qconv2d: the input's quantization and the
  * per-channel scales handed to the int8 kernels of s8_ops.h, which quantize
  * each sample and split samples over threads.
  */
@@ -261,6 +263,7 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	const struct mc_s8_weights *pk = mc_qop_packed(node);
 	const float *x = in[0];
 	struct mc_conv_geo q;
+	struct mc_qconv cv;
 	size_t xs, ys, slot;
 	int64_t total;
 	float sa;
@@ -270,7 +273,8 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	if (n < 1)
 		return;
 	qconv_geo(node, &q);
-	if (q.g != 1) {
+	cv = qconv_kgeo(node);
+	if (q.g != 1 || (mc_qconv_is_pw(&cv) && !pool)) {
 		qconv_grouped(node, run, n, in[0], out);
 		return;
 	}

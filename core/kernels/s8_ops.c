@@ -115,12 +115,51 @@ static int dw_geo(const struct mc_qconv *cv, struct dw_geo *g)
 	return 0;
 }
 
+int mc_qconv_is_pw(const struct mc_qconv *cv)
+{
+	return cv->g == 1 && cv->k == 1 && cv->s == 1 && cv->p == 0;
+}
+
+/*
+ * The pointwise kernel's layout: per sample, the u8 image xq[C][P], then
+ * channel pairs xi[C2][Pp] as two u16 in a u32 (channel 2j low, 2j + 1
+ * high; positions past P and the channel past an odd C zero), multiplied by
+ * weight pairs with vpmaddwd: exact s32 sums of two u8 x s8 products.
+ */
+struct pw_geo {
+	int C2, Pp, Op;
+	size_t head, xq, xi, slot; /* bytes */
+};
+
+static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
+{
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	g->C2 = (cv->C + 1) / 2;
+	g->Pp = (int)((P + 15) / 16 * 16);
+	g->Op = (cv->O + 3) / 4 * 4;
+	/* wp[Op][C2], zc[Op], sc[Op], bb[Op]: 4 bytes each */
+	g->head = up64(((size_t)g->C2 + 3) * g->Op * 4);
+	g->xq = up64((size_t)cv->C * P);
+	g->xi = up64((size_t)g->C2 * g->Pp * 4);
+	if (P > INT32_MAX / 2 || g->xi / 4 / g->Pp != (size_t)g->C2)
+		return -1;
+	g->slot = g->xq + g->xi;
+	return 0;
+}
+
 size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 {
 	int slots = n < 1 ? 1 : n < SLOTS ? n : SLOTS;
 	struct dw_geo g;
+	struct pw_geo pg;
 	size_t xs = up64((size_t)cv->C * cv->H * cv->W), total;
 
+	if (mc_qconv_is_pw(cv)) {
+		if (pw_geo(cv, &pg) || pg.slot > (SIZE_MAX - pg.head) / (size_t)slots)
+			return SIZE_MAX;
+		return pg.head + pg.slot * (size_t)slots;
+	}
 	if (!mc_qconv_is_dw(cv))
 		return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
 	if (dw_geo(cv, &g) || g.slot > (SIZE_MAX - g.head) / (size_t)slots)
@@ -367,6 +406,178 @@ static void dw_sample(const struct mc_qconv *cv, const struct mc_qconv_q *q, con
 			y[(size_t)c * P + p] = yt[p * g->Cp + c];
 }
 
+/* The head of the pointwise workspace: weight pairs, za * sum(w), scales, biases. */
+static void pw_head(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_geo *g,
+		    const int8_t *w, void *head)
+{
+	uint32_t *wp = head;
+	int32_t *zc = (int32_t *)(wp + (size_t)g->Op * g->C2);
+	float *sc = (float *)(zc + g->Op), *bb = sc + g->Op;
+
+	memset(head, 0, ((size_t)g->C2 + 3) * g->Op * 4);
+	for (int o = 0; o < cv->O; o++) {
+		const int8_t *wo = w + (size_t)o * cv->C;
+		int32_t sum = 0;
+
+		for (int c = 0; c < cv->C; c++) {
+			wp[(size_t)o * g->C2 + c / 2] |= (uint32_t)(uint16_t)(int16_t)wo[c]
+							 << (16 * (c % 2));
+			sum += wo[c];
+		}
+		zc[o] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
+		sc[o] = q->sa * q->sw[o];
+		bb[o] = q->bias ? q->bias[o] : 0.0f;
+	}
+}
+
+/* xi[C2][Pp] from xq[C][P]: channel pairs as u16 halves of a u32. */
+static void pw_layout(const struct mc_qconv *cv, const struct pw_geo *g, const uint8_t *xq,
+		      uint32_t *xi)
+{
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	for (int j = 0; j < g->C2; j++) {
+		const uint8_t *a = xq + (size_t)2 * j * P, *b = a + P;
+		uint32_t *d = xi + (size_t)j * g->Pp;
+
+		if (2 * j + 1 < cv->C)
+			for (size_t p = 0; p < P; p++)
+				d[p] = (uint32_t)a[p] | (uint32_t)b[p] << 16;
+		else
+			for (size_t p = 0; p < P; p++)
+				d[p] = a[p];
+		for (size_t p = P; p < (size_t)g->Pp; p++)
+			d[p] = 0;
+	}
+}
+
+typedef void (*pw_fn)(const struct mc_qconv *cv, const struct pw_geo *g, const void *head,
+		      const uint32_t *xi, unsigned flags, float *y);
+
+static void pw_portable(const struct mc_qconv *cv, const struct pw_geo *g, const void *head,
+			const uint32_t *xi, unsigned flags, float *y)
+{
+	const uint32_t *wp = head;
+	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
+	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	for (int o = 0; o < cv->O; o++)
+		for (size_t p = 0; p < P; p++) {
+			uint32_t acc = 0;
+
+			for (int j = 0; j < g->C2; j++) {
+				uint32_t xv = xi[(size_t)j * g->Pp + p], wv = wp[(size_t)o * g->C2 + j];
+
+				acc += (uint32_t)((int32_t)(xv & 0xffff) * (int16_t)(wv & 0xffff) +
+						  (int32_t)(xv >> 16) * (int16_t)(wv >> 16));
+			}
+			y[(size_t)o * P + p] = requant1(sc[o], (int32_t)(acc - (uint32_t)zc[o]), bb[o], flags);
+		}
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static void
+pw_avx2(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, const uint32_t *xi,
+	unsigned flags, float *y)
+{
+	const uint32_t *wp = head;
+	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
+	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
+	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+	int P = cv->OH * cv->OW;
+
+	for (int o0 = 0; o0 < cv->O; o0 += 4)
+		for (int p = 0; p < P; p += 8) {
+			__m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
+					   _mm256_setzero_si256(), _mm256_setzero_si256() };
+			const uint32_t *w0 = wp + (size_t)o0 * g->C2;
+
+			for (int j = 0; j < g->C2; j++) {
+				__m256i xv = _mm256_loadu_si256((const __m256i *)(xi + (size_t)j * g->Pp + p));
+
+				for (int r = 0; r < 4; r++)
+					acc[r] = _mm256_add_epi32(
+					    acc[r], _mm256_madd_epi16(xv, _mm256_set1_epi32((int)w0[(size_t)r * g->C2 + j])));
+			}
+			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
+				int o = o0 + r;
+				__m256i d = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(zc[o]));
+				__m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(sc[o]), _mm256_cvtepi32_ps(d)),
+							 _mm256_set1_ps(bb[o]));
+				float *dst = y + (size_t)o * P + p;
+
+				if (relu)
+					v = _mm256_max_ps(v, zero);
+				if (relu6)
+					v = _mm256_min_ps(v, six);
+				if (P - p >= 8) {
+					_mm256_storeu_ps(dst, v);
+				} else {
+					float t[8];
+
+					_mm256_storeu_ps(t, v);
+					memcpy(dst, t, (size_t)(P - p) * sizeof(float));
+				}
+			}
+		}
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void
+pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, const uint32_t *xi,
+	  unsigned flags, float *y)
+{
+	const uint32_t *wp = head;
+	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
+	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+	int P = cv->OH * cv->OW;
+
+	for (int o0 = 0; o0 < cv->O; o0 += 4)
+		for (int p = 0; p < P; p += 16) {
+			__m512i acc[4] = { _mm512_setzero_si512(), _mm512_setzero_si512(),
+					   _mm512_setzero_si512(), _mm512_setzero_si512() };
+			const uint32_t *w0 = wp + (size_t)o0 * g->C2;
+			__mmask16 m = P - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p)) - 1);
+
+			for (int j = 0; j < g->C2; j++) {
+				__m512i xv = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p);
+
+				for (int r = 0; r < 4; r++)
+					acc[r] = _mm512_add_epi32(
+					    acc[r], _mm512_madd_epi16(xv, _mm512_set1_epi32((int)w0[(size_t)r * g->C2 + j])));
+			}
+			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
+				int o = o0 + r;
+				__m512i d = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(zc[o]));
+				__m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(sc[o]), _mm512_cvtepi32_ps(d)),
+							 _mm512_set1_ps(bb[o]));
+
+				if (relu)
+					v = _mm512_max_ps(v, zero);
+				if (relu6)
+					v = _mm512_min_ps(v, six);
+				_mm512_mask_storeu_ps(y + (size_t)o * P + p, m, v);
+			}
+		}
+}
+#endif
+
+static pw_fn pw_path(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	switch (mc_s8_simd()) {
+	case 2:
+		return pw_avx512;
+	case 1:
+		return pw_avx2;
+	}
+#endif
+	return pw_portable;
+}
+
 void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
 		      const float *x, const int8_t *w, float *y, void *work)
 {
@@ -378,6 +589,26 @@ void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int
 
 	if (n < 1)
 		return;
+	if (mc_qconv_is_pw(cv)) {
+		struct pw_geo pg;
+		pw_fn fn = pw_path();
+
+		pw_geo(cv, &pg);
+		pw_head(cv, q, &pg, w, work);
+#pragma omp parallel num_threads(nt)
+		{
+			uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * pg.slot;
+			uint32_t *xi = (uint32_t *)(xq + pg.xq);
+
+#pragma omp for schedule(static)
+			for (int s = 0; s < n; s++) {
+				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
+				pw_layout(cv, &pg, xq, xi);
+				fn(cv, &pg, work, xi, q->flags, y + (size_t)s * ys);
+			}
+		}
+		return;
+	}
 	if (!mc_qconv_is_dw(cv)) {
 #pragma omp parallel num_threads(nt)
 		{

@@ -58,12 +58,16 @@ struct mc_qconv_q {
 
 /* 1 when cv is depthwise (one input and one output channel a group): the fast kernel's case. */
 int mc_qconv_is_dw(const struct mc_qconv *cv);
+/* 1 when cv is pointwise (1x1, stride 1, no padding, one group): the kernel of channel pairs. */
+int mc_qconv_is_pw(const struct mc_qconv *cv);
 /* Bytes of workspace mc_qconv_forward needs for n samples (64-byte aligned); SIZE_MAX on overflow. */
 size_t mc_qconv_work(const struct mc_qconv *cv, int n);
 /*
  * y[n][O][OH][OW] = the requantized convolution of u8(x[n][C][H][W]) with
  * w[O][C/g][k][k] (s8, symmetric). Depthwise layers run a direct kernel
- * vectorized across channels; other groups a direct loop.
+ * vectorized across channels; pointwise ones a kernel vectorized across
+ * positions, channel pairs multiplied by vpmaddwd (exact: u8 x s8 products
+ * fit s16 inputs); other groups a direct loop.
  */
 void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
 		      const float *x, const int8_t *w, float *y, void *work);
