@@ -104,13 +104,14 @@ static int dw_geo(const struct mc_qconv *cv, struct dw_geo *g)
 	g->Cp = cpad(cv->C);
 	g->kk = cv->k * cv->k;
 	/* w32[kk][Cp], zc[Cp], sc[Cp], bb[Cp]: 4 bytes each */
+	/* sizes the setup of a layer admits are far from overflowing; refuse any that is not */
+	if ((size_t)g->Hp * g->Wp > SIZE_MAX / 256 / g->Cp || P > SIZE_MAX / 256 / g->Cp ||
+	    (size_t)g->kk > SIZE_MAX / 256 / g->Cp)
+		return -1;
 	g->head = up64(((size_t)g->kk + 3) * g->Cp * 4);
 	g->xq = up64((size_t)cv->C * cv->H * cv->W);
 	g->xt = up64((size_t)g->Hp * g->Wp * g->Cp);
 	g->yt = up64(P * g->Cp * sizeof(float));
-	if (g->head > SIZE_MAX / 4 || g->xt / g->Cp != (size_t)g->Hp * g->Wp ||
-	    g->yt / sizeof(float) / g->Cp != P)
-		return -1;
 	g->slot = g->xq + g->xt + g->yt;
 	return 0;
 }
@@ -139,11 +140,12 @@ static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
 	g->Pp = (int)((P + 15) / 16 * 16);
 	g->Op = (cv->O + 3) / 4 * 4;
 	/* wp[Op][C2], zc[Op], sc[Op], bb[Op]: 4 bytes each */
+	if (P > INT32_MAX / 2 || (size_t)g->C2 > SIZE_MAX / 256 / g->Pp ||
+	    (size_t)g->Op > SIZE_MAX / 256 / ((size_t)g->C2 + 3))
+		return -1;
 	g->head = up64(((size_t)g->C2 + 3) * g->Op * 4);
 	g->xq = up64((size_t)cv->C * P);
 	g->xi = up64((size_t)g->C2 * g->Pp * 4);
-	if (P > INT32_MAX / 2 || g->xi / 4 / g->Pp != (size_t)g->C2)
-		return -1;
 	g->slot = g->xq + g->xi;
 	return 0;
 }
