@@ -1,0 +1,81 @@
+#!/bin/sh
+# mobilenet_int8.sh - pipelines/mobilenetv2-int8.yaml cut down to seconds
+# (one epoch on 8192 images, 256 calibration samples): every convolution
+# (depthwise included), both adds and the pooling become int8 ops; the
+# quantized file has the same bytes for 1 and 2 threads and on the portable
+# int8 path as on the fastest; its logits (mcomp predict) are the same bytes
+# on every int8 path (MCOMP_GEMM_S8) and for 1, 2 and 3 threads; and it
+# classifies the test images well above chance.
+set -u
+: "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
+mcomp="$MCOMP_BUILDDIR/mcomp"
+recipe="$MCOMP_SRCDIR/pipelines/mobilenetv2-int8.yaml"
+data=/usr/share/datasets/fashion-mnist
+[ -e "$data/t10k-images-idx3-ubyte.gz" ] || { echo "SKIP: no Fashion-MNIST in $data"; exit 77; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-mbv2q-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+pass() { echo "PASS: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+
+run() { # OUT [ENV=VALUE]...
+	out=$1
+	shift
+	env "$@" "$mcomp" run "$recipe" --quiet --set data.train.count=8192 \
+		--set data.test.count=256 --set passes.train.epochs=1 \
+		--set passes.quantize.samples=256 --set output.path="$out" \
+		--set report="$out.json" > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail=1; }
+}
+
+run "$tmp/a.safetensors" OMP_NUM_THREADS=1 MCOMP_GEMM_S8=portable
+run "$tmp/b.safetensors" OMP_NUM_THREADS=2
+if cmp "$tmp/a.safetensors" "$tmp/b.safetensors"; then
+	pass "1 thread on the portable int8 path and 2 on the fastest give the same file"
+else
+	bad "the quantized files differ"
+fi
+# the architecture is JSON inside the header's JSON: quotes come escaped
+for op in 'op\":\"qadd\"' 'op\":\"qglobal_avgpool\"' 'groups\":64' 'relu6\":true'; do
+	if grep -a -F -q "$op" "$tmp/a.safetensors"; then
+		pass "the file has $op"
+	else
+		bad "no $op in the quantized file"
+	fi
+done
+for op in 'op\":\"conv2d\"' 'op\":\"add\"' 'op\":\"batchnorm\"' 'op\":\"global_avgpool\"'; do
+	if grep -a -F -q "$op" "$tmp/a.safetensors"; then
+		bad "an f32 op is left: $op"
+	else
+		pass "no $op left"
+	fi
+done
+
+# 64 test images as uint8 [64, 1, 28, 28] in an NPY 1.0 file
+{
+	printf '\223NUMPY\001\000\166\000'
+	printf "%-117s\n" "{'descr': '|u1', 'fortran_order': False, 'shape': (64, 1, 28, 28), }"
+	gzip -dc "$data/t10k-images-idx3-ubyte.gz" | tail -c +17 | head -c $((64 * 784))
+} > "$tmp/x.npy"
+first=
+for path in avx512-vnni avx2 portable; do
+	for t in 1 2 3; do
+		y="$tmp/y-$path-$t.npy"
+		OMP_NUM_THREADS=$t MCOMP_GEMM_S8=$path "$mcomp" predict "$tmp/a.safetensors" \
+			--input "$tmp/x.npy" -o "$y" > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail=1; }
+		if [ -z "$first" ]; then
+			first=$y
+		elif cmp -s "$first" "$y"; then
+			pass "logits on $path with $t threads: the same bytes"
+		else
+			bad "logits on $path with $t threads differ from $(basename "$first")"
+		fi
+	done
+done
+
+acc=$("$mcomp" eval "$tmp/a.safetensors" --data "$data" 2>&1 | sed -n 's/^accuracy: *\([0-9.]*\)%.*/\1/p')
+if [ -n "$acc" ] && awk -v a="$acc" 'BEGIN { exit !(a > 60) }'; then
+	pass "the int8 model classifies the test split: $acc%"
+else
+	bad "accuracy of the int8 model: '$acc'"
+fi
+exit $fail
