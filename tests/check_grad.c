@@ -573,6 +573,99 @@ START_TEST(op_qconv2d_straight_through)
 END_TEST
 
 /*
+ * A grouped qconv2d with relu6 fused: din is the transposed grouped
+ * convolution of dout, masked where the output is clamped (<= 0 or >= 6),
+ * with the dequantized weights, written out here (2 groups of 2 channels).
+ */
+START_TEST(op_qconv2d_grouped_straight_through)
+{
+	struct mc_model *m = build("{\"format\":1,\"input\":[4,5,5],\"nodes\":[{\"op\":\"qconv2d\","
+				   "\"attrs\":{\"out\":4,\"kernel\":3,\"stride\":1,\"padding\":1,"
+				   "\"groups\":2,\"relu6\":true,\"mode\":\"dynamic\"}}]}");
+	const struct mc_node *nd = mc_model_node(m, 0);
+	int8_t *w = nd->params[0]->data;
+	float *scale = nd->params[1]->data;
+	float x[2 * 100], dout[2 * 100], dx[2 * 100], out[2 * 100];
+	const float *in[1] = { x };
+	float *din[1] = { dx };
+	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
+	struct mc_run run = { .training = 1 };
+	int clamped = 0, passed = 0;
+
+	ck_assert_int_eq(nd->params[0]->shape[1], 2);
+	for (int i = 0; i < 72; i++)
+		w[i] = (int8_t)(i * 37 % 255 - 127);
+	for (int o = 0; o < 4; o++)
+		scale[o] = 0.03f * (o + 1);
+	fill(x, 200, 3);
+	for (int i = 0; i < 200; i++)
+		x[i] *= 4.0f;
+	fill(dout, 200, 4);
+	run.work = malloc(nd->op->workspace(nd, 2));
+	ck_assert_ptr_nonnull(run.work);
+	nd->op->forward(nd, &run, 2, in, out);
+	nd->op->backward(nd, &run, 2, in, out, dout, din, grads);
+	for (int i = 0; i < 200; i++) {
+		ck_assert(out[i] >= 0.0f && out[i] <= 6.0f);
+		clamped += out[i] <= 0.0f || out[i] >= 6.0f;
+	}
+	passed = 200 - clamped;
+	ck_assert_int_gt(clamped, 0);
+	ck_assert_int_gt(passed, 0);
+	for (int s = 0; s < 2; s++)
+		for (int c = 0; c < 4; c++)
+			for (int h = 0; h < 5; h++)
+				for (int v = 0; v < 5; v++) {
+					double want = 0;
+
+					for (int o = c / 2 * 2; o < c / 2 * 2 + 2; o++)
+						for (int oh = 0; oh < 5; oh++)
+							for (int ow = 0; ow < 5; ow++) {
+								int ki = h - (oh - 1), kj = v - (ow - 1);
+								int at = s * 100 + o * 25 + oh * 5 + ow;
+
+								if (ki < 0 || ki > 2 || kj < 0 || kj > 2 ||
+								    out[at] <= 0.0f || out[at] >= 6.0f)
+									continue;
+								want += (double)dout[at] *
+									w[((o * 2 + c % 2) * 3 + ki) * 3 + kj] * scale[o];
+							}
+					ck_assert_double_eq_tol(dx[s * 100 + c * 25 + h * 5 + v], want, 1e-5);
+				}
+	free(run.work);
+	mc_model_free(m);
+}
+END_TEST
+
+/* qadd and qglobal_avgpool pass gradients straight through: as add's and global_avgpool's. */
+START_TEST(op_qadd_qgap_straight_through)
+{
+	struct mc_model *m = build("{\"format\":1,\"input\":[2,3,3],\"nodes\":["
+				   "{\"op\":\"qadd\",\"name\":\"a\",\"inputs\":[\"input\",\"input\"]},"
+				   "{\"op\":\"qglobal_avgpool\",\"name\":\"p\",\"inputs\":[\"a\"]}]}");
+	const struct mc_node *add = mc_model_node(m, 0), *gap = mc_model_node(m, 1);
+	float x[2 * 18], dout[2 * 18], da[2 * 18], db[2 * 18], out[2 * 18], gout[4], dg[4];
+	const float *in[2] = { x, x };
+	float *din[2] = { da, db }, *gin[1] = { da };
+	float *grads[MC_NODE_MAX_PARAMS] = { 0 };
+	struct mc_run run = { .training = 1 };
+
+	fill(x, 36, 3);
+	fill(dout, 36, 4);
+	fill(dg, 4, 5);
+	memset(out, 0, sizeof(out));
+	memset(gout, 0, sizeof(gout));
+	add->op->backward(add, &run, 2, in, out, dout, din, grads);
+	ck_assert(memcmp(da, dout, sizeof(da)) == 0);
+	ck_assert(memcmp(db, dout, sizeof(db)) == 0);
+	gap->op->backward(gap, &run, 2, in, gout, dg, gin, grads);
+	for (int i = 0; i < 36; i++)
+		ck_assert_float_eq(da[i], dg[i / 9] / 9.0f);
+	mc_model_free(m);
+}
+END_TEST
+
+/*
  * fake_quant rounds to a u8 grid as well: its backward is straight through
  * where the clamp does not act and 0 where it does, checked here on values
  * on both sides of the range [-0.25, 0.75]; with learn the range's gradient
@@ -628,7 +721,7 @@ START_TEST(every_op_is_checked)
 		"dropout",     "flatten",    "global_avgpool", "hardsigmoid", "hardswish",
 		"leaky_relu",  "linear",     "log_softmax", "maxpool2d",   "mul",
 		"pad2d",       "qconv2d",     "qlinear",    "relu",	    "relu6",	   "sigmoid",
-		"softmax",     "concat",      "fake_quant", NULL,
+		"softmax",     "concat",      "fake_quant", "qadd",        "qglobal_avgpool", NULL,
 	};
 	const char *const *names = mc_op_names();
 	int n = 0;
@@ -644,7 +737,7 @@ START_TEST(every_op_is_checked)
 		ck_assert_ptr_nonnull(mc_op_find(names[n]));
 		ck_assert_str_eq(mc_op_find(names[n])->name, names[n]);
 	}
-	ck_assert_int_eq(n, 24);
+	ck_assert_int_eq(n, 26);
 }
 END_TEST
 
@@ -912,6 +1005,8 @@ int main(void)
 	tcase_add_test(tc, op_concat);
 	tcase_add_test(tc, op_qlinear_straight_through);
 	tcase_add_test(tc, op_qconv2d_straight_through);
+	tcase_add_test(tc, op_qconv2d_grouped_straight_through);
+	tcase_add_test(tc, op_qadd_qgap_straight_through);
 	tcase_add_test(tc, op_fake_quant_straight_through);
 	tcase_add_test(tc, every_op_is_checked);
 	tcase_add_test(tc, softmax_xent);

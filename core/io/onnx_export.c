@@ -65,6 +65,7 @@
 #include <mcomp/safetensors.h>
 
 #include "core/io/onnx.pb-c.h"
+#include "kernels/s8_ops.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "onnx_export.c borrows tensors as ONNX raw_data, which is little-endian"
@@ -83,7 +84,7 @@
  * newer than Debian's onnx.proto, which has no name for it; data_type is an
  * int32 field, so the number is written as it is.
  */
-enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7, DT_INT4 = 22 };
+enum { DT_FLOAT = 1, DT_UINT8 = 2, DT_INT8 = 3, DT_INT32 = 6, DT_INT64 = 7, DT_UINT64 = 13, DT_INT4 = 22 };
 
 struct exp {
 	const struct mc_model *m;
@@ -114,6 +115,8 @@ static int map_concat(struct exp *, int, const struct mc_node *);
 static int map_softmax(struct exp *, int, const struct mc_node *);
 static int map_dropout(struct exp *, int, const struct mc_node *);
 static int map_qlinear(struct exp *, int, const struct mc_node *);
+static int map_qadd(struct exp *, int, const struct mc_node *);
+static int map_qgap(struct exp *, int, const struct mc_node *);
 static int map_qconv(struct exp *, int, const struct mc_node *);
 static int map_act(struct exp *, int, const struct mc_node *);
 static int map_clip(struct exp *, int, const struct mc_node *);
@@ -145,7 +148,9 @@ static const struct {
     {"maxpool2d", map_pool, "MaxPool"},
     {"mul", map_mul, "Mul"},
     {"pad2d", map_pad, "Pad"},
+    {"qadd", map_qadd, NULL},
     {"qconv2d", map_qconv, NULL},
+    {"qglobal_avgpool", map_qgap, NULL},
     {"qlinear", map_qlinear, NULL},
     {"relu", map_plain, "Relu"},
     {"relu6", map_clip, "Clip"},
@@ -773,7 +778,7 @@ static int int8_integer(struct exp *e, int i, const struct mc_node *nd, int is_c
 	const struct mc_tensor *qp = mc_node_param_named(nd, "input_qparams");
 	const float *v = qp ? qp->data : NULL;
 	int64_t O = w->shape[0], sd[3] = {O, 1, 1};
-	int relu = (int)mc_node_attr_int(nd, "relu", 0);
+	int relu = (int)mc_node_attr_int(nd, "relu", 0), relu6 = (int)mc_node_attr_int(nd, "relu6", 0);
 	uint8_t *za = ar(e, 1);
 	float *cs = ar(e, (size_t)O * sizeof(float));
 	const char *in[4] = {NULL}, *q = sub(e, nd, "input_q"), *acc = sub(e, nd, "acc"),
@@ -819,6 +824,8 @@ static int int8_integer(struct exp *e, int i, const struct mc_node *nd, int is_c
 		n = onode(e, "ConvInteger", sub(e, nd, "ConvInteger"), acc, 4, in);
 		window_attrs(e, n, mc_node_attr_int(nd, "kernel", 3),
 			     mc_node_attr_int(nd, "stride", 1), mc_node_attr_int(nd, "padding", 0));
+		if (mc_node_attr_int(nd, "groups", 1) != 1)
+			attr_i(e, n, "group", mc_node_attr_int(nd, "groups", 1));
 	} else {
 		onode(e, "MatMulInteger", sub(e, nd, "MatMulInteger"), acc, 4, in);
 	}
@@ -826,7 +833,7 @@ static int int8_integer(struct exp *e, int i, const struct mc_node *nd, int is_c
 	attr_i(e, n, "to", DT_FLOAT);
 	in[0] = accf;
 	in[1] = scale;
-	if (!b && !relu) {
+	if (!b && !relu && !relu6) {
 		onode(e, "Mul", sub(e, nd, "scale/Mul"), out, 2, in);
 		return 0;
 	}
@@ -835,11 +842,19 @@ static int int8_integer(struct exp *e, int i, const struct mc_node *nd, int is_c
 		in[0] = y;
 		in[1] = is_conv ? init(e, b->name, DT_FLOAT, 3, sd, b->data, (size_t)O * 4)
 				: init_param(e, b);
-		onode(e, "Add", sub(e, nd, "bias/Add"), relu ? yb : out, 2, in);
+		onode(e, "Add", sub(e, nd, "bias/Add"), relu || relu6 ? yb : out, 2, in);
 		y = yb;
 	}
-	if (relu)
+	if (relu6) {
+		/* min(max(y, 0), 6): Clip gives 0 for NaN as the kernels' max(y, 0) does not
+		 * promise to; a NaN there means a damaged file either way */
+		in[0] = y;
+		in[1] = init_scalar(e, sfmt(e, "%s.clip_min", nd->name), 0.0f);
+		in[2] = init_scalar(e, sfmt(e, "%s.clip_max", nd->name), 6.0f);
+		onode(e, "Clip", sub(e, nd, "Clip"), out, 3, in);
+	} else if (relu) {
 		onode(e, "Relu", sub(e, nd, "Relu"), out, 1, &y);
+	}
 	return 0;
 }
 
@@ -930,14 +945,199 @@ static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
 
 	if (r)
 		return r;
-	if (mc_node_attr_int(nd, "groups", 1) != 1 || mc_node_attr_int(nd, "relu6", 0))
-		return node_err(e, nd, MC_EINVAL,
-				"a grouped or depthwise qconv2d, or one with relu6 fused, has no "
-				"ONNX form here yet; export the f32 model, or quantize with the "
-				"layer excluded");
 	count_zeros(e, w);
-	/* qconv2d is conv2d's geometry with groups 1 */
+	/* qconv2d is conv2d's geometry, groups included (ConvInteger's group) */
 	return int8_integer(e, i, nd, 1, qmode(nd) == QM_DYNAMIC);
+}
+
+/* ---------------------------------------------------------------- qadd, qglobal_avgpool */
+
+/* A scalar initializer of ONNX integer type dt (DT_INT64 or DT_UINT64) of value v. */
+static const char *init_int(struct exp *e, const char *name, int dt, int64_t v)
+{
+	int64_t *p = ar(e, sizeof(int64_t));
+
+	if (!p)
+		return NULL;
+	*p = v;
+	return init(e, name, dt, 0, NULL, p, sizeof(int64_t));
+}
+
+/* Pair k of nd's qparams: the scale and the zero point; -1 when not a u8 quantization. */
+static int qpair_of(const struct mc_node *nd, int k, float *s, int *z)
+{
+	const struct mc_tensor *qp = mc_node_param_named(nd, "qparams");
+	const float *v = qp ? qp->data : NULL;
+
+	if (!v || qp->numel < 2 * k + 2 || !(v[2 * k] > 0.0f) || !isfinite(v[2 * k]) ||
+	    !(v[2 * k + 1] >= 0.0f && v[2 * k + 1] <= 255.0f) || v[2 * k + 1] != nearbyintf(v[2 * k + 1]))
+		return -1;
+	*s = v[2 * k];
+	*z = (int)v[2 * k + 1];
+	return 0;
+}
+
+/* Input k of nd quantized at (s, z) (QuantizeLinear, mc_quantize_u8), as int64 q - z. */
+static const char *q_centered(struct exp *e, const struct mc_node *nd, int k, float s, int z)
+{
+	uint8_t *zp = ar(e, 1);
+	const char *in[2], *q = sub(e, nd, sfmt(e, "q%d", k)), *qi = sub(e, nd, sfmt(e, "q%d_i64", k));
+	const char *d = sub(e, nd, sfmt(e, "q%d_centered", k));
+	const char *qin[3];
+	Onnx__NodeProto *n;
+
+	if (!zp)
+		return NULL;
+	*zp = (uint8_t)z;
+	qin[0] = in_val(e, nd, k);
+	qin[1] = init_scalar(e, sfmt(e, "%s.in%d_scale", nd->name, k), s);
+	qin[2] = init(e, sfmt(e, "%s.in%d_zero_point", nd->name, k), DT_UINT8, 0, NULL, zp, 1);
+	onode(e, "QuantizeLinear", sub(e, nd, sfmt(e, "QuantizeLinear%d", k)), q, 3, qin);
+	n = onode(e, "Cast", sub(e, nd, sfmt(e, "Cast%d", k)), qi, 1, &q);
+	attr_i(e, n, "to", DT_INT64);
+	in[0] = qi;
+	in[1] = init_int(e, sfmt(e, "%s.in%d_zp_i64", nd->name, k), DT_INT64, z);
+	onode(e, "Sub", sub(e, nd, sfmt(e, "Sub%d", k)), d, 2, in);
+	return d;
+}
+
+/*
+ * out = so * (clamp(zo + (t >> S), 0, 255) - zo) from the int64 value t, >>
+ * arithmetic as the kernels take it: in uint64, (t + 2^63) >> S - 2^(63 - S),
+ * wrapping, then back to int64 (exact for every t the kernels admit).
+ */
+static void requant_onnx(struct exp *e, const struct mc_node *nd, const char *t, int S, int zo,
+			 float so, const char *out)
+{
+	const char *in[3], *tu = sub(e, nd, "t_u64"), *to = sub(e, nd, "t_offset");
+	const char *sh = sub(e, nd, "shifted"), *un = sub(e, nd, "unbiased"), *ti = sub(e, nd, "t_i64");
+	const char *v = sub(e, nd, "v"), *vf = sub(e, nd, "v_f32"), *c = sub(e, nd, "clipped");
+	const char *d = sub(e, nd, "centered");
+	Onnx__NodeProto *n;
+
+	n = onode(e, "Cast", sub(e, nd, "CastU64"), tu, 1, &t);
+	attr_i(e, n, "to", DT_UINT64);
+	in[0] = tu;
+	in[1] = init_int(e, sfmt(e, "%s.offset", nd->name), DT_UINT64, INT64_MIN);
+	onode(e, "Add", sub(e, nd, "Offset"), to, 2, in);
+	in[0] = to;
+	in[1] = init_int(e, sfmt(e, "%s.shift", nd->name), DT_UINT64, S);
+	n = onode(e, "BitShift", sub(e, nd, "BitShift"), sh, 2, in);
+	if (n) {
+		Onnx__AttributeProto *a = add_attr(e, n, "direction",
+						   ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+
+		if (a) {
+			a->has_s = 1;
+			a->s.data = (uint8_t *)"RIGHT";
+			a->s.len = 5;
+		}
+	}
+	in[0] = sh;
+	in[1] = init_int(e, sfmt(e, "%s.unoffset", nd->name), DT_UINT64,
+			 (int64_t)((uint64_t)1 << (63 - S)));
+	onode(e, "Sub", sub(e, nd, "Unoffset"), un, 2, in);
+	n = onode(e, "Cast", sub(e, nd, "CastI64"), ti, 1, &un);
+	attr_i(e, n, "to", DT_INT64);
+	in[0] = ti;
+	in[1] = init_int(e, sfmt(e, "%s.out_zp_i64", nd->name), DT_INT64, zo);
+	onode(e, "Add", sub(e, nd, "AddZeroPoint"), v, 2, in);
+	n = onode(e, "Cast", sub(e, nd, "CastF32"), vf, 1, &v);
+	attr_i(e, n, "to", DT_FLOAT);
+	in[0] = vf;
+	in[1] = init_scalar(e, sfmt(e, "%s.u8_min", nd->name), 0.0f);
+	in[2] = init_scalar(e, sfmt(e, "%s.u8_max", nd->name), 255.0f);
+	onode(e, "Clip", sub(e, nd, "Clip"), c, 3, in);
+	in[0] = c;
+	in[1] = init_scalar(e, sfmt(e, "%s.out_zp_f32", nd->name), (float)zo);
+	onode(e, "Sub", sub(e, nd, "SubZeroPoint"), d, 2, in);
+	in[0] = d;
+	in[1] = init_scalar(e, sfmt(e, "%s.out_scale", nd->name), so);
+	onode(e, "Mul", sub(e, nd, "Dequantize"), out, 2, in);
+}
+
+/*
+ * qadd in integer form, the kernel's steps: each input QuantizeLinear'd and
+ * centred, (qa - za) ma + (qb - zb) mb + 2^(S-1) in int64, shifted and
+ * requantized (requant_onnx): the same bits as mcomp.
+ */
+static int map_qadd(struct exp *e, int i, const struct mc_node *nd)
+{
+	struct mc_qadd_q q;
+	int32_t ma, mb;
+	int S;
+	const char *in[2], *da, *db, *pa = sub(e, nd, "a_scaled"), *pb = sub(e, nd, "b_scaled");
+	const char *sum = sub(e, nd, "sum"), *t = sub(e, nd, "rounded");
+
+	if (qpair_of(nd, 0, &q.sa, &q.za) || qpair_of(nd, 1, &q.sb, &q.zb) ||
+	    qpair_of(nd, 2, &q.so, &q.zo) || mc_qadd_fixed(&q, &ma, &mb, &S))
+		return node_err(e, nd, MC_EINVAL,
+				"qparams are not u8 quantizations the kernel takes; the file is "
+				"damaged: quantize the model again");
+	da = q_centered(e, nd, 0, q.sa, q.za);
+	db = q_centered(e, nd, 1, q.sb, q.zb);
+	in[0] = da;
+	in[1] = init_int(e, sfmt(e, "%s.ma", nd->name), DT_INT64, ma);
+	onode(e, "Mul", sub(e, nd, "MulA"), pa, 2, in);
+	in[0] = db;
+	in[1] = init_int(e, sfmt(e, "%s.mb", nd->name), DT_INT64, mb);
+	onode(e, "Mul", sub(e, nd, "MulB"), pb, 2, in);
+	in[0] = pa;
+	in[1] = pb;
+	onode(e, "Add", sub(e, nd, "Add"), sum, 2, in);
+	in[0] = sum;
+	in[1] = init_int(e, sfmt(e, "%s.round", nd->name), DT_INT64, S ? (int64_t)1 << (S - 1) : 0);
+	onode(e, "Add", sub(e, nd, "Round"), t, 2, in);
+	requant_onnx(e, nd, t, S, q.zo, q.so, out_val(e, i));
+	return 0;
+}
+
+/*
+ * qglobal_avgpool in integer form: QuantizeLinear, the int64 sum of each
+ * channel (ReduceSum over the image axes), minus HW zi, times m plus
+ * 2^(S-1), shifted and requantized: the same bits as mcomp, [N, C].
+ */
+static int map_qgap(struct exp *e, int i, const struct mc_node *nd)
+{
+	int64_t shape[MC_MAX_DIMS], HW = 1, *axes = ar(e, MC_MAX_DIMS * sizeof(int64_t)), dims[1];
+	int in_ndim = in_shape(e, nd, 0, shape);
+	struct mc_qgap_q q;
+	int32_t m;
+	int S;
+	const char *in[2], *d, *s = sub(e, nd, "sum"), *a = sub(e, nd, "centered_sum");
+	const char *p = sub(e, nd, "scaled"), *t = sub(e, nd, "rounded");
+	Onnx__NodeProto *n;
+
+	for (int k = 1; k < in_ndim; k++)
+		HW *= shape[k];
+	if (qpair_of(nd, 0, &q.si, &q.zi) || qpair_of(nd, 1, &q.so, &q.zo) ||
+	    mc_qgap_fixed(&q, HW, &m, &S))
+		return node_err(e, nd, MC_EINVAL,
+				"qparams are not u8 quantizations the kernel takes; the file is "
+				"damaged: quantize the model again");
+	if (!axes)
+		return 0;
+	for (int k = 1; k < in_ndim; k++)
+		axes[k - 1] = k + 1;
+	dims[0] = in_ndim - 1;
+	/* sum of q - zi over the image: the sum of q, minus HW zi (exact in int64) */
+	d = q_centered(e, nd, 0, q.si, 0);
+	in[0] = d;
+	in[1] = init(e, sfmt(e, "%s.axes", nd->name), DT_INT64, 1, dims, axes,
+		     (size_t)dims[0] * sizeof(int64_t));
+	n = onode(e, "ReduceSum", sub(e, nd, "ReduceSum"), s, 2, in);
+	attr_i(e, n, "keepdims", 0);
+	in[0] = s;
+	in[1] = init_int(e, sfmt(e, "%s.hw_zp", nd->name), DT_INT64, HW * q.zi);
+	onode(e, "Sub", sub(e, nd, "SubHwZeroPoint"), a, 2, in);
+	in[0] = a;
+	in[1] = init_int(e, sfmt(e, "%s.m", nd->name), DT_INT64, m);
+	onode(e, "Mul", sub(e, nd, "Mul"), p, 2, in);
+	in[0] = p;
+	in[1] = init_int(e, sfmt(e, "%s.round", nd->name), DT_INT64, S ? (int64_t)1 << (S - 1) : 0);
+	onode(e, "Add", sub(e, nd, "Round"), t, 2, in);
+	requant_onnx(e, nd, t, S, q.zo, q.so, out_val(e, i));
+	return 0;
 }
 
 /* ---------------------------------------------------------------- 4-bit weights */

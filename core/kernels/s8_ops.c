@@ -677,6 +677,18 @@ static int add_prepare(const struct mc_qadd_q *q, struct add_k *k)
 	return 0;
 }
 
+int mc_qadd_fixed(const struct mc_qadd_q *q, int32_t *ma, int32_t *mb, int *shift)
+{
+	struct add_k k;
+
+	if (add_prepare(q, &k))
+		return -1;
+	*ma = k.ma;
+	*mb = k.mb;
+	*shift = k.shift;
+	return 0;
+}
+
 static inline float add1(const struct add_k *k, uint8_t a, uint8_t b)
 {
 	int32_t d = ((int32_t)a - k->za) * k->ma + ((int32_t)b - k->zb) * k->mb + k->rnd;
@@ -840,6 +852,17 @@ static int gap_prepare(const struct mc_qgap_q *q, int64_t HW, struct gap_k *k)
 	k->zi = q->zi;
 	k->zo = q->zo;
 	k->so = q->so;
+	return 0;
+}
+
+int mc_qgap_fixed(const struct mc_qgap_q *q, int64_t HW, int32_t *m, int *shift)
+{
+	struct gap_k k;
+
+	if (gap_prepare(q, HW, &k))
+		return -1;
+	*m = (int32_t)k.m;
+	*shift = k.shift;
 	return 0;
 }
 

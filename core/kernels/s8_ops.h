@@ -93,6 +93,8 @@ size_t mc_qadd_work(int64_t n);
 int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
 	    void *work);
 int mc_qadd_ref(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y);
+/* The add's multipliers ma, mb and shift S (the ONNX export writes them). -1 as mc_qadd. */
+int mc_qadd_fixed(const struct mc_qadd_q *q, int32_t *ma, int32_t *mb, int *shift);
 
 /* The quantization of global average pooling: input i, output o. */
 struct mc_qgap_q {
@@ -106,5 +108,7 @@ size_t mc_qgap_work(int n, int C, int64_t HW);
 int mc_qgap(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x, float *y,
 	    void *work);
 int mc_qgap_ref(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x, float *y);
+/* The pool's multiplier m and shift S for channels of HW values. -1 as mc_qgap. */
+int mc_qgap_fixed(const struct mc_qgap_q *q, int64_t HW, int32_t *m, int *shift);
 
 #endif
