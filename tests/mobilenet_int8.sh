@@ -4,8 +4,11 @@
 # (depthwise included), both adds and the pooling become int8 ops; the
 # quantized file has the same bytes for 1 and 2 threads and on the portable
 # int8 path as on the fastest; its logits (mcomp predict) are the same bytes
-# on every int8 path (MCOMP_GEMM_S8) and for 1, 2 and 3 threads; and it
-# classifies the test images well above chance.
+# on every int8 path (MCOMP_GEMM_S8) and for 1, 2 and 3 threads; it
+# classifies the test images well above chance; and exported to ONNX
+# (grouped ConvInteger, qadd and qglobal_avgpool in integer form) ONNX
+# Runtime gives the same logits bit for bit (that part needs node and
+# onnxruntime-node from tests/node, and says SKIP without them).
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 mcomp="$MCOMP_BUILDDIR/mcomp"
@@ -77,5 +80,34 @@ if [ -n "$acc" ] && awk -v a="$acc" 'BEGIN { exit !(a > 60) }'; then
 	pass "the int8 model classifies the test split: $acc%"
 else
 	bad "accuracy of the int8 model: '$acc'"
+fi
+
+ortjs="$MCOMP_SRCDIR/tests/ort_run.js"
+if ! command -v node > /dev/null 2>&1; then
+	echo "SKIP: no node for the ONNX Runtime comparison"
+else
+	node "$ortjs" idx "$data/t10k-images-idx3-ubyte.gz" --first 0 --count 500 -o "$tmp/xf.npy" \
+		> "$tmp/log" 2>&1
+	rc=$?
+	if [ $rc -eq 77 ]; then
+		echo "SKIP: no onnxruntime-node for the ONNX Runtime comparison"
+	elif [ $rc -ne 0 ]; then
+		cat "$tmp/log"
+		bad "ort_run.js idx failed"
+	else
+		"$mcomp" export "$tmp/a.safetensors" -o "$tmp/a.onnx" > "$tmp/log" 2>&1 ||
+			{ cat "$tmp/log"; bad "export failed"; }
+		"$mcomp" predict "$tmp/a.safetensors" --input "$tmp/xf.npy" -o "$tmp/ym.npy" \
+			> "$tmp/log" 2>&1 || { cat "$tmp/log"; bad "predict failed"; }
+		for opt in all disabled; do
+			node "$ortjs" run "$tmp/a.onnx" "$tmp/xf.npy" "$tmp/yo.npy" --optimize $opt \
+				> "$tmp/log" 2>&1 || { cat "$tmp/log"; bad "ONNX Runtime failed"; }
+			cmpout=$(node "$ortjs" compare "$tmp/ym.npy" "$tmp/yo.npy" 2>&1)
+			case $cmpout in
+			*'"max_abs_diff":0,'*) pass "ONNX Runtime (optimize $opt) gives mcomp's logits bit for bit" ;;
+			*) bad "ONNX Runtime (optimize $opt) differs: $cmpout" ;;
+			esac
+		done
+	fi
 fi
 exit $fail
