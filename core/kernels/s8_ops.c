@@ -378,6 +378,97 @@ dw_rows_avx512(const struct mc_qconv *cv, const struct dw_geo *g, const void *he
 			}
 		}
 }
+
+/*
+ * r[16] (row i: 16 floats) transposed in place: r[j] becomes column j. Within
+ * 128-bit lanes 4x4 blocks are transposed (unpack ps, then pd), then the
+ * lanes of each group of four rows (shuffle_f32x4).
+ */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 *r)
+{
+	__m512 t[16], u[16];
+
+	for (int k = 0; k < 8; k++) {
+		t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+		t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+	}
+	for (int k = 0; k < 4; k++) {
+		__m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
+		__m512d c = _mm512_castps_pd(t[4 * k + 2]), d = _mm512_castps_pd(t[4 * k + 3]);
+
+		u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+		u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+		u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+		u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+	}
+	/* u[4k + j], lane L: column 4L + j of rows 4k .. 4k + 3 */
+	for (int j = 0; j < 4; j++) {
+		__m512 w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+		__m512 w1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);
+		__m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+		__m512 w3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
+
+		r[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+		r[4 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
+		r[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+		r[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
+	}
+}
+
+/*
+ * A sample through the AVX-512 kernel with its layouts done in registers:
+ * 16 channels x 16 positions of x transposed and quantized with the very
+ * operations of mc_quantize_u8's AVX-512 path into xt, and yt's 16
+ * positions x 16 channels transposed into y's rows; the same bits as the
+ * scalar layouts, without their byte and float scatter.
+ */
+__attribute__((target("avx512f,avx512bw"))) static void
+dw_sample_avx512(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct dw_geo *g,
+		 const void *head, const float *x, uint8_t *slot, float *y)
+{
+	uint8_t *xt = slot + g->xq;
+	float *yt = (float *)(xt + g->xt);
+	int HW = cv->H * cv->W, P = cv->OH * cv->OW;
+	const __m512 s = _mm512_set1_ps(q->sa), z = _mm512_set1_ps((float)q->za);
+	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+
+	memset(xt, q->za, (size_t)g->Hp * g->Wp * g->Cp);
+	for (int c0 = 0; c0 < cv->C; c0 += 16)
+		for (int p0 = 0; p0 < HW; p0 += 16) {
+			__mmask16 m = HW - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (HW - p0)) - 1);
+			__m512 r[16];
+
+			for (int i = 0; i < 16; i++)
+				r[i] = c0 + i < cv->C
+					   ? _mm512_maskz_loadu_ps(m, x + (size_t)(c0 + i) * HW + p0)
+					   : _mm512_setzero_ps();
+			transpose16(r);
+			for (int j = 0; j < 16 && p0 + j < HW; j++) {
+				int h = (p0 + j) / cv->W, w = (p0 + j) % cv->W;
+				__m512 v = _mm512_roundscale_ps(_mm512_div_ps(r[j], s),
+								_MM_FROUND_TO_NEAREST_INT |
+								    _MM_FROUND_NO_EXC);
+
+				v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, z), lo), hi);
+				_mm_storeu_si128((__m128i *)(xt + ((size_t)(h + cv->p) * g->Wp + w + cv->p) *
+								      g->Cp + c0),
+						 _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(v)));
+			}
+		}
+	dw_rows_avx512(cv, g, head, xt, q->flags, yt);
+	for (int c0 = 0; c0 < cv->C; c0 += 16)
+		for (int p0 = 0; p0 < P; p0 += 16) {
+			__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+			__m512 r[16];
+
+			for (int i = 0; i < 16; i++)
+				r[i] = p0 + i < P ? _mm512_loadu_ps(yt + (size_t)(p0 + i) * g->Cp + c0)
+						  : _mm512_setzero_ps();
+			transpose16(r);
+			for (int j = 0; j < 16 && c0 + j < cv->C; j++)
+				_mm512_mask_storeu_ps(y + (size_t)(c0 + j) * P + p0, m, r[j]);
+		}
+}
 #endif
 
 static dw_rows_fn dw_rows_path(void)
@@ -632,9 +723,17 @@ void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int
 		uint8_t *slot = (uint8_t *)work + g.head + (size_t)omp_get_thread_num() * g.slot;
 
 #pragma omp for schedule(static)
-		for (int s = 0; s < n; s++)
+		for (int s = 0; s < n; s++) {
+#if defined(__x86_64__) || defined(__i386__)
+			if (rows == dw_rows_avx512) {
+				dw_sample_avx512(cv, q, &g, work, x + (size_t)s * xs, slot,
+						 y + (size_t)s * ys);
+				continue;
+			}
+#endif
 			dw_sample(cv, q, &g, rows, work, x + (size_t)s * xs, slot,
 				  y + (size_t)s * ys);
+		}
 	}
 }
 
