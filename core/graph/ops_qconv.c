@@ -14,10 +14,11 @@
  * holds the zero point, which stands for 0.0) and multiplied on the int8 GEMM
  * with the packed weights: y[m*P, out], requantized per channel with the
  * bias added, then transposed into [out, OH, OW] per sample. Every output is
- * one exact s32 sum: the same for any thread count. With groups (depthwise
- * included) the int8 kernels of core/kernels/s8_ops.h run instead: a direct
- * depthwise kernel vectorized across channels, a direct loop for other
- * groups; the same requantization, per channel.
+ * one exact s32 sum: the same for any thread count. Grouped, depthwise and
+ * pointwise (1x1, stride 1, no padding) layers run the int8 kernels of
+ * core/kernels/s8_ops.h instead: a depthwise kernel vectorized across
+ * channels, a pointwise one across positions, a direct loop for other
+ * groups; the same requantization, bit for bit.
  *
  * The packed weights, the input's quantization and the parameters are
  * qlinear's (ops_qlinear.c); the window geometry, the checks of setup, im2col,
