@@ -387,6 +387,71 @@ START_TEST(gap_every_path_matches_ref)
 }
 END_TEST
 
+/*
+ * The ops over the kernels: a file whose qparams are no u8 quantization (a
+ * scale NaN, 0 or negative, a zero point off 0..255 or not whole) makes
+ * qadd and qglobal_avgpool write NaN, never read past anything or crash; a
+ * good one gives finite values on the u8 grid of the output scale.
+ */
+/* One op alone over x[4, 2, 3, 3], its qparams pairs set to good (0.02, 100) but pair bad_pair. */
+static void run_op(const char *op, int pairs, int bad_pair, const float *badv, int outs)
+{
+	char arch[512];
+	struct mc_err err = { 0 };
+	struct mc_model *m;
+	struct mc_exec *e;
+	const float *y;
+	float x[4 * 18], *qp;
+	int nan = 0;
+
+	snprintf(arch, sizeof(arch),
+		 "{\"format\":1,\"input\":[2,3,3],\"nodes\":[{\"op\":\"%s\",\"name\":\"q\","
+		 "\"inputs\":[%s]}]}",
+		 op, pairs == 3 ? "\"input\",\"input\"" : "\"input\"");
+	m = mc_model_from_arch(arch, "test", &err);
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 1);
+	qp = mc_model_node(m, 0)->params[0]->data;
+	for (int k = 0; k < pairs; k++) {
+		qp[2 * k] = k == bad_pair ? badv[0] : 0.02f;
+		qp[2 * k + 1] = k == bad_pair ? badv[1] : 100;
+	}
+	for (int i = 0; i < 72; i++)
+		x[i] = -1.0f + 0.05f * i;
+	e = mc_exec_new(m, 4, 0, &err);
+	ck_assert_msg(e != NULL, "%s", err.msg);
+	y = mc_forward(e, x, 4);
+	for (int i = 0; i < 4 * outs; i++) {
+		nan += isnan(y[i]);
+		if (bad_pair < 0) {
+			float q = y[i] / 0.02f;
+
+			ck_assert_msg(isfinite(y[i]) && fabsf(q - nearbyintf(q)) < 1e-3f,
+				      "%s: y[%d] = %g is off the output grid", op, i, y[i]);
+		}
+	}
+	ck_assert_msg(nan == (bad_pair < 0 ? 0 : 4 * outs), "%s, pair %d (%g, %g) bad: %d NaN", op,
+		      bad_pair, bad_pair < 0 ? 0.0 : badv[0], bad_pair < 0 ? 0.0 : badv[1], nan);
+	mc_exec_free(e);
+	mc_model_free(m);
+}
+
+START_TEST(ops_refuse_damaged_qparams)
+{
+	static const float bad[][2] = { { NAN, 0 }, { 0, 0 },	 { -1, 0 },
+					{ 0.1f, 256 }, { 0.1f, 1.5f }, { INFINITY, 0 } };
+
+	run_op("qadd", 3, -1, NULL, 18);
+	run_op("qglobal_avgpool", 2, -1, NULL, 2);
+	for (int b = 0; b < (int)(sizeof(bad) / sizeof(bad[0])); b++) {
+		for (int k = 0; k < 3; k++)
+			run_op("qadd", 3, k, bad[b], 18);
+		for (int k = 0; k < 2; k++)
+			run_op("qglobal_avgpool", 2, k, bad[b], 2);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("s8_ops");
@@ -400,6 +465,7 @@ int main(void)
 	tcase_add_test(tc, qmul_ratios);
 	tcase_add_test(tc, add_every_path_matches_ref);
 	tcase_add_test(tc, gap_every_path_matches_ref);
+	tcase_add_test(tc, ops_refuse_damaged_qparams);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
