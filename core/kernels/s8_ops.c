@@ -126,6 +126,11 @@ int mc_qconv_is_pw(const struct mc_qconv *cv)
  * channel pairs xi[C2][Pp] as two u16 in a u32 (channel 2j low, 2j + 1
  * high; positions past P and the channel past an odd C zero), multiplied by
  * weight pairs with vpmaddwd: exact s32 sums of two u8 x s8 products.
+ * With AVX-512 VNNI (the int8 GEMM's avx512-vnni and amx paths) channel
+ * quads instead, xi[C4][Pp] four u8 in a u32 (channel 4j in the low byte),
+ * by weight quads with vpdpbusd (exact: no saturation, the four products'
+ * sum fits s32), quantized and laid out in one pass of registers; the
+ * workspace of pairs holds them.
  */
 struct pw_geo {
 	int C2, Pp, Op;
@@ -138,7 +143,7 @@ static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
 
 	g->C2 = (cv->C + 1) / 2;
 	g->Pp = (int)((P + 15) / 16 * 16);
-	g->Op = (cv->O + 3) / 4 * 4;
+	g->Op = (cv->O + 7) / 8 * 8; /* 4 outputs at a time (pairs), 8 (quads) */
 	/* wp[Op][C2], zc[Op], sc[Op], bb[Op]: 4 bytes each */
 	if (P > INT32_MAX / 2 || (size_t)g->C2 > SIZE_MAX / 256 / g->Pp ||
 	    (size_t)g->Op > SIZE_MAX / 256 / ((size_t)g->C2 + 3))
@@ -658,6 +663,98 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+/*
+ * One sample of a pointwise layer on AVX-512 VNNI: 16 positions of 4
+ * channels quantized with the operations of mc_quantize_u8's AVX-512 path
+ * and packed into quads, then 8 output channels x 16 positions at a time
+ * with vpdpbusd, requantized as requant1.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_geo *g,
+	const void *head, const float *x, uint32_t *xi, float *y)
+{
+	int P = cv->OH * cv->OW, C4 = (cv->C + 3) / 4;
+	const uint32_t *wq = head;
+	const int32_t *zc = (const int32_t *)(wq + (size_t)g->Op * g->C2);
+	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
+	const __m512 s = _mm512_set1_ps(q->sa), z = _mm512_set1_ps((float)q->za);
+	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+	const int relu = (q->flags & (MC_S8_RELU | MC_S8_RELU6)) != 0;
+	const int relu6 = (q->flags & MC_S8_RELU6) != 0;
+
+	for (int j = 0; j < C4; j++)
+		for (int p0 = 0; p0 < P; p0 += 16) {
+			__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+			__m512i v = _mm512_setzero_si512();
+
+			for (int b = 0; b < 4 && 4 * j + b < cv->C; b++) {
+				__m512 f = _mm512_maskz_loadu_ps(m, x + (size_t)(4 * j + b) * P + p0);
+				__m512 t = _mm512_roundscale_ps(_mm512_div_ps(f, s),
+								_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+
+				t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, z), lo), hi);
+				v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_cvtps_epu32(t), 8 * b));
+			}
+			_mm512_storeu_si512(xi + (size_t)j * g->Pp + p0, v);
+		}
+	for (int o0 = 0; o0 < cv->O; o0 += 8)
+		for (int p0 = 0; p0 < P; p0 += 16) {
+			__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+			__m512i acc[8];
+			const uint32_t *w0 = wq + (size_t)o0 * C4;
+
+			for (int r = 0; r < 8; r++)
+				acc[r] = _mm512_setzero_si512();
+			for (int j = 0; j < C4; j++) {
+				__m512i xv = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p0);
+
+				for (int r = 0; r < 8; r++)
+					acc[r] = _mm512_dpbusd_epi32(
+					    acc[r], xv, _mm512_set1_epi32((int)w0[(size_t)r * C4 + j]));
+			}
+			for (int r = 0; r < 8 && o0 + r < cv->O; r++) {
+				int o = o0 + r;
+				__m512i d = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(zc[o]));
+				__m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(sc[o]),
+								       _mm512_cvtepi32_ps(d)),
+							 _mm512_set1_ps(bb[o]));
+
+				if (relu)
+					v = _mm512_max_ps(v, zero);
+				if (relu6)
+					v = _mm512_min_ps(v, six);
+				_mm512_mask_storeu_ps(y + (size_t)o * P + p0, m, v);
+			}
+		}
+}
+#endif
+
+/* The head of the VNNI pointwise kernel: weight quads [Op][C4], then as pw_head. */
+static void pw_head_quad(const struct mc_qconv *cv, const struct mc_qconv_q *q,
+			 const struct pw_geo *g, const int8_t *w, void *head)
+{
+	int C4 = (cv->C + 3) / 4;
+	uint32_t *wq = head;
+	int32_t *zc = (int32_t *)(wq + (size_t)g->Op * g->C2);
+	float *sc = (float *)(zc + g->Op), *bb = sc + g->Op;
+
+	memset(head, 0, ((size_t)g->C2 + 3) * g->Op * 4);
+	for (int o = 0; o < cv->O; o++) {
+		const int8_t *wo = w + (size_t)o * cv->C;
+		int32_t sum = 0;
+
+		for (int c = 0; c < cv->C; c++) {
+			wq[(size_t)o * C4 + c / 4] |= (uint32_t)(uint8_t)wo[c] << (8 * (c % 4));
+			sum += wo[c];
+		}
+		zc[o] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
+		sc[o] = q->sa * q->sw[o];
+		bb[o] = q->bias ? q->bias[o] : 0.0f;
+	}
+}
+
 static pw_fn pw_path(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -686,8 +783,13 @@ void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int
 		struct pw_geo pg;
 		pw_fn fn = pw_path();
 
+		int vnni = mc_s8_simd() == 2;
+
 		pw_geo(cv, &pg);
-		pw_head(cv, q, &pg, w, work);
+		if (vnni)
+			pw_head_quad(cv, q, &pg, w, work);
+		else
+			pw_head(cv, q, &pg, w, work);
 #pragma omp parallel num_threads(nt)
 		{
 			uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * pg.slot;
@@ -695,6 +797,13 @@ void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int
 
 #pragma omp for schedule(static)
 			for (int s = 0; s < n; s++) {
+#if defined(__x86_64__) || defined(__i386__)
+				if (vnni) {
+					pw_vnni(cv, q, &pg, work, x + (size_t)s * xs, xi,
+						y + (size_t)s * ys);
+					continue;
+				}
+#endif
 				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
 				pw_layout(cv, &pg, xq, xi);
 				fn(cv, &pg, work, xi, q->flags, y + (size_t)s * ys);
