@@ -325,7 +325,9 @@ dw_rows_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 						__m256i wv = _mm256_loadu_si256(
 						    (const __m256i *)(w32 + (size_t)t * g->Cp + c));
 
-						acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(xv, wv));
+						/* x zero-extended, w sign-extended: the pair's
+						 * high halves give x * w + 0 * (0 or -1) */
+						acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
 					}
 				}
 				acc = _mm256_sub_epi32(acc, _mm256_loadu_si256((const __m256i *)(zc + c)));
@@ -341,7 +343,7 @@ dw_rows_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 		}
 }
 
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f,avx512bw"))) static void
 dw_rows_avx512(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
 	       const uint8_t *xt, unsigned flags, float *yt)
 {
@@ -368,7 +370,7 @@ dw_rows_avx512(const struct mc_qconv *cv, const struct dw_geo *g, const void *he
 						__m512i wv =
 						    _mm512_loadu_si512(w32 + (size_t)t * g->Cp + c);
 
-						acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, wv));
+						acc = _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
 					}
 				}
 				acc = _mm512_sub_epi32(acc, _mm512_loadu_si512(zc + c));
