@@ -553,7 +553,8 @@ static int select_elems(const struct quantize_conf *c, int mode, const struct mc
 /*
  * Replaces the n nodes eidx[] of m by their int8 ops, each holding the u8
  * quantizations of the ranges [lo, hi] calibrated for it (3 a node, in the
- * order of select_elems). The model is left as it was on failure of one.
+ * order of select_elems). On failure m is left part converted: the caller
+ * discards it (it is the pass's copy).
  */
 static int make_elems(struct mc_ctx *ctx, const struct quantize_conf *c, int mode,
 		      struct mc_model *m, const int *eidx, int n, const float *lo, const float *hi)
