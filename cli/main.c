@@ -16,6 +16,7 @@
 #include <mcomp/mcomp.h>
 
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <nettle/sha2.h>
 
@@ -34,6 +35,14 @@ static const char usage[] =
 	"                                    --resume goes on from that checkpoint (same pipeline,\n"
 	"                                    --set overrides and inputs) to the same bytes as a\n"
 	"                                    run that never stopped\n"
+	"  sweep FILE --set KEY=V1,V2,... [--set ...] [--json OUT] [--quiet]\n"
+	"                                    run the pipeline once per setting (every combination\n"
+	"                                    of the lists; the last varies fastest), run #I writing\n"
+	"                                    its files as NAME.sweepI.EXT; then one table of each\n"
+	"                                    run's figures with mean, min and max, also as JSON\n"
+	"                                    (default: the report's path with the tag sweep);\n"
+	"                                    in sequence, or spread over ranks under mpirun or\n"
+	"                                    srun (docs/distributed.md)\n"
 	"  validate FILE [--set KEY=VALUE]...\n"
 	"                                    check the whole pipeline without running anything\n"
 	"  passes                            list the passes found on the pass path\n"
@@ -107,8 +116,48 @@ static const char usage[] =
 	"  MCOMP_GEMM_S8=amx|avx512-vnni|avx-vnni|avx2|portable\n"
 	"                     force the int8 GEMM kernel (all give the same exact sums)\n"
 	"\n"
+	"@MPI@"
+	"\n"
 	"quick start:  mcomp run pipelines/quickstart.yaml\n"
 	"documentation: man mcomp, docs/pipelines.md, docs/writing-passes.md\n";
+
+/* The usage text, with a line saying whether this mcomp was built with MPI. */
+static void print_usage(FILE *f)
+{
+	char line[512];
+	const char *lib = dist_library();
+
+	if (lib)
+		snprintf(line, sizeof(line),
+			 "MPI: built in (%s): mcomp sweep spreads its runs over the ranks of\n"
+			 "mpirun -np N or srun (docs/distributed.md)\n", lib);
+	else
+		snprintf(line, sizeof(line),
+			 "MPI: not built in (configure --with-mpi, with libopenmpi-dev): mcomp sweep\n"
+			 "runs its settings in sequence\n");
+	/* usage holds '%' signs: no format; the line goes where @MPI@ is */
+	const char *at = strstr(usage, "@MPI@");
+
+	fwrite(usage, 1, (size_t)(at - usage), f);
+	fputs(line, f);
+	fputs(at + 5, f);
+}
+
+/*
+ * A command that may run as one rank of an MPI job (sweep): joins the job
+ * first (none when no launcher started mcomp), leaves it after.
+ */
+static int cmd_distributed(int argc, char **argv, int (*cmd)(int argc, char **argv))
+{
+	struct mc_err err = { 0 };
+	int ret;
+
+	if (dist_init(&argc, &argv, &err))
+		return fail(&err);
+	ret = cmd(argc - 2, argv + 2);
+	dist_finish();
+	return ret;
+}
 
 int fail(struct mc_err *err)
 {
@@ -202,7 +251,7 @@ static void on_signal(int sig)
 	mc_interrupt(sig);
 }
 
-static void catch_signals(void)
+void catch_signals(void)
 {
 	static const int sigs[] = { SIGINT, SIGTERM };
 	struct sigaction sa, old;
@@ -276,6 +325,16 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		return bad_usage("%s needs a pipeline file, e.g. pipelines/quickstart.yaml",
 				 run ? "run" : "validate");
 	}
+	if (run && dist_size() > 1) {
+		/* Every rank would train the whole pipeline and write the same files. */
+		free(sets);
+		if (dist_rank() == 0)
+			fprintf(stderr, "mcomp: run: started as %d ranks, but mcomp run does not "
+				"split a pipeline over ranks yet (docs/distributed.md); run it as "
+				"one process, or spread runs over ranks with mcomp sweep\n",
+				dist_size());
+		return 2;
+	}
 	reg = open_registry(&err, 0);
 	if (!reg) {
 		free(sets);
@@ -321,6 +380,11 @@ static int cmd_pipeline(int argc, char **argv, int run)
 	mc_pipeline_free(p);
 	mc_registry_free(reg);
 	return ret;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	return cmd_pipeline(argc, argv, 1);
 }
 
 static int cmd_passes(void)
@@ -1225,7 +1289,7 @@ int main(int argc, char **argv)
 		mc_progress_set_sink(draw_progress, NULL);
 
 	if (!cmd || !strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-		fputs(usage, cmd ? stdout : stderr);
+		print_usage(cmd ? stdout : stderr);
 		return cmd ? 0 : 2;
 	}
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
@@ -1233,7 +1297,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(cmd, "run"))
-		return cmd_pipeline(argc - 2, argv + 2, 1);
+		return cmd_distributed(argc, argv, cmd_run);
+	if (!strcmp(cmd, "sweep"))
+		return cmd_distributed(argc, argv, cmd_sweep);
 	if (!strcmp(cmd, "validate"))
 		return cmd_pipeline(argc - 2, argv + 2, 0);
 	if (!strcmp(cmd, "passes"))

@@ -70,6 +70,19 @@ struct mc_pipeline;
 MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const *sets, int n_sets,
 					    struct mc_registry *reg, struct mc_err *err);
 MC_API void mc_pipeline_free(struct mc_pipeline *p);
+/*
+ * As mc_pipeline_load, with tag put into the name of every file the pipeline
+ * writes (the output model, the report, each pass's output and checkpoint
+ * files), before the first '.' of the name: out/mlp.safetensors becomes
+ * out/mlp.TAG.safetensors. Several runs of one pipeline with their own tags
+ * (mcomp sweep) so write distinct files; the manifest lists the tagged
+ * paths. tag NULL or "" is mc_pipeline_load.
+ */
+MC_API struct mc_pipeline *mc_pipeline_load_tagged(const char *path, const char *const *sets,
+						   int n_sets, const char *tag,
+						   struct mc_registry *reg, struct mc_err *err);
+/* The resolved path of the pipeline's report (tagged), or NULL when it writes none. */
+MC_API const char *mc_pipeline_report_path(const struct mc_pipeline *p);
 
 /* What a log line is (mc_pipeline_set_log). */
 enum mc_log_level {
