@@ -1,0 +1,97 @@
+#!/bin/sh
+# mpi.sh - mcomp sweep over MPI ranks (SKIP in a build without MPI, or with
+# no mpirun or Fashion-MNIST): mpirun -np 2 and -np 3 print the same table as
+# the sweep in one process and write the same model bytes; the JSON says
+# which rank ran what; mcomp run on 2 ranks is refused; a run failing on
+# rank 1 and a rank killed with SIGKILL stop the job with a message naming
+# the rank, a non-zero status, and the previous sweep's JSON as it was.
+set -u
+: "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
+mcomp="$MCOMP_BUILDDIR/mcomp"
+data=/usr/share/datasets/fashion-mnist
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-mpi-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+. "$MCOMP_SRCDIR/tests/expect.sh"
+"$mcomp" help | grep -q '^MPI: built in' || skip "mcomp built without MPI (configure --with-mpi)"
+command -v mpirun > /dev/null 2>&1 || skip "no mpirun (apt-get install openmpi-bin)"
+need_fashion_mnist
+command -v jq > /dev/null 2>&1 || skip "no jq (apt-get install jq)"
+export OMP_NUM_THREADS=1
+# Open MPI refuses root unless told; CI runs as root.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpi() { mpirun --oversubscribe --bind-to none -np "$@"; }
+
+cat > "$tmp/tiny.yaml" << EOF2
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $data/train, count: 2000}
+  test:  {idx: $data/t10k, count: 500}
+models:
+  mlp:
+    build: {input: [1, 28, 28], layers: [flatten, {linear: 32}, relu, {linear: 10}]}
+passes:
+  - train: {model: mlp, epochs: 1, batch_size: 64, optimizer: adam, lr: 0.001}
+  - eval:  {model: mlp}
+output: {model: mlp, path: out/tiny.safetensors}
+report: out/tiny-report.json
+EOF2
+json="$tmp/out/tiny-report.sweep.json"
+sweep="sweep -q $tmp/tiny.yaml --set seed=1,2,3,4"
+
+"$mcomp" $sweep > "$tmp/seq.txt" 2> "$tmp/seq.err" || bad "sweep in one process: $(cat "$tmp/seq.err")"
+cksum "$tmp"/out/tiny.sweep*.safetensors | sed "s|$tmp/||" > "$tmp/seq.sum"
+for np in 2 3; do
+	if mpi $np "$mcomp" $sweep > "$tmp/np$np.txt" 2> "$tmp/np$np.err"; then
+		ok
+	else
+		bad "mpirun -np $np sweep: $(cat "$tmp/np$np.err")"
+	fi
+	cmp -s "$tmp/seq.txt" "$tmp/np$np.txt" && ok ||
+		bad "-np $np: another table: $(diff "$tmp/seq.txt" "$tmp/np$np.txt")"
+	cksum "$tmp"/out/tiny.sweep*.safetensors | sed "s|$tmp/||" | cmp -s - "$tmp/seq.sum" && ok ||
+		bad "-np $np: other model bytes than in one process"
+	want=$([ $np = 2 ] && echo "2 0,1,0,1" || echo "3 0,1,2,0")
+	[ "$(jq -r '"\(.ranks) \([.runs[].rank] | join(","))"' "$json")" = "$want" ] && ok ||
+		bad "-np $np: ranks in the JSON: $(jq -c '[.ranks, [.runs[].rank]]' "$json")"
+done
+
+expect 2 "started as 2 ranks, but mcomp run does not split" mpi 2 "$mcomp" run -q "$tmp/tiny.yaml"
+
+# A run failing on rank 1 (a last layer too small for the labels).
+sum=$(cksum < "$json")
+out=$(mpi 2 "$mcomp" sweep -q "$tmp/tiny.yaml" --set models.mlp.build.layers.3.linear=10,5 2>&1)
+[ $? != 0 ] && ok || bad "a failing run on rank 1: exit 0"
+printf '%s\n' "$out" | grep -q "rank 1 of 2: run #2 (models.mlp.build.layers.3.linear=5) failed: .*label" &&
+	ok || bad "a failing run on rank 1 was not named: $out"
+[ "$(cksum < "$json")" = "$sum" ] && ok || bad "a failed sweep changed $json"
+
+# Rank 1 killed (SIGKILL) in the middle of a long run.
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" sweep -q "$tmp/tiny.yaml" --set passes.train.epochs=1000 --set seed=1,2 \
+	> "$tmp/kill.out" 2> "$tmp/kill.err" &
+job=$!
+victim=
+for i in $(seq 1 100); do
+	for p in $(ps -o pid= --ppid $job 2> /dev/null); do
+		tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' &&
+			victim=$p
+	done
+	[ -n "$victim" ] && break
+	sleep 0.2
+done
+if [ -n "$victim" ]; then
+	sleep 1
+	kill -KILL "$victim"
+	wait $job
+	code=$?
+	[ $code != 0 ] && ok || bad "rank 1 killed: the job exited 0"
+	grep -q "rank 1 .*signal 9" "$tmp/kill.err" && ok ||
+		bad "rank 1 killed: no message naming it: $(cat "$tmp/kill.err")"
+	[ "$(cksum < "$json")" = "$sum" ] && ok || bad "a killed sweep changed $json"
+	[ ! -s "$tmp/kill.out" ] && ok || bad "a killed sweep printed a table: $(cat "$tmp/kill.out")"
+else
+	kill $job 2> /dev/null
+	wait $job
+	bad "rank 1 of the job never started"
+fi
+finish
