@@ -11,7 +11,7 @@
  * ranks never share a file. Under MPI, run i goes to rank (i - 1) % ranks;
  * rank 0 gathers the figures and alone prints and writes the JSON. The table
  * holds only figures that do not depend on timing, so it is the same for any
- * rank count and thread count (the seconds are in the JSON).
+ * rank count and thread count (the timings are in the JSON).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,20 +163,39 @@ static json_t *report_figures(const char *path, struct mc_err *err)
 		if (json_is_number(v))
 			json_object_set(out, measures[i], v);
 	}
-	for (i = 1; i < json_array_size(steps); i++) {
+	for (i = 0; i < json_array_size(steps); i++) {
 		json_t *st = json_array_get(steps, i), *m = json_object_get(st, "metrics"), *v;
 		const char *pass = json_string_value(json_object_get(st, "pass")), *key;
 		char name[256];
 
+		if (!pass)
+			continue; /* a model as loaded or built */
 		json_object_foreach(m, key, v) {
 			if (!json_is_number(v))
 				continue;
-			snprintf(name, sizeof(name), "%zu:%s.%s", i, pass ? pass : "?", key);
+			snprintf(name, sizeof(name), "%lld:%s.%s",
+				 (long long)json_integer_value(json_object_get(st, "step")), pass, key);
 			json_object_set(out, name, v);
 		}
 	}
 	json_decref(doc);
 	return out;
+}
+
+/*
+ * Whether a figure is a timing (a pass metric such as teacher_latency1_ms,
+ * throughput256, speedup256, quantize_gbps): kept in the JSON, left out of
+ * the table, which is then the same bytes for any rank or thread count.
+ */
+static int is_timing(const char *name)
+{
+	static const char *const words[] = { "latency", "throughput", "speedup", "gbps",
+					     "seconds" };
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strstr(name, words[i]))
+			return 1;
+	return 0;
 }
 
 /* %.10g, or "-" for a figure a run does not have. */
@@ -193,8 +212,9 @@ static void print_value(json_t *v, int width)
 
 /*
  * Rank 0: the table of runs[0..n) (objects with "metrics") on stdout, one
- * row per figure in the order of first appearance, one column per run and
- * its mean, min and max; the same summary into summary.
+ * row per figure in the order of first appearance (timings left out), one
+ * column per run and its mean, min and max; every figure's summary into
+ * summary.
  */
 static void print_table(const struct sweep *sw, json_t *runs, json_t *summary)
 {
@@ -212,7 +232,7 @@ static void print_table(const struct sweep *sw, json_t *runs, json_t *summary)
 				seen = !strcmp(json_string_value(json_array_get(names, k)), key);
 			if (!seen)
 				json_array_append_new(names, json_string(key));
-			if (strlen(key) > w)
+			if (!is_timing(key) && strlen(key) > w)
 				w = strlen(key);
 		}
 	}
@@ -233,10 +253,14 @@ static void print_table(const struct sweep *sw, json_t *runs, json_t *summary)
 		int n = 0;
 		json_t *s;
 
-		printf("%-*s", (int)w, name);
+		int shown = !is_timing(name);
+
+		if (shown)
+			printf("%-*s", (int)w, name);
 		json_array_foreach(runs, r, run) {
 			v = json_object_get(json_object_get(run, "metrics"), name);
-			print_value(v, width);
+			if (shown)
+				print_value(v, width);
 			if (!json_is_number(v))
 				continue;
 			double x = json_number_value(v);
@@ -247,10 +271,12 @@ static void print_table(const struct sweep *sw, json_t *runs, json_t *summary)
 			n++;
 		}
 		s = json_pack("{s:f, s:f, s:f, s:i}", "mean", sum / n, "min", lo, "max", hi, "n", n);
-		print_value(json_object_get(s, "mean"), width);
-		print_value(json_object_get(s, "min"), width);
-		print_value(json_object_get(s, "max"), width);
-		printf("\n");
+		if (shown) {
+			print_value(json_object_get(s, "mean"), width);
+			print_value(json_object_get(s, "min"), width);
+			print_value(json_object_get(s, "max"), width);
+			printf("\n");
+		}
 		json_object_set_new(summary, name, s);
 	}
 	json_decref(names);
