@@ -331,6 +331,14 @@ static int run_mine(const struct sweep *sw, json_t *mine)
 				fig = report_figures(mc_pipeline_report_path(p), &err);
 			r = r ? r : fig ? 0 : err.code;
 		}
+		if (r && mc_interrupted()) {
+			/* Ctrl-C, or mpirun ending the job after another rank failed */
+			fprintf(stderr, "mcomp: sweep: rank %d of %d: run #%d (%s) stopped by signal "
+				"%d at a safe point; its files are as they were\n",
+				dist_rank(), dist_size(), i + 1, label, mc_interrupted());
+			mc_pipeline_free(p);
+			return 128 + mc_interrupted();
+		}
 		if (r) {
 			fprintf(stderr, "mcomp: sweep: rank %d of %d: run #%d (%s) failed: %s\n",
 				dist_rank(), dist_size(), i + 1, label, err.msg);
