@@ -136,6 +136,58 @@ int dist_gather_text(const char *mine, char ***all, struct mc_err *err)
 	return *all || rank ? 0 : MC_ENOMEM;
 }
 
+/* MPI counts are ints: a long message goes as several. */
+#define CHUNK ((size_t)1 << 30)
+
+static int mpi_send(void *arg, int to, const void *buf, size_t len)
+{
+	for (size_t at = 0; at < len || len == 0; at += CHUNK) {
+		int n = (int)(len - at < CHUNK ? len - at : CHUNK);
+
+		if (MPI_Send((const char *)buf + at, n, MPI_BYTE, to, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+			return -1;
+		if (len == 0)
+			break;
+	}
+	return 0;
+}
+
+static int mpi_recv(void *arg, int from, void *buf, size_t len)
+{
+	for (size_t at = 0; at < len || len == 0; at += CHUNK) {
+		int n = (int)(len - at < CHUNK ? len - at : CHUNK);
+
+		if (MPI_Recv((char *)buf + at, n, MPI_BYTE, from, 0, MPI_COMM_WORLD,
+			     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+			return -1;
+		if (len == 0)
+			break;
+	}
+	return 0;
+}
+
+static int mpi_bcast(void *arg, int root, void *buf, size_t len)
+{
+	for (size_t at = 0; at < len; at += CHUNK) {
+		int n = (int)(len - at < CHUNK ? len - at : CHUNK);
+
+		if (MPI_Bcast((char *)buf + at, n, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS)
+			return -1;
+	}
+	return 0;
+}
+
+const struct mc_dist *dist_ops(void)
+{
+	static struct mc_dist d = { .send = mpi_send, .recv = mpi_recv, .bcast = mpi_bcast };
+
+	if (!joined || size == 1)
+		return NULL;
+	d.rank = rank;
+	d.size = size;
+	return &d;
+}
+
 int dist_min(int value)
 {
 	int out = value;
@@ -186,6 +238,11 @@ int dist_gather_text(const char *mine, char ***all, struct mc_err *err)
 		return mc_err_set(err, MC_ENOMEM, "out of memory");
 	}
 	return 0;
+}
+
+const struct mc_dist *dist_ops(void)
+{
+	return NULL;
 }
 
 int dist_min(int value)

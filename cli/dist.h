@@ -9,6 +9,7 @@
 #define MCOMP_CLI_DIST_H
 
 #include <mcomp/common.h>
+#include <mcomp/train.h>
 
 /*
  * Joins the job when a launcher started this process (mpirun, srun: its
@@ -34,6 +35,9 @@ int dist_abort(int status);
  * call it. 0, or MC_ENOMEM / MC_ERUN with err set.
  */
 int dist_gather_text(const char *mine, char ***all, struct mc_err *err);
+/* The job's transfers for the library's data-parallel training (mc_dist_set), or
+ * NULL without a job of several ranks. */
+const struct mc_dist *dist_ops(void);
 /* The smallest of every rank's value, on every rank (for a decision all take). */
 int dist_min(int value);
 

@@ -325,15 +325,12 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		return bad_usage("%s needs a pipeline file, e.g. pipelines/quickstart.yaml",
 				 run ? "run" : "validate");
 	}
+	/* Several ranks: each runs the pipeline, training split over them
+	 * (docs/distributed.md); rank 0 alone prints and writes. */
 	if (run && dist_size() > 1) {
-		/* Every rank would train the whole pipeline and write the same files. */
-		free(sets);
-		if (dist_rank() == 0)
-			fprintf(stderr, "mcomp: run: started as %d ranks, but mcomp run does not "
-				"split a pipeline over ranks yet (docs/distributed.md); run it as "
-				"one process, or spread runs over ranks with mcomp sweep\n",
-				dist_size());
-		return 2;
+		mc_dist_set(dist_ops());
+		if (dist_rank() != 0)
+			quiet = 1;
 	}
 	reg = open_registry(&err, 0);
 	if (!reg) {
@@ -370,12 +367,20 @@ static int cmd_pipeline(int argc, char **argv, int run)
 			mc_registry_free(reg);
 			return ret;
 		}
-		ret = mc_pipeline_run(p, stdout, &err);
+		if (dist_rank() != 0)
+			mc_pipeline_set_writes(p, 0);
+		ret = mc_pipeline_run(p, dist_rank() == 0 ? stdout : NULL, &err);
 		fflush(stdout); /* the table so far, before the error */
-		if (mc_interrupted())
+		if (mc_interrupted()) {
 			ret = interrupted(mc_interrupted(), !ret);
-		else
+		} else if (ret && dist_size() > 1) {
+			/* the other ranks would wait for this one: end the job */
+			fprintf(stderr, "mcomp: rank %d of %d: %s\n", dist_rank(), dist_size(),
+				err.msg);
+			ret = dist_abort(mc_exit_status(err.code));
+		} else {
 			ret = ret ? fail(&err) : 0;
+		}
 	}
 	mc_pipeline_free(p);
 	mc_registry_free(reg);

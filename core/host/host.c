@@ -356,6 +356,8 @@ MC_API int mc_ctx_write(struct mc_ctx *ctx, const char *key, const void *buf, si
 	o = mc_pl_output_find(ctx->p, (int)(ctx->pp - ctx->p->passes), d, NULL);
 	if (!o)
 		return mc_ctx_error(ctx, key, MC_EINVAL, "not set: there is no file to write");
+	if (ctx->p->no_writes)
+		return 0; /* rank 0 of the job writes it */
 	ret = stage_output(ctx->p, o, 0, buf, len, &st, ctx->err);
 	if (!ret)
 		ret = commit_output(ctx->p, o, &st, ctx->err);
@@ -377,6 +379,8 @@ static void sweep_stale(struct mc_pipeline *p)
 {
 	struct timespec start;
 
+	if (p->no_writes)
+		return;
 	clock_gettime(CLOCK_REALTIME, &start);
 	for (int i = 0; i < p->n_outputs; i++)
 		mc_sweep_stale_temps(p->outputs[i].path, &start, note_stale, p);
@@ -799,6 +803,8 @@ static int write_results(struct mc_pipeline *p, struct mc_report *rep, FILE *out
 	size_t len = 0;
 	int ret = 0;
 
+	if (p->no_writes)
+		return 0;
 	if (p->output_path) {
 		om = find_model(p, p->output_model);
 		mo = mc_pl_output_find(p, -1, NULL, p->output_path);
@@ -857,6 +863,8 @@ static void write_failed_report(struct mc_pipeline *p, struct mc_report *rep, FI
 	int ret;
 
 	rep->error = error;
+	if (p->no_writes)
+		return;
 	ret = ro ? mc_report_text(rep, p, NULL, &text, &rerr) :
 		   mc_err_set(&rerr, MC_EINVAL, "not validated");
 	if (!ret)
@@ -872,6 +880,11 @@ static void write_failed_report(struct mc_pipeline *p, struct mc_report *rep, FI
 	else if (out)
 		fprintf(out, "wrote %s (the run %s)\n", ro->path,
 			 rep->error && mc_interrupted() ? "was interrupted" : "failed");
+}
+
+MC_API void mc_pipeline_set_writes(struct mc_pipeline *p, int on)
+{
+	p->no_writes = !on;
 }
 
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)

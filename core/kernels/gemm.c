@@ -33,7 +33,7 @@
 #include "kernels/cpu.h"
 #include "kernels/gemm.h"
 
-#define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
+#define KC MC_SGEMM_KC /* depth of a packed slice, 256: an NR strip of B (32 KB) stays in L1 */
 #define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
 #define NCC 2048       /* columns of B packed at once */
 #define MB 8	       /* a unit of tile work: up to 8 MR strips of A against one NR strip of B */
@@ -1053,6 +1053,40 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 	      const float *B, int ldb, float beta, float *C, int ldc)
 {
 	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* One block of mc_sgemm_tn_chain: rows [i0, i1) of C, columns [j0, j1). */
+PORTABLE_CLONES static void chain_block(int i0, int i1, int j0, int j1, int K, const float *A,
+					int lda, const float *B, int ldb, float *C, int ldc)
+{
+	for (int k = 0; k < K; k++) {
+		const float *b = B + (size_t)k * ldb;
+
+		for (int i = i0; i < i1; i++) {
+			float a = A[(size_t)k * lda + i], *c = C + (size_t)i * ldc;
+
+			for (int j = j0; j < j1; j++)
+				c[j] = __builtin_fmaf(a, b[j], c[j]);
+		}
+	}
+}
+
+void mc_sgemm_tn_chain(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+		       float *C, int ldc, int last)
+{
+	/* 16 rows x 256 columns of C (16 KB) stay in L1 while the rows of A and B stream by. */
+	int mb = (M + 15) / 16, nb = (N + 255) / 256;
+
+#pragma omp parallel for schedule(static) if ((double)M * N * K >= PAR_MIN)
+	for (int t = 0; t < mb * nb; t++) {
+		int i0 = t / nb * 16, j0 = t % nb * 256;
+		int i1 = i0 + 16 < M ? i0 + 16 : M, j1 = j0 + 256 < N ? j0 + 256 : N;
+
+		chain_block(i0, i1, j0, j1, K, A, lda, B, ldb, C, ldc);
+		for (int i = i0; last && i < i1; i++)
+			for (int j = j0; j < j1; j++)
+				C[(size_t)i * ldc + j] += 0.0f;
+	}
 }
 
 /* C[M, N] = bias in every row (zeros without): the start of a product with beta 1. */

@@ -113,6 +113,12 @@ MC_API void mc_pipeline_set_log(struct mc_pipeline *p,
  * report is written all the same, with "status": "failed" and the error.
  */
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err);
+/*
+ * on 0: mc_pipeline_run writes no file at all (no model, report, pass output
+ * or checkpoint; a pass's mc_ctx_write succeeds without writing): the ranks
+ * other than 0 of a data-parallel run, which compute what rank 0 writes.
+ */
+MC_API void mc_pipeline_set_writes(struct mc_pipeline *p, int on);
 
 /*
  * `mcomp run --resume`: makes the next mc_pipeline_run go on from the
