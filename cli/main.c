@@ -284,6 +284,18 @@ static int interrupted(int sig, int finished)
 	return 128 + sig;
 }
 
+/*
+ * fail(), naming the rank in a job of several (mpirun, srun), whose other
+ * ranks would wait for this one: the whole job is ended (MPI_Abort).
+ */
+static int fail_rank(struct mc_err *err)
+{
+	if (dist_size() == 1)
+		return fail(err);
+	fprintf(stderr, "mcomp: rank %d of %d: %s\n", dist_rank(), dist_size(), err->msg);
+	return dist_abort(mc_exit_status(err->code));
+}
+
 /* run and validate share their arguments: FILE and --set pairs. */
 static int cmd_pipeline(int argc, char **argv, int run)
 {
@@ -350,7 +362,7 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		/* A refused plugin may be why a pass is unknown: say so. */
 		for (i = 0; i < mc_registry_nrefused(reg); i++)
 			fprintf(stderr, "mcomp: note: refused %s\n", mc_registry_refused(reg, i));
-		ret = fail(&err);
+		ret = run ? fail_rank(&err) : fail(&err);
 		mc_registry_free(reg);
 		return ret;
 	}
@@ -362,7 +374,7 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		/* --resume: the pipeline's checkpoint, checked against it first */
 		ret = resume ? mc_pipeline_resume(p, NULL, &err) : 0;
 		if (ret) {
-			ret = fail(&err);
+			ret = fail_rank(&err);
 			mc_pipeline_free(p);
 			mc_registry_free(reg);
 			return ret;
@@ -373,13 +385,8 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		fflush(stdout); /* the table so far, before the error */
 		if (mc_interrupted()) {
 			ret = interrupted(mc_interrupted(), !ret);
-		} else if (ret && dist_size() > 1) {
-			/* the other ranks would wait for this one: end the job */
-			fprintf(stderr, "mcomp: rank %d of %d: %s\n", dist_rank(), dist_size(),
-				err.msg);
-			ret = dist_abort(mc_exit_status(err.code));
 		} else {
-			ret = ret ? fail(&err) : 0;
+			ret = ret ? fail_rank(&err) : 0;
 		}
 	}
 	mc_pipeline_free(p);

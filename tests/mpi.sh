@@ -1,10 +1,11 @@
 #!/bin/sh
-# mpi.sh - mcomp sweep over MPI ranks (SKIP in a build without MPI, or with
-# no mpirun or Fashion-MNIST): mpirun -np 2 and -np 3 print the same table as
-# the sweep in one process and write the same model bytes; the JSON says
-# which rank ran what; mcomp run on 2 ranks is refused; a run failing on
-# rank 1 and a rank killed with SIGKILL stop the job with a message naming
-# the rank, a non-zero status, and the previous sweep's JSON as it was.
+# mpi.sh - mcomp over MPI ranks (SKIP in a build without MPI, or with no
+# mpirun or Fashion-MNIST): mpirun -np 2 and -np 3 sweeps print the same
+# table as the sweep in one process and write the same model bytes; the JSON
+# says which rank ran what; mpirun -np 1, 2, 3 mcomp run trains the same
+# model bytes as a run without mpirun; a run failing on rank 1 and a rank
+# killed with SIGKILL stop the job with a message naming the rank, a
+# non-zero status, and the previous files as they were.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 mcomp="$MCOMP_BUILDDIR/mcomp"
@@ -56,7 +57,42 @@ for np in 2 3; do
 		bad "-np $np: ranks in the JSON: $(jq -c '[.ranks, [.runs[].rank]]' "$json")"
 done
 
-expect 2 "started as 2 ranks, but mcomp run does not split" mpi 2 "$mcomp" run -q "$tmp/tiny.yaml"
+# Data-parallel training: the same model bytes for 1, 2 and 3 ranks as
+# without mpirun, with the blocked GEMM kernel of this CPU and the portable
+# one; rank 0 alone writes, and the manifest says how many ranks.
+sed -e 's/{linear: 32}/{linear: 64}, relu, {linear: 32}/' -e 's/count: 2000/count: 1000/' \
+	"$tmp/tiny.yaml" > "$tmp/dp.yaml"
+dp() { # dp NAME [MPIRUN ARGS...]: runs dp.yaml into $tmp/NAME.*
+	name=$1
+	shift
+	"$@" "$mcomp" run -q "$tmp/dp.yaml" --set output.path="$tmp/$name.safetensors" \
+		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
+		bad "$name: exit $?: $(cat "$tmp/$name.err")"
+}
+dp plain
+for np in 1 2 3; do
+	dp np$np mpi $np
+	cmp -s "$tmp/plain.safetensors" "$tmp/np$np.safetensors" && ok ||
+		bad "mpirun -np $np mcomp run: another model than without mpirun"
+	[ "$(jq .manifest.ranks "$tmp/np$np.json")" = $np ] && ok || bad "-np $np: manifest ranks"
+	[ "$(grep -c '^wrote' "$tmp/np$np.out")" = 2 ] && ok || bad "-np $np: $(cat "$tmp/np$np.out")"
+done
+dp portable env MCOMP_GEMM=portable mpirun --oversubscribe --bind-to none -x MCOMP_GEMM -np 2
+cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
+	bad "mpirun -np 2 with MCOMP_GEMM=portable: another model"
+
+# A rank failing at the start (a memory limit its data set does not fit)
+# stops the job, naming the rank; the previous model stays.
+cp "$tmp/plain.safetensors" "$tmp/keep.safetensors"
+sum=$(cksum < "$tmp/keep.safetensors")
+out=$(mpirun --oversubscribe --bind-to none -np 1 "$mcomp" run -q "$tmp/dp.yaml" \
+	--set output.path="$tmp/keep.safetensors" --set report="$tmp/keep.json" : \
+	-np 1 -x MCOMP_MAX_MEMORY=64K "$mcomp" run -q "$tmp/dp.yaml" \
+	--set output.path="$tmp/keep.safetensors" --set report="$tmp/keep.json" 2>&1)
+[ $? != 0 ] && ok || bad "a failing rank 1: exit 0"
+printf '%s\n' "$out" | grep -q "mcomp: rank 1 of 2: .*64" && ok ||
+	bad "a failing rank 1 was not named: $out"
+[ "$(cksum < "$tmp/keep.safetensors")" = "$sum" ] && ok || bad "a failed run changed the model"
 
 # A run failing on rank 1 (a last layer too small for the labels).
 sum=$(cksum < "$json")
@@ -66,10 +102,10 @@ printf '%s\n' "$out" | grep -q "rank 1 of 2: run #2 (models.mlp.build.layers.3.l
 	ok || bad "a failing run on rank 1 was not named: $out"
 [ "$(cksum < "$json")" = "$sum" ] && ok || bad "a failed sweep changed $json"
 
-# Rank 1 killed (SIGKILL) in the middle of a long run.
-mpirun --oversubscribe --bind-to none -np 2 "$mcomp" sweep -q "$tmp/tiny.yaml" --set passes.train.epochs=1000 --set seed=1,2 \
-	> "$tmp/kill.out" 2> "$tmp/kill.err" &
-job=$!
+# Rank 1 killed (SIGKILL) in the middle of a long sweep, then of a long
+# data-parallel run.
+killer() { # killer WHAT: kills rank 1 of the mpirun $job
+	what=$1
 victim=
 for i in $(seq 1 100); do
 	for p in $(ps -o pid= --ppid $job 2> /dev/null); do
@@ -79,19 +115,32 @@ for i in $(seq 1 100); do
 	[ -n "$victim" ] && break
 	sleep 0.2
 done
-if [ -n "$victim" ]; then
-	sleep 1
-	kill -KILL "$victim"
-	wait $job
-	code=$?
-	[ $code != 0 ] && ok || bad "rank 1 killed: the job exited 0"
-	grep -q "rank 1 .*signal 9" "$tmp/kill.err" && ok ||
-		bad "rank 1 killed: no message naming it: $(cat "$tmp/kill.err")"
-	[ "$(cksum < "$json")" = "$sum" ] && ok || bad "a killed sweep changed $json"
-	[ ! -s "$tmp/kill.out" ] && ok || bad "a killed sweep printed a table: $(cat "$tmp/kill.out")"
-else
+if [ -z "$victim" ]; then
 	kill $job 2> /dev/null
 	wait $job
-	bad "rank 1 of the job never started"
+	bad "$what: rank 1 of the job never started"
+	return
 fi
+sleep 1
+kill -KILL "$victim"
+wait $job
+code=$?
+[ $code != 0 ] && ok || bad "$what: rank 1 killed: the job exited 0"
+grep -q "rank 1 .*signal 9" "$tmp/kill.err" && ok ||
+	bad "$what: rank 1 killed: no message naming it: $(cat "$tmp/kill.err")"
+}
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" sweep -q "$tmp/tiny.yaml" \
+	--set passes.train.epochs=1000 --set seed=1,2 > "$tmp/kill.out" 2> "$tmp/kill.err" &
+job=$!
+killer sweep
+[ "$(cksum < "$json")" = "$sum" ] && ok || bad "a killed sweep changed $json"
+[ ! -s "$tmp/kill.out" ] && ok || bad "a killed sweep printed a table: $(cat "$tmp/kill.out")"
+sum=$(cksum < "$tmp/keep.safetensors")
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" \
+	--set passes.train.epochs=1000 --set output.path="$tmp/keep.safetensors" \
+	--set report="$tmp/keep.json" > "$tmp/kill.out" 2> "$tmp/kill.err" &
+job=$!
+killer run
+[ "$(cksum < "$tmp/keep.safetensors")" = "$sum" ] && ok || bad "a killed run changed the model"
+ls "$tmp" | grep -q '^\.keep' && bad "a killed run left a temporary file: $(ls -a "$tmp")" || ok
 finish
