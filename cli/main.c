@@ -129,8 +129,10 @@ static void print_usage(FILE *f)
 
 	if (lib)
 		snprintf(line, sizeof(line),
-			 "MPI: built in (%s): mcomp sweep spreads its runs over the ranks of\n"
-			 "mpirun -np N or srun (docs/distributed.md)\n", lib);
+			 "MPI: built in (%s): under mpirun -np N or srun, mcomp sweep spreads\n"
+			 "its runs over the ranks, and mcomp run splits the training of MLPs\n"
+			 "(linear, relu, flatten) over them, to the same bytes (docs/distributed.md)\n",
+			 lib);
 	else
 		snprintf(line, sizeof(line),
 			 "MPI: not built in (configure --with-mpi, with libopenmpi-dev): mcomp sweep\n"
