@@ -146,7 +146,7 @@ static void print_usage(FILE *f)
 }
 
 /*
- * A command that may run as one rank of an MPI job (sweep): joins the job
+ * A command that may run as one rank of an MPI job (run, sweep): joins the job
  * first (none when no launcher started mcomp), leaves it after.
  */
 static int cmd_distributed(int argc, char **argv, int (*cmd)(int argc, char **argv))

@@ -62,10 +62,14 @@ done
 # one; rank 0 alone writes, and the manifest says how many ranks.
 sed -e 's/{linear: 32}/{linear: 64}, relu, {linear: 32}/' -e 's/count: 2000/count: 1000/' \
 	"$tmp/tiny.yaml" > "$tmp/dp.yaml"
-dp() { # dp NAME [MPIRUN ARGS...]: runs dp.yaml into $tmp/NAME.*
-	name=$1
+dp() { # dp NAME [--set ...] [MPIRUN ARGS...]: runs dp.yaml into $tmp/NAME.*
+	name=$1 sets=
 	shift
-	"$@" "$mcomp" run -q "$tmp/dp.yaml" --set output.path="$tmp/$name.safetensors" \
+	while [ "${1:-}" = --set ]; do
+		sets="$sets $1 $2"
+		shift 2
+	done
+	"$@" "$mcomp" run -q "$tmp/dp.yaml" $sets --set output.path="$tmp/$name.safetensors" \
 		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
 		bad "$name: exit $?: $(cat "$tmp/$name.err")"
 }
@@ -80,6 +84,31 @@ done
 dp portable env MCOMP_GEMM=portable mpirun --oversubscribe --bind-to none -x MCOMP_GEMM -np 2
 cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
 	bad "mpirun -np 2 with MCOMP_GEMM=portable: another model"
+
+# Ctrl-C (mpirun passes it on): every rank stops after the same step, rank
+# 0 writes the checkpoint, and --resume on 2 ranks ends in the bytes of the
+# run that never stopped.
+ck="--set passes.train.epochs=60 --set passes.train.checkpoint.path=$tmp/ck.bin"
+dp long $ck
+rm -f "$tmp/ck.bin"
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck \
+	--set output.path="$tmp/resumed.safetensors" --set report="$tmp/resumed.json" \
+	> "$tmp/int.out" 2> "$tmp/int.err" &
+job=$!
+for i in $(seq 1 100); do
+	[ -f "$tmp/ck.bin" ] && break
+	sleep 0.1
+done
+kill -INT $job
+wait $job
+[ $? != 0 ] && ok || bad "SIGINT to mpirun: exit 0 (the run ended first?)"
+grep -q "stopped at a safe point" "$tmp/int.err" && ok || bad "SIGINT: $(cat "$tmp/int.err")"
+[ ! -e "$tmp/resumed.safetensors" ] && ok || bad "an interrupted run wrote its model"
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck --resume \
+	--set output.path="$tmp/resumed.safetensors" --set report="$tmp/resumed.json" \
+	> /dev/null 2> "$tmp/res.err" || bad "--resume on 2 ranks: $(cat "$tmp/res.err")"
+cmp -s "$tmp/long.safetensors" "$tmp/resumed.safetensors" && ok ||
+	bad "interrupted and resumed on 2 ranks: another model than the run that never stopped"
 
 # A rank failing at the start (a memory limit its data set does not fit)
 # stops the job, naming the rank; the previous model stays.

@@ -212,7 +212,13 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
 	int nr = (int)((int64_t)n * (r + 1) / R) - lo, k = (int)m->n_classes;
 	int last = m->n_nodes - 1;
 	const float *logits;
-	double total = 0;
+	/* the loss so far, and a signal any rank has had so far (mc_interrupt):
+	 * the last rank's goes to all, so that every rank stops after the same
+	 * step, where rank 0 writes the checkpoint */
+	struct {
+		double total;
+		int sig;
+	} sum = { 0, 0 };
 
 	gather(d, c, ep, idx + lo, nr, x, y);
 	logits = mc_forward(e, x, nr);
@@ -225,11 +231,13 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
 	mc_exec_defer_linear(e, 1);
 	mc_backward(e, dlogits);
 	mc_exec_defer_linear(e, 0);
-	if (r > 0 && dist->recv(dist->arg, r - 1, &total, sizeof(total)))
+	if (r > 0 && dist->recv(dist->arg, r - 1, &sum, sizeof(sum)))
 		return dp_fail(err, "receiving the loss from", r - 1);
 	for (int i = 0; i < nr; i++)
-		total += terms[i];
-	if (r < R - 1 && dist->send(dist->arg, r + 1, &total, sizeof(total)))
+		sum.total += terms[i];
+	if (!sum.sig)
+		sum.sig = mc_interrupted();
+	if (r < R - 1 && dist->send(dist->arg, r + 1, &sum, sizeof(sum)))
 		return dp_fail(err, "sending the loss to", r + 1);
 	for (int i = last; i >= 0; i--) {
 		const struct mc_node *nd = m->nodes[i];
@@ -256,14 +264,16 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
 				  (gb && dist->send(dist->arg, r + 1, gb, (size_t)O * sizeof(float)))))
 			return dp_fail(err, "sending gradients to", r + 1);
 	}
-	if (dist->bcast(dist->arg, R - 1, &total, sizeof(total)))
+	if (dist->bcast(dist->arg, R - 1, &sum, sizeof(sum)))
 		return dp_fail(err, "the loss's broadcast from", R - 1);
+	if (sum.sig && !mc_interrupted())
+		mc_interrupt(sum.sig); /* another rank's signal: stop here too */
 	for (int i = 0; i <= last; i++)
 		for (int p = 0; m->nodes[i]->op == &mc_op_linear && p < m->nodes[i]->n_params; p++)
 			if (dist->bcast(dist->arg, R - 1, mc_exec_grad(e, i, p),
 					(size_t)m->nodes[i]->params[p]->numel * sizeof(float)))
 				return dp_fail(err, "the gradients' broadcast from", R - 1);
-	*loss = (float)(total / n);
+	*loss = (float)(sum.total / n);
 	return 0;
 }
 
