@@ -789,12 +789,11 @@ static int write_recipe(struct ac *a, const int *choice, double acc, double cost
 	}
 	fprintf(f, "# Written by the autocompress pass: model '%s' compressed for %s within %s on "
 		   "split '%s'\n# (%.2f%% there; as given %.2f%%), %.6g %s (as given %.6g).\n"
-		   "# It loads the model as given and runs plain passes; `mcomp run` on it writes "
-		   "the\n# same model, byte for byte.\n#\n#   mcomp run %s\n",
+		   "# It loads the model as given and runs plain passes; `mcomp run` on this file\n"
+		   "# writes the same model, byte for byte.\n",
 		c->model, objectives[c->objective],
 		mc_ctx_given(a->ctx, "min_accuracy") ? "a minimum accuracy" : "an accuracy budget",
-		c->data, 100 * acc, 100 * a->base_acc, cost, units[c->objective], a->base_cost,
-		c->recipe);
+		c->data, 100 * acc, 100 * a->base_acc, cost, units[c->objective], a->base_cost);
 	fprintf(f, "mcomp: 1\nseed: %llu\ndata:\n", (unsigned long long)mc_ctx_seed(a->ctx));
 	{
 		const char *need[3] = { NULL, NULL, "test" };
