@@ -133,7 +133,7 @@ struct layer {
 	const char *name; /* the node's (borrowed from the base model) */
 	int node;
 	int conv;
-	int64_t weights;
+	int64_t weights, in; /* weights; inputs of a row */
 	int n;		    /* choices; choice 0 is f32 dense */
 	struct choice *ch;
 };
@@ -154,6 +154,7 @@ struct ac {
 	int L;
 	struct layer *l;
 	double base_acc, base_cost, min_acc, deadline, t0;
+	double base_ms; /* objective latency: the first timing of the model as given */
 	int fmt_on[FMT_COUNT];
 	const struct mc_pass *prune, *quantize;
 	int npts, cappts;
@@ -182,14 +183,24 @@ static int fmt_fits(const struct mc_node *nd, int f)
 		return f == FMT_INT8 && mc_node_attr_int(nd, "groups", 1) == 1;
 	if (in > 65536)
 		return 0;
-	return f == FMT_INT8 || (in % GROUP == 0 && in % 2 == 0);
+	return f == FMT_INT8 || in % 2 == 0; /* 4-bit rows pack two a byte */
 }
 
-static int choice_text(const struct ac *a, const struct choice *ch, char *buf, size_t n)
+/* 4-bit layers take groups of GROUP inputs, or one scale a row where GROUP
+ * does not divide their inputs (the MLP's first layer, 784). */
+static int int4_grouped(const struct layer *l)
 {
+	return l->in % GROUP == 0;
+}
+
+static int choice_text(const struct ac *a, const struct layer *l, const struct choice *ch,
+		       char *buf, size_t n)
+{
+	const char *f = ch->fmt == FMT_INT4 && !int4_grouped(l) ? "int4-pc" : fmt_names[ch->fmt];
+
 	if (ch->sp < 0)
-		return snprintf(buf, n, "%s", fmt_names[ch->fmt]);
-	return snprintf(buf, n, "%s s%s", fmt_names[ch->fmt], a->c->sparsities.str[ch->sp]);
+		return snprintf(buf, n, "%s", f);
+	return snprintf(buf, n, "%s s%s", f, a->c->sparsities.str[ch->sp]);
 }
 
 static int layers_make(struct ac *a)
@@ -210,6 +221,7 @@ static int layers_make(struct ac *a)
 		l->node = i;
 		l->conv = !strcmp(nd->op->name, "conv2d");
 		l->weights = nd->params[0]->numel;
+		l->in = l->weights / nd->params[0]->shape[0];
 		l->ch = calloc((size_t)FMT_COUNT * ((size_t)a->c->sparsities.n + 1), sizeof(*l->ch));
 		if (!l->ch)
 			return mc_ctx_error(a->ctx, NULL, MC_ENOMEM, "out of memory");
@@ -301,11 +313,11 @@ static int recipe_make(const struct ac *a, const int *choice, struct recipe *r)
 				kv_add(st, KV_ENTRY, "overrides", a->l[i].name,
 				       c->sparsities.str[ch->sp]);
 		}
+		/* prune names a split even when it does not train: the recipe has it */
+		kv_add(st, KV_SCALAR, "data", NULL, c->finetune_data ? c->finetune_data : "train");
 		if (c->finetune_epochs > 0) {
 			snprintf(num, sizeof(num), "%d", c->finetune_epochs);
 			kv_add(st, KV_SCALAR, "finetune_epochs", NULL, num);
-			kv_add(st, KV_SCALAR, "data", NULL,
-			       c->finetune_data ? c->finetune_data : "train");
 			if (c->seed >= 0) {
 				snprintf(num, sizeof(num), "%d", c->seed);
 				kv_add(st, KV_SCALAR, "seed", NULL, num);
@@ -344,6 +356,9 @@ static int recipe_make(const struct ac *a, const int *choice, struct recipe *r)
 		for (int i = 0; i < a->L; i++)
 			if (a->l[i].ch[choice[i]].fmt != FMT_INT4)
 				kv_add(st, KV_ITEM, "exclude", NULL, a->l[i].name);
+		for (int i = 0; i < a->L; i++)
+			if (a->l[i].ch[choice[i]].fmt == FMT_INT4 && !int4_grouped(&a->l[i]))
+				kv_add(st, KV_ENTRY, "overrides", a->l[i].name, "per-channel");
 	}
 	return 0;
 }
@@ -476,13 +491,27 @@ static int cost_of(struct ac *a, const struct mc_model *m, double *cost)
 	if (a->c->objective == OBJ_FLOPS) {
 		*cost = eff_flops(m);
 	} else if (a->c->objective == OBJ_LATENCY) {
-		struct fwd f = { .x = a->d->x, .n = a->d->n < 256 ? (int)a->d->n : 256 };
+		/* On a shared machine the speed drifts from minute to minute: each
+		 * candidate is timed against the model as given, interleaved (m, given,
+		 * m, given), and its cost is the ratio times the first timing of the
+		 * model as given, so that candidates timed at different moments compare. */
+		struct fwd f[2] = { { .x = a->d->x, .n = a->d->n < 256 ? (int)a->d->n : 256 } };
+		double t[2] = { 0, 0 };
 
-		f.e = mc_exec_new(m, f.n, 0, err);
-		if (!f.e)
+		f[1] = f[0];
+		f[0].e = mc_exec_new(m, f[0].n, 0, err);
+		f[1].e = f[0].e ? mc_exec_new(a->base, f[1].n, 0, err) : NULL;
+		if (!f[1].e) {
+			mc_exec_free(f[0].e);
 			return err->code;
-		*cost = mc_time_median(fwd_run, &f, 3, 30, 0.5);
-		mc_exec_free(f.e);
+		}
+		for (int r = 0; r < 4; r++)
+			t[r % 2] += mc_time_median(fwd_run, &f[r % 2], 3, 30, 0.25);
+		mc_exec_free(f[0].e);
+		mc_exec_free(f[1].e);
+		if (!(a->base_ms > 0))
+			a->base_ms = t[1] / 2;
+		*cost = a->base_ms * t[0] / t[1];
 	} else {
 		void *buf = NULL, *z;
 		size_t len = 0, zl;
@@ -559,12 +588,12 @@ static int evaluate(void *arg, const int *choice, double *acc, double *cost)
 		for (int i = 0; i < a->L && at < (int)sizeof(what) - 1; i++) {
 			char ct[64];
 
-			choice_text(a, &a->l[i].ch[choice[i]], ct, sizeof(ct));
+			choice_text(a, &a->l[i], &a->l[i].ch[choice[i]], ct, sizeof(ct));
 			at += snprintf(what + at, sizeof(what) - (size_t)at, "%s%s=%s",
 				       i ? " " : "", a->l[i].name, ct);
 		}
 		snprintf(a->label, sizeof(a->label), "search");
-		mc_ctx_log(a->ctx, "[%d] %s: %.2f%% (%+.2f pt), %.6g %s%s (%.1f s)", a->count,
+		mc_ctx_log(a->ctx, "[%d] %s: %.2f%% (%+.2f pt), %.8g %s%s (%.1f s)", a->count,
 			   what, 100 * *acc, 100 * (*acc - a->base_acc), *cost,
 			   units[a->c->objective], *acc >= a->min_acc - 1e-12 ? "" : ", over budget",
 			   mc_now() - a->t0);
@@ -597,6 +626,9 @@ static int plot_svg(const struct ac *a, char **buf, size_t *len)
 		hi = fmax(hi, a->pts[i].acc);
 		cmax = fmax(cmax, a->pts[i].cost);
 	}
+	/* The region that matters, around the budget: candidates far below it
+	 * (a layer pruned to death) sit on the bottom edge. */
+	lo = fmax(lo, a->min_acc - 4 * fmax(a->base_acc - a->min_acc, 0.005));
 	lo = floor(lo * 100) / 100;
 	hi = ceil(hi * 100) / 100;
 	if (hi <= lo)
@@ -604,7 +636,7 @@ static int plot_svg(const struct ac *a, char **buf, size_t *len)
 	if (cmax <= 0)
 		cmax = 1;
 #define X(c) (L + (c) / cmax * (W - L - R))
-#define Y(v) (T + (hi - (v)) / (hi - lo) * (H - T - B))
+#define Y(v) (T + (hi - fmax(v, lo)) / (hi - lo) * (H - T - B))
 	svg_begin(f, W, H);
 	fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\">autocompress of ", L);
 	svg_text(f, a->c->model);
@@ -672,8 +704,11 @@ static int plot_svg(const struct ac *a, char **buf, size_t *len)
 				W - R + 18, T + 10 + 18.0 * k, col[k], W - R + 28, T + 14 + 18.0 * k,
 				key[k]);
 		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#2ca02c\">— Pareto front</text>\n"
-			   "<text x=\"%.1f\" y=\"%.1f\" fill=\"#d62728\">- - budget</text>\n</svg>\n",
-			W - R + 14, T + 14 + 18.0 * 5, W - R + 14, T + 14 + 18.0 * 6);
+			   "<text x=\"%.1f\" y=\"%.1f\" fill=\"#d62728\">- - budget</text>\n"
+			   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\">below %.1f%%: on the "
+			   "bottom edge</text>\n</svg>\n",
+			W - R + 14, T + 14 + 18.0 * 5, W - R + 14, T + 14 + 18.0 * 6, W - R + 14,
+			T + 14 + 18.0 * 7, 100 * lo);
 	}
 #undef X
 #undef Y
@@ -788,7 +823,7 @@ static int write_recipe(struct ac *a, const int *choice, double acc, double cost
 		return mc_ctx_error(a->ctx, NULL, MC_ENOMEM, "out of memory");
 	}
 	fprintf(f, "# Written by the autocompress pass: model '%s' compressed for %s within %s on "
-		   "split '%s'\n# (%.2f%% there; as given %.2f%%), %.6g %s (as given %.6g).\n"
+		   "split '%s'\n# (%.2f%% there; as given %.2f%%), %.8g %s (as given %.8g).\n"
 		   "# It loads the model as given and runs plain passes; `mcomp run` on this file\n"
 		   "# writes the same model, byte for byte.\n",
 		c->model, objectives[c->objective],
@@ -802,7 +837,7 @@ static int write_recipe(struct ac *a, const int *choice, double acc, double cost
 
 		if (int8)
 			need[0] = c->calibration_data ? c->calibration_data : "train";
-		if (c->finetune_epochs > 0)
+		if (r.s[0].pass)
 			need[1] = c->finetune_data ? c->finetune_data : "train";
 		if (need[1] && need[0] && !strcmp(need[0], need[1]))
 			need[1] = NULL;
@@ -816,7 +851,7 @@ static int write_recipe(struct ac *a, const int *choice, double acc, double cost
 	recipe_passes(f, &r);
 	fprintf(f, "  - eval: {model: %s}\n", c->model);
 	fprintf(f, "output: {model: %s, path: \"%s.safetensors%s\"}\nreport: \"%s-report.json\"\n",
-		c->model, name, c->zstd && c->objective == OBJ_BYTES ? ".zst" : "", name);
+		c->model, name, c->zstd ? ".zst" : "", name);
 	recipe_free(&r);
 	if (fclose(f)) {
 		free(buf);
@@ -859,13 +894,17 @@ static int ac_check(struct mc_ctx *ctx, const void *conf)
 					    "unknown format '%s'; use f32, int8 or int4",
 					    c->formats.str[i]);
 	}
-	for (int i = 0; i < c->sparsities.n; i++)
+	for (int i = 0; i < c->sparsities.n; i++) {
+		int twice = !(c->sparsities.num[i] > 0);
+
 		for (int k = 0; k < i; k++)
-			if (c->sparsities.num[i] == c->sparsities.num[k] || c->sparsities.num[i] <= 0)
-				return mc_ctx_error(ctx, "sparsities", MC_EINVAL,
-						    "%s is given twice or is not above 0; list "
-						    "each level once",
-						    c->sparsities.str[i]);
+			twice |= c->sparsities.num[i] == c->sparsities.num[k];
+		if (twice)
+			return mc_ctx_error(ctx, "sparsities", MC_EINVAL,
+					    "%s is given twice or is not above 0 (dense is always a "
+					    "choice); list each level once",
+					    c->sparsities.str[i]);
+	}
 	if (c->recipe && !c->base)
 		return mc_ctx_error(ctx, "base", MC_EINVAL,
 				    "the recipe loads the model as given from a file: name it "
@@ -879,7 +918,7 @@ static int ac_check(struct mc_ctx *ctx, const void *conf)
 		if (ret)
 			return ret;
 	}
-	if (c->finetune_epochs > 0 && !c->finetune_data) {
+	if ((c->finetune_epochs > 0 || c->sparsities.n) && !c->finetune_data) {
 		ret = mc_ctx_check_data(ctx, "finetune_data", "train");
 		if (ret)
 			return ret;
@@ -905,8 +944,8 @@ static void log_table(struct ac *a, const int *choice, double *const *drop,
 	for (int i = 0; i < a->L; i++) {
 		int j = choice[i];
 
-		choice_text(a, &a->l[i].ch[j], ct, sizeof(ct));
-		snprintf(line, sizeof(line), "%-16s %-8s %10lld  %-12s %14.2f %16.6g", a->l[i].name,
+		choice_text(a, &a->l[i], &a->l[i].ch[j], ct, sizeof(ct));
+		snprintf(line, sizeof(line), "%-16s %-8s %10lld  %-12s %14.2f %16.8g", a->l[i].name,
 			 a->l[i].conv ? "conv2d" : "linear", (long long)a->l[i].weights, ct,
 			 100 * drop[i][j], -dcost[i][j]);
 		mc_ctx_log(a->ctx, "%s", line);
@@ -969,7 +1008,7 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 	a.min_acc = mc_ctx_given(ctx, "min_accuracy") ? c->min_accuracy / 100
 						       : a.base_acc - c->max_drop / 100;
 	add_point(&a, a.base_cost, a.base_acc, PT_BASE, "given");
-	mc_ctx_log(ctx, "'%s' as given: %.2f%% on '%s', %.6g %s; budget: %.2f%% or more; "
+	mc_ctx_log(ctx, "'%s' as given: %.2f%% on '%s', %.8g %s; budget: %.2f%% or more; "
 		   "%d layers, %.0f s at most",
 		   c->model, 100 * a.base_acc, c->data, a.base_cost, units[c->objective],
 		   100 * a.min_acc, a.L, c->max_seconds);
@@ -1006,7 +1045,7 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 			double acc, cost;
 
 			choice[i] = j;
-			choice_text(&a, &a.l[i].ch[j], ct, sizeof(ct));
+			choice_text(&a, &a.l[i], &a.l[i].ch[j], ct, sizeof(ct));
 			snprintf(a.label, sizeof(a.label), "%s", ct);
 			ret = evaluate(&a, choice, &acc, &cost);
 			choice[i] = 0;
@@ -1058,7 +1097,7 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 		}
 		if (ret)
 			goto out;
-		mc_ctx_log(ctx, "uniform %-14s %.2f%% (%+.2f pt), %.6g %s%s", a.label, 100 * acc,
+		mc_ctx_log(ctx, "uniform %-14s %.2f%% (%+.2f pt), %.8g %s%s", a.label, 100 * acc,
 			   100 * (acc - a.base_acc), cost, units[c->objective],
 			   acc >= a.min_acc - 1e-12 ? ", meets the budget" : "");
 		{
@@ -1094,7 +1133,7 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 	if (res.timed_out)
 		mc_ctx_log(ctx, "the time (max_seconds %g) ran out: the best configuration so far "
 			   "is the answer", c->max_seconds);
-	mc_ctx_log(ctx, "%d candidates in %.1f s; chosen: %.2f%% on '%s' (%+.2f pt), %.6g %s "
+	mc_ctx_log(ctx, "%d candidates in %.1f s; chosen: %.2f%% on '%s' (%+.2f pt), %.8g %s "
 		   "(%.2fx smaller than as given)",
 		   a.count, mc_now() - a.t0, 100 * res.acc, c->data, 100 * (res.acc - a.base_acc),
 		   res.cost, units[c->objective], res.cost > 0 ? a.base_cost / res.cost : 0.0);
@@ -1110,8 +1149,8 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 		FILE *tf = c->table ? open_memstream(&tb, &tl) : NULL;
 
 		if (tf)
-			fprintf(tf, "autocompress of '%s': %.2f%% on '%s' (as given %.2f%%), %.6g %s "
-				    "(as given %.6g)\n",
+			fprintf(tf, "autocompress of '%s': %.2f%% on '%s' (as given %.2f%%), %.8g %s "
+				    "(as given %.8g)\n",
 				c->model, 100 * res.acc, c->data, 100 * a.base_acc, res.cost,
 				units[c->objective], a.base_cost);
 		log_table(&a, best, drop, dcost, tf);
