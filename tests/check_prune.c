@@ -6,6 +6,7 @@
  * MCOMP_PASS_PATH), and checks the saved model against references computed
  * here: exact sparsity per layer and globally, masks held bit for bit
  * through fine-tuning, the gradual schedule against Zhu & Gupta's formula,
+ * the polynomial one against TF-MOT's PolynomialDecay,
  * structured removal equal to the masked dense model, N:M in every group,
  * sensitivity output, and parameters refused at validation with a place.
  */
@@ -318,6 +319,68 @@ START_TEST(test_gradual_formula)
 }
 END_TEST
 
+/* TF-MOT's PolynomialDecay, written out independently of the pass:
+ * p = clamp((t - begin) / (end - begin), 0, 1), s = sf + (si - sf) (1 - p)^power;
+ * a layer keeps max(round_half_even(numel (1 - s)), 1) weights. */
+static int64_t tfmot_pruned(double si, double sf, double power, double t, double end,
+			    int64_t numel)
+{
+	double p = fmin(1, fmax(0, t / end)), s = sf + (si - sf) * pow(1 - p, power);
+	double x = (double)numel * (1 - s), k = floor(x);
+
+	if (x - k > 0.5 || (x - k == 0.5 && fmod(k, 2) != 0))
+		k += 1;
+	return numel - (k < 1 ? 1 : (int64_t)k);
+}
+
+START_TEST(test_polynomial_schedule)
+{
+	/* 8 steps an epoch; the last update is at t_last: TF-MOT prunes only on
+	 * the frequency grid, so with end 7 and frequency 5 the last is at 5
+	 * (gradual would add one at 7), and with end 20 over 16 steps at 15. */
+	static const struct {
+		int end, freq, epochs;
+		double t_last;
+	} cases[] = {
+		{ 20, 3, 2, 15 },
+		{ 7, 5, 1, 5 },
+		{ 4, 2, 1, 4 }, /* the end on the grid: the final sparsity */
+	};
+	char params[1024];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct mc_model *b;
+
+		PATHF(params,
+		      "      model: m\n"
+		      "      sparsity: 0.8\n"
+		      "      schedule: polynomial\n"
+		      "      initial_sparsity: 0.2\n"
+		      "      power: 2\n"
+		      "      end: %d\n"
+		      "      frequency: %d\n"
+		      "      finetune_epochs: %d\n"
+		      "      batch_size: 16\n",
+		      cases[c].end, cases[c].freq, cases[c].epochs);
+		run_ok("mlp.safetensors", params);
+		b = load("out.safetensors");
+		for (int i = 0; i < mc_model_n_nodes(b); i++) {
+			const struct mc_tensor *w;
+			int64_t want;
+
+			if (strcmp(mc_model_node(b, i)->op->name, "linear"))
+				continue;
+			w = mc_model_node(b, i)->params[0];
+			want = tfmot_pruned(0.2, 0.8, 2, cases[c].t_last, cases[c].end, w->numel);
+			ck_assert_msg(zeros(w) == want, "case %zu, %s: %lld zeros, want %lld", c,
+				      mc_model_node(b, i)->name, (long long)zeros(w),
+				      (long long)want);
+		}
+		mc_model_free(b);
+	}
+}
+END_TEST
+
 /* Zeroes the units of layer wname (and its bias, and any per-channel params
  * listed) that the reference L1 ranking drops; keep[] gets the kept flags. */
 static void mask_units(struct mc_model *m, const char *layer, double s, const char *const *chan,
@@ -561,6 +624,11 @@ START_TEST(test_invalid_params)
 	expect_refused("      model: m\n      exclude: [\"nope*\"]\n", 11,
 		       "no layer of model 'm' matches 'nope*'");
 	expect_refused("      model: m\n      schedule: gradual\n", 9, "finetune_epochs");
+	expect_refused("      model: m\n      schedule: polynomial\n", 9, "finetune_epochs");
+	expect_refused("      model: m\n      schedule: gradual\n      power: 2\n"
+		       "      finetune_epochs: 1\n", 12, "power is the exponent of schedule: polynomial");
+	expect_refused("      model: m\n      schedule: polynomial\n      power: 0\n"
+		       "      finetune_epochs: 1\n", 12, "power");
 	expect_refused("      model: m\n      mode: sensitivity\n      eval_data: train\n", 12,
 		       "'train' is the training split");
 	expect_refused("      model: m\n      method: structured\n      exclude: [\"fc1\", \"fc2\"]\n",
@@ -579,6 +647,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_global_exact);
 	tcase_add_test(tc, test_masks_survive_finetune);
 	tcase_add_test(tc, test_gradual_formula);
+	tcase_add_test(tc, test_polynomial_schedule);
 	tcase_add_test(tc, test_structured_mlp);
 	tcase_add_test(tc, test_structured_through_activations);
 	tcase_add_test(tc, test_structured_cnn);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * methods.c - which weights go: magnitude (per layer or global), N:M along
- * the input dimension, the Zhu & Gupta schedule, and structured removal of
- * whole units, which builds a smaller dense model.
+ * the input dimension, the schedules (Zhu & Gupta's, TF-MOT's polynomial),
+ * and structured removal of whole units, which builds a smaller dense model.
  *
  * Every ranking is a total order (value, then position), so the same model
  * always loses the same weights, for any thread count.
@@ -81,6 +81,46 @@ double prune_gradual(double si, double sf, int64_t t, int64_t t0, int64_t t1)
 	return sf + (si - sf) * x * x * x;
 }
 
+double prune_sched_sparsity(const struct prune_sched *s, double sf, int64_t t)
+{
+	double si = fmin(s->si, sf), p;
+
+	switch (s->kind) {
+	case PRUNE_GRADUAL:
+		return prune_gradual(si, sf, t, s->t0, s->t1);
+	case PRUNE_POLYNOMIAL:
+		p = (double)(t - s->t0) / (double)(s->t1 - s->t0);
+		p = fmin(1.0, fmax(0.0, p));
+		return sf + (si - sf) * pow(1.0 - p, s->power);
+	default:
+		return sf;
+	}
+}
+
+int prune_sched_due(const struct prune_sched *s, int64_t t)
+{
+	switch (s->kind) {
+	case PRUNE_GRADUAL:
+		return t >= s->t0 && t <= s->t1 && ((t - s->t0) % s->freq == 0 || t == s->t1);
+	case PRUNE_POLYNOMIAL:
+		return t >= s->t0 && t <= s->t1 && (t - s->t0) % s->freq == 0;
+	default:
+		return t == 0;
+	}
+}
+
+int64_t prune_sched_count(const struct prune_sched *s, double x, int64_t numel)
+{
+	double kept;
+
+	if (s->kind != PRUNE_POLYNOMIAL)
+		return llround(x * (double)numel);
+	/* TF-MOT keeps k = max(round(numel * (1 - s)), 1), rounding half to
+	 * even (tf.math.round); rint does so in the default rounding mode. */
+	kept = fmax(rint((double)numel * (1.0 - x)), 1.0);
+	return numel - (int64_t)kept;
+}
+
 /* One weight in a ranking: its magnitude (-1 when already masked), layer, place. */
 struct rank {
 	float key;
@@ -138,8 +178,8 @@ static int64_t fill_ranks(const struct mc_model *m, struct prune_layer *l, int l
 	return w->numel;
 }
 
-int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, double si, int64_t t,
-		    int64_t t0, int64_t t1, struct mc_err *err)
+int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, const struct prune_sched *s,
+		    int64_t t, struct mc_err *err)
 {
 	int64_t pool = 0, biggest = 0, at = 0;
 	double sg = -1;
@@ -162,22 +202,19 @@ int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, double si,
 	if (!r)
 		return mc_err_set(err, MC_ENOMEM, "prune: out of memory ranking weights");
 	for (int i = 0; i < n; i++) {
-		double s;
 		int64_t numel;
 
 		if (l[i].global)
 			continue;
-		s = prune_gradual(fmin(si, l[i].target), l[i].target, t, t0, t1);
 		numel = fill_ranks(m, l, i, r);
-		mask_lowest(r, numel, llround(s * (double)numel), l);
+		mask_lowest(r, numel,
+			    prune_sched_count(s, prune_sched_sparsity(s, l[i].target, t), numel), l);
 	}
 	if (pool) {
-		double s = prune_gradual(fmin(si, sg), sg, t, t0, t1);
-
 		for (int i = 0; i < n; i++)
 			if (l[i].global)
 				at += fill_ranks(m, l, i, r + at);
-		mask_lowest(r, pool, llround(s * (double)pool), l);
+		mask_lowest(r, pool, prune_sched_count(s, prune_sched_sparsity(s, sg, t), pool), l);
 	}
 	free(r);
 	prune_apply_masks(m, l, n);

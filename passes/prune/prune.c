@@ -2,9 +2,10 @@
 /*
  * prune - removes weights of a model: magnitude (unstructured), N:M
  * (semi-structured) or structured (whole units, for a smaller dense model),
- * one-shot or on Zhu & Gupta's gradual schedule, with fine-tuning that keeps
- * pruned weights exactly zero; or, in sensitivity mode, measures each layer
- * pruned alone so that a user can choose per-layer targets.
+ * one-shot, on Zhu & Gupta's gradual schedule or on TF-MOT's polynomial one,
+ * with fine-tuning that keeps pruned weights exactly zero; or, in
+ * sensitivity mode, measures each layer pruned alone so that a user can
+ * choose per-layer targets.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 static const char *const modes[] = { "prune", "sensitivity", NULL };
 static const char *const methods[] = { "magnitude", "structured", "n:m", NULL };
 static const char *const scopes[] = { "per-layer", "global", NULL };
-static const char *const schedules[] = { "one-shot", "gradual", NULL };
+static const char *const schedules[] = { "one-shot", "gradual", "polynomial", NULL };
 static const char *const units[] = { "step", "epoch", NULL };
 static const char *const norms[] = { "l1", "l2", NULL };
 static const char *const optimizers[] = { "sgd", "adam", NULL };
@@ -42,17 +43,24 @@ static const struct mc_param_def prune_params[] = {
 	MC_PARAM_ENUM(struct prune_conf, norm, "l1", norms, "structured: how units are ranked"),
 	MC_PARAM_STRING(struct prune_conf, nm, "2:4", "n:m: keep N of every M weights (N < M)"),
 	MC_PARAM_ENUM(struct prune_conf, schedule, "one-shot", schedules,
-		      "magnitude: all at once, or Zhu & Gupta's cubic ramp during fine-tuning"),
+		      "magnitude: all at once; gradual: Zhu & Gupta's cubic ramp during "
+		      "fine-tuning; polynomial: TF-MOT's PolynomialDecay"),
 	MC_PARAM_FLOAT(struct prune_conf, initial_sparsity, "0", 0, 0.999,
-		       "gradual: the sparsity at begin"),
+		       "gradual, polynomial: the sparsity at begin"),
 	MC_PARAM_ENUM(struct prune_conf, unit, "step", units,
-		      "gradual: unit of begin, end and frequency"),
-	MC_PARAM_INT(struct prune_conf, begin, "0", 0, 1 << 30, "gradual: first pruning update"),
+		      "gradual, polynomial: unit of begin, end and frequency"),
+	MC_PARAM_INT(struct prune_conf, begin, "0", 0, 1 << 30,
+		     "gradual, polynomial: first pruning update"),
 	MC_PARAM_INT(struct prune_conf, end, "-1", -1, 1 << 30,
-		     "gradual: the update that reaches sparsity; -1: the end of the "
+		     "gradual, polynomial: the update that reaches sparsity; -1: the end of the "
 		     "next-to-last fine-tuning epoch (the last, with one)"),
-	MC_PARAM_INT(struct prune_conf, frequency, "20", 1, 1 << 30,
-		     "gradual: updates every this many units"),
+	MC_PARAM_INT(struct prune_conf, frequency, NULL, 1, 1 << 30,
+		     "gradual, polynomial: updates every this many units; default 20 "
+		     "(gradual), 100 (polynomial, as TF-MOT)",
+		     .flags = MC_PARAM_FOPTIONAL),
+	MC_PARAM_FLOAT(struct prune_conf, power, "3", 0, 100,
+		       "polynomial: the exponent of the decay (3: Zhu & Gupta's cubic)",
+		       .flags = MC_PARAM_FMIN_OPEN),
 	MC_PARAM_SPLIT(struct prune_conf, data, "train", "the split to fine-tune on"),
 	MC_PARAM_INT(struct prune_conf, finetune_epochs, "0", 0, 100000,
 		     "epochs of fine-tuning with the masks held"),
@@ -104,7 +112,7 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 					    "'%s' is not N:M with 1 <= N < M <= 64; write e.g. "
 					    "\"2:4\" (keep 2 of every 4)",
 					    c->nm);
-		if (c->schedule == PRUNE_GRADUAL)
+		if (c->schedule != PRUNE_ONE_SHOT)
 			return mc_ctx_error(ctx, "schedule", MC_EINVAL,
 					    "n:m pruning is one-shot; use schedule: one-shot");
 		if (c->mode == PRUNE_MODE_SENSITIVITY)
@@ -115,15 +123,20 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
 					    "n:m has no per-layer sparsity; use exclude instead");
 	}
-	if (c->method == PRUNE_STRUCTURED && c->schedule == PRUNE_GRADUAL)
+	if (c->method == PRUNE_STRUCTURED && c->schedule != PRUNE_ONE_SHOT)
 		return mc_ctx_error(ctx, "schedule", MC_EINVAL,
 				    "structured pruning removes units once; use schedule: "
 				    "one-shot with finetune_epochs");
-	if (c->schedule == PRUNE_GRADUAL && c->mode == PRUNE_MODE_PRUNE) {
+	if (c->schedule != PRUNE_POLYNOMIAL && mc_ctx_given(ctx, "power"))
+		return mc_ctx_error(ctx, "power", MC_EINVAL,
+				    "power is the exponent of schedule: polynomial; set that "
+				    "schedule or leave power out");
+	if (c->schedule != PRUNE_ONE_SHOT && c->mode == PRUNE_MODE_PRUNE) {
 		if (c->finetune_epochs < 1)
 			return mc_ctx_error(ctx, "finetune_epochs", MC_EINVAL,
-					    "a gradual schedule prunes while fine-tuning; set "
-					    "finetune_epochs to 1 or more");
+					    "a %s schedule prunes while fine-tuning; set "
+					    "finetune_epochs to 1 or more",
+					    schedules[c->schedule]);
 		if (c->initial_sparsity > c->sparsity)
 			return mc_ctx_error(ctx, "initial_sparsity", MC_EINVAL,
 					    "%g is above sparsity %g; the schedule only adds zeros",
@@ -196,8 +209,8 @@ struct tuner {
 	const struct prune_conf *c;
 	struct prune_layer *l;
 	int n;
-	int gradual;
-	int64_t t0, t1, freq, updates;
+	struct prune_sched s;
+	int64_t updates;
 };
 
 static int after_step(void *arg, struct mc_model *m, int64_t step, struct mc_err *err)
@@ -205,10 +218,8 @@ static int after_step(void *arg, struct mc_model *m, int64_t step, struct mc_err
 	struct tuner *tu = arg;
 	int64_t t = step + 1; /* optimizer steps done */
 
-	if (tu->gradual && t >= tu->t0 && t <= tu->t1 &&
-	    ((t - tu->t0) % tu->freq == 0 || t == tu->t1)) {
-		int ret = prune_magnitude(m, tu->l, tu->n, tu->c->initial_sparsity, t, tu->t0,
-					  tu->t1, err);
+	if (tu->s.kind != PRUNE_ONE_SHOT && prune_sched_due(&tu->s, t)) {
+		int ret = prune_magnitude(m, tu->l, tu->n, &tu->s, t, err);
 
 		if (ret)
 			return ret;
@@ -294,7 +305,7 @@ static int keep_state(struct mc_ctx *ctx, const struct mc_model *m, struct tuner
 static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_model *m,
 			    const struct mc_dataset *d)
 {
-	struct tuner tu = { .ctx = ctx, .c = c };
+	struct tuner tu = { .ctx = ctx, .c = c, .s = { .kind = PRUNE_ONE_SHOT } };
 	struct mc_train_hooks hooks = { .arg = &tu, .after_step = after_step };
 	int keep, group, ret;
 
@@ -306,7 +317,7 @@ static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, stru
 		ret = prune_nm(m, tu.l, tu.n, keep, group, mc_ctx_err(ctx));
 		mc_ctx_log(ctx, "%d:%d over %d layers", keep, group, tu.n);
 	} else if (c->schedule == PRUNE_ONE_SHOT) {
-		ret = prune_magnitude(m, tu.l, tu.n, 0, 0, 0, 0, mc_ctx_err(ctx));
+		ret = prune_magnitude(m, tu.l, tu.n, &tu.s, 0, mc_ctx_err(ctx));
 		mc_ctx_log(ctx, "one-shot %s magnitude pruning to %.4f over %d layers",
 			   c->scope == PRUNE_GLOBAL ? "global" : "per-layer", c->sparsity, tu.n);
 	} else {
@@ -314,32 +325,43 @@ static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, stru
 		int64_t spe = (d->n + bs - 1) / bs, total = spe * c->finetune_epochs;
 		int64_t scale = c->unit == PRUNE_EPOCH ? spe : 1;
 
-		tu.gradual = 1;
-		tu.t0 = c->begin * scale;
-		tu.freq = c->frequency * scale;
+		int freq = c->frequency ? c->frequency : c->schedule == PRUNE_POLYNOMIAL ? 100 : 20;
+		char power[64] = "";
+
+		tu.s.kind = c->schedule;
+		tu.s.si = c->initial_sparsity;
+		tu.s.power = c->schedule == PRUNE_POLYNOMIAL ? c->power : 3;
+		tu.s.t0 = c->begin * scale;
+		tu.s.freq = freq * scale;
 		if (c->end >= 0)
-			tu.t1 = c->end * scale;
+			tu.s.t1 = c->end * scale;
 		else
-			tu.t1 = c->finetune_epochs > 1 ? total - spe : total;
-		if (tu.t1 <= tu.t0)
-			tu.t1 = tu.t0 + 1;
-		mc_ctx_log(ctx, "gradual pruning %.4f -> %.4f from step %lld to %lld every %lld "
-				"steps (%lld steps of fine-tuning)",
-			   c->initial_sparsity, c->sparsity, (long long)tu.t0, (long long)tu.t1,
-			   (long long)tu.freq, (long long)total);
-		if (tu.t1 > total)
+			tu.s.t1 = c->finetune_epochs > 1 ? total - spe : total;
+		if (tu.s.t1 <= tu.s.t0)
+			tu.s.t1 = tu.s.t0 + 1;
+		if (c->schedule == PRUNE_POLYNOMIAL)
+			snprintf(power, sizeof(power), ", power %g", c->power);
+		mc_ctx_log(ctx, "%s pruning %.4f -> %.4f from step %lld to %lld every %lld "
+				"steps%s (%lld steps of fine-tuning)",
+			   schedules[c->schedule], c->initial_sparsity, c->sparsity,
+			   (long long)tu.s.t0, (long long)tu.s.t1, (long long)tu.s.freq, power,
+			   (long long)total);
+		if (tu.s.t1 > total)
 			mc_ctx_log(ctx, "warning: the schedule ends at step %lld, after the last "
 					"step %lld; the final sparsity stays below %.4f",
-				   (long long)tu.t1, (long long)total, c->sparsity);
-		if (tu.t0 == 0)
-			ret = prune_magnitude(m, tu.l, tu.n, c->initial_sparsity, 0, tu.t0, tu.t1,
-					      mc_ctx_err(ctx));
+				   (long long)tu.s.t1, (long long)total, c->sparsity);
+		/* The update at step 0 comes before fine-tuning; the hook makes
+		 * those after each optimizer step. */
+		if (prune_sched_due(&tu.s, 0)) {
+			ret = prune_magnitude(m, tu.l, tu.n, &tu.s, 0, mc_ctx_err(ctx));
+			tu.updates++;
+		}
 	}
 	if (!ret && c->finetune_epochs > 0)
 		ret = keep_state(ctx, m, &tu);
 	if (!ret && c->finetune_epochs > 0)
 		ret = finetune(ctx, c, m, d, &hooks);
-	if (!ret && tu.gradual)
+	if (!ret && tu.s.kind != PRUNE_ONE_SHOT)
 		mc_ctx_log(ctx, "%lld pruning updates", (long long)tu.updates);
 	if (!ret)
 		ret = report_layers(ctx, m, tu.l, tu.n);

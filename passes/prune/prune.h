@@ -16,7 +16,7 @@
 
 enum prune_method { PRUNE_MAGNITUDE, PRUNE_STRUCTURED, PRUNE_NM };
 enum prune_scope { PRUNE_PER_LAYER, PRUNE_GLOBAL };
-enum prune_schedule { PRUNE_ONE_SHOT, PRUNE_GRADUAL };
+enum prune_schedule { PRUNE_ONE_SHOT, PRUNE_GRADUAL, PRUNE_POLYNOMIAL };
 enum prune_unit { PRUNE_STEP, PRUNE_EPOCH };
 enum prune_mode { PRUNE_MODE_PRUNE, PRUNE_MODE_SENSITIVITY };
 enum prune_norm { PRUNE_L1, PRUNE_L2 };
@@ -36,7 +36,8 @@ struct prune_conf {
 	int unit;
 	int begin;
 	int end;
-	int frequency;
+	int frequency;		  /* 0: the schedule's default */
+	double power;
 	char *data;
 	int finetune_epochs;
 	int batch_size;
@@ -84,14 +85,42 @@ void prune_layers_free(struct prune_layer *l, int n);
 double prune_gradual(double si, double sf, int64_t t, int64_t t0, int64_t t1);
 
 /*
- * Magnitude pruning to the schedule's sparsity at step t: each layer goes to
- * prune_gradual(min(si, target), target, t, t0, t1) (one-shot: t0 = t1 = 0).
- * Weights already masked stay masked; ties break by position, so exactly
- * round(s * numel) weights of a per-layer layer go, and round(s * pool) of
- * the global pool. Returns 0 or MC_ENOMEM.
+ * When masks are updated and how far, over t = the optimizer steps done (0:
+ * before the first; an update at t comes before step t + 1 runs).
+ *
+ * - one-shot: once, at t = 0, to the target.
+ * - gradual: Zhu & Gupta's cubic, at t0, t0 + freq, ... up to t1, and at t1
+ *   itself even off that grid, so the target is always reached.
+ * - polynomial: TF-MOT's PolynomialDecay: s(t) = sf + (si - sf) (1 - p)^power
+ *   with p = clamp((t - t0) / (t1 - t0), 0, 1); updates where t0 <= t <= t1
+ *   and (t - t0) % freq == 0 only (TF-MOT's _should_prune_in_step); a layer
+ *   keeps max(round-half-even(numel (1 - s)), 1) weights, as TF-MOT's
+ *   mask update does.
  */
-int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, double si, int64_t t,
-		    int64_t t0, int64_t t1, struct mc_err *err);
+struct prune_sched {
+	int kind;	 /* enum prune_schedule */
+	double si;	 /* the sparsity at t0 (a layer's target, when lower) */
+	int64_t t0, t1;	 /* first update; the step that reaches the target (t1 > t0) */
+	int64_t freq;	 /* steps between updates, >= 1 */
+	double power;	 /* polynomial: the exponent */
+};
+
+/* The sparsity the schedule sets at step t for a layer whose target is sf. */
+double prune_sched_sparsity(const struct prune_sched *s, double sf, int64_t t);
+/* 1 when the masks are updated at step t, else 0. */
+int prune_sched_due(const struct prune_sched *s, int64_t t);
+/* How many of numel weights are pruned at sparsity x. */
+int64_t prune_sched_count(const struct prune_sched *s, double x, int64_t numel);
+
+/*
+ * Magnitude pruning to the schedule's sparsity at step t: each layer goes to
+ * prune_sched_sparsity(s, target, t), the global pool to that of its target,
+ * prune_sched_count(...) weights of each. Weights already masked stay
+ * masked; ties break by position, so the count is exact. Returns 0 or
+ * MC_ENOMEM.
+ */
+int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, const struct prune_sched *s,
+		    int64_t t, struct mc_err *err);
 /* Keeps the N largest of every M consecutive weights along the input
  * dimension of each layer. Returns 0 or MC_ENOMEM. */
 int prune_nm(struct mc_model *m, struct prune_layer *l, int n, int keep, int group,

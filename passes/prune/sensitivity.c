@@ -30,6 +30,7 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 		     const struct prune_layer *layer, double s, struct mc_model **out,
 		     struct mc_err *err)
 {
+	const struct prune_sched once = { .kind = PRUNE_ONE_SHOT };
 	struct prune_layer one = *layer;
 	struct mc_model *p;
 	uint8_t *keep;
@@ -53,7 +54,7 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 	one.target = s;
 	one.global = 0;
 	one.mask = NULL;
-	ret = prune_magnitude(p, &one, 1, 0, 0, 0, 0, err);
+	ret = prune_magnitude(p, &one, 1, &once, 0, err);
 	free(one.mask);
 	if (ret) {
 		mc_model_free(p);
