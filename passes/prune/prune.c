@@ -88,6 +88,94 @@ static int check_patterns(struct mc_ctx *ctx, const struct prune_conf *c,
 	return layers_check_patterns(ctx, c->model, m, prune_is_layer, &c->overrides, &c->exclude);
 }
 
+/*
+ * The tie groups (prune_tie) of the layers l[0..n) selected for structured
+ * pruning, each at the lowest target of its layers. A group with a layer
+ * not selected (excluded) stays whole; with log set, the log says so, and
+ * names the layers pruned together.
+ */
+static int plan_groups(struct mc_ctx *ctx, const struct mc_model *m, const struct prune_layer *l,
+		       int n, struct prune_group **out, int *ng, int log)
+{
+	struct prune_group *g = calloc((size_t)n + 1, sizeof(*g));
+	char why[256], names[1024], adds[512];
+
+	*ng = 0;
+	*out = g;
+	if (!g)
+		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+	for (int k = 0; k < n; k++) {
+		struct prune_group *x = &g[*ng];
+		int first = -1, missing = -1;
+
+		if (!prune_tie(m, l[k].node, x, why, sizeof(why)))
+			return mc_ctx_error(ctx, NULL, MC_ERUN, "layer '%s' cannot shrink: %s",
+					    l[k].name, why);
+		x->target = 1;
+		for (int a = 0; a < x->n; a++) {
+			int sel = -1;
+
+			for (int b = 0; b < n; b++)
+				if (l[b].node == x->node[a])
+					sel = b;
+			if (sel < 0 && missing < 0)
+				missing = a;
+			if (sel >= 0 && first < 0)
+				first = sel;
+			if (sel >= 0 && l[sel].target < x->target)
+				x->target = l[sel].target;
+		}
+		if (first != k)
+			continue; /* met at its first selected layer */
+		names[0] = adds[0] = 0;
+		for (int a = 0; a < x->n; a++)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 a ? ", " : "", mc_model_node(m, x->node[a])->name);
+		for (int a = 0; a < x->n_adds; a++)
+			snprintf(adds + strlen(adds), sizeof(adds) - strlen(adds), "%s'%s'",
+				 a ? ", " : "", mc_model_node(m, x->add[a])->name);
+		if (missing >= 0) {
+			if (log)
+				mc_ctx_log(ctx, "%s: kept whole: tied through add %s to '%s', which "
+						"is excluded",
+					   names, adds, mc_model_node(m, x->node[missing])->name);
+			continue;
+		}
+		if (log && x->n > 1)
+			mc_ctx_log(ctx, "%s: tied through add %s, pruned together (one ranking of "
+					"their units, sparsity %.4f)",
+				   names, adds, x->target);
+		(*ng)++;
+	}
+	return 0;
+}
+
+/* Validation's copy of the graph gets the widths the run will give it. */
+static int narrow_arch(struct mc_ctx *ctx, struct mc_model *m, const struct prune_layer *l, int n)
+{
+	struct prune_group *g = NULL;
+	int ng = 0, count = 0, ret;
+	int *node = calloc((size_t)n + 1, sizeof(*node));
+	int64_t *width = calloc((size_t)n + 1, sizeof(*width));
+
+	ret = node && width ? plan_groups(ctx, m, l, n, &g, &ng, 0)
+			    : mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+	for (int k = 0; !ret && k < ng; k++) {
+		for (int a = 0; a < g[k].n; a++) {
+			int64_t out = mc_model_node(m, g[k].node[a])->params[0]->shape[0];
+
+			node[count] = g[k].node[a];
+			width[count++] = out - prune_units_dropped(out, g[k].target);
+		}
+	}
+	if (!ret)
+		ret = prune_set_widths(m, count, node, width, mc_ctx_err(ctx));
+	free(g);
+	free(node);
+	free(width);
+	return ret;
+}
+
 static int prune_check(struct mc_ctx *ctx, const void *conf)
 {
 	const struct prune_conf *c = conf;
@@ -189,15 +277,9 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 	}
 	/* The graph change the run will make: structured pruning narrows each
 	 * layer to the units it keeps, a count known before any weight is. */
-	for (int i = 0; !ret && c->method == PRUNE_STRUCTURED && c->mode == PRUNE_MODE_PRUNE &&
-			mc_model_is_arch(m) && i < n;
-	     i++) {
-		int64_t out = prune_weight(m, &l[i])->shape[0];
-		struct mc_attr a[] = { MC_ATTR_INT("out", out - prune_units_dropped(out, l[i].target)),
-				       MC_ATTR_END };
-
-		ret = mc_model_set_attrs((struct mc_model *)m, l[i].node, a, mc_ctx_err(ctx));
-	}
+	if (!ret && c->method == PRUNE_STRUCTURED && c->mode == PRUNE_MODE_PRUNE &&
+	    mc_model_is_arch(m))
+		ret = narrow_arch(ctx, (struct mc_model *)m, l, n);
 	prune_layers_free(l, n);
 	return ret;
 }
@@ -373,8 +455,9 @@ static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct
 			  const struct mc_dataset *d)
 {
 	struct prune_layer *l = NULL;
+	struct prune_group *g = NULL;
 	uint8_t **keep = NULL;
-	int *node = NULL, n = 0, ret;
+	int *node = NULL, n = 0, ng = 0, count = 0, ret;
 	struct mc_model *nm = NULL;
 	char why[256], key[300], before[128], after[128];
 
@@ -384,43 +467,56 @@ static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct
 	ret = prune_layers_select(m, c, 1, &l, &n, mc_ctx_err(ctx));
 	if (ret)
 		return ret;
+	ret = plan_groups(ctx, m, l, n, &g, &ng, 1);
+	if (ret)
+		goto out;
 	keep = calloc((size_t)n + 1, sizeof(*keep));
 	node = calloc((size_t)n + 1, sizeof(*node));
 	if (!keep || !node) {
 		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		goto out;
 	}
-	for (int k = 0; k < n; k++) {
-		const struct mc_tensor *w = prune_weight(m, &l[k]);
+	/* one ranking per group; each of its layers keeps the same units */
+	for (int k = 0; k < ng; k++) {
+		const struct mc_tensor *w[PRUNE_TIE_MAX];
+		int64_t out = mc_model_node(m, g[k].node[0])->params[0]->shape[0];
 
-		node[k] = l[k].node;
-		keep[k] = malloc((size_t)w->shape[0]);
-		if (!keep[k]) {
-			ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
-			goto out;
+		for (int a = 0; a < g[k].n; a++) {
+			w[a] = mc_model_node(m, g[k].node[a])->params[0];
+			node[count] = g[k].node[a];
+			keep[count] = malloc((size_t)out);
+			if (!keep[count++]) {
+				ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+				goto out;
+			}
 		}
-		ret = prune_rank_units(w, l[k].target, c->norm, keep[k], mc_ctx_err(ctx));
+		ret = prune_rank_tied(w, g[k].n, g[k].target, c->norm, keep[count - g[k].n],
+				      mc_ctx_err(ctx));
 		if (ret)
 			goto out;
+		for (int a = 1; a < g[k].n; a++)
+			memcpy(keep[count - g[k].n + a], keep[count - g[k].n], (size_t)out);
 	}
-	nm = prune_shrink(m, n, node, keep, mc_ctx_err(ctx));
+	nm = prune_shrink(m, count, node, keep, mc_ctx_err(ctx));
 	if (!nm) {
 		ret = mc_ctx_err(ctx)->code;
 		goto out;
 	}
-	for (int k = 0; k < n; k++) {
-		const struct mc_tensor *w0 = prune_weight(m, &l[k]), *w1 = prune_weight(nm, &l[k]);
+	for (int k = 0; k < count; k++) {
+		const struct mc_tensor *w0 = mc_model_node(m, node[k])->params[0],
+				       *w1 = mc_model_node(nm, node[k])->params[0];
+		const char *name = mc_model_node(m, node[k])->name;
 
-		mc_ctx_log(ctx, "%s: %s -> %s, %lld of %lld units removed (%s norm)", l[k].name,
+		mc_ctx_log(ctx, "%s: %s -> %s, %lld of %lld units removed (%s norm)", name,
 			   mc_shape_text(w0->ndim, w0->shape, before, sizeof(before)),
 			   mc_shape_text(w1->ndim, w1->shape, after, sizeof(after)),
 			   (long long)(w0->shape[0] - w1->shape[0]), (long long)w0->shape[0],
 			   norms[c->norm]);
-		snprintf(key, sizeof(key), "%s.out_before", l[k].name);
+		snprintf(key, sizeof(key), "%s.out_before", name);
 		mc_ctx_report(ctx, key, (double)w0->shape[0]);
-		snprintf(key, sizeof(key), "%s.out_after", l[k].name);
+		snprintf(key, sizeof(key), "%s.out_after", name);
 		mc_ctx_report(ctx, key, (double)w1->shape[0]);
-		snprintf(key, sizeof(key), "%s.sparsity", l[k].name);
+		snprintf(key, sizeof(key), "%s.sparsity", name);
 		mc_ctx_report(ctx, key, 1.0 - (double)w1->shape[0] / (double)w0->shape[0]);
 	}
 	mc_ctx_log(ctx, "parameters %lld -> %lld, FLOPs per sample %lld -> %lld",
@@ -440,6 +536,7 @@ out:
 		free(keep[k]);
 	free(keep);
 	free(node);
+	free(g);
 	prune_layers_free(l, n);
 	return ret;
 }

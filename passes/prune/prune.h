@@ -142,17 +142,50 @@ int64_t prune_units_dropped(int64_t out, double s);
  */
 int prune_rank_units(const struct mc_tensor *w, double s, int norm, uint8_t *keep,
 		     struct mc_err *err);
+/* The same over count layers of one tie group (the same number of units):
+ * a unit's norm is that of its weights in all of them together. */
+int prune_rank_tied(const struct mc_tensor *const *w, int count, double s, int norm,
+		    uint8_t *keep, struct mc_err *err);
+
+#define PRUNE_TIE_MAX 64
+
 /*
- * Whether the output of node i of m can shrink: every path from it passes
- * only channel-wise ops (relu, pooling, batch norm, dropout, flatten) and
- * ends in linear or conv2d (groups 1) consumers, never at the model's
- * output. 1 or 0; why (when 0) says what is in the way.
+ * Layers whose output units go together: one layer, or those whose outputs
+ * meet at add nodes (a residual stream: the add needs its inputs' channels
+ * to be the same ones).
  */
+struct prune_group {
+	int n;
+	int node[PRUNE_TIE_MAX];   /* the layers, ascending */
+	int n_adds;
+	int add[PRUNE_TIE_MAX];	   /* the adds that tie them (the first PRUNE_TIE_MAX) */
+	double target;		   /* set by the caller */
+};
+
+/*
+ * The tie group of layer node i of m. Its output can shrink when every
+ * path from it (and from the layers tied to it) passes only channel-wise
+ * ops (relu, relu6, pooling, batch norm, dropout, flatten, ...), depthwise
+ * convolutions (which follow their input's channels) and adds whose every
+ * input comes from such a layer, and ends in linear or conv2d (one group)
+ * consumers, never at the model's output. Returns 1 with g filled, or 0
+ * with why saying what is in the way.
+ */
+int prune_tie(const struct mc_model *m, int i, struct prune_group *g, char *why, size_t n);
+/* prune_tie without the group: 1 or 0 (why says). */
 int prune_can_shrink(const struct mc_model *m, int i, char *why, size_t n);
 /*
+ * Sets the widths of layers node[k] to width[k] units in one graph change,
+ * and of every depthwise convolution that follows them (out and groups).
+ * Returns 0 or an error code.
+ */
+int prune_set_widths(struct mc_model *m, int count, const int *node, const int64_t *width,
+		     struct mc_err *err);
+/*
  * The smaller model: the units of layer node[k] with keep[k][u] == 0 are
- * removed, with everything that reads them (batch norm channels, consumer
- * columns or input channels). NULL with err set on failure.
+ * removed, with everything that reads them (batch norm channels, depthwise
+ * filters, consumer columns or input channels). Layers of one tie group
+ * must be given with the same keep. NULL with err set on failure.
  */
 struct mc_model *prune_shrink(const struct mc_model *m, int count, const int *node,
 			      uint8_t *const *keep, struct mc_err *err);
