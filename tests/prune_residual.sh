@@ -4,7 +4,8 @@
 # expansion is pruned together with its depthwise filters, the projections
 # tied through a residual add are pruned together, or kept whole with a log
 # line when one of them is excluded; the smaller model loads, fine-tunes and
-# evaluates, so its shapes are consistent.
+# evaluates, so its shapes are consistent. Then pipelines/mobilenetv2-prune-poly.yaml
+# (the same model) runs cut down: its schedule updates where TF-MOT's would.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 mcomp="$MCOMP_BUILDDIR/mcomp"
@@ -58,4 +59,25 @@ check "a tie with an excluded layer is kept whole" \
 	"stage4.1.project, stage4.2.project: kept whole: tied through add 'stage4.2.residual' to 'stage4.1.project', which is excluded" \
 	"$tmp/log2"
 check "so stage4.2.project keeps its 32 channels" "stage4.2.project conv2d     out=32 " "$tmp/inspect2"
+
+# The polynomial-schedule recipe prunes the same model, and runs cut down:
+# 8 steps, the schedule over steps 0..6 every 2: updates at 0, 2, 4, 6.
+poly="$MCOMP_SRCDIR/pipelines/mobilenetv2-prune-poly.yaml"
+sed -n '/^blocks:/,/^passes:/p' "$recipe" > "$tmp/m1"
+sed -n '/^blocks:/,/^passes:/p' "$poly" > "$tmp/m2"
+if cmp -s "$tmp/m1" "$tmp/m2"; then
+	echo "PASS: mobilenetv2-prune-poly.yaml builds mobilenetv2.yaml's model"
+else
+	echo "FAIL: the two recipes' models differ:"; diff "$tmp/m1" "$tmp/m2"
+	fail=1
+fi
+"$mcomp" run "$poly" --set data.train.count=1024 --set data.test.count=256 \
+	--set passes.train.epochs=1 --set passes.prune.finetune_epochs=1 --set passes.prune.end=6 \
+	--set passes.prune.frequency=2 --set output.path="$tmp/poly.safetensors" \
+	--set report="$tmp/poly.json" > "$tmp/log3" 2>&1 ||
+	{ echo "FAIL: the polynomial recipe"; cat "$tmp/log3"; exit 1; }
+check "the polynomial recipe's schedule" \
+	"polynomial pruning 0.0000 -> 0.5000 from step 0 to 6 every 2 steps, power 3" "$tmp/log3"
+check "four updates" "4 pruning updates" "$tmp/log3"
+check "its file stores sparse tensors" "mcomp.sparse" "$tmp/poly.safetensors"
 exit $fail
