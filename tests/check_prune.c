@@ -730,8 +730,8 @@ START_TEST(test_structured_residual)
 	ck_assert_int_eq(mc_model_param(p, "s.1.expand.weight")->shape[1], 4);
 	ck_assert_int_eq(mc_model_param(p, "s.1.dw.weight")->shape[0], 8);
 	ck_assert_int_eq(mc_model_param(p, "s.1.dw.weight")->shape[1], 1);
-	ck_assert_int_eq(mc_node_attr_int(mc_model_node(p, mc_model_find(p, "s.1.dw")), "groups", 0),
-			 8);
+	ck_assert_int_eq(mc_node_attr_int(mc_model_node(p, mc_model_find(p, "s.1.dw")), "groups",
+					  0), 8);
 	ck_assert_int_eq(mc_model_param(p, "s.1.project.weight")->shape[1], 8);
 	ck_assert_int_eq(mc_model_param(p, "down.expand.weight")->shape[1], 4);
 	ck_assert_int_eq(mc_model_param(p, "down.project.weight")->shape[0], 6);

@@ -202,13 +202,13 @@ int prune_magnitude(struct mc_model *m, struct prune_layer *l, int n, const stru
 	if (!r)
 		return mc_err_set(err, MC_ENOMEM, "prune: out of memory ranking weights");
 	for (int i = 0; i < n; i++) {
-		int64_t numel;
+		int64_t numel, k;
 
 		if (l[i].global)
 			continue;
 		numel = fill_ranks(m, l, i, r);
-		mask_lowest(r, numel,
-			    prune_sched_count(s, prune_sched_sparsity(s, l[i].target, t), numel), l);
+		k = prune_sched_count(s, prune_sched_sparsity(s, l[i].target, t), numel);
+		mask_lowest(r, numel, k, l);
 	}
 	if (pool) {
 		for (int i = 0; i < n; i++)

@@ -136,8 +136,8 @@ static int plan_groups(struct mc_ctx *ctx, const struct mc_model *m, const struc
 				 a ? ", " : "", mc_model_node(m, x->add[a])->name);
 		if (missing >= 0) {
 			if (log)
-				mc_ctx_log(ctx, "%s: kept whole: tied through add %s to '%s', which "
-						"is excluded",
+				mc_ctx_log(ctx, "%s: kept whole: tied through add %s to '%s', "
+						"which is excluded",
 					   names, adds, mc_model_node(m, x->node[missing])->name);
 			continue;
 		}
