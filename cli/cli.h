@@ -15,6 +15,12 @@ int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Loads every pass on the pass path once, so that the ops they provide are known. */
 void register_plugin_ops(void);
 
+/* SIGINT and SIGTERM ask the library to stop at a safe point (cli/main.c). */
+void catch_signals(void);
+
+/* mcomp sweep FILE --set KEY=V1,V2,... (cli/sweep.c) */
+int cmd_sweep(int argc, char **argv);
+
 /* mcomp profile MODEL [--batch N] [--train] [--seconds S] (cli/profile.c) */
 int cmd_profile(int argc, char **argv);
 

@@ -16,6 +16,7 @@
 #include <mcomp/mcomp.h>
 
 #include "cli/cli.h"
+#include "cli/dist.h"
 
 #include <nettle/sha2.h>
 
@@ -34,6 +35,14 @@ static const char usage[] =
 	"                                    --resume goes on from that checkpoint (same pipeline,\n"
 	"                                    --set overrides and inputs) to the same bytes as a\n"
 	"                                    run that never stopped\n"
+	"  sweep FILE --set KEY=V1,V2,... [--set ...] [--json OUT] [--quiet]\n"
+	"                                    run the pipeline once per setting (every combination\n"
+	"                                    of the lists; the last varies fastest), run #I writing\n"
+	"                                    its files as NAME.sweepI.EXT; then one table of each\n"
+	"                                    run's figures with mean, min and max, also as JSON\n"
+	"                                    (default: the report's path with the tag sweep);\n"
+	"                                    in sequence, or spread over ranks under mpirun or\n"
+	"                                    srun (docs/distributed.md)\n"
 	"  validate FILE [--set KEY=VALUE]...\n"
 	"                                    check the whole pipeline without running anything\n"
 	"  passes                            list the passes found on the pass path\n"
@@ -107,8 +116,50 @@ static const char usage[] =
 	"  MCOMP_GEMM_S8=amx|avx512-vnni|avx-vnni|avx2|portable\n"
 	"                     force the int8 GEMM kernel (all give the same exact sums)\n"
 	"\n"
+	"@MPI@"
+	"\n"
 	"quick start:  mcomp run pipelines/quickstart.yaml\n"
 	"documentation: man mcomp, docs/pipelines.md, docs/writing-passes.md\n";
+
+/* The usage text, with a line saying whether this mcomp was built with MPI. */
+static void print_usage(FILE *f)
+{
+	char line[512];
+	const char *lib = dist_library();
+
+	if (lib)
+		snprintf(line, sizeof(line),
+			 "MPI: built in (%s): under mpirun -np N or srun, mcomp sweep spreads\n"
+			 "its runs over the ranks, and mcomp run splits the training of MLPs\n"
+			 "(linear, relu, flatten) over them, to the same bytes (docs/distributed.md)\n",
+			 lib);
+	else
+		snprintf(line, sizeof(line),
+			 "MPI: not built in (configure --with-mpi, with libopenmpi-dev): mcomp sweep\n"
+			 "runs its settings in sequence\n");
+	/* usage holds '%' signs: no format; the line goes where @MPI@ is */
+	const char *at = strstr(usage, "@MPI@");
+
+	fwrite(usage, 1, (size_t)(at - usage), f);
+	fputs(line, f);
+	fputs(at + 5, f);
+}
+
+/*
+ * A command that may run as one rank of an MPI job (run, sweep): joins the job
+ * first (none when no launcher started mcomp), leaves it after.
+ */
+static int cmd_distributed(int argc, char **argv, int (*cmd)(int argc, char **argv))
+{
+	struct mc_err err = { 0 };
+	int ret;
+
+	if (dist_init(&argc, &argv, &err))
+		return fail(&err);
+	ret = cmd(argc - 2, argv + 2);
+	dist_finish();
+	return ret;
+}
 
 int fail(struct mc_err *err)
 {
@@ -202,7 +253,7 @@ static void on_signal(int sig)
 	mc_interrupt(sig);
 }
 
-static void catch_signals(void)
+void catch_signals(void)
 {
 	static const int sigs[] = { SIGINT, SIGTERM };
 	struct sigaction sa, old;
@@ -233,6 +284,18 @@ static int interrupted(int sig, int finished)
 			"half-written and the outputs not yet written are as they were\n",
 			sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
 	return 128 + sig;
+}
+
+/*
+ * fail(), naming the rank in a job of several (mpirun, srun), whose other
+ * ranks would wait for this one: the whole job is ended (MPI_Abort).
+ */
+static int fail_rank(struct mc_err *err)
+{
+	if (dist_size() == 1)
+		return fail(err);
+	fprintf(stderr, "mcomp: rank %d of %d: %s\n", dist_rank(), dist_size(), err->msg);
+	return dist_abort(mc_exit_status(err->code));
 }
 
 /* run and validate share their arguments: FILE and --set pairs. */
@@ -276,6 +339,13 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		return bad_usage("%s needs a pipeline file, e.g. pipelines/quickstart.yaml",
 				 run ? "run" : "validate");
 	}
+	/* Several ranks: each runs the pipeline, training split over them
+	 * (docs/distributed.md); rank 0 alone prints and writes. */
+	if (run && dist_size() > 1) {
+		mc_dist_set(dist_ops());
+		if (dist_rank() != 0)
+			quiet = 1;
+	}
 	reg = open_registry(&err, 0);
 	if (!reg) {
 		free(sets);
@@ -294,7 +364,7 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		/* A refused plugin may be why a pass is unknown: say so. */
 		for (i = 0; i < mc_registry_nrefused(reg); i++)
 			fprintf(stderr, "mcomp: note: refused %s\n", mc_registry_refused(reg, i));
-		ret = fail(&err);
+		ret = run ? fail_rank(&err) : fail(&err);
 		mc_registry_free(reg);
 		return ret;
 	}
@@ -306,21 +376,29 @@ static int cmd_pipeline(int argc, char **argv, int run)
 		/* --resume: the pipeline's checkpoint, checked against it first */
 		ret = resume ? mc_pipeline_resume(p, NULL, &err) : 0;
 		if (ret) {
-			ret = fail(&err);
+			ret = fail_rank(&err);
 			mc_pipeline_free(p);
 			mc_registry_free(reg);
 			return ret;
 		}
-		ret = mc_pipeline_run(p, stdout, &err);
+		if (dist_rank() != 0)
+			mc_pipeline_set_writes(p, 0);
+		ret = mc_pipeline_run(p, dist_rank() == 0 ? stdout : NULL, &err);
 		fflush(stdout); /* the table so far, before the error */
-		if (mc_interrupted())
+		if (mc_interrupted()) {
 			ret = interrupted(mc_interrupted(), !ret);
-		else
-			ret = ret ? fail(&err) : 0;
+		} else {
+			ret = ret ? fail_rank(&err) : 0;
+		}
 	}
 	mc_pipeline_free(p);
 	mc_registry_free(reg);
 	return ret;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	return cmd_pipeline(argc, argv, 1);
 }
 
 static int cmd_passes(void)
@@ -1225,7 +1303,7 @@ int main(int argc, char **argv)
 		mc_progress_set_sink(draw_progress, NULL);
 
 	if (!cmd || !strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-		fputs(usage, cmd ? stdout : stderr);
+		print_usage(cmd ? stdout : stderr);
 		return cmd ? 0 : 2;
 	}
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
@@ -1233,7 +1311,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(cmd, "run"))
-		return cmd_pipeline(argc - 2, argv + 2, 1);
+		return cmd_distributed(argc, argv, cmd_run);
+	if (!strcmp(cmd, "sweep"))
+		return cmd_distributed(argc, argv, cmd_sweep);
 	if (!strcmp(cmd, "validate"))
 		return cmd_pipeline(argc - 2, argv + 2, 0);
 	if (!strcmp(cmd, "passes"))

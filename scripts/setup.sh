@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 packages="build-essential autoconf automake libtool pkg-config libyaml-dev check
 libjansson-dev zlib1g-dev libzstd-dev nettle-dev dataset-fashion-mnist time bc jq
-protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata"
+protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata
+libopenmpi-dev openmpi-bin"
 
 missing=""
 for p in $packages; do

@@ -16,7 +16,7 @@ fail=0
 run() { # THREADS OUT
 	OMP_NUM_THREADS=$1 "$mcomp" run "$recipe" --quiet --set data.train.count=1024 \
 		--set data.test.count=256 --set passes.train.epochs=1 --set output.path="$2" \
-		--set report="$2.json" > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail=1; }
+		--set report="$2.json" --set passes.train.checkpoint.path="$2.ckpt" > "$tmp/log" 2>&1 || { cat "$tmp/log"; fail=1; }
 }
 
 run 1 "$tmp/t1.safetensors"

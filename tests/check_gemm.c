@@ -166,6 +166,56 @@ END_TEST
  * mc_sgemm with beta 1 and a relu select after; a kernel changed since the
  * packing is refused.
  */
+/*
+ * Data-parallel training's weight gradient (mc_sgemm_tn_chain): the batch's
+ * K rows in 1 to 4 parts, each continuing the chain where the last left it,
+ * give the bytes of one mc_sgemm(1, 0, ..., beta 1) onto a zeroed C, with
+ * every kernel: edge tiles (M, N not multiples of 4 and 16), parts of 1 to
+ * 3 rows, zero rows of B (the sign of a zero sum).
+ */
+START_TEST(sgemm_chain_in_parts_same_bytes)
+{
+	static const int shapes[][3] = { { 10, 784, 128 }, { 37, 45, 256 }, { 4, 16, 7 },
+					 { 3, 5, 64 } };
+	int tested = 0;
+
+	for (int kn = 0; kn < NF32; kn++) {
+		if (mc_sgemm_use(f32_kernels[kn]))
+			continue;
+		tested++;
+		for (size_t sh = 0; sh < sizeof(shapes) / sizeof(shapes[0]); sh++) {
+			int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+			float *A = random_f32((size_t)K * M, 20), *B = random_f32((size_t)K * N, 21);
+			float *want = calloc((size_t)M * N, sizeof(float));
+			float *got = malloc((size_t)M * N * sizeof(float));
+
+			for (int k = 0; k < K; k++) /* a pixel that is always 0 */
+				B[(size_t)k * N] = 0.0f;
+			mc_sgemm(1, 0, M, N, K, 1.0f, A, M, B, N, 1.0f, want, N);
+			for (int parts = 1; parts <= 4; parts++) {
+				memset(got, 0, (size_t)M * N * sizeof(float));
+				for (int p = 0; p < parts; p++) {
+					int lo = K * p / parts, hi = K * (p + 1) / parts;
+
+					mc_sgemm_tn_chain(M, N, hi - lo, A + (size_t)lo * M, M,
+							  B + (size_t)lo * N, N, got, N, p == parts - 1);
+				}
+				ck_assert_msg(!memcmp(got, want, (size_t)M * N * sizeof(float)),
+					      "kernel %s, %dx%dx%d in %d parts: other bytes",
+					      f32_kernels[kn], M, N, K, parts);
+			}
+			free(A);
+			free(B);
+			free(want);
+			free(got);
+		}
+	}
+	ck_assert_int_ge(tested, 1);
+	for (int kn = 0; kn < NF32 && mc_sgemm_use(f32_kernels[kn]); kn++)
+		; /* back to the fastest */
+}
+END_TEST
+
 static void fill_bias_ref(int M, int N, const float *bias, float *C, int ldc)
 {
 	for (int i = 0; i < M; i++)
@@ -573,6 +623,7 @@ int main(void)
 	tcase_add_test(tc, sgemm_every_kernel);
 	tcase_add_test(tc, sgemm_every_kernel_same_bytes);
 	tcase_add_test(tc, sgemm_packed_b_same_bytes);
+	tcase_add_test(tc, sgemm_chain_in_parts_same_bytes);
 	tcase_add_test(tc, sgemv_thread_count_invariant);
 	tcase_add_test(tc, s8_every_kernel_exact);
 	tcase_add_test(tc, s8_extreme_sums);

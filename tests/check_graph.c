@@ -138,6 +138,51 @@ START_TEST(refusals_leave_the_model)
 }
 END_TEST
 
+/* A convolution and the depthwise one reading it (an add takes both) narrow
+ * only together: one at a time is refused and leaves the model; both in one
+ * change set up every node after them again, keeping what did not change. */
+START_TEST(set_attrs_together)
+{
+	int64_t in[] = { 1, 6, 6 };
+	struct mc_attr c8[] = { MC_ATTR_INT("out", 8), MC_ATTR_INT("kernel", 1), MC_ATTR_END };
+	struct mc_attr dw8[] = { MC_ATTR_INT("out", 8), MC_ATTR_INT("groups", 8),
+				 MC_ATTR_INT("kernel", 3), MC_ATTR_INT("padding", 1), MC_ATTR_END };
+	struct mc_attr a5[] = { MC_ATTR_INT("out", 5), MC_ATTR_END };
+	struct mc_attr dw5[] = { MC_ATTR_INT("out", 5), MC_ATTR_INT("groups", 5), MC_ATTR_END };
+	struct mc_attr bad[] = { MC_ATTR_INT("outt", 5), MC_ATTR_END };
+	const char *sum[] = { "b", "dw", NULL };
+	const struct mc_attr *both[] = { a5, dw5 }, *typo[] = { a5, bad };
+	struct mc_model *m = mc_model_new(3, in, &err);
+	const float *head;
+	char *before;
+	int nodes[] = { 1, 2 };
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	ck_assert_int_eq(mc_model_add_node(m, -1, "a", "conv2d", NULL, c8, &err), 0);
+	ck_assert_int_eq(mc_model_add_node(m, -1, "b", "conv2d", NULL, c8, &err), 1);
+	ck_assert_int_eq(mc_model_add_node(m, -1, "dw", "conv2d", NULL, dw8, &err), 2);
+	ck_assert_int_eq(mc_model_add_node(m, -1, "sum", "add", sum, NULL, &err), 3);
+	ck_assert_int_eq(mc_model_add_node(m, -1, "pool", "global_avgpool", NULL, NULL, &err), 4);
+	ck_assert_int_eq(mc_model_add_node(m, -1, "fc", "linear", NULL, a5, &err), 5);
+	mc_model_init(m, 3);
+	before = arch_of(m);
+	head = mc_model_node(m, 0)->params[0]->data;
+	ck_assert_int_ne(mc_model_set_attrs(m, 1, a5, &err), 0);
+	assert_unchanged(m, before);
+	ck_assert_int_ne(mc_model_set_attrs_n(m, 2, nodes, typo, &err), 0);
+	assert_msg("conv2d has no attribute 'outt'");
+	assert_unchanged(m, before);
+	ck_assert_int_eq(mc_model_set_attrs_n(m, 2, nodes, both, &err), 0);
+	ck_assert_int_eq(mc_model_node(m, 1)->params[0]->shape[0], 5);
+	ck_assert_int_eq(mc_model_node(m, 2)->params[0]->shape[0], 5);
+	ck_assert_int_eq(mc_model_node(m, 3)->out_shape[0], 5);
+	ck_assert_int_eq(mc_model_node(m, 5)->params[0]->shape[1], 5);
+	ck_assert_ptr_eq(mc_model_node(m, 0)->params[0]->data, head); /* kept */
+	free(before);
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(insert_replace_remove)
 {
 	struct mc_model *m = mlp();
@@ -464,6 +509,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, build_and_read);
 	tcase_add_test(tc, refusals_leave_the_model);
+	tcase_add_test(tc, set_attrs_together);
 	tcase_add_test(tc, insert_replace_remove);
 	tcase_add_test(tc, shapes_only);
 	tcase_add_test(tc, bias_false);

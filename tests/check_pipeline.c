@@ -821,6 +821,45 @@ START_TEST(override_creates_keys)
 }
 END_TEST
 
+/* mcomp sweep's runs: the tag goes before the first dot of every output's name. */
+START_TEST(tag_renames_every_output)
+{
+	const char *sets[3] = { "report=r", "output=out/.hidden.safetensors.zst",
+				"passes.train.checkpoint.path=ck/train.ckpt" };
+	char path[4200], want[8400];
+	struct mc_err err = { 0 };
+	struct mc_pipeline *p;
+
+	copy_fixtures("good");
+	PATHF(path, "%s/good/basic.yaml", scratch);
+	p = mc_pipeline_load_tagged(path, NULL, 0, "sweep3", reg, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	PATHF(want, "%s/good/out/mlp.sweep3.safetensors", scratch);
+	ck_assert_str_eq(p->output_path, want);
+	PATHF(want, "%s/good/out/report.sweep3.json", scratch);
+	ck_assert_str_eq(p->report_path, want);
+	ck_assert_str_eq(mc_pipeline_report_path(p), want);
+	mc_pipeline_free(p);
+	/* a name without a dot gets the tag at its end; a leading dot stays */
+	p = mc_pipeline_load_tagged(path, sets, 3, "sweep1", reg, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	PATHF(want, "%s/good/r.sweep1", scratch);
+	ck_assert_str_eq(p->report_path, want);
+	PATHF(want, "%s/good/out/.hidden.sweep1.safetensors.zst", scratch);
+	ck_assert_str_eq(p->output_path, want);
+	/* a pass's output (its checkpoint) too */
+	PATHF(want, "%s/good/ck/train.sweep1.ckpt", scratch);
+	ck_assert_str_eq(conf_str(p, 0, "checkpoint.path"), want);
+	mc_pipeline_free(p);
+	/* no tag: mc_pipeline_load */
+	p = mc_pipeline_load_tagged(path, NULL, 0, "", reg, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	PATHF(want, "%s/good/out/report.json", scratch);
+	ck_assert_str_eq(mc_pipeline_report_path(p), want);
+	mc_pipeline_free(p);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- hostile input */
 
 START_TEST(billion_laughs_is_refused_fast)
@@ -933,6 +972,7 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(tc, override_of_alias_leaves_the_other_use);
 	tcase_add_test(tc, override_errors);
 	tcase_add_test(tc, override_creates_keys);
+	tcase_add_test(tc, tag_renames_every_output);
 	tcase_add_test(tc, billion_laughs_is_refused_fast);
 	tcase_add_test(tc, all_errors_reported_and_capped);
 	tcase_add_test(tc, missing_pipeline_file);

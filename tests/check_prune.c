@@ -6,7 +6,9 @@
  * MCOMP_PASS_PATH), and checks the saved model against references computed
  * here: exact sparsity per layer and globally, masks held bit for bit
  * through fine-tuning, the gradual schedule against Zhu & Gupta's formula,
- * structured removal equal to the masked dense model, N:M in every group,
+ * the polynomial one against TF-MOT's PolynomialDecay,
+ * structured removal equal to the masked dense model (across residual adds
+ * too), N:M in every group,
  * sensitivity output, and parameters refused at validation with a place.
  */
 #define _GNU_SOURCE
@@ -318,6 +320,68 @@ START_TEST(test_gradual_formula)
 }
 END_TEST
 
+/* TF-MOT's PolynomialDecay, written out independently of the pass:
+ * p = clamp((t - begin) / (end - begin), 0, 1), s = sf + (si - sf) (1 - p)^power;
+ * a layer keeps max(round_half_even(numel (1 - s)), 1) weights. */
+static int64_t tfmot_pruned(double si, double sf, double power, double t, double end,
+			    int64_t numel)
+{
+	double p = fmin(1, fmax(0, t / end)), s = sf + (si - sf) * pow(1 - p, power);
+	double x = (double)numel * (1 - s), k = floor(x);
+
+	if (x - k > 0.5 || (x - k == 0.5 && fmod(k, 2) != 0))
+		k += 1;
+	return numel - (k < 1 ? 1 : (int64_t)k);
+}
+
+START_TEST(test_polynomial_schedule)
+{
+	/* 8 steps an epoch; the last update is at t_last: TF-MOT prunes only on
+	 * the frequency grid, so with end 7 and frequency 5 the last is at 5
+	 * (gradual would add one at 7), and with end 20 over 16 steps at 15. */
+	static const struct {
+		int end, freq, epochs;
+		double t_last;
+	} cases[] = {
+		{ 20, 3, 2, 15 },
+		{ 7, 5, 1, 5 },
+		{ 4, 2, 1, 4 }, /* the end on the grid: the final sparsity */
+	};
+	char params[1024];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct mc_model *b;
+
+		PATHF(params,
+		      "      model: m\n"
+		      "      sparsity: 0.8\n"
+		      "      schedule: polynomial\n"
+		      "      initial_sparsity: 0.2\n"
+		      "      power: 2\n"
+		      "      end: %d\n"
+		      "      frequency: %d\n"
+		      "      finetune_epochs: %d\n"
+		      "      batch_size: 16\n",
+		      cases[c].end, cases[c].freq, cases[c].epochs);
+		run_ok("mlp.safetensors", params);
+		b = load("out.safetensors");
+		for (int i = 0; i < mc_model_n_nodes(b); i++) {
+			const struct mc_tensor *w;
+			int64_t want;
+
+			if (strcmp(mc_model_node(b, i)->op->name, "linear"))
+				continue;
+			w = mc_model_node(b, i)->params[0];
+			want = tfmot_pruned(0.2, 0.8, 2, cases[c].t_last, cases[c].end, w->numel);
+			ck_assert_msg(zeros(w) == want, "case %zu, %s: %lld zeros, want %lld", c,
+				      mc_model_node(b, i)->name, (long long)zeros(w),
+				      (long long)want);
+		}
+		mc_model_free(b);
+	}
+}
+END_TEST
+
 /* Zeroes the units of layer wname (and its bias, and any per-channel params
  * listed) that the reference L1 ranking drops; keep[] gets the kept flags. */
 static void mask_units(struct mc_model *m, const char *layer, double s, const char *const *chan,
@@ -454,6 +518,241 @@ START_TEST(test_structured_through_activations)
 }
 END_TEST
 
+/* A residual model written with blocks: an inverted residual on the model
+ * input (its add reads the input, so its projection stays whole), a stem,
+ * two inverted residuals whose adds tie the stem and both projections, and
+ * a stride-2 block without a skip. */
+static const char *res_blocks =
+	"blocks:\n"
+	"  ir:\n"
+	"    params: {out: int, expansion: 2, stride: 1}\n"
+	"    layers:\n"
+	"      - {conv2d: {out: $in * $expansion, kernel: 1, bias: false}, name: expand}\n"
+	"      - {batchnorm: {}, name: expand_bn}\n"
+	"      - {relu6: {}, name: expand_relu}\n"
+	"      - {conv2d: {out: $in * $expansion, groups: $in * $expansion, stride: $stride, "
+	"padding: 1, bias: false}, name: dw}\n"
+	"      - {batchnorm: {}, name: dw_bn}\n"
+	"      - {relu6: {}, name: dw_relu}\n"
+	"      - {conv2d: {out: $out, kernel: 1, bias: false}, name: project}\n"
+	"      - {batchnorm: {}, name: project_bn}\n"
+	"      - {add: {}, inputs: [project_bn, input], name: residual, "
+	"when: $stride == 1 && $in == $out}\n"
+	"models:\n"
+	"  m:\n"
+	"    build:\n"
+	"      input: [1, 8, 8]\n"
+	"      layers:\n"
+	"        - {ir: {out: 1, expansion: 4}, name: b0}\n"
+	"        - {conv2d: {out: 8, padding: 1, bias: false}, name: stem}\n"
+	"        - {batchnorm: {}, name: stem_bn}\n"
+	"        - {relu6: {}, name: stem_relu}\n"
+	"        - {ir: {out: 8}, repeat: 2, name: s}\n"
+	"        - {ir: {out: 12, stride: 2}, name: down}\n"
+	"        - {global_avgpool: {}, name: pool}\n"
+	"        - {linear: 4, name: fc}\n";
+
+struct logbuf {
+	char text[16384];
+	size_t len;
+};
+
+static void keep_log(void *arg, int level, const char *pass, const char *msg)
+{
+	struct logbuf *b = arg;
+
+	(void)level;
+	b->len += (size_t)snprintf(b->text + b->len, sizeof(b->text) - b->len, "%s: %s\n",
+				   pass ? pass : "", msg);
+	if (b->len >= sizeof(b->text))
+		b->len = sizeof(b->text) - 1;
+}
+
+static void run_logged(const char *text, struct logbuf *log)
+{
+	struct mc_err err = { 0 };
+	struct mc_pipeline *p;
+
+	write_file(spath("p.yaml"), text, strlen(text));
+	p = mc_pipeline_load(spath("p.yaml"), NULL, 0, reg, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	memset(log, 0, sizeof(*log));
+	mc_pipeline_set_log(p, keep_log, log);
+	ck_assert_msg(mc_pipeline_run(p, NULL, &err) == 0, "%s", err.msg);
+	mc_pipeline_free(p);
+}
+
+/* Per-channel parameters that a removed channel's reference zeroes. */
+static void zero_channel(struct mc_model *m, const char *node, const char *what, int64_t c)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "%s.%s", node, what);
+	((float *)mc_model_param(m, name)->data)[c] = 0;
+}
+
+/* The reference of a structured removal: in the dense model, layer rows of
+ * the units ranked lowest (jointly: L1 over all layers of the group) are
+ * zeroed, and so are gamma and beta of every batch norm carrying those
+ * channels, so that the removed channels are zero wherever they flow. */
+static void mask_group(struct mc_model *m, const char *const *layers, const char *const *bns,
+		       double s, int64_t *kept)
+{
+	const struct mc_tensor *w0 = NULL;
+	int64_t out, drop;
+	double norm[256] = { 0 };
+
+	for (int l = 0; layers[l]; l++) {
+		char name[128];
+		const struct mc_tensor *w;
+		int64_t per;
+
+		snprintf(name, sizeof(name), "%s.weight", layers[l]);
+		w = mc_model_param(m, name);
+		w0 = w0 ? w0 : w;
+		per = w->numel / w->shape[0];
+		for (int64_t o = 0; o < w->shape[0]; o++)
+			for (int64_t k = 0; k < per; k++)
+				norm[o] += fabs(((const float *)w->data)[o * per + k]);
+	}
+	out = w0->shape[0];
+	drop = llround(s * (double)out);
+	*kept = out - drop;
+	for (int64_t o = 0; o < out; o++) {
+		int64_t below = 0;
+
+		for (int64_t q = 0; q < out; q++)
+			below += norm[q] < norm[o] || (norm[q] == norm[o] && q > o);
+		if (below >= drop)
+			continue;
+		for (int l = 0; layers[l]; l++) {
+			char name[128];
+			struct mc_tensor *w;
+			int64_t per;
+
+			snprintf(name, sizeof(name), "%s.weight", layers[l]);
+			w = mc_model_param(m, name);
+			per = w->numel / w->shape[0];
+			memset((float *)w->data + o * per, 0, (size_t)per * sizeof(float));
+		}
+		for (int b = 0; bns[b]; b++) {
+			zero_channel(m, bns[b], "weight", o);
+			zero_channel(m, bns[b], "bias", o);
+		}
+	}
+}
+
+/* Batch norms with statistics and affine parameters of their own, so that a
+ * channel gathered from the wrong place shows. */
+static void shake_batchnorms(struct mc_model *m)
+{
+	uint32_t x = 12345;
+
+	for (int i = 0; i < mc_model_n_nodes(m); i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		if (strcmp(nd->op->name, "batchnorm"))
+			continue;
+		for (int p = 0; p < nd->n_params; p++) {
+			float *v = nd->params[p]->data;
+
+			for (int64_t k = 0; k < nd->params[p]->numel; k++) {
+				x = x * 1664525u + 1013904223u;
+				/* (0.5, 1.5) for every one: positive variances, gammas off 1 */
+				v[k] = 0.5f + (float)(x >> 8) / 16777216.0f;
+				if (p == 1 || p == 2)
+					v[k] -= 1.0f; /* beta and mean around 0 */
+			}
+		}
+	}
+}
+
+START_TEST(test_structured_residual)
+{
+	static const char *const grp[] = { "stem", "s.1.project", "s.2.project", NULL };
+	static const char *const grp_bn[] = { "stem_bn", "s.1.project_bn", "s.2.project_bn", NULL };
+	static const struct {
+		const char *layer, *bn1, *bn2;
+	} alone[] = {
+		{ "b0.expand", "b0.expand_bn", "b0.dw_bn" },
+		{ "s.1.expand", "s.1.expand_bn", "s.1.dw_bn" },
+		{ "s.2.expand", "s.2.expand_bn", "s.2.dw_bn" },
+		{ "down.expand", "down.expand_bn", "down.dw_bn" },
+		{ "down.project", "down.project_bn", NULL },
+	};
+	struct mc_model *masked, *p;
+	struct mc_err err = { 0 };
+	struct logbuf log;
+	char text[8192];
+	int64_t kept;
+
+	/* the dense model as built, then its batch norms made distinct */
+	PATHF(text,
+	      "mcomp: 1\nseed: 3\ndata:\n  train: {idx: train}\n  test: {idx: test}\n%s"
+	      "passes: []\noutput: {model: m, path: dense.safetensors}\n",
+	      res_blocks);
+	run_logged(text, &log);
+	masked = load("dense.safetensors");
+	shake_batchnorms(masked);
+	ck_assert_msg(mc_model_save(masked, spath("dense.safetensors"), &err) == 0, "%s", err.msg);
+
+	PATHF(text,
+	      "mcomp: 1\nseed: 3\ndata:\n  train: {idx: train}\n  test: {idx: test}\n"
+	      "models:\n  m: {load: dense.safetensors}\n"
+	      "passes:\n  - prune: {model: m, method: structured, sparsity: 0.5}\n"
+	      "output: {model: m, path: out.safetensors}\n");
+	run_logged(text, &log);
+	ck_assert_msg(strstr(log.text, "stem, s.1.project, s.2.project: tied through add "
+					"'s.1.residual', 's.2.residual', pruned together"),
+		      "%s", log.text);
+	ck_assert_msg(strstr(log.text, "b0.project: kept whole: add 'b0.residual' also reads "
+					"the model input"),
+		      "%s", log.text);
+	ck_assert_msg(strstr(log.text, "b0.dw: kept whole: it is a depthwise convolution"), "%s",
+		      log.text);
+	p = load("out.safetensors");
+
+	/* shapes: the group and each expansion at half width, everything that
+	 * reads them (depthwise filters, batch norms, consumers) along */
+	mask_group(masked, grp, grp_bn, 0.5, &kept);
+	ck_assert_int_eq(kept, 4);
+	for (int l = 0; grp[l]; l++) {
+		char name[128];
+
+		snprintf(name, sizeof(name), "%s.weight", grp[l]);
+		ck_assert_int_eq(mc_model_param(p, name)->shape[0], 4);
+		snprintf(name, sizeof(name), "%s.running_var", grp_bn[l]);
+		ck_assert_int_eq(mc_model_param(p, name)->shape[0], 4);
+	}
+	ck_assert_int_eq(mc_model_param(p, "b0.project.weight")->shape[0], 1); /* whole */
+	ck_assert_int_eq(mc_model_param(p, "stem.weight")->shape[1], 1);
+	ck_assert_int_eq(mc_model_param(p, "s.1.expand.weight")->shape[0], 8);
+	ck_assert_int_eq(mc_model_param(p, "s.1.expand.weight")->shape[1], 4);
+	ck_assert_int_eq(mc_model_param(p, "s.1.dw.weight")->shape[0], 8);
+	ck_assert_int_eq(mc_model_param(p, "s.1.dw.weight")->shape[1], 1);
+	ck_assert_int_eq(mc_node_attr_int(mc_model_node(p, mc_model_find(p, "s.1.dw")), "groups",
+					  0), 8);
+	ck_assert_int_eq(mc_model_param(p, "s.1.project.weight")->shape[1], 8);
+	ck_assert_int_eq(mc_model_param(p, "down.expand.weight")->shape[1], 4);
+	ck_assert_int_eq(mc_model_param(p, "down.project.weight")->shape[0], 6);
+	ck_assert_int_eq(mc_model_param(p, "fc.weight")->shape[1], 6);
+	ck_assert_int_eq(mc_model_param(p, "fc.weight")->shape[0], 4);
+	for (size_t k = 0; k < sizeof(alone) / sizeof(alone[0]); k++) {
+		const char *const one[] = { alone[k].layer, NULL };
+		const char *const bns[] = { alone[k].bn1, alone[k].bn2, NULL };
+		char name[128];
+
+		mask_group(masked, one, bns, 0.5, &kept);
+		snprintf(name, sizeof(name), "%s.weight", alone[k].layer);
+		ck_assert_int_eq(mc_model_param(p, name)->shape[0], kept);
+	}
+	/* and the same function as the dense model with those channels zeroed */
+	assert_same_function(masked, p);
+	mc_model_free(masked);
+	mc_model_free(p);
+}
+END_TEST
+
 START_TEST(test_nm_pattern)
 {
 	static const int nm[][2] = { { 2, 4 }, { 4, 8 }, { 1, 4 } };
@@ -561,6 +860,11 @@ START_TEST(test_invalid_params)
 	expect_refused("      model: m\n      exclude: [\"nope*\"]\n", 11,
 		       "no layer of model 'm' matches 'nope*'");
 	expect_refused("      model: m\n      schedule: gradual\n", 9, "finetune_epochs");
+	expect_refused("      model: m\n      schedule: polynomial\n", 9, "finetune_epochs");
+	expect_refused("      model: m\n      schedule: gradual\n      power: 2\n"
+		       "      finetune_epochs: 1\n", 12, "power is the exponent of schedule: polynomial");
+	expect_refused("      model: m\n      schedule: polynomial\n      power: 0\n"
+		       "      finetune_epochs: 1\n", 12, "power");
 	expect_refused("      model: m\n      mode: sensitivity\n      eval_data: train\n", 12,
 		       "'train' is the training split");
 	expect_refused("      model: m\n      method: structured\n      exclude: [\"fc1\", \"fc2\"]\n",
@@ -579,9 +883,11 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_global_exact);
 	tcase_add_test(tc, test_masks_survive_finetune);
 	tcase_add_test(tc, test_gradual_formula);
+	tcase_add_test(tc, test_polynomial_schedule);
 	tcase_add_test(tc, test_structured_mlp);
 	tcase_add_test(tc, test_structured_through_activations);
 	tcase_add_test(tc, test_structured_cnn);
+	tcase_add_test(tc, test_structured_residual);
 	tcase_add_test(tc, test_nm_pattern);
 	tcase_add_test(tc, test_sensitivity);
 	tcase_add_test(tc, test_invalid_params);

@@ -36,6 +36,7 @@ struct mc_exec {
 	 */
 	int *fused;
 	int *pool;
+	int defer_linear; /* mc_exec_defer_linear */
 	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
 	double *prof; /* [2 * n_nodes] ms forward, backward, added to (mc_exec_profile) */
 	const float *x;
@@ -410,7 +411,9 @@ static void backward_node(struct mc_exec *e, int i, const float *dlogits)
 		}
 	}
 	nd->op->backward(nd, &e->run, e->n, in, e->act[i], i == last ? dlogits : e->dact[i],
-			 din, &e->grads[i * MC_NODE_MAX_PARAMS]);
+			 din,
+			 e->defer_linear && nd->op == &mc_op_linear ? NULL :
+								      &e->grads[i * MC_NODE_MAX_PARAMS]);
 	for (int k = 0; k < nd->n_inputs; k++) {
 		int64_t total;
 		float *dst;
@@ -466,4 +469,21 @@ float *mc_exec_grad(struct mc_exec *e, int node, int param)
 	    param >= e->m->nodes[node]->n_params)
 		return NULL;
 	return e->grads[node * MC_NODE_MAX_PARAMS + param];
+}
+
+void mc_exec_defer_linear(struct mc_exec *e, int defer)
+{
+	e->defer_linear = defer;
+}
+
+const float *mc_exec_input(const struct mc_exec *e, int node, int k)
+{
+	int src = e->m->nodes[node]->inputs[k];
+
+	return src == MC_NODE_INPUT ? e->x : e->act[src];
+}
+
+const float *mc_exec_dout(const struct mc_exec *e, int node)
+{
+	return e->dact ? e->dact[node] : NULL;
 }

@@ -1244,6 +1244,43 @@ int mc_model_set_attrs(struct mc_model *m, int i, const struct mc_attr *attrs,
 	return change_commit(&c, err);
 }
 
+int mc_model_set_attrs_n(struct mc_model *m, int n, const int *nodes,
+			 const struct mc_attr *const *attrs, struct mc_err *err)
+{
+	struct change c;
+	int r;
+
+	for (int k = 0; k < n; k++)
+		if (nodes[k] < 0 || nodes[k] >= m->n_nodes)
+			return bad_index(m, nodes[k], err);
+	r = change_init(&c, m, 0, err);
+	if (r)
+		return r;
+	for (int k = 0; k < n; k++) {
+		int i = nodes[k];
+		const struct mc_node *nd = m->nodes[i];
+
+		/* a node listed twice takes both sets, in order */
+		if (!c.s[i].attrs) {
+			c.s[i].attrs = calloc(1, nd->op->attr_size ? nd->op->attr_size : 1);
+			if (!c.s[i].attrs || mc_param_copy(nd->op->attrs, c.s[i].attrs, nd->attrs,
+							   nd->op->attr_size)) {
+				free(c.s[i].attrs);
+				c.s[i].attrs = NULL;
+				change_free(&c);
+				return mc_err_set(err, MC_ENOMEM, "out of memory");
+			}
+		}
+		r = apply_attrs(nd->op, c.s[i].attrs, attrs[k], nd->name, err);
+		if (r) {
+			change_free(&c);
+			return r;
+		}
+		touch(&c, i);
+	}
+	return change_commit(&c, err);
+}
+
 int mc_model_rewire(struct mc_model *m, int from, int to, int after, struct mc_err *err)
 {
 	struct change c;

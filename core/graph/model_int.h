@@ -58,4 +58,20 @@ int mc_model_fits(const struct mc_model *m, uint64_t extra, const char *origin,
  * a run resumed after step s continues as if it had run s forwards. */
 void mc_exec_set_step(struct mc_exec *e, uint64_t step);
 
+/*
+ * Data-parallel training (train.c): with defer set, mc_backward leaves the
+ * parameter gradients of linear nodes alone (computing only what flows to
+ * their inputs), for the caller to sum them over every rank's samples.
+ * mc_exec_input is input k of node as the last forward fed it, and
+ * mc_exec_dout the gradient of node's output from the last backward (not
+ * for the last node, whose is the caller's dlogits).
+ */
+/* mc_softmax_xent's work for rows [0, n) of a batch of n_all: each row's
+ * loss added to *total in order, dlogits divided by n_all. */
+void mc_softmax_xent_part(const float *logits, const uint8_t *labels, int n, int classes,
+			  int n_all, float *dlogits, double *total);
+void mc_exec_defer_linear(struct mc_exec *e, int defer);
+const float *mc_exec_input(const struct mc_exec *e, int node, int k);
+const float *mc_exec_dout(const struct mc_exec *e, int node);
+
 #endif

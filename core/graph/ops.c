@@ -185,13 +185,9 @@ int mc_op_register(const struct mc_op *op, const char *provider, struct mc_err *
 
 /* ---------------------------------------------------------------- loss */
 
-float mc_softmax_xent(const float *logits, const uint8_t *labels, int n, int classes,
-		      float *dlogits)
+void mc_softmax_xent_part(const float *logits, const uint8_t *labels, int n, int classes,
+			  int n_all, float *dlogits, double *total)
 {
-	double total = 0.0;
-
-	if (n <= 0 || classes <= 0)
-		return 0.0f;
 	/* Rows in order, in double: the sum is the same for any thread count. */
 	for (int i = 0; i < n; i++) {
 		const float *z = logits + (size_t)i * classes;
@@ -204,14 +200,24 @@ float mc_softmax_xent(const float *logits, const uint8_t *labels, int n, int cla
 		for (int c = 0; c < classes; c++)
 			sum += exp((double)z[c] - mx);
 		lse = mx + log(sum);
-		total += lse - z[y];
+		*total += lse - z[y];
 		if (dlogits) {
 			float *d = dlogits + (size_t)i * classes;
 
 			for (int c = 0; c < classes; c++)
-				d[c] = (float)((exp((double)z[c] - lse) - (c == y)) / n);
+				d[c] = (float)((exp((double)z[c] - lse) - (c == y)) / n_all);
 		}
 	}
+}
+
+float mc_softmax_xent(const float *logits, const uint8_t *labels, int n, int classes,
+		      float *dlogits)
+{
+	double total = 0.0;
+
+	if (n <= 0 || classes <= 0)
+		return 0.0f;
+	mc_softmax_xent_part(logits, labels, n, classes, n, dlogits, &total);
 	return (float)(total / n);
 }
 

@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "graph/ops_int.h"
 
 /* What ONNX's Clip means by no bound: float's lowest and highest. */
@@ -185,11 +189,26 @@ static void clip_forward(const struct mc_node *node, const struct mc_run *run, i
 	float lo = (float)a->min, hi = (float)a->max;
 	int64_t total = (int64_t)n * node->out_numel;
 
-	EACH(total)
-	for (int64_t i = 0; i < total; i++) {
-		float v = x[i] < lo ? lo : x[i];
+#pragma omp parallel for schedule(static) if (total >= MC_PAR_MIN)
+	for (int64_t c = 0; c < total; c += MC_CHUNK) {
+		int64_t i = c, end = c + MC_CHUNK < total ? c + MC_CHUNK : total;
+#ifdef __SSE2__
+		/* Selects, exact: the scalar loop's values, NaN included. */
+		__m128 vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
 
-		out[i] = v > hi ? hi : v;
+		for (; i + 4 <= end; i += 4) {
+			__m128 v = _mm_loadu_ps(x + i), m = _mm_cmplt_ps(v, vlo);
+
+			v = _mm_or_ps(_mm_and_ps(m, vlo), _mm_andnot_ps(m, v));
+			m = _mm_cmpgt_ps(v, vhi);
+			_mm_storeu_ps(out + i, _mm_or_ps(_mm_and_ps(m, vhi), _mm_andnot_ps(m, v)));
+		}
+#endif
+		for (; i < end; i++) {
+			float v = x[i] < lo ? lo : x[i];
+
+			out[i] = v > hi ? hi : v;
+		}
 	}
 }
 
@@ -205,9 +224,22 @@ static void clip_backward(const struct mc_node *node, const struct mc_run *run, 
 
 	if (!dx)
 		return;
-	EACH(total)
-	for (int64_t i = 0; i < total; i++)
-		dx[i] = x[i] > lo && x[i] < hi ? dout[i] : 0.0f;
+#pragma omp parallel for schedule(static) if (total >= MC_PAR_MIN)
+	for (int64_t c = 0; c < total; c += MC_CHUNK) {
+		int64_t i = c, end = c + MC_CHUNK < total ? c + MC_CHUNK : total;
+#ifdef __SSE2__
+		__m128 vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
+
+		for (; i + 4 <= end; i += 4) {
+			__m128 v = _mm_loadu_ps(x + i);
+			__m128 keep = _mm_and_ps(_mm_cmpgt_ps(v, vlo), _mm_cmplt_ps(v, vhi));
+
+			_mm_storeu_ps(dx + i, _mm_and_ps(keep, _mm_loadu_ps(dout + i)));
+		}
+#endif
+		for (; i < end; i++)
+			dx[i] = x[i] > lo && x[i] < hi ? dout[i] : 0.0f;
+	}
 }
 
 const struct mc_op mc_op_clip = {

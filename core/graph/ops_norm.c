@@ -6,7 +6,8 @@
  * Batch norm normalizes each channel of [C, H, W] (or each feature of [F])
  * over the batch and the spatial positions. Each thread owns whole channels
  * and sums them in one order (in double), so statistics, running averages
- * and gradients are the same bits for any thread count. Its running
+ * and gradients are the same bits for any thread count (a thread runs a few
+ * channels' sums side by side, each in its own order: BN_G). Its running
  * statistics are parameters 2 and 3, marked as buffers (n_buffers = 2) so
  * that optimizers leave them alone; they are saved with the model.
  *
@@ -64,33 +65,67 @@ static void bn_init(struct mc_node *node, uint64_t seed, uint64_t stream)
 	}
 }
 
-/* Mean and 1/sqrt(var + eps) of channel c: the batch's (training) or the running ones. */
+/*
+ * Channels per work item. Each channel's sums run in one order (samples,
+ * then positions, in double), a dependency chain of additions; a work item
+ * runs BN_G channels' chains side by side so that they overlap in the
+ * pipeline, each still summed in its own order: the same bits as one
+ * channel at a time.
+ */
+#define BN_G 4
+
+/* Mean and variance of channels c0 .. c0+g-1 (g <= BN_G): the batch's
+ * (training) or the running ones. */
 static void bn_stats(const struct mc_node *node, const struct mc_run *run, int n, const float *x,
-		     int64_t c, double *mean, double *var)
+		     int64_t c0, int g, double *mean, double *var)
 {
 	const struct bn_attrs *a = node->attrs;
 	int64_t C = node->out_shape[0], S = a->area;
-	double sum = 0, sq = 0;
+	double sum[BN_G] = {0}, sq[BN_G] = {0}, cnt = (double)n * S;
 
 	if (!run->training) {
-		*mean = ((const float *)node->params[2]->data)[c];
-		*var = ((const float *)node->params[3]->data)[c];
+		for (int k = 0; k < g; k++) {
+			mean[k] = ((const float *)node->params[2]->data)[c0 + k];
+			var[k] = ((const float *)node->params[3]->data)[c0 + k];
+		}
 		return;
 	}
 	for (int s = 0; s < n; s++) {
-		const float *r = x + ((int64_t)s * C + c) * S;
+		const float *r = x + ((int64_t)s * C + c0) * S;
 
-		for (int64_t j = 0; j < S; j++)
-			sum += r[j];
+		if (g == BN_G)
+			for (int64_t j = 0; j < S; j++) {
+				sum[0] += r[j];
+				sum[1] += r[S + j];
+				sum[2] += r[2 * S + j];
+				sum[3] += r[3 * S + j];
+			}
+		else
+			for (int k = 0; k < g; k++)
+				for (int64_t j = 0; j < S; j++)
+					sum[k] += r[k * S + j];
 	}
-	*mean = sum / ((double)n * S);
+	for (int k = 0; k < g; k++)
+		mean[k] = sum[k] / cnt;
 	for (int s = 0; s < n; s++) {
-		const float *r = x + ((int64_t)s * C + c) * S;
+		const float *r = x + ((int64_t)s * C + c0) * S;
 
-		for (int64_t j = 0; j < S; j++)
-			sq += (r[j] - *mean) * (r[j] - *mean);
+		if (g == BN_G) {
+			double m0 = mean[0], m1 = mean[1], m2 = mean[2], m3 = mean[3];
+
+			for (int64_t j = 0; j < S; j++) {
+				sq[0] += (r[j] - m0) * (r[j] - m0);
+				sq[1] += (r[S + j] - m1) * (r[S + j] - m1);
+				sq[2] += (r[2 * S + j] - m2) * (r[2 * S + j] - m2);
+				sq[3] += (r[3 * S + j] - m3) * (r[3 * S + j] - m3);
+			}
+		} else
+			for (int k = 0; k < g; k++)
+				for (int64_t j = 0; j < S; j++)
+					sq[k] += (r[k * S + j] - mean[k]) * (r[k * S + j] - mean[k]);
 	}
-	*var = sq / ((double)n * S); /* biased, as the normalization uses */
+	for (int k = 0; k < g; k++)
+		var[k] = sq[k] / cnt; /* biased, as the normalization uses */
 }
 
 /* out[n, C, S] = (in - mean[C]) / sqrt(var[C] + eps) * weight[C] + bias[C];
@@ -102,29 +137,49 @@ static void bn_forward(const struct mc_node *node, const struct mc_run *run, int
 	const float *w = node->params[0]->data, *b = node->params[1]->data;
 	float *rm = node->params[2]->data, *rv = node->params[3]->data;
 	int64_t C = node->out_shape[0], S = a->area, N = (int64_t)n * S;
+	int64_t groups = (C + BN_G - 1) / BN_G;
 
 #pragma omp parallel for schedule(static) if ((int64_t)n * C * S >= MC_PAR_MIN)
-	for (int64_t c = 0; c < C; c++) {
-		double mean, var;
-		float scale, shift;
+	for (int64_t gi = 0; gi < groups; gi++) {
+		int64_t c0 = gi * BN_G;
+		int g = C - c0 < BN_G ? (int)(C - c0) : BN_G;
+		double mean[BN_G], var[BN_G];
 
-		bn_stats(node, run, n, in[0], c, &mean, &var);
-		scale = (float)(w[c] / sqrt(var + a->eps));
-		shift = (float)(b[c] - mean * scale);
-		for (int s = 0; s < n; s++) {
-			const float *x = in[0] + ((int64_t)s * C + c) * S;
-			float *y = out + ((int64_t)s * C + c) * S;
+		bn_stats(node, run, n, in[0], c0, g, mean, var);
+		for (int k = 0; k < g; k++) {
+			int64_t c = c0 + k;
+			float scale = (float)(w[c] / sqrt(var[k] + a->eps));
+			float shift = (float)(b[c] - mean[k] * scale);
 
-			for (int64_t j = 0; j < S; j++)
-				y[j] = x[j] * scale + shift;
+			for (int s = 0; s < n; s++) {
+				const float *x = in[0] + ((int64_t)s * C + c) * S;
+				float *y = out + ((int64_t)s * C + c) * S;
+
+#pragma omp simd
+				for (int64_t j = 0; j < S; j++)
+					y[j] = x[j] * scale + shift;
+			}
+			if (run->training) {
+				/* the running variance is unbiased, as PyTorch keeps it */
+				double unbiased = N > 1 ? var[k] * (double)N / (double)(N - 1) : var[k];
+
+				rm[c] = (float)((1 - a->momentum) * rm[c] + a->momentum * mean[k]);
+				rv[c] = (float)((1 - a->momentum) * rv[c] + a->momentum * unbiased);
+			}
 		}
-		if (run->training) {
-			/* the running variance is unbiased, as PyTorch keeps it */
-			double unbiased = N > 1 ? var * (double)N / (double)(N - 1) : var;
+	}
+}
 
-			rm[c] = (float)((1 - a->momentum) * rm[c] + a->momentum * mean);
-			rv[c] = (float)((1 - a->momentum) * rv[c] + a->momentum * unbiased);
-		}
+/* dx = w * istd * (dy - (sdy + xhat * sdyx) / N) over one row (training) */
+static void bn_dx_train(const float *x, const float *dy, float *dx, int64_t S, double mean,
+			double istd, double sdy, double sdyx, double N, double w)
+{
+#pragma omp simd
+	for (int64_t j = 0; j < S; j++) {
+		double g = dy[j];
+
+		g -= (sdy + (x[j] - mean) * istd * sdyx) / N;
+		dx[j] = (float)(w * istd * g);
 	}
 }
 
@@ -137,39 +192,62 @@ static void bn_backward(const struct mc_node *node, const struct mc_run *run, in
 	const struct bn_attrs *a = node->attrs;
 	const float *w = node->params[0]->data;
 	int64_t C = node->out_shape[0], S = a->area, N = (int64_t)n * S;
+	int64_t groups = (C + BN_G - 1) / BN_G;
 
 #pragma omp parallel for schedule(static) if ((int64_t)n * C * S >= MC_PAR_MIN)
-	for (int64_t c = 0; c < C; c++) {
-		double mean, var, istd, sdy = 0, sdyx = 0;
+	for (int64_t gi = 0; gi < groups; gi++) {
+		int64_t c0 = gi * BN_G;
+		int g = C - c0 < BN_G ? (int)(C - c0) : BN_G;
+		double mean[BN_G], var[BN_G], istd[BN_G], sdy[BN_G] = {0}, sdyx[BN_G] = {0};
 
-		bn_stats(node, run, n, in[0], c, &mean, &var);
-		istd = 1.0 / sqrt(var + a->eps);
+		bn_stats(node, run, n, in[0], c0, g, mean, var);
+		for (int k = 0; k < g; k++)
+			istd[k] = 1.0 / sqrt(var[k] + a->eps);
 		for (int s = 0; s < n; s++) {
-			const float *x = in[0] + ((int64_t)s * C + c) * S;
-			const float *dy = dout + ((int64_t)s * C + c) * S;
+			const float *x = in[0] + ((int64_t)s * C + c0) * S;
+			const float *dy = dout + ((int64_t)s * C + c0) * S;
 
-			for (int64_t j = 0; j < S; j++) {
-				sdy += dy[j];
-				sdyx += dy[j] * ((x[j] - mean) * istd);
-			}
+			if (g == BN_G)
+				for (int64_t j = 0; j < S; j++) {
+					sdy[0] += dy[j];
+					sdyx[0] += dy[j] * ((x[j] - mean[0]) * istd[0]);
+					sdy[1] += dy[S + j];
+					sdyx[1] += dy[S + j] * ((x[S + j] - mean[1]) * istd[1]);
+					sdy[2] += dy[2 * S + j];
+					sdyx[2] += dy[2 * S + j] * ((x[2 * S + j] - mean[2]) * istd[2]);
+					sdy[3] += dy[3 * S + j];
+					sdyx[3] += dy[3 * S + j] * ((x[3 * S + j] - mean[3]) * istd[3]);
+				}
+			else
+				for (int k = 0; k < g; k++)
+					for (int64_t j = 0; j < S; j++) {
+						sdy[k] += dy[k * S + j];
+						sdyx[k] += dy[k * S + j] *
+							   ((x[k * S + j] - mean[k]) * istd[k]);
+					}
 		}
-		if (grads && grads[0])
-			grads[0][c] += (float)sdyx;
-		if (grads && grads[1])
-			grads[1][c] += (float)sdy;
-		if (!din[0])
-			continue;
-		for (int s = 0; s < n; s++) {
-			const float *x = in[0] + ((int64_t)s * C + c) * S;
-			const float *dy = dout + ((int64_t)s * C + c) * S;
-			float *dx = din[0] + ((int64_t)s * C + c) * S;
+		for (int k = 0; k < g; k++) {
+			int64_t c = c0 + k;
 
-			for (int64_t j = 0; j < S; j++) {
-				double g = dy[j];
+			if (grads && grads[0])
+				grads[0][c] += (float)sdyx[k];
+			if (grads && grads[1])
+				grads[1][c] += (float)sdy[k];
+			if (!din[0])
+				continue;
+			for (int s = 0; s < n; s++) {
+				const float *x = in[0] + ((int64_t)s * C + c) * S;
+				const float *dy = dout + ((int64_t)s * C + c) * S;
+				float *dx = din[0] + ((int64_t)s * C + c) * S;
 
-				if (run->training)
-					g -= (sdy + (x[j] - mean) * istd * sdyx) / (double)N;
-				dx[j] = (float)(w[c] * istd * g);
+				if (run->training) {
+					bn_dx_train(x, dy, dx, S, mean[k], istd[k], sdy[k], sdyx[k],
+						    (double)N, w[c]);
+					continue;
+				}
+#pragma omp simd
+				for (int64_t j = 0; j < S; j++)
+					dx[j] = (float)(w[c] * istd[k] * (double)dy[j]);
 			}
 		}
 	}

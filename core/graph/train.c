@@ -17,6 +17,8 @@
 #include <mcomp/train.h>
 
 #include "graph/model_int.h"
+#include "graph/ops_int.h"
+#include "kernels/gemm.h"
 
 /* Shuffling and augmentation streams, apart from the parameter-init streams
  * of model.c (1 << 56) and dropout's (3 << 56, ops_int.h). */
@@ -149,6 +151,132 @@ static void gather(const struct mc_dataset *d, const struct mc_train_conf *c, in
 	}
 }
 
+/* ---------------------------------------------------------------- data parallel */
+
+static const struct mc_dist *dist; /* NULL: one process */
+
+void mc_dist_set(const struct mc_dist *d)
+{
+	dist = d && d->size > 1 ? d : NULL;
+}
+
+int mc_dist_ranks(void)
+{
+	return dist ? dist->size : 1;
+}
+
+/*
+ * Whether a run of m splits its batches over the ranks: only nodes whose
+ * work is per sample but for their parameter gradients (linear, relu,
+ * flatten), the cross-entropy as the loss, and batches of one GEMM slice
+ * (within one, a weight gradient's sum over the batch is one chain of
+ * fused multiply-adds, which the ranks continue one after another:
+ * kernels/gemm.h). A batch also needs 4 samples per rank, so that no
+ * rank's product takes the GEMV path (sums in another order).
+ */
+static int dp_eligible(const struct mc_model *m, const struct mc_train_hooks *hooks, int bs)
+{
+	if (!dist || (hooks && hooks->loss) || bs > MC_SGEMM_KC)
+		return 0;
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_op *op = m->nodes[i]->op;
+
+		if (op != &mc_op_linear && op != &mc_op_relu && op != &mc_op_flatten)
+			return 0;
+		if (op == &mc_op_linear && m->nodes[i]->n_inputs != 1)
+			return 0;
+	}
+	return 1;
+}
+
+static int dp_fail(struct mc_err *err, const char *what, int peer)
+{
+	return mc_err_set(err, MC_ERUN, "training: rank %d of %d: %s rank %d failed; stopped",
+			  dist->rank, dist->size, what, peer);
+}
+
+/*
+ * One step's forward and backward over the ranks (dp_eligible): this rank
+ * takes samples [n r / R, n (r + 1) / R) of the batch idx[0..n), and every
+ * sum over the batch goes on where the rank before left it, in sample
+ * order, as one process sums it: the loss (in double), each linear layer's
+ * bias gradient (floats added in turn) and weight gradient (a chain of
+ * FMAs, mc_sgemm_tn_chain). The last rank's sums go to every rank, which
+ * then all take the same optimizer step. terms holds bs doubles.
+ */
+static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_dataset *d,
+		   const struct mc_train_conf *c, int ep, const int64_t *idx, int n, float *x,
+		   uint8_t *y, float *dlogits, double *terms, float *loss, struct mc_err *err)
+{
+	int R = dist->size, r = dist->rank, lo = (int)((int64_t)n * r / R);
+	int nr = (int)((int64_t)n * (r + 1) / R) - lo, k = (int)m->n_classes;
+	int last = m->n_nodes - 1;
+	const float *logits;
+	/* the loss so far, and a signal any rank has had so far (mc_interrupt):
+	 * the last rank's goes to all, so that every rank stops after the same
+	 * step, where rank 0 writes the checkpoint */
+	struct {
+		double total;
+		int sig;
+	} sum = { 0, 0 };
+
+	gather(d, c, ep, idx + lo, nr, x, y);
+	logits = mc_forward(e, x, nr);
+	for (int i = 0; i < nr; i++) {
+		terms[i] = 0;
+		mc_softmax_xent_part(logits + (size_t)i * k, y + i, 1, k, n,
+				     dlogits + (size_t)i * k, &terms[i]);
+	}
+	mc_exec_zero_grad(e);
+	mc_exec_defer_linear(e, 1);
+	mc_backward(e, dlogits);
+	mc_exec_defer_linear(e, 0);
+	if (r > 0 && dist->recv(dist->arg, r - 1, &sum, sizeof(sum)))
+		return dp_fail(err, "receiving the loss from", r - 1);
+	for (int i = 0; i < nr; i++)
+		sum.total += terms[i];
+	if (!sum.sig)
+		sum.sig = mc_interrupted();
+	if (r < R - 1 && dist->send(dist->arg, r + 1, &sum, sizeof(sum)))
+		return dp_fail(err, "sending the loss to", r + 1);
+	for (int i = last; i >= 0; i--) {
+		const struct mc_node *nd = m->nodes[i];
+		float *gw, *gb;
+		const float *dout, *in;
+		int O, I;
+
+		if (nd->op != &mc_op_linear)
+			continue;
+		O = (int)nd->params[0]->shape[0];
+		I = (int)nd->params[0]->shape[1];
+		gw = mc_exec_grad(e, i, 0);
+		gb = nd->n_params > 1 ? mc_exec_grad(e, i, 1) : NULL;
+		dout = i == last ? dlogits : mc_exec_dout(e, i);
+		in = mc_exec_input(e, i, 0);
+		if (r > 0 && (dist->recv(dist->arg, r - 1, gw, (size_t)O * I * sizeof(float)) ||
+			      (gb && dist->recv(dist->arg, r - 1, gb, (size_t)O * sizeof(float)))))
+			return dp_fail(err, "receiving gradients from", r - 1);
+		mc_sgemm_tn_chain(O, I, nr, dout, O, in, I, gw, I, r == R - 1);
+		for (int j = 0; gb && j < nr; j++)
+			for (int o = 0; o < O; o++)
+				gb[o] += dout[(size_t)j * O + o];
+		if (r < R - 1 && (dist->send(dist->arg, r + 1, gw, (size_t)O * I * sizeof(float)) ||
+				  (gb && dist->send(dist->arg, r + 1, gb, (size_t)O * sizeof(float)))))
+			return dp_fail(err, "sending gradients to", r + 1);
+	}
+	if (dist->bcast(dist->arg, R - 1, &sum, sizeof(sum)))
+		return dp_fail(err, "the loss's broadcast from", R - 1);
+	if (sum.sig && !mc_interrupted())
+		mc_interrupt(sum.sig); /* another rank's signal: stop here too */
+	for (int i = 0; i <= last; i++)
+		for (int p = 0; m->nodes[i]->op == &mc_op_linear && p < m->nodes[i]->n_params; p++)
+			if (dist->bcast(dist->arg, R - 1, mc_exec_grad(e, i, p),
+					(size_t)m->nodes[i]->params[p]->numel * sizeof(float)))
+				return dp_fail(err, "the gradients' broadcast from", R - 1);
+	*loss = (float)(sum.total / n);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- training */
 
 const char *const mc_optimizer_names[] = { "sgd", "adam", NULL };
@@ -223,8 +351,9 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 	struct mc_optim *o = NULL;
 	int64_t *perm = NULL, step, seen, seen0, total, steps, spe;
 	float *x = NULL, *dlogits = NULL;
+	double *terms = NULL;
 	uint8_t *y = NULL;
-	int bs, r;
+	int bs, r, dp;
 	double t0;
 
 	if (c->epochs < 0 || c->batch_size < 1)
@@ -259,7 +388,9 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 	x = mc_calloc((size_t)bs * (size_t)m->in_numel, sizeof(float));
 	y = malloc((size_t)bs);
 	dlogits = mc_calloc((size_t)bs * (size_t)m->n_classes, sizeof(float));
-	if (!perm || !x || !y || !dlogits) {
+	dp = dp_eligible(m, hooks, bs);
+	terms = dp ? malloc((size_t)bs * sizeof(*terms)) : NULL;
+	if (!perm || !x || !y || !dlogits || (dp && !terms)) {
 		r = mc_err_set(err, MC_ENOMEM, "training: out of memory for a batch of %d", bs);
 		goto out;
 	}
@@ -279,18 +410,26 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 			int n = d->n - b0 < bs ? (int)(d->n - b0) : bs;
 			const float *logits;
 			char status[128];
-			float loss;
+			float loss = 0;
 			double dt;
 
-			gather(d, c, ep, perm + b0, n, x, y);
-			logits = mc_forward(e, x, n);
-			if (hooks && hooks->loss)
-				loss = hooks->loss(hooks->arg, x, logits, perm + b0, n,
-						   (int)m->n_classes, dlogits);
-			else
-				loss = mc_softmax_xent(logits, y, n, (int)m->n_classes, dlogits);
-			mc_exec_zero_grad(e);
-			mc_backward(e, dlogits);
+			if (dp && n >= 4 * dist->size) {
+				r = dp_step(e, m, d, c, ep, perm + b0, n, x, y, dlogits, terms,
+					    &loss, err);
+				if (r)
+					goto out_bar;
+			} else {
+				gather(d, c, ep, perm + b0, n, x, y);
+				logits = mc_forward(e, x, n);
+				if (hooks && hooks->loss)
+					loss = hooks->loss(hooks->arg, x, logits, perm + b0, n,
+							   (int)m->n_classes, dlogits);
+				else
+					loss = mc_softmax_xent(logits, y, n, (int)m->n_classes,
+							       dlogits);
+				mc_exec_zero_grad(e);
+				mc_backward(e, dlogits);
+			}
 			mc_optim_set_lr(o, mc_lr_at(c, step, steps, ep));
 			mc_optim_step(o, m, e);
 			if (hooks && hooks->after_step) {
@@ -339,6 +478,7 @@ out_bar:
 	mc_progress_end();
 out:
 	mc_free(dlogits);
+	free(terms);
 	free(y);
 	mc_free(x);
 	free(perm);

@@ -454,6 +454,8 @@ static int write_checkpoint(struct mc_ckpass *k, const struct mc_model *tm, stru
 	size_t len;
 	int ret;
 
+	if (k->p->no_writes)
+		return 0; /* rank 0 of the job writes it */
 	ret = serialize(k, tm, o, pos, &buf, &len, err);
 	/* staged and put in place like every output; also once a signal came:
 	 * a second one ends mcomp at once and the old checkpoint stays */

@@ -136,6 +136,19 @@ MC_API const struct mc_dataset *mc_ctx_data(struct mc_ctx *ctx, const char *name
 	return d;
 }
 
+MC_API int mc_ctx_split_source(struct mc_ctx *ctx, const char *name, struct mc_data_source *src,
+				int64_t *first, int64_t *count)
+{
+	struct mc_pl_split *s = find_split(ctx->p, name);
+
+	if (!s)
+		return MC_EINVAL; /* a question, not an error: nothing recorded */
+	mc_pl_split_source(s, src);
+	*first = s->first;
+	*count = s->count;
+	return 0;
+}
+
 MC_API const struct mc_dataset *mc_ctx_eval_data(struct mc_ctx *ctx,
 						 const struct mc_dataset *fallback,
 						 const char *fallback_name, const char **name)
@@ -248,9 +261,42 @@ MC_API void mc_ctx_log(struct mc_ctx *ctx, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (ctx->quiet)
+		return;
 	va_start(ap, fmt);
 	vlog_line(ctx->p, MC_LOG_INFO, ctx->pp->pass->name, fmt, ap);
 	va_end(ap);
+}
+
+MC_API const struct mc_pass *mc_ctx_find_pass(struct mc_ctx *ctx, const char *name)
+{
+	return ctx->p->reg && name ? mc_registry_find(ctx->p->reg, name, NULL) : NULL;
+}
+
+MC_API int mc_ctx_run_pass(struct mc_ctx *ctx, const struct mc_pass *pass, const void *conf,
+			   int quiet)
+{
+	/* The inner pass is placed at the outer one's entry: its errors name
+	 * that line and the inner pass; it has no keys given, no row, no
+	 * checkpoints and no files of its own. */
+	struct mc_pl_pass pp = { .pass = pass, .so_path = ctx->pp->so_path,
+				 .conf = (void *)conf, .loc = ctx->pp->loc };
+	struct mc_ctx in = { .p = ctx->p, .pp = &pp, .err = ctx->err, .nested = 1,
+			     .quiet = quiet || ctx->quiet };
+	int ret;
+
+	if (ctx->validating)
+		return mc_ctx_error(ctx, NULL, MC_EINVAL, "a pass runs other passes in run(), not "
+				    "while it is validated; fix the pass");
+	if (!pass || !pass->run)
+		return mc_ctx_error(ctx, NULL, MC_EINVAL, "mc_ctx_run_pass: no pass to run; fix "
+				    "the pass");
+	ctx->err->msg[0] = '\0';
+	ret = pass->run(&in, conf);
+	if (ret && !ctx->err->msg[0])
+		mc_ctx_error(&in, NULL, ret, "failed without saying why");
+	ctx->placed |= in.placed;
+	return ret;
 }
 
 /* ---------------------------------------------------------------- files */
@@ -353,9 +399,14 @@ MC_API int mc_ctx_write(struct mc_ctx *ctx, const char *key, const void *buf, si
 	if (ctx->validating)
 		return mc_ctx_error(ctx, key, MC_EINVAL,
 				    "a pass writes files in run(), not while it is validated");
+	if (ctx->nested)
+		return mc_ctx_error(ctx, key, MC_EINVAL,
+				    "a pass run by another pass writes no files; leave it unset");
 	o = mc_pl_output_find(ctx->p, (int)(ctx->pp - ctx->p->passes), d, NULL);
 	if (!o)
 		return mc_ctx_error(ctx, key, MC_EINVAL, "not set: there is no file to write");
+	if (ctx->p->no_writes)
+		return 0; /* rank 0 of the job writes it */
 	ret = stage_output(ctx->p, o, 0, buf, len, &st, ctx->err);
 	if (!ret)
 		ret = commit_output(ctx->p, o, &st, ctx->err);
@@ -377,6 +428,8 @@ static void sweep_stale(struct mc_pipeline *p)
 {
 	struct timespec start;
 
+	if (p->no_writes)
+		return;
 	clock_gettime(CLOCK_REALTIME, &start);
 	for (int i = 0; i < p->n_outputs; i++)
 		mc_sweep_stale_temps(p->outputs[i].path, &start, note_stale, p);
@@ -799,6 +852,8 @@ static int write_results(struct mc_pipeline *p, struct mc_report *rep, FILE *out
 	size_t len = 0;
 	int ret = 0;
 
+	if (p->no_writes)
+		return 0;
 	if (p->output_path) {
 		om = find_model(p, p->output_model);
 		mo = mc_pl_output_find(p, -1, NULL, p->output_path);
@@ -857,6 +912,8 @@ static void write_failed_report(struct mc_pipeline *p, struct mc_report *rep, FI
 	int ret;
 
 	rep->error = error;
+	if (p->no_writes)
+		return;
 	ret = ro ? mc_report_text(rep, p, NULL, &text, &rerr) :
 		   mc_err_set(&rerr, MC_EINVAL, "not validated");
 	if (!ret)
@@ -872,6 +929,11 @@ static void write_failed_report(struct mc_pipeline *p, struct mc_report *rep, FI
 	else if (out)
 		fprintf(out, "wrote %s (the run %s)\n", ro->path,
 			 rep->error && mc_interrupted() ? "was interrupted" : "failed");
+}
+
+MC_API void mc_pipeline_set_writes(struct mc_pipeline *p, int on)
+{
+	p->no_writes = !on;
 }
 
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err)

@@ -44,6 +44,8 @@ struct mc_ctx {
 	json_t *metrics;	  /* of the current row */
 	struct mc_ckpass *ck;	  /* the pass's checkpoints (checkpoint.c), or NULL */
 	int placed;		  /* err came from mc_ctx_error: it names its place and the pass */
+	int nested;		  /* a pass run by another (mc_ctx_run_pass): no files, no row */
+	int quiet;		  /* its log lines are dropped */
 };
 
 /*

@@ -202,6 +202,35 @@ static char **path_field(const struct mc_pl_pass *pp, const struct mc_param_def 
 #define bad_at(l, loc, ...)                                                                        \
 	mc_errlist_add(&(l)->el, (loc)->file, (loc)->line, (loc)->col, __VA_ARGS__)
 
+/*
+ * *path with tag put into its file name (mc_pipeline_load_tagged): before
+ * the first '.' of the name that is not its first character, so that every
+ * extension (.safetensors.zst) stays: out/mlp.safetensors becomes
+ * out/mlp.TAG.safetensors, out/log becomes out/log.TAG. 0, or -1 when out of
+ * memory (*path unchanged).
+ */
+static int retag(char **path, const char *tag)
+{
+	const char *name, *dot;
+	size_t at, n;
+	char *t;
+
+	if (!tag || !*path)
+		return 0;
+	name = strrchr(*path, '/');
+	name = name ? name + 1 : *path;
+	dot = *name ? strchr(name + 1, '.') : NULL;
+	at = dot ? (size_t)(dot - *path) : strlen(*path);
+	n = strlen(*path) + strlen(tag) + 2;
+	t = malloc(n);
+	if (!t)
+		return -1;
+	snprintf(t, n, "%.*s.%s%s", (int)at, *path, tag, *path + at);
+	free(*path);
+	*path = t;
+	return 0;
+}
+
 /* The outputs, in the order of the file: the passes', the model, the report. */
 static int collect_outputs(struct ld *l)
 {
@@ -232,10 +261,14 @@ static int collect_outputs(struct ld *l)
 			}
 			if (!*path_field(pp, d))
 				continue; /* not written: a plot nobody asked for */
+			if (retag(path_field(pp, d), p->out_tag))
+				return -1;
 			snprintf(what, sizeof(what), "pass '%s', %s", pp->pass->name, d->name);
 			add_output(p, *path_field(pp, d), what, pass_key_loc(pp, d), i, d);
 		}
 	}
+	if (retag(&p->output_path, p->out_tag) || retag(&p->report_path, p->out_tag))
+		return -1;
 	if (p->output_path)
 		add_output(p, p->output_path, "output path", &p->output_loc, -1, NULL);
 	if (p->report_path)

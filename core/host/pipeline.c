@@ -85,6 +85,7 @@ MC_API void mc_pipeline_free(struct mc_pipeline *p)
 	free(p->output_model);
 	free(p->output_path);
 	free(p->report_path);
+	free(p->out_tag);
 	free(p->path);
 	free(p->dir);
 	free(p->text);
@@ -156,6 +157,18 @@ static char *dir_of(const char *path)
 MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const *sets, int n_sets,
 					    struct mc_registry *reg, struct mc_err *err)
 {
+	return mc_pipeline_load_tagged(path, sets, n_sets, NULL, reg, err);
+}
+
+MC_API const char *mc_pipeline_report_path(const struct mc_pipeline *p)
+{
+	return p->report_path;
+}
+
+MC_API struct mc_pipeline *mc_pipeline_load_tagged(const char *path, const char *const *sets,
+						   int n_sets, const char *tag,
+						   struct mc_registry *reg, struct mc_err *err)
+{
 	struct pl_full *f = calloc(1, sizeof(*f));
 	struct ld l = { .f = f };
 	struct mc_err own;
@@ -179,6 +192,10 @@ MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const 
 		n_sets = 0;
 	p->path = strdup(path);
 	p->dir = dir_of(path);
+	if (tag && *tag && !(p->out_tag = strdup(tag))) {
+		mc_err_set(err, MC_ENOMEM, "%s: out of memory", path);
+		goto fail;
+	}
 	p->sets = calloc((size_t)n_sets + 1, sizeof(*p->sets));
 	f->labels = calloc((size_t)n_sets + 1, sizeof(*f->labels));
 	if (!p->path || !p->dir || !p->sets || !f->labels) {

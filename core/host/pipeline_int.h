@@ -110,6 +110,8 @@ struct mc_pipeline {
 	unsigned output_onnx_flags; /* MC_ONNX_* of an ONNX output (output: int4: f32) */
 	int output_zstd_level;	    /* output: zstd_level (0: MC_ZSTD_LEVEL) */
 	char *report_path;    /* resolved, or NULL */
+	char *out_tag;	      /* put into every output's name (mc_pipeline_load_tagged), or NULL */
+	int no_writes;	      /* mc_pipeline_set_writes(p, 0): another rank writes the files */
 	struct mc_loc output_loc, report_loc; /* of their paths in the file */
 	int n_outputs;
 	struct mc_pl_output *outputs; /* every file written (outputs.c), in file order */

@@ -17,6 +17,7 @@
 
 #include <mcomp/pipeline.h>
 #include <mcomp/safetensors.h>
+#include <mcomp/train.h>
 
 #include "host/host_int.h"
 
@@ -293,6 +294,7 @@ static json_t *manifest(const struct mc_pipeline *p, const char *out_path, struc
 	json_object_set_new(m, "mcomp_version", json_string(MC_VERSION));
 	json_object_set_new(m, "seed", json_integer((json_int_t)p->seed));
 	json_object_set_new(m, "threads", json_integer(omp_get_max_threads()));
+	json_object_set_new(m, "ranks", json_integer(mc_dist_ranks()));
 	json_object_set_new(m, "gemm_kernel", json_string(mc_sgemm_kernel()));
 	for (i = 0; i < p->n_splits; i++) {
 		const struct mc_pl_split *s = &p->splits[i];

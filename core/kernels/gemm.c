@@ -33,7 +33,7 @@
 #include "kernels/cpu.h"
 #include "kernels/gemm.h"
 
-#define KC 256	      /* depth of a packed slice: an NR strip of B (32 KB) stays in L1 */
+#define KC MC_SGEMM_KC /* depth of a packed slice, 256: an NR strip of B (32 KB) stays in L1 */
 #define MCC 1152       /* rows of A packed at once (a multiple of every MR) */
 #define NCC 2048       /* columns of B packed at once */
 #define MB 8	       /* a unit of tile work: up to 8 MR strips of A against one NR strip of B */
@@ -1053,6 +1053,109 @@ void mc_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, 
 	      const float *B, int ldb, float beta, float *C, int ldc)
 {
 	sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/*
+ * A 4 x 16 tile of mc_sgemm_tn_chain at (i0, j0), held in registers over
+ * the K rows: each element one FMA per k, in order. The portable loop and
+ * the AVX2 one (chosen when the GEMM runs an x86 SIMD kernel) give the
+ * same bytes: an FMA rounds once either way.
+ */
+PORTABLE_CLONES static void chain_tile(int K, const float *restrict A, int lda,
+				       const float *restrict B, int ldb, float *restrict C,
+				       int ldc)
+{
+	float acc[4][16];
+
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 16; j++)
+			acc[i][j] = C[(size_t)i * ldc + j];
+	for (int k = 0; k < K; k++, A += lda, B += ldb)
+		for (int i = 0; i < 4; i++)
+			for (int j = 0; j < 16; j++)
+				acc[i][j] = __builtin_fmaf(A[i], B[j], acc[i][j]);
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < 16; j++)
+			C[(size_t)i * ldc + j] = acc[i][j];
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma"))) static void chain_tile_avx2(int K, const float *A, int lda,
+								 const float *B, int ldb, float *C,
+								 int ldc)
+{
+	__m256 c00 = _mm256_loadu_ps(C), c01 = _mm256_loadu_ps(C + 8);
+	__m256 c10 = _mm256_loadu_ps(C + ldc), c11 = _mm256_loadu_ps(C + ldc + 8);
+	__m256 c20 = _mm256_loadu_ps(C + 2 * ldc), c21 = _mm256_loadu_ps(C + 2 * ldc + 8);
+	__m256 c30 = _mm256_loadu_ps(C + 3 * ldc), c31 = _mm256_loadu_ps(C + 3 * ldc + 8);
+
+	for (int k = 0; k < K; k++, A += lda, B += ldb) {
+		__m256 b0 = _mm256_loadu_ps(B), b1 = _mm256_loadu_ps(B + 8), a;
+
+		a = _mm256_broadcast_ss(A);
+		c00 = _mm256_fmadd_ps(a, b0, c00);
+		c01 = _mm256_fmadd_ps(a, b1, c01);
+		a = _mm256_broadcast_ss(A + 1);
+		c10 = _mm256_fmadd_ps(a, b0, c10);
+		c11 = _mm256_fmadd_ps(a, b1, c11);
+		a = _mm256_broadcast_ss(A + 2);
+		c20 = _mm256_fmadd_ps(a, b0, c20);
+		c21 = _mm256_fmadd_ps(a, b1, c21);
+		a = _mm256_broadcast_ss(A + 3);
+		c30 = _mm256_fmadd_ps(a, b0, c30);
+		c31 = _mm256_fmadd_ps(a, b1, c31);
+	}
+	_mm256_storeu_ps(C, c00);
+	_mm256_storeu_ps(C + 8, c01);
+	_mm256_storeu_ps(C + ldc, c10);
+	_mm256_storeu_ps(C + ldc + 8, c11);
+	_mm256_storeu_ps(C + 2 * ldc, c20);
+	_mm256_storeu_ps(C + 2 * ldc + 8, c21);
+	_mm256_storeu_ps(C + 3 * ldc, c30);
+	_mm256_storeu_ps(C + 3 * ldc + 8, c31);
+}
+#endif
+
+/* The same for a tile at the edge, rows x cols (at most 4 x 16), element by element. */
+PORTABLE_CLONES static void chain_edge(int K, const float *A, int lda, const float *B, int ldb,
+				       float *C, int ldc, int rows, int cols)
+{
+	for (int i = 0; i < rows; i++)
+		for (int j = 0; j < cols; j++) {
+			float acc = C[(size_t)i * ldc + j];
+
+			for (int k = 0; k < K; k++)
+				acc = __builtin_fmaf(A[(size_t)k * lda + i], B[(size_t)k * ldb + j], acc);
+			C[(size_t)i * ldc + j] = acc;
+		}
+}
+
+void mc_sgemm_tn_chain(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+		       float *C, int ldc, int last)
+{
+	int mb = (M + 3) / 4, nb = (N + 15) / 16;
+	void (*tile)(int, const float *, int, const float *, int, float *, int) = chain_tile;
+
+#if defined(__x86_64__) || defined(__i386__)
+	if (strcmp(kernel()->name, "portable"))
+		tile = chain_tile_avx2;
+#endif
+
+#pragma omp parallel for schedule(static) if ((double)M * N * K >= PAR_MIN)
+	for (int t = 0; t < mb * nb; t++) {
+		int i0 = t / nb * 4, j0 = t % nb * 16;
+		int rows = M - i0 < 4 ? M - i0 : 4, cols = N - j0 < 16 ? N - j0 : 16;
+		float *c = C + (size_t)i0 * ldc + j0;
+
+		if (rows == 4 && cols == 16)
+			tile(K, A + i0, lda, B + j0, ldb, c, ldc);
+		else
+			chain_edge(K, A + i0, lda, B + j0, ldb, c, ldc, rows, cols);
+		/* stored as the kernels store C = acc + C onto a zeroed C */
+		for (int i = 0; last && i < rows; i++)
+			for (int j = 0; j < cols; j++)
+				c[(size_t)i * ldc + j] += 0.0f;
+	}
 }
 
 /* C[M, N] = bias in every row (zeros without): the start of a product with beta 1. */

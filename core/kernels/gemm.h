@@ -37,4 +37,19 @@ int mc_sgemm_pb(const char *kernel, int tb, int M, int N, int K, float alpha, co
 		int lda, const float *B, int ldb, const float *packed, const float *bias, int relu,
 		float beta, float *C, int ldc);
 
+/*
+ * Data-parallel training (core/graph/train.c) sums a weight gradient
+ * C[M, N] = A^T B over a batch's K rows split among ranks, and must give
+ * the bytes of one mc_sgemm(1, 0, M, N, K, 1, A, lda, B, ldb, 1, C, ldc) onto
+ * a zeroed C. Within a K slice of at most MC_SGEMM_KC rows every kernel
+ * sums each element as one chain of fused multiply-adds from 0, k in order,
+ * then stores C = acc + C. mc_sgemm_tn_chain continues that chain over the
+ * next rows: acc starts at C (the previous part's acc, 0 for the first) and
+ * runs over rows [0, K) of this part; with last, C = acc + 0 as the kernels
+ * store it (a zero's sign as they leave it). A is [K, M], B [K, N].
+ */
+#define MC_SGEMM_KC 256
+void mc_sgemm_tn_chain(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+		       float *C, int ldc, int last);
+
 #endif

@@ -165,6 +165,14 @@ MC_API int mc_model_rename_node(struct mc_model *m, int i, const char *name, str
 MC_API int mc_model_set_attrs(struct mc_model *m, int i, const struct mc_attr *attrs,
 			      struct mc_err *err);
 /*
+ * Sets attributes of nodes[k] to attrs[k] for k < n in one change: shapes are
+ * inferred again once, after all of them, so layers whose widths must agree
+ * (the inputs of an add; a depthwise convolution and the layer it reads)
+ * change together. Returns 0 or an error code; on error m is unchanged.
+ */
+MC_API int mc_model_set_attrs_n(struct mc_model *m, int n, const int *nodes,
+				const struct mc_attr *const *attrs, struct mc_err *err);
+/*
  * Makes every reader of node from (from = MC_NODE_INPUT: the model input)
  * that comes after node after (-1: all) read node to instead; to must come
  * before each of them. Returns 0 or an error code.

@@ -110,6 +110,16 @@ MC_API const struct mc_dataset *mc_ctx_data(struct mc_ctx *ctx, const char *name
 MC_API const struct mc_dataset *mc_ctx_eval_data(struct mc_ctx *ctx,
 						 const struct mc_dataset *fallback,
 						 const char *fallback_name, const char **name);
+/*
+ * Where split name comes from, as the pipeline file gives it (file names
+ * resolved against its folder, strings borrowed from the pipeline): the
+ * source and preprocessing, and the slice [*first, *first + *count) taken
+ * (*count < 0: to the end). For a pass that writes a pipeline reading the
+ * same samples (autocompress's recipe). 0, or MC_EINVAL for no such split
+ * (the context's error is left alone: a question, not a failure).
+ */
+MC_API int mc_ctx_split_source(struct mc_ctx *ctx, const char *name, struct mc_data_source *src,
+			       int64_t *first, int64_t *count);
 /* The pipeline's seed. */
 MC_API uint64_t mc_ctx_seed(struct mc_ctx *ctx);
 /* Nonzero while the host is validating (in check), zero while running. */
@@ -201,6 +211,24 @@ MC_API int mc_ctx_train(struct mc_ctx *ctx, struct mc_model *m, const struct mc_
  * stay valid until run() returns. 0, or MC_EINVAL for a name given twice.
  */
 MC_API int mc_ctx_keep(struct mc_ctx *ctx, const char *name, void *buf, size_t len);
+
+/*
+ * Passes that search over other passes' settings (autocompress) run them
+ * themselves, so that the model they return is exactly what a pipeline of
+ * those passes makes. mc_ctx_find_pass: the pass named name on the
+ * pipeline's search path (as a pipeline entry NAME: finds it), or NULL.
+ * mc_ctx_run_pass: runs pass on the pipeline's models with conf, a struct
+ * of pass->conf_size bytes that the caller fills from pass->params with
+ * mc_param_defaults and mc_param_set (and frees with mc_param_free); its
+ * check() is the caller's to call first when it matters. The inner pass
+ * reports no figures, writes no files, keeps no checkpoints, and mc_ctx_given
+ * is 0 for all its keys; with quiet its log lines are dropped. Its errors
+ * come back as the caller's, placed at the caller's entry in the pipeline
+ * file and naming the inner pass. Returns 0 or the inner pass's error code.
+ */
+MC_API const struct mc_pass *mc_ctx_find_pass(struct mc_ctx *ctx, const char *name);
+MC_API int mc_ctx_run_pass(struct mc_ctx *ctx, const struct mc_pass *pass, const void *conf,
+			   int quiet);
 
 /* A figure of the pass's own for the report row ("final_loss", 0.31). A NaN
  * or infinite value is stored as null, with a warning in the log. */

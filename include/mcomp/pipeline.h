@@ -70,6 +70,19 @@ struct mc_pipeline;
 MC_API struct mc_pipeline *mc_pipeline_load(const char *path, const char *const *sets, int n_sets,
 					    struct mc_registry *reg, struct mc_err *err);
 MC_API void mc_pipeline_free(struct mc_pipeline *p);
+/*
+ * As mc_pipeline_load, with tag put into the name of every file the pipeline
+ * writes (the output model, the report, each pass's output and checkpoint
+ * files), before the first '.' of the name: out/mlp.safetensors becomes
+ * out/mlp.TAG.safetensors. Several runs of one pipeline with their own tags
+ * (mcomp sweep) so write distinct files; the manifest lists the tagged
+ * paths. tag NULL or "" is mc_pipeline_load.
+ */
+MC_API struct mc_pipeline *mc_pipeline_load_tagged(const char *path, const char *const *sets,
+						   int n_sets, const char *tag,
+						   struct mc_registry *reg, struct mc_err *err);
+/* The resolved path of the pipeline's report (tagged), or NULL when it writes none. */
+MC_API const char *mc_pipeline_report_path(const struct mc_pipeline *p);
 
 /* What a log line is (mc_pipeline_set_log). */
 enum mc_log_level {
@@ -100,6 +113,12 @@ MC_API void mc_pipeline_set_log(struct mc_pipeline *p,
  * report is written all the same, with "status": "failed" and the error.
  */
 MC_API int mc_pipeline_run(struct mc_pipeline *p, FILE *out, struct mc_err *err);
+/*
+ * on 0: mc_pipeline_run writes no file at all (no model, report, pass output
+ * or checkpoint; a pass's mc_ctx_write succeeds without writing): the ranks
+ * other than 0 of a data-parallel run, which compute what rank 0 writes.
+ */
+MC_API void mc_pipeline_set_writes(struct mc_pipeline *p, int on);
 
 /*
  * `mcomp run --resume`: makes the next mc_pipeline_run go on from the

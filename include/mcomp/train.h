@@ -196,6 +196,29 @@ MC_API int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int
 		       double *accuracy, double *loss, struct mc_err *err);
 
 /*
+ * Data-parallel training over the ranks of a job (docs/distributed.md). The
+ * library calls no MPI itself: the host (the mcomp command under mpirun)
+ * hands it these operations, blocking, on bytes; each returns 0, or nonzero
+ * when the transfer failed. Every rank runs the same pipeline; mc_train then
+ * splits each batch of a model of linear, relu and flatten layers trained
+ * on the cross-entropy into one near-equal slice of samples per rank and
+ * continues each gradient's sums from rank to rank, so that the result is
+ * the same bytes as one process's for any rank count. Other training runs
+ * whole on every rank (the same bytes, no faster).
+ */
+struct mc_dist {
+	int rank, size;
+	void *arg;
+	int (*send)(void *arg, int to, const void *buf, size_t len);
+	int (*recv)(void *arg, int from, void *buf, size_t len);
+	int (*bcast)(void *arg, int root, void *buf, size_t len);
+};
+/* Installs d (borrowed until replaced; NULL or size 1: one process). */
+MC_API void mc_dist_set(const struct mc_dist *d);
+/* The ranks training is spread over: 1 without mc_dist_set. */
+MC_API int mc_dist_ranks(void);
+
+/*
  * Progress of long work (training, calibration), for the host to show. The
  * library never draws anything itself: it hands the label, the fraction done
  * in [0, 1] and a status line to the sink the host installed, at most ten

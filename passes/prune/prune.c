@@ -2,9 +2,10 @@
 /*
  * prune - removes weights of a model: magnitude (unstructured), N:M
  * (semi-structured) or structured (whole units, for a smaller dense model),
- * one-shot or on Zhu & Gupta's gradual schedule, with fine-tuning that keeps
- * pruned weights exactly zero; or, in sensitivity mode, measures each layer
- * pruned alone so that a user can choose per-layer targets.
+ * one-shot, on Zhu & Gupta's gradual schedule or on TF-MOT's polynomial one,
+ * with fine-tuning that keeps pruned weights exactly zero; or, in
+ * sensitivity mode, measures each layer pruned alone so that a user can
+ * choose per-layer targets.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 static const char *const modes[] = { "prune", "sensitivity", NULL };
 static const char *const methods[] = { "magnitude", "structured", "n:m", NULL };
 static const char *const scopes[] = { "per-layer", "global", NULL };
-static const char *const schedules[] = { "one-shot", "gradual", NULL };
+static const char *const schedules[] = { "one-shot", "gradual", "polynomial", NULL };
 static const char *const units[] = { "step", "epoch", NULL };
 static const char *const norms[] = { "l1", "l2", NULL };
 static const char *const optimizers[] = { "sgd", "adam", NULL };
@@ -42,17 +43,24 @@ static const struct mc_param_def prune_params[] = {
 	MC_PARAM_ENUM(struct prune_conf, norm, "l1", norms, "structured: how units are ranked"),
 	MC_PARAM_STRING(struct prune_conf, nm, "2:4", "n:m: keep N of every M weights (N < M)"),
 	MC_PARAM_ENUM(struct prune_conf, schedule, "one-shot", schedules,
-		      "magnitude: all at once, or Zhu & Gupta's cubic ramp during fine-tuning"),
+		      "magnitude: all at once; gradual: Zhu & Gupta's cubic ramp during "
+		      "fine-tuning; polynomial: TF-MOT's PolynomialDecay"),
 	MC_PARAM_FLOAT(struct prune_conf, initial_sparsity, "0", 0, 0.999,
-		       "gradual: the sparsity at begin"),
+		       "gradual, polynomial: the sparsity at begin"),
 	MC_PARAM_ENUM(struct prune_conf, unit, "step", units,
-		      "gradual: unit of begin, end and frequency"),
-	MC_PARAM_INT(struct prune_conf, begin, "0", 0, 1 << 30, "gradual: first pruning update"),
+		      "gradual, polynomial: unit of begin, end and frequency"),
+	MC_PARAM_INT(struct prune_conf, begin, "0", 0, 1 << 30,
+		     "gradual, polynomial: first pruning update"),
 	MC_PARAM_INT(struct prune_conf, end, "-1", -1, 1 << 30,
-		     "gradual: the update that reaches sparsity; -1: the end of the "
+		     "gradual, polynomial: the update that reaches sparsity; -1: the end of the "
 		     "next-to-last fine-tuning epoch (the last, with one)"),
-	MC_PARAM_INT(struct prune_conf, frequency, "20", 1, 1 << 30,
-		     "gradual: updates every this many units"),
+	MC_PARAM_INT(struct prune_conf, frequency, NULL, 1, 1 << 30,
+		     "gradual, polynomial: updates every this many units; default 20 "
+		     "(gradual), 100 (polynomial, as TF-MOT)",
+		     .flags = MC_PARAM_FOPTIONAL),
+	MC_PARAM_FLOAT(struct prune_conf, power, "3", 0, 100,
+		       "polynomial: the exponent of the decay (3: Zhu & Gupta's cubic)",
+		       .flags = MC_PARAM_FMIN_OPEN),
 	MC_PARAM_SPLIT(struct prune_conf, data, "train", "the split to fine-tune on"),
 	MC_PARAM_INT(struct prune_conf, finetune_epochs, "0", 0, 100000,
 		     "epochs of fine-tuning with the masks held"),
@@ -80,6 +88,94 @@ static int check_patterns(struct mc_ctx *ctx, const struct prune_conf *c,
 	return layers_check_patterns(ctx, c->model, m, prune_is_layer, &c->overrides, &c->exclude);
 }
 
+/*
+ * The tie groups (prune_tie) of the layers l[0..n) selected for structured
+ * pruning, each at the lowest target of its layers. A group with a layer
+ * not selected (excluded) stays whole; with log set, the log says so, and
+ * names the layers pruned together.
+ */
+static int plan_groups(struct mc_ctx *ctx, const struct mc_model *m, const struct prune_layer *l,
+		       int n, struct prune_group **out, int *ng, int log)
+{
+	struct prune_group *g = calloc((size_t)n + 1, sizeof(*g));
+	char why[256], names[1024], adds[512];
+
+	*ng = 0;
+	*out = g;
+	if (!g)
+		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+	for (int k = 0; k < n; k++) {
+		struct prune_group *x = &g[*ng];
+		int first = -1, missing = -1;
+
+		if (!prune_tie(m, l[k].node, x, why, sizeof(why)))
+			return mc_ctx_error(ctx, NULL, MC_ERUN, "layer '%s' cannot shrink: %s",
+					    l[k].name, why);
+		x->target = 1;
+		for (int a = 0; a < x->n; a++) {
+			int sel = -1;
+
+			for (int b = 0; b < n; b++)
+				if (l[b].node == x->node[a])
+					sel = b;
+			if (sel < 0 && missing < 0)
+				missing = a;
+			if (sel >= 0 && first < 0)
+				first = sel;
+			if (sel >= 0 && l[sel].target < x->target)
+				x->target = l[sel].target;
+		}
+		if (first != k)
+			continue; /* met at its first selected layer */
+		names[0] = adds[0] = 0;
+		for (int a = 0; a < x->n; a++)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 a ? ", " : "", mc_model_node(m, x->node[a])->name);
+		for (int a = 0; a < x->n_adds; a++)
+			snprintf(adds + strlen(adds), sizeof(adds) - strlen(adds), "%s'%s'",
+				 a ? ", " : "", mc_model_node(m, x->add[a])->name);
+		if (missing >= 0) {
+			if (log)
+				mc_ctx_log(ctx, "%s: kept whole: tied through add %s to '%s', "
+						"which is excluded",
+					   names, adds, mc_model_node(m, x->node[missing])->name);
+			continue;
+		}
+		if (log && x->n > 1)
+			mc_ctx_log(ctx, "%s: tied through add %s, pruned together (one ranking of "
+					"their units, sparsity %.4f)",
+				   names, adds, x->target);
+		(*ng)++;
+	}
+	return 0;
+}
+
+/* Validation's copy of the graph gets the widths the run will give it. */
+static int narrow_arch(struct mc_ctx *ctx, struct mc_model *m, const struct prune_layer *l, int n)
+{
+	struct prune_group *g = NULL;
+	int ng = 0, count = 0, ret;
+	int *node = calloc((size_t)n + 1, sizeof(*node));
+	int64_t *width = calloc((size_t)n + 1, sizeof(*width));
+
+	ret = node && width ? plan_groups(ctx, m, l, n, &g, &ng, 0)
+			    : mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+	for (int k = 0; !ret && k < ng; k++) {
+		for (int a = 0; a < g[k].n; a++) {
+			int64_t out = mc_model_node(m, g[k].node[a])->params[0]->shape[0];
+
+			node[count] = g[k].node[a];
+			width[count++] = out - prune_units_dropped(out, g[k].target);
+		}
+	}
+	if (!ret)
+		ret = prune_set_widths(m, count, node, width, mc_ctx_err(ctx));
+	free(g);
+	free(node);
+	free(width);
+	return ret;
+}
+
 static int prune_check(struct mc_ctx *ctx, const void *conf)
 {
 	const struct prune_conf *c = conf;
@@ -104,7 +200,7 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 					    "'%s' is not N:M with 1 <= N < M <= 64; write e.g. "
 					    "\"2:4\" (keep 2 of every 4)",
 					    c->nm);
-		if (c->schedule == PRUNE_GRADUAL)
+		if (c->schedule != PRUNE_ONE_SHOT)
 			return mc_ctx_error(ctx, "schedule", MC_EINVAL,
 					    "n:m pruning is one-shot; use schedule: one-shot");
 		if (c->mode == PRUNE_MODE_SENSITIVITY)
@@ -115,15 +211,20 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 			return mc_ctx_error(ctx, "overrides", MC_EINVAL,
 					    "n:m has no per-layer sparsity; use exclude instead");
 	}
-	if (c->method == PRUNE_STRUCTURED && c->schedule == PRUNE_GRADUAL)
+	if (c->method == PRUNE_STRUCTURED && c->schedule != PRUNE_ONE_SHOT)
 		return mc_ctx_error(ctx, "schedule", MC_EINVAL,
 				    "structured pruning removes units once; use schedule: "
 				    "one-shot with finetune_epochs");
-	if (c->schedule == PRUNE_GRADUAL && c->mode == PRUNE_MODE_PRUNE) {
+	if (c->schedule != PRUNE_POLYNOMIAL && mc_ctx_given(ctx, "power"))
+		return mc_ctx_error(ctx, "power", MC_EINVAL,
+				    "power is the exponent of schedule: polynomial; set that "
+				    "schedule or leave power out");
+	if (c->schedule != PRUNE_ONE_SHOT && c->mode == PRUNE_MODE_PRUNE) {
 		if (c->finetune_epochs < 1)
 			return mc_ctx_error(ctx, "finetune_epochs", MC_EINVAL,
-					    "a gradual schedule prunes while fine-tuning; set "
-					    "finetune_epochs to 1 or more");
+					    "a %s schedule prunes while fine-tuning; set "
+					    "finetune_epochs to 1 or more",
+					    schedules[c->schedule]);
 		if (c->initial_sparsity > c->sparsity)
 			return mc_ctx_error(ctx, "initial_sparsity", MC_EINVAL,
 					    "%g is above sparsity %g; the schedule only adds zeros",
@@ -176,15 +277,9 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 	}
 	/* The graph change the run will make: structured pruning narrows each
 	 * layer to the units it keeps, a count known before any weight is. */
-	for (int i = 0; !ret && c->method == PRUNE_STRUCTURED && c->mode == PRUNE_MODE_PRUNE &&
-			mc_model_is_arch(m) && i < n;
-	     i++) {
-		int64_t out = prune_weight(m, &l[i])->shape[0];
-		struct mc_attr a[] = { MC_ATTR_INT("out", out - prune_units_dropped(out, l[i].target)),
-				       MC_ATTR_END };
-
-		ret = mc_model_set_attrs((struct mc_model *)m, l[i].node, a, mc_ctx_err(ctx));
-	}
+	if (!ret && c->method == PRUNE_STRUCTURED && c->mode == PRUNE_MODE_PRUNE &&
+	    mc_model_is_arch(m))
+		ret = narrow_arch(ctx, (struct mc_model *)m, l, n);
 	prune_layers_free(l, n);
 	return ret;
 }
@@ -196,8 +291,8 @@ struct tuner {
 	const struct prune_conf *c;
 	struct prune_layer *l;
 	int n;
-	int gradual;
-	int64_t t0, t1, freq, updates;
+	struct prune_sched s;
+	int64_t updates;
 };
 
 static int after_step(void *arg, struct mc_model *m, int64_t step, struct mc_err *err)
@@ -205,10 +300,8 @@ static int after_step(void *arg, struct mc_model *m, int64_t step, struct mc_err
 	struct tuner *tu = arg;
 	int64_t t = step + 1; /* optimizer steps done */
 
-	if (tu->gradual && t >= tu->t0 && t <= tu->t1 &&
-	    ((t - tu->t0) % tu->freq == 0 || t == tu->t1)) {
-		int ret = prune_magnitude(m, tu->l, tu->n, tu->c->initial_sparsity, t, tu->t0,
-					  tu->t1, err);
+	if (tu->s.kind != PRUNE_ONE_SHOT && prune_sched_due(&tu->s, t)) {
+		int ret = prune_magnitude(m, tu->l, tu->n, &tu->s, t, err);
 
 		if (ret)
 			return ret;
@@ -294,7 +387,7 @@ static int keep_state(struct mc_ctx *ctx, const struct mc_model *m, struct tuner
 static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_model *m,
 			    const struct mc_dataset *d)
 {
-	struct tuner tu = { .ctx = ctx, .c = c };
+	struct tuner tu = { .ctx = ctx, .c = c, .s = { .kind = PRUNE_ONE_SHOT } };
 	struct mc_train_hooks hooks = { .arg = &tu, .after_step = after_step };
 	int keep, group, ret;
 
@@ -306,7 +399,7 @@ static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, stru
 		ret = prune_nm(m, tu.l, tu.n, keep, group, mc_ctx_err(ctx));
 		mc_ctx_log(ctx, "%d:%d over %d layers", keep, group, tu.n);
 	} else if (c->schedule == PRUNE_ONE_SHOT) {
-		ret = prune_magnitude(m, tu.l, tu.n, 0, 0, 0, 0, mc_ctx_err(ctx));
+		ret = prune_magnitude(m, tu.l, tu.n, &tu.s, 0, mc_ctx_err(ctx));
 		mc_ctx_log(ctx, "one-shot %s magnitude pruning to %.4f over %d layers",
 			   c->scope == PRUNE_GLOBAL ? "global" : "per-layer", c->sparsity, tu.n);
 	} else {
@@ -314,32 +407,43 @@ static int run_unstructured(struct mc_ctx *ctx, const struct prune_conf *c, stru
 		int64_t spe = (d->n + bs - 1) / bs, total = spe * c->finetune_epochs;
 		int64_t scale = c->unit == PRUNE_EPOCH ? spe : 1;
 
-		tu.gradual = 1;
-		tu.t0 = c->begin * scale;
-		tu.freq = c->frequency * scale;
+		int freq = c->frequency ? c->frequency : c->schedule == PRUNE_POLYNOMIAL ? 100 : 20;
+		char power[64] = "";
+
+		tu.s.kind = c->schedule;
+		tu.s.si = c->initial_sparsity;
+		tu.s.power = c->schedule == PRUNE_POLYNOMIAL ? c->power : 3;
+		tu.s.t0 = c->begin * scale;
+		tu.s.freq = freq * scale;
 		if (c->end >= 0)
-			tu.t1 = c->end * scale;
+			tu.s.t1 = c->end * scale;
 		else
-			tu.t1 = c->finetune_epochs > 1 ? total - spe : total;
-		if (tu.t1 <= tu.t0)
-			tu.t1 = tu.t0 + 1;
-		mc_ctx_log(ctx, "gradual pruning %.4f -> %.4f from step %lld to %lld every %lld "
-				"steps (%lld steps of fine-tuning)",
-			   c->initial_sparsity, c->sparsity, (long long)tu.t0, (long long)tu.t1,
-			   (long long)tu.freq, (long long)total);
-		if (tu.t1 > total)
+			tu.s.t1 = c->finetune_epochs > 1 ? total - spe : total;
+		if (tu.s.t1 <= tu.s.t0)
+			tu.s.t1 = tu.s.t0 + 1;
+		if (c->schedule == PRUNE_POLYNOMIAL)
+			snprintf(power, sizeof(power), ", power %g", c->power);
+		mc_ctx_log(ctx, "%s pruning %.4f -> %.4f from step %lld to %lld every %lld "
+				"steps%s (%lld steps of fine-tuning)",
+			   schedules[c->schedule], c->initial_sparsity, c->sparsity,
+			   (long long)tu.s.t0, (long long)tu.s.t1, (long long)tu.s.freq, power,
+			   (long long)total);
+		if (tu.s.t1 > total)
 			mc_ctx_log(ctx, "warning: the schedule ends at step %lld, after the last "
 					"step %lld; the final sparsity stays below %.4f",
-				   (long long)tu.t1, (long long)total, c->sparsity);
-		if (tu.t0 == 0)
-			ret = prune_magnitude(m, tu.l, tu.n, c->initial_sparsity, 0, tu.t0, tu.t1,
-					      mc_ctx_err(ctx));
+				   (long long)tu.s.t1, (long long)total, c->sparsity);
+		/* The update at step 0 comes before fine-tuning; the hook makes
+		 * those after each optimizer step. */
+		if (prune_sched_due(&tu.s, 0)) {
+			ret = prune_magnitude(m, tu.l, tu.n, &tu.s, 0, mc_ctx_err(ctx));
+			tu.updates++;
+		}
 	}
 	if (!ret && c->finetune_epochs > 0)
 		ret = keep_state(ctx, m, &tu);
 	if (!ret && c->finetune_epochs > 0)
 		ret = finetune(ctx, c, m, d, &hooks);
-	if (!ret && tu.gradual)
+	if (!ret && tu.s.kind != PRUNE_ONE_SHOT)
 		mc_ctx_log(ctx, "%lld pruning updates", (long long)tu.updates);
 	if (!ret)
 		ret = report_layers(ctx, m, tu.l, tu.n);
@@ -351,8 +455,9 @@ static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct
 			  const struct mc_dataset *d)
 {
 	struct prune_layer *l = NULL;
+	struct prune_group *g = NULL;
 	uint8_t **keep = NULL;
-	int *node = NULL, n = 0, ret;
+	int *node = NULL, n = 0, ng = 0, count = 0, ret;
 	struct mc_model *nm = NULL;
 	char why[256], key[300], before[128], after[128];
 
@@ -362,43 +467,56 @@ static int run_structured(struct mc_ctx *ctx, const struct prune_conf *c, struct
 	ret = prune_layers_select(m, c, 1, &l, &n, mc_ctx_err(ctx));
 	if (ret)
 		return ret;
+	ret = plan_groups(ctx, m, l, n, &g, &ng, 1);
+	if (ret)
+		goto out;
 	keep = calloc((size_t)n + 1, sizeof(*keep));
 	node = calloc((size_t)n + 1, sizeof(*node));
 	if (!keep || !node) {
 		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		goto out;
 	}
-	for (int k = 0; k < n; k++) {
-		const struct mc_tensor *w = prune_weight(m, &l[k]);
+	/* one ranking per group; each of its layers keeps the same units */
+	for (int k = 0; k < ng; k++) {
+		const struct mc_tensor *w[PRUNE_TIE_MAX];
+		int64_t out = mc_model_node(m, g[k].node[0])->params[0]->shape[0];
 
-		node[k] = l[k].node;
-		keep[k] = malloc((size_t)w->shape[0]);
-		if (!keep[k]) {
-			ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
-			goto out;
+		for (int a = 0; a < g[k].n; a++) {
+			w[a] = mc_model_node(m, g[k].node[a])->params[0];
+			node[count] = g[k].node[a];
+			keep[count] = malloc((size_t)out);
+			if (!keep[count++]) {
+				ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+				goto out;
+			}
 		}
-		ret = prune_rank_units(w, l[k].target, c->norm, keep[k], mc_ctx_err(ctx));
+		ret = prune_rank_tied(w, g[k].n, g[k].target, c->norm, keep[count - g[k].n],
+				      mc_ctx_err(ctx));
 		if (ret)
 			goto out;
+		for (int a = 1; a < g[k].n; a++)
+			memcpy(keep[count - g[k].n + a], keep[count - g[k].n], (size_t)out);
 	}
-	nm = prune_shrink(m, n, node, keep, mc_ctx_err(ctx));
+	nm = prune_shrink(m, count, node, keep, mc_ctx_err(ctx));
 	if (!nm) {
 		ret = mc_ctx_err(ctx)->code;
 		goto out;
 	}
-	for (int k = 0; k < n; k++) {
-		const struct mc_tensor *w0 = prune_weight(m, &l[k]), *w1 = prune_weight(nm, &l[k]);
+	for (int k = 0; k < count; k++) {
+		const struct mc_tensor *w0 = mc_model_node(m, node[k])->params[0],
+				       *w1 = mc_model_node(nm, node[k])->params[0];
+		const char *name = mc_model_node(m, node[k])->name;
 
-		mc_ctx_log(ctx, "%s: %s -> %s, %lld of %lld units removed (%s norm)", l[k].name,
+		mc_ctx_log(ctx, "%s: %s -> %s, %lld of %lld units removed (%s norm)", name,
 			   mc_shape_text(w0->ndim, w0->shape, before, sizeof(before)),
 			   mc_shape_text(w1->ndim, w1->shape, after, sizeof(after)),
 			   (long long)(w0->shape[0] - w1->shape[0]), (long long)w0->shape[0],
 			   norms[c->norm]);
-		snprintf(key, sizeof(key), "%s.out_before", l[k].name);
+		snprintf(key, sizeof(key), "%s.out_before", name);
 		mc_ctx_report(ctx, key, (double)w0->shape[0]);
-		snprintf(key, sizeof(key), "%s.out_after", l[k].name);
+		snprintf(key, sizeof(key), "%s.out_after", name);
 		mc_ctx_report(ctx, key, (double)w1->shape[0]);
-		snprintf(key, sizeof(key), "%s.sparsity", l[k].name);
+		snprintf(key, sizeof(key), "%s.sparsity", name);
 		mc_ctx_report(ctx, key, 1.0 - (double)w1->shape[0] / (double)w0->shape[0]);
 	}
 	mc_ctx_log(ctx, "parameters %lld -> %lld, FLOPs per sample %lld -> %lld",
@@ -418,6 +536,7 @@ out:
 		free(keep[k]);
 	free(keep);
 	free(node);
+	free(g);
 	prune_layers_free(l, n);
 	return ret;
 }

@@ -30,6 +30,7 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 		     const struct prune_layer *layer, double s, struct mc_model **out,
 		     struct mc_err *err)
 {
+	const struct prune_sched once = { .kind = PRUNE_ONE_SHOT };
 	struct prune_layer one = *layer;
 	struct mc_model *p;
 	uint8_t *keep;
@@ -37,13 +38,24 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 
 	*out = NULL;
 	if (c->method == PRUNE_STRUCTURED) {
-		const struct mc_tensor *w = prune_weight(m, layer);
+		/* a layer tied to others through a residual add goes with them */
+		const struct mc_tensor *w[PRUNE_TIE_MAX];
+		uint8_t *keeps[PRUNE_TIE_MAX];
+		struct prune_group g;
+		char why[256];
 
-		keep = malloc((size_t)w->shape[0]);
+		if (!prune_tie(m, layer->node, &g, why, sizeof(why)))
+			return mc_err_set(err, MC_ERUN, "prune: layer '%s' cannot shrink: %s",
+					  layer->name, why);
+		for (int a = 0; a < g.n; a++)
+			w[a] = mc_model_node(m, g.node[a])->params[0];
+		keep = malloc((size_t)w[0]->shape[0]);
 		if (!keep)
 			return mc_err_set(err, MC_ENOMEM, "prune: out of memory");
-		ret = prune_rank_units(w, s, c->norm, keep, err);
-		*out = ret ? NULL : prune_shrink(m, 1, &layer->node, &keep, err);
+		for (int a = 0; a < g.n; a++)
+			keeps[a] = keep;
+		ret = prune_rank_tied(w, g.n, s, c->norm, keep, err);
+		*out = ret ? NULL : prune_shrink(m, g.n, g.node, keeps, err);
 		free(keep);
 		return *out ? 0 : err->code;
 	}
@@ -53,7 +65,7 @@ static int prune_one(const struct mc_model *m, const struct prune_conf *c,
 	one.target = s;
 	one.global = 0;
 	one.mask = NULL;
-	ret = prune_magnitude(p, &one, 1, 0, 0, 0, 0, err);
+	ret = prune_magnitude(p, &one, 1, &once, 0, err);
 	free(one.mask);
 	if (ret) {
 		mc_model_free(p);

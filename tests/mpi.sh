@@ -1,0 +1,175 @@
+#!/bin/sh
+# mpi.sh - mcomp over MPI ranks (SKIP in a build without MPI, or with no
+# mpirun or Fashion-MNIST): mpirun -np 2 and -np 3 sweeps print the same
+# table as the sweep in one process and write the same model bytes; the JSON
+# says which rank ran what; mpirun -np 1, 2, 3 mcomp run trains the same
+# model bytes as a run without mpirun; a run failing on rank 1 and a rank
+# killed with SIGKILL stop the job with a message naming the rank, a
+# non-zero status, and the previous files as they were.
+set -u
+: "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
+mcomp="$MCOMP_BUILDDIR/mcomp"
+data=/usr/share/datasets/fashion-mnist
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mcomp-mpi-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+. "$MCOMP_SRCDIR/tests/expect.sh"
+"$mcomp" help | grep -q '^MPI: built in' || skip "mcomp built without MPI (configure --with-mpi)"
+command -v mpirun > /dev/null 2>&1 || skip "no mpirun (apt-get install openmpi-bin)"
+need_fashion_mnist
+command -v jq > /dev/null 2>&1 || skip "no jq (apt-get install jq)"
+export OMP_NUM_THREADS=1
+# Open MPI refuses root unless told; CI runs as root.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpi() { mpirun --oversubscribe --bind-to none -np "$@"; }
+
+cat > "$tmp/tiny.yaml" << EOF2
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $data/train, count: 2000}
+  test:  {idx: $data/t10k, count: 500}
+models:
+  mlp:
+    build: {input: [1, 28, 28], layers: [flatten, {linear: 32}, relu, {linear: 10}]}
+passes:
+  - train: {model: mlp, epochs: 1, batch_size: 64, optimizer: adam, lr: 0.001}
+  - eval:  {model: mlp}
+output: {model: mlp, path: out/tiny.safetensors}
+report: out/tiny-report.json
+EOF2
+json="$tmp/out/tiny-report.sweep.json"
+sweep="sweep -q $tmp/tiny.yaml --set seed=1,2,3,4"
+
+"$mcomp" $sweep > "$tmp/seq.txt" 2> "$tmp/seq.err" || bad "sweep in one process: $(cat "$tmp/seq.err")"
+cksum "$tmp"/out/tiny.sweep*.safetensors | sed "s|$tmp/||" > "$tmp/seq.sum"
+for np in 2 3; do
+	if mpi $np "$mcomp" $sweep > "$tmp/np$np.txt" 2> "$tmp/np$np.err"; then
+		ok
+	else
+		bad "mpirun -np $np sweep: $(cat "$tmp/np$np.err")"
+	fi
+	cmp -s "$tmp/seq.txt" "$tmp/np$np.txt" && ok ||
+		bad "-np $np: another table: $(diff "$tmp/seq.txt" "$tmp/np$np.txt")"
+	cksum "$tmp"/out/tiny.sweep*.safetensors | sed "s|$tmp/||" | cmp -s - "$tmp/seq.sum" && ok ||
+		bad "-np $np: other model bytes than in one process"
+	want=$([ $np = 2 ] && echo "2 0,1,0,1" || echo "3 0,1,2,0")
+	[ "$(jq -r '"\(.ranks) \([.runs[].rank] | join(","))"' "$json")" = "$want" ] && ok ||
+		bad "-np $np: ranks in the JSON: $(jq -c '[.ranks, [.runs[].rank]]' "$json")"
+done
+
+# Data-parallel training: the same model bytes for 1, 2 and 3 ranks as
+# without mpirun, with the blocked GEMM kernel of this CPU and the portable
+# one; rank 0 alone writes, and the manifest says how many ranks.
+sed -e 's/{linear: 32}/{linear: 64}, relu, {linear: 32}/' -e 's/count: 2000/count: 1000/' \
+	"$tmp/tiny.yaml" > "$tmp/dp.yaml"
+dp() { # dp NAME [--set ...] [MPIRUN ARGS...]: runs dp.yaml into $tmp/NAME.*
+	name=$1 sets=
+	shift
+	while [ "${1:-}" = --set ]; do
+		sets="$sets $1 $2"
+		shift 2
+	done
+	"$@" "$mcomp" run -q "$tmp/dp.yaml" $sets --set output.path="$tmp/$name.safetensors" \
+		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
+		bad "$name: exit $?: $(cat "$tmp/$name.err")"
+}
+dp plain
+for np in 1 2 3; do
+	dp np$np mpi $np
+	cmp -s "$tmp/plain.safetensors" "$tmp/np$np.safetensors" && ok ||
+		bad "mpirun -np $np mcomp run: another model than without mpirun"
+	[ "$(jq .manifest.ranks "$tmp/np$np.json")" = $np ] && ok || bad "-np $np: manifest ranks"
+	[ "$(grep -c '^wrote' "$tmp/np$np.out")" = 2 ] && ok || bad "-np $np: $(cat "$tmp/np$np.out")"
+done
+dp portable env MCOMP_GEMM=portable mpirun --oversubscribe --bind-to none -x MCOMP_GEMM -np 2
+cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
+	bad "mpirun -np 2 with MCOMP_GEMM=portable: another model"
+
+# Ctrl-C (mpirun passes it on): every rank stops after the same step, rank
+# 0 writes the checkpoint, and --resume on 2 ranks ends in the bytes of the
+# run that never stopped.
+ck="--set passes.train.epochs=60 --set passes.train.checkpoint.path=$tmp/ck.bin"
+dp long $ck
+rm -f "$tmp/ck.bin"
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck \
+	--set output.path="$tmp/resumed.safetensors" --set report="$tmp/resumed.json" \
+	> "$tmp/int.out" 2> "$tmp/int.err" &
+job=$!
+for i in $(seq 1 100); do
+	[ -f "$tmp/ck.bin" ] && break
+	sleep 0.1
+done
+kill -INT $job
+wait $job
+[ $? != 0 ] && ok || bad "SIGINT to mpirun: exit 0 (the run ended first?)"
+grep -q "stopped at a safe point" "$tmp/int.err" && ok || bad "SIGINT: $(cat "$tmp/int.err")"
+[ ! -e "$tmp/resumed.safetensors" ] && ok || bad "an interrupted run wrote its model"
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck --resume \
+	--set output.path="$tmp/resumed.safetensors" --set report="$tmp/resumed.json" \
+	> /dev/null 2> "$tmp/res.err" || bad "--resume on 2 ranks: $(cat "$tmp/res.err")"
+cmp -s "$tmp/long.safetensors" "$tmp/resumed.safetensors" && ok ||
+	bad "interrupted and resumed on 2 ranks: another model than the run that never stopped"
+
+# A rank failing at the start (a memory limit its data set does not fit)
+# stops the job, naming the rank; the previous model stays.
+cp "$tmp/plain.safetensors" "$tmp/keep.safetensors"
+sum=$(cksum < "$tmp/keep.safetensors")
+out=$(mpirun --oversubscribe --bind-to none -np 1 "$mcomp" run -q "$tmp/dp.yaml" \
+	--set output.path="$tmp/keep.safetensors" --set report="$tmp/keep.json" : \
+	-np 1 -x MCOMP_MAX_MEMORY=64K "$mcomp" run -q "$tmp/dp.yaml" \
+	--set output.path="$tmp/keep.safetensors" --set report="$tmp/keep.json" 2>&1)
+[ $? != 0 ] && ok || bad "a failing rank 1: exit 0"
+printf '%s\n' "$out" | grep -q "mcomp: rank 1 of 2: .*64" && ok ||
+	bad "a failing rank 1 was not named: $out"
+[ "$(cksum < "$tmp/keep.safetensors")" = "$sum" ] && ok || bad "a failed run changed the model"
+
+# A run failing on rank 1 (a last layer too small for the labels).
+sum=$(cksum < "$json")
+out=$(mpi 2 "$mcomp" sweep -q "$tmp/tiny.yaml" --set models.mlp.build.layers.3.linear=10,5 2>&1)
+[ $? != 0 ] && ok || bad "a failing run on rank 1: exit 0"
+printf '%s\n' "$out" | grep -q "rank 1 of 2: run #2 (models.mlp.build.layers.3.linear=5) failed: .*label" &&
+	ok || bad "a failing run on rank 1 was not named: $out"
+[ "$(cksum < "$json")" = "$sum" ] && ok || bad "a failed sweep changed $json"
+
+# Rank 1 killed (SIGKILL) in the middle of a long sweep, then of a long
+# data-parallel run.
+killer() { # killer WHAT: kills rank 1 of the mpirun $job
+	what=$1
+victim=
+for i in $(seq 1 100); do
+	for p in $(ps -o pid= --ppid $job 2> /dev/null); do
+		tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' &&
+			victim=$p
+	done
+	[ -n "$victim" ] && break
+	sleep 0.2
+done
+if [ -z "$victim" ]; then
+	kill $job 2> /dev/null
+	wait $job
+	bad "$what: rank 1 of the job never started"
+	return
+fi
+sleep 1
+kill -KILL "$victim"
+wait $job
+code=$?
+[ $code != 0 ] && ok || bad "$what: rank 1 killed: the job exited 0"
+grep -q "rank 1 .*signal 9" "$tmp/kill.err" && ok ||
+	bad "$what: rank 1 killed: no message naming it: $(cat "$tmp/kill.err")"
+}
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" sweep -q "$tmp/tiny.yaml" \
+	--set passes.train.epochs=1000 --set seed=1,2 > "$tmp/kill.out" 2> "$tmp/kill.err" &
+job=$!
+killer sweep
+[ "$(cksum < "$json")" = "$sum" ] && ok || bad "a killed sweep changed $json"
+[ ! -s "$tmp/kill.out" ] && ok || bad "a killed sweep printed a table: $(cat "$tmp/kill.out")"
+sum=$(cksum < "$tmp/keep.safetensors")
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" \
+	--set passes.train.epochs=1000 --set output.path="$tmp/keep.safetensors" \
+	--set report="$tmp/keep.json" > "$tmp/kill.out" 2> "$tmp/kill.err" &
+job=$!
+killer run
+[ "$(cksum < "$tmp/keep.safetensors")" = "$sum" ] && ok || bad "a killed run changed the model"
+ls "$tmp" | grep -q '^\.keep' && bad "a killed run left a temporary file: $(ls -a "$tmp")" || ok
+finish
