@@ -235,7 +235,8 @@ def main():
     else:
         m = resnet(int(a.width or 16), a.blocks).to(dev)
     t0 = time.time()
-    train(m, xt, yt, a, dev)
+    if a.epochs > 0:  # 0: latency of the untrained network only
+        train(m, xt, yt, a, dev)
     acc = evaluate(m, xv, yv, dev)
     print("trained %s in %.1f s" % (a.model, time.time() - t0), flush=True)
     report(a.model, m, acc, a)
