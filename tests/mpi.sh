@@ -20,6 +20,12 @@ command -v jq > /dev/null 2>&1 || skip "no jq (apt-get install jq)"
 export OMP_NUM_THREADS=1
 # Open MPI refuses root unless told; CI runs as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Under make check-sanitize: Open MPI 4.1 leaves allocations of its own at
+# MPI_Finalize, most in components it has dlclose'd by then, so LeakSanitizer
+# cannot name them and scripts/lsan.supp cannot match them. Leaks are not
+# checked in the processes mpirun starts (every other test checks mcomp's);
+# ASan's other checks and UBSan still run.
+case ${ASAN_OPTIONS:-} in *detect_leaks=1*) export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" ;; esac
 mpi() { mpirun --oversubscribe --bind-to none -np "$@"; }
 
 cat > "$tmp/tiny.yaml" << EOF2
