@@ -53,6 +53,11 @@ int64_t mc_zero_flops(const struct mc_node *node)
 	return 0;
 }
 
+int64_t mc_numel_flops(const struct mc_node *node)
+{
+	return node->out_numel;
+}
+
 uint32_t mc_node_hash(const struct mc_node *node)
 {
 	uint32_t h = 2166136261u;

@@ -70,11 +70,6 @@ static void leaky_backward(const struct mc_node *node, const struct mc_run *run,
 		dx[i] = x[i] > 0.0f ? dout[i] : alpha * dout[i];
 }
 
-static int64_t one_flop(const struct mc_node *node)
-{
-	return node->out_numel;
-}
-
 const struct mc_op mc_op_leaky_relu = {
     .name = "leaky_relu",
     .help = "x where x > 0, alpha x elsewhere (ONNX LeakyRelu)",
@@ -84,7 +79,7 @@ const struct mc_op mc_op_leaky_relu = {
     .setup = mc_same_shape_setup,
     .forward = leaky_forward,
     .backward = leaky_backward,
-    .flops = one_flop,
+    .flops = mc_numel_flops,
 };
 
 /* ---------------------------------------------------------------- sigmoid */
@@ -470,5 +465,5 @@ const struct mc_op mc_op_mul = {
     .setup = mul_setup,
     .forward = mul_forward,
     .backward = mul_backward,
-    .flops = one_flop,
+    .flops = mc_numel_flops,
 };

@@ -40,6 +40,8 @@ void mc_fan_in_init(struct mc_node *node, uint64_t seed, uint64_t stream);
 int mc_same_shape_setup(struct mc_node *node, const int *in_ndim,
 			const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err);
 int64_t mc_zero_flops(const struct mc_node *node);
+/* One operation per output value (elementwise ops). */
+int64_t mc_numel_flops(const struct mc_node *node);
 
 /* Philox streams of dropout masks, apart from init (1 << 56), shuffling (2 << 56)
  * and augmentation (4 << 56, train.c). */

@@ -52,11 +52,6 @@ static void add_backward(const struct mc_node *node, const struct mc_run *run, i
 			memcpy(din[k], dout, bytes);
 }
 
-static int64_t add_flops(const struct mc_node *node)
-{
-	return node->out_numel;
-}
-
 const struct mc_op mc_op_add = {
     .name = "add",
     .help = "elementwise sum of two inputs of one shape (a residual connection)",
@@ -66,7 +61,7 @@ const struct mc_op mc_op_add = {
     .setup = add_setup,
     .forward = add_forward,
     .backward = add_backward,
-    .flops = add_flops,
+    .flops = mc_numel_flops,
 };
 
 /* ---------------------------------------------------------------- softmax */

@@ -101,11 +101,6 @@ static size_t qadd_workspace(const struct mc_node *node, int n)
 	return mc_qadd_work((int64_t)(n < 1 ? 1 : n) * node->out_numel);
 }
 
-static int64_t qadd_flops(const struct mc_node *node)
-{
-	return node->out_numel;
-}
-
 const struct mc_op mc_op_qadd = {
     .name = "qadd",
     .help = "int8 add: u8 inputs at calibrated scales, requantized sum (docs/quantize.md)",
@@ -115,7 +110,7 @@ const struct mc_op mc_op_qadd = {
     .setup = qadd_setup,
     .forward = qadd_forward,
     .backward = qadd_backward,
-    .flops = qadd_flops,
+    .flops = mc_numel_flops,
     .workspace = qadd_workspace,
 };
 
