@@ -216,6 +216,8 @@ def main():
     p.add_argument("--head", type=int, default=128)
     p.add_argument("--distill-width", type=float, default=None)
     p.add_argument("--distill-epochs", type=int, default=5)
+    p.add_argument("--distill-blocks", type=int, default=None,
+                   help="the student's blocks per stage (default: the teacher's)")
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.7)
     p.add_argument("--device", default="cpu")
@@ -244,7 +246,7 @@ def main():
         m.to(dev).eval()
         for name, teacher in (("student", m), ("scratch", None)):
             torch.manual_seed(a.seed)
-            s = resnet(int(a.distill_width), a.blocks).to(dev)
+            s = resnet(int(a.distill_width), a.distill_blocks or a.blocks).to(dev)
             train(s, xt, yt, a, dev, teacher, a.distill_epochs)
             report(name, s, evaluate(s, xv, yv, dev), a)
 

@@ -12,6 +12,7 @@
  * Every error is reported at its node and validation goes on.
  */
 #include <errno.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,57 @@ static void missing_file(struct ld *l, const struct mc_ynode *y, const char *wha
 		    what, path, l->p->dir);
 	else
 		bad(l, y, "%s: cannot find '%s'; check the path", what, path);
+}
+
+/*
+ * The pipeline beside this one (in its folder) whose output: line names
+ * written, the path as this pipeline wrote it; NULL if none. A model that
+ * another recipe trains (mobilenetv2-int8.yaml loads mobilenetv2.yaml's)
+ * is then named in the error, with the command that writes it.
+ */
+static char *writer_of(const struct ld *l, const char *written)
+{
+	char *pat, *found = NULL;
+	glob_t g;
+
+	if (!*written || strchr(written, '\n'))
+		return NULL;
+	pat = mc_path_resolve(l->p->dir, "*.yaml");
+	if (!pat)
+		return NULL;
+	if (glob(pat, 0, NULL, &g)) {
+		free(pat);
+		return NULL;
+	}
+	for (size_t i = 0; i < g.gl_pathc && !found; i++) {
+		FILE *f = fopen(g.gl_pathv[i], "r");
+		char line[4096];
+		struct stat a, b;
+
+		if (!f)
+			continue;
+		if (stat(g.gl_pathv[i], &a) == 0 && stat(l->p->path, &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			fclose(f); /* this pipeline itself */
+			continue;
+		}
+		while (!found && fgets(line, sizeof(line), f))
+			for (const char *m = line; !strncmp(line, "output:", 7) &&
+						   (m = strstr(m, written)) != NULL;
+			     m++) {
+				char after = m[strlen(written)];
+
+				/* the whole path, not a prefix of a longer one */
+				if (strchr(" ,}'\"#\r\n", after) && strchr(" {:'\"", m[-1])) {
+					found = strdup(g.gl_pathv[i]);
+					break;
+				}
+			}
+		fclose(f);
+	}
+	globfree(&g);
+	free(pat);
+	return found;
 }
 
 /* Names of a mapping's keys, NULL-terminated (malloc'd array, borrowed strings). */
@@ -597,7 +649,16 @@ static void load_model(struct ld *l, struct mc_ynode *key, struct mc_ynode *v)
 		if (!pm->load)
 			return;
 		if (!is_file(pm->load)) {
-			missing_file(l, file, where, pm->load);
+			char *w = writer_of(l, file->value);
+
+			if (w)
+				bad(l, file,
+				    "%s: cannot find '%s', the output of %s; run that pipeline "
+				    "first (mcomp run %s)",
+				    where, pm->load, w, w);
+			else
+				missing_file(l, file, where, pm->load);
+			free(w);
 			return;
 		}
 		pm->model = load ? mc_model_load(pm->load, &l->tmp)
