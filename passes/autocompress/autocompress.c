@@ -478,11 +478,14 @@ static double eff_flops(const struct mc_model *m)
 		const struct mc_tensor *w = nd->n_params ? nd->params[0] : NULL;
 		double fl = nd->op->flops ? (double)nd->op->flops(nd) : 0.0, nz = 0.0;
 
-		if (w && w->numel && (w->dtype == MC_F32 || w->dtype == MC_S8) &&
+		if (w && w->numel && (w->dtype == MC_F32 || w->dtype == MC_S8 || w->dtype == MC_Q4) &&
 		    (strstr(nd->op->name, "linear") || strstr(nd->op->name, "conv"))) {
+			const uint8_t *q = w->data;
+
 			for (int64_t k = 0; k < w->numel; k++)
-				nz += w->dtype == MC_F32 ? ((const float *)w->data)[k] != 0.0f
-							 : ((const int8_t *)w->data)[k] != 0;
+				nz += w->dtype == MC_F32  ? ((const float *)w->data)[k] != 0.0f
+				      : w->dtype == MC_S8 ? ((const int8_t *)w->data)[k] != 0
+							  : (q[k / 2] >> 4 * (k % 2) & 0xf) != 8;
 			fl *= nz / (double)w->numel;
 		}
 		total += fl;
