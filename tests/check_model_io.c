@@ -469,7 +469,8 @@ START_TEST(test_sparse_q4_round_trip)
 				     "\"fc1.weight\":{\"format\":\"bitmask\",\"shape\":[64,256],"
 				     "\"nnz\":1639}"));
 	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.sparse"),
-				     "\"fc2.weight\":{\"format\":\"csr\",\"shape\":[64,64],\"nnz\":3}"));
+				     "\"fc2.weight\":{\"format\":\"csr\",\"shape\":[64,64],"
+				     "\"nnz\":3}"));
 	mc_st_free(f); /* and buf, which f took */
 	/* fc1: 1/8 + 1/10 * 1/2 byte a weight against 1/2 dense */
 	ck_assert_msg(len < 64 * 256 / 4 + 64 * 64 / 4 + 4096, "file %zu bytes", len);

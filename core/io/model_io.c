@@ -862,8 +862,9 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 	    (!all && strcmp(form, "bitmask") && strcmp(form, "csr")))
 		return mc_err_set(err, MC_ECORRUPT,
 				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32, "
-				  "I8 or 4-bit %s tensor as {\"format\": \"bitmask\" or \"csr\" (or, "
-				  "clustered, \"dense\"), \"shape\", \"nnz\"}; the file is corrupt",
+				  "I8 or 4-bit %s tensor as {\"format\": \"bitmask\" or \"csr\" "
+				  "(or, clustered, \"dense\"), \"shape\", \"nnz\"}; the file is "
+				  "corrupt",
 				  f->path, name, "of the architecture's shape");
 	if (clustered) {
 		ret = decode_clustered(f, name, desc, nnz, all, used, &decoded, err);
@@ -884,15 +885,15 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 		vals = v->data;
 		if (bits == 4 && nnz % 2 && vals[nnz / 2] >> 4)
 			return mc_err_set(err, MC_ECORRUPT,
-					  "%s: tensor '%s.__values' sets the padding nibble after its "
-					  "%lld 4-bit codes; the file is corrupt",
+					  "%s: tensor '%s.__values' sets the padding nibble after "
+					  "its %lld 4-bit codes; the file is corrupt",
 					  f->path, name, (long long)nnz);
 		for (int64_t j = 0; bits == 4 && j < nnz; j++)
 			if (nibble(vals, j) == 8)
 				return mc_err_set(err, MC_ECORRUPT,
-						  "%s: tensor '%s.__values' code %lld is q = 0, which "
-						  "the stored positions leave implicit; the file is "
-						  "corrupt",
+						  "%s: tensor '%s.__values' code %lld is q = 0, "
+						  "which the stored positions leave implicit; the "
+						  "file is corrupt",
 						  f->path, name, (long long)j);
 	}
 	/* t is fresh (zeroed, lazily when large: mc_model_fill): only the

@@ -478,7 +478,8 @@ static double eff_flops(const struct mc_model *m)
 		const struct mc_tensor *w = nd->n_params ? nd->params[0] : NULL;
 		double fl = nd->op->flops ? (double)nd->op->flops(nd) : 0.0, nz = 0.0;
 
-		if (w && w->numel && (w->dtype == MC_F32 || w->dtype == MC_S8 || w->dtype == MC_Q4) &&
+		if (w && w->numel &&
+		    (w->dtype == MC_F32 || w->dtype == MC_S8 || w->dtype == MC_Q4) &&
 		    (strstr(nd->op->name, "linear") || strstr(nd->op->name, "conv"))) {
 			const uint8_t *q = w->data;
 
@@ -960,7 +961,8 @@ static int latency_duel(struct ac *a, const int *best, int **uch, char (*ulab)[6
 	const char *itself = NULL;
 	struct fwd *f = calloc((size_t)M, sizeof(*f));
 	struct mc_model **m = calloc((size_t)M, sizeof(*m));
-	double *t = calloc((size_t)M * DUEL_ROUNDS, sizeof(*t)), *med = calloc((size_t)M, sizeof(*med));
+	double *t = calloc((size_t)M * DUEL_ROUNDS, sizeof(*t));
+	double *med = calloc((size_t)M, sizeof(*med));
 	int n = a->d->n < 256 ? (int)a->d->n : 256;
 
 	if (!f || !m || !t || !med) {
@@ -1004,8 +1006,8 @@ static int latency_duel(struct ac *a, const int *best, int **uch, char (*ulab)[6
 		int same = !memcmp(uch[k - 1], best, (size_t)a->L * sizeof(*best));
 		char key[96];
 
-		mc_ctx_log(a->ctx, "  uniform %-14s %8.3f ms  (%.2fx the chosen's time)%s", ulab[k - 1],
-			   med[k], med[k] / med[0], same ? ", the chosen itself" : "");
+		mc_ctx_log(a->ctx, "  uniform %-14s %8.3f ms  (%.2fx the chosen's time)%s",
+			   ulab[k - 1], med[k], med[k] / med[0], same ? ", the chosen itself" : "");
 		if (same) {
 			itself = ulab[k - 1];
 		} else {
@@ -1015,8 +1017,8 @@ static int latency_duel(struct ac *a, const int *best, int **uch, char (*ulab)[6
 		snprintf(key, sizeof(key), "duel uniform %s ms", ulab[k - 1]);
 		mc_ctx_report(a->ctx, key, med[k]);
 	}
-	mc_ctx_log(a->ctx, "  as given               %8.3f ms  (%.2fx the chosen's time)", med[M - 1],
-		   med[M - 1] / med[0]);
+	mc_ctx_log(a->ctx, "  as given               %8.3f ms  (%.2fx the chosen's time)",
+		   med[M - 1], med[M - 1] / med[0]);
 	mc_ctx_report(a->ctx, "duel given ms", med[M - 1]);
 	if (!others)
 		mc_ctx_log(a->ctx, "no %suniform recipe meets the budget", nu ? "other " : "");
