@@ -6,7 +6,9 @@
 # the test split is never read by the search (a test split whose every label
 # is wrong changes nothing); max_seconds is kept (0: the model as given); a
 # test split given as the held-out one is refused at validation, naming the
-# key; a recipe without int8 layers, fine-tuned, reproduces too. Skips (77) without the data set, jq or python3.
+# key; a recipe without int8 layers, fine-tuned, reproduces too; with
+# objective latency the chosen model and the uniform recipes within the
+# budget are timed side by side and reported. Skips (77) without the data set, jq or python3.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}"
 data=/usr/share/datasets/fashion-mnist
@@ -80,11 +82,13 @@ pipeline "$tmp/b" "$good" ""
 pipeline "$tmp/w" "$tmp/wrong-labels-idx1-ubyte" ""
 pipeline "$tmp/z" "$good" "max_seconds: 0"
 pipeline "$tmp/n" "$good" "$(printf 'formats: [f32, int4]\n      finetune_epochs: 1')"
+pipeline "$tmp/l" "$good" "$(printf 'objective: latency\n      formats: [f32, int8]')"
 run 1 "$tmp/a"
 run 2 "$tmp/b"
 run 2 "$tmp/w"
 run 2 "$tmp/z"
 run 2 "$tmp/n"
+run 2 "$tmp/l"
 
 check "1 and 2 threads choose the same model" cmp "$tmp/a/m.safetensors.zst" "$tmp/b/m.safetensors.zst"
 check "1 and 2 threads write the same recipe" cmp "$tmp/a/r.yaml" "$tmp/b/r.yaml"
@@ -118,6 +122,23 @@ check "max_seconds 0: no candidate, the model as given" \
 	jqt "$ac | .candidates == 0 and .timed_out == 1 and .split_accuracy == .split_accuracy_given" \
 	"$tmp/z/report.json"
 check "max_seconds 0: the log says the time ran out" grep -q "ran out" "$tmp/z/log"
+
+# objective latency: the log says the choice follows timings; the chosen
+# model, each uniform recipe within the budget and the model as given are
+# timed side by side, and the report holds those figures and the verdict.
+check "latency: the log says timings decide" grep -q "depend on timings measured" "$tmp/l/log"
+check "latency: timed side by side" grep -q "batch-256 latency, side by side (7 interleaved rounds" "$tmp/l/log"
+check "... the chosen, the model as given and a verdict" \
+	sh -c "grep -q '^autocompress:   chosen  *[0-9.]* ms' '$tmp/l/log' &&
+		grep -q '^autocompress:   as given  *[0-9.]* ms' '$tmp/l/log' &&
+		grep -q 'uniform recipe.* meets the budget' '$tmp/l/log'"
+meets=$(grep -c '^autocompress: uniform .*meets the budget' "$tmp/l/log")
+check "... every uniform recipe within the budget ($meets) in the report" \
+	jqt "$ac | ([keys[] | select(startswith(\"duel uniform \"))] | length) == $meets and
+		.[\"duel chosen ms\"] > 0 and .[\"duel given ms\"] > 0 and
+		(.[\"duel chosen fastest\"] == 0 or .[\"duel chosen fastest\"] == 1)" "$tmp/l/report.json"
+OMP_NUM_THREADS=2 "$mcomp" run "$tmp/l/r.yaml" > "$tmp/l/rlog" 2>&1 || { cat "$tmp/l/rlog"; fail=1; }
+check "... its recipe makes the same file" cmp "$tmp/l/m.safetensors.zst" "$tmp/l/r.safetensors.zst"
 
 pipeline "$tmp/t" "$good" ""
 sed -i 's/data: valid$/data: test/' "$tmp/t/p.yaml"

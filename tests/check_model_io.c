@@ -380,10 +380,121 @@ START_TEST(test_sparse_int8_round_trip)
 }
 END_TEST
 
-/* Serializes the sparse model, lets edit change its bytes, expects the load to fail. */
-static void expect_sparse_fail(const char *piece, int64_t at, uint8_t value, const char *want)
+/*
+ * Packed 4-bit weights (q + 8 a nibble): fc1 keeps every 10th code (1639 of
+ * them, an odd count, so the last values byte has a padding nibble), fc2
+ * three (CSR beats the bitmask), fc3 every code (dense, as before). Kept
+ * codes run over every nibble but 8, which is q = 0.
+ */
+static const char *q4_arch =
+    "{\"format\": 1, \"input\": [256], \"nodes\": ["
+    "{\"name\": \"fc1\", \"op\": \"qlinear\", \"inputs\": [\"input\"], \"attrs\": "
+    "{\"out\": 64, \"bits\": 4, \"mode\": \"weight-only\", \"granularity\": \"per-group\"}},"
+    "{\"name\": \"fc2\", \"op\": \"qlinear\", \"inputs\": [\"fc1\"], \"attrs\": "
+    "{\"out\": 64, \"bits\": 4, \"mode\": \"weight-only\", \"granularity\": \"per-group\"}},"
+    "{\"name\": \"fc3\", \"op\": \"qlinear\", \"inputs\": [\"fc2\"], \"attrs\": "
+    "{\"out\": 10, \"bits\": 4, \"mode\": \"weight-only\", \"granularity\": \"per-group\"}}]}";
+
+static void set_nibble(uint8_t *p, int64_t i, unsigned v)
 {
-	struct mc_model *m = sparse_model();
+	p[i / 2] = (uint8_t)((p[i / 2] & ~(0xfu << 4 * (i % 2))) | v << 4 * (i % 2));
+}
+
+static unsigned kept_code(int64_t i)
+{
+	unsigned c = (unsigned)(i / 7 % 15);
+
+	return c < 8 ? c : c + 1; /* 0..15 but 8 */
+}
+
+static struct mc_model *q4_model(void)
+{
+	struct mc_err err = {0};
+	struct mc_model *m = mc_model_from_arch(q4_arch, "test", &err);
+	uint8_t *w1, *w2, *w3;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	ck_assert_int_eq(mc_model_param(m, "fc1.weight")->dtype, MC_Q4);
+	w1 = mc_model_param(m, "fc1.weight")->data;
+	w2 = mc_model_param(m, "fc2.weight")->data;
+	w3 = mc_model_param(m, "fc3.weight")->data;
+	for (int64_t i = 0; i < 64 * 256; i++)
+		set_nibble(w1, i, i % 10 ? 8 : kept_code(i));
+	for (int64_t i = 0; i < 64 * 64; i++)
+		set_nibble(w2, i, i % 1500 ? 8 : kept_code(i + 3));
+	for (int64_t i = 0; i < 10 * 64; i++)
+		set_nibble(w3, i, (unsigned)(i % 16));
+	for (int n = 0; n < 3; n++) {
+		struct mc_tensor *s = mc_model_param(m, n == 0 ? "fc1.weight_scale"
+						      : n == 1 ? "fc2.weight_scale"
+							       : "fc3.weight_scale");
+
+		for (int64_t i = 0; i < s->numel; i++)
+			((float *)s->data)[i] = 0.01f * (float)(i + 1);
+	}
+	return m;
+}
+
+/* Pruned then quantized to 4 bits: a bitmask (or CSR) and the kept codes
+ * packed two a byte; the file loads to the same bytes and saves to itself;
+ * q = 0 (nibble 8) counts as zero. */
+START_TEST(test_sparse_q4_round_trip)
+{
+	struct mc_model *m = q4_model(), *l;
+	const char *p = tpath("sparse-q4.safetensors");
+	struct mc_err err = {0};
+	struct mc_st_file *f;
+	const struct mc_st_entry *e;
+	const uint8_t *v;
+	size_t len, len2;
+	void *buf, *buf2;
+
+	/* weights 1639 + 3 + 640 - 40 (fc3's nibble 8s); scales (64 * 8 + 64 * 2 + 10 * 2) */
+	ck_assert_int_eq(mc_model_nonzeros(m), 1639 + 3 + 600 + 64 * 8 + 64 * 2 + 10 * 2);
+	ck_assert_int_eq(mc_model_serialize(m, &buf, &len, &err), 0);
+	f = mc_st_parse(buf, len, "sparse-q4", &err);
+	ck_assert_msg(f != NULL, "%s", err.msg);
+	ck_assert_ptr_null(mc_st_find(f, "fc1.weight"));
+	entry(f, "fc1.weight.__mask", "U8", 64 * 256 / 8);
+	e = entry(f, "fc1.weight.__values", "U8", (1639 + 1) / 2);
+	v = e->data;
+	ck_assert_uint_eq(v[1639 / 2] >> 4, 0); /* the padding nibble */
+	ck_assert_uint_eq(v[0] & 0xf, kept_code(0));
+	ck_assert_uint_eq(v[0] >> 4, kept_code(10));
+	entry(f, "fc2.weight.__indptr", "I32", 65);
+	entry(f, "fc2.weight.__indices", "I32", 3);
+	entry(f, "fc2.weight.__values", "U8", 2);
+	entry(f, "fc3.weight", "U8", 10 * 64 / 2); /* dense stays dense */
+	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.sparse"),
+				     "\"fc1.weight\":{\"format\":\"bitmask\",\"shape\":[64,256],"
+				     "\"nnz\":1639}"));
+	ck_assert_ptr_nonnull(strstr(mc_st_meta(f, "mcomp.sparse"),
+				     "\"fc2.weight\":{\"format\":\"csr\",\"shape\":[64,64],"
+				     "\"nnz\":3}"));
+	mc_st_free(f); /* and buf, which f took */
+	/* fc1: 1/8 + 1/10 * 1/2 byte a weight against 1/2 dense */
+	ck_assert_msg(len < 64 * 256 / 4 + 64 * 64 / 4 + 4096, "file %zu bytes", len);
+	ck_assert_int_eq(mc_model_serialize(m, &buf, &len, &err), 0);
+
+	ck_assert_msg(mc_model_save(m, p, &err) == 0, "%s", err.msg);
+	l = mc_model_load(p, &err);
+	ck_assert_msg(l != NULL, "%s", err.msg);
+	assert_same_params(m, l); /* every nibble, q = 0 (8) put back */
+	ck_assert_int_eq(mc_model_serialize(l, &buf2, &len2, &err), 0);
+	ck_assert_uint_eq(len, len2);
+	ck_assert_int_eq(memcmp(buf, buf2, len), 0);
+	free(buf);
+	free(buf2);
+	mc_model_free(l);
+	mc_model_free(m);
+}
+END_TEST
+
+/* Serializes model(), lets edit change its bytes, expects the load to fail. */
+static void expect_fail_of(struct mc_model *(*model)(void), const char *piece, int64_t at,
+			   uint8_t value, const char *want)
+{
+	struct mc_model *m = model();
 	const char *p = tpath("bad-sparse.safetensors");
 	struct mc_err err = {0};
 	const struct mc_st_entry *e;
@@ -409,6 +520,11 @@ static void expect_sparse_fail(const char *piece, int64_t at, uint8_t value, con
 	mc_model_free(m);
 }
 
+static void expect_sparse_fail(const char *piece, int64_t at, uint8_t value, const char *want)
+{
+	expect_fail_of(sparse_model, piece, at, value, want);
+}
+
 START_TEST(test_sparse_corrupt)
 {
 	/* byte 0 of the mask holds elements 0..7: only element 0 is stored */
@@ -416,6 +532,17 @@ START_TEST(test_sparse_corrupt)
 	expect_sparse_fail("fc1.weight.__mask", 0, 0x00, "sets 1638 bits for 1639 values");
 	expect_sparse_fail("fc2.weight.__indices", 1, 0x7f, "CSR index arrays out of order");
 	expect_sparse_fail("fc2.weight.__indptr", 4, 0x7f, "CSR index arrays out of order");
+}
+END_TEST
+
+START_TEST(test_sparse_q4_corrupt)
+{
+	/* byte 819 of fc1's values: code 1638 (low nibble) and the padding nibble */
+	expect_fail_of(q4_model, "fc1.weight.__values", 819, (uint8_t)(0x10 | kept_code(16380)),
+		       "sets the padding nibble after its 1639 4-bit codes");
+	expect_fail_of(q4_model, "fc1.weight.__values", 0, 0x88, "code 0 is q = 0");
+	expect_fail_of(q4_model, "fc1.weight.__mask", 0, 0x03, "sets more bits than nnz");
+	expect_fail_of(q4_model, "fc2.weight.__indices", 1, 0x7f, "CSR index arrays out of order");
 }
 END_TEST
 
@@ -538,6 +665,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_sparse_round_trip);
 	tcase_add_test(tc, test_sparse_corrupt);
 	tcase_add_test(tc, test_sparse_int8_round_trip);
+	tcase_add_test(tc, test_sparse_q4_round_trip);
+	tcase_add_test(tc, test_sparse_q4_corrupt);
 	tcase_add_test(tc, test_materialize);
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_cgroup_limit);

@@ -11,7 +11,8 @@
 #     hardsigmoid, a per-channel mul gate, sigmoid, clip): f32 logits to
 #     1e-5, its int8 static form the same correct count;
 #   - 4-bit weights as INT4 DequantizeLinear (opset 21, per channel and
-#     per group of 32, asymmetric): logits to 1e-5, same correct count;
+#     per group of 32, asymmetric; pruned 75%, stored sparse in the
+#     .safetensors): logits to 1e-5, same correct count;
 #     --int4 f32 the dense fallback with its warning;
 #   - a pruned model exports dense, saying the sparse gain stays in the
 #     .safetensors (which is smaller);
@@ -60,6 +61,20 @@ quantize_model cnn cnn-dyn 'bits: 8, mode: dynamic'
 quantize_model mlp mlp-w4 'bits: 4, granularity: per-channel'
 # per group of 32 where the inputs allow it (linear2: 64), asymmetric: INT4 zero points
 quantize_model mlp mlp-w4g 'bits: 4, scheme: asymmetric, granularity: per-group, group_size: 32, overrides: {linear1: per-channel}'
+# pruned 75%, then 4-bit: the file stores the codes sparse (bitmask + nonzero codes), ONNX dense
+cat > "$tmp/mlp-w4s.yaml" <<EOF
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $data/train, count: 500}
+models:
+  m: {load: mlp.safetensors}
+passes:
+  - prune: {model: m, sparsity: 0.75}
+  - quantize: {model: m, bits: 4, granularity: per-group, group_size: 32, overrides: {linear1: per-channel}}
+output: mlp-w4s.safetensors
+EOF
+expect 0 "wrote .*mlp-w4s.safetensors" "$mcomp" run "$tmp/mlp-w4s.yaml"
 
 for m in mlp cnn mlp-int8 cnn-int8 mlp-dyn cnn-dyn; do
 	expect 0 "$m.safetensors: .* -> .*$m.onnx \(ONNX opset 13\)" \
@@ -69,7 +84,7 @@ for m in act act-int8; do # HardSwish is opset 14
 	expect 0 "$m.safetensors: .* -> .*$m.onnx \(ONNX opset 14\)" \
 		"$mcomp" export "$tmp/$m.safetensors" -o "$tmp/$m.onnx"
 done
-for m in mlp-w4 mlp-w4g; do # INT4 with block quantization is opset 21
+for m in mlp-w4 mlp-w4g mlp-w4s; do # INT4 with block quantization is opset 21
 	expect 0 "$m.safetensors: .* -> .*$m.onnx \(ONNX opset 21\)" \
 		"$mcomp" export "$tmp/$m.safetensors" -o "$tmp/$m.onnx"
 	printf '%s\n' "$out" | grep -q warning && bad "$m: the INT4 export warned: $out" || ok
@@ -243,7 +258,8 @@ agree act-int8
 a=$(field "$cmp" correct_a) b=$(field "$cmp" correct_b)
 [ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "act-int8: mcomp gets $a of 2000 right, ONNX Runtime $b"
 # INT4: DequantizeLinear gives the weights mcomp computes with, to the bit
-for m in mlp-w4 mlp-w4g; do
+# (mlp-w4s: loaded from its sparse 4-bit storage)
+for m in mlp-w4 mlp-w4g mlp-w4s; do
 	agree $m
 	a=$(field "$cmp" correct_a) b=$(field "$cmp" correct_b) d=$(field "$cmp" max_abs_diff)
 	awk -v d="$d" 'BEGIN { exit !(d != "" && d + 0 <= 1e-5) }' && ok || bad "$m: logits differ by $d (> 1e-5)"

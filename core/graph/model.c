@@ -1498,8 +1498,8 @@ static int64_t tensor_nonzeros(const struct mc_tensor *t)
 		case MC_S32:
 			nz += ((const int32_t *)t->data)[i] != 0;
 			break;
-		case MC_Q4:
-			nz += ((((const uint8_t *)t->data)[i / 2] >> (4 * (i % 2))) & 0xf) != 0;
+		case MC_Q4: /* nibble q + 8: 8 is zero */
+			nz += ((((const uint8_t *)t->data)[i / 2] >> (4 * (i % 2))) & 0xf) != 8;
 			break;
 		default:
 			break;

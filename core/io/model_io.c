@@ -21,7 +21,11 @@
  *   csr      NAME.__indptr       I32 [rows + 1]       rows = shape[0];
  *            NAME.__indices      I32 [nnz]            column in [0, numel/rows);
  *            NAME.__values       F32 [nnz].
- * An I8 tensor (quantized weights) is stored the same way with I8 values.
+ * An I8 tensor (quantized weights) is stored the same way with I8 values,
+ * and a packed 4-bit one (MC_Q4, nibbles q + 8) with its stored codes packed
+ * the same way: NAME.__values U8 [ceil(nnz/2)], code j in the low (j even)
+ * or high nibble of byte j/2, the last high nibble 0 when nnz is odd; its
+ * "zero" is q = 0 (nibble 8), which loading puts back everywhere else.
  * __metadata__["mcomp.sparse"] is a JSON object naming each sparse tensor:
  * {"fc1.weight": {"format": "bitmask", "shape": [512, 784], "nnz": 40141}}.
  * "Zero" means all bits zero, so -0.0 is stored and loading restores the
@@ -77,21 +81,42 @@ enum sparse_form { FORM_DENSE, FORM_BITMASK, FORM_CSR, FORM_ALL };
 
 static const char *const form_names[] = { "dense", "bitmask", "csr", "dense" };
 
-/* Bytes of one element of the dtypes stored sparse (F32 and S8), else 0. */
-static int sparse_esz(enum mc_dtype dt)
+/* Bits of one element of the dtypes stored sparse (F32, S8, Q4), else 0. */
+static int sparse_bits(enum mc_dtype dt)
 {
-	return dt == MC_F32 ? 4 : dt == MC_S8 ? 1 : 0;
+	return dt == MC_F32 ? 32 : dt == MC_S8 ? 8 : dt == MC_Q4 ? 4 : 0;
 }
 
-/* Element i is stored when any bit is set (so -0.0 survives). */
-static int is_stored(const void *x, int64_t i, int esz)
+/* Nibble i of packed 4-bit codes. */
+static unsigned nibble(const uint8_t *x, int64_t i)
 {
-	const uint8_t *b = (const uint8_t *)x + i * esz;
+	return (x[i / 2] >> (4 * (i % 2))) & 0xfu;
+}
 
-	for (int k = 0; k < esz; k++)
+/* Element i is stored when any bit is set (so -0.0 survives); a 4-bit one
+ * when its code is not q = 0 (nibble 8). */
+static int is_stored(const void *x, int64_t i, int bits)
+{
+	const uint8_t *b = (const uint8_t *)x + i * (bits / 8);
+
+	if (bits == 4)
+		return nibble(x, i) != 8;
+	for (int k = 0; k < bits / 8; k++)
 		if (b[k])
 			return 1;
 	return 0;
+}
+
+/* Element di of dst = element si of src, both of bits-wide elements. */
+static void copy_elem(uint8_t *dst, int64_t di, const uint8_t *src, int64_t si, int bits)
+{
+	if (bits == 4) {
+		int sh = 4 * (int)(di % 2);
+
+		dst[di / 2] = (uint8_t)((dst[di / 2] & ~(0xfu << sh)) | nibble(src, si) << sh);
+	} else {
+		memcpy(dst + di * (bits / 8), src + si * (bits / 8), (size_t)(bits / 8));
+	}
 }
 
 /* ---------------------------------------------------------------- codebooks */
@@ -231,20 +256,20 @@ static enum sparse_form choose_form(const struct mc_tensor *t, const char *full,
 {
 	int64_t rows, name, n = 0, cost[6], best;
 	struct codebook nz, all;
-	int esz = sparse_esz(t->dtype), pick = 0, have_nz, have_all;
+	int bits = sparse_bits(t->dtype), pick = 0, have_nz, have_all;
 
 	*nnz = 0;
 	*clustered = 0;
-	if (!esz || !t->name || t->numel < 1 || t->numel > INT32_MAX)
+	if (!bits || !t->name || t->numel < 1 || t->numel > INT32_MAX)
 		return FORM_DENSE;
 	for (int64_t i = 0; i < t->numel; i++)
-		n += is_stored(t->data, i, esz);
+		n += is_stored(t->data, i, bits);
 	*nnz = n;
 	rows = t->ndim > 1 ? t->shape[0] : 1;
 	name = (int64_t)strlen(full);
-	cost[0] = esz * t->numel;
-	cost[1] = (t->numel + 7) / 8 + esz * n + 2 * (name + 80) + name + 60;
-	cost[2] = 4 * (rows + 1) + (4 + esz) * n + 3 * (name + 80) + name + 60;
+	cost[0] = (bits * t->numel + 7) / 8;
+	cost[1] = (t->numel + 7) / 8 + (bits * n + 7) / 8 + 2 * (name + 80) + name + 60;
+	cost[2] = 4 * (rows + 1) + 4 * n + (bits * n + 7) / 8 + 3 * (name + 80) + name + 60;
 	have_nz = t->dtype == MC_F32 && n && !find_codebook(t->data, t->numel, 0, &nz);
 	have_all = have_nz && (n == t->numel ? (all = nz, 1)
 					     : !find_codebook(t->data, t->numel, 1, &all));
@@ -334,18 +359,19 @@ static struct mc_tensor *piece(struct mc_st_list *l, const char *full, const cha
 struct value_sink {
 	const struct codebook *cb;
 	uint8_t *vals, *codes;
-	int esz;
+	int bits;
 };
 
-static void sink_put(const struct value_sink *k, int64_t at, const uint8_t *x)
+/* Stores element i of x as stored value at. */
+static void sink_put(const struct value_sink *k, int64_t at, const uint8_t *x, int64_t i)
 {
 	if (k->cb) {
 		float v;
 
-		memcpy(&v, x, 4);
+		memcpy(&v, x + 4 * i, 4);
 		put_code(k->codes, at, k->cb->bits, code_of(k->cb, v));
 	} else {
-		memcpy(k->vals + k->esz * at, x, (size_t)k->esz);
+		copy_elem(k->vals, at, x, i, k->bits);
 	}
 }
 
@@ -357,7 +383,7 @@ static int add_values(const struct mc_tensor *t, const char *full, int64_t nnz,
 	struct mc_tensor *v, *c;
 
 	k->cb = cb;
-	k->esz = sparse_esz(t->dtype);
+	k->bits = sparse_bits(t->dtype);
 	if (!cb) {
 		if (!(v = piece(l, full, "__values", t->dtype, nnz, err)))
 			return err->code;
@@ -380,7 +406,7 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 		      struct mc_err *err)
 {
 	const uint8_t *x = t->data;
-	int esz = sparse_esz(t->dtype);
+	int bits = sparse_bits(t->dtype);
 	struct value_sink k;
 	struct mc_tensor *a, *b;
 	json_t *e, *shape;
@@ -390,7 +416,7 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 		if (add_values(t, full, nnz, cb, &k, l, err))
 			return err->code;
 		for (int64_t i = 0; i < t->numel; i++)
-			sink_put(&k, i, x + esz * i);
+			sink_put(&k, i, x, i);
 	} else if (f == FORM_BITMASK) {
 		uint8_t *mask;
 
@@ -400,10 +426,10 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 			return err->code;
 		mask = a->data;
 		for (int64_t i = 0; i < t->numel; i++) {
-			if (!is_stored(x, i, esz))
+			if (!is_stored(x, i, bits))
 				continue;
 			mask[i / 8] |= (uint8_t)(1u << (i % 8));
-			sink_put(&k, at++, x + esz * i);
+			sink_put(&k, at++, x, i);
 		}
 	} else {
 		int64_t rows = t->ndim > 1 ? t->shape[0] : 1, cols = t->numel / rows;
@@ -419,10 +445,10 @@ static int add_sparse(const struct mc_tensor *t, const char *full, enum sparse_f
 		idx = b->data;
 		for (int64_t r = 0; r < rows; r++) {
 			for (int64_t c = 0; c < cols; c++) {
-				if (!is_stored(x, r * cols + c, esz))
+				if (!is_stored(x, r * cols + c, bits))
 					continue;
 				idx[at] = (int32_t)c;
-				sink_put(&k, at++, x + esz * (r * cols + c));
+				sink_put(&k, at++, x, r * cols + c);
 			}
 			ptr[r + 1] = (int32_t)at;
 		}
@@ -823,8 +849,8 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 	float *decoded = NULL;
 	int64_t nnz, at = 0;
 	char *dst = t->data;
-	int esz = sparse_esz(t->dtype), all, ret = 0;
-	int ok = esz && json_is_array(shape) &&
+	int bits = sparse_bits(t->dtype), all, ret = 0;
+	int ok = bits && json_is_array(shape) &&
 		 json_array_size(shape) == (size_t)t->ndim && json_is_integer(jn) && form &&
 		 (!clustered || t->dtype == MC_F32);
 
@@ -835,9 +861,10 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 	if (!ok || nnz < 0 || nnz > t->numel || (all && nnz != t->numel) ||
 	    (!all && strcmp(form, "bitmask") && strcmp(form, "csr")))
 		return mc_err_set(err, MC_ECORRUPT,
-				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32 or "
-				  "I8 %s tensor as {\"format\": \"bitmask\" or \"csr\" (or, "
-				  "clustered, \"dense\"), \"shape\", \"nnz\"}; the file is corrupt",
+				  "%s: \"mcomp.sparse\" entry of '%s' does not describe an F32, "
+				  "I8 or 4-bit %s tensor as {\"format\": \"bitmask\" or \"csr\" "
+				  "(or, clustered, \"dense\"), \"shape\", \"nnz\"}; the file is "
+				  "corrupt",
 				  f->path, name, "of the architecture's shape");
 	if (clustered) {
 		ret = decode_clustered(f, name, desc, nnz, all, used, &decoded, err);
@@ -850,13 +877,34 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 		}
 		vals = (const uint8_t *)decoded;
 	} else {
-		v = sparse_piece(f, name, "__values", esz == 4 ? "F32" : "I8", nnz, used, err);
+		v = sparse_piece(f, name, "__values",
+				 bits == 32 ? "F32" : bits == 8 ? "I8" : "U8",
+				 bits == 4 ? (nnz + 1) / 2 : nnz, used, err);
 		if (!v)
 			return err->code;
 		vals = v->data;
+		if (bits == 4 && nnz % 2 && vals[nnz / 2] >> 4)
+			return mc_err_set(err, MC_ECORRUPT,
+					  "%s: tensor '%s.__values' sets the padding nibble after "
+					  "its %lld 4-bit codes; the file is corrupt",
+					  f->path, name, (long long)nnz);
+		for (int64_t j = 0; bits == 4 && j < nnz; j++)
+			if (nibble(vals, j) == 8)
+				return mc_err_set(err, MC_ECORRUPT,
+						  "%s: tensor '%s.__values' code %lld is q = 0, "
+						  "which the stored positions leave implicit; the "
+						  "file is corrupt",
+						  f->path, name, (long long)j);
 	}
 	/* t is fresh (zeroed, lazily when large: mc_model_fill): only the
-	 * stored values are written, so an all-but-empty layer costs little. */
+	 * stored values are written, so an all-but-empty layer costs little.
+	 * A 4-bit tensor's zero is nibble 8, so it is filled first (and the
+	 * padding nibble of an odd count left 0, as mc_q4_pack leaves it). */
+	if (bits == 4) {
+		memset(dst, 0x88, mc_tensor_nbytes(t));
+		if (t->numel % 2)
+			dst[t->numel / 2] &= 0x0f;
+	}
 	if (!strcmp(form, "bitmask")) {
 		const uint8_t *mask;
 
@@ -876,7 +924,7 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 						 i >= t->numel ? "padding bits" : "more bits than nnz");
 				goto out;
 			}
-			memcpy(dst + esz * i, vals + esz * at++, esz);
+			copy_elem((uint8_t *)dst, i, vals, at++, bits);
 		}
 	} else {
 		int64_t rows = t->ndim > 1 ? t->shape[0] : 1, cols = t->numel / rows;
@@ -902,8 +950,8 @@ static int load_sparse(struct mc_tensor *t, const char *name, const struct mc_st
 				memcpy(&c, ip + 4 * at, 4);
 				bad = c <= last || c >= cols;
 				if (!bad)
-					memcpy(dst + esz * (r * cols + c), vals + esz * at,
-					       esz);
+					copy_elem((uint8_t *)dst, r * cols + c, vals, at,
+						  bits);
 			}
 		}
 		if (bad || at != nnz)

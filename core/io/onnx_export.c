@@ -426,6 +426,9 @@ static void count_zeros(struct exp *e, const struct mc_tensor *w)
 	} else if (w->dtype == MC_S8) {
 		for (int64_t k = 0; k < w->numel; k++)
 			z += ((const int8_t *)w->data)[k] == 0;
+	} else if (w->dtype == MC_Q4) { /* nibble q + 8 */
+		for (int64_t k = 0; k < w->numel; k++)
+			z += (((const uint8_t *)w->data)[k / 2] >> 4 * (k % 2) & 0xf) == 8;
 	} else {
 		return;
 	}

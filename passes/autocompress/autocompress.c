@@ -478,11 +478,15 @@ static double eff_flops(const struct mc_model *m)
 		const struct mc_tensor *w = nd->n_params ? nd->params[0] : NULL;
 		double fl = nd->op->flops ? (double)nd->op->flops(nd) : 0.0, nz = 0.0;
 
-		if (w && w->numel && (w->dtype == MC_F32 || w->dtype == MC_S8) &&
+		if (w && w->numel &&
+		    (w->dtype == MC_F32 || w->dtype == MC_S8 || w->dtype == MC_Q4) &&
 		    (strstr(nd->op->name, "linear") || strstr(nd->op->name, "conv"))) {
+			const uint8_t *q = w->data;
+
 			for (int64_t k = 0; k < w->numel; k++)
-				nz += w->dtype == MC_F32 ? ((const float *)w->data)[k] != 0.0f
-							 : ((const int8_t *)w->data)[k] != 0;
+				nz += w->dtype == MC_F32  ? ((const float *)w->data)[k] != 0.0f
+				      : w->dtype == MC_S8 ? ((const int8_t *)w->data)[k] != 0
+							  : (q[k / 2] >> 4 * (k % 2) & 0xf) != 8;
 			fl *= nz / (double)w->numel;
 		}
 		total += fl;
@@ -932,6 +936,114 @@ static int ac_check(struct mc_ctx *ctx, const void *conf)
 	return 0;
 }
 
+static int cmp_dbl(const void *x, const void *y)
+{
+	double p = *(const double *)x, q = *(const double *)y;
+
+	return (p > q) - (p < q);
+}
+
+#define DUEL_ROUNDS 7
+
+/*
+ * objective latency: the chosen model, every uniform recipe that met the
+ * budget (uch[k], named ulab[k]) and the model as given, timed at batch
+ * 256 (or the split's size) in one sitting: DUEL_ROUNDS rounds, each a
+ * median of repeated forwards of every model in turn (the order rotated a
+ * place each round), and each model's figure the median of its rounds. The
+ * search's figures are each a ratio to the model as given timed beside it;
+ * this puts the answer and the uniform recipes side by side, on one clock.
+ */
+static int latency_duel(struct ac *a, const int *best, int **uch, char (*ulab)[64], int nu)
+{
+	struct mc_err *err = mc_ctx_err(a->ctx);
+	int M = nu + 2, ret = 0, faster = 1, others = 0;
+	const char *itself = NULL;
+	struct fwd *f = calloc((size_t)M, sizeof(*f));
+	struct mc_model **m = calloc((size_t)M, sizeof(*m));
+	double *t = calloc((size_t)M * DUEL_ROUNDS, sizeof(*t));
+	double *med = calloc((size_t)M, sizeof(*med));
+	int n = a->d->n < 256 ? (int)a->d->n : 256;
+
+	if (!f || !m || !t || !med) {
+		ret = mc_ctx_error(a->ctx, NULL, MC_ENOMEM, "out of memory");
+		goto out;
+	}
+	/* 0: the chosen; 1..nu: the uniform recipes; nu + 1: as given */
+	for (int k = 0; k <= nu && !ret; k++) {
+		ret = apply(a, k ? uch[k - 1] : best, 1);
+		if (!ret && !(m[k] = mc_model_dup(mc_ctx_model(a->ctx, a->c->model), err)))
+			ret = err->code;
+	}
+	for (int k = 0; k < M && !ret; k++) {
+		f[k] = (struct fwd){ .x = a->d->x, .n = n };
+		f[k].e = mc_exec_new(k <= nu ? m[k] : a->base, n, 0, err);
+		if (!f[k].e)
+			ret = err->code;
+	}
+	for (int r = 0; r < DUEL_ROUNDS && !ret; r++) {
+		if (mc_interrupted()) {
+			ret = mc_ctx_error(a->ctx, NULL, MC_EINTR, "interrupted timing the answer");
+			break;
+		}
+		for (int i = 0; i < M; i++) {
+			int k = (i + r) % M;
+
+			t[k * DUEL_ROUNDS + r] = mc_time_median(fwd_run, &f[k], 3, 30, 0.25);
+		}
+	}
+	if (ret)
+		goto out;
+	for (int k = 0; k < M; k++) {
+		qsort(t + k * DUEL_ROUNDS, DUEL_ROUNDS, sizeof(double), cmp_dbl);
+		med[k] = t[k * DUEL_ROUNDS + DUEL_ROUNDS / 2];
+	}
+	mc_ctx_log(a->ctx, "batch-%d latency, side by side (%d interleaved rounds, median; "
+		   "measured on this machine now):", n, DUEL_ROUNDS);
+	mc_ctx_log(a->ctx, "  chosen                 %8.3f ms", med[0]);
+	mc_ctx_report(a->ctx, "duel chosen ms", med[0]);
+	for (int k = 1; k <= nu; k++) {
+		int same = !memcmp(uch[k - 1], best, (size_t)a->L * sizeof(*best));
+		char key[96];
+
+		mc_ctx_log(a->ctx, "  uniform %-14s %8.3f ms  (%.2fx the chosen's time)%s",
+			   ulab[k - 1], med[k], med[k] / med[0], same ? ", the chosen itself" : "");
+		if (same) {
+			itself = ulab[k - 1];
+		} else {
+			faster &= med[0] < med[k];
+			others++;
+		}
+		snprintf(key, sizeof(key), "duel uniform %s ms", ulab[k - 1]);
+		mc_ctx_report(a->ctx, key, med[k]);
+	}
+	mc_ctx_log(a->ctx, "  as given               %8.3f ms  (%.2fx the chosen's time)",
+		   med[M - 1], med[M - 1] / med[0]);
+	mc_ctx_report(a->ctx, "duel given ms", med[M - 1]);
+	if (!others)
+		mc_ctx_log(a->ctx, "no %suniform recipe meets the budget", nu ? "other " : "");
+	else
+		mc_ctx_log(a->ctx, "the chosen model%s%s%s is %s than every %suniform recipe that "
+			   "meets the budget",
+			   itself ? " (uniform " : "", itself ? itself : "", itself ? ")" : "",
+			   faster ? "faster" : "NOT faster", itself ? "other " : "");
+	if (!others)
+		faster = 0; /* nothing to be faster than */
+	mc_ctx_report(a->ctx, "duel chosen fastest", faster);
+out:
+	for (int k = 0; k < M; k++) {
+		if (f)
+			mc_exec_free(f[k].e);
+		if (m)
+			mc_model_free(m[k]);
+	}
+	free(f);
+	free(m);
+	free(t);
+	free(med);
+	return ret;
+}
+
 static void log_table(struct ac *a, const int *choice, double *const *drop,
 		      double *const *dcost, FILE *tf)
 {
@@ -963,6 +1075,8 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 	double **drop = NULL, **dcost = NULL;
 	unsigned char **valid = NULL;
 	int *nch = NULL, *choice = NULL, *best = NULL, *ubest = NULL, ret;
+	int **umeet = NULL, nmeet = 0; /* objective latency: uniform recipes within the budget */
+	char (*umeet_lab)[64] = NULL;
 	double ucost = 0, uacc = 0;
 	char uname[64] = "";
 	struct ac_result res = { 0 };
@@ -1023,7 +1137,10 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 	choice = calloc((size_t)a.L, sizeof(*choice));
 	best = calloc((size_t)a.L, sizeof(*best));
 	ubest = calloc((size_t)a.L, sizeof(*ubest));
-	if (!nch || !drop || !dcost || !valid || !choice || !best || !ubest) {
+	umeet = calloc((size_t)FMT_COUNT + (size_t)c->sparsities.n, sizeof(*umeet));
+	umeet_lab = calloc((size_t)FMT_COUNT + (size_t)c->sparsities.n, sizeof(*umeet_lab));
+	if (!nch || !drop || !dcost || !valid || !choice || !best || !ubest || !umeet ||
+	    !umeet_lab) {
 		ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -1104,6 +1221,15 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 		mc_ctx_log(ctx, "uniform %-14s %.2f%% (%+.2f pt), %.8g %s%s", a.label, 100 * acc,
 			   100 * (acc - a.base_acc), cost, units[c->objective],
 			   acc >= a.min_acc - 1e-12 ? ", meets the budget" : "");
+		if (acc >= a.min_acc - 1e-12 && c->objective == OBJ_LATENCY) {
+			umeet[nmeet] = malloc((size_t)a.L * sizeof(*choice));
+			if (!umeet[nmeet]) {
+				ret = mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
+				goto out;
+			}
+			memcpy(umeet[nmeet], choice, (size_t)a.L * sizeof(*choice));
+			snprintf(umeet_lab[nmeet++], sizeof(umeet_lab[0]), "%s", a.label);
+		}
 		if (acc >= a.min_acc - 1e-12 && cost < a.base_cost && (!uname[0] || cost < ucost)) {
 			memcpy(ubest, choice, (size_t)a.L * sizeof(*choice));
 			ucost = cost;
@@ -1156,6 +1282,12 @@ static int ac_run(struct mc_ctx *ctx, const void *conf)
 		   "(as given / chosen: %.2fx)",
 		   a.count, mc_now() - a.t0, 100 * res.acc, c->data, 100 * (res.acc - a.base_acc),
 		   res.cost, units[c->objective], res.cost > 0 ? a.base_cost / res.cost : 0.0);
+
+	if (c->objective == OBJ_LATENCY) {
+		ret = latency_duel(&a, best, umeet, umeet_lab, nmeet);
+		if (ret)
+			goto out;
+	}
 
 	/* The answer: made once more by the recipe's passes, this time in the open. */
 	ret = apply(&a, best, 0);
@@ -1242,6 +1374,10 @@ out:
 	free(choice);
 	free(best);
 	free(ubest);
+	for (int k = 0; umeet && k < nmeet; k++)
+		free(umeet[k]);
+	free(umeet);
+	free(umeet_lab);
 	free(a.pts);
 	mc_model_free(a.base);
 	return ret;
