@@ -229,6 +229,85 @@ START_TEST(conv_extremes)
 }
 END_TEST
 
+/*
+ * Inputs where quantizing without a division could go wrong: x / sa at and
+ * one ulp either side of half-integers (ties go to even), near the clamp at
+ * +-512, NaN and infinities, and scales whose reciprocal loses bits (then
+ * every lane is divided). Depthwise (strides 1, 2) and pointwise layers
+ * against _ref on every path.
+ */
+START_TEST(conv_quantizes_edges_as_ref)
+{
+	static const struct shape sh[] = { { 2, 16, 10, 10, 16, 3, 1, 1, 16 },
+					   { 2, 16, 10, 10, 16, 3, 2, 1, 16 },
+					   { 2, 16, 10, 10, 8, 1, 1, 0, 1 } };
+	static const float scales[] = { 6.0f / 255.0f, 0.0123f, 1.0f / 3.0f, 7.77e-5f, 1e-39f,
+					0x1p126f };
+	const char *saved = mc_gemm_s8_kernel();
+
+	for (int si = 0; si < (int)(sizeof(sh) / sizeof(sh[0])); si++)
+		for (int ki = 0; ki < (int)(sizeof(scales) / sizeof(scales[0])); ki++) {
+			struct mc_qconv cv = make(&sh[si]);
+			int n = sh[si].n;
+			size_t xs = (size_t)cv.C * cv.H * cv.W, ys = (size_t)cv.O * cv.OH * cv.OW;
+			size_t wn = (size_t)cv.O * (cv.C / cv.g) * cv.k * cv.k;
+			float *x = malloc(n * xs * sizeof(float)), sw[16], *ref, *y;
+			int8_t *w = malloc(wn);
+			float sa = scales[ki];
+			struct mc_qconv_q q = { .sa = sa, .za = 3 + 40 * ki, .sw = sw, .bias = NULL,
+						.flags = 0 };
+			void *ws = mc_calloc(mc_qconv_work(&cv, n), 1);
+
+			ref = malloc(n * ys * sizeof(float));
+			y = malloc(n * ys * sizeof(float));
+			for (int o = 0; o < 16; o++)
+				sw[o] = 0.01f;
+			for (size_t i = 0; i < wn; i++)
+				w[i] = (int8_t)((int)(i * 37 % 255) - 127);
+			for (size_t i = 0; i < n * xs; i++) {
+				float half = ((float)(int)(i % 1100) - 550.0f) + 0.5f, v = half * sa;
+
+				switch (i % 5) {
+				case 1:
+					v = nextafterf(v, INFINITY);
+					break;
+				case 2:
+					v = nextafterf(v, -INFINITY);
+					break;
+				case 3:
+					v = (float)(i % 7 == 0 ? 512 : -512) * sa;
+					break;
+				}
+				x[i] = v;
+			}
+			x[5] = NAN;
+			x[17] = INFINITY;
+			x[29] = -INFINITY;
+			mc_qconv_forward_ref(&cv, &q, n, x, w, ref);
+			for (int pi = 0; pi < NPATHS; pi++) {
+				if (mc_gemm_s8_use(paths[pi]))
+					continue;
+				for (int t = 1; t <= 3; t += 2) {
+					omp_set_num_threads(t);
+					mc_qconv_forward(&cv, &q, n, x, w, y, ws);
+					for (size_t i = 0; i < n * ys; i++)
+						ck_assert_msg(memcmp(&ref[i], &y[i], sizeof(float)) == 0,
+							      "shape %d scale %g path %s threads %d: "
+							      "y[%zu] = %a, ref %a",
+							      si, sa, paths[pi], t, i, y[i], ref[i]);
+				}
+			}
+			mc_free(ws);
+			free(y);
+			free(ref);
+			free(w);
+			free(x);
+		}
+	mc_gemm_s8_use(saved);
+	omp_set_num_threads(2);
+}
+END_TEST
+
 START_TEST(qmul_ratios)
 {
 	int32_t m;
@@ -462,6 +541,7 @@ int main(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, conv_every_path_matches_ref);
 	tcase_add_test(tc, conv_extremes);
+	tcase_add_test(tc, conv_quantizes_edges_as_ref);
 	tcase_add_test(tc, qmul_ratios);
 	tcase_add_test(tc, add_every_path_matches_ref);
 	tcase_add_test(tc, gap_every_path_matches_ref);

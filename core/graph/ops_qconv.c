@@ -17,7 +17,7 @@
  * one exact s32 sum: the same for any thread count. Grouped, depthwise and
  * pointwise (1x1, stride 1, no padding) layers run the int8 kernels of
  * core/kernels/s8_ops.h instead: a depthwise kernel vectorized across
- * channels, a pointwise one across positions, a direct loop for other
+ * each channel's positions, a pointwise one across positions, a direct loop for other
  * groups; the same requantization, bit for bit.
  *
  * The packed weights, the input's quantization and the parameters are

@@ -65,7 +65,8 @@ size_t mc_qconv_work(const struct mc_qconv *cv, int n);
 /*
  * y[n][O][OH][OW] = the requantized convolution of u8(x[n][C][H][W]) with
  * w[O][C/g][k][k] (s8, symmetric). Depthwise layers run a direct kernel
- * vectorized across channels; pointwise ones a kernel vectorized across
+ * vectorized across each channel's positions (threads split (sample,
+ * channel) planes); pointwise ones a kernel vectorized across
  * positions, channel pairs multiplied by vpmaddwd (exact: u8 x s8 products
  * fit s16 inputs); other groups a direct loop.
  */
