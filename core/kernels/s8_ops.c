@@ -155,7 +155,7 @@ int mc_qconv_is_pw(const struct mc_qconv *cv)
  */
 struct pw_geo {
 	int C2, Pp, Op;
-	size_t head, xq, xi, slot; /* bytes */
+	size_t head, xq, xi, yt, slot; /* bytes */
 };
 
 static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
@@ -172,7 +172,11 @@ static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
 	g->head = up64(((size_t)g->C2 + 3) * g->Op * 4);
 	g->xq = up64((size_t)cv->C * P);
 	g->xi = up64((size_t)g->C2 * g->Pp * 4);
-	g->slot = g->xq + g->xi;
+	/* a sample's f32 output [O][P] before it is quantized (mc_qconv_forward_io's yq) */
+	if ((size_t)cv->O > SIZE_MAX / 256 / P)
+		return -1;
+	g->yt = up64((size_t)cv->O * P * sizeof(float));
+	g->slot = g->xq + g->xi + g->yt;
 	return 0;
 }
 
@@ -279,7 +283,7 @@ struct dw_geo {
 	int tq, nu;	/* taps a unit, units a window row */
 	int Hr, Wr, Ra; /* xp's rows and bytes a row; rows of a phase */
 	size_t head;	/* bytes: wt[C][k][nu] (u32), zc[C], sc[C], bb[C] */
-	size_t xq, xp, tp, slot; /* bytes of a slot's parts */
+	size_t xq, xp, tp, yt, slot; /* bytes of a slot's parts */
 };
 
 static int dw_tq(void)
@@ -320,7 +324,8 @@ static int dw_geo(const struct mc_qconv *cv, int tq, struct dw_geo *g)
 	g->xp = up64((size_t)g->Hr * g->Wr);
 	/* 16 units of slack: a row's last vector runs past it, into the next */
 	g->tp = tq == 1 ? 0 : up64(((size_t)g->nu * cv->s * g->Ra * cv->OW + 16) * 4);
-	g->slot = g->xq + g->xp + g->tp;
+	g->yt = up64(P * sizeof(float)); /* a plane's f32 output before it is quantized */
+	g->slot = g->xq + g->xp + g->tp + g->yt;
 	return 0;
 }
 
@@ -777,7 +782,7 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_geo *g,
-	const void *head, const float *x, uint32_t *xi, float *y)
+	const void *head, const float *x, const uint8_t *xq, uint32_t *xi, float *y)
 {
 	int P = cv->OH * cv->OW, C4 = (cv->C + 3) / 4;
 	const uint32_t *wq = head;
@@ -794,9 +799,15 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 			__m512i v = _mm512_setzero_si512();
 
 			for (int b = 0; b < 4 && 4 * j + b < cv->C; b++) {
-				__m512 f = _mm512_maskz_loadu_ps(m, x + (size_t)(4 * j + b) * P + p0);
+				size_t at = (size_t)(4 * j + b) * P + p0;
+				__m512i u;
 
-				v = _mm512_or_si512(v, _mm512_slli_epi32(quant16(&qk, f), 8 * b));
+				if (xq)
+					u = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(
+					    _mm512_maskz_loadu_epi8((__mmask64)m, xq + at)));
+				else
+					u = quant16(&qk, _mm512_maskz_loadu_ps(m, x + at));
+				v = _mm512_or_si512(v, _mm512_slli_epi32(u, 8 * b));
 			}
 			_mm512_storeu_si512(xi + (size_t)j * g->Pp + p0, v);
 		}
@@ -872,95 +883,156 @@ static pw_fn pw_path(void)
 	return pw_portable;
 }
 
-void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
-		      const float *x, const int8_t *w, float *y, void *work)
+/* yq[m] = u8(y[m]) at (so, zo): mc_quantize_u8's bits, without its division on AVX-512. */
+static void quant_out(const float *y, size_t m, float so, int zo, uint8_t *yq)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	if (mc_s8_simd() == 2) {
+		struct quant_k k = quant_k(so, zo);
+
+		quant_avx512(&k, y, m, yq);
+		return;
+	}
+#endif
+	mc_quantize_u8(y, m, so, zo, yq);
+}
+
+int mc_qconv_io_ok(const struct mc_qconv *cv)
+{
+	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv);
+}
+
+/* A pointwise layer, sample by sample. */
+static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		       const struct mc_qconv_io *io, const int8_t *w, void *work, int nt)
 {
 	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW;
-	double macs = (double)n * (double)ys * (double)(cv->C / cv->g) * cv->k * cv->k;
-	int nt = threads_for(n, macs);
-	size_t HW = (size_t)cv->H * cv->W, P = (size_t)cv->OH * cv->OW;
-	struct dw_geo g;
-	dw_item_fn item;
-	int64_t items;
-	int tq;
-#if defined(__x86_64__) || defined(__i386__)
-	struct quant_k qk;
-#endif
+	struct pw_geo pg;
+	pw_fn fn = pw_path();
+	int vnni = mc_s8_simd() == 2;
 
-	if (n < 1)
-		return;
-	if (mc_qconv_is_pw(cv)) {
-		struct pw_geo pg;
-		pw_fn fn = pw_path();
-
-		int vnni = mc_s8_simd() == 2;
-
-		pw_geo(cv, &pg);
-		if (vnni)
-			pw_head_quad(cv, q, &pg, w, work);
-		else
-			pw_head(cv, q, &pg, w, work);
+	pw_geo(cv, &pg);
+	if (vnni)
+		pw_head_quad(cv, q, &pg, w, work);
+	else
+		pw_head(cv, q, &pg, w, work);
 #pragma omp parallel num_threads(nt)
-		{
-			uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * pg.slot;
-			uint32_t *xi = (uint32_t *)(xq + pg.xq);
+	{
+		uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * pg.slot;
+		uint32_t *xi = (uint32_t *)(xq + pg.xq);
+		float *yt = (float *)((uint8_t *)xi + pg.xi);
 
 #pragma omp for schedule(static)
-			for (int s = 0; s < n; s++) {
+		for (int s = 0; s < n; s++) {
+			const uint8_t *src = io->xq ? io->xq + (size_t)s * xs : NULL;
+			float *dst = io->y ? io->y + (size_t)s * ys : yt;
+
 #if defined(__x86_64__) || defined(__i386__)
-				if (vnni) {
-					pw_vnni(cv, q, &pg, work, x + (size_t)s * xs, xi,
-						y + (size_t)s * ys);
-					continue;
+			if (vnni) {
+				pw_vnni(cv, q, &pg, work, io->x ? io->x + (size_t)s * xs : NULL, src, xi,
+					dst);
+			} else
+#endif
+			{
+				if (!src) {
+					mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
+					src = xq;
 				}
-#endif
-				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
-				pw_layout(cv, &pg, xq, xi);
-				fn(cv, &pg, work, xi, q->flags, y + (size_t)s * ys);
+				pw_layout(cv, &pg, src, xi);
+				fn(cv, &pg, work, xi, q->flags, dst);
 			}
+			if (io->yq)
+				quant_out(dst, ys, io->so, io->zo, io->yq + (size_t)s * ys);
 		}
-		return;
 	}
-	if (!mc_qconv_is_dw(cv)) {
-#pragma omp parallel num_threads(nt)
-		{
-			uint8_t *xq = (uint8_t *)work + (size_t)omp_get_thread_num() * up64(xs);
+}
 
-#pragma omp for schedule(static)
-			for (int s = 0; s < n; s++) {
-				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
-				conv_sample(cv, q, xq, w, y + (size_t)s * ys);
-			}
-		}
-		return;
-	}
-	tq = dw_tq();
-	dw_geo(cv, tq, &g);
-	item = dw_item_path(tq);
-	dw_head(cv, q, &g, w, work);
+/* A depthwise layer, (sample, channel) plane by plane. */
+static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		       const struct mc_qconv_io *io, const int8_t *w, void *work, double macs)
+{
+	size_t HW = (size_t)cv->H * cv->W, P = (size_t)cv->OH * cv->OW;
+	int tq = dw_tq(), nt;
+	int64_t items = (int64_t)n * cv->C;
+	dw_item_fn item = dw_item_path(tq);
+	struct dw_geo g;
 #if defined(__x86_64__) || defined(__i386__)
-	qk = quant_k(q->sa, q->za);
+	struct quant_k qk = quant_k(q->sa, q->za);
 #endif
-	items = (int64_t)n * cv->C;
+
+	dw_geo(cv, tq, &g);
+	dw_head(cv, q, &g, w, work);
 	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
 #pragma omp parallel num_threads(nt)
 	{
 		uint8_t *xq = (uint8_t *)work + g.head + (size_t)omp_get_thread_num() * g.slot;
 		uint8_t *xp = xq + g.xq;
 		uint32_t *tp = (uint32_t *)(xp + g.xp);
+		float *yt = (float *)((uint8_t *)tp + g.tp);
 
 #pragma omp for schedule(static)
 		for (int64_t it = 0; it < items; it++) {
+			const uint8_t *src = io->xq ? io->xq + (size_t)it * HW : xq;
+			float *dst = io->y ? io->y + (size_t)it * P : yt;
+
+			if (!io->xq) {
 #if defined(__x86_64__) || defined(__i386__)
-			if (tq == 4)
-				quant_avx512(&qk, x + (size_t)it * HW, HW, xq);
-			else
+				if (tq == 4)
+					quant_avx512(&qk, io->x + (size_t)it * HW, HW, xq);
+				else
 #endif
-				mc_quantize_u8(x + (size_t)it * HW, HW, q->sa, q->za, xq);
-			dw_pad(cv, &g, q->za, xq, xp);
-			item(cv, &g, work, (int)(it % cv->C), xp, tp, q->flags, y + (size_t)it * P);
+					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za, xq);
+			}
+			dw_pad(cv, &g, q->za, src, xp);
+			item(cv, &g, work, (int)(it % cv->C), xp, tp, q->flags, dst);
+			if (io->yq)
+				quant_out(dst, P, io->so, io->zo, io->yq + (size_t)it * P);
 		}
 	}
+}
+
+int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+			const struct mc_qconv_io *io, const int8_t *w, void *work)
+{
+	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW;
+	double macs = (double)n * (double)ys * (double)(cv->C / cv->g) * cv->k * cv->k;
+	int nt = threads_for(n, macs);
+
+	if (!io->x == !io->xq || !io->y == !io->yq)
+		return -1;
+	if ((io->xq || io->yq) && !mc_qconv_io_ok(cv))
+		return -1;
+	if (io->yq && (!(io->so > 0.0f) || !isfinite(io->so) || io->zo < 0 || io->zo > 255))
+		return -1;
+	if (n < 1)
+		return 0;
+	if (mc_qconv_is_pw(cv)) {
+		pw_forward(cv, q, n, io, w, work, nt);
+		return 0;
+	}
+	if (mc_qconv_is_dw(cv)) {
+		dw_forward(cv, q, n, io, w, work, macs);
+		return 0;
+	}
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *xq = (uint8_t *)work + (size_t)omp_get_thread_num() * up64(xs);
+
+#pragma omp for schedule(static)
+		for (int s = 0; s < n; s++) {
+			mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
+			conv_sample(cv, q, xq, w, io->y + (size_t)s * ys);
+		}
+	}
+	return 0;
+}
+
+void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		      const float *x, const int8_t *w, float *y, void *work)
+{
+	struct mc_qconv_io io = { .x = x, .y = y };
+
+	mc_qconv_forward_io(cv, q, n, &io, w, work);
 }
 
 /* ---------------------------------------------------------------- add */
@@ -1105,39 +1177,55 @@ static add_fn add_path(void)
 	return add_portable;
 }
 
+/* Per thread: a chunk of a and b quantized, and of y before it is quantized. */
 size_t mc_qadd_work(int64_t n)
 {
 	int64_t chunks = (n + ADD_CHUNK - 1) / ADD_CHUNK;
 
-	return (size_t)(chunks < SLOTS ? (chunks < 1 ? 1 : chunks) : SLOTS) * 2 * ADD_CHUNK;
+	return (size_t)(chunks < SLOTS ? (chunks < 1 ? 1 : chunks) : SLOTS) * (2 + 4) * ADD_CHUNK;
 }
 
-int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
-	    void *work)
+int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io, void *work)
 {
 	int64_t chunks = (n + ADD_CHUNK - 1) / ADD_CHUNK;
 	struct add_k k;
 	add_fn fn = add_path();
 	int nt;
 
-	if (add_prepare(q, &k))
+	if (add_prepare(q, &k) || !io->a == !io->aq || !io->b == !io->bq || !io->y == !io->yq ||
+	    (io->yq && (!(io->so > 0.0f) || !isfinite(io->so) || io->zo < 0 || io->zo > 255)))
 		return -1;
 	nt = threads_for(chunks > INT32_MAX ? INT32_MAX : (int)chunks, 20.0 * (double)n);
 #pragma omp parallel num_threads(nt)
 	{
-		uint8_t *qa = (uint8_t *)work + (size_t)omp_get_thread_num() * 2 * ADD_CHUNK;
+		uint8_t *qa = (uint8_t *)work + (size_t)omp_get_thread_num() * 6 * ADD_CHUNK;
 		uint8_t *qb = qa + ADD_CHUNK;
+		float *yt = (float *)(qb + ADD_CHUNK);
 
 #pragma omp for schedule(static)
 		for (int64_t c = 0; c < chunks; c++) {
 			int64_t i0 = c * ADD_CHUNK, len = n - i0 < ADD_CHUNK ? n - i0 : ADD_CHUNK;
+			const uint8_t *ua = io->aq ? io->aq + i0 : qa, *ub = io->bq ? io->bq + i0 : qb;
+			float *dst = io->y ? io->y + i0 : yt;
 
-			mc_quantize_u8(a + i0, (size_t)len, q->sa, q->za, qa);
-			mc_quantize_u8(b + i0, (size_t)len, q->sb, q->zb, qb);
-			fn(&k, (size_t)len, qa, qb, y + i0);
+			if (!io->aq)
+				mc_quantize_u8(io->a + i0, (size_t)len, q->sa, q->za, qa);
+			if (!io->bq)
+				mc_quantize_u8(io->b + i0, (size_t)len, q->sb, q->zb, qb);
+			fn(&k, (size_t)len, ua, ub, dst);
+			if (io->yq)
+				quant_out(dst, (size_t)len, io->so, io->zo, io->yq + i0);
 		}
 	}
 	return 0;
+}
+
+int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
+	    void *work)
+{
+	struct mc_qadd_io io = { .a = a, .b = b, .y = y };
+
+	return mc_qadd_io(q, n, &io, work);
 }
 
 int mc_qadd_ref(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y)
@@ -1284,6 +1372,23 @@ int mc_qgap(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x,
 				y[(size_t)s * C + c] = gap1(&k, HW, sum(xq + (size_t)c * HW, HW));
 		}
 	}
+	return 0;
+}
+
+int mc_qgap_u8(const struct mc_qgap_q *q, int n, int C, int64_t HW, const uint8_t *xq, float *y)
+{
+	size_t xs = (size_t)C * (size_t)HW;
+	struct gap_k k;
+	sum_fn sum = sum_path();
+	int nt;
+
+	if (gap_prepare(q, HW, &k))
+		return -1;
+	nt = threads_for(n, 2.0 * (double)n * (double)xs);
+#pragma omp parallel for num_threads(nt) schedule(static)
+	for (int s = 0; s < n; s++)
+		for (int c = 0; c < C; c++)
+			y[(size_t)s * C + c] = gap1(&k, HW, sum(xq + (size_t)s * xs + (size_t)c * HW, HW));
 	return 0;
 }
 
