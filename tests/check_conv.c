@@ -10,6 +10,7 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -380,6 +381,101 @@ START_TEST(fused_qconv_pool_inference)
 }
 END_TEST
 
+/*
+ * An int8 chain as MobileNetV2's: pointwise, depthwise, pointwise, a
+ * residual qadd, a stride-2 depthwise, qglobal_avgpool, linear. The
+ * executor hands u8 tensors between the int8 ops (exec.c, plan_u8); the
+ * logits must be the bytes of every op run on its own over f32 tensors,
+ * for any thread count, and also where one reader's pair differs (that
+ * tensor then stays f32).
+ */
+static const char *arch_q8 =
+    "{\"format\": 1, \"input\": [8, 6, 6], \"nodes\": ["
+    "{\"name\": \"pw1\", \"op\": \"qconv2d\", \"inputs\": [\"input\"], \"attrs\":"
+    " {\"out\": 8, \"kernel\": 1, \"mode\": \"static\", \"relu6\": true}},"
+    "{\"name\": \"dw\", \"op\": \"qconv2d\", \"inputs\": [\"pw1\"], \"attrs\": {\"out\": 8,"
+    " \"kernel\": 3, \"padding\": 1, \"groups\": 8, \"mode\": \"static\", \"relu6\": true}},"
+    "{\"name\": \"pw2\", \"op\": \"qconv2d\", \"inputs\": [\"dw\"], \"attrs\":"
+    " {\"out\": 8, \"kernel\": 1, \"mode\": \"static\"}},"
+    "{\"name\": \"add\", \"op\": \"qadd\", \"inputs\": [\"pw2\", \"pw1\"]},"
+    "{\"name\": \"dw2\", \"op\": \"qconv2d\", \"inputs\": [\"add\"], \"attrs\": {\"out\": 8,"
+    " \"kernel\": 3, \"stride\": 2, \"padding\": 1, \"groups\": 8, \"mode\": \"static\"}},"
+    "{\"name\": \"pool\", \"op\": \"qglobal_avgpool\", \"inputs\": [\"dw2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"pool\"], \"attrs\": {\"out\": 5}}]}";
+
+static void set_f32(struct mc_model *m, const char *name, const float *v, int64_t n)
+{
+	struct mc_tensor *t = mc_model_param(m, name);
+
+	ck_assert_msg(t && t->numel == n, "%s", name);
+	memcpy(t->data, v, (size_t)n * sizeof(float));
+}
+
+START_TEST(int8_chain_u8_matches_f32_route)
+{
+	static struct mc_err err;
+	static const char *const convs[] = { "pw1", "dw", "pw2", "dw2" };
+	struct mc_model *m = mc_model_from_arch(arch_q8, "t", &err);
+	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+	const float relu6_qp[2] = { 6.0f / 255.0f, 0.0f };
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 7);
+	for (int c = 0; c < 4; c++) {
+		char name[64];
+		struct mc_tensor *w, *sc, *b;
+
+		snprintf(name, sizeof(name), "%s.weight", convs[c]);
+		w = mc_model_param(m, name);
+		snprintf(name, sizeof(name), "%s.weight_scale", convs[c]);
+		sc = mc_model_param(m, name);
+		snprintf(name, sizeof(name), "%s.bias", convs[c]);
+		b = mc_model_param(m, name);
+		ck_assert(w && sc && b);
+		for (int64_t i = 0; i < w->numel; i++)
+			((int8_t *)w->data)[i] =
+			    (int8_t)((int)(mc_rand_uniform(23, (uint64_t)c, (uint64_t)i) * 255.0f) - 127);
+		for (int64_t i = 0; i < sc->numel; i++)
+			((float *)sc->data)[i] = 0.004f + 0.0005f * (float)i;
+		for (int64_t i = 0; i < b->numel; i++)
+			((float *)b->data)[i] = 0.1f * (float)(i % 5) - 0.2f;
+	}
+	set_f32(m, "pw1.input_qparams", (const float[]){ 2.0f / 255.0f, 128.0f }, 2);
+	set_f32(m, "dw.input_qparams", relu6_qp, 2);
+	set_f32(m, "pw2.input_qparams", relu6_qp, 2);
+	set_f32(m, "add.qparams",
+		(const float[]){ 0.05f, 128.0f, 6.0f / 255.0f, 0.0f, 0.06f, 120.0f }, 6);
+	set_f32(m, "dw2.input_qparams", (const float[]){ 0.06f, 120.0f }, 2);
+	set_f32(m, "pool.qparams", (const float[]){ 0.05f, 128.0f, 0.02f, 127.0f }, 4);
+	x = random_f32((size_t)9 * 8 * 6 * 6, 901, -1.0f);
+	for (int variant = 0; variant < 2; variant++) {
+		if (variant) /* the add reads pw1 at another pair than dw: pw1's output stays f32 */
+			set_f32(m, "add.qparams",
+				(const float[]){ 0.05f, 128.0f, 7.0f / 255.0f, 1.0f, 0.06f, 120.0f }, 6);
+		for (int n = 1; n <= 9; n += 8)
+			for (int t = 1; t <= 3; t++) {
+				struct mc_exec *e;
+
+				omp_set_num_threads(t);
+				run_unfused(m, x, n, z0);
+				ck_assert(isfinite(z0[0]) && isfinite(z0[4]) && z0[0] != z0[4]);
+				e = mc_exec_new(m, n, 0, &err);
+				ck_assert_msg(e != NULL, "%s", err.msg);
+				memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+				mc_exec_free(e);
+				ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+					      "u8 chain, variant %d: batch %d threads %d", variant, n,
+					      t);
+			}
+	}
+	omp_set_num_threads(2);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conv");
@@ -393,6 +489,7 @@ int main(void)
 	tcase_add_test(tc, fused_model_deterministic);
 	tcase_add_test(tc, fused_pool_inference);
 	tcase_add_test(tc, fused_qconv_pool_inference);
+	tcase_add_test(tc, int8_chain_u8_matches_f32_route);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

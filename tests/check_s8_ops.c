@@ -229,6 +229,237 @@ START_TEST(conv_extremes)
 }
 END_TEST
 
+/*
+ * Inputs where quantizing without a division could go wrong: x / sa at and
+ * one ulp either side of half-integers (ties go to even), near the clamp at
+ * +-512, NaN and infinities, and scales whose reciprocal loses bits (then
+ * every lane is divided). Depthwise (strides 1, 2) and pointwise layers
+ * against _ref on every path.
+ */
+START_TEST(conv_quantizes_edges_as_ref)
+{
+	static const struct shape sh[] = { { 2, 16, 10, 10, 16, 3, 1, 1, 16 },
+					   { 2, 16, 10, 10, 16, 3, 2, 1, 16 },
+					   { 2, 16, 10, 10, 8, 1, 1, 0, 1 } };
+	static const float scales[] = { 6.0f / 255.0f, 0.0123f, 1.0f / 3.0f, 7.77e-5f, 1e-39f,
+					0x1p126f };
+	const char *saved = mc_gemm_s8_kernel();
+
+	for (int si = 0; si < (int)(sizeof(sh) / sizeof(sh[0])); si++)
+		for (int ki = 0; ki < (int)(sizeof(scales) / sizeof(scales[0])); ki++) {
+			struct mc_qconv cv = make(&sh[si]);
+			int n = sh[si].n;
+			size_t xs = (size_t)cv.C * cv.H * cv.W, ys = (size_t)cv.O * cv.OH * cv.OW;
+			size_t wn = (size_t)cv.O * (cv.C / cv.g) * cv.k * cv.k;
+			float *x = malloc(n * xs * sizeof(float)), sw[16], *ref, *y;
+			int8_t *w = malloc(wn);
+			float sa = scales[ki];
+			struct mc_qconv_q q = { .sa = sa, .za = 3 + 40 * ki, .sw = sw, .bias = NULL,
+						.flags = 0 };
+			void *ws = mc_calloc(mc_qconv_work(&cv, n), 1);
+
+			ref = malloc(n * ys * sizeof(float));
+			y = malloc(n * ys * sizeof(float));
+			for (int o = 0; o < 16; o++)
+				sw[o] = 0.01f;
+			for (size_t i = 0; i < wn; i++)
+				w[i] = (int8_t)((int)(i * 37 % 255) - 127);
+			for (size_t i = 0; i < n * xs; i++) {
+				float half = ((float)(int)(i % 1100) - 550.0f) + 0.5f, v = half * sa;
+
+				switch (i % 5) {
+				case 1:
+					v = nextafterf(v, INFINITY);
+					break;
+				case 2:
+					v = nextafterf(v, -INFINITY);
+					break;
+				case 3:
+					v = (float)(i % 7 == 0 ? 512 : -512) * sa;
+					break;
+				}
+				x[i] = v;
+			}
+			x[5] = NAN;
+			x[17] = INFINITY;
+			x[29] = -INFINITY;
+			mc_qconv_forward_ref(&cv, &q, n, x, w, ref);
+			for (int pi = 0; pi < NPATHS; pi++) {
+				if (mc_gemm_s8_use(paths[pi]))
+					continue;
+				for (int t = 1; t <= 3; t += 2) {
+					omp_set_num_threads(t);
+					mc_qconv_forward(&cv, &q, n, x, w, y, ws);
+					for (size_t i = 0; i < n * ys; i++)
+						ck_assert_msg(memcmp(&ref[i], &y[i], sizeof(float)) == 0,
+							      "shape %d scale %g path %s threads %d: "
+							      "y[%zu] = %a, ref %a",
+							      si, sa, paths[pi], t, i, y[i], ref[i]);
+				}
+			}
+			mc_free(ws);
+			free(y);
+			free(ref);
+			free(w);
+			free(x);
+		}
+	mc_gemm_s8_use(saved);
+	omp_set_num_threads(2);
+}
+END_TEST
+
+/*
+ * The u8 forms (struct mc_qconv_io, mc_qadd_io, mc_qgap_u8): fed the u8
+ * values of their f32 inputs, and asked for u8 outputs at a scale of their
+ * reader, they give exactly the bytes of the f32 route followed by
+ * mc_quantize_u8_ref, on every path and thread count; forms a layer cannot
+ * take are refused with nothing written.
+ */
+START_TEST(u8_io_matches_f32_route)
+{
+	static const int cases[] = { 0, 1, 2, 4, 6, 7, 8, 11 }; /* depthwise and pointwise shapes */
+	const char *saved = mc_gemm_s8_kernel();
+	const float so = 0.0371f;
+	const int zo = 97;
+
+	for (int ci = 0; ci < (int)(sizeof(cases) / sizeof(cases[0])); ci++) {
+		const struct shape *sh = &shapes[cases[ci]];
+		struct mc_qconv cv = make(sh);
+		int n = sh->n;
+		size_t xs = (size_t)sh->C * sh->H * sh->W, ys = (size_t)sh->O * cv.OH * cv.OW;
+		size_t wn = (size_t)sh->O * (sh->C / sh->g) * sh->k * sh->k;
+		float *x = random_f32(xs * n, 500 + (uint64_t)ci, -2.0f, 4.0f);
+		float *sw = random_f32((size_t)sh->O, 600 + (uint64_t)ci, 0.001f, 0.02f);
+		float *bias = random_f32((size_t)sh->O, 700 + (uint64_t)ci, -1.0f, 1.0f);
+		float *ref = malloc(ys * n * sizeof(float)), *y = malloc(ys * n * sizeof(float));
+		uint8_t *xq = malloc(xs * n), *yref = malloc(ys * n), *yq = malloc(ys * n);
+		int8_t *w = malloc(wn);
+		struct mc_qconv_q q = { .sa = 6.0f / 255.0f, .za = 40 + ci, .sw = sw, .bias = bias,
+					.flags = ci % 2 ? MC_S8_RELU6 : 0 };
+		void *ws = mc_calloc(mc_qconv_work(&cv, n), 1);
+
+		ck_assert(mc_qconv_io_ok(&cv));
+		for (size_t i = 0; i < wn; i++)
+			w[i] = (int8_t)(-127 + (int)(254.999f * mc_rand_uniform(44, (uint64_t)ci, i)));
+		x[1] = NAN;
+		mc_qconv_forward_ref(&cv, &q, n, x, w, ref);
+		mc_quantize_u8_ref(x, xs * n, q.sa, q.za, xq);
+		mc_quantize_u8_ref(ref, ys * n, so, zo, yref);
+		for (int pi = 0; pi < NPATHS; pi++) {
+			if (mc_gemm_s8_use(paths[pi]))
+				continue;
+			for (int t = 1; t <= 3; t += 2) {
+				struct mc_qconv_io in8 = { .xq = xq, .y = y };
+				struct mc_qconv_io out8 = { .x = x, .yq = yq, .so = so, .zo = zo };
+				struct mc_qconv_io both = { .xq = xq, .yq = yq, .so = so, .zo = zo };
+
+				omp_set_num_threads(t);
+				memset(y, 0x5a, ys * n * sizeof(float));
+				ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &in8, w, ws), 0);
+				ck_assert_msg(memcmp(y, ref, ys * n * sizeof(float)) == 0,
+					      "case %d path %s: u8 in differs", ci, paths[pi]);
+				memset(yq, 0x5a, ys * n);
+				ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &out8, w, ws), 0);
+				ck_assert_msg(memcmp(yq, yref, ys * n) == 0,
+					      "case %d path %s: u8 out differs", ci, paths[pi]);
+				memset(yq, 0x5a, ys * n);
+				ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &both, w, ws), 0);
+				ck_assert_msg(memcmp(yq, yref, ys * n) == 0,
+					      "case %d path %s: u8 in and out differ", ci, paths[pi]);
+			}
+		}
+		{
+			struct mc_qconv_io bad = { .x = x, .yq = yq, .so = 0.0f, .zo = zo };
+			struct mc_qconv_io two = { .x = x, .xq = xq, .y = y };
+
+			memset(yq, 0x5a, ys * n);
+			ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &bad, w, ws), -1);
+			ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &two, w, ws), -1);
+			ck_assert(yq[0] == 0x5a);
+		}
+		mc_free(ws);
+		free(w);
+		free(yq);
+		free(yref);
+		free(xq);
+		free(y);
+		free(ref);
+		free(bias);
+		free(sw);
+		free(x);
+	}
+	{
+		/* a grouped layer that is neither: f32 only */
+		struct mc_qconv cv = make(&shapes[12]);
+		struct mc_qconv_io io = { .xq = (const uint8_t *)"", .y = NULL, .yq = (uint8_t *)"",
+					  .so = 1.0f };
+		struct mc_qconv_q q = { .sa = 1.0f };
+
+		ck_assert(!mc_qconv_io_ok(&cv));
+		ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, 1, &io, NULL, NULL), -1);
+	}
+	{
+		/* the add: u8 inputs and output against its f32 route */
+		const struct mc_qadd_q q = { 0.03f, 0.05f, 0.07f, 128, 100, 120 };
+		int64_t n = 20000;
+		float *a = random_f32((size_t)n, 800, -6.0f, 6.0f);
+		float *b = random_f32((size_t)n, 801, -3.0f, 9.0f);
+		float *ref = malloc((size_t)n * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
+		uint8_t *aq = malloc((size_t)n), *bq = malloc((size_t)n), *yref = malloc((size_t)n);
+		uint8_t *yq = malloc((size_t)n);
+		void *ws = mc_calloc(mc_qadd_work(n), 1);
+
+		ck_assert_int_eq(mc_qadd_ref(&q, n, a, b, ref), 0);
+		mc_quantize_u8_ref(a, (size_t)n, q.sa, q.za, aq);
+		mc_quantize_u8_ref(b, (size_t)n, q.sb, q.zb, bq);
+		mc_quantize_u8_ref(ref, (size_t)n, so, zo, yref);
+		for (int pi = 0; pi < NPATHS; pi++) {
+			struct mc_qadd_io mixed = { .a = a, .bq = bq, .y = y };
+			struct mc_qadd_io both = { .aq = aq, .bq = bq, .yq = yq, .so = so, .zo = zo };
+
+			if (mc_gemm_s8_use(paths[pi]))
+				continue;
+			omp_set_num_threads(3);
+			ck_assert_int_eq(mc_qadd_io(&q, n, &mixed, ws), 0);
+			ck_assert(memcmp(y, ref, (size_t)n * sizeof(float)) == 0);
+			ck_assert_int_eq(mc_qadd_io(&q, n, &both, ws), 0);
+			ck_assert(memcmp(yq, yref, (size_t)n) == 0);
+		}
+		mc_free(ws);
+		free(yq);
+		free(yref);
+		free(bq);
+		free(aq);
+		free(y);
+		free(ref);
+		free(b);
+		free(a);
+	}
+	{
+		/* the pool from u8 */
+		const struct mc_qgap_q q = { 0.02f, 0.03f, 11, 130 };
+		int n = 3, C = 5;
+		int64_t HW = 49;
+		float *x = random_f32((size_t)n * C * HW, 900, -1.0f, 4.0f);
+		float ref[15], y[15];
+		uint8_t *xq = malloc((size_t)n * C * HW);
+
+		ck_assert_int_eq(mc_qgap_ref(&q, n, C, HW, x, ref), 0);
+		mc_quantize_u8_ref(x, (size_t)n * C * HW, q.si, q.zi, xq);
+		for (int pi = 0; pi < NPATHS; pi++) {
+			if (mc_gemm_s8_use(paths[pi]))
+				continue;
+			ck_assert_int_eq(mc_qgap_u8(&q, n, C, HW, xq, y), 0);
+			ck_assert(memcmp(y, ref, sizeof(ref)) == 0);
+		}
+		free(xq);
+		free(x);
+	}
+	mc_gemm_s8_use(saved);
+	omp_set_num_threads(2);
+}
+END_TEST
+
 START_TEST(qmul_ratios)
 {
 	int32_t m;
@@ -462,6 +693,8 @@ int main(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, conv_every_path_matches_ref);
 	tcase_add_test(tc, conv_extremes);
+	tcase_add_test(tc, conv_quantizes_edges_as_ref);
+	tcase_add_test(tc, u8_io_matches_f32_route);
 	tcase_add_test(tc, qmul_ratios);
 	tcase_add_test(tc, add_every_path_matches_ref);
 	tcase_add_test(tc, gap_every_path_matches_ref);

@@ -36,6 +36,17 @@ struct mc_exec {
 	 */
 	int *fused;
 	int *pool;
+	/*
+	 * Inference: [n_nodes] 1 where an int8 op writes its output as the u8
+	 * values every reader of it quantizes it to (all at one scale and zero
+	 * point, u8s and u8z), act holding those bytes; its readers take them
+	 * as they are (mc_qop_forward_u8). Planned at each forward from the
+	 * nodes' current calibration; any_q8: a node might take part.
+	 */
+	int *u8;
+	float *u8s;
+	int *u8z;
+	int any_q8;
 	int defer_linear; /* mc_exec_defer_linear */
 	float *scratch[MC_NODE_MAX_INPUTS]; /* input gradients to be added in */
 	double *prof; /* [2 * n_nodes] ms forward, backward, added to (mc_exec_profile) */
@@ -69,6 +80,9 @@ void mc_exec_free(struct mc_exec *e)
 	free(e->written);
 	free(e->fused);
 	free(e->pool);
+	free(e->u8);
+	free(e->u8s);
+	free(e->u8z);
 	free(e);
 }
 
@@ -221,6 +235,13 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	if (!e->act || !e->uses || !e->written || !e->fused || !e->pool)
 		goto nomem;
 	fuse(m, training, e->fused, e->pool);
+	e->u8 = calloc(nn, sizeof(*e->u8));
+	e->u8s = calloc(nn, sizeof(*e->u8s));
+	e->u8z = calloc(nn, sizeof(*e->u8z));
+	if (!e->u8 || !e->u8s || !e->u8z)
+		goto nomem;
+	for (int i = 0; !training && i < m->n_nodes; i++)
+		e->any_q8 |= mc_qop_gives_u8(m->nodes[i]);
 	for (int i = 0; i < m->n_nodes; i++) {
 		if (e->fused[i] == 2 || e->fused[i] == 6) {
 			e->act[i] = e->act[m->nodes[i]->inputs[0]];
@@ -313,6 +334,41 @@ void mc_exec_profile(struct mc_exec *e, double *ms)
 	e->prof = ms;
 }
 
+/*
+ * u8[i] for each node that can give its output as u8 and whose readers (one
+ * or more; not the model's output, which the caller reads) all take it as
+ * u8 at one pair: the same bytes they would quantize it to, without the f32
+ * tensor between. Nodes another node computes (fused) keep f32.
+ */
+static void plan_u8(struct mc_exec *e)
+{
+	const struct mc_model *m = e->m;
+
+	for (int i = 0; i < m->n_nodes; i++) {
+		int readers = 0, ok = mc_qop_gives_u8(m->nodes[i]) && !e->fused[i] &&
+				      i != m->n_nodes - 1;
+
+		for (int r = i + 1; ok && r < m->n_nodes; r++) {
+			const struct mc_node *nd = m->nodes[r];
+
+			for (int k = 0; ok && k < nd->n_inputs; k++) {
+				float s;
+				int z;
+
+				if (nd->inputs[k] != i)
+					continue;
+				ok = !e->fused[r] && mc_qop_takes_u8(nd, k, &s, &z) &&
+				     (!readers || (s == e->u8s[i] && z == e->u8z[i]));
+				if (ok && !readers++) {
+					e->u8s[i] = s;
+					e->u8z[i] = z;
+				}
+			}
+		}
+		e->u8[i] = ok && readers > 0;
+	}
+}
+
 /* Node i of the forward pass, or nothing when another node computes it. */
 static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 {
@@ -330,6 +386,22 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 		return;
 	for (int k = 0; k < nd->n_inputs; k++)
 		in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
+	if (e->any_q8 && !e->fused[i]) {
+		const uint8_t *in8[MC_NODE_MAX_INPUTS] = { NULL };
+		int any = e->u8[i];
+
+		for (int k = 0; k < nd->n_inputs; k++)
+			if (nd->inputs[k] != MC_NODE_INPUT && e->u8[nd->inputs[k]]) {
+				in8[k] = (const uint8_t *)e->act[nd->inputs[k]];
+				in[k] = NULL;
+				any = 1;
+			}
+		if (any) {
+			mc_qop_forward_u8(nd, &e->run, n, in, in8, e->u8[i] ? NULL : e->act[i],
+					  e->u8[i] ? (uint8_t *)e->act[i] : NULL, e->u8s[i], e->u8z[i]);
+			return;
+		}
+	}
 	if (e->fused[i] == 5)
 		mc_linear_forward_relu(nd, &e->run, n, in, e->act[i]);
 	else if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
@@ -355,6 +427,8 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 	e->n = n;
 	if (e->training)
 		e->run.step++;
+	if (e->any_q8)
+		plan_u8(e);
 	for (int i = 0; i < m->n_nodes; i++) {
 		double t0 = e->prof ? now_ms() : 0.0;
 

@@ -87,6 +87,29 @@ int mc_qconv2d_fuses_pool(const struct mc_node *node);
 void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *pool,
 			     const struct mc_run *run, int n, const float *const *in,
 			     float *conv_out, float *out);
+
+/*
+ * u8 activations between int8 ops, for the executor at inference
+ * (exec.c): whether node can take input k as u8 values, and the scale and
+ * zero point it quantizes that input at (its calibrated, static pair);
+ * whether it can write its output as the u8 values a reader quantizes it
+ * to; and the forward with either: in8[k] set means input k is u8 (in[k]
+ * unused), out8 set means the output is written as u8 at (so, zo) (out
+ * unused). The bytes are those of the f32 forward followed by the reader's
+ * quantization (mc_quantize_u8). The int8 depthwise and pointwise qconv2d,
+ * qadd and (input only) qglobal_avgpool take part.
+ */
+int mc_qop_takes_u8(const struct mc_node *node, int k, float *s, int *z);
+int mc_qop_gives_u8(const struct mc_node *node);
+void mc_qop_forward_u8(const struct mc_node *node, const struct mc_run *run, int n,
+		       const float *const *in, const uint8_t *const *in8, float *out,
+		       uint8_t *out8, float so, int zo);
+/* qconv2d's part of them (ops_qconv.c). */
+int mc_qconv2d_takes_u8(const struct mc_node *node, float *s, int *z);
+int mc_qconv2d_gives_u8(const struct mc_node *node);
+void mc_qconv2d_forward_u8(const struct mc_node *node, const struct mc_run *run, int n,
+			   const float *x, const uint8_t *xq, float *out, uint8_t *out8, float so,
+			   int zo);
 /* 1 for a maxpool2d of 2x2 windows, stride 2, no padding (the one conv2d can take in). */
 int mc_maxpool2_fusable(const struct mc_node *node);
 /* That pool over one sample x [C, H, W] into y [C, H/2, W/2]. */

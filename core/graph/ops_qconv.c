@@ -17,7 +17,7 @@
  * one exact s32 sum: the same for any thread count. Grouped, depthwise and
  * pointwise (1x1, stride 1, no padding) layers run the int8 kernels of
  * core/kernels/s8_ops.h instead: a depthwise kernel vectorized across
- * channels, a pointwise one across positions, a direct loop for other
+ * each channel's positions, a pointwise one across positions, a direct loop for other
  * groups; the same requantization, bit for bit.
  *
  * The packed weights, the input's quantization and the parameters are
@@ -220,34 +220,74 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 /*
  * A grouped, depthwise or pointwise qconv2d: the input's quantization and the
  * per-channel scales handed to the int8 kernels of s8_ops.h, which quantize
- * each sample and split samples over threads.
+ * each sample and split samples over threads. With io's xq the input is u8
+ * already (static mode), with its yq the output goes as u8 to its reader.
  */
 static void qconv_grouped(const struct mc_node *node, const struct mc_run *run, int n,
-			  const float *x, float *out)
+			  struct mc_qconv_io *io)
 {
 	const struct qconv_attrs *a = node->attrs;
 	const struct mc_tensor *st = node->params[QP_SCALE];
 	struct mc_qconv cv = qconv_kgeo(node);
 	size_t xs = (size_t)cv.C * cv.H * cv.W, ys = (size_t)cv.O * cv.OH * cv.OW;
 	float *sw = malloc((size_t)cv.O * sizeof(float)), sa;
-	int za = mc_qop_input_qparams(node, a->mode, x, (int64_t)n * (int64_t)xs, &sa), ok = 1;
+	int za = mc_qop_input_qparams(node, io->xq ? QMODE_STATIC : a->mode, io->x,
+				      (int64_t)n * (int64_t)xs, &sa),
+	    ok = 1;
 
 	for (int o = 0; sw && o < cv.O; o++) {
 		sw[o] = ((const float *)st->data)[st->numel == 1 ? 0 : o];
 		ok &= sw[o] > 0.0f && isfinite(sw[o]);
 	}
-	if (!sw || !ok || za < 0 || !run->work) {
-		/* A file with scales the kernels refuse: say so in the outputs. */
-		for (size_t i = 0; i < (size_t)n * ys; i++)
-			out[i] = NAN;
-	} else {
+	if (ok && sw && za >= 0 && run->work) {
 		struct mc_qconv_q q = { .sa = sa, .za = za, .sw = sw,
 					.bias = node->params[QP_BIAS]->data,
 					.flags = qconv_flags(a) };
 
-		mc_qconv_forward(&cv, &q, n, x, node->params[QP_WEIGHT]->data, out, run->work);
+		ok = !mc_qconv_forward_io(&cv, &q, n, io, node->params[QP_WEIGHT]->data, run->work);
+	} else {
+		ok = 0;
+	}
+	if (!ok) {
+		/* A file with scales the kernels refuse: say so in the outputs (NaN, as u8: 0). */
+		for (size_t i = 0; io->y && i < (size_t)n * ys; i++)
+			io->y[i] = NAN;
+		if (io->yq)
+			memset(io->yq, 0, (size_t)n * ys);
 	}
 	free(sw);
+}
+
+int mc_qconv2d_takes_u8(const struct mc_node *node, float *s, int *z)
+{
+	const struct qconv_attrs *a = node->attrs;
+	struct mc_qconv cv = qconv_kgeo(node);
+
+	if (node->op != &mc_op_qconv2d || a->mode != QMODE_STATIC || !mc_qconv_io_ok(&cv))
+		return 0;
+	*z = mc_qop_input_qparams(node, QMODE_STATIC, NULL, 0, s);
+	return *z >= 0;
+}
+
+int mc_qconv2d_gives_u8(const struct mc_node *node)
+{
+	struct mc_qconv cv;
+
+	if (node->op != &mc_op_qconv2d)
+		return 0;
+	cv = qconv_kgeo(node);
+	return mc_qconv_io_ok(&cv);
+}
+
+void mc_qconv2d_forward_u8(const struct mc_node *node, const struct mc_run *run, int n,
+			   const float *x, const uint8_t *xq, float *out, uint8_t *out8, float so,
+			   int zo)
+{
+	struct mc_qconv_io io = { .x = xq ? NULL : x, .xq = xq, .y = out8 ? NULL : out,
+				  .yq = out8, .so = so, .zo = zo };
+
+	if (n >= 1)
+		qconv_grouped(node, run, n, &io);
 }
 
 /*
@@ -276,7 +316,9 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	qconv_geo(node, &q);
 	cv = qconv_kgeo(node);
 	if (q.g != 1 || (mc_qconv_is_pw(&cv) && !pool)) {
-		qconv_grouped(node, run, n, in[0], out);
+		struct mc_qconv_io io = { .x = in[0], .y = out };
+
+		qconv_grouped(node, run, n, &io);
 		return;
 	}
 	xs = (size_t)q.C * q.H * q.W;

@@ -196,3 +196,54 @@ const struct mc_op mc_op_qglobal_avgpool = {
     .flops = qgap_flops,
     .workspace = qgap_workspace,
 };
+
+/* ---------------------------------------------------------------- u8 between int8 ops */
+
+int mc_qop_takes_u8(const struct mc_node *node, int k, float *s, int *z)
+{
+	if (node->op == &mc_op_qconv2d)
+		return k == 0 && mc_qconv2d_takes_u8(node, s, z);
+	if (node->op == &mc_op_qadd)
+		return k >= 0 && k < 2 && !qpair(node, k, s, z);
+	if (node->op == &mc_op_qglobal_avgpool)
+		return k == 0 && !qpair(node, 0, s, z);
+	return 0;
+}
+
+int mc_qop_gives_u8(const struct mc_node *node)
+{
+	return node->op == &mc_op_qadd || mc_qconv2d_gives_u8(node);
+}
+
+void mc_qop_forward_u8(const struct mc_node *node, const struct mc_run *run, int n,
+		       const float *const *in, const uint8_t *const *in8, float *out,
+		       uint8_t *out8, float so, int zo)
+{
+	if (node->op == &mc_op_qconv2d) {
+		mc_qconv2d_forward_u8(node, run, n, in[0], in8[0], out, out8, so, zo);
+	} else if (node->op == &mc_op_qadd) {
+		int64_t total = (int64_t)n * node->out_numel;
+		struct mc_qadd_io io = { .a = in8[0] ? NULL : in[0], .b = in8[1] ? NULL : in[1],
+					 .aq = in8[0], .bq = in8[1], .y = out8 ? NULL : out,
+					 .yq = out8, .so = so, .zo = zo };
+		struct mc_qadd_q q;
+
+		if (qpair(node, 0, &q.sa, &q.za) || qpair(node, 1, &q.sb, &q.zb) ||
+		    qpair(node, 2, &q.so, &q.zo) || !run->work || mc_qadd_io(&q, total, &io, run->work)) {
+			/* as qadd_forward: NaN, which its reader quantizes to 0 */
+			if (out8)
+				memset(out8, 0, (size_t)total);
+			else
+				fill_nan(out, total);
+		}
+	} else if (node->op == &mc_op_qglobal_avgpool) {
+		int64_t C = node->out_shape[0], S = ((const struct qgap_state *)node->attrs)->area;
+		struct mc_qgap_q q;
+
+		if (!in8[0])
+			qgap_forward(node, run, n, in, out);
+		else if (qpair(node, 0, &q.si, &q.zi) || qpair(node, 1, &q.so, &q.zo) ||
+			 mc_qgap_u8(&q, n, (int)C, S, in8[0], out))
+			fill_nan(out, (int64_t)n * C);
+	}
+}

@@ -3,15 +3,11 @@
  * s8_ops.c - the int8 kernels of s8_ops.h: grouped and depthwise
  * convolution, the requantizing add, global average pooling.
  *
- * The depthwise kernel takes one sample at a time: the sample is quantized
- * (mc_quantize_u8), laid out channels-last with its padding, xt[Hp][Wp][Cp]
- * (Cp = C rounded up to 16, padding holding za), and each output position
- * is a vector of 16 (AVX-512) or 8 (AVX2) channels: k*k loads of u8
- * widened to s32, multiplied by the taps' weights and added, then
- * acc - za * sum(w) (taps in the padding gave za * w) requantized, stored
- * as yt[P][Cp] and transposed into y[C][P]. Vectors over channels, not
- * positions, since the maps of a small network are 4 to 14 wide while its
- * depthwise layers have 32 to 128 channels.
+ * The depthwise kernel works in the f32 kernel's layout, one (sample,
+ * channel) plane at a time with vectors over its output positions (see
+ * "The depthwise kernel" below); there is no layout pass in or out. The
+ * kernels that quantize f32 inputs on the AVX-512 path do it mostly
+ * without a division, to the same bits (quant16).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -76,44 +72,69 @@ static inline float requant1(float scale, int32_t acc, float bias, unsigned flag
 	return v;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/*
+ * u8 quantization of 16 values, as mc_quantize_u8 (nearbyint(x / s) + z,
+ * clamped; NaN to 0), mostly without its division: t = x * r, r = 1 / s
+ * rounded, is within 3 * 2^-24 |x / s| of the rounded quotient, so for
+ * |t| < 512 rounding t gives what rounding x / s gives unless t lies
+ * within 2^-12 of a half-integer (3 * 2^-15 < 2^-12), and for |t| >= 512
+ * both clamp to the same end (zero points are at most 255). Only a vector
+ * with a lane left in doubt (near a half-integer, NaN) is divided, and only
+ * those lanes take the quotient. r is 0 (always divide) when s is outside
+ * [2^-125, 2^125], where 1 / s would lose bits.
+ */
+struct quant_k {
+	float s, r, z;
+};
+
+static struct quant_k quant_k(float s, int z)
+{
+	struct quant_k k = { s, 0.0f, (float)z };
+
+	if (s >= 0x1p-125f && s <= 0x1p125f)
+		k.r = 1.0f / s;
+	return k;
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i
+quant16(const struct quant_k *k, __m512 x)
+{
+	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r)), v;
+	__m512 f = _mm512_sub_ps(
+	    _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
+	    _mm512_set1_ps(0.5f));
+	__mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(t), _mm512_set1_ps(512.0f), _CMP_GE_OQ) |
+		       _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p-12f), _CMP_GE_OQ);
+
+	v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	if (ok != 0xffff || k->r == 0.0f)
+		v = _mm512_mask_roundscale_ps(v, k->r == 0.0f ? (__mmask16)0xffff : (__mmask16)~ok,
+					      _mm512_div_ps(x, _mm512_set1_ps(k->s)),
+					      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	/* max(v, 0) takes 0 for NaN, as mc_quantize_u8 does */
+	v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(k->z)), lo), hi);
+	return _mm512_cvtps_epu32(v);
+}
+
+/* q[n] = u8(x[n]) through quant16, the tail masked. */
+__attribute__((target("avx512f"))) static void quant_avx512(const struct quant_k *k,
+							    const float *x, size_t n, uint8_t *q)
+{
+	for (size_t i = 0; i < n; i += 16) {
+		__mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+
+		_mm512_mask_cvtusepi32_storeu_epi8(q + i, m, quant16(k, _mm512_maskz_loadu_ps(m, x + i)));
+	}
+}
+#endif
+
 /* ---------------------------------------------------------------- convolution */
 
 int mc_qconv_is_dw(const struct mc_qconv *cv)
 {
 	return cv->g == cv->C && cv->O == cv->C;
-}
-
-/* Channels of a channels-last row, rounded up to whole vectors. */
-static int cpad(int C)
-{
-	return (C + 15) / 16 * 16;
-}
-
-/* The layout of the depthwise workspace: a shared head, then one slot a thread. */
-struct dw_geo {
-	int Hp, Wp, Cp, kk;
-	size_t head, xq, xt, yt, slot; /* bytes */
-};
-
-static int dw_geo(const struct mc_qconv *cv, struct dw_geo *g)
-{
-	size_t P = (size_t)cv->OH * cv->OW;
-
-	g->Hp = cv->H + 2 * cv->p;
-	g->Wp = cv->W + 2 * cv->p;
-	g->Cp = cpad(cv->C);
-	g->kk = cv->k * cv->k;
-	/* w32[kk][Cp], zc[Cp], sc[Cp], bb[Cp]: 4 bytes each */
-	/* sizes the setup of a layer admits are far from overflowing; refuse any that is not */
-	if ((size_t)g->Hp * g->Wp > SIZE_MAX / 256 / g->Cp || P > SIZE_MAX / 256 / g->Cp ||
-	    (size_t)g->kk > SIZE_MAX / 256 / g->Cp)
-		return -1;
-	g->head = up64(((size_t)g->kk + 3) * g->Cp * 4);
-	g->xq = up64((size_t)cv->C * cv->H * cv->W);
-	g->xt = up64((size_t)g->Hp * g->Wp * g->Cp);
-	g->yt = up64(P * g->Cp * sizeof(float));
-	g->slot = g->xq + g->xt + g->yt;
-	return 0;
 }
 
 int mc_qconv_is_pw(const struct mc_qconv *cv)
@@ -134,7 +155,7 @@ int mc_qconv_is_pw(const struct mc_qconv *cv)
  */
 struct pw_geo {
 	int C2, Pp, Op;
-	size_t head, xq, xi, slot; /* bytes */
+	size_t head, xq, xi, yt, slot; /* bytes */
 };
 
 static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
@@ -151,16 +172,24 @@ static int pw_geo(const struct mc_qconv *cv, struct pw_geo *g)
 	g->head = up64(((size_t)g->C2 + 3) * g->Op * 4);
 	g->xq = up64((size_t)cv->C * P);
 	g->xi = up64((size_t)g->C2 * g->Pp * 4);
-	g->slot = g->xq + g->xi;
+	/* a sample's f32 output [O][P] before it is quantized (mc_qconv_forward_io's yq) */
+	if ((size_t)cv->O > SIZE_MAX / 256 / P)
+		return -1;
+	g->yt = up64((size_t)cv->O * P * sizeof(float));
+	g->slot = g->xq + g->xi + g->yt;
 	return 0;
 }
+
+struct dw_geo;
+static int dw_tq(void);
+static int dw_geo(const struct mc_qconv *cv, int tq, struct dw_geo *g);
+static size_t dw_work(const struct mc_qconv *cv, int n);
 
 size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 {
 	int slots = n < 1 ? 1 : n < SLOTS ? n : SLOTS;
-	struct dw_geo g;
 	struct pw_geo pg;
-	size_t xs = up64((size_t)cv->C * cv->H * cv->W), total;
+	size_t xs = up64((size_t)cv->C * cv->H * cv->W);
 
 	if (mc_qconv_is_pw(cv)) {
 		if (pw_geo(cv, &pg) || pg.slot > (SIZE_MAX - pg.head) / (size_t)slots)
@@ -169,10 +198,7 @@ size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 	}
 	if (!mc_qconv_is_dw(cv))
 		return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
-	if (dw_geo(cv, &g) || g.slot > (SIZE_MAX - g.head) / (size_t)slots)
-		return SIZE_MAX;
-	total = g.head + g.slot * (size_t)slots;
-	return total;
+	return dw_work(cv, n);
 }
 
 /* One sample of any grouping from its u8 image xq[C][H][W]: the definition as loops. */
@@ -235,275 +261,357 @@ void mc_qconv_forward_ref(const struct mc_qconv *cv, const struct mc_qconv_q *q,
 	free(xq);
 }
 
-/* The head of the depthwise workspace: widened weights, za * sum(w), scales, biases. */
+/*
+ * The depthwise kernel, in the f32 kernel's layout (dwconv.c): one (sample,
+ * channel) item at a time. The channel's plane is quantized (mc_quantize_u8)
+ * and copied into a padded u8 plane xp[Hr][Wr] whose border holds za; from
+ * it, tap units: u = the taps tq * j .. tq * j + tq - 1 of one window row,
+ * four u8 in a u32 for vpdpbusd (AVX-512 VNNI) or two u16 halves for
+ * vpmaddwd (AVX2), taps past k weighted 0. Units are stored by row phase,
+ *
+ *	tp[j][ph][a][ow] = the unit j at columns s*ow + tq*j .. of xp row s*a + ph,
+ *
+ * so that window row ki of output p = oh * OW + ow is tp at the constant
+ * offset ((j * s + ki % s) * Ra + ki / s) * OW plus p: each vector of 16 (8)
+ * consecutive outputs, across rows, is k * ceil(k / tq) loads and multiplies
+ * (3 for a 3x3 on VNNI) and goes straight into y[c][OH][OW]. Units are built
+ * with vector loads at strides 1 and 2 (scalar at others); the portable path
+ * sums xp's taps directly. Every path adds the same integers (exactly,
+ * mod 2^32), then takes za * sum(w) off (taps in the padding gave za * w).
+ */
+struct dw_geo {
+	int tq, nu;	/* taps a unit, units a window row */
+	int Hr, Wr, Ra; /* xp's rows and bytes a row; rows of a phase */
+	size_t head;	/* bytes: wt[C][k][nu] (u32), zc[C], sc[C], bb[C] */
+	size_t xq, xp, tp, yt, slot; /* bytes of a slot's parts */
+};
+
+static int dw_tq(void)
+{
+	switch (mc_s8_simd()) {
+	case 2:
+		return 4;
+	case 1:
+		return 2;
+	}
+	return 1;
+}
+
+static int dw_geo(const struct mc_qconv *cv, int tq, struct dw_geo *g)
+{
+	size_t OWv = (size_t)(cv->OW + 15) / 16 * 16, wr, P = (size_t)cv->OH * cv->OW;
+
+	g->tq = tq;
+	g->nu = (cv->k + tq - 1) / tq;
+	g->Ra = cv->OH + (cv->k - 1) / cv->s;
+	/* unit loads read up to s * (OWv - 1) + tq * nu bytes of a row */
+	wr = (size_t)cv->s * (OWv - 1) + (size_t)tq * g->nu;
+	if (wr < (size_t)cv->W + 2 * (size_t)cv->p)
+		wr = (size_t)cv->W + 2 * (size_t)cv->p;
+	/* the setup of a layer admits nothing near these; refuse what is */
+	if (wr > INT32_MAX / 64 || (size_t)cv->s * g->Ra > INT32_MAX / 64 ||
+	    (size_t)cv->H + 2 * (size_t)cv->p > INT32_MAX / 64 || P > INT32_MAX / 64 ||
+	    (size_t)cv->C * cv->k > INT32_MAX / 64 / (size_t)g->nu)
+		return -1;
+	g->Wr = (int)((wr + 15) / 16 * 16);
+	g->Hr = cv->H + 2 * cv->p;
+	if (g->Hr < cv->s * g->Ra)
+		g->Hr = cv->s * g->Ra;
+	g->head = up64(((size_t)cv->C * cv->k * g->nu + 3 * (size_t)cv->C) * 4);
+	g->xq = up64((size_t)cv->H * cv->W);
+	if ((size_t)g->Hr * g->Wr > SIZE_MAX / 4 || (size_t)g->nu * cv->s * g->Ra > SIZE_MAX / 4 / P)
+		return -1;
+	g->xp = up64((size_t)g->Hr * g->Wr);
+	/* 16 units of slack: a row's last vector runs past it, into the next */
+	g->tp = tq == 1 ? 0 : up64(((size_t)g->nu * cv->s * g->Ra * cv->OW + 16) * 4);
+	g->yt = up64(P * sizeof(float)); /* a plane's f32 output before it is quantized */
+	g->slot = g->xq + g->xp + g->tp + g->yt;
+	return 0;
+}
+
+/* Workspace of n samples: the head, then a slot a thread; threads split (sample, channel) items. */
+static size_t dw_work(const struct mc_qconv *cv, int n)
+{
+	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->C;
+	int slots = items < SLOTS ? (int)items : SLOTS;
+	struct dw_geo g;
+
+	if (dw_geo(cv, dw_tq(), &g) || g.slot > (SIZE_MAX - g.head) / (size_t)slots)
+		return SIZE_MAX;
+	return g.head + g.slot * (size_t)slots;
+}
+
+/* The head: weight units, za * sum(w), scales, biases per channel. */
 static void dw_head(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct dw_geo *g,
 		    const int8_t *w, void *head)
 {
-	int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
-	float *sc = (float *)(zc + g->Cp), *bb = sc + g->Cp;
+	uint32_t *wt = head;
+	int32_t *zc = (int32_t *)(wt + (size_t)cv->C * cv->k * g->nu);
+	float *sc = (float *)(zc + cv->C), *bb = sc + cv->C;
+	int k = cv->k, bits = 32 / g->tq;
 
-	memset(head, 0, ((size_t)g->kk + 3) * g->Cp * 4);
+	memset(head, 0, ((size_t)cv->C * k * g->nu + 3 * (size_t)cv->C) * 4);
 	for (int c = 0; c < cv->C; c++) {
+		const int8_t *wc = w + (size_t)c * k * k;
 		int32_t sum = 0;
 
-		for (int t = 0; t < g->kk; t++) {
-			w32[(size_t)t * g->Cp + c] = w[(size_t)c * g->kk + t];
-			sum += w[(size_t)c * g->kk + t];
-		}
+		for (int ki = 0; ki < k; ki++)
+			for (int kj = 0; kj < k; kj++) {
+				uint32_t v = g->tq == 4 ? (uint8_t)wc[ki * k + kj]
+					     : g->tq == 2 ? (uint16_t)(int16_t)wc[ki * k + kj]
+							  : (uint32_t)(int32_t)wc[ki * k + kj];
+
+				wt[((size_t)c * k + ki) * g->nu + kj / g->tq] |=
+				    bits == 32 ? v : v << (bits * (kj % g->tq));
+				sum += wc[ki * k + kj];
+			}
 		zc[c] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
 		sc[c] = q->sa * q->sw[c];
 		bb[c] = q->bias ? q->bias[c] : 0.0f;
 	}
 }
 
-/* xt[Hp][Wp][Cp] from xq[C][H][W], the border (and the channels past C) holding za. */
-static void dw_layout(const struct mc_qconv *cv, const struct dw_geo *g, int za,
-		      const uint8_t *xq, uint8_t *xt)
+/* xp from the channel's u8 plane xq[H][W]: the border, and rows past the image, hold za. */
+static void dw_pad(const struct mc_qconv *cv, const struct dw_geo *g, int za, const uint8_t *xq,
+		   uint8_t *xp)
 {
-	memset(xt, za, (size_t)g->Hp * g->Wp * g->Cp);
-	for (int c = 0; c < cv->C; c++)
-		for (int h = 0; h < cv->H; h++) {
-			const uint8_t *src = xq + ((size_t)c * cv->H + h) * cv->W;
-			uint8_t *dst = xt + ((size_t)(h + cv->p) * g->Wp + cv->p) * g->Cp + c;
-
-			for (int x = 0; x < cv->W; x++)
-				dst[(size_t)x * g->Cp] = src[x];
-		}
+	memset(xp, za, (size_t)g->Hr * g->Wr);
+	for (int h = 0; h < cv->H; h++)
+		memcpy(xp + (size_t)(h + cv->p) * g->Wr + cv->p, xq + (size_t)h * cv->W,
+		       (size_t)cv->W);
 }
 
-typedef void (*dw_rows_fn)(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
-			   const uint8_t *xt, unsigned flags, float *yt);
-
-static void dw_rows_portable(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
-			     const uint8_t *xt, unsigned flags, float *yt)
+/* The xp row of phase ph, row a (for its unit plane). */
+static const uint8_t *dw_row(const struct mc_qconv *cv, const struct dw_geo *g, const uint8_t *xp,
+			     int ph, int a)
 {
-	const int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
-	const float *sc = (const float *)(zc + g->Cp), *bb = sc + g->Cp;
+	return xp + ((size_t)a * cv->s + ph) * g->Wr;
+}
+
+/* The units of one xp row at any stride, one at a time (tq bytes from s * ow + tq * j). */
+static void dw_units_scalar(const struct mc_qconv *cv, const struct dw_geo *g, const uint8_t *row,
+			    int j, uint32_t *dst)
+{
+	for (int ow = 0; ow < cv->OW; ow++) {
+		const uint8_t *b = row + (size_t)cv->s * ow + (size_t)g->tq * j;
+
+		dst[ow] = g->tq == 4 ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+					       (uint32_t)b[3] << 24
+				     : (uint32_t)b[0] | (uint32_t)b[1] << 16;
+	}
+}
+
+/* Units from tp at which window row ki, unit j of output 0 lies (output p: p units on). */
+static inline size_t dw_off(const struct mc_qconv *cv, const struct dw_geo *g, int ki, int j)
+{
+	return (((size_t)j * cv->s + (size_t)(ki % cv->s)) * g->Ra + (size_t)(ki / cv->s)) *
+	       (size_t)cv->OW;
+}
+
+typedef void (*dw_item_fn)(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
+			   int c, const uint8_t *xp, uint32_t *tp, unsigned flags, float *y);
+
+/* One channel on the portable path: the taps of xp summed per output, as dw_rows once did. */
+static void dw_item_portable(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
+			     int c, const uint8_t *xp, uint32_t *tp, unsigned flags, float *y)
+{
+	int k = cv->k;
+	const uint32_t *wt = (const uint32_t *)head + (size_t)c * k * k;
+	const int32_t *zc = (const int32_t *)head + (size_t)cv->C * k * k;
+	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
 
 	for (int oh = 0; oh < cv->OH; oh++)
 		for (int ow = 0; ow < cv->OW; ow++) {
-			const uint8_t *base = xt + ((size_t)oh * cv->s * g->Wp + (size_t)ow * cv->s) * g->Cp;
-			float *dst = yt + ((size_t)oh * cv->OW + ow) * g->Cp;
+			const uint8_t *base = xp + (size_t)oh * cv->s * g->Wr + (size_t)ow * cv->s;
+			uint32_t acc = 0;
 
-			for (int c = 0; c < cv->C; c++) {
-				uint32_t acc = 0;
-
-				for (int ki = 0, t = 0; ki < cv->k; ki++)
-					for (int kj = 0; kj < cv->k; kj++, t++)
-						acc += (uint32_t)base[((size_t)ki * g->Wp + kj) * g->Cp + c] *
-						       (uint32_t)w32[(size_t)t * g->Cp + c];
-				dst[c] = requant1(sc[c], (int32_t)(acc - (uint32_t)zc[c]), bb[c], flags);
-			}
+			for (int ki = 0; ki < k; ki++)
+				for (int kj = 0; kj < k; kj++)
+					acc += (uint32_t)base[(size_t)ki * g->Wr + kj] * wt[ki * k + kj];
+			y[(size_t)oh * cv->OW + ow] =
+			    requant1(sc[c], (int32_t)(acc - (uint32_t)zc[c]), bb[c], flags);
 		}
 }
 
 #if defined(__x86_64__) || defined(__i386__)
+/* Unit pairs (two u16 in a u32) of every phase row, then 8 outputs at a time with vpmaddwd. */
 __attribute__((target("avx2"))) static void
-dw_rows_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
-	     const uint8_t *xt, unsigned flags, float *yt)
+dw_item_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head, int c,
+	     const uint8_t *xp, uint32_t *tp, unsigned flags, float *y)
 {
-	const int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
-	const float *sc = (const float *)(zc + g->Cp), *bb = sc + g->Cp;
+	int k = cv->k, nu = g->nu, s = cv->s, OW = cv->OW, P = cv->OH * cv->OW;
+	size_t pl = (size_t)g->Ra * OW; /* units of one (j, ph) plane */
+	const uint32_t *wt = (const uint32_t *)head + (size_t)c * k * nu;
+	const int32_t *zc = (const int32_t *)head + (size_t)cv->C * k * nu;
+	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
 	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+	const __m256 scv = _mm256_set1_ps(sc[c]), bbv = _mm256_set1_ps(bb[c]);
+	const __m256i zcv = _mm256_set1_epi32(zc[c]);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+	size_t o6[6] = { 0 };
+	__m256i w6[6] = { zcv, zcv, zcv, zcv, zcv, zcv };
 
-	for (int oh = 0; oh < cv->OH; oh++)
-		for (int ow = 0; ow < cv->OW; ow++) {
-			const uint8_t *base = xt + ((size_t)oh * cv->s * g->Wp + (size_t)ow * cv->s) * g->Cp;
-			float *dst = yt + ((size_t)oh * cv->OW + ow) * g->Cp;
+	/* in increasing order: a row's last vector runs into the next, written after it */
+	for (int j = 0; j < nu; j++)
+		for (int ph = 0; ph < s; ph++)
+			for (int a = 0; a < g->Ra; a++) {
+				const uint8_t *row = dw_row(cv, g, xp, ph, a) + 2 * j;
+				uint32_t *dst = tp + ((size_t)j * s + ph) * pl + (size_t)a * OW;
 
-			for (int c = 0; c < g->Cp; c += 8) {
-				__m256i acc = _mm256_setzero_si256();
-				__m256 v;
+				if (s == 1)
+					for (int ow = 0; ow < OW; ow += 8) {
+						__m256i lo = _mm256_cvtepu8_epi32(
+						    _mm_loadl_epi64((const __m128i *)(row + ow)));
+						__m256i hi = _mm256_cvtepu8_epi32(
+						    _mm_loadl_epi64((const __m128i *)(row + ow + 1)));
 
-				for (int ki = 0, t = 0; ki < cv->k; ki++) {
-					const uint8_t *row = base + (size_t)ki * g->Wp * g->Cp + c;
-
-					for (int kj = 0; kj < cv->k; kj++, t++) {
-						__m256i xv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-						    (const __m128i *)(row + (size_t)kj * g->Cp)));
-						__m256i wv = _mm256_loadu_si256(
-						    (const __m256i *)(w32 + (size_t)t * g->Cp + c));
-
-						/* x zero-extended, w sign-extended: the pair's
-						 * high halves give x * w + 0 * (0 or -1) */
-						acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+						_mm256_storeu_si256((__m256i *)(dst + ow),
+								    _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16)));
 					}
-				}
-				acc = _mm256_sub_epi32(acc, _mm256_loadu_si256((const __m256i *)(zc + c)));
-				v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(sc + c),
-								_mm256_cvtepi32_ps(acc)),
-						  _mm256_loadu_ps(bb + c));
-				if (relu)
-					v = _mm256_max_ps(v, zero); /* NaN gives the second operand: 0 */
-				if (relu6)
-					v = _mm256_min_ps(v, six);
-				_mm256_storeu_ps(dst + c, v);
+				else if (s == 2)
+					for (int ow = 0; ow < OW; ow += 8)
+						_mm256_storeu_si256(
+						    (__m256i *)(dst + ow),
+						    _mm256_cvtepu8_epi16(
+							_mm_loadu_si128((const __m128i *)(row + 2 * ow))));
+				else
+					dw_units_scalar(cv, g, row - 2 * j, j, dst);
 			}
+	if (k == 3 && nu == 2)
+		for (int t = 0; t < 6; t++) {
+			o6[t] = dw_off(cv, g, t / 2, t % 2);
+			w6[t] = _mm256_set1_epi32((int)wt[t]);
 		}
+	for (int p0 = 0; p0 < P; p0 += 8) {
+		__m256i acc = _mm256_setzero_si256();
+		__m256 v;
+
+		if (k == 3 && nu == 2) {
+			const uint32_t *u = tp + p0;
+
+			for (int t = 0; t < 6; t++)
+				acc = _mm256_add_epi32(
+				    acc, _mm256_madd_epi16(
+					     _mm256_loadu_si256((const __m256i *)(u + o6[t])), w6[t]));
+		} else {
+			for (int ki = 0, t = 0; ki < k; ki++)
+				for (int j = 0; j < nu; j++, t++)
+					acc = _mm256_add_epi32(
+					    acc, _mm256_madd_epi16(
+						     _mm256_loadu_si256(
+							 (const __m256i *)(tp + dw_off(cv, g, ki, j) + p0)),
+						     _mm256_set1_epi32((int)wt[t])));
+		}
+		acc = _mm256_sub_epi32(acc, zcv);
+		v = _mm256_add_ps(_mm256_mul_ps(scv, _mm256_cvtepi32_ps(acc)), bbv);
+		if (relu)
+			v = _mm256_max_ps(v, zero); /* NaN gives the second operand: 0 */
+		if (relu6)
+			v = _mm256_min_ps(v, six);
+		if (P - p0 >= 8) {
+			_mm256_storeu_ps(y + p0, v);
+		} else {
+			float t[8];
+
+			_mm256_storeu_ps(t, v);
+			memcpy(y + p0, t, (size_t)(P - p0) * sizeof(float));
+		}
+	}
 }
 
-__attribute__((target("avx512f,avx512bw"))) static void
-dw_rows_avx512(const struct mc_qconv *cv, const struct dw_geo *g, const void *head,
-	       const uint8_t *xt, unsigned flags, float *yt)
+/* Unit quads (four u8 in a u32) of every phase row, then 16 outputs at a time with vpdpbusd. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head, int c,
+	     const uint8_t *xp, uint32_t *tp, unsigned flags, float *y)
 {
-	const int32_t *w32 = head, *zc = w32 + (size_t)g->kk * g->Cp;
-	const float *sc = (const float *)(zc + g->Cp), *bb = sc + g->Cp;
+	int k = cv->k, nu = g->nu, s = cv->s, OW = cv->OW, P = cv->OH * cv->OW;
+	size_t pl = (size_t)g->Ra * OW;
+	const uint32_t *wt = (const uint32_t *)head + (size_t)c * k * nu;
+	const int32_t *zc = (const int32_t *)head + (size_t)cv->C * k * nu;
+	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
 	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+	const __m512 scv = _mm512_set1_ps(sc[c]), bbv = _mm512_set1_ps(bb[c]);
+	const __m512i zcv = _mm512_set1_epi32(zc[c]);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+	size_t o3[3] = { 0, 0, 0 };
+	__m512i w3[3] = { zcv, zcv, zcv };
 
-	for (int oh = 0; oh < cv->OH; oh++)
-		for (int ow = 0; ow < cv->OW; ow++) {
-			const uint8_t *base = xt + ((size_t)oh * cv->s * g->Wp + (size_t)ow * cv->s) * g->Cp;
-			float *dst = yt + ((size_t)oh * cv->OW + ow) * g->Cp;
+	for (int j = 0; j < nu; j++)
+		for (int ph = 0; ph < s; ph++)
+			for (int a = 0; a < g->Ra; a++) {
+				const uint8_t *row = dw_row(cv, g, xp, ph, a) + 4 * j;
+				uint32_t *dst = tp + ((size_t)j * s + ph) * pl + (size_t)a * OW;
 
-			for (int c = 0; c < g->Cp; c += 16) {
-				__m512i acc = _mm512_setzero_si512();
-				__m512 v;
+				if (s == 1)
+					for (int ow = 0; ow < OW; ow += 16) {
+						__m512i q = _mm512_cvtepu8_epi32(
+						    _mm_loadu_si128((const __m128i *)(row + ow)));
 
-				for (int ki = 0, t = 0; ki < cv->k; ki++) {
-					const uint8_t *row = base + (size_t)ki * g->Wp * g->Cp + c;
-
-					for (int kj = 0; kj < cv->k; kj++, t++) {
-						__m512i xv = _mm512_cvtepu8_epi32(_mm_loadu_si128(
-						    (const __m128i *)(row + (size_t)kj * g->Cp)));
-						__m512i wv =
-						    _mm512_loadu_si512(w32 + (size_t)t * g->Cp + c);
-
-						acc = _mm512_add_epi32(acc, _mm512_madd_epi16(xv, wv));
+						for (int b = 1; b < 4; b++)
+							q = _mm512_or_si512(
+							    q, _mm512_slli_epi32(
+								   _mm512_cvtepu8_epi32(_mm_loadu_si128(
+								       (const __m128i *)(row + ow + b))),
+								   8 * b));
+						_mm512_storeu_si512(dst + ow, q);
 					}
-				}
-				acc = _mm512_sub_epi32(acc, _mm512_loadu_si512(zc + c));
-				v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(sc + c),
-								_mm512_cvtepi32_ps(acc)),
-						  _mm512_loadu_ps(bb + c));
-				if (relu)
-					v = _mm512_max_ps(v, zero); /* NaN gives the second operand: 0 */
-				if (relu6)
-					v = _mm512_min_ps(v, six);
-				_mm512_storeu_ps(dst + c, v);
+				else if (s == 2)
+					for (int ow = 0; ow < OW; ow += 16) {
+						__m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+						    (const __m256i *)(row + 2 * ow)));
+						__m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+						    (const __m256i *)(row + 2 * ow + 2)));
+
+						_mm512_storeu_si512(dst + ow,
+								    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+					}
+				else
+					dw_units_scalar(cv, g, row - 4 * j, j, dst);
 			}
+	if (k == 3 && nu == 1)
+		for (int ki = 0; ki < 3; ki++) {
+			o3[ki] = dw_off(cv, g, ki, 0);
+			w3[ki] = _mm512_set1_epi32((int)wt[ki]);
 		}
-}
+	for (int p0 = 0; p0 < P; p0 += 16) {
+		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+		__m512i acc = _mm512_setzero_si512();
+		__m512 v;
 
-/*
- * r[16] (row i: 16 floats) transposed in place: r[j] becomes column j. Within
- * 128-bit lanes 4x4 blocks are transposed (unpack ps, then pd), then the
- * lanes of each group of four rows (shuffle_f32x4).
- */
-__attribute__((target("avx512f"))) static inline void transpose16(__m512 *r)
-{
-	__m512 t[16], u[16];
+		if (k == 3 && nu == 1) {
+			/* the common case: three loads and vpdpbusd, offsets known */
+			const uint32_t *u = tp + p0;
 
-	for (int k = 0; k < 8; k++) {
-		t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-		t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-	}
-	for (int k = 0; k < 4; k++) {
-		__m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
-		__m512d c = _mm512_castps_pd(t[4 * k + 2]), d = _mm512_castps_pd(t[4 * k + 3]);
-
-		u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-		u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-		u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-		u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-	}
-	/* u[4k + j], lane L: column 4L + j of rows 4k .. 4k + 3 */
-	for (int j = 0; j < 4; j++) {
-		__m512 w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
-		__m512 w1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xee);
-		__m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
-		__m512 w3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xee);
-
-		r[j] = _mm512_shuffle_f32x4(w0, w2, 0x88);
-		r[4 + j] = _mm512_shuffle_f32x4(w0, w2, 0xdd);
-		r[8 + j] = _mm512_shuffle_f32x4(w1, w3, 0x88);
-		r[12 + j] = _mm512_shuffle_f32x4(w1, w3, 0xdd);
-	}
-}
-
-/*
- * A sample through the AVX-512 kernel with its layouts done in registers:
- * 16 channels x 16 positions of x transposed and quantized with the very
- * operations of mc_quantize_u8's AVX-512 path into xt, and yt's 16
- * positions x 16 channels transposed into y's rows; the same bits as the
- * scalar layouts, without their byte and float scatter.
- */
-__attribute__((target("avx512f,avx512bw"))) static void
-dw_sample_avx512(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct dw_geo *g,
-		 const void *head, const float *x, uint8_t *slot, float *y)
-{
-	uint8_t *xt = slot + g->xq;
-	float *yt = (float *)(xt + g->xt);
-	int HW = cv->H * cv->W, P = cv->OH * cv->OW;
-	const __m512 s = _mm512_set1_ps(q->sa), z = _mm512_set1_ps((float)q->za);
-	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-
-	memset(xt, q->za, (size_t)g->Hp * g->Wp * g->Cp);
-	for (int c0 = 0; c0 < cv->C; c0 += 16)
-		for (int p0 = 0; p0 < HW; p0 += 16) {
-			__mmask16 m = HW - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (HW - p0)) - 1);
-			__m512 r[16];
-
-			for (int i = 0; i < 16; i++)
-				r[i] = c0 + i < cv->C
-					   ? _mm512_maskz_loadu_ps(m, x + (size_t)(c0 + i) * HW + p0)
-					   : _mm512_setzero_ps();
-			transpose16(r);
-			for (int j = 0; j < 16 && p0 + j < HW; j++) {
-				int h = (p0 + j) / cv->W, w = (p0 + j) % cv->W;
-				__m512 v = _mm512_roundscale_ps(_mm512_div_ps(r[j], s),
-								_MM_FROUND_TO_NEAREST_INT |
-								    _MM_FROUND_NO_EXC);
-
-				v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, z), lo), hi);
-				_mm_storeu_si128((__m128i *)(xt + ((size_t)(h + cv->p) * g->Wp + w + cv->p) *
-								      g->Cp + c0),
-						 _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(v)));
-			}
+			acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(u + o3[0]), w3[0]);
+			acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(u + o3[1]), w3[1]);
+			acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(u + o3[2]), w3[2]);
+		} else {
+			for (int ki = 0, t = 0; ki < k; ki++)
+				for (int j = 0; j < nu; j++, t++)
+					acc = _mm512_dpbusd_epi32(
+					    acc, _mm512_loadu_si512(tp + dw_off(cv, g, ki, j) + p0),
+					    _mm512_set1_epi32((int)wt[t]));
 		}
-	dw_rows_avx512(cv, g, head, xt, q->flags, yt);
-	for (int c0 = 0; c0 < cv->C; c0 += 16)
-		for (int p0 = 0; p0 < P; p0 += 16) {
-			__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
-			__m512 r[16];
-
-			for (int i = 0; i < 16; i++)
-				r[i] = p0 + i < P ? _mm512_loadu_ps(yt + (size_t)(p0 + i) * g->Cp + c0)
-						  : _mm512_setzero_ps();
-			transpose16(r);
-			for (int j = 0; j < 16 && c0 + j < cv->C; j++)
-				_mm512_mask_storeu_ps(y + (size_t)(c0 + j) * P + p0, m, r[j]);
-		}
+		acc = _mm512_sub_epi32(acc, zcv);
+		v = _mm512_add_ps(_mm512_mul_ps(scv, _mm512_cvtepi32_ps(acc)), bbv);
+		if (relu)
+			v = _mm512_max_ps(v, zero); /* NaN gives the second operand: 0 */
+		if (relu6)
+			v = _mm512_min_ps(v, six);
+		_mm512_mask_storeu_ps(y + p0, m, v);
+	}
 }
 #endif
 
-static dw_rows_fn dw_rows_path(void)
+static dw_item_fn dw_item_path(int tq)
 {
 #if defined(__x86_64__) || defined(__i386__)
-	switch (mc_s8_simd()) {
-	case 2:
-		return dw_rows_avx512;
-	case 1:
-		return dw_rows_avx2;
-	}
+	if (tq == 4)
+		return dw_item_vnni;
+	if (tq == 2)
+		return dw_item_avx2;
 #endif
-	return dw_rows_portable;
-}
-
-static void dw_sample(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct dw_geo *g,
-		      dw_rows_fn rows, const void *head, const float *x, uint8_t *slot, float *y)
-{
-	uint8_t *xq = slot, *xt = xq + g->xq;
-	float *yt = (float *)(xt + g->xt);
-	size_t P = (size_t)cv->OH * cv->OW;
-
-	mc_quantize_u8(x, (size_t)cv->C * cv->H * cv->W, q->sa, q->za, xq);
-	dw_layout(cv, g, q->za, xq, xt);
-	rows(cv, g, head, xt, q->flags, yt);
-	for (int c = 0; c < cv->C; c++)
-		for (size_t p = 0; p < P; p++)
-			y[(size_t)c * P + p] = yt[p * g->Cp + c];
+	return dw_item_portable;
 }
 
 /* The head of the pointwise workspace: weight pairs, za * sum(w), scales, biases. */
@@ -674,14 +782,13 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_geo *g,
-	const void *head, const float *x, uint32_t *xi, float *y)
+	const void *head, const float *x, const uint8_t *xq, uint32_t *xi, float *y)
 {
 	int P = cv->OH * cv->OW, C4 = (cv->C + 3) / 4;
 	const uint32_t *wq = head;
 	const int32_t *zc = (const int32_t *)(wq + (size_t)g->Op * g->C2);
 	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
-	const __m512 s = _mm512_set1_ps(q->sa), z = _mm512_set1_ps((float)q->za);
-	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+	const struct quant_k qk = quant_k(q->sa, q->za);
 	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const int relu = (q->flags & (MC_S8_RELU | MC_S8_RELU6)) != 0;
 	const int relu6 = (q->flags & MC_S8_RELU6) != 0;
@@ -692,12 +799,15 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 			__m512i v = _mm512_setzero_si512();
 
 			for (int b = 0; b < 4 && 4 * j + b < cv->C; b++) {
-				__m512 f = _mm512_maskz_loadu_ps(m, x + (size_t)(4 * j + b) * P + p0);
-				__m512 t = _mm512_roundscale_ps(_mm512_div_ps(f, s),
-								_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+				size_t at = (size_t)(4 * j + b) * P + p0;
+				__m512i u;
 
-				t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(t, z), lo), hi);
-				v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_cvtps_epu32(t), 8 * b));
+				if (xq)
+					u = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(
+					    _mm512_maskz_loadu_epi8((__mmask64)m, xq + at)));
+				else
+					u = quant16(&qk, _mm512_maskz_loadu_ps(m, x + at));
+				v = _mm512_or_si512(v, _mm512_slli_epi32(u, 8 * b));
 			}
 			_mm512_storeu_si512(xi + (size_t)j * g->Pp + p0, v);
 		}
@@ -707,11 +817,14 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 			__m512i acc[8];
 			const uint32_t *w0 = wq + (size_t)o0 * C4;
 
+			/* unrolled, so that the eight sums stay in registers */
+#pragma GCC unroll 8
 			for (int r = 0; r < 8; r++)
 				acc[r] = _mm512_setzero_si512();
 			for (int j = 0; j < C4; j++) {
 				__m512i xv = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p0);
 
+#pragma GCC unroll 8
 				for (int r = 0; r < 8; r++)
 					acc[r] = _mm512_dpbusd_epi32(
 					    acc[r], xv, _mm512_set1_epi32((int)w0[(size_t)r * C4 + j]));
@@ -770,82 +883,156 @@ static pw_fn pw_path(void)
 	return pw_portable;
 }
 
-void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
-		      const float *x, const int8_t *w, float *y, void *work)
+/* yq[m] = u8(y[m]) at (so, zo): mc_quantize_u8's bits, without its division on AVX-512. */
+static void quant_out(const float *y, size_t m, float so, int zo, uint8_t *yq)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	if (mc_s8_simd() == 2) {
+		struct quant_k k = quant_k(so, zo);
+
+		quant_avx512(&k, y, m, yq);
+		return;
+	}
+#endif
+	mc_quantize_u8(y, m, so, zo, yq);
+}
+
+int mc_qconv_io_ok(const struct mc_qconv *cv)
+{
+	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv);
+}
+
+/* A pointwise layer, sample by sample. */
+static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		       const struct mc_qconv_io *io, const int8_t *w, void *work, int nt)
+{
+	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW;
+	struct pw_geo pg;
+	pw_fn fn = pw_path();
+	int vnni = mc_s8_simd() == 2;
+
+	pw_geo(cv, &pg);
+	if (vnni)
+		pw_head_quad(cv, q, &pg, w, work);
+	else
+		pw_head(cv, q, &pg, w, work);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * pg.slot;
+		uint32_t *xi = (uint32_t *)(xq + pg.xq);
+		float *yt = (float *)((uint8_t *)xi + pg.xi);
+
+#pragma omp for schedule(static)
+		for (int s = 0; s < n; s++) {
+			const uint8_t *src = io->xq ? io->xq + (size_t)s * xs : NULL;
+			float *dst = io->y ? io->y + (size_t)s * ys : yt;
+
+#if defined(__x86_64__) || defined(__i386__)
+			if (vnni) {
+				pw_vnni(cv, q, &pg, work, io->x ? io->x + (size_t)s * xs : NULL, src, xi,
+					dst);
+			} else
+#endif
+			{
+				if (!src) {
+					mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
+					src = xq;
+				}
+				pw_layout(cv, &pg, src, xi);
+				fn(cv, &pg, work, xi, q->flags, dst);
+			}
+			if (io->yq)
+				quant_out(dst, ys, io->so, io->zo, io->yq + (size_t)s * ys);
+		}
+	}
+}
+
+/* A depthwise layer, (sample, channel) plane by plane. */
+static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		       const struct mc_qconv_io *io, const int8_t *w, void *work, double macs)
+{
+	size_t HW = (size_t)cv->H * cv->W, P = (size_t)cv->OH * cv->OW;
+	int tq = dw_tq(), nt;
+	int64_t items = (int64_t)n * cv->C;
+	dw_item_fn item = dw_item_path(tq);
+	struct dw_geo g;
+#if defined(__x86_64__) || defined(__i386__)
+	struct quant_k qk = quant_k(q->sa, q->za);
+#endif
+
+	dw_geo(cv, tq, &g);
+	dw_head(cv, q, &g, w, work);
+	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *xq = (uint8_t *)work + g.head + (size_t)omp_get_thread_num() * g.slot;
+		uint8_t *xp = xq + g.xq;
+		uint32_t *tp = (uint32_t *)(xp + g.xp);
+		float *yt = (float *)((uint8_t *)tp + g.tp);
+
+#pragma omp for schedule(static)
+		for (int64_t it = 0; it < items; it++) {
+			const uint8_t *src = io->xq ? io->xq + (size_t)it * HW : xq;
+			float *dst = io->y ? io->y + (size_t)it * P : yt;
+
+			if (!io->xq) {
+#if defined(__x86_64__) || defined(__i386__)
+				if (tq == 4)
+					quant_avx512(&qk, io->x + (size_t)it * HW, HW, xq);
+				else
+#endif
+					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za, xq);
+			}
+			dw_pad(cv, &g, q->za, src, xp);
+			item(cv, &g, work, (int)(it % cv->C), xp, tp, q->flags, dst);
+			if (io->yq)
+				quant_out(dst, P, io->so, io->zo, io->yq + (size_t)it * P);
+		}
+	}
+}
+
+int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+			const struct mc_qconv_io *io, const int8_t *w, void *work)
 {
 	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW;
 	double macs = (double)n * (double)ys * (double)(cv->C / cv->g) * cv->k * cv->k;
 	int nt = threads_for(n, macs);
-	struct dw_geo g;
-	dw_rows_fn rows;
 
+	if (!io->x == !io->xq || !io->y == !io->yq)
+		return -1;
+	if ((io->xq || io->yq) && !mc_qconv_io_ok(cv))
+		return -1;
+	if (io->yq && (!(io->so > 0.0f) || !isfinite(io->so) || io->zo < 0 || io->zo > 255))
+		return -1;
 	if (n < 1)
-		return;
+		return 0;
 	if (mc_qconv_is_pw(cv)) {
-		struct pw_geo pg;
-		pw_fn fn = pw_path();
-
-		int vnni = mc_s8_simd() == 2;
-
-		pw_geo(cv, &pg);
-		if (vnni)
-			pw_head_quad(cv, q, &pg, w, work);
-		else
-			pw_head(cv, q, &pg, w, work);
-#pragma omp parallel num_threads(nt)
-		{
-			uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * pg.slot;
-			uint32_t *xi = (uint32_t *)(xq + pg.xq);
-
-#pragma omp for schedule(static)
-			for (int s = 0; s < n; s++) {
-#if defined(__x86_64__) || defined(__i386__)
-				if (vnni) {
-					pw_vnni(cv, q, &pg, work, x + (size_t)s * xs, xi,
-						y + (size_t)s * ys);
-					continue;
-				}
-#endif
-				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
-				pw_layout(cv, &pg, xq, xi);
-				fn(cv, &pg, work, xi, q->flags, y + (size_t)s * ys);
-			}
-		}
-		return;
+		pw_forward(cv, q, n, io, w, work, nt);
+		return 0;
 	}
-	if (!mc_qconv_is_dw(cv)) {
-#pragma omp parallel num_threads(nt)
-		{
-			uint8_t *xq = (uint8_t *)work + (size_t)omp_get_thread_num() * up64(xs);
-
-#pragma omp for schedule(static)
-			for (int s = 0; s < n; s++) {
-				mc_quantize_u8(x + (size_t)s * xs, xs, q->sa, q->za, xq);
-				conv_sample(cv, q, xq, w, y + (size_t)s * ys);
-			}
-		}
-		return;
+	if (mc_qconv_is_dw(cv)) {
+		dw_forward(cv, q, n, io, w, work, macs);
+		return 0;
 	}
-	dw_geo(cv, &g);
-	rows = dw_rows_path();
-	dw_head(cv, q, &g, w, work);
 #pragma omp parallel num_threads(nt)
 	{
-		uint8_t *slot = (uint8_t *)work + g.head + (size_t)omp_get_thread_num() * g.slot;
+		uint8_t *xq = (uint8_t *)work + (size_t)omp_get_thread_num() * up64(xs);
 
 #pragma omp for schedule(static)
 		for (int s = 0; s < n; s++) {
-#if defined(__x86_64__) || defined(__i386__)
-			if (rows == dw_rows_avx512) {
-				dw_sample_avx512(cv, q, &g, work, x + (size_t)s * xs, slot,
-						 y + (size_t)s * ys);
-				continue;
-			}
-#endif
-			dw_sample(cv, q, &g, rows, work, x + (size_t)s * xs, slot,
-				  y + (size_t)s * ys);
+			mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
+			conv_sample(cv, q, xq, w, io->y + (size_t)s * ys);
 		}
 	}
+	return 0;
+}
+
+void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+		      const float *x, const int8_t *w, float *y, void *work)
+{
+	struct mc_qconv_io io = { .x = x, .y = y };
+
+	mc_qconv_forward_io(cv, q, n, &io, w, work);
 }
 
 /* ---------------------------------------------------------------- add */
@@ -990,39 +1177,55 @@ static add_fn add_path(void)
 	return add_portable;
 }
 
+/* Per thread: a chunk of a and b quantized, and of y before it is quantized. */
 size_t mc_qadd_work(int64_t n)
 {
 	int64_t chunks = (n + ADD_CHUNK - 1) / ADD_CHUNK;
 
-	return (size_t)(chunks < SLOTS ? (chunks < 1 ? 1 : chunks) : SLOTS) * 2 * ADD_CHUNK;
+	return (size_t)(chunks < SLOTS ? (chunks < 1 ? 1 : chunks) : SLOTS) * (2 + 4) * ADD_CHUNK;
 }
 
-int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
-	    void *work)
+int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io, void *work)
 {
 	int64_t chunks = (n + ADD_CHUNK - 1) / ADD_CHUNK;
 	struct add_k k;
 	add_fn fn = add_path();
 	int nt;
 
-	if (add_prepare(q, &k))
+	if (add_prepare(q, &k) || !io->a == !io->aq || !io->b == !io->bq || !io->y == !io->yq ||
+	    (io->yq && (!(io->so > 0.0f) || !isfinite(io->so) || io->zo < 0 || io->zo > 255)))
 		return -1;
 	nt = threads_for(chunks > INT32_MAX ? INT32_MAX : (int)chunks, 20.0 * (double)n);
 #pragma omp parallel num_threads(nt)
 	{
-		uint8_t *qa = (uint8_t *)work + (size_t)omp_get_thread_num() * 2 * ADD_CHUNK;
+		uint8_t *qa = (uint8_t *)work + (size_t)omp_get_thread_num() * 6 * ADD_CHUNK;
 		uint8_t *qb = qa + ADD_CHUNK;
+		float *yt = (float *)(qb + ADD_CHUNK);
 
 #pragma omp for schedule(static)
 		for (int64_t c = 0; c < chunks; c++) {
 			int64_t i0 = c * ADD_CHUNK, len = n - i0 < ADD_CHUNK ? n - i0 : ADD_CHUNK;
+			const uint8_t *ua = io->aq ? io->aq + i0 : qa, *ub = io->bq ? io->bq + i0 : qb;
+			float *dst = io->y ? io->y + i0 : yt;
 
-			mc_quantize_u8(a + i0, (size_t)len, q->sa, q->za, qa);
-			mc_quantize_u8(b + i0, (size_t)len, q->sb, q->zb, qb);
-			fn(&k, (size_t)len, qa, qb, y + i0);
+			if (!io->aq)
+				mc_quantize_u8(io->a + i0, (size_t)len, q->sa, q->za, qa);
+			if (!io->bq)
+				mc_quantize_u8(io->b + i0, (size_t)len, q->sb, q->zb, qb);
+			fn(&k, (size_t)len, ua, ub, dst);
+			if (io->yq)
+				quant_out(dst, (size_t)len, io->so, io->zo, io->yq + i0);
 		}
 	}
 	return 0;
+}
+
+int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
+	    void *work)
+{
+	struct mc_qadd_io io = { .a = a, .b = b, .y = y };
+
+	return mc_qadd_io(q, n, &io, work);
 }
 
 int mc_qadd_ref(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y)
@@ -1169,6 +1372,23 @@ int mc_qgap(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x,
 				y[(size_t)s * C + c] = gap1(&k, HW, sum(xq + (size_t)c * HW, HW));
 		}
 	}
+	return 0;
+}
+
+int mc_qgap_u8(const struct mc_qgap_q *q, int n, int C, int64_t HW, const uint8_t *xq, float *y)
+{
+	size_t xs = (size_t)C * (size_t)HW;
+	struct gap_k k;
+	sum_fn sum = sum_path();
+	int nt;
+
+	if (gap_prepare(q, HW, &k))
+		return -1;
+	nt = threads_for(n, 2.0 * (double)n * (double)xs);
+#pragma omp parallel for num_threads(nt) schedule(static)
+	for (int s = 0; s < n; s++)
+		for (int c = 0; c < C; c++)
+			y[(size_t)s * C + c] = gap1(&k, HW, sum(xq + (size_t)s * xs + (size_t)c * HW, HW));
 	return 0;
 }
 

@@ -8,7 +8,9 @@
  *
  * Every kernel takes and gives f32 activations: it quantizes its input to
  * u8 at the calibrated scale and zero point (mc_quantize_u8), computes in
- * integers, and writes its requantized result as f32. Results are exact
+ * integers, and writes its requantized result as f32; the _io forms take
+ * and give the u8 values instead, the same bytes without the f32 tensor
+ * between two integer ops (struct mc_qconv_io). Results are exact
  * integer sums followed by the same float rounding on every path:
  *
  *	conv  acc   = sum over the window's taps inside the image, all input
@@ -65,7 +67,8 @@ size_t mc_qconv_work(const struct mc_qconv *cv, int n);
 /*
  * y[n][O][OH][OW] = the requantized convolution of u8(x[n][C][H][W]) with
  * w[O][C/g][k][k] (s8, symmetric). Depthwise layers run a direct kernel
- * vectorized across channels; pointwise ones a kernel vectorized across
+ * vectorized across each channel's positions (threads split (sample,
+ * channel) planes); pointwise ones a kernel vectorized across
  * positions, channel pairs multiplied by vpmaddwd (exact: u8 x s8 products
  * fit s16 inputs); other groups a direct loop.
  */
@@ -73,6 +76,28 @@ void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int
 		      const float *x, const int8_t *w, float *y, void *work);
 void mc_qconv_forward_ref(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
 			  const float *x, const int8_t *w, float *y);
+
+/*
+ * Where a kernel's activations come from and go, for a graph that chains
+ * u8 tensors between integer ops (core/graph/exec.c): exactly one of x (f32,
+ * quantized at the input's scale and zero point) and xq (those u8 values
+ * already) is set, and one of y (f32) and yq: u8(y) at (so, zo), the bytes
+ * mc_quantize_u8 would give of y, which the reader of y would compute.
+ */
+struct mc_qconv_io {
+	const float *x;
+	const uint8_t *xq;
+	float *y;
+	uint8_t *yq;
+	float so; /* yq's scale and zero point */
+	int zo;
+};
+
+/* 1 when mc_qconv_forward_io takes xq and yq for cv: depthwise and pointwise layers. */
+int mc_qconv_io_ok(const struct mc_qconv *cv);
+/* mc_qconv_forward through io. -1 (nothing written) for an io cv cannot take, or a bad (so, zo). */
+int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+			const struct mc_qconv_io *io, const int8_t *w, void *work);
 
 /*
  * A positive ratio r as *mul / 2^*shift, *mul < 2^bits, with the most
@@ -92,6 +117,20 @@ size_t mc_qadd_work(int64_t n);
 /* y[n] = the requantized sum of u8(a) and u8(b). -1 (y untouched) when q's scales are unusable. */
 int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
 	    void *work);
+/*
+ * The same with u8 inputs and output where given: aq (bq) instead of a (b),
+ * yq = u8(y) at (so, zo) instead of y (as struct mc_qconv_io). -1 also for
+ * a bad (so, zo) or not exactly one of each pair.
+ */
+struct mc_qadd_io {
+	const float *a, *b;
+	const uint8_t *aq, *bq;
+	float *y;
+	uint8_t *yq;
+	float so;
+	int zo;
+};
+int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io, void *work);
 int mc_qadd_ref(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y);
 /* The add's multipliers ma, mb and shift S (the ONNX export writes them). -1 as mc_qadd. */
 int mc_qadd_fixed(const struct mc_qadd_q *q, int32_t *ma, int32_t *mb, int *shift);
@@ -107,6 +146,8 @@ size_t mc_qgap_work(int n, int C, int64_t HW);
 /* y[n][C] = the requantized mean over HW of u8(x[n][C][HW]). -1 when q's scales are unusable. */
 int mc_qgap(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x, float *y,
 	    void *work);
+/* The same from x's u8 values xq (at q's si, zi) instead of x. */
+int mc_qgap_u8(const struct mc_qgap_q *q, int n, int C, int64_t HW, const uint8_t *xq, float *y);
 int mc_qgap_ref(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float *x, float *y);
 /* The pool's multiplier m and shift S for channels of HW values. -1 as mc_qgap. */
 int mc_qgap_fixed(const struct mc_qgap_q *q, int64_t HW, int32_t *m, int *shift);
