@@ -78,8 +78,13 @@ def compare(a, b, labels):
     a = a.reshape(a.shape[0], -1)
     b = b.reshape(b.shape[0], -1)
     d = np.abs(a.astype(np.float64) - b)
-    print("max_abs=%.9g max_rel=%.9g argmax_disagree=%d correct_mcomp=%d correct_armnn=%d n=%d"
-          % (d.max(), d.max() / max(np.abs(a).max(), 1e-30),
+    # the quantum of an int8 output (so (q - zo)): the least step between its values
+    u = np.unique(a)
+    step = np.diff(u).min() if len(u) > 1 else 0.0
+    print("max_abs=%.9g max_rel=%.9g quantum=%.9g max_quanta=%.4f differ=%d/%d argmax_disagree=%d "
+          "correct_mcomp=%d correct_armnn=%d n=%d"
+          % (d.max(), d.max() / max(np.abs(a).max(), 1e-30), step,
+             d.max() / step if step > 0 else float("inf"), int((d > 0).sum()), d.size,
              int((a.argmax(1) != b.argmax(1)).sum()), int((a.argmax(1) == y[:len(a)]).sum()),
              int((b.argmax(1) == y[:len(b)]).sum()), len(a)))
     return 0

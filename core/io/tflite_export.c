@@ -753,9 +753,12 @@ static int qpair(const struct mc_node *nd, int k, float *s, int *z)
 /*
  * The scale and zero point (int8) at which the readers of node i's value
  * take it (i = MC_NODE_INPUT: the model input): the first static int8
- * reader's input_qparams or qparams, looking through the ops that keep a
- * scale (maxpool2d, flatten, dropout, relu, relu6, pad2d). 0 when found,
- * -1 when no int8 op reads the value: then it is f32.
+ * reader's input_qparams or qparams, looking through the ops that run on
+ * int8 at their input's scale (maxpool2d, flatten, dropout, relu, relu6,
+ * pad2d: exactly, as they commute with quantizing; avgpool2d and
+ * global_avgpool: their means rounded in int8, where mcomp quantizes the
+ * f32 mean, within a quantum). 0 when found, -1 when no int8 op reads the
+ * value: then it is f32.
  */
 static int wanted(const struct mc_model *m, int i, float *s, int *z, int depth)
 {
@@ -780,7 +783,8 @@ static int wanted(const struct mc_model *m, int i, float *s, int *z, int depth)
 				return 0;
 		} else if (!strcmp(op, "maxpool2d") || !strcmp(op, "flatten") ||
 			   !strcmp(op, "dropout") || !strcmp(op, "relu") || !strcmp(op, "relu6") ||
-			   !strcmp(op, "pad2d")) {
+			   !strcmp(op, "pad2d") || !strcmp(op, "avgpool2d") ||
+			   !strcmp(op, "global_avgpool")) {
 			if (!wanted(m, r[k], s, z, depth + 1))
 				return 0;
 		}
@@ -827,7 +831,7 @@ static int bias_q(struct exp *e, const struct mc_node *nd, const struct mc_tenso
 	int32_t *q = ar(e, (size_t)O * sizeof(int32_t)), shape[1] = {(int32_t)O};
 	float *sc = ar(e, (size_t)O * sizeof(float));
 	int64_t *zp = ar(e, (size_t)O * sizeof(int64_t));
-	struct mc_tfl_quant qq = {.n = (int)O, .scale = sc, .zero_point = zp};
+	struct mc_tfl_quant qq = {.n = sw->numel == 1 ? 1 : (int)O, .scale = sc, .zero_point = zp};
 
 	if (!q || !sc || !zp)
 		return -1;
