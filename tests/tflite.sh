@@ -8,7 +8,8 @@
 #   - f32 (MLP; CNN with a flatten into a linear layer, whose columns the
 #     export permutes for NHWC; a MobileNetV2-like block model: batch norms
 #     folded, a stride-2 convolution through PAD, depthwise, relu6, a
-#     residual add, global average pooling): outputs to 1e-5 of the largest;
+#     residual add, global average pooling; an untrained model of the other
+#     ops): outputs to 1e-5 of the largest;
 #   - int8 ending in qglobal_avgpool (the block model): every output within
 #     one quantum of mcomp's (the two round differently: TFLite's int32 bias
 #     and fixed-point requantization against mcomp's f32 epilogue), at most
@@ -101,12 +102,31 @@ blk='[{conv2d: {out: 8, stride: 2, padding: 1, bias: false}}, batchnorm, relu6,
  {conv2d: {out: 12, kernel: 1, bias: false}}, {batchnorm: {}, name: b2},
  {add: {}, inputs: [b2, b1]}, {conv2d: {out: 10, kernel: 1}}, relu6, global_avgpool]'
 model blk "$blk"
+# the other ops, untrained (agreement needs no training): sigmoid, a max pool
+# SAME reproduces, clip by MAXIMUM and MINIMUM, concat, an uneven pad2d, an
+# average pool through PAD, a flatten read by softmax (TRANSPOSE to NCHW)
+cat > "$tmp/misc.yaml" <<EOF
+mcomp: 1
+seed: 7
+models:
+  misc:
+    build:
+      input: [1, 28, 28]
+      layers: [{conv2d: {out: 6, padding: 1}, name: c1}, sigmoid,
+               {maxpool2d: {kernel: 3, stride: 1, padding: 1}}, {conv2d: {out: 6, padding: 1}, name: c2},
+               {clip: {min: -0.5, max: 2}}, {concat: {}, inputs: [c1, c2]},
+               {pad2d: {top: 1, left: 2, bottom: 0, right: 1}}, {avgpool2d: {kernel: 3, stride: 2, padding: 1}},
+               {conv2d: {out: 2, kernel: 4, stride: 4}}, flatten, softmax]
+passes: []
+output: misc.safetensors
+EOF
+expect 0 "wrote .*misc.safetensors" "$mcomp" run "$tmp/misc.yaml"
 quantize mlp mlp-int8 per-channel
 quantize mlp mlp-int8t per-tensor
 quantize cnn cnn-int8 per-channel
 quantize blk blk-int8 per-channel
 
-for m in mlp cnn blk; do
+for m in mlp cnn blk misc; do
 	agree $m
 	le "$(field max_rel "$cmp")" 1e-5 && ok || bad "$m: Arm NN's outputs are not mcomp's: $cmp"
 	[ "$(field argmax_disagree "$cmp")" = 0 ] && ok || bad "$m: predictions differ: $cmp"
