@@ -1249,7 +1249,8 @@ static int cmd_export(int argc, char **argv)
 	m = mc_model_load(in, &err);
 	if (!m)
 		return fail(&err);
-	r = tflite ? mc_model_save_tflite(m, out, &meta, &err) : mc_model_save_onnx(m, out, &meta, &err);
+	r = tflite ? mc_model_save_tflite(m, out, &meta, &err)
+		   : mc_model_save_onnx(m, out, &meta, &err);
 	if (!r && tflite)
 		printf("%s: %d nodes, %lld parameters -> %s (TFLite)\n", in, mc_model_n_nodes(m),
 		       (long long)mc_model_nparams(m), out);

@@ -36,12 +36,12 @@
 
 /* One mcomp value in the TFLite graph. */
 struct val {
-	int f32, q;	   /* its f32 and int8 tensors, -1 until made */
-	float s;	   /* the int8 tensor's scale and zero point (int8: mcomp's u8 less 128) */
+	int f32, q; /* its f32 and int8 tensors, -1 until made */
+	float s;    /* the int8 tensor's scale and zero point (int8: mcomp's u8 less 128) */
 	int z;
-	int rq, rz;	   /* a copy requantized for a reader of another scale (rq -1: none) */
+	int rq, rz; /* a copy requantized for a reader of another scale (rq -1: none) */
 	float rs;
-	int nd;		   /* TFLite rank: 4 ([1, H, W, C]) or 2 ([1, features]) */
+	int nd; /* TFLite rank: 4 ([1, H, W, C]) or 2 ([1, features]) */
 	int32_t shape[4];
 	int64_t pc, ph, pw; /* pc > 0: flattened from [C=pc, H=ph, W=pw] in H, W, C order */
 	const char *name;
@@ -252,8 +252,8 @@ static struct val *val_of(struct exp *e, int i)
 static int as_f32(struct exp *e, struct val *v)
 {
 	if (v->f32 < 0 && v->q >= 0) {
-		v->f32 = tensor(e, sfmt(e, "%s/f32", v->name), MC_TFL_FLOAT32, v->nd, v->shape, 0,
-				NULL);
+		v->f32 =
+		    tensor(e, sfmt(e, "%s/f32", v->name), MC_TFL_FLOAT32, v->nd, v->shape, 0, NULL);
 		op(e, MC_TFL_DEQUANTIZE, &v->q, 1, v->f32, NULL);
 	}
 	return v->f32;
@@ -273,8 +273,8 @@ static int as_q(struct exp *e, struct val *v, float s, int z)
 		return v->q;
 	if (v->rq >= 0 && v->rs == s && v->rz == z)
 		return v->rq;
-	t = tensor(e, sfmt(e, "%s/int8%s", v->name, v->q >= 0 ? "_requantized" : ""),
-		   MC_TFL_INT8, v->nd, v->shape, 0, q1(&q, s, z));
+	t = tensor(e, sfmt(e, "%s/int8%s", v->name, v->q >= 0 ? "_requantized" : ""), MC_TFL_INT8,
+		   v->nd, v->shape, 0, q1(&q, s, z));
 	op(e, MC_TFL_QUANTIZE, v->q >= 0 ? &v->q : &v->f32, 1, t, NULL);
 	if (v->q < 0) {
 		v->q = t;
@@ -360,7 +360,8 @@ static int padding_of(const struct val *x, int64_t k, int64_t s, int64_t p)
 static int pad_hw(struct exp *e, const struct mc_node *nd, const struct val *x, int t, int q,
 		  int64_t top, int64_t left, int64_t bottom, int64_t right)
 {
-	int32_t pads[8] = {0, 0, (int32_t)top, (int32_t)bottom, (int32_t)left, (int32_t)right, 0, 0};
+	int32_t pads[8] = {0, 0, (int32_t)top, (int32_t)bottom, (int32_t)left, (int32_t)right,
+			   0, 0};
 	int32_t pshape[2] = {4, 2}, shape[4] = {1, x->shape[1] + (int32_t)(top + bottom),
 						x->shape[2] + (int32_t)(left + right), x->shape[3]};
 	struct q1 qq;
@@ -418,12 +419,13 @@ static void *linear_weight(struct exp *e, const struct mc_tensor *w, const struc
 		for (int64_t c = 0; c < x->pc; c++)
 			for (int64_t hw = 0; hw < x->ph * x->pw; hw++)
 				memcpy(t + (size_t)(o * I + hw * x->pc + c) * esize,
-				       src + (size_t)(o * I + c * x->ph * x->pw + hw) * esize, esize);
+				       src + (size_t)(o * I + c * x->ph * x->pw + hw) * esize,
+				       esize);
 	return t;
 }
 
-/* A bias [O] as an f32 constant. */
-static int bias_f32(struct exp *e, const struct mc_tensor *b, int64_t O)
+/* The bias [O] of nd as an f32 constant; zeros for a layer without one (bias: false). */
+static int bias_f32(struct exp *e, const struct mc_node *nd, const struct mc_tensor *b, int64_t O)
 {
 	int32_t shape[1] = {(int32_t)O};
 	float *zero;
@@ -431,9 +433,10 @@ static int bias_f32(struct exp *e, const struct mc_tensor *b, int64_t O)
 	if (b)
 		return constant(e, b->name, MC_TFL_FLOAT32, 1, shape, b->data,
 				(size_t)O * sizeof(float), NULL);
-	zero = ar(e, (size_t)O * sizeof(float)); /* TFLite's runtimes take a bias tensor */
-	return zero ? constant(e, sfmt(e, "bias_%d", (int)e->n_blocks), MC_TFL_FLOAT32, 1, shape,
-			       zero, (size_t)O * sizeof(float), NULL)
+	/* written, not left out: not every reader takes a layer without one */
+	zero = ar(e, (size_t)O * sizeof(float));
+	return zero ? constant(e, sfmt(e, "%s.bias", nd->name), MC_TFL_FLOAT32, 1, shape, zero,
+			       (size_t)O * sizeof(float), NULL)
 		    : -1;
 }
 
@@ -476,10 +479,11 @@ static void conv_op(struct exp *e, const struct mc_node *nd, const struct val *x
 	}
 }
 
-/* The depth multiplier of a depthwise conv2d or qconv2d (weight [O, 1, k, k], groups = C); 0 otherwise. */
+/* The depth multiplier of a depthwise conv2d or qconv2d (weight [O, 1, k, k]); else 0. */
 static int dw_mult(const struct mc_node *nd)
 {
-	int64_t g = mc_node_attr_int(nd, "groups", 1), O = mc_node_param_named(nd, "weight")->shape[0];
+	int64_t g = mc_node_attr_int(nd, "groups", 1),
+		O = mc_node_param_named(nd, "weight")->shape[0];
 
 	return g > 1 && mc_node_param_named(nd, "weight")->shape[1] == 1 ? (int)(O / g) : 0;
 }
@@ -490,13 +494,14 @@ static int map_conv(struct exp *e, int i, const struct mc_node *nd)
 	const struct mc_tensor *b = mc_node_param_named(nd, "bias");
 	struct val *xv = in_val(e, nd, 0), *y = out_of(e, i);
 	int mult = dw_mult(nd), x = as_f32(e, xv);
-	int32_t ws[4] = {mult ? 1 : (int32_t)w->shape[0], (int32_t)w->shape[2], (int32_t)w->shape[3],
-			 mult ? (int32_t)w->shape[0] : (int32_t)w->shape[1]};
+	int32_t ws[4] = {mult ? 1 : (int32_t)w->shape[0], (int32_t)w->shape[2],
+			 (int32_t)w->shape[3], mult ? (int32_t)w->shape[0] : (int32_t)w->shape[1]};
 	void *wt = conv_weight(e, w, mult != 0, sizeof(float));
-	int wi = wt ? constant(e, w->name, MC_TFL_FLOAT32, 4, ws, wt, (size_t)w->numel * 4, NULL) : -1;
+	int wi =
+	    wt ? constant(e, w->name, MC_TFL_FLOAT32, 4, ws, wt, (size_t)w->numel * 4, NULL) : -1;
 
-	conv_op(e, nd, xv, x, 0, wi, bias_f32(e, b, w->shape[0]), new_f32(e, y), MC_TFL_ACT_NONE,
-		mult);
+	conv_op(e, nd, xv, x, 0, wi, bias_f32(e, nd, b, w->shape[0]), new_f32(e, y),
+		MC_TFL_ACT_NONE, mult);
 	return 0;
 }
 
@@ -507,7 +512,7 @@ static int map_linear(struct exp *e, int i, const struct mc_node *nd)
 	struct val *xv = in_val(e, nd, 0), *y = out_of(e, i);
 	int32_t ws[2] = {(int32_t)w->shape[0], (int32_t)w->shape[1]};
 	void *wt = linear_weight(e, w, xv, sizeof(float));
-	int in[3] = {as_f32(e, xv), -1, bias_f32(e, b, w->shape[0])};
+	int in[3] = {as_f32(e, xv), -1, bias_f32(e, nd, b, w->shape[0])};
 	struct mc_tfl_opts o = {0};
 
 	if (wt)
@@ -561,7 +566,8 @@ static int scalar(struct exp *e, const char *name, int nd, float v)
 static int map_clip(struct exp *e, int i, const struct mc_node *nd)
 {
 	struct val *xv = in_val(e, nd, 0), *y = out_of(e, i);
-	double lo = mc_node_attr_float(nd, "min", -FLT_MAX), hi = mc_node_attr_float(nd, "max", FLT_MAX);
+	double lo = mc_node_attr_float(nd, "min", -FLT_MAX),
+	       hi = mc_node_attr_float(nd, "max", FLT_MAX);
 	int in[2] = {as_f32(e, xv), -1}, code = -1, t;
 
 	if (lo == 0 && hi == 6)
@@ -694,10 +700,14 @@ static int map_pad(struct exp *e, int i, const struct mc_node *nd)
 {
 	struct val *xv = in_val(e, nd, 0), *y = out_of(e, i);
 	int q = int8_only(xv), x = q ? xv->q : as_f32(e, xv);
-	int32_t pads[8] = {0, 0, (int32_t)mc_node_attr_int(nd, "top", 0),
+	int32_t pads[8] = {0,
+			   0,
+			   (int32_t)mc_node_attr_int(nd, "top", 0),
 			   (int32_t)mc_node_attr_int(nd, "bottom", 0),
 			   (int32_t)mc_node_attr_int(nd, "left", 0),
-			   (int32_t)mc_node_attr_int(nd, "right", 0), 0, 0};
+			   (int32_t)mc_node_attr_int(nd, "right", 0),
+			   0,
+			   0};
 	int32_t pshape[2] = {4, 2};
 	int in[2] = {x, constant(e, sfmt(e, "%s/paddings", nd->name), MC_TFL_INT32, 2, pshape, pads,
 				 sizeof(pads), NULL)};
@@ -860,7 +870,9 @@ static struct mc_tfl_quant w_quant(struct exp *e, const struct mc_tensor *sw, in
 {
 	int64_t *zp = ar(e, (size_t)sw->numel * sizeof(int64_t));
 
-	return (struct mc_tfl_quant){.n = (int)sw->numel, .scale = sw->data, .zero_point = zp,
+	return (struct mc_tfl_quant){.n = (int)sw->numel,
+				     .scale = sw->data,
+				     .zero_point = zp,
 				     .axis = sw->numel == 1 ? 0 : axis};
 }
 
@@ -893,8 +905,7 @@ static int fused_act(const struct mc_node *nd)
  * (the values its kernels read), with its weights dequantized: its outputs
  * are mcomp's up to float rounding.
  */
-static void f32_head(struct exp *e, int i, const struct mc_node *nd, int is_conv, float sa,
-		     int za)
+static void f32_head(struct exp *e, int i, const struct mc_node *nd, int is_conv, float sa, int za)
 {
 	const struct mc_tensor *w = mc_node_param_named(nd, "weight");
 	const struct mc_tensor *sw = mc_node_param_named(nd, "weight_scale");
@@ -918,8 +929,8 @@ static void f32_head(struct exp *e, int i, const struct mc_node *nd, int is_conv
 	{
 		/* the dequantized copy of the int8 tensor the layer reads */
 		int32_t *shape = xv->shape;
-		int t = tensor(e, sfmt(e, "%s/input_dequantized", nd->name), MC_TFL_FLOAT32,
-			       xv->nd, shape, 0, NULL);
+		int t = tensor(e, sfmt(e, "%s/input_dequantized", nd->name), MC_TFL_FLOAT32, xv->nd,
+			       shape, 0, NULL);
 
 		op(e, MC_TFL_DEQUANTIZE, &x, 1, t, NULL);
 		x = t;
@@ -930,11 +941,11 @@ static void f32_head(struct exp *e, int i, const struct mc_node *nd, int is_conv
 				 (int32_t)w->shape[3],
 				 mult ? (int32_t)w->shape[0] : (int32_t)w->shape[1]};
 		void *wt = conv_weight(e, &dq, mult != 0, sizeof(float));
-		int wi = wt ? constant(e, w->name, MC_TFL_FLOAT32, 4, ws, wt,
-				       (size_t)w->numel * 4, NULL)
-			    : -1;
+		int wi =
+		    wt ? constant(e, w->name, MC_TFL_FLOAT32, 4, ws, wt, (size_t)w->numel * 4, NULL)
+		       : -1;
 
-		conv_op(e, nd, xv, x, 0, wi, bias_f32(e, b, w->shape[0]), new_f32(e, y),
+		conv_op(e, nd, xv, x, 0, wi, bias_f32(e, nd, b, w->shape[0]), new_f32(e, y),
 			fused_act(nd), mult);
 		return;
 	}
@@ -943,10 +954,10 @@ static void f32_head(struct exp *e, int i, const struct mc_node *nd, int is_conv
 		void *wt = linear_weight(e, &dq, xv, sizeof(float));
 
 		in[0] = x;
-		in[1] = wt ? constant(e, w->name, MC_TFL_FLOAT32, 2, ws, wt, (size_t)w->numel * 4,
-				      NULL)
-			   : -1;
-		in[2] = bias_f32(e, b, w->shape[0]);
+		in[1] =
+		    wt ? constant(e, w->name, MC_TFL_FLOAT32, 2, ws, wt, (size_t)w->numel * 4, NULL)
+		       : -1;
+		in[2] = bias_f32(e, nd, b, w->shape[0]);
 		o.activation = fused_act(nd);
 		op(e, MC_TFL_FULLY_CONNECTED, in, 3, new_f32(e, y), &o);
 	}
@@ -1029,11 +1040,11 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 		int32_t ws[4] = {(int32_t)O, 1, 1, (int32_t)I};
 		void *wt = linear_weight(e, w, xv, 1);
 		struct mc_tfl_quant wq = w_quant(e, sw, 0);
-		int wi = wt && wq.zero_point ? constant(e, w->name, MC_TFL_INT8,
-							per_channel ? 4 : 2,
-							per_channel ? ws : (int32_t[]){ws[0], ws[3]},
-							wt, (size_t)w->numel, &wq)
-					     : -1;
+		int wi = wt && wq.zero_point
+			     ? constant(e, w->name, MC_TFL_INT8, per_channel ? 4 : 2,
+					per_channel ? ws : (int32_t[]){ws[0], ws[3]}, wt,
+					(size_t)w->numel, &wq)
+			     : -1;
 		int bi = bias_q(e, nd, b, sw, sa, O);
 		struct q1 qq;
 
@@ -1158,11 +1169,11 @@ static int check_node(const struct mc_model *m, const struct mc_node *nd, const 
 					(long long)g, (long long)w->shape[1]);
 	}
 	if (!strcmp(op, "maxpool2d") && mc_node_attr_int(nd, "padding", 0) > 0) {
-		int64_t k = mc_node_attr_int(nd, "kernel", 2), s = mc_node_attr_int(nd, "stride", 0);
+		int64_t k = mc_node_attr_int(nd, "kernel", 2),
+			s = mc_node_attr_int(nd, "stride", 0);
 		int64_t p = mc_node_attr_int(nd, "padding", 0), in[MC_MAX_DIMS];
-		const struct mc_node *src = nd->inputs[0] == MC_NODE_INPUT
-						? NULL
-						: mc_model_node(m, nd->inputs[0]);
+		const struct mc_node *src =
+		    nd->inputs[0] == MC_NODE_INPUT ? NULL : mc_model_node(m, nd->inputs[0]);
 
 		if (src)
 			memcpy(in, src->out_shape, sizeof(in));
@@ -1170,12 +1181,13 @@ static int check_node(const struct mc_model *m, const struct mc_node *nd, const 
 			mc_model_input_shape(m, in);
 		s = s ? s : k;
 		if (!same_fits(in[1], k, s, p) || !same_fits(in[2], k, s, p))
-			return node_err(err, nd, MC_EINVAL,
-					"padding %lld with kernel %lld, stride %lld: TFLite's "
-					"MAX_POOL_2D pads only as SAME does, which here places other "
-					"windows; use padding 0, or kernel 2 padding + 1 with "
-					"stride 1",
-					(long long)p, (long long)k, (long long)s);
+			return node_err(
+			    err, nd, MC_EINVAL,
+			    "padding %lld with kernel %lld, stride %lld: TFLite's "
+			    "MAX_POOL_2D pads only as SAME does, which here places other "
+			    "windows; use padding 0, or kernel 2 padding + 1 with "
+			    "stride 1",
+			    (long long)p, (long long)k, (long long)s);
 	}
 	return 0;
 }

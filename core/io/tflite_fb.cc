@@ -17,7 +17,8 @@
 #include "core/io/tflite_fb.h"
 #include "core/io/tflite_generated.h"
 
-namespace {
+namespace
+{
 
 struct tensor {
 	std::string name;
@@ -121,7 +122,8 @@ extern "C" int mc_tfl_op(struct mc_tfl *b, int code, const int *in, int n_in, co
 	});
 }
 
-namespace {
+namespace
+{
 
 using flatbuffers::FlatBufferBuilder;
 using flatbuffers::Offset;
@@ -227,8 +229,9 @@ extern "C" int mc_tfl_finish(struct mc_tfl *b, int input, int output, const char
 		}
 		for (int c : codes)
 			/* every code written is below 127: the int8 field holds it too */
-			opcodes.push_back(tflite::CreateOperatorCode(
-			    fb, static_cast<int8_t>(c), 0, 1, static_cast<tflite::BuiltinOperator>(c)));
+			opcodes.push_back(
+			    tflite::CreateOperatorCode(fb, static_cast<int8_t>(c), 0, 1,
+						       static_cast<tflite::BuiltinOperator>(c)));
 		for (size_t i = 0; i < b->ops.size(); i++) {
 			const op &o = b->ops[i];
 			auto in = fb.CreateVector(o.in);
@@ -243,14 +246,15 @@ extern "C" int mc_tfl_finish(struct mc_tfl *b, int input, int output, const char
 
 			if (t.quantized)
 				q = tflite::CreateQuantizationParameters(
-				    fb, 0, 0, fb.CreateVector(t.scale), fb.CreateVector(t.zero_point),
-				    tflite::QuantizationDetails_NONE, 0, t.axis);
+				    fb, 0, 0, fb.CreateVector(t.scale),
+				    fb.CreateVector(t.zero_point), tflite::QuantizationDetails_NONE,
+				    0, t.axis);
 			auto shape = fb.CreateVector(t.shape);
 			auto name = fb.CreateString(t.name);
 
-			tensors.push_back(tflite::CreateTensor(fb, shape,
-							       static_cast<tflite::TensorType>(t.type),
-							       static_cast<uint32_t>(t.buffer), name, q));
+			tensors.push_back(
+			    tflite::CreateTensor(fb, shape, static_cast<tflite::TensorType>(t.type),
+						 static_cast<uint32_t>(t.buffer), name, q));
 		}
 		for (const std::vector<uint8_t> &d : b->buffers) {
 			Offset<flatbuffers::Vector<uint8_t>> data;
@@ -263,14 +267,13 @@ extern "C" int mc_tfl_finish(struct mc_tfl *b, int input, int output, const char
 			buffers.push_back(tflite::CreateBuffer(fb, data));
 		}
 		int32_t io_in[1] = {input}, io_out[1] = {output};
-		auto sub = tflite::CreateSubGraph(fb, fb.CreateVector(tensors), fb.CreateVector(io_in, 1),
-						  fb.CreateVector(io_out, 1), fb.CreateVector(ops),
-						  fb.CreateString("main"));
+		auto sub = tflite::CreateSubGraph(
+		    fb, fb.CreateVector(tensors), fb.CreateVector(io_in, 1),
+		    fb.CreateVector(io_out, 1), fb.CreateVector(ops), fb.CreateString("main"));
 		Offset<tflite::SubGraph> subs[1] = {sub};
-		auto model = tflite::CreateModel(fb, 3, fb.CreateVector(opcodes),
-						 fb.CreateVector(subs, 1),
-						 fb.CreateString(description ? description : ""),
-						 fb.CreateVector(buffers));
+		auto model = tflite::CreateModel(
+		    fb, 3, fb.CreateVector(opcodes), fb.CreateVector(subs, 1),
+		    fb.CreateString(description ? description : ""), fb.CreateVector(buffers));
 
 		tflite::FinishModelBuffer(fb, model);
 		*buf = std::malloc(fb.GetSize());

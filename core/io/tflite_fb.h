@@ -59,10 +59,10 @@ enum { MC_TFL_ACT_NONE = 0, MC_TFL_ACT_RELU = 1, MC_TFL_ACT_RELU6 = 3 };
 struct mc_tfl_opts {
 	int padding, stride_w, stride_h, filter_w, filter_h, depth_multiplier;
 	int activation;
-	float beta;		 /* SOFTMAX */
-	int axis;		 /* CONCATENATION */
-	int keep_dims;		 /* MEAN */
-	int n_shape;		 /* RESHAPE: new_shape[n_shape] */
+	float beta;    /* SOFTMAX */
+	int axis;      /* CONCATENATION */
+	int keep_dims; /* MEAN */
+	int n_shape;   /* RESHAPE: new_shape[n_shape] */
 	int32_t new_shape[8];
 };
 
