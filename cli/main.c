@@ -67,7 +67,7 @@ static const char usage[] =
 	"                                    ...; docs/pipelines.md lists the ops) as an mcomp model\n"
 	"                                    file (zstd-coded when OUT ends in .zst);\n"
 	"                                    unsupported ops are named with their node\n"
-	"  export MODEL.safetensors -o OUT.onnx [--int4 int4|f32]\n"
+	"  export MODEL.safetensors -o OUT.onnx|OUT.tflite [--int4 int4|f32]\n"
 	"                                    a model file as ONNX (opset 13; 14 with hardswish)\n"
 	"                                    for ONNX Runtime: f32 layers one to one, int8 static\n"
 	"                                    layers as QuantizeLinear/DequantizeLinear around Gemm\n"
@@ -75,7 +75,8 @@ static const char usage[] =
 	"                                    (opset 21; --int4 f32: dequantized, opset 13); a\n"
 	"                                    cascade file as OUT.stage0.onnx, OUT.stage1.onnx, ...\n"
 	"                                    with its thresholds and exit rule in metadata_props;\n"
-	"                                    docs/interop.md lists the ops\n"
+	"                                    docs/interop.md lists the ops; OUT.tflite: a\n"
+	"                                    TensorFlow Lite file (f32, int8 static as int8)\n"
 	"  profile MODEL [--batch N] [--train] [--seconds S]\n"
 	"                                    where a model's time goes: each layer's forward (and\n"
 	"                                    with --train backward) milliseconds, share and GFLOP/s\n"
@@ -1205,7 +1206,7 @@ static int cmd_export(int argc, char **argv)
 	struct mc_err err = {0};
 	struct stat si, so;
 	struct mc_model *m;
-	int i, r;
+	int i, r, tflite;
 
 	for (i = 0; i < argc; i++) {
 		if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
@@ -1230,6 +1231,7 @@ static int cmd_export(int argc, char **argv)
 	if (!in || !out)
 		return bad_usage("export needs MODEL.safetensors -o OUT.onnx, e.g. mcomp export "
 				 "mlp.safetensors -o mlp.onnx");
+	tflite = strlen(out) > 7 && !strcasecmp(out + strlen(out) - 7, ".tflite");
 	if (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev &&
 	    si.st_ino == so.st_ino)
 		return bad_usage("export: '%s' is the input; give another output file", out);
@@ -1239,13 +1241,20 @@ static int cmd_export(int argc, char **argv)
 	file_sha256(in, digest);
 	if (!digest[0])
 		props[0] = NULL;
+	if (mc_file_is_cascade(in) && tflite)
+		return bad_usage("export: '%s' is a cascade; TFLite files hold one model: export "
+				 "it to .onnx (one file a stage)", in);
 	if (mc_file_is_cascade(in))
 		return export_cascade(in, out, &meta);
 	m = mc_model_load(in, &err);
 	if (!m)
 		return fail(&err);
-	r = mc_model_save_onnx(m, out, &meta, &err);
-	if (!r)
+	r = tflite ? mc_model_save_tflite(m, out, &meta, &err)
+		   : mc_model_save_onnx(m, out, &meta, &err);
+	if (!r && tflite)
+		printf("%s: %d nodes, %lld parameters -> %s (TFLite)\n", in, mc_model_n_nodes(m),
+		       (long long)mc_model_nparams(m), out);
+	else if (!r)
 		printf("%s: %d nodes, %lld parameters -> %s (ONNX opset %d)\n", in,
 		       mc_model_n_nodes(m), (long long)mc_model_nparams(m), out,
 		       mc_model_onnx_opset(m, &meta));

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 packages="build-essential autoconf automake libtool pkg-config libyaml-dev check
 libjansson-dev zlib1g-dev libzstd-dev nettle-dev dataset-fashion-mnist time bc jq
 protobuf-c-compiler libprotobuf-c-dev libonnx-dev libonnx-testdata
-libopenmpi-dev openmpi-bin"
+libopenmpi-dev openmpi-bin
+g++ libflatbuffers-dev flatbuffers-compiler
+python3-numpy python3-pyarmnn libarmnntfliteparser22 libarmnn-cpuref-backend22"
 
 missing=""
 for p in $packages; do

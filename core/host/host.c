@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include <mcomp/onnx.h>
+#include <mcomp/tflite.h>
 #include <mcomp/pipeline.h>
 
 #include "base/base_int.h"
@@ -677,6 +678,12 @@ int mc_host_check(struct mc_pipeline *p, struct mc_err *err)
 		    (ret = mc_model_onnx_check(ctx.shapes[i], err)))
 			mc_err_prefix(err, "%s: output '%s' (model '%s' after the passes)", p->path,
 				      p->output_path, p->output_model);
+	/* A TFLite output: the same, against what TFLite holds. */
+	for (i = 0; !ret && mc_host_is_tflite(p->output_path) && i < p->n_models; i++)
+		if (ctx.shapes[i] && !strcmp(p->models[i].name, p->output_model) &&
+		    (ret = mc_model_tflite_check(ctx.shapes[i], err)))
+			mc_err_prefix(err, "%s: output '%s' (model '%s' after the passes)", p->path,
+				      p->output_path, p->output_model);
 out:
 	for (i = 0; i < p->n_models; i++)
 		mc_model_free(ctx.shapes[i]);
@@ -799,6 +806,13 @@ int mc_host_is_onnx(const char *path)
 	return n > 5 && !strcasecmp(path + n - 5, ".onnx");
 }
 
+int mc_host_is_tflite(const char *path)
+{
+	size_t n = path ? strlen(path) : 0;
+
+	return n > 7 && !strcasecmp(path + n - 7, ".tflite");
+}
+
 static void onnx_log(void *arg, int level, const char *msg)
 {
 	log_line(arg, level, NULL, "%s", msg);
@@ -806,8 +820,9 @@ static void onnx_log(void *arg, int level, const char *msg)
 
 /*
  * The bytes of the output model: an ONNX file when its path ends in .onnx,
- * carrying the digest of the recipe (and its --set overrides) in its
- * metadata; else an mcomp file.
+ * a TFLite one for .tflite, carrying the digest of the recipe (and its
+ * --set overrides) in its metadata (TFLite: its description); else an
+ * mcomp file.
  */
 static int serialize_output(struct mc_pipeline *p, const struct mc_pl_model *om, void **buf,
 			    size_t *len, struct mc_err *err)
@@ -819,7 +834,7 @@ static int serialize_output(struct mc_pipeline *p, const struct mc_pl_model *om,
 				     .flags = p->output_onnx_flags };
 	int ret;
 
-	if (!mc_host_is_onnx(p->output_path))
+	if (!mc_host_is_onnx(p->output_path) && !mc_host_is_tflite(p->output_path))
 		ret = mc_model_serialize(om->model, buf, len, err);
 	else {
 		mc_sha256_buf(p->text, p->text_len, digest);
@@ -828,7 +843,9 @@ static int serialize_output(struct mc_pipeline *p, const struct mc_pl_model *om,
 				 i ? " " : "", p->sets[i]);
 		if (!p->n_sets)
 			props[4] = NULL;
-		ret = mc_model_serialize_onnx(om->model, &meta, buf, len, err);
+		ret = mc_host_is_tflite(p->output_path)
+			  ? mc_model_serialize_tflite(om->model, &meta, buf, len, err)
+			  : mc_model_serialize_onnx(om->model, &meta, buf, len, err);
 	}
 	if (ret)
 		mc_err_prefix(err, "%s", p->output_path);

@@ -107,5 +107,7 @@ const struct mc_pass *mc_registry_open_file(struct mc_registry *r, const char *p
 					    const char **so, struct mc_err *err);
 /* Nonzero when path names an ONNX file (ends in .onnx): the output is written as ONNX. */
 int mc_host_is_onnx(const char *path);
+/* Whether path names a TFLite output (ends in .tflite). */
+int mc_host_is_tflite(const char *path);
 
 #endif

@@ -35,5 +35,6 @@
 #include <mcomp/pipeline.h>
 #include <mcomp/cascade.h>
 #include <mcomp/onnx.h>
+#include <mcomp/tflite.h>
 
 #endif
