@@ -923,6 +923,34 @@ START_TEST(grouped_sums_to_batch_gradient)
 }
 END_TEST
 
+/* A buffer no forward moves (a fake-quantization range kept fixed) keeps its
+ * bytes through grouped steps, with 3 groups whose shares of the batch
+ * (1/3 each) do not add up to exactly 1 in floats. */
+START_TEST(grouped_keeps_fixed_buffers)
+{
+	static const float range[2] = { 0.1f, 3.3f };
+	struct mc_dataset *d = blobs(96, 10, 4, 10);
+	struct mc_train_conf c = { .epochs = 2, .batch_size = 24, .optim = adam, .seed = 3,
+				   .grad_groups = 3 };
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(
+		"{\"format\":1,\"input\":[10],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":12}},"
+		"{\"op\":\"fake_quant\"},{\"op\":\"relu\"},{\"op\":\"linear\",\"attrs\":{\"out\":4}}]}",
+		"fq", &err);
+	float w0;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 4);
+	memcpy(mc_model_node(m, 1)->params[0]->data, range, sizeof(range));
+	w0 = ((const float *)mc_model_node(m, 0)->params[0]->data)[0];
+	ck_assert_int_eq(mc_train(m, d, &c, NULL, &err), 0);
+	ck_assert_mem_eq(mc_model_node(m, 1)->params[0]->data, range, sizeof(range));
+	ck_assert(((const float *)mc_model_node(m, 0)->params[0]->data)[0] != w0);
+	mc_model_free(m);
+	free_blobs(d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("train");
@@ -948,6 +976,7 @@ int main(void)
 	tcase_add_loop_test(tc, train_from_resumes, 0, 2);
 	tcase_add_loop_test(tc, grouped_thread_invariant, 0, 2);
 	tcase_add_loop_test(tc, grouped_sums_to_batch_gradient, 0, 2);
+	tcase_add_test(tc, grouped_keeps_fixed_buffers);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

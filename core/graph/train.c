@@ -287,10 +287,11 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
  * sample's place in the batch (mc_exec_set_sample0) and the step's number,
  * and its gradient scaled by n_g / n: the sum of the G is the gradient of
  * the batch's mean loss. A group's state is one vector of P floats: every
- * trained parameter's gradient, then every buffer (batch norm's running
- * statistics) as the group's forward left it, times n_g / n, the model's
- * buffers put back before the next group, so that the sum is one update
- * towards the mean of the groups' statistics.
+ * trained parameter's gradient, then how the group's forward moved every
+ * buffer (batch norm's running statistics), times n_g / n, the model's
+ * buffers put back before the next group: the sum is one update towards
+ * the mean of the groups' statistics, and a buffer no forward moves (a
+ * fixed quantization range) keeps its bytes.
  *
  * The G vectors are summed left to right, acc = ((s_0 + s_1) + s_2) + ...,
  * element by element. With R ranks, rank r takes the groups
@@ -305,7 +306,7 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
  * once, as a ring would. Rounding grows with G, not with R: for the few
  * groups this is for (2 to 64) that is immaterial.
  */
-#define COMBINE_CHUNK ((size_t)1 << 16)
+#define COMBINE_CHUNK ((size_t)1 << 20)
 
 struct grouped {
 	int G, g0, g1;	   /* this rank's groups [g0, g1) */
@@ -482,9 +483,11 @@ static int grouped_step(struct grouped *gr, struct mc_exec *e, const struct mc_m
 		at = 0;
 		FOR_PARTS(m, e, {
 			if (pass_) {
+				const float *r0 = gr->saved + ab;
+
 				for (size_t j = 0; j < len_; j++)
-					s[at + j] = w * part_[j];
-				memcpy(part_, gr->saved + ab, len_ * sizeof(float));
+					s[at + j] = w * (part_[j] - r0[j]);
+				memcpy(part_, r0, len_ * sizeof(float));
 				ab += len_;
 			} else {
 				memcpy(s + at, part_, len_ * sizeof(float));
@@ -498,7 +501,16 @@ static int grouped_step(struct grouped *gr, struct mc_exec *e, const struct mc_m
 		return r;
 	at = 0;
 	FOR_PARTS(m, e, {
-		memcpy(part_, gr->acc + at, len_ * sizeof(float));
+		const float *a = gr->acc + at;
+
+		if (pass_) { /* a buffer no group moved keeps its bytes, -0 included */
+			const float *r0 = gr->saved + (at - (gr->P - gr->nb));
+
+			for (size_t j = 0; j < len_; j++)
+				part_[j] = a[j] != 0 ? r0[j] + a[j] : r0[j];
+		} else {
+			memcpy(part_, a, len_ * sizeof(float));
+		}
 		at += len_;
 	});
 	*loss = (float)(total / n);

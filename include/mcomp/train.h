@@ -213,7 +213,9 @@ MC_API int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int
  * on the cross-entropy into one near-equal slice of samples per rank and
  * continues each gradient's sums from rank to rank, so that the result is
  * the same bytes as one process's for any rank count. Other training runs
- * whole on every rank (the same bytes, no faster).
+ * whole on every rank (the same bytes, no faster), unless the run sets
+ * mc_train_conf.grad_groups: then each rank computes its share of the
+ * groups, and the sum goes from rank to rank.
  */
 struct mc_dist {
 	int rank, size;

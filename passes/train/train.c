@@ -24,12 +24,11 @@ static const struct mc_param_def train_params[] = {
 	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
 	MC_PARAM_INT(struct train_conf, grad_groups, NULL, 1, 65536,
-		     "split each batch into this many groups of samples, each group's gradient "
-		     "computed alone (batch norm on the group's statistics) and the groups' "
-		     "summed in a fixed order: the same bytes for any thread count and any "
-		     "rank count under mpirun that divides it, which then scales "
-		     "(docs/distributed.md); must divide batch_size; unset: one gradient per "
-		     "batch", .flags = MC_PARAM_FOPTIONAL),
+		     "sum each batch's gradient over this many groups of samples computed "
+		     "apart (batch norm per group), in a fixed order: the same bytes in one "
+		     "process and on any rank count that divides it, every layer split over "
+		     "the ranks (docs/distributed.md); must divide batch_size; unset: one "
+		     "gradient per batch", .flags = MC_PARAM_FOPTIONAL),
 	MC_CHECKPOINT_PARAMS(struct train_conf, ckpt),
 	MC_PARAM_END,
 };
