@@ -302,8 +302,8 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
  * chunks at the same time; the last rank broadcasts the sum. Left to right
  * rather than a tree: any R up to G takes part of one chain with the same
  * additions in the same order (a tree's subtrees match the ranks' groups
- * only for powers of two), and each rank sends and receives the vector
- * once, as a ring would. Rounding grows with G, not with R: for the few
+ * only for powers of two), and each rank receives and sends the vector
+ * once on the chain, then once in the broadcast. Rounding grows with G, not with R: for the few
  * groups this is for (2 to 64) that is immaterial.
  */
 #define COMBINE_CHUNK ((size_t)1 << 20)
@@ -328,8 +328,9 @@ static void grouped_free(struct grouped *gr)
 	free(gr);
 }
 
-/* Calls fn(arg, dst-or-src pointer into the model or exec, floats, is_buffer)
- * for every part of a group's vector, in its order. */
+/* Runs BODY for every part of a group's vector, in its order: pass_ 0 the
+ * trained parameters' gradients in e, pass_ 1 the model's f32 buffers;
+ * part_ points at the part, len_ is its floats. */
 #define FOR_PARTS(m, e, BODY)                                                             \
 	for (int pass_ = 0; pass_ < 2; pass_++)                                           \
 		for (int i_ = 0; i_ < (m)->n_nodes; i_++) {                                 \
