@@ -4,7 +4,9 @@
  * set, training is byte-identical for 1, 2 and 3 threads, optimizer steps
  * match hand-computed values, hooks run, evaluation breaks ties low,
  * architecture JSON is checked and round-trips, and a run stopped and
- * continued from its state (mc_train_from) ends with the same bytes.
+ * continued from its state (mc_train_from) ends with the same bytes; grouped
+ * steps (grad_groups) are thread-count invariant on a CNN with batch norm and
+ * dropout and add up to the batch's gradient.
  */
 #include <check.h>
 #include <math.h>
@@ -792,6 +794,163 @@ START_TEST(train_from_resumes)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- grouped steps */
+
+/* A small CNN over [1, 8, 8] images: convolution, batch norm, dropout. */
+static struct mc_model *bn_cnn(void)
+{
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(
+		"{\"format\":1,\"input\":[1,8,8],\"nodes\":["
+		"{\"op\":\"conv2d\",\"attrs\":{\"out\":6}},{\"op\":\"batchnorm\"},{\"op\":\"relu\"},"
+		"{\"op\":\"maxpool2d\",\"attrs\":{\"kernel\":2}},{\"op\":\"flatten\"},"
+		"{\"op\":\"linear\",\"attrs\":{\"out\":16}},{\"op\":\"relu\"},"
+		"{\"op\":\"dropout\",\"attrs\":{\"p\":0.2}},{\"op\":\"linear\",\"attrs\":{\"out\":4}}]}",
+		"cnn", &err);
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 12);
+	return m;
+}
+
+/* The cross-entropy through the loss hook, as a pass's own loss comes. */
+static float hook_xent(void *arg, const float *x, const float *logits, const int64_t *idx, int n,
+		       int classes, float *dlogits)
+{
+	const struct mc_dataset *d = arg;
+	uint8_t y[256];
+
+	(void)x;
+	ck_assert_int_le(n, 256);
+	for (int i = 0; i < n; i++)
+		y[i] = d->y[idx[i]];
+	return mc_softmax_xent(logits, y, n, classes, dlogits);
+}
+
+static void same_params(const struct mc_model *a, const struct mc_model *b)
+{
+	for (int i = 0; i < mc_model_n_nodes(a); i++)
+		for (int p = 0; p < mc_model_node(a, i)->n_params; p++)
+			ck_assert_mem_eq(mc_model_node(a, i)->params[p]->data,
+					 mc_model_node(b, i)->params[p]->data,
+					 mc_tensor_nbytes(mc_model_node(a, i)->params[p]));
+}
+
+/* The largest |a - b| over every parameter and buffer, relative to max |a|. */
+static double param_diff(const struct mc_model *a, const struct mc_model *b)
+{
+	double worst = 0, big = 1e-12;
+
+	for (int i = 0; i < mc_model_n_nodes(a); i++)
+		for (int p = 0; p < mc_model_node(a, i)->n_params; p++) {
+			const struct mc_tensor *ta = mc_model_node(a, i)->params[p];
+			const float *va = ta->data, *vb = mc_model_node(b, i)->params[p]->data;
+
+			for (int64_t j = 0; j < ta->numel; j++) {
+				worst = fmax(worst, fabs((double)va[j] - vb[j]));
+				big = fmax(big, fabs((double)va[j]));
+			}
+		}
+	return worst / big;
+}
+
+/* grad_groups 4 on a CNN with batch norm and dropout (loop 0: the
+ * cross-entropy; 1: a loss hook): the same bytes on 1, 2 and 3 threads,
+ * a last batch of 12 in groups of 3 included; not the bytes of the run
+ * without groups (batch norm sees each group's statistics). */
+START_TEST(grouped_thread_invariant)
+{
+	struct mc_dataset *d = blobs(300, 64, 4, 8); /* 9 batches of 32, the last of 12 */
+	struct mc_train_conf c = { .epochs = 2, .batch_size = 32, .optim = adam, .seed = 5,
+				   .grad_groups = 4 };
+	struct mc_train_hooks h = { .arg = d, .loss = hook_xent };
+	struct mc_model *m[3], *whole = bn_cnn(), *fresh = bn_cnn();
+	struct mc_err err = { 0 };
+	int saved = omp_get_max_threads();
+
+	d->ndim = 3;
+	d->shape[0] = 1;
+	d->shape[1] = d->shape[2] = 8;
+	for (int t = 0; t < 3; t++) {
+		m[t] = bn_cnn();
+		omp_set_num_threads(t + 1);
+		ck_assert_int_eq(mc_train(m[t], d, &c, _i ? &h : NULL, &err), 0);
+	}
+	omp_set_num_threads(saved);
+	same_params(m[0], m[1]);
+	same_params(m[0], m[2]);
+	c.grad_groups = 0;
+	ck_assert_int_eq(mc_train(whole, d, &c, _i ? &h : NULL, &err), 0);
+	ck_assert(param_diff(m[0], whole) > 0);
+	ck_assert(param_diff(m[0], fresh) > 1e-3); /* it trained, buffers too: */
+	ck_assert(memcmp(mc_model_node(m[0], 1)->params[2]->data,
+			 mc_model_node(fresh, 1)->params[2]->data, 6 * sizeof(float)) != 0);
+	c.grad_groups = -1;
+	ck_assert_int_eq(mc_train(whole, d, &c, NULL, &err), MC_EINVAL);
+	for (int t = 0; t < 3; t++)
+		mc_model_free(m[t]);
+	mc_model_free(fresh);
+	mc_model_free(whole);
+	free_blobs(d);
+}
+END_TEST
+
+/* Without batch norm the groups' gradients add up to the batch's: one SGD
+ * step with 4 groups (of 16 and 17 samples: a batch of 66) lands where the
+ * step without groups does, up to rounding, dropout included (its masks
+ * keyed by the sample's place in the batch), with the cross-entropy and
+ * with a loss hook. */
+START_TEST(grouped_sums_to_batch_gradient)
+{
+	static const struct mc_optim_conf sgd = { .kind = MC_OPTIM_SGD, .lr = 0.5 };
+	struct mc_dataset *d = blobs(66, 10, 4, 9);
+	struct mc_train_conf c = { .epochs = 1, .batch_size = 66, .optim = sgd, .seed = 2 };
+	struct mc_train_hooks h = { .arg = d, .loss = hook_xent };
+	struct mc_model *whole = dropout_mlp(), *grouped = dropout_mlp(), *fresh = dropout_mlp();
+	struct mc_err err = { 0 };
+	double moved, off;
+
+	ck_assert_int_eq(mc_train(whole, d, &c, _i ? &h : NULL, &err), 0);
+	c.grad_groups = 4;
+	ck_assert_int_eq(mc_train(grouped, d, &c, _i ? &h : NULL, &err), 0);
+	moved = param_diff(whole, fresh);
+	off = param_diff(whole, grouped);
+	ck_assert_msg(moved > 1e-3 && off < 1e-5, "moved %g, off by %g", moved, off);
+	mc_model_free(fresh);
+	mc_model_free(grouped);
+	mc_model_free(whole);
+	free_blobs(d);
+}
+END_TEST
+
+/* A buffer no forward moves (a fake-quantization range kept fixed) keeps its
+ * bytes through grouped steps, with 3 groups whose shares of the batch
+ * (1/3 each) do not add up to exactly 1 in floats. */
+START_TEST(grouped_keeps_fixed_buffers)
+{
+	static const float range[2] = { 0.1f, 3.3f };
+	struct mc_dataset *d = blobs(96, 10, 4, 10);
+	struct mc_train_conf c = { .epochs = 2, .batch_size = 24, .optim = adam, .seed = 3,
+				   .grad_groups = 3 };
+	struct mc_err err = { 0 };
+	struct mc_model *m = mc_model_from_arch(
+		"{\"format\":1,\"input\":[10],\"nodes\":[{\"op\":\"linear\",\"attrs\":{\"out\":12}},"
+		"{\"op\":\"fake_quant\"},{\"op\":\"relu\"},{\"op\":\"linear\",\"attrs\":{\"out\":4}}]}",
+		"fq", &err);
+	float w0;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 4);
+	memcpy(mc_model_node(m, 1)->params[0]->data, range, sizeof(range));
+	w0 = ((const float *)mc_model_node(m, 0)->params[0]->data)[0];
+	ck_assert_int_eq(mc_train(m, d, &c, NULL, &err), 0);
+	ck_assert_mem_eq(mc_model_node(m, 1)->params[0]->data, range, sizeof(range));
+	ck_assert(((const float *)mc_model_node(m, 0)->params[0]->data)[0] != w0);
+	mc_model_free(m);
+	free_blobs(d);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("train");
@@ -815,6 +974,9 @@ int main(void)
 	tcase_add_test(tc, adam_vector_paths_exact);
 	tcase_add_test(tc, train_uses_schedule);
 	tcase_add_loop_test(tc, train_from_resumes, 0, 2);
+	tcase_add_loop_test(tc, grouped_thread_invariant, 0, 2);
+	tcase_add_loop_test(tc, grouped_sums_to_batch_gradient, 0, 2);
+	tcase_add_test(tc, grouped_keeps_fixed_buffers);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

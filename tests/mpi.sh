@@ -3,7 +3,8 @@
 # mpirun or Fashion-MNIST): mpirun -np 2 and -np 3 sweeps print the same
 # table as the sweep in one process and write the same model bytes; the JSON
 # says which rank ran what; mpirun -np 1, 2, 3 mcomp run trains the same
-# model bytes as a run without mpirun; a run failing on rank 1 and a rank
+# model bytes as a run without mpirun, and so do -np 1, 2, 4 with
+# grad_groups: 4 on a CNN with batch norm and dropout; a run failing on rank 1 and a rank
 # killed with SIGKILL stop the job with a message naming the rank, a
 # non-zero status, and the previous files as they were.
 set -u
@@ -115,6 +116,68 @@ mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck -
 	> /dev/null 2> "$tmp/res.err" || bad "--resume on 2 ranks: $(cat "$tmp/res.err")"
 cmp -s "$tmp/long.safetensors" "$tmp/resumed.safetensors" && ok ||
 	bad "interrupted and resumed on 2 ranks: another model than the run that never stopped"
+
+# grad_groups: a CNN with batch norm and dropout, every layer split over the
+# ranks by groups of samples: -np 1, 2 and 4 write the bytes of the run
+# without mpirun (a last batch of 40 in groups of 10 included); 3 ranks,
+# which do not divide 4 groups, are refused at validation; interrupted on
+# 2 ranks and resumed, the run ends in the bytes of the one that never stopped.
+cat > "$tmp/cnn.yaml" << EOF2
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $data/train, count: 680}
+  test:  {idx: $data/t10k, count: 200}
+models:
+  cnn:
+    build:
+      input: [1, 28, 28]
+      layers: [{conv2d: 6}, {batchnorm: {}}, relu, {maxpool2d: 2}, {conv2d: 8}, relu,
+               {maxpool2d: 2}, flatten, {linear: 32}, relu, {dropout: 0.2}, {linear: 10}]
+passes:
+  - train: {model: cnn, epochs: 1, batch_size: 64, optimizer: adam, lr: 0.004, grad_groups: 4}
+output: {model: cnn, path: out/cnn.safetensors}
+report: out/cnn-report.json
+EOF2
+grp() { # grp NAME [MPIRUN ARGS...]: runs cnn.yaml into $tmp/NAME.*
+	name=$1
+	shift
+	"$@" "$mcomp" run -q "$tmp/cnn.yaml" --set output.path="$tmp/$name.safetensors" \
+		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
+		bad "$name: exit $?: $(cat "$tmp/$name.err")"
+}
+grp gplain
+for np in 1 2 4; do
+	grp g$np mpi $np
+	cmp -s "$tmp/gplain.safetensors" "$tmp/g$np.safetensors" && ok ||
+		bad "grad_groups, mpirun -np $np: another model than without mpirun"
+done
+mpi 3 "$mcomp" run -q "$tmp/cnn.yaml" --set output.path="$tmp/g3.safetensors" \
+	--set report="$tmp/g3.json" > /dev/null 2> "$tmp/g3.err"
+code=$?
+[ $code = 2 ] && ok || bad "grad_groups 4 on 3 ranks: exit $code"
+grep -q "cnn.yaml:[0-9]*:[0-9]*: .*grad_groups: 3 ranks do not divide grad_groups 4" "$tmp/g3.err" &&
+	ok || bad "grad_groups 4 on 3 ranks: $(cat "$tmp/g3.err")"
+ck="--set passes.train.epochs=60 --set passes.train.grad_groups=4"
+ck="$ck --set passes.train.checkpoint.path=$tmp/gck.bin"
+dp glong $ck
+rm -f "$tmp/gck.bin"
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck \
+	--set output.path="$tmp/gres.safetensors" --set report="$tmp/gres.json" \
+	> "$tmp/gint.out" 2> "$tmp/gint.err" &
+job=$!
+for i in $(seq 1 100); do
+	[ -f "$tmp/gck.bin" ] && break
+	sleep 0.1
+done
+kill -INT $job
+wait $job
+[ $? != 0 ] && ok || bad "grad_groups: SIGINT to mpirun: exit 0 (the run ended first?)"
+mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck --resume \
+	--set output.path="$tmp/gres.safetensors" --set report="$tmp/gres.json" \
+	> /dev/null 2> "$tmp/gres.err" || bad "grad_groups: --resume on 2 ranks: $(cat "$tmp/gres.err")"
+cmp -s "$tmp/glong.safetensors" "$tmp/gres.safetensors" && ok ||
+	bad "grad_groups: interrupted and resumed on 2 ranks: another model than the run that never stopped"
 
 # A rank failing at the start (a memory limit its data set does not fit)
 # stops the job, naming the rank; the previous model stays.

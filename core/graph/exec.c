@@ -527,6 +527,11 @@ void mc_exec_set_step(struct mc_exec *e, uint64_t step)
 	e->run.step = step;
 }
 
+void mc_exec_set_sample0(struct mc_exec *e, int64_t sample0)
+{
+	e->run.sample0 = sample0;
+}
+
 void mc_exec_zero_grad(struct mc_exec *e)
 {
 	if (!e->training)

@@ -57,6 +57,8 @@ int mc_model_fits(const struct mc_model *m, uint64_t extra, const char *origin,
 /* Sets the count of training forwards done, which keys dropout's masks:
  * a run resumed after step s continues as if it had run s forwards. */
 void mc_exec_set_step(struct mc_exec *e, uint64_t step);
+/* Sets struct mc_run's sample0 for the next forwards and backwards. */
+void mc_exec_set_sample0(struct mc_exec *e, int64_t sample0);
 
 /*
  * Data-parallel training (train.c): with defer set, mc_backward leaves the

@@ -295,9 +295,11 @@ static int dropout_setup(struct mc_node *node, const int *in_ndim,
 
 /*
  * y[i] = x[i] * mask[i] / (1 - p), where value i of step t keeps when its
- * uniform draw is >= p. The draw is word i % 4 of Philox block
- * (seed, MC_STREAM_DROPOUT | hash(name) << 24, t << 40 | i / 4): a pure
- * function of the index, whichever thread computes it.
+ * uniform draw is >= p. With u = i + sample0 * out_numel its index in the
+ * whole batch (sample0: struct mc_run), the draw is word u % 4 of Philox
+ * block (seed, MC_STREAM_DROPOUT | hash(name) << 24, t << 40 | u / 4): a
+ * pure function of the index, whichever thread computes it and however the
+ * batch is split into groups.
  */
 static void dropout_apply(const struct mc_node *node, const struct mc_run *run, int n,
 			  const float *x, float *y)
@@ -307,6 +309,7 @@ static void dropout_apply(const struct mc_node *node, const struct mc_run *run, 
 	uint64_t stream = MC_STREAM_DROPOUT | (uint64_t)mc_node_hash(node) << 24;
 	uint32_t cut = (uint32_t)(a->p * 16777216.0); /* p in units of 2^-24 */
 	float scale = (float)(1.0 / (1.0 - a->p));
+	int64_t base = run->sample0 * node->out_numel;
 
 	if (!run->training || a->p == 0.0) {
 		if (x != y)
@@ -317,12 +320,13 @@ static void dropout_apply(const struct mc_node *node, const struct mc_run *run, 
 	for (int64_t c = 0; c < total; c += MC_CHUNK) {
 		int64_t end = c + MC_CHUNK < total ? c + MC_CHUNK : total;
 
-		for (int64_t i = c; i < end; i += 4) {
+		for (int64_t i = c; i < end;) {
+			uint64_t u = (uint64_t)(i + base);
 			uint32_t w[4];
 
-			mc_philox(run->seed, stream, run->step << 40 | (uint64_t)(i / 4), w);
-			for (int k = 0; k < 4 && i + k < end; k++)
-				y[i + k] = (w[k] >> 8) >= cut ? x[i + k] * scale : 0.0f;
+			mc_philox(run->seed, stream, run->step << 40 | u / 4, w);
+			for (int k = (int)(u % 4); k < 4 && i < end; k++, i++)
+				y[i] = (w[k] >> 8) >= cut ? x[i] * scale : 0.0f;
 		}
 	}
 }

@@ -277,6 +277,247 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
 	return 0;
 }
 
+/* ---------------------------------------------------------------- grouped steps */
+
+/*
+ * A grouped step (mc_train_conf.grad_groups = G): the batch of n is split
+ * into G groups, group g the samples [n g / G, n (g + 1) / G). Each group's
+ * forward and backward is an ordinary one of its own (convolutions, batch
+ * norm on the group's statistics, the loss hook), with dropout keyed by the
+ * sample's place in the batch (mc_exec_set_sample0) and the step's number,
+ * and its gradient scaled by n_g / n: the sum of the G is the gradient of
+ * the batch's mean loss. A group's state is one vector of P floats: every
+ * trained parameter's gradient, then how the group's forward moved every
+ * buffer (batch norm's running statistics), times n_g / n, the model's
+ * buffers put back before the next group: the sum is one update towards
+ * the mean of the groups' statistics, and a buffer no forward moves (a
+ * fixed quantization range) keeps its bytes.
+ *
+ * The G vectors are summed left to right, acc = ((s_0 + s_1) + s_2) + ...,
+ * element by element. With R ranks, rank r takes the groups
+ * [G r / R, G (r + 1) / R) and computes them without waiting for anyone;
+ * then the sum goes from rank to rank in chunks of COMBINE_CHUNK floats:
+ * rank r receives a chunk of the sum so far, adds its groups' parts in
+ * order, sends it on, and takes the next chunk, so the ranks add different
+ * chunks at the same time; the last rank broadcasts the sum. Left to right
+ * rather than a tree: any R up to G takes part of one chain with the same
+ * additions in the same order (a tree's subtrees match the ranks' groups
+ * only for powers of two), and each rank receives and sends the vector
+ * once on the chain, then once in the broadcast. Rounding grows with G, not with R: for the few
+ * groups this is for (2 to 64) that is immaterial.
+ */
+#define COMBINE_CHUNK ((size_t)1 << 20)
+
+struct grouped {
+	int G, g0, g1;	   /* this rank's groups [g0, g1) */
+	size_t P, nb;	   /* floats per group; of those, the buffers' (at the end) */
+	float *slots;	   /* (g1 - g0) x P */
+	float *acc;	   /* P: the sum */
+	float *saved;	   /* nb: the buffers before the step */
+	double *loss;	   /* per group of this rank: the sum of its samples' losses */
+};
+
+static void grouped_free(struct grouped *gr)
+{
+	if (!gr)
+		return;
+	mc_free(gr->slots);
+	mc_free(gr->acc);
+	mc_free(gr->saved);
+	free(gr->loss);
+	free(gr);
+}
+
+/* Runs BODY for every part of a group's vector, in its order: pass_ 0 the
+ * trained parameters' gradients in e, pass_ 1 the model's f32 buffers;
+ * part_ points at the part, len_ is its floats. */
+#define FOR_PARTS(m, e, BODY)                                                             \
+	for (int pass_ = 0; pass_ < 2; pass_++)                                           \
+		for (int i_ = 0; i_ < (m)->n_nodes; i_++) {                                 \
+			const struct mc_node *nd_ = (m)->nodes[i_];                        \
+			for (int p_ = 0; p_ < nd_->n_params; p_++) {                       \
+				int buf_ = p_ >= nd_->n_params - nd_->n_buffers;           \
+				float *part_ = buf_ ? (nd_->params[p_]->dtype == MC_F32 ?   \
+							       nd_->params[p_]->data : NULL) \
+						    : mc_exec_grad((e), i_, p_);           \
+				size_t len_ = (size_t)nd_->params[p_]->numel;              \
+				if (buf_ != pass_ || !part_)                               \
+					continue;                                          \
+				BODY;                                                      \
+			}                                                                  \
+		}
+
+static struct grouped *grouped_new(const struct mc_model *m, struct mc_exec *e, int G,
+				   struct mc_err *err)
+{
+	int R = dist ? dist->size : 1, r = dist ? dist->rank : 0;
+	struct grouped *gr;
+
+	if (G > 65536 || R > G) {
+		mc_err_set(err, MC_EINVAL,
+			   "training: %d gradient groups over %d ranks; use 1 to 65536 groups, "
+			   "at least one per rank",
+			   G, R);
+		return NULL;
+	}
+	gr = calloc(1, sizeof(*gr));
+	if (!gr)
+		goto nomem;
+	gr->G = G;
+	gr->g0 = (int)((int64_t)G * r / R);
+	gr->g1 = (int)((int64_t)G * (r + 1) / R);
+	FOR_PARTS(m, e, {
+		gr->P += len_;
+		gr->nb += pass_ ? len_ : 0;
+	});
+	gr->slots = mc_calloc((size_t)(gr->g1 - gr->g0) * (gr->P ? gr->P : 1), sizeof(float));
+	gr->acc = mc_calloc(gr->P ? gr->P : 1, sizeof(float));
+	gr->saved = mc_calloc(gr->nb ? gr->nb : 1, sizeof(float));
+	gr->loss = calloc((size_t)(gr->g1 - gr->g0), sizeof(double));
+	if (gr->slots && gr->acc && gr->saved && gr->loss)
+		return gr;
+nomem:
+	grouped_free(gr);
+	mc_err_set(err, MC_ENOMEM, "training: out of memory for %d gradient groups", G);
+	return NULL;
+}
+
+/* acc[0..len) += s[0..len), element by element. */
+static void add_floats(float *acc, const float *s, size_t len)
+{
+#pragma omp parallel for schedule(static) if (len >= 65536)
+	for (size_t j = 0; j < len; j++)
+		acc[j] += s[j];
+}
+
+/* The left-to-right sum of the G groups' vectors into gr->acc on every rank
+ * (see above), and the batch's loss sum into *total. */
+static int grouped_combine(struct grouped *gr, double *total, struct mc_err *err)
+{
+	int R = dist ? dist->size : 1, r = dist ? dist->rank : 0, mine = gr->g1 - gr->g0;
+	struct {
+		double total;
+		int sig;
+	} sum = { 0, 0 };
+
+	if (r > 0 && dist->recv(dist->arg, r - 1, &sum, sizeof(sum)))
+		return dp_fail(err, "receiving the loss from", r - 1);
+	for (int g = 0; g < mine; g++)
+		sum.total += gr->loss[g];
+	if (!sum.sig)
+		sum.sig = mc_interrupted();
+	if (r < R - 1 && dist->send(dist->arg, r + 1, &sum, sizeof(sum)))
+		return dp_fail(err, "sending the loss to", r + 1);
+	for (size_t at = 0; at < gr->P; at += COMBINE_CHUNK) {
+		size_t len = gr->P - at < COMBINE_CHUNK ? gr->P - at : COMBINE_CHUNK;
+		int g = 0;
+
+		if (r == 0)
+			memcpy(gr->acc + at, gr->slots + at, len * sizeof(float)), g = 1;
+		else if (dist->recv(dist->arg, r - 1, gr->acc + at, len * sizeof(float)))
+			return dp_fail(err, "receiving gradient sums from", r - 1);
+		for (; g < mine; g++)
+			add_floats(gr->acc + at, gr->slots + (size_t)g * gr->P + at, len);
+		if (r < R - 1 && dist->send(dist->arg, r + 1, gr->acc + at, len * sizeof(float)))
+			return dp_fail(err, "sending gradient sums to", r + 1);
+	}
+	if (R > 1) {
+		if (dist->bcast(dist->arg, R - 1, &sum, sizeof(sum)))
+			return dp_fail(err, "the loss's broadcast from", R - 1);
+		if (sum.sig && !mc_interrupted())
+			mc_interrupt(sum.sig); /* another rank's signal: stop here too */
+		if (gr->P && dist->bcast(dist->arg, R - 1, gr->acc, gr->P * sizeof(float)))
+			return dp_fail(err, "the gradients' broadcast from", R - 1);
+	}
+	*total = sum.total;
+	return 0;
+}
+
+/*
+ * One grouped step over the batch idx[0..n) of step step (optimizer steps
+ * done before it): this rank's groups, their sum over all ranks, and the
+ * sum put into e's gradients and m's buffers. *loss: the batch's mean loss.
+ */
+static int grouped_step(struct grouped *gr, struct mc_exec *e, const struct mc_model *m,
+			const struct mc_dataset *d, const struct mc_train_conf *c,
+			const struct mc_train_hooks *hooks, int ep, int64_t step,
+			const int64_t *idx, int n, float *x, uint8_t *y, float *dlogits,
+			float *loss, struct mc_err *err)
+{
+	int k = (int)m->n_classes, G = gr->G;
+	double total = 0;
+	size_t at;
+	int r;
+
+	at = 0;
+	FOR_PARTS(m, e, {
+		if (pass_) {
+			memcpy(gr->saved + at, part_, len_ * sizeof(float));
+			at += len_;
+		}
+	});
+	for (int g = gr->g0; g < gr->g1; g++) {
+		int a = (int)((int64_t)n * g / G), ng = (int)((int64_t)n * (g + 1) / G) - a;
+		float *s = gr->slots + (size_t)(g - gr->g0) * gr->P, w = (float)((double)ng / n);
+		double *lg = &gr->loss[g - gr->g0];
+		const float *logits;
+		size_t ab = 0;
+
+		*lg = 0;
+		if (ng == 0) { /* a last batch of fewer than G samples */
+			memset(s, 0, gr->P * sizeof(float));
+			continue;
+		}
+		gather(d, c, ep, idx + a, ng, x, y);
+		mc_exec_set_step(e, (uint64_t)step);
+		mc_exec_set_sample0(e, a);
+		logits = mc_forward(e, x, ng);
+		if (hooks && hooks->loss) {
+			*lg = (double)hooks->loss(hooks->arg, x, logits, idx + a, ng, k, dlogits) * ng;
+			for (size_t j = 0; j < (size_t)ng * k; j++)
+				dlogits[j] *= w;
+		} else {
+			mc_softmax_xent_part(logits, y, ng, k, n, dlogits, lg);
+		}
+		mc_exec_zero_grad(e);
+		mc_backward(e, dlogits);
+		at = 0;
+		FOR_PARTS(m, e, {
+			if (pass_) {
+				const float *r0 = gr->saved + ab;
+
+				for (size_t j = 0; j < len_; j++)
+					s[at + j] = w * (part_[j] - r0[j]);
+				memcpy(part_, r0, len_ * sizeof(float));
+				ab += len_;
+			} else {
+				memcpy(s + at, part_, len_ * sizeof(float));
+			}
+			at += len_;
+		});
+	}
+	mc_exec_set_sample0(e, 0);
+	r = grouped_combine(gr, &total, err);
+	if (r)
+		return r;
+	at = 0;
+	FOR_PARTS(m, e, {
+		const float *a = gr->acc + at;
+
+		if (pass_) { /* a buffer no group moved keeps its bytes, -0 included */
+			const float *r0 = gr->saved + (at - (gr->P - gr->nb));
+
+			for (size_t j = 0; j < len_; j++)
+				part_[j] = a[j] != 0 ? r0[j] + a[j] : r0[j];
+		} else {
+			memcpy(part_, a, len_ * sizeof(float));
+		}
+		at += len_;
+	});
+	*loss = (float)(total / n);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- training */
 
 const char *const mc_optimizer_names[] = { "sgd", "adam", NULL };
@@ -349,6 +590,7 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 	const struct mc_train_pos *start = ck ? &ck->start : &zero;
 	struct mc_exec *e = NULL;
 	struct mc_optim *o = NULL;
+	struct grouped *gr = NULL;
 	int64_t *perm = NULL, step, seen, seen0, total, steps, spe;
 	float *x = NULL, *dlogits = NULL;
 	double *terms = NULL;
@@ -356,6 +598,10 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 	int bs, r, dp;
 	double t0;
 
+	if (c->grad_groups < 0)
+		return mc_err_set(err, MC_EINVAL,
+				  "training: %d gradient groups; use 1 or more, or 0 for none",
+				  c->grad_groups);
 	if (c->epochs < 0 || c->batch_size < 1)
 		return mc_err_set(err, MC_EINVAL,
 				  "training: epochs %d and batch size %d; use epochs >= 0 and batch size >= 1",
@@ -388,7 +634,14 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 	x = mc_calloc((size_t)bs * (size_t)m->in_numel, sizeof(float));
 	y = malloc((size_t)bs);
 	dlogits = mc_calloc((size_t)bs * (size_t)m->n_classes, sizeof(float));
-	dp = dp_eligible(m, hooks, bs);
+	if (c->grad_groups > 0) {
+		gr = grouped_new(m, e, c->grad_groups, err);
+		if (!gr) {
+			r = err ? err->code : MC_ENOMEM;
+			goto out;
+		}
+	}
+	dp = !gr && dp_eligible(m, hooks, bs);
 	terms = dp ? malloc((size_t)bs * sizeof(*terms)) : NULL;
 	if (!perm || !x || !y || !dlogits || (dp && !terms)) {
 		r = mc_err_set(err, MC_ENOMEM, "training: out of memory for a batch of %d", bs);
@@ -413,7 +666,12 @@ int mc_train_from(struct mc_model *m, const struct mc_dataset *d, const struct m
 			float loss = 0;
 			double dt;
 
-			if (dp && n >= 4 * dist->size) {
+			if (gr) {
+				r = grouped_step(gr, e, m, d, c, hooks, ep, step, perm + b0, n, x,
+						 y, dlogits, &loss, err);
+				if (r)
+					goto out_bar;
+			} else if (dp && n >= 4 * dist->size) {
 				r = dp_step(e, m, d, c, ep, perm + b0, n, x, y, dlogits, terms,
 					    &loss, err);
 				if (r)
@@ -482,6 +740,7 @@ out:
 	free(y);
 	mc_free(x);
 	free(perm);
+	grouped_free(gr);
 	mc_optim_free(o);
 	mc_exec_free(e);
 	return r;

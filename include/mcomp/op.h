@@ -43,6 +43,10 @@ struct mc_run {
 	uint64_t seed; /* dropout masks come from Philox (seed, node stream, step, index) */
 	uint64_t step; /* training forwards so far; forward and backward of a step see the same */
 	void *work;    /* op->workspace(node, n) bytes, 64-byte aligned, shared by all nodes */
+	/* the index of sample 0 of this forward in its training batch: a group
+	 * of a grouped step (mc_train_conf.grad_groups) draws dropout's masks
+	 * as the whole batch would; 0 otherwise */
+	int64_t sample0;
 };
 
 /*

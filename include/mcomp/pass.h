@@ -65,7 +65,7 @@ extern "C" {
 #endif
 
 /* See "ABI" above. */
-#define MC_PASS_ABI 3
+#define MC_PASS_ABI 4
 #define MC_PASS_ENTRY "mc_pass_descriptor"
 
 struct mc_ctx;

@@ -86,6 +86,15 @@ struct mc_train_conf {
 	 * with hflip a mirror image half of the time. 0 and 0: none. */
 	int shift;
 	int hflip;
+	/* 0: each step's gradient is the batch's (mcomp run under mpirun
+	 * splits only models of linear, relu and flatten layers). G >= 1: each
+	 * batch of n is split into G groups of samples [n g / G, n (g + 1) / G),
+	 * each group's gradient computed alone (batch norm on the group's
+	 * statistics) and scaled so that their sum is the gradient of the
+	 * batch's mean loss, then the G summed left to right: the same bytes
+	 * for any thread count and any rank count up to G, the ranks each
+	 * taking whole groups (docs/distributed.md). */
+	int grad_groups;
 };
 
 /*
@@ -204,7 +213,9 @@ MC_API int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int
  * on the cross-entropy into one near-equal slice of samples per rank and
  * continues each gradient's sums from rank to rank, so that the result is
  * the same bytes as one process's for any rank count. Other training runs
- * whole on every rank (the same bytes, no faster).
+ * whole on every rank (the same bytes, no faster), unless the run sets
+ * mc_train_conf.grad_groups: then each rank computes its share of the
+ * groups, and the sum goes from rank to rank.
  */
 struct mc_dist {
 	int rank, size;

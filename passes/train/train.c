@@ -11,6 +11,7 @@ struct train_conf {
 	int batch_size;
 	struct mc_train_opts opts;
 	int seed;
+	int grad_groups;
 	struct mc_checkpoint_opts ckpt;
 };
 
@@ -22,9 +23,39 @@ static const struct mc_param_def train_params[] = {
 	MC_TRAIN_PARAMS(struct train_conf, opts, "0.001", "constant"),
 	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
+	MC_PARAM_INT(struct train_conf, grad_groups, NULL, 1, 65536,
+		     "sum each batch's gradient over this many groups of samples computed "
+		     "apart (batch norm per group), in a fixed order: the same bytes in one "
+		     "process and on any rank count that divides it, every layer split over "
+		     "the ranks (docs/distributed.md); must divide batch_size; unset: one "
+		     "gradient per batch", .flags = MC_PARAM_FOPTIONAL),
 	MC_CHECKPOINT_PARAMS(struct train_conf, ckpt),
 	MC_PARAM_END,
 };
+
+/* grad_groups must divide the batch into equal groups, and the ranks of an
+ * MPI job must take equal shares of the groups. */
+static int train_check(struct mc_ctx *ctx, const void *conf)
+{
+	const struct train_conf *c = conf;
+	int R = mc_dist_ranks();
+
+	if (!mc_ctx_given(ctx, "grad_groups"))
+		return 0;
+	if (c->batch_size % c->grad_groups)
+		return mc_ctx_error(ctx, "grad_groups", MC_EINVAL,
+				    "%d groups do not divide batch_size %d into equal groups; set "
+				    "grad_groups to a divisor of %d (or batch_size to a multiple "
+				    "of %d)",
+				    c->grad_groups, c->batch_size, c->batch_size, c->grad_groups);
+	if (c->grad_groups % R)
+		return mc_ctx_error(ctx, "grad_groups", MC_EINVAL,
+				    "%d ranks do not divide grad_groups %d, so they would not take "
+				    "equal shares of the groups; run a number of ranks that divides "
+				    "%d (mpirun -np), or set grad_groups to a multiple of %d",
+				    R, c->grad_groups, c->grad_groups, R);
+	return 0;
+}
 
 static int train_run(struct mc_ctx *ctx, const void *conf)
 {
@@ -36,6 +67,7 @@ static int train_run(struct mc_ctx *ctx, const void *conf)
 		.batch_size = c->batch_size,
 		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 		.label = c->model,
+		.grad_groups = c->grad_groups,
 	};
 	double acc, loss;
 	int ret;
@@ -76,6 +108,7 @@ static const struct mc_pass train_pass = {
 	.author = "the mcomp developers",
 	.conf_size = sizeof(struct train_conf),
 	.params = train_params,
+	.check = train_check,
 	.run = train_run,
 };
 MC_PASS_DEFINE(train_pass);
