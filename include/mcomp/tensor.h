@@ -102,7 +102,11 @@ MC_API int mc_sgemm_use(const char *kernel);
  * chosen at run time: "amx" (Sapphire Rapids tiles, 32-row blocks; fewer
  * rows go to vpdpbusd), "avx512-vnni" (vpdpbusd on zmm), "avx-vnni" (ymm),
  * "avx2" (no VNNI: s16 x s16 vpmaddwd on a widened copy of the weights,
- * made on its first use; exact, unlike vpmaddubsw, which saturates), "portable"; MCOMP_GEMM_S8 or mc_gemm_s8_use() forces one. All
+ * made on its first use; exact, unlike vpmaddubsw, which saturates; but
+ * when every weight lies in [-64, 64], 7-bit weights as the quantize pass's
+ * reduce_range makes them, u8 x s8 vpmaddubsw, which then cannot saturate,
+ * on the packed weights as they are), "portable"; MCOMP_GEMM_S8 or
+ * mc_gemm_s8_use() forces one. All
  * give the same s32 sums bit for bit, and the same y. Threads split the
  * output, so the result does not depend on the thread count either.
  *
@@ -127,6 +131,8 @@ MC_API void mc_s8_free(struct mc_s8_weights *p);
 /* Output channels N and depth K of packed weights. */
 MC_API int mc_s8_n(const struct mc_s8_weights *p);
 MC_API int mc_s8_k(const struct mc_s8_weights *p);
+/* 1 when every weight lies in [-64, 64] (7-bit, reduce_range): "avx2" then takes vpmaddubsw. */
+MC_API int mc_s8_7bit(const struct mc_s8_weights *p);
 
 /* y[M, N] (row stride ldy) from a[M, K] (row stride lda), as above. */
 MC_API void mc_gemm_u8s8(int M, const uint8_t *a, int lda, float sa, int za,
