@@ -176,6 +176,12 @@ MC_API void mc_minmax(const float *x, size_t n, float *lo, float *hi);
  *	            z = clamp(-2^(b-1) - nearbyint(lo / s)), q in [-2^(b-1), 2^(b-1) - 1]
  *	q = clamp(nearbyint(w / s) + z), rounding half to even; w ~ (q - z) * s.
  *
+ * reduce_range (8 bits only): q in [-64, 64] instead, both schemes: s =
+ * max|w| / 64 symmetric, s = (hi - lo) / 128 and z = clamp(-64 -
+ * nearbyint(lo / s)) asymmetric, as ONNX Runtime's quantizer reduces int8
+ * weights; the int8 GEMM on AVX2 without VNNI multiplies such weights with
+ * vpmaddubsw, which cannot saturate on them (mc_s8_7bit).
+ *
  * A block of zeros gets s = 1, z = 0. q[rows * cols] holds one value per
  * int8; scale and zp (NULL when symmetric) hold one value per block, in
  * row-major block order. The fast version splits rows among threads and
@@ -187,6 +193,7 @@ struct mc_qspec {
 	int bits;  /* 8 or 4 */
 	int asym;  /* 0: symmetric, 1: asymmetric */
 	int group; /* columns per block: 0 for the whole tensor, else a divisor of cols */
+	int reduce_range; /* 8 bits: q in [-64, 64] (7-bit weights), not [-127, 127] */
 };
 
 /* Blocks of a [rows, cols] matrix under s: 1, or rows * cols / group. */
