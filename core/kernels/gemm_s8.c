@@ -12,9 +12,11 @@
  * a stride of 256 bytes, an AMX B tile (16 quads x 16 columns).
  *
  * A kernel computes a block of up to MR rows x 64 columns into an s32 tile;
- * one epilogue per ISA turns the tile into outputs. Work items are (column
- * group, row block), groups outermost so a thread keeps its group's weights
- * in cache; integer sums are exact, so no order matters and the result is
+ * one epilogue per ISA turns the tile into outputs. Weights that all lie in
+ * [-64, 64] (7 bits: the quantize pass's reduce_range) are marked at
+ * packing; the AVX2 path then multiplies them with vpmaddubsw. Work items
+ * are (column group, row block), groups outermost so a thread keeps its
+ * group's weights in cache; integer sums are exact, so no order matters and the result is
  * the same for any thread count and every kernel.
  */
 #include <math.h>
@@ -341,7 +343,8 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
  * exact: 16 products per instruction and one vpaddd, the fewest
  * instructions per product an exact sum can take without VNNI (a split of
  * the bytes into halves that vpmaddubsw cannot saturate needs two
- * vpmaddubsw and two adds for 32 products: as many). The weights are
+ * vpmaddubsw and two adds for 32 products: as many; weights in [-64, 64]
+ * take the vpmaddubsw kernel below, three). The weights are
  * widened once, into a copy laid out per group as four strips of 16
  * columns, each K pair by K pair: (w[c][2p], w[c][2p + 1]) for c < 16, so
  * one s32 lane of the product is one column. The rows of A are widened per
