@@ -35,10 +35,11 @@ static const struct mc_param_def quantize_params[] = {
 	MC_PARAM_INT(struct quantize_conf, bits, "8", 1, 32, "weight bits: 8 or 4"),
 	MC_PARAM_BOOL(struct quantize_conf, reduce_range, "false",
 		      "8 bits: weights in [-64, 64] (7 bits, as ONNX Runtime's reduce_range), "
-		      "which the int8 GEMM on AVX2 CPUs without VNNI multiplies about 1.3x "
-		      "faster (vpmaddubsw); costs some accuracy; off: [-127, 127]"),
+		      "which the int8 GEMM on AVX2 CPUs without VNNI multiplies about 1.4x "
+		      "faster (vpmaddubsw); half the weight resolution; off: [-127, 127]"),
 	MC_PARAM_ENUM(struct quantize_conf, scheme, "symmetric", schemes,
-		      "weights: symmetric (zero point 0; int8 in [-127, 127]) or with zero points"),
+		      "weights: symmetric (zero point 0; int8 in [-127, 127], or [-64, 64] with "
+		      "reduce_range) or with zero points"),
 	MC_PARAM_ENUM(struct quantize_conf, granularity, "per-channel", grans,
 		      "what one weight scale covers: the tensor, an output row, or group_size "
 		      "inputs of a row"),
