@@ -2,7 +2,7 @@
 /*
  * bench_gemm - square GEMM throughput of mcomp against OpenBLAS.
  *
- *	bench_gemm [-l mcomp|openblas|s8] [-t THREADS] [-m MIN_SECONDS] SIZE...
+ *	bench_gemm [-l mcomp|openblas|s8|s7] [-t THREADS] [-m MIN_SECONDS] SIZE...
  *
  * For each size it times C = A B (row-major, alpha 1, beta 0) call by call
  * after two warm-up calls, until at least MIN_SECONDS have passed (and at
@@ -12,7 +12,10 @@
  *
  * (a multiply-add counts as two operations). -l s8 times mcomp's int8 GEMM
  * instead, mc_gemm_u8s8 with per-channel requantization to f32 (the kernel the
- * quantize pass uses; weights packed once, outside the timing), in GOP/s.
+ * quantize pass uses; weights packed once, outside the timing), in GOP/s;
+ * -l s7 the same with 7-bit weights in [-64, 64] (the quantize pass's
+ * reduce_range), which the AVX2 kernel without VNNI multiplies with
+ * vpmaddubsw.
  * OpenBLAS is loaded at run time with dlopen("libopenblas.so.0"), so the
  * benchmark needs no OpenBLAS at build time; OpenBLAS reads
  * OPENBLAS_CORETYPE when it is loaded, so each kernel choice needs a process
@@ -31,7 +34,7 @@
 
 #include <mcomp/mcomp.h>
 
-enum impl { IMPL_MCOMP, IMPL_OPENBLAS, IMPL_S8 };
+enum impl { IMPL_MCOMP, IMPL_OPENBLAS, IMPL_S8, IMPL_S7 };
 
 /* The CBLAS enums' values, fixed by the reference CBLAS header. */
 #define CBLAS_ROW_MAJOR 101
@@ -142,7 +145,8 @@ static void s8_free(struct s8 *q)
 	mc_free(q->a);
 }
 
-static int s8_new(struct s8 *q, int n)
+/* 7-bit: weights in [-64, 64] (129 values), else full range [-127, 127]. */
+static int s8_new(struct s8 *q, int n, int s7)
 {
 	size_t nn = (size_t)n * (size_t)n;
 	struct mc_err err;
@@ -158,7 +162,8 @@ static int s8_new(struct s8 *q, int n)
 	}
 	for (size_t i = 0; i < nn; i++) {
 		q->a[i] = (uint8_t)(mc_rand_uniform(5, 0, i) * 256.0f);
-		q->w[i] = (int8_t)((int)(mc_rand_uniform(5, 1, i) * 255.0f) - 127);
+		q->w[i] = s7 ? (int8_t)((int)(mc_rand_uniform(5, 1, i) * 129.0f) - 64)
+			     : (int8_t)((int)(mc_rand_uniform(5, 1, i) * 255.0f) - 127);
 	}
 	for (int i = 0; i < n; i++) {
 		q->sw[i] = 0.001f + 0.01f * mc_rand_uniform(5, 2, (uint64_t)i);
@@ -199,7 +204,7 @@ static int s8_check(const struct s8 *q, int n)
 static void run_once(enum impl impl, const struct blas *b, const struct s8 *q, int n,
 		     const float *A, const float *B, float *C)
 {
-	if (impl == IMPL_S8)
+	if (impl == IMPL_S8 || impl == IMPL_S7)
 		mc_gemm_u8s8(n, q->a, n, S8_SA, S8_ZA, q->p, 0, q->y, n);
 	else if (impl == IMPL_OPENBLAS)
 		b->sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, n, n, n, 1.0f, A, n, B, n,
@@ -211,7 +216,8 @@ static void run_once(enum impl impl, const struct blas *b, const struct s8 *q, i
 /* Median GFLOP/s (GOP/s) of single calls at size n, or a negative value on failure. */
 static double bench_size(enum impl impl, const struct blas *b, int n, double min_time)
 {
-	size_t nn = impl == IMPL_S8 ? 1 : (size_t)n * (size_t)n;
+	int s8 = impl == IMPL_S8 || impl == IMPL_S7;
+	size_t nn = s8 ? 1 : (size_t)n * (size_t)n;
 	float *A = mc_calloc(nn, sizeof(float)), *B = mc_calloc(nn, sizeof(float));
 	float *C = mc_calloc(nn, sizeof(float));
 	double *t = NULL, flops = 2.0 * (double)n * (double)n * (double)n, res = -1, t0;
@@ -223,15 +229,15 @@ static double bench_size(enum impl impl, const struct blas *b, int n, double min
 		fprintf(stderr, "bench_gemm: out of memory at size %d\n", n);
 		goto out;
 	}
-	if (impl == IMPL_S8) {
-		if (s8_new(&q, n))
+	if (s8) {
+		if (s8_new(&q, n, impl == IMPL_S7))
 			goto out;
 	} else {
 		fill(A, nn, 1);
 		fill(B, nn, 2);
 	}
 	run_once(impl, b, &q, n, A, B, C);
-	if (impl == IMPL_S8 ? s8_check(&q, n) : check(A, B, C, n))
+	if (s8 ? s8_check(&q, n) : check(A, B, C, n))
 		goto out;
 	run_once(impl, b, &q, n, A, B, C);
 	t0 = now();
@@ -253,7 +259,7 @@ out:
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench_gemm [-l mcomp|openblas|s8] [-t THREADS] [-m MIN_SECONDS] "
+	fprintf(stderr, "usage: bench_gemm [-l mcomp|openblas|s8|s7] [-t THREADS] [-m MIN_SECONDS] "
 			"SIZE...\n");
 }
 
@@ -278,6 +284,8 @@ int main(int argc, char **argv)
 				impl = IMPL_OPENBLAS;
 			else if (!strcmp(v, "s8"))
 				impl = IMPL_S8;
+			else if (!strcmp(v, "s7"))
+				impl = IMPL_S7;
 			else {
 				usage();
 				return 2;
@@ -302,8 +310,9 @@ int main(int argc, char **argv)
 			return 3;
 		printf("INFO openblas core %s, %d threads\n", b.corename ? b.corename() : "?",
 		       threads);
-	} else if (impl == IMPL_S8) {
-		printf("INFO mcomp int8 kernel %s, %d threads\n", mc_gemm_s8_kernel(), threads);
+	} else if (impl == IMPL_S8 || impl == IMPL_S7) {
+		printf("INFO mcomp int8 kernel %s%s, %d threads\n", mc_gemm_s8_kernel(),
+		       impl == IMPL_S7 ? " (7-bit weights)" : "", threads);
 	} else {
 		printf("INFO mcomp kernel %s, %d threads\n", mc_sgemm_kernel(), threads);
 	}

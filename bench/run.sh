@@ -7,7 +7,8 @@
 #	(default: all but scaling and contention)
 #
 # gemm     square f32 GEMM GFLOP/s (mcomp, OpenBLAS with OPENBLAS_CORETYPE as
-#          the environment has it and unset) and mcomp's int8 GEMM GOP/s
+#          the environment has it and unset) and mcomp's int8 GEMM GOP/s, with
+#          full-range and 7-bit (reduce_range) weights
 # train    MLP, student (784-64-10) and CNN training samples/s and inference latency at batch 1 and
 #          256, against PyTorch in each configuration of OMP_WAIT_POLICY
 #          (unset, PASSIVE) and OPENBLAS_CORETYPE (as the environment has it,
@@ -194,6 +195,9 @@ run_gemm() {
 			# shellcheck disable=SC2086
 			measure s8 "$show" env OMP_NUM_THREADS=$THREADS "$GEMM" -l s8 -t "$THREADS" -m 0.2 \
 				$SIZES || s8=0
+			# shellcheck disable=SC2086
+			measure s7 0 env OMP_NUM_THREADS=$THREADS "$GEMM" -l s7 -t "$THREADS" -m 0.2 \
+				$SIZES
 		fi
 		r=$((r + 1))
 	done
@@ -221,17 +225,30 @@ run_gemm() {
 		done
 		return
 	fi
-	printf '  %6s %10s %10s %7s\n' size int8 f32 ratio
+	# 7-bit: weights in [-64, 64] (quantize reduce_range); only the avx2 kernel
+	# (no VNNI) runs them otherwise, on vpmaddubsw
+	printf '  %6s %10s %10s %7s %10s %7s\n' size int8 f32 ratio "int8 7-bit" ratio
 	for n in $SIZES; do
 		a=$(med s8 gemm"$n")
 		b=$(med mcomp gemm"$n")
-		printf '  %6s %10s %10s %7s\n' "$n" "$(fmt "$a")" "$(fmt "$b")" "$(ratio "$a" "$b")"
+		c=$(med s7 gemm"$n")
+		printf '  %6s %10s %10s %7s %10s %7s\n' "$n" "$(fmt "$a")" "$(fmt "$b")" \
+			"$(ratio "$a" "$b")" "$(fmt "$c")" "$(ratio "$c" "$b")"
 	done
 	for n in 1024 2048; do
 		a=$(med s8 gemm"$n")
 		b=$(med mcomp gemm"$n")
 		target "int8 GEMM $n vs mcomp f32" "$a" "$b" "$(ratio "$a" "$b")" ge 2.5
 	done
+	# on an AVX2 CPU without VNNI (or MCOMP_GEMM_S8=avx2), the 7-bit kernel's target
+	if "$GEMM" -l s7 -t 1 -m 0 8 2>/dev/null | grep -q 'int8 kernel avx2 '; then
+		for n in 1024 2048; do
+			a=$(med s7 gemm"$n")
+			b=$(med mcomp gemm"$n")
+			target "int8 GEMM $n, 7-bit weights (no VNNI) vs f32" "$a" "$b" \
+				"$(ratio "$a" "$b")" ge 1.8
+		done
+	fi
 }
 
 # ---------------------------------------------------------------- train
@@ -769,19 +786,27 @@ run_avx2() {
 		# shellcheck disable=SC2086
 		measure avx2_s8 0 env OMP_NUM_THREADS=$THREADS MCOMP_GEMM_S8=avx2 "$GEMM" -l s8 \
 			-t "$THREADS" -m 0.2 $SIZES
+		# shellcheck disable=SC2086
+		measure avx2_s7 0 env OMP_NUM_THREADS=$THREADS MCOMP_GEMM_S8=avx2 "$GEMM" -l s7 \
+			-t "$THREADS" -m 0.2 $SIZES
 		if have_openblas; then
 			# shellcheck disable=SC2086
 			measure avx2_blas 0 env OPENBLAS_CORETYPE=Haswell "$GEMM" -l openblas \
 				-t "$THREADS" -m 0.2 $SIZES
 		fi
 	done
-	printf '  %6s %10s %16s %7s %10s %7s\n' size mcomp "OpenBLAS Haswell" ratio int8 "/ f32"
+	echo "  (int8 7-bit: weights in [-64, 64], quantize reduce_range: vpmaddubsw, which cannot" \
+		"saturate on them)"
+	printf '  %6s %10s %16s %7s %10s %7s %10s %7s\n' size mcomp "OpenBLAS Haswell" ratio int8 \
+		"/ f32" "int8 7-bit" "/ f32"
 	for n in $SIZES; do
 		a=$(med avx2_f32 gemm"$n")
 		b=$(med avx2_blas gemm"$n")
 		c=$(med avx2_s8 gemm"$n")
-		printf '  %6s %10s %16s %7s %10s %7s\n' "$n" "$(fmt "$a")" "$(fmt "$b")" \
-			"$(ratio "$a" "$b")" "$(fmt "$c")" "$(ratio "$c" "$a")"
+		d=$(med avx2_s7 gemm"$n")
+		printf '  %6s %10s %16s %7s %10s %7s %10s %7s\n' "$n" "$(fmt "$a")" "$(fmt "$b")" \
+			"$(ratio "$a" "$b")" "$(fmt "$c")" "$(ratio "$c" "$a")" "$(fmt "$d")" \
+			"$(ratio "$d" "$a")"
 	done
 	for n in 1024 2048; do
 		a=$(med avx2_f32 gemm"$n")
@@ -792,6 +817,11 @@ run_avx2() {
 		a=$(med avx2_s8 gemm"$n")
 		b=$(med avx2_f32 gemm"$n")
 		target "AVX2: int8 GEMM $n (no VNNI) vs mcomp f32" "$a" "$b" "$(ratio "$a" "$b")" ge 1.8
+	done
+	for n in 1024 2048; do
+		a=$(med avx2_s7 gemm"$n")
+		b=$(med avx2_f32 gemm"$n")
+		target "AVX2: int8 GEMM $n, 7-bit weights vs f32" "$a" "$b" "$(ratio "$a" "$b")" ge 1.8
 	done
 	echo
 	if [ -r "$SHIM" ] && [ -x "$FLAGS" ] &&

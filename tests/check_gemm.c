@@ -317,8 +317,12 @@ END_TEST
 
 /* ---------------------------------------------------------------- int8 */
 
-/* Every kernel against the reference on one shape: s32 sums, then y, bit for bit. */
-static void check_s8(int M, int N, int K, int za, int relu, int with_bias)
+/*
+ * Every kernel against the reference on one shape: s32 sums, then y, bit
+ * for bit. s7: weights in [-64, 64] (reduce_range), both ends present,
+ * which "avx2" multiplies with vpmaddubsw; else the full range.
+ */
+static void check_s8w(int M, int N, int K, int za, int relu, int with_bias, int s7)
 {
 	int lda = K + 5, ldw = K + 3, ldc = N + 1;
 	uint8_t *a = random_bytes((size_t)M * lda, 20, 0);
@@ -332,8 +336,16 @@ static void check_s8(int M, int N, int K, int za, int relu, int with_bias)
 
 	for (int n = 0; n < N; n++)
 		sw[n] = 0.001f + 0.01f * mc_rand_uniform(13, 0, (uint64_t)n);
+	if (s7) {
+		for (size_t i = 0; i < (size_t)N * ldw; i++)
+			w[i] = (int8_t)(w[i] % 65); /* [-64, 64] */
+		w[0] = -64;
+		w[(size_t)(N - 1) * ldw + K - 1] = 64;
+	}
 	p = mc_s8_pack(w, N, K, ldw, sw, with_bias ? bias : NULL, &err);
 	ck_assert_msg(p != NULL, "%s", err.msg);
+	if (s7)
+		ck_assert_int_eq(mc_s8_7bit(p), 1);
 	ck_assert_int_eq(mc_s8_n(p), N);
 	ck_assert_int_eq(mc_s8_k(p), K);
 	mc_gemm_u8s8_s32_ref(M, N, K, a, lda, w, ldw, cr, ldc);
@@ -371,6 +383,11 @@ static void check_s8(int M, int N, int K, int za, int relu, int with_bias)
 	free(a);
 }
 
+static void check_s8(int M, int N, int K, int za, int relu, int with_bias)
+{
+	check_s8w(M, N, K, za, relu, with_bias, 0);
+}
+
 START_TEST(s8_every_kernel_exact)
 {
 	static const int ms[] = { 1, 2, 3, 5, 7, 13 }, ns[] = { 1, 10, 17, 63, 64, 65, 130 };
@@ -389,6 +406,85 @@ START_TEST(s8_every_kernel_exact)
 	check_s8(97, 129, 200, 255, 1, 0);
 	ck_assert_int_eq(mc_gemm_s8_use("mmx"), MC_EINVAL);
 	ck_assert_int_eq(mc_gemm_s8_use(NULL), MC_EINVAL);
+}
+END_TEST
+
+/*
+ * 7-bit weights (reduce_range): every kernel, "avx2" on its vpmaddubsw
+ * path, bit for bit with the reference; edge row blocks (M not a multiple
+ * of 5 or 6), edge strips and groups (N not a multiple of 16 or 64), K not
+ * a multiple of 4 or 32, K over one 512 chunk.
+ */
+START_TEST(s8_7bit_every_kernel_exact)
+{
+	static const int ms[] = { 1, 4, 5, 6, 11, 13 }, ns[] = { 1, 10, 17, 63, 64, 65, 130 };
+	static const int ks[] = { 1, 3, 4, 5, 33, 64, 255 };
+
+	for (int i = 0; i < 6; i++)
+		for (int j = 0; j < 7; j++)
+			check_s8w(ms[i], ns[j], ks[(i + j) % 7], (i * 37 + j * 11) % 256, j & 1,
+				  i & 1, 1);
+	check_s8w(130, 33, 784, 128, 1, 1, 1);
+	check_s8w(64, 70, 128, 7, 0, 1, 1);
+	check_s8w(97, 129, 1031, 255, 1, 0, 1);
+}
+END_TEST
+
+/*
+ * Where the 7-bit range ends: activations 255 against weights -64 and 64
+ * in both places of a pair (pair sums -32640 and 32640, the s16 edge
+ * vpmaddubsw must not pass) give exact sums on every kernel; one weight of
+ * 65 (or -65) makes the matrix full range, and the widened path is taken,
+ * still exact (a pair of 65s would saturate vpmaddubsw).
+ */
+START_TEST(s8_7bit_edges_exact)
+{
+	const int M = 7, N = 70, K = 4099, ldc = N;
+	uint8_t *a = malloc((size_t)M * K);
+	int8_t *w = malloc((size_t)N * K);
+	float *sw = malloc(N * sizeof(float));
+	int32_t *c = malloc((size_t)M * N * sizeof(int32_t)), *cr = malloc((size_t)M * N * 4);
+
+	for (int m = 0; m < M; m++)
+		for (int k = 0; k < K; k++)
+			a[(size_t)m * K + k] = m < 4 ? 255 : (uint8_t)(k % 3 ? 255 : 200 + m);
+	for (int n = 0; n < N; n++) {
+		sw[n] = 1.0f;
+		for (int k = 0; k < K; k++)
+			w[(size_t)n * K + k] = n % 3 == 0 ? -64 : n % 3 == 1 ? 64
+							    : (k / 2 + n) % 2 ? -64 : 64;
+	}
+	for (int out = 0; out < 3; out++) {
+		struct mc_s8_weights *p;
+
+		if (out == 1)
+			w[(size_t)5 * K + 7] = 65;
+		if (out == 2)
+			w[(size_t)5 * K + 7] = -65;
+		p = mc_s8_pack(w, N, K, K, sw, NULL, NULL);
+		ck_assert_ptr_nonnull(p);
+		ck_assert_int_eq(mc_s8_7bit(p), out == 0);
+		mc_gemm_u8s8_s32_ref(M, N, K, a, K, w, K, cr, ldc);
+		ck_assert_int_eq(cr[0], -255 * 64 * K);
+		ck_assert_int_eq(cr[1], 255 * 64 * K);
+		for (int kn = 0; kn < NS8; kn++) {
+			if (mc_gemm_s8_use(s8_kernels[kn]))
+				continue;
+			memset(c, 0, (size_t)M * N * sizeof(int32_t));
+			mc_gemm_u8s8_s32(M, a, K, p, c, ldc);
+			for (int i = 0; i < M * N; i++)
+				ck_assert_msg(c[i] == cr[i], "%s (7-bit %d): acc[%d][%d] = %d, ref %d",
+					      s8_kernels[kn], out == 0, i / N, i % N, c[i], cr[i]);
+		}
+		mc_s8_free(p);
+	}
+	for (int kn = 0; kn < NS8 && mc_gemm_s8_use(s8_kernels[kn]); kn++)
+		; /* back to the fastest */
+	free(cr);
+	free(c);
+	free(sw);
+	free(w);
+	free(a);
 }
 END_TEST
 
@@ -627,6 +723,8 @@ int main(void)
 	tcase_add_test(tc, sgemv_thread_count_invariant);
 	tcase_add_test(tc, s8_every_kernel_exact);
 	tcase_add_test(tc, s8_extreme_sums);
+	tcase_add_test(tc, s8_7bit_every_kernel_exact);
+	tcase_add_test(tc, s8_7bit_edges_exact);
 	tcase_add_test(tc, s8_saturating_pairs_exact);
 	tcase_add_test(tc, s8_thread_count_invariant);
 	tcase_add_test(tc, s8_pack_refuses_bad_input);

@@ -191,6 +191,79 @@ START_TEST(test_fast_matches_ref)
 }
 END_TEST
 
+/*
+ * reduce_range: 8-bit weights in [-64, 64], s = max|w| / 64 (symmetric) or
+ * (hi - lo) / 128 (asymmetric); the fast quantizer gives the reference's
+ * bytes; the packed weights are 7-bit (mc_s8_7bit); 4 bits are refused.
+ */
+START_TEST(test_reduce_range)
+{
+	enum { R = 300, C = 256 };
+	/* max |w| = 32: scale 0.5 exactly; 31.75 is a tie (63.5 -> 64), 0.25 too (0.5 -> 0) */
+	const float h[] = { 32.0f, -32.0f, 31.75f, 0.25f, -0.75f, 1.0f };
+	const int8_t want[] = { 64, -64, 64, 0, -2, 2 };
+	struct mc_qspec specs[] = {
+		{ 8, 0, 0, 1 }, { 8, 0, C, 1 }, { 8, 1, C, 1 }, { 8, 1, 0, 1 }, { 8, 0, 32, 1 },
+	};
+	float *w = malloc(R * C * sizeof(float)), sa[R * C / 32], sb[R * C / 32], sw[R];
+	int8_t *qa = malloc(R * C), *qb = malloc(R * C), za[R * C / 32], zb[R * C / 32], q[6];
+	unsigned seed = 17;
+	struct mc_err err = { 0 };
+	float scale;
+
+	quant_ok(h, 1, 6, specs[0], q, &scale, NULL);
+	ck_assert_float_eq(scale, 0.5f);
+	ck_assert_mem_eq(q, want, 6);
+	for (int i = 0; i < R * C; i++)
+		w[i] = frand(&seed) * (i % 97 == 0 ? 8.0f : 1.0f);
+	for (size_t k = 0; k < sizeof(specs) / sizeof(specs[0]); k++) {
+		int64_t nb = mc_qspec_blocks(&specs[k], R, C);
+		int lo = 0, hi = 0;
+
+		memset(za, 0, sizeof(za));
+		memset(zb, 0, sizeof(zb));
+		ck_assert_msg(mc_quantize_weights(w, R, C, &specs[k], qa, sa, za, &err) == 0, "%s",
+			      err.msg);
+		quant_ok(w, R, C, specs[k], qb, sb, zb);
+		ck_assert_msg(!memcmp(qa, qb, R * C), "spec %zu: values differ", k);
+		ck_assert_msg(!memcmp(sa, sb, (size_t)nb * sizeof(float)), "spec %zu: scales", k);
+		ck_assert_msg(!memcmp(za, zb, (size_t)nb), "spec %zu: zero points differ", k);
+		for (int i = 0; i < R * C; i++) {
+			lo = qa[i] < lo ? qa[i] : lo;
+			hi = qa[i] > hi ? qa[i] : hi;
+		}
+		ck_assert_msg(lo >= -64 && hi <= 64 && (lo == -64 || hi == 64),
+			      "spec %zu: q in [%d, %d]", k, lo, hi);
+		if (k == 1) { /* per channel, symmetric: what the int8 GEMM takes */
+			struct mc_s8_weights *p;
+
+			for (int r = 0; r < R; r++)
+				sw[r] = sa[r];
+			p = mc_s8_pack(qa, R, C, C, sw, NULL, &err);
+			ck_assert_msg(p != NULL, "%s", err.msg);
+			ck_assert_int_eq(mc_s8_7bit(p), 1);
+			mc_s8_free(p);
+			specs[k].reduce_range = 0;
+			ck_assert_int_eq(mc_quantize_weights(w, R, C, &specs[k], qa, sa, za, &err), 0);
+			p = mc_s8_pack(qa, R, C, C, sw, NULL, &err);
+			ck_assert_msg(p != NULL, "%s", err.msg);
+			ck_assert_int_eq(mc_s8_7bit(p), 0);
+			mc_s8_free(p);
+		}
+	}
+	{
+		struct mc_qspec b4 = { 4, 0, 32, 1 };
+
+		ck_assert_int_eq(mc_quantize_weights(w, R, C, &b4, qa, sa, za, &err), MC_EINVAL);
+		ck_assert_ptr_nonnull(strstr(err.msg, "reduce_range"));
+		ck_assert_int_eq(mc_quantize_weights_ref(w, R, C, &b4, qa, sa, za, &err), MC_EINVAL);
+	}
+	free(w);
+	free(qa);
+	free(qb);
+}
+END_TEST
+
 START_TEST(test_q4_pack_round_trip)
 {
 	int8_t q[33], back[33];
@@ -796,6 +869,83 @@ START_TEST(test_pipeline_static_int8)
 END_TEST
 
 /*
+ * reduce_range on a CNN, static int8: every qconv2d and qlinear weight in
+ * [-64, 64] (both ends reached somewhere), and the same outputs, bit for
+ * bit, on every int8 GEMM path this CPU has ("avx2" on its vpmaddubsw
+ * kernel), for batches of 1 and 40; without it the weights reach 127.
+ */
+START_TEST(test_pipeline_reduce_range)
+{
+	static const char *const paths[] = { "amx", "avx512-vnni", "avx-vnni", "avx2", "portable" };
+	static float x[40 * 64], y0[40 * 4];
+	const char *saved = mc_gemm_s8_kernel();
+	struct mc_err err = { 0 };
+	unsigned seed = 23;
+	int tested = 0;
+
+	for (int i = 0; i < 40 * 64; i++)
+		x[i] = 0.5f * (frand(&seed) + 1.0f);
+	for (int rr = 1; rr >= 0; rr--) {
+		struct mc_model *m;
+		int lo = 0, hi = 0, layers = 0;
+
+		ck_assert_msg(pipeline("cnn.safetensors",
+				       rr ? "      model: m\n      mode: static\n"
+					    "      calibration_data: calib\n      samples: 32\n"
+					    "      reduce_range: true\n"
+					  : "      model: m\n      mode: static\n"
+					    "      calibration_data: calib\n      samples: 32\n",
+				       1, &err) == 0,
+			      "%s", err.msg);
+		m = mc_model_load(spath("out.safetensors"), &err);
+		ck_assert_msg(m != NULL, "%s", err.msg);
+		for (int i = 0; i < mc_model_n_nodes(m); i++) {
+			const struct mc_node *nd = mc_model_node(m, i);
+			const int8_t *q = nd->n_params ? nd->params[0]->data : NULL;
+
+			if (strcmp(nd->op->name, "qconv2d") && strcmp(nd->op->name, "qlinear"))
+				continue;
+			layers++;
+			for (int64_t k = 0; k < nd->params[0]->numel; k++) {
+				lo = q[k] < lo ? q[k] : lo;
+				hi = q[k] > hi ? q[k] : hi;
+			}
+		}
+		ck_assert_int_ge(layers, 2);
+		if (rr)
+			ck_assert_msg(lo >= -64 && hi <= 64 && (lo == -64 || hi == 64),
+				      "reduce_range: weights in [%d, %d]", lo, hi);
+		else
+			ck_assert_msg(lo == -127 || hi == 127, "full range: weights in [%d, %d]", lo,
+				      hi);
+		for (int n = 1; rr && n <= 40; n += 39) {
+			int first = 1;
+
+			for (int pi = 0; pi < 5; pi++) {
+				struct mc_exec *e;
+				const float *y;
+
+				if (mc_gemm_s8_use(paths[pi]))
+					continue;
+				tested++;
+				y = run(m, &e, x, n);
+				if (first)
+					memcpy(y0, y, (size_t)n * 4 * sizeof(float));
+				else
+					ck_assert_msg(!memcmp(y0, y, (size_t)n * 4 * sizeof(float)),
+						      "batch %d: path %s differs", n, paths[pi]);
+				first = 0;
+				mc_exec_free(e);
+			}
+		}
+		mc_model_free(m);
+	}
+	ck_assert_int_ge(tested, 2);
+	mc_gemm_s8_use(saved);
+}
+END_TEST
+
+/*
  * Static int8 on a CNN: the relu after the conv is fused into the qconv2d
  * (relu: true) and its node removed; the model computes the same outputs,
  * exactly, as the unfused quantized model with the same parameters.
@@ -899,6 +1049,10 @@ START_TEST(test_invalid_params)
 		       "'test' measures the result");
 	expect_refused("mlp.safetensors", "      model: m\n      bits: 4\n      mode: dynamic\n",
 		       14, "4-bit weights run weight-only");
+	expect_refused("mlp.safetensors",
+		       "      model: m\n      bits: 4\n      mode: weight-only\n"
+		       "      reduce_range: true\n",
+		       15, "4-bit weights run weight-only and are not reduced");
 	expect_refused("mlp.safetensors", "      model: m\n      overrides: {fc1: g32}\n", 13,
 		       "overrides: fc1: 'g32' is not one of per-tensor, per-channel, per-group");
 	expect_refused("mlp.safetensors", "      model: m\n      overrides: [\"fc1=g32\"]\n", 13,
@@ -975,6 +1129,7 @@ static Suite *suite(void)
 	tcase_add_test(tk, test_hand_asymmetric_and_int4);
 	tcase_add_test(tk, test_per_channel_scale_formula);
 	tcase_add_test(tk, test_fast_matches_ref);
+	tcase_add_test(tk, test_reduce_range);
 	tcase_add_test(tk, test_q4_pack_round_trip);
 	tcase_add_test(tk, test_act_ranges);
 	tcase_add_test(tk, test_weight_only_against_reference);
@@ -986,6 +1141,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tp, 60);
 	tcase_add_test(tp, test_pipeline_static_int8);
 	tcase_add_test(tp, test_pipeline_relu_fused);
+	tcase_add_test(tp, test_pipeline_reduce_range);
 	tcase_add_test(tp, test_pipeline_int4);
 	tcase_add_test(tp, test_invalid_params);
 	tcase_add_test(tp, test_no_train_split);

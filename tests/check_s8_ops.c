@@ -122,6 +122,7 @@ static void gemm_route(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	free(xq);
 }
 
+/* variant 3: 7-bit weights in [-64, 64] (the quantize pass's reduce_range), both ends present. */
 static void check_conv(int ci, int variant, int nonfinite, int *paths_run)
 {
 	const struct shape *sh = &shapes[ci];
@@ -144,9 +145,12 @@ static void check_conv(int ci, int variant, int nonfinite, int *paths_run)
 	ck_assert(work != SIZE_MAX && ws);
 	for (size_t i = 0; i < wn; i++)
 		w[i] = (int8_t)(-127 + (int)(254.999f * mc_rand_uniform(43, (uint64_t)ci, i)));
+	if (variant == 3)
+		for (size_t i = 0; i < wn; i++)
+			w[i] = (int8_t)(w[i] * 64 / 127); /* [-64, 64] */
 	if (wn > 2) {
-		w[0] = 127;
-		w[1] = -127;
+		w[0] = variant == 3 ? 64 : 127;
+		w[1] = variant == 3 ? -64 : -127;
 	}
 	if (nonfinite) {
 		x[0] = NAN;
@@ -188,7 +192,7 @@ START_TEST(conv_every_path_matches_ref)
 	const char *saved = mc_gemm_s8_kernel();
 
 	for (int ci = 0; ci < NSHAPES; ci++)
-		for (int v = 0; v < 3; v++)
+		for (int v = 0; v < 4; v++)
 			check_conv(ci, v, v == 2, run);
 	for (int pi = 0; pi < NPATHS; pi++)
 		if (!run[pi])

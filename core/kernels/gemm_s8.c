@@ -12,9 +12,11 @@
  * a stride of 256 bytes, an AMX B tile (16 quads x 16 columns).
  *
  * A kernel computes a block of up to MR rows x 64 columns into an s32 tile;
- * one epilogue per ISA turns the tile into outputs. Work items are (column
- * group, row block), groups outermost so a thread keeps its group's weights
- * in cache; integer sums are exact, so no order matters and the result is
+ * one epilogue per ISA turns the tile into outputs. Weights that all lie in
+ * [-64, 64] (7 bits: the quantize pass's reduce_range) are marked at
+ * packing; the AVX2 path then multiplies them with vpmaddubsw. Work items
+ * are (column group, row block), groups outermost so a thread keeps its
+ * group's weights in cache; integer sums are exact, so no order matters and the result is
  * the same for any thread count and every kernel.
  */
 #include <math.h>
@@ -31,6 +33,7 @@
 #define MR_MAX 32	   /* rows per block, at most (AMX) */
 #define QPAD 16	   /* K quads padded to a multiple of 16: AMX reads 64 bytes of K */
 #define PAR_MIN_S8 4e6	   /* multiply-adds below which one thread is faster */
+#define S7_MAX 64	   /* |w| <= 64: 2 * 255 * 64 = 32640, a u8 x s8 pair sum fits s16 */
 
 struct mc_s8_weights {
 	int n, k, k4, groups;
@@ -40,6 +43,7 @@ struct mc_s8_weights {
 	int32_t *colsum; /* [groups * 64] */
 	int k2;		 /* pairs of K, (k + 1) / 2 */
 	int16_t *w16;	 /* the AVX2 kernel's copy, made on its first use (w16_of) */
+	int s7;		 /* every weight in [-64, 64]: the AVX2 kernel takes vpmaddubsw (S7_MAX) */
 };
 
 /* One output block: rows [m0, m0 + mr) of a, columns of group g, into t[mr][64]. */
@@ -339,7 +343,8 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
  * exact: 16 products per instruction and one vpaddd, the fewest
  * instructions per product an exact sum can take without VNNI (a split of
  * the bytes into halves that vpmaddubsw cannot saturate needs two
- * vpmaddubsw and two adds for 32 products: as many). The weights are
+ * vpmaddubsw and two adds for 32 products: as many; weights in [-64, 64]
+ * take the vpmaddubsw kernel below, three). The weights are
  * widened once, into a copy laid out per group as four strips of 16
  * columns, each K pair by K pair: (w[c][2p], w[c][2p + 1]) for c < 16, so
  * one s32 lane of the product is one column. The rows of A are widened per
@@ -469,6 +474,99 @@ __attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uin
 		for (int s = 0; s < 4; s++)
 			memcpy(t + i * GROUP + s * 16, acc[s] + i * 16, 16 * sizeof(int32_t));
 }
+
+/*
+ * AVX2 without VNNI, 7-bit weights: every weight of the matrix in [-64, 64]
+ * (mc_s8_pack records it; the quantize pass's reduce_range makes such
+ * weights). Then a u8 x s8 pair sum is at most 2 * 255 * 64 = 32640 in
+ * magnitude, so vpmaddubsw cannot saturate and its s16 pair sums are
+ * exact; vpmaddwd against ones adds the pairs of a quad into one s32 lane,
+ * the lane vpdpbusd would give, and vpaddd accumulates: three instructions
+ * per 32 products, against the widened kernel's four, and the packed
+ * weights are read as they are (the VNNI layout, no s16 copy). Up to 5
+ * rows x 16 columns per pass, four passes per group: ten accumulators, two
+ * weight vectors, the broadcast row, the ones and one product in 15 ymm
+ * registers (6 rows spilled an accumulator, and were no faster).
+ */
+#define S7_ROW(i, v)                                                                        \
+	if (R > (i)) {                                                                      \
+		__m256i x = _mm256_set1_epi32(v);                                           \
+		c##i##0 = _mm256_add_epi32(                                                 \
+			c##i##0, _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));      \
+		c##i##1 = _mm256_add_epi32(                                                 \
+			c##i##1, _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));      \
+	}
+/* Row i's full quad q of K, as an s32. */
+#define S7_Q(i) load_s32(a + (i) * lda + 4 * (size_t)q)
+
+static inline int32_t load_s32(const uint8_t *p)
+{
+	int32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+__attribute__((target("avx2"), always_inline)) static inline void
+avx2s7_strip(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+{
+	int kq = k / 4, q;
+	const __m256i ones = _mm256_set1_epi16(1);
+	AVXVNNI_DECL(0);
+	AVXVNNI_DECL(1);
+	AVXVNNI_DECL(2);
+	AVXVNNI_DECL(3);
+	AVXVNNI_DECL(4);
+
+	for (q = 0; q < kq; q++, b += 256) {
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 32));
+
+		S7_ROW(0, S7_Q(0));
+		S7_ROW(1, S7_Q(1));
+		S7_ROW(2, S7_Q(2));
+		S7_ROW(3, S7_Q(3));
+		S7_ROW(4, S7_Q(4));
+	}
+	if (kq * 4 < k) { /* the last, partial quad, read with zeros past K */
+		__m256i b0 = _mm256_load_si256((const __m256i *)b);
+		__m256i b1 = _mm256_load_si256((const __m256i *)(b + 32));
+
+		S7_ROW(0, (int32_t)quad(a, q, k));
+		S7_ROW(1, (int32_t)quad(a + lda, q, k));
+		S7_ROW(2, (int32_t)quad(a + 2 * lda, q, k));
+		S7_ROW(3, (int32_t)quad(a + 3 * lda, q, k));
+		S7_ROW(4, (int32_t)quad(a + 4 * lda, q, k));
+	}
+	AVXVNNI_OUT(0);
+	AVXVNNI_OUT(1);
+	AVXVNNI_OUT(2);
+	AVXVNNI_OUT(3);
+	AVXVNNI_OUT(4);
+}
+
+#define AVX2S7_COPY(R)                                                                      \
+	__attribute__((target("avx2"), noinline)) static void avx2s7_##R(                   \
+		int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)           \
+	{                                                                                   \
+		for (int s = 0; s < 4; s++)                                                 \
+			avx2s7_strip(R, k, a, lda, b + s * 64, t + s * 16);                 \
+	}
+AVX2S7_COPY(1)
+AVX2S7_COPY(2)
+AVX2S7_COPY(3)
+AVX2S7_COPY(4)
+AVX2S7_COPY(5)
+
+static void kernel_avx2s7(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+			  int32_t *t)
+{
+	static void (*const copy[5])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
+		avx2s7_1, avx2s7_2, avx2s7_3, avx2s7_4, avx2s7_5
+	};
+
+	copy[(mr < 5 ? mr : 5) - 1](k, a, lda, b, t);
+}
 #endif
 
 /* ---------------------------------------------------------------- epilogues */
@@ -588,6 +686,11 @@ static const struct s8_kernel kernels[] = {
 	{ "portable", 4, kernel_portable, 0, 0 },
 };
 
+#if defined(__x86_64__) || defined(__i386__)
+/* What "avx2" runs on weights that fit 7 bits (mc_s8_weights.s7): same name, same sums. */
+static const struct s8_kernel avx2s7 = { "avx2", 5, kernel_avx2s7, 1, 0 };
+#endif
+
 static int supported(const struct s8_kernel *k)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -658,6 +761,7 @@ struct mc_s8_weights *mc_s8_pack(const int8_t *w, int N, int K, int ldw, const f
 {
 	struct mc_s8_weights *p;
 	size_t bytes, cols;
+	int s7 = 1;
 
 	if (N < 1 || K < 1 || K > MAX_K || ldw < K || !w || !sw) {
 		mc_err_set(err, MC_EINVAL,
@@ -700,11 +804,13 @@ struct mc_s8_weights *mc_s8_pack(const int8_t *w, int N, int K, int ldw, const f
 		for (int k = 0; k < K; k++) {
 			dst[(size_t)(k / 4) * 256 + k % 4] = row[k];
 			sum += row[k];
+			s7 &= row[k] >= -S7_MAX && row[k] <= S7_MAX;
 		}
 		p->colsum[n] = sum;
 		p->scale[n] = sw[n];
 		p->bias[n] = bias ? bias[n] : 0.0f;
 	}
+	p->s7 = s7;
 	return p;
 
 nomem:
@@ -733,6 +839,11 @@ int mc_s8_n(const struct mc_s8_weights *p)
 int mc_s8_k(const struct mc_s8_weights *p)
 {
 	return p->k;
+}
+
+int mc_s8_7bit(const struct mc_s8_weights *p)
+{
+	return p->s7;
 }
 
 /* ---------------------------------------------------------------- GEMM */
@@ -783,6 +894,10 @@ static void run(int M, const uint8_t *a, int lda, float sa, int za, const struct
 
 	if (M <= 0)
 		return;
+#if defined(__x86_64__) || defined(__i386__)
+	if (kn->wide && w->s7)
+		kn = &avx2s7;
+#endif
 	if (kn->wide) {
 		wb = (const int8_t *)(const void *)w16_of(w);
 		if (!wb) /* out of memory for the copy: the portable kernel, same sums */

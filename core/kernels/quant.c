@@ -38,6 +38,11 @@ static int check_spec(const float *w, int64_t rows, int64_t cols, const struct m
 
 	if (s->bits != 8 && s->bits != 4)
 		return mc_err_set(err, MC_EINVAL, "quantize: %d bits; use 8 or 4", s->bits);
+	if (s->reduce_range && s->bits != 8)
+		return mc_err_set(err, MC_EINVAL,
+				  "quantize: reduce_range narrows 8-bit weights to [-64, 64]; %d "
+				  "bits cannot be reduced",
+				  s->bits);
 	if (rows < 1 || cols < 1 || mc_mul_overflow((size_t)rows, (size_t)cols, &n) ||
 	    n > (size_t)INT64_MAX / sizeof(float))
 		return mc_err_set(err, MC_EINVAL, "quantize: bad matrix size [%lld, %lld]",
@@ -50,11 +55,27 @@ static int check_spec(const float *w, int64_t rows, int64_t cols, const struct m
 	return 0;
 }
 
+/*
+ * The q range of s: [-64, 64] with reduce_range (8 bits), else [-(2^(b-1)
+ * - 1), 2^(b-1) - 1] symmetric and [-2^(b-1), 2^(b-1) - 1] asymmetric.
+ */
+static void q_range(const struct mc_qspec *s, float *qmin, float *qmax)
+{
+	if (s->reduce_range) {
+		*qmin = -64.0f;
+		*qmax = 64.0f;
+		return;
+	}
+	*qmax = (float)((1 << (s->bits - 1)) - 1);
+	*qmin = s->asym ? -*qmax - 1.0f : -*qmax;
+}
+
 /* Scale and zero point of a block whose values lie in [lo, hi] (lo <= 0 <= hi). */
 static void block_qparams(float lo, float hi, const struct mc_qspec *s, float *scale, int8_t *zp)
 {
-	float qmax = (float)((1 << (s->bits - 1)) - 1), qmin = -qmax - 1.0f, sc, z;
+	float qmax, qmin, sc, z;
 
+	q_range(s, &qmin, &qmax);
 	if (!s->asym) {
 		sc = (hi > -lo ? hi : -lo) / qmax;
 		z = 0.0f;
@@ -107,8 +128,7 @@ int mc_quantize_weights_ref(const float *w, int64_t rows, int64_t cols, const st
 		return ret;
 	len = s->group > 0 ? s->group : rows * cols;
 	nb = mc_qspec_blocks(s, rows, cols);
-	qmax = (float)((1 << (s->bits - 1)) - 1);
-	qmin = s->asym ? -qmax - 1.0f : -qmax;
+	q_range(s, &qmin, &qmax);
 	for (int64_t b = 0; b < nb; b++) {
 		const float *x = w + b * len;
 		float lo, hi;
@@ -220,8 +240,7 @@ int mc_quantize_weights(const float *w, int64_t rows, int64_t cols, const struct
 	if (ret)
 		return ret;
 	per_row = s->group > 0 ? cols / s->group : 0;
-	qmax = (float)((1 << (s->bits - 1)) - 1);
-	qmin = s->asym ? -qmax - 1.0f : -qmax;
+	q_range(s, &qmin, &qmax);
 	if (!per_row) {
 		/* One block: the tensor's range first, over rows in parallel. */
 #pragma omp parallel for schedule(static) reduction(min : tlo) reduction(max : thi) \

@@ -102,7 +102,11 @@ MC_API int mc_sgemm_use(const char *kernel);
  * chosen at run time: "amx" (Sapphire Rapids tiles, 32-row blocks; fewer
  * rows go to vpdpbusd), "avx512-vnni" (vpdpbusd on zmm), "avx-vnni" (ymm),
  * "avx2" (no VNNI: s16 x s16 vpmaddwd on a widened copy of the weights,
- * made on its first use; exact, unlike vpmaddubsw, which saturates), "portable"; MCOMP_GEMM_S8 or mc_gemm_s8_use() forces one. All
+ * made on its first use; exact, unlike vpmaddubsw, which saturates; but
+ * when every weight lies in [-64, 64], 7-bit weights as the quantize pass's
+ * reduce_range makes them, u8 x s8 vpmaddubsw, which then cannot saturate,
+ * on the packed weights as they are), "portable"; MCOMP_GEMM_S8 or
+ * mc_gemm_s8_use() forces one. All
  * give the same s32 sums bit for bit, and the same y. Threads split the
  * output, so the result does not depend on the thread count either.
  *
@@ -127,6 +131,8 @@ MC_API void mc_s8_free(struct mc_s8_weights *p);
 /* Output channels N and depth K of packed weights. */
 MC_API int mc_s8_n(const struct mc_s8_weights *p);
 MC_API int mc_s8_k(const struct mc_s8_weights *p);
+/* 1 when every weight lies in [-64, 64] (7-bit, reduce_range): "avx2" then takes vpmaddubsw. */
+MC_API int mc_s8_7bit(const struct mc_s8_weights *p);
 
 /* y[M, N] (row stride ldy) from a[M, K] (row stride lda), as above. */
 MC_API void mc_gemm_u8s8(int M, const uint8_t *a, int lda, float sa, int za,
@@ -170,6 +176,12 @@ MC_API void mc_minmax(const float *x, size_t n, float *lo, float *hi);
  *	            z = clamp(-2^(b-1) - nearbyint(lo / s)), q in [-2^(b-1), 2^(b-1) - 1]
  *	q = clamp(nearbyint(w / s) + z), rounding half to even; w ~ (q - z) * s.
  *
+ * reduce_range (8 bits only): q in [-64, 64] instead, both schemes: s =
+ * max|w| / 64 symmetric, s = (hi - lo) / 128 and z = clamp(-64 -
+ * nearbyint(lo / s)) asymmetric, as ONNX Runtime's quantizer reduces int8
+ * weights; the int8 GEMM on AVX2 without VNNI multiplies such weights with
+ * vpmaddubsw, which cannot saturate on them (mc_s8_7bit).
+ *
  * A block of zeros gets s = 1, z = 0. q[rows * cols] holds one value per
  * int8; scale and zp (NULL when symmetric) hold one value per block, in
  * row-major block order. The fast version splits rows among threads and
@@ -181,6 +193,7 @@ struct mc_qspec {
 	int bits;  /* 8 or 4 */
 	int asym;  /* 0: symmetric, 1: asymmetric */
 	int group; /* columns per block: 0 for the whole tensor, else a divisor of cols */
+	int reduce_range; /* 8 bits: q in [-64, 64] (7-bit weights), not [-127, 127] */
 };
 
 /* Blocks of a [rows, cols] matrix under s: 1, or rows * cols / group. */

@@ -17,6 +17,7 @@ enum { QACT_AUTO, QACT_STATIC, QACT_LEARNED, QACT_F32 };
 struct quantize_conf {
 	char *model;
 	int bits;
+	int reduce_range; /* 8 bits: weights in [-64, 64] (mc_qspec.reduce_range) */
 	int scheme; /* 0: symmetric, 1: asymmetric */
 	int granularity;
 	int group_size;
