@@ -65,6 +65,7 @@
 #include <mcomp/safetensors.h>
 
 #include "core/io/onnx.pb-c.h"
+#include "io/export_int.h"
 #include "kernels/s8_ops.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -90,9 +91,7 @@ struct exp {
 	const struct mc_model *m;
 	const struct mc_onnx_meta *meta;
 	struct mc_err *err;
-	int nomem;     /* an allocation failed: the result is MC_ENOMEM */
-	void **blocks; /* the arena: everything below, freed at the end */
-	size_t n_blocks, cap_blocks;
+	struct mc_xarena a; /* scratch freed at the end; a.nomem: out of memory */
 	Onnx__NodeProto **nodes;
 	size_t n_nodes, cap_nodes;
 	Onnx__TensorProto **inits;
@@ -185,42 +184,19 @@ static void note(struct exp *e, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void note(struct exp *e, int level, const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
 
-	if (!e->meta || !e->meta->log)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	mc_export_vnote(e->meta, level, fmt, ap);
 	va_end(ap);
-	e->meta->log(e->meta->log_arg, level, msg);
 }
 
 /* ---------------------------------------------------------------- the arena */
 
-/* n zeroed bytes owned by the arena; NULL (and e->nomem) when out of memory. */
+/* n zeroed bytes owned by the arena; NULL (and e->a.nomem) when out of memory. */
 static void *ar(struct exp *e, size_t n)
 {
-	void *p;
-
-	if (e->n_blocks == e->cap_blocks) {
-		size_t cap = e->cap_blocks ? 2 * e->cap_blocks : 256;
-		void **b = realloc(e->blocks, cap * sizeof(*b));
-
-		if (!b) {
-			e->nomem = 1;
-			return NULL;
-		}
-		e->blocks = b;
-		e->cap_blocks = cap;
-	}
-	p = calloc(1, n ? n : 1);
-	if (!p) {
-		e->nomem = 1;
-		return NULL;
-	}
-	e->blocks[e->n_blocks++] = p;
-	return p;
+	return mc_xarena_alloc(&e->a, n);
 }
 
 static char *sfmt(struct exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -228,21 +204,13 @@ static char *sfmt(struct exp *e, const char *fmt, ...)
 {
 	va_list ap;
 	char *s;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	s = n < 0 ? NULL : ar(e, (size_t)n + 1);
-	if (!s)
-		return NULL;
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	s = mc_xarena_vfmt(&e->a, fmt, ap);
 	va_end(ap);
 	return s;
 }
-
-/* Appends p to the list (*v)[*n] of capacity *cap; 0 or -1 (e->nomem). */
+/* Appends p to the list (*v)[*n] of capacity *cap; 0 or -1 (e->a.nomem). */
 static int push(struct exp *e, void ***v, size_t *n, size_t *cap, void *p)
 {
 	if (!p)
@@ -252,7 +220,7 @@ static int push(struct exp *e, void ***v, size_t *n, size_t *cap, void *p)
 		void **nv = realloc(*v, c * sizeof(void *));
 
 		if (!nv) {
-			e->nomem = 1;
+			e->a.nomem = 1;
 			return -1;
 		}
 		*v = nv;
@@ -915,7 +883,7 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 	count_zeros(e, w);
 	if (is_int4(e->meta, nd)) {
 		x = dq_weight4(e, nd);
-		if (!x && !e->nomem)
+		if (!x && !e->a.nomem)
 			return e->err->code;
 		return gemm(e, nd, in_val(e, nd, 0), x, init_param(e, b), out_val(e, i));
 	}
@@ -1392,14 +1360,12 @@ static int build(struct exp *e, Onnx__ModelProto *mp, Onnx__GraphProto *g)
 	mp->graph = g;
 	mp->n_metadata_props = n_props;
 	mp->metadata_props = props;
-	return e->nomem ? MC_ENOMEM : 0;
+	return e->a.nomem ? MC_ENOMEM : 0;
 }
 
 static void release(struct exp *e)
 {
-	for (size_t k = 0; k < e->n_blocks; k++)
-		free(e->blocks[k]);
-	free(e->blocks);
+	mc_xarena_free(&e->a);
 	free(e->nodes);
 	free(e->inits);
 }
@@ -1428,7 +1394,7 @@ MC_API int mc_model_serialize_onnx(const struct mc_model *m, const struct mc_onn
 			       "the model has shapes but no weights; export a trained model");
 	if (!r)
 		r = build(&e, &mp, &g);
-	if (r == MC_ENOMEM || (!r && e.nomem))
+	if (r == MC_ENOMEM || (!r && e.a.nomem))
 		r = mc_err_set(err, MC_ENOMEM, "out of memory building the ONNX graph");
 	if (r)
 		goto out;

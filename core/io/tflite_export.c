@@ -29,6 +29,7 @@
 #include <mcomp/tflite.h>
 
 #include "core/io/tflite_fb.h"
+#include "io/export_int.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tflite_export.c copies tensors as TFLite buffers, which are little-endian"
@@ -54,9 +55,7 @@ struct exp {
 	struct mc_tfl *b;
 	struct val *v; /* [n_nodes + 1]: v[0] the model input, v[i + 1] node i's output */
 	int last;
-	int nomem;
-	void **blocks; /* scratch freed at the end */
-	size_t n_blocks, cap_blocks;
+	struct mc_xarena a; /* scratch freed at the end; a.nomem: out of memory */
 };
 
 typedef int (*map_fn)(struct exp *e, int i, const struct mc_node *nd);
@@ -131,40 +130,17 @@ static void note(struct exp *e, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void note(struct exp *e, int level, const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
 
-	if (!e->meta || !e->meta->log)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	mc_export_vnote(e->meta, level, fmt, ap);
 	va_end(ap);
-	e->meta->log(e->meta->log_arg, level, msg);
 }
 
-/* n zeroed bytes freed at the end of the export; NULL (and e->nomem) when out of memory. */
+/* n zeroed bytes freed at the end of the export; NULL (and e->a.nomem) when out of memory. */
 static void *ar(struct exp *e, size_t n)
 {
-	void *p;
-
-	if (e->n_blocks == e->cap_blocks) {
-		size_t cap = e->cap_blocks ? 2 * e->cap_blocks : 256;
-		void **nb = realloc(e->blocks, cap * sizeof(*nb));
-
-		if (!nb) {
-			e->nomem = 1;
-			return NULL;
-		}
-		e->blocks = nb;
-		e->cap_blocks = cap;
-	}
-	p = calloc(1, n ? n : 1);
-	if (!p) {
-		e->nomem = 1;
-		return NULL;
-	}
-	e->blocks[e->n_blocks++] = p;
-	return p;
+	return mc_xarena_alloc(&e->a, n);
 }
 
 static const char *sfmt(struct exp *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -172,18 +148,11 @@ static const char *sfmt(struct exp *e, const char *fmt, ...)
 {
 	va_list ap;
 	char *s;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	s = mc_xarena_vfmt(&e->a, fmt, ap);
 	va_end(ap);
-	s = n < 0 ? NULL : ar(e, (size_t)n + 1);
-	if (!s)
-		return "";
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return s;
+	return s ? s : "";
 }
 
 /* ---------------------------------------------------------------- tensors and ops */
@@ -192,7 +161,7 @@ static const char *sfmt(struct exp *e, const char *fmt, ...)
 static int chk(struct exp *e, int idx)
 {
 	if (idx < 0)
-		e->nomem = 1;
+		e->a.nomem = 1;
 	return idx;
 }
 
@@ -231,7 +200,7 @@ static void op(struct exp *e, int code, const int *in, int n_in, int out,
 {
 	for (int k = 0; k < n_in; k++)
 		if (in[k] < 0)
-			return; /* an input failed (out of memory): e->nomem is set */
+			return; /* an input failed (out of memory): e->a.nomem is set */
 	if (out >= 0)
 		chk(e, mc_tfl_op(e->b, code, in, n_in, &out, 1, o));
 }
@@ -999,7 +968,7 @@ static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
 		int bi = bias_q(e, nd, b, sw, sa, w->shape[0]);
 		struct val xq = *xv;
 
-		if (bi < 0 && !e->nomem)
+		if (bi < 0 && !e->a.nomem)
 			return e->err->code;
 		/* the tensor read: its scale (for a PAD's zero point) is the layer's */
 		xq.s = sa;
@@ -1048,7 +1017,7 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 		int bi = bias_q(e, nd, b, sw, sa, O);
 		struct q1 qq;
 
-		if (bi < 0 && !e->nomem)
+		if (bi < 0 && !e->a.nomem)
 			return e->err->code;
 		y = out_of(e, i);
 		o.activation = fused_act(nd);
@@ -1297,7 +1266,7 @@ static int build(struct exp *e, void **buf, size_t *len)
 			return r;
 	}
 	out = as_f32(e, val_of(e, e->last));
-	if (e->nomem || out < 0)
+	if (e->a.nomem || out < 0)
 		return MC_ENOMEM;
 	if (mc_tfl_finish(e->b, in->f32, out, description(e), buf, len))
 		return MC_ENOMEM;
@@ -1333,9 +1302,7 @@ MC_API int mc_model_serialize_tflite(const struct mc_model *m, const struct mc_o
 		*len = 0;
 	}
 	mc_tfl_free(e.b);
-	for (size_t k = 0; k < e.n_blocks; k++)
-		free(e.blocks[k]);
-	free(e.blocks);
+	mc_xarena_free(&e.a);
 	mc_model_free(c);
 	return r;
 }
