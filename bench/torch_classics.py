@@ -198,6 +198,32 @@ def report(name, model, acc, a):
           (name, acc, params + buffers, 4 * (params + buffers), l1, l256), flush=True)
 
 
+def report_int8(model, xt, xv, yv, a):
+    """PyTorch's own int8 form of the model: FX static quantization (batch
+    norms folded, per-channel weights, the x86 backend's kernels), the
+    counterpart of mcomp's quantize pass with mode: static."""
+    import io
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx, convert_fx
+    engine = [e for e in ("x86", "fbgemm", "onednn", "qnnpack")
+              if e in torch.backends.quantized.supported_engines][0]
+    torch.backends.quantized.engine = engine
+    m = model.cpu().eval()
+    ex = (xt[:1],)
+    q = prepare_fx(m, get_default_qconfig_mapping(engine), ex)
+    with torch.no_grad():
+        for i in range(0, 1000, 100):
+            q(xt[i:i + 100])
+    q = convert_fx(q)
+    acc = evaluate(q, xv, yv, torch.device("cpu"))
+    buf = io.BytesIO()
+    torch.save(q.state_dict(), buf)
+    l1 = latency(q, 1, a.threads)
+    l256 = latency(q, 256, a.threads, 10)
+    print("RESULT model=%s-int8 engine=%s acc=%.2f bytes=%d lat1_ms=%.3f lat256_ms=%.2f" %
+          (a.model, engine, acc, len(buf.getvalue()), l1, l256), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -223,6 +249,10 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N images only")
+    p.add_argument("--int8", action="store_true",
+                   help="also quantize the trained network to int8 with PyTorch's FX graph "
+                        "mode (static, per-channel, the x86 backend; calibrated on 1000 "
+                        "training images, as pipelines/mobilenetv2-int8.yaml) and report it")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -242,6 +272,8 @@ def main():
     acc = evaluate(m, xv, yv, dev)
     print("trained %s in %.1f s" % (a.model, time.time() - t0), flush=True)
     report(a.model, m, acc, a)
+    if a.int8:
+        report_int8(m, xt, xv, yv, a)
     if a.distill_width:
         m.to(dev).eval()
         for name, teacher in (("student", m), ("scratch", None)):
