@@ -11,7 +11,10 @@
  * with its report (each teacher, the ensemble's accuracy and cost, the
  * single-teacher students), teachers of different class counts and weights
  * of the wrong length refused with their place, and an ensemble of one the
- * same student, byte for byte, as distill from that teacher.
+ * same student, byte for byte, as distill from that teacher; grad_groups 1
+ * the bytes of the run without groups, grad_groups 4 the same bytes on one
+ * thread and two (targets cached, and the teacher run per group), and a
+ * grad_groups that does not divide batch_size refused with its place.
  *
  * The shared source (kd.c) and distill's are included so that their
  * functions can be called.
@@ -618,6 +621,48 @@ START_TEST(test_ensemble_threads_identical)
 }
 END_TEST
 
+/*
+ * grad_groups: one group is the ungrouped run's arithmetic (the student has
+ * no batch norm), four groups give the same bytes on 1 and 2 threads with
+ * the targets cached and with the teacher run per group (shift), and a G
+ * that does not divide batch_size is refused at its place.
+ */
+START_TEST(test_grad_groups)
+{
+	static const char base[] = "      epochs: 3\n      batch_size: 16\n      lr: 0.01\n";
+	struct mc_err err = { 0 };
+	char params[512], place[4300];
+	int saved = omp_get_max_threads();
+
+	ck_assert_msg(pipeline(4, base, 1, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(rename(spath("out.safetensors"), spath("plain.safetensors")), 0);
+	snprintf(params, sizeof(params), "%s      grad_groups: 1\n", base);
+	ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
+	assert_same_file(spath("plain.safetensors"), spath("out.safetensors"),
+			 "grad_groups 1 differs from the run without groups");
+	for (int shift = 0; shift <= 1; shift++) {
+		snprintf(params, sizeof(params), "%s      grad_groups: 4\n      shift: %d\n", base,
+			 shift);
+		omp_set_num_threads(1);
+		ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
+		ck_assert_int_eq(rename(spath("out.safetensors"), spath("out1.safetensors")), 0);
+		omp_set_num_threads(2);
+		ck_assert_msg(pipeline(4, params, 1, &err) == 0, "%s", err.msg);
+		omp_set_num_threads(saved);
+		assert_same_file(spath("out1.safetensors"), spath("out.safetensors"),
+				 "grad_groups 4: 1 thread differs from 2");
+	}
+	snprintf(params, sizeof(params), "%s      grad_groups: 3\n", base);
+	ck_assert_int_eq(pipeline(4, params, 0, &err), MC_EINVAL);
+	PATHF(place, "%s:23:", spath("p.yaml"));
+	ck_assert_msg(strstr(err.msg, place), "'%s' lacks the place '%s'", err.msg, place);
+	ck_assert_msg(strstr(err.msg, "grad_groups: 3 groups do not divide batch_size 16 into "
+				      "equal groups; set grad_groups to a divisor of 16 (or "
+				      "batch_size to a multiple of 3)"),
+		      "'%s'", err.msg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("distill");
@@ -642,6 +687,7 @@ int main(void)
 	tcase_add_test(pipe, test_ensemble_weight_zero);
 	tcase_add_test(pipe, test_ensemble_of_one_is_distill);
 	tcase_add_test(pipe, test_ensemble_threads_identical);
+	tcase_add_test(pipe, test_grad_groups);
 	suite_add_tcase(s, pipe);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -9,7 +9,9 @@
  * the polynomial one against TF-MOT's PolynomialDecay,
  * structured removal equal to the masked dense model (across residual adds
  * too), N:M in every group,
- * sensitivity output, and parameters refused at validation with a place.
+ * sensitivity output, fine-tuning with grad_groups (one group the bytes
+ * of no groups, four the same bytes on 1 and 2 threads, masks held), and
+ * parameters refused at validation with a place.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -21,6 +23,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <omp.h>
 
 #include <mcomp/mcomp.h>
 
@@ -260,6 +264,50 @@ START_TEST(test_masks_survive_finetune)
 		}
 	}
 	ck_assert_int_gt(changed, 100); /* fine-tuning did move the kept weights */
+	mc_model_free(once);
+	mc_model_free(tuned);
+}
+END_TEST
+
+/* Fine-tuning in groups: grad_groups 1 is the ungrouped arithmetic (the MLP
+ * has no batch norm); 4 groups give the same bytes on 1 and 2 threads, and
+ * keep every pruned weight +0.0. */
+START_TEST(test_grouped_finetune)
+{
+	static const char params[] = "      model: m\n"
+				     "      sparsity: 0.6\n"
+				     "      finetune_epochs: 2\n"
+				     "      batch_size: 16\n"
+				     "      lr: 0.01\n";
+	char p[512];
+	int saved = omp_get_max_threads();
+	struct mc_model *once, *tuned;
+	const struct mc_tensor *x, *y;
+
+	run_ok("mlp.safetensors", params);
+	ck_assert_int_eq(rename(spath("out.safetensors"), spath("plain.safetensors")), 0);
+	snprintf(p, sizeof(p), "%s      grad_groups: 1\n", params);
+	run_ok("mlp.safetensors", p);
+	assert_same_file(spath("plain.safetensors"), spath("out.safetensors"),
+			 "grad_groups 1 differs from fine-tuning without groups");
+	snprintf(p, sizeof(p), "%s      grad_groups: 4\n", params);
+	omp_set_num_threads(1);
+	run_ok("mlp.safetensors", p);
+	ck_assert_int_eq(rename(spath("out.safetensors"), spath("out1.safetensors")), 0);
+	omp_set_num_threads(2);
+	run_ok("mlp.safetensors", p);
+	omp_set_num_threads(saved);
+	assert_same_file(spath("out1.safetensors"), spath("out.safetensors"),
+			 "grad_groups 4: 1 thread differs from 2");
+	once = load("plain.safetensors");
+	tuned = load("out.safetensors");
+	x = mc_model_param(once, "fc1.weight");
+	y = mc_model_param(tuned, "fc1.weight");
+	for (int64_t k = 0; k < x->numel; k++)
+		if (((const uint32_t *)x->data)[k] == 0)
+			ck_assert_msg(((const uint32_t *)y->data)[k] == 0, "fc1.weight[%lld] came back",
+				      (long long)k);
+	ck_assert_int_ne(memcmp(x->data, y->data, (size_t)x->numel * 4), 0);
 	mc_model_free(once);
 	mc_model_free(tuned);
 }
@@ -860,6 +908,10 @@ START_TEST(test_invalid_params)
 	expect_refused("      model: m\n      exclude: [\"nope*\"]\n", 11,
 		       "no layer of model 'm' matches 'nope*'");
 	expect_refused("      model: m\n      schedule: gradual\n", 9, "finetune_epochs");
+	expect_refused("      model: m\n      finetune_epochs: 1\n      batch_size: 16\n"
+		       "      grad_groups: 5\n", 13,
+		       "grad_groups: 5 groups do not divide batch_size 16 into equal groups; set "
+		       "grad_groups to a divisor of 16 (or batch_size to a multiple of 5)");
 	expect_refused("      model: m\n      schedule: polynomial\n", 9, "finetune_epochs");
 	expect_refused("      model: m\n      schedule: gradual\n      power: 2\n"
 		       "      finetune_epochs: 1\n", 12, "power is the exponent of schedule: polynomial");
@@ -882,6 +934,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_per_layer_exact);
 	tcase_add_test(tc, test_global_exact);
 	tcase_add_test(tc, test_masks_survive_finetune);
+	tcase_add_test(tc, test_grouped_finetune);
 	tcase_add_test(tc, test_gradual_formula);
 	tcase_add_test(tc, test_polynomial_schedule);
 	tcase_add_test(tc, test_structured_mlp);

@@ -644,6 +644,10 @@ START_TEST(test_qat_invalid)
 		       "'lr' sets up quantization-aware training");
 	expect_refused("      model: m\n      mode: qat\n      data: test\n", 14,
 		       "'test' measures the result and must not train it");
+	expect_refused("      model: m\n      mode: qat\n      batch_size: 16\n      grad_groups: 3\n",
+		       15, "grad_groups: 3 groups do not divide batch_size 16 into equal groups");
+	expect_refused("      model: m\n      grad_groups: 2\n", 13,
+		       "'grad_groups' sets up quantization-aware training");
 	expect_refused(
 	    "      model: m\n      mode: qat\n      bits: 4\n      activations: static\n", 15,
 	    "4-bit weights run weight-only, so the inputs stay f32");

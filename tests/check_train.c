@@ -6,7 +6,8 @@
  * architecture JSON is checked and round-trips, and a run stopped and
  * continued from its state (mc_train_from) ends with the same bytes; grouped
  * steps (grad_groups) are thread-count invariant on a CNN with batch norm and
- * dropout and add up to the batch's gradient.
+ * dropout and add up to the batch's gradient; work shared out over ranks
+ * (mc_dist_part, mc_dist_gather) lands where it belongs.
  */
 #include <check.h>
 #include <math.h>
@@ -951,6 +952,69 @@ START_TEST(grouped_keeps_fixed_buffers)
 }
 END_TEST
 
+/* Shared-out work (mc_dist_part, mc_dist_gather) as rank 1 of 3, the other
+ * ranks played by a fake broadcast: for root != 1 it writes each item's
+ * index into the place the root's part lands (and root 2's signal), and it
+ * records what rank 1 sends. */
+struct fake_dist {
+	float *base;
+	int64_t sent_lo, sent_hi;
+	int calls;
+};
+
+static int fake_bcast(void *arg, int root, void *buf, size_t len)
+{
+	struct fake_dist *f = arg;
+
+	f->calls++;
+	if (len == sizeof(int)) { /* the signal of root, before its items */
+		if (root != 1)
+			*(int *)buf = root == 2 ? 15 : 0;
+		return 0;
+	}
+	if (root == 1) {
+		f->sent_lo = (float *)buf - f->base;
+		f->sent_hi = f->sent_lo + (int64_t)(len / sizeof(float));
+		return 0;
+	}
+	for (size_t i = 0; i < len / sizeof(float); i++)
+		((float *)buf)[i] = (float)(((float *)buf - f->base) + (int64_t)i);
+	return 0;
+}
+
+START_TEST(dist_shares_blocks)
+{
+	struct fake_dist f = { 0 };
+	struct mc_dist d = { .rank = 1, .size = 3, .arg = &f, .bcast = fake_bcast };
+	struct mc_err err = { 0 };
+	float buf[1000];
+	int64_t lo, hi;
+
+	/* one process: everything */
+	mc_dist_part(1000, 256, &lo, &hi);
+	ck_assert(lo == 0 && hi == 1000);
+	ck_assert_int_eq(mc_dist_gather(buf, 1000, 256, sizeof(float), &err), 0);
+	/* rank 1 of 3, 4 blocks of 256 (the last of 232): block 1 alone */
+	mc_dist_set(&d);
+	mc_dist_part(1000, 256, &lo, &hi);
+	ck_assert_msg(lo == 256 && hi == 512, "[%lld, %lld)", (long long)lo, (long long)hi);
+	for (int64_t i = 0; i < 1000; i++)
+		buf[i] = i >= lo && i < hi ? (float)i : -1;
+	f.base = buf;
+	ck_assert_int_eq(mc_dist_gather(buf, 1000, 256, sizeof(float), &err), 0);
+	ck_assert_int_eq(f.calls, 6); /* a signal and a part from each rank */
+	ck_assert(f.sent_lo == 256 && f.sent_hi == 512);
+	for (int i = 0; i < 1000; i++)
+		ck_assert_msg(buf[i] == (float)i, "item %d: %g", i, buf[i]);
+	ck_assert_int_eq(mc_interrupted(), 15); /* rank 2's signal */
+	mc_interrupt(0);
+	/* fewer blocks than ranks: rank 1 of 3 takes the first of 2 (rank 0 none) */
+	mc_dist_part(300, 256, &lo, &hi);
+	ck_assert(lo == 0 && hi == 256);
+	mc_dist_set(NULL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("train");
@@ -977,6 +1041,7 @@ int main(void)
 	tcase_add_loop_test(tc, grouped_thread_invariant, 0, 2);
 	tcase_add_loop_test(tc, grouped_sums_to_batch_gradient, 0, 2);
 	tcase_add_test(tc, grouped_keeps_fixed_buffers);
+	tcase_add_test(tc, dist_shares_blocks);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

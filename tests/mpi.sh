@@ -4,9 +4,12 @@
 # table as the sweep in one process and write the same model bytes; the JSON
 # says which rank ran what; mpirun -np 1, 2, 3 mcomp run trains the same
 # model bytes as a run without mpirun, and so do -np 1, 2, 4 with
-# grad_groups: 4 on a CNN with batch norm and dropout; a run failing on rank 1 and a rank
-# killed with SIGKILL stop the job with a message naming the rank, a
-# non-zero status, and the previous files as they were.
+# grad_groups: 4 on a CNN with batch norm and dropout, and -np 1, 2, 3 with
+# grad_groups: 6 in distill, ensemble-distill, prune's fine-tuning and qat
+# (prune's sensitivity table split over the ranks); a grad_groups the ranks
+# or the batch do not divide is refused at validation; a run failing on
+# rank 1 and a rank killed with SIGKILL stop the job with a message naming
+# the rank, a non-zero status, and the previous files as they were.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 mcomp="$MCOMP_BUILDDIR/mcomp"
@@ -28,6 +31,38 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # ASan's other checks and UBSan still run.
 case ${ASAN_OPTIONS:-} in *detect_leaks=1*) export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" ;; esac
 mpi() { mpirun --oversubscribe --bind-to none -np "$@"; }
+q=-q
+runp() { # runp FILE NAME [--set K=V]... [CMD ARGS...]: mcomp run $q FILE under CMD into $tmp/NAME.*
+	file=$1 name=$2 sets=
+	shift 2
+	while [ "${1:-}" = --set ]; do
+		sets="$sets $1 $2"
+		shift 2
+	done
+	"$@" "$mcomp" run $q "$file" $sets --set output.path="$tmp/$name.safetensors" \
+		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
+		bad "$name: exit $?: $(cat "$tmp/$name.err")"
+}
+same() { # same FILE NAME NP...: mpirun -np NP writes the model of the run without mpirun
+	same_file=$1 same_name=$2
+	shift 2
+	runp "$same_file" "$same_name"
+	for np; do
+		runp "$same_file" "$same_name$np" mpi $np
+		cmp -s "$tmp/$same_name.safetensors" "$tmp/$same_name$np.safetensors" && ok ||
+			bad "$same_name, mpirun -np $np: another model than without mpirun"
+	done
+}
+refused() { # refused FILE NP PATTERN [--set K=V]...: mpirun -np NP exits 2 saying PATTERN
+	file=$1 np=$2 pat=$3
+	shift 3
+	mpi $np "$mcomp" run -q "$file" "$@" --set output.path="$tmp/refused.safetensors" \
+		--set report="$tmp/refused.json" > /dev/null 2> "$tmp/refused.err"
+	code=$?
+	[ $code = 2 ] && ok || bad "$file on $np ranks: exit $code, not 2"
+	grep -q "$pat" "$tmp/refused.err" && ok || bad "$file on $np ranks: $(cat "$tmp/refused.err")"
+	[ ! -e "$tmp/refused.safetensors" ] && ok || bad "$file on $np ranks: a refused run wrote"
+}
 
 cat > "$tmp/tiny.yaml" << EOF2
 mcomp: 1
@@ -70,23 +105,15 @@ done
 sed -e 's/{linear: 32}/{linear: 64}, relu, {linear: 32}/' -e 's/count: 2000/count: 1000/' \
 	"$tmp/tiny.yaml" > "$tmp/dp.yaml"
 dp() { # dp NAME [--set ...] [MPIRUN ARGS...]: runs dp.yaml into $tmp/NAME.*
-	name=$1 sets=
+	name=$1
 	shift
-	while [ "${1:-}" = --set ]; do
-		sets="$sets $1 $2"
-		shift 2
-	done
-	"$@" "$mcomp" run -q "$tmp/dp.yaml" $sets --set output.path="$tmp/$name.safetensors" \
-		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
-		bad "$name: exit $?: $(cat "$tmp/$name.err")"
+	runp "$tmp/dp.yaml" "$name" "$@"
 }
-dp plain
+same "$tmp/dp.yaml" plain 1 2 3
 for np in 1 2 3; do
-	dp np$np mpi $np
-	cmp -s "$tmp/plain.safetensors" "$tmp/np$np.safetensors" && ok ||
-		bad "mpirun -np $np mcomp run: another model than without mpirun"
-	[ "$(jq .manifest.ranks "$tmp/np$np.json")" = $np ] && ok || bad "-np $np: manifest ranks"
-	[ "$(grep -c '^wrote' "$tmp/np$np.out")" = 2 ] && ok || bad "-np $np: $(cat "$tmp/np$np.out")"
+	[ "$(jq .manifest.ranks "$tmp/plain$np.json")" = $np ] && ok || bad "-np $np: manifest ranks"
+	[ "$(grep -c '^wrote' "$tmp/plain$np.out")" = 2 ] && ok ||
+		bad "-np $np: $(cat "$tmp/plain$np.out")"
 done
 dp portable env MCOMP_GEMM=portable mpirun --oversubscribe --bind-to none -x MCOMP_GEMM -np 2
 cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
@@ -139,25 +166,8 @@ passes:
 output: {model: cnn, path: out/cnn.safetensors}
 report: out/cnn-report.json
 EOF2
-grp() { # grp NAME [MPIRUN ARGS...]: runs cnn.yaml into $tmp/NAME.*
-	name=$1
-	shift
-	"$@" "$mcomp" run -q "$tmp/cnn.yaml" --set output.path="$tmp/$name.safetensors" \
-		--set report="$tmp/$name.json" > "$tmp/$name.out" 2> "$tmp/$name.err" ||
-		bad "$name: exit $?: $(cat "$tmp/$name.err")"
-}
-grp gplain
-for np in 1 2 4; do
-	grp g$np mpi $np
-	cmp -s "$tmp/gplain.safetensors" "$tmp/g$np.safetensors" && ok ||
-		bad "grad_groups, mpirun -np $np: another model than without mpirun"
-done
-mpi 3 "$mcomp" run -q "$tmp/cnn.yaml" --set output.path="$tmp/g3.safetensors" \
-	--set report="$tmp/g3.json" > /dev/null 2> "$tmp/g3.err"
-code=$?
-[ $code = 2 ] && ok || bad "grad_groups 4 on 3 ranks: exit $code"
-grep -q "cnn.yaml:[0-9]*:[0-9]*: .*grad_groups: 3 ranks do not divide grad_groups 4" "$tmp/g3.err" &&
-	ok || bad "grad_groups 4 on 3 ranks: $(cat "$tmp/g3.err")"
+same "$tmp/cnn.yaml" grouped 1 2 4
+refused "$tmp/cnn.yaml" 3 "cnn.yaml:[0-9]*:[0-9]*: .*grad_groups: 3 ranks do not divide grad_groups 4"
 ck="--set passes.train.epochs=60 --set passes.train.grad_groups=4"
 ck="$ck --set passes.train.checkpoint.path=$tmp/gck.bin"
 dp glong $ck
@@ -178,6 +188,65 @@ mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck -
 	> /dev/null 2> "$tmp/gres.err" || bad "grad_groups: --resume on 2 ranks: $(cat "$tmp/gres.err")"
 cmp -s "$tmp/glong.safetensors" "$tmp/gres.safetensors" && ok ||
 	bad "grad_groups: interrupted and resumed on 2 ranks: another model than the run that never stopped"
+
+# grad_groups in the passes that train besides train: distill (the
+# teacher's targets computed once, each rank a share of the split), then
+# ensemble-distill on shifted images (the teachers run per group, each rank
+# on its own), and prune's sensitivity table (each rank a share of the
+# points), its fine-tuning and qat: -np 1, 2 and 3 write the bytes of the run
+# without mpirun, and the table is the same.
+cat > "$tmp/kd.yaml" << EOF2
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $data/train, count: 480}
+  test:  {idx: $data/t10k, count: 100}
+models:
+  cnn:
+    build:
+      input: [1, 28, 28]
+      layers: [{conv2d: 4}, {batchnorm: {}}, relu, {maxpool2d: 4}, flatten, {linear: 16}, relu,
+               {dropout: 0.2}, {linear: 10}]
+  mlp:
+    build: {input: [1, 28, 28], layers: [flatten, {linear: 16}, relu, {linear: 10}]}
+  student:
+    build:
+      input: [1, 28, 28]
+      layers: [flatten, {linear: 32}, {batchnorm: {}}, relu, {dropout: 0.2}, {linear: 10}]
+passes:
+  - train: {model: cnn, epochs: 1, batch_size: 48, lr: 0.004, grad_groups: 6}
+  - train: {model: mlp, epochs: 1, batch_size: 48, lr: 0.004}
+  - distill: {student: student, teacher: cnn, epochs: 2, batch_size: 48, lr: 0.003, grad_groups: 6}
+  - ensemble-distill: {student: student, teachers: [cnn, mlp], epochs: 1, batch_size: 48,
+                       lr: 0.001, shift: 1, grad_groups: 6}
+output: {model: student, path: out/kd.safetensors}
+report: out/kd.json
+EOF2
+sed -e '/^  mlp:/,$d' "$tmp/kd.yaml" > "$tmp/prune.yaml"
+cat >> "$tmp/prune.yaml" << EOF2
+passes:
+  - train: {model: cnn, epochs: 1, batch_size: 48, lr: 0.004}
+  - prune: {model: cnn, mode: sensitivity, levels: [0.5, 0.9], eval_data: test}
+  - prune: {model: cnn, sparsity: 0.8, schedule: gradual, frequency: 3, finetune_epochs: 1,
+            batch_size: 48, lr: 0.002, grad_groups: 6}
+  - quantize: {model: cnn, mode: qat, activations: learned, epochs: 1, batch_size: 48,
+               lr: 0.001, grad_groups: 6}
+output: {model: cnn, path: out/prune.safetensors}
+report: out/prune.json
+EOF2
+q= # the log says how the targets were computed
+same "$tmp/kd.yaml" kd 1 2 3
+q=-q
+grep -q "computed once for 480 samples (.*), shared out over the ranks" "$tmp/kd3.err" && ok ||
+	bad "distill on 3 ranks: the targets were not shared out: $(cat "$tmp/kd3.err")"
+same "$tmp/prune.yaml" prune 1 2 3
+table='.steps[] | select(.pass == "prune" and .metrics.sensitivity_base_accuracy) | .metrics'
+[ "$(jq -c "$table" "$tmp/prune.json")" = "$(jq -c "$table" "$tmp/prune3.json")" ] &&
+	[ "$(jq -c "$table | length" "$tmp/prune.json")" = 7 ] && ok ||
+	bad "sensitivity on 3 ranks: $(jq -c "$table" "$tmp/prune.json" "$tmp/prune3.json")"
+refused "$tmp/kd.yaml" 1 "grad_groups: pass 'distill', grad_groups: 5 groups do not divide batch_size 48 into equal groups; set grad_groups to a divisor of 48" \
+	--set passes.distill.grad_groups=5
+refused "$tmp/prune.yaml" 4 "prune.yaml:[0-9]*:[0-9]*: pass 'prune', grad_groups: 4 ranks do not divide grad_groups 6"
 
 # A rank failing at the start (a memory limit its data set does not fit)
 # stops the job, naming the rank; the previous model stays.

@@ -155,6 +155,8 @@ static void gather(const struct mc_dataset *d, const struct mc_train_conf *c, in
 
 static const struct mc_dist *dist; /* NULL: one process */
 
+static int dp_fail(struct mc_err *err, const char *what, int peer);
+
 void mc_dist_set(const struct mc_dist *d)
 {
 	dist = d && d->size > 1 ? d : NULL;
@@ -163,6 +165,45 @@ void mc_dist_set(const struct mc_dist *d)
 int mc_dist_ranks(void)
 {
 	return dist ? dist->size : 1;
+}
+
+/* Rank r's blocks of B: [B r / R, B (r + 1) / R), as items of n. */
+static void part_of(int64_t n, int64_t block, int r, int R, int64_t *lo, int64_t *hi)
+{
+	int64_t B = (n + block - 1) / block;
+
+	*lo = B * r / R * block;
+	*hi = B * (r + 1) / R * block;
+	*lo = *lo < n ? *lo : n;
+	*hi = *hi < n ? *hi : n;
+}
+
+void mc_dist_part(int64_t n, int64_t block, int64_t *lo, int64_t *hi)
+{
+	part_of(n, block > 0 ? block : 1, dist ? dist->rank : 0, dist ? dist->size : 1, lo, hi);
+}
+
+int mc_dist_gather(void *buf, int64_t n, int64_t block, size_t size, struct mc_err *err)
+{
+	int got = 0;
+
+	if (!dist)
+		return 0;
+	for (int r = 0; r < dist->size; r++) {
+		int64_t lo, hi;
+		int sig = mc_interrupted();
+
+		part_of(n, block > 0 ? block : 1, r, dist->size, &lo, &hi);
+		if (dist->bcast(dist->arg, r, &sig, sizeof(sig)))
+			return dp_fail(err, "the signal's broadcast from", r);
+		got = got ? got : sig;
+		if (hi > lo && dist->bcast(dist->arg, r, (char *)buf + (size_t)lo * size,
+					   (size_t)(hi - lo) * size))
+			return dp_fail(err, "the shared results' broadcast from", r);
+	}
+	if (got && !mc_interrupted())
+		mc_interrupt(got); /* another rank's signal: stop here too */
+	return 0;
 }
 
 /*

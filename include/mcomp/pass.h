@@ -213,6 +213,27 @@ MC_API int mc_ctx_train(struct mc_ctx *ctx, struct mc_model *m, const struct mc_
 MC_API int mc_ctx_keep(struct mc_ctx *ctx, const char *name, void *buf, size_t len);
 
 /*
+ * Grouped steps (mc_train_conf.grad_groups, docs/distributed.md) in a pass
+ * that trains: MC_GRAD_GROUPS_PARAM(st, f, pre) declares the optional row
+ * grad_groups (int field f, 0 when left out; its help is the string
+ * literals pre and post around the common text), and in check()
+ * mc_ctx_check_grad_groups refuses, at that key, G groups that do not
+ * divide batch_size (the pass's row of that name) and a job whose ranks do
+ * not divide G, each message saying what to change. 0 when grad_groups was
+ * not given.
+ */
+#define MC_GRAD_GROUPS_PARAM(st, f, pre, post)                                                   \
+	MC_PARAM_AT("grad_groups", MC_PARAM_TINT, MC_PARAM_TINT,                                 \
+		    offsetof(st, f) + MC_PARAM_CHECK(st, f, MC_PARAM_TINT), NULL, 1, 65536, NULL,  \
+		    pre "sum each batch's gradient over this many groups of samples computed "        \
+		    "apart (batch norm per group), in a fixed order: the same bytes in one "      \
+		    "process and on any rank count that divides it, every layer split over "      \
+		    "the ranks (docs/distributed.md); must divide batch_size; unset: one "        \
+		    "gradient per batch" post,                                                      \
+		    .flags = MC_PARAM_FOPTIONAL)
+MC_API int mc_ctx_check_grad_groups(struct mc_ctx *ctx, int grad_groups, int batch_size);
+
+/*
  * Passes that search over other passes' settings (autocompress) run them
  * themselves, so that the model they return is exactly what a pipeline of
  * those passes makes. mc_ctx_find_pass: the pass named name on the

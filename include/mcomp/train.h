@@ -228,6 +228,18 @@ struct mc_dist {
 MC_API void mc_dist_set(const struct mc_dist *d);
 /* The ranks training is spread over: 1 without mc_dist_set. */
 MC_API int mc_dist_ranks(void);
+/*
+ * Work a job shares out rather than repeats (a teacher's outputs for a
+ * whole split): n items in blocks of block items, rank r of R taking the
+ * blocks [B r / R, B (r + 1) / R) of the B, so that each block is the
+ * same work whatever R. mc_dist_part gives this rank's items [*lo, *hi)
+ * ([0, n) in one process). mc_dist_gather, called by every rank with buf
+ * holding its own items (n items of size bytes), gives every rank all of
+ * them; a signal any rank had (mc_interrupted) travels with them, so every
+ * rank sees it afterwards. 0, or MC_ERUN with err set when a transfer failed.
+ */
+MC_API void mc_dist_part(int64_t n, int64_t block, int64_t *lo, int64_t *hi);
+MC_API int mc_dist_gather(void *buf, int64_t n, int64_t block, size_t size, struct mc_err *err);
 
 /*
  * Progress of long work (training, calibration), for the host to show. The

@@ -76,6 +76,11 @@ int kd_check_pair(struct mc_ctx *ctx, const char *key, const char *sname, const 
 	return 0;
 }
 
+int kd_check_groups(struct mc_ctx *ctx, const struct kd_opts *ko)
+{
+	return mc_ctx_check_grad_groups(ctx, ko->grad_groups, ko->batch_size);
+}
+
 int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset *d,
 		  const struct mc_model *s)
 {
@@ -145,28 +150,41 @@ static void batch_targets(const struct kd_teachers *t, struct mc_exec **e, const
 	kd_targets(t->combine, z, t->w, t->k, n, classes, T, out, ttmp);
 }
 
-/* The targets at T of every sample of d into out[d->n, classes]. */
+/*
+ * The targets at T of every sample of d into out[d->n, classes], in blocks
+ * of KD_EVAL_BATCH. With share (grouped steps, whose ranks all run this
+ * pass), each rank of the job computes its own blocks (mc_dist_part) and
+ * the ranks exchange them: each block the same bytes whatever the rank count.
+ */
 static int split_targets(const struct kd_teachers *t, const struct mc_dataset *d, int classes,
-			 float T, float *out, float *ttmp, struct mc_err *err)
+			 float T, int share, float *out, float *ttmp, struct mc_err *err)
 {
 	struct mc_exec *e[KD_MAX_TEACHERS];
+	int64_t lo = 0, hi = d->n;
 	int ret = teacher_execs(t, KD_EVAL_BATCH, e, err);
 
 	if (ret)
 		return ret;
-	for (int64_t i = 0; i < d->n; i += KD_EVAL_BATCH) {
-		int n = (int)(d->n - i < KD_EVAL_BATCH ? d->n - i : KD_EVAL_BATCH);
+	if (share)
+		mc_dist_part(d->n, KD_EVAL_BATCH, &lo, &hi);
+	for (int64_t i = lo; i < hi; i += KD_EVAL_BATCH) {
+		int n = (int)(hi - i < KD_EVAL_BATCH ? hi - i : KD_EVAL_BATCH);
 
 		batch_targets(t, e, d->x + (size_t)i * (size_t)d->sample_numel, n, classes, T,
 			      out + (size_t)i * (size_t)classes, ttmp);
 		/* A safe point: nothing of the model has changed yet. */
-		if (mc_interrupted()) {
-			free_execs(e, t->k);
-			return mc_err_set(err, MC_EINTR, "teacher targets: interrupted by signal %d",
-					  mc_interrupted());
-		}
+		if (mc_interrupted())
+			break;
 	}
 	free_execs(e, t->k);
+	if (share) {
+		ret = mc_dist_gather(out, d->n, KD_EVAL_BATCH, (size_t)classes * sizeof(float), err);
+		if (ret)
+			return ret;
+	}
+	if (mc_interrupted())
+		return mc_err_set(err, MC_EINTR, "teacher targets: interrupted by signal %d",
+				  mc_interrupted());
 	return 0;
 }
 
@@ -259,11 +277,14 @@ int kd_distill(struct mc_ctx *ctx, struct mc_model *s, const char *sname,
 	}
 	if (!tc->shift && !tc->hflip && np <= KD_CACHE_MAX &&
 	    (r.targets = mc_calloc(np / sizeof(float), sizeof(float)))) {
-		ret = split_targets(t, d, r.classes, r.T, (float *)r.targets, r.ttmp, err);
+		int share = tc->grad_groups > 0 && mc_dist_ranks() > 1;
+
+		ret = split_targets(t, d, r.classes, r.T, share, (float *)r.targets, r.ttmp, err);
 		if (ret)
 			goto out;
-		mc_ctx_log(ctx, "%s%s computed once for %lld samples (%.1f MiB)", tag, who,
-			   (long long)d->n, (double)np / (1 << 20));
+		mc_ctx_log(ctx, "%s%s computed once for %lld samples (%.1f MiB)%s", tag, who,
+			   (long long)d->n, (double)np / (1 << 20),
+			   share ? ", shared out over the ranks" : "");
 	} else {
 		ret = teacher_execs(t, tc->batch_size, r.tex, err);
 		if (ret)
@@ -466,6 +487,7 @@ void kd_train_conf(struct mc_ctx *ctx, const struct kd_opts *ko, const char *sna
 		.batch_size = ko->batch_size,
 		.seed = ko->seed >= 0 ? (uint64_t)ko->seed : mc_ctx_seed(ctx),
 		.label = sname,
+		.grad_groups = ko->grad_groups,
 	};
 	mc_train_opts_apply(&ko->train, tc);
 }

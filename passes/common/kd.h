@@ -35,7 +35,7 @@ extern const char *const kd_combine_names[];
 /*
  * The options of the student's training that both passes offer, one block of
  * their config structs. KD_PARAMS(st, member, soft) declares their rows
- * (data, temperature, alpha, epochs, batch_size, the optimizer and schedule
+ * (data, temperature, alpha, epochs, batch_size, grad_groups, the optimizer and schedule
  * rows of MC_TRAIN_PARAMS, seed, compare_scratch), soft naming what teaches
  * ("teacher", "ensemble").
  */
@@ -49,6 +49,7 @@ struct kd_opts {
 	int seed;
 	int compare_scratch;
 	struct mc_checkpoint_opts ckpt;
+	int grad_groups; /* 0: unset */
 };
 
 #define KD_PARAM_(st, m, f, ty, d, lo, hi, h) \
@@ -66,6 +67,9 @@ struct kd_opts {
 		  "passes over the data; a student learning mostly from the teacher (high "      \
 		  "alpha) needs more than one trained on labels (docs/distill.md)"),             \
 	KD_PARAM_(st, m, batch_size, MC_PARAM_TINT, "128", 1, 65536, "samples per update"),       \
+	MC_GRAD_GROUPS_PARAM(st, m.grad_groups, "",                                               \
+			     "; each rank runs the " soft " on its own groups, or on its "       \
+			     "share of the split when the targets are computed once"),         \
 	MC_TRAIN_PARAMS(st, m.train, "0.003", "cosine"),                                          \
 	KD_PARAM_(st, m, seed, MC_PARAM_TINT, "-1", -1, 2147483647,                               \
 		  "shuffling seed; -1 uses the pipeline's seed"),                                \
@@ -104,6 +108,10 @@ void kd_targets(enum kd_combine rule, const float *const *z, const double *w, in
  * error at key (the names are the models'). */
 int kd_check_pair(struct mc_ctx *ctx, const char *key, const char *sname, const struct mc_model *s,
 		  const char *tname, const struct mc_model *t);
+
+/* ko's grad_groups divides its batch_size and the job's ranks divide it
+ * (mc_ctx_check_grad_groups), or MC_EINVAL at the key grad_groups. */
+int kd_check_groups(struct mc_ctx *ctx, const struct kd_opts *ko);
 
 /* Split d (named dname, at the key "data") fits student s, or MC_ERUN. */
 int kd_check_data(struct mc_ctx *ctx, const char *dname, const struct mc_dataset *d,

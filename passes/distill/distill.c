@@ -45,6 +45,8 @@ static int distill_check(struct mc_ctx *ctx, const void *conf)
 		return mc_ctx_error(ctx, "teacher", MC_EINVAL,
 				    "the teacher is the student '%s'; name another model",
 				    c->student);
+	if (kd_check_groups(ctx, &c->kd))
+		return mc_ctx_err(ctx)->code;
 	return kd_check_pair(ctx, "student", c->student, s, c->teacher, t);
 }
 

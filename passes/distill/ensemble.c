@@ -142,6 +142,9 @@ static int ens_check(struct mc_ctx *ctx, const void *conf)
 
 	if (!s)
 		return 0; /* the host has said so */
+	ret = kd_check_groups(ctx, &c->kd);
+	if (ret)
+		return ret;
 	ret = ens_teachers(ctx, c, s, &t);
 	return ret > 0 ? 0 : ret;
 }

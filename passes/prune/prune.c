@@ -65,6 +65,7 @@ static const struct mc_param_def prune_params[] = {
 	MC_PARAM_INT(struct prune_conf, finetune_epochs, "0", 0, 100000,
 		     "epochs of fine-tuning with the masks held"),
 	MC_PARAM_INT(struct prune_conf, batch_size, "128", 1, 65536, "fine-tuning batch"),
+	MC_GRAD_GROUPS_PARAM(struct prune_conf, grad_groups, "fine-tuning: ", ""),
 	MC_PARAM_ENUM(struct prune_conf, optimizer, "adam", optimizers, "fine-tuning update"),
 	MC_PARAM_FLOAT(struct prune_conf, lr, "0.0005", 1e-12, 10, "fine-tuning learning rate"),
 	MC_PARAM_ENUM(struct prune_conf, lr_schedule, "cosine", lr_schedules,
@@ -192,6 +193,8 @@ static int prune_check(struct mc_ctx *ctx, const void *conf)
 					    "quantizing",
 					    mc_model_node(m, i)->name, c->model);
 	ret = check_patterns(ctx, c, m);
+	if (!ret)
+		ret = mc_ctx_check_grad_groups(ctx, c->grad_groups, c->batch_size);
 	if (ret)
 		return ret;
 	if (c->method == PRUNE_NM) {
@@ -329,6 +332,7 @@ static int finetune(struct mc_ctx *ctx, const struct prune_conf *c, struct mc_mo
 		.schedule = c->lr_schedule ? MC_LR_COSINE : MC_LR_CONSTANT,
 		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
 		.label = "prune: fine-tune",
+		.grad_groups = c->grad_groups,
 	};
 
 	return mc_ctx_train(ctx, m, d, &tc, hooks);

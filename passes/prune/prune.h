@@ -49,6 +49,7 @@ struct prune_conf {
 	struct mc_list levels;
 	char *plot;
 	struct mc_checkpoint_opts ckpt;
+	int grad_groups; /* 0: unset */
 };
 
 struct prune_layer {

@@ -154,6 +154,7 @@ int prune_sensitivity(struct mc_ctx *ctx, const struct prune_conf *c)
 	struct table t = { 0 };
 	struct prune_layer *l = NULL;
 	char line[4096], key[300];
+	int64_t lo, hi;
 	int n = 0, ret;
 
 	if (!d)
@@ -178,19 +179,31 @@ int prune_sensitivity(struct mc_ctx *ctx, const struct prune_conf *c)
 	ret = mc_evaluate(m, d, 256, &t.base, NULL, mc_ctx_err(ctx));
 	if (ret)
 		goto out;
+	/* Under mpirun each rank measures its share of the (layer, level)
+	 * points, each point the same bytes whatever the rank count, and the
+	 * ranks exchange them. */
+	mc_dist_part((int64_t)n * t.levels, 1, &lo, &hi);
+	for (int64_t j = lo; j < hi; j++) {
+		int i = (int)(j / t.levels), k = (int)(j % t.levels);
+		struct mc_model *p;
+
+		ret = prune_one(m, c, &l[i], t.level[k], &p, mc_ctx_err(ctx));
+		if (ret)
+			goto out;
+		ret = mc_evaluate(p, d, 256, &t.acc[j], NULL, mc_ctx_err(ctx));
+		mc_model_free(p);
+		if (ret)
+			goto out;
+	}
+	ret = mc_dist_gather(t.acc, (int64_t)n * t.levels, 1, sizeof(double), mc_ctx_err(ctx));
+	if (!ret && mc_interrupted()) /* another rank's signal */
+		ret = mc_ctx_error(ctx, NULL, MC_EINTR, "sensitivity: interrupted by signal %d",
+				   mc_interrupted());
+	if (ret)
+		goto out;
 	for (int i = 0; i < n; i++) {
 		t.names[i] = l[i].name;
 		for (int k = 0; k < t.levels; k++) {
-			struct mc_model *p;
-
-			ret = prune_one(m, c, &l[i], t.level[k], &p, mc_ctx_err(ctx));
-			if (ret)
-				goto out;
-			ret = mc_evaluate(p, d, 256, &t.acc[i * t.levels + k], NULL,
-					  mc_ctx_err(ctx));
-			mc_model_free(p);
-			if (ret)
-				goto out;
 			snprintf(key, sizeof(key), "%s@%.3g", l[i].name, t.level[k]);
 			mc_ctx_report(ctx, key, t.acc[i * t.levels + k]);
 		}

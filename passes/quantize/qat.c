@@ -171,6 +171,7 @@ int quantize_qat(struct mc_ctx *ctx, const struct quantize_conf *c, struct mc_mo
 	    .epochs = c->epochs,
 	    .batch_size = c->batch_size,
 	    .seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
+	    .grad_groups = c->grad_groups,
 	};
 	char label[300];
 	int ret = 0;

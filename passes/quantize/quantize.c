@@ -76,6 +76,7 @@ static const struct mc_param_def quantize_params[] = {
 	MC_PARAM_INT(struct quantize_conf, epochs, "1", 0, 100000,
 		     "qat: epochs of training with fake quantization (1 or more)"),
 	MC_PARAM_INT(struct quantize_conf, batch_size, "128", 1, 65536, "qat: samples per update"),
+	MC_GRAD_GROUPS_PARAM(struct quantize_conf, grad_groups, "qat: ", ""),
 	MC_TRAIN_PARAMS(struct quantize_conf, train, "0.0001", "cosine"),
 	MC_PARAM_INT(struct quantize_conf, seed, "-1", -1, 2147483647,
 		     "qat: shuffling seed; -1 uses the pipeline's seed"),
@@ -247,7 +248,7 @@ static int quantize_graph(struct mc_ctx *ctx, const struct quantize_conf *c, str
 static const char *const qat_keys[] = {
 	"activations", "data", "epochs", "batch_size", "optimizer", "lr", "momentum", "beta1",
 	"beta2", "weight_decay", "schedule", "step_epochs", "gamma", "min_lr", "shift", "hflip",
-	"seed", "float_output", NULL,
+	"seed", "float_output", "grad_groups", NULL,
 };
 
 static int check_qat(struct mc_ctx *ctx, const struct quantize_conf *c)
@@ -274,6 +275,8 @@ static int check_qat(struct mc_ctx *ctx, const struct quantize_conf *c)
 		return mc_ctx_error(ctx, "data", MC_EINVAL,
 				    "'test' measures the result and must not train it; train on "
 				    "the training split");
+	if (mc_ctx_check_grad_groups(ctx, c->grad_groups, c->batch_size))
+		return mc_ctx_err(ctx)->code;
 	/* A split given is checked by the host; the default here. */
 	if (!c->data)
 		return mc_ctx_check_data(ctx, "data", "train");

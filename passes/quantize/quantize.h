@@ -36,6 +36,7 @@ struct quantize_conf {
 	struct mc_train_opts train;
 	int seed;
 	char *float_output;
+	int grad_groups; /* 0: unset */
 };
 
 /*

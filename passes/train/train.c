@@ -23,12 +23,7 @@ static const struct mc_param_def train_params[] = {
 	MC_TRAIN_PARAMS(struct train_conf, opts, "0.001", "constant"),
 	MC_PARAM_INT(struct train_conf, seed, "-1", -1, 2147483647,
 		     "shuffling seed; -1 uses the pipeline's seed"),
-	MC_PARAM_INT(struct train_conf, grad_groups, NULL, 1, 65536,
-		     "sum each batch's gradient over this many groups of samples computed "
-		     "apart (batch norm per group), in a fixed order: the same bytes in one "
-		     "process and on any rank count that divides it, every layer split over "
-		     "the ranks (docs/distributed.md); must divide batch_size; unset: one "
-		     "gradient per batch", .flags = MC_PARAM_FOPTIONAL),
+	MC_GRAD_GROUPS_PARAM(struct train_conf, grad_groups, "", ""),
 	MC_CHECKPOINT_PARAMS(struct train_conf, ckpt),
 	MC_PARAM_END,
 };
@@ -38,23 +33,8 @@ static const struct mc_param_def train_params[] = {
 static int train_check(struct mc_ctx *ctx, const void *conf)
 {
 	const struct train_conf *c = conf;
-	int R = mc_dist_ranks();
 
-	if (!mc_ctx_given(ctx, "grad_groups"))
-		return 0;
-	if (c->batch_size % c->grad_groups)
-		return mc_ctx_error(ctx, "grad_groups", MC_EINVAL,
-				    "%d groups do not divide batch_size %d into equal groups; set "
-				    "grad_groups to a divisor of %d (or batch_size to a multiple "
-				    "of %d)",
-				    c->grad_groups, c->batch_size, c->batch_size, c->grad_groups);
-	if (c->grad_groups % R)
-		return mc_ctx_error(ctx, "grad_groups", MC_EINVAL,
-				    "%d ranks do not divide grad_groups %d, so they would not take "
-				    "equal shares of the groups; run a number of ranks that divides "
-				    "%d (mpirun -np), or set grad_groups to a multiple of %d",
-				    R, c->grad_groups, c->grad_groups, R);
-	return 0;
+	return mc_ctx_check_grad_groups(ctx, c->grad_groups, c->batch_size);
 }
 
 static int train_run(struct mc_ctx *ctx, const void *conf)
