@@ -760,11 +760,8 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 
 	struct strip strips[NSTRIPS];
 
-	/* tap (c, ki, kj) in k order, without a division per tap (a batch of 1 felt them) */
-	for (int c = 0, kk = 0; c < cv->C; c++)
-		for (int ki = 0; ki < cv->k; ki++)
-			for (int kj = 0; kj < cv->k; kj++)
-				off[kk++] = (c * Hp + ki) * Wp + kj;
+	for (int kk = 0; kk < K; kk++)
+		off[kk] = (kk / (cv->k * cv->k) * Hp + kk / cv->k % cv->k) * Wp + kk % cv->k;
 	/* the same for every sample */
 	for (int64_t j0 = 0, si = 0; j0 < jw && si < NSTRIPS; j0 += nr, si++)
 		strip_masks(cv, Wp, j0, jw - j0 < nr ? (int)(jw - j0) : nr, avx512, &strips[si]);
@@ -798,29 +795,24 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		const float *xend = p ? xp + (size_t)cv->C * Hp * Wp
 				      : x + (size_t)(n - 1) * cv->xs + (size_t)cv->C * Hp * Wp;
 
-		/*
-		 * Panels outer, strips inner: a panel's weight rows (mr x K floats) stay
-		 * in L1 beside the image while every strip runs against them, where
-		 * strips outer cycled all the panels' weights through L1 once a strip.
-		 */
-		for (int pi = p0; pi < p1; pi++) {
-			int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
-			const float *wr[MRMAX];
+		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
+			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
+			int whole = width <= 16 && avx512 ? 16 : nr, reads;
+			struct strip st;
+			const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
 
-			/* the panel's weight rows as they are; rows past O repeat row o0 */
-			for (int i = 0; i < mr; i++)
-				wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
-			for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
-				int width = jw - j0 < nr ? (int)(jw - j0) : nr;
-				int whole = width <= 16 && avx512 ? 16 : nr, reads;
-				struct strip st;
-				const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
+			if (si >= NSTRIPS)
+				strip_masks(cv, Wp, j0, width, avx512, &st);
+			if (!sp->valid)
+				continue;
+			reads = xs + j0 + off[K - 1] + whole <= xend ? whole : width;
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *wr[MRMAX];
 
-				if (si >= NSTRIPS)
-					strip_masks(cv, Wp, j0, width, avx512, &st);
-				if (!sp->valid)
-					continue;
-				reads = xs + j0 + off[K - 1] + whole <= xend ? whole : width;
+				/* the panel's weight rows as they are; rows past O repeat row o0 */
+				for (int i = 0; i < mr; i++)
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
 				if (avx512)
 					(width <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
 					    K, wr, xs + j0, off, ys + (size_t)o0 * P + sp->first,
