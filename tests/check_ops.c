@@ -235,6 +235,45 @@ START_TEST(maxpool2_routes_gradients)
 END_TEST
 
 /*
+ * The 2x2 max pool's forward keeps the select's bits where max and select
+ * could part: NaN in either place of a comparison (a NaN window value is
+ * skipped unless it comes first), +0 against -0 (the first stays), on
+ * rows of 16 and more windows (the AVX-512 path) and on the scalar tail.
+ */
+START_TEST(maxpool2_forward_nan_and_zeros)
+{
+	enum { H = 4, W = 70, OH = 2, OW = 35 };
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[1,4,70],\"nodes\":[{\"op\":\"maxpool2d\","
+		  "\"attrs\":{\"kernel\":2}}]}",
+		  1);
+	const struct mc_node *nd = mc_model_node(m, 0);
+	static const float vals[] = { NAN, -0.0f, 0.0f, 1.0f, -1.0f, NAN, 0.0f, -0.0f, -2.0f };
+	float x[H * W], y[OH * OW];
+	struct mc_run run = { .training = 0 };
+	const float *in[1] = { x };
+
+	for (int i = 0; i < H * W; i++)
+		x[i] = vals[(i * 7 + i / W) % 9];
+	nd->op->forward(nd, &run, 1, in, y);
+	for (int oh = 0; oh < OH; oh++)
+		for (int ow = 0; ow < OW; ow++) {
+			const float *r0 = x + 2 * oh * W + 2 * ow, *r1 = r0 + W;
+			float v = r0[0];
+			uint32_t a, b;
+
+			v = r0[1] > v ? r0[1] : v;
+			v = r1[0] > v ? r1[0] : v;
+			v = r1[1] > v ? r1[1] : v;
+			memcpy(&a, &v, 4);
+			memcpy(&b, &y[oh * OW + ow], 4);
+			ck_assert_msg(a == b, "window (%d, %d): %08x, want %08x", oh, ow, b, a);
+		}
+	mc_model_free(m);
+}
+END_TEST
+
+/*
  * Training's fused backward of a relu and the 2x2 max pool reading it
  * (exec.c) gives the bits of the two ops' backward passes one after the
  * other: relu outputs with zeros, ties and -0.0, gradients of both signs
@@ -964,6 +1003,7 @@ int main(void)
 	tcase_add_test(tc, conv2d_chunks_match_single_samples);
 	tcase_add_test(tc, pooling_by_hand);
 	tcase_add_test(tc, maxpool2_routes_gradients);
+	tcase_add_test(tc, maxpool2_forward_nan_and_zeros);
 	tcase_add_test(tc, maxpool2_relu_backward_fused);
 	tcase_add_test(tc, argmax_first_of_equal);
 	tcase_add_test(tc, time_median_counts_runs);

@@ -330,7 +330,7 @@ static uint64_t weight_sum(const uint32_t *w, int64_t n, int64_t *nnz)
 	int64_t nz = 0;
 	int wide = have_avx512();
 
-#pragma omp parallel for schedule(static) reduction(+ : sum, nz) if (n >= 16 * MC_PAR_MIN)
+#pragma omp parallel for schedule(static) reduction(+ : sum, nz) if (n >= 4 * MC_PAR_MIN)
 	for (int64_t c = 0; c < n; c += 16 * MC_CHUNK) {
 		int64_t e = c + 16 * MC_CHUNK < n ? c + 16 * MC_CHUNK : n, z = 0;
 

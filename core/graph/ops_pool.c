@@ -122,8 +122,8 @@ static inline void split4(const float *p, __m128 *even, __m128 *odd)
 
 /*
  * Sixteen windows of one output row at a time with AVX-512: the same
- * comparisons as selects (ordered greater-than, false for NaN), so the same
- * bits as the loops below.
+ * comparisons as selects (ordered greater-than, false for NaN: vmaxps), so
+ * the same bits as the loops below.
  */
 __attribute__((target("avx512f"))) static int maxpool2_row_avx512(const float *r0, const float *r1,
 								   int OW, float *y)
@@ -144,10 +144,11 @@ __attribute__((target("avx512f"))) static int maxpool2_row_avx512(const float *r
 		__m512 b1 = _mm512_maskz_loadu_ps(l1, r1 + 2 * ow + 16);
 		__m512 v0 = _mm512_permutex2var_ps(a0, even, a1), v1 = _mm512_permutex2var_ps(a0, odd, a1);
 		__m512 v2 = _mm512_permutex2var_ps(b0, even, b1), v3 = _mm512_permutex2var_ps(b0, odd, b1);
-		__m512 m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v1, v0, _CMP_GT_OQ), v0, v1);
+		/* vmaxps a, b is a > b ? a : b, b when either is NaN: the select in one */
+		__m512 m = _mm512_max_ps(v1, v0);
 
-		m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v2, m, _CMP_GT_OQ), m, v2);
-		m = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v3, m, _CMP_GT_OQ), m, v3);
+		m = _mm512_max_ps(v2, m);
+		m = _mm512_max_ps(v3, m);
 		_mm512_mask_storeu_ps(y + ow, (__mmask16)((1u << w) - 1), m);
 	}
 	return OW;

@@ -38,6 +38,7 @@
 #define NCC 2048       /* columns of B packed at once */
 #define MB 8	       /* a unit of tile work: up to 8 MR strips of A against one NR strip of B */
 #define PAR_MIN 1e6    /* multiply-adds below which one thread is faster than a team */
+#define PB_PAR_MIN 1.5e5 /* the same with B packed beforehand: no packing, no barrier */
 #define GEMV_ROWS 3    /* at most this many rows of A take the GEMV path */
 #define GEMV_COLS 64   /* columns of C per GEMV work item */
 #define GEMV_PAR_B 65536 /* elements of B (256 KB) from which the GEMV splits over threads */
@@ -240,6 +241,13 @@ ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict 
 		_mm512_storeu_ps(t + (i) * 32 + 16, c##i##1);   \
 	} while (0)
 
+/* Row i of a strip of 16 columns: one accumulator. */
+#define AVX512_ROW16(i)                                               \
+	do {                                                          \
+		__m512 ai = _mm512_set1_ps(a[(i) * ars]);             \
+		c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0);           \
+	} while (0)
+
 /*
  * R x 32, R = 4, 8 or 12 (12 x 32: twenty-four accumulators of the 32 zmm
  * registers). R is a constant at each call, so the rows past it are not
@@ -247,25 +255,26 @@ ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict 
  * costs a third of a full one. Each element's sums are the same chain
  * whatever R is.
  */
-#define AVX512_ROWS(R)                         \
+#define AVX512_ROWS_W(R, ROW)                  \
 	do {                                   \
-		AVX512_ROW(0);                 \
-		AVX512_ROW(1);                 \
-		AVX512_ROW(2);                 \
-		AVX512_ROW(3);                 \
+		ROW(0);                        \
+		ROW(1);                        \
+		ROW(2);                        \
+		ROW(3);                        \
 		if ((R) > 4) {                 \
-			AVX512_ROW(4);         \
-			AVX512_ROW(5);         \
-			AVX512_ROW(6);         \
-			AVX512_ROW(7);         \
+			ROW(4);                \
+			ROW(5);                \
+			ROW(6);                \
+			ROW(7);                \
 		}                              \
 		if ((R) > 8) {                 \
-			AVX512_ROW(8);         \
-			AVX512_ROW(9);         \
-			AVX512_ROW(10);        \
-			AVX512_ROW(11);        \
+			ROW(8);                \
+			ROW(9);                \
+			ROW(10);               \
+			ROW(11);               \
 		}                              \
 	} while (0)
+#define AVX512_ROWS(R) AVX512_ROWS_W(R, AVX512_ROW)
 
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 avx512_tile(const int R, int kc, const float *restrict a, size_t ars, size_t aks,
@@ -327,25 +336,87 @@ avx512_tile(const int R, int kc, const float *restrict a, size_t ars, size_t aks
 	EDGE_UPDATE(32)
 }
 
+#define AVX512_STORE16(i)                                                                   \
+	do {                                                                                \
+		float *ci = c + (i) * ldc;                                                  \
+		if ((i) < rows) {                                                           \
+			if (beta != 0.0f)                                                   \
+				_mm512_mask_storeu_ps(                                      \
+				    ci, m, _mm512_fmadd_ps(va, c##i##0,                    \
+					   _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, ci)))); \
+			else                                                                \
+				_mm512_mask_storeu_ps(ci, m, _mm512_mul_ps(va, c##i##0));   \
+		}                                                                           \
+	} while (0)
+
+/*
+ * The same for a tile of at most 16 columns (a layer of 10 outputs): the
+ * strip's other 16 columns are zeros of the packing, not computed at all.
+ * Each element's chain and its update are those of avx512_tile (the masked
+ * lanes are the edge loop's elements, one FMA or multiply each).
+ */
+__attribute__((target("avx512f,fma"), always_inline)) static inline void
+avx512_tile16(const int R, int kc, const float *restrict a, size_t ars, size_t aks,
+	      const float *restrict b, float *restrict c, int ldc, int rows, int cols,
+	      float alpha, float beta)
+{
+	__m512 c00 = _mm512_setzero_ps(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00;
+	__m512 c60 = c00, c70 = c00, c80 = c00, c90 = c00, c100 = c00, c110 = c00;
+	__m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+	__mmask16 m = (__mmask16)((1u << cols) - 1);
+
+	for (int i = 0; i < rows; i++)
+		__builtin_prefetch(c + i * ldc, 1, 3);
+	for (int k = 0; k < kc; k++, a += aks, b += 32) {
+		__m512 b0 = _mm512_load_ps(b);
+
+		AVX512_ROWS_W(R, AVX512_ROW16);
+	}
+	AVX512_STORE16(0);
+	AVX512_STORE16(1);
+	AVX512_STORE16(2);
+	AVX512_STORE16(3);
+	if (R > 4) {
+		AVX512_STORE16(4);
+		AVX512_STORE16(5);
+		AVX512_STORE16(6);
+		AVX512_STORE16(7);
+	}
+	if (R > 8) {
+		AVX512_STORE16(8);
+		AVX512_STORE16(9);
+		AVX512_STORE16(10);
+		AVX512_STORE16(11);
+	}
+}
+
 /* A strip packed with its row stride of 12 (lda 0), or A's rows read in place. */
-#define AVX512_TILE(R)                                                                    \
+#define AVX512_TILE(F, R)                                                                 \
 	do {                                                                              \
 		if (lda)                                                                  \
-			avx512_tile(R, kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta); \
+			F(R, kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta);          \
 		else                                                                      \
-			avx512_tile(R, kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta);  \
+			F(R, kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta);           \
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
 ukernel_avx512(int kc, const float *restrict a, size_t lda, const float *restrict b,
 	       float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
 {
-	if (rows <= 4)
-		AVX512_TILE(4);
-	else if (rows <= 8)
-		AVX512_TILE(8);
-	else
-		AVX512_TILE(12);
+	if (cols <= 16) {
+		if (rows <= 4)
+			AVX512_TILE(avx512_tile16, 4);
+		else if (rows <= 8)
+			AVX512_TILE(avx512_tile16, 8);
+		else
+			AVX512_TILE(avx512_tile16, 12);
+	} else if (rows <= 4) {
+		AVX512_TILE(avx512_tile, 4);
+	} else if (rows <= 8) {
+		AVX512_TILE(avx512_tile, 8);
+	} else {
+		AVX512_TILE(avx512_tile, 12);
+	}
 }
 /*
  * Packing with a transpose: dst[k][i] = src[i][k] for R rows (R <= 32) read
@@ -1165,8 +1236,14 @@ static void fill_bias(int M, int N, const float *bias, float *C, int ldc)
 		memcpy(C + (size_t)i * ldc, bias, (size_t)N * sizeof(float));
 }
 
-/* C = max(C, 0) as a select (NaN -> 0), like the relu op. */
-static void relu_rows(int M, int N, float *C, int ldc)
+/*
+ * C = max(C, 0) as a select (NaN -> 0, -0 -> 0), like the relu op: maxps
+ * returns its second operand (0) unless the first is greater, the same
+ * select. Vectors, not a branch per element: the signs of a layer's outputs
+ * are a coin toss, and the mispredicted branches took a tenth of an MLP's
+ * forward pass.
+ */
+static void relu_rows_scalar(int M, int N, float *C, int ldc)
 {
 	for (int i = 0; i < M; i++)
 		for (int j = 0; j < N; j++) {
@@ -1174,6 +1251,58 @@ static void relu_rows(int M, int N, float *C, int ldc)
 
 			*c = *c > 0.0f ? *c : 0.0f;
 		}
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f"))) static void relu_rows_avx512(int M, int N, float *C, int ldc)
+{
+	__m512 z = _mm512_setzero_ps();
+
+	for (int i = 0; i < M; i++) {
+		float *c = C + (size_t)i * ldc;
+		int j = 0;
+
+		for (; j + 16 <= N; j += 16)
+			_mm512_storeu_ps(c + j, _mm512_max_ps(_mm512_loadu_ps(c + j), z));
+		if (j < N) {
+			__mmask16 m = (__mmask16)((1u << (N - j)) - 1);
+
+			_mm512_mask_storeu_ps(c + j, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, c + j), z));
+		}
+	}
+}
+
+__attribute__((target("avx2"))) static void relu_rows_avx2(int M, int N, float *C, int ldc)
+{
+	__m256 z = _mm256_setzero_ps();
+
+	for (int i = 0; i < M; i++) {
+		float *c = C + (size_t)i * ldc;
+		int j = 0;
+
+		for (; j + 8 <= N; j += 8)
+			_mm256_storeu_ps(c + j, _mm256_max_ps(_mm256_loadu_ps(c + j), z));
+		for (; j < N; j++)
+			c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+	}
+}
+#endif
+
+static void relu_rows(int M, int N, float *C, int ldc)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	const char *k = kernel()->name;
+
+	if (!strcmp(k, "avx512")) {
+		relu_rows_avx512(M, N, C, ldc);
+		return;
+	}
+	if (!strcmp(k, "avx2")) {
+		relu_rows_avx2(M, N, C, ldc);
+		return;
+	}
+#endif
+	relu_rows_scalar(M, N, C, ldc);
 }
 
 static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
@@ -1202,7 +1331,7 @@ int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alph
 		return 0;
 	}
 	sgemm_prepacked(uk, M, N, K, alpha, A, lda, packed, bias, relu, beta, C, ldc,
-			(double)M * N * K >= PAR_MIN);
+			(double)M * N * K >= PB_PAR_MIN);
 	return 0;
 }
 
