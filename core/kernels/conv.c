@@ -1477,3 +1477,89 @@ void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const flo
 		}
 	}
 }
+
+/* ---------------------------------------------------------------- epilogue */
+
+static inline float post_act(int act, float y, float lo, float hi)
+{
+	if (act == MC_POST_RELU)
+		return y > 0.0f ? y : 0.0f;
+	if (act == MC_POST_CLIP) {
+		float v = y < lo ? lo : y;
+
+		return v > hi ? hi : v;
+	}
+	return y;
+}
+
+void mc_conv_post_run_ref(const struct mc_conv_post *pp, int o, const float *src,
+			  const float *res, float *dst, int64_t len)
+{
+	for (int64_t i = 0; i < len; i++) {
+		float y = src[i];
+
+		if (pp->scale) {
+			float t = y * pp->scale[o];
+
+			y = t + pp->shift[o];
+		}
+		y = post_act(pp->act1, y, pp->lo1, pp->hi1);
+		if (pp->add)
+			y = pp->res_first ? res[i] + y : y + res[i];
+		dst[i] = post_act(pp->act2, y, pp->lo2, pp->hi2);
+	}
+}
+
+#if defined(__x86_64__)
+/* The selects of post_act on 8 lanes: compares that are false for NaN, as the scalar ones. */
+__attribute__((target("avx2"), always_inline)) static inline __m256 post_act8(int act, __m256 y,
+									     __m256 lo, __m256 hi)
+{
+	if (act == MC_POST_RELU)
+		return _mm256_and_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ), y);
+	if (act == MC_POST_CLIP) {
+		y = _mm256_blendv_ps(y, lo, _mm256_cmp_ps(y, lo, _CMP_LT_OQ));
+		return _mm256_blendv_ps(y, hi, _mm256_cmp_ps(y, hi, _CMP_GT_OQ));
+	}
+	return y;
+}
+
+__attribute__((target("avx2"))) static int64_t post_avx2(const struct mc_conv_post *pp, int o,
+							 const float *src, const float *res,
+							 float *dst, int64_t len)
+{
+	const __m256 sc = _mm256_set1_ps(pp->scale ? pp->scale[o] : 1.0f);
+	const __m256 sh = _mm256_set1_ps(pp->scale ? pp->shift[o] : 0.0f);
+	const __m256 lo1 = _mm256_set1_ps(pp->lo1), hi1 = _mm256_set1_ps(pp->hi1);
+	const __m256 lo2 = _mm256_set1_ps(pp->lo2), hi2 = _mm256_set1_ps(pp->hi2);
+	int64_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		__m256 y = _mm256_loadu_ps(src + i);
+
+		if (pp->scale)
+			y = _mm256_add_ps(_mm256_mul_ps(y, sc), sh);
+		y = post_act8(pp->act1, y, lo1, hi1);
+		if (pp->add) {
+			__m256 r = _mm256_loadu_ps(res + i);
+
+			y = pp->res_first ? _mm256_add_ps(r, y) : _mm256_add_ps(y, r);
+		}
+		_mm256_storeu_ps(dst + i, post_act8(pp->act2, y, lo2, hi2));
+	}
+	return i;
+}
+#endif
+
+void mc_conv_post_run(const struct mc_conv_post *pp, int o, const float *src, const float *res,
+		      float *dst, int64_t len)
+{
+	int64_t i = 0;
+
+#if defined(__x86_64__)
+	if (mc_cpu_has(MC_CPU_AVX2))
+		i = post_avx2(pp, o, src, res, dst, len);
+#endif
+	if (i < len)
+		mc_conv_post_run_ref(pp, o, src + i, pp->add ? res + i : NULL, dst + i, len - i);
+}

@@ -19,6 +19,7 @@
 
 #include <mcomp/tensor.h>
 
+#include "kernels/conv.h"
 #include "kernels/dwconv.h"
 
 #define KC	256 /* taps a slice: the f32 GEMM's depth of a K slice (gemm.c KC) */
@@ -288,21 +289,41 @@ static grid_fn grid_path(void)
 	return grid_portable;
 }
 
-/* One (sample, channel) item: y[OH][OW] from x[H][W]. */
+/*
+ * One (sample, channel c) item: y[OH][OW] from x[H][W], then post (may be
+ * NULL) over each row as it is copied out of the grid, res the item's
+ * residual [OH][OW].
+ */
 static void item(const struct mc_dwconv *d, const struct dw_geo *g, grid_fn fn, const float *x,
-		 const float *w, float bias, int relu, const size_t *off, float *slot, float *y)
+		 const float *w, float bias, int relu, const size_t *off, float *slot, float *y,
+		 int c, const struct mc_conv_post *post, const float *res)
 {
 	float *out = slot + g->ps * d->s * d->s;
 
 	planes(d, g, x, slot);
 	fn(d->k * d->k, w, bias, relu, slot, off, g->Gv, out);
-	for (int oh = 0; oh < d->OH; oh++)
-		memcpy(y + (size_t)oh * d->OW, out + (size_t)oh * g->WJ,
-		       (size_t)d->OW * sizeof(float));
+	if (post && g->WJ == d->OW)
+		mc_conv_post_run(post, c, out, res, y, (int64_t)d->OH * d->OW);
+	else if (post)
+		for (int oh = 0; oh < d->OH; oh++)
+			mc_conv_post_run(post, c, out + (size_t)oh * g->WJ,
+					 res ? res + (size_t)oh * d->OW : NULL,
+					 y + (size_t)oh * d->OW, d->OW);
+	else
+		for (int oh = 0; oh < d->OH; oh++)
+			memcpy(y + (size_t)oh * d->OW, out + (size_t)oh * g->WJ,
+			       (size_t)d->OW * sizeof(float));
 }
 
 void mc_dwconv_forward(const struct mc_dwconv *d, int n, const float *x, const float *w,
 		       const float *b, int relu, float *y, void *work)
+{
+	mc_dwconv_forward_post(d, n, x, w, b, relu, NULL, NULL, y, work);
+}
+
+void mc_dwconv_forward_post(const struct mc_dwconv *d, int n, const float *x, const float *w,
+			    const float *b, int relu, const struct mc_conv_post *post,
+			    const float *res, float *y, void *work)
 {
 	const int kk = d->k * d->k, C = d->C;
 	const size_t xs = (size_t)d->H * d->W, ys = (size_t)d->OH * d->OW;
@@ -333,7 +354,8 @@ void mc_dwconv_forward(const struct mc_dwconv *d, int n, const float *x, const f
 			int c = (int)(i % C);
 
 			item(d, &g, fn, x + (size_t)i * xs, w + (size_t)c * kk, b ? b[c] : 0.0f,
-			     relu, off, slot, y + (size_t)i * ys);
+			     relu, off, slot, y + (size_t)i * ys, c, post,
+			     post && post->add ? res + (size_t)i * ys : NULL);
 		}
 	}
 }
