@@ -620,6 +620,7 @@ END_TEST
 START_TEST(post_matches_ref)
 {
 	const int len = 101;
+	const char *saved = mc_sgemm_kernel();
 	float *src = random_f32(len, 830, -8.0f), *res = random_f32(len, 831, -8.0f);
 	float *y = malloc(len * sizeof(float)), *ref = malloc(len * sizeof(float));
 	float scale[3] = {1.5f, -0.75f, 3.0f}, shift[3] = {0.25f, -1.0f, 0.0f};
@@ -650,18 +651,27 @@ START_TEST(post_matches_ref)
 		post.hi1 = 6.0f;
 		post.lo2 = -0.5f;
 		post.hi2 = 0.75f;
-		for (int o = 0; o < 3; o++) {
-			mc_conv_post_run_ref(&post, o, src, res, ref, len);
-			mc_conv_post_run(&post, o, src, res, y, len);
-			ck_assert_msg(!memcmp(y, ref, len * sizeof(float)), "variant %d channel %d",
-				      variant, o);
-			/* in place */
-			memcpy(y, src, len * sizeof(float));
-			mc_conv_post_run(&post, o, y, res, y, len);
-			ck_assert_msg(!memcmp(y, ref, len * sizeof(float)),
-				      "in place: variant %d channel %d", variant, o);
-		}
+		for (int o = 0; o < 3; o++)
+			for (int pi = 0; pi < NPATHS; pi++) {
+				if (mc_sgemm_use(paths[pi]))
+					continue;
+				/* every length up to len: whole vectors and each masked tail */
+				for (int l = 0; l <= len; l += l < 40 ? 1 : 61) {
+					mc_conv_post_run_ref(&post, o, src, res, ref, l);
+					mc_conv_post_run(&post, o, src, res, y, l);
+					ck_assert_msg(!memcmp(y, ref, (size_t)l * sizeof(float)),
+						      "variant %d channel %d path %s length %d",
+						      variant, o, paths[pi], l);
+				}
+				/* in place */
+				memcpy(y, src, len * sizeof(float));
+				mc_conv_post_run(&post, o, y, res, y, len);
+				ck_assert_msg(!memcmp(y, ref, len * sizeof(float)),
+					      "in place: variant %d channel %d path %s", variant,
+					      o, paths[pi]);
+			}
 	}
+	mc_sgemm_use(saved);
 	free(ref);
 	free(y);
 	free(res);

@@ -552,6 +552,7 @@ void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_nod
 }
 
 struct post_epi {
+	mc_conv_post_fn fn;
 	const struct mc_conv_post *post;
 	int O;
 	int64_t P;
@@ -566,15 +567,14 @@ static void post_sample(void *ctx, int s, const float *ys)
 	size_t at = (size_t)s * pe->O * pe->P;
 
 	for (int o = 0; o < pe->O; o++, at += pe->P, ys += pe->P)
-		mc_conv_post_run(pe->post, o, ys, pe->post->add ? pe->res + at : NULL, pe->out + at,
-				 pe->P);
+		pe->fn(pe->post, o, ys, pe->post->add ? pe->res + at : NULL, pe->out + at, pe->P);
 }
 
 void mc_conv2d_forward_post(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, const struct mc_conv_post *post,
 			    const float *res, float *conv_out, float *out)
 {
-	struct post_epi pe = { post, 0, 0, res, out };
+	struct post_epi pe = { mc_conv_post_path(), post, 0, 0, res, out };
 	struct mc_convf_epi epi = { post_sample, &pe };
 	struct mc_conv_geo q;
 	int64_t rows = (int64_t)n * node->out_shape[0];
@@ -599,8 +599,8 @@ void mc_conv2d_forward_post(const struct mc_node *node, const struct mc_run *run
 	conv_run(node, run, n, in, conv_out, 0, NULL);
 #pragma omp parallel for schedule(static) if (rows * q.P >= MC_PAR_MIN)
 	for (int64_t r = 0; r < rows; r++)
-		mc_conv_post_run(post, (int)(r % q.O), conv_out + r * q.P,
-				 post->add ? res + r * q.P : NULL, out + r * q.P, q.P);
+		pe.fn(post, (int)(r % q.O), conv_out + r * q.P, post->add ? res + r * q.P : NULL,
+		      out + r * q.P, q.P);
 }
 
 /* The per-sample GEMMs: samples in parallel. */

@@ -80,7 +80,13 @@ struct mc_conv_post {
 /*
  * dst[0..len) = post(src[0..len)) for output channel o, res[0..len) the
  * residual at the same places (read only with post->add). dst may be src.
+ * On the f32 GEMM's path (avx512, avx2, plain C; MCOMP_GEMM), the same bits
+ * on each; mc_conv_post_path is that path's function, for loops that call
+ * it often.
  */
+typedef void (*mc_conv_post_fn)(const struct mc_conv_post *post, int o, const float *src,
+				const float *res, float *dst, int64_t len);
+mc_conv_post_fn mc_conv_post_path(void);
 void mc_conv_post_run(const struct mc_conv_post *post, int o, const float *src, const float *res,
 		      float *dst, int64_t len);
 void mc_conv_post_run_ref(const struct mc_conv_post *post, int o, const float *src,
