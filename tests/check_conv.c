@@ -481,12 +481,18 @@ END_TEST
  * activation -> add -> activation, kernels/conv.h's mc_conv_post): the
  * batched direct and packed paths, a depthwise conv of stride 1 and 2, a
  * grouped one on the batched kernels and one on the per-sample GEMMs, an
- * add whose other operand comes first, clip, relu6 and relu, a batchnorm
- * read twice (its chain stops there), and one chain ending the model.
+ * add whose other operand comes first, one of the model's input, clip,
+ * relu6 and relu, a batchnorm read twice (its chain stops there), and one
+ * chain ending the model.
  */
 static const char *arch_bn =
     "{\"format\": 1, \"input\": [4, 10, 10], \"nodes\": ["
-    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"],"
+    "{\"name\": \"c0\", \"op\": \"conv2d\", \"inputs\": [\"input\"],"
+    " \"attrs\": {\"out\": 4, \"padding\": 1}},"
+    "{\"name\": \"b0\", \"op\": \"batchnorm\", \"inputs\": [\"c0\"]},"
+    "{\"name\": \"a0\", \"op\": \"add\", \"inputs\": [\"b0\", \"input\"]},"
+    "{\"name\": \"k0\", \"op\": \"relu6\", \"inputs\": [\"a0\"]},"
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"k0\"],"
     " \"attrs\": {\"out\": 8, \"padding\": 1}},"
     "{\"name\": \"b1\", \"op\": \"batchnorm\", \"inputs\": [\"c1\"]},"
     "{\"name\": \"r1\", \"op\": \"relu6\", \"inputs\": [\"b1\"]},"

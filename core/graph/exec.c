@@ -14,7 +14,7 @@
 #include "kernels/conv.h"
 
 struct chain {
-	int head, bn, res; /* the conv2d, its batchnorm, the add's other input (or -1) */
+	int head, bn, res; /* the conv2d, its batchnorm, the add's other input (with post.add) */
 	struct mc_conv_post post;
 	float *affine; /* [2 * channels]: the batchnorm's scale, then its shift */
 };
@@ -215,7 +215,7 @@ static int fuse_chains(struct mc_exec *e)
 
 	for (int i = 0; i < m->n_nodes; i++) {
 		const struct mc_node *nd = m->nodes[i];
-		struct chain c = { .head = i, .bn = -1, .res = -1 };
+		struct chain c = { .head = i, .bn = -1 };
 		int t, r, k;
 
 		if (nd->op != &mc_op_conv2d || e->fused[i])
@@ -501,7 +501,7 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 		c->post.shift = c->affine + C;
 		in[0] = src == MC_NODE_INPUT ? x : e->act[src];
 		mc_conv2d_forward_post(head, &e->run, n, in, &c->post,
-				       c->res < 0 ? NULL
+				       !c->post.add		  ? NULL
 				       : c->res == MC_NODE_INPUT ? x
 								 : e->act[c->res],
 				       e->act[c->head], e->act[i]);
