@@ -476,6 +476,215 @@ START_TEST(int8_chain_u8_matches_f32_route)
 }
 END_TEST
 
+/*
+ * Chains the inference executor runs as one step (conv2d -> batchnorm ->
+ * activation -> add -> activation, kernels/conv.h's mc_conv_post): the
+ * batched direct and packed paths, a depthwise conv of stride 1 and 2, a
+ * grouped one on the batched kernels and one on the per-sample GEMMs, an
+ * add whose other operand comes first, one of the model's input, clip,
+ * relu6 and relu, a batchnorm read twice (its chain stops there), and one
+ * chain ending the model.
+ */
+static const char *arch_bn =
+    "{\"format\": 1, \"input\": [4, 10, 10], \"nodes\": ["
+    "{\"name\": \"c0\", \"op\": \"conv2d\", \"inputs\": [\"input\"],"
+    " \"attrs\": {\"out\": 4, \"padding\": 1}},"
+    "{\"name\": \"b0\", \"op\": \"batchnorm\", \"inputs\": [\"c0\"]},"
+    "{\"name\": \"a0\", \"op\": \"add\", \"inputs\": [\"b0\", \"input\"]},"
+    "{\"name\": \"k0\", \"op\": \"relu6\", \"inputs\": [\"a0\"]},"
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"k0\"],"
+    " \"attrs\": {\"out\": 8, \"padding\": 1}},"
+    "{\"name\": \"b1\", \"op\": \"batchnorm\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"r1\", \"op\": \"relu6\", \"inputs\": [\"b1\"]},"
+    "{\"name\": \"d1\", \"op\": \"conv2d\", \"inputs\": [\"r1\"],"
+    " \"attrs\": {\"out\": 8, \"groups\": 8, \"stride\": 2, \"padding\": 1, \"bias\": false}},"
+    "{\"name\": \"b2\", \"op\": \"batchnorm\", \"inputs\": [\"d1\"]},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"b2\"]},"
+    "{\"name\": \"p1\", \"op\": \"conv2d\", \"inputs\": [\"r2\"],"
+    " \"attrs\": {\"out\": 8, \"kernel\": 1, \"bias\": false}},"
+    "{\"name\": \"b3\", \"op\": \"batchnorm\", \"inputs\": [\"p1\"]},"
+    "{\"name\": \"a1\", \"op\": \"add\", \"inputs\": [\"r2\", \"b3\"]},"
+    "{\"name\": \"r3\", \"op\": \"relu\", \"inputs\": [\"a1\"]},"
+    "{\"name\": \"d2\", \"op\": \"conv2d\", \"inputs\": [\"r3\"],"
+    " \"attrs\": {\"out\": 8, \"groups\": 8, \"padding\": 1}},"
+    "{\"name\": \"b4\", \"op\": \"batchnorm\", \"inputs\": [\"d2\"]},"
+    "{\"name\": \"a2\", \"op\": \"add\", \"inputs\": [\"b4\", \"r3\"]},"
+    "{\"name\": \"k2\", \"op\": \"clip\", \"inputs\": [\"a2\"],"
+    " \"attrs\": {\"min\": -0.5, \"max\": 0.75}},"
+    "{\"name\": \"g1\", \"op\": \"conv2d\", \"inputs\": [\"k2\"],"
+    " \"attrs\": {\"out\": 8, \"groups\": 2, \"padding\": 1}},"
+    "{\"name\": \"b5\", \"op\": \"batchnorm\", \"inputs\": [\"g1\"]},"
+    "{\"name\": \"r5\", \"op\": \"relu6\", \"inputs\": [\"b5\"]},"
+    "{\"name\": \"g2\", \"op\": \"conv2d\", \"inputs\": [\"r5\"],"
+    " \"attrs\": {\"out\": 8, \"groups\": 4, \"kernel\": 1}},"
+    "{\"name\": \"b6\", \"op\": \"batchnorm\", \"inputs\": [\"g2\"]},"
+    "{\"name\": \"a3\", \"op\": \"add\", \"inputs\": [\"b6\", \"b6\"]},"
+    "{\"name\": \"s2\", \"op\": \"conv2d\", \"inputs\": [\"a3\"],"
+    " \"attrs\": {\"out\": 12, \"stride\": 2, \"padding\": 1}},"
+    "{\"name\": \"b7\", \"op\": \"batchnorm\", \"inputs\": [\"s2\"]},"
+    "{\"name\": \"r7\", \"op\": \"relu\", \"inputs\": [\"b7\"]}]}";
+
+/* The model's last output, nodes one by one (run_unfused for any output size). */
+static void run_unfused_all(struct mc_model *m, const float *x, int n, float *y)
+{
+	int nn = mc_model_n_nodes(m);
+	float **act = calloc((size_t)nn, sizeof(*act));
+	struct mc_run run = {0};
+	size_t work = 0;
+
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		act[i] = malloc((size_t)n * (size_t)nd->out_numel * sizeof(float));
+		if (nd->op->workspace && nd->op->workspace(nd, n) > work)
+			work = nd->op->workspace(nd, n);
+	}
+	run.work = malloc(work ? work : 1);
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+		const float *in[MC_NODE_MAX_INPUTS];
+
+		for (int k = 0; k < nd->n_inputs; k++)
+			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : act[nd->inputs[k]];
+		nd->op->forward(nd, &run, n, in, act[i]);
+	}
+	memcpy(y, act[nn - 1], (size_t)n * mc_model_node(m, nn - 1)->out_numel * sizeof(float));
+	for (int i = 0; i < nn; i++)
+		free(act[i]);
+	free(act);
+	free(run.work);
+}
+
+START_TEST(fused_bn_chain_inference)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(arch_bn, "t", &err);
+	const char *saved = mc_sgemm_kernel();
+	int nmax = 9, nn;
+	size_t per, nx = (size_t)nmax * 4 * 10 * 10;
+	float *x, *z0, *z;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 6);
+	nn = mc_model_n_nodes(m);
+	per = (size_t)mc_model_node(m, nn - 1)->out_numel;
+	/* batch norms far from the identity, so that scale and shift enter every value */
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		if (strcmp(nd->op->name, "batchnorm"))
+			continue;
+		for (int p = 0; p < 4; p++) {
+			float *v = nd->params[p]->data;
+
+			for (int64_t c = 0; c < nd->params[p]->numel; c++) {
+				float u = mc_rand_uniform(31, (uint64_t)(10 * i + p), (uint64_t)c);
+
+				v[c] = p == 3 ? 0.05f + 2.0f * u : p == 0 ? 0.2f + 1.5f * u : u - 0.5f;
+			}
+		}
+	}
+	x = random_f32(nx, 820, -1.0f);
+	/* in the first sample: a NaN, an infinity and a -0 (the other samples stay finite) */
+	x[17] = NAN;
+	x[233] = INFINITY;
+	x[51] = -0.0f;
+	z0 = malloc((size_t)nmax * per * sizeof(float));
+	z = malloc((size_t)nmax * per * sizeof(float));
+	for (int pi = 0; pi < NPATHS; pi++) {
+		if (mc_sgemm_use(paths[pi]))
+			continue;
+		for (int n = 1; n <= nmax; n += 8) {
+			omp_set_num_threads(1);
+			run_unfused_all(m, x, n, z0);
+			for (int t = 1; t <= 3; t++) {
+				struct mc_exec *e;
+
+				omp_set_num_threads(t);
+				e = mc_exec_new(m, n, 0, &err);
+				ck_assert_msg(e != NULL, "%s", err.msg);
+				memcpy(z, mc_forward(e, x, n), (size_t)n * per * sizeof(float));
+				/* again: the batch norms' scale and shift are taken at each forward */
+				memcpy(z, mc_forward(e, x, n), (size_t)n * per * sizeof(float));
+				mc_exec_free(e);
+				ck_assert_msg(!memcmp(z, z0, (size_t)n * per * sizeof(float)),
+					      "conv2d + batchnorm chains: path %s batch %d threads %d",
+					      paths[pi], n, t);
+			}
+		}
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+/* The epilogue's SIMD path against its scalar reference, NaN, infinities and zeros included. */
+START_TEST(post_matches_ref)
+{
+	const int len = 101;
+	const char *saved = mc_sgemm_kernel();
+	float *src = random_f32(len, 830, -8.0f), *res = random_f32(len, 831, -8.0f);
+	float *y = malloc(len * sizeof(float)), *ref = malloc(len * sizeof(float));
+	float scale[3] = {1.5f, -0.75f, 3.0f}, shift[3] = {0.25f, -1.0f, 0.0f};
+
+	for (int i = 0; i < len; i += 7) {
+		src[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? -0.0f : -INFINITY;
+		res[(i * 5) % len] = i % 2 ? NAN : INFINITY;
+	}
+	for (int variant = 0; variant < 3 * 3 * 2 * 3 * 2; variant++) {
+		struct mc_conv_post post = {0};
+		int v = variant;
+
+		post.act1 = v % 3;
+		v /= 3;
+		post.act2 = v % 3;
+		v /= 3;
+		post.add = v % 2;
+		v /= 2;
+		post.res_first = v % 3 == 2;
+		if (v % 3 == 0)
+			post.add = 0;
+		v /= 3;
+		if (v % 2) {
+			post.scale = scale;
+			post.shift = shift;
+		}
+		post.lo1 = 0.0f;
+		post.hi1 = 6.0f;
+		post.lo2 = -0.5f;
+		post.hi2 = 0.75f;
+		for (int o = 0; o < 3; o++)
+			for (int pi = 0; pi < NPATHS; pi++) {
+				if (mc_sgemm_use(paths[pi]))
+					continue;
+				/* every length up to len: whole vectors and each masked tail */
+				for (int l = 0; l <= len; l += l < 40 ? 1 : 61) {
+					mc_conv_post_run_ref(&post, o, src, res, ref, l);
+					mc_conv_post_run(&post, o, src, res, y, l);
+					ck_assert_msg(!memcmp(y, ref, (size_t)l * sizeof(float)),
+						      "variant %d channel %d path %s length %d",
+						      variant, o, paths[pi], l);
+				}
+				/* in place */
+				memcpy(y, src, len * sizeof(float));
+				mc_conv_post_run(&post, o, y, res, y, len);
+				ck_assert_msg(!memcmp(y, ref, len * sizeof(float)),
+					      "in place: variant %d channel %d path %s", variant,
+					      o, paths[pi]);
+			}
+	}
+	mc_sgemm_use(saved);
+	free(ref);
+	free(y);
+	free(res);
+	free(src);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conv");
@@ -490,6 +699,8 @@ int main(void)
 	tcase_add_test(tc, fused_pool_inference);
 	tcase_add_test(tc, fused_qconv_pool_inference);
 	tcase_add_test(tc, int8_chain_u8_matches_f32_route);
+	tcase_add_test(tc, fused_bn_chain_inference);
+	tcase_add_test(tc, post_matches_ref);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

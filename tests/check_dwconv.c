@@ -52,6 +52,8 @@ static const struct shape shapes[] = {
     {2, 3, 4, 4, 3, 2, 0},
     {1, 2, 20, 19, 17, 1, 2},
     {2, 3, 21, 21, 4, 3, 1},
+    /* stride 1 and 2 rows of more than one vector of 16 (AVX-512 planes), odd widths */
+    {2, 3, 40, 45, 3, 2, 1}, {1, 2, 37, 35, 3, 1, 1}, {2, 2, 33, 34, 5, 2, 2},
     /* big enough for a team of threads */
     {8, 24, 28, 28, 3, 1, 1},
     {16, 48, 14, 14, 3, 2, 1},

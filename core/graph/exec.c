@@ -11,6 +11,13 @@
 #include "base/threads.h"
 #include "graph/model_int.h"
 #include "graph/ops_int.h"
+#include "kernels/conv.h"
+
+struct chain {
+	int head, bn, res; /* the conv2d, its batchnorm, the add's other input (with post.add) */
+	struct mc_conv_post post;
+	float *affine; /* [2 * channels]: the batchnorm's scale, then its shift */
+};
 
 struct mc_exec {
 	const struct mc_model *m;
@@ -37,6 +44,16 @@ struct mc_exec {
 	int *fused;
 	int *pool;
 	/*
+	 * Inference: [n_nodes] for a conv2d whose only reader is a batchnorm,
+	 * the chain conv2d -> batchnorm [-> act] [-> add [-> act]] (each the
+	 * only reader of the one before) that runs as one step: fused 8 for
+	 * the conv2d (its output scratch), 10 for the nodes inside (no
+	 * output), 9 for the last, at whose place the whole chain runs (every
+	 * input is ready there) with the rest as the convolution's epilogue
+	 * (mc_conv2d_forward_post). chain[last] describes it.
+	 */
+	struct chain *chain;
+	/*
 	 * Inference: [n_nodes] 1 where an int8 op writes its output as the u8
 	 * values every reader of it quantizes it to (all at one scale and zero
 	 * point, u8s and u8z), act holding those bytes; its readers take them
@@ -62,8 +79,10 @@ void mc_exec_free(struct mc_exec *e)
 		return;
 	for (int i = 0; i < e->m->n_nodes; i++) {
 		if (e->act && !(e->fused && (e->fused[i] == 2 || e->fused[i] == 4 ||
-					     e->fused[i] == 6)))
+					     e->fused[i] == 6 || e->fused[i] == 10)))
 			mc_free(e->act[i]);
+		if (e->chain)
+			free(e->chain[i].affine);
 		if (e->dact)
 			mc_free(e->dact[i]);
 		for (int p = 0; e->grads && p < MC_NODE_MAX_PARAMS; p++)
@@ -80,6 +99,7 @@ void mc_exec_free(struct mc_exec *e)
 	free(e->written);
 	free(e->fused);
 	free(e->pool);
+	free(e->chain);
 	free(e->u8);
 	free(e->u8s);
 	free(e->u8z);
@@ -153,6 +173,85 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 			}
 		}
 	}
+}
+
+/* 1 for the activations a conv2d's epilogue can apply (relu, relu6, clip), their kind in *act. */
+static int post_act(const struct mc_node *nd, int *act, float *lo, float *hi)
+{
+	if (nd->op == &mc_op_relu) {
+		*act = MC_POST_RELU;
+		*lo = *hi = 0.0f;
+		return 1;
+	}
+	if (mc_clip_bounds(nd, lo, hi)) {
+		*act = MC_POST_CLIP;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * The node that alone reads node i and is not yet fused (not the model's
+ * output, which the caller reads), or -1.
+ */
+static int sole_reader(const struct mc_model *m, const int *fused, int i)
+{
+	int k = -1;
+
+	if (i == m->n_nodes - 1 || n_readers(m, i, &k) != 1 || fused[k])
+		return -1;
+	return k;
+}
+
+/*
+ * Inference: each conv2d -> batchnorm [-> relu/relu6/clip] [-> add [->
+ * relu/relu6/clip]] where each node is the only reader of the one before
+ * becomes one step (struct mc_exec's chain). The conv2d's output and the
+ * batchnorm's are read by nothing else, so nothing sees them skipped.
+ */
+static int fuse_chains(struct mc_exec *e)
+{
+	const struct mc_model *m = e->m;
+
+	for (int i = 0; i < m->n_nodes; i++) {
+		const struct mc_node *nd = m->nodes[i];
+		struct chain c = { .head = i, .bn = -1 };
+		int t, r, k;
+
+		if (nd->op != &mc_op_conv2d || e->fused[i])
+			continue;
+		r = sole_reader(m, e->fused, i);
+		if (r < 0 || m->nodes[r]->op != &mc_op_batchnorm)
+			continue;
+		c.bn = t = r;
+		r = sole_reader(m, e->fused, t);
+		if (r >= 0 && post_act(m->nodes[r], &c.post.act1, &c.post.lo1, &c.post.hi1)) {
+			e->fused[t] = 10;
+			t = r;
+			r = sole_reader(m, e->fused, t);
+		}
+		if (r >= 0 && m->nodes[r]->op == &mc_op_add) {
+			k = m->nodes[r]->inputs[0] == t ? 1 : 0;
+			c.post.add = 1;
+			c.post.res_first = k == 0;
+			c.res = m->nodes[r]->inputs[k];
+			e->fused[t] = 10;
+			t = r;
+			r = sole_reader(m, e->fused, t);
+			if (r >= 0 &&
+			    post_act(m->nodes[r], &c.post.act2, &c.post.lo2, &c.post.hi2)) {
+				e->fused[t] = 10;
+				t = r;
+			}
+		}
+		e->fused[i] = 8;
+		e->fused[t] = 9;
+		c.affine = malloc(2 * (size_t)m->nodes[c.bn]->out_shape[0] * sizeof(float));
+		if (!c.affine)
+			return -1;
+		e->chain[t] = c;
+	}
+	return 0;
 }
 
 /*
@@ -235,6 +334,11 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	if (!e->act || !e->uses || !e->written || !e->fused || !e->pool)
 		goto nomem;
 	fuse(m, training, e->fused, e->pool);
+	if (!training) {
+		e->chain = calloc(nn, sizeof(*e->chain));
+		if (!e->chain || fuse_chains(e))
+			goto nomem;
+	}
 	e->u8 = calloc(nn, sizeof(*e->u8));
 	e->u8s = calloc(nn, sizeof(*e->u8s));
 	e->u8z = calloc(nn, sizeof(*e->u8z));
@@ -245,8 +349,8 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	for (int i = 0; i < m->n_nodes; i++) {
 		if (e->fused[i] == 2 || e->fused[i] == 6) {
 			e->act[i] = e->act[m->nodes[i]->inputs[0]];
-		} else if (e->fused[i] == 4) {
-			e->act[i] = NULL; /* set by each forward */
+		} else if (e->fused[i] == 4 || e->fused[i] == 10) {
+			e->act[i] = NULL; /* set by each forward; or never written */
 		} else {
 			e->act[i] = mc_calloc((size_t)max_batch * (size_t)m->nodes[i]->out_numel,
 					      sizeof(float));
@@ -382,8 +486,27 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 		e->act[i] = src == MC_NODE_INPUT ? (float *)x : e->act[src];
 		return;
 	}
-	if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6)
+	if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6 || e->fused[i] == 8 ||
+	    e->fused[i] == 10)
 		return;
+	if (e->fused[i] == 9) {
+		struct chain *c = &e->chain[i];
+		const struct mc_node *head = m->nodes[c->head];
+		int src = head->inputs[0];
+		int64_t C = m->nodes[c->bn]->out_shape[0];
+
+		/* the statistics as they are now (a pass may have changed them) */
+		mc_batchnorm_affine(m->nodes[c->bn], c->affine, c->affine + C);
+		c->post.scale = c->affine;
+		c->post.shift = c->affine + C;
+		in[0] = src == MC_NODE_INPUT ? x : e->act[src];
+		mc_conv2d_forward_post(head, &e->run, n, in, &c->post,
+				       !c->post.add		  ? NULL
+				       : c->res == MC_NODE_INPUT ? x
+								 : e->act[c->res],
+				       e->act[c->head], e->act[i]);
+		return;
+	}
 	for (int k = 0; k < nd->n_inputs; k++)
 		in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
 	if (e->any_q8 && !e->fused[i]) {
@@ -433,8 +556,9 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 		double t0 = e->prof ? now_ms() : 0.0;
 
 		forward_node(e, i, x, n);
+		/* a fused chain's time is its conv2d's (the layers after it show none) */
 		if (e->prof)
-			e->prof[2 * i] += now_ms() - t0;
+			e->prof[2 * (e->fused[i] == 9 ? e->chain[i].head : i)] += now_ms() - t0;
 	}
 	return e->act[m->n_nodes - 1];
 }

@@ -237,6 +237,17 @@ static void clip_backward(const struct mc_node *node, const struct mc_run *run, 
 	}
 }
 
+int mc_clip_bounds(const struct mc_node *node, float *lo, float *hi)
+{
+	const struct clip_attrs *a = node->attrs;
+
+	if (node->op != &mc_op_clip && node->op != &mc_op_relu6)
+		return 0;
+	*lo = (float)a->min;
+	*hi = (float)a->max;
+	return 1;
+}
+
 const struct mc_op mc_op_clip = {
     .name = "clip",
     .help = "min(max(x, min), max), elementwise (ONNX Clip)",

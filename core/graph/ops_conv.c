@@ -551,6 +551,58 @@ void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_nod
 	pool->op->forward(pool, run, n, pin, out);
 }
 
+struct post_epi {
+	mc_conv_post_fn fn;
+	const struct mc_conv_post *post;
+	int O;
+	int64_t P;
+	const float *res;
+	float *out;
+};
+
+/* post over sample s's output ys [O][P] into out, while ys is in cache. */
+static void post_sample(void *ctx, int s, const float *ys)
+{
+	const struct post_epi *pe = ctx;
+	size_t at = (size_t)s * pe->O * pe->P;
+
+	for (int o = 0; o < pe->O; o++, at += pe->P, ys += pe->P)
+		pe->fn(pe->post, o, ys, pe->post->add ? pe->res + at : NULL, pe->out + at, pe->P);
+}
+
+void mc_conv2d_forward_post(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, const struct mc_conv_post *post,
+			    const float *res, float *conv_out, float *out)
+{
+	struct post_epi pe = { mc_conv_post_path(), post, 0, 0, res, out };
+	struct mc_convf_epi epi = { post_sample, &pe };
+	struct mc_conv_geo q;
+	int64_t rows = (int64_t)n * node->out_shape[0];
+
+	if (n < 1)
+		return;
+	conv_geo(node, &q);
+	pe.O = q.O;
+	pe.P = q.P;
+	if (depthwise(&q)) {
+		struct mc_dwconv d = dwconv(&q);
+
+		mc_dwconv_forward_post(&d, n, in[0], node->params[0]->data,
+				       node->n_params > 1 ? node->params[1]->data : NULL, 0, post,
+				       res, out, run->work);
+		return;
+	}
+	if (batched(&q) && q.g == 1) {
+		conv_run(node, run, n, in, conv_out, 0, &epi);
+		return;
+	}
+	conv_run(node, run, n, in, conv_out, 0, NULL);
+#pragma omp parallel for schedule(static) if (rows * q.P >= MC_PAR_MIN)
+	for (int64_t r = 0; r < rows; r++)
+		pe.fn(post, (int)(r % q.O), conv_out + r * q.P, post->add ? res + r * q.P : NULL,
+		      out + r * q.P, q.P);
+}
+
 /* The per-sample GEMMs: samples in parallel. */
 static void conv_forward_gemm(const struct mc_node *node, const struct mc_run *run, int n,
 			      const float *const *in, float *out)

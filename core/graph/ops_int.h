@@ -80,6 +80,22 @@ void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_nod
 				 const struct mc_run *run, int n, const float *const *in,
 				 float *conv_out, float *out);
 /*
+ * Inference: conv2d and the layers that alone read it (a batchnorm, an
+ * activation, a residual add, an activation: exec.c), post their
+ * expressions (kernels/conv.h), applied to each output channel as it is
+ * stored; res is the residual add's other input. conv_out is scratch the
+ * convolution may write (its own output), out the last fused layer's.
+ * The bits of the layers one after another.
+ */
+struct mc_conv_post;
+void mc_conv2d_forward_post(const struct mc_node *node, const struct mc_run *run, int n,
+			    const float *const *in, const struct mc_conv_post *post,
+			    const float *res, float *conv_out, float *out);
+/* A batchnorm's per-channel scale and shift at inference, as its forward computes them. */
+void mc_batchnorm_affine(const struct mc_node *node, float *scale, float *shift);
+/* 1 and the bounds for a clip or relu6 node, else 0. */
+int mc_clip_bounds(const struct mc_node *node, float *lo, float *hi);
+/*
  * The same for a qconv2d with its relu fused (relu: true; 1 from
  * mc_qconv2d_fuses_pool) and the 2x2 maxpool2d that alone reads it.
  */

@@ -170,6 +170,21 @@ static void bn_forward(const struct mc_node *node, const struct mc_run *run, int
 	}
 }
 
+void mc_batchnorm_affine(const struct mc_node *node, float *scale, float *shift)
+{
+	const struct bn_attrs *a = node->attrs;
+	const float *w = node->params[0]->data, *b = node->params[1]->data;
+	const float *rm = node->params[2]->data, *rv = node->params[3]->data;
+
+	/* bn_forward's scale and shift from the running statistics, expression for expression */
+	for (int64_t c = 0; c < node->out_shape[0]; c++) {
+		double mean = rm[c], var = rv[c];
+
+		scale[c] = (float)(w[c] / sqrt(var + a->eps));
+		shift[c] = (float)(b[c] - mean * scale[c]);
+	}
+}
+
 /* dx = w * istd * (dy - (sdy + xhat * sdyx) / N) over one row (training) */
 static void bn_dx_train(const float *x, const float *dy, float *dx, int64_t S, double mean,
 			double istd, double sdy, double sdyx, double N, double w)

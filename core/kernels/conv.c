@@ -1477,3 +1477,146 @@ void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const flo
 		}
 	}
 }
+
+/* ---------------------------------------------------------------- epilogue */
+
+static inline float post_act(int act, float y, float lo, float hi)
+{
+	if (act == MC_POST_RELU)
+		return y > 0.0f ? y : 0.0f;
+	if (act == MC_POST_CLIP) {
+		float v = y < lo ? lo : y;
+
+		return v > hi ? hi : v;
+	}
+	return y;
+}
+
+void mc_conv_post_run_ref(const struct mc_conv_post *pp, int o, const float *src,
+			  const float *res, float *dst, int64_t len)
+{
+	for (int64_t i = 0; i < len; i++) {
+		float y = src[i];
+
+		if (pp->scale) {
+			float t = y * pp->scale[o];
+
+			y = t + pp->shift[o];
+		}
+		y = post_act(pp->act1, y, pp->lo1, pp->hi1);
+		if (pp->add)
+			y = pp->res_first ? res[i] + y : y + res[i];
+		dst[i] = post_act(pp->act2, y, pp->lo2, pp->hi2);
+	}
+}
+
+#if defined(__x86_64__)
+/*
+ * The same on 16 lanes (AVX-512) and 8 (AVX2), the last vector masked: the
+ * selects as compares that are false for NaN, as the scalar ones. The
+ * fields are read into locals once (stores to dst may alias anything).
+ */
+#define POST_LOCALS                                                                                \
+	const int bn = pp->scale != NULL, a1 = pp->act1, add = pp->add, rf = pp->res_first;       \
+	const int a2 = pp->act2;                                                                   \
+	const float fsc = bn ? pp->scale[o] : 1.0f, fsh = bn ? pp->shift[o] : 0.0f
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512 post_act16(int act,
+										  __m512 y,
+										  __m512 lo,
+										  __m512 hi)
+{
+	if (act == MC_POST_RELU)
+		return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ),
+					   y);
+	if (act == MC_POST_CLIP) {
+		y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, lo, _CMP_LT_OQ), lo);
+		return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(y, hi, _CMP_GT_OQ), hi);
+	}
+	return y;
+}
+
+__attribute__((target("avx512f"))) static void post_avx512(const struct mc_conv_post *pp, int o,
+							   const float *src, const float *res,
+							   float *dst, int64_t len)
+{
+	POST_LOCALS;
+	const __m512 sc = _mm512_set1_ps(fsc), sh = _mm512_set1_ps(fsh);
+	const __m512 lo1 = _mm512_set1_ps(pp->lo1), hi1 = _mm512_set1_ps(pp->hi1);
+	const __m512 lo2 = _mm512_set1_ps(pp->lo2), hi2 = _mm512_set1_ps(pp->hi2);
+
+	for (int64_t i = 0; i < len; i += 16) {
+		__mmask16 m = len - i >= 16 ? 0xffff : (__mmask16)((1u << (len - i)) - 1);
+		__m512 y = _mm512_maskz_loadu_ps(m, src + i);
+
+		if (bn)
+			y = _mm512_add_ps(_mm512_mul_ps(y, sc), sh);
+		y = post_act16(a1, y, lo1, hi1);
+		if (add) {
+			__m512 r = _mm512_maskz_loadu_ps(m, res + i);
+
+			y = rf ? _mm512_add_ps(r, y) : _mm512_add_ps(y, r);
+		}
+		_mm512_mask_storeu_ps(dst + i, m, post_act16(a2, y, lo2, hi2));
+	}
+}
+
+__attribute__((target("avx2"), always_inline)) static inline __m256 post_act8(int act, __m256 y,
+									     __m256 lo, __m256 hi)
+{
+	if (act == MC_POST_RELU)
+		return _mm256_and_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ), y);
+	if (act == MC_POST_CLIP) {
+		y = _mm256_blendv_ps(y, lo, _mm256_cmp_ps(y, lo, _CMP_LT_OQ));
+		return _mm256_blendv_ps(y, hi, _mm256_cmp_ps(y, hi, _CMP_GT_OQ));
+	}
+	return y;
+}
+
+static const int post_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+__attribute__((target("avx2"))) static void post_avx2(const struct mc_conv_post *pp, int o,
+						      const float *src, const float *res, float *dst,
+						      int64_t len)
+{
+	POST_LOCALS;
+	const __m256 sc = _mm256_set1_ps(fsc), sh = _mm256_set1_ps(fsh);
+	const __m256 lo1 = _mm256_set1_ps(pp->lo1), hi1 = _mm256_set1_ps(pp->hi1);
+	const __m256 lo2 = _mm256_set1_ps(pp->lo2), hi2 = _mm256_set1_ps(pp->hi2);
+
+	for (int64_t i = 0; i < len; i += 8) {
+		__m256i m = _mm256_loadu_si256(
+		    (const __m256i *)(post_lanes + 8 - (len - i >= 8 ? 8 : (int)(len - i))));
+		__m256 y = _mm256_maskload_ps(src + i, m);
+
+		if (bn)
+			y = _mm256_add_ps(_mm256_mul_ps(y, sc), sh);
+		y = post_act8(a1, y, lo1, hi1);
+		if (add) {
+			__m256 r = _mm256_maskload_ps(res + i, m);
+
+			y = rf ? _mm256_add_ps(r, y) : _mm256_add_ps(y, r);
+		}
+		_mm256_maskstore_ps(dst + i, m, post_act8(a2, y, lo2, hi2));
+	}
+}
+#endif
+
+mc_conv_post_fn mc_conv_post_path(void)
+{
+#if defined(__x86_64__)
+	const char *name = mc_sgemm_kernel();
+
+	if (!strcmp(name, "avx512"))
+		return post_avx512;
+	if (!strcmp(name, "avx2"))
+		return post_avx2;
+#endif
+	return mc_conv_post_run_ref;
+}
+
+void mc_conv_post_run(const struct mc_conv_post *pp, int o, const float *src, const float *res,
+		      float *dst, int64_t len)
+{
+	mc_conv_post_path()(pp, o, src, res, dst, len);
+}

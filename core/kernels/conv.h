@@ -51,6 +51,47 @@ struct mc_convf_epi {
 	void *ctx;
 };
 
+/*
+ * What the inference executor applies to each output value of a
+ * convolution before it leaves the cache: the layers that alone read it
+ * (exec.c fuses conv2d -> batchnorm -> relu/relu6/clip -> add -> relu ...),
+ * each the expression of the separate layer, in their order:
+ *
+ *	y = y * scale[o] + shift[o]	(scale set: a batch norm at inference;
+ *					 a rounded product, then a rounded sum)
+ *	y = act1(y)
+ *	y = y + r, or r + y with res_first	(a residual add: r read beside y)
+ *	y = act2(y)
+ *
+ * where act is MC_POST_RELU: y > 0 ? y : 0, or MC_POST_CLIP: v = y < lo ? lo
+ * : y, then v > hi ? hi : v (NaN stays NaN); MC_POST_NONE leaves y. Every
+ * step is one IEEE operation or a select, so SIMD or not, the bits are
+ * those of the layers run one after another.
+ */
+enum mc_post_act { MC_POST_NONE, MC_POST_RELU, MC_POST_CLIP };
+
+struct mc_conv_post {
+	const float *scale, *shift; /* [O], or NULL: no batch norm */
+	int act1, act2;		    /* enum mc_post_act */
+	float lo1, hi1, lo2, hi2;   /* MC_POST_CLIP's bounds */
+	int add, res_first;	    /* a residual add; its other operand comes first */
+};
+
+/*
+ * dst[0..len) = post(src[0..len)) for output channel o, res[0..len) the
+ * residual at the same places (read only with post->add). dst may be src.
+ * On the f32 GEMM's path (avx512, avx2, plain C; MCOMP_GEMM), the same bits
+ * on each; mc_conv_post_path is that path's function, for loops that call
+ * it often.
+ */
+typedef void (*mc_conv_post_fn)(const struct mc_conv_post *post, int o, const float *src,
+				const float *res, float *dst, int64_t len);
+mc_conv_post_fn mc_conv_post_path(void);
+void mc_conv_post_run(const struct mc_conv_post *post, int o, const float *src, const float *res,
+		      float *dst, int64_t len);
+void mc_conv_post_run_ref(const struct mc_conv_post *post, int o, const float *src,
+			  const float *res, float *dst, int64_t len);
+
 /* Bytes of workspace mc_convf_forward needs (64-byte aligned); SIZE_MAX on overflow. */
 size_t mc_convf_work(const struct mc_convf *cv);
 /*

@@ -19,6 +19,7 @@
 
 #include <mcomp/tensor.h>
 
+#include "kernels/conv.h"
 #include "kernels/dwconv.h"
 
 #define KC	256 /* taps a slice: the f32 GEMM's depth of a K slice (gemm.c KC) */
@@ -272,6 +273,64 @@ __attribute__((target("avx2,fma"))) static void grid_avx2(int kk, const float *w
 		_mm256_storeu_ps(out + g0, y0);
 	}
 }
+
+/*
+ * planes() for stride 1 and 2 on AVX-512: each plane row 16 columns at a
+ * time, the image's values masked in (padding as zeros, nothing read
+ * outside the row), stride 2 as two loads of 32 columns and their even
+ * lanes. The same values as planes().
+ */
+__attribute__((target("avx512f"))) static void planes_avx512(const struct mc_dwconv *d,
+							     const struct dw_geo *g,
+							     const float *x, float *pl)
+{
+	const int s = d->s, p = d->p, W = d->W, WJ = g->WJ;
+	const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+					       28, 30);
+	const __m512 z = _mm512_setzero_ps();
+
+	for (int ri = 0; ri < s; ri++)
+		for (int rj = 0; rj < s; rj++) {
+			float *dst = pl + (size_t)(ri * s + rj) * g->ps;
+
+			for (int a = 0; a < g->RJ; a++, dst += WJ) {
+				int h = a * s + ri - p;
+				const float *src = x + (int64_t)h * W;
+
+				for (int b0 = 0; b0 < WJ; b0 += 16) {
+					int nb = WJ - b0 < 16 ? WJ - b0 : 16;
+					__mmask16 sm = (__mmask16)((1u << nb) - 1);
+					/* lanes t of the source run whose column c0 + t is in [0, W) */
+					int c0 = b0 * s + rj - p, L = 16 * s;
+					int tlo = c0 < 0 ? -c0 : 0, thi = W - c0 < L ? W - c0 : L;
+					uint32_t m = 0;
+					__m512 v;
+
+					if (h >= 0 && h < d->H && thi > tlo)
+						m = (uint32_t)(((uint64_t)1 << thi) - ((uint64_t)1 << tlo));
+					if (s == 1) {
+						v = _mm512_maskz_loadu_ps((__mmask16)m, src + c0);
+					} else {
+						__m512 lo = _mm512_maskz_loadu_ps((__mmask16)m, src + c0);
+						__m512 hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16),
+										  src + c0 + 16);
+
+						v = _mm512_permutex2var_ps(lo, even, hi);
+					}
+					_mm512_mask_storeu_ps(dst + b0, sm, v);
+				}
+			}
+			/* the slack the last vectors read */
+			for (size_t i = (size_t)g->RJ * WJ; i < g->ps; i += 16) {
+				size_t left = g->ps - i;
+
+				_mm512_mask_storeu_ps(dst + (i - (size_t)g->RJ * WJ),
+						      left >= 16 ? 0xffff
+								 : (__mmask16)((1u << left) - 1),
+						      z);
+			}
+		}
+}
 #endif
 
 /* The path of the f32 GEMM's kernel (MCOMP_GEMM forces both); plain C for any other name. */
@@ -288,27 +347,58 @@ static grid_fn grid_path(void)
 	return grid_portable;
 }
 
-/* One (sample, channel) item: y[OH][OW] from x[H][W]. */
+/*
+ * One (sample, channel c) item: y[OH][OW] from x[H][W], then post (may be
+ * NULL) over each row as it is copied out of the grid, res the item's
+ * residual [OH][OW].
+ */
 static void item(const struct mc_dwconv *d, const struct dw_geo *g, grid_fn fn, const float *x,
-		 const float *w, float bias, int relu, const size_t *off, float *slot, float *y)
+		 const float *w, float bias, int relu, const size_t *off, float *slot, float *y,
+		 int c, const struct mc_conv_post *post, mc_conv_post_fn pfn, const float *res)
 {
 	float *out = slot + g->ps * d->s * d->s;
 
-	planes(d, g, x, slot);
+#if defined(__x86_64__)
+	if (fn == grid_avx512 && d->s <= 2)
+		planes_avx512(d, g, x, slot);
+	else
+#endif
+		planes(d, g, x, slot);
 	fn(d->k * d->k, w, bias, relu, slot, off, g->Gv, out);
-	for (int oh = 0; oh < d->OH; oh++)
-		memcpy(y + (size_t)oh * d->OW, out + (size_t)oh * g->WJ,
-		       (size_t)d->OW * sizeof(float));
+	if (post && g->WJ == d->OW) {
+		pfn(post, c, out, res, y, (int64_t)d->OH * d->OW);
+	} else if (post && post->add) {
+		for (int oh = 0; oh < d->OH; oh++)
+			pfn(post, c, out + (size_t)oh * g->WJ, res + (size_t)oh * d->OW,
+			    y + (size_t)oh * d->OW, d->OW);
+	} else if (post) {
+		/* the whole grid in place (long vectors), then its real columns out */
+		pfn(post, c, out, NULL, out, (int64_t)g->G);
+		for (int oh = 0; oh < d->OH; oh++)
+			memcpy(y + (size_t)oh * d->OW, out + (size_t)oh * g->WJ,
+			       (size_t)d->OW * sizeof(float));
+	} else
+		for (int oh = 0; oh < d->OH; oh++)
+			memcpy(y + (size_t)oh * d->OW, out + (size_t)oh * g->WJ,
+			       (size_t)d->OW * sizeof(float));
 }
 
 void mc_dwconv_forward(const struct mc_dwconv *d, int n, const float *x, const float *w,
 		       const float *b, int relu, float *y, void *work)
+{
+	mc_dwconv_forward_post(d, n, x, w, b, relu, NULL, NULL, y, work);
+}
+
+void mc_dwconv_forward_post(const struct mc_dwconv *d, int n, const float *x, const float *w,
+			    const float *b, int relu, const struct mc_conv_post *post,
+			    const float *res, float *y, void *work)
 {
 	const int kk = d->k * d->k, C = d->C;
 	const size_t xs = (size_t)d->H * d->W, ys = (size_t)d->OH * d->OW;
 	size_t *off = work;
 	float *slots = (float *)((char *)work + up((size_t)kk * sizeof(size_t), 64));
 	grid_fn fn = grid_path();
+	mc_conv_post_fn pfn = mc_conv_post_path();
 	struct dw_geo g;
 	int64_t items = (int64_t)n * C;
 	double macs = (double)items * ys * kk;
@@ -333,7 +423,8 @@ void mc_dwconv_forward(const struct mc_dwconv *d, int n, const float *x, const f
 			int c = (int)(i % C);
 
 			item(d, &g, fn, x + (size_t)i * xs, w + (size_t)c * kk, b ? b[c] : 0.0f,
-			     relu, off, slot, y + (size_t)i * ys);
+			     relu, off, slot, y + (size_t)i * ys, c, post, pfn,
+			     post && post->add ? res + (size_t)i * ys : NULL);
 		}
 	}
 }

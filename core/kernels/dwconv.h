@@ -39,6 +39,15 @@ size_t mc_dwconv_work(const struct mc_dwconv *d);
  */
 void mc_dwconv_forward(const struct mc_dwconv *d, int n, const float *x, const float *w,
 		       const float *b, int relu, float *y, void *work);
+/*
+ * The same, then post (kernels/conv.h; may be NULL) applied to each
+ * channel's output while it is in cache, res [n][C][OH][OW] its residual
+ * (read only with post->add).
+ */
+struct mc_conv_post;
+void mc_dwconv_forward_post(const struct mc_dwconv *d, int n, const float *x, const float *w,
+			    const float *b, int relu, const struct mc_conv_post *post,
+			    const float *res, float *y, void *work);
 void mc_dwconv_forward_ref(const struct mc_dwconv *d, int n, const float *x, const float *w,
 			   const float *b, int relu, float *y);
 
