@@ -1179,6 +1179,34 @@ __attribute__((target("avx2,fma"))) static void dw3_avx2(int OH, int OW, int Wp,
 	E_ALL(E_STORE);
 }
 
+/*
+ * One row of taps (c, ki, 0..2) x 8 output channels (one 8-wide vector),
+ * dy^T rows of 8: for a first layer (1 input channel, 32 outputs) at 12
+ * or more threads, twelve items (4 groups of 8 x 3 rows) instead of six,
+ * each reading half as much of dy^T. The same chains as dw3_16_avx512.
+ */
+__attribute__((target("avx2,fma"))) static void dw3_8_avx2(int OH, int OW, int Wp, const float *xr,
+							   const float *dyt, float *acc, size_t ld)
+{
+	__m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + ld);
+	__m256 a2 = _mm256_loadu_ps(acc + 2 * ld);
+
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xr + (size_t)oh * Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 8) {
+			__m256 d = _mm256_loadu_ps(dyt);
+
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(x0[ow]), d, a0);
+			a1 = _mm256_fmadd_ps(_mm256_set1_ps(x0[ow + 1]), d, a1);
+			a2 = _mm256_fmadd_ps(_mm256_set1_ps(x0[ow + 2]), d, a2);
+		}
+	}
+	_mm256_storeu_ps(acc, a0);
+	_mm256_storeu_ps(acc + ld, a1);
+	_mm256_storeu_ps(acc + 2 * ld, a2);
+}
+
 /* dy_t32 and db_t32 in plain C for L lanes (moves and adds: the same values on any path). */
 static void dy_t_c(const float *dy, int O, int o0, int P, int L, float *dyt)
 {
@@ -1249,12 +1277,12 @@ __attribute__((target("avx512f"))) static void db_t32(const float *dyt, int P, f
 	_mm512_storeu_ps(db + 16, s1);
 }
 
-/* dy^T of channels o0 .. o0 + L - 1 of one sample (dy_t32, dy_t16 or dy_t_c). */
+/* dy^T of channels o0 .. o0 + L - 1 of one sample (dy_t32, dy_t16, or dy_t_c: L = 8 or AVX2). */
 static void dy_t(const float *dy, int O, int o0, int P, int L, int avx512, float *dyt)
 {
 	if (avx512 && L == 32)
 		dy_t32(dy, O, o0, P, dyt);
-	else if (avx512)
+	else if (avx512 && L == 16)
 		dy_t16(dy, O, o0, P, dyt);
 	else
 		dy_t_c(dy, O, o0, P, L, dyt);
@@ -1293,8 +1321,9 @@ static int dw_direct_fits(const struct mc_convf *cv)
  * With too few items for the team, AVX-512 groups are of 16 channels, and
  * with threads enough for three times as many items, the rows are split
  * too (each row's item transposes dy again): a layer of 32 outputs and 1
- * input is two or six items instead of one. Each item runs whole chains,
- * so the split changes no value.
+ * input is two or six items instead of one, and twelve (groups of 8
+ * channels, one 8-wide vector) where six would leave threads idle. Each
+ * item runs whole chains, so the split changes no value.
  *
  * Every item of a group reads the same dy^T. When a group has more than
  * one item (kparts x rows > 1: many threads), dy^T of every sample and
@@ -1315,9 +1344,12 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 	int kparts = 1, rows = 1, L = 32, groups, nt, shared, team;
 	float *dyall = work + dw_direct_floats(cv, n, &slot, NULL);
 
-	nt = threads((double)n * P * O * K, 6 * (op / 32) * C);
+	nt = threads((double)n * P * O * K, (avx512 ? 12 : 6) * (op / 32) * C);
 	if (nt > 1 && avx512 && op / 32 * C < 2 * nt)
 		L = 16;
+	/* even split by tap rows, groups of 16 leave threads idle: groups of 8 */
+	if (L == 16 && 3 * ((O + 15) / 16) * C < nt)
+		L = 8;
 	groups = (O + L - 1) / L; /* no group wholly past O */
 	if (nt > 1 && 3 * groups * C <= nt)
 		rows = 3;
@@ -1382,7 +1414,12 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 					if (avx512 && L == 32) {
 						dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac,
 							   (size_t)op);
-					} else if (avx512 && rows == 1) {
+					} else if (avx512 && L == 8) {
+					for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
+						dw3_8_avx2(cv->OH, cv->OW, Wp,
+							   xc + (size_t)ki * Wp, dyt,
+							   ac + (size_t)ki * 3 * op, (size_t)op);
+				} else if (avx512 && rows == 1) {
 						dw9_16_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac,
 							      (size_t)op);
 					} else if (avx512) {
