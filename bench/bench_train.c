@@ -7,7 +7,7 @@
  *
  *	bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] [-T MAX_SECONDS]
  *		    [-m MIN_SECONDS] [-M MODEL.safetensors] mlp|student|cnn
- *		    train|lat1|lat256|memory...
+ *		    train|lat1|lat256|memory|profile...
  *
  * mlp is 784-512-256-10 with relu; student is the distillation recipes'
  * 784-64-10 with relu; cnn is conv 1->32 3x3, relu, maxpool 2,
@@ -26,6 +26,10 @@
  * and the budget it is held to: the data set, the weights, Adam's two
  * moments and one batch's activations. "RESULT mem_<model> <ratio>" is peak
  * growth over that budget (the issue asks for less than 2).
+ *
+ * profile: WARMUP steps, then REPS x STEPS steps with each part timed (every
+ * node's forward and backward, the loss, zeroing the gradients, the
+ * optimizer); prints "PROF <part> <ms per step> <share of the step>".
  *
  * -M times the model of a file (a trained or quantized one: bench/ort_cnn.sh)
  * instead of the built architecture; the name then only labels the results.
@@ -290,8 +294,8 @@ static int bench_profile(struct mc_model *m, const struct mc_dataset *d, const s
 	}
 	mc_exec_profile(e, NULL);
 	total *= 1e3 / steps;
-	printf("INFO profile_%s: %d threads, ms per step over %d steps (median not taken: "
-	       "sums)\n", name, omp_get_max_threads(), steps);
+	printf("INFO profile_%s: %d threads, ms per step, mean of %d steps\n", name,
+	       omp_get_max_threads(), steps);
 	for (int i = 0; i < nn; i++) {
 		const char *nm = mc_model_node(m, i)->name;
 
@@ -396,7 +400,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] "
 			"[-T MAX_SECONDS] [-m MIN_SECONDS] [-M MODEL.safetensors] "
-			"mlp|student|cnn train|lat1|lat256|memory...\n");
+			"mlp|student|cnn train|lat1|lat256|memory|profile...\n");
 }
 
 int main(int argc, char **argv)
