@@ -7,7 +7,7 @@
  *
  *	bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] [-T MAX_SECONDS]
  *		    [-m MIN_SECONDS] [-M MODEL.safetensors] mlp|student|cnn
- *		    train|lat1|lat256|memory...
+ *		    train|lat1|lat256|memory|profile...
  *
  * mlp is 784-512-256-10 with relu; student is the distillation recipes'
  * 784-64-10 with relu; cnn is conv 1->32 3x3, relu, maxpool 2,
@@ -26,6 +26,10 @@
  * and the budget it is held to: the data set, the weights, Adam's two
  * moments and one batch's activations. "RESULT mem_<model> <ratio>" is peak
  * growth over that budget (the issue asks for less than 2).
+ *
+ * profile: WARMUP steps, then REPS x STEPS steps with each part timed (every
+ * node's forward and backward, the loss, zeroing the gradients, the
+ * optimizer); prints "PROF <part> <ms per step> <share of the step>".
  *
  * -M times the model of a file (a trained or quantized one: bench/ort_cnn.sh)
  * instead of the built architecture; the name then only labels the results.
@@ -231,6 +235,92 @@ out:
 	return r;
 }
 
+/*
+ * profile: after WARMUP steps, REPS x STEPS steps with each part timed: every
+ * node's forward and backward (mc_exec_profile), the loss, zeroing the
+ * gradients and the optimizer step. Prints ms per step of each part and its
+ * share of the step; the parts a thread count scales badly stand out when two
+ * runs (OMP_NUM_THREADS=1 and more) are set side by side.
+ */
+static int bench_profile(struct mc_model *m, const struct mc_dataset *d, const struct opts *op,
+			 const char *name, struct mc_err *err)
+{
+	struct mc_optim_conf oc = {.kind = MC_OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9,
+				   .beta2 = 0.999, .eps = 1e-8};
+	int64_t nb = d->n / BATCH, b = 0;
+	int nn = mc_model_n_nodes(m), steps = op->steps * op->reps;
+	struct mc_exec *e = NULL;
+	struct mc_optim *o = NULL;
+	float *dlogits = NULL;
+	double *ms = NULL, loss = 0, zero = 0, opt = 0, total = 0, t0, t1;
+	int r = MC_ENOMEM;
+
+	if (nb < 1)
+		return mc_err_set(err, MC_EINVAL, "%s: fewer than %d samples", d->source, BATCH);
+	e = mc_exec_new(m, BATCH, 1, err);
+	if (!e)
+		return err->code;
+	o = mc_optim_new(m, &oc, err);
+	if (!o) {
+		r = err->code;
+		goto out;
+	}
+	dlogits = mc_calloc((size_t)BATCH * (size_t)mc_model_n_classes(m), sizeof(float));
+	ms = calloc(2 * (size_t)nn, sizeof(*ms));
+	if (!dlogits || !ms) {
+		r = mc_err_set(err, MC_ENOMEM, "profile: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < op->warmup; i++, b = (b + 1) % nb)
+		step(m, e, o, d, b * BATCH, dlogits);
+	mc_exec_profile(e, ms);
+	for (int i = 0; i < steps; i++, b = (b + 1) % nb) {
+		const float *z;
+		double s = now();
+
+		z = mc_forward(e, d->x + (size_t)(b * BATCH) * (size_t)d->sample_numel, BATCH);
+		t0 = now();
+		mc_softmax_xent(z, d->y + b * BATCH, BATCH, (int)mc_model_n_classes(m), dlogits);
+		t1 = now();
+		loss += t1 - t0;
+		mc_exec_zero_grad(e);
+		t0 = now();
+		zero += t0 - t1;
+		mc_backward(e, dlogits);
+		t1 = now();
+		mc_optim_step(o, m, e);
+		opt += now() - t1;
+		total += now() - s;
+	}
+	mc_exec_profile(e, NULL);
+	total *= 1e3 / steps;
+	printf("INFO profile_%s: %d threads, ms per step, mean of %d steps\n", name,
+	       omp_get_max_threads(), steps);
+	for (int i = 0; i < nn; i++) {
+		const char *nm = mc_model_node(m, i)->name;
+
+		printf("PROF %-12s forward  %8.3f %5.1f%%\n", nm, ms[2 * i] / steps,
+		       100 * ms[2 * i] / steps / total);
+		printf("PROF %-12s backward %8.3f %5.1f%%\n", nm, ms[2 * i + 1] / steps,
+		       100 * ms[2 * i + 1] / steps / total);
+	}
+	printf("PROF %-12s -        %8.3f %5.1f%%\n", "loss", 1e3 * loss / steps,
+	       100e3 * loss / steps / total);
+	printf("PROF %-12s -        %8.3f %5.1f%%\n", "zero_grad", 1e3 * zero / steps,
+	       100e3 * zero / steps / total);
+	printf("PROF %-12s -        %8.3f %5.1f%%\n", "optimizer", 1e3 * opt / steps,
+	       100e3 * opt / steps / total);
+	printf("PROF %-12s -        %8.3f\n", "step", total);
+	fflush(stdout);
+	r = 0;
+out:
+	free(ms);
+	mc_free(dlogits);
+	mc_optim_free(o);
+	mc_exec_free(e);
+	return r;
+}
+
 /* Peak resident memory of this process so far, in bytes. */
 static double peak_rss(void)
 {
@@ -310,7 +400,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bench_train [-d DIR] [-s STEPS] [-w WARMUP] [-r REPS] "
 			"[-T MAX_SECONDS] [-m MIN_SECONDS] [-M MODEL.safetensors] "
-			"mlp|student|cnn train|lat1|lat256|memory...\n");
+			"mlp|student|cnn train|lat1|lat256|memory|profile...\n");
 }
 
 int main(int argc, char **argv)
@@ -386,6 +476,8 @@ int main(int argc, char **argv)
 			r = bench_latency(m, d, 1, &op, name, &err);
 		else if (!strcmp(argv[i], "lat256"))
 			r = bench_latency(m, d, 256, &op, name, &err);
+		else if (!strcmp(argv[i], "profile"))
+			r = bench_profile(m, d, &op, name, &err);
 		else if (!strcmp(argv[i], "memory"))
 			r = bench_memory(m, d, base, name, &err);
 		else {

@@ -120,7 +120,7 @@ START_TEST(dw_matches_ref)
 		      *b0 = random_f32(cv.O, 600 + si, -1.0f);
 		float *rw = malloc(nw * sizeof(float)), *rb = malloc(cv.O * sizeof(float));
 		float *dw = malloc(nw * sizeof(float)), *db = malloc(cv.O * sizeof(float));
-		void *work = malloc(mc_convf_dw_work(&cv));
+		void *work = malloc(mc_convf_dw_work(&cv, sh->n));
 
 		memcpy(rw, w0, nw * sizeof(float));
 		memcpy(rb, b0, cv.O * sizeof(float));
@@ -128,8 +128,9 @@ START_TEST(dw_matches_ref)
 		for (int pi = 0; pi < NPATHS; pi++) {
 			if (mc_sgemm_use(paths[pi]))
 				continue;
-			/* 6 threads: enough for a first layer's dW to be split by tap rows */
-			for (int t = 1; t <= 6; t += t < 3 ? 1 : 3) {
+			/* 6 threads: enough for a first layer's dW to be split by tap rows;
+			 * 16: many items a group, which read dy^T written once for all */
+			for (int t = 1; t <= 16; t = t < 3 ? t + 1 : t == 3 ? 6 : t == 6 ? 16 : 17) {
 				omp_set_num_threads(t);
 				memcpy(dw, w0, nw * sizeof(float));
 				memcpy(db, b0, cv.O * sizeof(float));

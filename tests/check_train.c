@@ -267,6 +267,115 @@ START_TEST(adam_vector_paths_exact)
 }
 END_TEST
 
+/*
+ * The optimizer updates every tensor's chunks in one parallel loop: with
+ * tensors of 20000 (five chunks, the last partial), 100, 700 and 7
+ * elements, each element at 1, 2, 3 and 16 threads is the scalar Adam
+ * update written out here, bit for bit (a chunk given to the wrong tensor
+ * or offset would not be), and SGD with momentum gives the same bytes at
+ * every thread count.
+ */
+START_TEST(optim_one_list_exact)
+{
+	const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f, lr = 0.01f;
+	const char *arch = "{\"format\":1,\"input\":[200],\"nodes\":["
+			   "{\"name\":\"a\",\"op\":\"linear\",\"attrs\":{\"out\":100}},"
+			   "{\"name\":\"b\",\"op\":\"linear\",\"attrs\":{\"out\":7}}]}";
+	const int threads[] = { 1, 2, 3, 16 }, saved = omp_get_max_threads();
+	struct mc_err err = { 0 };
+	float *sgd1 = NULL;
+	size_t total = 0;
+
+	for (int k = 0; k < 2 * 4; k++) {
+		int is_adam = k < 4;
+		struct mc_optim_conf c = { .kind = is_adam ? MC_OPTIM_ADAM : MC_OPTIM_SGD, .lr = lr,
+					   .beta1 = b1, .beta2 = b2, .eps = eps,
+					   .weight_decay = wd, .momentum = 0.9 };
+		struct mc_model *m = mc_model_from_arch(arch, "t", &err);
+		struct mc_exec *e;
+		struct mc_optim *o;
+		float *p, *mo, *ve;
+		size_t at = 0;
+
+		ck_assert_ptr_nonnull(m);
+		mc_model_init(m, 5);
+		e = mc_exec_new(m, 1, 1, &err);
+		o = mc_optim_new(m, &c, &err);
+		ck_assert_ptr_nonnull(o);
+		total = (size_t)mc_model_nparams(m);
+		ck_assert_uint_eq(total, 20000 + 100 + 700 + 7);
+		p = malloc(total * sizeof(float));
+		mo = calloc(total, sizeof(float));
+		ve = calloc(total, sizeof(float));
+		for (int i = 0; i < 2; i++)
+			for (int q = 0; q < 2; q++) {
+				const struct mc_tensor *t = mc_model_node(m, i)->params[q];
+
+				memcpy(p + at, t->data, mc_tensor_nbytes(t));
+				for (int64_t j = 0; j < t->numel; j++)
+					mc_exec_grad(e, i, q)[j] =
+					    mc_rand_normal(9, 1, (uint64_t)(at + (size_t)j));
+				at += (size_t)t->numel;
+			}
+		omp_set_num_threads(threads[k % 4]);
+		for (int t = 1; t <= 2; t++) {
+			float step = (float)((double)lr / (1.0 - pow((double)b1, t)));
+			float sqrt_bc2 = (float)sqrt(1.0 - pow((double)b2, t));
+
+			mc_optim_step(o, m, e);
+			at = 0;
+			for (int i = 0; i < 2; i++)
+				for (int q = 0; q < 2; q++) {
+					const struct mc_tensor *tt = mc_model_node(m, i)->params[q];
+					const float *g = mc_exec_grad(e, i, q), *got = tt->data;
+
+					for (int64_t j = 0; is_adam && j < tt->numel; j++, at++) {
+						volatile float d = g[j] + wd * p[at];
+						volatile float a = b1 * mo[at], b = (1.0f - b1) * d;
+
+						mo[at] = a + b;
+						a = b2 * ve[at];
+						b = (1.0f - b2) * d;
+						b = b * d;
+						ve[at] = a + b;
+						a = step * mo[at];
+						b = sqrtf(ve[at]) / sqrt_bc2 + eps;
+						p[at] -= a / b;
+						ck_assert_msg(p[at] == got[j],
+							      "threads %d step %d node %d param %d "
+							      "element %lld",
+							      threads[k % 4], t, i, q, (long long)j);
+					}
+				}
+		}
+		omp_set_num_threads(saved);
+		if (!is_adam) {
+			at = 0;
+			for (int i = 0; i < 2; i++)
+				for (int q = 0; q < 2; q++) {
+					const struct mc_tensor *t = mc_model_node(m, i)->params[q];
+
+					if (!sgd1)
+						sgd1 = malloc(total * sizeof(float));
+					if (k == 4)
+						memcpy(sgd1 + at, t->data, mc_tensor_nbytes(t));
+					else
+						ck_assert_mem_eq(sgd1 + at, t->data,
+								 mc_tensor_nbytes(t));
+					at += (size_t)t->numel;
+				}
+		}
+		free(ve);
+		free(mo);
+		free(p);
+		mc_optim_free(o);
+		mc_exec_free(e);
+		mc_model_free(m);
+	}
+	free(sgd1);
+}
+END_TEST
+
 START_TEST(optim_rejects_bad_conf)
 {
 	struct mc_model *m = mlp(2, 2, 2, 1);
@@ -1027,6 +1136,7 @@ int main(void)
 	tcase_add_test(tc, thread_count_invariant);
 	tcase_add_test(tc, sgd_steps);
 	tcase_add_test(tc, adam_steps);
+	tcase_add_test(tc, optim_one_list_exact);
 	tcase_add_test(tc, optim_rejects_bad_conf);
 	tcase_add_test(tc, hooks);
 	tcase_add_test(tc, augmentation);

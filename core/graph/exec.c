@@ -662,8 +662,8 @@ void mc_exec_zero_grad(struct mc_exec *e)
 		return;
 	for (int i = 0; i < e->m->n_nodes; i++)
 		for (int p = 0; p < e->m->nodes[i]->n_params; p++)
-			memset(e->grads[i * MC_NODE_MAX_PARAMS + p], 0,
-			       (size_t)e->m->nodes[i]->params[p]->numel * sizeof(float));
+			mc_par_copy(e->grads[i * MC_NODE_MAX_PARAMS + p], NULL,
+				    e->m->nodes[i]->params[p]->numel);
 }
 
 float *mc_exec_grad(struct mc_exec *e, int node, int param)

@@ -40,6 +40,21 @@ void mc_fill_uniform(struct mc_tensor *t, uint64_t seed, uint64_t stream, float 
 	}
 }
 
+void mc_par_copy(float *dst, const float *src, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= MC_PAR_MIN)
+	for (int i = 0; i < MC_COPY_PIECES; i++) {
+		int64_t a = n * i / MC_COPY_PIECES, b = n * (i + 1) / MC_COPY_PIECES;
+
+		if (b <= a)
+			continue;
+		if (src)
+			memcpy(dst + a, src + a, (size_t)(b - a) * sizeof(float));
+		else
+			memset(dst + a, 0, (size_t)(b - a) * sizeof(float));
+	}
+}
+
 int mc_same_shape_setup(struct mc_node *node, const int *in_ndim,
 			const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {

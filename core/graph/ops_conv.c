@@ -374,12 +374,12 @@ static size_t max3(size_t a, size_t b, size_t c)
 	return a > b ? (a > c ? a : c) : (b > c ? b : c);
 }
 
-/* The batched kernels' workspace: forward, dW, or dX behind the flipped weights. */
-static size_t batched_workspace(const struct mc_conv_geo *q)
+/* The batched kernels' workspace for n samples: forward, dW, or dX behind the flipped weights. */
+static size_t batched_workspace(const struct mc_conv_geo *q, int n)
 {
 	struct mc_convf f = convf(q), t = convf_t(q);
 	size_t wf = ((size_t)q->Og * q->Kg * sizeof(float) + 63) & ~(size_t)63, fw = mc_convf_work(&f);
-	size_t dw = mc_convf_dw_work(&f), dx = q->s == 1 ? mc_convf_work(&t) : 0;
+	size_t dw = mc_convf_dw_work(&f, n), dx = q->s == 1 ? mc_convf_work(&t) : 0;
 
 	if (fw == SIZE_MAX || dw == SIZE_MAX || dx == SIZE_MAX || dx > SIZE_MAX - wf)
 		return SIZE_MAX;
@@ -394,7 +394,7 @@ static size_t conv_workspace(const struct mc_node *node, int n)
 
 	conv_geo(node, &q);
 	if (batched(&q)) {
-		b = batched_workspace(&q);
+		b = batched_workspace(&q, n);
 		/* dX of a strided convolution goes through the per-sample GEMMs too */
 		if (q.s == 1 || b == SIZE_MAX)
 			return b;

@@ -46,7 +46,7 @@ static int flatten_setup(struct mc_node *node, const int *in_ndim,
 static void flatten_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			    const float *const *in, float *out)
 {
-	memcpy(out, in[0], (size_t)n * (size_t)node->out_numel * sizeof(float));
+	mc_par_copy(out, in[0], (int64_t)n * node->out_numel);
 }
 
 static void flatten_backward(const struct mc_node *node, const struct mc_run *run, int n,
@@ -54,7 +54,7 @@ static void flatten_backward(const struct mc_node *node, const struct mc_run *ru
 			     float *const *din, float *const *grads)
 {
 	if (din[0])
-		memcpy(din[0], dout, (size_t)n * (size_t)node->out_numel * sizeof(float));
+		mc_par_copy(din[0], dout, (int64_t)n * node->out_numel);
 }
 
 const struct mc_op mc_op_flatten = {

@@ -43,6 +43,14 @@ int64_t mc_zero_flops(const struct mc_node *node);
 /* One operation per output value (elementwise ops). */
 int64_t mc_numel_flops(const struct mc_node *node);
 
+/*
+ * dst[0..n) = src[0..n) (src NULL: 0), in MC_COPY_PIECES pieces on the team
+ * when n is at least MC_PAR_MIN: a memcpy or memset of a batch's tensor that
+ * one thread would do while the others wait (flatten, zeroing gradients).
+ */
+#define MC_COPY_PIECES 64
+void mc_par_copy(float *dst, const float *src, int64_t n);
+
 /* Philox streams of dropout masks, apart from init (1 << 56), shuffling (2 << 56)
  * and augmentation (4 << 56, train.c). */
 #define MC_STREAM_DROPOUT (3ull << 56)

@@ -29,6 +29,12 @@ struct mc_optim {
 	int64_t t;	   /* steps taken */
 	int n_nodes;
 	float **m, **v;	   /* [n_nodes * MC_NODE_MAX_PARAMS]: momentum / first and second moments */
+	/* per step: the tensors updated and where each one's chunks start in
+	 * the step's list of chunks (first[k + 1] - first[k] chunks of tensor k) */
+	int *slot;
+	const float **grad;
+	float **data;
+	int64_t *numel, *first;
 };
 
 void mc_optim_free(struct mc_optim *o)
@@ -43,6 +49,11 @@ void mc_optim_free(struct mc_optim *o)
 	}
 	free(o->m);
 	free(o->v);
+	free(o->slot);
+	free(o->grad);
+	free(o->data);
+	free(o->numel);
+	free(o->first);
 	free(o);
 }
 
@@ -86,7 +97,12 @@ struct mc_optim *mc_optim_new(const struct mc_model *m, const struct mc_optim_co
 	o->n_nodes = m->n_nodes;
 	o->m = calloc(slots, sizeof(*o->m));
 	o->v = calloc(slots, sizeof(*o->v));
-	if (!o->m || !o->v)
+	o->slot = calloc(slots, sizeof(*o->slot));
+	o->grad = calloc(slots, sizeof(*o->grad));
+	o->data = calloc(slots, sizeof(*o->data));
+	o->numel = calloc(slots, sizeof(*o->numel));
+	o->first = calloc(slots + 1, sizeof(*o->first));
+	if (!o->m || !o->v || !o->slot || !o->grad || !o->data || !o->numel || !o->first)
 		goto nomem;
 	for (int i = 0; i < m->n_nodes; i++)
 		for (int p = 0; p < m->nodes[i]->n_params - m->nodes[i]->n_buffers; p++) {
@@ -128,24 +144,19 @@ static inline float flush(float x)
 	return fabsf(x) < FLT_MIN ? 0.0f : x;
 }
 
-/* p -= lr * buf, buf = momentum * buf + (g + wd * p); buf starts as g. */
-static void sgd_update(float *restrict p, const float *restrict g, float *restrict buf, int64_t n,
-		       float lr, float mom, float wd, int first)
+/* p -= lr * buf, buf = momentum * buf + (g + wd * p); buf starts as g: elements c .. end - 1. */
+static void sgd_chunk(float *restrict p, const float *restrict g, float *restrict buf, int64_t c,
+		      int64_t end, float lr, float mom, float wd, int first)
 {
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-	for (int64_t c = 0; c < n; c += CHUNK) {
-		int64_t end = c + CHUNK < n ? c + CHUNK : n;
+	if (!buf) {
+		for (int64_t i = c; i < end; i++)
+			p[i] -= lr * (g[i] + wd * p[i]);
+	} else {
+		for (int64_t i = c; i < end; i++) {
+			float d = g[i] + wd * p[i];
 
-		if (!buf) {
-			for (int64_t i = c; i < end; i++)
-				p[i] -= lr * (g[i] + wd * p[i]);
-		} else {
-			for (int64_t i = c; i < end; i++) {
-				float d = g[i] + wd * p[i];
-
-				buf[i] = first ? d : flush(mom * buf[i] + d);
-				p[i] -= lr * buf[i];
-			}
+			buf[i] = first ? d : flush(mom * buf[i] + d);
+			p[i] -= lr * buf[i];
 		}
 	}
 }
@@ -206,76 +217,116 @@ adam_avx512(float *restrict p, const float *restrict g, float *restrict m, float
 #pragma GCC pop_options
 #endif
 
-static void adam_update(float *restrict p, const float *restrict g, float *restrict m,
-			float *restrict v, int64_t n, float step, float b1, float b2,
-			float sqrt_bc2, float eps, float wd)
+/* Adam on elements c .. end - 1 (one chunk). */
+static void adam_chunk(float *restrict p, const float *restrict g, float *restrict m,
+		       float *restrict v, int64_t c, int64_t end, float step, float b1, float b2,
+		       float sqrt_bc2, float eps, float wd, int has_avx512)
 {
-	/* Fixed chunks (not one per thread): which elements take the vector
-	 * path never depends on the thread count. */
+	int64_t i = c;
 #ifdef __SSE2__
-	const int has_avx512 = mc_cpu_has(MC_CPU_AVX512F);
-#endif
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-	for (int64_t c = 0; c < n; c += CHUNK) {
-		int64_t i = c, end = c + CHUNK < n ? c + CHUNK : n;
-#ifdef __SSE2__
-		/* The same operations as adam_one, four at a time; SSE2 is part
-		 * of x86-64, and there is no FMA to round differently. */
-		const __m128 vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2);
-		const __m128 vc1 = _mm_set1_ps(1.0f - b1), vc2 = _mm_set1_ps(1.0f - b2);
-		const __m128 vwd = _mm_set1_ps(wd), vstep = _mm_set1_ps(step);
-		const __m128 vbc2 = _mm_set1_ps(sqrt_bc2), veps = _mm_set1_ps(eps);
-		const __m128 tiny = _mm_set1_ps(FLT_MIN), sign = _mm_set1_ps(-0.0f);
+	/* The same operations as adam_one, four at a time; SSE2 is part
+	 * of x86-64, and there is no FMA to round differently. */
+	const __m128 vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2);
+	const __m128 vc1 = _mm_set1_ps(1.0f - b1), vc2 = _mm_set1_ps(1.0f - b2);
+	const __m128 vwd = _mm_set1_ps(wd), vstep = _mm_set1_ps(step);
+	const __m128 vbc2 = _mm_set1_ps(sqrt_bc2), veps = _mm_set1_ps(eps);
+	const __m128 tiny = _mm_set1_ps(FLT_MIN), sign = _mm_set1_ps(-0.0f);
 
-		if (has_avx512)
-			i = adam_avx512(p, g, m, v, i, end, step, b1, b2, sqrt_bc2, eps, wd);
-		for (; i + 4 <= end; i += 4) {
-			__m128 vp = _mm_loadu_ps(p + i);
-			__m128 d = _mm_add_ps(_mm_loadu_ps(g + i), _mm_mul_ps(vwd, vp));
-			__m128 vm = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(vc1, d));
-			__m128 vv = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)),
-					       _mm_mul_ps(_mm_mul_ps(vc2, d), d));
+	if (has_avx512)
+		i = adam_avx512(p, g, m, v, i, end, step, b1, b2, sqrt_bc2, eps, wd);
+	for (; i + 4 <= end; i += 4) {
+		__m128 vp = _mm_loadu_ps(p + i);
+		__m128 d = _mm_add_ps(_mm_loadu_ps(g + i), _mm_mul_ps(vwd, vp));
+		__m128 vm = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(vc1, d));
+		__m128 vv = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)),
+				       _mm_mul_ps(_mm_mul_ps(vc2, d), d));
 
-			vm = _mm_andnot_ps(_mm_cmplt_ps(_mm_andnot_ps(sign, vm), tiny), vm);
-			vv = _mm_andnot_ps(_mm_cmplt_ps(_mm_andnot_ps(sign, vv), tiny), vv);
-			_mm_storeu_ps(m + i, vm);
-			_mm_storeu_ps(v + i, vv);
-			vp = _mm_sub_ps(vp, _mm_div_ps(_mm_mul_ps(vstep, vm),
-						       _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vv), vbc2),
-								  veps)));
-			_mm_storeu_ps(p + i, vp);
-		}
-#endif
-		for (; i < end; i++)
-			adam_one(p + i, g[i], m + i, v + i, step, b1, b2, sqrt_bc2, eps, wd);
+		vm = _mm_andnot_ps(_mm_cmplt_ps(_mm_andnot_ps(sign, vm), tiny), vm);
+		vv = _mm_andnot_ps(_mm_cmplt_ps(_mm_andnot_ps(sign, vv), tiny), vv);
+		_mm_storeu_ps(m + i, vm);
+		_mm_storeu_ps(v + i, vv);
+		vp = _mm_sub_ps(vp, _mm_div_ps(_mm_mul_ps(vstep, vm),
+					       _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vv), vbc2),
+							  veps)));
+		_mm_storeu_ps(p + i, vp);
 	}
+#endif
+	for (; i < end; i++)
+		adam_one(p + i, g[i], m + i, v + i, step, b1, b2, sqrt_bc2, eps, wd);
 }
 
 void mc_optim_step(struct mc_optim *o, struct mc_model *m, struct mc_exec *e)
 {
 	const struct mc_optim_conf *c = &o->c;
 	double bc1, bc2;
+	int nt = 0, first, has_avx512 = 0;
+	int64_t total = 0, chunks;
+	enum mc_optim_kind kind = c->kind;
+	float lr, mom, wd, step, b1, b2, sqrt_bc2, eps;
 
 	o->t++;
 	bc1 = 1.0 - pow(c->beta1, (double)o->t);
 	bc2 = 1.0 - pow(c->beta2, (double)o->t);
+	/* the values the per-tensor updates were given */
+	lr = (float)c->lr;
+	mom = (float)c->momentum;
+	wd = (float)c->weight_decay;
+	first = o->t == 1;
+	step = (float)(c->lr / bc1);
+	b1 = (float)c->beta1;
+	b2 = (float)c->beta2;
+	sqrt_bc2 = (float)sqrt(bc2);
+	eps = (float)c->eps;
+#ifdef __SSE2__
+	has_avx512 = mc_cpu_has(MC_CPU_AVX512F);
+#endif
+	o->first[0] = 0;
 	for (int i = 0; i < m->n_nodes && i < o->n_nodes; i++)
 		for (int p = 0; p < m->nodes[i]->n_params - m->nodes[i]->n_buffers; p++) {
 			struct mc_tensor *t = m->nodes[i]->params[p];
 			const float *g = mc_exec_grad(e, i, p);
-			int s = i * MC_NODE_MAX_PARAMS + p;
 
 			/* Quantized (non-f32) tensors are not trained. */
-			if (t->dtype != MC_F32 || !g)
+			if (t->dtype != MC_F32 || !g || t->numel < 1)
 				continue;
-			if (c->kind == MC_OPTIM_SGD)
-				sgd_update(t->data, g, o->m[s], t->numel, (float)c->lr,
-					   (float)c->momentum, (float)c->weight_decay, o->t == 1);
-			else
-				adam_update(t->data, g, o->m[s], o->v[s], t->numel,
-					    (float)(c->lr / bc1), (float)c->beta1, (float)c->beta2,
-					    (float)sqrt(bc2), (float)c->eps, (float)c->weight_decay);
+			o->slot[nt] = i * MC_NODE_MAX_PARAMS + p;
+			o->grad[nt] = g;
+			o->data[nt] = t->data;
+			o->numel[nt] = t->numel;
+			o->first[nt + 1] = o->first[nt] + (t->numel + CHUNK - 1) / CHUNK;
+			total += t->numel;
+			nt++;
 		}
+	/*
+	 * Every tensor's chunks in one list, one parallel loop: the small
+	 * tensors (biases, a first convolution) no longer run on one thread
+	 * each in turn, and one team start serves the whole step. Chunks are
+	 * those of each tensor alone (CHUNK elements from its start), so which
+	 * elements take the vector path never depends on the thread count.
+	 */
+	chunks = o->first[nt];
+#pragma omp parallel for schedule(static) if (total >= PAR_MIN)
+	for (int64_t q = 0; q < chunks; q++) {
+		int lo = 0, hi = nt - 1;
+
+		while (lo < hi) { /* the last tensor whose chunks start at or before q */
+			int mid = (lo + hi + 1) / 2;
+
+			if (o->first[mid] <= q)
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		int64_t c0 = (q - o->first[lo]) * CHUNK, n = o->numel[lo];
+		int64_t end = c0 + CHUNK < n ? c0 + CHUNK : n;
+		int s = o->slot[lo];
+
+		if (kind == MC_OPTIM_SGD)
+			sgd_chunk(o->data[lo], o->grad[lo], o->m[s], c0, end, lr, mom, wd, first);
+		else
+			adam_chunk(o->data[lo], o->grad[lo], o->m[s], o->v[s], c0, end, step, b1,
+				   b2, sqrt_bc2, eps, wd, has_avx512);
+	}
 }
 
 int64_t mc_optim_steps(const struct mc_optim *o)

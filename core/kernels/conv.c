@@ -1179,6 +1179,34 @@ __attribute__((target("avx2,fma"))) static void dw3_avx2(int OH, int OW, int Wp,
 	E_ALL(E_STORE);
 }
 
+/*
+ * One row of taps (c, ki, 0..2) x 8 output channels (one 8-wide vector),
+ * dy^T rows of 8: for a first layer (1 input channel, 32 outputs) at 12
+ * or more threads, twelve items (4 groups of 8 x 3 rows) instead of six,
+ * each reading half as much of dy^T. The same chains as dw3_16_avx512.
+ */
+__attribute__((target("avx2,fma"))) static void dw3_8_avx2(int OH, int OW, int Wp, const float *xr,
+							   const float *dyt, float *acc, size_t ld)
+{
+	__m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + ld);
+	__m256 a2 = _mm256_loadu_ps(acc + 2 * ld);
+
+	for (int oh = 0; oh < OH; oh++) {
+		const float *x0 = xr + (size_t)oh * Wp;
+
+		for (int ow = 0; ow < OW; ow++, dyt += 8) {
+			__m256 d = _mm256_loadu_ps(dyt);
+
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(x0[ow]), d, a0);
+			a1 = _mm256_fmadd_ps(_mm256_set1_ps(x0[ow + 1]), d, a1);
+			a2 = _mm256_fmadd_ps(_mm256_set1_ps(x0[ow + 2]), d, a2);
+		}
+	}
+	_mm256_storeu_ps(acc, a0);
+	_mm256_storeu_ps(acc + ld, a1);
+	_mm256_storeu_ps(acc + 2 * ld, a2);
+}
+
 /* dy_t32 and db_t32 in plain C for L lanes (moves and adds: the same values on any path). */
 static void dy_t_c(const float *dy, int O, int o0, int P, int L, float *dyt)
 {
@@ -1249,13 +1277,34 @@ __attribute__((target("avx512f"))) static void db_t32(const float *dyt, int P, f
 	_mm512_storeu_ps(db + 16, s1);
 }
 
-/* Floats of the direct dW's workspace: dW^T, db, then per slot dy^T and a padded image. */
-static size_t dw_direct_floats(const struct mc_convf *cv, size_t *slot)
+/* dy^T of channels o0 .. o0 + L - 1 of one sample (dy_t32, dy_t16, or dy_t_c: L = 8 or AVX2). */
+static void dy_t(const float *dy, int O, int o0, int P, int L, int avx512, float *dyt)
+{
+	if (avx512 && L == 32)
+		dy_t32(dy, O, o0, P, dyt);
+	else if (avx512 && L == 16)
+		dy_t16(dy, O, o0, P, dyt);
+	else
+		dy_t_c(dy, O, o0, P, L, dyt);
+}
+
+/*
+ * Floats of the direct dW's workspace: dW^T, db, then per slot dy^T and a
+ * padded image; *all (when not NULL) gets the floats of dy^T of n whole
+ * samples that follow them, SIZE_MAX on overflow.
+ */
+static size_t dw_direct_floats(const struct mc_convf *cv, int n, size_t *slot, size_t *all)
 {
 	size_t op = ((size_t)cv->O + 31) / 32 * 32, K = (size_t)cv->C * 9;
 	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
+	size_t P = (size_t)cv->OH * cv->OW, t;
 
-	*slot = align16((size_t)cv->OH * cv->OW * 32) + align16(img);
+	*slot = align16(P * 32) + align16(img);
+	if (all)
+		*all = __builtin_mul_overflow(P * op, (size_t)(n > 0 ? n : 1), &t) ||
+			       t > SIZE_MAX / 2 / sizeof(float)
+			   ? SIZE_MAX
+			   : align16(t);
 	return align16(K * op) + align16(op) + SLOTS * *slot;
 }
 
@@ -1272,8 +1321,17 @@ static int dw_direct_fits(const struct mc_convf *cv)
  * With too few items for the team, AVX-512 groups are of 16 channels, and
  * with threads enough for three times as many items, the rows are split
  * too (each row's item transposes dy again): a layer of 32 outputs and 1
- * input is two or six items instead of one. Each item runs whole chains,
- * so the split changes no value.
+ * input is two or six items instead of one, and twelve (groups of 8
+ * channels, one 8-wide vector) where six would leave threads idle. Each
+ * item runs whole chains, so the split changes no value.
+ *
+ * Every item of a group reads the same dy^T. When a group has more than
+ * one item (kparts x rows > 1: many threads), dy^T of every sample and
+ * group is written once into dyall, split over (sample, group), before the
+ * items start, instead of by each item again: at 16 threads a layer of 64
+ * outputs and 32 inputs has 16 items a group, whose own transposes cost
+ * about as much as their products, and a first layer's 6 items left the
+ * transposes, most of its dW, to 6 threads. The values read are the same.
  */
 static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
 		      float *db, float *work, int avx512)
@@ -1283,85 +1341,119 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 	size_t slot;
 	float *dwt = work, *dbt = dwt + align16((size_t)K * op);
 	float *slots = dbt + align16((size_t)op);
-	int kparts = 1, rows = 1, L = 32, groups, nt;
+	int kparts = 1, rows = 1, L = 32, groups, nt, shared, team;
+	float *dyall = work + dw_direct_floats(cv, n, &slot, NULL);
 
-	dw_direct_floats(cv, &slot);
-	for (int k = 0; k < K; k++)
-		for (int o = 0; o < op; o++)
-			dwt[(size_t)k * op + o] = dw && o < O ? dw[(size_t)o * K + k] : 0.0f;
-	for (int o = 0; o < op; o++)
-		dbt[o] = db && o < O ? db[o] : 0.0f;
-	nt = threads((double)n * P * O * K, 6 * (op / 32) * C);
+	nt = threads((double)n * P * O * K, (avx512 ? 12 : 6) * (op / 32) * C);
 	if (nt > 1 && avx512 && op / 32 * C < 2 * nt)
 		L = 16;
+	/* even split by tap rows, groups of 16 leave threads idle: groups of 8 */
+	if (L == 16 && 3 * ((O + 15) / 16) * C < nt)
+		L = 8;
 	groups = (O + L - 1) / L; /* no group wholly past O */
 	if (nt > 1 && 3 * groups * C <= nt)
 		rows = 3;
 	if (groups * rows < 2 * nt)
 		kparts = (2 * nt + groups * rows - 1) / (groups * rows) < C
-				 ? (2 * nt + groups * rows - 1) / (groups * rows)
-				 : C;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-	for (int t = 0; t < groups * kparts * rows; t++) {
-		float *dyt = slots + (size_t)omp_get_thread_num() * slot;
-		float *xp = dyt + align16((size_t)P * 32);
-		int g = t / (kparts * rows), kp = t / rows % kparts, r = t % rows;
-		int c0 = kp * C / kparts, c1 = (kp + 1) * C / kparts;
+			     ? (2 * nt + groups * rows - 1) / (groups * rows)
+			     : C;
+	shared = kparts * rows > 1;
+	/* the transposes are n x groups items: the whole team, even when the
+	 * products have fewer (a first layer's six) */
+	team = shared ? threads((double)n * P * O * K, n * groups > nt ? n * groups : nt) : nt;
+#pragma omp parallel num_threads(team) if (team > 1)
+	{
+		if (shared) {
+#pragma omp for schedule(static)
+			for (int t = 0; t < n * groups; t++)
+				dy_t(dy + (size_t)(t / groups) * cv->ys, O, t % groups * L, P, L,
+				     avx512, dyall + (size_t)t * P * L);
+		}
+#pragma omp for schedule(static)
+		for (int t = 0; t < groups * kparts * rows; t++) {
+			float *dyt = slots + (size_t)omp_get_thread_num() * slot;
+			float *xp = dyt + align16((size_t)P * 32);
+			int g = t / (kparts * rows), kp = t / rows % kparts, r = t % rows;
+			int c0 = kp * C / kparts, c1 = (kp + 1) * C / kparts;
 
-		if (p)
-			memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
-		for (int s = 0; s < n; s++) {
-			const float *xs = x + (size_t)s * cv->xs;
+			/* the item's own rows of dW^T (taps k0 .. k1 - 1 of each of its channels,
+			 * its L lanes) and of db start from dw and db, in the team, not before it
+			 */
+			const int k0 = r * 9 / rows, k1 = (r + 1) * 9 / rows,
+				  own_b = kp == 0 && r == 0;
 
-			if (avx512 && L == 32)
-				dy_t32(dy + (size_t)s * cv->ys, O, g * 32, P, dyt);
-			else if (avx512)
-				dy_t16(dy + (size_t)s * cv->ys, O, g * 16, P, dyt);
-			else
-				dy_t_c(dy + (size_t)s * cv->ys, O, g * L, P, L, dyt);
-			if (p) {
-				for (int c = c0; c < c1; c++)
-					for (int h = 0; h < cv->H; h++)
-						memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
-						       xs + ((size_t)c * cv->H + h) * cv->W,
-						       (size_t)cv->W * sizeof(float));
-				xs = xp;
-			}
-			for (int c = c0; c < c1; c++) {
-				const float *xc = xs + (size_t)c * Hp * Wp;
-				float *ac = dwt + (size_t)c * 9 * op + g * L;
+			for (int c = c0; c < c1; c++)
+				for (int k = c * 9 + k0; k < c * 9 + k1; k++)
+					for (int o = g * L; o < g * L + L; o++)
+						dwt[(size_t)k * op + o] =
+						    dw && o < O ? dw[(size_t)o * K + k] : 0.0f;
+			for (int o = g * L; own_b && o < g * L + L; o++)
+				dbt[o] = db && o < O ? db[o] : 0.0f;
+			if (p)
+				memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
+			for (int s = 0; s < n; s++) {
+				const float *xs = x + (size_t)s * cv->xs;
 
-				if (avx512 && L == 32) {
-					dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
-				} else if (avx512 && rows == 1) {
-					dw9_16_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
-				} else if (avx512) {
-					dw3_16_avx512(cv->OH, cv->OW, Wp, xc + (size_t)r * Wp, dyt,
-						      ac + (size_t)r * 3 * op, (size_t)op);
-				} else {
+				if (shared)
+					dyt = dyall + ((size_t)s * groups + g) * P * L;
+				else
+					dy_t(dy + (size_t)s * cv->ys, O, g * L, P, L, avx512, dyt);
+				if (p) {
+					for (int c = c0; c < c1; c++)
+						for (int h = 0; h < cv->H; h++)
+							memcpy(xp + ((size_t)c * Hp + h + p) * Wp +
+								   p,
+							       xs + ((size_t)c * cv->H + h) * cv->W,
+							       (size_t)cv->W * sizeof(float));
+					xs = xp;
+				}
+				for (int c = c0; c < c1; c++) {
+					const float *xc = xs + (size_t)c * Hp * Wp;
+					float *ac = dwt + (size_t)c * 9 * op + g * L;
+
+					if (avx512 && L == 32) {
+						dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac,
+							   (size_t)op);
+					} else if (avx512 && L == 8) {
 					for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
-						dw3_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp,
-							 dyt, ac + (size_t)ki * 3 * op, (size_t)op);
+						dw3_8_avx2(cv->OH, cv->OW, Wp,
+							   xc + (size_t)ki * Wp, dyt,
+							   ac + (size_t)ki * 3 * op, (size_t)op);
+				} else if (avx512 && rows == 1) {
+						dw9_16_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac,
+							      (size_t)op);
+					} else if (avx512) {
+						dw3_16_avx512(cv->OH, cv->OW, Wp,
+							      xc + (size_t)r * Wp, dyt,
+							      ac + (size_t)r * 3 * op, (size_t)op);
+					} else {
+						for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
+							dw3_avx2(cv->OH, cv->OW, Wp,
+								 xc + (size_t)ki * Wp, dyt,
+								 ac + (size_t)ki * 3 * op,
+								 (size_t)op);
+					}
+				}
+				if (db && own_b) {
+					if (avx512 && L == 32)
+						db_t32(dyt, P, dbt + g * 32);
+					else
+						db_t_c(dyt, P, L, dbt + g * L);
 				}
 			}
-			if (db && kp == 0 && r == 0) {
-				if (avx512 && L == 32)
-					db_t32(dyt, P, dbt + g * 32);
-				else
-					db_t_c(dyt, P, L, dbt + g * L);
+			for (int o = g * L; o < g * L + L && o < O; o++) {
+				for (int c = c0; dw && c < c1; c++)
+					for (int k = c * 9 + k0; k < c * 9 + k1; k++)
+						dw[(size_t)o * K + k] = dwt[(size_t)k * op + o];
+				if (db && own_b)
+					db[o] = dbt[o];
 			}
 		}
-	}
-	for (int o = 0; o < O; o++) {
-		for (int k = 0; dw && k < K; k++)
-			dw[(size_t)o * K + k] = dwt[(size_t)k * op + o];
-		if (db)
-			db[o] = dbt[o];
 	}
 }
 #endif
 
-size_t mc_convf_dw_work(const struct mc_convf *cv)
+size_t mc_convf_dw_work(const struct mc_convf *cv, int n)
 {
 	size_t K1 = (size_t)cv->C * cv->k * cv->k + 1, P = (size_t)cv->OH * cv->OW, acc, slot;
 	size_t total;
@@ -1375,8 +1467,11 @@ size_t mc_convf_dw_work(const struct mc_convf *cv)
 	total = acc + SLOTS * slot;
 #if defined(__x86_64__)
 	if (dw_direct_fits(cv)) {
-		size_t d = dw_direct_floats(cv, &slot);
+		size_t all, d = dw_direct_floats(cv, n, &slot, &all);
 
+		if (all > SIZE_MAX / sizeof(float) - d)
+			return SIZE_MAX;
+		d += all;
 		total = total > d ? total : d;
 	}
 #endif

@@ -105,8 +105,8 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,
 			  const float *b, int relu, float *y);
 
-/* Bytes of workspace mc_convf_dw needs; SIZE_MAX on overflow. */
-size_t mc_convf_dw_work(const struct mc_convf *cv);
+/* Bytes of workspace mc_convf_dw needs for batches of up to n samples; SIZE_MAX on overflow. */
+size_t mc_convf_dw_work(const struct mc_convf *cv, int n);
 /* dw[O][C*k*k] += sum over the batch of dy x window, db[O] += sum of dy (either may be NULL). */
 void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
 		 float *db, void *work);
