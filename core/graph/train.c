@@ -337,7 +337,8 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
  * The G vectors are summed left to right, acc = ((s_0 + s_1) + s_2) + ...,
  * element by element. With R ranks, rank r takes the groups
  * [G r / R, G (r + 1) / R) and computes them without waiting for anyone;
- * then the sum goes from rank to rank in chunks of COMBINE_CHUNK floats:
+ * then the sum goes from rank to rank in chunks of COMBINE_CHUNK floats
+ * (128 KiB: small against a model's gradients, so that the hops overlap):
  * rank r receives a chunk of the sum so far, adds its groups' parts in
  * order, sends it on, and takes the next chunk, so the ranks add different
  * chunks at the same time; the last rank broadcasts the sum. Left to right
@@ -347,7 +348,7 @@ static int dp_step(struct mc_exec *e, const struct mc_model *m, const struct mc_
  * once on the chain, then once in the broadcast. Rounding grows with G, not with R: for the few
  * groups this is for (2 to 64) that is immaterial.
  */
-#define COMBINE_CHUNK ((size_t)1 << 20)
+#define COMBINE_CHUNK ((size_t)1 << 15)
 
 struct grouped {
 	int G, g0, g1;	   /* this rank's groups [g0, g1) */
@@ -423,12 +424,18 @@ nomem:
 	return NULL;
 }
 
-/* acc[0..len) += s[0..len), element by element. */
-static void add_floats(float *acc, const float *s, size_t len)
+/* acc[0..len) += s_g[0..len) for g = 0, 1, .., n - 1 in turn, element by
+ * element, s_g at s + g * stride: one parallel loop for all n. */
+static void add_floats(float *acc, const float *s, size_t stride, int n, size_t len)
 {
-#pragma omp parallel for schedule(static) if (len >= 65536)
-	for (size_t j = 0; j < len; j++)
-		acc[j] += s[j];
+#pragma omp parallel for schedule(static) if (len * (size_t)n >= 65536)
+	for (size_t j = 0; j < len; j++) {
+		float a = acc[j];
+
+		for (int g = 0; g < n; g++)
+			a += s[(size_t)g * stride + j];
+		acc[j] = a;
+	}
 }
 
 /* The left-to-right sum of the G groups' vectors into gr->acc on every rank
@@ -436,6 +443,8 @@ static void add_floats(float *acc, const float *s, size_t len)
 static int grouped_combine(struct grouped *gr, double *total, struct mc_err *err)
 {
 	int R = dist ? dist->size : 1, r = dist ? dist->rank : 0, mine = gr->g1 - gr->g0;
+	/* one process: no chain, one pass over the whole vector */
+	size_t chunk = R > 1 ? COMBINE_CHUNK : gr->P;
 	struct {
 		double total;
 		int sig;
@@ -449,16 +458,15 @@ static int grouped_combine(struct grouped *gr, double *total, struct mc_err *err
 		sum.sig = mc_interrupted();
 	if (r < R - 1 && dist->send(dist->arg, r + 1, &sum, sizeof(sum)))
 		return dp_fail(err, "sending the loss to", r + 1);
-	for (size_t at = 0; at < gr->P; at += COMBINE_CHUNK) {
-		size_t len = gr->P - at < COMBINE_CHUNK ? gr->P - at : COMBINE_CHUNK;
+	for (size_t at = 0; at < gr->P; at += chunk) {
+		size_t len = gr->P - at < chunk ? gr->P - at : chunk;
 		int g = 0;
 
 		if (r == 0)
 			memcpy(gr->acc + at, gr->slots + at, len * sizeof(float)), g = 1;
 		else if (dist->recv(dist->arg, r - 1, gr->acc + at, len * sizeof(float)))
 			return dp_fail(err, "receiving gradient sums from", r - 1);
-		for (; g < mine; g++)
-			add_floats(gr->acc + at, gr->slots + (size_t)g * gr->P + at, len);
+		add_floats(gr->acc + at, gr->slots + (size_t)g * gr->P + at, gr->P, mine - g, len);
 		if (r < R - 1 && dist->send(dist->arg, r + 1, gr->acc + at, len * sizeof(float)))
 			return dp_fail(err, "sending gradient sums to", r + 1);
 	}
