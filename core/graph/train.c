@@ -795,11 +795,54 @@ out:
 	return r;
 }
 
-int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
-		double *accuracy, double *loss, struct mc_err *err)
+/* One evaluation batch's figures: its cross-entropy summed over its samples
+ * (the mean times n, as a double) and its count of correct predictions. */
+struct eval_sums {
+	double loss;
+	int64_t correct;
+};
+
+/*
+ * The figures of batches [b_lo, b_hi) of d in batches of bs, one entry of
+ * out each. Every evaluation adds them up in batch order, so the totals are
+ * the same however the batches were shared out.
+ */
+static int eval_batches(const struct mc_model *m, const struct mc_dataset *d, int bs,
+			int64_t b_lo, int64_t b_hi, struct eval_sums *out, struct mc_err *err)
 {
 	struct mc_exec *e;
-	int64_t correct = 0;
+	int k = (int)m->n_classes;
+
+	if (b_lo >= b_hi)
+		return 0;
+	e = mc_exec_new(m, bs, 0, err);
+	if (!e)
+		return err ? err->code : MC_ENOMEM;
+	for (int64_t b = b_lo; b < b_hi; b++) {
+		int64_t b0 = b * bs;
+		int n = d->n - b0 < bs ? (int)(d->n - b0) : bs;
+		const float *z = mc_forward(e, d->x + (size_t)b0 * (size_t)m->in_numel, n);
+
+		out[b - b_lo].loss = (double)mc_softmax_xent(z, d->y + b0, n, k, NULL) * n;
+		out[b - b_lo].correct = 0;
+		for (int i = 0; i < n; i++)
+			out[b - b_lo].correct += mc_argmax(z + (size_t)i * k, k) == d->y[b0 + i];
+		if (mc_interrupted()) {
+			mc_exec_free(e);
+			return mc_err_set(err, MC_EINTR, "evaluation: interrupted by signal %d",
+					  mc_interrupted());
+		}
+	}
+	mc_exec_free(e);
+	return 0;
+}
+
+/* mc_evaluate and mc_evaluate_shared: checks, batches, then the totals. */
+static int evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
+		    int shared, double *accuracy, double *loss, struct mc_err *err)
+{
+	struct eval_sums *per;
+	int64_t nb, lo = 0, hi, correct = 0;
 	double loss_sum = 0;
 	int bs, r;
 
@@ -810,26 +853,44 @@ int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_
 	if (r)
 		return r;
 	bs = (int64_t)batch_size < d->n ? batch_size : (int)d->n;
-	e = mc_exec_new(m, bs, 0, err);
-	if (!e)
-		return err ? err->code : MC_ENOMEM;
-	for (int64_t b0 = 0; b0 < d->n; b0 += bs) {
-		int n = d->n - b0 < bs ? (int)(d->n - b0) : bs, k = (int)m->n_classes;
-		const float *z = mc_forward(e, d->x + (size_t)b0 * (size_t)m->in_numel, n);
-
-		loss_sum += (double)mc_softmax_xent(z, d->y + b0, n, k, NULL) * n;
-		for (int i = 0; i < n; i++)
-			correct += mc_argmax(z + (size_t)i * k, k) == d->y[b0 + i];
-		if (mc_interrupted()) {
-			mc_exec_free(e);
-			return mc_err_set(err, MC_EINTR, "evaluation: interrupted by signal %d",
-					  mc_interrupted());
-		}
+	nb = (d->n + bs - 1) / bs;
+	hi = nb;
+	per = calloc((size_t)nb, sizeof(*per));
+	if (!per)
+		return mc_err_set(err, MC_ENOMEM, "out of memory evaluating %lld samples",
+				  (long long)d->n);
+	if (shared)
+		mc_dist_part(nb, 1, &lo, &hi);
+	r = eval_batches(m, d, bs, lo, hi, per + lo, err);
+	/* a rank that failed or was stopped still takes part in the gather, so
+	 * that the others do not wait for it; a signal travels with it */
+	if (shared && mc_dist_gather(per, nb, 1, sizeof(*per), r ? NULL : err) && !r)
+		r = err ? err->code : MC_ERUN;
+	if (!r && mc_interrupted())
+		r = mc_err_set(err, MC_EINTR, "evaluation: interrupted by signal %d",
+			       mc_interrupted());
+	for (int64_t b = 0; b < nb && !r; b++) {
+		loss_sum += per[b].loss;
+		correct += per[b].correct;
 	}
-	mc_exec_free(e);
+	free(per);
+	if (r)
+		return r;
 	if (accuracy)
 		*accuracy = (double)correct / (double)d->n;
 	if (loss)
 		*loss = loss_sum / (double)d->n;
 	return 0;
+}
+
+int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
+		double *accuracy, double *loss, struct mc_err *err)
+{
+	return evaluate(m, d, batch_size, 0, accuracy, loss, err);
+}
+
+int mc_evaluate_shared(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
+		       double *accuracy, double *loss, struct mc_err *err)
+{
+	return evaluate(m, d, batch_size, 1, accuracy, loss, err);
 }

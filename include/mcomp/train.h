@@ -204,6 +204,13 @@ MC_API int mc_train_from(struct mc_model *m, const struct mc_dataset *d,
 MC_API int mc_evaluate(const struct mc_model *m, const struct mc_dataset *d, int batch_size,
 		       double *accuracy, double *loss, struct mc_err *err);
 
+/* mc_evaluate with its batches shared out over the ranks of an MPI job
+ * (mc_dist_part, then mc_dist_gather): the same figures, to the bit, for any
+ * rank count. Every rank must call it at the same point with the same d. */
+MC_API int mc_evaluate_shared(const struct mc_model *m, const struct mc_dataset *d,
+			      int batch_size, double *accuracy, double *loss,
+			      struct mc_err *err);
+
 /*
  * Data-parallel training over the ranks of a job (docs/distributed.md). The
  * library calls no MPI itself: the host (the mcomp command under mpirun)

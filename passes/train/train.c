@@ -2,12 +2,7 @@
 /*
  * train - trains a model of the pipeline on a data split with SGD or Adam.
  */
-#include <math.h>
-#include <stdlib.h>
-
 #include <mcomp/mcomp.h>
-
-#define EVAL_BATCH 256
 
 struct train_conf {
 	char *model;
@@ -42,60 +37,6 @@ static int train_check(struct mc_ctx *ctx, const void *conf)
 	return mc_ctx_check_grad_groups(ctx, c->grad_groups, c->batch_size);
 }
 
-/*
- * The trained model's accuracy and loss on d, as mc_evaluate in batches of
- * EVAL_BATCH gives them, with the batches shared out over the ranks of an
- * MPI job (mc_dist_part) rather than repeated by each: every rank takes
- * its own batches, one mc_evaluate each, the per-batch loss sums and
- * correct counts go to every rank (mc_dist_gather), and every rank adds
- * them up in batch order, as one mc_evaluate over d does: the same bytes
- * for any rank count.
- */
-static int train_evaluate(struct mc_ctx *ctx, const struct mc_model *m,
-			  const struct mc_dataset *d, double *acc, double *loss)
-{
-	int64_t nb = (d->n + EVAL_BATCH - 1) / EVAL_BATCH, lo, hi, correct = 0;
-	double *per, loss_sum = 0;
-	int ret = 0;
-
-	if (mc_dist_ranks() == 1 || d->n < 1)
-		return mc_evaluate(m, d, EVAL_BATCH, acc, loss, mc_ctx_err(ctx));
-	per = calloc((size_t)nb * 2, sizeof(*per)); /* [loss sum, correct] per batch */
-	if (!per)
-		return mc_ctx_error(ctx, NULL, MC_ENOMEM, "out of memory");
-	mc_dist_part(nb, 1, &lo, &hi);
-	/* a rank that fails or is stopped still takes part in the gather, so
-	 * that the others do not wait for it */
-	for (int64_t b = lo; b < hi && !ret; b++) {
-		struct mc_dataset v = *d;
-		double a, l;
-
-		v.x = d->x + (size_t)(b * EVAL_BATCH) * (size_t)d->sample_numel;
-		v.y = d->y + b * EVAL_BATCH;
-		v.n = d->n - b * EVAL_BATCH < EVAL_BATCH ? d->n - b * EVAL_BATCH : EVAL_BATCH;
-		ret = mc_evaluate(m, &v, EVAL_BATCH, &a, &l, mc_ctx_err(ctx));
-		/* mc_evaluate gives (double)batch loss * n / n and correct / n:
-		 * both come back exactly */
-		per[2 * b] = l * (double)v.n;
-		per[2 * b + 1] = nearbyint(a * (double)v.n);
-	}
-	if (mc_dist_gather(per, nb, 1, 2 * sizeof(*per), ret ? NULL : mc_ctx_err(ctx)) && !ret)
-		ret = mc_ctx_err(ctx)->code;
-	for (int64_t b = 0; b < nb && !ret; b++) {
-		loss_sum += per[2 * b];
-		correct += (int64_t)per[2 * b + 1];
-	}
-	free(per);
-	if ((!ret || ret == MC_EINTR) && mc_interrupted())
-		ret = mc_ctx_error(ctx, NULL, MC_EINTR, "evaluation: interrupted by signal %d",
-				   mc_interrupted());
-	if (ret)
-		return ret;
-	*acc = (double)correct / (double)d->n;
-	*loss = loss_sum / (double)d->n;
-	return 0;
-}
-
 static int train_run(struct mc_ctx *ctx, const void *conf)
 {
 	const struct train_conf *c = conf;
@@ -128,7 +69,8 @@ static int train_run(struct mc_ctx *ctx, const void *conf)
 	ret = mc_ctx_train(ctx, m, d, &tc, NULL);
 	if (ret)
 		return ret;
-	ret = train_evaluate(ctx, m, d, &acc, &loss);
+	/* the ranks of an MPI job share the batches out (the same figures) */
+	ret = mc_evaluate_shared(m, d, 256, &acc, &loss, mc_ctx_err(ctx));
 	if (ret)
 		return ret;
 	mc_ctx_log(ctx, "%s: %d epochs, %s accuracy %.2f%%, loss %.4f", c->model, c->epochs,
