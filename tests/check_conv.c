@@ -201,8 +201,9 @@ static void run_model(struct mc_model *m, const float *x, int n, float *logits, 
 	mc_exec_free(e);
 }
 
-/* The model's nodes one by one through op->forward, as calibration runs them: no fusion. */
-static void run_unfused(struct mc_model *m, const float *x, int n, float *logits)
+/* The model's last output, nodes one by one through op->forward, as
+ * calibration runs them: no fusion. */
+static void run_unfused(struct mc_model *m, const float *x, int n, float *y)
 {
 	int nn = mc_model_n_nodes(m);
 	float **act = calloc((size_t)nn, sizeof(*act));
@@ -225,7 +226,7 @@ static void run_unfused(struct mc_model *m, const float *x, int n, float *logits
 			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : act[nd->inputs[k]];
 		nd->op->forward(nd, &run, n, in, act[i]);
 	}
-	memcpy(logits, act[nn - 1], (size_t)n * 5 * sizeof(float));
+	memcpy(y, act[nn - 1], (size_t)n * mc_model_node(m, nn - 1)->out_numel * sizeof(float));
 	for (int i = 0; i < nn; i++)
 		free(act[i]);
 	free(act);
@@ -525,37 +526,6 @@ static const char *arch_bn =
     "{\"name\": \"b7\", \"op\": \"batchnorm\", \"inputs\": [\"s2\"]},"
     "{\"name\": \"r7\", \"op\": \"relu\", \"inputs\": [\"b7\"]}]}";
 
-/* The model's last output, nodes one by one (run_unfused for any output size). */
-static void run_unfused_all(struct mc_model *m, const float *x, int n, float *y)
-{
-	int nn = mc_model_n_nodes(m);
-	float **act = calloc((size_t)nn, sizeof(*act));
-	struct mc_run run = {0};
-	size_t work = 0;
-
-	for (int i = 0; i < nn; i++) {
-		const struct mc_node *nd = mc_model_node(m, i);
-
-		act[i] = malloc((size_t)n * (size_t)nd->out_numel * sizeof(float));
-		if (nd->op->workspace && nd->op->workspace(nd, n) > work)
-			work = nd->op->workspace(nd, n);
-	}
-	run.work = malloc(work ? work : 1);
-	for (int i = 0; i < nn; i++) {
-		const struct mc_node *nd = mc_model_node(m, i);
-		const float *in[MC_NODE_MAX_INPUTS];
-
-		for (int k = 0; k < nd->n_inputs; k++)
-			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : act[nd->inputs[k]];
-		nd->op->forward(nd, &run, n, in, act[i]);
-	}
-	memcpy(y, act[nn - 1], (size_t)n * mc_model_node(m, nn - 1)->out_numel * sizeof(float));
-	for (int i = 0; i < nn; i++)
-		free(act[i]);
-	free(act);
-	free(run.work);
-}
-
 START_TEST(fused_bn_chain_inference)
 {
 	static struct mc_err err;
@@ -597,7 +567,7 @@ START_TEST(fused_bn_chain_inference)
 			continue;
 		for (int n = 1; n <= nmax; n += 8) {
 			omp_set_num_threads(1);
-			run_unfused_all(m, x, n, z0);
+			run_unfused(m, x, n, z0);
 			for (int t = 1; t <= 3; t++) {
 				struct mc_exec *e;
 
