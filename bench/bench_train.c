@@ -166,6 +166,45 @@ static void free_data(struct mc_dataset *d, int own)
 	free(d);
 }
 
+/* What a timed training loop needs: an executor for BATCH samples with
+ * gradients, Adam, and the loss gradient's buffer. */
+struct trainer {
+	struct mc_exec *e;
+	struct mc_optim *o;
+	float *dlogits;
+};
+
+static void trainer_close(struct trainer *t)
+{
+	mc_free(t->dlogits);
+	mc_optim_free(t->o);
+	mc_exec_free(t->e);
+}
+
+static int trainer_open(struct trainer *t, struct mc_model *m, const struct mc_dataset *d,
+			struct mc_err *err)
+{
+	struct mc_optim_conf oc = {.kind = MC_OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9,
+				   .beta2 = 0.999, .eps = 1e-8};
+
+	*t = (struct trainer){0};
+	if (d->n < BATCH)
+		return mc_err_set(err, MC_EINVAL, "%s: fewer than %d samples", d->source, BATCH);
+	t->e = mc_exec_new(m, BATCH, 1, err);
+	if (t->e)
+		t->o = mc_optim_new(m, &oc, err);
+	if (!t->o) {
+		trainer_close(t);
+		return err->code;
+	}
+	t->dlogits = mc_calloc((size_t)BATCH * (size_t)mc_model_n_classes(m), sizeof(float));
+	if (!t->dlogits) {
+		trainer_close(t);
+		return mc_err_set(err, MC_ENOMEM, "training: out of memory");
+	}
+	return 0;
+}
+
 /* One step on the batch at sample b0: forward, loss, backward, Adam. */
 static float step(struct mc_model *m, struct mc_exec *e, struct mc_optim *o,
 		  const struct mc_dataset *d, int64_t b0, float *dlogits)
@@ -182,40 +221,29 @@ static float step(struct mc_model *m, struct mc_exec *e, struct mc_optim *o,
 static int bench_train(struct mc_model *m, const struct mc_dataset *d, const struct opts *op,
 		       const char *name, struct mc_err *err)
 {
-	struct mc_optim_conf oc = {.kind = MC_OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9,
-				   .beta2 = 0.999, .eps = 1e-8};
 	int64_t nb = d->n / BATCH, b = 0;
-	struct mc_exec *e = NULL;
-	struct mc_optim *o = NULL;
-	float *dlogits = NULL, first = 0, last = 0;
+	struct trainer t;
+	float first = 0, last = 0;
 	double *rate = NULL;
-	int r = MC_ENOMEM, done = 0;
+	int r, done = 0;
 
-	if (nb < 1)
-		return mc_err_set(err, MC_EINVAL, "%s: fewer than %d samples", d->source, BATCH);
-	e = mc_exec_new(m, BATCH, 1, err);
-	if (!e)
-		return err->code;
-	o = mc_optim_new(m, &oc, err);
-	if (!o) {
-		r = err->code;
-		goto out;
-	}
-	dlogits = mc_calloc((size_t)BATCH * (size_t)mc_model_n_classes(m), sizeof(float));
+	r = trainer_open(&t, m, d, err);
+	if (r)
+		return r;
 	rate = malloc((size_t)op->reps * sizeof(*rate));
-	if (!dlogits || !rate) {
+	if (!rate) {
 		r = mc_err_set(err, MC_ENOMEM, "training: out of memory");
 		goto out;
 	}
 	for (int i = 0; i < op->warmup; i++, b = (b + 1) % nb)
-		last = step(m, e, o, d, b * BATCH, dlogits);
+		last = step(m, t.e, t.o, d, b * BATCH, t.dlogits);
 	for (int k = 0; k < op->reps; k++) {
 		double t0 = now();
 		int i = 0;
 
 		for (; i < op->steps && (i < 3 || !op->max_time || now() - t0 < op->max_time);
 		     i++, b = (b + 1) % nb) {
-			last = step(m, e, o, d, b * BATCH, dlogits);
+			last = step(m, t.e, t.o, d, b * BATCH, t.dlogits);
 			if (!k && !i)
 				first = last;
 		}
@@ -229,9 +257,7 @@ static int bench_train(struct mc_model *m, const struct mc_dataset *d, const str
 	r = 0;
 out:
 	free(rate);
-	mc_free(dlogits);
-	mc_optim_free(o);
-	mc_exec_free(e);
+	trainer_close(&t);
 	return r;
 }
 
@@ -245,54 +271,42 @@ out:
 static int bench_profile(struct mc_model *m, const struct mc_dataset *d, const struct opts *op,
 			 const char *name, struct mc_err *err)
 {
-	struct mc_optim_conf oc = {.kind = MC_OPTIM_ADAM, .lr = 1e-3, .beta1 = 0.9,
-				   .beta2 = 0.999, .eps = 1e-8};
 	int64_t nb = d->n / BATCH, b = 0;
 	int nn = mc_model_n_nodes(m), steps = op->steps * op->reps;
-	struct mc_exec *e = NULL;
-	struct mc_optim *o = NULL;
-	float *dlogits = NULL;
+	struct trainer t;
 	double *ms = NULL, loss = 0, zero = 0, opt = 0, total = 0, t0, t1;
-	int r = MC_ENOMEM;
+	int r;
 
-	if (nb < 1)
-		return mc_err_set(err, MC_EINVAL, "%s: fewer than %d samples", d->source, BATCH);
-	e = mc_exec_new(m, BATCH, 1, err);
-	if (!e)
-		return err->code;
-	o = mc_optim_new(m, &oc, err);
-	if (!o) {
-		r = err->code;
-		goto out;
-	}
-	dlogits = mc_calloc((size_t)BATCH * (size_t)mc_model_n_classes(m), sizeof(float));
+	r = trainer_open(&t, m, d, err);
+	if (r)
+		return r;
 	ms = calloc(2 * (size_t)nn, sizeof(*ms));
-	if (!dlogits || !ms) {
+	if (!ms) {
 		r = mc_err_set(err, MC_ENOMEM, "profile: out of memory");
 		goto out;
 	}
 	for (int i = 0; i < op->warmup; i++, b = (b + 1) % nb)
-		step(m, e, o, d, b * BATCH, dlogits);
-	mc_exec_profile(e, ms);
+		step(m, t.e, t.o, d, b * BATCH, t.dlogits);
+	mc_exec_profile(t.e, ms);
 	for (int i = 0; i < steps; i++, b = (b + 1) % nb) {
 		const float *z;
 		double s = now();
 
-		z = mc_forward(e, d->x + (size_t)(b * BATCH) * (size_t)d->sample_numel, BATCH);
+		z = mc_forward(t.e, d->x + (size_t)(b * BATCH) * (size_t)d->sample_numel, BATCH);
 		t0 = now();
-		mc_softmax_xent(z, d->y + b * BATCH, BATCH, (int)mc_model_n_classes(m), dlogits);
+		mc_softmax_xent(z, d->y + b * BATCH, BATCH, (int)mc_model_n_classes(m), t.dlogits);
 		t1 = now();
 		loss += t1 - t0;
-		mc_exec_zero_grad(e);
+		mc_exec_zero_grad(t.e);
 		t0 = now();
 		zero += t0 - t1;
-		mc_backward(e, dlogits);
+		mc_backward(t.e, t.dlogits);
 		t1 = now();
-		mc_optim_step(o, m, e);
+		mc_optim_step(t.o, m, t.e);
 		opt += now() - t1;
 		total += now() - s;
 	}
-	mc_exec_profile(e, NULL);
+	mc_exec_profile(t.e, NULL);
 	total *= 1e3 / steps;
 	printf("INFO profile_%s: %d threads, ms per step, mean of %d steps\n", name,
 	       omp_get_max_threads(), steps);
@@ -315,9 +329,7 @@ static int bench_profile(struct mc_model *m, const struct mc_dataset *d, const s
 	r = 0;
 out:
 	free(ms);
-	mc_free(dlogits);
-	mc_optim_free(o);
-	mc_exec_free(e);
+	trainer_close(&t);
 	return r;
 }
 
