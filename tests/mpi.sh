@@ -121,8 +121,10 @@ cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
 
 # Ctrl-C (mpirun passes it on): every rank stops after the same step, rank
 # 0 writes the checkpoint, and --resume on 2 ranks ends in the bytes of the
-# run that never stopped.
-ck="--set passes.train.epochs=60 --set passes.train.checkpoint.path=$tmp/ck.bin"
+# run that never stopped. The run is long (400 epochs, a few seconds) because
+# mpirun takes up to 2 s to pass the signal on: a run of 60 epochs ended
+# first on a fast machine.
+ck="--set passes.train.epochs=400 --set passes.train.checkpoint.path=$tmp/ck.bin"
 dp long $ck
 rm -f "$tmp/ck.bin"
 mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck \
@@ -168,7 +170,7 @@ report: out/cnn-report.json
 EOF2
 same "$tmp/cnn.yaml" grouped 1 2 4
 refused "$tmp/cnn.yaml" 3 "cnn.yaml:[0-9]*:[0-9]*: .*grad_groups: 3 ranks do not divide grad_groups 4"
-ck="--set passes.train.epochs=60 --set passes.train.grad_groups=4"
+ck="--set passes.train.epochs=400 --set passes.train.grad_groups=4"
 ck="$ck --set passes.train.checkpoint.path=$tmp/gck.bin"
 dp glong $ck
 rm -f "$tmp/gck.bin"

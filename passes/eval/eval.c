@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * eval - measures a model's accuracy and loss on a data split.
+ * eval - measures a model's accuracy and loss on a data split (shared out
+ * over the ranks of an MPI job).
  */
 #include <mcomp/mcomp.h>
 
@@ -32,7 +33,9 @@ static int eval_run(struct mc_ctx *ctx, const void *conf)
 				    "split '%s' has samples of %lld values but model '%s' takes %lld",
 				    c->data, (long long)d->sample_numel, c->model,
 				    (long long)mc_model_in_numel(m));
-	ret = mc_evaluate(m, d, c->batch_size, &acc, &loss, mc_ctx_err(ctx));
+	/* under mpirun every rank runs this pass: each evaluates its share of the
+	 * batches, and the sums are added in batch order (the same figures) */
+	ret = mc_evaluate_shared(m, d, c->batch_size, &acc, &loss, mc_ctx_err(ctx));
 	if (ret)
 		return ret;
 	mc_ctx_log(ctx, "%s on %s: accuracy %.2f%%, loss %.4f", c->model, c->data, 100 * acc, loss);
