@@ -98,11 +98,15 @@ for d in 0 0.3 0.9 1.6 2.4; do
 	interrupt KILL $d
 done
 # SIGINT before training: while the pipeline is read and validated (once
-# env has given mcomp the default disposition and executed it).
+# env has given mcomp the default disposition and executed it). In a build
+# tree "$mcomp" is libtool's wrapper, a bash script of the same name that
+# then executes the program: bash can lose a SIGINT that comes just before
+# that exec, so the wait is for the program itself (its executable is
+# named mcomp, bash's is not).
 env --default-signal=INT "$mcomp" run "$tmp/p.yaml" > "$tmp/log" 2>&1 &
 pid=$!
 n=0
-while [ "$(cat /proc/$pid/comm 2> /dev/null)" != mcomp ] && [ $n -lt 400 ]; do
+while [ "$(basename "$(readlink /proc/$pid/exe 2> /dev/null)")" != mcomp ] && [ $n -lt 400 ]; do
 	sleep 0.005
 	n=$((n + 1))
 done
