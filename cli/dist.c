@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/dist.h"
 
@@ -36,6 +37,45 @@ static int launched_size(void)
 
 #ifdef MC_HAVE_MPI
 
+/*
+ * Waits for an MPI request without holding a core for long. Open MPI's
+ * blocking calls poll until the transfer completes: a rank that waits while
+ * another works (rank 0 writing files or timing forwards, the ranks at the
+ * end of the chain of a training step) keeps a core busy all that time, and
+ * on a machine with fewer free cores than ranks and threads that core is
+ * taken from the rank being waited for. So: poll for SPIN_S (the waits
+ * inside a training step of ranks running alike end within it), then poll
+ * every SLEEP_NS, giving the core away between polls.
+ */
+#define SPIN_S 0.002
+#define SLEEP_NS 100000L
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int wait_polite(MPI_Request *req)
+{
+	const struct timespec nap = { 0, SLEEP_NS };
+	double start = 0;
+	int done = 0;
+
+	for (long polls = 0;; polls++) {
+		if (MPI_Test(req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+			return -1;
+		if (done)
+			return 0;
+		if (polls == 0)
+			start = now_s();
+		else if (now_s() - start > SPIN_S)
+			nanosleep(&nap, NULL);
+	}
+}
+
 int dist_init(int *argc, char ***argv, struct mc_err *err)
 {
 	int provided;
@@ -54,6 +94,11 @@ int dist_init(int *argc, char ***argv, struct mc_err *err)
 
 void dist_finish(void)
 {
+	MPI_Request req;
+
+	/* the ranks done first wait for rank 0's files without a busy core */
+	if (joined && size > 1 && MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS)
+		wait_polite(&req);
 	if (joined)
 		MPI_Finalize();
 	joined = 0;
@@ -85,6 +130,7 @@ int dist_abort(int status)
 int dist_gather_text(const char *mine, char ***all, struct mc_err *err)
 {
 	int len = (int)strlen(mine) + 1, *lens = NULL, *offs = NULL, total = 0, r;
+	MPI_Request req;
 	char *buf = NULL;
 
 	*all = NULL;
@@ -103,7 +149,9 @@ int dist_gather_text(const char *mine, char ***all, struct mc_err *err)
 		dist_abort(1);
 		return mc_err_set(err, MC_ENOMEM, "out of memory");
 	}
-	MPI_Gather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, MPI_COMM_WORLD);
+	if (MPI_Igather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, MPI_COMM_WORLD, &req) ==
+	    MPI_SUCCESS)
+		wait_polite(&req);
 	if (rank == 0) {
 		for (r = 0; r < size; r++) {
 			offs[r] = total;
@@ -116,7 +164,9 @@ int dist_gather_text(const char *mine, char ***all, struct mc_err *err)
 			return mc_err_set(err, MC_ENOMEM, "out of memory");
 		}
 	}
-	MPI_Gatherv(mine, len, MPI_CHAR, buf, lens, offs, MPI_CHAR, 0, MPI_COMM_WORLD);
+	if (MPI_Igatherv(mine, len, MPI_CHAR, buf, lens, offs, MPI_CHAR, 0, MPI_COMM_WORLD,
+			 &req) == MPI_SUCCESS)
+		wait_polite(&req);
 	if (rank == 0) {
 		*all = calloc((size_t)size, sizeof(**all));
 		for (r = 0; *all && r < size; r++)
@@ -144,7 +194,11 @@ static int mpi_send(void *arg, int to, const void *buf, size_t len)
 	for (size_t at = 0; at < len || len == 0; at += CHUNK) {
 		int n = (int)(len - at < CHUNK ? len - at : CHUNK);
 
-		if (MPI_Send((const char *)buf + at, n, MPI_BYTE, to, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+		MPI_Request req;
+
+		if (MPI_Isend((const char *)buf + at, n, MPI_BYTE, to, 0, MPI_COMM_WORLD, &req) !=
+			    MPI_SUCCESS ||
+		    wait_polite(&req))
 			return -1;
 		if (len == 0)
 			break;
@@ -157,8 +211,11 @@ static int mpi_recv(void *arg, int from, void *buf, size_t len)
 	for (size_t at = 0; at < len || len == 0; at += CHUNK) {
 		int n = (int)(len - at < CHUNK ? len - at : CHUNK);
 
-		if (MPI_Recv((char *)buf + at, n, MPI_BYTE, from, 0, MPI_COMM_WORLD,
-			     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+		MPI_Request req;
+
+		if (MPI_Irecv((char *)buf + at, n, MPI_BYTE, from, 0, MPI_COMM_WORLD, &req) !=
+			    MPI_SUCCESS ||
+		    wait_polite(&req))
 			return -1;
 		if (len == 0)
 			break;
@@ -171,7 +228,11 @@ static int mpi_bcast(void *arg, int root, void *buf, size_t len)
 	for (size_t at = 0; at < len; at += CHUNK) {
 		int n = (int)(len - at < CHUNK ? len - at : CHUNK);
 
-		if (MPI_Bcast((char *)buf + at, n, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS)
+		MPI_Request req;
+
+		if (MPI_Ibcast((char *)buf + at, n, MPI_BYTE, root, MPI_COMM_WORLD, &req) !=
+			    MPI_SUCCESS ||
+		    wait_polite(&req))
 			return -1;
 	}
 	return 0;
@@ -192,8 +253,11 @@ int dist_min(int value)
 {
 	int out = value;
 
-	if (joined && size > 1)
-		MPI_Allreduce(&value, &out, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+	MPI_Request req;
+
+	if (joined && size > 1 &&
+	    MPI_Iallreduce(&value, &out, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req) == MPI_SUCCESS)
+		wait_polite(&req);
 	return out;
 }
 

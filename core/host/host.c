@@ -702,10 +702,11 @@ static int measure_row(struct mc_pipeline *p, struct mc_row *row, const struct m
 		if (!d)
 			return mc_err_prefix(err, "data split 'test'");
 	}
-	if (mc_measure_model(m, d, &row->m, err))
+	if (mc_measure_model_job(m, d, !p->no_writes, &row->m, err))
 		return mc_err_prefix(err, "%s: measuring model '%s'", p->path, row->model);
 	row->bytes_raw = row->m.bytes;
-	if (p->output_path && mc_zst_path(p->output_path)) {
+	/* the size coded, where the report is written */
+	if (p->output_path && mc_zst_path(p->output_path) && !p->no_writes) {
 		/* The bytes on disk of the model written as the output is. */
 		void *buf = NULL, *z = NULL;
 		size_t len, zlen = 0;

@@ -105,6 +105,15 @@ void mc_sha256_buf(const void *buf, size_t len, char hex[65]);
  */
 const struct mc_pass *mc_registry_open_file(struct mc_registry *r, const char *path,
 					    const char **so, struct mc_err *err);
+/*
+ * mc_measure_model for a row of the report, called by every rank of a job
+ * at the same step: the test batches are shared out over the ranks (the
+ * same accuracy to the bit), and only where timed (the rank that writes the
+ * report) are the latencies measured, so that the ranks do not time
+ * forwards against each other on the same cores; elsewhere they are 0.
+ */
+int mc_measure_model_job(const struct mc_model *m, const struct mc_dataset *test, int timed,
+			 struct mc_measure *out, struct mc_err *err);
 /* Nonzero when path names an ONNX file (ends in .onnx): the output is written as ONNX. */
 int mc_host_is_onnx(const char *path);
 /* Whether path names a TFLite output (ends in .tflite). */

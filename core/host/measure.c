@@ -77,8 +77,13 @@ static double time_forward(struct mc_exec *e, const float *x, int n, int min_rep
 	return mc_time_median(run_forward, &j, min_reps, 200, budget);
 }
 
-MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *test,
-			    struct mc_measure *out, struct mc_err *err)
+/*
+ * shared: the test batches are shared out over the ranks of a job
+ * (mc_evaluate_shared: the same accuracy to the bit; every rank calls it at
+ * the same point). timed: the latencies are measured (else left 0).
+ */
+static int measure(const struct mc_model *m, const struct mc_dataset *test, int shared,
+		   int timed, struct mc_measure *out, struct mc_err *err)
 {
 	const int big = 256;
 	struct mc_exec *e;
@@ -104,10 +109,13 @@ MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *t
 					  "use a test split that matches the model's input",
 					  test->source, (long long)test->sample_numel,
 					  (long long)m->in_numel);
-		ret = mc_evaluate(m, test, big, &out->accuracy, NULL, err);
+		ret = shared ? mc_evaluate_shared(m, test, big, &out->accuracy, NULL, err)
+			     : mc_evaluate(m, test, big, &out->accuracy, NULL, err);
 		if (ret)
 			return ret;
 	}
+	if (!timed)
+		return 0;
 	x = mc_calloc((size_t)big * m->in_numel, sizeof(float));
 	e = mc_exec_new(m, big, 0, err);
 	if (!x || !e) {
@@ -125,4 +133,16 @@ MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *t
 	mc_exec_free(e);
 	mc_free(x);
 	return 0;
+}
+
+MC_API int mc_measure_model(const struct mc_model *m, const struct mc_dataset *test,
+			    struct mc_measure *out, struct mc_err *err)
+{
+	return measure(m, test, 0, 1, out, err);
+}
+
+int mc_measure_model_job(const struct mc_model *m, const struct mc_dataset *test, int timed,
+			 struct mc_measure *out, struct mc_err *err)
+{
+	return measure(m, test, 1, timed, out, err);
 }
