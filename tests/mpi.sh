@@ -124,7 +124,8 @@ cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
 # run that never stopped. The run is long (400 epochs, a few seconds) because
 # mpirun takes up to 2 s to pass the signal on: a run of 60 epochs ended
 # first on a fast machine.
-ck="--set passes.train.epochs=400 --set passes.train.checkpoint.path=$tmp/ck.bin"
+long_epochs=400
+ck="--set passes.train.epochs=$long_epochs --set passes.train.checkpoint.path=$tmp/ck.bin"
 dp long $ck
 rm -f "$tmp/ck.bin"
 mpirun --oversubscribe --bind-to none -np 2 "$mcomp" run -q "$tmp/dp.yaml" $ck \
@@ -170,7 +171,7 @@ report: out/cnn-report.json
 EOF2
 same "$tmp/cnn.yaml" grouped 1 2 4
 refused "$tmp/cnn.yaml" 3 "cnn.yaml:[0-9]*:[0-9]*: .*grad_groups: 3 ranks do not divide grad_groups 4"
-ck="--set passes.train.epochs=400 --set passes.train.grad_groups=4"
+ck="--set passes.train.epochs=$long_epochs --set passes.train.grad_groups=4"
 ck="$ck --set passes.train.checkpoint.path=$tmp/gck.bin"
 dp glong $ck
 rm -f "$tmp/gck.bin"
@@ -246,6 +247,32 @@ table='.steps[] | select(.pass == "prune" and .metrics.sensitivity_base_accuracy
 [ "$(jq -c "$table" "$tmp/prune.json")" = "$(jq -c "$table" "$tmp/prune3.json")" ] &&
 	[ "$(jq -c "$table | length" "$tmp/prune.json")" = 7 ] && ok ||
 	bad "sensitivity on 3 ranks: $(jq -c "$table" "$tmp/prune.json" "$tmp/prune3.json")"
+# Static quantization's calibration: the forwards shared out over the ranks
+# in blocks of 256 samples (600: three blocks, one a rank on 3), the
+# activations gathered; a percentile range needs every value.
+cat > "$tmp/calib.yaml" << EOF2
+mcomp: 1
+seed: 7
+data:
+  train: {idx: $data/train, count: 480}
+  calib: {idx: $data/train, first: 1000, count: 600}
+models:
+  cnn:
+    build:
+      input: [1, 28, 28]
+      layers: [{conv2d: 4}, relu, {maxpool2d: 4}, flatten, {linear: 16}, relu, {linear: 10}]
+passes:
+  - train: {model: cnn, epochs: 1, batch_size: 48, lr: 0.004}
+  - quantize: {model: cnn, bits: 8, mode: static, calibration_data: calib, samples: 600,
+               calibration: percentile, percentile: 99.9}
+output: {model: cnn, path: out/calib.safetensors}
+report: out/calib.json
+EOF2
+q=
+same "$tmp/calib.yaml" calib 1 2 3
+q=-q
+grep -q "calibrated on 600 samples of 'calib' (percentile), shared out over the ranks" \
+	"$tmp/calib3.err" && ok || bad "calibration on 3 ranks was not shared out: $(cat "$tmp/calib3.err")"
 refused "$tmp/kd.yaml" 1 "grad_groups: pass 'distill', grad_groups: 5 groups do not divide batch_size 48 into equal groups; set grad_groups to a divisor of 48" \
 	--set passes.distill.grad_groups=5
 refused "$tmp/prune.yaml" 4 "prune.yaml:[0-9]*:[0-9]*: pass 'prune', grad_groups: 4 ranks do not divide grad_groups 6"

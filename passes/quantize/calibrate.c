@@ -4,6 +4,11 @@
  * runs over calibration samples one node at a time, the inputs of every
  * layer to be quantized are kept, and each layer's range comes from
  * mc_act_range (min/max, a percentile, or least squared error).
+ *
+ * Under mpirun the forwards are shared out over the ranks in blocks of
+ * CALIB_BATCH samples (mc_dist_part: each block the same forward whatever
+ * the rank count), the kept inputs gathered (mc_dist_gather), and every
+ * rank takes the ranges from all of them: the bytes of one process's.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +41,7 @@ int quantize_calibrate_outputs(const struct mc_model *m, const struct mc_dataset
 	struct mc_run run = { 0 };
 	size_t work = 0;
 	int ret = 0, n = samples < d->n ? samples : (int)d->n;
+	int64_t first, end; /* this rank's samples */
 
 	if (!act || !seen)
 		goto nomem;
@@ -58,8 +64,9 @@ int quantize_calibrate_outputs(const struct mc_model *m, const struct mc_dataset
 	}
 	if (work && !(run.work = mc_calloc(work, 1)))
 		goto nomem;
-	for (int b0 = 0; b0 < n; b0 += CALIB_BATCH) {
-		int bn = n - b0 < CALIB_BATCH ? n - b0 : CALIB_BATCH;
+	mc_dist_part(n, CALIB_BATCH, &first, &end);
+	for (int b0 = (int)first; b0 < end; b0 += CALIB_BATCH) {
+		int bn = end - b0 < CALIB_BATCH ? (int)end - b0 : CALIB_BATCH;
 		const float *x = d->x + (size_t)b0 * (size_t)d->sample_numel;
 
 		for (int i = 0; i < mc_model_n_nodes(m); i++) {
@@ -82,7 +89,9 @@ int quantize_calibrate_outputs(const struct mc_model *m, const struct mc_dataset
 		int src = srcs[t];
 		int64_t w = src == MC_NODE_INPUT ? mc_model_in_numel(m) : mc_model_node(m, src)->out_numel;
 
-		ret = mc_act_range(seen[t], (size_t)n * (size_t)w, method, pct, &lo[t], &hi[t], err);
+		ret = mc_dist_gather(seen[t], n, CALIB_BATCH, (size_t)w * sizeof(float), err);
+		if (!ret)
+			ret = mc_act_range(seen[t], (size_t)n * (size_t)w, method, pct, &lo[t], &hi[t], err);
 	}
 	goto out;
 nomem:

@@ -713,9 +713,10 @@ static int quantize_run(struct mc_ctx *ctx, const void *conf)
 			mc_err_prefix(err, "calibration on '%s'", calib_split(c));
 			goto out;
 		}
-		mc_ctx_log(ctx, "calibrated on %d samples of '%s' (%s)",
+		mc_ctx_log(ctx, "calibrated on %d samples of '%s' (%s)%s",
 			   c->samples < d->n ? c->samples : (int)d->n, calib_split(c),
-			   calibs[c->calibration]);
+			   calibs[c->calibration],
+			   mc_dist_ranks() > 1 ? ", shared out over the ranks" : "");
 	}
 	for (int t = 0; t < n; t++) {
 		const struct mc_tensor *w = mc_model_node(m, idx[t])->params[0];
