@@ -21,7 +21,9 @@
 #          set + weights + Adam state + one batch's activations (target < 2x)
 # ort      MLP, student and CNN inference latency, f32 and int8, batch 1 and
 #          256, against ONNX Runtime (onnxruntime-node from tests/node) on the
-#          same models exported by mcomp; target <= 1.0x ONNX Runtime's
+#          same models exported by mcomp; target <= 1.0x ONNX Runtime's; and
+#          the same figures, without a target, for the MobileNetV2 and the
+#          ResNet-14 of pipelines/mobilenetv2.yaml and resnet-teacher.yaml
 # scaling  GEMM and MLP training at 1, 2, ... N threads (N = nproc): speedup
 #          and efficiency (not part of the default run)
 # contention  MLP and CNN training and batch-1 latency, mcomp and PyTorch,
@@ -693,6 +695,27 @@ EOF
 			MCOMP_PROGRESS=0 "$BUILDDIR/mcomp" run "$d/$m-q.yaml" >>"$d/log" 2>&1 ||
 			{ echo "  mcomp run failed: $(tail -n 3 "$d/log")"; return 1; }
 	done
+	# The classics: the recipes' own networks, trained one epoch on 2000
+	# images (their latency, not their accuracy, is measured), quantized as
+	# the others (batch norms folded, every convolution and add integer).
+	mkdir -p "$d/ck"
+	for m in mbv2 resnet; do
+		case $m in
+		mbv2) recipe=mobilenetv2 ;;
+		resnet) recipe=resnet-teacher ;;
+		esac
+		MCOMP_PROGRESS=0 "$BUILDDIR/mcomp" run "$SRCDIR/pipelines/$recipe.yaml" \
+			--set data.train.idx="$DATA/train" --set data.train.count=2000 \
+			--set data.test.idx="$DATA/t10k" --set data.test.count=500 \
+			--set passes.train.epochs=1 \
+			--set passes.train.checkpoint.path="$d/ck/$m.safetensors" \
+			--set output.path="$d/$m-f32.safetensors" --set report="$d/$m.json" \
+			>>"$d/log" 2>&1 &&
+			sed "s/^output: .*/output: $m-int8.safetensors/; s/^  m: {load: .*/  m: {load: $m-f32.safetensors}/" \
+				"$d/mlp-q.yaml" >"$d/$m-q.yaml" &&
+			MCOMP_PROGRESS=0 "$BUILDDIR/mcomp" run "$d/$m-q.yaml" >>"$d/log" 2>&1 ||
+			{ echo "  mcomp run failed: $(tail -n 3 "$d/log")"; return 1; }
+	done
 	printf 'mcomp: 1\nmodels:\n  m: {build: {input: [1, 28, 28], layers: [global_avgpool]}}\npasses: []\noutput: flat.safetensors\n' \
 		>"$d/flat.yaml"
 	"$BUILDDIR/mcomp" run "$d/flat.yaml" >>"$d/log" 2>&1 ||
@@ -723,7 +746,7 @@ run_ort() {
 	grep -v '^ort_' "$RES" >"$tmp/ort.res"
 	cp "$tmp/ort.res" "$RES"
 	for r in $(seq "$rounds"); do
-		for m in mlp student cnn; do
+		for m in mlp student cnn mbv2 resnet; do
 			for q in f32 int8; do
 				# shellcheck disable=SC2086
 				measure "ort_mc_${m}_$q" 0 $ISAWRAP env OMP_NUM_THREADS="$THREADS" \
@@ -741,7 +764,7 @@ run_ort() {
 		"output tensors); the time of a model of one global average pool is taken off for" \
 		"'ORT net'"
 	printf '  %-8s %-5s %6s %12s %12s %12s %8s\n' model dtype batch mcomp ORT "ORT net" ratio
-	for m in mlp student cnn; do
+	for m in mlp student cnn mbv2 resnet; do
 		for q in f32 int8; do
 			for b in 1 256; do
 				a=$(med "ort_mc_${m}_$q" "lat_b${b}_ms")
@@ -755,6 +778,7 @@ run_ort() {
 				rt=$(ratio "$a" "$net")
 				printf '  %-8s %-5s %6s %12s %12s %12s %8s\n' "$m" "$q" "$b" "$(fmt "$a")" \
 					"$(fmt "$o")" "$(fmt "$net")" "$rt"
+				case $m in mbv2 | resnet) continue ;; esac # no target
 				target "$LABEL$(echo "$m" | tr a-z A-Z) $q batch $b latency vs ORT net" "$a" \
 					"$net" "$rt" le 1
 			done
