@@ -11,7 +11,9 @@
  * the ymm and widened AVX2 kernels read 32 bytes at a time, and, read with
  * a stride of 256 bytes, an AMX B tile (16 quads x 16 columns).
  *
- * A kernel computes a block of up to MR rows x 64 columns into an s32 tile;
+ * A kernel computes a block of up to MR rows x the first ns strips of 16
+ * columns of a group (ns = 4 but for the last group of a matrix of fewer
+ * columns: a layer of 16 channels computes 16, not 64) into an s32 tile;
  * one epilogue per ISA turns the tile into outputs. Weights that all lie in
  * [-64, 64] (7 bits: the quantize pass's reduce_range) are marked at
  * packing; the AVX2 path then multiplies them with vpmaddubsw. Work items
@@ -46,9 +48,9 @@ struct mc_s8_weights {
 	int s7;		 /* every weight in [-64, 64]: the AVX2 kernel takes vpmaddubsw (S7_MAX) */
 };
 
-/* One output block: rows [m0, m0 + mr) of a, columns of group g, into t[mr][64]. */
-typedef void (*s8_kernel_fn)(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
-			     int32_t *t);
+/* One output block: rows [m0, m0 + mr) of a, strips [0, ns) of group g, into t[mr][64]. */
+typedef void (*s8_kernel_fn)(int mr, int ns, int k, const uint8_t *a, size_t lda,
+			     const int8_t *b, int32_t *t);
 
 struct s8_kernel {
 	const char *name;
@@ -70,8 +72,8 @@ static inline uint32_t quad(const uint8_t *a, int q, int k)
 
 /* ---------------------------------------------------------------- portable */
 
-static void kernel_portable(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
-			    int32_t *t)
+static void kernel_portable(int mr, int ns, int k, const uint8_t *a, size_t lda,
+			    const int8_t *b, int32_t *t)
 {
 	int k4 = (k + 3) / 4;
 
@@ -82,13 +84,13 @@ static void kernel_portable(int mr, int k, const uint8_t *a, size_t lda, const i
 			uint32_t v = quad(a + i * lda, q, k);
 			const int8_t *bq = b + (size_t)q * 256;
 
-			for (int s = 0; s < 4; s++)
+			for (int s = 0; s < ns; s++)
 				for (int j = 0; j < 16; j++)
 					for (int u = 0; u < 4; u++)
 						acc[s * 16 + j] += (uint32_t)((v >> (8 * u)) & 255) *
 								   (uint32_t)(int32_t)bq[s * 64 + j * 4 + u];
 		}
-		for (int j = 0; j < GROUP; j++)
+		for (int j = 0; j < 16 * ns; j++)
 			t[i * GROUP + j] = (int32_t)acc[j];
 	}
 }
@@ -118,28 +120,36 @@ static void kernel_portable(int mr, int k, const uint8_t *a, size_t lda, const i
 		for (int i = 0; i < R; i++)                                                 \
 			vt[i] = (int32_t)quad(a + i * lda, kq, k)
 
-/* 6 rows x 64 columns: 24 zmm accumulators, 4 weight vectors, one broadcast. */
+/* 6 rows x 64 columns (S strips of 16: S = 4 but in a narrow last group):
+ * 24 zmm accumulators, 4 weight vectors, one broadcast. */
 #define VNNI512_ROW(i)                                                                      \
 	if (R > (i)) {                                                                      \
 		VNNI_X(i);                                                               \
 		__m512i x = _mm512_set1_epi32(v##i);                                        \
 		c##i##0 = _mm512_dpbusd_epi32(c##i##0, x, b0);                              \
-		c##i##1 = _mm512_dpbusd_epi32(c##i##1, x, b1);                              \
-		c##i##2 = _mm512_dpbusd_epi32(c##i##2, x, b2);                              \
-		c##i##3 = _mm512_dpbusd_epi32(c##i##3, x, b3);                              \
+		if (S > 1)                                                                  \
+			c##i##1 = _mm512_dpbusd_epi32(c##i##1, x, b1);                      \
+		if (S > 2)                                                                  \
+			c##i##2 = _mm512_dpbusd_epi32(c##i##2, x, b2);                      \
+		if (S > 3)                                                                  \
+			c##i##3 = _mm512_dpbusd_epi32(c##i##3, x, b3);                      \
 	}
 #define VNNI512_DECL(i) __m512i c##i##0 = _mm512_setzero_si512(), c##i##1 = c##i##0, \
 			c##i##2 = c##i##0, c##i##3 = c##i##0
 #define VNNI512_OUT(i)                                                                      \
 	if (R > (i)) {                                                                      \
 		_mm512_storeu_si512(t + (i) * GROUP, c##i##0);                              \
-		_mm512_storeu_si512(t + (i) * GROUP + 16, c##i##1);                         \
-		_mm512_storeu_si512(t + (i) * GROUP + 32, c##i##2);                         \
-		_mm512_storeu_si512(t + (i) * GROUP + 48, c##i##3);                         \
+		if (S > 1)                                                                  \
+			_mm512_storeu_si512(t + (i) * GROUP + 16, c##i##1);                 \
+		if (S > 2)                                                                  \
+			_mm512_storeu_si512(t + (i) * GROUP + 32, c##i##2);                 \
+		if (S > 3)                                                                  \
+			_mm512_storeu_si512(t + (i) * GROUP + 48, c##i##3);                 \
 	}
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
-vnni512_block(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+vnni512_block(const int R, const int S, int k, const uint8_t *a, size_t lda, const int8_t *b,
+	      int32_t *t)
 {
 	int kq = k / 4, k4 = (k + 3) / 4;
 	VNNI_TAIL();
@@ -151,8 +161,10 @@ vnni512_block(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b,
 	VNNI512_DECL(5);
 
 	for (int q = 0; q < k4; q++, b += 256) {
-		__m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 64);
-		__m512i b2 = _mm512_load_si512(b + 128), b3 = _mm512_load_si512(b + 192);
+		__m512i b0 = _mm512_load_si512(b);
+		__m512i b1 = S > 1 ? _mm512_load_si512(b + 64) : b0;
+		__m512i b2 = S > 2 ? _mm512_load_si512(b + 128) : b0;
+		__m512i b3 = S > 3 ? _mm512_load_si512(b + 192) : b0;
 
 		VNNI512_ROW(0);
 		VNNI512_ROW(1);
@@ -169,27 +181,32 @@ vnni512_block(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b,
 	VNNI512_OUT(5);
 }
 
-#define VNNI512_COPY(R)                                                                     \
+#define VNNI512_COPY(R, S)                                                                  \
 	__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) static void        \
-		vnni512_##R(int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t) \
+		vnni512_##R##_##S(int k, const uint8_t *a, size_t lda, const int8_t *b,     \
+				  int32_t *t)                                               \
 	{                                                                                   \
-		vnni512_block(R, k, a, lda, b, t);                                          \
+		vnni512_block(R, S, k, a, lda, b, t);                                       \
 	}
-VNNI512_COPY(1)
-VNNI512_COPY(2)
-VNNI512_COPY(3)
-VNNI512_COPY(4)
-VNNI512_COPY(5)
-VNNI512_COPY(6)
+#define VNNI512_COPIES(R)                                                                   \
+	VNNI512_COPY(R, 1) VNNI512_COPY(R, 2) VNNI512_COPY(R, 3) VNNI512_COPY(R, 4)
+VNNI512_COPIES(1)
+VNNI512_COPIES(2)
+VNNI512_COPIES(3)
+VNNI512_COPIES(4)
+VNNI512_COPIES(5)
+VNNI512_COPIES(6)
+#define VNNI512_ROWS(R) { vnni512_##R##_1, vnni512_##R##_2, vnni512_##R##_3, vnni512_##R##_4 }
 
-static void kernel_vnni512(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
+static void kernel_vnni512(int mr, int ns, int k, const uint8_t *a, size_t lda, const int8_t *b,
 			   int32_t *t)
 {
-	static void (*const copy[6])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
-		vnni512_1, vnni512_2, vnni512_3, vnni512_4, vnni512_5, vnni512_6
+	static void (*const copy[6][4])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
+		VNNI512_ROWS(1), VNNI512_ROWS(2), VNNI512_ROWS(3),
+		VNNI512_ROWS(4), VNNI512_ROWS(5), VNNI512_ROWS(6)
 	};
 
-	copy[(mr < 6 ? mr : 6) - 1](k, a, lda, b, t);
+	copy[(mr < 6 ? mr : 6) - 1][ns - 1](k, a, lda, b, t);
 }
 
 /* 6 rows x 16 columns per pass, four passes per group: 12 ymm accumulators. */
@@ -240,9 +257,9 @@ avxvnni_strip(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b,
 
 #define AVXVNNI_COPY(R)                                                                     \
 	__attribute__((target("avx2,avxvnni"), noinline)) static void avxvnni_##R(          \
-		int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)           \
+		int ns, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)   \
 	{                                                                                   \
-		for (int s = 0; s < 4; s++)                                                 \
+		for (int s = 0; s < ns; s++)                                                \
 			avxvnni_strip(R, k, a, lda, b + s * 64, t + s * 16);                \
 	}
 AVXVNNI_COPY(1)
@@ -252,14 +269,14 @@ AVXVNNI_COPY(4)
 AVXVNNI_COPY(5)
 AVXVNNI_COPY(6)
 
-static void kernel_avxvnni(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
-			   int32_t *t)
+static void kernel_avxvnni(int mr, int ns, int k, const uint8_t *a, size_t lda,
+			   const int8_t *b, int32_t *t)
 {
-	static void (*const copy[6])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
-		avxvnni_1, avxvnni_2, avxvnni_3, avxvnni_4, avxvnni_5, avxvnni_6
-	};
+	static void (*const copy[6])(int, int, const uint8_t *, size_t, const int8_t *,
+				     int32_t *) = { avxvnni_1, avxvnni_2, avxvnni_3,
+						    avxvnni_4, avxvnni_5, avxvnni_6 };
 
-	copy[(mr < 6 ? mr : 6) - 1](k, a, lda, b, t);
+	copy[(mr < 6 ? mr : 6) - 1](ns, k, a, lda, b, t);
 }
 
 
@@ -278,7 +295,7 @@ struct amx_config {
 };
 
 __attribute__((target("amx-tile,amx-int8,avx512f"))) static void
-kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
+kernel_amx(int mr, int ns, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)
 {
 	struct amx_config cfg __attribute__((aligned(64))) = { .palette = 1 };
 	uint8_t tail[32 * 64] __attribute__((aligned(64)));
@@ -286,7 +303,7 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
 
 	if (mr < 32) {
 		for (int i = 0; i < mr; i += 6)
-			kernel_vnni512(mr - i < 6 ? mr - i : 6, k, a + i * lda, lda, b,
+			kernel_vnni512(mr - i < 6 ? mr - i : 6, ns, k, a + i * lda, lda, b,
 				       t + i * GROUP);
 		return;
 	}
@@ -300,7 +317,7 @@ kernel_amx(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t
 			memcpy(tail + i * 64, a + i * lda + (size_t)kfull * 64, (size_t)krest);
 	}
 	_tile_loadconfig(&cfg);
-	for (int h = 0; h < 2; h++) {
+	for (int h = 0; h < (ns + 1) / 2; h++) { /* 32 columns a pass */
 		const int8_t *bh = b + h * 128;
 
 		_tile_zero(0);
@@ -450,8 +467,8 @@ __attribute__((target("avx2"))) static void avx2_widen(int mr, const uint8_t *a,
 	}
 }
 
-/* Up to 6 rows x 64 columns into t[mr][64]. */
-__attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uint8_t *a,
+/* Up to 6 rows x ns strips of 16 columns into t[mr][64]. */
+__attribute__((target("avx2"))) static void kernel_avx2(int mr, int ns, int k, const uint8_t *a,
 							 size_t lda, const int8_t *b, int32_t *t)
 {
 	static void (*const strip[6])(int, const int16_t *, const int16_t *, int32_t *) = {
@@ -466,12 +483,12 @@ __attribute__((target("avx2"))) static void kernel_avx2(int mr, int k, const uin
 		int k1 = k - k0 < AVX2_KCH ? k : k0 + AVX2_KCH;
 
 		avx2_widen(mr, a, lda, k0, k1, a16);
-		for (int s = 0; s < 4; s++)
+		for (int s = 0; s < ns; s++)
 			strip[mr - 1]((k1 - k0 + 1) / 2, a16, w + s * sw + (size_t)k0 / 2 * 32,
 				      acc[s]);
 	}
 	for (int i = 0; i < mr; i++)
-		for (int s = 0; s < 4; s++)
+		for (int s = 0; s < ns; s++)
 			memcpy(t + i * GROUP + s * 16, acc[s] + i * 16, 16 * sizeof(int32_t));
 }
 
@@ -547,9 +564,9 @@ avx2s7_strip(const int R, int k, const uint8_t *a, size_t lda, const int8_t *b, 
 
 #define AVX2S7_COPY(R)                                                                      \
 	__attribute__((target("avx2"), noinline)) static void avx2s7_##R(                   \
-		int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)           \
+		int ns, int k, const uint8_t *a, size_t lda, const int8_t *b, int32_t *t)   \
 	{                                                                                   \
-		for (int s = 0; s < 4; s++)                                                 \
+		for (int s = 0; s < ns; s++)                                                \
 			avx2s7_strip(R, k, a, lda, b + s * 64, t + s * 16);                 \
 	}
 AVX2S7_COPY(1)
@@ -558,14 +575,14 @@ AVX2S7_COPY(3)
 AVX2S7_COPY(4)
 AVX2S7_COPY(5)
 
-static void kernel_avx2s7(int mr, int k, const uint8_t *a, size_t lda, const int8_t *b,
-			  int32_t *t)
+static void kernel_avx2s7(int mr, int ns, int k, const uint8_t *a, size_t lda,
+			  const int8_t *b, int32_t *t)
 {
-	static void (*const copy[5])(int, const uint8_t *, size_t, const int8_t *, int32_t *) = {
-		avx2s7_1, avx2s7_2, avx2s7_3, avx2s7_4, avx2s7_5
-	};
+	static void (*const copy[5])(int, int, const uint8_t *, size_t, const int8_t *,
+				     int32_t *) = { avx2s7_1, avx2s7_2, avx2s7_3, avx2s7_4,
+						    avx2s7_5 };
 
-	copy[(mr < 5 ? mr : 5) - 1](k, a, lda, b, t);
+	copy[(mr < 5 ? mr : 5) - 1](ns, k, a, lda, b, t);
 }
 #endif
 
@@ -916,7 +933,8 @@ static void run(int M, const uint8_t *a, int lda, float sa, int za, const struct
 		int g = it / rb, m0 = (it % rb) * mr, n0 = g * GROUP;
 		int rows = M - m0 < mr ? M - m0 : mr, cols = w->n - n0 < GROUP ? w->n - n0 : GROUP;
 
-		kn->fn(rows, w->k, a + (size_t)m0 * lda, (size_t)lda, wb + (size_t)g * gbytes, t);
+		kn->fn(rows, (cols + 15) / 16, w->k, a + (size_t)m0 * lda, (size_t)lda,
+		       wb + (size_t)g * gbytes, t);
 		if (c) {
 			for (int i = 0; i < rows; i++)
 				memcpy(c + (size_t)(m0 + i) * ldc + n0, t + i * GROUP,
