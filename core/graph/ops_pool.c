@@ -227,6 +227,14 @@ void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y)
 	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y);
 }
 
+void mc_maxpool2_sample_part(const struct mc_node *node, const float *x, float *y)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	maxpool2_planes(q.C, 2 * q.OH, 2 * q.OW, q.OH, q.OW, x, y);
+}
+
 /*
  * dx = the 2x2 max pool's gradient: dy to each window's first maximum, 0
  * elsewhere. With relu, x is a relu's output and dx goes through that

@@ -5,13 +5,19 @@
  * for AVX-512, AVX2 and plain C, bias and relu in the store, and the
  * weight gradient as the same kind of product.
  *
- * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): nothing is
- * packed. Output positions are taken a padded image row wide, so a tap's
- * window values for consecutive positions are consecutive floats of the
- * image; the kernels read them there against MR weight rows read as they
- * are, and compress the real columns into the output as they store (bias
- * first, relu last). Each task is one sample, or a share of its channel
- * panels for a small batch.
+ * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): the weights are
+ * read as they are. Output positions are taken a padded image row wide, so
+ * a tap's window values for consecutive positions are consecutive floats
+ * of the image; the kernels read them there against MR weight rows, and
+ * compress the real columns into the output as they store (bias first,
+ * relu last). Each task is one sample, or a share of its channel panels
+ * for a small batch; it prefetches the next sample's image as it goes.
+ * On AVX-512, with whole samples a task and K >= 32, only the real
+ * positions are computed instead: a strip of 32 of them is packed from the
+ * image (two loads and a permute a tap and 16 positions) and every panel
+ * runs over it, no column wasted, no load across a cache line; and when
+ * the epilogue reads only part of each plane (a 2x2 pool of an odd size),
+ * only that part.
  *
  * Forward, otherwise: the columns j of the product are (sample, oh, ow) of
  * the whole batch, cut into strips of NR. A strip's window values are
@@ -44,6 +50,7 @@
 #include "kernels/cpu.h"
 
 #define KCMAX	256 /* depth of a packed block: NR x KCMAX floats stay in L1 */
+#define KPMAX	320
 #define NRMAX	32  /* widest strip of any path */
 #define MRMAX	8   /* tallest panel of any path */
 #define SLOTS	16  /* at most this many threads, each with a slot of the workspace */
@@ -501,6 +508,12 @@ static const struct path *path(void)
 	return &paths[sizeof(paths) / sizeof(paths[0]) - 1];
 }
 
+/* A hint that the line at p is read soon (nothing where there is no such instruction). */
+static inline void prefetch(const void *p)
+{
+	__builtin_prefetch(p, 0, 3);
+}
+
 static size_t align16(size_t v)
 {
 	return (v + 15) & ~(size_t)15;
@@ -655,7 +668,8 @@ static size_t slot_floats(const struct mc_convf *cv)
 	size_t op = (size_t)cv->O + MRMAX;
 	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
 	size_t pack = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
-	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img);
+	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img) +
+			align16((size_t)KPMAX * NRMAX);
 
 	return pack > direct ? pack : direct;
 }
@@ -664,13 +678,14 @@ size_t mc_convf_work(const struct mc_convf *cv)
 {
 	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, total;
 
-	/* packed weights and bias, the slots, then the direct kernel's offsets */
+	/* packed weights and bias, the slots, then the direct kernel's offsets (of the image
+	 * and of a packed block) */
 	if (K > SIZE_MAX / 8 / op ||
 	    (size_t)cv->C * (cv->H + 2 * cv->p) >
 		SIZE_MAX / 64 / SLOTS / ((size_t)cv->W + 2 * cv->p + op) ||
 	    (size_t)cv->O * cv->OH > SIZE_MAX / 64 / SLOTS / ((size_t)cv->OW + 1))
 		return SIZE_MAX;
-	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K);
+	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K + KPMAX);
 	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
 }
 
@@ -686,6 +701,67 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
 	for (int o = 0; o < (O + mr - 1) / mr * mr; o++)
 		pb[o] = bias && o < O ? bias[o] : 0.0f;
 }
+
+#if defined(__x86_64__)
+/*
+ * Wide index of output position q in the (padded) image: the tap-0 value of
+ * (oh, ow) is at oh * Wp + ow, of tap k at that + off[k].
+ */
+static int wide(int q, int OW, int Wp)
+{
+	return q / OW * Wp + q % OW;
+}
+
+/* 1 when any 16 consecutive output positions lie within 32 consecutive wide columns. */
+static int packable(int OW, int Wp)
+{
+	return 15 + (Wp - OW) * ((15 + OW - 1) / OW) < 32;
+}
+
+/*
+ * b[kk][0..32), kk < kc: the window values of taps k0 + kk (off[kk] from
+ * the image's origin) at the cols <= 32 real output positions q0 .. of a
+ * sample at xs (padded, Wp wide). Each half of 16 positions spans at most
+ * 32 floats of the image (packable): two masked loads (no float past the
+ * span is read) and a two-source permute put them in order. Lanes past
+ * cols hold values never stored.
+ */
+__attribute__((target("avx512f"))) static void pack_real_avx512(const float *xs, const int *off,
+								int OW, int Wp, int q0, int cols,
+								int kc, float *b)
+{
+	int32_t idx[32];
+	int base[2] = {0, 0};
+	__mmask16 lo[2] = {0, 0}, hi[2] = {0, 0};
+	__m512i ix0, ix1;
+
+	for (int h = 0; h < 2; h++) {
+		int n = cols - 16 * h < 16 ? cols - 16 * h : 16, span;
+
+		if (n <= 0) {
+			memset(idx + 16 * h, 0, 16 * sizeof(int32_t));
+			continue;
+		}
+		base[h] = wide(q0 + 16 * h, OW, Wp);
+		for (int l = 0; l < 16; l++)
+			idx[16 * h + l] = l < n ? wide(q0 + 16 * h + l, OW, Wp) - base[h] : 0;
+		span = idx[16 * h + n - 1] + 1;
+		lo[h] = span >= 16 ? 0xffff : (__mmask16)((1u << span) - 1);
+		hi[h] = span > 16 ? (__mmask16)((1u << (span - 16)) - 1) : 0;
+	}
+	ix0 = _mm512_loadu_si512(idx);
+	ix1 = _mm512_loadu_si512(idx + 16);
+	for (int kk = 0; kk < kc; kk++, b += 32) {
+		const float *s0 = xs + off[kk] + base[0], *s1 = xs + off[kk] + base[1];
+
+		_mm512_storeu_ps(b, _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo[0], s0), ix0,
+							   _mm512_maskz_loadu_ps(hi[0], s0 + 16)));
+		_mm512_storeu_ps(b + 16,
+				 _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo[1], s1), ix1,
+							_mm512_maskz_loadu_ps(hi[1], s1 + 16)));
+	}
+}
+#endif
 
 /*
  * Stride 1 on AVX-512 and AVX2: no packing. Output positions are taken "wide", a
@@ -749,6 +825,49 @@ static void run_epi(const struct mc_convf *cv, int n, const float *y,
 		epi->fn(epi->ctx, s, y + (size_t)s * cv->ys);
 }
 
+/*
+ * The packed path of one task (sample s, panels p0 .. p1 - 1, image at xs):
+ * strips of NRMAX real output positions q = (q / rw, q % rw), rw columns of
+ * rh rows, each packed K block by K block (one block up to KPMAX) from the
+ * image, every panel run over it; tile rows go to ys [O][rh * rw]. The
+ * next sample's image (nx, when not NULL) is prefetched a share per block.
+ */
+__attribute__((target("avx512f"))) static void
+sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const float *pb, int relu,
+	      float *ys, int rh, int rw, int p0, int p1, const int *off, const int *offb, float *bk,
+	      const char *nx)
+{
+	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 8;
+	const int nkb = K <= KPMAX ? 1 : kblocks(K), kc0 = (K + nkb - 1) / nkb, Q = rh * rw;
+	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
+	int nblk = (Q + NRMAX - 1) / NRMAX * nkb, blk = 0;
+
+	for (int q0 = 0; q0 < Q; q0 += NRMAX) {
+		int cols = Q - q0 < NRMAX ? Q - q0 : NRMAX;
+		uint32_t valid = cols == 32 ? 0xffffffffu : (1u << cols) - 1;
+
+		for (int k0 = 0; k0 < K; k0 += kc0) {
+			int kc = K - k0 < kc0 ? K - k0 : kc0;
+
+			for (size_t to = nx ? lines * ++blk / nblk : 0; done < to; done++)
+				prefetch(nx + done * 64);
+			pack_real_avx512(xs, off + k0, rw, Wp, q0, cols, kc, bk);
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *wr[MRMAX];
+
+				/* the panel's weight rows as they are; rows past O repeat row o0 */
+				for (int i = 0; i < mr; i++)
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K + k0;
+				/* a narrow last strip in one block: half the work */
+				(cols <= 16 && nkb == 1 ? fwd_direct16_avx512 : fwd_direct_avx512)(
+				    kc, wr, bk, offb, ys + (size_t)o0 * Q + q0, (size_t)Q, rows,
+				    cols, valid, k0 == 0 ? pb + o0 : NULL, relu && k0 + kc == K);
+			}
+		}
+	}
+}
+
 static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
 			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
 			   int nr, int *off, int avx512, const struct mc_convf_epi *epi)
@@ -756,7 +875,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
 	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
-	int osplit = 1, nt;
+	int osplit = 1, nt, packed = 0, rh = cv->OH, rw = OW, *offb = off + K;
 
 	struct strip strips[NSTRIPS];
 
@@ -771,6 +890,22 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		if (osplit > panels)
 			osplit = panels;
 	}
+#if defined(__x86_64__)
+	/* a whole sample a task and an epilogue that reads only part of it: only that part */
+	if (avx512 && osplit == 1 && epi && epi->part && epi->oh > 0 && epi->oh <= cv->OH &&
+	    epi->ow > 0 && epi->ow <= OW) {
+		rh = epi->oh;
+		rw = epi->ow;
+	}
+	/* real positions packed, where a layer's K is deep enough to amortize the packing */
+	packed = avx512 && osplit == 1 && K >= 32 && packable(rw, Wp);
+	if (!packed) {
+		rh = cv->OH;
+		rw = OW;
+	}
+	for (int kk = 0; packed && kk < KPMAX; kk++)
+		offb[kk] = kk * NRMAX;
+#endif
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 	for (int t = 0; t < n * osplit; t++) {
 		float *own = slots + (size_t)omp_get_thread_num() * slot;
@@ -780,6 +915,9 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		const float *xs = x + (size_t)s * cv->xs;
 		/* a whole sample with an epilogue: into this thread's scratch, then the epilogue */
 		float *ys = epi && osplit == 1 ? own : y + (size_t)s * cv->ys;
+		/* the next sample's image, prefetched while this one computes (one task does) */
+		const char *nx =
+		    s + 1 < n && q == 0 ? (const char *)(x + (size_t)(s + 1) * cv->xs) : NULL;
 
 		if (p) {
 			memset(xp, 0, (size_t)cv->C * Hp * Wp * sizeof(float));
@@ -790,10 +928,20 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 					       (size_t)cv->W * sizeof(float));
 			xs = xp;
 		}
+#if defined(__x86_64__)
+		if (packed) {
+			sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
+				      xp + align16((size_t)cv->C * Hp * Wp), nx);
+			if (epi)
+				(rh * rw < P ? epi->part : epi->fn)(epi->ctx, s, ys);
+			continue;
+		}
+#endif
 		/* the end of what may be read: loads past a strip's columns only feed columns that
 		 * are never stored, so a strip reads whole vectors when they stay inside it */
 		const float *xend = p ? xp + (size_t)cv->C * Hp * Wp
 				      : x + (size_t)(n - 1) * cv->xs + (size_t)cv->C * Hp * Wp;
+		size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
 
 		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
 			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
@@ -801,6 +949,10 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			struct strip st;
 			const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
 
+			for (size_t to =
+				 nx ? lines * (size_t)(si + 1) / (size_t)((jw + nr - 1) / nr) : 0;
+			     done < to; done++)
+				prefetch(nx + done * 64);
 			if (si >= NSTRIPS)
 				strip_masks(cv, Wp, j0, width, avx512, &st);
 			if (!sp->valid)
