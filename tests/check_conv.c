@@ -297,7 +297,10 @@ static const char *arch_pool =
  * Odd outputs (15x15, 5x5; 7x7 and 3x3) whose pools drop the last row and
  * column: the conv2d computes only the outputs the pool reads, packed in
  * strips of 32 (a last strip of 4 or of 16), in one K block or (K = 324)
- * two; O not a multiple of 8.
+ * two; O not a multiple of 8. Then first layers (one input channel) that
+ * pool as they compute: the CNN's, and one of 10 outputs (not a multiple
+ * of 4), padded, 40x37 (20 pooled rows, 18 pooled columns: a second block
+ * of lanes, 2 of them real, and a last column dropped).
  */
 static const char *arch_pool_odd[] = {
     "{\"format\": 1, \"input\": [4, 17, 17], \"nodes\": ["
@@ -318,6 +321,22 @@ static const char *arch_pool_odd[] = {
     "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
     "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
     "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
+    "{\"format\": 1, \"input\": [1, 28, 28], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 32}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"], \"attrs\": {\"out\": 64}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
+    "{\"format\": 1, \"input\": [1, 40, 37], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"],"
+    " \"attrs\": {\"out\": 10, \"padding\": 1}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p1\"]},"
     "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
 };
 
@@ -368,6 +387,8 @@ START_TEST(fused_pool_odd_inference)
 {
 	check_fused_pool(arch_pool_odd[0], 4 * 17 * 17, 801);
 	check_fused_pool(arch_pool_odd[1], 36 * 9 * 9, 802);
+	check_fused_pool(arch_pool_odd[2], 28 * 28, 803);
+	check_fused_pool(arch_pool_odd[3], 40 * 37, 804);
 }
 END_TEST
 

@@ -546,8 +546,13 @@ void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_nod
 				 float *conv_out, float *out)
 {
 	struct pool_epi pe = { pool, out };
-	struct mc_convf_epi epi = { pool_sample, &pe, pool_sample_part, 2 * (int)pool->out_shape[1],
-				    2 * (int)pool->out_shape[2] };
+	struct mc_convf_epi epi = { pool_sample,
+				    &pe,
+				    pool_sample_part,
+				    2 * (int)pool->out_shape[1],
+				    2 * (int)pool->out_shape[2],
+				    out,
+				    pool->out_numel };
 	struct mc_conv_geo q;
 	const float *pin[1] = { conv_out };
 
@@ -584,7 +589,7 @@ void mc_conv2d_forward_post(const struct mc_node *node, const struct mc_run *run
 			    const float *res, float *conv_out, float *out)
 {
 	struct post_epi pe = { mc_conv_post_path(), post, 0, 0, res, out };
-	struct mc_convf_epi epi = { post_sample, &pe, NULL, 0, 0 };
+	struct mc_convf_epi epi = { post_sample, &pe, NULL, 0, 0, NULL, 0 };
 	struct mc_conv_geo q;
 	int64_t rows = (int64_t)n * node->out_shape[0];
 

@@ -17,7 +17,9 @@
  * image (two loads and a permute a tap and 16 positions) and every panel
  * runs over it, no column wasted, no load across a cache line; and when
  * the epilogue reads only part of each plane (a 2x2 pool of an odd size),
- * only that part.
+ * only that part. A first layer (one input channel, 3x3) whose epilogue is
+ * a 2x2 pool of its relu pools in registers and stores only the pooled
+ * values (conv1_pool_avx512).
  *
  * Forward, otherwise: the columns j of the product are (sample, oh, ow) of
  * the whole batch, cut into strips of NR. A strip's window values are
@@ -763,8 +765,110 @@ __attribute__((target("avx512f"))) static void pack_real_avx512(const float *xs,
 }
 #endif
 
+#if defined(__x86_64__)
 /*
- * Stride 1 on AVX-512 and AVX2: no packing. Output positions are taken "wide", a
+ * A first layer (one input channel, 3x3, stride 1) with relu and a 2x2,
+ * stride 2 max pool after it, on AVX-512, one sample: nothing but the
+ * pooled values is stored. Lanes are 16 pooled columns of a pooled row;
+ * for each of 4 output channels, four accumulators hold the window's four
+ * outputs (a b / c d). Each output is its chain (bias, the 9 taps in order,
+ * relu as max(y, 0)); the pool then takes m = a, b, c, d in order, each
+ * where it is greater (vmaxps, as maxpool2_row_avx512), so the bits of
+ * conv, relu and pool one after the other.
+ *
+ * A tap's values for the 16 windows are every other column of an image
+ * row: the image rows are first split into even and odd columns (de: two
+ * planes [Hp][wd], zero past the row), after which they are consecutive.
+ */
+__attribute__((target("avx512f,fma"))) static void conv1_pool_avx512(const float *xs, int Hp,
+								     int Wp, const float *w,
+								     const float *pb, int O, int PH,
+								     int PW, float *out, float *de)
+{
+	const int wd = (PW + 15) / 16 * 16 + 16;
+	const __m512i even =
+	    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+	const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+	const __m512 zero = _mm512_setzero_ps();
+	float *dp[2] = {de, de + (size_t)Hp * wd};
+
+	for (int r = 0; r < Hp; r++)
+		for (int j0 = 0; j0 < wd; j0 += 16) {
+			int left = Wp - 2 * j0;
+			__mmask16 l0 = left >= 16 ? 0xffff
+				       : left > 0 ? (__mmask16)((1u << left) - 1)
+						  : 0;
+			__mmask16 l1 = left >= 32  ? 0xffff
+				       : left > 16 ? (__mmask16)((1u << (left - 16)) - 1)
+						   : 0;
+			const float *src = xs + (size_t)r * Wp + 2 * j0;
+			__m512 v0 = _mm512_maskz_loadu_ps(l0, src),
+			       v1 = _mm512_maskz_loadu_ps(l1, src + 16);
+
+			_mm512_storeu_ps(dp[0] + (size_t)r * wd + j0,
+					 _mm512_permutex2var_ps(v0, even, v1));
+			_mm512_storeu_ps(dp[1] + (size_t)r * wd + j0,
+					 _mm512_permutex2var_ps(v0, odd, v1));
+		}
+	for (int ph = 0; ph < PH; ph++)
+		for (int pw0 = 0; pw0 < PW; pw0 += 16) {
+			__mmask16 st =
+			    PW - pw0 >= 16 ? 0xffff : (__mmask16)((1u << (PW - pw0)) - 1);
+
+			for (int o0 = 0; o0 < O; o0 += 4) {
+				int rows = O - o0 < 4 ? O - o0 : 4;
+				const float *wr[4];
+				__m512 a[4], b[4], c[4], d[4];
+
+				for (int i = 0; i < 4; i++) {
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * 9;
+					a[i] = b[i] = c[i] = d[i] =
+					    _mm512_set1_ps(pb[o0 + (i < rows ? i : 0)]);
+				}
+#pragma GCC unroll 3
+				for (int ki = 0; ki < 3; ki++) {
+#pragma GCC unroll 3
+					for (int kj = 0; kj < 3; kj++) {
+						/* column 2 pw + dx + kj of rows 2 ph + dy + ki */
+						size_t row0 = (size_t)(2 * ph + ki) * wd + pw0,
+						       row1 = row0 + wd;
+						__m512 va =
+						    _mm512_loadu_ps(dp[kj & 1] + row0 + kj / 2);
+						__m512 vb = _mm512_loadu_ps(dp[(kj + 1) & 1] +
+									    row0 + (kj + 1) / 2);
+						__m512 vc =
+						    _mm512_loadu_ps(dp[kj & 1] + row1 + kj / 2);
+						__m512 vd = _mm512_loadu_ps(dp[(kj + 1) & 1] +
+									    row1 + (kj + 1) / 2);
+
+#pragma GCC unroll 4
+						for (int i = 0; i < 4; i++) {
+							__m512 t =
+							    _mm512_set1_ps(wr[i][ki * 3 + kj]);
+
+							a[i] = _mm512_fmadd_ps(t, va, a[i]);
+							b[i] = _mm512_fmadd_ps(t, vb, b[i]);
+							c[i] = _mm512_fmadd_ps(t, vc, c[i]);
+							d[i] = _mm512_fmadd_ps(t, vd, d[i]);
+						}
+					}
+				}
+				for (int i = 0; i < rows; i++) {
+					__m512 m = _mm512_max_ps(a[i], zero);
+
+					m = _mm512_max_ps(_mm512_max_ps(b[i], zero), m);
+					m = _mm512_max_ps(_mm512_max_ps(c[i], zero), m);
+					m = _mm512_max_ps(_mm512_max_ps(d[i], zero), m);
+					_mm512_mask_storeu_ps(
+					    out + ((size_t)(o0 + i) * PH + ph) * PW + pw0, st, m);
+				}
+			}
+		}
+}
+#endif
+
+/*
+ * Stride 1 on AVX-512 and AVX2 (the wide path): no packing. Output positions are taken "wide", a
  * row of Wp = W + 2p columns per output row of which the first OW are
  * real, so that the window values of tap (c, ki, kj) for consecutive wide
  * columns j are consecutive floats of the (padded) image, at j + off[k]
@@ -875,7 +979,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
 	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
-	int osplit = 1, nt, packed = 0, rh = cv->OH, rw = OW, *offb = off + K;
+	int osplit = 1, nt, packed = 0, pooled = 0, rh = cv->OH, rw = OW, *offb = off + K;
 
 	struct strip strips[NSTRIPS];
 
@@ -897,6 +1001,10 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		rh = epi->oh;
 		rw = epi->ow;
 	}
+	/* a first layer whose relu and pool are all the epilogue does: pooled as computed */
+	pooled = avx512 && osplit == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
+		 epi->oh >= 2 && epi->oh <= cv->OH && epi->ow >= 2 && epi->ow <= OW &&
+		 (size_t)2 * Hp * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
 	/* real positions packed, where a layer's K is deep enough to amortize the packing */
 	packed = avx512 && osplit == 1 && K >= 32 && packable(rw, Wp);
 	if (!packed) {
@@ -929,6 +1037,12 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			xs = xp;
 		}
 #if defined(__x86_64__)
+		if (pooled) {
+			conv1_pool_avx512(xs, Hp, Wp, w, pb, O, epi->oh / 2, epi->ow / 2,
+					  epi->pool2 + (size_t)s * epi->pool2_ys,
+					  xp + align16((size_t)cv->C * Hp * Wp));
+			continue;
+		}
 		if (packed) {
 			sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
 				      xp + align16((size_t)cv->C * Hp * Wp), nx);
