@@ -50,6 +50,9 @@ static const struct shape shapes[] = {
     /* batches whose samples are whole tasks at 3 threads too: real positions packed (conv2 of
      * the CNN; a deep K, two blocks, with padding) */
     {8, 32, 13, 13, 64, 3, 1, 0}, {6, 40, 6, 5, 12, 3, 1, 2},
+    /* 100 positions, a last strip of 4 with channels in lanes (a batch of 16): one group of 20
+     * channels, and 70 (two groups of 64, the second of 6) */
+    {16, 8, 12, 12, 20, 3, 1, 0}, {16, 4, 12, 12, 70, 3, 1, 0},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -346,15 +349,15 @@ static void check_fused_pool(const char *desc, size_t per, uint64_t stream)
 	static struct mc_err err;
 	struct mc_model *m = mc_model_from_arch(desc, "t", &err);
 	const char *saved = mc_sgemm_kernel();
-	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+	float *x, *z0 = malloc(17 * 5 * sizeof(float)), *z = malloc(17 * 5 * sizeof(float));
 
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	mc_model_init(m, 4);
-	x = random_f32((size_t)9 * per, stream, -1.0f);
+	x = random_f32((size_t)17 * per, stream, -1.0f);
 	for (int pi = 0; pi < NPATHS; pi++) {
 		if (mc_sgemm_use(paths[pi]))
 			continue;
-		for (int n = 1; n <= 9; n += 8)
+		for (int n = 1; n <= 17; n += 8)
 			for (int t = 1; t <= 3; t++) {
 				struct mc_exec *e;
 

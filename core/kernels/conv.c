@@ -930,6 +930,62 @@ static void run_epi(const struct mc_convf *cv, int n, const float *y,
 }
 
 /*
+ * The last cols <= 4 output positions of a sample (wide indices at[0..4))
+ * with the channels in lanes instead: 4 vectors of 16 channels (of
+ * wt [K][O], the weights transposed) x 4 positions, each tap's value
+ * broadcast from the image: a 16-lane strip for 4 positions would do four
+ * times the work. The same chains (bias, taps in order, relu); each
+ * channel's values are scattered to ys[o][q0 ..] (row stride ldc).
+ */
+__attribute__((target("avx512f,fma"))) static void
+tail4_avx512(int K, const float *wt, int O, const float *xs, const int *off, const int *at,
+	     int cols, const float *pb, int relu, float *ys, size_t ldc)
+{
+	const __m512 zero = _mm512_setzero_ps();
+	const __m512i lane =
+	    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const int a0 = at[0], a1 = at[1], a2 = at[2], a3 = at[3];
+
+	for (int o0 = 0; o0 < O; o0 += 64) {
+		__mmask16 m[4];
+		__m512 acc[4][4];
+
+		for (int v = 0; v < 4; v++) {
+			int r = O - o0 - 16 * v;
+
+			m[v] = r >= 16 ? 0xffff : r > 0 ? (__mmask16)((1u << r) - 1) : 0;
+			acc[v][0] = acc[v][1] = acc[v][2] = acc[v][3] =
+			    _mm512_maskz_loadu_ps(m[v], pb + o0 + 16 * v);
+		}
+		for (int k = 0; k < K; k++) {
+			const float *xk = xs + off[k], *wk = wt + (size_t)k * O + o0;
+			__m512 b0 = _mm512_set1_ps(xk[a0]), b1 = _mm512_set1_ps(xk[a1]);
+			__m512 b2 = _mm512_set1_ps(xk[a2]), b3 = _mm512_set1_ps(xk[a3]);
+
+#pragma GCC unroll 4
+			for (int v = 0; v < 4; v++) {
+				__m512 wv = _mm512_maskz_loadu_ps(m[v], wk + 16 * v);
+
+				acc[v][0] = _mm512_fmadd_ps(wv, b0, acc[v][0]);
+				acc[v][1] = _mm512_fmadd_ps(wv, b1, acc[v][1]);
+				acc[v][2] = _mm512_fmadd_ps(wv, b2, acc[v][2]);
+				acc[v][3] = _mm512_fmadd_ps(wv, b3, acc[v][3]);
+			}
+		}
+		for (int v = 0; v < 4; v++) {
+			__m512i idx = _mm512_mullo_epi32(
+			    _mm512_add_epi32(lane, _mm512_set1_epi32(o0 + 16 * v)),
+			    _mm512_set1_epi32((int)ldc));
+
+			for (int j = 0; j < cols; j++)
+				_mm512_mask_i32scatter_ps(
+				    ys + j, m[v], idx,
+				    relu ? _mm512_max_ps(acc[v][j], zero) : acc[v][j], 4);
+		}
+	}
+}
+
+/*
  * The packed path of one task (sample s, panels p0 .. p1 - 1, image at xs):
  * strips of NRMAX real output positions q = (q / rw, q % rw), rw columns of
  * rh rows, each packed K block by K block (one block up to KPMAX) from the
@@ -939,7 +995,7 @@ static void run_epi(const struct mc_convf *cv, int n, const float *y,
 __attribute__((target("avx512f"))) static void
 sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const float *pb, int relu,
 	      float *ys, int rh, int rw, int p0, int p1, const int *off, const int *offb, float *bk,
-	      const char *nx)
+	      const char *nx, const float *wt)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 8;
 	const int nkb = K <= KPMAX ? 1 : kblocks(K), kc0 = (K + nkb - 1) / nkb, Q = rh * rw;
@@ -950,6 +1006,14 @@ sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const 
 		int cols = Q - q0 < NRMAX ? Q - q0 : NRMAX;
 		uint32_t valid = cols == 32 ? 0xffffffffu : (1u << cols) - 1;
 
+		if (cols <= 4 && wt) {
+			int at[4];
+
+			for (int j = 0; j < 4; j++)
+				at[j] = wide(q0 + (j < cols ? j : cols - 1), rw, Wp);
+			tail4_avx512(K, wt, O, xs, off, at, cols, pb, relu, ys + q0, (size_t)Q);
+			continue;
+		}
 		for (int k0 = 0; k0 < K; k0 += kc0) {
 			int kc = K - k0 < kc0 ? K - k0 : kc0;
 
@@ -974,7 +1038,7 @@ sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const 
 
 static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
 			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
-			   int nr, int *off, int avx512, const struct mc_convf_epi *epi)
+			   int nr, int *off, int avx512, float *wt, const struct mc_convf_epi *epi)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
@@ -1013,6 +1077,14 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	}
 	for (int kk = 0; packed && kk < KPMAX; kk++)
 		offb[kk] = kk * NRMAX;
+	/* a last strip of a few positions, in a batch that pays for transposing the weights */
+	if (packed && rh * rw % NRMAX && rh * rw % NRMAX <= 4 && n >= 16) {
+		for (int o = 0; o < O; o++)
+			for (int kk = 0; kk < K; kk++)
+				wt[(size_t)kk * O + o] = w[(size_t)o * K + kk];
+	} else {
+		wt = NULL;
+	}
 #endif
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 	for (int t = 0; t < n * osplit; t++) {
@@ -1045,7 +1117,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		}
 		if (packed) {
 			sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
-				      xp + align16((size_t)cv->C * Hp * Wp), nx);
+				      xp + align16((size_t)cv->C * Hp * Wp), nx, wt);
 			if (epi)
 				(rh * rw < P ? epi->part : epi->fn)(epi->ctx, s, ys);
 			continue;
@@ -1146,7 +1218,7 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 		for (int o = 0; o < panels * mr; o++)
 			pb[o] = b && o < O ? b[o] : 0.0f;
 		forward_direct(cv, n, x, w, pb, relu, y, slots, slot, mr, nr,
-			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512, epi);
+			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512, a, epi);
 		return;
 	}
 	if (mr == 8 && (int64_t)O * K < INT32_MAX / 2) {
