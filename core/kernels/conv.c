@@ -865,6 +865,81 @@ __attribute__((target("avx512f,fma"))) static void conv1_pool_avx512(const float
 			}
 		}
 }
+
+/*
+ * conv1_pool_avx512 on AVX2: 8 pooled columns a vector, 2 output channels
+ * at a time (8 accumulators); the image split into even and odd columns
+ * (planes [Hp][wd]) in plain C. The same chains and comparisons.
+ */
+__attribute__((target("avx2,fma"))) static void conv1_pool_avx2(const float *xs, int Hp, int Wp,
+								const float *w, const float *pb,
+								int O, int PH, int PW, float *out,
+								float *de)
+{
+	const int wd = (PW + 7) / 8 * 8 + 8;
+	const __m256 zero = _mm256_setzero_ps();
+	float *dp[2] = {de, de + (size_t)Hp * wd};
+
+	for (int r = 0; r < Hp; r++)
+		for (int j = 0; j < wd; j++) {
+			dp[0][(size_t)r * wd + j] = 2 * j < Wp ? xs[(size_t)r * Wp + 2 * j] : 0.0f;
+			dp[1][(size_t)r * wd + j] =
+			    2 * j + 1 < Wp ? xs[(size_t)r * Wp + 2 * j + 1] : 0.0f;
+		}
+	for (int ph = 0; ph < PH; ph++)
+		for (int pw0 = 0; pw0 < PW; pw0 += 8) {
+			__m256i st = _mm256_loadu_si256(
+			    (const __m256i *)(lanes + 8 - (PW - pw0 < 8 ? PW - pw0 : 8)));
+
+			for (int o0 = 0; o0 < O; o0 += 2) {
+				int rows = O - o0 < 2 ? O - o0 : 2;
+				const float *wr[2];
+				__m256 a[2], b[2], c[2], d[2];
+
+				for (int i = 0; i < 2; i++) {
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * 9;
+					a[i] = b[i] = c[i] = d[i] =
+					    _mm256_set1_ps(pb[o0 + (i < rows ? i : 0)]);
+				}
+#pragma GCC unroll 3
+				for (int ki = 0; ki < 3; ki++) {
+#pragma GCC unroll 3
+					for (int kj = 0; kj < 3; kj++) {
+						size_t row0 = (size_t)(2 * ph + ki) * wd + pw0,
+						       row1 = row0 + wd;
+						__m256 va =
+						    _mm256_loadu_ps(dp[kj & 1] + row0 + kj / 2);
+						__m256 vb = _mm256_loadu_ps(dp[(kj + 1) & 1] +
+									    row0 + (kj + 1) / 2);
+						__m256 vc =
+						    _mm256_loadu_ps(dp[kj & 1] + row1 + kj / 2);
+						__m256 vd = _mm256_loadu_ps(dp[(kj + 1) & 1] +
+									    row1 + (kj + 1) / 2);
+
+#pragma GCC unroll 2
+						for (int i = 0; i < 2; i++) {
+							__m256 t =
+							    _mm256_set1_ps(wr[i][ki * 3 + kj]);
+
+							a[i] = _mm256_fmadd_ps(t, va, a[i]);
+							b[i] = _mm256_fmadd_ps(t, vb, b[i]);
+							c[i] = _mm256_fmadd_ps(t, vc, c[i]);
+							d[i] = _mm256_fmadd_ps(t, vd, d[i]);
+						}
+					}
+				}
+				for (int i = 0; i < rows; i++) {
+					__m256 m = _mm256_max_ps(a[i], zero);
+
+					m = _mm256_max_ps(_mm256_max_ps(b[i], zero), m);
+					m = _mm256_max_ps(_mm256_max_ps(c[i], zero), m);
+					m = _mm256_max_ps(_mm256_max_ps(d[i], zero), m);
+					_mm256_maskstore_ps(
+					    out + ((size_t)(o0 + i) * PH + ph) * PW + pw0, st, m);
+				}
+			}
+		}
+}
 #endif
 
 /*
@@ -1066,7 +1141,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		rw = epi->ow;
 	}
 	/* a first layer whose relu and pool are all the epilogue does: pooled as computed */
-	pooled = avx512 && osplit == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
+	pooled = osplit == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
 		 epi->oh >= 2 && epi->oh <= cv->OH && epi->ow >= 2 && epi->ow <= OW &&
 		 (size_t)2 * Hp * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
 	/* real positions packed, where a layer's K is deep enough to amortize the packing */
@@ -1110,9 +1185,10 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		}
 #if defined(__x86_64__)
 		if (pooled) {
-			conv1_pool_avx512(xs, Hp, Wp, w, pb, O, epi->oh / 2, epi->ow / 2,
-					  epi->pool2 + (size_t)s * epi->pool2_ys,
-					  xp + align16((size_t)cv->C * Hp * Wp));
+			(avx512 ? conv1_pool_avx512
+				: conv1_pool_avx2)(xs, Hp, Wp, w, pb, O, epi->oh / 2, epi->ow / 2,
+						   epi->pool2 + (size_t)s * epi->pool2_ys,
+						   xp + align16((size_t)cv->C * Hp * Wp));
 			continue;
 		}
 		if (packed) {
