@@ -12,10 +12,11 @@
  * compress the real columns into the output as they store (bias first,
  * relu last). Each task is one sample, or a share of its channel panels
  * for a small batch; it prefetches the next sample's image as it goes.
- * On AVX-512, with whole samples a task and K >= 32, only the real
- * positions are computed instead: a strip of 32 of them is packed from the
- * image (two loads and a permute a tap and 16 positions) and every panel
- * runs over it, no column wasted, no load across a cache line; and when
+ * With whole samples a task and K >= 32, only the real positions are
+ * computed instead: a strip of 32 of them (AVX2: 24) is packed from the
+ * image (two loads and a permute a tap and 16 positions; AVX2: two loads,
+ * two permutes and a blend a tap and 8) and every panel runs over it, no
+ * column wasted, no load across a cache line; and when
  * the epilogue reads only part of each plane (a 2x2 pool of an odd size),
  * only that part. A first layer (one input channel, 3x3) whose epilogue is
  * a 2x2 pool of its relu pools in registers and stores only the pooled
@@ -1004,6 +1005,104 @@ static void run_epi(const struct mc_convf *cv, int n, const float *y,
 		epi->fn(epi->ctx, s, y + (size_t)s * cv->ys);
 }
 
+/* packable for AVX2: any 8 consecutive output positions lie within 16 consecutive wide columns. */
+static int packable8(int OW, int Wp)
+{
+	return 7 + (Wp - OW) * ((7 + OW - 1) / OW) < 16;
+}
+
+/*
+ * pack_real_avx512 on AVX2, strips of 24 (b rows of 24): each 8 positions
+ * span at most 16 floats of the image (packable8): two masked loads, a
+ * permute of each and a blend.
+ */
+__attribute__((target("avx2"))) static void pack_real_avx2(const float *xs, const int *off, int OW,
+							   int Wp, int q0, int cols, int kc,
+							   float *b, const float *xend)
+{
+	int32_t idx[24];
+	int base[3] = {0, 0, 0};
+	__m256i lo[3], hi[3], ix[3], sel[3];
+
+	for (int h = 0; h < 3; h++) {
+		int n = cols - 8 * h < 8 ? cols - 8 * h : 8, span = 1;
+
+		if (n > 0) {
+			base[h] = wide(q0 + 8 * h, OW, Wp);
+			for (int l = 0; l < 8; l++)
+				idx[8 * h + l] = l < n ? wide(q0 + 8 * h + l, OW, Wp) - base[h] : 0;
+			span = idx[8 * h + n - 1] + 1;
+		} else {
+			for (int l = 0; l < 8; l++)
+				idx[8 * h + l] = 0;
+		}
+		lo[h] = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (span < 8 ? span : 8)));
+		hi[h] =
+		    _mm256_loadu_si256((const __m256i *)(lanes + 8 - (span > 8 ? span - 8 : 0)));
+		ix[h] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(idx + 8 * h)),
+					 _mm256_set1_epi32(7));
+		sel[h] = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(idx + 8 * h)),
+					    _mm256_set1_epi32(7));
+	}
+	for (int kk = 0; kk < kc; kk++, b += 24)
+		for (int h = 0; h < 3; h++) {
+			const float *src = xs + off[kk] + base[h];
+			__m256 v0, v1;
+
+			/* whole loads where they stay inside the image (the lanes past the span
+			 * are not used; masked loads cost more) */
+			if (src + 16 <= xend) {
+				v0 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src), ix[h]);
+				v1 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src + 8), ix[h]);
+			} else {
+				v0 =
+				    _mm256_permutevar8x32_ps(_mm256_maskload_ps(src, lo[h]), ix[h]);
+				v1 = _mm256_permutevar8x32_ps(_mm256_maskload_ps(src + 8, hi[h]),
+							      ix[h]);
+			}
+			_mm256_storeu_ps(b + 8 * h,
+					 _mm256_blendv_ps(v0, v1, _mm256_castsi256_ps(sel[h])));
+		}
+}
+
+/* sample_packed on AVX2: strips of 24 real positions, 4-row panels (fwd_direct_avx2). */
+__attribute__((target("avx2,fma"))) static void
+sample_packed_avx2(const struct mc_convf *cv, const float *xs, const float *w, const float *pb,
+		   int relu, float *ys, int rh, int rw, int p0, int p1, const int *off,
+		   const int *offb, float *bk, const char *nx, const float *xend)
+{
+	static const int ident[24] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3,
+				      4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
+	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 4;
+	const int nkb = K <= KPMAX ? 1 : kblocks(K), kc0 = (K + nkb - 1) / nkb, Q = rh * rw;
+	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
+	int nblk = (Q + 23) / 24 * nkb, blk = 0;
+
+	for (int q0 = 0; q0 < Q; q0 += 24) {
+		int cols = Q - q0 < 24 ? Q - q0 : 24, cnt[3];
+
+		for (int v = 0; v < 3; v++)
+			cnt[v] = cols - 8 * v >= 8 ? 8 : cols - 8 * v > 0 ? cols - 8 * v : 0;
+		for (int k0 = 0; k0 < K; k0 += kc0) {
+			int kc = K - k0 < kc0 ? K - k0 : kc0;
+
+			for (size_t to = nx ? lines * ++blk / nblk : 0; done < to; done++)
+				prefetch(nx + done * 64);
+			pack_real_avx2(xs, off + k0, rw, Wp, q0, cols, kc, bk, xend);
+			for (int pi = p0; pi < p1; pi++) {
+				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+				const float *wr[MRMAX];
+
+				for (int i = 0; i < mr; i++)
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K + k0;
+				fwd_direct_avx2(kc, wr, bk, offb, ys + (size_t)o0 * Q + q0,
+						(size_t)Q, rows, cols, ident, cnt,
+						k0 == 0 ? pb + o0 : NULL, relu && k0 + kc == K);
+			}
+		}
+	}
+}
+
 /*
  * The last cols <= 4 output positions of a sample (wide indices at[0..4))
  * with the channels in lanes instead: 4 vectors of 16 channels (of
@@ -1135,8 +1234,8 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	}
 #if defined(__x86_64__)
 	/* a whole sample a task and an epilogue that reads only part of it: only that part */
-	if (avx512 && osplit == 1 && epi && epi->part && epi->oh > 0 && epi->oh <= cv->OH &&
-	    epi->ow > 0 && epi->ow <= OW) {
+	if (osplit == 1 && epi && epi->part && epi->oh > 0 && epi->oh <= cv->OH && epi->ow > 0 &&
+	    epi->ow <= OW) {
 		rh = epi->oh;
 		rw = epi->ow;
 	}
@@ -1145,15 +1244,15 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		 epi->oh >= 2 && epi->oh <= cv->OH && epi->ow >= 2 && epi->ow <= OW &&
 		 (size_t)2 * Hp * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
 	/* real positions packed, where a layer's K is deep enough to amortize the packing */
-	packed = avx512 && osplit == 1 && K >= 32 && packable(rw, Wp);
+	packed = osplit == 1 && K >= 32 && (avx512 ? packable(rw, Wp) : packable8(rw, Wp));
 	if (!packed) {
 		rh = cv->OH;
 		rw = OW;
 	}
 	for (int kk = 0; packed && kk < KPMAX; kk++)
-		offb[kk] = kk * NRMAX;
+		offb[kk] = kk * nr;
 	/* a last strip of a few positions, in a batch that pays for transposing the weights */
-	if (packed && rh * rw % NRMAX && rh * rw % NRMAX <= 4 && n >= 16) {
+	if (packed && avx512 && rh * rw % NRMAX && rh * rw % NRMAX <= 4 && n >= 16) {
 		for (int o = 0; o < O; o++)
 			for (int kk = 0; kk < K; kk++)
 				wt[(size_t)kk * O + o] = w[(size_t)o * K + kk];
@@ -1192,8 +1291,13 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			continue;
 		}
 		if (packed) {
-			sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
-				      xp + align16((size_t)cv->C * Hp * Wp), nx, wt);
+			if (avx512)
+				sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
+					      xp + align16((size_t)cv->C * Hp * Wp), nx, wt);
+			else
+				sample_packed_avx2(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off,
+						   offb, xp + align16((size_t)cv->C * Hp * Wp), nx,
+						   xs + (size_t)cv->C * Hp * Wp);
 			if (epi)
 				(rh * rw < P ? epi->part : epi->fn)(epi->ctx, s, ys);
 			continue;
