@@ -48,7 +48,7 @@ static const struct shape shapes[] = {
     /* fewer than 16 outputs: one group of 16, the rest of the padded 32 none */
     {24, 1, 24, 24, 10, 3, 1, 1},
     /* batches whose samples are whole tasks at 3 threads too: real positions packed (conv2 of
-     * the CNN; a deep K, two blocks, with padding) */
+     * the CNN), and a K too deep to pack, with padding */
     {8, 32, 13, 13, 64, 3, 1, 0}, {6, 40, 6, 5, 12, 3, 1, 2},
     /* 100 positions, a last strip of 4 with channels in lanes (a batch of 16): one group of 20
      * channels, and 70 (two groups of 64, the second of 6) */
@@ -299,8 +299,8 @@ static const char *arch_pool =
 /*
  * Odd outputs (15x15, 5x5; 7x7 and 3x3) whose pools drop the last row and
  * column: the conv2d computes only the outputs the pool reads, packed in
- * strips of 32 (a last strip of 4 or of 16), in one K block or (K = 324)
- * two; O not a multiple of 8. Then first layers (one input channel) that
+ * strips of 32 (a last strip of 4 or of 16); and (K = 324, too deep to
+ * pack) not; O not a multiple of 8. Then first layers (one input channel) that
  * pool as they compute: the CNN's, and one of 10 outputs (not a multiple
  * of 4), padded, 40x37 (20 pooled rows, 18 pooled columns: a second block
  * of lanes, 2 of them real, and a last column dropped).

@@ -53,7 +53,7 @@
 #include "kernels/cpu.h"
 
 #define KCMAX	256 /* depth of a packed block: NR x KCMAX floats stay in L1 */
-#define KPMAX	320
+#define KPMAX	320 /* deepest K of the packed forward (one block: NRMAX x KPMAX floats) */
 #define NRMAX	32  /* widest strip of any path */
 #define MRMAX	8   /* tallest panel of any path */
 #define SLOTS	16  /* at most this many threads, each with a slot of the workspace */
@@ -1074,31 +1074,26 @@ sample_packed_avx2(const struct mc_convf *cv, const float *xs, const float *w, c
 	static const int ident[24] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3,
 				      4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
 	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 4;
-	const int nkb = K <= KPMAX ? 1 : kblocks(K), kc0 = (K + nkb - 1) / nkb, Q = rh * rw;
+	const int Q = rh * rw, nstrips = (Q + 23) / 24;
 	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
-	int nblk = (Q + 23) / 24 * nkb, blk = 0;
 
-	for (int q0 = 0; q0 < Q; q0 += 24) {
+	for (int q0 = 0, si = 0; q0 < Q; q0 += 24, si++) {
 		int cols = Q - q0 < 24 ? Q - q0 : 24, cnt[3];
 
+		for (size_t to = nx ? lines * (size_t)(si + 1) / (size_t)nstrips : 0; done < to;
+		     done++)
+			prefetch(nx + done * 64);
 		for (int v = 0; v < 3; v++)
 			cnt[v] = cols - 8 * v >= 8 ? 8 : cols - 8 * v > 0 ? cols - 8 * v : 0;
-		for (int k0 = 0; k0 < K; k0 += kc0) {
-			int kc = K - k0 < kc0 ? K - k0 : kc0;
+		pack_real_avx2(xs, off, rw, Wp, q0, cols, K, bk, xend);
+		for (int pi = p0; pi < p1; pi++) {
+			int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+			const float *wr[MRMAX];
 
-			for (size_t to = nx ? lines * ++blk / nblk : 0; done < to; done++)
-				prefetch(nx + done * 64);
-			pack_real_avx2(xs, off + k0, rw, Wp, q0, cols, kc, bk, xend);
-			for (int pi = p0; pi < p1; pi++) {
-				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
-				const float *wr[MRMAX];
-
-				for (int i = 0; i < mr; i++)
-					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K + k0;
-				fwd_direct_avx2(kc, wr, bk, offb, ys + (size_t)o0 * Q + q0,
-						(size_t)Q, rows, cols, ident, cnt,
-						k0 == 0 ? pb + o0 : NULL, relu && k0 + kc == K);
-			}
+			for (int i = 0; i < mr; i++)
+				wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
+			fwd_direct_avx2(K, wr, bk, offb, ys + (size_t)o0 * Q + q0, (size_t)Q, rows,
+					cols, ident, cnt, pb + o0, relu);
 		}
 	}
 }
@@ -1162,9 +1157,9 @@ tail4_avx512(int K, const float *wt, int O, const float *xs, const int *off, con
 /*
  * The packed path of one task (sample s, panels p0 .. p1 - 1, image at xs):
  * strips of NRMAX real output positions q = (q / rw, q % rw), rw columns of
- * rh rows, each packed K block by K block (one block up to KPMAX) from the
- * image, every panel run over it; tile rows go to ys [O][rh * rw]. The
- * next sample's image (nx, when not NULL) is prefetched a share per block.
+ * rh rows, each packed whole (K <= KPMAX) from the image, every panel run
+ * over it; tile rows go to ys [O][rh * rw]. The next sample's image (nx,
+ * when not NULL) is prefetched a share per strip.
  */
 __attribute__((target("avx512f"))) static void
 sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const float *pb, int relu,
@@ -1172,14 +1167,16 @@ sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const 
 	      const char *nx, const float *wt)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 8;
-	const int nkb = K <= KPMAX ? 1 : kblocks(K), kc0 = (K + nkb - 1) / nkb, Q = rh * rw;
+	const int Q = rh * rw, nstrips = (Q + NRMAX - 1) / NRMAX;
 	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
-	int nblk = (Q + NRMAX - 1) / NRMAX * nkb, blk = 0;
 
-	for (int q0 = 0; q0 < Q; q0 += NRMAX) {
+	for (int q0 = 0, si = 0; q0 < Q; q0 += NRMAX, si++) {
 		int cols = Q - q0 < NRMAX ? Q - q0 : NRMAX;
 		uint32_t valid = cols == 32 ? 0xffffffffu : (1u << cols) - 1;
 
+		for (size_t to = nx ? lines * (size_t)(si + 1) / (size_t)nstrips : 0; done < to;
+		     done++)
+			prefetch(nx + done * 64);
 		if (cols <= 4 && wt) {
 			int at[4];
 
@@ -1188,26 +1185,28 @@ sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const 
 			tail4_avx512(K, wt, O, xs, off, at, cols, pb, relu, ys + q0, (size_t)Q);
 			continue;
 		}
-		for (int k0 = 0; k0 < K; k0 += kc0) {
-			int kc = K - k0 < kc0 ? K - k0 : kc0;
+		pack_real_avx512(xs, off, rw, Wp, q0, cols, K, bk);
+		for (int pi = p0; pi < p1; pi++) {
+			int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+			const float *wr[MRMAX];
 
-			for (size_t to = nx ? lines * ++blk / nblk : 0; done < to; done++)
-				prefetch(nx + done * 64);
-			pack_real_avx512(xs, off + k0, rw, Wp, q0, cols, kc, bk);
-			for (int pi = p0; pi < p1; pi++) {
-				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
-				const float *wr[MRMAX];
-
-				/* the panel's weight rows as they are; rows past O repeat row o0 */
-				for (int i = 0; i < mr; i++)
-					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K + k0;
-				/* a narrow last strip in one block: half the work */
-				(cols <= 16 && nkb == 1 ? fwd_direct16_avx512 : fwd_direct_avx512)(
-				    kc, wr, bk, offb, ys + (size_t)o0 * Q + q0, (size_t)Q, rows,
-				    cols, valid, k0 == 0 ? pb + o0 : NULL, relu && k0 + kc == K);
-			}
+			/* the panel's weight rows as they are; rows past O repeat row o0 */
+			for (int i = 0; i < mr; i++)
+				wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
+			/* a narrow last strip: half the work */
+			(cols <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
+			    K, wr, bk, offb, ys + (size_t)o0 * Q + q0, (size_t)Q, rows, cols, valid,
+			    pb + o0, relu);
 		}
 	}
+}
+
+/* Columns computed for m of them in strips of nr (a last one of at most 16 in 16 on AVX-512). */
+static int64_t strip_cols(int64_t m, int nr, int avx512)
+{
+	int64_t tail = m % nr;
+
+	return m - tail + (tail == 0 ? 0 : avx512 && tail <= 16 ? 16 : nr);
 }
 
 static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
@@ -1243,8 +1242,12 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 	pooled = osplit == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
 		 epi->oh >= 2 && epi->oh <= cv->OH && epi->ow >= 2 && epi->ow <= OW &&
 		 (size_t)2 * Hp * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
-	/* real positions packed, where a layer's K is deep enough to amortize the packing */
-	packed = osplit == 1 && K >= 32 && (avx512 ? packable(rw, Wp) : packable8(rw, Wp));
+	/* real positions packed, where a layer's K is deep enough to amortize the packing, in one
+	 * K block, and where that saves a tenth of the wide path's columns at least (a transposed
+	 * convolution's dx, K = 576 and 169 outputs a sample: 20% slower packed) */
+	packed = osplit == 1 && K >= 32 && K <= KPMAX &&
+		 (avx512 ? packable(rw, Wp) : packable8(rw, Wp)) &&
+		 10 * strip_cols(jw, nr, avx512) > 11 * strip_cols((int64_t)rh * rw, nr, avx512);
 	if (!packed) {
 		rh = cv->OH;
 		rw = OW;
