@@ -12,15 +12,15 @@
  * compress the real columns into the output as they store (bias first,
  * relu last). Each task is one sample, or a share of its channel panels
  * for a small batch; it prefetches the next sample's image as it goes.
- * With whole samples a task and K >= 32, only the real positions are
- * computed instead: a strip of 32 of them (AVX2: 24) is packed from the
- * image (two loads and a permute a tap and 16 positions; AVX2: two loads,
- * two permutes and a blend a tap and 8) and every panel runs over it, no
- * column wasted, no load across a cache line; and when
- * the epilogue reads only part of each plane (a 2x2 pool of an odd size),
- * only that part. A first layer (one input channel, 3x3) whose epilogue is
- * a 2x2 pool of its relu pools in registers and stores only the pooled
- * values (conv1_pool_avx512).
+ * With whole samples a task, 32 <= K <= KPMAX and a tenth of the wide
+ * columns to save, only the real positions are computed instead: a strip
+ * of 32 of them (AVX2: 24) is packed from the image (two loads and a
+ * permute a tap and 16 positions; AVX2: two loads, two permutes and a
+ * blend a tap and 8) and every panel runs over it, no column wasted, no
+ * load across a cache line; and when the epilogue reads only part of each
+ * plane (a 2x2 pool of an odd size), only that part. A first layer (one
+ * input channel, 3x3) whose epilogue is a 2x2 pool of its relu pools in
+ * registers and stores only the pooled values (conv1_pool_avx512, _avx2).
  *
  * Forward, otherwise: the columns j of the product are (sample, oh, ow) of
  * the whole batch, cut into strips of NR. A strip's window values are
