@@ -47,6 +47,12 @@ static const struct shape shapes[] = {
     {16, 1, 28, 28, 32, 3, 1, 1}, {12, 3, 20, 20, 20, 3, 1, 1},
     /* fewer than 16 outputs: one group of 16, the rest of the padded 32 none */
     {24, 1, 24, 24, 10, 3, 1, 1},
+    /* batches whose samples are whole tasks at 3 threads too: real positions packed (conv2 of
+     * the CNN), and a K too deep to pack, with padding */
+    {8, 32, 13, 13, 64, 3, 1, 0}, {6, 40, 6, 5, 12, 3, 1, 2},
+    /* 100 positions, a last strip of 4 with channels in lanes (a batch of 16): one group of 20
+     * channels, and 70 (two groups of 64, the second of 6) */
+    {16, 8, 12, 12, 20, 3, 1, 0}, {16, 4, 12, 12, 70, 3, 1, 0},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -290,20 +296,68 @@ static const char *arch_pool =
     "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
     "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}";
 
-START_TEST(fused_pool_inference)
+/*
+ * Odd outputs (15x15, 5x5; 7x7 and 3x3) whose pools drop the last row and
+ * column: the conv2d computes only the outputs the pool reads, packed in
+ * strips of 32 (a last strip of 4 or of 16); and (K = 324, too deep to
+ * pack) not; O not a multiple of 8. Then first layers (one input channel) that
+ * pool as they compute: the CNN's, and one of 10 outputs (not a multiple
+ * of 4), padded, 40x37 (20 pooled rows, 18 pooled columns: a second block
+ * of lanes, 2 of them real, and a last column dropped).
+ */
+static const char *arch_pool_odd[] = {
+    "{\"format\": 1, \"input\": [4, 17, 17], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 12}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"], \"attrs\": {\"out\": 20}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
+    "{\"format\": 1, \"input\": [36, 9, 9], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 10}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"],"
+    " \"attrs\": {\"out\": 20, \"padding\": 1}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
+    "{\"format\": 1, \"input\": [1, 28, 28], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"], \"attrs\": {\"out\": 32}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"c2\", \"op\": \"conv2d\", \"inputs\": [\"p1\"], \"attrs\": {\"out\": 64}},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"c2\"]},"
+    "{\"name\": \"p2\", \"op\": \"maxpool2d\", \"inputs\": [\"r2\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
+    "{\"format\": 1, \"input\": [1, 40, 37], \"nodes\": ["
+    "{\"name\": \"c1\", \"op\": \"conv2d\", \"inputs\": [\"input\"],"
+    " \"attrs\": {\"out\": 10, \"padding\": 1}},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"c1\"]},"
+    "{\"name\": \"p1\", \"op\": \"maxpool2d\", \"inputs\": [\"r1\"], \"attrs\": {\"kernel\": 2}},"
+    "{\"name\": \"f\", \"op\": \"flatten\", \"inputs\": [\"p1\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"f\"], \"attrs\": {\"out\": 5}}]}",
+};
+
+/* The model's logits with pools fused into the conv2d nodes equal those of the nodes one by one. */
+static void check_fused_pool(const char *desc, size_t per, uint64_t stream)
 {
 	static struct mc_err err;
-	struct mc_model *m = mc_model_from_arch(arch_pool, "t", &err);
+	struct mc_model *m = mc_model_from_arch(desc, "t", &err);
 	const char *saved = mc_sgemm_kernel();
-	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+	float *x, *z0 = malloc(17 * 5 * sizeof(float)), *z = malloc(17 * 5 * sizeof(float));
 
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	mc_model_init(m, 4);
-	x = random_f32((size_t)9 * 2 * 14 * 14, 800, -1.0f);
+	x = random_f32((size_t)17 * per, stream, -1.0f);
 	for (int pi = 0; pi < NPATHS; pi++) {
 		if (mc_sgemm_use(paths[pi]))
 			continue;
-		for (int n = 1; n <= 9; n += 8)
+		for (int n = 1; n <= 17; n += 8)
 			for (int t = 1; t <= 3; t++) {
 				struct mc_exec *e;
 
@@ -324,6 +378,20 @@ START_TEST(fused_pool_inference)
 	free(z0);
 	free(x);
 	mc_model_free(m);
+}
+
+START_TEST(fused_pool_inference)
+{
+	check_fused_pool(arch_pool, 2 * 14 * 14, 800);
+}
+END_TEST
+
+START_TEST(fused_pool_odd_inference)
+{
+	check_fused_pool(arch_pool_odd[0], 4 * 17 * 17, 801);
+	check_fused_pool(arch_pool_odd[1], 36 * 9 * 9, 802);
+	check_fused_pool(arch_pool_odd[2], 28 * 28, 803);
+	check_fused_pool(arch_pool_odd[3], 40 * 37, 804);
 }
 END_TEST
 
@@ -668,6 +736,7 @@ int main(void)
 	tcase_add_test(tc, dw_matches_ref);
 	tcase_add_test(tc, fused_model_deterministic);
 	tcase_add_test(tc, fused_pool_inference);
+	tcase_add_test(tc, fused_pool_odd_inference);
 	tcase_add_test(tc, fused_qconv_pool_inference);
 	tcase_add_test(tc, int8_chain_u8_matches_f32_route);
 	tcase_add_test(tc, fused_bn_chain_inference);

@@ -533,12 +533,26 @@ static void pool_sample(void *ctx, int s, const float *ys)
 	mc_maxpool2_sample(pe->pool, ys, pe->out + (size_t)s * pe->pool->out_numel);
 }
 
+/* The same from ys [C][2 OH][2 OW]: the rows and columns the windows read, no more. */
+static void pool_sample_part(void *ctx, int s, const float *ys)
+{
+	const struct pool_epi *pe = ctx;
+
+	mc_maxpool2_sample_part(pe->pool, ys, pe->out + (size_t)s * pe->pool->out_numel);
+}
+
 void mc_conv2d_forward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
 				 const struct mc_run *run, int n, const float *const *in,
 				 float *conv_out, float *out)
 {
 	struct pool_epi pe = { pool, out };
-	struct mc_convf_epi epi = { pool_sample, &pe };
+	struct mc_convf_epi epi = { pool_sample,
+				    &pe,
+				    pool_sample_part,
+				    2 * (int)pool->out_shape[1],
+				    2 * (int)pool->out_shape[2],
+				    out,
+				    pool->out_numel };
 	struct mc_conv_geo q;
 	const float *pin[1] = { conv_out };
 
@@ -575,7 +589,7 @@ void mc_conv2d_forward_post(const struct mc_node *node, const struct mc_run *run
 			    const float *res, float *conv_out, float *out)
 {
 	struct post_epi pe = { mc_conv_post_path(), post, 0, 0, res, out };
-	struct mc_convf_epi epi = { post_sample, &pe };
+	struct mc_convf_epi epi = { post_sample, &pe, NULL, 0, 0, NULL, 0 };
 	struct mc_conv_geo q;
 	int64_t rows = (int64_t)n * node->out_shape[0];
 

@@ -138,6 +138,8 @@ void mc_qconv2d_forward_u8(const struct mc_node *node, const struct mc_run *run,
 int mc_maxpool2_fusable(const struct mc_node *node);
 /* That pool over one sample x [C, H, W] into y [C, H/2, W/2]. */
 void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y);
+/* The same from x [C][2 OH][2 OW]: only the rows and columns its windows read. */
+void mc_maxpool2_sample_part(const struct mc_node *node, const float *x, float *y);
 /*
  * Training: the gradient of a relu's output x through a 2x2 maxpool2d
  * (node, mc_maxpool2_fusable) and then through the relu, in one pass: dx

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <omp.h>
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -160,53 +162,69 @@ __attribute__((target("avx512f"))) static int maxpool2_row_avx512(const float *r
  * in the same order as the general loop (first maximum wins), so the same
  * results and the same routing of gradients.
  */
-/* planes [planes, H, W] -> [planes, OH, OW]: the 2x2, stride 2 windows of each plane. */
-static void maxpool2_planes(int64_t planes, int H, int W, int OH, int OW, const float *x0,
-			    float *y0)
+/* plane [H, W] -> [OH, OW]: its 2x2, stride 2 windows (wide: with AVX-512). */
+static void maxpool2_plane(int H, int W, int OH, int OW, const float *x, float *y, int wide)
 {
-#if defined(__x86_64__)
-	int wide = mc_cpu_has(MC_CPU_AVX512F);
-#endif
-#pragma omp parallel for schedule(static) if (planes * H * W >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < planes; pl++) {
-		const float *x = x0 + pl * H * W;
-		float *y = y0 + pl * OH * OW;
-
-		for (int oh = 0; oh < OH; oh++) {
-			const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-			int ow = 0;
+	(void)H;
+	(void)wide;
+	for (int oh = 0; oh < OH; oh++) {
+		const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+		int ow = 0;
 
 #if defined(__x86_64__)
-			if (wide)
-				ow = maxpool2_row_avx512(r0, r1, OW, y + oh * OW);
+		if (wide)
+			ow = maxpool2_row_avx512(r0, r1, OW, y + oh * OW);
 #endif
 #ifdef __SSE2__
-			/* Four windows at a time, the same comparisons as below as
-			 * selects (not max, whose NaN rule differs): the same bits. */
-			for (; ow + 4 <= OW; ow += 4) {
-				__m128 v0, v1, v2, v3, m;
+		/* Four windows at a time, the same comparisons as below as
+		 * selects (not max, whose NaN rule differs): the same bits. */
+		for (; ow + 4 <= OW; ow += 4) {
+			__m128 v0, v1, v2, v3, m;
 
-				split4(r0 + 2 * ow, &v0, &v1);
-				split4(r1 + 2 * ow, &v2, &v3);
-				m = sel4(_mm_cmpgt_ps(v1, v0), v1, v0);
-				m = sel4(_mm_cmpgt_ps(v2, m), v2, m);
-				_mm_storeu_ps(y + oh * OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
-			}
+			split4(r0 + 2 * ow, &v0, &v1);
+			split4(r1 + 2 * ow, &v2, &v3);
+			m = sel4(_mm_cmpgt_ps(v1, v0), v1, v0);
+			m = sel4(_mm_cmpgt_ps(v2, m), v2, m);
+			_mm_storeu_ps(y + oh * OW + ow, sel4(_mm_cmpgt_ps(v3, m), v3, m));
+		}
 #endif
-			for (; ow < OW; ow++) {
-				float m = r0[2 * ow];
+		for (; ow < OW; ow++) {
+			float m = r0[2 * ow];
 
-				m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
-				m = r1[2 * ow] > m ? r1[2 * ow] : m;
-				y[oh * OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
-			}
+			m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
+			m = r1[2 * ow] > m ? r1[2 * ow] : m;
+			y[oh * OW + ow] = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
 		}
 	}
 }
 
+/*
+ * planes [planes, H, W] -> [planes, OH, OW]: the 2x2, stride 2 windows of
+ * each plane; split over a team when par and large enough. The per-sample
+ * calls of a fused pool, from inside a team, are not: there even a team of
+ * one costs microseconds.
+ */
+static void maxpool2_planes(int64_t planes, int H, int W, int OH, int OW, const float *x0,
+			    float *y0, int par)
+{
+	int wide = 0;
+
+#if defined(__x86_64__)
+	wide = mc_cpu_has(MC_CPU_AVX512F);
+#endif
+	if (!par || planes * H * W < MC_PAR_MIN) {
+		for (int64_t pl = 0; pl < planes; pl++)
+			maxpool2_plane(H, W, OH, OW, x0 + pl * H * W, y0 + pl * OH * OW, wide);
+		return;
+	}
+#pragma omp parallel for schedule(static)
+	for (int64_t pl = 0; pl < planes; pl++)
+		maxpool2_plane(H, W, OH, OW, x0 + pl * H * W, y0 + pl * OH * OW, wide);
+}
+
 static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
 {
-	maxpool2_planes((int64_t)n * q->C, q->H, q->W, q->OH, q->OW, x0, y0);
+	maxpool2_planes((int64_t)n * q->C, q->H, q->W, q->OH, q->OW, x0, y0, 1);
 }
 
 int mc_maxpool2_fusable(const struct mc_node *node)
@@ -224,7 +242,15 @@ void mc_maxpool2_sample(const struct mc_node *node, const float *x, float *y)
 	struct pool_geo q;
 
 	pool_geo(node, &q);
-	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y);
+	maxpool2_planes(q.C, q.H, q.W, q.OH, q.OW, x, y, !omp_in_parallel());
+}
+
+void mc_maxpool2_sample_part(const struct mc_node *node, const float *x, float *y)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	maxpool2_planes(q.C, 2 * q.OH, 2 * q.OW, q.OH, q.OW, x, y, 0);
 }
 
 /*

@@ -5,13 +5,22 @@
  * for AVX-512, AVX2 and plain C, bias and relu in the store, and the
  * weight gradient as the same kind of product.
  *
- * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): nothing is
- * packed. Output positions are taken a padded image row wide, so a tap's
- * window values for consecutive positions are consecutive floats of the
- * image; the kernels read them there against MR weight rows read as they
- * are, and compress the real columns into the output as they store (bias
- * first, relu last). Each task is one sample, or a share of its channel
- * panels for a small batch.
+ * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): the weights are
+ * read as they are. Output positions are taken a padded image row wide, so
+ * a tap's window values for consecutive positions are consecutive floats
+ * of the image; the kernels read them there against MR weight rows, and
+ * compress the real columns into the output as they store (bias first,
+ * relu last). Each task is one sample, or a share of its channel panels
+ * for a small batch; it prefetches the next sample's image as it goes.
+ * With whole samples a task, 32 <= K <= KPMAX and a tenth of the wide
+ * columns to save, only the real positions are computed instead: a strip
+ * of 32 of them (AVX2: 24) is packed from the image (two loads and a
+ * permute a tap and 16 positions; AVX2: two loads, two permutes and a
+ * blend a tap and 8) and every panel runs over it, no column wasted, no
+ * load across a cache line; and when the epilogue reads only part of each
+ * plane (a 2x2 pool of an odd size), only that part. A first layer (one
+ * input channel, 3x3) whose epilogue is a 2x2 pool of its relu pools in
+ * registers and stores only the pooled values (conv1_pool_avx512, _avx2).
  *
  * Forward, otherwise: the columns j of the product are (sample, oh, ow) of
  * the whole batch, cut into strips of NR. A strip's window values are
@@ -44,6 +53,7 @@
 #include "kernels/cpu.h"
 
 #define KCMAX	256 /* depth of a packed block: NR x KCMAX floats stay in L1 */
+#define KPMAX	320 /* deepest K of the packed forward (one block: NRMAX x KPMAX floats) */
 #define NRMAX	32  /* widest strip of any path */
 #define MRMAX	8   /* tallest panel of any path */
 #define SLOTS	16  /* at most this many threads, each with a slot of the workspace */
@@ -501,6 +511,12 @@ static const struct path *path(void)
 	return &paths[sizeof(paths) / sizeof(paths[0]) - 1];
 }
 
+/* A hint that the line at p is read soon (nothing where there is no such instruction). */
+static inline void prefetch(const void *p)
+{
+	__builtin_prefetch(p, 0, 3);
+}
+
 static size_t align16(size_t v)
 {
 	return (v + 15) & ~(size_t)15;
@@ -655,7 +671,8 @@ static size_t slot_floats(const struct mc_convf *cv)
 	size_t op = (size_t)cv->O + MRMAX;
 	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
 	size_t pack = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
-	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img);
+	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img) +
+			align16((size_t)KPMAX * NRMAX);
 
 	return pack > direct ? pack : direct;
 }
@@ -664,13 +681,14 @@ size_t mc_convf_work(const struct mc_convf *cv)
 {
 	size_t K = (size_t)cv->C * cv->k * cv->k, op = (size_t)cv->O + MRMAX, total;
 
-	/* packed weights and bias, the slots, then the direct kernel's offsets */
+	/* packed weights and bias, the slots, then the direct kernel's offsets (of the image
+	 * and of a packed block) */
 	if (K > SIZE_MAX / 8 / op ||
 	    (size_t)cv->C * (cv->H + 2 * cv->p) >
 		SIZE_MAX / 64 / SLOTS / ((size_t)cv->W + 2 * cv->p + op) ||
 	    (size_t)cv->O * cv->OH > SIZE_MAX / 64 / SLOTS / ((size_t)cv->OW + 1))
 		return SIZE_MAX;
-	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K);
+	total = align16(op * K) + align16(op) + SLOTS * slot_floats(cv) + align16(K + KPMAX);
 	return total > SIZE_MAX / sizeof(float) ? SIZE_MAX : total * sizeof(float);
 }
 
@@ -687,8 +705,246 @@ static void pack_weights(const float *w, const float *bias, int O, int K, int mr
 		pb[o] = bias && o < O ? bias[o] : 0.0f;
 }
 
+#if defined(__x86_64__)
 /*
- * Stride 1 on AVX-512 and AVX2: no packing. Output positions are taken "wide", a
+ * Wide index of output position q in the (padded) image: the tap-0 value of
+ * (oh, ow) is at oh * Wp + ow, of tap k at that + off[k].
+ */
+static int wide(int q, int OW, int Wp)
+{
+	return q / OW * Wp + q % OW;
+}
+
+/* 1 when any 16 consecutive output positions lie within 32 consecutive wide columns. */
+static int packable(int OW, int Wp)
+{
+	return 15 + (Wp - OW) * ((15 + OW - 1) / OW) < 32;
+}
+
+/*
+ * b[kk][0..32), kk < kc: the window values of taps k0 + kk (off[kk] from
+ * the image's origin) at the cols <= 32 real output positions q0 .. of a
+ * sample at xs (padded, Wp wide). Each half of 16 positions spans at most
+ * 32 floats of the image (packable): two masked loads (no float past the
+ * span is read) and a two-source permute put them in order. Lanes past
+ * cols hold values never stored.
+ */
+__attribute__((target("avx512f"))) static void pack_real_avx512(const float *xs, const int *off,
+								int OW, int Wp, int q0, int cols,
+								int kc, float *b)
+{
+	int32_t idx[32];
+	int base[2] = {0, 0};
+	__mmask16 lo[2] = {0, 0}, hi[2] = {0, 0};
+	__m512i ix0, ix1;
+
+	for (int h = 0; h < 2; h++) {
+		int n = cols - 16 * h < 16 ? cols - 16 * h : 16, span;
+
+		if (n <= 0) {
+			memset(idx + 16 * h, 0, 16 * sizeof(int32_t));
+			continue;
+		}
+		base[h] = wide(q0 + 16 * h, OW, Wp);
+		for (int l = 0; l < 16; l++)
+			idx[16 * h + l] = l < n ? wide(q0 + 16 * h + l, OW, Wp) - base[h] : 0;
+		span = idx[16 * h + n - 1] + 1;
+		lo[h] = span >= 16 ? 0xffff : (__mmask16)((1u << span) - 1);
+		hi[h] = span > 16 ? (__mmask16)((1u << (span - 16)) - 1) : 0;
+	}
+	ix0 = _mm512_loadu_si512(idx);
+	ix1 = _mm512_loadu_si512(idx + 16);
+	for (int kk = 0; kk < kc; kk++, b += 32) {
+		const float *s0 = xs + off[kk] + base[0], *s1 = xs + off[kk] + base[1];
+
+		_mm512_storeu_ps(b, _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo[0], s0), ix0,
+							   _mm512_maskz_loadu_ps(hi[0], s0 + 16)));
+		_mm512_storeu_ps(b + 16,
+				 _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo[1], s1), ix1,
+							_mm512_maskz_loadu_ps(hi[1], s1 + 16)));
+	}
+}
+#endif
+
+#if defined(__x86_64__)
+/*
+ * A first layer (one input channel, 3x3, stride 1) with relu and a 2x2,
+ * stride 2 max pool after it, on AVX-512, one sample: nothing but the
+ * pooled values is stored. Lanes are 16 pooled columns of a pooled row;
+ * for each of 4 output channels, four accumulators hold the window's four
+ * outputs (a b / c d). Each output is its chain (bias, the 9 taps in order,
+ * relu as max(y, 0)); the pool then takes m = a, b, c, d in order, each
+ * where it is greater (vmaxps, as maxpool2_row_avx512), so the bits of
+ * conv, relu and pool one after the other.
+ *
+ * A tap's values for the 16 windows are every other column of an image
+ * row: the image rows are first split into even and odd columns (de: two
+ * planes [Hp][wd], zero past the row), after which they are consecutive.
+ */
+__attribute__((target("avx512f,fma"))) static void conv1_pool_avx512(const float *xs, int Hp,
+								     int Wp, const float *w,
+								     const float *pb, int O, int PH,
+								     int PW, float *out, float *de)
+{
+	const int wd = (PW + 15) / 16 * 16 + 16;
+	const __m512i even =
+	    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+	const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+	const __m512 zero = _mm512_setzero_ps();
+	float *dp[2] = {de, de + (size_t)Hp * wd};
+
+	for (int r = 0; r < Hp; r++)
+		for (int j0 = 0; j0 < wd; j0 += 16) {
+			int left = Wp - 2 * j0;
+			__mmask16 l0 = left >= 16 ? 0xffff
+				       : left > 0 ? (__mmask16)((1u << left) - 1)
+						  : 0;
+			__mmask16 l1 = left >= 32  ? 0xffff
+				       : left > 16 ? (__mmask16)((1u << (left - 16)) - 1)
+						   : 0;
+			const float *src = xs + (size_t)r * Wp + 2 * j0;
+			__m512 v0 = _mm512_maskz_loadu_ps(l0, src),
+			       v1 = _mm512_maskz_loadu_ps(l1, src + 16);
+
+			_mm512_storeu_ps(dp[0] + (size_t)r * wd + j0,
+					 _mm512_permutex2var_ps(v0, even, v1));
+			_mm512_storeu_ps(dp[1] + (size_t)r * wd + j0,
+					 _mm512_permutex2var_ps(v0, odd, v1));
+		}
+	for (int ph = 0; ph < PH; ph++)
+		for (int pw0 = 0; pw0 < PW; pw0 += 16) {
+			__mmask16 st =
+			    PW - pw0 >= 16 ? 0xffff : (__mmask16)((1u << (PW - pw0)) - 1);
+
+			for (int o0 = 0; o0 < O; o0 += 4) {
+				int rows = O - o0 < 4 ? O - o0 : 4;
+				const float *wr[4];
+				__m512 a[4], b[4], c[4], d[4];
+
+				for (int i = 0; i < 4; i++) {
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * 9;
+					a[i] = b[i] = c[i] = d[i] =
+					    _mm512_set1_ps(pb[o0 + (i < rows ? i : 0)]);
+				}
+#pragma GCC unroll 3
+				for (int ki = 0; ki < 3; ki++) {
+#pragma GCC unroll 3
+					for (int kj = 0; kj < 3; kj++) {
+						/* column 2 pw + dx + kj of rows 2 ph + dy + ki */
+						size_t row0 = (size_t)(2 * ph + ki) * wd + pw0,
+						       row1 = row0 + wd;
+						__m512 va =
+						    _mm512_loadu_ps(dp[kj & 1] + row0 + kj / 2);
+						__m512 vb = _mm512_loadu_ps(dp[(kj + 1) & 1] +
+									    row0 + (kj + 1) / 2);
+						__m512 vc =
+						    _mm512_loadu_ps(dp[kj & 1] + row1 + kj / 2);
+						__m512 vd = _mm512_loadu_ps(dp[(kj + 1) & 1] +
+									    row1 + (kj + 1) / 2);
+
+#pragma GCC unroll 4
+						for (int i = 0; i < 4; i++) {
+							__m512 t =
+							    _mm512_set1_ps(wr[i][ki * 3 + kj]);
+
+							a[i] = _mm512_fmadd_ps(t, va, a[i]);
+							b[i] = _mm512_fmadd_ps(t, vb, b[i]);
+							c[i] = _mm512_fmadd_ps(t, vc, c[i]);
+							d[i] = _mm512_fmadd_ps(t, vd, d[i]);
+						}
+					}
+				}
+				for (int i = 0; i < rows; i++) {
+					__m512 m = _mm512_max_ps(a[i], zero);
+
+					m = _mm512_max_ps(_mm512_max_ps(b[i], zero), m);
+					m = _mm512_max_ps(_mm512_max_ps(c[i], zero), m);
+					m = _mm512_max_ps(_mm512_max_ps(d[i], zero), m);
+					_mm512_mask_storeu_ps(
+					    out + ((size_t)(o0 + i) * PH + ph) * PW + pw0, st, m);
+				}
+			}
+		}
+}
+
+/*
+ * conv1_pool_avx512 on AVX2: 8 pooled columns a vector, 2 output channels
+ * at a time (8 accumulators); the image split into even and odd columns
+ * (planes [Hp][wd]) in plain C. The same chains and comparisons.
+ */
+__attribute__((target("avx2,fma"))) static void conv1_pool_avx2(const float *xs, int Hp, int Wp,
+								const float *w, const float *pb,
+								int O, int PH, int PW, float *out,
+								float *de)
+{
+	const int wd = (PW + 7) / 8 * 8 + 8;
+	const __m256 zero = _mm256_setzero_ps();
+	float *dp[2] = {de, de + (size_t)Hp * wd};
+
+	for (int r = 0; r < Hp; r++)
+		for (int j = 0; j < wd; j++) {
+			dp[0][(size_t)r * wd + j] = 2 * j < Wp ? xs[(size_t)r * Wp + 2 * j] : 0.0f;
+			dp[1][(size_t)r * wd + j] =
+			    2 * j + 1 < Wp ? xs[(size_t)r * Wp + 2 * j + 1] : 0.0f;
+		}
+	for (int ph = 0; ph < PH; ph++)
+		for (int pw0 = 0; pw0 < PW; pw0 += 8) {
+			__m256i st = _mm256_loadu_si256(
+			    (const __m256i *)(lanes + 8 - (PW - pw0 < 8 ? PW - pw0 : 8)));
+
+			for (int o0 = 0; o0 < O; o0 += 2) {
+				int rows = O - o0 < 2 ? O - o0 : 2;
+				const float *wr[2];
+				__m256 a[2], b[2], c[2], d[2];
+
+				for (int i = 0; i < 2; i++) {
+					wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * 9;
+					a[i] = b[i] = c[i] = d[i] =
+					    _mm256_set1_ps(pb[o0 + (i < rows ? i : 0)]);
+				}
+#pragma GCC unroll 3
+				for (int ki = 0; ki < 3; ki++) {
+#pragma GCC unroll 3
+					for (int kj = 0; kj < 3; kj++) {
+						size_t row0 = (size_t)(2 * ph + ki) * wd + pw0,
+						       row1 = row0 + wd;
+						__m256 va =
+						    _mm256_loadu_ps(dp[kj & 1] + row0 + kj / 2);
+						__m256 vb = _mm256_loadu_ps(dp[(kj + 1) & 1] +
+									    row0 + (kj + 1) / 2);
+						__m256 vc =
+						    _mm256_loadu_ps(dp[kj & 1] + row1 + kj / 2);
+						__m256 vd = _mm256_loadu_ps(dp[(kj + 1) & 1] +
+									    row1 + (kj + 1) / 2);
+
+#pragma GCC unroll 2
+						for (int i = 0; i < 2; i++) {
+							__m256 t =
+							    _mm256_set1_ps(wr[i][ki * 3 + kj]);
+
+							a[i] = _mm256_fmadd_ps(t, va, a[i]);
+							b[i] = _mm256_fmadd_ps(t, vb, b[i]);
+							c[i] = _mm256_fmadd_ps(t, vc, c[i]);
+							d[i] = _mm256_fmadd_ps(t, vd, d[i]);
+						}
+					}
+				}
+				for (int i = 0; i < rows; i++) {
+					__m256 m = _mm256_max_ps(a[i], zero);
+
+					m = _mm256_max_ps(_mm256_max_ps(b[i], zero), m);
+					m = _mm256_max_ps(_mm256_max_ps(c[i], zero), m);
+					m = _mm256_max_ps(_mm256_max_ps(d[i], zero), m);
+					_mm256_maskstore_ps(
+					    out + ((size_t)(o0 + i) * PH + ph) * PW + pw0, st, m);
+				}
+			}
+		}
+}
+#endif
+
+/*
+ * Stride 1 on AVX-512 and AVX2 (the wide path): no packing. Output positions are taken "wide", a
  * row of Wp = W + 2p columns per output row of which the first OW are
  * real, so that the window values of tap (c, ki, kj) for consecutive wide
  * columns j are consecutive floats of the (padded) image, at j + off[k]
@@ -749,14 +1005,218 @@ static void run_epi(const struct mc_convf *cv, int n, const float *y,
 		epi->fn(epi->ctx, s, y + (size_t)s * cv->ys);
 }
 
+/* packable for AVX2: any 8 consecutive output positions lie within 16 consecutive wide columns. */
+static int packable8(int OW, int Wp)
+{
+	return 7 + (Wp - OW) * ((7 + OW - 1) / OW) < 16;
+}
+
+/*
+ * pack_real_avx512 on AVX2, strips of 24 (b rows of 24): each 8 positions
+ * span at most 16 floats of the image (packable8): two masked loads, a
+ * permute of each and a blend.
+ */
+__attribute__((target("avx2"))) static void pack_real_avx2(const float *xs, const int *off, int OW,
+							   int Wp, int q0, int cols, int kc,
+							   float *b, const float *xend)
+{
+	int32_t idx[24];
+	int base[3] = {0, 0, 0};
+	__m256i lo[3], hi[3], ix[3], sel[3];
+
+	for (int h = 0; h < 3; h++) {
+		int n = cols - 8 * h < 8 ? cols - 8 * h : 8, span = 1;
+
+		if (n > 0) {
+			base[h] = wide(q0 + 8 * h, OW, Wp);
+			for (int l = 0; l < 8; l++)
+				idx[8 * h + l] = l < n ? wide(q0 + 8 * h + l, OW, Wp) - base[h] : 0;
+			span = idx[8 * h + n - 1] + 1;
+		} else {
+			for (int l = 0; l < 8; l++)
+				idx[8 * h + l] = 0;
+		}
+		lo[h] = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (span < 8 ? span : 8)));
+		hi[h] =
+		    _mm256_loadu_si256((const __m256i *)(lanes + 8 - (span > 8 ? span - 8 : 0)));
+		ix[h] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(idx + 8 * h)),
+					 _mm256_set1_epi32(7));
+		sel[h] = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(idx + 8 * h)),
+					    _mm256_set1_epi32(7));
+	}
+	for (int kk = 0; kk < kc; kk++, b += 24)
+		for (int h = 0; h < 3; h++) {
+			const float *src = xs + off[kk] + base[h];
+			__m256 v0, v1;
+
+			/* whole loads where they stay inside the image (the lanes past the span
+			 * are not used; masked loads cost more) */
+			if (src + 16 <= xend) {
+				v0 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src), ix[h]);
+				v1 = _mm256_permutevar8x32_ps(_mm256_loadu_ps(src + 8), ix[h]);
+			} else {
+				v0 =
+				    _mm256_permutevar8x32_ps(_mm256_maskload_ps(src, lo[h]), ix[h]);
+				v1 = _mm256_permutevar8x32_ps(_mm256_maskload_ps(src + 8, hi[h]),
+							      ix[h]);
+			}
+			_mm256_storeu_ps(b + 8 * h,
+					 _mm256_blendv_ps(v0, v1, _mm256_castsi256_ps(sel[h])));
+		}
+}
+
+/* sample_packed on AVX2: strips of 24 real positions, 4-row panels (fwd_direct_avx2). */
+__attribute__((target("avx2,fma"))) static void
+sample_packed_avx2(const struct mc_convf *cv, const float *xs, const float *w, const float *pb,
+		   int relu, float *ys, int rh, int rw, int p0, int p1, const int *off,
+		   const int *offb, float *bk, const char *nx, const float *xend)
+{
+	static const int ident[24] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3,
+				      4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
+	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 4;
+	const int Q = rh * rw, nstrips = (Q + 23) / 24;
+	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
+
+	for (int q0 = 0, si = 0; q0 < Q; q0 += 24, si++) {
+		int cols = Q - q0 < 24 ? Q - q0 : 24, cnt[3];
+
+		for (size_t to = nx ? lines * (size_t)(si + 1) / (size_t)nstrips : 0; done < to;
+		     done++)
+			prefetch(nx + done * 64);
+		for (int v = 0; v < 3; v++)
+			cnt[v] = cols - 8 * v >= 8 ? 8 : cols - 8 * v > 0 ? cols - 8 * v : 0;
+		pack_real_avx2(xs, off, rw, Wp, q0, cols, K, bk, xend);
+		for (int pi = p0; pi < p1; pi++) {
+			int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+			const float *wr[MRMAX];
+
+			for (int i = 0; i < mr; i++)
+				wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
+			fwd_direct_avx2(K, wr, bk, offb, ys + (size_t)o0 * Q + q0, (size_t)Q, rows,
+					cols, ident, cnt, pb + o0, relu);
+		}
+	}
+}
+
+/*
+ * The last cols <= 4 output positions of a sample (wide indices at[0..4))
+ * with the channels in lanes instead: 4 vectors of 16 channels (of
+ * wt [K][O], the weights transposed) x 4 positions, each tap's value
+ * broadcast from the image: a 16-lane strip for 4 positions would do four
+ * times the work. The same chains (bias, taps in order, relu); each
+ * channel's values are scattered to ys[o][q0 ..] (row stride ldc).
+ */
+__attribute__((target("avx512f,fma"))) static void
+tail4_avx512(int K, const float *wt, int O, const float *xs, const int *off, const int *at,
+	     int cols, const float *pb, int relu, float *ys, size_t ldc)
+{
+	const __m512 zero = _mm512_setzero_ps();
+	const __m512i lane =
+	    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const int a0 = at[0], a1 = at[1], a2 = at[2], a3 = at[3];
+
+	for (int o0 = 0; o0 < O; o0 += 64) {
+		__mmask16 m[4];
+		__m512 acc[4][4];
+
+		for (int v = 0; v < 4; v++) {
+			int r = O - o0 - 16 * v;
+
+			m[v] = r >= 16 ? 0xffff : r > 0 ? (__mmask16)((1u << r) - 1) : 0;
+			acc[v][0] = acc[v][1] = acc[v][2] = acc[v][3] =
+			    _mm512_maskz_loadu_ps(m[v], pb + o0 + 16 * v);
+		}
+		for (int k = 0; k < K; k++) {
+			const float *xk = xs + off[k], *wk = wt + (size_t)k * O + o0;
+			__m512 b0 = _mm512_set1_ps(xk[a0]), b1 = _mm512_set1_ps(xk[a1]);
+			__m512 b2 = _mm512_set1_ps(xk[a2]), b3 = _mm512_set1_ps(xk[a3]);
+
+#pragma GCC unroll 4
+			for (int v = 0; v < 4; v++) {
+				__m512 wv = _mm512_maskz_loadu_ps(m[v], wk + 16 * v);
+
+				acc[v][0] = _mm512_fmadd_ps(wv, b0, acc[v][0]);
+				acc[v][1] = _mm512_fmadd_ps(wv, b1, acc[v][1]);
+				acc[v][2] = _mm512_fmadd_ps(wv, b2, acc[v][2]);
+				acc[v][3] = _mm512_fmadd_ps(wv, b3, acc[v][3]);
+			}
+		}
+		for (int v = 0; v < 4; v++) {
+			__m512i idx = _mm512_mullo_epi32(
+			    _mm512_add_epi32(lane, _mm512_set1_epi32(o0 + 16 * v)),
+			    _mm512_set1_epi32((int)ldc));
+
+			for (int j = 0; j < cols; j++)
+				_mm512_mask_i32scatter_ps(
+				    ys + j, m[v], idx,
+				    relu ? _mm512_max_ps(acc[v][j], zero) : acc[v][j], 4);
+		}
+	}
+}
+
+/*
+ * The packed path of one task (sample s, panels p0 .. p1 - 1, image at xs):
+ * strips of NRMAX real output positions q = (q / rw, q % rw), rw columns of
+ * rh rows, each packed whole (K <= KPMAX) from the image, every panel run
+ * over it; tile rows go to ys [O][rh * rw]. The next sample's image (nx,
+ * when not NULL) is prefetched a share per strip.
+ */
+__attribute__((target("avx512f"))) static void
+sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const float *pb, int relu,
+	      float *ys, int rh, int rw, int p0, int p1, const int *off, const int *offb, float *bk,
+	      const char *nx, const float *wt)
+{
+	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 8;
+	const int Q = rh * rw, nstrips = (Q + NRMAX - 1) / NRMAX;
+	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
+
+	for (int q0 = 0, si = 0; q0 < Q; q0 += NRMAX, si++) {
+		int cols = Q - q0 < NRMAX ? Q - q0 : NRMAX;
+		uint32_t valid = cols == 32 ? 0xffffffffu : (1u << cols) - 1;
+
+		for (size_t to = nx ? lines * (size_t)(si + 1) / (size_t)nstrips : 0; done < to;
+		     done++)
+			prefetch(nx + done * 64);
+		if (cols <= 4 && wt) {
+			int at[4];
+
+			for (int j = 0; j < 4; j++)
+				at[j] = wide(q0 + (j < cols ? j : cols - 1), rw, Wp);
+			tail4_avx512(K, wt, O, xs, off, at, cols, pb, relu, ys + q0, (size_t)Q);
+			continue;
+		}
+		pack_real_avx512(xs, off, rw, Wp, q0, cols, K, bk);
+		for (int pi = p0; pi < p1; pi++) {
+			int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
+			const float *wr[MRMAX];
+
+			/* the panel's weight rows as they are; rows past O repeat row o0 */
+			for (int i = 0; i < mr; i++)
+				wr[i] = w + (size_t)(o0 + (i < rows ? i : 0)) * K;
+			/* a narrow last strip: half the work */
+			(cols <= 16 ? fwd_direct16_avx512 : fwd_direct_avx512)(
+			    K, wr, bk, offb, ys + (size_t)o0 * Q + q0, (size_t)Q, rows, cols, valid,
+			    pb + o0, relu);
+		}
+	}
+}
+
+/* Columns computed for m of them in strips of nr (a last one of at most 16 in 16 on AVX-512). */
+static int64_t strip_cols(int64_t m, int nr, int avx512)
+{
+	int64_t tail = m % nr;
+
+	return m - tail + (tail == 0 ? 0 : avx512 && tail <= 16 ? 16 : nr);
+}
+
 static void forward_direct(const struct mc_convf *cv, int n, const float *x, const float *w,
 			   const float *pb, int relu, float *y, float *slots, size_t slot, int mr,
-			   int nr, int *off, int avx512, const struct mc_convf_epi *epi)
+			   int nr, int *off, int avx512, float *wt, const struct mc_convf_epi *epi)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
 	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
-	int osplit = 1, nt;
+	int osplit = 1, nt, packed = 0, pooled = 0, rh = cv->OH, rw = OW, *offb = off + K;
 
 	struct strip strips[NSTRIPS];
 
@@ -771,6 +1231,38 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		if (osplit > panels)
 			osplit = panels;
 	}
+#if defined(__x86_64__)
+	/* a whole sample a task and an epilogue that reads only part of it: only that part */
+	if (osplit == 1 && epi && epi->part && epi->oh > 0 && epi->oh <= cv->OH && epi->ow > 0 &&
+	    epi->ow <= OW) {
+		rh = epi->oh;
+		rw = epi->ow;
+	}
+	/* a first layer whose relu and pool are all the epilogue does: pooled as computed */
+	pooled = osplit == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
+		 epi->oh >= 2 && epi->oh <= cv->OH && epi->ow >= 2 && epi->ow <= OW &&
+		 (size_t)2 * Hp * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
+	/* real positions packed, where a layer's K is deep enough to amortize the packing, in one
+	 * K block, and where that saves a tenth of the wide path's columns at least (a transposed
+	 * convolution's dx, K = 576 and 169 outputs a sample: 20% slower packed) */
+	packed = osplit == 1 && K >= 32 && K <= KPMAX &&
+		 (avx512 ? packable(rw, Wp) : packable8(rw, Wp)) &&
+		 10 * strip_cols(jw, nr, avx512) > 11 * strip_cols((int64_t)rh * rw, nr, avx512);
+	if (!packed) {
+		rh = cv->OH;
+		rw = OW;
+	}
+	for (int kk = 0; packed && kk < KPMAX; kk++)
+		offb[kk] = kk * nr;
+	/* a last strip of a few positions, in a batch that pays for transposing the weights */
+	if (packed && avx512 && rh * rw % NRMAX && rh * rw % NRMAX <= 4 && n >= 16) {
+		for (int o = 0; o < O; o++)
+			for (int kk = 0; kk < K; kk++)
+				wt[(size_t)kk * O + o] = w[(size_t)o * K + kk];
+	} else {
+		wt = NULL;
+	}
+#endif
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 	for (int t = 0; t < n * osplit; t++) {
 		float *own = slots + (size_t)omp_get_thread_num() * slot;
@@ -780,6 +1272,9 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		const float *xs = x + (size_t)s * cv->xs;
 		/* a whole sample with an epilogue: into this thread's scratch, then the epilogue */
 		float *ys = epi && osplit == 1 ? own : y + (size_t)s * cv->ys;
+		/* the next sample's image, prefetched while this one computes (one task does) */
+		const char *nx =
+		    s + 1 < n && q == 0 ? (const char *)(x + (size_t)(s + 1) * cv->xs) : NULL;
 
 		if (p) {
 			memset(xp, 0, (size_t)cv->C * Hp * Wp * sizeof(float));
@@ -790,10 +1285,32 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 					       (size_t)cv->W * sizeof(float));
 			xs = xp;
 		}
+#if defined(__x86_64__)
+		if (pooled) {
+			(avx512 ? conv1_pool_avx512
+				: conv1_pool_avx2)(xs, Hp, Wp, w, pb, O, epi->oh / 2, epi->ow / 2,
+						   epi->pool2 + (size_t)s * epi->pool2_ys,
+						   xp + align16((size_t)cv->C * Hp * Wp));
+			continue;
+		}
+		if (packed) {
+			if (avx512)
+				sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
+					      xp + align16((size_t)cv->C * Hp * Wp), nx, wt);
+			else
+				sample_packed_avx2(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off,
+						   offb, xp + align16((size_t)cv->C * Hp * Wp), nx,
+						   xs + (size_t)cv->C * Hp * Wp);
+			if (epi)
+				(rh * rw < P ? epi->part : epi->fn)(epi->ctx, s, ys);
+			continue;
+		}
+#endif
 		/* the end of what may be read: loads past a strip's columns only feed columns that
 		 * are never stored, so a strip reads whole vectors when they stay inside it */
 		const float *xend = p ? xp + (size_t)cv->C * Hp * Wp
 				      : x + (size_t)(n - 1) * cv->xs + (size_t)cv->C * Hp * Wp;
+		size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
 
 		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
 			int width = jw - j0 < nr ? (int)(jw - j0) : nr;
@@ -801,6 +1318,10 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			struct strip st;
 			const struct strip *sp = si < NSTRIPS ? &strips[si] : &st;
 
+			for (size_t to =
+				 nx ? lines * (size_t)(si + 1) / (size_t)((jw + nr - 1) / nr) : 0;
+			     done < to; done++)
+				prefetch(nx + done * 64);
 			if (si >= NSTRIPS)
 				strip_masks(cv, Wp, j0, width, avx512, &st);
 			if (!sp->valid)
@@ -880,7 +1401,7 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 		for (int o = 0; o < panels * mr; o++)
 			pb[o] = b && o < O ? b[o] : 0.0f;
 		forward_direct(cv, n, x, w, pb, relu, y, slots, slot, mr, nr,
-			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512, epi);
+			       (int *)(slots + SLOTS * slot), pt->fwd == fwd_avx512, a, epi);
 		return;
 	}
 	if (mr == 8 && (int64_t)O * K < INT32_MAX / 2) {

@@ -45,10 +45,25 @@ struct mc_convf {
  * (a pooling that follows): fn(ctx, s, ys), on any thread, samples in any
  * order. With one, y may be left unwritten (each sample going through a
  * scratch that stays in cache).
+ *
+ * When fn reads only rows < oh and columns < ow of each output plane (a
+ * 2x2 pool of an odd-sized output drops the last row and column), part
+ * may say so: a kernel may then compute only those outputs and call
+ * part(ctx, s, ys) with ys [O][oh][ow] instead of fn. The values are the
+ * same; only the ones no one reads are not computed.
+ *
+ * When, besides, fn is no more than a 2x2, stride 2 max pool (of relu's
+ * output: relu set) of sample s into pool2 + s * pool2_ys [O][oh/2][ow/2],
+ * pool2 may say so: a kernel may then pool as it computes and store only
+ * the pooled values there, the same bits.
  */
 struct mc_convf_epi {
 	void (*fn)(void *ctx, int s, const float *ys);
 	void *ctx;
+	void (*part)(void *ctx, int s, const float *ys); /* NULL: none */
+	int oh, ow;
+	float *pool2; /* NULL: none */
+	int64_t pool2_ys;
 };
 
 /*
