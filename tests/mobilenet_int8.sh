@@ -100,8 +100,10 @@ ortjs="$MCOMP_SRCDIR/tests/ort_run.js"
 if ! command -v node > /dev/null 2>&1; then
 	echo "SKIP: no node for the ONNX Runtime comparison"
 else
-	node "$ortjs" idx "$data/t10k-images-idx3-ubyte.gz" --first 0 --count 500 -o "$tmp/xf.npy" \
-		> "$tmp/log" 2>&1
+	# the probe loads onnxruntime-node (idx alone does not need it)
+	node "$ortjs" probe > "$tmp/log" 2>&1 &&
+		node "$ortjs" idx "$data/t10k-images-idx3-ubyte.gz" --first 0 --count 500 \
+			-o "$tmp/xf.npy" > "$tmp/log" 2>&1
 	rc=$?
 	if [ $rc -eq 77 ]; then
 		echo "SKIP: no onnxruntime-node for the ONNX Runtime comparison"
