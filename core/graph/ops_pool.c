@@ -162,11 +162,10 @@ __attribute__((target("avx512f"))) static int maxpool2_row_avx512(const float *r
  * in the same order as the general loop (first maximum wins), so the same
  * results and the same routing of gradients.
  */
-/* plane [H, W] -> [OH, OW]: its 2x2, stride 2 windows (wide: with AVX-512). */
-static void maxpool2_plane(int H, int W, int OH, int OW, const float *x, float *y, int wide)
+/* plane [H, W] (H >= 2 OH) -> [OH, OW]: its 2x2, stride 2 windows (wide: with AVX-512). */
+static void maxpool2_plane(int W, int OH, int OW, const float *x, float *y, int wide)
 {
-	(void)H;
-	(void)wide;
+	(void)wide; /* without x86 */
 	for (int oh = 0; oh < OH; oh++) {
 		const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
 		int ow = 0;
@@ -214,12 +213,12 @@ static void maxpool2_planes(int64_t planes, int H, int W, int OH, int OW, const 
 #endif
 	if (!par || planes * H * W < MC_PAR_MIN) {
 		for (int64_t pl = 0; pl < planes; pl++)
-			maxpool2_plane(H, W, OH, OW, x0 + pl * H * W, y0 + pl * OH * OW, wide);
+			maxpool2_plane(W, OH, OW, x0 + pl * H * W, y0 + pl * OH * OW, wide);
 		return;
 	}
 #pragma omp parallel for schedule(static)
 	for (int64_t pl = 0; pl < planes; pl++)
-		maxpool2_plane(H, W, OH, OW, x0 + pl * H * W, y0 + pl * OH * OW, wide);
+		maxpool2_plane(W, OH, OW, x0 + pl * H * W, y0 + pl * OH * OW, wide);
 }
 
 static void maxpool2_forward(const struct pool_geo *q, int n, const float *x0, float *y0)
