@@ -115,6 +115,13 @@ for np in 1 2 3; do
 	[ "$(grep -c '^wrote' "$tmp/plain$np.out")" = 2 ] && ok ||
 		bad "-np $np: $(cat "$tmp/plain$np.out")"
 done
+# The report's rows: the test accuracy, shared out over the ranks, is the
+# plain run's to the bit; rank 0 timed the forwards.
+acc='[.steps[].accuracy]'
+[ "$(jq -c "$acc" "$tmp/plain3.json")" = "$(jq -c "$acc" "$tmp/plain.json")" ] && ok ||
+	bad "-np 3: the rows' accuracies differ: $(jq -c "$acc" "$tmp/plain.json" "$tmp/plain3.json")"
+jq -e '[.steps[].latency_ms | .batch1 > 0 and .batch256 > 0] | all' "$tmp/plain3.json" > /dev/null &&
+	ok || bad "-np 3: a row without latencies: $(jq -c '[.steps[].latency_ms]' "$tmp/plain3.json")"
 dp portable env MCOMP_GEMM=portable mpirun --oversubscribe --bind-to none -x MCOMP_GEMM -np 2
 cmp -s "$tmp/plain.safetensors" "$tmp/portable.safetensors" && ok ||
 	bad "mpirun -np 2 with MCOMP_GEMM=portable: another model"
