@@ -1746,7 +1746,64 @@ static void db_t_c(const float *dyt, int P, int L, float *db)
 			db[i] += dyt[i];
 }
 
-/* dyt[p][0..32) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 32 channels of one sample. */
+/*
+ * Rows r[0..16) of 16 floats become columns: r[j][i] = old r[i][j]. Two
+ * rounds of unpacks put each row's column 4k + c in lane k of s[4b + c]
+ * (rows 4b .. 4b + 3), two rounds of 128-bit shuffles gather the lanes.
+ */
+__attribute__((target("avx512f"), always_inline)) static inline void tr16(__m512 *r)
+{
+	__m512 t[16], s[16];
+
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int b = 0; b < 16; b += 4) {
+		s[b] = _mm512_castpd_ps(
+		    _mm512_unpacklo_pd(_mm512_castps_pd(t[b]), _mm512_castps_pd(t[b + 2])));
+		s[b + 1] = _mm512_castpd_ps(
+		    _mm512_unpackhi_pd(_mm512_castps_pd(t[b]), _mm512_castps_pd(t[b + 2])));
+		s[b + 2] = _mm512_castpd_ps(
+		    _mm512_unpacklo_pd(_mm512_castps_pd(t[b + 1]), _mm512_castps_pd(t[b + 3])));
+		s[b + 3] = _mm512_castpd_ps(
+		    _mm512_unpackhi_pd(_mm512_castps_pd(t[b + 1]), _mm512_castps_pd(t[b + 3])));
+	}
+	for (int c = 0; c < 4; c++) {
+		__m512 u = _mm512_shuffle_f32x4(s[c], s[4 + c], 0x88);
+		__m512 v = _mm512_shuffle_f32x4(s[c], s[4 + c], 0xDD);
+		__m512 u2 = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0x88);
+		__m512 v2 = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0xDD);
+
+		r[c] = _mm512_shuffle_f32x4(u, u2, 0x88);
+		r[8 + c] = _mm512_shuffle_f32x4(u, u2, 0xDD);
+		r[4 + c] = _mm512_shuffle_f32x4(v, v2, 0x88);
+		r[12 + c] = _mm512_shuffle_f32x4(v, v2, 0xDD);
+	}
+}
+
+/*
+ * dyt[p][l0 .. l0 + 16) (rows of ld floats) = dy[o0 + i][p] for o0 + i < O,
+ * else 0, positions p0 .. p0 + 15: one 16 x 16 block of dy^T.
+ */
+__attribute__((target("avx512f"), always_inline)) static inline void
+dy_block16(const float *dy, int O, int o0, int P, int p0, float *dyt, int ld)
+{
+	__m512 r[16];
+
+	for (int i = 0; i < 16; i++)
+		r[i] = o0 + i < O ? _mm512_loadu_ps(dy + (size_t)(o0 + i) * P + p0)
+				  : _mm512_setzero_ps();
+	tr16(r);
+	for (int j = 0; j < 16; j++)
+		_mm512_storeu_ps(dyt + (size_t)(p0 + j) * ld, r[j]);
+}
+
+/*
+ * dyt[p][0..32) = dy[o0 + i][p] for o0 + i < O, else 0: dy^T of 32 channels
+ * of one sample; blocks of 16 positions by register transposes, the last
+ * P % 16 by gathers (moves either way: the same values).
+ */
 __attribute__((target("avx512f"))) static void dy_t32(const float *dy, int O, int o0, int P,
 						      float *dyt)
 {
@@ -1758,8 +1815,15 @@ __attribute__((target("avx512f"))) static void dy_t32(const float *dy, int O, in
 	__mmask16 m0 = (__mmask16)((1u << r0) - 1);
 	__mmask16 m1 = r1 > 0 ? (__mmask16)((1u << r1) - 1) : 0;
 	__m512i one = _mm512_set1_epi32(1);
+	int p = 0;
 
-	for (int p = 0; p < P; p++, dyt += 32) {
+	for (; p + 16 <= P; p += 16) {
+		dy_block16(dy, O, o0, P, p, dyt, 32);
+		dy_block16(dy, O, o0 + 16, P, p, dyt + 16, 32);
+	}
+	i0 = _mm512_add_epi32(i0, _mm512_set1_epi32(p));
+	i1 = _mm512_add_epi32(i1, _mm512_set1_epi32(p));
+	for (dyt += (size_t)p * 32; p < P; p++, dyt += 32) {
 		_mm512_storeu_ps(dyt, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, i0, dy, 4));
 		_mm512_storeu_ps(dyt + 16,
 				 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, i1, dy, 4));
@@ -1778,8 +1842,12 @@ __attribute__((target("avx512f"))) static void dy_t16(const float *dy, int O, in
 	int r0 = O - o0 < 16 ? O - o0 : 16;
 	__mmask16 m0 = r0 > 0 ? (__mmask16)((1u << r0) - 1) : 0;
 	__m512i one = _mm512_set1_epi32(1);
+	int p = 0;
 
-	for (int p = 0; p < P; p++, dyt += 16) {
+	for (; p + 16 <= P; p += 16)
+		dy_block16(dy, O, o0, P, p, dyt, 16);
+	i0 = _mm512_add_epi32(i0, _mm512_set1_epi32(p));
+	for (dyt += (size_t)p * 16; p < P; p++, dyt += 16) {
 		_mm512_storeu_ps(dyt, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, i0, dy, 4));
 		i0 = _mm512_add_epi32(i0, one);
 	}
