@@ -75,6 +75,12 @@ awk -v m="$mean" -v a="$1" -v b="$2" -v c="$3" 'BEGIN { d = m - (a + b + c) / 3;
 	ok || bad "accuracy mean $mean of $acc_row"
 set -- $(row 1:train.train_loss)
 [ " $1 $2 $3" = "$loss_row" ] && ok || bad "train loss row '$*', runs one by one:$loss_row"
+# the training loop's own time: in each report, within its step's; a
+# timing, so in the sweep's JSON but not in its table
+[ "$(jq '.steps[1] | .metrics.train_seconds > 0 and .metrics.train_seconds < .seconds' \
+	"$tmp/one1.json")" = true ] && ok || bad "train_seconds: $(jq -c '.steps[1]' "$tmp/one1.json")"
+[ "$(jq '.runs[0].metrics | has("1:train.train_seconds")' "$json")" = true ] && [ -z "$(row 1:train.train_seconds)" ] &&
+	ok || bad "train_seconds: in the sweep's table, or not in its JSON"
 
 # Two lists: every combination, the last varying fastest.
 expect 0 "#4 +seed=2 passes.train.lr=0.01" "$mcomp" sweep -q "$tmp/tiny.yaml" --set seed=1,2 \

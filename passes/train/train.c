@@ -49,7 +49,7 @@ static int train_run(struct mc_ctx *ctx, const void *conf)
 		.label = c->model,
 		.grad_groups = c->grad_groups,
 	};
-	double acc, loss;
+	double acc, loss, t0;
 	int ret;
 
 	mc_train_opts_apply(&c->opts, &tc);
@@ -66,9 +66,13 @@ static int train_run(struct mc_ctx *ctx, const void *conf)
 				    "split '%s' has %d classes but model '%s' outputs %lld; make "
 				    "its last layer at least that wide",
 				    c->data, d->n_classes, c->model, (long long)mc_model_n_classes(m));
+	t0 = mc_now();
 	ret = mc_ctx_train(ctx, m, d, &tc, NULL);
 	if (ret)
 		return ret;
+	/* the training loop alone: the step's "seconds" also hold loading the
+	 * data and the evaluation below (throughput = samples / train_seconds) */
+	mc_ctx_report(ctx, "train_seconds", mc_now() - t0);
 	/* the ranks of an MPI job share the batches out (the same figures) */
 	ret = mc_evaluate_shared(m, d, 256, &acc, &loss, mc_ctx_err(ctx));
 	if (ret)
