@@ -716,8 +716,6 @@ __attribute__((target("avx512f"))) static void split2_avx512(const float *t, int
 
 __attribute__((target("avx2"))) static void split2_avx2(const float *t, int n, float *d0, float *d1)
 {
-	static const int lanes8[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-
 	for (int j = 0; j < n; j += 8) {
 		__m256 a = _mm256_loadu_ps(t + 2 * j), b = _mm256_loadu_ps(t + 2 * j + 8);
 		/* a0 a2 b0 b2 | a4 a6 b4 b6, then the middle quarters swapped */
@@ -731,7 +729,7 @@ __attribute__((target("avx2"))) static void split2_avx2(const float *t, int n, f
 			if (d1)
 				_mm256_storeu_ps(d1 + j, o);
 		} else {
-			__m256i m = _mm256_loadu_si256((const __m256i *)(lanes8 + 8 - (n - j)));
+			__m256i m = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (n - j)));
 
 			_mm256_maskstore_ps(d0 + j, m, e);
 			if (d1)
