@@ -53,6 +53,13 @@ static const struct shape shapes[] = {
     /* 100 positions, a last strip of 4 with channels in lanes (a batch of 16): one group of 20
      * channels, and 70 (two groups of 64, the second of 6) */
     {16, 8, 12, 12, 20, 3, 1, 0}, {16, 4, 12, 12, 70, 3, 1, 0},
+    /* stride 2 on the direct kernels, through the image split by phase: the ResNet's
+     * downsampling 3x3 and 1x1 convolutions (wide), odd sizes and an even kernel, a small batch
+     * (channel panels split), real positions packed, and packed with a last strip of 4 */
+    {16, 16, 28, 28, 32, 3, 2, 1}, {6, 32, 14, 14, 64, 3, 2, 1}, {16, 16, 28, 28, 32, 1, 2, 0},
+    {5, 32, 14, 14, 64, 1, 2, 0},  {5, 6, 9, 11, 12, 3, 2, 1},   {4, 3, 15, 13, 9, 3, 2, 0},
+    {6, 8, 10, 10, 16, 2, 2, 0},   {2, 16, 28, 28, 32, 3, 2, 1}, {16, 8, 8, 8, 24, 3, 2, 1},
+    {16, 4, 12, 12, 20, 3, 2, 1},  {3, 5, 11, 11, 9, 5, 2, 2},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -552,8 +559,9 @@ END_TEST
  * batched direct and packed paths, a depthwise conv of stride 1 and 2, a
  * grouped one on the batched kernels and one on the per-sample GEMMs, an
  * add whose other operand comes first, one of the model's input, clip,
- * relu6 and relu, a batchnorm read twice (its chain stops there), and one
- * chain ending the model.
+ * relu6 and relu, a batchnorm read twice (its chain stops there), a
+ * ResNet downsampling block (3x3 stride 2, 3x3, 1x1 stride 2 projection,
+ * add, relu), and one chain ending the model.
  */
 static const char *arch_bn =
     "{\"format\": 1, \"input\": [4, 10, 10], \"nodes\": ["
@@ -589,7 +597,19 @@ static const char *arch_bn =
     " \"attrs\": {\"out\": 8, \"groups\": 4, \"kernel\": 1}},"
     "{\"name\": \"b6\", \"op\": \"batchnorm\", \"inputs\": [\"g2\"]},"
     "{\"name\": \"a3\", \"op\": \"add\", \"inputs\": [\"b6\", \"b6\"]},"
-    "{\"name\": \"s2\", \"op\": \"conv2d\", \"inputs\": [\"a3\"],"
+    "{\"name\": \"t1\", \"op\": \"conv2d\", \"inputs\": [\"a3\"],"
+    " \"attrs\": {\"out\": 16, \"stride\": 2, \"padding\": 1, \"bias\": false}},"
+    "{\"name\": \"u1\", \"op\": \"batchnorm\", \"inputs\": [\"t1\"]},"
+    "{\"name\": \"v1\", \"op\": \"relu\", \"inputs\": [\"u1\"]},"
+    "{\"name\": \"t2\", \"op\": \"conv2d\", \"inputs\": [\"v1\"],"
+    " \"attrs\": {\"out\": 16, \"padding\": 1, \"bias\": false}},"
+    "{\"name\": \"u2\", \"op\": \"batchnorm\", \"inputs\": [\"t2\"]},"
+    "{\"name\": \"tp\", \"op\": \"conv2d\", \"inputs\": [\"a3\"],"
+    " \"attrs\": {\"out\": 16, \"kernel\": 1, \"stride\": 2, \"bias\": false}},"
+    "{\"name\": \"up\", \"op\": \"batchnorm\", \"inputs\": [\"tp\"]},"
+    "{\"name\": \"ta\", \"op\": \"add\", \"inputs\": [\"u2\", \"up\"]},"
+    "{\"name\": \"tr\", \"op\": \"relu\", \"inputs\": [\"ta\"]},"
+    "{\"name\": \"s2\", \"op\": \"conv2d\", \"inputs\": [\"tr\"],"
     " \"attrs\": {\"out\": 12, \"stride\": 2, \"padding\": 1}},"
     "{\"name\": \"b7\", \"op\": \"batchnorm\", \"inputs\": [\"s2\"]},"
     "{\"name\": \"r7\", \"op\": \"relu\", \"inputs\": [\"b7\"]}]}";

@@ -5,8 +5,11 @@
  * for AVX-512, AVX2 and plain C, bias and relu in the store, and the
  * weight gradient as the same kind of product.
  *
- * Forward, stride 1 on AVX-512 and AVX2 (forward_direct): the weights are
- * read as they are. Output positions are taken a padded image row wide, so
+ * Forward, stride 1 and 2 on AVX-512 and AVX2 (forward_direct): the
+ * weights are read as they are. A stride-2 image is first split by row and
+ * column phase (struct planes), after which a tap's values for a row of
+ * outputs are consecutive as with stride 1 and the same kernels run on it.
+ * Output positions are taken a padded image row wide, so
  * a tap's window values for consecutive positions are consecutive floats
  * of the image; the kernels read them there against MR weight rows, and
  * compress the real columns into the output as they store (bias first,
@@ -659,6 +662,134 @@ pack_strip_avx512(const struct mc_convf *cv, const float *x, const struct run *r
 }
 #endif
 
+/*
+ * The image the direct forward reads for one sample: for stride 1 the
+ * padded image, [C][Hp][Wp]; for stride 2 the padded image split by row
+ * and column phase, ph = min(s, k) of each: planes [C][ph][ph][Hq][Wq],
+ * plane (c, a, b) holding padded (s i + a, s j + b) at row i, column j.
+ * The values of tap (c, ki, kj) for outputs (oh, ow ..) are then
+ * consecutive floats at row oh + ki / s, column ow + kj / s of plane
+ * (c, ki % s, kj % s), as they are with stride 1: the same kernels run.
+ */
+struct planes {
+	int ph, Hq, Wq;
+	size_t floats;
+};
+
+static struct planes planes(const struct mc_convf *cv)
+{
+	struct planes g;
+
+	g.ph = cv->s < cv->k ? cv->s : cv->k;
+	g.Hq = cv->OH + (cv->k - 1) / cv->s;
+	g.Wq = cv->OW + (cv->k - 1) / cv->s;
+	g.floats = (size_t)cv->C * g.ph * g.ph * (size_t)g.Hq * g.Wq;
+	return g;
+}
+
+/* Floats of the row buffer image() needs for stride 2: the padded row, rounded up to 32. */
+static size_t split_row_floats(const struct mc_convf *cv, const struct planes *g)
+{
+	size_t wp = (size_t)cv->W + 2 * (size_t)cv->p, w2 = 2 * (size_t)g->Wq;
+
+	return ((wp > w2 ? wp : w2) + 31) & ~(size_t)31;
+}
+
+#if defined(__x86_64__)
+/* d0[j] = t[2 j], and with d1, d1[j] = t[2 j + 1], j < n (t readable to 2 n rounded up to 32) */
+__attribute__((target("avx512f"))) static void split2_avx512(const float *t, int n, float *d0,
+							     float *d1)
+{
+	const __m512i even =
+	    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+	const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+
+	for (int j = 0; j < n; j += 16) {
+		__mmask16 m = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+		__m512 v0 = _mm512_loadu_ps(t + 2 * j), v1 = _mm512_loadu_ps(t + 2 * j + 16);
+
+		_mm512_mask_storeu_ps(d0 + j, m, _mm512_permutex2var_ps(v0, even, v1));
+		if (d1)
+			_mm512_mask_storeu_ps(d1 + j, m, _mm512_permutex2var_ps(v0, odd, v1));
+	}
+}
+
+__attribute__((target("avx2"))) static void split2_avx2(const float *t, int n, float *d0, float *d1)
+{
+	for (int j = 0; j < n; j += 8) {
+		__m256 a = _mm256_loadu_ps(t + 2 * j), b = _mm256_loadu_ps(t + 2 * j + 8);
+		/* a0 a2 b0 b2 | a4 a6 b4 b6, then the middle quarters swapped */
+		__m256 e = _mm256_castpd_ps(
+		    _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+		__m256 o = _mm256_castpd_ps(
+		    _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+
+		if (n - j >= 8) {
+			_mm256_storeu_ps(d0 + j, e);
+			if (d1)
+				_mm256_storeu_ps(d1 + j, o);
+		} else {
+			__m256i m = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (n - j)));
+
+			_mm256_maskstore_ps(d0 + j, m, e);
+			if (d1)
+				_mm256_maskstore_ps(d1 + j, m, o);
+		}
+	}
+}
+#endif
+
+/*
+ * xp = the image of sample xs (struct planes), zeros where the padding is;
+ * t is a row buffer of split_row_floats() for stride 2. Moves only: the
+ * values are the image's.
+ */
+static void image(const struct mc_convf *cv, const struct planes *g, const float *xs, float *xp,
+		  float *t, int avx512)
+{
+	const int C = cv->C, H = cv->H, W = cv->W, p = cv->p, ph = g->ph, Hq = g->Hq, Wq = g->Wq;
+	const size_t plane = (size_t)Hq * Wq;
+	size_t tl;
+
+	if (cv->s == 1) {
+		memset(xp, 0, g->floats * sizeof(float));
+		for (int c = 0; c < C; c++)
+			for (int h = 0; h < H; h++)
+				memcpy(xp + ((size_t)c * Hq + h + p) * Wq + p,
+				       xs + ((size_t)c * H + h) * W, (size_t)W * sizeof(float));
+		return;
+	}
+	/* stride 2: each padded row in t (its padding zeroed once), split into its phases */
+	tl = split_row_floats(cv, g);
+	memset(t, 0, tl * sizeof(float));
+	for (int c = 0; c < C; c++)
+		for (int a = 0; a < ph; a++)
+			for (int i = 0; i < Hq; i++) {
+				float *d0 = xp + (size_t)(c * ph + a) * ph * plane + (size_t)i * Wq;
+				float *d1 = ph > 1 ? d0 + plane : NULL;
+				int h = 2 * i + a - p;
+
+				if (h < 0 || h >= H) {
+					memset(d0, 0, (size_t)Wq * sizeof(float));
+					if (d1)
+						memset(d1, 0, (size_t)Wq * sizeof(float));
+					continue;
+				}
+				memcpy(t + p, xs + ((size_t)c * H + h) * W,
+				       (size_t)W * sizeof(float));
+#if defined(__x86_64__)
+				(avx512 ? split2_avx512 : split2_avx2)(t, Wq, d0, d1);
+#else
+				(void)avx512;
+				for (int j = 0; j < Wq; j++) {
+					d0[j] = t[2 * j];
+					if (d1)
+						d1[j] = t[2 * j + 1];
+				}
+#endif
+			}
+}
+
 static int kblocks(int K)
 {
 	return (K + KCMAX - 1) / KCMAX;
@@ -669,7 +800,7 @@ static int kblocks(int K)
 static size_t slot_floats(const struct mc_convf *cv)
 {
 	size_t op = (size_t)cv->O + MRMAX;
-	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
+	size_t img = planes(cv).floats;
 	size_t pack = align16((size_t)KCMAX * NRMAX) + align16(op * NRMAX);
 	size_t direct = align16((size_t)cv->O * cv->OH * cv->OW) + align16(img) +
 			align16((size_t)KPMAX * NRMAX);
@@ -944,15 +1075,17 @@ __attribute__((target("avx2,fma"))) static void conv1_pool_avx2(const float *xs,
 #endif
 
 /*
- * Stride 1 on AVX-512 and AVX2 (the wide path): no packing. Output positions are taken "wide", a
- * row of Wp = W + 2p columns per output row of which the first OW are
- * real, so that the window values of tap (c, ki, kj) for consecutive wide
- * columns j are consecutive floats of the (padded) image, at j + off[k]
- * with off[k] = (c * Hp + ki) * Wp + kj. The kernel reads them there; the
- * columns past OW cost work and are dropped as the tile is stored.
- * A task is one sample (and, for a small batch, a share of the channel
- * panels); with padding, the task first copies its sample into a zeroed
- * padded image of its own.
+ * Stride 1 and 2 on AVX-512 and AVX2 (the wide path): no packing. Output
+ * positions are taken "wide", a row of Wq columns of the image (struct
+ * planes; Wq = W + 2p for stride 1) per output row of which the first OW
+ * are real, so that the window values of tap (c, ki, kj) for consecutive
+ * wide columns j are consecutive floats of the image, at j + off[k]: with
+ * stride 1 off[k] = (c * Hq + ki) * Wq + kj, with stride 2 row ki / 2 and
+ * column kj / 2 of the tap's phase plane. The kernel reads them there; the
+ * columns past OW cost work and are dropped as the tile is stored. A task
+ * is one sample (and, for a small batch, a share of the channel panels);
+ * with padding or stride 2, the task first writes its sample's image into
+ * its own slot.
  */
 /* A strip of wide columns: which are real, where the first goes, and (AVX2) how to gather them. */
 struct strip {
@@ -1068,12 +1201,12 @@ __attribute__((target("avx2"))) static void pack_real_avx2(const float *xs, cons
 /* sample_packed on AVX2: strips of 24 real positions, 4-row panels (fwd_direct_avx2). */
 __attribute__((target("avx2,fma"))) static void
 sample_packed_avx2(const struct mc_convf *cv, const float *xs, const float *w, const float *pb,
-		   int relu, float *ys, int rh, int rw, int p0, int p1, const int *off,
+		   int relu, float *ys, int rh, int rw, int Wp, int p0, int p1, const int *off,
 		   const int *offb, float *bk, const char *nx, const float *xend)
 {
 	static const int ident[24] = {0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3,
 				      4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7};
-	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 4;
+	const int O = cv->O, K = cv->C * cv->k * cv->k, mr = 4;
 	const int Q = rh * rw, nstrips = (Q + 23) / 24;
 	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
 
@@ -1163,10 +1296,10 @@ tail4_avx512(int K, const float *wt, int O, const float *xs, const int *off, con
  */
 __attribute__((target("avx512f"))) static void
 sample_packed(const struct mc_convf *cv, const float *xs, const float *w, const float *pb, int relu,
-	      float *ys, int rh, int rw, int p0, int p1, const int *off, const int *offb, float *bk,
-	      const char *nx, const float *wt)
+	      float *ys, int rh, int rw, int Wp, int p0, int p1, const int *off, const int *offb,
+	      float *bk, const char *nx, const float *wt)
 {
-	const int O = cv->O, K = cv->C * cv->k * cv->k, Wp = cv->W + 2 * cv->p, mr = 8;
+	const int O = cv->O, K = cv->C * cv->k * cv->k, mr = 8;
 	const int Q = rh * rw, nstrips = (Q + NRMAX - 1) / NRMAX;
 	size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
 
@@ -1214,17 +1347,22 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			   int nr, int *off, int avx512, float *wt, const struct mc_convf_epi *epi)
 {
 	const int O = cv->O, K = cv->C * cv->k * cv->k, p = cv->p, OW = cv->OW;
-	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, panels = (O + mr - 1) / mr;
-	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wp + OW;
+	const struct planes g = planes(cv);
+	const int Hq = g.Hq, Wq = g.Wq, ph = g.ph, S = cv->s, panels = (O + mr - 1) / mr;
+	const int64_t P = (int64_t)cv->OH * OW, jw = (int64_t)(cv->OH - 1) * Wq + OW;
+	const int copy = p || S > 1;
 	int osplit = 1, nt, packed = 0, pooled = 0, rh = cv->OH, rw = OW, *offb = off + K;
 
 	struct strip strips[NSTRIPS];
 
-	for (int kk = 0; kk < K; kk++)
-		off[kk] = (kk / (cv->k * cv->k) * Hp + kk / cv->k % cv->k) * Wp + kk % cv->k;
+	for (int kk = 0; kk < K; kk++) {
+		int c = kk / (cv->k * cv->k), ki = kk / cv->k % cv->k, kj = kk % cv->k;
+
+		off[kk] = (((c * ph + ki % S) * ph + kj % S) * Hq + ki / S) * Wq + kj / S;
+	}
 	/* the same for every sample */
 	for (int64_t j0 = 0, si = 0; j0 < jw && si < NSTRIPS; j0 += nr, si++)
-		strip_masks(cv, Wp, j0, jw - j0 < nr ? (int)(jw - j0) : nr, avx512, &strips[si]);
+		strip_masks(cv, Wq, j0, jw - j0 < nr ? (int)(jw - j0) : nr, avx512, &strips[si]);
 	nt = threads((double)n * P * O * K, n * panels);
 	if (n < 2 * nt) {
 		osplit = (2 * nt + n - 1) / n;
@@ -1239,14 +1377,14 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		rw = epi->ow;
 	}
 	/* a first layer whose relu and pool are all the epilogue does: pooled as computed */
-	pooled = osplit == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
+	pooled = osplit == 1 && S == 1 && cv->C == 1 && cv->k == 3 && relu && epi && epi->pool2 &&
 		 epi->oh >= 2 && epi->oh <= cv->OH && epi->ow >= 2 && epi->ow <= OW &&
-		 (size_t)2 * Hp * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
+		 (size_t)2 * Hq * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
 	/* real positions packed, where a layer's K is deep enough to amortize the packing, in one
 	 * K block, and where that saves a tenth of the wide path's columns at least (a transposed
 	 * convolution's dx, K = 576 and 169 outputs a sample: 20% slower packed) */
 	packed = osplit == 1 && K >= 32 && K <= KPMAX &&
-		 (avx512 ? packable(rw, Wp) : packable8(rw, Wp)) &&
+		 (avx512 ? packable(rw, Wq) : packable8(rw, Wq)) &&
 		 10 * strip_cols(jw, nr, avx512) > 11 * strip_cols((int64_t)rh * rw, nr, avx512);
 	if (!packed) {
 		rh = cv->OH;
@@ -1276,31 +1414,24 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		const char *nx =
 		    s + 1 < n && q == 0 ? (const char *)(x + (size_t)(s + 1) * cv->xs) : NULL;
 
-		if (p) {
-			memset(xp, 0, (size_t)cv->C * Hp * Wp * sizeof(float));
-			for (int c = 0; c < cv->C; c++)
-				for (int h = 0; h < cv->H; h++)
-					memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
-					       xs + ((size_t)c * cv->H + h) * cv->W,
-					       (size_t)cv->W * sizeof(float));
+		if (copy) {
+			image(cv, &g, xs, xp, xp + align16(g.floats), avx512);
 			xs = xp;
 		}
 #if defined(__x86_64__)
 		if (pooled) {
-			(avx512 ? conv1_pool_avx512
-				: conv1_pool_avx2)(xs, Hp, Wp, w, pb, O, epi->oh / 2, epi->ow / 2,
-						   epi->pool2 + (size_t)s * epi->pool2_ys,
-						   xp + align16((size_t)cv->C * Hp * Wp));
+			(avx512 ? conv1_pool_avx512 : conv1_pool_avx2)(
+			    xs, Hq, Wq, w, pb, O, epi->oh / 2, epi->ow / 2,
+			    epi->pool2 + (size_t)s * epi->pool2_ys, xp + align16(g.floats));
 			continue;
 		}
 		if (packed) {
 			if (avx512)
-				sample_packed(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off, offb,
-					      xp + align16((size_t)cv->C * Hp * Wp), nx, wt);
+				sample_packed(cv, xs, w, pb, relu, ys, rh, rw, Wq, p0, p1, off,
+					      offb, xp + align16(g.floats), nx, wt);
 			else
-				sample_packed_avx2(cv, xs, w, pb, relu, ys, rh, rw, p0, p1, off,
-						   offb, xp + align16((size_t)cv->C * Hp * Wp), nx,
-						   xs + (size_t)cv->C * Hp * Wp);
+				sample_packed_avx2(cv, xs, w, pb, relu, ys, rh, rw, Wq, p0, p1, off,
+						   offb, xp + align16(g.floats), nx, xs + g.floats);
 			if (epi)
 				(rh * rw < P ? epi->part : epi->fn)(epi->ctx, s, ys);
 			continue;
@@ -1308,8 +1439,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 #endif
 		/* the end of what may be read: loads past a strip's columns only feed columns that
 		 * are never stored, so a strip reads whole vectors when they stay inside it */
-		const float *xend = p ? xp + (size_t)cv->C * Hp * Wp
-				      : x + (size_t)(n - 1) * cv->xs + (size_t)cv->C * Hp * Wp;
+		const float *xend = copy ? xp + g.floats : x + (size_t)(n - 1) * cv->xs + g.floats;
 		size_t lines = (size_t)cv->xs * sizeof(float) / 64 + 1, done = 0;
 
 		for (int64_t j0 = 0, si = 0; j0 < jw; j0 += nr, si++) {
@@ -1323,7 +1453,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			     done < to; done++)
 				prefetch(nx + done * 64);
 			if (si >= NSTRIPS)
-				strip_masks(cv, Wp, j0, width, avx512, &st);
+				strip_masks(cv, Wq, j0, width, avx512, &st);
 			if (!sp->valid)
 				continue;
 			reads = xs + j0 + off[K - 1] + whole <= xend ? whole : width;
@@ -1391,12 +1521,14 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 	float *a = work, *pb = a + align16(op * K), *slots = pb + align16(op);
 	int64_t strips = (cols + nr - 1) / nr, tasks;
 	int osplit = 1, nt, fast_pack = 0;
+	const struct planes g = planes(cv);
 
 	if (n < 1)
 		return;
 #if defined(__x86_64__)
-	if (cv->s == 1 && (pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) &&
-	    (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX) {
+	/* stride 1, or 2 through the image split by phase (planes) */
+	if ((cv->s == 1 || (cv->s == 2 && split_row_floats(cv, &g) <= (size_t)KPMAX * NRMAX)) &&
+	    (pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) && g.floats < INT32_MAX) {
 		/* the weights are read as they are; only the bias is padded to whole panels */
 		for (int o = 0; o < panels * mr; o++)
 			pb[o] = b && o < O ? b[o] : 0.0f;
