@@ -61,10 +61,10 @@ static const struct shape shapes[] = {
     {2, 3, 9, 9, 5, 3, 2, 1, 1},
     {3, 2, 5, 5, 4, 1, 2, 0, 1},
     /*
-     * depthwise, for the flat kernel: MobileNetV2's planes (28x28 and 14x14
-     * at strides 1 and 2, 7x7), odd widths at stride 2, strides 3 and 4,
-     * a 3x3 of padding 0 at stride 3; and 3x3 of padding 0 and 2 at stride
-     * 1, which it leaves to the kernel of units
+     * depthwise, MobileNetV2's planes and more: the flat kernel's (stride
+     * 1, OW == W: 28x28, 7x7, 1x1 and 2x3 planes, 5x5 and 7x7 windows) and
+     * the ones it leaves to the kernel of units (28x28 and 14x14 at stride
+     * 2, odd widths, strides 3 and 4, 3x3 of padding 0 and 2 at stride 1)
      */
     {2, 16, 28, 28, 16, 3, 1, 1, 16},
     {2, 19, 28, 28, 19, 3, 2, 1, 19},
@@ -75,6 +75,8 @@ static const struct shape shapes[] = {
     {2, 4, 9, 12, 4, 3, 3, 0, 4},
     {2, 3, 11, 9, 3, 5, 4, 2, 3},
     {2, 6, 8, 8, 6, 7, 1, 3, 6},
+    {3, 10, 9, 6, 10, 5, 1, 2, 10},
+    {2, 9, 2, 3, 9, 3, 1, 1, 9},
     {2, 5, 6, 7, 5, 3, 1, 0, 5},
     {2, 5, 6, 7, 5, 3, 1, 2, 5},
     {2, 9, 1, 1, 9, 3, 1, 1, 9},
@@ -353,8 +355,8 @@ END_TEST
 START_TEST(u8_io_matches_f32_route)
 {
 	/* depthwise and pointwise shapes */
-	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18,
-				    19, 20, 21, 22, 23, 24, 25, 26, 28, 29};
+	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20,
+				    21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
 	const char *saved = mc_gemm_s8_kernel();
 	const float so = 0.0371f;
 	const int zo = 97;

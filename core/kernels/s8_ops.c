@@ -620,110 +620,77 @@ static dw_item_fn dw_item_path(int tq)
 }
 
 /*
- * The flat depthwise kernel: vectors over a plane's output positions taken
- * as one row-major array p = oh * OW + ow, not row by row, so that a 7x7 or
- * 14x14 plane fills its vectors and no per-row or per-tap setup remains.
- * The plane is split into s x s phase planes of OW columns,
- *
- *	xs[a * s + b][i][j] = xp[s * i + a][s * j + b]   (za outside the image),
- *
- * so that tap (ki, kj) of every output is one load at a constant offset
- * from p in one phase plane: a = (ki - p) mod s, di = (ki - p - a) / s
- * (b, dj from kj), offset di * OW + dj. This needs OW == ceil(W / s), which
- * 3x3 layers of padding 1 meet at strides 1 and 2 (dwf_ok; others take the
- * kernel above). Rows above and below lie in za margins; a column step
- * dj != 0 that leaves the row (0 <= ow + dj < OW fails) would read the
- * neighbouring row and takes za instead, by a lane mask. Each tap is a
- * zero-extended u8 load times the broadcast weight: vpdpbusd on AVX-512
- * VNNI (the weight in byte 0), vpmaddwd on AVX2 (in the low half), exact
- * either way, so the sum and the za * sum(w) correction are those of the
- * kernel above, and the output is requantized (and quantized to u8 for
- * yq) in registers with mc_quantize_u8's operations.
+ * The flat depthwise kernel, for stride 1 with OW == W (a k x k window of
+ * padding (k - 1) / 2, as MobileNetV2's 3x3 of padding 1): vectors over a
+ * plane's output positions taken as one row-major array p = oh * OW + ow,
+ * not row by row, so that a 7x7 or 14x14 plane fills its vectors and no
+ * per-row setup remains. The plane is copied into xs[H][W] between za
+ * margins, so that tap (ki, kj) of every output is one load at the
+ * constant offset (ki - p) * W + (kj - p) from p: rows above and below the
+ * image read the margins, and a column step kj - p != 0 that leaves the
+ * row (0 <= ow + kj - p < OW fails) would read the neighbouring row and
+ * takes za instead, by a lane mask. Each tap is a zero-extended u8 load
+ * times the broadcast weight: vpdpbusd on AVX-512 VNNI (the weight in byte
+ * 0), vpmaddwd on AVX2 (in the low half), exact either way, so the sum and
+ * the za * sum(w) correction are those of the kernel above, and the output
+ * is requantized (and quantized to u8 for yq) in registers with
+ * mc_quantize_u8's operations. Strided layers keep the kernel of units:
+ * split into phase planes for this one, their planes cost more to lay out
+ * than the units do.
  */
 #define DWF_MAXK 7
 
 struct dwf_geo {
-	int nt, rows;	     /* taps; phase rows 0 .. rows - 1 held */
+	int nt;		     /* taps */
 	int dj0, ndj;	     /* column steps dj0 .. dj0 + ndj - 1 */
-	size_t pre, pb;	     /* bytes before a phase plane's row 0; bytes of a phase plane */
+	size_t pre, pb;	     /* bytes of xs before the image; of xs */
 	size_t xq, yt, slot; /* bytes of a slot's parts: the u8 plane, f32 output (portable) */
-	int32_t off[DWF_MAXK * DWF_MAXK]; /* a tap's offset from p in its phase plane */
-	uint8_t ph[DWF_MAXK * DWF_MAXK], dj[DWF_MAXK * DWF_MAXK]; /* its phase plane, dj - dj0 */
-	int32_t ow0[16];					  /* ow of positions 0 .. 15 */
-	int step8, step16; /* 8 and 16 mod OW: what a vector's step adds to ow */
+	int32_t off[DWF_MAXK * DWF_MAXK]; /* a tap's offset from p in xs */
+	uint8_t dj[DWF_MAXK * DWF_MAXK];  /* its column step less dj0 */
+	int32_t ow0[16];		  /* ow of positions 0 .. 15 */
+	int step8, step16;		  /* 8 and 16 mod OW: what a vector's step adds to ow */
 };
-
-static int floordiv(int a, int b)
-{
-	return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
 
 static int dwf_ok(const struct mc_qconv *cv)
 {
-	return mc_qconv_is_dw(cv) && cv->k <= DWF_MAXK && cv->s <= 4 && cv->p < cv->k &&
-	       cv->OW == (cv->W + cv->s - 1) / cv->s;
+	return mc_qconv_is_dw(cv) && cv->k <= DWF_MAXK && cv->s == 1 && cv->OW == cv->W &&
+	       cv->OH == cv->H;
 }
 
 static int dwf_geo(const struct mc_qconv *cv, struct dwf_geo *g)
 {
-	int s = cv->s, k = cv->k, p = cv->p, OW = cv->OW, OH = cv->OH;
-	int d0 = floordiv(-p, s), d1 = floordiv(k - 1 - p, s);
-	int64_t P = (int64_t)OH * OW, pre, post;
+	int k = cv->k, p = cv->p, OW = cv->OW;
+	int64_t P = (int64_t)cv->OH * OW, post;
 
-	if (!dwf_ok(cv) || P > INT32_MAX / 64 || (int64_t)OW * (d1 - d0 + 2) > INT32_MAX / 64)
+	if (!dwf_ok(cv) || P > INT32_MAX / 64 || (int64_t)OW * (k + 2) > INT32_MAX / 64)
 		return -1;
 	g->nt = k * k;
-	g->dj0 = d0;
-	g->ndj = d1 - d0 + 1;
-	g->rows = OH + d1;
+	g->dj0 = -p;
+	g->ndj = k;
 	for (int ki = 0; ki < k; ki++)
 		for (int kj = 0; kj < k; kj++) {
-			int t = ki * k + kj, a = ki - p - s * floordiv(ki - p, s);
-			int b = kj - p - s * floordiv(kj - p, s);
-
-			g->ph[t] = (uint8_t)(a * s + b);
-			g->off[t] = floordiv(ki - p, s) * OW + floordiv(kj - p, s);
-			g->dj[t] = (uint8_t)(floordiv(kj - p, s) - d0);
+			g->off[ki * k + kj] = (ki - p) * OW + kj - p;
+			g->dj[ki * k + kj] = (uint8_t)kj;
 		}
 	for (int l = 0; l < 16; l++)
 		g->ow0[l] = l % OW;
 	g->step8 = 8 % OW;
 	g->step16 = 16 % OW;
-	pre = -((int64_t)d0 * OW + d0);
-	post = (int64_t)g->rows * OW;
-	/* the last vector reads up to 64 bytes past P at the largest offset */
-	if (post < P + 64 + (int64_t)d1 * OW + (d1 > 0 ? d1 : 0))
-		post = P + 64 + (int64_t)d1 * OW + (d1 > 0 ? d1 : 0);
-	g->pre = up64((size_t)pre);
+	/* the last vector reads up to 16 bytes past P at the largest offset */
+	post = P + 64 + (int64_t)(k - 1 - p) * (OW + 1);
+	g->pre = up64((size_t)p * (OW + 1));
 	g->pb = up64(g->pre + (size_t)post);
 	g->xq = up64((size_t)cv->H * cv->W);
 	g->yt = up64((size_t)P * sizeof(float));
-	g->slot = g->xq + (size_t)s * s * g->pb + g->yt;
+	g->slot = g->xq + g->pb + g->yt;
 	return 0;
 }
 
-/* The phase planes of the u8 plane x[H][W] (xs at za where nothing is copied). */
-static void dwf_fill_scalar(const struct mc_qconv *cv, const struct dwf_geo *g, const uint8_t *x,
-			    uint8_t *xs)
+/* The u8 plane x[H][W] into xs, whose margins hold za. */
+static void dwf_fill(const struct mc_qconv *cv, const struct dwf_geo *g, const uint8_t *x,
+		     uint8_t *xs)
 {
-	int s = cv->s, OW = cv->OW;
-
-	if (s == 1) {
-		int rows = g->rows < cv->H ? g->rows : cv->H;
-
-		memcpy(xs + g->pre, x, (size_t)rows * cv->W);
-		return;
-	}
-	for (int r = 0; r < cv->H && r / s < g->rows; r++)
-		for (int b = 0; b < s && b < cv->W; b++) {
-			uint8_t *d =
-			    xs + (size_t)((r % s) * s + b) * g->pb + g->pre + (size_t)(r / s) * OW;
-			const uint8_t *row = x + (size_t)r * cv->W + b;
-			int n = (cv->W - b + s - 1) / s;
-
-			for (int j = 0; j < n && j < OW; j++)
-				d[j] = row[(size_t)s * j];
-		}
+	memcpy(xs + g->pre, x, (size_t)cv->H * cv->W);
 }
 
 /* One channel's plane on the portable path, into y (f32). */
@@ -740,9 +707,7 @@ static void dwf_plane_portable(const struct mc_qconv *cv, const struct dwf_geo *
 		for (int t = 0; t < g->nt; t++) {
 			int j = ow + g->dj[t] + g->dj0;
 			uint32_t x =
-			    j >= 0 && j < OW
-				? xs[(size_t)g->ph[t] * g->pb + g->pre + (size_t)(p + g->off[t])]
-				: (uint32_t)za;
+			    j >= 0 && j < OW ? xs[g->pre + (size_t)(p + g->off[t])] : (uint32_t)za;
 
 			acc += x * (uint32_t)(int32_t)wc[t];
 		}
@@ -751,98 +716,7 @@ static void dwf_plane_portable(const struct mc_qconv *cv, const struct dwf_geo *
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-/* dwf_fill_scalar at stride 2: each image row split into its even and odd columns. */
-__attribute__((target("avx512f,avx512bw"))) static void
-dwf_fill_avx512(const struct mc_qconv *cv, const struct dwf_geo *g, const uint8_t *x, uint8_t *xs)
-{
-	int W = cv->W, OW = cv->OW, n0 = (W + 1) / 2, n1 = W / 2, whole;
-
-	if (cv->s != 2) {
-		dwf_fill_scalar(cv, g, x, xs);
-		return;
-	}
-	if (n0 > OW)
-		n0 = OW;
-	if (n1 > OW)
-		n1 = OW;
-	/*
-	 * Whole 32-byte stores where nothing they run over needs to stay za: with
-	 * W even every column of both phases is held, rows are written in order
-	 * (a row's spill is overwritten by the rows after it), and past the last
-	 * row lie only bytes that the last vector's unused lanes read.
-	 */
-	whole = W % 2 == 0 && n0 == OW && cv->k == 3 && cv->p == 1;
-	for (int r = 0; r < cv->H && r / 2 < g->rows; r++) {
-		const uint8_t *row = x + (size_t)r * W;
-		uint8_t *d0 = xs + (size_t)((r % 2) * 2) * g->pb + g->pre + (size_t)(r / 2) * OW;
-		uint8_t *d1 = d0 + g->pb;
-
-		/* 64 bytes as 32 words: the low bytes are the even columns, the high the odd */
-		for (int j0 = 0; j0 < n0; j0 += 32) {
-			int nb = W - 2 * j0 < 64 ? W - 2 * j0 : 64, e = n0 - j0, o = n1 - j0;
-			__mmask64 lm = nb >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
-			__m512i v = _mm512_maskz_loadu_epi8(lm, row + 2 * j0);
-
-			/* vpmovwb to registers, then byte stores: its masked store form is slow */
-			__mmask64 me = e >= 32 ? 0xffffffffu : (((__mmask64)1 << e) - 1);
-			__mmask64 mo = o >= 32 ? 0xffffffffu
-				       : o > 0 ? (((__mmask64)1 << o) - 1)
-					       : 0;
-
-			__m256i ev = _mm512_cvtepi16_epi8(v),
-				od = _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8));
-
-			if (whole) {
-				_mm256_storeu_si256((__m256i *)(d0 + j0), ev);
-				_mm256_storeu_si256((__m256i *)(d1 + j0), od);
-			} else {
-				_mm512_mask_storeu_epi8(d0 + j0, me, _mm512_castsi256_si512(ev));
-				_mm512_mask_storeu_epi8(d1 + j0, mo, _mm512_castsi256_si512(od));
-			}
-		}
-	}
-}
-
-__attribute__((target("avx2"))) static void
-dwf_fill_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const uint8_t *x, uint8_t *xs)
-{
-	int W = cv->W, OW = cv->OW, n0 = (W + 1) / 2, n1 = W / 2;
-	const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-
-	if (cv->s != 2) {
-		dwf_fill_scalar(cv, g, x, xs);
-		return;
-	}
-	if (n0 > OW)
-		n0 = OW;
-	if (n1 > OW)
-		n1 = OW;
-	for (int r = 0; r < cv->H && r / 2 < g->rows; r++) {
-		const uint8_t *row = x + (size_t)r * W;
-		uint8_t *d0 = xs + (size_t)((r % 2) * 2) * g->pb + g->pre + (size_t)(r / 2) * OW;
-		uint8_t *d1 = d0 + g->pb;
-		int j = 0;
-
-		/* whole 16-byte pieces of the row: 8 even and 8 odd columns, all held */
-		for (; j + 8 <= n1 && 2 * j + 16 <= W; j += 8) {
-			__m128i v = _mm_shuffle_epi8(
-			    _mm_loadu_si128((const __m128i *)(row + 2 * j)), split);
-
-			_mm_storel_epi64((__m128i *)(d0 + j), v);
-			_mm_storel_epi64((__m128i *)(d1 + j), _mm_srli_si128(v, 8));
-		}
-		for (int jj = j; jj < n0; jj++)
-			d0[jj] = row[2 * jj];
-		for (int jj = j; jj < n1; jj++)
-			d1[jj] = row[2 * jj + 1];
-	}
-}
-
-/*
- * One channel's plane on AVX-512 VNNI: 16 positions at a time, each tap a
- * zero-extended load (za in the lanes whose column step leaves the row) and
- * vpdpbusd; nt is a constant where inlined for 3x3.
- */
+/* A tap of 16 positions: their bytes, za where m is clear, by the weight in byte 0. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline __m512i
 dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i w)
 {
@@ -854,16 +728,15 @@ dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i 
  * One channel's plane on AVX-512 VNNI: 16 positions at a time, each tap a
  * zero-extended load (za in the lanes whose column step leaves the row) and
  * vpdpbusd. A 3x3 window (padding 1: dwf_ok admits no other) has the column
- * steps -1, 0 and +1 at stride 1, -1, 0 and 0 at larger ones; its rows sum
- * into three accumulators, added at the end (exact, so in any order).
+ * steps -1, 0 and +1; its rows sum into three accumulators, added at the
+ * end (exact, so in any order).
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc, int32_t zc,
 	       float sc, float bb, int za, unsigned flags, const uint8_t *xs,
 	       const struct quant_k *qo, float *y, uint8_t *yq)
 {
-	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, s1 = cv->s == 1;
-	int k3 = cv->k == 3 && cv->p == 1;
+	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
 	const uint8_t *src[DWF_MAXK * DWF_MAXK];
 	__m512i wv[DWF_MAXK * DWF_MAXK];
 	const __m512i zav = _mm512_set1_epi32(za), zcv = _mm512_set1_epi32(zc);
@@ -876,7 +749,7 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	__m512i ow = _mm512_loadu_si512(g->ow0);
 
 	for (int t = 0; t < nt; t++) {
-		src[t] = xs + (size_t)g->ph[t] * g->pb + g->pre + g->off[t];
+		src[t] = xs + g->pre + g->off[t];
 		wv[t] = _mm512_set1_epi32((uint8_t)wc[t]);
 	}
 	for (int p0 = 0; p0 < P; p0 += 16) {
@@ -886,7 +759,7 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 
 		if (k3) {
 			__mmask16 ml = _mm512_cmpge_epi32_mask(ow, one);
-			__mmask16 mr = s1 ? _mm512_cmplt_epi32_mask(ow, owm1) : (__mmask16)0xffff;
+			__mmask16 mr = _mm512_cmplt_epi32_mask(ow, owm1);
 			__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
 
 			a0 = dwf_tap_vnni(a0, zav, ml, src[0] + p0, wv[0]);
@@ -946,8 +819,7 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	       float sc, float bb, int za, unsigned flags, const uint8_t *xs, float so, int zo,
 	       float *y, uint8_t *yq)
 {
-	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, s1 = cv->s == 1;
-	int k3 = cv->k == 3 && cv->p == 1;
+	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
 	const uint8_t *src[DWF_MAXK * DWF_MAXK];
 	__m256i wv[DWF_MAXK * DWF_MAXK];
 	const __m256i zav = _mm256_set1_epi32(za), zcv = _mm256_set1_epi32(zc);
@@ -962,7 +834,7 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	__m256i ow = _mm256_loadu_si256((const __m256i *)g->ow0);
 
 	for (int t = 0; t < nt; t++) {
-		src[t] = xs + (size_t)g->ph[t] * g->pb + g->pre + g->off[t];
+		src[t] = xs + g->pre + g->off[t];
 		wv[t] = _mm256_set1_epi32((uint16_t)(int16_t)wc[t]);
 	}
 	for (int p0 = 0; p0 < P; p0 += 8) {
@@ -980,9 +852,9 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 			a0 = dwf_tap_avx2(a0, zav, ml, 0, src[1] + p0, wv[1]);
 			a1 = dwf_tap_avx2(a1, zav, ml, 0, src[4] + p0, wv[4]);
 			a2 = dwf_tap_avx2(a2, zav, ml, 0, src[7] + p0, wv[7]);
-			a0 = dwf_tap_avx2(a0, zav, mr, s1, src[2] + p0, wv[2]);
-			a1 = dwf_tap_avx2(a1, zav, mr, s1, src[5] + p0, wv[5]);
-			a2 = dwf_tap_avx2(a2, zav, mr, s1, src[8] + p0, wv[8]);
+			a0 = dwf_tap_avx2(a0, zav, mr, 1, src[2] + p0, wv[2]);
+			a1 = dwf_tap_avx2(a1, zav, mr, 1, src[5] + p0, wv[5]);
+			a2 = dwf_tap_avx2(a2, zav, mr, 1, src[8] + p0, wv[8]);
 			acc = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
 		} else {
 			__m256i mdj[DWF_MAXK];
@@ -1444,10 +1316,10 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	{
 		uint8_t *xq = (uint8_t *)work + head + (size_t)omp_get_thread_num() * g.slot;
 		uint8_t *xs = xq + g.xq;
-		float *yt = (float *)(xs + (size_t)cv->s * cv->s * g.pb);
+		float *yt = (float *)(xs + g.pb);
 
 		/* everything the planes leave alone is padding */
-		memset(xs, q->za, (size_t)cv->s * cv->s * g.pb);
+		memset(xs, q->za, g.pb);
 #pragma omp for schedule(static)
 		for (int64_t it = 0; it < items; it++) {
 			const uint8_t *src = io->xq ? io->xq + (size_t)it * HW : xq;
@@ -1461,7 +1333,7 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 			case 2:
 				if (!io->xq)
 					quant_avx512(&qk, io->x + (size_t)it * HW, HW, xq);
-				dwf_fill_avx512(cv, &g, src, xs);
+				dwf_fill(cv, &g, src, xs);
 				dwf_plane_vnni(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags, xs,
 					       &qo, dst, dq);
 				break;
@@ -1469,7 +1341,7 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 				if (!io->xq)
 					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
 						       xq);
-				dwf_fill_avx2(cv, &g, src, xs);
+				dwf_fill(cv, &g, src, xs);
 				dwf_plane_avx2(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags, xs,
 					       io->so, io->zo, dst, dq);
 				break;
@@ -1478,7 +1350,7 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 				if (!io->xq)
 					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
 						       xq);
-				dwf_fill_scalar(cv, &g, src, xs);
+				dwf_fill(cv, &g, src, xs);
 				dwf_plane_portable(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags,
 						   xs, dst);
 				if (dq)
