@@ -81,6 +81,11 @@ static const struct shape shapes[] = {
     {2, 5, 6, 7, 5, 3, 1, 2, 5},
     {2, 9, 1, 1, 9, 3, 1, 1, 9},
     {2, 9, 2, 3, 9, 3, 2, 1, 9},
+    /* stems: one input channel, through the flat kernel but the last (stride 2) */
+    {2, 1, 28, 28, 16, 3, 1, 1, 1},
+    {3, 1, 7, 9, 5, 3, 1, 1, 1},
+    {2, 1, 6, 5, 4, 5, 1, 2, 1},
+    {2, 1, 9, 8, 3, 3, 2, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -354,9 +359,9 @@ END_TEST
  */
 START_TEST(u8_io_matches_f32_route)
 {
-	/* depthwise and pointwise shapes */
-	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20,
-				    21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+	/* depthwise, pointwise and stem shapes */
+	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20, 21,
+				    22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34};
 	const char *saved = mc_gemm_s8_kernel();
 	const float so = 0.0371f;
 	const int zo = 97;

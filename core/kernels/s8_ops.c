@@ -197,7 +197,7 @@ size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 			return SIZE_MAX;
 		return pg.head + pg.slot * (size_t)slots;
 	}
-	if (!mc_qconv_is_dw(cv))
+	if (!mc_qconv_is_dw(cv) && !mc_qconv_is_plane(cv))
 		return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
 	return dw_work(cv, n);
 }
@@ -651,10 +651,10 @@ struct dwf_geo {
 	int step8, step16;		  /* 8 and 16 mod OW: what a vector's step adds to ow */
 };
 
-static int dwf_ok(const struct mc_qconv *cv)
+int mc_qconv_is_plane(const struct mc_qconv *cv)
 {
-	return mc_qconv_is_dw(cv) && cv->k <= DWF_MAXK && cv->s == 1 && cv->OW == cv->W &&
-	       cv->OH == cv->H;
+	return (mc_qconv_is_dw(cv) || (cv->C == 1 && cv->g == 1)) && cv->k <= DWF_MAXK &&
+	       cv->s == 1 && cv->OW == cv->W && cv->OH == cv->H;
 }
 
 static int dwf_geo(const struct mc_qconv *cv, struct dwf_geo *g)
@@ -662,7 +662,7 @@ static int dwf_geo(const struct mc_qconv *cv, struct dwf_geo *g)
 	int k = cv->k, p = cv->p, OW = cv->OW;
 	int64_t P = (int64_t)cv->OH * OW, post;
 
-	if (!dwf_ok(cv) || P > INT32_MAX / 64 || (int64_t)OW * (k + 2) > INT32_MAX / 64)
+	if (!mc_qconv_is_plane(cv) || P > INT32_MAX / 64 || (int64_t)OW * (k + 2) > INT32_MAX / 64)
 		return -1;
 	g->nt = k * k;
 	g->dj0 = -p;
@@ -918,9 +918,9 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
  */
 static size_t dw_work(const struct mc_qconv *cv, int n)
 {
-	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->C;
+	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->O;
 	int slots = items < SLOTS ? (int)items : SLOTS;
-	size_t head = 0, slot = 0;
+	size_t head = up64((size_t)cv->O * 3 * 4), slot = 0;
 	struct dw_geo g;
 	struct dwf_geo fg;
 
@@ -1237,7 +1237,7 @@ static void quant_out(const float *y, size_t m, float so, int zo, uint8_t *yq)
 
 int mc_qconv_io_ok(const struct mc_qconv *cv)
 {
-	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv);
+	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv) || mc_qconv_is_plane(cv);
 }
 
 /* A pointwise layer, sample by sample. */
@@ -1286,23 +1286,28 @@ static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	}
 }
 
-/* A depthwise layer through the flat kernel, (sample, channel) plane by plane. */
+/*
+ * A depthwise layer, or one of a single input channel (a stem), through the
+ * flat kernel, (sample, output channel) plane by plane. A stem's channels
+ * all read the sample's one plane: a thread lays it out once for the run of
+ * channels it takes (static schedule: consecutive items).
+ */
 static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
 			const struct mc_qconv_io *io, const int8_t *w, void *work, double macs)
 {
 	size_t HW = (size_t)cv->H * cv->W, P = (size_t)cv->OH * cv->OW, head;
-	int simd = mc_s8_simd(), nt, kk = cv->k * cv->k;
-	int64_t items = (int64_t)n * cv->C;
+	int simd = mc_s8_simd(), nt, kk = cv->k * cv->k, O = cv->O, stem = cv->C == 1;
+	int64_t items = (int64_t)n * O;
 	int32_t *zc = work;
-	float *sc = (float *)(zc + cv->C), *bb = sc + cv->C;
+	float *sc = (float *)(zc + O), *bb = sc + O;
 	struct dwf_geo g;
 #if defined(__x86_64__) || defined(__i386__)
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
 #endif
 
 	dwf_geo(cv, &g);
-	head = up64((size_t)cv->C * 3 * 4);
-	for (int c = 0; c < cv->C; c++) {
+	head = up64((size_t)O * 3 * 4);
+	for (int c = 0; c < O; c++) {
 		int32_t sum = 0;
 
 		for (int t = 0; t < kk; t++)
@@ -1317,40 +1322,44 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		uint8_t *xq = (uint8_t *)work + head + (size_t)omp_get_thread_num() * g.slot;
 		uint8_t *xs = xq + g.xq;
 		float *yt = (float *)(xs + g.pb);
+		int64_t held = -1; /* the input plane xs holds */
 
 		/* everything the planes leave alone is padding */
 		memset(xs, q->za, g.pb);
 #pragma omp for schedule(static)
 		for (int64_t it = 0; it < items; it++) {
-			const uint8_t *src = io->xq ? io->xq + (size_t)it * HW : xq;
+			int64_t pl = stem ? it / O : it; /* the input plane */
+			const uint8_t *src = io->xq ? io->xq + (size_t)pl * HW : xq;
 			float *dst = io->y ? io->y + (size_t)it * P : yt;
 			uint8_t *dq = io->yq ? io->yq + (size_t)it * P : NULL;
-			int c = (int)(it % cv->C);
+			int c = (int)(it % O);
 			const int8_t *wc = w + (size_t)c * kk;
 
+			if (pl != held) {
+				if (!io->xq) {
+#if defined(__x86_64__) || defined(__i386__)
+					if (simd == 2)
+						quant_avx512(&qk, io->x + (size_t)pl * HW, HW, xq);
+					else
+#endif
+						mc_quantize_u8(io->x + (size_t)pl * HW, HW, q->sa,
+							       q->za, xq);
+				}
+				dwf_fill(cv, &g, src, xs);
+				held = pl;
+			}
 			switch (simd) {
 #if defined(__x86_64__) || defined(__i386__)
 			case 2:
-				if (!io->xq)
-					quant_avx512(&qk, io->x + (size_t)it * HW, HW, xq);
-				dwf_fill(cv, &g, src, xs);
 				dwf_plane_vnni(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags, xs,
 					       &qo, dst, dq);
 				break;
 			case 1:
-				if (!io->xq)
-					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
-						       xq);
-				dwf_fill(cv, &g, src, xs);
 				dwf_plane_avx2(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags, xs,
 					       io->so, io->zo, dst, dq);
 				break;
 #endif
 			default:
-				if (!io->xq)
-					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
-						       xq);
-				dwf_fill(cv, &g, src, xs);
 				dwf_plane_portable(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags,
 						   xs, dst);
 				if (dq)
@@ -1424,7 +1433,7 @@ int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		pw_forward(cv, q, n, io, w, work, nt);
 		return 0;
 	}
-	if (dwf_ok(cv)) {
+	if (mc_qconv_is_plane(cv)) {
 		dwf_forward(cv, q, n, io, w, work, macs);
 		return 0;
 	}
