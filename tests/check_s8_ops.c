@@ -23,7 +23,7 @@
 
 #include "kernels/s8_ops.h"
 
-static const char *const paths[] = { "avx512-vnni", "avx2", "portable" };
+static const char *const paths[] = {"avx512-vnni", "avx2", "portable"};
 #define NPATHS (int)(sizeof(paths) / sizeof(paths[0]))
 
 static float *random_f32(size_t n, uint64_t stream, float lo, float hi)
@@ -40,33 +40,65 @@ struct shape {
 };
 
 static const struct shape shapes[] = {
-	/* depthwise */
-	{ 2, 16, 14, 14, 16, 3, 1, 1, 16 },
-	{ 3, 17, 7, 7, 17, 3, 2, 1, 17 },
-	{ 2, 5, 9, 8, 5, 5, 2, 2, 5 },
-	{ 1, 33, 4, 4, 33, 3, 1, 1, 33 },
-	{ 5, 96, 7, 7, 96, 3, 2, 1, 96 },
-	{ 2, 3, 6, 6, 3, 1, 1, 0, 3 },
-	{ 4, 128, 4, 4, 128, 3, 1, 1, 128 },
-	/* pointwise */
-	{ 3, 16, 14, 14, 8, 1, 1, 0, 1 },
-	{ 2, 7, 7, 7, 13, 1, 1, 0, 1 },
-	{ 5, 32, 4, 4, 96, 1, 1, 0, 1 },
-	{ 1, 1, 5, 5, 3, 1, 1, 0, 1 },
-	{ 6, 24, 3, 3, 5, 1, 1, 0, 1 },
-	/* grouped, a depthwise multiplier, and one group that is neither */
-	{ 2, 8, 9, 9, 12, 3, 1, 1, 4 },
-	{ 2, 6, 8, 8, 6, 3, 2, 1, 2 },
-	{ 2, 4, 7, 7, 8, 3, 1, 1, 4 },
-	{ 2, 3, 9, 9, 5, 3, 2, 1, 1 },
-	{ 3, 2, 5, 5, 4, 1, 2, 0, 1 },
+    /* depthwise */
+    {2, 16, 14, 14, 16, 3, 1, 1, 16},
+    {3, 17, 7, 7, 17, 3, 2, 1, 17},
+    {2, 5, 9, 8, 5, 5, 2, 2, 5},
+    {1, 33, 4, 4, 33, 3, 1, 1, 33},
+    {5, 96, 7, 7, 96, 3, 2, 1, 96},
+    {2, 3, 6, 6, 3, 1, 1, 0, 3},
+    {4, 128, 4, 4, 128, 3, 1, 1, 128},
+    /* pointwise */
+    {3, 16, 14, 14, 8, 1, 1, 0, 1},
+    {2, 7, 7, 7, 13, 1, 1, 0, 1},
+    {5, 32, 4, 4, 96, 1, 1, 0, 1},
+    {1, 1, 5, 5, 3, 1, 1, 0, 1},
+    {6, 24, 3, 3, 5, 1, 1, 0, 1},
+    /* grouped, a depthwise multiplier, and one group that is neither */
+    {2, 8, 9, 9, 12, 3, 1, 1, 4},
+    {2, 6, 8, 8, 6, 3, 2, 1, 2},
+    {2, 4, 7, 7, 8, 3, 1, 1, 4},
+    {2, 3, 9, 9, 5, 3, 2, 1, 1},
+    {3, 2, 5, 5, 4, 1, 2, 0, 1},
+    /*
+     * depthwise, MobileNetV2's planes and more: the flat kernel's (stride
+     * 1, OW == W: 28x28, 7x7, 1x1 and 2x3 planes, 5x5 and 7x7 windows) and
+     * the ones it leaves to the kernel of units (28x28 and 14x14 at stride
+     * 2, odd widths, strides 3 and 4, 3x3 of padding 0 and 2 at stride 1)
+     */
+    {2, 16, 28, 28, 16, 3, 1, 1, 16},
+    {2, 19, 28, 28, 19, 3, 2, 1, 19},
+    {3, 24, 14, 14, 24, 3, 2, 1, 24},
+    {2, 20, 7, 7, 20, 3, 1, 1, 20},
+    {2, 7, 13, 11, 7, 3, 2, 1, 7},
+    {2, 5, 9, 10, 5, 3, 3, 1, 5},
+    {2, 4, 9, 12, 4, 3, 3, 0, 4},
+    {2, 3, 11, 9, 3, 5, 4, 2, 3},
+    {2, 6, 8, 8, 6, 7, 1, 3, 6},
+    {3, 10, 9, 6, 10, 5, 1, 2, 10},
+    {2, 9, 2, 3, 9, 3, 1, 1, 9},
+    {2, 5, 6, 7, 5, 3, 1, 0, 5},
+    {2, 5, 6, 7, 5, 3, 1, 2, 5},
+    {2, 9, 1, 1, 9, 3, 1, 1, 9},
+    {2, 9, 2, 3, 9, 3, 2, 1, 9},
+    /* stems: one input channel, through the flat kernel but the last (stride 2) */
+    {2, 1, 28, 28, 16, 3, 1, 1, 1},
+    {3, 1, 7, 9, 5, 3, 1, 1, 1},
+    {2, 1, 6, 5, 4, 5, 1, 2, 1},
+    {2, 1, 9, 8, 3, 3, 2, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
 static struct mc_qconv make(const struct shape *sh)
 {
-	struct mc_qconv cv = { .C = sh->C, .H = sh->H, .W = sh->W, .O = sh->O, .k = sh->k,
-			       .s = sh->s, .p = sh->p, .g = sh->g };
+	struct mc_qconv cv = {.C = sh->C,
+			      .H = sh->H,
+			      .W = sh->W,
+			      .O = sh->O,
+			      .k = sh->k,
+			      .s = sh->s,
+			      .p = sh->p,
+			      .g = sh->g};
 
 	cv.OH = (sh->H + 2 * sh->p - sh->k) / sh->s + 1;
 	cv.OW = (sh->W + 2 * sh->p - sh->k) / sh->s + 1;
@@ -78,8 +110,8 @@ static struct mc_qconv make(const struct shape *sh)
  * window rows (taps in the padding holding za, which stand for 0) and
  * mc_gemm_u8s8_ref over the group's weights, transposed into place.
  */
-static void gemm_route(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
-		       const float *x, const int8_t *w, float *y)
+static void gemm_route(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n, const float *x,
+		       const int8_t *w, float *y)
 {
 	int Cg = cv->C / cv->g, Og = cv->O / cv->g, K = Cg * cv->k * cv->k;
 	int P = cv->OH * cv->OW;
@@ -101,20 +133,22 @@ static void gemm_route(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 								int ww = ow * cv->s - cv->p + kj;
 								int c = g * Cg + cl;
 
-								*r++ = h < 0 || h >= cv->H || ww < 0 ||
-									       ww >= cv->W
+								*r++ = h < 0 || h >= cv->H ||
+									       ww < 0 || ww >= cv->W
 									   ? (uint8_t)q->za
-									   : xq[((size_t)c * cv->H + h) *
+									   : xq[((size_t)c * cv->H +
+										 h) *
 										    cv->W +
 										ww];
 							}
 				}
 			mc_gemm_u8s8_ref(P, Og, K, col, K, q->sa, q->za, w + (size_t)g * Og * K, K,
-					 q->sw + g * Og, q->bias ? q->bias + g * Og : NULL, q->flags, t,
-					 Og);
+					 q->sw + g * Og, q->bias ? q->bias + g * Og : NULL,
+					 q->flags, t, Og);
 			for (int o = 0; o < Og; o++)
 				for (int p = 0; p < P; p++)
-					y[((size_t)s * cv->O + g * Og + o) * P + p] = t[(size_t)p * Og + o];
+					y[((size_t)s * cv->O + g * Og + o) * P + p] =
+					    t[(size_t)p * Og + o];
 		}
 	}
 	free(t);
@@ -135,10 +169,12 @@ static void check_conv(int ci, int variant, int nonfinite, int *paths_run)
 	float *ref = malloc(ys * sh->n * sizeof(float)), *alt = malloc(ys * sh->n * sizeof(float));
 	float *y = malloc(ys * sh->n * sizeof(float));
 	int8_t *w = malloc(wn);
-	static const unsigned flag_of[] = { 0, MC_S8_RELU, MC_S8_RELU6 };
-	struct mc_qconv_q q = { .sa = 6.0f / 255.0f * (1 + variant), .za = (37 * ci + 90 * variant) % 256,
-				.sw = sw, .bias = variant == 1 ? NULL : bias,
-				.flags = flag_of[(ci + variant) % 3] };
+	static const unsigned flag_of[] = {0, MC_S8_RELU, MC_S8_RELU6};
+	struct mc_qconv_q q = {.sa = 6.0f / 255.0f * (1 + variant),
+			       .za = (37 * ci + 90 * variant) % 256,
+			       .sw = sw,
+			       .bias = variant == 1 ? NULL : bias,
+			       .flags = flag_of[(ci + variant) % 3]};
 	size_t work = mc_qconv_work(&cv, sh->n);
 	void *ws = mc_calloc(work, 1);
 
@@ -188,7 +224,7 @@ static void check_conv(int ci, int variant, int nonfinite, int *paths_run)
 
 START_TEST(conv_every_path_matches_ref)
 {
-	int run[NPATHS] = { 0 };
+	int run[NPATHS] = {0};
 	const char *saved = mc_gemm_s8_kernel();
 
 	for (int ci = 0; ci < NSHAPES; ci++)
@@ -206,12 +242,12 @@ END_TEST
 /* A depthwise layer's sums at their extreme: 255 x 127 at every tap of a 3x3 window. */
 START_TEST(conv_extremes)
 {
-	struct shape sh = { 2, 20, 6, 6, 20, 3, 1, 1, 20 };
+	struct shape sh = {2, 20, 6, 6, 20, 3, 1, 1, 20};
 	struct mc_qconv cv = make(&sh);
 	size_t xs = (size_t)sh.C * sh.H * sh.W, ys = (size_t)sh.O * cv.OH * cv.OW;
 	float x[2 * 20 * 36], sw[20], ref[2 * 20 * 36], y[2 * 20 * 36];
 	int8_t w[20 * 9];
-	struct mc_qconv_q q = { .sa = 1.0f, .za = 0, .sw = sw, .bias = NULL, .flags = 0 };
+	struct mc_qconv_q q = {.sa = 1.0f, .za = 0, .sw = sw, .bias = NULL, .flags = 0};
 	void *ws = mc_calloc(mc_qconv_work(&cv, 2), 1);
 
 	for (size_t i = 0; i < 2 * xs; i++)
@@ -242,11 +278,11 @@ END_TEST
  */
 START_TEST(conv_quantizes_edges_as_ref)
 {
-	static const struct shape sh[] = { { 2, 16, 10, 10, 16, 3, 1, 1, 16 },
-					   { 2, 16, 10, 10, 16, 3, 2, 1, 16 },
-					   { 2, 16, 10, 10, 8, 1, 1, 0, 1 } };
-	static const float scales[] = { 6.0f / 255.0f, 0.0123f, 1.0f / 3.0f, 7.77e-5f, 1e-39f,
-					0x1p126f };
+	static const struct shape sh[] = {{2, 16, 10, 10, 16, 3, 1, 1, 16},
+					  {2, 16, 10, 10, 16, 3, 2, 1, 16},
+					  {2, 16, 10, 10, 8, 1, 1, 0, 1}};
+	static const float scales[] = {6.0f / 255.0f, 0.0123f, 1.0f / 3.0f,
+				       7.77e-5f,      1e-39f,  0x1p126f};
 	const char *saved = mc_gemm_s8_kernel();
 
 	for (int si = 0; si < (int)(sizeof(sh) / sizeof(sh[0])); si++)
@@ -258,8 +294,8 @@ START_TEST(conv_quantizes_edges_as_ref)
 			float *x = malloc(n * xs * sizeof(float)), sw[16], *ref, *y;
 			int8_t *w = malloc(wn);
 			float sa = scales[ki];
-			struct mc_qconv_q q = { .sa = sa, .za = 3 + 40 * ki, .sw = sw, .bias = NULL,
-						.flags = 0 };
+			struct mc_qconv_q q = {
+			    .sa = sa, .za = 3 + 40 * ki, .sw = sw, .bias = NULL, .flags = 0};
 			void *ws = mc_calloc(mc_qconv_work(&cv, n), 1);
 
 			ref = malloc(n * ys * sizeof(float));
@@ -269,7 +305,8 @@ START_TEST(conv_quantizes_edges_as_ref)
 			for (size_t i = 0; i < wn; i++)
 				w[i] = (int8_t)((int)(i * 37 % 255) - 127);
 			for (size_t i = 0; i < n * xs; i++) {
-				float half = ((float)(int)(i % 1100) - 550.0f) + 0.5f, v = half * sa;
+				float half = ((float)(int)(i % 1100) - 550.0f) + 0.5f,
+				      v = half * sa;
 
 				switch (i % 5) {
 				case 1:
@@ -295,10 +332,11 @@ START_TEST(conv_quantizes_edges_as_ref)
 					omp_set_num_threads(t);
 					mc_qconv_forward(&cv, &q, n, x, w, y, ws);
 					for (size_t i = 0; i < n * ys; i++)
-						ck_assert_msg(memcmp(&ref[i], &y[i], sizeof(float)) == 0,
-							      "shape %d scale %g path %s threads %d: "
-							      "y[%zu] = %a, ref %a",
-							      si, sa, paths[pi], t, i, y[i], ref[i]);
+						ck_assert_msg(
+						    memcmp(&ref[i], &y[i], sizeof(float)) == 0,
+						    "shape %d scale %g path %s threads %d: "
+						    "y[%zu] = %a, ref %a",
+						    si, sa, paths[pi], t, i, y[i], ref[i]);
 				}
 			}
 			mc_free(ws);
@@ -321,7 +359,9 @@ END_TEST
  */
 START_TEST(u8_io_matches_f32_route)
 {
-	static const int cases[] = { 0, 1, 2, 4, 6, 7, 8, 11 }; /* depthwise and pointwise shapes */
+	/* depthwise, pointwise and stem shapes */
+	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20, 21,
+				    22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34};
 	const char *saved = mc_gemm_s8_kernel();
 	const float so = 0.0371f;
 	const int zo = 97;
@@ -338,13 +378,17 @@ START_TEST(u8_io_matches_f32_route)
 		float *ref = malloc(ys * n * sizeof(float)), *y = malloc(ys * n * sizeof(float));
 		uint8_t *xq = malloc(xs * n), *yref = malloc(ys * n), *yq = malloc(ys * n);
 		int8_t *w = malloc(wn);
-		struct mc_qconv_q q = { .sa = 6.0f / 255.0f, .za = 40 + ci, .sw = sw, .bias = bias,
-					.flags = ci % 2 ? MC_S8_RELU6 : 0 };
+		struct mc_qconv_q q = {.sa = 6.0f / 255.0f,
+				       .za = 40 + ci,
+				       .sw = sw,
+				       .bias = bias,
+				       .flags = ci % 2 ? MC_S8_RELU6 : 0};
 		void *ws = mc_calloc(mc_qconv_work(&cv, n), 1);
 
 		ck_assert(mc_qconv_io_ok(&cv));
 		for (size_t i = 0; i < wn; i++)
-			w[i] = (int8_t)(-127 + (int)(254.999f * mc_rand_uniform(44, (uint64_t)ci, i)));
+			w[i] =
+			    (int8_t)(-127 + (int)(254.999f * mc_rand_uniform(44, (uint64_t)ci, i)));
 		x[1] = NAN;
 		mc_qconv_forward_ref(&cv, &q, n, x, w, ref);
 		mc_quantize_u8_ref(x, xs * n, q.sa, q.za, xq);
@@ -353,9 +397,9 @@ START_TEST(u8_io_matches_f32_route)
 			if (mc_gemm_s8_use(paths[pi]))
 				continue;
 			for (int t = 1; t <= 3; t += 2) {
-				struct mc_qconv_io in8 = { .xq = xq, .y = y };
-				struct mc_qconv_io out8 = { .x = x, .yq = yq, .so = so, .zo = zo };
-				struct mc_qconv_io both = { .xq = xq, .yq = yq, .so = so, .zo = zo };
+				struct mc_qconv_io in8 = {.xq = xq, .y = y};
+				struct mc_qconv_io out8 = {.x = x, .yq = yq, .so = so, .zo = zo};
+				struct mc_qconv_io both = {.xq = xq, .yq = yq, .so = so, .zo = zo};
 
 				omp_set_num_threads(t);
 				memset(y, 0x5a, ys * n * sizeof(float));
@@ -369,12 +413,13 @@ START_TEST(u8_io_matches_f32_route)
 				memset(yq, 0x5a, ys * n);
 				ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &both, w, ws), 0);
 				ck_assert_msg(memcmp(yq, yref, ys * n) == 0,
-					      "case %d path %s: u8 in and out differ", ci, paths[pi]);
+					      "case %d path %s: u8 in and out differ", ci,
+					      paths[pi]);
 			}
 		}
 		{
-			struct mc_qconv_io bad = { .x = x, .yq = yq, .so = 0.0f, .zo = zo };
-			struct mc_qconv_io two = { .x = x, .xq = xq, .y = y };
+			struct mc_qconv_io bad = {.x = x, .yq = yq, .so = 0.0f, .zo = zo};
+			struct mc_qconv_io two = {.x = x, .xq = xq, .y = y};
 
 			memset(yq, 0x5a, ys * n);
 			ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, n, &bad, w, ws), -1);
@@ -395,20 +440,21 @@ START_TEST(u8_io_matches_f32_route)
 	{
 		/* a grouped layer that is neither: f32 only */
 		struct mc_qconv cv = make(&shapes[12]);
-		struct mc_qconv_io io = { .xq = (const uint8_t *)"", .y = NULL, .yq = (uint8_t *)"",
-					  .so = 1.0f };
-		struct mc_qconv_q q = { .sa = 1.0f };
+		struct mc_qconv_io io = {
+		    .xq = (const uint8_t *)"", .y = NULL, .yq = (uint8_t *)"", .so = 1.0f};
+		struct mc_qconv_q q = {.sa = 1.0f};
 
 		ck_assert(!mc_qconv_io_ok(&cv));
 		ck_assert_int_eq(mc_qconv_forward_io(&cv, &q, 1, &io, NULL, NULL), -1);
 	}
 	{
 		/* the add: u8 inputs and output against its f32 route */
-		const struct mc_qadd_q q = { 0.03f, 0.05f, 0.07f, 128, 100, 120 };
+		const struct mc_qadd_q q = {0.03f, 0.05f, 0.07f, 128, 100, 120};
 		int64_t n = 20000;
 		float *a = random_f32((size_t)n, 800, -6.0f, 6.0f);
 		float *b = random_f32((size_t)n, 801, -3.0f, 9.0f);
-		float *ref = malloc((size_t)n * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
+		float *ref = malloc((size_t)n * sizeof(float)),
+		      *y = malloc((size_t)n * sizeof(float));
 		uint8_t *aq = malloc((size_t)n), *bq = malloc((size_t)n), *yref = malloc((size_t)n);
 		uint8_t *yq = malloc((size_t)n);
 		void *ws = mc_calloc(mc_qadd_work(n), 1);
@@ -418,8 +464,8 @@ START_TEST(u8_io_matches_f32_route)
 		mc_quantize_u8_ref(b, (size_t)n, q.sb, q.zb, bq);
 		mc_quantize_u8_ref(ref, (size_t)n, so, zo, yref);
 		for (int pi = 0; pi < NPATHS; pi++) {
-			struct mc_qadd_io mixed = { .a = a, .bq = bq, .y = y };
-			struct mc_qadd_io both = { .aq = aq, .bq = bq, .yq = yq, .so = so, .zo = zo };
+			struct mc_qadd_io mixed = {.a = a, .bq = bq, .y = y};
+			struct mc_qadd_io both = {.aq = aq, .bq = bq, .yq = yq, .so = so, .zo = zo};
 
 			if (mc_gemm_s8_use(paths[pi]))
 				continue;
@@ -441,7 +487,7 @@ START_TEST(u8_io_matches_f32_route)
 	}
 	{
 		/* the pool from u8 */
-		const struct mc_qgap_q q = { 0.02f, 0.03f, 11, 130 };
+		const struct mc_qgap_q q = {0.02f, 0.03f, 11, 130};
 		int n = 3, C = 5;
 		int64_t HW = 49;
 		float *x = random_f32((size_t)n * C * HW, 900, -1.0f, 4.0f);
@@ -483,14 +529,14 @@ START_TEST(qmul_ratios)
 }
 END_TEST
 
-static const int64_t add_sizes[] = { 1, 7, 8, 15, 16, 17, 784, 8192 * 3 + 5, 100000 };
+static const int64_t add_sizes[] = {1, 7, 8, 15, 16, 17, 784, 8192 * 3 + 5, 100000};
 
 START_TEST(add_every_path_matches_ref)
 {
 	static const struct mc_qadd_q qs[] = {
-		{ 0.03f, 0.05f, 0.07f, 128, 100, 120 },
-		{ 0.5f, 0.001f, 0.01f, 0, 255, 3 },
-		{ 1e-4f, 2e-4f, 3e-2f, 77, 1, 250 },
+	    {0.03f, 0.05f, 0.07f, 128, 100, 120},
+	    {0.5f, 0.001f, 0.01f, 0, 255, 3},
+	    {1e-4f, 2e-4f, 3e-2f, 77, 1, 250},
 	};
 	const char *saved = mc_gemm_s8_kernel();
 	int runs = 0;
@@ -500,7 +546,8 @@ START_TEST(add_every_path_matches_ref)
 			int64_t n = add_sizes[si];
 			float *a = random_f32((size_t)n, 300 + si, -6.0f, 6.0f);
 			float *b = random_f32((size_t)n, 400 + si, -3.0f, 9.0f);
-			float *ref = malloc((size_t)n * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
+			float *ref = malloc((size_t)n * sizeof(float)),
+			      *y = malloc((size_t)n * sizeof(float));
 			void *ws = mc_calloc(mc_qadd_work(n), 1);
 			const struct mc_qadd_q *q = &qs[qi];
 
@@ -517,8 +564,10 @@ START_TEST(add_every_path_matches_ref)
 
 				mc_quantize_u8_ref(a + i, 1, q->sa, q->za, &qa);
 				mc_quantize_u8_ref(b + i, 1, q->sb, q->zb, &qb);
-				v = nearbyint((q->sa * (qa - q->za) + (double)q->sb * (qb - q->zb)) /
-					      q->so) + q->zo;
+				v = nearbyint(
+					(q->sa * (qa - q->za) + (double)q->sb * (qb - q->zb)) /
+					q->so) +
+				    q->zo;
 				v = (v < 0 ? 0 : v > 255 ? 255 : v) - q->zo;
 				ck_assert_msg(fabs(ref[i] - q->so * v) <= 1.0001 * q->so,
 					      "add %d: y[%lld] = %g, float %g", qi, (long long)i,
@@ -532,9 +581,10 @@ START_TEST(add_every_path_matches_ref)
 					omp_set_num_threads(t);
 					memset(y, 0x5a, (size_t)n * sizeof(float));
 					ck_assert_int_eq(mc_qadd(q, n, a, b, y, ws), 0);
-					ck_assert_msg(memcmp(y, ref, (size_t)n * sizeof(float)) == 0,
-						      "add %d n %lld path %s threads %d differs", qi,
-						      (long long)n, paths[pi], t);
+					ck_assert_msg(memcmp(y, ref, (size_t)n * sizeof(float)) ==
+							  0,
+						      "add %d n %lld path %s threads %d differs",
+						      qi, (long long)n, paths[pi], t);
 				}
 			}
 			mc_free(ws);
@@ -545,7 +595,7 @@ START_TEST(add_every_path_matches_ref)
 		}
 	ck_assert_int_gt(runs, 0);
 	{
-		struct mc_qadd_q bad = { 0.1f, 0.1f, 0.0f, 0, 0, 0 };
+		struct mc_qadd_q bad = {0.1f, 0.1f, 0.0f, 0, 0, 0};
 		float a = 1, b = 2, y = 7;
 
 		ck_assert_int_eq(mc_qadd_ref(&bad, 1, &a, &b, &y), -1);
@@ -563,10 +613,10 @@ END_TEST
 
 START_TEST(gap_every_path_matches_ref)
 {
-	static const int64_t hws[] = { 1, 16, 49, 70, 196, 1000 };
+	static const int64_t hws[] = {1, 16, 49, 70, 196, 1000};
 	static const struct mc_qgap_q qs[] = {
-		{ 6.0f / 255, 4.0f / 255, 0, 0 },
-		{ 0.05f, 0.02f, 120, 30 },
+	    {6.0f / 255, 4.0f / 255, 0, 0},
+	    {0.05f, 0.02f, 120, 30},
 	};
 	const char *saved = mc_gemm_s8_kernel();
 
@@ -576,7 +626,8 @@ START_TEST(gap_every_path_matches_ref)
 			int64_t HW = hws[hi];
 			size_t total = (size_t)n * C * HW;
 			float *x = random_f32(total, 500 + hi, -1.0f, 6.0f);
-			float *ref = malloc((size_t)n * C * sizeof(float)), *y = malloc((size_t)n * C * sizeof(float));
+			float *ref = malloc((size_t)n * C * sizeof(float)),
+			      *y = malloc((size_t)n * C * sizeof(float));
 			void *ws = mc_calloc(mc_qgap_work(n, C, HW), 1);
 			const struct mc_qgap_q *q = &qs[qi];
 
@@ -589,7 +640,8 @@ START_TEST(gap_every_path_matches_ref)
 				for (int64_t j = 0; j < HW; j++) {
 					uint8_t v;
 
-					mc_quantize_u8_ref(x + (size_t)pl * HW + j, 1, q->si, q->zi, &v);
+					mc_quantize_u8_ref(x + (size_t)pl * HW + j, 1, q->si, q->zi,
+							   &v);
 					sum += q->si * ((double)v - q->zi);
 				}
 				sum /= (double)HW;
@@ -607,9 +659,10 @@ START_TEST(gap_every_path_matches_ref)
 					omp_set_num_threads(t);
 					memset(y, 0x5a, (size_t)n * C * sizeof(float));
 					ck_assert_int_eq(mc_qgap(q, n, C, HW, x, y, ws), 0);
-					ck_assert_msg(memcmp(y, ref, (size_t)n * C * sizeof(float)) == 0,
-						      "gap HW %lld path %s threads %d differs",
-						      (long long)HW, paths[pi], t);
+					ck_assert_msg(
+					    memcmp(y, ref, (size_t)n * C * sizeof(float)) == 0,
+					    "gap HW %lld path %s threads %d differs", (long long)HW,
+					    paths[pi], t);
 				}
 			}
 			mc_free(ws);
@@ -632,7 +685,7 @@ END_TEST
 static void run_op(const char *op, int pairs, int bad_pair, const float *badv, int outs)
 {
 	char arch[512];
-	struct mc_err err = { 0 };
+	struct mc_err err = {0};
 	struct mc_model *m;
 	struct mc_exec *e;
 	const float *y;
@@ -673,8 +726,8 @@ static void run_op(const char *op, int pairs, int bad_pair, const float *badv, i
 
 START_TEST(ops_refuse_damaged_qparams)
 {
-	static const float bad[][2] = { { NAN, 0 }, { 0, 0 },	 { -1, 0 },
-					{ 0.1f, 256 }, { 0.1f, 1.5f }, { INFINITY, 0 } };
+	static const float bad[][2] = {{NAN, 0},    {0, 0},	  {-1, 0},
+				       {0.1f, 256}, {0.1f, 1.5f}, {INFINITY, 0}};
 
 	run_op("qadd", 3, -1, NULL, 18);
 	run_op("qglobal_avgpool", 2, -1, NULL, 2);

@@ -58,7 +58,8 @@ static const struct mc_param_def qconv_attrs[] = {
     MC_PARAM_BOOL(struct qconv_attrs, relu, "false",
 		  "max(y, 0) applied in the requantization: a fused conv2d + relu"),
     MC_PARAM_INT(struct qconv_attrs, groups, "1", 1, 1 << 20,
-		 "channel groups (in channels for depthwise), as conv2d's", .flags = MC_PARAM_FOMIT),
+		 "channel groups (in channels for depthwise), as conv2d's",
+		 .flags = MC_PARAM_FOMIT),
     MC_PARAM_BOOL(struct qconv_attrs, relu6, "false",
 		  "min(max(y, 0), 6) applied in the requantization: a fused conv2d + relu6",
 		  .flags = MC_PARAM_FOMIT),
@@ -80,8 +81,16 @@ static struct mc_qconv qconv_kgeo(const struct mc_node *node)
 	struct mc_conv_geo q;
 
 	qconv_geo(node, &q);
-	return (struct mc_qconv){ .C = q.C, .H = q.H, .W = q.W, .O = q.O, .OH = q.OH, .OW = q.OW,
-				  .k = q.k, .s = q.s, .p = q.p, .g = q.g };
+	return (struct mc_qconv){.C = q.C,
+				 .H = q.H,
+				 .W = q.W,
+				 .O = q.O,
+				 .OH = q.OH,
+				 .OW = q.OW,
+				 .k = q.k,
+				 .s = q.s,
+				 .p = q.p,
+				 .g = q.g};
 }
 
 /* The requantization flags of the node's attributes. */
@@ -94,8 +103,8 @@ static int qconv_setup(struct mc_node *node, const int *in_ndim,
 		       const int64_t (*in_shape)[MC_MAX_DIMS], struct mc_err *err)
 {
 	struct qconv_attrs *a = node->attrs;
-	int64_t ws[4] = { a->out, in_shape[0][0] / a->groups, a->kernel, a->kernel };
-	int64_t ss[1] = { a->granularity == QGRAN_TENSOR ? 1 : a->out };
+	int64_t ws[4] = {a->out, in_shape[0][0] / a->groups, a->kernel, a->kernel};
+	int64_t ss[1] = {a->granularity == QGRAN_TENSOR ? 1 : a->out};
 	char buf[256];
 	int r;
 
@@ -125,7 +134,7 @@ static int qconv_setup(struct mc_node *node, const int *in_ndim,
 MC_DEFINE_IM2COL_T(im2col_u8, uint8_t)
 
 #define QCONV_CHUNK_BYTES (1 << 20) /* u8 input, colT and y of one chunk of samples */
-#define QCONV_SLOTS 16		    /* at most this many threads, each with a slot */
+#define QCONV_SLOTS	  16	    /* at most this many threads, each with a slot */
 
 /* Samples per chunk: a function of the geometry and n alone. */
 static int qconv_chunk(const struct mc_conv_geo *q, int n)
@@ -183,8 +192,8 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
 	slot = qconv_slot_bytes(&q, qconv_chunk(&q, n));
 	if (slot == SIZE_MAX || mc_mul_overflow(slot, (size_t)qconv_slots(&q, n), &total))
 		return SIZE_MAX;
-	/* pointwise: its own kernel, or the GEMM when a pool is fused */
-	if (mc_qconv_is_pw(&cv) && mc_qconv_work(&cv, n) > total)
+	/* pointwise and stems: their own kernels, or the GEMM when a pool is fused */
+	if ((mc_qconv_is_pw(&cv) || mc_qconv_is_plane(&cv)) && mc_qconv_work(&cv, n) > total)
 		total = mc_qconv_work(&cv, n);
 	return total;
 }
@@ -193,14 +202,15 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
  * Samples s0 .. s0 + mm - 1 through one slot: quantize, im2col, the int8
  * GEMM, and the transpose into [O, P] per sample.
  */
-static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weights *pk, unsigned flags,
-			    float sa, int za, const float *x, int mm, uint8_t *slot, int m, float *out,
-			    const struct mc_node *pool, float *pout)
+static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weights *pk,
+			    unsigned flags, float sa, int za, const float *x, int mm, uint8_t *slot,
+			    int m, float *out, const struct mc_node *pool, float *pout)
 {
 	size_t xs = (size_t)q->C * q->H * q->W;
 	uint8_t *xq = slot, *ct = xq + align64((size_t)m * xs);
 	float *y = (float *)(ct + align64((size_t)m * (size_t)q->P * q->Kg));
-	float *one = (float *)((uint8_t *)y + align64((size_t)m * (size_t)q->P * q->O * sizeof(float)));
+	float *one =
+	    (float *)((uint8_t *)y + align64((size_t)m * (size_t)q->P * q->O * sizeof(float)));
 	int64_t rows = (int64_t)mm * q->P;
 
 	mc_quantize_u8(x, (size_t)mm * xs, sa, za, xq);
@@ -208,7 +218,8 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->Kg);
 	mc_gemm_u8s8((int)rows, ct, q->Kg, sa, za, pk, flags, y, q->O);
 	for (int i = 0; i < mm; i++) {
-		/* with a pool: each sample through a scratch in cache, straight into the pool's output */
+		/* with a pool: each sample through a scratch in cache, straight into the pool's
+		 * output */
 		float *dst = pool ? one : out + (size_t)i * q->O * q->P;
 
 		mc_transpose(q->P, q->O, y + (size_t)i * q->P * q->O, dst);
@@ -218,7 +229,7 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 }
 
 /*
- * A grouped, depthwise or pointwise qconv2d: the input's quantization and the
+ * A grouped, depthwise, pointwise or stem qconv2d: the input's quantization and the
  * per-channel scales handed to the int8 kernels of s8_ops.h, which quantize
  * each sample and split samples over threads. With io's xq the input is u8
  * already (static mode), with its yq the output goes as u8 to its reader.
@@ -240,9 +251,11 @@ static void qconv_grouped(const struct mc_node *node, const struct mc_run *run, 
 		ok &= sw[o] > 0.0f && isfinite(sw[o]);
 	}
 	if (ok && sw && za >= 0 && run->work) {
-		struct mc_qconv_q q = { .sa = sa, .za = za, .sw = sw,
-					.bias = node->params[QP_BIAS]->data,
-					.flags = qconv_flags(a) };
+		struct mc_qconv_q q = {.sa = sa,
+				       .za = za,
+				       .sw = sw,
+				       .bias = node->params[QP_BIAS]->data,
+				       .flags = qconv_flags(a)};
 
 		ok = !mc_qconv_forward_io(&cv, &q, n, io, node->params[QP_WEIGHT]->data, run->work);
 	} else {
@@ -283,8 +296,8 @@ void mc_qconv2d_forward_u8(const struct mc_node *node, const struct mc_run *run,
 			   const float *x, const uint8_t *xq, float *out, uint8_t *out8, float so,
 			   int zo)
 {
-	struct mc_qconv_io io = { .x = xq ? NULL : x, .xq = xq, .y = out8 ? NULL : out,
-				  .yq = out8, .so = so, .zo = zo };
+	struct mc_qconv_io io = {
+	    .x = xq ? NULL : x, .xq = xq, .y = out8 ? NULL : out, .yq = out8, .so = so, .zo = zo};
 
 	if (n >= 1)
 		qconv_grouped(node, run, n, &io);
@@ -315,8 +328,9 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 		return;
 	qconv_geo(node, &q);
 	cv = qconv_kgeo(node);
-	if (q.g != 1 || (mc_qconv_is_pw(&cv) && !pool)) {
-		struct mc_qconv_io io = { .x = in[0], .y = out };
+	/* pointwise layers and stems have kernels of their own, unless a pool is fused */
+	if (q.g != 1 || ((mc_qconv_is_pw(&cv) || mc_qconv_is_plane(&cv)) && !pool)) {
+		struct mc_qconv_io io = {.x = in[0], .y = out};
 
 		qconv_grouped(node, run, n, &io);
 		return;
@@ -333,7 +347,7 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 		for (int64_t i = 0; i < (int64_t)n * (int64_t)ys; i++)
 			out[i] = NAN;
 		if (pool) {
-			const float *pin[1] = { out };
+			const float *pin[1] = {out};
 
 			pool->op->forward(pool, run, n, pin, pout);
 		}
@@ -346,8 +360,8 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 		for (int c = 0; c < chunks; c++) {
 			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
 
-			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, run->work, m,
-					out + (size_t)s0 * ys, pool,
+			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, run->work,
+					m, out + (size_t)s0 * ys, pool,
 					pool ? pout + (size_t)s0 * pool->out_numel : NULL);
 		}
 		return;
@@ -401,13 +415,17 @@ static void grouped_dx(const struct mc_conv_geo *q, const float *wd, const float
 				for (int cl = 0; cl < q->Cg; cl++)
 					for (int ki = 0; ki < q->k; ki++)
 						for (int kj = 0; kj < q->k; kj++) {
-							int h = oh * q->s - q->p + ki, x = ow * q->s - q->p + kj;
+							int h = oh * q->s - q->p + ki,
+							    x = ow * q->s - q->p + kj;
 
-							if (h < 0 || h >= q->H || x < 0 || x >= q->W)
+							if (h < 0 || h >= q->H || x < 0 ||
+							    x >= q->W)
 								continue;
-							dx[((size_t)(c0 + cl) * q->H + h) * q->W + x] +=
+							dx[((size_t)(c0 + cl) * q->H + h) * q->W +
+							   x] +=
 							    wd[(size_t)o * q->Kg +
-							       ((size_t)cl * q->k + ki) * q->k + kj] *
+							       ((size_t)cl * q->k + ki) * q->k +
+							       kj] *
 							    g;
 						}
 			}

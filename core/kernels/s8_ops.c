@@ -23,10 +23,10 @@
 #include <immintrin.h>
 #endif
 
-#define SLOTS 16	 /* at most this many threads, each with a slot of the workspace */
-#define PAR_MIN 2e5	 /* multiply-adds below which one thread is faster than a team */
-#define ADD_CHUNK 8192	 /* values of a and b quantized at a time by one thread */
-#define ADD_BITS 21	 /* multipliers of the add below 2^21: two products and the rounding fit s32 */
+#define SLOTS	  16   /* at most this many threads, each with a slot of the workspace */
+#define PAR_MIN	  2e5  /* multiply-adds below which one thread is faster than a team */
+#define ADD_CHUNK 8192 /* values of a and b quantized at a time by one thread */
+#define ADD_BITS  21 /* multipliers of the add below 2^21: two products and the rounding fit s32 */
 
 static size_t up64(size_t v)
 {
@@ -90,7 +90,7 @@ struct quant_k {
 
 static struct quant_k quant_k(float s, int z)
 {
-	struct quant_k k = { s, 0.0f, (float)z };
+	struct quant_k k = {s, 0.0f, (float)z};
 
 	if (s >= 0x1p-125f && s <= 0x1p125f)
 		k.r = 1.0f / s;
@@ -119,13 +119,14 @@ quant16(const struct quant_k *k, __m512 x)
 }
 
 /* q[n] = u8(x[n]) through quant16, the tail masked. */
-__attribute__((target("avx512f"))) static void quant_avx512(const struct quant_k *k,
-							    const float *x, size_t n, uint8_t *q)
+__attribute__((target("avx512f"))) static void quant_avx512(const struct quant_k *k, const float *x,
+							    size_t n, uint8_t *q)
 {
 	for (size_t i = 0; i < n; i += 16) {
 		__mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
 
-		_mm512_mask_cvtusepi32_storeu_epi8(q + i, m, quant16(k, _mm512_maskz_loadu_ps(m, x + i)));
+		_mm512_mask_cvtusepi32_storeu_epi8(q + i, m,
+						   quant16(k, _mm512_maskz_loadu_ps(m, x + i)));
 	}
 }
 #endif
@@ -196,7 +197,7 @@ size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 			return SIZE_MAX;
 		return pg.head + pg.slot * (size_t)slots;
 	}
-	if (!mc_qconv_is_dw(cv))
+	if (!mc_qconv_is_dw(cv) && !mc_qconv_is_plane(cv))
 		return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
 	return dw_work(cv, n);
 }
@@ -231,9 +232,10 @@ static void conv_sample(const struct mc_qconv *cv, const struct mc_qconv_q *q, c
 
 							if (x < 0 || x >= cv->W)
 								continue;
-							acc += ((int32_t)img[(size_t)h * cv->W + x] -
-								q->za) *
-							       wo[((size_t)cl * k + ki) * k + kj];
+							acc +=
+							    ((int32_t)img[(size_t)h * cv->W + x] -
+							     q->za) *
+							    wo[((size_t)cl * k + ki) * k + kj];
 						}
 					}
 				}
@@ -280,9 +282,9 @@ void mc_qconv_forward_ref(const struct mc_qconv *cv, const struct mc_qconv_q *q,
  * mod 2^32), then takes za * sum(w) off (taps in the padding gave za * w).
  */
 struct dw_geo {
-	int tq, nu;	/* taps a unit, units a window row */
-	int Hr, Wr, Ra; /* xp's rows and bytes a row; rows of a phase */
-	size_t head;	/* bytes: wt[C][k][nu] (u32), zc[C], sc[C], bb[C] */
+	int tq, nu;		     /* taps a unit, units a window row */
+	int Hr, Wr, Ra;		     /* xp's rows and bytes a row; rows of a phase */
+	size_t head;		     /* bytes: wt[C][k][nu] (u32), zc[C], sc[C], bb[C] */
 	size_t xq, xp, tp, yt, slot; /* bytes of a slot's parts */
 };
 
@@ -319,7 +321,8 @@ static int dw_geo(const struct mc_qconv *cv, int tq, struct dw_geo *g)
 		g->Hr = cv->s * g->Ra;
 	g->head = up64(((size_t)cv->C * cv->k * g->nu + 3 * (size_t)cv->C) * 4);
 	g->xq = up64((size_t)cv->H * cv->W);
-	if ((size_t)g->Hr * g->Wr > SIZE_MAX / 4 || (size_t)g->nu * cv->s * g->Ra > SIZE_MAX / 4 / P)
+	if ((size_t)g->Hr * g->Wr > SIZE_MAX / 4 ||
+	    (size_t)g->nu * cv->s * g->Ra > SIZE_MAX / 4 / P)
 		return -1;
 	g->xp = up64((size_t)g->Hr * g->Wr);
 	/* 16 units of slack: a row's last vector runs past it, into the next */
@@ -327,18 +330,6 @@ static int dw_geo(const struct mc_qconv *cv, int tq, struct dw_geo *g)
 	g->yt = up64(P * sizeof(float)); /* a plane's f32 output before it is quantized */
 	g->slot = g->xq + g->xp + g->tp + g->yt;
 	return 0;
-}
-
-/* Workspace of n samples: the head, then a slot a thread; threads split (sample, channel) items. */
-static size_t dw_work(const struct mc_qconv *cv, int n)
-{
-	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->C;
-	int slots = items < SLOTS ? (int)items : SLOTS;
-	struct dw_geo g;
-
-	if (dw_geo(cv, dw_tq(), &g) || g.slot > (SIZE_MAX - g.head) / (size_t)slots)
-		return SIZE_MAX;
-	return g.head + g.slot * (size_t)slots;
 }
 
 /* The head: weight units, za * sum(w), scales, biases per channel. */
@@ -357,7 +348,7 @@ static void dw_head(const struct mc_qconv *cv, const struct mc_qconv_q *q, const
 
 		for (int ki = 0; ki < k; ki++)
 			for (int kj = 0; kj < k; kj++) {
-				uint32_t v = g->tq == 4 ? (uint8_t)wc[ki * k + kj]
+				uint32_t v = g->tq == 4	  ? (uint8_t)wc[ki * k + kj]
 					     : g->tq == 2 ? (uint16_t)(int16_t)wc[ki * k + kj]
 							  : (uint32_t)(int32_t)wc[ki * k + kj];
 
@@ -396,7 +387,7 @@ static void dw_units_scalar(const struct mc_qconv *cv, const struct dw_geo *g, c
 		const uint8_t *b = row + (size_t)cv->s * ow + (size_t)g->tq * j;
 
 		dst[ow] = g->tq == 4 ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-					       (uint32_t)b[3] << 24
+					   (uint32_t)b[3] << 24
 				     : (uint32_t)b[0] | (uint32_t)b[1] << 16;
 	}
 }
@@ -427,7 +418,8 @@ static void dw_item_portable(const struct mc_qconv *cv, const struct dw_geo *g, 
 
 			for (int ki = 0; ki < k; ki++)
 				for (int kj = 0; kj < k; kj++)
-					acc += (uint32_t)base[(size_t)ki * g->Wr + kj] * wt[ki * k + kj];
+					acc += (uint32_t)base[(size_t)ki * g->Wr + kj] *
+					       wt[ki * k + kj];
 			y[(size_t)oh * cv->OW + ow] =
 			    requant1(sc[c], (int32_t)(acc - (uint32_t)zc[c]), bb[c], flags);
 		}
@@ -435,9 +427,10 @@ static void dw_item_portable(const struct mc_qconv *cv, const struct dw_geo *g, 
 
 #if defined(__x86_64__) || defined(__i386__)
 /* Unit pairs (two u16 in a u32) of every phase row, then 8 outputs at a time with vpmaddwd. */
-__attribute__((target("avx2"))) static void
-dw_item_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head, int c,
-	     const uint8_t *xp, uint32_t *tp, unsigned flags, float *y)
+__attribute__((target("avx2"))) static void dw_item_avx2(const struct mc_qconv *cv,
+							 const struct dw_geo *g, const void *head,
+							 int c, const uint8_t *xp, uint32_t *tp,
+							 unsigned flags, float *y)
 {
 	int k = cv->k, nu = g->nu, s = cv->s, OW = cv->OW, P = cv->OH * cv->OW;
 	size_t pl = (size_t)g->Ra * OW; /* units of one (j, ph) plane */
@@ -447,9 +440,10 @@ dw_item_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
 	const __m256 scv = _mm256_set1_ps(sc[c]), bbv = _mm256_set1_ps(bb[c]);
 	const __m256i zcv = _mm256_set1_epi32(zc[c]);
-	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
-	size_t o6[6] = { 0 };
-	__m256i w6[6] = { zcv, zcv, zcv, zcv, zcv, zcv };
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+	size_t o6[6] = {0};
+	__m256i w6[6] = {zcv, zcv, zcv, zcv, zcv, zcv};
 
 	/* in increasing order: a row's last vector runs into the next, written after it */
 	for (int j = 0; j < nu; j++)
@@ -462,18 +456,19 @@ dw_item_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 					for (int ow = 0; ow < OW; ow += 8) {
 						__m256i lo = _mm256_cvtepu8_epi32(
 						    _mm_loadl_epi64((const __m128i *)(row + ow)));
-						__m256i hi = _mm256_cvtepu8_epi32(
-						    _mm_loadl_epi64((const __m128i *)(row + ow + 1)));
+						__m256i hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+						    (const __m128i *)(row + ow + 1)));
 
-						_mm256_storeu_si256((__m256i *)(dst + ow),
-								    _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16)));
+						_mm256_storeu_si256(
+						    (__m256i *)(dst + ow),
+						    _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16)));
 					}
 				else if (s == 2)
 					for (int ow = 0; ow < OW; ow += 8)
 						_mm256_storeu_si256(
 						    (__m256i *)(dst + ow),
-						    _mm256_cvtepu8_epi16(
-							_mm_loadu_si128((const __m128i *)(row + 2 * ow))));
+						    _mm256_cvtepu8_epi16(_mm_loadu_si128(
+							(const __m128i *)(row + 2 * ow))));
 				else
 					dw_units_scalar(cv, g, row - 2 * j, j, dst);
 			}
@@ -491,16 +486,19 @@ dw_item_avx2(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 
 			for (int t = 0; t < 6; t++)
 				acc = _mm256_add_epi32(
-				    acc, _mm256_madd_epi16(
-					     _mm256_loadu_si256((const __m256i *)(u + o6[t])), w6[t]));
+				    acc,
+				    _mm256_madd_epi16(
+					_mm256_loadu_si256((const __m256i *)(u + o6[t])), w6[t]));
 		} else {
 			for (int ki = 0, t = 0; ki < k; ki++)
 				for (int j = 0; j < nu; j++, t++)
 					acc = _mm256_add_epi32(
-					    acc, _mm256_madd_epi16(
-						     _mm256_loadu_si256(
-							 (const __m256i *)(tp + dw_off(cv, g, ki, j) + p0)),
-						     _mm256_set1_epi32((int)wt[t])));
+					    acc,
+					    _mm256_madd_epi16(
+						_mm256_loadu_si256(
+						    (const __m256i *)(tp + dw_off(cv, g, ki, j) +
+								      p0)),
+						_mm256_set1_epi32((int)wt[t])));
 		}
 		acc = _mm256_sub_epi32(acc, zcv);
 		v = _mm256_add_ps(_mm256_mul_ps(scv, _mm256_cvtepi32_ps(acc)), bbv);
@@ -532,9 +530,10 @@ dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const __m512 scv = _mm512_set1_ps(sc[c]), bbv = _mm512_set1_ps(bb[c]);
 	const __m512i zcv = _mm512_set1_epi32(zc[c]);
-	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
-	size_t o3[3] = { 0, 0, 0 };
-	__m512i w3[3] = { zcv, zcv, zcv };
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+	size_t o3[3] = {0, 0, 0};
+	__m512i w3[3] = {zcv, zcv, zcv};
 
 	for (int j = 0; j < nu; j++)
 		for (int ph = 0; ph < s; ph++)
@@ -549,21 +548,27 @@ dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 
 						for (int b = 1; b < 4; b++)
 							q = _mm512_or_si512(
-							    q, _mm512_slli_epi32(
-								   _mm512_cvtepu8_epi32(_mm_loadu_si128(
-								       (const __m128i *)(row + ow + b))),
-								   8 * b));
+							    q,
+							    _mm512_slli_epi32(
+								_mm512_cvtepu8_epi32(
+								    _mm_loadu_si128(
+									(const __m128i *)(row + ow +
+											  b))),
+								8 * b));
 						_mm512_storeu_si512(dst + ow, q);
 					}
 				else if (s == 2)
 					for (int ow = 0; ow < OW; ow += 16) {
-						__m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
-						    (const __m256i *)(row + 2 * ow)));
-						__m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
-						    (const __m256i *)(row + 2 * ow + 2)));
+						__m512i lo =
+						    _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+							(const __m256i *)(row + 2 * ow)));
+						__m512i hi =
+						    _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+							(const __m256i *)(row + 2 * ow + 2)));
 
-						_mm512_storeu_si512(dst + ow,
-								    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+						_mm512_storeu_si512(
+						    dst + ow,
+						    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
 					}
 				else
 					dw_units_scalar(cv, g, row - 4 * j, j, dst);
@@ -612,6 +617,324 @@ static dw_item_fn dw_item_path(int tq)
 		return dw_item_avx2;
 #endif
 	return dw_item_portable;
+}
+
+/*
+ * The flat depthwise kernel, for stride 1 with OW == W (a k x k window of
+ * padding (k - 1) / 2, as MobileNetV2's 3x3 of padding 1): vectors over a
+ * plane's output positions taken as one row-major array p = oh * OW + ow,
+ * not row by row, so that a 7x7 or 14x14 plane fills its vectors and no
+ * per-row setup remains. The plane is copied into xs[H][W] between za
+ * margins, so that tap (ki, kj) of every output is one load at the
+ * constant offset (ki - p) * W + (kj - p) from p: rows above and below the
+ * image read the margins, and a column step kj - p != 0 that leaves the
+ * row (0 <= ow + kj - p < OW fails) would read the neighbouring row and
+ * takes za instead, by a lane mask. Each tap is a zero-extended u8 load
+ * times the broadcast weight: vpdpbusd on AVX-512 VNNI (the weight in byte
+ * 0), vpmaddwd on AVX2 (in the low half), exact either way, so the sum and
+ * the za * sum(w) correction are those of the kernel above, and the output
+ * is requantized (and quantized to u8 for yq) in registers with
+ * mc_quantize_u8's operations. Strided layers keep the kernel of units:
+ * split into phase planes for this one, their planes cost more to lay out
+ * than the units do.
+ */
+#define DWF_MAXK 7
+
+struct dwf_geo {
+	int nt;		     /* taps */
+	int dj0, ndj;	     /* column steps dj0 .. dj0 + ndj - 1 */
+	size_t pre, pb;	     /* bytes of xs before the image; of xs */
+	size_t xq, yt, slot; /* bytes of a slot's parts: the u8 plane, f32 output (portable) */
+	int32_t off[DWF_MAXK * DWF_MAXK]; /* a tap's offset from p in xs */
+	uint8_t dj[DWF_MAXK * DWF_MAXK];  /* its column step less dj0 */
+	int32_t ow0[16];		  /* ow of positions 0 .. 15 */
+	int step8, step16;		  /* 8 and 16 mod OW: what a vector's step adds to ow */
+};
+
+int mc_qconv_is_plane(const struct mc_qconv *cv)
+{
+	return (mc_qconv_is_dw(cv) || (cv->C == 1 && cv->g == 1)) && cv->k <= DWF_MAXK &&
+	       cv->s == 1 && cv->OW == cv->W && cv->OH == cv->H;
+}
+
+static int dwf_geo(const struct mc_qconv *cv, struct dwf_geo *g)
+{
+	int k = cv->k, p = cv->p, OW = cv->OW;
+	int64_t P = (int64_t)cv->OH * OW, post;
+
+	if (!mc_qconv_is_plane(cv) || P > INT32_MAX / 64 || (int64_t)OW * (k + 2) > INT32_MAX / 64)
+		return -1;
+	g->nt = k * k;
+	g->dj0 = -p;
+	g->ndj = k;
+	for (int ki = 0; ki < k; ki++)
+		for (int kj = 0; kj < k; kj++) {
+			g->off[ki * k + kj] = (ki - p) * OW + kj - p;
+			g->dj[ki * k + kj] = (uint8_t)kj;
+		}
+	for (int l = 0; l < 16; l++)
+		g->ow0[l] = l % OW;
+	g->step8 = 8 % OW;
+	g->step16 = 16 % OW;
+	/* the last vector reads up to 16 bytes past P at the largest offset */
+	post = P + 64 + (int64_t)(k - 1 - p) * (OW + 1);
+	g->pre = up64((size_t)p * (OW + 1));
+	g->pb = up64(g->pre + (size_t)post);
+	g->xq = up64((size_t)cv->H * cv->W);
+	g->yt = up64((size_t)P * sizeof(float));
+	g->slot = g->xq + g->pb + g->yt;
+	return 0;
+}
+
+/* The u8 plane x[H][W] into xs, whose margins hold za. */
+static void dwf_fill(const struct mc_qconv *cv, const struct dwf_geo *g, const uint8_t *x,
+		     uint8_t *xs)
+{
+	memcpy(xs + g->pre, x, (size_t)cv->H * cv->W);
+}
+
+/* One channel's plane on the portable path, into y (f32). */
+static void dwf_plane_portable(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc,
+			       int32_t zc, float sc, float bb, int za, unsigned flags,
+			       const uint8_t *xs, float *y)
+{
+	int OW = cv->OW, P = cv->OH * cv->OW;
+
+	for (int p = 0; p < P; p++) {
+		int ow = p % OW;
+		uint32_t acc = 0;
+
+		for (int t = 0; t < g->nt; t++) {
+			int j = ow + g->dj[t] + g->dj0;
+			uint32_t x =
+			    j >= 0 && j < OW ? xs[g->pre + (size_t)(p + g->off[t])] : (uint32_t)za;
+
+			acc += x * (uint32_t)(int32_t)wc[t];
+		}
+		y[p] = requant1(sc, (int32_t)(acc - (uint32_t)zc), bb, flags);
+	}
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+/* A tap of 16 positions: their bytes, za where m is clear, by the weight in byte 0. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline __m512i
+dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i w)
+{
+	return _mm512_dpbusd_epi32(
+	    acc, _mm512_mask_cvtepu8_epi32(zav, m, _mm_loadu_si128((const __m128i *)src)), w);
+}
+
+/*
+ * One channel's plane on AVX-512 VNNI: 16 positions at a time, each tap a
+ * zero-extended load (za in the lanes whose column step leaves the row) and
+ * vpdpbusd. A 3x3 window (padding 1: dwf_ok admits no other) has the column
+ * steps -1, 0 and +1; its rows sum into three accumulators, added at the
+ * end (exact, so in any order).
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc, int32_t zc,
+	       float sc, float bb, int za, unsigned flags, const uint8_t *xs,
+	       const struct quant_k *qo, float *y, uint8_t *yq)
+{
+	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
+	const uint8_t *src[DWF_MAXK * DWF_MAXK];
+	__m512i wv[DWF_MAXK * DWF_MAXK];
+	const __m512i zav = _mm512_set1_epi32(za), zcv = _mm512_set1_epi32(zc);
+	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
+	const __m512i one = _mm512_set1_epi32(1), owm1 = _mm512_set1_epi32(OW - 1);
+	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+	__m512i ow = _mm512_loadu_si512(g->ow0);
+
+	for (int t = 0; t < nt; t++) {
+		src[t] = xs + g->pre + g->off[t];
+		wv[t] = _mm512_set1_epi32((uint8_t)wc[t]);
+	}
+	for (int p0 = 0; p0 < P; p0 += 16) {
+		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+		__m512i acc;
+		__m512 v;
+
+		if (k3) {
+			__mmask16 ml = _mm512_cmpge_epi32_mask(ow, one);
+			__mmask16 mr = _mm512_cmplt_epi32_mask(ow, owm1);
+			__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+
+			a0 = dwf_tap_vnni(a0, zav, ml, src[0] + p0, wv[0]);
+			a1 = dwf_tap_vnni(a1, zav, ml, src[3] + p0, wv[3]);
+			a2 = dwf_tap_vnni(a2, zav, ml, src[6] + p0, wv[6]);
+			a0 = dwf_tap_vnni(a0, zav, 0xffff, src[1] + p0, wv[1]);
+			a1 = dwf_tap_vnni(a1, zav, 0xffff, src[4] + p0, wv[4]);
+			a2 = dwf_tap_vnni(a2, zav, 0xffff, src[7] + p0, wv[7]);
+			a0 = dwf_tap_vnni(a0, zav, mr, src[2] + p0, wv[2]);
+			a1 = dwf_tap_vnni(a1, zav, mr, src[5] + p0, wv[5]);
+			a2 = dwf_tap_vnni(a2, zav, mr, src[8] + p0, wv[8]);
+			acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), a2);
+		} else {
+			__mmask16 mdj[DWF_MAXK];
+
+			for (int d = 0; d < g->ndj; d++) {
+				int dj = g->dj0 + d;
+
+				mdj[d] =
+				    dj < 0 ? _mm512_cmpge_epi32_mask(ow, _mm512_set1_epi32(-dj))
+				    : dj > 0
+					? _mm512_cmplt_epi32_mask(ow, _mm512_set1_epi32(OW - dj))
+					: (__mmask16)0xffff;
+			}
+			acc = _mm512_setzero_si512();
+			for (int t = 0; t < nt; t++)
+				acc = dwf_tap_vnni(acc, zav, mdj[g->dj[t]], src[t] + p0, wv[t]);
+		}
+		acc = _mm512_sub_epi32(acc, zcv);
+		v = _mm512_add_ps(_mm512_mul_ps(scv, _mm512_cvtepi32_ps(acc)), bbv);
+		if (relu)
+			v = _mm512_max_ps(v, zero); /* NaN gives the second operand: 0 */
+		if (relu6)
+			v = _mm512_min_ps(v, six);
+		if (yq)
+			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(qo, v));
+		else
+			_mm512_mask_storeu_ps(y + p0, m, v);
+		ow = _mm512_add_epi32(ow, stepv);
+		ow = _mm512_mask_sub_epi32(ow, _mm512_cmpge_epi32_mask(ow, owv), ow, owv);
+	}
+}
+
+__attribute__((target("avx2"), always_inline)) static inline __m256i
+dwf_tap_avx2(__m256i acc, __m256i zav, __m256i m, int masked, const uint8_t *src, __m256i w)
+{
+	__m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)src));
+
+	if (masked)
+		x = _mm256_blendv_epi8(zav, x, m);
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w));
+}
+
+/* The same on AVX2: 8 positions at a time, vpmaddwd; u8 out as mc_quantize_u8's AVX2 loop. */
+__attribute__((target("avx2"))) static void
+dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc, int32_t zc,
+	       float sc, float bb, int za, unsigned flags, const uint8_t *xs, float so, int zo,
+	       float *y, uint8_t *yq)
+{
+	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
+	const uint8_t *src[DWF_MAXK * DWF_MAXK];
+	__m256i wv[DWF_MAXK * DWF_MAXK];
+	const __m256i zav = _mm256_set1_epi32(za), zcv = _mm256_set1_epi32(zc);
+	const __m256i owm1 = _mm256_set1_epi32(OW - 1), stepv = _mm256_set1_epi32(g->step8);
+	const __m256i owv = _mm256_set1_epi32(OW), zi = _mm256_setzero_si256();
+	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+	const __m256 scv = _mm256_set1_ps(sc), bbv = _mm256_set1_ps(bb);
+	const __m256 sov = _mm256_set1_ps(so), zov = _mm256_set1_ps((float)zo);
+	const __m256 hi = _mm256_set1_ps(255.0f);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+	__m256i ow = _mm256_loadu_si256((const __m256i *)g->ow0);
+
+	for (int t = 0; t < nt; t++) {
+		src[t] = xs + g->pre + g->off[t];
+		wv[t] = _mm256_set1_epi32((uint16_t)(int16_t)wc[t]);
+	}
+	for (int p0 = 0; p0 < P; p0 += 8) {
+		__m256i acc;
+		__m256 v;
+
+		if (k3) {
+			/* all ones where the column step stays in the row */
+			__m256i ml = _mm256_cmpgt_epi32(ow, zi), mr = _mm256_cmpgt_epi32(owm1, ow);
+			__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0;
+
+			a0 = dwf_tap_avx2(a0, zav, ml, 1, src[0] + p0, wv[0]);
+			a1 = dwf_tap_avx2(a1, zav, ml, 1, src[3] + p0, wv[3]);
+			a2 = dwf_tap_avx2(a2, zav, ml, 1, src[6] + p0, wv[6]);
+			a0 = dwf_tap_avx2(a0, zav, ml, 0, src[1] + p0, wv[1]);
+			a1 = dwf_tap_avx2(a1, zav, ml, 0, src[4] + p0, wv[4]);
+			a2 = dwf_tap_avx2(a2, zav, ml, 0, src[7] + p0, wv[7]);
+			a0 = dwf_tap_avx2(a0, zav, mr, 1, src[2] + p0, wv[2]);
+			a1 = dwf_tap_avx2(a1, zav, mr, 1, src[5] + p0, wv[5]);
+			a2 = dwf_tap_avx2(a2, zav, mr, 1, src[8] + p0, wv[8]);
+			acc = _mm256_add_epi32(_mm256_add_epi32(a0, a1), a2);
+		} else {
+			__m256i mdj[DWF_MAXK];
+
+			for (int d = 0; d < g->ndj; d++) {
+				int dj = g->dj0 + d;
+
+				mdj[d] = dj < 0 ? _mm256_cmpgt_epi32(ow, _mm256_set1_epi32(-dj - 1))
+					 : dj > 0
+					     ? _mm256_cmpgt_epi32(_mm256_set1_epi32(OW - dj), ow)
+					     : _mm256_set1_epi32(-1);
+			}
+			acc = _mm256_setzero_si256();
+			for (int t = 0; t < nt; t++)
+				acc = dwf_tap_avx2(acc, zav, mdj[g->dj[t]], g->dj[t] + g->dj0 != 0,
+						   src[t] + p0, wv[t]);
+		}
+		acc = _mm256_sub_epi32(acc, zcv);
+		v = _mm256_add_ps(_mm256_mul_ps(scv, _mm256_cvtepi32_ps(acc)), bbv);
+		if (relu)
+			v = _mm256_max_ps(v, zero); /* NaN gives the second operand: 0 */
+		if (relu6)
+			v = _mm256_min_ps(v, six);
+		if (yq) {
+			__m256 u = _mm256_round_ps(_mm256_div_ps(v, sov),
+						   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			__m256i iv;
+			__m128i h;
+
+			u = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(u, zov), zero), hi);
+			iv = _mm256_cvtps_epi32(u);
+			h = _mm_packus_epi32(_mm256_castsi256_si128(iv),
+					     _mm256_extracti128_si256(iv, 1));
+			h = _mm_packus_epi16(h, h);
+			if (P - p0 >= 8) {
+				_mm_storel_epi64((__m128i *)(yq + p0), h);
+			} else {
+				uint8_t t8[16];
+
+				_mm_storeu_si128((__m128i *)t8, h);
+				memcpy(yq + p0, t8, (size_t)(P - p0));
+			}
+		} else if (P - p0 >= 8) {
+			_mm256_storeu_ps(y + p0, v);
+		} else {
+			float t[8];
+
+			_mm256_storeu_ps(t, v);
+			memcpy(y + p0, t, (size_t)(P - p0) * sizeof(float));
+		}
+		ow = _mm256_add_epi32(ow, stepv);
+		ow = _mm256_sub_epi32(ow, _mm256_and_si256(_mm256_cmpgt_epi32(ow, owm1), owv));
+	}
+}
+#endif
+
+/*
+ * Workspace of n samples: the head, then a slot a thread; threads split
+ * (sample, channel) items. Enough for every path's layout and for the flat
+ * kernel's, so that one workspace serves whichever path runs.
+ */
+static size_t dw_work(const struct mc_qconv *cv, int n)
+{
+	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->O;
+	int slots = items < SLOTS ? (int)items : SLOTS;
+	size_t head = up64((size_t)cv->O * 3 * 4), slot = 0;
+	struct dw_geo g;
+	struct dwf_geo fg;
+
+	for (int tq = 1; tq <= 4; tq *= 2) {
+		if (dw_geo(cv, tq, &g))
+			return SIZE_MAX;
+		head = g.head > head ? g.head : head;
+		slot = g.slot > slot ? g.slot : slot;
+	}
+	if (!dwf_geo(cv, &fg) && fg.slot > slot)
+		slot = fg.slot;
+	if (slot > (SIZE_MAX - head) / (size_t)slots)
+		return SIZE_MAX;
+	return head + slot * (size_t)slots;
 }
 
 /* The head of the pointwise workspace: weight pairs, za * sum(w), scales, biases. */
@@ -675,45 +998,52 @@ static void pw_portable(const struct mc_qconv *cv, const struct pw_geo *g, const
 			uint32_t acc = 0;
 
 			for (int j = 0; j < g->C2; j++) {
-				uint32_t xv = xi[(size_t)j * g->Pp + p], wv = wp[(size_t)o * g->C2 + j];
+				uint32_t xv = xi[(size_t)j * g->Pp + p],
+					 wv = wp[(size_t)o * g->C2 + j];
 
 				acc += (uint32_t)((int32_t)(xv & 0xffff) * (int16_t)(wv & 0xffff) +
 						  (int32_t)(xv >> 16) * (int16_t)(wv >> 16));
 			}
-			y[(size_t)o * P + p] = requant1(sc[o], (int32_t)(acc - (uint32_t)zc[o]), bb[o], flags);
+			y[(size_t)o * P + p] =
+			    requant1(sc[o], (int32_t)(acc - (uint32_t)zc[o]), bb[o], flags);
 		}
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx2"))) static void
-pw_avx2(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, const uint32_t *xi,
-	unsigned flags, float *y)
+__attribute__((target("avx2"))) static void pw_avx2(const struct mc_qconv *cv,
+						    const struct pw_geo *g, const void *head,
+						    const uint32_t *xi, unsigned flags, float *y)
 {
 	const uint32_t *wp = head;
 	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
 	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
 	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
 	int P = cv->OH * cv->OW;
 
 	for (int o0 = 0; o0 < cv->O; o0 += 4)
 		for (int p = 0; p < P; p += 8) {
-			__m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
-					   _mm256_setzero_si256(), _mm256_setzero_si256() };
+			__m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
+					  _mm256_setzero_si256(), _mm256_setzero_si256()};
 			const uint32_t *w0 = wp + (size_t)o0 * g->C2;
 
 			for (int j = 0; j < g->C2; j++) {
-				__m256i xv = _mm256_loadu_si256((const __m256i *)(xi + (size_t)j * g->Pp + p));
+				__m256i xv = _mm256_loadu_si256(
+				    (const __m256i *)(xi + (size_t)j * g->Pp + p));
 
 				for (int r = 0; r < 4; r++)
 					acc[r] = _mm256_add_epi32(
-					    acc[r], _mm256_madd_epi16(xv, _mm256_set1_epi32((int)w0[(size_t)r * g->C2 + j])));
+					    acc[r], _mm256_madd_epi16(
+							xv, _mm256_set1_epi32(
+								(int)w0[(size_t)r * g->C2 + j])));
 			}
 			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
 				__m256i d = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(zc[o]));
-				__m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(sc[o]), _mm256_cvtepi32_ps(d)),
-							 _mm256_set1_ps(bb[o]));
+				__m256 v = _mm256_add_ps(
+				    _mm256_mul_ps(_mm256_set1_ps(sc[o]), _mm256_cvtepi32_ps(d)),
+				    _mm256_set1_ps(bb[o]));
 				float *dst = y + (size_t)o * P + p;
 
 				if (relu)
@@ -740,28 +1070,33 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
 	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
 	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
 	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
-	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0, relu6 = (flags & MC_S8_RELU6) != 0;
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
 	int P = cv->OH * cv->OW;
 
 	for (int o0 = 0; o0 < cv->O; o0 += 4)
 		for (int p = 0; p < P; p += 16) {
-			__m512i acc[4] = { _mm512_setzero_si512(), _mm512_setzero_si512(),
-					   _mm512_setzero_si512(), _mm512_setzero_si512() };
+			__m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+					  _mm512_setzero_si512(), _mm512_setzero_si512()};
 			const uint32_t *w0 = wp + (size_t)o0 * g->C2;
-			__mmask16 m = P - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p)) - 1);
+			__mmask16 m =
+			    P - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p)) - 1);
 
 			for (int j = 0; j < g->C2; j++) {
 				__m512i xv = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p);
 
 				for (int r = 0; r < 4; r++)
 					acc[r] = _mm512_add_epi32(
-					    acc[r], _mm512_madd_epi16(xv, _mm512_set1_epi32((int)w0[(size_t)r * g->C2 + j])));
+					    acc[r], _mm512_madd_epi16(
+							xv, _mm512_set1_epi32(
+								(int)w0[(size_t)r * g->C2 + j])));
 			}
 			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
 				__m512i d = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(zc[o]));
-				__m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(sc[o]), _mm512_cvtepi32_ps(d)),
-							 _mm512_set1_ps(bb[o]));
+				__m512 v = _mm512_add_ps(
+				    _mm512_mul_ps(_mm512_set1_ps(sc[o]), _mm512_cvtepi32_ps(d)),
+				    _mm512_set1_ps(bb[o]));
 
 				if (relu)
 					v = _mm512_max_ps(v, zero);
@@ -795,7 +1130,8 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 
 	for (int j = 0; j < C4; j++)
 		for (int p0 = 0; p0 < P; p0 += 16) {
-			__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+			__mmask16 m =
+			    P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
 			__m512i v = _mm512_setzero_si512();
 
 			for (int b = 0; b < 4 && 4 * j + b < cv->C; b++) {
@@ -813,7 +1149,8 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 		}
 	for (int o0 = 0; o0 < cv->O; o0 += 8)
 		for (int p0 = 0; p0 < P; p0 += 16) {
-			__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+			__mmask16 m =
+			    P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
 			__m512i acc[8];
 			const uint32_t *w0 = wq + (size_t)o0 * C4;
 
@@ -827,14 +1164,15 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 #pragma GCC unroll 8
 				for (int r = 0; r < 8; r++)
 					acc[r] = _mm512_dpbusd_epi32(
-					    acc[r], xv, _mm512_set1_epi32((int)w0[(size_t)r * C4 + j]));
+					    acc[r], xv,
+					    _mm512_set1_epi32((int)w0[(size_t)r * C4 + j]));
 			}
 			for (int r = 0; r < 8 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
 				__m512i d = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(zc[o]));
-				__m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(sc[o]),
-								       _mm512_cvtepi32_ps(d)),
-							 _mm512_set1_ps(bb[o]));
+				__m512 v = _mm512_add_ps(
+				    _mm512_mul_ps(_mm512_set1_ps(sc[o]), _mm512_cvtepi32_ps(d)),
+				    _mm512_set1_ps(bb[o]));
 
 				if (relu)
 					v = _mm512_max_ps(v, zero);
@@ -899,7 +1237,7 @@ static void quant_out(const float *y, size_t m, float so, int zo, uint8_t *yq)
 
 int mc_qconv_io_ok(const struct mc_qconv *cv)
 {
-	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv);
+	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv) || mc_qconv_is_plane(cv);
 }
 
 /* A pointwise layer, sample by sample. */
@@ -929,13 +1267,14 @@ static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 
 #if defined(__x86_64__) || defined(__i386__)
 			if (vnni) {
-				pw_vnni(cv, q, &pg, work, io->x ? io->x + (size_t)s * xs : NULL, src, xi,
-					dst);
+				pw_vnni(cv, q, &pg, work, io->x ? io->x + (size_t)s * xs : NULL,
+					src, xi, dst);
 			} else
 #endif
 			{
 				if (!src) {
-					mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
+					mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za,
+						       xq);
 					src = xq;
 				}
 				pw_layout(cv, &pg, src, xi);
@@ -943,6 +1282,89 @@ static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 			}
 			if (io->yq)
 				quant_out(dst, ys, io->so, io->zo, io->yq + (size_t)s * ys);
+		}
+	}
+}
+
+/*
+ * A depthwise layer, or one of a single input channel (a stem), through the
+ * flat kernel, (sample, output channel) plane by plane. A stem's channels
+ * all read the sample's one plane: a thread lays it out once for the run of
+ * channels it takes (static schedule: consecutive items).
+ */
+static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+			const struct mc_qconv_io *io, const int8_t *w, void *work, double macs)
+{
+	size_t HW = (size_t)cv->H * cv->W, P = (size_t)cv->OH * cv->OW, head;
+	int simd = mc_s8_simd(), nt, kk = cv->k * cv->k, O = cv->O, stem = cv->C == 1;
+	int64_t items = (int64_t)n * O;
+	int32_t *zc = work;
+	float *sc = (float *)(zc + O), *bb = sc + O;
+	struct dwf_geo g;
+#if defined(__x86_64__) || defined(__i386__)
+	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
+#endif
+
+	dwf_geo(cv, &g);
+	head = up64((size_t)O * 3 * 4);
+	for (int c = 0; c < O; c++) {
+		int32_t sum = 0;
+
+		for (int t = 0; t < kk; t++)
+			sum += w[(size_t)c * kk + t];
+		zc[c] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
+		sc[c] = q->sa * q->sw[c];
+		bb[c] = q->bias ? q->bias[c] : 0.0f;
+	}
+	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *xq = (uint8_t *)work + head + (size_t)omp_get_thread_num() * g.slot;
+		uint8_t *xs = xq + g.xq;
+		float *yt = (float *)(xs + g.pb);
+		int64_t held = -1; /* the input plane xs holds */
+
+		/* everything the planes leave alone is padding */
+		memset(xs, q->za, g.pb);
+#pragma omp for schedule(static)
+		for (int64_t it = 0; it < items; it++) {
+			int64_t pl = stem ? it / O : it; /* the input plane */
+			const uint8_t *src = io->xq ? io->xq + (size_t)pl * HW : xq;
+			float *dst = io->y ? io->y + (size_t)it * P : yt;
+			uint8_t *dq = io->yq ? io->yq + (size_t)it * P : NULL;
+			int c = (int)(it % O);
+			const int8_t *wc = w + (size_t)c * kk;
+
+			if (pl != held) {
+				if (!io->xq) {
+#if defined(__x86_64__) || defined(__i386__)
+					if (simd == 2)
+						quant_avx512(&qk, io->x + (size_t)pl * HW, HW, xq);
+					else
+#endif
+						mc_quantize_u8(io->x + (size_t)pl * HW, HW, q->sa,
+							       q->za, xq);
+				}
+				dwf_fill(cv, &g, src, xs);
+				held = pl;
+			}
+			switch (simd) {
+#if defined(__x86_64__) || defined(__i386__)
+			case 2:
+				dwf_plane_vnni(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags, xs,
+					       &qo, dst, dq);
+				break;
+			case 1:
+				dwf_plane_avx2(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags, xs,
+					       io->so, io->zo, dst, dq);
+				break;
+#endif
+			default:
+				dwf_plane_portable(cv, &g, wc, zc[c], sc[c], bb[c], q->za, q->flags,
+						   xs, dst);
+				if (dq)
+					quant_out(dst, P, io->so, io->zo, dq);
+			}
 		}
 	}
 }
@@ -981,7 +1403,8 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 					quant_avx512(&qk, io->x + (size_t)it * HW, HW, xq);
 				else
 #endif
-					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za, xq);
+					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
+						       xq);
 			}
 			dw_pad(cv, &g, q->za, src, xp);
 			item(cv, &g, work, (int)(it % cv->C), xp, tp, q->flags, dst);
@@ -1010,6 +1433,10 @@ int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		pw_forward(cv, q, n, io, w, work, nt);
 		return 0;
 	}
+	if (mc_qconv_is_plane(cv)) {
+		dwf_forward(cv, q, n, io, w, work, macs);
+		return 0;
+	}
 	if (mc_qconv_is_dw(cv)) {
 		dw_forward(cv, q, n, io, w, work, macs);
 		return 0;
@@ -1027,10 +1454,10 @@ int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	return 0;
 }
 
-void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
-		      const float *x, const int8_t *w, float *y, void *work)
+void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n, const float *x,
+		      const int8_t *w, float *y, void *work)
 {
-	struct mc_qconv_io io = { .x = x, .y = y };
+	struct mc_qconv_io io = {.x = x, .y = y};
 
 	mc_qconv_forward_io(cv, q, n, &io, w, work);
 }
@@ -1107,7 +1534,7 @@ static void add_portable(const struct add_k *k, size_t n, const uint8_t *a, cons
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2"))) static void add_avx2(const struct add_k *k, size_t n,
-						      const uint8_t *a, const uint8_t *b, float *y)
+						     const uint8_t *a, const uint8_t *b, float *y)
 {
 	const __m256i za = _mm256_set1_epi32(k->za), zb = _mm256_set1_epi32(k->zb);
 	const __m256i zo = _mm256_set1_epi32(k->zo), ma = _mm256_set1_epi32(k->ma);
@@ -1134,9 +1561,8 @@ __attribute__((target("avx2"))) static void add_avx2(const struct add_k *k, size
 		y[i] = add1(k, a[i], b[i]);
 }
 
-__attribute__((target("avx512f"))) static void add_avx512(const struct add_k *k, size_t n,
-							  const uint8_t *a, const uint8_t *b,
-							  float *y)
+__attribute__((target("avx512f"))) static void
+add_avx512(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b, float *y)
 {
 	const __m512i za = _mm512_set1_epi32(k->za), zb = _mm512_set1_epi32(k->zb);
 	const __m512i zo = _mm512_set1_epi32(k->zo), ma = _mm512_set1_epi32(k->ma);
@@ -1205,7 +1631,8 @@ int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io
 #pragma omp for schedule(static)
 		for (int64_t c = 0; c < chunks; c++) {
 			int64_t i0 = c * ADD_CHUNK, len = n - i0 < ADD_CHUNK ? n - i0 : ADD_CHUNK;
-			const uint8_t *ua = io->aq ? io->aq + i0 : qa, *ub = io->bq ? io->bq + i0 : qb;
+			const uint8_t *ua = io->aq ? io->aq + i0 : qa,
+				      *ub = io->bq ? io->bq + i0 : qb;
 			float *dst = io->y ? io->y + i0 : yt;
 
 			if (!io->aq)
@@ -1223,7 +1650,7 @@ int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io
 int mc_qadd(const struct mc_qadd_q *q, int64_t n, const float *a, const float *b, float *y,
 	    void *work)
 {
-	struct mc_qadd_io io = { .a = a, .b = b, .y = y };
+	struct mc_qadd_io io = {.a = a, .b = b, .y = y};
 
 	return mc_qadd_io(q, n, &io, work);
 }
@@ -1306,8 +1733,8 @@ __attribute__((target("avx2"))) static int64_t sum_avx2(const uint8_t *x, int64_
 	int64_t i = 0, s, l[4];
 
 	for (; i + 32 <= n; i += 32)
-		acc = _mm256_add_epi64(acc, _mm256_sad_epu8(
-						_mm256_loadu_si256((const __m256i *)(x + i)), zero));
+		acc = _mm256_add_epi64(
+		    acc, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(x + i)), zero));
 	_mm256_storeu_si256((__m256i *)l, acc);
 	s = l[0] + l[1] + l[2] + l[3];
 	for (; i < n; i++)
@@ -1388,7 +1815,8 @@ int mc_qgap_u8(const struct mc_qgap_q *q, int n, int C, int64_t HW, const uint8_
 #pragma omp parallel for num_threads(nt) schedule(static)
 	for (int s = 0; s < n; s++)
 		for (int c = 0; c < C; c++)
-			y[(size_t)s * C + c] = gap1(&k, HW, sum(xq + (size_t)s * xs + (size_t)c * HW, HW));
+			y[(size_t)s * C + c] =
+			    gap1(&k, HW, sum(xq + (size_t)s * xs + (size_t)c * HW, HW));
 	return 0;
 }
 
@@ -1405,8 +1833,8 @@ int mc_qgap_ref(const struct mc_qgap_q *q, int n, int C, int64_t HW, const float
 			for (int64_t i = 0; i < HW; i++) {
 				uint8_t v;
 
-				mc_quantize_u8_ref(x + ((size_t)s * C + c) * HW + i, 1, q->si, q->zi,
-						   &v);
+				mc_quantize_u8_ref(x + ((size_t)s * C + c) * HW + i, 1, q->si,
+						   q->zi, &v);
 				acc += v;
 			}
 			y[(size_t)s * C + c] = gap1(&k, HW, acc);

@@ -44,36 +44,45 @@
 /* The SIMD level the int8 GEMM's kernel implies: 0 portable, 1 AVX2, 2 AVX-512 (gemm_s8.c). */
 int mc_s8_simd(void);
 
-/* A convolution of g groups: C channels of H x W to O of OH x OW, k x k windows, stride s, padding p. */
+/* A convolution of g groups: C channels of H x W to O of OH x OW, k x k windows, stride s, padding
+ * p. */
 struct mc_qconv {
 	int C, H, W, O, OH, OW, k, s, p, g;
 };
 
 /* The input's quantization and the output's requantization of a convolution. */
 struct mc_qconv_q {
-	float sa;	  /* input scale */
-	int za;		  /* input zero point, 0..255 */
-	const float *sw;  /* [O] weight scales */
+	float sa;	   /* input scale */
+	int za;		   /* input zero point, 0..255 */
+	const float *sw;   /* [O] weight scales */
 	const float *bias; /* [O], or NULL */
-	unsigned flags;	  /* MC_S8_RELU, MC_S8_RELU6 */
+	unsigned flags;	   /* MC_S8_RELU, MC_S8_RELU6 */
 };
 
 /* 1 when cv is depthwise (one input and one output channel a group): the fast kernel's case. */
 int mc_qconv_is_dw(const struct mc_qconv *cv);
+/*
+ * 1 when cv runs plane by plane through the flat kernel: depthwise, or of a
+ * single input channel (a stem), at stride 1 with an output the input's
+ * size (a k x k window of padding (k - 1) / 2, k <= 7).
+ */
+int mc_qconv_is_plane(const struct mc_qconv *cv);
 /* 1 when cv is pointwise (1x1, stride 1, no padding, one group): the kernel of channel pairs. */
 int mc_qconv_is_pw(const struct mc_qconv *cv);
-/* Bytes of workspace mc_qconv_forward needs for n samples (64-byte aligned); SIZE_MAX on overflow. */
+/* Bytes of workspace mc_qconv_forward needs for n samples (64-byte aligned); SIZE_MAX on overflow.
+ */
 size_t mc_qconv_work(const struct mc_qconv *cv, int n);
 /*
  * y[n][O][OH][OW] = the requantized convolution of u8(x[n][C][H][W]) with
- * w[O][C/g][k][k] (s8, symmetric). Depthwise layers run a direct kernel
- * vectorized across each channel's positions (threads split (sample,
- * channel) planes); pointwise ones a kernel vectorized across
+ * w[O][C/g][k][k] (s8, symmetric). Depthwise layers and stems
+ * (mc_qconv_is_plane) run a direct kernel vectorized across each output
+ * plane's positions (threads split (sample, output channel) planes), other
+ * depthwise layers one vectorized across each row; pointwise ones a kernel vectorized across
  * positions, channel pairs multiplied by vpmaddwd (exact: u8 x s8 products
  * fit s16 inputs); other groups a direct loop.
  */
-void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
-		      const float *x, const int8_t *w, float *y, void *work);
+void mc_qconv_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n, const float *x,
+		      const int8_t *w, float *y, void *work);
 void mc_qconv_forward_ref(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
 			  const float *x, const int8_t *w, float *y);
 
@@ -93,7 +102,7 @@ struct mc_qconv_io {
 	int zo;
 };
 
-/* 1 when mc_qconv_forward_io takes xq and yq for cv: depthwise and pointwise layers. */
+/* 1 when mc_qconv_forward_io takes xq and yq for cv: depthwise, pointwise and stem layers. */
 int mc_qconv_io_ok(const struct mc_qconv *cv);
 /* mc_qconv_forward through io. -1 (nothing written) for an io cv cannot take, or a bad (so, zo). */
 int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
