@@ -45,7 +45,7 @@ EOF
 # thread count mcomp chose for the machine's load) and without the
 # manifest's "resumed" entry (a block of seven lines).
 figures() {
-	sed '/"resumed": {/,/}/d' "$1" | grep -v -E '"(batch1|batch256|seconds|threads)"|latency'
+	sed '/"resumed": {/,/}/d' "$1" | grep -v -E '"(batch1|batch256|[a-z_]*seconds|threads)"|latency'
 }
 
 # The uninterrupted run.
