@@ -118,6 +118,37 @@ quant16(const struct quant_k *k, __m512 x)
 	return _mm512_cvtps_epu32(v);
 }
 
+/*
+ * The requantization every convolution kernel ends with: sc (acc - zc) + bb
+ * (a multiply, then an add: never fused), then relu (max with 0: NaN gives
+ * 0) and relu6 (min with 6) as asked.
+ */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+requant16(__m512i acc, __m512i zc, __m512 sc, __m512 bb, int relu, int relu6)
+{
+	__m512 v = _mm512_add_ps(_mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zc))),
+				 bb);
+
+	if (relu)
+		v = _mm512_max_ps(v, _mm512_setzero_ps());
+	if (relu6)
+		v = _mm512_min_ps(v, _mm512_set1_ps(6.0f));
+	return v;
+}
+
+__attribute__((target("avx2"), always_inline)) static inline __m256
+requant8(__m256i acc, __m256i zc, __m256 sc, __m256 bb, int relu, int relu6)
+{
+	__m256 v = _mm256_add_ps(_mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, zc))),
+				 bb);
+
+	if (relu)
+		v = _mm256_max_ps(v, _mm256_setzero_ps());
+	if (relu6)
+		v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
+	return v;
+}
+
 /* q[n] = u8(x[n]) through quant16, the tail masked. */
 __attribute__((target("avx512f"))) static void quant_avx512(const struct quant_k *k, const float *x,
 							    size_t n, uint8_t *q)
@@ -437,7 +468,6 @@ __attribute__((target("avx2"))) static void dw_item_avx2(const struct mc_qconv *
 	const uint32_t *wt = (const uint32_t *)head + (size_t)c * k * nu;
 	const int32_t *zc = (const int32_t *)head + (size_t)cv->C * k * nu;
 	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
-	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
 	const __m256 scv = _mm256_set1_ps(sc[c]), bbv = _mm256_set1_ps(bb[c]);
 	const __m256i zcv = _mm256_set1_epi32(zc[c]);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
@@ -500,12 +530,7 @@ __attribute__((target("avx2"))) static void dw_item_avx2(const struct mc_qconv *
 								      p0)),
 						_mm256_set1_epi32((int)wt[t])));
 		}
-		acc = _mm256_sub_epi32(acc, zcv);
-		v = _mm256_add_ps(_mm256_mul_ps(scv, _mm256_cvtepi32_ps(acc)), bbv);
-		if (relu)
-			v = _mm256_max_ps(v, zero); /* NaN gives the second operand: 0 */
-		if (relu6)
-			v = _mm256_min_ps(v, six);
+		v = requant8(acc, zcv, scv, bbv, relu, relu6);
 		if (P - p0 >= 8) {
 			_mm256_storeu_ps(y + p0, v);
 		} else {
@@ -527,7 +552,6 @@ dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 	const uint32_t *wt = (const uint32_t *)head + (size_t)c * k * nu;
 	const int32_t *zc = (const int32_t *)head + (size_t)cv->C * k * nu;
 	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
-	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const __m512 scv = _mm512_set1_ps(sc[c]), bbv = _mm512_set1_ps(bb[c]);
 	const __m512i zcv = _mm512_set1_epi32(zc[c]);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
@@ -597,12 +621,7 @@ dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 					    acc, _mm512_loadu_si512(tp + dw_off(cv, g, ki, j) + p0),
 					    _mm512_set1_epi32((int)wt[t]));
 		}
-		acc = _mm512_sub_epi32(acc, zcv);
-		v = _mm512_add_ps(_mm512_mul_ps(scv, _mm512_cvtepi32_ps(acc)), bbv);
-		if (relu)
-			v = _mm512_max_ps(v, zero); /* NaN gives the second operand: 0 */
-		if (relu6)
-			v = _mm512_min_ps(v, six);
+		v = requant16(acc, zcv, scv, bbv, relu, relu6);
 		_mm512_mask_storeu_ps(y + p0, m, v);
 	}
 }
@@ -742,7 +761,6 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	const __m512i zav = _mm512_set1_epi32(za), zcv = _mm512_set1_epi32(zc);
 	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
 	const __m512i one = _mm512_set1_epi32(1), owm1 = _mm512_set1_epi32(OW - 1);
-	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
@@ -788,12 +806,7 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 			for (int t = 0; t < nt; t++)
 				acc = dwf_tap_vnni(acc, zav, mdj[g->dj[t]], src[t] + p0, wv[t]);
 		}
-		acc = _mm512_sub_epi32(acc, zcv);
-		v = _mm512_add_ps(_mm512_mul_ps(scv, _mm512_cvtepi32_ps(acc)), bbv);
-		if (relu)
-			v = _mm512_max_ps(v, zero); /* NaN gives the second operand: 0 */
-		if (relu6)
-			v = _mm512_min_ps(v, six);
+		v = requant16(acc, zcv, scv, bbv, relu, relu6);
 		if (yq)
 			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(qo, v));
 		else
@@ -825,7 +838,7 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	const __m256i zav = _mm256_set1_epi32(za), zcv = _mm256_set1_epi32(zc);
 	const __m256i owm1 = _mm256_set1_epi32(OW - 1), stepv = _mm256_set1_epi32(g->step8);
 	const __m256i owv = _mm256_set1_epi32(OW), zi = _mm256_setzero_si256();
-	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+	const __m256 zero = _mm256_setzero_ps();
 	const __m256 scv = _mm256_set1_ps(sc), bbv = _mm256_set1_ps(bb);
 	const __m256 sov = _mm256_set1_ps(so), zov = _mm256_set1_ps((float)zo);
 	const __m256 hi = _mm256_set1_ps(255.0f);
@@ -872,12 +885,7 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 				acc = dwf_tap_avx2(acc, zav, mdj[g->dj[t]], g->dj[t] + g->dj0 != 0,
 						   src[t] + p0, wv[t]);
 		}
-		acc = _mm256_sub_epi32(acc, zcv);
-		v = _mm256_add_ps(_mm256_mul_ps(scv, _mm256_cvtepi32_ps(acc)), bbv);
-		if (relu)
-			v = _mm256_max_ps(v, zero); /* NaN gives the second operand: 0 */
-		if (relu6)
-			v = _mm256_min_ps(v, six);
+		v = requant8(acc, zcv, scv, bbv, relu, relu6);
 		if (yq) {
 			__m256 u = _mm256_round_ps(_mm256_div_ps(v, sov),
 						   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -1017,7 +1025,6 @@ __attribute__((target("avx2"))) static void pw_avx2(const struct mc_qconv *cv,
 	const uint32_t *wp = head;
 	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
 	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
-	const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
 	int P = cv->OH * cv->OW;
@@ -1040,16 +1047,10 @@ __attribute__((target("avx2"))) static void pw_avx2(const struct mc_qconv *cv,
 			}
 			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
-				__m256i d = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(zc[o]));
-				__m256 v = _mm256_add_ps(
-				    _mm256_mul_ps(_mm256_set1_ps(sc[o]), _mm256_cvtepi32_ps(d)),
-				    _mm256_set1_ps(bb[o]));
+				__m256 v = requant8(acc[r], _mm256_set1_epi32(zc[o]), _mm256_set1_ps(sc[o]),
+						    _mm256_set1_ps(bb[o]), relu, relu6);
 				float *dst = y + (size_t)o * P + p;
 
-				if (relu)
-					v = _mm256_max_ps(v, zero);
-				if (relu6)
-					v = _mm256_min_ps(v, six);
 				if (P - p >= 8) {
 					_mm256_storeu_ps(dst, v);
 				} else {
@@ -1069,7 +1070,6 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
 	const uint32_t *wp = head;
 	const int32_t *zc = (const int32_t *)(wp + (size_t)g->Op * g->C2);
 	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
-	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
 	int P = cv->OH * cv->OW;
@@ -1093,15 +1093,9 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
 			}
 			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
-				__m512i d = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(zc[o]));
-				__m512 v = _mm512_add_ps(
-				    _mm512_mul_ps(_mm512_set1_ps(sc[o]), _mm512_cvtepi32_ps(d)),
-				    _mm512_set1_ps(bb[o]));
+				__m512 v = requant16(acc[r], _mm512_set1_epi32(zc[o]), _mm512_set1_ps(sc[o]),
+						    _mm512_set1_ps(bb[o]), relu, relu6);
 
-				if (relu)
-					v = _mm512_max_ps(v, zero);
-				if (relu6)
-					v = _mm512_min_ps(v, six);
 				_mm512_mask_storeu_ps(y + (size_t)o * P + p, m, v);
 			}
 		}
@@ -1124,7 +1118,6 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 	const int32_t *zc = (const int32_t *)(wq + (size_t)g->Op * g->C2);
 	const float *sc = (const float *)(zc + g->Op), *bb = sc + g->Op;
 	const struct quant_k qk = quant_k(q->sa, q->za);
-	const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
 	const int relu = (q->flags & (MC_S8_RELU | MC_S8_RELU6)) != 0;
 	const int relu6 = (q->flags & MC_S8_RELU6) != 0;
 
@@ -1169,15 +1162,9 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 			}
 			for (int r = 0; r < 8 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
-				__m512i d = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(zc[o]));
-				__m512 v = _mm512_add_ps(
-				    _mm512_mul_ps(_mm512_set1_ps(sc[o]), _mm512_cvtepi32_ps(d)),
-				    _mm512_set1_ps(bb[o]));
+				__m512 v = requant16(acc[r], _mm512_set1_epi32(zc[o]), _mm512_set1_ps(sc[o]),
+						    _mm512_set1_ps(bb[o]), relu, relu6);
 
-				if (relu)
-					v = _mm512_max_ps(v, zero);
-				if (relu6)
-					v = _mm512_min_ps(v, six);
 				_mm512_mask_storeu_ps(y + (size_t)o * P + p0, m, v);
 			}
 		}
