@@ -192,6 +192,10 @@ def latency(model, batch, threads, reps=20):
 def report(name, model, acc, a):
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for n, b in model.named_buffers() if "running" in n)
+    if a.no_latency:
+        print("RESULT model=%s acc=%.2f params=%d bytes=%d" %
+              (name, acc, params + buffers, 4 * (params + buffers)), flush=True)
+        return
     l1 = latency(model, 1, a.threads)
     l256 = latency(model, 256, a.threads, 10)
     print("RESULT model=%s acc=%.2f params=%d bytes=%d lat1_ms=%.3f lat256_ms=%.2f" %
@@ -249,6 +253,14 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N images only")
+    p.add_argument("--teacher-file", default=None,
+                   help="the trained network's weights: loaded from this file when it "
+                        "exists (no training), else trained and saved there, so several "
+                        "runs can distill from one teacher")
+    p.add_argument("--no-scratch", action="store_true",
+                   help="with --distill-width: train the distilled student only")
+    p.add_argument("--no-latency", action="store_true",
+                   help="report accuracy and size only (no CPU latency runs)")
     p.add_argument("--int8", action="store_true",
                    help="also quantize the trained network to int8 with PyTorch's FX graph "
                         "mode (static, per-channel, the x86 backend; calibrated on 1000 "
@@ -267,8 +279,13 @@ def main():
     else:
         m = resnet(int(a.width or 16), a.blocks).to(dev)
     t0 = time.time()
-    if a.epochs > 0:  # 0: latency of the untrained network only
+    if a.teacher_file and os.path.exists(a.teacher_file):
+        m.load_state_dict(torch.load(a.teacher_file, map_location=dev))
+    elif a.epochs > 0:  # 0: latency of the untrained network only
         train(m, xt, yt, a, dev)
+        if a.teacher_file:
+            torch.save(m.state_dict(), a.teacher_file + ".tmp")
+            os.replace(a.teacher_file + ".tmp", a.teacher_file)
     acc = evaluate(m, xv, yv, dev)
     print("trained %s in %.1f s" % (a.model, time.time() - t0), flush=True)
     report(a.model, m, acc, a)
@@ -276,7 +293,8 @@ def main():
         report_int8(m, xt, xv, yv, a)
     if a.distill_width:
         m.to(dev).eval()
-        for name, teacher in (("student", m), ("scratch", None)):
+        runs = (("student", m),) if a.no_scratch else (("student", m), ("scratch", None))
+        for name, teacher in runs:
             torch.manual_seed(a.seed)
             s = resnet(int(a.distill_width), a.distill_blocks or a.blocks).to(dev)
             train(s, xt, yt, a, dev, teacher, a.distill_epochs)

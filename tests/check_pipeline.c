@@ -821,6 +821,46 @@ START_TEST(override_creates_keys)
 }
 END_TEST
 
+/* A key segment in double quotes is one key, dots and all (a layer named stage2.1.dw). */
+START_TEST(override_quoted_segment)
+{
+	const char *sets[] = { "passes.fxparams.bits.\"stage2.1.dw\"=2",
+			       "passes.fxparams.bits.\"linear*\"=6" };
+	const char *bad[] = { "passes.fxparams.bits.\"a.b=1", "passes.fxparams.bits.\"\"=1",
+			      "passes.fxparams.bits.\"a\"b=1", "passes.fxparams.\"bits\".=1" };
+	struct mc_err err;
+	struct mc_pipeline *p;
+	const struct mc_map *m;
+
+	copy_fixtures("good");
+	p = load("good/params.yaml", sets, 2, &err);
+	ck_assert_msg(p != NULL, "%s", err.msg);
+	m = conf_field(p, 0, "bits");
+	ck_assert_int_eq(m->n, 3);
+	ck_assert_str_eq(m->key[1], "linear*");
+	ck_assert_str_eq(m->key[2], "stage2.1.dw");
+	ck_assert(m->num[0] == 4 && m->num[1] == 6 && m->num[2] == 2);
+	mc_pipeline_free(p);
+	for (int i = 0; i < 4; i++) {
+		char label[64];
+
+		p = load("good/params.yaml", &bad[i], 1, &err);
+		ck_assert_ptr_null(p);
+		ck_assert_int_eq(err.code, MC_EINVAL);
+		snprintf(label, sizeof(label), "--set %.*s: ", (int)strcspn(bad[i], "="), bad[i]);
+		ck_assert_msg(has_line(err.msg, label, "malformed key"), "%s: %s", bad[i], err.msg);
+	}
+	/* Unquoted, the name is cut at its dots: the message says how to write it. */
+	p = load("good/params.yaml", &(const char *){ "passes.fxparams.bits.stage2.dw=2" }, 1,
+		 &err);
+	ck_assert_ptr_null(p);
+	ck_assert_msg(has_line(err.msg, "--set passes.fxparams.bits.stage2.dw: ",
+			       "bits: stage2: expected"),
+		      "%s", err.msg);
+	ck_assert_msg(strstr(err.msg, "a name with dots goes in double quotes"), "%s", err.msg);
+}
+END_TEST
+
 /* mcomp sweep's runs: the tag goes before the first dot of every output's name. */
 START_TEST(tag_renames_every_output)
 {
@@ -972,6 +1012,7 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(tc, override_of_alias_leaves_the_other_use);
 	tcase_add_test(tc, override_errors);
 	tcase_add_test(tc, override_creates_keys);
+	tcase_add_test(tc, override_quoted_segment);
 	tcase_add_test(tc, tag_renames_every_output);
 	tcase_add_test(tc, billion_laughs_is_refused_fast);
 	tcase_add_test(tc, all_errors_reported_and_capped);

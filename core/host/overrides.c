@@ -5,7 +5,8 @@
  *
  * KEY is a dotted path (seed, data.train.count, passes.0.train.epochs); in a
  * list a segment is an index, or a name that picks every item going by it
- * (passes.train.epochs). VALUE is read as YAML. Each node on the path is
+ * (passes.train.epochs); a segment in double quotes is one key, dots and
+ * all (passes.prune.overrides."stage2.1.dw"). VALUE is read as YAML. Each node on the path is
  * copied before it is changed, so that a node the file aliases elsewhere
  * stays as it was. New nodes carry "--set KEY" as their file, so errors
  * about them name the override.
@@ -203,12 +204,48 @@ static int set_at(struct ld *l, struct set *s, struct mc_ynode **ref, int i, int
 	return set_in_map(l, s, ref, i);
 }
 
+/*
+ * Cuts key in place into its segments at the dots; a segment written in
+ * double quotes is taken whole, dots included (a layer named stage2.1.dw).
+ * The number of segments, or -1 for an empty segment or a quote left open
+ * or followed by anything but a dot.
+ */
+static int split_key(char *key, char **segs)
+{
+	int n = 0;
+	char *c = key;
+
+	for (;;) {
+		char *seg = c;
+
+		if (*c == '"') {
+			seg = ++c;
+			while (*c && *c != '"')
+				c++;
+			if (!*c || c == seg || (c[1] && c[1] != '.'))
+				return -1;
+			*c++ = '\0';
+		} else {
+			while (*c && *c != '.')
+				c++;
+			if (c == seg)
+				return -1;
+		}
+		segs[n++] = seg;
+		if (!*c)
+			return n;
+		*c++ = '\0';
+		if (!*c)
+			return -1;
+	}
+}
+
 int mc_pl_apply_set(struct ld *l, int n, struct mc_ynode **root)
 {
 	const char *text = l->p->sets[n];
 	const char *eq = strchr(text, '=');
 	struct set s = { 0 };
-	char *key = NULL, *save = NULL, *tok;
+	char *key = NULL;
 	int ret = 0;
 
 	if (n >= MAX_SETS) {
@@ -239,14 +276,12 @@ int mc_pl_apply_set(struct ld *l, int n, struct mc_ynode **root)
 		ret = MC_ENOMEM;
 		goto out;
 	}
-	if (key[0] == '.' || strstr(key, "..") || eq[-1] == '.')
-		s.nseg = -1;
-	for (tok = strtok_r(key, ".", &save); s.nseg >= 0 && tok; tok = strtok_r(NULL, ".", &save))
-		s.segs[s.nseg++] = tok;
+	s.nseg = split_key(key, s.segs);
 	if (s.nseg <= 0) {
 		mc_errlist_add(&l->el, s.label, 0, 0,
 			       "malformed key; write a dotted path such as seed, data.train.count "
-			       "or passes.0.train.epochs");
+			       "or passes.0.train.epochs, a name with dots in double quotes "
+			       "(passes.prune.overrides.\"stage2.1.dw\")");
 		ret = MC_EINVAL;
 		goto out;
 	}

@@ -321,8 +321,14 @@ static int set_map(struct ld *l, const struct mc_param_def *def, void *conf,
 		const struct mc_ynode *k = y->keys[i], *v = y->items[i];
 
 		if (v->kind != MC_YSCALAR || mc_ynode_is_null(v)) {
-			bad(l, v, "%s: %s: %s: expected %s, got %s", where, def->name, k->value, type,
-			    mc_ynode_what(v));
+			/* --set ...overrides.stage2.1.dw=... cut the layer's name at its dots */
+			int cut = v->kind == MC_YMAP && v->file && !strncmp(v->file, "--set ", 6);
+
+			bad(l, v, "%s: %s: %s: expected %s, got %s%s", where, def->name, k->value, type,
+			    mc_ynode_what(v),
+			    cut ? "; a name with dots goes in double quotes in a --set key "
+				  "(...overrides.\"stage2.1.dw\"=...)"
+				: "");
 			ret = -1;
 			continue;
 		}
