@@ -324,8 +324,8 @@ static int set_map(struct ld *l, const struct mc_param_def *def, void *conf,
 			/* --set ...overrides.stage2.1.dw=... cut the layer's name at its dots */
 			int cut = v->kind == MC_YMAP && v->file && !strncmp(v->file, "--set ", 6);
 
-			bad(l, v, "%s: %s: %s: expected %s, got %s%s", where, def->name, k->value, type,
-			    mc_ynode_what(v),
+			bad(l, v, "%s: %s: %s: expected %s, got %s%s", where, def->name, k->value,
+			    type, mc_ynode_what(v),
 			    cut ? "; a name with dots goes in double quotes in a --set key "
 				  "(...overrides.\"stage2.1.dw\"=...)"
 				: "");
