@@ -40,6 +40,10 @@
  * bias column of ones at k = K makes db the same product) and all samples
  * in order: it packs the windows of its k range per sample, [P][NR], and
  * runs MR output channels at a time with dy broadcast from its rows.
+ * With dy from a source (mc_convf_dw_src: a first layer's relu and pool
+ * backward), each task makes the dy it is about to read, a group of
+ * channels of one sample, in its slot (the direct path's items that share
+ * a group, in blocks of samples the team makes first), never all of it.
  *
  * Every output is the same chain whichever path, blocking or thread
  * computes it.
