@@ -175,6 +175,94 @@ START_TEST(dw_matches_ref)
 }
 END_TEST
 
+/* dy for mc_convf_dw_src: copied from memory, and each call counted. */
+struct dy_copy {
+	const float *dy;
+	int64_t ys, P;
+	int O, calls;
+};
+
+static void dy_copy_fn(void *ctx, int s, int o0, int m, float *dst)
+{
+	struct dy_copy *d = ctx;
+
+	ck_assert(o0 >= 0 && m >= 1 && o0 + m <= d->O);
+	memcpy(dst, d->dy + s * d->ys + o0 * d->P, (size_t)m * d->P * sizeof(float));
+#pragma omp atomic
+	d->calls++;
+}
+
+/*
+ * dW with dy from a source gives the reference's bits: every shape above
+ * and first layers whose items read dy^T in blocks of samples at 6 and 16
+ * threads (batches not a multiple of the block, odd outputs, O not a
+ * multiple of 16 or of 8), on every path and thread count.
+ */
+static const struct shape src_shapes[] = {
+    {23, 1, 27, 27, 20, 3, 1, 0}, {37, 1, 28, 28, 32, 3, 1, 1}, {21, 3, 15, 17, 13, 3, 1, 1},
+    {5, 1, 9, 7, 40, 3, 1, 0},
+};
+#define NSRC (int)(sizeof(src_shapes) / sizeof(src_shapes[0]))
+
+START_TEST(dw_src_matches_ref)
+{
+	const char *saved = mc_sgemm_kernel();
+
+	for (int si = 0; si < NSHAPES + NSRC; si++) {
+		const struct shape *sh = si < NSHAPES ? &shapes[si] : &src_shapes[si - NSHAPES];
+		struct mc_convf cv = make(sh);
+		size_t K = (size_t)cv.C * cv.k * cv.k, nw = (size_t)cv.O * K;
+		float *x = random_f32((size_t)sh->n * cv.xs, 800 + si, -1.0f);
+		float *dy = random_f32((size_t)sh->n * cv.ys, 900 + si, -1.0f);
+		float *w0 = random_f32(nw, 1000 + si, -1.0f),
+		      *b0 = random_f32(cv.O, 1100 + si, -1.0f);
+		float *rw = malloc(nw * sizeof(float)), *rb = malloc(cv.O * sizeof(float));
+		float *dw = malloc(nw * sizeof(float)), *db = malloc(cv.O * sizeof(float));
+		void *work = malloc(mc_convf_dw_work(&cv, sh->n));
+		struct dy_copy d = {dy, cv.ys, (int64_t)cv.OH * cv.OW, cv.O, 0};
+		struct mc_convf_dysrc src = {dy_copy_fn, &d};
+
+		memcpy(rw, w0, nw * sizeof(float));
+		memcpy(rb, b0, cv.O * sizeof(float));
+		mc_convf_dw_ref(&cv, sh->n, x, dy, rw, rb);
+		for (int pi = 0; pi < NPATHS; pi++) {
+			if (mc_sgemm_use(paths[pi]))
+				continue;
+			for (int t = 1; t <= 16; t = t < 3 ? t + 1 : t == 3 ? 6 : t == 6 ? 16 : 17) {
+				omp_set_num_threads(t);
+				memcpy(dw, w0, nw * sizeof(float));
+				memcpy(db, b0, cv.O * sizeof(float));
+				d.calls = 0;
+				mc_convf_dw_src(&cv, sh->n, x, &src, dw, db, work);
+				ck_assert_msg(d.calls >= sh->n, "shape %d: %d calls", si, d.calls);
+				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
+					      "dW from src: shape %d path %s threads %d", si,
+					      paths[pi], t);
+				ck_assert_msg(!memcmp(db, rb, cv.O * sizeof(float)),
+					      "db from src: shape %d path %s threads %d", si,
+					      paths[pi], t);
+				memcpy(dw, w0, nw * sizeof(float));
+				mc_convf_dw_src(&cv, sh->n, x, &src, dw, NULL, work);
+				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
+					      "dW from src without db: shape %d path %s threads %d",
+					      si, paths[pi], t);
+			}
+		}
+		free(work);
+		free(db);
+		free(dw);
+		free(rb);
+		free(rw);
+		free(b0);
+		free(w0);
+		free(dy);
+		free(x);
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+}
+END_TEST
+
 /* conv2d -> relu -> conv2d (padded) -> relu -> flatten -> linear: both relus fuse. */
 static const char *arch =
     "{\"format\": 1, \"input\": [2, 12, 12], \"nodes\": ["
@@ -399,6 +487,127 @@ START_TEST(fused_pool_odd_inference)
 	check_fused_pool(arch_pool_odd[1], 36 * 9 * 9, 802);
 	check_fused_pool(arch_pool_odd[2], 28 * 28, 803);
 	check_fused_pool(arch_pool_odd[3], 40 * 37, 804);
+}
+END_TEST
+
+/*
+ * Training gradients of a model, nodes one by one through op->forward and
+ * op->backward (each pool's backward, then its relu's, then the conv2d's
+ * from the whole gradient in memory), with run_model's dlogits.
+ */
+static void run_unfused_grads(struct mc_model *m, const float *x, int n, float *grads, size_t *ng)
+{
+	int nn = mc_model_n_nodes(m);
+	float **act = calloc((size_t)nn, sizeof(*act)), **dact = calloc((size_t)nn, sizeof(*dact));
+	float **g = calloc((size_t)nn * MC_NODE_MAX_PARAMS, sizeof(*g));
+	struct mc_run run = {.training = 1};
+	size_t work = 0, at = 0;
+
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		act[i] = malloc((size_t)n * (size_t)nd->out_numel * sizeof(float));
+		dact[i] = malloc((size_t)n * (size_t)nd->out_numel * sizeof(float));
+		for (int p = 0; p < nd->n_params; p++)
+			g[i * MC_NODE_MAX_PARAMS + p] =
+			    calloc((size_t)nd->params[p]->numel, sizeof(float));
+		if (nd->op->workspace && nd->op->workspace(nd, n) > work)
+			work = nd->op->workspace(nd, n);
+	}
+	run.work = malloc(work ? work : 1);
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+		const float *in[MC_NODE_MAX_INPUTS];
+
+		for (int k = 0; k < nd->n_inputs; k++)
+			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : act[nd->inputs[k]];
+		nd->op->forward(nd, &run, n, in, act[i]);
+	}
+	for (int i = 0; i < n * 5; i++)
+		dact[nn - 1][i] = act[nn - 1][i] * 0.01f - 0.002f * (float)(i % 7);
+	for (int i = nn - 1; i >= 0; i--) {
+		const struct mc_node *nd = mc_model_node(m, i);
+		const float *in[MC_NODE_MAX_INPUTS];
+		float *din[MC_NODE_MAX_INPUTS];
+
+		for (int k = 0; k < nd->n_inputs; k++) {
+			in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : act[nd->inputs[k]];
+			din[k] = nd->inputs[k] == MC_NODE_INPUT ? NULL : dact[nd->inputs[k]];
+		}
+		nd->op->backward(nd, &run, n, in, act[i], dact[i], din, &g[i * MC_NODE_MAX_PARAMS]);
+	}
+	for (int i = 0; i < nn; i++) {
+		const struct mc_node *nd = mc_model_node(m, i);
+
+		for (int p = 0; p < nd->n_params; p++) {
+			size_t c = (size_t)nd->params[p]->numel;
+
+			memcpy(grads + at, g[i * MC_NODE_MAX_PARAMS + p], c * sizeof(float));
+			at += c;
+			free(g[i * MC_NODE_MAX_PARAMS + p]);
+		}
+		free(act[i]);
+		free(dact[i]);
+	}
+	*ng = at;
+	free(run.work);
+	free(g);
+	free(dact);
+	free(act);
+}
+
+/*
+ * In training the executor hands a first conv2d's dW the relu and pool
+ * backward a few channels and samples at a time (mc_conv2d_backward_relu_pool):
+ * the gradients of the nodes one by one, on every path and thread count,
+ * odd sizes (the pool's last row and column dropped) and batches not a
+ * multiple of the kernel's block of samples included.
+ */
+static void check_fused_pool_train(const char *desc, size_t per, uint64_t stream)
+{
+	static struct mc_err err;
+	struct mc_model *m = mc_model_from_arch(desc, "t", &err);
+	const char *saved = mc_sgemm_kernel();
+	int nmax = 23;
+	float *x, *z = malloc((size_t)nmax * 5 * sizeof(float)), *g0, *g;
+	size_t ng0 = 0, ng = 0;
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 5);
+	x = random_f32((size_t)nmax * per, stream, -1.0f);
+	g0 = malloc((size_t)mc_model_nparams(m) * sizeof(float));
+	g = malloc((size_t)mc_model_nparams(m) * sizeof(float));
+	for (int pi = 0; pi < NPATHS; pi++) {
+		if (mc_sgemm_use(paths[pi]))
+			continue;
+		for (int n = 1; n <= nmax; n += 11) {
+			omp_set_num_threads(1);
+			run_unfused_grads(m, x, n, g0, &ng0);
+			for (int t = 1; t <= 16; t = t < 3 ? t + 1 : t == 3 ? 6 : t == 6 ? 16 : 17) {
+				omp_set_num_threads(t);
+				run_model(m, x, n, z, g, &ng);
+				ck_assert_msg(ng == ng0 && !memcmp(g, g0, ng * sizeof(float)),
+					      "gradients: path %s batch %d threads %d", paths[pi], n,
+					      t);
+			}
+		}
+	}
+	omp_set_num_threads(2);
+	mc_sgemm_use(saved);
+	free(g);
+	free(g0);
+	free(z);
+	free(x);
+	mc_model_free(m);
+}
+
+START_TEST(fused_pool_train)
+{
+	check_fused_pool_train(arch_pool, 2 * 14 * 14, 810);
+	check_fused_pool_train(arch_pool_odd[0], 4 * 17 * 17, 811);
+	check_fused_pool_train(arch_pool_odd[1], 36 * 9 * 9, 812);
+	check_fused_pool_train(arch_pool_odd[2], 28 * 28, 813);
+	check_fused_pool_train(arch_pool_odd[3], 40 * 37, 814);
 }
 END_TEST
 
@@ -754,9 +963,11 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, forward_matches_ref);
 	tcase_add_test(tc, dw_matches_ref);
+	tcase_add_test(tc, dw_src_matches_ref);
 	tcase_add_test(tc, fused_model_deterministic);
 	tcase_add_test(tc, fused_pool_inference);
 	tcase_add_test(tc, fused_pool_odd_inference);
+	tcase_add_test(tc, fused_pool_train);
 	tcase_add_test(tc, fused_qconv_pool_inference);
 	tcase_add_test(tc, int8_chain_u8_matches_f32_route);
 	tcase_add_test(tc, fused_bn_chain_inference);

@@ -315,6 +315,69 @@ START_TEST(maxpool2_relu_backward_fused)
 }
 END_TEST
 
+/*
+ * The 2x2 max pool's backward, alone and through a relu, routes each
+ * gradient by the scalar comparisons' rule where vector compares could
+ * part from it: NaN in the window (ordered greater-than is false), +0
+ * against -0, relu outputs of 0 and NaN, gradients of -0; rows of 16 and
+ * more windows (the AVX-512 path) with a masked tail, an odd last column.
+ */
+START_TEST(maxpool2_backward_nan_and_zeros)
+{
+	enum { C = 2, H = 4, W = 71, OH = 2, OW = 35, N = 1 };
+	struct mc_model *m =
+	    build("{\"format\":1,\"input\":[2,4,71],\"nodes\":[{\"op\":\"maxpool2d\","
+		  "\"attrs\":{\"kernel\":2}}]}",
+		  1);
+	const struct mc_node *nd = mc_model_node(m, 0);
+	static const float vals[] = {NAN, -0.0f, 0.0f, 1.0f, -1.0f, NAN, 0.0f, -0.0f, -2.0f, 3.0f};
+	float x[C * H * W], dy[C * OH * OW], dx[C * H * W], want[C * H * W];
+	struct mc_run run = {.training = 1};
+
+	for (int i = 0; i < C * H * W; i++)
+		x[i] = vals[(i * 7 + i / W) % 10];
+	for (int i = 0; i < C * OH * OW; i++)
+		dy[i] = i % 5 ? (float)(i + 1) * 0.5f : -0.0f;
+	for (int relu = 0; relu < 2; relu++) {
+		for (int i = 0; i < C * H * W; i++)
+			dx[i] = NAN;
+		if (relu) {
+			mc_maxpool2_backward_relu(nd, N, x, dy, dx);
+		} else {
+			const float *in[1] = {x};
+			float *din[1] = {dx};
+
+			nd->op->backward(nd, &run, N, in, NULL, dy, din, NULL);
+		}
+		memset(want, 0, sizeof(want));
+		for (int c = 0; c < C; c++)
+			for (int oh = 0; oh < OH; oh++)
+				for (int ow = 0; ow < OW; ow++) {
+					const float *xp = x + c * H * W;
+					int k0 = 2 * oh * W + 2 * ow, at = k0;
+					int k[4] = {k0, k0 + 1, k0 + W, k0 + W + 1};
+					float mx = xp[k0];
+
+					for (int j = 1; j < 4; j++)
+						if (xp[k[j]] > mx) {
+							mx = xp[k[j]];
+							at = k[j];
+						}
+					if (!relu || xp[at] > 0.0f)
+						want[c * H * W + at] = dy[(c * OH + oh) * OW + ow];
+				}
+		for (int i = 0; i < C * H * W; i++) {
+			uint32_t a, b;
+
+			memcpy(&a, &want[i], 4);
+			memcpy(&b, &dx[i], 4);
+			ck_assert_msg(a == b, "relu %d pixel %d: %08x, want %08x", relu, i, b, a);
+		}
+	}
+	mc_model_free(m);
+}
+END_TEST
+
 START_TEST(pooling_by_hand)
 {
 	struct mc_model *m =
@@ -1005,6 +1068,7 @@ int main(void)
 	tcase_add_test(tc, maxpool2_routes_gradients);
 	tcase_add_test(tc, maxpool2_forward_nan_and_zeros);
 	tcase_add_test(tc, maxpool2_relu_backward_fused);
+	tcase_add_test(tc, maxpool2_backward_nan_and_zeros);
 	tcase_add_test(tc, argmax_first_of_equal);
 	tcase_add_test(tc, time_median_counts_runs);
 	tcase_add_test(tc, bad_shapes_are_refused);

@@ -44,6 +44,15 @@ struct mc_exec {
 	int *fused;
 	int *pool;
 	/*
+	 * Training: [n_nodes] for a conv2d whose output gradient would come
+	 * from a maxpool2d of kind 7 and go only to its dW and db (a first
+	 * layer: no input gradient), that pool, whose backward its own then
+	 * runs a few channels and samples at a time as it needs them
+	 * (mc_conv2d_backward_relu_pool): the gradient never held whole, no
+	 * dact; else -1.
+	 */
+	int *dwpool;
+	/*
 	 * Inference: [n_nodes] for a conv2d whose only reader is a batchnorm,
 	 * the chain conv2d -> batchnorm [-> act] [-> add [-> act]] (each the
 	 * only reader of the one before) that runs as one step: fused 8 for
@@ -99,6 +108,7 @@ void mc_exec_free(struct mc_exec *e)
 	free(e->written);
 	free(e->fused);
 	free(e->pool);
+	free(e->dwpool);
 	free(e->chain);
 	free(e->u8);
 	free(e->u8s);
@@ -394,13 +404,27 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	}
 	e->dact = calloc(nn, sizeof(*e->dact));
 	e->grads = calloc(nn * MC_NODE_MAX_PARAMS, sizeof(*e->grads));
-	if (!e->dact || !e->grads)
+	e->dwpool = malloc(nn * sizeof(*e->dwpool));
+	if (!e->dact || !e->grads || !e->dwpool)
 		goto nomem;
+	for (int i = 0; i < m->n_nodes; i++)
+		e->dwpool[i] = -1;
+	for (int k = 0; k < m->n_nodes; k++) {
+		int c = e->fused[k] == 7 ? m->nodes[m->nodes[k]->inputs[0]]->inputs[0] : 0;
+		int src = e->fused[k] == 7 ? m->nodes[c]->inputs[0] : 0;
+
+		if (e->fused[k] == 7 && (src == MC_NODE_INPUT || !e->needs[src]) &&
+		    mc_conv2d_dw_fuses_pool(m->nodes[c]))
+			e->dwpool[c] = k;
+	}
 	for (int i = 0; i < m->n_nodes; i++) {
 		const struct mc_node *nd = m->nodes[i];
 
-		e->dact[i] = mc_calloc((size_t)max_batch * (size_t)nd->out_numel, sizeof(float));
-		if (!e->dact[i])
+		e->dact[i] =
+		    e->dwpool[i] >= 0
+			? NULL
+			: mc_calloc((size_t)max_batch * (size_t)nd->out_numel, sizeof(float));
+		if (e->dwpool[i] < 0 && !e->dact[i])
 			goto nomem;
 		for (int p = 0; p < nd->n_params; p++) {
 			float **g = &e->grads[i * MC_NODE_MAX_PARAMS + p];
@@ -582,11 +606,22 @@ static void backward_node(struct mc_exec *e, int i, const float *dlogits)
 		/* the pool and its relu at once, into the conv's gradient */
 		int r = nd->inputs[0], c = m->nodes[r]->inputs[0];
 
-		if (e->needs[c] && !e->written[c]) {
+		if (e->needs[c] && !e->written[c] && e->dwpool[c] == i) {
+			e->written[c] = 1; /* the conv2d's backward runs this one */
+		} else if (e->needs[c] && !e->written[c]) {
 			mc_maxpool2_backward_relu(nd, e->n, e->act[r],
 						  i == last ? dlogits : e->dact[i], e->dact[c]);
 			e->written[c] = 1;
 		}
+		return;
+	}
+	if (e->dwpool && e->dwpool[i] >= 0) {
+		int k = e->dwpool[i], src = nd->inputs[0];
+
+		mc_conv2d_backward_relu_pool(
+		    nd, m->nodes[k], &e->run, e->n, src == MC_NODE_INPUT ? e->x : e->act[src],
+		    e->act[m->nodes[k]->inputs[0]], k == last ? dlogits : e->dact[k],
+		    &e->grads[i * MC_NODE_MAX_PARAMS]);
 		return;
 	}
 	for (int k = 0; k < nd->n_inputs; k++) {

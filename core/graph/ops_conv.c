@@ -744,6 +744,49 @@ static void conv_backward_batched(const struct mc_node *node, const struct mc_ru
 	}
 }
 
+int mc_conv2d_dw_fuses_pool(const struct mc_node *node)
+{
+	struct mc_conv_geo q;
+
+	if (node->op != &mc_op_conv2d)
+		return 0;
+	conv_geo(node, &q);
+	return q.g == 1 && batched(&q) && !depthwise(&q);
+}
+
+/* Where mc_convf_dw_src finds the conv's dy: the pool's backward of y and dpool. */
+struct dy_pool {
+	const struct mc_node *pool;
+	const float *y, *dpool;
+	int64_t ys, ps, P, PP; /* floats a sample, a plane: of y and of dpool */
+};
+
+static void dy_from_pool(void *ctx, int s, int o0, int m, float *dst)
+{
+	const struct dy_pool *d = ctx;
+
+	mc_maxpool2_backward_relu_planes(d->pool, m, d->y + s * d->ys + o0 * d->P,
+					 d->dpool + s * d->ps + o0 * d->PP, dst);
+}
+
+void mc_conv2d_backward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
+				  const struct mc_run *run, int n, const float *x, const float *y,
+				  const float *dpool, float *const *grads)
+{
+	struct mc_conv_geo q;
+	struct mc_convf f;
+	struct dy_pool d;
+	struct mc_convf_dysrc src = {dy_from_pool, &d};
+
+	if (n < 1 || !grads || (!grads[0] && !grads[1]))
+		return;
+	conv_geo(node, &q);
+	f = convf(&q);
+	d = (struct dy_pool){
+	    pool, y, dpool, (int64_t)q.O * q.P, pool->out_numel, q.P, pool->out_numel / q.O};
+	mc_convf_dw_src(&f, n, x, &src, grads[0], grads[1], run->work);
+}
+
 /*
  * dW += dout col^T, db += sums of dout, din = col2im(W^T dout): groups of
  * samples in parallel, then the groups' partial sums added in order.

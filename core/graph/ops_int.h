@@ -148,5 +148,25 @@ void mc_maxpool2_sample_part(const struct mc_node *node, const float *x, float *
  */
 void mc_maxpool2_backward_relu(const struct mc_node *node, int n, const float *x,
 			       const float *dy, float *dx);
+/* The same for planes [C][H][W] of x and dx ([C][OH][OW] of dy), on the calling thread. */
+void mc_maxpool2_backward_relu_planes(const struct mc_node *node, int64_t planes, const float *x,
+				      const float *dy, float *dx);
+/*
+ * Training: 1 when conv2d's backward can take its output gradient from the
+ * relu and 2x2 maxpool2d that alone read it (mc_conv2d_backward_relu_pool)
+ * instead of from memory: one group, dW on the batched kernels, and no
+ * input gradient wanted (the caller's to know: a first layer).
+ */
+int mc_conv2d_dw_fuses_pool(const struct mc_node *node);
+/*
+ * conv2d's dW and db (grads) for the input x, its output gradient being
+ * the relu's and maxpool2d's (pool) backward of the relu's output y and the
+ * pool's output gradient dpool, made a few channels and samples at a time
+ * where they stay in cache and never written whole: the bits of the pool's
+ * backward, then conv2d's.
+ */
+void mc_conv2d_backward_relu_pool(const struct mc_node *node, const struct mc_node *pool,
+				  const struct mc_run *run, int n, const float *x, const float *y,
+				  const float *dpool, float *const *grads);
 
 #endif

@@ -258,77 +258,81 @@ void mc_maxpool2_sample_part(const struct mc_node *node, const float *x, float *
  * relu's backward too (0 where x <= 0), in the same pass: the bits of the
  * two one after the other.
  */
+static void maxpool2_backward_plane(const struct pool_geo *q, const float *x, const float *dy,
+				    float *dx, int relu)
+{
+	/* Every pixel of a window is written (the gradient or 0): no clearing
+	 * pass, except for an odd last row or column no window covers. */
+	for (int oh = 0; oh < q->OH; oh++) {
+		const float *a = x + 2 * oh * q->W, *c = a + q->W;
+		float *da = dx + 2 * oh * q->W, *dc = da + q->W;
+		int ow = 0;
+
+#ifdef __SSE2__
+		/* Four windows at a time, the masks of the loop below. */
+		for (; ow + 4 <= q->OW; ow += 4) {
+			__m128 g = _mm_loadu_ps(dy + oh * q->OW + ow), v0, v1, v2, v3, m;
+			__m128 b1, b2, b3, any, r0, r1, r2, r3;
+
+			split4(a + 2 * ow, &v0, &v1);
+			split4(c + 2 * ow, &v2, &v3);
+			/* relu's mask (all ones without relu) */
+			r0 = relu ? _mm_cmpgt_ps(v0, _mm_setzero_ps())
+				  : _mm_castsi128_ps(_mm_set1_epi32(-1));
+			r1 = relu ? _mm_cmpgt_ps(v1, _mm_setzero_ps()) : r0;
+			r2 = relu ? _mm_cmpgt_ps(v2, _mm_setzero_ps()) : r0;
+			r3 = relu ? _mm_cmpgt_ps(v3, _mm_setzero_ps()) : r0;
+			b1 = _mm_cmpgt_ps(v1, v0);
+			m = sel4(b1, v1, v0);
+			b2 = _mm_cmpgt_ps(v2, m);
+			m = sel4(b2, v2, m);
+			b3 = _mm_cmpgt_ps(v3, m);
+			b2 = _mm_andnot_ps(b3, b2);
+			b1 = _mm_andnot_ps(_mm_or_ps(b2, b3), b1);
+			any = _mm_or_ps(b1, _mm_or_ps(b2, b3));
+			v0 = _mm_and_ps(r0, _mm_andnot_ps(any, g));
+			v1 = _mm_and_ps(r1, _mm_and_ps(b1, g));
+			v2 = _mm_and_ps(r2, _mm_and_ps(b2, g));
+			v3 = _mm_and_ps(r3, _mm_and_ps(b3, g));
+			_mm_storeu_ps(da + 2 * ow, _mm_unpacklo_ps(v0, v1));
+			_mm_storeu_ps(da + 2 * ow + 4, _mm_unpackhi_ps(v0, v1));
+			_mm_storeu_ps(dc + 2 * ow, _mm_unpacklo_ps(v2, v3));
+			_mm_storeu_ps(dc + 2 * ow + 4, _mm_unpackhi_ps(v2, v3));
+		}
+#endif
+		for (; ow < q->OW; ow++) {
+			float g = dy[oh * q->OW + ow], v0 = a[2 * ow], v1 = a[2 * ow + 1];
+			float v2 = c[2 * ow], v3 = c[2 * ow + 1], m;
+			int b1 = v1 > v0, b2, b3;
+
+			/* selects, not branches: which pixel wins is data, not pattern */
+			m = b1 ? v1 : v0;
+			b2 = v2 > m;
+			m = b2 ? v2 : m;
+			b3 = v3 > m;
+			b2 &= !b3;
+			b1 &= !b2 & !b3;
+			da[2 * ow] = b1 | b2 | b3 || (relu && !(v0 > 0.0f)) ? 0.0f : g;
+			da[2 * ow + 1] = b1 && !(relu && !(v1 > 0.0f)) ? g : 0.0f;
+			dc[2 * ow] = b2 && !(relu && !(v2 > 0.0f)) ? g : 0.0f;
+			dc[2 * ow + 1] = b3 && !(relu && !(v3 > 0.0f)) ? g : 0.0f;
+		}
+		if (q->W & 1) {
+			da[q->W - 1] = 0.0f;
+			dc[q->W - 1] = 0.0f;
+		}
+	}
+	if (q->H & 1)
+		memset(dx + (size_t)(q->H - 1) * q->W, 0, (size_t)q->W * sizeof(float));
+}
+
 static void maxpool2_backward(const struct pool_geo *q, int n, const float *x0, const float *dy0,
 			      float *dx0, int relu)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)n * q->C * q->H * q->W >= MC_PAR_MIN)
-	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++) {
-		const float *x = x0 + pl * q->H * q->W, *dy = dy0 + pl * q->OH * q->OW;
-		float *dx = dx0 + pl * q->H * q->W;
-
-		/* Every pixel of a window is written (the gradient or 0): no clearing
-		 * pass, except for an odd last row or column no window covers. */
-		for (int oh = 0; oh < q->OH; oh++) {
-			const float *a = x + 2 * oh * q->W, *c = a + q->W;
-			float *da = dx + 2 * oh * q->W, *dc = da + q->W;
-			int ow = 0;
-
-#ifdef __SSE2__
-			/* Four windows at a time, the masks of the loop below. */
-			for (; ow + 4 <= q->OW; ow += 4) {
-				__m128 g = _mm_loadu_ps(dy + oh * q->OW + ow), v0, v1, v2, v3, m;
-				__m128 b1, b2, b3, any, r0, r1, r2, r3;
-
-				split4(a + 2 * ow, &v0, &v1);
-				split4(c + 2 * ow, &v2, &v3);
-				/* relu's mask (all ones without relu) */
-				r0 = relu ? _mm_cmpgt_ps(v0, _mm_setzero_ps()) : _mm_castsi128_ps(_mm_set1_epi32(-1));
-				r1 = relu ? _mm_cmpgt_ps(v1, _mm_setzero_ps()) : r0;
-				r2 = relu ? _mm_cmpgt_ps(v2, _mm_setzero_ps()) : r0;
-				r3 = relu ? _mm_cmpgt_ps(v3, _mm_setzero_ps()) : r0;
-				b1 = _mm_cmpgt_ps(v1, v0);
-				m = sel4(b1, v1, v0);
-				b2 = _mm_cmpgt_ps(v2, m);
-				m = sel4(b2, v2, m);
-				b3 = _mm_cmpgt_ps(v3, m);
-				b2 = _mm_andnot_ps(b3, b2);
-				b1 = _mm_andnot_ps(_mm_or_ps(b2, b3), b1);
-				any = _mm_or_ps(b1, _mm_or_ps(b2, b3));
-				v0 = _mm_and_ps(r0, _mm_andnot_ps(any, g));
-				v1 = _mm_and_ps(r1, _mm_and_ps(b1, g));
-				v2 = _mm_and_ps(r2, _mm_and_ps(b2, g));
-				v3 = _mm_and_ps(r3, _mm_and_ps(b3, g));
-				_mm_storeu_ps(da + 2 * ow, _mm_unpacklo_ps(v0, v1));
-				_mm_storeu_ps(da + 2 * ow + 4, _mm_unpackhi_ps(v0, v1));
-				_mm_storeu_ps(dc + 2 * ow, _mm_unpacklo_ps(v2, v3));
-				_mm_storeu_ps(dc + 2 * ow + 4, _mm_unpackhi_ps(v2, v3));
-			}
-#endif
-			for (; ow < q->OW; ow++) {
-				float g = dy[oh * q->OW + ow], v0 = a[2 * ow], v1 = a[2 * ow + 1];
-				float v2 = c[2 * ow], v3 = c[2 * ow + 1], m;
-				int b1 = v1 > v0, b2, b3;
-
-				/* selects, not branches: which pixel wins is data, not pattern */
-				m = b1 ? v1 : v0;
-				b2 = v2 > m;
-				m = b2 ? v2 : m;
-				b3 = v3 > m;
-				b2 &= !b3;
-				b1 &= !b2 & !b3;
-				da[2 * ow] = b1 | b2 | b3 || (relu && !(v0 > 0.0f)) ? 0.0f : g;
-				da[2 * ow + 1] = b1 && !(relu && !(v1 > 0.0f)) ? g : 0.0f;
-				dc[2 * ow] = b2 && !(relu && !(v2 > 0.0f)) ? g : 0.0f;
-				dc[2 * ow + 1] = b3 && !(relu && !(v3 > 0.0f)) ? g : 0.0f;
-			}
-			if (q->W & 1) {
-				da[q->W - 1] = 0.0f;
-				dc[q->W - 1] = 0.0f;
-			}
-		}
-		if (q->H & 1)
-			memset(dx + (size_t)(q->H - 1) * q->W, 0, (size_t)q->W * sizeof(float));
-	}
+	for (int64_t pl = 0; pl < (int64_t)n * q->C; pl++)
+		maxpool2_backward_plane(q, x0 + pl * q->H * q->W, dy0 + pl * q->OH * q->OW,
+					dx0 + pl * q->H * q->W, relu);
 }
 
 void mc_maxpool2_backward_relu(const struct mc_node *node, int n, const float *x,
@@ -338,6 +342,17 @@ void mc_maxpool2_backward_relu(const struct mc_node *node, int n, const float *x
 
 	pool_geo(node, &q);
 	maxpool2_backward(&q, n, x, dy, dx, 1);
+}
+
+void mc_maxpool2_backward_relu_planes(const struct mc_node *node, int64_t planes, const float *x,
+				      const float *dy, float *dx)
+{
+	struct pool_geo q;
+
+	pool_geo(node, &q);
+	for (int64_t pl = 0; pl < planes; pl++)
+		maxpool2_backward_plane(&q, x + pl * q.H * q.W, dy + pl * q.OH * q.OW,
+					dx + pl * q.H * q.W, 1);
 }
 
 /*

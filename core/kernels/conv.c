@@ -40,6 +40,10 @@
  * bias column of ones at k = K makes db the same product) and all samples
  * in order: it packs the windows of its k range per sample, [P][NR], and
  * runs MR output channels at a time with dy broadcast from its rows.
+ * With dy from a source (mc_convf_dw_src: a first layer's relu and pool
+ * backward), each task makes the dy it is about to read, a group of
+ * channels of one sample, in its slot (the direct path's items that share
+ * a group, in blocks of samples the team makes first), never all of it.
  *
  * Every output is the same chain whichever path, blocking or thread
  * computes it.
@@ -2010,9 +2014,30 @@ static void dy_t(const float *dy, int O, int o0, int P, int L, int avx512, float
 }
 
 /*
- * Floats of the direct dW's workspace: dW^T, db, then per slot dy^T and a
- * padded image; *all (when not NULL) gets the floats of dy^T of n whole
- * samples that follow them, SIZE_MAX on overflow.
+ * dyt[p][0..L) = dy^T of channels o0 .. o0 + L - 1 of sample s (0 past O):
+ * read from dy, or (src) written by src into tmp [L][P] first. Moves
+ * either way: the same values.
+ */
+static void dyt_of(const struct mc_convf *cv, const float *dy, const struct mc_convf_dysrc *src,
+		   int s, int o0, int L, int avx512, float *tmp, float *dyt)
+{
+	const int P = cv->OH * cv->OW;
+
+	if (src) {
+		int m = cv->O - o0 < L ? cv->O - o0 : L;
+
+		src->fn(src->ctx, s, o0, m, tmp);
+		dy_t(tmp, m, 0, P, L, avx512, dyt);
+	} else {
+		dy_t(dy + (size_t)s * cv->ys, cv->O, o0, P, L, avx512, dyt);
+	}
+}
+
+/*
+ * Floats of the direct dW's workspace: dW^T, db, then per slot dy^T, dy
+ * of L channels (from a mc_convf_dysrc) and a padded image; *all (when
+ * not NULL) gets the floats of dy^T of n whole samples that follow them,
+ * SIZE_MAX on overflow.
  */
 static size_t dw_direct_floats(const struct mc_convf *cv, int n, size_t *slot, size_t *all)
 {
@@ -2020,7 +2045,7 @@ static size_t dw_direct_floats(const struct mc_convf *cv, int n, size_t *slot, s
 	size_t img = (size_t)cv->C * (size_t)(cv->H + 2 * cv->p) * (size_t)(cv->W + 2 * cv->p);
 	size_t P = (size_t)cv->OH * cv->OW, t;
 
-	*slot = align16(P * 32) + align16(img);
+	*slot = 2 * align16(P * 32) + align16(img);
 	if (all)
 		*all = __builtin_mul_overflow(P * op, (size_t)(n > 0 ? n : 1), &t) ||
 			       t > SIZE_MAX / 2 / sizeof(float)
@@ -2034,6 +2059,111 @@ static int dw_direct_fits(const struct mc_convf *cv)
 	return cv->k == 3 && cv->s == 1 && (int64_t)cv->O * cv->OH * cv->OW < INT32_MAX / 2 &&
 	       (int64_t)cv->C * (cv->H + 2 * cv->p) * (cv->W + 2 * cv->p) < INT32_MAX;
 }
+
+/* What the items of one dw_direct share. */
+struct dwd {
+	const struct mc_convf *cv;
+	const float *x;
+	float *dw, *db, *dwt, *dbt;
+	int op, L, kparts, rows, avx512;
+};
+
+/* Item t's group of L channels, input channels [c0, c1), tap rows [k0, k1) of 9, and db or not. */
+struct dw_item {
+	int g, c0, c1, k0, k1, r, own_b;
+};
+
+static struct dw_item dw_item(const struct dwd *d, int t)
+{
+	int C = d->cv->C, kp = t / d->rows % d->kparts, r = t % d->rows;
+
+	return (struct dw_item){t / (d->kparts * d->rows), kp * C / d->kparts,
+				(kp + 1) * C / d->kparts,  r * 9 / d->rows,
+				(r + 1) * 9 / d->rows,	   r,
+				kp == 0 && r == 0};
+}
+
+/*
+ * The item's own rows of dW^T (taps k0 .. k1 - 1 of each of its channels,
+ * its L lanes) and of db start from dw and db, in the team, not before it.
+ */
+static void dw_item_begin(const struct dwd *d, int t)
+{
+	const struct dw_item it = dw_item(d, t);
+	const int O = d->cv->O, K = d->cv->C * 9, L = d->L;
+
+	for (int c = it.c0; c < it.c1; c++)
+		for (int k = c * 9 + it.k0; k < c * 9 + it.k1; k++)
+			for (int o = it.g * L; o < it.g * L + L; o++)
+				d->dwt[(size_t)k * d->op + o] =
+				    d->dw && o < O ? d->dw[(size_t)o * K + k] : 0.0f;
+	for (int o = it.g * L; it.own_b && o < it.g * L + L; o++)
+		d->dbt[o] = d->db && o < O ? d->db[o] : 0.0f;
+}
+
+/* Sample s of item t: dyt its group's dy^T, xp the padded image (borders 0). */
+static void dw_item_sample(const struct dwd *d, int t, int s, const float *dyt, float *xp)
+{
+	const struct mc_convf *cv = d->cv;
+	const struct dw_item it = dw_item(d, t);
+	const int p = cv->p, Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, P = cv->OH * cv->OW;
+	const int L = d->L, rows = d->rows, r = it.r, avx512 = d->avx512, op = d->op;
+	const float *xs = d->x + (size_t)s * cv->xs;
+
+	if (p) {
+		for (int c = it.c0; c < it.c1; c++)
+			for (int h = 0; h < cv->H; h++)
+				memcpy(xp + ((size_t)c * Hp + h + p) * Wp + p,
+				       xs + ((size_t)c * cv->H + h) * cv->W,
+				       (size_t)cv->W * sizeof(float));
+		xs = xp;
+	}
+	for (int c = it.c0; c < it.c1; c++) {
+		const float *xc = xs + (size_t)c * Hp * Wp;
+		float *ac = d->dwt + (size_t)c * 9 * op + it.g * L;
+
+		if (avx512 && L == 32) {
+			dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
+		} else if (avx512 && L == 8) {
+			for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
+				dw3_8_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp, dyt,
+					   ac + (size_t)ki * 3 * op, (size_t)op);
+		} else if (avx512 && rows == 1) {
+			dw9_16_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac, (size_t)op);
+		} else if (avx512) {
+			dw3_16_avx512(cv->OH, cv->OW, Wp, xc + (size_t)r * Wp, dyt,
+				      ac + (size_t)r * 3 * op, (size_t)op);
+		} else {
+			for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
+				dw3_avx2(cv->OH, cv->OW, Wp, xc + (size_t)ki * Wp, dyt,
+					 ac + (size_t)ki * 3 * op, (size_t)op);
+		}
+	}
+	if (d->db && it.own_b) {
+		if (avx512 && L == 32)
+			db_t32(dyt, P, d->dbt + it.g * 32);
+		else
+			db_t_c(dyt, P, L, d->dbt + it.g * L);
+	}
+}
+
+/* The item's sums back into dw and db. */
+static void dw_item_end(const struct dwd *d, int t)
+{
+	const struct dw_item it = dw_item(d, t);
+	const int O = d->cv->O, K = d->cv->C * 9, L = d->L;
+
+	for (int o = it.g * L; o < it.g * L + L && o < O; o++) {
+		for (int c = it.c0; d->dw && c < it.c1; c++)
+			for (int k = c * 9 + it.k0; k < c * 9 + it.k1; k++)
+				d->dw[(size_t)o * K + k] = d->dwt[(size_t)k * d->op + o];
+		if (d->db && it.own_b)
+			d->db[o] = d->dbt[o];
+	}
+}
+
+/* Floats of dy^T that a dysrc's blocks of samples take at most (a few in the L2 of each core). */
+#define DW_BLOCK_FLOATS (1 << 18)
 
 /*
  * Work items: a group of L output channels (32: two vectors on AVX-512,
@@ -2053,17 +2183,24 @@ static int dw_direct_fits(const struct mc_convf *cv)
  * outputs and 32 inputs has 16 items a group, whose own transposes cost
  * about as much as their products, and a first layer's 6 items left the
  * transposes, most of its dW, to 6 threads. The values read are the same.
+ *
+ * With dy from src (never in memory), an item of a group alone makes its
+ * dy^T sample by sample in its slot; items that share a group take it in
+ * blocks of samples that stay in cache: the team writes the block's dy^T
+ * (sample, group), then the items run over it, each its samples in order.
  */
-static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
-		      float *db, float *work, int avx512)
+static void dw_direct(const struct mc_convf *cv, int n, const float *x, const float *dy,
+		      const struct mc_convf_dysrc *src, float *dw, float *db, float *work,
+		      int avx512)
 {
 	const int O = cv->O, C = cv->C, K = C * 9, P = cv->OH * cv->OW, p = cv->p;
 	const int Hp = cv->H + 2 * p, Wp = cv->W + 2 * p, op = (O + 31) / 32 * 32;
 	size_t slot;
 	float *dwt = work, *dbt = dwt + align16((size_t)K * op);
 	float *slots = dbt + align16((size_t)op);
-	int kparts = 1, rows = 1, L = 32, groups, nt, shared, team;
+	int kparts = 1, rows = 1, L = 32, groups, nt, shared, team, items, blocked, B;
 	float *dyall = work + dw_direct_floats(cv, n, &slot, NULL);
+	struct dwd d;
 
 	nt = threads((double)n * P * O * K, (avx512 ? 12 : 6) * (op / 32) * C);
 	if (nt > 1 && avx512 && op / 32 * C < 2 * nt)
@@ -2079,100 +2216,81 @@ static void dw_direct(const struct mc_convf *cv, int n, const float *x, const fl
 			     ? (2 * nt + groups * rows - 1) / (groups * rows)
 			     : C;
 	shared = kparts * rows > 1;
+	blocked = shared && src;
+	items = groups * kparts * rows;
+	B = DW_BLOCK_FLOATS / ((size_t)groups * L * P);
+	B = B < 1 ? 1 : B > n ? n : B;
 	/* the transposes are n x groups items: the whole team, even when the
 	 * products have fewer (a first layer's six) */
 	team = shared ? threads((double)n * P * O * K, n * groups > nt ? n * groups : nt) : nt;
+	d = (struct dwd){cv, x, dw, db, dwt, dbt, op, L, kparts, rows, avx512};
 #pragma omp parallel num_threads(team) if (team > 1)
 	{
-		if (shared) {
+		float *dyt = slots + (size_t)omp_get_thread_num() * slot;
+		float *tmp = dyt + align16((size_t)P * 32), *xp = tmp + align16((size_t)P * 32);
+
+		if (p)
+			memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
+		if (shared && !src) {
 #pragma omp for schedule(static)
 			for (int t = 0; t < n * groups; t++)
 				dy_t(dy + (size_t)(t / groups) * cv->ys, O, t % groups * L, P, L,
 				     avx512, dyall + (size_t)t * P * L);
 		}
+		if (!blocked) {
 #pragma omp for schedule(static)
-		for (int t = 0; t < groups * kparts * rows; t++) {
-			float *dyt = slots + (size_t)omp_get_thread_num() * slot;
-			float *xp = dyt + align16((size_t)P * 32);
-			int g = t / (kparts * rows), kp = t / rows % kparts, r = t % rows;
-			int c0 = kp * C / kparts, c1 = (kp + 1) * C / kparts;
+			for (int t = 0; t < items; t++) {
+				int g = t / (kparts * rows);
 
-			/* the item's own rows of dW^T (taps k0 .. k1 - 1 of each of its channels,
-			 * its L lanes) and of db start from dw and db, in the team, not before it
-			 */
-			const int k0 = r * 9 / rows, k1 = (r + 1) * 9 / rows,
-				  own_b = kp == 0 && r == 0;
+				dw_item_begin(&d, t);
+				for (int s = 0; s < n; s++) {
+					const float *ds = dyt;
 
-			for (int c = c0; c < c1; c++)
-				for (int k = c * 9 + k0; k < c * 9 + k1; k++)
-					for (int o = g * L; o < g * L + L; o++)
-						dwt[(size_t)k * op + o] =
-						    dw && o < O ? dw[(size_t)o * K + k] : 0.0f;
-			for (int o = g * L; own_b && o < g * L + L; o++)
-				dbt[o] = db && o < O ? db[o] : 0.0f;
-			if (p)
-				memset(xp, 0, (size_t)C * Hp * Wp * sizeof(float));
-			for (int s = 0; s < n; s++) {
-				const float *xs = x + (size_t)s * cv->xs;
-
-				if (shared)
-					dyt = dyall + ((size_t)s * groups + g) * P * L;
-				else
-					dy_t(dy + (size_t)s * cv->ys, O, g * L, P, L, avx512, dyt);
-				if (p) {
-					for (int c = c0; c < c1; c++)
-						for (int h = 0; h < cv->H; h++)
-							memcpy(xp + ((size_t)c * Hp + h + p) * Wp +
-								   p,
-							       xs + ((size_t)c * cv->H + h) * cv->W,
-							       (size_t)cv->W * sizeof(float));
-					xs = xp;
-				}
-				for (int c = c0; c < c1; c++) {
-					const float *xc = xs + (size_t)c * Hp * Wp;
-					float *ac = dwt + (size_t)c * 9 * op + g * L;
-
-					if (avx512 && L == 32) {
-						dw9_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac,
-							   (size_t)op);
-					} else if (avx512 && L == 8) {
-					for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
-						dw3_8_avx2(cv->OH, cv->OW, Wp,
-							   xc + (size_t)ki * Wp, dyt,
-							   ac + (size_t)ki * 3 * op, (size_t)op);
-				} else if (avx512 && rows == 1) {
-						dw9_16_avx512(cv->OH, cv->OW, Wp, xc, dyt, ac,
-							      (size_t)op);
-					} else if (avx512) {
-						dw3_16_avx512(cv->OH, cv->OW, Wp,
-							      xc + (size_t)r * Wp, dyt,
-							      ac + (size_t)r * 3 * op, (size_t)op);
-					} else {
-						for (int ki = r; ki < (rows == 1 ? 3 : r + 1); ki++)
-							dw3_avx2(cv->OH, cv->OW, Wp,
-								 xc + (size_t)ki * Wp, dyt,
-								 ac + (size_t)ki * 3 * op,
-								 (size_t)op);
-					}
-				}
-				if (db && own_b) {
-					if (avx512 && L == 32)
-						db_t32(dyt, P, dbt + g * 32);
+					if (shared)
+						ds = dyall + ((size_t)s * groups + g) * P * L;
 					else
-						db_t_c(dyt, P, L, dbt + g * L);
+						dyt_of(cv, dy, src, s, g * L, L, avx512, tmp, dyt);
+					dw_item_sample(&d, t, s, ds, xp);
+				}
+				dw_item_end(&d, t);
+			}
+		} else {
+#pragma omp for schedule(static)
+			for (int t = 0; t < items; t++)
+				dw_item_begin(&d, t);
+			for (int s0 = 0; s0 < n; s0 += B) {
+				int b = n - s0 < B ? n - s0 : B;
+
+#pragma omp for schedule(static)
+				for (int u = 0; u < b * groups; u++)
+					dyt_of(cv, NULL, src, s0 + u / groups, u % groups * L, L,
+					       avx512, tmp, dyall + (size_t)u * P * L);
+#pragma omp for schedule(static)
+				for (int t = 0; t < items; t++) {
+					int g = t / (kparts * rows);
+
+					for (int s = s0; s < s0 + b; s++)
+						dw_item_sample(
+						    &d, t, s,
+						    dyall + ((size_t)(s - s0) * groups + g) * P * L,
+						    xp);
 				}
 			}
-			for (int o = g * L; o < g * L + L && o < O; o++) {
-				for (int c = c0; dw && c < c1; c++)
-					for (int k = c * 9 + k0; k < c * 9 + k1; k++)
-						dw[(size_t)o * K + k] = dwt[(size_t)k * op + o];
-				if (db && own_b)
-					db[o] = dbt[o];
-			}
+#pragma omp for schedule(static)
+			for (int t = 0; t < items; t++)
+				dw_item_end(&d, t);
 		}
 	}
 }
 #endif
+
+/* Floats of one slot of the packed dW: windows [P][NRMAX], dy of MRMAX channels (from a dysrc). */
+static size_t dw_slot_floats(const struct mc_convf *cv)
+{
+	size_t P = (size_t)cv->OH * cv->OW;
+
+	return align16(P * NRMAX) + align16(P * MRMAX);
+}
 
 size_t mc_convf_dw_work(const struct mc_convf *cv, int n)
 {
@@ -2182,7 +2300,7 @@ size_t mc_convf_dw_work(const struct mc_convf *cv, int n)
 	if (P > SIZE_MAX / 64 / NRMAX || K1 > SIZE_MAX / 8 / ((size_t)cv->O + 32))
 		return SIZE_MAX;
 	acc = align16((size_t)cv->O * K1);
-	slot = align16(P * NRMAX);
+	slot = dw_slot_floats(cv);
 	if (slot > (SIZE_MAX / sizeof(float) - acc) / SLOTS)
 		return SIZE_MAX;
 	total = acc + SLOTS * slot;
@@ -2199,22 +2317,23 @@ size_t mc_convf_dw_work(const struct mc_convf *cv, int n)
 	return total * sizeof(float);
 }
 
-void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
-		 float *db, void *work)
+/* mc_convf_dw with dy from dy or, when src is set, from src (conv.h). */
+static void dw_any(const struct mc_convf *cv, int n, const float *x, const float *dy,
+		   const struct mc_convf_dysrc *src, float *dw, float *db, void *work)
 {
 	const struct path *pt = path();
 	const int mr = pt->mr, nr = pt->nr, O = cv->O, K = cv->C * cv->k * cv->k;
 	const int K1 = db ? K + 1 : K, P = cv->OH * cv->OW;
 	const int kstrips = (K1 + nr - 1) / nr, panels = (O + mr - 1) / mr;
 	float *acc = work, *slots = acc + align16((size_t)O * (K + 1));
-	size_t slot = align16((size_t)P * NRMAX);
+	size_t slot = dw_slot_floats(cv);
 	int osplit = 1, nt;
 
 	if (n < 1 || (!dw && !db))
 		return;
 #if defined(__x86_64__)
 	if ((pt->fwd == fwd_avx512 || pt->fwd == fwd_avx2) && dw_direct_fits(cv)) {
-		dw_direct(cv, n, x, dy, dw, db, work, pt->fwd == fwd_avx512);
+		dw_direct(cv, n, x, dy, src, dw, db, work, pt->fwd == fwd_avx512);
 		return;
 	}
 #endif
@@ -2233,19 +2352,24 @@ void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 	for (int t = 0; t < kstrips * osplit; t++) {
 		float *bp = slots + (size_t)omp_get_thread_num() * slot;
+		float *dyp = bp + align16((size_t)P * NRMAX);
 		int k0 = t / osplit * nr, k1 = k0 + nr < K1 ? k0 + nr : K1, q = t % osplit;
 		int p0 = q * panels / osplit, p1 = (q + 1) * panels / osplit;
 
 		for (int s = 0; s < n; s++) {
-			const float *ds = dy + (size_t)s * cv->ys;
+			const float *ds = src ? NULL : dy + (size_t)s * cv->ys;
 
 			pack_windows_t(cv, x + (size_t)s * cv->xs, k0, k1, nr, bp);
 			for (int pi = p0; pi < p1; pi++) {
 				int o0 = pi * mr, rows = O - o0 < mr ? O - o0 : mr;
 				const float *dyr[MRMAX];
 
+				/* the panel's channels of dy, made here when not in memory */
+				if (src)
+					src->fn(src->ctx, s, o0, rows, dyp);
 				for (int i = 0; i < mr; i++)
-					dyr[i] = ds + (size_t)(o0 + (i < rows ? i : 0)) * P;
+					dyr[i] = src ? dyp + (size_t)(i < rows ? i : 0) * P
+						     : ds + (size_t)(o0 + (i < rows ? i : 0)) * P;
 				pt->dw(P, dyr, bp, acc + (size_t)o0 * K1 + k0, (size_t)K1, rows,
 				       k1 - k0);
 			}
@@ -2257,6 +2381,18 @@ void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *
 		if (db)
 			db[o] = acc[(size_t)o * K1 + K];
 	}
+}
+
+void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
+		 float *db, void *work)
+{
+	dw_any(cv, n, x, dy, NULL, dw, db, work);
+}
+
+void mc_convf_dw_src(const struct mc_convf *cv, int n, const float *x,
+		     const struct mc_convf_dysrc *src, float *dw, float *db, void *work)
+{
+	dw_any(cv, n, x, NULL, src, dw, db, work);
 }
 
 void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,

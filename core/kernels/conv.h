@@ -128,4 +128,24 @@ void mc_convf_dw(const struct mc_convf *cv, int n, const float *x, const float *
 void mc_convf_dw_ref(const struct mc_convf *cv, int n, const float *x, const float *dy, float *dw,
 		     float *db);
 
+/*
+ * dy that is not in memory: fn(ctx, s, o0, m, dst) writes dy of channels
+ * o0 .. o0 + m - 1 of sample s to dst [m][OH*OW], on any thread, samples and
+ * channels in any order and some more than once; each value the bits it
+ * stands for (a first layer's relu and 2x2 max pool backward, exec.c, whose
+ * output gradient no one else reads).
+ */
+struct mc_convf_dysrc {
+	void (*fn)(void *ctx, int s, int o0, int m, float *dst);
+	void *ctx;
+};
+
+/*
+ * mc_convf_dw with dy from src, a few channels and samples at a time into
+ * the workspace (mc_convf_dw_work's) where they stay in cache: the same
+ * chains, the same bits, on every path.
+ */
+void mc_convf_dw_src(const struct mc_convf *cv, int n, const float *x,
+		     const struct mc_convf_dysrc *src, float *dw, float *db, void *work);
+
 #endif
