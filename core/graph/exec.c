@@ -19,6 +19,21 @@ struct chain {
 	float *affine; /* [2 * channels]: the batchnorm's scale, then its shift */
 };
 
+/* What fused[i] says of node i (struct mc_exec); 0: it runs alone. */
+enum fuse_kind {
+	FUSE_NONE,
+	FUSE_CONV_RELU,	     /* 1: a conv2d whose only reader is a relu, in its store */
+	FUSE_RELU_IN_CONV,   /* 2: that relu */
+	FUSE_POOL_IN_CONV,   /* 3: inference, a 2x2 maxpool2d the conv computes */
+	FUSE_FLATTEN,	     /* 4: a flatten, its output its input */
+	FUSE_LINEAR_RELU,    /* 5: a linear whose only reader is a relu */
+	FUSE_RELU_IN_LINEAR, /* 6: that relu */
+	FUSE_POOL_RELU_BACK, /* 7: training, a 2x2 maxpool2d whose backward does the relu's */
+	FUSE_CHAIN_CONV,     /* 8: inference, the conv2d heading a chain */
+	FUSE_CHAIN_LAST,     /* 9: the chain's last node, where it runs */
+	FUSE_CHAIN_INNER,    /* 10: a node inside a chain */
+};
+
 struct mc_exec {
 	const struct mc_model *m;
 	int max_batch, training, n;
@@ -29,9 +44,10 @@ struct mc_exec {
 	int *needs;    /* [n_nodes] a trained parameter lies at or before the node */
 	int *written;  /* [n_nodes] during backward: dact holds a value */
 	/*
-	 * [n_nodes] 1: a conv2d whose only reader is a relu, run with the relu
-	 * in its store; 2: that relu, whose output is the conv2d's (act
-	 * shared, forward skipped; its backward still masks the gradient);
+	 * [n_nodes], enum fuse_kind: 1, a conv2d whose only reader is a
+	 * relu, run with the relu in its store; 2: that relu, whose output
+	 * is the conv2d's (act shared, forward skipped; its backward still
+	 * masks the gradient);
 	 * without training, 3: a 2x2 maxpool2d alone reading such a relu (or a
 	 * qconv2d with relu), computed by the convolution as it goes
 	 * (pool[conv] is its index); 4: a flatten, whose output is its input
@@ -87,8 +103,10 @@ void mc_exec_free(struct mc_exec *e)
 	if (!e)
 		return;
 	for (int i = 0; i < e->m->n_nodes; i++) {
-		if (e->act && !(e->fused && (e->fused[i] == 2 || e->fused[i] == 4 ||
-					     e->fused[i] == 6 || e->fused[i] == 10)))
+		if (e->act &&
+		    !(e->fused &&
+		      (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_FLATTEN ||
+		       e->fused[i] == FUSE_RELU_IN_LINEAR || e->fused[i] == FUSE_CHAIN_INNER)))
 			mc_free(e->act[i]);
 		if (e->chain)
 			free(e->chain[i].affine);
@@ -144,22 +162,22 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 		pool[j] = -1;
 		/* inference: a flatten is a view of its input (not the model's output) */
 		if (!training && r->op == &mc_op_flatten && j != m->n_nodes - 1) {
-			fused[j] = 4;
+			fused[j] = FUSE_FLATTEN;
 			continue;
 		}
 		/* inference: relu in place on a linear's output that nothing else reads */
 		if (!training && r->op == &mc_op_relu && i != MC_NODE_INPUT &&
 		    m->nodes[i]->op == &mc_op_linear && i != m->n_nodes - 1 && !fused[i] &&
 		    n_readers(m, i, &k) == 1) {
-			fused[i] = 5;
-			fused[j] = 6;
+			fused[i] = FUSE_LINEAR_RELU;
+			fused[j] = FUSE_RELU_IN_LINEAR;
 			continue;
 		}
 		/* a qconv2d has its relu already: only its pool */
 		if (!training && mc_qconv2d_fuses_pool(r) && j != m->n_nodes - 1 &&
 		    n_readers(m, j, &k) == 1 && mc_maxpool2_fusable(m->nodes[k])) {
-			fused[j] = 1;
-			fused[k] = 3;
+			fused[j] = FUSE_CONV_RELU;
+			fused[k] = FUSE_POOL_IN_CONV;
 			pool[j] = k;
 			continue;
 		}
@@ -169,17 +187,17 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 		readers = n_readers(m, i, &k);
 		if (readers != 1)
 			continue;
-		fused[i] = 1;
-		fused[j] = 2;
+		fused[i] = FUSE_CONV_RELU;
+		fused[j] = FUSE_RELU_IN_CONV;
 		/* a pool the relu alone feeds: at inference computed by the conv; in
 		 * training (which keeps every output) its backward goes through the relu */
 		if (j != m->n_nodes - 1 && n_readers(m, j, &k) == 1 &&
 		    mc_maxpool2_fusable(m->nodes[k])) {
 			if (!training) {
-				fused[k] = 3;
+				fused[k] = FUSE_POOL_IN_CONV;
 				pool[i] = k;
 			} else {
-				fused[k] = 7;
+				fused[k] = FUSE_POOL_RELU_BACK;
 			}
 		}
 	}
@@ -236,7 +254,7 @@ static int fuse_chains(struct mc_exec *e)
 		c.bn = t = r;
 		r = sole_reader(m, e->fused, t);
 		if (r >= 0 && post_act(m->nodes[r], &c.post.act1, &c.post.lo1, &c.post.hi1)) {
-			e->fused[t] = 10;
+			e->fused[t] = FUSE_CHAIN_INNER;
 			t = r;
 			r = sole_reader(m, e->fused, t);
 		}
@@ -245,17 +263,17 @@ static int fuse_chains(struct mc_exec *e)
 			c.post.add = 1;
 			c.post.res_first = k == 0;
 			c.res = m->nodes[r]->inputs[k];
-			e->fused[t] = 10;
+			e->fused[t] = FUSE_CHAIN_INNER;
 			t = r;
 			r = sole_reader(m, e->fused, t);
 			if (r >= 0 &&
 			    post_act(m->nodes[r], &c.post.act2, &c.post.lo2, &c.post.hi2)) {
-				e->fused[t] = 10;
+				e->fused[t] = FUSE_CHAIN_INNER;
 				t = r;
 			}
 		}
-		e->fused[i] = 8;
-		e->fused[t] = 9;
+		e->fused[i] = FUSE_CHAIN_CONV;
+		e->fused[t] = FUSE_CHAIN_LAST;
 		c.affine = malloc(2 * (size_t)m->nodes[c.bn]->out_shape[0] * sizeof(float));
 		if (!c.affine)
 			return -1;
@@ -357,9 +375,9 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	for (int i = 0; !training && i < m->n_nodes; i++)
 		e->any_q8 |= mc_qop_gives_u8(m->nodes[i]);
 	for (int i = 0; i < m->n_nodes; i++) {
-		if (e->fused[i] == 2 || e->fused[i] == 6) {
+		if (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_RELU_IN_LINEAR) {
 			e->act[i] = e->act[m->nodes[i]->inputs[0]];
-		} else if (e->fused[i] == 4 || e->fused[i] == 10) {
+		} else if (e->fused[i] == FUSE_FLATTEN || e->fused[i] == FUSE_CHAIN_INNER) {
 			e->act[i] = NULL; /* set by each forward; or never written */
 		} else {
 			e->act[i] = mc_calloc((size_t)max_batch * (size_t)m->nodes[i]->out_numel,
@@ -410,10 +428,13 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	for (int i = 0; i < m->n_nodes; i++)
 		e->dwpool[i] = -1;
 	for (int k = 0; k < m->n_nodes; k++) {
-		int c = e->fused[k] == 7 ? m->nodes[m->nodes[k]->inputs[0]]->inputs[0] : 0;
-		int src = e->fused[k] == 7 ? m->nodes[c]->inputs[0] : 0;
+		int c = e->fused[k] == FUSE_POOL_RELU_BACK
+			    ? m->nodes[m->nodes[k]->inputs[0]]->inputs[0]
+			    : 0;
+		int src = e->fused[k] == FUSE_POOL_RELU_BACK ? m->nodes[c]->inputs[0] : 0;
 
-		if (e->fused[k] == 7 && (src == MC_NODE_INPUT || !e->needs[src]) &&
+		if (e->fused[k] == FUSE_POOL_RELU_BACK &&
+		    (src == MC_NODE_INPUT || !e->needs[src]) &&
 		    mc_conv2d_dw_fuses_pool(m->nodes[c]))
 			e->dwpool[c] = k;
 	}
@@ -504,16 +525,17 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 	const struct mc_node *nd = m->nodes[i];
 	const float *in[MC_NODE_MAX_INPUTS];
 
-	if (e->fused[i] == 4) {
+	if (e->fused[i] == FUSE_FLATTEN) {
 		int src = nd->inputs[0];
 
 		e->act[i] = src == MC_NODE_INPUT ? (float *)x : e->act[src];
 		return;
 	}
-	if (e->fused[i] == 2 || e->fused[i] == 3 || e->fused[i] == 6 || e->fused[i] == 8 ||
-	    e->fused[i] == 10)
+	if (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_POOL_IN_CONV ||
+	    e->fused[i] == FUSE_RELU_IN_LINEAR || e->fused[i] == FUSE_CHAIN_CONV ||
+	    e->fused[i] == FUSE_CHAIN_INNER)
 		return;
-	if (e->fused[i] == 9) {
+	if (e->fused[i] == FUSE_CHAIN_LAST) {
 		struct chain *c = &e->chain[i];
 		const struct mc_node *head = m->nodes[c->head];
 		int src = head->inputs[0];
@@ -549,15 +571,15 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 			return;
 		}
 	}
-	if (e->fused[i] == 5)
+	if (e->fused[i] == FUSE_LINEAR_RELU)
 		mc_linear_forward_relu(nd, &e->run, n, in, e->act[i]);
-	else if (e->fused[i] == 1 && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
+	else if (e->fused[i] == FUSE_CONV_RELU && e->pool[i] >= 0 && nd->op == &mc_op_qconv2d)
 		mc_qconv2d_forward_pool(nd, m->nodes[e->pool[i]], &e->run, n, in, e->act[i],
 					e->act[e->pool[i]]);
-	else if (e->fused[i] == 1 && e->pool[i] >= 0)
+	else if (e->fused[i] == FUSE_CONV_RELU && e->pool[i] >= 0)
 		mc_conv2d_forward_relu_pool(nd, m->nodes[e->pool[i]], &e->run, n, in, e->act[i],
 					    e->act[e->pool[i]]);
-	else if (e->fused[i] == 1)
+	else if (e->fused[i] == FUSE_CONV_RELU)
 		mc_conv2d_forward_relu(nd, &e->run, n, in, e->act[i]);
 	else
 		nd->op->forward(nd, &e->run, n, in, e->act[i]);
@@ -582,7 +604,8 @@ const float *mc_forward(struct mc_exec *e, const float *x, int n)
 		forward_node(e, i, x, n);
 		/* a fused chain's time is its conv2d's (the layers after it show none) */
 		if (e->prof)
-			e->prof[2 * (e->fused[i] == 9 ? e->chain[i].head : i)] += now_ms() - t0;
+			e->prof[2 * (e->fused[i] == FUSE_CHAIN_LAST ? e->chain[i].head : i)] +=
+			    now_ms() - t0;
 	}
 	return e->act[m->n_nodes - 1];
 }
@@ -602,7 +625,7 @@ static void backward_node(struct mc_exec *e, int i, const float *dlogits)
 		return;
 	if (!nd->op->backward) /* not trained through: upstream gets nothing */
 		return;
-	if (e->fused[i] == 7) {
+	if (e->fused[i] == FUSE_POOL_RELU_BACK) {
 		/* the pool and its relu at once, into the conv's gradient */
 		int r = nd->inputs[0], c = m->nodes[r]->inputs[0];
 
