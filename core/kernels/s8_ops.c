@@ -79,10 +79,13 @@ static inline float requant1(float scale, int32_t acc, float bias, unsigned flag
  * rounded, is within 3 * 2^-24 |x / s| of the rounded quotient, so for
  * |t| < 512 rounding t gives what rounding x / s gives unless t lies
  * within 2^-12 of a half-integer (3 * 2^-15 < 2^-12), and for |t| >= 512
- * both clamp to the same end (zero points are at most 255). Only a vector
- * with a lane left in doubt (near a half-integer, NaN) is divided, and only
- * those lanes take the quotient. r is 0 (always divide) when s is outside
- * [2^-125, 2^125], where 1 / s would lose bits.
+ * both clamp to the same end (zero points are at most 255). The test is
+ * |t - nearbyint(t)| <= 1/2 - 2^-12 (exact: the difference is; below 512
+ * it says t is at least 2^-12 from a half-integer, at or above 512 either
+ * answer is safe). Only a vector with a lane left in doubt (near a
+ * half-integer, NaN, infinite) is divided, and only those lanes take the
+ * quotient. r is 0 (always divide) when s is outside [2^-125, 2^125], where
+ * 1 / s would lose bits.
  */
 struct quant_k {
 	float s, r, z;
@@ -101,14 +104,11 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512i
 quant16(const struct quant_k *k, __m512 x)
 {
 	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r)), v;
-	__m512 f = _mm512_sub_ps(
-	    _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
-	    _mm512_set1_ps(0.5f));
-	__mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(t), _mm512_set1_ps(512.0f), _CMP_GE_OQ) |
-		       _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p-12f), _CMP_GE_OQ);
+	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r));
+	__m512 v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, v)),
+					  _mm512_set1_ps(0.5f - 0x1p-12f), _CMP_LE_OQ);
 
-	v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	if (ok != 0xffff || k->r == 0.0f)
 		v = _mm512_mask_roundscale_ps(v, k->r == 0.0f ? (__mmask16)0xffff : (__mmask16)~ok,
 					      _mm512_div_ps(x, _mm512_set1_ps(k->s)),
@@ -744,23 +744,66 @@ dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i 
 }
 
 /*
- * One channel's plane on AVX-512 VNNI: 16 positions at a time, each tap a
- * zero-extended load (za in the lanes whose column step leaves the row) and
- * vpdpbusd. A 3x3 window (padding 1: dwf_ok admits no other) has the column
- * steps -1, 0 and +1; its rows sum into three accumulators, added at the
- * end (exact, so in any order).
+ * A 3x3 window's row of 16 positions p0 .. p0 + 15 for vpdpbusd: lane l
+ * holds x[p0 + l - 1], x[p0 + l], x[p0 + l + 1] (and a fourth byte, weighted
+ * 0) in its dword, built from the 32 bytes at row + p0 - 1 by vpermd (bytes
+ * 4g .. 4g + 7 into 128-bit lane g) and vpshufb; the bytes whose column step
+ * leaves the row (keep clear) take za.
+ */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
+dwf_row3(const uint8_t *src, __mmask64 keep, __m512i zab, __m512i didx, __m512i bidx)
+{
+	__m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(src - 1)));
+
+	return _mm512_mask_shuffle_epi8(zab, keep, _mm512_permutexvar_epi32(didx, v), bidx);
+}
+
+/* dwf_row3's bytes to keep: all but x[p - 1] where ow = 0 and x[p + 1] where ow = OW - 1. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __mmask64
+dwf_keep3(__m512i ow, __m512i owm1)
+{
+	__mmask16 l = _mm512_cmpeq_epi32_mask(ow, _mm512_setzero_si512());
+	__mmask16 r = _mm512_cmpeq_epi32_mask(ow, owm1);
+	__m512i e = _mm512_or_si512(_mm512_maskz_mov_epi32(l, _mm512_set1_epi32(0xff)),
+				    _mm512_maskz_mov_epi32(r, _mm512_set1_epi32(0xff0000)));
+
+	return _mm512_testn_epi8_mask(e, e);
+}
+
+/* A 3x3 window's row of weights as dwf_row3's lanes take them: w0, w1, w2, 0. */
+static inline int32_t dwf_wrow3(const int8_t *w)
+{
+	return (int32_t)((uint32_t)(uint8_t)w[0] | (uint32_t)(uint8_t)w[1] << 8 |
+			 (uint32_t)(uint8_t)w[2] << 16);
+}
+
+/* dwf_row3's vpermd and vpshufb indices (lane l: bytes l .. l + 3 of the 32) */
+static const int32_t dwf_didx[16] = {0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6};
+static const uint8_t dwf_bidx[64] = {
+    0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,
+    0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6};
+
+/*
+ * One channel's plane on AVX-512 VNNI: 16 positions at a time. A 3x3 window
+ * (padding 1: dwf_ok admits no other) is three vpdpbusd, a window row each
+ * (dwf_row3); other windows take a tap at a time, a zero-extended load (za
+ * in the lanes whose column step leaves the row) and vpdpbusd with the
+ * weight in byte 0. Either way the sum is exact, so in any order.
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc, int32_t zc,
 	       float sc, float bb, int za, unsigned flags, const uint8_t *xs,
 	       const struct quant_k *qo, float *y, uint8_t *yq)
 {
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
 	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
 	const uint8_t *src[DWF_MAXK * DWF_MAXK];
 	__m512i wv[DWF_MAXK * DWF_MAXK];
 	const __m512i zav = _mm512_set1_epi32(za), zcv = _mm512_set1_epi32(zc);
+	const __m512i zab = _mm512_set1_epi8((char)za);
+	const __m512i didx = _mm512_loadu_si512(dwf_didx), bidx = _mm512_loadu_si512(dwf_bidx);
 	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
-	const __m512i one = _mm512_set1_epi32(1), owm1 = _mm512_set1_epi32(OW - 1);
+	const __m512i owm1 = _mm512_set1_epi32(OW - 1);
 	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
@@ -768,7 +811,7 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 
 	for (int t = 0; t < nt; t++) {
 		src[t] = xs + g->pre + g->off[t];
-		wv[t] = _mm512_set1_epi32((uint8_t)wc[t]);
+		wv[t] = _mm512_set1_epi32(k3 && t < 3 ? dwf_wrow3(wc + 3 * t) : (uint8_t)wc[t]);
 	}
 	for (int p0 = 0; p0 < P; p0 += 16) {
 		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
@@ -776,20 +819,17 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 		__m512 v;
 
 		if (k3) {
-			__mmask16 ml = _mm512_cmpge_epi32_mask(ow, one);
-			__mmask16 mr = _mm512_cmplt_epi32_mask(ow, owm1);
-			__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+			__mmask64 keep = dwf_keep3(ow, owm1);
+			__m512i a0 = _mm512_dpbusd_epi32(
+			    _mm512_setzero_si512(), dwf_row3(src[1] + p0, keep, zab, didx, bidx),
+			    wv[0]);
+			__m512i a1 = _mm512_dpbusd_epi32(
+			    _mm512_setzero_si512(), dwf_row3(src[4] + p0, keep, zab, didx, bidx),
+			    wv[1]);
 
-			a0 = dwf_tap_vnni(a0, zav, ml, src[0] + p0, wv[0]);
-			a1 = dwf_tap_vnni(a1, zav, ml, src[3] + p0, wv[3]);
-			a2 = dwf_tap_vnni(a2, zav, ml, src[6] + p0, wv[6]);
-			a0 = dwf_tap_vnni(a0, zav, 0xffff, src[1] + p0, wv[1]);
-			a1 = dwf_tap_vnni(a1, zav, 0xffff, src[4] + p0, wv[4]);
-			a2 = dwf_tap_vnni(a2, zav, 0xffff, src[7] + p0, wv[7]);
-			a0 = dwf_tap_vnni(a0, zav, mr, src[2] + p0, wv[2]);
-			a1 = dwf_tap_vnni(a1, zav, mr, src[5] + p0, wv[5]);
-			a2 = dwf_tap_vnni(a2, zav, mr, src[8] + p0, wv[8]);
-			acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), a2);
+			a0 = _mm512_dpbusd_epi32(a0, dwf_row3(src[7] + p0, keep, zab, didx, bidx),
+						 wv[2]);
+			acc = _mm512_add_epi32(a0, a1);
 		} else {
 			__mmask16 mdj[DWF_MAXK];
 
@@ -808,7 +848,7 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 		}
 		v = requant16(acc, zcv, scv, bbv, relu, relu6);
 		if (yq)
-			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(qo, v));
+			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(&qk, v));
 		else
 			_mm512_mask_storeu_ps(y + p0, m, v);
 		ow = _mm512_add_epi32(ow, stepv);
