@@ -627,6 +627,79 @@ dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+/* dw2_plane_vnni's vpermd and vpshufb indices (lane l: bytes 2l .. 2l + 3 of the 64) */
+static const int32_t dw2_didx[16] = {0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9};
+static const uint8_t dw2_bidx[64] = {
+    0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9,
+    0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9};
+
+/*
+ * A 3x3 window of stride 2 and padding 1 on AVX-512 VNNI, one channel's
+ * plane from its u8 image x[H][W] (no padded copy): the units (w0, w1, w2,
+ * 0 times x[h][2ow - 1 .. 2ow + 1], za outside the image) of the padded
+ * rows r = 0 .. 2 OH (h = r - 1), each built from one byte-masked load by
+ * vpermd and vpshufb and stored by row phase, tp[0][a] = row 2a (a = 0 ..
+ * OH), tp[1][a] = row 2a + 1, so that window row ki of output p = oh * OW +
+ * ow is the unit at p of tp[0], tp[1], tp[0] + OW: as dw_item_vnni's, a
+ * vector of 16 outputs across rows is three loads and vpdpbusd. The output
+ * is requantized (and quantized to u8 for yq) in registers.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
+	       int za, unsigned flags, const uint8_t *x, uint32_t *tp, const struct quant_k *qo,
+	       float *y, uint8_t *yq)
+{
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	int H = cv->H, W = cv->W, OH = cv->OH, OW = cv->OW, P = OH * OW;
+	uint32_t *ev = tp, *od = tp + (size_t)(OH + 1) * OW;
+	const __m512i zab = _mm512_set1_epi8((char)za), zcv = _mm512_set1_epi32(zc);
+	const __m512i didx = _mm512_loadu_si512(dw2_didx), bidx = _mm512_loadu_si512(dw2_bidx);
+	const __m512i w0 = _mm512_set1_epi32((int)wt[0]), w1 = _mm512_set1_epi32((int)wt[1]);
+	const __m512i w2 = _mm512_set1_epi32((int)wt[2]);
+	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+
+	for (int ow0 = 0; ow0 < OW; ow0 += 16) {
+		/* the window's bytes are columns c0 .. c0 + 63, those in the image loaded */
+		int c0 = 2 * ow0 - 1, lo = c0 < 0 ? -c0 : 0, hi = W - c0;
+		__mmask64 m = (hi >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << hi) - 1) &
+			      ~(((__mmask64)1 << lo) - 1);
+		__mmask16 sm =
+		    OW - ow0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OW - ow0)) - 1);
+		const uint8_t *at = x + c0; /* c0 = -1: byte 0 is masked off */
+
+		for (int r = 0; r <= 2 * OH; r++) {
+			int h = r - 1;
+			uint32_t *dst = (r % 2 ? od : ev) + (size_t)(r / 2) * OW + ow0;
+			__m512i v = zab; /* a row of padding: za throughout */
+
+			if (h >= 0 && h < H) {
+				v = _mm512_mask_loadu_epi8(zab, m, at + (size_t)h * W);
+				v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, v), bidx);
+			}
+			_mm512_mask_storeu_epi32(dst, sm, v);
+		}
+	}
+	for (int p0 = 0; p0 < P; p0 += 16) {
+		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+		__m512i a0 =
+		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(ev + p0), w0);
+		__m512i a1 =
+		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(od + p0), w1);
+		__m512 v;
+
+		a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(ev + OW + p0), w2);
+		v = requant16(_mm512_add_epi32(a0, a1), zcv, scv, bbv, relu, relu6);
+		if (yq)
+			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(&qk, v));
+		else
+			_mm512_mask_storeu_ps(y + p0, m, v);
+	}
+}
+#endif
+
 static dw_item_fn dw_item_path(int tq)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -1406,7 +1479,11 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	dw_item_fn item = dw_item_path(tq);
 	struct dw_geo g;
 #if defined(__x86_64__) || defined(__i386__)
-	struct quant_k qk = quant_k(q->sa, q->za);
+	/* stride 2, 3x3 of padding 1 (MobileNetV2's) on AVX-512 VNNI: dw2_plane_vnni */
+	int s2 = tq == 4 && cv->k == 3 && cv->s == 2 && cv->p == 1;
+	const int32_t *zc = (const int32_t *)work + (size_t)cv->C * 3;
+	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
+	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
 #endif
 
 	dw_geo(cv, tq, &g);
@@ -1433,6 +1510,16 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
 						       xq);
 			}
+#if defined(__x86_64__) || defined(__i386__)
+			if (s2) {
+				int c = (int)(it % cv->C);
+
+				dw2_plane_vnni(cv, (const uint32_t *)work + (size_t)c * 3, zc[c],
+					       sc[c], bb[c], q->za, q->flags, src, tp, &qo, dst,
+					       io->yq ? io->yq + (size_t)it * P : NULL);
+				continue;
+			}
+#endif
 			dw_pad(cv, &g, q->za, src, xp);
 			item(cv, &g, work, (int)(it % cv->C), xp, tp, q->flags, dst);
 			if (io->yq)
