@@ -785,6 +785,13 @@ static void dwf_fill(const struct mc_qconv *cv, const struct dwf_geo *g, const u
 	memcpy(xs + g->pre, x, (size_t)cv->H * cv->W);
 }
 
+/* A 3x3 window's row of weights as AVX-512's dwf_row3 lanes take them: w0, w1, w2, 0. */
+static inline int32_t dwf_wrow3(const int8_t *w)
+{
+	return (int32_t)((uint32_t)(uint8_t)w[0] | (uint32_t)(uint8_t)w[1] << 8 |
+			 (uint32_t)(uint8_t)w[2] << 16);
+}
+
 /* One channel's plane on the portable path, into y (f32). */
 static void dwf_plane_portable(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc,
 			       int32_t zc, float sc, float bb, int za, unsigned flags,
@@ -819,16 +826,28 @@ dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i 
 /*
  * A 3x3 window's row of 16 positions p0 .. p0 + 15 for vpdpbusd: lane l
  * holds x[p0 + l - 1], x[p0 + l], x[p0 + l + 1] (and a fourth byte, weighted
- * 0) in its dword, built from the 32 bytes at row + p0 - 1 by vpermd (bytes
- * 4g .. 4g + 7 into 128-bit lane g) and vpshufb; the bytes whose column step
- * leaves the row (keep clear) take za.
+ * 0) in its dword, built from the 32 bytes at src - 1 by vpermd (bytes 4g ..
+ * 4g + 15 into 128-bit lane g) and vpshufb. Bytes outside the plane (ld
+ * clear: not read) and those whose column step leaves the row (keep clear)
+ * take za.
  */
-__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
-dwf_row3(const uint8_t *src, __mmask64 keep, __m512i zab, __m512i didx, __m512i bidx)
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline __m512i
+dwf_row3(const uint8_t *src, __mmask32 ld, __mmask64 keep, __m512i zab, __m512i didx, __m512i bidx)
 {
-	__m512i v = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(src - 1)));
+	__m512i v = _mm512_castsi256_si512(
+	    _mm256_mask_loadu_epi8(_mm512_castsi512_si256(zab), ld, src - 1));
 
 	return _mm512_mask_shuffle_epi8(zab, keep, _mm512_permutexvar_epi32(didx, v), bidx);
+}
+
+/* The bytes of the 32 at x + at in the plane x[0 .. P - 1]. */
+static inline __mmask32 dwf_in(int64_t at, int64_t P)
+{
+	int64_t lo = at < 0 ? -at : 0, hi = P - at;
+
+	if (lo >= 32 || hi <= 0)
+		return 0;
+	return (hi >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << hi) - 1) & ~(((__mmask32)1 << lo) - 1);
 }
 
 /* dwf_row3's bytes to keep: all but x[p - 1] where ow = 0 and x[p + 1] where ow = OW - 1. */
@@ -843,13 +862,6 @@ dwf_keep3(__m512i ow, __m512i owm1)
 	return _mm512_testn_epi8_mask(e, e);
 }
 
-/* A 3x3 window's row of weights as dwf_row3's lanes take them: w0, w1, w2, 0. */
-static inline int32_t dwf_wrow3(const int8_t *w)
-{
-	return (int32_t)((uint32_t)(uint8_t)w[0] | (uint32_t)(uint8_t)w[1] << 8 |
-			 (uint32_t)(uint8_t)w[2] << 16);
-}
-
 /* dwf_row3's vpermd and vpshufb indices (lane l: bytes l .. l + 3 of the 32) */
 static const int32_t dwf_didx[16] = {0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6};
 static const uint8_t dwf_bidx[64] = {
@@ -857,11 +869,10 @@ static const uint8_t dwf_bidx[64] = {
     0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6};
 
 /*
- * One channel's plane on AVX-512 VNNI: 16 positions at a time. A 3x3 window
- * (padding 1: dwf_ok admits no other) is three vpdpbusd, a window row each
- * (dwf_row3); other windows take a tap at a time, a zero-extended load (za
- * in the lanes whose column step leaves the row) and vpdpbusd with the
- * weight in byte 0. Either way the sum is exact, so in any order.
+ * One channel's plane of a window other than 3x3 on AVX-512 VNNI: 16
+ * positions at a time, a tap at a time: a zero-extended load (za in the
+ * lanes whose column step leaves the row) and vpdpbusd with the weight in
+ * byte 0.
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc, int32_t zc,
@@ -869,14 +880,11 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	       const struct quant_k *qo, float *y, uint8_t *yq)
 {
 	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
-	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
+	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt;
 	const uint8_t *src[DWF_MAXK * DWF_MAXK];
 	__m512i wv[DWF_MAXK * DWF_MAXK];
 	const __m512i zav = _mm512_set1_epi32(za), zcv = _mm512_set1_epi32(zc);
-	const __m512i zab = _mm512_set1_epi8((char)za);
-	const __m512i didx = _mm512_loadu_si512(dwf_didx), bidx = _mm512_loadu_si512(dwf_bidx);
 	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
-	const __m512i owm1 = _mm512_set1_epi32(OW - 1);
 	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
@@ -884,46 +892,90 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 
 	for (int t = 0; t < nt; t++) {
 		src[t] = xs + g->pre + g->off[t];
-		wv[t] = _mm512_set1_epi32(k3 && t < 3 ? dwf_wrow3(wc + 3 * t) : (uint8_t)wc[t]);
+		wv[t] = _mm512_set1_epi32((uint8_t)wc[t]);
 	}
 	for (int p0 = 0; p0 < P; p0 += 16) {
 		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
-		__m512i acc;
+		__mmask16 mdj[DWF_MAXK];
+		__m512i acc = _mm512_setzero_si512();
 		__m512 v;
 
-		if (k3) {
-			__mmask64 keep = dwf_keep3(ow, owm1);
-			__m512i a0 = _mm512_dpbusd_epi32(
-			    _mm512_setzero_si512(), dwf_row3(src[1] + p0, keep, zab, didx, bidx),
-			    wv[0]);
-			__m512i a1 = _mm512_dpbusd_epi32(
-			    _mm512_setzero_si512(), dwf_row3(src[4] + p0, keep, zab, didx, bidx),
-			    wv[1]);
+		for (int d = 0; d < g->ndj; d++) {
+			int dj = g->dj0 + d;
 
-			a0 = _mm512_dpbusd_epi32(a0, dwf_row3(src[7] + p0, keep, zab, didx, bidx),
-						 wv[2]);
-			acc = _mm512_add_epi32(a0, a1);
-		} else {
-			__mmask16 mdj[DWF_MAXK];
-
-			for (int d = 0; d < g->ndj; d++) {
-				int dj = g->dj0 + d;
-
-				mdj[d] =
-				    dj < 0 ? _mm512_cmpge_epi32_mask(ow, _mm512_set1_epi32(-dj))
-				    : dj > 0
-					? _mm512_cmplt_epi32_mask(ow, _mm512_set1_epi32(OW - dj))
-					: (__mmask16)0xffff;
-			}
-			acc = _mm512_setzero_si512();
-			for (int t = 0; t < nt; t++)
-				acc = dwf_tap_vnni(acc, zav, mdj[g->dj[t]], src[t] + p0, wv[t]);
+			mdj[d] = dj < 0	  ? _mm512_cmpge_epi32_mask(ow, _mm512_set1_epi32(-dj))
+				 : dj > 0 ? _mm512_cmplt_epi32_mask(ow, _mm512_set1_epi32(OW - dj))
+					  : (__mmask16)0xffff;
 		}
+		for (int t = 0; t < nt; t++)
+			acc = dwf_tap_vnni(acc, zav, mdj[g->dj[t]], src[t] + p0, wv[t]);
 		v = requant16(acc, zcv, scv, bbv, relu, relu6);
 		if (yq)
 			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(&qk, v));
 		else
 			_mm512_mask_storeu_ps(y + p0, m, v);
+		ow = _mm512_add_epi32(ow, stepv);
+		ow = _mm512_mask_sub_epi32(ow, _mm512_cmpge_epi32_mask(ow, owv), ow, owv);
+	}
+}
+
+/*
+ * A 3x3 window (padding 1) on AVX-512 VNNI, straight from the u8 plane
+ * x[H][W] (no copy between margins: loads outside the plane are masked to
+ * za), for nc output channels that read it (a depthwise channel: 1; a
+ * stem: its channels): per 16 positions the three window rows (dwf_row3)
+ * are built once, then each channel is three vpdpbusd with its rows of
+ * weights wr[c][3] (dwf_wrow3), requantized (and quantized to u8 for yq)
+ * in registers into y + c * P or yq + c * P.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int32_t *wr,
+	  const int32_t *zc, const float *sc, const float *bb, int za, unsigned flags,
+	  const uint8_t *x, const struct quant_k *qo, float *y, uint8_t *yq)
+{
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	int OW = cv->OW, P = cv->OH * cv->OW;
+	const __m512i zab = _mm512_set1_epi8((char)za);
+	const __m512i didx = _mm512_loadu_si512(dwf_didx), bidx = _mm512_loadu_si512(dwf_bidx);
+	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
+	const __m512i owm1 = _mm512_set1_epi32(OW - 1);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+	__m512i ow = _mm512_loadu_si512(g->ow0);
+
+	for (int p0 = 0; p0 < P; p0 += 16) {
+		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+		__mmask64 keep = dwf_keep3(ow, owm1);
+		/* the 32 bytes of each row lie in the plane but near its ends */
+		__mmask32 l0 = ~(__mmask32)0, l1 = l0, l2 = l0;
+		__m512i r0, r1, r2;
+
+		if (p0 < OW + 1 || (int64_t)p0 + OW + 31 > P) {
+			l0 = dwf_in((int64_t)p0 - OW - 1, P);
+			l1 = dwf_in((int64_t)p0 - 1, P);
+			l2 = dwf_in((int64_t)p0 + OW - 1, P);
+		}
+		r0 = dwf_row3(x + p0 - OW, l0, keep, zab, didx, bidx);
+		r1 = dwf_row3(x + p0, l1, keep, zab, didx, bidx);
+		r2 = dwf_row3(x + p0 + OW, l2, keep, zab, didx, bidx);
+
+		for (int c = 0; c < nc; c++) {
+			const int32_t *w = wr + 3 * c;
+			__m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), r0,
+							 _mm512_set1_epi32(w[0]));
+			__m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), r1,
+							 _mm512_set1_epi32(w[1]));
+			__m512 v;
+
+			s0 = _mm512_dpbusd_epi32(s0, r2, _mm512_set1_epi32(w[2]));
+			v = requant16(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(zc[c]),
+				      _mm512_set1_ps(sc[c]), _mm512_set1_ps(bb[c]), relu, relu6);
+			if (yq)
+				_mm512_mask_cvtusepi32_storeu_epi8(yq + (size_t)c * P + p0, m,
+								   quant16(&qk, v));
+			else
+				_mm512_mask_storeu_ps(y + (size_t)c * P + p0, m, v);
+		}
 		ow = _mm512_add_epi32(ow, stepv);
 		ow = _mm512_mask_sub_epi32(ow, _mm512_cmpge_epi32_mask(ow, owv), ow, owv);
 	}
@@ -1041,7 +1093,7 @@ static size_t dw_work(const struct mc_qconv *cv, int n)
 {
 	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->O;
 	int slots = items < SLOTS ? (int)items : SLOTS;
-	size_t head = up64((size_t)cv->O * 3 * 4), slot = 0;
+	size_t head = up64((size_t)cv->O * 6 * 4), slot = 0; /* dwf_forward's head */
 	struct dw_geo g;
 	struct dwf_geo fg;
 
@@ -1400,13 +1452,14 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	int64_t items = (int64_t)n * O;
 	int32_t *zc = work;
 	float *sc = (float *)(zc + O), *bb = sc + O;
+	int32_t *wr = (int32_t *)(bb + O); /* [O][3]: a 3x3's rows of weights (dwf_wrow3) */
 	struct dwf_geo g;
 #if defined(__x86_64__) || defined(__i386__)
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
 #endif
 
 	dwf_geo(cv, &g);
-	head = up64((size_t)O * 3 * 4);
+	head = up64((size_t)O * 6 * 4);
 	for (int c = 0; c < O; c++) {
 		int32_t sum = 0;
 
@@ -1415,8 +1468,43 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		zc[c] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
 		sc[c] = q->sa * q->sw[c];
 		bb[c] = q->bias ? q->bias[c] : 0.0f;
+		if (cv->k == 3)
+			for (int r = 0; r < 3; r++)
+				wr[3 * c + r] = dwf_wrow3(w + (size_t)c * kk + 3 * r);
 	}
 	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
+#if defined(__x86_64__) || defined(__i386__)
+	if (simd == 2 && cv->k == 3) {
+		/*
+		 * Straight from the u8 planes, each thread its share of the
+		 * items in order; a stem's run of channels of one sample is
+		 * one call, which builds each vector's window rows once.
+		 */
+#pragma omp parallel num_threads(nt)
+		{
+			int tid = omp_get_thread_num(), team = omp_get_num_threads();
+			int64_t i1 = items * (tid + 1) / team;
+			uint8_t *xq = (uint8_t *)work + head + (size_t)tid * g.slot;
+
+			for (int64_t it = items * tid / team; it < i1;) {
+				int64_t pl = stem ? it / O : it; /* the input plane */
+				int c = (int)(it % O);
+				int nc =
+				    stem ? (int)((pl + 1) * O < i1 ? (pl + 1) * O - it : i1 - it)
+					 : 1;
+				const uint8_t *src = io->xq ? io->xq + (size_t)pl * HW : xq;
+
+				if (!io->xq)
+					quant_avx512(&qk, io->x + (size_t)pl * HW, HW, xq);
+				dwf3_vnni(cv, &g, nc, wr + 3 * c, zc + c, sc + c, bb + c, q->za,
+					  q->flags, src, &qo, io->y ? io->y + (size_t)it * P : NULL,
+					  io->yq ? io->yq + (size_t)it * P : NULL);
+				it += nc;
+			}
+		}
+		return;
+	}
+#endif
 #pragma omp parallel num_threads(nt)
 	{
 		uint8_t *xq = (uint8_t *)work + head + (size_t)omp_get_thread_num() * g.slot;
