@@ -89,14 +89,17 @@ static inline float requant1(float scale, int32_t acc, float bias, unsigned flag
  */
 struct quant_k {
 	float s, r, z;
+	unsigned trust; /* 0xffff: lanes may take t; 0 (r = 0): none may */
 };
 
 static struct quant_k quant_k(float s, int z)
 {
-	struct quant_k k = {s, 0.0f, (float)z};
+	struct quant_k k = {s, 0.0f, (float)z, 0};
 
-	if (s >= 0x1p-125f && s <= 0x1p125f)
+	if (s >= 0x1p-125f && s <= 0x1p125f) {
 		k.r = 1.0f / s;
+		k.trust = 0xffff;
+	}
 	return k;
 }
 
@@ -106,11 +109,12 @@ quant16(const struct quant_k *k, __m512 x)
 	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
 	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r));
 	__m512 v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	__mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, v)),
-					  _mm512_set1_ps(0.5f - 0x1p-12f), _CMP_LE_OQ);
+	__mmask16 ok =
+	    _mm512_mask_cmp_ps_mask((__mmask16)k->trust, _mm512_abs_ps(_mm512_sub_ps(t, v)),
+				    _mm512_set1_ps(0.5f - 0x1p-12f), _CMP_LE_OQ);
 
-	if (ok != 0xffff || k->r == 0.0f)
-		v = _mm512_mask_roundscale_ps(v, k->r == 0.0f ? (__mmask16)0xffff : (__mmask16)~ok,
+	if (ok != 0xffff)
+		v = _mm512_mask_roundscale_ps(v, (__mmask16)~ok,
 					      _mm512_div_ps(x, _mm512_set1_ps(k->s)),
 					      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	/* max(v, 0) takes 0 for NaN, as mc_quantize_u8 does */
@@ -726,9 +730,12 @@ static dw_item_fn dw_item_path(int tq)
  * 0), vpmaddwd on AVX2 (in the low half), exact either way, so the sum and
  * the za * sum(w) correction are those of the kernel above, and the output
  * is requantized (and quantized to u8 for yq) in registers with
- * mc_quantize_u8's operations. Strided layers keep the kernel of units:
- * split into phase planes for this one, their planes cost more to lay out
- * than the units do.
+ * mc_quantize_u8's operations. On AVX-512 VNNI a 3x3 window (the
+ * depthwise layers' and the stem's) packs a window row's three taps into
+ * the bytes of one dword instead (dwf3_vnni: one vpdpbusd a row, loads
+ * straight from the u8 plane, a stem's vectors built once for all its
+ * channels). Strided layers keep the kernel of units (at stride 2, 3x3 on
+ * AVX-512 VNNI: dw2_plane_vnni, units built in registers from the u8 plane).
  */
 #define DWF_MAXK 7
 
@@ -831,11 +838,10 @@ dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i 
  * clear: not read) and those whose column step leaves the row (keep clear)
  * take za.
  */
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline __m512i
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
 dwf_row3(const uint8_t *src, __mmask32 ld, __mmask64 keep, __m512i zab, __m512i didx, __m512i bidx)
 {
-	__m512i v = _mm512_castsi256_si512(
-	    _mm256_mask_loadu_epi8(_mm512_castsi512_si256(zab), ld, src - 1));
+	__m512i v = _mm512_mask_loadu_epi8(zab, (__mmask64)ld, src - 1);
 
 	return _mm512_mask_shuffle_epi8(zab, keep, _mm512_permutexvar_epi32(didx, v), bidx);
 }
@@ -928,7 +934,7 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
  * weights wr[c][3] (dwf_wrow3), requantized (and quantized to u8 for yq)
  * in registers into y + c * P or yq + c * P.
  */
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int32_t *wr,
 	  const int32_t *zc, const float *sc, const float *bb, int za, unsigned flags,
 	  const uint8_t *x, const struct quant_k *qo, float *y, uint8_t *yq)
@@ -942,10 +948,21 @@ dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int3
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
 	__m512i ow = _mm512_loadu_si512(g->ow0);
+	/*
+	 * Rows of at most 255: dwf_keep3's mask as the nonzero bytes of ow,
+	 * 0xff, OW - 1 - ow, 0xff (kept in step with ow; no field carries)
+	 */
+	const int narrow = OW <= 255;
+	const __m512i stepx =
+	    _mm512_set1_epi32((int)((uint32_t)g->step16 - ((uint32_t)g->step16 << 16)));
+	const __m512i owx1 = _mm512_set1_epi32((int)((uint32_t)OW - ((uint32_t)OW << 16)));
+	__m512i owx = _mm512_add_epi32(_mm512_add_epi32(ow, _mm512_set1_epi32((int)0xff00ff00u)),
+				       _mm512_slli_epi32(_mm512_sub_epi32(owm1, ow), 16));
 
 	for (int p0 = 0; p0 < P; p0 += 16) {
 		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
-		__mmask64 keep = dwf_keep3(ow, owm1);
+		__mmask64 keep = narrow ? _mm512_test_epi8_mask(owx, owx) : dwf_keep3(ow, owm1);
+		__mmask16 wrap;
 		/* the 32 bytes of each row lie in the plane but near its ends */
 		__mmask32 l0 = ~(__mmask32)0, l1 = l0, l2 = l0;
 		__m512i r0, r1, r2;
@@ -977,7 +994,10 @@ dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int3
 				_mm512_mask_storeu_ps(y + (size_t)c * P + p0, m, v);
 		}
 		ow = _mm512_add_epi32(ow, stepv);
-		ow = _mm512_mask_sub_epi32(ow, _mm512_cmpge_epi32_mask(ow, owv), ow, owv);
+		wrap = _mm512_cmpge_epi32_mask(ow, owv);
+		ow = _mm512_mask_sub_epi32(ow, wrap, ow, owv);
+		owx = _mm512_add_epi32(owx, stepx);
+		owx = _mm512_mask_sub_epi32(owx, wrap, owx, owx1);
 	}
 }
 
