@@ -86,6 +86,16 @@ static const struct shape shapes[] = {
     {3, 1, 7, 9, 5, 3, 1, 1, 1},
     {2, 1, 6, 5, 4, 5, 1, 2, 1},
     {2, 1, 9, 8, 3, 3, 2, 1, 1},
+    /* depthwise at stride 2, rows of more outputs than a vector: 33, 70 and 71 wide */
+    {2, 4, 6, 33, 4, 3, 2, 1, 4},
+    {1, 3, 5, 70, 3, 3, 2, 1, 3},
+    {2, 3, 4, 71, 3, 3, 2, 1, 3},
+    /* the flat kernel on rows longer than a vector; stems of 1x1, 2x3 and 5x33 planes */
+    {2, 3, 5, 40, 3, 3, 1, 1, 3},
+    {1, 2, 3, 260, 2, 3, 1, 1, 2},
+    {3, 1, 1, 1, 7, 3, 1, 1, 1},
+    {2, 1, 2, 3, 17, 3, 1, 1, 1},
+    {2, 1, 5, 33, 6, 3, 1, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -360,8 +370,9 @@ END_TEST
 START_TEST(u8_io_matches_f32_route)
 {
 	/* depthwise, pointwise and stem shapes */
-	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20, 21,
-				    22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34};
+	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20,
+				    21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+				    33, 34, 36, 37, 38, 39, 40, 41, 42, 43};
 	const char *saved = mc_gemm_s8_kernel();
 	const float so = 0.0371f;
 	const int zo = 97;

@@ -79,21 +79,27 @@ static inline float requant1(float scale, int32_t acc, float bias, unsigned flag
  * rounded, is within 3 * 2^-24 |x / s| of the rounded quotient, so for
  * |t| < 512 rounding t gives what rounding x / s gives unless t lies
  * within 2^-12 of a half-integer (3 * 2^-15 < 2^-12), and for |t| >= 512
- * both clamp to the same end (zero points are at most 255). Only a vector
- * with a lane left in doubt (near a half-integer, NaN) is divided, and only
- * those lanes take the quotient. r is 0 (always divide) when s is outside
- * [2^-125, 2^125], where 1 / s would lose bits.
+ * both clamp to the same end (zero points are at most 255). The test is
+ * |t - nearbyint(t)| <= 1/2 - 2^-12 (exact: the difference is; below 512
+ * it says t is at least 2^-12 from a half-integer, at or above 512 either
+ * answer is safe). Only a vector with a lane left in doubt (near a
+ * half-integer, NaN, infinite) is divided, and only those lanes take the
+ * quotient. r is 0 (always divide) when s is outside [2^-125, 2^125], where
+ * 1 / s would lose bits.
  */
 struct quant_k {
 	float s, r, z;
+	unsigned trust; /* 0xffff: lanes may take t; 0 (r = 0): none may */
 };
 
 static struct quant_k quant_k(float s, int z)
 {
-	struct quant_k k = {s, 0.0f, (float)z};
+	struct quant_k k = {s, 0.0f, (float)z, 0};
 
-	if (s >= 0x1p-125f && s <= 0x1p125f)
+	if (s >= 0x1p-125f && s <= 0x1p125f) {
 		k.r = 1.0f / s;
+		k.trust = 0xffff;
+	}
 	return k;
 }
 
@@ -101,21 +107,35 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512i
 quant16(const struct quant_k *k, __m512 x)
 {
 	const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r)), v;
-	__m512 f = _mm512_sub_ps(
-	    _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)),
-	    _mm512_set1_ps(0.5f));
-	__mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(t), _mm512_set1_ps(512.0f), _CMP_GE_OQ) |
-		       _mm512_cmp_ps_mask(_mm512_abs_ps(f), _mm512_set1_ps(0x1p-12f), _CMP_GE_OQ);
+	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r));
+	__m512 v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__mmask16 ok =
+	    _mm512_mask_cmp_ps_mask((__mmask16)k->trust, _mm512_abs_ps(_mm512_sub_ps(t, v)),
+				    _mm512_set1_ps(0.5f - 0x1p-12f), _CMP_LE_OQ);
 
-	v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	if (ok != 0xffff || k->r == 0.0f)
-		v = _mm512_mask_roundscale_ps(v, k->r == 0.0f ? (__mmask16)0xffff : (__mmask16)~ok,
+	if (ok != 0xffff)
+		v = _mm512_mask_roundscale_ps(v, (__mmask16)~ok,
 					      _mm512_div_ps(x, _mm512_set1_ps(k->s)),
 					      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	/* max(v, 0) takes 0 for NaN, as mc_quantize_u8 does */
 	v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, _mm512_set1_ps(k->z)), lo), hi);
 	return _mm512_cvtps_epu32(v);
+}
+
+/*
+ * 16 values of quant16 (in [0, 255]) to bytes: narrowed in a register
+ * (vpmovdb) and stored, masked only for a part vector; a narrowing store
+ * to memory (vpmovusdb m128) is slower on AMD.
+ */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void
+store16_u8(uint8_t *d, __mmask16 m, __m512i u)
+{
+	__m128i b = _mm512_cvtepi32_epi8(u);
+
+	if (m == 0xffff)
+		_mm_storeu_si128((__m128i *)d, b);
+	else
+		_mm512_mask_storeu_epi8(d, (__mmask64)m, _mm512_castsi128_si512(b));
 }
 
 /*
@@ -149,15 +169,16 @@ requant8(__m256i acc, __m256i zc, __m256 sc, __m256 bb, int relu, int relu6)
 	return v;
 }
 
-/* q[n] = u8(x[n]) through quant16, the tail masked. */
-__attribute__((target("avx512f"))) static void quant_avx512(const struct quant_k *k, const float *x,
-							    size_t n, uint8_t *q)
+/* q[n] = u8(x[n]) through quant16, the tail masked (callers: the AVX-512 VNNI paths). */
+__attribute__((target("avx512f,avx512bw"))) static void
+quant_avx512(const struct quant_k *k, const float *x, size_t n, uint8_t *q)
 {
+	const struct quant_k kk = *k; /* in registers: stores to q may alias *k */
+
 	for (size_t i = 0; i < n; i += 16) {
 		__mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
 
-		_mm512_mask_cvtusepi32_storeu_epi8(q + i, m,
-						   quant16(k, _mm512_maskz_loadu_ps(m, x + i)));
+		store16_u8(q + i, m, quant16(&kk, _mm512_maskz_loadu_ps(m, x + i)));
 	}
 }
 #endif
@@ -627,6 +648,79 @@ dw_item_vnni(const struct mc_qconv *cv, const struct dw_geo *g, const void *head
 }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+/* dw2_plane_vnni's vpermd and vpshufb indices (lane l: bytes 2l .. 2l + 3 of the 64) */
+static const int32_t dw2_didx[16] = {0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9};
+static const uint8_t dw2_bidx[64] = {
+    0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9,
+    0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9};
+
+/*
+ * A 3x3 window of stride 2 and padding 1 on AVX-512 VNNI, one channel's
+ * plane from its u8 image x[H][W] (no padded copy): the units (w0, w1, w2,
+ * 0 times x[h][2ow - 1 .. 2ow + 1], za outside the image) of the padded
+ * rows r = 0 .. 2 OH (h = r - 1), each built from one byte-masked load by
+ * vpermd and vpshufb and stored by row phase, tp[0][a] = row 2a (a = 0 ..
+ * OH), tp[1][a] = row 2a + 1, so that window row ki of output p = oh * OW +
+ * ow is the unit at p of tp[0], tp[1], tp[0] + OW: as dw_item_vnni's, a
+ * vector of 16 outputs across rows is three loads and vpdpbusd. The output
+ * is requantized (and quantized to u8 for yq) in registers.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
+	       int za, unsigned flags, const uint8_t *x, uint32_t *tp, const struct quant_k *qo,
+	       float *y, uint8_t *yq)
+{
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	int H = cv->H, W = cv->W, OH = cv->OH, OW = cv->OW, P = OH * OW;
+	uint32_t *ev = tp, *od = tp + (size_t)(OH + 1) * OW;
+	const __m512i zab = _mm512_set1_epi8((char)za), zcv = _mm512_set1_epi32(zc);
+	const __m512i didx = _mm512_loadu_si512(dw2_didx), bidx = _mm512_loadu_si512(dw2_bidx);
+	const __m512i w0 = _mm512_set1_epi32((int)wt[0]), w1 = _mm512_set1_epi32((int)wt[1]);
+	const __m512i w2 = _mm512_set1_epi32((int)wt[2]);
+	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+
+	for (int ow0 = 0; ow0 < OW; ow0 += 16) {
+		/* the window's bytes are columns c0 .. c0 + 63, those in the image loaded */
+		int c0 = 2 * ow0 - 1, lo = c0 < 0 ? -c0 : 0, hi = W - c0;
+		__mmask64 m = (hi >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << hi) - 1) &
+			      ~(((__mmask64)1 << lo) - 1);
+		__mmask16 sm =
+		    OW - ow0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OW - ow0)) - 1);
+		const uint8_t *at = x + c0; /* c0 = -1: byte 0 is masked off */
+
+		for (int r = 0; r <= 2 * OH; r++) {
+			int h = r - 1;
+			uint32_t *dst = (r % 2 ? od : ev) + (size_t)(r / 2) * OW + ow0;
+			__m512i v = zab; /* a row of padding: za throughout */
+
+			if (h >= 0 && h < H) {
+				v = _mm512_mask_loadu_epi8(zab, m, at + (size_t)h * W);
+				v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, v), bidx);
+			}
+			_mm512_mask_storeu_epi32(dst, sm, v);
+		}
+	}
+	for (int p0 = 0; p0 < P; p0 += 16) {
+		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+		__m512i a0 =
+		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(ev + p0), w0);
+		__m512i a1 =
+		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(od + p0), w1);
+		__m512 v;
+
+		a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(ev + OW + p0), w2);
+		v = requant16(_mm512_add_epi32(a0, a1), zcv, scv, bbv, relu, relu6);
+		if (yq)
+			store16_u8(yq + p0, m, quant16(&qk, v));
+		else
+			_mm512_mask_storeu_ps(y + p0, m, v);
+	}
+}
+#endif
+
 static dw_item_fn dw_item_path(int tq)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -653,9 +747,12 @@ static dw_item_fn dw_item_path(int tq)
  * 0), vpmaddwd on AVX2 (in the low half), exact either way, so the sum and
  * the za * sum(w) correction are those of the kernel above, and the output
  * is requantized (and quantized to u8 for yq) in registers with
- * mc_quantize_u8's operations. Strided layers keep the kernel of units:
- * split into phase planes for this one, their planes cost more to lay out
- * than the units do.
+ * mc_quantize_u8's operations. On AVX-512 VNNI a 3x3 window (the
+ * depthwise layers' and the stem's) packs a window row's three taps into
+ * the bytes of one dword instead (dwf3_vnni: one vpdpbusd a row, loads
+ * straight from the u8 plane, a stem's vectors built once for all its
+ * channels). Strided layers keep the kernel of units (at stride 2, 3x3 on
+ * AVX-512 VNNI: dw2_plane_vnni, units built in registers from the u8 plane).
  */
 #define DWF_MAXK 7
 
@@ -712,6 +809,13 @@ static void dwf_fill(const struct mc_qconv *cv, const struct dwf_geo *g, const u
 	memcpy(xs + g->pre, x, (size_t)cv->H * cv->W);
 }
 
+/* A 3x3 window's row of weights as AVX-512's dwf_row3 lanes take them: w0, w1, w2, 0. */
+static inline int32_t dwf_wrow3(const int8_t *w)
+{
+	return (int32_t)((uint32_t)(uint8_t)w[0] | (uint32_t)(uint8_t)w[1] << 8 |
+			 (uint32_t)(uint8_t)w[2] << 16);
+}
+
 /* One channel's plane on the portable path, into y (f32). */
 static void dwf_plane_portable(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc,
 			       int32_t zc, float sc, float bb, int za, unsigned flags,
@@ -744,23 +848,66 @@ dwf_tap_vnni(__m512i acc, __m512i zav, __mmask16 m, const uint8_t *src, __m512i 
 }
 
 /*
- * One channel's plane on AVX-512 VNNI: 16 positions at a time, each tap a
- * zero-extended load (za in the lanes whose column step leaves the row) and
- * vpdpbusd. A 3x3 window (padding 1: dwf_ok admits no other) has the column
- * steps -1, 0 and +1; its rows sum into three accumulators, added at the
- * end (exact, so in any order).
+ * A 3x3 window's row of 16 positions p0 .. p0 + 15 for vpdpbusd: lane l
+ * holds x[p0 + l - 1], x[p0 + l], x[p0 + l + 1] (and a fourth byte, weighted
+ * 0) in its dword, built from the 32 bytes at src - 1 by vpermd (bytes 4g ..
+ * 4g + 15 into 128-bit lane g) and vpshufb. Bytes outside the plane (ld
+ * clear: not read) and those whose column step leaves the row (keep clear)
+ * take za.
+ */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
+dwf_row3(const uint8_t *src, __mmask32 ld, __mmask64 keep, __m512i zab, __m512i didx, __m512i bidx)
+{
+	__m512i v = _mm512_mask_loadu_epi8(zab, (__mmask64)ld, src - 1);
+
+	return _mm512_mask_shuffle_epi8(zab, keep, _mm512_permutexvar_epi32(didx, v), bidx);
+}
+
+/* The bytes of the 32 at x + at in the plane x[0 .. P - 1]. */
+static inline __mmask32 dwf_in(int64_t at, int64_t P)
+{
+	int64_t lo = at < 0 ? -at : 0, hi = P - at;
+
+	if (lo >= 32 || hi <= 0)
+		return 0;
+	return (hi >= 32 ? ~(__mmask32)0 : ((__mmask32)1 << hi) - 1) & ~(((__mmask32)1 << lo) - 1);
+}
+
+/* dwf_row3's bytes to keep: all but x[p - 1] where ow = 0 and x[p + 1] where ow = OW - 1. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __mmask64
+dwf_keep3(__m512i ow, __m512i owm1)
+{
+	__mmask16 l = _mm512_cmpeq_epi32_mask(ow, _mm512_setzero_si512());
+	__mmask16 r = _mm512_cmpeq_epi32_mask(ow, owm1);
+	__m512i e = _mm512_or_si512(_mm512_maskz_mov_epi32(l, _mm512_set1_epi32(0xff)),
+				    _mm512_maskz_mov_epi32(r, _mm512_set1_epi32(0xff0000)));
+
+	return _mm512_testn_epi8_mask(e, e);
+}
+
+/* dwf_row3's vpermd and vpshufb indices (lane l: bytes l .. l + 3 of the 32) */
+static const int32_t dwf_didx[16] = {0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6};
+static const uint8_t dwf_bidx[64] = {
+    0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6,
+    0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6};
+
+/*
+ * One channel's plane of a window other than 3x3 on AVX-512 VNNI: 16
+ * positions at a time, a tap at a time: a zero-extended load (za in the
+ * lanes whose column step leaves the row) and vpdpbusd with the weight in
+ * byte 0.
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t *wc, int32_t zc,
 	       float sc, float bb, int za, unsigned flags, const uint8_t *xs,
 	       const struct quant_k *qo, float *y, uint8_t *yq)
 {
-	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt, k3 = cv->k == 3;
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	int OW = cv->OW, P = cv->OH * cv->OW, nt = g->nt;
 	const uint8_t *src[DWF_MAXK * DWF_MAXK];
 	__m512i wv[DWF_MAXK * DWF_MAXK];
 	const __m512i zav = _mm512_set1_epi32(za), zcv = _mm512_set1_epi32(zc);
 	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
-	const __m512i one = _mm512_set1_epi32(1), owm1 = _mm512_set1_epi32(OW - 1);
 	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
 	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
 		  relu6 = (flags & MC_S8_RELU6) != 0;
@@ -772,47 +919,101 @@ dwf_plane_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	}
 	for (int p0 = 0; p0 < P; p0 += 16) {
 		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
-		__m512i acc;
+		__mmask16 mdj[DWF_MAXK];
+		__m512i acc = _mm512_setzero_si512();
 		__m512 v;
 
-		if (k3) {
-			__mmask16 ml = _mm512_cmpge_epi32_mask(ow, one);
-			__mmask16 mr = _mm512_cmplt_epi32_mask(ow, owm1);
-			__m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+		for (int d = 0; d < g->ndj; d++) {
+			int dj = g->dj0 + d;
 
-			a0 = dwf_tap_vnni(a0, zav, ml, src[0] + p0, wv[0]);
-			a1 = dwf_tap_vnni(a1, zav, ml, src[3] + p0, wv[3]);
-			a2 = dwf_tap_vnni(a2, zav, ml, src[6] + p0, wv[6]);
-			a0 = dwf_tap_vnni(a0, zav, 0xffff, src[1] + p0, wv[1]);
-			a1 = dwf_tap_vnni(a1, zav, 0xffff, src[4] + p0, wv[4]);
-			a2 = dwf_tap_vnni(a2, zav, 0xffff, src[7] + p0, wv[7]);
-			a0 = dwf_tap_vnni(a0, zav, mr, src[2] + p0, wv[2]);
-			a1 = dwf_tap_vnni(a1, zav, mr, src[5] + p0, wv[5]);
-			a2 = dwf_tap_vnni(a2, zav, mr, src[8] + p0, wv[8]);
-			acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), a2);
-		} else {
-			__mmask16 mdj[DWF_MAXK];
-
-			for (int d = 0; d < g->ndj; d++) {
-				int dj = g->dj0 + d;
-
-				mdj[d] =
-				    dj < 0 ? _mm512_cmpge_epi32_mask(ow, _mm512_set1_epi32(-dj))
-				    : dj > 0
-					? _mm512_cmplt_epi32_mask(ow, _mm512_set1_epi32(OW - dj))
-					: (__mmask16)0xffff;
-			}
-			acc = _mm512_setzero_si512();
-			for (int t = 0; t < nt; t++)
-				acc = dwf_tap_vnni(acc, zav, mdj[g->dj[t]], src[t] + p0, wv[t]);
+			mdj[d] = dj < 0	  ? _mm512_cmpge_epi32_mask(ow, _mm512_set1_epi32(-dj))
+				 : dj > 0 ? _mm512_cmplt_epi32_mask(ow, _mm512_set1_epi32(OW - dj))
+					  : (__mmask16)0xffff;
 		}
+		for (int t = 0; t < nt; t++)
+			acc = dwf_tap_vnni(acc, zav, mdj[g->dj[t]], src[t] + p0, wv[t]);
 		v = requant16(acc, zcv, scv, bbv, relu, relu6);
 		if (yq)
-			_mm512_mask_cvtusepi32_storeu_epi8(yq + p0, m, quant16(qo, v));
+			store16_u8(yq + p0, m, quant16(&qk, v));
 		else
 			_mm512_mask_storeu_ps(y + p0, m, v);
 		ow = _mm512_add_epi32(ow, stepv);
 		ow = _mm512_mask_sub_epi32(ow, _mm512_cmpge_epi32_mask(ow, owv), ow, owv);
+	}
+}
+
+/*
+ * A 3x3 window (padding 1) on AVX-512 VNNI, straight from the u8 plane
+ * x[H][W] (no copy between margins: loads outside the plane are masked to
+ * za), for nc output channels that read it (a depthwise channel: 1; a
+ * stem: its channels): per 16 positions the three window rows (dwf_row3)
+ * are built once, then each channel is three vpdpbusd with its rows of
+ * weights wr[c][3] (dwf_wrow3), requantized (and quantized to u8 for yq)
+ * in registers into y + c * P or yq + c * P.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int32_t *wr,
+	  const int32_t *zc, const float *sc, const float *bb, int za, unsigned flags,
+	  const uint8_t *x, const struct quant_k *qo, float *y, uint8_t *yq)
+{
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	int OW = cv->OW, P = cv->OH * cv->OW;
+	const __m512i zab = _mm512_set1_epi8((char)za);
+	const __m512i didx = _mm512_loadu_si512(dwf_didx), bidx = _mm512_loadu_si512(dwf_bidx);
+	const __m512i owv = _mm512_set1_epi32(OW), stepv = _mm512_set1_epi32(g->step16);
+	const __m512i owm1 = _mm512_set1_epi32(OW - 1);
+	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+		  relu6 = (flags & MC_S8_RELU6) != 0;
+	__m512i ow = _mm512_loadu_si512(g->ow0);
+	/*
+	 * Rows of at most 255: dwf_keep3's mask as the nonzero bytes of ow,
+	 * 0xff, OW - 1 - ow, 0xff (kept in step with ow; no field carries)
+	 */
+	const int narrow = OW <= 255;
+	const __m512i stepx =
+	    _mm512_set1_epi32((int)((uint32_t)g->step16 - ((uint32_t)g->step16 << 16)));
+	const __m512i owx1 = _mm512_set1_epi32((int)((uint32_t)OW - ((uint32_t)OW << 16)));
+	__m512i owx = _mm512_add_epi32(_mm512_add_epi32(ow, _mm512_set1_epi32((int)0xff00ff00u)),
+				       _mm512_slli_epi32(_mm512_sub_epi32(owm1, ow), 16));
+
+	for (int p0 = 0; p0 < P; p0 += 16) {
+		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
+		__mmask64 keep = narrow ? _mm512_test_epi8_mask(owx, owx) : dwf_keep3(ow, owm1);
+		__mmask16 wrap;
+		/* the 32 bytes of each row lie in the plane but near its ends */
+		__mmask32 l0 = ~(__mmask32)0, l1 = l0, l2 = l0;
+		__m512i r0, r1, r2;
+
+		if (p0 < OW + 1 || (int64_t)p0 + OW + 31 > P) {
+			l0 = dwf_in((int64_t)p0 - OW - 1, P);
+			l1 = dwf_in((int64_t)p0 - 1, P);
+			l2 = dwf_in((int64_t)p0 + OW - 1, P);
+		}
+		r0 = dwf_row3(x + p0 - OW, l0, keep, zab, didx, bidx);
+		r1 = dwf_row3(x + p0, l1, keep, zab, didx, bidx);
+		r2 = dwf_row3(x + p0 + OW, l2, keep, zab, didx, bidx);
+
+		for (int c = 0; c < nc; c++) {
+			const int32_t *w = wr + 3 * c;
+			__m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), r0,
+							 _mm512_set1_epi32(w[0]));
+			__m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), r1,
+							 _mm512_set1_epi32(w[1]));
+			__m512 v;
+
+			s0 = _mm512_dpbusd_epi32(s0, r2, _mm512_set1_epi32(w[2]));
+			v = requant16(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(zc[c]),
+				      _mm512_set1_ps(sc[c]), _mm512_set1_ps(bb[c]), relu, relu6);
+			if (yq)
+				store16_u8(yq + (size_t)c * P + p0, m, quant16(&qk, v));
+			else
+				_mm512_mask_storeu_ps(y + (size_t)c * P + p0, m, v);
+		}
+		ow = _mm512_add_epi32(ow, stepv);
+		wrap = _mm512_cmpge_epi32_mask(ow, owv);
+		ow = _mm512_mask_sub_epi32(ow, wrap, ow, owv);
+		owx = _mm512_add_epi32(owx, stepx);
+		owx = _mm512_mask_sub_epi32(owx, wrap, owx, owx1);
 	}
 }
 
@@ -928,7 +1129,7 @@ static size_t dw_work(const struct mc_qconv *cv, int n)
 {
 	int64_t items = (int64_t)(n < 1 ? 1 : n) * cv->O;
 	int slots = items < SLOTS ? (int)items : SLOTS;
-	size_t head = up64((size_t)cv->O * 3 * 4), slot = 0;
+	size_t head = up64((size_t)cv->O * 6 * 4), slot = 0; /* dwf_forward's head */
 	struct dw_geo g;
 	struct dwf_geo fg;
 
@@ -1287,13 +1488,14 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	int64_t items = (int64_t)n * O;
 	int32_t *zc = work;
 	float *sc = (float *)(zc + O), *bb = sc + O;
+	int32_t *wr = (int32_t *)(bb + O); /* [O][3]: a 3x3's rows of weights (dwf_wrow3) */
 	struct dwf_geo g;
 #if defined(__x86_64__) || defined(__i386__)
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
 #endif
 
 	dwf_geo(cv, &g);
-	head = up64((size_t)O * 3 * 4);
+	head = up64((size_t)O * 6 * 4);
 	for (int c = 0; c < O; c++) {
 		int32_t sum = 0;
 
@@ -1302,8 +1504,43 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		zc[c] = (int32_t)((uint32_t)q->za * (uint32_t)sum);
 		sc[c] = q->sa * q->sw[c];
 		bb[c] = q->bias ? q->bias[c] : 0.0f;
+		if (cv->k == 3)
+			for (int r = 0; r < 3; r++)
+				wr[3 * c + r] = dwf_wrow3(w + (size_t)c * kk + 3 * r);
 	}
 	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
+#if defined(__x86_64__) || defined(__i386__)
+	if (simd == 2 && cv->k == 3) {
+		/*
+		 * Straight from the u8 planes, each thread its share of the
+		 * items in order; a stem's run of channels of one sample is
+		 * one call, which builds each vector's window rows once.
+		 */
+#pragma omp parallel num_threads(nt)
+		{
+			int tid = omp_get_thread_num(), team = omp_get_num_threads();
+			int64_t i1 = items * (tid + 1) / team;
+			uint8_t *xq = (uint8_t *)work + head + (size_t)tid * g.slot;
+
+			for (int64_t it = items * tid / team; it < i1;) {
+				int64_t pl = stem ? it / O : it; /* the input plane */
+				int c = (int)(it % O);
+				int nc =
+				    stem ? (int)((pl + 1) * O < i1 ? (pl + 1) * O - it : i1 - it)
+					 : 1;
+				const uint8_t *src = io->xq ? io->xq + (size_t)pl * HW : xq;
+
+				if (!io->xq)
+					quant_avx512(&qk, io->x + (size_t)pl * HW, HW, xq);
+				dwf3_vnni(cv, &g, nc, wr + 3 * c, zc + c, sc + c, bb + c, q->za,
+					  q->flags, src, &qo, io->y ? io->y + (size_t)it * P : NULL,
+					  io->yq ? io->yq + (size_t)it * P : NULL);
+				it += nc;
+			}
+		}
+		return;
+	}
+#endif
 #pragma omp parallel num_threads(nt)
 	{
 		uint8_t *xq = (uint8_t *)work + head + (size_t)omp_get_thread_num() * g.slot;
@@ -1366,7 +1603,11 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	dw_item_fn item = dw_item_path(tq);
 	struct dw_geo g;
 #if defined(__x86_64__) || defined(__i386__)
-	struct quant_k qk = quant_k(q->sa, q->za);
+	/* stride 2, 3x3 of padding 1 (MobileNetV2's) on AVX-512 VNNI: dw2_plane_vnni */
+	int s2 = tq == 4 && cv->k == 3 && cv->s == 2 && cv->p == 1;
+	const int32_t *zc = (const int32_t *)work + (size_t)cv->C * 3;
+	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
+	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
 #endif
 
 	dw_geo(cv, tq, &g);
@@ -1393,6 +1634,16 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 					mc_quantize_u8(io->x + (size_t)it * HW, HW, q->sa, q->za,
 						       xq);
 			}
+#if defined(__x86_64__) || defined(__i386__)
+			if (s2) {
+				int c = (int)(it % cv->C);
+
+				dw2_plane_vnni(cv, (const uint32_t *)work + (size_t)c * 3, zc[c],
+					       sc[c], bb[c], q->za, q->flags, src, tp, &qo, dst,
+					       io->yq ? io->yq + (size_t)it * P : NULL);
+				continue;
+			}
+#endif
 			dw_pad(cv, &g, q->za, src, xp);
 			item(cv, &g, work, (int)(it % cv->C), xp, tp, q->flags, dst);
 			if (io->yq)
