@@ -11,6 +11,16 @@ accuracy, size and CPU latency can be put beside mcomp's.
     /usr/bin/python3 bench/torch_classics.py --data DIR --model resnet \
         --width 16 --epochs 2 --distill-width 8 --distill-epochs 5
 
+A grid of students distilled from one teacher trains the teacher once:
+
+    /usr/bin/python3 bench/torch_classics.py --data DIR --model resnet --device cuda \
+        --width 16 --blocks 2 --epochs 15 --shift 2 --teacher-file t.pt --no-latency \
+        --distill-width 4 --distill-blocks 1 --distill-epochs 15 --temperature 2 \
+        --alpha 0.5 --seed S
+
+(the first run trains the teacher and saves it to t.pt, the others load it;
+--no-scratch leaves out the student trained alone).
+
 DIR holds the Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...).
 Prints one line per trained model:
     RESULT model=... acc=... params=... bytes=... lat1_ms=... lat256_ms=...
