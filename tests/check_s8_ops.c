@@ -372,7 +372,7 @@ START_TEST(u8_io_matches_f32_route)
 	/* depthwise, pointwise and stem shapes */
 	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20,
 				    21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
-				    33, 34, 36, 37, 38, 39, 40, 41, 42, 43};
+				    33, 34, 36, 37, 38, 39, 40, 41, 42, 43, 10, 9};
 	const char *saved = mc_gemm_s8_kernel();
 	const float so = 0.0371f;
 	const int zo = 97;

@@ -1312,7 +1312,8 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_geo *g,
-	const void *head, const float *x, const uint8_t *xq, uint32_t *xi, float *y)
+	const void *head, const float *x, const uint8_t *xq, uint32_t *xi, float *y,
+	const struct quant_k *ko, uint8_t *yq)
 {
 	int P = cv->OH * cv->OW, C4 = (cv->C + 3) / 4;
 	const uint32_t *wq = head;
@@ -1321,6 +1322,7 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 	const struct quant_k qk = quant_k(q->sa, q->za);
 	const int relu = (q->flags & (MC_S8_RELU | MC_S8_RELU6)) != 0;
 	const int relu6 = (q->flags & MC_S8_RELU6) != 0;
+	const struct quant_k qo = yq ? *ko : qk; /* in registers: stores to yq may alias *ko */
 
 	for (int j = 0; j < C4; j++)
 		for (int p0 = 0; p0 < P; p0 += 16) {
@@ -1366,7 +1368,10 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 				__m512 v = requant16(acc[r], _mm512_set1_epi32(zc[o]), _mm512_set1_ps(sc[o]),
 						    _mm512_set1_ps(bb[o]), relu, relu6);
 
-				_mm512_mask_storeu_ps(y + (size_t)o * P + p0, m, v);
+				if (y)
+					_mm512_mask_storeu_ps(y + (size_t)o * P + p0, m, v);
+				if (yq)
+					store16_u8(yq + (size_t)o * P + p0, m, quant16(&qo, v));
 			}
 		}
 }
@@ -1455,9 +1460,14 @@ static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 
 #if defined(__x86_64__) || defined(__i386__)
 			if (vnni) {
+				struct quant_k ko = quant_k(io->so, io->zo);
+
+				/* yq straight from the registers (quant16: quant_out's bits) */
 				pw_vnni(cv, q, &pg, work, io->x ? io->x + (size_t)s * xs : NULL,
-					src, xi, dst);
-			} else
+					src, xi, io->y ? dst : NULL, &ko,
+					io->yq ? io->yq + (size_t)s * ys : NULL);
+				continue;
+			}
 #endif
 			{
 				if (!src) {
