@@ -1906,6 +1906,46 @@ add_avx512(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b, 
 	for (; i < n; i++)
 		y[i] = add1(k, a[i], b[i]);
 }
+
+/*
+ * add_avx512 then quant_out at ko in one pass: each vector of y quantized
+ * in registers (quant16, quant_out's bits), the tail through add1.
+ */
+__attribute__((target("avx512f,avx512bw"))) static void
+add_avx512_u8(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b,
+	      const struct quant_k *ko, uint8_t *yq)
+{
+	const __m512i za = _mm512_set1_epi32(k->za), zb = _mm512_set1_epi32(k->zb);
+	const __m512i zo = _mm512_set1_epi32(k->zo), ma = _mm512_set1_epi32(k->ma);
+	const __m512i mb = _mm512_set1_epi32(k->mb), rnd = _mm512_set1_epi32(k->rnd);
+	const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+	const __m128i sh = _mm_cvtsi32_si128(k->shift);
+	const __m512 so = _mm512_set1_ps(k->so);
+	const struct quant_k qo = *ko; /* in registers: stores to yq may alias *ko */
+	size_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		__m512i av = _mm512_sub_epi32(
+		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + i))), za);
+		__m512i bv = _mm512_sub_epi32(
+		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + i))), zb);
+		__m512i d = _mm512_add_epi32(
+		    _mm512_add_epi32(_mm512_mullo_epi32(av, ma), _mm512_mullo_epi32(bv, mb)), rnd);
+		__m512i v = _mm512_add_epi32(zo, _mm512_sra_epi32(d, sh));
+
+		v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+		quant16_store(&qo, yq + i, 0xffff,
+			      _mm512_mul_ps(so, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zo))), 0);
+	}
+	if (i < n) {
+		float t[16];
+		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+
+		for (size_t j = i; j < n; j++)
+			t[j - i] = add1(k, a[j], b[j]);
+		quant16_store(&qo, yq + i, m, _mm512_maskz_loadu_ps(m, t), 0);
+	}
+}
 #endif
 
 static add_fn add_path(void)
@@ -1957,6 +1997,14 @@ int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io
 				mc_quantize_u8(io->a + i0, (size_t)len, q->sa, q->za, qa);
 			if (!io->bq)
 				mc_quantize_u8(io->b + i0, (size_t)len, q->sb, q->zb, qb);
+#if defined(__x86_64__) || defined(__i386__)
+			if (io->yq && fn == add_avx512) {
+				struct quant_k ko = quant_k(io->so, io->zo);
+
+				add_avx512_u8(&k, (size_t)len, ua, ub, &ko, io->yq + i0);
+				continue;
+			}
+#endif
 			fn(&k, (size_t)len, ua, ub, dst);
 			if (io->yq)
 				quant_out(dst, (size_t)len, io->so, io->zo, io->yq + i0);
