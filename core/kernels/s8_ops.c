@@ -139,6 +139,36 @@ store16_u8(uint8_t *d, __mmask16 m, __m512i u)
 }
 
 /*
+ * store16_u8(d, m, quant16(k, x)) in fewer operations: the clamp to 255 is
+ * the narrowing's unsigned saturation (values past 2^32 and +inf convert to
+ * 0xffffffff: 255 too), and with pos (x after relu: no NaN, no negative) the
+ * clamp to 0 has nothing to do.
+ */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void
+quant16_store(const struct quant_k *k, uint8_t *d, __mmask16 m, __m512 x, int pos)
+{
+	__m512 t = _mm512_mul_ps(x, _mm512_set1_ps(k->r));
+	__m512 v = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__mmask16 ok =
+	    _mm512_mask_cmp_ps_mask((__mmask16)k->trust, _mm512_abs_ps(_mm512_sub_ps(t, v)),
+				    _mm512_set1_ps(0.5f - 0x1p-12f), _CMP_LE_OQ);
+	__m128i b;
+
+	if (ok != 0xffff)
+		v = _mm512_mask_roundscale_ps(v, (__mmask16)~ok,
+					      _mm512_div_ps(x, _mm512_set1_ps(k->s)),
+					      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	v = _mm512_add_ps(v, _mm512_set1_ps(k->z));
+	if (!pos)
+		v = _mm512_max_ps(v, _mm512_setzero_ps());
+	b = _mm512_cvtusepi32_epi8(_mm512_cvtps_epu32(v));
+	if (m == 0xffff)
+		_mm_storeu_si128((__m128i *)d, b);
+	else
+		_mm512_mask_storeu_epi8(d, (__mmask64)m, _mm512_castsi128_si512(b));
+}
+
+/*
  * The requantization every convolution kernel ends with: sc (acc - zc) + bb
  * (a multiply, then an add: never fused), then relu (max with 0: NaN gives
  * 0) and relu6 (min with 6) as asked.
@@ -1307,12 +1337,15 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
 /*
  * One sample of a pointwise layer on AVX-512 VNNI: 16 positions of 4
  * channels quantized with the operations of mc_quantize_u8's AVX-512 path
- * and packed into quads, then 8 output channels x 16 positions at a time
- * with vpdpbusd, requantized as requant1.
+ * and packed into quads (u8 inputs interleaved by unpacks), then 8 output
+ * channels x 16 positions at a time with vpdpbusd, requantized as requant1
+ * and stored as f32 (y) or quantized in registers to u8 (yq, at ko: the
+ * bits of quant_out on the f32).
  */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_geo *g,
-	const void *head, const float *x, const uint8_t *xq, uint32_t *xi, float *y)
+	const void *head, const float *x, const uint8_t *xq, uint32_t *xi, float *y,
+	const struct quant_k *ko, uint8_t *yq)
 {
 	int P = cv->OH * cv->OW, C4 = (cv->C + 3) / 4;
 	const uint32_t *wq = head;
@@ -1321,22 +1354,53 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 	const struct quant_k qk = quant_k(q->sa, q->za);
 	const int relu = (q->flags & (MC_S8_RELU | MC_S8_RELU6)) != 0;
 	const int relu6 = (q->flags & MC_S8_RELU6) != 0;
+	const struct quant_k qo = yq ? *ko : qk; /* in registers: stores to yq may alias *ko */
 
-	for (int j = 0; j < C4; j++)
+	/*
+	 * From u8: 64 positions of 4 channels interleaved by byte and word
+	 * unpacks (each 128-bit lane k of quad vector q_i: positions 16k + 4i
+	 * to 16k + 4i + 3), then the lanes transposed; positions past P and
+	 * channels past C are zero.
+	 */
+	for (int j = 0; xq && j < C4; j++)
+		for (int p0 = 0; p0 < P; p0 += 64) {
+			__mmask64 m = P - p0 >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (P - p0)) - 1;
+			__m512i c[4], t0, t1, t2, t3, o[4];
+			uint32_t *d = xi + (size_t)j * g->Pp + p0;
+
+			for (int b = 0; b < 4; b++)
+				c[b] = 4 * j + b < cv->C ? _mm512_maskz_loadu_epi8(
+							       m, xq + (size_t)(4 * j + b) * P + p0)
+							 : _mm512_setzero_si512();
+			t0 = _mm512_unpacklo_epi8(c[0], c[1]);
+			t1 = _mm512_unpackhi_epi8(c[0], c[1]);
+			t2 = _mm512_unpacklo_epi8(c[2], c[3]);
+			t3 = _mm512_unpackhi_epi8(c[2], c[3]);
+			c[0] = _mm512_unpacklo_epi16(t0, t2);
+			c[1] = _mm512_unpackhi_epi16(t0, t2);
+			c[2] = _mm512_unpacklo_epi16(t1, t3);
+			c[3] = _mm512_unpackhi_epi16(t1, t3);
+			t0 = _mm512_shuffle_i32x4(c[0], c[1], _MM_SHUFFLE(1, 0, 1, 0));
+			t1 = _mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(1, 0, 1, 0));
+			t2 = _mm512_shuffle_i32x4(c[0], c[1], _MM_SHUFFLE(3, 2, 3, 2));
+			t3 = _mm512_shuffle_i32x4(c[2], c[3], _MM_SHUFFLE(3, 2, 3, 2));
+			o[0] = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0));
+			o[1] = _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1));
+			o[2] = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0));
+			o[3] = _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1));
+			for (int k = 0; k < 4 && p0 + 16 * k < P; k++)
+				_mm512_storeu_si512(d + 16 * k, o[k]);
+		}
+	for (int j = 0; !xq && j < C4; j++)
 		for (int p0 = 0; p0 < P; p0 += 16) {
 			__mmask16 m =
 			    P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
 			__m512i v = _mm512_setzero_si512();
 
 			for (int b = 0; b < 4 && 4 * j + b < cv->C; b++) {
-				size_t at = (size_t)(4 * j + b) * P + p0;
-				__m512i u;
+				__m512i u = quant16(&qk, _mm512_maskz_loadu_ps(
+							     m, x + (size_t)(4 * j + b) * P + p0));
 
-				if (xq)
-					u = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(
-					    _mm512_maskz_loadu_epi8((__mmask64)m, xq + at)));
-				else
-					u = quant16(&qk, _mm512_maskz_loadu_ps(m, x + at));
 				v = _mm512_or_si512(v, _mm512_slli_epi32(u, 8 * b));
 			}
 			_mm512_storeu_si512(xi + (size_t)j * g->Pp + p0, v);
@@ -1348,10 +1412,13 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 			__m512i acc[8];
 			const uint32_t *w0 = wq + (size_t)o0 * C4;
 
-			/* unrolled, so that the eight sums stay in registers */
+			/*
+			 * unrolled, so that the eight sums stay in registers; they
+			 * start at -zc (the same s32 sums mod 2^32 as acc - zc)
+			 */
 #pragma GCC unroll 8
 			for (int r = 0; r < 8; r++)
-				acc[r] = _mm512_setzero_si512();
+				acc[r] = _mm512_set1_epi32((int32_t)(0u - (uint32_t)zc[o0 + r]));
 			for (int j = 0; j < C4; j++) {
 				__m512i xv = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p0);
 
@@ -1361,12 +1428,20 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 					    acc[r], xv,
 					    _mm512_set1_epi32((int)w0[(size_t)r * C4 + j]));
 			}
-			for (int r = 0; r < 8 && o0 + r < cv->O; r++) {
+#pragma GCC unroll 8
+			for (int r = 0; r < 8; r++) {
 				int o = o0 + r;
-				__m512 v = requant16(acc[r], _mm512_set1_epi32(zc[o]), _mm512_set1_ps(sc[o]),
-						    _mm512_set1_ps(bb[o]), relu, relu6);
+				__m512 v;
 
-				_mm512_mask_storeu_ps(y + (size_t)o * P + p0, m, v);
+				if (o >= cv->O)
+					break;
+				v = requant16(acc[r], _mm512_setzero_si512(), _mm512_set1_ps(sc[o]),
+					      _mm512_set1_ps(bb[o]), relu, relu6);
+
+				if (y)
+					_mm512_mask_storeu_ps(y + (size_t)o * P + p0, m, v);
+				if (yq)
+					quant16_store(&qo, yq + (size_t)o * P + p0, m, v, relu);
 			}
 		}
 }
@@ -1455,9 +1530,14 @@ static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 
 #if defined(__x86_64__) || defined(__i386__)
 			if (vnni) {
+				struct quant_k ko = quant_k(io->so, io->zo);
+
+				/* yq straight from the registers (quant16: quant_out's bits) */
 				pw_vnni(cv, q, &pg, work, io->x ? io->x + (size_t)s * xs : NULL,
-					src, xi, dst);
-			} else
+					src, xi, io->y ? dst : NULL, &ko,
+					io->yq ? io->yq + (size_t)s * ys : NULL);
+				continue;
+			}
 #endif
 			{
 				if (!src) {
@@ -1826,6 +1906,46 @@ add_avx512(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b, 
 	for (; i < n; i++)
 		y[i] = add1(k, a[i], b[i]);
 }
+
+/*
+ * add_avx512 then quant_out at ko in one pass: each vector of y quantized
+ * in registers (quant16, quant_out's bits), the tail through add1.
+ */
+__attribute__((target("avx512f,avx512bw"))) static void
+add_avx512_u8(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b,
+	      const struct quant_k *ko, uint8_t *yq)
+{
+	const __m512i za = _mm512_set1_epi32(k->za), zb = _mm512_set1_epi32(k->zb);
+	const __m512i zo = _mm512_set1_epi32(k->zo), ma = _mm512_set1_epi32(k->ma);
+	const __m512i mb = _mm512_set1_epi32(k->mb), rnd = _mm512_set1_epi32(k->rnd);
+	const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
+	const __m128i sh = _mm_cvtsi32_si128(k->shift);
+	const __m512 so = _mm512_set1_ps(k->so);
+	const struct quant_k qo = *ko; /* in registers: stores to yq may alias *ko */
+	size_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		__m512i av = _mm512_sub_epi32(
+		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + i))), za);
+		__m512i bv = _mm512_sub_epi32(
+		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + i))), zb);
+		__m512i d = _mm512_add_epi32(
+		    _mm512_add_epi32(_mm512_mullo_epi32(av, ma), _mm512_mullo_epi32(bv, mb)), rnd);
+		__m512i v = _mm512_add_epi32(zo, _mm512_sra_epi32(d, sh));
+
+		v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+		quant16_store(&qo, yq + i, 0xffff,
+			      _mm512_mul_ps(so, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zo))), 0);
+	}
+	if (i < n) {
+		float t[16];
+		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+
+		for (size_t j = i; j < n; j++)
+			t[j - i] = add1(k, a[j], b[j]);
+		quant16_store(&qo, yq + i, m, _mm512_maskz_loadu_ps(m, t), 0);
+	}
+}
 #endif
 
 static add_fn add_path(void)
@@ -1877,6 +1997,14 @@ int mc_qadd_io(const struct mc_qadd_q *q, int64_t n, const struct mc_qadd_io *io
 				mc_quantize_u8(io->a + i0, (size_t)len, q->sa, q->za, qa);
 			if (!io->bq)
 				mc_quantize_u8(io->b + i0, (size_t)len, q->sb, q->zb, qb);
+#if defined(__x86_64__) || defined(__i386__)
+			if (io->yq && fn == add_avx512) {
+				struct quant_k ko = quant_k(io->so, io->zo);
+
+				add_avx512_u8(&k, (size_t)len, ua, ub, &ko, io->yq + i0);
+				continue;
+			}
+#endif
 			fn(&k, (size_t)len, ua, ub, dst);
 			if (io->yq)
 				quant_out(dst, (size_t)len, io->so, io->zo, io->yq + i0);
