@@ -1879,30 +1879,33 @@ __attribute__((target("avx2"))) static void add_avx2(const struct add_k *k, size
 		y[i] = add1(k, a[i], b[i]);
 }
 
+/* 16 outputs of the requantizing add (add1's integer steps), as f32. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+add16(const struct add_k *k, const uint8_t *a, const uint8_t *b)
+{
+	__m512i av = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)a)),
+				      _mm512_set1_epi32(k->za));
+	__m512i bv = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)b)),
+				      _mm512_set1_epi32(k->zb));
+	__m512i d =
+	    _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(av, _mm512_set1_epi32(k->ma)),
+					      _mm512_mullo_epi32(bv, _mm512_set1_epi32(k->mb))),
+			     _mm512_set1_epi32(k->rnd));
+	__m512i zo = _mm512_set1_epi32(k->zo);
+	__m512i v = _mm512_add_epi32(zo, _mm512_sra_epi32(d, _mm_cvtsi32_si128(k->shift)));
+
+	v = _mm512_min_epi32(_mm512_max_epi32(v, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+	return _mm512_mul_ps(_mm512_set1_ps(k->so), _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zo)));
+}
+
 __attribute__((target("avx512f"))) static void
 add_avx512(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b, float *y)
 {
-	const __m512i za = _mm512_set1_epi32(k->za), zb = _mm512_set1_epi32(k->zb);
-	const __m512i zo = _mm512_set1_epi32(k->zo), ma = _mm512_set1_epi32(k->ma);
-	const __m512i mb = _mm512_set1_epi32(k->mb), rnd = _mm512_set1_epi32(k->rnd);
-	const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
-	const __m128i sh = _mm_cvtsi32_si128(k->shift);
-	const __m512 so = _mm512_set1_ps(k->so);
+	const struct add_k kk = *k; /* in registers: stores to y may alias *k */
 	size_t i = 0;
 
-	for (; i + 16 <= n; i += 16) {
-		__m512i av = _mm512_sub_epi32(
-		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + i))), za);
-		__m512i bv = _mm512_sub_epi32(
-		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + i))), zb);
-		__m512i d = _mm512_add_epi32(
-		    _mm512_add_epi32(_mm512_mullo_epi32(av, ma), _mm512_mullo_epi32(bv, mb)), rnd);
-		__m512i v = _mm512_add_epi32(zo, _mm512_sra_epi32(d, sh));
-
-		v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-		_mm512_storeu_ps(y + i,
-				 _mm512_mul_ps(so, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zo))));
-	}
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(y + i, add16(&kk, a + i, b + i));
 	for (; i < n; i++)
 		y[i] = add1(k, a[i], b[i]);
 }
@@ -1915,28 +1918,12 @@ __attribute__((target("avx512f,avx512bw"))) static void
 add_avx512_u8(const struct add_k *k, size_t n, const uint8_t *a, const uint8_t *b,
 	      const struct quant_k *ko, uint8_t *yq)
 {
-	const __m512i za = _mm512_set1_epi32(k->za), zb = _mm512_set1_epi32(k->zb);
-	const __m512i zo = _mm512_set1_epi32(k->zo), ma = _mm512_set1_epi32(k->ma);
-	const __m512i mb = _mm512_set1_epi32(k->mb), rnd = _mm512_set1_epi32(k->rnd);
-	const __m512i lo = _mm512_setzero_si512(), hi = _mm512_set1_epi32(255);
-	const __m128i sh = _mm_cvtsi32_si128(k->shift);
-	const __m512 so = _mm512_set1_ps(k->so);
-	const struct quant_k qo = *ko; /* in registers: stores to yq may alias *ko */
+	const struct add_k kk = *k; /* in registers: stores to yq may alias *k, *ko */
+	const struct quant_k qo = *ko;
 	size_t i = 0;
 
-	for (; i + 16 <= n; i += 16) {
-		__m512i av = _mm512_sub_epi32(
-		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + i))), za);
-		__m512i bv = _mm512_sub_epi32(
-		    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + i))), zb);
-		__m512i d = _mm512_add_epi32(
-		    _mm512_add_epi32(_mm512_mullo_epi32(av, ma), _mm512_mullo_epi32(bv, mb)), rnd);
-		__m512i v = _mm512_add_epi32(zo, _mm512_sra_epi32(d, sh));
-
-		v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-		quant16_store(&qo, yq + i, 0xffff,
-			      _mm512_mul_ps(so, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, zo))), 0);
-	}
+	for (; i + 16 <= n; i += 16)
+		quant16_store(&qo, yq + i, 0xffff, add16(&kk, a + i, b + i), 0);
 	if (i < n) {
 		float t[16];
 		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
