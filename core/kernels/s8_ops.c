@@ -2088,6 +2088,18 @@ __attribute__((target("avx2"))) static int64_t sum_avx2(const uint8_t *x, int64_
 	for (; i + 32 <= n; i += 32)
 		acc = _mm256_add_epi64(
 		    acc, _mm256_sad_epu8(_mm256_loadu_si256((const __m256i *)(x + i)), zero));
+	if (i + 16 <= n) {
+		acc = _mm256_add_epi64(
+		    acc, _mm256_zextsi128_si256(_mm_sad_epu8(
+			     _mm_loadu_si128((const __m128i *)(x + i)), _mm_setzero_si128())));
+		i += 16;
+	}
+	if (i + 8 <= n) {
+		acc = _mm256_add_epi64(
+		    acc, _mm256_zextsi128_si256(_mm_sad_epu8(
+			     _mm_loadl_epi64((const __m128i *)(x + i)), _mm_setzero_si128())));
+		i += 8;
+	}
 	_mm256_storeu_si256((__m256i *)l, acc);
 	s = l[0] + l[1] + l[2] + l[3];
 	for (; i < n; i++)
@@ -2098,14 +2110,15 @@ __attribute__((target("avx2"))) static int64_t sum_avx2(const uint8_t *x, int64_
 __attribute__((target("avx512f,avx512bw"))) static int64_t sum_avx512(const uint8_t *x, int64_t n)
 {
 	__m512i acc = _mm512_setzero_si512(), zero = _mm512_setzero_si512();
-	int64_t i = 0, s;
+	int64_t i = 0;
 
 	for (; i + 64 <= n; i += 64)
 		acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_loadu_si512(x + i), zero));
-	s = _mm512_reduce_add_epi64(acc);
-	for (; i < n; i++)
-		s += x[i];
-	return s;
+	if (i < n) /* the last 1-63 bytes in one masked load: a plane of 7x7 is only this */
+		acc = _mm512_add_epi64(
+		    acc, _mm512_sad_epu8(
+			     _mm512_maskz_loadu_epi8(((__mmask64)1 << (n - i)) - 1, x + i), zero));
+	return _mm512_reduce_add_epi64(acc);
 }
 #endif
 
