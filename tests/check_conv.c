@@ -119,62 +119,6 @@ START_TEST(forward_matches_ref)
 }
 END_TEST
 
-START_TEST(dw_matches_ref)
-{
-	const char *saved = mc_sgemm_kernel();
-
-	for (int si = 0; si < NSHAPES; si++) {
-		const struct shape *sh = &shapes[si];
-		struct mc_convf cv = make(sh);
-		size_t K = (size_t)cv.C * cv.k * cv.k, nw = (size_t)cv.O * K;
-		float *x = random_f32((size_t)sh->n * cv.xs, 300 + si, -1.0f);
-		float *dy = random_f32((size_t)sh->n * cv.ys, 400 + si, -1.0f);
-		float *w0 = random_f32(nw, 500 + si, -1.0f),
-		      *b0 = random_f32(cv.O, 600 + si, -1.0f);
-		float *rw = malloc(nw * sizeof(float)), *rb = malloc(cv.O * sizeof(float));
-		float *dw = malloc(nw * sizeof(float)), *db = malloc(cv.O * sizeof(float));
-		void *work = malloc(mc_convf_dw_work(&cv, sh->n));
-
-		memcpy(rw, w0, nw * sizeof(float));
-		memcpy(rb, b0, cv.O * sizeof(float));
-		mc_convf_dw_ref(&cv, sh->n, x, dy, rw, rb);
-		for (int pi = 0; pi < NPATHS; pi++) {
-			if (mc_sgemm_use(paths[pi]))
-				continue;
-			/* 6 threads: enough for a first layer's dW to be split by tap rows;
-			 * 16: many items a group, which read dy^T written once for all */
-			for (int t = 1; t <= 16; t = t < 3 ? t + 1 : t == 3 ? 6 : t == 6 ? 16 : 17) {
-				omp_set_num_threads(t);
-				memcpy(dw, w0, nw * sizeof(float));
-				memcpy(db, b0, cv.O * sizeof(float));
-				mc_convf_dw(&cv, sh->n, x, dy, dw, db, work);
-				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
-					      "dW: shape %d path %s threads %d", si, paths[pi], t);
-				ck_assert_msg(!memcmp(db, rb, cv.O * sizeof(float)),
-					      "db: shape %d path %s threads %d", si, paths[pi], t);
-				/* dW alone (no bias column) gives the same dW */
-				memcpy(dw, w0, nw * sizeof(float));
-				mc_convf_dw(&cv, sh->n, x, dy, dw, NULL, work);
-				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
-					      "dW without db: shape %d path %s threads %d", si,
-					      paths[pi], t);
-			}
-		}
-		free(work);
-		free(db);
-		free(dw);
-		free(rb);
-		free(rw);
-		free(b0);
-		free(w0);
-		free(dy);
-		free(x);
-	}
-	omp_set_num_threads(2);
-	mc_sgemm_use(saved);
-}
-END_TEST
-
 /* dy for mc_convf_dw_src: copied from memory, and each call counted. */
 struct dy_copy {
 	const float *dy;
@@ -192,19 +136,36 @@ static void dy_copy_fn(void *ctx, int s, int o0, int m, float *dst)
 	d->calls++;
 }
 
-/*
- * dW with dy from a source gives the reference's bits: every shape above
- * and first layers whose items read dy^T in blocks of samples at 6 and 16
- * threads (batches not a multiple of the block, odd outputs, O not a
- * multiple of 16 or of 8), on every path and thread count.
- */
+/* First layers whose items read dy^T in blocks of samples at 6 and 16 threads (batches not a
+ * multiple of the block, odd outputs, O not a multiple of 16 or of 8). */
 static const struct shape src_shapes[] = {
     {23, 1, 27, 27, 20, 3, 1, 0}, {37, 1, 28, 28, 32, 3, 1, 1}, {21, 3, 15, 17, 13, 3, 1, 1},
     {5, 1, 9, 7, 40, 3, 1, 0},
 };
 #define NSRC (int)(sizeof(src_shapes) / sizeof(src_shapes[0]))
 
-START_TEST(dw_src_matches_ref)
+/* One dW (and db unless NULL) with dy from memory (mc_convf_dw) or, given d, from a source. */
+static void dw_once(const struct mc_convf *cv, int n, const float *x, const float *dy,
+		    struct dy_copy *d, float *dw, float *db, void *work)
+{
+	if (d) {
+		struct mc_convf_dysrc src = {dy_copy_fn, d};
+
+		d->calls = 0;
+		mc_convf_dw_src(cv, n, x, &src, dw, db, work);
+		ck_assert_msg(d->calls >= n, "%d calls for %d samples", d->calls, n);
+	} else {
+		mc_convf_dw(cv, n, x, dy, dw, db, work);
+	}
+}
+
+/*
+ * dW and db give the reference's bits with dy from memory and from a
+ * source, on every shape, path and thread count: 6 threads are enough for
+ * a first layer's dW to be split by tap rows; 16 give many items a group,
+ * which read dy^T written once for all.
+ */
+START_TEST(dw_matches_ref)
 {
 	const char *saved = mc_sgemm_kernel();
 
@@ -212,15 +173,14 @@ START_TEST(dw_src_matches_ref)
 		const struct shape *sh = si < NSHAPES ? &shapes[si] : &src_shapes[si - NSHAPES];
 		struct mc_convf cv = make(sh);
 		size_t K = (size_t)cv.C * cv.k * cv.k, nw = (size_t)cv.O * K;
-		float *x = random_f32((size_t)sh->n * cv.xs, 800 + si, -1.0f);
-		float *dy = random_f32((size_t)sh->n * cv.ys, 900 + si, -1.0f);
-		float *w0 = random_f32(nw, 1000 + si, -1.0f),
-		      *b0 = random_f32(cv.O, 1100 + si, -1.0f);
+		float *x = random_f32((size_t)sh->n * cv.xs, 300 + si, -1.0f);
+		float *dy = random_f32((size_t)sh->n * cv.ys, 400 + si, -1.0f);
+		float *w0 = random_f32(nw, 500 + si, -1.0f),
+		      *b0 = random_f32(cv.O, 600 + si, -1.0f);
 		float *rw = malloc(nw * sizeof(float)), *rb = malloc(cv.O * sizeof(float));
 		float *dw = malloc(nw * sizeof(float)), *db = malloc(cv.O * sizeof(float));
 		void *work = malloc(mc_convf_dw_work(&cv, sh->n));
 		struct dy_copy d = {dy, cv.ys, (int64_t)cv.OH * cv.OW, cv.O, 0};
-		struct mc_convf_dysrc src = {dy_copy_fn, &d};
 
 		memcpy(rw, w0, nw * sizeof(float));
 		memcpy(rb, b0, cv.O * sizeof(float));
@@ -228,25 +188,30 @@ START_TEST(dw_src_matches_ref)
 		for (int pi = 0; pi < NPATHS; pi++) {
 			if (mc_sgemm_use(paths[pi]))
 				continue;
-			for (int t = 1; t <= 16; t = t < 3 ? t + 1 : t == 3 ? 6 : t == 6 ? 16 : 17) {
-				omp_set_num_threads(t);
-				memcpy(dw, w0, nw * sizeof(float));
-				memcpy(db, b0, cv.O * sizeof(float));
-				d.calls = 0;
-				mc_convf_dw_src(&cv, sh->n, x, &src, dw, db, work);
-				ck_assert_msg(d.calls >= sh->n, "shape %d: %d calls", si, d.calls);
-				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
-					      "dW from src: shape %d path %s threads %d", si,
-					      paths[pi], t);
-				ck_assert_msg(!memcmp(db, rb, cv.O * sizeof(float)),
-					      "db from src: shape %d path %s threads %d", si,
-					      paths[pi], t);
-				memcpy(dw, w0, nw * sizeof(float));
-				mc_convf_dw_src(&cv, sh->n, x, &src, dw, NULL, work);
-				ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
-					      "dW from src without db: shape %d path %s threads %d",
-					      si, paths[pi], t);
-			}
+			for (int t = 1; t <= 16; t = t < 3 ? t + 1 : t == 3 ? 6 : t == 6 ? 16 : 17)
+				for (int from_src = 0; from_src < 2; from_src++) {
+					const char *how =
+					    from_src ? "dy from a source" : "dy in memory";
+					struct dy_copy *dp = from_src ? &d : NULL;
+
+					omp_set_num_threads(t);
+					memcpy(dw, w0, nw * sizeof(float));
+					memcpy(db, b0, cv.O * sizeof(float));
+					dw_once(&cv, sh->n, x, dy, dp, dw, db, work);
+					ck_assert_msg(!memcmp(dw, rw, nw * sizeof(float)),
+						      "dW, %s: shape %d path %s threads %d", how,
+						      si, paths[pi], t);
+					ck_assert_msg(!memcmp(db, rb, cv.O * sizeof(float)),
+						      "db, %s: shape %d path %s threads %d", how,
+						      si, paths[pi], t);
+					/* dW alone (no bias column) gives the same dW */
+					memcpy(dw, w0, nw * sizeof(float));
+					dw_once(&cv, sh->n, x, dy, dp, dw, NULL, work);
+					ck_assert_msg(
+					    !memcmp(dw, rw, nw * sizeof(float)),
+					    "dW without db, %s: shape %d path %s threads %d", how,
+					    si, paths[pi], t);
+				}
 		}
 		free(work);
 		free(db);
@@ -963,7 +928,6 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, forward_matches_ref);
 	tcase_add_test(tc, dw_matches_ref);
-	tcase_add_test(tc, dw_src_matches_ref);
 	tcase_add_test(tc, fused_model_deterministic);
 	tcase_add_test(tc, fused_pool_inference);
 	tcase_add_test(tc, fused_pool_odd_inference);
