@@ -933,6 +933,29 @@ static void f32_head(struct exp *e, int i, const struct mc_node *nd, int is_conv
 }
 
 /*
+ * What qconv2d and qlinear begin with: their scales checked, the input's
+ * quantization, and the output's; 1 when nothing calibrated the output and
+ * the layer went out f32 (f32_head), 0 with *x the int8 input to read, or
+ * an error code.
+ */
+static int q_layer_begin(struct exp *e, int i, const struct mc_node *nd, int is_conv, float *sa,
+			 int *za, float *so, int *zo, int *x)
+{
+	int r = check_scales(e, nd, mc_node_param_named(nd, "weight_scale"));
+
+	if (!r)
+		r = input_qparams(e, nd, sa, za);
+	if (r)
+		return r;
+	if (wanted(e->m, i, so, zo, 0)) {
+		f32_head(e, i, nd, is_conv, *sa, *za);
+		return 1;
+	}
+	*x = as_q(e, in_val(e, nd, 0), *sa, *za);
+	return 0;
+}
+
+/*
  * qconv2d (static): CONV_2D or DEPTHWISE_CONV_2D on int8, its input at the
  * calibrated scale, its output at the scale its readers calibrated, relu or
  * relu6 fused.
@@ -946,16 +969,9 @@ static int map_qconv(struct exp *e, int i, const struct mc_node *nd)
 	int mult = dw_mult(nd), za, zo, x, r;
 	float sa, so;
 
-	r = check_scales(e, nd, sw);
-	if (!r)
-		r = input_qparams(e, nd, &sa, &za);
+	r = q_layer_begin(e, i, nd, 1, &sa, &za, &so, &zo, &x);
 	if (r)
-		return r;
-	if (wanted(e->m, i, &so, &zo, 0)) {
-		f32_head(e, i, nd, 1, sa, za);
-		return 0;
-	}
-	x = as_q(e, xv, sa, za);
+		return r > 0 ? 0 : r;
 	{
 		int32_t ws[4] = {mult ? 1 : (int32_t)w->shape[0], (int32_t)w->shape[2],
 				 (int32_t)w->shape[3],
@@ -995,16 +1011,9 @@ static int map_qlinear(struct exp *e, int i, const struct mc_node *nd)
 	struct mc_tfl_opts o = {0};
 	float sa, so;
 
-	r = check_scales(e, nd, sw);
-	if (!r)
-		r = input_qparams(e, nd, &sa, &za);
+	r = q_layer_begin(e, i, nd, 0, &sa, &za, &so, &zo, &x);
 	if (r)
-		return r;
-	if (wanted(e->m, i, &so, &zo, 0)) {
-		f32_head(e, i, nd, 0, sa, za);
-		return 0;
-	}
-	x = as_q(e, xv, sa, za);
+		return r > 0 ? 0 : r;
 	{
 		int32_t ws[4] = {(int32_t)O, 1, 1, (int32_t)I};
 		void *wt = linear_weight(e, w, xv, 1);
