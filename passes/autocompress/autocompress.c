@@ -281,6 +281,25 @@ static void recipe_free(struct recipe *r)
 	r->n = 0;
 }
 
+/* A quantize step's first parameters: its model, bits and granularity, symmetric. */
+static void quant_step(const struct ac *a, const char *bits, const char *granularity,
+		       struct step *st)
+{
+	st->pass = "quantize";
+	kv_add(st, KV_SCALAR, "model", NULL, a->c->model);
+	kv_add(st, KV_SCALAR, "bits", NULL, bits);
+	kv_add(st, KV_SCALAR, "scheme", NULL, "symmetric");
+	kv_add(st, KV_SCALAR, "granularity", NULL, granularity);
+}
+
+/* The exclude list of format fmt's quantize step: every layer choice[] gives another format. */
+static void exclude_others(const struct ac *a, const int *choice, int fmt, struct step *st)
+{
+	for (int i = 0; i < a->L; i++)
+		if (a->l[i].ch[choice[i]].fmt != fmt)
+			kv_add(st, KV_ITEM, "exclude", NULL, a->l[i].name);
+}
+
 /* The passes that make configuration choice[] from the model as given. */
 static int recipe_make(const struct ac *a, const int *choice, struct recipe *r)
 {
@@ -333,35 +352,23 @@ static int recipe_make(const struct ac *a, const int *choice, struct recipe *r)
 	if (any[FMT_INT8]) {
 		struct step *st = &r->s[1];
 
-		st->pass = "quantize";
-		kv_add(st, KV_SCALAR, "model", NULL, c->model);
-		kv_add(st, KV_SCALAR, "bits", NULL, "8");
-		kv_add(st, KV_SCALAR, "scheme", NULL, "symmetric");
-		kv_add(st, KV_SCALAR, "granularity", NULL, "per-channel");
+		quant_step(a, "8", "per-channel", st);
 		kv_add(st, KV_SCALAR, "mode", NULL, "static");
 		kv_add(st, KV_SCALAR, "calibration", NULL, "minmax");
 		kv_add(st, KV_SCALAR, "calibration_data", NULL,
 		       c->calibration_data ? c->calibration_data : "train");
 		snprintf(num, sizeof(num), "%d", c->samples);
 		kv_add(st, KV_SCALAR, "samples", NULL, num);
-		for (int i = 0; i < a->L; i++)
-			if (a->l[i].ch[choice[i]].fmt != FMT_INT8)
-				kv_add(st, KV_ITEM, "exclude", NULL, a->l[i].name);
+		exclude_others(a, choice, FMT_INT8, st);
 	}
 	if (any[FMT_INT4]) {
 		struct step *st = &r->s[2];
 
-		st->pass = "quantize";
-		kv_add(st, KV_SCALAR, "model", NULL, c->model);
-		kv_add(st, KV_SCALAR, "bits", NULL, "4");
-		kv_add(st, KV_SCALAR, "scheme", NULL, "symmetric");
-		kv_add(st, KV_SCALAR, "granularity", NULL, "per-group");
+		quant_step(a, "4", "per-group", st);
 		snprintf(num, sizeof(num), "%d", GROUP);
 		kv_add(st, KV_SCALAR, "group_size", NULL, num);
 		kv_add(st, KV_SCALAR, "mode", NULL, "weight-only");
-		for (int i = 0; i < a->L; i++)
-			if (a->l[i].ch[choice[i]].fmt != FMT_INT4)
-				kv_add(st, KV_ITEM, "exclude", NULL, a->l[i].name);
+		exclude_others(a, choice, FMT_INT4, st);
 		for (int i = 0; i < a->L; i++)
 			if (a->l[i].ch[choice[i]].fmt == FMT_INT4 && !int4_grouped(&a->l[i]))
 				kv_add(st, KV_ENTRY, "overrides", a->l[i].name, "per-channel");
