@@ -5,7 +5,8 @@
 # stay zero, every layer keeps at most 2^bits values, the recipe's
 # zstd-coded file decodes to one that stores codes and codebooks and loads
 # and saves back to the same bytes, 1 and 3 OpenMP threads and the
-# portable GEMM give the same file, and a quantized layer is refused. Skips (77) without the data set.
+# portable GEMM give the same file (and with grad_groups: 4 one of its own),
+# and a quantized layer is refused. Skips (77) without the data set.
 set -u
 : "${MCOMP_BUILDDIR:?run through make check}" "${MCOMP_SRCDIR:?run through make check}"
 data=/usr/share/datasets/fashion-mnist
@@ -22,12 +23,15 @@ check() { # WHAT COMMAND...
 	if "$@"; then echo "PASS: $what"; else echo "FAIL: $what"; fail=1; fi
 }
 
-run() { # THREADS OUT [GEMM KERNEL]
-	MCOMP_GEMM=${3:-} OMP_NUM_THREADS=$1 "$mcomp" run "$recipe" --quiet \
+run() { # THREADS OUT [GEMM KERNEL [--set K=V]...]
+	t=$1 out=$2 gemm=${3:-}
+	shift 2
+	[ $# -gt 0 ] && shift
+	MCOMP_GEMM=$gemm OMP_NUM_THREADS=$t "$mcomp" run "$recipe" --quiet "$@" \
 		--set data.train.count=6000 --set data.test.count=1000 \
 		--set passes.train.epochs=1 --set passes.prune.finetune_epochs=2 \
 		--set passes.prune.end=1 --set passes.cluster.finetune_epochs=1 \
-		--set output.path="$2.zst" --set report="$2.json" > "$tmp/log" 2>&1 || {
+		--set output.path="$out.zst" --set report="$out.json" > "$tmp/log" 2>&1 || {
 		cat "$tmp/log"
 		fail=1
 	}
@@ -38,6 +42,12 @@ run 3 "$tmp/t3.safetensors"
 check "1 and 3 threads give the same file" cmp "$tmp/t1.safetensors.zst" "$tmp/t3.safetensors.zst"
 run 2 "$tmp/p2.safetensors" portable
 check "the portable GEMM gives the same file" cmp "$tmp/t1.safetensors.zst" "$tmp/p2.safetensors.zst"
+# Fine-tuning in groups (grad_groups): its own bytes, the same on 1 and 3 threads
+run 1 "$tmp/g1.safetensors" "" --set passes.cluster.grad_groups=4
+run 3 "$tmp/g3.safetensors" "" --set passes.cluster.grad_groups=4
+check "grad_groups: 1 and 3 threads give the same file" cmp "$tmp/g1.safetensors.zst" "$tmp/g3.safetensors.zst"
+check "grad_groups reaches the fine-tuning (other bytes than one gradient a batch)" \
+	test "$(cmp -s "$tmp/t1.safetensors.zst" "$tmp/g1.safetensors.zst"; echo $?)" = 1
 
 # The recipe writes through zstd; mcomp reads that back and writes it plain
 cat > "$tmp/plain.yaml" << EOF

@@ -5,7 +5,8 @@
 # says which rank ran what; mpirun -np 1, 2, 3 mcomp run trains the same
 # model bytes as a run without mpirun, and so do -np 1, 2, 4 with
 # grad_groups: 4 on a CNN with batch norm and dropout, and -np 1, 2, 3 with
-# grad_groups: 6 in distill, ensemble-distill, prune's fine-tuning and qat
+# grad_groups: 6 in distill, ensemble-distill, prune's and cluster's
+# fine-tuning and qat
 # (prune's sensitivity table split over the ranks); a grad_groups the ranks
 # or the batch do not divide is refused at validation; a run failing on
 # rank 1 and a rank killed with SIGKILL stop the job with a message naming
@@ -203,7 +204,7 @@ cmp -s "$tmp/glong.safetensors" "$tmp/gres.safetensors" && ok ||
 # teacher's targets computed once, each rank a share of the split), then
 # ensemble-distill on shifted images (the teachers run per group, each rank
 # on its own), and prune's sensitivity table (each rank a share of the
-# points), its fine-tuning and qat: -np 1, 2 and 3 write the bytes of the run
+# points), its fine-tuning, cluster's and qat: -np 1, 2 and 3 write the bytes of the run
 # without mpirun, and the table is the same.
 cat > "$tmp/kd.yaml" << EOF2
 mcomp: 1
@@ -239,6 +240,7 @@ passes:
   - prune: {model: cnn, mode: sensitivity, levels: [0.5, 0.9], eval_data: test}
   - prune: {model: cnn, sparsity: 0.8, schedule: gradual, frequency: 3, finetune_epochs: 1,
             batch_size: 48, lr: 0.002, grad_groups: 6}
+  - cluster: {model: cnn, bits: 4, finetune_epochs: 1, batch_size: 48, grad_groups: 6}
   - quantize: {model: cnn, mode: qat, activations: learned, epochs: 1, batch_size: 48,
                lr: 0.001, grad_groups: 6}
 output: {model: cnn, path: out/prune.safetensors}

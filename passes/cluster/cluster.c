@@ -20,62 +20,63 @@
 static const char *const inits[] = { "linear", "density", "k-means++", NULL };
 
 static const struct mc_param_def cluster_params[] = {
-	MC_PARAM_MODEL(struct cluster_conf, model, NULL, "the model whose weights are shared"),
-	MC_PARAM_INT(struct cluster_conf, bits, "5", 2, 8,
-		     "bits per weight index: 2^bits shared values per layer"),
-	MC_PARAM_MAP(struct cluster_conf, overrides, MC_PARAM_TINT, "{}", 2, 8,
-		     "per-layer bits: {NAME: BITS}, NAME a layer name or glob; the first match "
-		     "wins"),
-	MC_PARAM_LIST(struct cluster_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
-		      "layer names or globs left unclustered"),
-	MC_PARAM_INT(struct cluster_conf, bias_bits, "0", 0, 8,
-		     "also share each clustered layer's bias among 2^bias_bits values (2 to 8); "
-		     "0: biases stay f32"),
-	MC_PARAM_ENUM(struct cluster_conf, init, "linear", inits,
-		      "initial centroids: linear (evenly over [min, max]), density (evenly over "
-		      "the weights' distribution) or k-means++ (drawn from the seed)"),
-	MC_PARAM_INT(struct cluster_conf, iterations, "100", 1, 100000,
-		     "k-means iterations at most; it stops when no weight changes cluster"),
-	/* Optional: only fine-tuning reads a split; train_split() gives the default. */
-	MC_PARAM_SPLIT(struct cluster_conf, data, NULL,
-		       "the split to fine-tune on; default: train", .flags = MC_PARAM_FOPTIONAL),
-	MC_PARAM_INT(struct cluster_conf, finetune_epochs, "0", 0, 100000,
-		     "epochs of centroid fine-tuning (0: none)"),
-	MC_PARAM_INT(struct cluster_conf, batch_size, "128", 1, 65536, "fine-tuning batch"),
-	/* The training rows of MC_TRAIN_PARAMS, but SGD by default: with it a
-	 * shared value's step is its members' summed gradient (see after_step). */
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, optimizer, MC_PARAM_TENUM, "sgd", 0, 0,
-			mc_optimizer_names,
-			"the update rule; under adam a shared value moves by up to its member "
-			"count times lr a step"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, lr, MC_PARAM_TFLOAT, "0.0001", 1e-12, 10, NULL,
-			"learning rate"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, momentum, MC_PARAM_TFLOAT, "0.9", 0, 0.999999,
-			NULL, "SGD momentum"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, beta1, MC_PARAM_TFLOAT, "0.9", 0, 0.999999, NULL,
-			"Adam's first-moment decay"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, beta2, MC_PARAM_TFLOAT, "0.999", 0, 0.999999,
-			NULL, "Adam's second-moment decay"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, weight_decay, MC_PARAM_TFLOAT, "0", 0, 1, NULL,
-			"L2 penalty added to the gradient"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, schedule, MC_PARAM_TENUM, "cosine", 0, 0,
-			mc_lr_schedule_names,
-			"learning rate over the run: constant, step (times gamma every "
-			"step_epochs), or cosine (down to min_lr)"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, step_epochs, MC_PARAM_TINT, "1", 1, 100000, NULL,
-			"step schedule: epochs between decays"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, gamma, MC_PARAM_TFLOAT, "0.1", 1e-6, 1, NULL,
-			"step schedule: decay factor"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, min_lr, MC_PARAM_TFLOAT, "0", 0, 10, NULL,
-			"cosine schedule: the learning rate at the last step"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, shift, MC_PARAM_TINT, "0", 0, 8, NULL,
-			"augmentation: shift each training image by up to this many pixels along "
-			"each axis (a new draw per epoch)"),
-	MC_TRAIN_PARAM_(struct cluster_conf, opts, hflip, MC_PARAM_TBOOL, "false", 0, 1, NULL,
-			"augmentation: mirror half of the training images left to right"),
-	MC_PARAM_INT(struct cluster_conf, seed, "-1", -1, INT_MAX,
-		     "k-means++ draws and fine-tuning shuffle; -1 uses the pipeline's seed"),
-	MC_PARAM_END,
+    MC_PARAM_MODEL(struct cluster_conf, model, NULL, "the model whose weights are shared"),
+    MC_PARAM_INT(struct cluster_conf, bits, "5", 2, 8,
+		 "bits per weight index: 2^bits shared values per layer"),
+    MC_PARAM_MAP(struct cluster_conf, overrides, MC_PARAM_TINT, "{}", 2, 8,
+		 "per-layer bits: {NAME: BITS}, NAME a layer name or glob; the first match "
+		 "wins"),
+    MC_PARAM_LIST(struct cluster_conf, exclude, MC_PARAM_TSTRING, "[]", 0, 0,
+		  "layer names or globs left unclustered"),
+    MC_PARAM_INT(struct cluster_conf, bias_bits, "0", 0, 8,
+		 "also share each clustered layer's bias among 2^bias_bits values (2 to 8); "
+		 "0: biases stay f32"),
+    MC_PARAM_ENUM(struct cluster_conf, init, "linear", inits,
+		  "initial centroids: linear (evenly over [min, max]), density (evenly over "
+		  "the weights' distribution) or k-means++ (drawn from the seed)"),
+    MC_PARAM_INT(struct cluster_conf, iterations, "100", 1, 100000,
+		 "k-means iterations at most; it stops when no weight changes cluster"),
+    /* Optional: only fine-tuning reads a split; train_split() gives the default. */
+    MC_PARAM_SPLIT(struct cluster_conf, data, NULL, "the split to fine-tune on; default: train",
+		   .flags = MC_PARAM_FOPTIONAL),
+    MC_PARAM_INT(struct cluster_conf, finetune_epochs, "0", 0, 100000,
+		 "epochs of centroid fine-tuning (0: none)"),
+    MC_PARAM_INT(struct cluster_conf, batch_size, "128", 1, 65536, "fine-tuning batch"),
+    MC_GRAD_GROUPS_PARAM(struct cluster_conf, grad_groups, "fine-tuning: ", ""),
+    /* The training rows of MC_TRAIN_PARAMS, but SGD by default: with it a
+     * shared value's step is its members' summed gradient (see after_step). */
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, optimizer, MC_PARAM_TENUM, "sgd", 0, 0,
+		    mc_optimizer_names,
+		    "the update rule; under adam a shared value moves by up to its member "
+		    "count times lr a step"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, lr, MC_PARAM_TFLOAT, "0.0001", 1e-12, 10, NULL,
+		    "learning rate"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, momentum, MC_PARAM_TFLOAT, "0.9", 0, 0.999999, NULL,
+		    "SGD momentum"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, beta1, MC_PARAM_TFLOAT, "0.9", 0, 0.999999, NULL,
+		    "Adam's first-moment decay"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, beta2, MC_PARAM_TFLOAT, "0.999", 0, 0.999999, NULL,
+		    "Adam's second-moment decay"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, weight_decay, MC_PARAM_TFLOAT, "0", 0, 1, NULL,
+		    "L2 penalty added to the gradient"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, schedule, MC_PARAM_TENUM, "cosine", 0, 0,
+		    mc_lr_schedule_names,
+		    "learning rate over the run: constant, step (times gamma every "
+		    "step_epochs), or cosine (down to min_lr)"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, step_epochs, MC_PARAM_TINT, "1", 1, 100000, NULL,
+		    "step schedule: epochs between decays"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, gamma, MC_PARAM_TFLOAT, "0.1", 1e-6, 1, NULL,
+		    "step schedule: decay factor"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, min_lr, MC_PARAM_TFLOAT, "0", 0, 10, NULL,
+		    "cosine schedule: the learning rate at the last step"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, shift, MC_PARAM_TINT, "0", 0, 8, NULL,
+		    "augmentation: shift each training image by up to this many pixels along "
+		    "each axis (a new draw per epoch)"),
+    MC_TRAIN_PARAM_(struct cluster_conf, opts, hflip, MC_PARAM_TBOOL, "false", 0, 1, NULL,
+		    "augmentation: mirror half of the training images left to right"),
+    MC_PARAM_INT(struct cluster_conf, seed, "-1", -1, INT_MAX,
+		 "k-means++ draws and fine-tuning shuffle; -1 uses the pipeline's seed"),
+    MC_PARAM_END,
 };
 
 /* One shared tensor (a layer's weight, or its bias) and its state during
@@ -145,9 +146,12 @@ static int cluster_check(struct mc_ctx *ctx, const void *conf)
 	if (c->bias_bits == 1)
 		return mc_ctx_error(ctx, "bias_bits", MC_EINVAL,
 				    "1 bit is 2 values; use 2 to 8 bits, or 0 to keep biases f32");
-	if (c->finetune_epochs > 0)
-		return mc_ctx_check_data(ctx, "data", train_split(c));
-	return 0;
+	if (c->finetune_epochs > 0) {
+		ret = mc_ctx_check_data(ctx, "data", train_split(c));
+		if (!ret)
+			ret = mc_ctx_check_grad_groups(ctx, c->grad_groups, c->batch_size);
+	}
+	return ret;
 }
 
 /* ---------------------------------------------------------------- running */
@@ -293,10 +297,11 @@ static int finetune(struct mc_ctx *ctx, const struct cluster_conf *c, struct mc_
 	struct tuner tu = { .l = l, .n = n };
 	struct mc_train_hooks hooks = { .arg = &tu, .after_step = after_step };
 	struct mc_train_conf tc = {
-		.epochs = c->finetune_epochs,
-		.batch_size = c->batch_size,
-		.seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
-		.label = "cluster: fine-tune",
+	    .epochs = c->finetune_epochs,
+	    .batch_size = c->batch_size,
+	    .seed = c->seed >= 0 ? (uint64_t)c->seed : mc_ctx_seed(ctx),
+	    .label = "cluster: fine-tune",
+	    .grad_groups = c->grad_groups,
 	};
 
 	mc_train_opts_apply(&c->opts, &tc);

@@ -30,6 +30,7 @@ struct cluster_conf {
 	char *data;
 	int finetune_epochs;
 	int batch_size;
+	int grad_groups; /* 0: one gradient per batch */
 	struct mc_train_opts opts;
 	int seed;
 };
