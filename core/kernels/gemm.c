@@ -1307,16 +1307,24 @@ static void relu_rows(int M, int N, float *C, int ldc)
 
 static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
 			    const float *A, int lda, const float *bpre, const float *bias, int relu,
-			    float beta, float *C, int ldc, int par);
+			    float beta, float *C, int ldc, int par,
+			    const struct mc_sgemm_side *side);
 
-int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha,
-		const float *A, int lda, const float *B, int ldb, const float *packed,
-		const float *bias, int relu, float beta, float *C, int ldc)
+int mc_sgemm_pb_side(const char *kernel_name, int tb, int M, int N, int K, float alpha,
+		     const float *A, int lda, const float *B, int ldb, const float *packed,
+		     const float *bias, int relu, float beta, float *C, int ldc,
+		     const struct mc_sgemm_side *side)
 {
 	const struct ukernel *uk = kernel();
 
 	if (strcmp(kernel_name, uk->name))
 		return -1;
+	if (M <= 0 || N <= 0 || M <= GEMV_ROWS || K <= 0 || alpha == 0.0f) {
+		/* No tiles to run the items beside: one after another, first. */
+		for (int64_t i = 0; side && i < side->items; i++)
+			side->fn(side->arg, i);
+		side = NULL;
+	}
 	if (M <= 0 || N <= 0)
 		return 0;
 	if (bias)
@@ -1331,8 +1339,68 @@ int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alph
 		return 0;
 	}
 	sgemm_prepacked(uk, M, N, K, alpha, A, lda, packed, bias, relu, beta, C, ldc,
-			(double)M * N * K >= PB_PAR_MIN);
+			(double)M * N * K >= PB_PAR_MIN, side);
 	return 0;
+}
+
+int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha, const float *A,
+		int lda, const float *B, int ldb, const float *packed, const float *bias, int relu,
+		float beta, float *C, int ldc)
+{
+	return mc_sgemm_pb_side(kernel_name, tb, M, N, K, alpha, A, lda, B, ldb, packed, bias, relu,
+				beta, C, ldc, NULL);
+}
+
+/*
+ * The largest of parts parts of n elements cut at strips of s (part()'s
+ * cuts, the last strip shorter when s does not divide n).
+ */
+static int largest_part(int n, int s, int parts)
+{
+	int strips = (n + s - 1) / s, most = 0;
+
+	for (int p = 0; p < parts; p++) {
+		int lo, hi, len;
+
+		part(strips, p, parts, &lo, &hi);
+		len = (hi * s < n ? hi * s : n) - lo * s;
+		if (len > most)
+			most = len;
+	}
+	return most;
+}
+
+/*
+ * team_grid for a product whose threads share nothing but a K loop each:
+ * the grid whose largest rectangle has the fewest elements of C, counted
+ * in rows and columns rather than strips (a last strip of A of 4 rows is
+ * a third of a full one: at 256 x 256 and two threads, halves of 22 x 8
+ * strips were 132 and 124 rows, halves of the columns are equal), then
+ * the squarest.
+ */
+static void team_grid_exact(int M, int N, int threads, int *pm, int *pn, int mr, int nr)
+{
+	long best = -1, skew = 0;
+
+	*pm = 1;
+	*pn = threads;
+	for (int a = 1; a <= threads; a++) {
+		int b = threads / a, rows, cols;
+		long w, d;
+
+		if (threads % a)
+			continue;
+		rows = largest_part(M, mr, a);
+		cols = largest_part(N, nr, b);
+		w = (long)rows * cols;
+		d = labs((long)rows - cols);
+		if (best < 0 || w < best || (w == best && d < skew)) {
+			best = w;
+			skew = d;
+			*pm = a;
+			*pn = b;
+		}
+	}
 }
 
 #define PB_ROWS 96 /* strips of A a thread runs against B's strips before the next ones */
@@ -1351,7 +1419,8 @@ int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alph
  */
 static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
 			    const float *A, int lda, const float *bpre, const float *bias, int relu,
-			    float beta, float *C, int ldc, int par)
+			    float beta, float *C, int ldc, int par,
+			    const struct mc_sgemm_side *side)
 {
 	const int mr = uk->mr, nr = uk->nr;
 	const int mstrips = (M + mr - 1) / mr, nstrips = (N + nr - 1) / nr;
@@ -1364,9 +1433,14 @@ static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float
 		int pm, pn, m0, m1, n0, n1;
 		float edge[KC * 12] __attribute__((aligned(64))); /* MR is at most 12 */
 
-		team_grid(mstrips, nstrips, mr, nr, threads, &pm, &pn);
+		team_grid_exact(M, N, threads, &pm, &pn, mr, nr);
 		part(mstrips, me / pn, pm, &m0, &m1);
 		part(nstrips, me % pn, pn, &n0, &n1);
+		/* The side items first: one stream of reads, the prefetchers' best case. */
+		for (int64_t i = side ? side->items * me / threads : 0,
+			     e = side ? side->items * (me + 1) / threads : 0;
+		     i < e; i++)
+			side->fn(side->arg, i);
 		for (int ib = m0; ib < m1; ib += PB_ROWS) {
 			int ie = ib + PB_ROWS < m1 ? ib + PB_ROWS : m1;
 
