@@ -211,7 +211,10 @@ void mc_fan_in_init(struct mc_node *node, uint64_t seed, uint64_t stream)
  * path the threads of the GEMM compute that hash between their tiles, with
  * the cached packing (the hash no parallel region of its own, its reads
  * overlapping the arithmetic); when it then differs, the product is
- * thrown away and made again from the weight as it is now.
+ * thrown away and made again from the weight as it is now. After a hash
+ * that changed, forwards hash first and compute once, until one finds the
+ * weight as it was (weights rewritten before every forward, in a loop of
+ * training steps and evaluations, are not computed twice).
  */
 #define SPARSE_MIN 0.85  /* measured: bench/bench_sparse.c */
 #define SPARSE_MIN_BATCH 16 /* below it the dense GEMV wins (bench_sparse) */
@@ -224,7 +227,7 @@ struct csr_cache {
 	uint64_t sum;	 /* and that data's hash */
 	int mode;	 /* sparse_mode() the verdict is for; VERDICT_NONE: none yet */
 	int sparse;	 /* the verdict: 1 the CSR below, 0 the dense GEMM */
-	int missed;	 /* the last forward's hash differed: hash first, then compute */
+	int missed;	 /* the last hash differed from the one before: hash first, then compute */
 	int32_t *indptr; /* [O + 1] */
 	int32_t *indices; /* [nnz] */
 	float *values;   /* [nnz] */
@@ -647,6 +650,7 @@ static int linear_infer(const struct mc_node *node, const struct mc_run *run, in
 	struct csr_cache *c;
 	const float *p = NULL;
 	uint64_t sum = 0;
+	int changed;
 
 	pthread_mutex_lock(&csr_lock);
 	c = node->cache;
@@ -668,10 +672,12 @@ static int linear_infer(const struct mc_node *node, const struct mc_run *run, in
 	}
 	sum = weight_hash(w->data, w->numel);
 	pthread_mutex_lock(&csr_lock);
+	c = node->cache;
+	/* weights that keep changing are hashed first, not computed twice */
+	changed = !c || c->w != w->data || c->sum != sum;
 	c = weights_now(node, sum, cand, mode, k);
 	if (c)
-		/* weights that keep changing are hashed first, not computed twice */
-		c->missed = p != NULL;
+		c->missed = changed;
 	pthread_mutex_unlock(&csr_lock);
 	if (!c)
 		return -1;
