@@ -292,6 +292,59 @@ START_TEST(sgemm_packed_b_same_bytes)
 }
 END_TEST
 
+static void count_item(void *arg, int64_t item)
+{
+	__atomic_fetch_add((int *)arg + item, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * The side items of mc_sgemm_pb_side run once each beside the product, on
+ * the team or (a few rows: the GEMV path) before it, for any thread count,
+ * and leave the product's bytes as they are.
+ */
+START_TEST(sgemm_packed_b_side_items)
+{
+	static const int shapes[][3] = {{256, 70, 300}, {2, 40, 30}, {13, 10, 600}};
+	int saved = omp_get_max_threads();
+	const char *k = mc_sgemm_kernel();
+
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+		float *A = random_f32((size_t)M * K, 31), *B = random_f32((size_t)N * K, 32);
+		float *C = malloc((size_t)M * N * sizeof(float)),
+		      *D = malloc((size_t)M * N * sizeof(float));
+		size_t size = mc_sgemm_packed_size(k, N, K);
+		float *packed = aligned_alloc(64, (size * sizeof(float) + 63) / 64 * 64);
+
+		mc_sgemm_pack_b(k, 1, N, K, B, K, packed);
+		ck_assert_int_eq(
+		    mc_sgemm_pb(k, 1, M, N, K, 1.0f, A, K, B, K, packed, NULL, 1, 0.0f, C, N), 0);
+		for (int t = 1; t <= 3; t++)
+			for (int c = 0; c < 3; c++) {
+				int items = c == 0 ? 0 : c == 1 ? 1 : 37, seen[37] = {0};
+				struct mc_sgemm_side side = {count_item, seen, items};
+
+				omp_set_num_threads(t);
+				ck_assert_int_eq(mc_sgemm_pb_side(k, 1, M, N, K, 1.0f, A, K, B, K,
+								  packed, NULL, 1, 0.0f, D, N,
+								  &side),
+						 0);
+				for (int i = 0; i < items; i++)
+					ck_assert_msg(seen[i] == 1,
+						      "%dx%dx%d, %d threads: item %d ran %d times",
+						      M, N, K, t, i, seen[i]);
+				ck_assert(memcmp(C, D, (size_t)M * N * sizeof(float)) == 0);
+			}
+		free(packed);
+		free(D);
+		free(C);
+		free(B);
+		free(A);
+	}
+	omp_set_num_threads(saved);
+}
+END_TEST
+
 /* One row of A on the GEMV path, wide enough to use the whole team. */
 START_TEST(sgemv_thread_count_invariant)
 {
@@ -719,6 +772,7 @@ int main(void)
 	tcase_add_test(tc, sgemm_every_kernel);
 	tcase_add_test(tc, sgemm_every_kernel_same_bytes);
 	tcase_add_test(tc, sgemm_packed_b_same_bytes);
+	tcase_add_test(tc, sgemm_packed_b_side_items);
 	tcase_add_test(tc, sgemm_chain_in_parts_same_bytes);
 	tcase_add_test(tc, sgemv_thread_count_invariant);
 	tcase_add_test(tc, s8_every_kernel_exact);

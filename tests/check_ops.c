@@ -959,6 +959,18 @@ START_TEST(inference_fusions_keep_bytes)
 		ck_assert(memcmp(mc_forward(inf, x, 40), mc_forward(tr, x, 40),
 				 40 * 9 * sizeof(float)) == 0);
 		ck_assert(memcmp(mc_forward(inf, x, 40), y0, 40 * 9 * sizeof(float)) != 0);
+		/* weights that change before every forward, and moved ones (a swap) */
+		for (int round = 0; round < 4; round++) {
+			float t = w[round];
+
+			w[round] = w[100 + round];
+			w[100 + round] = t;
+			memcpy(y0, mc_forward(tr, x, 40), 40 * 9 * sizeof(float));
+			ck_assert_msg(memcmp(mc_forward(inf, x, 40), y0, 40 * 9 * sizeof(float)) ==
+					  0,
+				      "round %d: swapped weights not seen", round);
+			ck_assert(memcmp(mc_forward(inf, x, 40), y0, 40 * 9 * sizeof(float)) == 0);
+		}
 		free(y0);
 		mc_exec_free(tr);
 		mc_exec_free(inf);

@@ -196,36 +196,47 @@ void mc_fan_in_init(struct mc_node *node, uint64_t seed, uint64_t stream)
  * GEMM (docs/prune.md, "Speed of unstructured sparsity"). MCOMP_SPARSE
  * chooses: "0" never, "1" always (any sparsity, batch and CPU), unset or
  * "auto" the rule above for batches of SPARSE_MIN_BATCH or more, with the
- * AVX-512 kernel only.
+ * AVX-512 kernel only; a cheap sample of the weight rules out layers far
+ * from the threshold before the exact count.
  *
- * The CSR copy is built on first use and kept as the node's cache (like
- * qlinear's packed weights), dropped by linear_release when the node is
- * freed or its parameters change. Weights are written in place by
- * training and by passes, so every sparse forward first checks a checksum
- * of the whole weight (one parallel read, far cheaper than the product at
- * any batch above a few samples) against the one the copy was built from,
- * and rebuilds on a mismatch. The dense path needs no copy and never pays
- * for the check: a cheap sample of the weight rules out layers far from
- * the threshold.
+ * Either copy of the weight, the CSR one or the dense one packed for the
+ * GEMM (so that a batch packs only its input), is built on first use and
+ * kept as the node's cache (like qlinear's packed weights), dropped by
+ * linear_release when the node is freed or its parameters change, and so
+ * is the verdict (sparse or dense) for the weight. Weights are written in
+ * place by training and by passes, so every forward checks a hash of the
+ * whole weight (one read, memory-bound, far cheaper than the product at
+ * any batch above a few samples) against the one the copies and the
+ * verdict were made from, and makes them anew on a mismatch. On the dense
+ * path the threads of the GEMM compute that hash between their tiles, with
+ * the cached packing (the hash no parallel region of its own, its reads
+ * overlapping the arithmetic); when it then differs, the product is
+ * thrown away and made again from the weight as it is now. After a hash
+ * that changed, forwards hash first and compute once, until one finds the
+ * weight as it was (weights rewritten before every forward, in a loop of
+ * training steps and evaluations, are not computed twice).
  */
 #define SPARSE_MIN 0.85  /* measured: bench/bench_sparse.c */
 #define SPARSE_MIN_BATCH 16 /* below it the dense GEMV wins (bench_sparse) */
-#define SPARSE_SAMPLE 4096 /* weights looked at before the full check */
+#define SPARSE_SAMPLE	     4096 /* weights looked at before the full count */
 #define DENSE_PACK_MIN_BATCH 4 /* from 4 rows on mc_sgemm packs B (below: its GEMV path) */
+#define HASH_BLOCK	     4096 /* words (16 KB) a unit of the hash, an item of the GEMM's side work */
 
 struct csr_cache {
-	const void *w;   /* the data it was built from */
-	uint64_t sum;    /* and that data's checksum */
-	int sparse;      /* 0: too dense, the GEMM runs */
+	const void *w;	 /* the data all below was made from */
+	uint64_t sum;	 /* and that data's hash */
+	int mode;	 /* sparse_mode() the verdict is for; VERDICT_NONE: none yet */
+	int sparse;	 /* the verdict: 1 the CSR below, 0 the dense GEMM */
+	int missed;	 /* the last hash differed from the one before: hash first, then compute */
 	int32_t *indptr; /* [O + 1] */
 	int32_t *indices; /* [nnz] */
 	float *values;   /* [nnz] */
-	/* The dense weight packed for the GEMM's kernel pk_kernel (see dense_weights). */
-	const void *pk_w;
-	uint64_t pk_sum;
+	/* The dense weight packed for the GEMM's kernel pk_kernel (see dense_packed). */
 	const char *pk_kernel;
 	float *packed;
 };
+
+#define VERDICT_NONE (-2)
 
 static pthread_mutex_t csr_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -270,80 +281,128 @@ static int sparse_mode(void)
 }
 
 /*
- * Checksum of words c .. e of w: the sum of w[i] * (2i + 1) modulo 2^32 in
- * each of 16 lanes (an odd factor is invertible, so changing any one word
- * changes it); adds the count of non-zero words to *nz.
+ * The hash of words c .. e of w (one block, at most HASH_BLOCK): in each of
+ * 16 lanes (word c + i in lane i % 16) Fletcher's two sums modulo 2^32, s1
+ * of the words and s2 of the running s1, so that a changed word changes s1
+ * and a moved one s2; the lanes weighed by odd factors. Adds only: the
+ * reads are the cost. Every kernel below gives the same value.
  */
-static uint64_t sum_chunk(const uint32_t *w, int64_t c, int64_t e, int64_t *nz)
+static uint64_t hash_end(const uint32_t *w, int64_t i, int64_t c, int64_t e, uint32_t *s1,
+			 uint32_t *s2)
 {
-	uint32_t s[16] = {0};
-	int64_t z = 0;
+	uint64_t h = 0;
 
-	for (int64_t i = c; i < e; i++) {
-		s[i & 15] += w[i] * (uint32_t)(2 * i + 1);
-		z += (w[i] << 1) != 0; /* +0.0 and -0.0 are zeros */
+	for (; i < e; i++) {
+		s1[(i - c) & 15] += w[i];
+		s2[(i - c) & 15] += s1[(i - c) & 15];
 	}
-	*nz += z;
-	for (int j = 1; j < 16; j++)
-		s[0] += s[j] * (uint32_t)(2 * j + 1);
-	return s[0];
+	for (int l = 0; l < 16; l++)
+		h += (uint64_t)s1[l] * (uint64_t)(2 * l + 1) +
+		     (uint64_t)s2[l] * (uint64_t)(2 * l + 33);
+	return h;
+}
+
+static uint64_t hash_block(const uint32_t *w, int64_t c, int64_t e)
+{
+	uint32_t s1[16] = {0}, s2[16] = {0};
+
+	return hash_end(w, c, c, e, s1, s2);
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f,avx512vl"))) static uint64_t
-sum_chunk_avx512(const uint32_t *w, int64_t c, int64_t e, int64_t *nz)
+__attribute__((target("avx512f"))) static uint64_t hash_block_avx512(const uint32_t *w, int64_t c,
+								     int64_t e)
 {
-	__m512i acc = _mm512_setzero_si512(), two = _mm512_set1_epi32(2 * 16);
-	__m512i f = _mm512_add_epi32(
-	    _mm512_set1_epi32((int)(2 * c + 1)),
-	    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
-	__m512i mag = _mm512_set1_epi32(0x7fffffff);
-	uint32_t s[16];
-	int64_t i = c, z = 0;
+	__m512i a = _mm512_setzero_si512(), b = a;
+	uint32_t s1[16], s2[16];
+	int64_t i = c;
 
 	for (; i + 16 <= e; i += 16) {
-		__m512i v = _mm512_loadu_si512(w + i);
+		a = _mm512_add_epi32(a, _mm512_loadu_si512(w + i));
+		b = _mm512_add_epi32(b, a);
+	}
+	_mm512_storeu_si512(s1, a);
+	_mm512_storeu_si512(s2, b);
+	return hash_end(w, i, c, e, s1, s2);
+}
 
-		acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, f));
-		z += __builtin_popcount(_mm512_test_epi32_mask(v, mag));
-		f = _mm512_add_epi32(f, two);
+__attribute__((target("avx2"))) static uint64_t hash_block_avx2(const uint32_t *w, int64_t c,
+								int64_t e)
+{
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, b0 = a0, b1 = a0;
+	uint32_t s1[16], s2[16];
+	int64_t i = c;
+
+	for (; i + 16 <= e; i += 16) {
+		a0 = _mm256_add_epi32(a0, _mm256_loadu_si256((const __m256i *)(w + i)));
+		a1 = _mm256_add_epi32(a1, _mm256_loadu_si256((const __m256i *)(w + i + 8)));
+		b0 = _mm256_add_epi32(b0, a0);
+		b1 = _mm256_add_epi32(b1, a1);
 	}
-	_mm512_storeu_si512(s, acc);
-	for (; i < e; i++) {
-		s[i & 15] += w[i] * (uint32_t)(2 * i + 1);
-		z += (w[i] << 1) != 0;
-	}
-	*nz += z;
-	for (int j = 1; j < 16; j++)
-		s[0] += s[j] * (uint32_t)(2 * j + 1);
-	return s[0];
+	_mm256_storeu_si256((__m256i *)s1, a0);
+	_mm256_storeu_si256((__m256i *)(s1 + 8), a1);
+	_mm256_storeu_si256((__m256i *)s2, b0);
+	_mm256_storeu_si256((__m256i *)(s2 + 8), b1);
+	return hash_end(w, i, c, e, s1, s2);
 }
 #endif
 
-/*
- * Checksum and non-zero count of the n words of w, from chunks that start at
- * multiples of 16: the same for any thread count and kernel.
- */
-static uint64_t weight_sum(const uint32_t *w, int64_t n, int64_t *nnz)
+/* Block b of the n words of w, its hash weighed by its place (2b + 1). */
+static uint64_t hash_at(const uint32_t *w, int64_t n, int64_t b)
 {
-	uint64_t sum = 0;
-	int64_t nz = 0;
-	int wide = have_avx512();
-
-#pragma omp parallel for schedule(static) reduction(+ : sum, nz) if (n >= 4 * MC_PAR_MIN)
-	for (int64_t c = 0; c < n; c += 16 * MC_CHUNK) {
-		int64_t e = c + 16 * MC_CHUNK < n ? c + 16 * MC_CHUNK : n, z = 0;
+	int64_t c = b * HASH_BLOCK, e = c + HASH_BLOCK < n ? c + HASH_BLOCK : n;
+	uint64_t h;
 
 #if defined(__x86_64__)
-		if (wide)
-			sum += sum_chunk_avx512(w, c, e, &z);
-		else
+	if (mc_cpu_has(MC_CPU_AVX512F))
+		h = hash_block_avx512(w, c, e);
+	else if (mc_cpu_has(MC_CPU_AVX2))
+		h = hash_block_avx2(w, c, e);
+	else
 #endif
-			sum += sum_chunk(w, c, e, &z);
-		nz += z;
-	}
-	*nnz = nz;
-	return sum ^ (uint64_t)nz << 40;
+		h = hash_block(w, c, e);
+	return h * (uint64_t)(2 * b + 1);
+}
+
+static int64_t hash_blocks(int64_t n)
+{
+	return (n + HASH_BLOCK - 1) / HASH_BLOCK;
+}
+
+/* The hash of the n words of w: the sum of its blocks', the same for any thread count. */
+static uint64_t weight_hash(const uint32_t *w, int64_t n)
+{
+	uint64_t sum = 0;
+
+#pragma omp parallel for schedule(static) reduction(+ : sum) if (n >= 4 * MC_PAR_MIN)
+	for (int64_t b = 0; b < hash_blocks(n); b++)
+		sum += hash_at(w, n, b);
+	return sum;
+}
+
+/* The same, block by block, on the GEMM's threads (struct mc_sgemm_side). */
+struct hash_job {
+	const uint32_t *w;
+	int64_t n;
+	uint64_t sum;
+};
+
+static void hash_item(void *arg, int64_t b)
+{
+	struct hash_job *h = arg;
+
+	__atomic_fetch_add(&h->sum, hash_at(h->w, h->n, b), __ATOMIC_RELAXED);
+}
+
+/* Non-zero words of w (+0.0 and -0.0 are zeros). */
+static int64_t count_nonzero(const uint32_t *w, int64_t n)
+{
+	int64_t nz = 0;
+
+#pragma omp parallel for schedule(static) reduction(+ : nz) if (n >= 4 * MC_PAR_MIN)
+	for (int64_t i = 0; i < n; i++)
+		nz += (w[i] << 1) != 0;
+	return nz;
 }
 
 /* Builds c's CSR from w[O, I]; -1 when out of memory. */
@@ -374,101 +433,83 @@ static int csr_build(struct csr_cache *c, const float *w, int O, int I, int64_t 
 }
 
 /*
- * The node's CSR weights when the sparse path should run, else NULL (the
- * dense GEMM is always correct). The entry stays valid until the weights
- * change, which a concurrent forward of the same model must not do anyway.
+ * Whether the weight w should run on its CSR copy under mode (batches of
+ * SPARSE_MIN_BATCH or more, or mode 1): the sample, then the exact count.
  */
-static const struct csr_cache *sparse_weights(const struct mc_node *node, int mode)
+static int sparse_verdict(const struct mc_tensor *w, int mode, int64_t *nnz)
 {
-	const struct mc_tensor *w = node->params[0];
-	int O = (int)w->shape[0], I = (int)w->shape[1];
-	int64_t numel = w->numel, nnz;
-	struct csr_cache *c;
-	uint64_t sum;
+	int64_t numel = w->numel;
 
 	if (numel > INT32_MAX)
-		return NULL;
+		return 0;
 	if (mode == 0) {
 		const uint32_t *u = w->data;
 		int64_t step = numel > SPARSE_SAMPLE ? numel / SPARSE_SAMPLE : 1, seen = 0, zeros = 0;
 
 		if (!have_avx512())
-			return NULL;
+			return 0;
 		for (int64_t i = 0; i < numel; i += step, seen++)
 			zeros += (u[i] << 1) == 0;
 		if ((double)zeros < (SPARSE_MIN - 0.02) * (double)seen)
-			return NULL;
+			return 0;
 	}
-	sum = weight_sum(w->data, numel, &nnz);
-	pthread_mutex_lock(&csr_lock);
-	/* The cache is the node's own mutable state behind a const view. */
-	c = node->cache;
-	if (c && c->w == w->data && c->sum == sum)
-		goto out;
-	if (!c) {
-		c = calloc(1, sizeof(*c));
-		if (!c)
-			goto out;
-		((struct mc_node *)node)->cache = c;
-	}
-	c->w = w->data;
-	csr_clear(c);
-	c->sum = sum;
-	c->sparse = mode == 1 || (double)(numel - nnz) >= SPARSE_MIN * (double)numel;
-	if (c->sparse && csr_build(c, w->data, O, I, nnz))
-		c->sparse = 0; /* out of memory: the GEMM needs none */
-out:
-	pthread_mutex_unlock(&csr_lock);
-	return c && c->sparse ? c : NULL;
+	*nnz = count_nonzero(w->data, numel);
+	return mode == 1 || (double)(numel - *nnz) >= SPARSE_MIN * (double)numel;
 }
 
 /*
- * The node's weight packed for the GEMM (mcomp's kernels/gemm.h), so that a
- * batch at inference packs only its input; NULL when the plain mc_sgemm
- * should run (out of memory). Checked against the weight's checksum on
- * every call like the CSR copy, and packed again when the weight or the
- * GEMM's kernel changed.
+ * The node's cache for its weight as it is now, whose hash is sum: copies
+ * and verdict made from other data dropped; with cand (a batch the sparse
+ * path may take, under mode), the verdict made, and the CSR copy with a
+ * sparse one; else (or with a dense verdict) the weight packed for kernel
+ * k. NULL when out of memory. Called with csr_lock held.
  */
-static const float *dense_weights(const struct mc_node *node, const char **kname)
+static struct csr_cache *weights_now(const struct mc_node *node, uint64_t sum, int cand, int mode,
+				     const char *k)
 {
 	const struct mc_tensor *w = node->params[0];
 	int O = (int)w->shape[0], I = (int)w->shape[1];
-	const char *k = mc_sgemm_kernel();
-	struct csr_cache *c;
-	const float *p = NULL;
-	int64_t nnz;
-	uint64_t sum = weight_sum(w->data, w->numel, &nnz);
+	struct csr_cache *c = node->cache;
 	size_t size;
 
-	pthread_mutex_lock(&csr_lock);
-	c = node->cache;
-	if (c && c->packed && c->pk_w == w->data && c->pk_sum == sum && c->pk_kernel == k) {
-		p = c->packed;
-		goto out;
-	}
 	if (!c) {
 		c = calloc(1, sizeof(*c));
 		if (!c)
-			goto out;
+			return NULL;
+		/* The cache is the node's own mutable state behind a const view. */
 		((struct mc_node *)node)->cache = c;
+		c->mode = VERDICT_NONE;
 	}
+	if (c->w != w->data || c->sum != sum) {
+		csr_clear(c);
+		free(c->packed);
+		c->packed = NULL;
+		c->w = w->data;
+		c->sum = sum;
+		c->mode = VERDICT_NONE;
+	}
+	if (cand && c->mode != mode) {
+		int64_t nnz = 0;
+
+		csr_clear(c);
+		c->mode = mode;
+		c->sparse = sparse_verdict(w, mode, &nnz);
+		if (c->sparse && csr_build(c, w->data, O, I, nnz))
+			c->sparse = 0; /* out of memory: the GEMM needs none */
+	}
+	if ((cand && c->sparse) || (c->packed && c->pk_kernel == k))
+		return c;
 	free(c->packed);
 	c->packed = NULL;
 	size = mc_sgemm_packed_size(k, O, I);
 	if (!size || size > SIZE_MAX / sizeof(float))
-		goto out;
+		return c;
 	c->packed = aligned_alloc(64, (size * sizeof(float) + 63) / 64 * 64);
 	if (!c->packed)
-		goto out;
+		return c;
 	mc_sgemm_pack_b(k, 1, O, I, w->data, I, c->packed);
-	c->pk_w = w->data;
-	c->pk_sum = sum;
 	c->pk_kernel = k;
-	p = c->packed;
-out:
-	pthread_mutex_unlock(&csr_lock);
-	*kname = k;
-	return p;
+	return c;
 }
 
 /* out[O] = x[I] W^T + b for one sample, four partial sums (the order is fixed). */
@@ -592,6 +633,68 @@ static size_t linear_workspace(const struct mc_node *node, int n)
 }
 
 /*
+ * The inference forward on the node's cached weights (see "sparse
+ * inference" above); -1 when there are none (out of memory, or the GEMM's
+ * kernel changed meanwhile): the caller then runs the plain GEMM.
+ */
+static int linear_infer(const struct mc_node *node, const struct mc_run *run, int n, const float *x,
+			float *out, int relu, int mode)
+{
+	const struct mc_tensor *w = node->params[0];
+	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
+	const float *y[1] = {out};
+	int O = (int)w->shape[0], I = (int)w->shape[1];
+	int cand = mode >= 0 && (mode || n >= SPARSE_MIN_BATCH);
+	const char *k = mc_sgemm_kernel();
+	struct hash_job job = {w->data, w->numel, 0};
+	struct csr_cache *c;
+	const float *p = NULL;
+	uint64_t sum = 0;
+	int changed;
+
+	pthread_mutex_lock(&csr_lock);
+	c = node->cache;
+	if (c && !c->missed && n >= DENSE_PACK_MIN_BATCH && c->w == w->data && c->packed &&
+	    c->pk_kernel == k && (!cand || (c->mode == mode && !c->sparse))) {
+		p = c->packed;
+		sum = c->sum;
+	}
+	pthread_mutex_unlock(&csr_lock);
+	if (p) {
+		/* The product with the packing made last time, and the hash with it. */
+		struct mc_sgemm_side side = {hash_item, &job, hash_blocks(w->numel)};
+
+		if (!mc_sgemm_pb_side(k, 1, n, O, I, 1.0f, x, I, w->data, I, p, b, relu, 0.0f, out,
+				      O, &side) &&
+		    job.sum == sum)
+			return 0;
+		/* The weight changed since: its product again, from the weight as it is. */
+	}
+	sum = weight_hash(w->data, w->numel);
+	pthread_mutex_lock(&csr_lock);
+	c = node->cache;
+	/* weights that keep changing are hashed first, not computed twice */
+	changed = !c || c->w != w->data || c->sum != sum;
+	c = weights_now(node, sum, cand, mode, k);
+	if (c)
+		c->missed = changed;
+	pthread_mutex_unlock(&csr_lock);
+	if (!c)
+		return -1;
+	if (cand && c->sparse) {
+		/* The entry stays valid until the weights change, which a concurrent
+		 * forward of the same model must not do anyway. */
+		linear_forward_sparse(node, c, run, n, x, out);
+		if (relu)
+			relu_forward(node, run, n, y, out); /* elementwise: in place is the same */
+		return 0;
+	}
+	if (!c->packed || n < DENSE_PACK_MIN_BATCH)
+		return -1;
+	return mc_sgemm_pb(k, 1, n, O, I, 1.0f, x, I, w->data, I, c->packed, b, relu, 0.0f, out, O);
+}
+
+/*
  * out[n, O] = in[n, I] W[O, I]^T + b[O], then max(out, 0) when relu. At
  * inference with the weights packed, the bias and relu go into the GEMM's
  * tiles (the same values: kernels/gemm.h); otherwise the bias is copied
@@ -604,25 +707,14 @@ static void linear_forward_act(const struct mc_node *node, const struct mc_run *
 	const float *b = node->n_params > 1 ? node->params[1]->data : NULL;
 	const float *y[1] = { out };
 	int O = (int)w->shape[0], I = (int)w->shape[1], mode = sparse_mode();
-	const struct csr_cache *c;
 
-	if (!run->training && mode >= 0 && (mode || n >= SPARSE_MIN_BATCH) &&
-	    (c = sparse_weights(node, mode))) {
-		linear_forward_sparse(node, c, run, n, in[0], out);
-	} else {
-		if (!run->training && n >= DENSE_PACK_MIN_BATCH) {
-			const char *k;
-			const float *p = dense_weights(node, &k);
-
-			if (p && !mc_sgemm_pb(k, 1, n, O, I, 1.0f, in[0], I, w->data, I, p, b,
-					      relu, 0.0f, out, O))
-				return;
-		}
-		if (b)
-			for (int i = 0; i < n; i++)
-				memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
-		mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, b ? 1.0f : 0.0f, out, O);
-	}
+	if (!run->training && (n >= DENSE_PACK_MIN_BATCH || mode == 1) &&
+	    !linear_infer(node, run, n, in[0], out, relu, mode))
+		return;
+	if (b)
+		for (int i = 0; i < n; i++)
+			memcpy(out + (size_t)i * O, b, (size_t)O * sizeof(float));
+	mc_sgemm(0, 1, n, O, I, 1.0f, in[0], I, w->data, I, b ? 1.0f : 0.0f, out, O);
 	if (relu)
 		relu_forward(node, run, n, y, out); /* elementwise: in place is the same */
 }

@@ -50,10 +50,15 @@
  * same way (one FMA: alpha * acc + (beta * c)) in full and edge tiles.
  * With lda > 0, a is not packed: element (i, k) is a[i * lda + k], the rows
  * of A read where they are (all mr of them must exist); the sums are the
- * same, in the same order.
+ * same, in the same order. With bias (the tile's columns of it), every row
+ * of c is taken to hold bias (c is then not read: a bias copied into C
+ * first, without the copy); with relu, the updated value v is stored as
+ * max(v, 0), the select v > 0 ? v : +0 (NaN -> +0) of the relu op (no pass
+ * over the tile after it).
  */
 typedef void (*ukernel_fn)(int kc, const float *a, size_t lda, const float *b, float *c, int ldc,
-			   int rows, int cols, float alpha, float beta);
+			   int rows, int cols, float alpha, float beta, const float *bias,
+			   int relu);
 typedef void (*gemv_fn)(int K, const float *a, const float *B, size_t ldb, int n, float *c,
 			float alpha, float beta);
 
@@ -82,7 +87,8 @@ struct ukernel {
 
 PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a, size_t lda,
 					     const float *restrict b, float *restrict c, int ldc,
-					     int rows, int cols, float alpha, float beta)
+					     int rows, int cols, float alpha, float beta,
+					     const float *bias, int relu)
 {
 	float acc[4][16] = { { 0 } };
 	size_t ars = lda ? lda : 1, aks = lda ? 1 : 4;
@@ -94,9 +100,11 @@ PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a, si
 	for (int i = 0; i < rows; i++)
 		for (int j = 0; j < cols; j++) {
 			float *cij = c + i * ldc + j;
+			float v = beta != 0.0f ? __builtin_fmaf(alpha, acc[i][j],
+								beta * (bias ? bias[j] : *cij))
+					       : alpha * acc[i][j];
 
-			*cij = beta != 0.0f ? __builtin_fmaf(alpha, acc[i][j], beta * *cij)
-					    : alpha * acc[i][j];
+			*cij = relu && !(v > 0.0f) ? 0.0f : v;
 		}
 }
 
@@ -117,12 +125,14 @@ PORTABLE_CLONES static void ukernel_portable(int kc, const float *restrict a, si
 	} while (0)
 
 /* The edge of a tile, element by element with the same rounding as the vectors. */
-#define EDGE_UPDATE(nr)                                                                    \
-	for (int i = 0; i < rows; i++)                                                     \
-		for (int j = 0; j < cols; j++) {                                           \
-			float *cij = c + i * ldc + j;                                      \
-			*cij = beta != 0.0f ? __builtin_fmaf(alpha, t[i * (nr) + j], beta * *cij) \
-					    : alpha * t[i * (nr) + j];                     \
+#define EDGE_UPDATE(nr)                                                                            \
+	for (int i = 0; i < rows; i++)                                                             \
+		for (int j = 0; j < cols; j++) {                                                   \
+			float *cij = c + i * ldc + j;                                              \
+			float v = beta != 0.0f ? __builtin_fmaf(alpha, t[i * (nr) + j],            \
+								beta * (bias ? bias[j] : *cij))    \
+					       : alpha * t[i * (nr) + j];                          \
+			*cij = relu && !(v > 0.0f) ? 0.0f : v;                                     \
 		}
 
 /*
@@ -171,24 +181,31 @@ avx2_sums_d(int kc, const float *restrict a, size_t lda, const float *restrict b
 	avx2_sums(kc, a, lda, 1, b, t);
 }
 
-#define AVX2_STORE(i)                                                                       \
-	do {                                                                                \
-		float *ci = c + (i) * ldc;                                                  \
-		__m256 s0 = _mm256_load_ps(t + (i) * 16), s1 = _mm256_load_ps(t + (i) * 16 + 8); \
-		if (beta != 0.0f) {                                                         \
-			_mm256_storeu_ps(ci, _mm256_fmadd_ps(va, s0,                        \
-					 _mm256_mul_ps(vb, _mm256_loadu_ps(ci))));          \
-			_mm256_storeu_ps(ci + 8, _mm256_fmadd_ps(va, s1,                    \
-					 _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8))));      \
-		} else {                                                                    \
-			_mm256_storeu_ps(ci, _mm256_mul_ps(va, s0));                        \
-			_mm256_storeu_ps(ci + 8, _mm256_mul_ps(va, s1));                    \
-		}                                                                           \
+#define AVX2_STORE(i)                                                                              \
+	do {                                                                                       \
+		float *ci = c + (i)*ldc;                                                           \
+		const float *ri = bias ? bias : ci; /* what C holds before the update */           \
+		__m256 s0 = _mm256_load_ps(t + (i)*16), s1 = _mm256_load_ps(t + (i)*16 + 8);       \
+		if (beta != 0.0f) {                                                                \
+			s0 = _mm256_fmadd_ps(va, s0, _mm256_mul_ps(vb, _mm256_loadu_ps(ri)));      \
+			s1 = _mm256_fmadd_ps(va, s1, _mm256_mul_ps(vb, _mm256_loadu_ps(ri + 8)));  \
+		} else {                                                                           \
+			s0 = _mm256_mul_ps(va, s0);                                                \
+			s1 = _mm256_mul_ps(va, s1);                                                \
+		}                                                                                  \
+		if (relu) {                                                                        \
+			s0 = _mm256_max_ps(s0, _mm256_setzero_ps());                               \
+			s1 = _mm256_max_ps(s1, _mm256_setzero_ps());                               \
+		}                                                                                  \
+		_mm256_storeu_ps(ci, s0);                                                          \
+		_mm256_storeu_ps(ci + 8, s1);                                                      \
 	} while (0)
 
-__attribute__((target("avx2,fma"))) static void
-ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict b,
-	     float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
+__attribute__((target("avx2,fma"))) static void ukernel_avx2(int kc, const float *restrict a,
+							     size_t lda, const float *restrict b,
+							     float *restrict c, int ldc, int rows,
+							     int cols, float alpha, float beta,
+							     const float *bias, int relu)
 {
 	float t[6 * 16] __attribute__((aligned(32)));
 
@@ -221,18 +238,25 @@ ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict 
 		c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1);           \
 	} while (0)
 
-#define AVX512_STORE(i)                                                                     \
-	do {                                                                                \
-		float *ci = c + (i) * ldc;                                                  \
-		if (beta != 0.0f) {                                                         \
-			_mm512_storeu_ps(ci, _mm512_fmadd_ps(va, c##i##0,                   \
-					 _mm512_mul_ps(vb, _mm512_loadu_ps(ci))));          \
-			_mm512_storeu_ps(ci + 16, _mm512_fmadd_ps(va, c##i##1,              \
-					 _mm512_mul_ps(vb, _mm512_loadu_ps(ci + 16))));     \
-		} else {                                                                    \
-			_mm512_storeu_ps(ci, _mm512_mul_ps(va, c##i##0));                   \
-			_mm512_storeu_ps(ci + 16, _mm512_mul_ps(va, c##i##1));              \
-		}                                                                           \
+#define AVX512_STORE(i)                                                                            \
+	do {                                                                                       \
+		float *ci = c + (i)*ldc;                                                           \
+		const float *ri = bias ? bias : ci; /* what C holds before the update */           \
+		__m512 v0, v1;                                                                     \
+		if (beta != 0.0f) {                                                                \
+			v0 = _mm512_fmadd_ps(va, c##i##0, _mm512_mul_ps(vb, _mm512_loadu_ps(ri))); \
+			v1 = _mm512_fmadd_ps(va, c##i##1,                                          \
+					     _mm512_mul_ps(vb, _mm512_loadu_ps(ri + 16)));         \
+		} else {                                                                           \
+			v0 = _mm512_mul_ps(va, c##i##0);                                           \
+			v1 = _mm512_mul_ps(va, c##i##1);                                           \
+		}                                                                                  \
+		if (relu) {                                                                        \
+			v0 = _mm512_max_ps(v0, _mm512_setzero_ps());                               \
+			v1 = _mm512_max_ps(v1, _mm512_setzero_ps());                               \
+		}                                                                                  \
+		_mm512_storeu_ps(ci, v0);                                                          \
+		_mm512_storeu_ps(ci + 16, v1);                                                     \
 	} while (0)
 
 #define AVX512_SPILL(i)                                         \
@@ -279,7 +303,7 @@ ukernel_avx2(int kc, const float *restrict a, size_t lda, const float *restrict 
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 avx512_tile(const int R, int kc, const float *restrict a, size_t ars, size_t aks,
 	    const float *restrict b, float *restrict c, int ldc, int rows, int cols, float alpha,
-	    float beta)
+	    float beta, const float *bias, int relu)
 {
 	__m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
 	__m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
@@ -336,17 +360,20 @@ avx512_tile(const int R, int kc, const float *restrict a, size_t ars, size_t aks
 	EDGE_UPDATE(32)
 }
 
-#define AVX512_STORE16(i)                                                                   \
-	do {                                                                                \
-		float *ci = c + (i) * ldc;                                                  \
-		if ((i) < rows) {                                                           \
-			if (beta != 0.0f)                                                   \
-				_mm512_mask_storeu_ps(                                      \
-				    ci, m, _mm512_fmadd_ps(va, c##i##0,                    \
-					   _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, ci)))); \
-			else                                                                \
-				_mm512_mask_storeu_ps(ci, m, _mm512_mul_ps(va, c##i##0));   \
-		}                                                                           \
+#define AVX512_STORE16(i)                                                                          \
+	do {                                                                                       \
+		float *ci = c + (i)*ldc;                                                           \
+		const float *ri = bias ? bias : ci; /* what C holds before the update */           \
+		if ((i) < rows) {                                                                  \
+			__m512 v =                                                                 \
+			    beta != 0.0f                                                           \
+				? _mm512_fmadd_ps(va, c##i##0,                                     \
+						  _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, ri))) \
+				: _mm512_mul_ps(va, c##i##0);                                      \
+			if (relu)                                                                  \
+				v = _mm512_max_ps(v, _mm512_setzero_ps());                         \
+			_mm512_mask_storeu_ps(ci, m, v);                                           \
+		}                                                                                  \
 	} while (0)
 
 /*
@@ -357,8 +384,8 @@ avx512_tile(const int R, int kc, const float *restrict a, size_t ars, size_t aks
  */
 __attribute__((target("avx512f,fma"), always_inline)) static inline void
 avx512_tile16(const int R, int kc, const float *restrict a, size_t ars, size_t aks,
-	      const float *restrict b, float *restrict c, int ldc, int rows, int cols,
-	      float alpha, float beta)
+	      const float *restrict b, float *restrict c, int ldc, int rows, int cols, float alpha,
+	      float beta, const float *bias, int relu)
 {
 	__m512 c00 = _mm512_setzero_ps(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00;
 	__m512 c60 = c00, c70 = c00, c80 = c00, c90 = c00, c100 = c00, c110 = c00;
@@ -391,17 +418,18 @@ avx512_tile16(const int R, int kc, const float *restrict a, size_t ars, size_t a
 }
 
 /* A strip packed with its row stride of 12 (lda 0), or A's rows read in place. */
-#define AVX512_TILE(F, R)                                                                 \
-	do {                                                                              \
-		if (lda)                                                                  \
-			F(R, kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta);          \
-		else                                                                      \
-			F(R, kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta);           \
+#define AVX512_TILE(F, R)                                                                          \
+	do {                                                                                       \
+		if (lda)                                                                           \
+			F(R, kc, a, lda, 1, b, c, ldc, rows, cols, alpha, beta, bias, relu);       \
+		else                                                                               \
+			F(R, kc, a, 1, 12, b, c, ldc, rows, cols, alpha, beta, bias, relu);        \
 	} while (0)
 
 __attribute__((target("avx512f,fma"))) static void
 ukernel_avx512(int kc, const float *restrict a, size_t lda, const float *restrict b,
-	       float *restrict c, int ldc, int rows, int cols, float alpha, float beta)
+	       float *restrict c, int ldc, int rows, int cols, float alpha, float beta,
+	       const float *bias, int relu)
 {
 	if (cols <= 16) {
 		if (rows <= 4)
@@ -1307,16 +1335,24 @@ static void relu_rows(int M, int N, float *C, int ldc)
 
 static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
 			    const float *A, int lda, const float *bpre, const float *bias, int relu,
-			    float beta, float *C, int ldc, int par);
+			    float beta, float *C, int ldc, int par,
+			    const struct mc_sgemm_side *side);
 
-int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha,
-		const float *A, int lda, const float *B, int ldb, const float *packed,
-		const float *bias, int relu, float beta, float *C, int ldc)
+int mc_sgemm_pb_side(const char *kernel_name, int tb, int M, int N, int K, float alpha,
+		     const float *A, int lda, const float *B, int ldb, const float *packed,
+		     const float *bias, int relu, float beta, float *C, int ldc,
+		     const struct mc_sgemm_side *side)
 {
 	const struct ukernel *uk = kernel();
 
 	if (strcmp(kernel_name, uk->name))
 		return -1;
+	if (M <= 0 || N <= 0 || M <= GEMV_ROWS || K <= 0 || alpha == 0.0f) {
+		/* No tiles to run the items beside: one after another, first. */
+		for (int64_t i = 0; side && i < side->items; i++)
+			side->fn(side->arg, i);
+		side = NULL;
+	}
 	if (M <= 0 || N <= 0)
 		return 0;
 	if (bias)
@@ -1331,8 +1367,68 @@ int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alph
 		return 0;
 	}
 	sgemm_prepacked(uk, M, N, K, alpha, A, lda, packed, bias, relu, beta, C, ldc,
-			(double)M * N * K >= PB_PAR_MIN);
+			(double)M * N * K >= PB_PAR_MIN, side);
 	return 0;
+}
+
+int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alpha, const float *A,
+		int lda, const float *B, int ldb, const float *packed, const float *bias, int relu,
+		float beta, float *C, int ldc)
+{
+	return mc_sgemm_pb_side(kernel_name, tb, M, N, K, alpha, A, lda, B, ldb, packed, bias, relu,
+				beta, C, ldc, NULL);
+}
+
+/*
+ * The largest of parts parts of n elements cut at strips of s (part()'s
+ * cuts, the last strip shorter when s does not divide n).
+ */
+static int largest_part(int n, int s, int parts)
+{
+	int strips = (n + s - 1) / s, most = 0;
+
+	for (int p = 0; p < parts; p++) {
+		int lo, hi, len;
+
+		part(strips, p, parts, &lo, &hi);
+		len = (hi * s < n ? hi * s : n) - lo * s;
+		if (len > most)
+			most = len;
+	}
+	return most;
+}
+
+/*
+ * team_grid for a product whose threads share nothing but a K loop each:
+ * the grid whose largest rectangle has the fewest elements of C, counted
+ * in rows and columns rather than strips (a last strip of A of 4 rows is
+ * a third of a full one: at 256 x 256 and two threads, halves of 22 x 8
+ * strips were 132 and 124 rows, halves of the columns are equal), then
+ * the squarest.
+ */
+static void team_grid_exact(int M, int N, int threads, int *pm, int *pn, int mr, int nr)
+{
+	long best = -1, skew = 0;
+
+	*pm = 1;
+	*pn = threads;
+	for (int a = 1; a <= threads; a++) {
+		int b = threads / a, rows, cols;
+		long w, d;
+
+		if (threads % a)
+			continue;
+		rows = largest_part(M, mr, a);
+		cols = largest_part(N, nr, b);
+		w = (long)rows * cols;
+		d = labs((long)rows - cols);
+		if (best < 0 || w < best || (w == best && d < skew)) {
+			best = w;
+			skew = d;
+			*pm = a;
+			*pn = b;
+		}
+	}
 }
 
 #define PB_ROWS 96 /* strips of A a thread runs against B's strips before the next ones */
@@ -1344,14 +1440,16 @@ int mc_sgemm_pb(const char *kernel_name, int tb, int M, int N, int K, float alph
  * packing but that of a last strip of fewer than MR rows, into the
  * thread's own buffer. Each element gets the sequence of the blocked
  * loop in sgemm: for each K slice in order, its sums, then alpha and beta.
- * With bias, a tile is filled with it just before its first slice (the
- * product then adds to it with beta 1), and with relu it is clamped right
- * after its last: the values of a bias copied into C first and a relu pass
- * after, without the two passes over C.
+ * With bias, the micro-kernel's first slice reads the bias where it would
+ * read C (the product then adds to it with beta 1), and with relu its last
+ * slice clamps the values it stores: those of a bias copied into C first
+ * and a relu pass after, without the copy, the pass, or a reload of the
+ * tile for either.
  */
 static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float alpha,
 			    const float *A, int lda, const float *bpre, const float *bias, int relu,
-			    float beta, float *C, int ldc, int par)
+			    float beta, float *C, int ldc, int par,
+			    const struct mc_sgemm_side *side)
 {
 	const int mr = uk->mr, nr = uk->nr;
 	const int mstrips = (M + mr - 1) / mr, nstrips = (N + nr - 1) / nr;
@@ -1364,9 +1462,14 @@ static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float
 		int pm, pn, m0, m1, n0, n1;
 		float edge[KC * 12] __attribute__((aligned(64))); /* MR is at most 12 */
 
-		team_grid(mstrips, nstrips, mr, nr, threads, &pm, &pn);
+		team_grid_exact(M, N, threads, &pm, &pn, mr, nr);
 		part(mstrips, me / pn, pm, &m0, &m1);
 		part(nstrips, me % pn, pn, &n0, &n1);
+		/* The side items first: one stream of reads, the prefetchers' best case. */
+		for (int64_t i = side ? side->items * me / threads : 0,
+			     e = side ? side->items * (me + 1) / threads : 0;
+		     i < e; i++)
+			side->fn(side->arg, i);
 		for (int ib = m0; ib < m1; ib += PB_ROWS) {
 			int ie = ib + PB_ROWS < m1 ? ib + PB_ROWS : m1;
 
@@ -1386,18 +1489,17 @@ static void sgemm_prepacked(const struct ukernel *uk, int M, int N, int K, float
 							pack_a(0, A, lda, M, i * mr, pk, kc, mr, edge);
 							packed = 1;
 						}
-						/* the tile's bias and relu while it is in L1 */
-						if (pk == 0 && bias)
-							fill_bias(rows, cols, bias + (size_t)j * nr, ct,
-								  ldc);
+						/* the bias with the first slice, the relu with the
+						 * last */
 						uk->fn(kc,
 						       rows < mr ? edge
 								 : A + (size_t)i * mr * lda + pk,
 						       rows < mr ? 0 : (size_t)lda,
-						       bs + (size_t)j * kc * nr, ct, ldc, rows, cols,
-						       alpha, beta_k);
-						if (relu && pk + kc >= K)
-							relu_rows(rows, cols, ct, ldc);
+						       bs + (size_t)j * kc * nr, ct, ldc, rows,
+						       cols, alpha, beta_k,
+						       pk == 0 && bias ? bias + (size_t)j * nr
+								       : NULL,
+						       relu && pk + kc >= K);
 					}
 			}
 		}
@@ -1526,16 +1628,22 @@ static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float 
 						ib = o.m0 + u / nj * MB;
 						j = o.n0 + u % nj;
 						for (int i = ib; i < o.m1 && i < ib + MB; i++)
-							uk->fn(kc,
-							       direct && ic + (i + 1) * mr <= M
-								       ? A + (size_t)(ic + i * mr) * lda + pk
-								       : aq + (size_t)i * kc * mr,
-							       direct && ic + (i + 1) * mr <= M ? (size_t)lda : 0,
-							       bq + (size_t)j * kc * nr,
-							       C + (size_t)(ic + i * mr) * ldc + jc + j * nr,
-							       ldc, mc - i * mr < mr ? mc - i * mr : mr,
-							       nc - j * nr < nr ? nc - j * nr : nr, alpha,
-							       beta_k);
+							uk->fn(
+							    kc,
+							    direct && ic + (i + 1) * mr <= M
+								? A + (size_t)(ic + i * mr) * lda +
+								      pk
+								: aq + (size_t)i * kc * mr,
+							    direct && ic + (i + 1) * mr <= M
+								? (size_t)lda
+								: 0,
+							    bq + (size_t)j * kc * nr,
+							    C + (size_t)(ic + i * mr) * ldc + jc +
+								j * nr,
+							    ldc,
+							    mc - i * mr < mr ? mc - i * mr : mr,
+							    nc - j * nr < nr ? nc - j * nr : nr,
+							    alpha, beta_k, NULL, 0);
 					}
 				}
 			}

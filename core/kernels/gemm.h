@@ -12,6 +12,7 @@
 #define MCOMP_KERNELS_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Floats of op(B) [K, N] packed for the kernel named (mc_sgemm_kernel()); 0
  * when no such kernel runs here. */
@@ -36,6 +37,24 @@ void mc_sgemm_pack_b(const char *kernel, int tb, int N, int K, const float *B, i
 int mc_sgemm_pb(const char *kernel, int tb, int M, int N, int K, float alpha, const float *A,
 		int lda, const float *B, int ldb, const float *packed, const float *bias, int relu,
 		float beta, float *C, int ldc);
+
+/*
+ * Work for the product's threads besides its tiles: fn(arg, i) for every i
+ * in [0, items), each once, on whichever thread and in whatever order, all
+ * returned before mc_sgemm_pb_side does. Each thread runs its share of the
+ * items before its tiles, with no barrier after them: a checksum of the
+ * weights needs no parallel region (and join) of its own.
+ */
+struct mc_sgemm_side {
+	void (*fn)(void *arg, int64_t item);
+	void *arg;
+	int64_t items;
+};
+
+/* mc_sgemm_pb and, when side is not NULL, side's items (none when it returns -1). */
+int mc_sgemm_pb_side(const char *kernel, int tb, int M, int N, int K, float alpha, const float *A,
+		     int lda, const float *B, int ldb, const float *packed, const float *bias,
+		     int relu, float beta, float *C, int ldc, const struct mc_sgemm_side *side);
 
 /*
  * Data-parallel training (core/graph/train.c) sums a weight gradient
