@@ -17,6 +17,7 @@
 
 #include <mcomp/tensor.h>
 
+#include "kernels/cpu.h"
 #include "kernels/s8_ops.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -1047,6 +1048,140 @@ dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int3
 	}
 }
 
+/*
+ * dwf3_vnni for a depthwise channel from u8 to u8, several planes of it at
+ * a time (the samples of one channel: its weights and constants stay in
+ * registers), each vector's masks read from a table built once a layer
+ * (dwf3_vmasks) instead of computed: the row-edge bytes that take za
+ * (dwf_row3's keep) and the bytes of each row's load inside the plane.
+ * With AVX-512 VBMI a window row is one vpermb of the loaded bytes (in asm,
+ * so that the function is compiled for the CPUs without VBMI too), without
+ * it vpermd and vpshufb. The sum starts at -zc (vpdpbusd wraps as the
+ * subtraction does), the output goes through quant16_store (no clamps that
+ * the narrowing's saturation or relu make redundant), and relu6's min with
+ * 6 is left out where the output's u8 of 6 is 255 already: u8 is monotone.
+ */
+#define DWF3_MAXV 64 /* vectors of a plane the table holds: planes up to 1024 positions */
+
+static int dw_vbmi = 1; /* 0: dwf3u_vnni without vpermb whatever the CPU (mc_s8_dw_vbmi) */
+
+struct dwf3_vm {
+	uint64_t keep;	/* dwf_row3's keep */
+	uint32_t ld[3]; /* dwf_row3's ld of the rows above, at and below */
+	uint32_t st;	/* the positions in the plane */
+};
+
+/* The table of a plane's vectors into vm; their count, or -1 for a plane too large for it. */
+static int dwf3_vmasks(const struct mc_qconv *cv, struct dwf3_vm *vm)
+{
+	int OW = cv->OW, P = cv->OH * cv->OW, V = (P + 15) / 16;
+
+	if (V > DWF3_MAXV)
+		return -1;
+	for (int v = 0; v < V; v++) {
+		int p0 = 16 * v;
+		uint64_t keep = ~(uint64_t)0;
+
+		for (int l = 0; l < 16; l++) {
+			int ow = (p0 + l) % OW;
+
+			if (ow == 0)
+				keep &= ~((uint64_t)1 << (4 * l));
+			if (ow == OW - 1)
+				keep &= ~((uint64_t)1 << (4 * l + 2));
+		}
+		vm[v].keep = keep;
+		for (int r = 0; r < 3; r++)
+			vm[v].ld[r] = dwf_in((int64_t)p0 + (int64_t)(r - 1) * OW - 1, P);
+		vm[v].st = P - p0 >= 16 ? 0xffff : (1u << (P - p0)) - 1;
+	}
+	return V;
+}
+
+/* vpermb's indices for dwf_row3's lanes: bytes l .. l + 3 of the loaded ones into lane l */
+static const uint8_t dwf3_pidx[64] = {
+    0,	1,  2,	3,  1,	2,  3,	4,  2,	3,  4,	5,  3,	4,  5,	6,  4,	5,  6,	7,  5,	6,
+    7,	8,  6,	7,  8,	9,  7,	8,  9,	10, 8,	9,  10, 11, 9,	10, 11, 12, 10, 11, 12, 13,
+    11, 12, 13, 14, 12, 13, 14, 15, 13, 14, 15, 16, 14, 15, 16, 17, 15, 16, 17, 18};
+
+/* dwf_row3 by vpermb (AVX-512 VBMI) */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
+dwf_row3b(const uint8_t *src, __mmask32 ld, __mmask64 keep, __m512i zab, __m512i pidx)
+{
+	__m512i v = _mm512_mask_loadu_epi8(zab, (__mmask64)ld, src - 1), r = zab;
+
+	__asm__("vpermb %2, %1, %0%{%3%}" : "+v"(r) : "v"(pidx), "v"(v), "Yk"(keep));
+	return r;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+dwf3u_body(const struct dwf3_vm *vm, int V, int OW, const int32_t *wr, int32_t zc, float sc,
+	   float bb, int za, const struct quant_k *qo, int np, size_t stride, const uint8_t *x,
+	   uint8_t *yq, int vbmi, int relu, int relu6)
+{
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	const __m512i zab = _mm512_set1_epi8((char)za), zi = _mm512_setzero_si512();
+	const __m512i nzc = _mm512_set1_epi32((int32_t)(0u - (uint32_t)zc));
+	const __m512i w0 = _mm512_set1_epi32(wr[0]), w1 = _mm512_set1_epi32(wr[1]),
+		      w2 = _mm512_set1_epi32(wr[2]);
+	const __m512i pidx = _mm512_loadu_si512(dwf3_pidx);
+	const __m512i didx = _mm512_loadu_si512(dwf_didx), bidx = _mm512_loadu_si512(dwf_bidx);
+	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
+
+	for (int j = 0; j < np; j++, x += stride, yq += stride)
+		for (int v = 0; v < V; v++) {
+			const uint8_t *s = x + 16 * (size_t)v;
+			__mmask64 keep = vm[v].keep;
+			__m512i r0, r1, r2, acc;
+
+			if (vbmi) {
+				r0 = dwf_row3b(s - OW, vm[v].ld[0], keep, zab, pidx);
+				r1 = dwf_row3b(s, vm[v].ld[1], keep, zab, pidx);
+				r2 = dwf_row3b(s + OW, vm[v].ld[2], keep, zab, pidx);
+			} else {
+				r0 = dwf_row3(s - OW, vm[v].ld[0], keep, zab, didx, bidx);
+				r1 = dwf_row3(s, vm[v].ld[1], keep, zab, didx, bidx);
+				r2 = dwf_row3(s + OW, vm[v].ld[2], keep, zab, didx, bidx);
+			}
+			acc = _mm512_dpbusd_epi32(nzc, r0, w0);
+			acc = _mm512_dpbusd_epi32(acc, r1, w1);
+			acc = _mm512_dpbusd_epi32(acc, r2, w2);
+			quant16_store(&qk, yq + 16 * (size_t)v, (__mmask16)vm[v].st,
+				      requant16(acc, zi, scv, bbv, relu, relu6), relu);
+		}
+}
+
+/*
+ * np planes of channel c (x and yq the first, stride bytes apart); min6:
+ * relu6 needs its min with 6.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dwf3u_vnni(const struct dwf3_vm *vm, int V, int OW, const int32_t *wr, int32_t zc, float sc,
+	   float bb, int za, const struct quant_k *qo, int np, size_t stride, const uint8_t *x,
+	   uint8_t *yq, int vbmi, unsigned flags, int min6)
+{
+	int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+	    relu6 = (flags & MC_S8_RELU6) != 0 && min6;
+
+#define DWF3U(B, R, R6) dwf3u_body(vm, V, OW, wr, zc, sc, bb, za, qo, np, stride, x, yq, B, R, R6)
+	if (vbmi) {
+		if (relu6)
+			DWF3U(1, 1, 1);
+		else if (relu)
+			DWF3U(1, 1, 0);
+		else
+			DWF3U(1, 0, 0);
+	} else {
+		if (relu6)
+			DWF3U(0, 1, 1);
+		else if (relu)
+			DWF3U(0, 1, 0);
+		else
+			DWF3U(0, 0, 0);
+	}
+#undef DWF3U
+}
+
 __attribute__((target("avx2"), always_inline)) static inline __m256i
 dwf_tap_avx2(__m256i acc, __m256i zav, __m256i m, int masked, const uint8_t *src, __m256i w)
 {
@@ -1149,6 +1284,20 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	}
 }
 #endif
+
+int mc_s8_dw_vbmi(int on)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	int was = __atomic_load_n(&dw_vbmi, __ATOMIC_RELAXED);
+
+	if (on >= 0)
+		__atomic_store_n(&dw_vbmi, on != 0, __ATOMIC_RELAXED);
+	return was && mc_cpu_has(MC_CPU_AVX512VBMI);
+#else
+	(void)on;
+	return 0;
+#endif
+}
 
 /*
  * Workspace of n samples: the head, then a slot a thread; threads split
@@ -1572,6 +1721,8 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	struct dwf_geo g;
 #if defined(__x86_64__) || defined(__i386__)
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
+	struct dwf3_vm vm[DWF3_MAXV];
+	int nv;
 #endif
 
 	dwf_geo(cv, &g);
@@ -1590,6 +1741,37 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	}
 	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
 #if defined(__x86_64__) || defined(__i386__)
+	if (simd == 2 && cv->k == 3 && !stem && io->xq && io->yq &&
+	    (nv = dwf3_vmasks(cv, vm)) > 0) {
+		/*
+		 * u8 to u8: each thread its share of the items, channel by
+		 * channel, the samples of a channel in one call.
+		 */
+		int vbmi = dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6;
+		float six = 6.0f;
+		uint8_t u6;
+
+		mc_quantize_u8_ref(&six, 1, io->so, io->zo, &u6);
+		min6 = u6 != 255;
+#pragma omp parallel num_threads(nt)
+		{
+			int tid = omp_get_thread_num(), team = omp_get_num_threads();
+			int64_t i0 = items * tid / team, i1 = items * (tid + 1) / team;
+
+			for (int c = 0; c < O; c++) {
+				/* items s * O + c in [i0, i1): samples s0 .. s1 - 1 */
+				int64_t s0 = i0 / O + (c < i0 % O),
+					s1 = i1 > c ? (i1 - c + O - 1) / O : 0;
+				size_t at = ((size_t)s0 * O + c) * P;
+
+				if (s1 > s0)
+					dwf3u_vnni(vm, nv, cv->OW, wr + 3 * c, zc[c], sc[c], bb[c],
+						   q->za, &qo, (int)(s1 - s0), (size_t)O * P,
+						   io->xq + at, io->yq + at, vbmi, q->flags, min6);
+			}
+		}
+		return;
+	}
 	if (simd == 2 && cv->k == 3) {
 		/*
 		 * Straight from the u8 planes, each thread its share of the
