@@ -110,6 +110,9 @@ static const struct shape shapes[] = {
     {3, 3, 32, 32, 3, 3, 1, 1, 3},
     {2, 2, 33, 33, 2, 3, 1, 1, 2},
     {7, 2, 1, 1, 2, 3, 1, 1, 2},
+    /* samples in blocks of at most 64 KiB: 5 (a block boundary inside), 1 */
+    {7, 64, 14, 14, 64, 3, 1, 1, 64},
+    {3, 48, 28, 28, 48, 3, 1, 1, 48},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -384,9 +387,9 @@ END_TEST
 START_TEST(u8_io_matches_f32_route)
 {
 	/* depthwise, pointwise and stem shapes */
-	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20, 21, 22, 23,
-				    24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 36, 37, 38, 39,
-				    40, 41, 42, 43, 10, 9,  44, 45, 46, 47, 48, 49, 50, 51};
+	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20, 21, 22, 23, 24,
+				    25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 36, 37, 38, 39, 40, 41,
+				    42, 43, 10, 9,  44, 45, 46, 47, 48, 49, 50, 51, 52, 53};
 	const char *saved = mc_gemm_s8_kernel();
 	const int zo = 97;
 

@@ -1744,12 +1744,17 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	if (simd == 2 && cv->k == 3 && !stem && io->xq && io->yq &&
 	    (nv = dwf3_vmasks(cv, vm)) > 0) {
 		/*
-		 * u8 to u8: each thread its share of the items, channel by
-		 * channel, the samples of a channel in one call.
+		 * u8 to u8: each thread its share of the items, in blocks of
+		 * samples whose planes stay in cache, channel by channel in a
+		 * block, the block's samples of a channel in one call (all the
+		 * samples of a channel at once, across the batch, ran slower).
 		 */
 		int vbmi = dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6;
 		float six = 6.0f;
 		uint8_t u6;
+
+		/* items a thread takes channel by channel: samples of at most 64 KiB */
+		int64_t blk = (int64_t)O * ((size_t)O * P < 65536 ? 65536 / ((size_t)O * P) : 1);
 
 		mc_quantize_u8_ref(&six, 1, io->so, io->zo, &u6);
 		min6 = u6 != 255;
@@ -1758,16 +1763,22 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 			int tid = omp_get_thread_num(), team = omp_get_num_threads();
 			int64_t i0 = items * tid / team, i1 = items * (tid + 1) / team;
 
-			for (int c = 0; c < O; c++) {
-				/* items s * O + c in [i0, i1): samples s0 .. s1 - 1 */
-				int64_t s0 = i0 / O + (c < i0 % O),
-					s1 = i1 > c ? (i1 - c + O - 1) / O : 0;
-				size_t at = ((size_t)s0 * O + c) * P;
+			for (int64_t j0 = i0, j1; j0 < i1; j0 = j1) {
+				j1 = (j0 / blk + 1) * blk;
+				if (j1 > i1)
+					j1 = i1;
+				for (int c = 0; c < O; c++) {
+					/* items s * O + c in [j0, j1): samples s0 .. s1 - 1 */
+					int64_t s0 = j0 / O + (c < j0 % O),
+						s1 = j1 > c ? (j1 - c + O - 1) / O : 0;
+					size_t at = ((size_t)s0 * O + c) * P;
 
-				if (s1 > s0)
-					dwf3u_vnni(vm, nv, cv->OW, wr + 3 * c, zc[c], sc[c], bb[c],
-						   q->za, &qo, (int)(s1 - s0), (size_t)O * P,
-						   io->xq + at, io->yq + at, vbmi, q->flags, min6);
+					if (s1 > s0)
+						dwf3u_vnni(vm, nv, cv->OW, wr + 3 * c, zc[c], sc[c],
+							   bb[c], q->za, &qo, (int)(s1 - s0),
+							   (size_t)O * P, io->xq + at, io->yq + at,
+							   vbmi, q->flags, min6);
+				}
 			}
 		}
 		return;
