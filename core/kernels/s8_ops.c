@@ -686,32 +686,40 @@ static const uint8_t dw2_bidx[64] = {
     0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9,
     0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9};
 
+/* vpermb's indices for the same (AVX-512 VBMI) */
+static const uint8_t dw2_pidx[64] = {
+    0,	1,  2,	3,  2,	3,  4,	5,  4,	5,  6,	7,  6,	7,  8,	9,  8,	9,  10, 11, 10, 11,
+    12, 13, 12, 13, 14, 15, 14, 15, 16, 17, 16, 17, 18, 19, 18, 19, 20, 21, 20, 21, 22, 23,
+    22, 23, 24, 25, 24, 25, 26, 27, 26, 27, 28, 29, 28, 29, 30, 31, 30, 31, 32, 33};
+
 /*
  * A 3x3 window of stride 2 and padding 1 on AVX-512 VNNI, one channel's
  * plane from its u8 image x[H][W] (no padded copy): the units (w0, w1, w2,
  * 0 times x[h][2ow - 1 .. 2ow + 1], za outside the image) of the padded
  * rows r = 0 .. 2 OH (h = r - 1), each built from one byte-masked load by
- * vpermd and vpshufb and stored by row phase, tp[0][a] = row 2a (a = 0 ..
- * OH), tp[1][a] = row 2a + 1, so that window row ki of output p = oh * OW +
- * ow is the unit at p of tp[0], tp[1], tp[0] + OW: as dw_item_vnni's, a
- * vector of 16 outputs across rows is three loads and vpdpbusd. The output
- * is requantized (and quantized to u8 for yq) in registers.
+ * vpermd and vpshufb (vpermb, in asm as dwf_row3b's, with vbmi) and stored
+ * by row phase, tp[0][a] = row 2a (a = 0 .. OH), tp[1][a] = row 2a + 1, so
+ * that window row ki of output p = oh * OW + ow is the unit at p of tp[0],
+ * tp[1], tp[0] + OW: as dw_item_vnni's, a vector of 16 outputs across rows
+ * is three loads and vpdpbusd, the sum started at -zc. The output is
+ * requantized (and quantized to u8 for yq, by quant16_store) in registers;
+ * relu6 as the caller says (dwf3u_vnni's reason to leave its min out).
  */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
-dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
-	       int za, unsigned flags, const uint8_t *x, uint32_t *tp, const struct quant_k *qo,
-	       float *y, uint8_t *yq)
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+dw2_body(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb, int za,
+	 const uint8_t *x, uint32_t *tp, const struct quant_k *qo, float *y, uint8_t *yq, int vbmi,
+	 int relu, int relu6)
 {
 	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
 	int H = cv->H, W = cv->W, OH = cv->OH, OW = cv->OW, P = OH * OW;
 	uint32_t *ev = tp, *od = tp + (size_t)(OH + 1) * OW;
-	const __m512i zab = _mm512_set1_epi8((char)za), zcv = _mm512_set1_epi32(zc);
+	const __m512i zab = _mm512_set1_epi8((char)za);
+	const __m512i nzc = _mm512_set1_epi32((int32_t)(0u - (uint32_t)zc));
 	const __m512i didx = _mm512_loadu_si512(dw2_didx), bidx = _mm512_loadu_si512(dw2_bidx);
+	const __m512i pidx = _mm512_loadu_si512(dw2_pidx);
 	const __m512i w0 = _mm512_set1_epi32((int)wt[0]), w1 = _mm512_set1_epi32((int)wt[1]);
 	const __m512i w2 = _mm512_set1_epi32((int)wt[2]);
 	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
-	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
-		  relu6 = (flags & MC_S8_RELU6) != 0;
 
 	for (int ow0 = 0; ow0 < OW; ow0 += 16) {
 		/* the window's bytes are columns c0 .. c0 + 63, those in the image loaded */
@@ -729,26 +737,56 @@ dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float 
 
 			if (h >= 0 && h < H) {
 				v = _mm512_mask_loadu_epi8(zab, m, at + (size_t)h * W);
-				v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, v), bidx);
+				if (vbmi)
+					__asm__("vpermb %1, %2, %0" : "=v"(v) : "v"(v), "v"(pidx));
+				else
+					v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, v),
+								bidx);
 			}
 			_mm512_mask_storeu_epi32(dst, sm, v);
 		}
 	}
 	for (int p0 = 0; p0 < P; p0 += 16) {
 		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
-		__m512i a0 =
-		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(ev + p0), w0);
-		__m512i a1 =
-		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(od + p0), w1);
+		__m512i a = _mm512_dpbusd_epi32(nzc, _mm512_loadu_si512(ev + p0), w0);
 		__m512 v;
 
-		a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(ev + OW + p0), w2);
-		v = requant16(_mm512_add_epi32(a0, a1), zcv, scv, bbv, relu, relu6);
+		a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(od + p0), w1);
+		a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(ev + OW + p0), w2);
+		v = requant16(a, _mm512_setzero_si512(), scv, bbv, relu, relu6);
 		if (yq)
-			store16_u8(yq + p0, m, quant16(&qk, v));
+			quant16_store(&qk, yq + p0, m, v, relu);
 		else
 			_mm512_mask_storeu_ps(y + p0, m, v);
 	}
+}
+
+/* dw2_body for flags; min6: relu6 needs its min with 6 in yq too (always in y). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
+	       int za, unsigned flags, const uint8_t *x, uint32_t *tp, const struct quant_k *qo,
+	       float *y, uint8_t *yq, int vbmi, int min6)
+{
+	int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+	    relu6 = (flags & MC_S8_RELU6) != 0 && (!yq || min6);
+
+#define DW2(B, R, R6) dw2_body(cv, wt, zc, sc, bb, za, x, tp, qo, y, yq, B, R, R6)
+	if (vbmi) {
+		if (relu6)
+			DW2(1, 1, 1);
+		else if (relu)
+			DW2(1, 1, 0);
+		else
+			DW2(1, 0, 0);
+	} else {
+		if (relu6)
+			DW2(0, 1, 1);
+		else if (relu)
+			DW2(0, 1, 0);
+		else
+			DW2(0, 0, 0);
+	}
+#undef DW2
 }
 #endif
 
@@ -1063,13 +1101,25 @@ dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int3
  */
 #define DWF3_MAXV 64 /* vectors of a plane the table holds: planes up to 1024 positions */
 
-static int dw_vbmi = 1; /* 0: dwf3u_vnni without vpermb whatever the CPU (mc_s8_dw_vbmi) */
+static int dw_vbmi = 1; /* 0: dwf3u_vnni, dw2_plane_vnni without vpermb (mc_s8_dw_vbmi) */
 
 struct dwf3_vm {
 	uint64_t keep;	/* dwf_row3's keep */
 	uint32_t ld[3]; /* dwf_row3's ld of the rows above, at and below */
 	uint32_t st;	/* the positions in the plane */
 };
+
+/* 0 when relu6's min with 6 can be left out: io's output is u8 and u8(6) is 255. */
+static int relu6_min(const struct mc_qconv_io *io)
+{
+	float six = 6.0f;
+	uint8_t u6;
+
+	if (!io->yq)
+		return 1;
+	mc_quantize_u8_ref(&six, 1, io->so, io->zo, &u6);
+	return u6 != 255;
+}
 
 /* The table of a plane's vectors into vm; their count, or -1 for a plane too large for it. */
 static int dwf3_vmasks(const struct mc_qconv *cv, struct dwf3_vm *vm)
@@ -1749,15 +1799,9 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		 * block, the block's samples of a channel in one call (all the
 		 * samples of a channel at once, across the batch, ran slower).
 		 */
-		int vbmi = dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6;
-		float six = 6.0f;
-		uint8_t u6;
-
+		int vbmi = dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6 = relu6_min(io);
 		/* items a thread takes channel by channel: samples of at most 64 KiB */
 		int64_t blk = (int64_t)O * ((size_t)O * P < 65536 ? 65536 / ((size_t)O * P) : 1);
-
-		mc_quantize_u8_ref(&six, 1, io->so, io->zo, &u6);
-		min6 = u6 != 255;
 #pragma omp parallel num_threads(nt)
 		{
 			int tid = omp_get_thread_num(), team = omp_get_num_threads();
@@ -1881,6 +1925,7 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	const int32_t *zc = (const int32_t *)work + (size_t)cv->C * 3;
 	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
+	int vbmi = s2 && dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6 = s2 && relu6_min(io);
 #endif
 
 	dw_geo(cv, tq, &g);
@@ -1913,7 +1958,7 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 
 				dw2_plane_vnni(cv, (const uint32_t *)work + (size_t)c * 3, zc[c],
 					       sc[c], bb[c], q->za, q->flags, src, tp, &qo, dst,
-					       io->yq ? io->yq + (size_t)it * P : NULL);
+					       io->yq ? io->yq + (size_t)it * P : NULL, vbmi, min6);
 				continue;
 			}
 #endif

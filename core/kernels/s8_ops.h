@@ -103,8 +103,8 @@ struct mc_qconv_io {
 };
 
 /*
- * Whether the 3x3 depthwise kernel at stride 1 (u8 in and out, AVX-512
- * VNNI) builds its window rows with vpermb where the CPU has AVX-512 VBMI:
+ * Whether the 3x3 depthwise kernels on AVX-512 VNNI (stride 1 from u8 to
+ * u8, stride 2) build window rows with vpermb where the CPU has AVX-512 VBMI:
  * on 1 (the default) yes, 0 no, -1 leaves it; returns whether it did
  * before the call, on this CPU. The bytes are the same either way; tests
  * run both.
