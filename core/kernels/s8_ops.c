@@ -820,8 +820,10 @@ static dw_item_fn dw_item_path(int tq)
  * depthwise layers' and the stem's) packs a window row's three taps into
  * the bytes of one dword instead (dwf3_vnni: one vpdpbusd a row, loads
  * straight from the u8 plane, a stem's vectors built once for all its
- * channels). Strided layers keep the kernel of units (at stride 2, 3x3 on
- * AVX-512 VNNI: dw2_plane_vnni, units built in registers from the u8 plane).
+ * channels; from u8 to u8, dwf3u_vnni: a channel's samples in one call,
+ * masks from a table, vpermb with AVX-512 VBMI). Strided layers keep the
+ * kernel of units (at stride 2, 3x3 on AVX-512 VNNI: dw2_plane_vnni, units
+ * built in registers from the u8 plane).
  */
 #define DWF_MAXK 7
 
@@ -1103,6 +1105,12 @@ dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int3
 
 static int dw_vbmi = 1; /* 0: dwf3u_vnni, dw2_plane_vnni without vpermb (mc_s8_dw_vbmi) */
 
+/* 1 when the kernels take vpermb: the CPU has it and mc_s8_dw_vbmi leaves it on. */
+static int dw_vbmi_on(void)
+{
+	return __atomic_load_n(&dw_vbmi, __ATOMIC_RELAXED) && mc_cpu_has(MC_CPU_AVX512VBMI);
+}
+
 struct dwf3_vm {
 	uint64_t keep;	/* dwf_row3's keep */
 	uint32_t ld[3]; /* dwf_row3's ld of the rows above, at and below */
@@ -1338,11 +1346,11 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 int mc_s8_dw_vbmi(int on)
 {
 #if defined(__x86_64__) || defined(__i386__)
-	int was = __atomic_load_n(&dw_vbmi, __ATOMIC_RELAXED);
+	int was = dw_vbmi_on();
 
 	if (on >= 0)
 		__atomic_store_n(&dw_vbmi, on != 0, __ATOMIC_RELAXED);
-	return was && mc_cpu_has(MC_CPU_AVX512VBMI);
+	return was;
 #else
 	(void)on;
 	return 0;
@@ -1799,7 +1807,7 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		 * block, the block's samples of a channel in one call (all the
 		 * samples of a channel at once, across the batch, ran slower).
 		 */
-		int vbmi = dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6 = relu6_min(io);
+		int vbmi = dw_vbmi_on(), min6 = relu6_min(io);
 		/* items a thread takes channel by channel: samples of at most 64 KiB */
 		int64_t blk = (int64_t)O * ((size_t)O * P < 65536 ? 65536 / ((size_t)O * P) : 1);
 #pragma omp parallel num_threads(nt)
@@ -1925,7 +1933,7 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	const int32_t *zc = (const int32_t *)work + (size_t)cv->C * 3;
 	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
-	int vbmi = s2 && dw_vbmi && mc_cpu_has(MC_CPU_AVX512VBMI), min6 = s2 && relu6_min(io);
+	int vbmi = s2 && dw_vbmi_on(), min6 = s2 && relu6_min(io);
 #endif
 
 	dw_geo(cv, tq, &g);
