@@ -1136,13 +1136,11 @@ static int dwf3_vmasks(const struct mc_qconv *cv, struct dwf3_vm *vm)
 
 	if (V > DWF3_MAXV)
 		return -1;
-	for (int v = 0; v < V; v++) {
+	for (int v = 0, ow = 0; v < V; v++) { /* ow: that of position 16 v + l */
 		int p0 = 16 * v;
 		uint64_t keep = ~(uint64_t)0;
 
-		for (int l = 0; l < 16; l++) {
-			int ow = (p0 + l) % OW;
-
+		for (int l = 0; l < 16; l++, ow = ow == OW - 1 ? 0 : ow + 1) {
 			if (ow == 0)
 				keep &= ~((uint64_t)1 << (4 * l));
 			if (ow == OW - 1)
