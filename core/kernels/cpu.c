@@ -47,6 +47,8 @@ static int probe(enum mc_cpu_feature f)
 		return __builtin_cpu_supports("avx512vl");
 	case MC_CPU_AVX512VNNI:
 		return __builtin_cpu_supports("avx512vnni");
+	case MC_CPU_AVX512VBMI:
+		return __builtin_cpu_supports("avx512vbmi");
 	case MC_CPU_AVXVNNI:
 #ifdef __clang__
 		/* clang (14, Debian 12's, used by the fuzz build) has no name for it:

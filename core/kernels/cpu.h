@@ -17,6 +17,7 @@ enum mc_cpu_feature {
 	MC_CPU_AVX512BW,
 	MC_CPU_AVX512VL,
 	MC_CPU_AVX512VNNI,
+	MC_CPU_AVX512VBMI,
 	MC_CPU_AVXVNNI,
 	MC_CPU_AMX_INT8, /* tiles and int8 tile products, enabled by the OS for this process */
 	MC_CPU_NFEATURES

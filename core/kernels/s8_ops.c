@@ -17,6 +17,7 @@
 
 #include <mcomp/tensor.h>
 
+#include "kernels/cpu.h"
 #include "kernels/s8_ops.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -685,32 +686,40 @@ static const uint8_t dw2_bidx[64] = {
     0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9,
     0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9};
 
+/* vpermb's indices for the same (AVX-512 VBMI) */
+static const uint8_t dw2_pidx[64] = {
+    0,	1,  2,	3,  2,	3,  4,	5,  4,	5,  6,	7,  6,	7,  8,	9,  8,	9,  10, 11, 10, 11,
+    12, 13, 12, 13, 14, 15, 14, 15, 16, 17, 16, 17, 18, 19, 18, 19, 20, 21, 20, 21, 22, 23,
+    22, 23, 24, 25, 24, 25, 26, 27, 26, 27, 28, 29, 28, 29, 30, 31, 30, 31, 32, 33};
+
 /*
  * A 3x3 window of stride 2 and padding 1 on AVX-512 VNNI, one channel's
  * plane from its u8 image x[H][W] (no padded copy): the units (w0, w1, w2,
  * 0 times x[h][2ow - 1 .. 2ow + 1], za outside the image) of the padded
  * rows r = 0 .. 2 OH (h = r - 1), each built from one byte-masked load by
- * vpermd and vpshufb and stored by row phase, tp[0][a] = row 2a (a = 0 ..
- * OH), tp[1][a] = row 2a + 1, so that window row ki of output p = oh * OW +
- * ow is the unit at p of tp[0], tp[1], tp[0] + OW: as dw_item_vnni's, a
- * vector of 16 outputs across rows is three loads and vpdpbusd. The output
- * is requantized (and quantized to u8 for yq) in registers.
+ * vpermd and vpshufb (vpermb, in asm as dwf_row3b's, with vbmi) and stored
+ * by row phase, tp[0][a] = row 2a (a = 0 .. OH), tp[1][a] = row 2a + 1, so
+ * that window row ki of output p = oh * OW + ow is the unit at p of tp[0],
+ * tp[1], tp[0] + OW: as dw_item_vnni's, a vector of 16 outputs across rows
+ * is three loads and vpdpbusd, the sum started at -zc. The output is
+ * requantized (and quantized to u8 for yq, by quant16_store) in registers;
+ * relu6 as the caller says (dwf3u_vnni's reason to leave its min out).
  */
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
-dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
-	       int za, unsigned flags, const uint8_t *x, uint32_t *tp, const struct quant_k *qo,
-	       float *y, uint8_t *yq)
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+dw2_body(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb, int za,
+	 const uint8_t *x, uint32_t *tp, const struct quant_k *qo, float *y, uint8_t *yq, int vbmi,
+	 int relu, int relu6)
 {
 	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
 	int H = cv->H, W = cv->W, OH = cv->OH, OW = cv->OW, P = OH * OW;
 	uint32_t *ev = tp, *od = tp + (size_t)(OH + 1) * OW;
-	const __m512i zab = _mm512_set1_epi8((char)za), zcv = _mm512_set1_epi32(zc);
+	const __m512i zab = _mm512_set1_epi8((char)za);
+	const __m512i nzc = _mm512_set1_epi32((int32_t)(0u - (uint32_t)zc));
 	const __m512i didx = _mm512_loadu_si512(dw2_didx), bidx = _mm512_loadu_si512(dw2_bidx);
+	const __m512i pidx = _mm512_loadu_si512(dw2_pidx);
 	const __m512i w0 = _mm512_set1_epi32((int)wt[0]), w1 = _mm512_set1_epi32((int)wt[1]);
 	const __m512i w2 = _mm512_set1_epi32((int)wt[2]);
 	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
-	const int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
-		  relu6 = (flags & MC_S8_RELU6) != 0;
 
 	for (int ow0 = 0; ow0 < OW; ow0 += 16) {
 		/* the window's bytes are columns c0 .. c0 + 63, those in the image loaded */
@@ -728,26 +737,56 @@ dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float 
 
 			if (h >= 0 && h < H) {
 				v = _mm512_mask_loadu_epi8(zab, m, at + (size_t)h * W);
-				v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, v), bidx);
+				if (vbmi)
+					__asm__("vpermb %1, %2, %0" : "=v"(v) : "v"(v), "v"(pidx));
+				else
+					v = _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, v),
+								bidx);
 			}
 			_mm512_mask_storeu_epi32(dst, sm, v);
 		}
 	}
 	for (int p0 = 0; p0 < P; p0 += 16) {
 		__mmask16 m = P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
-		__m512i a0 =
-		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(ev + p0), w0);
-		__m512i a1 =
-		    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(od + p0), w1);
+		__m512i a = _mm512_dpbusd_epi32(nzc, _mm512_loadu_si512(ev + p0), w0);
 		__m512 v;
 
-		a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(ev + OW + p0), w2);
-		v = requant16(_mm512_add_epi32(a0, a1), zcv, scv, bbv, relu, relu6);
+		a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(od + p0), w1);
+		a = _mm512_dpbusd_epi32(a, _mm512_loadu_si512(ev + OW + p0), w2);
+		v = requant16(a, _mm512_setzero_si512(), scv, bbv, relu, relu6);
 		if (yq)
-			store16_u8(yq + p0, m, quant16(&qk, v));
+			quant16_store(&qk, yq + p0, m, v, relu);
 		else
 			_mm512_mask_storeu_ps(y + p0, m, v);
 	}
+}
+
+/* dw2_body for flags; min6: relu6 needs its min with 6 in yq too (always in y). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
+	       int za, unsigned flags, const uint8_t *x, uint32_t *tp, const struct quant_k *qo,
+	       float *y, uint8_t *yq, int vbmi, int min6)
+{
+	int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+	    relu6 = (flags & MC_S8_RELU6) != 0 && (!yq || min6);
+
+#define DW2(B, R, R6) dw2_body(cv, wt, zc, sc, bb, za, x, tp, qo, y, yq, B, R, R6)
+	if (vbmi) {
+		if (relu6)
+			DW2(1, 1, 1);
+		else if (relu)
+			DW2(1, 1, 0);
+		else
+			DW2(1, 0, 0);
+	} else {
+		if (relu6)
+			DW2(0, 1, 1);
+		else if (relu)
+			DW2(0, 1, 0);
+		else
+			DW2(0, 0, 0);
+	}
+#undef DW2
 }
 #endif
 
@@ -781,8 +820,10 @@ static dw_item_fn dw_item_path(int tq)
  * depthwise layers' and the stem's) packs a window row's three taps into
  * the bytes of one dword instead (dwf3_vnni: one vpdpbusd a row, loads
  * straight from the u8 plane, a stem's vectors built once for all its
- * channels). Strided layers keep the kernel of units (at stride 2, 3x3 on
- * AVX-512 VNNI: dw2_plane_vnni, units built in registers from the u8 plane).
+ * channels; from u8 to u8, dwf3u_vnni: a channel's samples in one call,
+ * masks from a table, vpermb with AVX-512 VBMI). Strided layers keep the
+ * kernel of units (at stride 2, 3x3 on AVX-512 VNNI: dw2_plane_vnni, units
+ * built in registers from the u8 plane).
  */
 #define DWF_MAXK 7
 
@@ -1047,6 +1088,156 @@ dwf3_vnni(const struct mc_qconv *cv, const struct dwf_geo *g, int nc, const int3
 	}
 }
 
+/*
+ * dwf3_vnni for a depthwise channel from u8 to u8, several planes of it at
+ * a time (the samples of one channel: its weights and constants stay in
+ * registers), each vector's masks read from a table built once a layer
+ * (dwf3_vmasks) instead of computed: the row-edge bytes that take za
+ * (dwf_row3's keep) and the bytes of each row's load inside the plane.
+ * With AVX-512 VBMI a window row is one vpermb of the loaded bytes (in asm,
+ * so that the function is compiled for the CPUs without VBMI too), without
+ * it vpermd and vpshufb. The sum starts at -zc (vpdpbusd wraps as the
+ * subtraction does), the output goes through quant16_store (no clamps that
+ * the narrowing's saturation or relu make redundant), and relu6's min with
+ * 6 is left out where the output's u8 of 6 is 255 already: u8 is monotone.
+ */
+#define DWF3_MAXV 64 /* vectors of a plane the table holds: planes up to 1024 positions */
+
+static int dw_vbmi = 1; /* 0: dwf3u_vnni, dw2_plane_vnni without vpermb (mc_s8_dw_vbmi) */
+
+/* 1 when the kernels take vpermb: the CPU has it and mc_s8_dw_vbmi leaves it on. */
+static int dw_vbmi_on(void)
+{
+	return __atomic_load_n(&dw_vbmi, __ATOMIC_RELAXED) && mc_cpu_has(MC_CPU_AVX512VBMI);
+}
+
+struct dwf3_vm {
+	uint64_t keep;	/* dwf_row3's keep */
+	uint32_t ld[3]; /* dwf_row3's ld of the rows above, at and below */
+	uint32_t st;	/* the positions in the plane */
+};
+
+/* 0 when relu6's min with 6 can be left out: io's output is u8 and u8(6) is 255. */
+static int relu6_min(const struct mc_qconv_io *io)
+{
+	float six = 6.0f;
+	uint8_t u6;
+
+	if (!io->yq)
+		return 1;
+	mc_quantize_u8_ref(&six, 1, io->so, io->zo, &u6);
+	return u6 != 255;
+}
+
+/* The table of a plane's vectors into vm; their count, or -1 for a plane too large for it. */
+static int dwf3_vmasks(const struct mc_qconv *cv, struct dwf3_vm *vm)
+{
+	int OW = cv->OW, P = cv->OH * cv->OW, V = (P + 15) / 16;
+
+	if (V > DWF3_MAXV)
+		return -1;
+	for (int v = 0, ow = 0; v < V; v++) { /* ow: that of position 16 v + l */
+		int p0 = 16 * v;
+		uint64_t keep = ~(uint64_t)0;
+
+		for (int l = 0; l < 16; l++, ow = ow == OW - 1 ? 0 : ow + 1) {
+			if (ow == 0)
+				keep &= ~((uint64_t)1 << (4 * l));
+			if (ow == OW - 1)
+				keep &= ~((uint64_t)1 << (4 * l + 2));
+		}
+		vm[v].keep = keep;
+		for (int r = 0; r < 3; r++)
+			vm[v].ld[r] = dwf_in((int64_t)p0 + (int64_t)(r - 1) * OW - 1, P);
+		vm[v].st = P - p0 >= 16 ? 0xffff : (1u << (P - p0)) - 1;
+	}
+	return V;
+}
+
+/* vpermb's indices for dwf_row3's lanes: bytes l .. l + 3 of the loaded ones into lane l */
+static const uint8_t dwf3_pidx[64] = {
+    0,	1,  2,	3,  1,	2,  3,	4,  2,	3,  4,	5,  3,	4,  5,	6,  4,	5,  6,	7,  5,	6,
+    7,	8,  6,	7,  8,	9,  7,	8,  9,	10, 8,	9,  10, 11, 9,	10, 11, 12, 10, 11, 12, 13,
+    11, 12, 13, 14, 12, 13, 14, 15, 13, 14, 15, 16, 14, 15, 16, 17, 15, 16, 17, 18};
+
+/* dwf_row3 by vpermb (AVX-512 VBMI) */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i
+dwf_row3b(const uint8_t *src, __mmask32 ld, __mmask64 keep, __m512i zab, __m512i pidx)
+{
+	__m512i v = _mm512_mask_loadu_epi8(zab, (__mmask64)ld, src - 1), r = zab;
+
+	__asm__("vpermb %2, %1, %0%{%3%}" : "+v"(r) : "v"(pidx), "v"(v), "Yk"(keep));
+	return r;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void
+dwf3u_body(const struct dwf3_vm *vm, int V, int OW, const int32_t *wr, int32_t zc, float sc,
+	   float bb, int za, const struct quant_k *qo, int np, size_t stride, const uint8_t *x,
+	   uint8_t *yq, int vbmi, int relu, int relu6)
+{
+	const struct quant_k qk = *qo; /* in registers: stores to yq may alias *qo */
+	const __m512i zab = _mm512_set1_epi8((char)za), zi = _mm512_setzero_si512();
+	const __m512i nzc = _mm512_set1_epi32((int32_t)(0u - (uint32_t)zc));
+	const __m512i w0 = _mm512_set1_epi32(wr[0]), w1 = _mm512_set1_epi32(wr[1]),
+		      w2 = _mm512_set1_epi32(wr[2]);
+	const __m512i pidx = _mm512_loadu_si512(dwf3_pidx);
+	const __m512i didx = _mm512_loadu_si512(dwf_didx), bidx = _mm512_loadu_si512(dwf_bidx);
+	const __m512 scv = _mm512_set1_ps(sc), bbv = _mm512_set1_ps(bb);
+
+	for (int j = 0; j < np; j++, x += stride, yq += stride)
+		for (int v = 0; v < V; v++) {
+			const uint8_t *s = x + 16 * (size_t)v;
+			__mmask64 keep = vm[v].keep;
+			__m512i r0, r1, r2, acc;
+
+			if (vbmi) {
+				r0 = dwf_row3b(s - OW, vm[v].ld[0], keep, zab, pidx);
+				r1 = dwf_row3b(s, vm[v].ld[1], keep, zab, pidx);
+				r2 = dwf_row3b(s + OW, vm[v].ld[2], keep, zab, pidx);
+			} else {
+				r0 = dwf_row3(s - OW, vm[v].ld[0], keep, zab, didx, bidx);
+				r1 = dwf_row3(s, vm[v].ld[1], keep, zab, didx, bidx);
+				r2 = dwf_row3(s + OW, vm[v].ld[2], keep, zab, didx, bidx);
+			}
+			acc = _mm512_dpbusd_epi32(nzc, r0, w0);
+			acc = _mm512_dpbusd_epi32(acc, r1, w1);
+			acc = _mm512_dpbusd_epi32(acc, r2, w2);
+			quant16_store(&qk, yq + 16 * (size_t)v, (__mmask16)vm[v].st,
+				      requant16(acc, zi, scv, bbv, relu, relu6), relu);
+		}
+}
+
+/*
+ * np planes of channel c (x and yq the first, stride bytes apart); min6:
+ * relu6 needs its min with 6.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+dwf3u_vnni(const struct dwf3_vm *vm, int V, int OW, const int32_t *wr, int32_t zc, float sc,
+	   float bb, int za, const struct quant_k *qo, int np, size_t stride, const uint8_t *x,
+	   uint8_t *yq, int vbmi, unsigned flags, int min6)
+{
+	int relu = (flags & (MC_S8_RELU | MC_S8_RELU6)) != 0,
+	    relu6 = (flags & MC_S8_RELU6) != 0 && min6;
+
+#define DWF3U(B, R, R6) dwf3u_body(vm, V, OW, wr, zc, sc, bb, za, qo, np, stride, x, yq, B, R, R6)
+	if (vbmi) {
+		if (relu6)
+			DWF3U(1, 1, 1);
+		else if (relu)
+			DWF3U(1, 1, 0);
+		else
+			DWF3U(1, 0, 0);
+	} else {
+		if (relu6)
+			DWF3U(0, 1, 1);
+		else if (relu)
+			DWF3U(0, 1, 0);
+		else
+			DWF3U(0, 0, 0);
+	}
+#undef DWF3U
+}
+
 __attribute__((target("avx2"), always_inline)) static inline __m256i
 dwf_tap_avx2(__m256i acc, __m256i zav, __m256i m, int masked, const uint8_t *src, __m256i w)
 {
@@ -1149,6 +1340,20 @@ dwf_plane_avx2(const struct mc_qconv *cv, const struct dwf_geo *g, const int8_t 
 	}
 }
 #endif
+
+int mc_s8_dw_vbmi(int on)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	int was = dw_vbmi_on();
+
+	if (on >= 0)
+		__atomic_store_n(&dw_vbmi, on != 0, __ATOMIC_RELAXED);
+	return was;
+#else
+	(void)on;
+	return 0;
+#endif
+}
 
 /*
  * Workspace of n samples: the head, then a slot a thread; threads split
@@ -1572,6 +1777,8 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	struct dwf_geo g;
 #if defined(__x86_64__) || defined(__i386__)
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
+	struct dwf3_vm vm[DWF3_MAXV];
+	int nv;
 #endif
 
 	dwf_geo(cv, &g);
@@ -1590,6 +1797,42 @@ static void dwf_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 	}
 	nt = threads_for(items < INT32_MAX ? (int)items : INT32_MAX, macs);
 #if defined(__x86_64__) || defined(__i386__)
+	if (simd == 2 && cv->k == 3 && !stem && io->xq && io->yq &&
+	    (nv = dwf3_vmasks(cv, vm)) > 0) {
+		/*
+		 * u8 to u8: each thread its share of the items, in blocks of
+		 * samples whose planes stay in cache, channel by channel in a
+		 * block, the block's samples of a channel in one call (all the
+		 * samples of a channel at once, across the batch, ran slower).
+		 */
+		int vbmi = dw_vbmi_on(), min6 = relu6_min(io);
+		/* items a thread takes channel by channel: samples of at most 64 KiB */
+		int64_t blk = (int64_t)O * ((size_t)O * P < 65536 ? 65536 / ((size_t)O * P) : 1);
+#pragma omp parallel num_threads(nt)
+		{
+			int tid = omp_get_thread_num(), team = omp_get_num_threads();
+			int64_t i0 = items * tid / team, i1 = items * (tid + 1) / team;
+
+			for (int64_t j0 = i0, j1; j0 < i1; j0 = j1) {
+				j1 = (j0 / blk + 1) * blk;
+				if (j1 > i1)
+					j1 = i1;
+				for (int c = 0; c < O; c++) {
+					/* items s * O + c in [j0, j1): samples s0 .. s1 - 1 */
+					int64_t s0 = j0 / O + (c < j0 % O),
+						s1 = j1 > c ? (j1 - c + O - 1) / O : 0;
+					size_t at = ((size_t)s0 * O + c) * P;
+
+					if (s1 > s0)
+						dwf3u_vnni(vm, nv, cv->OW, wr + 3 * c, zc[c], sc[c],
+							   bb[c], q->za, &qo, (int)(s1 - s0),
+							   (size_t)O * P, io->xq + at, io->yq + at,
+							   vbmi, q->flags, min6);
+				}
+			}
+		}
+		return;
+	}
 	if (simd == 2 && cv->k == 3) {
 		/*
 		 * Straight from the u8 planes, each thread its share of the
@@ -1688,6 +1931,7 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 	const int32_t *zc = (const int32_t *)work + (size_t)cv->C * 3;
 	const float *sc = (const float *)(zc + cv->C), *bb = sc + cv->C;
 	struct quant_k qk = quant_k(q->sa, q->za), qo = quant_k(io->yq ? io->so : 1.0f, io->zo);
+	int vbmi = s2 && dw_vbmi_on(), min6 = s2 && relu6_min(io);
 #endif
 
 	dw_geo(cv, tq, &g);
@@ -1720,7 +1964,7 @@ static void dw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 
 				dw2_plane_vnni(cv, (const uint32_t *)work + (size_t)c * 3, zc[c],
 					       sc[c], bb[c], q->za, q->flags, src, tp, &qo, dst,
-					       io->yq ? io->yq + (size_t)it * P : NULL);
+					       io->yq ? io->yq + (size_t)it * P : NULL, vbmi, min6);
 				continue;
 			}
 #endif

@@ -102,6 +102,15 @@ struct mc_qconv_io {
 	int zo;
 };
 
+/*
+ * Whether the 3x3 depthwise kernels on AVX-512 VNNI (stride 1 from u8 to
+ * u8, stride 2) build window rows with vpermb where the CPU has AVX-512 VBMI:
+ * on 1 (the default) yes, 0 no, -1 leaves it; returns whether it did
+ * before the call, on this CPU. The bytes are the same either way; tests
+ * run both.
+ */
+int mc_s8_dw_vbmi(int on);
+
 /* 1 when mc_qconv_forward_io takes xq and yq for cv: depthwise, pointwise and stem layers. */
 int mc_qconv_io_ok(const struct mc_qconv *cv);
 /* mc_qconv_forward through io. -1 (nothing written) for an io cv cannot take, or a bad (so, zo). */
