@@ -761,6 +761,20 @@ dw2_body(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, fl
 	}
 }
 
+/*
+ * A kernel body specialised on (vbmi, relu, relu6), each a constant in the
+ * call F(B, R, R6) so the always_inline body is compiled once per case.
+ */
+#define DW_VARIANTS(F)                                                                             \
+	do {                                                                                       \
+		if (relu6)                                                                         \
+			vbmi ? F(1, 1, 1) : F(0, 1, 1);                                            \
+		else if (relu)                                                                     \
+			vbmi ? F(1, 1, 0) : F(0, 1, 0);                                            \
+		else                                                                               \
+			vbmi ? F(1, 0, 0) : F(0, 0, 0);                                            \
+	} while (0)
+
 /* dw2_body for flags; min6: relu6 needs its min with 6 in yq too (always in y). */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float sc, float bb,
@@ -771,21 +785,7 @@ dw2_plane_vnni(const struct mc_qconv *cv, const uint32_t *wt, int32_t zc, float 
 	    relu6 = (flags & MC_S8_RELU6) != 0 && (!yq || min6);
 
 #define DW2(B, R, R6) dw2_body(cv, wt, zc, sc, bb, za, x, tp, qo, y, yq, B, R, R6)
-	if (vbmi) {
-		if (relu6)
-			DW2(1, 1, 1);
-		else if (relu)
-			DW2(1, 1, 0);
-		else
-			DW2(1, 0, 0);
-	} else {
-		if (relu6)
-			DW2(0, 1, 1);
-		else if (relu)
-			DW2(0, 1, 0);
-		else
-			DW2(0, 0, 0);
-	}
+	DW_VARIANTS(DW2);
 #undef DW2
 }
 #endif
@@ -1220,21 +1220,7 @@ dwf3u_vnni(const struct dwf3_vm *vm, int V, int OW, const int32_t *wr, int32_t z
 	    relu6 = (flags & MC_S8_RELU6) != 0 && min6;
 
 #define DWF3U(B, R, R6) dwf3u_body(vm, V, OW, wr, zc, sc, bb, za, qo, np, stride, x, yq, B, R, R6)
-	if (vbmi) {
-		if (relu6)
-			DWF3U(1, 1, 1);
-		else if (relu)
-			DWF3U(1, 1, 0);
-		else
-			DWF3U(1, 0, 0);
-	} else {
-		if (relu6)
-			DWF3U(0, 1, 1);
-		else if (relu)
-			DWF3U(0, 1, 0);
-		else
-			DWF3U(0, 0, 0);
-	}
+	DW_VARIANTS(DWF3U);
 #undef DWF3U
 }
 
