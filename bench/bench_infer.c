@@ -9,7 +9,9 @@
  *	RESULT lat_b1_ms 0.0123
  *
  * Usage: bench_infer MODEL.safetensors [seconds-per-figure] [batch...]
- * (default 0.5 s, batches 1 and 256). Threads: OMP_NUM_THREADS.
+ * (default 0.5 s, batches 1 and 256). Threads: OMP_NUM_THREADS. Waits are
+ * bounded as in the mcomp command (mc_threads_bound_waits), so the figures
+ * are those a user of `mcomp predict` gets, idle or beside other work.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +41,7 @@ int main(int argc, char **argv)
 	int batches[16] = {1, 256}, nb = 2;
 	int64_t per;
 
+	mc_threads_bound_waits(argv);
 	if (argc < 2) {
 		fprintf(stderr, "usage: bench_infer MODEL.safetensors [seconds] [batch...]\n");
 		return 2;
