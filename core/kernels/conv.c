@@ -1132,14 +1132,16 @@ static void strip_masks(const struct mc_convf *cv, int Wp, int64_t j0, int width
 }
 
 /* The epilogue over samples written to y. */
+/* The epilogue over each sample of y, or its part over [O][q] per sample (q = OH * OW: fn). */
 static void run_epi(const struct mc_convf *cv, int n, const float *y,
-		    const struct mc_convf_epi *epi)
+		    const struct mc_convf_epi *epi, int64_t q)
 {
 	int nt = threads((double)n * cv->O * cv->OH * cv->OW * 8, n);
+	void (*fn)(void *, int, const float *) = q < (int64_t)cv->OH * cv->OW ? epi->part : epi->fn;
 
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 	for (int s = 0; s < n; s++)
-		epi->fn(epi->ctx, s, y + (size_t)s * cv->ys);
+		fn(epi->ctx, s, y + (size_t)s * cv->ys);
 }
 
 /* packable for AVX2: any 8 consecutive output positions lie within 16 consecutive wide columns. */
@@ -1374,9 +1376,9 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			osplit = panels;
 	}
 #if defined(__x86_64__)
-	/* a whole sample a task and an epilogue that reads only part of it: only that part */
-	if (osplit == 1 && epi && epi->part && epi->oh > 0 && epi->oh <= cv->OH && epi->ow > 0 &&
-	    epi->ow <= OW) {
+	/* an epilogue that reads only part of a sample: only that part (a sample split by
+	 * channels leaves it in y, [O][part], for the epilogue after the tasks) */
+	if (epi && epi->part && epi->oh > 0 && epi->oh <= cv->OH && epi->ow > 0 && epi->ow <= OW) {
 		rh = epi->oh;
 		rw = epi->ow;
 	}
@@ -1386,13 +1388,18 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 		 (size_t)2 * Hq * ((epi->ow / 2 + 15) / 16 * 16 + 16) <= (size_t)KPMAX * NRMAX;
 	/* real positions packed, where a layer's K is deep enough to amortize the packing, in one
 	 * K block, and where that saves a tenth of the wide path's columns at least (a transposed
-	 * convolution's dx, K = 576 and 169 outputs a sample: 20% slower packed) */
-	packed = osplit == 1 && K >= 32 && K <= KPMAX &&
-		 (avx512 ? packable(rw, Wq) : packable8(rw, Wq)) &&
+	 * convolution's dx, K = 576 and 169 outputs a sample: 20% slower packed); a sample split
+	 * by channels is packed by each of its tasks */
+	packed = K >= 32 && K <= KPMAX && (avx512 ? packable(rw, Wq) : packable8(rw, Wq)) &&
 		 10 * strip_cols(jw, nr, avx512) > 11 * strip_cols((int64_t)rh * rw, nr, avx512);
 	if (!packed) {
 		rh = cv->OH;
 		rw = OW;
+	} else if (osplit > 1) {
+		/* every task packs its sample's positions: one task a thread */
+		osplit = (nt + n - 1) / n;
+		if (osplit > panels)
+			osplit = panels;
 	}
 	for (int kk = 0; packed && kk < KPMAX; kk++)
 		offb[kk] = kk * nr;
@@ -1436,7 +1443,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			else
 				sample_packed_avx2(cv, xs, w, pb, relu, ys, rh, rw, Wq, p0, p1, off,
 						   offb, xp + align16(g.floats), nx, xs + g.floats);
-			if (epi)
+			if (epi && osplit == 1)
 				(rh * rw < P ? epi->part : epi->fn)(epi->ctx, s, ys);
 			continue;
 		}
@@ -1482,7 +1489,7 @@ static void forward_direct(const struct mc_convf *cv, int n, const float *x, con
 			epi->fn(epi->ctx, s, ys);
 	}
 	if (epi && osplit > 1)
-		run_epi(cv, n, y, epi);
+		run_epi(cv, n, y, epi, (int64_t)rh * rw);
 }
 
 #if defined(__x86_64__)
@@ -1605,7 +1612,7 @@ void mc_convf_forward(const struct mc_convf *cv, int n, const float *x, const fl
 			}
 	}
 	if (epi)
-		run_epi(cv, n, y, epi);
+		run_epi(cv, n, y, epi, P);
 }
 
 void mc_convf_forward_ref(const struct mc_convf *cv, int n, const float *x, const float *w,
