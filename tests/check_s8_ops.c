@@ -113,6 +113,27 @@ static const struct shape shapes[] = {
     /* samples in blocks of at most 64 KiB: 5 (a block boundary inside), 1 */
     {7, 64, 14, 14, 64, 3, 1, 1, 64},
     {3, 48, 28, 28, 48, 3, 1, 1, 48},
+    /*
+     * dense (one group, more than one input channel): the kernel of taps.
+     * ResNet's 3x3 at stride 1 and 2 and its 1x1 projections at stride 2;
+     * outputs not a multiple of 16 (nor of 8); planes of 49 positions (a
+     * block of 32 and one of a single position), 1x1, 2x3 and 1x2; no
+     * padding, padding wider than the window's half, 5x5 windows, long rows
+     */
+    {3, 16, 28, 28, 16, 3, 1, 1, 1},
+    {2, 16, 28, 28, 32, 3, 2, 1, 1},
+    {3, 16, 28, 28, 32, 1, 2, 0, 1},
+    {3, 32, 7, 7, 64, 3, 1, 1, 1},
+    {2, 5, 9, 8, 13, 3, 1, 1, 1},
+    {3, 7, 6, 5, 21, 3, 2, 1, 1},
+    {2, 3, 1, 1, 9, 3, 1, 1, 1},
+    {3, 4, 2, 3, 7, 3, 1, 1, 1},
+    {2, 6, 1, 2, 5, 1, 2, 0, 1},
+    {2, 3, 5, 6, 5, 3, 1, 0, 1},
+    {2, 6, 5, 5, 4, 3, 1, 2, 1},
+    {2, 3, 9, 9, 6, 5, 1, 2, 1},
+    {1, 2, 4, 40, 33, 3, 1, 1, 1},
+    {4, 9, 7, 7, 3, 3, 2, 1, 1},
 };
 #define NSHAPES (int)(sizeof(shapes) / sizeof(shapes[0]))
 
@@ -386,10 +407,12 @@ END_TEST
  */
 START_TEST(u8_io_matches_f32_route)
 {
-	/* depthwise, pointwise and stem shapes */
-	static const int cases[] = {0,	1,  2,	4,  6,	7,  8,	11, 17, 18, 19, 20, 21, 22, 23, 24,
-				    25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 36, 37, 38, 39, 40, 41,
-				    42, 43, 10, 9,  44, 45, 46, 47, 48, 49, 50, 51, 52, 53};
+	/* depthwise, pointwise, stem and dense shapes */
+	static const int cases[] = {
+	    0, 1, 2, 4, 6, 7, 8, 11, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+	    33, 34, 36, 37, 38, 39, 40, 41, 42, 43, 10, 9, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53,
+	    /* dense, and stems the flat kernel leaves */
+	    15, 16, 35, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67};
 	const char *saved = mc_gemm_s8_kernel();
 	const int zo = 97;
 

@@ -13,12 +13,15 @@
  * matrix colT[m*P, C*k*k] (row p: the window of output position p; padding
  * holds the zero point, which stands for 0.0) and multiplied on the int8 GEMM
  * with the packed weights: y[m*P, out], requantized per channel with the
- * bias added, then transposed into [out, OH, OW] per sample. Every output is
- * one exact s32 sum: the same for any thread count. Grouped, depthwise and
- * pointwise (1x1, stride 1, no padding) layers run the int8 kernels of
- * core/kernels/s8_ops.h instead: a depthwise kernel vectorized across
- * each channel's positions, a pointwise one across positions, a direct loop for other
- * groups; the same requantization, bit for bit.
+ * bias added, then transposed into [out, OH, OW] per sample (as f32, or as
+ * the u8 its reader takes). Every output is one exact s32 sum: the same for
+ * any thread count. That route serves a fused pool, and dense layers where
+ * the int8 GEMM is not AVX-512 VNNI (qconv_on_gemm); the others run the int8
+ * kernels of core/kernels/s8_ops.h: a depthwise kernel vectorized across
+ * each channel's positions, a pointwise one across positions (dense layers:
+ * on their windows' taps as channels), a direct loop for other groups; the
+ * same requantization, bit for bit. Both take a u8 input and give a u8
+ * output where the executor chains them (mc_qconv2d_forward_u8).
  *
  * The packed weights, the input's quantization and the parameters are
  * qlinear's (ops_qlinear.c); the window geometry, the checks of setup, im2col,
@@ -192,19 +195,22 @@ static size_t qconv_workspace(const struct mc_node *node, int n)
 	slot = qconv_slot_bytes(&q, qconv_chunk(&q, n));
 	if (slot == SIZE_MAX || mc_mul_overflow(slot, (size_t)qconv_slots(&q, n), &total))
 		return SIZE_MAX;
-	/* pointwise and stems: their own kernels, or the GEMM when a pool is fused */
-	if ((mc_qconv_is_pw(&cv) || mc_qconv_is_plane(&cv)) && mc_qconv_work(&cv, n) > total)
+	/* the kernels of s8_ops.h, or the GEMM when a pool is fused */
+	if (mc_qconv_work(&cv, n) > total)
 		total = mc_qconv_work(&cv, n);
 	return total;
 }
 
 /*
- * Samples s0 .. s0 + mm - 1 through one slot: quantize, im2col, the int8
- * GEMM, and the transpose into [O, P] per sample.
+ * Samples s0 .. s0 + mm - 1 through one slot: quantize (unless the input is
+ * u8 already: xq), im2col, the int8 GEMM, and the transpose into [O, P] per
+ * sample, written as f32 (out) or quantized to u8 at (so, zo) (out8: the
+ * bytes mc_quantize_u8 gives of out).
  */
 static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weights *pk,
-			    unsigned flags, float sa, int za, const float *x, int mm, uint8_t *slot,
-			    int m, float *out, const struct mc_node *pool, float *pout)
+			    unsigned flags, float sa, int za, const float *x, const uint8_t *x8,
+			    int mm, uint8_t *slot, int m, float *out, uint8_t *out8, float so,
+			    int zo, const struct mc_node *pool, float *pout)
 {
 	size_t xs = (size_t)q->C * q->H * q->W;
 	uint8_t *xq = slot, *ct = xq + align64((size_t)m * xs);
@@ -213,18 +219,23 @@ static void qconv_chunk_run(const struct mc_conv_geo *q, const struct mc_s8_weig
 	    (float *)((uint8_t *)y + align64((size_t)m * (size_t)q->P * q->O * sizeof(float)));
 	int64_t rows = (int64_t)mm * q->P;
 
-	mc_quantize_u8(x, (size_t)mm * xs, sa, za, xq);
+	if (!x8) {
+		mc_quantize_u8(x, (size_t)mm * xs, sa, za, xq);
+		x8 = xq;
+	}
 	for (int i = 0; i < mm; i++)
-		im2col_u8(q, xq + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->Kg);
+		im2col_u8(q, x8 + (size_t)i * xs, (uint8_t)za, ct + (size_t)i * q->P * q->Kg);
 	mc_gemm_u8s8((int)rows, ct, q->Kg, sa, za, pk, flags, y, q->O);
 	for (int i = 0; i < mm; i++) {
-		/* with a pool: each sample through a scratch in cache, straight into the pool's
-		 * output */
-		float *dst = pool ? one : out + (size_t)i * q->O * q->P;
+		/* with a pool or a u8 output: each sample through a scratch in cache */
+		float *dst = pool || out8 ? one : out + (size_t)i * q->O * q->P;
 
 		mc_transpose(q->P, q->O, y + (size_t)i * q->P * q->O, dst);
 		if (pool)
 			mc_maxpool2_sample(pool, dst, pout + (size_t)i * pool->out_numel);
+		if (out8)
+			mc_quantize_u8(dst, (size_t)q->O * q->P, so, zo,
+				       out8 + (size_t)i * q->O * q->P);
 	}
 }
 
@@ -292,30 +303,34 @@ int mc_qconv2d_gives_u8(const struct mc_node *node)
 	return mc_qconv_io_ok(&cv);
 }
 
-void mc_qconv2d_forward_u8(const struct mc_node *node, const struct mc_run *run, int n,
-			   const float *x, const uint8_t *xq, float *out, uint8_t *out8, float so,
-			   int zo)
+/*
+ * Whether a dense layer (one group, not pointwise, not a stem) runs on the
+ * int8 GEMM rather than s8_ops.h's kernel of taps (the same bits either
+ * way): the kernel of taps is the faster with AVX-512 VNNI (ResNet-14's 3x3
+ * layers at batch 256, 2 threads: 4.5 ms against 10 on 28x28, 4.3 against
+ * 6.8 on 14x14), the GEMM on AVX2 (13 ms against 22 on 28x28), whose kernel
+ * of taps multiplies 4 channels at a time.
+ */
+static int qconv_on_gemm(const struct mc_qconv *cv)
 {
-	struct mc_qconv_io io = {
-	    .x = xq ? NULL : x, .xq = xq, .y = out8 ? NULL : out, .yq = out8, .so = so, .zo = zo};
-
-	if (n >= 1)
-		qconv_grouped(node, run, n, &io);
+	return !mc_qconv_is_pw(cv) && !mc_qconv_is_plane(cv) && mc_s8_simd() != 2;
 }
 
 /*
- * out[n, O, OH, OW] = requant(u8(in) * W) + b on the int8 GEMM. Chunks of
- * samples are spread over threads, each with a slot of the workspace (the
- * GEMM inside runs on that thread); a single chunk runs on the calling
- * thread with the GEMM split over the team. Every output is an exact s32
- * sum requantized alone: the bits do not depend on the thread count.
+ * io->y (or io->yq) [n, O, OH, OW] = requant(u8(in) * W) + b on the int8
+ * GEMM. Chunks of samples are spread over threads, each with a slot of the
+ * workspace (the GEMM inside runs on that thread); a single chunk runs on
+ * the calling thread with the GEMM split over the team. Every output is an
+ * exact s32 sum requantized alone: the bits do not depend on the thread
+ * count. With a pool, io->y is the conv's output and pout the pool's.
  */
 static void qconv_run(const struct mc_node *node, const struct mc_run *run, int n,
-		      const float *const *in, float *out, const struct mc_node *pool, float *pout)
+		      struct mc_qconv_io *io, const struct mc_node *pool, float *pout)
 {
 	const struct qconv_attrs *a = node->attrs;
 	const struct mc_s8_weights *pk = mc_qop_packed(node);
-	const float *x = in[0];
+	const float *x = io->x;
+	const uint8_t *x8 = io->xq;
 	struct mc_conv_geo q;
 	struct mc_qconv cv;
 	size_t xs, ys, slot;
@@ -328,11 +343,9 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 		return;
 	qconv_geo(node, &q);
 	cv = qconv_kgeo(node);
-	/* pointwise layers and stems have kernels of their own, unless a pool is fused */
-	if (q.g != 1 || ((mc_qconv_is_pw(&cv) || mc_qconv_is_plane(&cv)) && !pool)) {
-		struct mc_qconv_io io = {.x = in[0], .y = out};
-
-		qconv_grouped(node, run, n, &io);
+	/* the kernels of s8_ops.h, unless a pool is fused */
+	if (q.g != 1 || (!pool && !qconv_on_gemm(&cv))) {
+		qconv_grouped(node, run, n, io);
 		return;
 	}
 	xs = (size_t)q.C * q.H * q.W;
@@ -341,13 +354,15 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	m = qconv_chunk(&q, n);
 	chunks = (n + m - 1) / m;
 	slot = qconv_slot_bytes(&q, m);
-	za = mc_qop_input_qparams(node, a->mode, x, total, &sa);
+	za = mc_qop_input_qparams(node, x8 ? QMODE_STATIC : a->mode, x, total, &sa);
 	if (!pk || za < 0 || !run->work) {
 		/* A file with scales the kernels refuse: say so in the outputs. */
-		for (int64_t i = 0; i < (int64_t)n * (int64_t)ys; i++)
-			out[i] = NAN;
+		for (int64_t i = 0; io->y && i < (int64_t)n * (int64_t)ys; i++)
+			io->y[i] = NAN;
+		if (io->yq)
+			memset(io->yq, 0, (size_t)n * ys);
 		if (pool) {
-			const float *pin[1] = {out};
+			const float *pin[1] = {io->y};
 
 			pool->op->forward(pool, run, n, pin, pout);
 		}
@@ -356,17 +371,7 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	nt = omp_in_parallel() ? 1 : omp_get_max_threads();
 	if (nt > qconv_slots(&q, n))
 		nt = qconv_slots(&q, n);
-	if (nt <= 1) {
-		for (int c = 0; c < chunks; c++) {
-			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
-
-			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, run->work,
-					m, out + (size_t)s0 * ys, pool,
-					pool ? pout + (size_t)s0 * pool->out_numel : NULL);
-		}
-		return;
-	}
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
 	{
 		uint8_t *mine = (uint8_t *)run->work + (size_t)omp_get_thread_num() * slot;
 
@@ -374,17 +379,31 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 		for (int c = 0; c < chunks; c++) {
 			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
 
-			qconv_chunk_run(&q, pk, flags, sa, za, x + (size_t)s0 * xs, mm, mine, m,
-					out + (size_t)s0 * ys, pool,
-					pool ? pout + (size_t)s0 * pool->out_numel : NULL);
+			qconv_chunk_run(&q, pk, flags, sa, za, x ? x + (size_t)s0 * xs : NULL,
+					x8 ? x8 + (size_t)s0 * xs : NULL, mm, mine, m,
+					io->y ? io->y + (size_t)s0 * ys : NULL,
+					io->yq ? io->yq + (size_t)s0 * ys : NULL, io->so, io->zo,
+					pool, pool ? pout + (size_t)s0 * pool->out_numel : NULL);
 		}
 	}
+}
+
+void mc_qconv2d_forward_u8(const struct mc_node *node, const struct mc_run *run, int n,
+			   const float *x, const uint8_t *xq, float *out, uint8_t *out8, float so,
+			   int zo)
+{
+	struct mc_qconv_io io = {
+	    .x = xq ? NULL : x, .xq = xq, .y = out8 ? NULL : out, .yq = out8, .so = so, .zo = zo};
+
+	qconv_run(node, run, n, &io, NULL, NULL);
 }
 
 static void qconv_forward(const struct mc_node *node, const struct mc_run *run, int n,
 			  const float *const *in, float *out)
 {
-	qconv_run(node, run, n, in, out, NULL, NULL);
+	struct mc_qconv_io io = {.x = in[0], .y = out};
+
+	qconv_run(node, run, n, &io, NULL, NULL);
 }
 
 int mc_qconv2d_fuses_pool(const struct mc_node *node)
@@ -398,7 +417,9 @@ void mc_qconv2d_forward_pool(const struct mc_node *node, const struct mc_node *p
 			     const struct mc_run *run, int n, const float *const *in,
 			     float *conv_out, float *out)
 {
-	qconv_run(node, run, n, in, conv_out, pool, out);
+	struct mc_qconv_io io = {.x = in[0], .y = conv_out};
+
+	qconv_run(node, run, n, &io, pool, out);
 }
 
 /* dx[C, H, W] of one sample of a grouped layer: each tap adds w * dy, in a fixed order. */

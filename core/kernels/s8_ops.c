@@ -177,8 +177,8 @@ quant16_store(const struct quant_k *k, uint8_t *d, __mmask16 m, __m512 x, int po
 __attribute__((target("avx512f"), always_inline)) static inline __m512
 requant16(__m512i acc, __m512i zc, __m512 sc, __m512 bb, int relu, int relu6)
 {
-	__m512 v = _mm512_add_ps(_mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zc))),
-				 bb);
+	__m512 v =
+	    _mm512_add_ps(_mm512_mul_ps(sc, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, zc))), bb);
 
 	if (relu)
 		v = _mm512_max_ps(v, _mm512_setzero_ps());
@@ -190,8 +190,8 @@ requant16(__m512i acc, __m512i zc, __m512 sc, __m512 bb, int relu, int relu6)
 __attribute__((target("avx2"), always_inline)) static inline __m256
 requant8(__m256i acc, __m256i zc, __m256 sc, __m256 bb, int relu, int relu6)
 {
-	__m256 v = _mm256_add_ps(_mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, zc))),
-				 bb);
+	__m256 v =
+	    _mm256_add_ps(_mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, zc))), bb);
 
 	if (relu)
 		v = _mm256_max_ps(v, _mm256_setzero_ps());
@@ -268,6 +268,8 @@ struct dw_geo;
 static int dw_tq(void);
 static int dw_geo(const struct mc_qconv *cv, int tq, struct dw_geo *g);
 static size_t dw_work(const struct mc_qconv *cv, int n);
+static int is_dense(const struct mc_qconv *cv);
+static int dense_geo(const struct mc_qconv *cv, struct pw_geo *g, size_t *slot);
 
 size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 {
@@ -279,6 +281,13 @@ size_t mc_qconv_work(const struct mc_qconv *cv, int n)
 		if (pw_geo(cv, &pg) || pg.slot > (SIZE_MAX - pg.head) / (size_t)slots)
 			return SIZE_MAX;
 		return pg.head + pg.slot * (size_t)slots;
+	}
+	if (is_dense(cv)) {
+		size_t slot;
+
+		if (dense_geo(cv, &pg, &slot) || slot > (SIZE_MAX - pg.head) / (size_t)slots)
+			return SIZE_MAX;
+		return pg.head + slot * (size_t)slots;
 	}
 	if (!mc_qconv_is_dw(cv) && !mc_qconv_is_plane(cv))
 		return xs > SIZE_MAX / slots ? SIZE_MAX : xs * (size_t)slots;
@@ -1469,8 +1478,9 @@ __attribute__((target("avx2"))) static void pw_avx2(const struct mc_qconv *cv,
 			}
 			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
-				__m256 v = requant8(acc[r], _mm256_set1_epi32(zc[o]), _mm256_set1_ps(sc[o]),
-						    _mm256_set1_ps(bb[o]), relu, relu6);
+				__m256 v = requant8(acc[r], _mm256_set1_epi32(zc[o]),
+						    _mm256_set1_ps(sc[o]), _mm256_set1_ps(bb[o]),
+						    relu, relu6);
 				float *dst = y + (size_t)o * P + p;
 
 				if (P - p >= 8) {
@@ -1515,8 +1525,9 @@ pw_avx512(const struct mc_qconv *cv, const struct pw_geo *g, const void *head, c
 			}
 			for (int r = 0; r < 4 && o0 + r < cv->O; r++) {
 				int o = o0 + r;
-				__m512 v = requant16(acc[r], _mm512_set1_epi32(zc[o]), _mm512_set1_ps(sc[o]),
-						    _mm512_set1_ps(bb[o]), relu, relu6);
+				__m512 v = requant16(acc[r], _mm512_set1_epi32(zc[o]),
+						     _mm512_set1_ps(sc[o]), _mm512_set1_ps(bb[o]),
+						     relu, relu6);
 
 				_mm512_mask_storeu_ps(y + (size_t)o * P + p, m, v);
 			}
@@ -1596,12 +1607,62 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 			}
 			_mm512_storeu_si512(xi + (size_t)j * g->Pp + p0, v);
 		}
-	for (int o0 = 0; o0 < cv->O; o0 += 8)
-		for (int p0 = 0; p0 < P; p0 += 16) {
+	for (int o0 = 0; o0 < cv->O; o0 += 8) {
+		const uint32_t *w0 = wq + (size_t)o0 * C4;
+		int p0 = 0;
+
+		/*
+		 * 8 output channels x 32 positions: 16 sums in flight, so that
+		 * vpdpbusd's latency is hidden (8 alone wait on it)
+		 */
+		for (; P - p0 > 16; p0 += 32) {
+			__mmask16 m1 = P - p0 >= 32 ? (__mmask16)0xffff
+						    : (__mmask16)((1u << (P - p0 - 16)) - 1);
+			__m512i a0[8], a1[8];
+
+#pragma GCC unroll 8
+			for (int r = 0; r < 8; r++)
+				a1[r] = a0[r] =
+				    _mm512_set1_epi32((int32_t)(0u - (uint32_t)zc[o0 + r]));
+			for (int j = 0; j < C4; j++) {
+				__m512i x0 = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p0);
+				__m512i x1 = _mm512_loadu_si512(xi + (size_t)j * g->Pp + p0 + 16);
+
+#pragma GCC unroll 8
+				for (int r = 0; r < 8; r++) {
+					__m512i wv = _mm512_set1_epi32((int)w0[(size_t)r * C4 + j]);
+
+					a0[r] = _mm512_dpbusd_epi32(a0[r], x0, wv);
+					a1[r] = _mm512_dpbusd_epi32(a1[r], x1, wv);
+				}
+			}
+#pragma GCC unroll 8
+			for (int r = 0; r < 8; r++) {
+				int o = o0 + r;
+				__m512 v0, v1;
+
+				if (o >= cv->O)
+					break;
+				v0 = requant16(a0[r], _mm512_setzero_si512(), _mm512_set1_ps(sc[o]),
+					       _mm512_set1_ps(bb[o]), relu, relu6);
+				v1 = requant16(a1[r], _mm512_setzero_si512(), _mm512_set1_ps(sc[o]),
+					       _mm512_set1_ps(bb[o]), relu, relu6);
+				if (y) {
+					_mm512_storeu_ps(y + (size_t)o * P + p0, v0);
+					_mm512_mask_storeu_ps(y + (size_t)o * P + p0 + 16, m1, v1);
+				}
+				if (yq) {
+					quant16_store(&qo, yq + (size_t)o * P + p0, 0xffff, v0,
+						      relu);
+					quant16_store(&qo, yq + (size_t)o * P + p0 + 16, m1, v1,
+						      relu);
+				}
+			}
+		}
+		for (; p0 < P; p0 += 16) {
 			__mmask16 m =
 			    P - p0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (P - p0)) - 1);
 			__m512i acc[8];
-			const uint32_t *w0 = wq + (size_t)o0 * C4;
 
 			/*
 			 * unrolled, so that the eight sums stay in registers; they
@@ -1635,6 +1696,7 @@ pw_vnni(const struct mc_qconv *cv, const struct mc_qconv_q *q, const struct pw_g
 					quant16_store(&qo, yq + (size_t)o * P + p0, m, v, relu);
 			}
 		}
+	}
 }
 #endif
 
@@ -1691,7 +1753,7 @@ static void quant_out(const float *y, size_t m, float so, int zo, uint8_t *yq)
 
 int mc_qconv_io_ok(const struct mc_qconv *cv)
 {
-	return mc_qconv_is_pw(cv) || mc_qconv_is_dw(cv) || mc_qconv_is_plane(cv);
+	return cv->g == 1 || mc_qconv_is_dw(cv) || mc_qconv_is_plane(cv);
 }
 
 /* A pointwise layer, sample by sample. */
@@ -1739,6 +1801,164 @@ static void pw_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, in
 				pw_layout(cv, &pg, src, xi);
 				fn(cv, &pg, work, xi, q->flags, dst);
 			}
+			if (io->yq)
+				quant_out(dst, ys, io->so, io->zo, io->yq + (size_t)s * ys);
+		}
+	}
+}
+
+/*
+ * A dense layer (one group, neither pointwise nor a plane) is the pointwise
+ * layer of its window's taps: each sample's taps laid out as col[Kg][P]
+ * (Kg = C k k input "channels" of OH x OW; taps in the padding hold za, which
+ * stands for 0.0), then the pointwise kernel on them with the weights
+ * w[O][C][k][k] read as w[O][Kg]. The sums are the GEMM's (the same taps,
+ * za * sum(w) taken off), requantized as requant1: its bits.
+ */
+static struct mc_qconv dense_pw(const struct mc_qconv *cv)
+{
+	return (struct mc_qconv){.C = cv->C * cv->k * cv->k,
+				 .H = cv->OH,
+				 .W = cv->OW,
+				 .O = cv->O,
+				 .OH = cv->OH,
+				 .OW = cv->OW,
+				 .k = 1,
+				 .s = 1,
+				 .p = 0,
+				 .g = 1};
+}
+
+static int is_dense(const struct mc_qconv *cv)
+{
+	return cv->g == 1 && !mc_qconv_is_pw(cv) && !mc_qconv_is_plane(cv);
+}
+
+/*
+ * col[Kg][P] of one sample xq[C][H][W]: row (c, ki, kj) holds tap (ki, kj)
+ * of channel c. At stride 1 with the output the input's size, a row is the
+ * plane shifted by (ki - p) W + kj - p, copied at once, then the rows and
+ * columns that fall in the padding set to za; otherwise row by row (plain
+ * loops: the rows are short, a call each would cost more than the copy).
+ */
+static void dense_cols(const struct mc_qconv *cv, const uint8_t *xq, int za, uint8_t *col)
+{
+	int k = cv->k, s = cv->s, p = cv->p, OW = cv->OW, W = cv->W;
+	size_t P = (size_t)cv->OH * OW, HW = (size_t)cv->H * W;
+	int same = s == 1 && cv->OH == cv->H && OW == W;
+
+	for (int c = 0; c < cv->C; c++)
+		for (int ki = 0; ki < k; ki++)
+			for (int kj = 0; kj < k; kj++) {
+				uint8_t *d = col + (((size_t)c * k + ki) * k + kj) * P;
+				const uint8_t *plane = xq + (size_t)c * HW;
+				/* the outputs [lo, hi) whose tap column ow s - p + kj is in the
+				 * image */
+				int lo = p - kj <= 0 ? 0 : (p - kj + s - 1) / s;
+				int hi = W + p - kj <= 0 ? 0 : (W + p - kj + s - 1) / s;
+
+				lo = lo < OW ? lo : OW;
+				hi = hi < OW ? hi : OW;
+				hi = hi > lo ? hi : lo;
+				if (same) {
+					/* rows [rl, rh) of the output read image rows */
+					int rl = p - ki > 0 ? p - ki : 0;
+					int rh = cv->H + p - ki < cv->OH ? cv->H + p - ki : cv->OH;
+					ptrdiff_t off = (ptrdiff_t)(ki - p) * W + (kj - p);
+					ptrdiff_t a = (ptrdiff_t)rl * OW, e = (ptrdiff_t)rh * OW;
+
+					rh = rh > rl ? rh : rl;
+					memset(d, za, (size_t)rl * OW);
+					memset(d + (size_t)rh * OW, za, (size_t)(cv->OH - rh) * OW);
+					if (a < -off)
+						a = -off;
+					if (e > (ptrdiff_t)HW - off)
+						e = (ptrdiff_t)HW - off;
+					if (e > a)
+						memcpy(d + a, plane + a + off, (size_t)(e - a));
+					for (int oh = rl; oh < rh; oh++) {
+						uint8_t *r = d + (size_t)oh * OW;
+
+						for (int ow = 0; ow < lo; ow++)
+							r[ow] = (uint8_t)za;
+						for (int ow = hi; ow < OW; ow++)
+							r[ow] = (uint8_t)za;
+					}
+					continue;
+				}
+				for (int oh = 0; oh < cv->OH; oh++, d += OW) {
+					int h = oh * s - p + ki;
+					const uint8_t *r;
+
+					if (h < 0 || h >= cv->H) {
+						for (int ow = 0; ow < OW; ow++)
+							d[ow] = (uint8_t)za;
+						continue;
+					}
+					r = plane + (size_t)h * W + kj - p;
+					for (int ow = 0; ow < lo; ow++)
+						d[ow] = (uint8_t)za;
+					for (int ow = lo; ow < hi; ow++)
+						d[ow] = r[(size_t)ow * s];
+					for (int ow = hi; ow < OW; ow++)
+						d[ow] = (uint8_t)za;
+				}
+			}
+}
+
+/* The dense layer's workspace: the pointwise head, then a slot a thread (xq, then pw's). */
+static int dense_geo(const struct mc_qconv *cv, struct pw_geo *g, size_t *slot)
+{
+	struct mc_qconv pc = dense_pw(cv);
+	size_t xs = up64((size_t)cv->C * cv->H * cv->W);
+
+	if (pw_geo(&pc, g) || g->slot > SIZE_MAX - xs)
+		return -1;
+	*slot = xs + g->slot;
+	return 0;
+}
+
+/* A dense layer, sample by sample. */
+static void dense_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
+			  const struct mc_qconv_io *io, const int8_t *w, void *work, int nt)
+{
+	size_t xs = (size_t)cv->C * cv->H * cv->W, ys = (size_t)cv->O * cv->OH * cv->OW, slot;
+	struct mc_qconv pc = dense_pw(cv);
+	struct pw_geo pg;
+	pw_fn fn = pw_path();
+	int vnni = mc_s8_simd() == 2;
+
+	dense_geo(cv, &pg, &slot);
+	if (vnni)
+		pw_head_quad(&pc, q, &pg, w, work);
+	else
+		pw_head(&pc, q, &pg, w, work);
+#pragma omp parallel num_threads(nt)
+	{
+		uint8_t *xq = (uint8_t *)work + pg.head + (size_t)omp_get_thread_num() * slot;
+		uint8_t *col = xq + up64(xs);
+		uint32_t *xi = (uint32_t *)(col + pg.xq);
+		float *yt = (float *)((uint8_t *)xi + pg.xi);
+
+#pragma omp for schedule(static)
+		for (int s = 0; s < n; s++) {
+			const uint8_t *src = io->xq ? io->xq + (size_t)s * xs : xq;
+			float *dst = io->y ? io->y + (size_t)s * ys : yt;
+
+			if (!io->xq)
+				mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
+			dense_cols(cv, src, q->za, col);
+#if defined(__x86_64__) || defined(__i386__)
+			if (vnni) {
+				struct quant_k ko = quant_k(io->so, io->zo);
+
+				pw_vnni(&pc, q, &pg, work, NULL, col, xi, io->y ? dst : NULL, &ko,
+					io->yq ? io->yq + (size_t)s * ys : NULL);
+				continue;
+			}
+#endif
+			pw_layout(&pc, &pg, col, xi);
+			fn(&pc, &pg, work, xi, q->flags, dst);
 			if (io->yq)
 				quant_out(dst, ys, io->so, io->zo, io->yq + (size_t)s * ys);
 		}
@@ -1979,6 +2199,10 @@ int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, i
 		return 0;
 	if (mc_qconv_is_pw(cv)) {
 		pw_forward(cv, q, n, io, w, work, nt);
+		return 0;
+	}
+	if (is_dense(cv)) {
+		dense_forward(cv, q, n, io, w, work, nt);
 		return 0;
 	}
 	if (mc_qconv_is_plane(cv)) {

@@ -111,7 +111,11 @@ struct mc_qconv_io {
  */
 int mc_s8_dw_vbmi(int on);
 
-/* 1 when mc_qconv_forward_io takes xq and yq for cv: depthwise, pointwise and stem layers. */
+/*
+ * 1 when mc_qconv_forward_io takes xq and yq for cv: depthwise layers and
+ * those of one group (pointwise, stems, and dense ones: the window's taps
+ * laid out as the channels of a pointwise layer, k k C of them).
+ */
 int mc_qconv_io_ok(const struct mc_qconv *cv);
 /* mc_qconv_forward through io. -1 (nothing written) for an io cv cannot take, or a bad (so, zo). */
 int mc_qconv_forward_io(const struct mc_qconv *cv, const struct mc_qconv_q *q, int n,
