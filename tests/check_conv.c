@@ -728,6 +728,113 @@ START_TEST(int8_chain_u8_matches_f32_route)
 END_TEST
 
 /*
+ * ResNet's int8 blocks: dense 3x3 qconv2d layers at stride 1 and 2, a 1x1
+ * stride-2 projection, residual qadds each followed by a relu (which the
+ * executor applies in the add: FUSE_QADD_RELU), qglobal_avgpool, linear.
+ * The executor hands u8 between the dense layers and from each add's relu
+ * (at a zero point above 0, so that the relu's max has work); the logits
+ * must be the bytes of every op run on its own over f32 tensors, on every
+ * int8 GEMM path, for any thread count, and also where the relu's readers
+ * take it at different pairs (it then stays f32, the relu on f32).
+ */
+static const char *arch_q8_res =
+    "{\"format\": 1, \"input\": [3, 9, 9], \"nodes\": ["
+    "{\"name\": \"stem\", \"op\": \"qconv2d\", \"inputs\": [\"input\"], \"attrs\":"
+    " {\"out\": 8, \"kernel\": 3, \"padding\": 1, \"mode\": \"static\", \"relu\": true}},"
+    "{\"name\": \"c1\", \"op\": \"qconv2d\", \"inputs\": [\"stem\"], \"attrs\":"
+    " {\"out\": 8, \"kernel\": 3, \"padding\": 1, \"mode\": \"static\", \"relu\": true}},"
+    "{\"name\": \"c2\", \"op\": \"qconv2d\", \"inputs\": [\"c1\"], \"attrs\":"
+    " {\"out\": 8, \"kernel\": 3, \"padding\": 1, \"mode\": \"static\"}},"
+    "{\"name\": \"add\", \"op\": \"qadd\", \"inputs\": [\"c2\", \"stem\"]},"
+    "{\"name\": \"r1\", \"op\": \"relu\", \"inputs\": [\"add\"]},"
+    "{\"name\": \"d1\", \"op\": \"qconv2d\", \"inputs\": [\"r1\"], \"attrs\": {\"out\": 12,"
+    " \"kernel\": 3, \"stride\": 2, \"padding\": 1, \"mode\": \"static\", \"relu\": true}},"
+    "{\"name\": \"d2\", \"op\": \"qconv2d\", \"inputs\": [\"d1\"], \"attrs\":"
+    " {\"out\": 12, \"kernel\": 3, \"padding\": 1, \"mode\": \"static\"}},"
+    "{\"name\": \"proj\", \"op\": \"qconv2d\", \"inputs\": [\"r1\"], \"attrs\":"
+    " {\"out\": 12, \"kernel\": 1, \"stride\": 2, \"mode\": \"static\"}},"
+    "{\"name\": \"add2\", \"op\": \"qadd\", \"inputs\": [\"d2\", \"proj\"]},"
+    "{\"name\": \"r2\", \"op\": \"relu\", \"inputs\": [\"add2\"]},"
+    "{\"name\": \"pool\", \"op\": \"qglobal_avgpool\", \"inputs\": [\"r2\"]},"
+    "{\"name\": \"fc\", \"op\": \"linear\", \"inputs\": [\"pool\"], \"attrs\": {\"out\": 5}}]}";
+
+START_TEST(int8_resnet_u8_matches_f32_route)
+{
+	static struct mc_err err;
+	static const char *const convs[] = { "stem", "c1", "c2", "d1", "d2", "proj" };
+	static const char *const s8_paths[] = { "avx512-vnni", "avx2", "portable" };
+	const char *saved = mc_gemm_s8_kernel();
+	struct mc_model *m = mc_model_from_arch(arch_q8_res, "t", &err);
+	float *x, *z0 = malloc(17 * 5 * sizeof(float)), *z = malloc(17 * 5 * sizeof(float));
+	const float relu_qp[2] = { 4.0f / 255.0f, 0.0f }, r1_qp[2] = { 0.05f, 3.0f };
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 7);
+	for (int c = 0; c < 6; c++) {
+		char name[64];
+		struct mc_tensor *w, *sc, *b;
+
+		snprintf(name, sizeof(name), "%s.weight", convs[c]);
+		w = mc_model_param(m, name);
+		snprintf(name, sizeof(name), "%s.weight_scale", convs[c]);
+		sc = mc_model_param(m, name);
+		snprintf(name, sizeof(name), "%s.bias", convs[c]);
+		b = mc_model_param(m, name);
+		ck_assert(w && sc && b);
+		for (int64_t i = 0; i < w->numel; i++)
+			((int8_t *)w->data)[i] =
+			    (int8_t)((int)(mc_rand_uniform(29, (uint64_t)c, (uint64_t)i) * 255.0f) - 127);
+		for (int64_t i = 0; i < sc->numel; i++)
+			((float *)sc->data)[i] = 0.003f + 0.0004f * (float)i;
+		for (int64_t i = 0; i < b->numel; i++)
+			((float *)b->data)[i] = 0.1f * (float)(i % 5) - 0.25f;
+	}
+	set_f32(m, "stem.input_qparams", (const float[]){ 2.0f / 255.0f, 128.0f }, 2);
+	set_f32(m, "c1.input_qparams", relu_qp, 2);
+	set_f32(m, "c2.input_qparams", relu_qp, 2);
+	set_f32(m, "add.qparams", (const float[]){ 0.05f, 128.0f, 4.0f / 255.0f, 0.0f, 0.06f, 120.0f },
+		6);
+	set_f32(m, "d1.input_qparams", r1_qp, 2);
+	set_f32(m, "d2.input_qparams", relu_qp, 2);
+	set_f32(m, "proj.input_qparams", r1_qp, 2);
+	set_f32(m, "add2.qparams", (const float[]){ 0.05f, 128.0f, 0.04f, 130.0f, 0.07f, 110.0f },
+		6);
+	set_f32(m, "pool.qparams", (const float[]){ 0.05f, 2.0f, 0.02f, 127.0f }, 4);
+	x = random_f32((size_t)17 * 3 * 9 * 9, 903, -1.0f);
+	for (int variant = 0; variant < 2; variant++) {
+		if (variant) /* proj reads r1 at another pair than d1: r1 stays f32 */
+			set_f32(m, "proj.input_qparams", (const float[]){ 0.05f, 4.0f }, 2);
+		for (int pi = 0; pi < 3; pi++) {
+			if (mc_gemm_s8_use(s8_paths[pi]))
+				continue;
+			for (int n = 1; n <= 17; n += 16)
+				for (int t = 1; t <= 3; t++) {
+					struct mc_exec *e;
+
+					omp_set_num_threads(t);
+					run_unfused(m, x, n, z0);
+					ck_assert(isfinite(z0[0]) && z0[0] != z0[4]);
+					e = mc_exec_new(m, n, 0, &err);
+					ck_assert_msg(e != NULL, "%s", err.msg);
+					memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+					mc_exec_free(e);
+					ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+						      "int8 ResNet, variant %d path %s: batch %d "
+						      "threads %d",
+						      variant, s8_paths[pi], n, t);
+				}
+		}
+	}
+	mc_gemm_s8_use(saved);
+	omp_set_num_threads(2);
+	free(z);
+	free(z0);
+	free(x);
+	mc_model_free(m);
+}
+END_TEST
+
+/*
  * Chains the inference executor runs as one step (conv2d -> batchnorm ->
  * activation -> add -> activation, kernels/conv.h's mc_conv_post): the
  * batched direct and packed paths, a depthwise conv of stride 1 and 2, a
@@ -934,6 +1041,7 @@ int main(void)
 	tcase_add_test(tc, fused_pool_train);
 	tcase_add_test(tc, fused_qconv_pool_inference);
 	tcase_add_test(tc, int8_chain_u8_matches_f32_route);
+	tcase_add_test(tc, int8_resnet_u8_matches_f32_route);
 	tcase_add_test(tc, fused_bn_chain_inference);
 	tcase_add_test(tc, post_matches_ref);
 	suite_add_tcase(s, tc);

@@ -8,6 +8,10 @@
 #include <string.h>
 #include <time.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "base/threads.h"
 #include "graph/model_int.h"
 #include "graph/ops_int.h"
@@ -32,6 +36,8 @@ enum fuse_kind {
 	FUSE_CHAIN_CONV,     /* 8: inference, the conv2d heading a chain */
 	FUSE_CHAIN_LAST,     /* 9: the chain's last node, where it runs */
 	FUSE_CHAIN_INNER,    /* 10: a node inside a chain */
+	FUSE_QADD_RELU,	     /* 11: inference, a qadd whose only reader is a relu */
+	FUSE_RELU_IN_QADD,   /* 12: that relu */
 };
 
 struct mc_exec {
@@ -55,7 +61,11 @@ struct mc_exec {
 	 * linear whose only reader is a relu, which it applies in place as it
 	 * finishes; 6: that relu (act shared, forward skipped); in training,
 	 * 7: a 2x2 maxpool2d alone reading a relu of kind 2, whose backward
-	 * passes its gradient through the relu's too (the relu's skipped).
+	 * passes its gradient through the relu's too (the relu's skipped);
+	 * without training, 11: a qadd whose only reader is a relu, which it
+	 * applies in place as it finishes (on its u8 output: max with the
+	 * zero point, the bytes of the relu's f32 quantized; pool[qadd] is the
+	 * relu's index); 12: that relu (act and u8 shared, forward skipped).
 	 */
 	int *fused;
 	int *pool;
@@ -106,7 +116,8 @@ void mc_exec_free(struct mc_exec *e)
 		if (e->act &&
 		    !(e->fused &&
 		      (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_FLATTEN ||
-		       e->fused[i] == FUSE_RELU_IN_LINEAR || e->fused[i] == FUSE_CHAIN_INNER)))
+		       e->fused[i] == FUSE_RELU_IN_LINEAR || e->fused[i] == FUSE_CHAIN_INNER ||
+		       e->fused[i] == FUSE_RELU_IN_QADD)))
 			mc_free(e->act[i]);
 		if (e->chain)
 			free(e->chain[i].affine);
@@ -171,6 +182,15 @@ static void fuse(const struct mc_model *m, int training, int *fused, int *pool)
 		    n_readers(m, i, &k) == 1) {
 			fused[i] = FUSE_LINEAR_RELU;
 			fused[j] = FUSE_RELU_IN_LINEAR;
+			continue;
+		}
+		/* inference: relu in place on a qadd's output that nothing else reads */
+		if (!training && r->op == &mc_op_relu && i != MC_NODE_INPUT &&
+		    m->nodes[i]->op == &mc_op_qadd && i != m->n_nodes - 1 && !fused[i] &&
+		    n_readers(m, i, &k) == 1) {
+			fused[i] = FUSE_QADD_RELU;
+			fused[j] = FUSE_RELU_IN_QADD;
+			pool[i] = j;
 			continue;
 		}
 		/* a qconv2d has its relu already: only its pool */
@@ -375,7 +395,8 @@ struct mc_exec *mc_exec_new(const struct mc_model *m, int max_batch, int trainin
 	for (int i = 0; !training && i < m->n_nodes; i++)
 		e->any_q8 |= mc_qop_gives_u8(m->nodes[i]);
 	for (int i = 0; i < m->n_nodes; i++) {
-		if (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_RELU_IN_LINEAR) {
+		if (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_RELU_IN_LINEAR ||
+		    e->fused[i] == FUSE_RELU_IN_QADD) {
 			e->act[i] = e->act[m->nodes[i]->inputs[0]];
 		} else if (e->fused[i] == FUSE_FLATTEN || e->fused[i] == FUSE_CHAIN_INNER) {
 			e->act[i] = NULL; /* set by each forward; or never written */
@@ -494,17 +515,22 @@ static void plan_u8(struct mc_exec *e)
 	const struct mc_model *m = e->m;
 
 	for (int i = 0; i < m->n_nodes; i++) {
-		int readers = 0, ok = mc_qop_gives_u8(m->nodes[i]) && !e->fused[i] &&
-				      i != m->n_nodes - 1;
+		/* a qadd with its relu: the relu's readers are the ones to take u8 */
+		int out = e->fused[i] == FUSE_QADD_RELU ? e->pool[i] : i;
+		int readers = 0, ok = mc_qop_gives_u8(m->nodes[i]) &&
+				      (!e->fused[i] || e->fused[i] == FUSE_QADD_RELU) &&
+				      out != m->n_nodes - 1;
 
-		for (int r = i + 1; ok && r < m->n_nodes; r++) {
+		if (e->fused[i] == FUSE_RELU_IN_QADD)
+			continue; /* its qadd's */
+		for (int r = out + 1; ok && r < m->n_nodes; r++) {
 			const struct mc_node *nd = m->nodes[r];
 
 			for (int k = 0; ok && k < nd->n_inputs; k++) {
 				float s;
 				int z;
 
-				if (nd->inputs[k] != i)
+				if (nd->inputs[k] != out)
 					continue;
 				ok = !e->fused[r] && mc_qop_takes_u8(nd, k, &s, &z) &&
 				     (!readers || (s == e->u8s[i] && z == e->u8z[i]));
@@ -515,6 +541,47 @@ static void plan_u8(struct mc_exec *e)
 			}
 		}
 		e->u8[i] = ok && readers > 0;
+		if (out != i) {
+			e->u8[out] = e->u8[i];
+			e->u8s[out] = e->u8s[i];
+			e->u8z[out] = e->u8z[i];
+		}
+	}
+}
+
+/*
+ * The relu of a qadd (FUSE_QADD_RELU) in place on its output: on f32 the
+ * relu's own forward; on u8 at (s, z), max with z: quantizing is monotone
+ * and takes 0.0 to z, so u8(max(y, 0)) = max(u8(y), z), the bytes its
+ * readers would have made of the relu's output (NaN, which the add gives
+ * for damaged scales as u8 0, goes to z either way).
+ */
+static void qadd_relu(struct mc_exec *e, int i, int n)
+{
+	const struct mc_node *relu = e->m->nodes[e->pool[i]];
+	size_t total = (size_t)n * (size_t)e->m->nodes[i]->out_numel;
+
+	if (e->u8[i]) {
+		uint8_t *q = (uint8_t *)e->act[i], z = (uint8_t)e->u8z[i];
+
+#pragma omp parallel for schedule(static) if (total >= ((size_t)1 << 18))
+		for (size_t c = 0; c < total; c += 16384) {
+			size_t k = c, end = c + 16384 < total ? c + 16384 : total;
+#ifdef __SSE2__
+			__m128i vz = _mm_set1_epi8((char)z);
+
+			for (; k + 16 <= end; k += 16)
+				_mm_storeu_si128((__m128i *)(q + k),
+						 _mm_max_epu8(_mm_loadu_si128((const __m128i *)(q + k)),
+							      vz));
+#endif
+			for (; k < end; k++)
+				q[k] = q[k] > z ? q[k] : z;
+		}
+	} else {
+		const float *in[1] = { e->act[i] };
+
+		relu->op->forward(relu, &e->run, n, in, e->act[i]);
 	}
 }
 
@@ -533,7 +600,7 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 	}
 	if (e->fused[i] == FUSE_RELU_IN_CONV || e->fused[i] == FUSE_POOL_IN_CONV ||
 	    e->fused[i] == FUSE_RELU_IN_LINEAR || e->fused[i] == FUSE_CHAIN_CONV ||
-	    e->fused[i] == FUSE_CHAIN_INNER)
+	    e->fused[i] == FUSE_CHAIN_INNER || e->fused[i] == FUSE_RELU_IN_QADD)
 		return;
 	if (e->fused[i] == FUSE_CHAIN_LAST) {
 		struct chain *c = &e->chain[i];
@@ -555,7 +622,7 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 	}
 	for (int k = 0; k < nd->n_inputs; k++)
 		in[k] = nd->inputs[k] == MC_NODE_INPUT ? x : e->act[nd->inputs[k]];
-	if (e->any_q8 && !e->fused[i]) {
+	if (e->any_q8 && (!e->fused[i] || e->fused[i] == FUSE_QADD_RELU)) {
 		const uint8_t *in8[MC_NODE_MAX_INPUTS] = { NULL };
 		int any = e->u8[i];
 
@@ -568,8 +635,15 @@ static void forward_node(struct mc_exec *e, int i, const float *x, int n)
 		if (any) {
 			mc_qop_forward_u8(nd, &e->run, n, in, in8, e->u8[i] ? NULL : e->act[i],
 					  e->u8[i] ? (uint8_t *)e->act[i] : NULL, e->u8s[i], e->u8z[i]);
+			if (e->fused[i] == FUSE_QADD_RELU)
+				qadd_relu(e, i, n);
 			return;
 		}
+	}
+	if (e->fused[i] == FUSE_QADD_RELU) {
+		nd->op->forward(nd, &e->run, n, in, e->act[i]);
+		qadd_relu(e, i, n);
+		return;
 	}
 	if (e->fused[i] == FUSE_LINEAR_RELU)
 		mc_linear_forward_relu(nd, &e->run, n, in, e->act[i]);

@@ -303,6 +303,21 @@ int mc_qconv2d_gives_u8(const struct mc_node *node)
 	return mc_qconv_io_ok(&cv);
 }
 
+/* Chunk s0 of m samples (of n) of io through one slot. */
+static void qconv_chunk_io(const struct mc_conv_geo *q, const struct mc_s8_weights *pk,
+			   unsigned flags, float sa, int za, const struct mc_qconv_io *io, int s0,
+			   int n, uint8_t *slot, int m, const struct mc_node *pool, float *pout)
+{
+	size_t xs = (size_t)q->C * q->H * q->W, ys = (size_t)q->O * q->P;
+	int mm = n - s0 < m ? n - s0 : m;
+
+	qconv_chunk_run(q, pk, flags, sa, za, io->x ? io->x + (size_t)s0 * xs : NULL,
+			io->xq ? io->xq + (size_t)s0 * xs : NULL, mm, slot, m,
+			io->y ? io->y + (size_t)s0 * ys : NULL,
+			io->yq ? io->yq + (size_t)s0 * ys : NULL, io->so, io->zo, pool,
+			pool ? pout + (size_t)s0 * pool->out_numel : NULL);
+}
+
 /*
  * Whether a dense layer (one group, not pointwise, not a stem) runs on the
  * int8 GEMM rather than s8_ops.h's kernel of taps (the same bits either
@@ -371,20 +386,20 @@ static void qconv_run(const struct mc_node *node, const struct mc_run *run, int 
 	nt = omp_in_parallel() ? 1 : omp_get_max_threads();
 	if (nt > qconv_slots(&q, n))
 		nt = qconv_slots(&q, n);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+	/* one thread: the calling one, no team around the GEMM's own (a nested team costs) */
+	if (nt <= 1) {
+		for (int c = 0; c < chunks; c++)
+			qconv_chunk_io(&q, pk, flags, sa, za, io, c * m, n, run->work, m, pool,
+				       pout);
+		return;
+	}
+#pragma omp parallel num_threads(nt)
 	{
 		uint8_t *mine = (uint8_t *)run->work + (size_t)omp_get_thread_num() * slot;
 
 #pragma omp for schedule(static)
-		for (int c = 0; c < chunks; c++) {
-			int s0 = c * m, mm = n - s0 < m ? n - s0 : m;
-
-			qconv_chunk_run(&q, pk, flags, sa, za, x ? x + (size_t)s0 * xs : NULL,
-					x8 ? x8 + (size_t)s0 * xs : NULL, mm, mine, m,
-					io->y ? io->y + (size_t)s0 * ys : NULL,
-					io->yq ? io->yq + (size_t)s0 * ys : NULL, io->so, io->zo,
-					pool, pool ? pout + (size_t)s0 * pool->out_numel : NULL);
-		}
+		for (int c = 0; c < chunks; c++)
+			qconv_chunk_io(&q, pk, flags, sa, za, io, c * m, n, mine, m, pool, pout);
 	}
 }
 

@@ -1834,6 +1834,22 @@ static int is_dense(const struct mc_qconv *cv)
 	return cv->g == 1 && !mc_qconv_is_pw(cv) && !mc_qconv_is_plane(cv);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* d[i] = r[2 i], i < n: the even bytes of 64 at a time, narrowed by vpmovwb (AVX-512 BW). */
+__attribute__((target("avx512f,avx512bw"))) static void even_bytes_avx512(uint8_t *d,
+									  const uint8_t *r, int n)
+{
+	for (int i = 0; i < n; i += 32) {
+		int m = n - i < 32 ? n - i : 32;
+		/* up to the last byte taken, r[2 (i + m) - 2]: never one past it */
+		__m512i v = _mm512_maskz_loadu_epi8(((__mmask64)1 << (2 * m - 1)) - 1, r + 2 * i);
+
+		_mm512_mask_storeu_epi8(d + i, ((__mmask64)1 << m) - 1,
+					_mm512_castsi256_si512(_mm512_cvtepi16_epi8(v)));
+	}
+}
+#endif
+
 /*
  * col[Kg][P] of one sample xq[C][H][W]: row (c, ki, kj) holds tap (ki, kj)
  * of channel c. At stride 1 with the output the input's size, a row is the
@@ -1841,11 +1857,13 @@ static int is_dense(const struct mc_qconv *cv)
  * columns that fall in the padding set to za; otherwise row by row (plain
  * loops: the rows are short, a call each would cost more than the copy).
  */
-static void dense_cols(const struct mc_qconv *cv, const uint8_t *xq, int za, uint8_t *col)
+static void dense_cols(const struct mc_qconv *cv, const uint8_t *xq, int za, int bw, uint8_t *col)
 {
 	int k = cv->k, s = cv->s, p = cv->p, OW = cv->OW, W = cv->W;
 	size_t P = (size_t)cv->OH * OW, HW = (size_t)cv->H * W;
 	int same = s == 1 && cv->OH == cv->H && OW == W;
+
+	(void)bw; /* AVX-512 BW's even bytes: x86 only */
 
 	for (int c = 0; c < cv->C; c++)
 		for (int ki = 0; ki < k; ki++)
@@ -1898,8 +1916,14 @@ static void dense_cols(const struct mc_qconv *cv, const uint8_t *xq, int za, uin
 					r = plane + (size_t)h * W + kj - p;
 					for (int ow = 0; ow < lo; ow++)
 						d[ow] = (uint8_t)za;
-					for (int ow = lo; ow < hi; ow++)
-						d[ow] = r[(size_t)ow * s];
+#if defined(__x86_64__) || defined(__i386__)
+					if (bw && s == 2)
+						even_bytes_avx512(d + lo, r + (size_t)lo * 2,
+								  hi - lo);
+					else
+#endif
+						for (int ow = lo; ow < hi; ow++)
+							d[ow] = r[(size_t)ow * s];
 					for (int ow = hi; ow < OW; ow++)
 						d[ow] = (uint8_t)za;
 				}
@@ -1947,7 +1971,7 @@ static void dense_forward(const struct mc_qconv *cv, const struct mc_qconv_q *q,
 
 			if (!io->xq)
 				mc_quantize_u8(io->x + (size_t)s * xs, xs, q->sa, q->za, xq);
-			dense_cols(cv, src, q->za, col);
+			dense_cols(cv, src, q->za, vnni, col);
 #if defined(__x86_64__) || defined(__i386__)
 			if (vnni) {
 				struct quant_k ko = quant_k(io->so, io->zo);
