@@ -323,12 +323,18 @@ static void qconv_chunk_io(const struct mc_conv_geo *q, const struct mc_s8_weigh
  * int8 GEMM rather than s8_ops.h's kernel of taps (the same bits either
  * way): the kernel of taps is the faster with AVX-512 VNNI (ResNet-14's 3x3
  * layers at batch 256, 2 threads: 4.5 ms against 10 on 28x28, 4.3 against
- * 6.8 on 14x14), the GEMM on AVX2 (13 ms against 22 on 28x28), whose kernel
- * of taps multiplies 4 channels at a time.
+ * 6.8 on 14x14, 1x1 stride-2 projections 0.6 against 1.3), but for strided
+ * windows onto planes of fewer than 64 outputs (ResNet-14's stage-3 conv1,
+ * 3x3 stride 2 to 7x7: 1.7 ms on the GEMM against 3.0), where it gathers
+ * short rows tap by tap and fills 64 lanes for 49 positions while the
+ * GEMM's rows run across samples; the GEMM also on AVX2 (13 ms against 22
+ * on 28x28), whose kernel of taps multiplies 4 channels at a time.
  */
 static int qconv_on_gemm(const struct mc_qconv *cv)
 {
-	return !mc_qconv_is_pw(cv) && !mc_qconv_is_plane(cv) && mc_s8_simd() != 2;
+	if (mc_qconv_is_pw(cv) || mc_qconv_is_plane(cv))
+		return 0;
+	return mc_s8_simd() != 2 || (cv->s > 1 && cv->k > 1 && cv->OH * cv->OW < 64);
 }
 
 /*
