@@ -299,6 +299,20 @@ static void run_unfused(struct mc_model *m, const float *x, int n, float *y)
 	free(run.work);
 }
 
+/* The executor's 5 logits a sample for n samples of x in z, the ops' one by one in z0: the same. */
+static int exec_is_unfused(struct mc_model *m, const float *x, int n, float *z0, float *z)
+{
+	static struct mc_err err;
+	struct mc_exec *e;
+
+	run_unfused(m, x, n, z0);
+	e = mc_exec_new(m, n, 0, &err);
+	ck_assert_msg(e != NULL, "%s", err.msg);
+	memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
+	mc_exec_free(e);
+	return !memcmp(z, z0, (size_t)n * 5 * sizeof(float));
+}
+
 START_TEST(fused_model_deterministic)
 {
 	static struct mc_err err;
@@ -419,15 +433,8 @@ static void check_fused_pool(const char *desc, size_t per, uint64_t stream)
 			continue;
 		for (int n = 1; n <= 17; n += 8)
 			for (int t = 1; t <= 3; t++) {
-				struct mc_exec *e;
-
 				omp_set_num_threads(t);
-				run_unfused(m, x, n, z0);
-				e = mc_exec_new(m, n, 0, &err);
-				ck_assert_msg(e != NULL, "%s", err.msg);
-				memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
-				mc_exec_free(e);
-				ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+				ck_assert_msg(exec_is_unfused(m, x, n, z0, z),
 					      "pooled in the conv: path %s batch %d threads %d",
 					      paths[pi], n, t);
 			}
@@ -611,18 +618,13 @@ START_TEST(fused_qconv_pool_inference)
 	x = random_f32((size_t)9 * 3 * 14 * 14, 900, -1.0f);
 	for (int n = 1; n <= 9; n += 8)
 		for (int t = 1; t <= 3; t++) {
-			struct mc_exec *e;
+			int same;
 
 			omp_set_num_threads(t);
-			run_unfused(m, x, n, z0);
+			same = exec_is_unfused(m, x, n, z0, z);
 			/* real outputs: finite and not all alike */
 			ck_assert(isfinite(z0[0]) && isfinite(z0[4]) && z0[0] != z0[4]);
-			e = mc_exec_new(m, n, 0, &err);
-			ck_assert_msg(e != NULL, "%s", err.msg);
-			memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
-			mc_exec_free(e);
-			ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
-				      "pooled in the qconv2d: batch %d threads %d", n, t);
+			ck_assert_msg(same, "pooled in the qconv2d: batch %d threads %d", n, t);
 		}
 	omp_set_num_threads(2);
 	free(z);
@@ -662,17 +664,14 @@ static void set_f32(struct mc_model *m, const char *name, const float *v, int64_
 	memcpy(t->data, v, (size_t)n * sizeof(float));
 }
 
-START_TEST(int8_chain_u8_matches_f32_route)
+/*
+ * Each named qconv2d's weights drawn from stream (s8 in [-127, 128)), its
+ * per-channel scales s0 + ds * o and its biases 0.1 (o % 5) + b0.
+ */
+static void fill_qconvs(struct mc_model *m, const char *const *convs, int nc, uint64_t stream,
+			float s0, float ds, float b0)
 {
-	static struct mc_err err;
-	static const char *const convs[] = { "pw1", "dw", "pw2", "dw2" };
-	struct mc_model *m = mc_model_from_arch(arch_q8, "t", &err);
-	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
-	const float relu6_qp[2] = { 6.0f / 255.0f, 0.0f };
-
-	ck_assert_msg(m != NULL, "%s", err.msg);
-	mc_model_init(m, 7);
-	for (int c = 0; c < 4; c++) {
+	for (int c = 0; c < nc; c++) {
 		char name[64];
 		struct mc_tensor *w, *sc, *b;
 
@@ -685,12 +684,27 @@ START_TEST(int8_chain_u8_matches_f32_route)
 		ck_assert(w && sc && b);
 		for (int64_t i = 0; i < w->numel; i++)
 			((int8_t *)w->data)[i] =
-			    (int8_t)((int)(mc_rand_uniform(23, (uint64_t)c, (uint64_t)i) * 255.0f) - 127);
+			    (int8_t)((int)(mc_rand_uniform(stream, (uint64_t)c, (uint64_t)i) *
+					   255.0f) -
+				     127);
 		for (int64_t i = 0; i < sc->numel; i++)
-			((float *)sc->data)[i] = 0.004f + 0.0005f * (float)i;
+			((float *)sc->data)[i] = s0 + ds * (float)i;
 		for (int64_t i = 0; i < b->numel; i++)
-			((float *)b->data)[i] = 0.1f * (float)(i % 5) - 0.2f;
+			((float *)b->data)[i] = 0.1f * (float)(i % 5) + b0;
 	}
+}
+
+START_TEST(int8_chain_u8_matches_f32_route)
+{
+	static struct mc_err err;
+	static const char *const convs[] = {"pw1", "dw", "pw2", "dw2"};
+	struct mc_model *m = mc_model_from_arch(arch_q8, "t", &err);
+	float *x, *z0 = malloc(9 * 5 * sizeof(float)), *z = malloc(9 * 5 * sizeof(float));
+	const float relu6_qp[2] = {6.0f / 255.0f, 0.0f};
+
+	ck_assert_msg(m != NULL, "%s", err.msg);
+	mc_model_init(m, 7);
+	fill_qconvs(m, convs, 4, 23, 0.004f, 0.0005f, -0.2f);
 	set_f32(m, "pw1.input_qparams", (const float[]){ 2.0f / 255.0f, 128.0f }, 2);
 	set_f32(m, "dw.input_qparams", relu6_qp, 2);
 	set_f32(m, "pw2.input_qparams", relu6_qp, 2);
@@ -705,18 +719,13 @@ START_TEST(int8_chain_u8_matches_f32_route)
 				(const float[]){ 0.05f, 128.0f, 7.0f / 255.0f, 1.0f, 0.06f, 120.0f }, 6);
 		for (int n = 1; n <= 9; n += 8)
 			for (int t = 1; t <= 3; t++) {
-				struct mc_exec *e;
+				int same;
 
 				omp_set_num_threads(t);
-				run_unfused(m, x, n, z0);
+				same = exec_is_unfused(m, x, n, z0, z);
 				ck_assert(isfinite(z0[0]) && isfinite(z0[4]) && z0[0] != z0[4]);
-				e = mc_exec_new(m, n, 0, &err);
-				ck_assert_msg(e != NULL, "%s", err.msg);
-				memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
-				mc_exec_free(e);
-				ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
-					      "u8 chain, variant %d: batch %d threads %d", variant, n,
-					      t);
+				ck_assert_msg(same, "u8 chain, variant %d: batch %d threads %d",
+					      variant, n, t);
 			}
 	}
 	omp_set_num_threads(2);
@@ -770,25 +779,7 @@ START_TEST(int8_resnet_u8_matches_f32_route)
 
 	ck_assert_msg(m != NULL, "%s", err.msg);
 	mc_model_init(m, 7);
-	for (int c = 0; c < 6; c++) {
-		char name[64];
-		struct mc_tensor *w, *sc, *b;
-
-		snprintf(name, sizeof(name), "%s.weight", convs[c]);
-		w = mc_model_param(m, name);
-		snprintf(name, sizeof(name), "%s.weight_scale", convs[c]);
-		sc = mc_model_param(m, name);
-		snprintf(name, sizeof(name), "%s.bias", convs[c]);
-		b = mc_model_param(m, name);
-		ck_assert(w && sc && b);
-		for (int64_t i = 0; i < w->numel; i++)
-			((int8_t *)w->data)[i] =
-			    (int8_t)((int)(mc_rand_uniform(29, (uint64_t)c, (uint64_t)i) * 255.0f) - 127);
-		for (int64_t i = 0; i < sc->numel; i++)
-			((float *)sc->data)[i] = 0.003f + 0.0004f * (float)i;
-		for (int64_t i = 0; i < b->numel; i++)
-			((float *)b->data)[i] = 0.1f * (float)(i % 5) - 0.25f;
-	}
+	fill_qconvs(m, convs, 6, 29, 0.003f, 0.0004f, -0.25f);
 	set_f32(m, "stem.input_qparams", (const float[]){ 2.0f / 255.0f, 128.0f }, 2);
 	set_f32(m, "c1.input_qparams", relu_qp, 2);
 	set_f32(m, "c2.input_qparams", relu_qp, 2);
@@ -809,16 +800,12 @@ START_TEST(int8_resnet_u8_matches_f32_route)
 				continue;
 			for (int n = 1; n <= 17; n += 16)
 				for (int t = 1; t <= 3; t++) {
-					struct mc_exec *e;
+					int same;
 
 					omp_set_num_threads(t);
-					run_unfused(m, x, n, z0);
+					same = exec_is_unfused(m, x, n, z0, z);
 					ck_assert(isfinite(z0[0]) && z0[0] != z0[4]);
-					e = mc_exec_new(m, n, 0, &err);
-					ck_assert_msg(e != NULL, "%s", err.msg);
-					memcpy(z, mc_forward(e, x, n), (size_t)n * 5 * sizeof(float));
-					mc_exec_free(e);
-					ck_assert_msg(!memcmp(z, z0, (size_t)n * 5 * sizeof(float)),
+					ck_assert_msg(same,
 						      "int8 ResNet, variant %d path %s: batch %d "
 						      "threads %d",
 						      variant, s8_paths[pi], n, t);
